@@ -1,0 +1,75 @@
+# The platform's commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+PROTO_FILES := $(shell find protos -name '*.proto' | sort)
+GEN_DIR := gen/python
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# --- set-up -----------------------------------------------------------------
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: install
+install: $(VENV)/.installed node_modules/.installed ## Create .venv and install the pinned Python and npm packages
+
+.PHONY: lock
+lock: ## Re-pin requirements.lock from a fresh install of pyproject.toml's dependencies
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet ".[dev]"
+	{ echo "# Exact versions of every Python package, direct and transitive (pip freeze of a working install)."; \
+	  echo "# Regenerate with \`make lock\` after changing pyproject.toml."; \
+	  .venv-lock/bin/pip freeze --exclude agentplatform --exclude pip --exclude setuptools; } > requirements.lock
+	rm -rf .venv-lock
+
+# --- contracts ----------------------------------------------------------------
+
+.PHONY: proto
+proto: $(VENV)/.installed ## Regenerate the Python stubs in gen/python from protos/
+	rm -rf $(GEN_DIR) && scripts/gen_protos.sh $(PY) $(GEN_DIR)
+
+.PHONY: proto-check
+proto-check: $(VENV)/.installed ## Fail if the checked-in stubs differ from what protos/ generates
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && scripts/gen_protos.sh $(PY) $$tmp \
+	  && diff -r $$tmp $(GEN_DIR) >/dev/null \
+	  || { echo "gen/python is stale: run 'make proto' and commit the result"; exit 1; }
+
+.PHONY: proto-lint
+proto-lint: node_modules/.installed ## Lint the protos with buf
+	cd protos && ../$(BUF) lint
+
+# --- running ------------------------------------------------------------------
+
+.PHONY: run
+run: install ## Start the platform: services, demo model (when no LLM is configured) and Envoy
+	$(PY) -m services.launcher
+
+# --- quality ------------------------------------------------------------------
+
+.PHONY: test
+test: install proto-check proto-lint ## Run every test (unit, integration, PostgreSQL, end to end)
+	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
+
+.PHONY: lint
+lint: install ## Lint the Python code with ruff
+	$(VENV)/bin/ruff check services tests scripts
+
+.PHONY: clean
+clean: ## Remove the virtualenv, node_modules and local data (var/)
+	rm -rf $(VENV) node_modules var .pytest_cache
