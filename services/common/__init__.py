@@ -1,0 +1,1 @@
+"""Code every service shares: settings, logging, errors, the gRPC server bootstrap and the database."""

@@ -1,0 +1,40 @@
+"""Domain errors: plain exceptions the domain code raises when a caller can act on the problem.
+
+They know nothing of gRPC; `services.common.interceptor` is the one place that maps them to status codes.
+"""
+
+
+class DomainError(Exception):
+    """Base class. The message is shown to the caller, so it should say what to do."""
+
+
+class InvalidArgument(DomainError):
+    """The request itself is wrong (empty field, bad format, arguments not matching a schema)."""
+
+
+class NotFound(DomainError):
+    """The named resource (run, tool, file) does not exist."""
+
+
+class AlreadyExists(DomainError):
+    """The resource to create exists already, or a conflicting write came first."""
+
+
+class FailedPrecondition(DomainError):
+    """The system is not in a state that allows the operation (a finished run, a disabled tool)."""
+
+
+class ResourceExhausted(DomainError):
+    """A size or rate limit was hit."""
+
+
+class DeadlineExceeded(DomainError):
+    """The work did not finish within its time limit."""
+
+
+class Unavailable(DomainError):
+    """A dependency (the model endpoint, another service) could not be reached; retrying may help."""
+
+
+class Internal(DomainError):
+    """Something failed that the caller cannot fix (a tool plugin's own bug); the message says what."""

@@ -1,0 +1,142 @@
+"""The one place that turns domain errors into gRPC statuses, and tags every RPC with a request id.
+
+Servicers and domain code raise `services.common.errors` exceptions; this interceptor answers them with
+the matching status code and the exception's message. Anything else is a bug: it is logged with its
+traceback and answered INTERNAL, naming the request id to look for in the logs.
+"""
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from services.common import errors
+from services.common.logs import request_id
+
+log = logging.getLogger(__name__)
+
+#: Metadata key of the request id: taken from the caller when it sends one, else generated.
+REQUEST_ID_KEY = "x-request-id"
+
+STATUS_BY_ERROR: dict[type[errors.DomainError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.Internal: grpc.StatusCode.INTERNAL,
+}
+
+
+def status_for(exc: errors.DomainError) -> grpc.StatusCode:
+    """The status code of a domain error (its nearest mapped base class)."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return grpc.StatusCode.UNKNOWN
+
+
+class _RpcScope:
+    """Request id, timing, logging and error mapping around one RPC."""
+
+    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        self.method = method
+        self.context = context
+        metadata = dict(context.invocation_metadata() or ())
+        self.request_id = str(metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:16])
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> "_RpcScope":
+        self._token = request_id.set(self.request_id)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        request_id.reset(self._token)
+
+    async def fail(self, exc: BaseException) -> None:
+        """Abort the RPC with the status that fits `exc` (which context.abort raises as AbortError)."""
+        if isinstance(exc, errors.DomainError):
+            code = status_for(exc)
+            self.done(code)
+            await self.context.abort(code, str(exc))
+        log.exception("unhandled error in %s", self.method)
+        self.done(grpc.StatusCode.INTERNAL)
+        await self.context.abort(
+            grpc.StatusCode.INTERNAL, f"internal error; the server log has details under request id {self.request_id}"
+        )
+
+    def done(self, code: grpc.StatusCode) -> None:
+        elapsed_ms = (time.perf_counter() - self.started) * 1000
+        log.info("%s %s %.1fms", self.method, code.name, elapsed_ms)
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # context.abort() raises AbortError; it carries a status already set by the servicer.
+    return isinstance(exc, grpc.aio.AbortError)
+
+
+def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        with _RpcScope(method, context) as scope:
+            await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
+            try:
+                response = await behavior(request, context)
+            except Exception as exc:
+                if _is_abort(exc):
+                    raise
+                await scope.fail(exc)
+            scope.done(grpc.StatusCode.OK)
+            return response
+
+    return handler
+
+
+def _wrap_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        with _RpcScope(method, context) as scope:
+            await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except Exception as exc:
+                if _is_abort(exc):
+                    raise
+                await scope.fail(exc)
+            scope.done(grpc.StatusCode.OK)
+
+    return handler
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every unary-unary and unary-stream handler of a server (the only kinds the protos use)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        # Health and reflection are not ours: their errors and logging stay as grpc made them.
+        if method.startswith(("/grpc.health.", "/grpc.reflection.")):
+            return handler
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

@@ -1,0 +1,74 @@
+"""The gRPC server bootstrap every service uses: interceptor, health, reflection, graceful shutdown."""
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.interceptor import ServiceInterceptor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One gRPC service to host: its full name (for health and reflection) and how to register it."""
+
+    name: str
+    register: Callable[[grpc.aio.Server], None]
+
+
+@dataclass
+class RunningServer:
+    """A started server, the port it bound and its health servicer."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service_names: tuple[str, ...]
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING (so load balancers drain us), then let in-flight RPCs finish for `grace` s."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_server(bindings: Sequence[ServiceBinding], host: str, port: int) -> RunningServer:
+    """Start a grpc.aio server hosting `bindings` on host:port (port 0 picks a free one)."""
+    server = grpc.aio.server(interceptors=[ServiceInterceptor()])
+    for binding in bindings:
+        binding.register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = tuple(b.name for b in bindings)
+    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind gRPC server to {host}:{port}; is the port in use?")
+    await server.start()
+    for name in ("", *names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, bound, health_servicer, names)
+
+
+async def wait_for_shutdown_signal() -> None:
+    """Return once SIGTERM or SIGINT arrives."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve(bindings: Sequence[ServiceBinding], host: str, port: int, grace: float) -> None:
+    """Run a server until SIGTERM/SIGINT, then shut it down gracefully."""
+    running = await start_server(bindings, host, port)
+    log.info("serving %s on %s:%d", ", ".join(running.service_names), host, running.port)
+    await wait_for_shutdown_signal()
+    log.info("shutting down (grace %.1fs)", grace)
+    await running.stop(grace)

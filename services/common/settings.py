@@ -1,0 +1,35 @@
+"""Typed settings shared by every service, read from the environment and an optional `.env` file."""
+
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service has. Each service subclasses this with its own fields."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
+    #: Seconds in-flight RPCs get to finish on SIGTERM. Kept under honcho's 5 s kill timeout.
+    grpc_grace_seconds: float = Field(3.0, alias="GRPC_GRACE_SECONDS", gt=0, le=60)
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+class SettingsError(SystemExit):
+    """A bad setting: exits the process with a message naming the variable and the problem."""
+
+
+def load_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
+    """Build `cls` from the environment, turning pydantic's error into one a person can act on."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "?"
+            lines.append(f"  {name}={error.get('input')!r}: {error['msg']}")
+        raise SettingsError(f"{cls.__name__}: invalid setting(s):\n" + "\n".join(lines)) from None

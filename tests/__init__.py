@@ -1,0 +1,1 @@
+"""The platform's tests. A package, so shared helpers import as `tests.support...`."""
