@@ -15,31 +15,12 @@ import grpc
 
 from services.common import errors
 from services.common.logs import request_id
+from services.common.status import status_for
 
 log = logging.getLogger(__name__)
 
 #: Metadata key of the request id: taken from the caller when it sends one, else generated.
 REQUEST_ID_KEY = "x-request-id"
-
-STATUS_BY_ERROR: dict[type[errors.DomainError], grpc.StatusCode] = {
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.Internal: grpc.StatusCode.INTERNAL,
-}
-
-
-def status_for(exc: errors.DomainError) -> grpc.StatusCode:
-    """The status code of a domain error (its nearest mapped base class)."""
-    for cls in type(exc).__mro__:
-        if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]
-    return grpc.StatusCode.UNKNOWN
-
 
 class _RpcScope:
     """Request id, timing, logging and error mapping around one RPC."""

@@ -1,0 +1,37 @@
+"""The single mapping between domain errors and gRPC status codes, used in both directions.
+
+Servers answer a raised domain error with its status (`services.common.interceptor`); clients turn a status
+they receive back into the domain error (`error_from_rpc`), so a NOT_FOUND from the runs service surfaces
+from the engine as NOT_FOUND too.
+"""
+
+import grpc
+
+from services.common import errors
+
+STATUS_BY_ERROR: dict[type[errors.DomainError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.Internal: grpc.StatusCode.INTERNAL,
+}
+
+_ERROR_BY_STATUS = {code: cls for cls, code in STATUS_BY_ERROR.items()}
+
+
+def status_for(exc: errors.DomainError) -> grpc.StatusCode:
+    """The status code of a domain error (its nearest mapped base class)."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return grpc.StatusCode.UNKNOWN
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError, service: str) -> errors.DomainError:
+    """The domain error for a failed call to `service`; unmapped codes count as Unavailable."""
+    cls = _ERROR_BY_STATUS.get(exc.code(), errors.Unavailable)
+    return cls(f"{service}: {exc.details() or exc.code().name}")
