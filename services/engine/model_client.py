@@ -1,0 +1,150 @@
+"""The model endpoint: one streamed chat-completions call per agent turn, with the async openai SDK.
+
+Works with any OpenAI-compatible endpoint. SDK errors become domain errors whose messages say what to check.
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from services.common import errors
+from services.engine.failures import RunFailure
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RequestedToolCall:
+    """A tool call as the model wrote it; `arguments` is the raw string, which may not be valid JSON."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: "Usage") -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+
+
+@dataclass
+class ModelTurn:
+    """Everything the model said in one call."""
+
+    content: str = ""
+    tool_calls: list[RequestedToolCall] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass
+class _PartialToolCall:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+def _model_error(exc: openai.OpenAIError, base_url: str, model: str) -> RunFailure:
+    if isinstance(exc, openai.APITimeoutError):
+        return RunFailure(
+            "model_timeout",
+            errors.DeadlineExceeded(f"the model endpoint {base_url} did not answer in time; check it or raise "
+                                    "LLM_TIMEOUT_SECONDS"),
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return RunFailure(
+            "model_unreachable",
+            errors.Unavailable(f"the model endpoint {base_url} could not be reached ({exc}); check LLM_BASE_URL "
+                               "and that the server is running"),
+        )
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        detail = f"the model endpoint {base_url} answered HTTP {status}: {_error_message(exc)}"
+        if status in (401, 403):
+            return RunFailure("model_auth", errors.FailedPrecondition(f"{detail}; check LLM_API_KEY"))
+        if status == 404:
+            return RunFailure("model_not_found", errors.FailedPrecondition(f"{detail}; is model '{model}' served "
+                                                                          "there? check LLM_MODEL"))
+        if status == 429:
+            return RunFailure("model_rate_limited", errors.ResourceExhausted(f"{detail}; try again later"))
+        if status in (400, 413, 422):
+            return RunFailure("model_rejected_request", errors.InvalidArgument(detail))
+        return RunFailure("model_unavailable", errors.Unavailable(detail))
+    return RunFailure("model_error", errors.Unavailable(f"the model call failed: {exc}"))
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+    return exc.message
+
+
+class ModelClient:
+    """Streams chat completions from one OpenAI-compatible endpoint."""
+
+    def __init__(self, client: openai.AsyncOpenAI) -> None:
+        self._client = client
+
+    @property
+    def base_url(self) -> str:
+        return str(self._client.base_url)
+
+    async def stream_turn(
+        self, *, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> AsyncIterator[str | ModelTurn]:
+        """Yield text deltas as the model writes them, then the complete ModelTurn last."""
+        turn = ModelTurn()
+        text: list[str] = []
+        partial_calls: dict[int, _PartialToolCall] = {}
+        try:
+            stream = await self._client.chat.completions.create(
+                model=model,
+                messages=messages,  # type: ignore[arg-type]
+                tools=tools or openai.omit,  # type: ignore[arg-type]
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async with stream:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        turn.usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+                    for choice in chunk.choices:
+                        delta = choice.delta
+                        if delta.content:
+                            text.append(delta.content)
+                            yield delta.content
+                        for call in delta.tool_calls or ():
+                            partial = partial_calls.setdefault(call.index, _PartialToolCall())
+                            if call.id:
+                                partial.id = call.id
+                            if call.function and call.function.name:
+                                partial.name += call.function.name
+                            if call.function and call.function.arguments:
+                                partial.arguments.append(call.function.arguments)
+        except openai.OpenAIError as exc:
+            log.warning("model call failed: %s", exc)
+            raise _model_error(exc, self.base_url, model) from exc
+        turn.content = "".join(text)
+        turn.tool_calls = [
+            # Some servers omit ids; the conversation needs one to pair each call with its result.
+            RequestedToolCall(p.id or f"call_{index}", p.name, "".join(p.arguments))
+            for index, p in sorted(partial_calls.items())
+        ]
+        yield turn
+
+    async def close(self) -> None:
+        await self._client.close()
