@@ -1,0 +1,1 @@
+"""The offline demo model: a small deterministic OpenAI-compatible chat-completions server."""
