@@ -1,0 +1,53 @@
+"""Start and stop the runs service: database, store, watch signals and the gRPC server."""
+
+from dataclasses import dataclass
+
+import grpc
+
+from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from services.common.database import Database
+from services.common.server import RunningServer, ServiceBinding, start_server
+from services.runs.models import Base
+from services.runs.servicer import RunServicer
+from services.runs.settings import RunsSettings
+from services.runs.store import RunStore
+from services.runs.watch import RunSignals
+
+SERVICE_NAME = runs_pb2.DESCRIPTOR.services_by_name["RunService"].full_name
+
+
+@dataclass
+class RunsApp:
+    """A running runs service and the resources it owns."""
+
+    server: RunningServer
+    db: Database
+    store: RunStore
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def stop(self, grace: float = 0) -> None:
+        """Stop serving (in-flight RPCs get `grace` seconds), then close the database."""
+        await self.server.stop(grace)
+        await self.db.dispose()
+
+
+async def start_runs(settings: RunsSettings) -> RunsApp:
+    """Open the database, create missing tables and serve RunService on settings.host:settings.port."""
+    db = Database(settings.database_url)
+    try:
+        # Creating missing tables at start-up is a stand-in until Alembic migrations arrive (a later issue).
+        await db.create_schema(Base.metadata)
+        store = RunStore(db, RunSignals())
+        servicer = RunServicer(store, settings.watch_heartbeat_seconds)
+
+        def register(server: grpc.aio.Server) -> None:
+            runs_pb2_grpc.add_RunServiceServicer_to_server(servicer, server)
+
+        server = await start_server([ServiceBinding(SERVICE_NAME, register)], settings.host, settings.port)
+    except BaseException:
+        await db.dispose()
+        raise
+    return RunsApp(server, db, store)

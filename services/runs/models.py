@@ -1,0 +1,92 @@
+"""The runs service's tables, as a SQLAlchemy 2 ORM (no gRPC here).
+
+Portable between SQLite (aiosqlite) and PostgreSQL (asyncpg): JSON becomes JSONB on PostgreSQL, times are
+timezone-aware UTC on both, and constraints are plain SQL.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncAttrs
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from services.common.database import UtcDateTime, make_metadata
+
+#: A run's lifecycle states, as stored.
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+RUN_STATES = (RUNNING, COMPLETED, FAILED, CANCELLED)
+FINAL_STATES = (COMPLETED, FAILED, CANCELLED)
+
+#: A step's type, as stored: the seed's step type slugs.
+STEP_TYPES = ("user-request", "agent-thought", "tool-call", "tool-result", "agent-response", "error")
+
+#: JSON on SQLite, JSONB on PostgreSQL (binary, indexable, compared by value).
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    """SQL that limits `column` to `values` (every value is one of our constants, never user input)."""
+    return f"{column} IN ({', '.join(repr(value) for value in values)})"
+
+
+class Base(AsyncAttrs, DeclarativeBase):
+    metadata = make_metadata()
+
+
+class RunRow(Base):
+    """One agent run."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        # ListRuns walks runs newest first by (created_at, id): keyset pagination needs both in one index.
+        Index("ix_runs_created_at_id", "created_at", "id"),
+        Index("ix_runs_state", "state"),
+        CheckConstraint(_one_of("state", RUN_STATES), name="state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_query: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    error_message: Mapped[str] = mapped_column(Text, default="")
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # `metadata` is taken by DeclarativeBase, so the attribute has another name than the column.
+    labels: Mapped[dict[str, str]] = mapped_column("metadata", JsonDocument, default=dict)
+    #: Kept equal to the highest step sequence (sequences have no gaps), so the next one is step_count + 1.
+    step_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    # lazy="raise": async code must say what it loads (selectinload), an implicit load would fail anyway.
+    # passive_deletes: the database's ON DELETE CASCADE removes the steps, the ORM need not load them.
+    steps: Mapped[list["RunStepRow"]] = relationship(
+        back_populates="run",
+        lazy="raise",
+        order_by="RunStepRow.sequence",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class RunStepRow(Base):
+    """One step of a run's timeline; (run_id, sequence) is unique, which is what serialises appenders."""
+
+    __tablename__ = "run_steps"
+    __table_args__ = (CheckConstraint(_one_of("type", STEP_TYPES), name="type"),)
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    sequence: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    content: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: Milliseconds, fractional: tool calls are often well under a millisecond.
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+
+    run: Mapped[RunRow] = relationship(back_populates="steps", lazy="raise")
