@@ -1,0 +1,1 @@
+"""The tools service: discovers tool plugins, keeps their settings, validates arguments and runs them."""

@@ -1,0 +1,118 @@
+"""The contract every tool plugin implements: `BaseTool`, and what a run gets (`ToolContext`) and gives (`ToolOutput`).
+
+A tool is a class in a plugin file. Its `name` is its id and the function name the model calls. It runs in one
+of two ways:
+
+* `async def run(self, arguments: dict, context: ToolContext) -> ToolOutput` — for tools that await things or
+  need the context (the workspace folder, ...);
+* `def execute(self, **kwargs)` — the seed's plain synchronous style; the executor runs it in a worker thread so
+  it never blocks the event loop.
+
+Either may return a `ToolOutput` or a plain JSON value (str, number, dict, list) that the executor wraps. A tool
+signals a caller's mistake by raising a `services.common.errors` exception (InvalidArgument, NotFound, ...).
+"""
+
+import copy
+import re
+from abc import ABC
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+#: OpenAI's rule for function names; the tool id is the function name.
+TOOL_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What the service lends a tool for one execution."""
+
+    #: The only folder file-touching tools may use (absolute, resolved).
+    workspace: Path
+    #: The JSON corpus of the offline web search backend.
+    web_search_corpus: Path
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    """A tool's answer: a JSON value for programs and a text for the model."""
+
+    result: Any
+    text: str
+
+
+class InvalidToolError(Exception):
+    """A plugin class that cannot be offered as a tool; the message says why."""
+
+
+class BaseTool(ABC):
+    """Base class of every tool. Subclasses set the metadata and implement `run` or `execute`."""
+
+    #: The tool's id: the function name the model calls (^[a-zA-Z0-9_-]{1,64}$).
+    name: ClassVar[str]
+    #: A human name for the UI.
+    display_name: ClassVar[str]
+    #: What the tool does; the model reads this.
+    description: ClassVar[str]
+    #: The frontend's icon name.
+    icon: ClassVar[str] = "IconTool"
+    #: The JSON schema of the arguments: a dict, or a method returning one (the seed's `get_parameters`
+    #: may be overridden instead).
+    parameters: ClassVar[Any] = None
+
+    def get_parameters(self) -> dict[str, Any]:
+        """The JSON schema of the arguments (a copy, so callers cannot change the tool's own)."""
+        value = self.parameters
+        if callable(value):
+            value = value()
+        if not isinstance(value, dict):
+            raise InvalidToolError(f"parameters must be a JSON schema object (a dict), got {type(value).__name__}")
+        return copy.deepcopy(value)
+
+    def get_schema(self, description_override: str | None = None) -> dict[str, Any]:
+        """The OpenAI function schema sent to the model, with the description override when one is set."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": description_override or self.description,
+                "parameters": self.get_parameters(),
+            },
+        }
+
+    async def run(self, arguments: dict[str, Any], context: ToolContext) -> Any:
+        """Run the tool. Override this, or `execute` for a synchronous tool."""
+        raise NotImplementedError(f"tool {self.name!r} implements neither run() nor execute()")
+
+    def execute(self, **kwargs: Any) -> Any:
+        """Run the tool synchronously (the seed's style). Override this, or `run`."""
+        raise NotImplementedError(f"tool {self.name!r} implements neither run() nor execute()")
+
+    @classmethod
+    def is_async(cls) -> bool:
+        """True when the tool overrides `run` (the executor awaits it), False when it overrides `execute`."""
+        return cls.run is not BaseTool.run
+
+
+def check_tool(tool: BaseTool) -> None:
+    """Raise InvalidToolError saying what is wrong with a tool, so that a bad plugin is skipped, not served."""
+    cls = type(tool)
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not TOOL_NAME_PATTERN.match(name):
+        raise InvalidToolError(f"name {name!r} must match {TOOL_NAME_PATTERN.pattern} (OpenAI's function-name rule)")
+    for attribute in ("display_name", "description", "icon"):
+        value = getattr(cls, attribute, None)
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidToolError(f"{attribute} must be a non-empty string, got {value!r}")
+    if cls.run is BaseTool.run and cls.execute is BaseTool.execute:
+        raise InvalidToolError("it implements neither run() nor execute()")
+    parameters = tool.get_parameters()
+    try:
+        Draft202012Validator.check_schema(parameters)
+    except SchemaError as exc:
+        raise InvalidToolError(f"parameters are not a valid JSON schema: {exc.message}") from None
+    if parameters.get("type") != "object":
+        raise InvalidToolError('parameters must describe an object ({"type": "object", ...})')

@@ -1,0 +1,137 @@
+"""The tool catalog: what ListTools, GetTool and UpdateTool show — each discovered tool with its stored settings.
+
+The schema shown is exactly what the model is sent, with the description override applied.
+"""
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.errors import InvalidArgument
+from services.tools.base import BaseTool
+from services.tools.registry import ToolRegistry
+from services.tools.tool_settings import KEEP, Keep, ToolSetting, ToolSettingsStore
+
+#: The fields UpdateTool may change, as update_mask paths.
+UPDATABLE_PATHS = ("enabled", "description")
+#: Longest description override accepted (the model reads it on every call).
+MAX_DESCRIPTION_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class ToolView:
+    """One tool as clients see it."""
+
+    id: str
+    display_name: str
+    description: str
+    default_description: str
+    icon: str
+    enabled: bool
+    parameters: dict[str, Any]
+    schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolPage:
+    """One page of ListTools; `next_page_token` is empty on the last page."""
+
+    tools: list[ToolView]
+    next_page_token: str
+
+
+def _view(tool: BaseTool, setting: ToolSetting) -> ToolView:
+    schema = tool.get_schema(setting.description_override)
+    return ToolView(
+        id=tool.name,
+        display_name=tool.display_name,
+        description=schema["function"]["description"],
+        default_description=tool.description,
+        icon=tool.icon,
+        enabled=setting.enabled,
+        parameters=schema["function"]["parameters"],
+        schema=schema,
+    )
+
+
+class ToolCatalog:
+    """Lists, shows and updates tools: the registry's code-defined tools joined with their stored settings."""
+
+    def __init__(self, registry: ToolRegistry, settings: ToolSettingsStore) -> None:
+        self._registry = registry
+        self._settings = settings
+
+    async def list_tools(self, *, page_size: int = 0, page_token: str = "", enabled_only: bool = False) -> ToolPage:
+        """Tools ordered by id, `page_size` at a time (0 = all), after the position `page_token` names."""
+        if page_size < 0:
+            raise InvalidArgument(f"page_size must be >= 0 (0 returns all tools), got {page_size}")
+        after_id = _decode_page_token(page_token) if page_token else None
+        stored = await self._settings.get_all()
+        views = [
+            _view(tool, stored.get(tool.name, ToolSetting(tool.name)))
+            for tool in self._registry.tools()
+            # Keyset paging on the id: a tool added or removed between pages shifts nothing.
+            if after_id is None or tool.name > after_id
+        ]
+        if enabled_only:
+            views = [view for view in views if view.enabled]
+        if page_size == 0 or len(views) <= page_size:
+            return ToolPage(views, "")
+        page = views[:page_size]
+        return ToolPage(page, _encode_page_token(page[-1].id))
+
+    async def get_tool(self, tool_id: str) -> ToolView:
+        """One tool, or NotFound."""
+        tool = self._registry.get(tool_id)
+        return _view(tool, await self._settings.get(tool_id))
+
+    async def update_tool(
+        self, tool_id: str, paths: Sequence[str], *, enabled: bool = True, description: str = ""
+    ) -> ToolView:
+        """Change the settings named by `paths` ("enabled", "description"); an empty description removes the
+        override."""
+        if not paths:
+            raise InvalidArgument("update_mask is required; set it to 'enabled' and/or 'description'")
+        unknown = [path for path in paths if path not in UPDATABLE_PATHS]
+        if unknown:
+            allowed = ", ".join(f"'{path}'" for path in UPDATABLE_PATHS)
+            raise InvalidArgument(
+                f"update_mask path(s) {', '.join(repr(p) for p in unknown)} cannot be updated; allowed: {allowed}"
+            )
+        new_enabled: bool | Keep = enabled if "enabled" in paths else KEEP
+        new_override: str | Keep | None = KEEP
+        if "description" in paths:
+            new_override = _checked_override(description)
+        tool = self._registry.get(tool_id)
+        setting = await self._settings.update(tool_id, enabled=new_enabled, description_override=new_override)
+        return _view(tool, setting)
+
+
+def _checked_override(description: str) -> str | None:
+    """The override to store: None for an empty (or blank) description, which restores the tool's own."""
+    if len(description) > MAX_DESCRIPTION_LENGTH:
+        raise InvalidArgument(
+            f"description is {len(description)} characters; the limit is {MAX_DESCRIPTION_LENGTH}"
+        )
+    return description if description.strip() else None
+
+
+def _encode_page_token(after_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after_id": after_id}).encode()).decode()
+
+
+def _decode_page_token(token: str) -> str:
+    """The last id of the previous page; InvalidArgument for anything that is not a token we issued."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        after_id = data["after_id"]
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        after_id = None
+    if not isinstance(after_id, str):
+        raise InvalidArgument(
+            "page_token is not valid; pass the next_page_token of a previous ListTools response, or '' to start"
+        )
+    return after_id

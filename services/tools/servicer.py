@@ -1,0 +1,80 @@
+"""The gRPC face of the tools service: converts protos to domain calls and back, nothing more.
+
+Domain errors raised below propagate to services.common.interceptor, which maps them to status codes.
+"""
+
+import grpc
+
+from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
+from services.common.errors import InvalidArgument
+from services.common.protoconv import dict_from_struct, duration_from_seconds, struct_from_dict, value_from_python
+from services.tools.catalog import ToolCatalog, ToolView
+from services.tools.executor import ToolExecutor
+
+#: The full gRPC service name (health checks and reflection use it).
+SERVICE_NAME = "agentplatform.tools.v1.ToolService"
+
+
+def tool_to_proto(view: ToolView) -> tools_pb2.Tool:
+    """The Tool message of a catalog entry."""
+    return tools_pb2.Tool(
+        id=view.id,
+        display_name=view.display_name,
+        description=view.description,
+        default_description=view.default_description,
+        icon=view.icon,
+        enabled=view.enabled,
+        parameters=struct_from_dict(view.parameters),
+        schema=struct_from_dict(view.schema),
+    )
+
+
+def _require(value: str, field: str) -> str:
+    """The value of a required string field, or InvalidArgument naming it."""
+    if not value:
+        raise InvalidArgument(f"{field} is required; ListTools shows the available tool ids")
+    return value
+
+
+class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
+    """ToolService over the catalog (list/get/update) and the executor (execute)."""
+
+    def __init__(self, catalog: ToolCatalog, executor: ToolExecutor) -> None:
+        self._catalog = catalog
+        self._executor = executor
+
+    async def ListTools(
+        self, request: tools_pb2.ListToolsRequest, context: grpc.aio.ServicerContext
+    ) -> tools_pb2.ListToolsResponse:
+        page = await self._catalog.list_tools(
+            page_size=request.page_size, page_token=request.page_token, enabled_only=request.enabled_only
+        )
+        return tools_pb2.ListToolsResponse(
+            tools=[tool_to_proto(view) for view in page.tools], next_page_token=page.next_page_token
+        )
+
+    async def GetTool(self, request: tools_pb2.GetToolRequest, context: grpc.aio.ServicerContext) -> tools_pb2.Tool:
+        return tool_to_proto(await self._catalog.get_tool(_require(request.tool_id, "tool_id")))
+
+    async def UpdateTool(
+        self, request: tools_pb2.UpdateToolRequest, context: grpc.aio.ServicerContext
+    ) -> tools_pb2.Tool:
+        view = await self._catalog.update_tool(
+            _require(request.tool.id, "tool.id"),
+            list(request.update_mask.paths),
+            enabled=request.tool.enabled,
+            description=request.tool.description,
+        )
+        return tool_to_proto(view)
+
+    async def ExecuteTool(
+        self, request: tools_pb2.ExecuteToolRequest, context: grpc.aio.ServicerContext
+    ) -> tools_pb2.ExecuteToolResponse:
+        execution = await self._executor.execute(
+            _require(request.tool_id, "tool_id"), dict_from_struct(request.arguments)
+        )
+        return tools_pb2.ExecuteToolResponse(
+            result=value_from_python(execution.output.result),
+            text=execution.output.text,
+            duration=duration_from_seconds(execution.duration),
+        )

@@ -1,0 +1,107 @@
+"""Per-tool settings (enabled, description override), kept in the tools database so they survive restarts.
+
+A tool without a row is enabled and has no override, so a newly dropped-in plugin is usable at once. The SQL is
+plain SQLAlchemy (select, then insert or update, in one write transaction): it runs on SQLite and PostgreSQL alike.
+"""
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Boolean, String, Text, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncAttrs
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.common.database import Database, UtcDateTime, make_metadata, utcnow
+
+
+class _Base(AsyncAttrs, DeclarativeBase):
+    metadata = make_metadata()
+
+
+class ToolSettingRow(_Base):
+    """One tool's stored settings."""
+
+    __tablename__ = "tool_settings"
+
+    tool_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    description_override: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+@dataclass(frozen=True)
+class ToolSetting:
+    """A tool's effective settings (the defaults when nothing is stored)."""
+
+    tool_id: str
+    enabled: bool = True
+    description_override: str | None = None
+
+
+class Keep(enum.Enum):
+    """Marks a setting an update leaves as it is (None already means "no override")."""
+
+    KEEP = enum.auto()
+
+
+KEEP = Keep.KEEP
+
+
+def _setting_from_row(row: ToolSettingRow) -> ToolSetting:
+    return ToolSetting(row.tool_id, row.enabled, row.description_override)
+
+
+class ToolSettingsStore:
+    """Reads and writes the `tool_settings` table."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    async def create_schema(self) -> None:
+        """Create the table when it is missing."""
+        await self._database.create_schema(_Base.metadata)
+
+    async def get(self, tool_id: str) -> ToolSetting:
+        """The settings of one tool."""
+        async with self._database.read() as session:
+            row = await session.get(ToolSettingRow, tool_id)
+            return _setting_from_row(row) if row is not None else ToolSetting(tool_id)
+
+    async def get_all(self) -> dict[str, ToolSetting]:
+        """The stored settings by tool id; tools missing from the result have the defaults."""
+        async with self._database.read() as session:
+            rows = (await session.scalars(select(ToolSettingRow))).all()
+            return {row.tool_id: _setting_from_row(row) for row in rows}
+
+    async def update(
+        self,
+        tool_id: str,
+        *,
+        enabled: bool | Keep = KEEP,
+        description_override: str | Keep | None = KEEP,
+    ) -> ToolSetting:
+        """Change the given settings of a tool (creating its row if needed) and return the result."""
+        try:
+            return await self._update_once(tool_id, enabled, description_override)
+        except IntegrityError:
+            # Another replica inserted the row between our select and insert (PostgreSQL; SQLite's
+            # BEGIN IMMEDIATE serialises writers). The row exists now, so the second try updates it.
+            return await self._update_once(tool_id, enabled, description_override)
+
+    async def _update_once(
+        self, tool_id: str, enabled: bool | Keep, description_override: str | Keep | None
+    ) -> ToolSetting:
+        async with self._database.write() as session:
+            row = await session.get(ToolSettingRow, tool_id)
+            if row is None:
+                row = ToolSettingRow(tool_id=tool_id, enabled=True, description_override=None)
+                session.add(row)
+            if not isinstance(enabled, Keep):
+                row.enabled = enabled
+            if not isinstance(description_override, Keep):
+                row.description_override = description_override
+            row.updated_at = utcnow()
+            await session.flush()
+            return _setting_from_row(row)
