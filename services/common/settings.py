@@ -1,9 +1,9 @@
 """Typed settings shared by every service, read from the environment and an optional `.env` file."""
 
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ServiceSettings(BaseSettings):
@@ -33,3 +33,15 @@ def load_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
             name = ".".join(str(part) for part in error["loc"]) or "?"
             lines.append(f"  {name}={error.get('input')!r}: {error['msg']}")
         raise SettingsError(f"{cls.__name__}: invalid setting(s):\n" + "\n".join(lines)) from None
+
+
+def split_commas(value: object) -> object:
+    """Accept "a, b" from the environment as well as a list from code; blank items are dropped."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+#: A list setting written in the environment as a comma-separated string. NoDecode: pydantic-settings would
+#: otherwise expect JSON.
+CommaSeparated = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]

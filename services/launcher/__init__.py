@@ -1,0 +1,1 @@
+"""`make run`: starts the whole platform locally (services, demo model, Envoy) as one foreground command."""

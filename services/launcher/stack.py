@@ -1,0 +1,107 @@
+"""The processes of the local platform and how each is started: the one definition `make run` and the
+end-to-end tests share."""
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.common.settings import load_settings
+from services.demo_model.settings import DemoModelSettings
+from services.engine.settings import EngineSettings
+from services.launcher.gateway_config import Upstream, render_gateway_config
+from services.launcher.settings import GatewaySettings
+from services.runs.settings import RunsSettings
+from services.tools.settings import ToolsSettings
+
+#: Model name the demo model serves.
+DEMO_MODEL_NAME = "demo"
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process of the stack: a name for log prefixes, its command line and extra environment."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The stack's processes, and the addresses a person (or a test) uses to reach it."""
+
+    processes: list[ProcessSpec]
+    gateway_url: str
+    engine_address: str
+    runs_address: str
+    tools_address: str
+    model_base_url: str
+    uses_demo_model: bool
+
+
+def _reachable(host: str) -> str:
+    """An address to connect to for a server bound to `host` (a wildcard bind is reached on loopback)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def build_stack(gateway_config_path: Path) -> Stack:
+    """Read every service's settings from the environment, write the Envoy config, and describe the processes
+    to start. The demo model is included when LLM_BASE_URL is unset. Each service's own settings class is the
+    one source of its defaults (hosts, ports)."""
+    runs, tools = load_settings(RunsSettings), load_settings(ToolsSettings)
+    gateway = load_settings(GatewaySettings)
+    uses_demo_model = not os.environ.get("LLM_BASE_URL", "").strip()
+    engine_env: dict[str, str] = {}
+    if uses_demo_model:
+        demo = load_settings(DemoModelSettings)
+        engine_env |= {
+            "LLM_BASE_URL": f"http://{_reachable(demo.host)}:{demo.port}/v1",
+            "LLM_MODEL": DEMO_MODEL_NAME,
+            "LLM_API_KEY": "demo",
+        }
+    engine = load_settings(EngineSettings, **engine_env)
+    python = sys.executable
+
+    engine_env |= {
+        "RUNS_ADDR": f"{_reachable(runs.host)}:{runs.port}",
+        "TOOLS_ADDR": f"{_reachable(tools.host)}:{tools.port}",
+    }
+    processes = [
+        ProcessSpec("runs", [python, "-m", "services.runs"]),
+        ProcessSpec("tools", [python, "-m", "services.tools"]),
+    ]
+    if uses_demo_model:
+        processes.append(ProcessSpec("model", [python, "-m", "services.demo_model"]))
+    processes.append(ProcessSpec("engine", [python, "-m", "services.engine"], engine_env))
+
+    gateway_config_path.parent.mkdir(parents=True, exist_ok=True)
+    gateway_config_path.write_text(
+        render_gateway_config(
+            host=gateway.host,
+            port=gateway.port,
+            admin_port=gateway.admin_port,
+            cors_origins=gateway.cors_allowed_origins,
+            engine=Upstream(_reachable(engine.host), engine.port),
+            runs=Upstream(_reachable(runs.host), runs.port),
+            tools=Upstream(_reachable(tools.host), tools.port),
+        )
+    )
+    envoy = str(Path(python).parent / "envoy")
+    processes.append(
+        ProcessSpec(
+            "gateway",
+            # --base-id from the port: two stacks on one machine (a dev run and the tests) must not share
+            # Envoy's shared-memory region.
+            [envoy, "-c", str(gateway_config_path), "--log-level", "warn", "--base-id", str(gateway.port)],
+        )
+    )
+    return Stack(
+        processes=processes,
+        gateway_url=f"http://{_reachable(gateway.host)}:{gateway.port}",
+        engine_address=f"{_reachable(engine.host)}:{engine.port}",
+        runs_address=engine_env["RUNS_ADDR"],
+        tools_address=engine_env["TOOLS_ADDR"],
+        model_base_url=engine.llm_base_url,
+        uses_demo_model=uses_demo_model,
+    )
