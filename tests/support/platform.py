@@ -1,0 +1,96 @@
+"""The three services started in-process on 127.0.0.1 with free ports, real gRPC servers and real databases.
+
+    async with start_platform(tmp_path, llm.base_url) as platform:
+        run = await platform.runs_stub.GetRun(...)
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from agentplatform.engine.v1 import engine_pb2_grpc
+from agentplatform.runs.v1 import runs_pb2_grpc
+from agentplatform.tools.v1 import tools_pb2_grpc
+from services.engine.app import EngineApp, start_engine
+from services.engine.settings import EngineSettings
+from services.runs.app import RunsApp, start_runs
+from services.runs.settings import RunsSettings
+from services.tools.app import ToolsApp, start_tools
+from services.tools.settings import ToolsSettings
+
+
+def runs_settings(tmp_path: Path, **overrides: Any) -> RunsSettings:
+    """Runs settings for a test: free port, a SQLite file under tmp_path, no .env file."""
+    values = {"RUNS_PORT": 0, "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/runs.db", **overrides}
+    return RunsSettings(_env_file=None, **values)
+
+
+def tools_settings(tmp_path: Path, **overrides: Any) -> ToolsSettings:
+    values = {
+        "TOOLS_PORT": 0,
+        "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/tools.db",
+        "TOOLS_WORKSPACE": str(tmp_path / "workspace"),
+        **overrides,
+    }
+    return ToolsSettings(_env_file=None, **values)
+
+
+def engine_settings(runs_port: int, tools_port: int, llm_base_url: str, **overrides: Any) -> EngineSettings:
+    values = {
+        "ENGINE_PORT": 0,
+        "RUNS_ADDR": f"127.0.0.1:{runs_port}",
+        "TOOLS_ADDR": f"127.0.0.1:{tools_port}",
+        "LLM_BASE_URL": llm_base_url,
+        "LLM_MODEL": "scripted",
+        # Tests that make the model fail want the failure, not the SDK's backoff before it.
+        "LLM_MAX_RETRIES": 0,
+        "LLM_TIMEOUT_SECONDS": 10,
+        **overrides,
+    }
+    return EngineSettings(_env_file=None, **values)
+
+
+@dataclass
+class Platform:
+    runs: RunsApp
+    tools: ToolsApp
+    engine: EngineApp
+    runs_stub: runs_pb2_grpc.RunServiceStub
+    tools_stub: tools_pb2_grpc.ToolServiceStub
+    engine_stub: engine_pb2_grpc.AgentServiceStub
+
+
+@asynccontextmanager
+async def grpc_channel(port: int) -> AsyncIterator[grpc.aio.Channel]:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield channel
+    finally:
+        await channel.close()
+
+
+@asynccontextmanager
+async def start_platform(tmp_path: Path, llm_base_url: str, **engine_overrides: Any) -> AsyncIterator[Platform]:
+    """Runs, tools and engine servers (engine pointed at `llm_base_url`), stopped and closed on exit."""
+    async with AsyncExitStack() as stack:
+        runs = await start_runs(runs_settings(tmp_path))
+        stack.push_async_callback(runs.stop)
+        tools = await start_tools(tools_settings(tmp_path))
+        stack.push_async_callback(tools.stop)
+        engine = await start_engine(engine_settings(runs.port, tools.port, llm_base_url, **engine_overrides))
+        stack.push_async_callback(engine.stop)
+        runs_channel = await stack.enter_async_context(grpc_channel(runs.port))
+        tools_channel = await stack.enter_async_context(grpc_channel(tools.port))
+        engine_channel = await stack.enter_async_context(grpc_channel(engine.port))
+        yield Platform(
+            runs,
+            tools,
+            engine,
+            runs_pb2_grpc.RunServiceStub(runs_channel),
+            tools_pb2_grpc.ToolServiceStub(tools_channel),
+            engine_pb2_grpc.AgentServiceStub(engine_channel),
+        )
