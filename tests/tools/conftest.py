@@ -1,0 +1,118 @@
+"""Fixtures of the tools tests: settings on tmp_path, the domain objects, and a running service with a stub."""
+
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+from google.protobuf import struct_pb2
+
+from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
+from services.common.database import Database
+from services.tools.app import ToolsApp, start_tools
+from services.tools.base import ToolContext
+from services.tools.executor import ToolExecutor
+from services.tools.registry import ToolRegistry
+from services.tools.settings import BUILTIN_WEB_SEARCH_CORPUS, ToolsSettings
+from services.tools.tool_settings import ToolSettingsStore
+
+SettingsFactory = Callable[..., ToolsSettings]
+
+
+def write_plugin(folder: Path, file_name: str, source: str) -> Path:
+    """Write a tool plugin file (dedented) into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / file_name
+    path.write_text(textwrap.dedent(source), encoding="utf-8")
+    return path
+
+
+def execute_request(tool_id: str, **arguments: Any) -> tools_pb2.ExecuteToolRequest:
+    """An ExecuteToolRequest with `arguments` as its Struct."""
+    struct = struct_pb2.Struct()
+    struct.update(arguments)
+    return tools_pb2.ExecuteToolRequest(tool_id=tool_id, arguments=struct)
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, plugin_dir: Path) -> SettingsFactory:
+    """ToolsSettings on tmp_path (DB, workspace, one plugin folder, port 0); keyword overrides by env name."""
+
+    def build(**overrides: Any) -> ToolsSettings:
+        values: dict[str, Any] = {
+            "TOOLS_HOST": "127.0.0.1",
+            "TOOLS_PORT": 0,
+            "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'tools.db'}",
+            "TOOLS_WORKSPACE": str(tmp_path / "workspace"),
+            "TOOLS_PLUGIN_DIRS": str(plugin_dir),
+            "TOOLS_TIMEOUT_SECONDS": 5,
+            "TOOLS_WEB_SEARCH_CORPUS": str(BUILTIN_WEB_SEARCH_CORPUS),
+        }
+        values.update(overrides)
+        return ToolsSettings(**values)
+
+    return build
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> ToolContext:
+    workspace = tmp_path / "workspace"
+    workspace.mkdir(exist_ok=True)
+    return ToolContext(workspace=workspace.resolve(), web_search_corpus=BUILTIN_WEB_SEARCH_CORPUS)
+
+
+@dataclass
+class ExecutorEnv:
+    """An executor and what it is built from, without a gRPC server."""
+
+    registry: ToolRegistry
+    store: ToolSettingsStore
+    executor: ToolExecutor
+
+
+@pytest_asyncio.fixture
+async def make_executor(
+    tmp_path: Path, plugin_dir: Path, context: ToolContext
+) -> AsyncIterator[Callable[..., ExecutorEnv]]:
+    """Build executors over tmp_path's DB and plugin folder with a chosen time limit."""
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'executor.db'}")
+    store = ToolSettingsStore(database)
+    await store.create_schema()
+
+    def build(timeout_seconds: float = 5.0) -> ExecutorEnv:
+        registry = ToolRegistry([plugin_dir])
+        return ExecutorEnv(registry, store, ToolExecutor(registry, store, context, timeout_seconds))
+
+    yield build
+    await database.dispose()
+
+
+@dataclass
+class RunningTools:
+    """A started tools service and a stub connected to it."""
+
+    app: ToolsApp
+    stub: tools_pb2_grpc.ToolServiceStub
+
+
+@pytest_asyncio.fixture
+async def service(make_settings: SettingsFactory) -> AsyncIterator[RunningTools]:
+    """The tools service on a free port, with a channel that is closed afterwards."""
+    app = await start_tools(make_settings())
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
+    try:
+        yield RunningTools(app, tools_pb2_grpc.ToolServiceStub(channel))
+    finally:
+        await channel.close()
+        await app.stop()

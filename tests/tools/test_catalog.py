@@ -1,0 +1,90 @@
+"""The catalog: listing with paging and filters, update masks and description overrides."""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from services.common.database import Database
+from services.common.errors import InvalidArgument, NotFound
+from services.tools.catalog import MAX_DESCRIPTION_LENGTH, ToolCatalog
+from services.tools.registry import ToolRegistry
+from services.tools.tool_settings import ToolSettingsStore
+
+
+@pytest_asyncio.fixture
+async def catalog(tmp_path: Path) -> AsyncIterator[ToolCatalog]:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'catalog.db'}")
+    store = ToolSettingsStore(database)
+    await store.create_schema()
+    yield ToolCatalog(ToolRegistry(), store)
+    await database.dispose()
+
+
+async def test_pages_walk_every_tool_once_in_id_order(catalog: ToolCatalog) -> None:
+    seen: list[str] = []
+    token = ""
+    for _ in range(5):
+        page = await catalog.list_tools(page_size=2, page_token=token)
+        seen += [tool.id for tool in page.tools]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ["calculator", "file_io", "web_search"]
+
+
+async def test_page_size_zero_means_all(catalog: ToolCatalog) -> None:
+    page = await catalog.list_tools(page_size=0)
+    assert [tool.id for tool in page.tools] == ["calculator", "file_io", "web_search"]
+    assert page.next_page_token == ""
+
+
+async def test_negative_page_size_is_invalid(catalog: ToolCatalog) -> None:
+    with pytest.raises(InvalidArgument, match="page_size must be >= 0"):
+        await catalog.list_tools(page_size=-3)
+
+
+@pytest.mark.parametrize("token", ["garbage!", "bm90IGpzb24=", "eyJ4IjogMX0="])
+async def test_a_bad_page_token_is_invalid(catalog: ToolCatalog, token: str) -> None:
+    with pytest.raises(InvalidArgument, match="page_token is not valid"):
+        await catalog.list_tools(page_token=token)
+
+
+async def test_enabled_only_omits_disabled_tools(catalog: ToolCatalog) -> None:
+    await catalog.update_tool("file_io", ["enabled"], enabled=False)
+    page = await catalog.list_tools(enabled_only=True)
+    assert [tool.id for tool in page.tools] == ["calculator", "web_search"]
+
+
+async def test_update_changes_only_the_masked_fields(catalog: ToolCatalog) -> None:
+    await catalog.update_tool("calculator", ["description"], description="Adds things")
+    view = await catalog.update_tool("calculator", ["enabled"], enabled=False, description="ignored")
+    assert view.enabled is False
+    assert view.description == "Adds things"
+    assert view.default_description == "Performs basic arithmetic operations"
+    assert view.schema["function"]["description"] == "Adds things"
+
+
+async def test_an_empty_description_removes_the_override(catalog: ToolCatalog) -> None:
+    await catalog.update_tool("calculator", ["description"], description="Adds things")
+    view = await catalog.update_tool("calculator", ["description"], description="")
+    assert view.description == "Performs basic arithmetic operations"
+    assert view.schema["function"]["description"] == "Performs basic arithmetic operations"
+
+
+async def test_an_overlong_description_is_invalid(catalog: ToolCatalog) -> None:
+    with pytest.raises(InvalidArgument, match=f"the limit is {MAX_DESCRIPTION_LENGTH}"):
+        await catalog.update_tool("calculator", ["description"], description="x" * (MAX_DESCRIPTION_LENGTH + 1))
+
+
+async def test_update_mask_is_required_and_checked(catalog: ToolCatalog) -> None:
+    with pytest.raises(InvalidArgument, match="update_mask is required; set it to 'enabled' and/or 'description'"):
+        await catalog.update_tool("calculator", [])
+    with pytest.raises(InvalidArgument, match="'icon' cannot be updated; allowed: 'enabled', 'description'"):
+        await catalog.update_tool("calculator", ["icon"])
+
+
+async def test_updating_an_unknown_tool_is_not_found(catalog: ToolCatalog) -> None:
+    with pytest.raises(NotFound, match="tool 'nope' not found"):
+        await catalog.update_tool("nope", ["enabled"], enabled=False)

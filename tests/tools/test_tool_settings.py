@@ -1,0 +1,81 @@
+"""The tool_settings table: defaults, updates, persistence across restarts (SQLite, and PostgreSQL when given)."""
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+
+from services.common.database import Database
+from services.tools.tool_settings import ToolSetting, ToolSettingsStore
+
+OpenStore = Callable[[], Awaitable[ToolSettingsStore]]
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'settings.db'}"
+    url = os.environ.get("TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("TEST_POSTGRES_URL is not set")
+    return url
+
+
+@pytest_asyncio.fixture
+async def open_store(database_url: str) -> AsyncIterator[OpenStore]:
+    """Opens stores on the same database (each like a fresh service process); cleans up after."""
+    databases: list[Database] = []
+
+    async def open_one() -> ToolSettingsStore:
+        database = Database(database_url)
+        databases.append(database)
+        store = ToolSettingsStore(database)
+        await store.create_schema()
+        return store
+
+    await open_one()
+    async with databases[0].write() as session:  # a clean table on a shared PostgreSQL
+        await session.execute(text("DELETE FROM tool_settings"))
+    yield open_one
+    for database in databases:
+        await database.dispose()
+
+
+async def test_a_tool_without_a_row_is_enabled_without_override(open_store: OpenStore) -> None:
+    store = await open_store()
+    assert await store.get("calculator") == ToolSetting("calculator", enabled=True, description_override=None)
+    assert await store.get_all() == {}
+
+
+async def test_updates_change_only_what_is_given(open_store: OpenStore) -> None:
+    store = await open_store()
+    await store.update("calculator", description_override="Adds")
+    setting = await store.update("calculator", enabled=False)
+    assert setting == ToolSetting("calculator", enabled=False, description_override="Adds")
+    cleared = await store.update("calculator", description_override=None)
+    assert cleared == ToolSetting("calculator", enabled=False, description_override=None)
+
+
+async def test_settings_survive_a_restart(open_store: OpenStore) -> None:
+    first = await open_store()
+    await first.update("web_search", enabled=False)
+    second = await open_store()
+    assert (await second.get("web_search")).enabled is False
+    assert await second.get_all() == {"web_search": ToolSetting("web_search", enabled=False)}
+
+
+async def test_concurrent_first_updates_of_one_tool_both_land(open_store: OpenStore) -> None:
+    store = await open_store()
+    await asyncio.gather(
+        store.update("file_io", enabled=False), store.update("file_io", description_override="Files")
+    )
+    assert await store.get("file_io") == ToolSetting("file_io", enabled=False, description_override="Files")
