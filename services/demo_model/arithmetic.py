@@ -207,12 +207,12 @@ def parse_tool_number(text: str) -> float | None:
 
 def json_number(value: float) -> int | float:
     """`value` for JSON arguments: 5, not 5.0, when it is whole."""
-    return int(value) if value.is_integer() else value
+    return int(value) if float(value).is_integer() else value
 
 
 def format_number(value: float) -> str:
     """`value` for people: "45", "2.5", "0.333333333333"."""
-    return str(int(value)) if value.is_integer() else f"{value:.12g}"
+    return str(int(value)) if float(value).is_integer() else f"{value:.12g}"
 
 
 def describe_step(operation: str, x: float, y: float, *, it_is_x: bool = False) -> str:

@@ -152,7 +152,7 @@ def completion_body(completion: Completion, reply: ModelReply, usage: Usage) -> 
 
 
 def split_words(text: str) -> list[str]:
-    """Split `text` into word-sized pieces (each keeps its leading whitespace) that join back exactly."""
+    """Split `text` into words, each with the whitespace after it, so the pieces join back exactly."""
     return [piece for piece in re.split(r"(?<=\s)(?=\S)", text) if piece]
 
 
