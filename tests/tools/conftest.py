@@ -60,7 +60,7 @@ def make_settings(tmp_path: Path, plugin_dir: Path) -> SettingsFactory:
             "TOOLS_WEB_SEARCH_CORPUS": str(BUILTIN_WEB_SEARCH_CORPUS),
         }
         values.update(overrides)
-        return ToolsSettings(**values)
+        return ToolsSettings(_env_file=None, **values)  # a developer's .env must not leak in
 
     return build
 

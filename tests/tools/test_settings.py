@@ -8,12 +8,11 @@ from services.common.settings import SettingsError, load_settings
 from services.tools.settings import BUILTIN_WEB_SEARCH_CORPUS, ToolsSettings
 
 
-def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)  # no .env here
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("TOOLS_HOST", "TOOLS_PORT", "TOOLS_DATABASE_URL", "TOOLS_PLUGIN_DIRS", "TOOLS_WORKSPACE",
                  "TOOLS_TIMEOUT_SECONDS", "TOOLS_WEB_SEARCH_CORPUS"):
         monkeypatch.delenv(name, raising=False)
-    settings = load_settings(ToolsSettings)
+    settings = load_settings(ToolsSettings, _env_file=None)
     assert (settings.host, settings.port) == ("127.0.0.1", 50052)
     assert settings.database_url == "sqlite+aiosqlite:///var/tools.db"
     assert settings.plugin_dirs == []
@@ -25,10 +24,10 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_plugin_dirs_are_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOOLS_PLUGIN_DIRS", "/opt/tools, extra/tools ,")
-    assert load_settings(ToolsSettings).plugin_dirs == [Path("/opt/tools"), Path("extra/tools")]
+    assert load_settings(ToolsSettings, _env_file=None).plugin_dirs == [Path("/opt/tools"), Path("extra/tools")]
 
 
 def test_a_non_positive_timeout_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOOLS_TIMEOUT_SECONDS", "0")
     with pytest.raises(SettingsError, match="TOOLS_TIMEOUT_SECONDS"):
-        load_settings(ToolsSettings)
+        load_settings(ToolsSettings, _env_file=None)
