@@ -30,7 +30,7 @@ Agent platform
   model: {model}
 
 Try it from another terminal:
-  npx buf curl --http2-prior-knowledge -d '{chat}' \\
+  npx buf curl --protocol grpc --http2-prior-knowledge -d '{chat}' \\
     http://{stack.engine_address}/agentplatform.engine.v1.AgentService/StreamChat
   npx buf curl --protocol grpcweb --schema protos -d '{chat}' \\
     {stack.gateway_url}/agentplatform.engine.v1.AgentService/StreamChat

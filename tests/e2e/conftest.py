@@ -1,0 +1,147 @@
+"""The whole platform as `make run` starts it: separate processes (runs, tools, demo model, engine, Envoy)
+from the launcher's own process definitions, on free ports, with databases in a temporary folder."""
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.launcher.stack import ProcessSpec, Stack, build_stack
+from tests.conftest import free_port
+
+STARTUP_TIMEOUT = 60.0
+SETTING_PREFIXES = ("LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "DEMO_MODEL_", "CORS_")
+
+
+@dataclass
+class RunningStack:
+    stack: Stack
+    workdir: Path
+    env: dict[str, str]
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, spec: ProcessSpec) -> None:
+        log = open(self.workdir / f"{spec.name}.log", "ab")
+        self.processes[spec.name] = subprocess.Popen(
+            spec.argv, env={**self.env, **spec.env}, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def spec(self, name: str) -> ProcessSpec:
+        return next(spec for spec in self.stack.processes if spec.name == name)
+
+    def stop(self, name: str, timeout: float = 10) -> int:
+        """SIGTERM, as honcho sends on Ctrl-C; returns the exit code."""
+        process = self.processes.pop(name)
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+    def url(self, method: str) -> str:
+        return f"{self.stack.gateway_url}/{method}"
+
+
+def wait_serving(address: str, service: str, deadline: float) -> None:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{service} at {address} did not become SERVING")
+            time.sleep(0.1)
+
+
+def wait_gateway(running: RunningStack, deadline: float) -> None:
+    """Envoy is up and routes to the tools service (a grpc-web call answers with grpc-status 0)."""
+    while True:
+        try:
+            response = httpx.post(
+                running.url("agentplatform.tools.v1.ToolService/ListTools"),
+                content=b"\x00\x00\x00\x00\x00",
+                headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1"},
+                timeout=2,
+            )
+            if response.status_code == 200 and b"grpc-status:0" in response.content:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("the Envoy gateway did not start routing")
+        time.sleep(0.2)
+
+
+def wait_ready(running: RunningStack, names: list[str]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    stack = running.stack
+    checks = {
+        "runs": (stack.runs_address, "agentplatform.runs.v1.RunService"),
+        "tools": (stack.tools_address, "agentplatform.tools.v1.ToolService"),
+        "engine": (stack.engine_address, "agentplatform.engine.v1.AgentService"),
+    }
+    try:
+        for name in names:
+            if name in checks:
+                wait_serving(*checks[name], deadline)
+        if "gateway" in names:
+            wait_gateway(running, deadline)
+    except TimeoutError:
+        logs = "\n".join(f"--- {n}\n{running.log(n)[-3000:]}" for n in running.processes)
+        raise TimeoutError(f"stack did not start; logs:\n{logs}") from None
+
+
+@pytest.fixture(scope="module")
+def platform_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    workdir = tmp_path_factory.mktemp("stack")
+    # Only this test's settings: none of the developer's own LLM_/DATABASE_URL/... variables leak in.
+    env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
+    env |= {
+        "RUNS_PORT": str(free_port()),
+        "TOOLS_PORT": str(free_port()),
+        "ENGINE_PORT": str(free_port()),
+        "DEMO_MODEL_PORT": str(free_port()),
+        "GATEWAY_PORT": str(free_port()),
+        "ENVOY_ADMIN_PORT": str(free_port()),
+        "DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/runs.db",
+        "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/tools.db",
+        "TOOLS_WORKSPACE": str(workdir / "workspace"),
+        # A model that takes a moment per streamed piece, like a real one, so steps visibly arrive mid-run.
+        "DEMO_MODEL_CHUNK_DELAY_SECONDS": "0.03",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key in os.environ:
+            if key not in env:
+                patch.delenv(key)
+        for key, value in env.items():
+            patch.setenv(key, value)
+        stack = build_stack(workdir / "envoy.yaml")
+    running = RunningStack(stack, workdir, env)
+    try:
+        for spec in stack.processes:
+            running.start(spec)
+        wait_ready(running, [spec.name for spec in stack.processes])
+        yield running
+    finally:
+        for name in list(running.processes):
+            try:
+                running.stop(name)
+            except subprocess.TimeoutExpired:
+                pass
