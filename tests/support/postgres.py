@@ -1,0 +1,61 @@
+"""A throwaway PostgreSQL server for the tests: initdb into a temporary folder, start on a free loopback port,
+stop and delete on exit.
+
+PostgreSQL refuses to run as root, so as root the server runs as the unprivileged `postgres` user that
+Debian's package creates. `.ci/run` installs the package; on a machine without it the PostgreSQL tests skip,
+unless REQUIRE_POSTGRES=1 (set by CI), which makes a missing server a failure.
+"""
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.conftest import free_port
+
+DATABASE = "agentplatform_test"
+
+
+def find_postgres_bin() -> Path | None:
+    """The folder of Debian's PostgreSQL server binaries (newest version), if installed."""
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    return Path(candidates[-1]).parent if candidates else None
+
+
+def _as_server_user(argv: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Yield a SQLAlchemy URL (postgresql+asyncpg://…) of a fresh, empty database on a new server."""
+    bin_dir = find_postgres_bin()
+    if bin_dir is None:
+        raise FileNotFoundError("PostgreSQL is not installed (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="agentplatform-pg-"))
+    data, sockets = root / "data", root / "sockets"
+    sockets.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(sockets, "postgres")
+    port = free_port()
+    run = lambda argv: subprocess.run(_as_server_user(argv), check=True, capture_output=True)  # noqa: E731
+    try:
+        run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
+        run([
+            str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "start",
+            "-o", f"-h 127.0.0.1 -p {port} -k {sockets} -c fsync=off -c full_page_writes=off",
+        ])
+        run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", DATABASE])
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/{DATABASE}"
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+                           capture_output=True)
+        time.sleep(0.1)
+        shutil.rmtree(root, ignore_errors=True)
