@@ -43,7 +43,8 @@ def main() -> None:
     print(banner(stack), flush=True)
     manager = Manager()
     for process in stack.processes:
-        manager.add_process(process.name, shlex.join(process.argv), env={**os.environ, **process.env})
+        # exec: the service itself, not a wrapping shell, gets the signal and reports its exit code.
+        manager.add_process(process.name, "exec " + shlex.join(process.argv), env={**os.environ, **process.env})
     manager.loop()
     sys.exit(manager.returncode)
 
