@@ -5,22 +5,10 @@ from typing import Any
 
 import openai
 
-CALCULATOR_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "calculator",
-        "description": "Performs basic arithmetic operations",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "operation": {"type": "string", "enum": ["add", "multiply", "subtract", "divide", "power"]},
-                "x": {"type": "number"},
-                "y": {"type": "number"},
-            },
-            "required": ["operation", "x", "y"],
-        },
-    },
-}
+from tests.support.seed import SEED_CALCULATOR_SCHEMA
+
+#: The calculator as the engine offers it (the seed's schema).
+CALCULATOR_TOOL = SEED_CALCULATOR_SCHEMA
 
 
 def tool(name: str) -> dict[str, Any]:

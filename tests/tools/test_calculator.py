@@ -4,6 +4,7 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.tools.plugins.calculator import CalculatorTool
+from tests.support.seed import SEED_CALCULATOR_SCHEMA
 
 
 @pytest.mark.parametrize(
@@ -53,23 +54,4 @@ def test_a_negative_base_with_a_fractional_exponent_is_refused() -> None:
 
 
 def test_schema_is_exactly_the_seeds() -> None:
-    assert CalculatorTool().get_schema() == {
-        "type": "function",
-        "function": {
-            "name": "calculator",
-            "description": "Performs basic arithmetic operations",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "operation": {
-                        "type": "string",
-                        "enum": ["add", "multiply", "subtract", "divide", "power"],
-                        "description": "The arithmetic operation to perform",
-                    },
-                    "x": {"type": "number", "description": "First number"},
-                    "y": {"type": "number", "description": "Second number"},
-                },
-                "required": ["operation", "x", "y"],
-            },
-        },
-    }
+    assert CalculatorTool().get_schema() == SEED_CALCULATOR_SCHEMA

@@ -8,28 +8,8 @@ from google.protobuf import field_mask_pb2, json_format
 
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.tools.app import start_tools
+from tests.support.seed import SEED_CALCULATOR_SCHEMA
 from tests.tools.conftest import RunningTools, SettingsFactory, execute_request, write_plugin
-
-SEED_CALCULATOR_SCHEMA = {
-    "type": "function",
-    "function": {
-        "name": "calculator",
-        "description": "Performs basic arithmetic operations",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "operation": {
-                    "type": "string",
-                    "enum": ["add", "multiply", "subtract", "divide", "power"],
-                    "description": "The arithmetic operation to perform",
-                },
-                "x": {"type": "number", "description": "First number"},
-                "y": {"type": "number", "description": "Second number"},
-            },
-            "required": ["operation", "x", "y"],
-        },
-    },
-}
 
 
 def update_request(tool: tools_pb2.Tool, *paths: str) -> tools_pb2.UpdateToolRequest:

@@ -1,0 +1,40 @@
+"""The body of every service's `__main__`: settings, logging, start, serve until SIGTERM/SIGINT, stop."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+from services.common.logs import configure_logging
+from services.common.server import wait_for_shutdown_signal
+from services.common.settings import ServiceSettings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+class StoppableApp(Protocol):
+    async def stop(self, grace: float = 0) -> None: ...
+
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+AppT = TypeVar("AppT", bound=StoppableApp)
+
+
+def run_service(
+    settings_cls: type[SettingsT],
+    start: Callable[[SettingsT], Awaitable[AppT]],
+    describe: Callable[[SettingsT, AppT], str],
+) -> None:
+    """Run one service process: a bad setting exits with a message naming it; SIGTERM or Ctrl-C stops the
+    service gracefully, giving in-flight calls GRPC_GRACE_SECONDS to finish."""
+
+    async def main() -> None:
+        settings = load_settings(settings_cls)
+        configure_logging(settings.log_level)
+        app = await start(settings)
+        log.info(describe(settings, app))
+        await wait_for_shutdown_signal()
+        log.info("shutting down (grace %.1fs)", settings.grpc_grace_seconds)
+        await app.stop(settings.grpc_grace_seconds)
+
+    asyncio.run(main())
