@@ -57,7 +57,10 @@ class Subscription:
         channel = self._channel
         if channel.generation == self._seen:
             try:
-                await asyncio.wait_for(channel.event.wait(), timeout)
+                # asyncio.timeout rather than wait_for: on Python 3.11 wait_for can swallow a cancellation
+                # that coincides with the event, and a watcher must always honour cancellation.
+                async with asyncio.timeout(timeout):
+                    await channel.event.wait()
             except TimeoutError:
                 return False
         self._seen = channel.generation
