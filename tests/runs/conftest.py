@@ -1,0 +1,91 @@
+"""Fixtures of the runs tests: a store on a fresh database (SQLite, plus PostgreSQL when configured) and
+in-process runs servers with a gRPC stub."""
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from agentplatform.runs.v1 import runs_pb2_grpc
+from services.common.database import Database
+from services.runs.app import RunsApp, start_runs
+from services.runs.models import Base
+from services.runs.settings import RunsSettings
+from services.runs.store import RunStore
+from services.runs.watch import RunSignals
+from tests.runs.helpers import connect, sqlite_url
+
+#: The store tests run on SQLite always, and on PostgreSQL too when TEST_POSTGRES_URL names a server
+#: (e.g. postgresql+asyncpg://user:pass@localhost/agentplatform_test; its tables are dropped per test).
+_BACKENDS = [pytest.param("sqlite", id="sqlite")]
+if os.environ.get("TEST_POSTGRES_URL"):
+    _BACKENDS.append(pytest.param("postgres", id="postgres", marks=pytest.mark.postgres))
+
+
+@pytest.fixture(params=_BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of an empty database: a new SQLite file, or the PostgreSQL test server."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "runs.db")
+    return os.environ["TEST_POSTGRES_URL"]
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """The database of `database_url` with fresh runs tables."""
+    db = Database(database_url)
+    if not db.is_sqlite:
+        # The PostgreSQL server is shared between tests: start each one from empty tables.
+        async with db.engine.begin() as connection:
+            await connection.run_sync(Base.metadata.drop_all)
+    await db.create_schema(Base.metadata)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture
+def signals() -> RunSignals:
+    return RunSignals()
+
+
+@pytest.fixture
+def store(database: Database, signals: RunSignals) -> RunStore:
+    return RunStore(database, signals)
+
+
+StartRuns = Callable[..., Awaitable[RunsApp]]
+
+
+@pytest.fixture
+async def start_app(tmp_path: Path) -> AsyncIterator[StartRuns]:
+    """Start runs servers on free ports (stopped at teardown); keyword arguments override settings."""
+    apps: list[RunsApp] = []
+
+    async def start(database: Path | None = None, heartbeat_seconds: float = 0.05) -> RunsApp:
+        settings = RunsSettings(
+            RUNS_HOST="127.0.0.1",
+            RUNS_PORT=0,
+            DATABASE_URL=sqlite_url(database or tmp_path / "runs.db"),
+            RUNS_WATCH_HEARTBEAT_SECONDS=heartbeat_seconds,
+        )
+        app = await start_runs(settings)
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        await app.stop()
+
+
+@pytest.fixture
+async def runs_app(start_app: StartRuns) -> RunsApp:
+    """A runs server whose watch streams send a heartbeat after 0.05 s of quiet."""
+    return await start_app()
+
+
+@pytest.fixture
+async def stub(runs_app: RunsApp) -> AsyncIterator[runs_pb2_grpc.RunServiceStub]:
+    """A RunService stub over a real channel to `runs_app`."""
+    async with connect(runs_app) as runs:
+        yield runs
