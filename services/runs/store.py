@@ -255,8 +255,8 @@ class RunStore:
     def _settled(self, task: asyncio.Future[Any]) -> None:
         self._in_flight.discard(task)
         if not task.cancelled():
-            # Marks the outcome as seen: when the caller went away nobody else will look at it, and its
-            # error (if any) reached the caller otherwise.
+            # Retrieve the outcome so asyncio does not log "exception was never retrieved" when the caller
+            # went away; a caller still waiting got the same outcome through the shield.
             task.exception()
 
     async def drain(self) -> None:
