@@ -37,7 +37,12 @@ class _RpcScope:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        request_id.reset(self._token)
+        try:
+            request_id.reset(self._token)
+        except ValueError:
+            # A cancelled stream handler is finalised in another context than the one it started in;
+            # the value dies with its context anyway.
+            pass
 
     async def fail(self, exc: BaseException) -> None:
         """Abort the RPC with the status that fits `exc` (which context.abort raises as AbortError)."""

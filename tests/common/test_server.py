@@ -1,0 +1,118 @@
+"""The shared server bootstrap: error mapping in the interceptor, request ids, health, reflection, shutdown."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from services.common import errors
+from services.common.interceptor import REQUEST_ID_KEY
+from services.common.server import RunningServer, ServiceBinding, start_server
+from services.common.status import STATUS_BY_ERROR
+
+SERVICE = "agentplatform.runs.v1.RunService"
+
+
+class FailingRuns(runs_pb2_grpc.RunServiceServicer):
+    """GetRun raises whatever error the run id names; WatchRun fails after one event."""
+
+    def __init__(self) -> None:
+        self.raised: dict[str, BaseException] = {}
+
+    async def GetRun(self, request: runs_pb2.GetRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
+        if request.run_id in self.raised:
+            raise self.raised[request.run_id]
+        return runs_pb2.Run(id=request.run_id)
+
+    async def WatchRun(
+        self, request: runs_pb2.WatchRunRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[runs_pb2.WatchRunResponse]:
+        yield runs_pb2.WatchRunResponse(run=runs_pb2.Run(id=request.run_id))
+        raise errors.NotFound(f"run {request.run_id!r} was deleted while watched")
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[RunningServer, FailingRuns]]:
+    servicer = FailingRuns()
+    running = await start_server(
+        [ServiceBinding(SERVICE, lambda s: runs_pb2_grpc.add_RunServiceServicer_to_server(servicer, s))],
+        "127.0.0.1",
+        0,
+    )
+    yield running, servicer
+    await running.stop(0)
+
+
+@pytest.fixture
+async def channel(server: tuple[RunningServer, FailingRuns]) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server[0].port}") as channel:
+        yield channel
+
+
+@pytest.mark.parametrize(("error_type", "code"), list(STATUS_BY_ERROR.items()))
+async def test_each_domain_error_answers_its_status_and_message(
+    server: tuple[RunningServer, FailingRuns], channel: grpc.aio.Channel, error_type: type, code: grpc.StatusCode
+) -> None:
+    server[1].raised["x"] = error_type("what to do about it")
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await runs_pb2_grpc.RunServiceStub(channel).GetRun(runs_pb2.GetRunRequest(run_id="x"))
+    assert failure.value.code() == code
+    assert failure.value.details() == "what to do about it"
+
+
+async def test_a_bug_answers_internal_with_the_request_id_and_the_server_keeps_serving(
+    server: tuple[RunningServer, FailingRuns], channel: grpc.aio.Channel
+) -> None:
+    server[1].raised["bug"] = KeyError("secret internals")
+    stub = runs_pb2_grpc.RunServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.GetRun(runs_pb2.GetRunRequest(run_id="bug"), metadata=((REQUEST_ID_KEY, "req-42"),))
+    assert failure.value.code() == grpc.StatusCode.INTERNAL
+    assert "req-42" in failure.value.details()
+    assert "secret internals" not in failure.value.details()
+    assert (await stub.GetRun(runs_pb2.GetRunRequest(run_id="ok"))).id == "ok"
+
+
+async def test_request_id_is_echoed_or_generated(channel: grpc.aio.Channel) -> None:
+    stub = runs_pb2_grpc.RunServiceStub(channel)
+    call = stub.GetRun(runs_pb2.GetRunRequest(run_id="a"), metadata=((REQUEST_ID_KEY, "mine"),))
+    assert dict(await call.initial_metadata())[REQUEST_ID_KEY] == "mine"
+    call = stub.GetRun(runs_pb2.GetRunRequest(run_id="a"))
+    assert len(dict(await call.initial_metadata())[REQUEST_ID_KEY]) == 16
+
+
+async def test_a_stream_that_fails_midway_ends_with_the_mapped_status(channel: grpc.aio.Channel) -> None:
+    call = runs_pb2_grpc.RunServiceStub(channel).WatchRun(runs_pb2.WatchRunRequest(run_id="r"))
+    assert (await call.read()).run.id == "r"
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await call.read()
+    assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "deleted while watched" in failure.value.details()
+
+
+async def test_health_and_reflection_are_served(channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for name in ("", SERVICE):
+        response = await health.Check(health_pb2.HealthCheckRequest(service=name))
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_service(server: tuple[RunningServer, FailingRuns]) -> None:
+    def list_services() -> list[str]:
+        # grpcio's reflection client is synchronous: run it off the loop that serves the server.
+        with grpc.insecure_channel(f"127.0.0.1:{server[0].port}") as sync_channel:
+            return ProtoReflectionDescriptorDatabase(sync_channel).get_services()
+
+    assert SERVICE in await asyncio.to_thread(list_services)
+
+
+async def test_graceful_shutdown_reports_not_serving_first(server: tuple[RunningServer, FailingRuns]) -> None:
+    running = server[0]
+    await running.health.enter_graceful_shutdown()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE))
+    assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
