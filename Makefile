@@ -34,7 +34,7 @@ lock: ## Re-pin requirements.lock from a fresh install of pyproject.toml's depen
 	.venv-lock/bin/pip install --quiet ".[dev]"
 	{ echo "# Exact versions of every Python package, direct and transitive (pip freeze of a working install)."; \
 	  echo "# Regenerate with \`make lock\` after changing pyproject.toml."; \
-	  .venv-lock/bin/pip freeze --exclude agentplatform --exclude pip --exclude setuptools; } > requirements.lock
+	  .venv-lock/bin/pip freeze --all --exclude agentplatform --exclude pip; } > requirements.lock
 	rm -rf .venv-lock
 
 # --- contracts ----------------------------------------------------------------
