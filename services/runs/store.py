@@ -4,16 +4,14 @@ It returns plain dataclasses, raises `services.common.errors` exceptions with me
 and signals watchers (`RunSignals.notify`) after every committed change.
 """
 
-import asyncio
 import base64
 import dataclasses
-import functools
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, or_, select
 from sqlalchemy.engine import CursorResult
@@ -21,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from services.common.database import Database, utcnow
+from services.common.database import Database, runs_to_completion, utcnow
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.runs.models import (
     COMPLETED,
@@ -218,53 +216,14 @@ async def _load_run(session: AsyncSession, run_id: str, *, lock: bool = False, w
     return row
 
 
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def _runs_to_completion(
-    operation: Callable[Concatenate["RunStore", P], Coroutine[Any, Any, T]],
-) -> Callable[Concatenate["RunStore", P], Awaitable[T]]:
-    """Let a store operation finish even when its caller is cancelled (a client disconnects, a deadline passes).
-
-    A query cancelled mid-flight makes SQLAlchemy tear its pooled connection down; a second cancellation
-    during that teardown (say the server stopping) leaves aiosqlite's close waiting forever, which then
-    hangs the event loop's shutdown. Shielded, the operation completes or fails on its own and returns its
-    connection intact; the cancelled caller still gets CancelledError at once. `RunStore.drain` waits for
-    such orphaned operations before the database is disposed.
-    """
-
-    @functools.wraps(operation)
-    async def shielded(self: "RunStore", *args: P.args, **kwargs: P.kwargs) -> T:
-        task = asyncio.ensure_future(operation(self, *args, **kwargs))
-        self._in_flight.add(task)
-        task.add_done_callback(self._settled)
-        return await asyncio.shield(task)
-
-    return shielded
-
-
 class RunStore:
     """Runs and their steps in a database, with change signals for watchers."""
 
     def __init__(self, db: Database, signals: RunSignals) -> None:
-        self._db = db
+        self.database = db
         self.signals = signals
-        self._in_flight: set[asyncio.Future[Any]] = set()
 
-    def _settled(self, task: asyncio.Future[Any]) -> None:
-        self._in_flight.discard(task)
-        if not task.cancelled():
-            # Retrieve the outcome so asyncio does not log "exception was never retrieved" when the caller
-            # went away; a caller still waiting got the same outcome through the shield.
-            task.exception()
-
-    async def drain(self) -> None:
-        """Wait for operations whose callers were cancelled; call it before disposing of the database."""
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight))
-
-    @_runs_to_completion
+    @runs_to_completion
     async def create_run(self, user_query: str, model: str = "", metadata: dict[str, str] | None = None) -> RunRecord:
         """Create a RUNNING run for `user_query` (which must not be blank)."""
         if not user_query.strip():
@@ -283,11 +242,11 @@ class RunStore:
             labels=dict(metadata or {}),
             step_count=0,
         )
-        async with self._db.write() as session:
+        async with self.database.write() as session:
             session.add(row)
         return _run_record(row)
 
-    @_runs_to_completion
+    @runs_to_completion
     async def append_steps(self, run_id: str, steps: Sequence[NewStep]) -> list[StepRecord]:
         """Append `steps` to a RUNNING run in one transaction and return them as stored.
 
@@ -305,7 +264,7 @@ class RunStore:
         while True:
             attempt += 1
             try:
-                async with self._db.write() as session:
+                async with self.database.write() as session:
                     stored = await self._append_in(session, run_id, checked)
                 break
             except IntegrityError:
@@ -365,7 +324,7 @@ class RunStore:
         await session.flush()
         return [_step_record(row) for row in result]
 
-    @_runs_to_completion
+    @runs_to_completion
     async def finish_run(
         self, run_id: str, state: str, error_message: str = "", usage: Usage | None = None
     ) -> RunRecord:
@@ -378,7 +337,7 @@ class RunStore:
         if state == COMPLETED and error_message:
             raise InvalidArgument("error_message must be empty for a completed run")
         usage = _checked_usage(usage or Usage())
-        async with self._db.write() as session:
+        async with self.database.write() as session:
             run = await _load_run(session, run_id, lock=True)
             if run.state != RUNNING:
                 raise FailedPrecondition(f"run '{run_id}' is already {run.state}; only a RUNNING run can be finished")
@@ -392,22 +351,22 @@ class RunStore:
         self.signals.notify(run_id)
         return record
 
-    @_runs_to_completion
+    @runs_to_completion
     async def get_run(self, run_id: str, with_steps: bool = True) -> RunRecord:
         """One run, with its steps in sequence order unless `with_steps` is False."""
         run_id = parse_run_id(run_id)
-        async with self._db.read() as session:
+        async with self.database.read() as session:
             run = await _load_run(session, run_id, with_steps=with_steps)
             return _run_record(run, run.steps if with_steps else ())
 
-    @_runs_to_completion
+    @runs_to_completion
     async def steps_after(self, run_id: str, after_sequence: int, limit: int) -> tuple[RunRecord, list[StepRecord]]:
         """The run (without steps) and up to `limit` of its steps with a sequence above `after_sequence`.
 
         The run is read BEFORE the steps: if it is finished then, no step can follow the ones read.
         """
         run_id = parse_run_id(run_id)
-        async with self._db.read() as session:
+        async with self.database.read() as session:
             run = await _load_run(session, run_id)
             rows = await session.scalars(
                 select(RunStepRow)
@@ -417,7 +376,7 @@ class RunStore:
             )
             return _run_record(run), [_step_record(row) for row in rows]
 
-    @_runs_to_completion
+    @runs_to_completion
     async def list_runs(
         self, page_size: int = 0, page_token: str = "", state: str | None = None
     ) -> tuple[list[RunRecord], str]:
@@ -434,17 +393,17 @@ class RunStore:
             query = query.where(RunRow.state == state)
         if page_token:
             query = query.where(_older_than(_decode_page_token(page_token, state)))
-        async with self._db.read() as session:
+        async with self.database.read() as session:
             rows = list(await session.scalars(query))
         page = rows[:limit]
         next_token = _encode_page_token(page[-1], state) if len(rows) > limit else ""
         return [_run_record(row) for row in page], next_token
 
-    @_runs_to_completion
+    @runs_to_completion
     async def delete_run(self, run_id: str) -> None:
         """Delete a run and its steps (ON DELETE CASCADE); watchers of it end with NotFound."""
         run_id = parse_run_id(run_id)
-        async with self._db.write() as session:
+        async with self.database.write() as session:
             result = await session.execute(delete(RunRow).where(RunRow.id == run_id))
             if not isinstance(result, CursorResult) or result.rowcount == 0:
                 raise NotFound(f"run '{run_id}' not found")

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.database import Database, UtcDateTime, make_metadata, utcnow
+from services.common.database import Database, UtcDateTime, make_metadata, runs_to_completion, utcnow
 
 
 class _Base(AsyncAttrs, DeclarativeBase):
@@ -57,24 +57,27 @@ class ToolSettingsStore:
     """Reads and writes the `tool_settings` table."""
 
     def __init__(self, database: Database) -> None:
-        self._database = database
+        self.database = database
 
     async def create_schema(self) -> None:
         """Create the table when it is missing."""
-        await self._database.create_schema(_Base.metadata)
+        await self.database.create_schema(_Base.metadata)
 
+    @runs_to_completion
     async def get(self, tool_id: str) -> ToolSetting:
         """The settings of one tool."""
-        async with self._database.read() as session:
+        async with self.database.read() as session:
             row = await session.get(ToolSettingRow, tool_id)
             return _setting_from_row(row) if row is not None else ToolSetting(tool_id)
 
+    @runs_to_completion
     async def get_all(self) -> dict[str, ToolSetting]:
         """The stored settings by tool id; tools missing from the result have the defaults."""
-        async with self._database.read() as session:
+        async with self.database.read() as session:
             rows = (await session.scalars(select(ToolSettingRow))).all()
             return {row.tool_id: _setting_from_row(row) for row in rows}
 
+    @runs_to_completion
     async def update(
         self,
         tool_id: str,
@@ -93,7 +96,7 @@ class ToolSettingsStore:
     async def _update_once(
         self, tool_id: str, enabled: bool | Keep, description_override: str | Keep | None
     ) -> ToolSetting:
-        async with self._database.write() as session:
+        async with self.database.write() as session:
             row = await session.get(ToolSettingRow, tool_id)
             if row is None:
                 row = ToolSettingRow(tool_id=tool_id, enabled=True, description_override=None)

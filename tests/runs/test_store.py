@@ -182,5 +182,5 @@ async def test_an_operation_whose_caller_is_cancelled_still_completes(store: Run
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
         await caller
-    await store.drain()
+    await store.database.drain()
     assert (await store.get_run(run.id)).step_count == 1
