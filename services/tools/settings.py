@@ -1,12 +1,12 @@
 """Settings of the tools service, read from TOOLS_* environment variables."""
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field
 from pydantic_settings import NoDecode
 
-from services.common.settings import ServiceSettings
+from services.common.settings import ServiceSettings, split_commas
 
 #: The offline demo corpus shipped with the web_search plugin (the default search backend's data).
 BUILTIN_WEB_SEARCH_CORPUS = Path(__file__).resolve().parent / "plugins" / "web_search_corpus.json"
@@ -21,18 +21,12 @@ class ToolsSettings(ServiceSettings):
     database_url: str = Field("sqlite+aiosqlite:///var/tools.db", alias="TOOLS_DATABASE_URL")
     #: Extra folders of tool plugin files, scanned after the built-in one. NoDecode: the environment gives a
     #: comma-separated string, not the JSON list pydantic-settings would otherwise expect.
-    plugin_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list, alias="TOOLS_PLUGIN_DIRS")
+    plugin_dirs: Annotated[list[Path], NoDecode, BeforeValidator(split_commas)] = Field(
+        default_factory=list, alias="TOOLS_PLUGIN_DIRS"
+    )
     #: The only folder file_io may read, write or list.
     workspace: Path = Field(Path("var/workspace"), alias="TOOLS_WORKSPACE")
     #: Longest a single tool execution may take.
     timeout_seconds: float = Field(30.0, alias="TOOLS_TIMEOUT_SECONDS", gt=0)
     #: The JSON file ([{title, url, snippet}, ...]) the offline web_search backend searches.
     web_search_corpus: Path = Field(BUILTIN_WEB_SEARCH_CORPUS, alias="TOOLS_WEB_SEARCH_CORPUS")
-
-    @field_validator("plugin_dirs", mode="before")
-    @classmethod
-    def _split_plugin_dirs(cls, value: Any) -> Any:
-        """Accept "a,b" from the environment as well as a list from code; blanks are ignored."""
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
