@@ -62,13 +62,13 @@ run: install ## Start the platform: services, demo model (when no LLM is configu
 # --- quality ------------------------------------------------------------------
 
 .PHONY: test
-test: install proto-check proto-lint ## Run every test (unit, integration, PostgreSQL, end to end)
+test: install proto-check proto-lint lint ## Run every test (unit, integration, PostgreSQL, end to end) after the checks
 	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 
 .PHONY: lint
 lint: install ## Lint the Python code with ruff
-	$(VENV)/bin/ruff check services tests scripts
+	$(VENV)/bin/ruff check services tests
 
 .PHONY: clean
 clean: ## Remove the virtualenv, node_modules and local data (var/)
