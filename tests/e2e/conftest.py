@@ -21,11 +21,18 @@ STARTUP_TIMEOUT = 60.0
 SETTING_PREFIXES = ("LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "DEMO_MODEL_", "CORS_")
 
 
+def local_origin(port: int) -> str:
+    """The browser origin of a page served on 127.0.0.1:port."""
+    return f"http://127.0.0.1:{port}"
+
+
 @dataclass
 class RunningStack:
     stack: Stack
     workdir: Path
     env: dict[str, str]
+    #: A free port for a web page the browser test serves; its origin is allowed by the gateway's CORS policy.
+    page_port: int
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, spec: ProcessSpec) -> None:
@@ -53,6 +60,10 @@ class RunningStack:
 
     def url(self, method: str) -> str:
         return f"{self.stack.gateway_url}/{method}"
+
+    @property
+    def page_origin(self) -> str:
+        return local_origin(self.page_port)
 
 
 def wait_serving(address: str, service: str, deadline: float) -> None:
@@ -113,6 +124,7 @@ def platform_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
     workdir = tmp_path_factory.mktemp("stack")
     # Only this test's settings: none of the developer's own LLM_/DATABASE_URL/... variables leak in.
     env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
+    page_port = free_port()
     env |= {
         "RUNS_PORT": str(free_port()),
         "TOOLS_PORT": str(free_port()),
@@ -125,6 +137,8 @@ def platform_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         "TOOLS_WORKSPACE": str(workdir / "workspace"),
         # A model that takes a moment per streamed piece, like a real one, so steps visibly arrive mid-run.
         "DEMO_MODEL_CHUNK_DELAY_SECONDS": "0.03",
+        # The defaults (the frontend's dev servers) plus the page a real browser loads in test_browser.py.
+        "CORS_ALLOWED_ORIGINS": "http://localhost:3000,http://localhost:5173," + local_origin(page_port),
     }
     with pytest.MonkeyPatch.context() as patch:
         for key in os.environ:
@@ -133,7 +147,7 @@ def platform_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         for key, value in env.items():
             patch.setenv(key, value)
         stack = build_stack(workdir / "envoy.yaml")
-    running = RunningStack(stack, workdir, env)
+    running = RunningStack(stack, workdir, env, page_port)
     try:
         for spec in stack.processes:
             running.start(spec)
