@@ -14,8 +14,8 @@ import pytest
 from services.demo_model.app import DemoModelApp
 from tests.conftest import REPO_ROOT
 from tests.demo_model.helpers import CALCULATOR_TOOL, collect_stream
+from tests.support.seed import SEED_QUESTION
 
-SEED_QUESTION = "What is 5 + 10, then multiply by 3?"
 #: What the calculator answers for each of the seed's two calls.
 SEED_TOOL_RESULTS = ["5 + 10 = 15", "15 * 3 = 45"]
 SEED_CALLS = [{"operation": "add", "x": 5, "y": 10}, {"operation": "multiply", "x": 15, "y": 3}]

@@ -27,8 +27,9 @@ from agentplatform.runs.v1 import runs_pb2
 from agentplatform.tools.v1 import tools_pb2
 from tests.conftest import REPO_ROOT, free_port
 from tests.e2e.conftest import RunningStack, local_origin
-from tests.e2e.test_platform import GET_RUN, SEED_QUESTION, STREAM_CHAT, describe
-from tests.support.grpc_web import _parse_trailers, frame
+from tests.e2e.test_platform import GET_RUN, STREAM_CHAT, describe
+from tests.support.grpc_web import frame, parse_trailers
+from tests.support.seed import SEED_QUESTION
 
 pytestmark = pytest.mark.e2e
 
@@ -148,7 +149,7 @@ def test_browser_streams_the_seed_chat_through_envoy(pages: Pages, platform_stac
     *data, trailer = call.frames
     assert [f.flag for f in data] == [0] * len(data)
     assert trailer.flag == TRAILER_FLAG
-    assert _parse_trailers(trailer.payload)["grpc-status"] == "0"
+    assert parse_trailers(trailer.payload)["grpc-status"] == "0"
 
     events = [(f.at, engine_pb2.StreamChatResponse.FromString(f.payload)) for f in data]
     assert events[0][1].run.state == runs_pb2.RUN_STATE_RUNNING
@@ -181,7 +182,7 @@ def test_browser_sees_the_grpc_status_of_a_failed_call(pages: Pages, platform_st
     trailers = {}
     if call.frames:
         assert [f.flag for f in call.frames] == [TRAILER_FLAG]
-        trailers = _parse_trailers(call.frames[0].payload)
+        trailers = parse_trailers(call.frames[0].payload)
     # Envoy's grpc_web filter sends a trailers-only answer as a trailer frame in the body; had it stayed in the
     # response headers, scripts could read it only because Envoy exposes grpc-status via CORS. Either way the
     # page must see NOT_FOUND and the message.

@@ -13,10 +13,10 @@ from agentplatform.runs.v1 import runs_pb2
 from services.common.protoconv import dict_from_struct, python_from_value
 from tests.e2e.conftest import RunningStack, wait_ready
 from tests.support import grpc_web
+from tests.support.seed import SEED_QUESTION
 
 pytestmark = pytest.mark.e2e
 
-SEED_QUESTION = "What is 5 + 10, then multiply by 3?"
 STREAM_CHAT = "agentplatform.engine.v1.AgentService/StreamChat"
 GET_RUN = "agentplatform.runs.v1.RunService/GetRun"
 LIST_RUNS = "agentplatform.runs.v1.RunService/ListRuns"

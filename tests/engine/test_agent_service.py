@@ -15,8 +15,7 @@ from agentplatform.tools.v1 import tools_pb2
 from services.common.protoconv import dict_from_struct, python_from_value
 from tests.support.platform import Platform, start_platform
 from tests.support.scripted_llm import HttpError, ScriptedLLM, text_reply, tool_call_reply
-
-SEED_QUESTION = "What is 5 + 10, then multiply by 3?"
+from tests.support.seed import SEED_QUESTION
 
 
 def kinds(steps: list[runs_pb2.Step]) -> list[str]:

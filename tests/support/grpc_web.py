@@ -29,7 +29,7 @@ def frame(message: Message) -> bytes:
     return b"\x00" + len(payload).to_bytes(4, "big") + payload
 
 
-def _parse_trailers(block: bytes) -> dict[str, str]:
+def parse_trailers(block: bytes) -> dict[str, str]:
     trailers = {}
     for line in block.decode().split("\r\n"):
         if ":" in line:
@@ -63,7 +63,7 @@ async def stream(
                     break
                 payload, buffer = buffer[5 : 5 + length], buffer[5 + length :]
                 if flag & 0x80:
-                    _check_status(_parse_trailers(payload))
+                    _check_status(parse_trailers(payload))
                     return
                 yield response_type.FromString(payload)
 
