@@ -27,9 +27,9 @@ from agentplatform.runs.v1 import runs_pb2
 from agentplatform.tools.v1 import tools_pb2
 from tests.conftest import REPO_ROOT, free_port
 from tests.e2e.conftest import RunningStack, local_origin
-from tests.e2e.test_platform import GET_RUN, STREAM_CHAT, describe
+from tests.e2e.test_platform import GET_RUN, STREAM_CHAT
 from tests.support.grpc_web import frame, parse_trailers
-from tests.support.seed import SEED_QUESTION
+from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
 
 pytestmark = pytest.mark.e2e
 
@@ -155,15 +155,7 @@ def test_browser_streams_the_seed_chat_through_envoy(pages: Pages, platform_stac
     assert events[0][1].run.state == runs_pb2.RUN_STATE_RUNNING
     assert events[-1][1].run.state == runs_pb2.RUN_STATE_COMPLETED
     steps = [event.step for _, event in events if event.WhichOneof("event") == "step"]
-    timeline = [describe(step) for step in steps if step.WhichOneof("content") != "agent_thought"]
-    assert timeline == [
-        ("user_request",),
-        ("tool_call", "calculator", "add", 5, 10),
-        ("tool_result", "calculator", 15),
-        ("tool_call", "calculator", "multiply", 15, 3),
-        ("tool_result", "calculator", 45),
-        ("agent_response",),
-    ]
+    assert timeline(steps) == SEED_TIMELINE
     assert "45" in steps[-1].agent_response.text
 
     # Streamed, not buffered: the page read the first step well before the finished run (the demo model

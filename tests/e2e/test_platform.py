@@ -10,10 +10,9 @@ import pytest
 
 from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.v1 import runs_pb2
-from services.common.protoconv import dict_from_struct, python_from_value
 from tests.e2e.conftest import RunningStack, wait_ready
 from tests.support import grpc_web
-from tests.support.seed import SEED_QUESTION
+from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
 
 pytestmark = pytest.mark.e2e
 
@@ -22,17 +21,6 @@ GET_RUN = "agentplatform.runs.v1.RunService/GetRun"
 LIST_RUNS = "agentplatform.runs.v1.RunService/ListRuns"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUF = REPO_ROOT / "node_modules" / ".bin" / "buf"
-
-
-def describe(step: runs_pb2.Step) -> tuple:
-    """A step as (type, essentials), for comparing the timeline with the seed's."""
-    kind = step.WhichOneof("content")
-    if kind == "tool_call":
-        params = dict_from_struct(step.tool_call.params)
-        return kind, step.tool_call.tool_name, params["operation"], params["x"], params["y"]
-    if kind == "tool_result":
-        return kind, step.tool_result.tool_name, python_from_value(step.tool_result.result)
-    return (kind,)
 
 
 async def get_run(stack: RunningStack, client: httpx.AsyncClient, run_id: str) -> runs_pb2.Run:
@@ -61,15 +49,7 @@ async def test_seed_example_streams_live_through_envoy_and_survives_a_runs_resta
         assert state_while_streaming == [runs_pb2.RUN_STATE_RUNNING] * 2, "steps must arrive while the run runs"
 
         steps = [event.step for event in events if event.WhichOneof("event") == "step"]
-        timeline = [describe(step) for step in steps if step.WhichOneof("content") != "agent_thought"]
-        assert timeline == [
-            ("user_request",),
-            ("tool_call", "calculator", "add", 5, 10),
-            ("tool_result", "calculator", 15),
-            ("tool_call", "calculator", "multiply", 15, 3),
-            ("tool_result", "calculator", 45),
-            ("agent_response",),
-        ]
+        assert timeline(steps) == SEED_TIMELINE
         assert "45" in steps[-1].agent_response.text
         assert [step.sequence for step in steps] == list(range(1, len(steps) + 1))
 
