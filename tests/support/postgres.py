@@ -19,6 +19,7 @@ from pathlib import Path
 from tests.conftest import free_port
 
 DATABASE = "agentplatform_test"
+PREFIX = "agentplatform-pg-"
 
 
 def find_postgres_bin() -> Path | None:
@@ -31,13 +32,36 @@ def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, killed but not yet waited for, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def reap_orphaned_servers(bin_dir: Path) -> None:
+    """Stop and delete the servers of test sessions that were killed before they could clean up."""
+    for owner_file in Path(tempfile.gettempdir()).glob(f"{PREFIX}*/owner.pid"):
+        root = owner_file.parent
+        if _pid_alive(int(owner_file.read_text() or 0)):
+            continue
+        subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate",
+                                        "-w", "stop"]), capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yield a SQLAlchemy URL (postgresql+asyncpg://…) of a fresh, empty database on a new server."""
     bin_dir = find_postgres_bin()
     if bin_dir is None:
         raise FileNotFoundError("PostgreSQL is not installed (apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="agentplatform-pg-"))
+    reap_orphaned_servers(bin_dir)
+    root = Path(tempfile.mkdtemp(prefix=PREFIX))
+    # Which test session owns this server, so a later session can reap it if this one is killed.
+    (root / "owner.pid").write_text(str(os.getpid()))
     data, sockets = root / "data", root / "sockets"
     sockets.mkdir()
     if os.geteuid() == 0:
