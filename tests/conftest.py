@@ -1,19 +1,18 @@
-"""Fixtures and hooks every test folder may use.
+"""Fixtures every test folder may use.
 
-At session start, unless TEST_POSTGRES_URL already names a server, a throwaway PostgreSQL server is started
-(tests/support/postgres.py) and TEST_POSTGRES_URL set to it, so the store tests run on PostgreSQL as well as
-SQLite. Without PostgreSQL installed those tests skip, unless REQUIRE_POSTGRES=1 (CI sets it).
+`postgres_url` is a throwaway PostgreSQL server (tests/support/postgres.py), started the first time a test asks
+for it, so sessions without PostgreSQL tests pay nothing. TEST_POSTGRES_URL names an existing server instead.
+Without PostgreSQL installed those tests skip, unless REQUIRE_POSTGRES=1 (CI sets it), which makes them fail.
 """
 
 import os
 import socket
-from contextlib import ExitStack
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_session_resources = ExitStack()
 
 
 def free_port() -> int:
@@ -23,20 +22,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A SQLAlchemy URL (postgresql+asyncpg://…) of a PostgreSQL database for the whole session."""
     from tests.support.postgres import find_postgres_bin, postgres_server
 
-    if os.environ.get("TEST_POSTGRES_URL"):
+    if url := os.environ.get("TEST_POSTGRES_URL"):
+        yield url
         return
     if find_postgres_bin() is None:
+        reason = "PostgreSQL is not installed (apt-get install postgresql)"
         if os.environ.get("REQUIRE_POSTGRES") == "1":
-            raise pytest.UsageError("REQUIRE_POSTGRES=1 but PostgreSQL is not installed (apt-get install postgresql)")
-        return
-    os.environ["TEST_POSTGRES_URL"] = _session_resources.enter_context(postgres_server())
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    _session_resources.close()
+            pytest.fail(f"REQUIRE_POSTGRES=1 but {reason}")
+        pytest.skip(reason)
+    with postgres_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Fixtures of the runs tests: a store on a fresh database (SQLite, plus PostgreSQL when configured) and
 in-process runs servers with a gRPC stub."""
 
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -16,9 +15,8 @@ from services.runs.store import RunStore
 from services.runs.watch import RunSignals
 from tests.runs.helpers import connect, sqlite_url
 
-#: The store tests run on SQLite and on the PostgreSQL server named by TEST_POSTGRES_URL, which the session
-#: sets up (tests/conftest.py); its tables are dropped per test. Read when a test runs, not at import: this
-#: conftest can be imported before the session has started the server.
+#: The store tests run on SQLite and on the session's PostgreSQL server (`postgres_url`, tests/conftest.py);
+#: its tables are dropped per test.
 _BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
@@ -30,10 +28,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A URL of an empty database: a new SQLite file, or the PostgreSQL test server."""
     if request.param == "sqlite":
         return sqlite_url(tmp_path / "runs.db")
-    url = os.environ.get("TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("no PostgreSQL server: install Debian's postgresql (the tests start one) or set TEST_POSTGRES_URL")
-    return url
+    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture

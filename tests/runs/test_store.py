@@ -1,4 +1,4 @@
-"""RunStore on a real database (SQLite, and PostgreSQL when TEST_POSTGRES_URL is set)."""
+"""RunStore on a real database (SQLite, and the session's PostgreSQL server: `postgres_url`)."""
 
 import asyncio
 

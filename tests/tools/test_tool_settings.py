@@ -1,7 +1,6 @@
 """The tool_settings table: defaults, updates, persistence across restarts (SQLite, and PostgreSQL when given)."""
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -24,10 +23,7 @@ OpenStore = Callable[[], Awaitable[ToolSettingsStore]]
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'settings.db'}"
-    url = os.environ.get("TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("TEST_POSTGRES_URL is not set")
-    return url
+    return request.getfixturevalue("postgres_url")
 
 
 @pytest_asyncio.fixture
