@@ -31,18 +31,8 @@ class _RpcScope:
         metadata = dict(context.invocation_metadata() or ())
         self.request_id = str(metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:16])
         self.started = time.perf_counter()
-
-    def __enter__(self) -> "_RpcScope":
-        self._token = request_id.set(self.request_id)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        try:
-            request_id.reset(self._token)
-        except ValueError:
-            # A cancelled stream handler is finalised in another context than the one it started in;
-            # the value dies with its context anyway.
-            pass
+        # No reset needed: grpc.aio runs every RPC in its own task, so the value stays with this RPC.
+        request_id.set(self.request_id)
 
     async def fail(self, exc: BaseException) -> None:
         """Abort the RPC with the status that fits `exc` (which context.abort raises as AbortError)."""
@@ -68,32 +58,32 @@ def _is_abort(exc: BaseException) -> bool:
 
 def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        with _RpcScope(method, context) as scope:
-            await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
-            try:
-                response = await behavior(request, context)
-            except Exception as exc:
-                if _is_abort(exc):
-                    raise
-                await scope.fail(exc)
-            scope.done(grpc.StatusCode.OK)
-            return response
+        scope = _RpcScope(method, context)
+        await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
+        try:
+            response = await behavior(request, context)
+        except Exception as exc:
+            if _is_abort(exc):
+                raise
+            await scope.fail(exc)
+        scope.done(grpc.StatusCode.OK)
+        return response
 
     return handler
 
 
 def _wrap_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        with _RpcScope(method, context) as scope:
-            await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
-            try:
-                async for response in behavior(request, context):
-                    yield response
-            except Exception as exc:
-                if _is_abort(exc):
-                    raise
-                await scope.fail(exc)
-            scope.done(grpc.StatusCode.OK)
+        scope = _RpcScope(method, context)
+        await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except Exception as exc:
+            if _is_abort(exc):
+                raise
+            await scope.fail(exc)
+        scope.done(grpc.StatusCode.OK)
 
     return handler
 

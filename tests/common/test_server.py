@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common import errors
 from services.common.interceptor import REQUEST_ID_KEY
+from services.common.logs import request_id
 from services.common.server import RunningServer, ServiceBinding, start_server
 from services.common.status import STATUS_BY_ERROR
 
@@ -22,8 +23,11 @@ class FailingRuns(runs_pb2_grpc.RunServiceServicer):
 
     def __init__(self) -> None:
         self.raised: dict[str, BaseException] = {}
+        self.request_ids: list[str] = []
 
     async def GetRun(self, request: runs_pb2.GetRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
+        self.request_ids.append(request_id.get())
+        request_id.set("changed by the handler")  # must not reach the next RPC
         if request.run_id in self.raised:
             raise self.raised[request.run_id]
         return runs_pb2.Run(id=request.run_id)
@@ -83,6 +87,16 @@ async def test_request_id_is_echoed_or_generated(channel: grpc.aio.Channel) -> N
     assert dict(await call.initial_metadata())[REQUEST_ID_KEY] == "mine"
     call = stub.GetRun(runs_pb2.GetRunRequest(run_id="a"))
     assert len(dict(await call.initial_metadata())[REQUEST_ID_KEY]) == 16
+
+
+async def test_each_rpc_logs_under_its_own_request_id(
+    server: tuple[RunningServer, FailingRuns], channel: grpc.aio.Channel
+) -> None:
+    stub = runs_pb2_grpc.RunServiceStub(channel)
+    for name in ("first", "second", "third"):
+        await stub.GetRun(runs_pb2.GetRunRequest(run_id="a"), metadata=((REQUEST_ID_KEY, name),))
+    assert server[1].request_ids == ["first", "second", "third"]
+    assert request_id.get() == "-"
 
 
 async def test_a_stream_that_fails_midway_ends_with_the_mapped_status(channel: grpc.aio.Channel) -> None:
