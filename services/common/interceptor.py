@@ -9,6 +9,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -56,34 +57,33 @@ def _is_abort(exc: BaseException) -> bool:
     return isinstance(exc, grpc.aio.AbortError)
 
 
+@asynccontextmanager
+async def _rpc(method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """Around one RPC's handler: request id out, errors mapped to their status, the outcome logged."""
+    scope = _RpcScope(method, context)
+    await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
+    try:
+        yield
+    except Exception as exc:
+        if _is_abort(exc):
+            raise
+        await scope.fail(exc)
+    scope.done(grpc.StatusCode.OK)
+
+
 def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        scope = _RpcScope(method, context)
-        await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
-        try:
-            response = await behavior(request, context)
-        except Exception as exc:
-            if _is_abort(exc):
-                raise
-            await scope.fail(exc)
-        scope.done(grpc.StatusCode.OK)
-        return response
+        async with _rpc(method, context):
+            return await behavior(request, context)
 
     return handler
 
 
 def _wrap_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        scope = _RpcScope(method, context)
-        await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
-        try:
+        async with _rpc(method, context):
             async for response in behavior(request, context):
                 yield response
-        except Exception as exc:
-            if _is_abort(exc):
-                raise
-            await scope.fail(exc)
-        scope.done(grpc.StatusCode.OK)
 
     return handler
 
