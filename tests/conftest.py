@@ -37,8 +37,3 @@ def postgres_url() -> Iterator[str]:
         pytest.skip(reason)
     with postgres_server() as url:
         yield url
-
-
-@pytest.fixture
-def repo_root() -> Path:
-    return REPO_ROOT

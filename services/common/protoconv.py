@@ -33,10 +33,6 @@ def timestamp_from_datetime(moment: datetime) -> timestamp_pb2.Timestamp:
     return message
 
 
-def datetime_from_timestamp(message: timestamp_pb2.Timestamp) -> datetime:
-    return message.ToDatetime(tzinfo=UTC)
-
-
 def duration_from_seconds(seconds: float) -> duration_pb2.Duration:
     message = duration_pb2.Duration()
     message.FromTimedelta(timedelta(seconds=seconds))

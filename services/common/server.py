@@ -1,7 +1,6 @@
 """The gRPC server bootstrap every service uses: interceptor, health, reflection, graceful shutdown."""
 
 import asyncio
-import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,8 +10,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.interceptor import ServiceInterceptor
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,12 +60,3 @@ async def wait_for_shutdown_signal() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-
-
-async def serve(bindings: Sequence[ServiceBinding], host: str, port: int, grace: float) -> None:
-    """Run a server until SIGTERM/SIGINT, then shut it down gracefully."""
-    running = await start_server(bindings, host, port)
-    log.info("serving %s on %s:%d", ", ".join(running.service_names), host, running.port)
-    await wait_for_shutdown_signal()
-    log.info("shutting down (grace %.1fs)", grace)
-    await running.stop(grace)
