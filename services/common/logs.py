@@ -15,7 +15,7 @@ class _RequestIdFilter(logging.Filter):
 
 
 def configure_logging(level: str) -> None:
-    """Send logs to stderr with the request id in every line (honcho prefixes the process name)."""
+    """Send logs to stderr with the request id in every line (the launcher prefixes the process name)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
     handler.setFormatter(

@@ -12,7 +12,7 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
-    #: Seconds in-flight RPCs get to finish on SIGTERM. Kept under honcho's 5 s kill timeout.
+    #: Seconds in-flight RPCs get to finish on SIGTERM. The launcher's SIGKILL comes later (stack.py's stop timeouts).
     grpc_grace_seconds: float = Field(3.0, alias="GRPC_GRACE_SECONDS", gt=0, le=60)
 
 

@@ -1,17 +1,16 @@
 """`python -m services.launcher` (what `make run` runs): the whole platform in the foreground.
 
-Logs of every process are prefixed with its name; Ctrl-C (or SIGTERM) stops them all, and if any one process
-dies the others are stopped too (honcho's behaviour), so a broken stack never half-runs.
+Logs of every process are prefixed with its name. A process that crashes is restarted (and given up after
+repeated crashes) while the others keep serving; Ctrl-C (or SIGTERM) stops them in order: gateway, engine, model
+and tools, runs (services/launcher/supervisor.py).
 """
 
-import os
-import shlex
+import asyncio
 import sys
 from pathlib import Path
 
-from honcho.manager import Manager
-
 from services.launcher.stack import Stack, build_stack
+from services.launcher.supervisor import Supervisor
 
 GATEWAY_CONFIG = Path("var/envoy.yaml")
 
@@ -34,19 +33,14 @@ Try it from another terminal:
     http://{stack.engine_address}/agentplatform.engine.v1.AgentService/StreamChat
   npx buf curl --protocol grpcweb --schema protos -d '{chat}' \\
     {stack.gateway_url}/agentplatform.engine.v1.AgentService/StreamChat
-Ctrl-C stops everything.
+Ctrl-C stops everything (in order; press it again to kill at once).
 """
 
 
 def main() -> None:
     stack = build_stack(GATEWAY_CONFIG)
     print(banner(stack), flush=True)
-    manager = Manager()
-    for process in stack.processes:
-        # exec: the service itself, not a wrapping shell, gets the signal and reports its exit code.
-        manager.add_process(process.name, "exec " + shlex.join(process.argv), env={**os.environ, **process.env})
-    manager.loop()
-    sys.exit(manager.returncode)
+    sys.exit(asyncio.run(Supervisor(stack.processes).run()))
 
 
 if __name__ == "__main__":

@@ -18,13 +18,28 @@ from services.tools.settings import ToolsSettings
 DEMO_MODEL_NAME = "demo"
 
 
+#: The order the stack stops in, by process name: lower stops first, equal numbers stop together. The gateway
+#: goes first (no new requests come in), then the engine, which records the end of its in-flight runs in the
+#: runs service while it shuts down; then what the engine calls (model, tools); the runs service last.
+STOP_ORDER = {"gateway": 0, "engine": 1, "model": 2, "tools": 2, "runs": 3}
+
+#: Seconds a process gets between SIGTERM and SIGKILL, beyond its gRPC grace period (GRPC_GRACE_SECONDS).
+STOP_MARGIN_SECONDS = 2.0
+#: The engine's extra time: after its grace period it waits up to 5 s for interrupted runs to record their end.
+ENGINE_STOP_MARGIN_SECONDS = 7.0
+
+
 @dataclass(frozen=True)
 class ProcessSpec:
-    """One process of the stack: a name for log prefixes, its command line and extra environment."""
+    """One process of the stack: a name for log prefixes, its command line and extra environment, and how it
+    stops: `stop_order` (lower stops first, equal values together) and `stop_timeout`, the seconds from SIGTERM
+    to SIGKILL."""
 
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    stop_order: int = 0
+    stop_timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -67,13 +82,21 @@ def build_stack(gateway_config_path: Path) -> Stack:
         "RUNS_ADDR": f"{_reachable(runs.host)}:{runs.port}",
         "TOOLS_ADDR": f"{_reachable(tools.host)}:{tools.port}",
     }
+
+    # GRPC_GRACE_SECONDS is one setting every service reads; the engine's copy stands for all of them.
+    grace = engine.grpc_grace_seconds
+
+    def spec(name: str, argv: list[str], env: dict[str, str] | None = None) -> ProcessSpec:
+        margin = ENGINE_STOP_MARGIN_SECONDS if name == "engine" else STOP_MARGIN_SECONDS
+        return ProcessSpec(name, argv, env or {}, stop_order=STOP_ORDER[name], stop_timeout=grace + margin)
+
     processes = [
-        ProcessSpec("runs", [python, "-m", "services.runs"]),
-        ProcessSpec("tools", [python, "-m", "services.tools"]),
+        spec("runs", [python, "-m", "services.runs"]),
+        spec("tools", [python, "-m", "services.tools"]),
     ]
     if uses_demo_model:
-        processes.append(ProcessSpec("model", [python, "-m", "services.demo_model"]))
-    processes.append(ProcessSpec("engine", [python, "-m", "services.engine"], engine_env))
+        processes.append(spec("model", [python, "-m", "services.demo_model"]))
+    processes.append(spec("engine", [python, "-m", "services.engine"], engine_env))
 
     gateway_config_path.parent.mkdir(parents=True, exist_ok=True)
     gateway_config_path.write_text(
@@ -89,7 +112,7 @@ def build_stack(gateway_config_path: Path) -> Stack:
     )
     envoy = str(Path(python).parent / "envoy")
     processes.append(
-        ProcessSpec(
+        spec(
             "gateway",
             # --base-id from the port: two stacks on one machine (a dev run and the tests) must not share
             # Envoy's shared-memory region.

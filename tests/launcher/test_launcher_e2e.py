@@ -1,0 +1,107 @@
+"""`python -m services.launcher` (what `make run` runs) as a real process: it restarts a killed service, and
+SIGINT (a terminal's Ctrl-C) stops every process it started."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import free_port
+from tests.launcher.children import alive, kill_alive, wait_until
+
+pytestmark = pytest.mark.e2e
+
+STARTUP_TIMEOUT = 60.0
+#: The developer's own settings must not leak into the stack under test.
+SETTING_PREFIXES = ("LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "DEMO_MODEL_", "CORS_", "ENVOY_")
+
+
+def children_of(parent: int) -> dict[int, str]:
+    """The live child processes of `parent`: pid -> command line."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if int(ppid) == parent and state != "Z":
+            children[int(entry.name)] = cmdline
+    return children
+
+
+def pid_running(parent: int, module: str) -> int | None:
+    """The pid of the child of `parent` running `python -m module`, if there is one."""
+    pids = [pid for pid, cmdline in children_of(parent).items() if f"-m {module}" in cmdline]
+    assert len(pids) <= 1, pids
+    return pids[0] if pids else None
+
+
+def serving(address: str, service: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=1
+            )
+        except grpc.RpcError:
+            return False
+    return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_launcher_restarts_a_killed_service_and_stops_everything_on_sigint(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("RUNS", "TOOLS", "ENGINE", "DEMO_MODEL", "GATEWAY", "ENVOY_ADMIN")}
+    env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
+    env |= {f"{name}_PORT": str(port) for name, port in ports.items()}
+    env |= {
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/runs.db",
+        "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/tools.db",
+        "TOOLS_WORKSPACE": str(tmp_path / "workspace"),
+    }
+    engine = (f"127.0.0.1:{ports['ENGINE']}", "agentplatform.engine.v1.AgentService")
+    tools = (f"127.0.0.1:{ports['TOOLS']}", "agentplatform.tools.v1.ToolService")
+    log_path = tmp_path / "launcher.log"
+    with open(log_path, "wb") as log:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "services.launcher"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    started: set[int] = set()
+
+    def up() -> bool:
+        assert launcher.poll() is None, f"the launcher exited with code {launcher.returncode}"
+        return serving(*engine) and serving(*tools)
+
+    try:
+        try:
+            wait_until(up, STARTUP_TIMEOUT, "the engine and tools")
+            started |= children_of(launcher.pid).keys()
+            killed = pid_running(launcher.pid, "services.tools")
+            assert killed is not None
+            os.kill(killed, signal.SIGKILL)
+            wait_until(lambda: pid_running(launcher.pid, "services.tools") not in (None, killed), 10, "a new tools")
+            wait_until(lambda: serving(*tools), STARTUP_TIMEOUT, "the restarted tools service")
+            assert serving(*engine)
+            started |= children_of(launcher.pid).keys()
+        except (TimeoutError, AssertionError) as exc:
+            raise AssertionError(f"{exc}; launcher log:\n{log_path.read_text()[-5000:]}") from None
+
+        launcher.send_signal(signal.SIGINT)
+        assert launcher.wait(30) == 0, log_path.read_text()[-5000:]
+        assert not [pid for pid in started if alive(pid)]
+        text = log_path.read_text()
+        assert "tools exited unexpectedly (signal SIGKILL); restarting it" in text
+        assert "stopping in order: gateway, then engine, then " in text
+    finally:
+        if launcher.poll() is None:
+            started |= children_of(launcher.pid).keys()
+            launcher.kill()
+            launcher.wait()
+        # Its children lead their own process groups: a killed launcher would leave them running.
+        kill_alive(started, "")
