@@ -25,7 +25,15 @@ class FailedPrecondition(DomainError):
 
 
 class ResourceExhausted(DomainError):
-    """A size or rate limit was hit."""
+    """A size or rate limit was hit; `retry_after` (seconds) hints when trying again may succeed."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OutOfRange(DomainError):
+    """A position past the end of something that will not grow (a cursor beyond a finished run's last step)."""
 
 
 class DeadlineExceeded(DomainError):

@@ -10,9 +10,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from services.common import errors
 from services.common.logs import request_id
@@ -40,7 +44,7 @@ class _RpcScope:
         if isinstance(exc, errors.DomainError):
             code = status_for(exc)
             self.done(code)
-            await self.context.abort(code, str(exc))
+            await self.context.abort(code, str(exc), trailing_metadata=_status_details(code, exc))
         log.exception("unhandled error in %s", self.method)
         self.done(grpc.StatusCode.INTERNAL)
         await self.context.abort(
@@ -50,6 +54,20 @@ class _RpcScope:
     def done(self, code: grpc.StatusCode) -> None:
         elapsed_ms = (time.perf_counter() - self.started) * 1000
         log.info("%s %s %.1fms", self.method, code.name, elapsed_ms)
+
+
+def _status_details(code: grpc.StatusCode, exc: errors.DomainError) -> tuple[tuple[str, bytes], ...]:
+    """The rich status (google.rpc.Status) of an error that carries more than a message: a ResourceExhausted
+    with a retry hint gets a standard RetryInfo, which gRPC clients and Envoy know how to read."""
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is None:
+        return ()
+    retry_info = error_details_pb2.RetryInfo()
+    retry_info.retry_delay.FromTimedelta(timedelta(seconds=retry_after))
+    detail = any_pb2.Any()
+    detail.Pack(retry_info)
+    status = status_pb2.Status(code=code.value[0], message=str(exc), details=[detail])
+    return tuple(rpc_status.to_status(status).trailing_metadata)
 
 
 def _is_abort(exc: BaseException) -> bool:
@@ -80,6 +98,8 @@ def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callabl
 
 
 def _wrap_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    """Unary-stream and stream-stream handlers alike: the request (or request iterator) is passed through."""
+
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         async with _rpc(method, context):
             async for response in behavior(request, context):
@@ -89,7 +109,7 @@ def _wrap_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Ca
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every unary-unary and unary-stream handler of a server (the only kinds the protos use)."""
+    """Wraps every unary-unary, unary-stream and stream-stream handler of a server (the kinds the protos use)."""
 
     async def intercept_service(
         self,
@@ -112,6 +132,12 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(method, handler.stream_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

@@ -1,48 +1,40 @@
-"""The agent loop: the seed's tool-calling loop, recording every step through the runs service.
+"""The agent loop: the seed's tool-calling loop over one run that exists already, recording every step through
+the runs service.
 
-One run: create it, record the user request, then up to `max_iterations` model turns. A turn that asks for
-tools records an agent-thought, and a tool-call and tool-result per call; a turn without tool calls is the
-agent-response and completes the run. Whatever goes wrong after the run exists ends it FAILED with an
-`error` step (model down, too many turns, the caller going away); it is never left RUNNING.
+One run: record the user request, then model turns until the model answers without tool calls. A turn that
+asks for tools records an agent-thought, then a tool-call step per call, runs the calls concurrently and
+records their tool-result steps in the order of the calls. The run's limits (model calls, wall time, total
+tokens, tool calls) end it FAILED with the limit's name as its code; any other failure ends it FAILED with an
+`error` step (model down, tools listing down). While the model streams, deltas of the step it is forming go
+to the run's watchers, tagged with the sequence that step will have.
 
-Each run executes in its own task, so a consumer that disappears (a disconnected stream) cancels the run
-cleanly, and the engine can wait for in-flight runs to record their end when it shuts down.
+Stopping a run from outside (a cancel, the engine shutting down) is the scheduler's: it cancels the task that
+runs `execute` and records the end with `end_run`.
 """
 
 import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
+from services.common.limits import RunLimits
 from services.common.protoconv import duration_from_seconds, value_from_python
+from services.common.usage import Usage
 from services.engine.clients import RunsClient, ToolOutcome, ToolsClient
 from services.engine.failures import RunFailure
-from services.engine.model_client import ModelClient, ModelTurn, RequestedToolCall, Usage
+from services.engine.model_client import ModelClient, ModelTurn, RequestedToolCall, ToolCallChunk
+from services.engine.run_request import ChatInput
 from services.engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
-Event = engine_pb2.StreamChatResponse
-Emit = Callable[[Event | None], None]
-
-#: Longest model name accepted as an override.
-MAX_MODEL_NAME = 256
-MAX_METADATA_ENTRIES = 32
-
-
-@dataclass(frozen=True)
-class ChatInput:
-    """One user message for the agent, with an optional model override and labels for the run."""
-
-    message: str
-    model: str = ""
-    metadata: dict[str, str] = field(default_factory=dict)
+#: Where deltas go: the engine's link to the run store, which hands them to the run's watchers.
+DeltaSink = Callable[[runs_pb2.StepDelta], None]
 
 
 @dataclass
@@ -55,22 +47,38 @@ class RunOutcome:
 
 
 class StepRecorder:
-    """Appends one run's steps, numbering them itself (1, 2, 3 …) so that a retried append is idempotent."""
+    """Appends one run's steps, numbering them itself (1, 2, 3 …) so that a retried append is idempotent.
 
-    def __init__(self, runs: RunsClient, run_id: str, emit: Emit) -> None:
+    An append is shielded from the run's cancellation: it completes (or fails) on its own, so the step that
+    records the run's end can wait for it (`settle`) and take the next sequence without guessing whether the
+    interrupted append was stored.
+    """
+
+    def __init__(self, runs: RunsClient, run_id: str) -> None:
         self._runs = runs
-        self._run_id = run_id
-        self._emit = emit
+        self.run_id = run_id
         self._last_sequence = 0
+        self._in_flight: asyncio.Future[runs_pb2.Step] | None = None
 
-    async def record(self, *, server_numbered: bool = False, **content: Any) -> runs_pb2.Step:
-        """Store a step and stream it. `server_numbered` lets the runs service pick the sequence, for the final
-        error step, which may follow an append whose outcome is unknown (interrupted mid-call)."""
-        sequence = 0 if server_numbered else self._last_sequence + 1
-        stored = await self._runs.append_step(runs_pb2.Step(run_id=self._run_id, sequence=sequence, **content))
-        self._last_sequence = stored.sequence
-        self._emit(Event(step=stored))
-        return stored
+    @property
+    def next_sequence(self) -> int:
+        return self._last_sequence + 1
+
+    async def record(self, **content: Any) -> runs_pb2.Step:
+        """Store a step (keyword arguments as for runs_pb2.Step: its content case, duration, model_call)."""
+        step = runs_pb2.Step(run_id=self.run_id, sequence=self.next_sequence, **content)
+        self._in_flight = asyncio.ensure_future(self._runs.append_step(step))
+        self._in_flight.add_done_callback(self._stored)
+        return await asyncio.shield(self._in_flight)
+
+    def _stored(self, append: "asyncio.Future[runs_pb2.Step]") -> None:
+        if not append.cancelled() and append.exception() is None:
+            self._last_sequence = max(self._last_sequence, append.result().sequence)
+
+    async def settle(self) -> None:
+        """Wait for an append interrupted by a cancellation, whatever its outcome."""
+        if self._in_flight is not None and not self._in_flight.done():
+            await asyncio.wait({self._in_flight})
 
 
 def parse_tool_arguments(raw: str) -> tuple[dict[str, Any] | None, str]:
@@ -86,117 +94,61 @@ def parse_tool_arguments(raw: str) -> tuple[dict[str, Any] | None, str]:
     return parsed, ""
 
 
-def validate_chat(chat: ChatInput, max_chars: int) -> None:
-    """Reject a request the loop cannot serve, before any run is created."""
-    if not chat.message.strip():
-        raise errors.InvalidArgument("message is required: send the user's request as non-blank text")
-    if len(chat.message) > max_chars:
-        raise errors.InvalidArgument(
-            f"message is {len(chat.message)} characters long; the limit is {max_chars} (ENGINE_MAX_MESSAGE_CHARS)"
-        )
-    if len(chat.model) > MAX_MODEL_NAME or (chat.model and not chat.model.strip()):
-        raise errors.InvalidArgument(f"model must be empty (the default) or a model name of at most {MAX_MODEL_NAME} "
-                                     "characters")
-    if len(chat.metadata) > MAX_METADATA_ENTRIES:
-        raise errors.InvalidArgument(f"metadata has {len(chat.metadata)} entries; at most {MAX_METADATA_ENTRIES}")
-
-
-def _ignore(_event: Event | None) -> None:
-    pass
-
-
 class AgentLoop:
-    """Runs agents. Holds the clients of the model endpoint and the runs and tools services."""
+    """Executes runs. Holds the clients of the model endpoint and the runs and tools services."""
 
-    def __init__(self, runs: RunsClient, tools: ToolsClient, model: ModelClient, settings: EngineSettings) -> None:
+    def __init__(
+        self, runs: RunsClient, tools: ToolsClient, model: ModelClient, settings: EngineSettings, deltas: DeltaSink
+    ) -> None:
         self._runs = runs
         self._tools = tools
         self._model = model
         self._settings = settings
-        self._active: set[asyncio.Task[RunOutcome]] = set()
+        self._deltas = deltas
 
-    async def stream(self, chat: ChatInput) -> AsyncIterator[Event]:
-        """Run the agent and yield its events: the run, each step as it is recorded, text deltas, the final run.
+    async def execute(
+        self, run: runs_pb2.Run, chat: ChatInput, limits: RunLimits, recorder: StepRecorder
+    ) -> RunOutcome:
+        """Execute a RUNNING run to its end and record it; returns how it ended.
 
-        Closing the iterator early (the caller went away) interrupts the run, which then ends FAILED.
+        Raises only what kept the end from being recorded (the run store unavailable for too long, the run
+        ended elsewhere); the store's lease reaper then ends the run.
         """
-        validate_chat(chat, self._settings.max_message_chars)
-        queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        task = self._start(chat, queue.put_nowait)
+        model = run.model or self._settings.llm_model
+        duration = limits.max_duration_seconds
         try:
-            while (event := await queue.get()) is not None:
-                yield event
-            await task  # Raises what kept the run from being recorded at all.
-        finally:
-            task.cancel()  # A no-op once the run is done.
-
-    async def chat(self, chat: ChatInput) -> RunOutcome:
-        """Run the agent to the end. A failed run raises its domain error, naming the run."""
-        validate_chat(chat, self._settings.max_message_chars)
-        outcome = await self._start(chat, _ignore)
-        if outcome.failure is not None:
-            error = outcome.failure.error
-            raise type(error)(f"run {outcome.run.id} failed: {error}")
-        return outcome
-
-    async def wait_for_active_runs(self, timeout: float) -> None:
-        """Let interrupted runs record their end (used at shutdown, before the clients close)."""
-        if self._active:
-            await asyncio.wait(set(self._active), timeout=timeout)
-
-    def _start(self, chat: ChatInput, emit: Emit) -> "asyncio.Task[RunOutcome]":
-        task = asyncio.create_task(self._drive(chat, emit))
-        self._active.add(task)
-        task.add_done_callback(self._active.discard)
-        return task
-
-    async def _drive(self, chat: ChatInput, emit: Emit) -> RunOutcome:
-        try:
-            return await self._run(chat, emit)
-        finally:
-            emit(None)
-
-    async def _run(self, chat: ChatInput, emit: Emit) -> RunOutcome:
-        model = chat.model or self._settings.llm_model
-        run = await self._runs.create_run(chat.message, model, chat.metadata)
-        emit(Event(run=run))
-        log.info("run %s started (model %s)", run.id, model)
-        recorder = StepRecorder(self._runs, run.id, emit)
-        usage = Usage()
-        try:
-            await recorder.record(user_request=runs_pb2.UserRequest(text=chat.message))
-            answer = await self._converse(chat.message, model, recorder, emit, usage)
+            async with asyncio.timeout(duration) as deadline:
+                await recorder.record(user_request=runs_pb2.UserRequest(text=chat.message))
+                answer = await self._converse(chat.message, model, recorder, limits)
         except RunFailure as failure:
-            return await self._fail(run.id, recorder, failure, usage, emit)
-        except asyncio.CancelledError:
+            return await self._fail(recorder, failure)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
             failure = RunFailure(
-                "interrupted",
-                errors.Unavailable("the run was interrupted before it finished: the client disconnected or the "
-                                   "engine shut down"),
+                "max_duration",
+                errors.DeadlineExceeded(f"the run did not finish within its time limit of {duration:g} s "
+                                        "(limits.max_duration)"),
             )
-            # Shielded: the cancellation that brought us here must not also cancel recording the failure.
-            await asyncio.shield(self._fail(run.id, recorder, failure, usage, emit))
-            raise
-        except Exception as exc:
-            log.exception("run %s hit an unexpected error", run.id)
-            failure = RunFailure("internal", errors.Internal(f"the engine failed: {type(exc).__name__}: {exc}"))
-            await self._fail(run.id, recorder, failure, usage, emit)
-            raise
-        final = await self._runs.finish_run(run.id, runs_pb2.RUN_STATE_COMPLETED, "", _usage_proto(usage))
-        emit(Event(run=final))
+            return await self._fail(recorder, failure)
+        final = await self._runs.finish_run(run.id, runs_pb2.RUN_STATE_COMPLETED)
         log.info("run %s completed", run.id)
         return RunOutcome(final, answer=answer)
 
-    async def _fail(
-        self, run_id: str, recorder: StepRecorder, failure: RunFailure, usage: Usage, emit: Emit
-    ) -> RunOutcome:
-        log.warning("run %s failed (%s): %s", run_id, failure.code, failure)
-        await recorder.record(server_numbered=True, error=runs_pb2.StepError(code=failure.code, message=str(failure)))
-        final = await self._runs.finish_run(run_id, runs_pb2.RUN_STATE_FAILED, str(failure), _usage_proto(usage))
-        emit(Event(run=final))
+    async def end_run(
+        self, recorder: StepRecorder, state: "runs_pb2.RunState", code: str, message: str
+    ) -> runs_pb2.Run:
+        """Record the `error` step a run ends on and finish it as `state` (FAILED or CANCELLED)."""
+        await recorder.settle()
+        await recorder.record(error=runs_pb2.StepError(code=code, message=message))
+        return await self._runs.finish_run(recorder.run_id, state, code, message)
+
+    async def _fail(self, recorder: StepRecorder, failure: RunFailure) -> RunOutcome:
+        log.warning("run %s failed (%s): %s", recorder.run_id, failure.code, failure)
+        final = await self.end_run(recorder, runs_pb2.RUN_STATE_FAILED, failure.code, str(failure))
         return RunOutcome(final, failure=failure)
 
-    async def _converse(self, message: str, model: str, recorder: StepRecorder, emit: Emit, usage: Usage) -> str:
+    async def _converse(self, message: str, model: str, recorder: StepRecorder, limits: RunLimits) -> str:
         """The model/tool loop proper; returns the agent's answer."""
         try:
             tools = await self._tools.enabled_tool_schemas()
@@ -207,55 +159,119 @@ class AgentLoop:
             messages.append({"role": "system", "content": self._settings.system_prompt})
         messages.append({"role": "user", "content": message})
 
-        for _ in range(self._settings.max_iterations):
-            turn = await self._model_turn(model, messages, tools, emit)
-            usage.add(turn.usage)
+        usage = Usage()
+        model_calls = tool_calls = 0
+        while True:
+            if model_calls >= (limits.max_model_calls or 0):
+                raise RunFailure(
+                    "max_model_calls",
+                    errors.ResourceExhausted(
+                        f"the agent did not finish within {limits.max_model_calls} model calls "
+                        "(limits.max_model_calls); simplify the request or raise the limit"
+                    ),
+                )
+            model_calls += 1
+            turn = await self._model_turn(model, messages, tools, recorder)
+            usage += turn.usage
+            model_call = _model_call_proto(turn)
             if not turn.tool_calls:
-                await recorder.record(agent_response=runs_pb2.AgentResponse(text=turn.content))
+                await recorder.record(agent_response=runs_pb2.AgentResponse(text=turn.content), model_call=model_call)
                 return turn.content
             thought = turn.content or "Using tool: " + ", ".join(call.name for call in turn.tool_calls)
-            await recorder.record(agent_thought=runs_pb2.AgentThought(text=thought))
+            await recorder.record(agent_thought=runs_pb2.AgentThought(text=thought), model_call=model_call)
+            if usage.total_tokens >= (limits.max_total_tokens or 0):
+                raise RunFailure(
+                    "max_total_tokens",
+                    errors.ResourceExhausted(
+                        f"the run used {usage.total_tokens} tokens, reaching its limit of {limits.max_total_tokens} "
+                        "(limits.max_total_tokens)"
+                    ),
+                )
+            tool_calls += len(turn.tool_calls)
+            if tool_calls > (limits.max_tool_calls or 0):
+                raise RunFailure(
+                    "max_tool_calls",
+                    errors.ResourceExhausted(
+                        f"the agent asked for {tool_calls} tool calls, more than its limit of "
+                        f"{limits.max_tool_calls} (limits.max_tool_calls)"
+                    ),
+                )
             messages.append(_assistant_message(turn))
-            for call in turn.tool_calls:
-                messages.append(await self._call_tool(call, recorder))
-        raise RunFailure(
-            "max_iterations",
-            errors.ResourceExhausted(
-                f"the agent did not finish within {self._settings.max_iterations} model calls "
-                "(ENGINE_MAX_ITERATIONS); simplify the request or raise the limit"
-            ),
-        )
+            messages.extend(await self._call_tools(turn.tool_calls, recorder))
 
     async def _model_turn(
-        self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]], emit: Emit
+        self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]], recorder: StepRecorder
     ) -> ModelTurn:
+        # The text becomes the next step (a thought or the response); the tool calls the steps after the thought.
+        sequence = recorder.next_sequence
         async for item in self._model.stream_turn(model=model, messages=messages, tools=tools):
             if isinstance(item, ModelTurn):
                 return item
-            emit(Event(delta=engine_pb2.TextDelta(text=item)))
+            if isinstance(item, ToolCallChunk):
+                piece = runs_pb2.ToolCallDelta(tool_call_id=item.id, tool_name=item.name, arguments=item.arguments)
+                self._deltas(
+                    runs_pb2.StepDelta(run_id=recorder.run_id, sequence=sequence + 1 + item.index, tool_call=piece)
+                )
+            else:
+                self._deltas(runs_pb2.StepDelta(run_id=recorder.run_id, sequence=sequence, text=item))
         raise AssertionError("stream_turn always ends with a ModelTurn")
 
-    async def _call_tool(self, call: RequestedToolCall, recorder: StepRecorder) -> dict[str, Any]:
-        """Record and execute one tool call; return the tool message for the conversation."""
-        params, problem = parse_tool_arguments(call.arguments)
-        tool_call = runs_pb2.ToolCall(tool_name=call.name, tool_call_id=call.id, raw_arguments=call.arguments)
-        if params is not None:
-            tool_call.params.update(params)
-        await recorder.record(tool_call=tool_call)
+    async def _call_tools(self, calls: list[RequestedToolCall], recorder: StepRecorder) -> list[dict[str, Any]]:
+        """Record the calls, execute them concurrently, record each result in the order of the calls; return the
+        tool messages for the conversation."""
+        parsed = [parse_tool_arguments(call.arguments) for call in calls]
+        for call, (params, _) in zip(calls, parsed, strict=True):
+            tool_call = runs_pb2.ToolCall(tool_name=call.name, tool_call_id=call.id, raw_arguments=call.arguments)
+            if params is not None:
+                tool_call.params.update(params)
+            await recorder.record(tool_call=tool_call)
+        # Not a TaskGroup: it would wrap a failure of the store (raised by `record`) in an ExceptionGroup.
+        executions = [
+            asyncio.ensure_future(self._execute_tool(call, params, problem))
+            for call, (params, problem) in zip(calls, parsed, strict=True)
+        ]
+        messages = []
+        try:
+            for call, execution in zip(calls, executions, strict=True):
+                outcome, elapsed = await execution
+                result = runs_pb2.ToolResult(
+                    tool_name=call.name, tool_call_id=call.id, text=outcome.text, error=outcome.error
+                )
+                if not outcome.error and outcome.result is not None:
+                    result.result.CopyFrom(value_from_python(outcome.result))
+                await recorder.record(tool_result=result, duration=duration_from_seconds(elapsed))
+                # The model sees errors as the tool's answer, so it can correct its call or explain the problem.
+                messages.append({
+                    "role": "tool",
+                    "tool_call_id": call.id,
+                    "content": f"Error: {outcome.error}" if outcome.error else outcome.text,
+                })
+        finally:
+            for execution in executions:
+                execution.cancel()  # the pending ones, when the run is cancelled or failed
+        return messages
 
+    async def _execute_tool(
+        self, call: RequestedToolCall, params: dict[str, Any] | None, problem: str
+    ) -> tuple[ToolOutcome, float]:
         started = time.perf_counter()
         outcome = ToolOutcome(error=problem) if params is None else await self._tools.execute(call.name, params)
         elapsed = outcome.duration_seconds if outcome.duration_seconds is not None else time.perf_counter() - started
-        result = runs_pb2.ToolResult(tool_name=call.name, tool_call_id=call.id, text=outcome.text, error=outcome.error)
-        if not outcome.error and outcome.result is not None:
-            result.result.CopyFrom(value_from_python(outcome.result))
-        await recorder.record(tool_result=result, duration=duration_from_seconds(elapsed))
-        # The model sees errors as the tool's answer, so it can correct its call or explain the problem.
-        return {
-            "role": "tool",
-            "tool_call_id": call.id,
-            "content": f"Error: {outcome.error}" if outcome.error else outcome.text,
-        }
+        return outcome, elapsed
+
+
+def _model_call_proto(turn: ModelTurn) -> runs_pb2.ModelCall:
+    call = runs_pb2.ModelCall(
+        usage=runs_pb2.Usage(
+            prompt_tokens=turn.usage.prompt_tokens,
+            completion_tokens=turn.usage.completion_tokens,
+            total_tokens=turn.usage.total_tokens,
+        ),
+        latency=duration_from_seconds(turn.latency),
+    )
+    if turn.time_to_first_token is not None:
+        call.time_to_first_token.CopyFrom(duration_from_seconds(turn.time_to_first_token))
+    return call
 
 
 def _assistant_message(turn: ModelTurn) -> dict[str, Any]:
@@ -267,11 +283,3 @@ def _assistant_message(turn: ModelTurn) -> dict[str, Any]:
             for call in turn.tool_calls
         ],
     }
-
-
-def _usage_proto(usage: Usage) -> runs_pb2.Usage:
-    return runs_pb2.Usage(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        total_tokens=usage.total_tokens,
-    )

@@ -1,5 +1,7 @@
-"""Assembles the engine: clients of the model, runs and tools, the agent loop and its gRPC server."""
+"""Assembles the engine: clients of the model, runs and tools, the agent loop, the run scheduler with its lease
+renewals and its link to the run store, and the gRPC server."""
 
+import uuid
 from dataclasses import dataclass
 
 import grpc
@@ -8,8 +10,10 @@ import openai
 from agentplatform.engine.v1 import engine_pb2_grpc
 from services.common.server import RunningServer, ServiceBinding, start_server
 from services.engine.agent_loop import AgentLoop
-from services.engine.clients import RunsClient, ToolsClient
+from services.engine.clients import CHANNEL_OPTIONS, RunsClient, ToolsClient
+from services.engine.executor_link import ExecutorLink
 from services.engine.model_client import ModelClient
+from services.engine.scheduler import RunScheduler
 from services.engine.servicer import AgentServicer
 from services.engine.settings import EngineSettings
 
@@ -19,7 +23,8 @@ SERVICE_NAME = "agentplatform.engine.v1.AgentService"
 @dataclass
 class EngineApp:
     server: RunningServer
-    loop: AgentLoop
+    scheduler: RunScheduler
+    link: ExecutorLink
     model: ModelClient
     channels: tuple[grpc.aio.Channel, ...]
 
@@ -28,17 +33,21 @@ class EngineApp:
         return self.server.port
 
     async def stop(self, grace: float = 0) -> None:
-        """Stop serving, let interrupted runs record their end, then close the clients."""
-        await self.server.stop(grace)
-        await self.loop.wait_for_active_runs(timeout=5)
+        """Stop taking runs (health NOT_SERVING), give running ones `grace` seconds to finish and record the
+        rest as interrupted, then stop serving and close the clients."""
+        await self.server.health.enter_graceful_shutdown()
+        await self.scheduler.shutdown(grace)
+        # Followers (StreamChat) have had their runs' final events by now; a short grace lets them flush.
+        await self.server.server.stop(min(grace, 1.0))
+        await self.link.stop()
         for channel in self.channels:
             await channel.close()
         await self.model.close()
 
 
 async def start_engine(settings: EngineSettings) -> EngineApp:
-    runs_channel = grpc.aio.insecure_channel(settings.runs_address)
-    tools_channel = grpc.aio.insecure_channel(settings.tools_address)
+    runs_channel = grpc.aio.insecure_channel(settings.runs_address, options=CHANNEL_OPTIONS)
+    tools_channel = grpc.aio.insecure_channel(settings.tools_address, options=CHANNEL_OPTIONS)
     model = ModelClient(
         openai.AsyncOpenAI(
             base_url=settings.llm_base_url,
@@ -47,16 +56,20 @@ async def start_engine(settings: EngineSettings) -> EngineApp:
             max_retries=settings.llm_max_retries,
         )
     )
-    loop = AgentLoop(
-        RunsClient(runs_channel, settings.call_timeout_seconds),
-        ToolsClient(tools_channel, settings.call_timeout_seconds, settings.tool_timeout_seconds),
-        model,
-        settings,
-    )
-    servicer = AgentServicer(loop)
+    runs = RunsClient(runs_channel, settings.call_timeout_seconds, settings.store_outage_seconds)
+    tools = ToolsClient(tools_channel, settings.call_timeout_seconds, settings.tool_timeout_seconds)
+
+    executor_id = f"engine-{uuid.uuid4().hex[:12]}"
+    link = ExecutorLink(runs, executor_id)
+    loop = AgentLoop(runs, tools, model, settings, link.send_delta)
+    scheduler = RunScheduler(runs, loop, settings, executor_id)
+    link.start(on_cancel=scheduler.cancel)
+    scheduler.start_lease_renewals()
+
+    servicer = AgentServicer(scheduler, runs)
     server = await start_server(
         [ServiceBinding(SERVICE_NAME, lambda s: engine_pb2_grpc.add_AgentServiceServicer_to_server(servicer, s))],
         settings.host,
         settings.port,
     )
-    return EngineApp(server, loop, model, (runs_channel, tools_channel))
+    return EngineApp(server, scheduler, link, model, (runs_channel, tools_channel))

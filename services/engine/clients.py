@@ -1,10 +1,13 @@
 """The engine's gRPC clients of the runs and tools services.
 
-Every call carries a deadline (Python does not propagate them), and a failed call surfaces as the domain
+Every unary call carries a deadline (Python does not propagate them), and a failed call surfaces as the domain
 error matching its status (services.common.status), so callers never see grpc types.
 """
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -15,7 +18,22 @@ from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.common.protoconv import dict_from_struct, python_from_value, struct_from_dict
 from services.common.status import error_from_rpc
 
+log = logging.getLogger(__name__)
 ResponseT = TypeVar("ResponseT")
+
+#: Statuses after which a call to the run store is tried again: the store restarting, a deadline that ran out
+#: before an answer came. Every call the engine makes to it is idempotent, so a retry never doubles a write.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+FIRST_BACKOFF_SECONDS = 0.1
+MAX_BACKOFF_SECONDS = 2.0
+
+#: Channel options for a dependency that restarts: gRPC's default reconnect backoff grows to 120 s, which would
+#: keep a channel idle long after the server is back.
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
 
 
 async def _call(service: str, call: Callable[..., Awaitable[ResponseT]], request: Any, timeout: float) -> ResponseT:
@@ -26,28 +44,74 @@ async def _call(service: str, call: Callable[..., Awaitable[ResponseT]], request
 
 
 class RunsClient:
-    """Records runs and steps in the runs service."""
+    """Records runs and steps in the runs service, retrying with backoff and jitter while it is unavailable
+    (a restart, a deploy) for up to `outage_seconds`; then the call fails with Unavailable."""
 
     SERVICE = "runs service"
 
-    def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
+    def __init__(self, channel: grpc.aio.Channel, timeout: float, outage_seconds: float) -> None:
         self._stub = runs_pb2_grpc.RunServiceStub(channel)
         self._timeout = timeout
+        self._outage_seconds = outage_seconds
 
-    async def create_run(self, user_query: str, model: str, metadata: Mapping[str, str]) -> runs_pb2.Run:
-        request = runs_pb2.CreateRunRequest(user_query=user_query, model=model, metadata=dict(metadata))
-        return await _call(self.SERVICE, self._stub.CreateRun, request, self._timeout)
+    async def _retrying(self, call: Callable[..., Awaitable[ResponseT]], request: Any) -> ResponseT:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._outage_seconds
+        backoff = FIRST_BACKOFF_SECONDS
+        while True:
+            try:
+                return await call(request, timeout=self._timeout)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRYABLE or loop.time() + backoff > give_up_at:
+                    raise error_from_rpc(exc, self.SERVICE) from exc
+                log.info("runs service %s (%s); retrying in %.2fs", exc.code().name, exc.details(), backoff)
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    async def create_run(self, request: runs_pb2.CreateRunRequest) -> runs_pb2.Run:
+        return await self._retrying(self._stub.CreateRun, request)
+
+    async def get_run(self, run_id: str) -> runs_pb2.Run:
+        return await self._retrying(self._stub.GetRun, runs_pb2.GetRunRequest(run_id=run_id))
+
+    async def begin_run(self, run_id: str, executor_id: str) -> runs_pb2.Run:
+        request = runs_pb2.BeginRunRequest(run_id=run_id, executor_id=executor_id)
+        return await self._retrying(self._stub.BeginRun, request)
 
     async def append_step(self, step: runs_pb2.Step) -> runs_pb2.Step:
         request = runs_pb2.AppendStepsRequest(run_id=step.run_id, steps=[step])
-        response = await _call(self.SERVICE, self._stub.AppendSteps, request, self._timeout)
+        response = await self._retrying(self._stub.AppendSteps, request)
         return response.steps[0]
 
     async def finish_run(
-        self, run_id: str, state: "runs_pb2.RunState", error_message: str, usage: runs_pb2.Usage
+        self, run_id: str, state: "runs_pb2.RunState", error_code: str = "", error_message: str = ""
     ) -> runs_pb2.Run:
-        request = runs_pb2.FinishRunRequest(run_id=run_id, state=state, error_message=error_message, usage=usage)
-        return await _call(self.SERVICE, self._stub.FinishRun, request, self._timeout)
+        request = runs_pb2.FinishRunRequest(
+            run_id=run_id, state=state, error_code=error_code, error_message=error_message
+        )
+        return await self._retrying(self._stub.FinishRun, request)
+
+    async def renew_leases(self, executor_id: str, run_ids: list[str]) -> runs_pb2.RenewLeasesResponse:
+        """One attempt: the renewer calls again on its next tick anyway."""
+        request = runs_pb2.RenewLeasesRequest(executor_id=executor_id, run_ids=run_ids)
+        return await _call(self.SERVICE, self._stub.RenewLeases, request, self._timeout)
+
+    async def watch(self, run_id: str, after_sequence: int = 0) -> AsyncIterator[runs_pb2.RunEvent]:
+        """The run's events (RunService.WatchRun) until its final run."""
+        call = self._stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run_id, after_sequence=after_sequence))
+        try:
+            async for event in call:
+                yield event
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, self.SERVICE) from exc
+        finally:
+            call.cancel()
+
+    def connect_executor(
+        self, messages: AsyncIterator[runs_pb2.ConnectExecutorRequest]
+    ) -> "grpc.aio.StreamStreamCall[runs_pb2.ConnectExecutorRequest, runs_pb2.ExecutorNotice]":
+        """The engine's live link to the store (see services.engine.executor_link)."""
+        return self._stub.ConnectExecutor(messages)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
 """The model endpoint: one streamed chat-completions call per agent turn, with the async openai SDK.
 
-Works with any OpenAI-compatible endpoint. SDK errors become domain errors whose messages say what to check.
+Works with any OpenAI-compatible endpoint. The SDK retries connection errors, timeouts, 408/409/429 and 5xx
+with exponential backoff and jitter, honouring Retry-After (LLM_MAX_RETRIES); what still fails becomes a
+RunFailure with a stable code (rate_limited, model_unavailable, model_timeout, bad_model_response …) and a
+message that says what to check. Cancelling the caller's task aborts the HTTP request.
 """
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +15,7 @@ from typing import Any
 import openai
 
 from services.common import errors
+from services.common.usage import Usage
 from services.engine.failures import RunFailure
 
 log = logging.getLogger(__name__)
@@ -25,27 +30,25 @@ class RequestedToolCall:
     arguments: str
 
 
-@dataclass
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+@dataclass(frozen=True)
+class ToolCallChunk:
+    """A piece of the tool call at `index` of the turn, as the model streams it."""
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def add(self, other: "Usage") -> None:
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
+    index: int
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass
 class ModelTurn:
-    """Everything the model said in one call."""
+    """Everything the model said in one call, and how long it took."""
 
     content: str = ""
     tool_calls: list[RequestedToolCall] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
+    time_to_first_token: float | None = None
+    latency: float = 0.0
 
 
 @dataclass
@@ -64,7 +67,7 @@ def _model_error(exc: openai.OpenAIError, base_url: str, model: str) -> RunFailu
         )
     if isinstance(exc, openai.APIConnectionError):
         return RunFailure(
-            "model_unreachable",
+            "model_unavailable",
             errors.Unavailable(f"the model endpoint {base_url} could not be reached ({exc}); check LLM_BASE_URL "
                                "and that the server is running"),
         )
@@ -77,11 +80,12 @@ def _model_error(exc: openai.OpenAIError, base_url: str, model: str) -> RunFailu
             return RunFailure("model_not_found", errors.FailedPrecondition(f"{detail}; is model '{model}' served "
                                                                           "there? check LLM_MODEL"))
         if status == 429:
-            return RunFailure("model_rate_limited", errors.ResourceExhausted(f"{detail}; try again later"))
+            return RunFailure("rate_limited", errors.ResourceExhausted(f"{detail}; try again later"))
         if status in (400, 413, 422):
             return RunFailure("model_rejected_request", errors.InvalidArgument(detail))
         return RunFailure("model_unavailable", errors.Unavailable(detail))
-    return RunFailure("model_error", errors.Unavailable(f"the model call failed: {exc}"))
+    return RunFailure("bad_model_response", errors.Unavailable(f"the model endpoint {base_url} sent a response "
+                                                               f"that could not be read: {exc}"))
 
 
 def _error_message(exc: openai.APIStatusError) -> str:
@@ -105,11 +109,12 @@ class ModelClient:
 
     async def stream_turn(
         self, *, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
-    ) -> AsyncIterator[str | ModelTurn]:
-        """Yield text deltas as the model writes them, then the complete ModelTurn last."""
+    ) -> AsyncIterator[str | ToolCallChunk | ModelTurn]:
+        """Yield text deltas and tool-call pieces as the model writes them, then the complete ModelTurn last."""
         turn = ModelTurn()
         text: list[str] = []
         partial_calls: dict[int, _PartialToolCall] = {}
+        started = time.perf_counter()
         try:
             stream = await self._client.chat.completions.create(
                 model=model,
@@ -124,26 +129,35 @@ class ModelClient:
                         turn.usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
                     for choice in chunk.choices:
                         delta = choice.delta
+                        if turn.time_to_first_token is None and (delta.content or delta.tool_calls):
+                            turn.time_to_first_token = time.perf_counter() - started
                         if delta.content:
                             text.append(delta.content)
                             yield delta.content
                         for call in delta.tool_calls or ():
                             partial = partial_calls.setdefault(call.index, _PartialToolCall())
+                            name = (call.function.name if call.function else None) or ""
+                            arguments = (call.function.arguments if call.function else None) or ""
                             if call.id:
                                 partial.id = call.id
-                            if call.function and call.function.name:
-                                partial.name += call.function.name
-                            if call.function and call.function.arguments:
-                                partial.arguments.append(call.function.arguments)
+                            partial.name += name
+                            partial.arguments.append(arguments)
+                            yield ToolCallChunk(call.index, call.id or "", name, arguments)
         except openai.OpenAIError as exc:
             log.warning("model call failed: %s", exc)
             raise _model_error(exc, self.base_url, model) from exc
+        turn.latency = time.perf_counter() - started
         turn.content = "".join(text)
         turn.tool_calls = [
             # Some servers omit ids; the conversation needs one to pair each call with its result.
             RequestedToolCall(p.id or f"call_{index}", p.name, "".join(p.arguments))
             for index, p in sorted(partial_calls.items())
         ]
+        if any(not call.name for call in turn.tool_calls):
+            raise RunFailure(
+                "bad_model_response",
+                errors.Unavailable(f"the model endpoint {self.base_url} sent a tool call without a tool name"),
+            )
         yield turn
 
     async def close(self) -> None:

@@ -1,31 +1,112 @@
-"""AgentService over gRPC: converts requests to ChatInput and hands them to the agent loop."""
+"""AgentService over gRPC: converts requests to ChatInput, starts runs with the scheduler, and follows them
+through the run store, so StreamChat sends exactly what RunService.WatchRun sends."""
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 import grpc
 
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
-from services.engine.agent_loop import AgentLoop, ChatInput
+from agentplatform.runs.v1 import runs_pb2
+from services.common import errors
+from services.common.limits import RunLimits
+from services.engine.clients import RunsClient
+from services.engine.run_request import ChatInput
+from services.engine.scheduler import RunScheduler
+
+log = logging.getLogger(__name__)
+
+StartRequest = engine_pb2.StartRunRequest | engine_pb2.StreamChatRequest | engine_pb2.ChatRequest
+
+CLIENT_GONE = "the client following the run went away (on_disconnect: CANCEL)"
 
 
-def _chat_input(request: engine_pb2.StreamChatRequest | engine_pb2.ChatRequest) -> ChatInput:
-    return ChatInput(message=request.message, model=request.model, metadata=dict(request.metadata))
+def _limits(limits: runs_pb2.RunLimits) -> RunLimits:
+    """Zero (unset) fields are None; negative values are kept for validation to refuse by name."""
+    duration = limits.max_duration.ToTimedelta().total_seconds() if limits.HasField("max_duration") else None
+    return RunLimits(
+        max_model_calls=limits.max_model_calls or None,
+        max_duration_seconds=duration,
+        max_total_tokens=limits.max_total_tokens or None,
+        max_tool_calls=limits.max_tool_calls or None,
+    )
+
+
+def _chat_input(request: StartRequest) -> ChatInput:
+    return ChatInput(
+        message=request.message,
+        model=request.model,
+        metadata=dict(request.metadata),
+        request_id=request.request_id,
+        limits=_limits(request.limits),
+    )
+
+
+def _cancels_on_disconnect(request: engine_pb2.StreamChatRequest | engine_pb2.ChatRequest) -> bool:
+    return request.on_disconnect != engine_pb2.DISCONNECT_POLICY_CONTINUE
 
 
 class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
-    def __init__(self, loop: AgentLoop) -> None:
-        self._loop = loop
+    def __init__(self, scheduler: RunScheduler, runs: RunsClient) -> None:
+        self._scheduler = scheduler
+        self._runs = runs
+
+    async def StartRun(self, request: engine_pb2.StartRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
+        return await self._scheduler.start(_chat_input(request))
 
     async def StreamChat(
         self, request: engine_pb2.StreamChatRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[engine_pb2.StreamChatResponse]:
-        # aclosing: when the caller disconnects, the loop's stream is closed at once, which interrupts the run
-        # so that it is recorded as FAILED rather than left RUNNING.
-        async with aclosing(self._loop.stream(_chat_input(request))) as events:
-            async for event in events:
-                yield event
+    ) -> AsyncIterator[runs_pb2.RunEvent]:
+        cancel = _cancels_on_disconnect(request)
+        run = await self._scheduler.start(_chat_input(request), cancel_if_abandoned=cancel)
+        finished = False
+        try:
+            # aclosing: when the caller disconnects, the watch stream to the store is closed at once.
+            async with aclosing(self._runs.watch(run.id)) as events:
+                async for event in events:
+                    finished = event.HasField("run") and event.run.state not in (
+                        runs_pb2.RUN_STATE_QUEUED,
+                        runs_pb2.RUN_STATE_RUNNING,
+                    )
+                    yield event
+        except asyncio.CancelledError:
+            if cancel and not finished:
+                self._scheduler.cancel(run.id, CLIENT_GONE)
+            raise
 
     async def Chat(self, request: engine_pb2.ChatRequest, context: grpc.aio.ServicerContext) -> engine_pb2.ChatResponse:
-        outcome = await self._loop.chat(_chat_input(request))
+        cancel = _cancels_on_disconnect(request)
+        run = await self._scheduler.start(_chat_input(request), cancel_if_abandoned=cancel)
+        try:
+            outcome = await self._scheduler.outcome(run.id)
+        except asyncio.CancelledError:
+            if cancel:
+                self._scheduler.cancel(run.id, CLIENT_GONE)
+            raise
+        if outcome is None:
+            # A retried request id whose run another call (or engine) executes, or a run whose end could not be
+            # recorded here: answer from the store.
+            final = await self._wait_in_store(run.id)
+            if final.state == runs_pb2.RUN_STATE_COMPLETED:
+                return engine_pb2.ChatResponse(response=_answer(await self._runs.get_run(run.id)), run_id=run.id)
+            raise errors.FailedPrecondition(f"run {run.id} ended {runs_pb2.RunState.Name(final.state)}: "
+                                            f"{final.error_message}")
+        if outcome.failure is not None:
+            error = outcome.failure.error
+            raise type(error)(f"run {outcome.run.id} failed: {error}")
         return engine_pb2.ChatResponse(response=outcome.answer, run_id=outcome.run.id)
+
+    async def _wait_in_store(self, run_id: str) -> runs_pb2.Run:
+        final = runs_pb2.Run()
+        async with aclosing(self._runs.watch(run_id)) as events:
+            async for event in events:
+                if event.HasField("run"):
+                    final = event.run
+        return final
+
+
+def _answer(run: runs_pb2.Run) -> str:
+    responses = [step.agent_response.text for step in run.steps if step.HasField("agent_response")]
+    return responses[-1] if responses else ""

@@ -1,6 +1,6 @@
 """The engine's settings."""
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from services.common.settings import ServiceSettings
 
@@ -22,11 +22,33 @@ class EngineSettings(ServiceSettings):
     llm_api_key: SecretStr = Field(SecretStr("not-needed"), alias="LLM_API_KEY")
     llm_model: str = Field("demo", alias="LLM_MODEL", min_length=1)
     llm_timeout_seconds: float = Field(60.0, alias="LLM_TIMEOUT_SECONDS", gt=0)
-    #: Retries (with the SDK's exponential backoff) on connection errors, 408/409/429 and 5xx.
-    llm_max_retries: int = Field(2, alias="LLM_MAX_RETRIES", ge=0, le=10)
 
-    #: Model calls one run may make before it is stopped as FAILED.
+    #: Retries (with the SDK's exponential backoff and jitter, honouring Retry-After) on connection errors,
+    #: timeouts, 408/409/429 and 5xx, before the run fails with rate_limited, model_unavailable or model_timeout.
+    llm_max_retries: int = Field(3, alias="LLM_MAX_RETRIES", ge=0, le=10)
+
+    #: Runs this process executes at once; more wait QUEUED, in order, up to `max_queued_runs`.
+    max_concurrent_runs: int = Field(64, alias="ENGINE_MAX_CONCURRENT_RUNS", ge=1, le=100_000)
+    #: Runs that may wait QUEUED; beyond that StartRun answers RESOURCE_EXHAUSTED with a retry hint.
+    max_queued_runs: int = Field(1000, alias="ENGINE_MAX_QUEUED_RUNS", ge=0, le=1_000_000)
+
+    #: The lease this process holds on each of its runs: renewed every third of it. If the process dies, the
+    #: run store ends its runs FAILED "interrupted" once the lease runs out (plus one reaper interval).
+    lease_seconds: float = Field(10.0, alias="ENGINE_LEASE_SECONDS", ge=1, le=300)
+    #: How long a run keeps retrying the run store while it is unavailable; then the run is given up (the store
+    #: ends it FAILED "interrupted" when it is back and the lease has run out).
+    store_outage_seconds: float = Field(30.0, alias="ENGINE_STORE_OUTAGE_SECONDS", gt=0, le=3600)
+
+    #: Per-run limits: the defaults for a request that sets none, and the most a request may ask for.
     max_iterations: int = Field(10, alias="ENGINE_MAX_ITERATIONS", ge=1, le=100)
+    max_iterations_limit: int = Field(50, alias="ENGINE_MAX_ITERATIONS_LIMIT", ge=1, le=1000)
+    run_timeout_seconds: float = Field(600.0, alias="ENGINE_RUN_TIMEOUT_SECONDS", gt=0)
+    run_timeout_limit_seconds: float = Field(3600.0, alias="ENGINE_RUN_TIMEOUT_LIMIT_SECONDS", gt=0)
+    max_total_tokens: int = Field(200_000, alias="ENGINE_MAX_TOTAL_TOKENS", ge=1)
+    max_total_tokens_limit: int = Field(2_000_000, alias="ENGINE_MAX_TOTAL_TOKENS_LIMIT", ge=1)
+    max_tool_calls: int = Field(50, alias="ENGINE_MAX_TOOL_CALLS", ge=1)
+    max_tool_calls_limit: int = Field(500, alias="ENGINE_MAX_TOOL_CALLS_LIMIT", ge=1)
+
     #: Sent as the first message of every conversation; empty for none.
     system_prompt: str = Field(
         "You are a helpful assistant. Use the tools when they help, and answer concisely.",
@@ -46,3 +68,16 @@ class EngineSettings(ServiceSettings):
     def _blank_model_means_default(cls, value: object) -> object:
         # `.env.example` lists LLM_MODEL= blank; blank means "not set", not "a model named ''".
         return value or "demo"
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> "EngineSettings":
+        pairs = [
+            ("ENGINE_MAX_ITERATIONS", self.max_iterations, self.max_iterations_limit),
+            ("ENGINE_RUN_TIMEOUT_SECONDS", self.run_timeout_seconds, self.run_timeout_limit_seconds),
+            ("ENGINE_MAX_TOTAL_TOKENS", self.max_total_tokens, self.max_total_tokens_limit),
+            ("ENGINE_MAX_TOOL_CALLS", self.max_tool_calls, self.max_tool_calls_limit),
+        ]
+        for name, default, limit in pairs:
+            if default > limit:
+                raise ValueError(f"{name}={default} is above {limit}, the most a request may ask for")
+        return self

@@ -7,7 +7,10 @@ import grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common.database import Database
 from services.common.server import RunningServer, ServiceBinding, start_server
+from services.runs.checks import StoreLimits
+from services.runs.executors import ExecutorNotices
 from services.runs.models import Base
+from services.runs.reaper import LeaseReaper
 from services.runs.servicer import RunServicer
 from services.runs.settings import RunsSettings
 from services.runs.store import RunStore
@@ -23,6 +26,7 @@ class RunsApp:
     server: RunningServer
     db: Database
     store: RunStore
+    reaper: LeaseReaper
 
     @property
     def port(self) -> int:
@@ -30,18 +34,22 @@ class RunsApp:
 
     async def stop(self, grace: float = 0) -> None:
         """Stop serving (in-flight RPCs get `grace` seconds), then close the database."""
+        await self.reaper.stop()
         await self.server.stop(grace)
         await self.db.dispose()  # after store operations orphaned by cancelled RPCs have finished
 
 
 async def start_runs(settings: RunsSettings) -> RunsApp:
-    """Open the database, create missing tables and serve RunService on settings.host:settings.port."""
+    """Open the database, create missing tables, start the lease reaper and serve RunService on
+    settings.host:settings.port."""
     db = Database(settings.database_url)
     try:
         # Creating missing tables at start-up is a stand-in until Alembic migrations arrive (a later issue).
         await db.create_schema(Base.metadata)
-        store = RunStore(db, RunSignals())
-        servicer = RunServicer(store, settings.watch_heartbeat_seconds)
+        store = RunStore(db, RunSignals(), ExecutorNotices(), StoreLimits(max_step_bytes=settings.max_step_bytes))
+        reaper = LeaseReaper(store, settings.reaper_interval_seconds)
+        await reaper.start()
+        servicer = RunServicer(store, settings.watch_heartbeat_seconds, settings.cancel_wait_seconds)
 
         def register(server: grpc.aio.Server) -> None:
             runs_pb2_grpc.add_RunServiceServicer_to_server(servicer, server)
@@ -50,4 +58,4 @@ async def start_runs(settings: RunsSettings) -> RunsApp:
     except BaseException:
         await db.dispose()
         raise
-    return RunsApp(server, db, store)
+    return RunsApp(server, db, store, reaper)

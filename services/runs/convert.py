@@ -1,17 +1,27 @@
-"""Conversions between the runs protos and the domain records of `services.runs.store`.
+"""Conversions between the runs protos and the domain records of `services.runs.records`.
 
 A step's content is stored as the JSON form of its content message (field names as in the proto), so the
-database holds plain JSON documents that any tool can read, and new proto fields need no migration.
+database holds plain JSON documents that any tool can read, and new content fields need no migration.
 """
 
-from google.protobuf import json_format
+from google.protobuf import duration_pb2, json_format
 
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import InvalidArgument
+from services.common.limits import RunLimits
 from services.common.protoconv import duration_from_seconds, timestamp_from_datetime
-from services.runs.models import CANCELLED, COMPLETED, FAILED, RUNNING
-from services.runs.store import NewStep, RunRecord, StepRecord, Usage
-from services.runs.watch import Heartbeat
+from services.common.usage import Usage
+from services.runs.models import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING
+from services.runs.records import (
+    CancelNotice,
+    ModelCallStats,
+    NewStep,
+    RunRecord,
+    StepDelta,
+    StepRecord,
+    ToolCallPiece,
+)
+from services.runs.watch import WatchEvent
 
 _CONTENT = runs_pb2.Step.DESCRIPTOR.oneofs_by_name["content"]
 #: Step content field -> step type slug, derived from the proto ("tool_call" -> "tool-call").
@@ -19,6 +29,7 @@ STEP_TYPE_BY_FIELD: dict[str, str] = {field.name: field.name.replace("_", "-") f
 FIELD_BY_STEP_TYPE: dict[str, str] = {slug: name for name, slug in STEP_TYPE_BY_FIELD.items()}
 
 STATE_BY_ENUM: dict[runs_pb2.RunState, str] = {
+    runs_pb2.RUN_STATE_QUEUED: QUEUED,
     runs_pb2.RUN_STATE_RUNNING: RUNNING,
     runs_pb2.RUN_STATE_COMPLETED: COMPLETED,
     runs_pb2.RUN_STATE_FAILED: FAILED,
@@ -36,19 +47,57 @@ def run_state_from_proto(value: int) -> str | None:
     return STATE_BY_ENUM[value]
 
 
+def _ms(duration: duration_pb2.Duration) -> float:
+    return duration.seconds * 1000 + duration.nanos / 1_000_000
+
+
+def limits_from_proto(limits: runs_pb2.RunLimits) -> RunLimits:
+    """Zero (unset) fields are None; negative ones are left for the checks to refuse."""
+    duration = _ms(limits.max_duration) / 1000 if limits.HasField("max_duration") else None
+    return RunLimits(
+        max_model_calls=limits.max_model_calls or None,
+        max_duration_seconds=duration or None,
+        max_total_tokens=limits.max_total_tokens or None,
+        max_tool_calls=limits.max_tool_calls or None,
+    )
+
+
+def limits_to_proto(limits: RunLimits) -> runs_pb2.RunLimits:
+    message = runs_pb2.RunLimits(
+        max_model_calls=limits.max_model_calls or 0,
+        max_total_tokens=limits.max_total_tokens or 0,
+        max_tool_calls=limits.max_tool_calls or 0,
+    )
+    if limits.max_duration_seconds:
+        message.max_duration.CopyFrom(duration_from_seconds(limits.max_duration_seconds))
+    return message
+
+
+def usage_to_proto(usage: Usage) -> runs_pb2.Usage:
+    return runs_pb2.Usage(
+        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens
+    )
+
+
 def new_step_from_proto(position: int, step: runs_pb2.Step) -> NewStep:
     """The step at 1-based `position` of an AppendSteps request; its content case is its type."""
     case = step.WhichOneof("content")
     if case is None:
         raise InvalidArgument(f"step {position} has no content; set one of {', '.join(STEP_TYPE_BY_FIELD)}")
-    duration_ms = None
-    if step.HasField("duration"):
-        duration_ms = step.duration.seconds * 1000 + step.duration.nanos / 1_000_000
+    model_call = None
+    if step.HasField("model_call"):
+        call = step.model_call
+        model_call = ModelCallStats(
+            Usage(call.usage.prompt_tokens, call.usage.completion_tokens),
+            _ms(call.time_to_first_token) if call.HasField("time_to_first_token") else None,
+            _ms(call.latency) if call.HasField("latency") else None,
+        )
     return NewStep(
         type=STEP_TYPE_BY_FIELD[case],
         content=json_format.MessageToDict(getattr(step, case), preserving_proto_field_name=True),
         sequence=step.sequence,
-        duration_ms=duration_ms,
+        duration_ms=_ms(step.duration) if step.HasField("duration") else None,
+        model_call=model_call,
     )
 
 
@@ -61,6 +110,13 @@ def step_to_proto(record: StepRecord) -> runs_pb2.Step:
     )
     if record.duration_ms is not None:
         message.duration.CopyFrom(duration_from_seconds(record.duration_ms / 1000))
+    if record.model_call is not None:
+        call = record.model_call
+        message.model_call.usage.CopyFrom(usage_to_proto(call.usage))
+        if call.time_to_first_token_ms is not None:
+            message.model_call.time_to_first_token.CopyFrom(duration_from_seconds(call.time_to_first_token_ms / 1000))
+        if call.latency_ms is not None:
+            message.model_call.latency.CopyFrom(duration_from_seconds(call.latency_ms / 1000))
     content = getattr(message, FIELD_BY_STEP_TYPE[record.type])
     # SetInParent selects the oneof case even when the content is empty ({} for an empty thought).
     content.SetInParent()
@@ -69,37 +125,66 @@ def step_to_proto(record: StepRecord) -> runs_pb2.Step:
     return message
 
 
-def usage_from_proto(usage: runs_pb2.Usage) -> Usage:
-    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
-
-
 def run_to_proto(record: RunRecord) -> runs_pb2.Run:
     """A stored run as a proto Run (with the steps the record holds, if any)."""
     message = runs_pb2.Run(
         id=record.id,
         user_query=record.user_query,
+        user_query_truncated=record.user_query_truncated,
         state=ENUM_BY_STATE[record.state],
         model=record.model,
         create_time=timestamp_from_datetime(record.created_at),
+        error_code=record.error_code,
         error_message=record.error_message,
-        usage=runs_pb2.Usage(
-            prompt_tokens=record.usage.prompt_tokens,
-            completion_tokens=record.usage.completion_tokens,
-            total_tokens=record.usage.total_tokens,
-        ),
+        usage=usage_to_proto(record.usage),
         metadata=record.metadata,
         step_count=record.step_count,
+        limits=limits_to_proto(record.limits),
+        cancel_requested=record.cancel_requested,
+        executor_id=record.executor_id,
         steps=[step_to_proto(step) for step in record.steps],
     )
     if record.completed_at is not None:
         message.complete_time.CopyFrom(timestamp_from_datetime(record.completed_at))
+    if record.started_at is not None:
+        message.start_time.CopyFrom(timestamp_from_datetime(record.started_at))
     return message
 
 
-def watch_response(event: StepRecord | RunRecord | Heartbeat) -> runs_pb2.WatchRunResponse:
-    """One event of `services.runs.watch.watch_run` as a WatchRun message."""
+def delta_from_proto(delta: runs_pb2.StepDelta) -> StepDelta:
+    piece = None
+    if delta.WhichOneof("part") == "tool_call":
+        call = delta.tool_call
+        piece = ToolCallPiece(call.tool_call_id, call.tool_name, call.arguments)
+    return StepDelta(delta.run_id, delta.sequence, text=delta.text if piece is None else None, tool_call=piece)
+
+
+def delta_to_proto(delta: StepDelta) -> runs_pb2.StepDelta:
+    message = runs_pb2.StepDelta(run_id=delta.run_id, sequence=delta.sequence, replace=delta.replace)
+    if delta.tool_call is not None:
+        piece = delta.tool_call
+        message.tool_call.SetInParent()  # selects the case even when every piece is empty
+        message.tool_call.tool_call_id = piece.tool_call_id
+        message.tool_call.tool_name = piece.tool_name
+        message.tool_call.arguments = piece.arguments
+    else:
+        message.text = delta.text or ""
+    return message
+
+
+def cancel_notice_to_proto(notice: CancelNotice) -> runs_pb2.CancelNotice:
+    return runs_pb2.CancelNotice(run_id=notice.run_id, reason=notice.reason)
+
+
+def run_event(event: WatchEvent) -> runs_pb2.RunEvent:
+    """One event of `services.runs.watch.watch_run` as a RunEvent message."""
     if isinstance(event, StepRecord):
-        return runs_pb2.WatchRunResponse(step=step_to_proto(event))
+        return runs_pb2.RunEvent(step=step_to_proto(event))
     if isinstance(event, RunRecord):
-        return runs_pb2.WatchRunResponse(run=run_to_proto(event))
-    return runs_pb2.WatchRunResponse(heartbeat=runs_pb2.Heartbeat(time=timestamp_from_datetime(event.time)))
+        return runs_pb2.RunEvent(run=run_to_proto(event))
+    if isinstance(event, StepDelta):
+        return runs_pb2.RunEvent(delta=delta_to_proto(event))
+    return runs_pb2.RunEvent(
+        heartbeat=runs_pb2.Heartbeat(time=timestamp_from_datetime(event.time), last_sequence=event.last_sequence)
+    )
+

@@ -15,11 +15,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from services.common.database import UtcDateTime, make_metadata
 
 #: A run's lifecycle states, as stored.
+QUEUED = "queued"
 RUNNING = "running"
 COMPLETED = "completed"
 FAILED = "failed"
 CANCELLED = "cancelled"
-RUN_STATES = (RUNNING, COMPLETED, FAILED, CANCELLED)
+RUN_STATES = (QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
+#: States a run can be in while an engine holds its lease.
+LIVE_STATES = (QUEUED, RUNNING)
 FINAL_STATES = (COMPLETED, FAILED, CANCELLED)
 
 #: A step's type, as stored: the seed's step type slugs.
@@ -46,6 +49,8 @@ class RunRow(Base):
         # ListRuns walks runs newest first by (created_at, id): keyset pagination needs both in one index.
         Index("ix_runs_created_at_id", "created_at", "id"),
         Index("ix_runs_state", "state"),
+        # The reaper looks for live runs whose lease ran out; finished runs have no lease (NULL).
+        Index("ix_runs_lease_expires_at", "lease_expires_at"),
         CheckConstraint(_one_of("state", RUN_STATES), name="state"),
     )
 
@@ -63,6 +68,27 @@ class RunRow(Base):
     labels: Mapped[dict[str, str]] = mapped_column("metadata", JsonDocument, default=dict)
     #: Kept equal to the highest step sequence (sequences have no gaps), so the next one is step_count + 1.
     step_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    #: The stable code of a failure or cancellation ("interrupted", "max_model_calls" ...); "" otherwise.
+    error_code: Mapped[str] = mapped_column(String(64), default="")
+    #: When the run left QUEUED.
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: The client-chosen idempotency key of the create (AIP-155) and a hash of the request it came with.
+    request_id: Mapped[str | None] = mapped_column(String(36), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64), default="")
+    #: The lease: which engine process executes the run, until when, and for how long each renewal extends it.
+    #: `lease_expires_at` is NULL once the run has ended.
+    executor_id: Mapped[str] = mapped_column(String(64), default="")
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    lease_seconds: Mapped[float] = mapped_column(Float, default=0)
+    #: Desired state written by CancelRun; the executing engine observes it and ends the run CANCELLED.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    cancel_reason: Mapped[str] = mapped_column(Text, default="")
+    #: The run's limits (NULL: none recorded).
+    max_model_calls: Mapped[int | None] = mapped_column(Integer)
+    max_duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    max_total_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    max_tool_calls: Mapped[int | None] = mapped_column(Integer)
 
     # lazy="raise": async code must say what it loads (selectinload), an implicit load would fail anyway.
     # passive_deletes: the database's ON DELETE CASCADE removes the steps, the ORM need not load them.
@@ -88,5 +114,10 @@ class RunStepRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     #: Milliseconds, fractional: tool calls are often well under a millisecond.
     duration_ms: Mapped[float | None] = mapped_column(Float)
+    #: The model call that produced the step (agent-thought, agent-response); NULL for other steps.
+    prompt_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    time_to_first_token_ms: Mapped[float | None] = mapped_column(Float)
+    model_latency_ms: Mapped[float | None] = mapped_column(Float)
 
     run: Mapped[RunRow] = relationship(back_populates="steps", lazy="raise")

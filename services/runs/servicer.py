@@ -4,6 +4,7 @@ Domain problems are raised as `services.common.errors` exceptions; the server in
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -14,6 +15,9 @@ from google.protobuf import empty_pb2
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common.errors import InvalidArgument
 from services.runs import convert
+from services.runs.checks import check_executor_id
+from services.runs.models import LIVE_STATES
+from services.runs.records import CancelNotice, NewRun
 from services.runs.store import RunStore
 from services.runs.watch import watch_run
 
@@ -23,13 +27,24 @@ log = logging.getLogger(__name__)
 class RunServicer(runs_pb2_grpc.RunServiceServicer):
     """agentplatform.runs.v1.RunService over a RunStore."""
 
-    def __init__(self, store: RunStore, watch_heartbeat_seconds: float) -> None:
+    def __init__(self, store: RunStore, watch_heartbeat_seconds: float, cancel_wait_seconds: float) -> None:
         self._store = store
         self._heartbeat_seconds = watch_heartbeat_seconds
+        self._cancel_wait_seconds = cancel_wait_seconds
 
     async def CreateRun(self, request: runs_pb2.CreateRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
-        record = await self._store.create_run(request.user_query, request.model, dict(request.metadata))
-        return convert.run_to_proto(record)
+        state = convert.run_state_from_proto(request.state) or "running"
+        new = NewRun(
+            user_query=request.user_query,
+            model=request.model,
+            metadata=dict(request.metadata),
+            request_id=request.request_id,
+            state=state,
+            limits=convert.limits_from_proto(request.limits),
+            executor_id=request.executor_id,
+            lease_seconds=request.lease_duration.ToTimedelta().total_seconds(),
+        )
+        return convert.run_to_proto(await self._store.create_run(new))
 
     async def GetRun(self, request: runs_pb2.GetRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
         return convert.run_to_proto(await self._store.get_run(request.run_id))
@@ -57,14 +72,72 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         state = convert.run_state_from_proto(request.state)
         if state is None:
             raise InvalidArgument("state is required: RUN_STATE_COMPLETED, RUN_STATE_FAILED or RUN_STATE_CANCELLED")
-        record = await self._store.finish_run(
-            request.run_id, state, request.error_message, convert.usage_from_proto(request.usage)
-        )
+        record = await self._store.finish_run(request.run_id, state, request.error_code, request.error_message)
         return convert.run_to_proto(record)
+
+    async def CancelRun(self, request: runs_pb2.CancelRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
+        record = await self._store.cancel_run(request.run_id, request.reason)
+        if record.state in LIVE_STATES:
+            # The engine executing the run ends it; wait a little so the caller usually gets the final run.
+            with self._store.signals.subscribe(record.id) as subscription:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + self._cancel_wait_seconds
+                while record.state in LIVE_STATES and (left := deadline - loop.time()) > 0:
+                    if await subscription.wait(left):
+                        subscription.take()
+                        record = await self._store.get_run(record.id, with_steps=False)
+        return convert.run_to_proto(record)
+
+    async def BeginRun(self, request: runs_pb2.BeginRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
+        return convert.run_to_proto(await self._store.begin_run(request.run_id, request.executor_id))
+
+    async def RenewLeases(
+        self, request: runs_pb2.RenewLeasesRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.RenewLeasesResponse:
+        renewal = await self._store.renew_leases(request.executor_id, list(request.run_ids))
+        return runs_pb2.RenewLeasesResponse(
+            lost_run_ids=renewal.lost_run_ids,
+            cancel=[convert.cancel_notice_to_proto(notice) for notice in renewal.cancel],
+        )
+
+    async def ConnectExecutor(
+        self, request_iterator: AsyncIterator[runs_pb2.ConnectExecutorRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[runs_pb2.ExecutorNotice]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("message") != "executor_id":
+            raise InvalidArgument("the first message of ConnectExecutor must be the engine's executor_id")
+        executor_id = first.executor_id
+        check_executor_id(executor_id)
+        signals = self._store.signals
+
+        async def relay_deltas() -> None:
+            async for message in request_iterator:
+                if message.WhichOneof("message") == "delta":
+                    signals.publish_delta(convert.delta_from_proto(message.delta))
+
+        with self._store.notices.connect(executor_id) as notices:
+            log.info("executor %s connected", executor_id)
+            reader = asyncio.create_task(relay_deltas())
+            next_notice: asyncio.Future[CancelNotice] | None = None
+            try:
+                while True:
+                    next_notice = asyncio.ensure_future(notices.get())
+                    await asyncio.wait({next_notice, reader}, return_when=asyncio.FIRST_COMPLETED)
+                    if not next_notice.done():
+                        break  # the engine closed its side (or its stream broke); a notice missed here is
+                        # repeated by the engine's next lease renewal
+                    yield runs_pb2.ExecutorNotice(cancel=convert.cancel_notice_to_proto(next_notice.result()))
+            finally:
+                for task in (next_notice, reader):
+                    if task is not None:
+                        task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+                log.info("executor %s disconnected", executor_id)
 
     async def WatchRun(
         self, request: runs_pb2.WatchRunRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[runs_pb2.WatchRunResponse]:
+    ) -> AsyncIterator[runs_pb2.RunEvent]:
         events = watch_run(
             self._store, self._store.signals, request.run_id, request.after_sequence, self._heartbeat_seconds
         )
@@ -73,7 +146,7 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
             # its signal subscription) runs now, not whenever the garbage collector gets to it.
             async with aclosing(events):
                 async for event in events:
-                    yield convert.watch_response(event)
+                    yield convert.run_event(event)
         except asyncio.CancelledError:
             log.info("watcher of run %s disconnected", request.run_id)
             raise  # cancellation must reach grpc, which is ending the RPC

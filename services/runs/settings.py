@@ -6,7 +6,7 @@ from services.common.settings import ServiceSettings
 
 
 class RunsSettings(ServiceSettings):
-    """Where the runs service listens, where it keeps runs, and how often quiet watch streams get a heartbeat."""
+    """Where the runs service listens, where it keeps runs, and the timings of watches, cancels and leases."""
 
     host: str = Field("127.0.0.1", alias="RUNS_HOST")
     #: 0 picks a free port (tests use it).
@@ -14,3 +14,9 @@ class RunsSettings(ServiceSettings):
     database_url: str = Field("sqlite+aiosqlite:///var/runs.db", alias="DATABASE_URL")
     #: Kept well under typical proxy idle timeouts (Envoy's stream idle timeout defaults to 5 min).
     watch_heartbeat_seconds: float = Field(15.0, alias="RUNS_WATCH_HEARTBEAT_SECONDS", gt=0)
+    #: How often the reaper looks for runs whose lease ran out (their engine is gone) and ends them.
+    reaper_interval_seconds: float = Field(1.0, alias="RUNS_REAPER_INTERVAL_SECONDS", gt=0, le=60)
+    #: How long CancelRun waits for the engine to end a RUNNING run before answering with it still RUNNING.
+    cancel_wait_seconds: float = Field(2.0, alias="RUNS_CANCEL_WAIT_SECONDS", ge=0, le=30)
+    #: Largest step content accepted, in bytes of its JSON form.
+    max_step_bytes: int = Field(1024 * 1024, alias="RUNS_MAX_STEP_BYTES", ge=1024, le=3 * 1024 * 1024)

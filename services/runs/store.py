@@ -1,7 +1,14 @@
 """RunStore: the runs service's domain layer over the database (no gRPC here).
 
-It returns plain dataclasses, raises `services.common.errors` exceptions with messages a caller can act on,
-and signals watchers (`RunSignals.notify`) after every committed change.
+It takes and returns the plain types of `services.runs.records`, checks every input (`services.runs.checks`),
+raises `services.common.errors` exceptions with messages a caller can act on, and tells watchers
+(`RunSignals`) and engines (`ExecutorNotices`) about every committed change.
+
+The run lifecycle it enforces: created QUEUED or RUNNING under an engine's lease -> begun (QUEUED -> RUNNING)
+-> steps appended -> finished COMPLETED, FAILED or CANCELLED. A cancel is desired state: it is written here
+and the engine holding the lease observes it. A lease that runs out ends the run FAILED "interrupted" (or
+CANCELLED, when a cancel was pending) through `reap_expired`. Runs are never handed to another engine, so a
+run's final state is the fence: an engine that lost its lease finds every later write refused.
 """
 
 import base64
@@ -9,11 +16,11 @@ import dataclasses
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, or_, select
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,120 +28,60 @@ from sqlalchemy.orm import selectinload
 
 from services.common.database import Database, runs_to_completion, utcnow
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from services.runs.models import (
-    COMPLETED,
-    FAILED,
-    FINAL_STATES,
-    RUN_STATES,
-    RUNNING,
-    STEP_TYPES,
-    RunRow,
-    RunStepRow,
+from services.common.limits import RunLimits
+from services.common.usage import Usage
+from services.runs.checks import (
+    MAX_CANCEL_REASON_CHARS,
+    StoreLimits,
+    check_executor_id,
+    check_finish,
+    check_run_state,
+    check_text,
+    checked_new_run,
+    checked_step,
+    parse_run_id,
+    request_fingerprint,
+)
+from services.runs.executors import ExecutorNotices
+from services.runs.models import CANCELLED, COMPLETED, FAILED, LIVE_STATES, QUEUED, RUNNING, RunRow, RunStepRow
+from services.runs.records import (
+    CancelNotice,
+    LeaseRenewal,
+    ModelCallStats,
+    NewRun,
+    NewStep,
+    RunRecord,
+    StepRecord,
 )
 from services.runs.watch import RunSignals
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+#: A ListRuns page ends early rather than grow past this (gRPC's default message limit is 4 MiB).
+MAX_PAGE_BYTES = 1024 * 1024
+#: ListRuns returns at most this much of each user query.
+LIST_QUERY_CHARS = 1000
 #: Steps one AppendSteps call may carry; a bound on the size of one write transaction.
 MAX_STEPS_PER_APPEND = 1000
+#: Run ids one RenewLeases call may carry.
+MAX_LEASES_PER_RENEWAL = 10_000
 #: How often an append is retried when a concurrent writer took the same sequence first.
 APPEND_ATTEMPTS = 3
+#: How many expired runs one reaper pass ends.
+REAP_BATCH = 100
 
 INVALID_PAGE_TOKEN = "page_token is not valid for this request; start again without a page_token"
 
-
-@dataclass(frozen=True)
-class Usage:
-    """Token counts of a run, summed over its model calls."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-
-@dataclass(frozen=True)
-class NewStep:
-    """A step to append. `sequence` 0 means "the next one"; `content` must be JSON-serialisable."""
-
-    type: str
-    content: dict[str, Any]
-    sequence: int = 0
-    duration_ms: float | None = None
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """A stored step."""
-
-    run_id: str
-    sequence: int
-    type: str
-    content: dict[str, Any]
-    created_at: datetime
-    duration_ms: float | None
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """A stored run; `steps` is filled only by `RunStore.get_run`."""
-
-    id: str
-    user_query: str
-    state: str
-    model: str
-    created_at: datetime
-    completed_at: datetime | None
-    error_message: str
-    usage: Usage
-    metadata: dict[str, str]
-    step_count: int
-    steps: list[StepRecord] = field(default_factory=list)
-
-
-def parse_run_id(run_id: str) -> str:
-    """The canonical form of a run id (a UUID); InvalidArgument when it is empty or not a UUID."""
-    if not run_id:
-        raise InvalidArgument("run_id is required")
-    try:
-        return str(uuid.UUID(run_id))
-    except ValueError:
-        raise InvalidArgument(f"run_id {run_id[:100]!r} is not a valid run id") from None
-
-
-def _check_run_state(state: str) -> None:
-    if state not in RUN_STATES:
-        raise InvalidArgument(f"unknown run state {state!r}; use one of {', '.join(RUN_STATES)}")
-
-
-def _checked_step(position: int, step: NewStep) -> NewStep:
-    """`step` validated, with its content in the form the database hands back (for idempotency checks)."""
-    if step.type not in STEP_TYPES:
-        raise InvalidArgument(f"step {position} has unknown type {step.type!r}; use one of {', '.join(STEP_TYPES)}")
-    if step.sequence < 0:
-        raise InvalidArgument(f"step {position} has sequence {step.sequence}; use 0 (assign the next) or >= 1")
-    if step.duration_ms is not None and step.duration_ms < 0:
-        raise InvalidArgument(f"step {position} has a negative duration ({step.duration_ms} ms)")
-    try:
-        # Round-tripped so that a retried step compares equal to what a JSON column returned (tuples become
-        # lists and so on), and so that content that cannot be stored fails here with a clear message.
-        content = json.loads(json.dumps(step.content, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"step {position} content is not JSON-serialisable: {exc}") from None
-    if not isinstance(content, dict):
-        raise InvalidArgument(f"step {position} content must be a JSON object")
-    return dataclasses.replace(step, content=content)
-
-
-def _checked_usage(usage: Usage) -> Usage:
-    """`usage` validated; a missing total is the sum of prompt and completion tokens."""
-    if min(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) < 0:
-        raise InvalidArgument(f"usage token counts must be >= 0, got {usage}")
-    if usage.total_tokens == 0:
-        return dataclasses.replace(usage, total_tokens=usage.prompt_tokens + usage.completion_tokens)
-    return usage
+INTERRUPTED = "interrupted"
+CANCELLED_CODE = "cancelled"
 
 
 def _step_record(row: RunStepRow) -> StepRecord:
+    model_call = None
+    if row.prompt_tokens is not None:
+        model_call = ModelCallStats(
+            Usage(row.prompt_tokens, row.completion_tokens or 0), row.time_to_first_token_ms, row.model_latency_ms
+        )
     return StepRecord(
         run_id=row.run_id,
         sequence=row.sequence,
@@ -142,10 +89,22 @@ def _step_record(row: RunStepRow) -> StepRecord:
         content=row.content,
         created_at=row.created_at,
         duration_ms=row.duration_ms,
+        model_call=model_call,
     )
 
 
-def _run_record(row: RunRow, steps: Sequence[RunStepRow] = ()) -> RunRecord:
+def _limits(row: Any) -> RunLimits:
+    return RunLimits(
+        max_model_calls=row.max_model_calls,
+        max_duration_seconds=row.max_duration_ms / 1000 if row.max_duration_ms is not None else None,
+        max_total_tokens=row.max_total_tokens,
+        max_tool_calls=row.max_tool_calls,
+    )
+
+
+def _run_record(row: Any, steps: Sequence[RunStepRow] = (), *, query_cut: bool = False) -> RunRecord:
+    """A record from an ORM row, or from a ListRuns row (same attribute names, the query possibly cut)."""
+    live = row.state in LIVE_STATES
     return RunRecord(
         id=row.id,
         user_query=row.user_query,
@@ -153,10 +112,16 @@ def _run_record(row: RunRow, steps: Sequence[RunStepRow] = ()) -> RunRecord:
         model=row.model,
         created_at=row.created_at,
         completed_at=row.completed_at,
+        error_code=row.error_code,
         error_message=row.error_message,
-        usage=Usage(row.prompt_tokens, row.completion_tokens, row.total_tokens),
+        usage=Usage(row.prompt_tokens, row.completion_tokens),
         metadata=dict(row.labels),
         step_count=row.step_count,
+        started_at=row.started_at,
+        limits=_limits(row),
+        cancel_requested=row.cancel_requested_at is not None,
+        executor_id=row.executor_id if live else "",
+        user_query_truncated=query_cut,
         steps=[_step_record(step) for step in steps],
     )
 
@@ -169,7 +134,7 @@ class _PagePosition:
     run_id: str
 
 
-def _encode_page_token(last: RunRow, state: str | None) -> str:
+def _encode_page_token(last: RunRecord, state: str | None) -> str:
     # The filter is part of the token: a position in one filtered listing is meaningless in another.
     payload = {"created_at": last.created_at.isoformat(), "id": last.id, "state": state or ""}
     return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode("ascii")
@@ -202,6 +167,18 @@ def _checked_page_size(page_size: int) -> int:
     return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
+def _approximate_bytes(record: RunRecord) -> int:
+    """About how many bytes a run takes in a ListRuns response (text fields dominate; the rest is small)."""
+    labels = sum(len(key) + len(value) for key, value in record.metadata.items())
+    return len(record.user_query.encode()) + len(record.error_message.encode()) + labels * 2 + 256
+
+
+#: ListRuns reads these columns, with the user query cut in the database so a huge one is never loaded.
+_LIST_COLUMNS = [
+    column for column in RunRow.__table__.columns if column.key not in ("user_query",)
+]
+
+
 async def _load_run(session: AsyncSession, run_id: str, *, lock: bool = False, with_steps: bool = False) -> RunRow:
     """The run row; NotFound if missing. `lock` holds its row lock for the transaction (PostgreSQL; SQLite's
     BEGIN IMMEDIATE already serialises writers), so appenders and finishers of one run take turns."""
@@ -216,35 +193,133 @@ async def _load_run(session: AsyncSession, run_id: str, *, lock: bool = False, w
     return row
 
 
-class RunStore:
-    """Runs and their steps in a database, with change signals for watchers."""
+def _end(run: RunRow, state: str, error_code: str, error_message: str) -> None:
+    """Set a run's final state; its lease ends with it."""
+    run.state = state
+    run.error_code = error_code
+    run.error_message = error_message
+    run.completed_at = utcnow()
+    run.lease_expires_at = None
 
-    def __init__(self, db: Database, signals: RunSignals) -> None:
+
+def _add_error_step(session: AsyncSession, run: RunRow, code: str, message: str) -> None:
+    """Record the `error` step a run ends on, when the store itself ends it (a reaped or queued run)."""
+    run.step_count += 1
+    session.add(
+        RunStepRow(
+            run_id=run.id,
+            sequence=run.step_count,
+            type="error",
+            content={"code": code, "message": message},
+            created_at=utcnow(),
+            duration_ms=None,
+        )
+    )
+
+
+def _cancel_message(reason: str) -> str:
+    return f"cancelled: {reason}" if reason else "cancelled on request"
+
+
+class RunStore:
+    """Runs and their steps in a database, with change signals for watchers and notices for engines."""
+
+    def __init__(
+        self,
+        db: Database,
+        signals: RunSignals,
+        notices: ExecutorNotices | None = None,
+        limits: StoreLimits | None = None,
+    ) -> None:
         self.database = db
         self.signals = signals
+        self.notices = notices or ExecutorNotices()
+        self.limits = limits or StoreLimits()
+
+    # --- the lifecycle -------------------------------------------------------------------------------------
 
     @runs_to_completion
-    async def create_run(self, user_query: str, model: str = "", metadata: dict[str, str] | None = None) -> RunRecord:
-        """Create a RUNNING run for `user_query` (which must not be blank)."""
-        if not user_query.strip():
-            raise InvalidArgument("user_query is required and must not be blank")
+    async def create_run(self, new: NewRun) -> RunRecord:
+        """Create a QUEUED or RUNNING run under `new.executor_id`'s lease.
+
+        With a request id, a retry of the same request returns the run the first call created (whatever
+        state it is in now), and the same id with another request is AlreadyExists.
+        """
+        new = checked_new_run(new)
+        fingerprint = request_fingerprint(new) if new.request_id else ""
+        if new.request_id:
+            existing = await self._by_request_id(new.request_id, fingerprint)
+            if existing is not None:
+                return existing
+        now = utcnow()
+        limits = new.limits
         row = RunRow(
             id=str(uuid.uuid4()),
-            user_query=user_query,
-            state=RUNNING,
-            model=model,
-            created_at=utcnow(),
+            user_query=new.user_query,
+            state=new.state,
+            model=new.model,
+            created_at=now,
             completed_at=None,
+            started_at=now if new.state == RUNNING else None,
+            error_code="",
             error_message="",
             prompt_tokens=0,
             completion_tokens=0,
             total_tokens=0,
-            labels=dict(metadata or {}),
+            labels=dict(new.metadata),
             step_count=0,
+            request_id=new.request_id or None,
+            request_hash=fingerprint,
+            executor_id=new.executor_id,
+            lease_seconds=new.lease_seconds,
+            lease_expires_at=now + timedelta(seconds=new.lease_seconds),
+            cancel_requested_at=None,
+            cancel_reason="",
+            max_model_calls=limits.max_model_calls,
+            max_duration_ms=round(limits.max_duration_seconds * 1000) if limits.max_duration_seconds else None,
+            max_total_tokens=limits.max_total_tokens,
+            max_tool_calls=limits.max_tool_calls,
         )
-        async with self.database.write() as session:
-            session.add(row)
+        try:
+            async with self.database.write() as session:
+                session.add(row)
+        except IntegrityError:
+            # A concurrent create with the same request id won the race: answer as its retry would.
+            existing = await self._by_request_id(new.request_id, fingerprint)
+            if existing is None:
+                raise
+            return existing
         return _run_record(row)
+
+    async def _by_request_id(self, request_id: str, fingerprint: str) -> RunRecord | None:
+        async with self.database.read() as session:
+            row = await session.scalar(select(RunRow).where(RunRow.request_id == request_id))
+        if row is None:
+            return None
+        if row.request_hash != fingerprint:
+            raise AlreadyExists(
+                f"request_id {request_id} was already used for a different request (run '{row.id}'); use a new "
+                "request_id for a new request, or resend the first request unchanged to retry it"
+            )
+        return _run_record(row)
+
+    @runs_to_completion
+    async def begin_run(self, run_id: str, executor_id: str) -> RunRecord:
+        """Move a QUEUED run to RUNNING for the engine that holds its lease (again: a retry)."""
+        run_id = parse_run_id(run_id)
+        check_executor_id(executor_id)
+        async with self.database.write() as session:
+            run = await _load_run(session, run_id, lock=True)
+            if run.state not in LIVE_STATES or run.executor_id != executor_id:
+                raise FailedPrecondition(
+                    f"run '{run_id}' is {run.state} and not held by executor {executor_id!r}; it cannot begin"
+                )
+            if run.state == QUEUED:
+                run.state = RUNNING
+                run.started_at = utcnow()
+            record = _run_record(run)
+        self.signals.notify(run_id)
+        return record
 
     @runs_to_completion
     async def append_steps(self, run_id: str, steps: Sequence[NewStep]) -> list[StepRecord]:
@@ -252,14 +327,15 @@ class RunStore:
 
         Per step: sequence 0 takes the next one; the next one is stored; an already stored sequence with
         the same type and content is an idempotent retry (the stored step is returned); with other content
-        it is AlreadyExists; a sequence past the next one is a gap (FailedPrecondition).
+        it is AlreadyExists; a sequence past the next one is a gap (FailedPrecondition). A step's model call
+        usage is added to the run's, so the run's usage is current while it goes.
         """
         run_id = parse_run_id(run_id)
         if not steps:
             raise InvalidArgument("steps is empty; send at least one step")
         if len(steps) > MAX_STEPS_PER_APPEND:
             raise InvalidArgument(f"at most {MAX_STEPS_PER_APPEND} steps per append, got {len(steps)}")
-        checked = [_checked_step(position, step) for position, step in enumerate(steps, 1)]
+        checked = [checked_step(position, step, self.limits) for position, step in enumerate(steps, 1)]
         attempt = 0
         while True:
             attempt += 1
@@ -275,7 +351,7 @@ class RunStore:
                     raise AlreadyExists(
                         f"concurrent appends to run '{run_id}' kept taking the same sequences; retry"
                     ) from None
-        self.signals.notify(run_id)
+        self.signals.steps_stored(run_id, stored[-1].sequence)
         return stored
 
     async def _append_in(self, session: AsyncSession, run_id: str, steps: list[NewStep]) -> list[StepRecord]:
@@ -309,6 +385,7 @@ class RunStore:
                     )
                 result.append(stored)
                 continue
+            call = step.model_call
             row = RunStepRow(
                 run_id=run_id,
                 sequence=sequence,
@@ -316,7 +393,15 @@ class RunStore:
                 content=step.content,
                 created_at=now,
                 duration_ms=step.duration_ms,
+                prompt_tokens=call.usage.prompt_tokens if call else None,
+                completion_tokens=call.usage.completion_tokens if call else None,
+                time_to_first_token_ms=call.time_to_first_token_ms if call else None,
+                model_latency_ms=call.latency_ms if call else None,
             )
+            if call is not None:
+                run.prompt_tokens += call.usage.prompt_tokens
+                run.completion_tokens += call.usage.completion_tokens
+                run.total_tokens = run.prompt_tokens + run.completion_tokens
             session.add(row)
             known[sequence] = row
             run.step_count = sequence
@@ -325,31 +410,152 @@ class RunStore:
         return [_step_record(row) for row in result]
 
     @runs_to_completion
-    async def finish_run(
-        self, run_id: str, state: str, error_message: str = "", usage: Usage | None = None
-    ) -> RunRecord:
-        """Move a RUNNING run to `state` (completed, failed or cancelled); FAILED needs an error_message."""
+    async def finish_run(self, run_id: str, state: str, error_code: str = "", error_message: str = "") -> RunRecord:
+        """End a QUEUED or RUNNING run as `state` (completed, failed or cancelled).
+
+        Finishing it again with the same state and code returns the run (a retry after a lost answer);
+        a run that ended otherwise (reaped, cancelled) is FailedPrecondition.
+        """
         run_id = parse_run_id(run_id)
-        if state not in FINAL_STATES:
-            raise InvalidArgument(f"a run can only be finished as {', '.join(FINAL_STATES)}, got {state!r}")
-        if state == FAILED and not error_message.strip():
-            raise InvalidArgument("error_message is required to finish a run as failed; say what went wrong")
-        if state == COMPLETED and error_message:
-            raise InvalidArgument("error_message must be empty for a completed run")
-        usage = _checked_usage(usage or Usage())
+        check_finish(state, error_code, error_message)
         async with self.database.write() as session:
             run = await _load_run(session, run_id, lock=True)
-            if run.state != RUNNING:
-                raise FailedPrecondition(f"run '{run_id}' is already {run.state}; only a RUNNING run can be finished")
-            run.state = state
-            run.error_message = error_message
-            run.completed_at = utcnow()
-            run.prompt_tokens = usage.prompt_tokens
-            run.completion_tokens = usage.completion_tokens
-            run.total_tokens = usage.total_tokens
+            if run.state not in LIVE_STATES:
+                if run.state == state and run.error_code == error_code:
+                    return _run_record(run)
+                raise FailedPrecondition(
+                    f"run '{run_id}' already ended {run.state}"
+                    + (f" ({run.error_code})" if run.error_code else "")
+                    + "; only a QUEUED or RUNNING run can be finished"
+                )
+            if run.state == QUEUED and state != COMPLETED:
+                # A run that never began has no steps to end on; the store records the end the engine reports.
+                _add_error_step(session, run, error_code, error_message)
+            _end(run, state, error_code, error_message)
             record = _run_record(run)
-        self.signals.notify(run_id)
+        self.signals.run_ended(run_id)
         return record
+
+    @runs_to_completion
+    async def cancel_run(self, run_id: str, reason: str = "") -> RunRecord:
+        """Ask a run to stop. A QUEUED run ends CANCELLED here and now (with its `error` step); for a RUNNING
+        run the request is recorded and passed on to the engine executing it, which ends it. Asking again
+        is harmless; a finished run is FailedPrecondition."""
+        run_id = parse_run_id(run_id)
+        check_text("reason", reason, MAX_CANCEL_REASON_CHARS)
+        async with self.database.write() as session:
+            run = await _load_run(session, run_id, lock=True)
+            if run.state not in LIVE_STATES:
+                raise FailedPrecondition(f"run '{run_id}' already ended {run.state}; only a QUEUED or RUNNING run "
+                                         "can be cancelled")
+            if run.cancel_requested_at is None:
+                run.cancel_requested_at = utcnow()
+                run.cancel_reason = reason
+            executor_id = run.executor_id
+            if run.state == QUEUED:
+                message = _cancel_message(run.cancel_reason)
+                _add_error_step(session, run, CANCELLED_CODE, message)
+                _end(run, CANCELLED, CANCELLED_CODE, message)
+            record = _run_record(run)
+        self.notices.cancel(executor_id, CancelNotice(run_id, run.cancel_reason))
+        if record.state == CANCELLED:
+            self.signals.run_ended(run_id)
+        else:
+            self.signals.notify(run_id)
+        return record
+
+    @runs_to_completion
+    async def renew_leases(self, executor_id: str, run_ids: Sequence[str]) -> LeaseRenewal:
+        """Extend the leases `executor_id` holds on `run_ids`, each by its own lease duration.
+
+        Runs it does not hold (ended, reaped, deleted, another engine's) come back as lost; runs with a
+        pending cancel come back to be cancelled (a fallback for a notice the engine missed).
+        """
+        check_executor_id(executor_id)
+        if len(run_ids) > MAX_LEASES_PER_RENEWAL:
+            raise InvalidArgument(f"at most {MAX_LEASES_PER_RENEWAL} run ids per renewal, got {len(run_ids)}")
+        ids = list(dict.fromkeys(parse_run_id(run_id) for run_id in run_ids))
+        if not ids:
+            return LeaseRenewal([], [])
+        now = utcnow()
+        held: set[str] = set()
+        cancel: list[CancelNotice] = []
+        async with self.database.write() as session:
+            rows = (
+                await session.execute(
+                    select(RunRow.id, RunRow.lease_seconds, RunRow.cancel_requested_at, RunRow.cancel_reason).where(
+                        RunRow.id.in_(ids), RunRow.executor_id == executor_id, RunRow.state.in_(LIVE_STATES)
+                    )
+                )
+            ).all()
+            by_duration: dict[float, list[str]] = {}
+            for row in rows:
+                held.add(row.id)
+                by_duration.setdefault(row.lease_seconds, []).append(row.id)
+                if row.cancel_requested_at is not None:
+                    cancel.append(CancelNotice(row.id, row.cancel_reason))
+            for seconds, group in by_duration.items():
+                await session.execute(
+                    update(RunRow)
+                    .where(RunRow.id.in_(group))
+                    .values(lease_expires_at=now + timedelta(seconds=seconds))
+                )
+        return LeaseRenewal([run_id for run_id in ids if run_id not in held], cancel)
+
+    @runs_to_completion
+    async def reap_expired(self) -> list[str]:
+        """End live runs whose lease ran out: FAILED "interrupted", or CANCELLED when a cancel was pending.
+        Returns the ids of the runs it ended."""
+        now = utcnow()
+        reaped: list[str] = []
+        async with self.database.write() as session:
+            # SKIP LOCKED: several runs replicas may reap at once on PostgreSQL without waiting on each other.
+            runs = await session.scalars(
+                select(RunRow)
+                .where(RunRow.state.in_(LIVE_STATES), RunRow.lease_expires_at < now)
+                .order_by(RunRow.lease_expires_at)
+                .limit(REAP_BATCH)
+                .with_for_update(skip_locked=True)
+            )
+            for run in runs:
+                if run.cancel_requested_at is not None:
+                    state, code, message = CANCELLED, CANCELLED_CODE, _cancel_message(run.cancel_reason)
+                else:
+                    state, code = FAILED, INTERRUPTED
+                    message = (
+                        f"the run was interrupted: its engine ({run.executor_id}) stopped renewing its lease "
+                        "(it was stopped, crashed or lost its connection to the run store)"
+                    )
+                if run.state == RUNNING or state == CANCELLED:
+                    _add_error_step(session, run, code, message)
+                else:
+                    _add_error_step(session, run, code, message + " before the run began")
+                _end(run, state, code, message)
+                reaped.append(run.id)
+        for run_id in reaped:
+            self.signals.run_ended(run_id)
+        return reaped
+
+    @runs_to_completion
+    async def extend_live_leases(self) -> int:
+        """Give every live run one full lease period from now; called when the service starts, so engines that
+        kept running while the store was away can renew before the reaper looks. Returns how many."""
+        now = utcnow()
+        extended = 0
+        async with self.database.write() as session:
+            durations = await session.scalars(
+                select(RunRow.lease_seconds).where(RunRow.state.in_(LIVE_STATES)).distinct()
+            )
+            for seconds in list(durations):
+                result = await session.execute(
+                    update(RunRow)
+                    .where(RunRow.state.in_(LIVE_STATES), RunRow.lease_seconds == seconds)
+                    .values(lease_expires_at=now + timedelta(seconds=seconds))
+                )
+                extended += result.rowcount if isinstance(result, CursorResult) else 0
+        return extended
+
+    # --- reading -------------------------------------------------------------------------------------------
 
     @runs_to_completion
     async def get_run(self, run_id: str, with_steps: bool = True) -> RunRecord:
@@ -383,28 +589,56 @@ class RunStore:
         """One page of runs (without steps), newest first, and the token of the next page ("" on the last).
 
         `state` None lists every state. Pagination is by keyset, so runs created while paging neither
-        shift nor repeat the pages that follow.
+        shift nor repeat the pages that follow. User queries are cut to LIST_QUERY_CHARS, and a page ends
+        early rather than grow past MAX_PAGE_BYTES, so no page can exceed gRPC's message limit.
         """
         limit = _checked_page_size(page_size)
         if state is not None:
-            _check_run_state(state)
-        query = select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id.desc()).limit(limit + 1)
+            check_run_state(state)
+        query = (
+            select(
+                *_LIST_COLUMNS,
+                func.substr(RunRow.user_query, 1, LIST_QUERY_CHARS + 1).label("user_query"),
+            )
+            .order_by(RunRow.created_at.desc(), RunRow.id.desc())
+            .limit(limit + 1)
+        )
         if state is not None:
             query = query.where(RunRow.state == state)
         if page_token:
             query = query.where(_older_than(_decode_page_token(page_token, state)))
         async with self.database.read() as session:
-            rows = list(await session.scalars(query))
-        page = rows[:limit]
-        next_token = _encode_page_token(page[-1], state) if len(rows) > limit else ""
-        return [_run_record(row) for row in page], next_token
+            rows = (await session.execute(query)).all()
+        page: list[RunRecord] = []
+        size = 0
+        for row in rows[:limit]:
+            record = _run_record(_ListRow(row), query_cut=len(row.user_query) > LIST_QUERY_CHARS)
+            if record.user_query_truncated:
+                record = dataclasses.replace(record, user_query=record.user_query[:LIST_QUERY_CHARS])
+            size += _approximate_bytes(record)
+            if page and size > MAX_PAGE_BYTES:
+                break
+            page.append(record)
+        more = len(rows) > len(page)
+        return page, _encode_page_token(page[-1], state) if more else ""
 
     @runs_to_completion
     async def delete_run(self, run_id: str) -> None:
-        """Delete a run and its steps (ON DELETE CASCADE); watchers of it end with NotFound."""
+        """Delete a run and its steps (ON DELETE CASCADE); watchers of it end with NotFound, and the engine
+        executing it finds its lease lost."""
         run_id = parse_run_id(run_id)
         async with self.database.write() as session:
             result = await session.execute(delete(RunRow).where(RunRow.id == run_id))
             if not isinstance(result, CursorResult) or result.rowcount == 0:
                 raise NotFound(f"run '{run_id}' not found")
-        self.signals.notify(run_id)
+        self.signals.run_ended(run_id)
+
+
+class _ListRow:
+    """A ListRuns result row read like an ORM row: the `metadata` column is the `labels` attribute there."""
+
+    def __init__(self, row: Any) -> None:
+        self._row = row
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._row, "metadata" if name == "labels" else name)

@@ -1,9 +1,14 @@
-"""The live part of WatchRun: change signals and the watch algorithm (no gRPC here).
+"""The live part of WatchRun: change signals, the deltas of forming steps, and the watch algorithm (no gRPC).
 
-The algorithm never trusts a signal to carry data: a signal only means "look again", and every look is a
+The algorithm never trusts a signal to carry a step: a signal only means "look again", and every look is a
 query for the steps after the watcher's cursor. So a missed or duplicated signal can cost a heartbeat of
 latency at most, never a lost or repeated step, and a PostgreSQL LISTEN/NOTIFY source can replace the
 in-process `RunSignals` without touching `watch_run`.
+
+Deltas are different: they are live only, never stored. The engine sends them as the model writes; they are
+handed to the run's watchers and also kept, coalesced per forming step, until that step is stored, so a
+watcher that attaches (or re-attaches) mid-step first gets what was written so far. A watcher that falls far
+behind on deltas gets that coalesced state again instead of a backlog.
 """
 
 from __future__ import annotations
@@ -11,101 +16,207 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from services.common.database import utcnow
-from services.common.errors import InvalidArgument
-from services.runs.models import RUNNING
+from services.common.errors import InvalidArgument, OutOfRange
+from services.runs.checks import MAX_SEQUENCE, parse_run_id
+from services.runs.models import LIVE_STATES
+from services.runs.records import RunRecord, StepDelta, StepRecord, ToolCallPiece
 
 if TYPE_CHECKING:
-    from services.runs.store import RunRecord, RunStore, StepRecord
+    from services.runs.store import RunStore
 
 #: How many steps one look reads at most, so replaying a long run does not load it all at once.
 STEP_BATCH = 500
-
-
-class _Channel:
-    """The signal state of one watched run: a generation counter and the event of the current generation."""
-
-    def __init__(self) -> None:
-        self.generation = 0
-        self.event = asyncio.Event()
-        self.watchers = 0
-
-    def bump(self) -> None:
-        self.generation += 1
-        self.event.set()
-        # A fresh event per generation: waiters of the old one wake, later waiters wait for the next bump.
-        self.event = asyncio.Event()
+#: Deltas one watcher may have waiting; past that it is resynchronised from the coalesced state.
+MAX_QUEUED_DELTAS = 1000
+#: Characters of forming text kept per run for late watchers; past that a late watcher sees only the step.
+MAX_FORMING_CHARS = 1024 * 1024
 
 
 class Subscription:
-    """One watcher's registration for a run's signals. Create it BEFORE the first query."""
+    """One watcher's registration for a run: "look again" flags and the deltas published since its last take.
+    Create it BEFORE the first query."""
 
-    def __init__(self, channel: _Channel) -> None:
-        self._channel = channel
-        self._seen = channel.generation
+    def __init__(self) -> None:
+        self._changed = False
+        self._deltas: list[StepDelta] = []
+        self._overflowed = False
+        self._wake = asyncio.Event()
+
+    def _notify(self) -> None:
+        self._changed = True
+        self._wake.set()
+
+    def _push(self, delta: StepDelta) -> None:
+        if len(self._deltas) >= MAX_QUEUED_DELTAS:
+            self._deltas.clear()
+            self._overflowed = True
+        self._deltas.append(delta)
+        self._wake.set()
 
     async def wait(self, timeout: float) -> bool:
-        """Wait for a change since the last wait (or since subscribing); False when `timeout` s passed quietly.
+        """Wait for a change or a delta since the last `take`; False when `timeout` s passed quietly.
 
-        A change signalled while the watcher was querying is not lost: its generation is newer than the one
-        seen, so this returns at once.
+        A change signalled while the watcher was querying is not lost: its flag is still set, so this
+        returns at once.
         """
-        channel = self._channel
-        if channel.generation == self._seen:
-            try:
-                # asyncio.timeout rather than wait_for: on Python 3.11 wait_for can swallow a cancellation
-                # that coincides with the event, and a watcher must always honour cancellation.
-                async with asyncio.timeout(timeout):
-                    await channel.event.wait()
-            except TimeoutError:
-                return False
-        self._seen = channel.generation
+        if self._changed or self._deltas or self._overflowed:
+            return True
+        try:
+            # asyncio.timeout rather than wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that coincides with the event, and a watcher must always honour cancellation.
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            return False
         return True
+
+    def take(self) -> tuple[bool, list[StepDelta], bool]:
+        """(something changed, the deltas since the last take, whether deltas were dropped), and reset."""
+        taken = self._changed, self._deltas, self._overflowed
+        self._changed, self._deltas, self._overflowed = False, [], False
+        self._wake.clear()
+        return taken
+
+
+@dataclass
+class _FormingStep:
+    """What has been written so far of one forming step."""
+
+    text: list[str] = field(default_factory=list)
+    tool_call_id: str = ""
+    tool_name: str = ""
+    arguments: list[str] = field(default_factory=list)
+    is_tool_call: bool = False
+
+    def add(self, delta: StepDelta) -> None:
+        if delta.tool_call is None:
+            self.text.append(delta.text or "")
+            return
+        self.is_tool_call = True
+        self.tool_call_id = delta.tool_call.tool_call_id or self.tool_call_id
+        self.tool_name += delta.tool_call.tool_name
+        self.arguments.append(delta.tool_call.arguments)
+
+    def coalesced(self, run_id: str, sequence: int) -> StepDelta:
+        if self.is_tool_call:
+            piece = ToolCallPiece(self.tool_call_id, self.tool_name, "".join(self.arguments))
+            return StepDelta(run_id, sequence, tool_call=piece, replace=True)
+        return StepDelta(run_id, sequence, text="".join(self.text), replace=True)
+
+
+@dataclass
+class _Channel:
+    """A run's watchers, and its forming steps by sequence."""
+
+    subscriptions: set[Subscription] = field(default_factory=set)
+    forming: dict[int, _FormingStep] = field(default_factory=dict)
+    forming_chars: int = 0
+
+    def idle(self) -> bool:
+        return not self.subscriptions and not self.forming
 
 
 class RunSignals:
-    """In-process change signals per run: writers `notify(run_id)` after commit, watchers `subscribe`.
+    """In-process change signals and deltas per run: writers call `steps_stored`, `notify` or `run_ended`
+    after commit, the engine's link publishes deltas, watchers `subscribe`.
 
-    Only runs with at least one watcher hold state, and it is dropped with the last watcher, so
-    disconnected watchers leak nothing.
+    A run holds state only while it has watchers or forming steps, so disconnected watchers and finished
+    runs leak nothing.
     """
 
     def __init__(self) -> None:
         self._channels: dict[str, _Channel] = {}
 
     def notify(self, run_id: str) -> None:
-        """Wake every watcher of `run_id` (call it after the change is committed)."""
+        """Wake every watcher of `run_id` to look again (call it after the change is committed)."""
         channel = self._channels.get(run_id)
         if channel is not None:
-            channel.bump()
+            for subscription in channel.subscriptions:
+                subscription._notify()
+
+    def steps_stored(self, run_id: str, last_sequence: int) -> None:
+        """Steps up to `last_sequence` are committed: they are no longer forming."""
+        channel = self._channels.get(run_id)
+        if channel is None:
+            return
+        for sequence in [s for s in channel.forming if s <= last_sequence]:
+            step = channel.forming.pop(sequence)
+            channel.forming_chars -= sum(map(len, step.text)) + sum(map(len, step.arguments))
+        self.notify(run_id)
+        self._drop_if_idle(run_id)
+
+    def run_ended(self, run_id: str) -> None:
+        """The run finished or was deleted: nothing of it forms any more."""
+        channel = self._channels.get(run_id)
+        if channel is None:
+            return
+        channel.forming.clear()
+        channel.forming_chars = 0
+        self.notify(run_id)
+        self._drop_if_idle(run_id)
+
+    def publish_delta(self, delta: StepDelta) -> None:
+        """Hand a delta to the run's watchers and keep it, coalesced, for watchers yet to come."""
+        channel = self._channels.setdefault(delta.run_id, _Channel())
+        size = len(delta.text or "") + (len(delta.tool_call.arguments) if delta.tool_call else 0)
+        if channel.forming_chars + size <= MAX_FORMING_CHARS:
+            channel.forming.setdefault(delta.sequence, _FormingStep()).add(delta)
+            channel.forming_chars += size
+        for subscription in channel.subscriptions:
+            subscription._push(delta)
+
+    def forming(self, run_id: str, after_sequence: int) -> list[StepDelta]:
+        """What has been written so far of the run's forming steps after `after_sequence`, one delta each."""
+        channel = self._channels.get(run_id)
+        if channel is None:
+            return []
+        return [
+            step.coalesced(run_id, sequence)
+            for sequence, step in sorted(channel.forming.items())
+            if sequence > after_sequence
+        ]
 
     @contextmanager
     def subscribe(self, run_id: str) -> Iterator[Subscription]:
         """Register a watcher of `run_id` for the duration of the block (also when it is cancelled)."""
         channel = self._channels.setdefault(run_id, _Channel())
-        channel.watchers += 1
+        subscription = Subscription()
+        channel.subscriptions.add(subscription)
         try:
-            yield Subscription(channel)
+            yield subscription
         finally:
-            channel.watchers -= 1
-            if channel.watchers == 0:
-                del self._channels[run_id]
+            channel.subscriptions.discard(subscription)
+            self._drop_if_idle(run_id)
 
     def watcher_count(self, run_id: str) -> int:
         """How many watchers `run_id` has now (for tests and metrics)."""
         channel = self._channels.get(run_id)
-        return channel.watchers if channel else 0
+        return len(channel.subscriptions) if channel else 0
+
+    def tracked_runs(self) -> int:
+        """How many runs hold state here (for tests: it returns to 0 when nothing is watched or forming)."""
+        return len(self._channels)
+
+    def _drop_if_idle(self, run_id: str) -> None:
+        channel = self._channels.get(run_id)
+        if channel is not None and channel.idle():
+            del self._channels[run_id]
 
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """Sent while a watched run is quiet."""
+    """Sent while a watched run is quiet; `last_sequence` is the watcher's cursor (a bookmark)."""
 
     time: datetime
+    last_sequence: int
+
+
+WatchEvent = RunRecord | StepRecord | StepDelta | Heartbeat
 
 
 async def watch_run(
@@ -114,28 +225,55 @@ async def watch_run(
     run_id: str,
     after_sequence: int,
     heartbeat_seconds: float,
-) -> AsyncIterator[StepRecord | RunRecord | Heartbeat]:
-    """The steps of `run_id` after `after_sequence`, then live ones, heartbeats while quiet, then the final run.
+) -> AsyncIterator[WatchEvent]:
+    """The run, its steps after `after_sequence`, then live steps, deltas, the run on state changes and
+    heartbeats while quiet; last, the run in its final state.
 
-    Raises NotFound for an unknown run and when the run is deleted while watched.
+    Raises NotFound for an unknown run and when the run is deleted while watched, OutOfRange when the cursor
+    is beyond the last step of a finished run.
     """
-    if after_sequence < 0:
-        raise InvalidArgument(f"after_sequence must be >= 0, got {after_sequence}")
+    run_id = parse_run_id(run_id)
+    if not 0 <= after_sequence <= MAX_SEQUENCE:
+        raise InvalidArgument(
+            f"after_sequence must be 0 to {MAX_SEQUENCE} (0 replays every step), got {after_sequence}"
+        )
     cursor = after_sequence
-    # Subscribe before the first query: a step committed between a query and the wait bumps the
-    # generation, so the wait returns at once instead of sleeping until the heartbeat.
+    # Subscribe before the first query: a step committed between a query and the wait sets the
+    # subscription's flag, so the wait returns at once instead of sleeping until the heartbeat.
     with signals.subscribe(run_id) as subscription:
+        run, steps = await store.steps_after(run_id, cursor, limit=STEP_BATCH)
+        if run.state not in LIVE_STATES and cursor > run.step_count:
+            raise OutOfRange(
+                f"after_sequence {cursor} is beyond the last step of run '{run_id}', which ended "
+                f"{run.state} with {run.step_count} steps; resume from {run.step_count} or lower"
+            )
+        yield run
+        shown = (run.state, run.cancel_requested)
+        deltas = signals.forming(run_id, cursor)
         while True:
-            run, steps = await store.steps_after(run_id, cursor, limit=STEP_BATCH)
             for step in steps:
                 yield step
                 cursor = step.sequence
             if len(steps) == STEP_BATCH:
+                run, steps = await store.steps_after(run_id, cursor, limit=STEP_BATCH)
                 continue  # more to replay; no need to wait
             # steps_after reads the run before its steps, and a finished run takes no more steps, so once
             # the run is seen finished the steps just read were the last ones.
-            if run.state != RUNNING:
+            if run.state not in LIVE_STATES:
                 yield run
                 return
+            if (run.state, run.cancel_requested) != shown:
+                yield run
+                shown = (run.state, run.cancel_requested)
+            for delta in deltas:
+                if delta.sequence > cursor:
+                    yield delta
+            steps, deltas = [], []
             if not await subscription.wait(heartbeat_seconds):
-                yield Heartbeat(utcnow())
+                yield Heartbeat(utcnow(), cursor)
+                continue
+            changed, deltas, overflowed = subscription.take()
+            if overflowed:
+                deltas = signals.forming(run_id, cursor)
+            if changed:
+                run, steps = await store.steps_after(run_id, cursor, limit=STEP_BATCH)

@@ -22,12 +22,12 @@ def kinds(steps: list[runs_pb2.Step]) -> list[str]:
     return [step.WhichOneof("content") for step in steps]
 
 
-async def stream_chat(platform: Platform, message: str, **fields: str) -> list[engine_pb2.StreamChatResponse]:
+async def stream_chat(platform: Platform, message: str, **fields: str) -> list[runs_pb2.RunEvent]:
     call = platform.engine_stub.StreamChat(engine_pb2.StreamChatRequest(message=message, **fields))
     return [event async for event in call]
 
 
-def steps_of(events: list[engine_pb2.StreamChatResponse]) -> list[runs_pb2.Step]:
+def steps_of(events: list[runs_pb2.RunEvent]) -> list[runs_pb2.Step]:
     return [event.step for event in events if event.WhichOneof("event") == "step"]
 
 
@@ -204,7 +204,7 @@ async def test_unreachable_model_endpoint_fails_the_run(tmp_path: Path) -> None:
         final = events[-1].run
         assert final.state == runs_pb2.RUN_STATE_FAILED
         assert "could not be reached" in final.error_message
-        assert steps_of(events)[-1].error.code == "model_unreachable"
+        assert steps_of(events)[-1].error.code == "model_unavailable"
 
 
 async def test_a_model_that_never_stops_calling_tools_is_stopped(tmp_path: Path) -> None:
@@ -214,12 +214,13 @@ async def test_a_model_that_never_stops_calling_tools_is_stopped(tmp_path: Path)
 
         final = events[-1].run
         assert final.state == runs_pb2.RUN_STATE_FAILED
-        assert "ENGINE_MAX_ITERATIONS" in final.error_message
-        assert steps_of(events)[-1].error.code == "max_iterations"
+        assert "limits.max_model_calls" in final.error_message
+        assert final.error_code == "max_model_calls"
+        assert steps_of(events)[-1].error.code == "max_model_calls"
         assert len(llm.requests) == 3
 
 
-async def test_client_disconnect_ends_the_run_failed_not_running(tmp_path: Path) -> None:
+async def test_client_disconnect_cancels_the_run(tmp_path: Path) -> None:
     # A slow model: the run is still going when the client walks away.
     async with ScriptedLLM(text_reply("word " * 200), chunk_delay_seconds=0.02) as llm, \
             start_platform(tmp_path, llm.base_url) as platform:
@@ -234,8 +235,10 @@ async def test_client_disconnect_ends_the_run_failed_not_running(tmp_path: Path)
             if run.state != runs_pb2.RUN_STATE_RUNNING:
                 break
             await asyncio.sleep(0.05)
-        assert run.state == runs_pb2.RUN_STATE_FAILED
-        assert run.steps[-1].error.code == "interrupted"
+        assert run.state == runs_pb2.RUN_STATE_CANCELLED
+        assert run.error_code == "cancelled"
+        assert run.steps[-1].error.code == "cancelled"
+        assert "went away" in run.steps[-1].error.message
 
 
 @pytest.mark.parametrize(
@@ -267,7 +270,8 @@ async def test_bad_requests_are_rejected_before_any_run_exists(
 
 
 async def test_runs_service_down_answers_unavailable(tmp_path: Path) -> None:
-    async with ScriptedLLM(text_reply("hi")) as llm, start_platform(tmp_path, llm.base_url) as platform:
+    async with ScriptedLLM(text_reply("hi")) as llm, \
+            start_platform(tmp_path, llm.base_url, ENGINE_STORE_OUTAGE_SECONDS=1) as platform:
         await platform.runs.stop()
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             [event async for event in platform.engine_stub.StreamChat(engine_pb2.StreamChatRequest(message="hi"))]

@@ -32,7 +32,7 @@ async def finish(stub: Stub, run_id: str, state: int = runs_pb2.RUN_STATE_COMPLE
     return await stub.FinishRun(runs_pb2.FinishRunRequest(run_id=run_id, state=state, error_message=error))
 
 
-async def next_event(events: AsyncIterator[runs_pb2.WatchRunResponse]) -> runs_pb2.WatchRunResponse:
+async def next_event(events: AsyncIterator[runs_pb2.RunEvent]) -> runs_pb2.RunEvent:
     """The next step or run event of a watch stream, skipping heartbeats."""
     while True:
         event = await asyncio.wait_for(anext(events), PROMPTLY)
@@ -40,7 +40,7 @@ async def next_event(events: AsyncIterator[runs_pb2.WatchRunResponse]) -> runs_p
             return event
 
 
-async def rest_of(call: grpc.aio.UnaryStreamCall) -> list[runs_pb2.WatchRunResponse]:
+async def rest_of(call: grpc.aio.UnaryStreamCall) -> list[runs_pb2.RunEvent]:
     """The remaining step and run events of a watch stream (it must end)."""
     return [event async for event in call if event.WhichOneof("event") != "heartbeat"]
 

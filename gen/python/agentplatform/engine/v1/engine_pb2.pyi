@@ -1,5 +1,6 @@
 from agentplatform.runs.v1 import runs_pb2 as _runs_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping
@@ -7,8 +8,17 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class StreamChatRequest(_message.Message):
-    __slots__ = ("message", "model", "metadata")
+class DisconnectPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DISCONNECT_POLICY_UNSPECIFIED: _ClassVar[DisconnectPolicy]
+    DISCONNECT_POLICY_CANCEL: _ClassVar[DisconnectPolicy]
+    DISCONNECT_POLICY_CONTINUE: _ClassVar[DisconnectPolicy]
+DISCONNECT_POLICY_UNSPECIFIED: DisconnectPolicy
+DISCONNECT_POLICY_CANCEL: DisconnectPolicy
+DISCONNECT_POLICY_CONTINUE: DisconnectPolicy
+
+class StartRunRequest(_message.Message):
+    __slots__ = ("message", "model", "metadata", "request_id", "limits")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -19,29 +29,40 @@ class StreamChatRequest(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     message: str
     model: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    request_id: str
+    limits: _runs_pb2.RunLimits
+    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ...) -> None: ...
 
-class StreamChatResponse(_message.Message):
-    __slots__ = ("run", "step", "delta")
-    RUN_FIELD_NUMBER: _ClassVar[int]
-    STEP_FIELD_NUMBER: _ClassVar[int]
-    DELTA_FIELD_NUMBER: _ClassVar[int]
-    run: _runs_pb2.Run
-    step: _runs_pb2.Step
-    delta: TextDelta
-    def __init__(self, run: _Optional[_Union[_runs_pb2.Run, _Mapping]] = ..., step: _Optional[_Union[_runs_pb2.Step, _Mapping]] = ..., delta: _Optional[_Union[TextDelta, _Mapping]] = ...) -> None: ...
-
-class TextDelta(_message.Message):
-    __slots__ = ("text",)
-    TEXT_FIELD_NUMBER: _ClassVar[int]
-    text: str
-    def __init__(self, text: _Optional[str] = ...) -> None: ...
+class StreamChatRequest(_message.Message):
+    __slots__ = ("message", "model", "metadata", "request_id", "limits", "on_disconnect")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    ON_DISCONNECT_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    model: str
+    metadata: _containers.ScalarMap[str, str]
+    request_id: str
+    limits: _runs_pb2.RunLimits
+    on_disconnect: DisconnectPolicy
+    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., on_disconnect: _Optional[_Union[DisconnectPolicy, str]] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
-    __slots__ = ("message", "model", "metadata")
+    __slots__ = ("message", "model", "metadata", "request_id", "limits", "on_disconnect")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -52,10 +73,16 @@ class ChatRequest(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    ON_DISCONNECT_FIELD_NUMBER: _ClassVar[int]
     message: str
     model: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    request_id: str
+    limits: _runs_pb2.RunLimits
+    on_disconnect: DisconnectPolicy
+    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., on_disconnect: _Optional[_Union[DisconnectPolicy, str]] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
     __slots__ = ("response", "run_id")

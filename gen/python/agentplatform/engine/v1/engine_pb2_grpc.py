@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from agentplatform.engine.v1 import engine_pb2 as agentplatform_dot_engine_dot_v1_dot_engine__pb2
+from agentplatform.runs.v1 import runs_pb2 as agentplatform_dot_runs_dot_v1_dot_runs__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -27,7 +28,9 @@ if _version_not_supported:
 
 class AgentServiceStub:
     """AgentService runs the agent: an LLM tool-calling loop whose every step is
-    recorded by the RunService and streamed to the caller as it happens.
+    recorded by the RunService. A run executes in the background, on its own:
+    it outlives the call that started it, can be followed from any client with
+    RunService.WatchRun, and stopped with RunService.CancelRun.
     """
 
     def __init__(self, channel):
@@ -36,10 +39,15 @@ class AgentServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.StartRun = channel.unary_unary(
+                '/agentplatform.engine.v1.AgentService/StartRun',
+                request_serializer=agentplatform_dot_engine_dot_v1_dot_engine__pb2.StartRunRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
         self.StreamChat = channel.unary_stream(
                 '/agentplatform.engine.v1.AgentService/StreamChat',
                 request_serializer=agentplatform_dot_engine_dot_v1_dot_engine__pb2.StreamChatRequest.SerializeToString,
-                response_deserializer=agentplatform_dot_engine_dot_v1_dot_engine__pb2.StreamChatResponse.FromString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.RunEvent.FromString,
                 _registered_method=True)
         self.Chat = channel.unary_unary(
                 '/agentplatform.engine.v1.AgentService/Chat',
@@ -50,23 +58,35 @@ class AgentServiceStub:
 
 class AgentServiceServicer:
     """AgentService runs the agent: an LLM tool-calling loop whose every step is
-    recorded by the RunService and streamed to the caller as it happens.
+    recorded by the RunService. A run executes in the background, on its own:
+    it outlives the call that started it, can be followed from any client with
+    RunService.WatchRun, and stopped with RunService.CancelRun.
     """
 
+    def StartRun(self, request, context):
+        """Starts a run and returns it at once (QUEUED or RUNNING); it executes in
+        the background. Follow it with RunService.WatchRun. When the engine's
+        queue is full this answers RESOURCE_EXHAUSTED; retry after a few seconds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamChat(self, request, context):
-        """Runs the agent on one message and streams the run: the run (with its id)
-        first, then every step as it is recorded, text deltas while the model
-        writes, and the finished run last. A failed run still ends the stream
-        normally, with the run in state FAILED and an `error` step.
+        """Starts a run and follows it: the same events RunService.WatchRun sends
+        (the run first, every step as it is recorded, deltas while the model
+        writes, the final run last). A failed run still ends the stream normally,
+        with the run in state FAILED and an `error` step. What happens to the run
+        when the caller goes away is the request's `on_disconnect`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Chat(self, request, context):
-        """Runs the agent on one message and answers with the final response text and
-        the run id. A run that fails answers an error status whose message names
-        the run; its steps stay inspectable with RunService.GetRun.
+        """Starts a run, waits for its end and answers with the final response text
+        and the run id. A run that fails answers an error status whose message
+        names the run; its steps stay inspectable with RunService.GetRun.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -75,10 +95,15 @@ class AgentServiceServicer:
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'StartRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRun,
+                    request_deserializer=agentplatform_dot_engine_dot_v1_dot_engine__pb2.StartRunRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
             'StreamChat': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamChat,
                     request_deserializer=agentplatform_dot_engine_dot_v1_dot_engine__pb2.StreamChatRequest.FromString,
-                    response_serializer=agentplatform_dot_engine_dot_v1_dot_engine__pb2.StreamChatResponse.SerializeToString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.RunEvent.SerializeToString,
             ),
             'Chat': grpc.unary_unary_rpc_method_handler(
                     servicer.Chat,
@@ -95,8 +120,37 @@ def add_AgentServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AgentService:
     """AgentService runs the agent: an LLM tool-calling loop whose every step is
-    recorded by the RunService and streamed to the caller as it happens.
+    recorded by the RunService. A run executes in the background, on its own:
+    it outlives the call that started it, can be followed from any client with
+    RunService.WatchRun, and stopped with RunService.CancelRun.
     """
+
+    @staticmethod
+    def StartRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.engine.v1.AgentService/StartRun',
+            agentplatform_dot_engine_dot_v1_dot_engine__pb2.StartRunRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def StreamChat(request,
@@ -114,7 +168,7 @@ class AgentService:
             target,
             '/agentplatform.engine.v1.AgentService/StreamChat',
             agentplatform_dot_engine_dot_v1_dot_engine__pb2.StreamChatRequest.SerializeToString,
-            agentplatform_dot_engine_dot_v1_dot_engine__pb2.StreamChatResponse.FromString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.RunEvent.FromString,
             options,
             channel_credentials,
             insecure,

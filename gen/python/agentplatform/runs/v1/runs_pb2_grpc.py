@@ -28,7 +28,16 @@ if _version_not_supported:
 
 class RunServiceStub:
     """RunService stores agent runs and their ordered steps. It is the single source
-    of truth for the "Inspect Runs" page, and it fans new steps out to watchers.
+    of truth for the "Inspect Runs" page, the meeting point between the engine
+    processes that execute runs and the clients that follow or cancel them, and
+    it fans new steps and live deltas out to watchers.
+
+    A run's life: CreateRun (QUEUED or RUNNING, under the creating engine's
+    lease) -> BeginRun (QUEUED -> RUNNING) -> AppendSteps ... -> FinishRun
+    (COMPLETED, FAILED or CANCELLED). CancelRun asks for the end from any client.
+    A run whose lease is not renewed in time (its engine died) is ended FAILED
+    with an `error` step of code "interrupted" by the store itself, so no run is
+    left QUEUED or RUNNING for ever.
     """
 
     def __init__(self, channel):
@@ -70,17 +79,48 @@ class RunServiceStub:
         self.WatchRun = channel.unary_stream(
                 '/agentplatform.runs.v1.RunService/WatchRun',
                 request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.WatchRunRequest.SerializeToString,
-                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.WatchRunResponse.FromString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.RunEvent.FromString,
+                _registered_method=True)
+        self.CancelRun = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/CancelRun',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
+        self.BeginRun = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/BeginRun',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.BeginRunRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
+        self.RenewLeases = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/RenewLeases',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.RenewLeasesRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.RenewLeasesResponse.FromString,
+                _registered_method=True)
+        self.ConnectExecutor = channel.stream_stream(
+                '/agentplatform.runs.v1.RunService/ConnectExecutor',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ConnectExecutorRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ExecutorNotice.FromString,
                 _registered_method=True)
 
 
 class RunServiceServicer:
     """RunService stores agent runs and their ordered steps. It is the single source
-    of truth for the "Inspect Runs" page, and it fans new steps out to watchers.
+    of truth for the "Inspect Runs" page, the meeting point between the engine
+    processes that execute runs and the clients that follow or cancel them, and
+    it fans new steps and live deltas out to watchers.
+
+    A run's life: CreateRun (QUEUED or RUNNING, under the creating engine's
+    lease) -> BeginRun (QUEUED -> RUNNING) -> AppendSteps ... -> FinishRun
+    (COMPLETED, FAILED or CANCELLED). CancelRun asks for the end from any client.
+    A run whose lease is not renewed in time (its engine died) is ended FAILED
+    with an `error` step of code "interrupted" by the store itself, so no run is
+    left QUEUED or RUNNING for ever.
     """
 
     def CreateRun(self, request, context):
-        """Creates a run in state RUNNING. The engine calls this when a chat starts.
+        """Creates a run, QUEUED or RUNNING, held under the caller's lease. With a
+        `request_id` (AIP-155) a retried create returns the run the first attempt
+        made instead of making a second one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,18 +157,61 @@ class RunServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FinishRun(self, request, context):
-        """Moves a RUNNING run to a final state (COMPLETED, FAILED or CANCELLED).
-        Finishing a run that already finished answers FAILED_PRECONDITION.
+        """Moves a QUEUED or RUNNING run to a final state (COMPLETED, FAILED or
+        CANCELLED). Finishing it again the same way returns the run (a retry);
+        finishing a run that ended otherwise answers FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchRun(self, request, context):
-        """Streams a run's steps after `after_sequence` (a replay of what the caller
-        missed), then follows new steps live, with heartbeats while nothing happens,
-        and ends with the final run once the run has finished. Reconnecting with the
-        last sequence seen loses and repeats nothing.
+        """Streams a run as events, the same events StreamChat sends: first the run as
+        it is now, then its steps after `after_sequence` (a replay of what the
+        caller missed), then live steps, the model's deltas while a step forms,
+        the run again when its state changes, and heartbeats while it is quiet. It
+        ends with the run in a final state. Reconnecting with the last sequence
+        seen loses and repeats no step. `after_sequence` beyond the last step waits
+        for that step on a live run, and answers OUT_OF_RANGE on a finished one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRun(self, request, context):
+        """Asks a run to stop (AIP-136), from any client. A QUEUED run ends CANCELLED
+        at once; a RUNNING run is stopped by the engine executing it, wherever it
+        is (waiting on the model, streaming, inside a tool call), and ends CANCELLED
+        with an `error` step of code "cancelled" that says who cancelled it. Returns
+        the run once it has ended, or after a few seconds still RUNNING with
+        `cancel_requested` set. Cancelling a finished run answers
+        FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BeginRun(self, request, context):
+        """Moves a QUEUED run to RUNNING when its engine has a free slot for it.
+        Beginning a run that is RUNNING already under the same lease returns it
+        (a retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewLeases(self, request, context):
+        """Renews the leases an engine process holds on the runs it executes, and
+        tells it which of them it has lost or should cancel.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConnectExecutor(self, request_iterator, context):
+        """The engine process's live link to the store: it sends the deltas of the
+        steps its runs are forming, and receives cancel requests for its runs as
+        soon as they are made. One stream per engine process.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,7 +253,27 @@ def add_RunServiceServicer_to_server(servicer, server):
             'WatchRun': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchRun,
                     request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.WatchRunRequest.FromString,
-                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.WatchRunResponse.SerializeToString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.RunEvent.SerializeToString,
+            ),
+            'CancelRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRun,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.CancelRunRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'BeginRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginRun,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.BeginRunRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'RenewLeases': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewLeases,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.RenewLeasesRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.RenewLeasesResponse.SerializeToString,
+            ),
+            'ConnectExecutor': grpc.stream_stream_rpc_method_handler(
+                    servicer.ConnectExecutor,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ConnectExecutorRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ExecutorNotice.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,7 +285,16 @@ def add_RunServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class RunService:
     """RunService stores agent runs and their ordered steps. It is the single source
-    of truth for the "Inspect Runs" page, and it fans new steps out to watchers.
+    of truth for the "Inspect Runs" page, the meeting point between the engine
+    processes that execute runs and the clients that follow or cancel them, and
+    it fans new steps and live deltas out to watchers.
+
+    A run's life: CreateRun (QUEUED or RUNNING, under the creating engine's
+    lease) -> BeginRun (QUEUED -> RUNNING) -> AppendSteps ... -> FinishRun
+    (COMPLETED, FAILED or CANCELLED). CancelRun asks for the end from any client.
+    A run whose lease is not renewed in time (its engine died) is ended FAILED
+    with an `error` step of code "interrupted" by the store itself, so no run is
+    left QUEUED or RUNNING for ever.
     """
 
     @staticmethod
@@ -363,7 +475,115 @@ class RunService:
             target,
             '/agentplatform.runs.v1.RunService/WatchRun',
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.WatchRunRequest.SerializeToString,
-            agentplatform_dot_runs_dot_v1_dot_runs__pb2.WatchRunResponse.FromString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.RunEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/CancelRun',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/BeginRun',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.BeginRunRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewLeases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/RenewLeases',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.RenewLeasesRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.RenewLeasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConnectExecutor(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/agentplatform.runs.v1.RunService/ConnectExecutor',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ConnectExecutorRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ExecutorNotice.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,70 @@
+"""A request to run the agent, validated, with its limits resolved against the engine's defaults and maximums
+(no gRPC here)."""
+
+from dataclasses import dataclass, field
+
+from services.common import errors
+from services.common.limits import RunLimits
+from services.engine.settings import EngineSettings
+
+#: Longest model name accepted as an override (the run store's column width).
+MAX_MODEL_NAME = 200
+
+
+@dataclass(frozen=True)
+class ChatInput:
+    """One user message for the agent, with an optional model override, labels, an idempotency key and
+    limits (None fields take the engine's defaults)."""
+
+    message: str
+    model: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    request_id: str = ""
+    limits: RunLimits = field(default_factory=RunLimits)
+
+
+def validate_chat(chat: ChatInput, settings: EngineSettings) -> None:
+    """Reject a request the engine cannot serve, before any run is created. (The run store checks metadata,
+    the request id and sizes again, as it checks every caller.)"""
+    if not chat.message.strip():
+        raise errors.InvalidArgument("message is required: send the user's request as non-blank text")
+    if len(chat.message) > settings.max_message_chars:
+        raise errors.InvalidArgument(
+            f"message is {len(chat.message)} characters long; the limit is {settings.max_message_chars} "
+            "(ENGINE_MAX_MESSAGE_CHARS)"
+        )
+    if len(chat.model) > MAX_MODEL_NAME or (chat.model and not chat.model.strip()):
+        raise errors.InvalidArgument(
+            f"model must be empty (the default) or a model name of at most {MAX_MODEL_NAME} characters"
+        )
+
+
+def resolve_limits(requested: RunLimits, settings: EngineSettings) -> RunLimits:
+    """The request's limits with the engine's defaults for those it left unset; InvalidArgument naming the
+    field for one that is not positive or above the engine's maximum."""
+    rules = [
+        ("max_model_calls", requested.max_model_calls, settings.max_iterations, settings.max_iterations_limit),
+        (
+            "max_duration",
+            requested.max_duration_seconds,
+            settings.run_timeout_seconds,
+            settings.run_timeout_limit_seconds,
+        ),
+        ("max_total_tokens", requested.max_total_tokens, settings.max_total_tokens, settings.max_total_tokens_limit),
+        ("max_tool_calls", requested.max_tool_calls, settings.max_tool_calls, settings.max_tool_calls_limit),
+    ]
+    resolved: list[float | int] = []
+    for name, value, default, maximum in rules:
+        if value is None:
+            resolved.append(default)
+            continue
+        if value <= 0:
+            raise errors.InvalidArgument(f"limits.{name} must be positive, or unset for the default ({default})")
+        if value > maximum:
+            unit = " s" if name == "max_duration" else ""
+            raise errors.InvalidArgument(
+                f"limits.{name} is {value:g}{unit}; this engine allows at most {maximum:g}{unit}"
+            )
+        resolved.append(value)
+    model_calls, duration, tokens, tool_calls = resolved
+    return RunLimits(int(model_calls), float(duration), int(tokens), int(tool_calls))

@@ -1,0 +1,282 @@
+"""The engine's runs in the background: start, queue, execute, lease, cancel, shut down (no gRPC here).
+
+- `start` creates the run in the store under this process's lease and returns it at once. At most
+  ENGINE_MAX_CONCURRENT_RUNS execute at a time; more wait QUEUED, first come first served, up to
+  ENGINE_MAX_QUEUED_RUNS; beyond that ResourceExhausted with a retry hint.
+- A request id makes a start idempotent: the store returns the first attempt's run, and this process executes
+  a run only if it holds the run's lease and is not executing it already.
+- Every run held here (queued or running) has its lease renewed every third of ENGINE_LEASE_SECONDS in one
+  RenewLeases call. The answer names runs lost (ended or deleted elsewhere: stopped here without recording)
+  and runs to cancel.
+- `cancel` stops a run wherever it is (waiting for a slot, on the model, in a tool call) and records it
+  CANCELLED with the reason. Cancels arrive through the run store (ExecutorLink, lease renewals), whichever
+  engine took the CancelRun, and locally when the client that started the run goes away.
+- `shutdown` takes no new runs, ends queued runs FAILED "interrupted", gives running ones the grace period to
+  finish, then interrupts the rest and records them FAILED "interrupted".
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+from agentplatform.runs.v1 import runs_pb2
+from services.common import errors
+from services.common.limits import RunLimits
+from services.common.protoconv import duration_from_seconds
+from services.engine.agent_loop import AgentLoop, RunOutcome, StepRecorder
+from services.engine.clients import RunsClient
+from services.engine.failures import RunFailure
+from services.engine.run_request import ChatInput, resolve_limits, validate_chat
+from services.engine.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+LIVE = (runs_pb2.RUN_STATE_QUEUED, runs_pb2.RUN_STATE_RUNNING)
+#: How long an interrupted run may take to record its end at shutdown.
+RECORD_END_SECONDS = 5.0
+
+
+@dataclass
+class _ActiveRun:
+    """A run held by this process."""
+
+    run: runs_pb2.Run
+    chat: ChatInput
+    limits: RunLimits
+    task: "asyncio.Task[RunOutcome | None] | None" = None
+    #: Resolved when a slot is free for a queued run.
+    slot: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    #: Why the run is being stopped: (state, code, message); None while it goes on.
+    stop: tuple["runs_pb2.RunState", str, str] | None = None
+    #: The store no longer holds the run for us (it ended or was deleted there): stop without recording.
+    lost: bool = False
+
+
+class RunScheduler:
+    """The runs this engine process holds, and the slots they execute in."""
+
+    def __init__(self, runs: RunsClient, loop: AgentLoop, settings: EngineSettings, executor_id: str) -> None:
+        self.executor_id = executor_id
+        self._runs = runs
+        self._loop = loop
+        self._settings = settings
+        self._active: dict[str, _ActiveRun] = {}
+        self._waiting: deque[_ActiveRun] = deque()
+        self._executing = 0
+        #: Starts in flight that have reserved a slot or a queue place but whose run is not created yet.
+        self._reserved_slots = 0
+        self._reserved_queue = 0
+        self._closing = False
+        self._renewer: asyncio.Task[None] | None = None
+
+    # --- starting ----------------------------------------------------------------------------------------
+
+    async def start(self, chat: ChatInput, *, cancel_if_abandoned: bool = False) -> runs_pb2.Run:
+        """Create a run and have it executed in the background; returns it QUEUED or RUNNING (or, for a retried
+        request id, as the first attempt left it).
+
+        Creating runs to completion even when the caller goes away mid-way, so a run is never created without
+        this process knowing it; with `cancel_if_abandoned` such a run is then cancelled.
+        """
+        validate_chat(chat, self._settings)
+        limits = resolve_limits(chat.limits, self._settings)
+        starting = asyncio.ensure_future(self._start(chat, limits))
+        try:
+            return await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            if cancel_if_abandoned:
+                starting.add_done_callback(self._cancel_abandoned)
+            raise
+
+    def _cancel_abandoned(self, starting: "asyncio.Future[runs_pb2.Run]") -> None:
+        if not starting.cancelled() and starting.exception() is None:
+            self.cancel(starting.result().id, "the client that started the run went away before it got the run")
+
+    async def _start(self, chat: ChatInput, limits: RunLimits) -> runs_pb2.Run:
+        if self._closing:
+            raise errors.Unavailable("this engine is shutting down and takes no new runs; retry")
+        queued = self._executing + self._reserved_slots >= self._settings.max_concurrent_runs
+        if queued and len(self._waiting) + self._reserved_queue >= self._settings.max_queued_runs:
+            raise errors.ResourceExhausted(
+                f"the engine is busy: {self._settings.max_concurrent_runs} runs executing and "
+                f"{self._settings.max_queued_runs} queued (ENGINE_MAX_QUEUED_RUNS); retry in a few seconds",
+                retry_after=2.0,
+            )
+        if queued:
+            self._reserved_queue += 1
+        else:
+            self._reserved_slots += 1
+        try:
+            run = await self._runs.create_run(self._create_request(chat, limits, queued))
+        finally:
+            if queued:
+                self._reserved_queue -= 1
+            else:
+                self._reserved_slots -= 1
+        if run.state not in LIVE or run.executor_id != self.executor_id or run.id in self._active:
+            return run  # a retried request id: the run is the first attempt's, executed there or already ended
+        active = _ActiveRun(run, chat, limits)
+        self._active[run.id] = active
+        if queued:
+            self._waiting.append(active)
+        else:
+            self._executing += 1
+            active.slot.set_result(None)
+        active.task = asyncio.create_task(self._execute(active), name=f"run-{run.id}")
+        log.info("run %s %s (model %s)", run.id, "queued" if queued else "started", run.model)
+        return run
+
+    def _create_request(self, chat: ChatInput, limits: RunLimits, queued: bool) -> runs_pb2.CreateRunRequest:
+        request = runs_pb2.CreateRunRequest(
+            user_query=chat.message,
+            model=chat.model or self._settings.llm_model,
+            metadata=chat.metadata,
+            request_id=chat.request_id,
+            state=runs_pb2.RUN_STATE_QUEUED if queued else runs_pb2.RUN_STATE_RUNNING,
+            executor_id=self.executor_id,
+            lease_duration=duration_from_seconds(self._settings.lease_seconds),
+            limits=runs_pb2.RunLimits(
+                max_model_calls=limits.max_model_calls or 0,
+                max_total_tokens=limits.max_total_tokens or 0,
+                max_tool_calls=limits.max_tool_calls or 0,
+            ),
+        )
+        if limits.max_duration_seconds:
+            request.limits.max_duration.CopyFrom(duration_from_seconds(limits.max_duration_seconds))
+        return request
+
+    # --- executing ---------------------------------------------------------------------------------------
+
+    async def _execute(self, active: _ActiveRun) -> RunOutcome | None:
+        recorder = StepRecorder(self._runs, active.run.id)
+        try:
+            await active.slot
+            run = active.run
+            if run.state == runs_pb2.RUN_STATE_QUEUED:
+                run = await self._runs.begin_run(run.id, self.executor_id)
+            return await self._loop.execute(run, active.chat, active.limits, recorder)
+        except asyncio.CancelledError:
+            if active.lost:
+                return None  # the store ended or deleted the run; there is nothing to record
+            if active.stop is None:
+                raise  # not ours: the event loop is going away
+            return await self._record_stop(active, recorder)
+        except errors.DomainError as exc:
+            # The store refused or stayed away past ENGINE_STORE_OUTAGE_SECONDS: the run cannot be recorded
+            # from here. Dropping it stops its lease renewals, and the store's reaper ends it.
+            log.error("run %s given up: %s", active.run.id, exc)
+            return None
+        finally:
+            self._release(active)
+
+    async def _record_stop(self, active: _ActiveRun, recorder: StepRecorder) -> RunOutcome | None:
+        assert active.stop is not None
+        state, code, message = active.stop
+        log.info("run %s stopped (%s): %s", active.run.id, code, message)
+        began = active.slot.done() and not active.slot.cancelled()
+        try:
+            if began:
+                final = await self._loop.end_run(recorder, state, code, message)
+            else:
+                # Still QUEUED: the store records the end step itself (for a cancel made through the store it
+                # already has, and this is the idempotent repeat).
+                final = await self._runs.finish_run(active.run.id, state, code, message)
+        except errors.DomainError as exc:
+            log.warning("could not record the end of run %s: %s", active.run.id, exc)
+            return None
+        return RunOutcome(final, failure=RunFailure(code, errors.FailedPrecondition(message)))
+
+    def _release(self, active: _ActiveRun) -> None:
+        self._active.pop(active.run.id, None)
+        if active.slot.done():
+            self._executing -= 1
+            self._admit_next()
+        else:
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(active)
+            active.slot.cancel()
+
+    def _admit_next(self) -> None:
+        while self._waiting and self._executing < self._settings.max_concurrent_runs:
+            active = self._waiting.popleft()
+            self._executing += 1
+            active.slot.set_result(None)
+
+    # --- stopping runs -----------------------------------------------------------------------------------
+
+    def cancel(self, run_id: str, reason: str) -> bool:
+        """Stop a run held here and record it CANCELLED; False when this process does not hold it."""
+        message = f"cancelled: {reason}" if reason else "cancelled on request"
+        return self._stop(run_id, (runs_pb2.RUN_STATE_CANCELLED, "cancelled", message))
+
+    def _stop(self, run_id: str, stop: tuple["runs_pb2.RunState", str, str]) -> bool:
+        active = self._active.get(run_id)
+        if active is None or active.task is None:
+            return False
+        if active.stop is None:
+            active.stop = stop
+            active.task.cancel()
+        return True
+
+    async def outcome(self, run_id: str) -> RunOutcome | None:
+        """Wait for a run held here to end; None when it is not held here or its end could not be recorded
+        here. Cancelling the caller does not cancel the run."""
+        active = self._active.get(run_id)
+        if active is None or active.task is None:
+            return None
+        return await asyncio.shield(active.task)
+
+    # --- leases ------------------------------------------------------------------------------------------
+
+    def start_lease_renewals(self) -> None:
+        self._renewer = asyncio.create_task(self._renew_leases(), name="lease-renewals")
+
+    async def _renew_leases(self) -> None:
+        interval = self._settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            if not self._active:
+                continue
+            try:
+                renewal = await self._runs.renew_leases(self.executor_id, list(self._active))
+            except errors.DomainError as exc:
+                log.warning("could not renew the leases of %d run(s): %s", len(self._active), exc)
+                continue
+            for run_id in renewal.lost_run_ids:
+                active = self._active.get(run_id)
+                if active is not None and active.task is not None:
+                    log.warning("run %s is no longer held by this engine (ended or deleted in the store)", run_id)
+                    active.lost = True
+                    active.task.cancel()
+            for notice in renewal.cancel:
+                self.cancel(notice.run_id, notice.reason)
+
+    # --- shutdown ----------------------------------------------------------------------------------------
+
+    async def shutdown(self, grace: float) -> None:
+        """Take no new runs; let running ones finish within `grace` seconds, then end the rest FAILED
+        "interrupted", recording each end before returning (bounded)."""
+        self._closing = True
+        interrupted = (runs_pb2.RUN_STATE_FAILED, "interrupted",
+                       "the run was interrupted: its engine shut down before the run finished")
+        for active in list(self._waiting):
+            self._stop(active.run.id, interrupted)
+        tasks = {active.task for active in self._active.values() if active.task is not None}
+        if tasks:
+            log.info("waiting up to %.1fs for %d run(s) to finish", grace, len(tasks))
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for active in list(self._active.values()):
+                self._stop(active.run.id, interrupted)
+            if pending:
+                await asyncio.wait(pending, timeout=RECORD_END_SECONDS)
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+
+    @property
+    def held_runs(self) -> int:
+        """Runs held here, executing or queued."""
+        return len(self._active)

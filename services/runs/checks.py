@@ -1,0 +1,155 @@
+"""What the run store accepts: sizes, characters and shapes, checked before anything reaches the database.
+
+The store trusts no caller, the platform's own engine included. Every check raises InvalidArgument with a
+message naming the field, and runs before the database sees the value, so SQLite and PostgreSQL give the
+same answer (PostgreSQL refuses NUL characters in text and JSON that SQLite would store).
+"""
+
+import dataclasses
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.errors import InvalidArgument
+from services.common.limits import RunLimits
+from services.runs.models import FINAL_STATES, RUN_STATES, STEP_TYPES
+from services.runs.records import NewRun, NewStep
+
+MAX_USER_QUERY_BYTES = 1024 * 1024
+MAX_MODEL_CHARS = 200  # the column's width
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
+MAX_ERROR_MESSAGE_CHARS = 16 * 1024
+MAX_ERROR_CODE_CHARS = 64
+MAX_EXECUTOR_ID_CHARS = 64
+MAX_CANCEL_REASON_CHARS = 512
+MIN_LEASE_SECONDS = 1.0
+MAX_LEASE_SECONDS = 300.0
+#: Sequences are stored as 32-bit integers; a cursor above this can name no step.
+MAX_SEQUENCE = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class StoreLimits:
+    """Limits that are settings (RUNS_MAX_STEP_BYTES)."""
+
+    max_step_bytes: int = 1024 * 1024
+
+
+def check_text(field: str, value: str, max_chars: int, *, required: bool = False) -> None:
+    """A text field: not blank when required, at most `max_chars` characters, no NUL characters."""
+    if required and not value.strip():
+        raise InvalidArgument(f"{field} is required and must not be blank")
+    if len(value) > max_chars:
+        raise InvalidArgument(f"{field} is {len(value)} characters long; the limit is {max_chars}")
+    if "\x00" in value:
+        raise InvalidArgument(f"{field} contains a NUL character (\\x00), which cannot be stored")
+
+
+def parse_run_id(run_id: str, field: str = "run_id") -> str:
+    """The canonical form of a run id (a UUID); InvalidArgument when it is empty or not a UUID."""
+    if not run_id:
+        raise InvalidArgument(f"{field} is required")
+    try:
+        return str(uuid.UUID(run_id))
+    except ValueError:
+        raise InvalidArgument(f"{field} {run_id[:100]!r} is not a valid run id (a UUID)") from None
+
+
+def check_run_state(state: str) -> None:
+    if state not in RUN_STATES:
+        raise InvalidArgument(f"unknown run state {state!r}; use one of {', '.join(RUN_STATES)}")
+
+
+def check_metadata(metadata: dict[str, str]) -> None:
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise InvalidArgument(f"metadata has {len(metadata)} pairs; at most {MAX_METADATA_PAIRS}")
+    for key, value in metadata.items():
+        if not key:
+            raise InvalidArgument("metadata keys must not be empty")
+        check_text(f"metadata key {key[:64]!r}", key, MAX_METADATA_KEY_CHARS)
+        check_text(f"metadata[{key!r}]", value, MAX_METADATA_VALUE_CHARS)
+
+
+def check_executor_id(executor_id: str) -> None:
+    check_text("executor_id", executor_id, MAX_EXECUTOR_ID_CHARS, required=True)
+
+
+def check_limits(limits: RunLimits) -> None:
+    for name, value in dataclasses.asdict(limits).items():
+        if value is not None and value <= 0:
+            raise InvalidArgument(f"limits.{name} must be positive (or unset), got {value}")
+
+
+def checked_new_run(run: NewRun) -> NewRun:
+    """`run` validated; the request id in canonical form."""
+    check_text("user_query", run.user_query, MAX_USER_QUERY_BYTES, required=True)
+    if len(run.user_query.encode()) > MAX_USER_QUERY_BYTES:
+        raise InvalidArgument(f"user_query is larger than {MAX_USER_QUERY_BYTES} bytes")
+    check_text("model", run.model, MAX_MODEL_CHARS)
+    check_metadata(run.metadata)
+    check_executor_id(run.executor_id)
+    if not MIN_LEASE_SECONDS <= run.lease_seconds <= MAX_LEASE_SECONDS:
+        raise InvalidArgument(
+            f"lease_duration must be {MIN_LEASE_SECONDS:g} s to {MAX_LEASE_SECONDS:g} s, got {run.lease_seconds:g} s"
+        )
+    if run.state not in ("queued", "running"):
+        raise InvalidArgument(f"a run is created QUEUED or RUNNING, not {run.state}")
+    check_limits(run.limits)
+    request_id = parse_run_id(run.request_id, "request_id") if run.request_id else ""
+    return dataclasses.replace(run, request_id=request_id)
+
+
+def request_fingerprint(run: NewRun) -> str:
+    """What makes two creates "the same request" for AIP-155: everything but the executor, its lease and the
+    initial state (which depends on how busy the engine was when each attempt arrived)."""
+    payload = [run.user_query, run.model, sorted(run.metadata.items()), dataclasses.asdict(run.limits)]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def checked_step(position: int, step: NewStep, limits: StoreLimits) -> NewStep:
+    """`step` validated, with its content in the form the database hands back (for idempotency checks)."""
+    if step.type not in STEP_TYPES:
+        raise InvalidArgument(f"step {position} has unknown type {step.type!r}; use one of {', '.join(STEP_TYPES)}")
+    if step.sequence < 0 or step.sequence > MAX_SEQUENCE:
+        raise InvalidArgument(f"step {position} has sequence {step.sequence}; use 0 (assign the next) or 1 to "
+                              f"{MAX_SEQUENCE}")
+    if step.duration_ms is not None and step.duration_ms < 0:
+        raise InvalidArgument(f"step {position} has a negative duration ({step.duration_ms} ms)")
+    if step.model_call is not None:
+        usage = step.model_call.usage
+        if min(usage.prompt_tokens, usage.completion_tokens) < 0:
+            raise InvalidArgument(f"step {position} has negative token counts")
+    try:
+        # ensure_ascii: a NUL anywhere in the content shows as the escape \u0000, so one search finds it.
+        encoded = json.dumps(step.content, allow_nan=False, ensure_ascii=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"step {position} content is not JSON-serialisable: {exc}") from None
+    if "\\u0000" in encoded:
+        raise InvalidArgument(f"step {position} content contains a NUL character (\\u0000), which cannot be stored")
+    if len(encoded) > limits.max_step_bytes:
+        raise InvalidArgument(
+            f"step {position} content is {len(encoded)} bytes as JSON; the limit is {limits.max_step_bytes} "
+            "(RUNS_MAX_STEP_BYTES)"
+        )
+    # Round-tripped so that a retried step compares equal to what a JSON column returns (tuples become lists).
+    content: Any = json.loads(encoded)
+    if not isinstance(content, dict):
+        raise InvalidArgument(f"step {position} content must be a JSON object")
+    return dataclasses.replace(step, content=content)
+
+
+def check_finish(state: str, error_code: str, error_message: str) -> None:
+    if state not in FINAL_STATES:
+        raise InvalidArgument(f"a run can only be finished as {', '.join(FINAL_STATES)}, got {state!r}")
+    check_text("error_message", error_message, MAX_ERROR_MESSAGE_CHARS)
+    check_text("error_code", error_code, MAX_ERROR_CODE_CHARS)
+    if state == "completed":
+        if error_message or error_code:
+            raise InvalidArgument("error_message and error_code must be empty for a completed run")
+    elif not error_message.strip() or not error_code.strip():
+        raise InvalidArgument(f"error_code and error_message are required to finish a run as {state}; say what "
+                              "went wrong")

@@ -1,0 +1,44 @@
+"""The lease reaper: ends the runs whose engine stopped renewing their lease, so no run stays live for ever."""
+
+import asyncio
+import contextlib
+import logging
+
+from services.runs.store import RunStore
+
+log = logging.getLogger(__name__)
+
+
+class LeaseReaper:
+    """Every `interval` seconds, ends live runs whose lease ran out (FAILED "interrupted", or CANCELLED when a
+    cancel was pending). On start it first gives every live run one full lease period, so that engines which
+    kept running while this service was down can renew before anything is reaped."""
+
+    def __init__(self, store: RunStore, interval: float) -> None:
+        self._store = store
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        extended = await self._store.extend_live_leases()
+        if extended:
+            log.info("gave %d live run(s) a fresh lease period for their engines to renew", extended)
+        self._task = asyncio.create_task(self._loop(), name="lease-reaper")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                reaped = await self._store.reap_expired()
+            except Exception:
+                log.exception("reaping expired runs failed; trying again in %.1fs", self._interval)
+                continue
+            if reaped:
+                log.warning("ended %d run(s) whose engine stopped renewing the lease: %s", len(reaped),
+                            ", ".join(reaped))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,119 @@
+"""The runs service's domain types: what callers hand the store and what it hands back (no gRPC, no ORM)."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from services.common.limits import RunLimits
+from services.common.usage import Usage
+
+
+@dataclass(frozen=True)
+class ModelCallStats:
+    """The model call that produced a step."""
+
+    usage: Usage
+    time_to_first_token_ms: float | None = None
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run to create, under the lease of the engine process `executor_id`."""
+
+    user_query: str
+    executor_id: str
+    lease_seconds: float
+    model: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    #: Client-chosen idempotency key (AIP-155); "" for none.
+    request_id: str = ""
+    #: "queued" or "running".
+    state: str = "running"
+    limits: RunLimits = field(default_factory=RunLimits)
+
+
+@dataclass(frozen=True)
+class NewStep:
+    """A step to append. `sequence` 0 means "the next one"; `content` must be JSON-serialisable."""
+
+    type: str
+    content: dict[str, Any]
+    sequence: int = 0
+    duration_ms: float | None = None
+    model_call: ModelCallStats | None = None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """A stored step."""
+
+    run_id: str
+    sequence: int
+    type: str
+    content: dict[str, Any]
+    created_at: datetime
+    duration_ms: float | None
+    model_call: ModelCallStats | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A stored run; `steps` is filled only by `RunStore.get_run`."""
+
+    id: str
+    user_query: str
+    state: str
+    model: str
+    created_at: datetime
+    completed_at: datetime | None
+    error_code: str
+    error_message: str
+    usage: Usage
+    metadata: dict[str, str]
+    step_count: int
+    started_at: datetime | None = None
+    limits: RunLimits = field(default_factory=RunLimits)
+    cancel_requested: bool = False
+    #: The engine process holding the lease; "" once the run has ended.
+    executor_id: str = ""
+    #: True when `user_query` was cut for a list page.
+    user_query_truncated: bool = False
+    steps: list[StepRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CancelNotice:
+    """A request to stop a run, for the engine executing it."""
+
+    run_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LeaseRenewal:
+    """What RenewLeases tells an engine: the runs it no longer holds, and the runs it is to cancel."""
+
+    lost_run_ids: list[str]
+    cancel: list[CancelNotice]
+
+
+@dataclass(frozen=True)
+class ToolCallPiece:
+    """A piece of a tool call the model is writing."""
+
+    tool_call_id: str = ""
+    tool_name: str = ""
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class StepDelta:
+    """A piece of the step with `sequence` while it forms: text, or a piece of a tool call. Live only."""
+
+    run_id: str
+    sequence: int
+    text: str | None = None
+    tool_call: ToolCallPiece | None = None
+    #: True: this holds everything written so far of the step (replace, don't append).
+    replace: bool = False
