@@ -53,6 +53,17 @@ proto-check: $(VENV)/.installed ## Fail if the checked-in stubs differ from what
 proto-lint: node_modules/.installed ## Lint the protos with buf
 	cd protos && ../$(BUF) lint
 
+# The contract clients build on: protos/api-baseline.binpb is the released API. A change that would break a
+# client (a removed or renumbered field, a changed type) fails here; `make proto-baseline` accepts the current
+# protos as the new baseline, which is a deliberate act for a new major version, not a way to silence this.
+.PHONY: proto-breaking
+proto-breaking: node_modules/.installed ## Fail if the protos break the released contract (buf breaking)
+	cd protos && ../$(BUF) breaking --against api-baseline.binpb
+
+.PHONY: proto-baseline
+proto-baseline: node_modules/.installed ## Record the current protos as the released contract
+	cd protos && ../$(BUF) build --exclude-source-info -o api-baseline.binpb
+
 # --- running ------------------------------------------------------------------
 
 .PHONY: run
@@ -62,7 +73,7 @@ run: install ## Start the platform: services, demo model (when no LLM is configu
 # --- quality ------------------------------------------------------------------
 
 .PHONY: test
-test: install proto-check proto-lint lint ## Run every test (unit, integration, PostgreSQL, end to end) after the checks
+test: install proto-check proto-lint proto-breaking lint ## Run every test (unit, integration, PostgreSQL, end to end) after the checks
 	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 

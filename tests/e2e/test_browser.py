@@ -151,7 +151,7 @@ def test_browser_streams_the_seed_chat_through_envoy(pages: Pages, platform_stac
     assert trailer.flag == TRAILER_FLAG
     assert parse_trailers(trailer.payload)["grpc-status"] == "0"
 
-    events = [(f.at, engine_pb2.StreamChatResponse.FromString(f.payload)) for f in data]
+    events = [(f.at, runs_pb2.RunEvent.FromString(f.payload)) for f in data]
     assert events[0][1].run.state == runs_pb2.RUN_STATE_RUNNING
     assert events[-1][1].run.state == runs_pb2.RUN_STATE_COMPLETED
     steps = [event.step for _, event in events if event.WhichOneof("event") == "step"]

@@ -32,11 +32,11 @@ async def test_seed_example_streams_live_through_envoy_and_survives_a_runs_resta
 ) -> None:
     stack = platform_stack
     async with httpx.AsyncClient(timeout=30) as client:
-        events: list[engine_pb2.StreamChatResponse] = []
+        events: list[runs_pb2.RunEvent] = []
         state_while_streaming: list[int] = []
         async for event in grpc_web.stream(
             client, stack.url(STREAM_CHAT), engine_pb2.StreamChatRequest(message=SEED_QUESTION),
-            engine_pb2.StreamChatResponse, origin="http://localhost:5173",
+            runs_pb2.RunEvent, origin="http://localhost:5173",
         ):
             events.append(event)
             if event.step.WhichOneof("content") == "tool_result":
@@ -80,7 +80,7 @@ async def test_errors_reach_grpc_web_clients_with_their_status(platform_stack: R
         with pytest.raises(grpc_web.GrpcWebError) as failure:
             [e async for e in grpc_web.stream(client, platform_stack.url(STREAM_CHAT),
                                               engine_pb2.StreamChatRequest(message=" "),
-                                              engine_pb2.StreamChatResponse)]
+                                              runs_pb2.RunEvent)]
         assert failure.value.status == 3  # INVALID_ARGUMENT
         assert "message is required" in failure.value.message
 
