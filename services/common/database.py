@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from sqlalchemy import DateTime, MetaData, event
-from sqlalchemy.engine import Dialect, make_url
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import DateTime, MetaData, event, inspect
+from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.types import TypeDecorator
 
 #: Constraint names Alembic can address on every dialect.
@@ -143,6 +145,31 @@ class Database:
         """Create missing tables (idempotent)."""
         async with self.engine.begin() as connection:
             await connection.run_sync(metadata.create_all)
+
+    async def migrate(self, migrations: str, adopt: tuple[str, str] | None = None) -> None:
+        """Bring the schema to the newest Alembic revision in `migrations` (package:folder, e.g.
+        "services.runs:migrations"). `adopt` = (table, revision): a database that has `table` but no Alembic
+        version yet was made before migrations existed, and is first marked as being at `revision`.
+
+        Runs on an engine of its own: on SQLite, Alembic rebuilds a table to alter it, and the service's
+        connections enforce foreign keys, under which dropping the old table would cascade into its children.
+        """
+        config = Config()
+        config.set_main_option("script_location", migrations)
+        engine = create_async_engine(self.engine.url, poolclass=NullPool)
+
+        def upgrade(connection: Connection) -> None:
+            config.attributes["connection"] = connection
+            tables = set(inspect(connection).get_table_names())
+            if adopt is not None and adopt[0] in tables and "alembic_version" not in tables:
+                command.stamp(config, adopt[1])
+            command.upgrade(config, "head")
+
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(upgrade)
+        finally:
+            await engine.dispose()
 
     async def dispose(self) -> None:
         """Close every connection, once operations orphaned by cancelled callers have finished."""

@@ -9,13 +9,13 @@ from services.common.database import Database
 from services.common.server import RunningServer, ServiceBinding, start_server
 from services.runs.checks import StoreLimits
 from services.runs.executors import ExecutorNotices
-from services.runs.models import Base
 from services.runs.reaper import LeaseReaper
 from services.runs.servicer import RunServicer
 from services.runs.settings import RunsSettings
 from services.runs.store import RunStore
 from services.runs.watch import RunSignals
 
+MIGRATIONS = "services.runs:migrations"
 SERVICE_NAME = runs_pb2.DESCRIPTOR.services_by_name["RunService"].full_name
 
 
@@ -44,8 +44,9 @@ async def start_runs(settings: RunsSettings) -> RunsApp:
     settings.host:settings.port."""
     db = Database(settings.database_url)
     try:
-        # Creating missing tables at start-up is a stand-in until Alembic migrations arrive (a later issue).
-        await db.create_schema(Base.metadata)
+        # The schema is the migrations' (services/runs/migrations); a database made before they existed is
+        # adopted as revision 0001.
+        await db.migrate(MIGRATIONS, adopt=("runs", "0001"))
         store = RunStore(db, RunSignals(), ExecutorNotices(), StoreLimits(max_step_bytes=settings.max_step_bytes))
         reaper = LeaseReaper(store, settings.reaper_interval_seconds)
         await reaper.start()

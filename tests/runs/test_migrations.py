@@ -1,0 +1,84 @@
+"""The runs schema is the migrations': they build exactly the tables the models describe, on SQLite and
+PostgreSQL, and a database made before migrations existed is adopted and upgraded with its runs intact."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from services.common.database import Database
+from services.runs.app import MIGRATIONS, start_runs
+from services.runs.models import Base
+from tests.runs.helpers import sqlite_url
+from tests.support.platform import runs_settings
+
+BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+async def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    url = sqlite_url(tmp_path / "runs.db") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    db = Database(url)
+    async with db.engine.begin() as connection:
+        await connection.run_sync(Base.metadata.drop_all)
+        await connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    yield db
+    await db.dispose()
+
+
+async def test_migrations_build_what_the_models_describe(empty_database: Database) -> None:
+    await empty_database.migrate(MIGRATIONS)
+
+    def differences(connection: Connection) -> list:
+        return compare_metadata(MigrationContext.configure(connection), Base.metadata)
+
+    async with empty_database.engine.connect() as connection:
+        assert await connection.run_sync(differences) == []
+
+
+async def test_a_database_from_before_migrations_is_adopted_and_its_running_runs_are_ended(
+    empty_database: Database, tmp_path: Path
+) -> None:
+    # The foundation's schema, as create_all made it: revision 0001's tables without Alembic's version table.
+    def foundation(connection: Connection) -> None:
+        config = Config()
+        config.set_main_option("script_location", MIGRATIONS)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(text("DROP TABLE alembic_version"))
+        connection.execute(text(
+            "INSERT INTO runs (id, user_query, state, model, created_at, error_message, prompt_tokens, "
+            "completion_tokens, total_tokens, metadata, step_count) VALUES "
+            "('11111111-1111-1111-1111-111111111111', 'old and stuck', 'running', 'demo', "
+            "'2026-01-01 00:00:00', '', 0, 0, 0, '{}', 1)"
+        ))
+        connection.execute(text(
+            "INSERT INTO run_steps (run_id, sequence, type, content, created_at) VALUES "
+            "('11111111-1111-1111-1111-111111111111', 1, 'user-request', '{\"text\": \"old and stuck\"}', "
+            "'2026-01-01 00:00:00')"
+        ))
+
+    async with empty_database.engine.begin() as connection:
+        await connection.run_sync(foundation)
+
+    url = empty_database.engine.url.render_as_string(hide_password=False)
+    app = await start_runs(runs_settings(tmp_path, DATABASE_URL=url, RUNS_REAPER_INTERVAL_SECONDS=0.1))
+    try:
+        # The reaper ends the run the foundation left RUNNING (it has no lease), keeping its steps.
+        for _ in range(50):
+            run = await app.store.get_run("11111111-1111-1111-1111-111111111111")
+            if run.state != "running":
+                break
+            await asyncio.sleep(0.1)
+        assert run.state == "failed" and run.error_code == "interrupted"
+        assert [step.type for step in run.steps] == ["user-request", "error"]
+        assert run.steps[0].content == {"text": "old and stuck"}
+    finally:
+        await app.stop()
