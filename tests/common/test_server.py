@@ -34,8 +34,8 @@ class FailingRuns(runs_pb2_grpc.RunServiceServicer):
 
     async def WatchRun(
         self, request: runs_pb2.WatchRunRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[runs_pb2.WatchRunResponse]:
-        yield runs_pb2.WatchRunResponse(run=runs_pb2.Run(id=request.run_id))
+    ) -> AsyncIterator[runs_pb2.RunEvent]:
+        yield runs_pb2.RunEvent(run=runs_pb2.Run(id=request.run_id))
         raise errors.NotFound(f"run {request.run_id!r} was deleted while watched")
 
 
