@@ -168,6 +168,10 @@ class RunScheduler:
             # from here. Dropping it stops its lease renewals, and the store's reaper ends it.
             log.error("run %s given up: %s", active.run.id, exc)
             return None
+        except Exception as exc:
+            log.exception("run %s hit an unexpected error", active.run.id)
+            active.stop = (runs_pb2.RUN_STATE_FAILED, "internal", f"the engine failed: {type(exc).__name__}: {exc}")
+            return await self._record_stop(active, recorder)
         finally:
             self._release(active)
 
