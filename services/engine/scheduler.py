@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
-from services.common.limits import RunLimits
+from services.common.limits import RunLimits, limits_to_proto
 from services.common.protoconv import duration_from_seconds
 from services.engine.agent_loop import AgentLoop, RunOutcome, StepRecorder
 from services.engine.clients import RunsClient
@@ -129,7 +129,7 @@ class RunScheduler:
         return run
 
     def _create_request(self, chat: ChatInput, limits: RunLimits, queued: bool) -> runs_pb2.CreateRunRequest:
-        request = runs_pb2.CreateRunRequest(
+        return runs_pb2.CreateRunRequest(
             user_query=chat.message,
             model=chat.model or self._settings.llm_model,
             metadata=chat.metadata,
@@ -137,15 +137,8 @@ class RunScheduler:
             state=runs_pb2.RUN_STATE_QUEUED if queued else runs_pb2.RUN_STATE_RUNNING,
             executor_id=self.executor_id,
             lease_duration=duration_from_seconds(self._settings.lease_seconds),
-            limits=runs_pb2.RunLimits(
-                max_model_calls=limits.max_model_calls or 0,
-                max_total_tokens=limits.max_total_tokens or 0,
-                max_tool_calls=limits.max_tool_calls or 0,
-            ),
+            limits=limits_to_proto(limits),
         )
-        if limits.max_duration_seconds:
-            request.limits.max_duration.CopyFrom(duration_from_seconds(limits.max_duration_seconds))
-        return request
 
     # --- executing ---------------------------------------------------------------------------------------
 
@@ -194,7 +187,8 @@ class RunScheduler:
 
     def _release(self, active: _ActiveRun) -> None:
         self._active.pop(active.run.id, None)
-        if active.slot.done():
+        # Stopping a queued run cancels its task, and with it the slot the task awaits: done, but never held.
+        if active.slot.done() and not active.slot.cancelled():
             self._executing -= 1
             self._admit_next()
         else:
@@ -205,6 +199,8 @@ class RunScheduler:
     def _admit_next(self) -> None:
         while self._waiting and self._executing < self._settings.max_concurrent_runs:
             active = self._waiting.popleft()
+            if active.slot.cancelled():
+                continue  # stopped while it waited; its task records the end
             self._executing += 1
             active.slot.set_result(None)
 

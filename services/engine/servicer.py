@@ -11,7 +11,7 @@ import grpc
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
-from services.common.limits import RunLimits
+from services.common.limits import limits_from_proto
 from services.engine.clients import RunsClient
 from services.engine.run_request import ChatInput
 from services.engine.scheduler import RunScheduler
@@ -23,24 +23,13 @@ StartRequest = engine_pb2.StartRunRequest | engine_pb2.StreamChatRequest | engin
 CLIENT_GONE = "the client following the run went away (on_disconnect: CANCEL)"
 
 
-def _limits(limits: runs_pb2.RunLimits) -> RunLimits:
-    """Zero (unset) fields are None; negative values are kept for validation to refuse by name."""
-    duration = limits.max_duration.ToTimedelta().total_seconds() if limits.HasField("max_duration") else None
-    return RunLimits(
-        max_model_calls=limits.max_model_calls or None,
-        max_duration_seconds=duration,
-        max_total_tokens=limits.max_total_tokens or None,
-        max_tool_calls=limits.max_tool_calls or None,
-    )
-
-
 def _chat_input(request: StartRequest) -> ChatInput:
     return ChatInput(
         message=request.message,
         model=request.model,
         metadata=dict(request.metadata),
         request_id=request.request_id,
-        limits=_limits(request.limits),
+        limits=limits_from_proto(request.limits),
     )
 
 

@@ -8,7 +8,7 @@ from google.protobuf import duration_pb2, json_format
 
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import InvalidArgument
-from services.common.limits import RunLimits
+from services.common.limits import limits_to_proto
 from services.common.protoconv import duration_from_seconds, timestamp_from_datetime
 from services.common.usage import Usage
 from services.runs.models import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING
@@ -49,28 +49,6 @@ def run_state_from_proto(value: int) -> str | None:
 
 def _ms(duration: duration_pb2.Duration) -> float:
     return duration.seconds * 1000 + duration.nanos / 1_000_000
-
-
-def limits_from_proto(limits: runs_pb2.RunLimits) -> RunLimits:
-    """Zero (unset) fields are None; negative ones are left for the checks to refuse."""
-    duration = _ms(limits.max_duration) / 1000 if limits.HasField("max_duration") else None
-    return RunLimits(
-        max_model_calls=limits.max_model_calls or None,
-        max_duration_seconds=duration or None,
-        max_total_tokens=limits.max_total_tokens or None,
-        max_tool_calls=limits.max_tool_calls or None,
-    )
-
-
-def limits_to_proto(limits: RunLimits) -> runs_pb2.RunLimits:
-    message = runs_pb2.RunLimits(
-        max_model_calls=limits.max_model_calls or 0,
-        max_total_tokens=limits.max_total_tokens or 0,
-        max_tool_calls=limits.max_tool_calls or 0,
-    )
-    if limits.max_duration_seconds:
-        message.max_duration.CopyFrom(duration_from_seconds(limits.max_duration_seconds))
-    return message
 
 
 def usage_to_proto(usage: Usage) -> runs_pb2.Usage:

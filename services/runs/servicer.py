@@ -14,6 +14,7 @@ from google.protobuf import empty_pb2
 
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common.errors import InvalidArgument
+from services.common.limits import limits_from_proto
 from services.runs import convert
 from services.runs.checks import check_executor_id
 from services.runs.models import LIVE_STATES
@@ -40,7 +41,7 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
             metadata=dict(request.metadata),
             request_id=request.request_id,
             state=state,
-            limits=convert.limits_from_proto(request.limits),
+            limits=limits_from_proto(request.limits),
             executor_id=request.executor_id,
             lease_seconds=request.lease_duration.ToTimedelta().total_seconds(),
         )
