@@ -74,12 +74,17 @@ async def grpc_channel(port: int) -> AsyncIterator[grpc.aio.Channel]:
 
 
 @asynccontextmanager
-async def start_platform(tmp_path: Path, llm_base_url: str, **engine_overrides: Any) -> AsyncIterator[Platform]:
-    """Runs, tools and engine servers (engine pointed at `llm_base_url`), stopped and closed on exit."""
+async def start_platform(
+    tmp_path: Path, llm_base_url: str, *, tools_overrides: dict[str, Any] | None = None, **engine_overrides: Any
+) -> AsyncIterator[Platform]:
+    """Runs, tools and engine servers (engine pointed at `llm_base_url`), stopped and closed on exit.
+
+    `engine_overrides` are engine settings (ENGINE_MAX_CONCURRENT_RUNS=1 ...); `tools_overrides` the tools
+    service's (TOOLS_PLUGIN_DIRS ...)."""
     async with AsyncExitStack() as stack:
         runs = await start_runs(runs_settings(tmp_path))
         stack.push_async_callback(runs.stop)
-        tools = await start_tools(tools_settings(tmp_path))
+        tools = await start_tools(tools_settings(tmp_path, **(tools_overrides or {})))
         stack.push_async_callback(tools.stop)
         engine = await start_engine(engine_settings(runs.port, tools.port, llm_base_url, **engine_overrides))
         stack.push_async_callback(engine.stop)
