@@ -14,6 +14,7 @@ behind on deltas gets that coalesced state again instead of a backlog.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ STEP_BATCH = 500
 MAX_QUEUED_DELTAS = 1000
 #: Characters of forming text kept per run for late watchers; past that a late watcher sees only the step.
 MAX_FORMING_CHARS = 1024 * 1024
+#: Ended runs remembered so that deltas still on their way when a run ended are dropped, not kept for ever.
+MAX_ENDED_RUNS = 10_000
 
 
 class Subscription:
@@ -74,6 +77,14 @@ class Subscription:
         except TimeoutError:
             return False
         return True
+
+    def drop_deltas(self) -> None:
+        """Forget the deltas queued so far (keeping the "look again" flag): the caller has taken the coalesced
+        state of the forming steps, which holds them already."""
+        self._deltas.clear()
+        self._overflowed = False
+        if not self._changed:
+            self._wake.clear()
 
     def take(self) -> tuple[bool, list[StepDelta], bool]:
         """(something changed, the deltas since the last take, whether deltas were dropped), and reset."""
@@ -131,6 +142,7 @@ class RunSignals:
 
     def __init__(self) -> None:
         self._channels: dict[str, _Channel] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
 
     def notify(self, run_id: str) -> None:
         """Wake every watcher of `run_id` to look again (call it after the change is committed)."""
@@ -152,6 +164,9 @@ class RunSignals:
 
     def run_ended(self, run_id: str) -> None:
         """The run finished or was deleted: nothing of it forms any more."""
+        self._ended[run_id] = None
+        if len(self._ended) > MAX_ENDED_RUNS:
+            self._ended.popitem(last=False)
         channel = self._channels.get(run_id)
         if channel is None:
             return
@@ -161,7 +176,11 @@ class RunSignals:
         self._drop_if_idle(run_id)
 
     def publish_delta(self, delta: StepDelta) -> None:
-        """Hand a delta to the run's watchers and keep it, coalesced, for watchers yet to come."""
+        """Hand a delta to the run's watchers and keep it, coalesced, for watchers yet to come. Deltas of a run
+        that has ended (the engine sends them on their own stream, so some arrive after its FinishRun) are
+        dropped: no step will ever be stored to release them."""
+        if delta.run_id in self._ended:
+            return
         channel = self._channels.setdefault(delta.run_id, _Channel())
         size = len(delta.text or "") + (len(delta.tool_call.arguments) if delta.tool_call else 0)
         if channel.forming_chars + size <= MAX_FORMING_CHARS:
@@ -249,7 +268,10 @@ async def watch_run(
             )
         yield run
         shown = (run.state, run.cancel_requested)
+        # Deltas published since subscribing (while querying, or while the caller took the run) are both in
+        # the coalesced state and queued for this watcher: keep the coalesced copy only, or they come twice.
         deltas = signals.forming(run_id, cursor)
+        subscription.drop_deltas()
         while True:
             for step in steps:
                 yield step
