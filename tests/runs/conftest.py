@@ -3,6 +3,7 @@ in-process runs servers with a gRPC stub."""
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,15 +60,17 @@ StartRuns = Callable[..., Awaitable[RunsApp]]
 
 @pytest.fixture
 async def start_app(tmp_path: Path) -> AsyncIterator[StartRuns]:
-    """Start runs servers on free ports (stopped at teardown); keyword arguments override settings."""
+    """Start runs servers on free ports (stopped at teardown); keyword arguments named like the environment
+    (RUNS_CANCEL_WAIT_SECONDS=0.2, RUNS_REAPER_INTERVAL_SECONDS=0.05 ...) override settings."""
     apps: list[RunsApp] = []
 
-    async def start(database: Path | None = None, heartbeat_seconds: float = 0.05) -> RunsApp:
+    async def start(database: Path | None = None, heartbeat_seconds: float = 0.05, **settings_env: Any) -> RunsApp:
         settings = RunsSettings(
             RUNS_HOST="127.0.0.1",
             RUNS_PORT=0,
             DATABASE_URL=sqlite_url(database or tmp_path / "runs.db"),
             RUNS_WATCH_HEARTBEAT_SECONDS=heartbeat_seconds,
+            **settings_env,
         )
         app = await start_runs(settings)
         apps.append(app)

@@ -1,13 +1,25 @@
 """Helpers of the runs tests."""
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
+from sqlalchemy import update
 
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from services.common.database import Database, utcnow
 from services.runs.app import RunsApp
+from services.runs.models import RunRow
+from services.runs.records import NewRun
+
+#: The engine process the tests' runs are created under.
+EXECUTOR = "engine-test-1"
+#: A lease no test outlives: nothing is reaped unless a test expires it on purpose.
+LEASE_SECONDS = 60.0
 
 
 def sqlite_url(path: Path) -> str:
@@ -21,6 +33,55 @@ async def connect(app: RunsApp) -> AsyncIterator[runs_pb2_grpc.RunServiceStub]:
         yield runs_pb2_grpc.RunServiceStub(channel)
 
 
+def new_run(query: str = "q", **overrides: Any) -> NewRun:
+    """A NewRun under EXECUTOR's lease of LEASE_SECONDS; keyword arguments override any field."""
+    fields: dict[str, Any] = {"user_query": query, "executor_id": EXECUTOR, "lease_seconds": LEASE_SECONDS}
+    return NewRun(**{**fields, **overrides})
+
+
+def create_request(
+    query: str = "what is 5 + 10?",
+    *,
+    model: str = "demo",
+    executor_id: str = EXECUTOR,
+    lease_seconds: float = LEASE_SECONDS,
+    **fields: Any,
+) -> runs_pb2.CreateRunRequest:
+    """A CreateRunRequest under EXECUTOR's lease; keyword arguments set other request fields."""
+    request = runs_pb2.CreateRunRequest(user_query=query, model=model, executor_id=executor_id, **fields)
+    request.lease_duration.FromTimedelta(timedelta(seconds=lease_seconds))
+    return request
+
+
 def thought(text: str, sequence: int = 0) -> runs_pb2.Step:
     """An agent-thought step (the simplest step to append in tests)."""
     return runs_pb2.Step(sequence=sequence, agent_thought=runs_pb2.AgentThought(text=text))
+
+
+async def expire_lease(database: Database, run_id: str) -> None:
+    """Make a run's lease run out now, as if its engine had stopped renewing it a while ago."""
+    async with database.write() as session:
+        await session.execute(
+            update(RunRow).where(RunRow.id == run_id).values(lease_expires_at=utcnow() - timedelta(seconds=5))
+        )
+
+
+async def set_columns(database: Database, run_id: str, **values: Any) -> None:
+    """Write columns of a run row directly, bypassing the store's checks (e.g. rows from before a limit)."""
+    async with database.write() as session:
+        await session.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
+
+
+async def eventually(condition: Callable[[], Any], timeout: float = 3.0, interval: float = 0.02) -> None:
+    """Wait until `condition()` is true (or an awaitable resolving to true); AssertionError after `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)

@@ -3,6 +3,7 @@
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -11,7 +12,7 @@ from google.protobuf import json_format, struct_pb2
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.runs.app import RunsApp
 from tests.runs.conftest import StartRuns
-from tests.runs.helpers import connect, thought
+from tests.runs.helpers import EXECUTOR, connect, create_request, set_columns, thought
 
 Stub = runs_pb2_grpc.RunServiceStub
 UNKNOWN_RUN = "00000000-0000-4000-8000-000000000000"
@@ -19,8 +20,8 @@ UNKNOWN_RUN = "00000000-0000-4000-8000-000000000000"
 PROMPTLY = 2.0
 
 
-async def create_run(stub: Stub, query: str = "what is 5 + 10?") -> runs_pb2.Run:
-    return await stub.CreateRun(runs_pb2.CreateRunRequest(user_query=query, model="demo"))
+async def create_run(stub: Stub, query: str = "what is 5 + 10?", **fields: Any) -> runs_pb2.Run:
+    return await stub.CreateRun(create_request(query, **fields))
 
 
 async def append(stub: Stub, run_id: str, *steps: runs_pb2.Step) -> list[runs_pb2.Step]:
@@ -28,12 +29,15 @@ async def append(stub: Stub, run_id: str, *steps: runs_pb2.Step) -> list[runs_pb
     return list(response.steps)
 
 
-async def finish(stub: Stub, run_id: str, state: int = runs_pb2.RUN_STATE_COMPLETED, error: str = "") -> runs_pb2.Run:
-    return await stub.FinishRun(runs_pb2.FinishRunRequest(run_id=run_id, state=state, error_message=error))
+async def finish(
+    stub: Stub, run_id: str, state: int = runs_pb2.RUN_STATE_COMPLETED, code: str = "", message: str = ""
+) -> runs_pb2.Run:
+    request = runs_pb2.FinishRunRequest(run_id=run_id, state=state, error_code=code, error_message=message)
+    return await stub.FinishRun(request)
 
 
 async def next_event(events: AsyncIterator[runs_pb2.RunEvent]) -> runs_pb2.RunEvent:
-    """The next step or run event of a watch stream, skipping heartbeats."""
+    """The next event of a watch stream that is not a heartbeat."""
     while True:
         event = await asyncio.wait_for(anext(events), PROMPTLY)
         if event.WhichOneof("event") != "heartbeat":
@@ -41,7 +45,7 @@ async def next_event(events: AsyncIterator[runs_pb2.RunEvent]) -> runs_pb2.RunEv
 
 
 async def rest_of(call: grpc.aio.UnaryStreamCall) -> list[runs_pb2.RunEvent]:
-    """The remaining step and run events of a watch stream (it must end)."""
+    """The remaining events of a watch stream but heartbeats (it must end)."""
     return [event async for event in call if event.WhichOneof("event") != "heartbeat"]
 
 
@@ -115,33 +119,56 @@ async def test_append_rejects_gaps_finished_runs_and_empty_steps(stub: Stub) -> 
     assert exc.value.details() == f"run '{run.id}' is completed; steps can only be appended to a RUNNING run"
 
 
-async def test_finish_run_once_and_failed_needs_a_message(stub: Stub) -> None:
+async def test_finish_run_once_and_failed_needs_a_code_and_a_message(stub: Stub) -> None:
     run = await create_run(stub)
-    for state, error, expected in [
-        (runs_pb2.RUN_STATE_FAILED, "", "error_message is required"),
-        (runs_pb2.RUN_STATE_UNSPECIFIED, "", "state is required"),
-        (runs_pb2.RUN_STATE_RUNNING, "", "can only be finished as completed, failed, cancelled"),
+    for state, code, message, expected in [
+        (runs_pb2.RUN_STATE_FAILED, "", "", "error_code and error_message are required to finish a run as failed"),
+        (runs_pb2.RUN_STATE_FAILED, "model_unavailable", "", "error_code and error_message are required"),
+        (runs_pb2.RUN_STATE_FAILED, "", "the model went away", "error_code and error_message are required"),
+        (runs_pb2.RUN_STATE_UNSPECIFIED, "", "", "state is required"),
+        (runs_pb2.RUN_STATE_RUNNING, "", "", "can only be finished as completed, failed, cancelled"),
+        (runs_pb2.RUN_STATE_QUEUED, "", "", "can only be finished as completed, failed, cancelled"),
     ]:
         with pytest.raises(grpc.aio.AioRpcError) as exc:
-            await finish(stub, run.id, state, error)
+            await finish(stub, run.id, state, code, message)
         assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and expected in exc.value.details()
 
-    usage = runs_pb2.Usage(prompt_tokens=12, completion_tokens=3)
-    done = await stub.FinishRun(
-        runs_pb2.FinishRunRequest(run_id=run.id, state=runs_pb2.RUN_STATE_COMPLETED, usage=usage)
-    )
-    assert done.state == runs_pb2.RUN_STATE_COMPLETED and done.HasField("complete_time")
-    assert done.usage.total_tokens == 15
+    done = await finish(stub, run.id, runs_pb2.RUN_STATE_FAILED, "model_unavailable", "the model went away")
+    assert done.state == runs_pb2.RUN_STATE_FAILED and done.HasField("complete_time")
+    assert (done.error_code, done.error_message, done.executor_id) == ("model_unavailable", "the model went away", "")
+    again = await finish(stub, run.id, runs_pb2.RUN_STATE_FAILED, "model_unavailable", "the model went away")
+    assert again.complete_time == done.complete_time  # a retry, not a second end
     with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await finish(stub, run.id, runs_pb2.RUN_STATE_CANCELLED, "stop")
+        await finish(stub, run.id, runs_pb2.RUN_STATE_CANCELLED, "cancelled", "stop")
     assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "already completed" in exc.value.details()
+    assert "already ended failed (model_unavailable)" in exc.value.details()
+
+
+async def test_run_usage_is_summed_from_the_steps_model_calls(stub: Stub) -> None:
+    run = await create_run(stub)
+    assert run.usage.total_tokens == 0
+    first = thought("adding")
+    first.model_call.usage.prompt_tokens, first.model_call.usage.completion_tokens = 12, 3
+    first.model_call.time_to_first_token.FromMilliseconds(150)
+    first.model_call.latency.FromMilliseconds(900)
+    answer = runs_pb2.Step(agent_response=runs_pb2.AgentResponse(text="15"))
+    answer.model_call.usage.prompt_tokens, answer.model_call.usage.completion_tokens = 20, 5
+    await append(stub, run.id, first, calculator_call())
+    assert (await stub.GetRun(runs_pb2.GetRunRequest(run_id=run.id))).usage.total_tokens == 15  # current mid-run
+    await append(stub, run.id, answer)
+    done = await finish(stub, run.id)
+    assert (done.usage.prompt_tokens, done.usage.completion_tokens, done.usage.total_tokens) == (32, 8, 40)
+    got = await stub.GetRun(runs_pb2.GetRunRequest(run_id=run.id))
+    assert got.steps[0].model_call.usage.total_tokens == 15
+    assert got.steps[0].model_call.time_to_first_token.ToMilliseconds() == 150
+    assert got.steps[0].model_call.latency.ToMilliseconds() == 900
+    assert not got.steps[1].HasField("model_call") and got.steps[2].model_call.usage.total_tokens == 25
 
 
 async def test_list_runs_newest_first_with_filter_and_pagination(stub: Stub) -> None:
     created = [await create_run(stub, f"q{i}") for i in range(6)]
     for run in created[1::2]:
-        await finish(stub, run.id, runs_pb2.RUN_STATE_FAILED, "boom")
+        await finish(stub, run.id, runs_pb2.RUN_STATE_FAILED, "boom", "it broke")
 
     pages: list[list[str]] = []
     token = ""
@@ -203,7 +230,7 @@ async def test_delete_then_get_is_not_found(stub: Stub) -> None:
     ("run_id", "code", "expected"),
     [
         ("", grpc.StatusCode.INVALID_ARGUMENT, "run_id is required"),
-        ("../etc/passwd", grpc.StatusCode.INVALID_ARGUMENT, "run_id '../etc/passwd' is not a valid run id"),
+        ("../etc/passwd", grpc.StatusCode.INVALID_ARGUMENT, "run_id '../etc/passwd' is not a valid run id (a UUID)"),
         (UNKNOWN_RUN, grpc.StatusCode.NOT_FOUND, f"run '{UNKNOWN_RUN}' not found"),
     ],
 )
@@ -216,12 +243,13 @@ async def test_run_ids_are_validated(stub: Stub, run_id: str, code: grpc.StatusC
     assert exc.value.code() == code and exc.value.details() == expected
 
 
-async def test_watch_rejects_a_negative_cursor(stub: Stub) -> None:
+async def test_watch_rejects_a_cursor_out_of_the_sequence_range(stub: Stub) -> None:
     run = await create_run(stub)
-    with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await rest_of(stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id, after_sequence=-1)))
-    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert exc.value.details() == "after_sequence must be >= 0, got -1"
+    for after in (-1, 2**31, 2**62):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await rest_of(stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id, after_sequence=after)))
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert exc.value.details() == f"after_sequence must be 0 to 2147483647 (0 replays every step), got {after}"
 
 
 async def test_watch_replays_a_finished_run_after_a_sequence(stub: Stub) -> None:
@@ -229,9 +257,21 @@ async def test_watch_replays_a_finished_run_after_a_sequence(stub: Stub) -> None
     await append(stub, run.id, thought("a"), thought("b"), thought("c"))
     await finish(stub, run.id)
     events = await rest_of(stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id, after_sequence=1)))
-    assert [e.step.sequence for e in events[:-1]] == [2, 3]
-    assert [e.step.agent_thought.text for e in events[:-1]] == ["b", "c"]
-    assert events[-1].WhichOneof("event") == "run" and events[-1].run.state == runs_pb2.RUN_STATE_COMPLETED
+    assert [e.WhichOneof("event") for e in events] == ["run", "step", "step", "run"]
+    assert events[0].run.id == run.id and not events[0].run.steps
+    assert [e.step.sequence for e in events[1:-1]] == [2, 3]
+    assert [e.step.agent_thought.text for e in events[1:-1]] == ["b", "c"]
+    assert events[-1].run.state == runs_pb2.RUN_STATE_COMPLETED
+
+
+async def test_watch_past_the_end_of_a_finished_run_is_out_of_range(stub: Stub) -> None:
+    run = await create_run(stub)
+    await append(stub, run.id, thought("a"))
+    await finish(stub, run.id)
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await rest_of(stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id, after_sequence=2)))
+    assert exc.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert "resume from 1 or lower" in exc.value.details()
 
 
 async def test_live_watch_sees_a_new_step_at_once_then_the_final_run(start_app: StartRuns) -> None:
@@ -242,6 +282,7 @@ async def test_live_watch_sees_a_new_step_at_once_then_the_final_run(start_app: 
         await append(stub, run.id, thought("first"))
         call = stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id))
         events = aiter(call)
+        assert (await next_event(events)).run.state == runs_pb2.RUN_STATE_RUNNING
         assert (await next_event(events)).step.sequence == 1
         await append(stub, run.id, thought("live"))
         live = await next_event(events)  # before FinishRun is called
@@ -259,6 +300,7 @@ async def test_resumed_watch_loses_and_repeats_nothing(stub: Stub, runs_app: Run
     await append(stub, run.id, *(thought(str(i)) for i in range(1, 5)))
     call = stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id))
     events = aiter(call)
+    assert (await next_event(events)).WhichOneof("event") == "run"
     seen = [(await next_event(events)).step.sequence for _ in range(2)]
     call.cancel()
     # The server drops the disconnected watcher's subscription (no leak per watcher).
@@ -271,18 +313,24 @@ async def test_resumed_watch_loses_and_repeats_nothing(stub: Stub, runs_app: Run
     await append(stub, run.id, thought("5"))
     resumed = stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id, after_sequence=seen[-1]))
     resumed_events = aiter(resumed)
+    assert (await next_event(resumed_events)).WhichOneof("event") == "run"
     seen += [(await next_event(resumed_events)).step.sequence for _ in range(3)]
     await finish(stub, run.id)
     assert (await next_event(resumed_events)).run.state == runs_pb2.RUN_STATE_COMPLETED
     assert seen == [1, 2, 3, 4, 5]
 
 
-async def test_quiet_watch_gets_heartbeats(stub: Stub) -> None:
+async def test_quiet_watch_gets_heartbeats_with_the_cursor(stub: Stub) -> None:
     run = await create_run(stub)
+    await append(stub, run.id, thought("a"), thought("b"))
     call = stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id))
     try:
-        event = await asyncio.wait_for(anext(aiter(call)), PROMPTLY)
+        events = aiter(call)
+        kinds = [(await asyncio.wait_for(anext(events), PROMPTLY)).WhichOneof("event") for _ in range(3)]
+        assert kinds == ["run", "step", "step"]
+        event = await asyncio.wait_for(anext(events), PROMPTLY)
         assert event.WhichOneof("event") == "heartbeat" and event.heartbeat.time.seconds > 0
+        assert event.heartbeat.last_sequence == 2
     finally:
         call.cancel()
 
@@ -290,7 +338,9 @@ async def test_quiet_watch_gets_heartbeats(stub: Stub) -> None:
 async def test_deleting_a_watched_run_ends_the_stream_with_not_found(stub: Stub) -> None:
     run = await create_run(stub)
     call = stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id))
-    await asyncio.wait_for(anext(aiter(call)), PROMPTLY)  # a heartbeat: the watch is live
+    events = aiter(call)
+    assert (await asyncio.wait_for(anext(events), PROMPTLY)).WhichOneof("event") == "run"
+    assert (await asyncio.wait_for(anext(events), PROMPTLY)).WhichOneof("event") == "heartbeat"  # the watch is live
     await stub.DeleteRun(runs_pb2.DeleteRunRequest(run_id=run.id))
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await asyncio.wait_for(rest_of(call), PROMPTLY)
@@ -318,3 +368,103 @@ async def test_concurrent_appends_take_consecutive_sequences(stub: Stub) -> None
     got = await stub.GetRun(runs_pb2.GetRunRequest(run_id=run.id))
     assert [s.sequence for s in got.steps] == list(range(1, 11)) and got.step_count == 10
     assert sorted(s.agent_thought.text for s in got.steps) == [str(i) for i in range(10)]
+
+
+# --- creating: leases, request ids, bad input --------------------------------------------------------------
+
+
+async def test_create_run_needs_an_executor_and_a_lease(stub: Stub) -> None:
+    for request, expected in [
+        (create_request(executor_id=""), "executor_id is required and must not be blank"),
+        (create_request(lease_seconds=0), "lease_duration must be 1 s to 300 s, got 0 s"),
+        (create_request(lease_seconds=301), "lease_duration must be 1 s to 300 s, got 301 s"),
+        (create_request(state=runs_pb2.RUN_STATE_FAILED), "a run is created QUEUED or RUNNING, not failed"),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub.CreateRun(request)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and exc.value.details() == expected
+    assert not (await stub.ListRuns(runs_pb2.ListRunsRequest())).runs
+
+
+async def test_create_run_queued_then_begin_run(stub: Stub) -> None:
+    limits = runs_pb2.RunLimits(max_model_calls=4, max_total_tokens=1000)
+    limits.max_duration.FromSeconds(90)
+    run = await create_run(stub, state=runs_pb2.RUN_STATE_QUEUED, limits=limits)
+    assert run.state == runs_pb2.RUN_STATE_QUEUED and not run.HasField("start_time")
+    assert run.executor_id == EXECUTOR and run.limits == limits
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub.BeginRun(runs_pb2.BeginRunRequest(run_id=run.id, executor_id="engine-2"))
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    begun = await stub.BeginRun(runs_pb2.BeginRunRequest(run_id=run.id, executor_id=EXECUTOR))
+    assert begun.state == runs_pb2.RUN_STATE_RUNNING and begun.HasField("start_time")
+    again = await stub.BeginRun(runs_pb2.BeginRunRequest(run_id=run.id, executor_id=EXECUTOR))
+    assert again.start_time == begun.start_time
+
+
+async def test_create_run_with_a_request_id_is_idempotent(stub: Stub) -> None:
+    request_id = "3b241101-e2bb-4255-8caf-4136c566a962"
+    first = await create_run(stub, "q", request_id=request_id, metadata={"session": "s1"})
+    retried = await create_run(stub, "q", request_id=request_id, metadata={"session": "s1"})
+    assert retried.id == first.id
+    listed = await stub.ListRuns(runs_pb2.ListRunsRequest())
+    assert [run.id for run in listed.runs] == [first.id]  # no second row
+
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await create_run(stub, "another question", request_id=request_id)
+    assert exc.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert f"request_id {request_id} was already used for a different request (run '{first.id}')" in (
+        exc.value.details() or ""
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await create_run(stub, "q", request_id="attempt-1")
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert exc.value.details().startswith("request_id 'attempt-1' is not a valid")
+
+    concurrent_id = "9a5c3e0e-1d4f-4c8b-a7a1-2f0f6b1d5e77"
+    runs = await asyncio.gather(*(create_run(stub, "q", request_id=concurrent_id) for _ in range(5)))
+    assert len({run.id for run in runs}) == 1
+    assert len((await stub.ListRuns(runs_pb2.ListRunsRequest())).runs) == 2
+
+
+async def test_bad_create_input_is_invalid_argument(stub: Stub) -> None:
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"query": "what is\x005 + 10?"}, "user_query contains a NUL character"),
+        ({"metadata": {"session": "s\x001"}}, "metadata['session'] contains a NUL character"),
+        ({"model": "m" * 201}, "model is 201 characters long; the limit is 200"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata has 17 pairs; at most 16"),
+    ]
+    for fields, expected in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await create_run(stub, **fields)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, expected
+        assert exc.value.details().startswith(expected)
+    assert not (await stub.ListRuns(runs_pb2.ListRunsRequest())).runs
+
+
+async def test_bad_step_input_is_invalid_argument(stub: Stub) -> None:
+    run = await create_run(stub)
+    for step, expected in [
+        (thought("a\x00b"), "step 1 content contains a NUL character"),
+        (thought("x" * (1024 * 1024)), "step 1 content is 1048588 bytes as JSON; the limit is 1048576"),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await append(stub, run.id, step)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and exc.value.details().startswith(expected)
+    assert (await stub.GetRun(runs_pb2.GetRunRequest(run_id=run.id))).step_count == 0
+
+
+# --- listing huge runs -------------------------------------------------------------------------------------
+
+
+async def test_runs_with_huge_queries_do_not_break_a_list_page(stub: Stub, runs_app: RunsApp) -> None:
+    huge = "x" * 3_000_000  # a row from before CreateRun capped queries at 1 MiB
+    runs = [await create_run(stub, f"q{i}") for i in range(2)]
+    for run in runs:
+        await set_columns(runs_app.db, run.id, user_query=huge)
+    # 6 MB of queries would exceed gRPC's 4 MiB message limit: the client would get RESOURCE_EXHAUSTED.
+    page = await stub.ListRuns(runs_pb2.ListRunsRequest())
+    assert [run.id for run in page.runs] == [runs[1].id, runs[0].id] and page.next_page_token == ""
+    assert page.ByteSize() < 64 * 1024
+    assert all(run.user_query == "x" * 1000 and run.user_query_truncated for run in page.runs)
+    whole = await stub.GetRun(runs_pb2.GetRunRequest(run_id=runs[0].id))
+    assert whole.user_query == huge and not whole.user_query_truncated

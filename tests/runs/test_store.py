@@ -7,26 +7,203 @@ from sqlalchemy import func, select
 
 from services.common.database import Database
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from services.runs.models import RunStepRow
-from services.runs.store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, NewStep, RunStore, Usage, _checked_page_size
+from services.common.limits import RunLimits
+from services.common.usage import Usage
+from services.runs.models import RunRow, RunStepRow
+from services.runs.records import ModelCallStats, NewStep, RunRecord
+from services.runs.store import DEFAULT_PAGE_SIZE, LIST_QUERY_CHARS, MAX_PAGE_SIZE, RunStore, _checked_page_size
+from tests.runs.helpers import EXECUTOR, new_run, set_columns
 
 UNKNOWN_RUN = "00000000-0000-4000-8000-000000000000"
+REQUEST_ID = "6f1c2f7e-4f55-4c1e-9a1e-3f3b8f0d2a11"
 
 
-def thought(text: str, sequence: int = 0) -> NewStep:
-    return NewStep("agent-thought", {"text": text}, sequence)
+def thought(text: str, sequence: int = 0, model_call: ModelCallStats | None = None) -> NewStep:
+    return NewStep("agent-thought", {"text": text}, sequence, model_call=model_call)
+
+
+async def count_runs(database: Database) -> int:
+    async with database.read() as session:
+        return await session.scalar(select(func.count()).select_from(RunRow)) or 0
 
 
 async def test_create_run_starts_running_and_rejects_a_blank_query(store: RunStore) -> None:
-    run = await store.create_run("what is 5 + 10?", "demo", {"session": "s1"})
+    limits = RunLimits(max_model_calls=5, max_duration_seconds=30.5, max_total_tokens=1000, max_tool_calls=3)
+    run = await store.create_run(new_run("what is 5 + 10?", model="demo", metadata={"session": "s1"}, limits=limits))
     assert (run.state, run.model, run.metadata, run.step_count) == ("running", "demo", {"session": "s1"}, 0)
     assert run.completed_at is None and run.created_at.tzinfo is not None
+    assert run.started_at is not None and run.executor_id == EXECUTOR and not run.cancel_requested
+    assert run.limits == limits and (await store.get_run(run.id)).limits == limits
     with pytest.raises(InvalidArgument, match="user_query is required"):
-        await store.create_run("   ")
+        await store.create_run(new_run("   "))
+
+
+async def test_create_run_needs_an_executor_and_a_lease_of_1_s_to_5_min(store: RunStore, database: Database) -> None:
+    with pytest.raises(InvalidArgument, match="executor_id is required"):
+        await store.create_run(new_run(executor_id=""))
+    for seconds in (0, 0.5, 301):
+        with pytest.raises(InvalidArgument, match="lease_duration must be 1 s to 300 s"):
+            await store.create_run(new_run(lease_seconds=seconds))
+    with pytest.raises(InvalidArgument, match="created QUEUED or RUNNING, not completed"):
+        await store.create_run(new_run(state="completed"))
+    with pytest.raises(InvalidArgument, match=r"limits\.max_model_calls must be positive"):
+        await store.create_run(new_run(limits=RunLimits(max_model_calls=-1)))
+    assert await count_runs(database) == 0
+
+
+# --- request ids (AIP-155) ---------------------------------------------------------------------------------
+
+
+async def test_a_retried_create_returns_the_first_run(store: RunStore, database: Database) -> None:
+    first = await store.create_run(new_run("q", request_id=REQUEST_ID, metadata={"a": "b"}))
+    await store.append_steps(first.id, [thought("a")])
+    # The retry arrives at another engine that queued it, in upper case: it is still the same request.
+    again = await store.create_run(
+        new_run("q", request_id=REQUEST_ID.upper(), metadata={"a": "b"}, executor_id="engine-2", state="queued")
+    )
+    assert again.id == first.id
+    assert (again.state, again.step_count, again.executor_id) == ("running", 1, EXECUTOR)
+    assert await count_runs(database) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"user_query": "another question"},
+        {"model": "gpt-4o-mini"},
+        {"metadata": {"a": "c"}},
+        {"limits": RunLimits(max_tool_calls=2)},
+    ],
+    ids=["query", "model", "metadata", "limits"],
+)
+async def test_a_request_id_reused_for_another_request_is_already_exists(
+    store: RunStore, database: Database, change: dict[str, object]
+) -> None:
+    first = await store.create_run(new_run("q", request_id=REQUEST_ID, metadata={"a": "b"}))
+    other = new_run(**{"query": "q", "request_id": REQUEST_ID, "metadata": {"a": "b"}} | change)
+    with pytest.raises(AlreadyExists, match=rf"request_id {REQUEST_ID} was already used .* \(run '{first.id}'\)"):
+        await store.create_run(other)
+    assert await count_runs(database) == 1
+
+
+async def test_a_request_id_must_be_a_uuid(store: RunStore, database: Database) -> None:
+    with pytest.raises(InvalidArgument, match="request_id 'retry-1' is not a valid"):
+        await store.create_run(new_run(request_id="retry-1"))
+    assert await count_runs(database) == 0
+
+
+async def test_concurrent_creates_with_one_request_id_make_one_run(store: RunStore, database: Database) -> None:
+    runs = await asyncio.gather(*(store.create_run(new_run("q", request_id=REQUEST_ID)) for _ in range(8)))
+    assert len({run.id for run in runs}) == 1
+    assert await count_runs(database) == 1
+
+
+async def test_two_creates_that_both_miss_the_lookup_still_make_one_run(
+    store: RunStore, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both creates look the request id up before either has inserted: the unique key decides, and the loser
+    # answers with the winner's run.
+    lookup = store._by_request_id
+    misses = 2
+
+    async def miss_twice(request_id: str, fingerprint: str) -> RunRecord | None:
+        nonlocal misses
+        if misses:
+            misses -= 1
+            return None
+        return await lookup(request_id, fingerprint)
+
+    monkeypatch.setattr(store, "_by_request_id", miss_twice)
+    first, second = await asyncio.gather(
+        store.create_run(new_run("q", request_id=REQUEST_ID)), store.create_run(new_run("q", request_id=REQUEST_ID))
+    )
+    assert misses == 0 and first.id == second.id
+    assert await count_runs(database) == 1
+
+
+# --- begin and finish --------------------------------------------------------------------------------------
+
+
+async def test_begin_run_moves_a_queued_run_to_running_once(store: RunStore) -> None:
+    run = await store.create_run(new_run(state="queued"))
+    assert (run.state, run.started_at, run.executor_id) == ("queued", None, EXECUTOR)
+    with pytest.raises(FailedPrecondition, match="is queued; steps can only be appended to a RUNNING run"):
+        await store.append_steps(run.id, [thought("too early")])
+    with pytest.raises(FailedPrecondition, match="not held by executor 'engine-2'; it cannot begin"):
+        await store.begin_run(run.id, "engine-2")
+    begun = await store.begin_run(run.id, EXECUTOR)
+    assert begun.state == "running" and begun.started_at is not None
+    again = await store.begin_run(run.id, EXECUTOR)  # a retry
+    assert (again.state, again.started_at) == ("running", begun.started_at)
+    assert [s.sequence for s in await store.append_steps(run.id, [thought("a")])] == [1]
+    await store.finish_run(run.id, "completed")
+    with pytest.raises(FailedPrecondition, match="is completed and not held by executor"):
+        await store.begin_run(run.id, EXECUTOR)
+    with pytest.raises(NotFound):
+        await store.begin_run(UNKNOWN_RUN, EXECUTOR)
+
+
+async def test_finish_run_validates_and_happens_once(store: RunStore) -> None:
+    run = await store.create_run(new_run())
+    with pytest.raises(InvalidArgument, match="can only be finished as completed, failed, cancelled"):
+        await store.finish_run(run.id, "running")
+    for code, message in [("model_unavailable", " "), ("", "model unavailable")]:
+        with pytest.raises(InvalidArgument, match="error_code and error_message are required to finish a run as "
+                                                  "failed"):
+            await store.finish_run(run.id, "failed", code, message)
+    with pytest.raises(InvalidArgument, match="must be empty for a completed run"):
+        await store.finish_run(run.id, "completed", "oops")
+    finished = await store.finish_run(run.id, "failed", "model_unavailable", "model unavailable")
+    assert (finished.state, finished.error_code, finished.error_message) == (
+        "failed", "model_unavailable", "model unavailable"
+    )
+    assert finished.completed_at is not None and finished.executor_id == ""
+    # Finishing again the same way is a retry: the run as it ended, not a second end.
+    again = await store.finish_run(run.id, "failed", "model_unavailable", "model unavailable")
+    assert (again.state, again.completed_at) == ("failed", finished.completed_at)
+    with pytest.raises(FailedPrecondition, match=r"already ended failed \(model_unavailable\); only a QUEUED or "
+                                                 "RUNNING run can be finished"):
+        await store.finish_run(run.id, "completed")
+    with pytest.raises(FailedPrecondition, match="already ended failed"):
+        await store.finish_run(run.id, "failed", "max_model_calls", "too many calls")
+
+
+async def test_a_queued_run_that_fails_gets_an_error_step_from_the_store(store: RunStore) -> None:
+    failed = await store.create_run(new_run(state="queued"))
+    await store.finish_run(failed.id, "failed", "interrupted", "the engine shut down before it began")
+    stored = await store.get_run(failed.id)
+    assert stored.state == "failed" and [(s.sequence, s.type) for s in stored.steps] == [(1, "error")]
+    assert stored.steps[0].content == {"code": "interrupted", "message": "the engine shut down before it began"}
+
+    completed = await store.create_run(new_run(state="queued"))
+    await store.finish_run(completed.id, "completed")
+    assert (await store.get_run(completed.id)).steps == []
+
+
+async def test_run_usage_is_the_sum_of_its_steps_model_calls(store: RunStore) -> None:
+    run = await store.create_run(new_run())
+    call = ModelCallStats(Usage(10, 5), time_to_first_token_ms=120.0, latency_ms=900.5)
+    await store.append_steps(run.id, [thought("a", model_call=call), NewStep("tool-call", {"tool_name": "calc"})])
+    assert (await store.get_run(run.id)).usage == Usage(10, 5)
+    # A retried step is not counted twice.
+    await store.append_steps(run.id, [thought("a", 1, model_call=call)])
+    assert (await store.get_run(run.id)).usage == Usage(10, 5)
+    answer = NewStep("agent-response", {"text": "15"}, model_call=ModelCallStats(Usage(7, 3)))
+    await store.append_steps(run.id, [answer])
+    finished = await store.finish_run(run.id, "completed")
+    assert finished.usage == Usage(17, 8) and finished.usage.total_tokens == 25
+    steps = (await store.get_run(run.id)).steps
+    assert [s.model_call for s in steps] == [call, None, ModelCallStats(Usage(7, 3))]
+    other = await store.create_run(new_run())
+    with pytest.raises(InvalidArgument, match="negative token counts"):
+        await store.append_steps(other.id, [thought("a", model_call=ModelCallStats(Usage(-1, 0)))])
+
+
+# --- appending ---------------------------------------------------------------------------------------------
 
 
 async def test_append_assigns_sequences_and_get_returns_steps_in_order(store: RunStore) -> None:
-    run = await store.create_run("q")
+    run = await store.create_run(new_run())
     first = await store.append_steps(run.id, [NewStep("user-request", {"text": "q"}), thought("a")])
     second = await store.append_steps(run.id, [NewStep("tool-call", {"tool_name": "calculator"}, 3, 1.5)])
     assert [s.sequence for s in first + second] == [1, 2, 3]
@@ -38,7 +215,7 @@ async def test_append_assigns_sequences_and_get_returns_steps_in_order(store: Ru
 
 
 async def test_reappending_a_stored_step_is_an_idempotent_no_op(store: RunStore) -> None:
-    run = await store.create_run("q")
+    run = await store.create_run(new_run())
     [original] = await store.append_steps(run.id, [thought("a")])
     # A retry of step 1 next to a new step: the retry returns the stored step, the new one gets 2.
     again = await store.append_steps(run.id, [thought("a", 1), thought("b")])
@@ -47,7 +224,7 @@ async def test_reappending_a_stored_step_is_an_idempotent_no_op(store: RunStore)
 
 
 async def test_reappending_a_sequence_with_other_content_is_a_conflict(store: RunStore) -> None:
-    run = await store.create_run("q")
+    run = await store.create_run(new_run())
     await store.append_steps(run.id, [thought("a")])
     with pytest.raises(AlreadyExists, match=r"step 1 of run .* is already stored with other content"):
         await store.append_steps(run.id, [thought("changed", 1)])
@@ -56,7 +233,7 @@ async def test_reappending_a_sequence_with_other_content_is_a_conflict(store: Ru
 
 
 async def test_a_gap_names_the_expected_sequence_and_stores_nothing_of_the_batch(store: RunStore) -> None:
-    run = await store.create_run("q")
+    run = await store.create_run(new_run())
     with pytest.raises(FailedPrecondition, match="the next sequence is 2"):
         # The first step would be fine alone: the batch is one transaction, so it is not stored either.
         await store.append_steps(run.id, [thought("a"), thought("b", 5)])
@@ -65,7 +242,7 @@ async def test_a_gap_names_the_expected_sequence_and_stores_nothing_of_the_batch
 
 
 async def test_append_rejects_bad_steps_and_unknown_or_finished_runs(store: RunStore) -> None:
-    run = await store.create_run("q")
+    run = await store.create_run(new_run())
     with pytest.raises(InvalidArgument, match="step 1 has unknown type 'note'"):
         await store.append_steps(run.id, [NewStep("note", {})])
     with pytest.raises(InvalidArgument, match="sequence -1"):
@@ -80,26 +257,11 @@ async def test_append_rejects_bad_steps_and_unknown_or_finished_runs(store: RunS
 
 
 async def test_concurrent_appenders_get_distinct_consecutive_sequences(store: RunStore) -> None:
-    run = await store.create_run("q")
+    run = await store.create_run(new_run())
     results = await asyncio.gather(*(store.append_steps(run.id, [thought(str(i))]) for i in range(10)))
     assert sorted(step.sequence for [step] in results) == list(range(1, 11))
     stored = await store.get_run(run.id)
     assert [s.sequence for s in stored.steps] == list(range(1, 11)) and stored.step_count == 10
-
-
-async def test_finish_run_validates_and_happens_once(store: RunStore) -> None:
-    run = await store.create_run("q")
-    with pytest.raises(InvalidArgument, match="can only be finished as completed, failed, cancelled"):
-        await store.finish_run(run.id, "running")
-    with pytest.raises(InvalidArgument, match="error_message is required"):
-        await store.finish_run(run.id, "failed", " ")
-    with pytest.raises(InvalidArgument, match="usage token counts must be >= 0"):
-        await store.finish_run(run.id, "completed", usage=Usage(prompt_tokens=-1))
-    finished = await store.finish_run(run.id, "failed", "model unavailable", Usage(10, 5))
-    assert (finished.state, finished.error_message) == ("failed", "model unavailable")
-    assert finished.usage == Usage(10, 5, 15) and finished.completed_at is not None
-    with pytest.raises(FailedPrecondition, match="is already failed; only a RUNNING run can be finished"):
-        await store.finish_run(run.id, "completed")
 
 
 async def test_run_ids_are_validated(store: RunStore) -> None:
@@ -109,26 +271,33 @@ async def test_run_ids_are_validated(store: RunStore) -> None:
         await store.get_run("nope")
     with pytest.raises(NotFound, match="not found"):
         await store.get_run(UNKNOWN_RUN)
+    run = await store.create_run(new_run())
+    assert (await store.get_run(run.id.upper())).id == run.id  # ids are compared in canonical form
+
+
+# --- listing -----------------------------------------------------------------------------------------------
 
 
 async def test_list_runs_pages_newest_first_by_keyset(store: RunStore) -> None:
-    created = [await store.create_run(f"q{i}") for i in range(5)]
+    created = [await store.create_run(new_run(f"q{i}")) for i in range(5)]
     for run in created[::2]:
         await store.finish_run(run.id, "completed")
     page1, token = await store.list_runs(page_size=2)
     # A run created while paging is newer than the whole listing, so it shifts nothing that follows.
-    await store.create_run("newcomer")
+    await store.create_run(new_run("newcomer"))
     page2, token = await store.list_runs(page_size=2, page_token=token)
     page3, last_token = await store.list_runs(page_size=2, page_token=token)
     listed = [run.id for run in page1 + page2 + page3]
     assert listed == [run.id for run in reversed(created)] and last_token == ""
     completed, token = await store.list_runs(page_size=10, state="completed")
     assert [run.id for run in completed] == [created[4].id, created[2].id, created[0].id] and token == ""
+    queued = await store.create_run(new_run("waiting", state="queued"))
+    assert [run.id for run in (await store.list_runs(state="queued"))[0]] == [queued.id]
 
 
 async def test_list_runs_rejects_bad_tokens_sizes_and_states(store: RunStore) -> None:
     for _ in range(3):
-        await store.create_run("q")
+        await store.create_run(new_run())
     _, token = await store.list_runs(page_size=1)
     assert token
     for bad in ("garbage", "eyJhIjoxfQ==", token[:-4]):
@@ -148,9 +317,39 @@ def test_page_size_defaults_and_caps() -> None:
     assert _checked_page_size(7) == 7
 
 
+async def test_list_runs_cuts_long_queries_and_get_run_returns_them_whole(store: RunStore, database: Database) -> None:
+    exact = await store.create_run(new_run("a" * LIST_QUERY_CHARS))
+    over = await store.create_run(new_run("b" * (LIST_QUERY_CHARS + 1)))
+    huge = await store.create_run(new_run("placeholder"))
+    # 3 MB of two-byte characters: a row from before CreateRun had a size limit. Cut by characters, not bytes.
+    await set_columns(database, huge.id, user_query="é" * 1_500_000)
+    page, token = await store.list_runs()
+    listed = {run.id: (run.user_query, run.user_query_truncated) for run in page}
+    assert token == "" and len(listed) == 3
+    assert listed[exact.id] == ("a" * 1000, False)
+    assert listed[over.id] == ("b" * 1000, True)
+    assert listed[huge.id] == ("é" * 1000, True)
+    whole = await store.get_run(huge.id)
+    assert whole.user_query == "é" * 1_500_000 and not whole.user_query_truncated
+
+
+async def test_a_list_page_ends_before_it_grows_past_a_mebibyte(store: RunStore, database: Database) -> None:
+    created = [await store.create_run(new_run(f"q{i}")) for i in range(3)]
+    for run in created:
+        # Error messages are capped at 16 KiB now; rows from before the cap can be much longer.
+        await set_columns(database, run.id, state="failed", error_code="x", error_message="e" * 400_000)
+    page1, token = await store.list_runs()
+    assert [run.id for run in page1] == [created[2].id, created[1].id] and token
+    page2, token = await store.list_runs(page_token=token)
+    assert [run.id for run in page2] == [created[0].id] and token == ""
+
+
+# --- deleting, signals, cancellation of callers ------------------------------------------------------------
+
+
 async def test_delete_run_removes_its_steps(store: RunStore, database: Database) -> None:
-    run = await store.create_run("q")
-    kept = await store.create_run("other")
+    run = await store.create_run(new_run())
+    kept = await store.create_run(new_run("other"))
     await store.append_steps(run.id, [thought("a"), thought("b")])
     await store.append_steps(kept.id, [thought("c")])
     await store.delete_run(run.id)
@@ -165,18 +364,19 @@ async def test_delete_run_removes_its_steps(store: RunStore, database: Database)
 
 
 async def test_writes_signal_watchers_after_commit(store: RunStore) -> None:
-    run = await store.create_run("q")
+    run = await store.create_run(new_run())
     with store.signals.subscribe(run.id) as subscription:
         await store.append_steps(run.id, [thought("a")])
         assert await subscription.wait(0.01) is True
+        subscription.take()
         assert await subscription.wait(0.01) is False  # consumed
-        await store.finish_run(run.id, "cancelled", "user stopped it")
+        await store.finish_run(run.id, "cancelled", "cancelled", "user stopped it")
         assert await subscription.wait(0.01) is True
 
 
 async def test_an_operation_whose_caller_is_cancelled_still_completes(store: RunStore) -> None:
     # A client that disconnects must not interrupt a write half way (nor tear down a pooled connection).
-    run = await store.create_run("q")
+    run = await store.create_run(new_run())
     caller = asyncio.create_task(store.append_steps(run.id, [thought("a")]))
     await asyncio.sleep(0)  # the operation has started
     caller.cancel()
@@ -184,3 +384,4 @@ async def test_an_operation_whose_caller_is_cancelled_still_completes(store: Run
         await caller
     await store.database.drain()
     assert (await store.get_run(run.id)).step_count == 1
+

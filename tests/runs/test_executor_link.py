@@ -1,0 +1,217 @@
+"""The engine-facing RPCs over real gRPC: CancelRun, ConnectExecutor, RenewLeases and the lease reaper."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from services.runs.app import RunsApp
+from tests.runs.conftest import StartRuns
+from tests.runs.helpers import EXECUTOR, connect, create_request, eventually, thought
+
+Stub = runs_pb2_grpc.RunServiceStub
+Link = grpc.aio.StreamStreamCall
+#: How long a test waits for something that should happen at once.
+PROMPTLY = 2.0
+
+
+async def open_link(stub: Stub, app: RunsApp, executor_id: str = EXECUTOR) -> Link:
+    """A ConnectExecutor stream of `executor_id`, registered with the store."""
+    link = stub.ConnectExecutor()
+    await link.write(runs_pb2.ConnectExecutorRequest(executor_id=executor_id))
+    await eventually(lambda: app.store.notices.is_connected(executor_id))
+    return link
+
+
+async def next_event(events: AsyncIterator[runs_pb2.RunEvent], timeout: float = PROMPTLY) -> runs_pb2.RunEvent:
+    """The next event of a watch stream that is not a heartbeat, within `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            event = await anext(events)
+            if event.WhichOneof("event") != "heartbeat":
+                return event
+
+
+def cancelled_step(reason: str) -> runs_pb2.Step:
+    return runs_pb2.Step(error=runs_pb2.StepError(code="cancelled", message=f"cancelled: {reason}"))
+
+
+# --- CancelRun ---------------------------------------------------------------------------------------------
+
+
+async def test_cancel_reaches_the_connected_engine_and_returns_the_run_it_ends(stub: Stub, runs_app: RunsApp) -> None:
+    run = await stub.CreateRun(create_request())
+    link = await open_link(stub, runs_app)
+    other = await open_link(stub, runs_app, "engine-2")
+    cancelling = asyncio.ensure_future(stub.CancelRun(runs_pb2.CancelRunRequest(run_id=run.id, reason="alice")))
+
+    notice = await asyncio.wait_for(link.read(), PROMPTLY)
+    assert notice.cancel == runs_pb2.CancelNotice(run_id=run.id, reason="alice")
+    await asyncio.sleep(0.05)
+    assert not cancelling.done()  # CancelRun waits for the engine to end the run
+
+    # The engine stops the run and ends it; CancelRun answers with the ended run.
+    await stub.AppendSteps(runs_pb2.AppendStepsRequest(run_id=run.id, steps=[cancelled_step("alice")]))
+    await stub.FinishRun(
+        runs_pb2.FinishRunRequest(
+            run_id=run.id, state=runs_pb2.RUN_STATE_CANCELLED, error_code="cancelled", error_message="cancelled: alice"
+        )
+    )
+    ended = await asyncio.wait_for(cancelling, PROMPTLY)
+    assert (ended.state, ended.error_code, ended.cancel_requested) == (runs_pb2.RUN_STATE_CANCELLED, "cancelled", True)
+
+    # Only the engine holding the run was told; closing the link ends its stream cleanly.
+    await other.done_writing()
+    assert await asyncio.wait_for(other.code(), PROMPTLY) == grpc.StatusCode.OK
+    other_notices = [notice async for notice in other]
+    assert other_notices == []
+    await link.done_writing()
+    assert await asyncio.wait_for(link.code(), PROMPTLY) == grpc.StatusCode.OK
+    await eventually(lambda: not runs_app.store.notices.is_connected(EXECUTOR))
+
+
+async def test_cancel_of_a_run_nobody_ends_returns_it_running_after_the_wait(start_app: StartRuns) -> None:
+    app = await start_app(RUNS_CANCEL_WAIT_SECONDS=0.2)
+    async with connect(app) as stub:
+        run = await stub.CreateRun(create_request())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        requested = await stub.CancelRun(runs_pb2.CancelRunRequest(run_id=run.id, reason="bob"))
+        assert loop.time() - started >= 0.2
+        assert (requested.state, requested.cancel_requested) == (runs_pb2.RUN_STATE_RUNNING, True)
+        # The engine was not connected: its next lease renewal tells it.
+        renewal = await stub.RenewLeases(runs_pb2.RenewLeasesRequest(executor_id=EXECUTOR, run_ids=[run.id]))
+        assert list(renewal.cancel) == [runs_pb2.CancelNotice(run_id=run.id, reason="bob")]
+        assert list(renewal.lost_run_ids) == []
+
+
+async def test_cancel_of_a_queued_run_ends_it_at_once(stub: Stub) -> None:
+    run = await stub.CreateRun(create_request(state=runs_pb2.RUN_STATE_QUEUED))
+    cancelled = await asyncio.wait_for(
+        stub.CancelRun(runs_pb2.CancelRunRequest(run_id=run.id, reason="carol")), PROMPTLY
+    )
+    assert (cancelled.state, cancelled.error_code, cancelled.error_message) == (
+        runs_pb2.RUN_STATE_CANCELLED, "cancelled", "cancelled: carol"
+    )
+    got = await stub.GetRun(runs_pb2.GetRunRequest(run_id=run.id))
+    assert [(s.sequence, s.error.code, s.error.message) for s in got.steps] == [(1, "cancelled", "cancelled: carol")]
+
+
+async def test_cancel_of_a_finished_run_is_failed_precondition(stub: Stub) -> None:
+    run = await stub.CreateRun(create_request())
+    await stub.FinishRun(runs_pb2.FinishRunRequest(run_id=run.id, state=runs_pb2.RUN_STATE_COMPLETED))
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub.CancelRun(runs_pb2.CancelRunRequest(run_id=run.id))
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already ended completed" in (exc.value.details() or "")
+
+
+async def test_a_watcher_sees_the_cancel_request_then_the_end(stub: Stub) -> None:
+    run = await stub.CreateRun(create_request())
+    call = stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id))
+    events = aiter(call)
+    assert not (await next_event(events)).run.cancel_requested
+    cancelling = asyncio.ensure_future(stub.CancelRun(runs_pb2.CancelRunRequest(run_id=run.id, reason="dave")))
+    requested = await next_event(events)
+    assert requested.run.state == runs_pb2.RUN_STATE_RUNNING and requested.run.cancel_requested
+    await stub.FinishRun(
+        runs_pb2.FinishRunRequest(
+            run_id=run.id, state=runs_pb2.RUN_STATE_CANCELLED, error_code="cancelled", error_message="cancelled: dave"
+        )
+    )
+    final = await next_event(events)
+    assert final.run.state == runs_pb2.RUN_STATE_CANCELLED
+    assert (await asyncio.wait_for(cancelling, PROMPTLY)).state == runs_pb2.RUN_STATE_CANCELLED
+
+
+# --- ConnectExecutor ---------------------------------------------------------------------------------------
+
+
+async def test_connect_executor_must_start_with_an_executor_id(stub: Stub, runs_app: RunsApp) -> None:
+    not_first = "the first message of ConnectExecutor must be the engine's executor_id"
+    cases = [
+        (runs_pb2.ConnectExecutorRequest(delta=runs_pb2.StepDelta(sequence=1, text="hi")), not_first),
+        (None, not_first),  # the stream closed without a message
+        (runs_pb2.ConnectExecutorRequest(executor_id="   "), "executor_id is required and must not be blank"),
+    ]
+    for first, expected in cases:
+        link = stub.ConnectExecutor()
+        if first is not None:
+            await link.write(first)
+        await link.done_writing()
+        assert await asyncio.wait_for(link.code(), PROMPTLY) == grpc.StatusCode.INVALID_ARGUMENT
+        assert await link.details() == expected
+    assert not runs_app.store.notices.is_connected("   ")
+
+
+async def test_a_delta_sent_by_the_engine_reaches_a_watcher(stub: Stub, runs_app: RunsApp) -> None:
+    run = await stub.CreateRun(create_request())
+    await stub.AppendSteps(runs_pb2.AppendStepsRequest(run_id=run.id, steps=[thought("1")]))
+    link = await open_link(stub, runs_app)
+    call = stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id))
+    events = aiter(call)
+    assert [(await next_event(events)).WhichOneof("event") for _ in range(2)] == ["run", "step"]
+
+    tool = runs_pb2.ToolCallDelta(tool_call_id="call_1", tool_name="calculator", arguments='{"x": 5')
+    for delta in (
+        runs_pb2.StepDelta(run_id=run.id, sequence=2, text="Hel"),
+        runs_pb2.StepDelta(run_id=run.id, sequence=3, tool_call=tool),
+    ):
+        await link.write(runs_pb2.ConnectExecutorRequest(delta=delta))
+    text = await next_event(events)
+    assert text.delta == runs_pb2.StepDelta(run_id=run.id, sequence=2, text="Hel")
+    assert (await next_event(events)).delta == runs_pb2.StepDelta(run_id=run.id, sequence=3, tool_call=tool)
+
+    # A watcher that comes later gets the forming steps coalesced.
+    late = aiter(stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id, after_sequence=1)))
+    assert (await next_event(late)).WhichOneof("event") == "run"
+    assert (await next_event(late)).delta == runs_pb2.StepDelta(run_id=run.id, sequence=2, text="Hel", replace=True)
+    call.cancel()
+    await link.done_writing()
+
+
+# --- leases and the reaper ---------------------------------------------------------------------------------
+
+
+async def test_renew_leases_reports_lost_runs(stub: Stub) -> None:
+    held = await stub.CreateRun(create_request())
+    ended = await stub.CreateRun(create_request())
+    await stub.FinishRun(runs_pb2.FinishRunRequest(run_id=ended.id, state=runs_pb2.RUN_STATE_COMPLETED))
+    theirs = await stub.CreateRun(create_request(executor_id="engine-2"))
+    renewal = await stub.RenewLeases(
+        runs_pb2.RenewLeasesRequest(executor_id=EXECUTOR, run_ids=[held.id, ended.id, theirs.id])
+    )
+    assert list(renewal.lost_run_ids) == [ended.id, theirs.id] and not renewal.cancel
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub.RenewLeases(runs_pb2.RenewLeasesRequest(executor_id=EXECUTOR, run_ids=["not-a-run"]))
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_the_reaper_ends_a_run_whose_engine_stopped_renewing(start_app: StartRuns) -> None:
+    app = await start_app(RUNS_REAPER_INTERVAL_SECONDS=0.05)
+    async with connect(app) as stub:
+        abandoned = await stub.CreateRun(create_request(lease_seconds=1))
+        await stub.AppendSteps(runs_pb2.AppendStepsRequest(run_id=abandoned.id, steps=[thought("working")]))
+        kept = await stub.CreateRun(create_request(lease_seconds=1))
+        watch = aiter(stub.WatchRun(runs_pb2.WatchRunRequest(run_id=abandoned.id, after_sequence=1)))
+        assert (await next_event(watch)).run.state == runs_pb2.RUN_STATE_RUNNING
+
+        async def renew_kept() -> None:
+            while True:
+                await stub.RenewLeases(runs_pb2.RenewLeasesRequest(executor_id=EXECUTOR, run_ids=[kept.id]))
+                await asyncio.sleep(0.3)
+
+        renewing = asyncio.create_task(renew_kept())
+        try:
+            # Nobody calls anything on the abandoned run: the reaper ends it once its 1 s lease has run out.
+            error = await next_event(watch, timeout=3)
+            assert (error.step.sequence, error.step.error.code) == (2, "interrupted")
+            final = await next_event(watch)
+            assert (final.run.state, final.run.error_code) == (runs_pb2.RUN_STATE_FAILED, "interrupted")
+            assert EXECUTOR in final.run.error_message
+            still = await stub.GetRun(runs_pb2.GetRunRequest(run_id=kept.id))
+            assert still.state == runs_pb2.RUN_STATE_RUNNING  # renewed in time
+        finally:
+            renewing.cancel()

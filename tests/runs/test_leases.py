@@ -1,0 +1,193 @@
+"""Cancelling runs, engines' leases and the reaper's pass, on a real store (SQLite and PostgreSQL)."""
+
+import asyncio
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from services.common.database import Database, utcnow
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.runs.models import RunRow
+from services.runs.records import CancelNotice, LeaseRenewal, NewStep
+from services.runs.store import RunStore
+from tests.runs.helpers import EXECUTOR, expire_lease, new_run
+
+UNKNOWN_RUN = "00000000-0000-4000-8000-000000000000"
+
+
+def thought(text: str) -> NewStep:
+    return NewStep("agent-thought", {"text": text})
+
+
+async def lease_expiry(database: Database, run_id: str) -> datetime | None:
+    async with database.read() as session:
+        return await session.scalar(select(RunRow.lease_expires_at).where(RunRow.id == run_id))
+
+
+# --- cancel ------------------------------------------------------------------------------------------------
+
+
+async def test_cancelling_a_queued_run_ends_it_at_once_with_an_error_step(store: RunStore) -> None:
+    run = await store.create_run(new_run(state="queued"))
+    with store.signals.subscribe(run.id) as subscription:
+        cancelled = await store.cancel_run(run.id, "alice pressed stop")
+        assert await subscription.wait(0.01) is True  # watchers learn of the end
+    assert (cancelled.state, cancelled.error_code, cancelled.error_message) == (
+        "cancelled", "cancelled", "cancelled: alice pressed stop"
+    )
+    assert cancelled.cancel_requested and cancelled.completed_at is not None and cancelled.executor_id == ""
+    stored = await store.get_run(run.id)
+    assert [(s.sequence, s.type, s.content) for s in stored.steps] == [
+        (1, "error", {"code": "cancelled", "message": "cancelled: alice pressed stop"})
+    ]
+    assert (await store.renew_leases(EXECUTOR, [run.id])).lost_run_ids == [run.id]
+    with pytest.raises(FailedPrecondition, match="already ended cancelled; only a QUEUED or RUNNING run can be"):
+        await store.cancel_run(run.id)
+
+
+async def test_a_cancel_without_a_reason_says_so(store: RunStore) -> None:
+    run = await store.create_run(new_run(state="queued"))
+    assert (await store.cancel_run(run.id)).error_message == "cancelled on request"
+
+
+async def test_cancelling_a_running_run_asks_the_engine_that_executes_it(store: RunStore) -> None:
+    run = await store.create_run(new_run())
+    with (
+        store.notices.connect(EXECUTOR) as mine,
+        store.notices.connect("engine-2") as theirs,
+        store.signals.subscribe(run.id) as subscription,
+    ):
+        requested = await store.cancel_run(run.id, "bob: wrong question")
+        assert (requested.state, requested.cancel_requested, requested.completed_at) == ("running", True, None)
+        assert mine.get_nowait() == CancelNotice(run.id, "bob: wrong question")
+        assert theirs.empty()
+        assert await subscription.wait(0.01) is True  # watchers see cancel_requested
+    assert (await store.get_run(run.id)).cancel_requested
+    # The fallback for a notice the engine missed: every renewal repeats it, with the first reason.
+    await store.cancel_run(run.id, "carol")
+    renewal = await store.renew_leases(EXECUTOR, [run.id])
+    assert renewal == LeaseRenewal([], [CancelNotice(run.id, "bob: wrong question")])
+    # The engine stops the run and ends it; then it is finished for good.
+    await store.append_steps(run.id, [NewStep("error", {"code": "cancelled", "message": "cancelled: bob"})])
+    ended = await store.finish_run(run.id, "cancelled", "cancelled", "cancelled: bob")
+    assert ended.state == "cancelled" and ended.cancel_requested
+    with pytest.raises(FailedPrecondition, match="already ended cancelled"):
+        await store.cancel_run(run.id, "too late")
+
+
+async def test_cancelling_a_finished_run_is_a_failed_precondition(store: RunStore) -> None:
+    run = await store.create_run(new_run())
+    await store.finish_run(run.id, "completed")
+    with store.notices.connect(EXECUTOR) as notices:
+        with pytest.raises(FailedPrecondition, match="already ended completed; only a QUEUED or RUNNING run"):
+            await store.cancel_run(run.id, "too late")
+        assert notices.empty()
+    stored = await store.get_run(run.id)
+    assert (stored.state, stored.cancel_requested) == ("completed", False)
+
+
+# --- leases ------------------------------------------------------------------------------------------------
+
+
+async def test_renewing_extends_the_lease_by_its_own_duration(store: RunStore, database: Database) -> None:
+    run = await store.create_run(new_run(lease_seconds=10))
+    short = await store.create_run(new_run(lease_seconds=2))
+    await expire_lease(database, run.id)
+    await expire_lease(database, short.id)
+    before = utcnow()
+    assert await store.renew_leases(EXECUTOR, [run.id, short.id, run.id]) == LeaseRenewal([], [])
+    after = utcnow()
+    expiry, short_expiry = await lease_expiry(database, run.id), await lease_expiry(database, short.id)
+    assert expiry is not None and before + timedelta(seconds=10) <= expiry <= after + timedelta(seconds=10)
+    assert short_expiry is not None and before + timedelta(seconds=2) <= short_expiry <= after + timedelta(seconds=2)
+    assert await store.reap_expired() == []  # renewed in time
+    assert (await store.get_run(run.id)).state == "running"
+
+
+async def test_a_renewal_reports_the_runs_the_engine_no_longer_holds(store: RunStore, database: Database) -> None:
+    held = await store.create_run(new_run())
+    finished = await store.create_run(new_run())
+    await store.finish_run(finished.id, "completed")
+    deleted = await store.create_run(new_run())
+    await store.delete_run(deleted.id)
+    theirs = await store.create_run(new_run(executor_id="engine-2"))
+    await expire_lease(database, theirs.id)
+    renewal = await store.renew_leases(EXECUTOR, [held.id, finished.id, deleted.id, theirs.id, UNKNOWN_RUN])
+    assert renewal == LeaseRenewal([finished.id, deleted.id, theirs.id, UNKNOWN_RUN], [])
+    # Another engine's lease is not renewed by a claim on it.
+    assert await store.reap_expired() == [theirs.id]
+
+
+async def test_renewals_are_validated(store: RunStore) -> None:
+    assert await store.renew_leases(EXECUTOR, []) == LeaseRenewal([], [])
+    with pytest.raises(InvalidArgument, match="executor_id is required"):
+        await store.renew_leases("", [UNKNOWN_RUN])
+    with pytest.raises(InvalidArgument, match="run_id 'r1' is not a valid run id"):
+        await store.renew_leases(EXECUTOR, ["r1"])
+
+
+async def test_a_lease_that_is_not_renewed_runs_out(store: RunStore) -> None:
+    # Real time, short leases: the lease set at create, and the one a renewal sets, are what the reaper reads.
+    renewed = await store.create_run(new_run(lease_seconds=1))
+    abandoned = await store.create_run(new_run(lease_seconds=1))
+    await asyncio.sleep(0.6)
+    assert await store.reap_expired() == []
+    await store.renew_leases(EXECUTOR, [renewed.id])
+    await asyncio.sleep(0.6)
+    assert await store.reap_expired() == [abandoned.id]
+    assert (await store.get_run(renewed.id)).state == "running"
+
+
+# --- reaping -----------------------------------------------------------------------------------------------
+
+
+async def test_reaping_ends_expired_runs_and_leaves_valid_leases_alone(store: RunStore, database: Database) -> None:
+    running = await store.create_run(new_run())
+    await store.append_steps(running.id, [thought("working")])
+    queued = await store.create_run(new_run(state="queued"))
+    cancelling = await store.create_run(new_run())
+    await store.cancel_run(cancelling.id, "dave")
+    valid = await store.create_run(new_run())
+    for run in (running, queued, cancelling):
+        await expire_lease(database, run.id)
+
+    with store.signals.subscribe(running.id) as subscription:
+        reaped = await store.reap_expired()
+        assert await subscription.wait(0.01) is True  # watchers learn of the end
+    assert sorted(reaped) == sorted([running.id, queued.id, cancelling.id])
+
+    interrupted = await store.get_run(running.id)
+    assert (interrupted.state, interrupted.error_code) == ("failed", "interrupted")
+    assert f"its engine ({EXECUTOR}) stopped renewing its lease" in interrupted.error_message
+    assert [(s.sequence, s.type) for s in interrupted.steps] == [(1, "agent-thought"), (2, "error")]
+    assert interrupted.steps[-1].content == {"code": "interrupted", "message": interrupted.error_message}
+
+    never_began = await store.get_run(queued.id)
+    assert (never_began.state, never_began.error_code) == ("failed", "interrupted")
+    assert [(s.sequence, s.content["code"]) for s in never_began.steps] == [(1, "interrupted")]
+    assert never_began.steps[0].content["message"].endswith("before the run began")
+
+    cancelled = await store.get_run(cancelling.id)
+    assert (cancelled.state, cancelled.error_code, cancelled.error_message) == ("cancelled", "cancelled",
+                                                                                "cancelled: dave")
+    assert cancelled.steps[-1].content == {"code": "cancelled", "message": "cancelled: dave"}
+
+    assert (await store.get_run(valid.id)).state == "running"
+    assert await store.reap_expired() == []  # each run is ended once
+    # The engine that lost the lease finds every later write refused.
+    with pytest.raises(FailedPrecondition, match="is failed; steps can only be appended to a RUNNING run"):
+        await store.append_steps(running.id, [thought("late")])
+    with pytest.raises(FailedPrecondition, match=r"already ended failed \(interrupted\)"):
+        await store.finish_run(running.id, "completed")
+    assert (await store.renew_leases(EXECUTOR, [running.id])).lost_run_ids == [running.id]
+
+
+async def test_start_up_gives_live_runs_a_fresh_lease(store: RunStore, database: Database) -> None:
+    live = await store.create_run(new_run())
+    finished = await store.create_run(new_run())
+    await store.finish_run(finished.id, "completed")
+    await expire_lease(database, live.id)
+    assert await store.extend_live_leases() == 1
+    assert await store.reap_expired() == []
+    assert await lease_expiry(database, finished.id) is None
