@@ -60,7 +60,9 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
                         runs_pb2.RUN_STATE_RUNNING,
                     )
                     yield event
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            # A caller that goes away while this generator waits for the next event cancels it; one that goes
+            # away while a sent event is in flight (the generator suspended at `yield`) has it closed instead.
             if cancel and not finished:
                 self._scheduler.cancel(run.id, CLIENT_GONE)
             raise
