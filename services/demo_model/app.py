@@ -91,10 +91,11 @@ async def _answer(responder: Responder, body: dict[str, Any]) -> ModelReply:
     return outcome
 
 
-def create_app(responder: Responder, *, chunk_delay_seconds: float = 0.0) -> Starlette:
+def create_app(responder: Responder, *, chunk_delay_seconds: float = 0.0, latency_seconds: float = 0.0) -> Starlette:
     """The chat-completions app: POST /v1/chat/completions, GET /v1/models, GET /health.
 
-    `chunk_delay_seconds` is slept between streamed chunks so a stream arrives over time like a real model's.
+    `chunk_delay_seconds` is slept between streamed chunks so a stream arrives over time like a real model's;
+    `latency_seconds` once before each reply (streamed or not) starts.
     """
 
     async def chat_completions(request: Request) -> Response:
@@ -103,6 +104,8 @@ def create_app(responder: Responder, *, chunk_delay_seconds: float = 0.0) -> Sta
             reply = await _answer(responder, body)
         except HttpError as error:
             return _error_response(error)
+        if latency_seconds:
+            await asyncio.sleep(latency_seconds)
         completion = Completion(model=body["model"])
         usage = count_usage(body["messages"], reply)
         if not body.get("stream", False):
@@ -213,6 +216,8 @@ class DemoModelApp:
 
 async def start_demo_model(settings: DemoModelSettings) -> DemoModelApp:
     """Start the offline demo model (the deterministic planner behind the chat-completions API)."""
-    app = create_app(plan_reply, chunk_delay_seconds=settings.chunk_delay_seconds)
+    app = create_app(
+        plan_reply, chunk_delay_seconds=settings.chunk_delay_seconds, latency_seconds=settings.latency_seconds
+    )
     server = await start_model_server(app, settings.host, settings.port, access_log=True)
     return DemoModelApp(server=server)

@@ -13,3 +13,5 @@ class DemoModelSettings(ServiceSettings):
     port: int = Field(8081, alias="DEMO_MODEL_PORT", ge=0, le=65535)
     #: Pause between streamed chunks, so steps visibly arrive one after another like with a real model.
     chunk_delay_seconds: float = Field(0.02, alias="DEMO_MODEL_CHUNK_DELAY_SECONDS", ge=0, le=5)
+    #: Pause before each reply starts (a model "thinking"), so runs stay in flight a while; 0 answers at once.
+    latency_seconds: float = Field(0.0, alias="DEMO_MODEL_LATENCY_SECONDS", ge=0, le=60)
