@@ -76,9 +76,12 @@ class StepRecorder:
             self._last_sequence = max(self._last_sequence, append.result().sequence)
 
     async def settle(self) -> None:
-        """Wait for an append interrupted by a cancellation, whatever its outcome."""
-        if self._in_flight is not None and not self._in_flight.done():
-            await asyncio.wait({self._in_flight})
+        """Wait for an append interrupted by a cancellation, whatever its outcome, and count it if it was stored.
+        A cancellation can arrive in the loop iteration the append's answer did, before its done callback ran."""
+        if self._in_flight is not None:
+            if not self._in_flight.done():
+                await asyncio.wait({self._in_flight})
+            self._stored(self._in_flight)
 
 
 def parse_tool_arguments(raw: str) -> tuple[dict[str, Any] | None, str]:
