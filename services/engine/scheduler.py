@@ -52,6 +52,8 @@ class _ActiveRun:
     stop: tuple["runs_pb2.RunState", str, str] | None = None
     #: The store no longer holds the run for us (it ended or was deleted there): stop without recording.
     lost: bool = False
+    #: The BeginRun call of a run created QUEUED, once its slot is free.
+    begin: "asyncio.Future[runs_pb2.Run] | None" = None
 
 
 class RunScheduler:
@@ -148,7 +150,9 @@ class RunScheduler:
             await active.slot
             run = active.run
             if run.state == runs_pb2.RUN_STATE_QUEUED:
-                run = await self._runs.begin_run(run.id, self.executor_id)
+                # Shielded like appends: a stop that lands meanwhile learns from its outcome whether the run began.
+                active.begin = asyncio.ensure_future(self._runs.begin_run(run.id, self.executor_id))
+                run = await asyncio.shield(active.begin)
             return await self._loop.execute(run, active.chat, active.limits, recorder)
         except asyncio.CancelledError:
             if active.lost:
@@ -172,7 +176,7 @@ class RunScheduler:
         assert active.stop is not None
         state, code, message = active.stop
         log.info("run %s stopped (%s): %s", active.run.id, code, message)
-        began = active.slot.done() and not active.slot.cancelled()
+        began = await self._began(active)
         try:
             if began:
                 final = await self._loop.end_run(recorder, state, code, message)
@@ -184,6 +188,16 @@ class RunScheduler:
             log.warning("could not record the end of run %s: %s", active.run.id, exc)
             return None
         return RunOutcome(final, failure=RunFailure(code, errors.FailedPrecondition(message)))
+
+    async def _began(self, active: _ActiveRun) -> bool:
+        """Whether the store has the run RUNNING, so its end is an `error` step appended here. A queued run
+        stopped before BeginRun took effect (even one just given a slot) is still QUEUED there."""
+        if active.run.state == runs_pb2.RUN_STATE_RUNNING:
+            return True
+        if active.begin is None:
+            return False
+        await asyncio.wait({active.begin})
+        return not active.begin.cancelled() and active.begin.exception() is None
 
     def _release(self, active: _ActiveRun) -> None:
         self._active.pop(active.run.id, None)
