@@ -10,9 +10,11 @@
 - Chat calls whose deadline runs out while the run is being started: no run is left behind.
 
 Each stack runs the runs, tools, model and engine processes (no Envoy: these faults are behind it), mostly with
-the demo model slowed by DEMO_MODEL_LATENCY_SECONDS so that runs are in flight when the fault hits.
+the demo model slowed by DEMO_MODEL_LATENCY_SECONDS so that runs are in flight when the fault hits. The last two
+tests pin, in one process, the engine races the deadline test hits only now and then.
 """
 
+import asyncio
 import os
 import select
 import signal
@@ -31,11 +33,14 @@ import pytest
 
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from services.engine.agent_loop import StepRecorder
 from services.launcher.stack import ProcessSpec, build_stack
 from tests.conftest import free_port
 from tests.e2e.conftest import RunningStack, wait_ready, wait_serving
 from tests.launcher.children import kill_alive
 from tests.launcher.test_launcher_e2e import children_of
+from tests.support.platform import start_platform
+from tests.support.scripted_llm import ScriptedLLM, delayed, text_reply
 from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -490,3 +495,60 @@ def test_chat_deadlines_expiring_during_the_start_leave_no_live_run(tmp_path: Pa
         answer = engine.Chat(engine_pb2.ChatRequest(message=SEED_QUESTION), timeout=15)
         assert "45" in answer.response
         assert "Traceback" not in stack.log("engine")
+
+
+# --- the races behind two of the faults, in one process where they can be made to happen every time ---------
+
+
+class _AnswerOnCue:
+    """A run store client whose append answers when the test says so."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+        self.answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def append_step(self, step: runs_pb2.Step) -> runs_pb2.Step:
+        self.asked.set()
+        await self.answer
+        return step
+
+
+async def test_a_stop_arriving_with_the_answer_of_an_append_counts_the_stored_step() -> None:
+    """A Chat abandoned as its user request was stored (test 5): the run's end step must be step 2, not a second
+    step 1 (refused by the store, leaving the run to the reaper as "interrupted" instead of CANCELLED)."""
+    runs = _AnswerOnCue()
+    recorder = StepRecorder(runs, "run")  # type: ignore[arg-type]
+
+    async def execute() -> int:
+        try:
+            await recorder.record(user_request=runs_pb2.UserRequest(text=SEED_QUESTION))
+        except asyncio.CancelledError:
+            await recorder.settle()
+        return recorder.next_sequence
+
+    task = asyncio.create_task(execute())
+    await runs.asked.wait()
+    runs.answer.set_result(None)  # the store's answer arrives ...
+    task.cancel()  # ... in the loop iteration the stop does
+    assert await task == 2
+
+
+async def test_a_queued_run_stopped_as_it_gets_its_slot_ends_cancelled(tmp_path: Path) -> None:
+    """A queued run given a slot and cancelled before its task resumed has not begun in the store: it ends there
+    CANCELLED, not with an `error` step refused on a QUEUED run and then reaped as "interrupted"."""
+    async with ScriptedLLM(delayed(text_reply("first"), 2), text_reply("second")) as llm, \
+            start_platform(tmp_path, llm.base_url, ENGINE_MAX_CONCURRENT_RUNS=1) as platform:
+        first = await platform.engine_stub.StartRun(engine_pb2.StartRunRequest(message="first"))
+        second = await platform.engine_stub.StartRun(engine_pb2.StartRunRequest(message="second"))
+        assert (first.state, second.state) == (runs_pb2.RUN_STATE_RUNNING, runs_pb2.RUN_STATE_QUEUED)
+        scheduler = platform.engine.scheduler
+        # What the first run's end does (free its slot, admit the next), then a cancel in the same iteration.
+        scheduler._executing -= 1
+        scheduler._admit_next()
+        assert scheduler.cancel(second.id, "the client went away")
+        outcome = await scheduler.outcome(second.id)
+        assert outcome is not None and outcome.run.state == runs_pb2.RUN_STATE_CANCELLED
+        run = await platform.runs_stub.GetRun(runs_pb2.GetRunRequest(run_id=second.id))
+        assert_ended_on_error(run, runs_pb2.RUN_STATE_CANCELLED, "cancelled")
+        assert len(run.steps) == 1
+        scheduler._executing += 1  # the first run still holds its slot
