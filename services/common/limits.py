@@ -5,7 +5,7 @@ both services' contracts use). None means "not limited by this field"."""
 from dataclasses import dataclass
 
 from agentplatform.runs.v1 import runs_pb2
-from services.common.protoconv import duration_from_seconds
+from services.common.protoconv import duration_from_seconds, seconds_from_duration
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class RunLimits:
 
 def limits_from_proto(limits: runs_pb2.RunLimits) -> RunLimits:
     """Zero (unset) fields are None; negative values are kept, for validation to refuse by name."""
-    duration = limits.max_duration.ToTimedelta().total_seconds() if limits.HasField("max_duration") else None
+    duration = seconds_from_duration(limits.max_duration) if limits.HasField("max_duration") else None
     return RunLimits(
         max_model_calls=limits.max_model_calls or None,
         max_duration_seconds=duration,

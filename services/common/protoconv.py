@@ -33,6 +33,12 @@ def timestamp_from_datetime(moment: datetime) -> timestamp_pb2.Timestamp:
     return message
 
 
+def seconds_from_duration(message: duration_pb2.Duration) -> float:
+    """A Duration in seconds. Plain arithmetic rather than ToTimedelta, which raises OverflowError (an INTERNAL
+    error for the caller) on the huge values a client may send; range checks are the domain's."""
+    return message.seconds + message.nanos / 1e9
+
+
 def duration_from_seconds(seconds: float) -> duration_pb2.Duration:
     message = duration_pb2.Duration()
     message.FromTimedelta(timedelta(seconds=seconds))

@@ -15,7 +15,7 @@ import grpc
 
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
-from services.common.protoconv import dict_from_struct, python_from_value, struct_from_dict
+from services.common.protoconv import dict_from_struct, python_from_value, seconds_from_duration, struct_from_dict
 from services.common.status import error_from_rpc
 
 log = logging.getLogger(__name__)
@@ -153,5 +153,5 @@ class ToolsClient:
         return ToolOutcome(
             result=python_from_value(response.result) if response.HasField("result") else None,
             text=response.text,
-            duration_seconds=response.duration.ToTimedelta().total_seconds() if response.HasField("duration") else None,
+            duration_seconds=seconds_from_duration(response.duration) if response.HasField("duration") else None,
         )

@@ -78,10 +78,21 @@ def check_executor_id(executor_id: str) -> None:
     check_text("executor_id", executor_id, MAX_EXECUTOR_ID_CHARS, required=True)
 
 
+#: The largest value each limit's column holds (32-bit counts, 64-bit tokens, milliseconds of a duration).
+MAX_LIMITS = {
+    "max_model_calls": 2**31 - 1,
+    "max_duration_seconds": (2**63 - 1) // 1000,
+    "max_total_tokens": 2**63 - 1,
+    "max_tool_calls": 2**31 - 1,
+}
+
+
 def check_limits(limits: RunLimits) -> None:
     for name, value in dataclasses.asdict(limits).items():
-        if value is not None and value <= 0:
-            raise InvalidArgument(f"limits.{name} must be positive (or unset), got {value}")
+        if value is not None and not 0 < value <= MAX_LIMITS[name]:
+            field = name.removesuffix("_seconds")  # the wire's name: max_duration, a Duration
+            raise InvalidArgument(f"limits.{field} must be positive and at most {MAX_LIMITS[name]} (or unset), "
+                                  f"got {value:g}")
 
 
 def checked_new_run(run: NewRun) -> NewRun:

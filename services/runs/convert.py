@@ -9,7 +9,7 @@ from google.protobuf import duration_pb2, json_format
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import InvalidArgument
 from services.common.limits import limits_to_proto
-from services.common.protoconv import duration_from_seconds, timestamp_from_datetime
+from services.common.protoconv import duration_from_seconds, seconds_from_duration, timestamp_from_datetime
 from services.common.usage import Usage
 from services.runs.models import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING
 from services.runs.records import (
@@ -48,7 +48,7 @@ def run_state_from_proto(value: int) -> str | None:
 
 
 def _ms(duration: duration_pb2.Duration) -> float:
-    return duration.seconds * 1000 + duration.nanos / 1_000_000
+    return seconds_from_duration(duration) * 1000
 
 
 def usage_to_proto(usage: Usage) -> runs_pb2.Usage:

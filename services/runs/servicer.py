@@ -15,6 +15,7 @@ from google.protobuf import empty_pb2
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common.errors import InvalidArgument
 from services.common.limits import limits_from_proto
+from services.common.protoconv import seconds_from_duration
 from services.runs import convert
 from services.runs.checks import check_executor_id
 from services.runs.models import LIVE_STATES
@@ -43,7 +44,7 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
             state=state,
             limits=limits_from_proto(request.limits),
             executor_id=request.executor_id,
-            lease_seconds=request.lease_duration.ToTimedelta().total_seconds(),
+            lease_seconds=seconds_from_duration(request.lease_duration),
         )
         return convert.run_to_proto(await self._store.create_run(new))
 

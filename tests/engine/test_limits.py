@@ -172,6 +172,8 @@ async def test_max_duration_ends_a_run_waiting_on_a_slow_model(tmp_path: Path) -
         (runs_pb2.RunLimits(max_total_tokens=2_000_001), "max_total_tokens"),
         (runs_pb2.RunLimits(max_tool_calls=501), "max_tool_calls"),
         (runs_pb2.RunLimits(max_tool_calls=-1), "max_tool_calls"),
+        # Beyond what a timedelta holds: once an OverflowError, answered INTERNAL.
+        (runs_pb2.RunLimits(max_duration=duration_pb2.Duration(seconds=2**62)), "max_duration"),
     ],
 )
 async def test_a_limit_above_the_engines_maximum_is_invalid_argument(

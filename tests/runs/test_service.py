@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2
 
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.runs.app import RunsApp
@@ -374,11 +374,17 @@ async def test_concurrent_appends_take_consecutive_sequences(stub: Stub) -> None
 
 
 async def test_create_run_needs_an_executor_and_a_lease(stub: Stub) -> None:
+    huge_lease = create_request()
+    huge_lease.lease_duration.seconds = 2**62
     for request, expected in [
         (create_request(executor_id=""), "executor_id is required and must not be blank"),
         (create_request(lease_seconds=0), "lease_duration must be 1 s to 300 s, got 0 s"),
         (create_request(lease_seconds=301), "lease_duration must be 1 s to 300 s, got 301 s"),
         (create_request(state=runs_pb2.RUN_STATE_FAILED), "a run is created QUEUED or RUNNING, not failed"),
+        # Durations and limits beyond what a timedelta or a column holds (once INTERNAL).
+        (huge_lease, "lease_duration must be 1 s to 300 s, got 4.61169e+18 s"),
+        (create_request(limits=runs_pb2.RunLimits(max_duration=duration_pb2.Duration(seconds=2**62))),
+         "limits.max_duration must be positive and at most 9223372036854775 (or unset), got 4.61169e+18"),
     ]:
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await stub.CreateRun(request)
