@@ -30,7 +30,6 @@ class ExecutorLink:
         self._executor_id = executor_id
         self._outbox: asyncio.Queue[runs_pb2.StepDelta] = asyncio.Queue(MAX_QUEUED_DELTAS)
         self._task: asyncio.Task[None] | None = None
-        self.connected = asyncio.Event()
 
     def send_delta(self, delta: runs_pb2.StepDelta) -> None:
         """Queue a delta for the store; dropped when the queue is full."""
@@ -59,7 +58,6 @@ class ExecutorLink:
             try:
                 # The server sends no initial response until a notice; wait_for_connection tells us it took.
                 await call.wait_for_connection()
-                self.connected.set()
                 backoff = 0.1
                 async for notice in call:
                     if notice.WhichOneof("notice") == "cancel":
@@ -68,7 +66,6 @@ class ExecutorLink:
             except grpc.aio.AioRpcError as exc:
                 log.info("executor link to the run store lost (%s); reconnecting in %.1fs", exc.code().name, backoff)
             finally:
-                self.connected.clear()
                 call.cancel()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)

@@ -526,10 +526,9 @@ class RunStore:
                         f"the run was interrupted: its engine ({run.executor_id}) stopped renewing its lease "
                         "(it was stopped, crashed or lost its connection to the run store)"
                     )
-                if run.state == RUNNING or state == CANCELLED:
-                    _add_error_step(session, run, code, message)
-                else:
-                    _add_error_step(session, run, code, message + " before the run began")
+                    if run.state == QUEUED:
+                        message += " before the run began"
+                _add_error_step(session, run, code, message)
                 _end(run, state, code, message)
                 reaped.append(run.id)
         for run_id in reaped:
