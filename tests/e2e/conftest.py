@@ -66,6 +66,18 @@ class RunningStack:
         return local_origin(self.page_port)
 
 
+def build_stack_in(workdir: Path, env: dict[str, str]) -> Stack:
+    """The launcher's process definitions for exactly `env` (nothing of the test run's own environment), with
+    the Envoy config written into `workdir`."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key in os.environ:
+            if key not in env:
+                patch.delenv(key)
+        for key, value in env.items():
+            patch.setenv(key, value)
+        return build_stack(workdir / "envoy.yaml")
+
+
 def wait_serving(address: str, service: str, deadline: float) -> None:
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -140,13 +152,7 @@ def platform_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         # The defaults (the frontend's dev servers) plus the page a real browser loads in test_browser.py.
         "CORS_ALLOWED_ORIGINS": "http://localhost:3000,http://localhost:5173," + local_origin(page_port),
     }
-    with pytest.MonkeyPatch.context() as patch:
-        for key in os.environ:
-            if key not in env:
-                patch.delenv(key)
-        for key, value in env.items():
-            patch.setenv(key, value)
-        stack = build_stack(workdir / "envoy.yaml")
+    stack = build_stack_in(workdir, env)
     running = RunningStack(stack, workdir, env, page_port)
     try:
         for spec in stack.processes:

@@ -34,11 +34,10 @@ import pytest
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.engine.agent_loop import StepRecorder
-from services.launcher.stack import ProcessSpec, build_stack
+from services.launcher.stack import ProcessSpec
 from tests.conftest import free_port
-from tests.e2e.conftest import RunningStack, wait_ready, wait_serving
-from tests.launcher.children import kill_alive
-from tests.launcher.test_launcher_e2e import children_of
+from tests.e2e.conftest import RunningStack, build_stack_in, wait_ready, wait_serving
+from tests.launcher.children import launched
 from tests.support.platform import start_platform
 from tests.support.scripted_llm import ScriptedLLM, delayed, text_reply
 from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
@@ -81,13 +80,7 @@ def fault_stack(workdir: Path, *extra: ProcessSpec, **settings: str | float) -> 
     """Runs, tools, demo model (unless LLM_BASE_URL is set) and engine as separate processes (the launcher's
     definitions), after the `extra` ones; every one killed on the way out."""
     env = stack_env(workdir, {key: str(value) for key, value in settings.items()})
-    with pytest.MonkeyPatch.context() as patch:
-        for key in os.environ:
-            if key not in env:
-                patch.delenv(key)
-        for key, value in env.items():
-            patch.setenv(key, value)
-        stack = build_stack(workdir / "envoy.yaml")
+    stack = build_stack_in(workdir, env)
     running = RunningStack(stack, workdir, env, page_port=0)
     names = [spec.name for spec in stack.processes if spec.name != "gateway"]
     try:
@@ -276,17 +269,12 @@ def test_ctrl_c_of_the_launcher_under_load_leaves_no_live_run(tmp_path: Path) ->
     env = stack_env(tmp_path, {"DEMO_MODEL_LATENCY_SECONDS": "1", "ENGINE_MAX_CONCURRENT_RUNS": "4"})
     engine_address = f"127.0.0.1:{env['ENGINE_PORT']}"
     runs_address = f"127.0.0.1:{env['RUNS_PORT']}"
-    log_path = tmp_path / "launcher.log"
-    with open(log_path, "wb") as log:
-        launcher = subprocess.Popen([sys.executable, "-m", "services.launcher"], cwd=tmp_path, env=env,
-                                    stdout=log, stderr=subprocess.STDOUT)
-    started: set[int] = set()
-    try:
+    with launched(tmp_path, env) as launcher:
         try:
             deadline = time.monotonic() + 30
             wait_serving(runs_address, "agentplatform.runs.v1.RunService", deadline)
             wait_serving(engine_address, "agentplatform.engine.v1.AgentService", deadline)
-            started |= children_of(launcher.pid).keys()
+            launcher.note_children()
             with grpc.insecure_channel(engine_address) as engine_channel, \
                     grpc.insecure_channel(runs_address) as runs_channel:
                 engine = engine_pb2_grpc.AgentServiceStub(engine_channel)
@@ -304,20 +292,14 @@ def test_ctrl_c_of_the_launcher_under_load_leaves_no_live_run(tmp_path: Path) ->
                     states = [run.state for run in get_runs(runs, run_ids)]
                     assert states.count(runs_pb2.RUN_STATE_RUNNING) <= 4, states
         except (AssertionError, TimeoutError, grpc.RpcError) as exc:
-            raise AssertionError(f"{exc}; launcher log:\n{log_path.read_text()[-5000:]}") from None
+            raise AssertionError(f"{exc}; launcher log:\n{launcher.log_tail()}") from None
 
-        launcher.send_signal(signal.SIGINT)
+        launcher.process.send_signal(signal.SIGINT)
         sigint_at = time.monotonic()
-        assert launcher.wait(30) == 0, log_path.read_text()[-5000:]
+        assert launcher.process.wait(30) == 0, launcher.log_tail()
         print(f"the launcher stopped {time.monotonic() - sigint_at:.2f}s after SIGINT")
-        text = log_path.read_text()
+        text = launcher.log_path.read_text()
         assert "Traceback" not in text, text[-5000:]
-    finally:
-        if launcher.poll() is None:
-            started |= children_of(launcher.pid).keys()
-            launcher.kill()
-            launcher.wait()
-        kill_alive(started, "")
 
     with sqlite3.connect(tmp_path / "runs.db") as db:
         rows = db.execute("SELECT id, state, error_code, step_count FROM runs").fetchall()

@@ -8,9 +8,12 @@ A child records every start by appending its pid to `<folder>/<name>.starts`, pr
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.launcher.stack import ProcessSpec
@@ -67,6 +70,59 @@ def alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def children_of(parent: int) -> dict[int, str]:
+    """The live child processes of `parent`: pid -> command line."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if int(ppid) == parent and state != "Z":
+            children[int(entry.name)] = cmdline
+    return children
+
+
+@dataclass
+class Launcher:
+    """A running `python -m services.launcher` and every child pid seen so far (`note_children`)."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    seen: set[int] = field(default_factory=set)
+
+    def note_children(self) -> None:
+        self.seen |= children_of(self.process.pid).keys()
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+
+@contextmanager
+def launched(cwd: Path, env: dict[str, str]) -> Iterator[Launcher]:
+    """`python -m services.launcher` in `cwd`, logging to cwd/launcher.log. On the way out a launcher still
+    running is killed, and so is every child seen: they lead their own process groups, so a killed launcher
+    would leave them running."""
+    log_path = cwd / "launcher.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.launcher"], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    launcher = Launcher(process, log_path)
+    try:
+        yield launcher
+    finally:
+        if process.poll() is None:
+            launcher.note_children()
+            process.kill()
+            process.wait()
+        kill_alive(launcher.seen, "")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:

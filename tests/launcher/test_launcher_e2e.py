@@ -3,8 +3,6 @@ SIGINT (a terminal's Ctrl-C) stops every process it started."""
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -12,30 +10,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import free_port
-from tests.launcher.children import alive, kill_alive, wait_until
+from tests.launcher.children import alive, children_of, launched, wait_until
 
 pytestmark = pytest.mark.e2e
 
 STARTUP_TIMEOUT = 60.0
 #: The developer's own settings must not leak into the stack under test.
 SETTING_PREFIXES = ("LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "DEMO_MODEL_", "CORS_", "ENVOY_")
-
-
-def children_of(parent: int) -> dict[int, str]:
-    """The live child processes of `parent`: pid -> command line."""
-    children = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        state, ppid = stat.rpartition(")")[2].split()[:2]
-        if int(ppid) == parent and state != "Z":
-            children[int(entry.name)] = cmdline
-    return children
 
 
 def pid_running(parent: int, module: str) -> int | None:
@@ -67,41 +48,29 @@ def test_launcher_restarts_a_killed_service_and_stops_everything_on_sigint(tmp_p
     }
     engine = (f"127.0.0.1:{ports['ENGINE']}", "agentplatform.engine.v1.AgentService")
     tools = (f"127.0.0.1:{ports['TOOLS']}", "agentplatform.tools.v1.ToolService")
-    log_path = tmp_path / "launcher.log"
-    with open(log_path, "wb") as log:
-        launcher = subprocess.Popen(
-            [sys.executable, "-m", "services.launcher"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    started: set[int] = set()
+    with launched(tmp_path, env) as launcher:
 
-    def up() -> bool:
-        assert launcher.poll() is None, f"the launcher exited with code {launcher.returncode}"
-        return serving(*engine) and serving(*tools)
+        def up() -> bool:
+            assert launcher.process.poll() is None, f"the launcher exited with code {launcher.process.returncode}"
+            return serving(*engine) and serving(*tools)
 
-    try:
         try:
             wait_until(up, STARTUP_TIMEOUT, "the engine and tools")
-            started |= children_of(launcher.pid).keys()
-            killed = pid_running(launcher.pid, "services.tools")
+            launcher.note_children()
+            pid = launcher.process.pid
+            killed = pid_running(pid, "services.tools")
             assert killed is not None
             os.kill(killed, signal.SIGKILL)
-            wait_until(lambda: pid_running(launcher.pid, "services.tools") not in (None, killed), 10, "a new tools")
+            wait_until(lambda: pid_running(pid, "services.tools") not in (None, killed), 10, "a new tools")
             wait_until(lambda: serving(*tools), STARTUP_TIMEOUT, "the restarted tools service")
             assert serving(*engine)
-            started |= children_of(launcher.pid).keys()
+            launcher.note_children()
         except (TimeoutError, AssertionError) as exc:
-            raise AssertionError(f"{exc}; launcher log:\n{log_path.read_text()[-5000:]}") from None
+            raise AssertionError(f"{exc}; launcher log:\n{launcher.log_tail()}") from None
 
-        launcher.send_signal(signal.SIGINT)
-        assert launcher.wait(30) == 0, log_path.read_text()[-5000:]
-        assert not [pid for pid in started if alive(pid)]
-        text = log_path.read_text()
+        launcher.process.send_signal(signal.SIGINT)
+        assert launcher.process.wait(30) == 0, launcher.log_tail()
+        assert not [pid for pid in launcher.seen if alive(pid)]
+        text = launcher.log_path.read_text()
         assert "tools exited unexpectedly (signal SIGKILL); restarting it" in text
         assert "stopping in order: gateway, then engine, then " in text
-    finally:
-        if launcher.poll() is None:
-            started |= children_of(launcher.pid).keys()
-            launcher.kill()
-            launcher.wait()
-        # Its children lead their own process groups: a killed launcher would leave them running.
-        kill_alive(started, "")
