@@ -3,6 +3,7 @@ scripted OpenAI-compatible server."""
 
 import asyncio
 import socket
+import uuid
 from pathlib import Path
 
 import grpc
@@ -111,6 +112,17 @@ async def test_chat_returns_the_answer_and_the_run_id(tmp_path: Path) -> None:
         assert stored.state == runs_pb2.RUN_STATE_COMPLETED
         assert stored.model == "other-model"
         assert llm.requests[0]["model"] == "other-model"
+
+
+async def test_a_retried_chat_answers_from_the_first_run(tmp_path: Path) -> None:
+    # The retry arrives after the first run ended, so it is answered from the store, not re-executed.
+    async with ScriptedLLM(*seed_script()) as llm, start_platform(tmp_path, llm.base_url) as platform:
+        request = engine_pb2.ChatRequest(message=SEED_QUESTION, request_id=str(uuid.uuid4()))
+        first = await platform.engine_stub.Chat(request)
+        retry = await platform.engine_stub.Chat(request)
+        assert (retry.run_id, retry.response) == (first.run_id, "The result is 45.")
+        assert len(llm.requests) == 3, "the retry must not call the model again"
+        assert len((await platform.runs_stub.ListRuns(runs_pb2.ListRunsRequest())).runs) == 1
 
 
 async def test_invalid_json_arguments_become_a_tool_error_the_model_can_fix(tmp_path: Path) -> None:
