@@ -70,6 +70,16 @@ proto-baseline: node_modules/.installed ## Record the current protos as the rele
 run: install ## Start the platform: services, demo model (when no LLM is configured) and Envoy
 	$(PY) -m services.launcher
 
+# --- benchmarks ---------------------------------------------------------------
+
+.PHONY: bench
+bench: install ## Benchmark the whole stack as `make run` starts it (BENCH_ARGS="--help" for options)
+	$(PY) -m bench $(BENCH_ARGS)
+
+.PHONY: bench-runs
+bench-runs: install ## Benchmark the run store alone, on SQLite and PostgreSQL (BENCH_ARGS="--help" for options)
+	$(PY) -m bench.store $(BENCH_ARGS)
+
 # --- quality ------------------------------------------------------------------
 
 .PHONY: test
@@ -79,7 +89,7 @@ test: install proto-check proto-lint proto-breaking lint ## Run every test (unit
 
 .PHONY: lint
 lint: install ## Lint the Python code with ruff
-	$(VENV)/bin/ruff check services tests
+	$(VENV)/bin/ruff check services tests bench
 
 .PHONY: clean
 clean: ## Remove the virtualenv, node_modules and local data (var/)
