@@ -1,0 +1,132 @@
+"""What a case measured, and how the bench prints it: progress on stderr; on stdout the one table, a legend,
+the issue's goals beside the figures, and the verification count."""
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bench.report import fmt, percentile, table
+
+MIB = 1024 * 1024
+#: Processes whose CPU makes up the "sum" column of a stack case: the platform itself, behind the gateway.
+PLATFORM = ("engine", "runs", "tools", "envoy")
+#: What drives the platform: the demo model, the load client, and the launcher relaying the logs.
+DRIVERS = ("model", "client", "launcher")
+#: The baseline's processes: its server stands where the platform does.
+BASELINE_SERVER = "server"
+
+HEADERS = (
+    "case", "runs", "errors", "wall s", "runs/s", "lat p50 ms", "lat p99 ms", "TTFS p50 ms", "TTFS p99 ms",
+    "deliv p50 ms", "deliv p99 ms", "CPU engine", "CPU runs", "CPU tools", "CPU envoy", "CPU sum", "CPU other",
+    "RSS engine", "RSS runs", "vs baseline / ideal",
+)
+
+LEGEND = """\
+Columns: runs = runs (baseline: calls) the case made; errors = runs with a non-OK status or that failed
+verification; wall s = from the first call to the end of the last; runs/s = runs / wall; lat = a call's whole
+duration (StreamChat to its end; StartRun to the end of the watch); TTFS = time to first step, from the call's
+start to the first RunEvent carrying a step; deliv = step delivery, a WatchRun client's receive wall-clock time
+minus the step's create_time (set by the run store when it records the step), for steps recorded while the watch
+was open; CPU * = CPU ms per run of each process (utime+stime from /proc over the case), sum = engine + runs +
+tools + envoy (baseline: the bare server), other = demo model + load client + launcher (baseline: the client);
+RSS = peak RSS in MiB during the case; vs baseline = runs/s and CPU sum relative to the bare stream's calls/s
+and server CPU per call; ideal = 3 model calls x latency, floor = CPU s of all processes (model and client
+included) / cores, and wall / max(ideal, floor).
+Goals (issue 6): 1,000 runs @1 s: zero errors, wall <= 10 s and <= 1.2 x max(3 s, CPU s / 2), TTFS p99 < 1 s;
+0 ms model, 32 clients: >= 100 runs/s, <= 15 ms CPU per run summed; step delivery p99 < 20 ms."""
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr (stdout carries the table)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class CaseResult:
+    """One row of the table, and what was wrong with its runs."""
+
+    key: str
+    name: str
+    runs: int
+    errors: int
+    wall_s: float
+    latency_ms: list[float] = field(default_factory=list)
+    ttfs_ms: list[float] = field(default_factory=list)
+    delivery_ms: list[float] = field(default_factory=list)
+    #: CPU seconds over the case, by process name (stack cases: PLATFORM + DRIVERS; baseline: server, client).
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    peak_rss: dict[str, int] = field(default_factory=dict)
+    #: Runs checked from the store and how many passed (the baseline's calls are not runs: 0 and 0).
+    verified: int = 0
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)
+    #: The last column: against the baseline, or the ideal and the CPU floor.
+    comparison: str = "-"
+    #: For the burst: the wall time with no waiting (3 model calls x latency), and the CPU floor (CPU s of all
+    #: processes / cores).
+    ideal_s: float = float("nan")
+    cpu_floor_s: float = float("nan")
+
+    @property
+    def runs_per_s(self) -> float:
+        return self.runs / self.wall_s if self.wall_s > 0 else float("nan")
+
+    def cpu_ms_per_run(self, *names: str) -> float:
+        return sum(self.cpu_s.get(name, 0.0) for name in names) * 1000 / self.runs if self.runs else float("nan")
+
+    @property
+    def server_cpu_ms(self) -> float:
+        """CPU per run of the server side: the platform's processes, or the bare server."""
+        return self.cpu_ms_per_run(*(PLATFORM if BASELINE_SERVER not in self.cpu_s else (BASELINE_SERVER,)))
+
+    @property
+    def total_cpu_s(self) -> float:
+        return sum(self.cpu_s.values())
+
+    def row(self) -> list[str]:
+        baseline = BASELINE_SERVER in self.cpu_s
+        per_process = ["-"] * 4 if baseline else [fmt(self.cpu_ms_per_run(name), 2) for name in PLATFORM]
+        other = ("client",) if baseline else DRIVERS
+        rss = ["-" if name not in self.peak_rss else fmt(self.peak_rss[name] / MIB, 0) for name in ("engine", "runs")]
+        return [
+            self.name, fmt(self.runs), fmt(self.errors), fmt(self.wall_s, 2), fmt(self.runs_per_s),
+            *_percentiles(self.latency_ms), *_percentiles(self.ttfs_ms), *_percentiles(self.delivery_ms),
+            *per_process, fmt(self.server_cpu_ms, 2), fmt(self.cpu_ms_per_run(*other), 2), *rss, self.comparison,
+        ]
+
+
+def _percentiles(values: Sequence[float]) -> list[str]:
+    return [fmt(percentile(values, 0.5)), fmt(percentile(values, 0.99))]
+
+
+def results_table(results: Sequence[CaseResult]) -> str:
+    return table(HEADERS, [result.row() for result in results])
+
+
+def goal_lines(results: Sequence[CaseResult]) -> list[str]:
+    """The issue's goals beside the figures of this run (information, not assertions)."""
+    by_key = {result.key: result for result in results}
+    lines = []
+    if burst := by_key.get("burst"):
+        lines.append(_goal(f"{burst.name}: errors {burst.errors}", burst.errors == 0))
+        lines.append(_goal(f"{burst.name}: wall {burst.wall_s:.1f} s <= 10 s", burst.wall_s <= 10))
+        bound = 1.2 * max(burst.ideal_s, burst.cpu_floor_s)
+        lines.append(_goal(f"{burst.name}: wall {burst.wall_s:.1f} s <= 1.2 x max(ideal, floor) = {bound:.1f} s",
+                           burst.wall_s <= bound))
+        ttfs = percentile(burst.ttfs_ms, 0.99)
+        lines.append(_goal(f"{burst.name}: TTFS p99 {ttfs:.0f} ms < 1000 ms", ttfs < 1000))
+    if concurrent := by_key.get("concurrent"):
+        lines.append(_goal(f"{concurrent.name}: {concurrent.runs_per_s:.1f} runs/s >= 100",
+                           concurrent.runs_per_s >= 100))
+        lines.append(_goal(f"{concurrent.name}: CPU sum {concurrent.server_cpu_ms:.1f} ms per run <= 15 ms",
+                           concurrent.server_cpu_ms <= 15))
+    if delivery := by_key.get("delivery"):
+        p99 = percentile(delivery.delivery_ms, 0.99)
+        lines.append(_goal(f"{delivery.name}: delivery p99 {p99:.1f} ms < 20 ms", p99 < 20))
+    return lines
+
+
+def _goal(text: str, met: bool) -> str:
+    return f"  [{'met' if met else 'MISSED'}] {text}"
+

@@ -1,0 +1,346 @@
+"""The whole platform as users run it (`python -m services.launcher`, what `make run` runs), on free ports with
+its databases in a temporary folder, and what each of its processes uses (CPU time, peak RSS), read from /proc.
+
+The launcher starts every service in its own session, so its children are found by walking /proc and told
+apart by their command lines. Nothing here tunes the services: the bench measures their defaults.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
+from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
+from bench.results import progress
+
+#: The services' own settings that must not leak in from the caller's environment (nor from a .env: the
+#: launcher runs in the temporary folder, where there is none), so that the defaults are what is measured.
+SETTING_PREFIXES = (
+    "LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "ENVOY_", "DEMO_MODEL_", "CORS_",
+    "LOG_LEVEL", "GRPC_GRACE_SECONDS",
+)
+#: The stack's processes by the module (or binary) their command line runs.
+PROCESS_MODULES = {
+    "services.runs": "runs",
+    "services.engine": "engine",
+    "services.tools": "tools",
+    "services.demo_model": "model",
+}
+STACK_PROCESSES = ("engine", "runs", "tools", "model", "envoy")
+STARTUP_TIMEOUT_SECONDS = 60.0
+#: The launcher stops its processes one stage after another, each within its stop timeout (at most ~25 s).
+STOP_TIMEOUT_SECONDS = 60.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SELF = "client"
+LAUNCHER = "launcher"
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the services cannot report a port they picked themselves)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- what a process uses --------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time `pid` has used so far (threads included), from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # After the command name: state is field 3, utime and stime are fields 14 and 15 (1-based, man proc).
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The peak resident set size of `pid` (VmHWM) since it started or since `reset_peak_rss`."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Start a new peak RSS period for `pid` (Linux ≥ 4.0, our own processes); False when refused."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_resettable() -> bool:
+    """Whether peak RSS can be measured per case here (else it is the peak since each process started)."""
+    return reset_peak_rss(os.getpid())
+
+
+@dataclass(frozen=True)
+class Usage:
+    """CPU seconds per process name over a stretch of time, and each process's peak RSS in it."""
+
+    cpu: dict[str, float]
+    peak_rss: dict[str, int]
+
+    def cpu_of(self, name: str) -> float:
+        return self.cpu.get(name, 0.0)
+
+    @property
+    def total_cpu(self) -> float:
+        return sum(self.cpu.values())
+
+
+class UsageMeter:
+    """Measures what the named processes use between `start()` and `stop()`."""
+
+    def __init__(self, pids: Mapping[str, int]) -> None:
+        self._pids = dict(pids)
+        self._before: dict[str, float] = {}
+
+    def start(self) -> None:
+        for pid in self._pids.values():
+            reset_peak_rss(pid)
+        self._before = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+
+    def stop(self) -> Usage:
+        cpu = {name: cpu_seconds(pid) - self._before[name] for name, pid in self._pids.items()}
+        return Usage(cpu=cpu, peak_rss={name: peak_rss_bytes(pid) for name, pid in self._pids.items()})
+
+
+# --- the launcher's children ----------------------------------------------------------------------------------
+
+
+def children_of(parent: int) -> dict[int, list[str]]:
+    """The live child processes of `parent`: pid -> argv."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if int(ppid) == parent and state != "Z":
+            children[int(entry.name)] = [arg for arg in argv if arg]
+    return children
+
+
+def process_name(argv: list[str]) -> str | None:
+    """Which process of the stack runs `argv`: `python -m services.engine` is the engine, and so on."""
+    if argv and Path(argv[0]).name == "envoy":
+        return "envoy"
+    if "-m" in argv[:-1]:
+        return PROCESS_MODULES.get(argv[argv.index("-m") + 1])
+    return None
+
+
+def stack_pids(launcher_pid: int) -> dict[str, int]:
+    """The launcher's children by name (see `process_name`)."""
+    pids = {}
+    for pid, argv in children_of(launcher_pid).items():
+        name = process_name(argv)
+        if name is not None:
+            pids[name] = pid
+    return pids
+
+
+# --- the running stack ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ports:
+    runs: int
+    tools: int
+    engine: int
+    model: int
+    gateway: int
+    envoy_admin: int
+
+    @classmethod
+    def free(cls) -> "Ports":
+        return cls(*(free_port() for _ in range(6)))
+
+
+def stack_environment(workdir: Path, ports: Ports, model_latency: float) -> dict[str, str]:
+    """The launcher's environment: the caller's, less any service setting, plus free ports, databases in
+    `workdir`, and the demo model (no LLM_BASE_URL) answering after `model_latency` seconds in one piece."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
+    return env | {
+        "RUNS_PORT": str(ports.runs),
+        "TOOLS_PORT": str(ports.tools),
+        "ENGINE_PORT": str(ports.engine),
+        "DEMO_MODEL_PORT": str(ports.model),
+        "GATEWAY_PORT": str(ports.gateway),
+        "ENVOY_ADMIN_PORT": str(ports.envoy_admin),
+        "DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/runs.db",
+        "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/tools.db",
+        "TOOLS_WORKSPACE": str(workdir / "workspace"),
+        "DEMO_MODEL_LATENCY_SECONDS": str(model_latency),
+        "DEMO_MODEL_CHUNK_DELAY_SECONDS": "0",
+    }
+
+
+@dataclass
+class RunningStack:
+    """A launcher and its children, running."""
+
+    workdir: Path
+    ports: Ports
+    launcher: subprocess.Popen[bytes]
+    #: Stack process name -> pid, as found once the stack was ready.
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def gateway(self) -> str:
+        return f"127.0.0.1:{self.ports.gateway}"
+
+    @property
+    def runs_address(self) -> str:
+        return f"127.0.0.1:{self.ports.runs}"
+
+    def all_pids(self) -> dict[str, int]:
+        """Every process whose CPU counts: the stack's, the launcher (it relays their logs) and this client."""
+        return self.pids | {LAUNCHER: self.launcher.pid, SELF: os.getpid()}
+
+    def restarted(self) -> list[str]:
+        """The stack processes no longer running under the pid they started with (crashed, maybe restarted)."""
+        now = stack_pids(self.launcher.pid)
+        return [name for name, pid in self.pids.items() if now.get(name) != pid]
+
+    def log_path(self) -> Path:
+        return self.workdir / "launcher.log"
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path().read_text(errors="replace")[-chars:]
+
+    def log_problems(self, limit: int = 5) -> tuple[int, list[str]]:
+        """How many log lines are warnings, errors or tracebacks, and the first `limit` of them."""
+        marks = (" WARNING ", " ERROR ", " CRITICAL ", "Traceback")
+        lines = [line for line in self.log_path().read_text(errors="replace").splitlines()
+                 if any(mark in line for mark in marks)]
+        return len(lines), lines[:limit]
+
+
+def _serving(address: str, service: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=1
+            )
+        except grpc.RpcError:
+            return False
+    return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _routed(gateway: str) -> bool:
+    """Envoy routes native gRPC to all three services. The engine's answer to a blank message (INVALID_ARGUMENT)
+    proves the route without starting a run; Envoy does not route the health service."""
+    with grpc.insecure_channel(gateway) as channel:
+        try:
+            tools_pb2_grpc.ToolServiceStub(channel).ListTools(tools_pb2.ListToolsRequest(), timeout=2)
+            runs_pb2_grpc.RunServiceStub(channel).ListRuns(runs_pb2.ListRunsRequest(page_size=1), timeout=2)
+            engine_pb2_grpc.AgentServiceStub(channel).StartRun(engine_pb2.StartRunRequest(message=""), timeout=2)
+        except grpc.RpcError as error:
+            return error.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    return False
+
+
+def _wait_ready(stack: RunningStack) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    checks = [
+        (f"127.0.0.1:{stack.ports.runs}", "agentplatform.runs.v1.RunService"),
+        (f"127.0.0.1:{stack.ports.tools}", "agentplatform.tools.v1.ToolService"),
+        (f"127.0.0.1:{stack.ports.engine}", "agentplatform.engine.v1.AgentService"),
+    ]
+    for address, service in checks:
+        while not _serving(address, service):
+            _check_alive(stack, deadline, f"{service} at {address} did not become SERVING")
+            time.sleep(0.1)
+    while not _routed(stack.gateway):
+        _check_alive(stack, deadline, "the Envoy gateway did not route native gRPC to the services")
+        time.sleep(0.2)
+    while set(stack_pids(stack.launcher.pid)) != set(STACK_PROCESSES):
+        _check_alive(stack, deadline, f"the launcher's children are not all there: {stack_pids(stack.launcher.pid)}")
+        time.sleep(0.1)
+    stack.pids = stack_pids(stack.launcher.pid)
+
+
+def _check_alive(stack: RunningStack, deadline: float, what: str) -> None:
+    if stack.launcher.poll() is not None:
+        raise RuntimeError(f"the launcher exited ({stack.launcher.returncode}); its log:\n{stack.log_tail()}")
+    if time.monotonic() > deadline:
+        raise RuntimeError(f"{what} within {STARTUP_TIMEOUT_SECONDS:g}s; the launcher's log:\n{stack.log_tail()}")
+
+
+def _kill_everything(stack: RunningStack) -> None:
+    """SIGKILL the launcher and each child's process group (each child leads its own session, so killing the
+    launcher's group alone would leave them running)."""
+    for pid in stack_pids(stack.launcher.pid).values():
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(stack.launcher.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    stack.launcher.wait()
+
+
+def _stop(stack: RunningStack) -> int | None:
+    """Ctrl-C, as a person stops `make run`; the launcher's exit code, or None when it hung and was killed."""
+    if stack.launcher.poll() is not None:
+        return stack.launcher.returncode
+    stack.launcher.send_signal(signal.SIGINT)
+    try:
+        return stack.launcher.wait(STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        _kill_everything(stack)
+        return None
+
+
+@contextmanager
+def launched_stack(model_latency: float) -> Iterator[RunningStack]:
+    """`python -m services.launcher` in a temporary folder, ready to serve; stopped (Ctrl-C) and cleaned up on
+    the way out. The launcher's log stays in the folder until then (see `RunningStack.log_problems`)."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-stack-"))
+    ports = Ports.free()
+    env = stack_environment(workdir, ports, model_latency)
+    try:
+        with open(workdir / "launcher.log", "wb") as log:
+            launcher = subprocess.Popen(
+                [sys.executable, "-m", "services.launcher"], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        stack = RunningStack(workdir, ports, launcher)
+        try:
+            _wait_ready(stack)
+            yield stack
+        finally:
+            _report_stop(stack, _stop(stack))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _report_stop(stack: RunningStack, code: int | None) -> None:
+    if code is None:
+        progress(f"the launcher did not stop within {STOP_TIMEOUT_SECONDS:g}s of Ctrl-C: killed it and its children")
+    elif code != 0:
+        progress(f"the launcher exited {code} (a process did not stop cleanly); its log ends:\n{stack.log_tail(1500)}")
+    count, first = stack.log_problems()
+    if count:
+        progress(f"the stack logged {count} warning/error lines; the first:\n  " + "\n  ".join(first))
