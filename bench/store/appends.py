@@ -1,0 +1,124 @@
+"""Case 1: concurrent runs appending steps one per call, as engines do, beside the database's own ceiling
+for the same rows."""
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aiosqlite
+import asyncpg
+
+from bench.store.databases import POSTGRES, SQLITE, asyncpg_dsn, database_kind, sqlite_path
+from bench.store.results import CaseResult, Goal, Stopwatch
+from bench.store.steps import STEP_COLUMNS, new_run, new_step, step_row
+from services.runs.models import COMPLETED
+from services.runs.store import RunStore
+
+APPENDS_GOAL = Goal(min_per_second=5_000)
+#: The burst stops early after this long, so a slow store costs seconds, not minutes (n says how many ran).
+BURST_SECONDS = 20.0
+
+Progress = Callable[[str], None]
+
+
+def split(total: int, parts: int) -> list[int]:
+    """`total` spread over `parts` as evenly as whole numbers allow."""
+    return [total // parts + (1 if part < total % parts else 0) for part in range(parts)]
+
+
+async def _append_one_by_one(
+    store: RunStore, run_id: str, count: int, burst: Stopwatch, latencies_ms: list[float]
+) -> int:
+    """Append steps 1 to `count` to the run, one per call, until done or BURST_SECONDS into the burst; how
+    many it appended."""
+    for sequence in range(1, count + 1):
+        if burst.seconds > BURST_SECONDS:
+            return sequence - 1
+        watch = Stopwatch()
+        await store.append_steps(run_id, [new_step(sequence)])
+        latencies_ms.append(watch.ms)
+    return count
+
+
+async def _create_runs(store: RunStore, count: int) -> list[str]:
+    return [(await store.create_run(new_run())).id for _ in range(count)]
+
+
+async def bench_appends(store: RunStore, runs: int, appends: int, progress: Progress) -> CaseResult:
+    """`appends` steps appended to `runs` RUNNING runs at once, each run's steps one per call in order."""
+    kind = database_kind(store)
+    counts = split(appends, runs)
+    run_ids = await _create_runs(store, runs)
+    progress(f"{kind}: appending {appends:,} steps to {runs} runs, one step per call")
+    latencies_ms: list[float] = []
+    burst = Stopwatch()
+    workers = [
+        _append_one_by_one(store, run_id, count, burst, latencies_ms)
+        for run_id, count in zip(run_ids, counts, strict=True)
+    ]
+    appended = await asyncio.gather(*workers)
+    seconds = burst.seconds
+    stored = 0
+    for run_id in run_ids:
+        stored += (await store.finish_run(run_id, COMPLETED)).step_count
+    progress(f"{kind}: driver baseline, {sum(appended):,} single-row inserts in one transaction")
+    baseline = await _driver_baseline(store, appended)
+    return CaseResult(
+        "append_steps (1 step/call)",
+        kind,
+        len(latencies_ms),
+        seconds,
+        latencies_ms,
+        baseline_per_second=sum(appended) / baseline,
+        goal=APPENDS_GOAL,
+        facts={"runs": runs, "steps_stored": stored},
+    )
+
+
+async def _driver_baseline(store: RunStore, counts: list[int]) -> float:
+    """Seconds the driver takes to insert the same steps (into runs of their own) as single-row INSERTs in
+    one transaction: what the database can do with no store, no ORM and no commit per step."""
+    run_ids = await _create_runs(store, len(counts))
+    now = datetime.now(UTC)
+    # SQLite stores times as SQLAlchemy writes them (naive UTC text); asyncpg takes the datetime itself.
+    created_at: Any = now.replace(tzinfo=None).isoformat(" ") if database_kind(store) == SQLITE else now
+    rows = [
+        step_row(run_id, sequence, created_at)
+        for run_id, count in zip(run_ids, counts, strict=True)
+        for sequence in range(1, count + 1)
+    ]
+    inserter = _sqlite_inserts if database_kind(store) == SQLITE else _postgres_inserts
+    seconds = await inserter(store, rows)
+    for run_id in run_ids:
+        await store.finish_run(run_id, COMPLETED)
+    return seconds
+
+
+async def _sqlite_inserts(store: RunStore, rows: list[tuple[Any, ...]]) -> float:
+    placeholders = ", ".join("?" for _ in STEP_COLUMNS)
+    statement = f"INSERT INTO run_steps ({', '.join(STEP_COLUMNS)}) VALUES ({placeholders})"
+    # isolation_level None: we say BEGIN ourselves, as the store's connections do.
+    async with aiosqlite.connect(sqlite_path(store), isolation_level=None) as connection:
+        # The service's connection settings (services/common/database.py), so both write the same way.
+        for pragma in ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=10000", "synchronous=NORMAL"):
+            await connection.execute(f"PRAGMA {pragma}")
+        watch = Stopwatch()
+        await connection.execute("BEGIN IMMEDIATE")
+        await connection.executemany(statement, rows)
+        await connection.execute("COMMIT")
+        return watch.seconds
+
+
+async def _postgres_inserts(store: RunStore, rows: list[tuple[Any, ...]]) -> float:
+    assert database_kind(store) == POSTGRES
+    placeholders = ", ".join(f"${number}" for number in range(1, len(STEP_COLUMNS) + 1))
+    statement = f"INSERT INTO run_steps ({', '.join(STEP_COLUMNS)}) VALUES ({placeholders})"
+    connection = await asyncpg.connect(asyncpg_dsn(store.database.engine.url))
+    try:
+        watch = Stopwatch()
+        async with connection.transaction():
+            await connection.executemany(statement, rows)
+        return watch.seconds
+    finally:
+        await connection.close()

@@ -1,0 +1,74 @@
+"""The databases the benchmark runs on, and the store over each, built the way the runs service builds it."""
+
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy.engine import URL, make_url
+
+from services.common.database import Database
+from services.runs.app import MIGRATIONS
+from services.runs.checks import StoreLimits
+from services.runs.executors import ExecutorNotices
+from services.runs.store import RunStore
+from services.runs.watch import RunSignals
+
+SQLITE = "sqlite"
+POSTGRES = "postgresql"
+
+
+@contextmanager
+def sqlite_file_url() -> Iterator[str]:
+    """The URL of a new SQLite file in a temporary folder, deleted with the block."""
+    with tempfile.TemporaryDirectory(prefix="bench-runs-") as folder:
+        yield f"sqlite+aiosqlite:///{Path(folder) / 'runs.db'}"
+
+
+def asyncpg_dsn(url: str | URL) -> str:
+    """The plain libpq-style DSN asyncpg takes, from a SQLAlchemy postgresql+asyncpg URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@asynccontextmanager
+async def fresh_postgres_database(server_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the server of `server_url`, dropped with the block.
+
+    A database of its own, so the benchmark neither reads nor drops anything already on that server (a
+    developer's database, or the tests' shared one).
+    """
+    name = f"bench_runs_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(asyncpg_dsn(server_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def opened_store(url: str) -> AsyncIterator[RunStore]:
+    """A RunStore over `url` as services/runs/app.py makes it (migrated schema, the default step limit),
+    without the gRPC server and the reaper; the database is disposed of with the block."""
+    db = Database(url)
+    try:
+        await db.migrate(MIGRATIONS, adopt=("runs", "0001"))
+        yield RunStore(db, RunSignals(), ExecutorNotices(), StoreLimits())
+    finally:
+        await db.dispose()
+
+
+def database_kind(store: RunStore) -> str:
+    return SQLITE if store.database.is_sqlite else POSTGRES
+
+
+def sqlite_path(store: RunStore) -> str:
+    """The file of a store on SQLite."""
+    path = store.database.engine.url.database
+    assert path, "the benchmark's SQLite database is a file"
+    return path
