@@ -96,8 +96,11 @@ def legend(runs: Sequence[DatabaseRun], args: argparse.Namespace) -> str:
         lines.append(
             f"- {database_run.database}: {database_run.runs_loaded:,} runs loaded in "
             f"{database_run.load_seconds:.1f} s ({database_run.runs_loaded / database_run.load_seconds:,.0f} "
-            "runs/s, in no figure). Plans:"
+            "runs/s, in no figure)."
         )
+        if errors := database_run.appends.facts["errors"]:
+            lines.append(f"  - {len(errors)} appends FAILED (each stopped its run's appends); the first: {errors[0]}")
+        lines.append("  Plans (PostgreSQL's Execution Time is the database's share of a call):")
         for result in (database_run.listing.first, database_run.listing.failed, database_run.listing.deep):
             lines.append(f"  - {result.case}: {plan_summary(result.facts['plan'])}")
     return "\n".join(lines)

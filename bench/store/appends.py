@@ -3,6 +3,7 @@ for the same rows."""
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,17 +28,28 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if part < total % parts else 0) for part in range(parts)]
 
 
-async def _append_one_by_one(
-    store: RunStore, run_id: str, count: int, burst: Stopwatch, latencies_ms: list[float]
-) -> int:
-    """Append steps 1 to `count` to the run, one per call, until done or BURST_SECONDS into the burst; how
-    many it appended."""
+@dataclass
+class _Burst:
+    """What the appenders share: the clock of the burst, each append's latency, and the appends that failed."""
+
+    clock: Stopwatch = field(default_factory=Stopwatch)
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+async def _append_one_by_one(store: RunStore, run_id: str, count: int, burst: _Burst) -> int:
+    """Append steps 1 to `count` to the run, one per call, until done, BURST_SECONDS into the burst, or an
+    append fails (a result too: it is reported, not raised); how many it appended."""
     for sequence in range(1, count + 1):
-        if burst.seconds > BURST_SECONDS:
+        if burst.clock.seconds > BURST_SECONDS:
             return sequence - 1
         watch = Stopwatch()
-        await store.append_steps(run_id, [new_step(sequence)])
-        latencies_ms.append(watch.ms)
+        try:
+            await store.append_steps(run_id, [new_step(sequence)])
+        except Exception as error:  # whatever the store fails with under load is a finding to print
+            burst.errors.append(f"{type(error).__name__}: {error}".splitlines()[0][:200])
+            return sequence - 1
+        burst.latencies_ms.append(watch.ms)
     return count
 
 
@@ -51,14 +63,12 @@ async def bench_appends(store: RunStore, runs: int, appends: int, progress: Prog
     counts = split(appends, runs)
     run_ids = await _create_runs(store, runs)
     progress(f"{kind}: appending {appends:,} steps to {runs} runs, one step per call")
-    latencies_ms: list[float] = []
-    burst = Stopwatch()
-    workers = [
-        _append_one_by_one(store, run_id, count, burst, latencies_ms)
-        for run_id, count in zip(run_ids, counts, strict=True)
-    ]
+    burst = _Burst()
+    workers = [_append_one_by_one(store, run_id, count, burst) for run_id, count in zip(run_ids, counts, strict=True)]
     appended = await asyncio.gather(*workers)
-    seconds = burst.seconds
+    seconds = burst.clock.seconds
+    if burst.errors:
+        progress(f"{kind}: {len(burst.errors)} appends failed, the first: {burst.errors[0]}")
     stored = 0
     for run_id in run_ids:
         stored += (await store.finish_run(run_id, COMPLETED)).step_count
@@ -67,12 +77,12 @@ async def bench_appends(store: RunStore, runs: int, appends: int, progress: Prog
     return CaseResult(
         "append_steps (1 step/call)",
         kind,
-        len(latencies_ms),
+        len(burst.latencies_ms),
         seconds,
-        latencies_ms,
+        burst.latencies_ms,
         baseline_per_second=sum(appended) / baseline,
         goal=APPENDS_GOAL,
-        facts={"runs": runs, "steps_stored": stored},
+        facts={"runs": runs, "steps_stored": stored, "errors": burst.errors},
     )
 
 

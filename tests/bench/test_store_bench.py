@@ -28,6 +28,7 @@ def check(run: DatabaseRun, database: str) -> None:
     assert run.runs_loaded == SMOKE.runs and run.load_seconds > 0
 
     appends = run.appends
+    assert appends.facts["errors"] == []
     assert appends.count == appends.facts["steps_stored"] == SMOKE.appends
     assert appends.baseline_per_second is not None and appends.baseline_per_second > 0
 
