@@ -77,7 +77,8 @@ def report(config: BenchConfig, outcome: BenchOutcome, seconds: float) -> bool:
     print("\n".join(f"  {note}" for note in notes))
     for result in results:
         if result.problems:
-            print(f"\nProblems in {result.name} ({result.errors} runs):")
+            kinds = ", ".join(f"{count} {kind}" for kind, count in result.failure_kinds.items())
+            print(f"\nProblems in {result.name} ({result.errors} runs{': ' + kinds if kinds else ''}); the first:")
             print("\n".join(f"  {problem}" for problem in result.problems))
     checked = sum(result.checked for result in results)
     passed = sum(result.verified for result in results)

@@ -25,7 +25,14 @@ from bench.baseline import bare_stream, baseline_server
 from bench.load import Channels, ClientRun, all_at_once, closed_loop, start_and_watch, stream_chat
 from bench.results import BASELINE_SERVER, CaseResult, progress
 from bench.stack import SELF, RunningStack, Usage, UsageMeter, launched_stack
-from bench.verify import SEED_MODEL_CALLS, Verification, delivered_problems, fetch_runs, seed_run_problems
+from bench.verify import (
+    SEED_MODEL_CALLS,
+    Verification,
+    delivered_problems,
+    failure_kind,
+    fetch_runs,
+    seed_run_problems,
+)
 from services.engine.settings import EngineSettings
 
 CASES = ("baseline", "sequential", "concurrent", "burst", "delivery")
@@ -131,6 +138,7 @@ async def _stack_cases(
     async with Channels(stack.gateway) as channels:
         notes += await _warm_up(channels, config.deadline)
         for key in keys:
+            stack.refresh_pids()  # a process restarted in an earlier case is measured under its new pid
             result = await _stack_case(stack, channels, key, *_case_load(key, channels, config, latency))
             if key == "concurrent" and baseline is not None:
                 result.comparison = _against_baseline(result, baseline)
@@ -139,9 +147,11 @@ async def _stack_cases(
             if key == "delivery":
                 result.comparison = f"{len(result.delivery_ms)} live steps"
             results.append(result)
-            if restarted := stack.restarted():
-                notes.append(f"{result.name}: {', '.join(restarted)} restarted during the case (see its log): "
-                             "its CPU and RSS figures are incomplete")
+            stack.keep_log |= result.errors > 0
+            if changed := stack.refresh_pids():
+                notes.append(f"{result.name}: {', '.join(changed)} crashed during the case (the launcher's log "
+                             "says why): left out of its CPU and RSS figures")
+                progress(notes[-1])
     return results, notes
 
 
@@ -188,6 +198,7 @@ async def _stack_case(stack: RunningStack, channels: Channels, key: str, name: s
         delivery_ms=[ms for run in runs for ms in run.delivery_ms],
         cpu_s=measured.usage.cpu, peak_rss=measured.usage.peak_rss,
         verified=verification.passed, checked=verification.checked, problems=verification.first(),
+        failure_kinds=dict(verification.kinds.most_common()),
     )
 
 
@@ -216,16 +227,16 @@ async def verify_runs(channel: grpc.aio.Channel, runs: Sequence[ClientRun]) -> V
     verification = Verification(checked=len(runs))
     for run in runs:
         problems = [run.error] if run.error else []
-        if not run.run_id:
+        found = stored.get(run.run_id)
+        if found is None:
             problems.append("no run id reached the client")
         else:
-            found = stored[run.run_id]
             problems += [found] if isinstance(found, str) else seed_run_problems(found)
             if run.error is None:
                 problems += delivered_problems(run.sequences)
                 if run.final_state != runs_pb2.RUN_STATE_COMPLETED:
                     problems.append(f"the stream ended on {runs_pb2.RunState.Name(run.final_state)}")
-        verification.add(f"{run.key} {run.run_id}".strip(), problems)
+        verification.add(f"{run.key} {run.run_id}".strip(), problems, failure_kind(run.error, found))
     return verification
 
 
@@ -239,6 +250,8 @@ def limit_notes(config: BenchConfig) -> list[str]:
         f"need at least {batches} x {SEED_MODEL_CALLS * config.latency:g} s = "
         f"{batches * SEED_MODEL_CALLS * config.latency:g} s with one engine",
     ]
+    notes.append("a queued run's TTFS includes its wait in the queue: its first step (user-request) is recorded "
+                 "when it begins")
     if runs > ENGINE_MAX_CONCURRENT_RUNS + ENGINE_MAX_QUEUED_RUNS:
         notes.append(f"{runs:,} runs exceed the engine's running + queued limit: expect RESOURCE_EXHAUSTED")
     return notes

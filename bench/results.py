@@ -61,6 +61,8 @@ class CaseResult:
     verified: int = 0
     checked: int = 0
     problems: list[str] = field(default_factory=list)
+    #: Failed runs by kind ("FAILED interrupted", "UNAVAILABLE", ...), most frequent first.
+    failure_kinds: dict[str, int] = field(default_factory=dict)
     #: The last column: against the baseline, or the ideal and the CPU floor.
     comparison: str = "-"
     #: For the burst: the wall time with no waiting (3 model calls x latency), and the CPU floor (CPU s of all

@@ -58,19 +58,28 @@ def free_port() -> int:
 # --- what a process uses --------------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time `pid` has used so far (threads included), from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time `pid` has used so far (threads included), from /proc/<pid>/stat; None when it is
+    gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
     # After the command name: state is field 3, utime and stime are fields 14 and 15 (1-based, man proc).
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def peak_rss_bytes(pid: int) -> int:
-    """The peak resident set size of `pid` (VmHWM) since it started or since `reset_peak_rss`."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+def peak_rss_bytes(pid: int) -> int | None:
+    """The peak resident set size of `pid` (VmHWM) since it started or since `reset_peak_rss`; None when it is
+    gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    for line in status.splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
-    return 0
+    return None
 
 
 def reset_peak_rss(pid: int) -> bool:
@@ -103,7 +112,8 @@ class Usage:
 
 
 class UsageMeter:
-    """Measures what the named processes use between `start()` and `stop()`."""
+    """Measures what the named processes use between `start()` and `stop()`. A process that is gone by then
+    (crashed, restarted under a new pid) is left out: `RunningStack.refresh_pids` tells which."""
 
     def __init__(self, pids: Mapping[str, int]) -> None:
         self._pids = dict(pids)
@@ -112,11 +122,15 @@ class UsageMeter:
     def start(self) -> None:
         for pid in self._pids.values():
             reset_peak_rss(pid)
-        self._before = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._before = {name: cpu for name, pid in self._pids.items() if (cpu := cpu_seconds(pid)) is not None}
 
     def stop(self) -> Usage:
-        cpu = {name: cpu_seconds(pid) - self._before[name] for name, pid in self._pids.items()}
-        return Usage(cpu=cpu, peak_rss={name: peak_rss_bytes(pid) for name, pid in self._pids.items()})
+        cpu, peak_rss = {}, {}
+        for name, before in self._before.items():
+            pid = self._pids[name]
+            if (now := cpu_seconds(pid)) is not None and (peak := peak_rss_bytes(pid)) is not None:
+                cpu[name], peak_rss[name] = now - before, peak
+        return Usage(cpu=cpu, peak_rss=peak_rss)
 
 
 # --- the launcher's children ----------------------------------------------------------------------------------
@@ -201,8 +215,10 @@ class RunningStack:
     workdir: Path
     ports: Ports
     launcher: subprocess.Popen[bytes]
-    #: Stack process name -> pid, as found once the stack was ready.
+    #: Stack process name -> pid, as found once the stack was ready (and by `refresh_pids`).
     pids: dict[str, int] = field(default_factory=dict)
+    #: Keep the launcher's log after the stop (it is kept anyway when the stack logged warnings or errors).
+    keep_log: bool = False
 
     @property
     def gateway(self) -> str:
@@ -216,10 +232,13 @@ class RunningStack:
         """Every process whose CPU counts: the stack's, the launcher (it relays their logs) and this client."""
         return self.pids | {LAUNCHER: self.launcher.pid, SELF: os.getpid()}
 
-    def restarted(self) -> list[str]:
-        """The stack processes no longer running under the pid they started with (crashed, maybe restarted)."""
+    def refresh_pids(self) -> list[str]:
+        """Take in the launcher's children as they are now; the names of those that changed pid or are gone
+        (they crashed and the launcher restarted them, or gave up on them)."""
         now = stack_pids(self.launcher.pid)
-        return [name for name, pid in self.pids.items() if now.get(name) != pid]
+        changed = [name for name, pid in self.pids.items() if now.get(name) != pid]
+        self.pids = now
+        return changed
 
     def log_path(self) -> Path:
         return self.workdir / "launcher.log"
@@ -337,10 +356,19 @@ def launched_stack(model_latency: float) -> Iterator[RunningStack]:
 
 
 def _report_stop(stack: RunningStack, code: int | None) -> None:
+    """Say how the stack stopped and what it logged that needs reading; keep its log out of the temporary folder
+    when there is something to read in it."""
     if code is None:
         progress(f"the launcher did not stop within {STOP_TIMEOUT_SECONDS:g}s of Ctrl-C: killed it and its children")
     elif code != 0:
         progress(f"the launcher exited {code} (a process did not stop cleanly); its log ends:\n{stack.log_tail(1500)}")
     count, first = stack.log_problems()
     if count:
-        progress(f"the stack logged {count} warning/error lines; the first:\n  " + "\n  ".join(first))
+        # Some lines list hundreds of run ids: the start says what happened.
+        shown = [line if len(line) <= 300 else line[:300] + " ..." for line in first]
+        progress(f"the stack logged {count} warning/error lines; the first:\n  " + "\n  ".join(shown))
+    if stack.keep_log or count or code != 0:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        kept = Path(tempfile.gettempdir()) / f"bench-launcher-{stamp}-{stack.ports.gateway}.log"
+        shutil.copyfile(stack.log_path(), kept)
+        progress(f"the launcher's log is kept in {kept}")

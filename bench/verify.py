@@ -2,6 +2,7 @@
 fast wrong answer must not pass."""
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -66,20 +67,36 @@ def delivered_problems(sequences: Sequence[int]) -> list[str]:
     return [] if list(sequences) == expected else [f"the stream delivered steps {list(sequences)}"]
 
 
+def failure_kind(call_error: str | None, stored: runs_pb2.Run | str | None) -> str:
+    """A short name for why a run failed, to count failures by: the call's status, or the run's end."""
+    if call_error:
+        return call_error.split(":")[0]
+    if stored is None:
+        return "no run id"
+    if isinstance(stored, str):
+        return "GetRun failed"
+    if stored.state != runs_pb2.RUN_STATE_COMPLETED:
+        return f"{runs_pb2.RunState.Name(stored.state).removeprefix('RUN_STATE_')} {stored.error_code}".strip()
+    return "wrong timeline"
+
+
 @dataclass
 class Verification:
     """The outcome of checking a case's runs: how many were checked, and what was wrong with the others."""
 
     checked: int = 0
     problems: dict[str, list[str]] = field(default_factory=dict)
+    #: How many failed runs there are of each kind (see `failure_kind`).
+    kinds: Counter[str] = field(default_factory=Counter)
 
     @property
     def passed(self) -> int:
         return self.checked - len(self.problems)
 
-    def add(self, run_key: str, problems: list[str]) -> None:
+    def add(self, run_key: str, problems: list[str], kind: str) -> None:
         if problems:
             self.problems.setdefault(run_key, []).extend(problems)
+            self.kinds[kind] += 1
 
     def first(self, limit: int = 3) -> list[str]:
         return [f"{key}: {'; '.join(found)}" for key, found in list(self.problems.items())[:limit]]
