@@ -9,7 +9,7 @@ import time
 from types import FrameType
 
 from bench.cases import CASES, BenchConfig, BenchOutcome, limit_notes, run_bench
-from bench.results import LEGEND, goal_lines, progress, results_table
+from bench.results import LEGEND, CaseResult, goal_lines, progress, results_table
 from bench.stack import peak_rss_resettable
 
 #: Runs (baseline: calls) per case: enough to be steady, and the whole bench done in a few minutes here.
@@ -71,6 +71,7 @@ def report(config: BenchConfig, outcome: BenchOutcome, seconds: float) -> bool:
         notes += limit_notes(config)
     if not peak_rss_resettable():
         notes.append("peak RSS could not be reset per case (/proc/<pid>/clear_refs): it is the peak since start")
+    notes += outside_load_notes(results, config.cores)
     notes.append(f"{config.cores} cores; baseline server in a subprocess, called directly; stack cases through "
                  f"Envoy; the bench took {seconds:.0f} s")
     print("\nNotes:")
@@ -86,6 +87,17 @@ def report(config: BenchConfig, outcome: BenchOutcome, seconds: float) -> bool:
     return passed == checked and not any(result.errors for result in results) and not any(
         note.startswith("warm-up run failed") for note in outcome.notes
     )
+
+
+def outside_load_notes(results: list[CaseResult], cores: int) -> list[str]:
+    """Cases during which other processes used a noticeable share of the machine (over 10 %)."""
+    notes = []
+    for result in results:
+        share = result.outside_cpu_s / (result.wall_s * cores) if result.wall_s > 0 else 0.0
+        if share > 0.1:
+            notes.append(f"{result.name}: other processes used {result.outside_cpu_s:.1f} CPU s ({share:.0%} of the "
+                         "machine) during the case: its figures are skewed")
+    return notes
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

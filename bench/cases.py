@@ -123,7 +123,8 @@ async def _baseline(address: str, pid: int, calls: int, clients: int, deadline: 
     return CaseResult(
         key="baseline", name=f"a. bare stream, {clients} clients", runs=calls, errors=len(failed),
         wall_s=measured.wall_s, latency_ms=[call.latency_ms for call in measured.runs],
-        cpu_s=measured.usage.cpu, problems=[f"{call.key}: {call.error}" for call in failed[:3]],
+        cpu_s=measured.usage.cpu, outside_cpu_s=measured.usage.outside_cpu,
+        problems=[f"{call.key}: {call.error}" for call in failed[:3]],
         comparison="reference",
     )
 
@@ -196,7 +197,7 @@ async def _stack_case(stack: RunningStack, channels: Channels, key: str, name: s
         latency_ms=[run.latency_ms for run in runs if run.error is None],
         ttfs_ms=[ms for run in runs if (ms := run.time_to_first_step_ms) is not None],
         delivery_ms=[ms for run in runs for ms in run.delivery_ms],
-        cpu_s=measured.usage.cpu, peak_rss=measured.usage.peak_rss,
+        cpu_s=measured.usage.cpu, peak_rss=measured.usage.peak_rss, outside_cpu_s=measured.usage.outside_cpu,
         verified=verification.passed, checked=verification.checked, problems=verification.first(),
         failure_kinds=dict(verification.kinds.most_common()),
     )

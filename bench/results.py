@@ -57,6 +57,8 @@ class CaseResult:
     #: CPU seconds over the case, by process name (stack cases: PLATFORM + DRIVERS; baseline: server, client).
     cpu_s: dict[str, float] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)
+    #: CPU seconds other processes on the machine used during the case (not ours: a shared machine's noise).
+    outside_cpu_s: float = 0.0
     #: Runs checked from the store and how many passed (the baseline's calls are not runs: 0 and 0).
     verified: int = 0
     checked: int = 0

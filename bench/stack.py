@@ -102,13 +102,19 @@ class Usage:
 
     cpu: dict[str, float]
     peak_rss: dict[str, int]
-
-    def cpu_of(self, name: str) -> float:
-        return self.cpu.get(name, 0.0)
+    #: CPU seconds the whole machine used meanwhile (every process, ours included).
+    machine_cpu: float
 
     @property
-    def total_cpu(self) -> float:
-        return sum(self.cpu.values())
+    def outside_cpu(self) -> float:
+        """CPU seconds used by processes not measured here: other work on a shared machine skews the figures."""
+        return max(0.0, self.machine_cpu - sum(self.cpu.values()))
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time the machine has spent busy (all but idle and iowait), from /proc/stat."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
 class UsageMeter:
@@ -118,11 +124,13 @@ class UsageMeter:
     def __init__(self, pids: Mapping[str, int]) -> None:
         self._pids = dict(pids)
         self._before: dict[str, float] = {}
+        self._machine_before = 0.0
 
     def start(self) -> None:
         for pid in self._pids.values():
             reset_peak_rss(pid)
         self._before = {name: cpu for name, pid in self._pids.items() if (cpu := cpu_seconds(pid)) is not None}
+        self._machine_before = machine_cpu_seconds()
 
     def stop(self) -> Usage:
         cpu, peak_rss = {}, {}
@@ -130,7 +138,7 @@ class UsageMeter:
             pid = self._pids[name]
             if (now := cpu_seconds(pid)) is not None and (peak := peak_rss_bytes(pid)) is not None:
                 cpu[name], peak_rss[name] = now - before, peak
-        return Usage(cpu=cpu, peak_rss=peak_rss)
+        return Usage(cpu=cpu, peak_rss=peak_rss, machine_cpu=machine_cpu_seconds() - self._machine_before)
 
 
 # --- the launcher's children ----------------------------------------------------------------------------------
