@@ -118,7 +118,7 @@ async def _baseline(address: str, pid: int, calls: int, clients: int, deadline: 
     async with Channels(address) as channels:
         await closed_loop(channels, bare_stream, clients, clients, deadline)  # warm-up: streams and buffers
         meter = UsageMeter({BASELINE_SERVER: pid, SELF: os.getpid()})
-        measured = await _measure(meter, lambda: closed_loop(channels, bare_stream, calls, clients, deadline))
+        measured = await _measure(meter, partial(closed_loop, channels, bare_stream, calls, clients, deadline))
     failed = [call for call in measured.runs if call.error]
     return CaseResult(
         key="baseline", name=f"a. bare stream, {clients} clients", runs=calls, errors=len(failed),
