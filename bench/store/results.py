@@ -68,7 +68,7 @@ class CaseResult:
             fmt(self.p50_ms, 2),
             fmt(self.p99_ms, 2),
             fmt(self.baseline_per_second, 0),
-            fmt(ratio, 2),
+            fmt(ratio, 3),
             fmt(goal),
         ]
 
