@@ -96,7 +96,8 @@ def legend(runs: Sequence[DatabaseRun], args: argparse.Namespace) -> str:
         lines.append(
             f"- {database_run.database}: {database_run.runs_loaded:,} runs loaded in "
             f"{database_run.load_seconds:.1f} s ({database_run.runs_loaded / database_run.load_seconds:,.0f} "
-            "runs/s, in no figure)."
+            "runs/s, in no figure). Appends cost this process "
+            f"{database_run.appends.facts['cpu_ms_per_append']:.2f} ms of CPU each."
         )
         if errors := database_run.appends.facts["errors"]:
             lines.append(f"  - {len(errors)} appends FAILED (each stopped its run's appends); the first: {errors[0]}")

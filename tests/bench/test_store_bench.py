@@ -29,6 +29,7 @@ def check(run: DatabaseRun, database: str) -> None:
 
     appends = run.appends
     assert appends.facts["errors"] == []
+    assert appends.facts["cpu_ms_per_append"] > 0
     assert appends.count == appends.facts["steps_stored"] == SMOKE.appends
     assert appends.baseline_per_second is not None and appends.baseline_per_second > 0
 
