@@ -16,7 +16,13 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import DateTime, MetaData, event, inspect
 from sqlalchemy.engine import Connection, Dialect, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.types import TypeDecorator
 
@@ -98,9 +104,8 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine, sqlite_busy_timeout_ms)
         self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._writer = async_sessionmaker(
-            self.engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False
-        )
+        self._write_engine = self.engine.execution_options(**{_IMMEDIATE: True})
+        self._writer = async_sessionmaker(self._write_engine, expire_on_commit=False)
         self._in_flight: set[asyncio.Future[Any]] = set()
 
     async def run_to_completion(self, operation: Coroutine[Any, Any, T]) -> T:
@@ -140,6 +145,10 @@ class Database:
         """A session whose transaction commits at the end of the block, or rolls back on error."""
         async with self._writer() as session, session.begin():
             yield session
+
+    def connect_for_writing(self) -> AsyncConnection:
+        """A connection whose transactions take the write lock at BEGIN on SQLite (for `GroupCommit`)."""
+        return self._write_engine.connect()
 
     async def create_schema(self, metadata: MetaData) -> None:
         """Create missing tables (idempotent)."""

@@ -36,6 +36,7 @@ class RunsApp:
         """Stop serving (in-flight RPCs get `grace` seconds), then close the database."""
         await self.reaper.stop()
         await self.server.stop(grace)
+        await self.store.close()  # commits the writes still queued
         await self.db.dispose()  # after store operations orphaned by cancelled RPCs have finished
 
 

@@ -15,19 +15,18 @@ import base64
 import dataclasses
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
-from sqlalchemy.engine import CursorResult
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.database import Database, runs_to_completion, utcnow
-from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument, NotFound
+from services.common.group_commit import GroupCommit, Write
 from services.common.limits import RunLimits
 from services.common.usage import Usage
 from services.runs.checks import (
@@ -76,51 +75,82 @@ INTERRUPTED = "interrupted"
 CANCELLED_CODE = "cancelled"
 
 
-def _step_record(row: RunStepRow) -> StepRecord:
+RUNS = RunRow.__table__
+STEPS = RunStepRow.__table__
+#: A run's columns as the store reads them; the `metadata` column is read as `labels` (its ORM name).
+_RUN_COLUMNS = [column.label("labels") if column.key == "metadata" else column for column in RUNS.columns]
+#: ListRuns reads these, with the user query cut in the database so a huge one is never loaded.
+_LIST_COLUMNS = [
+    *(column for column in _RUN_COLUMNS if column.key != "user_query"),
+    func.substr(RUNS.c.user_query, 1, LIST_QUERY_CHARS + 1).label("user_query"),
+]
+
+Values = Mapping[str, Any]
+
+
+def _step_record(row: Values) -> StepRecord:
     model_call = None
-    if row.prompt_tokens is not None:
+    if row["prompt_tokens"] is not None:
         model_call = ModelCallStats(
-            Usage(row.prompt_tokens, row.completion_tokens or 0), row.time_to_first_token_ms, row.model_latency_ms
+            Usage(row["prompt_tokens"], row["completion_tokens"] or 0),
+            row["time_to_first_token_ms"],
+            row["model_latency_ms"],
         )
     return StepRecord(
-        run_id=row.run_id,
-        sequence=row.sequence,
-        type=row.type,
-        content=row.content,
-        created_at=row.created_at,
-        duration_ms=row.duration_ms,
+        run_id=row["run_id"],
+        sequence=row["sequence"],
+        type=row["type"],
+        content=row["content"],
+        created_at=row["created_at"],
+        duration_ms=row["duration_ms"],
         model_call=model_call,
     )
 
 
-def _limits(row: Any) -> RunLimits:
+def _step_values(run_id: str, sequence: int, step: NewStep, now: datetime) -> dict[str, Any]:
+    """A run_steps row for `step`."""
+    call = step.model_call
+    return {
+        "run_id": run_id,
+        "sequence": sequence,
+        "type": step.type,
+        "content": step.content,
+        "created_at": now,
+        "duration_ms": step.duration_ms,
+        "prompt_tokens": call.usage.prompt_tokens if call else None,
+        "completion_tokens": call.usage.completion_tokens if call else None,
+        "time_to_first_token_ms": call.time_to_first_token_ms if call else None,
+        "model_latency_ms": call.latency_ms if call else None,
+    }
+
+
+def _limits(row: Values) -> RunLimits:
     return RunLimits(
-        max_model_calls=row.max_model_calls,
-        max_duration_seconds=row.max_duration_ms / 1000 if row.max_duration_ms is not None else None,
-        max_total_tokens=row.max_total_tokens,
-        max_tool_calls=row.max_tool_calls,
+        max_model_calls=row["max_model_calls"],
+        max_duration_seconds=row["max_duration_ms"] / 1000 if row["max_duration_ms"] is not None else None,
+        max_total_tokens=row["max_total_tokens"],
+        max_tool_calls=row["max_tool_calls"],
     )
 
 
-def _run_record(row: Any, steps: Sequence[RunStepRow] = (), *, query_cut: bool = False) -> RunRecord:
-    """A record from an ORM row, or from a ListRuns row (same attribute names, the query possibly cut)."""
-    live = row.state in LIVE_STATES
+def _run_record(row: Values, steps: Sequence[Values] = (), *, query_cut: bool = False) -> RunRecord:
+    live = row["state"] in LIVE_STATES
     return RunRecord(
-        id=row.id,
-        user_query=row.user_query,
-        state=row.state,
-        model=row.model,
-        created_at=row.created_at,
-        completed_at=row.completed_at,
-        error_code=row.error_code,
-        error_message=row.error_message,
-        usage=Usage(row.prompt_tokens, row.completion_tokens),
-        metadata=dict(row.labels),
-        step_count=row.step_count,
-        started_at=row.started_at,
+        id=row["id"],
+        user_query=row["user_query"],
+        state=row["state"],
+        model=row["model"],
+        created_at=row["created_at"],
+        completed_at=row["completed_at"],
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        usage=Usage(row["prompt_tokens"], row["completion_tokens"]),
+        metadata=dict(row["labels"]),
+        step_count=row["step_count"],
+        started_at=row["started_at"],
         limits=_limits(row),
-        cancel_requested=row.cancel_requested_at is not None,
-        executor_id=row.executor_id if live else "",
+        cancel_requested=row["cancel_requested_at"] is not None,
+        executor_id=row["executor_id"] if live else "",
         user_query_truncated=query_cut,
         steps=[_step_record(step) for step in steps],
     )
@@ -156,8 +186,8 @@ def _decode_page_token(token: str, state: str | None) -> _PagePosition:
 def _older_than(position: _PagePosition) -> ColumnElement[bool]:
     """Runs after `position` in newest-first order (a keyset condition, served by ix_runs_created_at_id)."""
     return or_(
-        RunRow.created_at < position.created_at,
-        and_(RunRow.created_at == position.created_at, RunRow.id < position.run_id),
+        RUNS.c.created_at < position.created_at,
+        and_(RUNS.c.created_at == position.created_at, RUNS.c.id < position.run_id),
     )
 
 
@@ -173,56 +203,73 @@ def _approximate_bytes(record: RunRecord) -> int:
     return len(record.user_query.encode()) + len(record.error_message.encode()) + labels * 2 + 256
 
 
-#: ListRuns reads these columns, with the user query cut in the database so a huge one is never loaded.
-_LIST_COLUMNS = [
-    column for column in RunRow.__table__.columns if column.key not in ("user_query",)
-]
-
-
-async def _load_run(session: AsyncSession, run_id: str, *, lock: bool = False, with_steps: bool = False) -> RunRow:
-    """The run row; NotFound if missing. `lock` holds its row lock for the transaction (PostgreSQL; SQLite's
-    BEGIN IMMEDIATE already serialises writers), so appenders and finishers of one run take turns."""
-    query = select(RunRow).where(RunRow.id == run_id)
+async def _load_run(connection: AsyncConnection, run_id: str, *, lock: bool = False) -> dict[str, Any]:
+    """The run's columns; NotFound if missing. `lock` holds its row lock for the transaction (PostgreSQL; on
+    SQLite the one writer and BEGIN IMMEDIATE serialise writes already)."""
+    query = select(*_RUN_COLUMNS).where(RUNS.c.id == run_id)
     if lock:
         query = query.with_for_update()
-    if with_steps:
-        query = query.options(selectinload(RunRow.steps))
-    row = await session.scalar(query)
+    row = (await connection.execute(query)).first()
     if row is None:
         raise NotFound(f"run '{run_id}' not found")
-    return row
+    return dict(row._mapping)
 
 
-def _end(run: RunRow, state: str, error_code: str, error_message: str) -> None:
-    """Set a run's final state; its lease ends with it."""
-    run.state = state
-    run.error_code = error_code
-    run.error_message = error_message
-    run.completed_at = utcnow()
-    run.lease_expires_at = None
-
-
-def _add_error_step(session: AsyncSession, run: RunRow, code: str, message: str) -> None:
-    """Record the `error` step a run ends on, when the store itself ends it (a reaped or queued run)."""
-    run.step_count += 1
-    session.add(
-        RunStepRow(
-            run_id=run.id,
-            sequence=run.step_count,
-            type="error",
-            content={"code": code, "message": message},
-            created_at=utcnow(),
-            duration_ms=None,
-        )
+async def _update_run(connection: AsyncConnection, run: dict[str, Any], **changes: Any) -> None:
+    """Write `changes` to the run's row and to `run`, the caller's copy of it."""
+    await connection.execute(
+        update(RUNS).where(RUNS.c.id == run["id"]).values({_COLUMN_NAMES.get(k, k): v for k, v in changes.items()})
     )
+    run.update(changes)
+
+
+#: Attribute names whose column is named otherwise.
+_COLUMN_NAMES = {"labels": "metadata"}
+
+
+def _end(state: str, error_code: str, error_message: str) -> dict[str, Any]:
+    """The changes that end a run as `state`; its lease ends with it."""
+    return {
+        "state": state,
+        "error_code": error_code,
+        "error_message": error_message,
+        "completed_at": utcnow(),
+        "lease_expires_at": None,
+    }
+
+
+async def _add_error_step(connection: AsyncConnection, run: dict[str, Any], code: str, message: str) -> None:
+    """Record the `error` step a run ends on, when the store itself ends it (a reaped or queued run)."""
+    sequence = run["step_count"] + 1
+    step = NewStep(type="error", content={"code": code, "message": message})
+    await connection.execute(insert(STEPS).values(_step_values(run["id"], sequence, step, utcnow())))
+    run["step_count"] = sequence
 
 
 def _cancel_message(reason: str) -> str:
     return f"cancelled: {reason}" if reason else "cancelled on request"
 
 
+class _Append(Write[list[StepRecord]]):
+    """An AppendSteps waiting for the writer (see `_append_batch`)."""
+
+    __slots__ = ("run_id", "steps")
+
+    def __init__(self, run_id: str, steps: list[NewStep]) -> None:
+        super().__init__(APPEND)
+        self.run_id = run_id
+        self.steps = steps
+
+
+APPEND = "append"
+
+
 class RunStore:
-    """Runs and their steps in a database, with change signals for watchers and notices for engines."""
+    """Runs and their steps in a database, with change signals for watchers and notices for engines.
+
+    Every write goes through one `GroupCommit` writer: the appends of many runs share a transaction and an
+    INSERT (`_append_batch`), and every other write runs in a savepoint of its own within the batch.
+    """
 
     def __init__(
         self,
@@ -235,10 +282,14 @@ class RunStore:
         self.signals = signals
         self.notices = notices or ExecutorNotices()
         self.limits = limits or StoreLimits()
+        self._writer = GroupCommit(db, {APPEND: self._append_batch})
+
+    async def close(self) -> None:
+        """Commit the writes still queued and stop the writer."""
+        await self._writer.close()
 
     # --- the lifecycle -------------------------------------------------------------------------------------
 
-    @runs_to_completion
     async def create_run(self, new: NewRun) -> RunRecord:
         """Create a QUEUED or RUNNING run under `new.executor_id`'s lease.
 
@@ -247,53 +298,57 @@ class RunStore:
         """
         new = checked_new_run(new)
         fingerprint = request_fingerprint(new) if new.request_id else ""
-        if new.request_id:
-            existing = await self._by_request_id(new.request_id, fingerprint)
-            if existing is not None:
-                return existing
         now = utcnow()
         limits = new.limits
-        row = RunRow(
-            id=str(uuid.uuid4()),
-            user_query=new.user_query,
-            state=new.state,
-            model=new.model,
-            created_at=now,
-            completed_at=None,
-            started_at=now if new.state == RUNNING else None,
-            error_code="",
-            error_message="",
-            prompt_tokens=0,
-            completion_tokens=0,
-            total_tokens=0,
-            labels=dict(new.metadata),
-            step_count=0,
-            request_id=new.request_id or None,
-            request_hash=fingerprint,
-            executor_id=new.executor_id,
-            lease_seconds=new.lease_seconds,
-            lease_expires_at=now + timedelta(seconds=new.lease_seconds),
-            cancel_requested_at=None,
-            cancel_reason="",
-            max_model_calls=limits.max_model_calls,
-            max_duration_ms=round(limits.max_duration_seconds * 1000) if limits.max_duration_seconds else None,
-            max_total_tokens=limits.max_total_tokens,
-            max_tool_calls=limits.max_tool_calls,
-        )
+        values: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "user_query": new.user_query,
+            "state": new.state,
+            "model": new.model,
+            "created_at": now,
+            "completed_at": None,
+            "started_at": now if new.state == RUNNING else None,
+            "error_code": "",
+            "error_message": "",
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "total_tokens": 0,
+            "labels": dict(new.metadata),
+            "step_count": 0,
+            "request_id": new.request_id or None,
+            "request_hash": fingerprint,
+            "executor_id": new.executor_id,
+            "lease_seconds": new.lease_seconds,
+            "lease_expires_at": now + timedelta(seconds=new.lease_seconds),
+            "cancel_requested_at": None,
+            "cancel_reason": "",
+            "max_model_calls": limits.max_model_calls,
+            "max_duration_ms": round(limits.max_duration_seconds * 1000) if limits.max_duration_seconds else None,
+            "max_total_tokens": limits.max_total_tokens,
+            "max_tool_calls": limits.max_tool_calls,
+        }
+
+        async def create(connection: AsyncConnection) -> RunRecord:
+            if new.request_id:
+                existing = await self._by_request_id(connection, new.request_id, fingerprint)
+                if existing is not None:
+                    return existing
+            await connection.execute(insert(RUNS).values({_COLUMN_NAMES.get(k, k): v for k, v in values.items()}))
+            return _run_record(values)
+
         try:
-            async with self.database.write() as session:
-                session.add(row)
+            return await self._writer.write(create)
         except IntegrityError:
-            # A concurrent create with the same request id won the race: answer as its retry would.
-            existing = await self._by_request_id(new.request_id, fingerprint)
+            # Another runs replica created a run with the same request id first: answer as its retry would.
+            async with self.database.read() as session:
+                existing = await self._by_request_id(await session.connection(), new.request_id, fingerprint)
             if existing is None:
                 raise
             return existing
-        return _run_record(row)
 
-    async def _by_request_id(self, request_id: str, fingerprint: str) -> RunRecord | None:
-        async with self.database.read() as session:
-            row = await session.scalar(select(RunRow).where(RunRow.request_id == request_id))
+    @staticmethod
+    async def _by_request_id(connection: AsyncConnection, request_id: str, fingerprint: str) -> RunRecord | None:
+        row = (await connection.execute(select(*_RUN_COLUMNS).where(RUNS.c.request_id == request_id))).first()
         if row is None:
             return None
         if row.request_hash != fingerprint:
@@ -301,29 +356,29 @@ class RunStore:
                 f"request_id {request_id} was already used for a different request (run '{row.id}'); use a new "
                 "request_id for a new request, or resend the first request unchanged to retry it"
             )
-        return _run_record(row)
+        return _run_record(row._mapping)
 
-    @runs_to_completion
     async def begin_run(self, run_id: str, executor_id: str) -> RunRecord:
         """Move a QUEUED run to RUNNING for the engine that holds its lease (again: a retry)."""
         run_id = parse_run_id(run_id)
         check_executor_id(executor_id)
-        async with self.database.write() as session:
-            run = await _load_run(session, run_id, lock=True)
-            if run.state not in LIVE_STATES or run.executor_id != executor_id:
+
+        async def begin(connection: AsyncConnection) -> RunRecord:
+            run = await _load_run(connection, run_id, lock=True)
+            if run["state"] not in LIVE_STATES or run["executor_id"] != executor_id:
                 raise FailedPrecondition(
-                    f"run '{run_id}' is {run.state} and not held by executor {executor_id!r}; it cannot begin"
+                    f"run '{run_id}' is {run['state']} and not held by executor {executor_id!r}; it cannot begin"
                 )
-            if run.state == QUEUED:
-                run.state = RUNNING
-                run.started_at = utcnow()
-            record = _run_record(run)
-        self.signals.notify(run_id)
+            if run["state"] == QUEUED:
+                await _update_run(connection, run, state=RUNNING, started_at=utcnow())
+            return _run_record(run)
+
+        record = await self._writer.write(begin)
+        self.signals.notify(run_id, record)
         return record
 
-    @runs_to_completion
     async def append_steps(self, run_id: str, steps: Sequence[NewStep]) -> list[StepRecord]:
-        """Append `steps` to a RUNNING run in one transaction and return them as stored.
+        """Append `steps` to a RUNNING run, all or none, and return them as stored.
 
         Per step: sequence 0 takes the next one; the next one is stored; an already stored sequence with
         the same type and content is an idempotent retry (the stored step is returned); with other content
@@ -340,76 +395,77 @@ class RunStore:
         while True:
             attempt += 1
             try:
-                async with self.database.write() as session:
-                    stored = await self._append_in(session, run_id, checked)
+                stored = await self._writer.submit(_Append(run_id, checked))
                 break
             except IntegrityError:
-                # Another writer stored one of our sequences first (the run's row lock should prevent it;
+                # Another runs replica stored one of our sequences first (the run's row lock should prevent it;
                 # the unique (run_id, sequence) key is the backstop). A retry sees its steps: sequence 0
                 # moves on to the next free one, an explicit sequence turns into a retry or a conflict.
                 if attempt >= APPEND_ATTEMPTS:
                     raise AlreadyExists(
                         f"concurrent appends to run '{run_id}' kept taking the same sequences; retry"
                     ) from None
-        self.signals.steps_stored(run_id, stored[-1].sequence)
+        self.signals.steps_stored(run_id, stored)
         return stored
 
-    async def _append_in(self, session: AsyncSession, run_id: str, steps: list[NewStep]) -> list[StepRecord]:
-        run = await _load_run(session, run_id, lock=True)
-        if run.state != RUNNING:
-            raise FailedPrecondition(f"run '{run_id}' is {run.state}; steps can only be appended to a RUNNING run")
-        retried = [step.sequence for step in steps if 0 < step.sequence <= run.step_count]
-        known: dict[int, RunStepRow] = {}
+    async def _append_batch(self, connection: AsyncConnection, appends: Sequence[Write[Any]]) -> None:
+        """The appends of a batch in four statements, whatever their number: read their runs, check every append
+        against them in order (an append that fails changes nothing), insert all new steps, update the runs."""
+        batch = [append for append in appends if isinstance(append, _Append)]
+        run_ids = sorted({append.run_id for append in batch})  # sorted: PostgreSQL row locks in one order
+        rows = await connection.execute(
+            select(RUNS.c.id, RUNS.c.state, RUNS.c.step_count, RUNS.c.prompt_tokens, RUNS.c.completion_tokens)
+            .where(RUNS.c.id.in_(run_ids))
+            .order_by(RUNS.c.id)
+            .with_for_update()
+        )
+        runs = {row.id: _Progress(row.state, row.step_count, row.prompt_tokens, row.completion_tokens)
+                for row in rows}
+        stored: dict[tuple[str, int], dict[str, Any]] = {}  # steps already stored that a retry refers to
+        retried = [
+            (append.run_id, step.sequence)
+            for append in batch
+            if append.run_id in runs
+            for step in append.steps
+            if 0 < step.sequence <= runs[append.run_id].step_count
+        ]
         if retried:
-            rows = await session.scalars(
-                select(RunStepRow).where(RunStepRow.run_id == run_id, RunStepRow.sequence.in_(retried))
-            )
-            known = {row.sequence: row for row in rows}
+            stored = await _stored_steps(connection, retried)
         now = utcnow()
-        result: list[RunStepRow] = []
-        for step in steps:
-            next_sequence = run.step_count + 1
-            sequence = step.sequence or next_sequence
-            if sequence > next_sequence:
-                raise FailedPrecondition(
-                    f"step sequence {sequence} would leave a gap in run '{run_id}': the next sequence is "
-                    f"{next_sequence} (or send 0 to have it assigned)"
-                )
-            if sequence < next_sequence:
-                stored = known[sequence]
-                if stored.type != step.type or stored.content != step.content:
-                    raise AlreadyExists(
-                        f"step {sequence} of run '{run_id}' is already stored with other content "
-                        f"({stored.type}); resend it unchanged to retry, or append new steps with "
-                        f"sequence 0 or {next_sequence}"
-                    )
-                result.append(stored)
+        new_rows: list[dict[str, Any]] = []
+        for append in batch:
+            run = runs.get(append.run_id)
+            try:
+                if run is None:
+                    raise NotFound(f"run '{append.run_id}' not found")
+                planned = _plan_append(append.run_id, run, append.steps, stored, now)
+            except DomainError as exc:
+                append.fail(exc)
                 continue
-            call = step.model_call
-            row = RunStepRow(
-                run_id=run_id,
-                sequence=sequence,
-                type=step.type,
-                content=step.content,
-                created_at=now,
-                duration_ms=step.duration_ms,
-                prompt_tokens=call.usage.prompt_tokens if call else None,
-                completion_tokens=call.usage.completion_tokens if call else None,
-                time_to_first_token_ms=call.time_to_first_token_ms if call else None,
-                model_latency_ms=call.latency_ms if call else None,
+            run.apply(planned)
+            for row in planned.new_rows:
+                stored[(append.run_id, row["sequence"])] = row
+            new_rows.extend(planned.new_rows)
+            append.succeed([_step_record(row) for row in planned.rows])
+        if new_rows:
+            await connection.execute(insert(STEPS), new_rows)
+            changed = [
+                {"run": id_, "steps": run.step_count, "prompt": run.prompt_tokens, "completion": run.completion_tokens}
+                for id_, run in runs.items()
+                if run.changed
+            ]
+            await connection.execute(
+                update(RUNS)
+                .where(RUNS.c.id == bindparam("run"))
+                .values(
+                    step_count=bindparam("steps"),
+                    prompt_tokens=bindparam("prompt"),
+                    completion_tokens=bindparam("completion"),
+                    total_tokens=bindparam("prompt") + bindparam("completion"),
+                ),
+                changed,
             )
-            if call is not None:
-                run.prompt_tokens += call.usage.prompt_tokens
-                run.completion_tokens += call.usage.completion_tokens
-                run.total_tokens = run.prompt_tokens + run.completion_tokens
-            session.add(row)
-            known[sequence] = row
-            run.step_count = sequence
-            result.append(row)
-        await session.flush()
-        return [_step_record(row) for row in result]
 
-    @runs_to_completion
     async def finish_run(self, run_id: str, state: str, error_code: str = "", error_message: str = "") -> RunRecord:
         """End a QUEUED or RUNNING run as `state` (completed, failed or cancelled).
 
@@ -418,53 +474,59 @@ class RunStore:
         """
         run_id = parse_run_id(run_id)
         check_finish(state, error_code, error_message)
-        async with self.database.write() as session:
-            run = await _load_run(session, run_id, lock=True)
-            if run.state not in LIVE_STATES:
-                if run.state == state and run.error_code == error_code:
-                    return _run_record(run)
+
+        async def finish(connection: AsyncConnection) -> tuple[RunRecord, bool]:
+            run = await _load_run(connection, run_id, lock=True)
+            if run["state"] not in LIVE_STATES:
+                if run["state"] == state and run["error_code"] == error_code:
+                    return _run_record(run), False
                 raise FailedPrecondition(
-                    f"run '{run_id}' already ended {run.state}"
-                    + (f" ({run.error_code})" if run.error_code else "")
+                    f"run '{run_id}' already ended {run['state']}"
+                    + (f" ({run['error_code']})" if run["error_code"] else "")
                     + "; only a QUEUED or RUNNING run can be finished"
                 )
-            if run.state == QUEUED and state != COMPLETED:
+            if run["state"] == QUEUED and state != COMPLETED:
                 # A run that never began has no steps to end on; the store records the end the engine reports.
-                _add_error_step(session, run, error_code, error_message)
-            _end(run, state, error_code, error_message)
-            record = _run_record(run)
-        self.signals.run_ended(run_id)
+                await _add_error_step(connection, run, error_code, error_message)
+            await _update_run(connection, run, step_count=run["step_count"], **_end(state, error_code, error_message))
+            return _run_record(run), True
+
+        record, ended = await self._writer.write(finish)
+        if ended:
+            self.signals.run_ended(run_id, record)
         return record
 
-    @runs_to_completion
     async def cancel_run(self, run_id: str, reason: str = "") -> RunRecord:
         """Ask a run to stop. A QUEUED run ends CANCELLED here and now (with its `error` step); for a RUNNING
         run the request is recorded and passed on to the engine executing it, which ends it. Asking again
         is harmless; a finished run is FailedPrecondition."""
         run_id = parse_run_id(run_id)
         check_text("reason", reason, MAX_CANCEL_REASON_CHARS)
-        async with self.database.write() as session:
-            run = await _load_run(session, run_id, lock=True)
-            if run.state not in LIVE_STATES:
-                raise FailedPrecondition(f"run '{run_id}' already ended {run.state}; only a QUEUED or RUNNING run "
-                                         "can be cancelled")
-            if run.cancel_requested_at is None:
-                run.cancel_requested_at = utcnow()
-                run.cancel_reason = reason
-            executor_id = run.executor_id
-            if run.state == QUEUED:
-                message = _cancel_message(run.cancel_reason)
-                _add_error_step(session, run, CANCELLED_CODE, message)
-                _end(run, CANCELLED, CANCELLED_CODE, message)
-            record = _run_record(run)
-        self.notices.cancel(executor_id, CancelNotice(run_id, run.cancel_reason))
+
+        async def cancel(connection: AsyncConnection) -> tuple[RunRecord, str, str]:
+            run = await _load_run(connection, run_id, lock=True)
+            if run["state"] not in LIVE_STATES:
+                raise FailedPrecondition(f"run '{run_id}' already ended {run['state']}; only a QUEUED or RUNNING "
+                                         "run can be cancelled")
+            if run["cancel_requested_at"] is None:
+                await _update_run(connection, run, cancel_requested_at=utcnow(), cancel_reason=reason)
+            executor_id = run["executor_id"]
+            if run["state"] == QUEUED:
+                message = _cancel_message(run["cancel_reason"])
+                await _add_error_step(connection, run, CANCELLED_CODE, message)
+                await _update_run(
+                    connection, run, step_count=run["step_count"], **_end(CANCELLED, CANCELLED_CODE, message)
+                )
+            return _run_record(run), executor_id, run["cancel_reason"]
+
+        record, executor_id, stored_reason = await self._writer.write(cancel)
+        self.notices.cancel(executor_id, CancelNotice(run_id, stored_reason))
         if record.state == CANCELLED:
-            self.signals.run_ended(run_id)
+            self.signals.run_ended(run_id, record)
         else:
-            self.signals.notify(run_id)
+            self.signals.notify(run_id, record)
         return record
 
-    @runs_to_completion
     async def renew_leases(self, executor_id: str, run_ids: Sequence[str]) -> LeaseRenewal:
         """Extend the leases `executor_id` holds on `run_ids`, each by its own lease duration.
 
@@ -477,17 +539,16 @@ class RunStore:
         ids = list(dict.fromkeys(parse_run_id(run_id) for run_id in run_ids))
         if not ids:
             return LeaseRenewal([], [])
-        now = utcnow()
-        held: set[str] = set()
-        cancel: list[CancelNotice] = []
-        async with self.database.write() as session:
-            rows = (
-                await session.execute(
-                    select(RunRow.id, RunRow.lease_seconds, RunRow.cancel_requested_at, RunRow.cancel_reason).where(
-                        RunRow.id.in_(ids), RunRow.executor_id == executor_id, RunRow.state.in_(LIVE_STATES)
-                    )
+
+        async def renew(connection: AsyncConnection) -> LeaseRenewal:
+            now = utcnow()
+            held: set[str] = set()
+            cancel: list[CancelNotice] = []
+            rows = await connection.execute(
+                select(RUNS.c.id, RUNS.c.lease_seconds, RUNS.c.cancel_requested_at, RUNS.c.cancel_reason).where(
+                    RUNS.c.id.in_(ids), RUNS.c.executor_id == executor_id, RUNS.c.state.in_(LIVE_STATES)
                 )
-            ).all()
+            )
             by_duration: dict[float, list[str]] = {}
             for row in rows:
                 held.add(row.id)
@@ -495,64 +556,70 @@ class RunStore:
                 if row.cancel_requested_at is not None:
                     cancel.append(CancelNotice(row.id, row.cancel_reason))
             for seconds, group in by_duration.items():
-                await session.execute(
-                    update(RunRow)
-                    .where(RunRow.id.in_(group))
-                    .values(lease_expires_at=now + timedelta(seconds=seconds))
+                await connection.execute(
+                    update(RUNS).where(RUNS.c.id.in_(group)).values(lease_expires_at=now + timedelta(seconds=seconds))
                 )
-        return LeaseRenewal([run_id for run_id in ids if run_id not in held], cancel)
+            return LeaseRenewal([run_id for run_id in ids if run_id not in held], cancel)
 
-    @runs_to_completion
+        return await self._writer.write(renew)
+
     async def reap_expired(self) -> list[str]:
         """End live runs whose lease ran out: FAILED "interrupted", or CANCELLED when a cancel was pending.
         Returns the ids of the runs it ended."""
-        now = utcnow()
-        reaped: list[str] = []
-        async with self.database.write() as session:
+
+        async def reap(connection: AsyncConnection) -> list[RunRecord]:
+            now = utcnow()
+            ended: list[RunRecord] = []
             # SKIP LOCKED: several runs replicas may reap at once on PostgreSQL without waiting on each other.
-            runs = await session.scalars(
-                select(RunRow)
-                .where(RunRow.state.in_(LIVE_STATES), RunRow.lease_expires_at < now)
-                .order_by(RunRow.lease_expires_at)
+            rows = await connection.execute(
+                select(*_RUN_COLUMNS)
+                .where(RUNS.c.state.in_(LIVE_STATES), RUNS.c.lease_expires_at < now)
+                .order_by(RUNS.c.lease_expires_at)
                 .limit(REAP_BATCH)
                 .with_for_update(skip_locked=True)
             )
-            for run in runs:
-                if run.cancel_requested_at is not None:
-                    state, code, message = CANCELLED, CANCELLED_CODE, _cancel_message(run.cancel_reason)
+            for row in rows.all():
+                run = dict(row._mapping)
+                if run["cancel_requested_at"] is not None:
+                    state, code, message = CANCELLED, CANCELLED_CODE, _cancel_message(run["cancel_reason"])
                 else:
                     state, code = FAILED, INTERRUPTED
                     message = (
-                        f"the run was interrupted: its engine ({run.executor_id}) stopped renewing its lease "
+                        f"the run was interrupted: its engine ({run['executor_id']}) stopped renewing its lease "
                         "(it was stopped, crashed or lost its connection to the run store)"
                     )
-                    if run.state == QUEUED:
+                    if run["state"] == QUEUED:
                         message += " before the run began"
-                _add_error_step(session, run, code, message)
-                _end(run, state, code, message)
-                reaped.append(run.id)
-        for run_id in reaped:
-            self.signals.run_ended(run_id)
-        return reaped
+                await _add_error_step(connection, run, code, message)
+                await _update_run(connection, run, step_count=run["step_count"], **_end(state, code, message))
+                ended.append(_run_record(run))
+            return ended
 
-    @runs_to_completion
+        ended = await self._writer.write(reap)
+        for record in ended:
+            self.signals.run_ended(record.id, record)
+        return [record.id for record in ended]
+
     async def extend_live_leases(self) -> int:
         """Give every live run one full lease period from now; called when the service starts, so engines that
         kept running while the store was away can renew before the reaper looks. Returns how many."""
-        now = utcnow()
-        extended = 0
-        async with self.database.write() as session:
-            durations = await session.scalars(
-                select(RunRow.lease_seconds).where(RunRow.state.in_(LIVE_STATES)).distinct()
+
+        async def extend(connection: AsyncConnection) -> int:
+            now = utcnow()
+            extended = 0
+            durations = await connection.execute(
+                select(RUNS.c.lease_seconds).where(RUNS.c.state.in_(LIVE_STATES)).distinct()
             )
-            for seconds in list(durations):
-                result = await session.execute(
-                    update(RunRow)
-                    .where(RunRow.state.in_(LIVE_STATES), RunRow.lease_seconds == seconds)
+            for seconds in list(durations.scalars()):
+                result = await connection.execute(
+                    update(RUNS)
+                    .where(RUNS.c.state.in_(LIVE_STATES), RUNS.c.lease_seconds == seconds)
                     .values(lease_expires_at=now + timedelta(seconds=seconds))
                 )
-                extended += result.rowcount if isinstance(result, CursorResult) else 0
-        return extended
+                extended += result.rowcount
+            return extended
+
+        return await self._writer.write(extend)
 
     # --- reading -------------------------------------------------------------------------------------------
 
@@ -561,8 +628,15 @@ class RunStore:
         """One run, with its steps in sequence order unless `with_steps` is False."""
         run_id = parse_run_id(run_id)
         async with self.database.read() as session:
-            run = await _load_run(session, run_id, with_steps=with_steps)
-            return _run_record(run, run.steps if with_steps else ())
+            connection = await session.connection()
+            run = await _load_run(connection, run_id)
+            steps: Sequence[Values] = ()
+            if with_steps:
+                result = await connection.execute(
+                    select(STEPS).where(STEPS.c.run_id == run_id).order_by(STEPS.c.sequence)
+                )
+                steps = result.mappings().all()
+            return _run_record(run, steps)
 
     @runs_to_completion
     async def steps_after(self, run_id: str, after_sequence: int, limit: int) -> tuple[RunRecord, list[StepRecord]]:
@@ -572,14 +646,15 @@ class RunStore:
         """
         run_id = parse_run_id(run_id)
         async with self.database.read() as session:
-            run = await _load_run(session, run_id)
-            rows = await session.scalars(
-                select(RunStepRow)
-                .where(RunStepRow.run_id == run_id, RunStepRow.sequence > after_sequence)
-                .order_by(RunStepRow.sequence)
+            connection = await session.connection()
+            run = await _load_run(connection, run_id)
+            rows = await connection.execute(
+                select(STEPS)
+                .where(STEPS.c.run_id == run_id, STEPS.c.sequence > after_sequence)
+                .order_by(STEPS.c.sequence)
                 .limit(limit)
             )
-            return _run_record(run), [_step_record(row) for row in rows]
+            return _run_record(run), [_step_record(row) for row in rows.mappings()]
 
     @runs_to_completion
     async def list_runs(
@@ -594,24 +669,17 @@ class RunStore:
         limit = _checked_page_size(page_size)
         if state is not None:
             check_run_state(state)
-        query = (
-            select(
-                *_LIST_COLUMNS,
-                func.substr(RunRow.user_query, 1, LIST_QUERY_CHARS + 1).label("user_query"),
-            )
-            .order_by(RunRow.created_at.desc(), RunRow.id.desc())
-            .limit(limit + 1)
-        )
+        query = select(*_LIST_COLUMNS).order_by(RUNS.c.created_at.desc(), RUNS.c.id.desc()).limit(limit + 1)
         if state is not None:
-            query = query.where(RunRow.state == state)
+            query = query.where(RUNS.c.state == state)
         if page_token:
             query = query.where(_older_than(_decode_page_token(page_token, state)))
         async with self.database.read() as session:
-            rows = (await session.execute(query)).all()
+            rows = (await session.execute(query)).mappings().all()
         page: list[RunRecord] = []
         size = 0
         for row in rows[:limit]:
-            record = _run_record(_ListRow(row), query_cut=len(row.user_query) > LIST_QUERY_CHARS)
+            record = _run_record(row, query_cut=len(row["user_query"]) > LIST_QUERY_CHARS)
             if record.user_query_truncated:
                 record = dataclasses.replace(record, user_query=record.user_query[:LIST_QUERY_CHARS])
             size += _approximate_bytes(record)
@@ -621,23 +689,107 @@ class RunStore:
         more = len(rows) > len(page)
         return page, _encode_page_token(page[-1], state) if more else ""
 
-    @runs_to_completion
     async def delete_run(self, run_id: str) -> None:
         """Delete a run and its steps (ON DELETE CASCADE); watchers of it end with NotFound, and the engine
         executing it finds its lease lost."""
         run_id = parse_run_id(run_id)
-        async with self.database.write() as session:
-            result = await session.execute(delete(RunRow).where(RunRow.id == run_id))
-            if not isinstance(result, CursorResult) or result.rowcount == 0:
+
+        async def delete_(connection: AsyncConnection) -> None:
+            result = await connection.execute(delete(RUNS).where(RUNS.c.id == run_id))
+            if result.rowcount == 0:
                 raise NotFound(f"run '{run_id}' not found")
-        self.signals.run_ended(run_id)
+
+        await self._writer.write(delete_)
+        self.signals.run_ended(run_id, None)
 
 
-class _ListRow:
-    """A ListRuns result row read like an ORM row: the `metadata` column is the `labels` attribute there."""
+class _Progress:
+    """What an append batch tracks of one run: its state, last sequence and usage so far."""
 
-    def __init__(self, row: Any) -> None:
-        self._row = row
+    __slots__ = ("changed", "completion_tokens", "prompt_tokens", "state", "step_count")
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._row, "metadata" if name == "labels" else name)
+    def __init__(self, state: str, step_count: int, prompt_tokens: int, completion_tokens: int) -> None:
+        self.state = state
+        self.step_count = step_count
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.changed = False
+
+    def apply(self, planned: "_Planned") -> None:
+        if planned.new_rows:
+            self.step_count = planned.step_count
+            self.prompt_tokens += planned.prompt_tokens
+            self.completion_tokens += planned.completion_tokens
+            self.changed = True
+
+
+@dataclass
+class _Planned:
+    """One append, checked: the rows it returns (stored before or new), the new ones, and what they add."""
+
+    rows: list[dict[str, Any]]
+    new_rows: list[dict[str, Any]]
+    step_count: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def _plan_append(
+    run_id: str, run: _Progress, steps: Sequence[NewStep], stored: dict[tuple[str, int], dict[str, Any]], now: datetime
+) -> _Planned:
+    """Check one append against its run as the batch has left it; raises a DomainError and changes nothing if
+    any of its steps is refused."""
+    if run.state != RUNNING:
+        raise FailedPrecondition(f"run '{run_id}' is {run.state}; steps can only be appended to a RUNNING run")
+    planned = _Planned([], [], run.step_count)
+    for step in steps:
+        next_sequence = planned.step_count + 1
+        sequence = step.sequence or next_sequence
+        if sequence > next_sequence:
+            raise FailedPrecondition(
+                f"step sequence {sequence} would leave a gap in run '{run_id}': the next sequence is "
+                f"{next_sequence} (or send 0 to have it assigned)"
+            )
+        if sequence < next_sequence:
+            previous = stored.get((run_id, sequence)) or next(
+                row for row in planned.new_rows if row["sequence"] == sequence
+            )
+            if previous["type"] != step.type or previous["content"] != _as_stored(step.content):
+                raise AlreadyExists(
+                    f"step {sequence} of run '{run_id}' is already stored with other content "
+                    f"({previous['type']}); resend it unchanged to retry, or append new steps with "
+                    f"sequence 0 or {next_sequence}"
+                )
+            planned.rows.append(previous)
+            continue
+        row = _step_values(run_id, sequence, step, now)
+        if step.model_call is not None:
+            planned.prompt_tokens += step.model_call.usage.prompt_tokens
+            planned.completion_tokens += step.model_call.usage.completion_tokens
+        planned.rows.append(row)
+        planned.new_rows.append(row)
+        planned.step_count = sequence
+    return planned
+
+
+def _as_stored(content: dict[str, Any]) -> Any:
+    """`content` as a JSON column hands it back (tuples become lists), to compare a retried step with its first
+    attempt. Only retries pay for it."""
+    return json.loads(json.dumps(content))
+
+
+async def _stored_steps(
+    connection: AsyncConnection, keys: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """The stored steps with these (run_id, sequence) keys."""
+    by_run: dict[str, list[int]] = {}
+    for run_id, sequence in keys:
+        by_run.setdefault(run_id, []).append(sequence)
+    found: dict[tuple[str, int], dict[str, Any]] = {}
+    for run_id, sequences in by_run.items():
+        rows = await connection.execute(
+            select(STEPS).where(STEPS.c.run_id == run_id, STEPS.c.sequence.in_(sequences))
+        )
+        for row in rows.mappings():
+            found[(run_id, row["sequence"])] = dict(row)
+    return found

@@ -1,9 +1,11 @@
 """The live part of WatchRun: change signals, the deltas of forming steps, and the watch algorithm (no gRPC).
 
-The algorithm never trusts a signal to carry a step: a signal only means "look again", and every look is a
-query for the steps after the watcher's cursor. So a missed or duplicated signal can cost a heartbeat of
-latency at most, never a lost or repeated step, and a PostgreSQL LISTEN/NOTIFY source can replace the
-in-process `RunSignals` without touching `watch_run`.
+A signal means "look again". Signals from this process's own writes also carry what was committed (the steps,
+the run), so a watcher that is caught up takes them without a query; whenever what a signal carries does not
+follow on from the watcher's cursor without a gap (or carries nothing), the watcher queries the steps after its
+cursor. So a missed or duplicated signal can cost a heartbeat of latency at most, never a lost or repeated step,
+and a PostgreSQL LISTEN/NOTIFY source (which carries nothing) can replace the in-process `RunSignals` without
+touching `watch_run`.
 
 Deltas are different: they are live only, never stored. The engine sends them as the model writes; they are
 handed to the run's watchers and also kept, coalesced per forming step, until that step is stored, so a
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,9 +51,13 @@ class Subscription:
         self._deltas: list[StepDelta] = []
         self._overflowed = False
         self._wake = asyncio.Event()
+        self._committed = Committed()
 
-    def _notify(self) -> None:
+    def _notify(self, steps: Sequence[StepRecord] = (), run: RunRecord | None = None, *, known: bool) -> None:
+        if not self._changed:
+            self._committed = Committed()
         self._changed = True
+        self._committed.add(steps, run, known=known)
         self._wake.set()
 
     def _push(self, delta: StepDelta) -> None:
@@ -86,12 +92,47 @@ class Subscription:
         if not self._changed:
             self._wake.clear()
 
-    def take(self) -> tuple[bool, list[StepDelta], bool]:
-        """(something changed, the deltas since the last take, whether deltas were dropped), and reset."""
-        taken = self._changed, self._deltas, self._overflowed
+    def take(self) -> tuple[Committed | None, list[StepDelta], bool]:
+        """(what was committed since the last take, None if nothing; the deltas since the last take; whether
+        deltas were dropped), and reset."""
+        taken = self._committed if self._changed else None, self._deltas, self._overflowed
         self._changed, self._deltas, self._overflowed = False, [], False
+        self._committed = Committed()
         self._wake.clear()
         return taken
+
+
+class Committed:
+    """What the signals since a watcher's last look carried: committed steps and the newest run record. `known`
+    is False once any signal carried nothing (another process's write, a deletion): the watcher must query."""
+
+    __slots__ = ("known", "run", "steps")
+
+    def __init__(self) -> None:
+        self.steps: list[StepRecord] = []
+        self.run: RunRecord | None = None
+        self.known = True
+
+    def add(self, steps: Sequence[StepRecord], run: RunRecord | None, *, known: bool) -> None:
+        self.known = self.known and known
+        self.steps.extend(steps)
+        if run is not None:
+            self.run = run
+
+    def following(self, cursor: int) -> list[StepRecord] | None:
+        """The carried steps after `cursor` if they follow on from it without a gap; None if a query is needed."""
+        if not self.known:
+            return None
+        steps = sorted((step for step in self.steps if step.sequence > cursor), key=lambda step: step.sequence)
+        for expected, step in enumerate(steps, cursor + 1):
+            if step.sequence != expected:
+                return None
+        if self.run is not None and self.run.state not in LIVE_STATES:
+            # A finished run's record tells how many steps it has: the carried steps must reach them all.
+            last = steps[-1].sequence if steps else cursor
+            if last != self.run.step_count:
+                return None
+        return steps
 
 
 @dataclass
@@ -144,26 +185,31 @@ class RunSignals:
         self._channels: dict[str, _Channel] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
 
-    def notify(self, run_id: str) -> None:
-        """Wake every watcher of `run_id` to look again (call it after the change is committed)."""
+    def notify(self, run_id: str, run: RunRecord | None = None) -> None:
+        """Wake every watcher of `run_id` to look again (call it after the change is committed), handing them the
+        run as committed when the caller has it."""
+        self._notify(run_id, (), run, known=run is not None)
+
+    def _notify(self, run_id: str, steps: Sequence[StepRecord], run: RunRecord | None, *, known: bool) -> None:
         channel = self._channels.get(run_id)
         if channel is not None:
             for subscription in channel.subscriptions:
-                subscription._notify()
+                subscription._notify(steps, run, known=known)
 
-    def steps_stored(self, run_id: str, last_sequence: int) -> None:
-        """Steps up to `last_sequence` are committed: they are no longer forming."""
+    def steps_stored(self, run_id: str, steps: Sequence[StepRecord]) -> None:
+        """`steps` are committed: watchers get them, and they are no longer forming."""
         channel = self._channels.get(run_id)
-        if channel is None:
+        if channel is None or not steps:
             return
+        last_sequence = max(step.sequence for step in steps)
         for sequence in [s for s in channel.forming if s <= last_sequence]:
             step = channel.forming.pop(sequence)
             channel.forming_chars -= sum(map(len, step.text)) + sum(map(len, step.arguments))
-        self.notify(run_id)
+        self._notify(run_id, steps, None, known=True)
         self._drop_if_idle(run_id)
 
-    def run_ended(self, run_id: str) -> None:
-        """The run finished or was deleted: nothing of it forms any more."""
+    def run_ended(self, run_id: str, run: RunRecord | None = None) -> None:
+        """The run finished (`run`, as committed) or was deleted (None): nothing of it forms any more."""
         self._ended[run_id] = None
         if len(self._ended) > MAX_ENDED_RUNS:
             self._ended.popitem(last=False)
@@ -172,7 +218,7 @@ class RunSignals:
             return
         channel.forming.clear()
         channel.forming_chars = 0
-        self.notify(run_id)
+        self._notify(run_id, (), run, known=run is not None)
         self._drop_if_idle(run_id)
 
     def publish_delta(self, delta: StepDelta) -> None:
@@ -294,8 +340,13 @@ async def watch_run(
             if not await subscription.wait(heartbeat_seconds):
                 yield Heartbeat(utcnow(), cursor)
                 continue
-            changed, deltas, overflowed = subscription.take()
+            committed, deltas, overflowed = subscription.take()
             if overflowed:
                 deltas = signals.forming(run_id, cursor)
-            if changed:
+            if committed is None:
+                continue
+            carried = committed.following(cursor)
+            if carried is None:
                 run, steps = await store.steps_after(run_id, cursor, limit=STEP_BATCH)
+            else:
+                run, steps = committed.run or run, carried

@@ -51,8 +51,10 @@ def signals() -> RunSignals:
 
 
 @pytest.fixture
-def store(database: Database, signals: RunSignals) -> RunStore:
-    return RunStore(database, signals)
+async def store(database: Database, signals: RunSignals) -> AsyncIterator[RunStore]:
+    store = RunStore(database, signals)
+    yield store
+    await store.close()
 
 
 StartRuns = Callable[..., Awaitable[RunsApp]]

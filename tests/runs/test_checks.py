@@ -88,6 +88,7 @@ async def test_a_bad_step_is_invalid_argument_and_stores_nothing(store: RunStore
     assert (await limited.get_run(run.id)).step_count == 0
     [stored] = await limited.append_steps(run.id, [NewStep("agent-thought", {"text": "x" * 2036})])  # at the limit
     assert stored.sequence == 1
+    await limited.close()
 
 
 async def test_a_run_id_that_is_not_a_uuid_is_invalid_argument_everywhere(store: RunStore) -> None:

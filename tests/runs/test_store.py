@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.database import Database
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -106,12 +107,12 @@ async def test_two_creates_that_both_miss_the_lookup_still_make_one_run(
     lookup = store._by_request_id
     misses = 2
 
-    async def miss_twice(request_id: str, fingerprint: str) -> RunRecord | None:
+    async def miss_twice(connection: AsyncConnection, request_id: str, fingerprint: str) -> RunRecord | None:
         nonlocal misses
         if misses:
             misses -= 1
             return None
-        return await lookup(request_id, fingerprint)
+        return await lookup(connection, request_id, fingerprint)
 
     monkeypatch.setattr(store, "_by_request_id", miss_twice)
     first, second = await asyncio.gather(
@@ -385,3 +386,72 @@ async def test_an_operation_whose_caller_is_cancelled_still_completes(store: Run
     await store.database.drain()
     assert (await store.get_run(run.id)).step_count == 1
 
+
+
+# --- group commit ------------------------------------------------------------------------------------------
+
+
+async def test_appends_of_many_runs_at_once_are_all_stored_in_order(store: RunStore, database: Database) -> None:
+    runs = [await store.create_run(new_run(f"q{i}")) for i in range(32)]
+
+    async def five_steps(run_id: str) -> list[int]:
+        stored = []
+        for n in range(5):
+            [step] = await store.append_steps(run_id, [NewStep("agent-thought", {"n": n})])
+            stored.append(step.sequence)
+        return stored
+
+    sequences = await asyncio.gather(*(five_steps(run.id) for run in runs))
+    assert sequences == [[1, 2, 3, 4, 5]] * 32
+    for run in runs:
+        got = await store.get_run(run.id)
+        assert got.step_count == 5 and [step.content["n"] for step in got.steps] == [0, 1, 2, 3, 4]
+
+
+async def test_a_refused_append_in_a_batch_fails_alone(store: RunStore) -> None:
+    live, finished = await store.create_run(new_run("live")), await store.create_run(new_run("finished"))
+    await store.finish_run(finished.id, "completed")
+    # Submitted in one event-loop tick, so one transaction holds them all.
+    outcomes = await asyncio.gather(
+        store.append_steps(live.id, [NewStep("agent-thought", {"text": "a"})]),
+        store.append_steps(finished.id, [NewStep("agent-thought", {"text": "refused"})]),
+        store.append_steps(live.id, [NewStep("agent-thought", {"text": "b"}, sequence=2)]),
+        store.append_steps(live.id, [NewStep("agent-thought", {"text": "gap"}, sequence=9)]),
+        store.append_steps(live.id, [NewStep("agent-thought", {"text": "a"}, sequence=1)]),  # a retry
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], FailedPrecondition) and isinstance(outcomes[3], FailedPrecondition)
+    assert [o[0].sequence for o in outcomes if isinstance(o, list)] == [1, 2, 1]
+    got = await store.get_run(live.id)
+    assert [step.content["text"] for step in got.steps] == ["a", "b"] and got.step_count == 2
+    assert (await store.get_run(finished.id)).step_count == 0
+
+
+async def test_a_failed_write_in_a_batch_rolls_back_alone(store: RunStore) -> None:
+    run = await store.create_run(new_run())
+    outcomes = await asyncio.gather(
+        store.finish_run(run.id, "completed"),
+        store.begin_run(run.id, "another-engine"),  # refused after the finish in the same transaction
+        store.create_run(new_run("next")),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], FailedPrecondition)
+    assert (await store.get_run(run.id)).state == "completed"
+    assert (await store.get_run(outcomes[2].id)).user_query == "next"  # type: ignore[union-attr]
+
+
+async def test_closing_the_store_commits_the_writes_still_queued(database: Database) -> None:
+    from services.runs.watch import RunSignals
+
+    store = RunStore(database, RunSignals())
+    run = await store.create_run(new_run())
+    appends = [
+        asyncio.ensure_future(store.append_steps(run.id, [NewStep("agent-thought", {"n": n}, sequence=n)]))
+        for n in range(1, 11)
+    ]
+    await asyncio.sleep(0)
+    await store.close()
+    assert [len(stored) for stored in await asyncio.gather(*appends)] == [1] * 10
+    reopened = RunStore(database, RunSignals())
+    assert (await reopened.get_run(run.id)).step_count == 10
+    await reopened.close()

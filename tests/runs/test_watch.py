@@ -313,7 +313,9 @@ async def test_a_signal_sent_before_waiting_is_not_lost() -> None:
     with signals.subscribe("r") as subscription:
         signals.notify("r")  # e.g. while the watcher was still querying
         assert await asyncio.wait_for(subscription.wait(NO_HEARTBEAT), 1) is True
-        assert subscription.take() == (True, [], False)
+        committed, deltas, overflowed = subscription.take()
+        # A signal that carries nothing makes the watcher query.
+        assert committed is not None and committed.following(0) is None and (deltas, overflowed) == ([], False)
         assert await subscription.wait(0.01) is False
 
 
@@ -336,6 +338,44 @@ async def test_a_watcher_that_falls_behind_on_deltas_is_resynchronised(monkeypat
     with signals.subscribe("r") as subscription:
         for piece in "abcde":
             signals.publish_delta(StepDelta("r", 1, text=piece))
-        changed, deltas, overflowed = subscription.take()
-        assert (changed, overflowed) == (False, True) and len(deltas) < 5
+        committed, deltas, overflowed = subscription.take()
+        assert (committed, overflowed) == (None, True) and len(deltas) < 5
         assert signals.forming("r", 0) == [StepDelta("r", 1, text="abcde", replace=True)]
+
+
+async def test_a_caught_up_watcher_takes_committed_steps_from_the_signal_without_a_query(
+    store: RunStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = await store.create_run(new_run())
+    queries = 0
+    steps_after = store.steps_after
+
+    async def counted(*args: object, **kwargs: object) -> tuple[RunRecord, list[StepRecord]]:
+        nonlocal queries
+        queries += 1
+        return await steps_after(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "steps_after", counted)
+    events = aiter(watch_run(store, store.signals, run.id, 0, NO_HEARTBEAT))
+    assert isinstance(await next_event(events), RunRecord)
+    for text in ("a", "b", "c"):
+        await store.append_steps(run.id, [NewStep("agent-thought", {"text": text})])
+        step = await next_event(events)
+        assert isinstance(step, StepRecord) and step.content == {"text": text}
+    await store.finish_run(run.id, "completed")
+    final = await next_event(events)
+    assert isinstance(final, RunRecord) and (final.state, final.step_count) == ("completed", 3)
+    assert queries == 1  # the first look only
+
+
+async def test_a_signal_whose_steps_leave_a_gap_makes_the_watcher_query(store: RunStore) -> None:
+    run = await store.create_run(new_run())
+    events = aiter(watch_run(store, store.signals, run.id, 0, NO_HEARTBEAT))
+    assert isinstance(await next_event(events), RunRecord)
+    # Step 1 is stored without its signal (as if written by another replica); step 2's signal leaves a gap.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store.signals, "steps_stored", lambda *args: None)
+        await store.append_steps(run.id, [NewStep("agent-thought", {"text": "unsignalled"})])
+    await store.append_steps(run.id, [NewStep("agent-thought", {"text": "signalled"})])
+    first, second = await next_event(events), await next_event(events)
+    assert [(e.sequence, e.content["text"]) for e in (first, second)] == [(1, "unsignalled"), (2, "signalled")]  # type: ignore[union-attr]

@@ -1,0 +1,145 @@
+"""Group commit: every write of one process to a database goes through one connection, and the writes that arrive
+while a transaction commits are committed together in the next one.
+
+Why: on SQLite one writer at a time is all the database allows. A pool of connections that each BEGIN IMMEDIATE
+holds the write lock across event-loop round trips while the others sleep in SQLite's busy handler, and every
+small write pays a transaction of its own. One writer takes the lock once per batch, never waits on its own
+process, and a commit is shared by all the writes in it (on PostgreSQL too: fewer commits, fewer round trips).
+
+Each write is a `Write`: a kind and a coroutine to run on the writer's connection. Consecutive writes of the same
+kind are handed to that kind's handler together, in arrival order, so a handler may coalesce them (the runs
+store appends the steps of many runs with one INSERT); the default handler runs each in a SAVEPOINT, so a write
+that fails rolls back alone. A write's caller gets its result once the transaction holding it has committed,
+and cannot cancel it once submitted (it completes or fails on its own, as `Database.run_to_completion` does).
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.database import Database
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Writes one transaction takes at most; a bound on how long a batch holds the write lock.
+MAX_BATCH = 512
+
+
+class Write(Generic[T]):
+    """One write waiting for the writer: its kind, the work, and the future its caller awaits. A handler records
+    the write's outcome with `succeed` or `fail`; the caller sees it only after the transaction committed."""
+
+    __slots__ = ("_error", "_value", "future", "kind", "work")
+
+    def __init__(self, kind: str, work: Callable[[AsyncConnection], Awaitable[T]] | None = None) -> None:
+        self.kind = kind
+        self.work = work
+        self.future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    def succeed(self, value: T) -> None:
+        self._value, self._error = value, None
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+
+    def _settle(self, transaction_error: BaseException | None) -> None:
+        if self.future.done():
+            return
+        error = transaction_error or self._error
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(self._value)  # type: ignore[arg-type]
+
+
+#: Runs a group of consecutive writes of one kind in the open transaction; it settles each write it can, and
+#: what it raises fails the whole transaction.
+BatchHandler = Callable[[AsyncConnection, Sequence[Write[Any]]], Awaitable[None]]
+
+
+async def each_in_savepoint(connection: AsyncConnection, writes: Sequence[Write[Any]]) -> None:
+    """The default handler: each write in a SAVEPOINT of its own, so one that raises rolls back alone."""
+    for write in writes:
+        assert write.work is not None
+        try:
+            async with connection.begin_nested():
+                write.succeed(await write.work(connection))
+        except Exception as exc:  # the write's caller gets it; the others go on
+            write.fail(exc)
+
+
+class GroupCommit:
+    """The one writer of a `Database` in this process."""
+
+    def __init__(self, database: Database, handlers: dict[str, BatchHandler] | None = None) -> None:
+        self._database = database
+        self._handlers = handlers or {}
+        self._queue: asyncio.Queue[Write[Any]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `work` in the next transaction (in a savepoint of its own) and return its result once committed."""
+        return await self.submit(Write("", work))
+
+    async def submit(self, write: Write[T]) -> T:
+        """Queue `write` and wait for its outcome. Cancelling the caller does not cancel the write."""
+        if self._closed:
+            raise RuntimeError("the database writer is closed")
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="group-commit")
+        self._queue.put_nowait(write)
+        return await asyncio.shield(write.future)
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop."""
+        self._closed = True
+        if self._task is not None:
+            self._queue.put_nowait(Write("stop", None))
+            await self._task
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            stop = any(write.kind == "stop" for write in batch)
+            writes = [write for write in batch if write.kind != "stop"]
+            if writes:
+                await self._commit(writes)
+            if stop:
+                return
+
+    async def _commit(self, writes: list[Write[Any]]) -> None:
+        failure: BaseException | None = None
+        try:
+            async with self._database.connect_for_writing() as connection, connection.begin():
+                for group in _runs_of_kind(writes):
+                    await self._handlers.get(group[0].kind, each_in_savepoint)(connection, group)
+        except Exception as exc:
+            # Rolled back: nothing of this batch is stored, whatever a handler recorded.
+            log.warning("a write transaction of %d write(s) failed: %r", len(writes), exc)
+            failure = exc
+        except BaseException:
+            for write in writes:
+                write._settle(RuntimeError("the database writer was stopped before this write committed"))
+            raise
+        for write in writes:
+            write._settle(failure)
+
+
+def _runs_of_kind(writes: list[Write[Any]]) -> list[list[Write[Any]]]:
+    """`writes` cut into runs of consecutive writes of one kind, in order."""
+    groups: list[list[Write[Any]]] = []
+    for write in writes:
+        if groups and groups[-1][0].kind == write.kind:
+            groups[-1].append(write)
+        else:
+            groups.append([write])
+    return groups
