@@ -24,3 +24,7 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # The HTTP clients (httpx, and the copy the openai SDK ships as httpx2) log every request at INFO: one line
+    # per model call says nothing the run's steps don't, and at a thousand runs it costs real CPU.
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

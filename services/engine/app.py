@@ -5,6 +5,7 @@ import uuid
 from dataclasses import dataclass
 
 import grpc
+import httpx2
 import openai
 
 from agentplatform.engine.v1 import engine_pb2_grpc
@@ -54,10 +55,20 @@ async def start_engine(settings: EngineSettings) -> EngineApp:
             api_key=settings.llm_api_key.get_secret_value(),
             timeout=settings.llm_timeout_seconds,
             max_retries=settings.llm_max_retries,
+            # One connection per run executing: the SDK's default pool (1,000, of which 100 kept alive) would
+            # make runs beyond it wait for a connection, and reconnect for most calls under load.
+            http_client=openai.DefaultAsyncHttpxClient(
+                limits=httpx2.Limits(
+                    max_connections=settings.max_concurrent_runs,
+                    max_keepalive_connections=settings.max_concurrent_runs,
+                )
+            ),
         )
     )
     runs = RunsClient(runs_channel, settings.call_timeout_seconds, settings.store_outage_seconds)
-    tools = ToolsClient(tools_channel, settings.call_timeout_seconds, settings.tool_timeout_seconds)
+    tools = ToolsClient(
+        tools_channel, settings.call_timeout_seconds, settings.tool_timeout_seconds, settings.tools_cache_seconds
+    )
 
     executor_id = f"engine-{uuid.uuid4().hex[:12]}"
     link = ExecutorLink(runs, executor_id)

@@ -125,17 +125,40 @@ class ToolOutcome:
 
 
 class ToolsClient:
-    """Lists the enabled tools' schemas and executes tools in the tools service."""
+    """Lists the enabled tools' schemas and executes tools in the tools service.
+
+    The list is cached for `cache_seconds` (ENGINE_TOOLS_CACHE_SECONDS): a run starting within that time of the
+    last listing uses it, and runs starting together share one ListTools call. A tool enabled or disabled in
+    the tools service reaches new runs within that time.
+    """
 
     SERVICE = "tools service"
 
-    def __init__(self, channel: grpc.aio.Channel, list_timeout: float, execute_timeout: float) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, list_timeout: float, execute_timeout: float, cache_seconds: float = 0.0
+    ) -> None:
         self._stub = tools_pb2_grpc.ToolServiceStub(channel)
         self._list_timeout = list_timeout
         self._execute_timeout = execute_timeout
+        self._cache_seconds = cache_seconds
+        self._listing: asyncio.Future[list[dict[str, Any]]] | None = None
+        self._listed_at = 0.0
 
     async def enabled_tool_schemas(self) -> list[dict[str, Any]]:
         """The function schemas of every enabled tool, exactly as the model is to see them."""
+        loop = asyncio.get_running_loop()
+        listing = self._listing
+        fresh = listing is not None and (
+            not listing.done() or (listing.exception() is None and loop.time() - self._listed_at < self._cache_seconds)
+        )
+        if not fresh:
+            listing = self._listing = asyncio.ensure_future(self._list())
+            self._listed_at = loop.time()
+        assert listing is not None
+        # Shielded: one caller going away must not cancel the listing the others wait for.
+        return list(await asyncio.shield(listing))
+
+    async def _list(self) -> list[dict[str, Any]]:
         request = tools_pb2.ListToolsRequest(enabled_only=True)
         response = await _call(self.SERVICE, self._stub.ListTools, request, self._list_timeout)
         return [dict_from_struct(tool.schema) for tool in response.tools]

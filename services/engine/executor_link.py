@@ -22,6 +22,29 @@ log = logging.getLogger(__name__)
 MAX_QUEUED_DELTAS = 10_000
 
 
+def coalesced(deltas: list[runs_pb2.StepDelta]) -> list[runs_pb2.StepDelta]:
+    """The deltas that queued up while the stream was busy, one per forming step: the pieces of a step joined in
+    order. A model streams many small pieces; while the link is busy they cost one message per step, not one each.
+    """
+    if len(deltas) == 1:
+        return deltas
+    merged: dict[tuple[str, int, str], runs_pb2.StepDelta] = {}
+    for delta in deltas:
+        kind = delta.WhichOneof("part") or ""
+        key = (delta.run_id, delta.sequence, kind)
+        into = merged.get(key)
+        if into is None or delta.replace:
+            merged[key] = delta
+        elif kind == "tool_call":
+            piece = delta.tool_call
+            into.tool_call.tool_call_id = piece.tool_call_id or into.tool_call.tool_call_id
+            into.tool_call.tool_name += piece.tool_name
+            into.tool_call.arguments += piece.arguments
+        else:
+            into.text += delta.text
+    return list(merged.values())
+
+
 class ExecutorLink:
     """One ConnectExecutor stream, kept open."""
 
@@ -49,7 +72,11 @@ class ExecutorLink:
     async def _messages(self) -> AsyncIterator[runs_pb2.ConnectExecutorRequest]:
         yield runs_pb2.ConnectExecutorRequest(executor_id=self._executor_id)
         while True:
-            yield runs_pb2.ConnectExecutorRequest(delta=await self._outbox.get())
+            waiting = [await self._outbox.get()]
+            while not self._outbox.empty():
+                waiting.append(self._outbox.get_nowait())
+            for delta in coalesced(waiting):
+                yield runs_pb2.ConnectExecutorRequest(delta=delta)
 
     async def _keep_connected(self, on_cancel: Callable[[str, str], None]) -> None:
         backoff = 0.1

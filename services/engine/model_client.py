@@ -58,6 +58,32 @@ class _PartialToolCall:
     arguments: list[str] = field(default_factory=list)
 
 
+def _is_chunk(chunk: object) -> bool:
+    """Whether `chunk` has the shape of a chat completion chunk, as far as the loop reads it."""
+    if not isinstance(chunk, dict):
+        return False
+    usage, choices = chunk.get("usage"), chunk.get("choices")
+    if (usage is not None and not isinstance(usage, dict)) or (choices is not None and not isinstance(choices, list)):
+        return False
+    for choice in choices or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if delta is None:
+            if not isinstance(choice, dict):
+                return False
+            continue
+        if not isinstance(delta, dict) or not isinstance(delta.get("content") or "", str):
+            return False
+        for call in delta.get("tool_calls") or ():
+            if not isinstance(call, dict) or not isinstance(call.get("index") or 0, int):
+                return False
+            function = call.get("function") or {}
+            if not isinstance(function, dict):
+                return False
+            if not all(isinstance(function.get(key) or "", str) for key in ("name", "arguments")):
+                return False
+    return True
+
+
 def _model_error(exc: openai.OpenAIError, base_url: str, model: str) -> RunFailure:
     if isinstance(exc, openai.APITimeoutError):
         return RunFailure(
@@ -115,34 +141,53 @@ class ModelClient:
         text: list[str] = []
         partial_calls: dict[int, _PartialToolCall] = {}
         started = time.perf_counter()
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if tools:
+            body["tools"] = tools
         try:
-            stream = await self._client.chat.completions.create(
-                model=model,
-                messages=messages,  # type: ignore[arg-type]
-                tools=tools or openai.omit,  # type: ignore[arg-type]
-                stream=True,
-                stream_options={"include_usage": True},
+            # The SDK's own request path (auth, retries with backoff, errors as openai exceptions), given the body
+            # as JSON-ready dicts and reading chunks as dicts: chat.completions.create would walk the whole
+            # conversation through its type-driven transform on every call and build a pydantic model per
+            # chunk, which together were most of the engine's CPU.
+            stream = await self._client.post(
+                "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=openai.AsyncStream[object]
             )
             async with stream:
                 async for chunk in stream:
-                    if chunk.usage is not None:
-                        turn.usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
-                    for choice in chunk.choices:
-                        delta = choice.delta
-                        if turn.time_to_first_token is None and (delta.content or delta.tool_calls):
+                    if not _is_chunk(chunk):
+                        raise RunFailure(
+                            "bad_model_response",
+                            errors.Unavailable(f"the model endpoint {self.base_url} sent a chunk that is not a chat "
+                                               f"completion chunk: {str(chunk)[:200]}"),
+                        )
+                    usage = chunk.get("usage")
+                    if usage:
+                        turn.usage = Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        content = delta.get("content")
+                        calls = delta.get("tool_calls")
+                        if turn.time_to_first_token is None and (content or calls):
                             turn.time_to_first_token = time.perf_counter() - started
-                        if delta.content:
-                            text.append(delta.content)
-                            yield delta.content
-                        for call in delta.tool_calls or ():
-                            partial = partial_calls.setdefault(call.index, _PartialToolCall())
-                            name = (call.function.name if call.function else None) or ""
-                            arguments = (call.function.arguments if call.function else None) or ""
-                            if call.id:
-                                partial.id = call.id
+                        if content:
+                            text.append(content)
+                            yield content
+                        for call in calls or ():
+                            index = call.get("index") or 0
+                            function = call.get("function") or {}
+                            name = function.get("name") or ""
+                            arguments = function.get("arguments") or ""
+                            partial = partial_calls.setdefault(index, _PartialToolCall())
+                            if call.get("id"):
+                                partial.id = call["id"]
                             partial.name += name
                             partial.arguments.append(arguments)
-                            yield ToolCallChunk(call.index, call.id or "", name, arguments)
+                            yield ToolCallChunk(index, call.get("id") or "", name, arguments)
         except openai.OpenAIError as exc:
             log.warning("model call failed: %s", exc)
             raise _model_error(exc, self.base_url, model) from exc

@@ -27,10 +27,16 @@ class EngineSettings(ServiceSettings):
     #: timeouts, 408/409/429 and 5xx, before the run fails with rate_limited, model_unavailable or model_timeout.
     llm_max_retries: int = Field(3, alias="LLM_MAX_RETRIES", ge=0, le=10)
 
+    #: How long the list of enabled tools is reused for new runs; a change in the tools service reaches new runs
+    #: within this time. 0 lists the tools for every run.
+    tools_cache_seconds: float = Field(2.0, alias="ENGINE_TOOLS_CACHE_SECONDS", ge=0, le=3600)
+
     #: Runs this process executes at once; more wait QUEUED, in order, up to `max_queued_runs`.
-    max_concurrent_runs: int = Field(64, alias="ENGINE_MAX_CONCURRENT_RUNS", ge=1, le=100_000)
+    #: A run mostly waits (on the model, on tools), so one process executes many at once; the cap bounds memory
+    #: and the connections to the model endpoint (one per run executing).
+    max_concurrent_runs: int = Field(1000, alias="ENGINE_MAX_CONCURRENT_RUNS", ge=1, le=100_000)
     #: Runs that may wait QUEUED; beyond that StartRun answers RESOURCE_EXHAUSTED with a retry hint.
-    max_queued_runs: int = Field(1000, alias="ENGINE_MAX_QUEUED_RUNS", ge=0, le=1_000_000)
+    max_queued_runs: int = Field(10_000, alias="ENGINE_MAX_QUEUED_RUNS", ge=0, le=1_000_000)
 
     #: The lease this process holds on each of its runs: renewed every third of it. If the process dies, the
     #: run store ends its runs FAILED "interrupted" once the lease runs out (plus one reaper interval).

@@ -91,7 +91,9 @@ async def test_seed_example_records_and_streams_every_step_in_order(tmp_path: Pa
 
 async def test_text_deltas_stream_before_the_response_step(tmp_path: Path) -> None:
     answer = "Paris is the capital of France, and it is lovely in spring."
-    async with ScriptedLLM(text_reply(answer)) as llm, start_platform(tmp_path, llm.base_url) as platform:
+    # Paced like a real model: pieces that arrive together are sent on as one delta (executor_link.coalesced).
+    paced = ScriptedLLM(text_reply(answer), chunk_delay_seconds=0.01)
+    async with paced as llm, start_platform(tmp_path, llm.base_url) as platform:
         events = await stream_chat(platform, "What is the capital of France?")
 
     names = [event.WhichOneof("event") for event in events]
