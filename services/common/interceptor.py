@@ -44,12 +44,18 @@ class _RpcScope:
         if isinstance(exc, errors.DomainError):
             code = status_for(exc)
             self.done(code)
-            await self.context.abort(code, str(exc), trailing_metadata=_status_details(code, exc))
+            await self.context.abort(code, str(exc), trailing_metadata=self._trailers(_status_details(code, exc)))
         log.exception("unhandled error in %s", self.method)
         self.done(grpc.StatusCode.INTERNAL)
         await self.context.abort(
-            grpc.StatusCode.INTERNAL, f"internal error; the server log has details under request id {self.request_id}"
+            grpc.StatusCode.INTERNAL,
+            f"internal error; the server log has details under request id {self.request_id}",
+            trailing_metadata=self._trailers(()),
         )
+
+    def _trailers(self, extra: tuple[tuple[str, bytes], ...]) -> tuple[tuple[str, str | bytes], ...]:
+        # abort replaces the trailing metadata set at the start: the request id goes again.
+        return ((REQUEST_ID_KEY, self.request_id), *extra)
 
     def done(self, code: grpc.StatusCode) -> None:
         # Successful calls at DEBUG: the engine makes a dozen internal calls per run, and a line for each is
@@ -79,10 +85,17 @@ def _is_abort(exc: BaseException) -> bool:
 
 
 @asynccontextmanager
-async def _rpc(method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-    """Around one RPC's handler: request id out, errors mapped to their status, the outcome logged."""
+async def _rpc(method: str, context: grpc.aio.ServicerContext, *, streaming: bool) -> AsyncIterator[None]:
+    """Around one RPC's handler: request id out, errors mapped to their status, the outcome logged.
+
+    The request id goes back in the trailing metadata of every RPC, which costs nothing extra (it travels with
+    the status). A stream also sends it first, in its initial metadata, so a client has it while the stream
+    lasts; for a unary call that would be a separate send per call, a measurable share of an internal call.
+    """
     scope = _RpcScope(method, context)
-    await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
+    context.set_trailing_metadata(((REQUEST_ID_KEY, scope.request_id),))
+    if streaming:
+        await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
     try:
         yield
     except Exception as exc:
@@ -94,7 +107,7 @@ async def _rpc(method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[
 
 def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async with _rpc(method, context):
+        async with _rpc(method, context, streaming=False):
             return await behavior(request, context)
 
     return handler
@@ -104,7 +117,7 @@ def _wrap_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Ca
     """Unary-stream and stream-stream handlers alike: the request (or request iterator) is passed through."""
 
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        async with _rpc(method, context):
+        async with _rpc(method, context, streaming=True):
             async for response in behavior(request, context):
                 yield response
 

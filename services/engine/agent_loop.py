@@ -58,7 +58,7 @@ class StepRecorder:
         self._runs = runs
         self.run_id = run_id
         self._last_sequence = 0
-        self._in_flight: asyncio.Future[runs_pb2.Step] | None = None
+        self._in_flight: asyncio.Future[list[runs_pb2.Step]] | None = None
 
     @property
     def next_sequence(self) -> int:
@@ -66,14 +66,20 @@ class StepRecorder:
 
     async def record(self, **content: Any) -> runs_pb2.Step:
         """Store a step (keyword arguments as for runs_pb2.Step: its content case, duration, model_call)."""
-        step = runs_pb2.Step(run_id=self.run_id, sequence=self.next_sequence, **content)
-        self._in_flight = asyncio.ensure_future(self._runs.append_step(step))
+        [stored] = await self.record_all([runs_pb2.Step(**content)])
+        return stored
+
+    async def record_all(self, steps: list[runs_pb2.Step]) -> list[runs_pb2.Step]:
+        """Store steps known together (a thought and the tool calls it asks for) in one append, numbered in order."""
+        for offset, step in enumerate(steps):
+            step.run_id, step.sequence = self.run_id, self.next_sequence + offset
+        self._in_flight = asyncio.ensure_future(self._runs.append_steps(self.run_id, steps))
         self._in_flight.add_done_callback(self._stored)
         return await asyncio.shield(self._in_flight)
 
-    def _stored(self, append: "asyncio.Future[runs_pb2.Step]") -> None:
+    def _stored(self, append: "asyncio.Future[list[runs_pb2.Step]]") -> None:
         if not append.cancelled() and append.exception() is None:
-            self._last_sequence = max(self._last_sequence, append.result().sequence)
+            self._last_sequence = max(self._last_sequence, append.result()[-1].sequence)
 
     async def settle(self) -> None:
         """Wait for an append interrupted by a cancellation, whatever its outcome, and count it if it was stored.
@@ -181,26 +187,14 @@ class AgentLoop:
                 await recorder.record(agent_response=runs_pb2.AgentResponse(text=turn.content), model_call=model_call)
                 return turn.content
             thought = turn.content or "Using tool: " + ", ".join(call.name for call in turn.tool_calls)
-            await recorder.record(agent_thought=runs_pb2.AgentThought(text=thought), model_call=model_call)
-            if usage.total_tokens >= (limits.max_total_tokens or 0):
-                raise RunFailure(
-                    "max_total_tokens",
-                    errors.ResourceExhausted(
-                        f"the run used {usage.total_tokens} tokens, reaching its limit of {limits.max_total_tokens} "
-                        "(limits.max_total_tokens)"
-                    ),
-                )
+            thought_step = runs_pb2.Step(agent_thought=runs_pb2.AgentThought(text=thought), model_call=model_call)
             tool_calls += len(turn.tool_calls)
-            if tool_calls > (limits.max_tool_calls or 0):
-                raise RunFailure(
-                    "max_tool_calls",
-                    errors.ResourceExhausted(
-                        f"the agent asked for {tool_calls} tool calls, more than its limit of "
-                        f"{limits.max_tool_calls} (limits.max_tool_calls)"
-                    ),
-                )
+            failure = _limit_reached(usage, tool_calls, limits)
+            if failure is not None:
+                await recorder.record_all([thought_step])  # the turn happened; the calls it asks for will not
+                raise failure
             messages.append(_assistant_message(turn))
-            messages.extend(await self._call_tools(turn.tool_calls, recorder))
+            messages.extend(await self._call_tools(thought_step, turn.tool_calls, recorder))
 
     async def _model_turn(
         self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]], recorder: StepRecorder
@@ -219,15 +213,19 @@ class AgentLoop:
                 self._deltas(runs_pb2.StepDelta(run_id=recorder.run_id, sequence=sequence, text=item))
         raise AssertionError("stream_turn always ends with a ModelTurn")
 
-    async def _call_tools(self, calls: list[RequestedToolCall], recorder: StepRecorder) -> list[dict[str, Any]]:
-        """Record the calls, execute them concurrently, record each result in the order of the calls; return the
-        tool messages for the conversation."""
+    async def _call_tools(
+        self, thought: runs_pb2.Step, calls: list[RequestedToolCall], recorder: StepRecorder
+    ) -> list[dict[str, Any]]:
+        """Record the thought and the calls (in one append, before any tool runs), execute the calls concurrently,
+        record each result in the order of the calls; return the tool messages for the conversation."""
         parsed = [parse_tool_arguments(call.arguments) for call in calls]
+        steps = [thought]
         for call, (params, _) in zip(calls, parsed, strict=True):
             tool_call = runs_pb2.ToolCall(tool_name=call.name, tool_call_id=call.id, raw_arguments=call.arguments)
             if params is not None:
                 tool_call.params.update(params)
-            await recorder.record(tool_call=tool_call)
+            steps.append(runs_pb2.Step(tool_call=tool_call))
+        await recorder.record_all(steps)
         # Not a TaskGroup: it would wrap a failure of the store (raised by `record`) in an ExceptionGroup.
         executions = [
             asyncio.ensure_future(self._execute_tool(call, params, problem))
@@ -261,6 +259,27 @@ class AgentLoop:
         outcome = ToolOutcome(error=problem) if params is None else await self._tools.execute(call.name, params)
         elapsed = outcome.duration_seconds if outcome.duration_seconds is not None else time.perf_counter() - started
         return outcome, elapsed
+
+
+def _limit_reached(usage: Usage, tool_calls: int, limits: RunLimits) -> RunFailure | None:
+    """The failure of a run whose model turn reached its token limit or asks for more tool calls than allowed."""
+    if usage.total_tokens >= (limits.max_total_tokens or 0):
+        return RunFailure(
+            "max_total_tokens",
+            errors.ResourceExhausted(
+                f"the run used {usage.total_tokens} tokens, reaching its limit of {limits.max_total_tokens} "
+                "(limits.max_total_tokens)"
+            ),
+        )
+    if tool_calls > (limits.max_tool_calls or 0):
+        return RunFailure(
+            "max_tool_calls",
+            errors.ResourceExhausted(
+                f"the agent asked for {tool_calls} tool calls, more than its limit of {limits.max_tool_calls} "
+                "(limits.max_tool_calls)"
+            ),
+        )
+    return None
 
 
 def _model_call_proto(turn: ModelTurn) -> runs_pb2.ModelCall:

@@ -78,10 +78,11 @@ class RunsClient:
         request = runs_pb2.BeginRunRequest(run_id=run_id, executor_id=executor_id)
         return await self._retrying(self._stub.BeginRun, request)
 
-    async def append_step(self, step: runs_pb2.Step) -> runs_pb2.Step:
-        request = runs_pb2.AppendStepsRequest(run_id=step.run_id, steps=[step])
+    async def append_steps(self, run_id: str, steps: list[runs_pb2.Step]) -> list[runs_pb2.Step]:
+        """Append steps with explicit sequences (so a retry is idempotent); returns them as stored."""
+        request = runs_pb2.AppendStepsRequest(run_id=run_id, steps=steps)
         response = await self._retrying(self._stub.AppendSteps, request)
-        return response.steps[0]
+        return list(response.steps)
 
     async def finish_run(
         self, run_id: str, state: "runs_pb2.RunState", error_code: str = "", error_message: str = ""

@@ -81,12 +81,23 @@ async def test_a_bug_answers_internal_with_the_request_id_and_the_server_keeps_s
     assert (await stub.GetRun(runs_pb2.GetRunRequest(run_id="ok"))).id == "ok"
 
 
-async def test_request_id_is_echoed_or_generated(channel: grpc.aio.Channel) -> None:
+async def test_request_id_is_echoed_or_generated_in_the_trailers(channel: grpc.aio.Channel) -> None:
     stub = runs_pb2_grpc.RunServiceStub(channel)
     call = stub.GetRun(runs_pb2.GetRunRequest(run_id="a"), metadata=((REQUEST_ID_KEY, "mine"),))
-    assert dict(await call.initial_metadata())[REQUEST_ID_KEY] == "mine"
+    assert dict(await call.trailing_metadata())[REQUEST_ID_KEY] == "mine"
     call = stub.GetRun(runs_pb2.GetRunRequest(run_id="a"))
-    assert len(dict(await call.initial_metadata())[REQUEST_ID_KEY]) == 16
+    assert len(dict(await call.trailing_metadata())[REQUEST_ID_KEY]) == 16
+
+
+async def test_a_failed_call_carries_its_request_id_too(
+    server: tuple[RunningServer, FailingRuns], channel: grpc.aio.Channel
+) -> None:
+    server[1].raised["x"] = errors.NotFound("no such run")
+    stub = runs_pb2_grpc.RunServiceStub(channel)
+    call = stub.GetRun(runs_pb2.GetRunRequest(run_id="x"), metadata=((REQUEST_ID_KEY, "r-9"),))
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await call
+    assert dict(failure.value.trailing_metadata())[REQUEST_ID_KEY] == "r-9"
 
 
 async def test_each_rpc_logs_under_its_own_request_id(

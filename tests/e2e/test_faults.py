@@ -489,10 +489,10 @@ class _AnswerOnCue:
         self.asked = asyncio.Event()
         self.answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    async def append_step(self, step: runs_pb2.Step) -> runs_pb2.Step:
+    async def append_steps(self, run_id: str, steps: list[runs_pb2.Step]) -> list[runs_pb2.Step]:
         self.asked.set()
         await self.answer
-        return step
+        return steps
 
 
 async def test_a_stop_arriving_with_the_answer_of_an_append_counts_the_stored_step() -> None:
