@@ -34,5 +34,18 @@ def status_for(exc: errors.DomainError) -> grpc.StatusCode:
 
 def error_from_rpc(exc: grpc.aio.AioRpcError, service: str) -> errors.DomainError:
     """The domain error for a failed call to `service`; unmapped codes count as Unavailable."""
-    cls = _ERROR_BY_STATUS.get(exc.code(), errors.Unavailable)
-    return cls(f"{service}: {exc.details() or exc.code().name}")
+    return error_from_status(exc.code(), exc.details() or "", service)
+
+
+def error_from_status(code: grpc.StatusCode, details: str, service: str) -> errors.DomainError:
+    """The domain error for a status `service` answered; unmapped codes count as Unavailable."""
+    cls = _ERROR_BY_STATUS.get(code, errors.Unavailable)
+    return cls(f"{service}: {details or code.name}")
+
+
+_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def status_code(number: int) -> grpc.StatusCode:
+    """The status code with this google.rpc.Code number (UNKNOWN for a number gRPC does not know)."""
+    return _CODE_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)

@@ -72,6 +72,7 @@ async def start_engine(settings: EngineSettings) -> EngineApp:
 
     executor_id = f"engine-{uuid.uuid4().hex[:12]}"
     link = ExecutorLink(runs, executor_id)
+    runs.write_through(link)
     loop = AgentLoop(runs, tools, model, settings, link.send_delta)
     scheduler = RunScheduler(runs, loop, settings, executor_id)
     link.start(on_cancel=scheduler.cancel)

@@ -9,14 +9,14 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.common.protoconv import dict_from_struct, python_from_value, seconds_from_duration, struct_from_dict
-from services.common.status import error_from_rpc
+from services.common.status import error_from_rpc, error_from_status
 
 log = logging.getLogger(__name__)
 ResponseT = TypeVar("ResponseT")
@@ -36,6 +36,26 @@ CHANNEL_OPTIONS = (
 )
 
 
+class CallError(Exception):
+    """A call made over the executor link failed with this status (as a unary call would have)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class WriteLink(Protocol):
+    """The engine's link to the store (services.engine.executor_link.ExecutorLink), as RunsClient uses it."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def call(self, kind: str, request: Any, timeout: float) -> Any:
+        """The answer to `request` (an AppendStepsRequest for kind "append_steps" ...); raises CallError."""
+        ...
+
+
 async def _call(service: str, call: Callable[..., Awaitable[ResponseT]], request: Any, timeout: float) -> ResponseT:
     try:
         return await call(request, timeout=timeout)
@@ -45,7 +65,12 @@ async def _call(service: str, call: Callable[..., Awaitable[ResponseT]], request
 
 class RunsClient:
     """Records runs and steps in the runs service, retrying with backoff and jitter while it is unavailable
-    (a restart, a deploy) for up to `outage_seconds`; then the call fails with Unavailable."""
+    (a restart, a deploy) for up to `outage_seconds`; then the call fails with Unavailable.
+
+    Appends and finishes go over the engine's executor link while it is connected (`write_through`): the same
+    requests and answers as the unary calls, without the cost of a call each. While the link is down they are
+    unary calls.
+    """
 
     SERVICE = "runs service"
 
@@ -53,18 +78,30 @@ class RunsClient:
         self._stub = runs_pb2_grpc.RunServiceStub(channel)
         self._timeout = timeout
         self._outage_seconds = outage_seconds
+        self._link: WriteLink | None = None
 
-    async def _retrying(self, call: Callable[..., Awaitable[ResponseT]], request: Any) -> ResponseT:
+    def write_through(self, link: WriteLink) -> None:
+        """Make appends and finishes over `link` while it is connected."""
+        self._link = link
+
+    async def _retrying(
+        self, call: Callable[..., Awaitable[ResponseT]], request: Any, link_kind: str = ""
+    ) -> ResponseT:
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self._outage_seconds
         backoff = FIRST_BACKOFF_SECONDS
         while True:
             try:
+                if link_kind and self._link is not None and self._link.connected:
+                    return await self._link.call(link_kind, request, self._timeout)  # type: ignore[no-any-return]
                 return await call(request, timeout=self._timeout)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in RETRYABLE or loop.time() + backoff > give_up_at:
-                    raise error_from_rpc(exc, self.SERVICE) from exc
-                log.info("runs service %s (%s); retrying in %.2fs", exc.code().name, exc.details(), backoff)
+                code, details, cause = exc.code(), exc.details() or "", exc
+            except CallError as exc:
+                code, details, cause = exc.code, exc.details, exc
+            if code not in RETRYABLE or loop.time() + backoff > give_up_at:
+                raise error_from_status(code, details, self.SERVICE) from cause
+            log.info("runs service %s (%s); retrying in %.2fs", code.name, details, backoff)
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
@@ -81,7 +118,7 @@ class RunsClient:
     async def append_steps(self, run_id: str, steps: list[runs_pb2.Step]) -> list[runs_pb2.Step]:
         """Append steps with explicit sequences (so a retry is idempotent); returns them as stored."""
         request = runs_pb2.AppendStepsRequest(run_id=run_id, steps=steps)
-        response = await self._retrying(self._stub.AppendSteps, request)
+        response = await self._retrying(self._stub.AppendSteps, request, "append_steps")
         return list(response.steps)
 
     async def finish_run(
@@ -90,7 +127,7 @@ class RunsClient:
         request = runs_pb2.FinishRunRequest(
             run_id=run_id, state=state, error_code=error_code, error_message=error_message
         )
-        return await self._retrying(self._stub.FinishRun, request)
+        return await self._retrying(self._stub.FinishRun, request, "finish_run")
 
     async def renew_leases(self, executor_id: str, run_ids: list[str]) -> runs_pb2.RenewLeasesResponse:
         """One attempt: the renewer calls again on its next tick anyway."""

@@ -1,20 +1,26 @@
-"""The engine process's live link to the run store (RunService.ConnectExecutor): deltas of forming steps go up,
-cancel notices for its runs come down. Reconnects with backoff for as long as the engine runs.
+"""The engine process's live link to the run store (RunService.ConnectExecutor): deltas of forming steps and
+the engine's appends and finishes (ExecutorCall) go up, cancel notices and call answers come down. Reconnects
+with backoff for as long as the engine runs.
 
 Deltas are best effort by design: a delta that cannot be sent (the store is restarting, the queue is full) is
 dropped, and the step it was forming still arrives whole. Cancel notices missed while disconnected come back
-with the next lease renewal.
+with the next lease renewal. A call in flight when the link breaks fails UNAVAILABLE, and RunsClient retries it
+(as a unary call while the link is down); every call made here is idempotent, so a retry of one that was
+applied changes nothing.
 """
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
 from agentplatform.runs.v1 import runs_pb2
-from services.engine.clients import MAX_BACKOFF_SECONDS, RunsClient
+from services.common.status import status_code
+from services.engine.clients import MAX_BACKOFF_SECONDS, CallError, RunsClient
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +57,55 @@ class ExecutorLink:
     def __init__(self, runs: RunsClient, executor_id: str) -> None:
         self._runs = runs
         self._executor_id = executor_id
-        self._outbox: asyncio.Queue[runs_pb2.StepDelta] = asyncio.Queue(MAX_QUEUED_DELTAS)
+        self._outbox: asyncio.Queue[runs_pb2.StepDelta | runs_pb2.ExecutorCall] = asyncio.Queue(MAX_QUEUED_DELTAS)
         self._task: asyncio.Task[None] | None = None
+        self._call_ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[runs_pb2.ExecutorCallResult]] = {}
+        self._connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
 
     def send_delta(self, delta: runs_pb2.StepDelta) -> None:
         """Queue a delta for the store; dropped when the queue is full."""
         with contextlib.suppress(asyncio.QueueFull):
             self._outbox.put_nowait(delta)
+
+    async def call(self, kind: str, request: Any, timeout: float) -> Any:
+        """Make a call over the link ("append_steps" or "finish_run" with its request) and return its answer.
+        Raises CallError: with the store's status, or UNAVAILABLE when the link is down or breaks, or
+        DEADLINE_EXCEEDED after `timeout` seconds."""
+        if not self._connected:
+            raise CallError(grpc.StatusCode.UNAVAILABLE, "the executor link is not connected")
+        call_id = next(self._call_ids)
+        answer = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = answer
+        try:
+            try:
+                self._outbox.put_nowait(runs_pb2.ExecutorCall(call_id=call_id, **{kind: request}))
+            except asyncio.QueueFull:
+                raise CallError(grpc.StatusCode.UNAVAILABLE, "the executor link is backed up") from None
+            try:
+                async with asyncio.timeout(timeout):
+                    result = await answer
+            except TimeoutError:
+                message = f"no answer over the link in {timeout:g} s"
+                raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, message) from None
+        finally:
+            self._pending.pop(call_id, None)
+        outcome = result.WhichOneof("result")
+        if outcome == "error":
+            raise CallError(status_code(result.error.code), result.error.message)
+        if outcome != kind:
+            raise CallError(grpc.StatusCode.INTERNAL, f"the store answered a {kind} call with {outcome}")
+        return getattr(result, kind)
+
+    def _fail_pending(self) -> None:
+        for answer in self._pending.values():
+            if not answer.done():
+                answer.set_exception(CallError(grpc.StatusCode.UNAVAILABLE, "the executor link broke"))
+        self._pending.clear()
 
     def start(self, on_cancel: Callable[[str, str], None]) -> None:
         """Connect, and keep connected; `on_cancel(run_id, reason)` is called for every cancel notice."""
@@ -75,7 +123,18 @@ class ExecutorLink:
             waiting = [await self._outbox.get()]
             while not self._outbox.empty():
                 waiting.append(self._outbox.get_nowait())
-            for delta in coalesced(waiting):
+            deltas: list[runs_pb2.StepDelta] = []
+            for item in waiting:
+                if isinstance(item, runs_pb2.StepDelta):
+                    deltas.append(item)
+                    continue
+                # A call goes after the deltas queued before it, as queued: a step's deltas before its append.
+                for delta in coalesced(deltas):
+                    yield runs_pb2.ConnectExecutorRequest(delta=delta)
+                deltas = []
+                if item.call_id in self._pending:  # not given up on (timed out, or failed with an earlier link)
+                    yield runs_pb2.ConnectExecutorRequest(call=item)
+            for delta in coalesced(deltas):
                 yield runs_pb2.ConnectExecutorRequest(delta=delta)
 
     async def _keep_connected(self, on_cancel: Callable[[str, str], None]) -> None:
@@ -85,14 +144,22 @@ class ExecutorLink:
             try:
                 # The server sends no initial response until a notice; wait_for_connection tells us it took.
                 await call.wait_for_connection()
+                self._connected = True
                 backoff = 0.1
                 async for notice in call:
-                    if notice.WhichOneof("notice") == "cancel":
+                    kind = notice.WhichOneof("notice")
+                    if kind == "cancel":
                         on_cancel(notice.cancel.run_id, notice.cancel.reason)
+                    elif kind == "call_result":
+                        answer = self._pending.get(notice.call_result.call_id)
+                        if answer is not None and not answer.done():
+                            answer.set_result(notice.call_result)
                 log.info("run store closed the executor link; reconnecting")
             except grpc.aio.AioRpcError as exc:
                 log.info("executor link to the run store lost (%s); reconnecting in %.1fs", exc.code().name, backoff)
             finally:
+                self._connected = False
+                self._fail_pending()
                 call.cancel()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)

@@ -27,6 +27,7 @@ class RunsApp:
     db: Database
     store: RunStore
     reaper: LeaseReaper
+    servicer: RunServicer
 
     @property
     def port(self) -> int:
@@ -35,6 +36,7 @@ class RunsApp:
     async def stop(self, grace: float = 0) -> None:
         """Stop serving (in-flight RPCs get `grace` seconds), then close the database."""
         await self.reaper.stop()
+        self.servicer.close_links()
         await self.server.stop(grace)
         await self.store.close()  # commits the writes still queued
         await self.db.dispose()  # after store operations orphaned by cancelled RPCs have finished
@@ -60,4 +62,4 @@ async def start_runs(settings: RunsSettings) -> RunsApp:
     except BaseException:
         await db.dispose()
         raise
-    return RunsApp(server, db, store, reaper)
+    return RunsApp(server, db, store, reaper, servicer)

@@ -13,9 +13,10 @@ import grpc
 from google.protobuf import empty_pb2
 
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
-from services.common.errors import InvalidArgument
+from services.common.errors import DomainError, InvalidArgument
 from services.common.limits import limits_from_proto
 from services.common.protoconv import seconds_from_duration
+from services.common.status import status_for
 from services.runs import convert
 from services.runs.checks import check_executor_id
 from services.runs.models import LIVE_STATES
@@ -33,6 +34,12 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         self._store = store
         self._heartbeat_seconds = watch_heartbeat_seconds
         self._cancel_wait_seconds = cancel_wait_seconds
+        self._closing = asyncio.Event()
+
+    def close_links(self) -> None:
+        """End every ConnectExecutor stream now (the service is stopping): engines then retry their writes until a
+        runs service answers again, instead of writing over a link into a store about to close."""
+        self._closing.set()
 
     async def CreateRun(self, request: runs_pb2.CreateRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
         state = convert.run_state_from_proto(request.state) or "running"
@@ -66,11 +73,17 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
     async def AppendSteps(
         self, request: runs_pb2.AppendStepsRequest, context: grpc.aio.ServicerContext
     ) -> runs_pb2.AppendStepsResponse:
+        return await self._append_steps(request)
+
+    async def _append_steps(self, request: runs_pb2.AppendStepsRequest) -> runs_pb2.AppendStepsResponse:
         steps = [convert.new_step_from_proto(position, step) for position, step in enumerate(request.steps, 1)]
         stored = await self._store.append_steps(request.run_id, steps)
         return runs_pb2.AppendStepsResponse(steps=[convert.step_to_proto(step) for step in stored])
 
     async def FinishRun(self, request: runs_pb2.FinishRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
+        return await self._finish_run(request)
+
+    async def _finish_run(self, request: runs_pb2.FinishRunRequest) -> runs_pb2.Run:
         state = convert.run_state_from_proto(request.state)
         if state is None:
             raise InvalidArgument("state is required: RUN_STATE_COMPLETED, RUN_STATE_FAILED or RUN_STATE_CANCELLED")
@@ -111,31 +124,68 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         executor_id = first.executor_id
         check_executor_id(executor_id)
         signals = self._store.signals
+        # What goes down to the engine: cancel notices and the answers to its calls, in the order they are ready.
+        outbox: asyncio.Queue[runs_pb2.ExecutorNotice] = asyncio.Queue()
+        calls: set[asyncio.Task[None]] = set()
 
-        async def relay_deltas() -> None:
+        async def answer(call: runs_pb2.ExecutorCall) -> None:
+            outbox.put_nowait(runs_pb2.ExecutorNotice(call_result=await self._executor_call(call)))
+
+        async def read() -> None:
             async for message in request_iterator:
-                if message.WhichOneof("message") == "delta":
+                kind = message.WhichOneof("message")
+                if kind == "delta":
                     signals.publish_delta(convert.delta_from_proto(message.delta))
+                elif kind == "call":
+                    task = asyncio.create_task(answer(message.call))
+                    calls.add(task)
+                    task.add_done_callback(calls.discard)
+
+        async def forward_cancels(notices: asyncio.Queue[CancelNotice]) -> None:
+            while True:
+                notice = await notices.get()
+                outbox.put_nowait(runs_pb2.ExecutorNotice(cancel=convert.cancel_notice_to_proto(notice)))
 
         with self._store.notices.connect(executor_id) as notices:
             log.info("executor %s connected", executor_id)
-            reader = asyncio.create_task(relay_deltas())
-            next_notice: asyncio.Future[CancelNotice] | None = None
+            reader = asyncio.create_task(read())
+            forwarder = asyncio.create_task(forward_cancels(notices))
+            closing = asyncio.create_task(self._closing.wait())
+            next_notice: asyncio.Future[runs_pb2.ExecutorNotice] | None = None
             try:
                 while True:
-                    next_notice = asyncio.ensure_future(notices.get())
-                    await asyncio.wait({next_notice, reader}, return_when=asyncio.FIRST_COMPLETED)
+                    next_notice = asyncio.ensure_future(outbox.get())
+                    await asyncio.wait({next_notice, reader, closing}, return_when=asyncio.FIRST_COMPLETED)
                     if not next_notice.done():
-                        break  # the engine closed its side (or its stream broke); a notice missed here is
-                        # repeated by the engine's next lease renewal
-                    yield runs_pb2.ExecutorNotice(cancel=convert.cancel_notice_to_proto(next_notice.result()))
+                        break  # the engine closed its side, its stream broke, or this service is stopping; a cancel
+                        # missed here is repeated by the engine's next lease renewal, an unanswered call is retried
+                    yield next_notice.result()
             finally:
-                for task in (next_notice, reader):
+                for task in (next_notice, reader, forwarder, closing):
                     if task is not None:
                         task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await reader
                 log.info("executor %s disconnected", executor_id)
+
+    async def _executor_call(self, call: runs_pb2.ExecutorCall) -> runs_pb2.ExecutorCallResult:
+        """Answer an engine's call made over its link as the unary method would, its error included."""
+        kind = call.WhichOneof("request")
+        try:
+            if kind == "append_steps":
+                return runs_pb2.ExecutorCallResult(call_id=call.call_id, append_steps=await self._append_steps(
+                    call.append_steps))
+            if kind == "finish_run":
+                return runs_pb2.ExecutorCallResult(call_id=call.call_id, finish_run=await self._finish_run(
+                    call.finish_run))
+            raise InvalidArgument("an ExecutorCall must carry a request: append_steps or finish_run")
+        except DomainError as exc:
+            code, message = status_for(exc), str(exc)
+        except Exception:
+            log.exception("unhandled error in an executor call (%s)", kind)
+            code, message = grpc.StatusCode.INTERNAL, "internal error; the runs service log has the details"
+        error = runs_pb2.ExecutorCallError(code=code.value[0], message=message)
+        return runs_pb2.ExecutorCallResult(call_id=call.call_id, error=error)
 
     async def WatchRun(
         self, request: runs_pb2.WatchRunRequest, context: grpc.aio.ServicerContext

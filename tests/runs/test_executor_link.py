@@ -172,6 +172,39 @@ async def test_a_delta_sent_by_the_engine_reaches_a_watcher(stub: Stub, runs_app
     await link.done_writing()
 
 
+async def test_appends_and_finishes_over_the_link_answer_as_the_unary_calls_do(stub: Stub, runs_app: RunsApp) -> None:
+    run = await stub.CreateRun(create_request())
+    link = await open_link(stub, runs_app)
+    finish = runs_pb2.FinishRunRequest(run_id=run.id, state=runs_pb2.RUN_STATE_COMPLETED)
+    calls = [
+        runs_pb2.ExecutorCall(call_id=1, append_steps=runs_pb2.AppendStepsRequest(
+            run_id=run.id, steps=[thought("a", 1), thought("b", 2)])),
+        runs_pb2.ExecutorCall(call_id=2, append_steps=runs_pb2.AppendStepsRequest(
+            run_id=run.id, steps=[thought("other", 1)])),  # step 1 again, with other content
+        runs_pb2.ExecutorCall(call_id=3, finish_run=runs_pb2.FinishRunRequest(run_id=run.id)),  # no state
+        runs_pb2.ExecutorCall(call_id=4),  # no request
+    ]
+    for call in calls:
+        await link.write(runs_pb2.ConnectExecutorRequest(call=call))
+    results = {}
+    for _ in calls:
+        result = (await asyncio.wait_for(link.read(), PROMPTLY)).call_result
+        results[result.call_id] = result
+    assert [step.sequence for step in results[1].append_steps.steps] == [1, 2]
+    assert results[2].error.code == grpc.StatusCode.ALREADY_EXISTS.value[0]
+    assert "already stored with other content" in results[2].error.message
+    assert results[3].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "state is required" in results[3].error.message
+    assert results[4].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+    await link.write(runs_pb2.ConnectExecutorRequest(call=runs_pb2.ExecutorCall(call_id=5, finish_run=finish)))
+    finished = (await asyncio.wait_for(link.read(), PROMPTLY)).call_result
+    assert finished.call_id == 5 and finished.finish_run.state == runs_pb2.RUN_STATE_COMPLETED
+    stored = await stub.GetRun(runs_pb2.GetRunRequest(run_id=run.id))
+    assert [step.agent_thought.text for step in stored.steps] == ["a", "b"]
+    await link.done_writing()
+
+
 # --- leases and the reaper ---------------------------------------------------------------------------------
 
 

@@ -359,15 +359,49 @@ class CancelNotice(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ConnectExecutorRequest(_message.Message):
-    __slots__ = ("executor_id", "delta")
+    __slots__ = ("executor_id", "delta", "call")
     EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
     executor_id: str
     delta: StepDelta
-    def __init__(self, executor_id: _Optional[str] = ..., delta: _Optional[_Union[StepDelta, _Mapping]] = ...) -> None: ...
+    call: ExecutorCall
+    def __init__(self, executor_id: _Optional[str] = ..., delta: _Optional[_Union[StepDelta, _Mapping]] = ..., call: _Optional[_Union[ExecutorCall, _Mapping]] = ...) -> None: ...
+
+class ExecutorCall(_message.Message):
+    __slots__ = ("call_id", "append_steps", "finish_run")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    APPEND_STEPS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_RUN_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    append_steps: AppendStepsRequest
+    finish_run: FinishRunRequest
+    def __init__(self, call_id: _Optional[int] = ..., append_steps: _Optional[_Union[AppendStepsRequest, _Mapping]] = ..., finish_run: _Optional[_Union[FinishRunRequest, _Mapping]] = ...) -> None: ...
+
+class ExecutorCallResult(_message.Message):
+    __slots__ = ("call_id", "append_steps", "finish_run", "error")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    APPEND_STEPS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_RUN_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    append_steps: AppendStepsResponse
+    finish_run: Run
+    error: ExecutorCallError
+    def __init__(self, call_id: _Optional[int] = ..., append_steps: _Optional[_Union[AppendStepsResponse, _Mapping]] = ..., finish_run: _Optional[_Union[Run, _Mapping]] = ..., error: _Optional[_Union[ExecutorCallError, _Mapping]] = ...) -> None: ...
+
+class ExecutorCallError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ExecutorNotice(_message.Message):
-    __slots__ = ("cancel",)
+    __slots__ = ("cancel", "call_result")
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    CALL_RESULT_FIELD_NUMBER: _ClassVar[int]
     cancel: CancelNotice
-    def __init__(self, cancel: _Optional[_Union[CancelNotice, _Mapping]] = ...) -> None: ...
+    call_result: ExecutorCallResult
+    def __init__(self, cancel: _Optional[_Union[CancelNotice, _Mapping]] = ..., call_result: _Optional[_Union[ExecutorCallResult, _Mapping]] = ...) -> None: ...
