@@ -54,9 +54,12 @@ class StepRecorder:
     interrupted append was stored.
     """
 
-    def __init__(self, runs: RunsClient, run_id: str) -> None:
+    def __init__(
+        self, runs: RunsClient, run_id: str, on_stored: Callable[[list[runs_pb2.Step]], None] | None = None
+    ) -> None:
         self._runs = runs
         self.run_id = run_id
+        self._on_stored = on_stored
         self._last_sequence = 0
         self._in_flight: asyncio.Future[list[runs_pb2.Step]] | None = None
 
@@ -80,6 +83,8 @@ class StepRecorder:
     def _stored(self, append: "asyncio.Future[list[runs_pb2.Step]]") -> None:
         if not append.cancelled() and append.exception() is None:
             self._last_sequence = max(self._last_sequence, append.result()[-1].sequence)
+            if self._on_stored is not None:
+                self._on_stored(append.result())
 
     async def settle(self) -> None:
         """Wait for an append interrupted by a cancellation, whatever its outcome, and count it if it was stored.

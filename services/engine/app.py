@@ -9,6 +9,7 @@ import httpx2
 import openai
 
 from agentplatform.engine.v1 import engine_pb2_grpc
+from agentplatform.runs.v1 import runs_pb2
 from services.common.server import RunningServer, ServiceBinding, start_server
 from services.engine.agent_loop import AgentLoop
 from services.engine.clients import CHANNEL_OPTIONS, RunsClient, ToolsClient
@@ -73,12 +74,17 @@ async def start_engine(settings: EngineSettings) -> EngineApp:
     executor_id = f"engine-{uuid.uuid4().hex[:12]}"
     link = ExecutorLink(runs, executor_id)
     runs.write_through(link)
-    loop = AgentLoop(runs, tools, model, settings, link.send_delta)
+
+    def send_delta(delta: runs_pb2.StepDelta) -> None:
+        link.send_delta(delta)  # for the run's watchers in the store
+        scheduler.publish_delta(delta)  # for the StreamChat following it here
+
+    loop = AgentLoop(runs, tools, model, settings, send_delta)
     scheduler = RunScheduler(runs, loop, settings, executor_id)
     link.start(on_cancel=scheduler.cancel)
     scheduler.start_lease_renewals()
 
-    servicer = AgentServicer(scheduler, runs)
+    servicer = AgentServicer(scheduler, runs, settings.watch_heartbeat_seconds)
     server = await start_server(
         [ServiceBinding(SERVICE_NAME, lambda s: engine_pb2_grpc.add_AgentServiceServicer_to_server(servicer, s))],
         settings.host,

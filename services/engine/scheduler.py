@@ -28,6 +28,7 @@ from services.common.protoconv import duration_from_seconds
 from services.engine.agent_loop import AgentLoop, RunOutcome, StepRecorder
 from services.engine.clients import RunsClient
 from services.engine.failures import RunFailure
+from services.engine.run_feed import FeedFollower, RunFeed
 from services.engine.run_request import ChatInput, resolve_limits, validate_chat
 from services.engine.settings import EngineSettings
 
@@ -45,6 +46,8 @@ class _ActiveRun:
     run: runs_pb2.Run
     chat: ChatInput
     limits: RunLimits
+    #: Its events as they happen here, for the StreamChat that started it.
+    feed: RunFeed
     task: "asyncio.Task[RunOutcome | None] | None" = None
     #: Resolved when a slot is free for a queued run.
     slot: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -82,9 +85,22 @@ class RunScheduler:
         Creating runs to completion even when the caller goes away mid-way, so a run is never created without
         this process knowing it; with `cancel_if_abandoned` such a run is then cancelled.
         """
+        run, _ = await self._start_shielded(chat, cancel_if_abandoned, follow=False)
+        return run
+
+    async def start_followed(
+        self, chat: ChatInput, *, cancel_if_abandoned: bool = False
+    ) -> tuple[runs_pb2.Run, FeedFollower | None]:
+        """As `start`, with a follower of the run's events from its creation on; None when the run is not
+        executed by this call (a retried request id), whose events are then the store's to give."""
+        return await self._start_shielded(chat, cancel_if_abandoned, follow=True)
+
+    async def _start_shielded(
+        self, chat: ChatInput, cancel_if_abandoned: bool, follow: bool
+    ) -> tuple[runs_pb2.Run, FeedFollower | None]:
         validate_chat(chat, self._settings)
         limits = resolve_limits(chat.limits, self._settings)
-        starting = asyncio.ensure_future(self._start(chat, limits))
+        starting = asyncio.ensure_future(self._start(chat, limits, follow))
         try:
             return await asyncio.shield(starting)
         except asyncio.CancelledError:
@@ -92,11 +108,14 @@ class RunScheduler:
                 starting.add_done_callback(self._cancel_abandoned)
             raise
 
-    def _cancel_abandoned(self, starting: "asyncio.Future[runs_pb2.Run]") -> None:
+    def _cancel_abandoned(self, starting: "asyncio.Future[tuple[runs_pb2.Run, FeedFollower | None]]") -> None:
         if not starting.cancelled() and starting.exception() is None:
-            self.cancel(starting.result().id, "the client that started the run went away before it got the run")
+            run, _ = starting.result()
+            self.cancel(run.id, "the client that started the run went away before it got the run")
 
-    async def _start(self, chat: ChatInput, limits: RunLimits) -> runs_pb2.Run:
+    async def _start(
+        self, chat: ChatInput, limits: RunLimits, follow: bool
+    ) -> tuple[runs_pb2.Run, FeedFollower | None]:
         if self._closing:
             raise errors.Unavailable("this engine is shutting down and takes no new runs; retry")
         queued = self._executing + self._reserved_slots >= self._settings.max_concurrent_runs
@@ -118,8 +137,10 @@ class RunScheduler:
             else:
                 self._reserved_slots -= 1
         if run.state not in LIVE or run.executor_id != self.executor_id or run.id in self._active:
-            return run  # a retried request id: the run is the first attempt's, executed there or already ended
-        active = _ActiveRun(run, chat, limits)
+            return run, None  # a retried request id: the run is the first attempt's, executed there or ended
+        active = _ActiveRun(run, chat, limits, RunFeed(run))
+        # Before the run's task exists, so the follower misses nothing of it.
+        follower = active.feed.follow() if follow else None
         self._active[run.id] = active
         if queued:
             self._waiting.append(active)
@@ -128,7 +149,7 @@ class RunScheduler:
             active.slot.set_result(None)
         active.task = asyncio.create_task(self._execute(active), name=f"run-{run.id}")
         log.info("run %s %s (model %s)", run.id, "queued" if queued else "started", run.model)
-        return run
+        return run, follower
 
     def _create_request(self, chat: ChatInput, limits: RunLimits, queued: bool) -> runs_pb2.CreateRunRequest:
         return runs_pb2.CreateRunRequest(
@@ -145,7 +166,17 @@ class RunScheduler:
     # --- executing ---------------------------------------------------------------------------------------
 
     async def _execute(self, active: _ActiveRun) -> RunOutcome | None:
-        recorder = StepRecorder(self._runs, active.run.id)
+        outcome = None
+        try:
+            outcome = await self._execute_to_end(active)
+            return outcome
+        finally:
+            if outcome is not None:
+                active.feed.run_changed(outcome.run)
+            active.feed.end()
+
+    async def _execute_to_end(self, active: _ActiveRun) -> RunOutcome | None:
+        recorder = StepRecorder(self._runs, active.run.id, on_stored=active.feed.steps_stored)
         try:
             await active.slot
             run = active.run
@@ -153,6 +184,7 @@ class RunScheduler:
                 # Shielded like appends: a stop that lands meanwhile learns from its outcome whether the run began.
                 active.begin = asyncio.ensure_future(self._runs.begin_run(run.id, self.executor_id))
                 run = await asyncio.shield(active.begin)
+                active.feed.run_changed(run)
             return await self._loop.execute(run, active.chat, active.limits, recorder)
         except asyncio.CancelledError:
             if active.lost:
@@ -223,7 +255,16 @@ class RunScheduler:
     def cancel(self, run_id: str, reason: str) -> bool:
         """Stop a run held here and record it CANCELLED; False when this process does not hold it."""
         message = f"cancelled: {reason}" if reason else "cancelled on request"
+        active = self._active.get(run_id)
+        if active is not None:
+            active.feed.cancel_requested()
         return self._stop(run_id, (runs_pb2.RUN_STATE_CANCELLED, "cancelled", message))
+
+    def publish_delta(self, delta: runs_pb2.StepDelta) -> None:
+        """Hand a delta of a run held here to the run's followers."""
+        active = self._active.get(delta.run_id)
+        if active is not None:
+            active.feed.delta(delta)
 
     def _stop(self, run_id: str, stop: tuple["runs_pb2.RunState", str, str]) -> bool:
         active = self._active.get(run_id)

@@ -1,5 +1,9 @@
-"""AgentService over gRPC: converts requests to ChatInput, starts runs with the scheduler, and follows them
-through the run store, so StreamChat sends exactly what RunService.WatchRun sends."""
+"""AgentService over gRPC: converts requests to ChatInput, starts runs with the scheduler, and follows them.
+
+StreamChat sends exactly what RunService.WatchRun sends: for a run this call executes, from the run's own feed
+(services.engine.run_feed), without a round trip through the store; for a retried request id, or once the feed
+ends without the run's end (the store was away too long), from the store's WatchRun.
+"""
 
 import asyncio
 import logging
@@ -38,9 +42,10 @@ def _cancels_on_disconnect(request: engine_pb2.StreamChatRequest | engine_pb2.Ch
 
 
 class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
-    def __init__(self, scheduler: RunScheduler, runs: RunsClient) -> None:
+    def __init__(self, scheduler: RunScheduler, runs: RunsClient, heartbeat_seconds: float) -> None:
         self._scheduler = scheduler
         self._runs = runs
+        self._heartbeat_seconds = heartbeat_seconds
 
     async def StartRun(self, request: engine_pb2.StartRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
         return await self._scheduler.start(_chat_input(request))
@@ -49,17 +54,24 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
         self, request: engine_pb2.StreamChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[runs_pb2.RunEvent]:
         cancel = _cancels_on_disconnect(request)
-        run = await self._scheduler.start(_chat_input(request), cancel_if_abandoned=cancel)
+        run, follower = await self._scheduler.start_followed(_chat_input(request), cancel_if_abandoned=cancel)
         finished = False
+        after_sequence = 0
         try:
-            # aclosing: when the caller disconnects, the watch stream to the store is closed at once.
-            async with aclosing(self._runs.watch(run.id)) as events:
-                async for event in events:
-                    finished = event.HasField("run") and event.run.state not in (
-                        runs_pb2.RUN_STATE_QUEUED,
-                        runs_pb2.RUN_STATE_RUNNING,
-                    )
-                    yield event
+            if follower is not None:
+                async with aclosing(follower.events(self._heartbeat_seconds)) as events:
+                    async for event in events:
+                        yield event
+                finished, after_sequence = follower.finished, follower.last_sequence
+            if not finished:
+                # aclosing: when the caller disconnects, the watch stream to the store is closed at once.
+                async with aclosing(self._runs.watch(run.id, after_sequence)) as events:
+                    async for event in events:
+                        finished = event.HasField("run") and event.run.state not in (
+                            runs_pb2.RUN_STATE_QUEUED,
+                            runs_pb2.RUN_STATE_RUNNING,
+                        )
+                        yield event
         except (asyncio.CancelledError, GeneratorExit):
             # A caller that goes away while this generator waits for the next event cancels it; one that goes
             # away while a sent event is in flight (the generator suspended at `yield`) has it closed instead.

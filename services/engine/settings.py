@@ -27,6 +27,9 @@ class EngineSettings(ServiceSettings):
     #: timeouts, 408/409/429 and 5xx, before the run fails with rate_limited, model_unavailable or model_timeout.
     llm_max_retries: int = Field(3, alias="LLM_MAX_RETRIES", ge=0, le=10)
 
+    #: How often StreamChat sends a heartbeat while its run is quiet (as the runs service's WatchRun does).
+    watch_heartbeat_seconds: float = Field(15.0, alias="ENGINE_WATCH_HEARTBEAT_SECONDS", gt=0)
+
     #: How long the list of enabled tools is reused for new runs; a change in the tools service reaches new runs
     #: within this time. 0 lists the tools for every run.
     tools_cache_seconds: float = Field(2.0, alias="ENGINE_TOOLS_CACHE_SECONDS", ge=0, le=3600)

@@ -1,0 +1,132 @@
+"""The live events of a run this engine executes, for the StreamChat that started it (no gRPC here).
+
+StreamChat used to follow its run through the run store (RunService.WatchRun), which sent every step back to
+the engine that had just written it. The engine has each event itself the moment it happens: the run as the
+store returned it (created, begun, finished), each step as the store stored it, each delta as the model writes
+it. A `RunFeed` hands those to the run's followers in that order, so StreamChat sends the same events as
+WatchRun would without the round trip.
+
+What a feed carries is only ever what the store has committed (steps and runs as the store answered), so a
+client that switches to WatchRun later (to re-attach) sees nothing it had not seen. When a run's end cannot be
+recorded from here (the store stayed away, the run was deleted), the feed ends without a final run and the
+follower continues from the store, after the last step it got.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from agentplatform.runs.v1 import runs_pb2
+from services.common.protoconv import timestamp_from_datetime
+
+#: Deltas one follower may have waiting; past that, deltas are dropped until it catches up (the steps they
+#: form arrive whole anyway).
+MAX_QUEUED_DELTAS = 10_000
+
+LIVE = (runs_pb2.RUN_STATE_QUEUED, runs_pb2.RUN_STATE_RUNNING)
+
+
+class RunFeed:
+    """One run's events, from its creation to its end, for the followers subscribed at its start."""
+
+    def __init__(self, run: runs_pb2.Run) -> None:
+        self.run = run
+        self._followers: set[FeedFollower] = set()
+        self._last_sequence = 0
+        self._ended = False
+
+    def follow(self) -> "FeedFollower":
+        """A follower that gets every event from now on; the run as it is now comes first."""
+        follower = FeedFollower(self)
+        self._followers.add(follower)
+        follower._push(runs_pb2.RunEvent(run=self.run))
+        if self._ended:
+            follower._push(None)
+        return follower
+
+    def run_changed(self, run: runs_pb2.Run) -> None:
+        """The store returned the run in a new state (begun, finished) or with a cancel requested."""
+        self.run = run
+        self._publish(runs_pb2.RunEvent(run=run))
+        if run.state not in LIVE:
+            self.end()
+
+    def cancel_requested(self) -> None:
+        """A cancel reached the engine: followers see the run with `cancel_requested`, as WatchRun shows it."""
+        if self._ended or self.run.cancel_requested:
+            return
+        run = runs_pb2.Run()
+        run.CopyFrom(self.run)
+        run.cancel_requested = True
+        self.run_changed(run)
+
+    def steps_stored(self, steps: list[runs_pb2.Step]) -> None:
+        for step in steps:
+            if step.sequence > self._last_sequence:
+                self._last_sequence = step.sequence
+                self._publish(runs_pb2.RunEvent(step=step))
+
+    def delta(self, delta: runs_pb2.StepDelta) -> None:
+        # A delta that arrives after its step was stored is stale: the step holds all of it.
+        if delta.sequence > self._last_sequence:
+            self._publish(runs_pb2.RunEvent(delta=delta), droppable=True)
+
+    def end(self) -> None:
+        """No more events: after the final run, or without one when the run's end is not recorded here."""
+        if not self._ended:
+            self._ended = True
+            for follower in self._followers:
+                follower._push(None)
+
+    def _publish(self, event: runs_pb2.RunEvent, droppable: bool = False) -> None:
+        if self._ended:
+            return
+        for follower in self._followers:
+            follower._push(event, droppable)
+
+
+class FeedFollower:
+    """One follower's queue of a feed's events."""
+
+    def __init__(self, feed: RunFeed) -> None:
+        self._feed = feed
+        self._queue: asyncio.Queue[runs_pb2.RunEvent | None] = asyncio.Queue()
+        self._deltas = 0
+        #: The highest step sequence handed out, and whether the final run was.
+        self.last_sequence = 0
+        self.finished = False
+
+    def _push(self, event: runs_pb2.RunEvent | None, droppable: bool = False) -> None:
+        if droppable:
+            if self._deltas >= MAX_QUEUED_DELTAS:
+                return
+            self._deltas += 1
+        self._queue.put_nowait(event)
+
+    async def events(self, heartbeat_seconds: float) -> AsyncIterator[runs_pb2.RunEvent]:
+        """The feed's events, with a heartbeat when it is quiet for `heartbeat_seconds`, until the final run
+        or the end of the feed (then `finished` tells which)."""
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(heartbeat_seconds):
+                        event = await self._queue.get()
+                except TimeoutError:
+                    now = timestamp_from_datetime(datetime.now(UTC))
+                    heartbeat = runs_pb2.Heartbeat(time=now, last_sequence=self.last_sequence)
+                    yield runs_pb2.RunEvent(heartbeat=heartbeat)
+                    continue
+                if event is None:
+                    return
+                kind = event.WhichOneof("event")
+                if kind == "delta":
+                    self._deltas -= 1
+                elif kind == "step":
+                    self.last_sequence = event.step.sequence
+                elif kind == "run" and event.run.state not in LIVE:
+                    self.finished = True
+                yield event
+                if self.finished:
+                    return
+        finally:
+            self._feed._followers.discard(self)

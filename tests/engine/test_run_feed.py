@@ -1,0 +1,98 @@
+"""StreamChat follows the run it started from the engine's own feed: the same events WatchRun would send, in
+order, without asking the store; and from the store when the feed ends without the run's end."""
+
+import asyncio
+from pathlib import Path
+
+from agentplatform.engine.v1 import engine_pb2
+from agentplatform.runs.v1 import runs_pb2
+from services.engine.run_feed import RunFeed
+from tests.support.platform import start_platform
+from tests.support.scripted_llm import ScriptedLLM, delayed, text_reply, tool_call_reply
+from tests.support.seed import SEED_QUESTION
+
+RUN = "00000000-0000-4000-8000-000000000001"
+
+
+def run(state: "runs_pb2.RunState" = runs_pb2.RUN_STATE_RUNNING) -> runs_pb2.Run:
+    return runs_pb2.Run(id=RUN, state=state)
+
+
+def step(sequence: int) -> runs_pb2.Step:
+    return runs_pb2.Step(run_id=RUN, sequence=sequence, agent_thought=runs_pb2.AgentThought(text=str(sequence)))
+
+
+def delta(sequence: int, text: str) -> runs_pb2.StepDelta:
+    return runs_pb2.StepDelta(run_id=RUN, sequence=sequence, text=text)
+
+
+async def all_events(feed: RunFeed, heartbeat: float = 30.0) -> list[runs_pb2.RunEvent]:
+    follower = feed.follow()
+    return [event async for event in follower.events(heartbeat)]
+
+
+async def test_a_feed_gives_the_run_then_its_events_in_order_and_drops_stale_deltas() -> None:
+    feed = RunFeed(run(runs_pb2.RUN_STATE_QUEUED))
+    follower = feed.follow()
+    feed.run_changed(run())
+    feed.delta(delta(1, "Hel"))
+    feed.delta(delta(1, "lo"))
+    feed.steps_stored([step(1)])
+    feed.delta(delta(1, "late"))  # its step is stored: stale
+    feed.steps_stored([step(1), step(2)])  # a retried append's answer repeats step 1
+    feed.cancel_requested()
+    feed.run_changed(run(runs_pb2.RUN_STATE_CANCELLED))
+    feed.steps_stored([step(3)])  # after the end: nothing more
+    events = [event async for event in follower.events(30.0)]
+    summary = [
+        (e.WhichOneof("event"), e.run.state if e.HasField("run") else e.step.sequence or e.delta.text) for e in events
+    ]
+    assert summary == [
+        ("run", runs_pb2.RUN_STATE_QUEUED), ("run", runs_pb2.RUN_STATE_RUNNING), ("delta", "Hel"), ("delta", "lo"),
+        ("step", 1), ("step", 2), ("run", runs_pb2.RUN_STATE_RUNNING), ("run", runs_pb2.RUN_STATE_CANCELLED),
+    ]
+    assert events[6].run.cancel_requested
+    assert follower.finished and follower.last_sequence == 2
+
+
+async def test_a_feed_that_ends_without_the_final_run_says_where_the_follower_got_to() -> None:
+    feed = RunFeed(run())
+    follower = feed.follow()
+    feed.steps_stored([step(1), step(2)])
+    feed.end()  # e.g. the run's end could not be recorded from this engine
+    assert [e.WhichOneof("event") async for e in follower.events(30.0)] == ["run", "step", "step"]
+    assert (follower.finished, follower.last_sequence) == (False, 2)
+
+
+async def test_a_quiet_feed_sends_heartbeats_with_the_cursor() -> None:
+    feed = RunFeed(run())
+    follower = feed.follow()
+    feed.steps_stored([step(1)])
+    events = aiter(follower.events(0.05))
+    assert [(await anext(events)).WhichOneof("event") for _ in range(2)] == ["run", "step"]
+    heartbeat = await asyncio.wait_for(anext(events), 1)
+    assert heartbeat.heartbeat.last_sequence == 1
+
+
+async def test_stream_chat_follows_its_run_without_watching_the_store(tmp_path: Path) -> None:
+    script = [
+        tool_call_reply("calculator", {"operation": "add", "x": 5, "y": 10}),
+        delayed(tool_call_reply("calculator", {"operation": "multiply", "x": 15, "y": 3}), 0.3),
+        text_reply("The result is 45."),
+    ]
+    async with ScriptedLLM(*script) as llm, start_platform(
+        tmp_path, llm.base_url, ENGINE_WATCH_HEARTBEAT_SECONDS=0.1
+    ) as platform:
+        call = platform.engine_stub.StreamChat(engine_pb2.StreamChatRequest(message=SEED_QUESTION))
+        events = []
+        async for event in call:
+            events.append(event)
+            # The run store has no watcher of the run: the engine sends what it recorded itself.
+            assert platform.runs.store.signals.watcher_count(events[0].run.id) == 0
+        kinds = [event.WhichOneof("event") for event in events]
+        assert "heartbeat" in kinds  # while the model took 0.3 s
+        steps = [event.step for event in events if event.HasField("step")]
+        stored = await platform.runs_stub.GetRun(runs_pb2.GetRunRequest(run_id=events[0].run.id))
+        assert steps == list(stored.steps) and len(steps) == 8  # exactly what the store has, as stored
+        final = events[-1].run
+        assert (final.state, final.step_count, final.usage) == (runs_pb2.RUN_STATE_COMPLETED, 8, stored.usage)
