@@ -5,6 +5,7 @@ plain SQLAlchemy (select, then insert or update, in one write transaction): it r
 """
 
 import enum
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -53,26 +54,41 @@ def _setting_from_row(row: ToolSettingRow) -> ToolSetting:
     return ToolSetting(row.tool_id, row.enabled, row.description_override)
 
 
+#: How long the settings read from the database are reused. Every tool call needs them; a change made through
+#: this process is seen at once, one made through another tools replica within this time.
+CACHE_SECONDS = 2.0
+
+
 class ToolSettingsStore:
-    """Reads and writes the `tool_settings` table."""
+    """Reads and writes the `tool_settings` table, with its rows cached for CACHE_SECONDS."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        self._cached: dict[str, ToolSetting] = {}
+        self._cached_at: float | None = None
+        self._updates = 0  # so that a read that overlapped an update is not cached over it
 
     async def create_schema(self) -> None:
         """Create the table when it is missing."""
         await self.database.create_schema(_Base.metadata)
 
-    @runs_to_completion
     async def get(self, tool_id: str) -> ToolSetting:
         """The settings of one tool."""
-        async with self.database.read() as session:
-            row = await session.get(ToolSettingRow, tool_id)
-            return _setting_from_row(row) if row is not None else ToolSetting(tool_id)
+        return (await self.get_all()).get(tool_id) or ToolSetting(tool_id)
 
-    @runs_to_completion
     async def get_all(self) -> dict[str, ToolSetting]:
         """The stored settings by tool id; tools missing from the result have the defaults."""
+        now = time.monotonic()
+        if self._cached_at is None or now - self._cached_at >= CACHE_SECONDS:
+            updates = self._updates
+            stored = await self._read_all()
+            if updates != self._updates:
+                return stored  # an update landed meanwhile: `stored` may predate it, so it is not kept
+            self._cached, self._cached_at = stored, now
+        return dict(self._cached)
+
+    @runs_to_completion
+    async def _read_all(self) -> dict[str, ToolSetting]:
         async with self.database.read() as session:
             rows = (await session.scalars(select(ToolSettingRow))).all()
             return {row.tool_id: _setting_from_row(row) for row in rows}
@@ -86,12 +102,15 @@ class ToolSettingsStore:
         description_override: str | Keep | None = KEEP,
     ) -> ToolSetting:
         """Change the given settings of a tool (creating its row if needed) and return the result."""
+        self._updates += 1
         try:
-            return await self._update_once(tool_id, enabled, description_override)
+            setting = await self._update_once(tool_id, enabled, description_override)
         except IntegrityError:
             # Another replica inserted the row between our select and insert (PostgreSQL; SQLite's
             # BEGIN IMMEDIATE serialises writers). The row exists now, so the second try updates it.
-            return await self._update_once(tool_id, enabled, description_override)
+            setting = await self._update_once(tool_id, enabled, description_override)
+        self._cached[tool_id] = setting
+        return setting
 
     async def _update_once(
         self, tool_id: str, enabled: bool | Keep, description_override: str | Keep | None
