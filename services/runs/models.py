@@ -48,7 +48,8 @@ class RunRow(Base):
     __table_args__ = (
         # ListRuns walks runs newest first by (created_at, id): keyset pagination needs both in one index.
         Index("ix_runs_created_at_id", "created_at", "id"),
-        Index("ix_runs_state", "state"),
+        # ListRuns filtered by state walks this one in the same order.
+        Index("ix_runs_state_created_at_id", "state", "created_at", "id"),
         # The reaper looks for live runs whose lease ran out; finished runs have no lease (NULL).
         Index("ix_runs_lease_expires_at", "lease_expires_at"),
         CheckConstraint(_one_of("state", RUN_STATES), name="state"),

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, func, insert, literal, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.common.database import Database, runs_to_completion, utcnow
+from services.common.database import Database, UtcDateTime, runs_to_completion, utcnow
 from services.common.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument, NotFound
 from services.common.group_commit import GroupCommit, Write
 from services.common.limits import RunLimits
@@ -184,10 +184,11 @@ def _decode_page_token(token: str, state: str | None) -> _PagePosition:
 
 
 def _older_than(position: _PagePosition) -> ColumnElement[bool]:
-    """Runs after `position` in newest-first order (a keyset condition, served by ix_runs_created_at_id)."""
-    return or_(
-        RUNS.c.created_at < position.created_at,
-        and_(RUNS.c.created_at == position.created_at, RUNS.c.id < position.run_id),
+    """Runs after `position` in newest-first order. A row-value comparison, which SQLite and PostgreSQL both
+    serve as a range of the (created_at, id) indexes: the equivalent OR of two conditions made both databases
+    scan from the newest run to the page (a page in the middle of 1,000,000 runs took 100-250 ms)."""
+    return tuple_(RUNS.c.created_at, RUNS.c.id) < tuple_(
+        literal(position.created_at, UtcDateTime()), literal(position.run_id, RUNS.c.id.type)
     )
 
 
