@@ -18,6 +18,7 @@
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -156,7 +157,9 @@ class RunScheduler:
             user_query=chat.message,
             model=chat.model or self._settings.llm_model,
             metadata=chat.metadata,
-            request_id=chat.request_id,
+            # Always an idempotency key: the create is retried when the store is slow or restarting, and without
+            # one a retry after a lost answer would create a second run (left to the reaper).
+            request_id=chat.request_id or str(uuid.uuid4()),
             state=runs_pb2.RUN_STATE_QUEUED if queued else runs_pb2.RUN_STATE_RUNNING,
             executor_id=self.executor_id,
             lease_duration=duration_from_seconds(self._settings.lease_seconds),
@@ -290,6 +293,9 @@ class RunScheduler:
 
     async def _renew_leases(self) -> None:
         interval = self._settings.lease_seconds / 3
+        # Runs the store reported lost once. One is stopped when the next renewal reports it lost again: a run
+        # that finished while the renewal was in flight is reported lost too, and is gone from here by then.
+        suspects: set[str] = set()
         while True:
             await asyncio.sleep(interval)
             if not self._active:
@@ -299,12 +305,14 @@ class RunScheduler:
             except errors.DomainError as exc:
                 log.warning("could not renew the leases of %d run(s): %s", len(self._active), exc)
                 continue
-            for run_id in renewal.lost_run_ids:
-                active = self._active.get(run_id)
-                if active is not None and active.task is not None:
+            lost = {run_id for run_id in renewal.lost_run_ids if run_id in self._active}
+            for run_id in lost & suspects:
+                active = self._active[run_id]
+                if active.task is not None:
                     log.warning("run %s is no longer held by this engine (ended or deleted in the store)", run_id)
                     active.lost = True
                     active.task.cancel()
+            suspects = lost - suspects
             for notice in renewal.cancel:
                 self.cancel(notice.run_id, notice.reason)
 

@@ -147,3 +147,15 @@ async def test_cancel_on_the_watch_stream_ends_the_followers_stream_too(tmp_path
         assert kinds(steps) == ["user_request", "error"]
         assert "changed my mind" in steps[-1].error.message
         assert events[-1].run.state == runs_pb2.RUN_STATE_CANCELLED
+
+
+async def test_a_run_deleted_while_it_executes_is_stopped_by_the_lease_renewals(tmp_path: Path) -> None:
+    # Lease 1 s: renewals every third of a second; the engine stops a run the store reports lost twice running.
+    async with ScriptedLLM(delayed(text_reply("too late"), 10.0)) as llm, \
+            start_platform(tmp_path, llm.base_url, ENGINE_LEASE_SECONDS=1) as platform:
+        run = await start_run(platform, "hello")
+        assert await llm.wait_for(lambda: len(llm.requests) == 1)
+        await platform.runs_stub.DeleteRun(runs_pb2.DeleteRunRequest(run_id=run.id))
+        assert await llm.wait_for(lambda: 0 in llm.aborted, timeout=3.0)
+        assert platform.engine.scheduler.held_runs == 0
+
