@@ -21,34 +21,12 @@ import grpc
 from agentplatform.runs.v1 import runs_pb2
 from services.common.status import status_code
 from services.engine.clients import MAX_BACKOFF_SECONDS, CallError, RunsClient
+from services.engine.deltas import coalesced
 
 log = logging.getLogger(__name__)
 
 #: Deltas waiting to be sent before new ones are dropped.
 MAX_QUEUED_DELTAS = 10_000
-
-
-def coalesced(deltas: list[runs_pb2.StepDelta]) -> list[runs_pb2.StepDelta]:
-    """The deltas that queued up while the stream was busy, one per forming step: the pieces of a step joined in
-    order. A model streams many small pieces; while the link is busy they cost one message per step, not one each.
-    """
-    if len(deltas) == 1:
-        return deltas
-    merged: dict[tuple[str, int, str], runs_pb2.StepDelta] = {}
-    for delta in deltas:
-        kind = delta.WhichOneof("part") or ""
-        key = (delta.run_id, delta.sequence, kind)
-        into = merged.get(key)
-        if into is None or delta.replace:
-            merged[key] = delta
-        elif kind == "tool_call":
-            piece = delta.tool_call
-            into.tool_call.tool_call_id = piece.tool_call_id or into.tool_call.tool_call_id
-            into.tool_call.tool_name += piece.tool_name
-            into.tool_call.arguments += piece.arguments
-        else:
-            into.text += delta.text
-    return list(merged.values())
 
 
 class ExecutorLink:

@@ -13,11 +13,13 @@ follower continues from the store, after the last step it got.
 """
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from agentplatform.runs.v1 import runs_pb2
 from services.common.protoconv import timestamp_from_datetime
+from services.engine.deltas import joined
 
 #: Deltas one follower may have waiting; past that, deltas are dropped until it catches up (the steps they
 #: form arrive whole anyway).
@@ -90,7 +92,8 @@ class FeedFollower:
 
     def __init__(self, feed: RunFeed) -> None:
         self._feed = feed
-        self._queue: asyncio.Queue[runs_pb2.RunEvent | None] = asyncio.Queue()
+        self._queue: deque[runs_pb2.RunEvent | None] = deque()
+        self._ready = asyncio.Event()
         self._deltas = 0
         #: The highest step sequence handed out, and whether the final run was.
         self.last_sequence = 0
@@ -101,27 +104,44 @@ class FeedFollower:
             if self._deltas >= MAX_QUEUED_DELTAS:
                 return
             self._deltas += 1
-        self._queue.put_nowait(event)
+        self._queue.append(event)
+        self._ready.set()
+
+    async def _next(self, heartbeat_seconds: float) -> runs_pb2.RunEvent | None:
+        """The next event: deltas of one step queued one after another come as one (the client is sent what the
+        model wrote since, not each piece, when it falls behind); a heartbeat after `heartbeat_seconds` quiet."""
+        if not self._queue:
+            self._ready.clear()
+            try:
+                async with asyncio.timeout(heartbeat_seconds):
+                    await self._ready.wait()
+            except TimeoutError:
+                now = timestamp_from_datetime(datetime.now(UTC))
+                return runs_pb2.RunEvent(heartbeat=runs_pb2.Heartbeat(time=now, last_sequence=self.last_sequence))
+        event = self._queue.popleft()
+        if event is None or not event.HasField("delta"):
+            return event
+        self._deltas -= 1
+        delta = event.delta
+        while self._queue and (following := self._queue[0]) is not None and following.HasField("delta"):
+            longer = joined(delta, following.delta)
+            if longer is None:
+                break
+            delta = longer
+            self._queue.popleft()
+            self._deltas -= 1
+        return event if delta is event.delta else runs_pb2.RunEvent(delta=delta)
 
     async def events(self, heartbeat_seconds: float) -> AsyncIterator[runs_pb2.RunEvent]:
         """The feed's events, with a heartbeat when it is quiet for `heartbeat_seconds`, until the final run
         or the end of the feed (then `finished` tells which)."""
         try:
             while True:
-                try:
-                    async with asyncio.timeout(heartbeat_seconds):
-                        event = await self._queue.get()
-                except TimeoutError:
-                    now = timestamp_from_datetime(datetime.now(UTC))
-                    heartbeat = runs_pb2.Heartbeat(time=now, last_sequence=self.last_sequence)
-                    yield runs_pb2.RunEvent(heartbeat=heartbeat)
-                    continue
+                event = await self._next(heartbeat_seconds)
                 if event is None:
                     return
                 kind = event.WhichOneof("event")
-                if kind == "delta":
-                    self._deltas -= 1
-                elif kind == "step":
+                if kind == "step":
                     self.last_sequence = event.step.sequence
                 elif kind == "run" and event.run.state not in LIVE:
                     self.finished = True
@@ -130,3 +150,4 @@ class FeedFollower:
                     return
         finally:
             self._feed._followers.discard(self)
+

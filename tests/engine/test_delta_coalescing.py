@@ -2,7 +2,7 @@
 in the order they came."""
 
 from agentplatform.runs.v1 import runs_pb2
-from services.engine.executor_link import coalesced
+from services.engine.deltas import coalesced
 
 A, B = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"
 

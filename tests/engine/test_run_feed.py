@@ -48,11 +48,24 @@ async def test_a_feed_gives_the_run_then_its_events_in_order_and_drops_stale_del
         (e.WhichOneof("event"), e.run.state if e.HasField("run") else e.step.sequence or e.delta.text) for e in events
     ]
     assert summary == [
-        ("run", runs_pb2.RUN_STATE_QUEUED), ("run", runs_pb2.RUN_STATE_RUNNING), ("delta", "Hel"), ("delta", "lo"),
+        # The two pieces waited together: they come as one delta.
+        ("run", runs_pb2.RUN_STATE_QUEUED), ("run", runs_pb2.RUN_STATE_RUNNING), ("delta", "Hello"),
         ("step", 1), ("step", 2), ("run", runs_pb2.RUN_STATE_RUNNING), ("run", runs_pb2.RUN_STATE_CANCELLED),
     ]
-    assert events[6].run.cancel_requested
+    assert events[5].run.cancel_requested
     assert follower.finished and follower.last_sequence == 2
+
+
+async def test_a_follower_that_keeps_up_gets_each_piece_and_pieces_of_different_steps_stay_apart() -> None:
+    feed = RunFeed(run())
+    follower = feed.follow()
+    events = aiter(follower.events(30.0))
+    assert (await anext(events)).HasField("run")
+    feed.delta(delta(1, "Hel"))
+    assert (await anext(events)).delta.text == "Hel"
+    feed.delta(delta(1, "lo"))
+    feed.delta(delta(2, "next"))
+    assert [(await anext(events)).delta.text for _ in range(2)] == ["lo", "next"]
 
 
 async def test_a_feed_that_ends_without_the_final_run_says_where_the_follower_got_to() -> None:
