@@ -29,6 +29,14 @@ log = logging.getLogger(__name__)
 MAX_QUEUED_DELTAS = 10_000
 
 
+def _deltas_message(deltas: list[runs_pb2.StepDelta]) -> runs_pb2.ConnectExecutorRequest:
+    """The deltas that queued up while the stream was busy, one per forming step, in one message."""
+    joined = coalesced(deltas)
+    if len(joined) == 1:
+        return runs_pb2.ConnectExecutorRequest(delta=joined[0])
+    return runs_pb2.ConnectExecutorRequest(deltas=runs_pb2.StepDeltas(deltas=joined))
+
+
 class ExecutorLink:
     """One ConnectExecutor stream, kept open."""
 
@@ -107,13 +115,13 @@ class ExecutorLink:
                     deltas.append(item)
                     continue
                 # A call goes after the deltas queued before it, as queued: a step's deltas before its append.
-                for delta in coalesced(deltas):
-                    yield runs_pb2.ConnectExecutorRequest(delta=delta)
+                if deltas:
+                    yield _deltas_message(deltas)
                 deltas = []
                 if item.call_id in self._pending:  # not given up on (timed out, or failed with an earlier link)
                     yield runs_pb2.ConnectExecutorRequest(call=item)
-            for delta in coalesced(deltas):
-                yield runs_pb2.ConnectExecutorRequest(delta=delta)
+            if deltas:
+                yield _deltas_message(deltas)
 
     async def _keep_connected(self, on_cancel: Callable[[str, str], None]) -> None:
         backoff = 0.1

@@ -136,6 +136,9 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
                 kind = message.WhichOneof("message")
                 if kind == "delta":
                     signals.publish_delta(convert.delta_from_proto(message.delta))
+                elif kind == "deltas":
+                    for delta in message.deltas.deltas:
+                        signals.publish_delta(convert.delta_from_proto(delta))
                 elif kind == "call":
                     task = asyncio.create_task(answer(message.call))
                     calls.add(task)

@@ -172,6 +172,18 @@ async def test_a_delta_sent_by_the_engine_reaches_a_watcher(stub: Stub, runs_app
     await link.done_writing()
 
 
+async def test_deltas_sent_together_reach_a_watcher_in_order(stub: Stub, runs_app: RunsApp) -> None:
+    run = await stub.CreateRun(create_request())
+    link = await open_link(stub, runs_app)
+    events = aiter(stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id)))
+    assert (await next_event(events)).WhichOneof("event") == "run"
+    sent = [runs_pb2.StepDelta(run_id=run.id, sequence=1, text="Hel"),
+            runs_pb2.StepDelta(run_id=run.id, sequence=2, text="lo")]
+    await link.write(runs_pb2.ConnectExecutorRequest(deltas=runs_pb2.StepDeltas(deltas=sent)))
+    assert [(await next_event(events)).delta for _ in sent] == sent
+    await link.done_writing()
+
+
 async def test_appends_and_finishes_over_the_link_answer_as_the_unary_calls_do(stub: Stub, runs_app: RunsApp) -> None:
     run = await stub.CreateRun(create_request())
     link = await open_link(stub, runs_app)

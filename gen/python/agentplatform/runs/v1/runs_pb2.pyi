@@ -359,14 +359,22 @@ class CancelNotice(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ConnectExecutorRequest(_message.Message):
-    __slots__ = ("executor_id", "delta", "call")
+    __slots__ = ("executor_id", "delta", "call", "deltas")
     EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     CALL_FIELD_NUMBER: _ClassVar[int]
+    DELTAS_FIELD_NUMBER: _ClassVar[int]
     executor_id: str
     delta: StepDelta
     call: ExecutorCall
-    def __init__(self, executor_id: _Optional[str] = ..., delta: _Optional[_Union[StepDelta, _Mapping]] = ..., call: _Optional[_Union[ExecutorCall, _Mapping]] = ...) -> None: ...
+    deltas: StepDeltas
+    def __init__(self, executor_id: _Optional[str] = ..., delta: _Optional[_Union[StepDelta, _Mapping]] = ..., call: _Optional[_Union[ExecutorCall, _Mapping]] = ..., deltas: _Optional[_Union[StepDeltas, _Mapping]] = ...) -> None: ...
+
+class StepDeltas(_message.Message):
+    __slots__ = ("deltas",)
+    DELTAS_FIELD_NUMBER: _ClassVar[int]
+    deltas: _containers.RepeatedCompositeFieldContainer[StepDelta]
+    def __init__(self, deltas: _Optional[_Iterable[_Union[StepDelta, _Mapping]]] = ...) -> None: ...
 
 class ExecutorCall(_message.Message):
     __slots__ = ("call_id", "append_steps", "finish_run")
