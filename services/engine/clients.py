@@ -67,9 +67,9 @@ class RunsClient:
     """Records runs and steps in the runs service, retrying with backoff and jitter while it is unavailable
     (a restart, a deploy) for up to `outage_seconds`; then the call fails with Unavailable.
 
-    Appends and finishes go over the engine's executor link while it is connected (`write_through`): the same
-    requests and answers as the unary calls, without the cost of a call each. While the link is down they are
-    unary calls.
+    Creates, begins, appends and finishes go over the engine's executor link while it is connected
+    (`write_through`): the same requests and answers as the unary calls, without the cost of a call each. While
+    the link is down they are unary calls.
     """
 
     SERVICE = "runs service"
@@ -106,14 +106,14 @@ class RunsClient:
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     async def create_run(self, request: runs_pb2.CreateRunRequest) -> runs_pb2.Run:
-        return await self._retrying(self._stub.CreateRun, request)
+        return await self._retrying(self._stub.CreateRun, request, "create_run")
 
     async def get_run(self, run_id: str) -> runs_pb2.Run:
         return await self._retrying(self._stub.GetRun, runs_pb2.GetRunRequest(run_id=run_id))
 
     async def begin_run(self, run_id: str, executor_id: str) -> runs_pb2.Run:
         request = runs_pb2.BeginRunRequest(run_id=run_id, executor_id=executor_id)
-        return await self._retrying(self._stub.BeginRun, request)
+        return await self._retrying(self._stub.BeginRun, request, "begin_run")
 
     async def append_steps(self, run_id: str, steps: list[runs_pb2.Step]) -> list[runs_pb2.Step]:
         """Append steps with explicit sequences (so a retry is idempotent); returns them as stored."""

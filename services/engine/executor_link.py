@@ -59,7 +59,8 @@ class ExecutorLink:
             self._outbox.put_nowait(delta)
 
     async def call(self, kind: str, request: Any, timeout: float) -> Any:
-        """Make a call over the link ("append_steps" or "finish_run" with its request) and return its answer.
+        """Make a call over the link (a request field of ExecutorCall, e.g. "append_steps", and its request) and
+        return its answer.
         Raises CallError: with the store's status, or UNAVAILABLE when the link is down or breaks, or
         DEADLINE_EXCEEDED after `timeout` seconds."""
         if not self._connected:

@@ -6,8 +6,9 @@ Domain problems are raised as `services.common.errors` exceptions; the server in
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
@@ -35,6 +36,13 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         self._heartbeat_seconds = watch_heartbeat_seconds
         self._cancel_wait_seconds = cancel_wait_seconds
         self._closing = asyncio.Event()
+        #: What an ExecutorCall may ask for, by the name of its request field.
+        self._executor_methods: dict[str, Callable[[Any], Awaitable[Any]]] = {
+            "create_run": self._create_run,
+            "begin_run": self._begin_run,
+            "append_steps": self._append_steps,
+            "finish_run": self._finish_run,
+        }
 
     def close_links(self) -> None:
         """End every ConnectExecutor stream now (the service is stopping): engines then retry their writes until a
@@ -42,6 +50,9 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         self._closing.set()
 
     async def CreateRun(self, request: runs_pb2.CreateRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
+        return await self._create_run(request)
+
+    async def _create_run(self, request: runs_pb2.CreateRunRequest) -> runs_pb2.Run:
         state = convert.run_state_from_proto(request.state) or "running"
         new = NewRun(
             user_query=request.user_query,
@@ -104,6 +115,9 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         return convert.run_to_proto(record)
 
     async def BeginRun(self, request: runs_pb2.BeginRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
+        return await self._begin_run(request)
+
+    async def _begin_run(self, request: runs_pb2.BeginRunRequest) -> runs_pb2.Run:
         return convert.run_to_proto(await self._store.begin_run(request.run_id, request.executor_id))
 
     async def RenewLeases(
@@ -175,13 +189,11 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         """Answer an engine's call made over its link as the unary method would, its error included."""
         kind = call.WhichOneof("request")
         try:
-            if kind == "append_steps":
-                return runs_pb2.ExecutorCallResult(call_id=call.call_id, append_steps=await self._append_steps(
-                    call.append_steps))
-            if kind == "finish_run":
-                return runs_pb2.ExecutorCallResult(call_id=call.call_id, finish_run=await self._finish_run(
-                    call.finish_run))
-            raise InvalidArgument("an ExecutorCall must carry a request: append_steps or finish_run")
+            if kind is None:
+                raise InvalidArgument("an ExecutorCall must carry a request: create_run, begin_run, append_steps or "
+                                      "finish_run")
+            answer = await self._executor_methods[kind](getattr(call, kind))
+            return runs_pb2.ExecutorCallResult(call_id=call.call_id, **{kind: answer})
         except DomainError as exc:
             code, message = status_for(exc), str(exc)
         except Exception:

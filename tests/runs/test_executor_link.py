@@ -214,6 +214,18 @@ async def test_appends_and_finishes_over_the_link_answer_as_the_unary_calls_do(s
     assert finished.call_id == 5 and finished.finish_run.state == runs_pb2.RUN_STATE_COMPLETED
     stored = await stub.GetRun(runs_pb2.GetRunRequest(run_id=run.id))
     assert [step.agent_thought.text for step in stored.steps] == ["a", "b"]
+
+    # Creates and begins too; a create retried with its request id is answered with the same run.
+    create = create_request(request_id="7d8f3a52-2c3e-4f6b-9a51-0d6c2f1e8b47", state=runs_pb2.RUN_STATE_QUEUED)
+    for call_id in (6, 7):
+        call = runs_pb2.ExecutorCall(call_id=call_id, create_run=create)
+        await link.write(runs_pb2.ConnectExecutorRequest(call=call))
+    created = [(await asyncio.wait_for(link.read(), PROMPTLY)).call_result for _ in range(2)]
+    assert created[0].create_run.id == created[1].create_run.id != ""
+    begin = runs_pb2.BeginRunRequest(run_id=created[0].create_run.id, executor_id=EXECUTOR)
+    await link.write(runs_pb2.ConnectExecutorRequest(call=runs_pb2.ExecutorCall(call_id=8, begin_run=begin)))
+    begun = (await asyncio.wait_for(link.read(), PROMPTLY)).call_result
+    assert begun.call_id == 8 and begun.begin_run.state == runs_pb2.RUN_STATE_RUNNING
     await link.done_writing()
 
 

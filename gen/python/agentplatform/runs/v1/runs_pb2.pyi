@@ -377,26 +377,34 @@ class StepDeltas(_message.Message):
     def __init__(self, deltas: _Optional[_Iterable[_Union[StepDelta, _Mapping]]] = ...) -> None: ...
 
 class ExecutorCall(_message.Message):
-    __slots__ = ("call_id", "append_steps", "finish_run")
+    __slots__ = ("call_id", "append_steps", "finish_run", "create_run", "begin_run")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     APPEND_STEPS_FIELD_NUMBER: _ClassVar[int]
     FINISH_RUN_FIELD_NUMBER: _ClassVar[int]
+    CREATE_RUN_FIELD_NUMBER: _ClassVar[int]
+    BEGIN_RUN_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     append_steps: AppendStepsRequest
     finish_run: FinishRunRequest
-    def __init__(self, call_id: _Optional[int] = ..., append_steps: _Optional[_Union[AppendStepsRequest, _Mapping]] = ..., finish_run: _Optional[_Union[FinishRunRequest, _Mapping]] = ...) -> None: ...
+    create_run: CreateRunRequest
+    begin_run: BeginRunRequest
+    def __init__(self, call_id: _Optional[int] = ..., append_steps: _Optional[_Union[AppendStepsRequest, _Mapping]] = ..., finish_run: _Optional[_Union[FinishRunRequest, _Mapping]] = ..., create_run: _Optional[_Union[CreateRunRequest, _Mapping]] = ..., begin_run: _Optional[_Union[BeginRunRequest, _Mapping]] = ...) -> None: ...
 
 class ExecutorCallResult(_message.Message):
-    __slots__ = ("call_id", "append_steps", "finish_run", "error")
+    __slots__ = ("call_id", "append_steps", "finish_run", "error", "create_run", "begin_run")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     APPEND_STEPS_FIELD_NUMBER: _ClassVar[int]
     FINISH_RUN_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATE_RUN_FIELD_NUMBER: _ClassVar[int]
+    BEGIN_RUN_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     append_steps: AppendStepsResponse
     finish_run: Run
     error: ExecutorCallError
-    def __init__(self, call_id: _Optional[int] = ..., append_steps: _Optional[_Union[AppendStepsResponse, _Mapping]] = ..., finish_run: _Optional[_Union[Run, _Mapping]] = ..., error: _Optional[_Union[ExecutorCallError, _Mapping]] = ...) -> None: ...
+    create_run: Run
+    begin_run: Run
+    def __init__(self, call_id: _Optional[int] = ..., append_steps: _Optional[_Union[AppendStepsResponse, _Mapping]] = ..., finish_run: _Optional[_Union[Run, _Mapping]] = ..., error: _Optional[_Union[ExecutorCallError, _Mapping]] = ..., create_run: _Optional[_Union[Run, _Mapping]] = ..., begin_run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
 
 class ExecutorCallError(_message.Message):
     __slots__ = ("code", "message")

@@ -211,10 +211,10 @@ class RunServiceServicer:
     def ConnectExecutor(self, request_iterator, context):
         """The engine process's live link to the store: it sends the deltas of the
         steps its runs are forming, and receives cancel requests for its runs as
-        soon as they are made. It may also make its AppendSteps and FinishRun calls
-        over the link (ExecutorCall), answered in ExecutorCallResult: the same
-        requests and answers, without the cost of a call each. One stream per
-        engine process.
+        soon as they are made. It may also make its CreateRun, BeginRun,
+        AppendSteps and FinishRun calls over the link (ExecutorCall), answered in
+        ExecutorCallResult: the same requests and answers, without the cost of a
+        call each. One stream per engine process.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
