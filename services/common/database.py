@@ -64,10 +64,13 @@ def utcnow() -> datetime:
 
 
 _IMMEDIATE = "agentplatform_begin_immediate"
+#: SQLite's synchronous modes a database may use in WAL mode: NORMAL survives a crash of the process, FULL also a
+#: power loss.
+SQLITE_SYNCHRONOUS = ("NORMAL", "FULL")
 T = TypeVar("T")
 
 
-def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, synchronous: str) -> None:
     # pysqlite's own transaction handling is turned off so that we emit BEGIN ourselves: BEGIN IMMEDIATE
     # for writes takes the write lock up front, so two writers queue on busy_timeout instead of one
     # failing with "database is locked" when it upgrades a read lock (SQLAlchemy's documented recipe).
@@ -78,7 +81,7 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -90,7 +93,11 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 class Database:
     """An async engine with separate session factories for reads and writes."""
 
-    def __init__(self, url: str, *, echo: bool = False, sqlite_busy_timeout_ms: int = 10_000) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, sqlite_busy_timeout_ms: int = 10_000, sqlite_synchronous: str = "NORMAL"
+    ) -> None:
+        if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            raise ValueError(f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         options: dict[str, Any] = {"echo": echo}
@@ -102,7 +109,7 @@ class Database:
             options["pool_pre_ping"] = True
         self.engine = create_async_engine(url, **options)
         if self.is_sqlite:
-            _configure_sqlite(self.engine, sqlite_busy_timeout_ms)
+            _configure_sqlite(self.engine, sqlite_busy_timeout_ms, sqlite_synchronous)
         self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_engine = self.engine.execution_options(**{_IMMEDIATE: True})
         self._writer = async_sessionmaker(self._write_engine, expire_on_commit=False)

@@ -45,7 +45,7 @@ class RunsApp:
 async def start_runs(settings: RunsSettings) -> RunsApp:
     """Open the database, create missing tables, start the lease reaper and serve RunService on
     settings.host:settings.port."""
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         # The schema is the migrations' (services/runs/migrations); a database made before they existed is
         # adopted as revision 0001.

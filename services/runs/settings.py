@@ -1,5 +1,7 @@
 """Settings of the runs service, read from the environment (see .env.example)."""
 
+from typing import Literal
+
 from pydantic import Field
 
 from services.common.settings import ServiceSettings
@@ -20,3 +22,7 @@ class RunsSettings(ServiceSettings):
     cancel_wait_seconds: float = Field(2.0, alias="RUNS_CANCEL_WAIT_SECONDS", ge=0, le=30)
     #: Largest step content accepted, in bytes of its JSON form.
     max_step_bytes: int = Field(1024 * 1024, alias="RUNS_MAX_STEP_BYTES", ge=1024, le=3 * 1024 * 1024)
+    #: SQLite only. NORMAL (the default, in WAL mode) keeps every committed write through a crash of the process
+    #: or of the machine's software, but the last commits before a power loss may be lost; FULL waits for the
+    #: disk on every commit (group commit shares that wait between the writes of one transaction).
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field("NORMAL", alias="RUNS_SQLITE_SYNCHRONOUS")

@@ -474,3 +474,13 @@ async def test_runs_with_huge_queries_do_not_break_a_list_page(stub: Stub, runs_
     assert all(run.user_query == "x" * 1000 and run.user_query_truncated for run in page.runs)
     whole = await stub.GetRun(runs_pb2.GetRunRequest(run_id=runs[0].id))
     assert whole.user_query == huge and not whole.user_query_truncated
+
+
+@pytest.mark.parametrize(("setting", "pragma"), [(None, 1), ("FULL", 2)])
+async def test_sqlite_durability_is_normal_by_default_and_full_on_request(
+    start_app: StartRuns, setting: str | None, pragma: int
+) -> None:
+    app = await start_app(**({"RUNS_SQLITE_SYNCHRONOUS": setting} if setting else {}))
+    async with app.db.engine.connect() as connection:
+        assert (await connection.exec_driver_sql("PRAGMA synchronous")).scalar() == pragma
+        assert (await connection.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
