@@ -55,12 +55,17 @@ class StepRecorder:
     """
 
     def __init__(
-        self, runs: RunsClient, run_id: str, on_stored: Callable[[list[runs_pb2.Step]], None] | None = None
+        self,
+        runs: RunsClient,
+        run_id: str,
+        on_stored: Callable[[list[runs_pb2.Step]], None] | None = None,
+        recorded: int = 0,
     ) -> None:
+        """`recorded`: how many steps the store has already (those created with the run)."""
         self._runs = runs
         self.run_id = run_id
         self._on_stored = on_stored
-        self._last_sequence = 0
+        self._last_sequence = recorded
         self._in_flight: asyncio.Future[list[runs_pb2.Step]] | None = None
 
     @property
@@ -132,7 +137,10 @@ class AgentLoop:
         duration = limits.max_duration_seconds
         try:
             async with asyncio.timeout(duration) as deadline:
-                await recorder.record(user_request=runs_pb2.UserRequest(text=chat.message))
+                if recorder.next_sequence == 1:
+                    # The user's request is the run's first step: stored with the run when it was created to
+                    # execute at once, recorded here when it waited in the queue.
+                    await recorder.record(user_request=runs_pb2.UserRequest(text=chat.message))
                 answer = await self._converse(chat.message, model, recorder, limits)
         except RunFailure as failure:
             return await self._fail(recorder, failure)

@@ -49,6 +49,8 @@ class _ActiveRun:
     limits: RunLimits
     #: Its events as they happen here, for the StreamChat that started it.
     feed: RunFeed
+    #: How many of its steps the store has already (those created with it).
+    recorded: int = 0
     task: "asyncio.Task[RunOutcome | None] | None" = None
     #: Resolved when a slot is free for a queued run.
     slot: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -137,11 +139,14 @@ class RunScheduler:
                 self._reserved_queue -= 1
             else:
                 self._reserved_slots -= 1
+        created_steps = list(run.steps)
+        run.ClearField("steps")  # a run is handed out without steps, as WatchRun and GetRun's peers do
         if run.state not in LIVE or run.executor_id != self.executor_id or run.id in self._active:
             return run, None  # a retried request id: the run is the first attempt's, executed there or ended
-        active = _ActiveRun(run, chat, limits, RunFeed(run))
+        active = _ActiveRun(run, chat, limits, RunFeed(run), recorded=len(created_steps))
         # Before the run's task exists, so the follower misses nothing of it.
         follower = active.feed.follow() if follow else None
+        active.feed.steps_stored(created_steps)
         self._active[run.id] = active
         if queued:
             self._waiting.append(active)
@@ -164,6 +169,9 @@ class RunScheduler:
             executor_id=self.executor_id,
             lease_duration=duration_from_seconds(self._settings.lease_seconds),
             limits=limits_to_proto(limits),
+            # A run that executes at once has its first step, the user's request, stored with it: one write
+            # fewer, and the step is there the moment the run is. A queued run records it when it begins.
+            steps=[] if queued else [runs_pb2.Step(sequence=1, user_request=runs_pb2.UserRequest(text=chat.message))],
         )
 
     # --- executing ---------------------------------------------------------------------------------------
@@ -179,7 +187,9 @@ class RunScheduler:
             active.feed.end()
 
     async def _execute_to_end(self, active: _ActiveRun) -> RunOutcome | None:
-        recorder = StepRecorder(self._runs, active.run.id, on_stored=active.feed.steps_stored)
+        recorder = StepRecorder(
+            self._runs, active.run.id, on_stored=active.feed.steps_stored, recorded=active.recorded
+        )
         try:
             await active.slot
             run = active.run

@@ -95,8 +95,8 @@ def check_limits(limits: RunLimits) -> None:
                                   f"got {value:g}")
 
 
-def checked_new_run(run: NewRun) -> NewRun:
-    """`run` validated; the request id in canonical form."""
+def checked_new_run(run: NewRun, limits: StoreLimits) -> NewRun:
+    """`run` validated; the request id in canonical form, its steps numbered 1, 2 ..."""
     check_text("user_query", run.user_query, MAX_USER_QUERY_BYTES, required=True)
     if len(run.user_query.encode()) > MAX_USER_QUERY_BYTES:
         raise InvalidArgument(f"user_query is larger than {MAX_USER_QUERY_BYTES} bytes")
@@ -111,7 +111,22 @@ def checked_new_run(run: NewRun) -> NewRun:
         raise InvalidArgument(f"a run is created QUEUED or RUNNING, not {run.state}")
     check_limits(run.limits)
     request_id = parse_run_id(run.request_id, "request_id") if run.request_id else ""
-    return dataclasses.replace(run, request_id=request_id)
+    if run.steps and run.state != "running":
+        raise InvalidArgument(
+            "steps can only be created with a RUNNING run; a QUEUED run gets its steps once it begins"
+        )
+    if len(run.steps) > MAX_STEPS_PER_CREATE:
+        raise InvalidArgument(f"at most {MAX_STEPS_PER_CREATE} steps with a create, got {len(run.steps)}")
+    steps = []
+    for position, step in enumerate(run.steps, 1):
+        if step.sequence not in (0, position):
+            raise InvalidArgument(f"step {position} of a create has sequence {step.sequence}; use 0 or {position}")
+        steps.append(dataclasses.replace(checked_step(position, step, limits), sequence=position))
+    return dataclasses.replace(run, request_id=request_id, steps=tuple(steps))
+
+
+#: Steps one CreateRun may carry.
+MAX_STEPS_PER_CREATE = 10
 
 
 def request_fingerprint(run: NewRun) -> str:

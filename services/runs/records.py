@@ -31,6 +31,8 @@ class NewRun:
     #: "queued" or "running".
     state: str = "running"
     limits: RunLimits = field(default_factory=RunLimits)
+    #: Steps stored with the run as steps 1, 2 ... (a RUNNING run only).
+    steps: tuple["NewStep", ...] = ()
 
 
 @dataclass(frozen=True)

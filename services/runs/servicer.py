@@ -63,6 +63,7 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
             limits=limits_from_proto(request.limits),
             executor_id=request.executor_id,
             lease_seconds=seconds_from_duration(request.lease_duration),
+            steps=tuple(convert.new_step_from_proto(position, step) for position, step in enumerate(request.steps, 1)),
         )
         return convert.run_to_proto(await self._store.create_run(new))
 

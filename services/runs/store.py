@@ -292,12 +292,13 @@ class RunStore:
     # --- the lifecycle -------------------------------------------------------------------------------------
 
     async def create_run(self, new: NewRun) -> RunRecord:
-        """Create a QUEUED or RUNNING run under `new.executor_id`'s lease.
+        """Create a QUEUED or RUNNING run under `new.executor_id`'s lease, with `new.steps` as its first steps.
 
         With a request id, a retry of the same request returns the run the first call created (whatever
-        state it is in now), and the same id with another request is AlreadyExists.
+        state it is in now, with the steps created with it), and the same id with another request is
+        AlreadyExists.
         """
-        new = checked_new_run(new)
+        new = checked_new_run(new, self.limits)
         fingerprint = request_fingerprint(new) if new.request_id else ""
         now = utcnow()
         limits = new.limits
@@ -311,11 +312,12 @@ class RunStore:
             "started_at": now if new.state == RUNNING else None,
             "error_code": "",
             "error_message": "",
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "total_tokens": 0,
+            "prompt_tokens": sum(step.model_call.usage.prompt_tokens for step in new.steps if step.model_call),
+            "completion_tokens": sum(
+                step.model_call.usage.completion_tokens for step in new.steps if step.model_call
+            ),
             "labels": dict(new.metadata),
-            "step_count": 0,
+            "step_count": len(new.steps),
             "request_id": new.request_id or None,
             "request_hash": fingerprint,
             "executor_id": new.executor_id,
@@ -328,27 +330,38 @@ class RunStore:
             "max_total_tokens": limits.max_total_tokens,
             "max_tool_calls": limits.max_tool_calls,
         }
+        values["total_tokens"] = values["prompt_tokens"] + values["completion_tokens"]
+        steps = [_step_values(values["id"], step.sequence, step, now) for step in new.steps]
 
         async def create(connection: AsyncConnection) -> RunRecord:
             if new.request_id:
-                existing = await self._by_request_id(connection, new.request_id, fingerprint)
+                existing = await self._by_request_id(connection, new.request_id, fingerprint, len(steps))
                 if existing is not None:
                     return existing
             await connection.execute(insert(RUNS).values({_COLUMN_NAMES.get(k, k): v for k, v in values.items()}))
-            return _run_record(values)
+            if steps:
+                await connection.execute(insert(STEPS), steps)
+            return _run_record(values, steps)
 
         try:
-            return await self._writer.write(create)
+            record = await self._writer.write(create)
         except IntegrityError:
             # Another runs replica created a run with the same request id first: answer as its retry would.
             async with self.database.read() as session:
-                existing = await self._by_request_id(await session.connection(), new.request_id, fingerprint)
+                connection = await session.connection()
+                existing = await self._by_request_id(connection, new.request_id, fingerprint, len(steps))
             if existing is None:
                 raise
             return existing
+        if record.steps:
+            self.signals.steps_stored(record.id, record.steps)
+        return record
 
     @staticmethod
-    async def _by_request_id(connection: AsyncConnection, request_id: str, fingerprint: str) -> RunRecord | None:
+    async def _by_request_id(
+        connection: AsyncConnection, request_id: str, fingerprint: str, with_steps: int = 0
+    ) -> RunRecord | None:
+        """The run a create with this request id made, with its first `with_steps` steps."""
         row = (await connection.execute(select(*_RUN_COLUMNS).where(RUNS.c.request_id == request_id))).first()
         if row is None:
             return None
@@ -357,7 +370,15 @@ class RunStore:
                 f"request_id {request_id} was already used for a different request (run '{row.id}'); use a new "
                 "request_id for a new request, or resend the first request unchanged to retry it"
             )
-        return _run_record(row._mapping)
+        steps: Sequence[Values] = ()
+        if with_steps:
+            result = await connection.execute(
+                select(STEPS)
+                .where(STEPS.c.run_id == row.id, STEPS.c.sequence <= with_steps)
+                .order_by(STEPS.c.sequence)
+            )
+            steps = result.mappings().all()
+        return _run_record(row._mapping, steps)
 
     async def begin_run(self, run_id: str, executor_id: str) -> RunRecord:
         """Move a QUEUED run to RUNNING for the engine that holds its lease (again: a retry)."""

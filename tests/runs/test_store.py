@@ -108,12 +108,14 @@ async def test_two_creates_that_both_miss_the_lookup_still_make_one_run(
     lookup = store._by_request_id
     misses = 2
 
-    async def miss_twice(connection: AsyncConnection, request_id: str, fingerprint: str) -> RunRecord | None:
+    async def miss_twice(
+        connection: AsyncConnection, request_id: str, fingerprint: str, with_steps: int = 0
+    ) -> RunRecord | None:
         nonlocal misses
         if misses:
             misses -= 1
             return None
-        return await lookup(connection, request_id, fingerprint)
+        return await lookup(connection, request_id, fingerprint, with_steps)
 
     monkeypatch.setattr(store, "_by_request_id", miss_twice)
     first, second = await asyncio.gather(
@@ -121,6 +123,44 @@ async def test_two_creates_that_both_miss_the_lookup_still_make_one_run(
     )
     assert misses == 0 and first.id == second.id
     assert await count_runs(database) == 1
+
+
+# --- steps created with the run ------------------------------------------------------------------------------
+
+
+REQUEST = NewStep("user-request", {"text": "q"})
+
+
+async def test_a_run_created_with_its_first_step_has_it_at_once(store: RunStore) -> None:
+    run = await store.create_run(new_run(steps=(REQUEST,)))
+    assert run.step_count == 1 and [(s.sequence, s.type) for s in run.steps] == [(1, "user-request")]
+    [next_step] = await store.append_steps(run.id, [thought("then")])
+    assert next_step.sequence == 2
+    assert [s.type for s in (await store.get_run(run.id)).steps] == ["user-request", "agent-thought"]
+
+
+async def test_a_retried_create_returns_the_steps_created_with_the_run(store: RunStore) -> None:
+    first = await store.create_run(new_run(request_id=REQUEST_ID, steps=(REQUEST,)))
+    await store.append_steps(first.id, [thought("later")])
+    again = await store.create_run(new_run(request_id=REQUEST_ID, steps=(REQUEST,)))
+    assert again.id == first.id and [s.sequence for s in again.steps] == [1]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"state": "queued", "steps": (REQUEST,)}, "steps can only be created with a RUNNING run"),
+        ({"steps": (NewStep("user-request", {"text": "q"}, sequence=2),)}, "has sequence 2; use 0 or 1"),
+        ({"steps": (NewStep("nonsense", {}),)}, "unknown type"),
+        ({"steps": (REQUEST,) * 11}, "at most 10 steps with a create"),
+    ],
+)
+async def test_steps_a_create_cannot_carry_are_invalid_argument_and_make_no_run(
+    store: RunStore, database: Database, overrides: dict, message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        await store.create_run(new_run(**overrides))
+    assert await count_runs(database) == 0
 
 
 # --- begin and finish --------------------------------------------------------------------------------------

@@ -184,7 +184,7 @@ class StepError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class CreateRunRequest(_message.Message):
-    __slots__ = ("user_query", "model", "metadata", "request_id", "state", "limits", "executor_id", "lease_duration")
+    __slots__ = ("user_query", "model", "metadata", "request_id", "state", "limits", "executor_id", "lease_duration", "steps")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -200,6 +200,7 @@ class CreateRunRequest(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_DURATION_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
     user_query: str
     model: str
     metadata: _containers.ScalarMap[str, str]
@@ -208,7 +209,8 @@ class CreateRunRequest(_message.Message):
     limits: RunLimits
     executor_id: str
     lease_duration: _duration_pb2.Duration
-    def __init__(self, user_query: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., limits: _Optional[_Union[RunLimits, _Mapping]] = ..., executor_id: _Optional[str] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    steps: _containers.RepeatedCompositeFieldContainer[Step]
+    def __init__(self, user_query: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., limits: _Optional[_Union[RunLimits, _Mapping]] = ..., executor_id: _Optional[str] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
     __slots__ = ("run_id",)
