@@ -15,6 +15,7 @@ and cannot cancel it once submitted (it completes or fails on its own, as `Datab
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -81,20 +82,26 @@ class GroupCommit:
         self._database = database
         self._handlers = handlers or {}
         self._queue: asyncio.Queue[Write[Any]] = asyncio.Queue()
+        self._urgent: deque[Write[Any]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
-    async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run `work` in the next transaction (in a savepoint of its own) and return its result once committed."""
-        return await self.submit(Write("", work))
+    async def write(self, work: Callable[[AsyncConnection], Awaitable[T]], *, urgent: bool = False) -> T:
+        """Run `work` in the next transaction (in a savepoint of its own) and return its result once committed.
+        An `urgent` write goes ahead of the writes queued before it (for what keeps time, such as leases)."""
+        return await self.submit(Write("", work), urgent=urgent)
 
-    async def submit(self, write: Write[T]) -> T:
+    async def submit(self, write: Write[T], *, urgent: bool = False) -> T:
         """Queue `write` and wait for its outcome. Cancelling the caller does not cancel the write."""
         if self._closed:
             raise RuntimeError("the database writer is closed")
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="group-commit")
-        self._queue.put_nowait(write)
+        if urgent:
+            self._urgent.append(write)
+            self._queue.put_nowait(Write("wake", None))  # wakes the writer if it waits for work
+        else:
+            self._queue.put_nowait(write)
         return await asyncio.shield(write.future)
 
     async def close(self) -> None:
@@ -109,8 +116,10 @@ class GroupCommit:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            urgent = list(self._urgent)
+            self._urgent.clear()
             stop = any(write.kind == "stop" for write in batch)
-            writes = [write for write in batch if write.kind != "stop"]
+            writes = urgent + [write for write in batch if write.kind not in ("stop", "wake")]
             if writes:
                 await self._commit(writes)
             if stop:

@@ -334,6 +334,9 @@ class RunStore:
         steps = [_step_values(values["id"], step.sequence, step, now) for step in new.steps]
 
         async def create(connection: AsyncConnection) -> RunRecord:
+            # The lease runs from when the store records the run, not from when the request arrived: a create
+            # that waited in a deep write queue must not start with its lease half gone.
+            values["lease_expires_at"] = utcnow() + timedelta(seconds=new.lease_seconds)
             if new.request_id:
                 existing = await self._by_request_id(connection, new.request_id, fingerprint, len(steps))
                 if existing is not None:
@@ -541,7 +544,7 @@ class RunStore:
                 )
             return _run_record(run), executor_id, run["cancel_reason"]
 
-        record, executor_id, stored_reason = await self._writer.write(cancel)
+        record, executor_id, stored_reason = await self._writer.write(cancel, urgent=True)  # a person waits
         self.notices.cancel(executor_id, CancelNotice(run_id, stored_reason))
         if record.state == CANCELLED:
             self.signals.run_ended(run_id, record)
@@ -583,7 +586,9 @@ class RunStore:
                 )
             return LeaseRenewal([run_id for run_id in ids if run_id not in held], cancel)
 
-        return await self._writer.write(renew)
+        # Urgent: under a deep queue of appends, a renewal that waited its turn could arrive after the lease ran
+        # out, and the reaper would end runs whose engine is alive and renewing.
+        return await self._writer.write(renew, urgent=True)
 
     async def reap_expired(self) -> list[str]:
         """End live runs whose lease ran out: FAILED "interrupted", or CANCELLED when a cancel was pending.

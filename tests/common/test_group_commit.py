@@ -1,0 +1,69 @@
+"""GroupCommit on a real SQLite database: writes share transactions, one that fails rolls back alone, callers
+see results only once committed, and urgent writes go ahead of the queue."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.database import Database
+from services.common.group_commit import GroupCommit
+
+
+@pytest.fixture
+async def database(tmp_path: Path):  # type: ignore[no-untyped-def]
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    async with db.engine.begin() as connection:
+        await connection.exec_driver_sql("CREATE TABLE notes (n INTEGER PRIMARY KEY)")
+    yield db
+    await db.dispose()
+
+
+def insert(n: int, order: list[int]):  # type: ignore[no-untyped-def]
+    async def work(connection: AsyncConnection) -> int:
+        order.append(n)
+        await connection.execute(text("INSERT INTO notes (n) VALUES (:n)"), {"n": n})
+        return n
+
+    return work
+
+
+async def stored(database: Database) -> list[int]:
+    async with database.engine.connect() as connection:
+        return [row[0] for row in await connection.exec_driver_sql("SELECT n FROM notes ORDER BY n")]
+
+
+async def test_a_failing_write_rolls_back_alone_and_the_others_commit(database: Database) -> None:
+    writer, order = GroupCommit(database), []
+    outcomes = await asyncio.gather(
+        writer.write(insert(1, order)), writer.write(insert(1, order)), writer.write(insert(2, order)),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == 1 and outcomes[2] == 2 and isinstance(outcomes[1], Exception)  # a duplicate key
+    assert await stored(database) == [1, 2]
+    await writer.close()
+
+
+async def test_an_urgent_write_goes_ahead_of_the_queued_ones(database: Database) -> None:
+    writer, order = GroupCommit(database), []
+    normal = [asyncio.ensure_future(writer.write(insert(n, order))) for n in (1, 2, 3)]
+    urgent = asyncio.ensure_future(writer.write(insert(9, order), urgent=True))
+    await asyncio.gather(*normal, urgent)
+    assert order == [9, 1, 2, 3]
+    assert await stored(database) == [1, 2, 3, 9]
+    await writer.close()
+
+
+async def test_a_caller_sees_its_result_only_after_the_commit(database: Database) -> None:
+    writer = GroupCommit(database)
+    seen: list[list[int]] = []
+
+    async def write_and_look() -> None:
+        await writer.write(insert(5, []))
+        seen.append(await stored(database))  # another connection: only committed rows show
+
+    await write_and_look()
+    assert seen == [[5]]
+    await writer.close()
