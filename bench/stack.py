@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from bench.results import progress
+from services.common.health_probe import is_serving
 
 #: The services' own settings that must not leak in from the caller's environment (nor from a .env: the
 #: launcher runs in the temporary folder, where there is none), so that the defaults are what is measured.
@@ -262,17 +262,6 @@ class RunningStack:
         return len(lines), lines[:limit]
 
 
-def _serving(address: str, service: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=1
-            )
-        except grpc.RpcError:
-            return False
-    return response.status == health_pb2.HealthCheckResponse.SERVING
-
-
 def _routed(gateway: str) -> bool:
     """Envoy routes native gRPC to all three services. The engine's answer to a blank message (INVALID_ARGUMENT)
     proves the route without starting a run; Envoy does not route the health service."""
@@ -294,7 +283,7 @@ def _wait_ready(stack: RunningStack) -> None:
         (f"127.0.0.1:{stack.ports.engine}", "agentplatform.engine.v1.AgentService"),
     ]
     for address, service in checks:
-        while not _serving(address, service):
+        while not is_serving(address, service):
             _check_alive(stack, deadline, f"{service} at {address} did not become SERVING")
             time.sleep(0.1)
     while not _routed(stack.gateway):

@@ -9,11 +9,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import httpx
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.health_probe import is_serving
 from services.launcher.stack import ProcessSpec, Stack, build_stack
 from tests.conftest import free_port
 
@@ -79,18 +78,10 @@ def build_stack_in(workdir: Path, env: dict[str, str]) -> Stack:
 
 
 def wait_serving(address: str, service: str, deadline: float) -> None:
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{service} at {address} did not become SERVING")
-            time.sleep(0.1)
+    while not is_serving(address, service):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{service} at {address} did not become SERVING")
+        time.sleep(0.1)
 
 
 def wait_gateway(running: RunningStack, deadline: float) -> None:

@@ -5,10 +5,9 @@ import os
 import signal
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.health_probe import is_serving
 from tests.conftest import free_port
 from tests.launcher.children import alive, children_of, launched, wait_until
 
@@ -26,17 +25,6 @@ def pid_running(parent: int, module: str) -> int | None:
     return pids[0] if pids else None
 
 
-def serving(address: str, service: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=1
-            )
-        except grpc.RpcError:
-            return False
-    return response.status == health_pb2.HealthCheckResponse.SERVING
-
-
 def test_launcher_restarts_a_killed_service_and_stops_everything_on_sigint(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("RUNS", "TOOLS", "ENGINE", "DEMO_MODEL", "GATEWAY", "ENVOY_ADMIN")}
     env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
@@ -52,7 +40,7 @@ def test_launcher_restarts_a_killed_service_and_stops_everything_on_sigint(tmp_p
 
         def up() -> bool:
             assert launcher.process.poll() is None, f"the launcher exited with code {launcher.process.returncode}"
-            return serving(*engine) and serving(*tools)
+            return is_serving(*engine) and is_serving(*tools)
 
         try:
             wait_until(up, STARTUP_TIMEOUT, "the engine and tools")
@@ -62,8 +50,8 @@ def test_launcher_restarts_a_killed_service_and_stops_everything_on_sigint(tmp_p
             assert killed is not None
             os.kill(killed, signal.SIGKILL)
             wait_until(lambda: pid_running(pid, "services.tools") not in (None, killed), 10, "a new tools")
-            wait_until(lambda: serving(*tools), STARTUP_TIMEOUT, "the restarted tools service")
-            assert serving(*engine)
+            wait_until(lambda: is_serving(*tools), STARTUP_TIMEOUT, "the restarted tools service")
+            assert is_serving(*engine)
             launcher.note_children()
         except (TimeoutError, AssertionError) as exc:
             raise AssertionError(f"{exc}; launcher log:\n{launcher.log_tail()}") from None
