@@ -14,11 +14,13 @@ and cannot cancel it once submitted (it completes or fails on its own, as `Datab
 """
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.database import Database
@@ -71,6 +73,10 @@ async def each_in_savepoint(connection: AsyncConnection, writes: Sequence[Write[
         try:
             async with connection.begin_nested():
                 write.succeed(await write.work(connection))
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise  # not this write's fault: the whole batch is retried on a new connection
+            write.fail(exc)
         except Exception as exc:  # the write's caller gets it; the others go on
             write.fail(exc)
 
@@ -85,6 +91,7 @@ class GroupCommit:
         self._urgent: deque[Write[Any]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._held: AsyncConnection | None = None
 
     async def write(self, work: Callable[[AsyncConnection], Awaitable[T]], *, urgent: bool = False) -> T:
         """Run `work` in the next transaction (in a savepoint of its own) and return its result once committed.
@@ -105,11 +112,26 @@ class GroupCommit:
         return await asyncio.shield(write.future)
 
     async def close(self) -> None:
-        """Commit what is queued, then stop."""
+        """Commit what is queued, then stop and close the writer's connection."""
         self._closed = True
         if self._task is not None:
             self._queue.put_nowait(Write("stop", None))
             await self._task
+        await self._disconnect()
+
+    async def _connection(self) -> AsyncConnection:
+        # The writer keeps its connection: checking one out of the pool per batch cost a round trip (PostgreSQL's
+        # pre-ping) and pool bookkeeping on every transaction.
+        if self._held is None or self._held.closed or self._held.invalidated:
+            await self._disconnect()
+            self._held = await self._database.connect_for_writing()
+        return self._held
+
+    async def _disconnect(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            with contextlib.suppress(Exception):
+                await held.close()
 
     async def _run(self) -> None:
         while True:
@@ -127,18 +149,34 @@ class GroupCommit:
 
     async def _commit(self, writes: list[Write[Any]]) -> None:
         failure: BaseException | None = None
-        try:
-            async with self._database.connect_for_writing() as connection, connection.begin():
-                for group in _runs_of_kind(writes):
-                    await self._handlers.get(group[0].kind, each_in_savepoint)(connection, group)
-        except Exception as exc:
+        for attempt in (1, 2):
+            try:
+                connection = await self._connection()
+                async with connection.begin():
+                    for group in _runs_of_kind(writes):
+                        await self._handlers.get(group[0].kind, each_in_savepoint)(connection, group)
+                failure = None
+                break
+            except DBAPIError as exc:
+                # The held connection died (the database restarted, the network dropped it): nothing of this batch
+                # committed, so it runs once more on a new connection before its writes fail.
+                failure = exc
+                if not exc.connection_invalidated or attempt == 2:
+                    break
+                log.warning("the database connection was lost (%s); retrying the batch on a new one", exc.orig)
+                await self._disconnect()
+            except Exception as exc:
+                failure = exc
+                break
+            except BaseException:
+                for write in writes:
+                    write._settle(RuntimeError("the database writer was stopped before this write committed"))
+                raise
+        if failure is not None:
             # Rolled back: nothing of this batch is stored, whatever a handler recorded.
-            log.warning("a write transaction of %d write(s) failed: %r", len(writes), exc)
-            failure = exc
-        except BaseException:
-            for write in writes:
-                write._settle(RuntimeError("the database writer was stopped before this write committed"))
-            raise
+            log.warning("a write transaction of %d write(s) failed: %r", len(writes), failure)
+            if isinstance(failure, DBAPIError):
+                await self._disconnect()
         for write in writes:
             write._settle(failure)
 

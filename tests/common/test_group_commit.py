@@ -67,3 +67,27 @@ async def test_a_caller_sees_its_result_only_after_the_commit(database: Database
     await write_and_look()
     assert seen == [[5]]
     await writer.close()
+
+
+@pytest.mark.postgres
+async def test_the_writer_reconnects_when_the_database_drops_its_connection(postgres_url: str) -> None:
+    database = Database(postgres_url)
+    async with database.engine.begin() as connection:
+        await connection.exec_driver_sql("DROP TABLE IF EXISTS notes")
+        await connection.exec_driver_sql("CREATE TABLE notes (n INTEGER PRIMARY KEY)")
+    writer, order = GroupCommit(database), []
+    try:
+        assert await writer.write(insert(1, order)) == 1
+        # The server ends every other session, the writer's held connection among them (as a restart would).
+        async with database.engine.connect() as connection:
+            await connection.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        assert await writer.write(insert(2, order)) == 2  # the batch ran again on a new connection
+        assert await stored(database) == [1, 2]
+    finally:
+        await writer.close()
+        async with database.engine.begin() as connection:
+            await connection.exec_driver_sql("DROP TABLE notes")
+        await database.dispose()
