@@ -6,6 +6,7 @@ RunFailure with a stable code (rate_limited, model_unavailable, model_timeout, b
 message that says what to check. Cancelling the caller's task aborts the HTTP request.
 """
 
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -126,12 +127,14 @@ def _error_message(exc: openai.APIStatusError) -> str:
 class ModelClient:
     """Streams chat completions from one OpenAI-compatible endpoint."""
 
-    def __init__(self, client: openai.AsyncOpenAI) -> None:
-        self._client = client
+    def __init__(self, clients: list[openai.AsyncOpenAI]) -> None:
+        """`clients`: one or more clients of the same endpoint; calls take them in turn (see app.py)."""
+        self._clients = clients
+        self._turns = itertools.cycle(clients)
 
     @property
     def base_url(self) -> str:
-        return str(self._client.base_url)
+        return str(self._clients[0].base_url)
 
     async def stream_turn(
         self, *, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
@@ -154,7 +157,7 @@ class ModelClient:
             # as JSON-ready dicts and reading chunks as dicts: chat.completions.create would walk the whole
             # conversation through its type-driven transform on every call and build a pydantic model per
             # chunk, which together were most of the engine's CPU.
-            stream = await self._client.post(
+            stream = await next(self._turns).post(
                 "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=openai.AsyncStream[object]
             )
             async with stream:
@@ -206,4 +209,5 @@ class ModelClient:
         yield turn
 
     async def close(self) -> None:
-        await self._client.close()
+        for client in self._clients:
+            await client.close()
