@@ -439,13 +439,22 @@ class RunStore:
         batch = [append for append in appends if isinstance(append, _Append)]
         run_ids = sorted({append.run_id for append in batch})  # sorted: PostgreSQL row locks in one order
         rows = await connection.execute(
-            select(RUNS.c.id, RUNS.c.state, RUNS.c.step_count, RUNS.c.prompt_tokens, RUNS.c.completion_tokens)
+            select(
+                RUNS.c.id,
+                RUNS.c.state,
+                RUNS.c.step_count,
+                RUNS.c.prompt_tokens,
+                RUNS.c.completion_tokens,
+                RUNS.c.lease_seconds,
+            )
             .where(RUNS.c.id.in_(run_ids))
             .order_by(RUNS.c.id)
             .with_for_update()
         )
-        runs = {row.id: _Progress(row.state, row.step_count, row.prompt_tokens, row.completion_tokens)
-                for row in rows}
+        runs = {
+            row.id: _Progress(row.state, row.step_count, row.prompt_tokens, row.completion_tokens, row.lease_seconds)
+            for row in rows
+        }
         stored: dict[tuple[str, int], dict[str, Any]] = {}  # steps already stored that a retry refers to
         retried = [
             (append.run_id, step.sequence)
@@ -474,8 +483,16 @@ class RunStore:
             append.succeed([_step_record(row) for row in planned.rows])
         if new_rows:
             await connection.execute(insert(STEPS), new_rows)
+            # A run its engine is writing to is plainly alive: the append renews its lease too, so a renewal
+            # delayed under load (in either process) does not get a working run reaped.
             changed = [
-                {"run": id_, "steps": run.step_count, "prompt": run.prompt_tokens, "completion": run.completion_tokens}
+                {
+                    "run": id_,
+                    "steps": run.step_count,
+                    "prompt": run.prompt_tokens,
+                    "completion": run.completion_tokens,
+                    "lease": now + timedelta(seconds=run.lease_seconds),
+                }
                 for id_, run in runs.items()
                 if run.changed
             ]
@@ -487,6 +504,7 @@ class RunStore:
                     prompt_tokens=bindparam("prompt"),
                     completion_tokens=bindparam("completion"),
                     total_tokens=bindparam("prompt") + bindparam("completion"),
+                    lease_expires_at=bindparam("lease", type_=UtcDateTime()),
                 ),
                 changed,
             )
@@ -733,9 +751,12 @@ class RunStore:
 class _Progress:
     """What an append batch tracks of one run: its state, last sequence and usage so far."""
 
-    __slots__ = ("changed", "completion_tokens", "prompt_tokens", "state", "step_count")
+    __slots__ = ("changed", "completion_tokens", "lease_seconds", "prompt_tokens", "state", "step_count")
 
-    def __init__(self, state: str, step_count: int, prompt_tokens: int, completion_tokens: int) -> None:
+    def __init__(
+        self, state: str, step_count: int, prompt_tokens: int, completion_tokens: int, lease_seconds: float
+    ) -> None:
+        self.lease_seconds = lease_seconds
         self.state = state
         self.step_count = step_count
         self.prompt_tokens = prompt_tokens

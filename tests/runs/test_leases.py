@@ -191,3 +191,15 @@ async def test_start_up_gives_live_runs_a_fresh_lease(store: RunStore, database:
     assert await store.extend_live_leases() == 1
     assert await store.reap_expired() == []
     assert await lease_expiry(database, finished.id) is None
+
+
+async def test_an_append_renews_the_runs_lease_so_a_late_renewal_does_not_get_it_reaped(
+    store: RunStore, database: Database
+) -> None:
+    run = await store.create_run(new_run(lease_seconds=30))
+    await expire_lease(database, run.id)  # as if the engine's renewals had been delayed past the lease
+    before = utcnow()
+    await store.append_steps(run.id, [thought("still working")])
+    renewed = await lease_expiry(database, run.id)
+    assert renewed is not None and renewed >= before + timedelta(seconds=29)
+    assert await store.reap_expired() == []
