@@ -25,6 +25,7 @@ from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from bench.results import progress
 from services.common.health_probe import is_serving
+from services.launcher.process_tree import children_of
 
 #: The services' own settings that must not leak in from the caller's environment (nor from a .env: the
 #: launcher runs in the temporary folder, where there is none), so that the defaults are what is measured.
@@ -142,23 +143,6 @@ class UsageMeter:
 
 
 # --- the launcher's children ----------------------------------------------------------------------------------
-
-
-def children_of(parent: int) -> dict[int, list[str]]:
-    """The live child processes of `parent`: pid -> argv."""
-    children = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        state, ppid = stat.rpartition(")")[2].split()[:2]
-        if int(ppid) == parent and state != "Z":
-            children[int(entry.name)] = [arg for arg in argv if arg]
-    return children
 
 
 def process_name(argv: list[str]) -> str | None:

@@ -54,11 +54,16 @@ async def fresh_postgres_database(server_url: str) -> AsyncIterator[str]:
 @asynccontextmanager
 async def opened_store(url: str) -> AsyncIterator[RunStore]:
     """A RunStore over `url` as services/runs/app.py makes it (migrated schema, the default step limit),
-    without the gRPC server and the reaper; the database is disposed of with the block."""
+    without the gRPC server and the reaper; the store's writer is closed and the database disposed of with the
+    block."""
     db = Database(url)
     try:
         await db.migrate(MIGRATIONS, adopt=("runs", "0001"))
-        yield RunStore(db, RunSignals(), ExecutorNotices(), StoreLimits())
+        store = RunStore(db, RunSignals(), ExecutorNotices(), StoreLimits())
+        try:
+            yield store
+        finally:
+            await store.close()
     finally:
         await db.dispose()
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.launcher.process_tree import alive, children_of
 from services.launcher.stack import ProcessSpec
 
 CHILD = """
@@ -61,32 +62,6 @@ def stopped_names(folder: Path) -> list[str]:
     """The names of the children that got SIGTERM (in "serve" mode), in the order they finished stopping."""
     path = folder / "stopped"
     return path.read_text().split() if path.exists() else []
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` is a running process (a zombie, dead but not yet reaped, does not count)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def children_of(parent: int) -> dict[int, str]:
-    """The live child processes of `parent`: pid -> command line."""
-    children = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        state, ppid = stat.rpartition(")")[2].split()[:2]
-        if int(ppid) == parent and state != "Z":
-            children[int(entry.name)] = cmdline
-    return children
 
 
 @dataclass

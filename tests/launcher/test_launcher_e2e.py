@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from services.common.health_probe import is_serving
+from services.launcher.process_tree import alive, children_of
 from tests.conftest import free_port
-from tests.launcher.children import alive, children_of, launched, wait_until
+from tests.launcher.children import launched, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +21,7 @@ SETTING_PREFIXES = ("LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEW
 
 def pid_running(parent: int, module: str) -> int | None:
     """The pid of the child of `parent` running `python -m module`, if there is one."""
-    pids = [pid for pid, cmdline in children_of(parent).items() if f"-m {module}" in cmdline]
+    pids = [pid for pid, argv in children_of(parent).items() if f"-m {module}" in " ".join(argv)]
     assert len(pids) <= 1, pids
     return pids[0] if pids else None
 

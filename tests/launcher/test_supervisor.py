@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from services.launcher.process_tree import alive
 from services.launcher.stack import STOP_ORDER
 from services.launcher.supervisor import Supervisor
 from tests.conftest import REPO_ROOT
 from tests.launcher.children import (
-    alive,
     child_spec,
     eventually,
     kill_leftovers,
