@@ -4,6 +4,9 @@ order, without asking the store; and from the store when the feed ends without t
 import asyncio
 from pathlib import Path
 
+import grpc
+import pytest
+
 from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.v1 import runs_pb2
 from services.engine.run_feed import RunFeed
@@ -109,3 +112,39 @@ async def test_stream_chat_follows_its_run_without_watching_the_store(tmp_path: 
         assert steps == list(stored.steps) and len(steps) == 8  # exactly what the store has, as stored
         final = events[-1].run
         assert (final.state, final.step_count, final.usage) == (runs_pb2.RUN_STATE_COMPLETED, 8, stored.usage)
+
+
+async def test_a_retried_stream_chat_follows_the_first_attempts_run_through_the_store(tmp_path: Path) -> None:
+    request_id = "3b0c8f0e-9d1e-4f57-8a55-6f1d2c3b4a59"
+    async with ScriptedLLM(delayed(text_reply("the answer"), 0.5)) as llm, start_platform(tmp_path, llm.base_url) as \
+            platform:
+        request = engine_pb2.StreamChatRequest(
+            message="hello", request_id=request_id, on_disconnect=engine_pb2.DISCONNECT_POLICY_CONTINUE
+        )
+        first = platform.engine_stub.StreamChat(request)
+        started = await anext(aiter(first))
+        first.cancel()  # the client lost its stream; the run goes on (CONTINUE)
+        retried = [event async for event in platform.engine_stub.StreamChat(request)]
+        assert retried[0].run.id == started.run.id
+        assert retried[-1].run.state == runs_pb2.RUN_STATE_COMPLETED
+        steps = [event.step.WhichOneof("content") for event in retried if event.HasField("step")]
+        assert steps == ["user_request", "agent_response"]
+        assert len(llm.requests) == 1  # one run, executed once
+
+
+async def test_stream_chat_whose_run_is_deleted_mid_run_ends_with_not_found_from_the_store(tmp_path: Path) -> None:
+    # The engine stops a run the store reports lost (twice; lease 1 s, renewals every third of it); its feed ends
+    # without the run's end, and StreamChat asks the store, which no longer has the run.
+    async with ScriptedLLM(delayed(text_reply("too late"), 10.0)) as llm, start_platform(
+        tmp_path, llm.base_url, ENGINE_LEASE_SECONDS=1
+    ) as platform:
+        call = platform.engine_stub.StreamChat(engine_pb2.StreamChatRequest(message="hello"))
+        events = aiter(call)
+        run = (await anext(events)).run
+        assert (await anext(events)).step.HasField("user_request")
+        await platform.runs_stub.DeleteRun(runs_pb2.DeleteRunRequest(run_id=run.id))
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async with asyncio.timeout(5):
+                async for _ in events:
+                    pass
+        assert ended.value.code() == grpc.StatusCode.NOT_FOUND
