@@ -25,6 +25,7 @@ from services.engine.deltas import joined
 #: form arrive whole anyway).
 MAX_QUEUED_DELTAS = 10_000
 
+#: A run's states while its engine holds it.
 LIVE = (runs_pb2.RUN_STATE_QUEUED, runs_pb2.RUN_STATE_RUNNING)
 
 

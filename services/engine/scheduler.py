@@ -29,13 +29,12 @@ from services.common.protoconv import duration_from_seconds
 from services.engine.agent_loop import AgentLoop, RunOutcome, StepRecorder
 from services.engine.clients import RunsClient
 from services.engine.failures import RunFailure
-from services.engine.run_feed import FeedFollower, RunFeed
+from services.engine.run_feed import LIVE, FeedFollower, RunFeed
 from services.engine.run_request import ChatInput, resolve_limits, validate_chat
 from services.engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
-LIVE = (runs_pb2.RUN_STATE_QUEUED, runs_pb2.RUN_STATE_RUNNING)
 #: How long an interrupted run may take to record its end at shutdown.
 RECORD_END_SECONDS = 5.0
 
