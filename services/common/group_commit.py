@@ -104,6 +104,10 @@ class GroupCommit:
             raise RuntimeError("the database writer is closed")
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="group-commit")
+        elif self._task.done():
+            # Only a cancellation ends the writer's task (its own errors fail a batch, not the task); a write queued
+            # after that would wait for ever.
+            raise RuntimeError("the database writer has stopped")
         if urgent:
             self._urgent.append(write)
             self._queue.put_nowait(Write("wake", None))  # wakes the writer if it waits for work
@@ -114,7 +118,7 @@ class GroupCommit:
     async def close(self) -> None:
         """Commit what is queued, then stop and close the writer's connection."""
         self._closed = True
-        if self._task is not None:
+        if self._task is not None and not self._task.done():
             self._queue.put_nowait(Write("stop", None))
             await self._task
         await self._disconnect()

@@ -41,7 +41,7 @@ class EngineSettings(ServiceSettings):
     #: Runs that may wait QUEUED; beyond that StartRun answers RESOURCE_EXHAUSTED with a retry hint.
     max_queued_runs: int = Field(10_000, alias="ENGINE_MAX_QUEUED_RUNS", ge=0, le=1_000_000)
 
-    #: The lease this process holds on each of its runs: renewed every third of it, and by every write to the run.
+    #: The lease this process holds on each of its runs: renewed every third of it, and by every append.
     #: If the process dies, the run store ends its runs FAILED "interrupted" once the lease runs out (plus one
     #: reaper interval). 30 s rides out the delays of an overloaded machine (at 10 s, a burst of 1,000 runs on 2
     #: cores had renewals arrive late and live runs reaped) while a dead engine's runs still end within a minute.

@@ -91,3 +91,14 @@ async def test_the_writer_reconnects_when_the_database_drops_its_connection(post
         async with database.engine.begin() as connection:
             await connection.exec_driver_sql("DROP TABLE notes")
         await database.dispose()
+
+
+async def test_a_write_after_the_writer_was_stopped_fails_at_once_instead_of_waiting(database: Database) -> None:
+    writer = GroupCommit(database)
+    await writer.write(insert(1, []))
+    assert writer._task is not None
+    writer._task.cancel()  # as the event loop going away does
+    await asyncio.gather(writer._task, return_exceptions=True)
+    with pytest.raises(RuntimeError, match="stopped"):
+        await asyncio.wait_for(writer.write(insert(2, [])), 1)
+    await writer.close()  # still closes its connection
