@@ -27,6 +27,9 @@ from services.runs.watch import watch_run
 
 log = logging.getLogger(__name__)
 
+#: ExecutorCalls one engine's link may have being answered at once.
+MAX_CALLS_IN_FLIGHT = 2000
+
 
 class RunServicer(runs_pb2_grpc.RunServiceServicer):
     """agentplatform.runs.v1.RunService over a RunStore."""
@@ -143,8 +146,15 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         outbox: asyncio.Queue[runs_pb2.ExecutorNotice] = asyncio.Queue()
         calls: set[asyncio.Task[None]] = set()
 
+        # Calls are answered concurrently, but at most this many at once per link: past that, reading waits, and
+        # HTTP/2 flow control makes the engine wait too, instead of one link filling the store with tasks.
+        slots = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
+
         async def answer(call: runs_pb2.ExecutorCall) -> None:
-            outbox.put_nowait(runs_pb2.ExecutorNotice(call_result=await self._executor_call(call)))
+            try:
+                outbox.put_nowait(runs_pb2.ExecutorNotice(call_result=await self._executor_call(call)))
+            finally:
+                slots.release()
 
         async def read() -> None:
             async for message in request_iterator:
@@ -155,6 +165,7 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
                     for delta in message.deltas.deltas:
                         signals.publish_delta(convert.delta_from_proto(delta))
                 elif kind == "call":
+                    await slots.acquire()
                     task = asyncio.create_task(answer(message.call))
                     calls.add(task)
                     task.add_done_callback(calls.discard)

@@ -7,6 +7,7 @@ import grpc
 import pytest
 
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from services.runs import servicer as servicer_module
 from services.runs.app import RunsApp
 from tests.runs.conftest import StartRuns
 from tests.runs.helpers import EXECUTOR, connect, create_request, eventually, thought
@@ -272,3 +273,35 @@ async def test_the_reaper_ends_a_run_whose_engine_stopped_renewing(start_app: St
             assert still.state == runs_pb2.RUN_STATE_RUNNING  # renewed in time
         finally:
             renewing.cancel()
+
+
+async def test_a_link_answers_at_most_so_many_calls_at_once_and_the_rest_in_turn(
+    stub: Stub, runs_app: RunsApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(servicer_module, "MAX_CALLS_IN_FLIGHT", 2)
+    in_flight = peak = 0
+    store = runs_app.store
+    get_run = store.get_run
+    append = store.append_steps
+
+    async def slow_append(run_id: str, steps: list) -> list:  # type: ignore[type-arg]
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.05)
+        try:
+            return await append(run_id, steps)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(store, "append_steps", slow_append)
+    runs = [await stub.CreateRun(create_request()) for _ in range(6)]
+    link = await open_link(stub, runs_app)
+    for call_id, run in enumerate(runs, 1):
+        request = runs_pb2.AppendStepsRequest(run_id=run.id, steps=[thought("x", 1)])
+        call = runs_pb2.ExecutorCall(call_id=call_id, append_steps=request)
+        await link.write(runs_pb2.ConnectExecutorRequest(call=call))
+    answered = {(await asyncio.wait_for(link.read(), PROMPTLY)).call_result.call_id for _ in runs}
+    assert answered == set(range(1, 7)) and peak == 2
+    assert [(await get_run(run.id)).step_count for run in runs] == [1] * 6
+    await link.done_writing()
