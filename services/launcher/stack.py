@@ -9,10 +9,13 @@ from pathlib import Path
 from services.common.settings import load_settings
 from services.demo_model.settings import DemoModelSettings
 from services.engine.settings import EngineSettings
-from services.launcher.gateway_config import Upstream, render_gateway_config
+from services.launcher.gateway_config import AdminSocket, Upstream, render_gateway_config
 from services.launcher.settings import GatewaySettings
 from services.runs.settings import RunsSettings
 from services.tools.settings import ToolsSettings
+
+#: Envoy's admin interface: a Unix socket in the directory of the gateway config (var/ for `make run`).
+ADMIN_SOCKET_NAME = "envoy-admin.sock"
 
 #: Model name the demo model serves.
 DEMO_MODEL_NAME = "demo"
@@ -101,10 +104,9 @@ def build_stack(gateway_config_path: Path) -> Stack:
     gateway_config_path.parent.mkdir(parents=True, exist_ok=True)
     gateway_config_path.write_text(
         render_gateway_config(
-            host=gateway.host,
-            port=gateway.port,
-            admin_port=gateway.admin_port,
-            cors_origins=gateway.cors_allowed_origins,
+            gateway,
+            # Next to the config, in the launcher's var dir: only this user can reach Envoy's admin interface.
+            admin=AdminSocket(gateway_config_path.parent.resolve() / ADMIN_SOCKET_NAME),
             engine=Upstream(_reachable(engine.host), engine.port),
             runs=Upstream(_reachable(runs.host), runs.port),
             tools=Upstream(_reachable(tools.host), tools.port),

@@ -1,6 +1,7 @@
 """deploy/gateway/envoy.yaml: rendered from the template by the documented command (no drift), pointing at the
 services the manifests define, and accepted by the real Envoy binary of the same release the images use."""
 
+import json
 import random
 import shlex
 import subprocess
@@ -11,7 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
-from services.launcher.gateway_config import Upstream, render_gateway_config
+from services.common.settings import SettingsError, load_settings
+from services.launcher.gateway_config import (
+    AdminLoopback,
+    AdminSocket,
+    TokenFromEnvironment,
+    Upstream,
+    render_gateway_config,
+)
 from services.launcher.settings import GatewaySettings
 from tests.deploy.manifests import (
     ENVOY_CONFIG,
@@ -70,15 +78,27 @@ def test_committed_config_is_exactly_what_the_documented_command_renders() -> No
 def test_committed_config_renders_the_documented_values() -> None:
     _, body = _header_and_body()
     expected = render_gateway_config(
-        host="0.0.0.0",
-        port=8080,
-        admin_port=9901,
-        cors_origins=GatewaySettings.model_fields["cors_allowed_origins"].default,
+        GatewaySettings.model_construct(host="0.0.0.0", port=8080),
+        admin=AdminLoopback(9901),
         engine=Upstream("engine", 50053),
         runs=Upstream("runs", 50051),
         tools=Upstream("tools", 50052),
+        service_token=TokenFromEnvironment("PLATFORM_SERVICE_TOKEN"),
     )
     assert body == expected
+
+
+def test_committed_config_holds_no_secret_and_keeps_admin_on_loopback() -> None:
+    config = yaml.safe_load(ENVOY_CONFIG.read_text())
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    (header,) = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "route_config"
+    ]["request_headers_to_add"]
+    assert header["header"] == {
+        "key": "x-agentplatform-service-token",
+        "value": "%ENVIRONMENT(PLATFORM_SERVICE_TOKEN)%",
+    }
+    assert header["keep_empty_value"] is False
 
 
 def test_listener_binds_every_interface_on_the_gateway_port() -> None:
@@ -150,3 +170,82 @@ def test_gateway_images_are_the_envoy_release_the_tests_validate_with() -> None:
     for image in (container["image"], compose_services()["gateway"]["image"]):
         name, tag = split_image(image)
         assert (name, tag) == ("envoyproxy/envoy", expected), f"{image}: expected envoyproxy/envoy:{expected}"
+
+
+def _render_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = GatewaySettings(_env_file=None)  # type: ignore[call-arg]
+    upstream = Upstream("127.0.0.1", 1)
+    text = render_gateway_config(
+        settings, admin=AdminSocket(tmp_path / "admin.sock"), engine=upstream, runs=upstream, tools=upstream
+    )
+    (tmp_path / "envoy.yaml").write_text(text)
+    return yaml.safe_load(text)
+
+
+def _http_filters(config: dict[str, Any]) -> list[str]:
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return [f["name"] for f in manager["http_filters"]]
+
+
+def test_settings_from_the_environment_reach_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _render_from_env(
+        tmp_path,
+        monkeypatch,
+        GATEWAY_REQUEST_TIMEOUT_SECONDS="7",
+        GATEWAY_STREAM_IDLE_TIMEOUT_SECONDS="90",
+        GATEWAY_MAX_REQUEST_BYTES="65536",
+        GATEWAY_MAX_REQUEST_HEADERS_KB="16",
+        GATEWAY_MAX_CONNECTIONS="50",
+        GATEWAY_CONNECTION_BUFFER_BYTES="32768",
+        GATEWAY_RATE_LIMIT_PER_SECOND="5",
+        GATEWAY_RATE_LIMIT_BURST="9",
+        PLATFORM_SERVICE_TOKEN="to%ken",
+    )
+    (listener,) = config["static_resources"]["listeners"]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert (manager["request_timeout"], manager["stream_idle_timeout"]) == ("7s", "90s")
+    assert manager["max_request_headers_kb"] == 16
+    assert listener["per_connection_buffer_limit_bytes"] == 32768
+    (monitor,) = config["overload_manager"]["resource_monitors"]
+    assert monitor["typed_config"]["max_active_downstream_connections"] == 50
+    filters = {f["name"]: f.get("typed_config", {}) for f in manager["http_filters"]}
+    assert filters["envoy.filters.http.buffer"]["max_request_bytes"] == 65536
+    bucket = filters["envoy.filters.http.local_ratelimit"]["token_bucket"]
+    assert (bucket["tokens_per_fill"], bucket["max_tokens"]) == (5, 9)
+    # A literal % in the token is escaped, or Envoy would read it as a format command.
+    (header,) = manager["route_config"]["request_headers_to_add"]
+    assert header["header"]["value"] == "to%%ken"
+    assert config["admin"]["address"] == {"pipe": {"path": str(tmp_path / "admin.sock"), "mode": 0o600}}
+
+
+def test_jwt_authn_only_with_an_issuer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    without = _render_from_env(tmp_path, monkeypatch)
+    assert "envoy.filters.http.jwt_authn" not in _http_filters(without)
+    assert "request_headers_to_add" not in without["static_resources"]["listeners"][0]["filter_chains"][0][
+        "filters"
+    ][0]["typed_config"]["route_config"], "no service token configured: no header"
+
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text('{"keys": [{"kty": "RSA", "kid": "k", "n": "AQAB", "e": "AQAB"}]}')
+    with_jwt = _render_from_env(
+        tmp_path, monkeypatch, AUTH_JWT_ISSUER="https://issuer.example", AUTH_JWT_JWKS_FILE=str(jwks),
+        AUTH_JWT_AUDIENCES="agentplatform, other",
+    )
+    names = _http_filters(with_jwt)
+    # Stripping forged identity headers must come before jwt_authn, which writes them.
+    assert names.index("envoy.filters.http.header_mutation") < names.index("envoy.filters.http.jwt_authn")
+    manager = with_jwt["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    (jwt_filter,) = [f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.jwt_authn"]
+    provider = jwt_filter["typed_config"]["providers"]["oidc"]
+    assert provider["issuer"] == "https://issuer.example"
+    assert provider["audiences"] == ["agentplatform", "other"]
+    assert provider["forward"] is False
+    assert json.loads(provider["local_jwks"]["inline_string"])["keys"][0]["kid"] == "k"
+
+
+def test_a_jwt_issuer_without_keys_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH_JWT_ISSUER", "https://issuer.example")
+    with pytest.raises(SettingsError, match="AUTH_JWT_JWKS_FILE"):
+        load_settings(GatewaySettings)
