@@ -215,10 +215,10 @@ def start_gateway(tmp_path: Path, upstream: RecordingUpstream) -> Iterator[Calla
         settings = gateway_settings(**values)
         config, admin = render_to(directory, settings, upstream.upstream, service_token)
         log_path = directory / "envoy.log"
+        # Envoy's environment is the test's, minus a service token of the developer's own, plus `env`.
+        environment = {k: v for k, v in os.environ.items() if k != "PLATFORM_SERVICE_TOKEN"} | (env or {})
         with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                envoy_argv(config), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-            )
+            process = subprocess.Popen(envoy_argv(config), stdout=log, stderr=subprocess.STDOUT, env=environment)
         gateway = Gateway(settings, config, admin, log_path, process, env or {})
         started.append(gateway)
         wait_until_routing(gateway, time.monotonic() + START_TIMEOUT)
