@@ -219,3 +219,42 @@ def test_kustomize_builds_with_the_config_map_wired_in() -> None:
     volumes = gateway["spec"]["template"]["spec"]["volumes"]
     assert config_map["metadata"]["name"] in {v.get("configMap", {}).get("name") for v in volumes}
     assert all(doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "agentplatform" for doc in built)
+
+
+def _pod_name(selector: dict[str, Any]) -> str:
+    return selector["matchLabels"]["app.kubernetes.io/name"]
+
+
+def _policy_of(objects: KubeObjects, name: str) -> dict[str, Any]:
+    (policy,) = [p for p in objects.of_kind("NetworkPolicy") if _pod_name(p["spec"]["podSelector"]) == name]
+    return policy
+
+
+def test_network_policies_let_only_the_gateway_take_outside_traffic(objects: KubeObjects) -> None:
+    deployments = {d["metadata"]["name"]: d for d in objects.of_kind("Deployment")}
+    # Every pod is covered by a policy that selects it by the label its Deployment gives it.
+    for name, deployment in deployments.items():
+        policy = _policy_of(objects, name)
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= (
+            deployment["spec"]["template"]["metadata"]["labels"].items()
+        )
+
+    def sources(name: str) -> set[str] | None:
+        """Pods allowed in (None: anyone) and check the ports are the pod's container ports."""
+        (rule,) = _policy_of(objects, name)["spec"]["ingress"]
+        (container,) = pod_containers(deployments[name])
+        assert {p["port"] for p in rule["ports"]} == set(container_ports(container)), name
+        if "from" not in rule:
+            return None
+        return {_pod_name(peer["podSelector"]) for peer in rule["from"]}
+
+    assert sources("gateway") is None
+    assert sources("engine") == {"gateway"}
+    assert sources("runs") == {"engine", "gateway"}
+    assert sources("tools") == {"engine", "gateway"}
+    assert sources("demo-model") == {"engine"}
+    for policy in objects.of_kind("NetworkPolicy"):
+        for rule in policy["spec"]["ingress"]:
+            for peer in rule.get("from", []):
+                assert set(peer) == {"podSelector"}, "no namespace or IP block peers: only the platform's own pods"
