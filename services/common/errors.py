@@ -20,6 +20,14 @@ class AlreadyExists(DomainError):
     """The resource to create exists already, or a conflicting write came first."""
 
 
+class Unauthenticated(DomainError):
+    """The caller did not say who it is, or its credentials are not valid (a missing, unknown or revoked key)."""
+
+
+class PermissionDenied(DomainError):
+    """The caller is known but may not do this (a user changing tool settings, a client calling an internal API)."""
+
+
 class FailedPrecondition(DomainError):
     """The system is not in a state that allows the operation (a finished run, a disabled tool)."""
 

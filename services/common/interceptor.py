@@ -1,8 +1,12 @@
-"""The one place that turns domain errors into gRPC statuses, and tags every RPC with a request id.
+"""The one place around every RPC: who is calling, a request id, and domain errors turned into gRPC statuses.
 
-Servicers and domain code raise `services.common.errors` exceptions; this interceptor answers them with
-the matching status code and the exception's message. Anything else is a bug: it is logged with its
-traceback and answered INTERNAL, naming the request id to look for in the logs.
+- Every call is authenticated (services.common.auth) before its handler runs, and runs as that caller
+  (services.common.identity.current_caller). Methods of an internal API (a package `*.internal.*`) are for the
+  platform's own services only.
+- A request body that is not the method's protobuf message answers INVALID_ARGUMENT, naming the message.
+- Servicers and domain code raise `services.common.errors` exceptions; this interceptor answers them with the
+  matching status code and the exception's message. Anything else is a bug: it is logged with its traceback and
+  answered INTERNAL, naming the request id to look for in the logs.
 """
 
 import logging
@@ -19,6 +23,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from services.common import errors
+from services.common.auth import Authenticator
+from services.common.identity import set_caller
 from services.common.logs import request_id
 from services.common.status import status_for
 
@@ -27,14 +33,19 @@ log = logging.getLogger(__name__)
 #: Metadata key of the request id: taken from the caller when it sends one, else generated.
 REQUEST_ID_KEY = "x-request-id"
 
+def is_internal(method: str) -> bool:
+    """Whether `method` (/package.Service/Method) belongs to an internal API, e.g. agentplatform.runs.internal.v1."""
+    return ".internal." in method.split("/", 2)[1] if method.count("/") >= 2 else False
+
+
 class _RpcScope:
     """Request id, timing, logging and error mapping around one RPC."""
 
     def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
         self.method = method
         self.context = context
-        metadata = dict(context.invocation_metadata() or ())
-        self.request_id = str(metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:16])
+        self.metadata = dict(context.invocation_metadata() or ())
+        self.request_id = str(self.metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:16])
         self.started = time.perf_counter()
         # No reset needed: grpc.aio runs every RPC in its own task, so the value stays with this RPC.
         request_id.set(self.request_id)
@@ -84,8 +95,49 @@ def _is_abort(exc: BaseException) -> bool:
     return isinstance(exc, grpc.aio.AbortError)
 
 
+def _authorize(auth: Authenticator, scope: _RpcScope) -> None:
+    internal = is_internal(scope.method)
+    caller = auth.authenticate(scope.metadata, internal=internal)
+    if internal and not (caller.service or auth.open):
+        raise errors.PermissionDenied(
+            f"{scope.method.split('/')[1]} is an internal API: only the platform's own services may call it"
+        )
+    set_caller(caller)
+
+
+class _Undecodable:
+    """Stands for a request body that is not the method's message (a deserializer may not raise: grpc would
+    answer with the exception's name), so the handler can answer INVALID_ARGUMENT instead."""
+
+    def __init__(self, message_name: str) -> None:
+        self.message_name = message_name
+
+
+def _safe_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+    message_class = getattr(deserialize, "__self__", None)
+    descriptor = getattr(message_class, "DESCRIPTOR", None)
+    name = descriptor.full_name if descriptor is not None else "request"
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:
+            return _Undecodable(name)
+
+    return parse
+
+
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, _Undecodable):
+        raise errors.InvalidArgument(f"the request body is not a valid {request.message_name} message (protobuf)")
+
+
 @asynccontextmanager
-async def _rpc(method: str, context: grpc.aio.ServicerContext, *, streaming: bool) -> AsyncIterator[None]:
+async def _rpc(
+    auth: Authenticator, method: str, context: grpc.aio.ServicerContext, request: Any, *, streaming: bool
+) -> AsyncIterator[None]:
     """Around one RPC's handler: request id out, errors mapped to their status, the outcome logged.
 
     The request id goes back in the trailing metadata of every RPC, which costs nothing extra (it travels with
@@ -97,6 +149,8 @@ async def _rpc(method: str, context: grpc.aio.ServicerContext, *, streaming: boo
     if streaming:
         await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
     try:
+        _authorize(auth, scope)
+        _check_decoded(request)
         yield
     except Exception as exc:
         if _is_abort(exc):
@@ -105,19 +159,24 @@ async def _rpc(method: str, context: grpc.aio.ServicerContext, *, streaming: boo
     scope.done(grpc.StatusCode.OK)
 
 
-def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(
+    auth: Authenticator, method: str, behavior: Callable[..., Awaitable[Any]]
+) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async with _rpc(method, context, streaming=False):
+        async with _rpc(auth, method, context, request, streaming=False):
             return await behavior(request, context)
 
     return handler
 
 
-def _wrap_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    """Unary-stream and stream-stream handlers alike: the request (or request iterator) is passed through."""
+def _wrap_stream(
+    auth: Authenticator, method: str, behavior: Callable[..., AsyncIterator[Any]]
+) -> Callable[..., AsyncIterator[Any]]:
+    """Unary-stream and stream-stream handlers alike: the request (or request iterator) is passed through. (A
+    request stream's messages are the internal executor link's; an undecodable one ends that stream.)"""
 
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        async with _rpc(method, context, streaming=True):
+        async with _rpc(auth, method, context, request, streaming=True):
             async for response in behavior(request, context):
                 yield response
 
@@ -126,6 +185,9 @@ def _wrap_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Ca
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every unary-unary, unary-stream and stream-stream handler of a server (the kinds the protos use)."""
+
+    def __init__(self, auth: Authenticator) -> None:
+        self._auth = auth
 
     async def intercept_service(
         self,
@@ -136,24 +198,25 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        # Health and reflection are not ours: their errors and logging stay as grpc made them.
+        # Health and reflection are not ours: their errors and logging stay as grpc made them. Both are open:
+        # load balancers and probes check health without credentials, and reflection only describes the API.
         if method.startswith(("/grpc.health.", "/grpc.reflection.")):
             return handler
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                _wrap_unary(self._auth, method, handler.unary_unary),
+                request_deserializer=_safe_deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                _wrap_stream(self._auth, method, handler.unary_stream),
+                request_deserializer=_safe_deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(method, handler.stream_stream),
+                _wrap_stream(self._auth, method, handler.stream_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

@@ -1,6 +1,7 @@
 """The gRPC server bootstrap every service uses: interceptor, health, reflection, graceful shutdown."""
 
 import asyncio
+import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -9,7 +10,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.auth import HOW_TO_CONFIGURE, Authenticator, is_loopback
 from services.common.interceptor import ServiceInterceptor
+from services.common.settings import SettingsError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,9 +40,27 @@ class RunningServer:
         await self.server.stop(grace)
 
 
-async def start_server(bindings: Sequence[ServiceBinding], host: str, port: int) -> RunningServer:
-    """Start a grpc.aio server hosting `bindings` on host:port (port 0 picks a free one)."""
-    server = grpc.aio.server(interceptors=[ServiceInterceptor()])
+def check_exposure(auth: Authenticator, host: str, what: str) -> None:
+    """Development mode (no keys) is open to anyone who can connect, so it listens on loopback only: refuse to
+    start on any other address, and say so when starting on loopback."""
+    if not auth.open:
+        return
+    if not is_loopback(host):
+        raise SettingsError(
+            f"{what} would listen on {host} with no API keys configured, open to anyone who can reach it. Bind "
+            f"it to 127.0.0.1 for development, or {HOW_TO_CONFIGURE}"
+        )
+    log.warning("development mode: no API keys configured, every caller is the admin 'local'; listening on %s "
+                "(loopback) only", host)
+
+
+async def start_server(
+    bindings: Sequence[ServiceBinding], host: str, port: int, auth: Authenticator
+) -> RunningServer:
+    """Start a grpc.aio server hosting `bindings` on host:port (port 0 picks a free one); `auth` authenticates
+    every call."""
+    check_exposure(auth, host, f"the {bindings[0].name} server" if bindings else "the server")
+    server = grpc.aio.server(interceptors=[ServiceInterceptor(auth)])
     for binding in bindings:
         binding.register(server)
     health_servicer = health.aio.HealthServicer()

@@ -22,6 +22,7 @@ from typing import Any
 
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
+from services.common.identity import Caller
 from services.common.limits import RunLimits
 from services.common.protoconv import duration_from_seconds, value_from_python
 from services.common.usage import Usage
@@ -141,7 +142,7 @@ class AgentLoop:
                     # The user's request is the run's first step: stored with the run when it was created to
                     # execute at once, recorded here when it waited in the queue.
                     await recorder.record(user_request=runs_pb2.UserRequest(text=chat.message))
-                answer = await self._converse(chat.message, model, recorder, limits)
+                answer = await self._converse(chat, model, recorder, limits)
         except RunFailure as failure:
             return await self._fail(recorder, failure)
         except TimeoutError:
@@ -170,10 +171,11 @@ class AgentLoop:
         final = await self.end_run(recorder, runs_pb2.RUN_STATE_FAILED, failure.code, str(failure))
         return RunOutcome(final, failure=failure)
 
-    async def _converse(self, message: str, model: str, recorder: StepRecorder, limits: RunLimits) -> str:
+    async def _converse(self, chat: ChatInput, model: str, recorder: StepRecorder, limits: RunLimits) -> str:
         """The model/tool loop proper; returns the agent's answer."""
+        message, owner = chat.message, chat.owner
         try:
-            tools = await self._tools.enabled_tool_schemas()
+            tools = await self._tools.enabled_tool_schemas(owner)
         except errors.DomainError as exc:
             raise RunFailure("tools_unavailable", errors.Unavailable(f"could not list the tools: {exc}")) from exc
         messages: list[dict[str, Any]] = []
@@ -207,7 +209,7 @@ class AgentLoop:
                 await recorder.record_all([thought_step])  # the turn happened; the calls it asks for will not
                 raise failure
             messages.append(_assistant_message(turn))
-            messages.extend(await self._call_tools(thought_step, turn.tool_calls, recorder))
+            messages.extend(await self._call_tools(thought_step, turn.tool_calls, recorder, owner))
 
     async def _model_turn(
         self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]], recorder: StepRecorder
@@ -227,10 +229,11 @@ class AgentLoop:
         raise AssertionError("stream_turn always ends with a ModelTurn")
 
     async def _call_tools(
-        self, thought: runs_pb2.Step, calls: list[RequestedToolCall], recorder: StepRecorder
+        self, thought: runs_pb2.Step, calls: list[RequestedToolCall], recorder: StepRecorder, owner: Caller
     ) -> list[dict[str, Any]]:
-        """Record the thought and the calls (in one append, before any tool runs), execute the calls concurrently,
-        record each result in the order of the calls; return the tool messages for the conversation."""
+        """Record the thought and the calls (in one append, before any tool runs), execute the calls concurrently
+        on behalf of the run's `owner`, record each result in the order of the calls; return the tool messages
+        for the conversation."""
         parsed = [parse_tool_arguments(call.arguments) for call in calls]
         steps = [thought]
         for call, (params, _) in zip(calls, parsed, strict=True):
@@ -241,7 +244,7 @@ class AgentLoop:
         await recorder.record_all(steps)
         # Not a TaskGroup: it would wrap a failure of the store (raised by `record`) in an ExceptionGroup.
         executions = [
-            asyncio.ensure_future(self._execute_tool(call, params, problem))
+            asyncio.ensure_future(self._execute_tool(call, params, problem, owner))
             for call, (params, problem) in zip(calls, parsed, strict=True)
         ]
         messages = []
@@ -266,10 +269,13 @@ class AgentLoop:
         return messages
 
     async def _execute_tool(
-        self, call: RequestedToolCall, params: dict[str, Any] | None, problem: str
+        self, call: RequestedToolCall, params: dict[str, Any] | None, problem: str, owner: Caller
     ) -> tuple[ToolOutcome, float]:
         started = time.perf_counter()
-        outcome = ToolOutcome(error=problem) if params is None else await self._tools.execute(call.name, params)
+        if params is None:
+            outcome = ToolOutcome(error=problem)
+        else:
+            outcome = await self._tools.execute(call.name, params, owner)
         elapsed = outcome.duration_seconds if outcome.duration_seconds is not None else time.perf_counter() - started
         return outcome, elapsed
 

@@ -10,6 +10,7 @@ import openai
 
 from agentplatform.engine.v1 import engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2
+from services.common.auth import Authenticator
 from services.common.server import RunningServer, ServiceBinding, start_server
 from services.engine.agent_loop import AgentLoop
 from services.engine.clients import CHANNEL_OPTIONS, RunsClient, ToolsClient
@@ -74,12 +75,14 @@ def _model_clients(settings: EngineSettings) -> list[openai.AsyncOpenAI]:
 
 
 async def start_engine(settings: EngineSettings) -> EngineApp:
+    auth = Authenticator.from_settings(settings)
     runs_channel = grpc.aio.insecure_channel(settings.runs_address, options=CHANNEL_OPTIONS)
     tools_channel = grpc.aio.insecure_channel(settings.tools_address, options=CHANNEL_OPTIONS)
     model = ModelClient(_model_clients(settings))
-    runs = RunsClient(runs_channel, settings.call_timeout_seconds, settings.store_outage_seconds)
+    token = settings.service_token.get_secret_value()
+    runs = RunsClient(runs_channel, settings.call_timeout_seconds, settings.store_outage_seconds, token)
     tools = ToolsClient(
-        tools_channel, settings.call_timeout_seconds, settings.tool_timeout_seconds, settings.tools_cache_seconds
+        tools_channel, settings.call_timeout_seconds, settings.tool_timeout_seconds, token, settings.tools_cache_seconds
     )
 
     executor_id = f"engine-{uuid.uuid4().hex[:12]}"
@@ -100,5 +103,6 @@ async def start_engine(settings: EngineSettings) -> EngineApp:
         [ServiceBinding(SERVICE_NAME, lambda s: engine_pb2_grpc.add_AgentServiceServicer_to_server(servicer, s))],
         settings.host,
         settings.port,
+        auth,
     )
     return EngineApp(server, scheduler, link, model, (runs_channel, tools_channel))

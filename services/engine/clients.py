@@ -1,7 +1,9 @@
 """The engine's gRPC clients of the runs and tools services.
 
 Every unary call carries a deadline (Python does not propagate them), and a failed call surfaces as the domain
-error matching its status (services.common.status), so callers never see grpc types.
+error matching its status (services.common.status), so callers never see grpc types. Every call carries the
+platform's service token, and the identity of the user it is made for: the run's owner for its tool calls, the
+caller of StreamChat or Chat for the reads made for it (services.common.identity).
 """
 
 import asyncio
@@ -13,8 +15,12 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from agentplatform.runs.internal.v1 import execution_pb2, execution_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from agentplatform.tools.internal.v1 import execution_pb2 as tool_execution_pb2
+from agentplatform.tools.internal.v1 import execution_pb2_grpc as tool_execution_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
+from services.common.identity import Caller, as_service, on_behalf_of
 from services.common.protoconv import dict_from_struct, python_from_value, seconds_from_duration, struct_from_dict
 from services.common.status import error_from_rpc, error_from_status
 
@@ -56,9 +62,15 @@ class WriteLink(Protocol):
         ...
 
 
-async def _call(service: str, call: Callable[..., Awaitable[ResponseT]], request: Any, timeout: float) -> ResponseT:
+async def _call(
+    service: str,
+    call: Callable[..., Awaitable[ResponseT]],
+    request: Any,
+    timeout: float,
+    metadata: tuple[tuple[str, str], ...],
+) -> ResponseT:
     try:
-        return await call(request, timeout=timeout)
+        return await call(request, timeout=timeout, metadata=metadata)
     except grpc.aio.AioRpcError as exc:
         raise error_from_rpc(exc, service) from exc
 
@@ -74,8 +86,11 @@ class RunsClient:
 
     SERVICE = "runs service"
 
-    def __init__(self, channel: grpc.aio.Channel, timeout: float, outage_seconds: float) -> None:
-        self._stub = runs_pb2_grpc.RunServiceStub(channel)
+    def __init__(self, channel: grpc.aio.Channel, timeout: float, outage_seconds: float, service_token: str) -> None:
+        self._stub = execution_pb2_grpc.ExecutionServiceStub(channel)
+        self._public = runs_pb2_grpc.RunServiceStub(channel)
+        self._service_token = service_token
+        self._as_service = as_service(service_token)
         self._timeout = timeout
         self._outage_seconds = outage_seconds
         self._link: WriteLink | None = None
@@ -84,8 +99,15 @@ class RunsClient:
         """Make appends and finishes over `link` while it is connected."""
         self._link = link
 
+    def _for(self, caller: Caller) -> tuple[tuple[str, str], ...]:
+        return on_behalf_of(caller, self._service_token)
+
     async def _retrying(
-        self, call: Callable[..., Awaitable[ResponseT]], request: Any, link_kind: str = ""
+        self,
+        call: Callable[..., Awaitable[ResponseT]],
+        request: Any,
+        link_kind: str = "",
+        metadata: tuple[tuple[str, str], ...] | None = None,
     ) -> ResponseT:
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self._outage_seconds
@@ -94,7 +116,7 @@ class RunsClient:
             try:
                 if link_kind and self._link is not None and self._link.connected:
                     return await self._link.call(link_kind, request, self._timeout)  # type: ignore[no-any-return]
-                return await call(request, timeout=self._timeout)
+                return await call(request, timeout=self._timeout, metadata=metadata or self._as_service)
             except grpc.aio.AioRpcError as exc:
                 code, details, cause = exc.code(), exc.details() or "", exc
             except CallError as exc:
@@ -105,38 +127,43 @@ class RunsClient:
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
-    async def create_run(self, request: runs_pb2.CreateRunRequest) -> runs_pb2.Run:
+    async def create_run(self, request: execution_pb2.CreateRunRequest) -> runs_pb2.Run:
         return await self._retrying(self._stub.CreateRun, request, "create_run")
 
-    async def get_run(self, run_id: str) -> runs_pb2.Run:
-        return await self._retrying(self._stub.GetRun, runs_pb2.GetRunRequest(run_id=run_id))
+    async def get_run(self, run_id: str, caller: Caller) -> runs_pb2.Run:
+        """The run as `caller` may see it (RunService.GetRun on their behalf)."""
+        request = runs_pb2.GetRunRequest(run_id=run_id)
+        return await self._retrying(self._public.GetRun, request, metadata=self._for(caller))
 
     async def begin_run(self, run_id: str, executor_id: str) -> runs_pb2.Run:
-        request = runs_pb2.BeginRunRequest(run_id=run_id, executor_id=executor_id)
+        request = execution_pb2.BeginRunRequest(run_id=run_id, executor_id=executor_id)
         return await self._retrying(self._stub.BeginRun, request, "begin_run")
 
     async def append_steps(self, run_id: str, steps: list[runs_pb2.Step]) -> list[runs_pb2.Step]:
         """Append steps with explicit sequences (so a retry is idempotent); returns them as stored."""
-        request = runs_pb2.AppendStepsRequest(run_id=run_id, steps=steps)
+        request = execution_pb2.AppendStepsRequest(run_id=run_id, steps=steps)
         response = await self._retrying(self._stub.AppendSteps, request, "append_steps")
         return list(response.steps)
 
     async def finish_run(
         self, run_id: str, state: "runs_pb2.RunState", error_code: str = "", error_message: str = ""
     ) -> runs_pb2.Run:
-        request = runs_pb2.FinishRunRequest(
+        request = execution_pb2.FinishRunRequest(
             run_id=run_id, state=state, error_code=error_code, error_message=error_message
         )
         return await self._retrying(self._stub.FinishRun, request, "finish_run")
 
-    async def renew_leases(self, executor_id: str, run_ids: list[str]) -> runs_pb2.RenewLeasesResponse:
+    async def renew_leases(self, executor_id: str, run_ids: list[str]) -> execution_pb2.RenewLeasesResponse:
         """One attempt: the renewer calls again on its next tick anyway."""
-        request = runs_pb2.RenewLeasesRequest(executor_id=executor_id, run_ids=run_ids)
-        return await _call(self.SERVICE, self._stub.RenewLeases, request, self._timeout)
+        request = execution_pb2.RenewLeasesRequest(executor_id=executor_id, run_ids=run_ids)
+        return await _call(self.SERVICE, self._stub.RenewLeases, request, self._timeout, self._as_service)
 
-    async def watch(self, run_id: str, after_sequence: int = 0) -> AsyncIterator[runs_pb2.RunEvent]:
-        """The run's events (RunService.WatchRun) until its final run."""
-        call = self._stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run_id, after_sequence=after_sequence))
+    async def watch(
+        self, run_id: str, caller: Caller, after_sequence: int = 0
+    ) -> AsyncIterator[runs_pb2.RunEvent]:
+        """The run's events (RunService.WatchRun on behalf of `caller`) until its final run."""
+        request = runs_pb2.WatchRunRequest(run_id=run_id, after_sequence=after_sequence)
+        call = self._public.WatchRun(request, metadata=self._for(caller))
         try:
             async for event in call:
                 yield event
@@ -146,10 +173,10 @@ class RunsClient:
             call.cancel()
 
     def connect_executor(
-        self, messages: AsyncIterator[runs_pb2.ConnectExecutorRequest]
-    ) -> "grpc.aio.StreamStreamCall[runs_pb2.ConnectExecutorRequest, runs_pb2.ExecutorNotice]":
+        self, messages: AsyncIterator[execution_pb2.ConnectExecutorRequest]
+    ) -> "grpc.aio.StreamStreamCall[execution_pb2.ConnectExecutorRequest, execution_pb2.ExecutorNotice]":
         """The engine's live link to the store (see services.engine.executor_link)."""
-        return self._stub.ConnectExecutor(messages)
+        return self._stub.ConnectExecutor(messages, metadata=self._as_service)
 
 
 @dataclass(frozen=True)
@@ -173,40 +200,51 @@ class ToolsClient:
     SERVICE = "tools service"
 
     def __init__(
-        self, channel: grpc.aio.Channel, list_timeout: float, execute_timeout: float, cache_seconds: float = 0.0
+        self,
+        channel: grpc.aio.Channel,
+        list_timeout: float,
+        execute_timeout: float,
+        service_token: str,
+        cache_seconds: float = 0.0,
     ) -> None:
         self._stub = tools_pb2_grpc.ToolServiceStub(channel)
+        self._executor = tool_execution_pb2_grpc.ToolExecutionServiceStub(channel)
+        self._service_token = service_token
         self._list_timeout = list_timeout
         self._execute_timeout = execute_timeout
         self._cache_seconds = cache_seconds
         self._listing: asyncio.Future[list[dict[str, Any]]] | None = None
         self._listed_at = 0.0
 
-    async def enabled_tool_schemas(self) -> list[dict[str, Any]]:
-        """The function schemas of every enabled tool, exactly as the model is to see them."""
+    async def enabled_tool_schemas(self, caller: Caller) -> list[dict[str, Any]]:
+        """The function schemas of every enabled tool, exactly as the model is to see them. (The same for every
+        user: the listing is made on behalf of the caller whose run asked first.)"""
         loop = asyncio.get_running_loop()
         listing = self._listing
         fresh = listing is not None and (
             not listing.done() or (listing.exception() is None and loop.time() - self._listed_at < self._cache_seconds)
         )
         if not fresh:
-            listing = self._listing = asyncio.ensure_future(self._list())
+            listing = self._listing = asyncio.ensure_future(self._list(caller))
             self._listed_at = loop.time()
         assert listing is not None
         # Shielded: one caller going away must not cancel the listing the others wait for.
         return list(await asyncio.shield(listing))
 
-    async def _list(self) -> list[dict[str, Any]]:
+    async def _list(self, caller: Caller) -> list[dict[str, Any]]:
         request = tools_pb2.ListToolsRequest(enabled_only=True)
-        response = await _call(self.SERVICE, self._stub.ListTools, request, self._list_timeout)
+        metadata = on_behalf_of(caller, self._service_token)
+        response = await _call(self.SERVICE, self._stub.ListTools, request, self._list_timeout, metadata)
         return [dict_from_struct(tool.schema) for tool in response.tools]
 
-    async def execute(self, tool_id: str, arguments: dict[str, Any]) -> ToolOutcome:
-        """Run a tool. Errors the model can react to (bad arguments, unknown or disabled tool, a tool failure,
-        even the tools service being down) come back as an outcome with `error`, not as an exception."""
-        request = tools_pb2.ExecuteToolRequest(tool_id=tool_id, arguments=struct_from_dict(arguments))
+    async def execute(self, tool_id: str, arguments: dict[str, Any], caller: Caller) -> ToolOutcome:
+        """Run a tool on behalf of `caller`. Errors the model can react to (bad arguments, unknown or disabled
+        tool, a tool failure, even the tools service being down) come back as an outcome with `error`, not as an
+        exception."""
+        request = tool_execution_pb2.ExecuteToolRequest(tool_id=tool_id, arguments=struct_from_dict(arguments))
+        metadata = on_behalf_of(caller, self._service_token)
         try:
-            response = await self._stub.ExecuteTool(request, timeout=self._execute_timeout)
+            response = await self._executor.ExecuteTool(request, timeout=self._execute_timeout, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 return ToolOutcome(error=f"{error_from_rpc(exc, self.SERVICE)}")

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
 from services.common.status import status_code
 from services.engine.clients import MAX_BACKOFF_SECONDS, CallError, RunsClient
@@ -29,12 +30,12 @@ log = logging.getLogger(__name__)
 MAX_QUEUED_DELTAS = 10_000
 
 
-def _deltas_message(deltas: list[runs_pb2.StepDelta]) -> runs_pb2.ConnectExecutorRequest:
+def _deltas_message(deltas: list[runs_pb2.StepDelta]) -> execution_pb2.ConnectExecutorRequest:
     """The deltas that queued up while the stream was busy, one per forming step, in one message."""
     joined = coalesced(deltas)
     if len(joined) == 1:
-        return runs_pb2.ConnectExecutorRequest(delta=joined[0])
-    return runs_pb2.ConnectExecutorRequest(deltas=runs_pb2.StepDeltas(deltas=joined))
+        return execution_pb2.ConnectExecutorRequest(delta=joined[0])
+    return execution_pb2.ConnectExecutorRequest(deltas=execution_pb2.StepDeltas(deltas=joined))
 
 
 class ExecutorLink:
@@ -43,10 +44,10 @@ class ExecutorLink:
     def __init__(self, runs: RunsClient, executor_id: str) -> None:
         self._runs = runs
         self._executor_id = executor_id
-        self._outbox: asyncio.Queue[runs_pb2.StepDelta | runs_pb2.ExecutorCall] = asyncio.Queue(MAX_QUEUED_DELTAS)
+        self._outbox: asyncio.Queue[runs_pb2.StepDelta | execution_pb2.ExecutorCall] = asyncio.Queue(MAX_QUEUED_DELTAS)
         self._task: asyncio.Task[None] | None = None
         self._call_ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[runs_pb2.ExecutorCallResult]] = {}
+        self._pending: dict[int, asyncio.Future[execution_pb2.ExecutorCallResult]] = {}
         self._connected = False
 
     @property
@@ -70,7 +71,7 @@ class ExecutorLink:
         self._pending[call_id] = answer
         try:
             try:
-                self._outbox.put_nowait(runs_pb2.ExecutorCall(call_id=call_id, **{kind: request}))
+                self._outbox.put_nowait(execution_pb2.ExecutorCall(call_id=call_id, **{kind: request}))
             except asyncio.QueueFull:
                 raise CallError(grpc.StatusCode.UNAVAILABLE, "the executor link is backed up") from None
             try:
@@ -104,8 +105,8 @@ class ExecutorLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def _messages(self) -> AsyncIterator[runs_pb2.ConnectExecutorRequest]:
-        yield runs_pb2.ConnectExecutorRequest(executor_id=self._executor_id)
+    async def _messages(self) -> AsyncIterator[execution_pb2.ConnectExecutorRequest]:
+        yield execution_pb2.ConnectExecutorRequest(executor_id=self._executor_id)
         while True:
             waiting = [await self._outbox.get()]
             while not self._outbox.empty():
@@ -120,7 +121,7 @@ class ExecutorLink:
                     yield _deltas_message(deltas)
                 deltas = []
                 if item.call_id in self._pending:  # not given up on (timed out, or failed with an earlier link)
-                    yield runs_pb2.ConnectExecutorRequest(call=item)
+                    yield execution_pb2.ConnectExecutorRequest(call=item)
             if deltas:
                 yield _deltas_message(deltas)
 

@@ -4,6 +4,7 @@
 from dataclasses import dataclass, field
 
 from services.common import errors
+from services.common.identity import Caller
 from services.common.limits import RunLimits
 from services.engine.settings import EngineSettings
 
@@ -13,10 +14,11 @@ MAX_MODEL_NAME = 200
 
 @dataclass(frozen=True)
 class ChatInput:
-    """One user message for the agent, with an optional model override, labels, an idempotency key and
-    limits (None fields take the engine's defaults)."""
+    """One user message for the agent from `owner` (the caller, who will own the run), with an optional model
+    override, labels, an idempotency key and limits (None fields take the engine's defaults)."""
 
     message: str
+    owner: Caller
     model: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     request_id: str = ""

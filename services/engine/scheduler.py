@@ -22,6 +22,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
+from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
 from services.common.limits import RunLimits, limits_to_proto
@@ -29,6 +30,7 @@ from services.common.protoconv import duration_from_seconds
 from services.engine.agent_loop import AgentLoop, RunOutcome, StepRecorder
 from services.engine.clients import RunsClient
 from services.engine.failures import RunFailure
+from services.engine.rate_limit import RunRateLimiter
 from services.engine.run_feed import LIVE, FeedFollower, RunFeed
 from services.engine.run_request import ChatInput, resolve_limits, validate_chat
 from services.engine.settings import EngineSettings
@@ -77,6 +79,7 @@ class RunScheduler:
         self._reserved_queue = 0
         self._closing = False
         self._renewer: asyncio.Task[None] | None = None
+        self._rate_limiter = RunRateLimiter(settings.user_runs_per_second, settings.user_run_burst)
 
     # --- starting ----------------------------------------------------------------------------------------
 
@@ -102,6 +105,7 @@ class RunScheduler:
     ) -> tuple[runs_pb2.Run, FeedFollower | None]:
         validate_chat(chat, self._settings)
         limits = resolve_limits(chat.limits, self._settings)
+        self._rate_limiter.take(chat.owner.user)
         starting = asyncio.ensure_future(self._start(chat, limits, follow))
         try:
             return await asyncio.shield(starting)
@@ -156,9 +160,10 @@ class RunScheduler:
         log.info("run %s %s (model %s)", run.id, "queued" if queued else "started", run.model)
         return run, follower
 
-    def _create_request(self, chat: ChatInput, limits: RunLimits, queued: bool) -> runs_pb2.CreateRunRequest:
-        return runs_pb2.CreateRunRequest(
+    def _create_request(self, chat: ChatInput, limits: RunLimits, queued: bool) -> execution_pb2.CreateRunRequest:
+        return execution_pb2.CreateRunRequest(
             user_query=chat.message,
+            owner=chat.owner.user,
             model=chat.model or self._settings.llm_model,
             metadata=chat.metadata,
             # Always an idempotency key: the create is retried when the store is slow or restarting, and without

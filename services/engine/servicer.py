@@ -15,6 +15,7 @@ import grpc
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
+from services.common.identity import current_caller
 from services.common.limits import limits_from_proto
 from services.engine.clients import RunsClient
 from services.engine.run_feed import LIVE
@@ -31,6 +32,7 @@ CLIENT_GONE = "the client following the run went away (on_disconnect: CANCEL)"
 def _chat_input(request: StartRequest) -> ChatInput:
     return ChatInput(
         message=request.message,
+        owner=current_caller(),
         model=request.model,
         metadata=dict(request.metadata),
         request_id=request.request_id,
@@ -66,7 +68,7 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
                 finished, after_sequence = follower.finished, follower.last_sequence
             if not finished:
                 # aclosing: when the caller disconnects, the watch stream to the store is closed at once.
-                async with aclosing(self._runs.watch(run.id, after_sequence)) as events:
+                async with aclosing(self._runs.watch(run.id, current_caller(), after_sequence)) as events:
                     async for event in events:
                         finished = event.HasField("run") and event.run.state not in LIVE
                         yield event
@@ -91,7 +93,8 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
             # recorded here: answer from the store.
             final = await self._wait_in_store(run.id)
             if final.state == runs_pb2.RUN_STATE_COMPLETED:
-                return engine_pb2.ChatResponse(response=_answer(await self._runs.get_run(run.id)), run_id=run.id)
+                answer = _answer(await self._runs.get_run(run.id, current_caller()))
+                return engine_pb2.ChatResponse(response=answer, run_id=run.id)
             raise errors.FailedPrecondition(f"run {run.id} ended {runs_pb2.RunState.Name(final.state)}: "
                                             f"{final.error_message}")
         if outcome.failure is not None:
@@ -101,7 +104,7 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
 
     async def _wait_in_store(self, run_id: str) -> runs_pb2.Run:
         final = runs_pb2.Run()
-        async with aclosing(self._runs.watch(run_id)) as events:
+        async with aclosing(self._runs.watch(run_id, current_caller())) as events:
             async for event in events:
                 if event.HasField("run"):
                     final = event.run

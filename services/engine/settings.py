@@ -2,10 +2,10 @@
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from services.common.settings import ServiceSettings
+from services.common.auth import AuthSettings
 
 
-class EngineSettings(ServiceSettings):
+class EngineSettings(AuthSettings):
     host: str = Field("127.0.0.1", alias="ENGINE_HOST")
     port: int = Field(50053, alias="ENGINE_PORT", ge=0, le=65535)
 
@@ -40,6 +40,11 @@ class EngineSettings(ServiceSettings):
     max_concurrent_runs: int = Field(1000, alias="ENGINE_MAX_CONCURRENT_RUNS", ge=1, le=100_000)
     #: Runs that may wait QUEUED; beyond that StartRun answers RESOURCE_EXHAUSTED with a retry hint.
     max_queued_runs: int = Field(10_000, alias="ENGINE_MAX_QUEUED_RUNS", ge=0, le=1_000_000)
+
+    #: Runs one user may start: a token bucket of ENGINE_USER_RUN_BURST runs, refilled at this rate. 0 turns the
+    #: limit off (the benchmark does, to measure the engine itself). Per engine process.
+    user_runs_per_second: float = Field(10.0, alias="ENGINE_USER_RUNS_PER_SECOND", ge=0)
+    user_run_burst: int = Field(100, alias="ENGINE_USER_RUN_BURST", ge=1)
 
     #: The lease this process holds on each of its runs: renewed every third of it, and by every append.
     #: If the process dies, the run store ends its runs FAILED "interrupted" once the lease runs out (plus one

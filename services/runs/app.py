@@ -4,10 +4,13 @@ from dataclasses import dataclass
 
 import grpc
 
+from agentplatform.runs.internal.v1 import execution_pb2, execution_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from services.common.auth import Authenticator
 from services.common.database import Database
 from services.common.server import RunningServer, ServiceBinding, start_server
 from services.runs.checks import StoreLimits
+from services.runs.execution_servicer import ExecutionServicer
 from services.runs.executors import ExecutorNotices
 from services.runs.reaper import LeaseReaper
 from services.runs.servicer import RunServicer
@@ -17,6 +20,7 @@ from services.runs.watch import RunSignals
 
 MIGRATIONS = "services.runs:migrations"
 SERVICE_NAME = runs_pb2.DESCRIPTOR.services_by_name["RunService"].full_name
+EXECUTION_SERVICE_NAME = execution_pb2.DESCRIPTOR.services_by_name["ExecutionService"].full_name
 
 
 @dataclass
@@ -27,7 +31,7 @@ class RunsApp:
     db: Database
     store: RunStore
     reaper: LeaseReaper
-    servicer: RunServicer
+    execution: ExecutionServicer
 
     @property
     def port(self) -> int:
@@ -36,15 +40,16 @@ class RunsApp:
     async def stop(self, grace: float = 0) -> None:
         """Stop serving (in-flight RPCs get `grace` seconds), then close the database."""
         await self.reaper.stop()
-        self.servicer.close_links()
+        self.execution.close_links()
         await self.server.stop(grace)
         await self.store.close()  # commits the writes still queued
         await self.db.dispose()  # after store operations orphaned by cancelled RPCs have finished
 
 
 async def start_runs(settings: RunsSettings) -> RunsApp:
-    """Open the database, create missing tables, start the lease reaper and serve RunService on
-    settings.host:settings.port."""
+    """Open the database, create missing tables, start the lease reaper and serve RunService (public) and
+    ExecutionService (internal) on settings.host:settings.port."""
+    auth = Authenticator.from_settings(settings)
     db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         # The schema is the migrations' (services/runs/migrations); a database made before they existed is
@@ -53,13 +58,21 @@ async def start_runs(settings: RunsSettings) -> RunsApp:
         store = RunStore(db, RunSignals(), ExecutorNotices(), StoreLimits(max_step_bytes=settings.max_step_bytes))
         reaper = LeaseReaper(store, settings.reaper_interval_seconds)
         await reaper.start()
-        servicer = RunServicer(store, settings.watch_heartbeat_seconds, settings.cancel_wait_seconds)
+        public = RunServicer(store, settings.watch_heartbeat_seconds, settings.cancel_wait_seconds)
+        execution = ExecutionServicer(store)
 
-        def register(server: grpc.aio.Server) -> None:
-            runs_pb2_grpc.add_RunServiceServicer_to_server(servicer, server)
+        def register_public(server: grpc.aio.Server) -> None:
+            runs_pb2_grpc.add_RunServiceServicer_to_server(public, server)
 
-        server = await start_server([ServiceBinding(SERVICE_NAME, register)], settings.host, settings.port)
+        def register_execution(server: grpc.aio.Server) -> None:
+            execution_pb2_grpc.add_ExecutionServiceServicer_to_server(execution, server)
+
+        bindings = [
+            ServiceBinding(SERVICE_NAME, register_public),
+            ServiceBinding(EXECUTION_SERVICE_NAME, register_execution),
+        ]
+        server = await start_server(bindings, settings.host, settings.port, auth)
     except BaseException:
         await db.dispose()
         raise
-    return RunsApp(server, db, store, reaper, servicer)
+    return RunsApp(server, db, store, reaper, execution)

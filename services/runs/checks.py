@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.errors import InvalidArgument
+from services.common.identity import MAX_USER_ID
 from services.common.limits import RunLimits
 from services.runs.models import FINAL_STATES, RUN_STATES, STEP_TYPES
 from services.runs.records import NewRun, NewStep
@@ -103,6 +104,7 @@ def checked_new_run(run: NewRun, limits: StoreLimits) -> NewRun:
     check_text("model", run.model, MAX_MODEL_CHARS)
     check_metadata(run.metadata)
     check_executor_id(run.executor_id)
+    check_text("owner", run.owner, MAX_USER_ID, required=True)
     if not MIN_LEASE_SECONDS <= run.lease_seconds <= MAX_LEASE_SECONDS:
         raise InvalidArgument(
             f"lease_duration must be {MIN_LEASE_SECONDS:g} s to {MAX_LEASE_SECONDS:g} s, got {run.lease_seconds:g} s"
@@ -131,8 +133,9 @@ MAX_STEPS_PER_CREATE = 10
 
 def request_fingerprint(run: NewRun) -> str:
     """What makes two creates "the same request" for AIP-155: everything but the executor, its lease and the
-    initial state (which depends on how busy the engine was when each attempt arrived)."""
-    payload = [run.user_query, run.model, sorted(run.metadata.items()), dataclasses.asdict(run.limits)]
+    initial state (which depends on how busy the engine was when each attempt arrived). The owner is part of
+    it: one user's request id never finds another user's run."""
+    payload = [run.owner, run.user_query, run.model, sorted(run.metadata.items()), dataclasses.asdict(run.limits)]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -13,7 +13,6 @@ from services.common.protoconv import duration_from_seconds, seconds_from_durati
 from services.common.usage import Usage
 from services.runs.models import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING
 from services.runs.records import (
-    CancelNotice,
     ModelCallStats,
     NewStep,
     RunRecord,
@@ -120,6 +119,7 @@ def run_to_proto(record: RunRecord) -> runs_pb2.Run:
         limits=limits_to_proto(record.limits),
         cancel_requested=record.cancel_requested,
         executor_id=record.executor_id,
+        owner=record.owner,
         steps=[step_to_proto(step) for step in record.steps],
     )
     if record.completed_at is not None:
@@ -150,10 +150,6 @@ def delta_to_proto(delta: StepDelta) -> runs_pb2.StepDelta:
     return message
 
 
-def cancel_notice_to_proto(notice: CancelNotice) -> runs_pb2.CancelNotice:
-    return runs_pb2.CancelNotice(run_id=notice.run_id, reason=notice.reason)
-
-
 def run_event(event: WatchEvent) -> runs_pb2.RunEvent:
     """One event of `services.runs.watch.watch_run` as a RunEvent message."""
     if isinstance(event, StepRecord):
@@ -165,4 +161,3 @@ def run_event(event: WatchEvent) -> runs_pb2.RunEvent:
     return runs_pb2.RunEvent(
         heartbeat=runs_pb2.Heartbeat(time=timestamp_from_datetime(event.time), last_sequence=event.last_sequence)
     )
-

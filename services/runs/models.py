@@ -50,12 +50,17 @@ class RunRow(Base):
         Index("ix_runs_created_at_id", "created_at", "id"),
         # ListRuns filtered by state walks this one in the same order.
         Index("ix_runs_state_created_at_id", "state", "created_at", "id"),
+        # A user's own runs (ListRuns without all_users), all of them or of one state, in the same order.
+        Index("ix_runs_owner_created_at_id", "owner", "created_at", "id"),
+        Index("ix_runs_owner_state_created_at_id", "owner", "state", "created_at", "id"),
         # The reaper looks for live runs whose lease ran out; finished runs have no lease (NULL).
         Index("ix_runs_lease_expires_at", "lease_expires_at"),
         CheckConstraint(_one_of("state", RUN_STATES), name="state"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    #: The id of the user the run belongs to (who started it).
+    owner: Mapped[str] = mapped_column(String(200))
     user_query: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(200))

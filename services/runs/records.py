@@ -24,6 +24,8 @@ class NewRun:
     user_query: str
     executor_id: str
     lease_seconds: float
+    #: The user the run belongs to.
+    owner: str = ""
     model: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     #: Client-chosen idempotency key (AIP-155); "" for none.
@@ -74,6 +76,7 @@ class RunRecord:
     usage: Usage
     metadata: dict[str, str]
     step_count: int
+    owner: str = ""
     started_at: datetime | None = None
     limits: RunLimits = field(default_factory=RunLimits)
     cancel_requested: bool = False

@@ -1,34 +1,32 @@
-"""The gRPC face of the runs service: validate and convert requests, call RunStore, convert back.
+"""The public gRPC face of the runs service (agentplatform.runs.v1.RunService): read, follow, cancel and delete
+runs, each caller only its own (an admin any, by id; every user's in a list only when asking for all_users).
 
 Domain problems are raised as `services.common.errors` exceptions; the server interceptor maps them.
 """
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
 
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
-from services.common.errors import DomainError, InvalidArgument
-from services.common.limits import limits_from_proto
-from services.common.protoconv import seconds_from_duration
-from services.common.status import status_for
+from services.common.errors import PermissionDenied
+from services.common.identity import current_caller
 from services.runs import convert
-from services.runs.checks import check_executor_id
 from services.runs.models import LIVE_STATES
-from services.runs.records import CancelNotice, NewRun
 from services.runs.store import RunStore
 from services.runs.watch import watch_run
 
 log = logging.getLogger(__name__)
 
-#: ExecutorCalls one engine's link may have being answered at once.
-MAX_CALLS_IN_FLIGHT = 2000
+
+def _owner_filter() -> str | None:
+    """Whose runs the caller may address by id: its own, or any for an admin."""
+    caller = current_caller()
+    return None if caller.is_admin else caller.user
 
 
 class RunServicer(runs_pb2_grpc.RunServiceServicer):
@@ -38,75 +36,32 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         self._store = store
         self._heartbeat_seconds = watch_heartbeat_seconds
         self._cancel_wait_seconds = cancel_wait_seconds
-        self._closing = asyncio.Event()
-        #: What an ExecutorCall may ask for, by the name of its request field.
-        self._executor_methods: dict[str, Callable[[Any], Awaitable[Any]]] = {
-            "create_run": self._create_run,
-            "begin_run": self._begin_run,
-            "append_steps": self._append_steps,
-            "finish_run": self._finish_run,
-        }
-
-    def close_links(self) -> None:
-        """End every ConnectExecutor stream now (the service is stopping): engines then retry their writes until a
-        runs service answers again, instead of writing over a link into a store about to close."""
-        self._closing.set()
-
-    async def CreateRun(self, request: runs_pb2.CreateRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
-        return await self._create_run(request)
-
-    async def _create_run(self, request: runs_pb2.CreateRunRequest) -> runs_pb2.Run:
-        state = convert.run_state_from_proto(request.state) or "running"
-        new = NewRun(
-            user_query=request.user_query,
-            model=request.model,
-            metadata=dict(request.metadata),
-            request_id=request.request_id,
-            state=state,
-            limits=limits_from_proto(request.limits),
-            executor_id=request.executor_id,
-            lease_seconds=seconds_from_duration(request.lease_duration),
-            steps=tuple(convert.new_step_from_proto(position, step) for position, step in enumerate(request.steps, 1)),
-        )
-        return convert.run_to_proto(await self._store.create_run(new))
 
     async def GetRun(self, request: runs_pb2.GetRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
-        return convert.run_to_proto(await self._store.get_run(request.run_id))
+        return convert.run_to_proto(await self._store.get_run(request.run_id, owner=_owner_filter()))
 
     async def ListRuns(
         self, request: runs_pb2.ListRunsRequest, context: grpc.aio.ServicerContext
     ) -> runs_pb2.ListRunsResponse:
+        caller = current_caller()
+        if request.all_users and not caller.is_admin:
+            raise PermissionDenied("all_users lists every user's runs: only an admin may ask for it")
         runs, next_token = await self._store.list_runs(
-            request.page_size, request.page_token, convert.run_state_from_proto(request.state)
+            request.page_size,
+            request.page_token,
+            convert.run_state_from_proto(request.state),
+            owner=None if request.all_users else caller.user,
         )
         return runs_pb2.ListRunsResponse(runs=[convert.run_to_proto(run) for run in runs], next_page_token=next_token)
 
     async def DeleteRun(self, request: runs_pb2.DeleteRunRequest, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
-        await self._store.delete_run(request.run_id)
+        await self._store.delete_run(request.run_id, owner=_owner_filter())
         return empty_pb2.Empty()
 
-    async def AppendSteps(
-        self, request: runs_pb2.AppendStepsRequest, context: grpc.aio.ServicerContext
-    ) -> runs_pb2.AppendStepsResponse:
-        return await self._append_steps(request)
-
-    async def _append_steps(self, request: runs_pb2.AppendStepsRequest) -> runs_pb2.AppendStepsResponse:
-        steps = [convert.new_step_from_proto(position, step) for position, step in enumerate(request.steps, 1)]
-        stored = await self._store.append_steps(request.run_id, steps)
-        return runs_pb2.AppendStepsResponse(steps=[convert.step_to_proto(step) for step in stored])
-
-    async def FinishRun(self, request: runs_pb2.FinishRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
-        return await self._finish_run(request)
-
-    async def _finish_run(self, request: runs_pb2.FinishRunRequest) -> runs_pb2.Run:
-        state = convert.run_state_from_proto(request.state)
-        if state is None:
-            raise InvalidArgument("state is required: RUN_STATE_COMPLETED, RUN_STATE_FAILED or RUN_STATE_CANCELLED")
-        record = await self._store.finish_run(request.run_id, state, request.error_code, request.error_message)
-        return convert.run_to_proto(record)
-
     async def CancelRun(self, request: runs_pb2.CancelRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
-        record = await self._store.cancel_run(request.run_id, request.reason)
+        record = await self._store.cancel_run(
+            request.run_id, request.reason, owner=_owner_filter(), by=current_caller().user
+        )
         if record.state in LIVE_STATES:
             # The engine executing the run ends it; wait a little so the caller usually gets the final run.
             with self._store.signals.subscribe(record.id) as subscription:
@@ -118,105 +73,11 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
                         record = await self._store.get_run(record.id, with_steps=False)
         return convert.run_to_proto(record)
 
-    async def BeginRun(self, request: runs_pb2.BeginRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
-        return await self._begin_run(request)
-
-    async def _begin_run(self, request: runs_pb2.BeginRunRequest) -> runs_pb2.Run:
-        return convert.run_to_proto(await self._store.begin_run(request.run_id, request.executor_id))
-
-    async def RenewLeases(
-        self, request: runs_pb2.RenewLeasesRequest, context: grpc.aio.ServicerContext
-    ) -> runs_pb2.RenewLeasesResponse:
-        renewal = await self._store.renew_leases(request.executor_id, list(request.run_ids))
-        return runs_pb2.RenewLeasesResponse(
-            lost_run_ids=renewal.lost_run_ids,
-            cancel=[convert.cancel_notice_to_proto(notice) for notice in renewal.cancel],
-        )
-
-    async def ConnectExecutor(
-        self, request_iterator: AsyncIterator[runs_pb2.ConnectExecutorRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[runs_pb2.ExecutorNotice]:
-        first = await anext(aiter(request_iterator), None)
-        if first is None or first.WhichOneof("message") != "executor_id":
-            raise InvalidArgument("the first message of ConnectExecutor must be the engine's executor_id")
-        executor_id = first.executor_id
-        check_executor_id(executor_id)
-        signals = self._store.signals
-        # What goes down to the engine: cancel notices and the answers to its calls, in the order they are ready.
-        outbox: asyncio.Queue[runs_pb2.ExecutorNotice] = asyncio.Queue()
-        calls: set[asyncio.Task[None]] = set()
-
-        # Calls are answered concurrently, but at most this many at once per link: past that, reading waits, and
-        # HTTP/2 flow control makes the engine wait too, instead of one link filling the store with tasks.
-        slots = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
-
-        async def answer(call: runs_pb2.ExecutorCall) -> None:
-            try:
-                outbox.put_nowait(runs_pb2.ExecutorNotice(call_result=await self._executor_call(call)))
-            finally:
-                slots.release()
-
-        async def read() -> None:
-            async for message in request_iterator:
-                kind = message.WhichOneof("message")
-                if kind == "delta":
-                    signals.publish_delta(convert.delta_from_proto(message.delta))
-                elif kind == "deltas":
-                    for delta in message.deltas.deltas:
-                        signals.publish_delta(convert.delta_from_proto(delta))
-                elif kind == "call":
-                    await slots.acquire()
-                    task = asyncio.create_task(answer(message.call))
-                    calls.add(task)
-                    task.add_done_callback(calls.discard)
-
-        async def forward_cancels(notices: asyncio.Queue[CancelNotice]) -> None:
-            while True:
-                notice = await notices.get()
-                outbox.put_nowait(runs_pb2.ExecutorNotice(cancel=convert.cancel_notice_to_proto(notice)))
-
-        with self._store.notices.connect(executor_id) as notices:
-            log.info("executor %s connected", executor_id)
-            reader = asyncio.create_task(read())
-            forwarder = asyncio.create_task(forward_cancels(notices))
-            closing = asyncio.create_task(self._closing.wait())
-            next_notice: asyncio.Future[runs_pb2.ExecutorNotice] | None = None
-            try:
-                while True:
-                    next_notice = asyncio.ensure_future(outbox.get())
-                    await asyncio.wait({next_notice, reader, closing}, return_when=asyncio.FIRST_COMPLETED)
-                    if not next_notice.done():
-                        break  # the engine closed its side, its stream broke, or this service is stopping; a cancel
-                        # missed here is repeated by the engine's next lease renewal, an unanswered call is retried
-                    yield next_notice.result()
-            finally:
-                for task in (next_notice, reader, forwarder, closing):
-                    if task is not None:
-                        task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reader
-                log.info("executor %s disconnected", executor_id)
-
-    async def _executor_call(self, call: runs_pb2.ExecutorCall) -> runs_pb2.ExecutorCallResult:
-        """Answer an engine's call made over its link as the unary method would, its error included."""
-        kind = call.WhichOneof("request")
-        try:
-            if kind is None:
-                raise InvalidArgument("an ExecutorCall must carry a request: create_run, begin_run, append_steps or "
-                                      "finish_run")
-            answer = await self._executor_methods[kind](getattr(call, kind))
-            return runs_pb2.ExecutorCallResult(call_id=call.call_id, **{kind: answer})
-        except DomainError as exc:
-            code, message = status_for(exc), str(exc)
-        except Exception:
-            log.exception("unhandled error in an executor call (%s)", kind)
-            code, message = grpc.StatusCode.INTERNAL, "internal error; the runs service log has the details"
-        error = runs_pb2.ExecutorCallError(code=code.value[0], message=message)
-        return runs_pb2.ExecutorCallResult(call_id=call.call_id, error=error)
-
     async def WatchRun(
         self, request: runs_pb2.WatchRunRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[runs_pb2.RunEvent]:
+        # Whether the caller may see the run is settled once, here: NotFound for someone else's.
+        await self._store.get_run(request.run_id, with_steps=False, owner=_owner_filter())
         events = watch_run(
             self._store, self._store.signals, request.run_id, request.after_sequence, self._heartbeat_seconds
         )

@@ -4,10 +4,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from services.common.settings import ServiceSettings
+from services.common.auth import AuthSettings
 
 
-class RunsSettings(ServiceSettings):
+class RunsSettings(AuthSettings):
     """Where the runs service listens, where it keeps runs, and the timings of watches, cancels and leases."""
 
     host: str = Field("127.0.0.1", alias="RUNS_HOST")

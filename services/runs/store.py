@@ -147,6 +147,7 @@ def _run_record(row: Values, steps: Sequence[Values] = (), *, query_cut: bool = 
         usage=Usage(row["prompt_tokens"], row["completion_tokens"]),
         metadata=dict(row["labels"]),
         step_count=row["step_count"],
+        owner=row["owner"],
         started_at=row["started_at"],
         limits=_limits(row),
         cancel_requested=row["cancel_requested_at"] is not None,
@@ -204,10 +205,15 @@ def _approximate_bytes(record: RunRecord) -> int:
     return len(record.user_query.encode()) + len(record.error_message.encode()) + labels * 2 + 256
 
 
-async def _load_run(connection: AsyncConnection, run_id: str, *, lock: bool = False) -> dict[str, Any]:
-    """The run's columns; NotFound if missing. `lock` holds its row lock for the transaction (PostgreSQL; on
-    SQLite the one writer and BEGIN IMMEDIATE serialise writes already)."""
+async def _load_run(
+    connection: AsyncConnection, run_id: str, *, lock: bool = False, owner: str | None = None
+) -> dict[str, Any]:
+    """The run's columns; NotFound if missing, or if `owner` is given and the run is someone else's (with the
+    same message: another user's run is indistinguishable from none). `lock` holds its row lock for the
+    transaction (PostgreSQL; on SQLite the one writer and BEGIN IMMEDIATE serialise writes already)."""
     query = select(*_RUN_COLUMNS).where(RUNS.c.id == run_id)
+    if owner is not None:
+        query = query.where(RUNS.c.owner == owner)
     if lock:
         query = query.with_for_update()
     row = (await connection.execute(query)).first()
@@ -304,6 +310,7 @@ class RunStore:
         limits = new.limits
         values: dict[str, Any] = {
             "id": str(uuid.uuid4()),
+            "owner": new.owner,
             "user_query": new.user_query,
             "state": new.state,
             "model": new.model,
@@ -369,9 +376,10 @@ class RunStore:
         if row is None:
             return None
         if row.request_hash != fingerprint:
+            # No run id in the message: the first request may have been another user's.
             raise AlreadyExists(
-                f"request_id {request_id} was already used for a different request (run '{row.id}'); use a new "
-                "request_id for a new request, or resend the first request unchanged to retry it"
+                f"request_id {request_id} was already used for a different request; use a new request_id for a "
+                "new request, or resend the first request unchanged to retry it"
             )
         steps: Sequence[Values] = ()
         if with_steps:
@@ -539,15 +547,20 @@ class RunStore:
             self.signals.run_ended(run_id, record)
         return record
 
-    async def cancel_run(self, run_id: str, reason: str = "") -> RunRecord:
+    async def cancel_run(
+        self, run_id: str, reason: str = "", *, owner: str | None = None, by: str = ""
+    ) -> RunRecord:
         """Ask a run to stop. A QUEUED run ends CANCELLED here and now (with its `error` step); for a RUNNING
         run the request is recorded and passed on to the engine executing it, which ends it. Asking again
-        is harmless; a finished run is FailedPrecondition."""
+        is harmless; a finished run is FailedPrecondition. `owner` (None: any) limits it to that user's runs;
+        `by` names who asked, for the record."""
         run_id = parse_run_id(run_id)
         check_text("reason", reason, MAX_CANCEL_REASON_CHARS)
+        if by:
+            reason = f"by {by}: {reason}" if reason else f"by {by}"
 
         async def cancel(connection: AsyncConnection) -> tuple[RunRecord, str, str]:
-            run = await _load_run(connection, run_id, lock=True)
+            run = await _load_run(connection, run_id, lock=True, owner=owner)
             if run["state"] not in LIVE_STATES:
                 raise FailedPrecondition(f"run '{run_id}' already ended {run['state']}; only a QUEUED or RUNNING "
                                          "run can be cancelled")
@@ -669,12 +682,13 @@ class RunStore:
     # --- reading -------------------------------------------------------------------------------------------
 
     @runs_to_completion
-    async def get_run(self, run_id: str, with_steps: bool = True) -> RunRecord:
-        """One run, with its steps in sequence order unless `with_steps` is False."""
+    async def get_run(self, run_id: str, with_steps: bool = True, *, owner: str | None = None) -> RunRecord:
+        """One run, with its steps in sequence order unless `with_steps` is False; `owner` (None: any) limits it
+        to that user's runs."""
         run_id = parse_run_id(run_id)
         async with self.database.read() as session:
             connection = await session.connection()
-            run = await _load_run(connection, run_id)
+            run = await _load_run(connection, run_id, owner=owner)
             steps: Sequence[Values] = ()
             if with_steps:
                 result = await connection.execute(
@@ -703,13 +717,13 @@ class RunStore:
 
     @runs_to_completion
     async def list_runs(
-        self, page_size: int = 0, page_token: str = "", state: str | None = None
+        self, page_size: int = 0, page_token: str = "", state: str | None = None, *, owner: str | None = None
     ) -> tuple[list[RunRecord], str]:
         """One page of runs (without steps), newest first, and the token of the next page ("" on the last).
 
-        `state` None lists every state. Pagination is by keyset, so runs created while paging neither
-        shift nor repeat the pages that follow. User queries are cut to LIST_QUERY_CHARS, and a page ends
-        early rather than grow past MAX_PAGE_BYTES, so no page can exceed gRPC's message limit.
+        `state` None lists every state; `owner` None every user's runs. Pagination is by keyset, so runs created
+        while paging neither shift nor repeat the pages that follow. User queries are cut to LIST_QUERY_CHARS, and
+        a page ends early rather than grow past MAX_PAGE_BYTES, so no page can exceed gRPC's message limit.
         """
         limit = _checked_page_size(page_size)
         if state is not None:
@@ -717,6 +731,8 @@ class RunStore:
         query = select(*_LIST_COLUMNS).order_by(RUNS.c.created_at.desc(), RUNS.c.id.desc()).limit(limit + 1)
         if state is not None:
             query = query.where(RUNS.c.state == state)
+        if owner is not None:
+            query = query.where(RUNS.c.owner == owner)
         if page_token:
             query = query.where(_older_than(_decode_page_token(page_token, state)))
         async with self.database.read() as session:
@@ -734,13 +750,16 @@ class RunStore:
         more = len(rows) > len(page)
         return page, _encode_page_token(page[-1], state) if more else ""
 
-    async def delete_run(self, run_id: str) -> None:
+    async def delete_run(self, run_id: str, *, owner: str | None = None) -> None:
         """Delete a run and its steps (ON DELETE CASCADE); watchers of it end with NotFound, and the engine
-        executing it finds its lease lost."""
+        executing it finds its lease lost. `owner` (None: any) limits it to that user's runs."""
         run_id = parse_run_id(run_id)
+        query = delete(RUNS).where(RUNS.c.id == run_id)
+        if owner is not None:
+            query = query.where(RUNS.c.owner == owner)
 
         async def delete_(connection: AsyncConnection) -> None:
-            result = await connection.execute(delete(RUNS).where(RUNS.c.id == run_id))
+            result = await connection.execute(query)
             if result.rowcount == 0:
                 raise NotFound(f"run '{run_id}' not found")
 

@@ -5,11 +5,15 @@ from dataclasses import dataclass
 
 import grpc
 
+from agentplatform.tools.internal.v1 import execution_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2_grpc
+from services.common.auth import Authenticator
 from services.common.database import Database
 from services.common.server import RunningServer, ServiceBinding, start_server
 from services.tools.base import ToolContext
 from services.tools.catalog import ToolCatalog
+from services.tools.execution_servicer import SERVICE_NAME as EXECUTION_SERVICE_NAME
+from services.tools.execution_servicer import ToolExecutionServicer
 from services.tools.executor import ToolExecutor
 from services.tools.registry import ToolRegistry
 from services.tools.servicer import SERVICE_NAME, ToolServicer
@@ -43,7 +47,9 @@ class ToolsApp:
 
 
 async def start_tools(settings: ToolsSettings) -> ToolsApp:
-    """Create the settings table if needed, discover the tools and start serving on settings.host:port."""
+    """Create the settings table if needed, discover the tools and start serving ToolService (public) and
+    ToolExecutionService (internal) on settings.host:port."""
+    auth = Authenticator.from_settings(settings)
     database = Database(settings.database_url)
     try:
         store = ToolSettingsStore(database)
@@ -55,12 +61,19 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
         )
         catalog = ToolCatalog(registry, store)
         executor = ToolExecutor(registry, store, context, settings.timeout_seconds)
-        servicer = ToolServicer(catalog, executor)
+        public, execution = ToolServicer(catalog), ToolExecutionServicer(executor)
 
-        def register(server: grpc.aio.Server) -> None:
-            tools_pb2_grpc.add_ToolServiceServicer_to_server(servicer, server)
+        def register_public(server: grpc.aio.Server) -> None:
+            tools_pb2_grpc.add_ToolServiceServicer_to_server(public, server)
 
-        running = await start_server([ServiceBinding(SERVICE_NAME, register)], settings.host, settings.port)
+        def register_execution(server: grpc.aio.Server) -> None:
+            execution_pb2_grpc.add_ToolExecutionServiceServicer_to_server(execution, server)
+
+        bindings = [
+            ServiceBinding(SERVICE_NAME, register_public),
+            ServiceBinding(EXECUTION_SERVICE_NAME, register_execution),
+        ]
+        running = await start_server(bindings, settings.host, settings.port, auth)
     except BaseException:
         await database.dispose()
         raise

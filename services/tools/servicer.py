@@ -1,4 +1,5 @@
-"""The gRPC face of the tools service: converts protos to domain calls and back, nothing more.
+"""The public gRPC face of the tools service (agentplatform.tools.v1.ToolService): the registry, for the Manage
+Tools page. Converts protos to domain calls and back; changing a tool's settings is for admins.
 
 Domain errors raised below propagate to services.common.interceptor, which maps them to status codes.
 """
@@ -6,10 +7,10 @@ Domain errors raised below propagate to services.common.interceptor, which maps 
 import grpc
 
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
-from services.common.errors import InvalidArgument
-from services.common.protoconv import dict_from_struct, duration_from_seconds, struct_from_dict, value_from_python
+from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.identity import current_caller
+from services.common.protoconv import struct_from_dict
 from services.tools.catalog import ToolCatalog, ToolView
-from services.tools.executor import ToolExecutor
 
 #: The full gRPC service name (health checks and reflection use it).
 SERVICE_NAME = "agentplatform.tools.v1.ToolService"
@@ -29,7 +30,7 @@ def tool_to_proto(view: ToolView) -> tools_pb2.Tool:
     )
 
 
-def _require(value: str, field: str) -> str:
+def require(value: str, field: str) -> str:
     """The value of a required string field, or InvalidArgument naming it."""
     if not value:
         raise InvalidArgument(f"{field} is required; ListTools shows the available tool ids")
@@ -37,11 +38,10 @@ def _require(value: str, field: str) -> str:
 
 
 class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
-    """ToolService over the catalog (list/get/update) and the executor (execute)."""
+    """ToolService over the catalog."""
 
-    def __init__(self, catalog: ToolCatalog, executor: ToolExecutor) -> None:
+    def __init__(self, catalog: ToolCatalog) -> None:
         self._catalog = catalog
-        self._executor = executor
 
     async def ListTools(
         self, request: tools_pb2.ListToolsRequest, context: grpc.aio.ServicerContext
@@ -54,27 +54,18 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
         )
 
     async def GetTool(self, request: tools_pb2.GetToolRequest, context: grpc.aio.ServicerContext) -> tools_pb2.Tool:
-        return tool_to_proto(await self._catalog.get_tool(_require(request.tool_id, "tool_id")))
+        return tool_to_proto(await self._catalog.get_tool(require(request.tool_id, "tool_id")))
 
     async def UpdateTool(
         self, request: tools_pb2.UpdateToolRequest, context: grpc.aio.ServicerContext
     ) -> tools_pb2.Tool:
+        if not current_caller().is_admin:
+            # A tool's description is what the model reads: changing it is changing every user's prompt.
+            raise PermissionDenied("changing a tool's settings needs the admin role")
         view = await self._catalog.update_tool(
-            _require(request.tool.id, "tool.id"),
+            require(request.tool.id, "tool.id"),
             list(request.update_mask.paths),
             enabled=request.tool.enabled,
             description=request.tool.description,
         )
         return tool_to_proto(view)
-
-    async def ExecuteTool(
-        self, request: tools_pb2.ExecuteToolRequest, context: grpc.aio.ServicerContext
-    ) -> tools_pb2.ExecuteToolResponse:
-        execution = await self._executor.execute(
-            _require(request.tool_id, "tool_id"), dict_from_struct(request.arguments)
-        )
-        return tools_pb2.ExecuteToolResponse(
-            result=value_from_python(execution.output.result),
-            text=execution.output.text,
-            duration=duration_from_seconds(execution.duration),
-        )

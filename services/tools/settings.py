@@ -6,13 +6,14 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field
 from pydantic_settings import NoDecode
 
-from services.common.settings import ServiceSettings, split_commas
+from services.common.auth import AuthSettings
+from services.common.settings import split_commas
 
 #: The offline demo corpus shipped with the web_search plugin (the default search backend's data).
 BUILTIN_WEB_SEARCH_CORPUS = Path(__file__).resolve().parent / "plugins" / "web_search_corpus.json"
 
 
-class ToolsSettings(ServiceSettings):
+class ToolsSettings(AuthSettings):
     """Where the tools service listens, keeps its settings table, finds plugins and lets file_io work."""
 
     host: str = Field("127.0.0.1", alias="TOOLS_HOST")

@@ -10,6 +10,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common import errors
+from services.common.auth import Authenticator
 from services.common.interceptor import REQUEST_ID_KEY
 from services.common.logs import request_id
 from services.common.server import RunningServer, ServiceBinding, start_server
@@ -46,6 +47,7 @@ async def server() -> AsyncIterator[tuple[RunningServer, FailingRuns]]:
         [ServiceBinding(SERVICE, lambda s: runs_pb2_grpc.add_RunServiceServicer_to_server(servicer, s))],
         "127.0.0.1",
         0,
+        Authenticator.development(),
     )
     yield running, servicer
     await running.stop(0)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from services.common.auth import Authenticator
 from services.common.server import RunningServer, ServiceBinding, start_server
 from services.common.settings import load_settings
 from tests.deploy.manifests import (
@@ -147,7 +148,9 @@ SERVED = GRPC_SERVICE_BY_MODULE["services.runs"]
 @pytest.fixture
 async def health_server() -> AsyncIterator[RunningServer]:
     """A real server with the project's bootstrap (health + reflection) reporting SERVED as SERVING."""
-    running = await start_server([ServiceBinding(SERVED, lambda server: None)], "127.0.0.1", 0)
+    running = await start_server(
+        [ServiceBinding(SERVED, lambda server: None)], "127.0.0.1", 0, Authenticator.development()
+    )
     yield running
     await running.stop(0)
 

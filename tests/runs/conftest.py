@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from agentplatform.runs.v1 import runs_pb2_grpc
 from services.common.database import Database
 from services.runs.app import RunsApp, start_runs
 from services.runs.models import Base
@@ -90,7 +89,7 @@ async def runs_app(start_app: StartRuns) -> RunsApp:
 
 
 @pytest.fixture
-async def stub(runs_app: RunsApp) -> AsyncIterator[runs_pb2_grpc.RunServiceStub]:
-    """A RunService stub over a real channel to `runs_app`."""
+async def stub(runs_app: RunsApp) -> AsyncIterator[Any]:
+    """RunService and ExecutionService stubs over a real channel to `runs_app`."""
     async with connect(runs_app) as runs:
         yield runs

@@ -10,11 +10,14 @@ from typing import Any
 import grpc
 from sqlalchemy import update
 
-from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from agentplatform.runs.internal.v1 import execution_pb2
+from agentplatform.runs.v1 import runs_pb2
 from services.common.database import Database, utcnow
+from services.common.identity import LOCAL_USER
 from services.runs.app import RunsApp
 from services.runs.models import RunRow
 from services.runs.records import NewRun
+from tests.support.stubs import runs_stubs
 
 #: The engine process the tests' runs are created under.
 EXECUTOR = "engine-test-1"
@@ -27,15 +30,18 @@ def sqlite_url(path: Path) -> str:
 
 
 @asynccontextmanager
-async def connect(app: RunsApp) -> AsyncIterator[runs_pb2_grpc.RunServiceStub]:
-    """A RunService stub over a real channel to `app`, closed with the block."""
+async def connect(app: RunsApp) -> AsyncIterator[Any]:
+    """The RunService and ExecutionService stubs (tests.support.stubs) over a real channel to `app`, closed with
+    the block."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-        yield runs_pb2_grpc.RunServiceStub(channel)
+        yield runs_stubs(channel)
 
 
 def new_run(query: str = "q", **overrides: Any) -> NewRun:
     """A NewRun under EXECUTOR's lease of LEASE_SECONDS; keyword arguments override any field."""
-    fields: dict[str, Any] = {"user_query": query, "executor_id": EXECUTOR, "lease_seconds": LEASE_SECONDS}
+    fields: dict[str, Any] = {
+        "user_query": query, "executor_id": EXECUTOR, "lease_seconds": LEASE_SECONDS, "owner": LOCAL_USER
+    }
     return NewRun(**{**fields, **overrides})
 
 
@@ -46,9 +52,11 @@ def create_request(
     executor_id: str = EXECUTOR,
     lease_seconds: float = LEASE_SECONDS,
     **fields: Any,
-) -> runs_pb2.CreateRunRequest:
-    """A CreateRunRequest under EXECUTOR's lease; keyword arguments set other request fields."""
-    request = runs_pb2.CreateRunRequest(user_query=query, model=model, executor_id=executor_id, **fields)
+) -> execution_pb2.CreateRunRequest:
+    """A CreateRunRequest under EXECUTOR's lease, owned by the development-mode user the tests' calls run as;
+    keyword arguments set other request fields."""
+    fields.setdefault("owner", LOCAL_USER)
+    request = execution_pb2.CreateRunRequest(user_query=query, model=model, executor_id=executor_id, **fields)
     request.lease_duration.FromTimedelta(timedelta(seconds=lease_seconds))
     return request
 

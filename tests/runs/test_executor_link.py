@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
-from services.runs import servicer as servicer_module
+from services.runs import execution_servicer as servicer_module
 from services.runs.app import RunsApp
 from tests.runs.conftest import StartRuns
 from tests.runs.helpers import EXECUTOR, connect, create_request, eventually, thought
@@ -21,7 +22,7 @@ PROMPTLY = 2.0
 async def open_link(stub: Stub, app: RunsApp, executor_id: str = EXECUTOR) -> Link:
     """A ConnectExecutor stream of `executor_id`, registered with the store."""
     link = stub.ConnectExecutor()
-    await link.write(runs_pb2.ConnectExecutorRequest(executor_id=executor_id))
+    await link.write(execution_pb2.ConnectExecutorRequest(executor_id=executor_id))
     await eventually(lambda: app.store.notices.is_connected(executor_id))
     return link
 
@@ -49,14 +50,15 @@ async def test_cancel_reaches_the_connected_engine_and_returns_the_run_it_ends(s
     cancelling = asyncio.ensure_future(stub.CancelRun(runs_pb2.CancelRunRequest(run_id=run.id, reason="alice")))
 
     notice = await asyncio.wait_for(link.read(), PROMPTLY)
-    assert notice.cancel == runs_pb2.CancelNotice(run_id=run.id, reason="alice")
+    # The reason says who asked: the tests call as the development-mode user.
+    assert notice.cancel == execution_pb2.CancelNotice(run_id=run.id, reason="by local: alice")
     await asyncio.sleep(0.05)
     assert not cancelling.done()  # CancelRun waits for the engine to end the run
 
     # The engine stops the run and ends it; CancelRun answers with the ended run.
-    await stub.AppendSteps(runs_pb2.AppendStepsRequest(run_id=run.id, steps=[cancelled_step("alice")]))
+    await stub.AppendSteps(execution_pb2.AppendStepsRequest(run_id=run.id, steps=[cancelled_step("alice")]))
     await stub.FinishRun(
-        runs_pb2.FinishRunRequest(
+        execution_pb2.FinishRunRequest(
             run_id=run.id, state=runs_pb2.RUN_STATE_CANCELLED, error_code="cancelled", error_message="cancelled: alice"
         )
     )
@@ -83,8 +85,8 @@ async def test_cancel_of_a_run_nobody_ends_returns_it_running_after_the_wait(sta
         assert loop.time() - started >= 0.2
         assert (requested.state, requested.cancel_requested) == (runs_pb2.RUN_STATE_RUNNING, True)
         # The engine was not connected: its next lease renewal tells it.
-        renewal = await stub.RenewLeases(runs_pb2.RenewLeasesRequest(executor_id=EXECUTOR, run_ids=[run.id]))
-        assert list(renewal.cancel) == [runs_pb2.CancelNotice(run_id=run.id, reason="bob")]
+        renewal = await stub.RenewLeases(execution_pb2.RenewLeasesRequest(executor_id=EXECUTOR, run_ids=[run.id]))
+        assert list(renewal.cancel) == [execution_pb2.CancelNotice(run_id=run.id, reason="by local: bob")]
         assert list(renewal.lost_run_ids) == []
 
 
@@ -94,15 +96,16 @@ async def test_cancel_of_a_queued_run_ends_it_at_once(stub: Stub) -> None:
         stub.CancelRun(runs_pb2.CancelRunRequest(run_id=run.id, reason="carol")), PROMPTLY
     )
     assert (cancelled.state, cancelled.error_code, cancelled.error_message) == (
-        runs_pb2.RUN_STATE_CANCELLED, "cancelled", "cancelled: carol"
+        runs_pb2.RUN_STATE_CANCELLED, "cancelled", "cancelled: by local: carol"
     )
     got = await stub.GetRun(runs_pb2.GetRunRequest(run_id=run.id))
-    assert [(s.sequence, s.error.code, s.error.message) for s in got.steps] == [(1, "cancelled", "cancelled: carol")]
+    steps = [(s.sequence, s.error.code, s.error.message) for s in got.steps]
+    assert steps == [(1, "cancelled", "cancelled: by local: carol")]
 
 
 async def test_cancel_of_a_finished_run_is_failed_precondition(stub: Stub) -> None:
     run = await stub.CreateRun(create_request())
-    await stub.FinishRun(runs_pb2.FinishRunRequest(run_id=run.id, state=runs_pb2.RUN_STATE_COMPLETED))
+    await stub.FinishRun(execution_pb2.FinishRunRequest(run_id=run.id, state=runs_pb2.RUN_STATE_COMPLETED))
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await stub.CancelRun(runs_pb2.CancelRunRequest(run_id=run.id))
     assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -118,7 +121,7 @@ async def test_a_watcher_sees_the_cancel_request_then_the_end(stub: Stub) -> Non
     requested = await next_event(events)
     assert requested.run.state == runs_pb2.RUN_STATE_RUNNING and requested.run.cancel_requested
     await stub.FinishRun(
-        runs_pb2.FinishRunRequest(
+        execution_pb2.FinishRunRequest(
             run_id=run.id, state=runs_pb2.RUN_STATE_CANCELLED, error_code="cancelled", error_message="cancelled: dave"
         )
     )
@@ -133,9 +136,9 @@ async def test_a_watcher_sees_the_cancel_request_then_the_end(stub: Stub) -> Non
 async def test_connect_executor_must_start_with_an_executor_id(stub: Stub, runs_app: RunsApp) -> None:
     not_first = "the first message of ConnectExecutor must be the engine's executor_id"
     cases = [
-        (runs_pb2.ConnectExecutorRequest(delta=runs_pb2.StepDelta(sequence=1, text="hi")), not_first),
+        (execution_pb2.ConnectExecutorRequest(delta=runs_pb2.StepDelta(sequence=1, text="hi")), not_first),
         (None, not_first),  # the stream closed without a message
-        (runs_pb2.ConnectExecutorRequest(executor_id="   "), "executor_id is required and must not be blank"),
+        (execution_pb2.ConnectExecutorRequest(executor_id="   "), "executor_id is required and must not be blank"),
     ]
     for first, expected in cases:
         link = stub.ConnectExecutor()
@@ -149,7 +152,7 @@ async def test_connect_executor_must_start_with_an_executor_id(stub: Stub, runs_
 
 async def test_a_delta_sent_by_the_engine_reaches_a_watcher(stub: Stub, runs_app: RunsApp) -> None:
     run = await stub.CreateRun(create_request())
-    await stub.AppendSteps(runs_pb2.AppendStepsRequest(run_id=run.id, steps=[thought("1")]))
+    await stub.AppendSteps(execution_pb2.AppendStepsRequest(run_id=run.id, steps=[thought("1")]))
     link = await open_link(stub, runs_app)
     call = stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id))
     events = aiter(call)
@@ -160,7 +163,7 @@ async def test_a_delta_sent_by_the_engine_reaches_a_watcher(stub: Stub, runs_app
         runs_pb2.StepDelta(run_id=run.id, sequence=2, text="Hel"),
         runs_pb2.StepDelta(run_id=run.id, sequence=3, tool_call=tool),
     ):
-        await link.write(runs_pb2.ConnectExecutorRequest(delta=delta))
+        await link.write(execution_pb2.ConnectExecutorRequest(delta=delta))
     text = await next_event(events)
     assert text.delta == runs_pb2.StepDelta(run_id=run.id, sequence=2, text="Hel")
     assert (await next_event(events)).delta == runs_pb2.StepDelta(run_id=run.id, sequence=3, tool_call=tool)
@@ -180,7 +183,7 @@ async def test_deltas_sent_together_reach_a_watcher_in_order(stub: Stub, runs_ap
     assert (await next_event(events)).WhichOneof("event") == "run"
     sent = [runs_pb2.StepDelta(run_id=run.id, sequence=1, text="Hel"),
             runs_pb2.StepDelta(run_id=run.id, sequence=2, text="lo")]
-    await link.write(runs_pb2.ConnectExecutorRequest(deltas=runs_pb2.StepDeltas(deltas=sent)))
+    await link.write(execution_pb2.ConnectExecutorRequest(deltas=execution_pb2.StepDeltas(deltas=sent)))
     assert [(await next_event(events)).delta for _ in sent] == sent
     await link.done_writing()
 
@@ -188,17 +191,17 @@ async def test_deltas_sent_together_reach_a_watcher_in_order(stub: Stub, runs_ap
 async def test_appends_and_finishes_over_the_link_answer_as_the_unary_calls_do(stub: Stub, runs_app: RunsApp) -> None:
     run = await stub.CreateRun(create_request())
     link = await open_link(stub, runs_app)
-    finish = runs_pb2.FinishRunRequest(run_id=run.id, state=runs_pb2.RUN_STATE_COMPLETED)
+    finish = execution_pb2.FinishRunRequest(run_id=run.id, state=runs_pb2.RUN_STATE_COMPLETED)
     calls = [
-        runs_pb2.ExecutorCall(call_id=1, append_steps=runs_pb2.AppendStepsRequest(
+        execution_pb2.ExecutorCall(call_id=1, append_steps=execution_pb2.AppendStepsRequest(
             run_id=run.id, steps=[thought("a", 1), thought("b", 2)])),
-        runs_pb2.ExecutorCall(call_id=2, append_steps=runs_pb2.AppendStepsRequest(
+        execution_pb2.ExecutorCall(call_id=2, append_steps=execution_pb2.AppendStepsRequest(
             run_id=run.id, steps=[thought("other", 1)])),  # step 1 again, with other content
-        runs_pb2.ExecutorCall(call_id=3, finish_run=runs_pb2.FinishRunRequest(run_id=run.id)),  # no state
-        runs_pb2.ExecutorCall(call_id=4),  # no request
+        execution_pb2.ExecutorCall(call_id=3, finish_run=execution_pb2.FinishRunRequest(run_id=run.id)),  # no state
+        execution_pb2.ExecutorCall(call_id=4),  # no request
     ]
     for call in calls:
-        await link.write(runs_pb2.ConnectExecutorRequest(call=call))
+        await link.write(execution_pb2.ConnectExecutorRequest(call=call))
     results = {}
     for _ in calls:
         result = (await asyncio.wait_for(link.read(), PROMPTLY)).call_result
@@ -210,7 +213,8 @@ async def test_appends_and_finishes_over_the_link_answer_as_the_unary_calls_do(s
     assert "state is required" in results[3].error.message
     assert results[4].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
-    await link.write(runs_pb2.ConnectExecutorRequest(call=runs_pb2.ExecutorCall(call_id=5, finish_run=finish)))
+    call = execution_pb2.ExecutorCall(call_id=5, finish_run=finish)
+    await link.write(execution_pb2.ConnectExecutorRequest(call=call))
     finished = (await asyncio.wait_for(link.read(), PROMPTLY)).call_result
     assert finished.call_id == 5 and finished.finish_run.state == runs_pb2.RUN_STATE_COMPLETED
     stored = await stub.GetRun(runs_pb2.GetRunRequest(run_id=run.id))
@@ -219,12 +223,12 @@ async def test_appends_and_finishes_over_the_link_answer_as_the_unary_calls_do(s
     # Creates and begins too; a create retried with its request id is answered with the same run.
     create = create_request(request_id="7d8f3a52-2c3e-4f6b-9a51-0d6c2f1e8b47", state=runs_pb2.RUN_STATE_QUEUED)
     for call_id in (6, 7):
-        call = runs_pb2.ExecutorCall(call_id=call_id, create_run=create)
-        await link.write(runs_pb2.ConnectExecutorRequest(call=call))
+        call = execution_pb2.ExecutorCall(call_id=call_id, create_run=create)
+        await link.write(execution_pb2.ConnectExecutorRequest(call=call))
     created = [(await asyncio.wait_for(link.read(), PROMPTLY)).call_result for _ in range(2)]
     assert created[0].create_run.id == created[1].create_run.id != ""
-    begin = runs_pb2.BeginRunRequest(run_id=created[0].create_run.id, executor_id=EXECUTOR)
-    await link.write(runs_pb2.ConnectExecutorRequest(call=runs_pb2.ExecutorCall(call_id=8, begin_run=begin)))
+    begin = execution_pb2.BeginRunRequest(run_id=created[0].create_run.id, executor_id=EXECUTOR)
+    await link.write(execution_pb2.ConnectExecutorRequest(call=execution_pb2.ExecutorCall(call_id=8, begin_run=begin)))
     begun = (await asyncio.wait_for(link.read(), PROMPTLY)).call_result
     assert begun.call_id == 8 and begun.begin_run.state == runs_pb2.RUN_STATE_RUNNING
     await link.done_writing()
@@ -236,14 +240,14 @@ async def test_appends_and_finishes_over_the_link_answer_as_the_unary_calls_do(s
 async def test_renew_leases_reports_lost_runs(stub: Stub) -> None:
     held = await stub.CreateRun(create_request())
     ended = await stub.CreateRun(create_request())
-    await stub.FinishRun(runs_pb2.FinishRunRequest(run_id=ended.id, state=runs_pb2.RUN_STATE_COMPLETED))
+    await stub.FinishRun(execution_pb2.FinishRunRequest(run_id=ended.id, state=runs_pb2.RUN_STATE_COMPLETED))
     theirs = await stub.CreateRun(create_request(executor_id="engine-2"))
     renewal = await stub.RenewLeases(
-        runs_pb2.RenewLeasesRequest(executor_id=EXECUTOR, run_ids=[held.id, ended.id, theirs.id])
+        execution_pb2.RenewLeasesRequest(executor_id=EXECUTOR, run_ids=[held.id, ended.id, theirs.id])
     )
     assert list(renewal.lost_run_ids) == [ended.id, theirs.id] and not renewal.cancel
     with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await stub.RenewLeases(runs_pb2.RenewLeasesRequest(executor_id=EXECUTOR, run_ids=["not-a-run"]))
+        await stub.RenewLeases(execution_pb2.RenewLeasesRequest(executor_id=EXECUTOR, run_ids=["not-a-run"]))
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -251,14 +255,14 @@ async def test_the_reaper_ends_a_run_whose_engine_stopped_renewing(start_app: St
     app = await start_app(RUNS_REAPER_INTERVAL_SECONDS=0.05)
     async with connect(app) as stub:
         abandoned = await stub.CreateRun(create_request(lease_seconds=1))
-        await stub.AppendSteps(runs_pb2.AppendStepsRequest(run_id=abandoned.id, steps=[thought("working")]))
+        await stub.AppendSteps(execution_pb2.AppendStepsRequest(run_id=abandoned.id, steps=[thought("working")]))
         kept = await stub.CreateRun(create_request(lease_seconds=1))
         watch = aiter(stub.WatchRun(runs_pb2.WatchRunRequest(run_id=abandoned.id, after_sequence=1)))
         assert (await next_event(watch)).run.state == runs_pb2.RUN_STATE_RUNNING
 
         async def renew_kept() -> None:
             while True:
-                await stub.RenewLeases(runs_pb2.RenewLeasesRequest(executor_id=EXECUTOR, run_ids=[kept.id]))
+                await stub.RenewLeases(execution_pb2.RenewLeasesRequest(executor_id=EXECUTOR, run_ids=[kept.id]))
                 await asyncio.sleep(0.3)
 
         renewing = asyncio.create_task(renew_kept())
@@ -298,9 +302,9 @@ async def test_a_link_answers_at_most_so_many_calls_at_once_and_the_rest_in_turn
     runs = [await stub.CreateRun(create_request()) for _ in range(6)]
     link = await open_link(stub, runs_app)
     for call_id, run in enumerate(runs, 1):
-        request = runs_pb2.AppendStepsRequest(run_id=run.id, steps=[thought("x", 1)])
-        call = runs_pb2.ExecutorCall(call_id=call_id, append_steps=request)
-        await link.write(runs_pb2.ConnectExecutorRequest(call=call))
+        request = execution_pb2.AppendStepsRequest(run_id=run.id, steps=[thought("x", 1)])
+        call = execution_pb2.ExecutorCall(call_id=call_id, append_steps=request)
+        await link.write(execution_pb2.ConnectExecutorRequest(call=call))
     answered = {(await asyncio.wait_for(link.read(), PROMPTLY)).call_result.call_id for _ in runs}
     assert answered == set(range(1, 7)) and peak == 2
     assert [(await get_run(run.id)).step_count for run in runs] == [1] * 6

@@ -13,14 +13,13 @@ from typing import Any
 import grpc
 
 from agentplatform.engine.v1 import engine_pb2_grpc
-from agentplatform.runs.v1 import runs_pb2_grpc
-from agentplatform.tools.v1 import tools_pb2_grpc
 from services.engine.app import EngineApp, start_engine
 from services.engine.settings import EngineSettings
 from services.runs.app import RunsApp, start_runs
 from services.runs.settings import RunsSettings
 from services.tools.app import ToolsApp, start_tools
 from services.tools.settings import ToolsSettings
+from tests.support.stubs import runs_stubs, tools_stubs
 
 
 def runs_settings(tmp_path: Path, **overrides: Any) -> RunsSettings:
@@ -59,8 +58,9 @@ class Platform:
     runs: RunsApp
     tools: ToolsApp
     engine: EngineApp
-    runs_stub: runs_pb2_grpc.RunServiceStub
-    tools_stub: tools_pb2_grpc.ToolServiceStub
+    #: The public and internal APIs of runs and of tools (tests.support.stubs).
+    runs_stub: Any
+    tools_stub: Any
     engine_stub: engine_pb2_grpc.AgentServiceStub
 
 
@@ -95,7 +95,7 @@ async def start_platform(
             runs,
             tools,
             engine,
-            runs_pb2_grpc.RunServiceStub(runs_channel),
-            tools_pb2_grpc.ToolServiceStub(tools_channel),
+            runs_stubs(runs_channel),
+            tools_stubs(tools_channel),
             engine_pb2_grpc.AgentServiceStub(engine_channel),
         )

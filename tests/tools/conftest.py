@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from google.protobuf import struct_pb2
 
-from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
+from agentplatform.tools.internal.v1 import execution_pb2 as tool_execution_pb2
 from services.common.database import Database
 from services.tools.app import ToolsApp, start_tools
 from services.tools.base import ToolContext
@@ -19,6 +19,7 @@ from services.tools.executor import ToolExecutor
 from services.tools.registry import ToolRegistry
 from services.tools.settings import BUILTIN_WEB_SEARCH_CORPUS, ToolsSettings
 from services.tools.tool_settings import ToolSettingsStore
+from tests.support.stubs import tools_stubs
 
 SettingsFactory = Callable[..., ToolsSettings]
 
@@ -31,11 +32,11 @@ def write_plugin(folder: Path, file_name: str, source: str) -> Path:
     return path
 
 
-def execute_request(tool_id: str, **arguments: Any) -> tools_pb2.ExecuteToolRequest:
+def execute_request(tool_id: str, **arguments: Any) -> tool_execution_pb2.ExecuteToolRequest:
     """An ExecuteToolRequest with `arguments` as its Struct."""
     struct = struct_pb2.Struct()
     struct.update(arguments)
-    return tools_pb2.ExecuteToolRequest(tool_id=tool_id, arguments=struct)
+    return tool_execution_pb2.ExecuteToolRequest(tool_id=tool_id, arguments=struct)
 
 
 @pytest.fixture
@@ -103,7 +104,8 @@ class RunningTools:
     """A started tools service and a stub connected to it."""
 
     app: ToolsApp
-    stub: tools_pb2_grpc.ToolServiceStub
+    #: ToolService and ToolExecutionService (tests.support.stubs).
+    stub: Any
 
 
 @pytest_asyncio.fixture
@@ -112,7 +114,7 @@ async def service(make_settings: SettingsFactory) -> AsyncIterator[RunningTools]
     app = await start_tools(make_settings())
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
     try:
-        yield RunningTools(app, tools_pb2_grpc.ToolServiceStub(channel))
+        yield RunningTools(app, tools_stubs(channel))
     finally:
         await channel.close()
         await app.stop()

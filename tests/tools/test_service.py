@@ -6,9 +6,11 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2, json_format
 
-from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
+from agentplatform.tools.internal.v1 import execution_pb2 as tool_execution_pb2
+from agentplatform.tools.v1 import tools_pb2
 from services.tools.app import start_tools
 from tests.support.seed import SEED_CALCULATOR_SCHEMA
+from tests.support.stubs import tools_stubs
 from tests.tools.conftest import RunningTools, SettingsFactory, execute_request, write_plugin
 
 
@@ -68,7 +70,7 @@ async def test_execute_structured_result(service: RunningTools) -> None:
     ],
 )
 async def test_execute_errors_have_exact_codes(
-    service: RunningTools, request_: tools_pb2.ExecuteToolRequest, code: grpc.StatusCode, message: str
+    service: RunningTools, request_: tool_execution_pb2.ExecuteToolRequest, code: grpc.StatusCode, message: str
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await service.stub.ExecuteTool(request_)
@@ -97,7 +99,7 @@ async def test_the_disabled_state_survives_a_restart(make_settings: SettingsFact
     first = await start_tools(settings)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
-            stub = tools_pb2_grpc.ToolServiceStub(channel)
+            stub = tools_stubs(channel)
             await stub.UpdateTool(update_request(tools_pb2.Tool(id="web_search", enabled=False), "enabled"))
     finally:
         await first.stop()
@@ -105,7 +107,7 @@ async def test_the_disabled_state_survives_a_restart(make_settings: SettingsFact
     second = await start_tools(settings)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
-            stub = tools_pb2_grpc.ToolServiceStub(channel)
+            stub = tools_stubs(channel)
             tool = await stub.GetTool(tools_pb2.GetToolRequest(tool_id="web_search"))
             assert tool.enabled is False
     finally:
@@ -246,7 +248,7 @@ async def test_a_slow_tool_is_deadline_exceeded(make_settings: SettingsFactory, 
     app = await start_tools(make_settings(TOOLS_TIMEOUT_SECONDS=0.2))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-            stub = tools_pb2_grpc.ToolServiceStub(channel)
+            stub = tools_stubs(channel)
             with pytest.raises(grpc.aio.AioRpcError) as exc:
                 await stub.ExecuteTool(execute_request("slow"))
             assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -29,7 +29,7 @@ RUN_STATE_CANCELLED: RunState
 RUN_STATE_QUEUED: RunState
 
 class Run(_message.Message):
-    __slots__ = ("id", "user_query", "state", "model", "create_time", "complete_time", "error_message", "usage", "metadata", "step_count", "steps", "error_code", "limits", "start_time", "cancel_requested", "executor_id", "user_query_truncated")
+    __slots__ = ("id", "user_query", "state", "model", "create_time", "complete_time", "error_message", "usage", "metadata", "step_count", "steps", "error_code", "limits", "start_time", "cancel_requested", "executor_id", "user_query_truncated", "owner")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class Run(_message.Message):
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
     USER_QUERY_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     id: str
     user_query: str
     state: RunState
@@ -71,7 +72,8 @@ class Run(_message.Message):
     cancel_requested: bool
     executor_id: str
     user_query_truncated: bool
-    def __init__(self, id: _Optional[str] = ..., user_query: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_message: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., step_count: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., error_code: _Optional[str] = ..., limits: _Optional[_Union[RunLimits, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: _Optional[bool] = ..., executor_id: _Optional[str] = ..., user_query_truncated: _Optional[bool] = ...) -> None: ...
+    owner: str
+    def __init__(self, id: _Optional[str] = ..., user_query: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_message: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., step_count: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., error_code: _Optional[str] = ..., limits: _Optional[_Union[RunLimits, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: _Optional[bool] = ..., executor_id: _Optional[str] = ..., user_query_truncated: _Optional[bool] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class RunLimits(_message.Message):
     __slots__ = ("max_model_calls", "max_duration", "max_total_tokens", "max_tool_calls")
@@ -183,35 +185,6 @@ class StepError(_message.Message):
     message: str
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
-class CreateRunRequest(_message.Message):
-    __slots__ = ("user_query", "model", "metadata", "request_id", "state", "limits", "executor_id", "lease_duration", "steps")
-    class MetadataEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
-    USER_QUERY_FIELD_NUMBER: _ClassVar[int]
-    MODEL_FIELD_NUMBER: _ClassVar[int]
-    METADATA_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    STATE_FIELD_NUMBER: _ClassVar[int]
-    LIMITS_FIELD_NUMBER: _ClassVar[int]
-    EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
-    LEASE_DURATION_FIELD_NUMBER: _ClassVar[int]
-    STEPS_FIELD_NUMBER: _ClassVar[int]
-    user_query: str
-    model: str
-    metadata: _containers.ScalarMap[str, str]
-    request_id: str
-    state: RunState
-    limits: RunLimits
-    executor_id: str
-    lease_duration: _duration_pb2.Duration
-    steps: _containers.RepeatedCompositeFieldContainer[Step]
-    def __init__(self, user_query: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., limits: _Optional[_Union[RunLimits, _Mapping]] = ..., executor_id: _Optional[str] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ...) -> None: ...
-
 class GetRunRequest(_message.Message):
     __slots__ = ("run_id",)
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -219,14 +192,16 @@ class GetRunRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "state")
+    __slots__ = ("page_size", "page_token", "state", "all_users")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    ALL_USERS_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     state: RunState
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ...) -> None: ...
+    all_users: bool
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., all_users: _Optional[bool] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
     __slots__ = ("runs", "next_page_token")
@@ -241,32 +216,6 @@ class DeleteRunRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
-
-class AppendStepsRequest(_message.Message):
-    __slots__ = ("run_id", "steps")
-    RUN_ID_FIELD_NUMBER: _ClassVar[int]
-    STEPS_FIELD_NUMBER: _ClassVar[int]
-    run_id: str
-    steps: _containers.RepeatedCompositeFieldContainer[Step]
-    def __init__(self, run_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ...) -> None: ...
-
-class AppendStepsResponse(_message.Message):
-    __slots__ = ("steps",)
-    STEPS_FIELD_NUMBER: _ClassVar[int]
-    steps: _containers.RepeatedCompositeFieldContainer[Step]
-    def __init__(self, steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ...) -> None: ...
-
-class FinishRunRequest(_message.Message):
-    __slots__ = ("run_id", "state", "error_message", "error_code")
-    RUN_ID_FIELD_NUMBER: _ClassVar[int]
-    STATE_FIELD_NUMBER: _ClassVar[int]
-    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
-    run_id: str
-    state: RunState
-    error_message: str
-    error_code: str
-    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., error_message: _Optional[str] = ..., error_code: _Optional[str] = ...) -> None: ...
 
 class WatchRunRequest(_message.Message):
     __slots__ = ("run_id", "after_sequence")
@@ -327,99 +276,3 @@ class CancelRunRequest(_message.Message):
     run_id: str
     reason: str
     def __init__(self, run_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
-
-class BeginRunRequest(_message.Message):
-    __slots__ = ("run_id", "executor_id")
-    RUN_ID_FIELD_NUMBER: _ClassVar[int]
-    EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
-    run_id: str
-    executor_id: str
-    def __init__(self, run_id: _Optional[str] = ..., executor_id: _Optional[str] = ...) -> None: ...
-
-class RenewLeasesRequest(_message.Message):
-    __slots__ = ("executor_id", "run_ids")
-    EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
-    RUN_IDS_FIELD_NUMBER: _ClassVar[int]
-    executor_id: str
-    run_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, executor_id: _Optional[str] = ..., run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
-
-class RenewLeasesResponse(_message.Message):
-    __slots__ = ("lost_run_ids", "cancel")
-    LOST_RUN_IDS_FIELD_NUMBER: _ClassVar[int]
-    CANCEL_FIELD_NUMBER: _ClassVar[int]
-    lost_run_ids: _containers.RepeatedScalarFieldContainer[str]
-    cancel: _containers.RepeatedCompositeFieldContainer[CancelNotice]
-    def __init__(self, lost_run_ids: _Optional[_Iterable[str]] = ..., cancel: _Optional[_Iterable[_Union[CancelNotice, _Mapping]]] = ...) -> None: ...
-
-class CancelNotice(_message.Message):
-    __slots__ = ("run_id", "reason")
-    RUN_ID_FIELD_NUMBER: _ClassVar[int]
-    REASON_FIELD_NUMBER: _ClassVar[int]
-    run_id: str
-    reason: str
-    def __init__(self, run_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
-
-class ConnectExecutorRequest(_message.Message):
-    __slots__ = ("executor_id", "delta", "call", "deltas")
-    EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
-    DELTA_FIELD_NUMBER: _ClassVar[int]
-    CALL_FIELD_NUMBER: _ClassVar[int]
-    DELTAS_FIELD_NUMBER: _ClassVar[int]
-    executor_id: str
-    delta: StepDelta
-    call: ExecutorCall
-    deltas: StepDeltas
-    def __init__(self, executor_id: _Optional[str] = ..., delta: _Optional[_Union[StepDelta, _Mapping]] = ..., call: _Optional[_Union[ExecutorCall, _Mapping]] = ..., deltas: _Optional[_Union[StepDeltas, _Mapping]] = ...) -> None: ...
-
-class StepDeltas(_message.Message):
-    __slots__ = ("deltas",)
-    DELTAS_FIELD_NUMBER: _ClassVar[int]
-    deltas: _containers.RepeatedCompositeFieldContainer[StepDelta]
-    def __init__(self, deltas: _Optional[_Iterable[_Union[StepDelta, _Mapping]]] = ...) -> None: ...
-
-class ExecutorCall(_message.Message):
-    __slots__ = ("call_id", "append_steps", "finish_run", "create_run", "begin_run")
-    CALL_ID_FIELD_NUMBER: _ClassVar[int]
-    APPEND_STEPS_FIELD_NUMBER: _ClassVar[int]
-    FINISH_RUN_FIELD_NUMBER: _ClassVar[int]
-    CREATE_RUN_FIELD_NUMBER: _ClassVar[int]
-    BEGIN_RUN_FIELD_NUMBER: _ClassVar[int]
-    call_id: int
-    append_steps: AppendStepsRequest
-    finish_run: FinishRunRequest
-    create_run: CreateRunRequest
-    begin_run: BeginRunRequest
-    def __init__(self, call_id: _Optional[int] = ..., append_steps: _Optional[_Union[AppendStepsRequest, _Mapping]] = ..., finish_run: _Optional[_Union[FinishRunRequest, _Mapping]] = ..., create_run: _Optional[_Union[CreateRunRequest, _Mapping]] = ..., begin_run: _Optional[_Union[BeginRunRequest, _Mapping]] = ...) -> None: ...
-
-class ExecutorCallResult(_message.Message):
-    __slots__ = ("call_id", "append_steps", "finish_run", "error", "create_run", "begin_run")
-    CALL_ID_FIELD_NUMBER: _ClassVar[int]
-    APPEND_STEPS_FIELD_NUMBER: _ClassVar[int]
-    FINISH_RUN_FIELD_NUMBER: _ClassVar[int]
-    ERROR_FIELD_NUMBER: _ClassVar[int]
-    CREATE_RUN_FIELD_NUMBER: _ClassVar[int]
-    BEGIN_RUN_FIELD_NUMBER: _ClassVar[int]
-    call_id: int
-    append_steps: AppendStepsResponse
-    finish_run: Run
-    error: ExecutorCallError
-    create_run: Run
-    begin_run: Run
-    def __init__(self, call_id: _Optional[int] = ..., append_steps: _Optional[_Union[AppendStepsResponse, _Mapping]] = ..., finish_run: _Optional[_Union[Run, _Mapping]] = ..., error: _Optional[_Union[ExecutorCallError, _Mapping]] = ..., create_run: _Optional[_Union[Run, _Mapping]] = ..., begin_run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
-
-class ExecutorCallError(_message.Message):
-    __slots__ = ("code", "message")
-    CODE_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    code: int
-    message: str
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
-
-class ExecutorNotice(_message.Message):
-    __slots__ = ("cancel", "call_result")
-    CANCEL_FIELD_NUMBER: _ClassVar[int]
-    CALL_RESULT_FIELD_NUMBER: _ClassVar[int]
-    cancel: CancelNotice
-    call_result: ExecutorCallResult
-    def __init__(self, cancel: _Optional[_Union[CancelNotice, _Mapping]] = ..., call_result: _Optional[_Union[ExecutorCallResult, _Mapping]] = ...) -> None: ...

@@ -27,15 +27,23 @@ if _version_not_supported:
 
 
 class RunServiceStub:
-    """RunService stores agent runs and their ordered steps. It is the single source
-    of truth for the "Inspect Runs" page, the meeting point between the engine
-    processes that execute runs and the clients that follow or cancel them, and
-    it fans new steps and live deltas out to watchers.
+    """RunService is the public face of the run store: the "Inspect Runs" page,
+    the clients that follow or cancel runs, and anything else reading runs. It
+    fans new steps and live deltas out to watchers.
 
-    A run's life: CreateRun (QUEUED or RUNNING, under the creating engine's
-    lease) -> BeginRun (QUEUED -> RUNNING) -> AppendSteps ... -> FinishRun
-    (COMPLETED, FAILED or CANCELLED). CancelRun asks for the end from any client.
-    A run whose lease is not renewed in time (its engine died) is ended FAILED
+    Every run belongs to the user who started it. A caller sees only its own
+    runs: another user's run answers NOT_FOUND, exactly as a run that does not
+    exist, and is absent from ListRuns. An admin may read, watch, cancel and
+    delete any run by its id, and lists every user's runs only when asking for
+    them (ListRunsRequest.all_users).
+
+    Runs are written only by the engine processes that execute them, through
+    the internal agentplatform.runs.internal.v1.ExecutionService, which the
+    gateway does not route: nothing a client sends here can change a run's
+    record, except asking for its end (CancelRun) or its deletion.
+
+    A run's life: created QUEUED or RUNNING -> RUNNING -> steps appended ->
+    COMPLETED, FAILED or CANCELLED. A run whose engine died is ended FAILED
     with an `error` step of code "interrupted" by the store itself, so no run is
     left QUEUED or RUNNING for ever.
     """
@@ -46,11 +54,6 @@ class RunServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.CreateRun = channel.unary_unary(
-                '/agentplatform.runs.v1.RunService/CreateRun',
-                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.CreateRunRequest.SerializeToString,
-                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
-                _registered_method=True)
         self.GetRun = channel.unary_unary(
                 '/agentplatform.runs.v1.RunService/GetRun',
                 request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.GetRunRequest.SerializeToString,
@@ -66,16 +69,6 @@ class RunServiceStub:
                 request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteRunRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
-        self.AppendSteps = channel.unary_unary(
-                '/agentplatform.runs.v1.RunService/AppendSteps',
-                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.AppendStepsRequest.SerializeToString,
-                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.AppendStepsResponse.FromString,
-                _registered_method=True)
-        self.FinishRun = channel.unary_unary(
-                '/agentplatform.runs.v1.RunService/FinishRun',
-                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.FinishRunRequest.SerializeToString,
-                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
-                _registered_method=True)
         self.WatchRun = channel.unary_stream(
                 '/agentplatform.runs.v1.RunService/WatchRun',
                 request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.WatchRunRequest.SerializeToString,
@@ -86,45 +79,29 @@ class RunServiceStub:
                 request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
                 _registered_method=True)
-        self.BeginRun = channel.unary_unary(
-                '/agentplatform.runs.v1.RunService/BeginRun',
-                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.BeginRunRequest.SerializeToString,
-                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
-                _registered_method=True)
-        self.RenewLeases = channel.unary_unary(
-                '/agentplatform.runs.v1.RunService/RenewLeases',
-                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.RenewLeasesRequest.SerializeToString,
-                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.RenewLeasesResponse.FromString,
-                _registered_method=True)
-        self.ConnectExecutor = channel.stream_stream(
-                '/agentplatform.runs.v1.RunService/ConnectExecutor',
-                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ConnectExecutorRequest.SerializeToString,
-                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ExecutorNotice.FromString,
-                _registered_method=True)
 
 
 class RunServiceServicer:
-    """RunService stores agent runs and their ordered steps. It is the single source
-    of truth for the "Inspect Runs" page, the meeting point between the engine
-    processes that execute runs and the clients that follow or cancel them, and
-    it fans new steps and live deltas out to watchers.
+    """RunService is the public face of the run store: the "Inspect Runs" page,
+    the clients that follow or cancel runs, and anything else reading runs. It
+    fans new steps and live deltas out to watchers.
 
-    A run's life: CreateRun (QUEUED or RUNNING, under the creating engine's
-    lease) -> BeginRun (QUEUED -> RUNNING) -> AppendSteps ... -> FinishRun
-    (COMPLETED, FAILED or CANCELLED). CancelRun asks for the end from any client.
-    A run whose lease is not renewed in time (its engine died) is ended FAILED
+    Every run belongs to the user who started it. A caller sees only its own
+    runs: another user's run answers NOT_FOUND, exactly as a run that does not
+    exist, and is absent from ListRuns. An admin may read, watch, cancel and
+    delete any run by its id, and lists every user's runs only when asking for
+    them (ListRunsRequest.all_users).
+
+    Runs are written only by the engine processes that execute them, through
+    the internal agentplatform.runs.internal.v1.ExecutionService, which the
+    gateway does not route: nothing a client sends here can change a run's
+    record, except asking for its end (CancelRun) or its deletion.
+
+    A run's life: created QUEUED or RUNNING -> RUNNING -> steps appended ->
+    COMPLETED, FAILED or CANCELLED. A run whose engine died is ended FAILED
     with an `error` step of code "interrupted" by the store itself, so no run is
     left QUEUED or RUNNING for ever.
     """
-
-    def CreateRun(self, request, context):
-        """Creates a run, QUEUED or RUNNING, held under the caller's lease. With a
-        `request_id` (AIP-155) a retried create returns the run the first attempt
-        made instead of making a second one.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
 
     def GetRun(self, request, context):
         """Returns one run with all of its steps in sequence order.
@@ -142,24 +119,6 @@ class RunServiceServicer:
 
     def DeleteRun(self, request, context):
         """Deletes a run and all of its steps.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def AppendSteps(self, request, context):
-        """Appends steps to a RUNNING run. Appends are idempotent per (run, sequence):
-        re-sending a step that is already stored with the same content is a no-op,
-        so a client may retry safely.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def FinishRun(self, request, context):
-        """Moves a QUEUED or RUNNING run to a final state (COMPLETED, FAILED or
-        CANCELLED). Finishing it again the same way returns the run (a retry);
-        finishing a run that ended otherwise answers FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -191,43 +150,9 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def BeginRun(self, request, context):
-        """Moves a QUEUED run to RUNNING when its engine has a free slot for it.
-        Beginning a run that is RUNNING already under the same lease returns it
-        (a retry).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def RenewLeases(self, request, context):
-        """Renews the leases an engine process holds on the runs it executes, and
-        tells it which of them it has lost or should cancel.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ConnectExecutor(self, request_iterator, context):
-        """The engine process's live link to the store: it sends the deltas of the
-        steps its runs are forming, and receives cancel requests for its runs as
-        soon as they are made. It may also make its CreateRun, BeginRun,
-        AppendSteps and FinishRun calls over the link (ExecutorCall), answered in
-        ExecutorCallResult: the same requests and answers, without the cost of a
-        call each. One stream per engine process.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'CreateRun': grpc.unary_unary_rpc_method_handler(
-                    servicer.CreateRun,
-                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.CreateRunRequest.FromString,
-                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
-            ),
             'GetRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRun,
                     request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.GetRunRequest.FromString,
@@ -243,16 +168,6 @@ def add_RunServiceServicer_to_server(servicer, server):
                     request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteRunRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
-            'AppendSteps': grpc.unary_unary_rpc_method_handler(
-                    servicer.AppendSteps,
-                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.AppendStepsRequest.FromString,
-                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.AppendStepsResponse.SerializeToString,
-            ),
-            'FinishRun': grpc.unary_unary_rpc_method_handler(
-                    servicer.FinishRun,
-                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.FinishRunRequest.FromString,
-                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
-            ),
             'WatchRun': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchRun,
                     request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.WatchRunRequest.FromString,
@@ -263,21 +178,6 @@ def add_RunServiceServicer_to_server(servicer, server):
                     request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.CancelRunRequest.FromString,
                     response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
             ),
-            'BeginRun': grpc.unary_unary_rpc_method_handler(
-                    servicer.BeginRun,
-                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.BeginRunRequest.FromString,
-                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
-            ),
-            'RenewLeases': grpc.unary_unary_rpc_method_handler(
-                    servicer.RenewLeases,
-                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.RenewLeasesRequest.FromString,
-                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.RenewLeasesResponse.SerializeToString,
-            ),
-            'ConnectExecutor': grpc.stream_stream_rpc_method_handler(
-                    servicer.ConnectExecutor,
-                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ConnectExecutorRequest.FromString,
-                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ExecutorNotice.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'agentplatform.runs.v1.RunService', rpc_method_handlers)
@@ -287,45 +187,26 @@ def add_RunServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RunService:
-    """RunService stores agent runs and their ordered steps. It is the single source
-    of truth for the "Inspect Runs" page, the meeting point between the engine
-    processes that execute runs and the clients that follow or cancel them, and
-    it fans new steps and live deltas out to watchers.
+    """RunService is the public face of the run store: the "Inspect Runs" page,
+    the clients that follow or cancel runs, and anything else reading runs. It
+    fans new steps and live deltas out to watchers.
 
-    A run's life: CreateRun (QUEUED or RUNNING, under the creating engine's
-    lease) -> BeginRun (QUEUED -> RUNNING) -> AppendSteps ... -> FinishRun
-    (COMPLETED, FAILED or CANCELLED). CancelRun asks for the end from any client.
-    A run whose lease is not renewed in time (its engine died) is ended FAILED
+    Every run belongs to the user who started it. A caller sees only its own
+    runs: another user's run answers NOT_FOUND, exactly as a run that does not
+    exist, and is absent from ListRuns. An admin may read, watch, cancel and
+    delete any run by its id, and lists every user's runs only when asking for
+    them (ListRunsRequest.all_users).
+
+    Runs are written only by the engine processes that execute them, through
+    the internal agentplatform.runs.internal.v1.ExecutionService, which the
+    gateway does not route: nothing a client sends here can change a run's
+    record, except asking for its end (CancelRun) or its deletion.
+
+    A run's life: created QUEUED or RUNNING -> RUNNING -> steps appended ->
+    COMPLETED, FAILED or CANCELLED. A run whose engine died is ended FAILED
     with an `error` step of code "interrupted" by the store itself, so no run is
     left QUEUED or RUNNING for ever.
     """
-
-    @staticmethod
-    def CreateRun(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/agentplatform.runs.v1.RunService/CreateRun',
-            agentplatform_dot_runs_dot_v1_dot_runs__pb2.CreateRunRequest.SerializeToString,
-            agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def GetRun(request,
@@ -409,60 +290,6 @@ class RunService:
             _registered_method=True)
 
     @staticmethod
-    def AppendSteps(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/agentplatform.runs.v1.RunService/AppendSteps',
-            agentplatform_dot_runs_dot_v1_dot_runs__pb2.AppendStepsRequest.SerializeToString,
-            agentplatform_dot_runs_dot_v1_dot_runs__pb2.AppendStepsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def FinishRun(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/agentplatform.runs.v1.RunService/FinishRun',
-            agentplatform_dot_runs_dot_v1_dot_runs__pb2.FinishRunRequest.SerializeToString,
-            agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
     def WatchRun(request,
             target,
             options=(),
@@ -506,87 +333,6 @@ class RunService:
             '/agentplatform.runs.v1.RunService/CancelRun',
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def BeginRun(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/agentplatform.runs.v1.RunService/BeginRun',
-            agentplatform_dot_runs_dot_v1_dot_runs__pb2.BeginRunRequest.SerializeToString,
-            agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RenewLeases(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/agentplatform.runs.v1.RunService/RenewLeases',
-            agentplatform_dot_runs_dot_v1_dot_runs__pb2.RenewLeasesRequest.SerializeToString,
-            agentplatform_dot_runs_dot_v1_dot_runs__pb2.RenewLeasesResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ConnectExecutor(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
-            target,
-            '/agentplatform.runs.v1.RunService/ConnectExecutor',
-            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ConnectExecutorRequest.SerializeToString,
-            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ExecutorNotice.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,6 +1,3 @@
-import datetime
-
-from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
@@ -62,21 +59,3 @@ class UpdateToolRequest(_message.Message):
     tool: Tool
     update_mask: _field_mask_pb2.FieldMask
     def __init__(self, tool: _Optional[_Union[Tool, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
-
-class ExecuteToolRequest(_message.Message):
-    __slots__ = ("tool_id", "arguments")
-    TOOL_ID_FIELD_NUMBER: _ClassVar[int]
-    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
-    tool_id: str
-    arguments: _struct_pb2.Struct
-    def __init__(self, tool_id: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
-
-class ExecuteToolResponse(_message.Message):
-    __slots__ = ("result", "text", "duration")
-    RESULT_FIELD_NUMBER: _ClassVar[int]
-    TEXT_FIELD_NUMBER: _ClassVar[int]
-    DURATION_FIELD_NUMBER: _ClassVar[int]
-    result: _struct_pb2.Value
-    text: str
-    duration: _duration_pb2.Duration
-    def __init__(self, result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., text: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...

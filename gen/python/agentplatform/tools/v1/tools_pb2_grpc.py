@@ -26,9 +26,10 @@ if _version_not_supported:
 
 
 class ToolServiceStub:
-    """ToolService is the registry and executor of the agent's tools: it discovers
-    the tool plugins, keeps their settings (enabled, description override),
-    validates arguments against each tool's JSON schema and runs the tools.
+    """ToolService is the registry of the agent's tools, for the "Manage Tools"
+    page: it lists the tool plugins it discovered and keeps their settings
+    (enabled, description override). The tools are run by the engine, through
+    the internal agentplatform.tools.internal.v1.ToolExecutionService.
     """
 
     def __init__(self, channel):
@@ -52,17 +53,13 @@ class ToolServiceStub:
                 request_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.UpdateToolRequest.SerializeToString,
                 response_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.Tool.FromString,
                 _registered_method=True)
-        self.ExecuteTool = channel.unary_unary(
-                '/agentplatform.tools.v1.ToolService/ExecuteTool',
-                request_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.ExecuteToolRequest.SerializeToString,
-                response_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.ExecuteToolResponse.FromString,
-                _registered_method=True)
 
 
 class ToolServiceServicer:
-    """ToolService is the registry and executor of the agent's tools: it discovers
-    the tool plugins, keeps their settings (enabled, description override),
-    validates arguments against each tool's JSON schema and runs the tools.
+    """ToolService is the registry of the agent's tools, for the "Manage Tools"
+    page: it lists the tool plugins it discovered and keeps their settings
+    (enabled, description override). The tools are run by the engine, through
+    the internal agentplatform.tools.internal.v1.ToolExecutionService.
     """
 
     def ListTools(self, request, context):
@@ -81,17 +78,8 @@ class ToolServiceServicer:
 
     def UpdateTool(self, request, context):
         """Changes a tool's settings. `update_mask` names the fields to change:
-        "enabled" and/or "description".
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ExecuteTool(self, request, context):
-        """Runs an enabled tool with the given arguments. Arguments that do not match
-        the tool's schema answer INVALID_ARGUMENT; a disabled tool answers
-        FAILED_PRECONDITION; a tool that runs past its time limit answers
-        DEADLINE_EXCEEDED.
+        "enabled" and/or "description". Only admins may: anyone else gets
+        PERMISSION_DENIED (a tool's description is what the model reads).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -115,11 +103,6 @@ def add_ToolServiceServicer_to_server(servicer, server):
                     request_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.UpdateToolRequest.FromString,
                     response_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.Tool.SerializeToString,
             ),
-            'ExecuteTool': grpc.unary_unary_rpc_method_handler(
-                    servicer.ExecuteTool,
-                    request_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.ExecuteToolRequest.FromString,
-                    response_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.ExecuteToolResponse.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'agentplatform.tools.v1.ToolService', rpc_method_handlers)
@@ -129,9 +112,10 @@ def add_ToolServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ToolService:
-    """ToolService is the registry and executor of the agent's tools: it discovers
-    the tool plugins, keeps their settings (enabled, description override),
-    validates arguments against each tool's JSON schema and runs the tools.
+    """ToolService is the registry of the agent's tools, for the "Manage Tools"
+    page: it lists the tool plugins it discovered and keeps their settings
+    (enabled, description override). The tools are run by the engine, through
+    the internal agentplatform.tools.internal.v1.ToolExecutionService.
     """
 
     @staticmethod
@@ -205,33 +189,6 @@ class ToolService:
             '/agentplatform.tools.v1.ToolService/UpdateTool',
             agentplatform_dot_tools_dot_v1_dot_tools__pb2.UpdateToolRequest.SerializeToString,
             agentplatform_dot_tools_dot_v1_dot_tools__pb2.Tool.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ExecuteTool(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/agentplatform.tools.v1.ToolService/ExecuteTool',
-            agentplatform_dot_tools_dot_v1_dot_tools__pb2.ExecuteToolRequest.SerializeToString,
-            agentplatform_dot_tools_dot_v1_dot_tools__pb2.ExecuteToolResponse.FromString,
             options,
             channel_credentials,
             insecure,
