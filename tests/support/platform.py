@@ -75,18 +75,27 @@ async def grpc_channel(port: int) -> AsyncIterator[grpc.aio.Channel]:
 
 @asynccontextmanager
 async def start_platform(
-    tmp_path: Path, llm_base_url: str, *, tools_overrides: dict[str, Any] | None = None, **engine_overrides: Any
+    tmp_path: Path,
+    llm_base_url: str,
+    *,
+    tools_overrides: dict[str, Any] | None = None,
+    auth: dict[str, Any] | None = None,
+    **engine_overrides: Any,
 ) -> AsyncIterator[Platform]:
     """Runs, tools and engine servers (engine pointed at `llm_base_url`), stopped and closed on exit.
 
     `engine_overrides` are engine settings (ENGINE_MAX_CONCURRENT_RUNS=1 ...); `tools_overrides` the tools
-    service's (TOOLS_PLUGIN_DIRS ...)."""
+    service's (TOOLS_PLUGIN_DIRS ...); `auth` the settings all three share (AUTH_API_KEYS,
+    PLATFORM_SERVICE_TOKEN ...). Without `auth` the services are in development mode."""
+    shared = auth or {}
     async with AsyncExitStack() as stack:
-        runs = await start_runs(runs_settings(tmp_path))
+        runs = await start_runs(runs_settings(tmp_path, **shared))
         stack.push_async_callback(runs.stop)
-        tools = await start_tools(tools_settings(tmp_path, **(tools_overrides or {})))
+        tools = await start_tools(tools_settings(tmp_path, **shared, **(tools_overrides or {})))
         stack.push_async_callback(tools.stop)
-        engine = await start_engine(engine_settings(runs.port, tools.port, llm_base_url, **engine_overrides))
+        engine = await start_engine(
+            engine_settings(runs.port, tools.port, llm_base_url, **shared, **engine_overrides)
+        )
         stack.push_async_callback(engine.stop)
         runs_channel = await stack.enter_async_context(grpc_channel(runs.port))
         tools_channel = await stack.enter_async_context(grpc_channel(tools.port))
