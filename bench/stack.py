@@ -31,7 +31,7 @@ from services.launcher.process_tree import children_of
 #: launcher runs in the temporary folder, where there is none), so that the defaults are what is measured.
 SETTING_PREFIXES = (
     "LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "ENVOY_", "DEMO_MODEL_", "CORS_",
-    "LOG_LEVEL", "GRPC_GRACE_SECONDS",
+    "LOG_LEVEL", "GRPC_GRACE_SECONDS", "AUTH_", "PLATFORM_",
 )
 #: The stack's processes by the module (or binary) their command line runs.
 PROCESS_MODULES = {
@@ -174,11 +174,10 @@ class Ports:
     engine: int
     model: int
     gateway: int
-    envoy_admin: int
 
     @classmethod
     def free(cls) -> "Ports":
-        return cls(*(free_port() for _ in range(6)))
+        return cls(*(free_port() for _ in range(5)))
 
 
 def stack_environment(workdir: Path, ports: Ports, model_latency: float) -> dict[str, str]:
@@ -191,7 +190,11 @@ def stack_environment(workdir: Path, ports: Ports, model_latency: float) -> dict
         "ENGINE_PORT": str(ports.engine),
         "DEMO_MODEL_PORT": str(ports.model),
         "GATEWAY_PORT": str(ports.gateway),
-        "ENVOY_ADMIN_PORT": str(ports.envoy_admin),
+        # The benchmark measures the platform, not its guards: one user starts every run (development mode's
+        # 'local'), far past the per-user limit, and the burst is above the gateway's global rate limit.
+        "ENGINE_USER_RUNS_PER_SECOND": "0",
+        "GATEWAY_RATE_LIMIT_PER_SECOND": "1000000",
+        "GATEWAY_RATE_LIMIT_BURST": "1000000",
         "DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/runs.db",
         "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/tools.db",
         "TOOLS_WORKSPACE": str(workdir / "workspace"),

@@ -2,10 +2,13 @@
 end-to-end tests share."""
 
 import os
+import secrets
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common.auth import Authenticator
+from services.common.server import check_exposure
 from services.common.settings import load_settings
 from services.demo_model.settings import DemoModelSettings
 from services.engine.settings import EngineSettings
@@ -67,8 +70,13 @@ def build_stack(gateway_config_path: Path) -> Stack:
     """Read every service's settings from the environment, write the Envoy config, and describe the processes
     to start. The demo model is included when LLM_BASE_URL is unset. Each service's own settings class is the
     one source of its defaults (hosts, ports)."""
-    runs, tools = load_settings(RunsSettings), load_settings(ToolsSettings)
-    gateway = load_settings(GatewaySettings)
+    # The secret the platform's processes present to each other (services.common.auth): the one configured, or a
+    # new one for this start, so a stack given API keys needs nothing more to run.
+    shared_env = {"PLATFORM_SERVICE_TOKEN": os.environ.get("PLATFORM_SERVICE_TOKEN") or secrets.token_urlsafe(32)}
+    runs, tools = load_settings(RunsSettings, **shared_env), load_settings(ToolsSettings, **shared_env)
+    gateway = load_settings(GatewaySettings, **shared_env)
+    # Each service refuses an open address without keys; the gateway is the address people reach.
+    check_exposure(Authenticator.from_settings(runs), gateway.host, "the gateway")
     uses_demo_model = not os.environ.get("LLM_BASE_URL", "").strip()
     engine_env: dict[str, str] = {}
     if uses_demo_model:
@@ -91,7 +99,8 @@ def build_stack(gateway_config_path: Path) -> Stack:
 
     def spec(name: str, argv: list[str], env: dict[str, str] | None = None) -> ProcessSpec:
         margin = ENGINE_STOP_MARGIN_SECONDS if name == "engine" else STOP_MARGIN_SECONDS
-        return ProcessSpec(name, argv, env or {}, stop_order=STOP_ORDER[name], stop_timeout=grace + margin)
+        env = shared_env | (env or {})
+        return ProcessSpec(name, argv, env, stop_order=STOP_ORDER[name], stop_timeout=grace + margin)
 
     processes = [
         spec("runs", [python, "-m", "services.runs"]),

@@ -17,7 +17,9 @@ from services.launcher.stack import ProcessSpec, Stack, build_stack
 from tests.conftest import free_port
 
 STARTUP_TIMEOUT = 60.0
-SETTING_PREFIXES = ("LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "DEMO_MODEL_", "CORS_")
+SETTING_PREFIXES = (
+    "LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "DEMO_MODEL_", "CORS_", "AUTH_", "PLATFORM_"
+)
 
 
 def local_origin(port: int) -> str:
@@ -134,7 +136,6 @@ def platform_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         "ENGINE_PORT": str(free_port()),
         "DEMO_MODEL_PORT": str(free_port()),
         "GATEWAY_PORT": str(free_port()),
-        "ENVOY_ADMIN_PORT": str(free_port()),
         "DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/runs.db",
         "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/tools.db",
         "TOOLS_WORKSPACE": str(workdir / "workspace"),
