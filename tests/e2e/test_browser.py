@@ -12,6 +12,7 @@ are missing, unless REQUIRE_BROWSER=1 (CI sets it).
 """
 
 import functools
+import hashlib
 import json
 import os
 import queue
@@ -56,11 +57,19 @@ DRIVER_TIMEOUT = 30.0
 TOOL_SWITCH_SECONDS = 8.0
 UNKNOWN_RUN_ID = "00000000-0000-4000-8000-000000000000"
 
-#: Two users' API keys, for the tests that wait for API keys (issue 7: identity). The stack must be started
-#: with these keys configured (for users "alice" and "bob", role user) before those tests are switched on.
-ALICE_KEY = "browser-test-key-alice"
-BOB_KEY = "browser-test-key-bob"
+#: API keys for the tests that wait for identity (issue 7). To switch them on: start the stack with
+#: AUTH_API_KEYS=api_key_entries() and give `Pages` token=ADMIN_KEY (every other scenario then calls as the admin,
+#: which Manage Tools needs), then drop NEEDS_API_KEYS.
+ADMIN_KEY = "apk_browser_test_admin"
+ALICE_KEY = "apk_browser_test_alice"
+BOB_KEY = "apk_browser_test_bob"
 NEEDS_API_KEYS = pytest.mark.skip(reason="needs API keys: issue 7 identity")
+
+
+def api_key_entries() -> str:
+    """AUTH_API_KEYS for the keys above: `user:role:sha256(key)`, comma-separated (services.common.auth)."""
+    users = [("admin", "admin", ADMIN_KEY), ("alice", "user", ALICE_KEY), ("bob", "user", BOB_KEY)]
+    return ",".join(f"{user}:{role}:{hashlib.sha256(key.encode()).hexdigest()}" for user, role, key in users)
 
 PROTOCOLS = [
     pytest.param("grpc-web", id="grpc-web"),
@@ -207,17 +216,20 @@ class Pages:
     allowed_url: str
     disallowed_url: str
     gateway_url: str
+    #: The key every scenario sends unless it passes its own `token` ("" for none); None in development mode.
+    token: str | None = None
 
     def connection(self, protocol: str, token: str | None = None) -> dict[str, Any]:
         """The page's way to the gateway (page.ts's `Connection`): "grpc-web" or "connect", protobuf on the
-        wire unless the name ends in "-json"."""
+        wire unless the name ends in "-json"; `token` as `authorization: Bearer`, "" for none."""
+        token = self.token if token is None else token
         connection: dict[str, Any] = {
             "baseUrl": self.gateway_url,
             "protocol": protocol.removesuffix("-json"),
             "useBinaryFormat": not protocol.endswith("-json"),
             "defaultTimeoutMs": CALL_TIMEOUT_MS,
         }
-        if token is not None:
+        if token:
             connection["token"] = token
         return connection
 
@@ -447,7 +459,7 @@ def test_json_on_the_wire(pages: Pages, protocol: str) -> None:
 @NEEDS_API_KEYS
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_an_unauthenticated_call_is_refused(pages: Pages, protocol: str) -> None:
-    missing = pages.call_error("listRuns", protocol, pageSize=5)
+    missing = pages.call_error("listRuns", protocol, token="", pageSize=5)
     assert missing["code"] == "Unauthenticated", missing
     wrong = pages.call_error("listRuns", protocol, token="not-a-key", pageSize=5)
     assert wrong["code"] == "Unauthenticated", wrong
