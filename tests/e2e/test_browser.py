@@ -443,15 +443,24 @@ def test_a_page_from_a_disallowed_origin_is_refused_by_the_browser(pages: Pages,
 
 # --- JSON on the wire --------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="the services speak protobuf only: JSON needs transcoding at the gateway "
-                   "(issue 7: grpc-web and Connect, binary and JSON); the client sends protobuf by default")
-@pytest.mark.parametrize("protocol", ["grpc-web-json", "connect-json"])
-def test_json_on_the_wire(pages: Pages, protocol: str) -> None:
-    calculator = tool_of(pages.call("getTool", protocol, toolId="calculator"))
-    assert calculator.id == "calculator"
-    events = run_events(pages.call("streamChat", protocol, message=SEED_QUESTION))
-    assert timeline(steps_of(events)) == SEED_TIMELINE
-    assert pages.call_error("getRun", protocol, runId=UNKNOWN_RUN_ID)["code"] == "NotFound"
+JSON_CODECS = ["grpc-web-json", "connect-json"]
+
+
+@pytest.mark.parametrize("protocol", JSON_CODECS)
+def test_json_on_the_wire_is_refused(pages: Pages, protocol: str) -> None:
+    """The services decode binary protobuf only, so the gateway refuses JSON codecs (the client sends protobuf
+    unless told otherwise): a page that asks for JSON gets an error, never a misread call."""
+    refused = pages.call_error("getTool", protocol, toolId="calculator")
+    assert refused["isConnectError"]
+
+
+@pytest.mark.xfail(strict=True, reason="the gateway's 415 refusal of a JSON codec (a direct_response) carries no "
+                   "CORS headers, so the browser hides it: page code sees 'Failed to fetch', as for a network failure")
+@pytest.mark.parametrize("protocol", JSON_CODECS)
+def test_the_refusal_of_json_is_readable_in_the_page(pages: Pages, protocol: str) -> None:
+    refused = pages.call_error("getTool", protocol, toolId="calculator")
+    # Connect-ES names an HTTP error it cannot map by its status ("HTTP 415"); a hidden reply is "Failed to fetch".
+    assert "fetch" not in refused["rawMessage"].lower(), refused
 
 
 # --- Identity (waiting for API keys) ----------------------------------------------------------------------------
