@@ -88,6 +88,11 @@ client-check: node_modules/.installed ## Fail if the checked-in TypeScript clien
 run: install ## Start the platform: services, demo model (when no LLM is configured) and Envoy
 	$(PY) -m services.launcher
 
+.PHONY: api-key
+api-key: $(VENV)/.installed ## Make an API key and its AUTH_API_KEYS entry (USER_ID=alice ROLE=user|admin)
+	@test -n "$(USER_ID)" || { echo "usage: make api-key USER_ID=alice [ROLE=admin]"; exit 2; }
+	@$(PY) -m services.common.auth --user "$(USER_ID)" --role "$(or $(ROLE),user)"
+
 # --- benchmarks ---------------------------------------------------------------
 
 .PHONY: bench

@@ -67,6 +67,7 @@ class RunFactory:
         prompt, completion = 300 + rng.getrandbits(12), 20 + rng.getrandbits(9)
         return {
             "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "owner": f"user-{rng.randint(1, 5000)}",
             "user_query": self.queries[rng.getrandbits(POOL_BITS)],
             "state": state,
             "model": MODELS[int(draw * 100) % len(MODELS)],

@@ -66,6 +66,7 @@ def new_step(sequence: int) -> NewStep:
 def new_run(query: str = "What is 5 + 10, then multiply by 3?") -> NewRun:
     return NewRun(
         user_query=query,
+        owner="bench",
         executor_id=EXECUTOR,
         lease_seconds=LEASE_SECONDS,
         model="demo",

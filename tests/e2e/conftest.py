@@ -87,7 +87,8 @@ def wait_serving(address: str, service: str, deadline: float) -> None:
 
 
 def wait_gateway(running: RunningStack, deadline: float) -> None:
-    """Envoy is up and routes to the tools service (a grpc-web call answers with grpc-status 0)."""
+    """Envoy is up and routes to the tools service: a grpc-web call is answered by the service itself, with
+    grpc-status 0, or 16 (UNAUTHENTICATED) when the stack has API keys and the probe none."""
     while True:
         try:
             response = httpx.post(
@@ -96,7 +97,9 @@ def wait_gateway(running: RunningStack, deadline: float) -> None:
                 headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1"},
                 timeout=2,
             )
-            if response.status_code == 200 and b"grpc-status:0" in response.content:
+            # A refusal comes trailers-only: its status is in the headers rather than in a trailer frame.
+            status = response.headers.get("grpc-status") or (b"grpc-status:0" in response.content and "0")
+            if response.status_code == 200 and status in ("0", "16"):
                 return
         except httpx.HTTPError:
             pass
@@ -125,7 +128,15 @@ def wait_ready(running: RunningStack, names: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def platform_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+def stack_settings() -> dict[str, str]:
+    """Settings a test module adds to its stack's environment (override it in the module, e.g. API keys)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def platform_stack(
+    tmp_path_factory: pytest.TempPathFactory, stack_settings: dict[str, str]
+) -> Iterator[RunningStack]:
     workdir = tmp_path_factory.mktemp("stack")
     # Only this test's settings: none of the developer's own LLM_/DATABASE_URL/... variables leak in.
     env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
@@ -143,6 +154,7 @@ def platform_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         "DEMO_MODEL_CHUNK_DELAY_SECONDS": "0.03",
         # The defaults (the frontend's dev servers) plus the page a real browser loads in test_browser.py.
         "CORS_ALLOWED_ORIGINS": "http://localhost:3000,http://localhost:5173," + local_origin(page_port),
+        **stack_settings,
     }
     stack = build_stack_in(workdir, env)
     running = RunningStack(stack, workdir, env, page_port)

@@ -57,13 +57,11 @@ DRIVER_TIMEOUT = 30.0
 TOOL_SWITCH_SECONDS = 8.0
 UNKNOWN_RUN_ID = "00000000-0000-4000-8000-000000000000"
 
-#: API keys for the tests that wait for identity (issue 7). To switch them on: start the stack with
-#: AUTH_API_KEYS=api_key_entries() and give `Pages` token=ADMIN_KEY (every other scenario then calls as the admin,
-#: which Manage Tools needs), then drop NEEDS_API_KEYS.
+#: This module's stack has API keys: every scenario calls as the admin (Manage Tools needs it) unless it passes
+#: its own key; the identity scenarios use Alice's and Bob's.
 ADMIN_KEY = "apk_browser_test_admin"
 ALICE_KEY = "apk_browser_test_alice"
 BOB_KEY = "apk_browser_test_bob"
-NEEDS_API_KEYS = pytest.mark.skip(reason="needs API keys: issue 7 identity")
 
 
 def api_key_entries() -> str:
@@ -248,6 +246,12 @@ class Pages:
 
 
 @pytest.fixture(scope="module")
+def stack_settings() -> dict[str, str]:
+    """This module's stack runs with API keys, as a deployment reachable from a browser does."""
+    return {"AUTH_API_KEYS": api_key_entries()}
+
+
+@pytest.fixture(scope="module")
 def pages(page_dir: Path, platform_stack: RunningStack) -> Iterator[Pages]:
     """One Chromium for the module, with the app's page open on the origin the gateway allows; the same page
     is also served from an origin it has never heard of, opened by the test that needs it."""
@@ -255,7 +259,7 @@ def pages(page_dir: Path, platform_stack: RunningStack) -> Iterator[Pages]:
         browser = Browser()
         try:
             browser.open("app", allowed)
-            yield Pages(browser, allowed, disallowed, platform_stack.stack.gateway_url)
+            yield Pages(browser, allowed, disallowed, platform_stack.stack.gateway_url, token=ADMIN_KEY)
         finally:
             browser.close()
 
@@ -463,9 +467,8 @@ def test_the_refusal_of_json_is_readable_in_the_page(pages: Pages, protocol: str
     assert "fetch" not in refused["rawMessage"].lower(), refused
 
 
-# --- Identity (waiting for API keys) ----------------------------------------------------------------------------
+# --- Identity ----------------------------------------------------------------------------
 
-@NEEDS_API_KEYS
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_an_unauthenticated_call_is_refused(pages: Pages, protocol: str) -> None:
     missing = pages.call_error("listRuns", protocol, token="", pageSize=5)
@@ -477,7 +480,6 @@ def test_an_unauthenticated_call_is_refused(pages: Pages, protocol: str) -> None
     pages.call("listRuns", protocol, token=ALICE_KEY, pageSize=5)
 
 
-@NEEDS_API_KEYS
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_another_users_run_is_invisible(pages: Pages, protocol: str) -> None:
     chat = pages.call("chat", protocol, token=ALICE_KEY, message=SEED_QUESTION)
