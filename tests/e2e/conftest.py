@@ -127,6 +127,23 @@ def wait_ready(running: RunningStack, names: list[str]) -> None:
         raise TimeoutError(f"stack did not start; logs:\n{logs}") from None
 
 
+def stack_environment(workdir: Path, **settings: str) -> dict[str, str]:
+    """The environment of a stack in `workdir`: only these settings (none of the developer's own LLM_,
+    DATABASE_URL ... variables leak in), free ports, databases and workspace in `workdir`, then `settings`."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
+    return env | {
+        "RUNS_PORT": str(free_port()),
+        "TOOLS_PORT": str(free_port()),
+        "ENGINE_PORT": str(free_port()),
+        "DEMO_MODEL_PORT": str(free_port()),
+        "GATEWAY_PORT": str(free_port()),
+        "DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/runs.db",
+        "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/tools.db",
+        "TOOLS_WORKSPACE": str(workdir / "workspace"),
+        **settings,
+    }
+
+
 @pytest.fixture(scope="module")
 def stack_settings() -> dict[str, str]:
     """Settings a test module adds to its stack's environment (override it in the module, e.g. API keys)."""
@@ -138,24 +155,15 @@ def platform_stack(
     tmp_path_factory: pytest.TempPathFactory, stack_settings: dict[str, str]
 ) -> Iterator[RunningStack]:
     workdir = tmp_path_factory.mktemp("stack")
-    # Only this test's settings: none of the developer's own LLM_/DATABASE_URL/... variables leak in.
-    env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
     page_port = free_port()
-    env |= {
-        "RUNS_PORT": str(free_port()),
-        "TOOLS_PORT": str(free_port()),
-        "ENGINE_PORT": str(free_port()),
-        "DEMO_MODEL_PORT": str(free_port()),
-        "GATEWAY_PORT": str(free_port()),
-        "DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/runs.db",
-        "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/tools.db",
-        "TOOLS_WORKSPACE": str(workdir / "workspace"),
+    env = stack_environment(
+        workdir,
         # A model that takes a moment per streamed piece, like a real one, so steps visibly arrive mid-run.
-        "DEMO_MODEL_CHUNK_DELAY_SECONDS": "0.03",
+        DEMO_MODEL_CHUNK_DELAY_SECONDS="0.03",
         # The defaults (the frontend's dev servers) plus the page a real browser loads in test_browser.py.
-        "CORS_ALLOWED_ORIGINS": "http://localhost:3000,http://localhost:5173," + local_origin(page_port),
+        CORS_ALLOWED_ORIGINS="http://localhost:3000,http://localhost:5173," + local_origin(page_port),
         **stack_settings,
-    }
+    )
     stack = build_stack_in(workdir, env)
     running = RunningStack(stack, workdir, env, page_port)
     try:

@@ -5,7 +5,6 @@ a stalled request writes nothing, and Envoy stopped through its admin interface 
 import asyncio
 import io
 import json
-import os
 import socket
 import threading
 import time
@@ -22,8 +21,7 @@ from agentplatform.runs.v1 import runs_pb2
 from agentplatform.tools.v1 import tools_pb2
 from services.launcher.stack import ADMIN_SOCKET_NAME, Stack
 from services.launcher.supervisor import Supervisor
-from tests.conftest import free_port
-from tests.e2e.conftest import SETTING_PREFIXES, RunningStack, build_stack_in, wait_gateway, wait_ready
+from tests.e2e.conftest import RunningStack, build_stack_in, stack_environment, wait_gateway, wait_ready
 from tests.support import grpc_web
 
 IDLE_TIMEOUT = 3.0
@@ -55,24 +53,15 @@ class SupervisedStack:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupervisedStack]:
     workdir = tmp_path_factory.mktemp("stack")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
-    env.pop("PLATFORM_SERVICE_TOKEN", None)
-    env |= {
-        "RUNS_PORT": str(free_port()),
-        "TOOLS_PORT": str(free_port()),
-        "ENGINE_PORT": str(free_port()),
-        "DEMO_MODEL_PORT": str(free_port()),
-        "GATEWAY_PORT": str(free_port()),
-        "DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/runs.db",
-        "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/tools.db",
-        "TOOLS_WORKSPACE": str(workdir / "workspace"),
-        "DEMO_MODEL_LATENCY_SECONDS": str(MODEL_LATENCY),
-        "GATEWAY_STREAM_IDLE_TIMEOUT_SECONDS": str(IDLE_TIMEOUT),
-        "GATEWAY_REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT),
-        "RUNS_WATCH_HEARTBEAT_SECONDS": "1",
-        "ENGINE_WATCH_HEARTBEAT_SECONDS": "1",
-        "CORS_ALLOWED_ORIGINS": ORIGIN,
-    }
+    env = stack_environment(
+        workdir,
+        DEMO_MODEL_LATENCY_SECONDS=str(MODEL_LATENCY),
+        GATEWAY_STREAM_IDLE_TIMEOUT_SECONDS=str(IDLE_TIMEOUT),
+        GATEWAY_REQUEST_TIMEOUT_SECONDS=str(REQUEST_TIMEOUT),
+        RUNS_WATCH_HEARTBEAT_SECONDS="1",
+        ENGINE_WATCH_HEARTBEAT_SECONDS="1",
+        CORS_ALLOWED_ORIGINS=ORIGIN,
+    )
     stack = build_stack_in(workdir, env)
     output = io.StringIO()
     loop = asyncio.new_event_loop()
