@@ -3,7 +3,8 @@
 - Every call is authenticated (services.common.auth) before its handler runs, and runs as that caller
   (services.common.identity.current_caller). Methods of an internal API (a package `*.internal.*`) are for the
   platform's own services only.
-- A request body that is not the method's protobuf message answers INVALID_ARGUMENT, naming the message.
+- Requests are decoded here, in binary protobuf or, for a call the gateway marks as JSON, the proto3 JSON mapping
+  (services.common.codec); a body that is not the method's message answers INVALID_ARGUMENT, naming the message.
 - Servicers and domain code raise `services.common.errors` exceptions; this interceptor answers them with the
   matching status code and the exception's message. Anything else is a bug: it is logged with its traceback and
   answered INTERNAL, naming the request id to look for in the logs.
@@ -24,6 +25,7 @@ from grpc_status import rpc_status
 
 from services.common import errors
 from services.common.auth import Authenticator
+from services.common.codec import decode, deferred, encoder
 from services.common.identity import set_caller
 from services.common.logs import request_id
 from services.common.status import status_for
@@ -105,40 +107,12 @@ def _authorize(auth: Authenticator, scope: _RpcScope) -> None:
     set_caller(caller)
 
 
-class _Undecodable:
-    """Stands for a request body that is not the method's message (a deserializer may not raise: grpc would
-    answer with the exception's name), so the handler can answer INVALID_ARGUMENT instead."""
-
-    def __init__(self, message_name: str) -> None:
-        self.message_name = message_name
-
-
-def _safe_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    if deserialize is None:
-        return None
-    message_class = getattr(deserialize, "__self__", None)
-    descriptor = getattr(message_class, "DESCRIPTOR", None)
-    name = descriptor.full_name if descriptor is not None else "request"
-
-    def parse(data: bytes) -> Any:
-        try:
-            return deserialize(data)
-        except Exception:
-            return _Undecodable(name)
-
-    return parse
-
-
-def _check_decoded(request: Any) -> None:
-    if isinstance(request, _Undecodable):
-        raise errors.InvalidArgument(f"the request body is not a valid {request.message_name} message (protobuf)")
-
-
 @asynccontextmanager
 async def _rpc(
     auth: Authenticator, method: str, context: grpc.aio.ServicerContext, request: Any, *, streaming: bool
-) -> AsyncIterator[None]:
-    """Around one RPC's handler: request id out, errors mapped to their status, the outcome logged.
+) -> AsyncIterator[Any]:
+    """Around one RPC's handler: request id out, the caller authenticated, the request decoded (what the block
+    gets), errors mapped to their status, the outcome logged.
 
     The request id goes back in the trailing metadata of every RPC, which costs nothing extra (it travels with
     the status). A stream also sends it first, in its initial metadata, so a client has it while the stream
@@ -150,8 +124,7 @@ async def _rpc(
         await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
     try:
         _authorize(auth, scope)
-        _check_decoded(request)
-        yield
+        yield decode(request, scope.metadata)
     except Exception as exc:
         if _is_abort(exc):
             raise
@@ -163,8 +136,8 @@ def _wrap_unary(
     auth: Authenticator, method: str, behavior: Callable[..., Awaitable[Any]]
 ) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async with _rpc(auth, method, context, request, streaming=False):
-            return await behavior(request, context)
+        async with _rpc(auth, method, context, request, streaming=False) as decoded:
+            return await behavior(decoded, context)
 
     return handler
 
@@ -176,8 +149,8 @@ def _wrap_stream(
     request stream's messages are the internal executor link's; an undecodable one ends that stream.)"""
 
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        async with _rpc(auth, method, context, request, streaming=True):
-            async for response in behavior(request, context):
+        async with _rpc(auth, method, context, request, streaming=True) as decoded:
+            async for response in behavior(decoded, context):
                 yield response
 
     return handler
@@ -205,14 +178,14 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(self._auth, method, handler.unary_unary),
-                request_deserializer=_safe_deserializer(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
+                request_deserializer=deferred(handler.request_deserializer),
+                response_serializer=encoder(handler.response_serializer),
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(self._auth, method, handler.unary_stream),
-                request_deserializer=_safe_deserializer(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
+                request_deserializer=deferred(handler.request_deserializer),
+                response_serializer=encoder(handler.response_serializer),
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(

@@ -104,6 +104,10 @@ def render_gateway_config(
         GATEWAY_HOST=settings.host,
         GATEWAY_PORT=settings.port,
         CORS_ORIGINS=json.dumps([{"exact": origin} for origin in settings.cors_allowed_origins]),
+        # The same origins as one RE2 pattern, for the refusals the gateway makes itself (see the template).
+        CORS_ORIGIN_REGEX=json.dumps(
+            "^(" + "|".join(re.escape(origin) for origin in settings.cors_allowed_origins) + ")$"
+        ),
         REQUEST_TIMEOUT=_seconds(settings.request_timeout_seconds),
         STREAM_IDLE_TIMEOUT=_seconds(settings.stream_idle_timeout_seconds),
         MAX_REQUEST_BYTES=settings.max_request_bytes,

@@ -1,6 +1,7 @@
 """The shared server bootstrap: error mapping in the interceptor, request ids, health, reflection, shutdown."""
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import grpc
@@ -11,6 +12,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common import errors
 from services.common.auth import Authenticator
+from services.common.codec import CODEC_KEY
 from services.common.interceptor import REQUEST_ID_KEY
 from services.common.logs import request_id
 from services.common.server import RunningServer, ServiceBinding, start_server
@@ -143,3 +145,24 @@ async def test_graceful_shutdown_reports_not_serving_first(server: tuple[Running
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE))
     assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_a_call_marked_json_speaks_the_proto3_json_mapping_both_ways(channel: grpc.aio.Channel) -> None:
+    """What the gateway does for grpc-web +json and Connect JSON clients: the same method, in JSON."""
+    json_call = ((CODEC_KEY, "json"),)
+    get_run = channel.unary_unary("/agentplatform.runs.v1.RunService/GetRun")
+    answer = await get_run(b'{"runId": "r-1"}', metadata=json_call)
+    assert json.loads(answer) == {"id": "r-1"}
+    watch = channel.unary_stream("/agentplatform.runs.v1.RunService/WatchRun")
+    stream = watch(b'{"runId": "r-2", "afterSequence": "3"}', metadata=json_call)
+    assert json.loads(await anext(aiter(stream))) == {"run": {"id": "r-2"}}
+    # The next call on the same channel, in binary, is not affected.
+    binary = await runs_pb2_grpc.RunServiceStub(channel).GetRun(runs_pb2.GetRunRequest(run_id="r-3"))
+    assert binary.id == "r-3"
+
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await get_run(b'{"runId": 5, "nope": 1}', metadata=json_call)
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (bad.value.details() or "").startswith(
+        "the request body is not a valid agentplatform.runs.v1.GetRunRequest message (JSON)"
+    )

@@ -445,26 +445,43 @@ def test_a_page_from_a_disallowed_origin_is_refused_by_the_browser(pages: Pages,
     assert "calculator" in {tool.id for tool in listed.tools}
 
 
-# --- JSON on the wire --------------------------------------------------------------------------------------------
+# --- JSON on the wire, and the gateway's own refusals ------------------------------------------------------------
 
 JSON_CODECS = ["grpc-web-json", "connect-json"]
 
 
 @pytest.mark.parametrize("protocol", JSON_CODECS)
-def test_json_on_the_wire_is_refused(pages: Pages, protocol: str) -> None:
-    """The services decode binary protobuf only, so the gateway refuses JSON codecs (the client sends protobuf
-    unless told otherwise): a page that asks for JSON gets an error, never a misread call."""
-    refused = pages.call_error("getTool", protocol, toolId="calculator")
-    assert refused["isConnectError"]
+def test_json_on_the_wire_works_too(pages: Pages, protocol: str) -> None:
+    """A page that speaks JSON (grpc-web +json, Connect JSON) gets the same answers: the gateway marks the call and
+    the services speak the proto3 JSON mapping."""
+    tool = parse(pages.call("getTool", protocol, toolId="calculator"), tools_pb2.Tool())
+    assert tool.id == "calculator" and "operation" in tool.parameters["properties"]
+    chat = pages.call("chat", protocol, message=SEED_QUESTION)
+    run = parse(pages.call("getRun", protocol, runId=chat["runId"])["run"], runs_pb2.Run())
+    assert run.state == runs_pb2.RUN_STATE_COMPLETED
+    assert timeline(list(run.steps)) == SEED_TIMELINE
+    missing = pages.call_error("getRun", protocol, runId=UNKNOWN_RUN_ID)
+    assert missing["code"] == "NotFound", missing
 
 
-@pytest.mark.xfail(strict=True, reason="the gateway's 415 refusal of a JSON codec (a direct_response) carries no "
-                   "CORS headers, so the browser hides it: page code sees 'Failed to fetch', as for a network failure")
-@pytest.mark.parametrize("protocol", JSON_CODECS)
-def test_the_refusal_of_json_is_readable_in_the_page(pages: Pages, protocol: str) -> None:
-    refused = pages.call_error("getTool", protocol, toolId="calculator")
-    # Connect-ES names an HTTP error it cannot map by its status ("HTTP 415"); a hidden reply is "Failed to fetch".
-    assert "fetch" not in refused["rawMessage"].lower(), refused
+def test_the_gateways_own_refusals_are_readable_in_the_page(pages: Pages) -> None:
+    """The gateway answers an unknown or internal method, and a GET, itself; a page on an allowed origin can read
+    why (with CORS headers), instead of seeing a failed fetch."""
+    connection = pages.connection("grpc-web")
+    internal = "/agentplatform.runs.internal.v1.ExecutionService/AppendSteps"
+    for path in ("/agentplatform.nope.v1.NoService/Call", internal):
+        answer = pages.browser.call(
+            "app", "gatewayRefusal", connection=connection, path=path, method="POST",
+            contentType="application/grpc-web+proto",
+        )
+        assert "error" not in answer, answer
+        assert (answer["result"]["grpcStatus"], answer["result"]["grpcMessage"]) == (
+            "12", "no such public gRPC method on this gateway"
+        )
+    answer = pages.browser.call(
+        "app", "gatewayRefusal", connection=connection, path="/", method="GET", contentType=""
+    )
+    assert answer["result"]["status"] == 405 and "It expects POST" in answer["result"]["text"]
 
 
 # --- Identity ----------------------------------------------------------------------------

@@ -164,14 +164,47 @@ def test_connect_unary_error_is_a_connect_json_error(platform: SupervisedStack) 
     assert error["code"] == "not_found" and error["message"]
 
 
-def test_json_codecs_are_refused_with_a_reason(platform: SupervisedStack) -> None:
-    # Envoy's bridges pass JSON through as it is (grpc_web does not even recognise application/grpc-web+json), and
-    # grpcio's services decode every message as binary protobuf: refused at the gateway, saying so.
-    method = platform.url("agentplatform.tools.v1.ToolService/ListTools")
-    for content_type in ("application/json", "application/connect+json", "application/grpc-web+json"):
-        response = httpx.post(method, content=b"{}", headers={"content-type": content_type}, timeout=30)
-        assert response.status_code == 415, content_type
-        assert "JSON codecs are not supported" in response.text
+def test_json_codecs_reach_the_services_in_the_proto3_json_mapping(platform: SupervisedStack) -> None:
+    """Connect JSON (unary and streaming) and grpc-web +json: the gateway marks the call, the service speaks JSON."""
+    tool = connect_post(
+        platform, "agentplatform.tools.v1.ToolService/GetTool", b'{"toolId": "calculator"}', "application/json"
+    )
+    assert tool.status_code == 200, tool.text
+    assert tool.headers["content-type"] == "application/json"
+    assert tool.json()["displayName"] == "Calculator"
+
+    missing = connect_post(
+        platform, "agentplatform.runs.v1.RunService/GetRun", b'{"runId": "%s"}' % str(uuid.uuid4()).encode(),
+        "application/json",
+    )
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+    bad = connect_post(platform, "agentplatform.runs.v1.RunService/GetRun", b'{"runId": 7}', "application/json")
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_argument"
+    assert "not a valid agentplatform.runs.v1.GetRunRequest message (JSON)" in bad.json()["message"]
+
+    listing = b'{"pageSize": 1}'
+    runs = connect_post(
+        platform, "agentplatform.runs.v1.RunService/ListRuns",
+        b"\x00" + len(listing).to_bytes(4, "big") + listing, "application/connect+json",
+    )
+    assert runs.status_code == 200, runs.text
+    assert runs.headers["content-type"] == "application/connect+json"
+    (flags, page), (end_flags, end) = envelopes(runs.content)
+    assert flags == 0 and "runs" in json.loads(page)
+    assert end_flags == 0x02 and "error" not in json.loads(end)
+
+    body = b'{"toolId": "calculator"}'
+    web = httpx.post(
+        platform.url("agentplatform.tools.v1.ToolService/GetTool"),
+        content=b"\x00" + len(body).to_bytes(4, "big") + body,
+        headers={"content-type": "application/grpc-web+json", "x-grpc-web": "1"},
+        timeout=30,
+    )
+    assert web.status_code == 200
+    assert web.headers["content-type"] == "application/grpc-web+json"
+    (flags, message), (trailer_flags, trailers) = envelopes(web.content)
+    assert json.loads(message)["id"] == "calculator"
+    assert trailer_flags == 0x80 and b"grpc-status:0" in trailers
 
 
 def test_connect_server_stream(platform: SupervisedStack) -> None:

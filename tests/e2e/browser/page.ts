@@ -215,6 +215,24 @@ const platformTest = {
       return toJson(ToolSchema, tool);
     });
   },
+
+  /** What page code can read of a call the gateway refuses itself (an unknown or internal method, a GET): a
+   * plain fetch, as a hand-written client or a misconfigured one would make. */
+  async gatewayRefusal(args: { connection: Connection; path: string; method: string; contentType: string }) {
+    return attempt(async () => {
+      const response = await fetch(args.connection.baseUrl + args.path, {
+        method: args.method,
+        headers: args.method === "POST" ? { "content-type": args.contentType } : {},
+        body: args.method === "POST" ? new Uint8Array([0, 0, 0, 0, 0]) : undefined,
+      });
+      return {
+        status: response.status,
+        grpcStatus: response.headers.get("grpc-status"),
+        grpcMessage: response.headers.get("grpc-message"),
+        text: await response.text(),
+      };
+    });
+  },
 };
 
 declare global {
