@@ -264,6 +264,38 @@ def test_a_stalled_start_writes_no_run(platform: SupervisedStack) -> None:
     assert run_count() == before
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x00\x00\x00\x00\x05\xff\xff\xff\xff\xff",  # a whole frame that is not the message
+        b"\x00\x00\x00\x00\x64\x0a\x02hi",  # a frame cut short: says 100 bytes, brings 4
+        b"\x0a\x02hi",  # protobuf without the frame around it
+    ],
+    ids=["not-the-message", "truncated-frame", "unframed"],
+)
+def test_a_malformed_body_is_invalid_argument_at_once_and_writes_nothing(
+    platform: SupervisedStack, body: bytes
+) -> None:
+    """grpcio waits for the rest of a truncated message for ever; the gateway answers it instead."""
+    before = len(runs_pb2.ListRunsResponse.FromString(connect_post(
+        platform, "agentplatform.runs.v1.RunService/ListRuns", b"", "application/proto"
+    ).content).runs)
+    response = httpx.post(
+        platform.url("agentplatform.engine.v1.AgentService/StartRun"),
+        content=body,
+        headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1"},
+        timeout=REQUEST_TIMEOUT,
+    )
+    assert response.headers.get("grpc-status") == "3", (response.headers, response.content[:200])
+    message = response.headers.get("grpc-message", "")
+    assert "not a valid agentplatform.engine.v1.StartRunRequest" in message or "not whole gRPC frames" in message
+    assert "Traceback" not in message and "Error" not in message  # no Python internals
+    after = len(runs_pb2.ListRunsResponse.FromString(connect_post(
+        platform, "agentplatform.runs.v1.RunService/ListRuns", b"", "application/proto"
+    ).content).runs)
+    assert after == before
+
+
 def test_envoy_stopped_through_its_admin_comes_back(platform: SupervisedStack) -> None:
     supervisor = platform.supervisor
     pid, starts = supervisor.pid("gateway"), supervisor.starts("gateway")
