@@ -270,8 +270,9 @@ def test_a_stalled_start_writes_no_run(platform: SupervisedStack) -> None:
         b"\x00\x00\x00\x00\x05\xff\xff\xff\xff\xff",  # a whole frame that is not the message
         b"\x00\x00\x00\x00\x64\x0a\x02hi",  # a frame cut short: says 100 bytes, brings 4
         b"\x0a\x02hi",  # protobuf without the frame around it
+        b"\x01\x00\x00\x00\x02\x0a\x00",  # marked compressed, with no compression named
     ],
-    ids=["not-the-message", "truncated-frame", "unframed"],
+    ids=["not-the-message", "truncated-frame", "unframed", "compressed-flag"],
 )
 def test_a_malformed_body_is_invalid_argument_at_once_and_writes_nothing(
     platform: SupervisedStack, body: bytes
