@@ -1,11 +1,15 @@
-"""A run's limits: the one domain type for them, shared by the engine (which enforces them) and the run store
-(which records them), and its one conversion from and to the wire (agentplatform.runs.v1.RunLimits, which
-both services' contracts use). None means "not limited by this field"."""
+"""A run's limits: the one domain type for them, shared by the engine (which enforces them), the run store
+(which records them) and the agents service (whose agents set them), and its one conversion from and to the wire
+(agentplatform.runs.v1.RunLimits, which their contracts use). None means "not limited by this field"."""
 
 from dataclasses import dataclass
 
+from pydantic import Field
+
 from agentplatform.runs.v1 import runs_pb2
+from services.common import errors
 from services.common.protoconv import duration_from_seconds, seconds_from_duration
+from services.common.settings import ServiceSettings
 
 
 @dataclass(frozen=True)
@@ -38,3 +42,39 @@ def limits_to_proto(limits: RunLimits) -> runs_pb2.RunLimits:
     if limits.max_duration_seconds:
         message.max_duration.CopyFrom(duration_from_seconds(limits.max_duration_seconds))
     return message
+
+
+class RunLimitMaximums(ServiceSettings):
+    """The most a run may be allowed: what a request or a saved agent may ask for at most. One set of settings,
+    read by the engine (which runs within them) and the agents service (which refuses an agent beyond them)."""
+
+    max_iterations_limit: int = Field(50, alias="ENGINE_MAX_ITERATIONS_LIMIT", ge=1, le=1000)
+    run_timeout_limit_seconds: float = Field(3600.0, alias="ENGINE_RUN_TIMEOUT_LIMIT_SECONDS", gt=0)
+    max_total_tokens_limit: int = Field(2_000_000, alias="ENGINE_MAX_TOTAL_TOKENS_LIMIT", ge=1)
+    max_tool_calls_limit: int = Field(500, alias="ENGINE_MAX_TOOL_CALLS_LIMIT", ge=1)
+
+    def maximum(self, field: str) -> float:
+        """The maximum of a RunLimits field, by its name."""
+        return {
+            "max_model_calls": self.max_iterations_limit,
+            "max_duration_seconds": self.run_timeout_limit_seconds,
+            "max_total_tokens": self.max_total_tokens_limit,
+            "max_tool_calls": self.max_tool_calls_limit,
+        }[field]
+
+
+def check_within(limits: RunLimits, maximums: RunLimitMaximums, prefix: str = "limits") -> None:
+    """InvalidArgument naming the field (`limits.max_tool_calls`, as on the wire) for a limit that is not
+    positive or above its maximum; None fields pass."""
+    for field in ("max_model_calls", "max_duration_seconds", "max_total_tokens", "max_tool_calls"):
+        value = getattr(limits, field)
+        if value is None:
+            continue
+        name = field.removesuffix("_seconds")
+        unit = " s" if name == "max_duration" else ""
+        if value <= 0:
+            raise errors.InvalidArgument(f"{prefix}.{name} must be positive, or unset for the default")
+        if value > (maximum := maximums.maximum(field)):
+            raise errors.InvalidArgument(
+                f"{prefix}.{name} is {value:g}{unit}; this platform allows at most {maximum:g}{unit}"
+            )

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from services.common import errors
 from services.common.identity import Caller
-from services.common.limits import RunLimits
+from services.common.limits import RunLimits, check_within
 from services.engine.settings import EngineSettings
 
 #: Longest model name accepted as an override (the run store's column width).
@@ -43,30 +43,11 @@ def validate_chat(chat: ChatInput, settings: EngineSettings) -> None:
 
 def resolve_limits(requested: RunLimits, settings: EngineSettings) -> RunLimits:
     """The request's limits with the engine's defaults for those it left unset; InvalidArgument naming the
-    field for one that is not positive or above the engine's maximum."""
-    rules = [
-        ("max_model_calls", requested.max_model_calls, settings.max_iterations, settings.max_iterations_limit),
-        (
-            "max_duration",
-            requested.max_duration_seconds,
-            settings.run_timeout_seconds,
-            settings.run_timeout_limit_seconds,
-        ),
-        ("max_total_tokens", requested.max_total_tokens, settings.max_total_tokens, settings.max_total_tokens_limit),
-        ("max_tool_calls", requested.max_tool_calls, settings.max_tool_calls, settings.max_tool_calls_limit),
-    ]
-    resolved: list[float | int] = []
-    for name, value, default, maximum in rules:
-        if value is None:
-            resolved.append(default)
-            continue
-        if value <= 0:
-            raise errors.InvalidArgument(f"limits.{name} must be positive, or unset for the default ({default})")
-        if value > maximum:
-            unit = " s" if name == "max_duration" else ""
-            raise errors.InvalidArgument(
-                f"limits.{name} is {value:g}{unit}; this engine allows at most {maximum:g}{unit}"
-            )
-        resolved.append(value)
-    model_calls, duration, tokens, tool_calls = resolved
-    return RunLimits(int(model_calls), float(duration), int(tokens), int(tool_calls))
+    field for one that is not positive or above the platform's maximum."""
+    check_within(requested, settings)
+    return RunLimits(
+        max_model_calls=requested.max_model_calls or settings.max_iterations,
+        max_duration_seconds=requested.max_duration_seconds or settings.run_timeout_seconds,
+        max_total_tokens=requested.max_total_tokens or settings.max_total_tokens,
+        max_tool_calls=requested.max_tool_calls or settings.max_tool_calls,
+    )

@@ -3,9 +3,10 @@
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from services.common.auth import AuthSettings
+from services.common.limits import RunLimitMaximums
 
 
-class EngineSettings(AuthSettings):
+class EngineSettings(AuthSettings, RunLimitMaximums):
     host: str = Field("127.0.0.1", alias="ENGINE_HOST")
     port: int = Field(50053, alias="ENGINE_PORT", ge=0, le=65535)
 
@@ -55,15 +56,11 @@ class EngineSettings(AuthSettings):
     #: ends it FAILED "interrupted" when it is back and the lease has run out).
     store_outage_seconds: float = Field(30.0, alias="ENGINE_STORE_OUTAGE_SECONDS", gt=0, le=3600)
 
-    #: Per-run limits: the defaults for a request that sets none, and the most a request may ask for.
+    #: Per-run limits: the defaults for a request that sets none (the most it may ask for: RunLimitMaximums).
     max_iterations: int = Field(10, alias="ENGINE_MAX_ITERATIONS", ge=1, le=100)
-    max_iterations_limit: int = Field(50, alias="ENGINE_MAX_ITERATIONS_LIMIT", ge=1, le=1000)
     run_timeout_seconds: float = Field(600.0, alias="ENGINE_RUN_TIMEOUT_SECONDS", gt=0)
-    run_timeout_limit_seconds: float = Field(3600.0, alias="ENGINE_RUN_TIMEOUT_LIMIT_SECONDS", gt=0)
     max_total_tokens: int = Field(200_000, alias="ENGINE_MAX_TOTAL_TOKENS", ge=1)
-    max_total_tokens_limit: int = Field(2_000_000, alias="ENGINE_MAX_TOTAL_TOKENS_LIMIT", ge=1)
     max_tool_calls: int = Field(50, alias="ENGINE_MAX_TOOL_CALLS", ge=1)
-    max_tool_calls_limit: int = Field(500, alias="ENGINE_MAX_TOOL_CALLS_LIMIT", ge=1)
 
     #: Sent as the first message of every conversation; empty for none.
     system_prompt: str = Field(

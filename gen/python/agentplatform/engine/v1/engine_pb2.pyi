@@ -18,7 +18,7 @@ DISCONNECT_POLICY_CANCEL: DisconnectPolicy
 DISCONNECT_POLICY_CONTINUE: DisconnectPolicy
 
 class StartRunRequest(_message.Message):
-    __slots__ = ("message", "model", "metadata", "request_id", "limits")
+    __slots__ = ("message", "model", "metadata", "request_id", "limits", "agent_id", "agent_revision")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -31,15 +31,19 @@ class StartRunRequest(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_REVISION_FIELD_NUMBER: _ClassVar[int]
     message: str
     model: str
     metadata: _containers.ScalarMap[str, str]
     request_id: str
     limits: _runs_pb2.RunLimits
-    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ...) -> None: ...
+    agent_id: str
+    agent_revision: int
+    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ...) -> None: ...
 
 class StreamChatRequest(_message.Message):
-    __slots__ = ("message", "model", "metadata", "request_id", "limits", "on_disconnect")
+    __slots__ = ("message", "model", "metadata", "request_id", "limits", "on_disconnect", "agent_id", "agent_revision")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -53,16 +57,20 @@ class StreamChatRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     ON_DISCONNECT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_REVISION_FIELD_NUMBER: _ClassVar[int]
     message: str
     model: str
     metadata: _containers.ScalarMap[str, str]
     request_id: str
     limits: _runs_pb2.RunLimits
     on_disconnect: DisconnectPolicy
-    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., on_disconnect: _Optional[_Union[DisconnectPolicy, str]] = ...) -> None: ...
+    agent_id: str
+    agent_revision: int
+    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., on_disconnect: _Optional[_Union[DisconnectPolicy, str]] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
-    __slots__ = ("message", "model", "metadata", "request_id", "limits", "on_disconnect")
+    __slots__ = ("message", "model", "metadata", "request_id", "limits", "on_disconnect", "agent_id", "agent_revision")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -76,13 +84,17 @@ class ChatRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     ON_DISCONNECT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_REVISION_FIELD_NUMBER: _ClassVar[int]
     message: str
     model: str
     metadata: _containers.ScalarMap[str, str]
     request_id: str
     limits: _runs_pb2.RunLimits
     on_disconnect: DisconnectPolicy
-    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., on_disconnect: _Optional[_Union[DisconnectPolicy, str]] = ...) -> None: ...
+    agent_id: str
+    agent_revision: int
+    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., on_disconnect: _Optional[_Union[DisconnectPolicy, str]] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
     __slots__ = ("response", "run_id")
