@@ -57,7 +57,10 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
         registry = ToolRegistry(settings.plugin_dirs)
         registry.refresh()
         context = ToolContext(
-            workspace=settings.workspace.resolve(), web_search_corpus=settings.web_search_corpus.resolve()
+            workspace=settings.workspace.resolve(),
+            web_search_corpus=settings.web_search_corpus.resolve(),
+            workspace_max_bytes=settings.workspace_max_bytes,
+            workspace_max_files=settings.workspace_max_files,
         )
         catalog = ToolCatalog(registry, store)
         executor = ToolExecutor(registry, store, context, settings.timeout_seconds)

@@ -25,6 +25,10 @@ from jsonschema.exceptions import SchemaError
 #: OpenAI's rule for function names; the tool id is the function name.
 TOOL_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
+#: Default quota of the workspace: bytes in its files, and entries (files and folders) in it.
+DEFAULT_WORKSPACE_MAX_BYTES = 100 * 1024 * 1024
+DEFAULT_WORKSPACE_MAX_FILES = 10_000
+
 
 @dataclass(frozen=True)
 class ToolContext:
@@ -34,6 +38,9 @@ class ToolContext:
     workspace: Path
     #: The JSON corpus of the offline web search backend.
     web_search_corpus: Path
+    #: The workspace's quota: bytes in all its files, and files and folders counted together.
+    workspace_max_bytes: int = DEFAULT_WORKSPACE_MAX_BYTES
+    workspace_max_files: int = DEFAULT_WORKSPACE_MAX_FILES
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pydantic_settings import NoDecode
 
 from services.common.auth import AuthSettings
 from services.common.settings import split_commas
+from services.tools.base import DEFAULT_WORKSPACE_MAX_BYTES, DEFAULT_WORKSPACE_MAX_FILES
 
 #: The offline demo corpus shipped with the web_search plugin (the default search backend's data).
 BUILTIN_WEB_SEARCH_CORPUS = Path(__file__).resolve().parent / "plugins" / "web_search_corpus.json"
@@ -27,6 +28,10 @@ class ToolsSettings(AuthSettings):
     )
     #: The only folder file_io may read, write or list.
     workspace: Path = Field(Path("var/workspace"), alias="TOOLS_WORKSPACE")
+    #: The workspace's quota in bytes (all its files together); a write or append past it is refused whole.
+    workspace_max_bytes: int = Field(DEFAULT_WORKSPACE_MAX_BYTES, alias="TOOLS_WORKSPACE_MAX_BYTES", ge=0)
+    #: The workspace's quota in entries: files and folders counted together (folders cost inodes too).
+    workspace_max_files: int = Field(DEFAULT_WORKSPACE_MAX_FILES, alias="TOOLS_WORKSPACE_MAX_FILES", ge=0)
     #: Longest a single tool execution may take.
     timeout_seconds: float = Field(30.0, alias="TOOLS_TIMEOUT_SECONDS", gt=0)
     #: The JSON file ([{title, url, snippet}, ...]) the offline web_search backend searches.
