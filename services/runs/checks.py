@@ -105,6 +105,13 @@ def checked_new_run(run: NewRun, limits: StoreLimits) -> NewRun:
     check_metadata(run.metadata)
     check_executor_id(run.executor_id)
     check_text("owner", run.owner, MAX_USER_ID, required=True)
+    if run.agent_id:
+        try:
+            uuid.UUID(run.agent_id)
+        except ValueError:
+            raise InvalidArgument(f"agent_id {run.agent_id[:100]!r} is not a valid agent id (a UUID)") from None
+    if run.agent_revision < 0 or (run.agent_revision == 0) != (not run.agent_id):
+        raise InvalidArgument("agent_revision must be the revision (1, 2 ...) of agent_id, or 0 with no agent")
     if not MIN_LEASE_SECONDS <= run.lease_seconds <= MAX_LEASE_SECONDS:
         raise InvalidArgument(
             f"lease_duration must be {MIN_LEASE_SECONDS:g} s to {MAX_LEASE_SECONDS:g} s, got {run.lease_seconds:g} s"
@@ -135,7 +142,10 @@ def request_fingerprint(run: NewRun) -> str:
     """What makes two creates "the same request" for AIP-155: everything but the executor, its lease and the
     initial state (which depends on how busy the engine was when each attempt arrived). The owner is part of
     it: one user's request id never finds another user's run."""
-    payload = [run.owner, run.user_query, run.model, sorted(run.metadata.items()), dataclasses.asdict(run.limits)]
+    payload = [
+        run.owner, run.agent_id, run.agent_revision, run.user_query, run.model, sorted(run.metadata.items()),
+        dataclasses.asdict(run.limits),
+    ]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

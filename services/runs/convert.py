@@ -120,6 +120,8 @@ def run_to_proto(record: RunRecord) -> runs_pb2.Run:
         cancel_requested=record.cancel_requested,
         executor_id=record.executor_id,
         owner=record.owner,
+        agent_id=record.agent_id,
+        agent_revision=record.agent_revision,
         steps=[step_to_proto(step) for step in record.steps],
     )
     if record.completed_at is not None:

@@ -67,6 +67,8 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             metadata=dict(request.metadata),
             request_id=request.request_id,
             owner=request.owner,
+            agent_id=request.agent_id,
+            agent_revision=request.agent_revision,
             state=state,
             limits=limits_from_proto(request.limits),
             executor_id=request.executor_id,

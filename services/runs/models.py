@@ -61,6 +61,10 @@ class RunRow(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     #: The id of the user the run belongs to (who started it).
     owner: Mapped[str] = mapped_column(String(200))
+    #: The saved agent the run executes and its revision ("" and 0: the built-in default agent). Not a foreign
+    #: key: agents live in the agents service, and a run keeps its record when its agent is deleted.
+    agent_id: Mapped[str] = mapped_column(String(36), default="")
+    agent_revision: Mapped[int] = mapped_column(BigInteger, default=0)
     user_query: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(200))

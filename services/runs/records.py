@@ -26,6 +26,9 @@ class NewRun:
     lease_seconds: float
     #: The user the run belongs to.
     owner: str = ""
+    #: The saved agent it executes, and the revision ("" and 0: the built-in default agent).
+    agent_id: str = ""
+    agent_revision: int = 0
     model: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     #: Client-chosen idempotency key (AIP-155); "" for none.
@@ -77,6 +80,8 @@ class RunRecord:
     metadata: dict[str, str]
     step_count: int
     owner: str = ""
+    agent_id: str = ""
+    agent_revision: int = 0
     started_at: datetime | None = None
     limits: RunLimits = field(default_factory=RunLimits)
     cancel_requested: bool = False

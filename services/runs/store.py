@@ -148,6 +148,8 @@ def _run_record(row: Values, steps: Sequence[Values] = (), *, query_cut: bool = 
         metadata=dict(row["labels"]),
         step_count=row["step_count"],
         owner=row["owner"],
+        agent_id=row["agent_id"],
+        agent_revision=row["agent_revision"],
         started_at=row["started_at"],
         limits=_limits(row),
         cancel_requested=row["cancel_requested_at"] is not None,
@@ -311,6 +313,8 @@ class RunStore:
         values: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "owner": new.owner,
+            "agent_id": new.agent_id,
+            "agent_revision": new.agent_revision,
             "user_query": new.user_query,
             "state": new.state,
             "model": new.model,

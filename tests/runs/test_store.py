@@ -520,3 +520,16 @@ async def test_a_list_page_is_read_by_index_range_not_by_a_scan(store: RunStore,
         assert any("Index Scan Backward using ix_runs_" in line for line in plan), plan
         assert any("Index Cond" in line and "ROW(created_at" in line for line in plan), plan
         assert not any("Rows Removed by Filter" in line or "Sort" in line for line in plan), plan
+
+
+async def test_a_run_records_the_agent_revision_it_executes(store: RunStore) -> None:
+    agent = "6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f"
+    run = await store.create_run(new_run("q", agent_id=agent, agent_revision=3))
+    got = await store.get_run(run.id)
+    assert (got.agent_id, got.agent_revision) == (agent, 3)
+    default = await store.get_run((await store.create_run(new_run("q"))).id)
+    assert (default.agent_id, default.agent_revision) == ("", 0)
+    with pytest.raises(InvalidArgument, match="agent_revision must be the revision"):
+        await store.create_run(new_run("q", agent_id=agent))
+    with pytest.raises(InvalidArgument, match="agent_id 'nope' is not a valid agent id"):
+        await store.create_run(new_run("q", agent_id="nope", agent_revision=1))
