@@ -1,104 +1,557 @@
-"""file_io: read, write and list text files inside the tools workspace folder (TOOLS_WORKSPACE), and nowhere else.
+"""file_io: read, write, append, list and delete text files inside the tools workspace (TOOLS_WORKSPACE), and
+nowhere else.
 
-Every path is resolved (following symlinks) against the workspace and refused when it lands outside it, so
-"../x", absolute paths and symlinks pointing out of the workspace are all rejected.
+What it guarantees, and how:
+
+* No way out of the workspace. A path is first checked as text: relative, at most 1,024 characters and 255 bytes
+  a name, no NUL, and no ".." that climbs above the workspace. It is then resolved and opened relative to a file
+  descriptor of the workspace, never as a whole path string: with Linux's openat2(RESOLVE_BENEATH |
+  RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS) where the kernel has it, else one openat(O_NOFOLLOW) per name. The
+  kernel refuses a symlink at the moment of the open, so a link is refused whether it was there before or swapped
+  in during the call: there is no gap between a check and the use.
+* Regular files and folders only. Files are opened with O_NONBLOCK (so a FIFO cannot block the call) and checked
+  with fstat; FIFOs, devices, sockets and files with other hard links (which may live outside) are refused.
+* A quota per workspace (ToolContext.workspace_max_bytes and workspace_max_files, files and folders counted
+  together): a write or append that would pass it is refused before anything is written. Writers hold an flock on
+  the workspace folder, so two concurrent writes cannot both squeeze under the quota.
+* Errors name the path as the caller gave it (cut to 100 characters), never the server's folders.
 """
 
 import asyncio
-from pathlib import Path
+import ctypes
+import errno
+import fcntl
+import functools
+import logging
+import os
+import stat
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from services.common.errors import InvalidArgument, NotFound, ResourceExhausted
+from services.common.errors import (
+    DomainError,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from services.tools.base import BaseTool, ToolContext, ToolOutput
+
+log = logging.getLogger(__name__)
 
 #: Largest file read or written (the text goes into the model's context).
 MAX_FILE_BYTES = 1024 * 1024
+#: Longest path accepted, in characters, and longest name in it, in UTF-8 bytes (Linux's NAME_MAX).
+MAX_PATH_CHARS = 1024
+MAX_NAME_BYTES = 255
+#: Most entries one list returns (sorted by name; the rest are counted, not shown).
+MAX_LIST_ENTRIES = 1000
+#: How much of a caller's path an error message repeats.
+SHOWN_PATH_CHARS = 100
+#: How long a write waits for another write to the same workspace before giving up.
+LOCK_WAIT_SECONDS = 5.0
+
+OPERATIONS = ("read", "write", "append", "list", "delete")
+
+#: Opening a folder on the way: no symlink, and nothing that could block.
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: Opening a file: no symlink, no blocking on a FIFO, never becoming a controlling terminal.
+_FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
-def resolve_in_workspace(workspace: Path, relative: str) -> Path:
-    """The absolute path `relative` names inside `workspace`; InvalidArgument when it escapes the workspace."""
-    outside = InvalidArgument(f"path '{relative}' is outside the tools workspace; use a path relative to it")
-    if "\x00" in relative:
-        raise InvalidArgument("path must not contain NUL characters")
-    if Path(relative).is_absolute():
+# --- Paths as text -------------------------------------------------------------------------------------------------
+
+
+def shown(text: str) -> str:
+    """`text` fit for an error message: cut to SHOWN_PATH_CHARS, unprintable characters escaped."""
+    cut = "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text[:SHOWN_PATH_CHARS])
+    return cut + ("…" if len(text) > SHOWN_PATH_CHARS else "")
+
+
+@dataclass(frozen=True)
+class WorkspacePath:
+    """A caller's path, checked as text: the names below the workspace it leads to ("." dropped, ".." applied)."""
+
+    #: The path as the caller gave it, ready for messages (see `shown`).
+    given: str
+    names: tuple[str, ...]
+
+    @property
+    def relative(self) -> str:
+        """The normalised path relative to the workspace ("." for the workspace itself)."""
+        return "/".join(self.names) or "."
+
+
+def parse_path(path: str) -> WorkspacePath:
+    """Check `path` as text and split it into names; InvalidArgument saying what is wrong with it."""
+    given = shown(path)
+    if "\x00" in path:
+        raise InvalidArgument(f"path '{given}' must not contain NUL characters")
+    if len(path) > MAX_PATH_CHARS:
+        raise InvalidArgument(
+            f"path '{given}' is {len(path)} characters long; file_io takes paths of at most {MAX_PATH_CHARS}"
+        )
+    outside = InvalidArgument(f"path '{given}' is outside the tools workspace; use a path relative to it")
+    if path.startswith("/"):
         raise outside
-    # resolve() follows symlinks, so a link inside the workspace that points outside is caught here too.
+    names: list[str] = []
+    for name in path.split("/"):
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if not names:
+                raise outside
+            names.pop()
+            continue
+        try:
+            size = len(name.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidArgument(f"path '{given}' is not valid text (it holds unpaired surrogates)") from None
+        if size > MAX_NAME_BYTES:
+            raise InvalidArgument(
+                f"a name in path '{given}' is {size} bytes long; names may be at most {MAX_NAME_BYTES} bytes (UTF-8)"
+            )
+        names.append(name)
+    return WorkspacePath(given, tuple(names))
+
+
+# --- Opening below a folder without following links ----------------------------------------------------------------
+
+
+class _OpenHow(ctypes.Structure):
+    """Linux's struct open_how (include/uapi/linux/openat2.h)."""
+
+    _fields_: ClassVar = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+#: openat2's number: the same on every Linux architecture (it came after the syscall tables were unified).
+_SYS_OPENAT2 = 437
+_RESOLVE_NO_MAGICLINKS, _RESOLVE_NO_SYMLINKS, _RESOLVE_BENEATH = 0x02, 0x04, 0x08
+
+#: Whether openat2 is used: None until probed on first use, False off Linux. Tests set it to exercise both paths.
+use_openat2: bool | None = None if sys.platform == "linux" else False
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _openat2(dir_fd: int, path: bytes, flags: int, mode: int) -> int:
+    """openat2(dir_fd, path) beneath dir_fd with no symlinks at all; OSError as os.open raises it, without a path."""
+    how = _OpenHow(flags, mode, _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS)
+    for _ in range(10):
+        fd = _libc().syscall(
+            ctypes.c_long(_SYS_OPENAT2),
+            ctypes.c_int(dir_fd),
+            ctypes.c_char_p(path),
+            ctypes.byref(how),
+            ctypes.c_size_t(ctypes.sizeof(how)),
+        )
+        if fd >= 0:
+            return int(fd)
+        code = ctypes.get_errno()
+        # EAGAIN: the kernel saw a concurrent rename it could not rule out; trying again is what the man page says.
+        if code not in (errno.EINTR, errno.EAGAIN):
+            raise OSError(code, os.strerror(code))
+    raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+
+def _openat2_usable(dir_fd: int) -> bool:
+    global use_openat2
+    if use_openat2 is None:
+        try:
+            os.close(_openat2(dir_fd, b".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, 0))
+        except (OSError, AttributeError) as exc:
+            # ENOSYS: a kernel before 5.6; EPERM: a seccomp filter (older container runtimes) that refuses it.
+            if isinstance(exc, OSError) and exc.errno not in (errno.ENOSYS, errno.EPERM):
+                raise
+            use_openat2 = False
+        else:
+            use_openat2 = True
+    return use_openat2
+
+
+def open_beneath(dir_fd: int, names: Sequence[str], flags: int, mode: int = 0o666) -> int:
+    """Open the path made of `names` below the folder `dir_fd`, following no symlink on the way or at the end.
+
+    `names` holds plain names (no "/", "." or ".."), so nothing can climb out; a symlink anywhere is OSError(ELOOP),
+    a missing name FileNotFoundError, a file used as a folder NotADirectoryError.
+    """
+    flags |= os.O_NOFOLLOW | os.O_CLOEXEC
+    if _openat2_usable(dir_fd):
+        path = "/".join(names).encode("utf-8") or b"."
+        return _openat2(dir_fd, path, flags, mode if flags & os.O_CREAT else 0)
+    if not names:
+        return os.open(".", flags, dir_fd=dir_fd)
+    current = dir_fd
     try:
-        resolved = (workspace / relative).resolve()
-    except (OSError, RuntimeError):  # a symlink loop
-        raise InvalidArgument(f"path '{relative}' cannot be resolved (a symlink loop?)") from None
-    if not resolved.is_relative_to(workspace):
-        raise outside
-    return resolved
+        for name in names[:-1]:
+            following = _open_name(current, name, _DIRECTORY_FLAGS, 0)
+            if current != dir_fd:
+                os.close(current)
+            current = following
+        return _open_name(current, names[-1], flags, mode)
+    finally:
+        if current != dir_fd:
+            os.close(current)
 
 
-def _read(workspace: Path, path: str) -> ToolOutput:
-    target = resolve_in_workspace(workspace, path)
-    if not target.exists():
-        raise NotFound(f"file '{path}' not found in the tools workspace; use operation 'list' to see the files")
-    if target.is_dir():
-        raise InvalidArgument(f"path '{path}' is a directory; use operation 'list' to see its entries")
-    with target.open("rb") as handle:
+def _open_name(dir_fd: int, name: str, flags: int, mode: int) -> int:
+    try:
+        return os.open(name, flags, mode, dir_fd=dir_fd)
+    except NotADirectoryError:
+        # O_DIRECTORY | O_NOFOLLOW answers ENOTDIR for a symlink; say ELOOP, as openat2 does, so the message is right.
+        if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP)) from None
+        raise
+
+
+@contextmanager
+def _closing(fd: int) -> Iterator[int]:
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+# --- The workspace: its quota and the lock writers hold -----------------------------------------------------------
+
+
+def workspace_usage(root_fd: int) -> tuple[int, int]:
+    """(bytes in regular files, entries) below the folder `root_fd`, following no symlink.
+
+    Walks depth first holding one descriptor per level (not per pending folder), so a wide tree cannot run out of
+    descriptors and a deep one cannot exhaust Python's recursion.
+    """
+    used_bytes = used_entries = 0
+
+    def scan(fd: int) -> Iterator[str]:
+        nonlocal used_bytes, used_entries
+        folders = []
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+                used_entries += 1
+                if stat.S_ISREG(info.st_mode):
+                    used_bytes += info.st_size
+                elif stat.S_ISDIR(info.st_mode):
+                    folders.append(entry.name)
+        return iter(folders)
+
+    first = os.open(".", _DIRECTORY_FLAGS, dir_fd=root_fd)
+    stack: list[tuple[int, Iterator[str]]] = []
+    try:
+        stack.append((first, scan(first)))
+        while stack:
+            fd, folders = stack[-1]
+            name = next(folders, None)
+            if name is None:
+                os.close(fd)
+                stack.pop()
+                continue
+            try:
+                child = os.open(name, _DIRECTORY_FLAGS, dir_fd=fd)
+            except OSError:
+                continue  # removed or swapped for something else meanwhile: nothing of ours to count
+            stack.append((child, iter(())))  # on the stack before scanning, so it is closed if scanning fails
+            stack[-1] = (child, scan(child))
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+    return used_bytes, used_entries
+
+
+def _check_quota(root_fd: int, context: ToolContext, path: WorkspacePath, added_bytes: int, added_entries: int) -> None:
+    """ResourceExhausted when adding this much would pass the workspace's quota. Shrinking is always allowed."""
+    if added_bytes <= 0 and added_entries <= 0:
+        return
+    used_bytes, used_entries = workspace_usage(root_fd)
+    if added_entries > 0 and used_entries + added_entries > context.workspace_max_files:
+        raise ResourceExhausted(
+            f"writing '{path.given}' would bring the tools workspace to {used_entries + added_entries} files and "
+            f"folders, over its quota of {context.workspace_max_files}; delete some first"
+        )
+    if added_bytes > 0 and used_bytes + added_bytes > context.workspace_max_bytes:
+        raise ResourceExhausted(
+            f"writing '{path.given}' would bring the tools workspace to {used_bytes + added_bytes} bytes, over its "
+            f"quota of {context.workspace_max_bytes} bytes; delete files to make room"
+        )
+
+
+@contextmanager
+def _writer_lock(root_fd: int) -> Iterator[None]:
+    """Hold an exclusive flock on the workspace (each call opens its own descriptor, so threads exclude each other
+    as processes do). Polls rather than blocks, so a stuck holder costs a clear error, not a thread."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            fcntl.flock(root_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise Unavailable("the tools workspace is busy with other writes; try again") from None
+            time.sleep(0.005)
+    try:
+        yield
+    finally:
+        fcntl.flock(root_fd, fcntl.LOCK_UN)
+
+
+# --- Refusals ------------------------------------------------------------------------------------------------------
+
+
+def _link_refused(path: WorkspacePath) -> InvalidArgument:
+    return InvalidArgument(
+        f"path '{path.given}' is or passes through a symbolic link; file_io follows no links, since one could lead "
+        "outside the tools workspace"
+    )
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _require_regular_file(info: os.stat_result, path: WorkspacePath) -> None:
+    """Refuse anything but a regular file with a single name (another hard link may be outside the workspace)."""
+    if stat.S_ISLNK(info.st_mode):
+        raise _link_refused(path)
+    if stat.S_ISDIR(info.st_mode):
+        raise InvalidArgument(f"path '{path.given}' is a directory; use operation 'list' to see its entries")
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidArgument(
+            f"path '{path.given}' is {_kind(info.st_mode)}; file_io handles only regular text files and folders"
+        )
+    if info.st_nlink > 1:
+        raise InvalidArgument(
+            f"file '{path.given}' has other hard links, which may be outside the tools workspace; file_io does not "
+            "use such files"
+        )
+
+
+def _os_refusal(exc: OSError, operation: str, path: WorkspacePath) -> DomainError:
+    """The domain error for an OSError no operation handled itself. Its message holds no server path: only the
+    caller's path and the error's description."""
+    code = exc.errno
+    reason = os.strerror(code) if code else type(exc).__name__
+    given = path.given
+    if code == errno.ELOOP:
+        return _link_refused(path)
+    if code == errno.EXDEV:
+        return InvalidArgument(f"path '{given}' is outside the tools workspace; use a path relative to it")
+    if code == errno.ENOENT:
+        return NotFound(f"'{given}' not found in the tools workspace; use operation 'list' to see the files")
+    if code == errno.ENOTDIR:
+        return InvalidArgument(f"path '{given}' goes through a file as if it were a folder")
+    if code == errno.EISDIR:
+        return InvalidArgument(f"path '{given}' is a directory, not a file")
+    if code == errno.ENXIO:  # opening a FIFO with no reader for writing, or a socket
+        return InvalidArgument(f"path '{given}' is not a regular file; file_io handles only text files and folders")
+    if code in (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL):
+        return InvalidArgument(f"path '{given}' is not a valid file name here ({reason})")
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return ResourceExhausted(f"could not {operation} '{given}': the tools workspace's disk is full ({reason})")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return FailedPrecondition(f"the tools service may not {operation} '{given}' ({reason})")
+    if code in (errno.EAGAIN, errno.EBUSY, errno.EMFILE, errno.ENFILE, errno.ETXTBSY, errno.EINTR):
+        return Unavailable(f"could not {operation} '{given}' just now ({reason}); try again")
+    log.error("file_io could not %s %r", operation, path.relative, exc_info=exc)
+    return Internal(f"file_io could not {operation} '{given}': {reason}")
+
+
+# --- The operations ------------------------------------------------------------------------------------------------
+
+
+def _read_file(root_fd: int, path: WorkspacePath) -> ToolOutput:
+    try:
+        fd = open_beneath(root_fd, path.names, os.O_RDONLY | _FILE_FLAGS)
+    except FileNotFoundError:
+        raise NotFound(
+            f"file '{path.given}' not found in the tools workspace; use operation 'list' to see the files"
+        ) from None
+    with _closing(fd):
+        _require_regular_file(os.fstat(fd), path)
         # One byte past the limit tells "too large" without reading a huge file whole.
-        data = handle.read(MAX_FILE_BYTES + 1)
+        chunks, remaining = [], MAX_FILE_BYTES + 1
+        while remaining and (chunk := os.read(fd, remaining)):
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    data = b"".join(chunks)
     if len(data) > MAX_FILE_BYTES:
-        raise ResourceExhausted(f"file '{path}' is larger than file_io's limit of {MAX_FILE_BYTES} bytes (1 MiB)")
+        raise ResourceExhausted(f"file '{path.given}' is larger than file_io's limit of {MAX_FILE_BYTES} bytes (1 MiB)")
     try:
         content = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidArgument(f"file '{path}' is not UTF-8 text; file_io reads text files only") from None
-    relative = _relative(workspace, target)
-    return ToolOutput({"path": relative, "content": content}, content)
+        raise InvalidArgument(f"file '{path.given}' is not UTF-8 text; file_io reads text files only") from None
+    return ToolOutput({"path": path.relative, "content": content}, content)
 
 
-def _write(workspace: Path, path: str, content: str | None) -> ToolOutput:
-    if content is None:
-        raise InvalidArgument("operation 'write' needs 'content', the text to write")
-    target = resolve_in_workspace(workspace, path)
-    if target.is_dir():
-        raise InvalidArgument(f"path '{path}' is a directory; give the path of a file to write")
+def _open_deepest_folder(root_fd: int, names: Sequence[str]) -> tuple[int, list[str]]:
+    """The deepest folder of `names` that exists (a new descriptor) and the names below it still missing."""
+    try:
+        return open_beneath(root_fd, names, _DIRECTORY_FLAGS), []
+    except FileNotFoundError:
+        pass
+    fd = open_beneath(root_fd, (), _DIRECTORY_FLAGS)
+    for index, name in enumerate(names):
+        try:
+            child = open_beneath(fd, (name,), _DIRECTORY_FLAGS)
+        except FileNotFoundError:
+            return fd, list(names[index:])
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        fd = child
+    return fd, []  # made by someone else meanwhile
+
+
+def _make_folders(fd: int, names: Sequence[str]) -> int:
+    """Create `names` one inside the other below the folder `fd` (which this closes); the deepest one's descriptor."""
+    for name in names:
+        try:
+            try:
+                os.mkdir(name, 0o777, dir_fd=fd)
+            except FileExistsError:
+                pass  # made meanwhile: the open below refuses it unless it is a real folder
+            child = open_beneath(fd, (name,), _DIRECTORY_FLAGS)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        fd = child
+    return fd
+
+
+def _write_file(root_fd: int, context: ToolContext, path: WorkspacePath, content: Any, append: bool) -> ToolOutput:
+    operation = "append" if append else "write"
+    if not isinstance(content, str):
+        raise InvalidArgument(f"operation '{operation}' needs 'content', the text to write")
+    if not path.names:
+        raise InvalidArgument(f"path '{path.given}' is the workspace folder itself; give the path of a file")
     try:
         data = content.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidArgument("content cannot be encoded as UTF-8 (it holds unpaired surrogates)") from None
     if len(data) > MAX_FILE_BYTES:
-        raise ResourceExhausted(
-            f"content is {len(data)} bytes; file_io writes at most {MAX_FILE_BYTES} bytes (1 MiB)"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
-    relative = _relative(workspace, target)
-    return ToolOutput({"path": relative, "bytes_written": len(data)}, f"Wrote {len(data)} bytes to {relative}")
+        raise ResourceExhausted(f"content is {len(data)} bytes; file_io writes at most {MAX_FILE_BYTES} bytes (1 MiB)")
+    name = path.names[-1]
+    with _writer_lock(root_fd):
+        folder, missing = _open_deepest_folder(root_fd, path.names[:-1])
+        try:
+            existing = None
+            if not missing:
+                try:
+                    existing = os.stat(name, dir_fd=folder, follow_symlinks=False)
+                except FileNotFoundError:
+                    pass
+            if existing is not None:
+                if stat.S_ISDIR(existing.st_mode):
+                    raise InvalidArgument(f"path '{path.given}' is a directory; give the path of a file to write")
+                _require_regular_file(existing, path)
+            old_size = existing.st_size if existing is not None else 0
+            new_size = old_size + len(data) if append else len(data)
+            if new_size > MAX_FILE_BYTES:
+                raise ResourceExhausted(
+                    f"appending would make '{path.given}' {new_size} bytes; file_io files hold at most "
+                    f"{MAX_FILE_BYTES} bytes (1 MiB)"
+                )
+            _check_quota(root_fd, context, path, new_size - old_size, len(missing) + (existing is None))
+            folder = _make_folders(folder, missing)
+            flags = os.O_WRONLY | os.O_CREAT | _FILE_FLAGS | (os.O_APPEND if append else 0)
+            with _closing(os.open(name, flags, 0o666, dir_fd=folder)) as fd:
+                # What was opened is what counts: the name may have been swapped since the stat above.
+                _require_regular_file(os.fstat(fd), path)
+                if not append:
+                    os.ftruncate(fd, 0)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+        finally:
+            os.close(folder)
+    verb = "Appended" if append else "Wrote"
+    return ToolOutput(
+        {"path": path.relative, "bytes_written": len(data)}, f"{verb} {len(data)} bytes to {path.relative}"
+    )
 
 
-def _list(workspace: Path, path: str) -> ToolOutput:
-    target = resolve_in_workspace(workspace, path)
-    if not target.exists():
-        raise NotFound(f"directory '{path}' not found in the tools workspace")
-    if not target.is_dir():
-        raise InvalidArgument(f"path '{path}' is a file; use operation 'read' to read it")
+def _list_folder(root_fd: int, path: WorkspacePath) -> ToolOutput:
+    try:
+        fd = open_beneath(root_fd, path.names, _DIRECTORY_FLAGS)
+    except FileNotFoundError:
+        raise NotFound(f"directory '{path.given}' not found in the tools workspace") from None
+    except NotADirectoryError:
+        raise InvalidArgument(f"path '{path.given}' is a file, not a folder; use operation 'read' to read it") from None
     entries: list[dict[str, Any]] = []
-    for child in sorted(target.iterdir(), key=lambda item: item.name):
-        resolved = child.resolve()
-        # A symlink to somewhere outside could not be used anyway; listing it would leak what is there.
-        if not resolved.is_relative_to(workspace) or not resolved.exists():
-            continue
-        is_dir = resolved.is_dir()
-        entries.append(
-            {
-                "name": child.name,
-                "type": "directory" if is_dir else "file",
-                "size": None if is_dir else resolved.stat().st_size,
-            }
-        )
-    relative = _relative(workspace, target)
-    names = [entry["name"] + ("/" if entry["type"] == "directory" else "") for entry in entries]
-    text = "\n".join(names) if names else f"The directory '{relative}' is empty."
-    return ToolOutput({"path": relative, "entries": entries}, text)
+    with _closing(fd), os.scandir(fd) as found:
+        for entry in found:
+            try:
+                entry.name.encode("utf-8")
+                info = entry.stat(follow_symlinks=False)
+            except UnicodeEncodeError:
+                continue  # a name that is not UTF-8 cannot be given back as a path
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            # Only what file_io can use: a symlink is never followed, so what it points at stays unknown.
+            if stat.S_ISDIR(info.st_mode):
+                entries.append({"name": entry.name, "type": "directory", "size": None})
+            elif stat.S_ISREG(info.st_mode):
+                entries.append({"name": entry.name, "type": "file", "size": info.st_size})
+    entries.sort(key=lambda item: item["name"])
+    result: dict[str, Any] = {"path": path.relative, "entries": entries[:MAX_LIST_ENTRIES]}
+    names = [entry["name"] + ("/" if entry["type"] == "directory" else "") for entry in result["entries"]]
+    if len(entries) > MAX_LIST_ENTRIES:
+        result["truncated"] = True
+        names.append(f"… and {len(entries) - MAX_LIST_ENTRIES} more (file_io lists the first {MAX_LIST_ENTRIES})")
+    text = "\n".join(names) if names else f"The directory '{path.relative}' is empty."
+    return ToolOutput(result, text)
 
 
-def _relative(workspace: Path, target: Path) -> str:
-    return target.relative_to(workspace).as_posix() or "."
+def _delete(root_fd: int, path: WorkspacePath) -> ToolOutput:
+    if not path.names:
+        raise InvalidArgument(f"path '{path.given}' is the workspace folder itself, which cannot be deleted")
+    not_found = NotFound(f"'{path.given}' not found in the tools workspace; use operation 'list' to see the files")
+    try:
+        folder = open_beneath(root_fd, path.names[:-1], _DIRECTORY_FLAGS)
+    except FileNotFoundError:
+        raise not_found from None
+    name = path.names[-1]
+    with _closing(folder):
+        try:
+            info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            raise not_found from None
+        # unlinkat and rmdir act on the name itself, never on what a link swapped in meanwhile points at.
+        if stat.S_ISDIR(info.st_mode):
+            try:
+                os.rmdir(name, dir_fd=folder)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise InvalidArgument(f"folder '{path.given}' is not empty; delete what it holds first") from None
+                raise
+            kind = "folder"
+        elif stat.S_ISREG(info.st_mode):
+            os.unlink(name, dir_fd=folder)  # another hard link elsewhere is not touched: fine to delete
+            kind = "file"
+        else:
+            _require_regular_file(info, path)  # raises: a link, FIFO, device or socket
+            raise AssertionError("unreachable")
+    return ToolOutput({"path": path.relative, "deleted": kind}, f"Deleted the {kind} {path.relative}")
 
 
 class FileIOTool(BaseTool):
@@ -107,38 +560,68 @@ class FileIOTool(BaseTool):
     name = "file_io"
     display_name = "File I/O"
     description = (
-        "Reads, writes and lists text files in the agent's workspace folder. Paths are relative to the "
-        "workspace; files are UTF-8 text up to 1 MiB."
+        "Reads, writes, appends to, lists and deletes text files in the agent's workspace folder. Paths are "
+        "relative to the workspace; files are UTF-8 text up to 1 MiB; symbolic links are not followed."
     )
     icon = "IconFile"
     parameters: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
-            "operation": {"type": "string", "enum": ["read", "write", "list"]},
-            "path": {"type": "string", "description": "Path relative to the workspace folder"},
-            "content": {"type": "string", "description": "Text to write (write only)"},
+            "operation": {"type": "string", "enum": list(OPERATIONS)},
+            "path": {
+                "type": "string",
+                "description": f"Path relative to the workspace folder (at most {MAX_PATH_CHARS} characters)",
+            },
+            "content": {"type": "string", "description": "Text to write or append (write and append only)"},
         },
         "required": ["operation"],
         "additionalProperties": False,
     }
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolOutput:
-        """Perform the operation in a worker thread (file system calls block)."""
-        return await asyncio.to_thread(perform, context.workspace, arguments)
+        """Perform the operation in a worker thread (file system calls block, though never for long)."""
+        return await asyncio.to_thread(perform, context, arguments)
 
 
-def perform(workspace: Path, arguments: dict[str, Any]) -> ToolOutput:
-    """Run one file_io operation against `workspace` (created when missing)."""
-    workspace.mkdir(parents=True, exist_ok=True)
-    workspace = workspace.resolve()
+def perform(context: ToolContext, arguments: dict[str, Any]) -> ToolOutput:
+    """Run one file_io operation in `context.workspace` (created when missing). Raises only domain errors."""
     operation = arguments.get("operation")
-    path = arguments.get("path")
-    if operation == "list":
-        return _list(workspace, "." if path is None else path)
-    if operation not in ("read", "write"):
-        raise InvalidArgument(f"unknown operation {operation!r}; use 'read', 'write' or 'list'")
-    if not path:
+    if operation not in OPERATIONS:
+        raise InvalidArgument(
+            f"unknown operation '{shown(str(operation))}'; use 'read', 'write', 'append', 'list' or 'delete'"
+        )
+    raw = arguments.get("path")
+    if raw is None and operation == "list":
+        raw = "."
+    if not raw:
         raise InvalidArgument(f"operation '{operation}' needs 'path', relative to the workspace folder")
-    if operation == "read":
-        return _read(workspace, path)
-    return _write(workspace, path, arguments.get("content"))
+    if not isinstance(raw, str):
+        raise InvalidArgument(f"path must be a string, not {type(raw).__name__}")
+    path = parse_path(raw)
+    root_fd = _open_workspace(context)
+    try:
+        if operation == "read":
+            return _read_file(root_fd, path)
+        if operation in ("write", "append"):
+            return _write_file(root_fd, context, path, arguments.get("content"), append=operation == "append")
+        if operation == "list":
+            return _list_folder(root_fd, path)
+        return _delete(root_fd, path)
+    except OSError as exc:
+        raise _os_refusal(exc, operation, path) from None
+    finally:
+        os.close(root_fd)
+
+
+def _open_workspace(context: ToolContext) -> int:
+    """A descriptor of the workspace folder, created when missing. The workspace itself is the operator's choice,
+    so a link to it is followed; everything below it is not."""
+    try:
+        context.workspace.mkdir(parents=True, exist_ok=True)
+        return os.open(context.workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        log.error("file_io cannot open the tools workspace %s", context.workspace, exc_info=exc)
+        reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+        raise FailedPrecondition(
+            f"the tools workspace folder cannot be used ({reason}); the tools service's log says more"
+        ) from None
