@@ -26,9 +26,10 @@ from services.common.identity import Caller
 from services.common.limits import RunLimits
 from services.common.protoconv import duration_from_seconds, value_from_python
 from services.common.usage import Usage
+from services.engine.agent_profile import AgentProfile
 from services.engine.clients import RunsClient, ToolOutcome, ToolsClient
 from services.engine.failures import RunFailure
-from services.engine.model_client import ModelClient, ModelTurn, RequestedToolCall, ToolCallChunk
+from services.engine.model_client import ModelClient, ModelSampling, ModelTurn, RequestedToolCall, ToolCallChunk
 from services.engine.run_request import ChatInput
 from services.engine.settings import EngineSettings
 
@@ -127,7 +128,7 @@ class AgentLoop:
         self._deltas = deltas
 
     async def execute(
-        self, run: runs_pb2.Run, chat: ChatInput, limits: RunLimits, recorder: StepRecorder
+        self, run: runs_pb2.Run, chat: ChatInput, agent: AgentProfile, limits: RunLimits, recorder: StepRecorder
     ) -> RunOutcome:
         """Execute a RUNNING run to its end and record it; returns how it ended.
 
@@ -142,7 +143,7 @@ class AgentLoop:
                     # The user's request is the run's first step: stored with the run when it was created to
                     # execute at once, recorded here when it waited in the queue.
                     await recorder.record(user_request=runs_pb2.UserRequest(text=chat.message))
-                answer = await self._converse(chat, model, recorder, limits)
+                answer = await self._converse(chat, agent, model, recorder, limits)
         except RunFailure as failure:
             return await self._fail(recorder, failure)
         except TimeoutError:
@@ -171,16 +172,21 @@ class AgentLoop:
         final = await self.end_run(recorder, runs_pb2.RUN_STATE_FAILED, failure.code, str(failure))
         return RunOutcome(final, failure=failure)
 
-    async def _converse(self, chat: ChatInput, model: str, recorder: StepRecorder, limits: RunLimits) -> str:
-        """The model/tool loop proper; returns the agent's answer."""
+    async def _converse(
+        self, chat: ChatInput, agent: AgentProfile, model: str, recorder: StepRecorder, limits: RunLimits
+    ) -> str:
+        """The model/tool loop proper, as `agent`; returns the agent's answer."""
         message, owner = chat.message, chat.owner
         try:
-            tools = await self._tools.enabled_tool_schemas(owner)
+            enabled = await self._tools.enabled_tool_schemas(owner)
         except errors.DomainError as exc:
             raise RunFailure("tools_unavailable", errors.Unavailable(f"could not list the tools: {exc}")) from exc
+        # The agent's tools among those enabled (a tool switched off is off for every agent).
+        tools = [schema for schema in enabled if agent.offers(schema["function"]["name"])]
+        sampling = ModelSampling(agent.temperature, agent.top_p, agent.max_output_tokens)
         messages: list[dict[str, Any]] = []
-        if self._settings.system_prompt:
-            messages.append({"role": "system", "content": self._settings.system_prompt})
+        if system_prompt := agent.instructions or self._settings.system_prompt:
+            messages.append({"role": "system", "content": system_prompt})
         messages.append({"role": "user", "content": message})
 
         usage = Usage()
@@ -195,7 +201,7 @@ class AgentLoop:
                     ),
                 )
             model_calls += 1
-            turn = await self._model_turn(model, messages, tools, recorder)
+            turn = await self._model_turn(model, messages, tools, sampling, recorder)
             usage += turn.usage
             model_call = _model_call_proto(turn)
             if not turn.tool_calls:
@@ -209,14 +215,19 @@ class AgentLoop:
                 await recorder.record_all([thought_step])  # the turn happened; the calls it asks for will not
                 raise failure
             messages.append(_assistant_message(turn))
-            messages.extend(await self._call_tools(thought_step, turn.tool_calls, recorder, owner))
+            messages.extend(await self._call_tools(thought_step, turn.tool_calls, recorder, owner, agent))
 
     async def _model_turn(
-        self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]], recorder: StepRecorder
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        sampling: ModelSampling,
+        recorder: StepRecorder,
     ) -> ModelTurn:
         # The text becomes the next step (a thought or the response); the tool calls the steps after the thought.
         sequence = recorder.next_sequence
-        async for item in self._model.stream_turn(model=model, messages=messages, tools=tools):
+        async for item in self._model.stream_turn(model=model, messages=messages, tools=tools, sampling=sampling):
             if isinstance(item, ModelTurn):
                 return item
             if isinstance(item, ToolCallChunk):
@@ -229,12 +240,21 @@ class AgentLoop:
         raise AssertionError("stream_turn always ends with a ModelTurn")
 
     async def _call_tools(
-        self, thought: runs_pb2.Step, calls: list[RequestedToolCall], recorder: StepRecorder, owner: Caller
+        self,
+        thought: runs_pb2.Step,
+        calls: list[RequestedToolCall],
+        recorder: StepRecorder,
+        owner: Caller,
+        agent: AgentProfile,
     ) -> list[dict[str, Any]]:
         """Record the thought and the calls (in one append, before any tool runs), execute the calls concurrently
         on behalf of the run's `owner`, record each result in the order of the calls; return the tool messages
         for the conversation."""
-        parsed = [parse_tool_arguments(call.arguments) for call in calls]
+        parsed = [
+            parse_tool_arguments(call.arguments) if agent.offers(call.name)
+            else (None, f"tool '{call.name}' is not one of this agent's tools")
+            for call in calls
+        ]
         steps = [thought]
         for call, (params, _) in zip(calls, parsed, strict=True):
             tool_call = runs_pb2.ToolCall(tool_name=call.name, tool_call_id=call.id, raw_arguments=call.arguments)

@@ -13,7 +13,7 @@ from agentplatform.runs.v1 import runs_pb2
 from services.common.auth import Authenticator
 from services.common.server import RunningServer, ServiceBinding, start_server
 from services.engine.agent_loop import AgentLoop
-from services.engine.clients import CHANNEL_OPTIONS, RunsClient, ToolsClient
+from services.engine.clients import CHANNEL_OPTIONS, AgentsClient, RunsClient, ToolsClient
 from services.engine.executor_link import ExecutorLink
 from services.engine.model_client import ModelClient
 from services.engine.scheduler import RunScheduler
@@ -78,6 +78,7 @@ async def start_engine(settings: EngineSettings) -> EngineApp:
     auth = Authenticator.from_settings(settings)
     runs_channel = grpc.aio.insecure_channel(settings.runs_address, options=CHANNEL_OPTIONS)
     tools_channel = grpc.aio.insecure_channel(settings.tools_address, options=CHANNEL_OPTIONS)
+    agents_channel = grpc.aio.insecure_channel(settings.agents_address, options=CHANNEL_OPTIONS)
     model = ModelClient(_model_clients(settings))
     token = settings.service_token.get_secret_value()
     runs = RunsClient(runs_channel, settings.call_timeout_seconds, settings.store_outage_seconds, token)
@@ -94,7 +95,8 @@ async def start_engine(settings: EngineSettings) -> EngineApp:
         scheduler.publish_delta(delta)  # for the StreamChat following it here
 
     loop = AgentLoop(runs, tools, model, settings, send_delta)
-    scheduler = RunScheduler(runs, loop, settings, executor_id)
+    agents = AgentsClient(agents_channel, settings.call_timeout_seconds, token)
+    scheduler = RunScheduler(runs, agents, loop, settings, executor_id)
     link.start(on_cancel=scheduler.cancel)
     scheduler.start_lease_renewals()
 
@@ -105,4 +107,4 @@ async def start_engine(settings: EngineSettings) -> EngineApp:
         settings.port,
         auth,
     )
-    return EngineApp(server, scheduler, link, model, (runs_channel, tools_channel))
+    return EngineApp(server, scheduler, link, model, (runs_channel, tools_channel, agents_channel))

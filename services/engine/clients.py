@@ -15,14 +15,17 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from agentplatform.agents.v1 import agents_pb2, agents_pb2_grpc
 from agentplatform.runs.internal.v1 import execution_pb2, execution_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from agentplatform.tools.internal.v1 import execution_pb2 as tool_execution_pb2
 from agentplatform.tools.internal.v1 import execution_pb2_grpc as tool_execution_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.common.identity import Caller, as_service, on_behalf_of
+from services.common.limits import limits_from_proto
 from services.common.protoconv import dict_from_struct, python_from_value, seconds_from_duration, struct_from_dict
 from services.common.status import error_from_rpc, error_from_status
+from services.engine.agent_profile import AgentProfile
 
 log = logging.getLogger(__name__)
 ResponseT = TypeVar("ResponseT")
@@ -253,4 +256,34 @@ class ToolsClient:
             result=python_from_value(response.result) if response.HasField("result") else None,
             text=response.text,
             duration_seconds=seconds_from_duration(response.duration) if response.HasField("duration") else None,
+        )
+
+
+class AgentsClient:
+    """Reads saved agents from the agents service, on behalf of the caller who asks to run one (so another
+    user's agent is NOT_FOUND here too)."""
+
+    SERVICE = "agents service"
+
+    def __init__(self, channel: grpc.aio.Channel, timeout: float, service_token: str) -> None:
+        self._stub = agents_pb2_grpc.AgentRegistryServiceStub(channel)
+        self._timeout = timeout
+        self._service_token = service_token
+
+    async def profile(self, agent_id: str, revision: int, caller: Caller) -> AgentProfile:
+        """The agent's revision (its latest for 0), as a run executes it."""
+        request = agents_pb2.GetAgentRequest(agent_id=agent_id, revision=revision)
+        metadata = on_behalf_of(caller, self._service_token)
+        agent = await _call(self.SERVICE, self._stub.GetAgent, request, self._timeout, metadata)
+        parameters = agent.model_parameters
+        return AgentProfile(
+            agent_id=agent.id,
+            revision=agent.revision,
+            instructions=agent.instructions,
+            model=agent.model,
+            temperature=parameters.temperature if parameters.HasField("temperature") else None,
+            top_p=parameters.top_p if parameters.HasField("top_p") else None,
+            max_output_tokens=parameters.max_output_tokens if parameters.HasField("max_output_tokens") else None,
+            tools=tuple(agent.tools),
+            limits=limits_from_proto(agent.limits),
         )

@@ -23,6 +23,20 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class ModelSampling:
+    """How a saved agent wants the model to sample; None leaves the endpoint's default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_output_tokens: int | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The chat-completions fields (max_tokens: what OpenAI-compatible servers all accept)."""
+        fields = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_output_tokens}
+        return {name: value for name, value in fields.items() if value is not None}
+
+
+@dataclass(frozen=True)
 class RequestedToolCall:
     """A tool call as the model wrote it; `arguments` is the raw string, which may not be valid JSON."""
 
@@ -137,7 +151,12 @@ class ModelClient:
         return str(self._clients[0].base_url)
 
     async def stream_turn(
-        self, *, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        sampling: "ModelSampling | None" = None,
     ) -> AsyncIterator[str | ToolCallChunk | ModelTurn]:
         """Yield text deltas and tool-call pieces as the model writes them, then the complete ModelTurn last."""
         turn = ModelTurn()
@@ -152,6 +171,8 @@ class ModelClient:
         }
         if tools:
             body["tools"] = tools
+        if sampling is not None:
+            body |= sampling.body()
         try:
             # The SDK's own request path (auth, retries with backoff, errors as openai exceptions), given the body
             # as JSON-ready dicts and reading chunks as dicts: chat.completions.create would walk the whole

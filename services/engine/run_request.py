@@ -19,6 +19,9 @@ class ChatInput:
 
     message: str
     owner: Caller
+    #: The saved agent to run and its revision; "" for the built-in default agent, 0 for its latest revision.
+    agent_id: str = ""
+    agent_revision: int = 0
     model: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
@@ -35,6 +38,8 @@ def validate_chat(chat: ChatInput, settings: EngineSettings) -> None:
             f"message is {len(chat.message)} characters long; the limit is {settings.max_message_chars} "
             "(ENGINE_MAX_MESSAGE_CHARS)"
         )
+    if chat.agent_revision < 0 or (chat.agent_revision and not chat.agent_id):
+        raise errors.InvalidArgument("agent_revision must be 0 (the latest) or a revision of agent_id (1, 2 ...)")
     if len(chat.model) > MAX_MODEL_NAME or (chat.model and not chat.model.strip()):
         raise errors.InvalidArgument(
             f"model must be empty (the default) or a model name of at most {MAX_MODEL_NAME} characters"

@@ -28,7 +28,8 @@ from services.common import errors
 from services.common.limits import RunLimits, limits_to_proto
 from services.common.protoconv import duration_from_seconds
 from services.engine.agent_loop import AgentLoop, RunOutcome, StepRecorder
-from services.engine.clients import RunsClient
+from services.engine.agent_profile import DEFAULT_AGENT, AgentProfile, within_agent
+from services.engine.clients import AgentsClient, RunsClient
 from services.engine.failures import RunFailure
 from services.engine.rate_limit import RunRateLimiter
 from services.engine.run_feed import LIVE, FeedFollower, RunFeed
@@ -48,6 +49,8 @@ class _ActiveRun:
     run: runs_pb2.Run
     chat: ChatInput
     limits: RunLimits
+    #: The agent it executes as.
+    agent: AgentProfile
     #: Its events as they happen here, for the StreamChat that started it.
     feed: RunFeed
     #: How many of its steps the store has already (those created with it).
@@ -66,9 +69,12 @@ class _ActiveRun:
 class RunScheduler:
     """The runs this engine process holds, and the slots they execute in."""
 
-    def __init__(self, runs: RunsClient, loop: AgentLoop, settings: EngineSettings, executor_id: str) -> None:
+    def __init__(
+        self, runs: RunsClient, agents: AgentsClient, loop: AgentLoop, settings: EngineSettings, executor_id: str
+    ) -> None:
         self.executor_id = executor_id
         self._runs = runs
+        self._agents = agents
         self._loop = loop
         self._settings = settings
         self._active: dict[str, _ActiveRun] = {}
@@ -104,9 +110,12 @@ class RunScheduler:
         self, chat: ChatInput, cancel_if_abandoned: bool, follow: bool
     ) -> tuple[runs_pb2.Run, FeedFollower | None]:
         validate_chat(chat, self._settings)
-        limits = resolve_limits(chat.limits, self._settings)
         self._rate_limiter.take(chat.owner.user)
-        starting = asyncio.ensure_future(self._start(chat, limits, follow))
+        agent = DEFAULT_AGENT
+        if chat.agent_id:
+            agent = await self._agents.profile(chat.agent_id, chat.agent_revision, chat.owner)
+        limits = resolve_limits(within_agent(chat.limits, agent), self._settings)
+        starting = asyncio.ensure_future(self._start(chat, agent, limits, follow))
         try:
             return await asyncio.shield(starting)
         except asyncio.CancelledError:
@@ -120,7 +129,7 @@ class RunScheduler:
             self.cancel(run.id, "the client that started the run went away before it got the run")
 
     async def _start(
-        self, chat: ChatInput, limits: RunLimits, follow: bool
+        self, chat: ChatInput, agent: AgentProfile, limits: RunLimits, follow: bool
     ) -> tuple[runs_pb2.Run, FeedFollower | None]:
         if self._closing:
             raise errors.Unavailable("this engine is shutting down and takes no new runs; retry")
@@ -136,7 +145,7 @@ class RunScheduler:
         else:
             self._reserved_slots += 1
         try:
-            run = await self._runs.create_run(self._create_request(chat, limits, queued))
+            run = await self._runs.create_run(self._create_request(chat, agent, limits, queued))
         finally:
             if queued:
                 self._reserved_queue -= 1
@@ -146,7 +155,7 @@ class RunScheduler:
         run.ClearField("steps")  # a run is handed out without steps, as WatchRun and GetRun's peers do
         if run.state not in LIVE or run.executor_id != self.executor_id or run.id in self._active:
             return run, None  # a retried request id: the run is the first attempt's, executed there or ended
-        active = _ActiveRun(run, chat, limits, RunFeed(run), recorded=len(created_steps))
+        active = _ActiveRun(run, chat, limits, agent, RunFeed(run), recorded=len(created_steps))
         # Before the run's task exists, so the follower misses nothing of it.
         follower = active.feed.follow() if follow else None
         active.feed.steps_stored(created_steps)
@@ -160,11 +169,16 @@ class RunScheduler:
         log.info("run %s %s (model %s)", run.id, "queued" if queued else "started", run.model)
         return run, follower
 
-    def _create_request(self, chat: ChatInput, limits: RunLimits, queued: bool) -> execution_pb2.CreateRunRequest:
+    def _create_request(
+        self, chat: ChatInput, agent: AgentProfile, limits: RunLimits, queued: bool
+    ) -> execution_pb2.CreateRunRequest:
         return execution_pb2.CreateRunRequest(
             user_query=chat.message,
             owner=chat.owner.user,
-            model=chat.model or self._settings.llm_model,
+            agent_id=agent.agent_id,
+            agent_revision=agent.revision,
+            # The request's model, else the agent's, else the engine's.
+            model=chat.model or agent.model or self._settings.llm_model,
             metadata=chat.metadata,
             # Always an idempotency key: the create is retried when the store is slow or restarting, and without
             # one a retry after a lost answer would create a second run (left to the reaper).
@@ -202,7 +216,7 @@ class RunScheduler:
                 active.begin = asyncio.ensure_future(self._runs.begin_run(run.id, self.executor_id))
                 run = await asyncio.shield(active.begin)
                 active.feed.run_changed(run)
-            return await self._loop.execute(run, active.chat, active.limits, recorder)
+            return await self._loop.execute(run, active.chat, active.agent, active.limits, recorder)
         except asyncio.CancelledError:
             if active.lost:
                 return None  # the store ended or deleted the run; there is nothing to record

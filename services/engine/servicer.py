@@ -33,6 +33,8 @@ def _chat_input(request: StartRequest) -> ChatInput:
     return ChatInput(
         message=request.message,
         owner=current_caller(),
+        agent_id=request.agent_id,
+        agent_revision=request.agent_revision,
         model=request.model,
         metadata=dict(request.metadata),
         request_id=request.request_id,

@@ -13,6 +13,8 @@ class EngineSettings(AuthSettings, RunLimitMaximums):
     #: Where the runs and tools services listen (host:port).
     runs_address: str = Field("127.0.0.1:50051", alias="RUNS_ADDR", min_length=3)
     tools_address: str = Field("127.0.0.1:50052", alias="TOOLS_ADDR", min_length=3)
+    #: The agents service, asked for a saved agent when a run names one.
+    agents_address: str = Field("127.0.0.1:50054", alias="AGENTS_ADDR", min_length=3)
     #: Deadline of each call to the runs service; tool executions get the tools' own limit plus this.
     call_timeout_seconds: float = Field(10.0, alias="ENGINE_CALL_TIMEOUT_SECONDS", gt=0)
     tool_timeout_seconds: float = Field(60.0, alias="ENGINE_TOOL_TIMEOUT_SECONDS", gt=0)
