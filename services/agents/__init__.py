@@ -1,0 +1,1 @@
+"""The agents service: saved, versioned agents (agentplatform.agents.v1.AgentRegistryService)."""

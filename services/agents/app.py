@@ -1,0 +1,78 @@
+"""Start and stop the agents service: database (migrated), the tools service's channel, the model endpoint's
+catalog and the gRPC server."""
+
+from dataclasses import dataclass
+
+import grpc
+
+from agentplatform.agents.v1 import agents_pb2_grpc
+from services.agents.clients import CHANNEL_OPTIONS, ToolsClient
+from services.agents.model_catalog import ModelCatalog
+from services.agents.registry import AgentRegistry
+from services.agents.servicer import AgentRegistryServicer
+from services.agents.settings import AgentsSettings
+from services.agents.store import AgentStore
+from services.common.auth import Authenticator
+from services.common.database import Database
+from services.common.server import RunningServer, ServiceBinding, start_server
+
+MIGRATIONS = "services.agents:migrations"
+SERVICE_NAME = "agentplatform.agents.v1.AgentRegistryService"
+
+
+@dataclass
+class AgentsApp:
+    """A running agents service and the resources it owns."""
+
+    server: RunningServer
+    database: Database
+    registry: AgentRegistry
+    tools_channel: grpc.aio.Channel
+    models: ModelCatalog | None
+
+    @property
+    def port(self) -> int:
+        """The port the gRPC server bound (useful when the settings asked for 0)."""
+        return self.server.port
+
+    async def stop(self, grace: float = 0) -> None:
+        """Stop serving (in-flight RPCs get `grace` seconds), then close the channels and the database."""
+        try:
+            await self.server.stop(grace)
+        finally:
+            await self.tools_channel.close()
+            if self.models is not None:
+                await self.models.close()
+            await self.database.dispose()
+
+
+async def start_agents(settings: AgentsSettings) -> AgentsApp:
+    """Bring the agents schema up to date and serve AgentRegistryService on settings.host:settings.port."""
+    auth = Authenticator.from_settings(settings)
+    database = Database(settings.database_url)
+    channel = grpc.aio.insecure_channel(settings.tools_addr, options=CHANNEL_OPTIONS)
+    models = None
+    if settings.llm_base_url:
+        models = ModelCatalog(
+            settings.llm_base_url,
+            settings.llm_api_key.get_secret_value(),
+            settings.models_cache_seconds,
+            settings.models_timeout_seconds,
+        )
+    try:
+        await database.migrate(MIGRATIONS)
+        tools = ToolsClient(channel, settings.tools_timeout_seconds, settings.service_token.get_secret_value())
+        registry = AgentRegistry(AgentStore(database), settings, tools, models)
+        servicer = AgentRegistryServicer(registry)
+
+        def register(server: grpc.aio.Server) -> None:
+            agents_pb2_grpc.add_AgentRegistryServiceServicer_to_server(servicer, server)
+
+        server = await start_server([ServiceBinding(SERVICE_NAME, register)], settings.host, settings.port, auth)
+    except BaseException:
+        await channel.close()
+        if models is not None:
+            await models.close()
+        await database.dispose()
+        raise
+    return AgentsApp(server, database, registry, channel, models)
