@@ -11,7 +11,9 @@ from services.common.protoconv import dict_from_struct, python_from_value
 #: The seed's worked example: two calculator calls, 5 + 10 = 15 then 15 * 3 = 45.
 SEED_QUESTION = "What is 5 + 10, then multiply by 3?"
 
-#: The calculator's function schema exactly as the seed's CalculatorTool sends it to the model.
+#: The calculator's function schema as the CalculatorTool sends it to the model: the seed's, plus (issue 9) the
+#: "expression" operation and its property; x and y are no longer required, since an expression takes neither
+#: (the tool itself asks for them with the seed's operations). Every seed call still validates as before.
 SEED_CALCULATOR_SCHEMA = {
     "type": "function",
     "function": {
@@ -22,13 +24,25 @@ SEED_CALCULATOR_SCHEMA = {
             "properties": {
                 "operation": {
                     "type": "string",
-                    "enum": ["add", "multiply", "subtract", "divide", "power"],
+                    "enum": ["add", "multiply", "subtract", "divide", "power", "expression"],
                     "description": "The arithmetic operation to perform",
                 },
                 "x": {"type": "number", "description": "First number"},
                 "y": {"type": "number", "description": "Second number"},
+                "expression": {
+                    "type": "string",
+                    "maxLength": 1000,
+                    "description": (
+                        "For operation 'expression' (instead of x and y): arithmetic such as (2 + 3) * 4 - 2^10 / 8. "
+                        "Supports + - * / // % and ^ (or **; \N{MULTIPLICATION SIGN} \N{DIVISION SIGN} "
+                        "\N{MINUS SIGN} work too), parentheses, unary minus, sqrt, abs, round, floor, ceil, min, max, "
+                        "log, ln, log10, log2, exp, sin, cos, tan, and pi and e. Results are exact (0.1 + 0.2 = 0.3, "
+                        "1/3 stays one third); results of sqrt of non-squares, log, exp, sin, cos, tan, pi and e are "
+                        "marked approximate. A result that no JSON number holds exactly comes back as a string."
+                    ),
+                },
             },
-            "required": ["operation", "x", "y"],
+            "required": ["operation"],
         },
     },
 }
