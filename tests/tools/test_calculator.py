@@ -260,6 +260,8 @@ def test_division_by_zero(expression: str, message: str) -> None:
         ("(1 + 2", r"syntax error at position 1: '\(' was never closed"),
         ("2pi", "syntax error at position 1"),
         ("1 2", "syntax error at position 3"),
+        ("1 +", "syntax error at the end"),
+        ("2 * (3 \N{MINUS SIGN} 1", r"syntax error at position 5: '\(' was never closed"),
         ("", "the expression is empty"),
         ("   ", "the expression is empty"),
         ("2 + 3 @ 4", "unexpected character '@' at position 7"),

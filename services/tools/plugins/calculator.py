@@ -378,8 +378,10 @@ def _parse(expression: str) -> tuple[ast.expr, _Source]:
     try:
         tree = ast.parse(source.text, mode="eval")
     except SyntaxError as exc:
-        position = source.position((exc.offset or 1) - 1)
-        raise InvalidArgument(f"syntax error at position {position}: {exc.msg}") from None
+        if not exc.offset:  # Python reports an expression that stops short ("1 +") at offset 0
+            message = f"syntax error at the end ({exc.msg}); is a part of the expression missing?"
+            raise InvalidArgument(message) from None
+        raise InvalidArgument(f"syntax error at position {source.position(exc.offset - 1)}: {exc.msg}") from None
     except (MemoryError, RecursionError):  # the parser's own stack, on pathological nesting
         raise InvalidArgument(f"the expression is nested too deeply: at most {MAX_DEPTH} levels") from None
     # Measured without recursion, before the evaluator (which recurses) sees the tree.
