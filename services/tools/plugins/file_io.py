@@ -187,7 +187,12 @@ def open_beneath(dir_fd: int, names: Sequence[str], flags: int, mode: int = 0o66
     flags |= os.O_NOFOLLOW | os.O_CLOEXEC
     if _openat2_usable(dir_fd):
         path = "/".join(names).encode("utf-8") or b"."
-        return _openat2(dir_fd, path, flags, mode if flags & os.O_CREAT else 0)
+        try:
+            return _openat2(dir_fd, path, flags, mode if flags & os.O_CREAT else 0)
+        except NotADirectoryError:
+            # With O_DIRECTORY, openat2 answers ENOTDIR for a final symlink too; the walk below tells the two apart
+            # (and is as safe, should the name have changed meanwhile).
+            pass
     if not names:
         return os.open(".", flags, dir_fd=dir_fd)
     current = dir_fd
@@ -208,7 +213,9 @@ def _open_name(dir_fd: int, name: str, flags: int, mode: int) -> int:
         return os.open(name, flags, mode, dir_fd=dir_fd)
     except NotADirectoryError:
         # O_DIRECTORY | O_NOFOLLOW answers ENOTDIR for a symlink; say ELOOP, as openat2 does, so the message is right.
-        if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+        # A folder there now was something else an instant ago: a link swapped back, most likely.
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        if stat.S_ISLNK(mode) or stat.S_ISDIR(mode):
             raise OSError(errno.ELOOP, os.strerror(errno.ELOOP)) from None
         raise
 
@@ -422,20 +429,23 @@ def _open_deepest_folder(root_fd: int, names: Sequence[str]) -> tuple[int, list[
 
 
 def _make_folders(fd: int, names: Sequence[str]) -> int:
-    """Create `names` one inside the other below the folder `fd` (which this closes); the deepest one's descriptor."""
-    for name in names:
-        try:
+    """Create `names`, one inside the other, below the folder `fd` (left open); a new descriptor of the deepest."""
+    current = fd
+    try:
+        for name in names:
             try:
-                os.mkdir(name, 0o777, dir_fd=fd)
+                os.mkdir(name, 0o777, dir_fd=current)
             except FileExistsError:
                 pass  # made meanwhile: the open below refuses it unless it is a real folder
-            child = open_beneath(fd, (name,), _DIRECTORY_FLAGS)
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-        fd = child
-    return fd
+            child = open_beneath(current, (name,), _DIRECTORY_FLAGS)
+            if current != fd:
+                os.close(current)
+            current = child
+    except BaseException:
+        if current != fd:
+            os.close(current)
+        raise
+    return current
 
 
 def _write_file(root_fd: int, context: ToolContext, path: WorkspacePath, content: Any, append: bool) -> ToolOutput:
@@ -472,7 +482,10 @@ def _write_file(root_fd: int, context: ToolContext, path: WorkspacePath, content
                     f"{MAX_FILE_BYTES} bytes (1 MiB)"
                 )
             _check_quota(root_fd, context, path, new_size - old_size, len(missing) + (existing is None))
-            folder = _make_folders(folder, missing)
+            if missing:
+                deepest = _make_folders(folder, missing)
+                os.close(folder)
+                folder = deepest
             flags = os.O_WRONLY | os.O_CREAT | _FILE_FLAGS | (os.O_APPEND if append else 0)
             with _closing(os.open(name, flags, 0o666, dir_fd=folder)) as fd:
                 # What was opened is what counts: the name may have been swapped since the stat above.
