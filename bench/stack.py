@@ -31,16 +31,17 @@ from services.launcher.process_tree import children_of
 #: launcher runs in the temporary folder, where there is none), so that the defaults are what is measured.
 SETTING_PREFIXES = (
     "LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "ENVOY_", "DEMO_MODEL_", "CORS_",
-    "LOG_LEVEL", "GRPC_GRACE_SECONDS", "AUTH_", "PLATFORM_",
+    "LOG_LEVEL", "GRPC_GRACE_SECONDS", "AUTH_", "PLATFORM_", "AGENTS_",
 )
 #: The stack's processes by the module (or binary) their command line runs.
 PROCESS_MODULES = {
     "services.runs": "runs",
     "services.engine": "engine",
     "services.tools": "tools",
+    "services.agents": "agents",
     "services.demo_model": "model",
 }
-STACK_PROCESSES = ("engine", "runs", "tools", "model", "envoy")
+STACK_PROCESSES = ("engine", "runs", "tools", "agents", "model", "envoy")
 STARTUP_TIMEOUT_SECONDS = 60.0
 #: The launcher stops its processes one stage after another, each within its stop timeout (at most ~25 s).
 STOP_TIMEOUT_SECONDS = 60.0
@@ -174,10 +175,11 @@ class Ports:
     engine: int
     model: int
     gateway: int
+    agents: int
 
     @classmethod
     def free(cls) -> "Ports":
-        return cls(*(free_port() for _ in range(5)))
+        return cls(*(free_port() for _ in range(6)))
 
 
 def stack_environment(workdir: Path, ports: Ports, model_latency: float) -> dict[str, str]:
@@ -187,6 +189,7 @@ def stack_environment(workdir: Path, ports: Ports, model_latency: float) -> dict
     return env | {
         "RUNS_PORT": str(ports.runs),
         "TOOLS_PORT": str(ports.tools),
+        "AGENTS_PORT": str(ports.agents),
         "ENGINE_PORT": str(ports.engine),
         "DEMO_MODEL_PORT": str(ports.model),
         "GATEWAY_PORT": str(ports.gateway),
@@ -197,6 +200,7 @@ def stack_environment(workdir: Path, ports: Ports, model_latency: float) -> dict
         "GATEWAY_RATE_LIMIT_BURST": "1000000",
         "DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/runs.db",
         "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/tools.db",
+        "AGENTS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/agents.db",
         "TOOLS_WORKSPACE": str(workdir / "workspace"),
         "DEMO_MODEL_LATENCY_SECONDS": str(model_latency),
         "DEMO_MODEL_CHUNK_DELAY_SECONDS": "0",

@@ -82,6 +82,7 @@ def render_gateway_config(
     engine: Upstream,
     runs: Upstream,
     tools: Upstream,
+    agents: Upstream,
     service_token: str | TokenFromEnvironment | None = None,
 ) -> str:
     """The Envoy YAML for these addresses and settings. Every placeholder must be filled (Template.substitute
@@ -127,4 +128,6 @@ def render_gateway_config(
         RUNS_PORT=runs.port,
         TOOLS_HOST=tools.host,
         TOOLS_PORT=tools.port,
+        AGENTS_HOST=agents.host,
+        AGENTS_PORT=agents.port,
     )

@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.agents.settings import AgentsSettings
 from services.common.auth import Authenticator
 from services.common.server import check_exposure
 from services.common.settings import load_settings
@@ -27,7 +28,7 @@ DEMO_MODEL_NAME = "demo"
 #: The order the stack stops in, by process name: lower stops first, equal numbers stop together. The gateway
 #: goes first (no new requests come in), then the engine, which records the end of its in-flight runs in the
 #: runs service while it shuts down; then what the engine calls (model, tools); the runs service last.
-STOP_ORDER = {"gateway": 0, "engine": 1, "model": 2, "tools": 2, "runs": 3}
+STOP_ORDER = {"gateway": 0, "engine": 1, "model": 2, "tools": 2, "agents": 2, "runs": 3}
 
 #: Seconds a process gets between SIGTERM and SIGKILL, beyond its gRPC grace period (GRPC_GRACE_SECONDS).
 STOP_MARGIN_SECONDS = 2.0
@@ -57,6 +58,7 @@ class Stack:
     engine_address: str
     runs_address: str
     tools_address: str
+    agents_address: str
     model_base_url: str
     uses_demo_model: bool
 
@@ -74,6 +76,7 @@ def build_stack(gateway_config_path: Path) -> Stack:
     # new one for this start, so a stack given API keys needs nothing more to run.
     shared_env = {"PLATFORM_SERVICE_TOKEN": os.environ.get("PLATFORM_SERVICE_TOKEN") or secrets.token_urlsafe(32)}
     runs, tools = load_settings(RunsSettings, **shared_env), load_settings(ToolsSettings, **shared_env)
+    agents = load_settings(AgentsSettings, **shared_env)
     gateway = load_settings(GatewaySettings, **shared_env)
     # Each service refuses an open address without keys; the gateway is the address people reach.
     check_exposure(Authenticator.from_settings(runs), gateway.host, "the gateway")
@@ -92,7 +95,10 @@ def build_stack(gateway_config_path: Path) -> Stack:
     engine_env |= {
         "RUNS_ADDR": f"{_reachable(runs.host)}:{runs.port}",
         "TOOLS_ADDR": f"{_reachable(tools.host)}:{tools.port}",
+        "AGENTS_ADDR": f"{_reachable(agents.host)}:{agents.port}",
     }
+    # The agents service checks an agent's tools with the tools service and its model with the model endpoint.
+    agents_env = {key: engine_env[key] for key in ("TOOLS_ADDR", "LLM_BASE_URL", "LLM_API_KEY") if key in engine_env}
 
     # GRPC_GRACE_SECONDS is one setting every service reads; the engine's copy stands for all of them.
     grace = engine.grpc_grace_seconds
@@ -105,6 +111,7 @@ def build_stack(gateway_config_path: Path) -> Stack:
     processes = [
         spec("runs", [python, "-m", "services.runs"]),
         spec("tools", [python, "-m", "services.tools"]),
+        spec("agents", [python, "-m", "services.agents"], agents_env),
     ]
     if uses_demo_model:
         processes.append(spec("model", [python, "-m", "services.demo_model"]))
@@ -119,6 +126,7 @@ def build_stack(gateway_config_path: Path) -> Stack:
             engine=Upstream(_reachable(engine.host), engine.port),
             runs=Upstream(_reachable(runs.host), runs.port),
             tools=Upstream(_reachable(tools.host), tools.port),
+            agents=Upstream(_reachable(agents.host), agents.port),
         )
     )
     envoy = str(Path(python).parent / "envoy")
@@ -136,6 +144,7 @@ def build_stack(gateway_config_path: Path) -> Stack:
         engine_address=f"{_reachable(engine.host)}:{engine.port}",
         runs_address=engine_env["RUNS_ADDR"],
         tools_address=engine_env["TOOLS_ADDR"],
+        agents_address=engine_env["AGENTS_ADDR"],
         model_base_url=engine.llm_base_url,
         uses_demo_model=uses_demo_model,
     )

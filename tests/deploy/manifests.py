@@ -11,9 +11,11 @@ from typing import Any
 import yaml
 from pydantic_settings import BaseSettings
 
+from agentplatform.agents.v1 import agents_pb2
 from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.v1 import runs_pb2
 from agentplatform.tools.v1 import tools_pb2
+from services.agents.settings import AgentsSettings
 from services.demo_model.settings import DemoModelSettings
 from services.engine.app import SERVICE_NAME as ENGINE_SERVICE
 from services.engine.settings import EngineSettings
@@ -34,6 +36,7 @@ SETTINGS_BY_MODULE: dict[str, type[BaseSettings]] = {
     "services.runs": RunsSettings,
     "services.tools": ToolsSettings,
     "services.engine": EngineSettings,
+    "services.agents": AgentsSettings,
     "services.demo_model": DemoModelSettings,
 }
 
@@ -42,9 +45,10 @@ GRPC_SERVICE_BY_MODULE = {
     "services.runs": RUNS_SERVICE,
     "services.tools": TOOLS_SERVICE,
     "services.engine": ENGINE_SERVICE,
+    "services.agents": agents_pb2.DESCRIPTOR.services_by_name["AgentRegistryService"].full_name,
 }
 
-_STUB_MODULES: tuple[ModuleType, ...] = (runs_pb2, tools_pb2, engine_pb2)
+_STUB_MODULES: tuple[ModuleType, ...] = (runs_pb2, tools_pb2, engine_pb2, agents_pb2)
 
 
 def load_documents(path: Path) -> list[Any]:

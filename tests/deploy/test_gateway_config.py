@@ -83,6 +83,7 @@ def test_committed_config_renders_the_documented_values() -> None:
         engine=Upstream("engine", 50053),
         runs=Upstream("runs", 50051),
         tools=Upstream("tools", 50052),
+        agents=Upstream("agents", 50054),
         service_token=TokenFromEnvironment("PLATFORM_SERVICE_TOKEN"),
     )
     assert body == expected
@@ -116,7 +117,7 @@ def test_each_upstream_is_a_kubernetes_and_compose_service_serving_that_grpc_ser
     objects = kube_objects()
     compose = compose_services()
     clusters = _clusters(config)
-    assert set(clusters) == {"engine", "runs", "tools"}
+    assert set(clusters) == {"engine", "runs", "tools", "agents"}
     for name, cluster in clusters.items():
         host, port = _endpoint(cluster)
         health_name = cluster["health_checks"][0]["grpc_health_check"]["service_name"]
@@ -178,7 +179,8 @@ def _render_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str
     settings = GatewaySettings(_env_file=None)  # type: ignore[call-arg]
     upstream = Upstream("127.0.0.1", 1)
     text = render_gateway_config(
-        settings, admin=AdminSocket(tmp_path / "admin.sock"), engine=upstream, runs=upstream, tools=upstream
+        settings, admin=AdminSocket(tmp_path / "admin.sock"), engine=upstream, runs=upstream, tools=upstream,
+        agents=upstream,
     )
     (tmp_path / "envoy.yaml").write_text(text)
     return yaml.safe_load(text)

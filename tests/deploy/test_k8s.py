@@ -59,7 +59,7 @@ def test_every_platform_service_is_deployed(objects: KubeObjects) -> None:
     modules = [module for module, _ in service_containers(objects)]
     assert sorted(modules) == sorted(SETTINGS_BY_MODULE), "each service module should run in exactly one Deployment"
     assert {d["metadata"]["name"] for d in objects.of_kind("Deployment")} == {
-        "runs", "tools", "engine", "demo-model", "gateway",
+        "runs", "tools", "agents", "engine", "demo-model", "gateway",
     }
 
 
@@ -252,8 +252,10 @@ def test_network_policies_let_only_the_gateway_take_outside_traffic(objects: Kub
     assert sources("gateway") is None
     assert sources("engine") == {"gateway"}
     assert sources("runs") == {"engine", "gateway"}
-    assert sources("tools") == {"engine", "gateway"}
-    assert sources("demo-model") == {"engine"}
+    assert sources("agents") == {"engine", "gateway"}
+    # The agents service checks an agent's tools and model.
+    assert sources("tools") == {"engine", "gateway", "agents"}
+    assert sources("demo-model") == {"engine", "agents"}
     for policy in objects.of_kind("NetworkPolicy"):
         for rule in policy["spec"]["ingress"]:
             for peer in rule.get("from", []):

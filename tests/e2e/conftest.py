@@ -18,7 +18,8 @@ from tests.conftest import free_port
 
 STARTUP_TIMEOUT = 60.0
 SETTING_PREFIXES = (
-    "LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "DEMO_MODEL_", "CORS_", "AUTH_", "PLATFORM_"
+    "LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "DEMO_MODEL_", "CORS_", "AUTH_", "PLATFORM_",
+    "AGENTS_",
 )
 
 
@@ -114,6 +115,7 @@ def wait_ready(running: RunningStack, names: list[str]) -> None:
     checks = {
         "runs": (stack.runs_address, "agentplatform.runs.v1.RunService"),
         "tools": (stack.tools_address, "agentplatform.tools.v1.ToolService"),
+        "agents": (stack.agents_address, "agentplatform.agents.v1.AgentRegistryService"),
         "engine": (stack.engine_address, "agentplatform.engine.v1.AgentService"),
     }
     try:
@@ -134,11 +136,13 @@ def stack_environment(workdir: Path, **settings: str) -> dict[str, str]:
     return env | {
         "RUNS_PORT": str(free_port()),
         "TOOLS_PORT": str(free_port()),
+        "AGENTS_PORT": str(free_port()),
         "ENGINE_PORT": str(free_port()),
         "DEMO_MODEL_PORT": str(free_port()),
         "GATEWAY_PORT": str(free_port()),
         "DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/runs.db",
         "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/tools.db",
+        "AGENTS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/agents.db",
         "TOOLS_WORKSPACE": str(workdir / "workspace"),
         **settings,
     }

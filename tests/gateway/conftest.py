@@ -157,7 +157,7 @@ def render_to(
     config, admin = directory / "envoy.yaml", directory / "admin.sock"
     config.write_text(
         render_gateway_config(
-            settings, admin=AdminSocket(admin), engine=upstream, runs=upstream, tools=upstream,
+            settings, admin=AdminSocket(admin), engine=upstream, runs=upstream, tools=upstream, agents=upstream,
             service_token=service_token,
         )
     )

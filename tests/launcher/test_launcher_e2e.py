@@ -16,7 +16,10 @@ pytestmark = pytest.mark.e2e
 
 STARTUP_TIMEOUT = 60.0
 #: The developer's own settings must not leak into the stack under test.
-SETTING_PREFIXES = ("LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "DEMO_MODEL_", "CORS_", "ENVOY_")
+SETTING_PREFIXES = (
+    "LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "DEMO_MODEL_", "CORS_", "AGENTS_", "AUTH_",
+    "PLATFORM_",
+)
 
 
 def pid_running(parent: int, module: str) -> int | None:
@@ -27,12 +30,13 @@ def pid_running(parent: int, module: str) -> int | None:
 
 
 def test_launcher_restarts_a_killed_service_and_stops_everything_on_sigint(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("RUNS", "TOOLS", "ENGINE", "DEMO_MODEL", "GATEWAY", "ENVOY_ADMIN")}
+    ports = {name: free_port() for name in ("RUNS", "TOOLS", "AGENTS", "ENGINE", "DEMO_MODEL", "GATEWAY")}
     env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
     env |= {f"{name}_PORT": str(port) for name, port in ports.items()}
     env |= {
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/runs.db",
         "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/tools.db",
+        "AGENTS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/agents.db",
         "TOOLS_WORKSPACE": str(tmp_path / "workspace"),
     }
     engine = (f"127.0.0.1:{ports['ENGINE']}", "agentplatform.engine.v1.AgentService")

@@ -16,15 +16,15 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_the_stack_stops_gateway_then_engine_then_model_and_tools_then_runs(clean_env: Path) -> None:
+def test_the_stack_stops_gateway_then_engine_then_model_tools_and_agents_then_runs(clean_env: Path) -> None:
     stack = build_stack(clean_env / "envoy.yaml")
     order = {spec.name: spec.stop_order for spec in stack.processes}
-    assert order["gateway"] < order["engine"] < order["model"] == order["tools"] < order["runs"]
+    assert order["gateway"] < order["engine"] < order["model"] == order["tools"] == order["agents"] < order["runs"]
 
 
 def test_the_engine_gets_time_to_record_the_end_of_its_runs(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     timeouts = {spec.name: spec.stop_timeout for spec in build_stack(clean_env / "envoy.yaml").processes}
-    assert timeouts == {"gateway": 5, "engine": 10, "model": 5, "tools": 5, "runs": 5}
+    assert timeouts == {"gateway": 5, "engine": 10, "model": 5, "tools": 5, "agents": 5, "runs": 5}
     # A longer grace period moves the SIGKILL back with it.
     monkeypatch.setenv("GRPC_GRACE_SECONDS", "20")
     timeouts = {spec.name: spec.stop_timeout for spec in build_stack(clean_env / "envoy.yaml").processes}

@@ -12,7 +12,10 @@ from typing import Any
 
 import grpc
 
+from agentplatform.agents.v1 import agents_pb2_grpc
 from agentplatform.engine.v1 import engine_pb2_grpc
+from services.agents.app import AgentsApp, start_agents
+from services.agents.settings import AgentsSettings
 from services.engine.app import EngineApp, start_engine
 from services.engine.settings import EngineSettings
 from services.runs.app import RunsApp, start_runs
@@ -36,6 +39,16 @@ def tools_settings(tmp_path: Path, **overrides: Any) -> ToolsSettings:
         **overrides,
     }
     return ToolsSettings(_env_file=None, **values)
+
+
+def agents_settings(tmp_path: Path, tools_port: int, **overrides: Any) -> AgentsSettings:
+    values = {
+        "AGENTS_PORT": 0,
+        "AGENTS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/agents.db",
+        "TOOLS_ADDR": f"127.0.0.1:{tools_port}",
+        **overrides,
+    }
+    return AgentsSettings(_env_file=None, **values)
 
 
 def engine_settings(runs_port: int, tools_port: int, llm_base_url: str, **overrides: Any) -> EngineSettings:
@@ -62,6 +75,9 @@ class Platform:
     runs_stub: Any
     tools_stub: Any
     engine_stub: engine_pb2_grpc.AgentServiceStub
+    #: The agents service and its stub, when the platform was started with_agents.
+    agents: AgentsApp | None = None
+    agents_stub: agents_pb2_grpc.AgentRegistryServiceStub | None = None
 
 
 @asynccontextmanager
@@ -80,19 +96,26 @@ async def start_platform(
     *,
     tools_overrides: dict[str, Any] | None = None,
     auth: dict[str, Any] | None = None,
+    with_agents: bool = False,
     **engine_overrides: Any,
 ) -> AsyncIterator[Platform]:
     """Runs, tools and engine servers (engine pointed at `llm_base_url`), stopped and closed on exit.
 
     `engine_overrides` are engine settings (ENGINE_MAX_CONCURRENT_RUNS=1 ...); `tools_overrides` the tools
     service's (TOOLS_PLUGIN_DIRS ...); `auth` the settings all three share (AUTH_API_KEYS,
-    PLATFORM_SERVICE_TOKEN ...). Without `auth` the services are in development mode."""
+    PLATFORM_SERVICE_TOKEN ...). Without `auth` the services are in development mode. `with_agents` starts the
+    agents service too (checking models against `llm_base_url`)."""
     shared = auth or {}
     async with AsyncExitStack() as stack:
         runs = await start_runs(runs_settings(tmp_path, **shared))
         stack.push_async_callback(runs.stop)
         tools = await start_tools(tools_settings(tmp_path, **shared, **(tools_overrides or {})))
         stack.push_async_callback(tools.stop)
+        agents = None
+        if with_agents:
+            agents = await start_agents(agents_settings(tmp_path, tools.port, LLM_BASE_URL=llm_base_url, **shared))
+            stack.push_async_callback(agents.stop)
+            engine_overrides.setdefault("AGENTS_ADDR", f"127.0.0.1:{agents.port}")
         engine = await start_engine(
             engine_settings(runs.port, tools.port, llm_base_url, **shared, **engine_overrides)
         )
@@ -100,6 +123,10 @@ async def start_platform(
         runs_channel = await stack.enter_async_context(grpc_channel(runs.port))
         tools_channel = await stack.enter_async_context(grpc_channel(tools.port))
         engine_channel = await stack.enter_async_context(grpc_channel(engine.port))
+        agents_stub = None
+        if agents is not None:
+            agents_channel = await stack.enter_async_context(grpc_channel(agents.port))
+            agents_stub = agents_pb2_grpc.AgentRegistryServiceStub(agents_channel)
         yield Platform(
             runs,
             tools,
@@ -107,4 +134,6 @@ async def start_platform(
             runs_stubs(runs_channel),
             tools_stubs(tools_channel),
             engine_pb2_grpc.AgentServiceStub(engine_channel),
+            agents,
+            agents_stub,
         )

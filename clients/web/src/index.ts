@@ -15,10 +15,12 @@ import type { Client, Interceptor, Transport } from "@connectrpc/connect";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 
+import { AgentRegistryService } from "./gen/agentplatform/agents/v1/agents_pb.js";
 import { AgentService } from "./gen/agentplatform/engine/v1/engine_pb.js";
 import { RunService } from "./gen/agentplatform/runs/v1/runs_pb.js";
 import { ToolService } from "./gen/agentplatform/tools/v1/tools_pb.js";
 
+export * from "./gen/agentplatform/agents/v1/agents_pb.js";
 export * from "./gen/agentplatform/engine/v1/engine_pb.js";
 export * from "./gen/agentplatform/runs/v1/runs_pb.js";
 export * from "./gen/agentplatform/tools/v1/tools_pb.js";
@@ -106,14 +108,17 @@ export interface PlatformClients {
   runs: Client<typeof RunService>;
   /** ToolService: list tools, show one with its JSON schema, switch one on or off. */
   tools: Client<typeof ToolService>;
+  /** AgentRegistryService: the Build Agents page's saved, versioned agents (run one with `agentId`). */
+  agentRegistry: Client<typeof AgentRegistryService>;
 }
 
-/** The clients of AgentService, RunService and ToolService over one transport. */
+/** The clients of AgentService, RunService, ToolService and AgentRegistryService over one transport. */
 export function createPlatformClients(transport: Transport): PlatformClients {
   return {
     agents: createClient(AgentService, transport),
     runs: createClient(RunService, transport),
     tools: createClient(ToolService, transport),
+    agentRegistry: createClient(AgentRegistryService, transport),
   };
 }
 

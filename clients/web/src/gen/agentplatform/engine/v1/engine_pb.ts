@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentplatform/engine/v1/engine.proto.
  */
 export const file_agentplatform_engine_v1_engine: GenFile = /*@__PURE__*/
-  fileDesc("CiRhZ2VudHBsYXRmb3JtL2VuZ2luZS92MS9lbmdpbmUucHJvdG8SF2FnZW50cGxhdGZvcm0uZW5naW5lLnYxIvIBCg9TdGFydFJ1blJlcXVlc3QSDwoHbWVzc2FnZRgBIAEoCRINCgVtb2RlbBgCIAEoCRJICghtZXRhZGF0YRgDIAMoCzI2LmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLlN0YXJ0UnVuUmVxdWVzdC5NZXRhZGF0YUVudHJ5EhIKCnJlcXVlc3RfaWQYBCABKAkSMAoGbGltaXRzGAUgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkxpbWl0cxovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiuAIKEVN0cmVhbUNoYXRSZXF1ZXN0Eg8KB21lc3NhZ2UYASABKAkSDQoFbW9kZWwYAiABKAkSSgoIbWV0YWRhdGEYAyADKAsyOC5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5TdHJlYW1DaGF0UmVxdWVzdC5NZXRhZGF0YUVudHJ5EhIKCnJlcXVlc3RfaWQYBCABKAkSMAoGbGltaXRzGAUgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkxpbWl0cxJACg1vbl9kaXNjb25uZWN0GAYgASgOMikuYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuRGlzY29ubmVjdFBvbGljeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEirAIKC0NoYXRSZXF1ZXN0Eg8KB21lc3NhZ2UYASABKAkSDQoFbW9kZWwYAiABKAkSRAoIbWV0YWRhdGEYAyADKAsyMi5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5DaGF0UmVxdWVzdC5NZXRhZGF0YUVudHJ5EhIKCnJlcXVlc3RfaWQYBCABKAkSMAoGbGltaXRzGAUgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkxpbWl0cxJACg1vbl9kaXNjb25uZWN0GAYgASgOMikuYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuRGlzY29ubmVjdFBvbGljeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiMAoMQ2hhdFJlc3BvbnNlEhAKCHJlc3BvbnNlGAEgASgJEg4KBnJ1bl9pZBgCIAEoCSpzChBEaXNjb25uZWN0UG9saWN5EiEKHURJU0NPTk5FQ1RfUE9MSUNZX1VOU1BFQ0lGSUVEEAASHAoYRElTQ09OTkVDVF9QT0xJQ1lfQ0FOQ0VMEAESHgoaRElTQ09OTkVDVF9QT0xJQ1lfQ09OVElOVUUQAjKSAgoMQWdlbnRTZXJ2aWNlElAKCFN0YXJ0UnVuEiguYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuU3RhcnRSdW5SZXF1ZXN0GhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bhJbCgpTdHJlYW1DaGF0EiouYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuU3RyZWFtQ2hhdFJlcXVlc3QaHy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuRXZlbnQwARJTCgRDaGF0EiQuYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuQ2hhdFJlcXVlc3QaJS5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5DaGF0UmVzcG9uc2ViBnByb3RvMw", [file_agentplatform_runs_v1_runs]);
+  fileDesc("CiRhZ2VudHBsYXRmb3JtL2VuZ2luZS92MS9lbmdpbmUucHJvdG8SF2FnZW50cGxhdGZvcm0uZW5naW5lLnYxIpwCCg9TdGFydFJ1blJlcXVlc3QSDwoHbWVzc2FnZRgBIAEoCRINCgVtb2RlbBgCIAEoCRJICghtZXRhZGF0YRgDIAMoCzI2LmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLlN0YXJ0UnVuUmVxdWVzdC5NZXRhZGF0YUVudHJ5EhIKCnJlcXVlc3RfaWQYBCABKAkSMAoGbGltaXRzGAUgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkxpbWl0cxIQCghhZ2VudF9pZBgHIAEoCRIWCg5hZ2VudF9yZXZpc2lvbhgIIAEoAxovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi4gIKEVN0cmVhbUNoYXRSZXF1ZXN0Eg8KB21lc3NhZ2UYASABKAkSDQoFbW9kZWwYAiABKAkSSgoIbWV0YWRhdGEYAyADKAsyOC5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5TdHJlYW1DaGF0UmVxdWVzdC5NZXRhZGF0YUVudHJ5EhIKCnJlcXVlc3RfaWQYBCABKAkSMAoGbGltaXRzGAUgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkxpbWl0cxJACg1vbl9kaXNjb25uZWN0GAYgASgOMikuYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuRGlzY29ubmVjdFBvbGljeRIQCghhZ2VudF9pZBgHIAEoCRIWCg5hZ2VudF9yZXZpc2lvbhgIIAEoAxovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi1gIKC0NoYXRSZXF1ZXN0Eg8KB21lc3NhZ2UYASABKAkSDQoFbW9kZWwYAiABKAkSRAoIbWV0YWRhdGEYAyADKAsyMi5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5DaGF0UmVxdWVzdC5NZXRhZGF0YUVudHJ5EhIKCnJlcXVlc3RfaWQYBCABKAkSMAoGbGltaXRzGAUgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkxpbWl0cxJACg1vbl9kaXNjb25uZWN0GAYgASgOMikuYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuRGlzY29ubmVjdFBvbGljeRIQCghhZ2VudF9pZBgHIAEoCRIWCg5hZ2VudF9yZXZpc2lvbhgIIAEoAxovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiMAoMQ2hhdFJlc3BvbnNlEhAKCHJlc3BvbnNlGAEgASgJEg4KBnJ1bl9pZBgCIAEoCSpzChBEaXNjb25uZWN0UG9saWN5EiEKHURJU0NPTk5FQ1RfUE9MSUNZX1VOU1BFQ0lGSUVEEAASHAoYRElTQ09OTkVDVF9QT0xJQ1lfQ0FOQ0VMEAESHgoaRElTQ09OTkVDVF9QT0xJQ1lfQ09OVElOVUUQAjKSAgoMQWdlbnRTZXJ2aWNlElAKCFN0YXJ0UnVuEiguYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuU3RhcnRSdW5SZXF1ZXN0GhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bhJbCgpTdHJlYW1DaGF0EiouYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuU3RyZWFtQ2hhdFJlcXVlc3QaHy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuRXZlbnQwARJTCgRDaGF0EiQuYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuQ2hhdFJlcXVlc3QaJS5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5DaGF0UmVzcG9uc2ViBnByb3RvMw", [file_agentplatform_runs_v1_runs]);
 
 /**
  * Request of StartRun.
@@ -59,6 +59,22 @@ export type StartRunRequest = Message<"agentplatform.engine.v1.StartRunRequest">
    * @generated from field: agentplatform.runs.v1.RunLimits limits = 5;
    */
   limits?: RunLimits | undefined;
+
+  /**
+   * The saved agent to run (agentplatform.agents.v1); empty: the built-in
+   * default agent (the engine's own prompt, model, every enabled tool).
+   * Another user's agent is NOT_FOUND.
+   *
+   * @generated from field: string agent_id = 7;
+   */
+  agentId: string;
+
+  /**
+   * The agent's revision to run; 0: its latest.
+   *
+   * @generated from field: int64 agent_revision = 8;
+   */
+  agentRevision: bigint;
 };
 
 /**
@@ -116,6 +132,22 @@ export type StreamChatRequest = Message<"agentplatform.engine.v1.StreamChatReque
    * @generated from field: agentplatform.engine.v1.DisconnectPolicy on_disconnect = 6;
    */
   onDisconnect: DisconnectPolicy;
+
+  /**
+   * The saved agent to run (agentplatform.agents.v1); empty: the built-in
+   * default agent (the engine's own prompt, model, every enabled tool).
+   * Another user's agent is NOT_FOUND.
+   *
+   * @generated from field: string agent_id = 7;
+   */
+  agentId: string;
+
+  /**
+   * The agent's revision to run; 0: its latest.
+   *
+   * @generated from field: int64 agent_revision = 8;
+   */
+  agentRevision: bigint;
 };
 
 /**
@@ -173,6 +205,22 @@ export type ChatRequest = Message<"agentplatform.engine.v1.ChatRequest"> & {
    * @generated from field: agentplatform.engine.v1.DisconnectPolicy on_disconnect = 6;
    */
   onDisconnect: DisconnectPolicy;
+
+  /**
+   * The saved agent to run (agentplatform.agents.v1); empty: the built-in
+   * default agent (the engine's own prompt, model, every enabled tool).
+   * Another user's agent is NOT_FOUND.
+   *
+   * @generated from field: string agent_id = 7;
+   */
+  agentId: string;
+
+  /**
+   * The agent's revision to run; 0: its latest.
+   *
+   * @generated from field: int64 agent_revision = 8;
+   */
+  agentRevision: bigint;
 };
 
 /**
