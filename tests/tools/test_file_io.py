@@ -547,6 +547,12 @@ async def test_a_path_of_5000_characters_is_invalid_argument_over_grpc(service: 
     assert str(tmp_path) not in details and "workspace/" not in details
 
 
+def test_unprintable_characters_are_escaped_and_the_path_cut(box: Box) -> None:
+    error = refused(box, operation="read", path="\x01" * 1000)
+    assert "path '\\x01\\x01" in str(error) and "…' is 1000 bytes long" in str(error)
+    assert "\x01" not in str(error) and len(str(error)) < 250
+
+
 def test_a_name_longer_than_255_bytes_is_refused(box: Box) -> None:
     error = refused(box, operation="write", path="d/" + "é" * 128, content="x")  # 256 bytes in UTF-8
     assert "a name in path 'd/éé" in str(error) and "is 256 bytes long" in str(error)

@@ -69,9 +69,16 @@ _FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 def shown(text: str) -> str:
-    """`text` fit for an error message: cut to SHOWN_PATH_CHARS, unprintable characters escaped."""
-    cut = "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text[:SHOWN_PATH_CHARS])
-    return cut + ("…" if len(text) > SHOWN_PATH_CHARS else "")
+    """`text` fit for an error message: unprintable characters escaped, cut to about SHOWN_PATH_CHARS."""
+    parts: list[str] = []
+    size = 0
+    for char in text:
+        if size >= SHOWN_PATH_CHARS:
+            return "".join(parts) + "…"
+        part = char if char.isprintable() else ascii(char)[1:-1]
+        parts.append(part)
+        size += len(part)
+    return "".join(parts)
 
 
 @dataclass(frozen=True)
@@ -214,8 +221,8 @@ def _open_name(dir_fd: int, name: str, flags: int, mode: int) -> int:
     except NotADirectoryError:
         # O_DIRECTORY | O_NOFOLLOW answers ENOTDIR for a symlink; say ELOOP, as openat2 does, so the message is right.
         # A folder there now was something else an instant ago: a link swapped back, most likely.
-        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-        if stat.S_ISLNK(mode) or stat.S_ISDIR(mode):
+        found = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        if stat.S_ISLNK(found) or stat.S_ISDIR(found):
             raise OSError(errno.ELOOP, os.strerror(errno.ELOOP)) from None
         raise
 
@@ -334,16 +341,21 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _wrong_kind(info: os.stat_result, path: WorkspacePath) -> InvalidArgument:
+    """The refusal for something that is not a regular file: a link, a folder, a FIFO, a device or a socket."""
+    if stat.S_ISLNK(info.st_mode):
+        return _link_refused(path)
+    if stat.S_ISDIR(info.st_mode):
+        return InvalidArgument(f"path '{path.given}' is a directory; use operation 'list' to see its entries")
+    return InvalidArgument(
+        f"path '{path.given}' is {_kind(info.st_mode)}; file_io handles only regular text files and folders"
+    )
+
+
 def _require_regular_file(info: os.stat_result, path: WorkspacePath) -> None:
     """Refuse anything but a regular file with a single name (another hard link may be outside the workspace)."""
-    if stat.S_ISLNK(info.st_mode):
-        raise _link_refused(path)
-    if stat.S_ISDIR(info.st_mode):
-        raise InvalidArgument(f"path '{path.given}' is a directory; use operation 'list' to see its entries")
     if not stat.S_ISREG(info.st_mode):
-        raise InvalidArgument(
-            f"path '{path.given}' is {_kind(info.st_mode)}; file_io handles only regular text files and folders"
-        )
+        raise _wrong_kind(info, path)
     if info.st_nlink > 1:
         raise InvalidArgument(
             f"file '{path.given}' has other hard links, which may be outside the tools workspace; file_io does not "
@@ -562,8 +574,7 @@ def _delete(root_fd: int, path: WorkspacePath) -> ToolOutput:
             os.unlink(name, dir_fd=folder)  # another hard link elsewhere is not touched: fine to delete
             kind = "file"
         else:
-            _require_regular_file(info, path)  # raises: a link, FIFO, device or socket
-            raise AssertionError("unreachable")
+            raise _wrong_kind(info, path)
     return ToolOutput({"path": path.relative, "deleted": kind}, f"Deleted the {kind} {path.relative}")
 
 
