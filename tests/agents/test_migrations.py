@@ -1,0 +1,63 @@
+"""The agents schema is the migrations': they build exactly the tables the models describe, on SQLite and
+PostgreSQL, and keep their version in a table of their own, so they share a database with the runs schema."""
+
+from collections.abc import AsyncIterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+
+from services.agents.app import MIGRATIONS
+from services.agents.models import Base
+from services.common.database import Database
+from services.runs.app import MIGRATIONS as RUNS_MIGRATIONS
+from services.runs.models import Base as RunsBase
+
+
+@pytest.fixture
+async def empty_database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    yield db
+    async with db.engine.begin() as connection:  # the PostgreSQL server is shared: take the runs schema away too
+        await connection.run_sync(RunsBase.metadata.drop_all)
+        await connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    await db.dispose()
+
+
+def _differences(connection: Connection) -> list:
+    context = MigrationContext.configure(
+        connection, opts={"include_name": lambda name, type_, _: type_ != "table" or name in Base.metadata.tables}
+    )
+    return compare_metadata(context, Base.metadata)
+
+
+def _versions(connection: Connection) -> dict[str, list[str]]:
+    tables = set(inspect(connection).get_table_names())
+    return {
+        table: list(connection.execute(text(f"SELECT version_num FROM {table}")).scalars())
+        for table in ("alembic_version", "agents_alembic_version")
+        if table in tables
+    }
+
+
+async def test_migrations_build_what_the_models_describe(empty_database: Database) -> None:
+    await empty_database.migrate(MIGRATIONS)
+    await empty_database.migrate(MIGRATIONS)  # at head already: nothing to do
+    async with empty_database.engine.connect() as connection:
+        assert await connection.run_sync(_differences) == []
+        assert await connection.run_sync(_versions) == {"agents_alembic_version": ["0001"]}
+
+
+async def test_the_agents_and_runs_schemas_share_a_database(empty_database: Database) -> None:
+    await empty_database.migrate(RUNS_MIGRATIONS)
+    await empty_database.migrate(MIGRATIONS)
+    await empty_database.migrate(RUNS_MIGRATIONS)  # neither mistakes the other's version for its own
+    async with empty_database.engine.connect() as connection:
+        versions = await connection.run_sync(_versions)
+        assert versions["agents_alembic_version"] == ["0001"]
+        assert versions["alembic_version"] and versions["alembic_version"] != ["0001"]
+        assert await connection.run_sync(_differences) == []
+        tables = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+    assert {"runs", "run_steps", "agents", "agent_revisions"} <= tables
