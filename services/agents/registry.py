@@ -11,7 +11,7 @@ only.
 from collections.abc import Sequence
 from typing import Protocol
 
-from services.agents.checks import AGENT, check_revision, check_spec, check_update_mask
+from services.agents.checks import AGENT, check_revision, check_spec, check_update_mask, parse_agent_id
 from services.agents.records import AGENT_FIELDS, AgentRecord, AgentSpec
 from services.agents.store import AgentStore
 from services.common.errors import InvalidArgument
@@ -71,6 +71,7 @@ class AgentRegistry:
         Only those fields are checked: the others were when they were stored. So an agent whose tool was since
         removed from the platform can still be renamed; the engine refuses that tool when a run starts.
         """
+        agent_id = parse_agent_id(agent_id, "agent.id")
         fields = check_update_mask(paths)
         await self._check(caller, spec, fields, time_left)
         return await self.store.update_agent(agent_id, caller.user, spec, fields)

@@ -10,7 +10,6 @@ agent's row (PostgreSQL's row lock; SQLite's one writer), so concurrent updates 
 """
 
 import base64
-import binascii
 import dataclasses
 import json
 import uuid
@@ -132,7 +131,7 @@ def _encode_token(payload: dict[str, Any]) -> str:
 def _decode_token(token: str) -> dict[str, Any]:
     try:
         payload = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
-    except (ValueError, binascii.Error, UnicodeEncodeError):
+    except ValueError:  # binascii.Error, UnicodeError and JSONDecodeError are ValueErrors
         raise InvalidArgument(INVALID_PAGE_TOKEN) from None
     if not isinstance(payload, dict):
         raise InvalidArgument(INVALID_PAGE_TOKEN)
