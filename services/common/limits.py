@@ -76,5 +76,10 @@ def check_within(limits: RunLimits, maximums: RunLimitMaximums, prefix: str = "l
             raise errors.InvalidArgument(f"{prefix}.{name} must be positive, or unset for the default")
         if value > (maximum := maximums.maximum(field)):
             raise errors.InvalidArgument(
-                f"{prefix}.{name} is {value:g}{unit}; this platform allows at most {maximum:g}{unit}"
+                f"{prefix}.{name} is {_number(value)}{unit}; this platform allows at most {_number(maximum)}{unit}"
             )
+
+
+def _number(value: float) -> str:
+    """2,000,000 rather than 2e+06; 2.5 as 2.5."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"

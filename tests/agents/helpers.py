@@ -92,7 +92,7 @@ INVALID_AGENTS: list[tuple[str, dict[str, Any], str]] = [
     ("negative-model-calls", {"limits": runs_pb2.RunLimits(max_model_calls=-1)},
      "agent.limits.max_model_calls must be positive"),
     ("duration-above", {"limits": runs_pb2.RunLimits(max_duration=_duration(3601))},
-     "agent.limits.max_duration is 3601 s; this platform allows at most 3600 s"),
+     "agent.limits.max_duration is 3,601 s; this platform allows at most 3,600 s"),
     ("negative-duration", {"limits": runs_pb2.RunLimits(max_duration=_duration(-5))},
      "agent.limits.max_duration must be positive"),
     ("tokens-above", {"limits": runs_pb2.RunLimits(max_total_tokens=2_000_001)},
