@@ -96,7 +96,7 @@ INVALID_AGENTS: list[tuple[str, dict[str, Any], str]] = [
     ("negative-duration", {"limits": runs_pb2.RunLimits(max_duration=_duration(-5))},
      "agent.limits.max_duration must be positive"),
     ("tokens-above", {"limits": runs_pb2.RunLimits(max_total_tokens=2_000_001)},
-     "agent.limits.max_total_tokens is "),
+     "agent.limits.max_total_tokens is 2,000,001; this platform allows at most 2,000,000"),
     ("tool-calls-above", {"limits": runs_pb2.RunLimits(max_tool_calls=501)},
      "agent.limits.max_tool_calls is 501; this platform allows at most 500"),
     ("17-labels", {"metadata": {f"k{i}": "v" for i in range(17)}}, "agent.metadata has 17 pairs; at most 16"),
