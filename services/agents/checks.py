@@ -9,11 +9,11 @@ give the same answer. The references an agent makes outside this service (its to
 with the field's name given by the caller: importing those would pull in the runs service's tables.
 """
 
-import uuid
 from collections.abc import Iterable, Sequence
 
 from services.agents.models import MAX_DISPLAY_NAME_CHARS, MAX_MODEL_CHARS
 from services.agents.records import AGENT_FIELDS, AgentSpec
+from services.common.checks import check_metadata, check_text, parse_uuid
 from services.common.errors import InvalidArgument
 from services.common.limits import RunLimitMaximums, check_within
 
@@ -24,42 +24,13 @@ MAX_TOOLS = 64
 MAX_TOOL_ID_CHARS = 64
 MAX_OUTPUT_TOKENS = 1_000_000
 MAX_TEMPERATURE = 2.0
-MAX_METADATA_PAIRS = 16
-MAX_METADATA_KEY_CHARS = 64
-MAX_METADATA_VALUE_CHARS = 512
 #: The field the request carries the agent in: every message names fields under it.
 AGENT = "agent"
 
 
-def check_text(field: str, value: str, max_chars: int, *, required: bool = False) -> None:
-    """A text field: not blank when required, at most `max_chars` characters, no NUL characters."""
-    if required and not value.strip():
-        raise InvalidArgument(f"{field} is required and must not be blank")
-    if len(value) > max_chars:
-        raise InvalidArgument(f"{field} is {len(value)} characters long; the limit is {max_chars}")
-    if "\x00" in value:
-        raise InvalidArgument(f"{field} contains a NUL character (\\x00), which cannot be stored")
-
-
-def check_metadata(field: str, metadata: dict[str, str]) -> None:
-    """Free-form labels: at most 16 pairs, keys of 1 to 64 characters, values of at most 512."""
-    if len(metadata) > MAX_METADATA_PAIRS:
-        raise InvalidArgument(f"{field} has {len(metadata)} pairs; at most {MAX_METADATA_PAIRS}")
-    for key, value in metadata.items():
-        if not key:
-            raise InvalidArgument(f"{field}: keys must not be empty")
-        check_text(f"{field} key {key[:64]!r}", key, MAX_METADATA_KEY_CHARS)
-        check_text(f"{field}[{key!r}]", value, MAX_METADATA_VALUE_CHARS)
-
-
 def parse_agent_id(agent_id: str, field: str = "agent_id") -> str:
     """The canonical form of an agent id (a UUID); InvalidArgument when it is empty or not a UUID."""
-    if not agent_id:
-        raise InvalidArgument(f"{field} is required")
-    try:
-        return str(uuid.UUID(agent_id))
-    except ValueError:
-        raise InvalidArgument(f"{field} {agent_id[:100]!r} is not a valid agent id (a UUID)") from None
+    return parse_uuid(agent_id, field, "agent")
 
 
 def check_revision(revision: int) -> None:
@@ -134,7 +105,7 @@ def _limits(spec: AgentSpec, maximums: RunLimitMaximums) -> None:
 
 
 def _metadata(spec: AgentSpec, _: RunLimitMaximums) -> None:
-    check_metadata(f"{AGENT}.metadata", spec.metadata)
+    check_metadata(spec.metadata, f"{AGENT}.metadata")
 
 
 _CHECKS = {

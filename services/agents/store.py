@@ -19,9 +19,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, delete, func, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.agents.checks import check_text, parse_agent_id
+from services.agents.checks import parse_agent_id
 from services.agents.models import MAX_DISPLAY_NAME_CHARS, AgentRevisionRow, AgentRow
 from services.agents.records import AGENT_FIELDS, AgentRecord, AgentSpec, ModelParameters
+from services.common.checks import check_text
 from services.common.database import Database, runs_to_completion, utcnow
 from services.common.errors import InvalidArgument, NotFound
 from services.common.limits import RunLimits

@@ -8,10 +8,10 @@ same answer (PostgreSQL refuses NUL characters in text and JSON that SQLite woul
 import dataclasses
 import hashlib
 import json
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from services.common.checks import check_metadata, check_text, parse_uuid
 from services.common.errors import InvalidArgument
 from services.common.identity import MAX_USER_ID
 from services.common.limits import RunLimits
@@ -20,9 +20,6 @@ from services.runs.records import NewRun, NewStep
 
 MAX_USER_QUERY_BYTES = 1024 * 1024
 MAX_MODEL_CHARS = 200  # the column's width
-MAX_METADATA_PAIRS = 16
-MAX_METADATA_KEY_CHARS = 64
-MAX_METADATA_VALUE_CHARS = 512
 MAX_ERROR_MESSAGE_CHARS = 16 * 1024
 MAX_ERROR_CODE_CHARS = 64
 MAX_EXECUTOR_ID_CHARS = 64
@@ -40,39 +37,14 @@ class StoreLimits:
     max_step_bytes: int = 1024 * 1024
 
 
-def check_text(field: str, value: str, max_chars: int, *, required: bool = False) -> None:
-    """A text field: not blank when required, at most `max_chars` characters, no NUL characters."""
-    if required and not value.strip():
-        raise InvalidArgument(f"{field} is required and must not be blank")
-    if len(value) > max_chars:
-        raise InvalidArgument(f"{field} is {len(value)} characters long; the limit is {max_chars}")
-    if "\x00" in value:
-        raise InvalidArgument(f"{field} contains a NUL character (\\x00), which cannot be stored")
-
-
 def parse_run_id(run_id: str, field: str = "run_id") -> str:
     """The canonical form of a run id (a UUID); InvalidArgument when it is empty or not a UUID."""
-    if not run_id:
-        raise InvalidArgument(f"{field} is required")
-    try:
-        return str(uuid.UUID(run_id))
-    except ValueError:
-        raise InvalidArgument(f"{field} {run_id[:100]!r} is not a valid run id (a UUID)") from None
+    return parse_uuid(run_id, field, "run")
 
 
 def check_run_state(state: str) -> None:
     if state not in RUN_STATES:
         raise InvalidArgument(f"unknown run state {state!r}; use one of {', '.join(RUN_STATES)}")
-
-
-def check_metadata(metadata: dict[str, str]) -> None:
-    if len(metadata) > MAX_METADATA_PAIRS:
-        raise InvalidArgument(f"metadata has {len(metadata)} pairs; at most {MAX_METADATA_PAIRS}")
-    for key, value in metadata.items():
-        if not key:
-            raise InvalidArgument("metadata keys must not be empty")
-        check_text(f"metadata key {key[:64]!r}", key, MAX_METADATA_KEY_CHARS)
-        check_text(f"metadata[{key!r}]", value, MAX_METADATA_VALUE_CHARS)
 
 
 def check_executor_id(executor_id: str) -> None:
@@ -106,10 +78,7 @@ def checked_new_run(run: NewRun, limits: StoreLimits) -> NewRun:
     check_executor_id(run.executor_id)
     check_text("owner", run.owner, MAX_USER_ID, required=True)
     if run.agent_id:
-        try:
-            uuid.UUID(run.agent_id)
-        except ValueError:
-            raise InvalidArgument(f"agent_id {run.agent_id[:100]!r} is not a valid agent id (a UUID)") from None
+        parse_uuid(run.agent_id, "agent_id", "agent")
     if run.agent_revision < 0 or (run.agent_revision == 0) != (not run.agent_id):
         raise InvalidArgument("agent_revision must be the revision (1, 2 ...) of agent_id, or 0 with no agent")
     if not MIN_LEASE_SECONDS <= run.lease_seconds <= MAX_LEASE_SECONDS:

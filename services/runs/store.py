@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, bindparam, delete, func, insert, literal, 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common.checks import check_text
 from services.common.database import Database, UtcDateTime, runs_to_completion, utcnow
 from services.common.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument, NotFound
 from services.common.group_commit import GroupCommit, Write
@@ -35,7 +36,6 @@ from services.runs.checks import (
     check_executor_id,
     check_finish,
     check_run_state,
-    check_text,
     checked_new_run,
     checked_step,
     parse_run_id,

@@ -100,7 +100,7 @@ INVALID_AGENTS: list[tuple[str, dict[str, Any], str]] = [
     ("tool-calls-above", {"limits": runs_pb2.RunLimits(max_tool_calls=501)},
      "agent.limits.max_tool_calls is 501; this platform allows at most 500"),
     ("17-labels", {"metadata": {f"k{i}": "v" for i in range(17)}}, "agent.metadata has 17 pairs; at most 16"),
-    ("empty-label-key", {"metadata": {"": "v"}}, "agent.metadata: keys must not be empty"),
+    ("empty-label-key", {"metadata": {"": "v"}}, "agent.metadata keys must not be empty"),
     ("long-label-key", {"metadata": {"k" * 65: "v"}}, "agent.metadata key 'kkkk"),
     ("long-label-value", {"metadata": {"team": "v" * 513}},
      "agent.metadata['team'] is 513 characters long; the limit is 512"),
