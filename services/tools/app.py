@@ -62,8 +62,8 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             workspace_max_bytes=settings.workspace_max_bytes,
             workspace_max_files=settings.workspace_max_files,
         )
-        catalog = ToolCatalog(registry, store)
         executor = ToolExecutor(registry, store, context, settings.timeout_seconds)
+        catalog = ToolCatalog(registry, store, executor.usage)
         public, execution = ToolServicer(catalog), ToolExecutionServicer(executor)
 
         def register_public(server: grpc.aio.Server) -> None:

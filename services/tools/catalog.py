@@ -7,13 +7,14 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.errors import InvalidArgument
 from services.tools.base import BaseTool
 from services.tools.registry import ToolRegistry
 from services.tools.tool_settings import KEEP, Keep, ToolSetting, ToolSettingsStore
+from services.tools.usage import ToolUsage, UsageLedger
 
 #: The fields UpdateTool may change, as update_mask paths.
 UPDATABLE_PATHS = ("enabled", "description")
@@ -33,6 +34,7 @@ class ToolView:
     enabled: bool
     parameters: dict[str, Any]
     schema: dict[str, Any]
+    usage: ToolUsage = field(default_factory=ToolUsage)
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class ToolPage:
     next_page_token: str
 
 
-def _view(tool: BaseTool, setting: ToolSetting) -> ToolView:
+def _view(tool: BaseTool, setting: ToolSetting, usage: ToolUsage) -> ToolView:
     schema = tool.get_schema(setting.description_override)
     return ToolView(
         id=tool.name,
@@ -54,15 +56,19 @@ def _view(tool: BaseTool, setting: ToolSetting) -> ToolView:
         enabled=setting.enabled,
         parameters=schema["function"]["parameters"],
         schema=schema,
+        usage=usage,
     )
 
 
 class ToolCatalog:
     """Lists, shows and updates tools: the registry's code-defined tools joined with their stored settings."""
 
-    def __init__(self, registry: ToolRegistry, settings: ToolSettingsStore) -> None:
+    def __init__(
+        self, registry: ToolRegistry, settings: ToolSettingsStore, usage: UsageLedger | None = None
+    ) -> None:
         self._registry = registry
         self._settings = settings
+        self._usage = usage or UsageLedger()
 
     async def list_tools(self, *, page_size: int = 0, page_token: str = "", enabled_only: bool = False) -> ToolPage:
         """Tools ordered by id, `page_size` at a time (0 = all), after the position `page_token` names."""
@@ -71,7 +77,7 @@ class ToolCatalog:
         after_id = _decode_page_token(page_token) if page_token else None
         stored = await self._settings.get_all()
         views = [
-            _view(tool, stored.get(tool.name, ToolSetting(tool.name)))
+            _view(tool, stored.get(tool.name, ToolSetting(tool.name)), self._usage.usage(tool.name))
             for tool in self._registry.tools()
             # Keyset paging on the id: a tool added or removed between pages shifts nothing.
             if after_id is None or tool.name > after_id
@@ -86,7 +92,7 @@ class ToolCatalog:
     async def get_tool(self, tool_id: str) -> ToolView:
         """One tool, or NotFound."""
         tool = self._registry.get(tool_id)
-        return _view(tool, await self._settings.get(tool_id))
+        return _view(tool, await self._settings.get(tool_id), self._usage.usage(tool.name))
 
     async def update_tool(
         self, tool_id: str, paths: Sequence[str], *, enabled: bool = True, description: str = ""
@@ -107,7 +113,7 @@ class ToolCatalog:
             new_override = _checked_override(description)
         tool = self._registry.get(tool_id)
         setting = await self._settings.update(tool_id, enabled=new_enabled, description_override=new_override)
-        return _view(tool, setting)
+        return _view(tool, setting, self._usage.usage(tool.name))
 
 
 def _checked_override(description: str) -> str | None:

@@ -26,6 +26,7 @@ from services.common.errors import (
 from services.tools.base import BaseTool, ToolContext, ToolOutput
 from services.tools.registry import ToolRegistry
 from services.tools.tool_settings import ToolSettingsStore
+from services.tools.usage import UsageLedger
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +48,30 @@ class ToolExecutor:
         self._settings = settings
         self._context = context
         self._timeout_seconds = timeout_seconds
+        #: Every execution of a known tool, counted for the Manage Tools page.
+        self.usage = UsageLedger()
 
     async def execute(self, tool_id: str, arguments: Mapping[str, Any]) -> ToolExecution:
         """Run `tool_id` with `arguments`; raises NotFound, FailedPrecondition, InvalidArgument,
         DeadlineExceeded, Internal or whatever domain error the tool itself raised."""
         tool = self._registry.get(tool_id)
-        setting = await self._settings.get(tool_id)
-        if not setting.enabled:
-            raise FailedPrecondition(f"tool '{tool_id}' is disabled; enable it with UpdateTool")
-        arguments = dict(arguments)
-        validate_arguments(tool, arguments)
-        started = time.perf_counter()
-        value = await self._run_with_time_limit(tool, arguments)
-        duration = time.perf_counter() - started
-        return ToolExecution(to_tool_output(tool.name, value), duration)
+        started: float | None = None
+        try:
+            setting = await self._settings.get(tool_id)
+            if not setting.enabled:
+                raise FailedPrecondition(f"tool '{tool_id}' is disabled; enable it with UpdateTool")
+            arguments = dict(arguments)
+            validate_arguments(tool, arguments)
+            started = time.perf_counter()
+            value = await self._run_with_time_limit(tool, arguments)
+            duration = time.perf_counter() - started
+            execution = ToolExecution(to_tool_output(tool.name, value), duration)
+        except DomainError as exc:
+            elapsed = time.perf_counter() - started if started is not None else None
+            self.usage.record(tool.name, "timeout" if isinstance(exc, DeadlineExceeded) else "error", elapsed)
+            raise
+        self.usage.record(tool.name, "ok", duration)
+        return execution
 
     async def _run_with_time_limit(self, tool: BaseTool, arguments: dict[str, Any]) -> Any:
         try:
