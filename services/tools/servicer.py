@@ -9,8 +9,9 @@ import grpc
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.common.errors import InvalidArgument, PermissionDenied
 from services.common.identity import current_caller
-from services.common.protoconv import struct_from_dict
+from services.common.protoconv import duration_from_seconds, struct_from_dict, timestamp_from_datetime
 from services.tools.catalog import ToolCatalog, ToolView
+from services.tools.usage import ToolUsage
 
 #: The full gRPC service name (health checks and reflection use it).
 SERVICE_NAME = "agentplatform.tools.v1.ToolService"
@@ -27,7 +28,19 @@ def tool_to_proto(view: ToolView) -> tools_pb2.Tool:
         enabled=view.enabled,
         parameters=struct_from_dict(view.parameters),
         schema=struct_from_dict(view.schema),
+        usage=_usage_to_proto(view.usage),
     )
+
+
+def _usage_to_proto(usage: ToolUsage) -> tools_pb2.ToolUsage:
+    message = tools_pb2.ToolUsage(calls=usage.calls, errors=usage.errors, timeouts=usage.timeouts)
+    if usage.p50_seconds is not None:
+        message.p50_duration.CopyFrom(duration_from_seconds(usage.p50_seconds))
+    if usage.p95_seconds is not None:
+        message.p95_duration.CopyFrom(duration_from_seconds(usage.p95_seconds))
+    if usage.last_used is not None:
+        message.last_used_time.CopyFrom(timestamp_from_datetime(usage.last_used))
+    return message
 
 
 def require(value: str, field: str) -> str:

@@ -253,5 +253,31 @@ async def test_a_slow_tool_is_deadline_exceeded(make_settings: SettingsFactory, 
                 await stub.ExecuteTool(execute_request("slow"))
             assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert "tool 'slow' did not finish within 0.2 s" in (exc.value.details() or "")
+            # It counts as a timeout (and an error) in the tool's usage figures.
+            usage = (await stub.GetTool(tools_pb2.GetToolRequest(tool_id="slow"))).usage
+            assert (usage.calls, usage.errors, usage.timeouts) == (1, 1, 1)
+            assert usage.p50_duration.ToTimedelta().total_seconds() >= 0.2
     finally:
         await app.stop()
+
+
+async def test_each_tool_shows_how_it_has_been_used(service: RunningTools) -> None:
+    """The Manage Tools page's figures: calls, errors, timeouts, recent durations, last use, per tool."""
+    fresh = await service.stub.GetTool(tools_pb2.GetToolRequest(tool_id="calculator"))
+    assert fresh.usage.calls == 0 and not fresh.usage.HasField("last_used_time")
+
+    for x in range(4):
+        await service.stub.ExecuteTool(execute_request("calculator", operation="add", x=x, y=1))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await service.stub.ExecuteTool(execute_request("calculator", operation="divide", x=1, y=0))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await service.stub.ExecuteTool(execute_request("calculator", operation="add", x="not a number", y=1))
+
+    usage = (await service.stub.GetTool(tools_pb2.GetToolRequest(tool_id="calculator"))).usage
+    assert (usage.calls, usage.errors, usage.timeouts) == (6, 2, 0)
+    assert usage.HasField("p50_duration") and usage.HasField("p95_duration") and usage.HasField("last_used_time")
+    assert usage.p50_duration.ToTimedelta() <= usage.p95_duration.ToTimedelta()
+    listed = await service.stub.ListTools(tools_pb2.ListToolsRequest())
+    by_id = {tool.id: tool.usage.calls for tool in listed.tools}
+    assert by_id["calculator"] == 6 and by_id["web_search"] == 0
+

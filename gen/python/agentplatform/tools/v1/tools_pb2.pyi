@@ -1,5 +1,9 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -9,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Tool(_message.Message):
-    __slots__ = ("id", "display_name", "description", "icon", "enabled", "parameters", "schema", "default_description")
+    __slots__ = ("id", "display_name", "description", "icon", "enabled", "parameters", "schema", "default_description", "usage")
     ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +22,7 @@ class Tool(_message.Message):
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     id: str
     display_name: str
     description: str
@@ -26,7 +31,24 @@ class Tool(_message.Message):
     parameters: _struct_pb2.Struct
     schema: _struct_pb2.Struct
     default_description: str
-    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., icon: _Optional[str] = ..., enabled: _Optional[bool] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., default_description: _Optional[str] = ...) -> None: ...
+    usage: ToolUsage
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., icon: _Optional[str] = ..., enabled: _Optional[bool] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., default_description: _Optional[str] = ..., usage: _Optional[_Union[ToolUsage, _Mapping]] = ...) -> None: ...
+
+class ToolUsage(_message.Message):
+    __slots__ = ("calls", "errors", "timeouts", "p50_duration", "p95_duration", "last_used_time")
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
+    P50_DURATION_FIELD_NUMBER: _ClassVar[int]
+    P95_DURATION_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_TIME_FIELD_NUMBER: _ClassVar[int]
+    calls: int
+    errors: int
+    timeouts: int
+    p50_duration: _duration_pb2.Duration
+    p95_duration: _duration_pb2.Duration
+    last_used_time: _timestamp_pb2.Timestamp
+    def __init__(self, calls: _Optional[int] = ..., errors: _Optional[int] = ..., timeouts: _Optional[int] = ..., p50_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., p95_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., last_used_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListToolsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "enabled_only")

@@ -4,15 +4,15 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { FieldMask } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_field_mask, file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
+import type { Duration, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file agentplatform/tools/v1/tools.proto.
  */
 export const file_agentplatform_tools_v1_tools: GenFile = /*@__PURE__*/
-  fileDesc("CiJhZ2VudHBsYXRmb3JtL3Rvb2xzL3YxL3Rvb2xzLnByb3RvEhZhZ2VudHBsYXRmb3JtLnRvb2xzLnYxIs8BCgRUb29sEgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIMCgRpY29uGAQgASgJEg8KB2VuYWJsZWQYBSABKAgSKwoKcGFyYW1ldGVycxgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGc2NoZW1hGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIbChNkZWZhdWx0X2Rlc2NyaXB0aW9uGAggASgJIk8KEExpc3RUb29sc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSFAoMZW5hYmxlZF9vbmx5GAMgASgIIlkKEUxpc3RUb29sc1Jlc3BvbnNlEisKBXRvb2xzGAEgAygLMhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIhCg5HZXRUb29sUmVxdWVzdBIPCgd0b29sX2lkGAEgASgJInAKEVVwZGF0ZVRvb2xSZXF1ZXN0EioKBHRvb2wYASABKAsyHC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2wSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrMpcCCgtUb29sU2VydmljZRJgCglMaXN0VG9vbHMSKC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkxpc3RUb29sc1JlcXVlc3QaKS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkxpc3RUb29sc1Jlc3BvbnNlEk8KB0dldFRvb2wSJi5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkdldFRvb2xSZXF1ZXN0GhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sElUKClVwZGF0ZVRvb2wSKS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlVwZGF0ZVRvb2xSZXF1ZXN0GhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sYgZwcm90bzM", [file_google_protobuf_field_mask, file_google_protobuf_struct]);
+  fileDesc("CiJhZ2VudHBsYXRmb3JtL3Rvb2xzL3YxL3Rvb2xzLnByb3RvEhZhZ2VudHBsYXRmb3JtLnRvb2xzLnYxIoECCgRUb29sEgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIMCgRpY29uGAQgASgJEg8KB2VuYWJsZWQYBSABKAgSKwoKcGFyYW1ldGVycxgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGc2NoZW1hGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIbChNkZWZhdWx0X2Rlc2NyaXB0aW9uGAggASgJEjAKBXVzYWdlGAkgASgLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sVXNhZ2Ui0gEKCVRvb2xVc2FnZRINCgVjYWxscxgBIAEoAxIOCgZlcnJvcnMYAiABKAMSEAoIdGltZW91dHMYAyABKAMSLwoMcDUwX2R1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KDHA5NV9kdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIyCg5sYXN0X3VzZWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTwoQTGlzdFRvb2xzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIUCgxlbmFibGVkX29ubHkYAyABKAgiWQoRTGlzdFRvb2xzUmVzcG9uc2USKwoFdG9vbHMYASADKAsyHC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2wSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiEKDkdldFRvb2xSZXF1ZXN0Eg8KB3Rvb2xfaWQYASABKAkicAoRVXBkYXRlVG9vbFJlcXVlc3QSKgoEdG9vbBgBIAEoCzIcLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sylwIKC1Rvb2xTZXJ2aWNlEmAKCUxpc3RUb29scxIoLmFnZW50cGxhdGZvcm0udG9vbHMudjEuTGlzdFRvb2xzUmVxdWVzdBopLmFnZW50cGxhdGZvcm0udG9vbHMudjEuTGlzdFRvb2xzUmVzcG9uc2USTwoHR2V0VG9vbBImLmFnZW50cGxhdGZvcm0udG9vbHMudjEuR2V0VG9vbFJlcXVlc3QaHC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2wSVQoKVXBkYXRlVG9vbBIpLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVXBkYXRlVG9vbFJlcXVlc3QaHC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2xiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A tool the agent can call.
@@ -78,6 +78,13 @@ export type Tool = Message<"agentplatform.tools.v1.Tool"> & {
    * @generated from field: string default_description = 8;
    */
   defaultDescription: string;
+
+  /**
+   * How the tool has been used since the tools service started.
+   *
+   * @generated from field: agentplatform.tools.v1.ToolUsage usage = 9;
+   */
+  usage?: ToolUsage | undefined;
 };
 
 /**
@@ -86,6 +93,66 @@ export type Tool = Message<"agentplatform.tools.v1.Tool"> & {
  */
 export const ToolSchema: GenMessage<Tool> = /*@__PURE__*/
   messageDesc(file_agentplatform_tools_v1_tools, 0);
+
+/**
+ * A tool's use since the tools service started (a restart starts the figures
+ * again).
+ *
+ * @generated from message agentplatform.tools.v1.ToolUsage
+ */
+export type ToolUsage = Message<"agentplatform.tools.v1.ToolUsage"> & {
+  /**
+   * Executions asked for.
+   *
+   * @generated from field: int64 calls = 1;
+   */
+  calls: bigint;
+
+  /**
+   * Executions that failed, timeouts included (bad arguments, a disabled
+   * tool, the tool's own error).
+   *
+   * @generated from field: int64 errors = 2;
+   */
+  errors: bigint;
+
+  /**
+   * Executions stopped at the time limit.
+   *
+   * @generated from field: int64 timeouts = 3;
+   */
+  timeouts: bigint;
+
+  /**
+   * The median duration of the recent executions (the last 1,000); unset
+   * before the first.
+   *
+   * @generated from field: google.protobuf.Duration p50_duration = 4;
+   */
+  p50Duration?: Duration | undefined;
+
+  /**
+   * The 95th-percentile duration of the recent executions; unset before the
+   * first.
+   *
+   * @generated from field: google.protobuf.Duration p95_duration = 5;
+   */
+  p95Duration?: Duration | undefined;
+
+  /**
+   * When the tool was last executed; unset if never.
+   *
+   * @generated from field: google.protobuf.Timestamp last_used_time = 6;
+   */
+  lastUsedTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message agentplatform.tools.v1.ToolUsage.
+ * Use `create(ToolUsageSchema)` to create a new message.
+ */
+export const ToolUsageSchema: GenMessage<ToolUsage> = /*@__PURE__*/
+  messageDesc(file_agentplatform_tools_v1_tools, 1);
 
 /**
  * Request of ListTools.
@@ -120,7 +187,7 @@ export type ListToolsRequest = Message<"agentplatform.tools.v1.ListToolsRequest"
  * Use `create(ListToolsRequestSchema)` to create a new message.
  */
 export const ListToolsRequestSchema: GenMessage<ListToolsRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 1);
+  messageDesc(file_agentplatform_tools_v1_tools, 2);
 
 /**
  * Response of ListTools.
@@ -148,7 +215,7 @@ export type ListToolsResponse = Message<"agentplatform.tools.v1.ListToolsRespons
  * Use `create(ListToolsResponseSchema)` to create a new message.
  */
 export const ListToolsResponseSchema: GenMessage<ListToolsResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 2);
+  messageDesc(file_agentplatform_tools_v1_tools, 3);
 
 /**
  * Request of GetTool.
@@ -169,7 +236,7 @@ export type GetToolRequest = Message<"agentplatform.tools.v1.GetToolRequest"> & 
  * Use `create(GetToolRequestSchema)` to create a new message.
  */
 export const GetToolRequestSchema: GenMessage<GetToolRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 3);
+  messageDesc(file_agentplatform_tools_v1_tools, 4);
 
 /**
  * Request of UpdateTool.
@@ -198,7 +265,7 @@ export type UpdateToolRequest = Message<"agentplatform.tools.v1.UpdateToolReques
  * Use `create(UpdateToolRequestSchema)` to create a new message.
  */
 export const UpdateToolRequestSchema: GenMessage<UpdateToolRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 4);
+  messageDesc(file_agentplatform_tools_v1_tools, 5);
 
 /**
  * ToolService is the registry of the agent's tools, for the "Manage Tools"
