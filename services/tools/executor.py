@@ -30,6 +30,10 @@ from services.tools.usage import UsageLedger
 
 log = logging.getLogger(__name__)
 
+#: The most a result may weigh (its text, and its structured form as JSON) before it is cut: the model reads the
+#: text on every later turn, and the run store keeps both in a step of at most 1 MiB.
+DEFAULT_MAX_RESULT_BYTES = 64 * 1024
+
 
 class ToolExecution(NamedTuple):
     """What one execution produced, and how long the tool ran (seconds)."""
@@ -42,12 +46,18 @@ class ToolExecutor:
     """Executes enabled tools with validated arguments under a time limit."""
 
     def __init__(
-        self, registry: ToolRegistry, settings: ToolSettingsStore, context: ToolContext, timeout_seconds: float
+        self,
+        registry: ToolRegistry,
+        settings: ToolSettingsStore,
+        context: ToolContext,
+        timeout_seconds: float,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
         self._registry = registry
         self._settings = settings
         self._context = context
         self._timeout_seconds = timeout_seconds
+        self._max_result_bytes = max_result_bytes
         #: Every execution of a known tool, counted for the Manage Tools page.
         self.usage = UsageLedger()
 
@@ -65,7 +75,7 @@ class ToolExecutor:
             started = time.perf_counter()
             value = await self._run_with_time_limit(tool, arguments)
             duration = time.perf_counter() - started
-            execution = ToolExecution(to_tool_output(tool.name, value), duration)
+            execution = ToolExecution(bounded(to_tool_output(tool.name, value), self._max_result_bytes), duration)
         except DomainError as exc:
             elapsed = time.perf_counter() - started if started is not None else None
             self.usage.record(tool.name, "timeout" if isinstance(exc, DeadlineExceeded) else "error", elapsed)
@@ -145,6 +155,20 @@ def to_tool_output(tool_id: str, value: Any) -> ToolOutput:
     except (TypeError, ValueError) as exc:
         raise Internal(f"tool '{tool_id}' returned a result that is not JSON: {exc}") from None
     return output
+
+
+def bounded(output: ToolOutput, max_bytes: int) -> ToolOutput:
+    """`output` within `max_bytes`: a longer text is cut, with a marker that says so (the model must know it
+    did not see everything); a structured result whose JSON is longer is dropped, the text standing for it."""
+    text, result = output.text, output.result
+    size = len(text.encode())
+    if size > max_bytes:
+        marker = f"\n[cut: the result was {size:,} bytes; the limit is {max_bytes:,}]"
+        kept = text.encode()[: max(0, max_bytes - len(marker.encode()))].decode(errors="ignore")
+        text = kept + marker
+    if result is not None and len(json.dumps(result, ensure_ascii=False).encode()) > max_bytes:
+        result = None
+    return output if (text, result) == (output.text, output.result) else ToolOutput(result, text)
 
 
 def _wrap(value: Any) -> ToolOutput:

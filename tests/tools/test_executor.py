@@ -9,6 +9,7 @@ import pytest
 
 from services.common.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
 from services.tools.base import ToolOutput
+from services.tools.executor import DEFAULT_MAX_RESULT_BYTES, bounded
 from tests.tools.conftest import ExecutorEnv, write_plugin
 
 TEST_TOOLS = '''
@@ -192,3 +193,38 @@ async def test_a_non_json_result_is_internal(plugin_dir: Path, make_executor: Ma
     )
     with pytest.raises(Internal, match="tool 'sets' returned a result that is not JSON"):
         await make_executor().executor.execute("sets", {})
+
+
+def test_an_oversized_result_is_cut_with_a_marker() -> None:
+    big = ToolOutput({"rows": ["x" * 100] * 100}, "é" * 5000)
+    cut = bounded(big, 1000)
+    assert len(cut.text.encode()) <= 1000
+    assert cut.text.endswith("[cut: the result was 10,000 bytes; the limit is 1,000]")
+    assert cut.text.startswith("é" * 100)  # cut on a character boundary
+    assert cut.result is None  # the structured form would not fit: the text stands for it
+    small = ToolOutput(15, "5 + 10 = 15")
+    assert bounded(small, 1000) is small
+
+
+async def test_the_executor_bounds_what_a_tool_returns(
+    plugin_dir: Path, make_executor: Callable[..., ExecutorEnv]
+) -> None:
+    write_plugin(
+        plugin_dir,
+        "chatty.py",
+        """
+        from services.tools.base import BaseTool
+
+        class Chatty(BaseTool):
+            name = "chatty"
+            display_name = "Chatty"
+            description = "Says a lot"
+            parameters = {"type": "object"}
+
+            def execute(self):
+                return "word " * 100_000
+        """,
+    )
+    output, _ = await make_executor().executor.execute("chatty", {})
+    assert len(output.text.encode()) <= DEFAULT_MAX_RESULT_BYTES
+    assert "[cut: the result was 500,000 bytes" in output.text
