@@ -15,7 +15,7 @@ signals a caller's mistake by raising a `services.common.errors` exception (Inva
 import copy
 import re
 from abc import ABC
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +28,8 @@ TOOL_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 #: Default quota of the workspace: bytes in its files, and entries (files and folders) in it.
 DEFAULT_WORKSPACE_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_WORKSPACE_MAX_FILES = 10_000
+#: Default time limit of one request to web_search's HTTP backend.
+DEFAULT_WEB_SEARCH_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,14 @@ class ToolContext:
     #: The workspace's quota: bytes in all its files, and files and folders counted together.
     workspace_max_bytes: int = DEFAULT_WORKSPACE_MAX_BYTES
     workspace_max_files: int = DEFAULT_WORKSPACE_MAX_FILES
+    #: Which backend web_search asks: "demo" (the offline corpus), "searxng" or "brave".
+    web_search_backend: str = "demo"
+    #: SearXNG's root URL, or the Brave endpoint when overridden ("" for Brave's own).
+    web_search_url: str = ""
+    #: The hosted backend's API key; repr=False keeps it out of logs and tracebacks.
+    web_search_api_key: str = field(default="", repr=False)
+    #: Time limit of one request to the backend.
+    web_search_timeout_seconds: float = DEFAULT_WEB_SEARCH_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)

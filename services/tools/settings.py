@@ -1,14 +1,19 @@
 """Settings of the tools service, read from TOOLS_* environment variables."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import NoDecode
 
 from services.common.auth import AuthSettings
-from services.common.settings import split_commas
-from services.tools.base import DEFAULT_WORKSPACE_MAX_BYTES, DEFAULT_WORKSPACE_MAX_FILES
+from services.common.settings import SettingsError, split_commas
+from services.tools.base import (
+    DEFAULT_WEB_SEARCH_TIMEOUT_SECONDS,
+    DEFAULT_WORKSPACE_MAX_BYTES,
+    DEFAULT_WORKSPACE_MAX_FILES,
+)
 
 #: The offline demo corpus shipped with the web_search plugin (the default search backend's data).
 BUILTIN_WEB_SEARCH_CORPUS = Path(__file__).resolve().parent / "plugins" / "web_search_corpus.json"
@@ -36,3 +41,34 @@ class ToolsSettings(AuthSettings):
     timeout_seconds: float = Field(30.0, alias="TOOLS_TIMEOUT_SECONDS", gt=0)
     #: The JSON file ([{title, url, snippet}, ...]) the offline web_search backend searches.
     web_search_corpus: Path = Field(BUILTIN_WEB_SEARCH_CORPUS, alias="TOOLS_WEB_SEARCH_CORPUS")
+    #: Who answers web_search: "demo" (the offline corpus above, so `make run` needs no network), "searxng" (a
+    #: self-hosted SearXNG's JSON API; needs TOOLS_WEB_SEARCH_URL) or "brave" (the Brave Search API; needs
+    #: TOOLS_WEB_SEARCH_API_KEY).
+    web_search_backend: Literal["demo", "searxng", "brave"] = Field("demo", alias="TOOLS_WEB_SEARCH_BACKEND")
+    #: searxng: the instance's root URL (http://searxng:8080); its settings.yml must list `json` in search.formats.
+    #: brave: overrides the API endpoint (tests); empty means Brave's own.
+    web_search_url: str = Field("", alias="TOOLS_WEB_SEARCH_URL")
+    #: brave: the X-Subscription-Token. A SecretStr, so it never shows in a repr or a settings error.
+    web_search_api_key: SecretStr = Field(SecretStr(""), alias="TOOLS_WEB_SEARCH_API_KEY")
+    #: Longest one request to the search backend may take (keep it under TOOLS_TIMEOUT_SECONDS).
+    web_search_timeout_seconds: float = Field(
+        DEFAULT_WEB_SEARCH_TIMEOUT_SECONDS, alias="TOOLS_WEB_SEARCH_TIMEOUT_SECONDS", gt=0
+    )
+
+    @model_validator(mode="after")
+    def _web_search_backend_is_usable(self) -> Self:
+        """Refuse at start a backend that could never answer. SettingsError (a SystemExit) passes through pydantic
+        untouched; a ValueError would be reported with every input, the API key among them."""
+        url = self.web_search_url.strip()
+        if url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise SettingsError(f"TOOLS_WEB_SEARCH_URL must be an http(s) URL with a host, got {url!r}")
+        if self.web_search_backend == "searxng" and not url:
+            raise SettingsError(
+                "TOOLS_WEB_SEARCH_URL is required when TOOLS_WEB_SEARCH_BACKEND=searxng (the SearXNG root URL, "
+                "e.g. http://localhost:8888)"
+            )
+        if self.web_search_backend == "brave" and not self.web_search_api_key.get_secret_value().strip():
+            raise SettingsError("TOOLS_WEB_SEARCH_API_KEY is required when TOOLS_WEB_SEARCH_BACKEND=brave")
+        return self
