@@ -61,6 +61,10 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             web_search_corpus=settings.web_search_corpus.resolve(),
             workspace_max_bytes=settings.workspace_max_bytes,
             workspace_max_files=settings.workspace_max_files,
+            web_search_backend=settings.web_search_backend,
+            web_search_url=settings.web_search_url.strip(),
+            web_search_api_key=settings.web_search_api_key.get_secret_value().strip(),
+            web_search_timeout_seconds=settings.web_search_timeout_seconds,
         )
         executor = ToolExecutor(registry, store, context, settings.timeout_seconds)
         catalog = ToolCatalog(registry, store, executor.usage)

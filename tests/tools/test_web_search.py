@@ -11,13 +11,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import grpc
 import pytest
 
 from services.common.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from services.common.settings import SettingsError, load_settings
+from services.tools.app import start_tools
 from services.tools.base import ToolContext
 from services.tools.plugins.web_search import WebSearchTool
 from services.tools.settings import ToolsSettings
+from tests.support.stubs import tools_stubs
+from tests.tools.conftest import SettingsFactory, execute_request
 
 API_KEY = "brave-key-0123456789abcdef"
 
@@ -372,3 +376,28 @@ def test_a_settings_error_never_shows_the_key(clean_env: pytest.MonkeyPatch) -> 
         load_settings(ToolsSettings, _env_file=None)
     assert API_KEY not in str(caught.value)
     assert API_KEY not in repr(load_settings(ToolsSettings, _env_file=None, TOOLS_WEB_SEARCH_BACKEND="brave"))
+
+
+async def test_the_service_passes_its_settings_to_the_tool(
+    make_settings: SettingsFactory, backend: FakeBackend
+) -> None:
+    """From TOOLS_WEB_SEARCH_* through the running service: a hit, then a refused key as FAILED_PRECONDITION."""
+    backend.answer_json({"web": {"results": [{"title": "gRPC", "url": "https://grpc.io/", "description": "RPC"}]}})
+    app = await start_tools(make_settings(
+        TOOLS_WEB_SEARCH_BACKEND="brave", TOOLS_WEB_SEARCH_URL=backend.url, TOOLS_WEB_SEARCH_API_KEY=API_KEY,
+        TOOLS_WEB_SEARCH_TIMEOUT_SECONDS=2,
+    ))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = tools_stubs(channel)
+            response = await stub.ExecuteTool(execute_request("web_search", query="grpc"))
+            assert response.text == "Results for 'grpc' (Brave Search):\n1. gRPC — https://grpc.io/\n   RPC"
+            assert backend.requests[0][2]["X-Subscription-Token"] == API_KEY
+            backend.answer_json({"error": "bad key"}, status=401)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.ExecuteTool(execute_request("web_search", query="grpc"))
+            assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "check TOOLS_WEB_SEARCH_API_KEY" in (caught.value.details() or "")
+            assert API_KEY not in (caught.value.details() or "")
+    finally:
+        await app.stop()
