@@ -66,7 +66,7 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             web_search_api_key=settings.web_search_api_key.get_secret_value().strip(),
             web_search_timeout_seconds=settings.web_search_timeout_seconds,
         )
-        executor = ToolExecutor(registry, store, context, settings.timeout_seconds)
+        executor = ToolExecutor(registry, store, context, settings.timeout_seconds, settings.max_result_bytes)
         catalog = ToolCatalog(registry, store, executor.usage)
         public, execution = ToolServicer(catalog), ToolExecutionServicer(executor)
 

@@ -61,6 +61,17 @@ class ToolOutput:
     text: str
 
 
+@dataclass(frozen=True)
+class ToolHints:
+    """What a tool does to the world, with the meaning of MCP's tool annotations. The defaults are MCP's: a tool
+    that declares nothing is assumed to write, possibly destructively, not idempotently, reaching outside."""
+
+    read_only: bool = False
+    destructive: bool = True
+    idempotent: bool = False
+    open_world: bool = True
+
+
 class InvalidToolError(Exception):
     """A plugin class that cannot be offered as a tool; the message says why."""
 
@@ -76,6 +87,8 @@ class BaseTool(ABC):
     description: ClassVar[str]
     #: The frontend's icon name.
     icon: ClassVar[str] = "IconTool"
+    #: What it does to the world (ListTools shows them; approval policies may use them).
+    hints: ClassVar[ToolHints] = ToolHints()
     #: The JSON schema of the arguments: a dict, or a method returning one (the seed's `get_parameters`
     #: may be overridden instead).
     parameters: ClassVar[Any] = None
@@ -124,6 +137,8 @@ def check_tool(tool: BaseTool) -> None:
         value = getattr(cls, attribute, None)
         if not isinstance(value, str) or not value.strip():
             raise InvalidToolError(f"{attribute} must be a non-empty string, got {value!r}")
+    if not isinstance(getattr(cls, "hints", None), ToolHints):
+        raise InvalidToolError(f"hints must be a ToolHints, got {getattr(cls, 'hints', None)!r}")
     if cls.run is BaseTool.run and cls.execute is BaseTool.execute:
         raise InvalidToolError("it implements neither run() nor execute()")
     parameters = tool.get_parameters()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.errors import InvalidArgument
-from services.tools.base import BaseTool
+from services.tools.base import BaseTool, ToolHints
 from services.tools.registry import ToolRegistry
 from services.tools.tool_settings import KEEP, Keep, ToolSetting, ToolSettingsStore
 from services.tools.usage import ToolUsage, UsageLedger
@@ -35,6 +35,7 @@ class ToolView:
     parameters: dict[str, Any]
     schema: dict[str, Any]
     usage: ToolUsage = field(default_factory=ToolUsage)
+    hints: ToolHints = field(default_factory=ToolHints)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ def _view(tool: BaseTool, setting: ToolSetting, usage: ToolUsage) -> ToolView:
         parameters=schema["function"]["parameters"],
         schema=schema,
         usage=usage,
+        hints=tool.hints,
     )
 
 

@@ -29,6 +29,12 @@ def tool_to_proto(view: ToolView) -> tools_pb2.Tool:
         parameters=struct_from_dict(view.parameters),
         schema=struct_from_dict(view.schema),
         usage=_usage_to_proto(view.usage),
+        hints=tools_pb2.ToolHints(
+            read_only=view.hints.read_only,
+            destructive=view.hints.destructive,
+            idempotent=view.hints.idempotent,
+            open_world=view.hints.open_world,
+        ),
     )
 
 

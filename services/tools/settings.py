@@ -39,6 +39,9 @@ class ToolsSettings(AuthSettings):
     workspace_max_files: int = Field(DEFAULT_WORKSPACE_MAX_FILES, alias="TOOLS_WORKSPACE_MAX_FILES", ge=0)
     #: Longest a single tool execution may take.
     timeout_seconds: float = Field(30.0, alias="TOOLS_TIMEOUT_SECONDS", gt=0)
+    #: The most a tool's result may weigh, its text and its structured form each; more is cut, with a marker the
+    #: model reads (64 KiB: the model reads results on every later turn, and a step holds at most 1 MiB).
+    max_result_bytes: int = Field(64 * 1024, alias="TOOLS_MAX_RESULT_BYTES", ge=1024, le=1024 * 1024)
     #: The JSON file ([{title, url, snippet}, ...]) the offline web_search backend searches.
     web_search_corpus: Path = Field(BUILTIN_WEB_SEARCH_CORPUS, alias="TOOLS_WEB_SEARCH_CORPUS")
     #: Who answers web_search: "demo" (the offline corpus above, so `make run` needs no network), "searxng" (a

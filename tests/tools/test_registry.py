@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import NotFound
+from services.tools.base import ToolHints
 from services.tools.registry import ToolRegistry
 from tests.tools.conftest import write_plugin
 
 GREETER = '''
-    from services.tools.base import BaseTool
+    from services.tools.base import ToolHints, BaseTool
 
 
     class GreeterTool(BaseTool):
@@ -35,6 +36,7 @@ def test_a_dropped_in_file_appears(plugin_dir: Path) -> None:
     registry = ToolRegistry([plugin_dir])
     assert registry.get("greeter").execute(who="Ada") == "hello Ada"
     assert [tool.name for tool in registry.tools()] == ["calculator", "file_io", "greeter", "web_search"]
+    assert registry.get("greeter").hints == ToolHints()  # declared none: MCP's cautious defaults
 
 
 def test_a_file_added_after_start_appears_on_the_next_listing(plugin_dir: Path) -> None:
@@ -89,6 +91,8 @@ BASE_ATTRIBUTES = 'display_name = "Bad"\ndescription = "Bad"\n'
         ('name = "bad_schema"\nparameters = {"type": 12}', True, "not a valid JSON schema"),
         ('name = "no_schema"', True, "parameters must be a JSON schema object"),
         ('name = "no_run"\nparameters = {"type": "object"}', False, "implements neither run() nor execute()"),
+        ('name = "bad_hints"\nparameters = {"type": "object"}\nhints = {"read_only": True}', True,
+         "hints must be a ToolHints"),
     ],
 )
 def test_an_invalid_tool_class_is_skipped_with_the_reason(

@@ -281,3 +281,15 @@ async def test_each_tool_shows_how_it_has_been_used(service: RunningTools) -> No
     by_id = {tool.id: tool.usage.calls for tool in listed.tools}
     assert by_id["calculator"] == 6 and by_id["web_search"] == 0
 
+
+
+async def test_every_tool_shows_its_behaviour_hints(service: RunningTools) -> None:
+    """MCP's tool annotations, as each built-in tool declares them; a plugin that declares none gets MCP's
+    cautious defaults."""
+    listed = {tool.id: tool.hints for tool in (await service.stub.ListTools(tools_pb2.ListToolsRequest())).tools}
+    calculator, files, search = listed["calculator"], listed["file_io"], listed["web_search"]
+    assert (calculator.read_only, calculator.destructive, calculator.idempotent, calculator.open_world) == (
+        True, False, True, False
+    )
+    assert (files.read_only, files.destructive, files.open_world) == (False, True, False)
+    assert (search.read_only, search.open_world) == (True, True)

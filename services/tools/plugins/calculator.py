@@ -23,7 +23,7 @@ from fractions import Fraction
 from typing import Any, ClassVar
 
 from services.common.errors import InvalidArgument
-from services.tools.base import BaseTool, ToolOutput
+from services.tools.base import BaseTool, ToolHints, ToolOutput
 
 #: Longest expression accepted, in characters: enough for any calculation a person writes, and it bounds the parse.
 MAX_EXPRESSION_LENGTH = 1000
@@ -592,6 +592,7 @@ class CalculatorTool(BaseTool):
     # The seed's description, kept: the tools service's and catalog's tests check it as the default description.
     description = "Performs basic arithmetic operations"
     icon = "IconCalculator"
+    hints = ToolHints(read_only=True, destructive=False, idempotent=True, open_world=False)
     parameters: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {

@@ -41,7 +41,7 @@ from services.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from services.tools.base import BaseTool, ToolContext, ToolOutput
+from services.tools.base import BaseTool, ToolContext, ToolHints, ToolOutput
 
 log = logging.getLogger(__name__)
 
@@ -588,6 +588,8 @@ class FileIOTool(BaseTool):
         "relative to the workspace; files are UTF-8 text up to 1 MiB; symbolic links are not followed."
     )
     icon = "IconFile"
+    # Writes and deletes files (a write replaces one), inside the workspace only.
+    hints = ToolHints(read_only=False, destructive=True, idempotent=False, open_world=False)
     parameters: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from services.common.errors import DomainError, FailedPrecondition, ResourceExhausted, Unavailable
-from services.tools.base import BaseTool, ToolContext, ToolOutput
+from services.tools.base import BaseTool, ToolContext, ToolHints, ToolOutput
 
 _WORD = re.compile(r"[a-z0-9]+")
 #: Words too common to say what a query is about.
@@ -269,6 +269,7 @@ class WebSearchTool(BaseTool):
         "databases, the OpenAI API), not the live web; each answer says which."
     )
     icon = "IconWorldSearch"
+    hints = ToolHints(read_only=True, destructive=False, idempotent=True, open_world=True)
     parameters: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {

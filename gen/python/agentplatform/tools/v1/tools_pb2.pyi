@@ -13,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Tool(_message.Message):
-    __slots__ = ("id", "display_name", "description", "icon", "enabled", "parameters", "schema", "default_description", "usage")
+    __slots__ = ("id", "display_name", "description", "icon", "enabled", "parameters", "schema", "default_description", "usage", "hints")
     ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class Tool(_message.Message):
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    HINTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     display_name: str
     description: str
@@ -32,7 +33,20 @@ class Tool(_message.Message):
     schema: _struct_pb2.Struct
     default_description: str
     usage: ToolUsage
-    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., icon: _Optional[str] = ..., enabled: _Optional[bool] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., default_description: _Optional[str] = ..., usage: _Optional[_Union[ToolUsage, _Mapping]] = ...) -> None: ...
+    hints: ToolHints
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., icon: _Optional[str] = ..., enabled: _Optional[bool] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., default_description: _Optional[str] = ..., usage: _Optional[_Union[ToolUsage, _Mapping]] = ..., hints: _Optional[_Union[ToolHints, _Mapping]] = ...) -> None: ...
+
+class ToolHints(_message.Message):
+    __slots__ = ("read_only", "destructive", "idempotent", "open_world")
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    DESTRUCTIVE_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENT_FIELD_NUMBER: _ClassVar[int]
+    OPEN_WORLD_FIELD_NUMBER: _ClassVar[int]
+    read_only: bool
+    destructive: bool
+    idempotent: bool
+    open_world: bool
+    def __init__(self, read_only: _Optional[bool] = ..., destructive: _Optional[bool] = ..., idempotent: _Optional[bool] = ..., open_world: _Optional[bool] = ...) -> None: ...
 
 class ToolUsage(_message.Message):
     __slots__ = ("calls", "errors", "timeouts", "p50_duration", "p95_duration", "last_used_time")

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentplatform/tools/v1/tools.proto.
  */
 export const file_agentplatform_tools_v1_tools: GenFile = /*@__PURE__*/
-  fileDesc("CiJhZ2VudHBsYXRmb3JtL3Rvb2xzL3YxL3Rvb2xzLnByb3RvEhZhZ2VudHBsYXRmb3JtLnRvb2xzLnYxIoECCgRUb29sEgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIMCgRpY29uGAQgASgJEg8KB2VuYWJsZWQYBSABKAgSKwoKcGFyYW1ldGVycxgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGc2NoZW1hGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIbChNkZWZhdWx0X2Rlc2NyaXB0aW9uGAggASgJEjAKBXVzYWdlGAkgASgLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sVXNhZ2Ui0gEKCVRvb2xVc2FnZRINCgVjYWxscxgBIAEoAxIOCgZlcnJvcnMYAiABKAMSEAoIdGltZW91dHMYAyABKAMSLwoMcDUwX2R1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KDHA5NV9kdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIyCg5sYXN0X3VzZWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTwoQTGlzdFRvb2xzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIUCgxlbmFibGVkX29ubHkYAyABKAgiWQoRTGlzdFRvb2xzUmVzcG9uc2USKwoFdG9vbHMYASADKAsyHC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2wSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiEKDkdldFRvb2xSZXF1ZXN0Eg8KB3Rvb2xfaWQYASABKAkicAoRVXBkYXRlVG9vbFJlcXVlc3QSKgoEdG9vbBgBIAEoCzIcLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sylwIKC1Rvb2xTZXJ2aWNlEmAKCUxpc3RUb29scxIoLmFnZW50cGxhdGZvcm0udG9vbHMudjEuTGlzdFRvb2xzUmVxdWVzdBopLmFnZW50cGxhdGZvcm0udG9vbHMudjEuTGlzdFRvb2xzUmVzcG9uc2USTwoHR2V0VG9vbBImLmFnZW50cGxhdGZvcm0udG9vbHMudjEuR2V0VG9vbFJlcXVlc3QaHC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2wSVQoKVXBkYXRlVG9vbBIpLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVXBkYXRlVG9vbFJlcXVlc3QaHC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2xiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiJhZ2VudHBsYXRmb3JtL3Rvb2xzL3YxL3Rvb2xzLnByb3RvEhZhZ2VudHBsYXRmb3JtLnRvb2xzLnYxIrMCCgRUb29sEgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIMCgRpY29uGAQgASgJEg8KB2VuYWJsZWQYBSABKAgSKwoKcGFyYW1ldGVycxgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGc2NoZW1hGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIbChNkZWZhdWx0X2Rlc2NyaXB0aW9uGAggASgJEjAKBXVzYWdlGAkgASgLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sVXNhZ2USMAoFaGludHMYCiABKAsyIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2xIaW50cyJbCglUb29sSGludHMSEQoJcmVhZF9vbmx5GAEgASgIEhMKC2Rlc3RydWN0aXZlGAIgASgIEhIKCmlkZW1wb3RlbnQYAyABKAgSEgoKb3Blbl93b3JsZBgEIAEoCCLSAQoJVG9vbFVzYWdlEg0KBWNhbGxzGAEgASgDEg4KBmVycm9ycxgCIAEoAxIQCgh0aW1lb3V0cxgDIAEoAxIvCgxwNTBfZHVyYXRpb24YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMcDk1X2R1cmF0aW9uGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjIKDmxhc3RfdXNlZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJPChBMaXN0VG9vbHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhQKDGVuYWJsZWRfb25seRgDIAEoCCJZChFMaXN0VG9vbHNSZXNwb25zZRIrCgV0b29scxgBIAMoCzIcLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIQoOR2V0VG9vbFJlcXVlc3QSDwoHdG9vbF9pZBgBIAEoCSJwChFVcGRhdGVUb29sUmVxdWVzdBIqCgR0b29sGAEgASgLMhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzazKXAgoLVG9vbFNlcnZpY2USYAoJTGlzdFRvb2xzEiguYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0VG9vbHNSZXF1ZXN0GikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0VG9vbHNSZXNwb25zZRJPCgdHZXRUb29sEiYuYWdlbnRwbGF0Zm9ybS50b29scy52MS5HZXRUb29sUmVxdWVzdBocLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBJVCgpVcGRhdGVUb29sEikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5VcGRhdGVUb29sUmVxdWVzdBocLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbGIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A tool the agent can call.
@@ -85,6 +85,13 @@ export type Tool = Message<"agentplatform.tools.v1.Tool"> & {
    * @generated from field: agentplatform.tools.v1.ToolUsage usage = 9;
    */
   usage?: ToolUsage | undefined;
+
+  /**
+   * What the tool does to the world, as MCP's tool annotations say it.
+   *
+   * @generated from field: agentplatform.tools.v1.ToolHints hints = 10;
+   */
+  hints?: ToolHints | undefined;
 };
 
 /**
@@ -93,6 +100,51 @@ export type Tool = Message<"agentplatform.tools.v1.Tool"> & {
  */
 export const ToolSchema: GenMessage<Tool> = /*@__PURE__*/
   messageDesc(file_agentplatform_tools_v1_tools, 0);
+
+/**
+ * Hints about a tool's behaviour, with the meaning of MCP's tool annotations
+ * (readOnlyHint, destructiveHint, idempotentHint, openWorldHint): what the
+ * tool's author declares, for people and for approval policies; not a
+ * guarantee the platform enforces.
+ *
+ * @generated from message agentplatform.tools.v1.ToolHints
+ */
+export type ToolHints = Message<"agentplatform.tools.v1.ToolHints"> & {
+  /**
+   * The tool changes nothing (it only reads or computes).
+   *
+   * @generated from field: bool read_only = 1;
+   */
+  readOnly: boolean;
+
+  /**
+   * It may overwrite or delete data; meaningful only when not read_only.
+   *
+   * @generated from field: bool destructive = 2;
+   */
+  destructive: boolean;
+
+  /**
+   * Calling it again with the same arguments has no further effect.
+   *
+   * @generated from field: bool idempotent = 3;
+   */
+  idempotent: boolean;
+
+  /**
+   * It reaches outside the platform (the web, other systems).
+   *
+   * @generated from field: bool open_world = 4;
+   */
+  openWorld: boolean;
+};
+
+/**
+ * Describes the message agentplatform.tools.v1.ToolHints.
+ * Use `create(ToolHintsSchema)` to create a new message.
+ */
+export const ToolHintsSchema: GenMessage<ToolHints> = /*@__PURE__*/
+  messageDesc(file_agentplatform_tools_v1_tools, 1);
 
 /**
  * A tool's use since the tools service started (a restart starts the figures
@@ -152,7 +204,7 @@ export type ToolUsage = Message<"agentplatform.tools.v1.ToolUsage"> & {
  * Use `create(ToolUsageSchema)` to create a new message.
  */
 export const ToolUsageSchema: GenMessage<ToolUsage> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 1);
+  messageDesc(file_agentplatform_tools_v1_tools, 2);
 
 /**
  * Request of ListTools.
@@ -187,7 +239,7 @@ export type ListToolsRequest = Message<"agentplatform.tools.v1.ListToolsRequest"
  * Use `create(ListToolsRequestSchema)` to create a new message.
  */
 export const ListToolsRequestSchema: GenMessage<ListToolsRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 2);
+  messageDesc(file_agentplatform_tools_v1_tools, 3);
 
 /**
  * Response of ListTools.
@@ -215,7 +267,7 @@ export type ListToolsResponse = Message<"agentplatform.tools.v1.ListToolsRespons
  * Use `create(ListToolsResponseSchema)` to create a new message.
  */
 export const ListToolsResponseSchema: GenMessage<ListToolsResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 3);
+  messageDesc(file_agentplatform_tools_v1_tools, 4);
 
 /**
  * Request of GetTool.
@@ -236,7 +288,7 @@ export type GetToolRequest = Message<"agentplatform.tools.v1.GetToolRequest"> & 
  * Use `create(GetToolRequestSchema)` to create a new message.
  */
 export const GetToolRequestSchema: GenMessage<GetToolRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 4);
+  messageDesc(file_agentplatform_tools_v1_tools, 5);
 
 /**
  * Request of UpdateTool.
@@ -265,7 +317,7 @@ export type UpdateToolRequest = Message<"agentplatform.tools.v1.UpdateToolReques
  * Use `create(UpdateToolRequestSchema)` to create a new message.
  */
 export const UpdateToolRequestSchema: GenMessage<UpdateToolRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 5);
+  messageDesc(file_agentplatform_tools_v1_tools, 6);
 
 /**
  * ToolService is the registry of the agent's tools, for the "Manage Tools"
