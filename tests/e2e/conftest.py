@@ -19,7 +19,7 @@ from tests.conftest import free_port
 STARTUP_TIMEOUT = 60.0
 SETTING_PREFIXES = (
     "LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "DEMO_MODEL_", "CORS_", "AUTH_", "PLATFORM_",
-    "AGENTS_",
+    "AGENTS_", "GRPC_", "LOG_LEVEL",
 )
 
 

@@ -15,7 +15,6 @@ tests pin, in one process, the engine races the deadline test hits only now and 
 """
 
 import asyncio
-import os
 import select
 import signal
 import sqlite3
@@ -36,7 +35,7 @@ from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.engine.agent_loop import StepRecorder
 from services.launcher.stack import ProcessSpec
 from tests.conftest import free_port
-from tests.e2e.conftest import RunningStack, build_stack_in, wait_ready, wait_serving
+from tests.e2e.conftest import RunningStack, build_stack_in, stack_environment, wait_ready, wait_serving
 from tests.launcher.children import launched
 from tests.support.platform import start_platform
 from tests.support.scripted_llm import ScriptedLLM, delayed, text_reply
@@ -44,11 +43,6 @@ from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
-#: The developer's own settings must not leak into the stacks under test.
-SETTING_PREFIXES = (
-    "LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "DEMO_MODEL_", "CORS_", "ENVOY_", "GRPC_",
-    "LOG_LEVEL",
-)
 LIVE = (runs_pb2.RUN_STATE_QUEUED, runs_pb2.RUN_STATE_RUNNING)
 #: Steps of the seed example: user request, then (thought, tool call, tool result) twice, then the answer.
 SEED_STEPS = 8
@@ -62,17 +56,7 @@ T = TypeVar("T")
 
 def stack_env(workdir: Path, settings: dict[str, str]) -> dict[str, str]:
     """The environment of a stack on free 127.0.0.1 ports with its databases in `workdir`, plus `settings`."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
-    ports = ("RUNS", "TOOLS", "ENGINE", "DEMO_MODEL", "GATEWAY", "ENVOY_ADMIN")
-    env |= {f"{name}_PORT": str(free_port()) for name in ports}
-    env |= {
-        "DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/runs.db",
-        "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/tools.db",
-        "TOOLS_WORKSPACE": str(workdir / "workspace"),
-        "DEMO_MODEL_CHUNK_DELAY_SECONDS": "0.01",
-        **settings,
-    }
-    return env
+    return stack_environment(workdir, DEMO_MODEL_CHUNK_DELAY_SECONDS="0.01", **settings)
 
 
 @contextmanager
@@ -272,7 +256,10 @@ def test_ctrl_c_of_the_launcher_under_load_leaves_no_live_run(tmp_path: Path) ->
     with launched(tmp_path, env) as launcher:
         try:
             deadline = time.monotonic() + 30
+            # Every service, not only those called here: a run started before the tools service is up fails.
             wait_serving(runs_address, "agentplatform.runs.v1.RunService", deadline)
+            wait_serving(f"127.0.0.1:{env['TOOLS_PORT']}", "agentplatform.tools.v1.ToolService", deadline)
+            wait_serving(f"127.0.0.1:{env['AGENTS_PORT']}", "agentplatform.agents.v1.AgentRegistryService", deadline)
             wait_serving(engine_address, "agentplatform.engine.v1.AgentService", deadline)
             launcher.note_children()
             with grpc.insecure_channel(engine_address) as engine_channel, \
