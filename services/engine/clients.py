@@ -71,9 +71,11 @@ async def _call(
     request: Any,
     timeout: float,
     metadata: tuple[tuple[str, str], ...],
+    *,
+    wait_for_ready: bool = False,
 ) -> ResponseT:
     try:
-        return await call(request, timeout=timeout, metadata=metadata)
+        return await call(request, timeout=timeout, metadata=metadata, wait_for_ready=wait_for_ready)
     except grpc.aio.AioRpcError as exc:
         raise error_from_rpc(exc, service) from exc
 
@@ -237,7 +239,11 @@ class ToolsClient:
     async def _list(self, caller: Caller) -> list[dict[str, Any]]:
         request = tools_pb2.ListToolsRequest(enabled_only=True)
         metadata = on_behalf_of(caller, self._service_token)
-        response = await _call(self.SERVICE, self._stub.ListTools, request, self._list_timeout, metadata)
+        # wait_for_ready: while the tools service is starting (or restarting), a run waits for it, within the
+        # deadline, instead of failing at once with tools_unavailable.
+        response = await _call(
+            self.SERVICE, self._stub.ListTools, request, self._list_timeout, metadata, wait_for_ready=True
+        )
         return [dict_from_struct(tool.schema) for tool in response.tools]
 
     async def execute(self, tool_id: str, arguments: dict[str, Any], caller: Caller) -> ToolOutcome:
