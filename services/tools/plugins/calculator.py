@@ -17,6 +17,7 @@ of any number met during the calculation, and powers, whose size is estimated an
 
 import ast
 import math
+import warnings
 from collections.abc import Callable
 from decimal import ROUND_DOWN, Decimal, InvalidOperation, localcontext
 from fractions import Fraction
@@ -24,6 +25,11 @@ from typing import Any, ClassVar
 
 from services.common.errors import InvalidArgument
 from services.tools.base import BaseTool, ToolHints, ToolOutput
+
+# Python's parser warns (SyntaxWarning, on stderr) about literals such as "1e" or "0x" before it refuses or
+# accepts them; for an expression a model wrote, the refusal or the answer is all that matters. A filter for those
+# messages only, set once: warnings.catch_warnings around each parse is not safe in the worker threads tools run in.
+warnings.filterwarnings("ignore", message=r"invalid (decimal|hexadecimal|octal|binary) literal", category=SyntaxWarning)
 
 #: Longest expression accepted, in characters: enough for any calculation a person writes, and it bounds the parse.
 MAX_EXPRESSION_LENGTH = 1000
