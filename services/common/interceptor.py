@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 #: Metadata key of the request id: taken from the caller when it sends one, else generated.
 REQUEST_ID_KEY = "x-request-id"
 
+
 def is_internal(method: str) -> bool:
     """Whether `method` (/package.Service/Method) belongs to an internal API, e.g. agentplatform.runs.internal.v1."""
     return ".internal." in method.split("/", 2)[1] if method.count("/") >= 2 else False

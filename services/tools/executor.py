@@ -75,7 +75,7 @@ class ToolExecutor:
             started = time.perf_counter()
             value = await self._run_with_time_limit(tool, arguments)
             duration = time.perf_counter() - started
-            execution = ToolExecution(bounded(to_tool_output(tool.name, value), self._max_result_bytes), duration)
+            execution = ToolExecution(to_tool_output(tool.name, value, self._max_result_bytes), duration)
         except DomainError as exc:
             elapsed = time.perf_counter() - started if started is not None else None
             self.usage.record(tool.name, "timeout" if isinstance(exc, DeadlineExceeded) else "error", elapsed)
@@ -145,37 +145,25 @@ def _describe(error: ValidationError) -> str:
     return f"at {location}: {error.message}" if location else error.message
 
 
-def to_tool_output(tool_id: str, value: Any) -> ToolOutput:
-    """Wrap a plain return value as a ToolOutput and make sure the result is JSON (else Internal)."""
-    output = value if isinstance(value, ToolOutput) else _wrap(value)
-    if not isinstance(output.text, str):
-        raise Internal(f"tool '{tool_id}' returned a non-text text of type {type(output.text).__name__}")
+def to_tool_output(tool_id: str, value: Any, max_bytes: int = DEFAULT_MAX_RESULT_BYTES) -> ToolOutput:
+    """Wrap a plain return value as a ToolOutput, make sure its result is JSON (else Internal), and bound it to
+    `max_bytes`: a longer text is cut, with a marker that says so (the model must know it did not see
+    everything); a structured result whose JSON is longer is dropped, the text standing for it. The result is
+    encoded once, for all three."""
+    given = value if isinstance(value, ToolOutput) else None
+    result = given.result if given is not None else value
     try:
-        json.dumps(output.result, allow_nan=False)
+        encoded = json.dumps(result, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise Internal(f"tool '{tool_id}' returned a result that is not JSON: {exc}") from None
-    return output
-
-
-def bounded(output: ToolOutput, max_bytes: int) -> ToolOutput:
-    """`output` within `max_bytes`: a longer text is cut, with a marker that says so (the model must know it
-    did not see everything); a structured result whose JSON is longer is dropped, the text standing for it."""
-    text, result = output.text, output.result
+    output = given or ToolOutput(value, value if isinstance(value, str) else encoded)
+    if not isinstance(output.text, str):
+        raise Internal(f"tool '{tool_id}' returned a non-text text of type {type(output.text).__name__}")
+    text = output.text
     size = len(text.encode())
     if size > max_bytes:
         marker = f"\n[cut: the result was {size:,} bytes; the limit is {max_bytes:,}]"
-        kept = text.encode()[: max(0, max_bytes - len(marker.encode()))].decode(errors="ignore")
-        text = kept + marker
-    if result is not None and len(json.dumps(result, ensure_ascii=False).encode()) > max_bytes:
+        text = text.encode()[: max(0, max_bytes - len(marker.encode()))].decode(errors="ignore") + marker
+    if result is not None and len(encoded.encode()) > max_bytes:
         result = None
     return output if (text, result) == (output.text, output.result) else ToolOutput(result, text)
-
-
-def _wrap(value: Any) -> ToolOutput:
-    if isinstance(value, str):
-        return ToolOutput(value, value)
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)  # to_tool_output rejects the result with a clear message
-    return ToolOutput(value, text)

@@ -9,7 +9,7 @@ import pytest
 
 from services.common.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
 from services.tools.base import ToolOutput
-from services.tools.executor import DEFAULT_MAX_RESULT_BYTES, bounded
+from services.tools.executor import DEFAULT_MAX_RESULT_BYTES, to_tool_output
 from tests.tools.conftest import ExecutorEnv, write_plugin
 
 TEST_TOOLS = '''
@@ -197,13 +197,13 @@ async def test_a_non_json_result_is_internal(plugin_dir: Path, make_executor: Ma
 
 def test_an_oversized_result_is_cut_with_a_marker() -> None:
     big = ToolOutput({"rows": ["x" * 100] * 100}, "é" * 5000)
-    cut = bounded(big, 1000)
+    cut = to_tool_output("chatty", big, 1000)
     assert len(cut.text.encode()) <= 1000
     assert cut.text.endswith("[cut: the result was 10,000 bytes; the limit is 1,000]")
     assert cut.text.startswith("é" * 100)  # cut on a character boundary
     assert cut.result is None  # the structured form would not fit: the text stands for it
     small = ToolOutput(15, "5 + 10 = 15")
-    assert bounded(small, 1000) is small
+    assert to_tool_output("calculator", small, 1000) is small
 
 
 async def test_the_executor_bounds_what_a_tool_returns(
