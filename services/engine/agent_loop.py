@@ -250,11 +250,7 @@ class AgentLoop:
         """Record the thought and the calls (in one append, before any tool runs), execute the calls concurrently
         on behalf of the run's `owner`, record each result in the order of the calls; return the tool messages
         for the conversation."""
-        parsed = [
-            parse_tool_arguments(call.arguments) if agent.offers(call.name)
-            else (None, f"tool '{call.name}' is not one of this agent's tools")
-            for call in calls
-        ]
+        parsed = [parse_tool_arguments(call.arguments) for call in calls]
         steps = [thought]
         for call, (params, _) in zip(calls, parsed, strict=True):
             tool_call = runs_pb2.ToolCall(tool_name=call.name, tool_call_id=call.id, raw_arguments=call.arguments)
@@ -264,7 +260,12 @@ class AgentLoop:
         await recorder.record_all(steps)
         # Not a TaskGroup: it would wrap a failure of the store (raised by `record`) in an ExceptionGroup.
         executions = [
-            asyncio.ensure_future(self._execute_tool(call, params, problem, owner))
+            asyncio.ensure_future(
+                self._execute_tool(call, params, problem, owner)
+                if agent.offers(call.name)
+                # Recorded as the model asked (the step above), refused as the agent has it.
+                else self._execute_tool(call, None, f"tool '{call.name}' is not one of this agent's tools", owner)
+            )
             for call, (params, problem) in zip(calls, parsed, strict=True)
         ]
         messages = []

@@ -110,11 +110,12 @@ class RunScheduler:
         self, chat: ChatInput, cancel_if_abandoned: bool, follow: bool
     ) -> tuple[runs_pb2.Run, FeedFollower | None]:
         validate_chat(chat, self._settings)
-        self._rate_limiter.take(chat.owner.user)
         agent = DEFAULT_AGENT
         if chat.agent_id:
             agent = await self._agents.profile(chat.agent_id, chat.agent_revision, chat.owner)
         limits = resolve_limits(within_agent(chat.limits, agent), self._settings)
+        # Last, so a request refused for what it asks (bad limits, someone else's agent) costs the user nothing.
+        self._rate_limiter.take(chat.owner.user)
         starting = asyncio.ensure_future(self._start(chat, agent, limits, follow))
         try:
             return await asyncio.shield(starting)
