@@ -6,6 +6,7 @@ Without PostgreSQL installed those tests skip, unless REQUIRE_POSTGRES=1 (CI set
 """
 
 import os
+import random
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +16,23 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+#: Where free_port looks: below Linux's ephemeral range (32768-60999), from which the kernel also hands out the
+#: source ports of outgoing connections. A port picked from that range can be taken by some client's connection
+#: before the server meant for it binds it, and a stack of six processes makes that a real chance.
+_PORT_RANGE = (20_000, 32_000)
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 (for processes that cannot report the port they bound)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    for _ in range(200):
+        port = random.randrange(*_PORT_RANGE)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in {_PORT_RANGE} after 200 tries")
 
 
 @pytest.fixture(scope="session")

@@ -80,8 +80,13 @@ def build_stack_in(workdir: Path, env: dict[str, str]) -> Stack:
         return build_stack(workdir / "envoy.yaml")
 
 
-def wait_serving(address: str, service: str, deadline: float) -> None:
+def wait_serving(
+    address: str, service: str, deadline: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
     while not is_serving(address, service):
+        if process is not None and process.poll() is not None:
+            # A process that died (a port taken, a bad setting) will not become SERVING: say so now, with its log.
+            raise TimeoutError(f"{service} exited with code {process.returncode} before it served")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{service} at {address} did not become SERVING")
         time.sleep(0.1)
@@ -121,7 +126,7 @@ def wait_ready(running: RunningStack, names: list[str]) -> None:
     try:
         for name in names:
             if name in checks:
-                wait_serving(*checks[name], deadline)
+                wait_serving(*checks[name], deadline, running.processes.get(name))
         if "gateway" in names:
             wait_gateway(running, deadline)
     except TimeoutError:

@@ -41,7 +41,8 @@ from tests.support.platform import start_platform
 from tests.support.scripted_llm import ScriptedLLM, delayed, text_reply
 from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+# Above the stack start-up bound (STARTUP_TIMEOUT, 60 s), so a stack that does not start fails with its logs.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 LIVE = (runs_pb2.RUN_STATE_QUEUED, runs_pb2.RUN_STATE_RUNNING)
 #: Steps of the seed example: user request, then (thought, tool call, tool result) twice, then the answer.
