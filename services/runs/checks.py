@@ -89,6 +89,10 @@ def checked_new_run(run: NewRun, limits: StoreLimits) -> NewRun:
         raise InvalidArgument(f"a run is created QUEUED or RUNNING, not {run.state}")
     check_limits(run.limits)
     request_id = parse_run_id(run.request_id, "request_id") if run.request_id else ""
+    thread_id = parse_uuid(run.thread_id, "thread_id", "thread") if run.thread_id else ""
+    if run.multitask not in MULTITASK_STRATEGIES:
+        raise InvalidArgument(f"unknown multitask strategy {run.multitask!r}; use one of "
+                              f"{', '.join(MULTITASK_STRATEGIES)}")
     if run.steps and run.state != "running":
         raise InvalidArgument(
             "steps can only be created with a RUNNING run; a QUEUED run gets its steps once it begins"
@@ -100,7 +104,11 @@ def checked_new_run(run: NewRun, limits: StoreLimits) -> NewRun:
         if step.sequence not in (0, position):
             raise InvalidArgument(f"step {position} of a create has sequence {step.sequence}; use 0 or {position}")
         steps.append(dataclasses.replace(checked_step(position, step, limits), sequence=position))
-    return dataclasses.replace(run, request_id=request_id, steps=tuple(steps))
+    return dataclasses.replace(run, request_id=request_id, thread_id=thread_id, steps=tuple(steps))
+
+
+#: What a create does when its thread has a run in progress (see MultitaskStrategy in runs.proto).
+MULTITASK_STRATEGIES = ("reject", "enqueue", "interrupt")
 
 
 #: Steps one CreateRun may carry.
@@ -115,6 +123,9 @@ def request_fingerprint(run: NewRun) -> str:
         run.owner, run.agent_id, run.agent_revision, run.user_query, run.model, sorted(run.metadata.items()),
         dataclasses.asdict(run.limits),
     ]
+    if run.thread_id or run.multitask != "reject":
+        # Only then, so fingerprints stored before threads existed still match their retries.
+        payload += [run.thread_id, run.multitask]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -18,6 +18,7 @@ from services.runs.records import (
     RunRecord,
     StepDelta,
     StepRecord,
+    ThreadRecord,
     ToolCallPiece,
 )
 from services.runs.watch import WatchEvent
@@ -35,6 +36,24 @@ STATE_BY_ENUM: dict[runs_pb2.RunState, str] = {
     runs_pb2.RUN_STATE_CANCELLED: CANCELLED,
 }
 ENUM_BY_STATE: dict[str, runs_pb2.RunState] = {slug: number for number, slug in STATE_BY_ENUM.items()}
+
+
+#: MultitaskStrategy -> the store's strategy name (unspecified is the default, reject).
+MULTITASK_BY_ENUM: dict[int, str] = {
+    runs_pb2.MULTITASK_STRATEGY_UNSPECIFIED: "reject",
+    runs_pb2.MULTITASK_STRATEGY_REJECT: "reject",
+    runs_pb2.MULTITASK_STRATEGY_ENQUEUE: "enqueue",
+    runs_pb2.MULTITASK_STRATEGY_INTERRUPT: "interrupt",
+}
+
+
+def multitask_from_proto(value: int) -> str:
+    """The strategy name of a MultitaskStrategy; InvalidArgument for unknown numbers."""
+    if value not in MULTITASK_BY_ENUM:
+        raise InvalidArgument(
+            f"unknown multitask_strategy {value}; use one of {', '.join(runs_pb2.MultitaskStrategy.keys())}"
+        )
+    return MULTITASK_BY_ENUM[value]
 
 
 def run_state_from_proto(value: int) -> str | None:
@@ -122,6 +141,8 @@ def run_to_proto(record: RunRecord) -> runs_pb2.Run:
         owner=record.owner,
         agent_id=record.agent_id,
         agent_revision=record.agent_revision,
+        thread_id=record.thread_id,
+        thread_turn=record.thread_turn,
         steps=[step_to_proto(step) for step in record.steps],
     )
     if record.completed_at is not None:
@@ -129,6 +150,17 @@ def run_to_proto(record: RunRecord) -> runs_pb2.Run:
     if record.started_at is not None:
         message.start_time.CopyFrom(timestamp_from_datetime(record.started_at))
     return message
+
+
+def thread_to_proto(record: ThreadRecord) -> runs_pb2.Thread:
+    return runs_pb2.Thread(
+        id=record.id,
+        owner=record.owner,
+        title=record.title,
+        create_time=timestamp_from_datetime(record.created_at),
+        update_time=timestamp_from_datetime(record.updated_at),
+        turn_count=record.turn_count,
+    )
 
 
 def delta_from_proto(delta: runs_pb2.StepDelta) -> StepDelta:

@@ -74,8 +74,18 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             executor_id=request.executor_id,
             lease_seconds=seconds_from_duration(request.lease_duration),
             steps=tuple(convert.new_step_from_proto(position, step) for position, step in enumerate(request.steps, 1)),
+            thread_id=request.thread_id,
+            multitask=convert.multitask_from_proto(request.multitask_strategy),
         )
         return convert.run_to_proto(await self._store.create_run(new))
+
+    async def GetThreadHistory(
+        self, request: execution_pb2.GetThreadHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> execution_pb2.ThreadHistory:
+        history = await self._store.thread_history(request.run_id, request.max_turns)
+        return execution_pb2.ThreadHistory(
+            turns=[convert.run_to_proto(turn) for turn in history.turns], omitted_turns=history.omitted
+        )
 
     async def BeginRun(self, request: execution_pb2.BeginRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
         return await self._begin_run(request)

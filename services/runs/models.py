@@ -41,6 +41,32 @@ class Base(AsyncAttrs, DeclarativeBase):
     metadata = make_metadata()
 
 
+class ThreadRow(Base):
+    """A conversation: the runs that are its turns point to it."""
+
+    __tablename__ = "threads"
+    __table_args__ = (
+        # ListThreads walks a user's threads, most recently active first, by keyset.
+        Index("ix_threads_owner_updated_at_id", "owner", "updated_at", "id"),
+        Index("ix_threads_updated_at_id", "updated_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    #: The first user message, cut to THREAD_TITLE_CHARS.
+    title: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: When its latest run was created.
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: Runs created on it so far; the next run is turn turn_count + 1. Every create on the thread updates this
+    #: row, which is also what serialises two creates on one thread (the multitask check needs it).
+    turn_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+#: How much of a thread's first message becomes its title.
+THREAD_TITLE_CHARS = 200
+
+
 class RunRow(Base):
     """One agent run."""
 
@@ -53,6 +79,8 @@ class RunRow(Base):
         # A user's own runs (ListRuns without all_users), all of them or of one state, in the same order.
         Index("ix_runs_owner_created_at_id", "owner", "created_at", "id"),
         Index("ix_runs_owner_state_created_at_id", "owner", "state", "created_at", "id"),
+        # A thread's turns, in order; a turn number is given once.
+        Index("ux_runs_thread_id_thread_turn", "thread_id", "thread_turn", unique=True),
         # The reaper looks for live runs whose lease ran out; finished runs have no lease (NULL).
         Index("ix_runs_lease_expires_at", "lease_expires_at"),
         CheckConstraint(_one_of("state", RUN_STATES), name="state"),
@@ -65,6 +93,10 @@ class RunRow(Base):
     #: key: agents live in the agents service, and a run keeps its record when its agent is deleted.
     agent_id: Mapped[str] = mapped_column(String(36), default="")
     agent_revision: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: The thread the run is a turn of, and which turn (1, 2 ...); NULL for a run outside any conversation.
+    #: Deleting the thread deletes its runs.
+    thread_id: Mapped[str | None] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
+    thread_turn: Mapped[int | None] = mapped_column(Integer)
     user_query: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(200))

@@ -38,6 +38,10 @@ class NewRun:
     limits: RunLimits = field(default_factory=RunLimits)
     #: Steps stored with the run as steps 1, 2 ... (a RUNNING run only).
     steps: tuple["NewStep", ...] = ()
+    #: The thread the run continues; "" starts a new one.
+    thread_id: str = ""
+    #: What to do when that thread has a run in progress: "reject", "enqueue" or "interrupt".
+    multitask: str = "reject"
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,29 @@ class RunRecord:
     #: True when `user_query` was cut for a list page.
     user_query_truncated: bool = False
     steps: list[StepRecord] = field(default_factory=list)
+    #: The thread the run is a turn of, and which turn; "" and 0 for a run outside any thread.
+    thread_id: str = ""
+    thread_turn: int = 0
+
+
+@dataclass(frozen=True)
+class ThreadRecord:
+    """A stored conversation thread."""
+
+    id: str
+    owner: str
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    turn_count: int
+
+
+@dataclass(frozen=True)
+class ThreadHistory:
+    """The turns of a thread before a run, oldest first, with their steps; `omitted` older ones left out."""
+
+    turns: list[RunRecord]
+    omitted: int
 
 
 @dataclass(frozen=True)

@@ -50,9 +50,32 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
             request.page_size,
             request.page_token,
             convert.run_state_from_proto(request.state),
-            owner=None if request.all_users else caller.user,
+            owner=None if request.all_users or (caller.is_admin and request.thread_id) else caller.user,
+            thread_id=request.thread_id,
         )
         return runs_pb2.ListRunsResponse(runs=[convert.run_to_proto(run) for run in runs], next_page_token=next_token)
+
+    async def GetThread(self, request: runs_pb2.GetThreadRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Thread:
+        return convert.thread_to_proto(await self._store.get_thread(request.thread_id, owner=_owner_filter()))
+
+    async def ListThreads(
+        self, request: runs_pb2.ListThreadsRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.ListThreadsResponse:
+        caller = current_caller()
+        if request.all_users and not caller.is_admin:
+            raise PermissionDenied("all_users lists every user's threads: only an admin may ask for it")
+        threads, next_token = await self._store.list_threads(
+            request.page_size, request.page_token, owner=None if request.all_users else caller.user
+        )
+        return runs_pb2.ListThreadsResponse(
+            threads=[convert.thread_to_proto(thread) for thread in threads], next_page_token=next_token
+        )
+
+    async def DeleteThread(
+        self, request: runs_pb2.DeleteThreadRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        await self._store.delete_thread(request.thread_id, owner=_owner_filter())
+        return empty_pb2.Empty()
 
     async def DeleteRun(self, request: runs_pb2.DeleteRunRequest, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
         await self._store.delete_run(request.run_id, owner=_owner_filter())

@@ -11,7 +11,6 @@ CANCELLED, when a cancel was pending) through `reap_expired`. Runs are never han
 run's final state is the fence: an engine that lost its lease finds every later write refused.
 """
 
-import base64
 import dataclasses
 import json
 import uuid
@@ -24,7 +23,7 @@ from sqlalchemy import ColumnElement, bindparam, delete, func, insert, literal, 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.common.checks import check_text
+from services.common.checks import check_text, parse_uuid
 from services.common.database import Database, UtcDateTime, runs_to_completion, utcnow
 from services.common.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument, NotFound
 from services.common.group_commit import GroupCommit, Write
@@ -51,6 +50,22 @@ from services.runs.records import (
     NewStep,
     RunRecord,
     StepRecord,
+    ThreadHistory,
+    ThreadRecord,
+)
+from services.runs.threads import (
+    INVALID_PAGE_TOKEN,
+    THREADS,
+    decode_token,
+    earlier_live_turn,
+    encode_token,
+    load_thread,
+    place_run,
+    thread_page_token,
+    thread_record,
+    threads_after,
+    turn_page_token,
+    turns_after,
 )
 from services.runs.watch import RunSignals
 
@@ -68,8 +83,11 @@ MAX_LEASES_PER_RENEWAL = 10_000
 APPEND_ATTEMPTS = 3
 #: How many expired runs one reaper pass ends.
 REAP_BATCH = 100
-
-INVALID_PAGE_TOKEN = "page_token is not valid for this request; start again without a page_token"
+#: Turns one GetThreadHistory returns by default and at most, and about how many bytes of them: the engine's
+#: context budget cuts far below either, and the answer stays under gRPC's 4 MiB message limit.
+DEFAULT_HISTORY_TURNS = 100
+MAX_HISTORY_TURNS = 1000
+MAX_HISTORY_BYTES = 3 * 1024 * 1024
 
 INTERRUPTED = "interrupted"
 CANCELLED_CODE = "cancelled"
@@ -156,6 +174,8 @@ def _run_record(row: Values, steps: Sequence[Values] = (), *, query_cut: bool = 
         executor_id=row["executor_id"] if live else "",
         user_query_truncated=query_cut,
         steps=[_step_record(step) for step in steps],
+        thread_id=row["thread_id"] or "",
+        thread_turn=row["thread_turn"] or 0,
     )
 
 
@@ -169,17 +189,16 @@ class _PagePosition:
 
 def _encode_page_token(last: RunRecord, state: str | None) -> str:
     # The filter is part of the token: a position in one filtered listing is meaningless in another.
-    payload = {"created_at": last.created_at.isoformat(), "id": last.id, "state": state or ""}
-    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode("ascii")
+    return encode_token({"created_at": last.created_at.isoformat(), "id": last.id, "state": state or ""})
 
 
 def _decode_page_token(token: str, state: str | None) -> _PagePosition:
     """The position a page token names; InvalidArgument when it is garbled or was made for another filter."""
+    payload = decode_token(token)
     try:
-        payload = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
         position = _PagePosition(datetime.fromisoformat(payload["created_at"]), str(uuid.UUID(payload["id"])))
         token_state = payload["state"]
-    except (ValueError, KeyError, TypeError):  # binascii.Error and JSONDecodeError are ValueErrors
+    except (ValueError, KeyError, TypeError):
         raise InvalidArgument(INVALID_PAGE_TOKEN) from None
     if position.created_at.tzinfo is None or token_state != (state or ""):
         raise InvalidArgument(INVALID_PAGE_TOKEN)
@@ -259,6 +278,28 @@ def _cancel_message(reason: str) -> str:
     return f"cancelled: {reason}" if reason else "cancelled on request"
 
 
+@dataclass(frozen=True)
+class _Cancelled:
+    """A cancel written to a run: the run as it is now, and the engine (and reason) to tell."""
+
+    run: RunRecord
+    executor_id: str
+    reason: str
+
+
+async def _request_cancel(connection: AsyncConnection, run: dict[str, Any], reason: str) -> _Cancelled:
+    """Record a cancel of a live run (a repeated one keeps the first reason). A QUEUED run ends CANCELLED here,
+    with its `error` step; a RUNNING one is ended by its engine, which is told after the commit."""
+    if run["cancel_requested_at"] is None:
+        await _update_run(connection, run, cancel_requested_at=utcnow(), cancel_reason=reason)
+    executor_id = run["executor_id"]
+    if run["state"] == QUEUED:
+        message = _cancel_message(run["cancel_reason"])
+        await _add_error_step(connection, run, CANCELLED_CODE, message)
+        await _update_run(connection, run, step_count=run["step_count"], **_end(CANCELLED, CANCELLED_CODE, message))
+    return _Cancelled(_run_record(run), executor_id, run["cancel_reason"])
+
+
 class _Append(Write[list[StepRecord]]):
     """An AppendSteps waiting for the writer (see `_append_batch`)."""
 
@@ -300,7 +341,12 @@ class RunStore:
     # --- the lifecycle -------------------------------------------------------------------------------------
 
     async def create_run(self, new: NewRun) -> RunRecord:
-        """Create a QUEUED or RUNNING run under `new.executor_id`'s lease, with `new.steps` as its first steps.
+        """Create a QUEUED or RUNNING run under `new.executor_id`'s lease, with `new.steps` as its first steps,
+        as the first turn of a new thread or the next turn of `new.thread_id`.
+
+        When that thread has a run in progress, `new.multitask` decides: "reject" is FailedPrecondition naming
+        it; "enqueue" creates the run QUEUED without steps, to begin when the earlier turns have ended;
+        "interrupt" also cancels them, in the same transaction.
 
         With a request id, a retry of the same request returns the run the first call created (whatever
         state it is in now, with the steps created with it), and the same id with another request is
@@ -344,21 +390,39 @@ class RunStore:
         values["total_tokens"] = values["prompt_tokens"] + values["completion_tokens"]
         steps = [_step_values(values["id"], step.sequence, step, now) for step in new.steps]
 
-        async def create(connection: AsyncConnection) -> RunRecord:
+        async def create(connection: AsyncConnection) -> tuple[RunRecord, list[_Cancelled]]:
+            row, row_steps = dict(values), steps
             # The lease runs from when the store records the run, not from when the request arrived: a create
             # that waited in a deep write queue must not start with its lease half gone.
-            values["lease_expires_at"] = utcnow() + timedelta(seconds=new.lease_seconds)
+            row["lease_expires_at"] = utcnow() + timedelta(seconds=new.lease_seconds)
             if new.request_id:
                 existing = await self._by_request_id(connection, new.request_id, fingerprint, len(steps))
                 if existing is not None:
-                    return existing
-            await connection.execute(insert(RUNS).values({_COLUMN_NAMES.get(k, k): v for k, v in values.items()}))
-            if steps:
-                await connection.execute(insert(STEPS), steps)
-            return _run_record(values, steps)
+                    return existing, []
+            place = await place_run(connection, new.thread_id, new.owner, new.user_query, now, _RUN_COLUMNS)
+            row["thread_id"], row["thread_turn"] = place.thread_id, place.turn
+            cancelled = []
+            if place.live:
+                if new.multitask == "reject":
+                    raise FailedPrecondition(
+                        f"thread '{place.thread_id}' has a run in progress (run '{place.live[0]['id']}', "
+                        f"{place.live[0]['state']}); wait for it to end or cancel it, or start this run with "
+                        "multitask_strategy ENQUEUE (after it) or INTERRUPT (cancel it)"
+                    )
+                # It waits for the earlier turns, so it cannot have begun: QUEUED, its steps recorded at BeginRun.
+                row.update(state=QUEUED, started_at=None, step_count=0, prompt_tokens=0, completion_tokens=0,
+                           total_tokens=0)
+                row_steps = []
+                if new.multitask == "interrupt":
+                    reason = f"interrupted by run {row['id']} on its thread (multitask_strategy INTERRUPT)"
+                    cancelled = [await _request_cancel(connection, run, reason) for run in place.live]
+            await connection.execute(insert(RUNS).values({_COLUMN_NAMES.get(k, k): v for k, v in row.items()}))
+            if row_steps:
+                await connection.execute(insert(STEPS), row_steps)
+            return _run_record(row, row_steps), cancelled
 
         try:
-            record = await self._writer.write(create)
+            record, cancelled = await self._writer.write(create)
         except IntegrityError:
             # Another runs replica created a run with the same request id first: answer as its retry would.
             async with self.database.read() as session:
@@ -367,6 +431,8 @@ class RunStore:
             if existing is None:
                 raise
             return existing
+        for interrupted in cancelled:
+            self._announce(interrupted)
         if record.steps:
             self.signals.steps_stored(record.id, record.steps)
         return record
@@ -406,6 +472,13 @@ class RunStore:
                 raise FailedPrecondition(
                     f"run '{run_id}' is {run['state']} and not held by executor {executor_id!r}; it cannot begin"
                 )
+            if run["state"] == QUEUED and run["thread_id"]:
+                waiting_for = await earlier_live_turn(connection, run["thread_id"], run["thread_turn"])
+                if waiting_for is not None:
+                    raise FailedPrecondition(
+                        f"run '{run_id}' cannot begin before run '{waiting_for}', an earlier turn of its thread, "
+                        "has ended"
+                    )
             if run["state"] == QUEUED:
                 await _update_run(connection, run, state=RUNNING, started_at=utcnow())
             return _run_record(run)
@@ -563,29 +636,25 @@ class RunStore:
         if by:
             reason = f"by {by}: {reason}" if reason else f"by {by}"
 
-        async def cancel(connection: AsyncConnection) -> tuple[RunRecord, str, str]:
+        async def cancel(connection: AsyncConnection) -> _Cancelled:
             run = await _load_run(connection, run_id, lock=True, owner=owner)
             if run["state"] not in LIVE_STATES:
                 raise FailedPrecondition(f"run '{run_id}' already ended {run['state']}; only a QUEUED or RUNNING "
                                          "run can be cancelled")
-            if run["cancel_requested_at"] is None:
-                await _update_run(connection, run, cancel_requested_at=utcnow(), cancel_reason=reason)
-            executor_id = run["executor_id"]
-            if run["state"] == QUEUED:
-                message = _cancel_message(run["cancel_reason"])
-                await _add_error_step(connection, run, CANCELLED_CODE, message)
-                await _update_run(
-                    connection, run, step_count=run["step_count"], **_end(CANCELLED, CANCELLED_CODE, message)
-                )
-            return _run_record(run), executor_id, run["cancel_reason"]
+            return await _request_cancel(connection, run, reason)
 
-        record, executor_id, stored_reason = await self._writer.write(cancel, urgent=True)  # a person waits
-        self.notices.cancel(executor_id, CancelNotice(run_id, stored_reason))
+        cancelled = await self._writer.write(cancel, urgent=True)  # a person waits
+        self._announce(cancelled)
+        return cancelled.run
+
+    def _announce(self, cancelled: _Cancelled) -> None:
+        """Tell the engine and the watchers of a committed cancel."""
+        record = cancelled.run
+        self.notices.cancel(cancelled.executor_id, CancelNotice(record.id, cancelled.reason))
         if record.state == CANCELLED:
-            self.signals.run_ended(run_id, record)
+            self.signals.run_ended(record.id, record)
         else:
-            self.signals.notify(run_id, record)
-        return record
+            self.signals.notify(record.id, record)
 
     async def renew_leases(self, executor_id: str, run_ids: Sequence[str]) -> LeaseRenewal:
         """Extend the leases `executor_id` holds on `run_ids`, each by its own lease duration.
@@ -721,25 +790,47 @@ class RunStore:
 
     @runs_to_completion
     async def list_runs(
-        self, page_size: int = 0, page_token: str = "", state: str | None = None, *, owner: str | None = None
+        self,
+        page_size: int = 0,
+        page_token: str = "",
+        state: str | None = None,
+        *,
+        owner: str | None = None,
+        thread_id: str = "",
     ) -> tuple[list[RunRecord], str]:
         """One page of runs (without steps), newest first, and the token of the next page ("" on the last).
 
         `state` None lists every state; `owner` None every user's runs. Pagination is by keyset, so runs created
         while paging neither shift nor repeat the pages that follow. User queries are cut to LIST_QUERY_CHARS, and
         a page ends early rather than grow past MAX_PAGE_BYTES, so no page can exceed gRPC's message limit.
+
+        With `thread_id`, only that thread's runs, in turn order (oldest first); NotFound when the thread is
+        missing or, with `owner`, someone else's.
         """
         limit = _checked_page_size(page_size)
         if state is not None:
             check_run_state(state)
-        query = select(*_LIST_COLUMNS).order_by(RUNS.c.created_at.desc(), RUNS.c.id.desc()).limit(limit + 1)
+        if thread_id:
+            thread_id = parse_uuid(thread_id, "thread_id", "thread")
+            query = (
+                select(*_LIST_COLUMNS)
+                .where(RUNS.c.thread_id == thread_id)
+                .order_by(RUNS.c.thread_turn)
+                .limit(limit + 1)
+            )
+            if page_token:
+                query = query.where(RUNS.c.thread_turn > turns_after(page_token, thread_id, state))
+        else:
+            query = select(*_LIST_COLUMNS).order_by(RUNS.c.created_at.desc(), RUNS.c.id.desc()).limit(limit + 1)
+            if page_token:
+                query = query.where(_older_than(_decode_page_token(page_token, state)))
         if state is not None:
             query = query.where(RUNS.c.state == state)
         if owner is not None:
             query = query.where(RUNS.c.owner == owner)
-        if page_token:
-            query = query.where(_older_than(_decode_page_token(page_token, state)))
         async with self.database.read() as session:
+            if thread_id:
+                await load_thread(await session.connection(), thread_id, owner)
             rows = (await session.execute(query)).mappings().all()
         page: list[RunRecord] = []
         size = 0
@@ -751,8 +842,11 @@ class RunStore:
             if page and size > MAX_PAGE_BYTES:
                 break
             page.append(record)
-        more = len(rows) > len(page)
-        return page, _encode_page_token(page[-1], state) if more else ""
+        if len(rows) == len(page):
+            return page, ""
+        if thread_id:
+            return page, turn_page_token(thread_id, state, page[-1].thread_turn)
+        return page, _encode_page_token(page[-1], state)
 
     async def delete_run(self, run_id: str, *, owner: str | None = None) -> None:
         """Delete a run and its steps (ON DELETE CASCADE); watchers of it end with NotFound, and the engine
@@ -769,6 +863,84 @@ class RunStore:
 
         await self._writer.write(delete_)
         self.signals.run_ended(run_id, None)
+
+    # --- threads -------------------------------------------------------------------------------------------
+
+    @runs_to_completion
+    async def get_thread(self, thread_id: str, *, owner: str | None = None) -> ThreadRecord:
+        """One thread; NotFound when missing or, with `owner`, someone else's."""
+        thread_id = parse_uuid(thread_id, "thread_id", "thread")
+        async with self.database.read() as session:
+            return await load_thread(await session.connection(), thread_id, owner)
+
+    @runs_to_completion
+    async def list_threads(
+        self, page_size: int = 0, page_token: str = "", *, owner: str | None = None
+    ) -> tuple[list[ThreadRecord], str]:
+        """One page of threads, most recently active first (by keyset, as list_runs), and the next page's token."""
+        limit = _checked_page_size(page_size)
+        query = select(THREADS).order_by(THREADS.c.updated_at.desc(), THREADS.c.id.desc()).limit(limit + 1)
+        if owner is not None:
+            query = query.where(THREADS.c.owner == owner)
+        if page_token:
+            query = query.where(threads_after(page_token))
+        async with self.database.read() as session:
+            rows = (await session.execute(query)).mappings().all()
+        page = [thread_record(row) for row in rows[:limit]]
+        return page, thread_page_token(page[-1]) if len(rows) > limit else ""
+
+    async def delete_thread(self, thread_id: str, *, owner: str | None = None) -> None:
+        """Delete a thread with its runs and their steps (ON DELETE CASCADE); as delete_run for each run."""
+        thread_id = parse_uuid(thread_id, "thread_id", "thread")
+
+        async def delete_(connection: AsyncConnection) -> list[str]:
+            await load_thread(connection, thread_id, owner)
+            run_ids = list((await connection.execute(select(RUNS.c.id).where(RUNS.c.thread_id == thread_id))).scalars())
+            await connection.execute(delete(THREADS).where(THREADS.c.id == thread_id))
+            return run_ids
+
+        for run_id in await self._writer.write(delete_):
+            self.signals.run_ended(run_id, None)
+
+    @runs_to_completion
+    async def thread_history(self, run_id: str, max_turns: int = 0) -> ThreadHistory:
+        """The turns of `run_id`'s thread before it, oldest first, with their steps: the latest `max_turns`
+        (0: DEFAULT_HISTORY_TURNS) that fit in about MAX_HISTORY_BYTES; `omitted` counts the earlier ones."""
+        run_id = parse_run_id(run_id)
+        if not 0 <= max_turns <= MAX_HISTORY_TURNS:
+            raise InvalidArgument(f"max_turns must be 0 (the default, {DEFAULT_HISTORY_TURNS}) to "
+                                  f"{MAX_HISTORY_TURNS}, got {max_turns}")
+        async with self.database.read() as session:
+            connection = await session.connection()
+            run = await _load_run(connection, run_id)
+            if not run["thread_id"]:
+                return ThreadHistory([], 0)
+            earlier = (RUNS.c.thread_id == run["thread_id"]) & (RUNS.c.thread_turn < run["thread_turn"])
+            total = (await connection.execute(select(func.count()).where(earlier))).scalar_one()
+            rows = (
+                await connection.execute(
+                    select(*_RUN_COLUMNS)
+                    .where(earlier)
+                    .order_by(RUNS.c.thread_turn.desc())
+                    .limit(max_turns or DEFAULT_HISTORY_TURNS)
+                )
+            ).mappings().all()
+            steps_by_run: dict[str, list[Values]] = {row["id"]: [] for row in rows}
+            if rows:
+                result = await connection.execute(
+                    select(STEPS).where(STEPS.c.run_id.in_(list(steps_by_run))).order_by(STEPS.c.sequence)
+                )
+                for step in result.mappings():
+                    steps_by_run[step["run_id"]].append(step)
+        turns: list[RunRecord] = []
+        size = 0
+        for row in rows:  # newest first: what does not fit is the oldest
+            size += sum(len(json.dumps(step["content"])) for step in steps_by_run[row["id"]]) + len(row["user_query"])
+            if turns and size > MAX_HISTORY_BYTES:
+                break
+            turns.append(_run_record(row, steps_by_run[row["id"]]))
+        turns.reverse()
+        return ThreadHistory(turns, total - len(turns))
 
 
 class _Progress:

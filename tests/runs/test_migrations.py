@@ -80,5 +80,9 @@ async def test_a_database_from_before_migrations_is_adopted_and_its_running_runs
         assert run.state == "failed" and run.error_code == "interrupted"
         assert [step.type for step in run.steps] == ["user-request", "error"]
         assert run.steps[0].content == {"text": "old and stuck"}
+        # A run from before threads is the single turn of a thread of its own (0006).
+        assert (run.thread_id, run.thread_turn) == (run.id, 1)
+        thread = await app.store.get_thread(run.thread_id)
+        assert (thread.title, thread.owner, thread.turn_count) == ("old and stuck", "local", 1)
     finally:
         await app.stop()

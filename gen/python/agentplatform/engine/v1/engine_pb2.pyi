@@ -18,7 +18,7 @@ DISCONNECT_POLICY_CANCEL: DisconnectPolicy
 DISCONNECT_POLICY_CONTINUE: DisconnectPolicy
 
 class StartRunRequest(_message.Message):
-    __slots__ = ("message", "model", "metadata", "request_id", "limits", "agent_id", "agent_revision")
+    __slots__ = ("message", "model", "metadata", "request_id", "limits", "agent_id", "agent_revision", "thread_id", "multitask_strategy")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,8 @@ class StartRunRequest(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    MULTITASK_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     message: str
     model: str
     metadata: _containers.ScalarMap[str, str]
@@ -40,10 +42,12 @@ class StartRunRequest(_message.Message):
     limits: _runs_pb2.RunLimits
     agent_id: str
     agent_revision: int
-    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ...) -> None: ...
+    thread_id: str
+    multitask_strategy: _runs_pb2.MultitaskStrategy
+    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., thread_id: _Optional[str] = ..., multitask_strategy: _Optional[_Union[_runs_pb2.MultitaskStrategy, str]] = ...) -> None: ...
 
 class StreamChatRequest(_message.Message):
-    __slots__ = ("message", "model", "metadata", "request_id", "limits", "on_disconnect", "agent_id", "agent_revision")
+    __slots__ = ("message", "model", "metadata", "request_id", "limits", "on_disconnect", "agent_id", "agent_revision", "thread_id", "multitask_strategy")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +63,8 @@ class StreamChatRequest(_message.Message):
     ON_DISCONNECT_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    MULTITASK_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     message: str
     model: str
     metadata: _containers.ScalarMap[str, str]
@@ -67,10 +73,12 @@ class StreamChatRequest(_message.Message):
     on_disconnect: DisconnectPolicy
     agent_id: str
     agent_revision: int
-    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., on_disconnect: _Optional[_Union[DisconnectPolicy, str]] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ...) -> None: ...
+    thread_id: str
+    multitask_strategy: _runs_pb2.MultitaskStrategy
+    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., on_disconnect: _Optional[_Union[DisconnectPolicy, str]] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., thread_id: _Optional[str] = ..., multitask_strategy: _Optional[_Union[_runs_pb2.MultitaskStrategy, str]] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
-    __slots__ = ("message", "model", "metadata", "request_id", "limits", "on_disconnect", "agent_id", "agent_revision")
+    __slots__ = ("message", "model", "metadata", "request_id", "limits", "on_disconnect", "agent_id", "agent_revision", "thread_id", "multitask_strategy")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +94,8 @@ class ChatRequest(_message.Message):
     ON_DISCONNECT_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    MULTITASK_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     message: str
     model: str
     metadata: _containers.ScalarMap[str, str]
@@ -94,12 +104,16 @@ class ChatRequest(_message.Message):
     on_disconnect: DisconnectPolicy
     agent_id: str
     agent_revision: int
-    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., on_disconnect: _Optional[_Union[DisconnectPolicy, str]] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ...) -> None: ...
+    thread_id: str
+    multitask_strategy: _runs_pb2.MultitaskStrategy
+    def __init__(self, message: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., on_disconnect: _Optional[_Union[DisconnectPolicy, str]] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., thread_id: _Optional[str] = ..., multitask_strategy: _Optional[_Union[_runs_pb2.MultitaskStrategy, str]] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
-    __slots__ = ("response", "run_id")
+    __slots__ = ("response", "run_id", "thread_id")
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     response: str
     run_id: str
-    def __init__(self, response: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
+    thread_id: str
+    def __init__(self, response: _Optional[str] = ..., run_id: _Optional[str] = ..., thread_id: _Optional[str] = ...) -> None: ...

@@ -79,6 +79,21 @@ class RunServiceStub:
                 request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
                 _registered_method=True)
+        self.GetThread = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/GetThread',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.GetThreadRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Thread.FromString,
+                _registered_method=True)
+        self.ListThreads = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/ListThreads',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListThreadsRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListThreadsResponse.FromString,
+                _registered_method=True)
+        self.DeleteThread = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/DeleteThread',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteThreadRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -150,6 +165,30 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetThread(self, request, context):
+        """Returns one conversation thread (without its runs; list them with
+        ListRuns and `thread_id`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListThreads(self, request, context):
+        """Lists the caller's threads, most recently active first, one page at a
+        time: the Playground's chat history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteThread(self, request, context):
+        """Deletes a thread with all of its runs and their steps. Runs of it still
+        executing are stopped by their engines (their watchers see NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +216,21 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.CancelRunRequest.FromString,
                     response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'GetThread': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetThread,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.GetThreadRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Thread.SerializeToString,
+            ),
+            'ListThreads': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListThreads,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListThreadsRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListThreadsResponse.SerializeToString,
+            ),
+            'DeleteThread': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteThread,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteThreadRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -333,6 +387,87 @@ class RunService:
             '/agentplatform.runs.v1.RunService/CancelRun',
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetThread(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/GetThread',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.GetThreadRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.Thread.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListThreads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/ListThreads',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListThreadsRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListThreadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteThread(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/DeleteThread',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteThreadRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

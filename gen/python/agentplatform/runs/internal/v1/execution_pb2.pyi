@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateRunRequest(_message.Message):
-    __slots__ = ("user_query", "model", "metadata", "request_id", "state", "limits", "executor_id", "lease_duration", "steps", "owner", "agent_id", "agent_revision")
+    __slots__ = ("user_query", "model", "metadata", "request_id", "state", "limits", "executor_id", "lease_duration", "steps", "owner", "agent_id", "agent_revision", "thread_id", "multitask_strategy")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,8 @@ class CreateRunRequest(_message.Message):
     OWNER_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    MULTITASK_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     user_query: str
     model: str
     metadata: _containers.ScalarMap[str, str]
@@ -43,7 +45,25 @@ class CreateRunRequest(_message.Message):
     owner: str
     agent_id: str
     agent_revision: int
-    def __init__(self, user_query: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[_runs_pb2.RunState, str]] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., executor_id: _Optional[str] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[_runs_pb2.Step, _Mapping]]] = ..., owner: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ...) -> None: ...
+    thread_id: str
+    multitask_strategy: _runs_pb2.MultitaskStrategy
+    def __init__(self, user_query: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[_runs_pb2.RunState, str]] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., executor_id: _Optional[str] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[_runs_pb2.Step, _Mapping]]] = ..., owner: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., thread_id: _Optional[str] = ..., multitask_strategy: _Optional[_Union[_runs_pb2.MultitaskStrategy, str]] = ...) -> None: ...
+
+class GetThreadHistoryRequest(_message.Message):
+    __slots__ = ("run_id", "max_turns")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_TURNS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    max_turns: int
+    def __init__(self, run_id: _Optional[str] = ..., max_turns: _Optional[int] = ...) -> None: ...
+
+class ThreadHistory(_message.Message):
+    __slots__ = ("turns", "omitted_turns")
+    TURNS_FIELD_NUMBER: _ClassVar[int]
+    OMITTED_TURNS_FIELD_NUMBER: _ClassVar[int]
+    turns: _containers.RepeatedCompositeFieldContainer[_runs_pb2.Run]
+    omitted_turns: int
+    def __init__(self, turns: _Optional[_Iterable[_Union[_runs_pb2.Run, _Mapping]]] = ..., omitted_turns: _Optional[int] = ...) -> None: ...
 
 class AppendStepsRequest(_message.Message):
     __slots__ = ("run_id", "steps")

@@ -75,6 +75,11 @@ class ExecutionServiceStub:
                 request_serializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ConnectExecutorRequest.SerializeToString,
                 response_deserializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ExecutorNotice.FromString,
                 _registered_method=True)
+        self.GetThreadHistory = channel.unary_unary(
+                '/agentplatform.runs.internal.v1.ExecutionService/GetThreadHistory',
+                request_serializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.GetThreadHistoryRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ThreadHistory.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -146,6 +151,14 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetThreadHistory(self, request, context):
+        """The turns of a run's thread before it, each with its steps: what the
+        engine rebuilds the model's context from.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +191,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.ConnectExecutor,
                     request_deserializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ConnectExecutorRequest.FromString,
                     response_serializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ExecutorNotice.SerializeToString,
+            ),
+            'GetThreadHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetThreadHistory,
+                    request_deserializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.GetThreadHistoryRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ThreadHistory.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +370,33 @@ class ExecutionService:
             '/agentplatform.runs.internal.v1.ExecutionService/ConnectExecutor',
             agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ConnectExecutorRequest.SerializeToString,
             agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ExecutorNotice.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetThreadHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.internal.v1.ExecutionService/GetThreadHistory',
+            agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.GetThreadHistoryRequest.SerializeToString,
+            agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ThreadHistory.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { RunEventSchema, RunLimits, RunSchema } from "../../runs/v1/runs_pb.js";
+import type { MultitaskStrategy, RunEventSchema, RunLimits, RunSchema } from "../../runs/v1/runs_pb.js";
 import { file_agentplatform_runs_v1_runs } from "../../runs/v1/runs_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentplatform/engine/v1/engine.proto.
  */
 export const file_agentplatform_engine_v1_engine: GenFile = /*@__PURE__*/
-  fileDesc("CiRhZ2VudHBsYXRmb3JtL2VuZ2luZS92MS9lbmdpbmUucHJvdG8SF2FnZW50cGxhdGZvcm0uZW5naW5lLnYxIpwCCg9TdGFydFJ1blJlcXVlc3QSDwoHbWVzc2FnZRgBIAEoCRINCgVtb2RlbBgCIAEoCRJICghtZXRhZGF0YRgDIAMoCzI2LmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLlN0YXJ0UnVuUmVxdWVzdC5NZXRhZGF0YUVudHJ5EhIKCnJlcXVlc3RfaWQYBCABKAkSMAoGbGltaXRzGAUgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkxpbWl0cxIQCghhZ2VudF9pZBgHIAEoCRIWCg5hZ2VudF9yZXZpc2lvbhgIIAEoAxovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi4gIKEVN0cmVhbUNoYXRSZXF1ZXN0Eg8KB21lc3NhZ2UYASABKAkSDQoFbW9kZWwYAiABKAkSSgoIbWV0YWRhdGEYAyADKAsyOC5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5TdHJlYW1DaGF0UmVxdWVzdC5NZXRhZGF0YUVudHJ5EhIKCnJlcXVlc3RfaWQYBCABKAkSMAoGbGltaXRzGAUgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkxpbWl0cxJACg1vbl9kaXNjb25uZWN0GAYgASgOMikuYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuRGlzY29ubmVjdFBvbGljeRIQCghhZ2VudF9pZBgHIAEoCRIWCg5hZ2VudF9yZXZpc2lvbhgIIAEoAxovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi1gIKC0NoYXRSZXF1ZXN0Eg8KB21lc3NhZ2UYASABKAkSDQoFbW9kZWwYAiABKAkSRAoIbWV0YWRhdGEYAyADKAsyMi5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5DaGF0UmVxdWVzdC5NZXRhZGF0YUVudHJ5EhIKCnJlcXVlc3RfaWQYBCABKAkSMAoGbGltaXRzGAUgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkxpbWl0cxJACg1vbl9kaXNjb25uZWN0GAYgASgOMikuYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuRGlzY29ubmVjdFBvbGljeRIQCghhZ2VudF9pZBgHIAEoCRIWCg5hZ2VudF9yZXZpc2lvbhgIIAEoAxovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiMAoMQ2hhdFJlc3BvbnNlEhAKCHJlc3BvbnNlGAEgASgJEg4KBnJ1bl9pZBgCIAEoCSpzChBEaXNjb25uZWN0UG9saWN5EiEKHURJU0NPTk5FQ1RfUE9MSUNZX1VOU1BFQ0lGSUVEEAASHAoYRElTQ09OTkVDVF9QT0xJQ1lfQ0FOQ0VMEAESHgoaRElTQ09OTkVDVF9QT0xJQ1lfQ09OVElOVUUQAjKSAgoMQWdlbnRTZXJ2aWNlElAKCFN0YXJ0UnVuEiguYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuU3RhcnRSdW5SZXF1ZXN0GhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bhJbCgpTdHJlYW1DaGF0EiouYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuU3RyZWFtQ2hhdFJlcXVlc3QaHy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuRXZlbnQwARJTCgRDaGF0EiQuYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuQ2hhdFJlcXVlc3QaJS5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5DaGF0UmVzcG9uc2ViBnByb3RvMw", [file_agentplatform_runs_v1_runs]);
+  fileDesc("CiRhZ2VudHBsYXRmb3JtL2VuZ2luZS92MS9lbmdpbmUucHJvdG8SF2FnZW50cGxhdGZvcm0uZW5naW5lLnYxIvUCCg9TdGFydFJ1blJlcXVlc3QSDwoHbWVzc2FnZRgBIAEoCRINCgVtb2RlbBgCIAEoCRJICghtZXRhZGF0YRgDIAMoCzI2LmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLlN0YXJ0UnVuUmVxdWVzdC5NZXRhZGF0YUVudHJ5EhIKCnJlcXVlc3RfaWQYBCABKAkSMAoGbGltaXRzGAUgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkxpbWl0cxIQCghhZ2VudF9pZBgHIAEoCRIWCg5hZ2VudF9yZXZpc2lvbhgIIAEoAxIRCgl0aHJlYWRfaWQYCSABKAkSRAoSbXVsdGl0YXNrX3N0cmF0ZWd5GAogASgOMiguYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLk11bHRpdGFza1N0cmF0ZWd5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASK7AwoRU3RyZWFtQ2hhdFJlcXVlc3QSDwoHbWVzc2FnZRgBIAEoCRINCgVtb2RlbBgCIAEoCRJKCghtZXRhZGF0YRgDIAMoCzI4LmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLlN0cmVhbUNoYXRSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSEgoKcmVxdWVzdF9pZBgEIAEoCRIwCgZsaW1pdHMYBSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuTGltaXRzEkAKDW9uX2Rpc2Nvbm5lY3QYBiABKA4yKS5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5EaXNjb25uZWN0UG9saWN5EhAKCGFnZW50X2lkGAcgASgJEhYKDmFnZW50X3JldmlzaW9uGAggASgDEhEKCXRocmVhZF9pZBgJIAEoCRJEChJtdWx0aXRhc2tfc3RyYXRlZ3kYCiABKA4yKC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTXVsdGl0YXNrU3RyYXRlZ3kaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIq8DCgtDaGF0UmVxdWVzdBIPCgdtZXNzYWdlGAEgASgJEg0KBW1vZGVsGAIgASgJEkQKCG1ldGFkYXRhGAMgAygLMjIuYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuQ2hhdFJlcXVlc3QuTWV0YWRhdGFFbnRyeRISCgpyZXF1ZXN0X2lkGAQgASgJEjAKBmxpbWl0cxgFIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5MaW1pdHMSQAoNb25fZGlzY29ubmVjdBgGIAEoDjIpLmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLkRpc2Nvbm5lY3RQb2xpY3kSEAoIYWdlbnRfaWQYByABKAkSFgoOYWdlbnRfcmV2aXNpb24YCCABKAMSEQoJdGhyZWFkX2lkGAkgASgJEkQKEm11bHRpdGFza19zdHJhdGVneRgKIAEoDjIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5NdWx0aXRhc2tTdHJhdGVneRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQwoMQ2hhdFJlc3BvbnNlEhAKCHJlc3BvbnNlGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIRCgl0aHJlYWRfaWQYAyABKAkqcwoQRGlzY29ubmVjdFBvbGljeRIhCh1ESVNDT05ORUNUX1BPTElDWV9VTlNQRUNJRklFRBAAEhwKGERJU0NPTk5FQ1RfUE9MSUNZX0NBTkNFTBABEh4KGkRJU0NPTk5FQ1RfUE9MSUNZX0NPTlRJTlVFEAIykgIKDEFnZW50U2VydmljZRJQCghTdGFydFJ1bhIoLmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLlN0YXJ0UnVuUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SWwoKU3RyZWFtQ2hhdBIqLmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLlN0cmVhbUNoYXRSZXF1ZXN0Gh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkV2ZW50MAESUwoEQ2hhdBIkLmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLkNoYXRSZXF1ZXN0GiUuYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuQ2hhdFJlc3BvbnNlYgZwcm90bzM", [file_agentplatform_runs_v1_runs]);
 
 /**
  * Request of StartRun.
@@ -75,6 +75,24 @@ export type StartRunRequest = Message<"agentplatform.engine.v1.StartRunRequest">
    * @generated from field: int64 agent_revision = 8;
    */
   agentRevision: bigint;
+
+  /**
+   * The conversation to continue (a Run.thread_id of the caller's); empty
+   * starts a new thread. The model sees the thread's earlier turns, as far
+   * as they fit the engine's context budget. Another user's thread is
+   * NOT_FOUND.
+   *
+   * @generated from field: string thread_id = 9;
+   */
+  threadId: string;
+
+  /**
+   * What to do if the thread has a run in progress; unspecified means REJECT
+   * (FAILED_PRECONDITION).
+   *
+   * @generated from field: agentplatform.runs.v1.MultitaskStrategy multitask_strategy = 10;
+   */
+  multitaskStrategy: MultitaskStrategy;
 };
 
 /**
@@ -148,6 +166,24 @@ export type StreamChatRequest = Message<"agentplatform.engine.v1.StreamChatReque
    * @generated from field: int64 agent_revision = 8;
    */
   agentRevision: bigint;
+
+  /**
+   * The conversation to continue (a Run.thread_id of the caller's); empty
+   * starts a new thread. The model sees the thread's earlier turns, as far
+   * as they fit the engine's context budget. Another user's thread is
+   * NOT_FOUND.
+   *
+   * @generated from field: string thread_id = 9;
+   */
+  threadId: string;
+
+  /**
+   * What to do if the thread has a run in progress; unspecified means REJECT
+   * (FAILED_PRECONDITION).
+   *
+   * @generated from field: agentplatform.runs.v1.MultitaskStrategy multitask_strategy = 10;
+   */
+  multitaskStrategy: MultitaskStrategy;
 };
 
 /**
@@ -221,6 +257,24 @@ export type ChatRequest = Message<"agentplatform.engine.v1.ChatRequest"> & {
    * @generated from field: int64 agent_revision = 8;
    */
   agentRevision: bigint;
+
+  /**
+   * The conversation to continue (a Run.thread_id of the caller's); empty
+   * starts a new thread. The model sees the thread's earlier turns, as far
+   * as they fit the engine's context budget. Another user's thread is
+   * NOT_FOUND.
+   *
+   * @generated from field: string thread_id = 9;
+   */
+  threadId: string;
+
+  /**
+   * What to do if the thread has a run in progress; unspecified means REJECT
+   * (FAILED_PRECONDITION).
+   *
+   * @generated from field: agentplatform.runs.v1.MultitaskStrategy multitask_strategy = 10;
+   */
+  multitaskStrategy: MultitaskStrategy;
 };
 
 /**
@@ -249,6 +303,13 @@ export type ChatResponse = Message<"agentplatform.engine.v1.ChatResponse"> & {
    * @generated from field: string run_id = 2;
    */
   runId: string;
+
+  /**
+   * The run's thread: pass it as `thread_id` to continue the conversation.
+   *
+   * @generated from field: string thread_id = 3;
+   */
+  threadId: string;
 };
 
 /**

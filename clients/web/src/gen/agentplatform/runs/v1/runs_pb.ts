@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentplatform/runs/v1/runs.proto.
  */
 export const file_agentplatform_runs_v1_runs: GenFile = /*@__PURE__*/
-  fileDesc("CiBhZ2VudHBsYXRmb3JtL3J1bnMvdjEvcnVucy5wcm90bxIVYWdlbnRwbGF0Zm9ybS5ydW5zLnYxIrUFCgNSdW4SCgoCaWQYASABKAkSEgoKdXNlcl9xdWVyeRgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5TdGF0ZRINCgVtb2RlbBgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNY29tcGxldGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZXJyb3JfbWVzc2FnZRgHIAEoCRIrCgV1c2FnZRgIIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI6CghtZXRhZGF0YRgJIAMoCzIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4uTWV0YWRhdGFFbnRyeRISCgpzdGVwX2NvdW50GAogASgDEioKBXN0ZXBzGAsgAygLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXASEgoKZXJyb3JfY29kZRgMIAEoCRIwCgZsaW1pdHMYDSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuTGltaXRzEi4KCnN0YXJ0X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDyABKAgSEwoLZXhlY3V0b3JfaWQYECABKAkSHAoUdXNlcl9xdWVyeV90cnVuY2F0ZWQYESABKAgSDQoFb3duZXIYEiABKAkSEAoIYWdlbnRfaWQYEyABKAkSFgoOYWdlbnRfcmV2aXNpb24YFCABKAMaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIocBCglSdW5MaW1pdHMSFwoPbWF4X21vZGVsX2NhbGxzGAEgASgFEi8KDG1heF9kdXJhdGlvbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIYChBtYXhfdG90YWxfdG9rZW5zGAMgASgDEhYKDm1heF90b29sX2NhbGxzGAQgASgFIk8KBVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKAMSGQoRY29tcGxldGlvbl90b2tlbnMYAiABKAMSFAoMdG90YWxfdG9rZW5zGAMgASgDIqQECgRTdGVwEg4KBnJ1bl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoIZHVyYXRpb24YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNAoKbW9kZWxfY2FsbBgFIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5Nb2RlbENhbGwSOgoMdXNlcl9yZXF1ZXN0GAogASgLMiIuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlVzZXJSZXF1ZXN0SAASPAoNYWdlbnRfdGhvdWdodBgLIAEoCzIjLmFnZW50cGxhdGZvcm0ucnVucy52MS5BZ2VudFRob3VnaHRIABI0Cgl0b29sX2NhbGwYDCABKAsyHy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVG9vbENhbGxIABI4Cgt0b29sX3Jlc3VsdBgNIAEoCzIhLmFnZW50cGxhdGZvcm0ucnVucy52MS5Ub29sUmVzdWx0SAASPgoOYWdlbnRfcmVzcG9uc2UYDiABKAsyJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQWdlbnRSZXNwb25zZUgAEjEKBWVycm9yGA8gASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXBFcnJvckgAQgkKB2NvbnRlbnQinAEKCU1vZGVsQ2FsbBIrCgV1c2FnZRgBIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI2ChN0aW1lX3RvX2ZpcnN0X3Rva2VuGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKB2xhdGVuY3kYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iGwoLVXNlclJlcXVlc3QSDAoEdGV4dBgBIAEoCSIcCgxBZ2VudFRob3VnaHQSDAoEdGV4dBgBIAEoCSJzCghUb29sQ2FsbBIRCgl0b29sX25hbWUYASABKAkSFAoMdG9vbF9jYWxsX2lkGAIgASgJEicKBnBhcmFtcxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFQoNcmF3X2FyZ3VtZW50cxgEIAEoCSJ6CgpUb29sUmVzdWx0EhEKCXRvb2xfbmFtZRgBIAEoCRIUCgx0b29sX2NhbGxfaWQYAiABKAkSJgoGcmVzdWx0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEgwKBHRleHQYBCABKAkSDQoFZXJyb3IYBSABKAkiHQoNQWdlbnRSZXNwb25zZRIMCgR0ZXh0GAEgASgJIioKCVN0ZXBFcnJvchIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkiHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiewoPTGlzdFJ1bnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEi4KBXN0YXRlGAMgASgOMh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1blN0YXRlEhEKCWFsbF91c2VycxgEIAEoCCJVChBMaXN0UnVuc1Jlc3BvbnNlEigKBHJ1bnMYASADKAsyGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIiChBEZWxldGVSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSI5Cg9XYXRjaFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDItUBCghSdW5FdmVudBIrCgRzdGVwGAEgASgLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXBIABIpCgNydW4YAiABKAsyGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuSAASNQoJaGVhcnRiZWF0GAMgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkhlYXJ0YmVhdEgAEjEKBWRlbHRhGAQgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXBEZWx0YUgAQgcKBWV2ZW50IkwKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3NlcXVlbmNlGAIgASgDIpEBCglTdGVwRGVsdGESDgoGcnVuX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEg4KBHRleHQYAyABKAlIABI5Cgl0b29sX2NhbGwYBCABKAsyJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVG9vbENhbGxEZWx0YUgAEg8KB3JlcGxhY2UYBSABKAhCBgoEcGFydCJLCg1Ub29sQ2FsbERlbHRhEhQKDHRvb2xfY2FsbF9pZBgBIAEoCRIRCgl0b29sX25hbWUYAiABKAkSEQoJYXJndW1lbnRzGAMgASgJIjIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSqaAQoIUnVuU3RhdGUSGQoVUlVOX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRFX1JVTk5JTkcQARIXChNSVU5fU1RBVEVfQ09NUExFVEVEEAISFAoQUlVOX1NUQVRFX0ZBSUxFRBADEhcKE1JVTl9TVEFURV9DQU5DRUxMRUQQBBIUChBSVU5fU1RBVEVfUVVFVUVEEAUyrAMKClJ1blNlcnZpY2USSgoGR2V0UnVuEiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkdldFJ1blJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElsKCExpc3RSdW5zEiYuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RSdW5zUmVxdWVzdBonLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0UnVuc1Jlc3BvbnNlEkwKCURlbGV0ZVJ1bhInLmFnZW50cGxhdGZvcm0ucnVucy52MS5EZWxldGVSdW5SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5ElUKCFdhdGNoUnVuEiYuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLldhdGNoUnVuUmVxdWVzdBofLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5FdmVudDABElAKCUNhbmNlbFJ1bhInLmFnZW50cGxhdGZvcm0ucnVucy52MS5DYW5jZWxSdW5SZXF1ZXN0GhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiBhZ2VudHBsYXRmb3JtL3J1bnMvdjEvcnVucy5wcm90bxIVYWdlbnRwbGF0Zm9ybS5ydW5zLnYxIt0FCgNSdW4SCgoCaWQYASABKAkSEgoKdXNlcl9xdWVyeRgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5TdGF0ZRINCgVtb2RlbBgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNY29tcGxldGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZXJyb3JfbWVzc2FnZRgHIAEoCRIrCgV1c2FnZRgIIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI6CghtZXRhZGF0YRgJIAMoCzIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4uTWV0YWRhdGFFbnRyeRISCgpzdGVwX2NvdW50GAogASgDEioKBXN0ZXBzGAsgAygLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXASEgoKZXJyb3JfY29kZRgMIAEoCRIwCgZsaW1pdHMYDSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuTGltaXRzEi4KCnN0YXJ0X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDyABKAgSEwoLZXhlY3V0b3JfaWQYECABKAkSHAoUdXNlcl9xdWVyeV90cnVuY2F0ZWQYESABKAgSDQoFb3duZXIYEiABKAkSEAoIYWdlbnRfaWQYEyABKAkSFgoOYWdlbnRfcmV2aXNpb24YFCABKAMSEQoJdGhyZWFkX2lkGBUgASgJEhMKC3RocmVhZF90dXJuGBYgASgDGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKoAQoGVGhyZWFkEgoKAmlkGAEgASgJEg0KBW93bmVyGAIgASgJEg0KBXRpdGxlGAMgASgJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKdHVybl9jb3VudBgGIAEoAyKHAQoJUnVuTGltaXRzEhcKD21heF9tb2RlbF9jYWxscxgBIAEoBRIvCgxtYXhfZHVyYXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQbWF4X3RvdGFsX3Rva2VucxgDIAEoAxIWCg5tYXhfdG9vbF9jYWxscxgEIAEoBSJPCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgDEhQKDHRvdGFsX3Rva2VucxgDIAEoAyKkBAoEU3RlcBIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCGR1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKCm1vZGVsX2NhbGwYBSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTW9kZWxDYWxsEjoKDHVzZXJfcmVxdWVzdBgKIAEoCzIiLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2VyUmVxdWVzdEgAEjwKDWFnZW50X3Rob3VnaHQYCyABKAsyIy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQWdlbnRUaG91Z2h0SAASNAoJdG9vbF9jYWxsGAwgASgLMh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRvb2xDYWxsSAASOAoLdG9vbF9yZXN1bHQYDSABKAsyIS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVG9vbFJlc3VsdEgAEj4KDmFnZW50X3Jlc3BvbnNlGA4gASgLMiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFnZW50UmVzcG9uc2VIABIxCgVlcnJvchgPIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdGVwRXJyb3JIAEIJCgdjb250ZW50IpwBCglNb2RlbENhbGwSKwoFdXNhZ2UYASABKAsyHC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVXNhZ2USNgoTdGltZV90b19maXJzdF90b2tlbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgdsYXRlbmN5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkkKC1VzZXJSZXF1ZXN0EgwKBHRleHQYASABKAkSFQoNY29udGV4dF90dXJucxgCIAEoAxIVCg1vbWl0dGVkX3R1cm5zGAMgASgDIjEKDEFnZW50VGhvdWdodBIMCgR0ZXh0GAEgASgJEhMKC3BsYWNlaG9sZGVyGAIgASgIInMKCFRvb2xDYWxsEhEKCXRvb2xfbmFtZRgBIAEoCRIUCgx0b29sX2NhbGxfaWQYAiABKAkSJwoGcGFyYW1zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIVCg1yYXdfYXJndW1lbnRzGAQgASgJInoKClRvb2xSZXN1bHQSEQoJdG9vbF9uYW1lGAEgASgJEhQKDHRvb2xfY2FsbF9pZBgCIAEoCRImCgZyZXN1bHQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSDAoEdGV4dBgEIAEoCRINCgVlcnJvchgFIAEoCSIdCg1BZ2VudFJlc3BvbnNlEgwKBHRleHQYASABKAkiKgoJU3RlcEVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSIfCg1HZXRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSKOAQoPTGlzdFJ1bnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEi4KBXN0YXRlGAMgASgOMh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1blN0YXRlEhEKCWFsbF91c2VycxgEIAEoCBIRCgl0aHJlYWRfaWQYBSABKAkiVQoQTGlzdFJ1bnNSZXNwb25zZRIoCgRydW5zGAEgAygLMhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoQRGVsZXRlUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiOQoPV2F0Y2hSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAyLVAQoIUnVuRXZlbnQSKwoEc3RlcBgBIAEoCzIbLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdGVwSAASKQoDcnVuGAIgASgLMhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkgAEjUKCWhlYXJ0YmVhdBgDIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5IZWFydGJlYXRIABIxCgVkZWx0YRgEIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdGVwRGVsdGFIAEIHCgVldmVudCJMCglIZWFydGJlYXQSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbGFzdF9zZXF1ZW5jZRgCIAEoAyKRAQoJU3RlcERlbHRhEg4KBnJ1bl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIOCgR0ZXh0GAMgASgJSAASOQoJdG9vbF9jYWxsGAQgASgLMiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRvb2xDYWxsRGVsdGFIABIPCgdyZXBsYWNlGAUgASgIQgYKBHBhcnQiSwoNVG9vbENhbGxEZWx0YRIUCgx0b29sX2NhbGxfaWQYASABKAkSEQoJdG9vbF9uYW1lGAIgASgJEhEKCWFyZ3VtZW50cxgDIAEoCSIyChBDYW5jZWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiJQoQR2V0VGhyZWFkUmVxdWVzdBIRCgl0aHJlYWRfaWQYASABKAkiTgoSTGlzdFRocmVhZHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhEKCWFsbF91c2VycxgDIAEoCCJeChNMaXN0VGhyZWFkc1Jlc3BvbnNlEi4KB3RocmVhZHMYASADKAsyHS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVGhyZWFkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIoChNEZWxldGVUaHJlYWRSZXF1ZXN0EhEKCXRocmVhZF9pZBgBIAEoCSqYAQoRTXVsdGl0YXNrU3RyYXRlZ3kSIgoeTVVMVElUQVNLX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASHQoZTVVMVElUQVNLX1NUUkFURUdZX1JFSkVDVBABEh4KGk1VTFRJVEFTS19TVFJBVEVHWV9FTlFVRVVFEAISIAocTVVMVElUQVNLX1NUUkFURUdZX0lOVEVSUlVQVBADKpoBCghSdW5TdGF0ZRIZChVSVU5fU1RBVEVfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVEVfUlVOTklORxABEhcKE1JVTl9TVEFURV9DT01QTEVURUQQAhIUChBSVU5fU1RBVEVfRkFJTEVEEAMSFwoTUlVOX1NUQVRFX0NBTkNFTExFRBAEEhQKEFJVTl9TVEFURV9RVUVVRUQQBTK7BQoKUnVuU2VydmljZRJKCgZHZXRSdW4SJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuR2V0UnVuUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SWwoITGlzdFJ1bnMSJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTGlzdFJ1bnNSZXF1ZXN0GicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RSdW5zUmVzcG9uc2USTAoJRGVsZXRlUnVuEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkRlbGV0ZVJ1blJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSVQoIV2F0Y2hSdW4SJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuV2F0Y2hSdW5SZXF1ZXN0Gh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkV2ZW50MAESUAoJQ2FuY2VsUnVuEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkNhbmNlbFJ1blJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElMKCUdldFRocmVhZBInLmFnZW50cGxhdGZvcm0ucnVucy52MS5HZXRUaHJlYWRSZXF1ZXN0Gh0uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRocmVhZBJkCgtMaXN0VGhyZWFkcxIpLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0VGhyZWFkc1JlcXVlc3QaKi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTGlzdFRocmVhZHNSZXNwb25zZRJSCgxEZWxldGVUaHJlYWQSKi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuRGVsZXRlVGhyZWFkUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * An agent run: one user request and everything the agent did to answer it.
@@ -171,6 +171,22 @@ export type Run = Message<"agentplatform.runs.v1.Run"> & {
    * @generated from field: int64 agent_revision = 20;
    */
   agentRevision: bigint;
+
+  /**
+   * The conversation thread the run is a turn of; every run the engine starts
+   * has one (a new thread unless the request continued one).
+   *
+   * @generated from field: string thread_id = 21;
+   */
+  threadId: string;
+
+  /**
+   * The run's position in its thread: 1 for the first turn, 2 for the next …
+   * (numbers of deleted runs are not reused).
+   *
+   * @generated from field: int64 thread_turn = 22;
+   */
+  threadTurn: bigint;
 };
 
 /**
@@ -179,6 +195,64 @@ export type Run = Message<"agentplatform.runs.v1.Run"> & {
  */
 export const RunSchema: GenMessage<Run> = /*@__PURE__*/
   messageDesc(file_agentplatform_runs_v1_runs, 0);
+
+/**
+ * A conversation: a sequence of runs (turns), each seeing the turns before it.
+ *
+ * @generated from message agentplatform.runs.v1.Thread
+ */
+export type Thread = Message<"agentplatform.runs.v1.Thread"> & {
+  /**
+   * Server-assigned unique id (a UUID).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The id of the user who started the thread and owns it; only they (and
+   * admins) see it and may continue it.
+   *
+   * @generated from field: string owner = 2;
+   */
+  owner: string;
+
+  /**
+   * The first user message of the thread, cut to 200 characters: a title for
+   * a chat history list.
+   *
+   * @generated from field: string title = 3;
+   */
+  title: string;
+
+  /**
+   * When the thread's first run was created.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 4;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * When the thread's latest run was created.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 5;
+   */
+  updateTime?: Timestamp | undefined;
+
+  /**
+   * How many runs were started on the thread (deleted runs included).
+   *
+   * @generated from field: int64 turn_count = 6;
+   */
+  turnCount: bigint;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.Thread.
+ * Use `create(ThreadSchema)` to create a new message.
+ */
+export const ThreadSchema: GenMessage<Thread> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 1);
 
 /**
  * Limits a run executes under. Reaching one ends the run FAILED with an
@@ -222,7 +296,7 @@ export type RunLimits = Message<"agentplatform.runs.v1.RunLimits"> & {
  * Use `create(RunLimitsSchema)` to create a new message.
  */
 export const RunLimitsSchema: GenMessage<RunLimits> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 1);
+  messageDesc(file_agentplatform_runs_v1_runs, 2);
 
 /**
  * Token counts reported by the model endpoint.
@@ -257,7 +331,7 @@ export type Usage = Message<"agentplatform.runs.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 2);
+  messageDesc(file_agentplatform_runs_v1_runs, 3);
 
 /**
  * One entry of a run's timeline. Exactly one of the content fields is set, and
@@ -367,7 +441,7 @@ export type Step = Message<"agentplatform.runs.v1.Step"> & {
  * Use `create(StepSchema)` to create a new message.
  */
 export const StepSchema: GenMessage<Step> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 3);
+  messageDesc(file_agentplatform_runs_v1_runs, 4);
 
 /**
  * One call to the model, as measured by the engine.
@@ -402,7 +476,7 @@ export type ModelCall = Message<"agentplatform.runs.v1.ModelCall"> & {
  * Use `create(ModelCallSchema)` to create a new message.
  */
 export const ModelCallSchema: GenMessage<ModelCall> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 4);
+  messageDesc(file_agentplatform_runs_v1_runs, 5);
 
 /**
  * Content of a "user-request" step.
@@ -416,6 +490,23 @@ export type UserRequest = Message<"agentplatform.runs.v1.UserRequest"> & {
    * @generated from field: string text = 1;
    */
   text: string;
+
+  /**
+   * How many of the thread's earlier turns the model was given with this
+   * message (0 on a new thread). Older turns that did not fit the engine's
+   * context budget were left out; Inspect Runs can say so.
+   *
+   * @generated from field: int64 context_turns = 2;
+   */
+  contextTurns: bigint;
+
+  /**
+   * How many earlier turns were left out of the model's context to fit its
+   * budget.
+   *
+   * @generated from field: int64 omitted_turns = 3;
+   */
+  omittedTurns: bigint;
 };
 
 /**
@@ -423,7 +514,7 @@ export type UserRequest = Message<"agentplatform.runs.v1.UserRequest"> & {
  * Use `create(UserRequestSchema)` to create a new message.
  */
 export const UserRequestSchema: GenMessage<UserRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 5);
+  messageDesc(file_agentplatform_runs_v1_runs, 6);
 
 /**
  * Content of an "agent-thought" step.
@@ -437,6 +528,15 @@ export type AgentThought = Message<"agentplatform.runs.v1.AgentThought"> & {
    * @generated from field: string text = 1;
    */
   text: string;
+
+  /**
+   * True when the model asked for its tool calls without writing any text and
+   * `text` is the engine's placeholder naming the tools ("Using tool: …"). The
+   * model's own context holds no text for this turn.
+   *
+   * @generated from field: bool placeholder = 2;
+   */
+  placeholder: boolean;
 };
 
 /**
@@ -444,7 +544,7 @@ export type AgentThought = Message<"agentplatform.runs.v1.AgentThought"> & {
  * Use `create(AgentThoughtSchema)` to create a new message.
  */
 export const AgentThoughtSchema: GenMessage<AgentThought> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 6);
+  messageDesc(file_agentplatform_runs_v1_runs, 7);
 
 /**
  * Content of a "tool-call" step.
@@ -488,7 +588,7 @@ export type ToolCall = Message<"agentplatform.runs.v1.ToolCall"> & {
  * Use `create(ToolCallSchema)` to create a new message.
  */
 export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 7);
+  messageDesc(file_agentplatform_runs_v1_runs, 8);
 
 /**
  * Content of a "tool-result" step.
@@ -540,7 +640,7 @@ export type ToolResult = Message<"agentplatform.runs.v1.ToolResult"> & {
  * Use `create(ToolResultSchema)` to create a new message.
  */
 export const ToolResultSchema: GenMessage<ToolResult> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 8);
+  messageDesc(file_agentplatform_runs_v1_runs, 9);
 
 /**
  * Content of an "agent-response" step.
@@ -561,7 +661,7 @@ export type AgentResponse = Message<"agentplatform.runs.v1.AgentResponse"> & {
  * Use `create(AgentResponseSchema)` to create a new message.
  */
 export const AgentResponseSchema: GenMessage<AgentResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 9);
+  messageDesc(file_agentplatform_runs_v1_runs, 10);
 
 /**
  * Content of an "error" step.
@@ -590,7 +690,7 @@ export type StepError = Message<"agentplatform.runs.v1.StepError"> & {
  * Use `create(StepErrorSchema)` to create a new message.
  */
 export const StepErrorSchema: GenMessage<StepError> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 10);
+  messageDesc(file_agentplatform_runs_v1_runs, 11);
 
 /**
  * Request of GetRun.
@@ -611,7 +711,7 @@ export type GetRunRequest = Message<"agentplatform.runs.v1.GetRunRequest"> & {
  * Use `create(GetRunRequestSchema)` to create a new message.
  */
 export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 11);
+  messageDesc(file_agentplatform_runs_v1_runs, 12);
 
 /**
  * Request of ListRuns.
@@ -650,6 +750,15 @@ export type ListRunsRequest = Message<"agentplatform.runs.v1.ListRunsRequest"> &
    * @generated from field: bool all_users = 4;
    */
   allUsers: boolean;
+
+  /**
+   * Only the runs of this thread, in turn order (oldest first): the thread's
+   * conversation. Another user's thread, or a thread that does not exist,
+   * answers NOT_FOUND.
+   *
+   * @generated from field: string thread_id = 5;
+   */
+  threadId: string;
 };
 
 /**
@@ -657,7 +766,7 @@ export type ListRunsRequest = Message<"agentplatform.runs.v1.ListRunsRequest"> &
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 12);
+  messageDesc(file_agentplatform_runs_v1_runs, 13);
 
 /**
  * Response of ListRuns.
@@ -666,7 +775,8 @@ export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
  */
 export type ListRunsResponse = Message<"agentplatform.runs.v1.ListRunsResponse"> & {
   /**
-   * The runs, newest first, without steps; long user queries are cut.
+   * The runs without steps, newest first (in turn order with `thread_id`);
+   * long user queries are cut.
    *
    * @generated from field: repeated agentplatform.runs.v1.Run runs = 1;
    */
@@ -685,7 +795,7 @@ export type ListRunsResponse = Message<"agentplatform.runs.v1.ListRunsResponse">
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 13);
+  messageDesc(file_agentplatform_runs_v1_runs, 14);
 
 /**
  * Request of DeleteRun.
@@ -706,7 +816,7 @@ export type DeleteRunRequest = Message<"agentplatform.runs.v1.DeleteRunRequest">
  * Use `create(DeleteRunRequestSchema)` to create a new message.
  */
 export const DeleteRunRequestSchema: GenMessage<DeleteRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 14);
+  messageDesc(file_agentplatform_runs_v1_runs, 15);
 
 /**
  * Request of WatchRun.
@@ -737,7 +847,7 @@ export type WatchRunRequest = Message<"agentplatform.runs.v1.WatchRunRequest"> &
  * Use `create(WatchRunRequestSchema)` to create a new message.
  */
 export const WatchRunRequestSchema: GenMessage<WatchRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 15);
+  messageDesc(file_agentplatform_runs_v1_runs, 16);
 
 /**
  * One event of a run, as WatchRun and StreamChat send it. A client handles
@@ -797,7 +907,7 @@ export type RunEvent = Message<"agentplatform.runs.v1.RunEvent"> & {
  * Use `create(RunEventSchema)` to create a new message.
  */
 export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 16);
+  messageDesc(file_agentplatform_runs_v1_runs, 17);
 
 /**
  * A keep-alive event of a long stream; also a bookmark.
@@ -826,7 +936,7 @@ export type Heartbeat = Message<"agentplatform.runs.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 17);
+  messageDesc(file_agentplatform_runs_v1_runs, 18);
 
 /**
  * A piece of a step that is still forming, while the model streams.
@@ -886,7 +996,7 @@ export type StepDelta = Message<"agentplatform.runs.v1.StepDelta"> & {
  * Use `create(StepDeltaSchema)` to create a new message.
  */
 export const StepDeltaSchema: GenMessage<StepDelta> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 18);
+  messageDesc(file_agentplatform_runs_v1_runs, 19);
 
 /**
  * A piece of a tool call while the model writes it.
@@ -921,7 +1031,7 @@ export type ToolCallDelta = Message<"agentplatform.runs.v1.ToolCallDelta"> & {
  * Use `create(ToolCallDeltaSchema)` to create a new message.
  */
 export const ToolCallDeltaSchema: GenMessage<ToolCallDelta> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 19);
+  messageDesc(file_agentplatform_runs_v1_runs, 20);
 
 /**
  * Request of CancelRun.
@@ -949,7 +1059,158 @@ export type CancelRunRequest = Message<"agentplatform.runs.v1.CancelRunRequest">
  * Use `create(CancelRunRequestSchema)` to create a new message.
  */
 export const CancelRunRequestSchema: GenMessage<CancelRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 20);
+  messageDesc(file_agentplatform_runs_v1_runs, 21);
+
+/**
+ * Request of GetThread.
+ *
+ * @generated from message agentplatform.runs.v1.GetThreadRequest
+ */
+export type GetThreadRequest = Message<"agentplatform.runs.v1.GetThreadRequest"> & {
+  /**
+   * The thread's id.
+   *
+   * @generated from field: string thread_id = 1;
+   */
+  threadId: string;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.GetThreadRequest.
+ * Use `create(GetThreadRequestSchema)` to create a new message.
+ */
+export const GetThreadRequestSchema: GenMessage<GetThreadRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 22);
+
+/**
+ * Request of ListThreads.
+ *
+ * @generated from message agentplatform.runs.v1.ListThreadsRequest
+ */
+export type ListThreadsRequest = Message<"agentplatform.runs.v1.ListThreadsRequest"> & {
+  /**
+   * How many threads to return at most. 0 means the default (50); larger than
+   * 1000 is treated as 1000; negative is an error.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Admins only: list every user's threads instead of the caller's own.
+   *
+   * @generated from field: bool all_users = 3;
+   */
+  allUsers: boolean;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.ListThreadsRequest.
+ * Use `create(ListThreadsRequestSchema)` to create a new message.
+ */
+export const ListThreadsRequestSchema: GenMessage<ListThreadsRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 23);
+
+/**
+ * Response of ListThreads.
+ *
+ * @generated from message agentplatform.runs.v1.ListThreadsResponse
+ */
+export type ListThreadsResponse = Message<"agentplatform.runs.v1.ListThreadsResponse"> & {
+  /**
+   * The threads, the most recently active first.
+   *
+   * @generated from field: repeated agentplatform.runs.v1.Thread threads = 1;
+   */
+  threads: Thread[];
+
+  /**
+   * Pass as `page_token` to get the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.ListThreadsResponse.
+ * Use `create(ListThreadsResponseSchema)` to create a new message.
+ */
+export const ListThreadsResponseSchema: GenMessage<ListThreadsResponse> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 24);
+
+/**
+ * Request of DeleteThread.
+ *
+ * @generated from message agentplatform.runs.v1.DeleteThreadRequest
+ */
+export type DeleteThreadRequest = Message<"agentplatform.runs.v1.DeleteThreadRequest"> & {
+  /**
+   * The thread's id.
+   *
+   * @generated from field: string thread_id = 1;
+   */
+  threadId: string;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.DeleteThreadRequest.
+ * Use `create(DeleteThreadRequestSchema)` to create a new message.
+ */
+export const DeleteThreadRequestSchema: GenMessage<DeleteThreadRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 25);
+
+/**
+ * What to do when a run is started on a thread that has a run in progress
+ * (QUEUED or RUNNING), after LangGraph's multitask strategies.
+ *
+ * @generated from enum agentplatform.runs.v1.MultitaskStrategy
+ */
+export enum MultitaskStrategy {
+  /**
+   * The default: REJECT.
+   *
+   * @generated from enum value: MULTITASK_STRATEGY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Refuse the new run with FAILED_PRECONDITION naming the run in progress.
+   *
+   * @generated from enum value: MULTITASK_STRATEGY_REJECT = 1;
+   */
+  REJECT = 1,
+
+  /**
+   * Create the new run QUEUED; it begins when the runs before it on the
+   * thread have ended, and sees their turns.
+   *
+   * @generated from enum value: MULTITASK_STRATEGY_ENQUEUE = 2;
+   */
+  ENQUEUE = 2,
+
+  /**
+   * Cancel the runs in progress (they end CANCELLED, "interrupted by run
+   * ..."), then begin the new run, as ENQUEUE does. The interrupted turns stay
+   * in the thread with what they did before they stopped.
+   *
+   * @generated from enum value: MULTITASK_STRATEGY_INTERRUPT = 3;
+   */
+  INTERRUPT = 3,
+}
+
+/**
+ * Describes the enum agentplatform.runs.v1.MultitaskStrategy.
+ */
+export const MultitaskStrategySchema: GenEnum<MultitaskStrategy> = /*@__PURE__*/
+  enumDesc(file_agentplatform_runs_v1_runs, 0);
 
 /**
  * The lifecycle state of a run.
@@ -1007,7 +1268,7 @@ export enum RunState {
  * Describes the enum agentplatform.runs.v1.RunState.
  */
 export const RunStateSchema: GenEnum<RunState> = /*@__PURE__*/
-  enumDesc(file_agentplatform_runs_v1_runs, 0);
+  enumDesc(file_agentplatform_runs_v1_runs, 1);
 
 /**
  * RunService is the public face of the run store: the "Inspect Runs" page,
@@ -1094,6 +1355,39 @@ export const RunService: GenService<{
     methodKind: "unary";
     input: typeof CancelRunRequestSchema;
     output: typeof RunSchema;
+  },
+  /**
+   * Returns one conversation thread (without its runs; list them with
+   * ListRuns and `thread_id`).
+   *
+   * @generated from rpc agentplatform.runs.v1.RunService.GetThread
+   */
+  getThread: {
+    methodKind: "unary";
+    input: typeof GetThreadRequestSchema;
+    output: typeof ThreadSchema;
+  },
+  /**
+   * Lists the caller's threads, most recently active first, one page at a
+   * time: the Playground's chat history.
+   *
+   * @generated from rpc agentplatform.runs.v1.RunService.ListThreads
+   */
+  listThreads: {
+    methodKind: "unary";
+    input: typeof ListThreadsRequestSchema;
+    output: typeof ListThreadsResponseSchema;
+  },
+  /**
+   * Deletes a thread with all of its runs and their steps. Runs of it still
+   * executing are stopped by their engines (their watchers see NOT_FOUND).
+   *
+   * @generated from rpc agentplatform.runs.v1.RunService.DeleteThread
+   */
+  deleteThread: {
+    methodKind: "unary";
+    input: typeof DeleteThreadRequestSchema;
+    output: typeof EmptySchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_agentplatform_runs_v1_runs, 0);
