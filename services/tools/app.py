@@ -1,9 +1,10 @@
-"""Assembles the tools service: database, registry, catalog, executor and the gRPC server."""
+"""Assembles the tools service: database, registry, worker pool, catalog, executor and the gRPC server."""
 
 import logging
 from dataclasses import dataclass
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from agentplatform.tools.internal.v1 import execution_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2_grpc
@@ -19,6 +20,8 @@ from services.tools.registry import ToolRegistry
 from services.tools.servicer import SERVICE_NAME, ToolServicer
 from services.tools.settings import ToolsSettings
 from services.tools.tool_settings import ToolSettingsStore
+from services.tools.worker import WorkerConfig
+from services.tools.worker_pool import ToolWorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ class ToolsApp:
     registry: ToolRegistry
     catalog: ToolCatalog
     executor: ToolExecutor
+    workers: ToolWorkerPool
 
     @property
     def port(self) -> int:
@@ -39,16 +43,22 @@ class ToolsApp:
         return self.server.port
 
     async def stop(self, grace: float = 0) -> None:
-        """Stop serving (letting in-flight RPCs finish for `grace` s), then close the database."""
+        """Stop serving (letting in-flight RPCs finish for `grace` s), then kill the tool workers (whatever they are
+        stuck in, at once: nobody waits for their results any more) and close the database."""
         try:
             await self.server.stop(grace)
         finally:
-            await self.database.dispose()
+            try:
+                await self.workers.close()
+            finally:
+                await self.database.dispose()
 
 
 async def start_tools(settings: ToolsSettings) -> ToolsApp:
-    """Create the settings table if needed, discover the tools and start serving ToolService (public) and
-    ToolExecutionService (internal) on settings.host:port."""
+    """Create the settings table if needed, discover the tools, start the tool workers and serve ToolService
+    (public) and ToolExecutionService (internal) on settings.host:port. Raises WorkerStartError when not one tool
+    worker can start (a memory limit too small for Python itself, no processes left): better an exit that says
+    so than a service that is up and can run nothing."""
     auth = Authenticator.from_settings(settings)
     database = Database(settings.database_url)
     try:
@@ -66,22 +76,50 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             web_search_api_key=settings.web_search_api_key.get_secret_value().strip(),
             web_search_timeout_seconds=settings.web_search_timeout_seconds,
         )
-        executor = ToolExecutor(registry, store, context, settings.timeout_seconds, settings.max_result_bytes)
-        catalog = ToolCatalog(registry, store, executor.usage)
-        public, execution = ToolServicer(catalog), ToolExecutionServicer(executor)
+        workers = ToolWorkerPool(worker_config(settings, context), settings.workers)
+        await workers.start()
+        try:
+            executor = ToolExecutor(registry, store, workers, settings.timeout_seconds)
+            catalog = ToolCatalog(registry, store, executor.usage)
+            public, execution = ToolServicer(catalog), ToolExecutionServicer(executor)
 
-        def register_public(server: grpc.aio.Server) -> None:
-            tools_pb2_grpc.add_ToolServiceServicer_to_server(public, server)
+            def register_public(server: grpc.aio.Server) -> None:
+                tools_pb2_grpc.add_ToolServiceServicer_to_server(public, server)
 
-        def register_execution(server: grpc.aio.Server) -> None:
-            execution_pb2_grpc.add_ToolExecutionServiceServicer_to_server(execution, server)
+            def register_execution(server: grpc.aio.Server) -> None:
+                execution_pb2_grpc.add_ToolExecutionServiceServicer_to_server(execution, server)
 
-        bindings = [
-            ServiceBinding(SERVICE_NAME, register_public),
-            ServiceBinding(EXECUTION_SERVICE_NAME, register_execution),
-        ]
-        running = await start_server(bindings, settings.host, settings.port, auth)
+            bindings = [
+                ServiceBinding(SERVICE_NAME, register_public),
+                ServiceBinding(EXECUTION_SERVICE_NAME, register_execution),
+            ]
+            running = await start_server(bindings, settings.host, settings.port, auth)
+        except BaseException:
+            await workers.close()
+            raise
     except BaseException:
         await database.dispose()
         raise
-    return ToolsApp(running, database, registry, catalog, executor)
+    workers.set_health_listener(lambda serving: _report_health(running, serving))
+    return ToolsApp(running, database, registry, catalog, executor, workers)
+
+
+def worker_config(settings: ToolsSettings, context: ToolContext) -> WorkerConfig:
+    """What each tool worker gets from the settings."""
+    return WorkerConfig(
+        plugin_dirs=tuple(folder.resolve() for folder in settings.plugin_dirs),
+        context=context,
+        max_result_bytes=settings.max_result_bytes,
+        memory_bytes=settings.worker_memory_mb * 1024 * 1024,
+        cpu_seconds=settings.worker_cpu_seconds,
+        log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+    )
+
+
+async def _report_health(running: RunningServer, serving: bool) -> None:
+    """The whole server and both its services follow the workers: without them the catalog still answers, but
+    the tools service cannot do its job, so it should leave the load balancer (readiness) and, if it lasts, be
+    restarted (liveness)."""
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", *running.service_names):
+        await running.health.set(name, status)

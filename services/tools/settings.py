@@ -37,8 +37,19 @@ class ToolsSettings(AuthSettings):
     workspace_max_bytes: int = Field(DEFAULT_WORKSPACE_MAX_BYTES, alias="TOOLS_WORKSPACE_MAX_BYTES", ge=0)
     #: The workspace's quota in entries: files and folders counted together (folders cost inodes too).
     workspace_max_files: int = Field(DEFAULT_WORKSPACE_MAX_FILES, alias="TOOLS_WORKSPACE_MAX_FILES", ge=0)
-    #: Longest a single tool execution may take.
+    #: Longest a single tool execution may take, waiting for a free worker included; past it the call is
+    #: DEADLINE_EXCEEDED and the worker running it is killed and replaced.
     timeout_seconds: float = Field(30.0, alias="TOOLS_TIMEOUT_SECONDS", gt=0)
+    #: How many worker processes run tools' code, each one call at a time; more calls wait for a free worker
+    #: (within TOOLS_TIMEOUT_SECONDS). Health says NOT_SERVING while the pool cannot serve: no live worker, and the
+    #: last attempt to start one failed (services/tools/worker_pool.py says exactly when).
+    workers: int = Field(2, alias="TOOLS_WORKERS", ge=1, le=64)
+    #: The address space one worker may use, in MiB (RLIMIT_AS; a bare worker takes about 150). A tool allocating
+    #: past it fails with INTERNAL ("ran out of memory") and its worker is replaced.
+    worker_memory_mb: int = Field(512, alias="TOOLS_WORKER_MEMORY_MB", ge=128, le=1024 * 1024)
+    #: CPU seconds one call may use (RLIMIT_CPU, whole seconds). Below TOOLS_TIMEOUT_SECONDS by default, so a
+    #: busy loop is stopped for its CPU use, saying so; a tool with threads can burn CPU faster than the clock.
+    worker_cpu_seconds: int = Field(20, alias="TOOLS_WORKER_CPU_SECONDS", ge=1, le=24 * 3600)
     #: The most a tool's result may weigh, its text and its structured form each; more is cut, with a marker the
     #: model reads (64 KiB: the model reads results on every later turn, and a step holds at most 1 MiB).
     max_result_bytes: int = Field(64 * 1024, alias="TOOLS_MAX_RESULT_BYTES", ge=1024, le=1024 * 1024)

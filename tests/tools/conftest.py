@@ -1,7 +1,7 @@
 """Fixtures of the tools tests: settings on tmp_path, the domain objects, and a running service with a stub."""
 
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,12 @@ from agentplatform.tools.internal.v1 import execution_pb2 as tool_execution_pb2
 from services.common.database import Database
 from services.tools.app import ToolsApp, start_tools
 from services.tools.base import ToolContext
-from services.tools.executor import ToolExecutor
+from services.tools.executor import DEFAULT_MAX_RESULT_BYTES, ToolExecutor
 from services.tools.registry import ToolRegistry
 from services.tools.settings import BUILTIN_WEB_SEARCH_CORPUS, ToolsSettings
 from services.tools.tool_settings import ToolSettingsStore
+from services.tools.worker import WorkerConfig
+from services.tools.worker_pool import ToolWorkerPool
 from tests.support.stubs import tools_stubs
 
 SettingsFactory = Callable[..., ToolsSettings]
@@ -80,22 +82,38 @@ class ExecutorEnv:
     registry: ToolRegistry
     store: ToolSettingsStore
     executor: ToolExecutor
+    workers: ToolWorkerPool
 
 
 @pytest_asyncio.fixture
 async def make_executor(
     tmp_path: Path, plugin_dir: Path, context: ToolContext
-) -> AsyncIterator[Callable[..., ExecutorEnv]]:
-    """Build executors over tmp_path's DB and plugin folder with a chosen time limit."""
+) -> AsyncIterator[Callable[..., Awaitable[ExecutorEnv]]]:
+    """Build executors over tmp_path's DB and plugin folder with a chosen time limit and worker pool; their
+    workers are stopped afterwards."""
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'executor.db'}")
     store = ToolSettingsStore(database)
     await store.create_schema()
+    pools: list[ToolWorkerPool] = []
 
-    def build(timeout_seconds: float = 5.0) -> ExecutorEnv:
+    async def build(
+        timeout_seconds: float = 5.0,
+        *,
+        workers: int = 1,
+        memory_bytes: int | None = 512 * 1024 * 1024,
+        cpu_seconds: int | None = 20,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+    ) -> ExecutorEnv:
         registry = ToolRegistry([plugin_dir])
-        return ExecutorEnv(registry, store, ToolExecutor(registry, store, context, timeout_seconds))
+        config = WorkerConfig((plugin_dir,), context, max_result_bytes, memory_bytes, cpu_seconds)
+        pool = ToolWorkerPool(config, workers)
+        pools.append(pool)
+        await pool.start()
+        return ExecutorEnv(registry, store, ToolExecutor(registry, store, pool, timeout_seconds), pool)
 
     yield build
+    for pool in pools:
+        await pool.close()
     await database.dispose()
 
 

@@ -2,10 +2,11 @@
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from services.common.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
 from services.tools.base import ToolOutput
@@ -72,13 +73,13 @@ TEST_TOOLS = '''
             return value
 '''
 
-MakeExecutor = Callable[..., ExecutorEnv]
+MakeExecutor = Callable[..., Awaitable[ExecutorEnv]]
 
 
-@pytest.fixture
-def env(plugin_dir: Path, make_executor: MakeExecutor) -> ExecutorEnv:
+@pytest_asyncio.fixture
+async def env(plugin_dir: Path, make_executor: MakeExecutor) -> ExecutorEnv:
     write_plugin(plugin_dir, "test_tools.py", TEST_TOOLS)
-    return make_executor(timeout_seconds=0.5)
+    return await make_executor(timeout_seconds=0.5)
 
 
 async def test_a_valid_call_returns_output_and_duration(env: ExecutorEnv) -> None:
@@ -132,7 +133,7 @@ async def test_a_tools_own_timeout_error_is_a_failure_not_our_deadline(env: Exec
 
 async def test_sync_tools_run_off_the_event_loop(make_executor: MakeExecutor, plugin_dir: Path) -> None:
     write_plugin(plugin_dir, "test_tools.py", TEST_TOOLS)
-    executor = make_executor(timeout_seconds=5).executor
+    executor = (await make_executor(timeout_seconds=5)).executor
     ticks = 0
 
     async def ticker() -> None:
@@ -192,7 +193,7 @@ async def test_a_non_json_result_is_internal(plugin_dir: Path, make_executor: Ma
         ''',
     )
     with pytest.raises(Internal, match="tool 'sets' returned a result that is not JSON"):
-        await make_executor().executor.execute("sets", {})
+        await (await make_executor()).executor.execute("sets", {})
 
 
 def test_an_oversized_result_is_cut_with_a_marker() -> None:
@@ -207,7 +208,7 @@ def test_an_oversized_result_is_cut_with_a_marker() -> None:
 
 
 async def test_the_executor_bounds_what_a_tool_returns(
-    plugin_dir: Path, make_executor: Callable[..., ExecutorEnv]
+    plugin_dir: Path, make_executor: MakeExecutor
 ) -> None:
     write_plugin(
         plugin_dir,
@@ -225,6 +226,6 @@ async def test_the_executor_bounds_what_a_tool_returns(
                 return "word " * 100_000
         """,
     )
-    output, _ = await make_executor().executor.execute("chatty", {})
+    output, _ = await (await make_executor()).executor.execute("chatty", {})
     assert len(output.text.encode()) <= DEFAULT_MAX_RESULT_BYTES
     assert "[cut: the result was 500,000 bytes" in output.text

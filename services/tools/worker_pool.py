@@ -1,0 +1,447 @@
+"""The pool of tool worker processes (services.tools.worker): a tool's code never runs on the service's event loop
+or in its threads, so a tool that blocks, loops, or eats memory costs one worker, which is killed and replaced,
+never the service.
+
+How it works. The pool has `size` slots. Each slot owns at most one worker process and loops: start a worker if
+it has none (retrying with a growing pause while starting fails), take the next call from the queue, send it,
+and wait for the reply, the worker's death, or the caller giving up:
+
+* a reply is the call's outcome (an output or a domain error);
+* the worker dying mid-call (os._exit, a segfault, SIGKILL from the OOM killer, SIGXCPU past the CPU limit) is
+  Internal naming the tool and how the worker ended. Internal, not Unavailable: it is the tool's own doing and the
+  same arguments would likely do it again, so it must not invite a retry;
+* the caller giving up (its time limit, which covers waiting for a free worker too, or a cancelled RPC) stops the
+  worker: SIGTERM (an async tool gets a CancelledError and may clean up), then SIGKILL after KILL_GRACE_SECONDS.
+  A call whose caller gave up while it waited in the queue is never run.
+
+A worker that dies while idle is replaced without failing anyone's call.
+
+Health. The pool *cannot serve* when it has no live worker (started, ready, not dead) and its most recent attempt
+to start one failed: the process could not be created, or it died or stayed silent for WORKER_START_SECONDS
+before saying it was ready. Then calls fail at once with Unavailable (queued ones too) and the health listener
+hears False; it hears True again as soon as a worker is ready. Workers being replaced after a kill, with the last
+start having worked, do not count as "cannot serve": calls wait for them within their time limit.
+
+Why not pebble's ProcessPool (the obvious library; tried, 5.2.3): (1) a worker that dies while no task runs (the
+OOM killer choosing an idle worker) puts the whole pool into a permanent error state ("Unexpected error within
+the Pool" on every later schedule), against "the pool keeps serving"; (2) its stop terminates workers one after
+the other, waiting up to 3 s each for SIGTERM before SIGKILL, so a stop with every worker stuck in C code takes
+3 s x workers, past the shutdown grace; (3) queued tasks are pushed to the workers' pipe at once, so a task
+whose caller gave up still starts, and a worker is then killed for it; (4) it runs three threads per pool in the
+service. Each has a workaround, but together they are more code than this pool, which owns every step.
+
+Start method: forkserver. The service runs grpc, which is not fork-safe; the forkserver is a fresh interpreter
+(started by fork+exec) that preloads services.tools.worker and forks workers from itself, so a replacement takes
+milliseconds instead of a full interpreter start. Workers die with the forkserver (PR_SET_PDEATHSIG), and the
+forkserver exits when the service does.
+"""
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common.errors import DomainError, Internal, Unavailable
+from services.tools import worker as worker_module
+from services.tools.base import ToolOutput
+from services.tools.worker import HEADER_SIZE, Ready, ToolCall, ToolReply, WorkerConfig, decode_length, encode_message
+
+log = logging.getLogger(__name__)
+
+#: How long a new worker may take to load its tools and say it is ready.
+WORKER_START_SECONDS = 10.0
+#: Between SIGTERM and SIGKILL when a caller gives up: time for an async tool's cleanup.
+KILL_GRACE_SECONDS = 1.0
+#: Pauses between failed attempts to start a worker: the first, and the longest.
+RETRY_FIRST_SECONDS = 0.2
+RETRY_MAX_SECONDS = 5.0
+
+HealthListener = Callable[[bool], Awaitable[None]]
+
+
+class WorkerStartError(Exception):
+    """A worker process could not be started or did not become ready; the message says why."""
+
+
+def forkserver_context() -> multiprocessing.context.ForkServerContext:
+    """The multiprocessing context workers are started from (see the module docstring)."""
+    context = multiprocessing.get_context("forkserver")
+    # Read when the forkserver starts (once per process); it then forks workers with the tools code loaded.
+    context.set_forkserver_preload([worker_module.__name__])
+    return context
+
+
+@dataclass(eq=False)
+class _Worker:
+    """One live worker process and the service's end of its socket."""
+
+    process: Any  # multiprocessing's Process of the forkserver context
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    #: Done once the process has ended (its sentinel became readable).
+    exited: asyncio.Future[None]
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+    async def send(self, message: object) -> None:
+        self.writer.write(encode_message(message))
+        await self.writer.drain()
+
+    async def receive(self) -> object:
+        """The next message; asyncio.IncompleteReadError (an EOFError) when the worker is gone."""
+        size = decode_length(await self.reader.readexactly(HEADER_SIZE))
+        return pickle.loads(await self.reader.readexactly(size))
+
+    def exit_description(self) -> str:
+        """How the process ended, for a message: 'exit code 1' or 'signal SIGKILL'."""
+        code = self.process.exitcode
+        if code is None:
+            return "an unknown cause"
+        if code < 0:
+            try:
+                return f"signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"signal {-code}"
+        return f"exit code {code}"
+
+
+@dataclass(eq=False)
+class _Call:
+    tool_id: str
+    arguments: dict[str, Any]
+    future: asyncio.Future[ToolOutput] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class ToolWorkerPool:
+    """`size` worker processes running tool calls, one call per worker at a time (see the module docstring)."""
+
+    def __init__(self, config: WorkerConfig, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"a worker pool needs at least one worker, got {size}")
+        self._config = config
+        self._size = size
+        self._context = forkserver_context()
+        self._queue: deque[_Call] = deque()
+        self._queued = asyncio.Event()
+        self._workers: dict[int, _Worker] = {}  # by slot
+        self._last_start_error: str | None = None
+        self._slots: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._listener: HealthListener | None = None
+        self._reported = True
+        self._health_changed = asyncio.Event()
+        self._reporter: asyncio.Task[None] | None = None
+        self._first_starts: list[asyncio.Future[None]] = []
+
+    # --- Life --------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the workers and wait until each is ready or failed its first start. Raises WorkerStartError when
+        not a single worker could start: a service that cannot run any tool should say so and exit."""
+        loop = asyncio.get_running_loop()
+        self._first_starts = [loop.create_future() for _ in range(self._size)]
+        self._slots = [
+            asyncio.create_task(self._slot(index), name=f"tools-worker-slot-{index}") for index in range(self._size)
+        ]
+        self._reporter = asyncio.create_task(self._report_health(), name="tools-worker-health")
+        await asyncio.gather(*self._first_starts)
+        if not self._workers:
+            reason = self._last_start_error
+            await self.close()
+            raise WorkerStartError(f"no tool worker could start: {reason}")
+
+    async def close(self) -> None:
+        """Stop at once: SIGKILL every worker (the server has stopped, nobody waits for a result) and wait until
+        they are gone; calls still waiting get Unavailable."""
+        self._closing = True
+        tasks = [*self._slots, *([self._reporter] if self._reporter else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._fail_queued(Unavailable("the tools service is stopping; retry on another replica or after restart"))
+        workers = list(self._workers.values())
+        self._workers.clear()
+        for worker in workers:
+            _signal(worker, signal.SIGKILL)
+        for worker in workers:
+            await _forget(worker, wait_seconds=2.0)
+
+    def set_health_listener(self, listener: HealthListener) -> None:
+        """Tell `listener` whether the pool can serve, now if it cannot, and on every change after."""
+        self._listener = listener
+        self._health_changed.set()
+
+    @property
+    def serving(self) -> bool:
+        """False while the pool cannot serve (no live worker and the last start failed)."""
+        return bool(self._workers) or self._last_start_error is None
+
+    def worker_pids(self) -> list[int]:
+        """The PIDs of the live workers (for tests and diagnostics)."""
+        return sorted(worker.pid for worker in self._workers.values())
+
+    # --- Calls -------------------------------------------------------------------------------------------------
+
+    async def run(self, tool_id: str, arguments: dict[str, Any]) -> ToolOutput:
+        """Run a call in the next free worker and return its output, or raise its domain error. The caller bounds
+        the time (asyncio.timeout): cancelling this stops the worker running the call."""
+        if self._closing:
+            raise Unavailable("the tools service is stopping; retry on another replica or after restart")
+        if not self.serving:
+            raise Unavailable(f"the tools service cannot start tool workers ({self._last_start_error}); retry later")
+        call = _Call(tool_id, arguments)
+        self._queue.append(call)
+        self._queued.set()
+        try:
+            return await call.future
+        finally:
+            if not call.future.done():
+                call.future.cancel()  # the slot sees it: drops the queued call, or stops the worker running it
+
+    async def _next_call(self, worker: _Worker) -> _Call | None:
+        """The next call whose caller still waits, or None when the worker died first."""
+        while True:
+            while self._queue:
+                call = self._queue.popleft()
+                if not call.future.done():
+                    return call
+            self._queued.clear()
+            queued = asyncio.ensure_future(self._queued.wait())
+            try:
+                await asyncio.wait({queued, worker.exited}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                queued.cancel()
+            if worker.exited.done():
+                return None
+
+    def _fail_queued(self, error: DomainError) -> None:
+        while self._queue:
+            call = self._queue.popleft()
+            if not call.future.done():
+                call.future.set_exception(error)
+
+    # --- Slots -------------------------------------------------------------------------------------------------
+
+    async def _slot(self, index: int) -> None:
+        worker: _Worker | None = None
+        failures = 0
+        try:
+            while True:
+                if worker is None:
+                    try:
+                        worker = await self._start_worker()
+                    except WorkerStartError as exc:
+                        failures += 1
+                        self._note_start(index, None, str(exc))
+                        log.error("tool worker %d could not start (attempt %d): %s", index, failures, exc)
+                        await asyncio.sleep(min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (failures - 1)))
+                        continue
+                    failures = 0
+                    self._note_start(index, worker, None)
+                call = await self._next_call(worker)
+                if call is None:
+                    log.warning(
+                        "tool worker %d (pid %d) ended while idle (%s); starting another",
+                        index,
+                        worker.pid,
+                        worker.exit_description(),
+                    )
+                elif await self._run_on(worker, call):
+                    continue
+                self._workers.pop(index, None)
+                self._health_changed.set()
+                await _stop(worker)
+                worker = None
+        except asyncio.CancelledError:
+            if worker is not None and index not in self._workers:  # between a start and its bookkeeping
+                _signal(worker, signal.SIGKILL)
+                await _forget(worker, wait_seconds=2.0)
+            raise
+
+    def _note_start(self, index: int, worker: _Worker | None, error: str | None) -> None:
+        if worker is not None:
+            self._workers[index] = worker
+        self._last_start_error = error
+        if not self.serving:
+            self._fail_queued(Unavailable(f"the tools service cannot start tool workers ({error}); retry later"))
+        self._health_changed.set()
+        if not self._first_starts[index].done():
+            self._first_starts[index].set_result(None)
+
+    async def _run_on(self, worker: _Worker, call: _Call) -> bool:
+        """Run one call on `worker`; True when the worker may take another."""
+        reply = asyncio.ensure_future(self._send_and_receive(worker, call))
+        try:
+            await asyncio.wait({reply, call.future}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            reply.cancel()
+            raise
+        if not reply.done():  # the caller gave up (time limit or cancelled RPC): stop what the worker does
+            reply.cancel()
+            log.info("stopping tool worker %d running '%s': its caller gave up", worker.pid, call.tool_id)
+            return False
+        try:
+            answer = reply.result()
+        except (EOFError, ConnectionError):  # IncompleteReadError is an EOFError
+            await _wait_exited(worker, KILL_GRACE_SECONDS)
+            how = worker.exit_description()
+            log.error("tool '%s' ended its worker process (pid %d) with %s", call.tool_id, worker.pid, how)
+            _settle(call, error=Internal(_crash_message(call.tool_id, how, self._config)))
+            return False
+        if not isinstance(answer, ToolReply):
+            _settle(call, error=Internal(f"tool '{call.tool_id}': its worker answered {type(answer).__name__}"))
+            return False
+        if answer.traceback:
+            log.error("tool '%s' failed in worker %d:\n%s", call.tool_id, worker.pid, answer.traceback.rstrip())
+        if answer.error is not None:
+            _settle(call, error=answer.error)
+        else:
+            _settle(call, output=answer.output)
+        return not answer.retire
+
+    @staticmethod
+    async def _send_and_receive(worker: _Worker, call: _Call) -> object:
+        await worker.send(ToolCall(call.tool_id, call.arguments))
+        return await worker.receive()
+
+    async def _start_worker(self) -> _Worker:
+        """Start one worker and wait for its Ready; WorkerStartError when it cannot."""
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        try:
+            process = self._context.Process(
+                target=worker_module.serve, args=(theirs, self._config), name="tools-worker", daemon=True
+            )
+            # Starting talks to the forkserver (and starts it the first time): blocking, so off the loop. Shielded,
+            # so that a stop arriving meanwhile still learns of the process and kills it.
+            starting = asyncio.ensure_future(asyncio.to_thread(process.start))
+            try:
+                await asyncio.shield(starting)
+            except asyncio.CancelledError:
+                await asyncio.wait({starting})
+                if process.pid is not None:
+                    os.kill(process.pid, signal.SIGKILL)
+                raise
+            except OSError as exc:
+                raise WorkerStartError(f"the process could not be created: {exc}") from exc
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the worker has its own copy; ours must go, or its death would not read as EOF
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def on_exit() -> None:
+            loop.remove_reader(process.sentinel)
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(process.sentinel, on_exit)
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        worker = _Worker(process, reader, writer, exited)
+        try:
+            async with asyncio.timeout(WORKER_START_SECONDS):
+                hello = await worker.receive()
+        except BaseException as exc:
+            _signal(worker, signal.SIGKILL)
+            await _forget(worker, wait_seconds=2.0)
+            if isinstance(exc, TimeoutError):
+                raise WorkerStartError(f"the worker did not get ready within {WORKER_START_SECONDS:g} s") from None
+            if isinstance(exc, (EOFError, ConnectionError)):
+                raise WorkerStartError(
+                    f"the worker ended while starting ({worker.exit_description()}); its log lines say why"
+                ) from None
+            raise
+        if not isinstance(hello, Ready):
+            await _stop(worker)
+            raise WorkerStartError(f"the worker said {type(hello).__name__} instead of Ready")
+        return worker
+
+    # --- Health ------------------------------------------------------------------------------------------------
+
+    async def _report_health(self) -> None:
+        """One reporter, so changes reach the listener in order and the last one always wins."""
+        while True:
+            await self._health_changed.wait()
+            self._health_changed.clear()
+            serving = self.serving
+            if self._listener is None or serving == self._reported:
+                continue
+            self._reported = serving
+            if serving:
+                log.info("tool workers are serving again (%d live)", len(self._workers))
+            else:
+                log.error("tool workers cannot serve: %s", self._last_start_error)
+            try:
+                await self._listener(serving)
+            except Exception:
+                log.exception("reporting the tool workers' health failed")
+
+
+def _settle(call: _Call, *, output: ToolOutput | None = None, error: BaseException | None = None) -> None:
+    if call.future.done():
+        return
+    if error is not None:
+        call.future.set_exception(error)
+    else:
+        call.future.set_result(output)  # type: ignore[arg-type]
+
+
+def _crash_message(tool_id: str, how: str, config: WorkerConfig) -> str:
+    if how == "signal SIGXCPU":
+        return f"tool '{tool_id}' used more than its {config.cpu_seconds} s of CPU time (TOOLS_WORKER_CPU_SECONDS)"
+    hint = ""
+    if how == "signal SIGKILL":
+        hint = " (the out-of-memory killer, or an operator)"
+    return f"tool '{tool_id}' crashed its worker process: it ended with {how}{hint}"
+
+
+def _signal(worker: _Worker, signum: int) -> None:
+    """Signal the worker unless it has ended (its PID may already belong to another process then)."""
+    if worker.exited.done():
+        return
+    try:
+        os.kill(worker.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+async def _wait_exited(worker: _Worker, seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            await asyncio.shield(worker.exited)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _stop(worker: _Worker) -> None:
+    """SIGTERM, then SIGKILL after KILL_GRACE_SECONDS; then release what the service held for it."""
+    _signal(worker, signal.SIGTERM)
+    if not await _wait_exited(worker, KILL_GRACE_SECONDS):
+        _signal(worker, signal.SIGKILL)
+    await _forget(worker, wait_seconds=5.0)
+
+
+async def _forget(worker: _Worker, wait_seconds: float) -> None:
+    """Wait (bounded) for the process to end, then close the socket and release the Process."""
+    await _wait_exited(worker, wait_seconds)
+    worker.writer.close()
+    if worker.exited.done():
+        worker.process.join(0)  # reads the exit status the forkserver wrote
+        try:
+            worker.process.close()
+        except ValueError:
+            pass
+    else:
+        log.error("tool worker %d did not end after SIGKILL", worker.pid)
+        asyncio.get_running_loop().remove_reader(worker.process.sentinel)
