@@ -2,8 +2,9 @@
 
 "What is 5 + 10, then multiply by 3?" -> add(5, 10), then multiply(<that result>, 3). Clauses are separated by
 "then", commas or semicolons, or start with a verb ("add", "multiply" ...); "it"/"that" and a clause starting with
-an operator mean the previous result. Within a clause the usual precedence holds (2 + 3 * 4 is 14), so a step may
-use the result of any earlier step, which the planner reads back from the calculator's tool messages.
+an operator mean the previous result (in the first clause: the number of the conversation's previous answer).
+Within a clause the usual precedence holds (2 + 3 * 4 is 14), so a step may use the result of any earlier step,
+which the planner reads back from the calculator's tool messages.
 """
 
 import re
@@ -109,9 +110,9 @@ def _clauses(tokens: list[_Token]) -> list[list[_Token]]:
 class _ChainBuilder:
     """Turns clauses into steps, remembering the previous clause's value for "it" and leading operators."""
 
-    def __init__(self) -> None:
+    def __init__(self, previous: float | None = None) -> None:
         self.steps: list[CalculationStep] = []
-        self.previous: Operand | None = None
+        self.previous: Operand | None = previous
 
     def emit(self, operation: str, x: Operand, y: Operand) -> StepResult:
         self.steps.append(CalculationStep(operation, x, y))
@@ -185,9 +186,11 @@ class _ChainBuilder:
         return parse(0)
 
 
-def parse_calculation(text: str) -> list[CalculationStep]:
-    """The calculator steps `text` asks for, in order; empty when it is not a calculation."""
-    builder = _ChainBuilder()
+def parse_calculation(text: str, earlier: float | None = None) -> list[CalculationStep]:
+    """The calculator steps `text` asks for, in order; empty when it is not a calculation. `earlier` is the
+    number of the conversation's previous answer: what "it" or a leading operator means in a first clause
+    ("multiply that by 3" after "The result is 15.")."""
+    builder = _ChainBuilder(earlier)
     try:
         for clause in _clauses(_tokenize(text)):
             builder.clause(clause)
@@ -203,6 +206,12 @@ def parse_tool_number(text: str) -> float | None:
     else:
         match = _NUMBER.fullmatch(text.strip())
     return float(match.group()) if match else None
+
+
+def last_number(text: str) -> float | None:
+    """The last number in a text ("The result is 15." -> 15), or None."""
+    numbers = _NUMBER.findall(text)
+    return float(numbers[-1]) if numbers else None
 
 
 def json_number(value: float) -> int | float:

@@ -3,6 +3,10 @@
 It understands arithmetic (via the `calculator` tool, one operation per turn), file reading/writing/listing (via
 `file_io`) and web searches (via `web_search`); anything else gets a plain answer saying what it can do. It keeps
 no state: how far a task has got is read from the tool messages after the last user message.
+
+Two things show that a run's context reaches it:
+- multi-turn: in "multiply that by 3", "that" is the number of its previous answer in the conversation;
+- the system prompt: instructions that name it ("You are Ada, ...") make it introduce itself by that name.
 """
 
 import json
@@ -17,6 +21,7 @@ from services.demo_model.arithmetic import (
     describe_step,
     format_number,
     json_number,
+    last_number,
     parse_calculation,
     parse_tool_number,
 )
@@ -30,6 +35,9 @@ WEB_SEARCH = "web_search"
 _ECHO_CHARS = 80
 #: How many lines of a search result the summary quotes.
 _SEARCH_SUMMARY_LINES = 3
+
+#: Instructions that name the model: "You are Ada", "you are Captain-Calc." (a capitalised name).
+_PERSONA = re.compile(r"\b[Yy]ou are (?P<name>[A-Z][\w'-]*)")
 
 _NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 
@@ -60,6 +68,10 @@ class Conversation:
     offered_tools: frozenset[str]
     #: Number of messages so far; makes tool call ids unique within the conversation.
     length: int
+    #: The number in the last answer before the user's message (an earlier turn), if any.
+    earlier_answer: float | None = None
+    #: The name the system prompt gives the model ("You are Ada"), if any.
+    persona: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,15 +106,19 @@ def read_conversation(body: dict[str, Any]) -> Conversation:
         for tool in body.get("tools") or []
         if isinstance(tool, dict) and isinstance(tool.get("function"), dict)
     )
-    return Conversation(user_text, tool_results, offered, len(messages))
+    answers = [m for m in messages[: max(last_user, 0)] if m.get("role") == "assistant" and message_text(m)]
+    earlier = last_number(message_text(answers[-1])) if answers else None
+    system = next((message_text(m) for m in messages if m.get("role") == "system"), "")
+    persona = match["name"] if (match := _PERSONA.search(system)) else ""
+    return Conversation(user_text, tool_results, offered, len(messages), earlier, persona)
 
 
 def plan_reply(body: dict[str, Any]) -> ModelReply:
     """The demo model's answer to a chat-completions request body: a tool call with a thought, or a final answer."""
     conversation = read_conversation(body)
-    task = understand(conversation.user_text)
+    task = understand(conversation.user_text, conversation.earlier_answer)
     if task is None:
-        return ModelReply(content=plain_answer(conversation.user_text))
+        return ModelReply(content=plain_answer(conversation.user_text, conversation.persona))
     if conversation.tool_results and is_tool_error(conversation.tool_results[-1]):
         # Tools report failures as text; stop the task and pass the error on rather than guessing onwards.
         return ModelReply(content=f"I couldn't finish: {conversation.tool_results[-1].strip()}")
@@ -117,8 +133,9 @@ def plan_reply(body: dict[str, Any]) -> ModelReply:
     return _tool_call(conversation, task.tool, task.arguments, task.thought)
 
 
-def understand(text: str) -> Task | None:
-    """What the user asks for, or None when it is none of the things the demo model can do with a tool."""
+def understand(text: str, earlier_answer: float | None = None) -> Task | None:
+    """What the user asks for, or None when it is none of the things the demo model can do with a tool.
+    `earlier_answer`: the number of the previous turn's answer, for "it" and "that"."""
     if match := _SEARCH.match(text):
         query = match["query"].strip().strip("\"'")
         return SingleCallTask(
@@ -148,7 +165,7 @@ def understand(text: str) -> Task | None:
             f"I need to read {path}.",
             lambda result: f"{path} contains: {result.strip()}",
         )
-    steps = parse_calculation(text)
+    steps = parse_calculation(text, earlier_answer)
     return CalculationTask(steps) if steps else None
 
 
@@ -157,10 +174,12 @@ def is_tool_error(result: str) -> bool:
     return result.lstrip().lower().startswith("error")
 
 
-def plain_answer(user_text: str) -> str:
-    """The answer to anything the demo model cannot help with: what it is and what it can do."""
+def plain_answer(user_text: str, persona: str = "") -> str:
+    """The answer to anything the demo model cannot help with: what it is and what it can do (introduced by the
+    name its instructions give it, if any)."""
+    who = f"I'm {persona}, running on the offline demo model" if persona else "I'm the offline demo model"
     intro = (
-        "I'm the offline demo model, so I only know a few tricks: arithmetic with the calculator "
+        f"{who}, so I only know a few tricks: arithmetic with the calculator "
         '(try "What is 5 + 10, then multiply by 3?"), reading, writing and listing files with file_io '
         '(try "read notes.txt"), and web searches (try "search for starlette").'
     )

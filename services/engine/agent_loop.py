@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
 from services.common.identity import Caller
@@ -32,6 +33,7 @@ from services.engine.failures import RunFailure
 from services.engine.model_client import ModelClient, ModelSampling, ModelTurn, RequestedToolCall, ToolCallChunk
 from services.engine.run_request import ChatInput
 from services.engine.settings import EngineSettings
+from services.engine.thread_context import NO_CONTEXT, ThreadContext, estimate_tokens, fit_context
 
 log = logging.getLogger(__name__)
 
@@ -128,22 +130,38 @@ class AgentLoop:
         self._deltas = deltas
 
     async def execute(
-        self, run: runs_pb2.Run, chat: ChatInput, agent: AgentProfile, limits: RunLimits, recorder: StepRecorder
+        self,
+        run: runs_pb2.Run,
+        chat: ChatInput,
+        agent: AgentProfile,
+        limits: RunLimits,
+        recorder: StepRecorder,
+        history: execution_pb2.ThreadHistory | None = None,
     ) -> RunOutcome:
-        """Execute a RUNNING run to its end and record it; returns how it ended.
+        """Execute a RUNNING run to its end and record it; returns how it ended. `history`: the earlier turns of
+        the run's thread, all ended (None for a thread's first run).
 
         Raises only what kept the end from being recorded (the run store unavailable for too long, the run
         ended elsewhere); the store's lease reaper then ends the run.
         """
         model = run.model or self._settings.llm_model
         duration = limits.max_duration_seconds
+        system_prompt = agent.instructions or self._settings.system_prompt
+        context = NO_CONTEXT
+        if history is not None:
+            fixed = [{"role": "system", "content": system_prompt}, {"role": "user", "content": chat.message}]
+            budget = self._settings.context_budget_tokens
+            context = fit_context(history.turns, history.omitted_turns, budget, estimate_tokens(fixed))
         try:
             async with asyncio.timeout(duration) as deadline:
                 if recorder.next_sequence == 1:
                     # The user's request is the run's first step: stored with the run when it was created to
-                    # execute at once, recorded here when it waited in the queue.
-                    await recorder.record(user_request=runs_pb2.UserRequest(text=chat.message))
-                answer = await self._converse(chat, agent, model, recorder, limits)
+                    # execute at once, recorded here when it waited in the queue or continues a thread.
+                    request = runs_pb2.UserRequest(
+                        text=chat.message, context_turns=context.turns, omitted_turns=context.omitted
+                    )
+                    await recorder.record(user_request=request)
+                answer = await self._converse(chat, agent, model, recorder, limits, system_prompt, context)
         except RunFailure as failure:
             return await self._fail(recorder, failure)
         except TimeoutError:
@@ -173,9 +191,17 @@ class AgentLoop:
         return RunOutcome(final, failure=failure)
 
     async def _converse(
-        self, chat: ChatInput, agent: AgentProfile, model: str, recorder: StepRecorder, limits: RunLimits
+        self,
+        chat: ChatInput,
+        agent: AgentProfile,
+        model: str,
+        recorder: StepRecorder,
+        limits: RunLimits,
+        system_prompt: str,
+        context: ThreadContext,
     ) -> str:
-        """The model/tool loop proper, as `agent`; returns the agent's answer."""
+        """The model/tool loop proper, as `agent`, after the thread's earlier turns in `context`; returns the
+        agent's answer."""
         message, owner = chat.message, chat.owner
         try:
             enabled = await self._tools.enabled_tool_schemas(owner)
@@ -185,8 +211,9 @@ class AgentLoop:
         tools = [schema for schema in enabled if agent.offers(schema["function"]["name"])]
         sampling = ModelSampling(agent.temperature, agent.top_p, agent.max_output_tokens)
         messages: list[dict[str, Any]] = []
-        if system_prompt := agent.instructions or self._settings.system_prompt:
+        if system_prompt:
             messages.append({"role": "system", "content": system_prompt})
+        messages.extend(context.messages)
         messages.append({"role": "user", "content": message})
 
         usage = Usage()
@@ -207,8 +234,12 @@ class AgentLoop:
             if not turn.tool_calls:
                 await recorder.record(agent_response=runs_pb2.AgentResponse(text=turn.content), model_call=model_call)
                 return turn.content
-            thought = turn.content or "Using tool: " + ", ".join(call.name for call in turn.tool_calls)
-            thought_step = runs_pb2.Step(agent_thought=runs_pb2.AgentThought(text=thought), model_call=model_call)
+            # A turn of tool calls alone shows a placeholder, marked so a later turn's context leaves it out.
+            thought = runs_pb2.AgentThought(
+                text=turn.content or "Using tool: " + ", ".join(call.name for call in turn.tool_calls),
+                placeholder=not turn.content,
+            )
+            thought_step = runs_pb2.Step(agent_thought=thought, model_call=model_call)
             tool_calls += len(turn.tool_calls)
             failure = _limit_reached(usage, tool_calls, limits)
             if failure is not None:

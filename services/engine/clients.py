@@ -140,6 +140,11 @@ class RunsClient:
         request = runs_pb2.GetRunRequest(run_id=run_id)
         return await self._retrying(self._public.GetRun, request, metadata=self._for(caller))
 
+    async def thread_history(self, run_id: str, max_turns: int) -> execution_pb2.ThreadHistory:
+        """The turns of the run's thread before it, oldest first, with their steps."""
+        request = execution_pb2.GetThreadHistoryRequest(run_id=run_id, max_turns=max_turns)
+        return await self._retrying(self._stub.GetThreadHistory, request)
+
     async def begin_run(self, run_id: str, executor_id: str) -> runs_pb2.Run:
         request = execution_pb2.BeginRunRequest(run_id=run_id, executor_id=executor_id)
         return await self._retrying(self._stub.BeginRun, request, "begin_run")

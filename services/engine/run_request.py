@@ -4,12 +4,15 @@
 from dataclasses import dataclass, field
 
 from services.common import errors
+from services.common.checks import parse_uuid
 from services.common.identity import Caller
 from services.common.limits import RunLimits, check_within
 from services.engine.settings import EngineSettings
 
 #: Longest model name accepted as an override (the run store's column width).
 MAX_MODEL_NAME = 200
+#: What a run on a busy thread may do (runs.v1 MultitaskStrategy, lower case, without its prefix).
+MULTITASK_STRATEGIES = ("reject", "enqueue", "interrupt")
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,10 @@ class ChatInput:
     metadata: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
     limits: RunLimits = field(default_factory=RunLimits)
+    #: The thread the run continues ("" starts a new one), and what to do if that thread is busy: "reject",
+    #: "enqueue" or "interrupt" (MultitaskStrategy).
+    thread_id: str = ""
+    multitask: str = "reject"
 
 
 def validate_chat(chat: ChatInput, settings: EngineSettings) -> None:
@@ -40,6 +47,10 @@ def validate_chat(chat: ChatInput, settings: EngineSettings) -> None:
         )
     if chat.agent_revision < 0 or (chat.agent_revision and not chat.agent_id):
         raise errors.InvalidArgument("agent_revision must be 0 (the latest) or a revision of agent_id (1, 2 ...)")
+    if chat.thread_id:
+        parse_uuid(chat.thread_id, "thread_id", "thread")
+    if chat.multitask not in MULTITASK_STRATEGIES:
+        raise errors.InvalidArgument(f"unknown multitask_strategy {chat.multitask!r}")
     if len(chat.model) > MAX_MODEL_NAME or (chat.model and not chat.model.strip()):
         raise errors.InvalidArgument(
             f"model must be empty (the default) or a model name of at most {MAX_MODEL_NAME} characters"

@@ -188,9 +188,16 @@ class RunScheduler:
             executor_id=self.executor_id,
             lease_duration=duration_from_seconds(self._settings.lease_seconds),
             limits=limits_to_proto(limits),
-            # A run that executes at once has its first step, the user's request, stored with it: one write
-            # fewer, and the step is there the moment the run is. A queued run records it when it begins.
-            steps=[] if queued else [runs_pb2.Step(sequence=1, user_request=runs_pb2.UserRequest(text=chat.message))],
+            thread_id=chat.thread_id,
+            multitask_strategy=runs_pb2.MultitaskStrategy.Value(f"MULTITASK_STRATEGY_{chat.multitask.upper()}"),
+            # A run that executes at once on a new thread has its first step, the user's request, stored with
+            # it: one write fewer, and the step is there the moment the run is. A queued run records it when it
+            # begins, and a run continuing a thread once it knows how much of the thread the model will see.
+            steps=(
+                []
+                if queued or chat.thread_id
+                else [runs_pb2.Step(sequence=1, user_request=runs_pb2.UserRequest(text=chat.message))]
+            ),
         )
 
     # --- executing ---------------------------------------------------------------------------------------
@@ -210,6 +217,8 @@ class RunScheduler:
             self._runs, active.run.id, on_stored=active.feed.steps_stored, recorded=active.recorded
         )
         try:
+            # Before the slot: a run waiting for the earlier turns of its thread need not hold one meanwhile.
+            history = await self._earlier_turns(active) if active.run.thread_turn > 1 else None
             await active.slot
             run = active.run
             if run.state == runs_pb2.RUN_STATE_QUEUED:
@@ -217,7 +226,7 @@ class RunScheduler:
                 active.begin = asyncio.ensure_future(self._runs.begin_run(run.id, self.executor_id))
                 run = await asyncio.shield(active.begin)
                 active.feed.run_changed(run)
-            return await self._loop.execute(run, active.chat, active.agent, active.limits, recorder)
+            return await self._loop.execute(run, active.chat, active.agent, active.limits, recorder, history)
         except asyncio.CancelledError:
             if active.lost:
                 return None  # the store ended or deleted the run; there is nothing to record
@@ -235,6 +244,27 @@ class RunScheduler:
             return await self._record_stop(active, recorder)
         finally:
             self._release(active)
+
+    async def _earlier_turns(self, active: _ActiveRun) -> execution_pb2.ThreadHistory:
+        """The earlier turns of the run's thread, once none of them is in progress (a run enqueued behind them,
+        or interrupting them, waits here for their ends, followed in the store on behalf of the run's owner)."""
+        while True:
+            history = await self._runs.thread_history(active.run.id, self._settings.context_max_turns)
+            live = [turn for turn in history.turns if turn.state in LIVE]
+            if not live:
+                return history
+            for turn in live:
+                log.info("run %s waits for run %s, an earlier turn of its thread", active.run.id, turn.id)
+                try:
+                    async with contextlib.aclosing(
+                        self._runs.watch(turn.id, active.chat.owner, turn.step_count)
+                    ) as events:
+                        async for _ in events:
+                            pass
+                except errors.NotFound:
+                    pass  # deleted meanwhile: nothing to wait for
+                except errors.Unavailable:
+                    await asyncio.sleep(1.0)  # the store restarting: look again
 
     async def _record_stop(self, active: _ActiveRun, recorder: StepRecorder) -> RunOutcome | None:
         assert active.stop is not None

@@ -39,7 +39,20 @@ def _chat_input(request: StartRequest) -> ChatInput:
         metadata=dict(request.metadata),
         request_id=request.request_id,
         limits=limits_from_proto(request.limits),
+        thread_id=request.thread_id,
+        multitask=_multitask(request.multitask_strategy),
     )
+
+
+def _multitask(value: int) -> str:
+    """"reject", "enqueue" or "interrupt" for a MultitaskStrategy (unspecified: reject)."""
+    if value == runs_pb2.MULTITASK_STRATEGY_UNSPECIFIED:
+        return "reject"
+    if value not in runs_pb2.MultitaskStrategy.values():
+        raise errors.InvalidArgument(
+            f"unknown multitask_strategy {value}; use one of {', '.join(runs_pb2.MultitaskStrategy.keys())}"
+        )
+    return runs_pb2.MultitaskStrategy.Name(value).removeprefix("MULTITASK_STRATEGY_").lower()
 
 
 def _cancels_on_disconnect(request: engine_pb2.StreamChatRequest | engine_pb2.ChatRequest) -> bool:
@@ -96,13 +109,15 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
             final = await self._wait_in_store(run.id)
             if final.state == runs_pb2.RUN_STATE_COMPLETED:
                 answer = _answer(await self._runs.get_run(run.id, current_caller()))
-                return engine_pb2.ChatResponse(response=answer, run_id=run.id)
+                return engine_pb2.ChatResponse(response=answer, run_id=run.id, thread_id=run.thread_id)
             raise errors.FailedPrecondition(f"run {run.id} ended {runs_pb2.RunState.Name(final.state)}: "
                                             f"{final.error_message}")
         if outcome.failure is not None:
             error = outcome.failure.error
             raise type(error)(f"run {outcome.run.id} failed: {error}")
-        return engine_pb2.ChatResponse(response=outcome.answer, run_id=outcome.run.id)
+        return engine_pb2.ChatResponse(
+            response=outcome.answer, run_id=outcome.run.id, thread_id=outcome.run.thread_id
+        )
 
     async def _wait_in_store(self, run_id: str) -> runs_pb2.Run:
         final = runs_pb2.Run()

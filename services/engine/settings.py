@@ -71,6 +71,12 @@ class EngineSettings(AuthSettings, RunLimitMaximums):
     )
     #: Longest user message accepted, in characters.
     max_message_chars: int = Field(32_000, alias="ENGINE_MAX_MESSAGE_CHARS", ge=1)
+    #: How many tokens (estimated) of a thread's earlier turns, the instructions and the new message a run may
+    #: send the model; older turns beyond it are left out (services/engine/thread_context.py). Tool schemas
+    #: are not counted: keep it well under the model's context window.
+    context_budget_tokens: int = Field(32_000, alias="ENGINE_CONTEXT_BUDGET_TOKENS", ge=0)
+    #: The most earlier turns of a thread fetched for a run's context, whatever the budget.
+    context_max_turns: int = Field(100, alias="ENGINE_CONTEXT_MAX_TURNS", ge=1, le=1000)
 
     @field_validator("llm_api_key", mode="before")
     @classmethod

@@ -200,3 +200,35 @@ def test_only_the_last_user_message_counts() -> None:
         {"role": "user", "content": [{"type": "text", "text": "read notes.txt"}]},
     ]
     assert only_call(plan_reply(body)) == ("file_io", {"operation": "read", "path": "notes.txt"})
+
+
+# --- a conversation's context ----------------------------------------------------------------------------------
+
+
+def second_turn(first_answer: str, message: str) -> dict[str, Any]:
+    """A request of a thread's second turn: the first turn's exchange, then the new message."""
+    body = request(message)
+    body["messages"][1:1] = [
+        {"role": "user", "content": "What is 5 + 10?"},
+        {"role": "assistant", "content": first_answer},
+    ]
+    return body
+
+
+@pytest.mark.parametrize("message", ["Multiply that by 3", "now times 3", "multiply it by 3, then subtract 5"])
+def test_it_in_a_later_turn_is_the_previous_answers_number(message: str) -> None:
+    reply = plan_reply(second_turn("The result is 15.", message))
+    assert only_call(reply) == ("calculator", {"operation": "multiply", "x": 15, "y": 3})
+
+
+def test_it_with_no_earlier_answer_is_not_arithmetic() -> None:
+    reply = plan_reply(request("Multiply that by 3"))
+    assert reply.tool_calls == [] and "offline demo model" in (reply.content or "")
+
+
+def test_instructions_that_name_the_model_make_it_introduce_itself_so() -> None:
+    body = request("hello")
+    body["messages"][0]["content"] = "You are Ada, a patient maths tutor."
+    assert (plan_reply(body).content or "").startswith("I'm Ada, running on the offline demo model")
+    body["messages"][0]["content"] = "You are a helpful assistant."  # no name: the usual introduction
+    assert (plan_reply(body).content or "").startswith("I'm the offline demo model")
