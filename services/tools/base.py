@@ -4,12 +4,17 @@ A tool is a class in a plugin file. Its `name` is its id and the function name t
 of two ways:
 
 * `async def run(self, arguments: dict, context: ToolContext) -> ToolOutput` — for tools that await things or
-  need the context (the workspace folder, ...);
-* `def execute(self, **kwargs)` — the seed's plain synchronous style; the executor runs it in a worker thread so
-  it never blocks the event loop.
+  need the context (the workspace folder, ...); it runs in an event loop of its own for the call;
+* `def execute(self, **kwargs)` — the seed's plain synchronous style.
+
+Either way the code runs in a tool worker process (services.tools.worker), never in the service's own process: a
+tool may block, and is killed at its time limit. It must not rely on state shared with the service or kept between
+calls (a call may land on any worker, and workers are replaced), and it runs under the workers' memory and CPU
+limits (TOOLS_WORKER_MEMORY_MB, TOOLS_WORKER_CPU_SECONDS).
 
 Either may return a `ToolOutput` or a plain JSON value (str, number, dict, list) that the executor wraps. A tool
-signals a caller's mistake by raising a `services.common.errors` exception (InvalidArgument, NotFound, ...).
+signals a caller's mistake by raising a `services.common.errors` exception (InvalidArgument, NotFound, ...); it
+reaches the caller as that status with that message.
 """
 
 import copy
@@ -123,7 +128,7 @@ class BaseTool(ABC):
 
     @classmethod
     def is_async(cls) -> bool:
-        """True when the tool overrides `run` (the executor awaits it), False when it overrides `execute`."""
+        """True when the tool overrides `run` (the worker awaits it), False when it overrides `execute`."""
         return cls.run is not BaseTool.run
 
 

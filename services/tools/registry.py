@@ -118,6 +118,8 @@ def _load_file(path: Path, stamp: FileStamp) -> _LoadedFile:
     """Import a plugin file and instantiate its tools; a failure is logged and yields no tools."""
     try:
         module = _import_by_path(path)
+    except MemoryError:
+        raise  # not the file's fault: a tool worker whose memory limit is too small must fail its start, loudly
     except (Exception, SystemExit):  # a plugin calling sys.exit() at import must not stop the service
         log.exception("tool plugin file %s is skipped: it failed to import", path)
         return _LoadedFile(stamp, ())

@@ -44,8 +44,9 @@ class ToolsSettings(AuthSettings):
     #: (within TOOLS_TIMEOUT_SECONDS). Health says NOT_SERVING while the pool cannot serve: no live worker, and the
     #: last attempt to start one failed (services/tools/worker_pool.py says exactly when).
     workers: int = Field(2, alias="TOOLS_WORKERS", ge=1, le=64)
-    #: The address space one worker may use, in MiB (RLIMIT_AS; a bare worker takes about 150). A tool allocating
-    #: past it fails with INTERNAL ("ran out of memory") and its worker is replaced.
+    #: The address space one worker may use, in MiB (RLIMIT_AS: a bare worker takes about 50, and each thread a tool
+    #: starts about 10 more). A tool allocating past it fails with INTERNAL ("ran out of memory") and its worker is
+    #: replaced; a limit too small for Python itself stops the service at start, saying so.
     worker_memory_mb: int = Field(512, alias="TOOLS_WORKER_MEMORY_MB", ge=128, le=1024 * 1024)
     #: CPU seconds one call may use (RLIMIT_CPU, whole seconds). Below TOOLS_TIMEOUT_SECONDS by default, so a
     #: busy loop is stopped for its CPU use, saying so; a tool with threads can burn CPU faster than the clock.

@@ -86,6 +86,12 @@ class Ready:
 
 
 @dataclass(frozen=True)
+class Started:
+    """The worker took the call and is about to run the tool: a worker that dies before saying so never ran it,
+    and the service gives the call to another worker instead of blaming the tool."""
+
+
+@dataclass(frozen=True)
 class ToolReply:
     """How a call ended: an output, or an error (a services.common.errors class) with, for a tool's own bug, the
     traceback to log. `retire`: the worker exits after this reply and the service starts a fresh one."""
@@ -145,6 +151,7 @@ def serve(sock: socket.socket, config: WorkerConfig) -> None:
         except EOFError:
             return
         assert isinstance(call, ToolCall), f"expected a ToolCall, got {type(call).__name__}"
+        sock.sendall(encode_message(Started()))
         reply = run_call(registry, config, call)
         try:
             data = encode_message(reply)
@@ -166,10 +173,11 @@ def _prepare_process(config: WorkerConfig) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
-    _few_malloc_arenas()
-    # The service's registry reports plugin problems; N workers repeating each would only add noise.
+    _one_malloc_arena()
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s [tools worker] %(message)s")
-    logging.getLogger("services.tools.registry").setLevel(logging.CRITICAL)
+    # "tools available" once per worker adds nothing to the service's own line; a plugin that fails to load here
+    # is still reported (it may fail only here, under the worker's limits).
+    logging.getLogger("services.tools.registry").setLevel(max(logging.WARNING, logging.getLogger().level))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if config.memory_bytes is not None:
         resource.setrlimit(resource.RLIMIT_AS, (config.memory_bytes, config.memory_bytes))
@@ -183,11 +191,12 @@ def _die_with_parent() -> None:
         pass
 
 
-def _few_malloc_arenas() -> None:
-    """glibc reserves 64 MiB of address space per thread for its own malloc arena: under RLIMIT_AS, a tool with a
-    few threads (file_io uses one) would spend its limit on reservations. Two arenas are plenty for one call."""
+def _one_malloc_arena() -> None:
+    """glibc reserves 64 MiB of address space for each thread's malloc arena: under RLIMIT_AS, a tool with a thread
+    (file_io and asyncio.run's executor use one) would spend its limit on reservations. A worker runs one call at a
+    time, so one arena shared by its threads costs nothing."""
     try:
-        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 2)
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1)
     except (OSError, AttributeError):
         pass
 

@@ -51,7 +51,16 @@ from typing import Any
 from services.common.errors import DomainError, Internal, Unavailable
 from services.tools import worker as worker_module
 from services.tools.base import ToolOutput
-from services.tools.worker import HEADER_SIZE, Ready, ToolCall, ToolReply, WorkerConfig, decode_length, encode_message
+from services.tools.worker import (
+    HEADER_SIZE,
+    Ready,
+    Started,
+    ToolCall,
+    ToolReply,
+    WorkerConfig,
+    decode_length,
+    encode_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +73,10 @@ RETRY_FIRST_SECONDS = 0.2
 RETRY_MAX_SECONDS = 5.0
 
 HealthListener = Callable[[bool], Awaitable[None]]
+
+_STOPPING = "the tools service is stopping; retry on another replica or after it restarts"
+#: What _send_and_receive answers when the worker never took the call.
+_NOT_TAKEN = object()
 
 
 class WorkerStartError(Exception):
@@ -87,6 +100,8 @@ class _Worker:
     writer: asyncio.StreamWriter
     #: Done once the process has ended (its sentinel became readable).
     exited: asyncio.Future[None]
+    #: Its exit code (negative: the signal that ended it), once known.
+    exit_code: int | None = None
 
     @property
     def pid(self) -> int:
@@ -103,7 +118,9 @@ class _Worker:
 
     def exit_description(self) -> str:
         """How the process ended, for a message: 'exit code 1' or 'signal SIGKILL'."""
-        code = self.process.exitcode
+        if self.exit_code is None and self.exited.done():
+            self.exit_code = self.process.exitcode  # reads the status the forkserver wrote
+        code = self.exit_code
         if code is None:
             return "an unknown cause"
         if code < 0:
@@ -167,7 +184,7 @@ class ToolWorkerPool:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._fail_queued(Unavailable("the tools service is stopping; retry on another replica or after restart"))
+        self._fail_queued(Unavailable(_STOPPING))
         workers = list(self._workers.values())
         self._workers.clear()
         for worker in workers:
@@ -195,7 +212,7 @@ class ToolWorkerPool:
         """Run a call in the next free worker and return its output, or raise its domain error. The caller bounds
         the time (asyncio.timeout): cancelling this stops the worker running the call."""
         if self._closing:
-            raise Unavailable("the tools service is stopping; retry on another replica or after restart")
+            raise Unavailable(_STOPPING)
         if not self.serving:
             raise Unavailable(f"the tools service cannot start tool workers ({self._last_start_error}); retry later")
         call = _Call(tool_id, arguments)
@@ -209,7 +226,7 @@ class ToolWorkerPool:
 
     async def _next_call(self, worker: _Worker) -> _Call | None:
         """The next call whose caller still waits, or None when the worker died first."""
-        while True:
+        while not worker.exited.done():
             while self._queue:
                 call = self._queue.popleft()
                 if not call.future.done():
@@ -220,8 +237,7 @@ class ToolWorkerPool:
                 await asyncio.wait({queued, worker.exited}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 queued.cancel()
-            if worker.exited.done():
-                return None
+        return None
 
     def _fail_queued(self, error: DomainError) -> None:
         while self._queue:
@@ -239,10 +255,17 @@ class ToolWorkerPool:
                 if worker is None:
                     try:
                         worker = await self._start_worker()
-                    except WorkerStartError as exc:
+                    except Exception as exc:  # WorkerStartError, or a bug here: either way, retry and report
                         failures += 1
-                        self._note_start(index, None, str(exc))
-                        log.error("tool worker %d could not start (attempt %d): %s", index, failures, exc)
+                        reason = str(exc) if isinstance(exc, WorkerStartError) else f"{type(exc).__name__}: {exc}"
+                        self._note_start(index, None, reason)
+                        log.error(
+                            "tool worker %d could not start (attempt %d): %s",
+                            index,
+                            failures,
+                            reason,
+                            exc_info=not isinstance(exc, WorkerStartError),
+                        )
                         await asyncio.sleep(min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (failures - 1)))
                         continue
                     failures = 0
@@ -282,8 +305,9 @@ class ToolWorkerPool:
         reply = asyncio.ensure_future(self._send_and_receive(worker, call))
         try:
             await asyncio.wait({reply, call.future}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # the pool is closing
             reply.cancel()
+            _settle(call, error=Unavailable(_STOPPING))
             raise
         if not reply.done():  # the caller gave up (time limit or cancelled RPC): stop what the worker does
             reply.cancel()
@@ -297,6 +321,9 @@ class ToolWorkerPool:
             log.error("tool '%s' ended its worker process (pid %d) with %s", call.tool_id, worker.pid, how)
             _settle(call, error=Internal(_crash_message(call.tool_id, how, self._config)))
             return False
+        if answer is _NOT_TAKEN:
+            log.warning("tool worker %d was gone before it took a call; starting another", worker.pid)
+            return False
         if not isinstance(answer, ToolReply):
             _settle(call, error=Internal(f"tool '{call.tool_id}': its worker answered {type(answer).__name__}"))
             return False
@@ -308,9 +335,18 @@ class ToolWorkerPool:
             _settle(call, output=answer.output)
         return not answer.retire
 
-    @staticmethod
-    async def _send_and_receive(worker: _Worker, call: _Call) -> object:
-        await worker.send(ToolCall(call.tool_id, call.arguments))
+    async def _send_and_receive(self, worker: _Worker, call: _Call) -> object:
+        try:
+            await worker.send(ToolCall(call.tool_id, call.arguments))
+            started = await worker.receive()
+        except (EOFError, ConnectionError):
+            # The worker was gone before it took the call (it died idle just now): the tool never ran, so the
+            # call goes first in line for the next worker instead of failing.
+            self._queue.appendleft(call)
+            self._queued.set()
+            return _NOT_TAKEN
+        if not isinstance(started, Started):
+            return started
         return await worker.receive()
 
     async def _start_worker(self) -> _Worker:
@@ -353,7 +389,7 @@ class ToolWorkerPool:
                 hello = await worker.receive()
         except BaseException as exc:
             _signal(worker, signal.SIGKILL)
-            await _forget(worker, wait_seconds=2.0)
+            await _forget(worker, wait_seconds=2.0)  # (keeps the exit status for the message)
             if isinstance(exc, TimeoutError):
                 raise WorkerStartError(f"the worker did not get ready within {WORKER_START_SECONDS:g} s") from None
             if isinstance(exc, (EOFError, ConnectionError)):
@@ -437,8 +473,9 @@ async def _forget(worker: _Worker, wait_seconds: float) -> None:
     await _wait_exited(worker, wait_seconds)
     worker.writer.close()
     if worker.exited.done():
-        worker.process.join(0)  # reads the exit status the forkserver wrote
+        worker.exit_description()  # keeps the exit status: the Process is closed next
         try:
+            worker.process.join(0)
             worker.process.close()
         except ValueError:
             pass

@@ -1,0 +1,164 @@
+"""Fault test with a real `python -m services.tools` process: every tool worker stuck in a tool, then SIGTERM. The
+service must exit within its grace period (plus the moment it takes to kill the workers) and leave no worker, nor
+the forkserver and resource tracker multiprocessing started for it, behind."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from agentplatform.tools.internal.v1 import execution_pb2, execution_pb2_grpc
+from services.common.health_probe import is_serving
+from services.tools.servicer import SERVICE_NAME
+from tests.conftest import REPO_ROOT, free_port
+
+#: What the test gives the in-flight calls on SIGTERM (GRPC_GRACE_SECONDS).
+GRACE_SECONDS = 1.0
+#: On top of the grace: killing the workers, closing the database, the interpreter's exit.
+STOP_MARGIN_SECONDS = 1.5
+
+STUCK_TOOL = """
+    import os
+    import time
+    from pathlib import Path
+
+    from services.tools.base import BaseTool
+
+
+    class Stuck(BaseTool):
+        name = "stuck"
+        display_name = "Stuck"
+        description = "Notes its worker's PID, then sleeps for an hour"
+        parameters = {"type": "object", "properties": {"folder": {"type": "string"}}, "required": ["folder"]}
+
+        def execute(self, folder):
+            (Path(folder) / str(os.getpid())).touch()
+            time.sleep(3600)
+"""
+
+#: Settings of every service, so a developer's environment or .env cannot change the process under test.
+SETTING_PREFIXES = ("TOOLS_", "AUTH_", "PLATFORM_", "GRPC_", "LOG_LEVEL", "DATABASE_URL")
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+        return None
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below `root` (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (ppid := parent_of(int(entry.name))) is not None:
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def is_running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture
+def tools_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """`python -m services.tools` on a free port with two workers and the stuck tool; killed (with whatever it
+    started) if the test leaves it running."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "stuck.py").write_text(textwrap.dedent(STUCK_TOOL))
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
+    env |= {
+        # The checkout under test, whatever an editable install elsewhere points at.
+        "PYTHONPATH": str(REPO_ROOT),
+        "TOOLS_HOST": "127.0.0.1",
+        "TOOLS_PORT": str(port),
+        "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'tools.db'}",
+        "TOOLS_WORKSPACE": str(tmp_path / "workspace"),
+        "TOOLS_PLUGIN_DIRS": str(plugins),
+        "TOOLS_WORKERS": "2",
+        "TOOLS_TIMEOUT_SECONDS": "120",
+        "GRPC_GRACE_SECONDS": str(GRACE_SECONDS),
+        "LOG_LEVEL": "INFO",
+    }
+    log_path = tmp_path / "tools.log"
+    with log_path.open("wb") as log:
+        # cwd: tmp_path, so no .env of the checkout is read.
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.tools"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    started: set[int] = set()
+    try:
+        serving = wait_until(lambda: process.poll() is not None or is_serving(f"127.0.0.1:{port}", SERVICE_NAME), 30)
+        if not serving or process.poll() is not None:
+            pytest.fail(f"the tools service did not start; its log:\n{log_path.read_text()[-3000:]}")
+        yield process, port, tmp_path
+    finally:
+        if process.poll() is None:
+            started = descendants(process.pid)
+            process.kill()
+            process.wait()
+        for pid in started:  # only what this test's service started
+            if is_running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_with_every_worker_stuck_exits_within_the_grace_and_leaves_no_process(
+    tools_process: tuple[subprocess.Popen[bytes], int, Path],
+) -> None:
+    process, port, tmp_path = tools_process
+    folder = tmp_path / "started"
+    folder.mkdir()
+    arguments = struct_pb2.Struct()
+    arguments.update({"folder": str(folder)})
+    request = execution_pb2.ExecuteToolRequest(tool_id="stuck", arguments=arguments)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = execution_pb2_grpc.ToolExecutionServiceStub(channel)
+        calls = [stub.ExecuteTool.future(request, timeout=60) for _ in range(3)]  # two workers, one call waiting
+        assert wait_until(lambda: len(list(folder.iterdir())) == 2, 15), "the workers never started the tool"
+        workers = {int(path.name) for path in folder.iterdir()}
+        helpers = descendants(process.pid)
+        assert workers <= helpers  # the stuck workers, plus the forkserver and resource tracker
+
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=GRACE_SECONDS + 10)
+        took = time.monotonic() - started
+
+        assert code == 0
+        assert took < GRACE_SECONDS + STOP_MARGIN_SECONDS, f"the stop took {took:.2f} s"
+        assert not any(is_running(pid) for pid in workers)  # killed by the service itself, before it exited
+        assert wait_until(lambda: not any(is_running(pid) for pid in helpers), 5), [
+            pid for pid in helpers if is_running(pid)
+        ]
+        for call in calls:
+            with pytest.raises(grpc.RpcError):
+                call.result(timeout=5)
