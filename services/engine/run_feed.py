@@ -27,6 +27,8 @@ MAX_QUEUED_DELTAS = 10_000
 
 #: A run's states while its engine holds it.
 LIVE = (runs_pb2.RUN_STATE_QUEUED, runs_pb2.RUN_STATE_RUNNING)
+#: States of a run that has ended. (A WAITING run has not: it waits for a person, held by no engine.)
+FINAL = (runs_pb2.RUN_STATE_COMPLETED, runs_pb2.RUN_STATE_FAILED, runs_pb2.RUN_STATE_CANCELLED)
 
 
 class RunFeed:
@@ -144,7 +146,7 @@ class FeedFollower:
                 kind = event.WhichOneof("event")
                 if kind == "step":
                     self.last_sequence = event.step.sequence
-                elif kind == "run" and event.run.state not in LIVE:
+                elif kind == "run" and event.run.state in FINAL:
                     self.finished = True
                 yield event
                 if self.finished:

@@ -32,7 +32,7 @@ from services.engine.agent_profile import DEFAULT_AGENT, AgentProfile, within_ag
 from services.engine.clients import AgentsClient, RunsClient
 from services.engine.failures import RunFailure
 from services.engine.rate_limit import RunRateLimiter
-from services.engine.run_feed import LIVE, FeedFollower, RunFeed
+from services.engine.run_feed import FINAL, LIVE, FeedFollower, RunFeed
 from services.engine.run_request import ChatInput, resolve_limits, validate_chat
 from services.engine.settings import EngineSettings
 
@@ -250,7 +250,7 @@ class RunScheduler:
         or interrupting them, waits here for their ends, followed in the store on behalf of the run's owner)."""
         while True:
             history = await self._runs.thread_history(active.run.id, self._settings.context_max_turns)
-            live = [turn for turn in history.turns if turn.state in LIVE]
+            live = [turn for turn in history.turns if turn.state not in FINAL]
             if not live:
                 return history
             for turn in live:

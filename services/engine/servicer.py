@@ -18,7 +18,7 @@ from services.common import errors
 from services.common.identity import current_caller
 from services.common.limits import limits_from_proto
 from services.engine.clients import RunsClient
-from services.engine.run_feed import LIVE
+from services.engine.run_feed import FINAL
 from services.engine.run_request import ChatInput
 from services.engine.scheduler import RunScheduler
 
@@ -85,7 +85,7 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
                 # aclosing: when the caller disconnects, the watch stream to the store is closed at once.
                 async with aclosing(self._runs.watch(run.id, current_caller(), after_sequence)) as events:
                     async for event in events:
-                        finished = event.HasField("run") and event.run.state not in LIVE
+                        finished = event.HasField("run") and event.run.state in FINAL
                         yield event
         except (asyncio.CancelledError, GeneratorExit):
             # A caller that goes away while this generator waits for the next event cancels it; one that goes

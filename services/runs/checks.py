@@ -68,6 +68,13 @@ def check_limits(limits: RunLimits) -> None:
                                   f"got {value:g}")
 
 
+def check_lease_seconds(seconds: float) -> None:
+    if not MIN_LEASE_SECONDS <= seconds <= MAX_LEASE_SECONDS:
+        raise InvalidArgument(
+            f"lease_duration must be {MIN_LEASE_SECONDS:g} s to {MAX_LEASE_SECONDS:g} s, got {seconds:g} s"
+        )
+
+
 def checked_new_run(run: NewRun, limits: StoreLimits) -> NewRun:
     """`run` validated; the request id in canonical form, its steps numbered 1, 2 ..."""
     check_text("user_query", run.user_query, MAX_USER_QUERY_BYTES, required=True)
@@ -81,10 +88,7 @@ def checked_new_run(run: NewRun, limits: StoreLimits) -> NewRun:
         parse_uuid(run.agent_id, "agent_id", "agent")
     if run.agent_revision < 0 or (run.agent_revision == 0) != (not run.agent_id):
         raise InvalidArgument("agent_revision must be the revision (1, 2 ...) of agent_id, or 0 with no agent")
-    if not MIN_LEASE_SECONDS <= run.lease_seconds <= MAX_LEASE_SECONDS:
-        raise InvalidArgument(
-            f"lease_duration must be {MIN_LEASE_SECONDS:g} s to {MAX_LEASE_SECONDS:g} s, got {run.lease_seconds:g} s"
-        )
+    check_lease_seconds(run.lease_seconds)
     if run.state not in ("queued", "running"):
         raise InvalidArgument(f"a run is created QUEUED or RUNNING, not {run.state}")
     check_limits(run.limits)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -22,7 +23,8 @@ from services.common.protoconv import seconds_from_duration
 from services.common.status import status_for
 from services.runs import convert
 from services.runs.checks import check_executor_id
-from services.runs.records import CancelNotice, NewRun
+from services.runs.executors import Notice
+from services.runs.records import CancelNotice, NewRun, ResumeNotice
 from services.runs.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,28 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             multitask=convert.multitask_from_proto(request.multitask_strategy),
         )
         return convert.run_to_proto(await self._store.create_run(new))
+
+    async def AwaitApproval(
+        self, request: execution_pb2.AwaitApprovalRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.Run:
+        step = request.step
+        if step.WhichOneof("content") != "approval_request":
+            raise InvalidArgument("step must be an approval_request step")
+        expires_at = (
+            step.approval_request.expire_time.ToDatetime(UTC) if step.approval_request.HasField("expire_time") else None
+        )
+        record = await self._store.await_approval(
+            request.run_id, request.executor_id, convert.new_step_from_proto(1, step), expires_at
+        )
+        return convert.run_to_proto(record)
+
+    async def ResumeRun(
+        self, request: execution_pb2.ResumeRunRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.Run:
+        record = await self._store.resume_run(
+            request.run_id, request.executor_id, seconds_from_duration(request.lease_duration)
+        )
+        return convert.run_to_proto(record)
 
     async def GetThreadHistory(
         self, request: execution_pb2.GetThreadHistoryRequest, context: grpc.aio.ServicerContext
@@ -161,15 +185,20 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
                     calls.add(task)
                     task.add_done_callback(calls.discard)
 
-        async def forward_cancels(notices: asyncio.Queue[CancelNotice]) -> None:
+        async def forward_notices(notices: asyncio.Queue[Notice]) -> None:
             while True:
                 notice = await notices.get()
-                outbox.put_nowait(execution_pb2.ExecutorNotice(cancel=_cancel_notice(notice)))
+                if isinstance(notice, ResumeNotice):
+                    outbox.put_nowait(execution_pb2.ExecutorNotice(resume=execution_pb2.ResumeNotice(run_id=notice.run_id)))
+                else:
+                    outbox.put_nowait(execution_pb2.ExecutorNotice(cancel=_cancel_notice(notice)))
 
         with self._store.notices.connect(executor_id) as notices:
             log.info("executor %s connected", executor_id)
             reader = asyncio.create_task(read())
-            forwarder = asyncio.create_task(forward_cancels(notices))
+            forwarder = asyncio.create_task(forward_notices(notices))
+            # Runs decided while no engine was connected are waiting for one: offer them now.
+            await self._store.offer_ready_runs()
             closing = asyncio.create_task(self._closing.wait())
             next_notice: asyncio.Future[execution_pb2.ExecutorNotice] | None = None
             try:

@@ -20,13 +20,19 @@ RUNNING = "running"
 COMPLETED = "completed"
 FAILED = "failed"
 CANCELLED = "cancelled"
-RUN_STATES = (QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
+WAITING = "waiting"
+RUN_STATES = (QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED, WAITING)
 #: States a run can be in while an engine holds its lease.
 LIVE_STATES = (QUEUED, RUNNING)
+#: States of a run that has not ended: held by an engine, or WAITING for a person (held by none).
+ACTIVE_STATES = (QUEUED, RUNNING, WAITING)
 FINAL_STATES = (COMPLETED, FAILED, CANCELLED)
 
-#: A step's type, as stored: the seed's step type slugs.
-STEP_TYPES = ("user-request", "agent-thought", "tool-call", "tool-result", "agent-response", "error")
+#: A step's type, as stored: the seed's step type slugs, and the two of a human approval.
+STEP_TYPES = (
+    "user-request", "agent-thought", "tool-call", "tool-result", "agent-response", "error",
+    "approval-request", "approval-decision",
+)
 
 #: JSON on SQLite, JSONB on PostgreSQL (binary, indexable, compared by value).
 JsonDocument = JSON().with_variant(JSONB(), "postgresql")
@@ -83,6 +89,8 @@ class RunRow(Base):
         Index("ux_runs_thread_id_thread_turn", "thread_id", "thread_turn", unique=True),
         # The reaper looks for live runs whose lease ran out; finished runs have no lease (NULL).
         Index("ix_runs_lease_expires_at", "lease_expires_at"),
+        # ... and for approvals that timed out (NULL unless a WAITING run's request has a timeout).
+        Index("ix_runs_approval_expires_at", "approval_expires_at"),
         CheckConstraint(_one_of("state", RUN_STATES), name="state"),
     )
 
@@ -126,6 +134,10 @@ class RunRow(Base):
     #: Desired state written by CancelRun; the executing engine observes it and ends the run CANCELLED.
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     cancel_reason: Mapped[str] = mapped_column(Text, default="")
+    #: While WAITING for a decision: the sequence of the approval-request step, and when it times out (NULL: never).
+    #: A WAITING run whose awaiting_sequence is NULL has been decided and is ready for an engine to resume it.
+    awaiting_sequence: Mapped[int | None] = mapped_column(Integer)
+    approval_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     #: The run's limits (NULL: none recorded).
     max_model_calls: Mapped[int | None] = mapped_column(Integer)
     max_duration_ms: Mapped[int | None] = mapped_column(BigInteger)

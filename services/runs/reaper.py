@@ -1,4 +1,5 @@
-"""The lease reaper: ends the runs whose engine stopped renewing their lease, so no run stays live for ever."""
+"""The lease reaper: ends the runs whose engine stopped renewing their lease, so no run stays live for ever; and
+times out approvals nobody decided, so a run waiting for one follows its timeout."""
 
 import asyncio
 import contextlib
@@ -36,6 +37,16 @@ class LeaseReaper:
             if reaped:
                 log.warning("ended %d run(s) whose engine stopped renewing the lease: %s", len(reaped),
                             ", ".join(reaped))
+            try:
+                # Approvals past their timeout are decided "timed out"; decided runs not yet resumed (the offer went
+                # to an engine that went away, or to none) are offered again.
+                timed_out = await self._store.expire_approvals()
+                await self._store.offer_ready_runs()
+            except Exception:
+                log.exception("timing out approvals failed; trying again in %.1fs", self._interval)
+                continue
+            if timed_out:
+                log.info("%d approval(s) timed out: %s", len(timed_out), ", ".join(timed_out))
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -128,6 +128,17 @@ class CancelNotice:
 
 
 @dataclass(frozen=True)
+class ResumeNotice:
+    """A WAITING run whose approval was decided, offered to an engine to resume."""
+
+    run_id: str
+
+
+#: Decisions of an approval request, as stored (ApprovalOutcome without its prefix, lower case).
+APPROVED, REJECTED, TIMED_OUT = "approved", "rejected", "timed_out"
+
+
+@dataclass(frozen=True)
 class LeaseRenewal:
     """What RenewLeases tells an engine: the runs it no longer holds, and the runs it is to cancel."""
 

@@ -16,7 +16,8 @@ from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common.errors import PermissionDenied
 from services.common.identity import current_caller
 from services.runs import convert
-from services.runs.models import LIVE_STATES
+from services.runs.models import ACTIVE_STATES
+from services.runs.records import APPROVED, REJECTED
 from services.runs.store import RunStore
 from services.runs.watch import watch_run
 
@@ -85,15 +86,31 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         record = await self._store.cancel_run(
             request.run_id, request.reason, owner=_owner_filter(), by=current_caller().user
         )
-        if record.state in LIVE_STATES:
+        if record.state in ACTIVE_STATES:
             # The engine executing the run ends it; wait a little so the caller usually gets the final run.
             with self._store.signals.subscribe(record.id) as subscription:
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + self._cancel_wait_seconds
-                while record.state in LIVE_STATES and (left := deadline - loop.time()) > 0:
+                while record.state in ACTIVE_STATES and (left := deadline - loop.time()) > 0:
                     if await subscription.wait(left):
                         subscription.take()
                         record = await self._store.get_run(record.id, with_steps=False)
+        return convert.run_to_proto(record)
+
+    async def ApproveStep(
+        self, request: runs_pb2.ApproveStepRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.Run:
+        return await self._decide(request, APPROVED)
+
+    async def RejectStep(self, request: runs_pb2.RejectStepRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
+        return await self._decide(request, REJECTED)
+
+    async def _decide(
+        self, request: runs_pb2.ApproveStepRequest | runs_pb2.RejectStepRequest, outcome: str
+    ) -> runs_pb2.Run:
+        record = await self._store.decide_approval(
+            request.run_id, request.sequence, outcome, request.comment, by=current_caller().user, owner=_owner_filter()
+        )
         return convert.run_to_proto(record)
 
     async def WatchRun(

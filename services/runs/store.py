@@ -34,6 +34,7 @@ from services.runs.checks import (
     StoreLimits,
     check_executor_id,
     check_finish,
+    check_lease_seconds,
     check_run_state,
     checked_new_run,
     checked_step,
@@ -41,8 +42,20 @@ from services.runs.checks import (
     request_fingerprint,
 )
 from services.runs.executors import ExecutorNotices
-from services.runs.models import CANCELLED, COMPLETED, FAILED, LIVE_STATES, QUEUED, RUNNING, RunRow, RunStepRow
+from services.runs.models import (
+    ACTIVE_STATES,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    LIVE_STATES,
+    QUEUED,
+    RUNNING,
+    WAITING,
+    RunRow,
+    RunStepRow,
+)
 from services.runs.records import (
+    TIMED_OUT,
     CancelNotice,
     LeaseRenewal,
     ModelCallStats,
@@ -81,8 +94,10 @@ MAX_STEPS_PER_APPEND = 1000
 MAX_LEASES_PER_RENEWAL = 10_000
 #: How often an append is retried when a concurrent writer took the same sequence first.
 APPEND_ATTEMPTS = 3
-#: How many expired runs one reaper pass ends.
+#: How many expired runs one reaper pass ends (and approvals it times out, and ready runs it offers again).
 REAP_BATCH = 100
+#: Longest comment of an approval decision.
+MAX_DECISION_COMMENT_CHARS = 2000
 #: Turns one GetThreadHistory returns by default and at most, and about how many bytes of them: the engine's
 #: context budget cuts far below either, and the answer stays under gRPC's 4 MiB message limit.
 DEFAULT_HISTORY_TURNS = 100
@@ -256,13 +271,15 @@ _COLUMN_NAMES = {"labels": "metadata"}
 
 
 def _end(state: str, error_code: str, error_message: str) -> dict[str, Any]:
-    """The changes that end a run as `state`; its lease ends with it."""
+    """The changes that end a run as `state`; its lease, and any approval it waited for, end with it."""
     return {
         "state": state,
         "error_code": error_code,
         "error_message": error_message,
         "completed_at": utcnow(),
         "lease_expires_at": None,
+        "awaiting_sequence": None,
+        "approval_expires_at": None,
     }
 
 
@@ -272,6 +289,24 @@ async def _add_error_step(connection: AsyncConnection, run: dict[str, Any], code
     step = NewStep(type="error", content={"code": code, "message": message})
     await connection.execute(insert(STEPS).values(_step_values(run["id"], sequence, step, utcnow())))
     run["step_count"] = sequence
+
+
+async def _record_decision(
+    connection: AsyncConnection, run: dict[str, Any], outcome: str, comment: str, by: str
+) -> tuple[RunRecord, StepRecord]:
+    """Append the approval-decision step of a WAITING run's pending request; the run stays WAITING, ready to
+    resume. Its content is the JSON form of runs.v1.ApprovalDecision, as every step's is."""
+    sequence = run["step_count"] + 1
+    content = {
+        "outcome": f"APPROVAL_OUTCOME_{outcome.upper()}",
+        "request_sequence": run["awaiting_sequence"],
+        "comment": comment,
+        "decided_by": by,
+    }
+    values = _step_values(run["id"], sequence, NewStep(type="approval-decision", content=content), utcnow())
+    await connection.execute(insert(STEPS).values(values))
+    await _update_run(connection, run, step_count=sequence, awaiting_sequence=None, approval_expires_at=None)
+    return _run_record(run), _step_record(values)
 
 
 def _cancel_message(reason: str) -> str:
@@ -288,12 +323,12 @@ class _Cancelled:
 
 
 async def _request_cancel(connection: AsyncConnection, run: dict[str, Any], reason: str) -> _Cancelled:
-    """Record a cancel of a live run (a repeated one keeps the first reason). A QUEUED run ends CANCELLED here,
-    with its `error` step; a RUNNING one is ended by its engine, which is told after the commit."""
+    """Record a cancel of a run not ended (a repeated one keeps the first reason). A QUEUED or WAITING run ends
+    CANCELLED here, with its `error` step; a RUNNING one is ended by its engine, which is told after the commit."""
     if run["cancel_requested_at"] is None:
         await _update_run(connection, run, cancel_requested_at=utcnow(), cancel_reason=reason)
     executor_id = run["executor_id"]
-    if run["state"] == QUEUED:
+    if run["state"] in (QUEUED, WAITING):
         message = _cancel_message(run["cancel_reason"])
         await _add_error_step(connection, run, CANCELLED_CODE, message)
         await _update_run(connection, run, step_count=run["step_count"], **_end(CANCELLED, CANCELLED_CODE, message))
@@ -638,9 +673,9 @@ class RunStore:
 
         async def cancel(connection: AsyncConnection) -> _Cancelled:
             run = await _load_run(connection, run_id, lock=True, owner=owner)
-            if run["state"] not in LIVE_STATES:
-                raise FailedPrecondition(f"run '{run_id}' already ended {run['state']}; only a QUEUED or RUNNING "
-                                         "run can be cancelled")
+            if run["state"] not in ACTIVE_STATES:
+                raise FailedPrecondition(f"run '{run_id}' already ended {run['state']}; only a QUEUED, RUNNING or "
+                                         "WAITING run can be cancelled")
             return await _request_cancel(connection, run, reason)
 
         cancelled = await self._writer.write(cancel, urgent=True)  # a person waits
@@ -751,6 +786,131 @@ class RunStore:
             return extended
 
         return await self._writer.write(extend)
+
+    # --- human approval ------------------------------------------------------------------------------------
+
+    async def await_approval(
+        self, run_id: str, executor_id: str, step: NewStep, expires_at: datetime | None
+    ) -> RunRecord:
+        """Append the approval-request `step` to a RUNNING run held by `executor_id` and move it to WAITING: the
+        lease ends, so no engine holds it until it is decided and resumed. Retrying with the step already stored
+        returns the run."""
+        run_id = parse_run_id(run_id)
+        check_executor_id(executor_id)
+        step = checked_step(1, step, self.limits)
+        if step.type != "approval-request":
+            raise InvalidArgument(f"a run waits on an approval-request step, not {step.type}")
+
+        async def pause(connection: AsyncConnection) -> tuple[RunRecord, StepRecord | None]:
+            run = await _load_run(connection, run_id, lock=True)
+            if run["state"] == WAITING and run["awaiting_sequence"] == (step.sequence or run["awaiting_sequence"]):
+                return _run_record(run), None  # a retry: the step is stored and the run waits already
+            if run["state"] != RUNNING or run["executor_id"] != executor_id:
+                raise FailedPrecondition(
+                    f"run '{run_id}' is {run['state']} and not held by executor {executor_id!r}; it cannot wait for "
+                    "approval"
+                )
+            sequence = run["step_count"] + 1
+            if step.sequence not in (0, sequence):
+                raise FailedPrecondition(f"the approval request of run '{run_id}' must be step {sequence} (or 0)")
+            values = _step_values(run_id, sequence, step, utcnow())
+            await connection.execute(insert(STEPS).values(values))
+            await _update_run(
+                connection, run, state=WAITING, step_count=sequence, executor_id="", lease_expires_at=None,
+                awaiting_sequence=sequence, approval_expires_at=expires_at,
+            )
+            return _run_record(run), _step_record(values)
+
+        record, stored = await self._writer.write(pause)
+        if stored is not None:
+            self.signals.steps_stored(run_id, [stored])
+        self.signals.notify(run_id, record)
+        return record
+
+    async def decide_approval(
+        self, run_id: str, sequence: int, outcome: str, comment: str = "", *, by: str = "", owner: str | None = None
+    ) -> RunRecord:
+        """Decide the approval-request step `sequence` of a WAITING run (`outcome` approved, rejected or timed_out):
+        the decision is recorded as an approval-decision step, and the run is offered to an engine to resume.
+        FailedPrecondition when that step is not waiting for a decision; `owner` as for get_run."""
+        run_id = parse_run_id(run_id)
+        check_text("comment", comment, MAX_DECISION_COMMENT_CHARS)
+
+        async def decide(connection: AsyncConnection) -> tuple[RunRecord, StepRecord]:
+            run = await _load_run(connection, run_id, lock=True, owner=owner)
+            if run["state"] != WAITING or run["awaiting_sequence"] != sequence:
+                waiting = (
+                    f"it waits on step {run['awaiting_sequence']}" if run["awaiting_sequence"]
+                    else f"it is {run['state']}" + (" and decided already" if run["state"] == WAITING else "")
+                )
+                raise FailedPrecondition(f"step {sequence} of run '{run_id}' is not waiting for approval: {waiting}")
+            return await _record_decision(connection, run, outcome, comment, by)
+
+        record, stored = await self._writer.write(decide, urgent=True)  # a person waits
+        self._resumable(record, stored)
+        return record
+
+    async def expire_approvals(self) -> list[str]:
+        """Decide TIMED_OUT the approvals whose timeout passed; returns the ids of their runs."""
+
+        async def expire(connection: AsyncConnection) -> list[tuple[RunRecord, StepRecord]]:
+            rows = await connection.execute(
+                select(*_RUN_COLUMNS)
+                .where(RUNS.c.state == WAITING, RUNS.c.approval_expires_at < utcnow())
+                .order_by(RUNS.c.approval_expires_at)
+                .limit(REAP_BATCH)
+                .with_for_update(skip_locked=True)
+            )
+            return [await _record_decision(connection, dict(row._mapping), TIMED_OUT, "", "") for row in rows.all()]
+
+        decided = await self._writer.write(expire)
+        for record, stored in decided:
+            self._resumable(record, stored)
+        return [record.id for record, _ in decided]
+
+    async def offer_ready_runs(self) -> int:
+        """Offer again every WAITING run that was decided but not resumed yet (an offer lost with an engine that
+        went away, or made while none was connected); returns how many were offered."""
+        async with self.database.read() as session:
+            rows = await session.execute(
+                select(RUNS.c.id)
+                .where(RUNS.c.state == WAITING, RUNS.c.awaiting_sequence.is_(None))
+                .limit(REAP_BATCH)
+            )
+            ready = list(rows.scalars())
+        return sum(self.notices.offer_resume(run_id) for run_id in ready)
+
+    def _resumable(self, record: RunRecord, stored: StepRecord) -> None:
+        self.signals.steps_stored(record.id, [stored])
+        self.signals.notify(record.id, record)
+        self.notices.offer_resume(record.id)
+
+    async def resume_run(self, run_id: str, executor_id: str, lease_seconds: float) -> RunRecord:
+        """Take a decided WAITING run under `executor_id`'s lease (RUNNING again) and return it with all its steps;
+        again under the same lease, a retry, returns it too. FailedPrecondition when it is not ready to resume."""
+        run_id = parse_run_id(run_id)
+        check_executor_id(executor_id)
+        check_lease_seconds(lease_seconds)
+
+        async def resume(connection: AsyncConnection) -> RunRecord:
+            run = await _load_run(connection, run_id, lock=True)
+            ready = run["state"] == WAITING and run["awaiting_sequence"] is None
+            if not ready and not (run["state"] == RUNNING and run["executor_id"] == executor_id):
+                raise FailedPrecondition(
+                    f"run '{run_id}' is not ready to resume: it is {run['state']}"
+                    + (" and waits for a decision" if run["state"] == WAITING else "")
+                )
+            if ready:
+                await _update_run(
+                    connection, run, state=RUNNING, executor_id=executor_id, lease_seconds=lease_seconds,
+                    lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
+                )
+            steps = await connection.execute(select(STEPS).where(STEPS.c.run_id == run_id).order_by(STEPS.c.sequence))
+            return _run_record(run, steps.mappings().all())
+
+        record = await self._writer.write(resume, urgent=True)
+        self.signals.notify(run_id, dataclasses.replace(record, steps=[]))
+        return record
 
     # --- reading -------------------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.database import UtcDateTime
 from services.common.errors import InvalidArgument, NotFound
-from services.runs.models import LIVE_STATES, THREAD_TITLE_CHARS, RunRow, ThreadRow
+from services.runs.models import ACTIVE_STATES, THREAD_TITLE_CHARS, RunRow, ThreadRow
 from services.runs.records import ThreadRecord
 
 THREADS = ThreadRow.__table__
@@ -31,7 +31,7 @@ INVALID_PAGE_TOKEN = "page_token is not valid for this request; start again with
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a new run goes: its thread, its turn, and the thread's runs still in progress (oldest first)."""
+    """Where a new run goes: its thread, its turn, and the thread's runs not ended yet (oldest first)."""
 
     thread_id: str
     turn: int
@@ -79,7 +79,7 @@ async def place_run(
         raise NotFound(f"thread '{thread_id}' not found")
     live = await connection.execute(
         select(*run_columns)
-        .where(RUNS.c.thread_id == thread_id, RUNS.c.state.in_(LIVE_STATES))
+        .where(RUNS.c.thread_id == thread_id, RUNS.c.state.in_(ACTIVE_STATES))
         .order_by(RUNS.c.thread_turn)
         .with_for_update()
     )
@@ -87,11 +87,11 @@ async def place_run(
 
 
 async def earlier_live_turn(connection: AsyncConnection, thread_id: str, turn: int) -> str | None:
-    """The id of a run before `turn` on the thread that is still QUEUED or RUNNING, if any."""
+    """The id of a run before `turn` on the thread that has not ended (QUEUED, RUNNING or WAITING), if any."""
     return (
         await connection.execute(
             select(RUNS.c.id)
-            .where(RUNS.c.thread_id == thread_id, RUNS.c.thread_turn < turn, RUNS.c.state.in_(LIVE_STATES))
+            .where(RUNS.c.thread_id == thread_id, RUNS.c.thread_turn < turn, RUNS.c.state.in_(ACTIVE_STATES))
             .limit(1)
         )
     ).scalar_one_or_none()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from services.common.database import utcnow
 from services.common.errors import InvalidArgument, OutOfRange
 from services.runs.checks import MAX_SEQUENCE, parse_run_id
-from services.runs.models import LIVE_STATES
+from services.runs.models import ACTIVE_STATES
 from services.runs.records import RunRecord, StepDelta, StepRecord, ToolCallPiece
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ class Committed:
         for expected, step in enumerate(steps, cursor + 1):
             if step.sequence != expected:
                 return None
-        if self.run is not None and self.run.state not in LIVE_STATES:
+        if self.run is not None and self.run.state not in ACTIVE_STATES:
             # A finished run's record tells how many steps it has: the carried steps must reach them all.
             last = steps[-1].sequence if steps else cursor
             if last != self.run.step_count:
@@ -307,7 +307,7 @@ async def watch_run(
     # subscription's flag, so the wait returns at once instead of sleeping until the heartbeat.
     with signals.subscribe(run_id) as subscription:
         run, steps = await store.steps_after(run_id, cursor, limit=STEP_BATCH)
-        if run.state not in LIVE_STATES and cursor > run.step_count:
+        if run.state not in ACTIVE_STATES and cursor > run.step_count:
             raise OutOfRange(
                 f"after_sequence {cursor} is beyond the last step of run '{run_id}', which ended "
                 f"{run.state} with {run.step_count} steps; resume from {run.step_count} or lower"
@@ -327,7 +327,7 @@ async def watch_run(
                 continue  # more to replay; no need to wait
             # steps_after reads the run before its steps, and a finished run takes no more steps, so once
             # the run is seen finished the steps just read were the last ones.
-            if run.state not in LIVE_STATES:
+            if run.state not in ACTIVE_STATES:
                 yield run
                 return
             if (run.state, run.cancel_requested) != shown:

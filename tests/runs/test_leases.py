@@ -42,7 +42,7 @@ async def test_cancelling_a_queued_run_ends_it_at_once_with_an_error_step(store:
         (1, "error", {"code": "cancelled", "message": "cancelled: alice pressed stop"})
     ]
     assert (await store.renew_leases(EXECUTOR, [run.id])).lost_run_ids == [run.id]
-    with pytest.raises(FailedPrecondition, match="already ended cancelled; only a QUEUED or RUNNING run can be"):
+    with pytest.raises(FailedPrecondition, match="already ended cancelled; only a QUEUED, RUNNING or WAITING run can be"):
         await store.cancel_run(run.id)
 
 
@@ -80,7 +80,7 @@ async def test_cancelling_a_finished_run_is_a_failed_precondition(store: RunStor
     run = await store.create_run(new_run())
     await store.finish_run(run.id, "completed")
     with store.notices.connect(EXECUTOR) as notices:
-        with pytest.raises(FailedPrecondition, match="already ended completed; only a QUEUED or RUNNING run"):
+        with pytest.raises(FailedPrecondition, match="already ended completed; only a QUEUED, RUNNING or WAITING run"):
             await store.cancel_run(run.id, "too late")
         assert notices.empty()
     stored = await store.get_run(run.id)

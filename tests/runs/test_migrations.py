@@ -16,7 +16,10 @@ from sqlalchemy.engine import Connection
 from services.common.database import Database
 from services.runs.app import MIGRATIONS, start_runs
 from services.runs.models import Base
-from tests.runs.helpers import sqlite_url
+from services.runs.records import APPROVED, NewStep
+from services.runs.store import RunStore
+from services.runs.watch import RunSignals
+from tests.runs.helpers import EXECUTOR, new_run, sqlite_url
 from tests.support.platform import runs_settings
 
 BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
@@ -86,3 +89,17 @@ async def test_a_database_from_before_migrations_is_adopted_and_its_running_runs
         assert (thread.title, thread.owner, thread.turn_count) == ("old and stuck", "local", 1)
     finally:
         await app.stop()
+
+
+async def test_the_migrated_schema_takes_waiting_runs_and_approval_steps(empty_database: Database) -> None:
+    # The check constraints on a run's state and a step's type are rewritten by 0007 (a table copy on SQLite).
+    await empty_database.migrate(MIGRATIONS)
+    store = RunStore(empty_database, RunSignals())
+    try:
+        run = await store.create_run(new_run("q"))
+        step = NewStep("approval-request", {"prompt": "ok?"})
+        assert (await store.await_approval(run.id, EXECUTOR, step, None)).state == "waiting"
+        await store.decide_approval(run.id, 1, APPROVED)
+        assert [s.type for s in (await store.get_run(run.id)).steps] == ["approval-request", "approval-decision"]
+    finally:
+        await store.close()

@@ -28,6 +28,14 @@ class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_STATE_FAILED: _ClassVar[RunState]
     RUN_STATE_CANCELLED: _ClassVar[RunState]
     RUN_STATE_QUEUED: _ClassVar[RunState]
+    RUN_STATE_WAITING: _ClassVar[RunState]
+
+class ApprovalOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    APPROVAL_OUTCOME_UNSPECIFIED: _ClassVar[ApprovalOutcome]
+    APPROVAL_OUTCOME_APPROVED: _ClassVar[ApprovalOutcome]
+    APPROVAL_OUTCOME_REJECTED: _ClassVar[ApprovalOutcome]
+    APPROVAL_OUTCOME_TIMED_OUT: _ClassVar[ApprovalOutcome]
 MULTITASK_STRATEGY_UNSPECIFIED: MultitaskStrategy
 MULTITASK_STRATEGY_REJECT: MultitaskStrategy
 MULTITASK_STRATEGY_ENQUEUE: MultitaskStrategy
@@ -38,6 +46,11 @@ RUN_STATE_COMPLETED: RunState
 RUN_STATE_FAILED: RunState
 RUN_STATE_CANCELLED: RunState
 RUN_STATE_QUEUED: RunState
+RUN_STATE_WAITING: RunState
+APPROVAL_OUTCOME_UNSPECIFIED: ApprovalOutcome
+APPROVAL_OUTCOME_APPROVED: ApprovalOutcome
+APPROVAL_OUTCOME_REJECTED: ApprovalOutcome
+APPROVAL_OUTCOME_TIMED_OUT: ApprovalOutcome
 
 class Run(_message.Message):
     __slots__ = ("id", "user_query", "state", "model", "create_time", "complete_time", "error_message", "usage", "metadata", "step_count", "steps", "error_code", "limits", "start_time", "cancel_requested", "executor_id", "user_query_truncated", "owner", "agent_id", "agent_revision", "thread_id", "thread_turn")
@@ -133,7 +146,7 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("run_id", "sequence", "create_time", "duration", "model_call", "user_request", "agent_thought", "tool_call", "tool_result", "agent_response", "error")
+    __slots__ = ("run_id", "sequence", "create_time", "duration", "model_call", "user_request", "agent_thought", "tool_call", "tool_result", "agent_response", "error", "approval_request", "approval_decision")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +158,8 @@ class Step(_message.Message):
     TOOL_RESULT_FIELD_NUMBER: _ClassVar[int]
     AGENT_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_DECISION_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     sequence: int
     create_time: _timestamp_pb2.Timestamp
@@ -156,7 +171,35 @@ class Step(_message.Message):
     tool_result: ToolResult
     agent_response: AgentResponse
     error: StepError
-    def __init__(self, run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model_call: _Optional[_Union[ModelCall, _Mapping]] = ..., user_request: _Optional[_Union[UserRequest, _Mapping]] = ..., agent_thought: _Optional[_Union[AgentThought, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ..., agent_response: _Optional[_Union[AgentResponse, _Mapping]] = ..., error: _Optional[_Union[StepError, _Mapping]] = ...) -> None: ...
+    approval_request: ApprovalRequest
+    approval_decision: ApprovalDecision
+    def __init__(self, run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model_call: _Optional[_Union[ModelCall, _Mapping]] = ..., user_request: _Optional[_Union[UserRequest, _Mapping]] = ..., agent_thought: _Optional[_Union[AgentThought, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ..., agent_response: _Optional[_Union[AgentResponse, _Mapping]] = ..., error: _Optional[_Union[StepError, _Mapping]] = ..., approval_request: _Optional[_Union[ApprovalRequest, _Mapping]] = ..., approval_decision: _Optional[_Union[ApprovalDecision, _Mapping]] = ...) -> None: ...
+
+class ApprovalRequest(_message.Message):
+    __slots__ = ("prompt", "tool_call_id", "tool_name", "node_id", "expire_time")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_NAME_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    tool_call_id: str
+    tool_name: str
+    node_id: str
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, prompt: _Optional[str] = ..., tool_call_id: _Optional[str] = ..., tool_name: _Optional[str] = ..., node_id: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ApprovalDecision(_message.Message):
+    __slots__ = ("outcome", "request_sequence", "comment", "decided_by")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    outcome: ApprovalOutcome
+    request_sequence: int
+    comment: str
+    decided_by: str
+    def __init__(self, outcome: _Optional[_Union[ApprovalOutcome, str]] = ..., request_sequence: _Optional[int] = ..., comment: _Optional[str] = ..., decided_by: _Optional[str] = ...) -> None: ...
 
 class ModelCall(_message.Message):
     __slots__ = ("usage", "time_to_first_token", "latency")
@@ -349,3 +392,23 @@ class DeleteThreadRequest(_message.Message):
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     thread_id: str
     def __init__(self, thread_id: _Optional[str] = ...) -> None: ...
+
+class ApproveStepRequest(_message.Message):
+    __slots__ = ("run_id", "sequence", "comment")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    sequence: int
+    comment: str
+    def __init__(self, run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class RejectStepRequest(_message.Message):
+    __slots__ = ("run_id", "sequence", "comment")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    sequence: int
+    comment: str
+    def __init__(self, run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., comment: _Optional[str] = ...) -> None: ...

@@ -79,6 +79,16 @@ class RunServiceStub:
                 request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
                 _registered_method=True)
+        self.ApproveStep = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/ApproveStep',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ApproveStepRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
+        self.RejectStep = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/RejectStep',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.RejectStepRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
         self.GetThread = channel.unary_unary(
                 '/agentplatform.runs.v1.RunService/GetThread',
                 request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.GetThreadRequest.SerializeToString,
@@ -165,6 +175,27 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApproveStep(self, request, context):
+        """Approves the step a WAITING run waits on (its `approval_request` step,
+        by sequence), from any client: the run resumes in an engine and goes on,
+        whether or not the engine that paused it is still there. Deciding a step
+        that is not waiting (decided already, timed out, another step, a run that
+        is not WAITING) answers FAILED_PRECONDITION. Returns the run as it is
+        now, with the decision recorded as an `approval_decision` step.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectStep(self, request, context):
+        """Rejects the step a WAITING run waits on, as ApproveStep approves it: the
+        run resumes and follows its rejection (a tool call rejected is reported
+        to the model as refused; a workflow takes its "rejected" branch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetThread(self, request, context):
         """Returns one conversation thread (without its runs; list them with
         ListRuns and `thread_id`).
@@ -215,6 +246,16 @@ def add_RunServiceServicer_to_server(servicer, server):
             'CancelRun': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelRun,
                     request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.CancelRunRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'ApproveStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveStep,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ApproveStepRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'RejectStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectStep,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.RejectStepRequest.FromString,
                     response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
             ),
             'GetThread': grpc.unary_unary_rpc_method_handler(
@@ -386,6 +427,60 @@ class RunService:
             target,
             '/agentplatform.runs.v1.RunService/CancelRun',
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/ApproveStep',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ApproveStepRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/RejectStep',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.RejectStepRequest.SerializeToString,
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
             options,
             channel_credentials,

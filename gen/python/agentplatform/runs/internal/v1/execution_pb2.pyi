@@ -10,6 +10,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class AwaitApprovalRequest(_message.Message):
+    __slots__ = ("run_id", "executor_id", "step")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    executor_id: str
+    step: _runs_pb2.Step
+    def __init__(self, run_id: _Optional[str] = ..., executor_id: _Optional[str] = ..., step: _Optional[_Union[_runs_pb2.Step, _Mapping]] = ...) -> None: ...
+
+class ResumeRunRequest(_message.Message):
+    __slots__ = ("run_id", "executor_id", "lease_duration")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_DURATION_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    executor_id: str
+    lease_duration: _duration_pb2.Duration
+    def __init__(self, run_id: _Optional[str] = ..., executor_id: _Optional[str] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
 class CreateRunRequest(_message.Message):
     __slots__ = ("user_query", "model", "metadata", "request_id", "state", "limits", "executor_id", "lease_duration", "steps", "owner", "agent_id", "agent_revision", "thread_id", "multitask_strategy")
     class MetadataEntry(_message.Message):
@@ -180,9 +200,17 @@ class ExecutorCallError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ExecutorNotice(_message.Message):
-    __slots__ = ("cancel", "call_result")
+    __slots__ = ("cancel", "call_result", "resume")
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     CALL_RESULT_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     cancel: CancelNotice
     call_result: ExecutorCallResult
-    def __init__(self, cancel: _Optional[_Union[CancelNotice, _Mapping]] = ..., call_result: _Optional[_Union[ExecutorCallResult, _Mapping]] = ...) -> None: ...
+    resume: ResumeNotice
+    def __init__(self, cancel: _Optional[_Union[CancelNotice, _Mapping]] = ..., call_result: _Optional[_Union[ExecutorCallResult, _Mapping]] = ..., resume: _Optional[_Union[ResumeNotice, _Mapping]] = ...) -> None: ...
+
+class ResumeNotice(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...

@@ -80,6 +80,16 @@ class ExecutionServiceStub:
                 request_serializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.GetThreadHistoryRequest.SerializeToString,
                 response_deserializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ThreadHistory.FromString,
                 _registered_method=True)
+        self.AwaitApproval = channel.unary_unary(
+                '/agentplatform.runs.internal.v1.ExecutionService/AwaitApproval',
+                request_serializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.AwaitApprovalRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
+        self.ResumeRun = channel.unary_unary(
+                '/agentplatform.runs.internal.v1.ExecutionService/ResumeRun',
+                request_serializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ResumeRunRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -159,6 +169,25 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AwaitApproval(self, request, context):
+        """Pauses a RUNNING run for a person's approval: appends its
+        approval-request step and moves it to WAITING, releasing the caller's
+        lease. Retrying with the same step returns the run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeRun(self, request, context):
+        """Takes a WAITING run whose approval was decided to resume it under the
+        caller's lease (RUNNING again), with all of its steps. A run not ready
+        to resume (still undecided, resumed by another engine, ended) answers
+        FAILED_PRECONDITION; resuming it again under the same lease returns it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +225,16 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.GetThreadHistory,
                     request_deserializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.GetThreadHistoryRequest.FromString,
                     response_serializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ThreadHistory.SerializeToString,
+            ),
+            'AwaitApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.AwaitApproval,
+                    request_deserializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.AwaitApprovalRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'ResumeRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeRun,
+                    request_deserializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ResumeRunRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -397,6 +436,60 @@ class ExecutionService:
             '/agentplatform.runs.internal.v1.ExecutionService/GetThreadHistory',
             agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.GetThreadHistoryRequest.SerializeToString,
             agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ThreadHistory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AwaitApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.internal.v1.ExecutionService/AwaitApproval',
+            agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.AwaitApprovalRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.internal.v1.ExecutionService/ResumeRun',
+            agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ResumeRunRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentplatform/runs/v1/runs.proto.
  */
 export const file_agentplatform_runs_v1_runs: GenFile = /*@__PURE__*/
-  fileDesc("CiBhZ2VudHBsYXRmb3JtL3J1bnMvdjEvcnVucy5wcm90bxIVYWdlbnRwbGF0Zm9ybS5ydW5zLnYxIt0FCgNSdW4SCgoCaWQYASABKAkSEgoKdXNlcl9xdWVyeRgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5TdGF0ZRINCgVtb2RlbBgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNY29tcGxldGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZXJyb3JfbWVzc2FnZRgHIAEoCRIrCgV1c2FnZRgIIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI6CghtZXRhZGF0YRgJIAMoCzIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4uTWV0YWRhdGFFbnRyeRISCgpzdGVwX2NvdW50GAogASgDEioKBXN0ZXBzGAsgAygLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXASEgoKZXJyb3JfY29kZRgMIAEoCRIwCgZsaW1pdHMYDSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuTGltaXRzEi4KCnN0YXJ0X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDyABKAgSEwoLZXhlY3V0b3JfaWQYECABKAkSHAoUdXNlcl9xdWVyeV90cnVuY2F0ZWQYESABKAgSDQoFb3duZXIYEiABKAkSEAoIYWdlbnRfaWQYEyABKAkSFgoOYWdlbnRfcmV2aXNpb24YFCABKAMSEQoJdGhyZWFkX2lkGBUgASgJEhMKC3RocmVhZF90dXJuGBYgASgDGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKoAQoGVGhyZWFkEgoKAmlkGAEgASgJEg0KBW93bmVyGAIgASgJEg0KBXRpdGxlGAMgASgJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKdHVybl9jb3VudBgGIAEoAyKHAQoJUnVuTGltaXRzEhcKD21heF9tb2RlbF9jYWxscxgBIAEoBRIvCgxtYXhfZHVyYXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQbWF4X3RvdGFsX3Rva2VucxgDIAEoAxIWCg5tYXhfdG9vbF9jYWxscxgEIAEoBSJPCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgDEhQKDHRvdGFsX3Rva2VucxgDIAEoAyKkBAoEU3RlcBIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCGR1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKCm1vZGVsX2NhbGwYBSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTW9kZWxDYWxsEjoKDHVzZXJfcmVxdWVzdBgKIAEoCzIiLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2VyUmVxdWVzdEgAEjwKDWFnZW50X3Rob3VnaHQYCyABKAsyIy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQWdlbnRUaG91Z2h0SAASNAoJdG9vbF9jYWxsGAwgASgLMh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRvb2xDYWxsSAASOAoLdG9vbF9yZXN1bHQYDSABKAsyIS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVG9vbFJlc3VsdEgAEj4KDmFnZW50X3Jlc3BvbnNlGA4gASgLMiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFnZW50UmVzcG9uc2VIABIxCgVlcnJvchgPIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdGVwRXJyb3JIAEIJCgdjb250ZW50IpwBCglNb2RlbENhbGwSKwoFdXNhZ2UYASABKAsyHC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVXNhZ2USNgoTdGltZV90b19maXJzdF90b2tlbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgdsYXRlbmN5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkkKC1VzZXJSZXF1ZXN0EgwKBHRleHQYASABKAkSFQoNY29udGV4dF90dXJucxgCIAEoAxIVCg1vbWl0dGVkX3R1cm5zGAMgASgDIjEKDEFnZW50VGhvdWdodBIMCgR0ZXh0GAEgASgJEhMKC3BsYWNlaG9sZGVyGAIgASgIInMKCFRvb2xDYWxsEhEKCXRvb2xfbmFtZRgBIAEoCRIUCgx0b29sX2NhbGxfaWQYAiABKAkSJwoGcGFyYW1zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIVCg1yYXdfYXJndW1lbnRzGAQgASgJInoKClRvb2xSZXN1bHQSEQoJdG9vbF9uYW1lGAEgASgJEhQKDHRvb2xfY2FsbF9pZBgCIAEoCRImCgZyZXN1bHQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSDAoEdGV4dBgEIAEoCRINCgVlcnJvchgFIAEoCSIdCg1BZ2VudFJlc3BvbnNlEgwKBHRleHQYASABKAkiKgoJU3RlcEVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSIfCg1HZXRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSKOAQoPTGlzdFJ1bnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEi4KBXN0YXRlGAMgASgOMh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1blN0YXRlEhEKCWFsbF91c2VycxgEIAEoCBIRCgl0aHJlYWRfaWQYBSABKAkiVQoQTGlzdFJ1bnNSZXNwb25zZRIoCgRydW5zGAEgAygLMhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoQRGVsZXRlUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiOQoPV2F0Y2hSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAyLVAQoIUnVuRXZlbnQSKwoEc3RlcBgBIAEoCzIbLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdGVwSAASKQoDcnVuGAIgASgLMhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkgAEjUKCWhlYXJ0YmVhdBgDIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5IZWFydGJlYXRIABIxCgVkZWx0YRgEIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdGVwRGVsdGFIAEIHCgVldmVudCJMCglIZWFydGJlYXQSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbGFzdF9zZXF1ZW5jZRgCIAEoAyKRAQoJU3RlcERlbHRhEg4KBnJ1bl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIOCgR0ZXh0GAMgASgJSAASOQoJdG9vbF9jYWxsGAQgASgLMiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRvb2xDYWxsRGVsdGFIABIPCgdyZXBsYWNlGAUgASgIQgYKBHBhcnQiSwoNVG9vbENhbGxEZWx0YRIUCgx0b29sX2NhbGxfaWQYASABKAkSEQoJdG9vbF9uYW1lGAIgASgJEhEKCWFyZ3VtZW50cxgDIAEoCSIyChBDYW5jZWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiJQoQR2V0VGhyZWFkUmVxdWVzdBIRCgl0aHJlYWRfaWQYASABKAkiTgoSTGlzdFRocmVhZHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhEKCWFsbF91c2VycxgDIAEoCCJeChNMaXN0VGhyZWFkc1Jlc3BvbnNlEi4KB3RocmVhZHMYASADKAsyHS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVGhyZWFkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIoChNEZWxldGVUaHJlYWRSZXF1ZXN0EhEKCXRocmVhZF9pZBgBIAEoCSqYAQoRTXVsdGl0YXNrU3RyYXRlZ3kSIgoeTVVMVElUQVNLX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASHQoZTVVMVElUQVNLX1NUUkFURUdZX1JFSkVDVBABEh4KGk1VTFRJVEFTS19TVFJBVEVHWV9FTlFVRVVFEAISIAocTVVMVElUQVNLX1NUUkFURUdZX0lOVEVSUlVQVBADKpoBCghSdW5TdGF0ZRIZChVSVU5fU1RBVEVfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVEVfUlVOTklORxABEhcKE1JVTl9TVEFURV9DT01QTEVURUQQAhIUChBSVU5fU1RBVEVfRkFJTEVEEAMSFwoTUlVOX1NUQVRFX0NBTkNFTExFRBAEEhQKEFJVTl9TVEFURV9RVUVVRUQQBTK7BQoKUnVuU2VydmljZRJKCgZHZXRSdW4SJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuR2V0UnVuUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SWwoITGlzdFJ1bnMSJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTGlzdFJ1bnNSZXF1ZXN0GicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RSdW5zUmVzcG9uc2USTAoJRGVsZXRlUnVuEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkRlbGV0ZVJ1blJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSVQoIV2F0Y2hSdW4SJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuV2F0Y2hSdW5SZXF1ZXN0Gh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkV2ZW50MAESUAoJQ2FuY2VsUnVuEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkNhbmNlbFJ1blJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElMKCUdldFRocmVhZBInLmFnZW50cGxhdGZvcm0ucnVucy52MS5HZXRUaHJlYWRSZXF1ZXN0Gh0uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRocmVhZBJkCgtMaXN0VGhyZWFkcxIpLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0VGhyZWFkc1JlcXVlc3QaKi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTGlzdFRocmVhZHNSZXNwb25zZRJSCgxEZWxldGVUaHJlYWQSKi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuRGVsZXRlVGhyZWFkUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiBhZ2VudHBsYXRmb3JtL3J1bnMvdjEvcnVucy5wcm90bxIVYWdlbnRwbGF0Zm9ybS5ydW5zLnYxIt0FCgNSdW4SCgoCaWQYASABKAkSEgoKdXNlcl9xdWVyeRgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5TdGF0ZRINCgVtb2RlbBgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNY29tcGxldGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZXJyb3JfbWVzc2FnZRgHIAEoCRIrCgV1c2FnZRgIIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI6CghtZXRhZGF0YRgJIAMoCzIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4uTWV0YWRhdGFFbnRyeRISCgpzdGVwX2NvdW50GAogASgDEioKBXN0ZXBzGAsgAygLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXASEgoKZXJyb3JfY29kZRgMIAEoCRIwCgZsaW1pdHMYDSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuTGltaXRzEi4KCnN0YXJ0X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDyABKAgSEwoLZXhlY3V0b3JfaWQYECABKAkSHAoUdXNlcl9xdWVyeV90cnVuY2F0ZWQYESABKAgSDQoFb3duZXIYEiABKAkSEAoIYWdlbnRfaWQYEyABKAkSFgoOYWdlbnRfcmV2aXNpb24YFCABKAMSEQoJdGhyZWFkX2lkGBUgASgJEhMKC3RocmVhZF90dXJuGBYgASgDGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKoAQoGVGhyZWFkEgoKAmlkGAEgASgJEg0KBW93bmVyGAIgASgJEg0KBXRpdGxlGAMgASgJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKdHVybl9jb3VudBgGIAEoAyKHAQoJUnVuTGltaXRzEhcKD21heF9tb2RlbF9jYWxscxgBIAEoBRIvCgxtYXhfZHVyYXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQbWF4X3RvdGFsX3Rva2VucxgDIAEoAxIWCg5tYXhfdG9vbF9jYWxscxgEIAEoBSJPCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgDEhQKDHRvdGFsX3Rva2VucxgDIAEoAyKuBQoEU3RlcBIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCGR1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKCm1vZGVsX2NhbGwYBSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTW9kZWxDYWxsEjoKDHVzZXJfcmVxdWVzdBgKIAEoCzIiLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2VyUmVxdWVzdEgAEjwKDWFnZW50X3Rob3VnaHQYCyABKAsyIy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQWdlbnRUaG91Z2h0SAASNAoJdG9vbF9jYWxsGAwgASgLMh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRvb2xDYWxsSAASOAoLdG9vbF9yZXN1bHQYDSABKAsyIS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVG9vbFJlc3VsdEgAEj4KDmFnZW50X3Jlc3BvbnNlGA4gASgLMiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFnZW50UmVzcG9uc2VIABIxCgVlcnJvchgPIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdGVwRXJyb3JIABJCChBhcHByb3ZhbF9yZXF1ZXN0GBAgASgLMiYuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFwcHJvdmFsUmVxdWVzdEgAEkQKEWFwcHJvdmFsX2RlY2lzaW9uGBEgASgLMicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFwcHJvdmFsRGVjaXNpb25IAEIJCgdjb250ZW50IowBCg9BcHByb3ZhbFJlcXVlc3QSDgoGcHJvbXB0GAEgASgJEhQKDHRvb2xfY2FsbF9pZBgCIAEoCRIRCgl0b29sX25hbWUYAyABKAkSDwoHbm9kZV9pZBgEIAEoCRIvCgtleHBpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiigEKEEFwcHJvdmFsRGVjaXNpb24SNwoHb3V0Y29tZRgBIAEoDjImLmFnZW50cGxhdGZvcm0ucnVucy52MS5BcHByb3ZhbE91dGNvbWUSGAoQcmVxdWVzdF9zZXF1ZW5jZRgCIAEoAxIPCgdjb21tZW50GAMgASgJEhIKCmRlY2lkZWRfYnkYBCABKAkinAEKCU1vZGVsQ2FsbBIrCgV1c2FnZRgBIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI2ChN0aW1lX3RvX2ZpcnN0X3Rva2VuGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKB2xhdGVuY3kYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSQoLVXNlclJlcXVlc3QSDAoEdGV4dBgBIAEoCRIVCg1jb250ZXh0X3R1cm5zGAIgASgDEhUKDW9taXR0ZWRfdHVybnMYAyABKAMiMQoMQWdlbnRUaG91Z2h0EgwKBHRleHQYASABKAkSEwoLcGxhY2Vob2xkZXIYAiABKAgicwoIVG9vbENhbGwSEQoJdG9vbF9uYW1lGAEgASgJEhQKDHRvb2xfY2FsbF9pZBgCIAEoCRInCgZwYXJhbXMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhUKDXJhd19hcmd1bWVudHMYBCABKAkiegoKVG9vbFJlc3VsdBIRCgl0b29sX25hbWUYASABKAkSFAoMdG9vbF9jYWxsX2lkGAIgASgJEiYKBnJlc3VsdBgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIMCgR0ZXh0GAQgASgJEg0KBWVycm9yGAUgASgJIh0KDUFnZW50UmVzcG9uc2USDAoEdGV4dBgBIAEoCSIqCglTdGVwRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIo4BCg9MaXN0UnVuc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSLgoFc3RhdGUYAyABKA4yHy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuU3RhdGUSEQoJYWxsX3VzZXJzGAQgASgIEhEKCXRocmVhZF9pZBgFIAEoCSJVChBMaXN0UnVuc1Jlc3BvbnNlEigKBHJ1bnMYASADKAsyGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIiChBEZWxldGVSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSI5Cg9XYXRjaFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDItUBCghSdW5FdmVudBIrCgRzdGVwGAEgASgLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXBIABIpCgNydW4YAiABKAsyGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuSAASNQoJaGVhcnRiZWF0GAMgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkhlYXJ0YmVhdEgAEjEKBWRlbHRhGAQgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXBEZWx0YUgAQgcKBWV2ZW50IkwKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3NlcXVlbmNlGAIgASgDIpEBCglTdGVwRGVsdGESDgoGcnVuX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEg4KBHRleHQYAyABKAlIABI5Cgl0b29sX2NhbGwYBCABKAsyJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVG9vbENhbGxEZWx0YUgAEg8KB3JlcGxhY2UYBSABKAhCBgoEcGFydCJLCg1Ub29sQ2FsbERlbHRhEhQKDHRvb2xfY2FsbF9pZBgBIAEoCRIRCgl0b29sX25hbWUYAiABKAkSEQoJYXJndW1lbnRzGAMgASgJIjIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIlChBHZXRUaHJlYWRSZXF1ZXN0EhEKCXRocmVhZF9pZBgBIAEoCSJOChJMaXN0VGhyZWFkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEQoJYWxsX3VzZXJzGAMgASgIIl4KE0xpc3RUaHJlYWRzUmVzcG9uc2USLgoHdGhyZWFkcxgBIAMoCzIdLmFnZW50cGxhdGZvcm0ucnVucy52MS5UaHJlYWQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIigKE0RlbGV0ZVRocmVhZFJlcXVlc3QSEQoJdGhyZWFkX2lkGAEgASgJIkcKEkFwcHJvdmVTdGVwUmVxdWVzdBIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSDwoHY29tbWVudBgDIAEoCSJGChFSZWplY3RTdGVwUmVxdWVzdBIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSDwoHY29tbWVudBgDIAEoCSqYAQoRTXVsdGl0YXNrU3RyYXRlZ3kSIgoeTVVMVElUQVNLX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASHQoZTVVMVElUQVNLX1NUUkFURUdZX1JFSkVDVBABEh4KGk1VTFRJVEFTS19TVFJBVEVHWV9FTlFVRVVFEAISIAocTVVMVElUQVNLX1NUUkFURUdZX0lOVEVSUlVQVBADKrEBCghSdW5TdGF0ZRIZChVSVU5fU1RBVEVfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVEVfUlVOTklORxABEhcKE1JVTl9TVEFURV9DT01QTEVURUQQAhIUChBSVU5fU1RBVEVfRkFJTEVEEAMSFwoTUlVOX1NUQVRFX0NBTkNFTExFRBAEEhQKEFJVTl9TVEFURV9RVUVVRUQQBRIVChFSVU5fU1RBVEVfV0FJVElORxAGKpEBCg9BcHByb3ZhbE91dGNvbWUSIAocQVBQUk9WQUxfT1VUQ09NRV9VTlNQRUNJRklFRBAAEh0KGUFQUFJPVkFMX09VVENPTUVfQVBQUk9WRUQQARIdChlBUFBST1ZBTF9PVVRDT01FX1JFSkVDVEVEEAISHgoaQVBQUk9WQUxfT1VUQ09NRV9USU1FRF9PVVQQAzLlBgoKUnVuU2VydmljZRJKCgZHZXRSdW4SJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuR2V0UnVuUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SWwoITGlzdFJ1bnMSJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTGlzdFJ1bnNSZXF1ZXN0GicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RSdW5zUmVzcG9uc2USTAoJRGVsZXRlUnVuEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkRlbGV0ZVJ1blJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSVQoIV2F0Y2hSdW4SJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuV2F0Y2hSdW5SZXF1ZXN0Gh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkV2ZW50MAESUAoJQ2FuY2VsUnVuEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkNhbmNlbFJ1blJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElQKC0FwcHJvdmVTdGVwEikuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFwcHJvdmVTdGVwUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SUgoKUmVqZWN0U3RlcBIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SZWplY3RTdGVwUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SUwoJR2V0VGhyZWFkEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkdldFRocmVhZFJlcXVlc3QaHS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVGhyZWFkEmQKC0xpc3RUaHJlYWRzEikuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RUaHJlYWRzUmVxdWVzdBoqLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0VGhyZWFkc1Jlc3BvbnNlElIKDERlbGV0ZVRocmVhZBIqLmFnZW50cGxhdGZvcm0ucnVucy52MS5EZWxldGVUaHJlYWRSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5YgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * An agent run: one user request and everything the agent did to answer it.
@@ -339,6 +339,8 @@ export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
  *   user_request -> "user-request"      agent_thought  -> "agent-thought"
  *   tool_call    -> "tool-call"         tool_result    -> "tool-result"
  *   agent_response -> "agent-response"  error          -> "error"
+ *   approval_request -> "approval-request"
+ *   approval_decision -> "approval-decision"
  *
  * @generated from message agentplatform.runs.v1.Step
  */
@@ -433,6 +435,23 @@ export type Step = Message<"agentplatform.runs.v1.Step"> & {
      */
     value: StepError;
     case: "error";
+  } | {
+    /**
+     * "approval-request": the run waits for a person to approve what comes
+     * next (a tool call, a workflow step); the run is WAITING.
+     *
+     * @generated from field: agentplatform.runs.v1.ApprovalRequest approval_request = 16;
+     */
+    value: ApprovalRequest;
+    case: "approvalRequest";
+  } | {
+    /**
+     * "approval-decision": how the approval request before it was decided.
+     *
+     * @generated from field: agentplatform.runs.v1.ApprovalDecision approval_decision = 17;
+     */
+    value: ApprovalDecision;
+    case: "approvalDecision";
   } | { case: undefined; value?: undefined };
 };
 
@@ -442,6 +461,100 @@ export type Step = Message<"agentplatform.runs.v1.Step"> & {
  */
 export const StepSchema: GenMessage<Step> = /*@__PURE__*/
   messageDesc(file_agentplatform_runs_v1_runs, 4);
+
+/**
+ * Content of an "approval-request" step.
+ *
+ * @generated from message agentplatform.runs.v1.ApprovalRequest
+ */
+export type ApprovalRequest = Message<"agentplatform.runs.v1.ApprovalRequest"> & {
+  /**
+   * What the approver is asked, for a person.
+   *
+   * @generated from field: string prompt = 1;
+   */
+  prompt: string;
+
+  /**
+   * For a tool call waiting for approval: the call's id (its tool-call step
+   * carries it too) and the tool's id; empty otherwise.
+   *
+   * @generated from field: string tool_call_id = 2;
+   */
+  toolCallId: string;
+
+  /**
+   * See tool_call_id.
+   *
+   * @generated from field: string tool_name = 3;
+   */
+  toolName: string;
+
+  /**
+   * For a workflow's approval node: the node's id; empty otherwise.
+   *
+   * @generated from field: string node_id = 4;
+   */
+  nodeId: string;
+
+  /**
+   * When the request times out and the run follows its timeout (a tool call
+   * is then refused; a workflow takes its "timeout" branch); unset: it waits
+   * until decided or cancelled.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 5;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.ApprovalRequest.
+ * Use `create(ApprovalRequestSchema)` to create a new message.
+ */
+export const ApprovalRequestSchema: GenMessage<ApprovalRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 5);
+
+/**
+ * Content of an "approval-decision" step.
+ *
+ * @generated from message agentplatform.runs.v1.ApprovalDecision
+ */
+export type ApprovalDecision = Message<"agentplatform.runs.v1.ApprovalDecision"> & {
+  /**
+   * The decision.
+   *
+   * @generated from field: agentplatform.runs.v1.ApprovalOutcome outcome = 1;
+   */
+  outcome: ApprovalOutcome;
+
+  /**
+   * The sequence of the approval-request step it decides.
+   *
+   * @generated from field: int64 request_sequence = 2;
+   */
+  requestSequence: bigint;
+
+  /**
+   * The approver's comment; empty if none.
+   *
+   * @generated from field: string comment = 3;
+   */
+  comment: string;
+
+  /**
+   * The id of the user who decided; empty for a timeout.
+   *
+   * @generated from field: string decided_by = 4;
+   */
+  decidedBy: string;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.ApprovalDecision.
+ * Use `create(ApprovalDecisionSchema)` to create a new message.
+ */
+export const ApprovalDecisionSchema: GenMessage<ApprovalDecision> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 6);
 
 /**
  * One call to the model, as measured by the engine.
@@ -476,7 +589,7 @@ export type ModelCall = Message<"agentplatform.runs.v1.ModelCall"> & {
  * Use `create(ModelCallSchema)` to create a new message.
  */
 export const ModelCallSchema: GenMessage<ModelCall> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 5);
+  messageDesc(file_agentplatform_runs_v1_runs, 7);
 
 /**
  * Content of a "user-request" step.
@@ -514,7 +627,7 @@ export type UserRequest = Message<"agentplatform.runs.v1.UserRequest"> & {
  * Use `create(UserRequestSchema)` to create a new message.
  */
 export const UserRequestSchema: GenMessage<UserRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 6);
+  messageDesc(file_agentplatform_runs_v1_runs, 8);
 
 /**
  * Content of an "agent-thought" step.
@@ -544,7 +657,7 @@ export type AgentThought = Message<"agentplatform.runs.v1.AgentThought"> & {
  * Use `create(AgentThoughtSchema)` to create a new message.
  */
 export const AgentThoughtSchema: GenMessage<AgentThought> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 7);
+  messageDesc(file_agentplatform_runs_v1_runs, 9);
 
 /**
  * Content of a "tool-call" step.
@@ -588,7 +701,7 @@ export type ToolCall = Message<"agentplatform.runs.v1.ToolCall"> & {
  * Use `create(ToolCallSchema)` to create a new message.
  */
 export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 8);
+  messageDesc(file_agentplatform_runs_v1_runs, 10);
 
 /**
  * Content of a "tool-result" step.
@@ -640,7 +753,7 @@ export type ToolResult = Message<"agentplatform.runs.v1.ToolResult"> & {
  * Use `create(ToolResultSchema)` to create a new message.
  */
 export const ToolResultSchema: GenMessage<ToolResult> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 9);
+  messageDesc(file_agentplatform_runs_v1_runs, 11);
 
 /**
  * Content of an "agent-response" step.
@@ -661,7 +774,7 @@ export type AgentResponse = Message<"agentplatform.runs.v1.AgentResponse"> & {
  * Use `create(AgentResponseSchema)` to create a new message.
  */
 export const AgentResponseSchema: GenMessage<AgentResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 10);
+  messageDesc(file_agentplatform_runs_v1_runs, 12);
 
 /**
  * Content of an "error" step.
@@ -690,7 +803,7 @@ export type StepError = Message<"agentplatform.runs.v1.StepError"> & {
  * Use `create(StepErrorSchema)` to create a new message.
  */
 export const StepErrorSchema: GenMessage<StepError> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 11);
+  messageDesc(file_agentplatform_runs_v1_runs, 13);
 
 /**
  * Request of GetRun.
@@ -711,7 +824,7 @@ export type GetRunRequest = Message<"agentplatform.runs.v1.GetRunRequest"> & {
  * Use `create(GetRunRequestSchema)` to create a new message.
  */
 export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 12);
+  messageDesc(file_agentplatform_runs_v1_runs, 14);
 
 /**
  * Request of ListRuns.
@@ -766,7 +879,7 @@ export type ListRunsRequest = Message<"agentplatform.runs.v1.ListRunsRequest"> &
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 13);
+  messageDesc(file_agentplatform_runs_v1_runs, 15);
 
 /**
  * Response of ListRuns.
@@ -795,7 +908,7 @@ export type ListRunsResponse = Message<"agentplatform.runs.v1.ListRunsResponse">
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 14);
+  messageDesc(file_agentplatform_runs_v1_runs, 16);
 
 /**
  * Request of DeleteRun.
@@ -816,7 +929,7 @@ export type DeleteRunRequest = Message<"agentplatform.runs.v1.DeleteRunRequest">
  * Use `create(DeleteRunRequestSchema)` to create a new message.
  */
 export const DeleteRunRequestSchema: GenMessage<DeleteRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 15);
+  messageDesc(file_agentplatform_runs_v1_runs, 17);
 
 /**
  * Request of WatchRun.
@@ -847,7 +960,7 @@ export type WatchRunRequest = Message<"agentplatform.runs.v1.WatchRunRequest"> &
  * Use `create(WatchRunRequestSchema)` to create a new message.
  */
 export const WatchRunRequestSchema: GenMessage<WatchRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 16);
+  messageDesc(file_agentplatform_runs_v1_runs, 18);
 
 /**
  * One event of a run, as WatchRun and StreamChat send it. A client handles
@@ -907,7 +1020,7 @@ export type RunEvent = Message<"agentplatform.runs.v1.RunEvent"> & {
  * Use `create(RunEventSchema)` to create a new message.
  */
 export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 17);
+  messageDesc(file_agentplatform_runs_v1_runs, 19);
 
 /**
  * A keep-alive event of a long stream; also a bookmark.
@@ -936,7 +1049,7 @@ export type Heartbeat = Message<"agentplatform.runs.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 18);
+  messageDesc(file_agentplatform_runs_v1_runs, 20);
 
 /**
  * A piece of a step that is still forming, while the model streams.
@@ -996,7 +1109,7 @@ export type StepDelta = Message<"agentplatform.runs.v1.StepDelta"> & {
  * Use `create(StepDeltaSchema)` to create a new message.
  */
 export const StepDeltaSchema: GenMessage<StepDelta> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 19);
+  messageDesc(file_agentplatform_runs_v1_runs, 21);
 
 /**
  * A piece of a tool call while the model writes it.
@@ -1031,7 +1144,7 @@ export type ToolCallDelta = Message<"agentplatform.runs.v1.ToolCallDelta"> & {
  * Use `create(ToolCallDeltaSchema)` to create a new message.
  */
 export const ToolCallDeltaSchema: GenMessage<ToolCallDelta> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 20);
+  messageDesc(file_agentplatform_runs_v1_runs, 22);
 
 /**
  * Request of CancelRun.
@@ -1059,7 +1172,7 @@ export type CancelRunRequest = Message<"agentplatform.runs.v1.CancelRunRequest">
  * Use `create(CancelRunRequestSchema)` to create a new message.
  */
 export const CancelRunRequestSchema: GenMessage<CancelRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 21);
+  messageDesc(file_agentplatform_runs_v1_runs, 23);
 
 /**
  * Request of GetThread.
@@ -1080,7 +1193,7 @@ export type GetThreadRequest = Message<"agentplatform.runs.v1.GetThreadRequest">
  * Use `create(GetThreadRequestSchema)` to create a new message.
  */
 export const GetThreadRequestSchema: GenMessage<GetThreadRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 22);
+  messageDesc(file_agentplatform_runs_v1_runs, 24);
 
 /**
  * Request of ListThreads.
@@ -1116,7 +1229,7 @@ export type ListThreadsRequest = Message<"agentplatform.runs.v1.ListThreadsReque
  * Use `create(ListThreadsRequestSchema)` to create a new message.
  */
 export const ListThreadsRequestSchema: GenMessage<ListThreadsRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 23);
+  messageDesc(file_agentplatform_runs_v1_runs, 25);
 
 /**
  * Response of ListThreads.
@@ -1144,7 +1257,7 @@ export type ListThreadsResponse = Message<"agentplatform.runs.v1.ListThreadsResp
  * Use `create(ListThreadsResponseSchema)` to create a new message.
  */
 export const ListThreadsResponseSchema: GenMessage<ListThreadsResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 24);
+  messageDesc(file_agentplatform_runs_v1_runs, 26);
 
 /**
  * Request of DeleteThread.
@@ -1165,7 +1278,78 @@ export type DeleteThreadRequest = Message<"agentplatform.runs.v1.DeleteThreadReq
  * Use `create(DeleteThreadRequestSchema)` to create a new message.
  */
 export const DeleteThreadRequestSchema: GenMessage<DeleteThreadRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 25);
+  messageDesc(file_agentplatform_runs_v1_runs, 27);
+
+/**
+ * Request of ApproveStep.
+ *
+ * @generated from message agentplatform.runs.v1.ApproveStepRequest
+ */
+export type ApproveStepRequest = Message<"agentplatform.runs.v1.ApproveStepRequest"> & {
+  /**
+   * The WAITING run.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * The sequence of its approval-request step (the step being approved).
+   *
+   * @generated from field: int64 sequence = 2;
+   */
+  sequence: bigint;
+
+  /**
+   * Why, for the record and the agent; at most 2,000 characters. Optional.
+   *
+   * @generated from field: string comment = 3;
+   */
+  comment: string;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.ApproveStepRequest.
+ * Use `create(ApproveStepRequestSchema)` to create a new message.
+ */
+export const ApproveStepRequestSchema: GenMessage<ApproveStepRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 28);
+
+/**
+ * Request of RejectStep.
+ *
+ * @generated from message agentplatform.runs.v1.RejectStepRequest
+ */
+export type RejectStepRequest = Message<"agentplatform.runs.v1.RejectStepRequest"> & {
+  /**
+   * The WAITING run.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * The sequence of its approval-request step (the step being rejected).
+   *
+   * @generated from field: int64 sequence = 2;
+   */
+  sequence: bigint;
+
+  /**
+   * Why, for the record; a rejected tool call's comment is given to the
+   * model. At most 2,000 characters. Optional.
+   *
+   * @generated from field: string comment = 3;
+   */
+  comment: string;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.RejectStepRequest.
+ * Use `create(RejectStepRequestSchema)` to create a new message.
+ */
+export const RejectStepRequestSchema: GenMessage<RejectStepRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 29);
 
 /**
  * What to do when a run is started on a thread that has a run in progress
@@ -1262,6 +1446,16 @@ export enum RunState {
    * @generated from enum value: RUN_STATE_QUEUED = 5;
    */
   QUEUED = 5,
+
+  /**
+   * The run waits for a person: its last step is an `approval_request` that
+   * ApproveStep or RejectStep decides (or its timeout does). No engine holds
+   * the run meanwhile, so it survives engine restarts; once decided, an
+   * engine resumes it (RUNNING again). It can be cancelled.
+   *
+   * @generated from enum value: RUN_STATE_WAITING = 6;
+   */
+  WAITING = 6,
 }
 
 /**
@@ -1269,6 +1463,47 @@ export enum RunState {
  */
 export const RunStateSchema: GenEnum<RunState> = /*@__PURE__*/
   enumDesc(file_agentplatform_runs_v1_runs, 1);
+
+/**
+ * How an approval request was decided.
+ *
+ * @generated from enum agentplatform.runs.v1.ApprovalOutcome
+ */
+export enum ApprovalOutcome {
+  /**
+   * Not a valid outcome.
+   *
+   * @generated from enum value: APPROVAL_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Approved with ApproveStep.
+   *
+   * @generated from enum value: APPROVAL_OUTCOME_APPROVED = 1;
+   */
+  APPROVED = 1,
+
+  /**
+   * Rejected with RejectStep.
+   *
+   * @generated from enum value: APPROVAL_OUTCOME_REJECTED = 2;
+   */
+  REJECTED = 2,
+
+  /**
+   * Nobody decided before the request's expire_time.
+   *
+   * @generated from enum value: APPROVAL_OUTCOME_TIMED_OUT = 3;
+   */
+  TIMED_OUT = 3,
+}
+
+/**
+ * Describes the enum agentplatform.runs.v1.ApprovalOutcome.
+ */
+export const ApprovalOutcomeSchema: GenEnum<ApprovalOutcome> = /*@__PURE__*/
+  enumDesc(file_agentplatform_runs_v1_runs, 2);
 
 /**
  * RunService is the public face of the run store: the "Inspect Runs" page,
@@ -1354,6 +1589,33 @@ export const RunService: GenService<{
   cancelRun: {
     methodKind: "unary";
     input: typeof CancelRunRequestSchema;
+    output: typeof RunSchema;
+  },
+  /**
+   * Approves the step a WAITING run waits on (its `approval_request` step,
+   * by sequence), from any client: the run resumes in an engine and goes on,
+   * whether or not the engine that paused it is still there. Deciding a step
+   * that is not waiting (decided already, timed out, another step, a run that
+   * is not WAITING) answers FAILED_PRECONDITION. Returns the run as it is
+   * now, with the decision recorded as an `approval_decision` step.
+   *
+   * @generated from rpc agentplatform.runs.v1.RunService.ApproveStep
+   */
+  approveStep: {
+    methodKind: "unary";
+    input: typeof ApproveStepRequestSchema;
+    output: typeof RunSchema;
+  },
+  /**
+   * Rejects the step a WAITING run waits on, as ApproveStep approves it: the
+   * run resumes and follows its rejection (a tool call rejected is reported
+   * to the model as refused; a workflow takes its "rejected" branch).
+   *
+   * @generated from rpc agentplatform.runs.v1.RunService.RejectStep
+   */
+  rejectStep: {
+    methodKind: "unary";
+    input: typeof RejectStepRequestSchema;
     output: typeof RunSchema;
   },
   /**
