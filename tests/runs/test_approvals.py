@@ -33,7 +33,8 @@ async def test_a_run_waiting_for_approval_is_held_by_no_engine(store: RunStore) 
     assert (await store.renew_leases(EXECUTOR, [run.id])).lost_run_ids == [run.id]
     assert await store.reap_expired() == []
     stored = await store.get_run(run.id)
-    assert stored.steps[-1].type == "approval-request" and stored.steps[-1].content["prompt"] == "May I write notes.txt?"
+    assert stored.steps[-1].type == "approval-request"
+    assert stored.steps[-1].content["prompt"] == "May I write notes.txt?"
     # A retry of the pause is answered with the run; the step is not stored twice.
     again = await store.await_approval(run.id, EXECUTOR, approval_request(sequence=3), None)
     assert (again.state, again.step_count) == ("waiting", 3)

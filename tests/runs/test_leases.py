@@ -42,7 +42,7 @@ async def test_cancelling_a_queued_run_ends_it_at_once_with_an_error_step(store:
         (1, "error", {"code": "cancelled", "message": "cancelled: alice pressed stop"})
     ]
     assert (await store.renew_leases(EXECUTOR, [run.id])).lost_run_ids == [run.id]
-    with pytest.raises(FailedPrecondition, match="already ended cancelled; only a QUEUED, RUNNING or WAITING run can be"):
+    with pytest.raises(FailedPrecondition, match="already ended cancelled; only a QUEUED, RUNNING or WAITING run"):
         await store.cancel_run(run.id)
 
 
