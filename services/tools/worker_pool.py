@@ -278,7 +278,7 @@ class ToolWorkerPool:
                         worker.pid,
                         worker.exit_description(),
                     )
-                elif await self._run_on(worker, call):
+                elif await self._run_on_guarded(worker, call):
                     continue
                 self._workers.pop(index, None)
                 self._health_changed.set()
@@ -299,6 +299,15 @@ class ToolWorkerPool:
         self._health_changed.set()
         if not self._first_starts[index].done():
             self._first_starts[index].set_result(None)
+
+    async def _run_on_guarded(self, worker: _Worker, call: _Call) -> bool:
+        """_run_on, where a bug of this module costs one call and one worker, never a slot of the pool."""
+        try:
+            return await self._run_on(worker, call)
+        except Exception as exc:
+            log.exception("tool worker %d: running '%s' failed in the pool itself", worker.pid, call.tool_id)
+            _settle(call, error=Internal(f"tool '{call.tool_id}' could not be run: {type(exc).__name__}: {exc}"))
+            return False
 
     async def _run_on(self, worker: _Worker, call: _Call) -> bool:
         """Run one call on `worker`; True when the worker may take another."""
