@@ -16,11 +16,13 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 
 import { AgentRegistryService } from "./gen/agentplatform/agents/v1/agents_pb.js";
+import { WorkflowRegistryService } from "./gen/agentplatform/agents/v1/workflows_pb.js";
 import { AgentService } from "./gen/agentplatform/engine/v1/engine_pb.js";
 import { RunService } from "./gen/agentplatform/runs/v1/runs_pb.js";
 import { ToolService } from "./gen/agentplatform/tools/v1/tools_pb.js";
 
 export * from "./gen/agentplatform/agents/v1/agents_pb.js";
+export * from "./gen/agentplatform/agents/v1/workflows_pb.js";
 export * from "./gen/agentplatform/engine/v1/engine_pb.js";
 export * from "./gen/agentplatform/runs/v1/runs_pb.js";
 export * from "./gen/agentplatform/tools/v1/tools_pb.js";
@@ -110,15 +112,20 @@ export interface PlatformClients {
   tools: Client<typeof ToolService>;
   /** AgentRegistryService: the Build Agents page's saved, versioned agents (run one with `agentId`). */
   agentRegistry: Client<typeof AgentRegistryService>;
+  /** WorkflowRegistryService: the Build Agents page's saved, versioned workflows (graphs of agents, tools,
+   * conditions, loops and approvals). */
+  workflowRegistry: Client<typeof WorkflowRegistryService>;
 }
 
-/** The clients of AgentService, RunService, ToolService and AgentRegistryService over one transport. */
+/** The clients of AgentService, RunService, ToolService, AgentRegistryService and WorkflowRegistryService over one
+ * transport. */
 export function createPlatformClients(transport: Transport): PlatformClients {
   return {
     agents: createClient(AgentService, transport),
     runs: createClient(RunService, transport),
     tools: createClient(ToolService, transport),
     agentRegistry: createClient(AgentRegistryService, transport),
+    workflowRegistry: createClient(WorkflowRegistryService, transport),
   };
 }
 
