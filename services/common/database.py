@@ -162,10 +162,13 @@ class Database:
         async with self.engine.begin() as connection:
             await connection.run_sync(metadata.create_all)
 
-    async def migrate(self, migrations: str, adopt: tuple[str, str] | None = None) -> None:
+    async def migrate(
+        self, migrations: str, adopt: tuple[str, str] | None = None, version_table: str = "alembic_version"
+    ) -> None:
         """Bring the schema to the newest Alembic revision in `migrations` (package:folder, e.g.
         "services.runs:migrations"). `adopt` = (table, revision): a database that has `table` but no Alembic
-        version yet was made before migrations existed, and is first marked as being at `revision`.
+        version yet (no `version_table`, the one the migrations' env.py keeps their version in) was made before
+        migrations existed, and is first marked as being at `revision`.
 
         Runs on an engine of its own: on SQLite, Alembic rebuilds a table to alter it, and the service's
         connections enforce foreign keys, under which dropping the old table would cascade into its children.
@@ -177,7 +180,7 @@ class Database:
         def upgrade(connection: Connection) -> None:
             config.attributes["connection"] = connection
             tables = set(inspect(connection).get_table_names())
-            if adopt is not None and adopt[0] in tables and "alembic_version" not in tables:
+            if adopt is not None and adopt[0] in tables and version_table not in tables:
                 command.stamp(config, adopt[1])
             command.upgrade(config, "head")
 

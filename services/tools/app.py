@@ -63,7 +63,7 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
     database = Database(settings.database_url)
     try:
         store = ToolSettingsStore(database)
-        await store.create_schema()
+        await store.migrate()
         registry = ToolRegistry(settings.plugin_dirs)
         registry.refresh()
         context = ToolContext(

@@ -94,6 +94,9 @@ class BaseTool(ABC):
     icon: ClassVar[str] = "IconTool"
     #: What it does to the world (ListTools shows them; approval policies may use them).
     hints: ClassVar[ToolHints] = ToolHints()
+    #: Whether calls of the tool wait for a person's approval before they run, unless an admin says otherwise
+    #: with UpdateTool ("requires_approval").
+    requires_approval: ClassVar[bool] = False
     #: The JSON schema of the arguments: a dict, or a method returning one (the seed's `get_parameters`
     #: may be overridden instead).
     parameters: ClassVar[Any] = None

@@ -17,7 +17,7 @@ from services.tools.tool_settings import KEEP, Keep, ToolSetting, ToolSettingsSt
 from services.tools.usage import ToolUsage, UsageLedger
 
 #: The fields UpdateTool may change, as update_mask paths.
-UPDATABLE_PATHS = ("enabled", "description")
+UPDATABLE_PATHS = ("enabled", "description", "requires_approval")
 #: Longest description override accepted (the model reads it on every call).
 MAX_DESCRIPTION_LENGTH = 1024
 
@@ -36,6 +36,7 @@ class ToolView:
     schema: dict[str, Any]
     usage: ToolUsage = field(default_factory=ToolUsage)
     hints: ToolHints = field(default_factory=ToolHints)
+    requires_approval: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ def _view(tool: BaseTool, setting: ToolSetting, usage: ToolUsage) -> ToolView:
         schema=schema,
         usage=usage,
         hints=tool.hints,
+        requires_approval=(
+            setting.requires_approval if setting.requires_approval is not None else tool.requires_approval
+        ),
     )
 
 
@@ -97,12 +101,20 @@ class ToolCatalog:
         return _view(tool, await self._settings.get(tool_id), self._usage.usage(tool.name))
 
     async def update_tool(
-        self, tool_id: str, paths: Sequence[str], *, enabled: bool = True, description: str = ""
+        self,
+        tool_id: str,
+        paths: Sequence[str],
+        *,
+        enabled: bool = True,
+        description: str = "",
+        requires_approval: bool = False,
     ) -> ToolView:
-        """Change the settings named by `paths` ("enabled", "description"); an empty description removes the
-        override."""
+        """Change the settings named by `paths` ("enabled", "description", "requires_approval"); an empty
+        description removes the override."""
         if not paths:
-            raise InvalidArgument("update_mask is required; set it to 'enabled' and/or 'description'")
+            raise InvalidArgument(
+                "update_mask is required; set it to 'enabled', 'description' and/or 'requires_approval'"
+            )
         unknown = [path for path in paths if path not in UPDATABLE_PATHS]
         if unknown:
             allowed = ", ".join(f"'{path}'" for path in UPDATABLE_PATHS)
@@ -113,8 +125,11 @@ class ToolCatalog:
         new_override: str | Keep | None = KEEP
         if "description" in paths:
             new_override = _checked_override(description)
+        new_approval: bool | Keep = requires_approval if "requires_approval" in paths else KEEP
         tool = self._registry.get(tool_id)
-        setting = await self._settings.update(tool_id, enabled=new_enabled, description_override=new_override)
+        setting = await self._settings.update(
+            tool_id, enabled=new_enabled, description_override=new_override, requires_approval=new_approval
+        )
         return _view(tool, setting, self._usage.usage(tool.name))
 
 

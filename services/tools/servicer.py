@@ -35,6 +35,7 @@ def tool_to_proto(view: ToolView) -> tools_pb2.Tool:
             idempotent=view.hints.idempotent,
             open_world=view.hints.open_world,
         ),
+        requires_approval=view.requires_approval,
     )
 
 
@@ -86,5 +87,6 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
             list(request.update_mask.paths),
             enabled=request.tool.enabled,
             description=request.tool.description,
+            requires_approval=request.tool.requires_approval,
         )
         return tool_to_proto(view)

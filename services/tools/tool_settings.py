@@ -1,7 +1,8 @@
-"""Per-tool settings (enabled, description override), kept in the tools database so they survive restarts.
+"""Per-tool settings (enabled, description override, approval), kept in the tools database so they survive restarts.
 
-A tool without a row is enabled and has no override, so a newly dropped-in plugin is usable at once. The SQL is
-plain SQLAlchemy (select, then insert or update, in one write transaction): it runs on SQLite and PostgreSQL alike.
+A tool without a row is enabled, has no override and keeps its own approval default, so a newly dropped-in plugin
+is usable at once. The SQL is plain SQLAlchemy (select, then insert or update, in one write transaction): it runs
+on SQLite and PostgreSQL alike. The table is built by the Alembic migrations in services/tools/migrations.
 """
 
 import enum
@@ -21,6 +22,12 @@ class _Base(AsyncAttrs, DeclarativeBase):
     metadata = make_metadata()
 
 
+#: Where the migrations are, and the table that keeps their version (of its own: the tools tables may share a
+#: database with another service's).
+MIGRATIONS = "services.tools:migrations"
+VERSION_TABLE = "tools_alembic_version"
+
+
 class ToolSettingRow(_Base):
     """One tool's stored settings."""
 
@@ -30,6 +37,12 @@ class ToolSettingRow(_Base):
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     description_override: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    #: Whether calls wait for a person's approval; NULL: the tool's own default (BaseTool.requires_approval).
+    requires_approval: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+
+
+#: The tools service's schema, for its migrations.
+SCHEMA = _Base.metadata
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,8 @@ class ToolSetting:
     tool_id: str
     enabled: bool = True
     description_override: str | None = None
+    #: None: the tool's own default.
+    requires_approval: bool | None = None
 
 
 class Keep(enum.Enum):
@@ -51,7 +66,7 @@ KEEP = Keep.KEEP
 
 
 def _setting_from_row(row: ToolSettingRow) -> ToolSetting:
-    return ToolSetting(row.tool_id, row.enabled, row.description_override)
+    return ToolSetting(row.tool_id, row.enabled, row.description_override, row.requires_approval)
 
 
 #: How long the settings read from the database are reused. Every tool call needs them; a change made through
@@ -68,9 +83,9 @@ class ToolSettingsStore:
         self._cached_at: float | None = None
         self._updates = 0  # so that a read that overlapped an update is not cached over it
 
-    async def create_schema(self) -> None:
-        """Create the table when it is missing."""
-        await self.database.create_schema(_Base.metadata)
+    async def migrate(self) -> None:
+        """Bring the table to the newest migration (a database made before migrations is adopted at 0001)."""
+        await self.database.migrate(MIGRATIONS, adopt=("tool_settings", "0001"), version_table=VERSION_TABLE)
 
     async def get(self, tool_id: str) -> ToolSetting:
         """The settings of one tool."""
@@ -100,20 +115,25 @@ class ToolSettingsStore:
         *,
         enabled: bool | Keep = KEEP,
         description_override: str | Keep | None = KEEP,
+        requires_approval: bool | Keep | None = KEEP,
     ) -> ToolSetting:
         """Change the given settings of a tool (creating its row if needed) and return the result."""
         self._updates += 1
         try:
-            setting = await self._update_once(tool_id, enabled, description_override)
+            setting = await self._update_once(tool_id, enabled, description_override, requires_approval)
         except IntegrityError:
             # Another replica inserted the row between our select and insert (PostgreSQL; SQLite's
             # BEGIN IMMEDIATE serialises writers). The row exists now, so the second try updates it.
-            setting = await self._update_once(tool_id, enabled, description_override)
+            setting = await self._update_once(tool_id, enabled, description_override, requires_approval)
         self._cached[tool_id] = setting
         return setting
 
     async def _update_once(
-        self, tool_id: str, enabled: bool | Keep, description_override: str | Keep | None
+        self,
+        tool_id: str,
+        enabled: bool | Keep,
+        description_override: str | Keep | None,
+        requires_approval: bool | Keep | None,
     ) -> ToolSetting:
         async with self.database.write() as session:
             row = await session.get(ToolSettingRow, tool_id)
@@ -124,6 +144,8 @@ class ToolSettingsStore:
                 row.enabled = enabled
             if not isinstance(description_override, Keep):
                 row.description_override = description_override
+            if not isinstance(requires_approval, Keep):
+                row.requires_approval = requires_approval
             row.updated_at = utcnow()
             await session.flush()
             return _setting_from_row(row)

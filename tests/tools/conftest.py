@@ -93,7 +93,7 @@ async def make_executor(
     workers are stopped afterwards."""
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'executor.db'}")
     store = ToolSettingsStore(database)
-    await store.create_schema()
+    await store.migrate()
     pools: list[ToolWorkerPool] = []
 
     async def build(

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import text
 
 from services.common.database import Database
 from services.common.errors import InvalidArgument, NotFound
@@ -17,7 +18,7 @@ from services.tools.tool_settings import ToolSettingsStore
 async def catalog(tmp_path: Path) -> AsyncIterator[ToolCatalog]:
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'catalog.db'}")
     store = ToolSettingsStore(database)
-    await store.create_schema()
+    await store.migrate()
     yield ToolCatalog(ToolRegistry(), store)
     await database.dispose()
 
@@ -79,10 +80,41 @@ async def test_an_overlong_description_is_invalid(catalog: ToolCatalog) -> None:
 
 
 async def test_update_mask_is_required_and_checked(catalog: ToolCatalog) -> None:
-    with pytest.raises(InvalidArgument, match="update_mask is required; set it to 'enabled' and/or 'description'"):
+    with pytest.raises(InvalidArgument, match="update_mask is required; set it to 'enabled', 'description' and/or"):
         await catalog.update_tool("calculator", [])
     with pytest.raises(InvalidArgument, match="'icon' cannot be updated; allowed: 'enabled', 'description'"):
         await catalog.update_tool("calculator", ["icon"])
+
+
+async def test_approval_is_the_tools_default_until_an_admin_sets_it(catalog: ToolCatalog) -> None:
+    assert not (await catalog.get_tool("file_io")).requires_approval
+    marked = await catalog.update_tool("file_io", ["requires_approval"], requires_approval=True)
+    assert marked.requires_approval and marked.enabled  # only the masked field changed
+    assert (await catalog.get_tool("file_io")).requires_approval
+    await catalog.update_tool("file_io", ["enabled"], enabled=False)
+    assert (await catalog.get_tool("file_io")).requires_approval  # an update of another field keeps it
+
+
+async def test_a_settings_table_from_before_migrations_is_adopted_with_its_rows(tmp_path: Path) -> None:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    try:
+        async with database.engine.begin() as connection:
+            # The table as the service created it before it had migrations, with a tool switched off.
+            await connection.execute(text(
+                "CREATE TABLE tool_settings (tool_id VARCHAR(64) NOT NULL, enabled BOOLEAN NOT NULL, "
+                "description_override TEXT, updated_at DATETIME NOT NULL, CONSTRAINT pk_tool_settings "
+                "PRIMARY KEY (tool_id))"
+            ))
+            await connection.execute(text(
+                "INSERT INTO tool_settings VALUES ('web_search', 0, NULL, '2026-01-01 00:00:00')"
+            ))
+        store = ToolSettingsStore(database)
+        await store.migrate()
+        setting = await store.get("web_search")
+        assert (setting.enabled, setting.requires_approval) == (False, None)
+        assert (await store.update("web_search", requires_approval=True)).requires_approval is True
+    finally:
+        await database.dispose()
 
 
 async def test_updating_an_unknown_tool_is_not_found(catalog: ToolCatalog) -> None:

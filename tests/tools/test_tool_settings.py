@@ -3,13 +3,17 @@
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 
 from services.common.database import Database
-from services.tools.tool_settings import ToolSetting, ToolSettingsStore
+from services.tools.tool_settings import SCHEMA, VERSION_TABLE, ToolSetting, ToolSettingsStore
 
 OpenStore = Callable[[], Awaitable[ToolSettingsStore]]
 
@@ -35,7 +39,7 @@ async def open_store(database_url: str) -> AsyncIterator[OpenStore]:
         database = Database(database_url)
         databases.append(database)
         store = ToolSettingsStore(database)
-        await store.create_schema()
+        await store.migrate()
         return store
 
     await open_one()
@@ -75,3 +79,23 @@ async def test_concurrent_first_updates_of_one_tool_both_land(open_store: OpenSt
         store.update("file_io", enabled=False), store.update("file_io", description_override="Files")
     )
     assert await store.get("file_io") == ToolSetting("file_io", enabled=False, description_override="Files")
+
+
+async def test_the_migrations_build_exactly_the_settings_table_the_model_describes(tmp_path: Path) -> None:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        await ToolSettingsStore(database).migrate()
+
+        def differences(connection: Connection) -> list[Any]:
+            # Alembic's own version table is not the model's business.
+            context = MigrationContext.configure(connection, opts={"include_name": _not_version_table})
+            return compare_metadata(context, SCHEMA)
+
+        async with database.engine.connect() as connection:
+            assert await connection.run_sync(differences) == []
+    finally:
+        await database.dispose()
+
+
+def _not_version_table(name: str | None, type_: str, parent_names: Any) -> bool:
+    return not (type_ == "table" and name == VERSION_TABLE)

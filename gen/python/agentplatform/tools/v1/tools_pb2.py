@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"agentplatform/tools/v1/tools.proto\x12\x16\x61gentplatform.tools.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x02\n\x04Tool\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04icon\x18\x04 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12+\n\nparameters\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06schema\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1b\n\x13\x64\x65\x66\x61ult_description\x18\x08 \x01(\t\x12\x30\n\x05usage\x18\t \x01(\x0b\x32!.agentplatform.tools.v1.ToolUsage\x12\x30\n\x05hints\x18\n \x01(\x0b\x32!.agentplatform.tools.v1.ToolHints\"[\n\tToolHints\x12\x11\n\tread_only\x18\x01 \x01(\x08\x12\x13\n\x0b\x64\x65structive\x18\x02 \x01(\x08\x12\x12\n\nidempotent\x18\x03 \x01(\x08\x12\x12\n\nopen_world\x18\x04 \x01(\x08\"\xd2\x01\n\tToolUsage\x12\r\n\x05\x63\x61lls\x18\x01 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x02 \x01(\x03\x12\x10\n\x08timeouts\x18\x03 \x01(\x03\x12/\n\x0cp50_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cp95_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0elast_used_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x10ListToolsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0c\x65nabled_only\x18\x03 \x01(\x08\"Y\n\x11ListToolsResponse\x12+\n\x05tools\x18\x01 \x03(\x0b\x32\x1c.agentplatform.tools.v1.Tool\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x0eGetToolRequest\x12\x0f\n\x07tool_id\x18\x01 \x01(\t\"p\n\x11UpdateToolRequest\x12*\n\x04tool\x18\x01 \x01(\x0b\x32\x1c.agentplatform.tools.v1.Tool\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask2\x97\x02\n\x0bToolService\x12`\n\tListTools\x12(.agentplatform.tools.v1.ListToolsRequest\x1a).agentplatform.tools.v1.ListToolsResponse\x12O\n\x07GetTool\x12&.agentplatform.tools.v1.GetToolRequest\x1a\x1c.agentplatform.tools.v1.Tool\x12U\n\nUpdateTool\x12).agentplatform.tools.v1.UpdateToolRequest\x1a\x1c.agentplatform.tools.v1.Toolb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"agentplatform/tools/v1/tools.proto\x12\x16\x61gentplatform.tools.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x02\n\x04Tool\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04icon\x18\x04 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12+\n\nparameters\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06schema\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1b\n\x13\x64\x65\x66\x61ult_description\x18\x08 \x01(\t\x12\x30\n\x05usage\x18\t \x01(\x0b\x32!.agentplatform.tools.v1.ToolUsage\x12\x30\n\x05hints\x18\n \x01(\x0b\x32!.agentplatform.tools.v1.ToolHints\x12\x19\n\x11requires_approval\x18\x0b \x01(\x08\"[\n\tToolHints\x12\x11\n\tread_only\x18\x01 \x01(\x08\x12\x13\n\x0b\x64\x65structive\x18\x02 \x01(\x08\x12\x12\n\nidempotent\x18\x03 \x01(\x08\x12\x12\n\nopen_world\x18\x04 \x01(\x08\"\xd2\x01\n\tToolUsage\x12\r\n\x05\x63\x61lls\x18\x01 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x02 \x01(\x03\x12\x10\n\x08timeouts\x18\x03 \x01(\x03\x12/\n\x0cp50_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cp95_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0elast_used_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x10ListToolsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0c\x65nabled_only\x18\x03 \x01(\x08\"Y\n\x11ListToolsResponse\x12+\n\x05tools\x18\x01 \x03(\x0b\x32\x1c.agentplatform.tools.v1.Tool\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x0eGetToolRequest\x12\x0f\n\x07tool_id\x18\x01 \x01(\t\"p\n\x11UpdateToolRequest\x12*\n\x04tool\x18\x01 \x01(\x0b\x32\x1c.agentplatform.tools.v1.Tool\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask2\x97\x02\n\x0bToolService\x12`\n\tListTools\x12(.agentplatform.tools.v1.ListToolsRequest\x1a).agentplatform.tools.v1.ListToolsResponse\x12O\n\x07GetTool\x12&.agentplatform.tools.v1.GetToolRequest\x1a\x1c.agentplatform.tools.v1.Tool\x12U\n\nUpdateTool\x12).agentplatform.tools.v1.UpdateToolRequest\x1a\x1c.agentplatform.tools.v1.Toolb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,19 +36,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentplatform.tools.v1.tool
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TOOL']._serialized_start=192
-  _globals['_TOOL']._serialized_end=499
-  _globals['_TOOLHINTS']._serialized_start=501
-  _globals['_TOOLHINTS']._serialized_end=592
-  _globals['_TOOLUSAGE']._serialized_start=595
-  _globals['_TOOLUSAGE']._serialized_end=805
-  _globals['_LISTTOOLSREQUEST']._serialized_start=807
-  _globals['_LISTTOOLSREQUEST']._serialized_end=886
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=888
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=977
-  _globals['_GETTOOLREQUEST']._serialized_start=979
-  _globals['_GETTOOLREQUEST']._serialized_end=1012
-  _globals['_UPDATETOOLREQUEST']._serialized_start=1014
-  _globals['_UPDATETOOLREQUEST']._serialized_end=1126
-  _globals['_TOOLSERVICE']._serialized_start=1129
-  _globals['_TOOLSERVICE']._serialized_end=1408
+  _globals['_TOOL']._serialized_end=526
+  _globals['_TOOLHINTS']._serialized_start=528
+  _globals['_TOOLHINTS']._serialized_end=619
+  _globals['_TOOLUSAGE']._serialized_start=622
+  _globals['_TOOLUSAGE']._serialized_end=832
+  _globals['_LISTTOOLSREQUEST']._serialized_start=834
+  _globals['_LISTTOOLSREQUEST']._serialized_end=913
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=915
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=1004
+  _globals['_GETTOOLREQUEST']._serialized_start=1006
+  _globals['_GETTOOLREQUEST']._serialized_end=1039
+  _globals['_UPDATETOOLREQUEST']._serialized_start=1041
+  _globals['_UPDATETOOLREQUEST']._serialized_end=1153
+  _globals['_TOOLSERVICE']._serialized_start=1156
+  _globals['_TOOLSERVICE']._serialized_end=1435
 # @@protoc_insertion_point(module_scope)

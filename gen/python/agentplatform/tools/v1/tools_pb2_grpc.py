@@ -78,7 +78,7 @@ class ToolServiceServicer:
 
     def UpdateTool(self, request, context):
         """Changes a tool's settings. `update_mask` names the fields to change:
-        "enabled" and/or "description". Only admins may: anyone else gets
+        "enabled", "description" and/or "requires_approval". Only admins may: anyone else gets
         PERMISSION_DENIED (a tool's description is what the model reads).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

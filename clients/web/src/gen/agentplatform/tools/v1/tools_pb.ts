@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentplatform/tools/v1/tools.proto.
  */
 export const file_agentplatform_tools_v1_tools: GenFile = /*@__PURE__*/
-  fileDesc("CiJhZ2VudHBsYXRmb3JtL3Rvb2xzL3YxL3Rvb2xzLnByb3RvEhZhZ2VudHBsYXRmb3JtLnRvb2xzLnYxIrMCCgRUb29sEgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIMCgRpY29uGAQgASgJEg8KB2VuYWJsZWQYBSABKAgSKwoKcGFyYW1ldGVycxgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGc2NoZW1hGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIbChNkZWZhdWx0X2Rlc2NyaXB0aW9uGAggASgJEjAKBXVzYWdlGAkgASgLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sVXNhZ2USMAoFaGludHMYCiABKAsyIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2xIaW50cyJbCglUb29sSGludHMSEQoJcmVhZF9vbmx5GAEgASgIEhMKC2Rlc3RydWN0aXZlGAIgASgIEhIKCmlkZW1wb3RlbnQYAyABKAgSEgoKb3Blbl93b3JsZBgEIAEoCCLSAQoJVG9vbFVzYWdlEg0KBWNhbGxzGAEgASgDEg4KBmVycm9ycxgCIAEoAxIQCgh0aW1lb3V0cxgDIAEoAxIvCgxwNTBfZHVyYXRpb24YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMcDk1X2R1cmF0aW9uGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjIKDmxhc3RfdXNlZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJPChBMaXN0VG9vbHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhQKDGVuYWJsZWRfb25seRgDIAEoCCJZChFMaXN0VG9vbHNSZXNwb25zZRIrCgV0b29scxgBIAMoCzIcLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIQoOR2V0VG9vbFJlcXVlc3QSDwoHdG9vbF9pZBgBIAEoCSJwChFVcGRhdGVUb29sUmVxdWVzdBIqCgR0b29sGAEgASgLMhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzazKXAgoLVG9vbFNlcnZpY2USYAoJTGlzdFRvb2xzEiguYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0VG9vbHNSZXF1ZXN0GikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0VG9vbHNSZXNwb25zZRJPCgdHZXRUb29sEiYuYWdlbnRwbGF0Zm9ybS50b29scy52MS5HZXRUb29sUmVxdWVzdBocLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBJVCgpVcGRhdGVUb29sEikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5VcGRhdGVUb29sUmVxdWVzdBocLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbGIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiJhZ2VudHBsYXRmb3JtL3Rvb2xzL3YxL3Rvb2xzLnByb3RvEhZhZ2VudHBsYXRmb3JtLnRvb2xzLnYxIs4CCgRUb29sEgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIMCgRpY29uGAQgASgJEg8KB2VuYWJsZWQYBSABKAgSKwoKcGFyYW1ldGVycxgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGc2NoZW1hGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIbChNkZWZhdWx0X2Rlc2NyaXB0aW9uGAggASgJEjAKBXVzYWdlGAkgASgLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sVXNhZ2USMAoFaGludHMYCiABKAsyIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2xIaW50cxIZChFyZXF1aXJlc19hcHByb3ZhbBgLIAEoCCJbCglUb29sSGludHMSEQoJcmVhZF9vbmx5GAEgASgIEhMKC2Rlc3RydWN0aXZlGAIgASgIEhIKCmlkZW1wb3RlbnQYAyABKAgSEgoKb3Blbl93b3JsZBgEIAEoCCLSAQoJVG9vbFVzYWdlEg0KBWNhbGxzGAEgASgDEg4KBmVycm9ycxgCIAEoAxIQCgh0aW1lb3V0cxgDIAEoAxIvCgxwNTBfZHVyYXRpb24YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMcDk1X2R1cmF0aW9uGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjIKDmxhc3RfdXNlZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJPChBMaXN0VG9vbHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhQKDGVuYWJsZWRfb25seRgDIAEoCCJZChFMaXN0VG9vbHNSZXNwb25zZRIrCgV0b29scxgBIAMoCzIcLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIQoOR2V0VG9vbFJlcXVlc3QSDwoHdG9vbF9pZBgBIAEoCSJwChFVcGRhdGVUb29sUmVxdWVzdBIqCgR0b29sGAEgASgLMhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzazKXAgoLVG9vbFNlcnZpY2USYAoJTGlzdFRvb2xzEiguYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0VG9vbHNSZXF1ZXN0GikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0VG9vbHNSZXNwb25zZRJPCgdHZXRUb29sEiYuYWdlbnRwbGF0Zm9ybS50b29scy52MS5HZXRUb29sUmVxdWVzdBocLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBJVCgpVcGRhdGVUb29sEikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5VcGRhdGVUb29sUmVxdWVzdBocLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbGIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A tool the agent can call.
@@ -92,6 +92,17 @@ export type Tool = Message<"agentplatform.tools.v1.Tool"> & {
    * @generated from field: agentplatform.tools.v1.ToolHints hints = 10;
    */
   hints?: ToolHints | undefined;
+
+  /**
+   * Whether a call of this tool waits for a person's approval before it
+   * runs: the run goes WAITING on an approval-request step until
+   * RunService.ApproveStep or RejectStep (a rejected call is reported to the
+   * model as refused). The tool's own default unless an admin changed it
+   * with UpdateTool (update_mask "requires_approval").
+   *
+   * @generated from field: bool requires_approval = 11;
+   */
+  requiresApproval: boolean;
 };
 
 /**
@@ -304,8 +315,8 @@ export type UpdateToolRequest = Message<"agentplatform.tools.v1.UpdateToolReques
   tool?: Tool | undefined;
 
   /**
-   * Which fields to change: "enabled", "description". An empty description
-   * removes the override.
+   * Which fields to change: "enabled", "description", "requires_approval".
+   * An empty description removes the override.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */
@@ -350,7 +361,7 @@ export const ToolService: GenService<{
   },
   /**
    * Changes a tool's settings. `update_mask` names the fields to change:
-   * "enabled" and/or "description". Only admins may: anyone else gets
+   * "enabled", "description" and/or "requires_approval". Only admins may: anyone else gets
    * PERMISSION_DENIED (a tool's description is what the model reads).
    *
    * @generated from rpc agentplatform.tools.v1.ToolService.UpdateTool
