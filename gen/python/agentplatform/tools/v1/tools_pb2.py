@@ -23,32 +23,59 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"agentplatform/tools/v1/tools.proto\x12\x16\x61gentplatform.tools.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x02\n\x04Tool\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04icon\x18\x04 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12+\n\nparameters\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06schema\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1b\n\x13\x64\x65\x66\x61ult_description\x18\x08 \x01(\t\x12\x30\n\x05usage\x18\t \x01(\x0b\x32!.agentplatform.tools.v1.ToolUsage\x12\x30\n\x05hints\x18\n \x01(\x0b\x32!.agentplatform.tools.v1.ToolHints\x12\x19\n\x11requires_approval\x18\x0b \x01(\x08\"[\n\tToolHints\x12\x11\n\tread_only\x18\x01 \x01(\x08\x12\x13\n\x0b\x64\x65structive\x18\x02 \x01(\x08\x12\x12\n\nidempotent\x18\x03 \x01(\x08\x12\x12\n\nopen_world\x18\x04 \x01(\x08\"\xd2\x01\n\tToolUsage\x12\r\n\x05\x63\x61lls\x18\x01 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x02 \x01(\x03\x12\x10\n\x08timeouts\x18\x03 \x01(\x03\x12/\n\x0cp50_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cp95_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0elast_used_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x10ListToolsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0c\x65nabled_only\x18\x03 \x01(\x08\"Y\n\x11ListToolsResponse\x12+\n\x05tools\x18\x01 \x03(\x0b\x32\x1c.agentplatform.tools.v1.Tool\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x0eGetToolRequest\x12\x0f\n\x07tool_id\x18\x01 \x01(\t\"p\n\x11UpdateToolRequest\x12*\n\x04tool\x18\x01 \x01(\x0b\x32\x1c.agentplatform.tools.v1.Tool\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask2\x97\x02\n\x0bToolService\x12`\n\tListTools\x12(.agentplatform.tools.v1.ListToolsRequest\x1a).agentplatform.tools.v1.ListToolsResponse\x12O\n\x07GetTool\x12&.agentplatform.tools.v1.GetToolRequest\x1a\x1c.agentplatform.tools.v1.Tool\x12U\n\nUpdateTool\x12).agentplatform.tools.v1.UpdateToolRequest\x1a\x1c.agentplatform.tools.v1.Toolb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"agentplatform/tools/v1/tools.proto\x12\x16\x61gentplatform.tools.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x03\n\x04Tool\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04icon\x18\x04 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12+\n\nparameters\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06schema\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1b\n\x13\x64\x65\x66\x61ult_description\x18\x08 \x01(\t\x12\x30\n\x05usage\x18\t \x01(\x0b\x32!.agentplatform.tools.v1.ToolUsage\x12\x30\n\x05hints\x18\n \x01(\x0b\x32!.agentplatform.tools.v1.ToolHints\x12\x19\n\x11requires_approval\x18\x0b \x01(\x08\x12\x11\n\tavailable\x18\x0c \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\r \x01(\t\x12\x12\n\nmcp_server\x18\x0e \x01(\t\"[\n\tToolHints\x12\x11\n\tread_only\x18\x01 \x01(\x08\x12\x13\n\x0b\x64\x65structive\x18\x02 \x01(\x08\x12\x12\n\nidempotent\x18\x03 \x01(\x08\x12\x12\n\nopen_world\x18\x04 \x01(\x08\"\xd2\x01\n\tToolUsage\x12\r\n\x05\x63\x61lls\x18\x01 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x02 \x01(\x03\x12\x10\n\x08timeouts\x18\x03 \x01(\x03\x12/\n\x0cp50_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cp95_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0elast_used_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x10ListToolsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0c\x65nabled_only\x18\x03 \x01(\x08\"Y\n\x11ListToolsResponse\x12+\n\x05tools\x18\x01 \x03(\x0b\x32\x1c.agentplatform.tools.v1.Tool\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x0eGetToolRequest\x12\x0f\n\x07tool_id\x18\x01 \x01(\t\"p\n\x11UpdateToolRequest\x12*\n\x04tool\x18\x01 \x01(\x0b\x32\x1c.agentplatform.tools.v1.Tool\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xdc\x02\n\tMcpServer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x38\n\x05stdio\x18\x02 \x01(\x0b\x32).agentplatform.tools.v1.McpStdioTransport\x12\x36\n\x04http\x18\x03 \x01(\x0b\x32(.agentplatform.tools.v1.McpHttpTransport\x12\x35\n\x05state\x18\x04 \x01(\x0e\x32&.agentplatform.tools.v1.McpServerState\x12\x1a\n\x12unavailable_reason\x18\x05 \x01(\t\x12\x12\n\ntool_count\x18\x06 \x01(\x05\x12\x37\n\x13last_connected_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb2\x01\n\x11McpStdioTransport\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12?\n\x03\x65nv\x18\x03 \x03(\x0b\x32\x32.agentplatform.tools.v1.McpStdioTransport.EnvEntry\x12\x11\n\tenv_names\x18\x04 \x03(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x01\n\x10McpHttpTransport\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x46\n\x07headers\x18\x02 \x03(\x0b\x32\x35.agentplatform.tools.v1.McpHttpTransport.HeadersEntry\x12\x14\n\x0cheader_names\x18\x03 \x03(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x16\x43reateMcpServerRequest\x12\x35\n\nmcp_server\x18\x01 \x01(\x0b\x32!.agentplatform.tools.v1.McpServer\"#\n\x13GetMcpServerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x15ListMcpServersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"i\n\x16ListMcpServersResponse\x12\x36\n\x0bmcp_servers\x18\x01 \x03(\x0b\x32!.agentplatform.tools.v1.McpServer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x16\x44\x65leteMcpServerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t*\x95\x01\n\x0eMcpServerState\x12 \n\x1cMCP_SERVER_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bMCP_SERVER_STATE_CONNECTING\x10\x01\x12\x1e\n\x1aMCP_SERVER_STATE_CONNECTED\x10\x02\x12 \n\x1cMCP_SERVER_STATE_UNAVAILABLE\x10\x03\x32\xa9\x05\n\x0bToolService\x12`\n\tListTools\x12(.agentplatform.tools.v1.ListToolsRequest\x1a).agentplatform.tools.v1.ListToolsResponse\x12O\n\x07GetTool\x12&.agentplatform.tools.v1.GetToolRequest\x1a\x1c.agentplatform.tools.v1.Tool\x12U\n\nUpdateTool\x12).agentplatform.tools.v1.UpdateToolRequest\x1a\x1c.agentplatform.tools.v1.Tool\x12\x64\n\x0f\x43reateMcpServer\x12..agentplatform.tools.v1.CreateMcpServerRequest\x1a!.agentplatform.tools.v1.McpServer\x12^\n\x0cGetMcpServer\x12+.agentplatform.tools.v1.GetMcpServerRequest\x1a!.agentplatform.tools.v1.McpServer\x12o\n\x0eListMcpServers\x12-.agentplatform.tools.v1.ListMcpServersRequest\x1a..agentplatform.tools.v1.ListMcpServersResponse\x12Y\n\x0f\x44\x65leteMcpServer\x12..agentplatform.tools.v1.DeleteMcpServerRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentplatform.tools.v1.tools_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOOL']._serialized_start=192
-  _globals['_TOOL']._serialized_end=526
-  _globals['_TOOLHINTS']._serialized_start=528
-  _globals['_TOOLHINTS']._serialized_end=619
-  _globals['_TOOLUSAGE']._serialized_start=622
-  _globals['_TOOLUSAGE']._serialized_end=832
-  _globals['_LISTTOOLSREQUEST']._serialized_start=834
-  _globals['_LISTTOOLSREQUEST']._serialized_end=913
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=915
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=1004
-  _globals['_GETTOOLREQUEST']._serialized_start=1006
-  _globals['_GETTOOLREQUEST']._serialized_end=1039
-  _globals['_UPDATETOOLREQUEST']._serialized_start=1041
-  _globals['_UPDATETOOLREQUEST']._serialized_end=1153
-  _globals['_TOOLSERVICE']._serialized_start=1156
-  _globals['_TOOLSERVICE']._serialized_end=1435
+  _globals['_MCPSTDIOTRANSPORT_ENVENTRY']._loaded_options = None
+  _globals['_MCPSTDIOTRANSPORT_ENVENTRY']._serialized_options = b'8\001'
+  _globals['_MCPHTTPTRANSPORT_HEADERSENTRY']._loaded_options = None
+  _globals['_MCPHTTPTRANSPORT_HEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_MCPSERVERSTATE']._serialized_start=2289
+  _globals['_MCPSERVERSTATE']._serialized_end=2438
+  _globals['_TOOL']._serialized_start=221
+  _globals['_TOOL']._serialized_end=622
+  _globals['_TOOLHINTS']._serialized_start=624
+  _globals['_TOOLHINTS']._serialized_end=715
+  _globals['_TOOLUSAGE']._serialized_start=718
+  _globals['_TOOLUSAGE']._serialized_end=928
+  _globals['_LISTTOOLSREQUEST']._serialized_start=930
+  _globals['_LISTTOOLSREQUEST']._serialized_end=1009
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=1011
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=1100
+  _globals['_GETTOOLREQUEST']._serialized_start=1102
+  _globals['_GETTOOLREQUEST']._serialized_end=1135
+  _globals['_UPDATETOOLREQUEST']._serialized_start=1137
+  _globals['_UPDATETOOLREQUEST']._serialized_end=1249
+  _globals['_MCPSERVER']._serialized_start=1252
+  _globals['_MCPSERVER']._serialized_end=1600
+  _globals['_MCPSTDIOTRANSPORT']._serialized_start=1603
+  _globals['_MCPSTDIOTRANSPORT']._serialized_end=1781
+  _globals['_MCPSTDIOTRANSPORT_ENVENTRY']._serialized_start=1739
+  _globals['_MCPSTDIOTRANSPORT_ENVENTRY']._serialized_end=1781
+  _globals['_MCPHTTPTRANSPORT']._serialized_start=1784
+  _globals['_MCPHTTPTRANSPORT']._serialized_end=1957
+  _globals['_MCPHTTPTRANSPORT_HEADERSENTRY']._serialized_start=1911
+  _globals['_MCPHTTPTRANSPORT_HEADERSENTRY']._serialized_end=1957
+  _globals['_CREATEMCPSERVERREQUEST']._serialized_start=1959
+  _globals['_CREATEMCPSERVERREQUEST']._serialized_end=2038
+  _globals['_GETMCPSERVERREQUEST']._serialized_start=2040
+  _globals['_GETMCPSERVERREQUEST']._serialized_end=2075
+  _globals['_LISTMCPSERVERSREQUEST']._serialized_start=2077
+  _globals['_LISTMCPSERVERSREQUEST']._serialized_end=2139
+  _globals['_LISTMCPSERVERSRESPONSE']._serialized_start=2141
+  _globals['_LISTMCPSERVERSRESPONSE']._serialized_end=2246
+  _globals['_DELETEMCPSERVERREQUEST']._serialized_start=2248
+  _globals['_DELETEMCPSERVERREQUEST']._serialized_end=2286
+  _globals['_TOOLSERVICE']._serialized_start=2441
+  _globals['_TOOLSERVICE']._serialized_end=3122
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from agentplatform.tools.v1 import tools_pb2 as agentplatform_dot_tools_dot_v1_dot_tools__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -27,9 +28,10 @@ if _version_not_supported:
 
 class ToolServiceStub:
     """ToolService is the registry of the agent's tools, for the "Manage Tools"
-    page: it lists the tool plugins it discovered and keeps their settings
-    (enabled, description override). The tools are run by the engine, through
-    the internal agentplatform.tools.internal.v1.ToolExecutionService.
+    page: it lists the tool plugins it discovered and the tools of the MCP
+    servers registered with it, and keeps their settings (enabled, description
+    override, approval). The tools are run by the engine, through the internal
+    agentplatform.tools.internal.v1.ToolExecutionService.
     """
 
     def __init__(self, channel):
@@ -53,13 +55,34 @@ class ToolServiceStub:
                 request_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.UpdateToolRequest.SerializeToString,
                 response_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.Tool.FromString,
                 _registered_method=True)
+        self.CreateMcpServer = channel.unary_unary(
+                '/agentplatform.tools.v1.ToolService/CreateMcpServer',
+                request_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.CreateMcpServerRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.McpServer.FromString,
+                _registered_method=True)
+        self.GetMcpServer = channel.unary_unary(
+                '/agentplatform.tools.v1.ToolService/GetMcpServer',
+                request_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.GetMcpServerRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.McpServer.FromString,
+                _registered_method=True)
+        self.ListMcpServers = channel.unary_unary(
+                '/agentplatform.tools.v1.ToolService/ListMcpServers',
+                request_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.ListMcpServersRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.ListMcpServersResponse.FromString,
+                _registered_method=True)
+        self.DeleteMcpServer = channel.unary_unary(
+                '/agentplatform.tools.v1.ToolService/DeleteMcpServer',
+                request_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.DeleteMcpServerRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class ToolServiceServicer:
     """ToolService is the registry of the agent's tools, for the "Manage Tools"
-    page: it lists the tool plugins it discovered and keeps their settings
-    (enabled, description override). The tools are run by the engine, through
-    the internal agentplatform.tools.internal.v1.ToolExecutionService.
+    page: it lists the tool plugins it discovered and the tools of the MCP
+    servers registered with it, and keeps their settings (enabled, description
+    override, approval). The tools are run by the engine, through the internal
+    agentplatform.tools.internal.v1.ToolExecutionService.
     """
 
     def ListTools(self, request, context):
@@ -85,6 +108,45 @@ class ToolServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateMcpServer(self, request, context):
+        """Registers an MCP (Model Context Protocol) server as a source of tools:
+        the tools service connects to it (starting its process for stdio),
+        and its tools appear in ListTools as "mcp__<name>__<tool>". Returns at
+        once, with state CONNECTING; GetMcpServer shows how the connection went.
+        Only admins may (PERMISSION_DENIED otherwise: a stdio server is a
+        program the tools service runs). ALREADY_EXISTS when the name is taken,
+        INVALID_ARGUMENT for a bad name or unless exactly one transport is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMcpServer(self, request, context):
+        """Returns one registered MCP server with its connection state. Admins
+        only. NOT_FOUND for an unknown name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMcpServers(self, request, context):
+        """Lists the registered MCP servers, ordered by name, one page at a time.
+        Admins only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMcpServer(self, request, context):
+        """Unregisters an MCP server: its session is closed (a stdio server's
+        process is stopped) and its tools leave the registry. Their settings
+        (enabled, approval) are kept, for a server registered again under the
+        same name. Admins only. NOT_FOUND for an unknown name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ToolServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -103,6 +165,26 @@ def add_ToolServiceServicer_to_server(servicer, server):
                     request_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.UpdateToolRequest.FromString,
                     response_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.Tool.SerializeToString,
             ),
+            'CreateMcpServer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMcpServer,
+                    request_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.CreateMcpServerRequest.FromString,
+                    response_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.McpServer.SerializeToString,
+            ),
+            'GetMcpServer': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMcpServer,
+                    request_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.GetMcpServerRequest.FromString,
+                    response_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.McpServer.SerializeToString,
+            ),
+            'ListMcpServers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMcpServers,
+                    request_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.ListMcpServersRequest.FromString,
+                    response_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.ListMcpServersResponse.SerializeToString,
+            ),
+            'DeleteMcpServer': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMcpServer,
+                    request_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.DeleteMcpServerRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'agentplatform.tools.v1.ToolService', rpc_method_handlers)
@@ -113,9 +195,10 @@ def add_ToolServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ToolService:
     """ToolService is the registry of the agent's tools, for the "Manage Tools"
-    page: it lists the tool plugins it discovered and keeps their settings
-    (enabled, description override). The tools are run by the engine, through
-    the internal agentplatform.tools.internal.v1.ToolExecutionService.
+    page: it lists the tool plugins it discovered and the tools of the MCP
+    servers registered with it, and keeps their settings (enabled, description
+    override, approval). The tools are run by the engine, through the internal
+    agentplatform.tools.internal.v1.ToolExecutionService.
     """
 
     @staticmethod
@@ -189,6 +272,114 @@ class ToolService:
             '/agentplatform.tools.v1.ToolService/UpdateTool',
             agentplatform_dot_tools_dot_v1_dot_tools__pb2.UpdateToolRequest.SerializeToString,
             agentplatform_dot_tools_dot_v1_dot_tools__pb2.Tool.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMcpServer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.tools.v1.ToolService/CreateMcpServer',
+            agentplatform_dot_tools_dot_v1_dot_tools__pb2.CreateMcpServerRequest.SerializeToString,
+            agentplatform_dot_tools_dot_v1_dot_tools__pb2.McpServer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMcpServer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.tools.v1.ToolService/GetMcpServer',
+            agentplatform_dot_tools_dot_v1_dot_tools__pb2.GetMcpServerRequest.SerializeToString,
+            agentplatform_dot_tools_dot_v1_dot_tools__pb2.McpServer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMcpServers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.tools.v1.ToolService/ListMcpServers',
+            agentplatform_dot_tools_dot_v1_dot_tools__pb2.ListMcpServersRequest.SerializeToString,
+            agentplatform_dot_tools_dot_v1_dot_tools__pb2.ListMcpServersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMcpServer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.tools.v1.ToolService/DeleteMcpServer',
+            agentplatform_dot_tools_dot_v1_dot_tools__pb2.DeleteMcpServerRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,17 +2,17 @@
 // @generated from file agentplatform/tools/v1/tools.proto (package agentplatform.tools.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Duration, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Duration, EmptySchema, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file agentplatform/tools/v1/tools.proto.
  */
 export const file_agentplatform_tools_v1_tools: GenFile = /*@__PURE__*/
-  fileDesc("CiJhZ2VudHBsYXRmb3JtL3Rvb2xzL3YxL3Rvb2xzLnByb3RvEhZhZ2VudHBsYXRmb3JtLnRvb2xzLnYxIs4CCgRUb29sEgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIMCgRpY29uGAQgASgJEg8KB2VuYWJsZWQYBSABKAgSKwoKcGFyYW1ldGVycxgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGc2NoZW1hGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIbChNkZWZhdWx0X2Rlc2NyaXB0aW9uGAggASgJEjAKBXVzYWdlGAkgASgLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sVXNhZ2USMAoFaGludHMYCiABKAsyIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2xIaW50cxIZChFyZXF1aXJlc19hcHByb3ZhbBgLIAEoCCJbCglUb29sSGludHMSEQoJcmVhZF9vbmx5GAEgASgIEhMKC2Rlc3RydWN0aXZlGAIgASgIEhIKCmlkZW1wb3RlbnQYAyABKAgSEgoKb3Blbl93b3JsZBgEIAEoCCLSAQoJVG9vbFVzYWdlEg0KBWNhbGxzGAEgASgDEg4KBmVycm9ycxgCIAEoAxIQCgh0aW1lb3V0cxgDIAEoAxIvCgxwNTBfZHVyYXRpb24YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMcDk1X2R1cmF0aW9uGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjIKDmxhc3RfdXNlZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJPChBMaXN0VG9vbHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhQKDGVuYWJsZWRfb25seRgDIAEoCCJZChFMaXN0VG9vbHNSZXNwb25zZRIrCgV0b29scxgBIAMoCzIcLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIQoOR2V0VG9vbFJlcXVlc3QSDwoHdG9vbF9pZBgBIAEoCSJwChFVcGRhdGVUb29sUmVxdWVzdBIqCgR0b29sGAEgASgLMhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzazKXAgoLVG9vbFNlcnZpY2USYAoJTGlzdFRvb2xzEiguYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0VG9vbHNSZXF1ZXN0GikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0VG9vbHNSZXNwb25zZRJPCgdHZXRUb29sEiYuYWdlbnRwbGF0Zm9ybS50b29scy52MS5HZXRUb29sUmVxdWVzdBocLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBJVCgpVcGRhdGVUb29sEikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5VcGRhdGVUb29sUmVxdWVzdBocLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbGIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiJhZ2VudHBsYXRmb3JtL3Rvb2xzL3YxL3Rvb2xzLnByb3RvEhZhZ2VudHBsYXRmb3JtLnRvb2xzLnYxIpEDCgRUb29sEgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIMCgRpY29uGAQgASgJEg8KB2VuYWJsZWQYBSABKAgSKwoKcGFyYW1ldGVycxgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGc2NoZW1hGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIbChNkZWZhdWx0X2Rlc2NyaXB0aW9uGAggASgJEjAKBXVzYWdlGAkgASgLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sVXNhZ2USMAoFaGludHMYCiABKAsyIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2xIaW50cxIZChFyZXF1aXJlc19hcHByb3ZhbBgLIAEoCBIRCglhdmFpbGFibGUYDCABKAgSGgoSdW5hdmFpbGFibGVfcmVhc29uGA0gASgJEhIKCm1jcF9zZXJ2ZXIYDiABKAkiWwoJVG9vbEhpbnRzEhEKCXJlYWRfb25seRgBIAEoCBITCgtkZXN0cnVjdGl2ZRgCIAEoCBISCgppZGVtcG90ZW50GAMgASgIEhIKCm9wZW5fd29ybGQYBCABKAgi0gEKCVRvb2xVc2FnZRINCgVjYWxscxgBIAEoAxIOCgZlcnJvcnMYAiABKAMSEAoIdGltZW91dHMYAyABKAMSLwoMcDUwX2R1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KDHA5NV9kdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIyCg5sYXN0X3VzZWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTwoQTGlzdFRvb2xzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIUCgxlbmFibGVkX29ubHkYAyABKAgiWQoRTGlzdFRvb2xzUmVzcG9uc2USKwoFdG9vbHMYASADKAsyHC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2wSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiEKDkdldFRvb2xSZXF1ZXN0Eg8KB3Rvb2xfaWQYASABKAkicAoRVXBkYXRlVG9vbFJlcXVlc3QSKgoEdG9vbBgBIAEoCzIcLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2si3AIKCU1jcFNlcnZlchIMCgRuYW1lGAEgASgJEjgKBXN0ZGlvGAIgASgLMikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BTdGRpb1RyYW5zcG9ydBI2CgRodHRwGAMgASgLMiguYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BIdHRwVHJhbnNwb3J0EjUKBXN0YXRlGAQgASgOMiYuYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BTZXJ2ZXJTdGF0ZRIaChJ1bmF2YWlsYWJsZV9yZWFzb24YBSABKAkSEgoKdG9vbF9jb3VudBgGIAEoBRI3ChNsYXN0X2Nvbm5lY3RlZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAisgEKEU1jcFN0ZGlvVHJhbnNwb3J0Eg8KB2NvbW1hbmQYASABKAkSDAoEYXJncxgCIAMoCRI/CgNlbnYYAyADKAsyMi5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcFN0ZGlvVHJhbnNwb3J0LkVudkVudHJ5EhEKCWVudl9uYW1lcxgEIAMoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIq0BChBNY3BIdHRwVHJhbnNwb3J0EgsKA3VybBgBIAEoCRJGCgdoZWFkZXJzGAIgAygLMjUuYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BIdHRwVHJhbnNwb3J0LkhlYWRlcnNFbnRyeRIUCgxoZWFkZXJfbmFtZXMYAyADKAkaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTwoWQ3JlYXRlTWNwU2VydmVyUmVxdWVzdBI1CgptY3Bfc2VydmVyGAEgASgLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BTZXJ2ZXIiIwoTR2V0TWNwU2VydmVyUmVxdWVzdBIMCgRuYW1lGAEgASgJIj4KFUxpc3RNY3BTZXJ2ZXJzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJpChZMaXN0TWNwU2VydmVyc1Jlc3BvbnNlEjYKC21jcF9zZXJ2ZXJzGAEgAygLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BTZXJ2ZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiYKFkRlbGV0ZU1jcFNlcnZlclJlcXVlc3QSDAoEbmFtZRgBIAEoCSqVAQoOTWNwU2VydmVyU3RhdGUSIAocTUNQX1NFUlZFUl9TVEFURV9VTlNQRUNJRklFRBAAEh8KG01DUF9TRVJWRVJfU1RBVEVfQ09OTkVDVElORxABEh4KGk1DUF9TRVJWRVJfU1RBVEVfQ09OTkVDVEVEEAISIAocTUNQX1NFUlZFUl9TVEFURV9VTkFWQUlMQUJMRRADMqkFCgtUb29sU2VydmljZRJgCglMaXN0VG9vbHMSKC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkxpc3RUb29sc1JlcXVlc3QaKS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkxpc3RUb29sc1Jlc3BvbnNlEk8KB0dldFRvb2wSJi5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkdldFRvb2xSZXF1ZXN0GhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sElUKClVwZGF0ZVRvb2wSKS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlVwZGF0ZVRvb2xSZXF1ZXN0GhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sEmQKD0NyZWF0ZU1jcFNlcnZlchIuLmFnZW50cGxhdGZvcm0udG9vbHMudjEuQ3JlYXRlTWNwU2VydmVyUmVxdWVzdBohLmFnZW50cGxhdGZvcm0udG9vbHMudjEuTWNwU2VydmVyEl4KDEdldE1jcFNlcnZlchIrLmFnZW50cGxhdGZvcm0udG9vbHMudjEuR2V0TWNwU2VydmVyUmVxdWVzdBohLmFnZW50cGxhdGZvcm0udG9vbHMudjEuTWNwU2VydmVyEm8KDkxpc3RNY3BTZXJ2ZXJzEi0uYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0TWNwU2VydmVyc1JlcXVlc3QaLi5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkxpc3RNY3BTZXJ2ZXJzUmVzcG9uc2USWQoPRGVsZXRlTWNwU2VydmVyEi4uYWdlbnRwbGF0Zm9ybS50b29scy52MS5EZWxldGVNY3BTZXJ2ZXJSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5YgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A tool the agent can call.
@@ -103,6 +103,32 @@ export type Tool = Message<"agentplatform.tools.v1.Tool"> & {
    * @generated from field: bool requires_approval = 11;
    */
   requiresApproval: boolean;
+
+  /**
+   * Whether the tool can run now. False when its MCP server is not connected
+   * (its process died, its URL does not answer; the tools service reconnects
+   * on its own) or, for web_search, when no search backend is configured.
+   * An unavailable tool is left out of ListTools with enabled_only (it is not
+   * offered to the model), and executing it answers UNAVAILABLE.
+   *
+   * @generated from field: bool available = 12;
+   */
+  available: boolean;
+
+  /**
+   * Why the tool is unavailable, for people; empty when available.
+   *
+   * @generated from field: string unavailable_reason = 13;
+   */
+  unavailableReason: string;
+
+  /**
+   * The name of the MCP server the tool comes from; empty for the tools
+   * built into the tools service and its plugin files.
+   *
+   * @generated from field: string mcp_server = 14;
+   */
+  mcpServer: string;
 };
 
 /**
@@ -238,7 +264,7 @@ export type ListToolsRequest = Message<"agentplatform.tools.v1.ListToolsRequest"
   pageToken: string;
 
   /**
-   * Return only enabled tools (what the model is offered).
+   * Return only the tools the model is offered: enabled and available.
    *
    * @generated from field: bool enabled_only = 3;
    */
@@ -331,10 +357,339 @@ export const UpdateToolRequestSchema: GenMessage<UpdateToolRequest> = /*@__PURE_
   messageDesc(file_agentplatform_tools_v1_tools, 6);
 
 /**
+ * An MCP server registered as a source of tools. Its tools are listed with
+ * the ids "mcp__<name>__<tool>" (see ListTools). Exactly one of `stdio` and
+ * `http` is set.
+ *
+ * Secrets: the values of `stdio.env` and `http.headers` are stored but never
+ * returned; responses leave both maps empty and list only the names, in
+ * `stdio.env_names` and `http.header_names`. Put tokens there, not in `args`
+ * or `url`, which are returned as given.
+ *
+ * @generated from message agentplatform.tools.v1.McpServer
+ */
+export type McpServer = Message<"agentplatform.tools.v1.McpServer"> & {
+  /**
+   * The server's name and the namespace of its tools: a lowercase letter,
+   * then lowercase letters, digits and single underscores, at most 32
+   * characters, not ending with "_" (pattern [a-z][a-z0-9_]{0,31} without
+   * "__"), e.g. "github". Set at creation; it cannot change.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * A server the tools service runs as a child process and talks to over
+   * its stdin and stdout.
+   *
+   * @generated from field: agentplatform.tools.v1.McpStdioTransport stdio = 2;
+   */
+  stdio?: McpStdioTransport | undefined;
+
+  /**
+   * A server reached over MCP's streamable HTTP transport.
+   *
+   * @generated from field: agentplatform.tools.v1.McpHttpTransport http = 3;
+   */
+  http?: McpHttpTransport | undefined;
+
+  /**
+   * Output only. The connection as this tools service replica sees it.
+   *
+   * @generated from field: agentplatform.tools.v1.McpServerState state = 4;
+   */
+  state: McpServerState;
+
+  /**
+   * Output only. Why the server is unavailable (the process exited, the URL
+   * refused the connection, ...); empty otherwise.
+   *
+   * @generated from field: string unavailable_reason = 5;
+   */
+  unavailableReason: string;
+
+  /**
+   * Output only. How many tools the server offered at its last listing.
+   *
+   * @generated from field: int32 tool_count = 6;
+   */
+  toolCount: number;
+
+  /**
+   * Output only. When this replica last connected to the server; unset if
+   * it never has since it started.
+   *
+   * @generated from field: google.protobuf.Timestamp last_connected_time = 7;
+   */
+  lastConnectedTime?: Timestamp | undefined;
+
+  /**
+   * Output only. When the server was registered.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 8;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message agentplatform.tools.v1.McpServer.
+ * Use `create(McpServerSchema)` to create a new message.
+ */
+export const McpServerSchema: GenMessage<McpServer> = /*@__PURE__*/
+  messageDesc(file_agentplatform_tools_v1_tools, 7);
+
+/**
+ * How to start a stdio MCP server.
+ *
+ * @generated from message agentplatform.tools.v1.McpStdioTransport
+ */
+export type McpStdioTransport = Message<"agentplatform.tools.v1.McpStdioTransport"> & {
+  /**
+   * The program to run, e.g. "npx" or "/usr/bin/python3" (looked up on the
+   * tools service's PATH).
+   *
+   * @generated from field: string command = 1;
+   */
+  command: string;
+
+  /**
+   * Its command-line arguments, e.g. ["-y", "@modelcontextprotocol/server-github"].
+   *
+   * @generated from field: repeated string args = 2;
+   */
+  args: string[];
+
+  /**
+   * Input only. Environment variables for the process, on top of a minimal
+   * environment (HOME, PATH, USER, ...; the tools service's own variables are
+   * not passed on). The values are secrets: stored, never returned.
+   *
+   * @generated from field: map<string, string> env = 3;
+   */
+  env: { [key: string]: string };
+
+  /**
+   * Output only. The names of the variables set in `env`, sorted.
+   *
+   * @generated from field: repeated string env_names = 4;
+   */
+  envNames: string[];
+};
+
+/**
+ * Describes the message agentplatform.tools.v1.McpStdioTransport.
+ * Use `create(McpStdioTransportSchema)` to create a new message.
+ */
+export const McpStdioTransportSchema: GenMessage<McpStdioTransport> = /*@__PURE__*/
+  messageDesc(file_agentplatform_tools_v1_tools, 8);
+
+/**
+ * Where a streamable HTTP MCP server answers.
+ *
+ * @generated from message agentplatform.tools.v1.McpHttpTransport
+ */
+export type McpHttpTransport = Message<"agentplatform.tools.v1.McpHttpTransport"> & {
+  /**
+   * The server's MCP endpoint, an http(s) URL, e.g.
+   * "https://mcp.example.com/mcp".
+   *
+   * @generated from field: string url = 1;
+   */
+  url: string;
+
+  /**
+   * Input only. HTTP headers sent with every request, e.g.
+   * {"Authorization": "Bearer ..."}. The values are secrets: stored, never
+   * returned.
+   *
+   * @generated from field: map<string, string> headers = 2;
+   */
+  headers: { [key: string]: string };
+
+  /**
+   * Output only. The names of the headers set in `headers`, sorted.
+   *
+   * @generated from field: repeated string header_names = 3;
+   */
+  headerNames: string[];
+};
+
+/**
+ * Describes the message agentplatform.tools.v1.McpHttpTransport.
+ * Use `create(McpHttpTransportSchema)` to create a new message.
+ */
+export const McpHttpTransportSchema: GenMessage<McpHttpTransport> = /*@__PURE__*/
+  messageDesc(file_agentplatform_tools_v1_tools, 9);
+
+/**
+ * Request of CreateMcpServer.
+ *
+ * @generated from message agentplatform.tools.v1.CreateMcpServerRequest
+ */
+export type CreateMcpServerRequest = Message<"agentplatform.tools.v1.CreateMcpServerRequest"> & {
+  /**
+   * The server to register: its name and one transport.
+   *
+   * @generated from field: agentplatform.tools.v1.McpServer mcp_server = 1;
+   */
+  mcpServer?: McpServer | undefined;
+};
+
+/**
+ * Describes the message agentplatform.tools.v1.CreateMcpServerRequest.
+ * Use `create(CreateMcpServerRequestSchema)` to create a new message.
+ */
+export const CreateMcpServerRequestSchema: GenMessage<CreateMcpServerRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_tools_v1_tools, 10);
+
+/**
+ * Request of GetMcpServer.
+ *
+ * @generated from message agentplatform.tools.v1.GetMcpServerRequest
+ */
+export type GetMcpServerRequest = Message<"agentplatform.tools.v1.GetMcpServerRequest"> & {
+  /**
+   * The server's name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message agentplatform.tools.v1.GetMcpServerRequest.
+ * Use `create(GetMcpServerRequestSchema)` to create a new message.
+ */
+export const GetMcpServerRequestSchema: GenMessage<GetMcpServerRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_tools_v1_tools, 11);
+
+/**
+ * Request of ListMcpServers.
+ *
+ * @generated from message agentplatform.tools.v1.ListMcpServersRequest
+ */
+export type ListMcpServersRequest = Message<"agentplatform.tools.v1.ListMcpServersRequest"> & {
+  /**
+   * How many servers to return at most; 0 means all of them.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message agentplatform.tools.v1.ListMcpServersRequest.
+ * Use `create(ListMcpServersRequestSchema)` to create a new message.
+ */
+export const ListMcpServersRequestSchema: GenMessage<ListMcpServersRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_tools_v1_tools, 12);
+
+/**
+ * Response of ListMcpServers.
+ *
+ * @generated from message agentplatform.tools.v1.ListMcpServersResponse
+ */
+export type ListMcpServersResponse = Message<"agentplatform.tools.v1.ListMcpServersResponse"> & {
+  /**
+   * The servers, ordered by name.
+   *
+   * @generated from field: repeated agentplatform.tools.v1.McpServer mcp_servers = 1;
+   */
+  mcpServers: McpServer[];
+
+  /**
+   * Pass as `page_token` to get the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message agentplatform.tools.v1.ListMcpServersResponse.
+ * Use `create(ListMcpServersResponseSchema)` to create a new message.
+ */
+export const ListMcpServersResponseSchema: GenMessage<ListMcpServersResponse> = /*@__PURE__*/
+  messageDesc(file_agentplatform_tools_v1_tools, 13);
+
+/**
+ * Request of DeleteMcpServer.
+ *
+ * @generated from message agentplatform.tools.v1.DeleteMcpServerRequest
+ */
+export type DeleteMcpServerRequest = Message<"agentplatform.tools.v1.DeleteMcpServerRequest"> & {
+  /**
+   * The server's name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message agentplatform.tools.v1.DeleteMcpServerRequest.
+ * Use `create(DeleteMcpServerRequestSchema)` to create a new message.
+ */
+export const DeleteMcpServerRequestSchema: GenMessage<DeleteMcpServerRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_tools_v1_tools, 14);
+
+/**
+ * The state of the tools service's connection to an MCP server.
+ *
+ * @generated from enum agentplatform.tools.v1.McpServerState
+ */
+export enum McpServerState {
+  /**
+   * Not used.
+   *
+   * @generated from enum value: MCP_SERVER_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Connecting (or reconnecting) and listing its tools.
+   *
+   * @generated from enum value: MCP_SERVER_STATE_CONNECTING = 1;
+   */
+  CONNECTING = 1,
+
+  /**
+   * Connected: its tools are available.
+   *
+   * @generated from enum value: MCP_SERVER_STATE_CONNECTED = 2;
+   */
+  CONNECTED = 2,
+
+  /**
+   * Not reachable: its tools are unavailable; the tools service retries
+   * with a growing pause (up to 30 s) and the tools come back when it
+   * answers again.
+   *
+   * @generated from enum value: MCP_SERVER_STATE_UNAVAILABLE = 3;
+   */
+  UNAVAILABLE = 3,
+}
+
+/**
+ * Describes the enum agentplatform.tools.v1.McpServerState.
+ */
+export const McpServerStateSchema: GenEnum<McpServerState> = /*@__PURE__*/
+  enumDesc(file_agentplatform_tools_v1_tools, 0);
+
+/**
  * ToolService is the registry of the agent's tools, for the "Manage Tools"
- * page: it lists the tool plugins it discovered and keeps their settings
- * (enabled, description override). The tools are run by the engine, through
- * the internal agentplatform.tools.internal.v1.ToolExecutionService.
+ * page: it lists the tool plugins it discovered and the tools of the MCP
+ * servers registered with it, and keeps their settings (enabled, description
+ * override, approval). The tools are run by the engine, through the internal
+ * agentplatform.tools.internal.v1.ToolExecutionService.
  *
  * @generated from service agentplatform.tools.v1.ToolService
  */
@@ -370,6 +725,57 @@ export const ToolService: GenService<{
     methodKind: "unary";
     input: typeof UpdateToolRequestSchema;
     output: typeof ToolSchema;
+  },
+  /**
+   * Registers an MCP (Model Context Protocol) server as a source of tools:
+   * the tools service connects to it (starting its process for stdio),
+   * and its tools appear in ListTools as "mcp__<name>__<tool>". Returns at
+   * once, with state CONNECTING; GetMcpServer shows how the connection went.
+   * Only admins may (PERMISSION_DENIED otherwise: a stdio server is a
+   * program the tools service runs). ALREADY_EXISTS when the name is taken,
+   * INVALID_ARGUMENT for a bad name or unless exactly one transport is set.
+   *
+   * @generated from rpc agentplatform.tools.v1.ToolService.CreateMcpServer
+   */
+  createMcpServer: {
+    methodKind: "unary";
+    input: typeof CreateMcpServerRequestSchema;
+    output: typeof McpServerSchema;
+  },
+  /**
+   * Returns one registered MCP server with its connection state. Admins
+   * only. NOT_FOUND for an unknown name.
+   *
+   * @generated from rpc agentplatform.tools.v1.ToolService.GetMcpServer
+   */
+  getMcpServer: {
+    methodKind: "unary";
+    input: typeof GetMcpServerRequestSchema;
+    output: typeof McpServerSchema;
+  },
+  /**
+   * Lists the registered MCP servers, ordered by name, one page at a time.
+   * Admins only.
+   *
+   * @generated from rpc agentplatform.tools.v1.ToolService.ListMcpServers
+   */
+  listMcpServers: {
+    methodKind: "unary";
+    input: typeof ListMcpServersRequestSchema;
+    output: typeof ListMcpServersResponseSchema;
+  },
+  /**
+   * Unregisters an MCP server: its session is closed (a stdio server's
+   * process is stopped) and its tools leave the registry. Their settings
+   * (enabled, approval) are kept, for a server registered again under the
+   * same name. Admins only. NOT_FOUND for an unknown name.
+   *
+   * @generated from rpc agentplatform.tools.v1.ToolService.DeleteMcpServer
+   */
+  deleteMcpServer: {
+    methodKind: "unary";
+    input: typeof DeleteMcpServerRequestSchema;
+    output: typeof EmptySchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_agentplatform_tools_v1_tools, 0);
