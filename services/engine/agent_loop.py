@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agentplatform.runs.internal.v1 import execution_pb2
@@ -31,6 +32,7 @@ from services.engine.agent_profile import AgentProfile
 from services.engine.clients import RunsClient, ToolOutcome, ToolsClient
 from services.engine.failures import RunFailure
 from services.engine.model_client import ModelClient, ModelSampling, ModelTurn, RequestedToolCall, ToolCallChunk
+from services.engine.run_progress import Decision, RunProgress
 from services.engine.run_request import ChatInput
 from services.engine.settings import EngineSettings
 from services.engine.thread_context import NO_CONTEXT, ThreadContext, estimate_tokens, fit_context
@@ -43,11 +45,24 @@ DeltaSink = Callable[[runs_pb2.StepDelta], None]
 
 @dataclass
 class RunOutcome:
-    """How a run ended: the final run, the answer when it completed, the failure when it did not."""
+    """How a run ended, or paused: the run as the store left it, the answer when it completed, the failure when it
+    did not. A run paused for approval is WAITING, neither answered nor failed: it resumes when decided."""
 
     run: runs_pb2.Run
     answer: str = ""
     failure: RunFailure | None = None
+
+    @property
+    def waiting(self) -> bool:
+        return self.run.state == runs_pb2.RUN_STATE_WAITING
+
+
+class RunPaused(Exception):
+    """The run now waits for a person's approval (WAITING in the store); this engine lets it go."""
+
+    def __init__(self, run: runs_pb2.Run) -> None:
+        super().__init__(f"run {run.id} waits for approval")
+        self.run = run
 
 
 class StepRecorder:
@@ -64,10 +79,13 @@ class StepRecorder:
         run_id: str,
         on_stored: Callable[[list[runs_pb2.Step]], None] | None = None,
         recorded: int = 0,
+        executor_id: str = "",
     ) -> None:
-        """`recorded`: how many steps the store has already (those created with the run)."""
+        """`recorded`: how many steps the store has already (those created with the run, or before a pause);
+        `executor_id`: the engine process holding the run's lease."""
         self._runs = runs
         self.run_id = run_id
+        self.executor_id = executor_id
         self._on_stored = on_stored
         self._last_sequence = recorded
         self._in_flight: asyncio.Future[list[runs_pb2.Step]] | None = None
@@ -94,6 +112,15 @@ class StepRecorder:
             self._last_sequence = max(self._last_sequence, append.result()[-1].sequence)
             if self._on_stored is not None:
                 self._on_stored(append.result())
+
+    async def pause(self, request: runs_pb2.ApprovalRequest) -> runs_pb2.Run:
+        """Record the approval-request step as the next one and leave the run WAITING in the store."""
+        step = runs_pb2.Step(run_id=self.run_id, sequence=self.next_sequence, approval_request=request)
+        run = await self._runs.await_approval(self.run_id, self.executor_id, step)
+        # Not handed to `on_stored`: followers see the step, as stored, from the store (the run is no longer
+        # this engine's to report).
+        self._last_sequence = step.sequence
+        return run
 
     async def settle(self) -> None:
         """Wait for an append interrupted by a cancellation, whatever its outcome, and count it if it was stored.
@@ -137,9 +164,14 @@ class AgentLoop:
         limits: RunLimits,
         recorder: StepRecorder,
         history: execution_pb2.ThreadHistory | None = None,
+        progress: RunProgress | None = None,
     ) -> RunOutcome:
-        """Execute a RUNNING run to its end and record it; returns how it ended. `history`: the earlier turns of
-        the run's thread, all ended (None for a thread's first run).
+        """Execute a RUNNING run to its end, or to a pause for approval, and record it; returns how it ended (or
+        paused). `history`: the earlier turns of the run's thread, all ended (None for a thread's first run);
+        `progress`: what the run did before a pause, for a run resuming (None for a run that starts now).
+
+        A resumed run gets its full `max_duration` again: the limit bounds each stretch of execution, not the
+        time a person took to decide.
 
         Raises only what kept the end from being recorded (the run store unavailable for too long, the run
         ended elsewhere); the store's lease reaper then ends the run.
@@ -161,7 +193,12 @@ class AgentLoop:
                         text=chat.message, context_turns=context.turns, omitted_turns=context.omitted
                     )
                     await recorder.record(user_request=request)
-                answer = await self._converse(chat, agent, model, recorder, limits, system_prompt, context)
+                answer = await self._converse(
+                    chat, agent, model, recorder, limits, system_prompt, context, progress or RunProgress()
+                )
+        except RunPaused as paused:
+            log.info("run %s waits for approval", run.id)
+            return RunOutcome(paused.run)
         except RunFailure as failure:
             return await self._fail(recorder, failure)
         except TimeoutError:
@@ -199,25 +236,35 @@ class AgentLoop:
         limits: RunLimits,
         system_prompt: str,
         context: ThreadContext,
+        progress: RunProgress,
     ) -> str:
-        """The model/tool loop proper, as `agent`, after the thread's earlier turns in `context`; returns the
-        agent's answer."""
-        message, owner = chat.message, chat.owner
+        """The model/tool loop proper, as `agent`, after the thread's earlier turns in `context` and what the run
+        did before a pause (`progress`); returns the agent's answer. Raises RunPaused when a tool call waits for
+        approval."""
+        owner = chat.owner
         try:
-            enabled = await self._tools.enabled_tool_schemas(owner)
+            enabled = await self._tools.enabled_tools(owner)
         except errors.DomainError as exc:
             raise RunFailure("tools_unavailable", errors.Unavailable(f"could not list the tools: {exc}")) from exc
         # The agent's tools among those enabled (a tool switched off is off for every agent).
-        tools = [schema for schema in enabled if agent.offers(schema["function"]["name"])]
+        offered = [tool for tool in enabled if agent.offers(tool.name)]
+        tools = [tool.schema for tool in offered]
+        gated = ApprovalGate(
+            {tool.name for tool in offered if tool.requires_approval},
+            progress.decisions,
+            self._settings.tool_approval_timeout_seconds,
+        )
         sampling = ModelSampling(agent.temperature, agent.top_p, agent.max_output_tokens)
         messages: list[dict[str, Any]] = []
         if system_prompt:
             messages.append({"role": "system", "content": system_prompt})
         messages.extend(context.messages)
-        messages.append({"role": "user", "content": message})
+        messages.extend(progress.messages or [{"role": "user", "content": chat.message}])
 
-        usage = Usage()
-        model_calls = tool_calls = 0
+        usage, model_calls, tool_calls = progress.usage, progress.model_calls, progress.tool_calls
+        if progress.pending:
+            # Resumed after an approval: the calls the last turn asked for come first.
+            messages.extend(await self._call_tools(None, progress.pending, recorder, owner, agent, gated))
         while True:
             if model_calls >= (limits.max_model_calls or 0):
                 raise RunFailure(
@@ -246,7 +293,7 @@ class AgentLoop:
                 await recorder.record_all([thought_step])  # the turn happened; the calls it asks for will not
                 raise failure
             messages.append(_assistant_message(turn))
-            messages.extend(await self._call_tools(thought_step, turn.tool_calls, recorder, owner, agent))
+            messages.extend(await self._call_tools(thought_step, turn.tool_calls, recorder, owner, agent, gated))
 
     async def _model_turn(
         self,
@@ -272,27 +319,35 @@ class AgentLoop:
 
     async def _call_tools(
         self,
-        thought: runs_pb2.Step,
+        thought: runs_pb2.Step | None,
         calls: list[RequestedToolCall],
         recorder: StepRecorder,
         owner: Caller,
         agent: AgentProfile,
+        gate: "ApprovalGate",
     ) -> list[dict[str, Any]]:
-        """Record the thought and the calls (in one append, before any tool runs), execute the calls concurrently
-        on behalf of the run's `owner`, record each result in the order of the calls; return the tool messages
-        for the conversation."""
+        """Record the thought and the calls (in one append, before any tool runs; `thought` None: recorded before
+        a pause), ask for the approvals the calls need (RunPaused at the first one undecided), then execute the
+        calls concurrently on behalf of the run's `owner` and record each result in the order of the calls;
+        return the tool messages for the conversation."""
         parsed = [parse_tool_arguments(call.arguments) for call in calls]
-        steps = [thought]
+        if thought is not None:
+            steps = [thought]
+            for call, (params, _) in zip(calls, parsed, strict=True):
+                tool_call = runs_pb2.ToolCall(tool_name=call.name, tool_call_id=call.id, raw_arguments=call.arguments)
+                if params is not None:
+                    tool_call.params.update(params)
+                steps.append(runs_pb2.Step(tool_call=tool_call))
+            await recorder.record_all(steps)
         for call, (params, _) in zip(calls, parsed, strict=True):
-            tool_call = runs_pb2.ToolCall(tool_name=call.name, tool_call_id=call.id, raw_arguments=call.arguments)
-            if params is not None:
-                tool_call.params.update(params)
-            steps.append(runs_pb2.Step(tool_call=tool_call))
-        await recorder.record_all(steps)
+            if params is not None and agent.offers(call.name) and gate.undecided(call):
+                raise RunPaused(await recorder.pause(gate.request(call)))
         # Not a TaskGroup: it would wrap a failure of the store (raised by `record`) in an ExceptionGroup.
         executions = [
             asyncio.ensure_future(
-                self._execute_tool(call, params, problem, owner)
+                self._execute_tool(call, None, refusal, owner)
+                if (refusal := gate.refusal(call)) is not None
+                else self._execute_tool(call, params, problem, owner)
                 if agent.offers(call.name)
                 # Recorded as the model asked (the step above), refused as the agent has it.
                 else self._execute_tool(call, None, f"tool '{call.name}' is not one of this agent's tools", owner)
@@ -330,6 +385,37 @@ class AgentLoop:
             outcome = await self._tools.execute(call.name, params, owner)
         elapsed = outcome.duration_seconds if outcome.duration_seconds is not None else time.perf_counter() - started
         return outcome, elapsed
+
+
+class ApprovalGate:
+    """Which tool calls of a run wait for a person's approval (their tool requires it), and what was decided."""
+
+    def __init__(self, tools: set[str], decisions: dict[str, Decision], timeout_seconds: float) -> None:
+        self._tools = tools
+        self._decisions = decisions
+        self._timeout_seconds = timeout_seconds
+
+    def undecided(self, call: RequestedToolCall) -> bool:
+        return call.name in self._tools and call.id not in self._decisions
+
+    def refusal(self, call: RequestedToolCall) -> str | None:
+        """The error the model is told for a call that was not approved; None for one that may run."""
+        decision = self._decisions.get(call.id)
+        if decision is None or decision.approved:
+            return None
+        who = f" by {decision.decided_by}" if decision.decided_by else ""
+        because = f": {decision.comment}" if decision.comment else ""
+        return f"the call was not approved ({decision.outcome}{who}){because}; do not retry it"
+
+    def request(self, call: RequestedToolCall) -> runs_pb2.ApprovalRequest:
+        request = runs_pb2.ApprovalRequest(
+            prompt=f"The agent wants to call {call.name} with {call.arguments or '{}'}. Allow it?",
+            tool_call_id=call.id,
+            tool_name=call.name,
+        )
+        if self._timeout_seconds:
+            request.expire_time.FromDatetime(datetime.now(UTC) + timedelta(seconds=self._timeout_seconds))
+        return request
 
 
 def _limit_reached(usage: Usage, tool_calls: int, limits: RunLimits) -> RunFailure | None:

@@ -97,7 +97,7 @@ async def start_engine(settings: EngineSettings) -> EngineApp:
     loop = AgentLoop(runs, tools, model, settings, send_delta)
     agents = AgentsClient(agents_channel, settings.call_timeout_seconds, token)
     scheduler = RunScheduler(runs, agents, loop, settings, executor_id)
-    link.start(on_cancel=scheduler.cancel)
+    link.start(on_cancel=scheduler.cancel, on_resume=scheduler.resume)
     scheduler.start_lease_renewals()
 
     servicer = AgentServicer(scheduler, runs, settings.watch_heartbeat_seconds)

@@ -23,7 +23,13 @@ from agentplatform.tools.internal.v1 import execution_pb2_grpc as tool_execution
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.common.identity import Caller, as_service, on_behalf_of
 from services.common.limits import limits_from_proto
-from services.common.protoconv import dict_from_struct, python_from_value, seconds_from_duration, struct_from_dict
+from services.common.protoconv import (
+    dict_from_struct,
+    duration_from_seconds,
+    python_from_value,
+    seconds_from_duration,
+    struct_from_dict,
+)
 from services.common.status import error_from_rpc, error_from_status
 from services.engine.agent_profile import AgentProfile
 
@@ -145,6 +151,23 @@ class RunsClient:
         request = execution_pb2.GetThreadHistoryRequest(run_id=run_id, max_turns=max_turns)
         return await self._retrying(self._stub.GetThreadHistory, request)
 
+    async def await_approval(self, run_id: str, executor_id: str, step: runs_pb2.Step) -> runs_pb2.Run:
+        """Record the approval-request step and leave the run WAITING (releasing this engine's lease)."""
+        request = execution_pb2.AwaitApprovalRequest(run_id=run_id, executor_id=executor_id, step=step)
+        return await self._retrying(self._stub.AwaitApproval, request)
+
+    async def resume_run(self, run_id: str, executor_id: str, lease_seconds: float) -> runs_pb2.Run:
+        """Take a decided WAITING run under this engine's lease; the run comes with all of its steps."""
+        request = execution_pb2.ResumeRunRequest(
+            run_id=run_id, executor_id=executor_id, lease_duration=duration_from_seconds(lease_seconds)
+        )
+        return await self._retrying(self._stub.ResumeRun, request)
+
+    async def cancel_run(self, run_id: str, caller: Caller, reason: str) -> runs_pb2.Run:
+        """Cancel a run through the store, on behalf of `caller` (for a run no engine holds, e.g. WAITING)."""
+        request = runs_pb2.CancelRunRequest(run_id=run_id, reason=reason)
+        return await self._retrying(self._public.CancelRun, request, metadata=self._for(caller))
+
     async def begin_run(self, run_id: str, executor_id: str) -> runs_pb2.Run:
         request = execution_pb2.BeginRunRequest(run_id=run_id, executor_id=executor_id)
         return await self._retrying(self._stub.BeginRun, request, "begin_run")
@@ -190,6 +213,18 @@ class RunsClient:
 
 
 @dataclass(frozen=True)
+class OfferedTool:
+    """An enabled tool as the model is offered it: its function schema, and whether its calls wait for approval."""
+
+    schema: dict[str, Any]
+    requires_approval: bool = False
+
+    @property
+    def name(self) -> str:
+        return str(self.schema["function"]["name"])
+
+
+@dataclass(frozen=True)
 class ToolOutcome:
     """What a tool call gave back: a result and its text, or an error message for the model."""
 
@@ -223,11 +258,11 @@ class ToolsClient:
         self._list_timeout = list_timeout
         self._execute_timeout = execute_timeout
         self._cache_seconds = cache_seconds
-        self._listing: asyncio.Future[list[dict[str, Any]]] | None = None
+        self._listing: asyncio.Future[list[OfferedTool]] | None = None
         self._listed_at = 0.0
 
-    async def enabled_tool_schemas(self, caller: Caller) -> list[dict[str, Any]]:
-        """The function schemas of every enabled tool, exactly as the model is to see them. (The same for every
+    async def enabled_tools(self, caller: Caller) -> list[OfferedTool]:
+        """Every enabled tool, with its function schema exactly as the model is to see it. (The same for every
         user: the listing is made on behalf of the caller whose run asked first.)"""
         loop = asyncio.get_running_loop()
         listing = self._listing
@@ -241,7 +276,7 @@ class ToolsClient:
         # Shielded: one caller going away must not cancel the listing the others wait for.
         return list(await asyncio.shield(listing))
 
-    async def _list(self, caller: Caller) -> list[dict[str, Any]]:
+    async def _list(self, caller: Caller) -> list[OfferedTool]:
         request = tools_pb2.ListToolsRequest(enabled_only=True)
         metadata = on_behalf_of(caller, self._service_token)
         # wait_for_ready: while the tools service is starting (or restarting), a run waits for it, within the
@@ -249,7 +284,7 @@ class ToolsClient:
         response = await _call(
             self.SERVICE, self._stub.ListTools, request, self._list_timeout, metadata, wait_for_ready=True
         )
-        return [dict_from_struct(tool.schema) for tool in response.tools]
+        return [OfferedTool(dict_from_struct(tool.schema), tool.requires_approval) for tool in response.tools]
 
     async def execute(self, tool_id: str, arguments: dict[str, Any], caller: Caller) -> ToolOutcome:
         """Run a tool on behalf of `caller`. Errors the model can react to (bad arguments, unknown or disabled

@@ -95,9 +95,10 @@ class ExecutorLink:
                 answer.set_exception(CallError(grpc.StatusCode.UNAVAILABLE, "the executor link broke"))
         self._pending.clear()
 
-    def start(self, on_cancel: Callable[[str, str], None]) -> None:
-        """Connect, and keep connected; `on_cancel(run_id, reason)` is called for every cancel notice."""
-        self._task = asyncio.create_task(self._keep_connected(on_cancel), name="executor-link")
+    def start(self, on_cancel: Callable[[str, str], None], on_resume: Callable[[str], None]) -> None:
+        """Connect, and keep connected; `on_cancel(run_id, reason)` is called for every cancel notice, and
+        `on_resume(run_id)` for every run the store offers to resume."""
+        self._task = asyncio.create_task(self._keep_connected(on_cancel, on_resume), name="executor-link")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -125,7 +126,7 @@ class ExecutorLink:
             if deltas:
                 yield _deltas_message(deltas)
 
-    async def _keep_connected(self, on_cancel: Callable[[str, str], None]) -> None:
+    async def _keep_connected(self, on_cancel: Callable[[str, str], None], on_resume: Callable[[str], None]) -> None:
         backoff = 0.1
         while True:
             call = self._runs.connect_executor(self._messages())
@@ -138,6 +139,8 @@ class ExecutorLink:
                     kind = notice.WhichOneof("notice")
                     if kind == "cancel":
                         on_cancel(notice.cancel.run_id, notice.cancel.reason)
+                    elif kind == "resume":
+                        on_resume(notice.resume.run_id)
                     elif kind == "call_result":
                         answer = self._pending.get(notice.call_result.call_id)
                         if answer is not None and not answer.done():

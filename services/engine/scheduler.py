@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
-from services.common.limits import RunLimits, limits_to_proto
+from services.common.identity import Caller
+from services.common.limits import RunLimits, limits_from_proto, limits_to_proto
 from services.common.protoconv import duration_from_seconds
 from services.engine.agent_loop import AgentLoop, RunOutcome, StepRecorder
 from services.engine.agent_profile import DEFAULT_AGENT, AgentProfile, within_agent
@@ -33,6 +34,7 @@ from services.engine.clients import AgentsClient, RunsClient
 from services.engine.failures import RunFailure
 from services.engine.rate_limit import RunRateLimiter
 from services.engine.run_feed import FINAL, LIVE, FeedFollower, RunFeed
+from services.engine.run_progress import RunProgress, progress_from_steps
 from services.engine.run_request import ChatInput, resolve_limits, validate_chat
 from services.engine.settings import EngineSettings
 
@@ -64,6 +66,8 @@ class _ActiveRun:
     lost: bool = False
     #: The BeginRun call of a run created QUEUED, once its slot is free.
     begin: "asyncio.Future[runs_pb2.Run] | None" = None
+    #: What the run did before it paused for approval, for a run resumed here; None for a run that starts now.
+    progress: RunProgress | None = None
 
 
 class RunScheduler:
@@ -86,6 +90,8 @@ class RunScheduler:
         self._closing = False
         self._renewer: asyncio.Task[None] | None = None
         self._rate_limiter = RunRateLimiter(settings.user_runs_per_second, settings.user_run_burst)
+        #: Runs offered to resume that this process is taking (ResumeRun in flight).
+        self._resuming: set[str] = set()
 
     # --- starting ----------------------------------------------------------------------------------------
 
@@ -214,9 +220,20 @@ class RunScheduler:
 
     async def _execute_to_end(self, active: _ActiveRun) -> RunOutcome | None:
         recorder = StepRecorder(
-            self._runs, active.run.id, on_stored=active.feed.steps_stored, recorded=active.recorded
+            self._runs,
+            active.run.id,
+            on_stored=active.feed.steps_stored,
+            recorded=active.recorded,
+            executor_id=self.executor_id,
         )
         try:
+            if active.progress is not None and active.chat.agent_id:
+                # A resumed run executes as the agent revision it began with.
+                chat = active.chat
+                try:
+                    active.agent = await self._agents.profile(chat.agent_id, chat.agent_revision, chat.owner)
+                except errors.DomainError as exc:
+                    raise RunFailure("agent_unavailable", exc) from exc
             # Before the slot: a run waiting for the earlier turns of its thread need not hold one meanwhile.
             history = await self._earlier_turns(active) if active.run.thread_turn > 1 else None
             await active.slot
@@ -226,12 +243,19 @@ class RunScheduler:
                 active.begin = asyncio.ensure_future(self._runs.begin_run(run.id, self.executor_id))
                 run = await asyncio.shield(active.begin)
                 active.feed.run_changed(run)
-            return await self._loop.execute(run, active.chat, active.agent, active.limits, recorder, history)
+            return await self._loop.execute(
+                run, active.chat, active.agent, active.limits, recorder, history, active.progress
+            )
         except asyncio.CancelledError:
             if active.lost:
                 return None  # the store ended or deleted the run; there is nothing to record
             if active.stop is None:
                 raise  # not ours: the event loop is going away
+            return await self._record_stop(active, recorder)
+        except RunFailure as failure:
+            # A resumed run that cannot go on as it began (its agent deleted meanwhile): it ends FAILED.
+            log.warning("run %s failed (%s): %s", active.run.id, failure.code, failure)
+            active.stop = (runs_pb2.RUN_STATE_FAILED, failure.code, str(failure))
             return await self._record_stop(active, recorder)
         except errors.DomainError as exc:
             # The store refused or stayed away past ENGINE_STORE_OUTAGE_SECONDS: the run cannot be recorded
@@ -311,6 +335,51 @@ class RunScheduler:
                 continue  # stopped while it waited; its task records the end
             self._executing += 1
             active.slot.set_result(None)
+
+    # --- resuming runs after an approval ------------------------------------------------------------------
+
+    def resume(self, run_id: str) -> None:
+        """The store offers a run whose approval was decided: take it and execute it from where it paused. Another
+        engine may take it first; then this one does nothing."""
+        if self._closing or run_id in self._active or run_id in self._resuming:
+            return
+        self._resuming.add(run_id)
+        task = asyncio.create_task(self._resume(run_id), name=f"resume-{run_id}")
+        task.add_done_callback(lambda _: self._resuming.discard(run_id))
+
+    async def _resume(self, run_id: str) -> None:
+        try:
+            run = await self._runs.resume_run(run_id, self.executor_id, self._settings.lease_seconds)
+        except (errors.FailedPrecondition, errors.NotFound) as exc:
+            log.info("run %s not resumed here: %s", run_id, exc)
+            return
+        except errors.DomainError as exc:
+            log.warning("could not resume run %s (it will be offered again): %s", run_id, exc)
+            return
+        steps = list(run.steps)
+        run.ClearField("steps")
+        owner = Caller(run.owner)
+        chat = ChatInput(
+            message=run.user_query,
+            owner=owner,
+            agent_id=run.agent_id,
+            agent_revision=run.agent_revision,
+            model=run.model,
+            metadata=dict(run.metadata),
+            limits=limits_from_proto(run.limits),
+            thread_id=run.thread_id,
+        )
+        progress = progress_from_steps(steps)
+        active = _ActiveRun(run, chat, chat.limits, DEFAULT_AGENT, RunFeed(run), recorded=len(steps), progress=progress)
+        active.feed.steps_stored(steps)
+        self._active[run.id] = active
+        if self._executing < self._settings.max_concurrent_runs:
+            self._executing += 1
+            active.slot.set_result(None)
+        else:
+            self._waiting.append(active)
+        active.task = asyncio.create_task(self._execute(active), name=f"run-{run.id}")
+        log.info("run %s resumed after its approval", run.id)
 
     # --- stopping runs -----------------------------------------------------------------------------------
 

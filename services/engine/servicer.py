@@ -64,6 +64,8 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
         self._scheduler = scheduler
         self._runs = runs
         self._heartbeat_seconds = heartbeat_seconds
+        #: Cancels sent to the store for callers that went away (kept so they are not garbage-collected).
+        self._cancels: set[asyncio.Future[None]] = set()
 
     async def StartRun(self, request: engine_pb2.StartRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
         return await self._scheduler.start(_chat_input(request))
@@ -91,7 +93,7 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
             # A caller that goes away while this generator waits for the next event cancels it; one that goes
             # away while a sent event is in flight (the generator suspended at `yield`) has it closed instead.
             if cancel and not finished:
-                self._scheduler.cancel(run.id, CLIENT_GONE)
+                self._abandon(run.id)
             raise
 
     async def Chat(self, request: engine_pb2.ChatRequest, context: grpc.aio.ServicerContext) -> engine_pb2.ChatResponse:
@@ -99,14 +101,15 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
         run = await self._scheduler.start(_chat_input(request), cancel_if_abandoned=cancel)
         try:
             outcome = await self._scheduler.outcome(run.id)
+            if outcome is None or outcome.waiting:
+                # A retried request id whose run another call (or engine) executes, a run whose end could not be
+                # recorded here, or a run waiting for approval (it may resume in any engine): answer from the store.
+                final = await self._wait_in_store(run.id)
         except asyncio.CancelledError:
             if cancel:
-                self._scheduler.cancel(run.id, CLIENT_GONE)
+                self._abandon(run.id)
             raise
-        if outcome is None:
-            # A retried request id whose run another call (or engine) executes, or a run whose end could not be
-            # recorded here: answer from the store.
-            final = await self._wait_in_store(run.id)
+        if outcome is None or outcome.waiting:
             if final.state == runs_pb2.RUN_STATE_COMPLETED:
                 answer = _answer(await self._runs.get_run(run.id, current_caller()))
                 return engine_pb2.ChatResponse(response=answer, run_id=run.id, thread_id=run.thread_id)
@@ -118,6 +121,23 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
         return engine_pb2.ChatResponse(
             response=outcome.answer, run_id=outcome.run.id, thread_id=outcome.run.thread_id
         )
+
+    def _abandon(self, run_id: str) -> None:
+        """Cancel the run of a caller that went away (on_disconnect CANCEL): here if this engine holds it, else
+        through the store (a run WAITING for approval is held by no engine)."""
+        if self._scheduler.cancel(run_id, CLIENT_GONE):
+            return
+        caller = current_caller()
+
+        async def cancel_in_store() -> None:
+            try:
+                await self._runs.cancel_run(run_id, caller, CLIENT_GONE)
+            except errors.DomainError as exc:
+                log.info("run %s not cancelled after its client left: %s", run_id, exc)
+
+        task = asyncio.ensure_future(cancel_in_store())
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
 
     async def _wait_in_store(self, run_id: str) -> runs_pb2.Run:
         final = runs_pb2.Run()

@@ -75,6 +75,9 @@ class EngineSettings(AuthSettings, RunLimitMaximums):
     #: send the model; older turns beyond it are left out (services/engine/thread_context.py). Tool schemas
     #: are not counted: keep it well under the model's context window.
     context_budget_tokens: int = Field(32_000, alias="ENGINE_CONTEXT_BUDGET_TOKENS", ge=0)
+    #: How long a tool call that requires approval waits for a decision before it is refused (0: until decided or
+    #: the run is cancelled). The run waits WAITING, held by no engine, so a restart does not end it.
+    tool_approval_timeout_seconds: float = Field(0.0, alias="ENGINE_TOOL_APPROVAL_TIMEOUT_SECONDS", ge=0)
     #: The most earlier turns of a thread fetched for a run's context, whatever the budget.
     context_max_turns: int = Field(100, alias="ENGINE_CONTEXT_MAX_TURNS", ge=1, le=1000)
 

@@ -46,9 +46,16 @@ NO_CONTEXT = ThreadContext()
 
 def turn_messages(run: runs_pb2.Run) -> list[Message]:
     """The messages of one earlier run, rebuilt from its steps."""
+    return messages_from_steps(run.steps)
+
+
+def messages_from_steps(steps: Sequence[runs_pb2.Step], *, keep_pending: bool = False) -> list[Message]:
+    """The messages a run's steps record, in order. Tool calls without a recorded result are dropped, unless
+    `keep_pending`: then those of the last assistant message stay (a run resuming after an approval executes
+    them next)."""
     messages: list[Message] = []
     answered: set[str] = set()
-    for step in run.steps:
+    for step in steps:
         case = step.WhichOneof("content")
         if case == "user_request":
             messages.append({"role": "user", "content": step.user_request.text})
@@ -73,6 +80,11 @@ def turn_messages(run: runs_pb2.Run) -> list[Message]:
             messages.append({"role": "tool", "tool_call_id": result.tool_call_id, "content": text})
         elif case == "agent_response":
             messages.append({"role": "assistant", "content": step.agent_response.text})
+    if keep_pending:
+        for message in reversed(messages):
+            if message.get("tool_calls") is not None:
+                answered.update(call["id"] for call in message["tool_calls"])
+                break
     return _without_unanswered_calls(messages, answered)
 
 

@@ -11,7 +11,7 @@ from services.common.errors import InvalidArgument
 from services.common.limits import limits_to_proto
 from services.common.protoconv import duration_from_seconds, seconds_from_duration, timestamp_from_datetime
 from services.common.usage import Usage
-from services.runs.models import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING
+from services.runs.models import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, WAITING
 from services.runs.records import (
     ModelCallStats,
     NewStep,
@@ -34,6 +34,7 @@ STATE_BY_ENUM: dict[runs_pb2.RunState, str] = {
     runs_pb2.RUN_STATE_COMPLETED: COMPLETED,
     runs_pb2.RUN_STATE_FAILED: FAILED,
     runs_pb2.RUN_STATE_CANCELLED: CANCELLED,
+    runs_pb2.RUN_STATE_WAITING: WAITING,
 }
 ENUM_BY_STATE: dict[str, runs_pb2.RunState] = {slug: number for number, slug in STATE_BY_ENUM.items()}
 

@@ -1,0 +1,82 @@
+"""How far a run got, read back from its stored steps: what an engine needs to resume a run another engine (or
+this one, before a restart) paused for a person's approval. No gRPC calls here.
+
+The steps are the whole record: the conversation so far (rebuilt as services/engine/thread_context.py rebuilds
+earlier turns, keeping the last turn's tool calls that have no result yet), those pending calls, the decisions
+taken on approval requests (by tool call), and the counts the run's limits apply to.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from agentplatform.runs.v1 import runs_pb2
+from services.common.usage import Usage
+from services.engine.model_client import RequestedToolCall
+from services.engine.thread_context import Message, messages_from_steps
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How a person (or a timeout) decided an approval request."""
+
+    approved: bool
+    #: "approved", "rejected" or "timed out".
+    outcome: str
+    comment: str = ""
+    decided_by: str = ""
+
+
+@dataclass
+class RunProgress:
+    """What a run has done so far; empty for a run that starts now."""
+
+    #: The run's own conversation: its user message, and every model turn and tool answer since.
+    messages: list[Message] = field(default_factory=list)
+    #: The last turn's tool calls that have no result yet: executed first when the run resumes.
+    pending: list[RequestedToolCall] = field(default_factory=list)
+    #: Decisions on approval requests, by tool call id.
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    model_calls: int = 0
+    tool_calls: int = 0
+    usage: Usage = field(default_factory=Usage)
+
+
+_OUTCOMES = {
+    runs_pb2.APPROVAL_OUTCOME_APPROVED: "approved",
+    runs_pb2.APPROVAL_OUTCOME_REJECTED: "rejected",
+    runs_pb2.APPROVAL_OUTCOME_TIMED_OUT: "timed out",
+}
+
+
+def progress_from_steps(steps: Sequence[runs_pb2.Step]) -> RunProgress:
+    """The progress `steps` record (a run's steps, in sequence order)."""
+    progress = RunProgress(messages=messages_from_steps(steps, keep_pending=True))
+    answered: set[str] = set()
+    calls: list[RequestedToolCall] = []
+    requested: dict[int, str] = {}  # approval-request sequence -> its tool call id
+    for step in steps:
+        case = step.WhichOneof("content")
+        if step.HasField("model_call"):
+            progress.model_calls += 1
+            usage = step.model_call.usage
+            progress.usage += Usage(usage.prompt_tokens, usage.completion_tokens)
+        if case == "agent_thought":
+            calls = []
+        elif case == "tool_call":
+            progress.tool_calls += 1
+            call = step.tool_call
+            calls.append(RequestedToolCall(call.tool_call_id, call.tool_name, call.raw_arguments))
+        elif case == "tool_result":
+            answered.add(step.tool_result.tool_call_id)
+        elif case == "approval_request" and step.approval_request.tool_call_id:
+            requested[step.sequence] = step.approval_request.tool_call_id
+        elif case == "approval_decision":
+            decision = step.approval_decision
+            call_id = requested.get(decision.request_sequence)
+            if call_id is not None:
+                outcome = _OUTCOMES.get(decision.outcome, "rejected")
+                progress.decisions[call_id] = Decision(
+                    outcome == "approved", outcome, decision.comment, decision.decided_by
+                )
+    progress.pending = [call for call in calls if call.id not in answered]
+    return progress
