@@ -1,5 +1,6 @@
-"""Assembles the tools service: database, registry, worker pool, catalog, executor and the gRPC server."""
+"""Assembles the tools service: database, MCP servers, registry, worker pool, catalog, executor and the gRPC server."""
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from services.tools.catalog import ToolCatalog
 from services.tools.execution_servicer import SERVICE_NAME as EXECUTION_SERVICE_NAME
 from services.tools.execution_servicer import ToolExecutionServicer
 from services.tools.executor import ToolExecutor
+from services.tools.mcp.servers import McpServerStore
+from services.tools.mcp.sources import McpSources
 from services.tools.registry import ToolRegistry
 from services.tools.servicer import SERVICE_NAME, ToolServicer
 from services.tools.settings import ToolsSettings
@@ -36,6 +39,7 @@ class ToolsApp:
     catalog: ToolCatalog
     executor: ToolExecutor
     workers: ToolWorkerPool
+    mcp: McpSources
 
     @property
     def port(self) -> int:
@@ -44,12 +48,13 @@ class ToolsApp:
 
     async def stop(self, grace: float = 0) -> None:
         """Stop serving (letting in-flight RPCs finish for `grace` s), then kill the tool workers (whatever they are
-        stuck in, at once: nobody waits for their results any more) and close the database."""
+        stuck in, at once: nobody waits for their results any more), close the MCP sessions (stopping stdio
+        servers' processes) and close the database."""
         try:
             await self.server.stop(grace)
         finally:
             try:
-                await self.workers.close()
+                await asyncio.gather(self.workers.close(), self.mcp.close())
             finally:
                 await self.database.dispose()
 
@@ -64,7 +69,14 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
     try:
         store = ToolSettingsStore(database)
         await store.migrate()
-        registry = ToolRegistry(settings.plugin_dirs)
+        mcp = McpSources(
+            McpServerStore(database),
+            ping_seconds=settings.mcp_ping_seconds,
+            connect_seconds=settings.mcp_connect_seconds,
+            sync_seconds=settings.mcp_sync_seconds,
+            retry_max_seconds=settings.mcp_retry_max_seconds,
+        )
+        registry = ToolRegistry(settings.plugin_dirs, sources=[mcp])
         registry.refresh()
         context = ToolContext(
             workspace=settings.workspace.resolve(),
@@ -79,9 +91,18 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
         workers = ToolWorkerPool(worker_config(settings, context), settings.workers)
         await workers.start()
         try:
-            executor = ToolExecutor(registry, store, workers, settings.timeout_seconds)
-            catalog = ToolCatalog(registry, store, executor.usage)
-            public, execution = ToolServicer(catalog), ToolExecutionServicer(executor)
+            # Connects in the background: a server that is away does not hold up the start.
+            await mcp.start()
+            executor = ToolExecutor(
+                registry,
+                store,
+                workers,
+                settings.timeout_seconds,
+                context=context,
+                max_result_bytes=settings.max_result_bytes,
+            )
+            catalog = ToolCatalog(registry, store, executor.usage, context)
+            public, execution = ToolServicer(catalog, mcp), ToolExecutionServicer(executor)
 
             def register_public(server: grpc.aio.Server) -> None:
                 tools_pb2_grpc.add_ToolServiceServicer_to_server(public, server)
@@ -95,13 +116,13 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             ]
             running = await start_server(bindings, settings.host, settings.port, auth)
         except BaseException:
-            await workers.close()
+            await asyncio.gather(workers.close(), mcp.close())
             raise
     except BaseException:
         await database.dispose()
         raise
     workers.set_health_listener(lambda serving: _report_health(running, serving))
-    return ToolsApp(running, database, registry, catalog, executor, workers)
+    return ToolsApp(running, database, registry, catalog, executor, workers, mcp)
 
 
 def worker_config(settings: ToolsSettings, context: ToolContext) -> WorkerConfig:

@@ -19,7 +19,7 @@ reaches the caller as that status with that message.
 
 import copy
 import re
-from abc import ABC
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -100,6 +100,14 @@ class BaseTool(ABC):
     #: The JSON schema of the arguments: a dict, or a method returning one (the seed's `get_parameters`
     #: may be overridden instead).
     parameters: ClassVar[Any] = None
+    #: The MCP server the tool comes from; empty for built-in and plugin tools.
+    mcp_server: str = ""
+
+    def unavailable_reason(self, context: ToolContext | None) -> str | None:
+        """Why the tool cannot run now (its MCP server is not connected, its backend is not configured), or None
+        when it can. An unavailable tool is not offered to the model and executing it is Unavailable. Checked in
+        the service, with its context (None when it has none: the tool is then taken as available)."""
+        return None
 
     def get_parameters(self) -> dict[str, Any]:
         """The JSON schema of the arguments (a copy, so callers cannot change the tool's own)."""
@@ -156,3 +164,13 @@ def check_tool(tool: BaseTool) -> None:
         raise InvalidToolError(f"parameters are not a valid JSON schema: {exc.message}") from None
     if parameters.get("type") != "object":
         raise InvalidToolError('parameters must describe an object ({"type": "object", ...})')
+
+
+class RemoteTool(BaseTool):
+    """A tool whose code runs in another process or host (an MCP server). The service calls it itself, on its
+    event loop and under the same time limit, instead of handing it to a tool worker: it is I/O, and no code of
+    it runs in our process. Never found by a worker's registry (it is not defined in a plugin file)."""
+
+    @abstractmethod
+    async def call(self, arguments: dict[str, Any]) -> ToolOutput:
+        """Run the tool with validated arguments; raise a services.common.errors exception when it fails."""

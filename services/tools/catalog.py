@@ -1,6 +1,8 @@
 """The tool catalog: what ListTools, GetTool and UpdateTool show — each discovered tool with its stored settings.
 
-The schema shown is exactly what the model is sent, with the description override applied.
+The schema shown is exactly what the model is sent, with the description override applied. A tool that cannot run
+now (its MCP server is away, web_search without a backend) is shown with the reason, and left out of what the model
+is offered (`enabled_only`).
 """
 
 import base64
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.errors import InvalidArgument
-from services.tools.base import BaseTool, ToolHints
+from services.tools.base import BaseTool, ToolContext, ToolHints
 from services.tools.registry import ToolRegistry
 from services.tools.tool_settings import KEEP, Keep, ToolSetting, ToolSettingsStore
 from services.tools.usage import ToolUsage, UsageLedger
@@ -37,6 +39,11 @@ class ToolView:
     usage: ToolUsage = field(default_factory=ToolUsage)
     hints: ToolHints = field(default_factory=ToolHints)
     requires_approval: bool = False
+    available: bool = True
+    #: Why the tool cannot run now; empty when it can.
+    unavailable_reason: str = ""
+    #: The MCP server the tool comes from; empty for built-in and plugin tools.
+    mcp_server: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,8 +54,9 @@ class ToolPage:
     next_page_token: str
 
 
-def _view(tool: BaseTool, setting: ToolSetting, usage: ToolUsage) -> ToolView:
+def _view(tool: BaseTool, setting: ToolSetting, usage: ToolUsage, context: ToolContext | None) -> ToolView:
     schema = tool.get_schema(setting.description_override)
+    reason = tool.unavailable_reason(context)
     return ToolView(
         id=tool.name,
         display_name=tool.display_name,
@@ -63,6 +71,9 @@ def _view(tool: BaseTool, setting: ToolSetting, usage: ToolUsage) -> ToolView:
         requires_approval=(
             setting.requires_approval if setting.requires_approval is not None else tool.requires_approval
         ),
+        available=reason is None,
+        unavailable_reason=reason or "",
+        mcp_server=tool.mcp_server,
     )
 
 
@@ -70,11 +81,17 @@ class ToolCatalog:
     """Lists, shows and updates tools: the registry's code-defined tools joined with their stored settings."""
 
     def __init__(
-        self, registry: ToolRegistry, settings: ToolSettingsStore, usage: UsageLedger | None = None
+        self,
+        registry: ToolRegistry,
+        settings: ToolSettingsStore,
+        usage: UsageLedger | None = None,
+        context: ToolContext | None = None,
     ) -> None:
         self._registry = registry
         self._settings = settings
         self._usage = usage or UsageLedger()
+        #: What the tools run with (web_search's availability depends on its backend setting).
+        self._context = context
 
     async def list_tools(self, *, page_size: int = 0, page_token: str = "", enabled_only: bool = False) -> ToolPage:
         """Tools ordered by id, `page_size` at a time (0 = all), after the position `page_token` names."""
@@ -83,13 +100,14 @@ class ToolCatalog:
         after_id = _decode_page_token(page_token) if page_token else None
         stored = await self._settings.get_all()
         views = [
-            _view(tool, stored.get(tool.name, ToolSetting(tool.name)), self._usage.usage(tool.name))
+            _view(tool, stored.get(tool.name, ToolSetting(tool.name)), self._usage.usage(tool.name), self._context)
             for tool in self._registry.tools()
             # Keyset paging on the id: a tool added or removed between pages shifts nothing.
             if after_id is None or tool.name > after_id
         ]
         if enabled_only:
-            views = [view for view in views if view.enabled]
+            # What the model is offered: only tools that are switched on and can run now.
+            views = [view for view in views if view.enabled and view.available]
         if page_size == 0 or len(views) <= page_size:
             return ToolPage(views, "")
         page = views[:page_size]
@@ -98,7 +116,7 @@ class ToolCatalog:
     async def get_tool(self, tool_id: str) -> ToolView:
         """One tool, or NotFound."""
         tool = self._registry.get(tool_id)
-        return _view(tool, await self._settings.get(tool_id), self._usage.usage(tool.name))
+        return _view(tool, await self._settings.get(tool_id), self._usage.usage(tool.name), self._context)
 
     async def update_tool(
         self,
@@ -130,7 +148,7 @@ class ToolCatalog:
         setting = await self._settings.update(
             tool_id, enabled=new_enabled, description_override=new_override, requires_approval=new_approval
         )
-        return _view(tool, setting, self._usage.usage(tool.name))
+        return _view(tool, setting, self._usage.usage(tool.name), self._context)
 
 
 def _checked_override(description: str) -> str | None:

@@ -1,12 +1,13 @@
-"""Running a tool: look it up, check it is enabled, validate the arguments, run it in a worker process within its
-time limit.
+"""Running a tool: look it up, check it is enabled and available, validate the arguments, run it within its time
+limit: a plugin tool in a worker process, a remote tool (an MCP server's) by a call from the service's event loop.
 
 Everything before the run stays in the service (the lookup, the enabled check, the JSON-schema validation and the
 check that the arguments fit the function); only the tool's own code runs in a worker (services.tools.worker_pool),
 which can be killed. Whatever a tool does, the service survives: caller mistakes come back as the domain errors the
 tool raised, a time overrun as DeadlineExceeded (the worker is killed and replaced), a crash of the worker or a
 tool's own bug as Internal naming the tool (a bug's traceback is logged), and a pool that cannot start workers as
-Unavailable.
+Unavailable. A remote tool's call is cancelled at the time limit (the server is told), and its result is bounded
+here as a worker bounds a plugin tool's.
 """
 
 import asyncio
@@ -20,8 +21,8 @@ from typing import Any, NamedTuple
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from services.common.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument
-from services.tools.base import BaseTool, ToolOutput
+from services.common.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument, Unavailable
+from services.tools.base import BaseTool, RemoteTool, ToolContext, ToolOutput
 from services.tools.registry import ToolRegistry
 from services.tools.results import DEFAULT_MAX_RESULT_BYTES, to_tool_output
 from services.tools.tool_settings import ToolSettingsStore
@@ -48,23 +49,34 @@ class ToolExecutor:
         settings: ToolSettingsStore,
         workers: ToolWorkerPool,
         timeout_seconds: float,
+        *,
+        context: ToolContext | None = None,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
         self._registry = registry
         self._settings = settings
         self._workers = workers
         self._timeout_seconds = timeout_seconds
+        #: What the tools run with, for their availability (the workers have their own copy).
+        self._context = context
+        #: The bound of a remote tool's result (the workers bound plugin tools' results).
+        self._max_result_bytes = max_result_bytes
         #: Every execution of a known tool, counted for the Manage Tools page.
         self.usage = UsageLedger()
 
     async def execute(self, tool_id: str, arguments: Mapping[str, Any]) -> ToolExecution:
-        """Run `tool_id` with `arguments`; raises NotFound, FailedPrecondition, InvalidArgument,
-        DeadlineExceeded, Internal, Unavailable or whatever domain error the tool itself raised."""
+        """Run `tool_id` with `arguments`; raises NotFound, FailedPrecondition (disabled), Unavailable (the tool
+        cannot run now, or the workers cannot), InvalidArgument, DeadlineExceeded, Internal or whatever domain
+        error the tool itself raised."""
         tool = self._registry.get(tool_id)
         started: float | None = None
         try:
             setting = await self._settings.get(tool_id)
             if not setting.enabled:
                 raise FailedPrecondition(f"tool '{tool_id}' is disabled; enable it with UpdateTool")
+            reason = tool.unavailable_reason(self._context)
+            if reason is not None:
+                raise Unavailable(f"tool '{tool_id}' is unavailable: {reason}")
             arguments = dict(arguments)
             validate_arguments(tool, arguments)
             check_signature(tool, arguments)
@@ -84,6 +96,9 @@ class ToolExecutor:
         # Internal from the worker, never as this TimeoutError).
         try:
             async with asyncio.timeout(self._timeout_seconds):
+                if isinstance(tool, RemoteTool):
+                    # I/O to another process or host: no code of it runs here, so no worker is needed.
+                    return to_tool_output(tool.name, await tool.call(arguments), self._max_result_bytes)
                 return await self._workers.run(tool.name, arguments)
         except TimeoutError:
             raise DeadlineExceeded(f"tool '{tool.name}' did not finish within {self._timeout_seconds:g} s") from None

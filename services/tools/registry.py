@@ -4,6 +4,10 @@ Files are loaded by path (no sys.path changes), each under a unique module name,
 `tools.py`. The folders are re-checked with a cheap stat on every lookup: a new, changed or deleted file is picked
 up without a restart. A file that fails to import, or a class that is not a valid tool, is logged and skipped; it
 never takes the service down.
+
+In the service the registry also looks in its other sources of tools (the registered MCP servers,
+services.tools.mcp.sources), whose tools' ids start with "mcp__": that prefix is theirs, and a plugin tool named
+so is skipped. Tool workers have no other sources: they run plugin tools only.
 """
 
 import hashlib
@@ -15,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Protocol
 
 from services.common.errors import NotFound
 from services.tools.base import BaseTool, InvalidToolError, check_tool
@@ -26,6 +31,20 @@ BUILTIN_PLUGIN_DIR = Path(__file__).resolve().parent / "plugins"
 
 #: What identifies one version of a plugin file: modification time and size.
 FileStamp = tuple[int, int]
+#: The ids of the tools of other sources (MCP servers) start with this (services.tools.mcp.naming).
+RESERVED_PREFIX = "mcp__"
+
+
+class ToolSource(Protocol):
+    """Tools from somewhere else than plugin files (the registered MCP servers)."""
+
+    def tools(self) -> list[BaseTool]:
+        """Every tool of the source."""
+        ...
+
+    def find(self, tool_id: str) -> BaseTool | None:
+        """The tool with this id, or None; may raise a domain error (Unavailable) instead."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -39,7 +58,7 @@ class _LoadedFile:
 class ToolRegistry:
     """The tools found in the built-in folder and any extra plugin folders, looked up by id."""
 
-    def __init__(self, plugin_dirs: Sequence[Path] = ()) -> None:
+    def __init__(self, plugin_dirs: Sequence[Path] = (), sources: Sequence[ToolSource] = ()) -> None:
         # The built-in folder comes first, so its tools win a name clash with a plugin folder's.
         folders = [BUILTIN_PLUGIN_DIR, *(Path(folder).resolve() for folder in plugin_dirs)]
         self._folders = list(dict.fromkeys(folders))
@@ -49,11 +68,17 @@ class ToolRegistry:
         self._files: dict[Path, _LoadedFile] = {}
         self._stamps: dict[Path, FileStamp] | None = None
         self._tools: dict[str, BaseTool] = {}
+        self._sources = list(sources)
 
     def get(self, tool_id: str) -> BaseTool:
         """The tool with this id, or NotFound."""
         self.refresh()
         tool = self._tools.get(tool_id)
+        if tool is None and tool_id.startswith(RESERVED_PREFIX):
+            for source in self._sources:
+                tool = source.find(tool_id)
+                if tool is not None:
+                    break
         if tool is None:
             raise NotFound(f"tool '{tool_id}' not found; ListTools shows the available tools")
         return tool
@@ -61,7 +86,11 @@ class ToolRegistry:
     def tools(self) -> list[BaseTool]:
         """Every tool, ordered by id."""
         self.refresh()
-        return [self._tools[tool_id] for tool_id in sorted(self._tools)]
+        tools = dict(self._tools)
+        for source in self._sources:
+            for tool in source.tools():
+                tools.setdefault(tool.name, tool)
+        return [tools[tool_id] for tool_id in sorted(tools)]
 
     def refresh(self) -> None:
         """Reload the plugin files whose set or modification times changed since the last look."""
@@ -103,6 +132,10 @@ def _index_by_name(files: dict[Path, _LoadedFile]) -> dict[str, BaseTool]:
     origin: dict[str, Path] = {}
     for path, loaded in files.items():
         for tool in loaded.tools:
+            if tool.name.startswith(RESERVED_PREFIX):
+                log.warning("tool '%s' in %s is skipped: ids starting with %r are MCP tools'", tool.name, path,
+                            RESERVED_PREFIX)
+                continue
             if tool.name in tools:
                 log.warning(
                     "tool '%s' in %s is skipped: %s already defines a tool with that name", tool.name, path,

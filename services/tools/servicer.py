@@ -1,16 +1,20 @@
 """The public gRPC face of the tools service (agentplatform.tools.v1.ToolService): the registry, for the Manage
-Tools page. Converts protos to domain calls and back; changing a tool's settings is for admins.
+Tools page, and the registered MCP servers. Converts protos to domain calls and back; changing a tool's settings
+and anything about MCP servers is for admins.
 
 Domain errors raised below propagate to services.common.interceptor, which maps them to status codes.
 """
 
 import grpc
+from google.protobuf import empty_pb2
 
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.common.errors import InvalidArgument, PermissionDenied
 from services.common.identity import current_caller
 from services.common.protoconv import duration_from_seconds, struct_from_dict, timestamp_from_datetime
 from services.tools.catalog import ToolCatalog, ToolView
+from services.tools.mcp.servers import McpServerSpec, http_server, stdio_server
+from services.tools.mcp.sources import McpServerView, McpSources
 from services.tools.usage import ToolUsage
 
 #: The full gRPC service name (health checks and reflection use it).
@@ -36,7 +40,57 @@ def tool_to_proto(view: ToolView) -> tools_pb2.Tool:
             open_world=view.hints.open_world,
         ),
         requires_approval=view.requires_approval,
+        available=view.available,
+        unavailable_reason=view.unavailable_reason,
+        mcp_server=view.mcp_server,
     )
+
+
+_STATES = {
+    "connecting": tools_pb2.MCP_SERVER_STATE_CONNECTING,
+    "connected": tools_pb2.MCP_SERVER_STATE_CONNECTED,
+    "unavailable": tools_pb2.MCP_SERVER_STATE_UNAVAILABLE,
+}
+
+
+def mcp_server_to_proto(view: McpServerView) -> tools_pb2.McpServer:
+    """The McpServer message of a registered server: its secrets' names, never their values."""
+    spec, status = view.spec, view.status
+    message = tools_pb2.McpServer(
+        name=spec.name,
+        state=_STATES[status.state],
+        unavailable_reason=status.reason if status.state == "unavailable" else "",
+        tool_count=status.tool_count,
+    )
+    if spec.transport == "stdio":
+        message.stdio.CopyFrom(
+            tools_pb2.McpStdioTransport(command=spec.command, args=spec.args, env_names=spec.secret_names)
+        )
+    else:
+        message.http.CopyFrom(tools_pb2.McpHttpTransport(url=spec.url, header_names=spec.secret_names))
+    if status.last_connected is not None:
+        message.last_connected_time.CopyFrom(timestamp_from_datetime(status.last_connected))
+    if spec.created_at is not None:
+        message.create_time.CopyFrom(timestamp_from_datetime(spec.created_at))
+    return message
+
+
+def mcp_server_from_proto(server: tools_pb2.McpServer) -> McpServerSpec:
+    """The registration a CreateMcpServer asks for, checked; InvalidArgument saying what is wrong."""
+    has_stdio, has_http = server.HasField("stdio"), server.HasField("http")
+    if has_stdio == has_http:
+        raise InvalidArgument(
+            "set exactly one of mcp_server.stdio (a command to run) and mcp_server.http (a streamable HTTP URL)"
+        )
+    if has_stdio:
+        return stdio_server(server.name, server.stdio.command, list(server.stdio.args), dict(server.stdio.env))
+    return http_server(server.name, server.http.url, dict(server.http.headers))
+
+
+def require_admin(action: str) -> None:
+    """PermissionDenied unless the caller is an admin."""
+    if not current_caller().is_admin:
+        raise PermissionDenied(f"{action} needs the admin role")
 
 
 def _usage_to_proto(usage: ToolUsage) -> tools_pb2.ToolUsage:
@@ -60,8 +114,9 @@ def require(value: str, field: str) -> str:
 class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
     """ToolService over the catalog."""
 
-    def __init__(self, catalog: ToolCatalog) -> None:
+    def __init__(self, catalog: ToolCatalog, mcp: McpSources) -> None:
         self._catalog = catalog
+        self._mcp = mcp
 
     async def ListTools(
         self, request: tools_pb2.ListToolsRequest, context: grpc.aio.ServicerContext
@@ -79,9 +134,8 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
     async def UpdateTool(
         self, request: tools_pb2.UpdateToolRequest, context: grpc.aio.ServicerContext
     ) -> tools_pb2.Tool:
-        if not current_caller().is_admin:
-            # A tool's description is what the model reads: changing it is changing every user's prompt.
-            raise PermissionDenied("changing a tool's settings needs the admin role")
+        # A tool's description is what the model reads: changing it is changing every user's prompt.
+        require_admin("changing a tool's settings")
         view = await self._catalog.update_tool(
             require(request.tool.id, "tool.id"),
             list(request.update_mask.paths),
@@ -90,3 +144,38 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
             requires_approval=request.tool.requires_approval,
         )
         return tool_to_proto(view)
+
+    async def CreateMcpServer(
+        self, request: tools_pb2.CreateMcpServerRequest, context: grpc.aio.ServicerContext
+    ) -> tools_pb2.McpServer:
+        # A stdio server is a program this service runs, and its tools' descriptions reach every user's prompt.
+        require_admin("registering an MCP server")
+        return mcp_server_to_proto(await self._mcp.create(mcp_server_from_proto(request.mcp_server)))
+
+    async def GetMcpServer(
+        self, request: tools_pb2.GetMcpServerRequest, context: grpc.aio.ServicerContext
+    ) -> tools_pb2.McpServer:
+        require_admin("reading an MCP server's registration")
+        return mcp_server_to_proto(await self._mcp.get(_require_name(request.name)))
+
+    async def ListMcpServers(
+        self, request: tools_pb2.ListMcpServersRequest, context: grpc.aio.ServicerContext
+    ) -> tools_pb2.ListMcpServersResponse:
+        require_admin("listing the MCP servers")
+        page = await self._mcp.list_servers(page_size=request.page_size, page_token=request.page_token)
+        return tools_pb2.ListMcpServersResponse(
+            mcp_servers=[mcp_server_to_proto(view) for view in page.servers], next_page_token=page.next_page_token
+        )
+
+    async def DeleteMcpServer(
+        self, request: tools_pb2.DeleteMcpServerRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        require_admin("unregistering an MCP server")
+        await self._mcp.delete(_require_name(request.name))
+        return empty_pb2.Empty()
+
+
+def _require_name(name: str) -> str:
+    if not name:
+        raise InvalidArgument("name is required; ListMcpServers shows the registered MCP servers")
+    return name

@@ -19,6 +19,11 @@ from services.tools.base import (
 BUILTIN_WEB_SEARCH_CORPUS = Path(__file__).resolve().parent / "plugins" / "web_search_corpus.json"
 
 
+def _none_when_empty(value: object) -> object:
+    """An empty TOOLS_WEB_SEARCH_BACKEND means no backend, like "none"."""
+    return "none" if isinstance(value, str) and not value.strip() else value
+
+
 class ToolsSettings(AuthSettings):
     """Where the tools service listens, keeps its settings table, finds plugins and lets file_io work."""
 
@@ -56,10 +61,13 @@ class ToolsSettings(AuthSettings):
     max_result_bytes: int = Field(64 * 1024, alias="TOOLS_MAX_RESULT_BYTES", ge=1024, le=1024 * 1024)
     #: The JSON file ([{title, url, snippet}, ...]) the offline web_search backend searches.
     web_search_corpus: Path = Field(BUILTIN_WEB_SEARCH_CORPUS, alias="TOOLS_WEB_SEARCH_CORPUS")
-    #: Who answers web_search: "demo" (the offline corpus above, so `make run` needs no network), "searxng" (a
-    #: self-hosted SearXNG's JSON API; needs TOOLS_WEB_SEARCH_URL) or "brave" (the Brave Search API; needs
-    #: TOOLS_WEB_SEARCH_API_KEY).
-    web_search_backend: Literal["demo", "searxng", "brave"] = Field("demo", alias="TOOLS_WEB_SEARCH_BACKEND")
+    #: Who answers web_search: "demo" (the offline corpus above, so `make run` needs no network; every answer says
+    #: it comes from that demo corpus, not the live web), "searxng" (a self-hosted SearXNG's JSON API; needs
+    #: TOOLS_WEB_SEARCH_URL), "brave" (the Brave Search API; needs TOOLS_WEB_SEARCH_API_KEY) or "none" (also an
+    #: empty value): no backend, so web_search shows as unavailable, with the reason, and is not offered to the model.
+    web_search_backend: Annotated[
+        Literal["demo", "searxng", "brave", "none"], BeforeValidator(_none_when_empty)
+    ] = Field("demo", alias="TOOLS_WEB_SEARCH_BACKEND")
     #: searxng: the instance's root URL (http://searxng:8080); its settings.yml must list `json` in search.formats.
     #: brave: overrides the API endpoint (tests); empty means Brave's own.
     web_search_url: str = Field("", alias="TOOLS_WEB_SEARCH_URL")
@@ -69,6 +77,17 @@ class ToolsSettings(AuthSettings):
     web_search_timeout_seconds: float = Field(
         DEFAULT_WEB_SEARCH_TIMEOUT_SECONDS, alias="TOOLS_WEB_SEARCH_TIMEOUT_SECONDS", gt=0
     )
+    #: MCP servers (registered with CreateMcpServer): how often a connected server is pinged, so that one that went
+    #: away (its process died, its host stopped answering) has its tools marked unavailable within about this long.
+    mcp_ping_seconds: float = Field(10.0, alias="TOOLS_MCP_PING_SECONDS", gt=0)
+    #: Longest connecting to an MCP server and listing its tools (and a ping) may take before it counts as away.
+    mcp_connect_seconds: float = Field(30.0, alias="TOOLS_MCP_CONNECT_SECONDS", gt=0)
+    #: The longest pause between attempts to reconnect to an away MCP server (the pause starts at 0.5 s and
+    #: doubles up to this).
+    mcp_retry_max_seconds: float = Field(30.0, alias="TOOLS_MCP_RETRY_MAX_SECONDS", ge=0.5, le=3600)
+    #: How often the registered MCP servers are re-read from the database, so that a server registered or deleted
+    #: through another replica is connected or closed here too.
+    mcp_sync_seconds: float = Field(10.0, alias="TOOLS_MCP_SYNC_SECONDS", gt=0)
 
     @model_validator(mode="after")
     def _web_search_backend_is_usable(self) -> Self:

@@ -8,41 +8,16 @@ on SQLite and PostgreSQL alike. The table is built by the Alembic migrations in 
 import enum
 import time
 from dataclasses import dataclass
-from datetime import datetime
 
-from sqlalchemy import Boolean, String, Text, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncAttrs
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.database import Database, UtcDateTime, make_metadata, runs_to_completion, utcnow
+from services.common.database import Database, runs_to_completion, utcnow
+from services.tools.tables import MIGRATIONS, SCHEMA, VERSION_TABLE, ToolSettingRow
 
-
-class _Base(AsyncAttrs, DeclarativeBase):
-    metadata = make_metadata()
-
-
-#: Where the migrations are, and the table that keeps their version (of its own: the tools tables may share a
-#: database with another service's).
-MIGRATIONS = "services.tools:migrations"
-VERSION_TABLE = "tools_alembic_version"
-
-
-class ToolSettingRow(_Base):
-    """One tool's stored settings."""
-
-    __tablename__ = "tool_settings"
-
-    tool_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
-    description_override: Mapped[str | None] = mapped_column(Text, nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
-    #: Whether calls wait for a person's approval; NULL: the tool's own default (BaseTool.requires_approval).
-    requires_approval: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
-
-
-#: The tools service's schema, for its migrations.
-SCHEMA = _Base.metadata
+__all__ = [
+    "KEEP", "MIGRATIONS", "SCHEMA", "VERSION_TABLE", "Keep", "ToolSetting", "ToolSettingRow", "ToolSettingsStore",
+]
 
 
 @dataclass(frozen=True)

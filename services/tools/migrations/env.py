@@ -1,4 +1,4 @@
-"""Alembic environment of the tools service's schema (its per-tool settings). Run by
+"""Alembic environment of the tools service's schema (per-tool settings, MCP servers). Run by
 `services.common.database.migrate`, which hands over an open connection.
 
 The tools tables may share a database with another service's, so this schema keeps its version in a table of its
@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import context
 
-from services.tools.tool_settings import SCHEMA, VERSION_TABLE
+from services.tools.tables import SCHEMA, VERSION_TABLE
 
 
 def _ours(name: str | None, type_: str, parent_names: Any) -> bool:

@@ -6,7 +6,9 @@ TOOLS_WEB_SEARCH_BACKEND picks who answers:
   pages (web_search_corpus.json beside this file, or TOOLS_WEB_SEARCH_CORPUS) ranked by keyword overlap with the
   query, and every answer says it comes from that corpus, not the live web;
 * `searxng`: a self-hosted SearXNG instance's JSON API (GET {TOOLS_WEB_SEARCH_URL}/search?q=...&format=json);
-* `brave`: the Brave Search API (GET https://api.search.brave.com/res/v1/web/search, key in X-Subscription-Token).
+* `brave`: the Brave Search API (GET https://api.search.brave.com/res/v1/web/search, key in X-Subscription-Token);
+* `none` (or empty): no backend. The tool is then unavailable: ListTools says why, the model is not offered it, and
+  executing it is UNAVAILABLE.
 
 Every backend answers a list of {title, url, snippet}. A backend that fails raises a domain error the model can
 read: Unavailable when it is down, slow, overloaded or answers garbage (retrying may help), FailedPrecondition when
@@ -289,6 +291,14 @@ class WebSearchTool(BaseTool):
         # The corpus backends are kept, so each corpus file is read once; HTTP backends are cheap to make.
         self._corpora: dict[Path, OfflineCorpusBackend] = {}
 
+    def unavailable_reason(self, context: ToolContext | None) -> str | None:
+        """Unavailable when no backend is configured (TOOLS_WEB_SEARCH_BACKEND=none or empty)."""
+        if context is not None and context.web_search_backend.strip() in ("", "none"):
+            return (
+                "no web search backend is configured (TOOLS_WEB_SEARCH_BACKEND=none); set it to demo, searxng or brave"
+            )
+        return None
+
     def backend_for(self, context: ToolContext) -> SearchBackend:
         """The backend the context configures; FailedPrecondition naming the setting when it cannot answer."""
         kind = context.web_search_backend
@@ -297,6 +307,9 @@ class WebSearchTool(BaseTool):
             if backend is None:
                 backend = self._corpora[context.web_search_corpus] = OfflineCorpusBackend(context.web_search_corpus)
             return backend
+        reason = self.unavailable_reason(context)
+        if reason is not None:
+            raise Unavailable(f"web_search is unavailable: {reason}")
         url, key = context.web_search_url.strip(), context.web_search_api_key.strip()
         timeout = context.web_search_timeout_seconds
         if kind == "searxng":

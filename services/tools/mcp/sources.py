@@ -1,0 +1,187 @@
+"""The registered MCP servers as sources of tools: a connection per server, started and stopped to match the
+`mcp_servers` table, and the lookups the tool registry makes.
+
+The table is the meeting point of replicas: a server registered or deleted through one replica is picked up by
+the others when they next read it (every `sync_seconds`, and on every Get/ListMcpServers); through this replica, at
+once. Each replica holds its own sessions, so a server's state is as this replica sees it.
+"""
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from dataclasses import dataclass
+
+from services.common.errors import InvalidArgument, NotFound, Unavailable
+from services.tools.base import BaseTool
+from services.tools.mcp.connection import RETRY_MAX_SECONDS, ConnectionStatus, McpConnection, McpTool
+from services.tools.mcp.naming import server_of
+from services.tools.mcp.servers import McpServerSpec, McpServerStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class McpServerView:
+    """A registered server with its connection, as the API shows it (its secrets' names only)."""
+
+    spec: McpServerSpec
+    status: ConnectionStatus
+
+
+@dataclass(frozen=True)
+class McpServerPage:
+    """One page of ListMcpServers; `next_page_token` is empty on the last page."""
+
+    servers: list[McpServerView]
+    next_page_token: str
+
+
+class McpSources:
+    """Keeps a connection to every registered MCP server and answers the registry's lookups of their tools."""
+
+    def __init__(
+        self,
+        store: McpServerStore,
+        *,
+        ping_seconds: float = 10.0,
+        connect_seconds: float = 30.0,
+        sync_seconds: float = 10.0,
+        retry_max_seconds: float = RETRY_MAX_SECONDS,
+    ) -> None:
+        self._store = store
+        self._ping_seconds = ping_seconds
+        self._connect_seconds = connect_seconds
+        self._sync_seconds = sync_seconds
+        self._retry_max_seconds = retry_max_seconds
+        self._connections: dict[str, McpConnection] = {}
+        self._lock = asyncio.Lock()
+        self._sync_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect to the registered servers (in the background) and follow the table's changes."""
+        await self.sync()
+        self._sync_task = asyncio.create_task(self._follow_table(), name="mcp servers sync")
+
+    async def close(self) -> None:
+        """Close every session (stopping stdio servers' processes)."""
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            await asyncio.gather(self._sync_task, return_exceptions=True)
+            self._sync_task = None
+        async with self._lock:
+            connections, self._connections = list(self._connections.values()), {}
+        await asyncio.gather(*(connection.close() for connection in connections), return_exceptions=True)
+
+    # --- the registry's lookups ---------------------------------------------------------------------------------
+
+    def tools(self) -> list[BaseTool]:
+        """Every server's tools of its last listing, available or not."""
+        return [tool for connection in self._connections.values() for tool in connection.tools()]
+
+    def find(self, tool_id: str) -> McpTool | None:
+        """The MCP tool with this id; None when no registered server has it. Unavailable when its server is
+        registered but has not listed its tools since this replica started (so nobody knows the tool yet)."""
+        server = server_of(tool_id)
+        connection = self._connections.get(server) if server else None
+        if connection is None:
+            return None
+        for tool in connection.tools():
+            if tool.name == tool_id:
+                return tool
+        reason = connection.unavailable_reason()
+        if reason is not None and not connection.tools():
+            raise Unavailable(f"tool '{tool_id}' cannot be looked up: {reason}")
+        return None
+
+    # --- registration ------------------------------------------------------------------------------------------
+
+    async def create(self, spec: McpServerSpec) -> McpServerView:
+        """Register a server and start connecting to it; AlreadyExists when the name is taken."""
+        stored = await self._store.create(spec)
+        async with self._lock:
+            # The table's follower may have connected it already, in between.
+            connection = self._connections.get(stored.name) or self._connect(stored)
+        return McpServerView(stored, connection.status())
+
+    async def delete(self, name: str) -> None:
+        """Unregister a server and close its session; NotFound when there is none."""
+        await self._store.delete(name)
+        async with self._lock:
+            connection = self._connections.pop(name, None)
+        if connection is not None:
+            await connection.close()
+
+    async def get(self, name: str) -> McpServerView:
+        """One registered server; NotFound when there is none."""
+        for view in await self._views():
+            if view.spec.name == name:
+                return view
+        raise NotFound(f"no MCP server named '{name}'; ListMcpServers shows the registered ones")
+
+    async def list_servers(self, *, page_size: int = 0, page_token: str = "") -> McpServerPage:
+        """Servers ordered by name, `page_size` at a time (0 = all), after the one `page_token` names."""
+        if page_size < 0:
+            raise InvalidArgument(f"page_size must be >= 0 (0 returns all servers), got {page_size}")
+        after = _decode_page_token(page_token) if page_token else None
+        views = [view for view in await self._views() if after is None or view.spec.name > after]
+        if page_size == 0 or len(views) <= page_size:
+            return McpServerPage(views, "")
+        page = views[:page_size]
+        return McpServerPage(page, _encode_page_token(page[-1].spec.name))
+
+    async def _views(self) -> list[McpServerView]:
+        specs = await self.sync()
+        return [McpServerView(spec, self._connections[spec.name].status()) for spec in specs]
+
+    async def sync(self) -> list[McpServerSpec]:
+        """Start connections to registered servers this replica does not know yet, close those of servers no
+        longer registered (or registered again, differently) and return the registrations."""
+        specs = await self._store.all()
+        stale: list[McpConnection] = []
+        async with self._lock:
+            wanted = {spec.name: spec for spec in specs}
+            for name, connection in list(self._connections.items()):
+                if wanted.get(name) != connection.spec:
+                    stale.append(self._connections.pop(name))
+            for spec in specs:
+                if spec.name not in self._connections:
+                    self._connect(spec)
+        await asyncio.gather(*(connection.close() for connection in stale), return_exceptions=True)
+        return specs
+
+    def _connect(self, spec: McpServerSpec) -> McpConnection:
+        connection = McpConnection(
+            spec,
+            ping_seconds=self._ping_seconds,
+            connect_seconds=self._connect_seconds,
+            retry_max_seconds=self._retry_max_seconds,
+        )
+        self._connections[spec.name] = connection
+        connection.start()
+        return connection
+
+    async def _follow_table(self) -> None:
+        while True:
+            await asyncio.sleep(self._sync_seconds)
+            try:
+                await self.sync()
+            except Exception:  # the database being away must not end the following
+                log.exception("reading the registered MCP servers failed; trying again in %g s", self._sync_seconds)
+
+
+def _encode_page_token(after: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after_name": after}).encode()).decode()
+
+
+def _decode_page_token(token: str) -> str:
+    try:
+        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after_name"]
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        after = None
+    if not isinstance(after, str):
+        raise InvalidArgument(
+            "page_token is not valid; pass the next_page_token of a previous ListMcpServers response, or '' to start"
+        )
+    return after

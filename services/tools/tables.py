@@ -1,0 +1,69 @@
+"""The tools service's tables: per-tool settings and the registered MCP servers. Built by the Alembic migrations
+in services/tools/migrations (whose env.py compares against SCHEMA)."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, CheckConstraint, String, Text
+from sqlalchemy.ext.asyncio import AsyncAttrs
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.common.database import UtcDateTime, make_metadata
+
+
+class _Base(AsyncAttrs, DeclarativeBase):
+    metadata = make_metadata()
+
+
+#: Where the migrations are, and the table that keeps their version (of its own: the tools tables may share a
+#: database with another service's).
+MIGRATIONS = "services.tools:migrations"
+VERSION_TABLE = "tools_alembic_version"
+
+
+class ToolSettingRow(_Base):
+    """One tool's stored settings."""
+
+    __tablename__ = "tool_settings"
+
+    tool_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    description_override: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    #: Whether calls wait for a person's approval; NULL: the tool's own default (BaseTool.requires_approval).
+    requires_approval: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+
+
+class McpServerRow(_Base):
+    """A registered MCP server: how to reach it. Its connection state is not stored (each replica has its own
+    connection); its tools are not either (they are listed from the server on every connection).
+
+    One row per transport kind: stdio has `command` (+ `args`, `env`), http has `url` (+ `headers`); the check
+    constraint keeps the other kind's columns empty. `env` and `headers` hold secrets: they are read only to
+    connect, and the API returns their keys alone."""
+
+    __tablename__ = "mcp_servers"
+    __table_args__ = (
+        CheckConstraint(
+            "(transport = 'stdio' AND command IS NOT NULL AND url IS NULL AND headers IS NULL)"
+            " OR (transport = 'http' AND url IS NOT NULL AND command IS NULL AND args IS NULL AND env IS NULL)",
+            name="transport_columns",
+        ),
+    )
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: "stdio" or "http".
+    transport: Mapped[str] = mapped_column(String(8), nullable=False)
+    command: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: A JSON list of strings.
+    args: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    #: A JSON object of the process's extra environment variables (secrets).
+    env: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: A JSON object of the HTTP headers sent with every request (secrets).
+    headers: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+#: The tools service's schema, for its migrations.
+SCHEMA = _Base.metadata
