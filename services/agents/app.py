@@ -1,23 +1,28 @@
 """Start and stop the agents service: database (migrated), the tools service's channel, the model endpoint's
-catalog and the gRPC server."""
+catalog and the gRPC server, which serves the agents (AgentRegistryService) and the workflows
+(WorkflowRegistryService) on one port."""
 
 from dataclasses import dataclass
 
 import grpc
 
-from agentplatform.agents.v1 import agents_pb2_grpc
+from agentplatform.agents.v1 import agents_pb2_grpc, workflows_pb2_grpc
 from services.agents.clients import CHANNEL_OPTIONS, ToolsClient
 from services.agents.model_catalog import ModelCatalog
 from services.agents.registry import AgentRegistry
 from services.agents.servicer import AgentRegistryServicer
 from services.agents.settings import AgentsSettings
 from services.agents.store import AgentStore
+from services.agents.workflows.registry import WorkflowRegistry
+from services.agents.workflows.servicer import WorkflowRegistryServicer
+from services.agents.workflows.store import WorkflowStore
 from services.common.auth import Authenticator
 from services.common.database import Database
 from services.common.server import RunningServer, ServiceBinding, start_server
 
 MIGRATIONS = "services.agents:migrations"
 SERVICE_NAME = "agentplatform.agents.v1.AgentRegistryService"
+WORKFLOWS_SERVICE_NAME = "agentplatform.agents.v1.WorkflowRegistryService"
 
 
 @dataclass
@@ -27,6 +32,7 @@ class AgentsApp:
     server: RunningServer
     database: Database
     registry: AgentRegistry
+    workflows: WorkflowRegistry
     tools_channel: grpc.aio.Channel
     models: ModelCatalog | None
 
@@ -47,7 +53,8 @@ class AgentsApp:
 
 
 async def start_agents(settings: AgentsSettings) -> AgentsApp:
-    """Bring the agents schema up to date and serve AgentRegistryService on settings.host:settings.port."""
+    """Bring the agents schema up to date and serve AgentRegistryService and WorkflowRegistryService on
+    settings.host:settings.port."""
     auth = Authenticator.from_settings(settings)
     database = Database(settings.database_url)
     channel = grpc.aio.insecure_channel(settings.tools_addr, options=CHANNEL_OPTIONS)
@@ -64,15 +71,22 @@ async def start_agents(settings: AgentsSettings) -> AgentsApp:
         tools = ToolsClient(channel, settings.tools_timeout_seconds, settings.service_token.get_secret_value())
         registry = AgentRegistry(AgentStore(database), settings, tools, models)
         servicer = AgentRegistryServicer(registry)
+        # Workflows read agents through the same registry, so an agent node names an agent its caller can read.
+        workflows = WorkflowRegistry(WorkflowStore(database), settings, registry, tools)
+        workflows_servicer = WorkflowRegistryServicer(workflows)
 
         def register(server: grpc.aio.Server) -> None:
             agents_pb2_grpc.add_AgentRegistryServiceServicer_to_server(servicer, server)
 
-        server = await start_server([ServiceBinding(SERVICE_NAME, register)], settings.host, settings.port, auth)
+        def register_workflows(server: grpc.aio.Server) -> None:
+            workflows_pb2_grpc.add_WorkflowRegistryServiceServicer_to_server(workflows_servicer, server)
+
+        bindings = [ServiceBinding(SERVICE_NAME, register), ServiceBinding(WORKFLOWS_SERVICE_NAME, register_workflows)]
+        server = await start_server(bindings, settings.host, settings.port, auth)
     except BaseException:
         await channel.close()
         if models is not None:
             await models.close()
         await database.dispose()
         raise
-    return AgentsApp(server, database, registry, channel, models)
+    return AgentsApp(server, database, registry, workflows, channel, models)

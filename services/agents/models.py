@@ -1,11 +1,14 @@
 """The agents service's tables, as a SQLAlchemy 2 ORM (no gRPC here).
 
 An agent is a row of `agents` (who owns it, when it was made, its latest revision) and one immutable row of
-`agent_revisions` per revision, which holds everything a client set. Portable between SQLite and PostgreSQL
+`agent_revisions` per revision, which holds everything a client set. A workflow is the same: a row of
+`workflows` and immutable rows of `workflow_revisions`, whose graph is one JSON document of
+services.agents.workflows.document's shape. Portable between SQLite and PostgreSQL
 like the runs tables: JSON becomes JSONB on PostgreSQL, times are timezone-aware UTC on both.
 """
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -77,4 +80,42 @@ class AgentRevisionRow(Base):
     max_total_tokens: Mapped[int | None] = mapped_column(BigInteger)
     max_tool_calls: Mapped[int | None] = mapped_column(Integer)
     # `metadata` is taken by DeclarativeBase, so the attribute has another name than the column.
+    labels: Mapped[dict[str, str]] = mapped_column("metadata", JsonDocument)
+
+
+class WorkflowRow(Base):
+    """One saved workflow: its identity and owner, and which of its revisions is the latest."""
+
+    __tablename__ = "workflows"
+    __table_args__ = (
+        # ListWorkflows: one user's workflows by name, keyset-paginated by (name_key, id).
+        Index("ix_workflows_owner_name_key_id", "owner", "name_key", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(MAX_OWNER_CHARS))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    latest_revision: Mapped[int] = mapped_column(Integer)
+    #: The latest revision's display name in lower case (as agents.name_key).
+    name_key: Mapped[str] = mapped_column(BytewiseName)
+
+
+class WorkflowRevisionRow(Base):
+    """One immutable revision of a workflow: everything a client set, as of that revision."""
+
+    __tablename__ = "workflow_revisions"
+
+    workflow_id: Mapped[str] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    display_name: Mapped[str] = mapped_column(String(MAX_DISPLAY_NAME_CHARS))
+    description: Mapped[str] = mapped_column(Text)
+    #: The inputs, nodes and edges: a JSON document with a schema version, in the shape
+    #: services.agents.workflows.document defines (not the wire format, so renaming a proto field orphans nothing).
+    graph: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    #: The run limits, as agent_revisions keeps them (NULL: the engine's default).
+    max_model_calls: Mapped[int | None] = mapped_column(Integer)
+    max_duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    max_total_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    max_tool_calls: Mapped[int | None] = mapped_column(Integer)
     labels: Mapped[dict[str, str]] = mapped_column("metadata", JsonDocument)

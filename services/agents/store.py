@@ -9,9 +9,7 @@ the named fields replaced) and moves the agent's `latest_revision` to it, in one
 agent's row (PostgreSQL's row lock; SQLite's one writer), so concurrent updates make consecutive revisions.
 """
 
-import base64
 import dataclasses
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,19 +18,17 @@ from sqlalchemy import ColumnElement, Select, and_, delete, func, insert, litera
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.agents.checks import parse_agent_id
+from services.agents.listing import INVALID_PAGE_TOKEN, MAX_PAGE_BYTES
+from services.agents.listing import checked_page_size as _checked_page_size
+from services.agents.listing import decode_token as _decode_token
+from services.agents.listing import encode_token as _encode_token
+from services.agents.listing import name_key as _name_key
 from services.agents.models import MAX_DISPLAY_NAME_CHARS, AgentRevisionRow, AgentRow
 from services.agents.records import AGENT_FIELDS, AgentRecord, AgentSpec, ModelParameters
 from services.common.checks import check_text
 from services.common.database import Database, runs_to_completion, utcnow
 from services.common.errors import InvalidArgument, NotFound
 from services.common.limits import RunLimits
-
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
-#: A page ends early rather than grow past this (gRPC's default message limit is 4 MiB, and one agent's
-#: instructions alone may take 128 KB).
-MAX_PAGE_BYTES = 1024 * 1024
-INVALID_PAGE_TOKEN = "page_token is not valid for this request; start again without a page_token"
 
 AGENTS = AgentRow.__table__
 REVISIONS = AgentRevisionRow.__table__
@@ -49,12 +45,6 @@ Values = Mapping[str, Any]
 def _not_found(agent_id: str) -> NotFound:
     # The one message for "no such agent" and "someone else's agent".
     return NotFound(f"agent '{agent_id}' not found")
-
-
-def _name_key(display_name: str) -> str:
-    """What listings sort and search by: the name in lower case, folded here rather than by the database, whose
-    lower() differs (SQLite folds ASCII only)."""
-    return display_name.lower()
 
 
 def _revision_values(agent_id: str, revision: int, spec: AgentSpec) -> dict[str, Any]:
@@ -117,26 +107,6 @@ def _records_query(owner: str) -> Select[Any]:
         .select_from(AGENTS.join(REVISIONS, REVISIONS.c.agent_id == AGENTS.c.id))
         .where(AGENTS.c.owner == owner)
     )
-
-
-def _checked_page_size(page_size: int) -> int:
-    if page_size < 0:
-        raise InvalidArgument(f"page_size must be >= 0, got {page_size}")
-    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def _encode_token(payload: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode("ascii")
-
-
-def _decode_token(token: str) -> dict[str, Any]:
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
-    except ValueError:  # binascii.Error, UnicodeError and JSONDecodeError are ValueErrors
-        raise InvalidArgument(INVALID_PAGE_TOKEN) from None
-    if not isinstance(payload, dict):
-        raise InvalidArgument(INVALID_PAGE_TOKEN)
-    return payload
 
 
 def _approximate_bytes(record: AgentRecord) -> int:

@@ -173,6 +173,7 @@ def _is_field_selection(tree: lark.Tree) -> bool:
 
 def _check(tree: lark.Tree, known: frozenset[str]) -> frozenset[str]:
     """Walk the tree (iteratively: its depth is what is being checked) and return the state variables it reads.
+    Children are visited left to right, so the first problem in the text is the one reported.
 
     Scopes: a comprehension's variable is visible in its body only (`xs.map(x, x + 1)`), and shadows a state
     variable of the same name there, as in CEL."""
@@ -207,7 +208,7 @@ def _check(tree: lark.Tree, known: frozenset[str]) -> frozenset[str]:
                 or not _is_field_selection(arguments.children[0])
             ):
                 raise InvalidArgument(f"has() at {_token_at(token)} takes one field selection, like has(m.f)")
-            stack.extend((child, scope, comprehensions, depth + 1) for child in node.children[1:])
+            stack.extend((child, scope, comprehensions, depth + 1) for child in reversed(node.children[1:]))
             continue
         if kind == "member_object":
             raise InvalidArgument(f"message construction at {_tree_at(node)} is not supported; build a map")
@@ -226,15 +227,15 @@ def _check(tree: lark.Tree, known: frozenset[str]) -> frozenset[str]:
                 if comprehensions + 1 > MAX_COMPREHENSION_DEPTH:
                     raise InvalidArgument(f"{method.value}() at {_token_at(method)} nests comprehensions more than "
                                           f"{MAX_COMPREHENSION_DEPTH} deep")
-                stack.append((target, scope, comprehensions, depth + 1))
                 stack.append((arguments_list[1], scope | {variable.value}, comprehensions + 1, depth + 2))
+                stack.append((target, scope, comprehensions, depth + 1))
                 continue
             _check_function(method)
-            stack.append((target, scope, comprehensions, depth + 1))
             if arguments is not None:
                 stack.append((arguments, scope, comprehensions, depth + 1))
+            stack.append((target, scope, comprehensions, depth + 1))
             continue
-        stack.extend((child, scope, comprehensions, depth + 1) for child in node.children)
+        stack.extend((child, scope, comprehensions, depth + 1) for child in reversed(node.children))
     return frozenset(used)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 import pytest
 
-from agentplatform.agents.v1 import agents_pb2_grpc
+from agentplatform.agents.v1 import agents_pb2_grpc, workflows_pb2_grpc
 from services.agents.app import MIGRATIONS, AgentsApp, start_agents
 from services.agents.settings import AgentsSettings
 from services.agents.store import AgentStore
@@ -97,3 +97,10 @@ async def stub(agents_app: AgentsApp) -> AsyncIterator[agents_pb2_grpc.AgentRegi
     """An AgentRegistryService stub over a real channel to `agents_app`."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{agents_app.port}") as channel:
         yield agents_pb2_grpc.AgentRegistryServiceStub(channel)
+
+
+@pytest.fixture
+async def workflows(agents_app: AgentsApp) -> AsyncIterator[workflows_pb2_grpc.WorkflowRegistryServiceStub]:
+    """A WorkflowRegistryService stub over a real channel to `agents_app` (the same server as `stub`'s)."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{agents_app.port}") as channel:
+        yield workflows_pb2_grpc.WorkflowRegistryServiceStub(channel)

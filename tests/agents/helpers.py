@@ -31,11 +31,11 @@ def sqlite_url(path: Path) -> str:
 
 
 async def drop_agents_schema(url: str) -> None:
-    """Drop the agents tables and their Alembic version table, if there are any."""
+    """Drop the agents and workflows tables and their Alembic version table, if there are any."""
     db = Database(url)
     try:
         async with db.engine.begin() as connection:
-            for table in ("agent_revisions", "agents", "agents_alembic_version"):
+            for table in ("workflow_revisions", "workflows", "agent_revisions", "agents", "agents_alembic_version"):
                 await connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
     finally:
         await db.dispose()

@@ -47,7 +47,7 @@ async def test_migrations_build_what_the_models_describe(empty_database: Databas
     await empty_database.migrate(MIGRATIONS)  # at head already: nothing to do
     async with empty_database.engine.connect() as connection:
         assert await connection.run_sync(_differences) == []
-        assert await connection.run_sync(_versions) == {"agents_alembic_version": ["0001"]}
+        assert await connection.run_sync(_versions) == {"agents_alembic_version": ["0002"]}
 
 
 async def test_the_agents_and_runs_schemas_share_a_database(empty_database: Database) -> None:
@@ -56,8 +56,8 @@ async def test_the_agents_and_runs_schemas_share_a_database(empty_database: Data
     await empty_database.migrate(RUNS_MIGRATIONS)  # neither mistakes the other's version for its own
     async with empty_database.engine.connect() as connection:
         versions = await connection.run_sync(_versions)
-        assert versions["agents_alembic_version"] == ["0001"]
-        assert versions["alembic_version"] and versions["alembic_version"] != ["0001"]
+        assert versions["agents_alembic_version"] == ["0002"]
+        assert versions["alembic_version"] and versions["alembic_version"] != ["0002"]
         assert await connection.run_sync(_differences) == []
         tables = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
-    assert {"runs", "run_steps", "agents", "agent_revisions"} <= tables
+    assert {"runs", "run_steps", "agents", "agent_revisions", "workflows", "workflow_revisions"} <= tables

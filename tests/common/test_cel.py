@@ -38,6 +38,10 @@ def test_an_unknown_variable_is_named_with_its_position() -> None:
     assert refusal("items.map(i, i + j)").startswith("unknown variable 'j' at line 1, column 18")
     assert refusal("items.map(i, i) + [i]").startswith("unknown variable 'i' at line 1, column 20")
     assert refusal("\n  .nope").startswith("unknown variable 'nope' at line 2, column 4")
+    # The first unknown in the text is the one reported.
+    assert refusal("a + items.map(x, b) + c").startswith("unknown variable 'a' at line 1, column 1")
+    assert refusal("items.map(x, b) + c").startswith("unknown variable 'b' at line 1, column 14")
+    assert refusal("f(1) + c").startswith("unknown function 'f' at line 1, column 1")
 
 
 def test_known_variables_comprehension_variables_and_type_names_compile() -> None:
