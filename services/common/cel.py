@@ -32,7 +32,7 @@ with bytes as `bytes`, a timestamp as RFC 3339 text, a duration as CEL's text ("
 
 import datetime
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -438,10 +438,3 @@ def _scalar_or_shell(item: Any, work: list[tuple[Any, Any, Any]]) -> Any:
         return str(item)
     raise EvaluationError(f"the expression produced a {type(item).__name__}, which is not a plain value")
 
-
-def variables_of(programs: Iterable[Program]) -> frozenset[str]:
-    """Every state variable the programs read."""
-    names: set[str] = set()
-    for program in programs:
-        names |= program.variables
-    return frozenset(names)

@@ -464,7 +464,8 @@ export type ApprovalNode = Message<"agentplatform.agents.v1.ApprovalNode"> & {
 
   /**
    * How long to wait for an answer before following the "timeout" edge;
-   * unset: wait indefinitely. At most 30 days; positive when set.
+   * unset: wait indefinitely. At most 30 days; positive when set. Kept to
+   * the millisecond (rounded up).
    *
    * @generated from field: google.protobuf.Duration timeout = 2;
    */
