@@ -446,9 +446,11 @@ export const SetStateNodeSchema: GenMessage<SetStateNode> = /*@__PURE__*/
   messageDesc(file_agentplatform_agents_v1_workflows, 8);
 
 /**
- * Waits for a person (the workflow's owner) to approve or reject. It has an
- * outgoing edge with branch "approved" and one with "rejected", and one with
- * "timeout" exactly when `timeout` is set.
+ * Waits for a person to approve or reject: the run goes WAITING with an
+ * `approval_request` step that carries this node's id, until
+ * RunService.ApproveStep or RejectStep decides it (the run's owner, or an
+ * admin) or it times out. It has an outgoing edge with branch "approved" and
+ * one with "rejected", and one with "timeout" exactly when `timeout` is set.
  *
  * @generated from message agentplatform.agents.v1.ApprovalNode
  */
@@ -463,8 +465,8 @@ export type ApprovalNode = Message<"agentplatform.agents.v1.ApprovalNode"> & {
   prompt: string;
 
   /**
-   * How long to wait for an answer before following the "timeout" edge;
-   * unset: wait indefinitely. At most 30 days; positive when set. Kept to
+   * How long to wait for a decision before following the "timeout" edge (the
+   * request's `expire_time`); unset: wait until decided or cancelled. At most 30 days; positive when set. Kept to
    * the millisecond (rounded up).
    *
    * @generated from field: google.protobuf.Duration timeout = 2;
