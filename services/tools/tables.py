@@ -56,12 +56,12 @@ class McpServerRow(_Base):
     transport: Mapped[str] = mapped_column(String(8), nullable=False)
     command: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: A JSON list of strings.
-    args: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    args: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     #: A JSON object of the process's extra environment variables (secrets).
-    env: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    env: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     url: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: A JSON object of the HTTP headers sent with every request (secrets).
-    headers: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    headers: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
 

@@ -138,17 +138,23 @@ class McpServerStore:
             headers=dict(spec.headers) if spec.transport == "http" else None,
             created_at=utcnow(),
         )
+        taken = AlreadyExists(
+            f"an MCP server named '{spec.name}' is registered already; delete it first or pick another name"
+        )
         try:
             async with self.database.write() as session:
                 if await session.get(McpServerRow, spec.name) is not None:
-                    raise IntegrityError("exists", None, Exception())
+                    raise taken
                 session.add(row)
                 await session.flush()
                 return _spec_from_row(row)
         except IntegrityError:
-            raise AlreadyExists(
-                f"an MCP server named '{spec.name}' is registered already; delete it first or pick another name"
-            ) from None
+            # Another replica inserted the name between our check and insert (PostgreSQL; SQLite's BEGIN
+            # IMMEDIATE serialises writers); anything else is not the caller's doing.
+            async with self.database.read() as session:
+                if await session.get(McpServerRow, spec.name) is not None:
+                    raise taken from None
+            raise
 
     async def all(self) -> list[McpServerSpec]:
         """Every registration, ordered by name."""
