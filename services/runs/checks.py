@@ -94,6 +94,12 @@ def checked_new_run(run: NewRun, limits: StoreLimits) -> NewRun:
     check_limits(run.limits)
     request_id = parse_run_id(run.request_id, "request_id") if run.request_id else ""
     thread_id = parse_uuid(run.thread_id, "thread_id", "thread") if run.thread_id else ""
+    workflow_id = parse_uuid(run.workflow_id, "workflow_id", "workflow") if run.workflow_id else ""
+    if run.workflow_revision < 0 or (run.workflow_revision == 0) != (not workflow_id):
+        raise InvalidArgument("workflow_revision must be the revision (1, 2 ...) of workflow_id, or 0 with none")
+    if workflow_id and (thread_id or run.agent_id):
+        raise InvalidArgument("a workflow run has no thread and no agent of its own: leave thread_id and agent_id "
+                              "empty")
     if run.multitask not in MULTITASK_STRATEGIES:
         raise InvalidArgument(f"unknown multitask strategy {run.multitask!r}; use one of "
                               f"{', '.join(MULTITASK_STRATEGIES)}")
@@ -108,7 +114,9 @@ def checked_new_run(run: NewRun, limits: StoreLimits) -> NewRun:
         if step.sequence not in (0, position):
             raise InvalidArgument(f"step {position} of a create has sequence {step.sequence}; use 0 or {position}")
         steps.append(dataclasses.replace(checked_step(position, step, limits), sequence=position))
-    return dataclasses.replace(run, request_id=request_id, thread_id=thread_id, steps=tuple(steps))
+    return dataclasses.replace(
+        run, request_id=request_id, thread_id=thread_id, workflow_id=workflow_id, steps=tuple(steps)
+    )
 
 
 #: What a create does when its thread has a run in progress (see MultitaskStrategy in runs.proto).
@@ -130,7 +138,13 @@ def request_fingerprint(run: NewRun) -> str:
     if run.thread_id or run.multitask != "reject":
         # Only then, so fingerprints stored before threads existed still match their retries.
         payload += [run.thread_id, run.multitask]
+    if run.workflow_id:
+        payload += [run.workflow_id, run.workflow_revision]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+#: Longest workflow node id a step may carry (the agents service allows 64).
+MAX_NODE_ID_CHARS = 64
 
 
 def checked_step(position: int, step: NewStep, limits: StoreLimits) -> NewStep:
@@ -142,6 +156,8 @@ def checked_step(position: int, step: NewStep, limits: StoreLimits) -> NewStep:
                               f"{MAX_SEQUENCE}")
     if step.duration_ms is not None and step.duration_ms < 0:
         raise InvalidArgument(f"step {position} has a negative duration ({step.duration_ms} ms)")
+    if step.node_id:
+        check_text(f"step {position} node_id", step.node_id, MAX_NODE_ID_CHARS)
     if step.model_call is not None:
         usage = step.model_call.usage
         if min(usage.prompt_tokens, usage.completion_tokens) < 0:

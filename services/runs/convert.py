@@ -95,6 +95,7 @@ def new_step_from_proto(position: int, step: runs_pb2.Step) -> NewStep:
         sequence=step.sequence,
         duration_ms=_ms(step.duration) if step.HasField("duration") else None,
         model_call=model_call,
+        node_id=step.node_id,
     )
 
 
@@ -104,6 +105,7 @@ def step_to_proto(record: StepRecord) -> runs_pb2.Step:
         run_id=record.run_id,
         sequence=record.sequence,
         create_time=timestamp_from_datetime(record.created_at),
+        node_id=record.node_id,
     )
     if record.duration_ms is not None:
         message.duration.CopyFrom(duration_from_seconds(record.duration_ms / 1000))
@@ -144,6 +146,8 @@ def run_to_proto(record: RunRecord) -> runs_pb2.Run:
         agent_revision=record.agent_revision,
         thread_id=record.thread_id,
         thread_turn=record.thread_turn,
+        workflow_id=record.workflow_id,
+        workflow_revision=record.workflow_revision,
         steps=[step_to_proto(step) for step in record.steps],
     )
     if record.completed_at is not None:

@@ -78,6 +78,8 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             steps=tuple(convert.new_step_from_proto(position, step) for position, step in enumerate(request.steps, 1)),
             thread_id=request.thread_id,
             multitask=convert.multitask_from_proto(request.multitask_strategy),
+            workflow_id=request.workflow_id,
+            workflow_revision=request.workflow_revision,
         )
         return convert.run_to_proto(await self._store.create_run(new))
 

@@ -31,7 +31,7 @@ FINAL_STATES = (COMPLETED, FAILED, CANCELLED)
 #: A step's type, as stored: the seed's step type slugs, and the two of a human approval.
 STEP_TYPES = (
     "user-request", "agent-thought", "tool-call", "tool-result", "agent-response", "error",
-    "approval-request", "approval-decision",
+    "approval-request", "approval-decision", "node-outcome",
 )
 
 #: JSON on SQLite, JSONB on PostgreSQL (binary, indexable, compared by value).
@@ -105,6 +105,10 @@ class RunRow(Base):
     #: Deleting the thread deletes its runs.
     thread_id: Mapped[str | None] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
     thread_turn: Mapped[int | None] = mapped_column(Integer)
+    #: The saved workflow the run executes and its revision ("" and 0: a run of an agent). Not a foreign key, as
+    #: for agents: workflows live in the agents service.
+    workflow_id: Mapped[str] = mapped_column(String(36), default="")
+    workflow_revision: Mapped[int] = mapped_column(BigInteger, default=0)
     user_query: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(200))
@@ -165,6 +169,8 @@ class RunStepRow(Base):
     sequence: Mapped[int] = mapped_column(Integer, primary_key=True)
     type: Mapped[str] = mapped_column(String(32))
     content: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    #: The workflow node that recorded the step; "" outside workflows.
+    node_id: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     #: Milliseconds, fractional: tool calls are often well under a millisecond.
     duration_ms: Mapped[float | None] = mapped_column(Float)

@@ -42,6 +42,9 @@ class NewRun:
     thread_id: str = ""
     #: What to do when that thread has a run in progress: "reject", "enqueue" or "interrupt".
     multitask: str = "reject"
+    #: The saved workflow the run executes, and its revision ("" and 0: a run of an agent, on a thread).
+    workflow_id: str = ""
+    workflow_revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class NewStep:
     sequence: int = 0
     duration_ms: float | None = None
     model_call: ModelCallStats | None = None
+    #: The workflow node that records it; "" outside workflows.
+    node_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class StepRecord:
     created_at: datetime
     duration_ms: float | None
     model_call: ModelCallStats | None = None
+    node_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,8 @@ class RunRecord:
     #: The thread the run is a turn of, and which turn; "" and 0 for a run outside any thread.
     thread_id: str = ""
     thread_turn: int = 0
+    workflow_id: str = ""
+    workflow_revision: int = 0
 
 
 @dataclass(frozen=True)

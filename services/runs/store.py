@@ -137,6 +137,7 @@ def _step_record(row: Values) -> StepRecord:
         created_at=row["created_at"],
         duration_ms=row["duration_ms"],
         model_call=model_call,
+        node_id=row["node_id"],
     )
 
 
@@ -154,6 +155,7 @@ def _step_values(run_id: str, sequence: int, step: NewStep, now: datetime) -> di
         "completion_tokens": call.usage.completion_tokens if call else None,
         "time_to_first_token_ms": call.time_to_first_token_ms if call else None,
         "model_latency_ms": call.latency_ms if call else None,
+        "node_id": step.node_id,
     }
 
 
@@ -191,6 +193,8 @@ def _run_record(row: Values, steps: Sequence[Values] = (), *, query_cut: bool = 
         steps=[_step_record(step) for step in steps],
         thread_id=row["thread_id"] or "",
         thread_turn=row["thread_turn"] or 0,
+        workflow_id=row["workflow_id"],
+        workflow_revision=row["workflow_revision"],
     )
 
 
@@ -396,6 +400,8 @@ class RunStore:
             "owner": new.owner,
             "agent_id": new.agent_id,
             "agent_revision": new.agent_revision,
+            "workflow_id": new.workflow_id,
+            "workflow_revision": new.workflow_revision,
             "user_query": new.user_query,
             "state": new.state,
             "model": new.model,
@@ -434,10 +440,15 @@ class RunStore:
                 existing = await self._by_request_id(connection, new.request_id, fingerprint, len(steps))
                 if existing is not None:
                     return existing, []
-            place = await place_run(connection, new.thread_id, new.owner, new.user_query, now, _RUN_COLUMNS)
-            row["thread_id"], row["thread_turn"] = place.thread_id, place.turn
             cancelled = []
-            if place.live:
+            if new.workflow_id:
+                # A workflow run is not a turn of a conversation.
+                row["thread_id"], row["thread_turn"] = None, None
+                place = None
+            else:
+                place = await place_run(connection, new.thread_id, new.owner, new.user_query, now, _RUN_COLUMNS)
+                row["thread_id"], row["thread_turn"] = place.thread_id, place.turn
+            if place is not None and place.live:
                 if new.multitask == "reject":
                     raise FailedPrecondition(
                         f"thread '{place.thread_id}' has a run in progress (run '{place.live[0]['id']}', "

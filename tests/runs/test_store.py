@@ -533,3 +533,24 @@ async def test_a_run_records_the_agent_revision_it_executes(store: RunStore) -> 
         await store.create_run(new_run("q", agent_id=agent))
     with pytest.raises(InvalidArgument, match="agent_id 'nope' is not a valid agent id"):
         await store.create_run(new_run("q", agent_id="nope", agent_revision=1))
+
+
+# --- workflow runs ---------------------------------------------------------------------------------------------
+
+WORKFLOW = "7d9f3c1e-2b4a-4c5d-8e6f-0a1b2c3d4e5f"
+
+
+async def test_a_workflow_run_has_no_thread_and_its_steps_keep_their_node(store: RunStore) -> None:
+    start = NewStep("node-outcome", {"kind": "start", "assigned": {"n": 1}}, node_id="start")
+    run = await store.create_run(new_run("Flow: {}", workflow_id=WORKFLOW, workflow_revision=2, steps=(start,)))
+    assert (run.workflow_id, run.workflow_revision, run.thread_id, run.thread_turn) == (WORKFLOW, 2, "", 0)
+    await store.append_steps(run.id, [NewStep("agent-thought", {"text": "t"}, node_id="draft")])
+    stored = await store.get_run(run.id)
+    kinds = [(step.type, step.node_id) for step in stored.steps]
+    assert kinds == [("node-outcome", "start"), ("agent-thought", "draft")]
+    with pytest.raises(InvalidArgument, match="a workflow run has no thread"):
+        await store.create_run(new_run("q", workflow_id=WORKFLOW, workflow_revision=1, thread_id=run.id))
+    with pytest.raises(InvalidArgument, match="workflow_revision must be the revision"):
+        await store.create_run(new_run("q", workflow_id=WORKFLOW))
+    with pytest.raises(InvalidArgument, match="node_id"):
+        await store.append_steps(run.id, [NewStep("agent-thought", {"text": "t"}, node_id="x" * 65)])

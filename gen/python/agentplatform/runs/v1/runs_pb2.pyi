@@ -53,7 +53,7 @@ APPROVAL_OUTCOME_REJECTED: ApprovalOutcome
 APPROVAL_OUTCOME_TIMED_OUT: ApprovalOutcome
 
 class Run(_message.Message):
-    __slots__ = ("id", "user_query", "state", "model", "create_time", "complete_time", "error_message", "usage", "metadata", "step_count", "steps", "error_code", "limits", "start_time", "cancel_requested", "executor_id", "user_query_truncated", "owner", "agent_id", "agent_revision", "thread_id", "thread_turn")
+    __slots__ = ("id", "user_query", "state", "model", "create_time", "complete_time", "error_message", "usage", "metadata", "step_count", "steps", "error_code", "limits", "start_time", "cancel_requested", "executor_id", "user_query_truncated", "owner", "agent_id", "agent_revision", "thread_id", "thread_turn", "workflow_id", "workflow_revision")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,8 @@ class Run(_message.Message):
     AGENT_REVISION_FIELD_NUMBER: _ClassVar[int]
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     THREAD_TURN_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_REVISION_FIELD_NUMBER: _ClassVar[int]
     id: str
     user_query: str
     state: RunState
@@ -105,7 +107,9 @@ class Run(_message.Message):
     agent_revision: int
     thread_id: str
     thread_turn: int
-    def __init__(self, id: _Optional[str] = ..., user_query: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_message: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., step_count: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., error_code: _Optional[str] = ..., limits: _Optional[_Union[RunLimits, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: _Optional[bool] = ..., executor_id: _Optional[str] = ..., user_query_truncated: _Optional[bool] = ..., owner: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., thread_id: _Optional[str] = ..., thread_turn: _Optional[int] = ...) -> None: ...
+    workflow_id: str
+    workflow_revision: int
+    def __init__(self, id: _Optional[str] = ..., user_query: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_message: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., step_count: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., error_code: _Optional[str] = ..., limits: _Optional[_Union[RunLimits, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: _Optional[bool] = ..., executor_id: _Optional[str] = ..., user_query_truncated: _Optional[bool] = ..., owner: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., thread_id: _Optional[str] = ..., thread_turn: _Optional[int] = ..., workflow_id: _Optional[str] = ..., workflow_revision: _Optional[int] = ...) -> None: ...
 
 class Thread(_message.Message):
     __slots__ = ("id", "owner", "title", "create_time", "update_time", "turn_count")
@@ -146,12 +150,13 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("run_id", "sequence", "create_time", "duration", "model_call", "user_request", "agent_thought", "tool_call", "tool_result", "agent_response", "error", "approval_request", "approval_decision")
+    __slots__ = ("run_id", "sequence", "create_time", "duration", "model_call", "node_id", "user_request", "agent_thought", "tool_call", "tool_result", "agent_response", "error", "approval_request", "approval_decision", "node_outcome")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     DURATION_FIELD_NUMBER: _ClassVar[int]
     MODEL_CALL_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
     USER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     AGENT_THOUGHT_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
@@ -160,11 +165,13 @@ class Step(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_REQUEST_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_DECISION_FIELD_NUMBER: _ClassVar[int]
+    NODE_OUTCOME_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     sequence: int
     create_time: _timestamp_pb2.Timestamp
     duration: _duration_pb2.Duration
     model_call: ModelCall
+    node_id: str
     user_request: UserRequest
     agent_thought: AgentThought
     tool_call: ToolCall
@@ -173,7 +180,22 @@ class Step(_message.Message):
     error: StepError
     approval_request: ApprovalRequest
     approval_decision: ApprovalDecision
-    def __init__(self, run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model_call: _Optional[_Union[ModelCall, _Mapping]] = ..., user_request: _Optional[_Union[UserRequest, _Mapping]] = ..., agent_thought: _Optional[_Union[AgentThought, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ..., agent_response: _Optional[_Union[AgentResponse, _Mapping]] = ..., error: _Optional[_Union[StepError, _Mapping]] = ..., approval_request: _Optional[_Union[ApprovalRequest, _Mapping]] = ..., approval_decision: _Optional[_Union[ApprovalDecision, _Mapping]] = ...) -> None: ...
+    node_outcome: NodeOutcome
+    def __init__(self, run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model_call: _Optional[_Union[ModelCall, _Mapping]] = ..., node_id: _Optional[str] = ..., user_request: _Optional[_Union[UserRequest, _Mapping]] = ..., agent_thought: _Optional[_Union[AgentThought, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ..., agent_response: _Optional[_Union[AgentResponse, _Mapping]] = ..., error: _Optional[_Union[StepError, _Mapping]] = ..., approval_request: _Optional[_Union[ApprovalRequest, _Mapping]] = ..., approval_decision: _Optional[_Union[ApprovalDecision, _Mapping]] = ..., node_outcome: _Optional[_Union[NodeOutcome, _Mapping]] = ...) -> None: ...
+
+class NodeOutcome(_message.Message):
+    __slots__ = ("kind", "branch", "assigned", "output", "iteration")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNED_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    branch: str
+    assigned: _struct_pb2.Struct
+    output: _struct_pb2.Value
+    iteration: int
+    def __init__(self, kind: _Optional[str] = ..., branch: _Optional[str] = ..., assigned: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., iteration: _Optional[int] = ...) -> None: ...
 
 class ApprovalRequest(_message.Message):
     __slots__ = ("prompt", "tool_call_id", "tool_name", "node_id", "expire_time")

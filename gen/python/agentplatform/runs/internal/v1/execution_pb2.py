@@ -26,7 +26,7 @@ from agentplatform.runs.v1 import runs_pb2 as agentplatform_dot_runs_dot_v1_dot_
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.agentplatform/runs/internal/v1/execution.proto\x12\x1e\x61gentplatform.runs.internal.v1\x1a agentplatform/runs/v1/runs.proto\x1a\x1egoogle/protobuf/duration.proto\"f\n\x14\x41waitApprovalRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x02 \x01(\t\x12)\n\x04step\x18\x03 \x01(\x0b\x32\x1b.agentplatform.runs.v1.Step\"j\n\x10ResumeRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x02 \x01(\t\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb4\x04\n\x10\x43reateRunRequest\x12\x12\n\nuser_query\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12P\n\x08metadata\x18\x03 \x03(\x0b\x32>.agentplatform.runs.internal.v1.CreateRunRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12.\n\x05state\x18\x05 \x01(\x0e\x32\x1f.agentplatform.runs.v1.RunState\x12\x30\n\x06limits\x18\x06 \x01(\x0b\x32 .agentplatform.runs.v1.RunLimits\x12\x13\n\x0b\x65xecutor_id\x18\x07 \x01(\t\x12\x31\n\x0elease_duration\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x05steps\x18\t \x03(\x0b\x32\x1b.agentplatform.runs.v1.Step\x12\r\n\x05owner\x18\n \x01(\t\x12\x10\n\x08\x61gent_id\x18\x0b \x01(\t\x12\x16\n\x0e\x61gent_revision\x18\x0c \x01(\x03\x12\x11\n\tthread_id\x18\r \x01(\t\x12\x44\n\x12multitask_strategy\x18\x0e \x01(\x0e\x32(.agentplatform.runs.v1.MultitaskStrategy\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x17GetThreadHistoryRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tmax_turns\x18\x02 \x01(\x05\"Q\n\rThreadHistory\x12)\n\x05turns\x18\x01 \x03(\x0b\x32\x1a.agentplatform.runs.v1.Run\x12\x15\n\romitted_turns\x18\x02 \x01(\x03\"P\n\x12\x41ppendStepsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12*\n\x05steps\x18\x02 \x03(\x0b\x32\x1b.agentplatform.runs.v1.Step\"A\n\x13\x41ppendStepsResponse\x12*\n\x05steps\x18\x01 \x03(\x0b\x32\x1b.agentplatform.runs.v1.Step\"\x8a\x01\n\x10\x46inishRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.agentplatform.runs.v1.RunState\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x12\n\nerror_code\x18\x05 \x01(\tJ\x04\x08\x04\x10\x05R\x05usage\"6\n\x0f\x42\x65ginRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x02 \x01(\t\":\n\x12RenewLeasesRequest\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12\x0f\n\x07run_ids\x18\x02 \x03(\t\"i\n\x13RenewLeasesResponse\x12\x14\n\x0clost_run_ids\x18\x01 \x03(\t\x12<\n\x06\x63\x61ncel\x18\x02 \x03(\x0b\x32,.agentplatform.runs.internal.v1.CancelNotice\".\n\x0c\x43\x61ncelNotice\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xe9\x01\n\x16\x43onnectExecutorRequest\x12\x15\n\x0b\x65xecutor_id\x18\x01 \x01(\tH\x00\x12\x31\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32 .agentplatform.runs.v1.StepDeltaH\x00\x12<\n\x04\x63\x61ll\x18\x03 \x01(\x0b\x32,.agentplatform.runs.internal.v1.ExecutorCallH\x00\x12<\n\x06\x64\x65ltas\x18\x04 \x01(\x0b\x32*.agentplatform.runs.internal.v1.StepDeltasH\x00\x42\t\n\x07message\">\n\nStepDeltas\x12\x30\n\x06\x64\x65ltas\x18\x01 \x03(\x0b\x32 .agentplatform.runs.v1.StepDelta\"\xcc\x02\n\x0c\x45xecutorCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12J\n\x0c\x61ppend_steps\x18\x02 \x01(\x0b\x32\x32.agentplatform.runs.internal.v1.AppendStepsRequestH\x00\x12\x46\n\nfinish_run\x18\x03 \x01(\x0b\x32\x30.agentplatform.runs.internal.v1.FinishRunRequestH\x00\x12\x46\n\ncreate_run\x18\x04 \x01(\x0b\x32\x30.agentplatform.runs.internal.v1.CreateRunRequestH\x00\x12\x44\n\tbegin_run\x18\x05 \x01(\x0b\x32/.agentplatform.runs.internal.v1.BeginRunRequestH\x00\x42\t\n\x07request\"\xd5\x02\n\x12\x45xecutorCallResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12K\n\x0c\x61ppend_steps\x18\x02 \x01(\x0b\x32\x33.agentplatform.runs.internal.v1.AppendStepsResponseH\x00\x12\x30\n\nfinish_run\x18\x03 \x01(\x0b\x32\x1a.agentplatform.runs.v1.RunH\x00\x12\x42\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x31.agentplatform.runs.internal.v1.ExecutorCallErrorH\x00\x12\x30\n\ncreate_run\x18\x05 \x01(\x0b\x32\x1a.agentplatform.runs.v1.RunH\x00\x12/\n\tbegin_run\x18\x06 \x01(\x0b\x32\x1a.agentplatform.runs.v1.RunH\x00\x42\x08\n\x06result\"2\n\x11\x45xecutorCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xe5\x01\n\x0e\x45xecutorNotice\x12>\n\x06\x63\x61ncel\x18\x01 \x01(\x0b\x32,.agentplatform.runs.internal.v1.CancelNoticeH\x00\x12I\n\x0b\x63\x61ll_result\x18\x02 \x01(\x0b\x32\x32.agentplatform.runs.internal.v1.ExecutorCallResultH\x00\x12>\n\x06resume\x18\x03 \x01(\x0b\x32,.agentplatform.runs.internal.v1.ResumeNoticeH\x00\x42\x08\n\x06notice\"\x1e\n\x0cResumeNotice\x12\x0e\n\x06run_id\x18\x01 \x01(\t2\xca\x07\n\x10\x45xecutionService\x12Y\n\tCreateRun\x12\x30.agentplatform.runs.internal.v1.CreateRunRequest\x1a\x1a.agentplatform.runs.v1.Run\x12W\n\x08\x42\x65ginRun\x12/.agentplatform.runs.internal.v1.BeginRunRequest\x1a\x1a.agentplatform.runs.v1.Run\x12v\n\x0b\x41ppendSteps\x12\x32.agentplatform.runs.internal.v1.AppendStepsRequest\x1a\x33.agentplatform.runs.internal.v1.AppendStepsResponse\x12Y\n\tFinishRun\x12\x30.agentplatform.runs.internal.v1.FinishRunRequest\x1a\x1a.agentplatform.runs.v1.Run\x12v\n\x0bRenewLeases\x12\x32.agentplatform.runs.internal.v1.RenewLeasesRequest\x1a\x33.agentplatform.runs.internal.v1.RenewLeasesResponse\x12}\n\x0f\x43onnectExecutor\x12\x36.agentplatform.runs.internal.v1.ConnectExecutorRequest\x1a..agentplatform.runs.internal.v1.ExecutorNotice(\x01\x30\x01\x12z\n\x10GetThreadHistory\x12\x37.agentplatform.runs.internal.v1.GetThreadHistoryRequest\x1a-.agentplatform.runs.internal.v1.ThreadHistory\x12\x61\n\rAwaitApproval\x12\x34.agentplatform.runs.internal.v1.AwaitApprovalRequest\x1a\x1a.agentplatform.runs.v1.Run\x12Y\n\tResumeRun\x12\x30.agentplatform.runs.internal.v1.ResumeRunRequest\x1a\x1a.agentplatform.runs.v1.Runb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.agentplatform/runs/internal/v1/execution.proto\x12\x1e\x61gentplatform.runs.internal.v1\x1a agentplatform/runs/v1/runs.proto\x1a\x1egoogle/protobuf/duration.proto\"f\n\x14\x41waitApprovalRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x02 \x01(\t\x12)\n\x04step\x18\x03 \x01(\x0b\x32\x1b.agentplatform.runs.v1.Step\"j\n\x10ResumeRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x02 \x01(\t\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xe4\x04\n\x10\x43reateRunRequest\x12\x12\n\nuser_query\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12P\n\x08metadata\x18\x03 \x03(\x0b\x32>.agentplatform.runs.internal.v1.CreateRunRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12.\n\x05state\x18\x05 \x01(\x0e\x32\x1f.agentplatform.runs.v1.RunState\x12\x30\n\x06limits\x18\x06 \x01(\x0b\x32 .agentplatform.runs.v1.RunLimits\x12\x13\n\x0b\x65xecutor_id\x18\x07 \x01(\t\x12\x31\n\x0elease_duration\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x05steps\x18\t \x03(\x0b\x32\x1b.agentplatform.runs.v1.Step\x12\r\n\x05owner\x18\n \x01(\t\x12\x10\n\x08\x61gent_id\x18\x0b \x01(\t\x12\x16\n\x0e\x61gent_revision\x18\x0c \x01(\x03\x12\x11\n\tthread_id\x18\r \x01(\t\x12\x44\n\x12multitask_strategy\x18\x0e \x01(\x0e\x32(.agentplatform.runs.v1.MultitaskStrategy\x12\x13\n\x0bworkflow_id\x18\x0f \x01(\t\x12\x19\n\x11workflow_revision\x18\x10 \x01(\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x17GetThreadHistoryRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tmax_turns\x18\x02 \x01(\x05\"Q\n\rThreadHistory\x12)\n\x05turns\x18\x01 \x03(\x0b\x32\x1a.agentplatform.runs.v1.Run\x12\x15\n\romitted_turns\x18\x02 \x01(\x03\"P\n\x12\x41ppendStepsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12*\n\x05steps\x18\x02 \x03(\x0b\x32\x1b.agentplatform.runs.v1.Step\"A\n\x13\x41ppendStepsResponse\x12*\n\x05steps\x18\x01 \x03(\x0b\x32\x1b.agentplatform.runs.v1.Step\"\x8a\x01\n\x10\x46inishRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.agentplatform.runs.v1.RunState\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x12\n\nerror_code\x18\x05 \x01(\tJ\x04\x08\x04\x10\x05R\x05usage\"6\n\x0f\x42\x65ginRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\x02 \x01(\t\":\n\x12RenewLeasesRequest\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12\x0f\n\x07run_ids\x18\x02 \x03(\t\"i\n\x13RenewLeasesResponse\x12\x14\n\x0clost_run_ids\x18\x01 \x03(\t\x12<\n\x06\x63\x61ncel\x18\x02 \x03(\x0b\x32,.agentplatform.runs.internal.v1.CancelNotice\".\n\x0c\x43\x61ncelNotice\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xe9\x01\n\x16\x43onnectExecutorRequest\x12\x15\n\x0b\x65xecutor_id\x18\x01 \x01(\tH\x00\x12\x31\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32 .agentplatform.runs.v1.StepDeltaH\x00\x12<\n\x04\x63\x61ll\x18\x03 \x01(\x0b\x32,.agentplatform.runs.internal.v1.ExecutorCallH\x00\x12<\n\x06\x64\x65ltas\x18\x04 \x01(\x0b\x32*.agentplatform.runs.internal.v1.StepDeltasH\x00\x42\t\n\x07message\">\n\nStepDeltas\x12\x30\n\x06\x64\x65ltas\x18\x01 \x03(\x0b\x32 .agentplatform.runs.v1.StepDelta\"\xcc\x02\n\x0c\x45xecutorCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12J\n\x0c\x61ppend_steps\x18\x02 \x01(\x0b\x32\x32.agentplatform.runs.internal.v1.AppendStepsRequestH\x00\x12\x46\n\nfinish_run\x18\x03 \x01(\x0b\x32\x30.agentplatform.runs.internal.v1.FinishRunRequestH\x00\x12\x46\n\ncreate_run\x18\x04 \x01(\x0b\x32\x30.agentplatform.runs.internal.v1.CreateRunRequestH\x00\x12\x44\n\tbegin_run\x18\x05 \x01(\x0b\x32/.agentplatform.runs.internal.v1.BeginRunRequestH\x00\x42\t\n\x07request\"\xd5\x02\n\x12\x45xecutorCallResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12K\n\x0c\x61ppend_steps\x18\x02 \x01(\x0b\x32\x33.agentplatform.runs.internal.v1.AppendStepsResponseH\x00\x12\x30\n\nfinish_run\x18\x03 \x01(\x0b\x32\x1a.agentplatform.runs.v1.RunH\x00\x12\x42\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x31.agentplatform.runs.internal.v1.ExecutorCallErrorH\x00\x12\x30\n\ncreate_run\x18\x05 \x01(\x0b\x32\x1a.agentplatform.runs.v1.RunH\x00\x12/\n\tbegin_run\x18\x06 \x01(\x0b\x32\x1a.agentplatform.runs.v1.RunH\x00\x42\x08\n\x06result\"2\n\x11\x45xecutorCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xe5\x01\n\x0e\x45xecutorNotice\x12>\n\x06\x63\x61ncel\x18\x01 \x01(\x0b\x32,.agentplatform.runs.internal.v1.CancelNoticeH\x00\x12I\n\x0b\x63\x61ll_result\x18\x02 \x01(\x0b\x32\x32.agentplatform.runs.internal.v1.ExecutorCallResultH\x00\x12>\n\x06resume\x18\x03 \x01(\x0b\x32,.agentplatform.runs.internal.v1.ResumeNoticeH\x00\x42\x08\n\x06notice\"\x1e\n\x0cResumeNotice\x12\x0e\n\x06run_id\x18\x01 \x01(\t2\xca\x07\n\x10\x45xecutionService\x12Y\n\tCreateRun\x12\x30.agentplatform.runs.internal.v1.CreateRunRequest\x1a\x1a.agentplatform.runs.v1.Run\x12W\n\x08\x42\x65ginRun\x12/.agentplatform.runs.internal.v1.BeginRunRequest\x1a\x1a.agentplatform.runs.v1.Run\x12v\n\x0b\x41ppendSteps\x12\x32.agentplatform.runs.internal.v1.AppendStepsRequest\x1a\x33.agentplatform.runs.internal.v1.AppendStepsResponse\x12Y\n\tFinishRun\x12\x30.agentplatform.runs.internal.v1.FinishRunRequest\x1a\x1a.agentplatform.runs.v1.Run\x12v\n\x0bRenewLeases\x12\x32.agentplatform.runs.internal.v1.RenewLeasesRequest\x1a\x33.agentplatform.runs.internal.v1.RenewLeasesResponse\x12}\n\x0f\x43onnectExecutor\x12\x36.agentplatform.runs.internal.v1.ConnectExecutorRequest\x1a..agentplatform.runs.internal.v1.ExecutorNotice(\x01\x30\x01\x12z\n\x10GetThreadHistory\x12\x37.agentplatform.runs.internal.v1.GetThreadHistoryRequest\x1a-.agentplatform.runs.internal.v1.ThreadHistory\x12\x61\n\rAwaitApproval\x12\x34.agentplatform.runs.internal.v1.AwaitApprovalRequest\x1a\x1a.agentplatform.runs.v1.Run\x12Y\n\tResumeRun\x12\x30.agentplatform.runs.internal.v1.ResumeRunRequest\x1a\x1a.agentplatform.runs.v1.Runb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,41 +40,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESUMERUNREQUEST']._serialized_start=252
   _globals['_RESUMERUNREQUEST']._serialized_end=358
   _globals['_CREATERUNREQUEST']._serialized_start=361
-  _globals['_CREATERUNREQUEST']._serialized_end=925
-  _globals['_CREATERUNREQUEST_METADATAENTRY']._serialized_start=878
-  _globals['_CREATERUNREQUEST_METADATAENTRY']._serialized_end=925
-  _globals['_GETTHREADHISTORYREQUEST']._serialized_start=927
-  _globals['_GETTHREADHISTORYREQUEST']._serialized_end=987
-  _globals['_THREADHISTORY']._serialized_start=989
-  _globals['_THREADHISTORY']._serialized_end=1070
-  _globals['_APPENDSTEPSREQUEST']._serialized_start=1072
-  _globals['_APPENDSTEPSREQUEST']._serialized_end=1152
-  _globals['_APPENDSTEPSRESPONSE']._serialized_start=1154
-  _globals['_APPENDSTEPSRESPONSE']._serialized_end=1219
-  _globals['_FINISHRUNREQUEST']._serialized_start=1222
-  _globals['_FINISHRUNREQUEST']._serialized_end=1360
-  _globals['_BEGINRUNREQUEST']._serialized_start=1362
-  _globals['_BEGINRUNREQUEST']._serialized_end=1416
-  _globals['_RENEWLEASESREQUEST']._serialized_start=1418
-  _globals['_RENEWLEASESREQUEST']._serialized_end=1476
-  _globals['_RENEWLEASESRESPONSE']._serialized_start=1478
-  _globals['_RENEWLEASESRESPONSE']._serialized_end=1583
-  _globals['_CANCELNOTICE']._serialized_start=1585
-  _globals['_CANCELNOTICE']._serialized_end=1631
-  _globals['_CONNECTEXECUTORREQUEST']._serialized_start=1634
-  _globals['_CONNECTEXECUTORREQUEST']._serialized_end=1867
-  _globals['_STEPDELTAS']._serialized_start=1869
-  _globals['_STEPDELTAS']._serialized_end=1931
-  _globals['_EXECUTORCALL']._serialized_start=1934
-  _globals['_EXECUTORCALL']._serialized_end=2266
-  _globals['_EXECUTORCALLRESULT']._serialized_start=2269
-  _globals['_EXECUTORCALLRESULT']._serialized_end=2610
-  _globals['_EXECUTORCALLERROR']._serialized_start=2612
-  _globals['_EXECUTORCALLERROR']._serialized_end=2662
-  _globals['_EXECUTORNOTICE']._serialized_start=2665
-  _globals['_EXECUTORNOTICE']._serialized_end=2894
-  _globals['_RESUMENOTICE']._serialized_start=2896
-  _globals['_RESUMENOTICE']._serialized_end=2926
-  _globals['_EXECUTIONSERVICE']._serialized_start=2929
-  _globals['_EXECUTIONSERVICE']._serialized_end=3899
+  _globals['_CREATERUNREQUEST']._serialized_end=973
+  _globals['_CREATERUNREQUEST_METADATAENTRY']._serialized_start=926
+  _globals['_CREATERUNREQUEST_METADATAENTRY']._serialized_end=973
+  _globals['_GETTHREADHISTORYREQUEST']._serialized_start=975
+  _globals['_GETTHREADHISTORYREQUEST']._serialized_end=1035
+  _globals['_THREADHISTORY']._serialized_start=1037
+  _globals['_THREADHISTORY']._serialized_end=1118
+  _globals['_APPENDSTEPSREQUEST']._serialized_start=1120
+  _globals['_APPENDSTEPSREQUEST']._serialized_end=1200
+  _globals['_APPENDSTEPSRESPONSE']._serialized_start=1202
+  _globals['_APPENDSTEPSRESPONSE']._serialized_end=1267
+  _globals['_FINISHRUNREQUEST']._serialized_start=1270
+  _globals['_FINISHRUNREQUEST']._serialized_end=1408
+  _globals['_BEGINRUNREQUEST']._serialized_start=1410
+  _globals['_BEGINRUNREQUEST']._serialized_end=1464
+  _globals['_RENEWLEASESREQUEST']._serialized_start=1466
+  _globals['_RENEWLEASESREQUEST']._serialized_end=1524
+  _globals['_RENEWLEASESRESPONSE']._serialized_start=1526
+  _globals['_RENEWLEASESRESPONSE']._serialized_end=1631
+  _globals['_CANCELNOTICE']._serialized_start=1633
+  _globals['_CANCELNOTICE']._serialized_end=1679
+  _globals['_CONNECTEXECUTORREQUEST']._serialized_start=1682
+  _globals['_CONNECTEXECUTORREQUEST']._serialized_end=1915
+  _globals['_STEPDELTAS']._serialized_start=1917
+  _globals['_STEPDELTAS']._serialized_end=1979
+  _globals['_EXECUTORCALL']._serialized_start=1982
+  _globals['_EXECUTORCALL']._serialized_end=2314
+  _globals['_EXECUTORCALLRESULT']._serialized_start=2317
+  _globals['_EXECUTORCALLRESULT']._serialized_end=2658
+  _globals['_EXECUTORCALLERROR']._serialized_start=2660
+  _globals['_EXECUTORCALLERROR']._serialized_end=2710
+  _globals['_EXECUTORNOTICE']._serialized_start=2713
+  _globals['_EXECUTORNOTICE']._serialized_end=2942
+  _globals['_RESUMENOTICE']._serialized_start=2944
+  _globals['_RESUMENOTICE']._serialized_end=2974
+  _globals['_EXECUTIONSERVICE']._serialized_start=2977
+  _globals['_EXECUTIONSERVICE']._serialized_end=3947
 # @@protoc_insertion_point(module_scope)

@@ -31,7 +31,7 @@ class ResumeRunRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., executor_id: _Optional[str] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class CreateRunRequest(_message.Message):
-    __slots__ = ("user_query", "model", "metadata", "request_id", "state", "limits", "executor_id", "lease_duration", "steps", "owner", "agent_id", "agent_revision", "thread_id", "multitask_strategy")
+    __slots__ = ("user_query", "model", "metadata", "request_id", "state", "limits", "executor_id", "lease_duration", "steps", "owner", "agent_id", "agent_revision", "thread_id", "multitask_strategy", "workflow_id", "workflow_revision")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,8 @@ class CreateRunRequest(_message.Message):
     AGENT_REVISION_FIELD_NUMBER: _ClassVar[int]
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     MULTITASK_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_REVISION_FIELD_NUMBER: _ClassVar[int]
     user_query: str
     model: str
     metadata: _containers.ScalarMap[str, str]
@@ -67,7 +69,9 @@ class CreateRunRequest(_message.Message):
     agent_revision: int
     thread_id: str
     multitask_strategy: _runs_pb2.MultitaskStrategy
-    def __init__(self, user_query: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[_runs_pb2.RunState, str]] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., executor_id: _Optional[str] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[_runs_pb2.Step, _Mapping]]] = ..., owner: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., thread_id: _Optional[str] = ..., multitask_strategy: _Optional[_Union[_runs_pb2.MultitaskStrategy, str]] = ...) -> None: ...
+    workflow_id: str
+    workflow_revision: int
+    def __init__(self, user_query: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[_runs_pb2.RunState, str]] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., executor_id: _Optional[str] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[_runs_pb2.Step, _Mapping]]] = ..., owner: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., thread_id: _Optional[str] = ..., multitask_strategy: _Optional[_Union[_runs_pb2.MultitaskStrategy, str]] = ..., workflow_id: _Optional[str] = ..., workflow_revision: _Optional[int] = ...) -> None: ...
 
 class GetThreadHistoryRequest(_message.Message):
     __slots__ = ("run_id", "max_turns")

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentplatform/runs/v1/runs.proto.
  */
 export const file_agentplatform_runs_v1_runs: GenFile = /*@__PURE__*/
-  fileDesc("CiBhZ2VudHBsYXRmb3JtL3J1bnMvdjEvcnVucy5wcm90bxIVYWdlbnRwbGF0Zm9ybS5ydW5zLnYxIt0FCgNSdW4SCgoCaWQYASABKAkSEgoKdXNlcl9xdWVyeRgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5TdGF0ZRINCgVtb2RlbBgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNY29tcGxldGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZXJyb3JfbWVzc2FnZRgHIAEoCRIrCgV1c2FnZRgIIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI6CghtZXRhZGF0YRgJIAMoCzIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4uTWV0YWRhdGFFbnRyeRISCgpzdGVwX2NvdW50GAogASgDEioKBXN0ZXBzGAsgAygLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXASEgoKZXJyb3JfY29kZRgMIAEoCRIwCgZsaW1pdHMYDSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuTGltaXRzEi4KCnN0YXJ0X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDyABKAgSEwoLZXhlY3V0b3JfaWQYECABKAkSHAoUdXNlcl9xdWVyeV90cnVuY2F0ZWQYESABKAgSDQoFb3duZXIYEiABKAkSEAoIYWdlbnRfaWQYEyABKAkSFgoOYWdlbnRfcmV2aXNpb24YFCABKAMSEQoJdGhyZWFkX2lkGBUgASgJEhMKC3RocmVhZF90dXJuGBYgASgDGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKoAQoGVGhyZWFkEgoKAmlkGAEgASgJEg0KBW93bmVyGAIgASgJEg0KBXRpdGxlGAMgASgJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKdHVybl9jb3VudBgGIAEoAyKHAQoJUnVuTGltaXRzEhcKD21heF9tb2RlbF9jYWxscxgBIAEoBRIvCgxtYXhfZHVyYXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQbWF4X3RvdGFsX3Rva2VucxgDIAEoAxIWCg5tYXhfdG9vbF9jYWxscxgEIAEoBSJPCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgDEhQKDHRvdGFsX3Rva2VucxgDIAEoAyKuBQoEU3RlcBIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCGR1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKCm1vZGVsX2NhbGwYBSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTW9kZWxDYWxsEjoKDHVzZXJfcmVxdWVzdBgKIAEoCzIiLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2VyUmVxdWVzdEgAEjwKDWFnZW50X3Rob3VnaHQYCyABKAsyIy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQWdlbnRUaG91Z2h0SAASNAoJdG9vbF9jYWxsGAwgASgLMh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRvb2xDYWxsSAASOAoLdG9vbF9yZXN1bHQYDSABKAsyIS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVG9vbFJlc3VsdEgAEj4KDmFnZW50X3Jlc3BvbnNlGA4gASgLMiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFnZW50UmVzcG9uc2VIABIxCgVlcnJvchgPIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdGVwRXJyb3JIABJCChBhcHByb3ZhbF9yZXF1ZXN0GBAgASgLMiYuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFwcHJvdmFsUmVxdWVzdEgAEkQKEWFwcHJvdmFsX2RlY2lzaW9uGBEgASgLMicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFwcHJvdmFsRGVjaXNpb25IAEIJCgdjb250ZW50IowBCg9BcHByb3ZhbFJlcXVlc3QSDgoGcHJvbXB0GAEgASgJEhQKDHRvb2xfY2FsbF9pZBgCIAEoCRIRCgl0b29sX25hbWUYAyABKAkSDwoHbm9kZV9pZBgEIAEoCRIvCgtleHBpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiigEKEEFwcHJvdmFsRGVjaXNpb24SNwoHb3V0Y29tZRgBIAEoDjImLmFnZW50cGxhdGZvcm0ucnVucy52MS5BcHByb3ZhbE91dGNvbWUSGAoQcmVxdWVzdF9zZXF1ZW5jZRgCIAEoAxIPCgdjb21tZW50GAMgASgJEhIKCmRlY2lkZWRfYnkYBCABKAkinAEKCU1vZGVsQ2FsbBIrCgV1c2FnZRgBIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI2ChN0aW1lX3RvX2ZpcnN0X3Rva2VuGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKB2xhdGVuY3kYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSQoLVXNlclJlcXVlc3QSDAoEdGV4dBgBIAEoCRIVCg1jb250ZXh0X3R1cm5zGAIgASgDEhUKDW9taXR0ZWRfdHVybnMYAyABKAMiMQoMQWdlbnRUaG91Z2h0EgwKBHRleHQYASABKAkSEwoLcGxhY2Vob2xkZXIYAiABKAgicwoIVG9vbENhbGwSEQoJdG9vbF9uYW1lGAEgASgJEhQKDHRvb2xfY2FsbF9pZBgCIAEoCRInCgZwYXJhbXMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhUKDXJhd19hcmd1bWVudHMYBCABKAkiegoKVG9vbFJlc3VsdBIRCgl0b29sX25hbWUYASABKAkSFAoMdG9vbF9jYWxsX2lkGAIgASgJEiYKBnJlc3VsdBgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIMCgR0ZXh0GAQgASgJEg0KBWVycm9yGAUgASgJIh0KDUFnZW50UmVzcG9uc2USDAoEdGV4dBgBIAEoCSIqCglTdGVwRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIo4BCg9MaXN0UnVuc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSLgoFc3RhdGUYAyABKA4yHy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuU3RhdGUSEQoJYWxsX3VzZXJzGAQgASgIEhEKCXRocmVhZF9pZBgFIAEoCSJVChBMaXN0UnVuc1Jlc3BvbnNlEigKBHJ1bnMYASADKAsyGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIiChBEZWxldGVSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSI5Cg9XYXRjaFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDItUBCghSdW5FdmVudBIrCgRzdGVwGAEgASgLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXBIABIpCgNydW4YAiABKAsyGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuSAASNQoJaGVhcnRiZWF0GAMgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkhlYXJ0YmVhdEgAEjEKBWRlbHRhGAQgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXBEZWx0YUgAQgcKBWV2ZW50IkwKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3NlcXVlbmNlGAIgASgDIpEBCglTdGVwRGVsdGESDgoGcnVuX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEg4KBHRleHQYAyABKAlIABI5Cgl0b29sX2NhbGwYBCABKAsyJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVG9vbENhbGxEZWx0YUgAEg8KB3JlcGxhY2UYBSABKAhCBgoEcGFydCJLCg1Ub29sQ2FsbERlbHRhEhQKDHRvb2xfY2FsbF9pZBgBIAEoCRIRCgl0b29sX25hbWUYAiABKAkSEQoJYXJndW1lbnRzGAMgASgJIjIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIlChBHZXRUaHJlYWRSZXF1ZXN0EhEKCXRocmVhZF9pZBgBIAEoCSJOChJMaXN0VGhyZWFkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEQoJYWxsX3VzZXJzGAMgASgIIl4KE0xpc3RUaHJlYWRzUmVzcG9uc2USLgoHdGhyZWFkcxgBIAMoCzIdLmFnZW50cGxhdGZvcm0ucnVucy52MS5UaHJlYWQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIigKE0RlbGV0ZVRocmVhZFJlcXVlc3QSEQoJdGhyZWFkX2lkGAEgASgJIkcKEkFwcHJvdmVTdGVwUmVxdWVzdBIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSDwoHY29tbWVudBgDIAEoCSJGChFSZWplY3RTdGVwUmVxdWVzdBIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSDwoHY29tbWVudBgDIAEoCSqYAQoRTXVsdGl0YXNrU3RyYXRlZ3kSIgoeTVVMVElUQVNLX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASHQoZTVVMVElUQVNLX1NUUkFURUdZX1JFSkVDVBABEh4KGk1VTFRJVEFTS19TVFJBVEVHWV9FTlFVRVVFEAISIAocTVVMVElUQVNLX1NUUkFURUdZX0lOVEVSUlVQVBADKrEBCghSdW5TdGF0ZRIZChVSVU5fU1RBVEVfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVEVfUlVOTklORxABEhcKE1JVTl9TVEFURV9DT01QTEVURUQQAhIUChBSVU5fU1RBVEVfRkFJTEVEEAMSFwoTUlVOX1NUQVRFX0NBTkNFTExFRBAEEhQKEFJVTl9TVEFURV9RVUVVRUQQBRIVChFSVU5fU1RBVEVfV0FJVElORxAGKpEBCg9BcHByb3ZhbE91dGNvbWUSIAocQVBQUk9WQUxfT1VUQ09NRV9VTlNQRUNJRklFRBAAEh0KGUFQUFJPVkFMX09VVENPTUVfQVBQUk9WRUQQARIdChlBUFBST1ZBTF9PVVRDT01FX1JFSkVDVEVEEAISHgoaQVBQUk9WQUxfT1VUQ09NRV9USU1FRF9PVVQQAzLlBgoKUnVuU2VydmljZRJKCgZHZXRSdW4SJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuR2V0UnVuUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SWwoITGlzdFJ1bnMSJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTGlzdFJ1bnNSZXF1ZXN0GicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RSdW5zUmVzcG9uc2USTAoJRGVsZXRlUnVuEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkRlbGV0ZVJ1blJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSVQoIV2F0Y2hSdW4SJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuV2F0Y2hSdW5SZXF1ZXN0Gh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkV2ZW50MAESUAoJQ2FuY2VsUnVuEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkNhbmNlbFJ1blJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElQKC0FwcHJvdmVTdGVwEikuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFwcHJvdmVTdGVwUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SUgoKUmVqZWN0U3RlcBIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SZWplY3RTdGVwUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SUwoJR2V0VGhyZWFkEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkdldFRocmVhZFJlcXVlc3QaHS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVGhyZWFkEmQKC0xpc3RUaHJlYWRzEikuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RUaHJlYWRzUmVxdWVzdBoqLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0VGhyZWFkc1Jlc3BvbnNlElIKDERlbGV0ZVRocmVhZBIqLmFnZW50cGxhdGZvcm0ucnVucy52MS5EZWxldGVUaHJlYWRSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5YgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiBhZ2VudHBsYXRmb3JtL3J1bnMvdjEvcnVucy5wcm90bxIVYWdlbnRwbGF0Zm9ybS5ydW5zLnYxIo0GCgNSdW4SCgoCaWQYASABKAkSEgoKdXNlcl9xdWVyeRgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5TdGF0ZRINCgVtb2RlbBgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNY29tcGxldGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZXJyb3JfbWVzc2FnZRgHIAEoCRIrCgV1c2FnZRgIIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI6CghtZXRhZGF0YRgJIAMoCzIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4uTWV0YWRhdGFFbnRyeRISCgpzdGVwX2NvdW50GAogASgDEioKBXN0ZXBzGAsgAygLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXASEgoKZXJyb3JfY29kZRgMIAEoCRIwCgZsaW1pdHMYDSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuTGltaXRzEi4KCnN0YXJ0X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDyABKAgSEwoLZXhlY3V0b3JfaWQYECABKAkSHAoUdXNlcl9xdWVyeV90cnVuY2F0ZWQYESABKAgSDQoFb3duZXIYEiABKAkSEAoIYWdlbnRfaWQYEyABKAkSFgoOYWdlbnRfcmV2aXNpb24YFCABKAMSEQoJdGhyZWFkX2lkGBUgASgJEhMKC3RocmVhZF90dXJuGBYgASgDEhMKC3dvcmtmbG93X2lkGBcgASgJEhkKEXdvcmtmbG93X3JldmlzaW9uGBggASgDGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKoAQoGVGhyZWFkEgoKAmlkGAEgASgJEg0KBW93bmVyGAIgASgJEg0KBXRpdGxlGAMgASgJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKdHVybl9jb3VudBgGIAEoAyKHAQoJUnVuTGltaXRzEhcKD21heF9tb2RlbF9jYWxscxgBIAEoBRIvCgxtYXhfZHVyYXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQbWF4X3RvdGFsX3Rva2VucxgDIAEoAxIWCg5tYXhfdG9vbF9jYWxscxgEIAEoBSJPCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgDEhQKDHRvdGFsX3Rva2VucxgDIAEoAyL7BQoEU3RlcBIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCGR1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKCm1vZGVsX2NhbGwYBSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTW9kZWxDYWxsEg8KB25vZGVfaWQYBiABKAkSOgoMdXNlcl9yZXF1ZXN0GAogASgLMiIuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlVzZXJSZXF1ZXN0SAASPAoNYWdlbnRfdGhvdWdodBgLIAEoCzIjLmFnZW50cGxhdGZvcm0ucnVucy52MS5BZ2VudFRob3VnaHRIABI0Cgl0b29sX2NhbGwYDCABKAsyHy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVG9vbENhbGxIABI4Cgt0b29sX3Jlc3VsdBgNIAEoCzIhLmFnZW50cGxhdGZvcm0ucnVucy52MS5Ub29sUmVzdWx0SAASPgoOYWdlbnRfcmVzcG9uc2UYDiABKAsyJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQWdlbnRSZXNwb25zZUgAEjEKBWVycm9yGA8gASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXBFcnJvckgAEkIKEGFwcHJvdmFsX3JlcXVlc3QYECABKAsyJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQXBwcm92YWxSZXF1ZXN0SAASRAoRYXBwcm92YWxfZGVjaXNpb24YESABKAsyJy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQXBwcm92YWxEZWNpc2lvbkgAEjoKDG5vZGVfb3V0Y29tZRgSIAEoCzIiLmFnZW50cGxhdGZvcm0ucnVucy52MS5Ob2RlT3V0Y29tZUgAQgkKB2NvbnRlbnQikQEKC05vZGVPdXRjb21lEgwKBGtpbmQYASABKAkSDgoGYnJhbmNoGAIgASgJEikKCGFzc2lnbmVkGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgZvdXRwdXQYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEQoJaXRlcmF0aW9uGAUgASgDIowBCg9BcHByb3ZhbFJlcXVlc3QSDgoGcHJvbXB0GAEgASgJEhQKDHRvb2xfY2FsbF9pZBgCIAEoCRIRCgl0b29sX25hbWUYAyABKAkSDwoHbm9kZV9pZBgEIAEoCRIvCgtleHBpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiigEKEEFwcHJvdmFsRGVjaXNpb24SNwoHb3V0Y29tZRgBIAEoDjImLmFnZW50cGxhdGZvcm0ucnVucy52MS5BcHByb3ZhbE91dGNvbWUSGAoQcmVxdWVzdF9zZXF1ZW5jZRgCIAEoAxIPCgdjb21tZW50GAMgASgJEhIKCmRlY2lkZWRfYnkYBCABKAkinAEKCU1vZGVsQ2FsbBIrCgV1c2FnZRgBIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI2ChN0aW1lX3RvX2ZpcnN0X3Rva2VuGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKB2xhdGVuY3kYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSQoLVXNlclJlcXVlc3QSDAoEdGV4dBgBIAEoCRIVCg1jb250ZXh0X3R1cm5zGAIgASgDEhUKDW9taXR0ZWRfdHVybnMYAyABKAMiMQoMQWdlbnRUaG91Z2h0EgwKBHRleHQYASABKAkSEwoLcGxhY2Vob2xkZXIYAiABKAgicwoIVG9vbENhbGwSEQoJdG9vbF9uYW1lGAEgASgJEhQKDHRvb2xfY2FsbF9pZBgCIAEoCRInCgZwYXJhbXMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhUKDXJhd19hcmd1bWVudHMYBCABKAkiegoKVG9vbFJlc3VsdBIRCgl0b29sX25hbWUYASABKAkSFAoMdG9vbF9jYWxsX2lkGAIgASgJEiYKBnJlc3VsdBgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIMCgR0ZXh0GAQgASgJEg0KBWVycm9yGAUgASgJIh0KDUFnZW50UmVzcG9uc2USDAoEdGV4dBgBIAEoCSIqCglTdGVwRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIo4BCg9MaXN0UnVuc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSLgoFc3RhdGUYAyABKA4yHy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuU3RhdGUSEQoJYWxsX3VzZXJzGAQgASgIEhEKCXRocmVhZF9pZBgFIAEoCSJVChBMaXN0UnVuc1Jlc3BvbnNlEigKBHJ1bnMYASADKAsyGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIiChBEZWxldGVSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSI5Cg9XYXRjaFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDItUBCghSdW5FdmVudBIrCgRzdGVwGAEgASgLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXBIABIpCgNydW4YAiABKAsyGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuSAASNQoJaGVhcnRiZWF0GAMgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkhlYXJ0YmVhdEgAEjEKBWRlbHRhGAQgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXBEZWx0YUgAQgcKBWV2ZW50IkwKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3NlcXVlbmNlGAIgASgDIpEBCglTdGVwRGVsdGESDgoGcnVuX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEg4KBHRleHQYAyABKAlIABI5Cgl0b29sX2NhbGwYBCABKAsyJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVG9vbENhbGxEZWx0YUgAEg8KB3JlcGxhY2UYBSABKAhCBgoEcGFydCJLCg1Ub29sQ2FsbERlbHRhEhQKDHRvb2xfY2FsbF9pZBgBIAEoCRIRCgl0b29sX25hbWUYAiABKAkSEQoJYXJndW1lbnRzGAMgASgJIjIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIlChBHZXRUaHJlYWRSZXF1ZXN0EhEKCXRocmVhZF9pZBgBIAEoCSJOChJMaXN0VGhyZWFkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEQoJYWxsX3VzZXJzGAMgASgIIl4KE0xpc3RUaHJlYWRzUmVzcG9uc2USLgoHdGhyZWFkcxgBIAMoCzIdLmFnZW50cGxhdGZvcm0ucnVucy52MS5UaHJlYWQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIigKE0RlbGV0ZVRocmVhZFJlcXVlc3QSEQoJdGhyZWFkX2lkGAEgASgJIkcKEkFwcHJvdmVTdGVwUmVxdWVzdBIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSDwoHY29tbWVudBgDIAEoCSJGChFSZWplY3RTdGVwUmVxdWVzdBIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSDwoHY29tbWVudBgDIAEoCSqYAQoRTXVsdGl0YXNrU3RyYXRlZ3kSIgoeTVVMVElUQVNLX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASHQoZTVVMVElUQVNLX1NUUkFURUdZX1JFSkVDVBABEh4KGk1VTFRJVEFTS19TVFJBVEVHWV9FTlFVRVVFEAISIAocTVVMVElUQVNLX1NUUkFURUdZX0lOVEVSUlVQVBADKrEBCghSdW5TdGF0ZRIZChVSVU5fU1RBVEVfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVEVfUlVOTklORxABEhcKE1JVTl9TVEFURV9DT01QTEVURUQQAhIUChBSVU5fU1RBVEVfRkFJTEVEEAMSFwoTUlVOX1NUQVRFX0NBTkNFTExFRBAEEhQKEFJVTl9TVEFURV9RVUVVRUQQBRIVChFSVU5fU1RBVEVfV0FJVElORxAGKpEBCg9BcHByb3ZhbE91dGNvbWUSIAocQVBQUk9WQUxfT1VUQ09NRV9VTlNQRUNJRklFRBAAEh0KGUFQUFJPVkFMX09VVENPTUVfQVBQUk9WRUQQARIdChlBUFBST1ZBTF9PVVRDT01FX1JFSkVDVEVEEAISHgoaQVBQUk9WQUxfT1VUQ09NRV9USU1FRF9PVVQQAzLlBgoKUnVuU2VydmljZRJKCgZHZXRSdW4SJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuR2V0UnVuUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SWwoITGlzdFJ1bnMSJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTGlzdFJ1bnNSZXF1ZXN0GicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RSdW5zUmVzcG9uc2USTAoJRGVsZXRlUnVuEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkRlbGV0ZVJ1blJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSVQoIV2F0Y2hSdW4SJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuV2F0Y2hSdW5SZXF1ZXN0Gh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkV2ZW50MAESUAoJQ2FuY2VsUnVuEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkNhbmNlbFJ1blJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElQKC0FwcHJvdmVTdGVwEikuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFwcHJvdmVTdGVwUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SUgoKUmVqZWN0U3RlcBIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SZWplY3RTdGVwUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SUwoJR2V0VGhyZWFkEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkdldFRocmVhZFJlcXVlc3QaHS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVGhyZWFkEmQKC0xpc3RUaHJlYWRzEikuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RUaHJlYWRzUmVxdWVzdBoqLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0VGhyZWFkc1Jlc3BvbnNlElIKDERlbGV0ZVRocmVhZBIqLmFnZW50cGxhdGZvcm0ucnVucy52MS5EZWxldGVUaHJlYWRSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5YgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * An agent run: one user request and everything the agent did to answer it.
@@ -187,6 +187,21 @@ export type Run = Message<"agentplatform.runs.v1.Run"> & {
    * @generated from field: int64 thread_turn = 22;
    */
   threadTurn: bigint;
+
+  /**
+   * The saved workflow the run executes (agentplatform.agents.v1
+   * WorkflowRegistryService); empty for a run of an agent.
+   *
+   * @generated from field: string workflow_id = 23;
+   */
+  workflowId: string;
+
+  /**
+   * The revision of that workflow the run executes; 0 for a run of an agent.
+   *
+   * @generated from field: int64 workflow_revision = 24;
+   */
+  workflowRevision: bigint;
 };
 
 /**
@@ -341,6 +356,7 @@ export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
  *   agent_response -> "agent-response"  error          -> "error"
  *   approval_request -> "approval-request"
  *   approval_decision -> "approval-decision"
+ *   node_outcome -> "node-outcome"
  *
  * @generated from message agentplatform.runs.v1.Step
  */
@@ -381,6 +397,15 @@ export type Step = Message<"agentplatform.runs.v1.Step"> & {
    * @generated from field: agentplatform.runs.v1.ModelCall model_call = 5;
    */
   modelCall?: ModelCall | undefined;
+
+  /**
+   * In a workflow run: the id of the node that recorded the step (an agent
+   * node's model turns and tool calls carry its id too), so Inspect Runs can
+   * show the path taken. Empty in a run of an agent.
+   *
+   * @generated from field: string node_id = 6;
+   */
+  nodeId: string;
 
   /**
    * The step's content; its case is the step's type.
@@ -452,6 +477,14 @@ export type Step = Message<"agentplatform.runs.v1.Step"> & {
      */
     value: ApprovalDecision;
     case: "approvalDecision";
+  } | {
+    /**
+     * "node-outcome": a workflow node finished (its `node_id` is the step's).
+     *
+     * @generated from field: agentplatform.runs.v1.NodeOutcome node_outcome = 18;
+     */
+    value: NodeOutcome;
+    case: "nodeOutcome";
   } | { case: undefined; value?: undefined };
 };
 
@@ -461,6 +494,61 @@ export type Step = Message<"agentplatform.runs.v1.Step"> & {
  */
 export const StepSchema: GenMessage<Step> = /*@__PURE__*/
   messageDesc(file_agentplatform_runs_v1_runs, 4);
+
+/**
+ * Content of a "node-outcome" step: what a workflow node did, in the order
+ * the run reached it. The run's state is its inputs (the start node's
+ * `assigned`) updated by every later `assigned`.
+ *
+ * @generated from message agentplatform.runs.v1.NodeOutcome
+ */
+export type NodeOutcome = Message<"agentplatform.runs.v1.NodeOutcome"> & {
+  /**
+   * The node's kind: "start", "agent", "tool", "if_else", "while_loop",
+   * "set_state", "approval" or "end".
+   *
+   * @generated from field: string kind = 1;
+   */
+  kind: string;
+
+  /**
+   * The outcome the run followed out of the node: "true"/"false" (if_else),
+   * "body"/"done" (while_loop), "approved"/"rejected"/"timeout" (approval);
+   * empty for the others.
+   *
+   * @generated from field: string branch = 2;
+   */
+  branch: string;
+
+  /**
+   * The state variables the node set, with their new values: the inputs
+   * (start), the output variable (agent, tool), the assignments (set_state).
+   *
+   * @generated from field: google.protobuf.Struct assigned = 3;
+   */
+  assigned?: JsonObject | undefined;
+
+  /**
+   * The workflow's result (end).
+   *
+   * @generated from field: google.protobuf.Value output = 4;
+   */
+  output?: Value | undefined;
+
+  /**
+   * For a while_loop taking its "body": which iteration begins (1, 2 ...).
+   *
+   * @generated from field: int64 iteration = 5;
+   */
+  iteration: bigint;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.NodeOutcome.
+ * Use `create(NodeOutcomeSchema)` to create a new message.
+ */
+export const NodeOutcomeSchema: GenMessage<NodeOutcome> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 5);
 
 /**
  * Content of an "approval-request" step.
@@ -512,7 +600,7 @@ export type ApprovalRequest = Message<"agentplatform.runs.v1.ApprovalRequest"> &
  * Use `create(ApprovalRequestSchema)` to create a new message.
  */
 export const ApprovalRequestSchema: GenMessage<ApprovalRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 5);
+  messageDesc(file_agentplatform_runs_v1_runs, 6);
 
 /**
  * Content of an "approval-decision" step.
@@ -554,7 +642,7 @@ export type ApprovalDecision = Message<"agentplatform.runs.v1.ApprovalDecision">
  * Use `create(ApprovalDecisionSchema)` to create a new message.
  */
 export const ApprovalDecisionSchema: GenMessage<ApprovalDecision> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 6);
+  messageDesc(file_agentplatform_runs_v1_runs, 7);
 
 /**
  * One call to the model, as measured by the engine.
@@ -589,7 +677,7 @@ export type ModelCall = Message<"agentplatform.runs.v1.ModelCall"> & {
  * Use `create(ModelCallSchema)` to create a new message.
  */
 export const ModelCallSchema: GenMessage<ModelCall> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 7);
+  messageDesc(file_agentplatform_runs_v1_runs, 8);
 
 /**
  * Content of a "user-request" step.
@@ -627,7 +715,7 @@ export type UserRequest = Message<"agentplatform.runs.v1.UserRequest"> & {
  * Use `create(UserRequestSchema)` to create a new message.
  */
 export const UserRequestSchema: GenMessage<UserRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 8);
+  messageDesc(file_agentplatform_runs_v1_runs, 9);
 
 /**
  * Content of an "agent-thought" step.
@@ -657,7 +745,7 @@ export type AgentThought = Message<"agentplatform.runs.v1.AgentThought"> & {
  * Use `create(AgentThoughtSchema)` to create a new message.
  */
 export const AgentThoughtSchema: GenMessage<AgentThought> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 9);
+  messageDesc(file_agentplatform_runs_v1_runs, 10);
 
 /**
  * Content of a "tool-call" step.
@@ -701,7 +789,7 @@ export type ToolCall = Message<"agentplatform.runs.v1.ToolCall"> & {
  * Use `create(ToolCallSchema)` to create a new message.
  */
 export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 10);
+  messageDesc(file_agentplatform_runs_v1_runs, 11);
 
 /**
  * Content of a "tool-result" step.
@@ -753,7 +841,7 @@ export type ToolResult = Message<"agentplatform.runs.v1.ToolResult"> & {
  * Use `create(ToolResultSchema)` to create a new message.
  */
 export const ToolResultSchema: GenMessage<ToolResult> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 11);
+  messageDesc(file_agentplatform_runs_v1_runs, 12);
 
 /**
  * Content of an "agent-response" step.
@@ -774,7 +862,7 @@ export type AgentResponse = Message<"agentplatform.runs.v1.AgentResponse"> & {
  * Use `create(AgentResponseSchema)` to create a new message.
  */
 export const AgentResponseSchema: GenMessage<AgentResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 12);
+  messageDesc(file_agentplatform_runs_v1_runs, 13);
 
 /**
  * Content of an "error" step.
@@ -803,7 +891,7 @@ export type StepError = Message<"agentplatform.runs.v1.StepError"> & {
  * Use `create(StepErrorSchema)` to create a new message.
  */
 export const StepErrorSchema: GenMessage<StepError> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 13);
+  messageDesc(file_agentplatform_runs_v1_runs, 14);
 
 /**
  * Request of GetRun.
@@ -824,7 +912,7 @@ export type GetRunRequest = Message<"agentplatform.runs.v1.GetRunRequest"> & {
  * Use `create(GetRunRequestSchema)` to create a new message.
  */
 export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 14);
+  messageDesc(file_agentplatform_runs_v1_runs, 15);
 
 /**
  * Request of ListRuns.
@@ -879,7 +967,7 @@ export type ListRunsRequest = Message<"agentplatform.runs.v1.ListRunsRequest"> &
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 15);
+  messageDesc(file_agentplatform_runs_v1_runs, 16);
 
 /**
  * Response of ListRuns.
@@ -908,7 +996,7 @@ export type ListRunsResponse = Message<"agentplatform.runs.v1.ListRunsResponse">
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 16);
+  messageDesc(file_agentplatform_runs_v1_runs, 17);
 
 /**
  * Request of DeleteRun.
@@ -929,7 +1017,7 @@ export type DeleteRunRequest = Message<"agentplatform.runs.v1.DeleteRunRequest">
  * Use `create(DeleteRunRequestSchema)` to create a new message.
  */
 export const DeleteRunRequestSchema: GenMessage<DeleteRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 17);
+  messageDesc(file_agentplatform_runs_v1_runs, 18);
 
 /**
  * Request of WatchRun.
@@ -960,7 +1048,7 @@ export type WatchRunRequest = Message<"agentplatform.runs.v1.WatchRunRequest"> &
  * Use `create(WatchRunRequestSchema)` to create a new message.
  */
 export const WatchRunRequestSchema: GenMessage<WatchRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 18);
+  messageDesc(file_agentplatform_runs_v1_runs, 19);
 
 /**
  * One event of a run, as WatchRun and StreamChat send it. A client handles
@@ -1020,7 +1108,7 @@ export type RunEvent = Message<"agentplatform.runs.v1.RunEvent"> & {
  * Use `create(RunEventSchema)` to create a new message.
  */
 export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 19);
+  messageDesc(file_agentplatform_runs_v1_runs, 20);
 
 /**
  * A keep-alive event of a long stream; also a bookmark.
@@ -1049,7 +1137,7 @@ export type Heartbeat = Message<"agentplatform.runs.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 20);
+  messageDesc(file_agentplatform_runs_v1_runs, 21);
 
 /**
  * A piece of a step that is still forming, while the model streams.
@@ -1109,7 +1197,7 @@ export type StepDelta = Message<"agentplatform.runs.v1.StepDelta"> & {
  * Use `create(StepDeltaSchema)` to create a new message.
  */
 export const StepDeltaSchema: GenMessage<StepDelta> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 21);
+  messageDesc(file_agentplatform_runs_v1_runs, 22);
 
 /**
  * A piece of a tool call while the model writes it.
@@ -1144,7 +1232,7 @@ export type ToolCallDelta = Message<"agentplatform.runs.v1.ToolCallDelta"> & {
  * Use `create(ToolCallDeltaSchema)` to create a new message.
  */
 export const ToolCallDeltaSchema: GenMessage<ToolCallDelta> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 22);
+  messageDesc(file_agentplatform_runs_v1_runs, 23);
 
 /**
  * Request of CancelRun.
@@ -1172,7 +1260,7 @@ export type CancelRunRequest = Message<"agentplatform.runs.v1.CancelRunRequest">
  * Use `create(CancelRunRequestSchema)` to create a new message.
  */
 export const CancelRunRequestSchema: GenMessage<CancelRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 23);
+  messageDesc(file_agentplatform_runs_v1_runs, 24);
 
 /**
  * Request of GetThread.
@@ -1193,7 +1281,7 @@ export type GetThreadRequest = Message<"agentplatform.runs.v1.GetThreadRequest">
  * Use `create(GetThreadRequestSchema)` to create a new message.
  */
 export const GetThreadRequestSchema: GenMessage<GetThreadRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 24);
+  messageDesc(file_agentplatform_runs_v1_runs, 25);
 
 /**
  * Request of ListThreads.
@@ -1229,7 +1317,7 @@ export type ListThreadsRequest = Message<"agentplatform.runs.v1.ListThreadsReque
  * Use `create(ListThreadsRequestSchema)` to create a new message.
  */
 export const ListThreadsRequestSchema: GenMessage<ListThreadsRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 25);
+  messageDesc(file_agentplatform_runs_v1_runs, 26);
 
 /**
  * Response of ListThreads.
@@ -1257,7 +1345,7 @@ export type ListThreadsResponse = Message<"agentplatform.runs.v1.ListThreadsResp
  * Use `create(ListThreadsResponseSchema)` to create a new message.
  */
 export const ListThreadsResponseSchema: GenMessage<ListThreadsResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 26);
+  messageDesc(file_agentplatform_runs_v1_runs, 27);
 
 /**
  * Request of DeleteThread.
@@ -1278,7 +1366,7 @@ export type DeleteThreadRequest = Message<"agentplatform.runs.v1.DeleteThreadReq
  * Use `create(DeleteThreadRequestSchema)` to create a new message.
  */
 export const DeleteThreadRequestSchema: GenMessage<DeleteThreadRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 27);
+  messageDesc(file_agentplatform_runs_v1_runs, 28);
 
 /**
  * Request of ApproveStep.
@@ -1313,7 +1401,7 @@ export type ApproveStepRequest = Message<"agentplatform.runs.v1.ApproveStepReque
  * Use `create(ApproveStepRequestSchema)` to create a new message.
  */
 export const ApproveStepRequestSchema: GenMessage<ApproveStepRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 28);
+  messageDesc(file_agentplatform_runs_v1_runs, 29);
 
 /**
  * Request of RejectStep.
@@ -1349,7 +1437,7 @@ export type RejectStepRequest = Message<"agentplatform.runs.v1.RejectStepRequest
  * Use `create(RejectStepRequestSchema)` to create a new message.
  */
 export const RejectStepRequestSchema: GenMessage<RejectStepRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 29);
+  messageDesc(file_agentplatform_runs_v1_runs, 30);
 
 /**
  * What to do when a run is started on a thread that has a run in progress
