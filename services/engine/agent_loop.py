@@ -86,6 +86,8 @@ class StepRecorder:
         self._runs = runs
         self.run_id = run_id
         self.executor_id = executor_id
+        #: The workflow node whose steps are being recorded ("" outside workflows): every step carries it.
+        self.node_id = ""
         self._on_stored = on_stored
         self._last_sequence = recorded
         self._in_flight: asyncio.Future[list[runs_pb2.Step]] | None = None
@@ -103,6 +105,7 @@ class StepRecorder:
         """Store steps known together (a thought and the tool calls it asks for) in one append, numbered in order."""
         for offset, step in enumerate(steps):
             step.run_id, step.sequence = self.run_id, self.next_sequence + offset
+            step.node_id = self.node_id
         self._in_flight = asyncio.ensure_future(self._runs.append_steps(self.run_id, steps))
         self._in_flight.add_done_callback(self._stored)
         return await asyncio.shield(self._in_flight)
@@ -115,7 +118,9 @@ class StepRecorder:
 
     async def pause(self, request: runs_pb2.ApprovalRequest) -> runs_pb2.Run:
         """Record the approval-request step as the next one and leave the run WAITING in the store."""
-        step = runs_pb2.Step(run_id=self.run_id, sequence=self.next_sequence, approval_request=request)
+        step = runs_pb2.Step(
+            run_id=self.run_id, sequence=self.next_sequence, approval_request=request, node_id=self.node_id
+        )
         run = await self._runs.await_approval(self.run_id, self.executor_id, step)
         # Not handed to `on_stored`: followers see the step, as stored, from the store (the run is no longer
         # this engine's to report).
@@ -222,6 +227,31 @@ class AgentLoop:
         await recorder.record(error=runs_pb2.StepError(code=code, message=message))
         return await self._runs.finish_run(recorder.run_id, state, code, message)
 
+    async def run_agent_node(
+        self,
+        message: str,
+        owner: Caller,
+        agent: AgentProfile,
+        recorder: StepRecorder,
+        limits: RunLimits,
+        progress: RunProgress,
+    ) -> str:
+        """A workflow's agent node: `agent` answers `message` within the workflow's run (its steps tagged with
+        the recorder's node id), its counts added to `progress`'s; returns the answer. `progress.messages` holds
+        the node's conversation so far when it resumes after an approval; empty, the node begins by recording
+        the message as its user-request step. Raises RunFailure or RunPaused."""
+        if not progress.messages:
+            await recorder.record(user_request=runs_pb2.UserRequest(text=message))
+            progress.messages = [{"role": "user", "content": message}]
+        chat = ChatInput(message=message, owner=owner)
+        system_prompt = agent.instructions or self._settings.system_prompt
+        model = agent.model or self._settings.llm_model
+        return await self._converse(chat, agent, model, recorder, limits, system_prompt, NO_CONTEXT, progress)
+
+    async def fail(self, recorder: StepRecorder, failure: RunFailure) -> RunOutcome:
+        """End the run FAILED with the failure's `error` step."""
+        return await self._fail(recorder, failure)
+
     async def _fail(self, recorder: StepRecorder, failure: RunFailure) -> RunOutcome:
         log.warning("run %s failed (%s): %s", recorder.run_id, failure.code, failure)
         final = await self.end_run(recorder, runs_pb2.RUN_STATE_FAILED, failure.code, str(failure))
@@ -261,12 +291,12 @@ class AgentLoop:
         messages.extend(context.messages)
         messages.extend(progress.messages or [{"role": "user", "content": chat.message}])
 
-        usage, model_calls, tool_calls = progress.usage, progress.model_calls, progress.tool_calls
+        tally = progress  # its counts go on from where the run (or the workflow's earlier nodes) left them
         if progress.pending:
             # Resumed after an approval: the calls the last turn asked for come first.
             messages.extend(await self._call_tools(None, progress.pending, recorder, owner, agent, gated))
         while True:
-            if model_calls >= (limits.max_model_calls or 0):
+            if tally.model_calls >= (limits.max_model_calls or 0):
                 raise RunFailure(
                     "max_model_calls",
                     errors.ResourceExhausted(
@@ -274,9 +304,9 @@ class AgentLoop:
                         "(limits.max_model_calls); simplify the request or raise the limit"
                     ),
                 )
-            model_calls += 1
+            tally.model_calls += 1
             turn = await self._model_turn(model, messages, tools, sampling, recorder)
-            usage += turn.usage
+            tally.usage += turn.usage
             model_call = _model_call_proto(turn)
             if not turn.tool_calls:
                 await recorder.record(agent_response=runs_pb2.AgentResponse(text=turn.content), model_call=model_call)
@@ -287,8 +317,8 @@ class AgentLoop:
                 placeholder=not turn.content,
             )
             thought_step = runs_pb2.Step(agent_thought=thought, model_call=model_call)
-            tool_calls += len(turn.tool_calls)
-            failure = _limit_reached(usage, tool_calls, limits)
+            tally.tool_calls += len(turn.tool_calls)
+            failure = _limit_reached(tally.usage, tally.tool_calls, limits)
             if failure is not None:
                 await recorder.record_all([thought_step])  # the turn happened; the calls it asks for will not
                 raise failure

@@ -19,6 +19,7 @@ from services.engine.model_client import ModelClient
 from services.engine.scheduler import RunScheduler
 from services.engine.servicer import AgentServicer
 from services.engine.settings import EngineSettings
+from services.engine.workflow_runner import WorkflowRunner
 
 SERVICE_NAME = "agentplatform.engine.v1.AgentService"
 
@@ -96,7 +97,8 @@ async def start_engine(settings: EngineSettings) -> EngineApp:
 
     loop = AgentLoop(runs, tools, model, settings, send_delta)
     agents = AgentsClient(agents_channel, settings.call_timeout_seconds, token)
-    scheduler = RunScheduler(runs, agents, loop, settings, executor_id)
+    workflows = WorkflowRunner(loop, runs, tools, agents)
+    scheduler = RunScheduler(runs, agents, loop, workflows, settings, executor_id)
     link.start(on_cancel=scheduler.cancel, on_resume=scheduler.resume)
     scheduler.start_lease_renewals()
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from agentplatform.agents.v1 import agents_pb2, agents_pb2_grpc
+from agentplatform.agents.v1 import agents_pb2, agents_pb2_grpc, workflows_pb2, workflows_pb2_grpc
 from agentplatform.runs.internal.v1 import execution_pb2, execution_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from agentplatform.tools.internal.v1 import execution_pb2 as tool_execution_pb2
@@ -306,15 +306,22 @@ class ToolsClient:
 
 
 class AgentsClient:
-    """Reads saved agents from the agents service, on behalf of the caller who asks to run one (so another
-    user's agent is NOT_FOUND here too)."""
+    """Reads saved agents and workflows from the agents service, on behalf of the caller who asks to run one (so
+    another user's agent or workflow is NOT_FOUND here too)."""
 
     SERVICE = "agents service"
 
     def __init__(self, channel: grpc.aio.Channel, timeout: float, service_token: str) -> None:
         self._stub = agents_pb2_grpc.AgentRegistryServiceStub(channel)
+        self._workflows = workflows_pb2_grpc.WorkflowRegistryServiceStub(channel)
         self._timeout = timeout
         self._service_token = service_token
+
+    async def workflow(self, workflow_id: str, revision: int, caller: Caller) -> workflows_pb2.Workflow:
+        """The workflow's revision (its latest for 0), as `caller` may read it."""
+        request = workflows_pb2.GetWorkflowRequest(workflow_id=workflow_id, revision=revision)
+        metadata = on_behalf_of(caller, self._service_token)
+        return await _call(self.SERVICE, self._workflows.GetWorkflow, request, self._timeout, metadata)
 
     async def profile(self, agent_id: str, revision: int, caller: Caller) -> AgentProfile:
         """The agent's revision (its latest for 0), as a run executes it."""

@@ -2,6 +2,7 @@
 (no gRPC here)."""
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.common import errors
 from services.common.checks import parse_uuid
@@ -33,6 +34,24 @@ class ChatInput:
     #: "enqueue" or "interrupt" (MultitaskStrategy).
     thread_id: str = ""
     multitask: str = "reject"
+
+
+@dataclass(frozen=True)
+class WorkflowStart:
+    """A request to run a saved workflow, from `owner`, with its inputs (plain JSON values by name)."""
+
+    workflow_id: str
+    owner: Caller
+    workflow_revision: int = 0
+    inputs: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    request_id: str = ""
+
+
+def validate_workflow_start(start: WorkflowStart) -> None:
+    parse_uuid(start.workflow_id, "workflow_id", "workflow")
+    if start.workflow_revision < 0:
+        raise errors.InvalidArgument("workflow_revision must be 0 (the latest) or a revision (1, 2 ...)")
 
 
 def validate_chat(chat: ChatInput, settings: EngineSettings) -> None:

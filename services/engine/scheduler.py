@@ -17,11 +17,14 @@
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
+from agentplatform.agents.v1 import workflows_pb2
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
@@ -35,13 +38,23 @@ from services.engine.failures import RunFailure
 from services.engine.rate_limit import RunRateLimiter
 from services.engine.run_feed import FINAL, LIVE, FeedFollower, RunFeed
 from services.engine.run_progress import RunProgress, progress_from_steps
-from services.engine.run_request import ChatInput, resolve_limits, validate_chat
+from services.engine.run_request import (
+    ChatInput,
+    WorkflowStart,
+    resolve_limits,
+    validate_chat,
+    validate_workflow_start,
+)
 from services.engine.settings import EngineSettings
+from services.engine.workflow_runner import WorkflowRunner, check_inputs, start_node_id, start_step
 
 log = logging.getLogger(__name__)
 
 #: How long an interrupted run may take to record its end at shutdown.
 RECORD_END_SECONDS = 5.0
+#: How much of a workflow's name and inputs a workflow run shows as its user query.
+WORKFLOW_QUERY_CHARS = 1000
+
 
 
 @dataclass
@@ -68,18 +81,30 @@ class _ActiveRun:
     begin: "asyncio.Future[runs_pb2.Run] | None" = None
     #: What the run did before it paused for approval, for a run resumed here; None for a run that starts now.
     progress: RunProgress | None = None
+    #: For a workflow run: the workflow revision it executes, the inputs it was started with, and the steps it
+    #: had when resumed here.
+    workflow: workflows_pb2.Workflow | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    steps: list[runs_pb2.Step] = field(default_factory=list)
 
 
 class RunScheduler:
     """The runs this engine process holds, and the slots they execute in."""
 
     def __init__(
-        self, runs: RunsClient, agents: AgentsClient, loop: AgentLoop, settings: EngineSettings, executor_id: str
+        self,
+        runs: RunsClient,
+        agents: AgentsClient,
+        loop: AgentLoop,
+        workflows: WorkflowRunner,
+        settings: EngineSettings,
+        executor_id: str,
     ) -> None:
         self.executor_id = executor_id
         self._runs = runs
         self._agents = agents
         self._loop = loop
+        self._workflows = workflows
         self._settings = settings
         self._active: dict[str, _ActiveRun] = {}
         self._waiting: deque[_ActiveRun] = deque()
@@ -112,6 +137,26 @@ class RunScheduler:
         executed by this call (a retried request id), whose events are then the store's to give."""
         return await self._start_shielded(chat, cancel_if_abandoned, follow=True)
 
+    async def start_workflow(self, start: WorkflowStart) -> runs_pb2.Run:
+        """Create a run of a saved workflow and have it executed in the background, as `start` does for an agent;
+        returns it QUEUED or RUNNING. The workflow's own limits are the run's."""
+        validate_workflow_start(start)
+        workflow = await self._agents.workflow(start.workflow_id, start.workflow_revision, start.owner)
+        check_inputs(workflow, start.inputs)
+        limits = resolve_limits(limits_from_proto(workflow.limits), self._settings)
+        query = f"{workflow.display_name}: {json.dumps(start.inputs, ensure_ascii=False)}"
+        chat = ChatInput(
+            message=query[:WORKFLOW_QUERY_CHARS],
+            owner=start.owner,
+            metadata=start.metadata,
+            request_id=start.request_id,
+            limits=limits,
+        )
+        self._rate_limiter.take(start.owner.user)
+        starting = asyncio.ensure_future(self._start(chat, DEFAULT_AGENT, limits, False, workflow, start.inputs))
+        run, _ = await asyncio.shield(starting)
+        return run
+
     async def _start_shielded(
         self, chat: ChatInput, cancel_if_abandoned: bool, follow: bool
     ) -> tuple[runs_pb2.Run, FeedFollower | None]:
@@ -136,7 +181,13 @@ class RunScheduler:
             self.cancel(run.id, "the client that started the run went away before it got the run")
 
     async def _start(
-        self, chat: ChatInput, agent: AgentProfile, limits: RunLimits, follow: bool
+        self,
+        chat: ChatInput,
+        agent: AgentProfile,
+        limits: RunLimits,
+        follow: bool,
+        workflow: workflows_pb2.Workflow | None = None,
+        inputs: dict[str, Any] | None = None,
     ) -> tuple[runs_pb2.Run, FeedFollower | None]:
         if self._closing:
             raise errors.Unavailable("this engine is shutting down and takes no new runs; retry")
@@ -152,7 +203,13 @@ class RunScheduler:
         else:
             self._reserved_slots += 1
         try:
-            run = await self._runs.create_run(self._create_request(chat, agent, limits, queued))
+            request = self._create_request(chat, agent, limits, queued)
+            if workflow is not None:
+                request.workflow_id, request.workflow_revision = workflow.id, workflow.revision
+                request.ClearField("steps")
+                if not queued:  # the inputs are stored with the run, in the start node's step
+                    request.steps.append(start_step(inputs or {}, start_node_id(workflow)))
+            run = await self._runs.create_run(request)
         finally:
             if queued:
                 self._reserved_queue -= 1
@@ -162,7 +219,10 @@ class RunScheduler:
         run.ClearField("steps")  # a run is handed out without steps, as WatchRun and GetRun's peers do
         if run.state not in LIVE or run.executor_id != self.executor_id or run.id in self._active:
             return run, None  # a retried request id: the run is the first attempt's, executed there or ended
-        active = _ActiveRun(run, chat, limits, agent, RunFeed(run), recorded=len(created_steps))
+        active = _ActiveRun(
+            run, chat, limits, agent, RunFeed(run), recorded=len(created_steps), workflow=workflow,
+            inputs=inputs or {}, steps=created_steps,
+        )
         # Before the run's task exists, so the follower misses nothing of it.
         follower = active.feed.follow() if follow else None
         active.feed.steps_stored(created_steps)
@@ -227,7 +287,15 @@ class RunScheduler:
             executor_id=self.executor_id,
         )
         try:
-            if active.progress is not None and active.chat.agent_id:
+            if active.progress is not None and active.run.workflow_id:
+                # A resumed workflow run executes the workflow revision it began with.
+                try:
+                    active.workflow = await self._agents.workflow(
+                        active.run.workflow_id, active.run.workflow_revision, active.chat.owner
+                    )
+                except errors.DomainError as exc:
+                    raise RunFailure("workflow_unavailable", exc) from exc
+            elif active.progress is not None and active.chat.agent_id:
                 # A resumed run executes as the agent revision it began with.
                 chat = active.chat
                 try:
@@ -243,6 +311,14 @@ class RunScheduler:
                 active.begin = asyncio.ensure_future(self._runs.begin_run(run.id, self.executor_id))
                 run = await asyncio.shield(active.begin)
                 active.feed.run_changed(run)
+            if active.workflow is not None:
+                if not active.steps:  # created QUEUED: its inputs are recorded now it begins
+                    start = start_step(active.inputs, start_node_id(active.workflow))
+                    recorder.node_id = start.node_id
+                    active.steps = [await recorder.record(node_outcome=start.node_outcome)]
+                return await self._workflows.execute(
+                    run, active.workflow, active.chat.owner, active.limits, recorder, active.steps
+                )
             return await self._loop.execute(
                 run, active.chat, active.agent, active.limits, recorder, history, active.progress
             )
@@ -370,7 +446,9 @@ class RunScheduler:
             thread_id=run.thread_id,
         )
         progress = progress_from_steps(steps)
-        active = _ActiveRun(run, chat, chat.limits, DEFAULT_AGENT, RunFeed(run), recorded=len(steps), progress=progress)
+        active = _ActiveRun(
+            run, chat, chat.limits, DEFAULT_AGENT, RunFeed(run), recorded=len(steps), progress=progress, steps=steps
+        )
         active.feed.steps_stored(steps)
         self._active[run.id] = active
         if self._executing < self._settings.max_concurrent_runs:

@@ -17,10 +17,12 @@ from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
 from services.common.identity import current_caller
 from services.common.limits import limits_from_proto
+from services.common.protoconv import dict_from_struct
 from services.engine.clients import RunsClient
 from services.engine.run_feed import FINAL
-from services.engine.run_request import ChatInput
+from services.engine.run_request import ChatInput, WorkflowStart
 from services.engine.scheduler import RunScheduler
+from services.engine.workflow_runner import whole_numbers
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +140,19 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
         task = asyncio.ensure_future(cancel_in_store())
         self._cancels.add(task)
         task.add_done_callback(self._cancels.discard)
+
+    async def StartWorkflowRun(
+        self, request: engine_pb2.StartWorkflowRunRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.Run:
+        start = WorkflowStart(
+            workflow_id=request.workflow_id,
+            workflow_revision=request.workflow_revision,
+            inputs=whole_numbers(dict_from_struct(request.inputs)),
+            owner=current_caller(),
+            metadata=dict(request.metadata),
+            request_id=request.request_id,
+        )
+        return await self._scheduler.start_workflow(start)
 
     async def _wait_in_store(self, run_id: str) -> runs_pb2.Run:
         final = runs_pb2.Run()

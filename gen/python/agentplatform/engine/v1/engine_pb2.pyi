@@ -1,4 +1,5 @@
 from agentplatform.runs.v1 import runs_pb2 as _runs_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -16,6 +17,27 @@ class DisconnectPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 DISCONNECT_POLICY_UNSPECIFIED: DisconnectPolicy
 DISCONNECT_POLICY_CANCEL: DisconnectPolicy
 DISCONNECT_POLICY_CONTINUE: DisconnectPolicy
+
+class StartWorkflowRunRequest(_message.Message):
+    __slots__ = ("workflow_id", "workflow_revision", "inputs", "metadata", "request_id")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_REVISION_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    workflow_revision: int
+    inputs: _struct_pb2.Struct
+    metadata: _containers.ScalarMap[str, str]
+    request_id: str
+    def __init__(self, workflow_id: _Optional[str] = ..., workflow_revision: _Optional[int] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class StartRunRequest(_message.Message):
     __slots__ = ("message", "model", "metadata", "request_id", "limits", "agent_id", "agent_revision", "thread_id", "multitask_strategy")

@@ -54,6 +54,11 @@ class AgentServiceStub:
                 request_serializer=agentplatform_dot_engine_dot_v1_dot_engine__pb2.ChatRequest.SerializeToString,
                 response_deserializer=agentplatform_dot_engine_dot_v1_dot_engine__pb2.ChatResponse.FromString,
                 _registered_method=True)
+        self.StartWorkflowRun = channel.unary_unary(
+                '/agentplatform.engine.v1.AgentService/StartWorkflowRun',
+                request_serializer=agentplatform_dot_engine_dot_v1_dot_engine__pb2.StartWorkflowRunRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -92,6 +97,19 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartWorkflowRun(self, request, context):
+        """Starts a run of a saved workflow (agentplatform.agents.v1) and returns it
+        at once; it executes in the background like any run: follow it with
+        RunService.WatchRun, stop it with CancelRun. Each node's work is recorded
+        as steps carrying the node's id; an approval node leaves the run WAITING
+        until RunService.ApproveStep or RejectStep (or its timeout). Another
+        user's workflow is NOT_FOUND; missing required inputs are
+        INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +127,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Chat,
                     request_deserializer=agentplatform_dot_engine_dot_v1_dot_engine__pb2.ChatRequest.FromString,
                     response_serializer=agentplatform_dot_engine_dot_v1_dot_engine__pb2.ChatResponse.SerializeToString,
+            ),
+            'StartWorkflowRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartWorkflowRun,
+                    request_deserializer=agentplatform_dot_engine_dot_v1_dot_engine__pb2.StartWorkflowRunRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -196,6 +219,33 @@ class AgentService:
             '/agentplatform.engine.v1.AgentService/Chat',
             agentplatform_dot_engine_dot_v1_dot_engine__pb2.ChatRequest.SerializeToString,
             agentplatform_dot_engine_dot_v1_dot_engine__pb2.ChatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartWorkflowRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.engine.v1.AgentService/StartWorkflowRun',
+            agentplatform_dot_engine_dot_v1_dot_engine__pb2.StartWorkflowRunRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,13 +6,64 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { MultitaskStrategy, RunEventSchema, RunLimits, RunSchema } from "../../runs/v1/runs_pb.js";
 import { file_agentplatform_runs_v1_runs } from "../../runs/v1/runs_pb.js";
-import type { Message } from "@bufbuild/protobuf";
+import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file agentplatform/engine/v1/engine.proto.
  */
 export const file_agentplatform_engine_v1_engine: GenFile = /*@__PURE__*/
-  fileDesc("CiRhZ2VudHBsYXRmb3JtL2VuZ2luZS92MS9lbmdpbmUucHJvdG8SF2FnZW50cGxhdGZvcm0uZW5naW5lLnYxIvUCCg9TdGFydFJ1blJlcXVlc3QSDwoHbWVzc2FnZRgBIAEoCRINCgVtb2RlbBgCIAEoCRJICghtZXRhZGF0YRgDIAMoCzI2LmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLlN0YXJ0UnVuUmVxdWVzdC5NZXRhZGF0YUVudHJ5EhIKCnJlcXVlc3RfaWQYBCABKAkSMAoGbGltaXRzGAUgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkxpbWl0cxIQCghhZ2VudF9pZBgHIAEoCRIWCg5hZ2VudF9yZXZpc2lvbhgIIAEoAxIRCgl0aHJlYWRfaWQYCSABKAkSRAoSbXVsdGl0YXNrX3N0cmF0ZWd5GAogASgOMiguYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLk11bHRpdGFza1N0cmF0ZWd5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASK7AwoRU3RyZWFtQ2hhdFJlcXVlc3QSDwoHbWVzc2FnZRgBIAEoCRINCgVtb2RlbBgCIAEoCRJKCghtZXRhZGF0YRgDIAMoCzI4LmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLlN0cmVhbUNoYXRSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSEgoKcmVxdWVzdF9pZBgEIAEoCRIwCgZsaW1pdHMYBSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuTGltaXRzEkAKDW9uX2Rpc2Nvbm5lY3QYBiABKA4yKS5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5EaXNjb25uZWN0UG9saWN5EhAKCGFnZW50X2lkGAcgASgJEhYKDmFnZW50X3JldmlzaW9uGAggASgDEhEKCXRocmVhZF9pZBgJIAEoCRJEChJtdWx0aXRhc2tfc3RyYXRlZ3kYCiABKA4yKC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTXVsdGl0YXNrU3RyYXRlZ3kaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIq8DCgtDaGF0UmVxdWVzdBIPCgdtZXNzYWdlGAEgASgJEg0KBW1vZGVsGAIgASgJEkQKCG1ldGFkYXRhGAMgAygLMjIuYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuQ2hhdFJlcXVlc3QuTWV0YWRhdGFFbnRyeRISCgpyZXF1ZXN0X2lkGAQgASgJEjAKBmxpbWl0cxgFIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5MaW1pdHMSQAoNb25fZGlzY29ubmVjdBgGIAEoDjIpLmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLkRpc2Nvbm5lY3RQb2xpY3kSEAoIYWdlbnRfaWQYByABKAkSFgoOYWdlbnRfcmV2aXNpb24YCCABKAMSEQoJdGhyZWFkX2lkGAkgASgJEkQKEm11bHRpdGFza19zdHJhdGVneRgKIAEoDjIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5NdWx0aXRhc2tTdHJhdGVneRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQwoMQ2hhdFJlc3BvbnNlEhAKCHJlc3BvbnNlGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIRCgl0aHJlYWRfaWQYAyABKAkqcwoQRGlzY29ubmVjdFBvbGljeRIhCh1ESVNDT05ORUNUX1BPTElDWV9VTlNQRUNJRklFRBAAEhwKGERJU0NPTk5FQ1RfUE9MSUNZX0NBTkNFTBABEh4KGkRJU0NPTk5FQ1RfUE9MSUNZX0NPTlRJTlVFEAIykgIKDEFnZW50U2VydmljZRJQCghTdGFydFJ1bhIoLmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLlN0YXJ0UnVuUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SWwoKU3RyZWFtQ2hhdBIqLmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLlN0cmVhbUNoYXRSZXF1ZXN0Gh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkV2ZW50MAESUwoEQ2hhdBIkLmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLkNoYXRSZXF1ZXN0GiUuYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuQ2hhdFJlc3BvbnNlYgZwcm90bzM", [file_agentplatform_runs_v1_runs]);
+  fileDesc("CiRhZ2VudHBsYXRmb3JtL2VuZ2luZS92MS9lbmdpbmUucHJvdG8SF2FnZW50cGxhdGZvcm0uZW5naW5lLnYxIokCChdTdGFydFdvcmtmbG93UnVuUmVxdWVzdBITCgt3b3JrZmxvd19pZBgBIAEoCRIZChF3b3JrZmxvd19yZXZpc2lvbhgCIAEoAxInCgZpbnB1dHMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0ElAKCG1ldGFkYXRhGAQgAygLMj4uYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuU3RhcnRXb3JrZmxvd1J1blJlcXVlc3QuTWV0YWRhdGFFbnRyeRISCgpyZXF1ZXN0X2lkGAUgASgJGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASL1AgoPU3RhcnRSdW5SZXF1ZXN0Eg8KB21lc3NhZ2UYASABKAkSDQoFbW9kZWwYAiABKAkSSAoIbWV0YWRhdGEYAyADKAsyNi5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5TdGFydFJ1blJlcXVlc3QuTWV0YWRhdGFFbnRyeRISCgpyZXF1ZXN0X2lkGAQgASgJEjAKBmxpbWl0cxgFIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5MaW1pdHMSEAoIYWdlbnRfaWQYByABKAkSFgoOYWdlbnRfcmV2aXNpb24YCCABKAMSEQoJdGhyZWFkX2lkGAkgASgJEkQKEm11bHRpdGFza19zdHJhdGVneRgKIAEoDjIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5NdWx0aXRhc2tTdHJhdGVneRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiuwMKEVN0cmVhbUNoYXRSZXF1ZXN0Eg8KB21lc3NhZ2UYASABKAkSDQoFbW9kZWwYAiABKAkSSgoIbWV0YWRhdGEYAyADKAsyOC5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5TdHJlYW1DaGF0UmVxdWVzdC5NZXRhZGF0YUVudHJ5EhIKCnJlcXVlc3RfaWQYBCABKAkSMAoGbGltaXRzGAUgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkxpbWl0cxJACg1vbl9kaXNjb25uZWN0GAYgASgOMikuYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuRGlzY29ubmVjdFBvbGljeRIQCghhZ2VudF9pZBgHIAEoCRIWCg5hZ2VudF9yZXZpc2lvbhgIIAEoAxIRCgl0aHJlYWRfaWQYCSABKAkSRAoSbXVsdGl0YXNrX3N0cmF0ZWd5GAogASgOMiguYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLk11bHRpdGFza1N0cmF0ZWd5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKvAwoLQ2hhdFJlcXVlc3QSDwoHbWVzc2FnZRgBIAEoCRINCgVtb2RlbBgCIAEoCRJECghtZXRhZGF0YRgDIAMoCzIyLmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLkNoYXRSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSEgoKcmVxdWVzdF9pZBgEIAEoCRIwCgZsaW1pdHMYBSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuTGltaXRzEkAKDW9uX2Rpc2Nvbm5lY3QYBiABKA4yKS5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5EaXNjb25uZWN0UG9saWN5EhAKCGFnZW50X2lkGAcgASgJEhYKDmFnZW50X3JldmlzaW9uGAggASgDEhEKCXRocmVhZF9pZBgJIAEoCRJEChJtdWx0aXRhc2tfc3RyYXRlZ3kYCiABKA4yKC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTXVsdGl0YXNrU3RyYXRlZ3kaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkMKDENoYXRSZXNwb25zZRIQCghyZXNwb25zZRgBIAEoCRIOCgZydW5faWQYAiABKAkSEQoJdGhyZWFkX2lkGAMgASgJKnMKEERpc2Nvbm5lY3RQb2xpY3kSIQodRElTQ09OTkVDVF9QT0xJQ1lfVU5TUEVDSUZJRUQQABIcChhESVNDT05ORUNUX1BPTElDWV9DQU5DRUwQARIeChpESVNDT05ORUNUX1BPTElDWV9DT05USU5VRRACMvQCCgxBZ2VudFNlcnZpY2USUAoIU3RhcnRSdW4SKC5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5TdGFydFJ1blJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElsKClN0cmVhbUNoYXQSKi5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5TdHJlYW1DaGF0UmVxdWVzdBofLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5FdmVudDABElMKBENoYXQSJC5hZ2VudHBsYXRmb3JtLmVuZ2luZS52MS5DaGF0UmVxdWVzdBolLmFnZW50cGxhdGZvcm0uZW5naW5lLnYxLkNoYXRSZXNwb25zZRJgChBTdGFydFdvcmtmbG93UnVuEjAuYWdlbnRwbGF0Zm9ybS5lbmdpbmUudjEuU3RhcnRXb3JrZmxvd1J1blJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuYgZwcm90bzM", [file_agentplatform_runs_v1_runs, file_google_protobuf_struct]);
+
+/**
+ * Request of StartWorkflowRun.
+ *
+ * @generated from message agentplatform.engine.v1.StartWorkflowRunRequest
+ */
+export type StartWorkflowRunRequest = Message<"agentplatform.engine.v1.StartWorkflowRunRequest"> & {
+  /**
+   * The workflow to run. Required.
+   *
+   * @generated from field: string workflow_id = 1;
+   */
+  workflowId: string;
+
+  /**
+   * Its revision; 0: the latest.
+   *
+   * @generated from field: int64 workflow_revision = 2;
+   */
+  workflowRevision: bigint;
+
+  /**
+   * The workflow's inputs by name (Workflow.inputs): every required one, and
+   * no name the workflow does not declare.
+   *
+   * @generated from field: google.protobuf.Struct inputs = 3;
+   */
+  inputs?: JsonObject | undefined;
+
+  /**
+   * Free-form labels stored with the run (limits as in StartRunRequest).
+   *
+   * @generated from field: map<string, string> metadata = 4;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Idempotency key of the start, as in StartRunRequest.
+   *
+   * @generated from field: string request_id = 5;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message agentplatform.engine.v1.StartWorkflowRunRequest.
+ * Use `create(StartWorkflowRunRequestSchema)` to create a new message.
+ */
+export const StartWorkflowRunRequestSchema: GenMessage<StartWorkflowRunRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_engine_v1_engine, 0);
 
 /**
  * Request of StartRun.
@@ -100,7 +151,7 @@ export type StartRunRequest = Message<"agentplatform.engine.v1.StartRunRequest">
  * Use `create(StartRunRequestSchema)` to create a new message.
  */
 export const StartRunRequestSchema: GenMessage<StartRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_engine_v1_engine, 0);
+  messageDesc(file_agentplatform_engine_v1_engine, 1);
 
 /**
  * Request of StreamChat.
@@ -191,7 +242,7 @@ export type StreamChatRequest = Message<"agentplatform.engine.v1.StreamChatReque
  * Use `create(StreamChatRequestSchema)` to create a new message.
  */
 export const StreamChatRequestSchema: GenMessage<StreamChatRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_engine_v1_engine, 1);
+  messageDesc(file_agentplatform_engine_v1_engine, 2);
 
 /**
  * Request of Chat.
@@ -282,7 +333,7 @@ export type ChatRequest = Message<"agentplatform.engine.v1.ChatRequest"> & {
  * Use `create(ChatRequestSchema)` to create a new message.
  */
 export const ChatRequestSchema: GenMessage<ChatRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_engine_v1_engine, 2);
+  messageDesc(file_agentplatform_engine_v1_engine, 3);
 
 /**
  * Response of Chat.
@@ -317,7 +368,7 @@ export type ChatResponse = Message<"agentplatform.engine.v1.ChatResponse"> & {
  * Use `create(ChatResponseSchema)` to create a new message.
  */
 export const ChatResponseSchema: GenMessage<ChatResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_engine_v1_engine, 3);
+  messageDesc(file_agentplatform_engine_v1_engine, 4);
 
 /**
  * What happens to a run when the client that follows it goes away.
@@ -399,6 +450,22 @@ export const AgentService: GenService<{
     methodKind: "unary";
     input: typeof ChatRequestSchema;
     output: typeof ChatResponseSchema;
+  },
+  /**
+   * Starts a run of a saved workflow (agentplatform.agents.v1) and returns it
+   * at once; it executes in the background like any run: follow it with
+   * RunService.WatchRun, stop it with CancelRun. Each node's work is recorded
+   * as steps carrying the node's id; an approval node leaves the run WAITING
+   * until RunService.ApproveStep or RejectStep (or its timeout). Another
+   * user's workflow is NOT_FOUND; missing required inputs are
+   * INVALID_ARGUMENT.
+   *
+   * @generated from rpc agentplatform.engine.v1.AgentService.StartWorkflowRun
+   */
+  startWorkflowRun: {
+    methodKind: "unary";
+    input: typeof StartWorkflowRunRequestSchema;
+    output: typeof RunSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_agentplatform_engine_v1_engine, 0);

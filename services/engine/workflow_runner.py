@@ -1,0 +1,419 @@
+"""Executing a saved workflow as a run: node after node along the edges, the state in CEL, every node's work
+recorded as steps tagged with its id (no gRPC servers here; it uses the engine's clients).
+
+A workflow run's steps are its whole record, so the run can stop anywhere (an approval node, a tool approval in an
+agent node, an engine restart after a decision) and be resumed by any engine from its steps alone:
+- the start node's `node-outcome` step, created with the run, holds the inputs; every later node-outcome holds the
+  variables its node set, so the state is the fold of them all;
+- the last node-outcome and its branch say which node comes next; steps after it that carry the next node's id are
+  that node's unfinished work (an agent's conversation so far, an approval request and its decision);
+- a while node's node-outcome carries the iteration it begins, so its bound holds across a pause.
+
+Node kinds (agentplatform.agents.v1.Node): an agent node runs a saved agent's tool-calling loop on a message
+computed from the state and keeps its answer; a tool node calls a tool with computed arguments and keeps its result
+(a tool error fails the run: a workflow has no model to tell); if_else and while_loop follow their condition;
+set_state assigns computed values; an approval node pauses the run WAITING until ApproveStep/RejectStep or its
+timeout and follows "approved", "rejected" or "timeout"; an end node computes the result, recorded as the node's
+output and as the run's agent-response (its text), and the run completes.
+
+The run's limits cover all nodes together: model calls, tokens and tool calls are counted over every agent node
+and tool node; max_duration bounds each stretch of execution (waiting for a person does not count).
+"""
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from agentplatform.agents.v1 import workflows_pb2
+from agentplatform.runs.v1 import runs_pb2
+from services.common import cel, errors
+from services.common.identity import Caller
+from services.common.limits import RunLimits
+from services.common.protoconv import (
+    dict_from_struct,
+    duration_from_seconds,
+    python_from_value,
+    seconds_from_duration,
+    struct_from_dict,
+    value_from_python,
+)
+from services.engine.agent_loop import AgentLoop, RunOutcome, RunPaused, StepRecorder
+from services.engine.clients import AgentsClient, RunsClient, ToolsClient
+from services.engine.failures import RunFailure
+from services.engine.run_progress import RunProgress, progress_from_steps
+
+log = logging.getLogger(__name__)
+
+#: Steps of node-outcomes past which a run is stopped: a bound on a workflow that loops through its while nodes
+#: (each bounded) inside other loops.
+MAX_NODE_VISITS = 10_000
+
+_KIND_NAMES = {
+    "start": "start",
+    "agent": "agent",
+    "tool": "tool",
+    "if_else": "if_else",
+    "while_loop": "while_loop",
+    "set_state": "set_state",
+    "approval": "approval",
+    "end": "end",
+}
+_OUTCOME_BRANCH = {
+    runs_pb2.APPROVAL_OUTCOME_APPROVED: "approved",
+    runs_pb2.APPROVAL_OUTCOME_REJECTED: "rejected",
+    runs_pb2.APPROVAL_OUTCOME_TIMED_OUT: "timeout",
+}
+
+
+def start_step(inputs: dict[str, Any], start_node_id: str) -> runs_pb2.Step:
+    """The first step of a workflow run: its start node, with the inputs as the state's first variables."""
+    outcome = runs_pb2.NodeOutcome(kind="start", assigned=struct_from_dict(inputs))
+    return runs_pb2.Step(sequence=1, node_id=start_node_id, node_outcome=outcome)
+
+
+def check_inputs(workflow: workflows_pb2.Workflow, inputs: dict[str, Any]) -> None:
+    """InvalidArgument for an input the workflow does not declare, or a required one missing."""
+    declared = {item.name for item in workflow.inputs}
+    unknown = sorted(set(inputs) - declared)
+    if unknown:
+        raise errors.InvalidArgument(
+            f"inputs {', '.join(map(repr, unknown))} are not inputs of workflow '{workflow.id}'; it takes "
+            + (", ".join(sorted(declared)) or "none")
+        )
+    missing = [item.name for item in workflow.inputs if item.required and item.name not in inputs]
+    if missing:
+        raise errors.InvalidArgument(f"inputs.{missing[0]} is required by workflow '{workflow.id}'")
+
+
+def start_node_id(workflow: workflows_pb2.Workflow) -> str:
+    return next(node.id for node in workflow.nodes if node.WhichOneof("kind") == "start")
+
+
+@dataclass
+class _Position:
+    """Where a run of the workflow is, read back from its steps."""
+
+    state: dict[str, Any] = field(default_factory=dict)
+    #: The node whose outcome was recorded last, and the branch it took.
+    last_node: str = ""
+    last_branch: str = ""
+    #: While nodes: the iteration each has begun since the run last entered it.
+    iterations: dict[str, int] = field(default_factory=dict)
+    #: Steps recorded after the last node-outcome (the next node's unfinished work).
+    pending_steps: list[runs_pb2.Step] = field(default_factory=list)
+    visits: int = 0
+
+
+def _read_back(steps: Sequence[runs_pb2.Step]) -> _Position:
+    position = _Position()
+    for step in steps:
+        if not step.HasField("node_outcome"):
+            position.pending_steps.append(step)
+            continue
+        outcome = step.node_outcome
+        position.state.update(_state_values(outcome.assigned))
+        position.last_node, position.last_branch = step.node_id, outcome.branch
+        if outcome.kind == "while_loop":
+            position.iterations[step.node_id] = outcome.iteration if outcome.branch == "body" else 0
+        position.pending_steps = []
+        position.visits += 1
+    return position
+
+
+class _Graph:
+    """The workflow's nodes by id, its edges by (source, branch), its expressions compiled once."""
+
+    def __init__(self, workflow: workflows_pb2.Workflow) -> None:
+        self.workflow = workflow
+        self.nodes = {node.id: node for node in workflow.nodes}
+        self.next = {(edge.from_node, edge.branch): edge.to_node for edge in workflow.edges}
+        known: set[str] = {item.name for item in workflow.inputs}
+        for node in workflow.nodes:
+            kind = node.WhichOneof("kind")
+            if kind in ("agent", "tool"):
+                known.add(getattr(node, kind).output)
+            elif kind == "set_state":
+                known.update(node.set_state.assignments)
+        self._known = frozenset(known)
+        self._programs: dict[tuple[str, str], cel.Program] = {}
+
+    def following(self, node_id: str, branch: str) -> workflows_pb2.Node:
+        target = self.next.get((node_id, branch))
+        if target is None or target not in self.nodes:
+            raise RunFailure(
+                "workflow_invalid",
+                errors.FailedPrecondition(f"node '{node_id}' has no edge for outcome {branch!r}"),
+            )
+        return self.nodes[target]
+
+    async def evaluate(self, node_id: str, field_name: str, expression: str, state: dict[str, Any]) -> Any:
+        """The value of a node's expression on the state; a failure fails the run, naming the node and field."""
+        key = (node_id, field_name)
+        try:
+            if key not in self._programs:
+                self._programs[key] = cel.compile(expression, self._known)
+            # CPU-bound and metered: off the event loop, so other runs go on meanwhile.
+            return await asyncio.to_thread(cel.evaluate, self._programs[key], state)
+        except errors.InvalidArgument as exc:
+            raise RunFailure(
+                "expression_failed", errors.InvalidArgument(f"node '{node_id}' {field_name}: {exc}")
+            ) from exc
+
+
+class WorkflowRunner:
+    """Executes workflow runs. Holds the agent loop (for agent nodes) and the clients it needs."""
+
+    def __init__(self, loop: AgentLoop, runs: RunsClient, tools: ToolsClient, agents: AgentsClient) -> None:
+        self._loop = loop
+        self._runs = runs
+        self._tools = tools
+        self._agents = agents
+
+    async def execute(
+        self,
+        run: runs_pb2.Run,
+        workflow: workflows_pb2.Workflow,
+        owner: Caller,
+        limits: RunLimits,
+        recorder: StepRecorder,
+        steps: Sequence[runs_pb2.Step],
+    ) -> RunOutcome:
+        """Execute a RUNNING workflow run from where its `steps` left it, to its end or its next pause."""
+        duration = limits.max_duration_seconds
+        try:
+            async with asyncio.timeout(duration) as deadline:
+                answer = await self._walk(_Graph(workflow), owner, limits, recorder, steps)
+        except RunPaused as paused:
+            log.info("workflow run %s waits for approval", run.id)
+            return RunOutcome(paused.run)
+        except RunFailure as failure:
+            recorder.node_id = ""
+            return await self._loop.fail(recorder, failure)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            recorder.node_id = ""
+            failure = RunFailure(
+                "max_duration",
+                errors.DeadlineExceeded(f"the workflow did not finish within its time limit of {duration:g} s"),
+            )
+            return await self._loop.fail(recorder, failure)
+        final = await self._runs.finish_run(run.id, runs_pb2.RUN_STATE_COMPLETED)
+        log.info("workflow run %s completed", run.id)
+        return RunOutcome(final, answer=answer)
+
+    async def _walk(
+        self,
+        graph: _Graph,
+        owner: Caller,
+        limits: RunLimits,
+        recorder: StepRecorder,
+        steps: Sequence[runs_pb2.Step],
+    ) -> str:
+        position = _read_back(steps)
+        # The counts the run's limits apply to, over every node so far.
+        totals = progress_from_steps(steps)
+        tally = RunProgress(model_calls=totals.model_calls, tool_calls=totals.tool_calls, usage=totals.usage)
+        pending = position.pending_steps
+        while True:
+            if position.visits >= MAX_NODE_VISITS:
+                raise RunFailure(
+                    "max_node_visits",
+                    errors.ResourceExhausted(f"the workflow visited {MAX_NODE_VISITS} nodes without ending"),
+                )
+            node = graph.following(position.last_node, position.last_branch)
+            recorder.node_id = node.id
+            kind = node.WhichOneof("kind")
+            outcome = await self._visit(graph, node, kind or "", position, owner, limits, recorder, tally, pending)
+            pending = []
+            await recorder.record(node_outcome=outcome)
+            # Read back as a resumed run reads it, so both see the same values.
+            position.state.update(_state_values(outcome.assigned))
+            position.last_node, position.last_branch = node.id, outcome.branch
+            position.visits += 1
+            if kind == "end":
+                value = whole_numbers(python_from_value(outcome.output))
+                text = _text(value)
+                await recorder.record(agent_response=runs_pb2.AgentResponse(text=text))
+                return text
+
+    async def _visit(
+        self,
+        graph: _Graph,
+        node: workflows_pb2.Node,
+        kind: str,
+        position: _Position,
+        owner: Caller,
+        limits: RunLimits,
+        recorder: StepRecorder,
+        tally: RunProgress,
+        pending: list[runs_pb2.Step],
+    ) -> runs_pb2.NodeOutcome:
+        """Do one node's work (recording its steps) and return its outcome."""
+        state = position.state
+        outcome = runs_pb2.NodeOutcome(kind=_KIND_NAMES.get(kind, kind))
+        if kind == "agent":
+            spec = node.agent
+            try:
+                agent = await self._agents.profile(spec.agent_id, spec.agent_revision, owner)
+            except errors.DomainError as exc:
+                raise RunFailure("agent_unavailable", errors.FailedPrecondition(f"node '{node.id}': {exc}")) from exc
+            if pending:  # resumed mid-node (a tool approval): its conversation so far
+                resumed = progress_from_steps(pending)
+                tally.messages, tally.pending, tally.decisions = resumed.messages, resumed.pending, resumed.decisions
+                message = ""
+            else:
+                message = _text(await graph.evaluate(node.id, "input", spec.input, state))
+                tally.messages, tally.pending, tally.decisions = [], [], {}
+            answer = await self._loop.run_agent_node(message, owner, agent, recorder, limits, tally)
+            outcome.assigned.update({spec.output: answer})
+        elif kind == "tool":
+            value = await self._call_tool(graph, node, state, owner, recorder, tally, limits)
+            outcome.assigned.update({node.tool.output: value})
+        elif kind == "if_else":
+            outcome.branch = "true" if await self._condition(graph, node.id, node.if_else.condition, state) else "false"
+        elif kind == "while_loop":
+            loop = node.while_loop
+            # The count starts again when the run reaches the node other than from its own body.
+            entering = not _came_from_body(graph, node.id, position.last_node)
+            began = 0 if entering else position.iterations.get(node.id, 0)
+            if await self._condition(graph, node.id, loop.condition, state):
+                if began >= loop.max_iterations:
+                    raise RunFailure(
+                        "max_iterations",
+                        errors.ResourceExhausted(
+                            f"node '{node.id}': the loop's condition still held after {loop.max_iterations} "
+                            "iterations (max_iterations)"
+                        ),
+                    )
+                outcome.branch, outcome.iteration = "body", began + 1
+                position.iterations[node.id] = began + 1
+            else:
+                outcome.branch = "done"
+                position.iterations[node.id] = 0
+        elif kind == "set_state":
+            values = {
+                name: await graph.evaluate(node.id, f"assignments.{name}", expression, state)
+                for name, expression in sorted(node.set_state.assignments.items())
+            }
+            outcome.assigned.update(values)
+        elif kind == "approval":
+            outcome.branch = await self._approval(graph, node, state, recorder, pending)
+        elif kind == "end":
+            outcome.output.CopyFrom(value_from_python(await graph.evaluate(node.id, "output", node.end.output, state)))
+        else:
+            raise RunFailure("workflow_invalid", errors.FailedPrecondition(f"node '{node.id}' has no kind the "
+                                                                           "engine can run"))
+        return outcome
+
+    async def _condition(self, graph: _Graph, node_id: str, expression: str, state: dict[str, Any]) -> bool:
+        value = await graph.evaluate(node_id, "condition", expression, state)
+        if not isinstance(value, bool):
+            raise RunFailure(
+                "expression_failed",
+                errors.InvalidArgument(f"node '{node_id}' condition gave {type(value).__name__}, not a bool"),
+            )
+        return value
+
+    async def _call_tool(
+        self,
+        graph: _Graph,
+        node: workflows_pb2.Node,
+        state: dict[str, Any],
+        owner: Caller,
+        recorder: StepRecorder,
+        tally: RunProgress,
+        limits: RunLimits,
+    ) -> Any:
+        spec = node.tool
+        arguments = {
+            name: await graph.evaluate(node.id, f"arguments.{name}", expression, state)
+            for name, expression in sorted(spec.arguments.items())
+        }
+        tally.tool_calls += 1
+        if tally.tool_calls > (limits.max_tool_calls or 0):
+            raise RunFailure(
+                "max_tool_calls",
+                errors.ResourceExhausted(f"the workflow made more than {limits.max_tool_calls} tool calls "
+                                         "(limits.max_tool_calls)"),
+            )
+        call_id = f"{node.id}-{recorder.next_sequence}"
+        raw = json.dumps(arguments, ensure_ascii=False)
+        call = runs_pb2.ToolCall(tool_name=spec.tool_id, tool_call_id=call_id, raw_arguments=raw)
+        call.params.update(arguments)
+        await recorder.record(tool_call=call)
+        started = time.perf_counter()
+        outcome = await self._tools.execute(spec.tool_id, arguments, owner)
+        elapsed = outcome.duration_seconds if outcome.duration_seconds is not None else time.perf_counter() - started
+        result = runs_pb2.ToolResult(tool_name=spec.tool_id, tool_call_id=call_id, text=outcome.text,
+                                     error=outcome.error)
+        if not outcome.error and outcome.result is not None:
+            result.result.CopyFrom(value_from_python(outcome.result))
+        await recorder.record(tool_result=result, duration=duration_from_seconds(elapsed))
+        if outcome.error:
+            raise RunFailure("tool_failed", errors.FailedPrecondition(f"node '{node.id}': {outcome.error}"))
+        return outcome.result if outcome.result is not None else outcome.text
+
+    async def _approval(
+        self,
+        graph: _Graph,
+        node: workflows_pb2.Node,
+        state: dict[str, Any],
+        recorder: StepRecorder,
+        pending: list[runs_pb2.Step],
+    ) -> str:
+        """The branch a decided approval takes; pauses the run (RunPaused) when it is not asked or not decided."""
+        decided = [step.approval_decision for step in pending if step.HasField("approval_decision")]
+        if decided:
+            return _OUTCOME_BRANCH.get(decided[-1].outcome, "rejected")
+        spec = node.approval
+        prompt = _text(await graph.evaluate(node.id, "prompt", spec.prompt, state))
+        request = runs_pb2.ApprovalRequest(prompt=prompt, node_id=node.id)
+        if spec.HasField("timeout"):
+            expires = datetime.now(UTC).timestamp() + seconds_from_duration(spec.timeout)
+            request.expire_time.FromDatetime(datetime.fromtimestamp(expires, UTC))
+        raise RunPaused(await recorder.pause(request))
+
+
+def _came_from_body(graph: _Graph, while_id: str, last_node: str) -> bool:
+    """Whether `last_node` is on the loop body of `while_id` (it reaches the while node without leaving through
+    its "done" edge): then reaching the while node is the next iteration, not a new entry."""
+    if last_node == while_id:
+        return True  # an empty body: its "body" edge leads straight back
+    seen: set[str] = set()
+    frontier = [graph.next.get((while_id, "body"))]
+    while frontier:
+        current = frontier.pop()
+        if current is None or current in seen or current == while_id:
+            continue
+        seen.add(current)
+        frontier.extend(target for (source, _), target in graph.next.items() if source == current)
+    return last_node in seen
+
+
+def _state_values(assigned: Any) -> dict[str, Any]:
+    """State variables as a node-outcome step stores them. A step's Struct keeps every number as a double; a whole
+    number comes back as an int (as JSON readers do), so that `count + 1` stays an int sum in CEL, which refuses
+    to add an int to a double."""
+    return {name: whole_numbers(value) for name, value in dict_from_struct(assigned).items()}
+
+
+def whole_numbers(value: Any) -> Any:
+    """`value` with every whole double (as a Struct keeps numbers) as an int, in lists and maps too."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, list):
+        return [whole_numbers(item) for item in value]
+    if isinstance(value, dict):
+        return {key: whole_numbers(item) for key, item in value.items()}
+    return value
+
+
+def _text(value: Any) -> str:
+    """A value as text: a string as it is, anything else as JSON (keys sorted: a CEL map has no order)."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
