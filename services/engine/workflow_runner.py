@@ -18,6 +18,10 @@ output and as the run's agent-response (its text), and the run completes.
 
 The run's limits cover all nodes together: model calls, tokens and tool calls are counted over every agent node
 and tool node; max_duration bounds each stretch of execution (waiting for a person does not count).
+
+A tool node's call does not wait for the tool's own approval (`requires_approval`): the workflow's author put the
+call there on purpose, and an approval node before it is how a person gates it. Tool calls an agent node's model
+makes are gated as in any run.
 """
 
 import asyncio
