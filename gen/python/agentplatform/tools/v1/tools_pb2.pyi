@@ -14,19 +14,34 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class HttpMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HTTP_METHOD_UNSPECIFIED: _ClassVar[HttpMethod]
+    HTTP_METHOD_GET: _ClassVar[HttpMethod]
+    HTTP_METHOD_POST: _ClassVar[HttpMethod]
+    HTTP_METHOD_PUT: _ClassVar[HttpMethod]
+    HTTP_METHOD_PATCH: _ClassVar[HttpMethod]
+    HTTP_METHOD_DELETE: _ClassVar[HttpMethod]
+
 class McpServerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MCP_SERVER_STATE_UNSPECIFIED: _ClassVar[McpServerState]
     MCP_SERVER_STATE_CONNECTING: _ClassVar[McpServerState]
     MCP_SERVER_STATE_CONNECTED: _ClassVar[McpServerState]
     MCP_SERVER_STATE_UNAVAILABLE: _ClassVar[McpServerState]
+HTTP_METHOD_UNSPECIFIED: HttpMethod
+HTTP_METHOD_GET: HttpMethod
+HTTP_METHOD_POST: HttpMethod
+HTTP_METHOD_PUT: HttpMethod
+HTTP_METHOD_PATCH: HttpMethod
+HTTP_METHOD_DELETE: HttpMethod
 MCP_SERVER_STATE_UNSPECIFIED: McpServerState
 MCP_SERVER_STATE_CONNECTING: McpServerState
 MCP_SERVER_STATE_CONNECTED: McpServerState
 MCP_SERVER_STATE_UNAVAILABLE: McpServerState
 
 class Tool(_message.Message):
-    __slots__ = ("id", "display_name", "description", "icon", "enabled", "parameters", "schema", "default_description", "usage", "hints", "requires_approval", "available", "unavailable_reason", "mcp_server")
+    __slots__ = ("id", "display_name", "description", "icon", "enabled", "parameters", "schema", "default_description", "usage", "hints", "requires_approval", "available", "unavailable_reason", "mcp_server", "http")
     ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +56,7 @@ class Tool(_message.Message):
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
     MCP_SERVER_FIELD_NUMBER: _ClassVar[int]
+    HTTP_FIELD_NUMBER: _ClassVar[int]
     id: str
     display_name: str
     description: str
@@ -55,7 +71,8 @@ class Tool(_message.Message):
     available: bool
     unavailable_reason: str
     mcp_server: str
-    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., icon: _Optional[str] = ..., enabled: _Optional[bool] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., default_description: _Optional[str] = ..., usage: _Optional[_Union[ToolUsage, _Mapping]] = ..., hints: _Optional[_Union[ToolHints, _Mapping]] = ..., requires_approval: _Optional[bool] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., mcp_server: _Optional[str] = ...) -> None: ...
+    http: HttpToolSpec
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., icon: _Optional[str] = ..., enabled: _Optional[bool] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., default_description: _Optional[str] = ..., usage: _Optional[_Union[ToolUsage, _Mapping]] = ..., hints: _Optional[_Union[ToolHints, _Mapping]] = ..., requires_approval: _Optional[bool] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., mcp_server: _Optional[str] = ..., http: _Optional[_Union[HttpToolSpec, _Mapping]] = ...) -> None: ...
 
 class ToolHints(_message.Message):
     __slots__ = ("read_only", "destructive", "idempotent", "open_world")
@@ -108,6 +125,45 @@ class GetToolRequest(_message.Message):
     TOOL_ID_FIELD_NUMBER: _ClassVar[int]
     tool_id: str
     def __init__(self, tool_id: _Optional[str] = ...) -> None: ...
+
+class CreateToolRequest(_message.Message):
+    __slots__ = ("http",)
+    HTTP_FIELD_NUMBER: _ClassVar[int]
+    http: HttpToolSpec
+    def __init__(self, http: _Optional[_Union[HttpToolSpec, _Mapping]] = ...) -> None: ...
+
+class DeleteToolRequest(_message.Message):
+    __slots__ = ("tool_id",)
+    TOOL_ID_FIELD_NUMBER: _ClassVar[int]
+    tool_id: str
+    def __init__(self, tool_id: _Optional[str] = ...) -> None: ...
+
+class HttpToolSpec(_message.Message):
+    __slots__ = ("name", "display_name", "description", "parameters", "url", "method", "headers", "header_names")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    HEADER_NAMES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    display_name: str
+    description: str
+    parameters: _struct_pb2.Struct
+    url: str
+    method: HttpMethod
+    headers: _containers.ScalarMap[str, str]
+    header_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., url: _Optional[str] = ..., method: _Optional[_Union[HttpMethod, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., header_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpdateToolRequest(_message.Message):
     __slots__ = ("tool", "update_mask")

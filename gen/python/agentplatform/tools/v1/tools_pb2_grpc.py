@@ -28,9 +28,9 @@ if _version_not_supported:
 
 class ToolServiceStub:
     """ToolService is the registry of the agent's tools, for the "Manage Tools"
-    page: it lists the tool plugins it discovered and the tools of the MCP
-    servers registered with it, and keeps their settings (enabled, description
-    override, approval). The tools are run by the engine, through the internal
+    page: it lists the tool plugins it discovered, the tools of the MCP
+    servers registered with it and the HTTP tools created with CreateTool, and
+    keeps their settings (enabled, description override, approval). The tools are run by the engine, through the internal
     agentplatform.tools.internal.v1.ToolExecutionService.
     """
 
@@ -54,6 +54,16 @@ class ToolServiceStub:
                 '/agentplatform.tools.v1.ToolService/UpdateTool',
                 request_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.UpdateToolRequest.SerializeToString,
                 response_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.Tool.FromString,
+                _registered_method=True)
+        self.CreateTool = channel.unary_unary(
+                '/agentplatform.tools.v1.ToolService/CreateTool',
+                request_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.CreateToolRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.Tool.FromString,
+                _registered_method=True)
+        self.DeleteTool = channel.unary_unary(
+                '/agentplatform.tools.v1.ToolService/DeleteTool',
+                request_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.DeleteToolRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.CreateMcpServer = channel.unary_unary(
                 '/agentplatform.tools.v1.ToolService/CreateMcpServer',
@@ -79,9 +89,9 @@ class ToolServiceStub:
 
 class ToolServiceServicer:
     """ToolService is the registry of the agent's tools, for the "Manage Tools"
-    page: it lists the tool plugins it discovered and the tools of the MCP
-    servers registered with it, and keeps their settings (enabled, description
-    override, approval). The tools are run by the engine, through the internal
+    page: it lists the tool plugins it discovered, the tools of the MCP
+    servers registered with it and the HTTP tools created with CreateTool, and
+    keeps their settings (enabled, description override, approval). The tools are run by the engine, through the internal
     agentplatform.tools.internal.v1.ToolExecutionService.
     """
 
@@ -103,6 +113,29 @@ class ToolServiceServicer:
         """Changes a tool's settings. `update_mask` names the fields to change:
         "enabled", "description" and/or "requires_approval". Only admins may: anyone else gets
         PERMISSION_DENIED (a tool's description is what the model reads).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTool(self, request, context):
+        """Creates an HTTP tool ("a tool without code"): calling it sends the
+        validated arguments to an HTTP endpoint and returns the response. Its id
+        is "http__<name>". Only admins may (PERMISSION_DENIED otherwise).
+        ALREADY_EXISTS when the name is taken; INVALID_ARGUMENT for a bad name,
+        schema, method or header, or a URL whose host the tools service's
+        TOOLS_HTTP_ALLOWED_HOSTS does not allow (a loopback, link-local, private
+        or unspecified address is refused unless explicitly allowed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTool(self, request, context):
+        """Deletes an HTTP tool, with its settings. Admins only. NOT_FOUND for an
+        unknown id; FAILED_PRECONDITION for a built-in or plugin tool (disable it
+        with UpdateTool instead) and for an MCP server's tool (delete the server
+        with DeleteMcpServer).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -165,6 +198,16 @@ def add_ToolServiceServicer_to_server(servicer, server):
                     request_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.UpdateToolRequest.FromString,
                     response_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.Tool.SerializeToString,
             ),
+            'CreateTool': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTool,
+                    request_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.CreateToolRequest.FromString,
+                    response_serializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.Tool.SerializeToString,
+            ),
+            'DeleteTool': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTool,
+                    request_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.DeleteToolRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
             'CreateMcpServer': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateMcpServer,
                     request_deserializer=agentplatform_dot_tools_dot_v1_dot_tools__pb2.CreateMcpServerRequest.FromString,
@@ -195,9 +238,9 @@ def add_ToolServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ToolService:
     """ToolService is the registry of the agent's tools, for the "Manage Tools"
-    page: it lists the tool plugins it discovered and the tools of the MCP
-    servers registered with it, and keeps their settings (enabled, description
-    override, approval). The tools are run by the engine, through the internal
+    page: it lists the tool plugins it discovered, the tools of the MCP
+    servers registered with it and the HTTP tools created with CreateTool, and
+    keeps their settings (enabled, description override, approval). The tools are run by the engine, through the internal
     agentplatform.tools.internal.v1.ToolExecutionService.
     """
 
@@ -272,6 +315,60 @@ class ToolService:
             '/agentplatform.tools.v1.ToolService/UpdateTool',
             agentplatform_dot_tools_dot_v1_dot_tools__pb2.UpdateToolRequest.SerializeToString,
             agentplatform_dot_tools_dot_v1_dot_tools__pb2.Tool.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.tools.v1.ToolService/CreateTool',
+            agentplatform_dot_tools_dot_v1_dot_tools__pb2.CreateToolRequest.SerializeToString,
+            agentplatform_dot_tools_dot_v1_dot_tools__pb2.Tool.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.tools.v1.ToolService/DeleteTool',
+            agentplatform_dot_tools_dot_v1_dot_tools__pb2.DeleteToolRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentplatform/tools/v1/tools.proto.
  */
 export const file_agentplatform_tools_v1_tools: GenFile = /*@__PURE__*/
-  fileDesc("CiJhZ2VudHBsYXRmb3JtL3Rvb2xzL3YxL3Rvb2xzLnByb3RvEhZhZ2VudHBsYXRmb3JtLnRvb2xzLnYxIpEDCgRUb29sEgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIMCgRpY29uGAQgASgJEg8KB2VuYWJsZWQYBSABKAgSKwoKcGFyYW1ldGVycxgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGc2NoZW1hGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIbChNkZWZhdWx0X2Rlc2NyaXB0aW9uGAggASgJEjAKBXVzYWdlGAkgASgLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sVXNhZ2USMAoFaGludHMYCiABKAsyIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2xIaW50cxIZChFyZXF1aXJlc19hcHByb3ZhbBgLIAEoCBIRCglhdmFpbGFibGUYDCABKAgSGgoSdW5hdmFpbGFibGVfcmVhc29uGA0gASgJEhIKCm1jcF9zZXJ2ZXIYDiABKAkiWwoJVG9vbEhpbnRzEhEKCXJlYWRfb25seRgBIAEoCBITCgtkZXN0cnVjdGl2ZRgCIAEoCBISCgppZGVtcG90ZW50GAMgASgIEhIKCm9wZW5fd29ybGQYBCABKAgi0gEKCVRvb2xVc2FnZRINCgVjYWxscxgBIAEoAxIOCgZlcnJvcnMYAiABKAMSEAoIdGltZW91dHMYAyABKAMSLwoMcDUwX2R1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KDHA5NV9kdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIyCg5sYXN0X3VzZWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTwoQTGlzdFRvb2xzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIUCgxlbmFibGVkX29ubHkYAyABKAgiWQoRTGlzdFRvb2xzUmVzcG9uc2USKwoFdG9vbHMYASADKAsyHC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2wSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiEKDkdldFRvb2xSZXF1ZXN0Eg8KB3Rvb2xfaWQYASABKAkicAoRVXBkYXRlVG9vbFJlcXVlc3QSKgoEdG9vbBgBIAEoCzIcLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2si3AIKCU1jcFNlcnZlchIMCgRuYW1lGAEgASgJEjgKBXN0ZGlvGAIgASgLMikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BTdGRpb1RyYW5zcG9ydBI2CgRodHRwGAMgASgLMiguYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BIdHRwVHJhbnNwb3J0EjUKBXN0YXRlGAQgASgOMiYuYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BTZXJ2ZXJTdGF0ZRIaChJ1bmF2YWlsYWJsZV9yZWFzb24YBSABKAkSEgoKdG9vbF9jb3VudBgGIAEoBRI3ChNsYXN0X2Nvbm5lY3RlZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAisgEKEU1jcFN0ZGlvVHJhbnNwb3J0Eg8KB2NvbW1hbmQYASABKAkSDAoEYXJncxgCIAMoCRI/CgNlbnYYAyADKAsyMi5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcFN0ZGlvVHJhbnNwb3J0LkVudkVudHJ5EhEKCWVudl9uYW1lcxgEIAMoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIq0BChBNY3BIdHRwVHJhbnNwb3J0EgsKA3VybBgBIAEoCRJGCgdoZWFkZXJzGAIgAygLMjUuYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BIdHRwVHJhbnNwb3J0LkhlYWRlcnNFbnRyeRIUCgxoZWFkZXJfbmFtZXMYAyADKAkaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTwoWQ3JlYXRlTWNwU2VydmVyUmVxdWVzdBI1CgptY3Bfc2VydmVyGAEgASgLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BTZXJ2ZXIiIwoTR2V0TWNwU2VydmVyUmVxdWVzdBIMCgRuYW1lGAEgASgJIj4KFUxpc3RNY3BTZXJ2ZXJzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJpChZMaXN0TWNwU2VydmVyc1Jlc3BvbnNlEjYKC21jcF9zZXJ2ZXJzGAEgAygLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BTZXJ2ZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiYKFkRlbGV0ZU1jcFNlcnZlclJlcXVlc3QSDAoEbmFtZRgBIAEoCSqVAQoOTWNwU2VydmVyU3RhdGUSIAocTUNQX1NFUlZFUl9TVEFURV9VTlNQRUNJRklFRBAAEh8KG01DUF9TRVJWRVJfU1RBVEVfQ09OTkVDVElORxABEh4KGk1DUF9TRVJWRVJfU1RBVEVfQ09OTkVDVEVEEAISIAocTUNQX1NFUlZFUl9TVEFURV9VTkFWQUlMQUJMRRADMqkFCgtUb29sU2VydmljZRJgCglMaXN0VG9vbHMSKC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkxpc3RUb29sc1JlcXVlc3QaKS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkxpc3RUb29sc1Jlc3BvbnNlEk8KB0dldFRvb2wSJi5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkdldFRvb2xSZXF1ZXN0GhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sElUKClVwZGF0ZVRvb2wSKS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlVwZGF0ZVRvb2xSZXF1ZXN0GhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sEmQKD0NyZWF0ZU1jcFNlcnZlchIuLmFnZW50cGxhdGZvcm0udG9vbHMudjEuQ3JlYXRlTWNwU2VydmVyUmVxdWVzdBohLmFnZW50cGxhdGZvcm0udG9vbHMudjEuTWNwU2VydmVyEl4KDEdldE1jcFNlcnZlchIrLmFnZW50cGxhdGZvcm0udG9vbHMudjEuR2V0TWNwU2VydmVyUmVxdWVzdBohLmFnZW50cGxhdGZvcm0udG9vbHMudjEuTWNwU2VydmVyEm8KDkxpc3RNY3BTZXJ2ZXJzEi0uYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0TWNwU2VydmVyc1JlcXVlc3QaLi5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkxpc3RNY3BTZXJ2ZXJzUmVzcG9uc2USWQoPRGVsZXRlTWNwU2VydmVyEi4uYWdlbnRwbGF0Zm9ybS50b29scy52MS5EZWxldGVNY3BTZXJ2ZXJSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5YgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiJhZ2VudHBsYXRmb3JtL3Rvb2xzL3YxL3Rvb2xzLnByb3RvEhZhZ2VudHBsYXRmb3JtLnRvb2xzLnYxIsUDCgRUb29sEgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIMCgRpY29uGAQgASgJEg8KB2VuYWJsZWQYBSABKAgSKwoKcGFyYW1ldGVycxgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGc2NoZW1hGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIbChNkZWZhdWx0X2Rlc2NyaXB0aW9uGAggASgJEjAKBXVzYWdlGAkgASgLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sVXNhZ2USMAoFaGludHMYCiABKAsyIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2xIaW50cxIZChFyZXF1aXJlc19hcHByb3ZhbBgLIAEoCBIRCglhdmFpbGFibGUYDCABKAgSGgoSdW5hdmFpbGFibGVfcmVhc29uGA0gASgJEhIKCm1jcF9zZXJ2ZXIYDiABKAkSMgoEaHR0cBgPIAEoCzIkLmFnZW50cGxhdGZvcm0udG9vbHMudjEuSHR0cFRvb2xTcGVjIlsKCVRvb2xIaW50cxIRCglyZWFkX29ubHkYASABKAgSEwoLZGVzdHJ1Y3RpdmUYAiABKAgSEgoKaWRlbXBvdGVudBgDIAEoCBISCgpvcGVuX3dvcmxkGAQgASgIItIBCglUb29sVXNhZ2USDQoFY2FsbHMYASABKAMSDgoGZXJyb3JzGAIgASgDEhAKCHRpbWVvdXRzGAMgASgDEi8KDHA1MF9kdXJhdGlvbhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgxwOTVfZHVyYXRpb24YBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMgoObGFzdF91c2VkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIk8KEExpc3RUb29sc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSFAoMZW5hYmxlZF9vbmx5GAMgASgIIlkKEUxpc3RUb29sc1Jlc3BvbnNlEisKBXRvb2xzGAEgAygLMhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIhCg5HZXRUb29sUmVxdWVzdBIPCgd0b29sX2lkGAEgASgJIkcKEUNyZWF0ZVRvb2xSZXF1ZXN0EjIKBGh0dHAYASABKAsyJC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkh0dHBUb29sU3BlYyIkChFEZWxldGVUb29sUmVxdWVzdBIPCgd0b29sX2lkGAEgASgJIr8CCgxIdHRwVG9vbFNwZWMSDAoEbmFtZRgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSKwoKcGFyYW1ldGVycxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSCwoDdXJsGAUgASgJEjIKBm1ldGhvZBgGIAEoDjIiLmFnZW50cGxhdGZvcm0udG9vbHMudjEuSHR0cE1ldGhvZBJCCgdoZWFkZXJzGAcgAygLMjEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5IdHRwVG9vbFNwZWMuSGVhZGVyc0VudHJ5EhQKDGhlYWRlcl9uYW1lcxgIIAMoCRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJwChFVcGRhdGVUb29sUmVxdWVzdBIqCgR0b29sGAEgASgLMhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayLcAgoJTWNwU2VydmVyEgwKBG5hbWUYASABKAkSOAoFc3RkaW8YAiABKAsyKS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcFN0ZGlvVHJhbnNwb3J0EjYKBGh0dHAYAyABKAsyKC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcEh0dHBUcmFuc3BvcnQSNQoFc3RhdGUYBCABKA4yJi5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcFNlcnZlclN0YXRlEhoKEnVuYXZhaWxhYmxlX3JlYXNvbhgFIAEoCRISCgp0b29sX2NvdW50GAYgASgFEjcKE2xhc3RfY29ubmVjdGVkX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKyAQoRTWNwU3RkaW9UcmFuc3BvcnQSDwoHY29tbWFuZBgBIAEoCRIMCgRhcmdzGAIgAygJEj8KA2VudhgDIAMoCzIyLmFnZW50cGxhdGZvcm0udG9vbHMudjEuTWNwU3RkaW9UcmFuc3BvcnQuRW52RW50cnkSEQoJZW52X25hbWVzGAQgAygJGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEirQEKEE1jcEh0dHBUcmFuc3BvcnQSCwoDdXJsGAEgASgJEkYKB2hlYWRlcnMYAiADKAsyNS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcEh0dHBUcmFuc3BvcnQuSGVhZGVyc0VudHJ5EhQKDGhlYWRlcl9uYW1lcxgDIAMoCRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJPChZDcmVhdGVNY3BTZXJ2ZXJSZXF1ZXN0EjUKCm1jcF9zZXJ2ZXIYASABKAsyIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcFNlcnZlciIjChNHZXRNY3BTZXJ2ZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkiPgoVTGlzdE1jcFNlcnZlcnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJImkKFkxpc3RNY3BTZXJ2ZXJzUmVzcG9uc2USNgoLbWNwX3NlcnZlcnMYASADKAsyIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcFNlcnZlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJgoWRGVsZXRlTWNwU2VydmVyUmVxdWVzdBIMCgRuYW1lGAEgASgJKpgBCgpIdHRwTWV0aG9kEhsKF0hUVFBfTUVUSE9EX1VOU1BFQ0lGSUVEEAASEwoPSFRUUF9NRVRIT0RfR0VUEAESFAoQSFRUUF9NRVRIT0RfUE9TVBACEhMKD0hUVFBfTUVUSE9EX1BVVBADEhUKEUhUVFBfTUVUSE9EX1BBVENIEAQSFgoSSFRUUF9NRVRIT0RfREVMRVRFEAUqlQEKDk1jcFNlcnZlclN0YXRlEiAKHE1DUF9TRVJWRVJfU1RBVEVfVU5TUEVDSUZJRUQQABIfChtNQ1BfU0VSVkVSX1NUQVRFX0NPTk5FQ1RJTkcQARIeChpNQ1BfU0VSVkVSX1NUQVRFX0NPTk5FQ1RFRBACEiAKHE1DUF9TRVJWRVJfU1RBVEVfVU5BVkFJTEFCTEUQAzLRBgoLVG9vbFNlcnZpY2USYAoJTGlzdFRvb2xzEiguYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0VG9vbHNSZXF1ZXN0GikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0VG9vbHNSZXNwb25zZRJPCgdHZXRUb29sEiYuYWdlbnRwbGF0Zm9ybS50b29scy52MS5HZXRUb29sUmVxdWVzdBocLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBJVCgpVcGRhdGVUb29sEikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5VcGRhdGVUb29sUmVxdWVzdBocLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBJVCgpDcmVhdGVUb29sEikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5DcmVhdGVUb29sUmVxdWVzdBocLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBJPCgpEZWxldGVUb29sEikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5EZWxldGVUb29sUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJkCg9DcmVhdGVNY3BTZXJ2ZXISLi5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkNyZWF0ZU1jcFNlcnZlclJlcXVlc3QaIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcFNlcnZlchJeCgxHZXRNY3BTZXJ2ZXISKy5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkdldE1jcFNlcnZlclJlcXVlc3QaIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcFNlcnZlchJvCg5MaXN0TWNwU2VydmVycxItLmFnZW50cGxhdGZvcm0udG9vbHMudjEuTGlzdE1jcFNlcnZlcnNSZXF1ZXN0Gi4uYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0TWNwU2VydmVyc1Jlc3BvbnNlElkKD0RlbGV0ZU1jcFNlcnZlchIuLmFnZW50cGxhdGZvcm0udG9vbHMudjEuRGVsZXRlTWNwU2VydmVyUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A tool the agent can call.
@@ -129,6 +129,15 @@ export type Tool = Message<"agentplatform.tools.v1.Tool"> & {
    * @generated from field: string mcp_server = 14;
    */
   mcpServer: string;
+
+  /**
+   * Output only. For an HTTP tool (created with CreateTool): where and how it
+   * sends its calls, as created, with the header values left out (see
+   * `header_names`). Unset for the other tools.
+   *
+   * @generated from field: agentplatform.tools.v1.HttpToolSpec http = 15;
+   */
+  http?: HttpToolSpec | undefined;
 };
 
 /**
@@ -328,6 +337,136 @@ export const GetToolRequestSchema: GenMessage<GetToolRequest> = /*@__PURE__*/
   messageDesc(file_agentplatform_tools_v1_tools, 5);
 
 /**
+ * Request of CreateTool.
+ *
+ * @generated from message agentplatform.tools.v1.CreateToolRequest
+ */
+export type CreateToolRequest = Message<"agentplatform.tools.v1.CreateToolRequest"> & {
+  /**
+   * The HTTP tool to create.
+   *
+   * @generated from field: agentplatform.tools.v1.HttpToolSpec http = 1;
+   */
+  http?: HttpToolSpec | undefined;
+};
+
+/**
+ * Describes the message agentplatform.tools.v1.CreateToolRequest.
+ * Use `create(CreateToolRequestSchema)` to create a new message.
+ */
+export const CreateToolRequestSchema: GenMessage<CreateToolRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_tools_v1_tools, 6);
+
+/**
+ * Request of DeleteTool.
+ *
+ * @generated from message agentplatform.tools.v1.DeleteToolRequest
+ */
+export type DeleteToolRequest = Message<"agentplatform.tools.v1.DeleteToolRequest"> & {
+  /**
+   * The tool's id, e.g. "http__weather".
+   *
+   * @generated from field: string tool_id = 1;
+   */
+  toolId: string;
+};
+
+/**
+ * Describes the message agentplatform.tools.v1.DeleteToolRequest.
+ * Use `create(DeleteToolRequestSchema)` to create a new message.
+ */
+export const DeleteToolRequestSchema: GenMessage<DeleteToolRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_tools_v1_tools, 7);
+
+/**
+ * An HTTP tool: a tool without code, whose calls are HTTP requests to one
+ * endpoint. The arguments, validated against `parameters`, are sent as the
+ * JSON body (POST, PUT, PATCH) or as query parameters (GET, DELETE; a list
+ * as a repeated parameter, an object as its JSON). A JSON response becomes
+ * the structured result (and its text the text the model reads), any other
+ * body the text; a status outside 2xx is the tool's failure, with the status
+ * and the start of the body. Redirects are not followed.
+ *
+ * Secrets: the values of `headers` are stored but never returned; responses
+ * leave the map empty and list the names in `header_names`. Put tokens
+ * there, not in `url`, which is returned as given.
+ *
+ * @generated from message agentplatform.tools.v1.HttpToolSpec
+ */
+export type HttpToolSpec = Message<"agentplatform.tools.v1.HttpToolSpec"> & {
+  /**
+   * The tool's name: a lowercase letter, then lowercase letters, digits and
+   * single underscores, at most 32 characters, not ending with "_" (pattern
+   * [a-z][a-z0-9_]{0,31} without "__"), e.g. "weather". The tool's id, and
+   * the function name the model calls, is "http__<name>". Set at creation;
+   * it cannot change.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * A human name for the UI; the name when empty.
+   *
+   * @generated from field: string display_name = 2;
+   */
+  displayName: string;
+
+  /**
+   * What the tool does, for the model (required, at most 1,024 characters).
+   *
+   * @generated from field: string description = 3;
+   */
+  description: string;
+
+  /**
+   * The JSON schema of the arguments; it must describe an object
+   * ({"type": "object", ...}). Empty means no arguments.
+   *
+   * @generated from field: google.protobuf.Struct parameters = 4;
+   */
+  parameters?: JsonObject | undefined;
+
+  /**
+   * The endpoint, an http(s) URL, e.g. "https://api.example.com/v1/weather".
+   * Its host must be allowed by the tools service's TOOLS_HTTP_ALLOWED_HOSTS.
+   *
+   * @generated from field: string url = 5;
+   */
+  url: string;
+
+  /**
+   * The HTTP method of the calls.
+   *
+   * @generated from field: agentplatform.tools.v1.HttpMethod method = 6;
+   */
+  method: HttpMethod;
+
+  /**
+   * Input only. HTTP headers sent with every call, e.g.
+   * {"Authorization": "Bearer ..."}. The values are secrets: stored, never
+   * returned.
+   *
+   * @generated from field: map<string, string> headers = 7;
+   */
+  headers: { [key: string]: string };
+
+  /**
+   * Output only. The names of the headers set in `headers`, sorted.
+   *
+   * @generated from field: repeated string header_names = 8;
+   */
+  headerNames: string[];
+};
+
+/**
+ * Describes the message agentplatform.tools.v1.HttpToolSpec.
+ * Use `create(HttpToolSpecSchema)` to create a new message.
+ */
+export const HttpToolSpecSchema: GenMessage<HttpToolSpec> = /*@__PURE__*/
+  messageDesc(file_agentplatform_tools_v1_tools, 8);
+
+/**
  * Request of UpdateTool.
  *
  * @generated from message agentplatform.tools.v1.UpdateToolRequest
@@ -354,7 +493,7 @@ export type UpdateToolRequest = Message<"agentplatform.tools.v1.UpdateToolReques
  * Use `create(UpdateToolRequestSchema)` to create a new message.
  */
 export const UpdateToolRequestSchema: GenMessage<UpdateToolRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 6);
+  messageDesc(file_agentplatform_tools_v1_tools, 9);
 
 /**
  * An MCP server registered as a source of tools. Its tools are listed with
@@ -437,7 +576,7 @@ export type McpServer = Message<"agentplatform.tools.v1.McpServer"> & {
  * Use `create(McpServerSchema)` to create a new message.
  */
 export const McpServerSchema: GenMessage<McpServer> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 7);
+  messageDesc(file_agentplatform_tools_v1_tools, 10);
 
 /**
  * How to start a stdio MCP server.
@@ -482,7 +621,7 @@ export type McpStdioTransport = Message<"agentplatform.tools.v1.McpStdioTranspor
  * Use `create(McpStdioTransportSchema)` to create a new message.
  */
 export const McpStdioTransportSchema: GenMessage<McpStdioTransport> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 8);
+  messageDesc(file_agentplatform_tools_v1_tools, 11);
 
 /**
  * Where a streamable HTTP MCP server answers.
@@ -520,7 +659,7 @@ export type McpHttpTransport = Message<"agentplatform.tools.v1.McpHttpTransport"
  * Use `create(McpHttpTransportSchema)` to create a new message.
  */
 export const McpHttpTransportSchema: GenMessage<McpHttpTransport> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 9);
+  messageDesc(file_agentplatform_tools_v1_tools, 12);
 
 /**
  * Request of CreateMcpServer.
@@ -541,7 +680,7 @@ export type CreateMcpServerRequest = Message<"agentplatform.tools.v1.CreateMcpSe
  * Use `create(CreateMcpServerRequestSchema)` to create a new message.
  */
 export const CreateMcpServerRequestSchema: GenMessage<CreateMcpServerRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 10);
+  messageDesc(file_agentplatform_tools_v1_tools, 13);
 
 /**
  * Request of GetMcpServer.
@@ -562,7 +701,7 @@ export type GetMcpServerRequest = Message<"agentplatform.tools.v1.GetMcpServerRe
  * Use `create(GetMcpServerRequestSchema)` to create a new message.
  */
 export const GetMcpServerRequestSchema: GenMessage<GetMcpServerRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 11);
+  messageDesc(file_agentplatform_tools_v1_tools, 14);
 
 /**
  * Request of ListMcpServers.
@@ -590,7 +729,7 @@ export type ListMcpServersRequest = Message<"agentplatform.tools.v1.ListMcpServe
  * Use `create(ListMcpServersRequestSchema)` to create a new message.
  */
 export const ListMcpServersRequestSchema: GenMessage<ListMcpServersRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 12);
+  messageDesc(file_agentplatform_tools_v1_tools, 15);
 
 /**
  * Response of ListMcpServers.
@@ -618,7 +757,7 @@ export type ListMcpServersResponse = Message<"agentplatform.tools.v1.ListMcpServ
  * Use `create(ListMcpServersResponseSchema)` to create a new message.
  */
 export const ListMcpServersResponseSchema: GenMessage<ListMcpServersResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 13);
+  messageDesc(file_agentplatform_tools_v1_tools, 16);
 
 /**
  * Request of DeleteMcpServer.
@@ -639,7 +778,62 @@ export type DeleteMcpServerRequest = Message<"agentplatform.tools.v1.DeleteMcpSe
  * Use `create(DeleteMcpServerRequestSchema)` to create a new message.
  */
 export const DeleteMcpServerRequestSchema: GenMessage<DeleteMcpServerRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 14);
+  messageDesc(file_agentplatform_tools_v1_tools, 17);
+
+/**
+ * The HTTP method of an HTTP tool's calls.
+ *
+ * @generated from enum agentplatform.tools.v1.HttpMethod
+ */
+export enum HttpMethod {
+  /**
+   * Not set; refused by CreateTool.
+   *
+   * @generated from enum value: HTTP_METHOD_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * GET: the arguments go in the query string; a read-only tool.
+   *
+   * @generated from enum value: HTTP_METHOD_GET = 1;
+   */
+  GET = 1,
+
+  /**
+   * POST: the arguments are the JSON body.
+   *
+   * @generated from enum value: HTTP_METHOD_POST = 2;
+   */
+  POST = 2,
+
+  /**
+   * PUT: the arguments are the JSON body.
+   *
+   * @generated from enum value: HTTP_METHOD_PUT = 3;
+   */
+  PUT = 3,
+
+  /**
+   * PATCH: the arguments are the JSON body.
+   *
+   * @generated from enum value: HTTP_METHOD_PATCH = 4;
+   */
+  PATCH = 4,
+
+  /**
+   * DELETE: the arguments go in the query string.
+   *
+   * @generated from enum value: HTTP_METHOD_DELETE = 5;
+   */
+  DELETE = 5,
+}
+
+/**
+ * Describes the enum agentplatform.tools.v1.HttpMethod.
+ */
+export const HttpMethodSchema: GenEnum<HttpMethod> = /*@__PURE__*/
+  enumDesc(file_agentplatform_tools_v1_tools, 0);
 
 /**
  * The state of the tools service's connection to an MCP server.
@@ -682,13 +876,13 @@ export enum McpServerState {
  * Describes the enum agentplatform.tools.v1.McpServerState.
  */
 export const McpServerStateSchema: GenEnum<McpServerState> = /*@__PURE__*/
-  enumDesc(file_agentplatform_tools_v1_tools, 0);
+  enumDesc(file_agentplatform_tools_v1_tools, 1);
 
 /**
  * ToolService is the registry of the agent's tools, for the "Manage Tools"
- * page: it lists the tool plugins it discovered and the tools of the MCP
- * servers registered with it, and keeps their settings (enabled, description
- * override, approval). The tools are run by the engine, through the internal
+ * page: it lists the tool plugins it discovered, the tools of the MCP
+ * servers registered with it and the HTTP tools created with CreateTool, and
+ * keeps their settings (enabled, description override, approval). The tools are run by the engine, through the internal
  * agentplatform.tools.internal.v1.ToolExecutionService.
  *
  * @generated from service agentplatform.tools.v1.ToolService
@@ -725,6 +919,35 @@ export const ToolService: GenService<{
     methodKind: "unary";
     input: typeof UpdateToolRequestSchema;
     output: typeof ToolSchema;
+  },
+  /**
+   * Creates an HTTP tool ("a tool without code"): calling it sends the
+   * validated arguments to an HTTP endpoint and returns the response. Its id
+   * is "http__<name>". Only admins may (PERMISSION_DENIED otherwise).
+   * ALREADY_EXISTS when the name is taken; INVALID_ARGUMENT for a bad name,
+   * schema, method or header, or a URL whose host the tools service's
+   * TOOLS_HTTP_ALLOWED_HOSTS does not allow (a loopback, link-local, private
+   * or unspecified address is refused unless explicitly allowed).
+   *
+   * @generated from rpc agentplatform.tools.v1.ToolService.CreateTool
+   */
+  createTool: {
+    methodKind: "unary";
+    input: typeof CreateToolRequestSchema;
+    output: typeof ToolSchema;
+  },
+  /**
+   * Deletes an HTTP tool, with its settings. Admins only. NOT_FOUND for an
+   * unknown id; FAILED_PRECONDITION for a built-in or plugin tool (disable it
+   * with UpdateTool instead) and for an MCP server's tool (delete the server
+   * with DeleteMcpServer).
+   *
+   * @generated from rpc agentplatform.tools.v1.ToolService.DeleteTool
+   */
+  deleteTool: {
+    methodKind: "unary";
+    input: typeof DeleteToolRequestSchema;
+    output: typeof EmptySchema;
   },
   /**
    * Registers an MCP (Model Context Protocol) server as a source of tools:
