@@ -1,4 +1,5 @@
-"""Assembles the tools service: database, MCP servers, registry, worker pool, catalog, executor and the gRPC server."""
+"""Assembles the tools service: database, MCP servers, HTTP tools, registry, worker pool, catalog, executor and the
+gRPC server."""
 
 import asyncio
 import logging
@@ -17,6 +18,8 @@ from services.tools.catalog import ToolCatalog
 from services.tools.execution_servicer import SERVICE_NAME as EXECUTION_SERVICE_NAME
 from services.tools.execution_servicer import ToolExecutionServicer
 from services.tools.executor import ToolExecutor
+from services.tools.http.sources import HttpToolSource
+from services.tools.http.specs import HttpToolStore
 from services.tools.mcp.servers import McpServerStore
 from services.tools.mcp.sources import McpSources
 from services.tools.registry import ToolRegistry
@@ -40,6 +43,7 @@ class ToolsApp:
     executor: ToolExecutor
     workers: ToolWorkerPool
     mcp: McpSources
+    http_tools: HttpToolSource
 
     @property
     def port(self) -> int:
@@ -54,7 +58,7 @@ class ToolsApp:
             await self.server.stop(grace)
         finally:
             try:
-                await asyncio.gather(self.workers.close(), self.mcp.close())
+                await asyncio.gather(self.workers.close(), self.mcp.close(), self.http_tools.close())
             finally:
                 await self.database.dispose()
 
@@ -76,7 +80,14 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             sync_seconds=settings.mcp_sync_seconds,
             retry_max_seconds=settings.mcp_retry_max_seconds,
         )
-        registry = ToolRegistry(settings.plugin_dirs, sources=[mcp])
+        http_tools = HttpToolSource(
+            HttpToolStore(database),
+            settings.http_destinations(),
+            timeout_seconds=settings.timeout_seconds,
+            max_result_bytes=settings.max_result_bytes,
+            sync_seconds=settings.http_sync_seconds,
+        )
+        registry = ToolRegistry(settings.plugin_dirs, sources=[mcp, http_tools])
         registry.refresh()
         context = ToolContext(
             workspace=settings.workspace.resolve(),
@@ -93,6 +104,7 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
         try:
             # Connects in the background: a server that is away does not hold up the start.
             await mcp.start()
+            await http_tools.start()
             executor = ToolExecutor(
                 registry,
                 store,
@@ -101,8 +113,9 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
                 context=context,
                 max_result_bytes=settings.max_result_bytes,
             )
-            catalog = ToolCatalog(registry, store, executor.usage, context)
-            public, execution = ToolServicer(catalog, mcp), ToolExecutionServicer(executor)
+            catalog = ToolCatalog(registry, store, executor.usage, context, http_tools)
+            public = ToolServicer(catalog, mcp, http_tools.destinations)
+            execution = ToolExecutionServicer(executor)
 
             def register_public(server: grpc.aio.Server) -> None:
                 tools_pb2_grpc.add_ToolServiceServicer_to_server(public, server)
@@ -116,13 +129,13 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             ]
             running = await start_server(bindings, settings.host, settings.port, auth)
         except BaseException:
-            await asyncio.gather(workers.close(), mcp.close())
+            await asyncio.gather(workers.close(), mcp.close(), http_tools.close())
             raise
     except BaseException:
         await database.dispose()
         raise
     workers.set_health_listener(lambda serving: _report_health(running, serving))
-    return ToolsApp(running, database, registry, catalog, executor, workers, mcp)
+    return ToolsApp(running, database, registry, catalog, executor, workers, mcp, http_tools)
 
 
 def worker_config(settings: ToolsSettings, context: ToolContext) -> WorkerConfig:

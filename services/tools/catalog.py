@@ -1,4 +1,5 @@
-"""The tool catalog: what ListTools, GetTool and UpdateTool show — each discovered tool with its stored settings.
+"""The tool catalog: what ListTools, GetTool and UpdateTool show — each discovered tool with its stored settings —
+and the creation and deletion of HTTP tools (CreateTool, DeleteTool).
 
 The schema shown is exactly what the model is sent, with the description override applied. A tool that cannot run
 now (its MCP server is away, web_search without a backend) is shown with the reason, and left out of what the model
@@ -12,8 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.tools.base import BaseTool, ToolContext, ToolHints
+from services.tools.http.calls import HttpTool
+from services.tools.http.naming import name_of
+from services.tools.http.sources import HttpToolSource
+from services.tools.http.specs import HttpToolSpec
 from services.tools.registry import ToolRegistry
 from services.tools.tool_settings import KEEP, Keep, ToolSetting, ToolSettingsStore
 from services.tools.usage import ToolUsage, UsageLedger
@@ -44,6 +49,8 @@ class ToolView:
     unavailable_reason: str = ""
     #: The MCP server the tool comes from; empty for built-in and plugin tools.
     mcp_server: str = ""
+    #: An HTTP tool's definition (its header values are secrets: show its header_names only); None for others.
+    http: HttpToolSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ def _view(tool: BaseTool, setting: ToolSetting, usage: ToolUsage, context: ToolC
         available=reason is None,
         unavailable_reason=reason or "",
         mcp_server=tool.mcp_server,
+        http=tool.spec if isinstance(tool, HttpTool) else None,
     )
 
 
@@ -86,8 +94,10 @@ class ToolCatalog:
         settings: ToolSettingsStore,
         usage: UsageLedger | None = None,
         context: ToolContext | None = None,
+        http_tools: HttpToolSource | None = None,
     ) -> None:
         self._registry = registry
+        self._http_tools = http_tools
         self._settings = settings
         self._usage = usage or UsageLedger()
         #: What the tools run with (web_search's availability depends on its backend setting).
@@ -149,6 +159,37 @@ class ToolCatalog:
             tool_id, enabled=new_enabled, description_override=new_override, requires_approval=new_approval
         )
         return _view(tool, setting, self._usage.usage(tool.name), self._context)
+
+
+    async def create_http_tool(self, spec: HttpToolSpec) -> ToolView:
+        """Create an HTTP tool (its spec checked by services.tools.http.specs.http_tool); AlreadyExists when its
+        name is taken. It starts enabled, with no settings stored (a deleted namesake's were deleted with it)."""
+        if self._http_tools is None:
+            raise FailedPrecondition("this tools service has no HTTP tools")
+        tool = await self._http_tools.create(spec)
+        return _view(tool, await self._settings.get(tool.name), self._usage.usage(tool.name), self._context)
+
+    async def delete_tool(self, tool_id: str) -> None:
+        """Delete an HTTP tool and its settings; NotFound for an unknown id, FailedPrecondition for a tool that is
+        not an HTTP tool (a built-in or plugin tool is code; an MCP tool belongs to its server)."""
+        name = name_of(tool_id)
+        if name is not None and self._http_tools is not None:
+            try:
+                await self._http_tools.delete(name)
+            finally:
+                # Also when another replica deleted the tool first: its settings must not outlive it.
+                await self._settings.delete(tool_id)
+            return
+        tool = self._registry.get(tool_id)  # NotFound for an unknown id
+        if tool.mcp_server:
+            raise FailedPrecondition(
+                f"tool '{tool_id}' belongs to the MCP server '{tool.mcp_server}'; its tools go with the server "
+                "(DeleteMcpServer), or disable this one with UpdateTool"
+            )
+        raise FailedPrecondition(
+            f"tool '{tool_id}' is built in (a plugin file of the tools service) and cannot be deleted; disable it "
+            "with UpdateTool instead"
+        )
 
 
 def _checked_override(description: str) -> str | None:

@@ -6,8 +6,9 @@ up without a restart. A file that fails to import, or a class that is not a vali
 never takes the service down.
 
 In the service the registry also looks in its other sources of tools (the registered MCP servers,
-services.tools.mcp.sources), whose tools' ids start with "mcp__": that prefix is theirs, and a plugin tool named
-so is skipped. Tool workers have no other sources: they run plugin tools only.
+services.tools.mcp.sources, and the HTTP tools, services.tools.http.sources), whose tools' ids start with "mcp__"
+and "http__": those prefixes are theirs, and a plugin tool named so is skipped. Tool workers have no other
+sources: they run plugin tools only.
 """
 
 import hashlib
@@ -31,12 +32,13 @@ BUILTIN_PLUGIN_DIR = Path(__file__).resolve().parent / "plugins"
 
 #: What identifies one version of a plugin file: modification time and size.
 FileStamp = tuple[int, int]
-#: The ids of the tools of other sources (MCP servers) start with this (services.tools.mcp.naming).
-RESERVED_PREFIX = "mcp__"
+#: The ids of the tools of other sources start with these: MCP servers' (services.tools.mcp.naming) and HTTP
+#: tools' (services.tools.http.naming).
+RESERVED_PREFIXES = ("mcp__", "http__")
 
 
 class ToolSource(Protocol):
-    """Tools from somewhere else than plugin files (the registered MCP servers)."""
+    """Tools from somewhere else than plugin files (the registered MCP servers, the HTTP tools)."""
 
     def tools(self) -> list[BaseTool]:
         """Every tool of the source."""
@@ -74,7 +76,7 @@ class ToolRegistry:
         """The tool with this id, or NotFound."""
         self.refresh()
         tool = self._tools.get(tool_id)
-        if tool is None and tool_id.startswith(RESERVED_PREFIX):
+        if tool is None and tool_id.startswith(RESERVED_PREFIXES):
             for source in self._sources:
                 tool = source.find(tool_id)
                 if tool is not None:
@@ -132,9 +134,9 @@ def _index_by_name(files: dict[Path, _LoadedFile]) -> dict[str, BaseTool]:
     origin: dict[str, Path] = {}
     for path, loaded in files.items():
         for tool in loaded.tools:
-            if tool.name.startswith(RESERVED_PREFIX):
-                log.warning("tool '%s' in %s is skipped: ids starting with %r are MCP tools'", tool.name, path,
-                            RESERVED_PREFIX)
+            if tool.name.startswith(RESERVED_PREFIXES):
+                log.warning("tool '%s' in %s is skipped: ids starting with %s are MCP and HTTP tools'", tool.name,
+                            path, " or ".join(repr(prefix) for prefix in RESERVED_PREFIXES))
                 continue
             if tool.name in tools:
                 log.warning(

@@ -1,6 +1,6 @@
 """The public gRPC face of the tools service (agentplatform.tools.v1.ToolService): the registry, for the Manage
-Tools page, and the registered MCP servers. Converts protos to domain calls and back; changing a tool's settings
-and anything about MCP servers is for admins.
+Tools page, the registered MCP servers and the HTTP tools. Converts protos to domain calls and back; changing a
+tool's settings, creating or deleting a tool and anything about MCP servers is for admins.
 
 Domain errors raised below propagate to services.common.interceptor, which maps them to status codes.
 """
@@ -11,8 +11,15 @@ from google.protobuf import empty_pb2
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.common.errors import InvalidArgument, PermissionDenied
 from services.common.identity import current_caller
-from services.common.protoconv import duration_from_seconds, struct_from_dict, timestamp_from_datetime
+from services.common.protoconv import (
+    dict_from_struct,
+    duration_from_seconds,
+    struct_from_dict,
+    timestamp_from_datetime,
+)
 from services.tools.catalog import ToolCatalog, ToolView
+from services.tools.http.destinations import DestinationPolicy
+from services.tools.http.specs import HttpToolSpec, http_tool
 from services.tools.mcp.servers import McpServerSpec, http_server, stdio_server
 from services.tools.mcp.sources import McpServerView, McpSources
 from services.tools.usage import ToolUsage
@@ -43,6 +50,46 @@ def tool_to_proto(view: ToolView) -> tools_pb2.Tool:
         available=view.available,
         unavailable_reason=view.unavailable_reason,
         mcp_server=view.mcp_server,
+        http=http_tool_to_proto(view.http) if view.http is not None else None,
+    )
+
+
+_METHODS = {
+    tools_pb2.HTTP_METHOD_GET: "GET",
+    tools_pb2.HTTP_METHOD_POST: "POST",
+    tools_pb2.HTTP_METHOD_PUT: "PUT",
+    tools_pb2.HTTP_METHOD_PATCH: "PATCH",
+    tools_pb2.HTTP_METHOD_DELETE: "DELETE",
+}
+_METHOD_ENUMS = {name: value for value, name in _METHODS.items()}
+
+
+def http_tool_to_proto(spec: HttpToolSpec) -> tools_pb2.HttpToolSpec:
+    """The HttpToolSpec message of an HTTP tool: its headers' names, never their values."""
+    return tools_pb2.HttpToolSpec(
+        name=spec.name,
+        display_name=spec.display_name,
+        description=spec.description,
+        parameters=struct_from_dict(spec.parameters),
+        url=spec.url,
+        method=_METHOD_ENUMS[spec.method],
+        header_names=spec.header_names,
+    )
+
+
+def http_tool_from_proto(message: tools_pb2.HttpToolSpec, destinations: DestinationPolicy) -> HttpToolSpec:
+    """The HTTP tool a CreateTool asks for, checked; InvalidArgument saying what is wrong."""
+    if message.method not in _METHODS:
+        raise InvalidArgument(f"http.method is required: one of {', '.join(_METHODS.values())}")
+    return http_tool(
+        message.name,
+        display_name=message.display_name,
+        description=message.description,
+        parameters=dict_from_struct(message.parameters) if message.HasField("parameters") else None,
+        url=message.url,
+        method=_METHODS[message.method],
+        headers=dict(message.headers),
+        destinations=destinations,
     )
 
 
@@ -114,9 +161,12 @@ def require(value: str, field: str) -> str:
 class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
     """ToolService over the catalog."""
 
-    def __init__(self, catalog: ToolCatalog, mcp: McpSources) -> None:
+    def __init__(
+        self, catalog: ToolCatalog, mcp: McpSources, http_destinations: DestinationPolicy | None = None
+    ) -> None:
         self._catalog = catalog
         self._mcp = mcp
+        self._http_destinations = http_destinations or DestinationPolicy()
 
     async def ListTools(
         self, request: tools_pb2.ListToolsRequest, context: grpc.aio.ServicerContext
@@ -144,6 +194,23 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
             requires_approval=request.tool.requires_approval,
         )
         return tool_to_proto(view)
+
+    async def CreateTool(
+        self, request: tools_pb2.CreateToolRequest, context: grpc.aio.ServicerContext
+    ) -> tools_pb2.Tool:
+        # Its description reaches every user's prompt, its calls carry the secrets it is given.
+        require_admin("creating a tool")
+        if not request.HasField("http"):
+            raise InvalidArgument("http is required: the HTTP tool to create")
+        spec = http_tool_from_proto(request.http, self._http_destinations)
+        return tool_to_proto(await self._catalog.create_http_tool(spec))
+
+    async def DeleteTool(
+        self, request: tools_pb2.DeleteToolRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        require_admin("deleting a tool")
+        await self._catalog.delete_tool(require(request.tool_id, "tool_id"))
+        return empty_pb2.Empty()
 
     async def CreateMcpServer(
         self, request: tools_pb2.CreateMcpServerRequest, context: grpc.aio.ServicerContext

@@ -8,12 +8,13 @@ from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import NoDecode
 
 from services.common.auth import AuthSettings
-from services.common.settings import SettingsError, split_commas
+from services.common.settings import CommaSeparated, SettingsError, split_commas
 from services.tools.base import (
     DEFAULT_WEB_SEARCH_TIMEOUT_SECONDS,
     DEFAULT_WORKSPACE_MAX_BYTES,
     DEFAULT_WORKSPACE_MAX_FILES,
 )
+from services.tools.http.destinations import DestinationPolicy
 
 #: The offline demo corpus shipped with the web_search plugin (the default search backend's data).
 BUILTIN_WEB_SEARCH_CORPUS = Path(__file__).resolve().parent / "plugins" / "web_search_corpus.json"
@@ -88,6 +89,34 @@ class ToolsSettings(AuthSettings):
     #: How often the registered MCP servers are re-read from the database, so that a server registered or deleted
     #: through another replica is connected or closed here too.
     mcp_sync_seconds: float = Field(10.0, alias="TOOLS_MCP_SYNC_SECONDS", gt=0)
+    #: HTTP tools (created with CreateTool): the hosts they may call, comma-separated. Each entry is a host name
+    #: (api.example.com), a domain's names ('*.example.com', not example.com itself), '*' (any host), or an IP
+    #: address or network in CIDR (203.0.113.0/24): URLs with such an address as host are allowed, and so is
+    #: connecting to addresses in it that are not public. Empty (the default): no host, so no HTTP tool can be
+    #: created. Checked at CreateTool and at every call (services/tools/http/destinations.py says exactly how).
+    http_allowed_hosts: CommaSeparated = Field(default_factory=list, alias="TOOLS_HTTP_ALLOWED_HOSTS")
+    #: Whether HTTP tools may connect to loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7) and other
+    #: non-public addresses. Off by default: a tool's URL, or what its name resolves to at call time, must then be
+    #: a public address unless its network is listed in TOOLS_HTTP_ALLOWED_HOSTS. Link-local addresses (the cloud
+    #: metadata endpoint 169.254.169.254) and unspecified ones are refused even then, unless listed.
+    http_allow_private_networks: bool = Field(False, alias="TOOLS_HTTP_ALLOW_PRIVATE_NETWORKS")
+    #: How often the HTTP tools are re-read from the database, so that one created or deleted through another
+    #: replica is offered or withdrawn here too.
+    http_sync_seconds: float = Field(10.0, alias="TOOLS_HTTP_SYNC_SECONDS", gt=0)
+
+    def http_destinations(self) -> DestinationPolicy:
+        """The allow list and address rules of HTTP tools."""
+        return DestinationPolicy.parse(self.http_allowed_hosts, self.http_allow_private_networks)
+
+    @model_validator(mode="after")
+    def _http_allowed_hosts_parse(self) -> Self:
+        """Refuse at start an allow-list entry that is none of the forms, rather than one that silently allows
+        nothing."""
+        try:
+            self.http_destinations()
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        return self
 
     @model_validator(mode="after")
     def _web_search_backend_is_usable(self) -> Self:

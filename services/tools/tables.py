@@ -1,5 +1,5 @@
-"""The tools service's tables: per-tool settings and the registered MCP servers. Built by the Alembic migrations
-in services/tools/migrations (whose env.py compares against SCHEMA)."""
+"""The tools service's tables: per-tool settings, the registered MCP servers and the HTTP tools. Built by the Alembic
+migrations in services/tools/migrations (whose env.py compares against SCHEMA)."""
 
 from datetime import datetime
 from typing import Any
@@ -62,6 +62,31 @@ class McpServerRow(_Base):
     url: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: A JSON object of the HTTP headers sent with every request (secrets).
     headers: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class HttpToolRow(_Base):
+    """An HTTP tool created with CreateTool: everything needed to offer and call it (its id is http__<name>).
+    Its settings (enabled, approval, description override) are in `tool_settings`, like every tool's.
+
+    `headers` holds secrets: it is read only to call the endpoint, and the API returns its keys alone. The
+    definition is immutable (delete and create again to change it), so there is no updated_at."""
+
+    __tablename__ = "http_tools"
+    __table_args__ = (
+        CheckConstraint("method IN ('GET', 'POST', 'PUT', 'PATCH', 'DELETE')", name="method"),
+    )
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    display_name: Mapped[str] = mapped_column(Text, nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False)
+    #: The JSON schema of the arguments (an object schema).
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    #: GET, POST, PUT, PATCH or DELETE.
+    method: Mapped[str] = mapped_column(String(8), nullable=False)
+    #: A JSON object of the HTTP headers sent with every call (secrets).
+    headers: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
 

@@ -84,6 +84,16 @@ class ToolSettingsStore:
             return {row.tool_id: _setting_from_row(row) for row in rows}
 
     @runs_to_completion
+    async def delete(self, tool_id: str) -> None:
+        """Forget a tool's settings (a deleted HTTP tool's: one created again under its name starts afresh)."""
+        self._updates += 1
+        async with self.database.write() as session:
+            row = await session.get(ToolSettingRow, tool_id)
+            if row is not None:
+                await session.delete(row)
+        self._cached.pop(tool_id, None)
+
+    @runs_to_completion
     async def update(
         self,
         tool_id: str,
