@@ -10,20 +10,11 @@ from sqlalchemy import text
 
 from agentplatform.agents.v1 import agents_pb2
 from agentplatform.runs.v1 import runs_pb2
-from services.common.auth import digest, new_api_key
 from services.common.database import Database
+from tests.support.keys import ADMIN, ALICE, AUTH, BOB, SERVICE_TOKEN, as_  # noqa: F401 (re-exported)
 
-ALICE, BOB, ADMIN, TOKEN = new_api_key(), new_api_key(), new_api_key(), "agents-test-service-secret"
-#: The settings every service of a test shares: three users' keys and the platform's service token.
-AUTH = {
-    "AUTH_API_KEYS": f"alice:user:{digest(ALICE)},bob:user:{digest(BOB)},root:admin:{digest(ADMIN)}",
-    "PLATFORM_SERVICE_TOKEN": TOKEN,
-}
-
-
-def as_(key: str) -> tuple[tuple[str, str], ...]:
-    """The metadata of a call made with an API key."""
-    return (("authorization", f"Bearer {key}"),)
+# The users, their keys and the service token every agents test shares.
+TOKEN = SERVICE_TOKEN
 
 
 def sqlite_url(path: Path) -> str:

@@ -11,19 +11,9 @@ from google.protobuf import field_mask_pb2
 from agentplatform.agents.v1 import agents_pb2
 from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.v1 import runs_pb2
-from services.common.auth import digest, new_api_key
+from tests.support.keys import ALICE, AUTH, BOB, as_
 from tests.support.platform import Platform, start_platform
 from tests.support.scripted_llm import ScriptedLLM, text_reply, tool_call_reply
-
-ALICE, BOB = new_api_key(), new_api_key()
-AUTH = {
-    "AUTH_API_KEYS": f"alice:user:{digest(ALICE)},bob:user:{digest(BOB)}",
-    "PLATFORM_SERVICE_TOKEN": "service-secret",
-}
-
-
-def as_(key: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {key}"),)
 
 
 def tutor() -> agents_pb2.Agent:

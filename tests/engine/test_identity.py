@@ -14,19 +14,9 @@ from grpc_status import rpc_status
 from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.v1 import runs_pb2
 from agentplatform.tools.v1 import tools_pb2
-from services.common.auth import digest, new_api_key
+from tests.support.keys import ADMIN, ALICE, AUTH, BOB, as_
 from tests.support.platform import start_platform
 from tests.support.scripted_llm import ScriptedLLM, text_reply, tool_call_reply
-
-ALICE, BOB, ADMIN = new_api_key(), new_api_key(), new_api_key()
-AUTH = {
-    "AUTH_API_KEYS": f"alice:user:{digest(ALICE)},bob:user:{digest(BOB)},root:admin:{digest(ADMIN)}",
-    "PLATFORM_SERVICE_TOKEN": "service-secret",
-}
-
-
-def as_(key: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {key}"),)
 
 
 async def test_a_run_is_its_callers_from_start_to_tools_to_reads(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ import pytest
 
 from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.v1 import runs_pb2
-from services.common.auth import digest, new_api_key
 from tests.engine.run_helpers import get_run, start_run, wait_final
+from tests.support.keys import ALICE, AUTH, BOB, as_
 from tests.support.platform import Platform, start_platform
 from tests.support.scripted_llm import ScriptedLLM, delayed, text_reply, tool_call_reply
 
@@ -119,15 +119,6 @@ async def test_interrupt_cancels_the_running_turn_and_then_runs(tmp_path: Path) 
         ]
 
 
-ALICE, BOB = new_api_key(), new_api_key()
-AUTH = {
-    "AUTH_API_KEYS": f"alice:user:{digest(ALICE)},bob:user:{digest(BOB)}",
-    "PLATFORM_SERVICE_TOKEN": "service-secret",
-}
-
-
-def as_(key: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {key}"),)
 
 
 async def test_threads_are_listed_read_and_deleted_by_their_owner_only(tmp_path: Path) -> None:
