@@ -29,9 +29,11 @@ from typing import TypeVar
 import grpc
 import httpx
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.engine.agent_loop import StepRecorder
 from services.launcher.stack import ProcessSpec
 from tests.conftest import free_port
@@ -45,6 +47,7 @@ from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 LIVE = (runs_pb2.RUN_STATE_QUEUED, runs_pb2.RUN_STATE_RUNNING)
+FINAL = (runs_pb2.RUN_STATE_COMPLETED, runs_pb2.RUN_STATE_FAILED, runs_pb2.RUN_STATE_CANCELLED)
 #: Steps of the seed example: user request, then (thought, tool call, tool result) twice, then the answer.
 SEED_STEPS = 8
 #: How often the tests look at the runs while they wait.
@@ -215,6 +218,40 @@ def test_runs_of_a_killed_engine_end_failed_interrupted_within_the_lease(tmp_pat
         (run_id,) = start_runs(engine, 1)
         (run,) = wait_for("the new engine's run to end", 15, lambda: ended(runs, [run_id]))
         assert_seed_answer(run)
+
+
+def test_a_run_waiting_for_approval_outlives_a_killed_engine_and_finishes_in_the_next(tmp_path: Path) -> None:
+    with fault_stack(tmp_path, ENGINE_LEASE_SECONDS=LEASE, RUNS_REAPER_INTERVAL_SECONDS=REAPER_INTERVAL) as stack, \
+            clients(stack) as (engine, runs), explained(stack), \
+            grpc.insecure_channel(stack.stack.tools_address) as tools_channel:
+        tools = tools_pb2_grpc.ToolServiceStub(tools_channel)
+        marked = tools_pb2.Tool(id="calculator", requires_approval=True)
+        tools.UpdateTool(tools_pb2.UpdateToolRequest(tool=marked, update_mask=FieldMask(paths=["requires_approval"])))
+        run_id = engine.StartRun(engine_pb2.StartRunRequest(message=SEED_QUESTION), timeout=10).id
+        waiting = wait_for("the run to wait for approval", 10, lambda: next(
+            (run for run in get_runs(runs, [run_id]) if run.state == runs_pb2.RUN_STATE_WAITING), None
+        ))
+
+        kill(stack, "engine")
+        # Past a lease and a reaper pass: a waiting run has no lease to expire, so nothing ends it.
+        time.sleep(LEASE + REAPER_INTERVAL + REAP_MARGIN)
+        assert get_runs(runs, [run_id])[0].state == runs_pb2.RUN_STATE_WAITING
+
+        request = waiting.step_count
+        runs.ApproveStep(runs_pb2.ApproveStepRequest(run_id=run_id, sequence=request), timeout=5)
+        stack.start(stack.spec("engine"))
+        wait_ready(stack, ["engine"])
+        # The seed example asks for two calculator calls: the second waits for approval too.
+        second = wait_for("the second approval request", 15, lambda: next(
+            (run for run in get_runs(runs, [run_id])
+             if run.state == runs_pb2.RUN_STATE_WAITING and run.step_count > request + 1), None
+        ))
+        runs.ApproveStep(runs_pb2.ApproveStepRequest(run_id=run_id, sequence=second.step_count), timeout=5)
+        run = wait_for("the run to end", 15, lambda: next(
+            (run for run in get_runs(runs, [run_id]) if run.state in FINAL), None
+        ))
+        assert run.state == runs_pb2.RUN_STATE_COMPLETED, run.error_message
+        assert "45" in run.steps[-1].agent_response.text
 
 
 # --- 2. the runs service restarted -------------------------------------------------------------------------
