@@ -167,9 +167,10 @@ def check_tool(tool: BaseTool) -> None:
 
 
 class RemoteTool(BaseTool):
-    """A tool whose code runs in another process or host (an MCP server). The service calls it itself, on its
-    event loop and under the same time limit, instead of handing it to a tool worker: it is I/O, and no code of
-    it runs in our process. Never found by a worker's registry (it is not defined in a plugin file)."""
+    """A tool whose code runs in another process or host (an MCP server's tool, an HTTP tool's endpoint). The
+    service calls it itself, on its event loop and under the same time limit, instead of handing it to a tool
+    worker: it is I/O, and no code of it runs in our process. Never found by a worker's registry (it is not
+    defined in a plugin file)."""
 
     @abstractmethod
     async def call(self, arguments: dict[str, Any]) -> ToolOutput:

@@ -1,5 +1,6 @@
 """Running a tool: look it up, check it is enabled and available, validate the arguments, run it within its time
-limit: a plugin tool in a worker process, a remote tool (an MCP server's) by a call from the service's event loop.
+limit: a plugin tool in a worker process, a remote tool (an MCP server's, an HTTP tool) by a call from the
+service's event loop.
 
 Everything before the run stays in the service (the lookup, the enabled check, the JSON-schema validation and the
 check that the arguments fit the function); only the tool's own code runs in a worker (services.tools.worker_pool),
