@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,15 +60,28 @@ def free_port() -> int:
 # --- what a process uses --------------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time `pid` has used so far (threads included), from /proc/<pid>/stat; None when it is
-    gone."""
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float | None:
+    """User + system CPU time `pid` has used so far (threads included), from /proc/<pid>/stat; with `reaped`, plus
+    that of its children that ended and were waited for. None when it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    # After the command name: state is field 3, utime and stime are fields 14 and 15 (1-based, man proc).
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    # After the command name: state is field 3, utime and stime are fields 14 and 15, cutime and cstime 16 and 17
+    # (1-based, man proc).
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if reaped else 0)
+    return ticks / CLOCK_TICKS
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time of `pid` and of every process under it, live or ended: a service's helper processes (the tools
+    service's worker processes and their forkserver) are its cost too. None when `pid` is gone."""
+    total = cpu_seconds(pid, reaped=True)
+    if total is None:
+        return None
+    for child in children_of(pid):
+        total += tree_cpu_seconds(child) or 0.0
+    return total
 
 
 def peak_rss_bytes(pid: int) -> int | None:
@@ -123,24 +136,30 @@ class UsageMeter:
     """Measures what the named processes use between `start()` and `stop()`. A process that is gone by then
     (crashed, restarted under a new pid) is left out: `RunningStack.refresh_pids` tells which."""
 
-    def __init__(self, pids: Mapping[str, int]) -> None:
+    def __init__(self, pids: Mapping[str, int], *, own_only: Collection[str] = (LAUNCHER, SELF)) -> None:
+        """`own_only`: processes measured without the processes under them (the launcher: its children are the
+        stack's processes, measured one by one; this client)."""
         self._pids = dict(pids)
+        self._own_only = frozenset(own_only)
         self._before: dict[str, float] = {}
         self._machine_before = 0.0
 
     def start(self) -> None:
         for pid in self._pids.values():
             reset_peak_rss(pid)
-        self._before = {name: cpu for name, pid in self._pids.items() if (cpu := cpu_seconds(pid)) is not None}
+        self._before = {name: cpu for name, pid in self._pids.items() if (cpu := self._cpu(name, pid)) is not None}
         self._machine_before = machine_cpu_seconds()
 
     def stop(self) -> Usage:
         cpu, peak_rss = {}, {}
         for name, before in self._before.items():
             pid = self._pids[name]
-            if (now := cpu_seconds(pid)) is not None and (peak := peak_rss_bytes(pid)) is not None:
+            if (now := self._cpu(name, pid)) is not None and (peak := peak_rss_bytes(pid)) is not None:
                 cpu[name], peak_rss[name] = now - before, peak
         return Usage(cpu=cpu, peak_rss=peak_rss, machine_cpu=machine_cpu_seconds() - self._machine_before)
+
+    def _cpu(self, name: str, pid: int) -> float | None:
+        return cpu_seconds(pid) if name in self._own_only else tree_cpu_seconds(pid)
 
 
 # --- the launcher's children ----------------------------------------------------------------------------------
