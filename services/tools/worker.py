@@ -172,6 +172,9 @@ def serve(sock: socket.socket, config: WorkerConfig) -> None:
 def _prepare_process(config: WorkerConfig) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # A process group of its own: a signal to the service's group (the launcher's SIGTERM, a terminal's Ctrl-C) is
+    # the service's to handle; the pool ends its workers itself (SIGTERM to stop a call, SIGKILL at close).
+    os.setpgid(0, 0)
     _die_with_parent()
     _one_malloc_arena()
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s [tools worker] %(message)s")

@@ -39,10 +39,12 @@ forkserver exits when the service does.
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import pickle
 import signal
 import socket
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -89,6 +91,21 @@ def forkserver_context() -> multiprocessing.context.ForkServerContext:
     # Read when the forkserver starts (once per process); it then forks workers with the tools code loaded.
     context.set_forkserver_preload([worker_module.__name__])
     return context
+
+
+def _start_forkserver() -> None:
+    """Start the forkserver now, with SIGTERM ignored (a disposition exec keeps). Who stops the service (`make run`,
+    a supervisor) signals its whole process group: the forkserver must outlive that SIGTERM, so that the workers
+    finish the calls in flight during the service's grace period and nothing is restarted while it stops. The
+    workers leave the group themselves (services.tools.worker). The forkserver still exits with the service (its
+    pipe to the service closes), and the workers with it (PR_SET_PDEATHSIG)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal dispositions can only be changed here; then SIGTERM ends the forkserver as before
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass(eq=False)
@@ -165,6 +182,7 @@ class ToolWorkerPool:
         """Start the workers and wait until each is ready or failed its first start. Raises WorkerStartError when
         not a single worker could start: a service that cannot run any tool should say so and exit."""
         loop = asyncio.get_running_loop()
+        _start_forkserver()
         self._first_starts = [loop.create_future() for _ in range(self._size)]
         self._slots = [
             asyncio.create_task(self._slot(index), name=f"tools-worker-slot-{index}") for index in range(self._size)

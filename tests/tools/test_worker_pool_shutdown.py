@@ -44,6 +44,23 @@ STUCK_TOOL = """
             time.sleep(3600)
 """
 
+NAP_TOOL = """
+    import time
+
+    from services.tools.base import BaseTool
+
+
+    class Nap(BaseTool):
+        name = "nap"
+        display_name = "Nap"
+        description = "Sleeps a little, then answers"
+        parameters = {"type": "object", "properties": {}}
+
+        def execute(self):
+            time.sleep(0.6)
+            return "rested"
+"""
+
 #: Settings of every service, so a developer's environment or .env cannot change the process under test.
 SETTING_PREFIXES = ("TOOLS_", "AUTH_", "PLATFORM_", "GRPC_", "LOG_LEVEL", "DATABASE_URL")
 
@@ -94,6 +111,7 @@ def tools_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "stuck.py").write_text(textwrap.dedent(STUCK_TOOL))
+    (plugins / "nap.py").write_text(textwrap.dedent(NAP_TOOL))
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
     env |= {
@@ -112,8 +130,10 @@ def tools_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int
     log_path = tmp_path / "tools.log"
     with log_path.open("wb") as log:
         # cwd: tmp_path, so no .env of the checkout is read.
+        # A session (and process group) of its own, as the launcher starts every service.
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.tools"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "services.tools"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     started: set[int] = set()
     try:
@@ -162,3 +182,21 @@ def test_sigterm_with_every_worker_stuck_exits_within_the_grace_and_leaves_no_pr
         for call in calls:
             with pytest.raises(grpc.RpcError):
                 call.result(timeout=5)
+
+
+def test_sigterm_to_the_service_group_lets_the_call_in_flight_finish_in_the_grace(
+    tools_process: tuple[subprocess.Popen[bytes], int, Path],
+) -> None:
+    # The launcher stops a service by signalling its whole process group: the forkserver and the workers must not
+    # die of it, or every call in flight fails at once and the pool restarts workers while the service stops.
+    process, port, tmp_path = tools_process
+    request = execution_pb2.ExecuteToolRequest(tool_id="nap")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = execution_pb2_grpc.ToolExecutionServiceStub(channel)
+        call = stub.ExecuteTool.future(request, timeout=30)
+        time.sleep(0.2)  # the call is in its worker (it sleeps 0.6 s)
+        os.killpg(process.pid, signal.SIGTERM)
+        assert call.result(timeout=10).text == "rested"
+    assert process.wait(timeout=GRACE_SECONDS + 10) == 0
+    log = (tmp_path / "tools.log").read_text()
+    assert "ended while idle" not in log and "could not start" not in log, log[-2000:]
