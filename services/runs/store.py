@@ -14,7 +14,7 @@ run's final state is the fence: an engine that lost its lease finds every later 
 import dataclasses
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,8 +27,7 @@ from services.common.checks import check_text, parse_uuid
 from services.common.database import Database, UtcDateTime, runs_to_completion, utcnow
 from services.common.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument, NotFound
 from services.common.group_commit import GroupCommit, Write
-from services.common.limits import RunLimits
-from services.common.usage import Usage
+from services.runs.appends import APPEND, Append, Progress, plan_append, stored_steps
 from services.runs.checks import (
     MAX_CANCEL_REASON_CHARS,
     StoreLimits,
@@ -51,20 +50,37 @@ from services.runs.models import (
     QUEUED,
     RUNNING,
     WAITING,
-    RunRow,
-    RunStepRow,
 )
 from services.runs.records import (
     TIMED_OUT,
     CancelNotice,
     LeaseRenewal,
-    ModelCallStats,
     NewRun,
     NewStep,
     RunRecord,
     StepRecord,
     ThreadHistory,
     ThreadRecord,
+)
+from services.runs.rows import (
+    CANCELLED_CODE,
+    COLUMN_NAMES,
+    INTERRUPTED,
+    RUN_COLUMNS,
+    RUNS,
+    STEPS,
+    Cancelled,
+    Values,
+    add_error_step,
+    cancel_message,
+    end_changes,
+    load_run,
+    record_decision,
+    request_cancel,
+    run_record,
+    step_record,
+    step_values,
+    update_run,
 )
 from services.runs.threads import (
     INVALID_PAGE_TOKEN,
@@ -104,99 +120,11 @@ DEFAULT_HISTORY_TURNS = 100
 MAX_HISTORY_TURNS = 1000
 MAX_HISTORY_BYTES = 3 * 1024 * 1024
 
-INTERRUPTED = "interrupted"
-CANCELLED_CODE = "cancelled"
-
-
-RUNS = RunRow.__table__
-STEPS = RunStepRow.__table__
-#: A run's columns as the store reads them; the `metadata` column is read as `labels` (its ORM name).
-_RUN_COLUMNS = [column.label("labels") if column.key == "metadata" else column for column in RUNS.columns]
 #: ListRuns reads these, with the user query cut in the database so a huge one is never loaded.
 _LIST_COLUMNS = [
-    *(column for column in _RUN_COLUMNS if column.key != "user_query"),
+    *(column for column in RUN_COLUMNS if column.key != "user_query"),
     func.substr(RUNS.c.user_query, 1, LIST_QUERY_CHARS + 1).label("user_query"),
 ]
-
-Values = Mapping[str, Any]
-
-
-def _step_record(row: Values) -> StepRecord:
-    model_call = None
-    if row["prompt_tokens"] is not None:
-        model_call = ModelCallStats(
-            Usage(row["prompt_tokens"], row["completion_tokens"] or 0),
-            row["time_to_first_token_ms"],
-            row["model_latency_ms"],
-        )
-    return StepRecord(
-        run_id=row["run_id"],
-        sequence=row["sequence"],
-        type=row["type"],
-        content=row["content"],
-        created_at=row["created_at"],
-        duration_ms=row["duration_ms"],
-        model_call=model_call,
-        node_id=row["node_id"],
-    )
-
-
-def _step_values(run_id: str, sequence: int, step: NewStep, now: datetime) -> dict[str, Any]:
-    """A run_steps row for `step`."""
-    call = step.model_call
-    return {
-        "run_id": run_id,
-        "sequence": sequence,
-        "type": step.type,
-        "content": step.content,
-        "created_at": now,
-        "duration_ms": step.duration_ms,
-        "prompt_tokens": call.usage.prompt_tokens if call else None,
-        "completion_tokens": call.usage.completion_tokens if call else None,
-        "time_to_first_token_ms": call.time_to_first_token_ms if call else None,
-        "model_latency_ms": call.latency_ms if call else None,
-        "node_id": step.node_id,
-    }
-
-
-def _limits(row: Values) -> RunLimits:
-    return RunLimits(
-        max_model_calls=row["max_model_calls"],
-        max_duration_seconds=row["max_duration_ms"] / 1000 if row["max_duration_ms"] is not None else None,
-        max_total_tokens=row["max_total_tokens"],
-        max_tool_calls=row["max_tool_calls"],
-    )
-
-
-def _run_record(row: Values, steps: Sequence[Values] = (), *, query_cut: bool = False) -> RunRecord:
-    live = row["state"] in LIVE_STATES
-    return RunRecord(
-        id=row["id"],
-        user_query=row["user_query"],
-        state=row["state"],
-        model=row["model"],
-        created_at=row["created_at"],
-        completed_at=row["completed_at"],
-        error_code=row["error_code"],
-        error_message=row["error_message"],
-        usage=Usage(row["prompt_tokens"], row["completion_tokens"]),
-        metadata=dict(row["labels"]),
-        step_count=row["step_count"],
-        owner=row["owner"],
-        agent_id=row["agent_id"],
-        agent_revision=row["agent_revision"],
-        started_at=row["started_at"],
-        limits=_limits(row),
-        cancel_requested=row["cancel_requested_at"] is not None,
-        executor_id=row["executor_id"] if live else "",
-        user_query_truncated=query_cut,
-        steps=[_step_record(step) for step in steps],
-        thread_id=row["thread_id"] or "",
-        thread_turn=row["thread_turn"] or 0,
-        workflow_id=row["workflow_id"],
-        workflow_revision=row["workflow_revision"],
-    )
-
 
 @dataclass(frozen=True)
 class _PagePosition:
@@ -243,114 +171,6 @@ def _approximate_bytes(record: RunRecord) -> int:
     """About how many bytes a run takes in a ListRuns response (text fields dominate; the rest is small)."""
     labels = sum(len(key) + len(value) for key, value in record.metadata.items())
     return len(record.user_query.encode()) + len(record.error_message.encode()) + labels * 2 + 256
-
-
-async def _load_run(
-    connection: AsyncConnection, run_id: str, *, lock: bool = False, owner: str | None = None
-) -> dict[str, Any]:
-    """The run's columns; NotFound if missing, or if `owner` is given and the run is someone else's (with the
-    same message: another user's run is indistinguishable from none). `lock` holds its row lock for the
-    transaction (PostgreSQL; on SQLite the one writer and BEGIN IMMEDIATE serialise writes already)."""
-    query = select(*_RUN_COLUMNS).where(RUNS.c.id == run_id)
-    if owner is not None:
-        query = query.where(RUNS.c.owner == owner)
-    if lock:
-        query = query.with_for_update()
-    row = (await connection.execute(query)).first()
-    if row is None:
-        raise NotFound(f"run '{run_id}' not found")
-    return dict(row._mapping)
-
-
-async def _update_run(connection: AsyncConnection, run: dict[str, Any], **changes: Any) -> None:
-    """Write `changes` to the run's row and to `run`, the caller's copy of it."""
-    await connection.execute(
-        update(RUNS).where(RUNS.c.id == run["id"]).values({_COLUMN_NAMES.get(k, k): v for k, v in changes.items()})
-    )
-    run.update(changes)
-
-
-#: Attribute names whose column is named otherwise.
-_COLUMN_NAMES = {"labels": "metadata"}
-
-
-def _end(state: str, error_code: str, error_message: str) -> dict[str, Any]:
-    """The changes that end a run as `state`; its lease, and any approval it waited for, end with it."""
-    return {
-        "state": state,
-        "error_code": error_code,
-        "error_message": error_message,
-        "completed_at": utcnow(),
-        "lease_expires_at": None,
-        "awaiting_sequence": None,
-        "approval_expires_at": None,
-    }
-
-
-async def _add_error_step(connection: AsyncConnection, run: dict[str, Any], code: str, message: str) -> None:
-    """Record the `error` step a run ends on, when the store itself ends it (a reaped or queued run)."""
-    sequence = run["step_count"] + 1
-    step = NewStep(type="error", content={"code": code, "message": message})
-    await connection.execute(insert(STEPS).values(_step_values(run["id"], sequence, step, utcnow())))
-    run["step_count"] = sequence
-
-
-async def _record_decision(
-    connection: AsyncConnection, run: dict[str, Any], outcome: str, comment: str, by: str
-) -> tuple[RunRecord, StepRecord]:
-    """Append the approval-decision step of a WAITING run's pending request; the run stays WAITING, ready to
-    resume. Its content is the JSON form of runs.v1.ApprovalDecision, as every step's is."""
-    sequence = run["step_count"] + 1
-    content = {
-        "outcome": f"APPROVAL_OUTCOME_{outcome.upper()}",
-        "request_sequence": run["awaiting_sequence"],
-        "comment": comment,
-        "decided_by": by,
-    }
-    values = _step_values(run["id"], sequence, NewStep(type="approval-decision", content=content), utcnow())
-    await connection.execute(insert(STEPS).values(values))
-    await _update_run(connection, run, step_count=sequence, awaiting_sequence=None, approval_expires_at=None)
-    return _run_record(run), _step_record(values)
-
-
-def _cancel_message(reason: str) -> str:
-    return f"cancelled: {reason}" if reason else "cancelled on request"
-
-
-@dataclass(frozen=True)
-class _Cancelled:
-    """A cancel written to a run: the run as it is now, and the engine (and reason) to tell."""
-
-    run: RunRecord
-    executor_id: str
-    reason: str
-
-
-async def _request_cancel(connection: AsyncConnection, run: dict[str, Any], reason: str) -> _Cancelled:
-    """Record a cancel of a run not ended (a repeated one keeps the first reason). A QUEUED or WAITING run ends
-    CANCELLED here, with its `error` step; a RUNNING one is ended by its engine, which is told after the commit."""
-    if run["cancel_requested_at"] is None:
-        await _update_run(connection, run, cancel_requested_at=utcnow(), cancel_reason=reason)
-    executor_id = run["executor_id"]
-    if run["state"] in (QUEUED, WAITING):
-        message = _cancel_message(run["cancel_reason"])
-        await _add_error_step(connection, run, CANCELLED_CODE, message)
-        await _update_run(connection, run, step_count=run["step_count"], **_end(CANCELLED, CANCELLED_CODE, message))
-    return _Cancelled(_run_record(run), executor_id, run["cancel_reason"])
-
-
-class _Append(Write[list[StepRecord]]):
-    """An AppendSteps waiting for the writer (see `_append_batch`)."""
-
-    __slots__ = ("run_id", "steps")
-
-    def __init__(self, run_id: str, steps: list[NewStep]) -> None:
-        super().__init__(APPEND)
-        self.run_id = run_id
-        self.steps = steps
-
-
-APPEND = "append"
 
 
 class RunStore:
@@ -429,9 +249,9 @@ class RunStore:
             "max_tool_calls": limits.max_tool_calls,
         }
         values["total_tokens"] = values["prompt_tokens"] + values["completion_tokens"]
-        steps = [_step_values(values["id"], step.sequence, step, now) for step in new.steps]
+        steps = [step_values(values["id"], step.sequence, step, now) for step in new.steps]
 
-        async def create(connection: AsyncConnection) -> tuple[RunRecord, list[_Cancelled]]:
+        async def create(connection: AsyncConnection) -> tuple[RunRecord, list[Cancelled]]:
             row, row_steps = dict(values), steps
             # The lease runs from when the store records the run, not from when the request arrived: a create
             # that waited in a deep write queue must not start with its lease half gone.
@@ -446,7 +266,7 @@ class RunStore:
                 row["thread_id"], row["thread_turn"] = None, None
                 place = None
             else:
-                place = await place_run(connection, new.thread_id, new.owner, new.user_query, now, _RUN_COLUMNS)
+                place = await place_run(connection, new.thread_id, new.owner, new.user_query, now, RUN_COLUMNS)
                 row["thread_id"], row["thread_turn"] = place.thread_id, place.turn
             if place is not None and place.live:
                 if new.multitask == "reject":
@@ -461,11 +281,11 @@ class RunStore:
                 row_steps = []
                 if new.multitask == "interrupt":
                     reason = f"interrupted by run {row['id']} on its thread (multitask_strategy INTERRUPT)"
-                    cancelled = [await _request_cancel(connection, run, reason) for run in place.live]
-            await connection.execute(insert(RUNS).values({_COLUMN_NAMES.get(k, k): v for k, v in row.items()}))
+                    cancelled = [await request_cancel(connection, run, reason) for run in place.live]
+            await connection.execute(insert(RUNS).values({COLUMN_NAMES.get(k, k): v for k, v in row.items()}))
             if row_steps:
                 await connection.execute(insert(STEPS), row_steps)
-            return _run_record(row, row_steps), cancelled
+            return run_record(row, row_steps), cancelled
 
         try:
             record, cancelled = await self._writer.write(create)
@@ -488,7 +308,7 @@ class RunStore:
         connection: AsyncConnection, request_id: str, fingerprint: str, with_steps: int = 0
     ) -> RunRecord | None:
         """The run a create with this request id made, with its first `with_steps` steps."""
-        row = (await connection.execute(select(*_RUN_COLUMNS).where(RUNS.c.request_id == request_id))).first()
+        row = (await connection.execute(select(*RUN_COLUMNS).where(RUNS.c.request_id == request_id))).first()
         if row is None:
             return None
         if row.request_hash != fingerprint:
@@ -505,7 +325,7 @@ class RunStore:
                 .order_by(STEPS.c.sequence)
             )
             steps = result.mappings().all()
-        return _run_record(row._mapping, steps)
+        return run_record(row._mapping, steps)
 
     async def begin_run(self, run_id: str, executor_id: str) -> RunRecord:
         """Move a QUEUED run to RUNNING for the engine that holds its lease (again: a retry)."""
@@ -513,7 +333,7 @@ class RunStore:
         check_executor_id(executor_id)
 
         async def begin(connection: AsyncConnection) -> RunRecord:
-            run = await _load_run(connection, run_id, lock=True)
+            run = await load_run(connection, run_id, lock=True)
             if run["state"] not in LIVE_STATES or run["executor_id"] != executor_id:
                 raise FailedPrecondition(
                     f"run '{run_id}' is {run['state']} and not held by executor {executor_id!r}; it cannot begin"
@@ -526,8 +346,8 @@ class RunStore:
                         "has ended"
                     )
             if run["state"] == QUEUED:
-                await _update_run(connection, run, state=RUNNING, started_at=utcnow())
-            return _run_record(run)
+                await update_run(connection, run, state=RUNNING, started_at=utcnow())
+            return run_record(run)
 
         record = await self._writer.write(begin)
         self.signals.notify(run_id, record)
@@ -551,7 +371,7 @@ class RunStore:
         while True:
             attempt += 1
             try:
-                stored = await self._writer.submit(_Append(run_id, checked))
+                stored = await self._writer.submit(Append(run_id, checked))
                 break
             except IntegrityError:
                 # Another runs replica stored one of our sequences first (the run's row lock should prevent it;
@@ -567,7 +387,7 @@ class RunStore:
     async def _append_batch(self, connection: AsyncConnection, appends: Sequence[Write[Any]]) -> None:
         """The appends of a batch in four statements, whatever their number: read their runs, check every append
         against them in order (an append that fails changes nothing), insert all new steps, update the runs."""
-        batch = [append for append in appends if isinstance(append, _Append)]
+        batch = [append for append in appends if isinstance(append, Append)]
         run_ids = sorted({append.run_id for append in batch})  # sorted: PostgreSQL row locks in one order
         rows = await connection.execute(
             select(
@@ -583,7 +403,7 @@ class RunStore:
             .with_for_update()
         )
         runs = {
-            row.id: _Progress(row.state, row.step_count, row.prompt_tokens, row.completion_tokens, row.lease_seconds)
+            row.id: Progress(row.state, row.step_count, row.prompt_tokens, row.completion_tokens, row.lease_seconds)
             for row in rows
         }
         stored: dict[tuple[str, int], dict[str, Any]] = {}  # steps already stored that a retry refers to
@@ -595,7 +415,7 @@ class RunStore:
             if 0 < step.sequence <= runs[append.run_id].step_count
         ]
         if retried:
-            stored = await _stored_steps(connection, retried)
+            stored = await stored_steps(connection, retried)
         now = utcnow()
         new_rows: list[dict[str, Any]] = []
         for append in batch:
@@ -603,7 +423,7 @@ class RunStore:
             try:
                 if run is None:
                     raise NotFound(f"run '{append.run_id}' not found")
-                planned = _plan_append(append.run_id, run, append.steps, stored, now)
+                planned = plan_append(append.run_id, run, append.steps, stored, now)
             except DomainError as exc:
                 append.fail(exc)
                 continue
@@ -611,7 +431,7 @@ class RunStore:
             for row in planned.new_rows:
                 stored[(append.run_id, row["sequence"])] = row
             new_rows.extend(planned.new_rows)
-            append.succeed([_step_record(row) for row in planned.rows])
+            append.succeed([step_record(row) for row in planned.rows])
         if new_rows:
             await connection.execute(insert(STEPS), new_rows)
             # A run its engine is writing to is plainly alive: the append renews its lease too, so a renewal
@@ -650,10 +470,10 @@ class RunStore:
         check_finish(state, error_code, error_message)
 
         async def finish(connection: AsyncConnection) -> tuple[RunRecord, bool]:
-            run = await _load_run(connection, run_id, lock=True)
+            run = await load_run(connection, run_id, lock=True)
             if run["state"] not in LIVE_STATES:
                 if run["state"] == state and run["error_code"] == error_code:
-                    return _run_record(run), False
+                    return run_record(run), False
                 raise FailedPrecondition(
                     f"run '{run_id}' already ended {run['state']}"
                     + (f" ({run['error_code']})" if run["error_code"] else "")
@@ -661,9 +481,10 @@ class RunStore:
                 )
             if run["state"] == QUEUED and state != COMPLETED:
                 # A run that never began has no steps to end on; the store records the end the engine reports.
-                await _add_error_step(connection, run, error_code, error_message)
-            await _update_run(connection, run, step_count=run["step_count"], **_end(state, error_code, error_message))
-            return _run_record(run), True
+                await add_error_step(connection, run, error_code, error_message)
+            ended = end_changes(state, error_code, error_message)
+            await update_run(connection, run, step_count=run["step_count"], **ended)
+            return run_record(run), True
 
         record, ended = await self._writer.write(finish)
         if ended:
@@ -682,18 +503,18 @@ class RunStore:
         if by:
             reason = f"by {by}: {reason}" if reason else f"by {by}"
 
-        async def cancel(connection: AsyncConnection) -> _Cancelled:
-            run = await _load_run(connection, run_id, lock=True, owner=owner)
+        async def cancel(connection: AsyncConnection) -> Cancelled:
+            run = await load_run(connection, run_id, lock=True, owner=owner)
             if run["state"] not in ACTIVE_STATES:
                 raise FailedPrecondition(f"run '{run_id}' already ended {run['state']}; only a QUEUED, RUNNING or "
                                          "WAITING run can be cancelled")
-            return await _request_cancel(connection, run, reason)
+            return await request_cancel(connection, run, reason)
 
         cancelled = await self._writer.write(cancel, urgent=True)  # a person waits
         self._announce(cancelled)
         return cancelled.run
 
-    def _announce(self, cancelled: _Cancelled) -> None:
+    def _announce(self, cancelled: Cancelled) -> None:
         """Tell the engine and the watchers of a committed cancel."""
         record = cancelled.run
         self.notices.cancel(cancelled.executor_id, CancelNotice(record.id, cancelled.reason))
@@ -749,7 +570,7 @@ class RunStore:
             ended: list[RunRecord] = []
             # SKIP LOCKED: several runs replicas may reap at once on PostgreSQL without waiting on each other.
             rows = await connection.execute(
-                select(*_RUN_COLUMNS)
+                select(*RUN_COLUMNS)
                 .where(RUNS.c.state.in_(LIVE_STATES), RUNS.c.lease_expires_at < now)
                 .order_by(RUNS.c.lease_expires_at)
                 .limit(REAP_BATCH)
@@ -758,7 +579,7 @@ class RunStore:
             for row in rows.all():
                 run = dict(row._mapping)
                 if run["cancel_requested_at"] is not None:
-                    state, code, message = CANCELLED, CANCELLED_CODE, _cancel_message(run["cancel_reason"])
+                    state, code, message = CANCELLED, CANCELLED_CODE, cancel_message(run["cancel_reason"])
                 else:
                     state, code = FAILED, INTERRUPTED
                     message = (
@@ -767,9 +588,9 @@ class RunStore:
                     )
                     if run["state"] == QUEUED:
                         message += " before the run began"
-                await _add_error_step(connection, run, code, message)
-                await _update_run(connection, run, step_count=run["step_count"], **_end(state, code, message))
-                ended.append(_run_record(run))
+                await add_error_step(connection, run, code, message)
+                await update_run(connection, run, step_count=run["step_count"], **end_changes(state, code, message))
+                ended.append(run_record(run))
             return ended
 
         ended = await self._writer.write(reap)
@@ -813,9 +634,9 @@ class RunStore:
             raise InvalidArgument(f"a run waits on an approval-request step, not {step.type}")
 
         async def pause(connection: AsyncConnection) -> tuple[RunRecord, StepRecord | None]:
-            run = await _load_run(connection, run_id, lock=True)
+            run = await load_run(connection, run_id, lock=True)
             if run["state"] == WAITING and run["awaiting_sequence"] == (step.sequence or run["awaiting_sequence"]):
-                return _run_record(run), None  # a retry: the step is stored and the run waits already
+                return run_record(run), None  # a retry: the step is stored and the run waits already
             if run["state"] != RUNNING or run["executor_id"] != executor_id:
                 raise FailedPrecondition(
                     f"run '{run_id}' is {run['state']} and not held by executor {executor_id!r}; it cannot wait for "
@@ -824,13 +645,13 @@ class RunStore:
             sequence = run["step_count"] + 1
             if step.sequence not in (0, sequence):
                 raise FailedPrecondition(f"the approval request of run '{run_id}' must be step {sequence} (or 0)")
-            values = _step_values(run_id, sequence, step, utcnow())
+            values = step_values(run_id, sequence, step, utcnow())
             await connection.execute(insert(STEPS).values(values))
-            await _update_run(
+            await update_run(
                 connection, run, state=WAITING, step_count=sequence, executor_id="", lease_expires_at=None,
                 awaiting_sequence=sequence, approval_expires_at=expires_at,
             )
-            return _run_record(run), _step_record(values)
+            return run_record(run), step_record(values)
 
         record, stored = await self._writer.write(pause)
         if stored is not None:
@@ -848,14 +669,14 @@ class RunStore:
         check_text("comment", comment, MAX_DECISION_COMMENT_CHARS)
 
         async def decide(connection: AsyncConnection) -> tuple[RunRecord, StepRecord]:
-            run = await _load_run(connection, run_id, lock=True, owner=owner)
+            run = await load_run(connection, run_id, lock=True, owner=owner)
             if run["state"] != WAITING or run["awaiting_sequence"] != sequence:
                 waiting = (
                     f"it waits on step {run['awaiting_sequence']}" if run["awaiting_sequence"]
                     else f"it is {run['state']}" + (" and decided already" if run["state"] == WAITING else "")
                 )
                 raise FailedPrecondition(f"step {sequence} of run '{run_id}' is not waiting for approval: {waiting}")
-            return await _record_decision(connection, run, outcome, comment, by)
+            return await record_decision(connection, run, outcome, comment, by)
 
         record, stored = await self._writer.write(decide, urgent=True)  # a person waits
         self._resumable(record, stored)
@@ -866,13 +687,13 @@ class RunStore:
 
         async def expire(connection: AsyncConnection) -> list[tuple[RunRecord, StepRecord]]:
             rows = await connection.execute(
-                select(*_RUN_COLUMNS)
+                select(*RUN_COLUMNS)
                 .where(RUNS.c.state == WAITING, RUNS.c.approval_expires_at < utcnow())
                 .order_by(RUNS.c.approval_expires_at)
                 .limit(REAP_BATCH)
                 .with_for_update(skip_locked=True)
             )
-            return [await _record_decision(connection, dict(row._mapping), TIMED_OUT, "", "") for row in rows.all()]
+            return [await record_decision(connection, dict(row._mapping), TIMED_OUT, "", "") for row in rows.all()]
 
         decided = await self._writer.write(expire)
         for record, stored in decided:
@@ -904,7 +725,7 @@ class RunStore:
         check_lease_seconds(lease_seconds)
 
         async def resume(connection: AsyncConnection) -> RunRecord:
-            run = await _load_run(connection, run_id, lock=True)
+            run = await load_run(connection, run_id, lock=True)
             ready = run["state"] == WAITING and run["awaiting_sequence"] is None
             if not ready and not (run["state"] == RUNNING and run["executor_id"] == executor_id):
                 raise FailedPrecondition(
@@ -912,12 +733,12 @@ class RunStore:
                     + (" and waits for a decision" if run["state"] == WAITING else "")
                 )
             if ready:
-                await _update_run(
+                await update_run(
                     connection, run, state=RUNNING, executor_id=executor_id, lease_seconds=lease_seconds,
                     lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
                 )
             steps = await connection.execute(select(STEPS).where(STEPS.c.run_id == run_id).order_by(STEPS.c.sequence))
-            return _run_record(run, steps.mappings().all())
+            return run_record(run, steps.mappings().all())
 
         record = await self._writer.write(resume, urgent=True)
         self.signals.notify(run_id, dataclasses.replace(record, steps=[]))
@@ -932,14 +753,14 @@ class RunStore:
         run_id = parse_run_id(run_id)
         async with self.database.read() as session:
             connection = await session.connection()
-            run = await _load_run(connection, run_id, owner=owner)
+            run = await load_run(connection, run_id, owner=owner)
             steps: Sequence[Values] = ()
             if with_steps:
                 result = await connection.execute(
                     select(STEPS).where(STEPS.c.run_id == run_id).order_by(STEPS.c.sequence)
                 )
                 steps = result.mappings().all()
-            return _run_record(run, steps)
+            return run_record(run, steps)
 
     @runs_to_completion
     async def steps_after(self, run_id: str, after_sequence: int, limit: int) -> tuple[RunRecord, list[StepRecord]]:
@@ -950,14 +771,14 @@ class RunStore:
         run_id = parse_run_id(run_id)
         async with self.database.read() as session:
             connection = await session.connection()
-            run = await _load_run(connection, run_id)
+            run = await load_run(connection, run_id)
             rows = await connection.execute(
                 select(STEPS)
                 .where(STEPS.c.run_id == run_id, STEPS.c.sequence > after_sequence)
                 .order_by(STEPS.c.sequence)
                 .limit(limit)
             )
-            return _run_record(run), [_step_record(row) for row in rows.mappings()]
+            return run_record(run), [step_record(row) for row in rows.mappings()]
 
     @runs_to_completion
     async def list_runs(
@@ -1006,7 +827,7 @@ class RunStore:
         page: list[RunRecord] = []
         size = 0
         for row in rows[:limit]:
-            record = _run_record(row, query_cut=len(row["user_query"]) > LIST_QUERY_CHARS)
+            record = run_record(row, query_cut=len(row["user_query"]) > LIST_QUERY_CHARS)
             if record.user_query_truncated:
                 record = dataclasses.replace(record, user_query=record.user_query[:LIST_QUERY_CHARS])
             size += _approximate_bytes(record)
@@ -1083,14 +904,14 @@ class RunStore:
                                   f"{MAX_HISTORY_TURNS}, got {max_turns}")
         async with self.database.read() as session:
             connection = await session.connection()
-            run = await _load_run(connection, run_id)
+            run = await load_run(connection, run_id)
             if not run["thread_id"]:
                 return ThreadHistory([], 0)
             earlier = (RUNS.c.thread_id == run["thread_id"]) & (RUNS.c.thread_turn < run["thread_turn"])
             total = (await connection.execute(select(func.count()).where(earlier))).scalar_one()
             rows = (
                 await connection.execute(
-                    select(*_RUN_COLUMNS)
+                    select(*RUN_COLUMNS)
                     .where(earlier)
                     .order_by(RUNS.c.thread_turn.desc())
                     .limit(max_turns or DEFAULT_HISTORY_TURNS)
@@ -1109,101 +930,6 @@ class RunStore:
             size += sum(len(json.dumps(step["content"])) for step in steps_by_run[row["id"]]) + len(row["user_query"])
             if turns and size > MAX_HISTORY_BYTES:
                 break
-            turns.append(_run_record(row, steps_by_run[row["id"]]))
+            turns.append(run_record(row, steps_by_run[row["id"]]))
         turns.reverse()
         return ThreadHistory(turns, total - len(turns))
-
-
-class _Progress:
-    """What an append batch tracks of one run: its state, last sequence and usage so far."""
-
-    __slots__ = ("changed", "completion_tokens", "lease_seconds", "prompt_tokens", "state", "step_count")
-
-    def __init__(
-        self, state: str, step_count: int, prompt_tokens: int, completion_tokens: int, lease_seconds: float
-    ) -> None:
-        self.lease_seconds = lease_seconds
-        self.state = state
-        self.step_count = step_count
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = completion_tokens
-        self.changed = False
-
-    def apply(self, planned: "_Planned") -> None:
-        if planned.new_rows:
-            self.step_count = planned.step_count
-            self.prompt_tokens += planned.prompt_tokens
-            self.completion_tokens += planned.completion_tokens
-            self.changed = True
-
-
-@dataclass
-class _Planned:
-    """One append, checked: the rows it returns (stored before or new), the new ones, and what they add."""
-
-    rows: list[dict[str, Any]]
-    new_rows: list[dict[str, Any]]
-    step_count: int
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-def _plan_append(
-    run_id: str, run: _Progress, steps: Sequence[NewStep], stored: dict[tuple[str, int], dict[str, Any]], now: datetime
-) -> _Planned:
-    """Check one append against its run as the batch has left it; raises a DomainError and changes nothing if
-    any of its steps is refused."""
-    if run.state != RUNNING:
-        raise FailedPrecondition(f"run '{run_id}' is {run.state}; steps can only be appended to a RUNNING run")
-    planned = _Planned([], [], run.step_count)
-    for step in steps:
-        next_sequence = planned.step_count + 1
-        sequence = step.sequence or next_sequence
-        if sequence > next_sequence:
-            raise FailedPrecondition(
-                f"step sequence {sequence} would leave a gap in run '{run_id}': the next sequence is "
-                f"{next_sequence} (or send 0 to have it assigned)"
-            )
-        if sequence < next_sequence:
-            previous = stored.get((run_id, sequence)) or next(
-                row for row in planned.new_rows if row["sequence"] == sequence
-            )
-            if previous["type"] != step.type or previous["content"] != _as_stored(step.content):
-                raise AlreadyExists(
-                    f"step {sequence} of run '{run_id}' is already stored with other content "
-                    f"({previous['type']}); resend it unchanged to retry, or append new steps with "
-                    f"sequence 0 or {next_sequence}"
-                )
-            planned.rows.append(previous)
-            continue
-        row = _step_values(run_id, sequence, step, now)
-        if step.model_call is not None:
-            planned.prompt_tokens += step.model_call.usage.prompt_tokens
-            planned.completion_tokens += step.model_call.usage.completion_tokens
-        planned.rows.append(row)
-        planned.new_rows.append(row)
-        planned.step_count = sequence
-    return planned
-
-
-def _as_stored(content: dict[str, Any]) -> Any:
-    """`content` as a JSON column hands it back (tuples become lists), to compare a retried step with its first
-    attempt. Only retries pay for it."""
-    return json.loads(json.dumps(content))
-
-
-async def _stored_steps(
-    connection: AsyncConnection, keys: Sequence[tuple[str, int]]
-) -> dict[tuple[str, int], dict[str, Any]]:
-    """The stored steps with these (run_id, sequence) keys."""
-    by_run: dict[str, list[int]] = {}
-    for run_id, sequence in keys:
-        by_run.setdefault(run_id, []).append(sequence)
-    found: dict[tuple[str, int], dict[str, Any]] = {}
-    for run_id, sequences in by_run.items():
-        rows = await connection.execute(
-            select(STEPS).where(STEPS.c.run_id == run_id, STEPS.c.sequence.in_(sequences))
-        )
-        for row in rows.mappings():
-            found[(run_id, row["sequence"])] = dict(row)
-    return found

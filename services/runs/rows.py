@@ -1,0 +1,202 @@
+"""How runs and steps map to rows and back, and the row-level writes the store's operations share (no gRPC here).
+
+`services.runs.store.RunStore` runs these inside its transactions: reading a run's row (optionally locked),
+changing it, ending it with its `error` step, recording an approval's decision, asking a run to stop.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.database import utcnow
+from services.common.errors import NotFound
+from services.common.limits import RunLimits
+from services.common.usage import Usage
+from services.runs.models import CANCELLED, LIVE_STATES, QUEUED, WAITING, RunRow, RunStepRow
+from services.runs.records import ModelCallStats, NewStep, RunRecord, StepRecord
+
+INTERRUPTED = "interrupted"
+CANCELLED_CODE = "cancelled"
+
+
+RUNS = RunRow.__table__
+STEPS = RunStepRow.__table__
+#: A run's columns as the store reads them; the `metadata` column is read as `labels` (its ORM name).
+RUN_COLUMNS = [column.label("labels") if column.key == "metadata" else column for column in RUNS.columns]
+
+Values = Mapping[str, Any]
+
+
+def step_record(row: Values) -> StepRecord:
+    model_call = None
+    if row["prompt_tokens"] is not None:
+        model_call = ModelCallStats(
+            Usage(row["prompt_tokens"], row["completion_tokens"] or 0),
+            row["time_to_first_token_ms"],
+            row["model_latency_ms"],
+        )
+    return StepRecord(
+        run_id=row["run_id"],
+        sequence=row["sequence"],
+        type=row["type"],
+        content=row["content"],
+        created_at=row["created_at"],
+        duration_ms=row["duration_ms"],
+        model_call=model_call,
+        node_id=row["node_id"],
+    )
+
+
+def step_values(run_id: str, sequence: int, step: NewStep, now: datetime) -> dict[str, Any]:
+    """A run_steps row for `step`."""
+    call = step.model_call
+    return {
+        "run_id": run_id,
+        "sequence": sequence,
+        "type": step.type,
+        "content": step.content,
+        "created_at": now,
+        "duration_ms": step.duration_ms,
+        "prompt_tokens": call.usage.prompt_tokens if call else None,
+        "completion_tokens": call.usage.completion_tokens if call else None,
+        "time_to_first_token_ms": call.time_to_first_token_ms if call else None,
+        "model_latency_ms": call.latency_ms if call else None,
+        "node_id": step.node_id,
+    }
+
+
+def limits_of(row: Values) -> RunLimits:
+    return RunLimits(
+        max_model_calls=row["max_model_calls"],
+        max_duration_seconds=row["max_duration_ms"] / 1000 if row["max_duration_ms"] is not None else None,
+        max_total_tokens=row["max_total_tokens"],
+        max_tool_calls=row["max_tool_calls"],
+    )
+
+
+def run_record(row: Values, steps: Sequence[Values] = (), *, query_cut: bool = False) -> RunRecord:
+    live = row["state"] in LIVE_STATES
+    return RunRecord(
+        id=row["id"],
+        user_query=row["user_query"],
+        state=row["state"],
+        model=row["model"],
+        created_at=row["created_at"],
+        completed_at=row["completed_at"],
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        usage=Usage(row["prompt_tokens"], row["completion_tokens"]),
+        metadata=dict(row["labels"]),
+        step_count=row["step_count"],
+        owner=row["owner"],
+        agent_id=row["agent_id"],
+        agent_revision=row["agent_revision"],
+        started_at=row["started_at"],
+        limits=limits_of(row),
+        cancel_requested=row["cancel_requested_at"] is not None,
+        executor_id=row["executor_id"] if live else "",
+        user_query_truncated=query_cut,
+        steps=[step_record(step) for step in steps],
+        thread_id=row["thread_id"] or "",
+        thread_turn=row["thread_turn"] or 0,
+        workflow_id=row["workflow_id"],
+        workflow_revision=row["workflow_revision"],
+    )
+
+async def load_run(
+    connection: AsyncConnection, run_id: str, *, lock: bool = False, owner: str | None = None
+) -> dict[str, Any]:
+    """The run's columns; NotFound if missing, or if `owner` is given and the run is someone else's (with the
+    same message: another user's run is indistinguishable from none). `lock` holds its row lock for the
+    transaction (PostgreSQL; on SQLite the one writer and BEGIN IMMEDIATE serialise writes already)."""
+    query = select(*RUN_COLUMNS).where(RUNS.c.id == run_id)
+    if owner is not None:
+        query = query.where(RUNS.c.owner == owner)
+    if lock:
+        query = query.with_for_update()
+    row = (await connection.execute(query)).first()
+    if row is None:
+        raise NotFound(f"run '{run_id}' not found")
+    return dict(row._mapping)
+
+
+async def update_run(connection: AsyncConnection, run: dict[str, Any], **changes: Any) -> None:
+    """Write `changes` to the run's row and to `run`, the caller's copy of it."""
+    await connection.execute(
+        update(RUNS).where(RUNS.c.id == run["id"]).values({COLUMN_NAMES.get(k, k): v for k, v in changes.items()})
+    )
+    run.update(changes)
+
+
+#: Attribute names whose column is named otherwise.
+COLUMN_NAMES = {"labels": "metadata"}
+
+
+def end_changes(state: str, error_code: str, error_message: str) -> dict[str, Any]:
+    """The changes that end a run as `state`; its lease, and any approval it waited for, end with it."""
+    return {
+        "state": state,
+        "error_code": error_code,
+        "error_message": error_message,
+        "completed_at": utcnow(),
+        "lease_expires_at": None,
+        "awaiting_sequence": None,
+        "approval_expires_at": None,
+    }
+
+
+async def add_error_step(connection: AsyncConnection, run: dict[str, Any], code: str, message: str) -> None:
+    """Record the `error` step a run ends on, when the store itself ends it (a reaped or queued run)."""
+    sequence = run["step_count"] + 1
+    step = NewStep(type="error", content={"code": code, "message": message})
+    await connection.execute(insert(STEPS).values(step_values(run["id"], sequence, step, utcnow())))
+    run["step_count"] = sequence
+
+
+async def record_decision(
+    connection: AsyncConnection, run: dict[str, Any], outcome: str, comment: str, by: str
+) -> tuple[RunRecord, StepRecord]:
+    """Append the approval-decision step of a WAITING run's pending request; the run stays WAITING, ready to
+    resume. Its content is the JSON form of runs.v1.ApprovalDecision, as every step's is."""
+    sequence = run["step_count"] + 1
+    content = {
+        "outcome": f"APPROVAL_OUTCOME_{outcome.upper()}",
+        "request_sequence": run["awaiting_sequence"],
+        "comment": comment,
+        "decided_by": by,
+    }
+    values = step_values(run["id"], sequence, NewStep(type="approval-decision", content=content), utcnow())
+    await connection.execute(insert(STEPS).values(values))
+    await update_run(connection, run, step_count=sequence, awaiting_sequence=None, approval_expires_at=None)
+    return run_record(run), step_record(values)
+
+
+def cancel_message(reason: str) -> str:
+    return f"cancelled: {reason}" if reason else "cancelled on request"
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """A cancel written to a run: the run as it is now, and the engine (and reason) to tell."""
+
+    run: RunRecord
+    executor_id: str
+    reason: str
+
+
+async def request_cancel(connection: AsyncConnection, run: dict[str, Any], reason: str) -> Cancelled:
+    """Record a cancel of a run not ended (a repeated one keeps the first reason). A QUEUED or WAITING run ends
+    CANCELLED here, with its `error` step; a RUNNING one is ended by its engine, which is told after the commit."""
+    if run["cancel_requested_at"] is None:
+        await update_run(connection, run, cancel_requested_at=utcnow(), cancel_reason=reason)
+    executor_id = run["executor_id"]
+    if run["state"] in (QUEUED, WAITING):
+        message = cancel_message(run["cancel_reason"])
+        await add_error_step(connection, run, CANCELLED_CODE, message)
+        ended = end_changes(CANCELLED, CANCELLED_CODE, message)
+        await update_run(connection, run, step_count=run["step_count"], **ended)
+    return Cancelled(run_record(run), executor_id, run["cancel_reason"])
