@@ -27,9 +27,11 @@ from services.common.errors import InvalidArgument
 from services.tools.base import BaseTool, ToolHints, ToolOutput
 
 # Python's parser warns (SyntaxWarning, on stderr) about literals such as "1e" or "0x" before it refuses or
-# accepts them; for an expression a model wrote, the refusal or the answer is all that matters. A filter for those
-# messages only, set once: warnings.catch_warnings around each parse is not safe in the worker threads tools run in.
-warnings.filterwarnings("ignore", message=r"invalid (decimal|hexadecimal|octal|binary) literal", category=SyntaxWarning)
+# accepts them; for an expression a model wrote, the refusal or the answer is all that matters. Silenced around each
+# parse (see `_parse`): a filter set once at import does not survive code that restores the warning filters after
+# the import (pytest does, per test). warnings.catch_warnings is not thread-safe, and need not be: a synchronous
+# tool runs alone in its worker process's main thread (services.tools.worker).
+_LITERAL_WARNINGS = r"invalid (decimal|hexadecimal|octal|binary) literal"
 
 #: Longest expression accepted, in characters: enough for any calculation a person writes, and it bounds the parse.
 MAX_EXPRESSION_LENGTH = 1000
@@ -382,7 +384,9 @@ def _parse(expression: str) -> tuple[ast.expr, _Source]:
     if not source.text.strip():
         raise InvalidArgument("the expression is empty; write a calculation such as (2 + 3) * 4")
     try:
-        tree = ast.parse(source.text, mode="eval")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_LITERAL_WARNINGS, category=SyntaxWarning)
+            tree = ast.parse(source.text, mode="eval")
     except SyntaxError as exc:
         if not exc.offset:  # Python reports an expression that stops short ("1 +") at offset 0
             message = f"syntax error at the end ({exc.msg}); is a part of the expression missing?"
