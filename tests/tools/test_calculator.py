@@ -1,6 +1,7 @@
 """The calculator plugin: the seed's operations, exact results, expressions, every refusal, and the bounds."""
 
 import math
+import warnings
 from decimal import Decimal
 from fractions import Fraction
 
@@ -495,3 +496,14 @@ def test_integer_expressions_equal_pythons_integer_arithmetic(generated: Generat
             return
         assert result == (value if abs(value) <= 2**53 else str(value))
         assert text.endswith(f" = {value}")
+
+
+@pytest.mark.parametrize("expression", ["1and 2", "0x1for", "1in 2", "0o7and 1"])
+def test_a_malformed_literal_is_refused_without_a_warning_on_stderr(expression: str) -> None:
+    # Python's parser warns (SyntaxWarning) about such literals before refusing them; the model gets the refusal,
+    # and the service's log gets nothing, whatever filters the process has set.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(InvalidArgument, match="syntax"):
+            calculate(expression)
+    assert [str(warning.message) for warning in caught] == []
