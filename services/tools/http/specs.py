@@ -13,13 +13,12 @@ from typing import Any, Literal, get_args
 import httpx
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from services.common.database import Database, runs_to_completion, utcnow
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.tools.http.destinations import DestinationPolicy
 from services.tools.http.naming import name_problem, tool_id
+from services.tools.named_rows import all_named, delete_named, insert_named, is_header_name
 from services.tools.tables import HttpToolRow
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -152,7 +151,7 @@ def _check_headers(headers: dict[str, str]) -> None:
     if len(headers) > MAX_HEADERS:
         raise InvalidArgument(f"http.headers: at most {MAX_HEADERS} headers")
     for key, value in headers.items():
-        if not _is_header_name(key):
+        if not is_header_name(key):
             raise InvalidArgument(f"http.headers: {key!r} is not a valid header name")
         if key.lower() in RESERVED_HEADERS:
             raise InvalidArgument(f"http.headers: {key!r} is set by the tools service itself")
@@ -161,11 +160,6 @@ def _check_headers(headers: dict[str, str]) -> None:
             raise InvalidArgument(
                 f"http.headers[{key!r}]: the value must be at most {MAX_HEADER_LENGTH} characters, on one line"
             )
-
-
-def _is_header_name(key: str) -> bool:
-    # RFC 9110 token characters.
-    return bool(key) and all(ch.isascii() and (ch.isalnum() or ch in "!#$%&'*+-.^_`|~") for ch in key)
 
 
 def _spec_from_row(row: HttpToolRow) -> HttpToolSpec:
@@ -193,32 +187,14 @@ class HttpToolStore:
         taken = AlreadyExists(
             f"an HTTP tool named '{spec.name}' ({spec.tool_id}) exists already; delete it first or pick another name"
         )
-        try:
-            async with self.database.write() as session:
-                if await session.get(HttpToolRow, spec.name) is not None:
-                    raise taken
-                session.add(row)
-                await session.flush()
-                return _spec_from_row(row)
-        except IntegrityError:
-            # Another replica inserted the name between our check and insert (PostgreSQL; SQLite's BEGIN
-            # IMMEDIATE serialises writers); anything else is not the caller's doing.
-            async with self.database.read() as session:
-                if await session.get(HttpToolRow, spec.name) is not None:
-                    raise taken from None
-            raise
+        return await insert_named(self.database, row, _spec_from_row, taken)
 
     async def all(self) -> list[HttpToolSpec]:
         """Every HTTP tool, ordered by name."""
-        async with self.database.read() as session:
-            rows = (await session.scalars(select(HttpToolRow).order_by(HttpToolRow.name))).all()
-            return [_spec_from_row(row) for row in rows]
+        return await all_named(self.database, HttpToolRow, _spec_from_row)
 
     @runs_to_completion
     async def delete(self, name: str) -> None:
         """Remove a tool; NotFound when there is none."""
-        async with self.database.write() as session:
-            row = await session.get(HttpToolRow, name)
-            if row is None:
-                raise NotFound(f"tool '{tool_id(name)}' not found; ListTools shows the available tools")
-            await session.delete(row)
+        missing = NotFound(f"tool '{tool_id(name)}' not found; ListTools shows the available tools")
+        await delete_named(self.database, HttpToolRow, name, missing)

@@ -11,12 +11,10 @@ from datetime import datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-
 from services.common.database import Database, runs_to_completion, utcnow
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.tools.mcp.naming import server_name_problem
+from services.tools.named_rows import all_named, delete_named, insert_named, is_header_name
 from services.tools.tables import McpServerRow
 
 Transport = Literal["stdio", "http"]
@@ -79,7 +77,7 @@ def http_server(name: str, url: str, headers: Mapping[str, str] | None = None) -
             f"mcp_server.http.url must be an http(s) URL with a host, at most {MAX_URL_LENGTH} characters"
         )
     headers = dict(headers or {})
-    _check_secrets(headers, "mcp_server.http.headers", name_ok=_is_header_name)
+    _check_secrets(headers, "mcp_server.http.headers", name_ok=is_header_name)
     return McpServerSpec(name, "http", url=url, headers=headers)
 
 
@@ -89,11 +87,6 @@ def _check_name(name: str) -> None:
     problem = server_name_problem(name)
     if problem:
         raise InvalidArgument(f"mcp_server.{problem}")
-
-
-def _is_header_name(key: str) -> bool:
-    # RFC 9110 token characters.
-    return bool(key) and all(ch.isascii() and (ch.isalnum() or ch in "!#$%&'*+-.^_`|~") for ch in key)
 
 
 def _check_secrets(values: dict[str, str], field_name: str, *, name_ok: Callable[[str], bool]) -> None:
@@ -141,32 +134,14 @@ class McpServerStore:
         taken = AlreadyExists(
             f"an MCP server named '{spec.name}' is registered already; delete it first or pick another name"
         )
-        try:
-            async with self.database.write() as session:
-                if await session.get(McpServerRow, spec.name) is not None:
-                    raise taken
-                session.add(row)
-                await session.flush()
-                return _spec_from_row(row)
-        except IntegrityError:
-            # Another replica inserted the name between our check and insert (PostgreSQL; SQLite's BEGIN
-            # IMMEDIATE serialises writers); anything else is not the caller's doing.
-            async with self.database.read() as session:
-                if await session.get(McpServerRow, spec.name) is not None:
-                    raise taken from None
-            raise
+        return await insert_named(self.database, row, _spec_from_row, taken)
 
     async def all(self) -> list[McpServerSpec]:
         """Every registration, ordered by name."""
-        async with self.database.read() as session:
-            rows = (await session.scalars(select(McpServerRow).order_by(McpServerRow.name))).all()
-            return [_spec_from_row(row) for row in rows]
+        return await all_named(self.database, McpServerRow, _spec_from_row)
 
     @runs_to_completion
     async def delete(self, name: str) -> None:
         """Remove a registration; NotFound when there is none."""
-        async with self.database.write() as session:
-            row = await session.get(McpServerRow, name)
-            if row is None:
-                raise NotFound(f"no MCP server named '{name}'; ListMcpServers shows the registered ones")
-            await session.delete(row)
+        missing = NotFound(f"no MCP server named '{name}'; ListMcpServers shows the registered ones")
+        await delete_named(self.database, McpServerRow, name, missing)
