@@ -57,16 +57,6 @@ log = logging.getLogger(__name__)
 #: (each bounded) inside other loops.
 MAX_NODE_VISITS = 10_000
 
-_KIND_NAMES = {
-    "start": "start",
-    "agent": "agent",
-    "tool": "tool",
-    "if_else": "if_else",
-    "while_loop": "while_loop",
-    "set_state": "set_state",
-    "approval": "approval",
-    "end": "end",
-}
 _OUTCOME_BRANCH = {
     runs_pb2.APPROVAL_OUTCOME_APPROVED: "approved",
     runs_pb2.APPROVAL_OUTCOME_REJECTED: "rejected",
@@ -260,7 +250,7 @@ class WorkflowRunner:
     ) -> runs_pb2.NodeOutcome:
         """Do one node's work (recording its steps) and return its outcome."""
         state = position.state
-        outcome = runs_pb2.NodeOutcome(kind=_KIND_NAMES.get(kind, kind))
+        outcome = runs_pb2.NodeOutcome(kind=kind)
         if kind == "agent":
             spec = node.agent
             try:

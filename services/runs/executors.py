@@ -63,3 +63,7 @@ class ExecutorNotices:
 
     def is_connected(self, executor_id: str) -> bool:
         return executor_id in self._queues
+
+    @property
+    def any_connected(self) -> bool:
+        return bool(self._queues)

@@ -684,6 +684,13 @@ class RunStore:
 
     async def expire_approvals(self) -> list[str]:
         """Decide TIMED_OUT the approvals whose timeout passed; returns the ids of their runs."""
+        # The reaper asks every pass: a read first, so that a pass with nothing to time out takes no write lock.
+        async with self.database.read() as session:
+            due = await session.scalar(
+                select(RUNS.c.id).where(RUNS.c.state == WAITING, RUNS.c.approval_expires_at < utcnow()).limit(1)
+            )
+        if due is None:
+            return []
 
         async def expire(connection: AsyncConnection) -> list[tuple[RunRecord, StepRecord]]:
             rows = await connection.execute(
@@ -703,6 +710,8 @@ class RunStore:
     async def offer_ready_runs(self) -> int:
         """Offer again every WAITING run that was decided but not resumed yet (an offer lost with an engine that
         went away, or made while none was connected); returns how many were offered."""
+        if not self.notices.any_connected:
+            return 0  # nobody to offer them to; an engine that connects is offered them then
         async with self.database.read() as session:
             rows = await session.execute(
                 select(RUNS.c.id)
