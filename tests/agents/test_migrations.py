@@ -24,11 +24,18 @@ from services.runs.models import Base as RunsBase
 @pytest.fixture
 async def empty_database(database_url: str) -> AsyncIterator[Database]:
     db = Database(database_url)
+    # The PostgreSQL server is shared: start without the runs schema (another module's tests may have migrated it)
+    # and take it away again after.
+    await _drop_runs_schema(db)
     yield db
-    async with db.engine.begin() as connection:  # the PostgreSQL server is shared: take the runs schema away too
+    await _drop_runs_schema(db)
+    await db.dispose()
+
+
+async def _drop_runs_schema(db: Database) -> None:
+    async with db.engine.begin() as connection:
         await connection.run_sync(RunsBase.metadata.drop_all)
         await connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    await db.dispose()
 
 
 def _differences(connection: Connection) -> list:
