@@ -27,6 +27,14 @@ from services.common.checks import check_text, parse_uuid
 from services.common.database import Database, UtcDateTime, runs_to_completion, utcnow
 from services.common.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument, NotFound
 from services.common.group_commit import GroupCommit, Write
+from services.common.pages import (  # noqa: F401 (DEFAULT_PAGE_SIZE and MAX_PAGE_SIZE: the store's listings' bounds)
+    DEFAULT_PAGE_SIZE,
+    INVALID_PAGE_TOKEN,
+    MAX_PAGE_SIZE,
+    checked_page_size,
+    decode_token,
+    encode_token,
+)
 from services.runs.appends import APPEND, Append, Progress, plan_append, stored_steps
 from services.runs.checks import (
     MAX_CANCEL_REASON_CHARS,
@@ -83,11 +91,8 @@ from services.runs.rows import (
     update_run,
 )
 from services.runs.threads import (
-    INVALID_PAGE_TOKEN,
     THREADS,
-    decode_token,
     earlier_live_turn,
-    encode_token,
     load_thread,
     place_run,
     thread_page_token,
@@ -98,8 +103,6 @@ from services.runs.threads import (
 )
 from services.runs.watch import RunSignals
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 #: A ListRuns page ends early rather than grow past this (gRPC's default message limit is 4 MiB).
 MAX_PAGE_BYTES = 1024 * 1024
 #: ListRuns returns at most this much of each user query.
@@ -159,12 +162,6 @@ def _older_than(position: _PagePosition) -> ColumnElement[bool]:
     return tuple_(RUNS.c.created_at, RUNS.c.id) < tuple_(
         literal(position.created_at, UtcDateTime()), literal(position.run_id, RUNS.c.id.type)
     )
-
-
-def _checked_page_size(page_size: int) -> int:
-    if page_size < 0:
-        raise InvalidArgument(f"page_size must be >= 0, got {page_size}")
-    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 def _approximate_bytes(record: RunRecord) -> int:
@@ -808,7 +805,7 @@ class RunStore:
         With `thread_id`, only that thread's runs, in turn order (oldest first); NotFound when the thread is
         missing or, with `owner`, someone else's.
         """
-        limit = _checked_page_size(page_size)
+        limit = checked_page_size(page_size)
         if state is not None:
             check_run_state(state)
         if thread_id:
@@ -879,7 +876,7 @@ class RunStore:
         self, page_size: int = 0, page_token: str = "", *, owner: str | None = None
     ) -> tuple[list[ThreadRecord], str]:
         """One page of threads, most recently active first (by keyset, as list_runs), and the next page's token."""
-        limit = _checked_page_size(page_size)
+        limit = checked_page_size(page_size)
         query = select(THREADS).order_by(THREADS.c.updated_at.desc(), THREADS.c.id.desc()).limit(limit + 1)
         if owner is not None:
             query = query.where(THREADS.c.owner == owner)

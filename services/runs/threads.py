@@ -7,8 +7,6 @@ lock on PostgreSQL, the one writer on SQLite): the check for a run in progress a
 out cannot race.
 """
 
-import base64
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,14 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.database import UtcDateTime
 from services.common.errors import InvalidArgument, NotFound
+from services.common.pages import INVALID_PAGE_TOKEN, decode_token, encode_token
 from services.runs.models import ACTIVE_STATES, THREAD_TITLE_CHARS, RunRow, ThreadRow
 from services.runs.records import ThreadRecord
 
 THREADS = ThreadRow.__table__
 RUNS = RunRow.__table__
-
-INVALID_PAGE_TOKEN = "page_token is not valid for this request; start again without a page_token"
-
 
 @dataclass(frozen=True)
 class Placement:
@@ -109,20 +105,6 @@ async def load_thread(connection: AsyncConnection, thread_id: str, owner: str | 
 
 
 # --- pages --------------------------------------------------------------------------------------------------
-
-
-def encode_token(payload: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode("ascii")
-
-
-def decode_token(token: str) -> dict[str, Any]:
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
-    except ValueError:  # binascii.Error and JSONDecodeError are ValueErrors
-        raise InvalidArgument(INVALID_PAGE_TOKEN) from None
-    if not isinstance(payload, dict):
-        raise InvalidArgument(INVALID_PAGE_TOKEN)
-    return payload
 
 
 def threads_after(token: str) -> ColumnElement[bool]:

@@ -10,10 +10,11 @@ from bench.store.listing import explain
 from services.common.database import Database
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.limits import RunLimits
+from services.common.pages import checked_page_size
 from services.common.usage import Usage
 from services.runs.models import RunRow, RunStepRow
 from services.runs.records import ModelCallStats, NewStep, RunRecord
-from services.runs.store import DEFAULT_PAGE_SIZE, LIST_QUERY_CHARS, MAX_PAGE_SIZE, RunStore, _checked_page_size
+from services.runs.store import DEFAULT_PAGE_SIZE, LIST_QUERY_CHARS, MAX_PAGE_SIZE, RunStore
 from tests.runs.helpers import EXECUTOR, new_run, set_columns
 
 UNKNOWN_RUN = "00000000-0000-4000-8000-000000000000"
@@ -356,9 +357,9 @@ async def test_list_runs_rejects_bad_tokens_sizes_and_states(store: RunStore) ->
 
 
 def test_page_size_defaults_and_caps() -> None:
-    assert _checked_page_size(0) == DEFAULT_PAGE_SIZE == 50
-    assert _checked_page_size(5000) == MAX_PAGE_SIZE == 1000
-    assert _checked_page_size(7) == 7
+    assert checked_page_size(0) == DEFAULT_PAGE_SIZE == 50
+    assert checked_page_size(5000) == MAX_PAGE_SIZE == 1000
+    assert checked_page_size(7) == 7
 
 
 async def test_list_runs_cuts_long_queries_and_get_run_returns_them_whole(store: RunStore, database: Database) -> None:
