@@ -3,6 +3,9 @@
 `postgres_url` is a throwaway PostgreSQL server (tests/support/postgres.py), started the first time a test asks
 for it, so sessions without PostgreSQL tests pay nothing. TEST_POSTGRES_URL names an existing server instead.
 Without PostgreSQL installed those tests skip, unless REQUIRE_POSTGRES=1 (CI sets it), which makes them fail.
+
+Property-based tests (hypothesis) run at the "default" profile's size in `make test`; HYPOTHESIS_PROFILE=nightly
+runs each with many more examples, for a longer hunt outside the test budget.
 """
 
 import os
@@ -12,8 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# No deadline per example: the machine is shared and noisy; a boundary's own time bound is what tests assert.
+settings.register_profile(
+    "default", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.register_profile(
+    "nightly", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 #: Where free_port looks: below Linux's ephemeral range (32768-60999), from which the kernel also hands out the
