@@ -18,7 +18,6 @@ of keys a replica still on the old list does not re-encrypt rows with a key the 
 
 import argparse
 import asyncio
-import logging
 from dataclasses import dataclass
 
 from sqlalchemy import JSON, Column, Table, select, type_coerce, update
@@ -29,8 +28,6 @@ from services.tools.secret_codec import SecretCodec, SecretsUnreadable, new_key
 from services.tools.settings import ToolsSettings
 from services.tools.tables import SCHEMA, SealedSecrets
 from services.tools.tool_settings import ToolSettingsStore
-
-log = logging.getLogger(__name__)
 
 
 def secret_columns() -> list[tuple[Table, Column[object]]]:
