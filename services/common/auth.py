@@ -4,7 +4,8 @@ development mode. One `Authenticator` per service; the server interceptor asks i
 A caller proves who it is in one of three ways, tried in this order:
 1. The platform's service token (`x-agentplatform-service-token`), presented by the gateway and by the engine.
    The call then runs as the identity in `x-agentplatform-user` / `x-agentplatform-role` (the gateway puts a
-   verified JWT's subject there; the engine the owner of the run it works on), or as the service itself.
+   verified JWT's issuer-qualified subject there, `<iss>#<sub>`, which no API-key user id can equal; the engine
+   the owner of the run it works on), or as the service itself.
 2. An API key, `authorization: Bearer <key>`, looked up by its SHA-256 digest. Keys are random 256-bit
    secrets, so a fast unsalted hash is enough: nothing can be guessed from the digest, and the configuration
    never holds a usable key.

@@ -22,17 +22,28 @@ AUTHORIZATION_KEY = "authorization"
 
 #: The user every caller is in development mode (no keys configured): one local admin.
 LOCAL_USER = "local"
-#: Longest user id accepted (the run store's owner column).
+#: Longest user id accepted (the run store's owner column). A JWT's user id (`jwt_user_id`) longer than this is
+#: refused at the gateway, saying so.
 MAX_USER_ID = 200
+#: What separates a JWT's issuer from its subject in the user id. API-key user ids never contain it (their
+#: characters are A-Z a-z 0-9 . _ @ | + -), and an OIDC issuer has no fragment, so the two sources never collide.
+JWT_SUBJECT_SEPARATOR = "#"
+
+
+def jwt_user_id(issuer: str, subject: str) -> str:
+    """The user id of a token's caller: its subject qualified by its issuer, `https://login.example/#alice`.
+    The gateway makes it (gateway/envoy.template.yaml, jwt_identity); this is its definition for Python."""
+    return f"{issuer}{JWT_SUBJECT_SEPARATOR}{subject}"
 
 
 @dataclass(frozen=True)
 class Caller:
     """The identity an RPC runs as.
 
-    `user` is the user's id (an API key's user, a token's `sub`); empty when a platform service calls on its own
-    account (lease renewals, the executor link). `service` is true when the call came from one of the
-    platform's own services (it presented the service token): only those may use the internal APIs.
+    `user` is the user's id (an API key's user, or `<iss>#<sub>` for a token, see `jwt_user_id`); empty when a
+    platform service calls on its own account (lease renewals, the executor link). `service` is true when the
+    call came from one of the platform's own services (it presented the service token): only those may use the
+    internal APIs.
     """
 
     user: str

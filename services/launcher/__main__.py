@@ -6,9 +6,11 @@ and tools, runs (services/launcher/supervisor.py).
 """
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
+from services.launcher.private_files import PRIVATE_UMASK
 from services.launcher.stack import Stack, build_stack
 from services.launcher.supervisor import Supervisor
 
@@ -38,6 +40,9 @@ Ctrl-C stops everything (in order; press it again to kill at once).
 
 
 def main() -> None:
+    # Before anything is created: the launcher's files and everything its children create (databases, sockets,
+    # the workspace) are then private to this user (services/launcher/private_files.py).
+    os.umask(PRIVATE_UMASK)
     stack = build_stack(GATEWAY_CONFIG)
     print(banner(stack), flush=True)
     sys.exit(asyncio.run(Supervisor(stack.processes).run()))

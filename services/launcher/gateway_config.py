@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from services.common.identity import MAX_USER_ID
 from services.launcher.settings import GatewaySettings
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "gateway" / "envoy.template.yaml"
@@ -122,6 +123,7 @@ def render_gateway_config(
         JWT_AUDIENCES=json.dumps(settings.jwt_audiences),
         JWT_JWKS=json.dumps(_jwks(settings.jwt_jwks_file)) if jwt else '""',
         JWT_ROLE_CLAIM=json.dumps(settings.jwt_role_claim),
+        MAX_USER_ID=MAX_USER_ID,
         ENGINE_HOST=engine.host,
         ENGINE_PORT=engine.port,
         RUNS_HOST=runs.host,

@@ -4,6 +4,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from services.common.identity import MAX_USER_ID, jwt_user_id
 from services.common.settings import CommaSeparated, ServiceSettings
 
 
@@ -36,7 +37,8 @@ class GatewaySettings(ServiceSettings):
     rate_limit_burst: int = Field(2000, alias="GATEWAY_RATE_LIMIT_BURST", ge=1)
 
     # --- identity -------------------------------------------------------------------------------------------
-    #: Issuer (`iss`) of the JWTs Envoy accepts. Unset: no JWT validation at the gateway (API keys only).
+    #: Issuer (`iss`) of the JWTs Envoy accepts. Unset: no JWT validation at the gateway (API keys only). A token's
+    #: user is `<issuer>#<sub>` (services.common.identity.jwt_user_id).
     jwt_issuer: str = Field("", alias="AUTH_JWT_ISSUER")
     #: Accepted `aud` values, comma-separated; empty: the audience is not checked.
     jwt_audiences: CommaSeparated = Field([], alias="AUTH_JWT_AUDIENCES")
@@ -59,6 +61,15 @@ class GatewaySettings(ServiceSettings):
                     "no wildcard)"
                 )
         return origins
+
+    @field_validator("jwt_issuer")
+    @classmethod
+    def _issuer_leaves_room_for_subjects(cls, issuer: str) -> str:
+        if "#" in issuer:
+            raise ValueError("an OIDC issuer has no fragment ('#'): it separates the issuer from the subject")
+        if issuer and len(jwt_user_id(issuer, "")) >= MAX_USER_ID:
+            raise ValueError(f"too long: a user id ('<issuer>#<sub>') is at most {MAX_USER_ID} characters")
+        return issuer
 
     @model_validator(mode="after")
     def _jwt_issuer_and_keys_together(self) -> "GatewaySettings":

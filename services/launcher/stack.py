@@ -13,13 +13,19 @@ from services.common.server import check_exposure
 from services.common.settings import load_settings
 from services.demo_model.settings import DemoModelSettings
 from services.engine.settings import EngineSettings
-from services.launcher.gateway_config import AdminSocket, Upstream, render_gateway_config
+from services.launcher.gateway_config import AdminSocket, TokenFromEnvironment, Upstream, render_gateway_config
+from services.launcher.private_files import make_private, private_secrets, write_private
 from services.launcher.settings import GatewaySettings
 from services.runs.settings import RunsSettings
+from services.tools.secret_codec import new_key
 from services.tools.settings import ToolsSettings
 
 #: Envoy's admin interface: a Unix socket in the directory of the gateway config (var/ for `make run`).
 ADMIN_SOCKET_NAME = "envoy-admin.sock"
+
+#: The tools service's encryption keys (TOOLS_SECRET_KEYS) when none are configured: made once, kept in the var
+#: dir, since the secrets stored with them must stay readable across restarts.
+TOOLS_SECRET_KEYS_FILE = "tools-secret-keys"
 
 #: Model name the demo model serves.
 DEMO_MODEL_NAME = "demo"
@@ -71,11 +77,20 @@ def _reachable(host: str) -> str:
 def build_stack(gateway_config_path: Path) -> Stack:
     """Read every service's settings from the environment, write the Envoy config, and describe the processes
     to start. The demo model is included when LLM_BASE_URL is unset. Each service's own settings class is the
-    one source of its defaults (hosts, ports)."""
+    one source of its defaults (hosts, ports).
+
+    The config's directory (var/ for `make run`) is the launcher's private one (services.launcher.private_files):
+    made 0700 with everything in it, the config written 0600 and holding no secret (Envoy reads the service
+    token from its environment), the tools' encryption key kept there 0600 when none is configured."""
+    var_dir = gateway_config_path.parent
+    make_private(var_dir)
     # The secret the platform's processes present to each other (services.common.auth): the one configured, or a
     # new one for this start, so a stack given API keys needs nothing more to run.
     shared_env = {"PLATFORM_SERVICE_TOKEN": os.environ.get("PLATFORM_SERVICE_TOKEN") or secrets.token_urlsafe(32)}
-    runs, tools = load_settings(RunsSettings, **shared_env), load_settings(ToolsSettings, **shared_env)
+    tools_env: dict[str, str] = {}
+    if not os.environ.get("TOOLS_SECRET_KEYS", "").strip():
+        tools_env["TOOLS_SECRET_KEYS"] = ",".join(private_secrets(var_dir / TOOLS_SECRET_KEYS_FILE, new_key))
+    runs, tools = load_settings(RunsSettings, **shared_env), load_settings(ToolsSettings, **shared_env, **tools_env)
     agents = load_settings(AgentsSettings, **shared_env)
     gateway = load_settings(GatewaySettings, **shared_env)
     # Each service refuses an open address without keys; the gateway is the address people reach.
@@ -110,15 +125,15 @@ def build_stack(gateway_config_path: Path) -> Stack:
 
     processes = [
         spec("runs", [python, "-m", "services.runs"]),
-        spec("tools", [python, "-m", "services.tools"]),
+        spec("tools", [python, "-m", "services.tools"], tools_env),
         spec("agents", [python, "-m", "services.agents"], agents_env),
     ]
     if uses_demo_model:
         processes.append(spec("model", [python, "-m", "services.demo_model"]))
     processes.append(spec("engine", [python, "-m", "services.engine"], engine_env))
 
-    gateway_config_path.parent.mkdir(parents=True, exist_ok=True)
-    gateway_config_path.write_text(
+    write_private(
+        gateway_config_path,
         render_gateway_config(
             gateway,
             # Next to the config, in the launcher's var dir: only this user can reach Envoy's admin interface.
@@ -127,7 +142,9 @@ def build_stack(gateway_config_path: Path) -> Stack:
             runs=Upstream(_reachable(runs.host), runs.port),
             tools=Upstream(_reachable(tools.host), tools.port),
             agents=Upstream(_reachable(agents.host), agents.port),
-        )
+            # Envoy gets the token in its environment (shared_env), so the file on disk holds no secret.
+            service_token=TokenFromEnvironment("PLATFORM_SERVICE_TOKEN"),
+        ),
     )
     envoy = str(Path(python).parent / "envoy")
     processes.append(

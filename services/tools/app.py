@@ -13,6 +13,7 @@ from agentplatform.tools.v1 import tools_pb2_grpc
 from services.common.auth import Authenticator
 from services.common.database import Database
 from services.common.server import RunningServer, ServiceBinding, start_server
+from services.common.settings import SettingsError
 from services.tools.base import ToolContext
 from services.tools.catalog import ToolCatalog
 from services.tools.execution_servicer import SERVICE_NAME as EXECUTION_SERVICE_NAME
@@ -23,6 +24,8 @@ from services.tools.http.specs import HttpToolStore
 from services.tools.mcp.servers import McpServerStore
 from services.tools.mcp.sources import McpSources
 from services.tools.registry import ToolRegistry
+from services.tools.secret_codec import SecretsUnreadable, use_codec
+from services.tools.secrets import seal_stored_secrets
 from services.tools.servicer import SERVICE_NAME, ToolServicer
 from services.tools.settings import ToolsSettings
 from services.tools.tool_settings import ToolSettingsStore
@@ -69,10 +72,18 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
     worker can start (a memory limit too small for Python itself, no processes left): better an exit that says
     so than a service that is up and can run nothing."""
     auth = Authenticator.from_settings(settings)
+    codec = settings.secret_codec()
     database = Database(settings.database_url)
+    use_codec(database, codec)
     try:
         store = ToolSettingsStore(database)
         await store.migrate()
+        try:
+            sealed = await seal_stored_secrets(database, codec)
+        except SecretsUnreadable as exc:
+            raise SettingsError(str(exc)) from None
+        if sealed.encrypted:
+            log.info("encrypted %d secret(s) an earlier version stored in plain text", sealed.encrypted)
         mcp = McpSources(
             McpServerStore(database),
             ping_seconds=settings.mcp_ping_seconds,

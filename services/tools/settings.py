@@ -15,6 +15,7 @@ from services.tools.base import (
     DEFAULT_WORKSPACE_MAX_FILES,
 )
 from services.tools.http.destinations import DestinationPolicy
+from services.tools.secret_codec import SecretCodec
 
 #: The offline demo corpus shipped with the web_search plugin (the default search backend's data).
 BUILTIN_WEB_SEARCH_CORPUS = Path(__file__).resolve().parent / "plugins" / "web_search_corpus.json"
@@ -103,6 +104,15 @@ class ToolsSettings(AuthSettings):
     #: How often the HTTP tools are re-read from the database, so that one created or deleted through another
     #: replica is offered or withdrawn here too.
     http_sync_seconds: float = Field(10.0, alias="TOOLS_HTTP_SYNC_SECONDS", gt=0)
+    #: Fernet keys, comma-separated, the newest first, that encrypt the stored secrets (MCP servers' env and
+    #: headers, HTTP tools' headers): the first encrypts, every one decrypts (services/tools/secret_codec.py).
+    #: Required: the service does not start without one. `make run` keeps one in var/tools-secret-keys.
+    secret_keys: SecretStr = Field(SecretStr(""), alias="TOOLS_SECRET_KEYS")
+
+    def secret_codec(self) -> SecretCodec:
+        """The codec of TOOLS_SECRET_KEYS; SettingsError, saying how to make a key, when there is none or one is
+        not a key."""
+        return SecretCodec.parse(self.secret_keys.get_secret_value())
 
     def http_destinations(self) -> DestinationPolicy:
         """The allow list and address rules of HTTP tools."""

@@ -5,10 +5,32 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, CheckConstraint, String, Text
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 from services.common.database import UtcDateTime, make_metadata
+from services.tools.secret_codec import codec_for
+
+
+class SealedSecrets(TypeDecorator[dict[str, str]]):
+    """A mapping of secret values (header or environment variable name -> value), stored encrypted with the
+    database's codec (services.tools.secret_codec): the column holds a JSON string, the Fernet token.
+
+    The column stays JSON, as before encryption: a JSON object in it is a row an earlier version stored in plain
+    text, which is still read, and which services.tools.secrets encrypts at the service's start."""
+
+    impl = JSON(none_as_null=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dict[str, str] | None, dialect: Dialect) -> str | None:
+        return None if value is None else codec_for(dialect).seal(value)
+
+    def process_result_value(self, value: object, dialect: Dialect) -> dict[str, str] | None:
+        if value is None or isinstance(value, dict):
+            return value
+        return codec_for(dialect).open(str(value))
 
 
 class _Base(AsyncAttrs, DeclarativeBase):
@@ -57,11 +79,11 @@ class McpServerRow(_Base):
     command: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: A JSON list of strings.
     args: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
-    #: A JSON object of the process's extra environment variables (secrets).
-    env: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    #: The process's extra environment variables (secrets, encrypted).
+    env: Mapped[dict[str, str] | None] = mapped_column(SealedSecrets, nullable=True)
     url: Mapped[str | None] = mapped_column(Text, nullable=True)
-    #: A JSON object of the HTTP headers sent with every request (secrets).
-    headers: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    #: The HTTP headers sent with every request (secrets, encrypted).
+    headers: Mapped[dict[str, str] | None] = mapped_column(SealedSecrets, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
 
@@ -85,8 +107,8 @@ class HttpToolRow(_Base):
     url: Mapped[str] = mapped_column(Text, nullable=False)
     #: GET, POST, PUT, PATCH or DELETE.
     method: Mapped[str] = mapped_column(String(8), nullable=False)
-    #: A JSON object of the HTTP headers sent with every call (secrets).
-    headers: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    #: The HTTP headers sent with every call (secrets, encrypted).
+    headers: Mapped[dict[str, str]] = mapped_column(SealedSecrets, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
 

@@ -9,6 +9,7 @@ from types import ModuleType
 from typing import Any
 
 import yaml
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
 from agentplatform.agents.v1 import agents_pb2
@@ -65,6 +66,12 @@ def stub_service_names() -> set[str]:
 def env_aliases(settings_class: type[BaseSettings]) -> set[str]:
     """The environment variable names a settings class reads (its fields' aliases, inherited ones included)."""
     return {field.alias for field in settings_class.model_fields.values() if field.alias}
+
+
+def secret_settings(settings_class: type[BaseSettings]) -> set[str]:
+    """The environment variable names of a settings class's secrets (its SecretStr fields)."""
+    fields = settings_class.model_fields.values()
+    return {field.alias for field in fields if field.alias and field.annotation is SecretStr}
 
 
 def project_version() -> str:

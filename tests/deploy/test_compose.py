@@ -3,6 +3,7 @@ that exist, and a gRPC health check that really tells a serving service from one
 
 import asyncio
 import importlib.util
+import re
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +24,7 @@ from tests.deploy.manifests import (
     host_port,
     project_version,
     python_module,
+    secret_settings,
     split_image,
     stub_service_names,
 )
@@ -76,6 +78,19 @@ def test_env_names_are_settings_the_service_reads() -> None:
 def test_env_values_are_valid_settings() -> None:
     for service in PLATFORM.values():
         load_settings(SETTINGS_BY_MODULE[_module(service)], _env_file=None, **compose_environment(service))
+
+
+def test_secret_settings_come_from_the_hosts_environment_never_the_file() -> None:
+    checked = set()
+    for name, service in SERVICES.items():
+        module = python_module(service.get("command"))
+        secrets = secret_settings(SETTINGS_BY_MODULE[module]) if module else {"PLATFORM_SERVICE_TOKEN"}
+        for variable, value in service.get("environment", {}).items():
+            if variable in secrets:
+                # `${NAME:?message}` or `${NAME:-}`: from whoever runs compose, with no default worth stealing.
+                assert re.fullmatch(r"\$\{" + variable + r"(:\?[^}]*|:-)?\}", str(value)), f"{name}: {variable}"
+                checked.add(variable)
+    assert {"PLATFORM_SERVICE_TOKEN", "TOOLS_SECRET_KEYS", "LLM_API_KEY"} <= checked
 
 
 def test_services_bind_every_interface_on_their_port() -> None:

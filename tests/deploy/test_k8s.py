@@ -27,6 +27,7 @@ from tests.deploy.manifests import (
     pod_containers,
     project_version,
     python_module,
+    secret_settings,
     service_containers,
     split_image,
     stub_service_names,
@@ -149,6 +150,24 @@ def test_secrets_come_from_the_documented_secret(objects: KubeObjects) -> None:
     for name, key in from_secrets.values():
         assert name == example["metadata"]["name"]
         assert key in example["stringData"], f"secret.example.yaml documents no key {key!r}"
+
+
+def test_every_secret_setting_comes_from_the_secret_never_a_literal_or_a_config_map(objects: KubeObjects) -> None:
+    checked = set()
+    for deployment in objects.of_kind("Deployment"):
+        for container in pod_containers(deployment):
+            module = python_module(container.get("command"))
+            # The gateway (Envoy) reads one secret, the service token, from its environment.
+            secrets = secret_settings(SETTINGS_BY_MODULE[module]) if module else {"PLATFORM_SERVICE_TOKEN"}
+            assert all("secretRef" in source for source in container.get("envFrom", [])), container["name"]
+            for item in container.get("env", []):
+                if item["name"] in secrets:
+                    assert "secretKeyRef" in item.get("valueFrom", {}), f"{container['name']}: {item['name']}"
+                    checked.add(item["name"])
+    assert {"PLATFORM_SERVICE_TOKEN", "TOOLS_SECRET_KEYS", "LLM_API_KEY"} <= checked
+    # The one ConfigMap (deploy/gateway/envoy.yaml) names the service token only for Envoy to read it at start.
+    rendered = ENVOY_CONFIG.read_text().split("\n# ---- rendered", 1)[1]
+    assert rendered.count("PLATFORM_SERVICE_TOKEN") == rendered.count("%ENVIRONMENT(PLATFORM_SERVICE_TOKEN)%") == 1
 
 
 def test_images_are_pinned(objects: KubeObjects) -> None:

@@ -1,6 +1,6 @@
-"""JWTs end to end: the whole stack with an OIDC issuer configured (a key set generated here). Envoy validates
-the token, the services take its subject and role from the gateway, and ownership holds through the engine to
-the run store, over native gRPC and grpc-web alike."""
+"""JWTs end to end: the whole stack with an OIDC issuer configured (a key set generated here) and API keys. Envoy
+validates the token, the services take its issuer-qualified subject and role from the gateway, and ownership holds
+through the engine to the run store, over native gRPC and grpc-web alike; a token's user is never an API key's."""
 
 import json
 
@@ -9,12 +9,15 @@ import httpx
 import pytest
 from google.protobuf import field_mask_pb2
 
+from agentplatform.agents.v1 import agents_pb2, agents_pb2_grpc
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
+from services.common.identity import jwt_user_id
 from tests.e2e.conftest import RunningStack
 from tests.gateway.test_identity import AUDIENCE, ISSUER, Issuer
 from tests.support import grpc_web
+from tests.support.keys import ALICE, AUTH, as_
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +28,7 @@ ISSUING = Issuer()
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     jwks = tmp_path_factory.mktemp("oidc") / "jwks.json"
     jwks.write_text(json.dumps(ISSUING.jwks()))
-    return {"AUTH_JWT_ISSUER": ISSUER, "AUTH_JWT_AUDIENCES": AUDIENCE, "AUTH_JWT_JWKS_FILE": str(jwks)}
+    return {"AUTH_JWT_ISSUER": ISSUER, "AUTH_JWT_AUDIENCES": AUDIENCE, "AUTH_JWT_JWKS_FILE": str(jwks), **AUTH}
 
 
 def bearer(**claims: object) -> tuple[tuple[str, str], ...]:
@@ -42,7 +45,7 @@ def test_a_jwt_users_run_is_theirs_from_start_to_store(gateway: grpc.Channel) ->
     agents, runs = engine_pb2_grpc.AgentServiceStub(gateway), runs_pb2_grpc.RunServiceStub(gateway)
     chat = agents.Chat(engine_pb2.ChatRequest(message="What is 5 + 10?"), metadata=bearer(sub="carol"), timeout=60)
     run = runs.GetRun(runs_pb2.GetRunRequest(run_id=chat.run_id), metadata=bearer(sub="carol"), timeout=10)
-    assert run.owner == "carol" and run.state == runs_pb2.RUN_STATE_COMPLETED
+    assert run.owner == jwt_user_id(ISSUER, "carol") and run.state == runs_pb2.RUN_STATE_COMPLETED
     assert "15" in chat.response
 
     with pytest.raises(grpc.RpcError) as hidden:
@@ -90,4 +93,40 @@ def test_a_bad_token_is_unauthenticated_and_starts_nothing(
     mallorys = runs_pb2_grpc.RunServiceStub(gateway).ListRuns(
         runs_pb2.ListRunsRequest(all_users=True), metadata=bearer(sub="erin", role="admin"), timeout=10
     )
-    assert "mallory" not in {run.owner for run in mallorys.runs}
+    assert jwt_user_id(ISSUER, "mallory") not in {run.owner for run in mallorys.runs}
+
+
+def test_a_token_whose_sub_is_alice_is_not_the_api_key_user_alice(gateway: grpc.Channel) -> None:
+    engine, runs = engine_pb2_grpc.AgentServiceStub(gateway), runs_pb2_grpc.RunServiceStub(gateway)
+    agents = agents_pb2_grpc.AgentRegistryServiceStub(gateway)
+    key, token = as_(ALICE), bearer(sub="alice")  # the API-key user "alice", and a token whose sub is "alice"
+    made = {}
+    for who, metadata in (("key", key), ("token", token)):
+        chat = engine.Chat(engine_pb2.ChatRequest(message="What is 2 + 2?"), metadata=metadata, timeout=60)
+        agent = agents.CreateAgent(
+            agents_pb2.CreateAgentRequest(agent=agents_pb2.Agent(display_name=f"{who}'s")), metadata=metadata,
+            timeout=10,
+        )
+        made[who] = (chat, agent)
+
+    for me, other in (("key", "token"), ("token", "key")):
+        metadata = key if me == "key" else token
+        (mine, my_agent), (theirs, their_agent) = made[me], made[other]
+        owner = runs.GetRun(runs_pb2.GetRunRequest(run_id=mine.run_id), metadata=metadata, timeout=10).owner
+        assert owner == ("alice" if me == "key" else jwt_user_id(ISSUER, "alice"))
+        for method, request in (
+            (runs.GetRun, runs_pb2.GetRunRequest(run_id=theirs.run_id)),
+            (runs.GetThread, runs_pb2.GetThreadRequest(thread_id=theirs.thread_id)),
+            (agents.GetAgent, agents_pb2.GetAgentRequest(agent_id=their_agent.id)),
+            (engine.Chat, engine_pb2.ChatRequest(message="and then?", thread_id=theirs.thread_id)),
+        ):
+            with pytest.raises(grpc.RpcError) as hidden:
+                method(request, metadata=metadata, timeout=60)
+            assert hidden.value.code() == grpc.StatusCode.NOT_FOUND, (me, hidden.value.details())
+        listed_runs = {run.id for run in runs.ListRuns(runs_pb2.ListRunsRequest(), metadata=metadata, timeout=10).runs}
+        assert mine.run_id in listed_runs and theirs.run_id not in listed_runs
+        threads = runs.ListThreads(runs_pb2.ListThreadsRequest(), metadata=metadata, timeout=10).threads
+        assert mine.thread_id in {thread.id for thread in threads}
+        assert theirs.thread_id not in {thread.id for thread in threads}
+        listed_agents = agents.ListAgents(agents_pb2.ListAgentsRequest(), metadata=metadata, timeout=10).agents
+        assert [listed.id for listed in listed_agents] == [my_agent.id]

@@ -14,7 +14,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from services.common.identity import MAX_USER_ID, jwt_user_id
+from services.common.settings import SettingsError, load_settings
 from services.launcher.gateway_config import TokenFromEnvironment
+from services.launcher.settings import GatewaySettings
 from tests.gateway.conftest import GRPC_WEB, Gateway, RecordingUpstream, grpc_web_frame, grpc_web_status
 
 ISSUER = "https://login.example.test/"
@@ -92,17 +95,50 @@ def test_a_valid_jwt_becomes_identity_headers_and_is_not_forwarded(
     assert grpc_call(jwt_gateway, {"authorization": f"Bearer {issuer.token(sub='bob')}"}) == (0, "")
     first, second = upstream.calls
     assert identity(first.metadata) == {
-        "x-agentplatform-user": "alice",
+        "x-agentplatform-user": jwt_user_id(ISSUER, "alice"),
         "x-agentplatform-role": "admin",
         "x-agentplatform-service-token": SERVICE_TOKEN,
     }
     assert identity(second.metadata) == {
-        "x-agentplatform-user": "bob",
+        "x-agentplatform-user": jwt_user_id(ISSUER, "bob"),
         "x-agentplatform-role": "user",
         "x-agentplatform-service-token": SERVICE_TOKEN,
     }
     for call in upstream.calls:
         assert "authorization" not in call.metadata, "the JWT itself must not travel upstream"
+
+
+def test_a_token_user_is_qualified_by_its_issuer_so_it_can_never_be_an_api_key_user(
+    jwt_gateway: Gateway, upstream: RecordingUpstream, issuer: Issuer
+) -> None:
+    # Subjects that are valid API-key user ids, or look like an already qualified id: all arrive qualified.
+    subjects = ["alice", "local", "root", "https://login.example.test/#alice", "a" * (MAX_USER_ID - len(ISSUER) - 1)]
+    for subject in subjects:
+        assert grpc_call(jwt_gateway, {"authorization": f"Bearer {issuer.token(sub=subject)}"}) == (0, "")
+    assert [call.metadata["x-agentplatform-user"] for call in upstream.calls] == [
+        ISSUER + "#" + subject for subject in subjects
+    ]
+
+
+@pytest.mark.parametrize(
+    ("subject", "expected_message"),
+    [
+        (None, "the token has no subject (sub): the platform cannot tell whose calls these are"),
+        ("", "the token has no subject (sub): the platform cannot tell whose calls these are"),
+        ("ali ce", "the token's subject (sub) must be printable ASCII without spaces"),
+        ("alicé", "the token's subject (sub) must be printable ASCII without spaces"),
+        ("a" * (MAX_USER_ID - len(ISSUER)),
+         f"the token's issuer#subject is longer than the {MAX_USER_ID} characters of a user id"),
+    ],
+    ids=["no-sub", "empty-sub", "space", "non-ascii", "too-long"],
+)
+def test_a_token_whose_identity_cannot_be_kept_is_refused_saying_why(
+    jwt_gateway: Gateway, upstream: RecordingUpstream, issuer: Issuer, subject: str | None, expected_message: str
+) -> None:
+    headers = {"authorization": f"Bearer {issuer.token(sub=subject)}", **FORGED}
+    for status, message in (grpc_web_call(jwt_gateway, headers), grpc_call(jwt_gateway, headers)):
+        assert (status, message) == (UNAUTHENTICATED, expected_message)
+    assert upstream.calls == []
 
 
 def test_forged_identity_headers_never_reach_a_service(jwt_gateway: Gateway, upstream: RecordingUpstream) -> None:
@@ -178,3 +214,19 @@ def test_the_committed_config_reads_the_service_token_from_the_environment(
     unset = start_gateway(service_token=token)
     assert grpc_web_call(unset, FORGED) == (0, "")
     assert identity(upstream.calls[-1].metadata) == {"x-agentplatform-service-token": "-"}
+
+
+@pytest.mark.parametrize(
+    ("issuer", "expected"),
+    [
+        ("https://login.example.test/#tenant", "an OIDC issuer has no fragment ('#')"),
+        ("https://login.example.test/" + "i" * MAX_USER_ID, f"a user id ('<issuer>#<sub>') is at most {MAX_USER_ID}"),
+    ],
+    ids=["fragment", "too-long"],
+)
+def test_an_issuer_that_cannot_qualify_user_ids_stops_the_start(issuer: str, expected: str, tmp_path: Path) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(Issuer().jwks()))
+    with pytest.raises(SettingsError) as refused:
+        load_settings(GatewaySettings, _env_file=None, AUTH_JWT_ISSUER=issuer, AUTH_JWT_JWKS_FILE=str(jwks))
+    assert "AUTH_JWT_ISSUER" in str(refused.value) and expected in str(refused.value)

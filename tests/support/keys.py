@@ -2,6 +2,7 @@
 test know them (and the platform's service token); the metadata of a call made as one of them."""
 
 from services.common.auth import digest, new_api_key
+from services.tools.secret_codec import new_key
 
 ALICE, BOB, ADMIN = new_api_key(), new_api_key(), new_api_key()
 SERVICE_TOKEN = "test-service-secret"
@@ -15,3 +16,7 @@ AUTH = {
 def as_(key: str) -> tuple[tuple[str, str], ...]:
     """The metadata of a call made with an API key."""
     return (("authorization", f"Bearer {key}"),)
+
+
+#: The tools service's encryption key in tests (TOOLS_SECRET_KEYS): one per test session.
+TOOLS_SECRET_KEY = new_key()

@@ -22,6 +22,7 @@ from services.runs.app import RunsApp, start_runs
 from services.runs.settings import RunsSettings
 from services.tools.app import ToolsApp, start_tools
 from services.tools.settings import ToolsSettings
+from tests.support.keys import TOOLS_SECRET_KEY
 from tests.support.stubs import runs_stubs, tools_stubs
 
 
@@ -36,6 +37,7 @@ def tools_settings(tmp_path: Path, **overrides: Any) -> ToolsSettings:
         "TOOLS_PORT": 0,
         "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/tools.db",
         "TOOLS_WORKSPACE": str(tmp_path / "workspace"),
+        "TOOLS_SECRET_KEYS": TOOLS_SECRET_KEY,
         **overrides,
     }
     return ToolsSettings(_env_file=None, **values)

@@ -21,6 +21,7 @@ from services.tools.settings import BUILTIN_WEB_SEARCH_CORPUS, ToolsSettings
 from services.tools.tool_settings import ToolSettingsStore
 from services.tools.worker import WorkerConfig
 from services.tools.worker_pool import ToolWorkerPool
+from tests.support.keys import TOOLS_SECRET_KEY
 from tests.support.stubs import tools_stubs
 
 SettingsFactory = Callable[..., ToolsSettings]
@@ -61,6 +62,7 @@ def make_settings(tmp_path: Path, plugin_dir: Path) -> SettingsFactory:
             "TOOLS_PLUGIN_DIRS": str(plugin_dir),
             "TOOLS_TIMEOUT_SECONDS": 5,
             "TOOLS_WEB_SEARCH_CORPUS": str(BUILTIN_WEB_SEARCH_CORPUS),
+            "TOOLS_SECRET_KEYS": TOOLS_SECRET_KEY,
         }
         values.update(overrides)
         return ToolsSettings(_env_file=None, **values)  # a developer's .env must not leak in

@@ -19,6 +19,7 @@ from agentplatform.tools.internal.v1 import execution_pb2, execution_pb2_grpc
 from services.common.health_probe import is_serving
 from services.tools.servicer import SERVICE_NAME
 from tests.conftest import REPO_ROOT, free_port
+from tests.support.keys import TOOLS_SECRET_KEY
 
 #: What the test gives the in-flight calls on SIGTERM (GRPC_GRACE_SECONDS).
 GRACE_SECONDS = 1.0
@@ -120,6 +121,7 @@ def tools_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int
         "TOOLS_HOST": "127.0.0.1",
         "TOOLS_PORT": str(port),
         "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'tools.db'}",
+        "TOOLS_SECRET_KEYS": TOOLS_SECRET_KEY,
         "TOOLS_WORKSPACE": str(tmp_path / "workspace"),
         "TOOLS_PLUGIN_DIRS": str(plugins),
         "TOOLS_WORKERS": "2",
