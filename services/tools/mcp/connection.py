@@ -25,8 +25,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 import mcp_types as types
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -36,6 +34,7 @@ from services.common.errors import Internal, InvalidArgument, Unavailable
 from services.tools.base import RemoteTool, ToolContext, ToolHints, ToolOutput
 from services.tools.mcp.naming import tool_id
 from services.tools.mcp.servers import McpServerSpec
+from services.tools.schemas import check_schema
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +106,8 @@ def _hints(annotations: types.ToolAnnotations | None) -> ToolHints:
 
 
 def _object_schema(schema: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The server's input schema, checked to be a JSON schema of an object (ValueError otherwise)."""
-    value = dict(schema or {"type": "object", "properties": {}})
-    if value.get("type") != "object":
-        raise ValueError('its input schema does not describe an object ({"type": "object", ...})')
-    try:
-        Draft202012Validator.check_schema(value)
-    except SchemaError as exc:
-        raise ValueError(f"its input schema is not a valid JSON schema: {exc.message}") from None
-    return value
+    """The server's input schema, checked (services.tools.schemas); a SchemaProblem (a ValueError) says why not."""
+    return check_schema(schema or {"type": "object", "properties": {}})
 
 
 def _integral_numbers(value: Any) -> Any:
