@@ -31,6 +31,10 @@ class JsonInputError(ValueError):
     """JSON that is not accepted; the message says why (without quoting it)."""
 
 
+class JsonTooDeep(JsonInputError):
+    """JSON nested deeper than the bound."""
+
+
 def parse_json(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """The value of a JSON text; JsonInputError when it is not JSON, nests deeper than `max_depth` or holds a
     number that is not finite."""
@@ -40,7 +44,7 @@ def parse_json(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
         except UnicodeDecodeError as exc:
             raise JsonInputError(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     if _too_deep(text, max_depth):
-        raise JsonInputError(f"nested deeper than {max_depth} levels")
+        raise JsonTooDeep(f"nested deeper than {max_depth} levels")
     try:
         return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except JsonInputError:
@@ -56,7 +60,7 @@ def check_depth(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> None:
     while containers := [item for item in level if isinstance(item, dict | list)]:
         depth += 1
         if depth > max_depth:
-            raise JsonInputError(f"nested deeper than {max_depth} levels")
+            raise JsonTooDeep(f"nested deeper than {max_depth} levels")
         level = [item for container in containers for item in _children(container)]
 
 

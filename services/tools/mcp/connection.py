@@ -30,6 +30,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
+from services.common.bounded_json import MAX_JSON_DEPTH, JsonTooDeep, check_depth
 from services.common.errors import Internal, InvalidArgument, Unavailable
 from services.tools.base import RemoteTool, ToolContext, ToolHints, ToolOutput
 from services.tools.mcp.naming import tool_id
@@ -152,6 +153,14 @@ def output_of(tool: McpTool, result: types.CallToolResult) -> ToolOutput:
         raise Internal(f"tool '{tool.name}' failed on the MCP server '{tool.mcp_server}': {_cut(text) or 'no detail'}")
     structured = result.structured_content
     if structured is not None:
+        try:
+            check_depth(structured)
+        except JsonTooDeep:
+            # Nothing downstream could carry it (see services.common.bounded_json): the tool's failure.
+            raise Internal(
+                f"tool '{tool.name}' failed on the MCP server '{tool.mcp_server}': the tool's response is nested "
+                f"deeper than {MAX_JSON_DEPTH} levels"
+            ) from None
         return ToolOutput(structured, text or json.dumps(structured, ensure_ascii=False))
     return ToolOutput(text, text)
 
