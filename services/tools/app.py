@@ -75,6 +75,7 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
         await store.migrate()
         mcp = McpSources(
             McpServerStore(database),
+            destinations=settings.mcp_destinations(),
             ping_seconds=settings.mcp_ping_seconds,
             connect_seconds=settings.mcp_connect_seconds,
             sync_seconds=settings.mcp_sync_seconds,

@@ -30,8 +30,8 @@ import httpx
 from services.common.bounded_json import MAX_JSON_DEPTH, JsonInputError, JsonTooDeep, parse_json
 from services.common.errors import DeadlineExceeded, Internal, Unavailable
 from services.tools.base import RemoteTool, ToolContext, ToolHints, ToolOutput
-from services.tools.http.destinations import DestinationPolicy
-from services.tools.http.specs import HttpToolSpec, url_host
+from services.tools.http.destinations import DestinationPolicy, url_host
+from services.tools.http.specs import HttpToolSpec
 
 #: How much of an error response's body the failure message quotes.
 ERROR_BODY_CHARS = 500

@@ -39,6 +39,8 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import httpx
+
 from services.common.errors import FailedPrecondition, Unavailable
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -82,6 +84,11 @@ def embedded_ipv4(address: IpAddress) -> list[ipaddress.IPv4Address]:
     if (value >> 32) & 0xFFFFFFFF in _ISATAP_IDS:
         found.append(last32)
     return list(dict.fromkeys(found))
+
+
+def url_host(url: httpx.URL) -> str:
+    """The URL's host as it is resolved: IDNA-encoded, lowercase, without IPv6 brackets."""
+    return url.raw_host.decode("ascii").strip("[]").lower()
 
 
 def parse_address(host: str) -> IpAddress | None:
@@ -191,6 +198,14 @@ class DestinationPolicy:
         if self.any_host or host in self.names or any(host.endswith(suffix) for suffix in self.suffixes):
             return None
         return f"the host '{host}' is not in {self.hosts_setting} (list it, or '*.' and its domain)"
+
+    def url_problem(self, url: str) -> str | None:
+        """Why a URL's host is not allowed (host_problem), or None when it is; a URL without a host is not."""
+        try:
+            host = url_host(httpx.URL(url))
+        except (httpx.InvalidURL, UnicodeError):
+            host = ""
+        return self.host_problem(host) if host else f"{url!r} has no host"
 
     def address_problem(self, host: str, address: IpAddress) -> str | None:
         """Why `host`'s address `address` may not be connected to, or None when it may: the address, and every IPv4

@@ -13,7 +13,7 @@ import httpx
 
 from services.common.database import Database, runs_to_completion, utcnow
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
-from services.tools.http.destinations import DestinationPolicy
+from services.tools.http.destinations import DestinationPolicy, url_host
 from services.tools.http.naming import name_problem, tool_id
 from services.tools.named_rows import all_named, delete_named, insert_named, is_header_name
 from services.tools.schemas import SchemaProblem, check_schema
@@ -131,11 +131,6 @@ def _checked_url(url: str, destinations: DestinationPolicy) -> str:
     if problem is not None:
         raise InvalidArgument(f"http.url: {problem}")
     return url
-
-
-def url_host(url: httpx.URL) -> str:
-    """The URL's host as it is resolved: IDNA-encoded, lowercase, without IPv6 brackets."""
-    return url.raw_host.decode("ascii").strip("[]").lower()
 
 
 def _check_headers(headers: dict[str, str]) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
+import httpx
 import mcp_types as types
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -31,8 +32,9 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from services.common.bounded_json import MAX_JSON_DEPTH, JsonTooDeep, check_depth
-from services.common.errors import Internal, InvalidArgument, Unavailable
+from services.common.errors import DomainError, Internal, InvalidArgument, Unavailable
 from services.tools.base import RemoteTool, ToolContext, ToolHints, ToolOutput
+from services.tools.http.destinations import DestinationPolicy, url_host
 from services.tools.mcp.naming import tool_id
 from services.tools.mcp.servers import McpServerSpec
 from services.tools.schemas import check_schema
@@ -173,6 +175,8 @@ def describe(exc: BaseException) -> str:
         return "it did not answer in time"
     if isinstance(exc, MCPError) and exc.code == types.CONNECTION_CLOSED:
         return "the connection closed (a stdio server's process exited)"
+    if isinstance(exc, DomainError):  # the destination rules' refusal: its message says it all
+        return _cut(str(exc), 500)
     message = str(exc).strip()
     return _cut(f"{type(exc).__name__}: {message}" if message else type(exc).__name__, 500)
 
@@ -193,11 +197,13 @@ class McpConnection:
         self,
         spec: McpServerSpec,
         *,
+        destinations: DestinationPolicy,
         ping_seconds: float,
         connect_seconds: float,
         retry_max_seconds: float = RETRY_MAX_SECONDS,
     ) -> None:
         self.spec = spec
+        self._destinations = destinations
         self._ping_seconds = ping_seconds
         self._connect_seconds = connect_seconds
         self._retry_max_seconds = retry_max_seconds
@@ -305,6 +311,10 @@ class McpConnection:
                 )
                 read, write = await stack.enter_async_context(stdio_client(parameters, errlog=_server_errlog()))
             else:
+                # The destination rules again, on what the name resolves to now (the settings or the name's
+                # addresses may have changed since the registration).
+                url = httpx.URL(self.spec.url)
+                await self._destinations.resolve(url_host(url), url.port or (443 if url.scheme == "https" else 80))
                 http = await stack.enter_async_context(create_mcp_http_client(headers=dict(self.spec.headers)))
                 read, write = await stack.enter_async_context(streamable_http_client(self.spec.url, http_client=http))
             session = await stack.enter_async_context(
