@@ -118,7 +118,8 @@ def argument_problems(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -
         raise SchemaProblem("", f"its $ref {exc} does not resolve inside the schema (nothing is fetched)") from None
     finally:
         _BUDGET.reset(token)
-    problems = [_describe(error) for error in errors[:MAX_PROBLEMS]]
+    # One problem once: branches of allOf/anyOf can report the same one many times.
+    problems = list(dict.fromkeys(_describe(error) for error in errors))[:MAX_PROBLEMS]
     if len(errors) > MAX_PROBLEMS:
         problems.append(f"and {len(errors) - MAX_PROBLEMS}{'+' if len(errors) == MAX_ERRORS else ''} more")
     return problems
@@ -482,8 +483,11 @@ def _pointer(path: Any) -> str:
     return "".join(f"/{_escape(str(part))}" for part in path)
 
 
-def _cut(text: str) -> str:
-    return text if len(text) <= MAX_QUOTE_CHARS else text[: MAX_QUOTE_CHARS - 1] + "…"
+def _cut(text: str, limit: int = MAX_QUOTE_CHARS) -> str:
+    """The text, or its start and its end around an ellipsis (a message's end says what is wrong)."""
+    if len(text) <= limit:
+        return text
+    return text[: limit // 2] + "…" + text[-(limit // 2 - 1):]
 
 
 def _quote(value: Any) -> str:
@@ -495,5 +499,5 @@ def _describe(error: ValidationError) -> str:
     location = ""
     for part in error.absolute_path:
         location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
-    message = _cut(error.message)
+    message = _cut(error.message, 2 * MAX_QUOTE_CHARS)
     return f"at {location}: {message}" if location else message
