@@ -346,6 +346,8 @@ class _Graph:
             if isinstance(node.get("$id"), str) and node is not self.root:
                 resolver = resolver.in_subresource(DRAFT202012.create_resource(node))
             for key, child, edge in _children(node, pointer):
+                if not isinstance(child, dict):
+                    continue  # true and false apply nothing further
                 if edge == "in place":
                     in_place.append((id(child), key))
                 elif edge == "descending":
