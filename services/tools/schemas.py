@@ -357,7 +357,8 @@ class _Graph:
                 where = f"{pointer}/$ref"
                 try:
                     resolved = resolver.lookup(node["$ref"])
-                except referencing.exceptions.Unresolvable:
+                except (referencing.exceptions.Unresolvable, LookupError, TypeError, ValueError):
+                    # Unresolvable, and what a pointer through a non-container raises (referencing indexes on).
                     raise SchemaProblem(
                         where, f"the $ref {_quote(node['$ref'])} does not resolve inside the schema (references "
                         "are never fetched: put what it refers to under $defs)"

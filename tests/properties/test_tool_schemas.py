@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import grpc
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from services.common.bounded_json import MAX_JSON_DEPTH, JsonInputError, parse_json
@@ -107,6 +107,10 @@ def _timed(function: Any, *args: Any) -> Any:
 
 
 @given(schema=ROOT_SCHEMAS, arguments=ARGUMENTS)
+@example(  # a pointer through a boolean schema: referencing raised TypeError, which was INTERNAL
+    schema={"type": "object", "properties": {"x": {"$ref": "#/$defs/a/allOf/0"}}, "$defs": {"a": False}},
+    arguments={},
+)
 def test_any_schema_is_accepted_or_refused_and_any_arguments_fit_or_are_refused_in_bounded_time(
     schema: Any, arguments: dict[str, Any]
 ) -> None:

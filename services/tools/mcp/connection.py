@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
+import httpcore2
 import httpx
+import httpx2
 import mcp_types as types
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
 from mcp.shared.exceptions import MCPError
 
 from services.common.bounded_json import MAX_JSON_DEPTH, JsonTooDeep, check_depth
@@ -181,6 +183,45 @@ def describe(exc: BaseException) -> str:
     return _cut(f"{type(exc).__name__}: {message}" if message else type(exc).__name__, 500)
 
 
+class _CheckedBackend(httpcore2.AsyncNetworkBackend):
+    """The MCP client's network: every TCP connection resolves its host through the destination rules and connects
+    to an address they checked (a name that resolves elsewhere later, DNS rebinding, gains nothing); TLS still
+    names the host (httpcore gives the origin's name as the server name)."""
+
+    def __init__(self, destinations: DestinationPolicy) -> None:
+        self._destinations = destinations
+        self._network = httpcore2.AnyIOBackend()
+
+    async def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        addresses = await self._destinations.resolve(host.strip("[]").lower(), port)
+        for index, address in enumerate(addresses):
+            try:
+                return await self._network.connect_tcp(str(address), port, timeout, local_address, socket_options)
+            except httpcore2.ConnectError:
+                if index == len(addresses) - 1:
+                    raise
+        raise httpcore2.ConnectError(f"{host} has no address")  # resolve never answers an empty list
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
+        raise httpcore2.ConnectError("MCP servers are reached over TCP only")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._network.sleep(seconds)
+
+
+def _checked_client(headers: Mapping[str, str], destinations: DestinationPolicy) -> httpx2.AsyncClient:
+    """The SDK's client (its timeouts), without proxies from the environment (a proxy would connect by name), on
+    the checked network."""
+    transport = httpx2.AsyncHTTPTransport(trust_env=False)
+    # httpx offers no public way to give its pool a network backend; the pool keeps it in this one attribute.
+    transport._pool._network_backend = _CheckedBackend(destinations)  # type: ignore[attr-defined]
+    timeout = httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT)
+    return httpx2.AsyncClient(headers=dict(headers), timeout=timeout, transport=transport, trust_env=False)
+
+
 def _server_errlog() -> TextIO:
     """Where a stdio server's stderr goes: ours, when it is a real file (so its messages reach the service's log)."""
     try:
@@ -312,10 +353,11 @@ class McpConnection:
                 read, write = await stack.enter_async_context(stdio_client(parameters, errlog=_server_errlog()))
             else:
                 # The destination rules again, on what the name resolves to now (the settings or the name's
-                # addresses may have changed since the registration).
+                # addresses may have changed since the registration): first for a clear reason, then at every TCP
+                # connection the client opens (_CheckedBackend), so that what was checked is what is connected to.
                 url = httpx.URL(self.spec.url)
                 await self._destinations.resolve(url_host(url), url.port or (443 if url.scheme == "https" else 80))
-                http = await stack.enter_async_context(create_mcp_http_client(headers=dict(self.spec.headers)))
+                http = await stack.enter_async_context(_checked_client(self.spec.headers, self._destinations))
                 read, write = await stack.enter_async_context(streamable_http_client(self.spec.url, http_client=http))
             session = await stack.enter_async_context(
                 ClientSession(read, write, message_handler=self._on_message, client_info=CLIENT_INFO)
