@@ -92,15 +92,16 @@ def check_schema(schema: Any) -> dict[str, Any]:
         raise SchemaProblem("", f"a schema must be a JSON object, not {type(schema).__name__}")
     try:
         check_depth(dict(schema), max_depth=MAX_SCHEMA_DEPTH)
-        text = json.dumps(schema, allow_nan=False, sort_keys=True)
+        text = json.dumps(schema, allow_nan=False)
     except JsonInputError:
         raise SchemaProblem("", f"it nests deeper than {MAX_SCHEMA_DEPTH} levels") from None
     except (TypeError, ValueError) as exc:
         raise SchemaProblem("", f"it is not JSON: {exc}") from None
     if len(text.encode()) > MAX_SCHEMA_BYTES:
         raise SchemaProblem("", f"it must be at most {MAX_SCHEMA_BYTES:,} bytes of JSON")
-    _compiled(text)
-    return json.loads(text)
+    checked = json.loads(text)  # in the given order: the model reads the properties in it
+    _compiled(json.dumps(checked, sort_keys=True))
+    return checked
 
 
 def argument_problems(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> list[str]:

@@ -332,23 +332,32 @@ def test_ipv6_forms_carrying_a_public_address_pass(form: str) -> None:
 
 
 @pytest.fixture
-def resolve_to(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], None]:
-    """Make the event loop resolve a test name to an address (DNS as an attacker controls it)."""
-    names: dict[str, str] = {}
+def resolve_to(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Make the event loop resolve a test name to addresses (DNS as an attacker controls it): the first given at
+    the first lookup, the next at the next, the last from then on."""
+    names: dict[str, list[str]] = {}
     loop_type = type(asyncio.get_event_loop_policy().get_event_loop())
     real = loop_type.getaddrinfo
 
     async def getaddrinfo(self: Any, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
         if host in names:
-            return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (names[host], port, 0, 0))]
+            answers = names[host]
+            address = answers.pop(0) if len(answers) > 1 else answers[0]
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sockaddr = (address, port, 0, 0) if family == socket.AF_INET6 else (address, port)
+            return [(family, socket.SOCK_STREAM, 6, "", sockaddr)]
         return await real(self, host, port, *args, **kwargs)
 
     monkeypatch.setattr(loop_type, "getaddrinfo", getaddrinfo)
-    return names.__setitem__
+
+    def resolve(name: str, *addresses: str) -> None:
+        names[name] = list(addresses)
+
+    return resolve
 
 
 async def test_a_real_server_reached_through_an_embedded_form_is_refused(
-    make_tools: Callable[..., Awaitable[Tools]], endpoint: Endpoint, resolve_to: Callable[[str, str], None]
+    make_tools: Callable[..., Awaitable[Tools]], endpoint: Endpoint, resolve_to: Callable[..., None]
 ) -> None:
     resolve_to("mapped.test", "::ffff:127.0.0.1")  # Linux delivers this one to 127.0.0.1: the endpoint
     resolve_to("nat64.test", "64:ff9b::7f00:1")
@@ -417,6 +426,21 @@ async def test_mcp_server_urls_are_checked_again_at_every_connection(
     default = await make_tools(TOOLS_MCP_RETRY_MAX_SECONDS=1)
     server = await _wait_for_state(default, "remote", tools_pb2.MCP_SERVER_STATE_UNAVAILABLE)
     assert "loopback" in server.unavailable_reason and "TOOLS_MCP_ALLOWED_HOSTS" in server.unavailable_reason
+
+
+async def test_an_mcp_server_whose_name_rebinds_to_loopback_is_never_connected_to(
+    make_tools: Callable[..., Awaitable[Tools]], resolve_to: Callable[..., None]
+) -> None:
+    # The first lookup (the check before connecting) finds a public address, every later one 127.0.0.1, where a
+    # server listens: the client's own connections go through the rules too, so it is never reached.
+    async with raw_server(json_reply("{}")) as local:
+        resolve_to("rebind.test", "93.184.215.14", "127.0.0.1")
+        tools = await make_tools(TOOLS_MCP_ALLOWED_HOSTS="*.test", TOOLS_MCP_RETRY_MAX_SECONDS=1)
+        await tools.stub.CreateMcpServer(_mcp_http("rebind", f"http://rebind.test:{local.port}/mcp"))
+        server = await _wait_for_state(tools, "rebind", tools_pb2.MCP_SERVER_STATE_UNAVAILABLE)
+        assert "loopback" in server.unavailable_reason, server
+        await asyncio.sleep(1.5)  # a retry or two
+        assert local.connections == 0
 
 
 async def _wait_for_state(tools: Tools, name: str, state: int) -> tools_pb2.McpServer:
