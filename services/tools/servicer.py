@@ -5,6 +5,8 @@ tool's settings, creating or deleting a tool and anything about MCP servers is f
 Domain errors raised below propagate to services.common.interceptor, which maps them to status codes.
 """
 
+import asyncio
+
 import grpc
 from google.protobuf import empty_pb2
 
@@ -202,7 +204,8 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
         require_admin("creating a tool")
         if not request.HasField("http"):
             raise InvalidArgument("http is required: the HTTP tool to create")
-        spec = http_tool_from_proto(request.http, self._http_destinations)
+        # Checking the schema is CPU work (up to seconds for a large one): off the event loop.
+        spec = await asyncio.to_thread(http_tool_from_proto, request.http, self._http_destinations)
         return tool_to_proto(await self._catalog.create_http_tool(spec))
 
     async def DeleteTool(

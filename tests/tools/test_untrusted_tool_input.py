@@ -244,6 +244,20 @@ async def test_health_answers_while_a_costly_validation_runs(tools: Tools, endpo
     assert max(latencies) < max(0.5, duration / 3), (duration, latencies)
 
 
+async def test_health_answers_while_a_large_schema_is_checked_at_creation(tools: Tools) -> None:
+    # The largest schema accepted (about 64 KB) takes a while to check against the metaschema and to walk.
+    schema = {"type": "object", "properties": {f"p{index}": {"allOf": [{}, {}]} for index in range(1500)}}
+    started = time.perf_counter()
+    create = asyncio.ensure_future(tools.create("large", "http://127.0.0.1:9/x", parameters=struct(schema)))
+    latencies: list[float] = []
+    while not create.done():
+        latencies.append(await health_latency(tools))
+        await asyncio.sleep(0.02)
+    duration = time.perf_counter() - started
+    assert (await create).id == "http__large"
+    assert max(latencies, default=0) < max(0.5, duration / 3), (duration, latencies)
+
+
 # --- responses ----------------------------------------------------------------------------------------------------
 
 

@@ -394,6 +394,10 @@ class McpConnection:
                 break
         if len(remote) > MAX_TOOLS_PER_SERVER:
             log.warning("MCP server '%s' offers more than %d tools; the rest are ignored", self.name, len(remote))
+        # Checking their schemas is CPU work (up to seconds for large ones): off the event loop.
+        self._tools = await asyncio.to_thread(self._tools_of, remote)
+
+    def _tools_of(self, remote: list[types.Tool]) -> dict[str, McpTool]:
         tools: dict[str, McpTool] = {}
         for entry in remote[:MAX_TOOLS_PER_SERVER]:
             try:
@@ -408,7 +412,7 @@ class McpConnection:
                 )
                 continue
             tools[tool.name] = tool
-        self._tools = tools
+        return tools
 
     async def _on_message(self, message: Any) -> None:
         """The session's notifications: a changed tool list is listed again (by the task, not here)."""
