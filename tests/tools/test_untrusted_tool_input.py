@@ -24,9 +24,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agentplatform.tools.v1 import tools_pb2
 from services.common.errors import Internal
+from services.common.settings import SettingsError
 from services.tools.http.destinations import DestinationPolicy, address_kind, embedded_ipv4
 from services.tools.http.specs import HttpToolSpec, HttpToolStore
 from services.tools.mcp.connection import McpTool, output_of
+from tests.tools.conftest import SettingsFactory
 from tests.tools.test_http_tools import (  # noqa: F401  (make_tools and endpoint are fixtures used below)
     Endpoint,
     Tools,
@@ -455,6 +457,11 @@ async def test_an_mcp_server_whose_name_rebinds_to_loopback_is_never_connected_t
         assert "loopback" in server.unavailable_reason, server
         await asyncio.sleep(1.5)  # a retry or two
         assert local.connections == 0
+
+
+def test_a_bad_mcp_allow_list_entry_stops_the_service_at_start(make_settings: SettingsFactory) -> None:
+    with pytest.raises(SettingsError, match="TOOLS_MCP_ALLOWED_HOSTS"):
+        make_settings(TOOLS_MCP_ALLOWED_HOSTS="http://mcp.example.com/")
 
 
 async def _wait_for_state(tools: Tools, name: str, state: int) -> tools_pb2.McpServer:

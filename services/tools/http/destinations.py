@@ -26,6 +26,10 @@ last 32 bits, and ISATAP's ...:0:5efe:a.b.c.d) reaches that IPv4 address through
 both must pass (so 64:ff9b::7f00:1 is refused as 127.0.0.1 is). The local-use NAT64 prefix is not publicly
 routable itself.
 
+Streamable HTTP MCP servers follow the same rules with their own settings, TOOLS_MCP_ALLOWED_HOSTS (default '*')
+and TOOLS_MCP_ALLOW_PRIVATE_NETWORKS: at registration, before each session, and at every TCP connection their client
+opens (services.tools.mcp.connection connects only to addresses `resolve` checked).
+
 When it is checked: CreateTool checks the URL's host against the list and, for a literal address, the address
 rules (a name is not resolved then: what it resolves to may change). Every call checks both again (the settings
 may have changed since), resolving the name first, and connects to an address it checked (services.tools.http.calls
