@@ -4,21 +4,29 @@ themselves, hostile patterns, deep nesting, huge strings, odd unicode, non-finit
 refusal or a result, never an unexpected exception (INTERNAL), and it comes in bounded time."""
 
 import asyncio
+import itertools
 import json
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from hypothesis import example, given
+import pytest_asyncio
+from google.protobuf import struct_pb2
+from google.protobuf.message import DecodeError
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from agentplatform.tools.v1 import tools_pb2
 from services.common.bounded_json import MAX_JSON_DEPTH, JsonInputError, parse_json
 from services.common.errors import DomainError
 from services.common.status import status_for
 from services.tools.base import BaseTool
 from services.tools.executor import validate_arguments
 from services.tools.schemas import SchemaProblem, ValidationTooCostly, argument_problems, check_schema
+from tests.tools.conftest import execute_request, make_settings, plugin_dir  # noqa: F401  (fixtures make_tools needs)
+from tests.tools.test_http_tools import Tools, make_tools  # noqa: F401  (a fixture)
 
 #: The most one check or one validation may take (generous: the machine is shared; the real bound is in steps).
 TIME_BOUND_SECONDS = 10.0
@@ -182,3 +190,44 @@ def _depth(value: Any) -> int:
     if isinstance(value, list):
         return 1 + max(map(_depth, value), default=0)
     return 0
+
+
+# --- over gRPC: CreateTool and ExecuteTool of a real tools service ----------------------------------------------
+
+_names = itertools.count()
+
+
+@settings(max_examples=max(5, settings().max_examples // 4))  # each example is three RPCs
+@given(schema=ROOT_SCHEMAS, arguments=ARGUMENTS)
+async def test_create_and_execute_over_grpc_answer_ok_or_a_clear_status_never_internal(
+    tools: Tools, schema: Any, arguments: dict[str, Any]
+) -> None:
+    name = f"gen{next(_names)}"
+    parameters = struct_pb2.Struct()
+    try:
+        parameters.update(schema if isinstance(schema, dict) else {"not": schema})
+    except ValueError:
+        return  # not a Struct (protobuf refuses it before the service sees it)
+    try:
+        # Port 9 on 127.0.0.1: nothing listens, so a call that passes validation is UNAVAILABLE, never sent.
+        await tools.create(name, "http://127.0.0.1:9/x", parameters=parameters)
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.details()
+        return
+    try:
+        request = execute_request(f"http__{name}", **arguments)
+        request.ParseFromString(request.SerializeToString())  # what the service will decode
+    except (ValueError, DecodeError):
+        request = None  # deeper than protobuf takes: never reaches the service (see services.common.bounded_json)
+    try:
+        if request is not None:
+            await tools.stub.ExecuteTool(request)
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAVAILABLE), exc.details()
+    finally:
+        await tools.stub.DeleteTool(tools_pb2.DeleteToolRequest(tool_id=f"http__{name}"))
+
+
+@pytest_asyncio.fixture
+async def tools(make_tools: Callable[..., Awaitable[Tools]]) -> Tools:  # noqa: F811
+    return await make_tools(TOOLS_HTTP_ALLOWED_HOSTS="127.0.0.1", TOOLS_TIMEOUT_SECONDS=20)
