@@ -110,7 +110,11 @@ def argument_problems(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -
     ValidationTooCostly past the step budget, JsonInputError when the arguments nest too deeply. Synchronous and
     CPU-bound, bounded in time: run it off the event loop."""
     check_depth(dict(arguments), max_depth=MAX_JSON_DEPTH)
-    validator = _compiled(json.dumps(schema, allow_nan=False, sort_keys=True)).validator
+    try:
+        text = json.dumps(schema, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:  # a schema stored before check_schema refused it
+        raise SchemaProblem("", f"it is not JSON: {exc}") from None
+    validator = _compiled(text).validator
     token = _BUDGET.set(_Budget(MAX_VALIDATION_STEPS))
     try:
         found = list(itertools.islice(validator.iter_errors(dict(arguments)), MAX_ERRORS))

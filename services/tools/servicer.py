@@ -83,11 +83,15 @@ def http_tool_from_proto(message: tools_pb2.HttpToolSpec, destinations: Destinat
     """The HTTP tool a CreateTool asks for, checked; InvalidArgument saying what is wrong."""
     if message.method not in _METHODS:
         raise InvalidArgument(f"http.method is required: one of {', '.join(_METHODS.values())}")
+    try:
+        parameters = dict_from_struct(message.parameters) if message.HasField("parameters") else None
+    except ValueError as exc:  # NaN or Infinity: JSON has no such numbers
+        raise InvalidArgument(f"http.parameters: {exc}") from None
     return http_tool(
         message.name,
         display_name=message.display_name,
         description=message.description,
-        parameters=dict_from_struct(message.parameters) if message.HasField("parameters") else None,
+        parameters=parameters,
         url=message.url,
         method=_METHODS[message.method],
         headers=dict(message.headers),

@@ -205,6 +205,18 @@ async def test_a_recursive_schema_that_descends_is_accepted_and_checks_every_lev
     )
 
 
+async def test_non_finite_numbers_in_a_schema_or_in_arguments_are_invalid_arguments(
+    tools: Tools, endpoint: Endpoint
+) -> None:
+    await expect_error(
+        tools.create("inf", endpoint.url("/echo"), parameters=struct({"type": "object", "maximum": float("inf")})),
+        grpc.StatusCode.INVALID_ARGUMENT, "http.parameters", "Infinity",
+    )
+    await tools.create("num", endpoint.url("/echo"), parameters=struct({"type": "object"}))
+    await expect_error(tools.call("http__num", x=float("nan")), grpc.StatusCode.INVALID_ARGUMENT, "arguments", "NaN")
+    assert endpoint.received == []
+
+
 # --- patterns -----------------------------------------------------------------------------------------------------
 
 
