@@ -88,6 +88,37 @@ class ValidationTooCostly(ValueError):
 
 def check_schema(schema: Any) -> dict[str, Any]:
     """The schema as plain JSON (a fresh copy), checked as the module's docstring says; SchemaProblem otherwise."""
+    checked, text = _as_json(schema)
+    _compiled(text)
+    return checked
+
+
+def argument_problems(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> list[str]:
+    """Every way (up to MAX_PROBLEMS) the arguments break the schema, each at its place in the arguments; empty
+    when they fit. SchemaProblem when the schema is not one check_schema accepts (one stored before it checked),
+    ValidationTooCostly past the step budget, JsonInputError when the arguments nest too deeply. Synchronous and
+    CPU-bound, bounded in time: run it off the event loop."""
+    check_depth(dict(arguments), max_depth=MAX_JSON_DEPTH)
+    validator = _compiled(_as_json(schema)[1]).validator
+    token = _BUDGET.set(_Budget(MAX_VALIDATION_STEPS))
+    try:
+        found = list(itertools.islice(validator.iter_errors(dict(arguments)), MAX_ERRORS))
+    except referencing.exceptions.Unresolvable as exc:  # a schema stored before check_schema refused such refs
+        raise SchemaProblem("", f"its $ref {exc} does not resolve inside the schema (nothing is fetched)") from None
+    finally:
+        _BUDGET.reset(token)
+    errors = sorted(found, key=lambda error: list(map(str, error.absolute_path)))
+    # One problem once: branches of allOf/anyOf can report the same one many times.
+    problems = list(dict.fromkeys(_describe(error) for error in errors))
+    if len(problems) > MAX_PROBLEMS:
+        more = f"{len(problems) - MAX_PROBLEMS}{'+' if len(found) == MAX_ERRORS else ''}"
+        problems = [*problems[:MAX_PROBLEMS], f"and {more} more"]
+    return problems
+
+
+def _as_json(schema: Any) -> tuple[dict[str, Any], str]:
+    """A copy of the schema in its own order, and its JSON text with sorted keys (the validators' cache key);
+    SchemaProblem when it is not a JSON object of bounded depth and size."""
     if not isinstance(schema, Mapping):
         raise SchemaProblem("", f"a schema must be a JSON object, not {type(schema).__name__}")
     try:
@@ -100,34 +131,7 @@ def check_schema(schema: Any) -> dict[str, Any]:
     if len(text.encode()) > MAX_SCHEMA_BYTES:
         raise SchemaProblem("", f"it must be at most {MAX_SCHEMA_BYTES:,} bytes of JSON")
     checked = json.loads(text)  # in the given order: the model reads the properties in it
-    _compiled(json.dumps(checked, sort_keys=True))
-    return checked
-
-
-def argument_problems(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> list[str]:
-    """Every way (up to MAX_PROBLEMS) the arguments break the schema, each at its place in the arguments; empty
-    when they fit. SchemaProblem when the schema is not one check_schema accepts (one stored before it checked),
-    ValidationTooCostly past the step budget, JsonInputError when the arguments nest too deeply. Synchronous and
-    CPU-bound, bounded in time: run it off the event loop."""
-    check_depth(dict(arguments), max_depth=MAX_JSON_DEPTH)
-    try:
-        text = json.dumps(schema, allow_nan=False, sort_keys=True)
-    except (TypeError, ValueError) as exc:  # a schema stored before check_schema refused it
-        raise SchemaProblem("", f"it is not JSON: {exc}") from None
-    validator = _compiled(text).validator
-    token = _BUDGET.set(_Budget(MAX_VALIDATION_STEPS))
-    try:
-        found = list(itertools.islice(validator.iter_errors(dict(arguments)), MAX_ERRORS))
-        errors = sorted(found, key=lambda error: list(map(str, error.absolute_path)))
-    except referencing.exceptions.Unresolvable as exc:  # a schema stored before check_schema refused such refs
-        raise SchemaProblem("", f"its $ref {exc} does not resolve inside the schema (nothing is fetched)") from None
-    finally:
-        _BUDGET.reset(token)
-    # One problem once: branches of allOf/anyOf can report the same one many times.
-    problems = list(dict.fromkeys(_describe(error) for error in errors))[:MAX_PROBLEMS]
-    if len(errors) > MAX_PROBLEMS:
-        problems.append(f"and {len(errors) - MAX_PROBLEMS}{'+' if len(errors) == MAX_ERRORS else ''} more")
-    return problems
+    return checked, json.dumps(checked, sort_keys=True)
 
 
 # --- patterns ---------------------------------------------------------------------------------------------------
