@@ -86,6 +86,7 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             log.info("encrypted %d secret(s) an earlier version stored in plain text", sealed.encrypted)
         mcp = McpSources(
             McpServerStore(database),
+            destinations=settings.mcp_destinations(),
             ping_seconds=settings.mcp_ping_seconds,
             connect_seconds=settings.mcp_connect_seconds,
             sync_seconds=settings.mcp_sync_seconds,

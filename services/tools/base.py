@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from services.tools.schemas import SchemaProblem, check_schema
 
 #: OpenAI's rule for function names; the tool id is the function name.
 TOOL_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -157,13 +156,10 @@ def check_tool(tool: BaseTool) -> None:
         raise InvalidToolError(f"hints must be a ToolHints, got {getattr(cls, 'hints', None)!r}")
     if cls.run is BaseTool.run and cls.execute is BaseTool.execute:
         raise InvalidToolError("it implements neither run() nor execute()")
-    parameters = tool.get_parameters()
     try:
-        Draft202012Validator.check_schema(parameters)
-    except SchemaError as exc:
-        raise InvalidToolError(f"parameters are not a valid JSON schema: {exc.message}") from None
-    if parameters.get("type") != "object":
-        raise InvalidToolError('parameters must describe an object ({"type": "object", ...})')
+        check_schema(tool.get_parameters())
+    except SchemaProblem as exc:
+        raise InvalidToolError(f"parameters: {exc}") from None
 
 
 class RemoteTool(BaseTool):

@@ -13,19 +13,16 @@ here as a worker bounds a plugin tool's.
 
 import asyncio
 import inspect
-import json
 import time
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any, NamedTuple
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
-
+from services.common.bounded_json import JsonInputError
 from services.common.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument, Unavailable
 from services.tools.base import BaseTool, RemoteTool, ToolContext, ToolOutput
 from services.tools.registry import ToolRegistry
 from services.tools.results import DEFAULT_MAX_RESULT_BYTES, to_tool_output
+from services.tools.schemas import SchemaProblem, ValidationTooCostly, argument_problems
 from services.tools.tool_settings import ToolSettingsStore
 from services.tools.usage import UsageLedger
 from services.tools.worker_pool import ToolWorkerPool
@@ -79,7 +76,7 @@ class ToolExecutor:
             if reason is not None:
                 raise Unavailable(f"tool '{tool_id}' is unavailable: {reason}")
             arguments = dict(arguments)
-            validate_arguments(tool, arguments)
+            await validate_arguments(tool, arguments)
             check_signature(tool, arguments)
             started = time.perf_counter()
             output = await self._run_with_time_limit(tool, arguments)
@@ -116,24 +113,17 @@ def check_signature(tool: BaseTool, arguments: dict[str, Any]) -> None:
         raise InvalidArgument(f"arguments do not match {tool.name}'s parameters: {exc}") from None
 
 
-def validate_arguments(tool: BaseTool, arguments: dict[str, Any]) -> None:
-    """Raise InvalidArgument listing every way the arguments break the tool's schema, each at its JSON path."""
-    validator = _validator_for(json.dumps(tool.get_parameters(), sort_keys=True))
-    problems = sorted(validator.iter_errors(arguments), key=lambda error: list(map(str, error.absolute_path)))
+async def validate_arguments(tool: BaseTool, arguments: dict[str, Any]) -> None:
+    """Raise InvalidArgument listing every way the arguments break the tool's schema, each at its JSON path.
+    Validation is CPU work bounded in steps (services.tools.schemas), done on a thread so that the event loop (the
+    other calls, health checks) carries on meanwhile."""
+    try:
+        problems = await asyncio.to_thread(argument_problems, tool.get_parameters(), arguments)
+    except JsonInputError as exc:
+        raise InvalidArgument(f"arguments of {tool.name}: {exc}") from None
+    except ValidationTooCostly as exc:
+        raise InvalidArgument(f"arguments of {tool.name}: {exc}; send smaller arguments") from None
+    except SchemaProblem as exc:  # a schema stored before the checks of services.tools.schemas existed
+        raise FailedPrecondition(f"tool '{tool.name}' has a schema that cannot be used ({exc}); recreate it") from None
     if problems:
-        details = "; ".join(_describe(problem) for problem in problems)
-        raise InvalidArgument(f"arguments do not match {tool.name}'s schema: {details}")
-
-
-@lru_cache(maxsize=256)
-def _validator_for(schema_json: str) -> Draft202012Validator:
-    # Keyed by the schema's text, so a plugin file that changes its schema gets a fresh validator.
-    return Draft202012Validator(json.loads(schema_json))
-
-
-def _describe(error: ValidationError) -> str:
-    """'at x: 'abc' is not of type 'number'' (no location for problems of the arguments object itself)."""
-    location = ""
-    for part in error.absolute_path:
-        location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
-    return f"at {location}: {error.message}" if location else error.message
+        raise InvalidArgument(f"arguments do not match {tool.name}'s schema: {'; '.join(problems)}")

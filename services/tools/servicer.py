@@ -5,6 +5,8 @@ tool's settings, creating or deleting a tool and anything about MCP servers is f
 Domain errors raised below propagate to services.common.interceptor, which maps them to status codes.
 """
 
+import asyncio
+
 import grpc
 from google.protobuf import empty_pb2
 
@@ -81,11 +83,15 @@ def http_tool_from_proto(message: tools_pb2.HttpToolSpec, destinations: Destinat
     """The HTTP tool a CreateTool asks for, checked; InvalidArgument saying what is wrong."""
     if message.method not in _METHODS:
         raise InvalidArgument(f"http.method is required: one of {', '.join(_METHODS.values())}")
+    try:
+        parameters = dict_from_struct(message.parameters) if message.HasField("parameters") else None
+    except ValueError as exc:  # NaN or Infinity: JSON has no such numbers
+        raise InvalidArgument(f"http.parameters: {exc}") from None
     return http_tool(
         message.name,
         display_name=message.display_name,
         description=message.description,
-        parameters=dict_from_struct(message.parameters) if message.HasField("parameters") else None,
+        parameters=parameters,
         url=message.url,
         method=_METHODS[message.method],
         headers=dict(message.headers),
@@ -202,7 +208,8 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
         require_admin("creating a tool")
         if not request.HasField("http"):
             raise InvalidArgument("http is required: the HTTP tool to create")
-        spec = http_tool_from_proto(request.http, self._http_destinations)
+        # Checking the schema is CPU work (up to seconds for a large one): off the event loop.
+        spec = await asyncio.to_thread(http_tool_from_proto, request.http, self._http_destinations)
         return tool_to_proto(await self._catalog.create_http_tool(spec))
 
     async def DeleteTool(

@@ -90,6 +90,14 @@ class ToolsSettings(AuthSettings):
     #: How often the registered MCP servers are re-read from the database, so that a server registered or deleted
     #: through another replica is connected or closed here too.
     mcp_sync_seconds: float = Field(10.0, alias="TOOLS_MCP_SYNC_SECONDS", gt=0)
+    #: Where streamable HTTP MCP servers may be, comma-separated, in the forms of TOOLS_HTTP_ALLOWED_HOSTS and under
+    #: the same address rules (services/tools/http/destinations.py), checked at CreateMcpServer and before every
+    #: connection. '*' (the default): any host whose addresses are public.
+    mcp_allowed_hosts: CommaSeparated = Field(default_factory=lambda: ["*"], alias="TOOLS_MCP_ALLOWED_HOSTS")
+    #: Whether HTTP MCP servers may be on loopback, private and other non-public addresses (a server on the same
+    #: host or network): off by default, like TOOLS_HTTP_ALLOW_PRIVATE_NETWORKS; listing the network is the narrower
+    #: way. Link-local addresses are refused even then, unless listed.
+    mcp_allow_private_networks: bool = Field(False, alias="TOOLS_MCP_ALLOW_PRIVATE_NETWORKS")
     #: HTTP tools (created with CreateTool): the hosts they may call, comma-separated. Each entry is a host name
     #: (api.example.com), a domain's names ('*.example.com', not example.com itself), '*' (any host), or an IP
     #: address or network in CIDR (203.0.113.0/24): URLs with such an address as host are allowed, and so is
@@ -118,12 +126,20 @@ class ToolsSettings(AuthSettings):
         """The allow list and address rules of HTTP tools."""
         return DestinationPolicy.parse(self.http_allowed_hosts, self.http_allow_private_networks)
 
+    def mcp_destinations(self) -> DestinationPolicy:
+        """The allow list and address rules of streamable HTTP MCP servers."""
+        return DestinationPolicy.parse(
+            self.mcp_allowed_hosts, self.mcp_allow_private_networks, subject="MCP servers",
+            hosts_setting="TOOLS_MCP_ALLOWED_HOSTS", private_setting="TOOLS_MCP_ALLOW_PRIVATE_NETWORKS",
+        )
+
     @model_validator(mode="after")
     def _http_allowed_hosts_parse(self) -> Self:
         """Refuse at start an allow-list entry that is none of the forms, rather than one that silently allows
         nothing."""
         try:
             self.http_destinations()
+            self.mcp_destinations()
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
         return self

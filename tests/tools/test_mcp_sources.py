@@ -34,8 +34,12 @@ SERVER_SCRIPT = Path(__file__).with_name("mcp_test_server.py")
 #: Secrets given at registration: they reach the server, and never a response.
 ENV_SECRET = "env-secret-0d6f1c2b9e"
 HEADER_SECRET = "Bearer header-secret-7a3e55"
-#: Settings that make the tests quick: a ping every 0.2 s, reconnection pauses of at most 1 s.
-FAST = {"TOOLS_MCP_PING_SECONDS": 0.2, "TOOLS_MCP_RETRY_MAX_SECONDS": 1, "TOOLS_MCP_CONNECT_SECONDS": 10}
+#: Settings that make the tests quick: a ping every 0.2 s, reconnection pauses of at most 1 s; and let HTTP servers
+#: be on 127.0.0.1 (the destination rules refuse loopback by default).
+FAST = {
+    "TOOLS_MCP_PING_SECONDS": 0.2, "TOOLS_MCP_RETRY_MAX_SECONDS": 1, "TOOLS_MCP_CONNECT_SECONDS": 10,
+    "TOOLS_MCP_ALLOWED_HOSTS": "127.0.0.1",
+}
 #: How long a test waits for a connection state to be reached.
 WAIT_SECONDS = 20.0
 CONNECTED = tools_pb2.MCP_SERVER_STATE_CONNECTED

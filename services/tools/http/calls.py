@@ -27,10 +27,11 @@ from typing import Any
 
 import httpx
 
+from services.common.bounded_json import MAX_JSON_DEPTH, JsonInputError, JsonTooDeep, parse_json
 from services.common.errors import DeadlineExceeded, Internal, Unavailable
 from services.tools.base import RemoteTool, ToolContext, ToolHints, ToolOutput
-from services.tools.http.destinations import DestinationPolicy
-from services.tools.http.specs import HttpToolSpec, url_host
+from services.tools.http.destinations import DestinationPolicy, url_host
+from services.tools.http.specs import HttpToolSpec
 
 #: How much of an error response's body the failure message quotes.
 ERROR_BODY_CHARS = 500
@@ -117,9 +118,14 @@ class HttpTool(RemoteTool):
             return self._cut(text, response)
         if _is_json(response) and len(body) <= self._max_result_bytes:
             try:
-                return ToolOutput(json.loads(text), text)
-            except ValueError:
-                pass  # a server that says JSON and sends something else: its text is what there is
+                return ToolOutput(parse_json(text), text)
+            except JsonTooDeep:
+                # Nothing downstream could carry it (see services.common.bounded_json): the tool's failure.
+                raise Internal(
+                    f"tool '{self.name}' failed: the tool's response is nested deeper than {MAX_JSON_DEPTH} levels"
+                ) from None
+            except JsonInputError:
+                pass  # a server that says JSON and sends something else (or NaN): its text is what there is
         return ToolOutput(text, text)
 
     def _cut(self, text: str, response: httpx.Response) -> ToolOutput:

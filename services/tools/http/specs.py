@@ -4,21 +4,19 @@ The headers' values are secrets: they are stored, sent with every call, and neve
 leaves them out; the API returns their names only).
 """
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, get_args
 
 import httpx
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
 from services.common.database import Database, runs_to_completion, utcnow
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
-from services.tools.http.destinations import DestinationPolicy
+from services.tools.http.destinations import DestinationPolicy, url_host
 from services.tools.http.naming import name_problem, tool_id
 from services.tools.named_rows import all_named, delete_named, insert_named, is_header_name
+from services.tools.schemas import SchemaProblem, check_schema
 from services.tools.tables import HttpToolRow
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -27,7 +25,6 @@ METHODS: tuple[Method, ...] = get_args(Method)
 #: Bounds of a definition, so that one row (and what the model reads of it) stays small.
 MAX_DISPLAY_NAME_LENGTH = 128
 MAX_DESCRIPTION_LENGTH = 1024
-MAX_SCHEMA_BYTES = 64 * 1024
 MAX_URL_LENGTH = 2048
 MAX_HEADERS = 64
 MAX_HEADER_LENGTH = 8192
@@ -108,16 +105,10 @@ def http_tool(
 
 
 def _checked_schema(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
-    schema = dict(parameters) if parameters else dict(NO_ARGUMENTS)
-    if len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
-        raise InvalidArgument(f"http.parameters must be at most {MAX_SCHEMA_BYTES:,} bytes of JSON")
     try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise InvalidArgument(f"http.parameters is not a valid JSON schema: {exc.message}") from None
-    if schema.get("type") != "object":
-        raise InvalidArgument('http.parameters must describe an object ({"type": "object", "properties": ...})')
-    return schema
+        return check_schema(parameters if parameters else NO_ARGUMENTS)
+    except SchemaProblem as exc:
+        raise InvalidArgument(f"http.parameters: {exc}") from None
 
 
 def _checked_url(url: str, destinations: DestinationPolicy) -> str:
@@ -140,11 +131,6 @@ def _checked_url(url: str, destinations: DestinationPolicy) -> str:
     if problem is not None:
         raise InvalidArgument(f"http.url: {problem}")
     return url
-
-
-def url_host(url: httpx.URL) -> str:
-    """The URL's host as it is resolved: IDNA-encoded, lowercase, without IPv6 brackets."""
-    return url.raw_host.decode("ascii").strip("[]").lower()
 
 
 def _check_headers(headers: dict[str, str]) -> None:

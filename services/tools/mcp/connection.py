@@ -24,18 +24,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
+import httpcore2
+import httpx
+import httpx2
 import mcp_types as types
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
 from mcp.shared.exceptions import MCPError
 
-from services.common.errors import Internal, InvalidArgument, Unavailable
+from services.common.bounded_json import MAX_JSON_DEPTH, JsonTooDeep, check_depth
+from services.common.errors import DomainError, Internal, InvalidArgument, Unavailable
 from services.tools.base import RemoteTool, ToolContext, ToolHints, ToolOutput
+from services.tools.http.destinations import DestinationPolicy, url_host
 from services.tools.mcp.naming import tool_id
 from services.tools.mcp.servers import McpServerSpec
+from services.tools.schemas import check_schema
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +111,8 @@ def _hints(annotations: types.ToolAnnotations | None) -> ToolHints:
 
 
 def _object_schema(schema: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The server's input schema, checked to be a JSON schema of an object (ValueError otherwise)."""
-    value = dict(schema or {"type": "object", "properties": {}})
-    if value.get("type") != "object":
-        raise ValueError('its input schema does not describe an object ({"type": "object", ...})')
-    try:
-        Draft202012Validator.check_schema(value)
-    except SchemaError as exc:
-        raise ValueError(f"its input schema is not a valid JSON schema: {exc.message}") from None
-    return value
+    """The server's input schema, checked (services.tools.schemas); a SchemaProblem (a ValueError) says why not."""
+    return check_schema(schema or {"type": "object", "properties": {}})
 
 
 def _integral_numbers(value: Any) -> Any:
@@ -160,6 +157,14 @@ def output_of(tool: McpTool, result: types.CallToolResult) -> ToolOutput:
         raise Internal(f"tool '{tool.name}' failed on the MCP server '{tool.mcp_server}': {_cut(text) or 'no detail'}")
     structured = result.structured_content
     if structured is not None:
+        try:
+            check_depth(structured)
+        except JsonTooDeep:
+            # Nothing downstream could carry it (see services.common.bounded_json): the tool's failure.
+            raise Internal(
+                f"tool '{tool.name}' failed on the MCP server '{tool.mcp_server}': the tool's response is nested "
+                f"deeper than {MAX_JSON_DEPTH} levels"
+            ) from None
         return ToolOutput(structured, text or json.dumps(structured, ensure_ascii=False))
     return ToolOutput(text, text)
 
@@ -172,8 +177,49 @@ def describe(exc: BaseException) -> str:
         return "it did not answer in time"
     if isinstance(exc, MCPError) and exc.code == types.CONNECTION_CLOSED:
         return "the connection closed (a stdio server's process exited)"
+    if isinstance(exc, DomainError):  # the destination rules' refusal: its message says it all
+        return _cut(str(exc), 500)
     message = str(exc).strip()
     return _cut(f"{type(exc).__name__}: {message}" if message else type(exc).__name__, 500)
+
+
+class _CheckedBackend(httpcore2.AsyncNetworkBackend):
+    """The MCP client's network: every TCP connection resolves its host through the destination rules and connects
+    to an address they checked (a name that resolves elsewhere later, DNS rebinding, gains nothing); TLS still
+    names the host (httpcore gives the origin's name as the server name)."""
+
+    def __init__(self, destinations: DestinationPolicy) -> None:
+        self._destinations = destinations
+        self._network = httpcore2.AnyIOBackend()
+
+    async def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        addresses = await self._destinations.resolve(host.strip("[]").lower(), port)
+        for index, address in enumerate(addresses):
+            try:
+                return await self._network.connect_tcp(str(address), port, timeout, local_address, socket_options)
+            except httpcore2.ConnectError:
+                if index == len(addresses) - 1:
+                    raise
+        raise httpcore2.ConnectError(f"{host} has no address")  # resolve never answers an empty list
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
+        raise httpcore2.ConnectError("MCP servers are reached over TCP only")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._network.sleep(seconds)
+
+
+def _checked_client(headers: Mapping[str, str], destinations: DestinationPolicy) -> httpx2.AsyncClient:
+    """The SDK's client (its timeouts), without proxies from the environment (a proxy would connect by name), on
+    the checked network."""
+    transport = httpx2.AsyncHTTPTransport(trust_env=False)
+    # httpx offers no public way to give its pool a network backend; the pool keeps it in this one attribute.
+    transport._pool._network_backend = _CheckedBackend(destinations)  # type: ignore[attr-defined]
+    timeout = httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT)
+    return httpx2.AsyncClient(headers=dict(headers), timeout=timeout, transport=transport, trust_env=False)
 
 
 def _server_errlog() -> TextIO:
@@ -192,11 +238,13 @@ class McpConnection:
         self,
         spec: McpServerSpec,
         *,
+        destinations: DestinationPolicy,
         ping_seconds: float,
         connect_seconds: float,
         retry_max_seconds: float = RETRY_MAX_SECONDS,
     ) -> None:
         self.spec = spec
+        self._destinations = destinations
         self._ping_seconds = ping_seconds
         self._connect_seconds = connect_seconds
         self._retry_max_seconds = retry_max_seconds
@@ -304,7 +352,12 @@ class McpConnection:
                 )
                 read, write = await stack.enter_async_context(stdio_client(parameters, errlog=_server_errlog()))
             else:
-                http = await stack.enter_async_context(create_mcp_http_client(headers=dict(self.spec.headers)))
+                # The destination rules again, on what the name resolves to now (the settings or the name's
+                # addresses may have changed since the registration): first for a clear reason, then at every TCP
+                # connection the client opens (_CheckedBackend), so that what was checked is what is connected to.
+                url = httpx.URL(self.spec.url)
+                await self._destinations.resolve(url_host(url), url.port or (443 if url.scheme == "https" else 80))
+                http = await stack.enter_async_context(_checked_client(self.spec.headers, self._destinations))
                 read, write = await stack.enter_async_context(streamable_http_client(self.spec.url, http_client=http))
             session = await stack.enter_async_context(
                 ClientSession(read, write, message_handler=self._on_message, client_info=CLIENT_INFO)
@@ -341,6 +394,10 @@ class McpConnection:
                 break
         if len(remote) > MAX_TOOLS_PER_SERVER:
             log.warning("MCP server '%s' offers more than %d tools; the rest are ignored", self.name, len(remote))
+        # Checking their schemas is CPU work (up to seconds for large ones): off the event loop.
+        self._tools = await asyncio.to_thread(self._tools_of, remote)
+
+    def _tools_of(self, remote: list[types.Tool]) -> dict[str, McpTool]:
         tools: dict[str, McpTool] = {}
         for entry in remote[:MAX_TOOLS_PER_SERVER]:
             try:
@@ -355,7 +412,7 @@ class McpConnection:
                 )
                 continue
             tools[tool.name] = tool
-        self._tools = tools
+        return tools
 
     async def _on_message(self, message: Any) -> None:
         """The session's notifications: a changed tool list is listed again (by the task, not here)."""

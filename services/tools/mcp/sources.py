@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.tools.base import BaseTool
+from services.tools.http.destinations import DestinationPolicy
 from services.tools.mcp.connection import RETRY_MAX_SECONDS, ConnectionStatus, McpConnection, McpTool
 from services.tools.mcp.naming import server_of
 from services.tools.mcp.servers import McpServerSpec, McpServerStore
@@ -45,12 +46,15 @@ class McpSources:
         self,
         store: McpServerStore,
         *,
+        destinations: DestinationPolicy | None = None,
         ping_seconds: float = 10.0,
         connect_seconds: float = 30.0,
         sync_seconds: float = 10.0,
         retry_max_seconds: float = RETRY_MAX_SECONDS,
     ) -> None:
         self._store = store
+        #: Where HTTP servers may be (TOOLS_MCP_ALLOWED_HOSTS); any public host when not given.
+        self.destinations = destinations or DestinationPolicy(any_host=True)
         self._ping_seconds = ping_seconds
         self._connect_seconds = connect_seconds
         self._sync_seconds = sync_seconds
@@ -98,7 +102,12 @@ class McpSources:
     # --- registration ------------------------------------------------------------------------------------------
 
     async def create(self, spec: McpServerSpec) -> McpServerView:
-        """Register a server and start connecting to it; AlreadyExists when the name is taken."""
+        """Register a server and start connecting to it; AlreadyExists when the name is taken, InvalidArgument when
+        an HTTP server's host is not one the destination rules allow."""
+        if spec.transport == "http":
+            problem = self.destinations.url_problem(spec.url)
+            if problem is not None:
+                raise InvalidArgument(f"mcp_server.http.url: {problem}")
         stored = await self._store.create(spec)
         async with self._lock:
             # The table's follower may have connected it already, in between.
@@ -154,6 +163,7 @@ class McpSources:
     def _connect(self, spec: McpServerSpec) -> McpConnection:
         connection = McpConnection(
             spec,
+            destinations=self.destinations,
             ping_seconds=self._ping_seconds,
             connect_seconds=self._connect_seconds,
             retry_max_seconds=self._retry_max_seconds,

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from services.common.bounded_json import parse_json
 from services.common.errors import DomainError, FailedPrecondition, ResourceExhausted, Unavailable
 from services.tools.base import BaseTool, ToolContext, ToolHints, ToolOutput
 
@@ -201,7 +202,8 @@ class HttpSearchBackend:
         if status >= 300:
             raise FailedPrecondition(f"{where} answered HTTP {status}; check TOOLS_WEB_SEARCH_URL")
         try:
-            entries = self.read(json.loads(bytes(body)))
+            # The backend is someone else's: its JSON is parsed with a depth bound (a JsonInputError is a ValueError).
+            entries = self.read(parse_json(bytes(body)))
         except ValueError:
             kind = content_type.split(";")[0].strip() or "no content type"
             raise Unavailable(
