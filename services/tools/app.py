@@ -12,6 +12,7 @@ from agentplatform.tools.internal.v1 import execution_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2_grpc
 from services.common.auth import Authenticator
 from services.common.database import Database
+from services.common.pages import PageTokens
 from services.common.server import RunningServer, ServiceBinding, start_server
 from services.tools.base import ToolContext
 from services.tools.catalog import ToolCatalog
@@ -73,12 +74,14 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
     try:
         store = ToolSettingsStore(database)
         await store.migrate()
+        page_tokens = PageTokens.from_settings(settings)
         mcp = McpSources(
             McpServerStore(database),
             ping_seconds=settings.mcp_ping_seconds,
             connect_seconds=settings.mcp_connect_seconds,
             sync_seconds=settings.mcp_sync_seconds,
             retry_max_seconds=settings.mcp_retry_max_seconds,
+            page_tokens=page_tokens,
         )
         http_tools = HttpToolSource(
             HttpToolStore(database),
@@ -113,7 +116,7 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
                 context=context,
                 max_result_bytes=settings.max_result_bytes,
             )
-            catalog = ToolCatalog(registry, store, executor.usage, context, http_tools)
+            catalog = ToolCatalog(registry, store, executor.usage, context, http_tools, page_tokens)
             public = ToolServicer(catalog, mcp, http_tools.destinations)
             execution = ToolExecutionServicer(executor)
 

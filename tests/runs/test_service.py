@@ -192,20 +192,21 @@ async def test_list_runs_newest_first_with_filter_and_pagination(stub: Stub) -> 
     assert rest.next_page_token == ""
 
 
+BAD_RUNS_TOKEN = (
+    "page_token is not valid for this request: it is not a next_page_token that ListRuns returned, or it was "
+    "altered, or the request's filters differ from those of the request that returned it; send it unchanged with "
+    "the same filters, or send no page_token to start again from the first page"
+)
+
+
 async def test_list_runs_rejects_bad_tokens_and_page_sizes(stub: Stub) -> None:
     for i in range(2):
         await create_run(stub, f"q{i}")
     unfiltered_token = (await stub.ListRuns(runs_pb2.ListRunsRequest(page_size=1))).next_page_token
     for request, expected in [
-        (
-            runs_pb2.ListRunsRequest(page_token="not-a-token"),
-            "page_token is not valid for this request; start again without a page_token",
-        ),
+        (runs_pb2.ListRunsRequest(page_token="not-a-token"), BAD_RUNS_TOKEN),
         # A token is only valid with the filter it was made for.
-        (
-            runs_pb2.ListRunsRequest(page_token=unfiltered_token, state=runs_pb2.RUN_STATE_RUNNING),
-            "page_token is not valid for this request; start again without a page_token",
-        ),
+        (runs_pb2.ListRunsRequest(page_token=unfiltered_token, state=runs_pb2.RUN_STATE_RUNNING), BAD_RUNS_TOKEN),
         (runs_pb2.ListRunsRequest(page_size=-1), "page_size must be >= 0, got -1"),
     ]:
         with pytest.raises(grpc.aio.AioRpcError) as exc:
