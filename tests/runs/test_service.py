@@ -383,10 +383,12 @@ async def test_create_run_needs_an_executor_and_a_lease(stub: Stub) -> None:
         (create_request(lease_seconds=0), "lease_duration must be 1 s to 300 s, got 0 s"),
         (create_request(lease_seconds=301), "lease_duration must be 1 s to 300 s, got 301 s"),
         (create_request(state=runs_pb2.RUN_STATE_FAILED), "a run is created QUEUED or RUNNING, not failed"),
-        # Durations and limits beyond what a timedelta or a column holds (once INTERNAL).
-        (huge_lease, "lease_duration must be 1 s to 300 s, got 4.61169e+18 s"),
+        # Durations beyond what a timedelta or a column holds (once INTERNAL), and beyond protobuf's own range.
+        (huge_lease, "lease_duration.seconds must be within +-315,576,000,000 (google.protobuf.Duration), got "
+                     "4611686018427387904"),
         (create_request(limits=runs_pb2.RunLimits(max_duration=duration_pb2.Duration(seconds=2**62))),
-         "limits.max_duration must be positive and at most 9223372036854775 (or unset), got 4.61169e+18"),
+         "limits.max_duration.seconds must be within +-315,576,000,000 (google.protobuf.Duration), got "
+         "4611686018427387904"),
     ]:
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await stub.CreateRun(request)
