@@ -160,6 +160,8 @@ class PageTokens:
             raw = base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True)
         except (UnicodeEncodeError, binascii.Error):
             raise InvalidArgument(message) from None
+        if base64.urlsafe_b64encode(raw) != token.encode("ascii"):
+            raise InvalidArgument(message)  # one spelling per token (no extra padding), as issue() writes it
         mac, payload = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
         if len(mac) < _MAC_BYTES or not hmac.compare_digest(mac, self._mac(listing, request, payload)):
             raise InvalidArgument(message)
