@@ -38,7 +38,7 @@ MAX_PAGE_SIZE = 1000
 MAX_PAGE_TOKEN_CHARS = 4096
 #: The range of an Integer column on PostgreSQL (and so of every revision and thread turn).
 INT32_MAX = 2**31 - 1
-#: Shortest PLATFORM_PAGE_TOKEN_KEY accepted: 256 bits of a random key written in hex or base64.
+#: Shortest PLATFORM_PAGE_TOKEN_KEY accepted: 128 bits of a random key written in hex (more in base64).
 MIN_KEY_CHARS = 32
 
 _MAC_BYTES = hashlib.sha256().digest_size
