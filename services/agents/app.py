@@ -18,6 +18,7 @@ from services.agents.workflows.servicer import WorkflowRegistryServicer
 from services.agents.workflows.store import WorkflowStore
 from services.common.auth import Authenticator
 from services.common.database import Database
+from services.common.pages import PageTokens
 from services.common.server import RunningServer, ServiceBinding, start_server
 
 MIGRATIONS = "services.agents:migrations"
@@ -69,10 +70,11 @@ async def start_agents(settings: AgentsSettings) -> AgentsApp:
     try:
         await database.migrate(MIGRATIONS)
         tools = ToolsClient(channel, settings.tools_timeout_seconds, settings.service_token.get_secret_value())
-        registry = AgentRegistry(AgentStore(database), settings, tools, models)
+        page_tokens = PageTokens.from_settings(settings)
+        registry = AgentRegistry(AgentStore(database, page_tokens), settings, tools, models)
         servicer = AgentRegistryServicer(registry)
         # Workflows read agents through the same registry, so an agent node names an agent its caller can read.
-        workflows = WorkflowRegistry(WorkflowStore(database), settings, registry, tools)
+        workflows = WorkflowRegistry(WorkflowStore(database, page_tokens), settings, registry, tools)
         workflows_servicer = WorkflowRegistryServicer(workflows)
 
         def register(server: grpc.aio.Server) -> None:

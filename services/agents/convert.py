@@ -20,7 +20,7 @@ def spec_from_proto(agent: agents_pb2.Agent) -> AgentSpec:
             max_output_tokens=parameters.max_output_tokens if parameters.HasField("max_output_tokens") else None,
         ),
         tools=tuple(agent.tools),
-        limits=limits_from_proto(agent.limits),
+        limits=limits_from_proto(agent.limits, "agent.limits"),
         metadata=dict(agent.metadata),
     )
 

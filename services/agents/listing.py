@@ -1,14 +1,7 @@
-"""Listing helpers the agents service's stores share (agents, workflows): page sizes, opaque page tokens, and the
-lower-cased name listings sort and search by (no gRPC here)."""
+"""Listing helpers the agents service's stores share (agents, workflows): the page byte limit and the lower-cased
+name listings sort and search by (no gRPC here). Page sizes and page tokens are services/common/pages.py's."""
 
-from services.common.pages import (  # noqa: F401 (the agents stores read them from here)
-    DEFAULT_PAGE_SIZE,
-    INVALID_PAGE_TOKEN,
-    MAX_PAGE_SIZE,
-    checked_page_size,
-    decode_token,
-    encode_token,
-)
+from services.common.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE  # noqa: F401 (importable from here, as before)
 
 #: A page ends early rather than grow past this (gRPC's default message limit is 4 MiB, and one agent's
 #: instructions alone may take 128 KB).

@@ -2,11 +2,11 @@
 
 from pydantic import Field, SecretStr, field_validator
 
-from services.common.auth import AuthSettings
 from services.common.limits import RunLimitMaximums
+from services.common.pages import PageTokenSettings
 
 
-class AgentsSettings(AuthSettings, RunLimitMaximums):
+class AgentsSettings(PageTokenSettings, RunLimitMaximums):
     """Where the agents service listens and keeps agents, and what it checks them against: the tools service
     (their tools), the model endpoint (their model) and the engine's run limit maximums (their limits; the same
     ENGINE_*_LIMIT variables the engine reads, so an agent never asks for more than the engine would run)."""

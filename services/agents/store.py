@@ -15,6 +15,7 @@ from services.agents.models import AgentRevisionRow, AgentRow
 from services.agents.records import AGENT_FIELDS, AgentRecord, AgentSpec, ModelParameters
 from services.agents.versioned import Values, VersionedStore, limits_values, read_limits
 from services.common.database import Database
+from services.common.pages import PageTokens
 
 # MAX_PAGE_BYTES: the page limit agents are listed under, importable from here as before.
 __all__ = ["AGENTS", "MAX_PAGE_BYTES", "REVISIONS", "AgentStore"]
@@ -61,7 +62,7 @@ def _approximate_bytes(row: Values) -> int:
 class AgentStore:
     """Agents and their revisions, each user's own."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, page_tokens: PageTokens | None = None) -> None:
         self.database = database
         self._agents = VersionedStore[AgentSpec, AgentRecord](
             database,
@@ -73,6 +74,7 @@ class AgentStore:
             read_spec=_spec,
             record_type=AgentRecord,
             approximate_bytes=_approximate_bytes,
+            page_tokens=page_tokens,
         )
 
     async def create_agent(self, owner: str, spec: AgentSpec) -> AgentRecord:

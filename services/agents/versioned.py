@@ -23,19 +23,13 @@ from typing import Any, Generic, Protocol, TypeVar
 from sqlalchemy import ColumnElement, Select, Table, and_, delete, func, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.agents.listing import (
-    INVALID_PAGE_TOKEN,
-    MAX_PAGE_BYTES,
-    checked_page_size,
-    decode_token,
-    encode_token,
-    name_key,
-)
+from services.agents.listing import MAX_PAGE_BYTES, name_key
 from services.agents.models import MAX_DISPLAY_NAME_CHARS
 from services.common.checks import check_text
 from services.common.database import Database, runs_to_completion, utcnow
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.common.limits import RunLimits
+from services.common.pages import PageTokens, checked_page_size
 
 Values = Mapping[str, Any]
 
@@ -108,12 +102,12 @@ class VersionedStore(Generic[SpecT, RecordT]):
         read_spec: Callable[[Values], SpecT],
         record_type: Callable[..., RecordT],
         approximate_bytes: Callable[[Values], int],
-        list_token_tag: Mapping[str, str] | None = None,
+        page_tokens: PageTokens | None = None,
     ) -> None:
         """`kind` names the resource in messages and page tokens ("agent"); `fields` are the spec's fields an
         update may name; `revision_values` gives a spec's own revision columns and `read_spec` reads them back
         from a record row (where `metadata` reads as `labels`); `approximate_bytes` sizes a record row in a
-        response; `list_token_tag` is put in, and required of, the listing's page tokens."""
+        response; `page_tokens` signs and reads the listings' page tokens (the settings' key in a service)."""
         self.database = database
         self.kind = kind
         self.resources = resources
@@ -123,7 +117,10 @@ class VersionedStore(Generic[SpecT, RecordT]):
         self._read_spec = read_spec
         self._record_type = record_type
         self._approximate_bytes = approximate_bytes
-        self._list_token_tag = dict(list_token_tag or {})
+        self._page_tokens = page_tokens or PageTokens.for_this_process()
+        #: The listings' names, as the API says them (ListAgents, ListWorkflowRevisions): what a token is bound to.
+        self._list_name = f"List{kind.capitalize()}s"
+        self._list_revisions_name = f"List{kind.capitalize()}Revisions"
         # Each revisions table names its resource's id `<kind>_id`.
         self._resource_id = revisions.c[f"{kind}_id"]
         #: What a record is read from: the resource's columns and one revision's (`metadata` read as `labels`).
@@ -193,27 +190,20 @@ class VersionedStore(Generic[SpecT, RecordT]):
         )
         if name_contains:
             query = query.where(resources.c.name_key.contains(name_key(name_contains), autoescape=True))
+        # The filter is part of the token: a position in one filtered listing is meaningless in another.
+        request = {"owner": owner, "name_contains": name_contains}
         if page_token:
-            position = decode_token(page_token)
-            try:
-                key, resource_id = str(position["name"]), str(uuid.UUID(position["id"]))
-                valid = position["filter"] == name_contains and all(
-                    position.get(name) == value for name, value in self._list_token_tag.items()
-                )
-            except (KeyError, ValueError, TypeError, AttributeError):
-                valid = False
-            if not valid:
-                raise InvalidArgument(INVALID_PAGE_TOKEN)
-            query = query.where(self._after_name(key, resource_id))
+            position = self._page_tokens.read(page_token, self._list_name, request)
+            key = position.text("name", 4 * MAX_DISPLAY_NAME_CHARS)  # lower() may lengthen a name (İ -> i̇)
+            query = query.where(self._after_name(key, position.uuid("id")))
         async with self.database.read() as session:
             rows = (await session.execute(query)).mappings().all()
         page, more = self._page(rows, limit)
         if not more:
             return page, ""
         last = page[-1]
-        # The filter is part of the token: a position in one filtered listing is meaningless in another.
-        return page, encode_token(
-            {**self._list_token_tag, "name": name_key(last.spec.display_name), "id": last.id, "filter": name_contains}
+        return page, self._page_tokens.issue(
+            self._list_name, request, {"name": name_key(last.spec.display_name), "id": last.id}
         )
 
     @runs_to_completion
@@ -266,8 +256,8 @@ class VersionedStore(Generic[SpecT, RecordT]):
     async def list_revisions(
         self, resource_id: str, owner: str, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[RecordT], str]:
-        """One page of the owner's resource's revisions, newest first, and the token of the next page. The token
-        names the resource under the kind's name ({"agent": id, "before": n})."""
+        """One page of the owner's resource's revisions, newest first, and the token of the next page (bound to
+        the resource and its owner)."""
         resources = self.resources
         limit = checked_page_size(page_size)
         query = (
@@ -276,11 +266,10 @@ class VersionedStore(Generic[SpecT, RecordT]):
             .order_by(self.revisions.c.revision.desc())
             .limit(limit + 1)
         )
+        request = {"id": resource_id, "owner": owner}
         if page_token:
-            position = decode_token(page_token)
-            before = position.get("before")
-            if position.get(self.kind) != resource_id or not isinstance(before, int) or isinstance(before, bool):
-                raise InvalidArgument(INVALID_PAGE_TOKEN)
+            # Revisions start at 1, and the column is an Integer on PostgreSQL.
+            before = self._page_tokens.read(page_token, self._list_revisions_name, request).integer("before", 2)
             query = query.where(self.revisions.c.revision < before)
         async with self.database.read() as session:
             rows = (await session.execute(query)).mappings().all()
@@ -293,7 +282,9 @@ class VersionedStore(Generic[SpecT, RecordT]):
                 if not exists:
                     raise self.not_found(resource_id)
         page, more = self._page(rows, limit)
-        return page, encode_token({self.kind: resource_id, "before": page[-1].revision}) if more else ""
+        if not more:
+            return page, ""
+        return page, self._page_tokens.issue(self._list_revisions_name, request, {"before": page[-1].revision})
 
     def _values(self, resource_id: str, revision: int, spec: SpecT) -> dict[str, Any]:
         """A revision's row: its key, its time, and the spec's columns."""

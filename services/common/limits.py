@@ -22,9 +22,12 @@ class RunLimits:
     max_tool_calls: int | None = None
 
 
-def limits_from_proto(limits: runs_pb2.RunLimits) -> RunLimits:
-    """Zero (unset) fields are None; negative values are kept, for validation to refuse by name."""
-    duration = seconds_from_duration(limits.max_duration) if limits.HasField("max_duration") else None
+def limits_from_proto(limits: runs_pb2.RunLimits, field: str = "limits") -> RunLimits:
+    """Zero (unset) fields are None; negative values are kept, for validation to refuse by name. A Duration
+    protobuf's rules refuse is InvalidArgument naming it under `field` (`agent.limits.max_duration`)."""
+    duration = (
+        seconds_from_duration(limits.max_duration, f"{field}.max_duration") if limits.HasField("max_duration") else None
+    )
     return RunLimits(
         max_model_calls=limits.max_model_calls or None,
         max_duration_seconds=duration,

@@ -5,6 +5,15 @@ from typing import Any
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
+from services.common.errors import InvalidArgument
+
+#: google.protobuf.Duration's range (duration.proto): about +-10,000 years, in seconds.
+MAX_DURATION_SECONDS = 315_576_000_000
+MAX_NANOS = 999_999_999
+#: google.protobuf.Timestamp's range (timestamp.proto): 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
+
 
 def struct_from_dict(data: dict[str, Any]) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
@@ -33,10 +42,44 @@ def timestamp_from_datetime(moment: datetime) -> timestamp_pb2.Timestamp:
     return message
 
 
-def seconds_from_duration(message: duration_pb2.Duration) -> float:
-    """A Duration in seconds. Plain arithmetic rather than ToTimedelta, which raises OverflowError (an INTERNAL
-    error for the caller) on the huge values a client may send; range checks are the domain's."""
+def check_duration(message: duration_pb2.Duration, field: str) -> None:
+    """InvalidArgument naming `field` (as on the wire: `agent.limits.max_duration`) for a Duration protobuf's own
+    rules refuse: seconds beyond +-315,576,000,000, nanos beyond +-999,999,999, or seconds and nanos of opposite
+    signs. The binary wire format carries any two integers, and grpcio does not check them; normalising them
+    instead would run a value the client did not mean."""
+    seconds, nanos = message.seconds, message.nanos
+    if not -MAX_DURATION_SECONDS <= seconds <= MAX_DURATION_SECONDS:
+        raise InvalidArgument(
+            f"{field}.seconds must be within +-{MAX_DURATION_SECONDS:,} (google.protobuf.Duration), got {seconds}"
+        )
+    if not -MAX_NANOS <= nanos <= MAX_NANOS:
+        raise InvalidArgument(f"{field}.nanos must be within +-{MAX_NANOS:,} (google.protobuf.Duration), got {nanos}")
+    if (seconds > 0 and nanos < 0) or (seconds < 0 and nanos > 0):
+        raise InvalidArgument(
+            f"{field}: seconds ({seconds}) and nanos ({nanos}) must have the same sign (google.protobuf.Duration)"
+        )
+
+
+def seconds_from_duration(message: duration_pb2.Duration, field: str) -> float:
+    """A Duration in seconds, once check_duration passed it. Plain arithmetic rather than ToTimedelta, which raises
+    OverflowError (an INTERNAL error for the caller) past timedelta's range; range checks are the domain's."""
+    check_duration(message, field)
     return message.seconds + message.nanos / 1e9
+
+
+def datetime_from_timestamp(message: timestamp_pb2.Timestamp, field: str) -> datetime:
+    """An aware UTC datetime; InvalidArgument naming `field` for a Timestamp outside protobuf's rules (years 1 to
+    9999, nanos 0 to 999,999,999), which ToDatetime would answer with an INTERNAL error or normalise."""
+    if not MIN_TIMESTAMP_SECONDS <= message.seconds <= MAX_TIMESTAMP_SECONDS:
+        raise InvalidArgument(
+            f"{field}.seconds must be within {MIN_TIMESTAMP_SECONDS:,} and {MAX_TIMESTAMP_SECONDS:,} "
+            f"(years 1 to 9999, google.protobuf.Timestamp), got {message.seconds}"
+        )
+    if not 0 <= message.nanos <= MAX_NANOS:
+        raise InvalidArgument(
+            f"{field}.nanos must be within 0 and {MAX_NANOS:,} (google.protobuf.Timestamp), got {message.nanos}"
+        )
+    return message.ToDatetime(UTC)
 
 
 def duration_from_seconds(seconds: float) -> duration_pb2.Duration:

@@ -301,7 +301,9 @@ class ToolsClient:
         return ToolOutcome(
             result=python_from_value(response.result) if response.HasField("result") else None,
             text=response.text,
-            duration_seconds=seconds_from_duration(response.duration) if response.HasField("duration") else None,
+            duration_seconds=(
+                seconds_from_duration(response.duration, "duration") if response.HasField("duration") else None
+            ),
         )
 
 

@@ -369,7 +369,7 @@ class WorkflowRunner:
         prompt = _text(await graph.evaluate(node.id, "prompt", spec.prompt, state))
         request = runs_pb2.ApprovalRequest(prompt=prompt, node_id=node.id)
         if spec.HasField("timeout"):
-            expires = datetime.now(UTC).timestamp() + seconds_from_duration(spec.timeout)
+            expires = datetime.now(UTC).timestamp() + seconds_from_duration(spec.timeout, "approval.timeout")
             request.expire_time.FromDatetime(datetime.fromtimestamp(expires, UTC))
         raise RunPaused(await recorder.pause(request))
 

@@ -114,6 +114,7 @@ def render_gateway_config(
         STREAM_IDLE_TIMEOUT=_seconds(settings.stream_idle_timeout_seconds),
         MAX_REQUEST_BYTES=settings.max_request_bytes,
         MAX_REQUEST_HEADERS_KB=settings.max_request_headers_kb,
+        MAX_REQUEST_HEADERS_COUNT=settings.max_request_headers_kb * 1024,
         MAX_CONNECTIONS=settings.max_connections,
         CONNECTION_BUFFER_BYTES=settings.connection_buffer_bytes,
         RATE_LIMIT_PER_SECOND=settings.rate_limit_per_second,

@@ -8,6 +8,7 @@ from agentplatform.runs.internal.v1 import execution_pb2, execution_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common.auth import Authenticator
 from services.common.database import Database
+from services.common.pages import PageTokens
 from services.common.server import RunningServer, ServiceBinding, start_server
 from services.runs.checks import StoreLimits
 from services.runs.execution_servicer import ExecutionServicer
@@ -55,7 +56,13 @@ async def start_runs(settings: RunsSettings) -> RunsApp:
         # The schema is the migrations' (services/runs/migrations); a database made before they existed is
         # adopted as revision 0001.
         await db.migrate(MIGRATIONS, adopt=("runs", "0001"))
-        store = RunStore(db, RunSignals(), ExecutorNotices(), StoreLimits(max_step_bytes=settings.max_step_bytes))
+        store = RunStore(
+            db,
+            RunSignals(),
+            ExecutorNotices(),
+            StoreLimits(max_step_bytes=settings.max_step_bytes),
+            PageTokens.from_settings(settings),
+        )
         reaper = LeaseReaper(store, settings.reaper_interval_seconds)
         await reaper.start()
         public = RunServicer(store, settings.watch_heartbeat_seconds, settings.cancel_wait_seconds)

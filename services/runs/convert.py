@@ -66,8 +66,8 @@ def run_state_from_proto(value: int) -> str | None:
     return STATE_BY_ENUM[value]
 
 
-def _ms(duration: duration_pb2.Duration) -> float:
-    return seconds_from_duration(duration) * 1000
+def _ms(duration: duration_pb2.Duration, field: str) -> float:
+    return seconds_from_duration(duration, field) * 1000
 
 
 def usage_to_proto(usage: Usage) -> runs_pb2.Usage:
@@ -78,6 +78,7 @@ def usage_to_proto(usage: Usage) -> runs_pb2.Usage:
 
 def new_step_from_proto(position: int, step: runs_pb2.Step) -> NewStep:
     """The step at 1-based `position` of an AppendSteps request; its content case is its type."""
+    at = f"steps[{position - 1}]"  # how a field of it is named in messages
     case = step.WhichOneof("content")
     if case is None:
         raise InvalidArgument(f"step {position} has no content; set one of {', '.join(STEP_TYPE_BY_FIELD)}")
@@ -86,14 +87,16 @@ def new_step_from_proto(position: int, step: runs_pb2.Step) -> NewStep:
         call = step.model_call
         model_call = ModelCallStats(
             Usage(call.usage.prompt_tokens, call.usage.completion_tokens),
-            _ms(call.time_to_first_token) if call.HasField("time_to_first_token") else None,
-            _ms(call.latency) if call.HasField("latency") else None,
+            _ms(call.time_to_first_token, f"{at}.model_call.time_to_first_token")
+            if call.HasField("time_to_first_token")
+            else None,
+            _ms(call.latency, f"{at}.model_call.latency") if call.HasField("latency") else None,
         )
     return NewStep(
         type=STEP_TYPE_BY_FIELD[case],
         content=json_format.MessageToDict(getattr(step, case), preserving_proto_field_name=True),
         sequence=step.sequence,
-        duration_ms=_ms(step.duration) if step.HasField("duration") else None,
+        duration_ms=_ms(step.duration, f"{at}.duration") if step.HasField("duration") else None,
         model_call=model_call,
         node_id=step.node_id,
     )

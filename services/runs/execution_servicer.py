@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC
 from typing import Any
 
 import grpc
@@ -19,7 +18,7 @@ from agentplatform.runs.internal.v1 import execution_pb2, execution_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import DomainError, InvalidArgument
 from services.common.limits import limits_from_proto
-from services.common.protoconv import seconds_from_duration
+from services.common.protoconv import datetime_from_timestamp, seconds_from_duration
 from services.common.status import status_for
 from services.runs import convert
 from services.runs.checks import check_executor_id
@@ -74,7 +73,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             state=state,
             limits=limits_from_proto(request.limits),
             executor_id=request.executor_id,
-            lease_seconds=seconds_from_duration(request.lease_duration),
+            lease_seconds=seconds_from_duration(request.lease_duration, "lease_duration"),
             steps=tuple(convert.new_step_from_proto(position, step) for position, step in enumerate(request.steps, 1)),
             thread_id=request.thread_id,
             multitask=convert.multitask_from_proto(request.multitask_strategy),
@@ -90,7 +89,9 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         if step.WhichOneof("content") != "approval_request":
             raise InvalidArgument("step must be an approval_request step")
         expires_at = (
-            step.approval_request.expire_time.ToDatetime(UTC) if step.approval_request.HasField("expire_time") else None
+            datetime_from_timestamp(step.approval_request.expire_time, "step.approval_request.expire_time")
+            if step.approval_request.HasField("expire_time")
+            else None
         )
         record = await self._store.await_approval(
             request.run_id, request.executor_id, convert.new_step_from_proto(1, step), expires_at
@@ -101,7 +102,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         self, request: execution_pb2.ResumeRunRequest, context: grpc.aio.ServicerContext
     ) -> runs_pb2.Run:
         record = await self._store.resume_run(
-            request.run_id, request.executor_id, seconds_from_duration(request.lease_duration)
+            request.run_id, request.executor_id, seconds_from_duration(request.lease_duration, "lease_duration")
         )
         return convert.run_to_proto(record)
 

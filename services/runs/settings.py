@@ -4,10 +4,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from services.common.auth import AuthSettings
+from services.common.pages import PageTokenSettings
 
 
-class RunsSettings(AuthSettings):
+class RunsSettings(PageTokenSettings):
     """Where the runs service listens, where it keeps runs, and the timings of watches, cancels and leases."""
 
     host: str = Field("127.0.0.1", alias="RUNS_HOST")

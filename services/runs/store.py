@@ -29,11 +29,9 @@ from services.common.errors import AlreadyExists, DomainError, FailedPreconditio
 from services.common.group_commit import GroupCommit, Write
 from services.common.pages import (  # noqa: F401 (DEFAULT_PAGE_SIZE and MAX_PAGE_SIZE: the store's listings' bounds)
     DEFAULT_PAGE_SIZE,
-    INVALID_PAGE_TOKEN,
     MAX_PAGE_SIZE,
+    PageTokens,
     checked_page_size,
-    decode_token,
-    encode_token,
 )
 from services.runs.appends import APPEND, Append, Progress, plan_append, stored_steps
 from services.runs.checks import (
@@ -91,6 +89,7 @@ from services.runs.rows import (
     update_run,
 )
 from services.runs.threads import (
+    LIST_RUNS,
     THREADS,
     earlier_live_turn,
     load_thread,
@@ -137,22 +136,15 @@ class _PagePosition:
     run_id: str
 
 
-def _encode_page_token(last: RunRecord, state: str | None) -> str:
-    # The filter is part of the token: a position in one filtered listing is meaningless in another.
-    return encode_token({"created_at": last.created_at.isoformat(), "id": last.id, "state": state or ""})
+def _listing(state: str | None, owner: str | None) -> dict[str, object]:
+    # The filters are part of the token: a position in one filtered listing is meaningless in another.
+    return {"state": state, "owner": owner}
 
 
-def _decode_page_token(token: str, state: str | None) -> _PagePosition:
-    """The position a page token names; InvalidArgument when it is garbled or was made for another filter."""
-    payload = decode_token(token)
-    try:
-        position = _PagePosition(datetime.fromisoformat(payload["created_at"]), str(uuid.UUID(payload["id"])))
-        token_state = payload["state"]
-    except (ValueError, KeyError, TypeError):
-        raise InvalidArgument(INVALID_PAGE_TOKEN) from None
-    if position.created_at.tzinfo is None or token_state != (state or ""):
-        raise InvalidArgument(INVALID_PAGE_TOKEN)
-    return position
+def _read_page_token(tokens: PageTokens, token: str, state: str | None, owner: str | None) -> _PagePosition:
+    """The position a page token names; InvalidArgument when it is not one this listing issued."""
+    position = tokens.read(token, LIST_RUNS, _listing(state, owner))
+    return _PagePosition(position.time("created_at"), position.uuid("id"))
 
 
 def _older_than(position: _PagePosition) -> ColumnElement[bool]:
@@ -183,11 +175,14 @@ class RunStore:
         signals: RunSignals,
         notices: ExecutorNotices | None = None,
         limits: StoreLimits | None = None,
+        page_tokens: PageTokens | None = None,
     ) -> None:
         self.database = db
         self.signals = signals
         self.notices = notices or ExecutorNotices()
         self.limits = limits or StoreLimits()
+        #: Signs and reads ListRuns' and ListThreads' page tokens; the settings' key in a service (app.py).
+        self.page_tokens = page_tokens or PageTokens.for_this_process()
         self._writer = GroupCommit(db, {APPEND: self._append_batch})
 
     async def close(self) -> None:
@@ -817,11 +812,13 @@ class RunStore:
                 .limit(limit + 1)
             )
             if page_token:
-                query = query.where(RUNS.c.thread_turn > turns_after(page_token, thread_id, state))
+                query = query.where(
+                    RUNS.c.thread_turn > turns_after(self.page_tokens, page_token, thread_id, state, owner)
+                )
         else:
             query = select(*_LIST_COLUMNS).order_by(RUNS.c.created_at.desc(), RUNS.c.id.desc()).limit(limit + 1)
             if page_token:
-                query = query.where(_older_than(_decode_page_token(page_token, state)))
+                query = query.where(_older_than(_read_page_token(self.page_tokens, page_token, state, owner)))
         if state is not None:
             query = query.where(RUNS.c.state == state)
         if owner is not None:
@@ -843,8 +840,15 @@ class RunStore:
         if len(rows) == len(page):
             return page, ""
         if thread_id:
-            return page, turn_page_token(thread_id, state, page[-1].thread_turn)
-        return page, _encode_page_token(page[-1], state)
+            return page, turn_page_token(self.page_tokens, thread_id, state, owner, page[-1].thread_turn)
+        return page, self.page_token_after(page[-1].created_at, page[-1].id, state, owner=owner)
+
+    def page_token_after(
+        self, created_at: datetime, run_id: str, state: str | None = None, *, owner: str | None = None
+    ) -> str:
+        """The ListRuns page token (of all threads) whose page starts after the run (created_at, run_id)."""
+        position = {"created_at": created_at.isoformat(), "id": run_id}
+        return self.page_tokens.issue(LIST_RUNS, _listing(state, owner), position)
 
     async def delete_run(self, run_id: str, *, owner: str | None = None) -> None:
         """Delete a run and its steps (ON DELETE CASCADE); watchers of it end with NotFound, and the engine
@@ -881,11 +885,11 @@ class RunStore:
         if owner is not None:
             query = query.where(THREADS.c.owner == owner)
         if page_token:
-            query = query.where(threads_after(page_token))
+            query = query.where(threads_after(self.page_tokens, page_token, owner))
         async with self.database.read() as session:
             rows = (await session.execute(query)).mappings().all()
         page = [thread_record(row) for row in rows[:limit]]
-        return page, thread_page_token(page[-1]) if len(rows) > limit else ""
+        return page, thread_page_token(self.page_tokens, page[-1], owner) if len(rows) > limit else ""
 
     async def delete_thread(self, thread_id: str, *, owner: str | None = None) -> None:
         """Delete a thread with its runs and their steps (ON DELETE CASCADE); as delete_run for each run."""

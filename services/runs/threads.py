@@ -17,8 +17,8 @@ from sqlalchemy import ColumnElement, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.database import UtcDateTime
-from services.common.errors import InvalidArgument, NotFound
-from services.common.pages import INVALID_PAGE_TOKEN, decode_token, encode_token
+from services.common.errors import NotFound
+from services.common.pages import PageTokens
 from services.runs.models import ACTIVE_STATES, THREAD_TITLE_CHARS, RunRow, ThreadRow
 from services.runs.records import ThreadRecord
 
@@ -106,37 +106,29 @@ async def load_thread(connection: AsyncConnection, thread_id: str, owner: str | 
 
 # --- pages --------------------------------------------------------------------------------------------------
 
+#: The listings' names in page tokens (and in the refusal of a token made for another).
+LIST_THREADS = "ListThreads"
+LIST_RUNS = "ListRuns"
 
-def threads_after(token: str) -> ColumnElement[bool]:
+
+def threads_after(tokens: PageTokens, token: str, owner: str | None) -> ColumnElement[bool]:
     """Threads after a ListThreads page's last one, most recently active first (a row-value comparison, served as a
     range of the (updated_at, id) indexes)."""
-    payload = decode_token(token)
-    try:
-        updated_at = datetime.fromisoformat(payload["updated_at"])
-        thread_id = str(uuid.UUID(payload["id"]))
-    except (ValueError, KeyError, TypeError):
-        raise InvalidArgument(INVALID_PAGE_TOKEN) from None
-    if updated_at.tzinfo is None:
-        raise InvalidArgument(INVALID_PAGE_TOKEN)
+    position = tokens.read(token, LIST_THREADS, {"owner": owner})
     return tuple_(THREADS.c.updated_at, THREADS.c.id) < tuple_(
-        literal(updated_at, UtcDateTime()), literal(thread_id, THREADS.c.id.type)
+        literal(position.time("updated_at"), UtcDateTime()), literal(position.uuid("id"), THREADS.c.id.type)
     )
 
 
-def thread_page_token(last: ThreadRecord) -> str:
-    return encode_token({"updated_at": last.updated_at.isoformat(), "id": last.id})
+def thread_page_token(tokens: PageTokens, last: ThreadRecord, owner: str | None) -> str:
+    return tokens.issue(LIST_THREADS, {"owner": owner}, {"updated_at": last.updated_at.isoformat(), "id": last.id})
 
 
-def turns_after(token: str, thread_id: str, state: str | None) -> int:
+def turns_after(tokens: PageTokens, token: str, thread_id: str, state: str | None, owner: str | None) -> int:
     """The last turn of the ListRuns page (of one thread) that `token` continues."""
-    payload = decode_token(token)
-    if payload.get("thread") != thread_id or payload.get("state") != (state or ""):
-        raise InvalidArgument(INVALID_PAGE_TOKEN)
-    turn = payload.get("turn")
-    if not isinstance(turn, int) or turn < 0:
-        raise InvalidArgument(INVALID_PAGE_TOKEN)
-    return turn
+    request = {"thread_id": thread_id, "state": state, "owner": owner}
+    return tokens.read(token, LIST_RUNS, request).integer("turn")
 
 
-def turn_page_token(thread_id: str, state: str | None, last_turn: int) -> str:
-    return encode_token({"thread": thread_id, "state": state or "", "turn": last_turn})
+def turn_page_token(tokens: PageTokens, thread_id: str, state: str | None, owner: str | None, last_turn: int) -> str:
+    return tokens.issue(LIST_RUNS, {"thread_id": thread_id, "state": state, "owner": owner}, {"turn": last_turn})

@@ -12,6 +12,7 @@ from agentplatform.tools.internal.v1 import execution_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2_grpc
 from services.common.auth import Authenticator
 from services.common.database import Database
+from services.common.pages import PageTokens
 from services.common.server import RunningServer, ServiceBinding, start_server
 from services.common.settings import SettingsError
 from services.tools.base import ToolContext
@@ -84,6 +85,7 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             raise SettingsError(str(exc)) from None
         if sealed.encrypted:
             log.info("encrypted %d secret(s) an earlier version stored in plain text", sealed.encrypted)
+        page_tokens = PageTokens.from_settings(settings)
         mcp = McpSources(
             McpServerStore(database),
             destinations=settings.mcp_destinations(),
@@ -91,6 +93,7 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             connect_seconds=settings.mcp_connect_seconds,
             sync_seconds=settings.mcp_sync_seconds,
             retry_max_seconds=settings.mcp_retry_max_seconds,
+            page_tokens=page_tokens,
         )
         http_tools = HttpToolSource(
             HttpToolStore(database),
@@ -125,7 +128,7 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
                 context=context,
                 max_result_bytes=settings.max_result_bytes,
             )
-            catalog = ToolCatalog(registry, store, executor.usage, context, http_tools)
+            catalog = ToolCatalog(registry, store, executor.usage, context, http_tools, page_tokens)
             public = ToolServicer(catalog, mcp, http_tools.destinations)
             execution = ToolExecutionServicer(executor)
 

@@ -6,14 +6,12 @@ now (its MCP server is away, web_search without a backend) is shown with the rea
 is offered (`enabled_only`).
 """
 
-import base64
-import binascii
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.pages import MAX_PAGE_SIZE, PageTokens, checked_page_size
 from services.tools.base import BaseTool, ToolContext, ToolHints
 from services.tools.http.calls import HttpTool
 from services.tools.http.naming import name_of
@@ -25,6 +23,8 @@ from services.tools.usage import ToolUsage, UsageLedger
 
 #: The fields UpdateTool may change, as update_mask paths.
 UPDATABLE_PATHS = ("enabled", "description", "requires_approval")
+#: The listing's name in page tokens (and in the refusal of one made for another).
+LIST_TOOLS = "ListTools"
 #: Longest description override accepted (the model reads it on every call).
 MAX_DESCRIPTION_LENGTH = 1024
 
@@ -95,19 +95,23 @@ class ToolCatalog:
         usage: UsageLedger | None = None,
         context: ToolContext | None = None,
         http_tools: HttpToolSource | None = None,
+        page_tokens: PageTokens | None = None,
     ) -> None:
         self._registry = registry
         self._http_tools = http_tools
+        #: Signs and reads ListTools' page tokens; the settings' key in a service (app.py).
+        self._page_tokens = page_tokens or PageTokens.for_this_process()
         self._settings = settings
         self._usage = usage or UsageLedger()
         #: What the tools run with (web_search's availability depends on its backend setting).
         self._context = context
 
     async def list_tools(self, *, page_size: int = 0, page_token: str = "", enabled_only: bool = False) -> ToolPage:
-        """Tools ordered by id, `page_size` at a time (0 = all), after the position `page_token` names."""
-        if page_size < 0:
-            raise InvalidArgument(f"page_size must be >= 0 (0 returns all tools), got {page_size}")
-        after_id = _decode_page_token(page_token) if page_token else None
+        """Tools ordered by id, `page_size` at a time, after the position `page_token` names. The API says 0 means
+        all of them (there are few): a page of MAX_PAGE_SIZE, which still ends with a next_page_token."""
+        limit = checked_page_size(page_size, default=MAX_PAGE_SIZE)
+        request = {"enabled_only": enabled_only}
+        after_id = self._page_tokens.read(page_token, LIST_TOOLS, request).text("after_id") if page_token else None
         stored = await self._settings.get_all()
         views = [
             _view(tool, stored.get(tool.name, ToolSetting(tool.name)), self._usage.usage(tool.name), self._context)
@@ -118,10 +122,10 @@ class ToolCatalog:
         if enabled_only:
             # What the model is offered: only tools that are switched on and can run now.
             views = [view for view in views if view.enabled and view.available]
-        if page_size == 0 or len(views) <= page_size:
+        if len(views) <= limit:
             return ToolPage(views, "")
-        page = views[:page_size]
-        return ToolPage(page, _encode_page_token(page[-1].id))
+        page = views[:limit]
+        return ToolPage(page, self._page_tokens.issue(LIST_TOOLS, request, {"after_id": page[-1].id}))
 
     async def get_tool(self, tool_id: str) -> ToolView:
         """One tool, or NotFound."""
@@ -199,21 +203,3 @@ def _checked_override(description: str) -> str | None:
             f"description is {len(description)} characters; the limit is {MAX_DESCRIPTION_LENGTH}"
         )
     return description if description.strip() else None
-
-
-def _encode_page_token(after_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after_id": after_id}).encode()).decode()
-
-
-def _decode_page_token(token: str) -> str:
-    """The last id of the previous page; InvalidArgument for anything that is not a token we issued."""
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token.encode()))
-        after_id = data["after_id"]
-    except (binascii.Error, ValueError, TypeError, KeyError):
-        after_id = None
-    if not isinstance(after_id, str):
-        raise InvalidArgument(
-            "page_token is not valid; pass the next_page_token of a previous ListTools response, or '' to start"
-        )
-    return after_id

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import NoDecode
 
-from services.common.auth import AuthSettings
+from services.common.pages import PageTokenSettings
 from services.common.settings import CommaSeparated, SettingsError, split_commas
 from services.tools.base import (
     DEFAULT_WEB_SEARCH_TIMEOUT_SECONDS,
@@ -26,7 +26,7 @@ def _none_when_empty(value: object) -> object:
     return "none" if isinstance(value, str) and not value.strip() else value
 
 
-class ToolsSettings(AuthSettings):
+class ToolsSettings(PageTokenSettings):
     """Where the tools service listens, keeps its settings table, finds plugins and lets file_io work."""
 
     host: str = Field("127.0.0.1", alias="TOOLS_HOST")

@@ -174,6 +174,8 @@ async def test_max_duration_ends_a_run_waiting_on_a_slow_model(tmp_path: Path) -
         (runs_pb2.RunLimits(max_tool_calls=-1), "max_tool_calls"),
         # Beyond what a timedelta holds: once an OverflowError, answered INTERNAL.
         (runs_pb2.RunLimits(max_duration=duration_pb2.Duration(seconds=2**62)), "max_duration"),
+        # Mixed signs, which protobuf's rules refuse (once normalised to 0.999999999 s and run).
+        (runs_pb2.RunLimits(max_duration=duration_pb2.Duration(seconds=1, nanos=-1)), "max_duration"),
     ],
 )
 async def test_a_limit_above_the_engines_maximum_is_invalid_argument(

@@ -192,20 +192,21 @@ async def test_list_runs_newest_first_with_filter_and_pagination(stub: Stub) -> 
     assert rest.next_page_token == ""
 
 
+BAD_RUNS_TOKEN = (
+    "page_token is not valid for this request: it is not a next_page_token that ListRuns returned, or it was "
+    "altered, or the request's filters differ from those of the request that returned it; send it unchanged with "
+    "the same filters, or send no page_token to start again from the first page"
+)
+
+
 async def test_list_runs_rejects_bad_tokens_and_page_sizes(stub: Stub) -> None:
     for i in range(2):
         await create_run(stub, f"q{i}")
     unfiltered_token = (await stub.ListRuns(runs_pb2.ListRunsRequest(page_size=1))).next_page_token
     for request, expected in [
-        (
-            runs_pb2.ListRunsRequest(page_token="not-a-token"),
-            "page_token is not valid for this request; start again without a page_token",
-        ),
+        (runs_pb2.ListRunsRequest(page_token="not-a-token"), BAD_RUNS_TOKEN),
         # A token is only valid with the filter it was made for.
-        (
-            runs_pb2.ListRunsRequest(page_token=unfiltered_token, state=runs_pb2.RUN_STATE_RUNNING),
-            "page_token is not valid for this request; start again without a page_token",
-        ),
+        (runs_pb2.ListRunsRequest(page_token=unfiltered_token, state=runs_pb2.RUN_STATE_RUNNING), BAD_RUNS_TOKEN),
         (runs_pb2.ListRunsRequest(page_size=-1), "page_size must be >= 0, got -1"),
     ]:
         with pytest.raises(grpc.aio.AioRpcError) as exc:
@@ -382,10 +383,12 @@ async def test_create_run_needs_an_executor_and_a_lease(stub: Stub) -> None:
         (create_request(lease_seconds=0), "lease_duration must be 1 s to 300 s, got 0 s"),
         (create_request(lease_seconds=301), "lease_duration must be 1 s to 300 s, got 301 s"),
         (create_request(state=runs_pb2.RUN_STATE_FAILED), "a run is created QUEUED or RUNNING, not failed"),
-        # Durations and limits beyond what a timedelta or a column holds (once INTERNAL).
-        (huge_lease, "lease_duration must be 1 s to 300 s, got 4.61169e+18 s"),
+        # Durations beyond what a timedelta or a column holds (once INTERNAL), and beyond protobuf's own range.
+        (huge_lease, "lease_duration.seconds must be within +-315,576,000,000 (google.protobuf.Duration), got "
+                     "4611686018427387904"),
         (create_request(limits=runs_pb2.RunLimits(max_duration=duration_pb2.Duration(seconds=2**62))),
-         "limits.max_duration must be positive and at most 9223372036854775 (or unset), got 4.61169e+18"),
+         "limits.max_duration.seconds must be within +-315,576,000,000 (google.protobuf.Duration), got "
+         "4611686018427387904"),
     ]:
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await stub.CreateRun(request)

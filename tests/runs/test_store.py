@@ -346,7 +346,7 @@ async def test_list_runs_rejects_bad_tokens_sizes_and_states(store: RunStore) ->
     _, token = await store.list_runs(page_size=1)
     assert token
     for bad in ("garbage", "eyJhIjoxfQ==", token[:-4]):
-        with pytest.raises(InvalidArgument, match="page_token is not valid for this request; start again"):
+        with pytest.raises(InvalidArgument, match=r"^page_token is not valid for this request: .* ListRuns returned"):
             await store.list_runs(page_size=1, page_token=bad)
     with pytest.raises(InvalidArgument, match="page_token is not valid"):
         await store.list_runs(page_size=1, page_token=token, state="running")

@@ -20,19 +20,21 @@ from services.agents.workflows.records import (
     WorkflowSpec,
 )
 from services.common.limits import RunLimits, limits_from_proto, limits_to_proto
-from services.common.protoconv import timestamp_from_datetime
+from services.common.protoconv import check_duration, timestamp_from_datetime
 
 _NANOS_PER_MS = 1_000_000
 
 
-def _timeout_ms(duration: duration_pb2.Duration) -> int:
+def _timeout_ms(duration: duration_pb2.Duration, field: str) -> int:
     """A Duration in whole milliseconds, rounded up (so a positive duration stays positive); plain integer
-    arithmetic, whatever the client sent (range checks are the domain's)."""
+    arithmetic once protobuf's rules passed (range checks are the domain's)."""
+    check_duration(duration, field)
     nanos = duration.seconds * 1_000_000_000 + duration.nanos
     return -(-nanos // _NANOS_PER_MS)
 
 
-def _kind_from_proto(node: workflows_pb2.Node) -> NodeKind | None:
+def _kind_from_proto(node: workflows_pb2.Node, field: str) -> NodeKind | None:
+    """The node's kind; `field` names the node in messages (`workflow.nodes[2]`)."""
     match node.WhichOneof("kind"):
         case "start":
             return StartNode()
@@ -49,7 +51,8 @@ def _kind_from_proto(node: workflows_pb2.Node) -> NodeKind | None:
             return SetStateNode(dict(node.set_state.assignments))
         case "approval":
             approval = node.approval
-            timeout = _timeout_ms(approval.timeout) if approval.HasField("timeout") else None
+            has_timeout = approval.HasField("timeout")
+            timeout = _timeout_ms(approval.timeout, f"{field}.approval.timeout") if has_timeout else None
             return ApprovalNode(approval.prompt, timeout)
         case "end":
             return EndNode(node.end.output)
@@ -62,9 +65,12 @@ def spec_from_proto(workflow: workflows_pb2.Workflow) -> WorkflowSpec:
         display_name=workflow.display_name,
         description=workflow.description,
         inputs=tuple(WorkflowInput(item.name, item.description, item.required) for item in workflow.inputs),
-        nodes=tuple(Node(node.id, _kind_from_proto(node), node.display_name) for node in workflow.nodes),
+        nodes=tuple(
+            Node(node.id, _kind_from_proto(node, f"workflow.nodes[{index}]"), node.display_name)
+            for index, node in enumerate(workflow.nodes)
+        ),
         edges=tuple(Edge(edge.from_node, edge.to_node, edge.branch) for edge in workflow.edges),
-        limits=limits_from_proto(workflow.limits),
+        limits=limits_from_proto(workflow.limits, "workflow.limits"),
         metadata=dict(workflow.metadata),
     )
 

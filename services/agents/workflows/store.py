@@ -16,6 +16,7 @@ from services.agents.workflows.checks import parse_workflow_id
 from services.agents.workflows.document import graph_document, read_graph
 from services.agents.workflows.records import WORKFLOW_FIELDS, WorkflowRecord, WorkflowSpec
 from services.common.database import Database
+from services.common.pages import PageTokens
 
 # RevisionConflict: raised by update_workflow, importable from here as before.
 __all__ = ["REVISIONS", "WORKFLOWS", "RevisionConflict", "WorkflowStore"]
@@ -56,7 +57,7 @@ def _approximate_bytes(row: Values) -> int:
 class WorkflowStore:
     """Workflows and their revisions, each user's own."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, page_tokens: PageTokens | None = None) -> None:
         self.database = database
         self._workflows = VersionedStore[WorkflowSpec, WorkflowRecord](
             database,
@@ -68,8 +69,7 @@ class WorkflowStore:
             read_spec=_spec,
             record_type=WorkflowRecord,
             approximate_bytes=_approximate_bytes,
-            # Workflows' page tokens say what they list (agents' tokens, older, do not).
-            list_token_tag={"of": "workflows"},
+            page_tokens=page_tokens,
         )
 
     async def create_workflow(self, owner: str, spec: WorkflowSpec) -> WorkflowRecord:

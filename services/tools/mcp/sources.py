@@ -7,13 +7,11 @@ once. Each replica holds its own sessions, so a server's state is as this replic
 """
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument, NotFound, Unavailable
+from services.common.pages import MAX_PAGE_SIZE, PageTokens, checked_page_size
 from services.tools.base import BaseTool
 from services.tools.http.destinations import DestinationPolicy
 from services.tools.mcp.connection import RETRY_MAX_SECONDS, ConnectionStatus, McpConnection, McpTool
@@ -21,6 +19,9 @@ from services.tools.mcp.naming import server_of
 from services.tools.mcp.servers import McpServerSpec, McpServerStore
 
 log = logging.getLogger(__name__)
+
+#: The listing's name in page tokens (and in the refusal of one made for another).
+LIST_MCP_SERVERS = "ListMcpServers"
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,13 @@ class McpSources:
         connect_seconds: float = 30.0,
         sync_seconds: float = 10.0,
         retry_max_seconds: float = RETRY_MAX_SECONDS,
+        page_tokens: PageTokens | None = None,
     ) -> None:
         self._store = store
         #: Where HTTP servers may be (TOOLS_MCP_ALLOWED_HOSTS); any public host when not given.
         self.destinations = destinations or DestinationPolicy(any_host=True)
+        #: Signs and reads ListMcpServers' page tokens; the settings' key in a service (app.py).
+        self._page_tokens = page_tokens or PageTokens.for_this_process()
         self._ping_seconds = ping_seconds
         self._connect_seconds = connect_seconds
         self._sync_seconds = sync_seconds
@@ -130,15 +134,15 @@ class McpSources:
         raise NotFound(f"no MCP server named '{name}'; ListMcpServers shows the registered ones")
 
     async def list_servers(self, *, page_size: int = 0, page_token: str = "") -> McpServerPage:
-        """Servers ordered by name, `page_size` at a time (0 = all), after the one `page_token` names."""
-        if page_size < 0:
-            raise InvalidArgument(f"page_size must be >= 0 (0 returns all servers), got {page_size}")
-        after = _decode_page_token(page_token) if page_token else None
+        """Servers ordered by name, `page_size` at a time, after the one `page_token` names. The API says 0 means
+        all of them: a page of MAX_PAGE_SIZE, which still ends with a next_page_token."""
+        limit = checked_page_size(page_size, default=MAX_PAGE_SIZE)
+        after = self._page_tokens.read(page_token, LIST_MCP_SERVERS, {}).text("after_name") if page_token else None
         views = [view for view in await self._views() if after is None or view.spec.name > after]
-        if page_size == 0 or len(views) <= page_size:
+        if len(views) <= limit:
             return McpServerPage(views, "")
-        page = views[:page_size]
-        return McpServerPage(page, _encode_page_token(page[-1].spec.name))
+        page = views[:limit]
+        return McpServerPage(page, self._page_tokens.issue(LIST_MCP_SERVERS, {}, {"after_name": page[-1].spec.name}))
 
     async def _views(self) -> list[McpServerView]:
         specs = await self.sync()
@@ -179,19 +183,3 @@ class McpSources:
                 await self.sync()
             except Exception:  # the database being away must not end the following
                 log.exception("reading the registered MCP servers failed; trying again in %g s", self._sync_seconds)
-
-
-def _encode_page_token(after: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after_name": after}).encode()).decode()
-
-
-def _decode_page_token(token: str) -> str:
-    try:
-        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after_name"]
-    except (binascii.Error, ValueError, TypeError, KeyError):
-        after = None
-    if not isinstance(after, str):
-        raise InvalidArgument(
-            "page_token is not valid; pass the next_page_token of a previous ListMcpServers response, or '' to start"
-        )
-    return after
