@@ -35,6 +35,7 @@ from services.engine.model_client import ModelClient, ModelSampling, ModelTurn, 
 from services.engine.run_progress import Decision, RunProgress
 from services.engine.run_request import ChatInput
 from services.engine.settings import EngineSettings
+from services.engine.step_checks import DEFAULT_MAX_STEP_BYTES, check_value, oversized
 from services.engine.thread_context import NO_CONTEXT, ThreadContext, estimate_tokens, fit_context
 
 log = logging.getLogger(__name__)
@@ -80,10 +81,13 @@ class StepRecorder:
         on_stored: Callable[[list[runs_pb2.Step]], None] | None = None,
         recorded: int = 0,
         executor_id: str = "",
+        max_step_bytes: int = DEFAULT_MAX_STEP_BYTES,
     ) -> None:
         """`recorded`: how many steps the store has already (those created with the run, or before a pause);
-        `executor_id`: the engine process holding the run's lease."""
+        `executor_id`: the engine process holding the run's lease; `max_step_bytes`: the store's limit on a step
+        (RUNS_MAX_STEP_BYTES)."""
         self._runs = runs
+        self._max_step_bytes = max_step_bytes
         self.run_id = run_id
         self.executor_id = executor_id
         #: The workflow node whose steps are being recorded ("" outside workflows): every step carries it.
@@ -102,13 +106,30 @@ class StepRecorder:
         return stored
 
     async def record_all(self, steps: list[runs_pb2.Step]) -> list[runs_pb2.Step]:
-        """Store steps known together (a thought and the tool calls it asks for) in one append, numbered in order."""
+        """Store steps known together (a thought and the tool calls it asks for) in one append, numbered in order.
+
+        Raises RunFailure "step_too_large" for a step larger than the store takes (checked before it is sent:
+        the run ends at once, naming the node and field), and "step_refused" when the store refuses the append as
+        invalid: the run cannot go on without its record, and ending it now beats leaving it to the reaper. The
+        step a run ends on (`error`) is exempt, so a failure never loops."""
+        ending = any(step.HasField("error") for step in steps)
         for offset, step in enumerate(steps):
             step.run_id, step.sequence = self.run_id, self.next_sequence + offset
             step.node_id = self.node_id
+            problem = None if ending else oversized(step, self._max_step_bytes)
+            if problem is not None:
+                where = f"node '{self.node_id}': " if self.node_id else ""
+                raise RunFailure("step_too_large", errors.ResourceExhausted(where + problem))
         self._in_flight = asyncio.ensure_future(self._runs.append_steps(self.run_id, steps))
         self._in_flight.add_done_callback(self._stored)
-        return await asyncio.shield(self._in_flight)
+        try:
+            return await asyncio.shield(self._in_flight)
+        except (errors.InvalidArgument, errors.ResourceExhausted) as exc:
+            if ending:
+                raise
+            where = f"node '{self.node_id}': " if self.node_id else ""
+            code = "step_too_large" if isinstance(exc, errors.ResourceExhausted) else "step_refused"
+            raise RunFailure(code, type(exc)(f"{where}the run store refused the step: {exc}")) from exc
 
     def _stored(self, append: "asyncio.Future[list[runs_pb2.Step]]") -> None:
         if not append.cancelled() and append.exception() is None:
@@ -136,14 +157,26 @@ class StepRecorder:
             self._stored(self._in_flight)
 
 
-def parse_tool_arguments(raw: str) -> tuple[dict[str, Any] | None, str]:
-    """The model's argument string as a JSON object, or None and a message the model can act on."""
+def parse_tool_arguments(call: RequestedToolCall, base_url: str) -> tuple[dict[str, Any] | None, str]:
+    """The model's argument string as a JSON object, or None and a message the model can act on.
+
+    Raises RunFailure "bad_model_response" for arguments no step can record: Python's json reads `NaN`,
+    `Infinity` and `1e999` (as inf), which JSON has no form for, and nesting past what a step carries."""
+    raw = call.arguments
     if not raw.strip():
         return {}, ""  # Some servers send "" for a call without arguments.
     try:
         parsed = json.loads(raw)
+        check_value(parsed, "arguments")
     except json.JSONDecodeError as exc:
         return None, f"the arguments are not valid JSON ({exc}); send a JSON object that matches the tool's schema"
+    except (errors.InvalidArgument, RecursionError) as exc:
+        problem = "nest too deeply" if isinstance(exc, RecursionError) else f"cannot be recorded: {exc}"
+        raise RunFailure(
+            "bad_model_response",
+            errors.Unavailable(f"the model endpoint {base_url} sent arguments for tool call '{call.name}' "
+                               f"({call.id[:64]}) that {problem}"),
+        ) from None
     if not isinstance(parsed, dict):
         return None, f"the arguments must be a JSON object, not {type(parsed).__name__}"
     return parsed, ""
@@ -360,7 +393,7 @@ class AgentLoop:
         a pause), ask for the approvals the calls need (RunPaused at the first one undecided), then execute the
         calls concurrently on behalf of the run's `owner` and record each result in the order of the calls;
         return the tool messages for the conversation."""
-        parsed = [parse_tool_arguments(call.arguments) for call in calls]
+        parsed = [parse_tool_arguments(call, self._model.base_url) for call in calls]
         if thought is not None:
             steps = [thought]
             for call, (params, _) in zip(calls, parsed, strict=True):
