@@ -56,6 +56,8 @@ class ExecutorLink:
         self._call_ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[execution_pb2.ExecutorCallResult]] = {}
         self._connected = False
+        #: How many times the stream was opened: 1 for a link that never broke.
+        self.connections = 0
 
     @property
     def connected(self) -> bool:
@@ -156,6 +158,7 @@ class ExecutorLink:
                 # The server sends no initial response until a notice; wait_for_connection tells us it took.
                 await call.wait_for_connection()
                 self._connected = True
+                self.connections += 1
                 backoff = 0.1
                 async for notice in call:
                     kind = notice.WhichOneof("notice")

@@ -109,7 +109,10 @@ def state_workflow(assignments: dict[str, str], *, loop: str = "", max_iteration
             edge("start", "loop"), edge("loop", "grow", "body"), edge("grow", "loop"), edge("loop", "done", "done")
         ]
     return workflows_pb2.Workflow(
-        display_name="State", inputs=[workflows_pb2.WorkflowInput(name="s")], nodes=nodes, edges=edges
+        display_name="State",
+        inputs=[workflows_pb2.WorkflowInput(name="s"), workflows_pb2.WorkflowInput(name="items")],
+        nodes=nodes,
+        edges=edges,
     )
 
 
@@ -188,18 +191,24 @@ async def test_a_list_doubled_in_a_loop_ends_the_run_at_once(tmp_path: Path) -> 
 
 
 async def test_a_hostile_run_fails_alone_and_an_honest_one_at_the_same_time_completes(tmp_path: Path) -> None:
-    async with ScriptedLLM(text_reply("All fine.")) as llm, workflow_platform(tmp_path, llm) as (platform, workflows):
-        saved = await save(workflows, state_workflow({"xs": "[" + ", ".join(["s"] * 12) + "]"}))
+    """A model answering 5 MB of text: as a delta and as a step, past gRPC's 4 MiB limit on a message. Sent, it
+    would end the link's stream, and with it the writes of every run; here it ends its own run, and a workflow
+    run at the same time completes."""
+    async with ScriptedLLM(text_reply("z" * 5_000_000)) as llm, workflow_platform(tmp_path, llm) as (
+        platform, workflows
+    ):
+        saved = await save(workflows, state_workflow({"n": "1"}))
         started = time.monotonic()
         hostile, honest = await asyncio.gather(
-            start_workflow(platform, saved.id, s="x" * 100_000), start_run(platform, "Are you there?")
+            start_run(platform, "Say a lot."), start_workflow(platform, saved.id, s="x")
         )
         hostile_final, honest_final = await asyncio.gather(
             ended(platform, hostile.id, started), ended(platform, honest.id, started)
         )
         assert hostile_final.error_code == "step_too_large", hostile_final.error_message
+        assert "agent-response step" in hostile_final.error_message
         assert honest_final.state == runs_pb2.RUN_STATE_COMPLETED, honest_final.error_message
-        assert platform.engine.link.connected
+        assert platform.engine.link.connected and platform.engine.link.connections == 1  # it never broke
 
 
 async def test_a_call_too_large_for_the_link_fails_alone_and_the_link_goes_on(tmp_path: Path) -> None:
@@ -209,12 +218,11 @@ async def test_a_call_too_large_for_the_link_fails_alone_and_the_link_goes_on(tm
         run = await start_run(platform, "hello")
         await wait_final(platform, run.id)
         link = platform.engine.link
-        # 5 MB of numbers: a list of doubles weighs ~11 bytes each in binary.
         huge = runs_pb2.Step(run_id=run.id, sequence=99, agent_thought=runs_pb2.AgentThought(text="z" * 5_000_000))
         with pytest.raises(CallError) as refused:
             await link.call("append_steps", execution_pb2.AppendStepsRequest(run_id=run.id, steps=[huge]), 5.0)
         assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert link.connected
+        assert link.connected and link.connections == 1
         answer = await link.call("finish_run", execution_pb2.FinishRunRequest(
             run_id=run.id, state=runs_pb2.RUN_STATE_COMPLETED
         ), 5.0)
