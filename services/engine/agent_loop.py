@@ -40,6 +40,9 @@ from services.engine.thread_context import NO_CONTEXT, ThreadContext, estimate_t
 
 log = logging.getLogger(__name__)
 
+#: The longest message a run ends with (the store takes 16 KiB).
+MAX_END_MESSAGE_CHARS = 4000
+
 #: Where deltas go: the engine's link to the run store, which hands them to the run's watchers.
 DeltaSink = Callable[[runs_pb2.StepDelta], None]
 
@@ -256,8 +259,14 @@ class AgentLoop:
         self, recorder: StepRecorder, state: "runs_pb2.RunState", code: str, message: str
     ) -> runs_pb2.Run:
         """Record the `error` step a run ends on and finish it as `state` (FAILED or CANCELLED)."""
+        # The message may quote what the model or a tool sent: made storable (no NUL, bounded), so that the end
+        # of a run is never itself refused.
+        message = message.replace("\x00", "\\x00")[:MAX_END_MESSAGE_CHARS]
         await recorder.settle()
-        await recorder.record(error=runs_pb2.StepError(code=code, message=message))
+        try:
+            await recorder.record(error=runs_pb2.StepError(code=code, message=message))
+        except errors.InvalidArgument as exc:
+            log.error("run %s: the store refused its error step (%s); finishing it without", recorder.run_id, exc)
         return await self._runs.finish_run(recorder.run_id, state, code, message)
 
     async def run_agent_node(

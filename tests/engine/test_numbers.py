@@ -227,3 +227,16 @@ async def test_a_call_too_large_for_the_link_fails_alone_and_the_link_goes_on(tm
             run_id=run.id, state=runs_pb2.RUN_STATE_COMPLETED
         ), 5.0)
         assert answer.state == runs_pb2.RUN_STATE_COMPLETED  # the link answered: it is still up
+
+
+async def test_model_arguments_the_store_refuses_end_the_run_at_once(tmp_path: Path) -> None:
+    # A NUL in a JSON string is valid JSON, but no database here stores it: the store refuses the tool-call step,
+    # and the run ends with that refusal (its own error step quoting the NUL's escape is stored), not the reaper.
+    async with ScriptedLLM(tool_call_reply("calculator", '{"expression": "1 + \\u0000"}')) as llm:
+        async with start_platform(tmp_path, llm.base_url) as platform:
+            started = time.monotonic()
+            run = await start_run(platform, "compute")
+            final = await ended(platform, run.id, started)
+    assert final.state == runs_pb2.RUN_STATE_FAILED
+    assert final.error_code == "step_refused", final.error_message
+    assert "NUL" in error_step(final).message

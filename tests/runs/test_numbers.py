@@ -112,3 +112,18 @@ async def test_a_refused_call_over_the_link_fails_alone_and_the_link_goes_on(app
         assert f"step 1 {field} is not a finite number" in answers[1].error.message
         assert answers[2].WhichOneof("result") == "append_steps"
         link.cancel()
+
+
+async def test_the_text_backslash_u0000_is_stored_and_a_real_nul_is_refused(app: RunsApp) -> None:
+    """The NUL check reads the JSON text: `\\u0000` written out (as a model quoting JSON does, or an error message
+    naming the character) is six plain characters, not a NUL, and a run's error step quoting it must be stored."""
+    async with connect(app) as stub:
+        run = await stub.CreateRun(create_request())
+        quoted = runs_pb2.Step(sequence=1, error=runs_pb2.StepError(code="x", message="a NUL (\\u0000) in \\\\u0000"))
+        await stub.AppendSteps(execution_pb2.AppendStepsRequest(run_id=run.id, steps=[quoted]))
+        for text_with_nul in ("a\x00b", "\\\x00"):
+            request = execution_pb2.AppendStepsRequest(run_id=run.id, steps=[thought(text_with_nul, 2)])
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.AppendSteps(request)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "NUL" in (refused.value.details() or "")
