@@ -18,6 +18,8 @@ from agentplatform.agents.v1 import workflows_pb2
 from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
+from services.demo_model.app import create_app, start_model_server
+from services.demo_model.planner import plan_reply
 from services.engine.clients import CallError
 from tests.agents.workflow_helpers import edge, node
 from tests.engine.run_helpers import start_run, wait_final
@@ -240,3 +242,19 @@ async def test_model_arguments_the_store_refuses_end_the_run_at_once(tmp_path: P
     assert final.state == runs_pb2.RUN_STATE_FAILED
     assert final.error_code == "step_refused", final.error_message
     assert "NUL" in error_step(final).message
+
+
+async def test_the_demo_model_asked_for_10_to_the_999_squared_ends_the_run_at_once(tmp_path: Path) -> None:
+    """The attack round's question to the offline demo model, which carried Infinity from one calculation into the
+    next tool call."""
+    model = await start_model_server(create_app(plan_reply))
+    try:
+        async with start_platform(tmp_path, model.base_url, LLM_MODEL="demo") as platform:
+            started = time.monotonic()
+            run = await start_run(platform, "What is 10 ^ 999 times 10 ^ 999?")
+            final = await ended(platform, run.id, started)
+    finally:
+        await model.stop()
+    assert final.state == runs_pb2.RUN_STATE_FAILED
+    assert final.error_code == "bad_model_response", final.error_message
+    assert "arguments.x is inf" in final.error_message
