@@ -7,6 +7,8 @@ run can break the engine's link to the store for the others."""
 import asyncio
 import textwrap
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +20,18 @@ from agentplatform.agents.v1 import workflows_pb2
 from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
+from services.common import errors
+from services.common.identity import LOCAL_USER, Caller
 from services.demo_model.app import create_app, start_model_server
 from services.demo_model.planner import plan_reply
-from services.engine.clients import CallError
+from services.engine.app import RUNS_CHANNEL_OPTIONS
+from services.engine.clients import CHANNEL_OPTIONS, CallError, RunsClient
+from services.runs.app import start_runs
 from tests.agents.workflow_helpers import edge, node
 from tests.engine.run_helpers import start_run, wait_final
 from tests.engine.test_workflows import save, workflow_platform
-from tests.support.platform import Platform, start_platform
+from tests.runs.helpers import create_request
+from tests.support.platform import Platform, runs_settings, start_platform
 from tests.support.scripted_llm import ScriptedLLM, text_reply, tool_call_reply
 
 #: A run refused for what it carries ends within this many seconds, on a loaded machine too (the reaper, which
@@ -258,3 +265,37 @@ async def test_the_demo_model_asked_for_10_to_the_999_squared_ends_the_run_at_on
     assert final.state == runs_pb2.RUN_STATE_FAILED
     assert final.error_code == "bad_model_response", final.error_message
     assert "arguments.x is inf" in final.error_message
+
+
+async def test_the_engine_reads_back_runs_larger_than_a_default_grpc_message(tmp_path: Path) -> None:
+    """A run resumed after an approval comes with all its steps: 6 steps of 900 KB are past gRPC's default 4 MiB
+    limit on a received message, which the engine's channel to the store raises."""
+    runs = await start_runs(runs_settings(tmp_path))
+    try:
+        async with runs_channel(runs.port, RUNS_CHANNEL_OPTIONS) as channel:
+            client = RunsClient(channel, timeout=10, outage_seconds=1, service_token="")
+            run = await client.create_run(create_request("big"))
+            steps = [
+                runs_pb2.Step(sequence=n, agent_thought=runs_pb2.AgentThought(text=str(n) * 900_000)) for n in (1, 2)
+            ]
+            for first in range(1, 7, 2):
+                for offset, step in enumerate(steps):
+                    step.sequence = first + offset
+                await client.append_steps(run.id, steps)
+            whole = await client.get_run(run.id, Caller(LOCAL_USER))
+            assert len(whole.steps) == 6
+        async with runs_channel(runs.port, CHANNEL_OPTIONS) as channel:
+            client = RunsClient(channel, timeout=10, outage_seconds=1, service_token="")
+            with pytest.raises(errors.ResourceExhausted):
+                await client.get_run(run.id, Caller(LOCAL_USER))
+    finally:
+        await runs.stop()
+
+
+@asynccontextmanager
+async def runs_channel(port: int, options: Any) -> AsyncIterator[grpc.aio.Channel]:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
+    try:
+        yield channel
+    finally:
+        await channel.close()
