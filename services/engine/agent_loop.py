@@ -119,10 +119,8 @@ class StepRecorder:
         for offset, step in enumerate(steps):
             step.run_id, step.sequence = self.run_id, self.next_sequence + offset
             step.node_id = self.node_id
-            problem = None if ending else oversized(step, self._max_step_bytes)
-            if problem is not None:
-                where = f"node '{self.node_id}': " if self.node_id else ""
-                raise RunFailure("step_too_large", errors.ResourceExhausted(where + problem))
+            if not ending:
+                self._check_size(step)
         self._in_flight = asyncio.ensure_future(self._runs.append_steps(self.run_id, steps))
         self._in_flight.add_done_callback(self._stored)
         try:
@@ -130,9 +128,18 @@ class StepRecorder:
         except (errors.InvalidArgument, errors.ResourceExhausted) as exc:
             if ending:
                 raise
+            raise self._refused(exc) from exc
+
+    def _check_size(self, step: runs_pb2.Step) -> None:
+        problem = oversized(step, self._max_step_bytes)
+        if problem is not None:
             where = f"node '{self.node_id}': " if self.node_id else ""
-            code = "step_too_large" if isinstance(exc, errors.ResourceExhausted) else "step_refused"
-            raise RunFailure(code, type(exc)(f"{where}the run store refused the step: {exc}")) from exc
+            raise RunFailure("step_too_large", errors.ResourceExhausted(where + problem))
+
+    def _refused(self, exc: errors.InvalidArgument | errors.ResourceExhausted) -> RunFailure:
+        where = f"node '{self.node_id}': " if self.node_id else ""
+        code = "step_too_large" if isinstance(exc, errors.ResourceExhausted) else "step_refused"
+        return RunFailure(code, type(exc)(f"{where}the run store refused the step: {exc}"))
 
     def _stored(self, append: "asyncio.Future[list[runs_pb2.Step]]") -> None:
         if not append.cancelled() and append.exception() is None:
@@ -145,7 +152,11 @@ class StepRecorder:
         step = runs_pb2.Step(
             run_id=self.run_id, sequence=self.next_sequence, approval_request=request, node_id=self.node_id
         )
-        run = await self._runs.await_approval(self.run_id, self.executor_id, step)
+        self._check_size(step)
+        try:
+            run = await self._runs.await_approval(self.run_id, self.executor_id, step)
+        except (errors.InvalidArgument, errors.ResourceExhausted) as exc:
+            raise self._refused(exc) from exc
         # Not handed to `on_stored`: followers see the step, as stored, from the store (the run is no longer
         # this engine's to report).
         self._last_sequence = step.sequence

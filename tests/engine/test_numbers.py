@@ -299,3 +299,25 @@ async def runs_channel(port: int, options: Any) -> AsyncIterator[grpc.aio.Channe
         yield channel
     finally:
         await channel.close()
+
+
+async def test_an_approval_request_too_large_for_a_step_ends_the_run_at_once(tmp_path: Path) -> None:
+    # The engine's limit (4 KB) below the store's: the approval node's prompt makes a step larger than it.
+    workflow = workflows_pb2.Workflow(
+        display_name="Ask",
+        inputs=[workflows_pb2.WorkflowInput(name="s")],
+        nodes=[
+            node("start", start=workflows_pb2.StartNode()),
+            node("ask", approval=workflows_pb2.ApprovalNode(prompt="s")),
+            node("done", end=workflows_pb2.EndNode(output='"done"')),
+        ],
+        edges=[edge("start", "ask")] + [edge("ask", "done", branch) for branch in ("approved", "rejected")],
+    )
+    async with ScriptedLLM() as llm, workflow_platform(tmp_path, llm, RUNS_MAX_STEP_BYTES=4096) as (platform, wfs):
+        saved = await save(wfs, workflow)
+        started = time.monotonic()
+        run = await start_workflow(platform, saved.id, s="y" * 5_000)
+        final = await ended(platform, run.id, started)
+    assert final.state == runs_pb2.RUN_STATE_FAILED
+    assert final.error_code == "step_too_large", final.error_message
+    assert "node 'ask'" in final.error_message and "approval-request" in final.error_message
