@@ -223,3 +223,34 @@ def test_doubling_a_list_stops_at_the_size_bound() -> None:
         for _ in range(40):
             items = cel.evaluate(program, {"items": items}, timeout=300)
     assert len(items) * 100_000 <= cel.MAX_VALUE_SIZE
+
+
+_STATE_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20) | st.sampled_from(["x" * 200_000, "\u0000\ud7ff\U0010ffff"]),
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=5), children, max_size=6),
+    max_leaves=40,
+)
+_GROWING = [
+    "items", "items + items", "[items, items, items]", "items.map(a, items)", "items.map(a, items.map(b, answer))",
+    "{'a': items, 'b': [items, items]}", "string(answer) + string(answer)", "count * 1e308 * 10.0",
+]
+
+
+@given(items=st.lists(_STATE_VALUES, max_size=40), answer=_STATE_VALUES, expression=st.sampled_from(_GROWING))
+def test_evaluation_on_any_state_returns_a_bounded_value_or_an_evaluation_error(
+    items: list[object], answer: object, expression: str
+) -> None:
+    """Generated state (non-finite numbers, deep nesting, huge strings, odd unicode) through expressions that
+    grow values: a value within the size bound, or EvaluationError; nothing else, and soon."""
+    program = cel.compile(expression, KNOWN)
+    started = time.monotonic()
+    try:
+        value = cel.evaluate(program, {"items": items, "answer": answer, "count": 3}, timeout=60)
+    except cel.EvaluationError:
+        pass
+    else:
+        # Beyond what the state holds already (read as it is, it costs nothing), bounded by the size meter.
+        given_size = len(repr(items)) + len(repr(answer))
+        assert len(repr(value)) < given_size + 3 * cel.MAX_VALUE_SIZE + 10 * cel.MAX_COST
+    assert time.monotonic() - started < 30
