@@ -81,6 +81,19 @@ NAN_TOOL_PLUGIN = textwrap.dedent('''
 
         async def run(self, arguments, context):
             return {"total": [1.0, float("nan")], "big": 1e308 * 10}
+
+
+    class Deep(BaseTool):
+        name = "deep"
+        display_name = "Deep"
+        description = "Answers with a value nested 25 levels deep"
+        parameters = {"type": "object", "properties": {}}
+
+        async def run(self, arguments, context):
+            value = {}
+            for _ in range(25):
+                value = {"a": value}
+            return value
 ''')
 
 
@@ -102,6 +115,38 @@ async def test_a_tool_result_with_non_finite_numbers_is_the_tools_error_and_the_
     assert "result.total[1] is nan" in result.error or "result.big is inf" in result.error, result.error
     told = llm.requests[1]["messages"][-1]
     assert told["role"] == "tool" and told["content"].startswith("Error: ") and "JSON" in told["content"]
+
+
+async def test_a_tool_result_nested_deeper_than_a_step_carries_is_the_tools_error(tmp_path: Path) -> None:
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "overflowing.py").write_text(NAN_TOOL_PLUGIN)
+    replies = [tool_call_reply("deep", {}), text_reply("Too deep.")]
+    async with ScriptedLLM(*replies) as llm, start_platform(
+        tmp_path, llm.base_url, tools_overrides={"TOOLS_PLUGIN_DIRS": str(folder)}
+    ) as platform:
+        started = time.monotonic()
+        run = await start_run(platform, "go deep")
+        final = await ended(platform, run.id, started)
+        assert platform.engine.link.connections == 1
+    assert final.state == runs_pb2.RUN_STATE_COMPLETED, final.error_message
+    [result] = [step.tool_result for step in final.steps if step.HasField("tool_result")]
+    assert "nests deeper than 20 levels" in result.error, result.error
+
+
+@pytest.mark.parametrize(("inputs", "shown"), [
+    ({"s": float("nan")}, "inputs.s is not a finite number"),
+    ({"s": [[[[[[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]]]]]}, "nests deeper than 20 levels"),
+])
+async def test_workflow_inputs_a_step_cannot_carry_are_invalid_argument(
+    tmp_path: Path, inputs: dict[str, Any], shown: str
+) -> None:
+    async with ScriptedLLM() as llm, workflow_platform(tmp_path, llm) as (platform, workflows):
+        saved = await save(workflows, state_workflow({"n": "1"}))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await start_workflow(platform, saved.id, **inputs)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert shown in (refused.value.details() or "")
 
 
 def state_workflow(assignments: dict[str, str], *, loop: str = "", max_iterations: int = 5) -> workflows_pb2.Workflow:
