@@ -15,6 +15,10 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
 from agentplatform.agents.v1 import workflows_pb2
 from agentplatform.engine.v1 import engine_pb2
@@ -366,3 +370,32 @@ async def test_an_approval_request_too_large_for_a_step_ends_the_run_at_once(tmp
     assert final.state == runs_pb2.RUN_STATE_FAILED
     assert final.error_code == "step_too_large", final.error_message
     assert "node 'ask'" in final.error_message and "approval-request" in final.error_message
+
+
+def raw_model(chunk: str) -> Starlette:
+    """A chat-completions server that streams `chunk` (as written, NaN and all) and ends."""
+
+    async def complete(request: Request) -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            yield f"data: {chunk}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", complete, methods=["POST"])])
+
+
+@pytest.mark.parametrize("count", ["NaN", "1e999", "-5", "1000000000000000000000000000000", "1.5", "true"])
+async def test_token_counts_that_are_not_counts_are_a_bad_model_response(tmp_path: Path, count: str) -> None:
+    choice = '{"index": 0, "delta": {"content": "hi"}}'
+    chunk = f'{{"choices": [{choice}], "usage": {{"prompt_tokens": {count}, "completion_tokens": 1}}}}'
+    model = await start_model_server(raw_model(chunk))
+    try:
+        async with start_platform(tmp_path, model.base_url) as platform:
+            started = time.monotonic()
+            run = await start_run(platform, "count")
+            final = await ended(platform, run.id, started)
+    finally:
+        await model.stop()
+    assert final.state == runs_pb2.RUN_STATE_FAILED
+    assert final.error_code == "bad_model_response", final.error_message
