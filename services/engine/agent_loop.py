@@ -131,7 +131,10 @@ class StepRecorder:
             raise self._refused(exc) from exc
 
     def _check_size(self, step: runs_pb2.Step) -> None:
-        problem = oversized(step, self._max_step_bytes)
+        try:
+            problem = oversized(step, self._max_step_bytes)
+        except errors.InvalidArgument as exc:  # not JSON at all (a non-finite number no check caught before)
+            raise self._refused(exc) from exc
         if problem is not None:
             where = f"node '{self.node_id}': " if self.node_id else ""
             raise RunFailure("step_too_large", errors.ResourceExhausted(where + problem))
