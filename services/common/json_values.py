@@ -9,6 +9,12 @@ from typing import Any
 
 from services.common.errors import InvalidArgument
 
+#: How deeply a value that goes into a run's step may nest: protobuf's decoder refuses messages nested past 100
+#: levels, a JSON level is two or three message levels (Value, Struct, its map entry), and a step travels inside
+#: other messages. A value 32 objects deep, once sent, made the run store's side of the engine's link fail to parse
+#: it, which ends the stream of every run.
+MAX_STEP_VALUE_DEPTH = 20
+
 
 def check_json_value(value: Any, field: str, max_depth: int | None = None) -> None:
     """InvalidArgument naming the place (`field.key[2]`) of the first NaN or infinity in a JSON-like value, or
