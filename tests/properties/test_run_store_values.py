@@ -19,10 +19,13 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
+from services.common.database import Database
 from services.runs.app import RunsApp, start_runs
+from services.runs.models import Base
 from tests.engine.run_helpers import start_run, wait_final
 from tests.runs.helpers import connect, create_request
 from tests.support.platform import Platform, runs_settings, start_platform
@@ -58,9 +61,18 @@ def has_non_finite(value: Any) -> bool:
     return False
 
 
-@pytest.fixture
-async def store_app(tmp_path: Path) -> AsyncIterator[RunsApp]:
-    app = await start_runs(runs_settings(tmp_path))
+@pytest.fixture(params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store_app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunsApp]:
+    """A runs server on SQLite, and on the session's PostgreSQL server (a database of its own)."""
+    url = ""
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        db = Database(url)
+        async with db.engine.begin() as connection:
+            await connection.run_sync(Base.metadata.drop_all)
+            await connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        await db.dispose()
+    app = await start_runs(runs_settings(tmp_path, **({"DATABASE_URL": url} if url else {})))
     yield app
     await app.stop()
 
