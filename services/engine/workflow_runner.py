@@ -154,14 +154,18 @@ class _Graph:
             if key not in self._programs:
                 self._programs[key] = cel.compile(expression, self._known)
             # CPU-bound and metered: off the event loop, so other runs go on meanwhile.
-            value = await asyncio.to_thread(cel.evaluate, self._programs[key], state)
-            # State and outputs go into steps: a value the store cannot take fails here, naming the node.
-            check_value(value, "value")
-            return value
+            return await asyncio.to_thread(_evaluate, self._programs[key], state)
         except errors.InvalidArgument as exc:
             raise RunFailure(
                 "expression_failed", errors.InvalidArgument(f"node '{node_id}' {field_name}: {exc}")
             ) from exc
+
+
+def _evaluate(program: cel.Program, state: dict[str, Any]) -> Any:
+    value = cel.evaluate(program, state)
+    # State and outputs go into steps: a value the store cannot take fails here, naming the node.
+    check_value(value, "value")
+    return value
 
 
 class WorkflowRunner:
