@@ -14,7 +14,9 @@ lists come from the state (a tool's result may hold 100,000 items): `xs.map(a, x
 is 10^15 steps on such a list, a bound no syntax check can see, since it depends on the data. So every node the
 evaluator visits costs 1, and every new string, bytes, list or map a node produces costs its length, against a
 budget (MAX_COST): a runaway expression is stopped within one step of its bound, with the same answer on every
-replica and under any load, and the memory it can build is bounded by the same budget. A killable worker process
+replica and under any load. The length charged is not the size built, though: a list of 600 references to one
+100 KB string costs 600 but is 60 MB as JSON (in a step, in the engine's memory once converted), so the meter also
+sums the size of every new value, elements and text included, against MAX_VALUE_SIZE. A killable worker process
 would bound time too, but costs a process hop and a copy of the state per evaluation (workflows evaluate an
 expression per node), and what it stops depends on the machine's load. The meter cannot see inside one step
 (`x in xs` is one step whatever the size of xs), so a wall-clock deadline (EVALUATION_TIMEOUT_SECONDS), checked
@@ -55,6 +57,12 @@ MAX_COMPREHENSION_DEPTH = 2
 #: string, bytes, list or map. cel-python visits about 100,000 nodes a second, so this is about a second at worst;
 #: a workflow's expressions typically cost tens to a few thousand (a map over 1,000 items with a small body: ~20,000).
 MAX_COST = 100_000
+#: The default bound on the size of the values one evaluation builds, summed over every new string, bytes, list
+#: and map: 1 per character (or byte) of text, 1 per element, key and scalar, and a list or map holding values the
+#: evaluation already has counts their sizes again (as its JSON would repeat them). A workflow's values go into its
+#: steps, which the run store takes up to 1 MiB each; 600 references to one 100 KB string are one list of 600
+#: elements to the cost budget, and 60 MB to the store (and to the engine's memory, once converted).
+MAX_VALUE_SIZE = 2_000_000
 #: The default wall-clock bound of one evaluation, checked every CLOCK_EVERY steps.
 EVALUATION_TIMEOUT_SECONDS = 2.0
 CLOCK_EVERY = 64
@@ -266,9 +274,14 @@ class _Exhausted(Exception):
 class _Meter:
     """The cost of one evaluation, shared by the evaluator and the sub-evaluators of its comprehensions."""
 
-    def __init__(self, budget: int, timeout: float) -> None:
+    def __init__(self, budget: int, timeout: float, max_size: int = MAX_VALUE_SIZE) -> None:
         self.budget = budget
         self.spent = 0
+        self.max_size = max_size
+        #: The summed size of the new values so far (see MAX_VALUE_SIZE).
+        self.built = 0
+        #: The size of each new list and map, by id (held alive in `seen`), so a value holding it need not walk it.
+        self.sizes: dict[int, int] = {}
         self.steps = 0
         self.deadline = time.monotonic() + timeout
         self.timeout = timeout
@@ -292,6 +305,36 @@ class _Meter:
         if isinstance(value, (str, bytes, list, dict)) and id(value) not in self.seen:
             self.seen[id(value)] = value
             self.charge(len(value))
+            self.built += self._size(value)
+
+    def _size(self, value: str | bytes | list[Any] | dict[Any, Any]) -> int:
+        """The size of a new value (see MAX_VALUE_SIZE); raises _Exhausted as soon as the sum passes the bound.
+        Every item walked adds at least 1, so the walk itself costs no more than the bound allows."""
+        room = self.max_size - self.built
+        total = 0
+        stack: list[Any] = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str | bytes):
+                total += len(item) + 1
+            elif isinstance(item, list | dict):
+                known = self.sizes.get(id(item)) if item is not value else None
+                if known is not None:
+                    total += known
+                else:
+                    total += 1
+                    if isinstance(item, list):
+                        stack.extend(item)
+                    else:
+                        stack.extend(part for pair in item.items() for part in pair)
+            else:
+                total += 1
+            if total > room:
+                raise _Exhausted(f"the expression built values larger than {self.max_size:,} (characters of text and "
+                                 "elements of lists and maps, summed); keep lists and text in a workflow small")
+        if isinstance(value, list | dict):
+            self.sizes[id(value)] = total
+        return total
 
 
 class _BoundedEvaluator(Evaluator):
@@ -318,13 +361,14 @@ def evaluate(
     *,
     max_cost: int = MAX_COST,
     timeout: float = EVALUATION_TIMEOUT_SECONDS,
+    max_size: int = MAX_VALUE_SIZE,
 ) -> Any:
     """The value of `program` on `state` (variable name -> plain Python value), as a plain Python value.
 
     EvaluationError when the expression fails on this state (a variable it reads has no value in `state`, a
     missing key, a division by zero, wrong types); EvaluationLimitExceeded when it would cost more than
-    `max_cost` or run longer than `timeout` seconds."""
-    meter = _Meter(max_cost, timeout)
+    `max_cost`, build values larger than `max_size` (MAX_VALUE_SIZE) or run longer than `timeout` seconds."""
+    meter = _Meter(max_cost, timeout, max_size)
     values: dict[str, Any] = {}
     for name in sorted(program.variables):
         if name not in state:

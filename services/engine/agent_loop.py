@@ -35,9 +35,13 @@ from services.engine.model_client import ModelClient, ModelSampling, ModelTurn, 
 from services.engine.run_progress import Decision, RunProgress
 from services.engine.run_request import ChatInput
 from services.engine.settings import EngineSettings
+from services.engine.step_checks import DEFAULT_MAX_STEP_BYTES, check_value, oversized
 from services.engine.thread_context import NO_CONTEXT, ThreadContext, estimate_tokens, fit_context
 
 log = logging.getLogger(__name__)
+
+#: The longest message a run ends with (the store takes 16 KiB).
+MAX_END_MESSAGE_CHARS = 4000
 
 #: Where deltas go: the engine's link to the run store, which hands them to the run's watchers.
 DeltaSink = Callable[[runs_pb2.StepDelta], None]
@@ -80,10 +84,13 @@ class StepRecorder:
         on_stored: Callable[[list[runs_pb2.Step]], None] | None = None,
         recorded: int = 0,
         executor_id: str = "",
+        max_step_bytes: int = DEFAULT_MAX_STEP_BYTES,
     ) -> None:
         """`recorded`: how many steps the store has already (those created with the run, or before a pause);
-        `executor_id`: the engine process holding the run's lease."""
+        `executor_id`: the engine process holding the run's lease; `max_step_bytes`: the store's limit on a step
+        (RUNS_MAX_STEP_BYTES)."""
         self._runs = runs
+        self._max_step_bytes = max_step_bytes
         self.run_id = run_id
         self.executor_id = executor_id
         #: The workflow node whose steps are being recorded ("" outside workflows): every step carries it.
@@ -102,13 +109,40 @@ class StepRecorder:
         return stored
 
     async def record_all(self, steps: list[runs_pb2.Step]) -> list[runs_pb2.Step]:
-        """Store steps known together (a thought and the tool calls it asks for) in one append, numbered in order."""
+        """Store steps known together (a thought and the tool calls it asks for) in one append, numbered in order.
+
+        Raises RunFailure "step_too_large" for a step larger than the store takes (checked before it is sent:
+        the run ends at once, naming the node and field), and "step_refused" when the store refuses the append as
+        invalid: the run cannot go on without its record, and ending it now beats leaving it to the reaper. The
+        step a run ends on (`error`) is exempt, so a failure never loops."""
+        ending = any(step.HasField("error") for step in steps)
         for offset, step in enumerate(steps):
             step.run_id, step.sequence = self.run_id, self.next_sequence + offset
             step.node_id = self.node_id
+            if not ending:
+                self._check_size(step)
         self._in_flight = asyncio.ensure_future(self._runs.append_steps(self.run_id, steps))
         self._in_flight.add_done_callback(self._stored)
-        return await asyncio.shield(self._in_flight)
+        try:
+            return await asyncio.shield(self._in_flight)
+        except (errors.InvalidArgument, errors.ResourceExhausted) as exc:
+            if ending:
+                raise
+            raise self._refused(exc) from exc
+
+    def _check_size(self, step: runs_pb2.Step) -> None:
+        try:
+            problem = oversized(step, self._max_step_bytes)
+        except errors.InvalidArgument as exc:  # not JSON at all (a non-finite number no check caught before)
+            raise self._refused(exc) from exc
+        if problem is not None:
+            where = f"node '{self.node_id}': " if self.node_id else ""
+            raise RunFailure("step_too_large", errors.ResourceExhausted(where + problem))
+
+    def _refused(self, exc: errors.InvalidArgument | errors.ResourceExhausted) -> RunFailure:
+        where = f"node '{self.node_id}': " if self.node_id else ""
+        code = "step_too_large" if isinstance(exc, errors.ResourceExhausted) else "step_refused"
+        return RunFailure(code, type(exc)(f"{where}the run store refused the step: {exc}"))
 
     def _stored(self, append: "asyncio.Future[list[runs_pb2.Step]]") -> None:
         if not append.cancelled() and append.exception() is None:
@@ -121,7 +155,11 @@ class StepRecorder:
         step = runs_pb2.Step(
             run_id=self.run_id, sequence=self.next_sequence, approval_request=request, node_id=self.node_id
         )
-        run = await self._runs.await_approval(self.run_id, self.executor_id, step)
+        self._check_size(step)
+        try:
+            run = await self._runs.await_approval(self.run_id, self.executor_id, step)
+        except (errors.InvalidArgument, errors.ResourceExhausted) as exc:
+            raise self._refused(exc) from exc
         # Not handed to `on_stored`: followers see the step, as stored, from the store (the run is no longer
         # this engine's to report).
         self._last_sequence = step.sequence
@@ -136,14 +174,26 @@ class StepRecorder:
             self._stored(self._in_flight)
 
 
-def parse_tool_arguments(raw: str) -> tuple[dict[str, Any] | None, str]:
-    """The model's argument string as a JSON object, or None and a message the model can act on."""
+def parse_tool_arguments(call: RequestedToolCall, base_url: str) -> tuple[dict[str, Any] | None, str]:
+    """The model's argument string as a JSON object, or None and a message the model can act on.
+
+    Raises RunFailure "bad_model_response" for arguments no step can record: Python's json reads `NaN`,
+    `Infinity` and `1e999` (as inf), which JSON has no form for, and nesting past what a step carries."""
+    raw = call.arguments
     if not raw.strip():
         return {}, ""  # Some servers send "" for a call without arguments.
     try:
         parsed = json.loads(raw)
+        check_value(parsed, "arguments")
     except json.JSONDecodeError as exc:
         return None, f"the arguments are not valid JSON ({exc}); send a JSON object that matches the tool's schema"
+    except (errors.InvalidArgument, RecursionError) as exc:
+        problem = "nest too deeply" if isinstance(exc, RecursionError) else f"cannot be recorded: {exc}"
+        raise RunFailure(
+            "bad_model_response",
+            errors.Unavailable(f"the model endpoint {base_url} sent arguments for tool call '{call.name}' "
+                               f"({call.id[:64]}) that {problem}"),
+        ) from None
     if not isinstance(parsed, dict):
         return None, f"the arguments must be a JSON object, not {type(parsed).__name__}"
     return parsed, ""
@@ -223,8 +273,14 @@ class AgentLoop:
         self, recorder: StepRecorder, state: "runs_pb2.RunState", code: str, message: str
     ) -> runs_pb2.Run:
         """Record the `error` step a run ends on and finish it as `state` (FAILED or CANCELLED)."""
+        # The message may quote what the model or a tool sent: made storable (no NUL, bounded), so that the end
+        # of a run is never itself refused.
+        message = message.replace("\x00", "\\x00")[:MAX_END_MESSAGE_CHARS]
         await recorder.settle()
-        await recorder.record(error=runs_pb2.StepError(code=code, message=message))
+        try:
+            await recorder.record(error=runs_pb2.StepError(code=code, message=message))
+        except errors.InvalidArgument as exc:
+            log.error("run %s: the store refused its error step (%s); finishing it without", recorder.run_id, exc)
         return await self._runs.finish_run(recorder.run_id, state, code, message)
 
     async def run_agent_node(
@@ -360,7 +416,7 @@ class AgentLoop:
         a pause), ask for the approvals the calls need (RunPaused at the first one undecided), then execute the
         calls concurrently on behalf of the run's `owner` and record each result in the order of the calls;
         return the tool messages for the conversation."""
-        parsed = [parse_tool_arguments(call.arguments) for call in calls]
+        parsed = [parse_tool_arguments(call, self._model.base_url) for call in calls]
         if thought is not None:
             steps = [thought]
             for call, (params, _) in zip(calls, parsed, strict=True):

@@ -49,6 +49,12 @@ class EngineApp:
         await self.model.close()
 
 
+#: The run store's answers can be larger than gRPC's default 4 MiB a message: a run resumed after an approval, or
+#: a thread's earlier turns, come with all their steps (each up to RUNS_MAX_STEP_BYTES). What the engine sends the
+#: store stays within the store's default limit (services/engine/executor_link.py MAX_MESSAGE_BYTES).
+MAX_RUNS_ANSWER_BYTES = 256 * 1024 * 1024
+RUNS_CHANNEL_OPTIONS = (*CHANNEL_OPTIONS, ("grpc.max_receive_message_length", MAX_RUNS_ANSWER_BYTES))
+
 #: Connections one HTTP client to the model endpoint holds at most. The client's pool looks through all of its
 #: connections on every request and response, so one pool of a thousand cost a fifth of the engine's CPU with a
 #: thousand runs at once; the engine shares its connections out over several clients of this size instead.
@@ -77,7 +83,7 @@ def _model_clients(settings: EngineSettings) -> list[openai.AsyncOpenAI]:
 
 async def start_engine(settings: EngineSettings) -> EngineApp:
     auth = Authenticator.from_settings(settings)
-    runs_channel = grpc.aio.insecure_channel(settings.runs_address, options=CHANNEL_OPTIONS)
+    runs_channel = grpc.aio.insecure_channel(settings.runs_address, options=RUNS_CHANNEL_OPTIONS)
     tools_channel = grpc.aio.insecure_channel(settings.tools_address, options=CHANNEL_OPTIONS)
     agents_channel = grpc.aio.insecure_channel(settings.agents_address, options=CHANNEL_OPTIONS)
     model = ModelClient(_model_clients(settings))

@@ -21,6 +21,7 @@ from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from agentplatform.tools.internal.v1 import execution_pb2 as tool_execution_pb2
 from agentplatform.tools.internal.v1 import execution_pb2_grpc as tool_execution_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
+from services.common import errors
 from services.common.identity import Caller, as_service, on_behalf_of
 from services.common.limits import limits_from_proto
 from services.common.protoconv import (
@@ -32,6 +33,7 @@ from services.common.protoconv import (
 )
 from services.common.status import error_from_rpc, error_from_status
 from services.engine.agent_profile import AgentProfile
+from services.engine.step_checks import check_value
 
 log = logging.getLogger(__name__)
 ResponseT = TypeVar("ResponseT")
@@ -298,8 +300,15 @@ class ToolsClient:
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 return ToolOutcome(error=f"{error_from_rpc(exc, self.SERVICE)}")
             return ToolOutcome(error=exc.details() or exc.code().name)
+        try:
+            # Checked as a value a step can carry: an answer the run store cannot take is the tool's error, which
+            # the model is told like any other, not a write the store refuses.
+            result = python_from_value(response.result, "result") if response.HasField("result") else None
+            check_value(result, "result")
+        except errors.InvalidArgument as exc:
+            return ToolOutcome(error=f"tool '{tool_id}' returned a result the run cannot record: {exc}")
         return ToolOutcome(
-            result=python_from_value(response.result) if response.HasField("result") else None,
+            result=result,
             text=response.text,
             duration_seconds=(
                 seconds_from_duration(response.duration, "duration") if response.HasField("duration") else None

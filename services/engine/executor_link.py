@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 
 #: Deltas waiting to be sent before new ones are dropped.
 MAX_QUEUED_DELTAS = 10_000
+#: The largest message sent over the link: gRPC's default limit on a received message (4 MiB, which the runs
+#: service keeps), less room for the envelope. The link carries every run's writes, and one message over the
+#: store's limit ends the stream for all of them ("Received message larger than max"), so a larger call fails
+#: alone, here, before it is sent (RESOURCE_EXHAUSTED: the run that made it ends "step_too_large"), and larger
+#: deltas are dropped (the step they form still arrives whole, or fails as that call).
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024 - 16 * 1024
 
 
 def _deltas_message(deltas: list[runs_pb2.StepDelta]) -> execution_pb2.ConnectExecutorRequest:
@@ -41,14 +47,17 @@ def _deltas_message(deltas: list[runs_pb2.StepDelta]) -> execution_pb2.ConnectEx
 class ExecutorLink:
     """One ConnectExecutor stream, kept open."""
 
-    def __init__(self, runs: RunsClient, executor_id: str) -> None:
+    def __init__(self, runs: RunsClient, executor_id: str, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self._runs = runs
+        self._max_message_bytes = max_message_bytes
         self._executor_id = executor_id
         self._outbox: asyncio.Queue[runs_pb2.StepDelta | execution_pb2.ExecutorCall] = asyncio.Queue(MAX_QUEUED_DELTAS)
         self._task: asyncio.Task[None] | None = None
         self._call_ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[execution_pb2.ExecutorCallResult]] = {}
         self._connected = False
+        #: How many times the stream was opened: 1 for a link that never broke.
+        self.connections = 0
 
     @property
     def connected(self) -> bool:
@@ -66,12 +75,18 @@ class ExecutorLink:
         DEADLINE_EXCEEDED after `timeout` seconds."""
         if not self._connected:
             raise CallError(grpc.StatusCode.UNAVAILABLE, "the executor link is not connected")
+        message = execution_pb2.ExecutorCall(**{kind: request})
+        size = message.ByteSize()
+        if size > self._max_message_bytes:
+            raise CallError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"the {kind} call is {size:,} bytes; the link to the "
+                            f"run store carries at most {self._max_message_bytes:,} bytes in a message")
         call_id = next(self._call_ids)
+        message.call_id = call_id
         answer = asyncio.get_running_loop().create_future()
         self._pending[call_id] = answer
         try:
             try:
-                self._outbox.put_nowait(execution_pb2.ExecutorCall(call_id=call_id, **{kind: request}))
+                self._outbox.put_nowait(message)
             except asyncio.QueueFull:
                 raise CallError(grpc.StatusCode.UNAVAILABLE, "the executor link is backed up") from None
             try:
@@ -118,13 +133,22 @@ class ExecutorLink:
                     deltas.append(item)
                     continue
                 # A call goes after the deltas queued before it, as queued: a step's deltas before its append.
-                if deltas:
-                    yield _deltas_message(deltas)
+                if deltas and (joined := self._bounded(_deltas_message(deltas))) is not None:
+                    yield joined
                 deltas = []
                 if item.call_id in self._pending:  # not given up on (timed out, or failed with an earlier link)
                     yield execution_pb2.ConnectExecutorRequest(call=item)
-            if deltas:
-                yield _deltas_message(deltas)
+            if deltas and (joined := self._bounded(_deltas_message(deltas))) is not None:
+                yield joined
+
+    def _bounded(
+        self, message: execution_pb2.ConnectExecutorRequest
+    ) -> execution_pb2.ConnectExecutorRequest | None:
+        """`message`, or None (dropped, as deltas may be) when it is larger than the link carries."""
+        if message.ByteSize() <= self._max_message_bytes:
+            return message
+        log.warning("dropped %d bytes of deltas: larger than a message over the link may be", message.ByteSize())
+        return None
 
     async def _keep_connected(self, on_cancel: Callable[[str, str], None], on_resume: Callable[[str], None]) -> None:
         backoff = 0.1
@@ -134,6 +158,7 @@ class ExecutorLink:
                 # The server sends no initial response until a notice; wait_for_connection tells us it took.
                 await call.wait_for_connection()
                 self._connected = True
+                self.connections += 1
                 backoff = 0.1
                 async for notice in call:
                     kind = notice.WhichOneof("notice")

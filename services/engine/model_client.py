@@ -73,6 +73,10 @@ class _PartialToolCall:
     arguments: list[str] = field(default_factory=list)
 
 
+#: The most tokens one model call may report (far above any model's window; the store keeps 64-bit counts).
+MAX_TOKEN_COUNT = 2**40
+
+
 def _is_chunk(chunk: object) -> bool:
     """Whether `chunk` has the shape of a chat completion chunk, as far as the loop reads it."""
     if not isinstance(chunk, dict):
@@ -80,6 +84,11 @@ def _is_chunk(chunk: object) -> bool:
     usage, choices = chunk.get("usage"), chunk.get("choices")
     if (usage is not None and not isinstance(usage, dict)) or (choices is not None and not isinstance(choices, list)):
         return False
+    # Token counts become 64-bit integers in steps: NaN, 1e999, negatives or 10^30 from a server are not counts.
+    for key in ("prompt_tokens", "completion_tokens"):
+        count = (usage or {}).get(key)
+        if count is not None and (type(count) is not int or not 0 <= count <= MAX_TOKEN_COUNT):
+            return False
     for choice in choices or ():
         delta = choice.get("delta") if isinstance(choice, dict) else None
         if delta is None:

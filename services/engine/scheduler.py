@@ -285,6 +285,7 @@ class RunScheduler:
             on_stored=active.feed.steps_stored,
             recorded=active.recorded,
             executor_id=self.executor_id,
+            max_step_bytes=self._settings.max_step_bytes,
         )
         try:
             if active.progress is not None and active.run.workflow_id:

@@ -147,7 +147,7 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
         start = WorkflowStart(
             workflow_id=request.workflow_id,
             workflow_revision=request.workflow_revision,
-            inputs=whole_numbers(dict_from_struct(request.inputs)),
+            inputs=whole_numbers(dict_from_struct(request.inputs, "inputs")),
             owner=current_caller(),
             metadata=dict(request.metadata),
             request_id=request.request_id,

@@ -64,6 +64,11 @@ class EngineSettings(AuthSettings, RunLimitMaximums):
     max_total_tokens: int = Field(200_000, alias="ENGINE_MAX_TOTAL_TOKENS", ge=1)
     max_tool_calls: int = Field(50, alias="ENGINE_MAX_TOOL_CALLS", ge=1)
 
+    #: The run store's limit on one step (its content as JSON), read from the variable the runs service reads: the
+    #: engine checks every step against it before sending, and ends a run whose step is larger FAILED
+    #: "step_too_large" at once. Keep the two processes' values the same.
+    max_step_bytes: int = Field(1024 * 1024, alias="RUNS_MAX_STEP_BYTES", ge=1024, le=3 * 1024 * 1024)
+
     #: Sent as the first message of every conversation; empty for none.
     system_prompt: str = Field(
         "You are a helpful assistant. Use the tools when they help, and answer concisely.",

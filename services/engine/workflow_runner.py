@@ -50,6 +50,7 @@ from services.engine.agent_loop import AgentLoop, RunOutcome, RunPaused, StepRec
 from services.engine.clients import AgentsClient, RunsClient, ToolsClient
 from services.engine.failures import RunFailure
 from services.engine.run_progress import RunProgress, progress_from_steps
+from services.engine.step_checks import check_value
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ def check_inputs(workflow: workflows_pb2.Workflow, inputs: dict[str, Any]) -> No
     missing = [item.name for item in workflow.inputs if item.required and item.name not in inputs]
     if missing:
         raise errors.InvalidArgument(f"inputs.{missing[0]} is required by workflow '{workflow.id}'")
+    check_value(inputs, "inputs")  # they become the start node's step
 
 
 def start_node_id(workflow: workflows_pb2.Workflow) -> str:
@@ -152,11 +154,18 @@ class _Graph:
             if key not in self._programs:
                 self._programs[key] = cel.compile(expression, self._known)
             # CPU-bound and metered: off the event loop, so other runs go on meanwhile.
-            return await asyncio.to_thread(cel.evaluate, self._programs[key], state)
+            return await asyncio.to_thread(_evaluate, self._programs[key], state)
         except errors.InvalidArgument as exc:
             raise RunFailure(
                 "expression_failed", errors.InvalidArgument(f"node '{node_id}' {field_name}: {exc}")
             ) from exc
+
+
+def _evaluate(program: cel.Program, state: dict[str, Any]) -> Any:
+    value = cel.evaluate(program, state)
+    # State and outputs go into steps: a value the store cannot take fails here, naming the node.
+    check_value(value, "value")
+    return value
 
 
 class WorkflowRunner:

@@ -8,6 +8,7 @@ same answer (PostgreSQL refuses NUL characters in text and JSON that SQLite woul
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +144,10 @@ def request_fingerprint(run: NewRun) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+#: A NUL's escape in JSON text: `\u0000` after an even number of backslashes (after an odd number, the backslash
+#: is itself escaped, and the text is the six characters `\u0000`, which is fine to store).
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
 #: Longest workflow node id a step may carry (the agents service allows 64).
 MAX_NODE_ID_CHARS = 64
 
@@ -167,7 +172,7 @@ def checked_step(position: int, step: NewStep, limits: StoreLimits) -> NewStep:
         encoded = json.dumps(step.content, allow_nan=False, ensure_ascii=True)
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"step {position} content is not JSON-serialisable: {exc}") from None
-    if "\\u0000" in encoded:
+    if _NUL_ESCAPE.search(encoded):
         raise InvalidArgument(f"step {position} content contains a NUL character (\\u0000), which cannot be stored")
     if len(encoded) > limits.max_step_bytes:
         raise InvalidArgument(

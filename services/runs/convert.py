@@ -9,7 +9,12 @@ from google.protobuf import duration_pb2, json_format
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import InvalidArgument
 from services.common.limits import limits_to_proto
-from services.common.protoconv import duration_from_seconds, seconds_from_duration, timestamp_from_datetime
+from services.common.protoconv import (
+    dict_from_message,
+    duration_from_seconds,
+    seconds_from_duration,
+    timestamp_from_datetime,
+)
 from services.common.usage import Usage
 from services.runs.models import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, WAITING
 from services.runs.records import (
@@ -94,7 +99,8 @@ def new_step_from_proto(position: int, step: runs_pb2.Step) -> NewStep:
         )
     return NewStep(
         type=STEP_TYPE_BY_FIELD[case],
-        content=json_format.MessageToDict(getattr(step, case), preserving_proto_field_name=True),
+        # A Struct's binary form carries NaN and infinities, which JSON (and so the store) has no form for.
+        content=dict_from_message(getattr(step, case), f"step {position} {case}", preserving_proto_field_name=True),
         sequence=step.sequence,
         duration_ms=_ms(step.duration, f"{at}.duration") if step.HasField("duration") else None,
         model_call=model_call,
