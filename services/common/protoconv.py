@@ -15,8 +15,6 @@ from google.protobuf.message import Message
 from services.common.errors import InvalidArgument
 from services.common.json_values import check_json_value
 
-from services.common.errors import InvalidArgument
-
 #: google.protobuf.Duration's range (duration.proto): about +-10,000 years, in seconds.
 MAX_DURATION_SECONDS = 315_576_000_000
 MAX_NANOS = 999_999_999

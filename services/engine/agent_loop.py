@@ -13,7 +13,6 @@ runs `execute` and records the end with `end_run`.
 """
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
 from services.common.identity import Caller
+from services.common.json_values import JsonInputError, JsonTooDeep, parse_json
 from services.common.limits import RunLimits
 from services.common.protoconv import duration_from_seconds, value_from_python
 from services.common.usage import Usage
@@ -183,20 +183,28 @@ def parse_tool_arguments(call: RequestedToolCall, base_url: str) -> tuple[dict[s
     if not raw.strip():
         return {}, ""  # Some servers send "" for a call without arguments.
     try:
-        parsed = json.loads(raw)
+        # Depth is measured before parsing, so no nesting can make the parser recurse; non-finite numbers are
+        # parsed, then refused by check_value, which names where they are.
+        parsed = parse_json(raw, finite=False)
         check_value(parsed, "arguments")
-    except json.JSONDecodeError as exc:
+    except JsonTooDeep as exc:
+        raise _unrecordable(call, base_url, f"nest too deeply ({exc})") from None
+    except JsonInputError as exc:
         return None, f"the arguments are not valid JSON ({exc}); send a JSON object that matches the tool's schema"
-    except (errors.InvalidArgument, RecursionError) as exc:
-        problem = "nest too deeply" if isinstance(exc, RecursionError) else f"cannot be recorded: {exc}"
-        raise RunFailure(
-            "bad_model_response",
-            errors.Unavailable(f"the model endpoint {base_url} sent arguments for tool call '{call.name}' "
-                               f"({call.id[:64]}) that {problem}"),
-        ) from None
+    except errors.InvalidArgument as exc:
+        raise _unrecordable(call, base_url, f"cannot be recorded: {exc}") from None
     if not isinstance(parsed, dict):
         return None, f"the arguments must be a JSON object, not {type(parsed).__name__}"
     return parsed, ""
+
+
+def _unrecordable(call: RequestedToolCall, base_url: str, problem: str) -> RunFailure:
+    return RunFailure(
+        "bad_model_response",
+        errors.Unavailable(
+            f"the model endpoint {base_url} sent arguments for tool call '{call.name}' ({call.id[:64]}) that {problem}"
+        ),
+    )
 
 
 class AgentLoop:

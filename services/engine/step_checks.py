@@ -3,7 +3,7 @@ workflow produced something the store cannot take ends FAILED at once with a cod
 store refusing the write (or, worse, the write breaking the link that carries every run's steps).
 
 - Values (tool-call arguments, tool results, workflow state): finite numbers only (JSON has no NaN or Infinity),
-  nested at most MAX_STEP_VALUE_DEPTH deep (services/common/json_values.py says why).
+  nested at most MAX_JSON_DEPTH deep (services/common/json_values.py says why).
 - Steps: their content, as the JSON the store keeps, at most the store's limit (RUNS_MAX_STEP_BYTES).
 """
 
@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from agentplatform.runs.v1 import runs_pb2
-from services.common.json_values import MAX_STEP_VALUE_DEPTH, check_json_value
+from services.common.json_values import MAX_JSON_DEPTH, check_json_value
 from services.common.protoconv import dict_from_message
 
 #: The run store's default limit on a step (RUNS_MAX_STEP_BYTES); the engine reads the same setting.
@@ -24,8 +24,8 @@ JSON_NAMES_SLACK = 4096
 
 
 def check_value(value: Any, field: str) -> None:
-    """InvalidArgument naming the place in `field` of a non-finite number or of nesting past MAX_STEP_VALUE_DEPTH."""
-    check_json_value(value, field, MAX_STEP_VALUE_DEPTH)
+    """InvalidArgument naming the place in `field` of a non-finite number or of nesting past MAX_JSON_DEPTH."""
+    check_json_value(value, field, MAX_JSON_DEPTH)
 
 
 def oversized(step: runs_pb2.Step, max_bytes: int) -> str | None:

@@ -6,7 +6,6 @@ the service token; the gateway does not route it).
 import grpc
 
 from agentplatform.tools.internal.v1 import execution_pb2, execution_pb2_grpc
-from services.common.errors import InvalidArgument
 from services.common.protoconv import dict_from_struct, duration_from_seconds, value_from_python
 from services.tools.executor import ToolExecutor
 from services.tools.servicer import require
@@ -24,10 +23,7 @@ class ToolExecutionServicer(execution_pb2_grpc.ToolExecutionServiceServicer):
     async def ExecuteTool(
         self, request: execution_pb2.ExecuteToolRequest, context: grpc.aio.ServicerContext
     ) -> execution_pb2.ExecuteToolResponse:
-        try:
-            arguments = dict_from_struct(request.arguments)
-        except ValueError as exc:  # NaN or Infinity: JSON has no such numbers, and no schema could take them
-            raise InvalidArgument(f"arguments: {exc}") from None
+        arguments = dict_from_struct(request.arguments, "arguments")  # NaN or Infinity: InvalidArgument
         execution = await self._executor.execute(require(request.tool_id, "tool_id"), arguments)
         return execution_pb2.ExecuteToolResponse(
             result=value_from_python(execution.output.result),

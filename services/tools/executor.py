@@ -17,8 +17,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from services.common.bounded_json import JsonInputError
 from services.common.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument, Unavailable
+from services.common.json_values import JsonInputError
 from services.tools.base import BaseTool, RemoteTool, ToolContext, ToolOutput
 from services.tools.registry import ToolRegistry
 from services.tools.results import DEFAULT_MAX_RESULT_BYTES, to_tool_output

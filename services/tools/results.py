@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from services.common.errors import Internal, InvalidArgument
-from services.common.json_values import MAX_STEP_VALUE_DEPTH, check_json_value
+from services.common.json_values import MAX_JSON_DEPTH, check_json_value
 from services.tools.base import ToolOutput
 
 #: The most a result may weigh (its text, and its structured form as JSON) before it is cut: the model reads the
@@ -24,7 +24,7 @@ def to_tool_output(tool_id: str, value: Any, max_bytes: int = DEFAULT_MAX_RESULT
     try:
         # NaN, infinities and nesting a run's step cannot carry, by name (json.dumps only says "Out of range
         # float values", and a deep value fails later, in protobuf).
-        check_json_value(result, "result", MAX_STEP_VALUE_DEPTH)
+        check_json_value(result, "result", MAX_JSON_DEPTH)
         encoded = json.dumps(result, allow_nan=False, ensure_ascii=False)
     except InvalidArgument as exc:
         raise Internal(f"tool '{tool_id}' returned a result a run cannot record: {exc}") from None

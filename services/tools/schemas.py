@@ -42,7 +42,7 @@ from jsonschema.exceptions import SchemaError, ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from services.common.bounded_json import MAX_JSON_DEPTH, JsonInputError, check_depth
+from services.common.json_values import MAX_JSON_DEPTH, JsonInputError, check_depth
 
 #: The most JSON one schema may weigh, and its deepest nesting (JSON levels, keywords and all).
 MAX_SCHEMA_BYTES = 64 * 1024

@@ -83,10 +83,7 @@ def http_tool_from_proto(message: tools_pb2.HttpToolSpec, destinations: Destinat
     """The HTTP tool a CreateTool asks for, checked; InvalidArgument saying what is wrong."""
     if message.method not in _METHODS:
         raise InvalidArgument(f"http.method is required: one of {', '.join(_METHODS.values())}")
-    try:
-        parameters = dict_from_struct(message.parameters) if message.HasField("parameters") else None
-    except ValueError as exc:  # NaN or Infinity: JSON has no such numbers
-        raise InvalidArgument(f"http.parameters: {exc}") from None
+    parameters = dict_from_struct(message.parameters, "http.parameters") if message.HasField("parameters") else None
     return http_tool(
         message.name,
         display_name=message.display_name,

@@ -1,5 +1,5 @@
 """Property tests of the tool-schema boundary (services/tools/schemas.py) and of bounded JSON parsing
-(services/common/bounded_json.py): whatever schema, arguments or text is generated (refs to anywhere and to
+(services/common/json_values.py): whatever schema, arguments or text is generated (refs to anywhere and to
 themselves, hostile patterns, deep nesting, huge strings, odd unicode, non-finite numbers), the answer is a clear
 refusal or a result, never an unexpected exception (INTERNAL), and it comes in bounded time."""
 
@@ -19,8 +19,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agentplatform.tools.v1 import tools_pb2
-from services.common.bounded_json import MAX_JSON_DEPTH, JsonInputError, parse_json
 from services.common.errors import DomainError
+from services.common.json_values import MAX_JSON_DEPTH, JsonInputError, parse_json
 from services.common.status import status_for
 from services.tools.base import BaseTool
 from services.tools.executor import validate_arguments
@@ -218,7 +218,7 @@ async def test_create_and_execute_over_grpc_answer_ok_or_a_clear_status_never_in
         request = execute_request(f"http__{name}", **arguments)
         request.ParseFromString(request.SerializeToString())  # what the service will decode
     except (ValueError, DecodeError):
-        request = None  # deeper than protobuf takes: never reaches the service (see services.common.bounded_json)
+        request = None  # deeper than protobuf takes: never reaches the service (see services.common.json_values)
     try:
         if request is not None:
             await tools.stub.ExecuteTool(request)

@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agentplatform.tools.v1 import tools_pb2
 from services.common.errors import Internal
+from services.common.json_values import MAX_JSON_DEPTH
 from services.common.settings import SettingsError
 from services.tools.http.destinations import DestinationPolicy, address_kind, embedded_ipv4
 from services.tools.http.specs import HttpToolSpec, HttpToolStore
@@ -278,8 +279,12 @@ async def test_health_answers_while_a_large_schema_is_checked_at_creation(tools:
 @pytest.mark.parametrize(
     ("body", "code", "fragment"),
     [
-        ("[" * 60_000, grpc.StatusCode.INTERNAL, "the tool's response is nested deeper than 24 levels"),
-        ('{"a":' * 25 + "1" + "}" * 25, grpc.StatusCode.INTERNAL, "nested deeper than 24 levels"),
+        ("[" * 60_000, grpc.StatusCode.INTERNAL, f"the tool's response is nested deeper than {MAX_JSON_DEPTH} levels"),
+        (
+            '{"a":' * (MAX_JSON_DEPTH + 1) + "1" + "}" * (MAX_JSON_DEPTH + 1),
+            grpc.StatusCode.INTERNAL,
+            f"nested deeper than {MAX_JSON_DEPTH} levels",
+        ),
         ('["' + "\\\"[" * 20_000 + '",' + "[" * 30_000, grpc.StatusCode.INTERNAL, "nested deeper"),
     ],
 )
@@ -297,13 +302,13 @@ async def test_a_response_nested_too_deeply_is_a_clear_tool_error(
 async def test_responses_as_deep_as_the_bound_or_with_non_finite_numbers_are_results_or_text(
     make_tools: Callable[..., Awaitable[Tools]],
 ) -> None:
-    deep = '{"a":' * 24 + "1" + "}" * 24
+    deep = '{"a":' * MAX_JSON_DEPTH + "1" + "}" * MAX_JSON_DEPTH
     async with raw_server(json_reply(deep)) as ok, raw_server(json_reply('{"x": NaN}')) as nan:
         tools = await make_tools(**LOCAL)
         await tools.create("ok", f"http://127.0.0.1:{ok.port}/x", parameters=struct({"type": "object"}))
         await tools.create("nan", f"http://127.0.0.1:{nan.port}/x", parameters=struct({"type": "object"}))
         value = result_of(await tools.call("http__ok"))
-        for _ in range(24):
+        for _ in range(MAX_JSON_DEPTH):
             value = value["a"]
         assert value == 1
         response = await tools.call("http__nan")
@@ -316,9 +321,9 @@ def test_an_mcp_result_nested_too_deeply_is_a_clear_tool_error() -> None:
 
     tool = McpTool(Connection(), types.Tool(name="t", input_schema={"type": "object"}))  # type: ignore[arg-type]
     deep: Any = 1
-    for _ in range(25):
+    for _ in range(MAX_JSON_DEPTH + 1):
         deep = {"a": deep}
-    with pytest.raises(Internal, match="nested deeper than 24 levels"):
+    with pytest.raises(Internal, match=f"nested deeper than {MAX_JSON_DEPTH} levels"):
         output_of(tool, types.CallToolResult(content=[], structured_content=deep))
     assert output_of(tool, types.CallToolResult(content=[], structured_content=deep["a"])).result == deep["a"]
 

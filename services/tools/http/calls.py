@@ -27,8 +27,8 @@ from typing import Any
 
 import httpx
 
-from services.common.bounded_json import MAX_JSON_DEPTH, JsonInputError, JsonTooDeep, parse_json
 from services.common.errors import DeadlineExceeded, Internal, Unavailable
+from services.common.json_values import MAX_JSON_DEPTH, JsonInputError, JsonTooDeep, parse_json
 from services.tools.base import RemoteTool, ToolContext, ToolHints, ToolOutput
 from services.tools.http.destinations import DestinationPolicy, url_host
 from services.tools.http.specs import HttpToolSpec
@@ -120,7 +120,7 @@ class HttpTool(RemoteTool):
             try:
                 return ToolOutput(parse_json(text), text)
             except JsonTooDeep:
-                # Nothing downstream could carry it (see services.common.bounded_json): the tool's failure.
+                # Nothing downstream could carry it (see services.common.json_values): the tool's failure.
                 raise Internal(
                     f"tool '{self.name}' failed: the tool's response is nested deeper than {MAX_JSON_DEPTH} levels"
                 ) from None

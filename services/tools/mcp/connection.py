@@ -33,8 +33,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
 from mcp.shared.exceptions import MCPError
 
-from services.common.bounded_json import MAX_JSON_DEPTH, JsonTooDeep, check_depth
 from services.common.errors import DomainError, Internal, InvalidArgument, Unavailable
+from services.common.json_values import MAX_JSON_DEPTH, JsonTooDeep, check_depth
 from services.tools.base import RemoteTool, ToolContext, ToolHints, ToolOutput
 from services.tools.http.destinations import DestinationPolicy, url_host
 from services.tools.mcp.naming import tool_id
@@ -160,7 +160,7 @@ def output_of(tool: McpTool, result: types.CallToolResult) -> ToolOutput:
         try:
             check_depth(structured)
         except JsonTooDeep:
-            # Nothing downstream could carry it (see services.common.bounded_json): the tool's failure.
+            # Nothing downstream could carry it (see services.common.json_values): the tool's failure.
             raise Internal(
                 f"tool '{tool.name}' failed on the MCP server '{tool.mcp_server}': the tool's response is nested "
                 f"deeper than {MAX_JSON_DEPTH} levels"

@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from services.common.bounded_json import parse_json
 from services.common.errors import DomainError, FailedPrecondition, ResourceExhausted, Unavailable
+from services.common.json_values import parse_json
 from services.tools.base import BaseTool, ToolContext, ToolHints, ToolOutput
 
 _WORD = re.compile(r"[a-z0-9]+")
