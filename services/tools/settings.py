@@ -37,11 +37,16 @@ class ToolsSettings(AuthSettings):
     plugin_dirs: Annotated[list[Path], NoDecode, BeforeValidator(split_commas)] = Field(
         default_factory=list, alias="TOOLS_PLUGIN_DIRS"
     )
-    #: The only folder file_io may read, write or list.
+    #: The only folder file_io may read, write or list: each user works in a folder of their own below it (users/),
+    #: unless TOOLS_WORKSPACE_SHARED (services/tools/workspaces.py).
     workspace: Path = Field(Path("var/workspace"), alias="TOOLS_WORKSPACE")
-    #: The workspace's quota in bytes (all its files together); a write or append past it is refused whole.
+    #: One workspace (TOOLS_WORKSPACE/shared) that every user reads and writes, instead of one per user. Off by
+    #: default: only an admin who wants users to see each other's files turns it on.
+    workspace_shared: bool = Field(False, alias="TOOLS_WORKSPACE_SHARED")
+    #: Each workspace's quota in bytes (all its files together: per user, or the shared one's); a write or append
+    #: past it is refused whole, saying the quota and the usage.
     workspace_max_bytes: int = Field(DEFAULT_WORKSPACE_MAX_BYTES, alias="TOOLS_WORKSPACE_MAX_BYTES", ge=0)
-    #: The workspace's quota in entries: files and folders counted together (folders cost inodes too).
+    #: Each workspace's quota in entries: files and folders counted together (folders cost inodes too).
     workspace_max_files: int = Field(DEFAULT_WORKSPACE_MAX_FILES, alias="TOOLS_WORKSPACE_MAX_FILES", ge=0)
     #: Longest a single tool execution may take, waiting for a free worker included; past it the call is
     #: DEADLINE_EXCEEDED and the worker running it is killed and replaced.

@@ -42,9 +42,11 @@ from typing import Any
 
 from services.common import errors
 from services.common.errors import DomainError, Internal
+from services.common.identity import Caller
 from services.tools.base import BaseTool, ToolContext, ToolOutput
 from services.tools.registry import ToolRegistry
 from services.tools.results import to_tool_output
+from services.tools.workspaces import call_context
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +74,13 @@ class WorkerConfig:
 
 @dataclass(frozen=True)
 class ToolCall:
-    """Run `tool_id` with `arguments` (already validated by the service)."""
+    """Run `tool_id` with `arguments` (already validated by the service) for `caller`, the RPC's authenticated
+    identity: beside the arguments, never in them, so nothing a model writes into a call can choose whose workspace
+    it uses."""
 
     tool_id: str
     arguments: dict[str, Any]
+    caller: Caller | None = None
 
 
 @dataclass(frozen=True)
@@ -226,7 +231,7 @@ def run_call(registry: ToolRegistry, config: WorkerConfig, call: ToolCall) -> To
     try:
         tool = registry.get(call.tool_id)
         _allow_cpu_for_one_call(config.cpu_seconds)
-        value = _invoke(tool, call.arguments, config.context)
+        value = _invoke(tool, call.arguments, call_context(config.context, call.caller))
         return ToolReply(output=to_tool_output(tool.name, value, config.max_result_bytes))
     except DomainError as exc:
         return ToolReply(error=_portable(exc))

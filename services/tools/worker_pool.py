@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.errors import DomainError, Internal, Unavailable
+from services.common.identity import Caller
 from services.tools import worker as worker_module
 from services.tools.base import ToolOutput
 from services.tools.worker import (
@@ -152,6 +153,7 @@ class _Worker:
 class _Call:
     tool_id: str
     arguments: dict[str, Any]
+    caller: Caller | None
     future: asyncio.Future[ToolOutput] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -226,14 +228,15 @@ class ToolWorkerPool:
 
     # --- Calls -------------------------------------------------------------------------------------------------
 
-    async def run(self, tool_id: str, arguments: dict[str, Any]) -> ToolOutput:
-        """Run a call in the next free worker and return its output, or raise its domain error. The caller bounds
-        the time (asyncio.timeout): cancelling this stops the worker running the call."""
+    async def run(self, tool_id: str, arguments: dict[str, Any], caller: Caller | None = None) -> ToolOutput:
+        """Run a call for `caller` (whose workspace it uses: services.tools.workspaces) in the next free worker and
+        return its output, or raise its domain error. The caller bounds the time (asyncio.timeout): cancelling this
+        stops the worker running the call."""
         if self._closing:
             raise Unavailable(_STOPPING)
         if not self.serving:
             raise Unavailable(f"the tools service cannot start tool workers ({self._last_start_error}); retry later")
-        call = _Call(tool_id, arguments)
+        call = _Call(tool_id, arguments, caller)
         self._queue.append(call)
         self._queued.set()
         try:
@@ -364,7 +367,7 @@ class ToolWorkerPool:
 
     async def _send_and_receive(self, worker: _Worker, call: _Call) -> object:
         try:
-            await worker.send(ToolCall(call.tool_id, call.arguments))
+            await worker.send(ToolCall(call.tool_id, call.arguments, call.caller))
             started = await worker.receive()
         except (EOFError, ConnectionError):
             # The worker was gone before it took the call (it died idle just now): the tool never ran, so the
