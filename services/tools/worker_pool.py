@@ -11,8 +11,9 @@ and wait for the reply, the worker's death, or the caller giving up:
   Internal naming the tool and how the worker ended. Internal, not Unavailable: it is the tool's own doing and the
   same arguments would likely do it again, so it must not invite a retry;
 * the caller giving up (its time limit, which covers waiting for a free worker too, or a cancelled RPC) stops the
-  worker: SIGTERM (an async tool gets a CancelledError and may clean up), then SIGKILL after KILL_GRACE_SECONDS.
-  A call whose caller gave up while it waited in the queue is never run.
+  worker: SIGTERM (an async tool gets a CancelledError and may clean up), then SIGKILL after KILL_GRACE_SECONDS,
+  and every process the call started with it (services.tools.worker, "Process trees": each worker is a guardian
+  process that ends its runner's whole tree). A call whose caller gave up while it waited in the queue is never run.
 
 A worker that dies while idle is replaced without failing anyone's call.
 
@@ -55,7 +56,9 @@ from services.common.identity import Caller
 from services.tools import worker as worker_module
 from services.tools.base import ToolOutput
 from services.tools.worker import (
+    END_NOW,
     HEADER_SIZE,
+    KILL_GRACE_SECONDS,
     Ready,
     Started,
     ToolCall,
@@ -69,8 +72,9 @@ log = logging.getLogger(__name__)
 
 #: How long a new worker may take to load its tools and say it is ready.
 WORKER_START_SECONDS = 10.0
-#: Between SIGTERM and SIGKILL when a caller gives up: time for an async tool's cleanup.
-KILL_GRACE_SECONDS = 1.0
+#: How long a worker's guardian may take to end the process tree below it, past which the pool SIGKILLs the
+#: guardian itself (the tree may then survive: see "Process trees").
+GUARDIAN_SECONDS = 2.0
 #: Pauses between failed attempts to start a worker: the first, and the longest.
 RETRY_FIRST_SECONDS = 0.2
 RETRY_MAX_SECONDS = 5.0
@@ -120,6 +124,8 @@ class _Worker:
     exited: asyncio.Future[None]
     #: Its exit code (negative: the signal that ended it), once known.
     exit_code: int | None = None
+    #: The runner's pid (where tools' code runs), once the worker said Ready.
+    runner_pid: int | None = None
 
     @property
     def pid(self) -> int:
@@ -197,8 +203,8 @@ class ToolWorkerPool:
             raise WorkerStartError(f"no tool worker could start: {reason}")
 
     async def close(self) -> None:
-        """Stop at once: SIGKILL every worker (the server has stopped, nobody waits for a result) and wait until
-        they are gone; calls still waiting get Unavailable."""
+        """Stop at once: every worker's process tree is killed (the server has stopped, nobody waits for a result)
+        and the pool waits until they are gone; calls still waiting get Unavailable."""
         self._closing = True
         tasks = [*self._slots, *([self._reporter] if self._reporter else [])]
         for task in tasks:
@@ -207,10 +213,7 @@ class ToolWorkerPool:
         self._fail_queued(Unavailable(_STOPPING))
         workers = list(self._workers.values())
         self._workers.clear()
-        for worker in workers:
-            _signal(worker, signal.SIGKILL)
-        for worker in workers:
-            await _forget(worker, wait_seconds=2.0)
+        await asyncio.gather(*(_end(worker, END_NOW, GUARDIAN_SECONDS) for worker in workers))
 
     def set_health_listener(self, listener: HealthListener) -> None:
         """Tell `listener` whether the pool can serve, now if it cannot, and on every change after."""
@@ -223,8 +226,8 @@ class ToolWorkerPool:
         return bool(self._workers) or self._last_start_error is None
 
     def worker_pids(self) -> list[int]:
-        """The PIDs of the live workers (for tests and diagnostics)."""
-        return sorted(worker.pid for worker in self._workers.values())
+        """The PIDs of the live workers' runners, the processes that run tools' code (for tests and diagnostics)."""
+        return sorted(worker.runner_pid or worker.pid for worker in self._workers.values())
 
     # --- Calls -------------------------------------------------------------------------------------------------
 
@@ -307,8 +310,7 @@ class ToolWorkerPool:
                 worker = None
         except asyncio.CancelledError:
             if worker is not None and index not in self._workers:  # between a start and its bookkeeping
-                _signal(worker, signal.SIGKILL)
-                await _forget(worker, wait_seconds=2.0)
+                await _end(worker, END_NOW, GUARDIAN_SECONDS)
             raise
 
     def _note_start(self, index: int, worker: _Worker | None, error: str | None) -> None:
@@ -395,7 +397,7 @@ class ToolWorkerPool:
             except asyncio.CancelledError:
                 await asyncio.wait({starting})
                 if process.pid is not None:
-                    os.kill(process.pid, signal.SIGKILL)
+                    os.kill(process.pid, END_NOW)
                 raise
             except OSError as exc:
                 raise WorkerStartError(f"the process could not be created: {exc}") from exc
@@ -418,8 +420,7 @@ class ToolWorkerPool:
             async with asyncio.timeout(WORKER_START_SECONDS):
                 hello = await worker.receive()
         except BaseException as exc:
-            _signal(worker, signal.SIGKILL)
-            await _forget(worker, wait_seconds=2.0)  # (keeps the exit status for the message)
+            await _end(worker, END_NOW, GUARDIAN_SECONDS)  # (keeps the exit status for the message)
             if isinstance(exc, TimeoutError):
                 raise WorkerStartError(f"the worker did not get ready within {WORKER_START_SECONDS:g} s") from None
             if isinstance(exc, (EOFError, ConnectionError)):
@@ -430,6 +431,7 @@ class ToolWorkerPool:
         if not isinstance(hello, Ready):
             await _stop(worker)
             raise WorkerStartError(f"the worker said {type(hello).__name__} instead of Ready")
+        worker.runner_pid = hello.pid
         return worker
 
     # --- Health ------------------------------------------------------------------------------------------------
@@ -491,11 +493,23 @@ async def _wait_exited(worker: _Worker, seconds: float) -> bool:
 
 
 async def _stop(worker: _Worker) -> None:
-    """SIGTERM, then SIGKILL after KILL_GRACE_SECONDS; then release what the service held for it."""
-    _signal(worker, signal.SIGTERM)
-    if not await _wait_exited(worker, KILL_GRACE_SECONDS):
+    """SIGTERM: the guardian passes it to the runner, SIGKILLs it after KILL_GRACE_SECONDS, then ends everything
+    below it and exits; then release what the service held for it."""
+    await _end(worker, signal.SIGTERM, KILL_GRACE_SECONDS + GUARDIAN_SECONDS)
+
+
+async def _end(worker: _Worker, signum: int, wait_seconds: float) -> None:
+    """Send the worker's guardian `signum` (SIGTERM, or END_NOW for at once) and wait for it to end the worker's
+    process tree and exit; SIGKILL it when it has not within `wait_seconds`. Then release the worker."""
+    _signal(worker, signum)
+    if not await _wait_exited(worker, wait_seconds):
+        log.error(
+            "tool worker %d did not end its processes within %g s; killing it (what its tool started may survive)",
+            worker.pid,
+            wait_seconds,
+        )
         _signal(worker, signal.SIGKILL)
-    await _forget(worker, wait_seconds=5.0)
+    await _forget(worker, wait_seconds=2.0)
 
 
 async def _forget(worker: _Worker, wait_seconds: float) -> None:
