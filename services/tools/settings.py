@@ -25,6 +25,11 @@ def _none_when_empty(value: object) -> object:
     return "none" if isinstance(value, str) and not value.strip() else value
 
 
+def _unset_when_empty(value: object) -> object:
+    """An empty variable means the default, as if it were not set."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 class ToolsSettings(AuthSettings):
     """Where the tools service listens, keeps its settings table, finds plugins and lets file_io work."""
 
@@ -55,6 +60,12 @@ class ToolsSettings(AuthSettings):
     #: (within TOOLS_TIMEOUT_SECONDS). Health says NOT_SERVING while the pool cannot serve: no live worker, and the
     #: last attempt to start one failed (services/tools/worker_pool.py says exactly when).
     workers: int = Field(2, alias="TOOLS_WORKERS", ge=1, le=64)
+    #: How many of those workers one tool's calls may hold at once; its further calls wait in line while other tools'
+    #: calls pass them, so a tool whose calls hang cannot take every worker. Empty: TOOLS_WORKERS - 1 (at least 1).
+    #: At most TOOLS_WORKERS (that value lets one tool take them all, as before).
+    workers_per_tool: Annotated[int | None, BeforeValidator(_unset_when_empty)] = Field(
+        None, alias="TOOLS_WORKERS_PER_TOOL", ge=1, le=64
+    )
     #: The address space one worker may use, in MiB (RLIMIT_AS: a bare worker takes about 50, and each thread a tool
     #: starts about 10 more). A tool allocating past it fails with INTERNAL ("ran out of memory") and its worker is
     #: replaced; a limit too small for Python itself stops the service at start, saying so.
@@ -112,6 +123,14 @@ class ToolsSettings(AuthSettings):
     def http_destinations(self) -> DestinationPolicy:
         """The allow list and address rules of HTTP tools."""
         return DestinationPolicy.parse(self.http_allowed_hosts, self.http_allow_private_networks)
+
+    @model_validator(mode="after")
+    def _workers_per_tool_fits(self) -> Self:
+        if self.workers_per_tool is not None and self.workers_per_tool > self.workers:
+            raise SettingsError(
+                f"TOOLS_WORKERS_PER_TOOL ({self.workers_per_tool}) cannot be above TOOLS_WORKERS ({self.workers})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _http_allowed_hosts_parse(self) -> Self:

@@ -23,6 +23,18 @@ before saying it was ready. Then calls fail at once with Unavailable (queued one
 hears False; it hears True again as soon as a worker is ready. Workers being replaced after a kill, with the last
 start having worked, do not count as "cannot serve": calls wait for them within their time limit.
 
+Sizing against stuck calls. A call that hangs holds its worker until its time limit (TOOLS_TIMEOUT_SECONDS), so
+with `size` workers, `size` hanging calls used to make every other call wait that long for a worker (three calls
+to a stuck tool on the default two workers: an honest calculator call waited about the whole limit). Each tool may
+therefore hold at most `per_tool` workers at once (TOOLS_WORKERS_PER_TOOL; by default one fewer than the pool, at
+least one): its further calls wait in line (within their time limit, so a hung tool's backlog times out without
+running) while calls to other tools pass them and take the worker it must leave free. What this guarantees: while
+fewer than `size - per_tool + 1` distinct tools hang, some worker is free for the rest; with the defaults one hung
+tool cannot starve the others, two distinct hung tools on two workers still can (then raise TOOLS_WORKERS; a
+worker costs about 50 MB of memory while idle). The cost: one tool's own calls run at most `per_tool` at a time,
+so a single popular slow tool wants TOOLS_WORKERS above its expected concurrency. A pool that grows on demand was
+not chosen: a hung tool would grow it to its bound just the same, and idle extra workers would need retiring.
+
 Why not pebble's ProcessPool (the obvious library; tried, 5.2.3): (1) a worker that dies while no task runs (the
 OOM killer choosing an idle worker) puts the whole pool into a permanent error state ("Unexpected error within
 the Pool" on every later schedule), against "the pool keeps serving"; (2) its stop terminates workers one after
@@ -46,7 +58,7 @@ import pickle
 import signal
 import socket
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +96,12 @@ HealthListener = Callable[[bool], Awaitable[None]]
 _STOPPING = "the tools service is stopping; retry on another replica or after it restarts"
 #: What _send_and_receive answers when the worker never took the call.
 _NOT_TAKEN = object()
+
+
+def default_per_tool(size: int) -> int:
+    """One worker fewer than the pool (at least one): however many of its calls hang, one tool leaves a worker to
+    the others."""
+    return max(1, size - 1)
 
 
 class WorkerStartError(Exception):
@@ -166,11 +184,16 @@ class _Call:
 class ToolWorkerPool:
     """`size` worker processes running tool calls, one call per worker at a time (see the module docstring)."""
 
-    def __init__(self, config: WorkerConfig, size: int) -> None:
+    def __init__(self, config: WorkerConfig, size: int, per_tool: int | None = None) -> None:
         if size < 1:
             raise ValueError(f"a worker pool needs at least one worker, got {size}")
+        if per_tool is not None and not 1 <= per_tool <= size:
+            raise ValueError(f"a tool may use 1 to {size} workers, got {per_tool}")
         self._config = config
         self._size = size
+        #: How many workers one tool's calls may hold at once (see "Sizing against stuck calls").
+        self._per_tool = per_tool if per_tool is not None else default_per_tool(size)
+        self._running: Counter[str] = Counter()
         self._context = forkserver_context()
         self._queue: deque[_Call] = deque()
         self._queued = asyncio.Event()
@@ -249,11 +272,15 @@ class ToolWorkerPool:
                 call.future.cancel()  # the slot sees it: drops the queued call, or stops the worker running it
 
     async def _next_call(self, worker: _Worker) -> _Call | None:
-        """The next call whose caller still waits, or None when the worker died first."""
+        """The first call in line whose caller still waits and whose tool runs on fewer than `per_tool` workers
+        (counted as taken), or None when the worker died first."""
         while not worker.exited.done():
-            while self._queue:
-                call = self._queue.popleft()
-                if not call.future.done():
+            for call in [call for call in self._queue if call.future.done()]:
+                self._queue.remove(call)  # abandoned while queued: never run
+            for call in self._queue:
+                if self._running[call.tool_id] < self._per_tool:
+                    self._queue.remove(call)
+                    self._running[call.tool_id] += 1
                     return call
             self._queued.clear()
             queued = asyncio.ensure_future(self._queued.wait())
@@ -331,6 +358,11 @@ class ToolWorkerPool:
             log.exception("tool worker %d: running '%s' failed in the pool itself", worker.pid, call.tool_id)
             _settle(call, error=Internal(f"tool '{call.tool_id}' could not be run: {type(exc).__name__}: {exc}"))
             return False
+        finally:
+            self._running[call.tool_id] -= 1
+            if not self._running[call.tool_id]:
+                del self._running[call.tool_id]
+            self._queued.set()  # a call the per-tool cap held back may go now
 
     async def _run_on(self, worker: _Worker, call: _Call) -> bool:
         """Run one call on `worker`; True when the worker may take another."""
