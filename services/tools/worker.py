@@ -51,6 +51,7 @@ This module is preloaded by the forkserver: it imports only what every worker ne
 import asyncio
 import ctypes
 import logging
+import multiprocessing.forkserver
 import os
 import pickle
 import resource
@@ -224,8 +225,20 @@ def _prepare_guardian() -> None:
         signal.signal(signum, signal.SIG_DFL)
     # Blocked before the fork, so none is lost before _guard waits for them; the runner unblocks them.
     signal.pthread_sigmask(signal.SIG_BLOCK, _GUARDED)
+    _let_the_forkserver_go()
     _prctl(_PR_SET_PDEATHSIG, END_NOW)  # its parent is the forkserver, which exits with the service
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def _let_the_forkserver_go() -> None:
+    """Close the write end of the pipe that keeps the forkserver alive, which multiprocessing hands every process it
+    forks (so that the child could start processes through it too: tools do not). The forkserver exits when all
+    copies are closed; a worker stuck in a tool that kept its copy would keep the forkserver, and so itself, alive
+    after the service died. Without it the forkserver exits with the service, and its death signals the guardian."""
+    server = multiprocessing.forkserver._forkserver  # type: ignore[attr-defined]
+    if getattr(server, "_forkserver_alive_fd", None) is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
 
 
 def _prepare_process(config: WorkerConfig) -> None:
