@@ -1,5 +1,6 @@
 """Properties of the tools' tenancy boundary: whatever a user id holds, its workspace is one folder of its own below
-TOOLS_WORKSPACE/users, which the file system accepts, and no two ids share one."""
+TOOLS_WORKSPACE/users, which the file system accepts, no two ids share one, and a call through the worker's own
+path never touches another user's files."""
 
 import os
 from pathlib import Path
@@ -8,9 +9,12 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from services.common.errors import Internal
 from services.common.identity import MAX_USER_ID, Caller
 from services.tools.base import ToolContext
+from services.tools.registry import ToolRegistry
 from services.tools.settings import BUILTIN_WEB_SEARCH_CORPUS
+from services.tools.worker import ToolCall, WorkerConfig, run_call
 from services.tools.workspaces import USERS_FOLDER, call_context, folder_name
 
 #: Ids as API keys allow them, ids with the pieces that climb, and anything a JWT's subject might hold.
@@ -69,3 +73,46 @@ def test_a_call_on_no_users_behalf_has_a_workspace_only_when_shared() -> None:
     shared = ToolContext(workspace=ROOT, web_search_corpus=BUILTIN_WEB_SEARCH_CORPUS, workspace_shared=True)
     assert call_context(shared, service).workspace == ROOT / "shared"
     assert call_context(shared, Caller("alice")).workspace == ROOT / "shared"
+
+
+#: Paths a model might try, to climb out of its folder or into another user's.
+paths = st.one_of(
+    st.lists(st.sampled_from(["..", ".", "users", "alice", "shared", "x.txt", "", "%2E%2E"]), max_size=6).map("/".join),
+    st.text(max_size=30),
+)
+
+
+@pytest.fixture(scope="module")
+def worker_registry() -> ToolRegistry:
+    registry = ToolRegistry()
+    registry.refresh()
+    return registry
+
+
+@given(user_ids, paths, st.sampled_from(["write", "read", "list", "delete", "append"]))
+def test_a_call_through_the_worker_touches_only_its_users_folder(
+    tmp_path_factory: pytest.TempPathFactory, worker_registry: ToolRegistry, user: str, path: str, operation: str
+) -> None:
+    """The worker's own path from a ToolCall to file_io (run_call, in this process): whatever the user id and the
+    path, the answer is an output or a domain error other than Internal, and nothing changes outside the user's
+    folder (alice's file stays as it was)."""
+    root = tmp_path_factory.mktemp("ws")
+    alice = root / USERS_FOLDER / "alice"
+    alice.mkdir(parents=True)
+    (alice / "x.txt").write_text("alice's")
+    context = ToolContext(workspace=root, web_search_corpus=BUILTIN_WEB_SEARCH_CORPUS)
+    config = WorkerConfig((), context, 65536, None, None)
+    arguments = {"operation": operation, "path": path, "content": "odd"}
+    if operation in ("read", "list", "delete"):
+        del arguments["content"]
+    reply = run_call(worker_registry, config, ToolCall("file_io", arguments, Caller(user)))
+    assert reply.output is not None or (reply.error is not None and not isinstance(reply.error, Internal)), reply
+    own = root / USERS_FOLDER / folder_name(user)
+    changed = {
+        str(entry.relative_to(root))
+        for entry in root.rglob("*")
+        if not entry.is_relative_to(own) and entry not in (root / USERS_FOLDER, alice, alice / "x.txt")
+    }
+    if user != "alice":
+        assert (alice / "x.txt").read_text() == "alice's"
+        assert changed == set()
