@@ -299,8 +299,8 @@ def _guard(runner: int) -> NoReturn:
     os._exit(code)
 
 
-def _reap(runner: int) -> int | None:
-    """Reap every child that has ended; the runner's wait status once it has."""
+def _reap(runner: int | None = None) -> int | None:
+    """Reap every child that has ended; the runner's wait status once it has (None: not yet, or no runner given)."""
     found = None
     while True:
         try:
@@ -333,7 +333,7 @@ def end_descendants() -> None:
     me = os.getpid()
     deadline = time.monotonic() + _SWEEP_SECONDS
     while True:
-        _reap(0)
+        _reap()
         found = _live_descendants(me)
         if not found:
             return
