@@ -27,8 +27,11 @@ process a call started stays a descendant of the runner while it lives, and of t
   repeated until nothing is left, so what a dying process forked meanwhile is caught too) before it answers; one
   waitid tells whether there is anything at all, so a call that started nothing pays one system call;
 * when the runner ends, however (exit, crash, SIGXCPU, the OOM killer, the SIGKILL that follows a SIGTERM), the
-  guardian does the same for everything below itself, then exits as the runner did (same exit code or signal), so
-  the pool reads the runner's end as the worker's.
+  guardian first SIGKILLs the runner's process group, which the tool's processes are in unless they left it: one
+  signal, so even a chain of processes each forking the next cannot outrun it; then it sweeps everything below
+  itself as above (what left the group), then exits as the runner did (same exit code or signal), so the pool
+  reads the runner's end as the worker's. A sweep in the runner that something outran retires the runner, which
+  hands the rest to the guardian.
 
 The guardian takes the pool's signals: SIGTERM (a caller gave up) goes on to the runner, followed by SIGKILL after
 KILL_GRACE_SECONDS; END_NOW (SIGUSR1, the pool closing) is SIGKILL at once. The runner dies with the guardian
@@ -60,7 +63,7 @@ import socket
 import struct
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -197,8 +200,11 @@ def serve(sock: socket.socket, config: WorkerConfig) -> None:
         assert isinstance(call, ToolCall), f"expected a ToolCall, got {type(call).__name__}"
         sock.sendall(encode_message(Started()))
         reply = run_call(registry, config, call)
-        if _has_children():
-            end_descendants()  # what the call started ends with it, before the caller hears the call is over
+        # What the call started ends with it, before the caller hears the call is over. What outruns the scan (a
+        # chain of processes each forking the next, faster than /proc can be read) is the guardian's: the runner
+        # retires, and the guardian kills its process group at once.
+        if _has_children() and not end_descendants():
+            reply = replace(reply, retire=True)
         try:
             data = encode_message(reply)
         except Exception as exc:  # a domain error carrying something unpicklable
@@ -244,6 +250,7 @@ def _let_the_forkserver_go() -> None:
 def _prepare_process(config: WorkerConfig) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _GUARDED)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.setpgid(0, 0)  # a group of its own, which the tool's processes join unless they leave it (see _guard)
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # its parent is the guardian
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)  # a call's orphans stay its descendants, so end_descendants finds them
     _one_malloc_arena()
@@ -273,7 +280,8 @@ def _guard(runner: int) -> NoReturn:
     worker's. The runner is its child and is reaped here only, so signalling its pid can never reach another
     process."""
     deadline: float | None = None
-    while (status := _reap(runner)) is None:
+    while not _has_ended(runner):
+        _reap()  # a process the runner made with clone(CLONE_PARENT), should it end first
         if deadline is None:
             info = signal.sigwaitinfo(_GUARDED)
         else:
@@ -286,6 +294,13 @@ def _guard(runner: int) -> NoReturn:
             deadline = time.monotonic() + KILL_GRACE_SECONDS
         elif info.si_signo == END_NOW:
             os.kill(runner, signal.SIGKILL)
+    # Not reaped yet, so the runner's pid, which is its process group's id, cannot have been given to another
+    # process: one signal ends every process still in the group at once, even one forking as fast as it can.
+    try:
+        os.killpg(runner, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _, status = os.waitpid(runner, 0)
     end_descendants()
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
@@ -299,18 +314,20 @@ def _guard(runner: int) -> NoReturn:
     os._exit(code)
 
 
-def _reap(runner: int | None = None) -> int | None:
-    """Reap every child that has ended; the runner's wait status once it has (None: not yet, or no runner given)."""
-    found = None
+def _has_ended(pid: int) -> bool:
+    """Whether the child `pid` has ended (it is left unreaped)."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _reap() -> None:
+    """Reap every child that has ended."""
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return found
+            return
         if pid == 0:
-            return found
-        if pid == runner:
-            found = status
+            return
 
 
 def _has_children() -> bool:
@@ -322,25 +339,24 @@ def _has_children() -> bool:
     return True
 
 
-def end_descendants() -> None:
-    """SIGKILL every process below this one, and reap them.
+def end_descendants() -> bool:
+    """SIGKILL every process below this one, and reap them; False when some survived _SWEEP_SECONDS of it.
 
     Both the runner and its guardian are child subreapers (PR_SET_CHILD_SUBREAPER): a process that double-forks
     and calls setsid leaves its process group and session, but when its parent exits it is adopted by the nearest
-    subreaper above it, so it stays a descendant, and its parent pid leads back here. Killing whatever the scan of
-    /proc finds, then reaping and scanning again until nothing is left, also catches what a dying process forked
-    meanwhile (an orphan is adopted here, so the next scan sees it)."""
+    subreaper above it, so it stays a descendant, and its parent pid leads back here. So "nothing left below" is
+    "no child at all, live or unreaped" (one waitid), which a scan of /proc racing with forks cannot get wrong: the
+    loop kills what each scan finds and reaps, until no child is left."""
     me = os.getpid()
     deadline = time.monotonic() + _SWEEP_SECONDS
     while True:
         _reap()
-        found = _live_descendants(me)
-        if not found:
-            return
+        if not _has_children():
+            return True
         if time.monotonic() > deadline:
-            log.error("tool worker %d: %d processes below it survived SIGKILL for %g s", me, len(found), _SWEEP_SECONDS)
-            return
-        for pid in found:
+            log.error("tool worker %d: processes below it outlived %g s of SIGKILLs", me, _SWEEP_SECONDS)
+            return False
+        for pid in _live_descendants(me):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -77,6 +77,51 @@ SPAWNER = '''
 '''
 
 
+CHAIN = """
+    import os
+    import time
+    from pathlib import Path
+
+    from services.tools.base import BaseTool
+
+
+    class Chain(BaseTool):
+        name = "chain"
+        display_name = "Chain"
+        description = "Starts a chain of processes, each forking the next and exiting, then hangs or returns"
+        parameters = {
+            "type": "object",
+            "properties": {"folder": {"type": "string"}, "then": {"enum": ["hang", "return"]}},
+            "required": ["folder", "then"],
+        }
+
+        def execute(self, folder, then):
+            Path(folder, f"runner-{os.getpid()}").touch()
+            if os.fork() == 0:
+                while True:
+                    if os.fork():
+                        os._exit(0)
+            time.sleep(0.3)  # the chain is well under way
+            if then == "hang":
+                time.sleep(3600)
+            return "chained"
+"""
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes of the process group `pgid`."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                members.append(int(entry.name))
+    return members
+
+
 def is_running(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -110,6 +155,7 @@ async def none_left(pids: dict[str, int], within: float) -> dict[str, int]:
 @pytest.fixture
 def plugins(plugin_dir: Path) -> Path:
     write_plugin(plugin_dir, "spawner.py", SPAWNER)
+    write_plugin(plugin_dir, "chain.py", CHAIN)
     return plugin_dir
 
 
@@ -177,3 +223,36 @@ async def test_closing_the_pool_ends_every_calls_tree(make_executor: MakeExecuto
     assert time.monotonic() - started < 1.5
     assert await none_left(pids, within=0) == {}
     call.cancel()
+
+
+@pytest.mark.parametrize("then", ["hang", "return"])
+async def test_a_chain_forking_as_fast_as_it_can_ends_with_the_call(
+    make_executor: MakeExecutor, plugins: Path, folder: Path, then: str
+) -> None:
+    """Each process forks the next and exits: a scan of /proc may never catch up, but the runner's process group
+    is killed with one signal once the runner has ended (at the time limit, or when it retires because its own
+    sweep was outrun)."""
+    env = await make_executor(timeout_seconds=1.5)
+    call = asyncio.ensure_future(env.executor.execute("chain", {"folder": str(folder), "then": then}))
+    deadline = time.monotonic() + 10
+    while not (notes := os.listdir(folder)):
+        assert time.monotonic() < deadline, "the chain tool never ran"
+        await asyncio.sleep(0.02)
+    [runner] = [int(name.split("-")[1]) for name in notes]
+    try:
+        if then == "hang":
+            # The runner and the chain's current link (a scan may miss a link that is being replaced: look again).
+            assert any(len(group_members(runner)) >= 2 for _ in range(50))
+            with pytest.raises(DeadlineExceeded):
+                await call
+        else:
+            assert (await call).output.text == "chained"
+            # (the sweep after the call either caught the chain or retired the runner, handing it to the guardian)
+        deadline = time.monotonic() + 8  # the runner's sweep may chase for 5 s before it retires
+        while chain := [pid for pid in group_members(runner) if pid != runner]:  # (a runner that served stays)
+            assert time.monotonic() < deadline, f"still running in the group: {chain}"
+            await asyncio.sleep(0.05)
+    finally:
+        for pid in group_members(runner):  # only the group this test's tool made
+            if pid != runner:
+                os.kill(pid, 9)
