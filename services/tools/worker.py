@@ -280,8 +280,7 @@ def _guard(runner: int) -> NoReturn:
     worker's. The runner is its child and is reaped here only, so signalling its pid can never reach another
     process."""
     deadline: float | None = None
-    while not _has_ended(runner):
-        _reap()  # a process the runner made with clone(CLONE_PARENT), should it end first
+    while not _has_ended(runner):  # (nothing is reaped before the runner: its pid must stay its own)
         if deadline is None:
             info = signal.sigwaitinfo(_GUARDED)
         else:

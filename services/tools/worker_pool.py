@@ -31,9 +31,10 @@ least one): its further calls wait in line (within their time limit, so a hung t
 running) while calls to other tools pass them and take the worker it must leave free. What this guarantees: k hung
 tools hold at most k x per_tool workers, so while that is below `size` a worker is free for the rest; with the
 defaults one hung tool cannot starve the others, two distinct hung tools on two workers still can (then raise
-TOOLS_WORKERS, or lower TOOLS_WORKERS_PER_TOOL; a worker costs about 50 MB of memory while idle). The cost: one tool's own calls run at most `per_tool` at a time,
-so a single popular slow tool wants TOOLS_WORKERS above its expected concurrency. A pool that grows on demand was
-not chosen: a hung tool would grow it to its bound just the same, and idle extra workers would need retiring.
+TOOLS_WORKERS, or lower TOOLS_WORKERS_PER_TOOL; a worker costs about 50 MB of memory while idle). The cost: one
+tool's own calls run at most `per_tool` at a time, so a single popular slow tool wants TOOLS_WORKERS above its
+expected concurrency. A pool that grows on demand was not chosen: a hung tool would grow it to its bound just the
+same, and idle extra workers would need retiring.
 
 Why not pebble's ProcessPool (the obvious library; tried, 5.2.3): (1) a worker that dies while no task runs (the
 OOM killer choosing an idle worker) puts the whole pool into a permanent error state ("Unexpected error within
