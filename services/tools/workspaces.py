@@ -21,6 +21,7 @@ id), and an identity a platform service asserts (a JWT's subject) may hold anyth
 import dataclasses
 import hashlib
 
+from services.common.errors import PermissionDenied
 from services.common.identity import MAX_USER_ID, Caller
 from services.tools.base import ToolContext
 
@@ -52,7 +53,7 @@ def folder_name(user: str) -> str:
 
 def call_context(context: ToolContext, caller: Caller | None) -> ToolContext:
     """The context one call runs with: the service's `context` (whose workspace is TOOLS_WORKSPACE itself) with the
-    caller and the workspace that caller may use."""
+    caller and the workspace that caller may use; PermissionDenied for an identity that is not a user id."""
     root = context.workspace
     if root is None:
         workspace = None
@@ -61,5 +62,8 @@ def call_context(context: ToolContext, caller: Caller | None) -> ToolContext:
     elif caller is None or not caller.user:
         workspace = None
     else:
-        workspace = root / USERS_FOLDER / folder_name(caller.user)
+        try:
+            workspace = root / USERS_FOLDER / folder_name(caller.user)
+        except ValueError as exc:  # not a user id the platform issues (the authenticator bounds them)
+            raise PermissionDenied(f"this call's identity names no workspace: {exc}") from None
     return dataclasses.replace(context, workspace=workspace, caller=caller)

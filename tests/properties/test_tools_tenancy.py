@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from services.common.errors import Internal
+from services.common.errors import Internal, PermissionDenied
 from services.common.identity import MAX_USER_ID, Caller
 from services.tools.base import ToolContext
 from services.tools.registry import ToolRegistry
@@ -64,6 +64,11 @@ def test_the_file_system_takes_every_folder_and_keeps_them_apart(
 def test_what_is_not_a_user_id_names_no_folder(user: str) -> None:
     with pytest.raises(ValueError, match="a user id is 1 to"):
         folder_name(user)
+
+
+def test_an_identity_too_long_for_a_user_id_is_refused_not_a_crash() -> None:
+    with pytest.raises(PermissionDenied, match="names no workspace"):
+        call_context(context(), Caller("x" * (MAX_USER_ID + 1)))
 
 
 def test_a_call_on_no_users_behalf_has_a_workspace_only_when_shared() -> None:
