@@ -59,7 +59,9 @@ class ToolsSettings(AuthSettings):
     #: How many worker processes run tools' code, each one call at a time; more calls wait for a free worker
     #: (within TOOLS_TIMEOUT_SECONDS). Health says NOT_SERVING while the pool cannot serve: no live worker, and the
     #: last attempt to start one failed (services/tools/worker_pool.py says exactly when).
-    workers: int = Field(2, alias="TOOLS_WORKERS", ge=1, le=64)
+    #: Three by default: one tool's calls may hold two (TOOLS_WORKERS_PER_TOOL), so two calls of a tool in one turn
+    #: run at once and a tool whose calls hang still leaves one worker to the others.
+    workers: int = Field(3, alias="TOOLS_WORKERS", ge=1, le=64)
     #: How many of those workers one tool's calls may hold at once; its further calls wait in line while other tools'
     #: calls pass them, so a tool whose calls hang cannot take every worker. Empty: TOOLS_WORKERS - 1 (at least 1).
     #: At most TOOLS_WORKERS (that value lets one tool take them all, as before).

@@ -25,13 +25,14 @@ start having worked, do not count as "cannot serve": calls wait for them within 
 
 Sizing against stuck calls. A call that hangs holds its worker until its time limit (TOOLS_TIMEOUT_SECONDS), so
 with `size` workers, `size` hanging calls used to make every other call wait that long for a worker (three calls
-to a stuck tool on the default two workers: an honest calculator call waited about the whole limit). Each tool may
+to a stuck tool on two workers: an honest calculator call waited about the whole limit). Each tool may
 therefore hold at most `per_tool` workers at once (TOOLS_WORKERS_PER_TOOL; by default one fewer than the pool, at
 least one): its further calls wait in line (within their time limit, so a hung tool's backlog times out without
 running) while calls to other tools pass them and take the worker it must leave free. What this guarantees: k hung
 tools hold at most k x per_tool workers, so while that is below `size` a worker is free for the rest; with the
-defaults one hung tool cannot starve the others, two distinct hung tools on two workers still can (then raise
-TOOLS_WORKERS, or lower TOOLS_WORKERS_PER_TOOL; a worker costs about 50 MB of memory while idle). The cost: one
+defaults one hung tool cannot starve the others, two distinct hung tools can (then raise TOOLS_WORKERS, or
+lower TOOLS_WORKERS_PER_TOOL; a worker costs about 50 MB of memory while idle). TOOLS_WORKERS is 3 by default, so
+that a tool may run two calls at once (two calls of one tool in one turn) and still leave a worker free. The cost: one
 tool's own calls run at most `per_tool` at a time, so a single popular slow tool wants TOOLS_WORKERS above its
 expected concurrency. A pool that grows on demand was not chosen: a hung tool would grow it to its bound just the
 same, and idle extra workers would need retiring.

@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from services.tools.app import start_tools
+from services.tools.settings import ToolsSettings
 from services.tools.worker_pool import default_per_tool
 from tests.support.stubs import tools_stubs
 from tests.tools.conftest import SettingsFactory, execute_request, write_plugin
@@ -113,3 +114,20 @@ async def test_a_capped_tools_own_calls_wait_their_turn_and_all_run(
 
 def test_the_default_cap_leaves_one_worker_to_the_other_tools() -> None:
     assert [default_per_tool(size) for size in (1, 2, 4, 64)] == [1, 1, 3, 63]
+
+
+async def test_the_default_pool_runs_two_calls_of_a_tool_at_once_and_still_leaves_a_worker(
+    make_settings: SettingsFactory, plugin_dir: Path
+) -> None:
+    """TOOLS_WORKERS=3 and a cap of 2 by default: two calls of one tool in one turn run together, and three hung
+    calls leave the third worker to an honest call."""
+    default_workers = ToolsSettings.model_fields["workers"].default
+    assert default_workers == 3
+    async with tools_with_hang(make_settings, plugin_dir, TOOLS_WORKERS=default_workers) as stub:
+        started = time.monotonic()
+        answers = await asyncio.gather(*(stub.ExecuteTool(execute_request("nap")) for _ in range(2)))
+        assert [answer.text for answer in answers] == ["rested"] * 2
+        assert time.monotonic() - started < 0.8  # at once, not 2 x 0.4 s
+        latency, code = await honest_latency(stub, 3)
+    assert code == grpc.StatusCode.OK
+    assert latency < HONEST_BOUND_SECONDS
