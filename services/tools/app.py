@@ -109,12 +109,13 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             web_search_corpus=settings.web_search_corpus.resolve(),
             workspace_max_bytes=settings.workspace_max_bytes,
             workspace_max_files=settings.workspace_max_files,
+            workspace_shared=settings.workspace_shared,
             web_search_backend=settings.web_search_backend,
             web_search_url=settings.web_search_url.strip(),
             web_search_api_key=settings.web_search_api_key.get_secret_value().strip(),
             web_search_timeout_seconds=settings.web_search_timeout_seconds,
         )
-        workers = ToolWorkerPool(worker_config(settings, context), settings.workers)
+        workers = ToolWorkerPool(worker_config(settings, context), settings.workers, settings.workers_per_tool)
         await workers.start()
         try:
             # Connects in the background: a server that is away does not hold up the start.

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from services.common.identity import Caller
 from services.tools.schemas import SchemaProblem, check_schema
 
 #: OpenAI's rule for function names; the tool id is the function name.
@@ -38,10 +39,11 @@ DEFAULT_WEB_SEARCH_TIMEOUT_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class ToolContext:
-    """What the service lends a tool for one execution."""
+    """What the service lends a tool for one execution (services.tools.workspaces.call_context makes it per call)."""
 
-    #: The only folder file-touching tools may use (absolute, resolved).
-    workspace: Path
+    #: The only folder file-touching tools may use (absolute, resolved): in a call, the caller's own workspace (or
+    #: the shared one), None when the call runs on no user's behalf; in the service's own copy, TOOLS_WORKSPACE.
+    workspace: Path | None
     #: The JSON corpus of the offline web search backend.
     web_search_corpus: Path
     #: The workspace's quota: bytes in all its files, and files and folders counted together.
@@ -55,6 +57,10 @@ class ToolContext:
     web_search_api_key: str = field(default="", repr=False)
     #: Time limit of one request to the backend.
     web_search_timeout_seconds: float = DEFAULT_WEB_SEARCH_TIMEOUT_SECONDS
+    #: One workspace for every user (TOOLS_WORKSPACE_SHARED) instead of one each.
+    workspace_shared: bool = False
+    #: Who the call runs for (the RPC's authenticated caller, set by the worker; None in the service's own copy).
+    caller: Caller | None = None
 
 
 @dataclass(frozen=True)

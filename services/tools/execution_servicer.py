@@ -6,6 +6,7 @@ the service token; the gateway does not route it).
 import grpc
 
 from agentplatform.tools.internal.v1 import execution_pb2, execution_pb2_grpc
+from services.common.identity import current_caller
 from services.common.protoconv import dict_from_struct, duration_from_seconds, value_from_python
 from services.tools.executor import ToolExecutor
 from services.tools.servicer import require
@@ -24,7 +25,7 @@ class ToolExecutionServicer(execution_pb2_grpc.ToolExecutionServiceServicer):
         self, request: execution_pb2.ExecuteToolRequest, context: grpc.aio.ServicerContext
     ) -> execution_pb2.ExecuteToolResponse:
         arguments = dict_from_struct(request.arguments, "arguments")  # NaN or Infinity: InvalidArgument
-        execution = await self._executor.execute(require(request.tool_id, "tool_id"), arguments)
+        execution = await self._executor.execute(require(request.tool_id, "tool_id"), arguments, current_caller())
         return execution_pb2.ExecuteToolResponse(
             result=value_from_python(execution.output.result),
             text=execution.output.text,

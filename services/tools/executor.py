@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from services.common.errors import DeadlineExceeded, DomainError, FailedPrecondition, InvalidArgument, Unavailable
+from services.common.identity import Caller
 from services.common.json_values import JsonInputError
 from services.tools.base import BaseTool, RemoteTool, ToolContext, ToolOutput
 from services.tools.registry import ToolRegistry
@@ -62,10 +63,11 @@ class ToolExecutor:
         #: Every execution of a known tool, counted for the Manage Tools page.
         self.usage = UsageLedger()
 
-    async def execute(self, tool_id: str, arguments: Mapping[str, Any]) -> ToolExecution:
-        """Run `tool_id` with `arguments`; raises NotFound, FailedPrecondition (disabled), Unavailable (the tool
-        cannot run now, or the workers cannot), InvalidArgument, DeadlineExceeded, Internal or whatever domain
-        error the tool itself raised."""
+    async def execute(self, tool_id: str, arguments: Mapping[str, Any], caller: Caller | None = None) -> ToolExecution:
+        """Run `tool_id` with `arguments` for `caller` (the RPC's authenticated identity: a plugin tool's workspace is
+        that user's; None: no user's, so file_io refuses); raises NotFound, FailedPrecondition (disabled),
+        Unavailable (the tool cannot run now, or the workers cannot), InvalidArgument, DeadlineExceeded, Internal or
+        whatever domain error the tool itself raised."""
         tool = self._registry.get(tool_id)
         started: float | None = None
         try:
@@ -79,7 +81,7 @@ class ToolExecutor:
             await validate_arguments(tool, arguments)
             check_signature(tool, arguments)
             started = time.perf_counter()
-            output = await self._run_with_time_limit(tool, arguments)
+            output = await self._run_with_time_limit(tool, arguments, caller)
             duration = time.perf_counter() - started
         except DomainError as exc:
             elapsed = time.perf_counter() - started if started is not None else None
@@ -88,7 +90,9 @@ class ToolExecutor:
         self.usage.record(tool.name, "ok", duration)
         return ToolExecution(output, duration)
 
-    async def _run_with_time_limit(self, tool: BaseTool, arguments: dict[str, Any]) -> ToolOutput:
+    async def _run_with_time_limit(
+        self, tool: BaseTool, arguments: dict[str, Any], caller: Caller | None
+    ) -> ToolOutput:
         # The limit covers waiting for a free worker too: the caller's wait is what it bounds. Leaving the block
         # cancels the pool's call, which kills the worker running it (a tool's own TimeoutError arrives as
         # Internal from the worker, never as this TimeoutError).
@@ -97,7 +101,7 @@ class ToolExecutor:
                 if isinstance(tool, RemoteTool):
                     # I/O to another process or host: no code of it runs here, so no worker is needed.
                     return to_tool_output(tool.name, await tool.call(arguments), self._max_result_bytes)
-                return await self._workers.run(tool.name, arguments)
+                return await self._workers.run(tool.name, arguments, caller)
         except TimeoutError:
             raise DeadlineExceeded(f"tool '{tool.name}' did not finish within {self._timeout_seconds:g} s") from None
 

@@ -26,6 +26,11 @@ def _none_when_empty(value: object) -> object:
     return "none" if isinstance(value, str) and not value.strip() else value
 
 
+def _unset_when_empty(value: object) -> object:
+    """An empty variable means the default, as if it were not set."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 class ToolsSettings(PageTokenSettings):
     """Where the tools service listens, keeps its settings table, finds plugins and lets file_io work."""
 
@@ -38,11 +43,16 @@ class ToolsSettings(PageTokenSettings):
     plugin_dirs: Annotated[list[Path], NoDecode, BeforeValidator(split_commas)] = Field(
         default_factory=list, alias="TOOLS_PLUGIN_DIRS"
     )
-    #: The only folder file_io may read, write or list.
+    #: The only folder file_io may read, write or list: each user works in a folder of their own below it (users/),
+    #: unless TOOLS_WORKSPACE_SHARED (services/tools/workspaces.py).
     workspace: Path = Field(Path("var/workspace"), alias="TOOLS_WORKSPACE")
-    #: The workspace's quota in bytes (all its files together); a write or append past it is refused whole.
+    #: One workspace (TOOLS_WORKSPACE/shared) that every user reads and writes, instead of one per user. Off by
+    #: default: only an admin who wants users to see each other's files turns it on.
+    workspace_shared: bool = Field(False, alias="TOOLS_WORKSPACE_SHARED")
+    #: Each workspace's quota in bytes (all its files together: per user, or the shared one's); a write or append
+    #: past it is refused whole, saying the quota and the usage.
     workspace_max_bytes: int = Field(DEFAULT_WORKSPACE_MAX_BYTES, alias="TOOLS_WORKSPACE_MAX_BYTES", ge=0)
-    #: The workspace's quota in entries: files and folders counted together (folders cost inodes too).
+    #: Each workspace's quota in entries: files and folders counted together (folders cost inodes too).
     workspace_max_files: int = Field(DEFAULT_WORKSPACE_MAX_FILES, alias="TOOLS_WORKSPACE_MAX_FILES", ge=0)
     #: Longest a single tool execution may take, waiting for a free worker included; past it the call is
     #: DEADLINE_EXCEEDED and the worker running it is killed and replaced.
@@ -50,7 +60,15 @@ class ToolsSettings(PageTokenSettings):
     #: How many worker processes run tools' code, each one call at a time; more calls wait for a free worker
     #: (within TOOLS_TIMEOUT_SECONDS). Health says NOT_SERVING while the pool cannot serve: no live worker, and the
     #: last attempt to start one failed (services/tools/worker_pool.py says exactly when).
-    workers: int = Field(2, alias="TOOLS_WORKERS", ge=1, le=64)
+    #: Three by default: one tool's calls may hold two (TOOLS_WORKERS_PER_TOOL), so two calls of a tool in one turn
+    #: run at once and a tool whose calls hang still leaves one worker to the others.
+    workers: int = Field(3, alias="TOOLS_WORKERS", ge=1, le=64)
+    #: How many of those workers one tool's calls may hold at once; its further calls wait in line while other tools'
+    #: calls pass them, so a tool whose calls hang cannot take every worker. Empty: TOOLS_WORKERS - 1 (at least 1).
+    #: At most TOOLS_WORKERS (that value lets one tool take them all, as before).
+    workers_per_tool: Annotated[int | None, BeforeValidator(_unset_when_empty)] = Field(
+        None, alias="TOOLS_WORKERS_PER_TOOL", ge=1, le=64
+    )
     #: The address space one worker may use, in MiB (RLIMIT_AS: a bare worker takes about 50, and each thread a tool
     #: starts about 10 more). A tool allocating past it fails with INTERNAL ("ran out of memory") and its worker is
     #: replaced; a limit too small for Python itself stops the service at start, saying so.
@@ -132,6 +150,14 @@ class ToolsSettings(PageTokenSettings):
             self.mcp_allowed_hosts, self.mcp_allow_private_networks, subject="MCP servers",
             hosts_setting="TOOLS_MCP_ALLOWED_HOSTS", private_setting="TOOLS_MCP_ALLOW_PRIVATE_NETWORKS",
         )
+
+    @model_validator(mode="after")
+    def _workers_per_tool_fits(self) -> Self:
+        if self.workers_per_tool is not None and self.workers_per_tool > self.workers:
+            raise SettingsError(
+                f"TOOLS_WORKERS_PER_TOOL ({self.workers_per_tool}) cannot be above TOOLS_WORKERS ({self.workers})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _http_allowed_hosts_parse(self) -> Self:

@@ -11,8 +11,9 @@ and wait for the reply, the worker's death, or the caller giving up:
   Internal naming the tool and how the worker ended. Internal, not Unavailable: it is the tool's own doing and the
   same arguments would likely do it again, so it must not invite a retry;
 * the caller giving up (its time limit, which covers waiting for a free worker too, or a cancelled RPC) stops the
-  worker: SIGTERM (an async tool gets a CancelledError and may clean up), then SIGKILL after KILL_GRACE_SECONDS.
-  A call whose caller gave up while it waited in the queue is never run.
+  worker: SIGTERM (an async tool gets a CancelledError and may clean up), then SIGKILL after KILL_GRACE_SECONDS,
+  and every process the call started with it (services.tools.worker, "Process trees": each worker is a guardian
+  process that ends its runner's whole tree). A call whose caller gave up while it waited in the queue is never run.
 
 A worker that dies while idle is replaced without failing anyone's call.
 
@@ -21,6 +22,20 @@ to start one failed: the process could not be created, or it died or stayed sile
 before saying it was ready. Then calls fail at once with Unavailable (queued ones too) and the health listener
 hears False; it hears True again as soon as a worker is ready. Workers being replaced after a kill, with the last
 start having worked, do not count as "cannot serve": calls wait for them within their time limit.
+
+Sizing against stuck calls. A call that hangs holds its worker until its time limit (TOOLS_TIMEOUT_SECONDS), so
+with `size` workers, `size` hanging calls used to make every other call wait that long for a worker (three calls
+to a stuck tool on two workers: an honest calculator call waited about the whole limit). Each tool may
+therefore hold at most `per_tool` workers at once (TOOLS_WORKERS_PER_TOOL; by default one fewer than the pool, at
+least one): its further calls wait in line (within their time limit, so a hung tool's backlog times out without
+running) while calls to other tools pass them and take the worker it must leave free. What this guarantees: k hung
+tools hold at most k x per_tool workers, so while that is below `size` a worker is free for the rest; with the
+defaults one hung tool cannot starve the others, two distinct hung tools can (then raise TOOLS_WORKERS, or
+lower TOOLS_WORKERS_PER_TOOL; a worker costs about 50 MB of memory while idle). TOOLS_WORKERS is 3 by default, so
+that a tool may run two calls at once (two calls of one tool in one turn) and still leave a worker free. The cost: one
+tool's own calls run at most `per_tool` at a time, so a single popular slow tool wants TOOLS_WORKERS above its
+expected concurrency. A pool that grows on demand was not chosen: a hung tool would grow it to its bound just the
+same, and idle extra workers would need retiring.
 
 Why not pebble's ProcessPool (the obvious library; tried, 5.2.3): (1) a worker that dies while no task runs (the
 OOM killer choosing an idle worker) puts the whole pool into a permanent error state ("Unexpected error within
@@ -45,16 +60,19 @@ import pickle
 import signal
 import socket
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.errors import DomainError, Internal, Unavailable
+from services.common.identity import Caller
 from services.tools import worker as worker_module
 from services.tools.base import ToolOutput
 from services.tools.worker import (
+    END_NOW,
     HEADER_SIZE,
+    KILL_GRACE_SECONDS,
     Ready,
     Started,
     ToolCall,
@@ -68,8 +86,9 @@ log = logging.getLogger(__name__)
 
 #: How long a new worker may take to load its tools and say it is ready.
 WORKER_START_SECONDS = 10.0
-#: Between SIGTERM and SIGKILL when a caller gives up: time for an async tool's cleanup.
-KILL_GRACE_SECONDS = 1.0
+#: How long a worker's guardian may take to end the process tree below it, past which the pool SIGKILLs the
+#: guardian itself (the tree may then survive: see "Process trees").
+GUARDIAN_SECONDS = 2.0
 #: Pauses between failed attempts to start a worker: the first, and the longest.
 RETRY_FIRST_SECONDS = 0.2
 RETRY_MAX_SECONDS = 5.0
@@ -79,6 +98,12 @@ HealthListener = Callable[[bool], Awaitable[None]]
 _STOPPING = "the tools service is stopping; retry on another replica or after it restarts"
 #: What _send_and_receive answers when the worker never took the call.
 _NOT_TAKEN = object()
+
+
+def default_per_tool(size: int) -> int:
+    """One worker fewer than the pool (at least one): however many of its calls hang, one tool leaves a worker to
+    the others."""
+    return max(1, size - 1)
 
 
 class WorkerStartError(Exception):
@@ -119,6 +144,8 @@ class _Worker:
     exited: asyncio.Future[None]
     #: Its exit code (negative: the signal that ended it), once known.
     exit_code: int | None = None
+    #: The runner's pid (where tools' code runs), once the worker said Ready.
+    runner_pid: int | None = None
 
     @property
     def pid(self) -> int:
@@ -152,17 +179,23 @@ class _Worker:
 class _Call:
     tool_id: str
     arguments: dict[str, Any]
+    caller: Caller | None
     future: asyncio.Future[ToolOutput] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class ToolWorkerPool:
     """`size` worker processes running tool calls, one call per worker at a time (see the module docstring)."""
 
-    def __init__(self, config: WorkerConfig, size: int) -> None:
+    def __init__(self, config: WorkerConfig, size: int, per_tool: int | None = None) -> None:
         if size < 1:
             raise ValueError(f"a worker pool needs at least one worker, got {size}")
+        if per_tool is not None and not 1 <= per_tool <= size:
+            raise ValueError(f"a tool may use 1 to {size} workers, got {per_tool}")
         self._config = config
         self._size = size
+        #: How many workers one tool's calls may hold at once (see "Sizing against stuck calls").
+        self._per_tool = per_tool if per_tool is not None else default_per_tool(size)
+        self._running: Counter[str] = Counter()
         self._context = forkserver_context()
         self._queue: deque[_Call] = deque()
         self._queued = asyncio.Event()
@@ -195,8 +228,8 @@ class ToolWorkerPool:
             raise WorkerStartError(f"no tool worker could start: {reason}")
 
     async def close(self) -> None:
-        """Stop at once: SIGKILL every worker (the server has stopped, nobody waits for a result) and wait until
-        they are gone; calls still waiting get Unavailable."""
+        """Stop at once: every worker's process tree is killed (the server has stopped, nobody waits for a result)
+        and the pool waits until they are gone; calls still waiting get Unavailable."""
         self._closing = True
         tasks = [*self._slots, *([self._reporter] if self._reporter else [])]
         for task in tasks:
@@ -205,10 +238,7 @@ class ToolWorkerPool:
         self._fail_queued(Unavailable(_STOPPING))
         workers = list(self._workers.values())
         self._workers.clear()
-        for worker in workers:
-            _signal(worker, signal.SIGKILL)
-        for worker in workers:
-            await _forget(worker, wait_seconds=2.0)
+        await asyncio.gather(*(_end(worker, END_NOW, GUARDIAN_SECONDS) for worker in workers))
 
     def set_health_listener(self, listener: HealthListener) -> None:
         """Tell `listener` whether the pool can serve, now if it cannot, and on every change after."""
@@ -221,19 +251,20 @@ class ToolWorkerPool:
         return bool(self._workers) or self._last_start_error is None
 
     def worker_pids(self) -> list[int]:
-        """The PIDs of the live workers (for tests and diagnostics)."""
-        return sorted(worker.pid for worker in self._workers.values())
+        """The PIDs of the live workers' runners, the processes that run tools' code (for tests and diagnostics)."""
+        return sorted(worker.runner_pid or worker.pid for worker in self._workers.values())
 
     # --- Calls -------------------------------------------------------------------------------------------------
 
-    async def run(self, tool_id: str, arguments: dict[str, Any]) -> ToolOutput:
-        """Run a call in the next free worker and return its output, or raise its domain error. The caller bounds
-        the time (asyncio.timeout): cancelling this stops the worker running the call."""
+    async def run(self, tool_id: str, arguments: dict[str, Any], caller: Caller | None = None) -> ToolOutput:
+        """Run a call for `caller` (whose workspace it uses: services.tools.workspaces) in the next free worker and
+        return its output, or raise its domain error. The caller bounds the time (asyncio.timeout): cancelling this
+        stops the worker running the call."""
         if self._closing:
             raise Unavailable(_STOPPING)
         if not self.serving:
             raise Unavailable(f"the tools service cannot start tool workers ({self._last_start_error}); retry later")
-        call = _Call(tool_id, arguments)
+        call = _Call(tool_id, arguments, caller)
         self._queue.append(call)
         self._queued.set()
         try:
@@ -243,11 +274,15 @@ class ToolWorkerPool:
                 call.future.cancel()  # the slot sees it: drops the queued call, or stops the worker running it
 
     async def _next_call(self, worker: _Worker) -> _Call | None:
-        """The next call whose caller still waits, or None when the worker died first."""
+        """The first call in line whose caller still waits and whose tool runs on fewer than `per_tool` workers
+        (counted as taken), or None when the worker died first."""
         while not worker.exited.done():
-            while self._queue:
-                call = self._queue.popleft()
-                if not call.future.done():
+            for call in [call for call in self._queue if call.future.done()]:
+                self._queue.remove(call)  # abandoned while queued: never run
+            for call in self._queue:
+                if self._running[call.tool_id] < self._per_tool:
+                    self._queue.remove(call)
+                    self._running[call.tool_id] += 1
                     return call
             self._queued.clear()
             queued = asyncio.ensure_future(self._queued.wait())
@@ -304,8 +339,7 @@ class ToolWorkerPool:
                 worker = None
         except asyncio.CancelledError:
             if worker is not None and index not in self._workers:  # between a start and its bookkeeping
-                _signal(worker, signal.SIGKILL)
-                await _forget(worker, wait_seconds=2.0)
+                await _end(worker, END_NOW, GUARDIAN_SECONDS)
             raise
 
     def _note_start(self, index: int, worker: _Worker | None, error: str | None) -> None:
@@ -326,6 +360,11 @@ class ToolWorkerPool:
             log.exception("tool worker %d: running '%s' failed in the pool itself", worker.pid, call.tool_id)
             _settle(call, error=Internal(f"tool '{call.tool_id}' could not be run: {type(exc).__name__}: {exc}"))
             return False
+        finally:
+            self._running[call.tool_id] -= 1
+            if not self._running[call.tool_id]:
+                del self._running[call.tool_id]
+            self._queued.set()  # a call the per-tool cap held back may go now
 
     async def _run_on(self, worker: _Worker, call: _Call) -> bool:
         """Run one call on `worker`; True when the worker may take another."""
@@ -364,7 +403,7 @@ class ToolWorkerPool:
 
     async def _send_and_receive(self, worker: _Worker, call: _Call) -> object:
         try:
-            await worker.send(ToolCall(call.tool_id, call.arguments))
+            await worker.send(ToolCall(call.tool_id, call.arguments, call.caller))
             started = await worker.receive()
         except (EOFError, ConnectionError):
             # The worker was gone before it took the call (it died idle just now): the tool never ran, so the
@@ -392,7 +431,7 @@ class ToolWorkerPool:
             except asyncio.CancelledError:
                 await asyncio.wait({starting})
                 if process.pid is not None:
-                    os.kill(process.pid, signal.SIGKILL)
+                    os.kill(process.pid, END_NOW)
                 raise
             except OSError as exc:
                 raise WorkerStartError(f"the process could not be created: {exc}") from exc
@@ -415,8 +454,7 @@ class ToolWorkerPool:
             async with asyncio.timeout(WORKER_START_SECONDS):
                 hello = await worker.receive()
         except BaseException as exc:
-            _signal(worker, signal.SIGKILL)
-            await _forget(worker, wait_seconds=2.0)  # (keeps the exit status for the message)
+            await _end(worker, END_NOW, GUARDIAN_SECONDS)  # (keeps the exit status for the message)
             if isinstance(exc, TimeoutError):
                 raise WorkerStartError(f"the worker did not get ready within {WORKER_START_SECONDS:g} s") from None
             if isinstance(exc, (EOFError, ConnectionError)):
@@ -427,6 +465,7 @@ class ToolWorkerPool:
         if not isinstance(hello, Ready):
             await _stop(worker)
             raise WorkerStartError(f"the worker said {type(hello).__name__} instead of Ready")
+        worker.runner_pid = hello.pid
         return worker
 
     # --- Health ------------------------------------------------------------------------------------------------
@@ -488,11 +527,23 @@ async def _wait_exited(worker: _Worker, seconds: float) -> bool:
 
 
 async def _stop(worker: _Worker) -> None:
-    """SIGTERM, then SIGKILL after KILL_GRACE_SECONDS; then release what the service held for it."""
-    _signal(worker, signal.SIGTERM)
-    if not await _wait_exited(worker, KILL_GRACE_SECONDS):
+    """SIGTERM: the guardian passes it to the runner, SIGKILLs it after KILL_GRACE_SECONDS, then ends everything
+    below it and exits; then release what the service held for it."""
+    await _end(worker, signal.SIGTERM, KILL_GRACE_SECONDS + GUARDIAN_SECONDS)
+
+
+async def _end(worker: _Worker, signum: int, wait_seconds: float) -> None:
+    """Send the worker's guardian `signum` (SIGTERM, or END_NOW for at once) and wait for it to end the worker's
+    process tree and exit; SIGKILL it when it has not within `wait_seconds`. Then release the worker."""
+    _signal(worker, signum)
+    if not await _wait_exited(worker, wait_seconds):
+        log.error(
+            "tool worker %d did not end its processes within %g s; killing it (what its tool started may survive)",
+            worker.pid,
+            wait_seconds,
+        )
         _signal(worker, signal.SIGKILL)
-    await _forget(worker, wait_seconds=5.0)
+    await _forget(worker, wait_seconds=2.0)
 
 
 async def _forget(worker: _Worker, wait_seconds: float) -> None:

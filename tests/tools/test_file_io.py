@@ -612,7 +612,7 @@ def test_the_byte_quota_refuses_a_write_whole(tmp_path: Path) -> None:
     error = refused(box, operation="write", path="b.txt", content="123")
     assert isinstance(error, ResourceExhausted)
     assert str(error) == (
-        "writing 'b.txt' would bring the tools workspace to 11 bytes, over its quota of 10 bytes; "
+        "writing 'b.txt' would bring the workspace to 11 bytes, over its quota of 10 bytes (it holds 8 bytes); "
         "delete files to make room"
     )
     assert not (box.workspace / "b.txt").exists()

@@ -20,6 +20,7 @@ from services.common.health_probe import is_serving
 from services.tools.servicer import SERVICE_NAME
 from tests.conftest import REPO_ROOT, free_port
 from tests.support.keys import TOOLS_SECRET_KEY
+from tests.tools.test_process_trees import ROLES, SPAWNER, noted
 
 #: What the test gives the in-flight calls on SIGTERM (GRPC_GRACE_SECONDS).
 GRACE_SECONDS = 1.0
@@ -125,6 +126,7 @@ def tools_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int
         "TOOLS_WORKSPACE": str(tmp_path / "workspace"),
         "TOOLS_PLUGIN_DIRS": str(plugins),
         "TOOLS_WORKERS": "2",
+        "TOOLS_WORKERS_PER_TOOL": "2",  # so that one stuck tool can hold every worker, which these tests are about
         "TOOLS_TIMEOUT_SECONDS": "120",
         "GRPC_GRACE_SECONDS": str(GRACE_SECONDS),
         "LOG_LEVEL": "INFO",
@@ -202,3 +204,34 @@ def test_sigterm_to_the_service_group_lets_the_call_in_flight_finish_in_the_grac
     assert process.wait(timeout=GRACE_SECONDS + 10) == 0
     log = (tmp_path / "tools.log").read_text()
     assert "ended while idle" not in log and "could not start" not in log, log[-2000:]
+
+
+def test_a_service_killed_with_sigkill_leaves_nothing_its_tools_started(
+    tools_process: tuple[subprocess.Popen[bytes], int, Path],
+) -> None:
+    """No code of the service runs after SIGKILL: the forkserver exits when its pipe closes, each worker's guardian
+    hears it (PR_SET_PDEATHSIG) and ends everything below it, the double-forked daemon that left the session too."""
+    process, port, tmp_path = tools_process
+    (tmp_path / "plugins" / "spawner.py").write_text(textwrap.dedent(SPAWNER))  # picked up at the next lookup
+    folder = tmp_path / "pids"
+    folder.mkdir()
+    arguments = struct_pb2.Struct()
+    arguments.update({"folder": str(folder), "then": "hang"})
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = execution_pb2_grpc.ToolExecutionServiceStub(channel)
+        call = stub.ExecuteTool.future(execution_pb2.ExecuteToolRequest(tool_id="spawner", arguments=arguments))
+        assert wait_until(lambda: set(noted(folder)) == set(ROLES), 15), noted(folder)
+        pids = noted(folder)
+        try:
+            assert all(is_running(pid) for pid in pids.values())
+            process.kill()
+            process.wait()
+            assert wait_until(lambda: not any(is_running(pid) for pid in pids.values()), 5), {
+                role: pid for role, pid in pids.items() if is_running(pid)
+            }
+        finally:
+            for pid in pids.values():  # only what this test's tool started
+                if is_running(pid):
+                    os.kill(pid, signal.SIGKILL)
+        with pytest.raises(grpc.RpcError):
+            call.result(timeout=5)

@@ -1,5 +1,8 @@
-"""file_io: read, write, append, list and delete text files inside the tools workspace (TOOLS_WORKSPACE), and
-nowhere else.
+"""file_io: read, write, append, list and delete text files inside the caller's workspace, and nowhere else.
+
+Whose workspace: the worker hands each call the folder of the user it runs for (TOOLS_WORKSPACE/users/<user>, one
+per user, shared by that user's threads) or, when an admin set TOOLS_WORKSPACE_SHARED, the one shared folder
+(services.tools.workspaces decides; the tool's arguments cannot name another). A call on no user's behalf has none.
 
 What it guarantees, and how:
 
@@ -11,8 +14,9 @@ What it guarantees, and how:
   in during the call: there is no gap between a check and the use.
 * Regular files and folders only. Files are opened with O_NONBLOCK (so a FIFO cannot block the call) and checked
   with fstat; FIFOs, devices, sockets and files with other hard links (which may live outside) are refused.
-* A quota per workspace (ToolContext.workspace_max_bytes and workspace_max_files, files and folders counted
-  together): a write or append that would pass it is refused before anything is written. Writers hold an flock on
+* A quota per workspace, so per user (ToolContext.workspace_max_bytes and workspace_max_files, files and folders
+  counted together): a write or append that would pass it is refused before anything is written, saying the quota
+  and what the workspace holds. Writers hold an flock on
   the workspace folder, so two concurrent writes cannot both squeeze under the quota.
 * Errors name the path as the caller gave it (cut to 100 characters), never the server's folders.
 """
@@ -38,6 +42,7 @@ from services.common.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     Unavailable,
 )
@@ -292,13 +297,13 @@ def _check_quota(root_fd: int, context: ToolContext, path: WorkspacePath, added_
     used_bytes, used_entries = workspace_usage(root_fd)
     if added_entries > 0 and used_entries + added_entries > context.workspace_max_files:
         raise ResourceExhausted(
-            f"writing '{path.given}' would bring the tools workspace to {used_entries + added_entries} files and "
-            f"folders, over its quota of {context.workspace_max_files}; delete some first"
+            f"writing '{path.given}' would bring the workspace to {used_entries + added_entries} files and folders, "
+            f"over its quota of {context.workspace_max_files} (it holds {used_entries}); delete some first"
         )
     if added_bytes > 0 and used_bytes + added_bytes > context.workspace_max_bytes:
         raise ResourceExhausted(
-            f"writing '{path.given}' would bring the tools workspace to {used_bytes + added_bytes} bytes, over its "
-            f"quota of {context.workspace_max_bytes} bytes; delete files to make room"
+            f"writing '{path.given}' would bring the workspace to {used_bytes + added_bytes} bytes, over its quota of "
+            f"{context.workspace_max_bytes} bytes (it holds {used_bytes} bytes); delete files to make room"
         )
 
 
@@ -584,8 +589,9 @@ class FileIOTool(BaseTool):
     name = "file_io"
     display_name = "File I/O"
     description = (
-        "Reads, writes, appends to, lists and deletes text files in the agent's workspace folder. Paths are "
-        "relative to the workspace; files are UTF-8 text up to 1 MiB; symbolic links are not followed."
+        "Reads, writes, appends to, lists and deletes text files in the user's workspace folder (kept across the "
+        "user's conversations). Paths are relative to the workspace; files are UTF-8 text up to 1 MiB; symbolic "
+        "links are not followed."
     )
     icon = "IconFile"
     # Writes and deletes files (a write replaces one), inside the workspace only.
@@ -640,8 +646,13 @@ def perform(context: ToolContext, arguments: dict[str, Any]) -> ToolOutput:
 
 
 def _open_workspace(context: ToolContext) -> int:
-    """A descriptor of the workspace folder, created when missing. The workspace itself is the operator's choice,
-    so a link to it is followed; everything below it is not."""
+    """A descriptor of the call's workspace folder, created when missing. The workspace itself is the operator's
+    choice (TOOLS_WORKSPACE and the folder services.tools.workspaces names below it), so a link to it is followed;
+    everything below it is not."""
+    if context.workspace is None:
+        raise PermissionDenied(
+            "file_io works in the workspace of the user a call runs for, and this call runs on no user's behalf"
+        )
     try:
         context.workspace.mkdir(parents=True, exist_ok=True)
         return os.open(context.workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
