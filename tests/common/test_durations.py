@@ -3,7 +3,6 @@ range or of mixed signs is INVALID_ARGUMENT naming the field, never accepted and
 checks (services/common/protoconv.py) and every place a caller sets one, through the real services."""
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +13,11 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from agentplatform.agents.v1 import agents_pb2, agents_pb2_grpc, workflows_pb2, workflows_pb2_grpc
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
-from services.agents.app import start_agents
 from services.common.errors import InvalidArgument
 from services.common.protoconv import check_duration, datetime_from_timestamp, seconds_from_duration
-from services.runs.app import start_runs
-from services.tools.app import start_tools
 from tests.agents.workflow_helpers import every_kind, find
 from tests.runs.helpers import EXECUTOR, create_request
-from tests.support.platform import agents_settings, runs_settings, tools_settings
+from tests.support.platform import start_registries
 from tests.support.stubs import runs_stubs
 
 MAX = 315_576_000_000
@@ -67,15 +63,8 @@ def test_a_timestamp_protobuf_refuses_is_invalid_argument(seconds: int, nanos: i
 @pytest.fixture
 async def stubs(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     """The runs service (its internal ExecutionService too) and the agents service, with its tools service."""
-    async with AsyncExitStack() as stack:
-        runs = await start_runs(runs_settings(tmp_path))
-        stack.push_async_callback(runs.stop)
-        tools = await start_tools(tools_settings(tmp_path))
-        stack.push_async_callback(tools.stop)
-        agents = await start_agents(agents_settings(tmp_path, tools.port, LLM_BASE_URL=""))
-        stack.push_async_callback(agents.stop)
-        runs_channel = await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{runs.port}"))
-        agents_channel = await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{agents.port}"))
+    async with start_registries(tmp_path) as services:
+        runs_channel, agents_channel = services.runs_channel, services.agents_channel
         yield {
             "runs": runs_stubs(runs_channel),
             "agents": agents_pb2_grpc.AgentRegistryServiceStub(agents_channel),

@@ -2,7 +2,6 @@
 INVALID_ARGUMENT, never INTERNAL; one that protobuf's rules refuse is always INVALID_ARGUMENT naming the field."""
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,9 @@ from hypothesis import strategies as st
 from agentplatform.agents.v1 import agents_pb2, agents_pb2_grpc
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
-from services.agents.app import start_agents
 from services.common.protoconv import MAX_DURATION_SECONDS, MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS
-from services.runs.app import start_runs
-from services.tools.app import start_tools
 from tests.runs.helpers import EXECUTOR, create_request
-from tests.support.platform import agents_settings, runs_settings, tools_settings
+from tests.support.platform import start_registries
 from tests.support.stubs import runs_stubs
 
 PROMPTLY = 5.0
@@ -43,15 +39,8 @@ def _duration_valid(value: duration_pb2.Duration) -> bool:
 
 @pytest.fixture
 async def stubs(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
-    async with AsyncExitStack() as stack:
-        runs = await start_runs(runs_settings(tmp_path))
-        stack.push_async_callback(runs.stop)
-        tools = await start_tools(tools_settings(tmp_path))
-        stack.push_async_callback(tools.stop)
-        agents = await start_agents(agents_settings(tmp_path, tools.port, LLM_BASE_URL=""))
-        stack.push_async_callback(agents.stop)
-        runs_channel = await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{runs.port}"))
-        agents_channel = await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{agents.port}"))
+    async with start_registries(tmp_path) as services:
+        runs_channel, agents_channel = services.runs_channel, services.agents_channel
         yield {"runs": runs_stubs(runs_channel), "agents": agents_pb2_grpc.AgentRegistryServiceStub(agents_channel)}
 
 

@@ -5,7 +5,6 @@ never INTERNAL."""
 import base64
 import json
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,8 @@ from hypothesis import strategies as st
 from agentplatform.agents.v1 import agents_pb2, agents_pb2_grpc, workflows_pb2, workflows_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2
 from agentplatform.tools.v1 import tools_pb2
-from services.agents.app import start_agents
-from services.runs.app import start_runs
-from services.tools.app import start_tools
 from tests.runs.helpers import create_request
-from tests.support.platform import agents_settings, runs_settings, tools_settings
+from tests.support.platform import start_registries
 from tests.support.stubs import runs_stubs, tools_stubs
 
 #: Each call must be answered within this (a token is checked before any query runs).
@@ -34,20 +30,10 @@ Call = Callable[[str], Any]
 @pytest.fixture
 async def list_calls(tmp_path: Path) -> AsyncIterator[dict[str, Call]]:
     """Every List method of the platform's public APIs, as a function of the page_token."""
-    async with AsyncExitStack() as stack:
-        runs = await start_runs(runs_settings(tmp_path))
-        stack.push_async_callback(runs.stop)
-        tools = await start_tools(tools_settings(tmp_path))
-        stack.push_async_callback(tools.stop)
-        agents = await start_agents(agents_settings(tmp_path, tools.port, LLM_BASE_URL=""))
-        stack.push_async_callback(agents.stop)
-        runs_channel, tools_channel, agents_channel = [
-            await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{port}"))
-            for port in (runs.port, tools.port, agents.port)
-        ]
-        run_stub, tool_stub = runs_stubs(runs_channel), tools_stubs(tools_channel)
-        agent_stub = agents_pb2_grpc.AgentRegistryServiceStub(agents_channel)
-        workflow_stub = workflows_pb2_grpc.WorkflowRegistryServiceStub(agents_channel)
+    async with start_registries(tmp_path) as services:
+        run_stub, tool_stub = runs_stubs(services.runs_channel), tools_stubs(services.tools_channel)
+        agent_stub = agents_pb2_grpc.AgentRegistryServiceStub(services.agents_channel)
+        workflow_stub = workflows_pb2_grpc.WorkflowRegistryServiceStub(services.agents_channel)
         run = await run_stub.CreateRun(create_request("q"))
         agent = await agent_stub.CreateAgent(
             agents_pb2.CreateAgentRequest(agent=agents_pb2.Agent(display_name="a", model="m"))

@@ -91,6 +91,35 @@ async def grpc_channel(port: int) -> AsyncIterator[grpc.aio.Channel]:
         await channel.close()
 
 
+@dataclass
+class Registries:
+    """The runs, tools and agents services without an engine, and a channel to each."""
+
+    runs: RunsApp
+    tools: ToolsApp
+    agents: AgentsApp
+    runs_channel: grpc.aio.Channel
+    tools_channel: grpc.aio.Channel
+    agents_channel: grpc.aio.Channel
+
+
+@asynccontextmanager
+async def start_registries(tmp_path: Path) -> AsyncIterator[Registries]:
+    """The services whose public APIs a client calls directly (runs, tools, agents), with no engine and no model,
+    in development mode; stopped and closed on exit."""
+    async with AsyncExitStack() as stack:
+        runs = await start_runs(runs_settings(tmp_path))
+        stack.push_async_callback(runs.stop)
+        tools = await start_tools(tools_settings(tmp_path))
+        stack.push_async_callback(tools.stop)
+        agents = await start_agents(agents_settings(tmp_path, tools.port, LLM_BASE_URL=""))
+        stack.push_async_callback(agents.stop)
+        channels = [
+            await stack.enter_async_context(grpc_channel(port)) for port in (runs.port, tools.port, agents.port)
+        ]
+        yield Registries(runs, tools, agents, *channels)
+
+
 @asynccontextmanager
 async def start_platform(
     tmp_path: Path,
