@@ -107,7 +107,7 @@ bench-runs: install ## Benchmark the run store alone, on SQLite and PostgreSQL (
 
 .PHONY: test
 test: install proto-check client-check proto-lint proto-breaking lint ## Run every test (unit, integration, PostgreSQL, end to end) after the checks
-	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 
 .PHONY: lint
