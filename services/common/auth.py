@@ -54,8 +54,7 @@ _USER_ID = re.compile(rf"^[A-Za-z0-9._@|+-]{{1,{MAX_USER_ID}}}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 HOW_TO_CONFIGURE = (
     "configure API keys: make one with `python -m services.common.auth --user NAME --role admin` and put the "
-    "line it prints in AUTH_API_KEYS (comma-separated) or in the file AUTH_API_KEYS_FILE names; see the README, "
-    "\"Identity and API keys\""
+    "line it prints in AUTH_API_KEYS (comma-separated) or in the file AUTH_API_KEYS_FILE names; see docs/identity.md"
 )
 
 

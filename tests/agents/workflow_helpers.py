@@ -1,5 +1,5 @@
-"""Workflows the tests build: one with every kind of node, the two-agent workflow of the README, and small helpers
-to change them."""
+"""Workflows the tests build: one with every kind of node, a two-agent workflow (draft, review, approve), and small
+helpers to change them."""
 
 from collections.abc import Callable
 
@@ -75,7 +75,7 @@ def every_kind(agent_id: str = SOME_AGENT) -> Workflow:
 
 
 def two_agents(drafter: str, reviewer: str) -> Workflow:
-    """The README's workflow: an agent drafts a reply, another reviews it; if the review passes, a person
+    """A two-agent workflow: an agent drafts a reply, another reviews it; if the review passes, a person
     approves sending it."""
     return Workflow(
         display_name="Support reply",

@@ -1,9 +1,15 @@
-"""The README's offline demos, run as the README shows them (`buf curl` against the stack `make run` starts, with
-the demo model): an agent's instructions reaching the model, a two-turn conversation that uses the first answer, a
-tool call that waits for approval, and a two-agent workflow with a condition and an approval."""
+"""The docs' offline demos, run as the docs show them (`buf curl` against the stack `make run` starts, with the demo
+model): an agent's instructions reaching the model and a two-agent workflow with a condition and an approval
+(docs/agents-and-workflows.md), a two-turn conversation that uses the first answer and a tool call that waits for
+approval (docs/runs.md). Each request body is read from the doc's own `buf curl` command, with the ids the doc
+writes as placeholders (AGENT_ID, RUN_ID, ...) filled in, so a demo that breaks in the docs fails here."""
 
+import itertools
 import json
+import re
+import shlex
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,11 +19,13 @@ from tests.e2e.test_platform import buf_curl
 
 pytestmark = pytest.mark.e2e
 
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
 
 @pytest.fixture(scope="module")
 def stack_settings() -> dict[str, str]:
     # The engine reuses its list of tools for ENGINE_TOOLS_CACHE_SECONDS (2 s): a tool marked as requiring
-    # approval reaches new runs within that time, as the README says. These demos mark one and start a run at once.
+    # approval reaches new runs within that time, as docs/runs.md says. These demos mark one and start a run at once.
     return {"ENGINE_TOOLS_CACHE_SECONDS": "0"}
 
 ENGINE = "agentplatform.engine.v1.AgentService"
@@ -27,8 +35,34 @@ WORKFLOWS = "agentplatform.agents.v1.WorkflowRegistryService"
 TOOLS = "agentplatform.tools.v1.ToolService"
 
 
+def doc_bodies(doc: str, method: str) -> list[str]:
+    """The `-d` bodies of the doc's `npx buf curl` commands that call `method` ("Service/Method"), in the order the
+    doc shows them."""
+    text = (DOCS / doc).read_text()
+    bodies = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.DOTALL):
+        words = shlex.split(block.replace("\\\n", " "), comments=True)
+        starts = [i for i, word in enumerate(words) if word == "npx"] + [len(words)]
+        for start, end in itertools.pairwise(starts):
+            command = words[start:end]
+            if command[-1].endswith(f".{method}"):
+                bodies.append(command[command.index("-d") + 1])
+    assert bodies, f"docs/{doc} shows no buf curl call of {method}"
+    return bodies
+
+
+def demo(doc: str, method: str, index: int = 0, **ids: str) -> dict[str, Any]:
+    """The body of the doc's `index`-th call of `method`, its placeholders (`AGENT_ID=...`) replaced by real ids."""
+    body = doc_bodies(doc, method)[index]
+    for placeholder, value in ids.items():
+        assert f'"{placeholder}"' in body, (placeholder, body)
+        body = body.replace(f'"{placeholder}"', json.dumps(value))
+    parsed: dict[str, Any] = json.loads(body)
+    return parsed
+
+
 def call(address: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
-    """A unary call over direct gRPC, as the README makes it (reflection, no proto files)."""
+    """A unary call over direct gRPC, as the docs make it (reflection, no proto files)."""
     out = buf_curl("--protocol", "grpc", "--http2-prior-knowledge", "-d", json.dumps(body), f"http://{address}/{method}")
     return json.loads(out) if out.strip() else {}
 
@@ -43,38 +77,42 @@ def wait_state(stack: RunningStack, run_id: str, state: str, timeout: float = 30
         time.sleep(0.2)
 
 
-def create_agent(stack: RunningStack, name: str, instructions: str, tools: list[str]) -> str:
-    agent = {"displayName": name, "instructions": instructions, "model": "demo", "tools": tools}
-    return str(call(stack.stack.agents_address, f"{AGENTS}/CreateAgent", {"agent": agent})["id"])
+def create_agent(stack: RunningStack, index: int) -> str:
+    """The doc's `index`-th saved agent (0: Ada, 1: Checker), created as docs/agents-and-workflows.md shows."""
+    body = demo("agents-and-workflows.md", "AgentRegistryService/CreateAgent", index)
+    return str(call(stack.stack.agents_address, f"{AGENTS}/CreateAgent", body)["id"])
 
 
 def test_an_agents_instructions_reach_the_demo_model(platform_stack: RunningStack) -> None:
-    ada = create_agent(platform_stack, "Math tutor", "You are Ada, a patient math tutor.", ["calculator"])
-    answer = call(platform_stack.stack.engine_address, f"{ENGINE}/Chat", {"message": "hello", "agentId": ada})
+    ada = create_agent(platform_stack, 0)
+    answer = call(platform_stack.stack.engine_address, f"{ENGINE}/Chat",
+                  demo("agents-and-workflows.md", "AgentService/Chat", AGENT_ID=ada))
     assert answer["response"].startswith("I'm Ada, running on the offline demo model")
 
 
 def test_a_two_turn_conversation_uses_the_first_answer(platform_stack: RunningStack) -> None:
     engine = platform_stack.stack.engine_address
-    first = call(engine, f"{ENGINE}/Chat", {"message": "What is 5 + 10?"})
+    first = call(engine, f"{ENGINE}/Chat", demo("runs.md", "AgentService/Chat", 0))
     assert first["response"] == "The result is 15."
-    second = call(engine, f"{ENGINE}/Chat", {"message": "Multiply that by 3", "threadId": first["threadId"]})
+    second = call(engine, f"{ENGINE}/Chat", demo("runs.md", "AgentService/Chat", 1, THREAD_ID=first["threadId"]))
     assert (second["response"], second["threadId"]) == ("The result is 45.", first["threadId"])
-    turns = call(platform_stack.stack.runs_address, f"{RUNS}/ListRuns", {"threadId": first["threadId"]})["runs"]
+    turns = call(platform_stack.stack.runs_address, f"{RUNS}/ListRuns",
+                 demo("runs.md", "RunService/ListRuns", 2, THREAD_ID=first["threadId"]))["runs"]
     assert [run["id"] for run in turns] == [first["runId"], second["runId"]]
 
 
 def test_a_tool_call_waits_for_approval(platform_stack: RunningStack) -> None:
     stack = platform_stack.stack
-    marked = call(stack.tools_address, f"{TOOLS}/UpdateTool",
-                  {"tool": {"id": "file_io", "requiresApproval": True}, "updateMask": "requiresApproval"})
+    marked = call(stack.tools_address, f"{TOOLS}/UpdateTool", demo("runs.md", "ToolService/UpdateTool"))
     try:
-        assert marked["requiresApproval"] is True
-        run = call(stack.engine_address, f"{ENGINE}/StartRun", {"message": "write hello to notes.txt"})
+        assert marked["id"] == "file_io" and marked["requiresApproval"] is True
+        run = call(stack.engine_address, f"{ENGINE}/StartRun", demo("runs.md", "AgentService/StartRun", 1))
         waiting = wait_state(platform_stack, run["id"], "RUN_STATE_WAITING")
         [request] = [step for step in waiting["steps"] if "approvalRequest" in step]
         assert request["sequence"] == "4" and request["approvalRequest"]["toolName"] == "file_io"
-        call(stack.runs_address, f"{RUNS}/ApproveStep", {"runId": run["id"], "sequence": 4, "comment": "ok"})
+        approve = demo("runs.md", "RunService/ApproveStep", RUN_ID=run["id"])
+        assert approve["sequence"] == 4
+        call(stack.runs_address, f"{RUNS}/ApproveStep", approve)
         done = wait_state(platform_stack, run["id"], "RUN_STATE_COMPLETED")
         assert "toolResult" in done["steps"][5] and "error" not in done["steps"][5]["toolResult"]
     finally:
@@ -84,39 +122,20 @@ def test_a_tool_call_waits_for_approval(platform_stack: RunningStack) -> None:
 
 def test_a_two_agent_workflow_with_a_condition_and_an_approval(platform_stack: RunningStack) -> None:
     stack = platform_stack.stack
-    ada = create_agent(platform_stack, "Math tutor", "You are Ada, a patient math tutor.", ["calculator"])
-    checker = create_agent(platform_stack, "Checker", "You are Checker; you read answers back.", [])
-    workflow = {
-        "displayName": "Checked sum",
-        "inputs": [{"name": "question", "required": True}],
-        "nodes": [
-            {"id": "start", "start": {}},
-            {"id": "solve", "agent": {"agentId": ada, "input": "question", "output": "answer"}},
-            {"id": "sure", "ifElse": {"condition": 'answer.startsWith("The result is")'}},
-            {"id": "approve", "approval": {"prompt": '"Send this answer? " + answer', "timeout": "3600s"}},
-            {"id": "check", "agent": {"agentId": checker, "input": "answer", "output": "review"}},
-            {"id": "sent", "end": {"output": '{"answer": answer, "review": review}'}},
-            {"id": "held", "end": {"output": '{"answer": answer, "sent": false}'}},
-        ],
-        "edges": [
-            {"fromNode": "start", "toNode": "solve"},
-            {"fromNode": "solve", "toNode": "sure"},
-            {"fromNode": "sure", "toNode": "approve", "branch": "true"},
-            {"fromNode": "sure", "toNode": "held", "branch": "false"},
-            {"fromNode": "approve", "toNode": "check", "branch": "approved"},
-            {"fromNode": "approve", "toNode": "held", "branch": "rejected"},
-            {"fromNode": "approve", "toNode": "held", "branch": "timeout"},
-            {"fromNode": "check", "toNode": "sent"},
-        ],
-    }
-    saved = call(stack.agents_address, f"{WORKFLOWS}/CreateWorkflow", {"workflow": workflow})
+    ada = create_agent(platform_stack, 0)
+    checker = create_agent(platform_stack, 1)
+    doc = "agents-and-workflows.md"
+    saved = call(stack.agents_address, f"{WORKFLOWS}/CreateWorkflow",
+                 demo(doc, "WorkflowRegistryService/CreateWorkflow", ADA_ID=ada, CHECKER_ID=checker))
     run = call(stack.engine_address, f"{ENGINE}/StartWorkflowRun",
-               {"workflowId": saved["id"], "inputs": {"question": "What is 5 + 10?"}})
+               demo(doc, "AgentService/StartWorkflowRun", WORKFLOW_ID=saved["id"]))
     waiting = wait_state(platform_stack, run["id"], "RUN_STATE_WAITING")
     [request] = [step for step in waiting["steps"] if "approvalRequest" in step]
     assert request["approvalRequest"]["prompt"] == "Send this answer? The result is 15."
     assert request["sequence"] == "9"
-    call(stack.runs_address, f"{RUNS}/ApproveStep", {"runId": run["id"], "sequence": 9})
+    approve = demo(doc, "RunService/ApproveStep", RUN_ID=run["id"])
+    assert approve["sequence"] == 9
+    call(stack.runs_address, f"{RUNS}/ApproveStep", approve)
     done = wait_state(platform_stack, run["id"], "RUN_STATE_COMPLETED")
     result = json.loads(done["steps"][-1]["agentResponse"]["text"])
     assert result["answer"] == "The result is 15."
