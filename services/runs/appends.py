@@ -176,24 +176,7 @@ class StepAppends(StoreParts):
         """The appends of a batch in four statements, whatever their number: read their runs, check every append
         against them in order (an append that fails changes nothing), insert all new steps, update the runs."""
         batch = [append for append in appends if isinstance(append, Append)]
-        run_ids = sorted({append.run_id for append in batch})  # sorted: PostgreSQL row locks in one order
-        rows = await connection.execute(
-            select(
-                RUNS.c.id,
-                RUNS.c.state,
-                RUNS.c.step_count,
-                RUNS.c.prompt_tokens,
-                RUNS.c.completion_tokens,
-                RUNS.c.lease_seconds,
-            )
-            .where(RUNS.c.id.in_(run_ids))
-            .order_by(RUNS.c.id)
-            .with_for_update()
-        )
-        runs = {
-            row.id: Progress(row.state, row.step_count, row.prompt_tokens, row.completion_tokens, row.lease_seconds)
-            for row in rows
-        }
+        runs = await _lock_progress(connection, sorted({append.run_id for append in batch}))
         stored: dict[tuple[str, int], dict[str, Any]] = {}  # steps already stored that a retry refers to
         retried = [
             (append.run_id, step.sequence)
@@ -222,28 +205,54 @@ class StepAppends(StoreParts):
             append.succeed([step_record(row) for row in planned.rows])
         if new_rows:
             await connection.execute(insert(STEPS), new_rows)
-            # A run its engine is writing to is plainly alive: the append renews its lease too, so a renewal
-            # delayed under load (in either process) does not get a working run reaped.
-            changed = [
-                {
-                    "run": id_,
-                    "steps": run.step_count,
-                    "prompt": run.prompt_tokens,
-                    "completion": run.completion_tokens,
-                    "lease": now + timedelta(seconds=run.lease_seconds),
-                }
-                for id_, run in runs.items()
-                if run.changed
-            ]
-            await connection.execute(
-                update(RUNS)
-                .where(RUNS.c.id == bindparam("run"))
-                .values(
-                    step_count=bindparam("steps"),
-                    prompt_tokens=bindparam("prompt"),
-                    completion_tokens=bindparam("completion"),
-                    total_tokens=bindparam("prompt") + bindparam("completion"),
-                    lease_expires_at=bindparam("lease", type_=UtcDateTime()),
-                ),
-                changed,
-            )
+            await _store_progress(connection, runs, now)
+
+
+async def _lock_progress(connection: AsyncConnection, run_ids: list[str]) -> dict[str, Progress]:
+    """The progress of the runs `run_ids` (sorted: PostgreSQL row locks in one order), their rows locked."""
+    rows = await connection.execute(
+        select(
+            RUNS.c.id,
+            RUNS.c.state,
+            RUNS.c.step_count,
+            RUNS.c.prompt_tokens,
+            RUNS.c.completion_tokens,
+            RUNS.c.lease_seconds,
+        )
+        .where(RUNS.c.id.in_(run_ids))
+        .order_by(RUNS.c.id)
+        .with_for_update()
+    )
+    return {
+        row.id: Progress(row.state, row.step_count, row.prompt_tokens, row.completion_tokens, row.lease_seconds)
+        for row in rows
+    }
+
+
+async def _store_progress(connection: AsyncConnection, runs: dict[str, Progress], now: datetime) -> None:
+    """Write the step counts and usage of the runs a batch changed, in one executemany UPDATE."""
+    # A run its engine is writing to is plainly alive: the append renews its lease too, so a renewal
+    # delayed under load (in either process) does not get a working run reaped.
+    changed = [
+        {
+            "run": id_,
+            "steps": run.step_count,
+            "prompt": run.prompt_tokens,
+            "completion": run.completion_tokens,
+            "lease": now + timedelta(seconds=run.lease_seconds),
+        }
+        for id_, run in runs.items()
+        if run.changed
+    ]
+    await connection.execute(
+        update(RUNS)
+        .where(RUNS.c.id == bindparam("run"))
+        .values(
+            step_count=bindparam("steps"),
+            prompt_tokens=bindparam("prompt"),
+            completion_tokens=bindparam("completion"),
+            total_tokens=bindparam("prompt") + bindparam("completion"),
+            lease_expires_at=bindparam("lease", type_=UtcDateTime()),
+        ),
+        changed,
+    )

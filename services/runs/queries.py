@@ -2,9 +2,10 @@
 (no gRPC here). Part of `RunStore`."""
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, literal, select, tuple_
 
@@ -63,6 +64,22 @@ def _approximate_bytes(record: RunRecord) -> int:
     return len(record.user_query.encode()) + len(record.error_message.encode()) + labels * 2 + 256
 
 
+
+
+def _fit_page(rows: Sequence[Mapping[str, Any]]) -> list[RunRecord]:
+    """The runs of `rows` as a ListRuns page: user queries cut to LIST_QUERY_CHARS, and the page ended early
+    rather than grow past MAX_PAGE_BYTES (it always holds one run)."""
+    page: list[RunRecord] = []
+    size = 0
+    for row in rows:
+        record = run_record(row, query_cut=len(row["user_query"]) > LIST_QUERY_CHARS)
+        if record.user_query_truncated:
+            record = dataclasses.replace(record, user_query=record.user_query[:LIST_QUERY_CHARS])
+        size += _approximate_bytes(record)
+        if page and size > MAX_PAGE_BYTES:
+            break
+        page.append(record)
+    return page
 
 class RunQueries(StoreParts):
     """The run store's reads of runs (see the module docstring)."""
@@ -147,16 +164,7 @@ class RunQueries(StoreParts):
             if thread_id:
                 await load_thread(await session.connection(), thread_id, owner)
             rows = (await session.execute(query)).mappings().all()
-        page: list[RunRecord] = []
-        size = 0
-        for row in rows[:limit]:
-            record = run_record(row, query_cut=len(row["user_query"]) > LIST_QUERY_CHARS)
-            if record.user_query_truncated:
-                record = dataclasses.replace(record, user_query=record.user_query[:LIST_QUERY_CHARS])
-            size += _approximate_bytes(record)
-            if page and size > MAX_PAGE_BYTES:
-                break
-            page.append(record)
+        page = _fit_page(rows[:limit])
         if len(rows) == len(page):
             return page, ""
         if thread_id:
