@@ -43,6 +43,17 @@ class Heartbeat:
 WatchEvent = RunRecord | StepRecord | StepDelta | Heartbeat
 
 
+async def _first_look(store: StepReader, run_id: str, cursor: int) -> tuple[RunRecord, list[StepRecord]]:
+    """The run and its first steps after `cursor`; OutOfRange when the cursor is past the end of a finished run."""
+    run, steps = await store.steps_after(run_id, cursor, limit=STEP_BATCH)
+    if run.state not in ACTIVE_STATES and cursor > run.step_count:
+        raise OutOfRange(
+            f"after_sequence {cursor} is beyond the last step of run '{run_id}', which ended "
+            f"{run.state} with {run.step_count} steps; resume from {run.step_count} or lower"
+        )
+    return run, steps
+
+
 async def watch_run(
     store: StepReader,
     signals: RunSignals,
@@ -65,12 +76,7 @@ async def watch_run(
     # Subscribe before the first query: a step committed between a query and the wait sets the
     # subscription's flag, so the wait returns at once instead of sleeping until the heartbeat.
     with signals.subscribe(run_id) as subscription:
-        run, steps = await store.steps_after(run_id, cursor, limit=STEP_BATCH)
-        if run.state not in ACTIVE_STATES and cursor > run.step_count:
-            raise OutOfRange(
-                f"after_sequence {cursor} is beyond the last step of run '{run_id}', which ended "
-                f"{run.state} with {run.step_count} steps; resume from {run.step_count} or lower"
-            )
+        run, steps = await _first_look(store, run_id, cursor)
         yield run
         shown = (run.state, run.cancel_requested)
         # Deltas published since subscribing (while querying, or while the caller took the run) are both in
