@@ -1,5 +1,6 @@
-"""Conversation threads in the run store: the SQL of placing a new run on its thread, and of reading threads
-(no gRPC here; `RunStore` calls these within its transactions and reads).
+"""Conversation threads in the run store (no gRPC here): the SQL of placing a new run on its thread, which
+`RunStore.create_run` calls within its transaction, and `ThreadStore`, the part of `RunStore` that gets, lists
+and deletes threads and reads a run's thread history.
 
 A thread is a row of its own with a turn counter; a run is a turn of it (runs.thread_id, runs.thread_turn).
 Every create on a thread updates the thread's row first, which serialises two creates on one thread (a row
