@@ -13,8 +13,8 @@ from services.common.database import Database
 from services.runs.app import MIGRATIONS
 from services.runs.checks import StoreLimits
 from services.runs.executors import ExecutorNotices
+from services.runs.signals import RunSignals
 from services.runs.store import RunStore
-from services.runs.watch import RunSignals
 
 SQLITE = "sqlite"
 POSTGRES = "postgresql"

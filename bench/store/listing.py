@@ -11,9 +11,10 @@ from sqlalchemy.engine import Connection
 
 from bench.store.databases import database_kind
 from bench.store.results import CaseResult, Goal, Stopwatch
+from services.common.pages import MAX_PAGE_SIZE
 from services.runs.models import FAILED, RunRow
 from services.runs.records import RunRecord
-from services.runs.store import MAX_PAGE_SIZE, RunStore
+from services.runs.store import RunStore
 
 LIST_GOAL = Goal(max_p99_ms=10)
 #: Untimed calls before each measured series: the first ones compile and cache the statement.

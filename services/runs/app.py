@@ -16,8 +16,8 @@ from services.runs.executors import ExecutorNotices
 from services.runs.reaper import LeaseReaper
 from services.runs.servicer import RunServicer
 from services.runs.settings import RunsSettings
+from services.runs.signals import RunSignals
 from services.runs.store import RunStore
-from services.runs.watch import RunSignals
 
 MIGRATIONS = "services.runs:migrations"
 SERVICE_NAME = runs_pb2.DESCRIPTOR.services_by_name["RunService"].full_name

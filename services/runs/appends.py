@@ -1,21 +1,26 @@
-"""Appending steps in batches: what one transaction of the store's writer checks and writes for the appends of many
-runs together (no gRPC here). `services.runs.store.RunStore._append_batch` drives it.
+"""Where a step is persisted: AppendSteps in the run store (`StepAppends`, a part of `RunStore`), in batches. One
+transaction of the store's writer checks and writes the appends of many runs together (`_append_batch`, which
+`plan_append` serves); no gRPC here.
 """
 
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.common.errors import AlreadyExists, FailedPrecondition
+from services.common.database import UtcDateTime, utcnow
+from services.common.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument, NotFound
 from services.common.group_commit import Write
+from services.runs.checks import checked_step, parse_run_id
 from services.runs.models import RUNNING
+from services.runs.parts import StoreParts
 from services.runs.records import NewStep, StepRecord
-from services.runs.rows import STEPS, step_values
+from services.runs.rows import RUNS, STEPS, step_record, step_values
 
 
 class Append(Write[list[StepRecord]]):
@@ -125,3 +130,129 @@ async def stored_steps(
         for row in rows.mappings():
             found[(run_id, row["sequence"])] = dict(row)
     return found
+
+
+#: Steps one AppendSteps call may carry; a bound on the size of one write transaction.
+MAX_STEPS_PER_APPEND = 1000
+#: How often an append is retried when a concurrent writer took the same sequence first.
+APPEND_ATTEMPTS = 3
+
+
+class StepAppends(StoreParts):
+    """The run store's AppendSteps (see the module docstring)."""
+
+    async def append_steps(self, run_id: str, steps: Sequence[NewStep]) -> list[StepRecord]:
+        """Append `steps` to a RUNNING run, all or none, and return them as stored.
+
+        Per step: sequence 0 takes the next one; the next one is stored; an already stored sequence with
+        the same type and content is an idempotent retry (the stored step is returned); with other content
+        it is AlreadyExists; a sequence past the next one is a gap (FailedPrecondition). A step's model call
+        usage is added to the run's, so the run's usage is current while it goes.
+        """
+        run_id = parse_run_id(run_id)
+        if not steps:
+            raise InvalidArgument("steps is empty; send at least one step")
+        if len(steps) > MAX_STEPS_PER_APPEND:
+            raise InvalidArgument(f"at most {MAX_STEPS_PER_APPEND} steps per append, got {len(steps)}")
+        checked = [checked_step(position, step, self.limits) for position, step in enumerate(steps, 1)]
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                stored = await self._writer.submit(Append(run_id, checked))
+                break
+            except IntegrityError:
+                # Another runs replica stored one of our sequences first (the run's row lock should prevent it;
+                # the unique (run_id, sequence) key is the backstop). A retry sees its steps: sequence 0
+                # moves on to the next free one, an explicit sequence turns into a retry or a conflict.
+                if attempt >= APPEND_ATTEMPTS:
+                    raise AlreadyExists(
+                        f"concurrent appends to run '{run_id}' kept taking the same sequences; retry"
+                    ) from None
+        self.signals.steps_stored(run_id, stored)
+        return stored
+
+    async def _append_batch(self, connection: AsyncConnection, appends: Sequence[Write[Any]]) -> None:
+        """The appends of a batch in four statements, whatever their number: read their runs, check every append
+        against them in order (an append that fails changes nothing), insert all new steps, update the runs."""
+        batch = [append for append in appends if isinstance(append, Append)]
+        runs = await _lock_progress(connection, sorted({append.run_id for append in batch}))
+        stored: dict[tuple[str, int], dict[str, Any]] = {}  # steps already stored that a retry refers to
+        retried = [
+            (append.run_id, step.sequence)
+            for append in batch
+            if append.run_id in runs
+            for step in append.steps
+            if 0 < step.sequence <= runs[append.run_id].step_count
+        ]
+        if retried:
+            stored = await stored_steps(connection, retried)
+        now = utcnow()
+        new_rows: list[dict[str, Any]] = []
+        for append in batch:
+            run = runs.get(append.run_id)
+            try:
+                if run is None:
+                    raise NotFound(f"run '{append.run_id}' not found")
+                planned = plan_append(append.run_id, run, append.steps, stored, now)
+            except DomainError as exc:
+                append.fail(exc)
+                continue
+            run.apply(planned)
+            for row in planned.new_rows:
+                stored[(append.run_id, row["sequence"])] = row
+            new_rows.extend(planned.new_rows)
+            append.succeed([step_record(row) for row in planned.rows])
+        if new_rows:
+            await connection.execute(insert(STEPS), new_rows)
+            await _store_progress(connection, runs, now)
+
+
+async def _lock_progress(connection: AsyncConnection, run_ids: list[str]) -> dict[str, Progress]:
+    """The progress of the runs `run_ids` (sorted: PostgreSQL row locks in one order), their rows locked."""
+    rows = await connection.execute(
+        select(
+            RUNS.c.id,
+            RUNS.c.state,
+            RUNS.c.step_count,
+            RUNS.c.prompt_tokens,
+            RUNS.c.completion_tokens,
+            RUNS.c.lease_seconds,
+        )
+        .where(RUNS.c.id.in_(run_ids))
+        .order_by(RUNS.c.id)
+        .with_for_update()
+    )
+    return {
+        row.id: Progress(row.state, row.step_count, row.prompt_tokens, row.completion_tokens, row.lease_seconds)
+        for row in rows
+    }
+
+
+async def _store_progress(connection: AsyncConnection, runs: dict[str, Progress], now: datetime) -> None:
+    """Write the step counts and usage of the runs a batch changed, in one executemany UPDATE."""
+    # A run its engine is writing to is plainly alive: the append renews its lease too, so a renewal
+    # delayed under load (in either process) does not get a working run reaped.
+    changed = [
+        {
+            "run": id_,
+            "steps": run.step_count,
+            "prompt": run.prompt_tokens,
+            "completion": run.completion_tokens,
+            "lease": now + timedelta(seconds=run.lease_seconds),
+        }
+        for id_, run in runs.items()
+        if run.changed
+    ]
+    await connection.execute(
+        update(RUNS)
+        .where(RUNS.c.id == bindparam("run"))
+        .values(
+            step_count=bindparam("steps"),
+            prompt_tokens=bindparam("prompt"),
+            completion_tokens=bindparam("completion"),
+            total_tokens=bindparam("prompt") + bindparam("completion"),
+            lease_expires_at=bindparam("lease", type_=UtcDateTime()),
+        ),
+        changed,
+    )

@@ -32,6 +32,16 @@ log = logging.getLogger(__name__)
 MAX_CALLS_IN_FLIGHT = 2000
 
 
+async def _forward_notices(notices: asyncio.Queue[Notice], outbox: asyncio.Queue[execution_pb2.ExecutorNotice]) -> None:
+    """Put the store's notices for one engine (resume, cancel) into its link's outbox, as messages, for ever."""
+    while True:
+        notice = await notices.get()
+        if isinstance(notice, ResumeNotice):
+            outbox.put_nowait(execution_pb2.ExecutorNotice(resume=execution_pb2.ResumeNotice(run_id=notice.run_id)))
+        else:
+            outbox.put_nowait(execution_pb2.ExecutorNotice(cancel=_cancel_notice(notice)))
+
+
 def _cancel_notice(notice: CancelNotice) -> execution_pb2.CancelNotice:
     return execution_pb2.CancelNotice(run_id=notice.run_id, reason=notice.reason)
 
@@ -188,18 +198,10 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
                     calls.add(task)
                     task.add_done_callback(calls.discard)
 
-        async def forward_notices(notices: asyncio.Queue[Notice]) -> None:
-            while True:
-                notice = await notices.get()
-                if isinstance(notice, ResumeNotice):
-                    outbox.put_nowait(execution_pb2.ExecutorNotice(resume=execution_pb2.ResumeNotice(run_id=notice.run_id)))
-                else:
-                    outbox.put_nowait(execution_pb2.ExecutorNotice(cancel=_cancel_notice(notice)))
-
         with self._store.notices.connect(executor_id) as notices:
             log.info("executor %s connected", executor_id)
             reader = asyncio.create_task(read())
-            forwarder = asyncio.create_task(forward_notices(notices))
+            forwarder = asyncio.create_task(_forward_notices(notices, outbox))
             # Runs decided while no engine was connected are waiting for one: offer them now.
             await self._store.offer_ready_runs()
             closing = asyncio.create_task(self._closing.wait())

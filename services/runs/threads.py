@@ -1,5 +1,6 @@
-"""Conversation threads in the run store: the SQL of placing a new run on its thread, and of reading threads
-(no gRPC here; `RunStore` calls these within its transactions and reads).
+"""Conversation threads in the run store (no gRPC here): the SQL of placing a new run on its thread, which
+`RunStore.create_run` calls within its transaction, and `ThreadStore`, the part of `RunStore` that gets, lists
+and deletes threads and reads a run's thread history.
 
 A thread is a row of its own with a turn counter; a run is a turn of it (runs.thread_id, runs.thread_turn).
 Every create on a thread updates the thread's row first, which serialises two creates on one thread (a row
@@ -7,20 +8,25 @@ lock on PostgreSQL, the one writer on SQLite): the check for a run in progress a
 out cannot race.
 """
 
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, insert, literal, select, tuple_, update
+from sqlalchemy import ColumnElement, delete, func, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.common.database import UtcDateTime
-from services.common.errors import NotFound
-from services.common.pages import PageTokens
+from services.common.checks import parse_uuid
+from services.common.database import UtcDateTime, runs_to_completion
+from services.common.errors import InvalidArgument, NotFound
+from services.common.pages import PageTokens, checked_page_size
+from services.runs.checks import parse_run_id
 from services.runs.models import ACTIVE_STATES, THREAD_TITLE_CHARS, RunRow, ThreadRow
-from services.runs.records import ThreadRecord
+from services.runs.parts import StoreParts
+from services.runs.records import RunRecord, ThreadHistory, ThreadRecord
+from services.runs.rows import RUN_COLUMNS, STEPS, Values, load_run, run_record
 
 THREADS = ThreadRow.__table__
 RUNS = RunRow.__table__
@@ -132,3 +138,90 @@ def turns_after(tokens: PageTokens, token: str, thread_id: str, state: str | Non
 
 def turn_page_token(tokens: PageTokens, thread_id: str, state: str | None, owner: str | None, last_turn: int) -> str:
     return tokens.issue(LIST_RUNS, {"thread_id": thread_id, "state": state, "owner": owner}, {"turn": last_turn})
+
+
+#: Turns one GetThreadHistory returns by default and at most, and about how many bytes of them: the engine's
+#: context budget cuts far below either, and the answer stays under gRPC's 4 MiB message limit.
+DEFAULT_HISTORY_TURNS = 100
+MAX_HISTORY_TURNS = 1000
+MAX_HISTORY_BYTES = 3 * 1024 * 1024
+
+
+class ThreadStore(StoreParts):
+    """The run store's thread methods: get, list and delete threads, and a run's thread history."""
+
+    @runs_to_completion
+    async def get_thread(self, thread_id: str, *, owner: str | None = None) -> ThreadRecord:
+        """One thread; NotFound when missing or, with `owner`, someone else's."""
+        thread_id = parse_uuid(thread_id, "thread_id", "thread")
+        async with self.database.read() as session:
+            return await load_thread(await session.connection(), thread_id, owner)
+
+    @runs_to_completion
+    async def list_threads(
+        self, page_size: int = 0, page_token: str = "", *, owner: str | None = None
+    ) -> tuple[list[ThreadRecord], str]:
+        """One page of threads, most recently active first (by keyset, as list_runs), and the next page's token."""
+        limit = checked_page_size(page_size)
+        query = select(THREADS).order_by(THREADS.c.updated_at.desc(), THREADS.c.id.desc()).limit(limit + 1)
+        if owner is not None:
+            query = query.where(THREADS.c.owner == owner)
+        if page_token:
+            query = query.where(threads_after(self.page_tokens, page_token, owner))
+        async with self.database.read() as session:
+            rows = (await session.execute(query)).mappings().all()
+        page = [thread_record(row) for row in rows[:limit]]
+        return page, thread_page_token(self.page_tokens, page[-1], owner) if len(rows) > limit else ""
+
+    async def delete_thread(self, thread_id: str, *, owner: str | None = None) -> None:
+        """Delete a thread with its runs and their steps (ON DELETE CASCADE); as delete_run for each run."""
+        thread_id = parse_uuid(thread_id, "thread_id", "thread")
+
+        async def delete_(connection: AsyncConnection) -> list[str]:
+            await load_thread(connection, thread_id, owner)
+            run_ids = list((await connection.execute(select(RUNS.c.id).where(RUNS.c.thread_id == thread_id))).scalars())
+            await connection.execute(delete(THREADS).where(THREADS.c.id == thread_id))
+            return run_ids
+
+        for run_id in await self._writer.write(delete_):
+            self.signals.run_ended(run_id, None)
+
+    @runs_to_completion
+    async def thread_history(self, run_id: str, max_turns: int = 0) -> ThreadHistory:
+        """The turns of `run_id`'s thread before it, oldest first, with their steps: the latest `max_turns`
+        (0: DEFAULT_HISTORY_TURNS) that fit in about MAX_HISTORY_BYTES; `omitted` counts the earlier ones."""
+        run_id = parse_run_id(run_id)
+        if not 0 <= max_turns <= MAX_HISTORY_TURNS:
+            raise InvalidArgument(f"max_turns must be 0 (the default, {DEFAULT_HISTORY_TURNS}) to "
+                                  f"{MAX_HISTORY_TURNS}, got {max_turns}")
+        async with self.database.read() as session:
+            connection = await session.connection()
+            run = await load_run(connection, run_id)
+            if not run["thread_id"]:
+                return ThreadHistory([], 0)
+            earlier = (RUNS.c.thread_id == run["thread_id"]) & (RUNS.c.thread_turn < run["thread_turn"])
+            total = (await connection.execute(select(func.count()).where(earlier))).scalar_one()
+            rows = (
+                await connection.execute(
+                    select(*RUN_COLUMNS)
+                    .where(earlier)
+                    .order_by(RUNS.c.thread_turn.desc())
+                    .limit(max_turns or DEFAULT_HISTORY_TURNS)
+                )
+            ).mappings().all()
+            steps_by_run: dict[str, list[Values]] = {row["id"]: [] for row in rows}
+            if rows:
+                result = await connection.execute(
+                    select(STEPS).where(STEPS.c.run_id.in_(list(steps_by_run))).order_by(STEPS.c.sequence)
+                )
+                for step in result.mappings():
+                    steps_by_run[step["run_id"]].append(step)
+        turns: list[RunRecord] = []
+        size = 0
+        for row in rows:  # newest first: what does not fit is the oldest
+            size += sum(len(json.dumps(step["content"])) for step in steps_by_run[row["id"]]) + len(row["user_query"])
+            if turns and size > MAX_HISTORY_BYTES:
+                break
+            turns.append(run_record(row, steps_by_run[row["id"]]))
+        turns.reverse()
+        return ThreadHistory(turns, total - len(turns))

@@ -1,276 +1,35 @@
-"""The live part of WatchRun: change signals, the deltas of forming steps, and the watch algorithm (no gRPC).
+"""WatchRun's algorithm (no gRPC here): replay a run's steps after a cursor, then follow it live through its
+`signals.RunSignals` subscription, with heartbeats while quiet. `servicer.RunServicer.WatchRun` streams it.
 
-A signal means "look again". Signals from this process's own writes also carry what was committed (the steps,
-the run), so a watcher that is caught up takes them without a query; whenever what a signal carries does not
-follow on from the watcher's cursor without a gap (or carries nothing), the watcher queries the steps after its
-cursor. So a missed or duplicated signal can cost a heartbeat of latency at most, never a lost or repeated step,
-and a PostgreSQL LISTEN/NOTIFY source (which carries nothing) can replace the in-process `RunSignals` without
-touching `watch_run`.
-
-Deltas are different: they are live only, never stored. The engine sends them as the model writes; they are
-handed to the run's watchers and also kept, coalesced per forming step, until that step is stored, so a
-watcher that attaches (or re-attaches) mid-step first gets what was written so far. A watcher that falls far
-behind on deltas gets that coalesced state again instead of a backlog.
+A signal means "look again" (see `signals`); whenever what a signal carries does not follow on from the watcher's
+cursor without a gap, the watcher reads the steps after its cursor through `StepReader.steps_after`.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from services.common.database import utcnow
 from services.common.errors import InvalidArgument, OutOfRange
 from services.runs.checks import MAX_SEQUENCE, parse_run_id
 from services.runs.models import ACTIVE_STATES
-from services.runs.records import RunRecord, StepDelta, StepRecord, ToolCallPiece
-
-if TYPE_CHECKING:
-    from services.runs.store import RunStore
+from services.runs.records import RunRecord, StepDelta, StepRecord
+from services.runs.signals import RunSignals
 
 #: How many steps one look reads at most, so replaying a long run does not load it all at once.
 STEP_BATCH = 500
-#: Deltas one watcher may have waiting; past that it is resynchronised from the coalesced state.
-MAX_QUEUED_DELTAS = 1000
-#: Characters of forming text kept per run for late watchers; past that a late watcher sees only the step.
-MAX_FORMING_CHARS = 1024 * 1024
-#: Ended runs remembered so that deltas still on their way when a run ended are dropped, not kept for ever.
-MAX_ENDED_RUNS = 10_000
 
 
-class Subscription:
-    """One watcher's registration for a run: "look again" flags and the deltas published since its last take.
-    Create it BEFORE the first query."""
+class StepReader(Protocol):
+    """What the watch reads from the run store (`RunStore` is one); a protocol, so the watch does not import the
+    store and the store can import the signals without a circle."""
 
-    def __init__(self) -> None:
-        self._changed = False
-        self._deltas: list[StepDelta] = []
-        self._overflowed = False
-        self._wake = asyncio.Event()
-        self._committed = Committed()
-
-    def _notify(self, steps: Sequence[StepRecord] = (), run: RunRecord | None = None, *, known: bool) -> None:
-        if not self._changed:
-            self._committed = Committed()
-        self._changed = True
-        self._committed.add(steps, run, known=known)
-        self._wake.set()
-
-    def _push(self, delta: StepDelta) -> None:
-        if len(self._deltas) >= MAX_QUEUED_DELTAS:
-            self._deltas.clear()
-            self._overflowed = True
-        self._deltas.append(delta)
-        self._wake.set()
-
-    async def wait(self, timeout: float) -> bool:
-        """Wait for a change or a delta since the last `take`; False when `timeout` s passed quietly.
-
-        A change signalled while the watcher was querying is not lost: its flag is still set, so this
-        returns at once.
-        """
-        if self._changed or self._deltas or self._overflowed:
-            return True
-        try:
-            # asyncio.timeout rather than wait_for: on Python 3.11 wait_for can swallow a cancellation
-            # that coincides with the event, and a watcher must always honour cancellation.
-            async with asyncio.timeout(timeout):
-                await self._wake.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    def drop_deltas(self) -> None:
-        """Forget the deltas queued so far (keeping the "look again" flag): the caller has taken the coalesced
-        state of the forming steps, which holds them already."""
-        self._deltas.clear()
-        self._overflowed = False
-        if not self._changed:
-            self._wake.clear()
-
-    def take(self) -> tuple[Committed | None, list[StepDelta], bool]:
-        """(what was committed since the last take, None if nothing; the deltas since the last take; whether
-        deltas were dropped), and reset."""
-        taken = self._committed if self._changed else None, self._deltas, self._overflowed
-        self._changed, self._deltas, self._overflowed = False, [], False
-        self._committed = Committed()
-        self._wake.clear()
-        return taken
-
-
-class Committed:
-    """What the signals since a watcher's last look carried: committed steps and the newest run record. `known`
-    is False once any signal carried nothing (another process's write, a deletion): the watcher must query."""
-
-    __slots__ = ("known", "run", "steps")
-
-    def __init__(self) -> None:
-        self.steps: list[StepRecord] = []
-        self.run: RunRecord | None = None
-        self.known = True
-
-    def add(self, steps: Sequence[StepRecord], run: RunRecord | None, *, known: bool) -> None:
-        self.known = self.known and known
-        self.steps.extend(steps)
-        if run is not None:
-            self.run = run
-
-    def following(self, cursor: int) -> list[StepRecord] | None:
-        """The carried steps after `cursor` if they follow on from it without a gap; None if a query is needed."""
-        if not self.known:
-            return None
-        steps = sorted((step for step in self.steps if step.sequence > cursor), key=lambda step: step.sequence)
-        for expected, step in enumerate(steps, cursor + 1):
-            if step.sequence != expected:
-                return None
-        if self.run is not None and self.run.state not in ACTIVE_STATES:
-            # A finished run's record tells how many steps it has: the carried steps must reach them all.
-            last = steps[-1].sequence if steps else cursor
-            if last != self.run.step_count:
-                return None
-        return steps
-
-
-@dataclass
-class _FormingStep:
-    """What has been written so far of one forming step."""
-
-    text: list[str] = field(default_factory=list)
-    tool_call_id: str = ""
-    tool_name: str = ""
-    arguments: list[str] = field(default_factory=list)
-    is_tool_call: bool = False
-
-    def add(self, delta: StepDelta) -> None:
-        if delta.tool_call is None:
-            self.text.append(delta.text or "")
-            return
-        self.is_tool_call = True
-        self.tool_call_id = delta.tool_call.tool_call_id or self.tool_call_id
-        self.tool_name += delta.tool_call.tool_name
-        self.arguments.append(delta.tool_call.arguments)
-
-    def coalesced(self, run_id: str, sequence: int) -> StepDelta:
-        if self.is_tool_call:
-            piece = ToolCallPiece(self.tool_call_id, self.tool_name, "".join(self.arguments))
-            return StepDelta(run_id, sequence, tool_call=piece, replace=True)
-        return StepDelta(run_id, sequence, text="".join(self.text), replace=True)
-
-
-@dataclass
-class _Channel:
-    """A run's watchers, and its forming steps by sequence."""
-
-    subscriptions: set[Subscription] = field(default_factory=set)
-    forming: dict[int, _FormingStep] = field(default_factory=dict)
-    forming_chars: int = 0
-
-    def idle(self) -> bool:
-        return not self.subscriptions and not self.forming
-
-
-class RunSignals:
-    """In-process change signals and deltas per run: writers call `steps_stored`, `notify` or `run_ended`
-    after commit, the engine's link publishes deltas, watchers `subscribe`.
-
-    A run holds state only while it has watchers or forming steps, so disconnected watchers and finished
-    runs leak nothing.
-    """
-
-    def __init__(self) -> None:
-        self._channels: dict[str, _Channel] = {}
-        self._ended: OrderedDict[str, None] = OrderedDict()
-
-    def notify(self, run_id: str, run: RunRecord | None = None) -> None:
-        """Wake every watcher of `run_id` to look again (call it after the change is committed), handing them the
-        run as committed when the caller has it."""
-        self._notify(run_id, (), run, known=run is not None)
-
-    def _notify(self, run_id: str, steps: Sequence[StepRecord], run: RunRecord | None, *, known: bool) -> None:
-        channel = self._channels.get(run_id)
-        if channel is not None:
-            for subscription in channel.subscriptions:
-                subscription._notify(steps, run, known=known)
-
-    def steps_stored(self, run_id: str, steps: Sequence[StepRecord]) -> None:
-        """`steps` are committed: watchers get them, and they are no longer forming."""
-        channel = self._channels.get(run_id)
-        if channel is None or not steps:
-            return
-        last_sequence = max(step.sequence for step in steps)
-        for sequence in [s for s in channel.forming if s <= last_sequence]:
-            step = channel.forming.pop(sequence)
-            channel.forming_chars -= sum(map(len, step.text)) + sum(map(len, step.arguments))
-        self._notify(run_id, steps, None, known=True)
-        self._drop_if_idle(run_id)
-
-    def run_ended(self, run_id: str, run: RunRecord | None = None) -> None:
-        """The run finished (`run`, as committed) or was deleted (None): nothing of it forms any more."""
-        self._ended[run_id] = None
-        if len(self._ended) > MAX_ENDED_RUNS:
-            self._ended.popitem(last=False)
-        channel = self._channels.get(run_id)
-        if channel is None:
-            return
-        channel.forming.clear()
-        channel.forming_chars = 0
-        self._notify(run_id, (), run, known=run is not None)
-        self._drop_if_idle(run_id)
-
-    def publish_delta(self, delta: StepDelta) -> None:
-        """Hand a delta to the run's watchers and keep it, coalesced, for watchers yet to come. Deltas of a run
-        that has ended (the engine sends them on their own stream, so some arrive after its FinishRun) are
-        dropped: no step will ever be stored to release them."""
-        if delta.run_id in self._ended:
-            return
-        channel = self._channels.setdefault(delta.run_id, _Channel())
-        size = len(delta.text or "") + (len(delta.tool_call.arguments) if delta.tool_call else 0)
-        if channel.forming_chars + size <= MAX_FORMING_CHARS:
-            channel.forming.setdefault(delta.sequence, _FormingStep()).add(delta)
-            channel.forming_chars += size
-        for subscription in channel.subscriptions:
-            subscription._push(delta)
-
-    def forming(self, run_id: str, after_sequence: int) -> list[StepDelta]:
-        """What has been written so far of the run's forming steps after `after_sequence`, one delta each."""
-        channel = self._channels.get(run_id)
-        if channel is None:
-            return []
-        return [
-            step.coalesced(run_id, sequence)
-            for sequence, step in sorted(channel.forming.items())
-            if sequence > after_sequence
-        ]
-
-    @contextmanager
-    def subscribe(self, run_id: str) -> Iterator[Subscription]:
-        """Register a watcher of `run_id` for the duration of the block (also when it is cancelled)."""
-        channel = self._channels.setdefault(run_id, _Channel())
-        subscription = Subscription()
-        channel.subscriptions.add(subscription)
-        try:
-            yield subscription
-        finally:
-            channel.subscriptions.discard(subscription)
-            self._drop_if_idle(run_id)
-
-    def watcher_count(self, run_id: str) -> int:
-        """How many watchers `run_id` has now (for tests and metrics)."""
-        channel = self._channels.get(run_id)
-        return len(channel.subscriptions) if channel else 0
-
-    def tracked_runs(self) -> int:
-        """How many runs hold state here (for tests: it returns to 0 when nothing is watched or forming)."""
-        return len(self._channels)
-
-    def _drop_if_idle(self, run_id: str) -> None:
-        channel = self._channels.get(run_id)
-        if channel is not None and channel.idle():
-            del self._channels[run_id]
+    async def steps_after(
+        self, run_id: str, after_sequence: int, limit: int
+    ) -> tuple[RunRecord, list[StepRecord]]: ...
 
 
 @dataclass(frozen=True)
@@ -284,8 +43,19 @@ class Heartbeat:
 WatchEvent = RunRecord | StepRecord | StepDelta | Heartbeat
 
 
+async def _first_look(store: StepReader, run_id: str, cursor: int) -> tuple[RunRecord, list[StepRecord]]:
+    """The run and its first steps after `cursor`; OutOfRange when the cursor is past the end of a finished run."""
+    run, steps = await store.steps_after(run_id, cursor, limit=STEP_BATCH)
+    if run.state not in ACTIVE_STATES and cursor > run.step_count:
+        raise OutOfRange(
+            f"after_sequence {cursor} is beyond the last step of run '{run_id}', which ended "
+            f"{run.state} with {run.step_count} steps; resume from {run.step_count} or lower"
+        )
+    return run, steps
+
+
 async def watch_run(
-    store: RunStore,
+    store: StepReader,
     signals: RunSignals,
     run_id: str,
     after_sequence: int,
@@ -306,12 +76,7 @@ async def watch_run(
     # Subscribe before the first query: a step committed between a query and the wait sets the
     # subscription's flag, so the wait returns at once instead of sleeping until the heartbeat.
     with signals.subscribe(run_id) as subscription:
-        run, steps = await store.steps_after(run_id, cursor, limit=STEP_BATCH)
-        if run.state not in ACTIVE_STATES and cursor > run.step_count:
-            raise OutOfRange(
-                f"after_sequence {cursor} is beyond the last step of run '{run_id}', which ended "
-                f"{run.state} with {run.step_count} steps; resume from {run.step_count} or lower"
-            )
+        run, steps = await _first_look(store, run_id, cursor)
         yield run
         shown = (run.state, run.cancel_requested)
         # Deltas published since subscribing (while querying, or while the caller took the run) are both in

@@ -11,7 +11,7 @@ from bench.store.databases import fresh_postgres_database, opened_store
 from bench.store.listing import seek_token, walk_to
 from bench.store.loading import load_runs
 from bench.store.suite import SMOKE, DatabaseRun, bench_database
-from services.runs.store import DEFAULT_PAGE_SIZE
+from services.common.pages import DEFAULT_PAGE_SIZE
 
 
 def quiet(message: str) -> None:

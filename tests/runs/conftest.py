@@ -11,8 +11,8 @@ from services.common.database import Database
 from services.runs.app import RunsApp, start_runs
 from services.runs.models import Base
 from services.runs.settings import RunsSettings
+from services.runs.signals import RunSignals
 from services.runs.store import RunStore
-from services.runs.watch import RunSignals
 from tests.runs.helpers import connect, sqlite_url
 
 #: The store tests run on SQLite and on the session's PostgreSQL server (`postgres_url`, tests/conftest.py);

@@ -9,7 +9,7 @@ from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import InvalidArgument
 from services.runs import convert
 from services.runs.models import STEP_TYPES
-from services.runs.store import StepRecord
+from services.runs.records import StepRecord
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 

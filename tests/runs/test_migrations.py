@@ -17,8 +17,8 @@ from services.common.database import Database
 from services.runs.app import MIGRATIONS, start_runs
 from services.runs.models import Base
 from services.runs.records import APPROVED, NewStep
+from services.runs.signals import RunSignals
 from services.runs.store import RunStore
-from services.runs.watch import RunSignals
 from tests.runs.helpers import EXECUTOR, new_run, sqlite_url
 from tests.support.platform import runs_settings
 

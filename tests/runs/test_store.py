@@ -10,11 +10,12 @@ from bench.store.listing import explain
 from services.common.database import Database
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.limits import RunLimits
-from services.common.pages import checked_page_size
+from services.common.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, checked_page_size
 from services.common.usage import Usage
 from services.runs.models import RunRow, RunStepRow
+from services.runs.queries import LIST_QUERY_CHARS
 from services.runs.records import ModelCallStats, NewStep, RunRecord
-from services.runs.store import DEFAULT_PAGE_SIZE, LIST_QUERY_CHARS, MAX_PAGE_SIZE, RunStore
+from services.runs.store import RunStore
 from tests.runs.helpers import EXECUTOR, new_run, set_columns
 
 UNKNOWN_RUN = "00000000-0000-4000-8000-000000000000"
@@ -486,7 +487,7 @@ async def test_a_failed_write_in_a_batch_rolls_back_alone(store: RunStore) -> No
 
 
 async def test_closing_the_store_commits_the_writes_still_queued(database: Database) -> None:
-    from services.runs.watch import RunSignals
+    from services.runs.signals import RunSignals
 
     store = RunStore(database, RunSignals())
     run = await store.create_run(new_run())

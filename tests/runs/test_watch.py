@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.common.errors import InvalidArgument, NotFound, OutOfRange
+from services.runs import signals as signals_module
 from services.runs import watch
 from services.runs.records import NewStep, RunRecord, StepDelta, StepRecord, ToolCallPiece
+from services.runs.signals import RunSignals
 from services.runs.store import RunStore
-from services.runs.watch import Heartbeat, RunSignals, WatchEvent, watch_run
+from services.runs.watch import Heartbeat, WatchEvent, watch_run
 from tests.runs.helpers import new_run
 
 #: Long enough that a test passing within it cannot have been woken by a heartbeat.
@@ -333,7 +335,7 @@ async def test_notify_wakes_every_waiter_and_state_is_dropped_with_the_last_one(
 
 
 async def test_a_watcher_that_falls_behind_on_deltas_is_resynchronised(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(watch, "MAX_QUEUED_DELTAS", 3)
+    monkeypatch.setattr(signals_module, "MAX_QUEUED_DELTAS", 3)
     signals = RunSignals()
     with signals.subscribe("r") as subscription:
         for piece in "abcde":

@@ -1,0 +1,166 @@
+"""Human approval in the run store: a run waits on an approval-request step, a person (or its timeout) decides it,
+and an engine resumes it (no gRPC here). Part of `RunStore`."""
+
+import dataclasses
+from datetime import datetime, timedelta
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.checks import check_text
+from services.common.database import utcnow
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.runs.checks import check_executor_id, check_lease_seconds, checked_step, parse_run_id
+from services.runs.leases import REAP_BATCH
+from services.runs.models import RUNNING, WAITING
+from services.runs.parts import StoreParts
+from services.runs.records import TIMED_OUT, NewStep, RunRecord, StepRecord
+from services.runs.rows import (
+    RUN_COLUMNS,
+    RUNS,
+    STEPS,
+    load_run,
+    record_decision,
+    run_record,
+    step_record,
+    step_values,
+    update_run,
+)
+
+#: Longest comment of an approval decision.
+MAX_DECISION_COMMENT_CHARS = 2000
+
+class RunApprovals(StoreParts):
+    """The run store's approval methods (see the module docstring)."""
+
+    async def await_approval(
+        self, run_id: str, executor_id: str, step: NewStep, expires_at: datetime | None
+    ) -> RunRecord:
+        """Append the approval-request `step` to a RUNNING run held by `executor_id` and move it to WAITING: the
+        lease ends, so no engine holds it until it is decided and resumed. Retrying with the step already stored
+        returns the run."""
+        run_id = parse_run_id(run_id)
+        check_executor_id(executor_id)
+        step = checked_step(1, step, self.limits)
+        if step.type != "approval-request":
+            raise InvalidArgument(f"a run waits on an approval-request step, not {step.type}")
+
+        async def pause(connection: AsyncConnection) -> tuple[RunRecord, StepRecord | None]:
+            run = await load_run(connection, run_id, lock=True)
+            if run["state"] == WAITING and run["awaiting_sequence"] == (step.sequence or run["awaiting_sequence"]):
+                return run_record(run), None  # a retry: the step is stored and the run waits already
+            if run["state"] != RUNNING or run["executor_id"] != executor_id:
+                raise FailedPrecondition(
+                    f"run '{run_id}' is {run['state']} and not held by executor {executor_id!r}; it cannot wait for "
+                    "approval"
+                )
+            sequence = run["step_count"] + 1
+            if step.sequence not in (0, sequence):
+                raise FailedPrecondition(f"the approval request of run '{run_id}' must be step {sequence} (or 0)")
+            values = step_values(run_id, sequence, step, utcnow())
+            await connection.execute(insert(STEPS).values(values))
+            await update_run(
+                connection, run, state=WAITING, step_count=sequence, executor_id="", lease_expires_at=None,
+                awaiting_sequence=sequence, approval_expires_at=expires_at,
+            )
+            return run_record(run), step_record(values)
+
+        record, stored = await self._writer.write(pause)
+        if stored is not None:
+            self.signals.steps_stored(run_id, [stored])
+        self.signals.notify(run_id, record)
+        return record
+
+    async def decide_approval(
+        self, run_id: str, sequence: int, outcome: str, comment: str = "", *, by: str = "", owner: str | None = None
+    ) -> RunRecord:
+        """Decide the approval-request step `sequence` of a WAITING run (`outcome` approved, rejected or timed_out):
+        the decision is recorded as an approval-decision step, and the run is offered to an engine to resume.
+        FailedPrecondition when that step is not waiting for a decision; `owner` as for get_run."""
+        run_id = parse_run_id(run_id)
+        check_text("comment", comment, MAX_DECISION_COMMENT_CHARS)
+
+        async def decide(connection: AsyncConnection) -> tuple[RunRecord, StepRecord]:
+            run = await load_run(connection, run_id, lock=True, owner=owner)
+            if run["state"] != WAITING or run["awaiting_sequence"] != sequence:
+                waiting = (
+                    f"it waits on step {run['awaiting_sequence']}" if run["awaiting_sequence"]
+                    else f"it is {run['state']}" + (" and decided already" if run["state"] == WAITING else "")
+                )
+                raise FailedPrecondition(f"step {sequence} of run '{run_id}' is not waiting for approval: {waiting}")
+            return await record_decision(connection, run, outcome, comment, by)
+
+        record, stored = await self._writer.write(decide, urgent=True)  # a person waits
+        self._resumable(record, stored)
+        return record
+
+    async def expire_approvals(self) -> list[str]:
+        """Decide TIMED_OUT the approvals whose timeout passed; returns the ids of their runs."""
+        # The reaper asks every pass: a read first, so that a pass with nothing to time out takes no write lock.
+        async with self.database.read() as session:
+            due = await session.scalar(
+                select(RUNS.c.id).where(RUNS.c.state == WAITING, RUNS.c.approval_expires_at < utcnow()).limit(1)
+            )
+        if due is None:
+            return []
+
+        async def expire(connection: AsyncConnection) -> list[tuple[RunRecord, StepRecord]]:
+            rows = await connection.execute(
+                select(*RUN_COLUMNS)
+                .where(RUNS.c.state == WAITING, RUNS.c.approval_expires_at < utcnow())
+                .order_by(RUNS.c.approval_expires_at)
+                .limit(REAP_BATCH)
+                .with_for_update(skip_locked=True)
+            )
+            return [await record_decision(connection, dict(row._mapping), TIMED_OUT, "", "") for row in rows.all()]
+
+        decided = await self._writer.write(expire)
+        for record, stored in decided:
+            self._resumable(record, stored)
+        return [record.id for record, _ in decided]
+
+    async def offer_ready_runs(self) -> int:
+        """Offer again every WAITING run that was decided but not resumed yet (an offer lost with an engine that
+        went away, or made while none was connected); returns how many were offered."""
+        if not self.notices.any_connected:
+            return 0  # nobody to offer them to; an engine that connects is offered them then
+        async with self.database.read() as session:
+            rows = await session.execute(
+                select(RUNS.c.id)
+                .where(RUNS.c.state == WAITING, RUNS.c.awaiting_sequence.is_(None))
+                .limit(REAP_BATCH)
+            )
+            ready = list(rows.scalars())
+        return sum(self.notices.offer_resume(run_id) for run_id in ready)
+
+    def _resumable(self, record: RunRecord, stored: StepRecord) -> None:
+        self.signals.steps_stored(record.id, [stored])
+        self.signals.notify(record.id, record)
+        self.notices.offer_resume(record.id)
+
+    async def resume_run(self, run_id: str, executor_id: str, lease_seconds: float) -> RunRecord:
+        """Take a decided WAITING run under `executor_id`'s lease (RUNNING again) and return it with all its steps;
+        again under the same lease, a retry, returns it too. FailedPrecondition when it is not ready to resume."""
+        run_id = parse_run_id(run_id)
+        check_executor_id(executor_id)
+        check_lease_seconds(lease_seconds)
+
+        async def resume(connection: AsyncConnection) -> RunRecord:
+            run = await load_run(connection, run_id, lock=True)
+            ready = run["state"] == WAITING and run["awaiting_sequence"] is None
+            if not ready and not (run["state"] == RUNNING and run["executor_id"] == executor_id):
+                raise FailedPrecondition(
+                    f"run '{run_id}' is not ready to resume: it is {run['state']}"
+                    + (" and waits for a decision" if run["state"] == WAITING else "")
+                )
+            if ready:
+                await update_run(
+                    connection, run, state=RUNNING, executor_id=executor_id, lease_seconds=lease_seconds,
+                    lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
+                )
+            steps = await connection.execute(select(STEPS).where(STEPS.c.run_id == run_id).order_by(STEPS.c.sequence))
+            return run_record(run, steps.mappings().all())
+
+        record = await self._writer.write(resume, urgent=True)
+        self.signals.notify(run_id, dataclasses.replace(record, steps=[]))
+        return record

@@ -1,0 +1,131 @@
+"""Leases on runs in the run store: an engine renews the leases of the runs it executes, the reaper ends the runs
+whose lease ran out, and the service extends every live lease when it starts (no gRPC here). Part of `RunStore`."""
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.database import utcnow
+from services.common.errors import InvalidArgument
+from services.runs.checks import check_executor_id, parse_run_id
+from services.runs.models import CANCELLED, FAILED, LIVE_STATES, QUEUED
+from services.runs.parts import StoreParts
+from services.runs.records import CancelNotice, LeaseRenewal, RunRecord
+from services.runs.rows import (
+    CANCELLED_CODE,
+    INTERRUPTED,
+    RUN_COLUMNS,
+    RUNS,
+    add_error_step,
+    cancel_message,
+    end_changes,
+    run_record,
+    update_run,
+)
+
+#: Run ids one RenewLeases call may carry.
+MAX_LEASES_PER_RENEWAL = 10_000
+#: How many expired runs one reaper pass ends (and approvals it times out, and ready runs it offers again).
+REAP_BATCH = 100
+
+
+class RunLeases(StoreParts):
+    """The run store's lease methods (see the module docstring)."""
+
+    async def renew_leases(self, executor_id: str, run_ids: Sequence[str]) -> LeaseRenewal:
+        """Extend the leases `executor_id` holds on `run_ids`, each by its own lease duration.
+
+        Runs it does not hold (ended, reaped, deleted, another engine's) come back as lost; runs with a
+        pending cancel come back to be cancelled (a fallback for a notice the engine missed).
+        """
+        check_executor_id(executor_id)
+        if len(run_ids) > MAX_LEASES_PER_RENEWAL:
+            raise InvalidArgument(f"at most {MAX_LEASES_PER_RENEWAL} run ids per renewal, got {len(run_ids)}")
+        ids = list(dict.fromkeys(parse_run_id(run_id) for run_id in run_ids))
+        if not ids:
+            return LeaseRenewal([], [])
+
+        async def renew(connection: AsyncConnection) -> LeaseRenewal:
+            now = utcnow()
+            held: set[str] = set()
+            cancel: list[CancelNotice] = []
+            rows = await connection.execute(
+                select(RUNS.c.id, RUNS.c.lease_seconds, RUNS.c.cancel_requested_at, RUNS.c.cancel_reason).where(
+                    RUNS.c.id.in_(ids), RUNS.c.executor_id == executor_id, RUNS.c.state.in_(LIVE_STATES)
+                )
+            )
+            by_duration: dict[float, list[str]] = {}
+            for row in rows:
+                held.add(row.id)
+                by_duration.setdefault(row.lease_seconds, []).append(row.id)
+                if row.cancel_requested_at is not None:
+                    cancel.append(CancelNotice(row.id, row.cancel_reason))
+            for seconds, group in by_duration.items():
+                await connection.execute(
+                    update(RUNS).where(RUNS.c.id.in_(group)).values(lease_expires_at=now + timedelta(seconds=seconds))
+                )
+            return LeaseRenewal([run_id for run_id in ids if run_id not in held], cancel)
+
+        # Urgent: under a deep queue of appends, a renewal that waited its turn could arrive after the lease ran
+        # out, and the reaper would end runs whose engine is alive and renewing.
+        return await self._writer.write(renew, urgent=True)
+
+    async def reap_expired(self) -> list[str]:
+        """End live runs whose lease ran out: FAILED "interrupted", or CANCELLED when a cancel was pending.
+        Returns the ids of the runs it ended."""
+
+        async def reap(connection: AsyncConnection) -> list[RunRecord]:
+            now = utcnow()
+            ended: list[RunRecord] = []
+            # SKIP LOCKED: several runs replicas may reap at once on PostgreSQL without waiting on each other.
+            rows = await connection.execute(
+                select(*RUN_COLUMNS)
+                .where(RUNS.c.state.in_(LIVE_STATES), RUNS.c.lease_expires_at < now)
+                .order_by(RUNS.c.lease_expires_at)
+                .limit(REAP_BATCH)
+                .with_for_update(skip_locked=True)
+            )
+            for row in rows.all():
+                run = dict(row._mapping)
+                if run["cancel_requested_at"] is not None:
+                    state, code, message = CANCELLED, CANCELLED_CODE, cancel_message(run["cancel_reason"])
+                else:
+                    state, code = FAILED, INTERRUPTED
+                    message = (
+                        f"the run was interrupted: its engine ({run['executor_id']}) stopped renewing its lease "
+                        "(it was stopped, crashed or lost its connection to the run store)"
+                    )
+                    if run["state"] == QUEUED:
+                        message += " before the run began"
+                await add_error_step(connection, run, code, message)
+                await update_run(connection, run, step_count=run["step_count"], **end_changes(state, code, message))
+                ended.append(run_record(run))
+            return ended
+
+        ended = await self._writer.write(reap)
+        for record in ended:
+            self.signals.run_ended(record.id, record)
+        return [record.id for record in ended]
+
+    async def extend_live_leases(self) -> int:
+        """Give every live run one full lease period from now; called when the service starts, so engines that
+        kept running while the store was away can renew before the reaper looks. Returns how many."""
+
+        async def extend(connection: AsyncConnection) -> int:
+            now = utcnow()
+            extended = 0
+            durations = await connection.execute(
+                select(RUNS.c.lease_seconds).where(RUNS.c.state.in_(LIVE_STATES)).distinct()
+            )
+            for seconds in list(durations.scalars()):
+                result = await connection.execute(
+                    update(RUNS)
+                    .where(RUNS.c.state.in_(LIVE_STATES), RUNS.c.lease_seconds == seconds)
+                    .values(lease_expires_at=now + timedelta(seconds=seconds))
+                )
+                extended += result.rowcount
+            return extended
+
+        return await self._writer.write(extend)
