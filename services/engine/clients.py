@@ -44,14 +44,6 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXC
 FIRST_BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 2.0
 
-#: Channel options for a dependency that restarts: gRPC's default reconnect backoff grows to 120 s, which would
-#: keep a channel idle long after the server is back.
-CHANNEL_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-)
-
 
 class CallError(Exception):
     """A call made over the executor link failed with this status (as a unary call would have)."""
