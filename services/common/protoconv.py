@@ -1,4 +1,5 @@
-"""Conversions between protobuf well-known types and plain Python values.
+"""Conversions between protobuf well-known types and plain Python values, and between the runs API's enums and
+the runs' vocabulary (services.common.run_vocabulary), for the servicers and clients of the engine and runs service.
 
 JSON values (Struct, Value) are checked on the way in and out: JSON has no NaN or Infinity, yet a Python float
 and a Struct's binary form both carry them, and protobuf's JSON conversion then fails (a ValueError that would
@@ -12,8 +13,10 @@ from typing import Any
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
+from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import InvalidArgument
 from services.common.json_values import check_json_value
+from services.common.run_vocabulary import MultitaskStrategy
 
 #: google.protobuf.Duration's range (duration.proto): about +-10,000 years, in seconds.
 MAX_DURATION_SECONDS = 315_576_000_000
@@ -143,3 +146,31 @@ def duration_from_seconds(seconds: float) -> duration_pb2.Duration:
     message = duration_pb2.Duration()
     message.FromTimedelta(timedelta(seconds=seconds))
     return message
+
+
+#: MultitaskStrategy numbers -> the strategy (unspecified is the default, reject).
+MULTITASK_BY_PROTO: dict[int, MultitaskStrategy] = {
+    runs_pb2.MULTITASK_STRATEGY_UNSPECIFIED: MultitaskStrategy.REJECT,
+    runs_pb2.MULTITASK_STRATEGY_REJECT: MultitaskStrategy.REJECT,
+    runs_pb2.MULTITASK_STRATEGY_ENQUEUE: MultitaskStrategy.ENQUEUE,
+    runs_pb2.MULTITASK_STRATEGY_INTERRUPT: MultitaskStrategy.INTERRUPT,
+}
+PROTO_BY_MULTITASK: dict[MultitaskStrategy, "runs_pb2.MultitaskStrategy"] = {
+    MultitaskStrategy.REJECT: runs_pb2.MULTITASK_STRATEGY_REJECT,
+    MultitaskStrategy.ENQUEUE: runs_pb2.MULTITASK_STRATEGY_ENQUEUE,
+    MultitaskStrategy.INTERRUPT: runs_pb2.MULTITASK_STRATEGY_INTERRUPT,
+}
+
+
+def multitask_from_proto(value: int) -> MultitaskStrategy:
+    """The strategy of a MultitaskStrategy number; InvalidArgument for unknown numbers."""
+    if value not in MULTITASK_BY_PROTO:
+        raise InvalidArgument(
+            f"unknown multitask_strategy {value}; use one of {', '.join(runs_pb2.MultitaskStrategy.keys())}"
+        )
+    return MULTITASK_BY_PROTO[value]
+
+
+def multitask_to_proto(strategy: MultitaskStrategy) -> "runs_pb2.MultitaskStrategy":
+    """The MultitaskStrategy number of a strategy."""
+    return PROTO_BY_MULTITASK[MultitaskStrategy(strategy)]

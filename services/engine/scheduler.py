@@ -30,7 +30,7 @@ from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
 from services.common.identity import Caller
 from services.common.limits import RunLimits, limits_from_proto, limits_to_proto
-from services.common.protoconv import duration_from_seconds
+from services.common.protoconv import duration_from_seconds, multitask_to_proto
 from services.engine.agent_loop import AgentLoop, RunOutcome, StepRecorder
 from services.engine.agent_profile import DEFAULT_AGENT, AgentProfile, within_agent
 from services.engine.clients import AgentsClient, RunsClient
@@ -255,7 +255,7 @@ class RunScheduler:
             lease_duration=duration_from_seconds(self._settings.lease_seconds),
             limits=limits_to_proto(limits),
             thread_id=chat.thread_id,
-            multitask_strategy=runs_pb2.MultitaskStrategy.Value(f"MULTITASK_STRATEGY_{chat.multitask.upper()}"),
+            multitask_strategy=multitask_to_proto(chat.multitask),
             # A run that executes at once on a new thread has its first step, the user's request, stored with
             # it: one write fewer, and the step is there the moment the run is. A queued run records it when it
             # begins, and a run continuing a thread once it knows how much of the thread the model will see.

@@ -17,7 +17,7 @@ from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
 from services.common.identity import current_caller
 from services.common.limits import limits_from_proto
-from services.common.protoconv import dict_from_struct
+from services.common.protoconv import dict_from_struct, multitask_from_proto
 from services.engine.clients import RunsClient
 from services.engine.run_feed import FINAL
 from services.engine.run_request import ChatInput, WorkflowStart
@@ -42,19 +42,8 @@ def _chat_input(request: StartRequest) -> ChatInput:
         request_id=request.request_id,
         limits=limits_from_proto(request.limits),
         thread_id=request.thread_id,
-        multitask=_multitask(request.multitask_strategy),
+        multitask=multitask_from_proto(request.multitask_strategy),
     )
-
-
-def _multitask(value: int) -> str:
-    """"reject", "enqueue" or "interrupt" for a MultitaskStrategy (unspecified: reject)."""
-    if value == runs_pb2.MULTITASK_STRATEGY_UNSPECIFIED:
-        return "reject"
-    if value not in runs_pb2.MultitaskStrategy.values():
-        raise errors.InvalidArgument(
-            f"unknown multitask_strategy {value}; use one of {', '.join(runs_pb2.MultitaskStrategy.keys())}"
-        )
-    return runs_pb2.MultitaskStrategy.Name(value).removeprefix("MULTITASK_STRATEGY_").lower()
 
 
 def _cancels_on_disconnect(request: engine_pb2.StreamChatRequest | engine_pb2.ChatRequest) -> bool:

@@ -44,24 +44,6 @@ STATE_BY_ENUM: dict[runs_pb2.RunState, str] = {
 ENUM_BY_STATE: dict[str, runs_pb2.RunState] = {slug: number for number, slug in STATE_BY_ENUM.items()}
 
 
-#: MultitaskStrategy -> the store's strategy name (unspecified is the default, reject).
-MULTITASK_BY_ENUM: dict[int, str] = {
-    runs_pb2.MULTITASK_STRATEGY_UNSPECIFIED: "reject",
-    runs_pb2.MULTITASK_STRATEGY_REJECT: "reject",
-    runs_pb2.MULTITASK_STRATEGY_ENQUEUE: "enqueue",
-    runs_pb2.MULTITASK_STRATEGY_INTERRUPT: "interrupt",
-}
-
-
-def multitask_from_proto(value: int) -> str:
-    """The strategy name of a MultitaskStrategy; InvalidArgument for unknown numbers."""
-    if value not in MULTITASK_BY_ENUM:
-        raise InvalidArgument(
-            f"unknown multitask_strategy {value}; use one of {', '.join(runs_pb2.MultitaskStrategy.keys())}"
-        )
-    return MULTITASK_BY_ENUM[value]
-
-
 def run_state_from_proto(value: int) -> str | None:
     """The state slug of a RunState; None for RUN_STATE_UNSPECIFIED, InvalidArgument for unknown numbers."""
     if value == runs_pb2.RUN_STATE_UNSPECIFIED:

@@ -18,7 +18,7 @@ from agentplatform.runs.internal.v1 import execution_pb2, execution_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import DomainError, InvalidArgument
 from services.common.limits import limits_from_proto
-from services.common.protoconv import datetime_from_timestamp, seconds_from_duration
+from services.common.protoconv import datetime_from_timestamp, multitask_from_proto, seconds_from_duration
 from services.common.status import status_for
 from services.runs import convert
 from services.runs.checks import check_executor_id
@@ -76,7 +76,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             lease_seconds=seconds_from_duration(request.lease_duration, "lease_duration"),
             steps=tuple(convert.new_step_from_proto(position, step) for position, step in enumerate(request.steps, 1)),
             thread_id=request.thread_id,
-            multitask=convert.multitask_from_proto(request.multitask_strategy),
+            multitask=multitask_from_proto(request.multitask_strategy),
             workflow_id=request.workflow_id,
             workflow_revision=request.workflow_revision,
         )
