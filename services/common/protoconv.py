@@ -16,7 +16,15 @@ from google.protobuf.message import Message
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import InvalidArgument
 from services.common.json_values import check_json_value
-from services.common.run_vocabulary import MultitaskStrategy
+from services.common.run_vocabulary import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    WAITING,
+    MultitaskStrategy,
+)
 
 #: google.protobuf.Duration's range (duration.proto): about +-10,000 years, in seconds.
 MAX_DURATION_SECONDS = 315_576_000_000
@@ -174,3 +182,35 @@ def multitask_from_proto(value: int) -> MultitaskStrategy:
 def multitask_to_proto(strategy: MultitaskStrategy) -> "runs_pb2.MultitaskStrategy":
     """The MultitaskStrategy number of a strategy."""
     return PROTO_BY_MULTITASK[MultitaskStrategy(strategy)]
+
+
+#: RunState numbers -> the run's state as the store holds it.
+RUN_STATE_BY_PROTO: dict["runs_pb2.RunState", str] = {
+    runs_pb2.RUN_STATE_QUEUED: QUEUED,
+    runs_pb2.RUN_STATE_RUNNING: RUNNING,
+    runs_pb2.RUN_STATE_COMPLETED: COMPLETED,
+    runs_pb2.RUN_STATE_FAILED: FAILED,
+    runs_pb2.RUN_STATE_CANCELLED: CANCELLED,
+    runs_pb2.RUN_STATE_WAITING: WAITING,
+}
+PROTO_BY_RUN_STATE: dict[str, "runs_pb2.RunState"] = {state: number for number, state in RUN_STATE_BY_PROTO.items()}
+
+
+def run_state_from_proto(value: int) -> str | None:
+    """The state of a RunState number; None for RUN_STATE_UNSPECIFIED, InvalidArgument for unknown numbers (a
+    request's filter or state)."""
+    if value == runs_pb2.RUN_STATE_UNSPECIFIED:
+        return None
+    if value not in RUN_STATE_BY_PROTO:
+        raise InvalidArgument(f"unknown run state {value}; use one of {', '.join(runs_pb2.RunState.keys())}")
+    return RUN_STATE_BY_PROTO[value]
+
+
+def run_state_of(value: int) -> str | None:
+    """The state of a run the store sent (a RunState number); None for one with no state this build knows."""
+    return RUN_STATE_BY_PROTO.get(value)
+
+
+def run_state_to_proto(state: str) -> "runs_pb2.RunState":
+    """The RunState number of a run's state."""
+    return PROTO_BY_RUN_STATE[state]

@@ -17,9 +17,9 @@ from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
 from services.common.identity import current_caller
 from services.common.limits import limits_from_proto
-from services.common.protoconv import dict_from_struct, multitask_from_proto
+from services.common.protoconv import dict_from_struct, multitask_from_proto, run_state_of
+from services.common.run_vocabulary import FINAL_STATES
 from services.engine.clients import RunsClient
-from services.engine.run_feed import FINAL
 from services.engine.run_request import ChatInput, WorkflowStart
 from services.engine.scheduler import RunScheduler
 from services.engine.workflow_runner import whole_numbers
@@ -78,7 +78,7 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
                 # aclosing: when the caller disconnects, the watch stream to the store is closed at once.
                 async with aclosing(self._runs.watch(run.id, current_caller(), after_sequence)) as events:
                     async for event in events:
-                        finished = event.HasField("run") and event.run.state in FINAL
+                        finished = event.HasField("run") and run_state_of(event.run.state) in FINAL_STATES
                         yield event
         except (asyncio.CancelledError, GeneratorExit):
             # A caller that goes away while this generator waits for the next event cancels it; one that goes

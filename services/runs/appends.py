@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.errors import AlreadyExists, FailedPrecondition
 from services.common.group_commit import Write
-from services.runs.models import RUNNING
+from services.common.run_vocabulary import RUNNING
 from services.runs.records import NewStep, StepRecord
 from services.runs.rows import STEPS, step_values
 

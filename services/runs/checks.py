@@ -16,8 +16,8 @@ from services.common.checks import check_metadata, check_text, parse_uuid
 from services.common.errors import InvalidArgument
 from services.common.identity import MAX_USER_ID
 from services.common.limits import RunLimits
-from services.common.run_vocabulary import MultitaskStrategy
-from services.runs.models import FINAL_STATES, RUN_STATES, STEP_TYPES
+from services.common.run_vocabulary import FINAL_STATES, RUN_STATES, MultitaskStrategy
+from services.runs.models import STEP_TYPES
 from services.runs.records import NewRun, NewStep
 
 MAX_USER_QUERY_BYTES = 1024 * 1024

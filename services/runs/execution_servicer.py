@@ -18,7 +18,12 @@ from agentplatform.runs.internal.v1 import execution_pb2, execution_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import DomainError, InvalidArgument
 from services.common.limits import limits_from_proto
-from services.common.protoconv import datetime_from_timestamp, multitask_from_proto, seconds_from_duration
+from services.common.protoconv import (
+    datetime_from_timestamp,
+    multitask_from_proto,
+    run_state_from_proto,
+    seconds_from_duration,
+)
 from services.common.status import status_for
 from services.runs import convert
 from services.runs.checks import check_executor_id
@@ -61,7 +66,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         return await self._create_run(request)
 
     async def _create_run(self, request: execution_pb2.CreateRunRequest) -> runs_pb2.Run:
-        state = convert.run_state_from_proto(request.state) or "running"
+        state = run_state_from_proto(request.state) or "running"
         new = NewRun(
             user_query=request.user_query,
             model=request.model,
@@ -136,7 +141,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         return await self._finish_run(request)
 
     async def _finish_run(self, request: execution_pb2.FinishRunRequest) -> runs_pb2.Run:
-        state = convert.run_state_from_proto(request.state)
+        state = run_state_from_proto(request.state)
         if state is None:
             raise InvalidArgument("state is required: RUN_STATE_COMPLETED, RUN_STATE_FAILED or RUN_STATE_CANCELLED")
         record = await self._store.finish_run(request.run_id, state, request.error_code, request.error_message)

@@ -33,6 +33,16 @@ from services.common.pages import (  # noqa: F401 (DEFAULT_PAGE_SIZE and MAX_PAG
     PageTokens,
     checked_page_size,
 )
+from services.common.run_vocabulary import (
+    ACTIVE_STATES,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    LIVE_STATES,
+    QUEUED,
+    RUNNING,
+    WAITING,
+)
 from services.runs.appends import APPEND, Append, Progress, plan_append, stored_steps
 from services.runs.checks import (
     MAX_CANCEL_REASON_CHARS,
@@ -47,16 +57,6 @@ from services.runs.checks import (
     request_fingerprint,
 )
 from services.runs.executors import ExecutorNotices
-from services.runs.models import (
-    ACTIVE_STATES,
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    LIVE_STATES,
-    QUEUED,
-    RUNNING,
-    WAITING,
-)
 from services.runs.records import (
     TIMED_OUT,
     CancelNotice,

@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.common.database import UtcDateTime
 from services.common.errors import NotFound
 from services.common.pages import PageTokens
-from services.runs.models import ACTIVE_STATES, THREAD_TITLE_CHARS, RunRow, ThreadRow
+from services.common.run_vocabulary import ACTIVE_STATES
+from services.runs.models import THREAD_TITLE_CHARS, RunRow, ThreadRow
 from services.runs.records import ThreadRecord
 
 THREADS = ThreadRow.__table__
