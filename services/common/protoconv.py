@@ -1,5 +1,7 @@
-"""Conversions between protobuf well-known types and plain Python values, and between the runs API's enums and
-the runs' vocabulary (services.common.run_vocabulary), for the servicers and clients of the engine and runs service.
+"""The one place for conversions shared by the services' edges (servicers and clients of other services):
+protobuf well-known types <-> plain Python values, and the runs API's enums and RunLimits <-> the runs'
+vocabulary (services.common.run_vocabulary) and RunLimits (services.common.limits), which the engine, the run store
+and the agents service all speak.
 
 JSON values (Struct, Value) are checked on the way in and out: JSON has no NaN or Infinity, yet a Python float
 and a Struct's binary form both carry them, and protobuf's JSON conversion then fails (a ValueError that would
@@ -16,6 +18,7 @@ from google.protobuf.message import Message
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import InvalidArgument
 from services.common.json_values import check_json_value
+from services.common.limits import RunLimits
 from services.common.run_vocabulary import (
     CANCELLED,
     COMPLETED,
@@ -214,3 +217,28 @@ def run_state_of(value: int) -> str | None:
 def run_state_to_proto(state: str) -> "runs_pb2.RunState":
     """The RunState number of a run's state."""
     return PROTO_BY_RUN_STATE[state]
+
+
+def limits_from_proto(limits: runs_pb2.RunLimits, field: str = "limits") -> RunLimits:
+    """Zero (unset) fields are None; negative values are kept, for validation to refuse by name. A Duration
+    protobuf's rules refuse is InvalidArgument naming it under `field` (`agent.limits.max_duration`)."""
+    duration = (
+        seconds_from_duration(limits.max_duration, f"{field}.max_duration") if limits.HasField("max_duration") else None
+    )
+    return RunLimits(
+        max_model_calls=limits.max_model_calls or None,
+        max_duration_seconds=duration,
+        max_total_tokens=limits.max_total_tokens or None,
+        max_tool_calls=limits.max_tool_calls or None,
+    )
+
+
+def limits_to_proto(limits: RunLimits) -> runs_pb2.RunLimits:
+    message = runs_pb2.RunLimits(
+        max_model_calls=limits.max_model_calls or 0,
+        max_total_tokens=limits.max_total_tokens or 0,
+        max_tool_calls=limits.max_tool_calls or 0,
+    )
+    if limits.max_duration_seconds:
+        message.max_duration.CopyFrom(duration_from_seconds(limits.max_duration_seconds))
+    return message

@@ -23,10 +23,10 @@ from agentplatform.tools.internal.v1 import execution_pb2_grpc as tool_execution
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.common import errors
 from services.common.identity import Caller, as_service, on_behalf_of
-from services.common.limits import limits_from_proto
 from services.common.protoconv import (
     dict_from_struct,
     duration_from_seconds,
+    limits_from_proto,
     python_from_value,
     seconds_from_duration,
     struct_from_dict,

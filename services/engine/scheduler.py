@@ -29,8 +29,14 @@ from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
 from services.common.identity import Caller
-from services.common.limits import RunLimits, limits_from_proto, limits_to_proto
-from services.common.protoconv import duration_from_seconds, multitask_to_proto, run_state_of
+from services.common.limits import RunLimits
+from services.common.protoconv import (
+    duration_from_seconds,
+    limits_from_proto,
+    limits_to_proto,
+    multitask_to_proto,
+    run_state_of,
+)
 from services.common.run_vocabulary import FINAL_STATES, LIVE_STATES
 from services.engine.agent_loop import AgentLoop, RunOutcome, StepRecorder
 from services.engine.agent_profile import DEFAULT_AGENT, AgentProfile, within_agent

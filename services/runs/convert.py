@@ -8,10 +8,10 @@ from google.protobuf import duration_pb2, json_format
 
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import InvalidArgument
-from services.common.limits import limits_to_proto
 from services.common.protoconv import (
     dict_from_message,
     duration_from_seconds,
+    limits_to_proto,
     run_state_to_proto,
     seconds_from_duration,
     timestamp_from_datetime,

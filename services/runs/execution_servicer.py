@@ -17,9 +17,9 @@ import grpc
 from agentplatform.runs.internal.v1 import execution_pb2, execution_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import DomainError, InvalidArgument
-from services.common.limits import limits_from_proto
 from services.common.protoconv import (
     datetime_from_timestamp,
+    limits_from_proto,
     multitask_from_proto,
     run_state_from_proto,
     seconds_from_duration,
