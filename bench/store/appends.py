@@ -14,7 +14,7 @@ import asyncpg
 from bench.store.databases import POSTGRES, SQLITE, asyncpg_dsn, database_kind, sqlite_path
 from bench.store.results import CaseResult, Goal, Stopwatch
 from bench.store.steps import STEP_COLUMNS, new_run, new_step, step_row
-from services.runs.models import COMPLETED
+from services.common.run_vocabulary import COMPLETED
 from services.runs.store import RunStore
 
 APPENDS_GOAL = Goal(min_per_second=5_000)

@@ -5,7 +5,7 @@ from collections.abc import Callable, Sequence
 from bench.store.databases import database_kind
 from bench.store.results import CaseResult, Stopwatch
 from bench.store.steps import new_run, new_step
-from services.runs.models import COMPLETED
+from services.common.run_vocabulary import COMPLETED
 from services.runs.records import StepRecord
 from services.runs.store import RunStore
 

@@ -12,7 +12,8 @@ from sqlalchemy.engine import Connection
 from bench.store.databases import database_kind
 from bench.store.results import CaseResult, Goal, Stopwatch
 from services.common.pages import MAX_PAGE_SIZE
-from services.runs.models import FAILED, RunRow
+from services.common.run_vocabulary import FAILED
+from services.runs.models import RunRow
 from services.runs.records import RunRecord
 from services.runs.store import RunStore
 

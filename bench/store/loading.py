@@ -12,7 +12,8 @@ from typing import Any
 
 from sqlalchemy import insert, text
 
-from services.runs.models import CANCELLED, COMPLETED, FAILED, RunRow
+from services.common.run_vocabulary import CANCELLED, COMPLETED, FAILED
+from services.runs.models import RunRow
 from services.runs.store import RunStore
 
 #: Rows per transaction: big enough that commits cost nothing, small enough to keep memory flat.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import grpc
 
 from agentplatform.agents.v1 import agents_pb2_grpc, workflows_pb2_grpc
-from services.agents.clients import CHANNEL_OPTIONS, ToolsClient
+from services.agents.clients import ToolIdsClient
 from services.agents.model_catalog import ModelCatalog
 from services.agents.registry import AgentRegistry
 from services.agents.servicer import AgentRegistryServicer
@@ -17,6 +17,7 @@ from services.agents.workflows.registry import WorkflowRegistry
 from services.agents.workflows.servicer import WorkflowRegistryServicer
 from services.agents.workflows.store import WorkflowStore
 from services.common.auth import Authenticator
+from services.common.channels import dial
 from services.common.database import Database
 from services.common.pages import PageTokens
 from services.common.server import RunningServer, ServiceBinding, start_server
@@ -58,7 +59,7 @@ async def start_agents(settings: AgentsSettings) -> AgentsApp:
     settings.host:settings.port."""
     auth = Authenticator.from_settings(settings)
     database = Database(settings.database_url)
-    channel = grpc.aio.insecure_channel(settings.tools_addr, options=CHANNEL_OPTIONS)
+    channel = dial(settings.tools_addr)
     models = None
     if settings.llm_base_url:
         models = ModelCatalog(
@@ -69,7 +70,7 @@ async def start_agents(settings: AgentsSettings) -> AgentsApp:
         )
     try:
         await database.migrate(MIGRATIONS)
-        tools = ToolsClient(channel, settings.tools_timeout_seconds, settings.service_token.get_secret_value())
+        tools = ToolIdsClient(channel, settings.tools_timeout_seconds, settings.service_token.get_secret_value())
         page_tokens = PageTokens.from_settings(settings)
         registry = AgentRegistry(AgentStore(database, page_tokens), settings, tools, models)
         servicer = AgentRegistryServicer(registry)

@@ -12,19 +12,15 @@ from services.common import errors
 from services.common.identity import Caller, on_behalf_of
 from services.common.status import error_from_rpc
 
-#: Channel options for a dependency that restarts: gRPC's default reconnect backoff grows to 120 s, which would
-#: keep a channel idle long after the tools service is back (as the engine's).
-CHANNEL_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-)
 #: Pages a listing may take before the tools service is deemed to misbehave.
 MAX_PAGES = 100
 
 
-class ToolsClient:
-    """Lists the tools service's tools (ToolService.ListTools), enabled or not."""
+class ToolIdsClient:
+    """Lists the ids of the tools service's tools (ToolService.ListTools), enabled or not, to check the tools an
+    agent names. Not the engine's ToolsClient (services/engine/clients.py), which lists the enabled tools' schemas
+    for the model, caches them, and executes tools: the two share the channel (services.common.channels.dial) and
+    the on-behalf-of metadata, and nothing else worth a common base."""
 
     SERVICE = "tools service"
 

@@ -23,7 +23,7 @@ MODELS_SHOWN = 10
 
 
 class ToolDirectory(Protocol):
-    """Which tools exist (services.agents.clients.ToolsClient)."""
+    """Which tools exist (services.agents.clients.ToolIdsClient)."""
 
     async def tool_ids(self, caller: Caller, time_left: float | None = None) -> set[str]: ...
 

@@ -1,14 +1,12 @@
 """A run's limits: the one domain type for them, shared by the engine (which enforces them), the run store
-(which records them) and the agents service (whose agents set them), and its one conversion from and to the wire
-(agentplatform.runs.v1.RunLimits, which their contracts use). None means "not limited by this field"."""
+(which records them) and the agents service (whose agents set them). None means "not limited by this field".
+Its conversion from and to the wire (agentplatform.runs.v1.RunLimits) is in services/common/protoconv.py."""
 
 from dataclasses import dataclass
 
 from pydantic import Field
 
-from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
-from services.common.protoconv import duration_from_seconds, seconds_from_duration
 from services.common.settings import ServiceSettings
 
 
@@ -20,31 +18,6 @@ class RunLimits:
     max_duration_seconds: float | None = None
     max_total_tokens: int | None = None
     max_tool_calls: int | None = None
-
-
-def limits_from_proto(limits: runs_pb2.RunLimits, field: str = "limits") -> RunLimits:
-    """Zero (unset) fields are None; negative values are kept, for validation to refuse by name. A Duration
-    protobuf's rules refuse is InvalidArgument naming it under `field` (`agent.limits.max_duration`)."""
-    duration = (
-        seconds_from_duration(limits.max_duration, f"{field}.max_duration") if limits.HasField("max_duration") else None
-    )
-    return RunLimits(
-        max_model_calls=limits.max_model_calls or None,
-        max_duration_seconds=duration,
-        max_total_tokens=limits.max_total_tokens or None,
-        max_tool_calls=limits.max_tool_calls or None,
-    )
-
-
-def limits_to_proto(limits: RunLimits) -> runs_pb2.RunLimits:
-    message = runs_pb2.RunLimits(
-        max_model_calls=limits.max_model_calls or 0,
-        max_total_tokens=limits.max_total_tokens or 0,
-        max_tool_calls=limits.max_tool_calls or 0,
-    )
-    if limits.max_duration_seconds:
-        message.max_duration.CopyFrom(duration_from_seconds(limits.max_duration_seconds))
-    return message
 
 
 class RunLimitMaximums(ServiceSettings):

@@ -1,4 +1,7 @@
-"""Conversions between protobuf well-known types and plain Python values.
+"""The one place for conversions shared by the services' edges (servicers and clients of other services):
+protobuf well-known types <-> plain Python values, and the runs API's enums and RunLimits <-> the runs'
+vocabulary (services.common.run_vocabulary) and RunLimits (services.common.limits), which the engine, the run store
+and the agents service all speak.
 
 JSON values (Struct, Value) are checked on the way in and out: JSON has no NaN or Infinity, yet a Python float
 and a Struct's binary form both carry them, and protobuf's JSON conversion then fails (a ValueError that would
@@ -12,8 +15,19 @@ from typing import Any
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
+from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import InvalidArgument
 from services.common.json_values import check_json_value
+from services.common.limits import RunLimits
+from services.common.run_vocabulary import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    WAITING,
+    MultitaskStrategy,
+)
 
 #: google.protobuf.Duration's range (duration.proto): about +-10,000 years, in seconds.
 MAX_DURATION_SECONDS = 315_576_000_000
@@ -142,4 +156,89 @@ def datetime_from_timestamp(message: timestamp_pb2.Timestamp, field: str) -> dat
 def duration_from_seconds(seconds: float) -> duration_pb2.Duration:
     message = duration_pb2.Duration()
     message.FromTimedelta(timedelta(seconds=seconds))
+    return message
+
+
+#: MultitaskStrategy numbers -> the strategy (unspecified is the default, reject).
+MULTITASK_BY_PROTO: dict[int, MultitaskStrategy] = {
+    runs_pb2.MULTITASK_STRATEGY_UNSPECIFIED: MultitaskStrategy.REJECT,
+    runs_pb2.MULTITASK_STRATEGY_REJECT: MultitaskStrategy.REJECT,
+    runs_pb2.MULTITASK_STRATEGY_ENQUEUE: MultitaskStrategy.ENQUEUE,
+    runs_pb2.MULTITASK_STRATEGY_INTERRUPT: MultitaskStrategy.INTERRUPT,
+}
+PROTO_BY_MULTITASK: dict[MultitaskStrategy, "runs_pb2.MultitaskStrategy"] = {
+    MultitaskStrategy.REJECT: runs_pb2.MULTITASK_STRATEGY_REJECT,
+    MultitaskStrategy.ENQUEUE: runs_pb2.MULTITASK_STRATEGY_ENQUEUE,
+    MultitaskStrategy.INTERRUPT: runs_pb2.MULTITASK_STRATEGY_INTERRUPT,
+}
+
+
+def multitask_from_proto(value: int) -> MultitaskStrategy:
+    """The strategy of a MultitaskStrategy number; InvalidArgument for unknown numbers."""
+    if value not in MULTITASK_BY_PROTO:
+        raise InvalidArgument(
+            f"unknown multitask_strategy {value}; use one of {', '.join(runs_pb2.MultitaskStrategy.keys())}"
+        )
+    return MULTITASK_BY_PROTO[value]
+
+
+def multitask_to_proto(strategy: MultitaskStrategy) -> "runs_pb2.MultitaskStrategy":
+    """The MultitaskStrategy number of a strategy."""
+    return PROTO_BY_MULTITASK[MultitaskStrategy(strategy)]
+
+
+#: RunState numbers -> the run's state as the store holds it.
+RUN_STATE_BY_PROTO: dict["runs_pb2.RunState", str] = {
+    runs_pb2.RUN_STATE_QUEUED: QUEUED,
+    runs_pb2.RUN_STATE_RUNNING: RUNNING,
+    runs_pb2.RUN_STATE_COMPLETED: COMPLETED,
+    runs_pb2.RUN_STATE_FAILED: FAILED,
+    runs_pb2.RUN_STATE_CANCELLED: CANCELLED,
+    runs_pb2.RUN_STATE_WAITING: WAITING,
+}
+PROTO_BY_RUN_STATE: dict[str, "runs_pb2.RunState"] = {state: number for number, state in RUN_STATE_BY_PROTO.items()}
+
+
+def run_state_from_proto(value: int) -> str | None:
+    """The state of a RunState number; None for RUN_STATE_UNSPECIFIED, InvalidArgument for unknown numbers (a
+    request's filter or state)."""
+    if value == runs_pb2.RUN_STATE_UNSPECIFIED:
+        return None
+    if value not in RUN_STATE_BY_PROTO:
+        raise InvalidArgument(f"unknown run state {value}; use one of {', '.join(runs_pb2.RunState.keys())}")
+    return RUN_STATE_BY_PROTO[value]
+
+
+def run_state_of(value: int) -> str | None:
+    """The state of a run the store sent (a RunState number); None for one with no state this build knows."""
+    return RUN_STATE_BY_PROTO.get(value)
+
+
+def run_state_to_proto(state: str) -> "runs_pb2.RunState":
+    """The RunState number of a run's state."""
+    return PROTO_BY_RUN_STATE[state]
+
+
+def limits_from_proto(limits: runs_pb2.RunLimits, field: str = "limits") -> RunLimits:
+    """Zero (unset) fields are None; negative values are kept, for validation to refuse by name. A Duration
+    protobuf's rules refuse is InvalidArgument naming it under `field` (`agent.limits.max_duration`)."""
+    duration = (
+        seconds_from_duration(limits.max_duration, f"{field}.max_duration") if limits.HasField("max_duration") else None
+    )
+    return RunLimits(
+        max_model_calls=limits.max_model_calls or None,
+        max_duration_seconds=duration,
+        max_total_tokens=limits.max_total_tokens or None,
+        max_tool_calls=limits.max_tool_calls or None,
+    )
+
+
+def limits_to_proto(limits: RunLimits) -> runs_pb2.RunLimits:
+    message = runs_pb2.RunLimits(
+        max_model_calls=limits.max_model_calls or 0,
+        max_total_tokens=limits.max_total_tokens or 0,
+        max_tool_calls=limits.max_tool_calls or 0,
+    )
+    if limits.max_duration_seconds:
+        message.max_duration.CopyFrom(duration_from_seconds(limits.max_duration_seconds))
     return message

@@ -11,9 +11,10 @@ import openai
 from agentplatform.engine.v1 import engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2
 from services.common.auth import Authenticator
+from services.common.channels import dial
 from services.common.server import RunningServer, ServiceBinding, start_server
 from services.engine.agent_loop import AgentLoop
-from services.engine.clients import CHANNEL_OPTIONS, AgentsClient, RunsClient, ToolsClient
+from services.engine.clients import AgentsClient, RunsClient, ToolsClient
 from services.engine.executor_link import ExecutorLink
 from services.engine.model_client import ModelClient
 from services.engine.scheduler import RunScheduler
@@ -53,7 +54,6 @@ class EngineApp:
 #: a thread's earlier turns, come with all their steps (each up to RUNS_MAX_STEP_BYTES). What the engine sends the
 #: store stays within the store's default limit (services/engine/executor_link.py MAX_MESSAGE_BYTES).
 MAX_RUNS_ANSWER_BYTES = 256 * 1024 * 1024
-RUNS_CHANNEL_OPTIONS = (*CHANNEL_OPTIONS, ("grpc.max_receive_message_length", MAX_RUNS_ANSWER_BYTES))
 
 #: Connections one HTTP client to the model endpoint holds at most. The client's pool looks through all of its
 #: connections on every request and response, so one pool of a thousand cost a fifth of the engine's CPU with a
@@ -83,9 +83,9 @@ def _model_clients(settings: EngineSettings) -> list[openai.AsyncOpenAI]:
 
 async def start_engine(settings: EngineSettings) -> EngineApp:
     auth = Authenticator.from_settings(settings)
-    runs_channel = grpc.aio.insecure_channel(settings.runs_address, options=RUNS_CHANNEL_OPTIONS)
-    tools_channel = grpc.aio.insecure_channel(settings.tools_address, options=CHANNEL_OPTIONS)
-    agents_channel = grpc.aio.insecure_channel(settings.agents_address, options=CHANNEL_OPTIONS)
+    runs_channel = dial(settings.runs_address, max_receive_bytes=MAX_RUNS_ANSWER_BYTES)
+    tools_channel = dial(settings.tools_address)
+    agents_channel = dial(settings.agents_address)
     model = ModelClient(_model_clients(settings))
     token = settings.service_token.get_secret_value()
     runs = RunsClient(runs_channel, settings.call_timeout_seconds, settings.store_outage_seconds, token)

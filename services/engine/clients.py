@@ -23,10 +23,10 @@ from agentplatform.tools.internal.v1 import execution_pb2_grpc as tool_execution
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.common import errors
 from services.common.identity import Caller, as_service, on_behalf_of
-from services.common.limits import limits_from_proto
 from services.common.protoconv import (
     dict_from_struct,
     duration_from_seconds,
+    limits_from_proto,
     python_from_value,
     seconds_from_duration,
     struct_from_dict,
@@ -43,14 +43,6 @@ ResponseT = TypeVar("ResponseT")
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 FIRST_BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 2.0
-
-#: Channel options for a dependency that restarts: gRPC's default reconnect backoff grows to 120 s, which would
-#: keep a channel idle long after the server is back.
-CHANNEL_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-)
 
 
 class CallError(Exception):

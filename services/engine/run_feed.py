@@ -18,17 +18,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from agentplatform.runs.v1 import runs_pb2
-from services.common.protoconv import timestamp_from_datetime
+from services.common.protoconv import run_state_of, timestamp_from_datetime
+from services.common.run_vocabulary import FINAL_STATES, LIVE_STATES
 from services.engine.deltas import joined
 
 #: Deltas one follower may have waiting; past that, deltas are dropped until it catches up (the steps they
 #: form arrive whole anyway).
 MAX_QUEUED_DELTAS = 10_000
 
-#: A run's states while its engine holds it.
-LIVE = (runs_pb2.RUN_STATE_QUEUED, runs_pb2.RUN_STATE_RUNNING)
-#: States of a run that has ended. (A WAITING run has not: it waits for a person, held by no engine.)
-FINAL = (runs_pb2.RUN_STATE_COMPLETED, runs_pb2.RUN_STATE_FAILED, runs_pb2.RUN_STATE_CANCELLED)
 
 
 class RunFeed:
@@ -53,7 +50,7 @@ class RunFeed:
         """The store returned the run in a new state (begun, finished) or with a cancel requested."""
         self.run = run
         self._publish(runs_pb2.RunEvent(run=run))
-        if run.state not in LIVE:
+        if run_state_of(run.state) not in LIVE_STATES:
             self.end()
 
     def cancel_requested(self) -> None:
@@ -146,7 +143,7 @@ class FeedFollower:
                 kind = event.WhichOneof("event")
                 if kind == "step":
                     self.last_sequence = event.step.sequence
-                elif kind == "run" and event.run.state in FINAL:
+                elif kind == "run" and run_state_of(event.run.state) in FINAL_STATES:
                     self.finished = True
                 yield event
                 if self.finished:

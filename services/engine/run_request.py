@@ -8,12 +8,11 @@ from services.common import errors
 from services.common.checks import parse_uuid
 from services.common.identity import Caller
 from services.common.limits import RunLimits, check_within
+from services.common.run_vocabulary import MultitaskStrategy
 from services.engine.settings import EngineSettings
 
 #: Longest model name accepted as an override (the run store's column width).
 MAX_MODEL_NAME = 200
-#: What a run on a busy thread may do (runs.v1 MultitaskStrategy, lower case, without its prefix).
-MULTITASK_STRATEGIES = ("reject", "enqueue", "interrupt")
 
 
 @dataclass(frozen=True)
@@ -30,10 +29,9 @@ class ChatInput:
     metadata: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
     limits: RunLimits = field(default_factory=RunLimits)
-    #: The thread the run continues ("" starts a new one), and what to do if that thread is busy: "reject",
-    #: "enqueue" or "interrupt" (MultitaskStrategy).
+    #: The thread the run continues ("" starts a new one), and what to do if that thread is busy.
     thread_id: str = ""
-    multitask: str = "reject"
+    multitask: MultitaskStrategy = MultitaskStrategy.REJECT
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,7 @@ def validate_chat(chat: ChatInput, settings: EngineSettings) -> None:
         raise errors.InvalidArgument("agent_revision must be 0 (the latest) or a revision of agent_id (1, 2 ...)")
     if chat.thread_id:
         parse_uuid(chat.thread_id, "thread_id", "thread")
-    if chat.multitask not in MULTITASK_STRATEGIES:
+    if chat.multitask not in [strategy.value for strategy in MultitaskStrategy]:
         raise errors.InvalidArgument(f"unknown multitask_strategy {chat.multitask!r}")
     if len(chat.model) > MAX_MODEL_NAME or (chat.model and not chat.model.strip()):
         raise errors.InvalidArgument(

@@ -29,14 +29,21 @@ from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
 from services.common.identity import Caller
-from services.common.limits import RunLimits, limits_from_proto, limits_to_proto
-from services.common.protoconv import duration_from_seconds
+from services.common.limits import RunLimits
+from services.common.protoconv import (
+    duration_from_seconds,
+    limits_from_proto,
+    limits_to_proto,
+    multitask_to_proto,
+    run_state_of,
+)
+from services.common.run_vocabulary import FINAL_STATES, LIVE_STATES
 from services.engine.agent_loop import AgentLoop, RunOutcome, StepRecorder
 from services.engine.agent_profile import DEFAULT_AGENT, AgentProfile, within_agent
 from services.engine.clients import AgentsClient, RunsClient
 from services.engine.failures import RunFailure
 from services.engine.rate_limit import RunRateLimiter
-from services.engine.run_feed import FINAL, LIVE, FeedFollower, RunFeed
+from services.engine.run_feed import FeedFollower, RunFeed
 from services.engine.run_progress import RunProgress, progress_from_steps
 from services.engine.run_request import (
     ChatInput,
@@ -217,7 +224,7 @@ class RunScheduler:
                 self._reserved_slots -= 1
         created_steps = list(run.steps)
         run.ClearField("steps")  # a run is handed out without steps, as WatchRun and GetRun's peers do
-        if run.state not in LIVE or run.executor_id != self.executor_id or run.id in self._active:
+        if run_state_of(run.state) not in LIVE_STATES or run.executor_id != self.executor_id or run.id in self._active:
             return run, None  # a retried request id: the run is the first attempt's, executed there or ended
         active = _ActiveRun(
             run, chat, limits, agent, RunFeed(run), recorded=len(created_steps), workflow=workflow,
@@ -255,7 +262,7 @@ class RunScheduler:
             lease_duration=duration_from_seconds(self._settings.lease_seconds),
             limits=limits_to_proto(limits),
             thread_id=chat.thread_id,
-            multitask_strategy=runs_pb2.MultitaskStrategy.Value(f"MULTITASK_STRATEGY_{chat.multitask.upper()}"),
+            multitask_strategy=multitask_to_proto(chat.multitask),
             # A run that executes at once on a new thread has its first step, the user's request, stored with
             # it: one write fewer, and the step is there the moment the run is. A queued run records it when it
             # begins, and a run continuing a thread once it knows how much of the thread the model will see.
@@ -351,7 +358,7 @@ class RunScheduler:
         or interrupting them, waits here for their ends, followed in the store on behalf of the run's owner)."""
         while True:
             history = await self._runs.thread_history(active.run.id, self._settings.context_max_turns)
-            live = [turn for turn in history.turns if turn.state not in FINAL]
+            live = [turn for turn in history.turns if run_state_of(turn.state) not in FINAL_STATES]
             if not live:
                 return history
             for turn in live:

@@ -16,10 +16,9 @@ from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
 from services.common.identity import current_caller
-from services.common.limits import limits_from_proto
-from services.common.protoconv import dict_from_struct
+from services.common.protoconv import dict_from_struct, limits_from_proto, multitask_from_proto, run_state_of
+from services.common.run_vocabulary import FINAL_STATES
 from services.engine.clients import RunsClient
-from services.engine.run_feed import FINAL
 from services.engine.run_request import ChatInput, WorkflowStart
 from services.engine.scheduler import RunScheduler
 from services.engine.workflow_runner import whole_numbers
@@ -42,19 +41,8 @@ def _chat_input(request: StartRequest) -> ChatInput:
         request_id=request.request_id,
         limits=limits_from_proto(request.limits),
         thread_id=request.thread_id,
-        multitask=_multitask(request.multitask_strategy),
+        multitask=multitask_from_proto(request.multitask_strategy),
     )
-
-
-def _multitask(value: int) -> str:
-    """"reject", "enqueue" or "interrupt" for a MultitaskStrategy (unspecified: reject)."""
-    if value == runs_pb2.MULTITASK_STRATEGY_UNSPECIFIED:
-        return "reject"
-    if value not in runs_pb2.MultitaskStrategy.values():
-        raise errors.InvalidArgument(
-            f"unknown multitask_strategy {value}; use one of {', '.join(runs_pb2.MultitaskStrategy.keys())}"
-        )
-    return runs_pb2.MultitaskStrategy.Name(value).removeprefix("MULTITASK_STRATEGY_").lower()
 
 
 def _cancels_on_disconnect(request: engine_pb2.StreamChatRequest | engine_pb2.ChatRequest) -> bool:
@@ -89,7 +77,7 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
                 # aclosing: when the caller disconnects, the watch stream to the store is closed at once.
                 async with aclosing(self._runs.watch(run.id, current_caller(), after_sequence)) as events:
                     async for event in events:
-                        finished = event.HasField("run") and event.run.state in FINAL
+                        finished = event.HasField("run") and run_state_of(event.run.state) in FINAL_STATES
                         yield event
         except (asyncio.CancelledError, GeneratorExit):
             # A caller that goes away while this generator waits for the next event cancels it; one that goes

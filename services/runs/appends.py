@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.common.database import UtcDateTime, utcnow
 from services.common.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument, NotFound
 from services.common.group_commit import Write
+from services.common.run_vocabulary import RUNNING
 from services.runs.checks import checked_step, parse_run_id
-from services.runs.models import RUNNING
 from services.runs.parts import StoreParts
 from services.runs.records import NewStep, StepRecord
 from services.runs.rows import RUNS, STEPS, step_record, step_values

@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.common.checks import check_text
 from services.common.database import utcnow
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.run_vocabulary import RUNNING, WAITING
 from services.runs.checks import check_executor_id, check_lease_seconds, checked_step, parse_run_id
 from services.runs.leases import REAP_BATCH
-from services.runs.models import RUNNING, WAITING
 from services.runs.parts import StoreParts
 from services.runs.records import TIMED_OUT, NewStep, RunRecord, StepRecord
 from services.runs.rows import (

@@ -16,7 +16,8 @@ from services.common.checks import check_metadata, check_text, parse_uuid
 from services.common.errors import InvalidArgument
 from services.common.identity import MAX_USER_ID
 from services.common.limits import RunLimits
-from services.runs.models import FINAL_STATES, RUN_STATES, STEP_TYPES
+from services.common.run_vocabulary import FINAL_STATES, RUN_STATES, MultitaskStrategy
+from services.runs.models import STEP_TYPES
 from services.runs.records import NewRun, NewStep
 
 MAX_USER_QUERY_BYTES = 1024 * 1024
@@ -101,9 +102,9 @@ def checked_new_run(run: NewRun, limits: StoreLimits) -> NewRun:
     if workflow_id and (thread_id or run.agent_id):
         raise InvalidArgument("a workflow run has no thread and no agent of its own: leave thread_id and agent_id "
                               "empty")
-    if run.multitask not in MULTITASK_STRATEGIES:
-        raise InvalidArgument(f"unknown multitask strategy {run.multitask!r}; use one of "
-                              f"{', '.join(MULTITASK_STRATEGIES)}")
+    strategies = [strategy.value for strategy in MultitaskStrategy]
+    if run.multitask not in strategies:
+        raise InvalidArgument(f"unknown multitask strategy {run.multitask!r}; use one of {', '.join(strategies)}")
     if run.steps and run.state != "running":
         raise InvalidArgument(
             "steps can only be created with a RUNNING run; a QUEUED run gets its steps once it begins"
@@ -118,10 +119,6 @@ def checked_new_run(run: NewRun, limits: StoreLimits) -> NewRun:
     return dataclasses.replace(
         run, request_id=request_id, thread_id=thread_id, workflow_id=workflow_id, steps=tuple(steps)
     )
-
-
-#: What a create does when its thread has a run in progress (see MultitaskStrategy in runs.proto).
-MULTITASK_STRATEGIES = ("reject", "enqueue", "interrupt")
 
 
 #: Steps one CreateRun may carry.

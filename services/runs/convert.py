@@ -8,15 +8,15 @@ from google.protobuf import duration_pb2, json_format
 
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import InvalidArgument
-from services.common.limits import limits_to_proto
 from services.common.protoconv import (
     dict_from_message,
     duration_from_seconds,
+    limits_to_proto,
+    run_state_to_proto,
     seconds_from_duration,
     timestamp_from_datetime,
 )
 from services.common.usage import Usage
-from services.runs.models import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, WAITING
 from services.runs.records import (
     ModelCallStats,
     NewStep,
@@ -32,44 +32,6 @@ _CONTENT = runs_pb2.Step.DESCRIPTOR.oneofs_by_name["content"]
 #: Step content field -> step type slug, derived from the proto ("tool_call" -> "tool-call").
 STEP_TYPE_BY_FIELD: dict[str, str] = {field.name: field.name.replace("_", "-") for field in _CONTENT.fields}
 FIELD_BY_STEP_TYPE: dict[str, str] = {slug: name for name, slug in STEP_TYPE_BY_FIELD.items()}
-
-STATE_BY_ENUM: dict[runs_pb2.RunState, str] = {
-    runs_pb2.RUN_STATE_QUEUED: QUEUED,
-    runs_pb2.RUN_STATE_RUNNING: RUNNING,
-    runs_pb2.RUN_STATE_COMPLETED: COMPLETED,
-    runs_pb2.RUN_STATE_FAILED: FAILED,
-    runs_pb2.RUN_STATE_CANCELLED: CANCELLED,
-    runs_pb2.RUN_STATE_WAITING: WAITING,
-}
-ENUM_BY_STATE: dict[str, runs_pb2.RunState] = {slug: number for number, slug in STATE_BY_ENUM.items()}
-
-
-#: MultitaskStrategy -> the store's strategy name (unspecified is the default, reject).
-MULTITASK_BY_ENUM: dict[int, str] = {
-    runs_pb2.MULTITASK_STRATEGY_UNSPECIFIED: "reject",
-    runs_pb2.MULTITASK_STRATEGY_REJECT: "reject",
-    runs_pb2.MULTITASK_STRATEGY_ENQUEUE: "enqueue",
-    runs_pb2.MULTITASK_STRATEGY_INTERRUPT: "interrupt",
-}
-
-
-def multitask_from_proto(value: int) -> str:
-    """The strategy name of a MultitaskStrategy; InvalidArgument for unknown numbers."""
-    if value not in MULTITASK_BY_ENUM:
-        raise InvalidArgument(
-            f"unknown multitask_strategy {value}; use one of {', '.join(runs_pb2.MultitaskStrategy.keys())}"
-        )
-    return MULTITASK_BY_ENUM[value]
-
-
-def run_state_from_proto(value: int) -> str | None:
-    """The state slug of a RunState; None for RUN_STATE_UNSPECIFIED, InvalidArgument for unknown numbers."""
-    if value == runs_pb2.RUN_STATE_UNSPECIFIED:
-        return None
-    if value not in STATE_BY_ENUM:
-        raise InvalidArgument(f"unknown run state {value}; use one of {', '.join(runs_pb2.RunState.keys())}")
-    return STATE_BY_ENUM[value]
-
 
 def _ms(duration: duration_pb2.Duration, field: str) -> float:
     return seconds_from_duration(duration, field) * 1000
@@ -139,7 +101,7 @@ def run_to_proto(record: RunRecord) -> runs_pb2.Run:
         id=record.id,
         user_query=record.user_query,
         user_query_truncated=record.user_query_truncated,
-        state=ENUM_BY_STATE[record.state],
+        state=run_state_to_proto(record.state),
         model=record.model,
         create_time=timestamp_from_datetime(record.created_at),
         error_code=record.error_code,

@@ -17,8 +17,13 @@ import grpc
 from agentplatform.runs.internal.v1 import execution_pb2, execution_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import DomainError, InvalidArgument
-from services.common.limits import limits_from_proto
-from services.common.protoconv import datetime_from_timestamp, seconds_from_duration
+from services.common.protoconv import (
+    datetime_from_timestamp,
+    limits_from_proto,
+    multitask_from_proto,
+    run_state_from_proto,
+    seconds_from_duration,
+)
 from services.common.status import status_for
 from services.runs import convert
 from services.runs.checks import check_executor_id
@@ -71,7 +76,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         return await self._create_run(request)
 
     async def _create_run(self, request: execution_pb2.CreateRunRequest) -> runs_pb2.Run:
-        state = convert.run_state_from_proto(request.state) or "running"
+        state = run_state_from_proto(request.state) or "running"
         new = NewRun(
             user_query=request.user_query,
             model=request.model,
@@ -86,7 +91,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             lease_seconds=seconds_from_duration(request.lease_duration, "lease_duration"),
             steps=tuple(convert.new_step_from_proto(position, step) for position, step in enumerate(request.steps, 1)),
             thread_id=request.thread_id,
-            multitask=convert.multitask_from_proto(request.multitask_strategy),
+            multitask=multitask_from_proto(request.multitask_strategy),
             workflow_id=request.workflow_id,
             workflow_revision=request.workflow_revision,
         )
@@ -146,7 +151,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         return await self._finish_run(request)
 
     async def _finish_run(self, request: execution_pb2.FinishRunRequest) -> runs_pb2.Run:
-        state = convert.run_state_from_proto(request.state)
+        state = run_state_from_proto(request.state)
         if state is None:
             raise InvalidArgument("state is required: RUN_STATE_COMPLETED, RUN_STATE_FAILED or RUN_STATE_CANCELLED")
         record = await self._store.finish_run(request.run_id, state, request.error_code, request.error_message)

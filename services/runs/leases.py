@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.database import utcnow
 from services.common.errors import InvalidArgument
+from services.common.run_vocabulary import CANCELLED, FAILED, LIVE_STATES, QUEUED
 from services.runs.checks import check_executor_id, parse_run_id
-from services.runs.models import CANCELLED, FAILED, LIVE_STATES, QUEUED
 from services.runs.parts import StoreParts
 from services.runs.records import CancelNotice, LeaseRenewal, RunRecord
 from services.runs.rows import (

@@ -13,20 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from services.common.database import UtcDateTime, make_metadata
-
-#: A run's lifecycle states, as stored.
-QUEUED = "queued"
-RUNNING = "running"
-COMPLETED = "completed"
-FAILED = "failed"
-CANCELLED = "cancelled"
-WAITING = "waiting"
-RUN_STATES = (QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED, WAITING)
-#: States a run can be in while an engine holds its lease.
-LIVE_STATES = (QUEUED, RUNNING)
-#: States of a run that has not ended: held by an engine, or WAITING for a person (held by none).
-ACTIVE_STATES = (QUEUED, RUNNING, WAITING)
-FINAL_STATES = (COMPLETED, FAILED, CANCELLED)
+from services.common.run_vocabulary import RUN_STATES
 
 #: A step's type, as stored: the seed's step type slugs, and the two of a human approval.
 STEP_TYPES = (

@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from services.common.limits import RunLimits
+from services.common.run_vocabulary import MultitaskStrategy
 from services.common.usage import Usage
 
 
@@ -40,8 +41,8 @@ class NewRun:
     steps: tuple["NewStep", ...] = ()
     #: The thread the run continues; "" starts a new one.
     thread_id: str = ""
-    #: What to do when that thread has a run in progress: "reject", "enqueue" or "interrupt".
-    multitask: str = "reject"
+    #: What to do when that thread has a run in progress.
+    multitask: MultitaskStrategy = MultitaskStrategy.REJECT
     #: The saved workflow the run executes, and its revision ("" and 0: a run of an agent, on a thread).
     workflow_id: str = ""
     workflow_revision: int = 0

@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.common.database import utcnow
 from services.common.errors import NotFound
 from services.common.limits import RunLimits
+from services.common.run_vocabulary import CANCELLED, LIVE_STATES, QUEUED, WAITING
 from services.common.usage import Usage
-from services.runs.models import CANCELLED, LIVE_STATES, QUEUED, WAITING, RunRow, RunStepRow
+from services.runs.models import RunRow, RunStepRow
 from services.runs.records import ModelCallStats, NewStep, RunRecord, StepRecord
 
 INTERRUPTED = "interrupted"

@@ -15,8 +15,9 @@ from google.protobuf import empty_pb2
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common.errors import PermissionDenied
 from services.common.identity import current_caller
+from services.common.protoconv import run_state_from_proto
+from services.common.run_vocabulary import ACTIVE_STATES
 from services.runs import convert
-from services.runs.models import ACTIVE_STATES
 from services.runs.records import APPROVED, REJECTED
 from services.runs.store import RunStore
 from services.runs.watch import watch_run
@@ -50,7 +51,7 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         runs, next_token = await self._store.list_runs(
             request.page_size,
             request.page_token,
-            convert.run_state_from_proto(request.state),
+            run_state_from_proto(request.state),
             owner=None if request.all_users or (caller.is_admin and request.thread_id) else caller.user,
             thread_id=request.thread_id,
         )

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from services.runs.models import ACTIVE_STATES
+from services.common.run_vocabulary import ACTIVE_STATES
 from services.runs.records import RunRecord, StepDelta, StepRecord, ToolCallPiece
 
 #: Deltas one watcher may have waiting; past that it is resynchronised from the coalesced state.

@@ -30,6 +30,7 @@ from services.common.database import Database, utcnow
 from services.common.errors import AlreadyExists, FailedPrecondition, NotFound
 from services.common.group_commit import GroupCommit
 from services.common.pages import PageTokens
+from services.common.run_vocabulary import ACTIVE_STATES, CANCELLED, COMPLETED, LIVE_STATES, QUEUED, RUNNING
 from services.runs.appends import APPEND, StepAppends
 from services.runs.approvals import RunApprovals
 from services.runs.checks import (
@@ -43,7 +44,6 @@ from services.runs.checks import (
 )
 from services.runs.executors import ExecutorNotices
 from services.runs.leases import RunLeases
-from services.runs.models import ACTIVE_STATES, CANCELLED, COMPLETED, LIVE_STATES, QUEUED, RUNNING
 from services.runs.queries import RunQueries
 from services.runs.records import CancelNotice, NewRun, RunRecord
 from services.runs.rows import (

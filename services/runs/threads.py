@@ -22,8 +22,9 @@ from services.common.checks import parse_uuid
 from services.common.database import UtcDateTime, runs_to_completion
 from services.common.errors import InvalidArgument, NotFound
 from services.common.pages import PageTokens, checked_page_size
+from services.common.run_vocabulary import ACTIVE_STATES
 from services.runs.checks import parse_run_id
-from services.runs.models import ACTIVE_STATES, THREAD_TITLE_CHARS, RunRow, ThreadRow
+from services.runs.models import THREAD_TITLE_CHARS, RunRow, ThreadRow
 from services.runs.parts import StoreParts
 from services.runs.records import RunRecord, ThreadHistory, ThreadRecord
 from services.runs.rows import RUN_COLUMNS, STEPS, Values, load_run, run_record

@@ -14,8 +14,8 @@ from typing import Protocol
 
 from services.common.database import utcnow
 from services.common.errors import InvalidArgument, OutOfRange
+from services.common.run_vocabulary import ACTIVE_STATES
 from services.runs.checks import MAX_SEQUENCE, parse_run_id
-from services.runs.models import ACTIVE_STATES
 from services.runs.records import RunRecord, StepDelta, StepRecord
 from services.runs.signals import RunSignals
 

@@ -25,11 +25,12 @@ from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
+from services.common.channels import channel_options
 from services.common.identity import LOCAL_USER, Caller
 from services.demo_model.app import create_app, start_model_server
 from services.demo_model.planner import plan_reply
-from services.engine.app import RUNS_CHANNEL_OPTIONS
-from services.engine.clients import CHANNEL_OPTIONS, CallError, RunsClient
+from services.engine.app import MAX_RUNS_ANSWER_BYTES
+from services.engine.clients import CallError, RunsClient
 from services.runs.app import start_runs
 from tests.agents.workflow_helpers import edge, node
 from tests.engine.run_helpers import start_run, wait_final
@@ -321,7 +322,7 @@ async def test_the_engine_reads_back_runs_larger_than_a_default_grpc_message(tmp
     limit on a received message, which the engine's channel to the store raises."""
     runs = await start_runs(runs_settings(tmp_path))
     try:
-        async with runs_channel(runs.port, RUNS_CHANNEL_OPTIONS) as channel:
+        async with runs_channel(runs.port, channel_options(MAX_RUNS_ANSWER_BYTES)) as channel:
             client = RunsClient(channel, timeout=10, outage_seconds=1, service_token="")
             run = await client.create_run(create_request("big"))
             steps = [
@@ -333,7 +334,7 @@ async def test_the_engine_reads_back_runs_larger_than_a_default_grpc_message(tmp
                 await client.append_steps(run.id, steps)
             whole = await client.get_run(run.id, Caller(LOCAL_USER))
             assert len(whole.steps) == 6
-        async with runs_channel(runs.port, CHANNEL_OPTIONS) as channel:
+        async with runs_channel(runs.port, channel_options()) as channel:
             client = RunsClient(channel, timeout=10, outage_seconds=1, service_token="")
             with pytest.raises(errors.ResourceExhausted):
                 await client.get_run(run.id, Caller(LOCAL_USER))

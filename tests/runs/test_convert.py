@@ -7,6 +7,7 @@ from google.protobuf import struct_pb2
 
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import InvalidArgument
+from services.common.protoconv import run_state_from_proto
 from services.runs import convert
 from services.runs.models import STEP_TYPES
 from services.runs.records import StepRecord
@@ -58,7 +59,7 @@ def test_step_without_content_is_rejected_naming_the_choices() -> None:
 
 
 def test_run_states() -> None:
-    assert convert.run_state_from_proto(runs_pb2.RUN_STATE_UNSPECIFIED) is None
-    assert convert.run_state_from_proto(runs_pb2.RUN_STATE_FAILED) == "failed"
+    assert run_state_from_proto(runs_pb2.RUN_STATE_UNSPECIFIED) is None
+    assert run_state_from_proto(runs_pb2.RUN_STATE_FAILED) == "failed"
     with pytest.raises(InvalidArgument, match="unknown run state 99"):
-        convert.run_state_from_proto(99)
+        run_state_from_proto(99)

@@ -19,8 +19,8 @@ from services.agents.workflows.records import (
     WorkflowRecord,
     WorkflowSpec,
 )
-from services.common.limits import RunLimits, limits_from_proto, limits_to_proto
-from services.common.protoconv import check_duration, timestamp_from_datetime
+from services.common.limits import RunLimits
+from services.common.protoconv import check_duration, limits_from_proto, limits_to_proto, timestamp_from_datetime
 
 _NANOS_PER_MS = 1_000_000
 
