@@ -27,6 +27,19 @@ from tests.support.stubs import tools_stubs
 SettingsFactory = Callable[..., ToolsSettings]
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The tools database, once on SQLite (a file under tmp_path) and once on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'tools.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
 def write_plugin(folder: Path, file_name: str, source: str) -> Path:
     """Write a tool plugin file (dedented) into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)

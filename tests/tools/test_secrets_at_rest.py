@@ -50,18 +50,6 @@ class Service(HttpTools, McpTools):
     """One tools service with the shorthands of both test modules (HTTP tools and MCP servers)."""
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ]
-)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'tools.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest_asyncio.fixture
 async def raw(database_url: str) -> AsyncIterator[Database]:
     """The tools database read and written as it is, past the service (no codec): emptied of tools first, since

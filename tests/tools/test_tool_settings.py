@@ -5,7 +5,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_asyncio
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -16,18 +15,6 @@ from services.common.database import Database
 from services.tools.tool_settings import SCHEMA, VERSION_TABLE, ToolSetting, ToolSettingsStore
 
 OpenStore = Callable[[], Awaitable[ToolSettingsStore]]
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ]
-)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'settings.db'}"
-    return request.getfixturevalue("postgres_url")
 
 
 @pytest_asyncio.fixture

@@ -245,15 +245,21 @@ async def test_more_blocking_calls_than_workers_are_each_killed_at_their_limit(
 async def test_a_call_whose_caller_gave_up_while_it_waited_never_runs(
     make_executor: MakeExecutor, tmp_path: Path
 ) -> None:
+    """The caller gives up (its RPC cancelled, or its own time limit: the same cancellation) while the one worker
+    is busy; when the worker frees up, the abandoned call is not run. The caller gives up by cancelling here, not
+    by a time limit: two calls' limits start when each has been validated (on a thread), so which one ends first
+    would be a race."""
     env = await make_executor(timeout_seconds=0.5, workers=1)
     marker = tmp_path / "touched"
-    blocked = asyncio.gather(
-        env.executor.execute("block", {}),
-        env.executor.execute("touch", {"path": str(marker)}),
-        return_exceptions=True,
-    )
-    outcomes = await blocked
-    assert [type(outcome) for outcome in outcomes] == [DeadlineExceeded, DeadlineExceeded]
+    block = asyncio.create_task(env.executor.execute("block", {}))
+    touch = asyncio.create_task(env.executor.execute("touch", {"path": str(marker)}))
+    await asyncio.sleep(0.2)  # both validated; "touch" waits for the worker "block" holds
+    assert not touch.done()
+    touch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await touch
+    with pytest.raises(DeadlineExceeded):
+        await block
     output, _ = await env.executor.execute("calculator", ADD)
     assert output.text == "2 + 3 = 5"
     assert not marker.exists()  # the worker that freed up did not run the abandoned call
