@@ -24,7 +24,7 @@ from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from bench.results import progress
-from services.common.health_probe import is_serving
+from services.common.rpc.health_probe import is_serving
 from services.launcher.process_tree import children_of
 
 #: The services' own settings that must not leak in from the caller's environment (nor from a .env: the

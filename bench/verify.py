@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
-from services.common.protoconv import dict_from_struct, python_from_value
+from services.common.rpc.protoconv import dict_from_struct, python_from_value
 
 #: The seed's worked example: two calculator calls, 5 + 10 = 15 then 15 * 3 = 45.
 SEED_QUESTION = "What is 5 + 10, then multiply by 3?"

@@ -125,7 +125,7 @@ async def _sqlite_inserts(store: RunStore, rows: list[tuple[Any, ...]]) -> float
     statement = f"INSERT INTO run_steps ({', '.join(STEP_COLUMNS)}) VALUES ({placeholders})"
     # isolation_level None: we say BEGIN ourselves, as the store's connections do.
     async with aiosqlite.connect(sqlite_path(store), isolation_level=None) as connection:
-        # The service's connection settings (services/common/database.py), so both write the same way.
+        # The service's connection settings (services/common/db/database.py), so both write the same way.
         for pragma in ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=10000", "synchronous=NORMAL"):
             await connection.execute(f"PRAGMA {pragma}")
         watch = Stopwatch()

@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import URL, make_url
 
-from services.common.database import Database
+from services.common.db.database import Database
 from services.runs.app import MIGRATIONS
 from services.runs.checks import StoreLimits
 from services.runs.executors import ExecutorNotices

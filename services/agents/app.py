@@ -17,10 +17,10 @@ from services.agents.workflows.registry import WorkflowRegistry
 from services.agents.workflows.servicer import WorkflowRegistryServicer
 from services.agents.workflows.store import WorkflowStore
 from services.common.auth import Authenticator
-from services.common.channels import dial
-from services.common.database import Database
+from services.common.db.database import Database
 from services.common.pages import PageTokens
-from services.common.server import RunningServer, ServiceBinding, start_server
+from services.common.rpc.channels import dial
+from services.common.rpc.server import RunningServer, ServiceBinding, start_server
 
 MIGRATIONS = "services.agents:migrations"
 SERVICE_NAME = "agentplatform.agents.v1.AgentRegistryService"

@@ -2,7 +2,7 @@
 
 Every call carries the platform's service token and the identity of the user whose agent is being checked
 (services.common.identity.on_behalf_of), and a deadline (Python does not propagate them). A failed call
-surfaces as the domain error matching its status (services.common.status), so the registry never sees grpc.
+surfaces as the domain error matching its status (services.common.rpc.status), so the registry never sees grpc.
 """
 
 import grpc
@@ -10,7 +10,7 @@ import grpc
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.common import errors
 from services.common.identity import Caller, on_behalf_of
-from services.common.status import error_from_rpc
+from services.common.rpc.status import error_from_rpc
 
 #: Pages a listing may take before the tools service is deemed to misbehave.
 MAX_PAGES = 100
@@ -19,7 +19,7 @@ MAX_PAGES = 100
 class ToolIdsClient:
     """Lists the ids of the tools service's tools (ToolService.ListTools), enabled or not, to check the tools an
     agent names. Not the engine's ToolsClient (services/engine/clients.py), which lists the enabled tools' schemas
-    for the model, caches them, and executes tools: the two share the channel (services.common.channels.dial) and
+    for the model, caches them, and executes tools: the two share the channel (services.common.rpc.channels.dial) and
     the on-behalf-of metadata, and nothing else worth a common base."""
 
     SERVICE = "tools service"

@@ -2,7 +2,7 @@
 
 from agentplatform.agents.v1 import agents_pb2
 from services.agents.records import AgentRecord, AgentSpec, ModelParameters
-from services.common.protoconv import limits_from_proto, limits_to_proto, timestamp_from_datetime
+from services.common.rpc.protoconv import limits_from_proto, limits_to_proto, timestamp_from_datetime
 
 
 def spec_from_proto(agent: agents_pb2.Agent) -> AgentSpec:

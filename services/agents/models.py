@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.database import UtcDateTime, make_metadata
+from services.common.db.database import UtcDateTime, make_metadata
 
 #: JSON on SQLite, JSONB on PostgreSQL.
 JsonDocument = JSON().with_variant(JSONB(), "postgresql")

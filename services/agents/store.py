@@ -14,7 +14,7 @@ from services.agents.listing import MAX_PAGE_BYTES
 from services.agents.models import AgentRevisionRow, AgentRow
 from services.agents.records import AGENT_FIELDS, AgentRecord, AgentSpec, ModelParameters
 from services.agents.versioned import Values, VersionedStore, limits_values, read_limits
-from services.common.database import Database
+from services.common.db.database import Database
 from services.common.pages import PageTokens
 
 # MAX_PAGE_BYTES: the page limit agents are listed under, importable from here as before.

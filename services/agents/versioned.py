@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.agents.listing import MAX_PAGE_BYTES, name_key
 from services.agents.models import MAX_DISPLAY_NAME_CHARS
 from services.common.checks import check_text
-from services.common.database import Database, runs_to_completion, utcnow
+from services.common.db.database import Database, runs_to_completion, utcnow
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.common.limits import RunLimits
 from services.common.pages import PageTokens, checked_page_size

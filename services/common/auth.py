@@ -10,7 +10,7 @@ A caller proves who it is in one of three ways, tried in this order:
    secrets, so a fast unsalted hash is enough: nothing can be guessed from the digest, and the configuration
    never holds a usable key.
 3. Nothing, in development mode only: with no API key and no JWT issuer configured, every caller is the local
-   admin. Servers then refuse to listen on anything but loopback (services.common.server).
+   admin. Servers then refuse to listen on anything but loopback (services.common.rpc.server).
 
 Run `python -m services.common.auth --user alice --role user` to make a key and the line to configure it.
 """

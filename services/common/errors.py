@@ -1,6 +1,6 @@
 """Domain errors: plain exceptions the domain code raises when a caller can act on the problem.
 
-They know nothing of gRPC; `services.common.interceptor` is the one place that maps them to status codes.
+They know nothing of gRPC; `services.common.rpc.interceptor` is the one place that maps them to status codes.
 """
 
 

@@ -1,6 +1,6 @@
 """Who is calling: the identity every RPC runs as, and how it travels between the platform's services.
 
-The server interceptor (services.common.interceptor) authenticates each call (services.common.auth) and sets
+The server interceptor (services.common.rpc.interceptor) authenticates each call (services.common.auth) and sets
 the caller for the handler's task; domain code asks `current_caller()`. A platform service acting on behalf of a
 user (the engine writing a run, executing a tool) sends `on_behalf_of(caller)` with its calls, and the service
 it calls checks the service token before trusting the identity headers.

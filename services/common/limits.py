@@ -1,6 +1,6 @@
 """A run's limits: the one domain type for them, shared by the engine (which enforces them), the run store
 (which records them) and the agents service (whose agents set them). None means "not limited by this field".
-Its conversion from and to the wire (agentplatform.runs.v1.RunLimits) is in services/common/protoconv.py."""
+Its conversion from and to the wire (agentplatform.runs.v1.RunLimits) is in services/common/rpc/protoconv.py."""
 
 from dataclasses import dataclass
 

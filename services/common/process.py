@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from services.common.logs import configure_logging
-from services.common.server import wait_for_shutdown_signal
+from services.common.rpc.server import wait_for_shutdown_signal
 from services.common.settings import ServiceSettings, load_settings
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The runs' vocabulary the engine and the runs service share, as plain Python (no protos, no database).
 
 The runs service stores and checks these values; the engine decides with them. Each is mapped to and from the
-runs API's enums in one place, services/common/protoconv.py, which the servicers and the engine's clients use.
+runs API's enums in one place, services/common/rpc/protoconv.py, which the servicers and the engine's clients use.
 It lives in services/common because the engine does not import services/runs (a separate service, deployed on its
 own): this module is the vocabulary both speak, nothing else of the run store.
 """

@@ -26,7 +26,7 @@ from services.common import errors
 from services.common.identity import Caller
 from services.common.json_values import JsonInputError, JsonTooDeep, parse_json
 from services.common.limits import RunLimits
-from services.common.protoconv import duration_from_seconds, value_from_python
+from services.common.rpc.protoconv import duration_from_seconds, value_from_python
 from services.common.usage import Usage
 from services.engine.agent_profile import AgentProfile
 from services.engine.clients import RunsClient, ToolOutcome, ToolsClient

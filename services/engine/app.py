@@ -11,8 +11,8 @@ import openai
 from agentplatform.engine.v1 import engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2
 from services.common.auth import Authenticator
-from services.common.channels import dial
-from services.common.server import RunningServer, ServiceBinding, start_server
+from services.common.rpc.channels import dial
+from services.common.rpc.server import RunningServer, ServiceBinding, start_server
 from services.engine.agent_loop import AgentLoop
 from services.engine.clients import AgentsClient, RunsClient, ToolsClient
 from services.engine.executor_link import ExecutorLink

@@ -1,7 +1,7 @@
 """The engine's gRPC clients of the runs and tools services.
 
 Every unary call carries a deadline (Python does not propagate them), and a failed call surfaces as the domain
-error matching its status (services.common.status), so callers never see grpc types. Every call carries the
+error matching its status (services.common.rpc.status), so callers never see grpc types. Every call carries the
 platform's service token, and the identity of the user it is made for: the run's owner for its tool calls, the
 caller of StreamChat or Chat for the reads made for it (services.common.identity).
 """
@@ -23,7 +23,7 @@ from agentplatform.tools.internal.v1 import execution_pb2_grpc as tool_execution
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.common import errors
 from services.common.identity import Caller, as_service, on_behalf_of
-from services.common.protoconv import (
+from services.common.rpc.protoconv import (
     dict_from_struct,
     duration_from_seconds,
     limits_from_proto,
@@ -31,7 +31,7 @@ from services.common.protoconv import (
     seconds_from_duration,
     struct_from_dict,
 )
-from services.common.status import error_from_rpc, error_from_status
+from services.common.rpc.status import error_from_rpc, error_from_status
 from services.engine.agent_profile import AgentProfile
 from services.engine.step_checks import check_value
 

@@ -20,7 +20,7 @@ import grpc
 
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
-from services.common.status import status_code
+from services.common.rpc.status import status_code
 from services.engine.clients import MAX_BACKOFF_SECONDS, CallError, RunsClient
 from services.engine.deltas import coalesced
 

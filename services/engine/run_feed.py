@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from agentplatform.runs.v1 import runs_pb2
-from services.common.protoconv import run_state_of, timestamp_from_datetime
+from services.common.rpc.protoconv import run_state_of, timestamp_from_datetime
 from services.common.run_vocabulary import FINAL_STATES, LIVE_STATES
 from services.engine.deltas import joined
 

@@ -30,7 +30,7 @@ from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
 from services.common.identity import Caller
 from services.common.limits import RunLimits
-from services.common.protoconv import (
+from services.common.rpc.protoconv import (
     duration_from_seconds,
     limits_from_proto,
     limits_to_proto,

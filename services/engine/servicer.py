@@ -16,7 +16,7 @@ from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
 from services.common.identity import current_caller
-from services.common.protoconv import dict_from_struct, limits_from_proto, multitask_from_proto, run_state_of
+from services.common.rpc.protoconv import dict_from_struct, limits_from_proto, multitask_from_proto, run_state_of
 from services.common.run_vocabulary import FINAL_STATES
 from services.engine.clients import RunsClient
 from services.engine.run_request import ChatInput, WorkflowStart

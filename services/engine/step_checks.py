@@ -12,7 +12,7 @@ from typing import Any
 
 from agentplatform.runs.v1 import runs_pb2
 from services.common.json_values import MAX_JSON_DEPTH, check_json_value
-from services.common.protoconv import dict_from_message
+from services.common.rpc.protoconv import dict_from_message
 
 #: The run store's default limit on a step (RUNS_MAX_STEP_BYTES); the engine reads the same setting.
 DEFAULT_MAX_STEP_BYTES = 1024 * 1024

@@ -38,7 +38,7 @@ from agentplatform.runs.v1 import runs_pb2
 from services.common import cel, errors
 from services.common.identity import Caller
 from services.common.limits import RunLimits
-from services.common.protoconv import (
+from services.common.rpc.protoconv import (
     dict_from_struct,
     duration_from_seconds,
     python_from_value,

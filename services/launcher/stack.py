@@ -9,7 +9,7 @@ from pathlib import Path
 
 from services.agents.settings import AgentsSettings
 from services.common.auth import Authenticator
-from services.common.server import check_exposure
+from services.common.rpc.server import check_exposure
 from services.common.settings import load_settings
 from services.demo_model.settings import DemoModelSettings
 from services.engine.settings import EngineSettings

@@ -7,9 +7,9 @@ import grpc
 from agentplatform.runs.internal.v1 import execution_pb2, execution_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common.auth import Authenticator
-from services.common.database import Database
+from services.common.db.database import Database
 from services.common.pages import PageTokens
-from services.common.server import RunningServer, ServiceBinding, start_server
+from services.common.rpc.server import RunningServer, ServiceBinding, start_server
 from services.runs.checks import StoreLimits
 from services.runs.execution_servicer import ExecutionServicer
 from services.runs.executors import ExecutorNotices

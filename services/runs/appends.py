@@ -13,9 +13,9 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.common.database import UtcDateTime, utcnow
+from services.common.db.database import UtcDateTime, utcnow
+from services.common.db.group_commit import Write
 from services.common.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument, NotFound
-from services.common.group_commit import Write
 from services.common.run_vocabulary import RUNNING
 from services.runs.checks import checked_step, parse_run_id
 from services.runs.parts import StoreParts

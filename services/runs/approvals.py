@@ -8,7 +8,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.checks import check_text
-from services.common.database import utcnow
+from services.common.db.database import utcnow
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.run_vocabulary import RUNNING, WAITING
 from services.runs.checks import check_executor_id, check_lease_seconds, checked_step, parse_run_id

@@ -8,7 +8,7 @@ from google.protobuf import duration_pb2, json_format
 
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import InvalidArgument
-from services.common.protoconv import (
+from services.common.rpc.protoconv import (
     dict_from_message,
     duration_from_seconds,
     limits_to_proto,

@@ -17,14 +17,14 @@ import grpc
 from agentplatform.runs.internal.v1 import execution_pb2, execution_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import DomainError, InvalidArgument
-from services.common.protoconv import (
+from services.common.rpc.protoconv import (
     datetime_from_timestamp,
     limits_from_proto,
     multitask_from_proto,
     run_state_from_proto,
     seconds_from_duration,
 )
-from services.common.status import status_for
+from services.common.rpc.status import status_for
 from services.runs import convert
 from services.runs.checks import check_executor_id
 from services.runs.executors import Notice

@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.common.database import utcnow
+from services.common.db.database import utcnow
 from services.common.errors import InvalidArgument
 from services.common.run_vocabulary import CANCELLED, FAILED, LIVE_STATES, QUEUED
 from services.runs.checks import check_executor_id, parse_run_id

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from services.common.database import UtcDateTime, make_metadata
+from services.common.db.database import UtcDateTime, make_metadata
 from services.common.run_vocabulary import RUN_STATES
 
 #: A step's type, as stored: the seed's step type slugs, and the two of a human approval.

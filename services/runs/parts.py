@@ -3,8 +3,8 @@ to engines, the limits and the page-token key. `RunStore` (store.py) sets them; 
 leases, approvals, queries, threads) use them.
 """
 
-from services.common.database import Database
-from services.common.group_commit import GroupCommit
+from services.common.db.database import Database
+from services.common.db.group_commit import GroupCommit
 from services.common.pages import PageTokens
 from services.runs.checks import StoreLimits
 from services.runs.executors import ExecutorNotices

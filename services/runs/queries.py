@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, literal, select, tuple_
 
 from services.common.checks import parse_uuid
-from services.common.database import UtcDateTime, runs_to_completion
+from services.common.db.database import UtcDateTime, runs_to_completion
 from services.common.pages import PageTokens, checked_page_size
 from services.runs.checks import check_run_state, parse_run_id
 from services.runs.parts import StoreParts

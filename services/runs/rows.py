@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.common.database import utcnow
+from services.common.db.database import utcnow
 from services.common.errors import NotFound
 from services.common.limits import RunLimits
 from services.common.run_vocabulary import CANCELLED, LIVE_STATES, QUEUED, WAITING

@@ -15,7 +15,7 @@ from google.protobuf import empty_pb2
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common.errors import PermissionDenied
 from services.common.identity import current_caller
-from services.common.protoconv import run_state_from_proto
+from services.common.rpc.protoconv import run_state_from_proto
 from services.common.run_vocabulary import ACTIVE_STATES
 from services.runs import convert
 from services.runs.records import APPROVED, REJECTED

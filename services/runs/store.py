@@ -26,9 +26,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.checks import check_text
-from services.common.database import Database, utcnow
+from services.common.db.database import Database, utcnow
+from services.common.db.group_commit import GroupCommit
 from services.common.errors import AlreadyExists, FailedPrecondition, NotFound
-from services.common.group_commit import GroupCommit
 from services.common.pages import PageTokens
 from services.common.run_vocabulary import ACTIVE_STATES, CANCELLED, COMPLETED, LIVE_STATES, QUEUED, RUNNING
 from services.runs.appends import APPEND, StepAppends

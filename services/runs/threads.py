@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, delete, func, insert, literal, select, tup
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.checks import parse_uuid
-from services.common.database import UtcDateTime, runs_to_completion
+from services.common.db.database import UtcDateTime, runs_to_completion
 from services.common.errors import InvalidArgument, NotFound
 from services.common.pages import PageTokens, checked_page_size
 from services.common.run_vocabulary import ACTIVE_STATES

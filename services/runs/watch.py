@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from services.common.database import utcnow
+from services.common.db.database import utcnow
 from services.common.errors import InvalidArgument, OutOfRange
 from services.common.run_vocabulary import ACTIVE_STATES
 from services.runs.checks import MAX_SEQUENCE, parse_run_id

@@ -11,9 +11,9 @@ from grpc_health.v1 import health_pb2
 from agentplatform.tools.internal.v1 import execution_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2_grpc
 from services.common.auth import Authenticator
-from services.common.database import Database
+from services.common.db.database import Database
 from services.common.pages import PageTokens
-from services.common.server import RunningServer, ServiceBinding, start_server
+from services.common.rpc.server import RunningServer, ServiceBinding, start_server
 from services.common.settings import SettingsError
 from services.tools.base import ToolContext
 from services.tools.catalog import ToolCatalog

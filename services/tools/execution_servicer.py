@@ -7,7 +7,7 @@ import grpc
 
 from agentplatform.tools.internal.v1 import execution_pb2, execution_pb2_grpc
 from services.common.identity import current_caller
-from services.common.protoconv import dict_from_struct, duration_from_seconds, value_from_python
+from services.common.rpc.protoconv import dict_from_struct, duration_from_seconds, value_from_python
 from services.tools.executor import ToolExecutor
 from services.tools.servicer import require
 

@@ -8,7 +8,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from services.common.database import Database
+from services.common.db.database import Database
 from services.common.errors import DomainError
 
 

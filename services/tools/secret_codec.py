@@ -17,7 +17,7 @@ from weakref import WeakKeyDictionary
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy.engine import Dialect
 
-from services.common.database import Database
+from services.common.db.database import Database
 from services.common.settings import SettingsError
 
 #: What every message about a key problem ends with: where keys come from and how to make one.

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import JSON, Column, Table, select, type_coerce, update
 
-from services.common.database import Database
+from services.common.db.database import Database
 from services.common.settings import SettingsError, load_settings
 from services.tools.secret_codec import SecretCodec, SecretsUnreadable, new_key
 from services.tools.settings import ToolsSettings

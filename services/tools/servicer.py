@@ -2,7 +2,7 @@
 Tools page, the registered MCP servers and the HTTP tools. Converts protos to domain calls and back; changing a
 tool's settings, creating or deleting a tool and anything about MCP servers is for admins.
 
-Domain errors raised below propagate to services.common.interceptor, which maps them to status codes.
+Domain errors raised below propagate to services.common.rpc.interceptor, which maps them to status codes.
 """
 
 import asyncio
@@ -13,7 +13,7 @@ from google.protobuf import empty_pb2
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.common.errors import InvalidArgument, PermissionDenied
 from services.common.identity import current_caller
-from services.common.protoconv import (
+from services.common.rpc.protoconv import (
     dict_from_struct,
     duration_from_seconds,
     struct_from_dict,

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from services.common.database import UtcDateTime, make_metadata
+from services.common.db.database import UtcDateTime, make_metadata
 from services.tools.secret_codec import codec_for
 
 

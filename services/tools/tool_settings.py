@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from services.common.database import Database, runs_to_completion, utcnow
+from services.common.db.database import Database, runs_to_completion, utcnow
 from services.tools.tables import MIGRATIONS, SCHEMA, VERSION_TABLE, ToolSettingRow
 
 __all__ = [

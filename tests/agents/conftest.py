@@ -12,7 +12,7 @@ from agentplatform.agents.v1 import agents_pb2_grpc, workflows_pb2_grpc
 from services.agents.app import MIGRATIONS, AgentsApp, start_agents
 from services.agents.settings import AgentsSettings
 from services.agents.store import AgentStore
-from services.common.database import Database
+from services.common.db.database import Database
 from services.tools.app import ToolsApp, start_tools
 from tests.agents.helpers import AUTH, drop_agents_schema, sqlite_url
 from tests.support.platform import tools_settings

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from agentplatform.agents.v1 import agents_pb2
 from agentplatform.runs.v1 import runs_pb2
-from services.common.database import Database
+from services.common.db.database import Database
 from tests.support.keys import ADMIN, ALICE, AUTH, BOB, SERVICE_TOKEN, as_  # noqa: F401 (re-exported)
 
 # The users, their keys and the service token every agents test shares.

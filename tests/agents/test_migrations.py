@@ -16,7 +16,7 @@ from services.agents.app import MIGRATIONS
 from services.agents.models import Base
 from services.agents.records import AgentSpec
 from services.agents.store import AgentStore
-from services.common.database import Database
+from services.common.db.database import Database
 from services.runs.app import MIGRATIONS as RUNS_MIGRATIONS
 from services.runs.models import Base as RunsBase
 

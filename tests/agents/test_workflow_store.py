@@ -15,7 +15,7 @@ from services.agents.workflows import convert
 from services.agents.workflows.records import WorkflowSpec
 from services.agents.workflows.registry import WorkflowRegistry
 from services.agents.workflows.store import REVISIONS, RevisionConflict, WorkflowStore
-from services.common.database import Database, utcnow
+from services.common.db.database import Database, utcnow
 from services.common.errors import Internal, InvalidArgument, NotFound
 from services.common.identity import Caller
 from tests.agents.workflow_helpers import SOME_AGENT, every_kind, find, plain

@@ -6,7 +6,7 @@ import pytest
 
 from agentplatform.runs.v1 import runs_pb2
 from bench.verify import delivered_problems, failure_kind, seed_run_problems
-from services.common.protoconv import struct_from_dict, value_from_python
+from services.common.rpc.protoconv import struct_from_dict, value_from_python
 
 
 def seed_run() -> runs_pb2.Run:

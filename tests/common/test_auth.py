@@ -9,7 +9,7 @@ import pytest
 from services.common import errors
 from services.common.auth import SERVICE, Authenticator, AuthSettings, digest, is_loopback, new_api_key
 from services.common.identity import LOCAL_ADMIN, ROLE_KEY, SERVICE_TOKEN_KEY, USER_KEY, Caller
-from services.common.server import check_exposure
+from services.common.rpc.server import check_exposure
 from services.common.settings import SettingsError
 
 ALICE_KEY, ADMIN_KEY, TOKEN = new_api_key(), new_api_key(), "service-secret"

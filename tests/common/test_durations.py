@@ -1,6 +1,6 @@
 """Durations and Timestamps a caller sends are held to protobuf's own rules (duration.proto, timestamp.proto): out of
 range or of mixed signs is INVALID_ARGUMENT naming the field, never accepted and normalised, never INTERNAL. The
-checks (services/common/protoconv.py) and every place a caller sets one, through the real services."""
+checks (services/common/rpc/protoconv.py) and every place a caller sets one, through the real services."""
 
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +14,7 @@ from agentplatform.agents.v1 import agents_pb2, agents_pb2_grpc, workflows_pb2, 
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import InvalidArgument
-from services.common.protoconv import check_duration, datetime_from_timestamp, seconds_from_duration
+from services.common.rpc.protoconv import check_duration, datetime_from_timestamp, seconds_from_duration
 from tests.agents.workflow_helpers import every_kind, find
 from tests.runs.helpers import EXECUTOR, create_request
 from tests.support.platform import start_registries

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.common.database import Database
-from services.common.group_commit import GroupCommit
+from services.common.db.database import Database
+from services.common.db.group_commit import GroupCommit
 
 
 @pytest.fixture

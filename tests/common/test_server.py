@@ -12,11 +12,11 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common import errors
 from services.common.auth import Authenticator
-from services.common.codec import CODEC_KEY
-from services.common.interceptor import REQUEST_ID_KEY
 from services.common.logs import request_id
-from services.common.server import RunningServer, ServiceBinding, start_server
-from services.common.status import STATUS_BY_ERROR
+from services.common.rpc.codec import CODEC_KEY
+from services.common.rpc.interceptor import REQUEST_ID_KEY
+from services.common.rpc.server import RunningServer, ServiceBinding, start_server
+from services.common.rpc.status import STATUS_BY_ERROR
 
 SERVICE = "agentplatform.runs.v1.RunService"
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from services.common.auth import Authenticator
-from services.common.server import RunningServer, ServiceBinding, start_server
+from services.common.rpc.server import RunningServer, ServiceBinding, start_server
 from services.common.settings import load_settings
 from tests.deploy.manifests import (
     DEPLOY,

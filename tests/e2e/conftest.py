@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.common.health_probe import is_serving
+from services.common.rpc.health_probe import is_serving
 from services.launcher.stack import ProcessSpec, Stack, build_stack
 from tests.conftest import free_port
 

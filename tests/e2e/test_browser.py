@@ -33,7 +33,7 @@ from google.protobuf.message import Message
 
 from agentplatform.runs.v1 import runs_pb2
 from agentplatform.tools.v1 import tools_pb2
-from services.common.protoconv import dict_from_struct
+from services.common.rpc.protoconv import dict_from_struct
 from tests.conftest import REPO_ROOT, free_port
 from tests.e2e.conftest import RunningStack, local_origin
 from tests.support.seed import SEED_CALCULATOR_SCHEMA, SEED_QUESTION, SEED_TIMELINE, timeline

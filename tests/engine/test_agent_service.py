@@ -13,7 +13,7 @@ from google.protobuf import field_mask_pb2
 from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.v1 import runs_pb2
 from agentplatform.tools.v1 import tools_pb2
-from services.common.protoconv import dict_from_struct, python_from_value
+from services.common.rpc.protoconv import dict_from_struct, python_from_value
 from tests.support.platform import Platform, start_platform
 from tests.support.scripted_llm import HttpError, ScriptedLLM, text_reply, tool_call_reply
 from tests.support.seed import SEED_QUESTION

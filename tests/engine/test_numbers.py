@@ -25,8 +25,8 @@ from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
-from services.common.channels import channel_options
 from services.common.identity import LOCAL_USER, Caller
+from services.common.rpc.channels import channel_options
 from services.demo_model.app import create_app, start_model_server
 from services.demo_model.planner import plan_reply
 from services.engine.app import MAX_RUNS_ANSWER_BYTES

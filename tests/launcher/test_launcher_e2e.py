@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.health_probe import is_serving
+from services.common.rpc.health_probe import is_serving
 from services.launcher.process_tree import alive, children_of
 from tests.conftest import free_port
 from tests.launcher.children import launched, wait_until

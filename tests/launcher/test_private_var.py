@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
-from services.common.health_probe import is_serving
+from services.common.rpc.health_probe import is_serving
 from services.launcher.private_files import make_private, private_secrets, write_private
 from services.launcher.process_tree import children_of
 from services.launcher.stack import TOOLS_SECRET_KEYS_FILE

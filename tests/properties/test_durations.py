@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from agentplatform.agents.v1 import agents_pb2, agents_pb2_grpc
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
-from services.common.protoconv import MAX_DURATION_SECONDS, MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS
+from services.common.rpc.protoconv import MAX_DURATION_SECONDS, MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS
 from tests.runs.helpers import EXECUTOR, create_request
 from tests.support.platform import start_registries
 from tests.support.stubs import runs_stubs

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import JSON, DateTime, String, column, insert, table, text
 
-from services.common.database import Database, utcnow
+from services.common.db.database import Database, utcnow
 from services.common.identity import MAX_USER_ID
 from services.common.settings import SettingsError, load_settings
 from services.launcher.settings import GatewaySettings

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from agentplatform.tools.v1 import tools_pb2
 from services.common.errors import DomainError
 from services.common.json_values import MAX_JSON_DEPTH, JsonInputError, parse_json
-from services.common.status import status_for
+from services.common.rpc.status import status_for
 from services.tools.base import BaseTool
 from services.tools.executor import validate_arguments
 from services.tools.schemas import SchemaProblem, ValidationTooCostly, argument_problems, check_schema

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.common.database import Database
+from services.common.db.database import Database
 from services.runs.app import RunsApp, start_runs
 from services.runs.models import Base
 from services.runs.settings import RunsSettings

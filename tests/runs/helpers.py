@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
-from services.common.database import Database, utcnow
+from services.common.db.database import Database, utcnow
 from services.common.identity import LOCAL_USER
 from services.runs.app import RunsApp
 from services.runs.models import RunRow

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from services.common.database import Database, utcnow
+from services.common.db.database import Database, utcnow
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runs.records import APPROVED, REJECTED, NewStep, ResumeNotice, RunRecord
 from services.runs.store import RunStore

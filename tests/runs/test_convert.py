@@ -7,7 +7,7 @@ from google.protobuf import struct_pb2
 
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import InvalidArgument
-from services.common.protoconv import run_state_from_proto
+from services.common.rpc.protoconv import run_state_from_proto
 from services.runs import convert
 from services.runs.models import STEP_TYPES
 from services.runs.records import StepRecord

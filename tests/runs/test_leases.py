@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from services.common.database import Database, utcnow
+from services.common.db.database import Database, utcnow
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.runs.models import RunRow
 from services.runs.records import CancelNotice, LeaseRenewal, NewStep

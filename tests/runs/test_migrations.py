@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from services.common.database import Database
+from services.common.db.database import Database
 from services.runs.app import MIGRATIONS, start_runs
 from services.runs.models import Base
 from services.runs.records import APPROVED, NewStep

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
-from services.common.database import Database
+from services.common.db.database import Database
 from services.runs.app import RunsApp, start_runs
 from services.runs.models import Base
 from tests.runs.helpers import EXECUTOR, connect, create_request, eventually, sqlite_url, thought

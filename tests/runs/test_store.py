@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bench.store.listing import explain
-from services.common.database import Database
+from services.common.db.database import Database
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.limits import RunLimits
 from services.common.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, checked_page_size

@@ -6,7 +6,7 @@ Written out here, not imported from the code, so a test fails if the implementat
 from typing import Any
 
 from agentplatform.runs.v1 import runs_pb2
-from services.common.protoconv import dict_from_struct, python_from_value
+from services.common.rpc.protoconv import dict_from_struct, python_from_value
 
 #: The seed's worked example: two calculator calls, 5 + 10 = 15 then 15 * 3 = 45.
 SEED_QUESTION = "What is 5 + 10, then multiply by 3?"

@@ -12,7 +12,7 @@ import pytest_asyncio
 from google.protobuf import struct_pb2
 
 from agentplatform.tools.internal.v1 import execution_pb2 as tool_execution_pb2
-from services.common.database import Database
+from services.common.db.database import Database
 from services.tools.app import ToolsApp, start_tools
 from services.tools.base import ToolContext
 from services.tools.executor import DEFAULT_MAX_RESULT_BYTES, ToolExecutor

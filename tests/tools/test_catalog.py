@@ -7,7 +7,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import text
 
-from services.common.database import Database
+from services.common.db.database import Database
 from services.common.errors import InvalidArgument, NotFound
 from services.tools.catalog import MAX_DESCRIPTION_LENGTH, ToolCatalog
 from services.tools.registry import ToolRegistry

@@ -21,7 +21,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import JSON, DateTime, String, column, insert, table, text
 
 from agentplatform.tools.v1 import tools_pb2
-from services.common.database import Database
+from services.common.db.database import Database
 from services.common.settings import SettingsError
 from services.tools.app import start_tools
 from services.tools.secret_codec import new_key

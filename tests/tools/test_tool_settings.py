@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from services.common.database import Database
+from services.common.db.database import Database
 from services.tools.tool_settings import SCHEMA, VERSION_TABLE, ToolSetting, ToolSettingsStore
 
 OpenStore = Callable[[], Awaitable[ToolSettingsStore]]

@@ -16,7 +16,7 @@ import pytest
 from google.protobuf import struct_pb2
 
 from agentplatform.tools.internal.v1 import execution_pb2, execution_pb2_grpc
-from services.common.health_probe import is_serving
+from services.common.rpc.health_probe import is_serving
 from services.tools.servicer import SERVICE_NAME
 from tests.conftest import REPO_ROOT, free_port
 from tests.support.keys import TOOLS_SECRET_KEY

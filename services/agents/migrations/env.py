@@ -1,4 +1,4 @@
-"""Alembic environment of the agents service's schema. Run by `services.common.database.migrate`, which hands
+"""Alembic environment of the agents service's schema. Run by `services.common.db.database.migrate`, which hands
 over an open connection; `alembic` on the command line is not needed to use the service.
 
 The agents tables may live in the runs service's PostgreSQL database, so this schema keeps its version in a

@@ -20,7 +20,7 @@ from services.agents.workflows.records import (
     WorkflowSpec,
 )
 from services.common.limits import RunLimits
-from services.common.protoconv import check_duration, limits_from_proto, limits_to_proto, timestamp_from_datetime
+from services.common.rpc.protoconv import check_duration, limits_from_proto, limits_to_proto, timestamp_from_datetime
 
 _NANOS_PER_MS = 1_000_000
 

@@ -15,7 +15,7 @@ from services.agents.versioned import RevisionConflict, Values, VersionedStore, 
 from services.agents.workflows.checks import parse_workflow_id
 from services.agents.workflows.document import graph_document, read_graph
 from services.agents.workflows.records import WORKFLOW_FIELDS, WorkflowRecord, WorkflowSpec
-from services.common.database import Database
+from services.common.db.database import Database
 from services.common.pages import PageTokens
 
 # RevisionConflict: raised by update_workflow, importable from here as before.

@@ -11,7 +11,7 @@ from typing import Any, Literal, get_args
 
 import httpx
 
-from services.common.database import Database, runs_to_completion, utcnow
+from services.common.db.database import Database, runs_to_completion, utcnow
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.tools.http.destinations import DestinationPolicy, url_host
 from services.tools.http.naming import name_problem, tool_id

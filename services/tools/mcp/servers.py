@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
-from services.common.database import Database, runs_to_completion, utcnow
+from services.common.db.database import Database, runs_to_completion, utcnow
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.tools.mcp.naming import server_name_problem
 from services.tools.named_rows import all_named, delete_named, insert_named, is_header_name

@@ -1,5 +1,5 @@
 """Alembic environment of the tools service's schema (per-tool settings, MCP servers). Run by
-`services.common.database.migrate`, which hands over an open connection.
+`services.common.db.database.migrate`, which hands over an open connection.
 
 The tools tables may share a database with another service's, so this schema keeps its version in a table of its
 own (`tools_alembic_version`), and autogenerate looks at this schema's tables only.

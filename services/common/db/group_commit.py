@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.common.database import Database
+from services.common.db.database import Database
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -4,7 +4,7 @@
   (services.common.identity.current_caller). Methods of an internal API (a package `*.internal.*`) are for the
   platform's own services only.
 - Requests are decoded here, in binary protobuf or, for a call the gateway marks as JSON, the proto3 JSON mapping
-  (services.common.codec); a body that is not the method's message answers INVALID_ARGUMENT, naming the message.
+  (services.common.rpc.codec); a body that is not the method's message answers INVALID_ARGUMENT, naming the message.
 - Servicers and domain code raise `services.common.errors` exceptions; this interceptor answers them with the
   matching status code and the exception's message. Anything else is a bug: it is logged with its traceback and
   answered INTERNAL, naming the request id to look for in the logs.
@@ -25,10 +25,10 @@ from grpc_status import rpc_status
 
 from services.common import errors
 from services.common.auth import Authenticator
-from services.common.codec import decode, deferred, encoder
 from services.common.identity import set_caller
 from services.common.logs import request_id
-from services.common.status import status_for
+from services.common.rpc.codec import decode, deferred, encoder
+from services.common.rpc.status import status_for
 
 log = logging.getLogger(__name__)
 

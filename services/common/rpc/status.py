@@ -1,6 +1,6 @@
 """The single mapping between domain errors and gRPC status codes, used in both directions.
 
-Servers answer a raised domain error with its status (`services.common.interceptor`); clients turn a status
+Servers answer a raised domain error with its status (`services.common.rpc.interceptor`); clients turn a status
 they receive back into the domain error (`error_from_rpc`), so a NOT_FOUND from the runs service surfaces
 from the engine as NOT_FOUND too.
 """

@@ -11,7 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.auth import HOW_TO_CONFIGURE, Authenticator, is_loopback
-from services.common.interceptor import ServiceInterceptor
+from services.common.rpc.interceptor import ServiceInterceptor
 from services.common.settings import SettingsError
 
 log = logging.getLogger(__name__)
