@@ -9,18 +9,20 @@ import httpx2
 import openai
 
 from agentplatform.engine.v1 import engine_pb2_grpc
-from agentplatform.runs.v1 import runs_pb2
 from services.common.auth import Authenticator
 from services.common.rpc.channels import dial
 from services.common.rpc.server import RunningServer, ServiceBinding, start_server
-from services.engine.agent_loop import AgentLoop
-from services.engine.clients import AgentsClient, RunsClient, ToolsClient
-from services.engine.executor_link import ExecutorLink
-from services.engine.model_client import ModelClient
-from services.engine.scheduler import RunScheduler
+from services.engine.execution.scheduler import RunScheduler
+from services.engine.journal import StepDelta
+from services.engine.loop.agent_loop import AgentLoop
+from services.engine.loop.model_client import ModelClient
 from services.engine.servicer import AgentServicer
 from services.engine.settings import EngineSettings
-from services.engine.workflow_runner import WorkflowRunner
+from services.engine.upstream.agents_client import AgentsClient
+from services.engine.upstream.executor_link import ExecutorLink
+from services.engine.upstream.runs_client import RunsClient
+from services.engine.upstream.tools_client import ToolsClient
+from services.engine.workflows.runner import WorkflowRunner
 
 SERVICE_NAME = "agentplatform.engine.v1.AgentService"
 
@@ -52,7 +54,7 @@ class EngineApp:
 
 #: The run store's answers can be larger than gRPC's default 4 MiB a message: a run resumed after an approval, or
 #: a thread's earlier turns, come with all their steps (each up to RUNS_MAX_STEP_BYTES). What the engine sends the
-#: store stays within the store's default limit (services/engine/executor_link.py MAX_MESSAGE_BYTES).
+#: store stays within the store's default limit (services/engine/upstream/executor_link.py MAX_MESSAGE_BYTES).
 MAX_RUNS_ANSWER_BYTES = 256 * 1024 * 1024
 
 #: Connections one HTTP client to the model endpoint holds at most. The client's pool looks through all of its
@@ -88,7 +90,9 @@ async def start_engine(settings: EngineSettings) -> EngineApp:
     agents_channel = dial(settings.agents_address)
     model = ModelClient(_model_clients(settings))
     token = settings.service_token.get_secret_value()
-    runs = RunsClient(runs_channel, settings.call_timeout_seconds, settings.store_outage_seconds, token)
+    runs = RunsClient(
+        runs_channel, settings.call_timeout_seconds, settings.store_outage_seconds, token, settings.max_step_bytes
+    )
     tools = ToolsClient(
         tools_channel, settings.call_timeout_seconds, settings.tool_timeout_seconds, token, settings.tools_cache_seconds
     )
@@ -97,7 +101,7 @@ async def start_engine(settings: EngineSettings) -> EngineApp:
     link = ExecutorLink(runs, executor_id)
     runs.write_through(link)
 
-    def send_delta(delta: runs_pb2.StepDelta) -> None:
+    def send_delta(delta: StepDelta) -> None:
         link.send_delta(delta)  # for the run's watchers in the store
         scheduler.publish_delta(delta)  # for the StreamChat following it here
 

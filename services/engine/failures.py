@@ -11,3 +11,8 @@ class RunFailure(Exception):
         super().__init__(str(error))
         self.code = code
         self.error = error
+
+
+class StepTooLarge(errors.ResourceExhausted):
+    """A step is larger than the run store takes (RUNS_MAX_STEP_BYTES), found before it was sent; the message
+    names the step's largest field. The run that made it ends "step_too_large"."""

@@ -1,7 +1,7 @@
 """AgentService over gRPC: converts requests to ChatInput, starts runs with the scheduler, and follows them.
 
 StreamChat sends exactly what RunService.WatchRun sends: for a run this call executes, from the run's own feed
-(services.engine.run_feed), without a round trip through the store; for a retried request id, or once the feed
+(services.engine.execution.run_feed), without a round trip through the store; for a retried request id, or once the feed
 ends without the run's end (the store was away too long), from the store's WatchRun.
 """
 
@@ -16,12 +16,14 @@ from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2
 from services.common import errors
 from services.common.identity import current_caller
-from services.common.rpc.protoconv import dict_from_struct, limits_from_proto, multitask_from_proto, run_state_of
-from services.common.run_vocabulary import FINAL_STATES
-from services.engine.clients import RunsClient
+from services.common.rpc.protoconv import dict_from_struct, limits_from_proto, multitask_from_proto
+from services.common.run_vocabulary import COMPLETED, FINAL_STATES
+from services.engine.execution.scheduler import RunScheduler
+from services.engine.journal import AgentResponse, Run
 from services.engine.run_request import ChatInput, WorkflowStart
-from services.engine.scheduler import RunScheduler
-from services.engine.workflow_runner import whole_numbers
+from services.engine.upstream.run_messages import event_to_proto, run_to_proto
+from services.engine.upstream.runs_client import RunsClient
+from services.engine.workflows.runner import whole_numbers
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
         self._cancels: set[asyncio.Future[None]] = set()
 
     async def StartRun(self, request: engine_pb2.StartRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
-        return await self._scheduler.start(_chat_input(request))
+        return run_to_proto(await self._scheduler.start(_chat_input(request)))
 
     async def StreamChat(
         self, request: engine_pb2.StreamChatRequest, context: grpc.aio.ServicerContext
@@ -71,14 +73,14 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
             if follower is not None:
                 async with aclosing(follower.events(self._heartbeat_seconds)) as events:
                     async for event in events:
-                        yield event
+                        yield event_to_proto(event)
                 finished, after_sequence = follower.finished, follower.last_sequence
             if not finished:
                 # aclosing: when the caller disconnects, the watch stream to the store is closed at once.
                 async with aclosing(self._runs.watch(run.id, current_caller(), after_sequence)) as events:
                     async for event in events:
-                        finished = event.HasField("run") and run_state_of(event.run.state) in FINAL_STATES
-                        yield event
+                        finished = isinstance(event, Run) and event.state in FINAL_STATES
+                        yield event_to_proto(event)
         except (asyncio.CancelledError, GeneratorExit):
             # A caller that goes away while this generator waits for the next event cancels it; one that goes
             # away while a sent event is in flight (the generator suspended at `yield`) has it closed instead.
@@ -100,10 +102,10 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
                 self._abandon(run.id)
             raise
         if outcome is None or outcome.waiting:
-            if final.state == runs_pb2.RUN_STATE_COMPLETED:
+            if final.state == COMPLETED:
                 answer = _answer(await self._runs.get_run(run.id, current_caller()))
                 return engine_pb2.ChatResponse(response=answer, run_id=run.id, thread_id=run.thread_id)
-            raise errors.FailedPrecondition(f"run {run.id} ended {runs_pb2.RunState.Name(final.state)}: "
+            raise errors.FailedPrecondition(f"run {run.id} ended RUN_STATE_{(final.state or 'unspecified').upper()}: "
                                             f"{final.error_message}")
         if outcome.failure is not None:
             error = outcome.failure.error
@@ -140,17 +142,17 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
             metadata=dict(request.metadata),
             request_id=request.request_id,
         )
-        return await self._scheduler.start_workflow(start)
+        return run_to_proto(await self._scheduler.start_workflow(start))
 
-    async def _wait_in_store(self, run_id: str) -> runs_pb2.Run:
-        final = runs_pb2.Run()
+    async def _wait_in_store(self, run_id: str) -> Run:
+        final = Run(id=run_id, state="")
         async with aclosing(self._runs.watch(run_id, current_caller())) as events:
             async for event in events:
-                if event.HasField("run"):
-                    final = event.run
+                if isinstance(event, Run):
+                    final = event
         return final
 
 
-def _answer(run: runs_pb2.Run) -> str:
-    responses = [step.agent_response.text for step in run.steps if step.HasField("agent_response")]
+def _answer(run: Run) -> str:
+    responses = [step.content.text for step in run.steps if isinstance(step.content, AgentResponse)]
     return responses[-1] if responses else ""

@@ -34,7 +34,9 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
-from services.engine.agent_loop import StepRecorder
+from services.common.run_vocabulary import CANCELLED
+from services.engine.journal import Step, UserRequest
+from services.engine.loop.steps import StepRecorder
 from services.launcher.stack import ProcessSpec
 from tests.conftest import free_port
 from tests.e2e.conftest import RunningStack, build_stack_in, stack_environment, wait_ready, wait_serving
@@ -514,7 +516,7 @@ class _AnswerOnCue:
         self.asked = asyncio.Event()
         self.answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    async def append_steps(self, run_id: str, steps: list[runs_pb2.Step]) -> list[runs_pb2.Step]:
+    async def append_steps(self, run_id: str, steps: list[Step], *, check_size: bool = True) -> list[Step]:
         self.asked.set()
         await self.answer
         return steps
@@ -528,7 +530,7 @@ async def test_a_stop_arriving_with_the_answer_of_an_append_counts_the_stored_st
 
     async def execute() -> int:
         try:
-            await recorder.record(user_request=runs_pb2.UserRequest(text=SEED_QUESTION))
+            await recorder.record(UserRequest(SEED_QUESTION))
         except asyncio.CancelledError:
             await recorder.settle()
         return recorder.next_sequence
@@ -554,7 +556,7 @@ async def test_a_queued_run_stopped_as_it_gets_its_slot_ends_cancelled(tmp_path:
         scheduler._admit_next()
         assert scheduler.cancel(second.id, "the client went away")
         outcome = await scheduler.outcome(second.id)
-        assert outcome is not None and outcome.run.state == runs_pb2.RUN_STATE_CANCELLED
+        assert outcome is not None and outcome.run.state == CANCELLED
         run = await platform.runs_stub.GetRun(runs_pb2.GetRunRequest(run_id=second.id))
         assert_ended_on_error(run, runs_pb2.RUN_STATE_CANCELLED, "cancelled")
         assert len(run.steps) == 1

@@ -1,19 +1,19 @@
 """Deltas that queue up while the executor link is busy go as one message per forming step, the pieces joined
 in the order they came."""
 
-from agentplatform.runs.v1 import runs_pb2
 from services.engine.deltas import coalesced
+from services.engine.journal import StepDelta, ToolCallDelta
 
 A, B = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"
 
 
-def text(run_id: str, sequence: int, piece: str) -> runs_pb2.StepDelta:
-    return runs_pb2.StepDelta(run_id=run_id, sequence=sequence, text=piece)
+def text(run_id: str, sequence: int, piece: str) -> StepDelta:
+    return StepDelta(run_id=run_id, sequence=sequence, text=piece)
 
 
-def call(run_id: str, sequence: int, call_id: str, name: str, arguments: str) -> runs_pb2.StepDelta:
-    piece = runs_pb2.ToolCallDelta(tool_call_id=call_id, tool_name=name, arguments=arguments)
-    return runs_pb2.StepDelta(run_id=run_id, sequence=sequence, tool_call=piece)
+def call(run_id: str, sequence: int, call_id: str, name: str, arguments: str) -> StepDelta:
+    piece = ToolCallDelta(tool_call_id=call_id, tool_name=name, arguments=arguments)
+    return StepDelta(run_id=run_id, sequence=sequence, tool_call=piece)
 
 
 def test_interleaved_pieces_of_several_runs_become_one_delta_per_step_in_order() -> None:

@@ -3,7 +3,7 @@ another shape must become a bad_model_response failure, never a crash of the loo
 
 import pytest
 
-from services.engine.model_client import _is_chunk
+from services.engine.loop.model_client import _is_chunk
 
 GOOD = [
     {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}]},

@@ -30,12 +30,14 @@ from services.common.rpc.channels import channel_options
 from services.demo_model.app import create_app, start_model_server
 from services.demo_model.planner import plan_reply
 from services.engine.app import MAX_RUNS_ANSWER_BYTES
-from services.engine.clients import CallError, RunsClient
+from services.engine.journal import AgentThought, NewRun, Step
+from services.engine.upstream.calls import CallError
+from services.engine.upstream.runs_client import RunsClient
 from services.runs.app import start_runs
 from tests.agents.workflow_helpers import edge, node
 from tests.engine.run_helpers import start_run, wait_final
 from tests.engine.test_workflows import save, workflow_platform
-from tests.runs.helpers import create_request
+from tests.runs.helpers import EXECUTOR, LEASE_SECONDS
 from tests.support.platform import Platform, runs_settings, start_platform
 from tests.support.scripted_llm import ScriptedLLM, text_reply, tool_call_reply
 
@@ -324,13 +326,10 @@ async def test_the_engine_reads_back_runs_larger_than_a_default_grpc_message(tmp
     try:
         async with runs_channel(runs.port, channel_options(MAX_RUNS_ANSWER_BYTES)) as channel:
             client = RunsClient(channel, timeout=10, outage_seconds=1, service_token="")
-            run = await client.create_run(create_request("big"))
-            steps = [
-                runs_pb2.Step(sequence=n, agent_thought=runs_pb2.AgentThought(text=str(n) * 900_000)) for n in (1, 2)
-            ]
+            new = NewRun("big", LOCAL_USER, EXECUTOR, LEASE_SECONDS, queued=False, model="demo")
+            run = await client.create_run(new)
             for first in range(1, 7, 2):
-                for offset, step in enumerate(steps):
-                    step.sequence = first + offset
+                steps = [Step(AgentThought(str(n) * 900_000), sequence=first + n - 1) for n in (1, 2)]
                 await client.append_steps(run.id, steps)
             whole = await client.get_run(run.id, Caller(LOCAL_USER))
             assert len(whole.steps) == 6

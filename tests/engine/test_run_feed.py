@@ -2,6 +2,7 @@
 order, without asking the store; and from the store when the feed ends without the run's end."""
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -9,7 +10,10 @@ import pytest
 
 from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.v1 import runs_pb2
-from services.engine.run_feed import RunFeed
+from services.common.run_vocabulary import CANCELLED, QUEUED, RUNNING
+from services.engine.execution.run_feed import FeedFollower, RunFeed
+from services.engine.journal import AgentThought, Run, Step, StepDelta
+from services.engine.upstream.run_messages import event_to_proto
 from tests.support.platform import start_platform
 from tests.support.scripted_llm import ScriptedLLM, delayed, text_reply, tool_call_reply
 from tests.support.seed import SEED_QUESTION
@@ -17,25 +21,26 @@ from tests.support.seed import SEED_QUESTION
 RUN = "00000000-0000-4000-8000-000000000001"
 
 
-def run(state: "runs_pb2.RunState" = runs_pb2.RUN_STATE_RUNNING) -> runs_pb2.Run:
-    return runs_pb2.Run(id=RUN, state=state)
+def run(state: str = RUNNING) -> Run:
+    return Run(id=RUN, state=state)
 
 
-def step(sequence: int) -> runs_pb2.Step:
-    return runs_pb2.Step(run_id=RUN, sequence=sequence, agent_thought=runs_pb2.AgentThought(text=str(sequence)))
+def step(sequence: int) -> Step:
+    return Step(AgentThought(text=str(sequence)), run_id=RUN, sequence=sequence)
 
 
-def delta(sequence: int, text: str) -> runs_pb2.StepDelta:
-    return runs_pb2.StepDelta(run_id=RUN, sequence=sequence, text=text)
+def delta(sequence: int, text: str) -> StepDelta:
+    return StepDelta(run_id=RUN, sequence=sequence, text=text)
 
 
-async def all_events(feed: RunFeed, heartbeat: float = 30.0) -> list[runs_pb2.RunEvent]:
-    follower = feed.follow()
-    return [event async for event in follower.events(heartbeat)]
+async def events_of(follower: FeedFollower, heartbeat: float = 30.0) -> AsyncIterator[runs_pb2.RunEvent]:
+    """The follower's events as StreamChat sends them."""
+    async for event in follower.events(heartbeat):
+        yield event_to_proto(event)
 
 
 async def test_a_feed_gives_the_run_then_its_events_in_order_and_drops_stale_deltas() -> None:
-    feed = RunFeed(run(runs_pb2.RUN_STATE_QUEUED))
+    feed = RunFeed(run(QUEUED))
     follower = feed.follow()
     feed.run_changed(run())
     feed.delta(delta(1, "Hel"))
@@ -44,9 +49,9 @@ async def test_a_feed_gives_the_run_then_its_events_in_order_and_drops_stale_del
     feed.delta(delta(1, "late"))  # its step is stored: stale
     feed.steps_stored([step(1), step(2)])  # a retried append's answer repeats step 1
     feed.cancel_requested()
-    feed.run_changed(run(runs_pb2.RUN_STATE_CANCELLED))
+    feed.run_changed(run(CANCELLED))
     feed.steps_stored([step(3)])  # after the end: nothing more
-    events = [event async for event in follower.events(30.0)]
+    events = [event async for event in events_of(follower)]
     summary = [
         (e.WhichOneof("event"), e.run.state if e.HasField("run") else e.step.sequence or e.delta.text) for e in events
     ]
@@ -62,7 +67,7 @@ async def test_a_feed_gives_the_run_then_its_events_in_order_and_drops_stale_del
 async def test_a_follower_that_keeps_up_gets_each_piece_and_pieces_of_different_steps_stay_apart() -> None:
     feed = RunFeed(run())
     follower = feed.follow()
-    events = aiter(follower.events(30.0))
+    events = aiter(events_of(follower))
     assert (await anext(events)).HasField("run")
     feed.delta(delta(1, "Hel"))
     assert (await anext(events)).delta.text == "Hel"
@@ -76,7 +81,7 @@ async def test_a_feed_that_ends_without_the_final_run_says_where_the_follower_go
     follower = feed.follow()
     feed.steps_stored([step(1), step(2)])
     feed.end()  # e.g. the run's end could not be recorded from this engine
-    assert [e.WhichOneof("event") async for e in follower.events(30.0)] == ["run", "step", "step"]
+    assert [e.WhichOneof("event") async for e in events_of(follower)] == ["run", "step", "step"]
     assert (follower.finished, follower.last_sequence) == (False, 2)
 
 
@@ -84,7 +89,7 @@ async def test_a_quiet_feed_sends_heartbeats_with_the_cursor() -> None:
     feed = RunFeed(run())
     follower = feed.follow()
     feed.steps_stored([step(1)])
-    events = aiter(follower.events(0.05))
+    events = aiter(events_of(follower, 0.05))
     assert [(await anext(events)).WhichOneof("event") for _ in range(2)] == ["run", "step"]
     heartbeat = await asyncio.wait_for(anext(events), 1)
     assert heartbeat.heartbeat.last_sequence == 1

@@ -34,23 +34,32 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agentplatform.agents.v1 import workflows_pb2
-from agentplatform.runs.v1 import runs_pb2
 from services.common import cel, errors
 from services.common.identity import Caller
 from services.common.limits import RunLimits
-from services.common.rpc.protoconv import (
-    dict_from_struct,
-    duration_from_seconds,
-    python_from_value,
-    seconds_from_duration,
-    struct_from_dict,
-    value_from_python,
-)
-from services.engine.agent_loop import AgentLoop, RunOutcome, RunPaused, StepRecorder
-from services.engine.clients import AgentsClient, RunsClient, ToolsClient
+from services.common.rpc.protoconv import seconds_from_duration
+from services.common.run_vocabulary import COMPLETED
 from services.engine.failures import RunFailure
-from services.engine.run_progress import RunProgress, progress_from_steps
+from services.engine.journal import (
+    APPROVED,
+    REJECTED,
+    TIMED_OUT,
+    AgentResponse,
+    ApprovalDecision,
+    ApprovalRequest,
+    NodeOutcome,
+    Run,
+    Step,
+    ToolCall,
+    ToolResult,
+)
+from services.engine.loop.agent_loop import AgentLoop
+from services.engine.loop.run_progress import RunProgress, progress_from_steps
+from services.engine.loop.steps import RunOutcome, RunPaused, StepRecorder
 from services.engine.step_checks import check_value
+from services.engine.upstream.agents_client import AgentsClient, SavedWorkflow
+from services.engine.upstream.runs_client import RunsClient
+from services.engine.upstream.tools_client import ToolsClient
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +67,16 @@ log = logging.getLogger(__name__)
 #: (each bounded) inside other loops.
 MAX_NODE_VISITS = 10_000
 
-_OUTCOME_BRANCH = {
-    runs_pb2.APPROVAL_OUTCOME_APPROVED: "approved",
-    runs_pb2.APPROVAL_OUTCOME_REJECTED: "rejected",
-    runs_pb2.APPROVAL_OUTCOME_TIMED_OUT: "timeout",
-}
+#: The branch an approval node takes for each decision.
+_OUTCOME_BRANCH = {APPROVED: "approved", REJECTED: "rejected", TIMED_OUT: "timeout"}
 
 
-def start_step(inputs: dict[str, Any], start_node_id: str) -> runs_pb2.Step:
+def start_step(inputs: dict[str, Any], workflow: SavedWorkflow) -> Step:
     """The first step of a workflow run: its start node, with the inputs as the state's first variables."""
-    outcome = runs_pb2.NodeOutcome(kind="start", assigned=struct_from_dict(inputs))
-    return runs_pb2.Step(sequence=1, node_id=start_node_id, node_outcome=outcome)
+    return Step(NodeOutcome(kind="start", assigned=inputs), sequence=1, node_id=workflow.start_node_id)
 
 
-def check_inputs(workflow: workflows_pb2.Workflow, inputs: dict[str, Any]) -> None:
+def check_inputs(workflow: SavedWorkflow, inputs: dict[str, Any]) -> None:
     """InvalidArgument for an input the workflow does not declare, or a required one missing."""
     declared = {item.name for item in workflow.inputs}
     unknown = sorted(set(inputs) - declared)
@@ -86,10 +91,6 @@ def check_inputs(workflow: workflows_pb2.Workflow, inputs: dict[str, Any]) -> No
     check_value(inputs, "inputs")  # they become the start node's step
 
 
-def start_node_id(workflow: workflows_pb2.Workflow) -> str:
-    return next(node.id for node in workflow.nodes if node.WhichOneof("kind") == "start")
-
-
 @dataclass
 class _Position:
     """Where a run of the workflow is, read back from its steps."""
@@ -101,17 +102,17 @@ class _Position:
     #: While nodes: the iteration each has begun since the run last entered it.
     iterations: dict[str, int] = field(default_factory=dict)
     #: Steps recorded after the last node-outcome (the next node's unfinished work).
-    pending_steps: list[runs_pb2.Step] = field(default_factory=list)
+    pending_steps: list[Step] = field(default_factory=list)
     visits: int = 0
 
 
-def _read_back(steps: Sequence[runs_pb2.Step]) -> _Position:
+def _read_back(steps: Sequence[Step]) -> _Position:
     position = _Position()
     for step in steps:
-        if not step.HasField("node_outcome"):
+        outcome = step.content
+        if not isinstance(outcome, NodeOutcome):
             position.pending_steps.append(step)
             continue
-        outcome = step.node_outcome
         position.state.update(_state_values(outcome.assigned))
         position.last_node, position.last_branch = step.node_id, outcome.branch
         if outcome.kind == "while_loop":
@@ -179,18 +180,18 @@ class WorkflowRunner:
 
     async def execute(
         self,
-        run: runs_pb2.Run,
-        workflow: workflows_pb2.Workflow,
+        run: Run,
+        workflow: SavedWorkflow,
         owner: Caller,
         limits: RunLimits,
         recorder: StepRecorder,
-        steps: Sequence[runs_pb2.Step],
+        steps: Sequence[Step],
     ) -> RunOutcome:
         """Execute a RUNNING workflow run from where its `steps` left it, to its end or its next pause."""
         duration = limits.max_duration_seconds
         try:
             async with asyncio.timeout(duration) as deadline:
-                answer = await self._walk(_Graph(workflow), owner, limits, recorder, steps)
+                answer = await self._walk(_Graph(workflow.graph), owner, limits, recorder, steps)
         except RunPaused as paused:
             log.info("workflow run %s waits for approval", run.id)
             return RunOutcome(paused.run)
@@ -206,7 +207,7 @@ class WorkflowRunner:
                 errors.DeadlineExceeded(f"the workflow did not finish within its time limit of {duration:g} s"),
             )
             return await self._loop.fail(recorder, failure)
-        final = await self._runs.finish_run(run.id, runs_pb2.RUN_STATE_COMPLETED)
+        final = await self._runs.finish_run(run.id, COMPLETED)
         log.info("workflow run %s completed", run.id)
         return RunOutcome(final, answer=answer)
 
@@ -216,7 +217,7 @@ class WorkflowRunner:
         owner: Caller,
         limits: RunLimits,
         recorder: StepRecorder,
-        steps: Sequence[runs_pb2.Step],
+        steps: Sequence[Step],
     ) -> str:
         position = _read_back(steps)
         # The counts the run's limits apply to, over every node so far.
@@ -234,15 +235,15 @@ class WorkflowRunner:
             kind = node.WhichOneof("kind")
             outcome = await self._visit(graph, node, kind or "", position, owner, limits, recorder, tally, pending)
             pending = []
-            await recorder.record(node_outcome=outcome)
+            await recorder.record(outcome)
             # Read back as a resumed run reads it, so both see the same values.
             position.state.update(_state_values(outcome.assigned))
             position.last_node, position.last_branch = node.id, outcome.branch
             position.visits += 1
             if kind == "end":
-                value = whole_numbers(python_from_value(outcome.output))
+                value = whole_numbers(as_stored(outcome.output))
                 text = _text(value)
-                await recorder.record(agent_response=runs_pb2.AgentResponse(text=text))
+                await recorder.record(AgentResponse(text))
                 return text
 
     async def _visit(
@@ -255,11 +256,10 @@ class WorkflowRunner:
         limits: RunLimits,
         recorder: StepRecorder,
         tally: RunProgress,
-        pending: list[runs_pb2.Step],
-    ) -> runs_pb2.NodeOutcome:
+        pending: list[Step],
+    ) -> NodeOutcome:
         """Do one node's work (recording its steps) and return its outcome."""
         state = position.state
-        outcome = runs_pb2.NodeOutcome(kind=kind)
         if kind == "agent":
             spec = node.agent
             try:
@@ -274,13 +274,14 @@ class WorkflowRunner:
                 message = _text(await graph.evaluate(node.id, "input", spec.input, state))
                 tally.messages, tally.pending, tally.decisions = [], [], {}
             answer = await self._loop.run_agent_node(message, owner, agent, recorder, limits, tally)
-            outcome.assigned.update({spec.output: answer})
-        elif kind == "tool":
+            return NodeOutcome(kind, assigned={spec.output: answer})
+        if kind == "tool":
             value = await self._call_tool(graph, node, state, owner, recorder, tally, limits)
-            outcome.assigned.update({node.tool.output: value})
-        elif kind == "if_else":
-            outcome.branch = "true" if await self._condition(graph, node.id, node.if_else.condition, state) else "false"
-        elif kind == "while_loop":
+            return NodeOutcome(kind, assigned={node.tool.output: value})
+        if kind == "if_else":
+            holds = await self._condition(graph, node.id, node.if_else.condition, state)
+            return NodeOutcome(kind, branch="true" if holds else "false")
+        if kind == "while_loop":
             loop = node.while_loop
             # The count starts again when the run reaches the node other than from its own body.
             entering = not _came_from_body(graph, node.id, position.last_node)
@@ -294,25 +295,23 @@ class WorkflowRunner:
                             "iterations (max_iterations)"
                         ),
                     )
-                outcome.branch, outcome.iteration = "body", began + 1
                 position.iterations[node.id] = began + 1
-            else:
-                outcome.branch = "done"
-                position.iterations[node.id] = 0
-        elif kind == "set_state":
+                return NodeOutcome(kind, branch="body", iteration=began + 1)
+            position.iterations[node.id] = 0
+            return NodeOutcome(kind, branch="done")
+        if kind == "set_state":
             values = {
                 name: await graph.evaluate(node.id, f"assignments.{name}", expression, state)
                 for name, expression in sorted(node.set_state.assignments.items())
             }
-            outcome.assigned.update(values)
-        elif kind == "approval":
-            outcome.branch = await self._approval(graph, node, state, recorder, pending)
-        elif kind == "end":
-            outcome.output.CopyFrom(value_from_python(await graph.evaluate(node.id, "output", node.end.output, state)))
-        else:
-            raise RunFailure("workflow_invalid", errors.FailedPrecondition(f"node '{node.id}' has no kind the "
-                                                                           "engine can run"))
-        return outcome
+            return NodeOutcome(kind, assigned=values or None)
+        if kind == "approval":
+            return NodeOutcome(kind, branch=await self._approval(graph, node, state, recorder, pending))
+        if kind == "end":
+            output = await graph.evaluate(node.id, "output", node.end.output, state)
+            return NodeOutcome(kind, output=output, has_output=True)
+        raise RunFailure("workflow_invalid", errors.FailedPrecondition(f"node '{node.id}' has no kind the "
+                                                                       "engine can run"))
 
     async def _condition(self, graph: _Graph, node_id: str, expression: str, state: dict[str, Any]) -> bool:
         value = await graph.evaluate(node_id, "condition", expression, state)
@@ -347,17 +346,13 @@ class WorkflowRunner:
             )
         call_id = f"{node.id}-{recorder.next_sequence}"
         raw = json.dumps(arguments, ensure_ascii=False)
-        call = runs_pb2.ToolCall(tool_name=spec.tool_id, tool_call_id=call_id, raw_arguments=raw)
-        call.params.update(arguments)
-        await recorder.record(tool_call=call)
+        await recorder.record(ToolCall(spec.tool_id, call_id, raw, arguments or None))
         started = time.perf_counter()
         outcome = await self._tools.execute(spec.tool_id, arguments, owner)
         elapsed = outcome.duration_seconds if outcome.duration_seconds is not None else time.perf_counter() - started
-        result = runs_pb2.ToolResult(tool_name=spec.tool_id, tool_call_id=call_id, text=outcome.text,
-                                     error=outcome.error)
-        if not outcome.error and outcome.result is not None:
-            result.result.CopyFrom(value_from_python(outcome.result))
-        await recorder.record(tool_result=result, duration=duration_from_seconds(elapsed))
+        value = None if outcome.error else outcome.result
+        result = ToolResult(spec.tool_id, call_id, value, outcome.text, outcome.error)
+        await recorder.record(result, duration_seconds=elapsed)
         if outcome.error:
             raise RunFailure("tool_failed", errors.FailedPrecondition(f"node '{node.id}': {outcome.error}"))
         return outcome.result if outcome.result is not None else outcome.text
@@ -368,19 +363,19 @@ class WorkflowRunner:
         node: workflows_pb2.Node,
         state: dict[str, Any],
         recorder: StepRecorder,
-        pending: list[runs_pb2.Step],
+        pending: list[Step],
     ) -> str:
         """The branch a decided approval takes; pauses the run (RunPaused) when it is not asked or not decided."""
-        decided = [step.approval_decision for step in pending if step.HasField("approval_decision")]
+        decided = [step.content for step in pending if isinstance(step.content, ApprovalDecision)]
         if decided:
             return _OUTCOME_BRANCH.get(decided[-1].outcome, "rejected")
         spec = node.approval
         prompt = _text(await graph.evaluate(node.id, "prompt", spec.prompt, state))
-        request = runs_pb2.ApprovalRequest(prompt=prompt, node_id=node.id)
+        expires = None
         if spec.HasField("timeout"):
-            expires = datetime.now(UTC).timestamp() + seconds_from_duration(spec.timeout, "approval.timeout")
-            request.expire_time.FromDatetime(datetime.fromtimestamp(expires, UTC))
-        raise RunPaused(await recorder.pause(request))
+            at = datetime.now(UTC).timestamp() + seconds_from_duration(spec.timeout, "approval.timeout")
+            expires = datetime.fromtimestamp(at, UTC)
+        raise RunPaused(await recorder.pause(ApprovalRequest(prompt=prompt, node_id=node.id, expire_time=expires)))
 
 
 def _came_from_body(graph: _Graph, while_id: str, last_node: str) -> bool:
@@ -399,11 +394,23 @@ def _came_from_body(graph: _Graph, while_id: str, last_node: str) -> bool:
     return last_node in seen
 
 
-def _state_values(assigned: Any) -> dict[str, Any]:
+def _state_values(assigned: dict[str, Any] | None) -> dict[str, Any]:
     """State variables as a node-outcome step stores them. A step's Struct keeps every number as a double; a whole
     number comes back as an int (as JSON readers do), so that `count + 1` stays an int sum in CEL, which refuses
     to add an int to a double."""
-    return {name: whole_numbers(value) for name, value in dict_from_struct(assigned).items()}
+    return {name: whole_numbers(as_stored(value)) for name, value in (assigned or {}).items()}
+
+
+def as_stored(value: Any) -> Any:
+    """`value` as a step's Struct keeps it: every number a double. A run that goes on after recording a value
+    reads it as one resumed from the store would (an int past 2**53 loses precision in both)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, list):
+        return [as_stored(item) for item in value]
+    if isinstance(value, dict):
+        return {key: as_stored(item) for key, item in value.items()}
+    return value
 
 
 def whole_numbers(value: Any) -> Any:

@@ -19,10 +19,12 @@ from typing import Any
 import grpc
 
 from agentplatform.runs.internal.v1 import execution_pb2
-from agentplatform.runs.v1 import runs_pb2
 from services.common.rpc.status import status_code
-from services.engine.clients import MAX_BACKOFF_SECONDS, CallError, RunsClient
 from services.engine.deltas import coalesced
+from services.engine.journal import StepDelta
+from services.engine.upstream.calls import MAX_BACKOFF_SECONDS, CallError
+from services.engine.upstream.run_messages import delta_to_proto
+from services.engine.upstream.runs_client import RunsClient
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,9 @@ MAX_QUEUED_DELTAS = 10_000
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024 - 16 * 1024
 
 
-def _deltas_message(deltas: list[runs_pb2.StepDelta]) -> execution_pb2.ConnectExecutorRequest:
+def _deltas_message(deltas: list[StepDelta]) -> execution_pb2.ConnectExecutorRequest:
     """The deltas that queued up while the stream was busy, one per forming step, in one message."""
-    joined = coalesced(deltas)
+    joined = [delta_to_proto(delta) for delta in coalesced(deltas)]
     if len(joined) == 1:
         return execution_pb2.ConnectExecutorRequest(delta=joined[0])
     return execution_pb2.ConnectExecutorRequest(deltas=execution_pb2.StepDeltas(deltas=joined))
@@ -51,7 +53,7 @@ class ExecutorLink:
         self._runs = runs
         self._max_message_bytes = max_message_bytes
         self._executor_id = executor_id
-        self._outbox: asyncio.Queue[runs_pb2.StepDelta | execution_pb2.ExecutorCall] = asyncio.Queue(MAX_QUEUED_DELTAS)
+        self._outbox: asyncio.Queue[StepDelta | execution_pb2.ExecutorCall] = asyncio.Queue(MAX_QUEUED_DELTAS)
         self._task: asyncio.Task[None] | None = None
         self._call_ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[execution_pb2.ExecutorCallResult]] = {}
@@ -63,7 +65,7 @@ class ExecutorLink:
     def connected(self) -> bool:
         return self._connected
 
-    def send_delta(self, delta: runs_pb2.StepDelta) -> None:
+    def send_delta(self, delta: StepDelta) -> None:
         """Queue a delta for the store; dropped when the queue is full."""
         with contextlib.suppress(asyncio.QueueFull):
             self._outbox.put_nowait(delta)
@@ -127,9 +129,9 @@ class ExecutorLink:
             waiting = [await self._outbox.get()]
             while not self._outbox.empty():
                 waiting.append(self._outbox.get_nowait())
-            deltas: list[runs_pb2.StepDelta] = []
+            deltas: list[StepDelta] = []
             for item in waiting:
-                if isinstance(item, runs_pb2.StepDelta):
+                if isinstance(item, StepDelta):
                     deltas.append(item)
                     continue
                 # A call goes after the deltas queued before it, as queued: a step's deltas before its append.

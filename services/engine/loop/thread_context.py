@@ -1,5 +1,5 @@
 """A conversation's earlier turns as the model's context: rebuilt from the stored steps, cut to a budget
-(no gRPC calls here; it reads the runs the store returned).
+(it reads the runs the store returned, as the engine's journal types).
 
 Rebuilt faithfully: each earlier turn gives the messages the model was given and gave in that run, in order:
 the user's message, each assistant message with the tool calls it asked for (their arguments exactly as the
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentplatform.runs.v1 import runs_pb2
+from services.engine.journal import AgentResponse, AgentThought, Run, Step, ToolCall, ToolResult, UserRequest
 
 Message = dict[str, Any]
 
@@ -44,42 +44,35 @@ class ThreadContext:
 NO_CONTEXT = ThreadContext()
 
 
-def turn_messages(run: runs_pb2.Run) -> list[Message]:
+def turn_messages(run: Run) -> list[Message]:
     """The messages of one earlier run, rebuilt from its steps."""
     return messages_from_steps(run.steps)
 
 
-def messages_from_steps(steps: Sequence[runs_pb2.Step], *, keep_pending: bool = False) -> list[Message]:
+def messages_from_steps(steps: Sequence[Step], *, keep_pending: bool = False) -> list[Message]:
     """The messages a run's steps record, in order. Tool calls without a recorded result are dropped, unless
     `keep_pending`: then those of the last assistant message stay (a run resuming after an approval executes
     them next)."""
     messages: list[Message] = []
     answered: set[str] = set()
     for step in steps:
-        case = step.WhichOneof("content")
-        if case == "user_request":
-            messages.append({"role": "user", "content": step.user_request.text})
-        elif case == "agent_thought":
-            thought = step.agent_thought
-            messages.append({
-                "role": "assistant",
-                "content": None if thought.placeholder else thought.text,
-                "tool_calls": [],
-            })
-        elif case == "tool_call" and messages and messages[-1].get("tool_calls") is not None:
-            call = step.tool_call
-            messages[-1]["tool_calls"].append({
-                "id": call.tool_call_id,
-                "type": "function",
-                "function": {"name": call.tool_name, "arguments": call.raw_arguments},
-            })
-        elif case == "tool_result":
-            result = step.tool_result
-            answered.add(result.tool_call_id)
-            text = f"Error: {result.error}" if result.error else result.text
-            messages.append({"role": "tool", "tool_call_id": result.tool_call_id, "content": text})
-        elif case == "agent_response":
-            messages.append({"role": "assistant", "content": step.agent_response.text})
+        match step.content:
+            case UserRequest(text=text):
+                messages.append({"role": "user", "content": text})
+            case AgentThought(text=text, placeholder=placeholder):
+                messages.append({"role": "assistant", "content": None if placeholder else text, "tool_calls": []})
+            case ToolCall() as call if messages and messages[-1].get("tool_calls") is not None:
+                messages[-1]["tool_calls"].append({
+                    "id": call.tool_call_id,
+                    "type": "function",
+                    "function": {"name": call.tool_name, "arguments": call.raw_arguments},
+                })
+            case ToolResult() as result:
+                answered.add(result.tool_call_id)
+                text = f"Error: {result.error}" if result.error else result.text
+                messages.append({"role": "tool", "tool_call_id": result.tool_call_id, "content": text})
+            case AgentResponse(text=text):
+                messages.append({"role": "assistant", "content": text})
     if keep_pending:
         for message in reversed(messages):
             if message.get("tool_calls") is not None:
@@ -113,7 +106,7 @@ def estimate_tokens(messages: Sequence[Message]) -> int:
     return math.ceil(characters / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(messages)
 
 
-def fit_context(turns: Sequence[runs_pb2.Run], omitted: int, budget_tokens: int, fixed_tokens: int) -> ThreadContext:
+def fit_context(turns: Sequence[Run], omitted: int, budget_tokens: int, fixed_tokens: int) -> ThreadContext:
     """The most recent of `turns` (oldest first) whose messages fit in `budget_tokens` beside the `fixed_tokens`
     always sent (instructions, new message, tool schemas); `omitted` earlier turns were left out already."""
     room = budget_tokens - fixed_tokens

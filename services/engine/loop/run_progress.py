@@ -1,7 +1,7 @@
 """How far a run got, read back from its stored steps: what an engine needs to resume a run another engine (or
 this one, before a restart) paused for a person's approval. No gRPC calls here.
 
-The steps are the whole record: the conversation so far (rebuilt as services/engine/thread_context.py rebuilds
+The steps are the whole record: the conversation so far (rebuilt as services/engine/loop/thread_context.py rebuilds
 earlier turns, keeping the last turn's tool calls that have no result yet), those pending calls, the decisions
 taken on approval requests (by tool call), and the counts the run's limits apply to.
 """
@@ -9,10 +9,19 @@ taken on approval requests (by tool call), and the counts the run's limits apply
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from agentplatform.runs.v1 import runs_pb2
 from services.common.usage import Usage
-from services.engine.model_client import RequestedToolCall
-from services.engine.thread_context import Message, messages_from_steps
+from services.engine.journal import (
+    APPROVED,
+    TIMED_OUT,
+    AgentThought,
+    ApprovalDecision,
+    ApprovalRequest,
+    Step,
+    ToolCall,
+    ToolResult,
+)
+from services.engine.loop.model_client import RequestedToolCall
+from services.engine.loop.thread_context import Message, messages_from_steps
 
 
 @dataclass(frozen=True)
@@ -41,42 +50,37 @@ class RunProgress:
     usage: Usage = field(default_factory=Usage)
 
 
-_OUTCOMES = {
-    runs_pb2.APPROVAL_OUTCOME_APPROVED: "approved",
-    runs_pb2.APPROVAL_OUTCOME_REJECTED: "rejected",
-    runs_pb2.APPROVAL_OUTCOME_TIMED_OUT: "timed out",
-}
+#: How a decision reads in what the model is told ("the call was not approved (timed out ...)").
+_SHOWN = {TIMED_OUT: "timed out"}
 
 
-def progress_from_steps(steps: Sequence[runs_pb2.Step]) -> RunProgress:
+def progress_from_steps(steps: Sequence[Step]) -> RunProgress:
     """The progress `steps` record (a run's steps, in sequence order)."""
     progress = RunProgress(messages=messages_from_steps(steps, keep_pending=True))
     answered: set[str] = set()
     calls: list[RequestedToolCall] = []
     requested: dict[int, str] = {}  # approval-request sequence -> its tool call id
     for step in steps:
-        case = step.WhichOneof("content")
-        if step.HasField("model_call"):
+        if step.model_call is not None:
             progress.model_calls += 1
-            usage = step.model_call.usage
-            progress.usage += Usage(usage.prompt_tokens, usage.completion_tokens)
-        if case == "agent_thought":
-            calls = []
-        elif case == "tool_call":
-            progress.tool_calls += 1
-            call = step.tool_call
-            calls.append(RequestedToolCall(call.tool_call_id, call.tool_name, call.raw_arguments))
-        elif case == "tool_result":
-            answered.add(step.tool_result.tool_call_id)
-        elif case == "approval_request" and step.approval_request.tool_call_id:
-            requested[step.sequence] = step.approval_request.tool_call_id
-        elif case == "approval_decision":
-            decision = step.approval_decision
-            call_id = requested.get(decision.request_sequence)
-            if call_id is not None:
-                outcome = _OUTCOMES.get(decision.outcome, "rejected")
-                progress.decisions[call_id] = Decision(
-                    outcome == "approved", outcome, decision.comment, decision.decided_by
-                )
+            progress.usage += step.model_call.usage
+        match step.content:
+            case AgentThought():
+                calls = []
+            case ToolCall() as call:
+                progress.tool_calls += 1
+                calls.append(RequestedToolCall(call.tool_call_id, call.tool_name, call.raw_arguments))
+            case ToolResult() as result:
+                answered.add(result.tool_call_id)
+            case ApprovalRequest(tool_call_id=call_id) if call_id:
+                requested[step.sequence] = call_id
+            case ApprovalDecision() as decision:
+                call_id = requested.get(decision.request_sequence)
+                if call_id is not None:
+                    # An outcome this version does not know counts as a rejection: the call does not run.
+                    outcome = decision.outcome if decision.outcome in (APPROVED, TIMED_OUT) else "rejected"
+                    progress.decisions[call_id] = Decision(
+                        outcome == APPROVED, _SHOWN.get(outcome, outcome), decision.comment, decision.decided_by
+                    )
     progress.pending = [call for call in calls if call.id not in answered]
     return progress

@@ -1,4 +1,4 @@
-"""The live events of a run this engine executes, for the StreamChat that started it (no gRPC here).
+"""The live events of a run this engine executes, for the StreamChat that started it.
 
 StreamChat used to follow its run through the run store (RunService.WatchRun), which sent every step back to
 the engine that had just written it. The engine has each event itself the moment it happens: the run as the
@@ -15,12 +15,12 @@ follower continues from the store, after the last step it got.
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
-from agentplatform.runs.v1 import runs_pb2
-from services.common.rpc.protoconv import run_state_of, timestamp_from_datetime
 from services.common.run_vocabulary import FINAL_STATES, LIVE_STATES
 from services.engine.deltas import joined
+from services.engine.journal import Heartbeat, Run, RunEvent, Step, StepDelta
 
 #: Deltas one follower may have waiting; past that, deltas are dropped until it catches up (the steps they
 #: form arrive whole anyway).
@@ -31,7 +31,7 @@ MAX_QUEUED_DELTAS = 10_000
 class RunFeed:
     """One run's events, from its creation to its end, for the followers subscribed at its start."""
 
-    def __init__(self, run: runs_pb2.Run) -> None:
+    def __init__(self, run: Run) -> None:
         self.run = run
         self._followers: set[FeedFollower] = set()
         self._last_sequence = 0
@@ -41,37 +41,34 @@ class RunFeed:
         """A follower that gets every event from now on; the run as it is now comes first."""
         follower = FeedFollower(self)
         self._followers.add(follower)
-        follower._push(runs_pb2.RunEvent(run=self.run))
+        follower._push(self.run)
         if self._ended:
             follower._push(None)
         return follower
 
-    def run_changed(self, run: runs_pb2.Run) -> None:
+    def run_changed(self, run: Run) -> None:
         """The store returned the run in a new state (begun, finished) or with a cancel requested."""
         self.run = run
-        self._publish(runs_pb2.RunEvent(run=run))
-        if run_state_of(run.state) not in LIVE_STATES:
+        self._publish(run)
+        if run.state not in LIVE_STATES:
             self.end()
 
     def cancel_requested(self) -> None:
         """A cancel reached the engine: followers see the run with `cancel_requested`, as WatchRun shows it."""
         if self._ended or self.run.cancel_requested:
             return
-        run = runs_pb2.Run()
-        run.CopyFrom(self.run)
-        run.cancel_requested = True
-        self.run_changed(run)
+        self.run_changed(replace(self.run, cancel_requested=True))
 
-    def steps_stored(self, steps: list[runs_pb2.Step]) -> None:
+    def steps_stored(self, steps: list[Step]) -> None:
         for step in steps:
             if step.sequence > self._last_sequence:
                 self._last_sequence = step.sequence
-                self._publish(runs_pb2.RunEvent(step=step))
+                self._publish(step)
 
-    def delta(self, delta: runs_pb2.StepDelta) -> None:
+    def delta(self, delta: StepDelta) -> None:
         # A delta that arrives after its step was stored is stale: the step holds all of it.
         if delta.sequence > self._last_sequence:
-            self._publish(runs_pb2.RunEvent(delta=delta), droppable=True)
+            self._publish(delta, droppable=True)
 
     def end(self) -> None:
         """No more events: after the final run, or without one when the run's end is not recorded here."""
@@ -80,7 +77,7 @@ class RunFeed:
             for follower in self._followers:
                 follower._push(None)
 
-    def _publish(self, event: runs_pb2.RunEvent, droppable: bool = False) -> None:
+    def _publish(self, event: RunEvent, droppable: bool = False) -> None:
         if self._ended:
             return
         for follower in self._followers:
@@ -92,14 +89,14 @@ class FeedFollower:
 
     def __init__(self, feed: RunFeed) -> None:
         self._feed = feed
-        self._queue: deque[runs_pb2.RunEvent | None] = deque()
+        self._queue: deque[RunEvent | None] = deque()
         self._ready = asyncio.Event()
         self._deltas = 0
         #: The highest step sequence handed out, and whether the final run was.
         self.last_sequence = 0
         self.finished = False
 
-    def _push(self, event: runs_pb2.RunEvent | None, droppable: bool = False) -> None:
+    def _push(self, event: RunEvent | None, droppable: bool = False) -> None:
         if droppable:
             if self._deltas >= MAX_QUEUED_DELTAS:
                 return
@@ -107,7 +104,7 @@ class FeedFollower:
         self._queue.append(event)
         self._ready.set()
 
-    async def _next(self, heartbeat_seconds: float) -> runs_pb2.RunEvent | None:
+    async def _next(self, heartbeat_seconds: float) -> RunEvent | None:
         """The next event: deltas of one step queued one after another come as one (the client is sent what the
         model wrote since, not each piece, when it falls behind); a heartbeat after `heartbeat_seconds` quiet."""
         if not self._queue:
@@ -116,23 +113,22 @@ class FeedFollower:
                 async with asyncio.timeout(heartbeat_seconds):
                     await self._ready.wait()
             except TimeoutError:
-                now = timestamp_from_datetime(datetime.now(UTC))
-                return runs_pb2.RunEvent(heartbeat=runs_pb2.Heartbeat(time=now, last_sequence=self.last_sequence))
+                return Heartbeat(time=datetime.now(UTC), last_sequence=self.last_sequence)
         event = self._queue.popleft()
-        if event is None or not event.HasField("delta"):
+        if not isinstance(event, StepDelta):
             return event
         self._deltas -= 1
-        delta = event.delta
-        while self._queue and (following := self._queue[0]) is not None and following.HasField("delta"):
-            longer = joined(delta, following.delta)
+        delta = event
+        while self._queue and isinstance(following := self._queue[0], StepDelta):
+            longer = joined(delta, following)
             if longer is None:
                 break
             delta = longer
             self._queue.popleft()
             self._deltas -= 1
-        return event if delta is event.delta else runs_pb2.RunEvent(delta=delta)
+        return delta
 
-    async def events(self, heartbeat_seconds: float) -> AsyncIterator[runs_pb2.RunEvent]:
+    async def events(self, heartbeat_seconds: float) -> AsyncIterator[RunEvent]:
         """The feed's events, with a heartbeat when it is quiet for `heartbeat_seconds`, until the final run
         or the end of the feed (then `finished` tells which)."""
         try:
@@ -140,10 +136,9 @@ class FeedFollower:
                 event = await self._next(heartbeat_seconds)
                 if event is None:
                     return
-                kind = event.WhichOneof("event")
-                if kind == "step":
-                    self.last_sequence = event.step.sequence
-                elif kind == "run" and run_state_of(event.run.state) in FINAL_STATES:
+                if isinstance(event, Step):
+                    self.last_sequence = event.sequence
+                elif isinstance(event, Run) and event.state in FINAL_STATES:
                     self.finished = True
                 yield event
                 if self.finished:

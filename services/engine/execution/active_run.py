@@ -1,0 +1,49 @@
+"""What the scheduler holds of each run it has (queued, executing or stopping): the run, what it executes, its
+feed, its slot, and why it is being stopped."""
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common.limits import RunLimits
+from services.engine.agent_profile import AgentProfile
+from services.engine.execution.run_feed import RunFeed
+from services.engine.journal import Run, Step
+from services.engine.loop.run_progress import RunProgress
+from services.engine.loop.steps import RunOutcome
+from services.engine.run_request import ChatInput
+from services.engine.upstream.agents_client import SavedWorkflow
+
+#: Why a run is being stopped: (the state it ends in, its error code, the message).
+Stop = tuple[str, str, str]
+
+
+@dataclass
+class ActiveRun:
+    """A run held by this process."""
+
+    run: Run
+    chat: ChatInput
+    limits: RunLimits
+    #: The agent it executes as.
+    agent: AgentProfile
+    #: Its events as they happen here, for the StreamChat that started it.
+    feed: RunFeed
+    #: How many of its steps the store has already (those created with it).
+    recorded: int = 0
+    task: "asyncio.Task[RunOutcome | None] | None" = None
+    #: Resolved when a slot is free for a queued run.
+    slot: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    #: Why the run is being stopped: (state, code, message); None while it goes on.
+    stop: Stop | None = None
+    #: The store no longer holds the run for us (it ended or was deleted there): stop without recording.
+    lost: bool = False
+    #: The BeginRun call of a run created QUEUED, once its slot is free.
+    begin: "asyncio.Future[Run] | None" = None
+    #: What the run did before it paused for approval, for a run resumed here; None for a run that starts now.
+    progress: RunProgress | None = None
+    #: For a workflow run: the workflow revision it executes, the inputs it was started with, and the steps it
+    #: had when resumed here.
+    workflow: SavedWorkflow | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)

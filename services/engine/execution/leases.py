@@ -1,0 +1,59 @@
+"""Lease renewals: every run an engine holds (queued or running) has its lease renewed every third of
+ENGINE_LEASE_SECONDS, all of them in one RenewLeases call. The answer names runs lost (ended or deleted in the
+store: stopped here without recording) and runs to cancel (a CancelRun another replica took)."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from services.common import errors
+from services.engine.upstream.runs_client import RunsClient
+
+log = logging.getLogger(__name__)
+
+
+class LeaseRenewer:
+    """Renews the leases of the runs `held()` names, every `interval` seconds, until stopped."""
+
+    def __init__(self, runs: RunsClient, executor_id: str, interval: float) -> None:
+        self._runs = runs
+        self._executor_id = executor_id
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(
+        self, held: Callable[[], list[str]], lose: Callable[[str], None], cancel: Callable[[str, str], object]
+    ) -> None:
+        """`lose(run_id)` stops a run the store no longer holds for this engine; `cancel(run_id, reason)` cancels
+        one."""
+        self._task = asyncio.create_task(self._renew(held, lose, cancel), name="lease-renewals")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _renew(
+        self, held: Callable[[], list[str]], lose: Callable[[str], None], cancel: Callable[[str, str], object]
+    ) -> None:
+        # Runs the store reported lost once. One is stopped when the next renewal reports it lost again: a run
+        # that finished while the renewal was in flight is reported lost too, and is gone from here by then.
+        suspects: set[str] = set()
+        while True:
+            await asyncio.sleep(self._interval)
+            run_ids = held()
+            if not run_ids:
+                continue
+            try:
+                renewal = await self._runs.renew_leases(self._executor_id, run_ids)
+            except errors.DomainError as exc:
+                log.warning("could not renew the leases of %d run(s): %s", len(run_ids), exc)
+                continue
+            lost = renewal.lost_run_ids & set(held())
+            for run_id in lost & suspects:
+                lose(run_id)
+            suspects = lost - suspects
+            for run_id, reason in renewal.cancels:
+                cancel(run_id, reason)

@@ -1,0 +1,38 @@
+"""Which tool calls of a run wait for a person's approval, and what the model is told of a call that was not
+approved. The decisions themselves are read back from the run's steps (loop/run_progress.py)."""
+
+from datetime import UTC, datetime, timedelta
+
+from services.engine.journal import ApprovalRequest
+from services.engine.loop.model_client import RequestedToolCall
+from services.engine.loop.run_progress import Decision
+
+
+class ApprovalGate:
+    """Which tool calls of a run wait for a person's approval (their tool requires it), and what was decided."""
+
+    def __init__(self, tools: set[str], decisions: dict[str, Decision], timeout_seconds: float) -> None:
+        self._tools = tools
+        self._decisions = decisions
+        self._timeout_seconds = timeout_seconds
+
+    def undecided(self, call: RequestedToolCall) -> bool:
+        return call.name in self._tools and call.id not in self._decisions
+
+    def refusal(self, call: RequestedToolCall) -> str | None:
+        """The error the model is told for a call that was not approved; None for one that may run."""
+        decision = self._decisions.get(call.id)
+        if decision is None or decision.approved:
+            return None
+        who = f" by {decision.decided_by}" if decision.decided_by else ""
+        because = f": {decision.comment}" if decision.comment else ""
+        return f"the call was not approved ({decision.outcome}{who}){because}; do not retry it"
+
+    def request(self, call: RequestedToolCall) -> ApprovalRequest:
+        expires = datetime.now(UTC) + timedelta(seconds=self._timeout_seconds) if self._timeout_seconds else None
+        return ApprovalRequest(
+            prompt=f"The agent wants to call {call.name} with {call.arguments or '{}'}. Allow it?",
+            tool_call_id=call.id,
+            tool_name=call.name,
+            expire_time=expires,
+        )
