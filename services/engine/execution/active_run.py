@@ -12,7 +12,7 @@ from services.engine.journal import Run, Step
 from services.engine.loop.run_progress import RunProgress
 from services.engine.loop.steps import RunOutcome
 from services.engine.run_request import ChatInput
-from services.engine.upstream.agents_client import SavedWorkflow
+from services.engine.workflow_graph import SavedWorkflow
 
 #: Why a run is being stopped: (the state it ends in, its error code, the message).
 Stop = tuple[str, str, str]

@@ -45,8 +45,9 @@ from services.engine.run_request import (
     validate_workflow_start,
 )
 from services.engine.settings import EngineSettings
-from services.engine.upstream.agents_client import AgentsClient, SavedWorkflow
+from services.engine.upstream.agents_client import AgentsClient
 from services.engine.upstream.runs_client import RunsClient
+from services.engine.workflow_graph import SavedWorkflow
 from services.engine.workflows.runner import WorkflowRunner, check_inputs, start_step
 
 log = logging.getLogger(__name__)

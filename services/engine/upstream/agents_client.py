@@ -1,36 +1,66 @@
 """The engine's client of the agents service: saved agents (as the profile a run executes) and saved workflows,
 read on behalf of the caller who asks to run one (so another user's agent or workflow is NOT_FOUND here too)."""
 
-from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
 from agentplatform.agents.v1 import agents_pb2, agents_pb2_grpc, workflows_pb2, workflows_pb2_grpc
 from services.common.identity import Caller, on_behalf_of
-from services.common.limits import RunLimits
-from services.common.rpc.protoconv import limits_from_proto
+from services.common.rpc.protoconv import limits_from_proto, seconds_from_duration
 from services.engine.agent_profile import AgentProfile
 from services.engine.upstream.calls import call_unary
+from services.engine.workflow_graph import (
+    AgentNode,
+    ApprovalNode,
+    Edge,
+    EndNode,
+    IfNode,
+    Node,
+    SavedWorkflow,
+    SetStateNode,
+    ToolNode,
+    WhileNode,
+    WorkflowInput,
+)
 
 
-@dataclass(frozen=True)
-class WorkflowInput:
-    name: str
-    required: bool = False
+def _node(message: workflows_pb2.Node) -> Node:
+    kind = message.WhichOneof("kind") or ""
+    spec: dict[str, Any] = {}  # the spec of its kind, by field name
+    if kind == "agent":
+        agent = message.agent
+        spec["agent"] = AgentNode(agent.agent_id, agent.agent_revision, agent.input, agent.output)
+    elif kind == "tool":
+        spec["tool"] = ToolNode(message.tool.tool_id, dict(message.tool.arguments), message.tool.output)
+    elif kind == "if_else":
+        spec["if_else"] = IfNode(message.if_else.condition)
+    elif kind == "while_loop":
+        spec["while_loop"] = WhileNode(message.while_loop.condition, message.while_loop.max_iterations)
+    elif kind == "set_state":
+        spec["set_state"] = SetStateNode(dict(message.set_state.assignments))
+    elif kind == "approval":
+        approval = message.approval
+        timeout = (
+            seconds_from_duration(approval.timeout, f"nodes.{message.id}.approval.timeout")
+            if approval.HasField("timeout") else None
+        )
+        spec["approval"] = ApprovalNode(approval.prompt, timeout)
+    elif kind == "end":
+        spec["end"] = EndNode(message.end.output)
+    return Node(message.id, kind, **spec)
 
 
-@dataclass(frozen=True)
-class SavedWorkflow:
-    """A workflow revision as a run executes it. `graph` is still the agents API's message: the workflow runner
-    (services/engine/workflows/runner.py) walks its nodes and edges."""
-
-    id: str
-    revision: int
-    display_name: str
-    limits: RunLimits
-    inputs: tuple[WorkflowInput, ...]
-    start_node_id: str
-    graph: workflows_pb2.Workflow
+def workflow_from_proto(message: workflows_pb2.Workflow) -> SavedWorkflow:
+    return SavedWorkflow(
+        id=message.id,
+        revision=message.revision,
+        display_name=message.display_name,
+        limits=limits_from_proto(message.limits),
+        inputs=tuple(WorkflowInput(item.name, item.required) for item in message.inputs),
+        nodes=tuple(_node(node) for node in message.nodes),
+        edges=tuple(Edge(edge.from_node, edge.to_node, edge.branch) for edge in message.edges),
+    )
 
 
 class AgentsClient:
@@ -48,16 +78,8 @@ class AgentsClient:
         """The workflow's revision (its latest for 0), as `caller` may read it."""
         request = workflows_pb2.GetWorkflowRequest(workflow_id=workflow_id, revision=revision)
         metadata = on_behalf_of(caller, self._service_token)
-        graph = await call_unary(self.SERVICE, self._workflows.GetWorkflow, request, self._timeout, metadata)
-        return SavedWorkflow(
-            id=graph.id,
-            revision=graph.revision,
-            display_name=graph.display_name,
-            limits=limits_from_proto(graph.limits),
-            inputs=tuple(WorkflowInput(item.name, item.required) for item in graph.inputs),
-            # The agents service checks that a saved workflow has exactly one start node.
-            start_node_id=next((node.id for node in graph.nodes if node.WhichOneof("kind") == "start"), ""),
-            graph=graph,
+        return workflow_from_proto(
+            await call_unary(self.SERVICE, self._workflows.GetWorkflow, request, self._timeout, metadata)
         )
 
     async def profile(self, agent_id: str, revision: int, caller: Caller) -> AgentProfile:

@@ -33,11 +33,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agentplatform.agents.v1 import workflows_pb2
 from services.common import cel, errors
 from services.common.identity import Caller
 from services.common.limits import RunLimits
-from services.common.rpc.protoconv import seconds_from_duration
 from services.common.run_vocabulary import COMPLETED
 from services.engine.failures import RunFailure
 from services.engine.journal import (
@@ -57,9 +55,10 @@ from services.engine.loop.agent_loop import AgentLoop
 from services.engine.loop.run_progress import RunProgress, progress_from_steps
 from services.engine.loop.steps import RunOutcome, RunPaused, StepRecorder
 from services.engine.step_checks import check_value
-from services.engine.upstream.agents_client import AgentsClient, SavedWorkflow
+from services.engine.upstream.agents_client import AgentsClient
 from services.engine.upstream.runs_client import RunsClient
 from services.engine.upstream.tools_client import ToolsClient
+from services.engine.workflow_graph import Node, SavedWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -125,21 +124,22 @@ def _read_back(steps: Sequence[Step]) -> _Position:
 class _Graph:
     """The workflow's nodes by id, its edges by (source, branch), its expressions compiled once."""
 
-    def __init__(self, workflow: workflows_pb2.Workflow) -> None:
+    def __init__(self, workflow: SavedWorkflow) -> None:
         self.workflow = workflow
         self.nodes = {node.id: node for node in workflow.nodes}
         self.next = {(edge.from_node, edge.branch): edge.to_node for edge in workflow.edges}
         known: set[str] = {item.name for item in workflow.inputs}
         for node in workflow.nodes:
-            kind = node.WhichOneof("kind")
-            if kind in ("agent", "tool"):
-                known.add(getattr(node, kind).output)
-            elif kind == "set_state":
+            if node.kind == "agent":
+                known.add(node.agent.output)
+            elif node.kind == "tool":
+                known.add(node.tool.output)
+            elif node.kind == "set_state":
                 known.update(node.set_state.assignments)
         self._known = frozenset(known)
         self._programs: dict[tuple[str, str], cel.Program] = {}
 
-    def following(self, node_id: str, branch: str) -> workflows_pb2.Node:
+    def following(self, node_id: str, branch: str) -> Node:
         target = self.next.get((node_id, branch))
         if target is None or target not in self.nodes:
             raise RunFailure(
@@ -191,7 +191,7 @@ class WorkflowRunner:
         duration = limits.max_duration_seconds
         try:
             async with asyncio.timeout(duration) as deadline:
-                answer = await self._walk(_Graph(workflow.graph), owner, limits, recorder, steps)
+                answer = await self._walk(_Graph(workflow), owner, limits, recorder, steps)
         except RunPaused as paused:
             log.info("workflow run %s waits for approval", run.id)
             return RunOutcome(paused.run)
@@ -232,8 +232,8 @@ class WorkflowRunner:
                 )
             node = graph.following(position.last_node, position.last_branch)
             recorder.node_id = node.id
-            kind = node.WhichOneof("kind")
-            outcome = await self._visit(graph, node, kind or "", position, owner, limits, recorder, tally, pending)
+            kind = node.kind
+            outcome = await self._visit(graph, node, kind, position, owner, limits, recorder, tally, pending)
             pending = []
             await recorder.record(outcome)
             # Read back as a resumed run reads it, so both see the same values.
@@ -249,7 +249,7 @@ class WorkflowRunner:
     async def _visit(
         self,
         graph: _Graph,
-        node: workflows_pb2.Node,
+        node: Node,
         kind: str,
         position: _Position,
         owner: Caller,
@@ -325,7 +325,7 @@ class WorkflowRunner:
     async def _call_tool(
         self,
         graph: _Graph,
-        node: workflows_pb2.Node,
+        node: Node,
         state: dict[str, Any],
         owner: Caller,
         recorder: StepRecorder,
@@ -360,7 +360,7 @@ class WorkflowRunner:
     async def _approval(
         self,
         graph: _Graph,
-        node: workflows_pb2.Node,
+        node: Node,
         state: dict[str, Any],
         recorder: StepRecorder,
         pending: list[Step],
@@ -372,9 +372,8 @@ class WorkflowRunner:
         spec = node.approval
         prompt = _text(await graph.evaluate(node.id, "prompt", spec.prompt, state))
         expires = None
-        if spec.HasField("timeout"):
-            at = datetime.now(UTC).timestamp() + seconds_from_duration(spec.timeout, "approval.timeout")
-            expires = datetime.fromtimestamp(at, UTC)
+        if spec.timeout_seconds is not None:
+            expires = datetime.fromtimestamp(datetime.now(UTC).timestamp() + spec.timeout_seconds, UTC)
         raise RunPaused(await recorder.pause(ApprovalRequest(prompt=prompt, node_id=node.id, expire_time=expires)))
 
 
