@@ -18,9 +18,9 @@ MAX_PAGES = 100
 
 class ToolIdsClient:
     """Lists the ids of the tools service's tools (ToolService.ListTools), enabled or not, to check the tools an
-    agent names. Not the engine's ToolsClient (services/engine/upstream/tools_client.py), which lists the enabled tools' schemas
-    for the model, caches them, and executes tools: the two share the channel (services.common.rpc.channels.dial) and
-    the on-behalf-of metadata, and nothing else worth a common base."""
+    agent names. Not the engine's ToolsClient (services/engine/upstream/tools_client.py), which lists the enabled
+    tools' schemas for the model, caches them, and executes tools: the two share the channel
+    (services.common.rpc.channels.dial) and the on-behalf-of metadata, and nothing else worth a common base."""
 
     SERVICE = "tools service"
 
