@@ -45,12 +45,12 @@ _MAC_BYTES = hashlib.sha256().digest_size
 _HKDF_INFO = b"agentplatform page tokens v1"
 
 
-def checked_page_size(page_size: int, *, default: int = DEFAULT_PAGE_SIZE) -> int:
-    """The page size to use: `default` for 0, at most MAX_PAGE_SIZE; InvalidArgument when negative. A listing whose
-    API says 0 means "all of them" passes default=MAX_PAGE_SIZE: a page still ends there, with a next_page_token."""
+def checked_page_size(page_size: int) -> int:
+    """The page size to use, the same for every list method (AIP-158): DEFAULT_PAGE_SIZE for 0, at most
+    MAX_PAGE_SIZE; InvalidArgument when negative."""
     if page_size < 0:
         raise InvalidArgument(f"page_size must be >= 0, got {page_size}")
-    return min(page_size or default, MAX_PAGE_SIZE)
+    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 class PageTokenSettings(AuthSettings):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.pages import MAX_PAGE_SIZE, PageTokens, checked_page_size
+from services.common.pages import PageTokens, checked_page_size
 from services.tools.base import BaseTool, ToolContext, ToolHints
 from services.tools.http.calls import HttpTool
 from services.tools.http.naming import name_of
@@ -107,9 +107,9 @@ class ToolCatalog:
         self._context = context
 
     async def list_tools(self, *, page_size: int = 0, page_token: str = "", enabled_only: bool = False) -> ToolPage:
-        """Tools ordered by id, `page_size` at a time, after the position `page_token` names. The API says 0 means
-        all of them (there are few): a page of MAX_PAGE_SIZE, which still ends with a next_page_token."""
-        limit = checked_page_size(page_size, default=MAX_PAGE_SIZE)
+        """Tools ordered by id, `page_size` at a time (0: the default page size, as every list method), after the
+        position `page_token` names."""
+        limit = checked_page_size(page_size)
         request = {"enabled_only": enabled_only}
         after_id = self._page_tokens.read(page_token, LIST_TOOLS, request).text("after_id") if page_token else None
         stored = await self._settings.get_all()

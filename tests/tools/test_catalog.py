@@ -35,7 +35,7 @@ async def test_pages_walk_every_tool_once_in_id_order(catalog: ToolCatalog) -> N
     assert seen == ["calculator", "file_io", "web_search"]
 
 
-async def test_page_size_zero_means_all(catalog: ToolCatalog) -> None:
+async def test_page_size_zero_means_the_default_page(catalog: ToolCatalog) -> None:
     page = await catalog.list_tools(page_size=0)
     assert [tool.id for tool in page.tools] == ["calculator", "file_io", "web_search"]
     assert page.next_page_token == ""

@@ -14,10 +14,14 @@ from agentplatform.tools.internal.v1 import execution_pb2_grpc as tool_execution
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from services.common import errors
 from services.common.identity import Caller, on_behalf_of
+from services.common.pages import MAX_PAGE_SIZE
 from services.common.rpc.protoconv import dict_from_struct, python_from_value, seconds_from_duration, struct_from_dict
 from services.common.rpc.status import error_from_rpc
 from services.engine.step_checks import check_value
 from services.engine.upstream.calls import call_unary
+
+#: Pages of enabled tools a listing may take before the tools service is deemed to misbehave.
+MAX_PAGES = 100
 
 
 @dataclass(frozen=True)
@@ -85,14 +89,23 @@ class ToolsClient:
         return list(await asyncio.shield(listing))
 
     async def _list(self, caller: Caller) -> list[OfferedTool]:
-        request = tools_pb2.ListToolsRequest(enabled_only=True)
         metadata = on_behalf_of(caller, self._service_token)
-        # wait_for_ready: while the tools service is starting (or restarting), a run waits for it, within the
-        # deadline, instead of failing at once with tools_unavailable.
-        response = await call_unary(
-            self.SERVICE, self._stub.ListTools, request, self._list_timeout, metadata, wait_for_ready=True
-        )
-        return [OfferedTool(dict_from_struct(tool.schema), tool.requires_approval) for tool in response.tools]
+        offered: list[OfferedTool] = []
+        token = ""
+        for _ in range(MAX_PAGES):
+            request = tools_pb2.ListToolsRequest(enabled_only=True, page_size=MAX_PAGE_SIZE, page_token=token)
+            # wait_for_ready: while the tools service is starting (or restarting), a run waits for it, within the
+            # deadline, instead of failing at once with tools_unavailable.
+            response = await call_unary(
+                self.SERVICE, self._stub.ListTools, request, self._list_timeout, metadata, wait_for_ready=True
+            )
+            offered.extend(
+                OfferedTool(dict_from_struct(tool.schema), tool.requires_approval) for tool in response.tools
+            )
+            token = response.next_page_token
+            if not token:
+                return offered
+        raise errors.Unavailable(f"the {self.SERVICE} listed more than {MAX_PAGES} pages of enabled tools")
 
     async def execute(self, tool_id: str, arguments: dict[str, Any], caller: Caller) -> ToolOutcome:
         """Run a tool on behalf of `caller`. Errors the model can react to (bad arguments, unknown or disabled

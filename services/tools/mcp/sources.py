@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument, NotFound, Unavailable
-from services.common.pages import MAX_PAGE_SIZE, PageTokens, checked_page_size
+from services.common.pages import PageTokens, checked_page_size
 from services.tools.base import BaseTool
 from services.tools.http.destinations import DestinationPolicy
 from services.tools.mcp.connection import RETRY_MAX_SECONDS, ConnectionStatus, McpConnection, McpTool
@@ -134,9 +134,9 @@ class McpSources:
         raise NotFound(f"no MCP server named '{name}'; ListMcpServers shows the registered ones")
 
     async def list_servers(self, *, page_size: int = 0, page_token: str = "") -> McpServerPage:
-        """Servers ordered by name, `page_size` at a time, after the one `page_token` names. The API says 0 means
-        all of them: a page of MAX_PAGE_SIZE, which still ends with a next_page_token."""
-        limit = checked_page_size(page_size, default=MAX_PAGE_SIZE)
+        """Servers ordered by name, `page_size` at a time (0: the default page size, as every list method), after
+        the one `page_token` names."""
+        limit = checked_page_size(page_size)
         after = self._page_tokens.read(page_token, LIST_MCP_SERVERS, {}).text("after_name") if page_token else None
         views = [view for view in await self._views() if after is None or view.spec.name > after]
         if len(views) <= limit:

@@ -259,7 +259,8 @@ export const ToolUsageSchema: GenMessage<ToolUsage> = /*@__PURE__*/
  */
 export type ListToolsRequest = Message<"agentplatform.tools.v1.ListToolsRequest"> & {
   /**
-   * How many tools to return at most; 0 means all of them (there are few).
+   * How many tools to return at most. 0 means the default (50); larger than
+   * 1000 is treated as 1000; negative is an error.
    *
    * @generated from field: int32 page_size = 1;
    */
@@ -710,7 +711,8 @@ export const GetMcpServerRequestSchema: GenMessage<GetMcpServerRequest> = /*@__P
  */
 export type ListMcpServersRequest = Message<"agentplatform.tools.v1.ListMcpServersRequest"> & {
   /**
-   * How many servers to return at most; 0 means all of them.
+   * How many servers to return at most. 0 means the default (50); larger
+   * than 1000 is treated as 1000; negative is an error.
    *
    * @generated from field: int32 page_size = 1;
    */
