@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import TypeAlias
 
 import grpc
 
@@ -27,7 +28,7 @@ from services.engine.workflows.runner import whole_numbers
 
 log = logging.getLogger(__name__)
 
-StartRequest = engine_pb2.StartRunRequest | engine_pb2.StreamChatRequest | engine_pb2.ChatRequest
+StartRequest: TypeAlias = engine_pb2.StartRunRequest | engine_pb2.StreamChatRequest | engine_pb2.ChatRequest
 
 CLIENT_GONE = "the client following the run went away (on_disconnect: CANCEL)"
 

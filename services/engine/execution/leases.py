@@ -51,7 +51,7 @@ class LeaseRenewer:
             except errors.DomainError as exc:
                 log.warning("could not renew the leases of %d run(s): %s", len(run_ids), exc)
                 continue
-            lost = renewal.lost_run_ids & set(held())
+            lost = set(renewal.lost_run_ids) & set(held())
             for run_id in lost & suspects:
                 lose(run_id)
             suspects = lost - suspects

@@ -14,7 +14,7 @@ follower continues from the store, after the last step it got.
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -128,7 +128,7 @@ class FeedFollower:
             self._deltas -= 1
         return delta
 
-    async def events(self, heartbeat_seconds: float) -> AsyncIterator[RunEvent]:
+    async def events(self, heartbeat_seconds: float) -> AsyncGenerator[RunEvent, None]:
         """The feed's events, with a heartbeat when it is quiet for `heartbeat_seconds`, until the final run
         or the end of the feed (then `finished` tells which)."""
         try:

@@ -150,12 +150,12 @@ class AgentLoop:
         except TimeoutError:
             if not deadline.expired():
                 raise
-            failure = RunFailure(
+            too_long = RunFailure(
                 "max_duration",
                 errors.DeadlineExceeded(f"the run did not finish within its time limit of {duration:g} s "
                                         "(limits.max_duration)"),
             )
-            return await self._fail(recorder, failure)
+            return await self._fail(recorder, too_long)
         final = await self._runs.finish_run(run.id, COMPLETED)
         log.info("run %s completed", run.id)
         return RunOutcome(final, answer=answer)

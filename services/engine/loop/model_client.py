@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import openai
 
@@ -77,7 +77,7 @@ class _PartialToolCall:
 MAX_TOKEN_COUNT = 2**40
 
 
-def _is_chunk(chunk: object) -> bool:
+def _is_chunk(chunk: object) -> TypeGuard[dict[str, Any]]:
     """Whether `chunk` has the shape of a chat completion chunk, as far as the loop reads it."""
     if not isinstance(chunk, dict):
         return False

@@ -72,8 +72,8 @@ def progress_from_steps(steps: Sequence[Step]) -> RunProgress:
                 calls.append(RequestedToolCall(call.tool_call_id, call.tool_name, call.raw_arguments))
             case ToolResult() as result:
                 answered.add(result.tool_call_id)
-            case ApprovalRequest(tool_call_id=call_id) if call_id:
-                requested[step.sequence] = call_id
+            case ApprovalRequest(tool_call_id=asked) if asked:
+                requested[step.sequence] = asked
             case ApprovalDecision() as decision:
                 call_id = requested.get(decision.request_sequence)
                 if call_id is not None:

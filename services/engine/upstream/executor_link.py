@@ -112,7 +112,7 @@ class ExecutorLink:
                 answer.set_exception(CallError(grpc.StatusCode.UNAVAILABLE, "the executor link broke"))
         self._pending.clear()
 
-    def start(self, on_cancel: Callable[[str, str], None], on_resume: Callable[[str], None]) -> None:
+    def start(self, on_cancel: Callable[[str, str], object], on_resume: Callable[[str], None]) -> None:
         """Connect, and keep connected; `on_cancel(run_id, reason)` is called for every cancel notice, and
         `on_resume(run_id)` for every run the store offers to resume."""
         self._task = asyncio.create_task(self._keep_connected(on_cancel, on_resume), name="executor-link")
@@ -152,7 +152,9 @@ class ExecutorLink:
         log.warning("dropped %d bytes of deltas: larger than a message over the link may be", message.ByteSize())
         return None
 
-    async def _keep_connected(self, on_cancel: Callable[[str, str], None], on_resume: Callable[[str], None]) -> None:
+    async def _keep_connected(
+        self, on_cancel: Callable[[str, str], object], on_resume: Callable[[str], None]
+    ) -> None:
         backoff = 0.1
         while True:
             call = self._runs.connect_executor(self._messages())

@@ -11,7 +11,7 @@ the identity of the user it is made for: the caller of StreamChat or Chat for th
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import grpc
@@ -113,7 +113,7 @@ class RunsClient:
         while True:
             try:
                 if link_kind and self._link is not None and self._link.connected:
-                    return await self._link.call(link_kind, request, self._timeout)  # type: ignore[no-any-return]
+                    return await self._link.call(link_kind, request, self._timeout)
                 return await call(request, timeout=self._timeout, metadata=metadata or self._as_service)
             except grpc.aio.AioRpcError as exc:
                 code, details, cause = exc.code(), exc.details() or "", exc
@@ -210,7 +210,7 @@ class RunsClient:
             frozenset(response.lost_run_ids), tuple((notice.run_id, notice.reason) for notice in response.cancel)
         )
 
-    async def watch(self, run_id: str, caller: Caller, after_sequence: int = 0) -> AsyncIterator[RunEvent]:
+    async def watch(self, run_id: str, caller: Caller, after_sequence: int = 0) -> AsyncGenerator[RunEvent, None]:
         """The run's events (RunService.WatchRun on behalf of `caller`) until its final run."""
         request = runs_pb2.WatchRunRequest(run_id=run_id, after_sequence=after_sequence)
         call = self._public.WatchRun(request, metadata=self._for(caller))

@@ -202,11 +202,11 @@ class WorkflowRunner:
             if not deadline.expired():
                 raise
             recorder.node_id = ""
-            failure = RunFailure(
+            too_long = RunFailure(
                 "max_duration",
                 errors.DeadlineExceeded(f"the workflow did not finish within its time limit of {duration:g} s"),
             )
-            return await self._loop.fail(recorder, failure)
+            return await self._loop.fail(recorder, too_long)
         final = await self._runs.finish_run(run.id, COMPLETED)
         log.info("workflow run %s completed", run.id)
         return RunOutcome(final, answer=answer)
