@@ -82,6 +82,9 @@ def _non_finite_in(message: Message, field: str) -> str | None:
     stack: list[tuple[Message, str]] = [(message, field)]
     while stack:
         item, where = stack.pop()
+        # Which well-known type `item` is, by its descriptor's name: that holds for a message of any descriptor
+        # pool, where isinstance(item, struct_pb2.Struct) would not. mypy sees only the Message base class, hence
+        # the three `type: ignore[attr-defined]` on the fields read below.
         name = item.DESCRIPTOR.full_name
         if name == "google.protobuf.Struct":
             stack.extend((child, f"{where}.{key}") for key, child in item.fields.items())  # type: ignore[attr-defined]
