@@ -106,7 +106,7 @@ bench-runs: install ## Benchmark the run store alone, on SQLite and PostgreSQL (
 # --- quality ------------------------------------------------------------------
 
 .PHONY: test
-test: install proto-check client-check proto-lint proto-breaking lint ## Run every test (unit, integration, PostgreSQL, end to end) after the checks
+test: install proto-check client-check proto-lint proto-breaking lint typecheck ## Run every test (unit, integration, PostgreSQL, end to end) after the checks
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 
@@ -114,6 +114,12 @@ test: install proto-check client-check proto-lint proto-breaking lint ## Run eve
 lint: install ## Lint the Python code with ruff
 	$(VENV)/bin/ruff check services tests bench
 
+# pyproject.toml's [tool.mypy] says what is checked and how strictly; the cache in .mypy_cache makes a re-run
+# after a small change take seconds.
+.PHONY: typecheck
+typecheck: install ## Type-check services/ with mypy, against the generated stubs in gen/python
+	$(PY) -m mypy
+
 .PHONY: clean
 clean: ## Remove the virtualenv, node_modules and local data (var/)
-	rm -rf $(VENV) node_modules var .pytest_cache
+	rm -rf $(VENV) node_modules var .pytest_cache .mypy_cache

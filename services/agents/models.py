@@ -8,9 +8,9 @@ like the runs tables: JSON becomes JSONB on PostgreSQL, times are timezone-aware
 """
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -33,6 +33,10 @@ BytewiseName = String(MAX_DISPLAY_NAME_CHARS).with_variant(String(MAX_DISPLAY_NA
 
 class Base(AsyncAttrs, DeclarativeBase):
     metadata = make_metadata()
+    # Every model here is declared with __tablename__, so SQLAlchemy maps it to a Table; DeclarativeBase types
+    # the attribute as any FromClause (a class may be mapped to a join or a subquery), which insert() and
+    # update() refuse.
+    __table__: ClassVar[Table]
 
 
 class AgentRow(Base):

@@ -25,7 +25,6 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 from pydantic import Field, SecretStr
 
@@ -101,7 +100,7 @@ def _parse_entry(entry: str, where: str) -> tuple[str, _Key]:
             f"{where}: the key of user {user!r} must be given as its SHA-256 digest (64 lowercase hex digits), "
             "never the key itself"
         )
-    return key_digest, _Key(user, cast(Role, role))
+    return key_digest, _Key(user, role)
 
 
 def _load_keys(settings: AuthSettings) -> dict[str, _Key]:
@@ -197,7 +196,7 @@ def _asserted_identity(metadata: Mapping[str, str | bytes]) -> Caller:
         raise errors.Unauthenticated(f"{USER_KEY} is longer than {MAX_USER_ID} characters")
     role = _text(metadata.get(ROLE_KEY, "user")).strip() or "user"
     # A role the identity provider has but the platform does not know is an ordinary user.
-    return Caller(user, cast(Role, role) if role in ROLES else "user", service=True)
+    return Caller(user, role if role in ROLES else "user", service=True)
 
 
 def is_loopback(host: str) -> bool:

@@ -1,6 +1,6 @@
 """Typed settings shared by every service, read from the environment and an optional `.env` file."""
 
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -23,8 +23,9 @@ class SettingsError(SystemExit):
     """A bad setting: exits the process with a message naming the variable and the problem."""
 
 
-def load_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
-    """Build `cls` from the environment, turning pydantic's error into one a person can act on."""
+def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Build `cls` from the environment, turning pydantic's error into one a person can act on. `overrides` are
+    field values by name, of whatever type the caller has: pydantic validates them as it does the environment."""
     try:
         return cls(**overrides)
     except ValidationError as exc:

@@ -167,7 +167,9 @@ class RunningModelServer:
 
     async def stop(self, grace: float = 0) -> None:
         """Stop accepting connections, give open responses `grace` s to finish, then wait for the server task."""
-        self.server.config.timeout_graceful_shutdown = grace
+        # uvicorn annotates this int | None, yet only hands it to asyncio.wait_for(timeout=), which takes any
+        # float: fractions of a second work as given.
+        self.server.config.timeout_graceful_shutdown = grace  # type: ignore[assignment]
         self.server.should_exit = True
         await self.task
 

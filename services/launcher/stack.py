@@ -113,7 +113,9 @@ def build_stack(gateway_config_path: Path) -> Stack:
         "AGENTS_ADDR": f"{_reachable(agents.host)}:{agents.port}",
     }
     # The agents service checks an agent's tools with the tools service and its model with the model endpoint.
-    agents_env = {key: engine_env[key] for key in ("TOOLS_ADDR", "LLM_BASE_URL", "LLM_API_KEY") if key in engine_env}
+    agents_env: dict[str, str] = {
+        key: engine_env[key] for key in ("TOOLS_ADDR", "LLM_BASE_URL", "LLM_API_KEY") if key in engine_env
+    }
 
     # GRPC_GRACE_SECONDS is one setting every service reads; the engine's copy stands for all of them.
     grace = engine.grpc_grace_seconds

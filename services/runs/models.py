@@ -5,9 +5,9 @@ timezone-aware UTC on both, and constraints are plain SQL.
 """
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Float, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -32,6 +32,10 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
 
 class Base(AsyncAttrs, DeclarativeBase):
     metadata = make_metadata()
+    # Every model here is declared with __tablename__, so SQLAlchemy maps it to a Table; DeclarativeBase types
+    # the attribute as any FromClause (a class may be mapped to a join or a subquery), which insert() and
+    # update() refuse.
+    __table__: ClassVar[Table]
 
 
 class ThreadRow(Base):

@@ -2,10 +2,9 @@
 (no gRPC here). Part of `RunStore`."""
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import ColumnElement, func, literal, select, tuple_
 
@@ -66,7 +65,7 @@ def _approximate_bytes(record: RunRecord) -> int:
 
 
 
-def _fit_page(rows: Sequence[Mapping[str, Any]]) -> list[RunRecord]:
+def _fit_page(rows: Sequence[Values]) -> list[RunRecord]:
     """The runs of `rows` as a ListRuns page: user queries cut to LIST_QUERY_CHARS, and the page ended early
     rather than grow past MAX_PAGE_BYTES (it always holds one run)."""
     page: list[RunRecord] = []

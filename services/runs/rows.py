@@ -4,10 +4,10 @@
 changing it, ending it with its `error` step, recording an approval's decision, asking a run to stop.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,7 +29,12 @@ STEPS = RunStepRow.__table__
 #: A run's columns as the store reads them; the `metadata` column is read as `labels` (its ORM name).
 RUN_COLUMNS = [column.label("labels") if column.key == "metadata" else column for column in RUNS.columns]
 
-Values = Mapping[str, Any]
+class Values(Protocol):
+    """A row read by column name: a SQLAlchemy RowMapping as a query returns it, or a dict copied from one to
+    be changed. (Not Mapping[str, Any]: RowMapping's keys may also be columns, and Mapping's key type is
+    invariant.)"""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
 def step_record(row: Values) -> StepRecord:

@@ -107,7 +107,7 @@ def _run_values(new: NewRun, fingerprint: str, now: datetime) -> dict[str, Any]:
 
 async def _place_on_thread(
     connection: AsyncConnection, new: NewRun, row: dict[str, Any], now: datetime
-) -> list[Values]:
+) -> list[dict[str, Any]]:
     """Give the run `row` its thread and turn (none for a workflow run); returns the runs in progress on that
     thread, which the new run has to wait for (or reject, or interrupt)."""
     if new.workflow_id:
@@ -120,7 +120,7 @@ async def _place_on_thread(
 
 
 async def _wait_for_earlier_turns(
-    connection: AsyncConnection, new: NewRun, row: dict[str, Any], live: list[Values]
+    connection: AsyncConnection, new: NewRun, row: dict[str, Any], live: list[dict[str, Any]]
 ) -> list[Cancelled]:
     """Apply `new.multitask` to a run whose thread has the `live` runs in progress: refuse it ("reject"), or make
     it QUEUED without steps, and for "interrupt" cancel the live runs too; returns the runs cancelled."""

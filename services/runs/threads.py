@@ -10,7 +10,6 @@ out cannot race.
 
 import json
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,7 +40,7 @@ class Placement:
     live: list[dict[str, Any]]
 
 
-def thread_record(row: Mapping[str, Any]) -> ThreadRecord:
+def thread_record(row: Values) -> ThreadRecord:
     return ThreadRecord(
         id=row["id"],
         owner=row["owner"],

@@ -7,7 +7,7 @@ cursor without a gap, the watcher reads the steps after its cursor through `Step
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -60,7 +60,7 @@ async def watch_run(
     run_id: str,
     after_sequence: int,
     heartbeat_seconds: float,
-) -> AsyncIterator[WatchEvent]:
+) -> AsyncGenerator[WatchEvent, None]:
     """The run, its steps after `after_sequence`, then live steps, deltas, the run on state changes and
     heartbeats while quiet; last, the run in its final state.
 

@@ -35,6 +35,7 @@ from services.agents.workflows.records import (
     EndNode,
     IfNode,
     Node,
+    NodeKind,
     SetStateNode,
     StartNode,
     ToolNode,
@@ -158,7 +159,7 @@ def _check_nodes(nodes: Sequence[Node]) -> dict[str, int]:
         check_text(f"{node_field(index, node)}.display_name", node.display_name, MAX_DISPLAY_NAME_CHARS)
         if node.kind is None:
             raise InvalidArgument(f"{node_field(index, node)} has no kind; set one of {', '.join(NODE_KINDS)}")
-        _check_kind(index, node)
+        _check_kind(index, node, node.kind)
     return index_of
 
 
@@ -167,9 +168,9 @@ def _required_expression(field: str, expression: str) -> None:
         raise InvalidArgument(f"{field} is required: a CEL expression")
 
 
-def _check_kind(index: int, node: Node) -> None:
-    """The fields of a node's kind, except what its expressions say (checked once the graph is known)."""
-    kind = node.kind
+def _check_kind(index: int, node: Node, kind: NodeKind) -> None:
+    """The fields of `node`'s kind (its `kind`, once known to be set), except what its expressions say (checked
+    once the graph is known)."""
 
     def at(path: str) -> str:
         return node_field(index, node, f".{kind.KIND}.{path}" if path else f".{kind.KIND}")

@@ -6,7 +6,7 @@ One URL selects the dialect: `sqlite+aiosqlite:///path.db` (the embedded default
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -208,7 +208,7 @@ StoreT = TypeVar("StoreT", bound=HasDatabase)
 
 def runs_to_completion(
     method: Callable[Concatenate[StoreT, P], Coroutine[Any, Any, T]],
-) -> Callable[Concatenate[StoreT, P], Awaitable[T]]:
+) -> Callable[Concatenate[StoreT, P], Coroutine[Any, Any, T]]:
     """Decorate a store method so that it runs via `self.database.run_to_completion`."""
 
     @functools.wraps(method)

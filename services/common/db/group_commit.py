@@ -58,6 +58,8 @@ class Write(Generic[T]):
         if error is not None:
             self.future.set_exception(error)
         else:
+            # Every handler calls `succeed` or `fail` on each write, so `_value` is a T by now; mypy cannot follow
+            # that across the handler, and the field is T | None until `succeed` runs, hence the ignore.
             self.future.set_result(self._value)  # type: ignore[arg-type]
 
 

@@ -82,6 +82,9 @@ def _non_finite_in(message: Message, field: str) -> str | None:
     stack: list[tuple[Message, str]] = [(message, field)]
     while stack:
         item, where = stack.pop()
+        # Which well-known type `item` is, by its descriptor's name: that holds for a message of any descriptor
+        # pool, where isinstance(item, struct_pb2.Struct) would not. mypy sees only the Message base class, hence
+        # the three `type: ignore[attr-defined]` on the fields read below.
         name = item.DESCRIPTOR.full_name
         if name == "google.protobuf.Struct":
             stack.extend((child, f"{where}.{key}") for key, child in item.fields.items())  # type: ignore[attr-defined]
@@ -187,16 +190,18 @@ def multitask_to_proto(strategy: MultitaskStrategy) -> "runs_pb2.MultitaskStrate
     return PROTO_BY_MULTITASK[MultitaskStrategy(strategy)]
 
 
-#: RunState numbers -> the run's state as the store holds it.
-RUN_STATE_BY_PROTO: dict["runs_pb2.RunState", str] = {
-    runs_pb2.RUN_STATE_QUEUED: QUEUED,
-    runs_pb2.RUN_STATE_RUNNING: RUNNING,
-    runs_pb2.RUN_STATE_COMPLETED: COMPLETED,
-    runs_pb2.RUN_STATE_FAILED: FAILED,
-    runs_pb2.RUN_STATE_CANCELLED: CANCELLED,
-    runs_pb2.RUN_STATE_WAITING: WAITING,
+#: The run's state as the store holds it -> its RunState number.
+PROTO_BY_RUN_STATE: dict[str, "runs_pb2.RunState"] = {
+    QUEUED: runs_pb2.RUN_STATE_QUEUED,
+    RUNNING: runs_pb2.RUN_STATE_RUNNING,
+    COMPLETED: runs_pb2.RUN_STATE_COMPLETED,
+    FAILED: runs_pb2.RUN_STATE_FAILED,
+    CANCELLED: runs_pb2.RUN_STATE_CANCELLED,
+    WAITING: runs_pb2.RUN_STATE_WAITING,
 }
-PROTO_BY_RUN_STATE: dict[str, "runs_pb2.RunState"] = {state: number for number, state in RUN_STATE_BY_PROTO.items()}
+#: RunState numbers -> the state. Keyed by int, like MULTITASK_BY_PROTO: proto3 enums are open, so a message
+#: may carry a number that is no RunState this build knows, and the lookups below are asked about it.
+RUN_STATE_BY_PROTO: dict[int, str] = {number: state for state, number in PROTO_BY_RUN_STATE.items()}
 
 
 def run_state_from_proto(value: int) -> str | None:

@@ -95,8 +95,8 @@ class ExecutorLink:
                 async with asyncio.timeout(timeout):
                     result = await answer
             except TimeoutError:
-                message = f"no answer over the link in {timeout:g} s"
-                raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, message) from None
+                late = f"no answer over the link in {timeout:g} s"
+                raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, late) from None
         finally:
             self._pending.pop(call_id, None)
         outcome = result.WhichOneof("result")

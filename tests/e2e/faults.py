@@ -1,0 +1,155 @@
+"""What the fault tests share (tests/e2e/test_faults.py, test_client_faults.py): the stack as separate
+processes killed with real signals, and ways to look at its runs."""
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
+from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from services.launcher.stack import ProcessSpec
+from tests.e2e.conftest import RunningStack, build_stack_in, stack_environment, wait_ready
+from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
+
+LIVE = (runs_pb2.RUN_STATE_QUEUED, runs_pb2.RUN_STATE_RUNNING)
+FINAL = (runs_pb2.RUN_STATE_COMPLETED, runs_pb2.RUN_STATE_FAILED, runs_pb2.RUN_STATE_CANCELLED)
+#: Steps of the seed example: user request, then (thought, tool call, tool result) twice, then the answer.
+SEED_STEPS = 8
+#: How often the tests look at the runs while they wait.
+POLL_SECONDS = 0.05
+T = TypeVar("T")
+
+
+# --- the stack ---------------------------------------------------------------------------------------------
+
+
+def stack_env(workdir: Path, settings: dict[str, str]) -> dict[str, str]:
+    """The environment of a stack on free 127.0.0.1 ports with its databases in `workdir`, plus `settings`."""
+    return stack_environment(workdir, DEMO_MODEL_CHUNK_DELAY_SECONDS="0.01", **settings)
+
+
+@contextmanager
+def fault_stack(workdir: Path, *extra: ProcessSpec, **settings: str | float) -> Iterator[RunningStack]:
+    """Runs, tools, demo model (unless LLM_BASE_URL is set) and engine as separate processes (the launcher's
+    definitions), after the `extra` ones; every one killed on the way out."""
+    env = stack_env(workdir, {key: str(value) for key, value in settings.items()})
+    stack = build_stack_in(workdir, env)
+    running = RunningStack(stack, workdir, env, page_port=0)
+    names = [spec.name for spec in stack.processes if spec.name != "gateway"]
+    try:
+        for spec in [*extra, *(running.spec(name) for name in names)]:
+            running.start(spec)
+        wait_ready(running, names)
+        yield running
+    finally:
+        for name in list(running.processes):
+            kill(running, name)
+
+
+def kill(stack: RunningStack, name: str) -> None:
+    """SIGKILL a process of the stack and reap it."""
+    process = stack.processes.pop(name)
+    process.kill()
+    process.wait()
+
+
+def logs(stack: RunningStack, *names: str) -> str:
+    names = names or tuple(sorted(path.stem for path in stack.workdir.glob("*.log")))
+    return "\n".join(f"--- {name} log\n{stack.log(name)[-4000:]}" for name in names)
+
+
+@contextmanager
+def explained(stack: RunningStack, *names: str) -> Iterator[None]:
+    """A failed assertion or wait inside the block comes with the tails of the processes' logs."""
+    try:
+        yield
+    except (AssertionError, TimeoutError, grpc.RpcError) as exc:
+        raise AssertionError(f"{exc}\n{logs(stack, *names)}") from exc
+
+
+@contextmanager
+def clients(stack: RunningStack) -> Iterator[tuple[engine_pb2_grpc.AgentServiceStub, runs_pb2_grpc.RunServiceStub]]:
+    with grpc.insecure_channel(stack.stack.engine_address) as engine, \
+            grpc.insecure_channel(stack.stack.runs_address) as runs:
+        yield engine_pb2_grpc.AgentServiceStub(engine), runs_pb2_grpc.RunServiceStub(runs)
+
+
+# --- looking at runs ---------------------------------------------------------------------------------------
+
+
+def wait_for(what: str, timeout: float, look: Callable[[], T | None]) -> T:
+    """Call `look` until it returns something other than None (or False); TimeoutError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = look()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(POLL_SECONDS)
+
+
+def get_runs(runs: runs_pb2_grpc.RunServiceStub, run_ids: list[str]) -> list[runs_pb2.Run]:
+    return [runs.GetRun(runs_pb2.GetRunRequest(run_id=run_id), timeout=5) for run_id in run_ids]
+
+
+def list_runs(runs: runs_pb2_grpc.RunServiceStub, state: "runs_pb2.RunState" = runs_pb2.RUN_STATE_UNSPECIFIED
+              ) -> list[runs_pb2.Run]:
+    found, token = [], ""
+    while True:
+        page = runs.ListRuns(runs_pb2.ListRunsRequest(page_size=1000, page_token=token, state=state), timeout=5)
+        found += page.runs
+        if not (token := page.next_page_token):
+            return found
+
+
+def ended(runs: runs_pb2_grpc.RunServiceStub, run_ids: list[str]) -> list[runs_pb2.Run] | None:
+    """The runs with their steps once every one of them has ended; None while one is live."""
+    found = get_runs(runs, run_ids)
+    return found if all(run.state not in LIVE for run in found) else None
+
+
+def assert_numbered(run: runs_pb2.Run) -> None:
+    """Steps 1..N, no gap, no duplicate, N the run's step count."""
+    sequences = [step.sequence for step in run.steps]
+    assert sequences == list(range(1, len(sequences) + 1)), f"run {run.id} has steps {sequences}"
+    assert run.step_count == len(sequences)
+
+
+def assert_seed_answer(run: runs_pb2.Run) -> None:
+    assert run.state == runs_pb2.RUN_STATE_COMPLETED, (run.id, runs_pb2.RunState.Name(run.state), run.error_message)
+    assert_numbered(run)
+    assert len(run.steps) == SEED_STEPS
+    assert timeline(list(run.steps)) == SEED_TIMELINE
+    assert "45" in run.steps[-1].agent_response.text
+
+
+def assert_ended_on_error(run: runs_pb2.Run, state: "runs_pb2.RunState", code: str) -> None:
+    """A run ended `state` with `code`, its last step the matching `error` step, its lease gone."""
+    assert (runs_pb2.RunState.Name(run.state), run.error_code) == (runs_pb2.RunState.Name(state), code), (
+        run.id, run.error_message
+    )
+    assert_numbered(run)
+    last = run.steps[-1]
+    assert last.WhichOneof("content") == "error", f"run {run.id} ends on a {last.WhichOneof('content')} step"
+    assert (last.error.code, last.error.message) == (code, run.error_message)
+    assert [step.WhichOneof("content") for step in run.steps].count("error") == 1
+    assert run.HasField("complete_time") and not run.executor_id
+
+
+def start_runs(engine: engine_pb2_grpc.AgentServiceStub, count: int) -> list[str]:
+    return [
+        engine.StartRun(engine_pb2.StartRunRequest(message=SEED_QUESTION, metadata={"n": str(n)}), timeout=10).id
+        for n in range(count)
+    ]
+
+
+#: The engines' lease and the store's reaper interval in the tests that wait for the reaper.
+LEASE = 2.0
+REAPER_INTERVAL = 0.5
+#: Time for the reaper's write and our polling, beyond the lease and one reaper interval.
+REAP_MARGIN = 2.0
