@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from services.common.identity import Caller
-from services.tools.schemas import SchemaProblem, check_schema
+from services.tools.schemas.checks import check_schema
+from services.tools.schemas.problems import SchemaProblem
 
 #: OpenAI's rule for function names; the tool id is the function name.
 TOOL_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")

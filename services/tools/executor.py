@@ -23,7 +23,8 @@ from services.common.json_values import JsonInputError
 from services.tools.base import BaseTool, RemoteTool, ToolContext, ToolOutput
 from services.tools.registry import ToolRegistry
 from services.tools.results import DEFAULT_MAX_RESULT_BYTES, to_tool_output
-from services.tools.schemas import SchemaProblem, ValidationTooCostly, argument_problems
+from services.tools.schemas.checks import argument_problems
+from services.tools.schemas.problems import SchemaProblem, ValidationTooCostly
 from services.tools.tool_settings import ToolSettingsStore
 from services.tools.usage import UsageLedger
 from services.tools.worker_pool import ToolWorkerPool

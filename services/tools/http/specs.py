@@ -16,7 +16,8 @@ from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.tools.http.destinations import DestinationPolicy, url_host
 from services.tools.http.naming import name_problem, tool_id
 from services.tools.named_rows import all_named, delete_named, insert_named, is_header_name
-from services.tools.schemas import SchemaProblem, check_schema
+from services.tools.schemas.checks import check_schema
+from services.tools.schemas.problems import SchemaProblem
 from services.tools.tables import HttpToolRow
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]

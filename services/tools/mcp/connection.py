@@ -39,7 +39,7 @@ from services.tools.base import RemoteTool, ToolContext, ToolHints, ToolOutput
 from services.tools.http.destinations import DestinationPolicy, url_host
 from services.tools.mcp.naming import tool_id
 from services.tools.mcp.servers import McpServerSpec
-from services.tools.schemas import check_schema
+from services.tools.schemas.checks import check_schema
 
 log = logging.getLogger(__name__)
 
