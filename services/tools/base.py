@@ -139,8 +139,10 @@ class BaseTool(ABC):
         """Run the tool. Override this, or `execute` for a synchronous tool."""
         raise NotImplementedError(f"tool {self.name!r} implements neither run() nor execute()")
 
-    def execute(self, **kwargs: Any) -> Any:
-        """Run the tool synchronously (the seed's style). Override this, or `run`."""
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the tool synchronously (the seed's style). Override this, or `run`. An override names the arguments
+        it takes as its parameters (the executor checks the call against that signature), so each override's
+        signature is its own: typed `*args: Any, **kwargs: Any` here, which type checkers take as "any signature"."""
         raise NotImplementedError(f"tool {self.name!r} implements neither run() nor execute()")
 
     @classmethod
