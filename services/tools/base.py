@@ -40,7 +40,8 @@ DEFAULT_WEB_SEARCH_TIMEOUT_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class ToolContext:
-    """What the service lends a tool for one execution (services.tools.workspaces.call_context makes it per call)."""
+    """What the service lends a tool for one execution (services.tools.workspaces.tenancy.call_context makes it
+    per call)."""
 
     #: The only folder file-touching tools may use (absolute, resolved): in a call, the caller's own workspace (or
     #: the shared one), None when the call runs on no user's behalf; in the service's own copy, TOOLS_WORKSPACE.

@@ -44,7 +44,7 @@ class ToolsSettings(PageTokenSettings):
         default_factory=list, alias="TOOLS_PLUGIN_DIRS"
     )
     #: The only folder file_io may read, write or list: each user works in a folder of their own below it (users/),
-    #: unless TOOLS_WORKSPACE_SHARED (services/tools/workspaces.py).
+    #: unless TOOLS_WORKSPACE_SHARED (services/tools/workspaces/tenancy.py).
     workspace: Path = Field(Path("var/workspace"), alias="TOOLS_WORKSPACE")
     #: One workspace (TOOLS_WORKSPACE/shared) that every user reads and writes, instead of one per user. Off by
     #: default: only an admin who wants users to see each other's files turns it on.

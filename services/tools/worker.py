@@ -73,7 +73,7 @@ from services.common.identity import Caller
 from services.tools.base import BaseTool, ToolContext, ToolOutput
 from services.tools.registry import ToolRegistry
 from services.tools.results import to_tool_output
-from services.tools.workspaces import call_context
+from services.tools.workspaces.tenancy import call_context
 
 log = logging.getLogger(__name__)
 

@@ -257,9 +257,9 @@ class ToolWorkerPool:
     # --- Calls -------------------------------------------------------------------------------------------------
 
     async def run(self, tool_id: str, arguments: dict[str, Any], caller: Caller | None = None) -> ToolOutput:
-        """Run a call for `caller` (whose workspace it uses: services.tools.workspaces) in the next free worker and
-        return its output, or raise its domain error. The caller bounds the time (asyncio.timeout): cancelling this
-        stops the worker running the call."""
+        """Run a call for `caller` (whose workspace it uses: services.tools.workspaces.tenancy) in the next free
+        worker and return its output, or raise its domain error. The caller bounds the time (asyncio.timeout):
+        cancelling this stops the worker running the call."""
         if self._closing:
             raise Unavailable(_STOPPING)
         if not self.serving:
