@@ -7,7 +7,7 @@ of two ways:
   need the context (the workspace folder, ...); it runs in an event loop of its own for the call;
 * `def execute(self, **kwargs)` — the seed's plain synchronous style.
 
-Either way the code runs in a tool worker process (services.tools.worker), never in the service's own process: a
+Either way the code runs in a tool worker process (services.tools.workers), never in the service's own process: a
 tool may block, and is killed at its time limit. It must not rely on state shared with the service or kept between
 calls (a call may land on any worker, and workers are replaced), and it runs under the workers' memory and CPU
 limits (TOOLS_WORKER_MEMORY_MB, TOOLS_WORKER_CPU_SECONDS).

@@ -34,7 +34,7 @@ from services.tools.arithmetic.operations import (
 # accepts them; for an expression a model wrote, the refusal or the answer is all that matters. Silenced around each
 # parse (see `_parse`): a filter set once at import does not survive code that restores the warning filters after
 # the import (pytest does, per test). warnings.catch_warnings is not thread-safe, and need not be: a synchronous
-# tool runs alone in its worker process's main thread (services.tools.worker).
+# tool runs alone in its worker process's main thread (services.tools.workers.worker).
 _LITERAL_WARNINGS = r"invalid (decimal|hexadecimal|octal|binary) literal"
 
 #: Longest expression accepted, in characters: enough for any calculation a person writes, and it bounds the parse.
@@ -137,21 +137,23 @@ def _parse(expression: str) -> tuple[ast.expr, _Source]:
         if depth > MAX_DEPTH:
             raise InvalidArgument(f"the expression is nested too deeply: at most {MAX_DEPTH} levels")
         for child in ast.iter_child_nodes(node):
-            same_chain = isinstance(node, ast.BinOp) and child is node.left and _continues_chain(node)
+            same_chain = isinstance(node, ast.BinOp) and child is _chained_left(node)
             pending.append((child, depth if same_chain else depth + 1))
     return tree.body, source
 
 
-def _continues_chain(node: ast.BinOp) -> bool:
-    """True when `node` and its left operand are one left-to-right chain (1 + 2 - 3 * 4 …, not powers, which
-    group from the right), evaluated in a loop rather than by recursion."""
+def _chained_left(node: ast.BinOp) -> ast.BinOp | None:
+    """The left operand of `node` when the two are one left-to-right chain (1 + 2 - 3 * 4 …, not powers, which
+    group from the right), evaluated in a loop rather than by recursion; None otherwise."""
     left = node.left
-    return (
+    if (
         not isinstance(node.op, ast.Pow)
         and isinstance(left, ast.BinOp)
         and type(left.op) in _BINARY_OPERATORS
         and not isinstance(left.op, ast.Pow)
-    )
+    ):
+        return left
+    return None
 
 
 def _literal(node: ast.Constant, source: _Source) -> Fraction:
@@ -205,10 +207,10 @@ class _Evaluator:
         raise InvalidArgument(f"unsupported syntax {self.where(node)}: {_describe(node)}; only arithmetic is allowed")
 
     def binary(self, node: ast.BinOp) -> Number:
-        """A binary operation, or a whole left-to-right chain of them in a loop (see _continues_chain)."""
+        """A binary operation, or a whole left-to-right chain of them in a loop (see _chained_left)."""
         chain = [node]
-        while _continues_chain(chain[-1]):
-            chain.append(chain[-1].left)  # type: ignore[arg-type]
+        while (left := _chained_left(chain[-1])) is not None:
+            chain.append(left)
         value = self.evaluate(chain[-1].left)
         for link in reversed(chain):
             right = self.evaluate(link.right)
