@@ -102,7 +102,7 @@ def http_tool(
     url = _checked_url(url, destinations)
     headers = dict(headers or {})
     _check_headers(headers)
-    return HttpToolSpec(name, display_name, description, schema, url, method, headers)  # type: ignore[arg-type]
+    return HttpToolSpec(name, display_name, description, schema, url, method, headers)
 
 
 def _checked_schema(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
