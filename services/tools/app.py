@@ -30,8 +30,8 @@ from services.tools.secrets import seal_stored_secrets
 from services.tools.servicer import SERVICE_NAME, ToolServicer
 from services.tools.settings import ToolsSettings
 from services.tools.tool_settings import ToolSettingsStore
-from services.tools.worker import WorkerConfig
-from services.tools.worker_pool import ToolWorkerPool
+from services.tools.workers.pool import ToolWorkerPool
+from services.tools.workers.protocol import WorkerConfig
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ of two ways:
   need the context (the workspace folder, ...); it runs in an event loop of its own for the call;
 * `def execute(self, **kwargs)` — the seed's plain synchronous style.
 
-Either way the code runs in a tool worker process (services.tools.worker), never in the service's own process: a
+Either way the code runs in a tool worker process (services.tools.workers), never in the service's own process: a
 tool may block, and is killed at its time limit. It must not rely on state shared with the service or kept between
 calls (a call may land on any worker, and workers are replaced), and it runs under the workers' memory and CPU
 limits (TOOLS_WORKER_MEMORY_MB, TOOLS_WORKER_CPU_SECONDS).
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from services.common.identity import Caller
-from services.tools.schemas import SchemaProblem, check_schema
+from services.tools.schemas.checks import check_schema
+from services.tools.schemas.problems import SchemaProblem
 
 #: OpenAI's rule for function names; the tool id is the function name.
 TOOL_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -39,7 +40,8 @@ DEFAULT_WEB_SEARCH_TIMEOUT_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class ToolContext:
-    """What the service lends a tool for one execution (services.tools.workspaces.call_context makes it per call)."""
+    """What the service lends a tool for one execution (services.tools.workspaces.tenancy.call_context makes it
+    per call)."""
 
     #: The only folder file-touching tools may use (absolute, resolved): in a call, the caller's own workspace (or
     #: the shared one), None when the call runs on no user's behalf; in the service's own copy, TOOLS_WORKSPACE.
@@ -138,8 +140,10 @@ class BaseTool(ABC):
         """Run the tool. Override this, or `execute` for a synchronous tool."""
         raise NotImplementedError(f"tool {self.name!r} implements neither run() nor execute()")
 
-    def execute(self, **kwargs: Any) -> Any:
-        """Run the tool synchronously (the seed's style). Override this, or `run`."""
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the tool synchronously (the seed's style). Override this, or `run`. An override names the arguments
+        it takes as its parameters (the executor checks the call against that signature), so each override's
+        signature is its own: typed `*args: Any, **kwargs: Any` here, which type checkers take as "any signature"."""
         raise NotImplementedError(f"tool {self.name!r} implements neither run() nor execute()")
 
     @classmethod

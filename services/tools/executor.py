@@ -3,7 +3,7 @@ limit: a plugin tool in a worker process, a remote tool (an MCP server's, an HTT
 service's event loop.
 
 Everything before the run stays in the service (the lookup, the enabled check, the JSON-schema validation and the
-check that the arguments fit the function); only the tool's own code runs in a worker (services.tools.worker_pool),
+check that the arguments fit the function); only the tool's own code runs in a worker (services.tools.workers),
 which can be killed. Whatever a tool does, the service survives: caller mistakes come back as the domain errors the
 tool raised, a time overrun as DeadlineExceeded (the worker is killed and replaced), a crash of the worker or a
 tool's own bug as Internal naming the tool (a bug's traceback is logged), and a pool that cannot start workers as
@@ -23,10 +23,11 @@ from services.common.json_values import JsonInputError
 from services.tools.base import BaseTool, RemoteTool, ToolContext, ToolOutput
 from services.tools.registry import ToolRegistry
 from services.tools.results import DEFAULT_MAX_RESULT_BYTES, to_tool_output
-from services.tools.schemas import SchemaProblem, ValidationTooCostly, argument_problems
+from services.tools.schemas.checks import argument_problems
+from services.tools.schemas.problems import SchemaProblem, ValidationTooCostly
 from services.tools.tool_settings import ToolSettingsStore
 from services.tools.usage import UsageLedger
-from services.tools.worker_pool import ToolWorkerPool
+from services.tools.workers.pool import ToolWorkerPool
 
 __all__ = ["DEFAULT_MAX_RESULT_BYTES", "ToolExecution", "ToolExecutor", "to_tool_output", "validate_arguments"]
 

@@ -44,7 +44,7 @@ async def insert_named(database: Database, row: RowT, convert: Callable[[RowT], 
 async def all_named(database: Database, row_type: type[RowT], convert: Callable[[RowT], T]) -> list[T]:
     """Every row of `row_type`, in name order, converted."""
     async with database.read() as session:
-        rows = (await session.scalars(select(row_type).order_by(row_type.name))).all()  # type: ignore[attr-defined]
+        rows = (await session.scalars(select(row_type).order_by(row_type.name))).all()
         return [convert(row) for row in rows]
 
 

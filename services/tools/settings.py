@@ -44,7 +44,7 @@ class ToolsSettings(PageTokenSettings):
         default_factory=list, alias="TOOLS_PLUGIN_DIRS"
     )
     #: The only folder file_io may read, write or list: each user works in a folder of their own below it (users/),
-    #: unless TOOLS_WORKSPACE_SHARED (services/tools/workspaces.py).
+    #: unless TOOLS_WORKSPACE_SHARED (services/tools/workspaces/tenancy.py).
     workspace: Path = Field(Path("var/workspace"), alias="TOOLS_WORKSPACE")
     #: One workspace (TOOLS_WORKSPACE/shared) that every user reads and writes, instead of one per user. Off by
     #: default: only an admin who wants users to see each other's files turns it on.
@@ -59,7 +59,7 @@ class ToolsSettings(PageTokenSettings):
     timeout_seconds: float = Field(30.0, alias="TOOLS_TIMEOUT_SECONDS", gt=0)
     #: How many worker processes run tools' code, each one call at a time; more calls wait for a free worker
     #: (within TOOLS_TIMEOUT_SECONDS). Health says NOT_SERVING while the pool cannot serve: no live worker, and the
-    #: last attempt to start one failed (services/tools/worker_pool.py says exactly when).
+    #: last attempt to start one failed (services/tools/workers/pool.py says exactly when).
     #: Three by default: one tool's calls may hold two (TOOLS_WORKERS_PER_TOOL), so two calls of a tool in one turn
     #: run at once and a tool whose calls hang still leaves one worker to the others.
     workers: int = Field(3, alias="TOOLS_WORKERS", ge=1, le=64)

@@ -1,4 +1,4 @@
-"""Property tests of the tool-schema boundary (services/tools/schemas.py) and of bounded JSON parsing
+"""Property tests of the tool-schema boundary (services/tools/schemas/) and of bounded JSON parsing
 (services/common/json_values.py): whatever schema, arguments or text is generated (refs to anywhere and to
 themselves, hostile patterns, deep nesting, huge strings, odd unicode, non-finite numbers), the answer is a clear
 refusal or a result, never an unexpected exception (INTERNAL), and it comes in bounded time."""
@@ -24,7 +24,8 @@ from services.common.json_values import MAX_JSON_DEPTH, JsonInputError, parse_js
 from services.common.rpc.status import status_for
 from services.tools.base import BaseTool
 from services.tools.executor import validate_arguments
-from services.tools.schemas import SchemaProblem, ValidationTooCostly, argument_problems, check_schema
+from services.tools.schemas.checks import argument_problems, check_schema
+from services.tools.schemas.problems import SchemaProblem, ValidationTooCostly
 from tests.tools.conftest import execute_request, make_settings, plugin_dir  # noqa: F401  (fixtures make_tools needs)
 from tests.tools.test_http_tools import Tools, make_tools  # noqa: F401  (a fixture)
 

@@ -14,8 +14,9 @@ from services.common.identity import MAX_USER_ID, Caller
 from services.tools.base import ToolContext
 from services.tools.registry import ToolRegistry
 from services.tools.settings import BUILTIN_WEB_SEARCH_CORPUS
-from services.tools.worker import ToolCall, WorkerConfig, run_call
-from services.tools.workspaces import USERS_FOLDER, call_context, folder_name
+from services.tools.workers.protocol import ToolCall, WorkerConfig
+from services.tools.workers.worker import run_call
+from services.tools.workspaces.tenancy import USERS_FOLDER, call_context, folder_name
 
 #: Ids as API keys allow them, ids with the pieces that climb, and anything a JWT's subject might hold.
 PIECES = [".", "..", "/", "%", "%2E", "@", "|", "+", "-", "\x00", "\\", "é", "\ud800", " ", "users", "a" * 60]

@@ -19,8 +19,8 @@ from services.tools.executor import DEFAULT_MAX_RESULT_BYTES, ToolExecutor
 from services.tools.registry import ToolRegistry
 from services.tools.settings import BUILTIN_WEB_SEARCH_CORPUS, ToolsSettings
 from services.tools.tool_settings import ToolSettingsStore
-from services.tools.worker import WorkerConfig
-from services.tools.worker_pool import ToolWorkerPool
+from services.tools.workers.pool import ToolWorkerPool
+from services.tools.workers.protocol import WorkerConfig
 from tests.support.keys import TOOLS_SECRET_KEY
 from tests.support.stubs import tools_stubs
 

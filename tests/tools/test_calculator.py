@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.common.errors import InvalidArgument
-from services.tools.plugins.calculator import MAX_BITS, MAX_DEPTH, MAX_DIGITS, MAX_EXPRESSION_LENGTH, CalculatorTool
+from services.tools.arithmetic.expressions import MAX_DEPTH, MAX_EXPRESSION_LENGTH
+from services.tools.arithmetic.operations import MAX_BITS, MAX_DIGITS
+from services.tools.plugins.calculator import CalculatorTool
 from tests.support.seed import SEED_CALCULATOR_SCHEMA
 
 calculator = CalculatorTool()

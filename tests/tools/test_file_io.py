@@ -34,9 +34,9 @@ from services.common.errors import (
 from services.common.settings import load_settings
 from services.tools.app import start_tools
 from services.tools.base import ToolContext, ToolOutput
-from services.tools.plugins import file_io as file_io_module
 from services.tools.plugins.file_io import MAX_FILE_BYTES, MAX_LIST_ENTRIES, OPERATIONS, FileIOTool, perform
 from services.tools.settings import BUILTIN_WEB_SEARCH_CORPUS, ToolsSettings
+from services.tools.workspaces import beneath
 from tests.support.stubs import tools_stubs
 from tests.tools.conftest import RunningTools, SettingsFactory, execute_request
 
@@ -48,16 +48,16 @@ async def file_io(context: ToolContext, **arguments: Any) -> ToolOutput:
 
 
 def openat2_works() -> bool:
-    previous = file_io_module.use_openat2
+    previous = beneath.use_openat2
     try:
-        file_io_module.use_openat2 = None
+        beneath.use_openat2 = None
         fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
         try:
-            return file_io_module._openat2_usable(fd)
+            return beneath._openat2_usable(fd)
         finally:
             os.close(fd)
     finally:
-        file_io_module.use_openat2 = previous
+        beneath.use_openat2 = previous
 
 
 OPENAT2 = openat2_works()
@@ -68,7 +68,7 @@ def resolver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     """Run the test with openat2, then with the O_NOFOLLOW walk."""
     if request.param == "openat2" and not OPENAT2:
         pytest.skip("this kernel has no openat2")
-    monkeypatch.setattr(file_io_module, "use_openat2", request.param == "openat2")
+    monkeypatch.setattr(beneath, "use_openat2", request.param == "openat2")
     return str(request.param)
 
 
@@ -596,10 +596,10 @@ def test_without_openat2_the_walk_takes_over(box: Box, monkeypatch: pytest.Monke
     def enosys(*_: Any) -> int:
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
 
-    monkeypatch.setattr(file_io_module, "use_openat2", None)
-    monkeypatch.setattr(file_io_module, "_openat2", enosys)
+    monkeypatch.setattr(beneath, "use_openat2", None)
+    monkeypatch.setattr(beneath, "_openat2", enosys)
     perform(box.context, {"operation": "write", "path": "a/b.txt", "content": "hi"})
-    assert file_io_module.use_openat2 is False
+    assert beneath.use_openat2 is False
     assert perform(box.context, {"operation": "read", "path": "a/b.txt"}).text == "hi"
 
 
@@ -719,13 +719,13 @@ def test_any_path_gives_a_result_or_a_domain_error_and_never_touches_the_outside
         pytest.skip("this kernel has no openat2")
     set_traps(arena)
     before = arena.untouched()
-    previous, file_io_module.use_openat2 = file_io_module.use_openat2, use_openat2
+    previous, beneath.use_openat2 = beneath.use_openat2, use_openat2
     try:
         result = outcome_within(
             lambda: perform(arena.context, {"operation": operation, "path": path, "content": content})
         )
     finally:
-        file_io_module.use_openat2 = previous
+        beneath.use_openat2 = previous
     if isinstance(result, BaseException):
         assert isinstance(result, DomainError), repr(result)
         assert not isinstance(result, Internal), result

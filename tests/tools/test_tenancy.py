@@ -13,7 +13,7 @@ from google.protobuf import json_format
 
 from services.common.identity import Caller, as_service, on_behalf_of
 from services.tools.app import ToolsApp, start_tools
-from services.tools.workspaces import folder_name
+from services.tools.workspaces.tenancy import folder_name
 from tests.support.keys import ALICE, AUTH, SERVICE_TOKEN, as_
 from tests.support.stubs import tools_stubs
 from tests.tools.conftest import SettingsFactory, execute_request, write_plugin

@@ -30,8 +30,9 @@ from services.tools.base import ToolContext
 from services.tools.execution_servicer import SERVICE_NAME as EXECUTION_SERVICE_NAME
 from services.tools.results import DEFAULT_MAX_RESULT_BYTES
 from services.tools.servicer import SERVICE_NAME
-from services.tools.worker import WorkerConfig
-from services.tools.worker_pool import ToolWorkerPool, WorkerStartError
+from services.tools.workers.lifecycle import WorkerStartError
+from services.tools.workers.pool import ToolWorkerPool
+from services.tools.workers.protocol import WorkerConfig
 from tests.support.stubs import tools_stubs
 from tests.tools.conftest import ExecutorEnv, SettingsFactory, execute_request, write_plugin
 

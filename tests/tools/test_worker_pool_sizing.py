@@ -13,7 +13,7 @@ import pytest
 
 from services.tools.app import start_tools
 from services.tools.settings import ToolsSettings
-from services.tools.worker_pool import default_per_tool
+from services.tools.workers.pool import default_per_tool
 from tests.support.stubs import tools_stubs
 from tests.tools.conftest import SettingsFactory, execute_request, write_plugin
 

@@ -16,7 +16,8 @@ from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.tools.http.destinations import DestinationPolicy, url_host
 from services.tools.http.naming import name_problem, tool_id
 from services.tools.named_rows import all_named, delete_named, insert_named, is_header_name
-from services.tools.schemas import SchemaProblem, check_schema
+from services.tools.schemas.checks import check_schema
+from services.tools.schemas.problems import SchemaProblem
 from services.tools.tables import HttpToolRow
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -101,7 +102,7 @@ def http_tool(
     url = _checked_url(url, destinations)
     headers = dict(headers or {})
     _check_headers(headers)
-    return HttpToolSpec(name, display_name, description, schema, url, method, headers)  # type: ignore[arg-type]
+    return HttpToolSpec(name, display_name, description, schema, url, method, headers)
 
 
 def _checked_schema(parameters: Mapping[str, Any] | None) -> dict[str, Any]:

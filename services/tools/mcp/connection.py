@@ -39,7 +39,7 @@ from services.tools.base import RemoteTool, ToolContext, ToolHints, ToolOutput
 from services.tools.http.destinations import DestinationPolicy, url_host
 from services.tools.mcp.naming import tool_id
 from services.tools.mcp.servers import McpServerSpec
-from services.tools.schemas import check_schema
+from services.tools.schemas.checks import check_schema
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def _checked_client(headers: Mapping[str, str], destinations: DestinationPolicy)
     the checked network."""
     transport = httpx2.AsyncHTTPTransport(trust_env=False)
     # httpx offers no public way to give its pool a network backend; the pool keeps it in this one attribute.
-    transport._pool._network_backend = _CheckedBackend(destinations)  # type: ignore[attr-defined]
+    transport._pool._network_backend = _CheckedBackend(destinations)
     timeout = httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT)
     return httpx2.AsyncClient(headers=dict(headers), timeout=timeout, transport=transport, trust_env=False)
 

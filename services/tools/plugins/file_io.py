@@ -2,38 +2,30 @@
 
 Whose workspace: the worker hands each call the folder of the user it runs for (TOOLS_WORKSPACE/users/<user>, one
 per user, shared by that user's threads) or, when an admin set TOOLS_WORKSPACE_SHARED, the one shared folder
-(services.tools.workspaces decides; the tool's arguments cannot name another). A call on no user's behalf has none.
+(services.tools.workspaces.tenancy decides; the tool's arguments cannot name another). A call on no user's behalf
+has none.
 
-What it guarantees, and how:
+What it guarantees, and how (this file holds the operations; the workspace's rules are services.tools.workspaces'):
 
-* No way out of the workspace. A path is first checked as text: relative, at most 1,024 characters and 255 bytes
-  a name, no NUL, and no ".." that climbs above the workspace. It is then resolved and opened relative to a file
-  descriptor of the workspace, never as a whole path string: with Linux's openat2(RESOLVE_BENEATH |
-  RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS) where the kernel has it, else one openat(O_NOFOLLOW) per name. The
-  kernel refuses a symlink at the moment of the open, so a link is refused whether it was there before or swapped
-  in during the call: there is no gap between a check and the use.
+* No way out of the workspace. A path is first checked as text (workspaces.paths: relative, at most 1,024
+  characters and 255 bytes a name, no NUL, and no ".." that climbs above the workspace). It is then resolved and
+  opened relative to a file descriptor of the workspace, never as a whole path string, following no link
+  (workspaces.beneath: openat2 where the kernel has it, else one openat(O_NOFOLLOW) per name), so a link is refused
+  whether it was there before or swapped in during the call: there is no gap between a check and the use.
 * Regular files and folders only. Files are opened with O_NONBLOCK (so a FIFO cannot block the call) and checked
   with fstat; FIFOs, devices, sockets and files with other hard links (which may live outside) are refused.
-* A quota per workspace, so per user (ToolContext.workspace_max_bytes and workspace_max_files, files and folders
-  counted together): a write or append that would pass it is refused before anything is written, saying the quota
-  and what the workspace holds. Writers hold an flock on
-  the workspace folder, so two concurrent writes cannot both squeeze under the quota.
+* A quota per workspace, so per user (workspaces.quota): a write or append that would pass it is refused before
+  anything is written, saying the quota and what the workspace holds; writers hold a lock on the workspace, so two
+  concurrent writes cannot both squeeze under the quota.
 * Errors name the path as the caller gave it (cut to 100 characters), never the server's folders.
 """
 
 import asyncio
-import ctypes
 import errno
-import fcntl
-import functools
 import logging
 import os
 import stat
-import sys
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from services.common.errors import (
@@ -47,283 +39,18 @@ from services.common.errors import (
     Unavailable,
 )
 from services.tools.base import BaseTool, ToolContext, ToolHints, ToolOutput
+from services.tools.workspaces.beneath import DIRECTORY_FLAGS, FILE_FLAGS, closing, open_beneath
+from services.tools.workspaces.paths import MAX_PATH_CHARS, WorkspacePath, parse_path, shown
+from services.tools.workspaces.quota import check_quota, writer_lock
 
 log = logging.getLogger(__name__)
 
 #: Largest file read or written (the text goes into the model's context).
 MAX_FILE_BYTES = 1024 * 1024
-#: Longest path accepted, in characters, and longest name in it, in UTF-8 bytes (Linux's NAME_MAX).
-MAX_PATH_CHARS = 1024
-MAX_NAME_BYTES = 255
 #: Most entries one list returns (sorted by name; the rest are counted, not shown).
 MAX_LIST_ENTRIES = 1000
-#: How much of a caller's path an error message repeats.
-SHOWN_PATH_CHARS = 100
-#: How long a write waits for another write to the same workspace before giving up.
-LOCK_WAIT_SECONDS = 5.0
 
 OPERATIONS = ("read", "write", "append", "list", "delete")
-
-#: Opening a folder on the way: no symlink, and nothing that could block.
-_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-#: Opening a file: no symlink, no blocking on a FIFO, never becoming a controlling terminal.
-_FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-
-
-# --- Paths as text -------------------------------------------------------------------------------------------------
-
-
-def shown(text: str) -> str:
-    """`text` fit for an error message: unprintable characters escaped, cut to about SHOWN_PATH_CHARS."""
-    parts: list[str] = []
-    size = 0
-    for char in text:
-        if size >= SHOWN_PATH_CHARS:
-            return "".join(parts) + "…"
-        part = char if char.isprintable() else ascii(char)[1:-1]
-        parts.append(part)
-        size += len(part)
-    return "".join(parts)
-
-
-@dataclass(frozen=True)
-class WorkspacePath:
-    """A caller's path, checked as text: the names below the workspace it leads to ("." dropped, ".." applied)."""
-
-    #: The path as the caller gave it, ready for messages (see `shown`).
-    given: str
-    names: tuple[str, ...]
-
-    @property
-    def relative(self) -> str:
-        """The normalised path relative to the workspace ("." for the workspace itself)."""
-        return "/".join(self.names) or "."
-
-
-def parse_path(path: str) -> WorkspacePath:
-    """Check `path` as text and split it into names; InvalidArgument saying what is wrong with it."""
-    given = shown(path)
-    if "\x00" in path:
-        raise InvalidArgument(f"path '{given}' must not contain NUL characters")
-    if len(path) > MAX_PATH_CHARS:
-        raise InvalidArgument(
-            f"path '{given}' is {len(path)} characters long; file_io takes paths of at most {MAX_PATH_CHARS}"
-        )
-    outside = InvalidArgument(f"path '{given}' is outside the tools workspace; use a path relative to it")
-    if path.startswith("/"):
-        raise outside
-    names: list[str] = []
-    for name in path.split("/"):
-        if name in ("", "."):
-            continue
-        if name == "..":
-            if not names:
-                raise outside
-            names.pop()
-            continue
-        try:
-            size = len(name.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise InvalidArgument(f"path '{given}' is not valid text (it holds unpaired surrogates)") from None
-        if size > MAX_NAME_BYTES:
-            raise InvalidArgument(
-                f"a name in path '{given}' is {size} bytes long; names may be at most {MAX_NAME_BYTES} bytes (UTF-8)"
-            )
-        names.append(name)
-    return WorkspacePath(given, tuple(names))
-
-
-# --- Opening below a folder without following links ----------------------------------------------------------------
-
-
-class _OpenHow(ctypes.Structure):
-    """Linux's struct open_how (include/uapi/linux/openat2.h)."""
-
-    _fields_: ClassVar = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
-#: openat2's number: the same on every Linux architecture (it came after the syscall tables were unified).
-_SYS_OPENAT2 = 437
-_RESOLVE_NO_MAGICLINKS, _RESOLVE_NO_SYMLINKS, _RESOLVE_BENEATH = 0x02, 0x04, 0x08
-
-#: Whether openat2 is used: None until probed on first use, False off Linux. Tests set it to exercise both paths.
-use_openat2: bool | None = None if sys.platform == "linux" else False
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _openat2(dir_fd: int, path: bytes, flags: int, mode: int) -> int:
-    """openat2(dir_fd, path) beneath dir_fd with no symlinks at all; OSError as os.open raises it, without a path."""
-    how = _OpenHow(flags, mode, _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS)
-    for _ in range(10):
-        fd = _libc().syscall(
-            ctypes.c_long(_SYS_OPENAT2),
-            ctypes.c_int(dir_fd),
-            ctypes.c_char_p(path),
-            ctypes.byref(how),
-            ctypes.c_size_t(ctypes.sizeof(how)),
-        )
-        if fd >= 0:
-            return int(fd)
-        code = ctypes.get_errno()
-        # EAGAIN: the kernel saw a concurrent rename it could not rule out; trying again is what the man page says.
-        if code not in (errno.EINTR, errno.EAGAIN):
-            raise OSError(code, os.strerror(code))
-    raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
-
-
-def _openat2_usable(dir_fd: int) -> bool:
-    global use_openat2
-    if use_openat2 is None:
-        try:
-            os.close(_openat2(dir_fd, b".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, 0))
-        except (OSError, AttributeError) as exc:
-            # ENOSYS: a kernel before 5.6; EPERM: a seccomp filter (older container runtimes) that refuses it.
-            if isinstance(exc, OSError) and exc.errno not in (errno.ENOSYS, errno.EPERM):
-                raise
-            use_openat2 = False
-        else:
-            use_openat2 = True
-    return use_openat2
-
-
-def open_beneath(dir_fd: int, names: Sequence[str], flags: int, mode: int = 0o666) -> int:
-    """Open the path made of `names` below the folder `dir_fd`, following no symlink on the way or at the end.
-
-    `names` holds plain names (no "/", "." or ".."), so nothing can climb out; a symlink anywhere is OSError(ELOOP),
-    a missing name FileNotFoundError, a file used as a folder NotADirectoryError.
-    """
-    flags |= os.O_NOFOLLOW | os.O_CLOEXEC
-    if _openat2_usable(dir_fd):
-        path = "/".join(names).encode("utf-8") or b"."
-        try:
-            return _openat2(dir_fd, path, flags, mode if flags & os.O_CREAT else 0)
-        except NotADirectoryError:
-            # With O_DIRECTORY, openat2 answers ENOTDIR for a final symlink too; the walk below tells the two apart
-            # (and is as safe, should the name have changed meanwhile).
-            pass
-    if not names:
-        return os.open(".", flags, dir_fd=dir_fd)
-    current = dir_fd
-    try:
-        for name in names[:-1]:
-            following = _open_name(current, name, _DIRECTORY_FLAGS, 0)
-            if current != dir_fd:
-                os.close(current)
-            current = following
-        return _open_name(current, names[-1], flags, mode)
-    finally:
-        if current != dir_fd:
-            os.close(current)
-
-
-def _open_name(dir_fd: int, name: str, flags: int, mode: int) -> int:
-    try:
-        return os.open(name, flags, mode, dir_fd=dir_fd)
-    except NotADirectoryError:
-        # O_DIRECTORY | O_NOFOLLOW answers ENOTDIR for a symlink; say ELOOP, as openat2 does, so the message is right.
-        # A folder there now was something else an instant ago: a link swapped back, most likely.
-        found = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-        if stat.S_ISLNK(found) or stat.S_ISDIR(found):
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP)) from None
-        raise
-
-
-@contextmanager
-def _closing(fd: int) -> Iterator[int]:
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-# --- The workspace: its quota and the lock writers hold -----------------------------------------------------------
-
-
-def workspace_usage(root_fd: int) -> tuple[int, int]:
-    """(bytes in regular files, entries) below the folder `root_fd`, following no symlink.
-
-    Walks depth first holding one descriptor per level (not per pending folder), so a wide tree cannot run out of
-    descriptors and a deep one cannot exhaust Python's recursion.
-    """
-    used_bytes = used_entries = 0
-
-    def scan(fd: int) -> Iterator[str]:
-        nonlocal used_bytes, used_entries
-        folders = []
-        with os.scandir(fd) as entries:
-            for entry in entries:
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # removed meanwhile
-                used_entries += 1
-                if stat.S_ISREG(info.st_mode):
-                    used_bytes += info.st_size
-                elif stat.S_ISDIR(info.st_mode):
-                    folders.append(entry.name)
-        return iter(folders)
-
-    first = os.open(".", _DIRECTORY_FLAGS, dir_fd=root_fd)
-    stack: list[tuple[int, Iterator[str]]] = []
-    try:
-        stack.append((first, scan(first)))
-        while stack:
-            fd, folders = stack[-1]
-            name = next(folders, None)
-            if name is None:
-                os.close(fd)
-                stack.pop()
-                continue
-            try:
-                child = os.open(name, _DIRECTORY_FLAGS, dir_fd=fd)
-            except OSError:
-                continue  # removed or swapped for something else meanwhile: nothing of ours to count
-            stack.append((child, iter(())))  # on the stack before scanning, so it is closed if scanning fails
-            stack[-1] = (child, scan(child))
-    finally:
-        for fd, _ in stack:
-            os.close(fd)
-    return used_bytes, used_entries
-
-
-def _check_quota(root_fd: int, context: ToolContext, path: WorkspacePath, added_bytes: int, added_entries: int) -> None:
-    """ResourceExhausted when adding this much would pass the workspace's quota. Shrinking is always allowed."""
-    if added_bytes <= 0 and added_entries <= 0:
-        return
-    used_bytes, used_entries = workspace_usage(root_fd)
-    if added_entries > 0 and used_entries + added_entries > context.workspace_max_files:
-        raise ResourceExhausted(
-            f"writing '{path.given}' would bring the workspace to {used_entries + added_entries} files and folders, "
-            f"over its quota of {context.workspace_max_files} (it holds {used_entries}); delete some first"
-        )
-    if added_bytes > 0 and used_bytes + added_bytes > context.workspace_max_bytes:
-        raise ResourceExhausted(
-            f"writing '{path.given}' would bring the workspace to {used_bytes + added_bytes} bytes, over its quota of "
-            f"{context.workspace_max_bytes} bytes (it holds {used_bytes} bytes); delete files to make room"
-        )
-
-
-@contextmanager
-def _writer_lock(root_fd: int) -> Iterator[None]:
-    """Hold an exclusive flock on the workspace (each call opens its own descriptor, so threads exclude each other
-    as processes do). Polls rather than blocks, so a stuck holder costs a clear error, not a thread."""
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
-    while True:
-        try:
-            fcntl.flock(root_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise Unavailable("the tools workspace is busy with other writes; try again") from None
-            time.sleep(0.005)
-    try:
-        yield
-    finally:
-        fcntl.flock(root_fd, fcntl.LOCK_UN)
 
 
 # --- Refusals ------------------------------------------------------------------------------------------------------
@@ -403,12 +130,12 @@ def _os_refusal(exc: OSError, operation: str, path: WorkspacePath) -> DomainErro
 
 def _read_file(root_fd: int, path: WorkspacePath) -> ToolOutput:
     try:
-        fd = open_beneath(root_fd, path.names, os.O_RDONLY | _FILE_FLAGS)
+        fd = open_beneath(root_fd, path.names, os.O_RDONLY | FILE_FLAGS)
     except FileNotFoundError:
         raise NotFound(
             f"file '{path.given}' not found in the tools workspace; use operation 'list' to see the files"
         ) from None
-    with _closing(fd):
+    with closing(fd):
         _require_regular_file(os.fstat(fd), path)
         # One byte past the limit tells "too large" without reading a huge file whole.
         chunks, remaining = [], MAX_FILE_BYTES + 1
@@ -428,13 +155,13 @@ def _read_file(root_fd: int, path: WorkspacePath) -> ToolOutput:
 def _open_deepest_folder(root_fd: int, names: Sequence[str]) -> tuple[int, list[str]]:
     """The deepest folder of `names` that exists (a new descriptor) and the names below it still missing."""
     try:
-        return open_beneath(root_fd, names, _DIRECTORY_FLAGS), []
+        return open_beneath(root_fd, names, DIRECTORY_FLAGS), []
     except FileNotFoundError:
         pass
-    fd = open_beneath(root_fd, (), _DIRECTORY_FLAGS)
+    fd = open_beneath(root_fd, (), DIRECTORY_FLAGS)
     for index, name in enumerate(names):
         try:
-            child = open_beneath(fd, (name,), _DIRECTORY_FLAGS)
+            child = open_beneath(fd, (name,), DIRECTORY_FLAGS)
         except FileNotFoundError:
             return fd, list(names[index:])
         except BaseException:
@@ -454,7 +181,7 @@ def _make_folders(fd: int, names: Sequence[str]) -> int:
                 os.mkdir(name, 0o777, dir_fd=current)
             except FileExistsError:
                 pass  # made meanwhile: the open below refuses it unless it is a real folder
-            child = open_beneath(current, (name,), _DIRECTORY_FLAGS)
+            child = open_beneath(current, (name,), DIRECTORY_FLAGS)
             if current != fd:
                 os.close(current)
             current = child
@@ -478,7 +205,7 @@ def _write_file(root_fd: int, context: ToolContext, path: WorkspacePath, content
     if len(data) > MAX_FILE_BYTES:
         raise ResourceExhausted(f"content is {len(data)} bytes; file_io writes at most {MAX_FILE_BYTES} bytes (1 MiB)")
     name = path.names[-1]
-    with _writer_lock(root_fd):
+    with writer_lock(root_fd):
         folder, missing = _open_deepest_folder(root_fd, path.names[:-1])
         try:
             existing = None
@@ -498,13 +225,13 @@ def _write_file(root_fd: int, context: ToolContext, path: WorkspacePath, content
                     f"appending would make '{path.given}' {new_size} bytes; file_io files hold at most "
                     f"{MAX_FILE_BYTES} bytes (1 MiB)"
                 )
-            _check_quota(root_fd, context, path, new_size - old_size, len(missing) + (existing is None))
+            check_quota(root_fd, context, path, new_size - old_size, len(missing) + (existing is None))
             if missing:
                 deepest = _make_folders(folder, missing)
                 os.close(folder)
                 folder = deepest
-            flags = os.O_WRONLY | os.O_CREAT | _FILE_FLAGS | (os.O_APPEND if append else 0)
-            with _closing(os.open(name, flags, 0o666, dir_fd=folder)) as fd:
+            flags = os.O_WRONLY | os.O_CREAT | FILE_FLAGS | (os.O_APPEND if append else 0)
+            with closing(os.open(name, flags, 0o666, dir_fd=folder)) as fd:
                 # What was opened is what counts: the name may have been swapped since the stat above.
                 _require_regular_file(os.fstat(fd), path)
                 if not append:
@@ -522,13 +249,13 @@ def _write_file(root_fd: int, context: ToolContext, path: WorkspacePath, content
 
 def _list_folder(root_fd: int, path: WorkspacePath) -> ToolOutput:
     try:
-        fd = open_beneath(root_fd, path.names, _DIRECTORY_FLAGS)
+        fd = open_beneath(root_fd, path.names, DIRECTORY_FLAGS)
     except FileNotFoundError:
         raise NotFound(f"directory '{path.given}' not found in the tools workspace") from None
     except NotADirectoryError:
         raise InvalidArgument(f"path '{path.given}' is a file, not a folder; use operation 'read' to read it") from None
     entries: list[dict[str, Any]] = []
-    with _closing(fd), os.scandir(fd) as found:
+    with closing(fd), os.scandir(fd) as found:
         for entry in found:
             try:
                 entry.name.encode("utf-8")
@@ -557,11 +284,11 @@ def _delete(root_fd: int, path: WorkspacePath) -> ToolOutput:
         raise InvalidArgument(f"path '{path.given}' is the workspace folder itself, which cannot be deleted")
     not_found = NotFound(f"'{path.given}' not found in the tools workspace; use operation 'list' to see the files")
     try:
-        folder = open_beneath(root_fd, path.names[:-1], _DIRECTORY_FLAGS)
+        folder = open_beneath(root_fd, path.names[:-1], DIRECTORY_FLAGS)
     except FileNotFoundError:
         raise not_found from None
     name = path.names[-1]
-    with _closing(folder):
+    with closing(folder):
         try:
             info = os.stat(name, dir_fd=folder, follow_symlinks=False)
         except FileNotFoundError:
@@ -647,8 +374,8 @@ def perform(context: ToolContext, arguments: dict[str, Any]) -> ToolOutput:
 
 def _open_workspace(context: ToolContext) -> int:
     """A descriptor of the call's workspace folder, created when missing. The workspace itself is the operator's
-    choice (TOOLS_WORKSPACE and the folder services.tools.workspaces names below it), so a link to it is followed;
-    everything below it is not."""
+    choice (TOOLS_WORKSPACE and the folder services.tools.workspaces.tenancy names below it), so a link to it is
+    followed; everything below it is not."""
     if context.workspace is None:
         raise PermissionDenied(
             "file_io works in the workspace of the user a call runs for, and this call runs on no user's behalf"

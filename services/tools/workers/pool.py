@@ -1,6 +1,6 @@
-"""The pool of tool worker processes (services.tools.worker): a tool's code never runs on the service's event loop
-or in its threads, so a tool that blocks, loops, or eats memory costs one worker, which is killed and replaced,
-never the service.
+"""The pool of tool worker processes (services.tools.workers.worker): a tool's code never runs on the service's
+event loop or in its threads, so a tool that blocks, loops, or eats memory costs one worker, which is killed and
+replaced, never the service.
 
 How it works. The pool has `size` slots. Each slot owns at most one worker process and loops: start a worker if
 it has none (retrying with a growing pause while starting fails), take the next call from the queue, send it,
@@ -12,8 +12,8 @@ and wait for the reply, the worker's death, or the caller giving up:
   same arguments would likely do it again, so it must not invite a retry;
 * the caller giving up (its time limit, which covers waiting for a free worker too, or a cancelled RPC) stops the
   worker: SIGTERM (an async tool gets a CancelledError and may clean up), then SIGKILL after KILL_GRACE_SECONDS,
-  and every process the call started with it (services.tools.worker, "Process trees": each worker is a guardian
-  process that ends its runner's whole tree). A call whose caller gave up while it waited in the queue is never run.
+  and every process the call started with it (services.tools.workers.guardian: each worker is a guardian process
+  that ends its runner's whole tree). A call whose caller gave up while it waited in the queue is never run.
 
 A worker that dies while idle is replaced without failing anyone's call.
 
@@ -45,21 +45,12 @@ the other, waiting up to 3 s each for SIGTERM before SIGKILL, so a stop with eve
 whose caller gave up still starts, and a worker is then killed for it; (4) it runs three threads per pool in the
 service. Each has a workaround, but together they are more code than this pool, which owns every step.
 
-Start method: forkserver. The service runs grpc, which is not fork-safe; the forkserver is a fresh interpreter
-(started by fork+exec) that preloads services.tools.worker and forks workers from itself, so a replacement takes
-milliseconds instead of a full interpreter start. Workers die with the forkserver (PR_SET_PDEATHSIG), and the
-forkserver exits when the service does.
+One worker's start and end are services.tools.workers.lifecycle's (its start method, forkserver, is explained
+there); this module decides when. Used by the tools service's app and executor.
 """
 
 import asyncio
 import logging
-import multiprocessing
-import multiprocessing.forkserver
-import os
-import pickle
-import signal
-import socket
-import threading
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -67,28 +58,22 @@ from typing import Any
 
 from services.common.errors import DomainError, Internal, Unavailable
 from services.common.identity import Caller
-from services.tools import worker as worker_module
 from services.tools.base import ToolOutput
-from services.tools.worker import (
-    END_NOW,
-    HEADER_SIZE,
-    KILL_GRACE_SECONDS,
-    Ready,
-    Started,
-    ToolCall,
-    ToolReply,
-    WorkerConfig,
-    decode_length,
-    encode_message,
+from services.tools.workers.lifecycle import (
+    GUARDIAN_SECONDS,
+    WorkerProcess,
+    WorkerStartError,
+    end,
+    forkserver_context,
+    start_forkserver,
+    start_worker,
+    stop,
+    wait_exited,
 )
+from services.tools.workers.protocol import END_NOW, KILL_GRACE_SECONDS, Started, ToolCall, ToolReply, WorkerConfig
 
 log = logging.getLogger(__name__)
 
-#: How long a new worker may take to load its tools and say it is ready.
-WORKER_START_SECONDS = 10.0
-#: How long a worker's guardian may take to end the process tree below it, past which the pool SIGKILLs the
-#: guardian itself (the tree may then survive: see "Process trees").
-GUARDIAN_SECONDS = 2.0
 #: Pauses between failed attempts to start a worker: the first, and the longest.
 RETRY_FIRST_SECONDS = 0.2
 RETRY_MAX_SECONDS = 5.0
@@ -104,75 +89,6 @@ def default_per_tool(size: int) -> int:
     """One worker fewer than the pool (at least one): however many of its calls hang, one tool leaves a worker to
     the others."""
     return max(1, size - 1)
-
-
-class WorkerStartError(Exception):
-    """A worker process could not be started or did not become ready; the message says why."""
-
-
-def forkserver_context() -> multiprocessing.context.ForkServerContext:
-    """The multiprocessing context workers are started from (see the module docstring)."""
-    context = multiprocessing.get_context("forkserver")
-    # Read when the forkserver starts (once per process); it then forks workers with the tools code loaded.
-    context.set_forkserver_preload([worker_module.__name__])
-    return context
-
-
-def _start_forkserver() -> None:
-    """Start the forkserver now, with SIGTERM ignored (a disposition exec keeps). Who stops the service (`make run`,
-    a supervisor) signals its whole process group: the forkserver must outlive that SIGTERM, so that the workers
-    finish the calls in flight during the service's grace period and nothing is restarted while it stops. The
-    workers leave the group themselves (services.tools.worker). The forkserver still exits with the service (its
-    pipe to the service closes), and the workers with it (PR_SET_PDEATHSIG)."""
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal dispositions can only be changed here; then SIGTERM ends the forkserver as before
-    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        multiprocessing.forkserver.ensure_running()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@dataclass(eq=False)
-class _Worker:
-    """One live worker process and the service's end of its socket."""
-
-    process: Any  # multiprocessing's Process of the forkserver context
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    #: Done once the process has ended (its sentinel became readable).
-    exited: asyncio.Future[None]
-    #: Its exit code (negative: the signal that ended it), once known.
-    exit_code: int | None = None
-    #: The runner's pid (where tools' code runs), once the worker said Ready.
-    runner_pid: int | None = None
-
-    @property
-    def pid(self) -> int:
-        return int(self.process.pid)
-
-    async def send(self, message: object) -> None:
-        self.writer.write(encode_message(message))
-        await self.writer.drain()
-
-    async def receive(self) -> object:
-        """The next message; asyncio.IncompleteReadError (an EOFError) when the worker is gone."""
-        size = decode_length(await self.reader.readexactly(HEADER_SIZE))
-        return pickle.loads(await self.reader.readexactly(size))
-
-    def exit_description(self) -> str:
-        """How the process ended, for a message: 'exit code 1' or 'signal SIGKILL'."""
-        if self.exit_code is None and self.exited.done():
-            self.exit_code = self.process.exitcode  # reads the status the forkserver wrote
-        code = self.exit_code
-        if code is None:
-            return "an unknown cause"
-        if code < 0:
-            try:
-                return f"signal {signal.Signals(-code).name}"
-            except ValueError:
-                return f"signal {-code}"
-        return f"exit code {code}"
 
 
 @dataclass(eq=False)
@@ -199,7 +115,7 @@ class ToolWorkerPool:
         self._context = forkserver_context()
         self._queue: deque[_Call] = deque()
         self._queued = asyncio.Event()
-        self._workers: dict[int, _Worker] = {}  # by slot
+        self._workers: dict[int, WorkerProcess] = {}  # by slot
         self._last_start_error: str | None = None
         self._slots: list[asyncio.Task[None]] = []
         self._closing = False
@@ -215,7 +131,7 @@ class ToolWorkerPool:
         """Start the workers and wait until each is ready or failed its first start. Raises WorkerStartError when
         not a single worker could start: a service that cannot run any tool should say so and exit."""
         loop = asyncio.get_running_loop()
-        _start_forkserver()
+        start_forkserver()
         self._first_starts = [loop.create_future() for _ in range(self._size)]
         self._slots = [
             asyncio.create_task(self._slot(index), name=f"tools-worker-slot-{index}") for index in range(self._size)
@@ -238,7 +154,7 @@ class ToolWorkerPool:
         self._fail_queued(Unavailable(_STOPPING))
         workers = list(self._workers.values())
         self._workers.clear()
-        await asyncio.gather(*(_end(worker, END_NOW, GUARDIAN_SECONDS) for worker in workers))
+        await asyncio.gather(*(end(worker, END_NOW, GUARDIAN_SECONDS) for worker in workers))
 
     def set_health_listener(self, listener: HealthListener) -> None:
         """Tell `listener` whether the pool can serve, now if it cannot, and on every change after."""
@@ -257,9 +173,9 @@ class ToolWorkerPool:
     # --- Calls -------------------------------------------------------------------------------------------------
 
     async def run(self, tool_id: str, arguments: dict[str, Any], caller: Caller | None = None) -> ToolOutput:
-        """Run a call for `caller` (whose workspace it uses: services.tools.workspaces) in the next free worker and
-        return its output, or raise its domain error. The caller bounds the time (asyncio.timeout): cancelling this
-        stops the worker running the call."""
+        """Run a call for `caller` (whose workspace it uses: services.tools.workspaces.tenancy) in the next free
+        worker and return its output, or raise its domain error. The caller bounds the time (asyncio.timeout):
+        cancelling this stops the worker running the call."""
         if self._closing:
             raise Unavailable(_STOPPING)
         if not self.serving:
@@ -273,7 +189,7 @@ class ToolWorkerPool:
             if not call.future.done():
                 call.future.cancel()  # the slot sees it: drops the queued call, or stops the worker running it
 
-    async def _next_call(self, worker: _Worker) -> _Call | None:
+    async def _next_call(self, worker: WorkerProcess) -> _Call | None:
         """The first call in line whose caller still waits and whose tool runs on fewer than `per_tool` workers
         (counted as taken), or None when the worker died first."""
         while not worker.exited.done():
@@ -286,8 +202,9 @@ class ToolWorkerPool:
                     return call
             self._queued.clear()
             queued = asyncio.ensure_future(self._queued.wait())
+            waiting: set[asyncio.Future[Any]] = {queued, worker.exited}
             try:
-                await asyncio.wait({queued, worker.exited}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 queued.cancel()
         return None
@@ -301,13 +218,13 @@ class ToolWorkerPool:
     # --- Slots -------------------------------------------------------------------------------------------------
 
     async def _slot(self, index: int) -> None:
-        worker: _Worker | None = None
+        worker: WorkerProcess | None = None
         failures = 0
         try:
             while True:
                 if worker is None:
                     try:
-                        worker = await self._start_worker()
+                        worker = await start_worker(self._context, self._config)
                     except Exception as exc:  # WorkerStartError, or a bug here: either way, retry and report
                         failures += 1
                         reason = str(exc) if isinstance(exc, WorkerStartError) else f"{type(exc).__name__}: {exc}"
@@ -335,14 +252,14 @@ class ToolWorkerPool:
                     continue
                 self._workers.pop(index, None)
                 self._health_changed.set()
-                await _stop(worker)
+                await stop(worker)
                 worker = None
         except asyncio.CancelledError:
             if worker is not None and index not in self._workers:  # between a start and its bookkeeping
-                await _end(worker, END_NOW, GUARDIAN_SECONDS)
+                await end(worker, END_NOW, GUARDIAN_SECONDS)
             raise
 
-    def _note_start(self, index: int, worker: _Worker | None, error: str | None) -> None:
+    def _note_start(self, index: int, worker: WorkerProcess | None, error: str | None) -> None:
         if worker is not None:
             self._workers[index] = worker
         self._last_start_error = error
@@ -352,7 +269,7 @@ class ToolWorkerPool:
         if not self._first_starts[index].done():
             self._first_starts[index].set_result(None)
 
-    async def _run_on_guarded(self, worker: _Worker, call: _Call) -> bool:
+    async def _run_on_guarded(self, worker: WorkerProcess, call: _Call) -> bool:
         """_run_on, where a bug of this module costs one call and one worker, never a slot of the pool."""
         try:
             return await self._run_on(worker, call)
@@ -366,11 +283,12 @@ class ToolWorkerPool:
                 del self._running[call.tool_id]
             self._queued.set()  # a call the per-tool cap held back may go now
 
-    async def _run_on(self, worker: _Worker, call: _Call) -> bool:
+    async def _run_on(self, worker: WorkerProcess, call: _Call) -> bool:
         """Run one call on `worker`; True when the worker may take another."""
         reply = asyncio.ensure_future(self._send_and_receive(worker, call))
+        waiting: set[asyncio.Future[Any]] = {reply, call.future}
         try:
-            await asyncio.wait({reply, call.future}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:  # the pool is closing
             reply.cancel()
             _settle(call, error=Unavailable(_STOPPING))
@@ -382,7 +300,7 @@ class ToolWorkerPool:
         try:
             answer = reply.result()
         except (EOFError, ConnectionError):  # IncompleteReadError is an EOFError
-            await _wait_exited(worker, KILL_GRACE_SECONDS)
+            await wait_exited(worker, KILL_GRACE_SECONDS)
             how = worker.exit_description()
             log.error("tool '%s' ended its worker process (pid %d) with %s", call.tool_id, worker.pid, how)
             _settle(call, error=Internal(_crash_message(call.tool_id, how, self._config)))
@@ -397,11 +315,13 @@ class ToolWorkerPool:
             log.error("tool '%s' failed in worker %d:\n%s", call.tool_id, worker.pid, answer.traceback.rstrip())
         if answer.error is not None:
             _settle(call, error=answer.error)
+        elif answer.output is None:  # the worker always sends one or the other (run_call); refused, not trusted
+            _settle(call, error=Internal(f"tool '{call.tool_id}': its worker answered neither output nor error"))
         else:
             _settle(call, output=answer.output)
         return not answer.retire
 
-    async def _send_and_receive(self, worker: _Worker, call: _Call) -> object:
+    async def _send_and_receive(self, worker: WorkerProcess, call: _Call) -> object:
         try:
             await worker.send(ToolCall(call.tool_id, call.arguments, call.caller))
             started = await worker.receive()
@@ -414,59 +334,6 @@ class ToolWorkerPool:
         if not isinstance(started, Started):
             return started
         return await worker.receive()
-
-    async def _start_worker(self) -> _Worker:
-        """Start one worker and wait for its Ready; WorkerStartError when it cannot."""
-        loop = asyncio.get_running_loop()
-        ours, theirs = socket.socketpair()
-        try:
-            process = self._context.Process(
-                target=worker_module.serve, args=(theirs, self._config), name="tools-worker", daemon=True
-            )
-            # Starting talks to the forkserver (and starts it the first time): blocking, so off the loop. Shielded,
-            # so that a stop arriving meanwhile still learns of the process and kills it.
-            starting = asyncio.ensure_future(asyncio.to_thread(process.start))
-            try:
-                await asyncio.shield(starting)
-            except asyncio.CancelledError:
-                await asyncio.wait({starting})
-                if process.pid is not None:
-                    os.kill(process.pid, END_NOW)
-                raise
-            except OSError as exc:
-                raise WorkerStartError(f"the process could not be created: {exc}") from exc
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()  # the worker has its own copy; ours must go, or its death would not read as EOF
-        exited: asyncio.Future[None] = loop.create_future()
-
-        def on_exit() -> None:
-            loop.remove_reader(process.sentinel)
-            if not exited.done():
-                exited.set_result(None)
-
-        loop.add_reader(process.sentinel, on_exit)
-        reader, writer = await asyncio.open_unix_connection(sock=ours)
-        worker = _Worker(process, reader, writer, exited)
-        try:
-            async with asyncio.timeout(WORKER_START_SECONDS):
-                hello = await worker.receive()
-        except BaseException as exc:
-            await _end(worker, END_NOW, GUARDIAN_SECONDS)  # (keeps the exit status for the message)
-            if isinstance(exc, TimeoutError):
-                raise WorkerStartError(f"the worker did not get ready within {WORKER_START_SECONDS:g} s") from None
-            if isinstance(exc, (EOFError, ConnectionError)):
-                raise WorkerStartError(
-                    f"the worker ended while starting ({worker.exit_description()}); its log lines say why"
-                ) from None
-            raise
-        if not isinstance(hello, Ready):
-            await _stop(worker)
-            raise WorkerStartError(f"the worker said {type(hello).__name__} instead of Ready")
-        worker.runner_pid = hello.pid
-        return worker
 
     # --- Health ------------------------------------------------------------------------------------------------
 
@@ -494,8 +361,8 @@ def _settle(call: _Call, *, output: ToolOutput | None = None, error: BaseExcepti
         return
     if error is not None:
         call.future.set_exception(error)
-    else:
-        call.future.set_result(output)  # type: ignore[arg-type]
+    elif output is not None:
+        call.future.set_result(output)
 
 
 def _crash_message(tool_id: str, how: str, config: WorkerConfig) -> str:
@@ -506,57 +373,3 @@ def _crash_message(tool_id: str, how: str, config: WorkerConfig) -> str:
         hint = " (the out-of-memory killer, or an operator)"
     return f"tool '{tool_id}' crashed its worker process: it ended with {how}{hint}"
 
-
-def _signal(worker: _Worker, signum: int) -> None:
-    """Signal the worker unless it has ended (its PID may already belong to another process then)."""
-    if worker.exited.done():
-        return
-    try:
-        os.kill(worker.pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-async def _wait_exited(worker: _Worker, seconds: float) -> bool:
-    try:
-        async with asyncio.timeout(seconds):
-            await asyncio.shield(worker.exited)
-    except TimeoutError:
-        return False
-    return True
-
-
-async def _stop(worker: _Worker) -> None:
-    """SIGTERM: the guardian passes it to the runner, SIGKILLs it after KILL_GRACE_SECONDS, then ends everything
-    below it and exits; then release what the service held for it."""
-    await _end(worker, signal.SIGTERM, KILL_GRACE_SECONDS + GUARDIAN_SECONDS)
-
-
-async def _end(worker: _Worker, signum: int, wait_seconds: float) -> None:
-    """Send the worker's guardian `signum` (SIGTERM, or END_NOW for at once) and wait for it to end the worker's
-    process tree and exit; SIGKILL it when it has not within `wait_seconds`. Then release the worker."""
-    _signal(worker, signum)
-    if not await _wait_exited(worker, wait_seconds):
-        log.error(
-            "tool worker %d did not end its processes within %g s; killing it (what its tool started may survive)",
-            worker.pid,
-            wait_seconds,
-        )
-        _signal(worker, signal.SIGKILL)
-    await _forget(worker, wait_seconds=2.0)
-
-
-async def _forget(worker: _Worker, wait_seconds: float) -> None:
-    """Wait (bounded) for the process to end, then close the socket and release the Process."""
-    await _wait_exited(worker, wait_seconds)
-    worker.writer.close()
-    if worker.exited.done():
-        worker.exit_description()  # keeps the exit status: the Process is closed next
-        try:
-            worker.process.join(0)
-            worker.process.close()
-        except ValueError:
-            pass
-    else:
-        log.error("tool worker %d did not end after SIGKILL", worker.pid)
-        asyncio.get_running_loop().remove_reader(worker.process.sentinel)
