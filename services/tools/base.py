@@ -89,18 +89,22 @@ class InvalidToolError(Exception):
 
 
 class BaseTool(ABC):
-    """Base class of every tool. Subclasses set the metadata and implement `run` or `execute`."""
+    """Base class of every tool. Subclasses set the metadata and implement `run` or `execute`.
+
+    The metadata is a plugin tool's class attributes, and a remote tool's (an MCP server's, an HTTP tool) instance
+    attributes, set from what the server or the spec says: so not ClassVars. A remote tool's schema is its
+    instance's too: it overrides `get_parameters`."""
 
     #: The tool's id: the function name the model calls (^[a-zA-Z0-9_-]{1,64}$).
-    name: ClassVar[str]
+    name: str
     #: A human name for the UI.
-    display_name: ClassVar[str]
+    display_name: str
     #: What the tool does; the model reads this.
-    description: ClassVar[str]
+    description: str
     #: The frontend's icon name.
     icon: ClassVar[str] = "IconTool"
     #: What it does to the world (ListTools shows them; approval policies may use them).
-    hints: ClassVar[ToolHints] = ToolHints()
+    hints: ToolHints = ToolHints()
     #: Whether calls of the tool wait for a person's approval before they run, unless an admin says otherwise
     #: with UpdateTool ("requires_approval").
     requires_approval: ClassVar[bool] = False

@@ -21,6 +21,7 @@ a compressed body is only what a server forces on us; httpx decompresses chunk b
 bound).
 """
 
+import copy
 import json
 import math
 from typing import Any
@@ -57,15 +58,18 @@ class HttpTool(RemoteTool):
         self, spec: HttpToolSpec, destinations: DestinationPolicy, *, timeout_seconds: float, max_result_bytes: int
     ) -> None:
         self.spec = spec
-        self.name = spec.tool_id  # type: ignore[misc]  # an instance's, not the class's
-        self.display_name = spec.display_name  # type: ignore[misc]
-        self.description = spec.description  # type: ignore[misc]
-        self.parameters = spec.parameters  # type: ignore[misc]
-        self.hints = hints_of(spec.method)  # type: ignore[misc]
+        self.name = spec.tool_id
+        self.display_name = spec.display_name
+        self.description = spec.description
+        self.hints = hints_of(spec.method)
         self._destinations = destinations
         self._timeout_seconds = timeout_seconds
         self._max_result_bytes = max_result_bytes
         self._read_limit = max_result_bytes + READ_MARGIN_BYTES
+
+    def get_parameters(self) -> dict[str, Any]:
+        """The spec's JSON schema of the arguments (a copy)."""
+        return copy.deepcopy(self.spec.parameters)
 
     def unavailable_reason(self, context: ToolContext | None) -> str | None:
         # The allow list may have narrowed since the tool was created (a restart with other settings).
@@ -149,7 +153,7 @@ class HttpTool(RemoteTool):
 
 
 def _is_json(response: httpx.Response) -> bool:
-    media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    media_type: str = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     return media_type == "application/json" or media_type.endswith("+json")
 
 

@@ -14,6 +14,7 @@ task, which closes the session: the SDK closes a stdio server's stdin, then term
 """
 
 import asyncio
+import copy
 import json
 import logging
 import math
@@ -74,17 +75,21 @@ class McpTool(RemoteTool):
     icon = "IconPlug"
 
     def __init__(self, connection: "McpConnection", remote: types.Tool) -> None:
-        self.name = tool_id(connection.name, remote.name)  # type: ignore[misc]  # an instance's, not the class's
+        self.name = tool_id(connection.name, remote.name)
         self.remote_name = remote.name
         self.mcp_server = connection.name
         annotations = remote.annotations
         title = remote.title or (annotations.title if annotations else None)
-        self.display_name = (title or remote.name).strip() or remote.name  # type: ignore[misc]
+        self.display_name = (title or remote.name).strip() or remote.name
         description = (remote.description or "").strip()
-        self.description = description or f"The tool '{remote.name}' of the MCP server '{connection.name}'."  # type: ignore[misc]
-        self.hints = _hints(annotations)  # type: ignore[misc]
-        self.parameters = _object_schema(remote.input_schema)  # type: ignore[misc]
+        self.description = description or f"The tool '{remote.name}' of the MCP server '{connection.name}'."
+        self.hints = _hints(annotations)
+        self._schema = _object_schema(remote.input_schema)
         self._connection = connection
+
+    def get_parameters(self) -> dict[str, Any]:
+        """The server's input schema for the tool, as an object schema (a copy)."""
+        return copy.deepcopy(self._schema)
 
     def unavailable_reason(self, context: ToolContext | None) -> str | None:
         return self._connection.unavailable_reason()

@@ -224,9 +224,10 @@ class SearxngBackend(HttpSearchBackend):
         return self._url.rstrip("/") + "/search", {"q": query, "format": "json"}, {"Accept": "application/json"}
 
     def read(self, answer: Any) -> list[Any]:
-        if not isinstance(answer, dict) or not isinstance(answer.get("results"), list):
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list):
             raise ValueError("no results list")
-        return answer["results"]
+        return results
 
     def normalise(self, entry: Any) -> SearchHit | None:
         if not isinstance(entry, dict):
@@ -252,9 +253,10 @@ class BraveBackend(HttpSearchBackend):
         if not isinstance(answer, dict):
             raise ValueError("not an object")
         web = answer.get("web", {"results": []})
-        if not isinstance(web, dict) or not isinstance(web.get("results", []), list):
+        results = web.get("results", []) if isinstance(web, dict) else None
+        if not isinstance(results, list):
             raise ValueError("no web.results list")
-        return web.get("results", [])
+        return results
 
     def normalise(self, entry: Any) -> SearchHit | None:
         if not isinstance(entry, dict):

@@ -85,7 +85,8 @@ def encode_message(message: object) -> bytes:
 
 def decode_length(header: bytes) -> int:
     """The payload length a message header announces."""
-    return _HEADER.unpack(header)[0]
+    (length,) = _HEADER.unpack(header)
+    return int(length)
 
 
 HEADER_SIZE = _HEADER.size

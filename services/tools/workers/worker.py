@@ -196,7 +196,7 @@ def _portable(exc: DomainError) -> DomainError:
         if getattr(errors, cls.__name__, None) is cls:
             if cls is type(exc):
                 return exc
-            portable = cls(str(exc))
+            portable: DomainError = cls(str(exc))
             if isinstance(exc, errors.ResourceExhausted) and isinstance(portable, errors.ResourceExhausted):
                 portable.retry_after = exc.retry_after
             return portable
