@@ -12,6 +12,7 @@ from agentplatform.engine.v1 import engine_pb2_grpc
 from services.common.auth import Authenticator
 from services.common.rpc.channels import dial
 from services.common.rpc.server import RunningServer, ServiceBinding, start_server
+from services.engine.execution.run_executor import RunExecutor
 from services.engine.execution.scheduler import RunScheduler
 from services.engine.journal import StepDelta
 from services.engine.loop.agent_loop import AgentLoop
@@ -108,7 +109,7 @@ async def start_engine(settings: EngineSettings) -> EngineApp:
     loop = AgentLoop(runs, tools, model, settings, send_delta)
     agents = AgentsClient(agents_channel, settings.call_timeout_seconds, token)
     workflows = WorkflowRunner(loop, runs, tools, agents)
-    scheduler = RunScheduler(runs, agents, loop, workflows, settings, executor_id)
+    scheduler = RunScheduler(runs, agents, RunExecutor(runs, agents, loop, workflows, settings, executor_id), settings)
     link.start(on_cancel=scheduler.cancel, on_resume=scheduler.resume)
     scheduler.start_lease_renewals()
 

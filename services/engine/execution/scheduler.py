@@ -34,7 +34,6 @@ from services.engine.execution.rate_limit import RunRateLimiter
 from services.engine.execution.run_executor import RunExecutor
 from services.engine.execution.run_feed import FeedFollower, RunFeed
 from services.engine.journal import NewRun, Run, Step, StepDelta, UserRequest
-from services.engine.loop.agent_loop import AgentLoop
 from services.engine.loop.run_progress import progress_from_steps
 from services.engine.loop.steps import RunOutcome
 from services.engine.run_request import (
@@ -48,7 +47,7 @@ from services.engine.settings import EngineSettings
 from services.engine.upstream.agents_client import AgentsClient
 from services.engine.upstream.runs_client import RunsClient
 from services.engine.workflow_graph import SavedWorkflow
-from services.engine.workflows.runner import WorkflowRunner, check_inputs, start_step
+from services.engine.workflows.runner import check_inputs, start_step
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +61,13 @@ WORKFLOW_QUERY_CHARS = 1000
 class RunScheduler:
     """The runs this engine process holds, and the slots they execute in."""
 
-    def __init__(
-        self,
-        runs: RunsClient,
-        agents: AgentsClient,
-        loop: AgentLoop,
-        workflows: WorkflowRunner,
-        settings: EngineSettings,
-        executor_id: str,
-    ) -> None:
-        self.executor_id = executor_id
+    def __init__(self, runs: RunsClient, agents: AgentsClient, executor: RunExecutor, settings: EngineSettings) -> None:
+        """`executor` runs each held run (under the lease of its `executor_id`, this engine process's)."""
+        self.executor_id = executor.executor_id
         self._runs = runs
         self._agents = agents
         self._settings = settings
-        self._executor = RunExecutor(runs, agents, loop, workflows, settings, executor_id)
+        self._executor = executor
         self._active: dict[str, ActiveRun] = {}
         self._waiting: deque[ActiveRun] = deque()
         self._executing = 0
