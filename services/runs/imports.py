@@ -33,18 +33,18 @@ _CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-
 
 def _rows_of(run: RunRecord) -> tuple[dict[str, Any], Rows]:
     """The row of `run` and of its steps; InvalidArgument for a run that cannot be imported as it is."""
+    run_id = run.id if _CANONICAL_ID.fullmatch(run.id) else parse_run_id(run.id, "id")
     if run.state not in FINAL_STATES:
         raise InvalidArgument(
-            f"run '{run.id}' is {run.state}: only ended runs ({', '.join(FINAL_STATES)}) can be imported"
+            f"run '{run_id}' is {run.state}: only ended runs ({', '.join(FINAL_STATES)}) can be imported"
         )
     if run.user_query_truncated:
-        raise InvalidArgument(f"run '{run.id}' has its user query cut (a ListRuns record); import GetRun's record")
+        raise InvalidArgument(f"run '{run_id}' has its user query cut (a ListRuns record); import GetRun's record")
     if run.steps and [step.sequence for step in run.steps] != list(range(1, run.step_count + 1)):
-        raise InvalidArgument(f"run '{run.id}' has {run.step_count} steps, but not steps 1 to {run.step_count}")
+        raise InvalidArgument(f"run '{run_id}' has {run.step_count} steps, but not steps 1 to {run.step_count}")
     row = stored_run_values(run)
-    if not _CANONICAL_ID.fullmatch(run.id):
-        row["id"] = parse_run_id(run.id, "id")
-    return row, [stored_step_values(row["id"], step) for step in run.steps]
+    row["id"] = run_id
+    return row, [stored_step_values(run_id, step) for step in run.steps]
 
 
 def _batches(runs: Iterable[RunRecord], size: int) -> Iterator[tuple[Rows, Rows]]:
@@ -80,6 +80,8 @@ class RunImports(StoreParts):
 
         Watchers and engines are not told: an ended run has nothing left to watch or execute.
         """
+        if batch_size < 1:
+            raise InvalidArgument(f"batch_size must be at least 1, not {batch_size}")
         # The store's writer would hold every other write behind a batch, and could not write two at once: a
         # batch is a transaction of its own. SQLite has one writer: a batch is written while the next is made
         # (its BEGIN IMMEDIATE waits for the writer's transaction, as the writer's waits for it). PostgreSQL

@@ -47,7 +47,8 @@ async def test_runs_import_in_batches_and_a_summary_keeps_its_step_count(store: 
     summaries = [dataclasses.replace(run, steps=[]) for run in runs]
     told: list[int] = []
     assert await store.import_runs(iter(summaries), batch_size=2, progress=told.append) == 3
-    assert told == [2, 3]
+    # Told after each batch; on PostgreSQL the two batches are written at once, and either may end first.
+    assert len(told) == 2 and told[-1] == 3
     page, _ = await store.list_runs()
     assert {run.id: run.step_count for run in page} == {run.id: run.step_count for run in runs}
     assert (await store.get_run(runs[0].id)).steps == []
