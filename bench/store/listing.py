@@ -101,8 +101,8 @@ def ids_at(loaded: LoadedRuns, position: int, count: int) -> list[str]:
 
 
 class _Explain(Executable, ClauseElement):
-    """EXPLAIN `prefix` before a statement, compiled and bound as the statement itself is (SQLAlchemy's
-    documented recipe for a construct of one's own), so the database explains what the store executes."""
+    """`statement` behind an EXPLAIN `prefix`, compiled and bound as the statement alone is (a construct of
+    SQLAlchemy's compiler extension), so the database explains exactly what the store executes."""
 
     inherit_cache = False
 

@@ -43,7 +43,7 @@ LIMITS = RunLimits(max_model_calls=10, max_duration_seconds=600.0, max_total_tok
 class RunFactory:
     """Realistic finished runs: mostly completed, some failed or cancelled, 1-2 labels, short queries.
 
-    Drawing from pools made once keeps a run at a few microseconds, so the database, not Python, sets the pace.
+    Drawing from pools made once keeps a run to microseconds, so the database, not Python, sets the pace.
     """
 
     def __init__(self, seed: int) -> None:
