@@ -1,20 +1,19 @@
 """Case 2: ListRuns over many stored runs: the first page, the first page of one state, and a page from the
 middle, each with the plan the database picks for it."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, select
-from sqlalchemy.engine import Connection
+from sqlalchemy import ClauseElement, Executable, Select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from bench.store.databases import database_kind
+from bench.store.loading import LoadedRuns
 from bench.store.results import CaseResult, Goal, Stopwatch
 from services.common.pages import MAX_PAGE_SIZE
 from services.common.run_vocabulary import FAILED
-from services.runs.models import RunRow
-from services.runs.records import RunRecord
 from services.runs.store import RunStore
 
 LIST_GOAL = Goal(max_p99_ms=10)
@@ -24,7 +23,8 @@ WARMUP_CALLS = 3
 SERIES_SECONDS = 10.0
 
 Progress = Callable[[str], None]
-ListCall = Callable[[], Awaitable[tuple[list[RunRecord], str]]]
+#: The arguments of one ListRuns case, given alike to `RunStore.list_runs` and `RunStore.list_runs_statement`.
+ListArguments = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -34,48 +34,53 @@ class ListingResults:
     deep: CaseResult
 
 
-async def bench_list_runs(store: RunStore, stored: int, calls: int, progress: Progress) -> ListingResults:
-    """The first page, the first page of FAILED runs, and the page at the middle of `stored` runs, each
-    `calls` times (or for SERIES_SECONDS) with the default page size."""
+async def bench_list_runs(store: RunStore, loaded: LoadedRuns, calls: int, progress: Progress) -> ListingResults:
+    """The first page, the first page of FAILED runs, and the page at the middle of the `loaded` runs (the
+    only runs in the store), each `calls` times (or for SERIES_SECONDS) with the default page size."""
     kind = database_kind(store)
     progress(f"{kind}: ListRuns, first page")
-    first = await _series("list_runs first page", store, calls, lambda: store.list_runs())
-    first.facts.update(expected_ids=await ids_at(store, 0, len(first.facts["ids"])))
+    first = await _series("list_runs first page", store, calls, {})
+    first.facts.update(expected_ids=ids_at(loaded, 0, len(first.facts["ids"])))
     progress(f"{kind}: ListRuns, first page of state {FAILED}")
-    failed = await _series(f"list_runs first page, state={FAILED}", store, calls, lambda: store.list_runs(state=FAILED))
-    middle = stored // 2
-    token = await seek_token(store, middle)
-    progress(f"{kind}: ListRuns, the page at run {middle:,} of {stored:,}")
-    deep = await _series(f"list_runs page at run {middle:,}", store, calls, lambda: store.list_runs(page_token=token))
-    deep.facts.update(position=middle, token=token, expected_ids=await ids_at(store, middle, len(deep.facts["ids"])))
+    failed = await _series(f"list_runs first page, state={FAILED}", store, calls, {"state": FAILED})
+    middle = loaded.count // 2
+    token = seek_token(store, loaded, middle)
+    progress(f"{kind}: ListRuns, the page at run {middle:,} of {loaded.count:,}")
+    deep = await _series(f"list_runs page at run {middle:,}", store, calls, {"page_token": token})
+    deep.facts.update(position=middle, token=token, expected_ids=ids_at(loaded, middle, len(deep.facts["ids"])))
     return ListingResults(first, failed, deep)
 
 
-async def _series(case: str, store: RunStore, calls: int, call: ListCall) -> CaseResult:
-    """`call` timed up to `calls` times; facts: the runs of its page, and the plan of its query."""
+async def _series(case: str, store: RunStore, calls: int, arguments: ListArguments) -> CaseResult:
+    """ListRuns with `arguments` timed up to `calls` times; facts: the runs of its page, and the plan of its
+    query."""
     for _ in range(WARMUP_CALLS):
-        await call()
+        await store.list_runs(**arguments)
     latencies_ms: list[float] = []
     total = Stopwatch()
     while len(latencies_ms) < calls and total.seconds < SERIES_SECONDS:
         watch = Stopwatch()
-        await call()
+        await store.list_runs(**arguments)
         latencies_ms.append(watch.ms)
     seconds = total.seconds
-    page, _ = await call()
-    facts = {"ids": [run.id for run in page], "states": {run.state for run in page}, "plan": await explain(store, call)}
+    page, _ = await store.list_runs(**arguments)
+    facts = {
+        "ids": [run.id for run in page],
+        "states": {run.state for run in page},
+        "plan": await explain(store, store.list_runs_statement(**arguments)),
+    }
     return CaseResult(case, database_kind(store), len(latencies_ms), seconds, latencies_ms, goal=LIST_GOAL, facts=facts)
 
 
-async def seek_token(store: RunStore, position: int) -> str:
+def seek_token(store: RunStore, loaded: LoadedRuns, position: int) -> str:
     """The page token a client holds after paging through the first `position` runs (newest first).
 
     Built, not walked: walking there costs as much as the deep pages themselves, page after page (minutes at a
-    million runs). The store signs the token for the run before `position` (RunStore.page_token_after).
-    `walk_to` reaches the same token by paging; the tests check that both agree.
+    million runs). The store signs the token for the run before `position` (RunStore.page_token_after), made
+    again from the load. `walk_to` reaches the same token by paging; the tests check that both agree.
     """
-    created_at, run_id = await _position_of(store, position - 1)
-    return store.page_token_after(created_at, run_id)
+    (before,) = loaded.newest_first(position - 1, 1)
+    return store.page_token_after(before.created_at, before.id)
 
 
 async def walk_to(store: RunStore, position: int) -> str:
@@ -89,41 +94,34 @@ async def walk_to(store: RunStore, position: int) -> str:
     return token
 
 
-def _newest_first() -> Any:
-    return select(RunRow.created_at, RunRow.id).order_by(RunRow.created_at.desc(), RunRow.id.desc())
+def ids_at(loaded: LoadedRuns, position: int, count: int) -> list[str]:
+    """The ids of `count` runs from `position` on, newest first: what a page there must hold, from the load
+    itself rather than from the store under test."""
+    return [run.id for run in loaded.newest_first(position, count)]
 
 
-async def _position_of(store: RunStore, position: int) -> tuple[datetime, str]:
-    async with store.database.read() as session:
-        row = (await session.execute(_newest_first().offset(position).limit(1))).one()
-    return row.created_at, row.id
+class _Explain(Executable, ClauseElement):
+    """`statement` behind an EXPLAIN `prefix`, compiled and bound as the statement alone is (a construct of
+    SQLAlchemy's compiler extension), so the database explains exactly what the store executes."""
+
+    inherit_cache = False
+
+    def __init__(self, prefix: str, statement: Select[Any]) -> None:
+        self.prefix = prefix
+        self.statement = statement
 
 
-async def ids_at(store: RunStore, position: int, count: int) -> list[str]:
-    """The ids of `count` runs from `position` on, newest first, by OFFSET: what a page there must hold."""
-    async with store.database.read() as session:
-        return [row.id for row in await session.execute(_newest_first().offset(position).limit(count))]
+@compiles(_Explain)
+def _compile_explain(element: _Explain, compiler: SQLCompiler, **kw: Any) -> str:
+    return element.prefix + compiler.process(element.statement, **kw)
 
 
-async def explain(store: RunStore, call: ListCall) -> list[str]:
-    """The plan the database runs the SELECT of `call` with: the statement is caught as the store sends it
-    and explained with the same parameters (PostgreSQL: EXPLAIN ANALYZE, so the rows read show)."""
-    caught: list[tuple[str, Any]] = []
-
-    def catch(conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            caught.append((statement, parameters))
-
-    engine = store.database.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", catch)
-    try:
-        await call()
-    finally:
-        event.remove(engine, "before_cursor_execute", catch)
-    statement, parameters = caught[-1]
+async def explain(store: RunStore, statement: Select[Any]) -> list[str]:
+    """The plan the database runs `statement` with, e.g. `RunStore.list_runs_statement(...)`, the SELECT a
+    ListRuns page executes (PostgreSQL: EXPLAIN ANALYZE, so the rows read show)."""
     prefix = "EXPLAIN QUERY PLAN " if store.database.is_sqlite else "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "
     async with store.database.engine.connect() as connection:
-        rows = (await connection.exec_driver_sql(prefix + statement, parameters)).all()
+        rows = (await connection.execute(_Explain(prefix, statement))).all()
     # SQLite: (id, parent, notused, detail); PostgreSQL: one line of text per row.
     return [str(row[-1]) for row in rows]
 

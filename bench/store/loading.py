@@ -1,23 +1,22 @@
-"""Fill the runs table with finished runs, fast: SQLAlchemy Core executemany in big transactions, straight
-into the store's table (the store has no bulk create, and creating a million runs one by one would take the
-whole budget)."""
+"""Fill the run store with a million finished runs, fast, through its bulk import (`RunStore.import_runs`:
+many runs per statement and transaction; creating a million runs one by one would take the whole budget), and
+make any of them again without the store: what ListRuns must return there, and where a page starts.
+"""
 
-import asyncio
 import random
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import insert, text
-
+from services.common.limits import RunLimits
 from services.common.run_vocabulary import CANCELLED, COMPLETED, FAILED
-from services.runs.models import RunRow
+from services.common.usage import Usage
+from services.runs.records import RunRecord
 from services.runs.store import RunStore
 
-#: Rows per transaction: big enough that commits cost nothing, small enough to keep memory flat.
-ROWS_PER_TRANSACTION = 25_000
+#: Runs made from one random generator: any run is made again from the first of its chunk, not from the first run.
+CHUNK = 25_000
 #: The runs were created over this long before now, evenly with jitter, each at its own instant.
 HISTORY = timedelta(days=365)
 #: Queries and label sets are drawn from pools of this many (a power of two: drawn with getrandbits).
@@ -37,12 +36,14 @@ CHANNELS = ("web", "cli", "api")
 MODELS = ("demo", "gpt-4o-mini", "llama3.1")
 FAILURE = ("model_unavailable", "the model endpoint did not answer after 3 retries")
 CANCEL = ("cancelled", "cancelled: changed my mind")
+#: Every run's limits, as recorded when it was created.
+LIMITS = RunLimits(max_model_calls=10, max_duration_seconds=600.0, max_total_tokens=200_000, max_tool_calls=50)
 
 
 class RunFactory:
     """Realistic finished runs: mostly completed, some failed or cancelled, 1-2 labels, short queries.
 
-    Drawing from pools made once keeps a row at a few microseconds, so the database, not Python, sets the pace.
+    Drawing from pools made once keeps a run to microseconds, so the database, not Python, sets the pace.
     """
 
     def __init__(self, seed: int) -> None:
@@ -59,72 +60,64 @@ class RunFactory:
                 labels["channel"] = rng.choice(CHANNELS)
             self.labels.append(labels)
 
-    def row(self, rng: random.Random, created_at: datetime) -> dict[str, Any]:
-        """A finished run created at `created_at`, as a row of the runs table (column names, not attributes)."""
+    def run(self, rng: random.Random, created_at: datetime) -> RunRecord:
+        """A finished run created at `created_at`, as GetRun returns it without its steps."""
         draw = rng.random()
         state, (error_code, error_message) = (
             (COMPLETED, ("", "")) if draw < 0.90 else (FAILED, FAILURE) if draw < 0.97 else (CANCELLED, CANCEL)
         )
         prompt, completion = 300 + rng.getrandbits(12), 20 + rng.getrandbits(9)
-        return {
-            "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "owner": f"user-{rng.randint(1, 5000)}",
-            "user_query": self.queries[rng.getrandbits(POOL_BITS)],
-            "state": state,
-            "model": MODELS[int(draw * 100) % len(MODELS)],
-            "created_at": created_at,
-            "started_at": created_at,
-            "completed_at": created_at + timedelta(milliseconds=500 + rng.getrandbits(15)),
-            "error_code": error_code,
-            "error_message": error_message,
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "metadata": self.labels[rng.getrandbits(POOL_BITS)],
-            # The steps themselves are not loaded: ListRuns never reads them. Columns left out (request_id,
-            # lease_expires_at, cancel_requested_at) are NULL, as on a finished run with no request id.
-            "step_count": 2 + rng.getrandbits(3),
-            "request_hash": "",
-            "executor_id": "",
-            "lease_seconds": 10.0,
-            "cancel_reason": "",
-            "max_model_calls": 10,
-            "max_duration_ms": 600_000,
-            "max_total_tokens": 200_000,
-            "max_tool_calls": 50,
-        }
+        return RunRecord(
+            id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            owner=f"user-{rng.randint(1, 5000)}",
+            user_query=self.queries[rng.getrandbits(POOL_BITS)],
+            state=state,
+            model=MODELS[int(draw * 100) % len(MODELS)],
+            created_at=created_at,
+            started_at=created_at,
+            completed_at=created_at + timedelta(milliseconds=500 + rng.getrandbits(15)),
+            error_code=error_code,
+            error_message=error_message,
+            usage=Usage(prompt, completion),
+            metadata=self.labels[rng.getrandbits(POOL_BITS)],
+            # The steps themselves are not loaded: ListRuns never reads them. The run keeps its step count, as
+            # the import stores a record without steps.
+            step_count=2 + rng.getrandbits(3),
+            limits=LIMITS,
+        )
 
 
-async def load_runs(store: RunStore, count: int, progress: Callable[[str], None], seed: int = 6) -> None:
-    """Insert `count` finished runs, created over HISTORY up to now; the i-th run is the i-th oldest."""
-    factory = RunFactory(seed)
-    start = datetime.now(UTC) - HISTORY
-    spacing = HISTORY / max(count, 1)
-    statement = insert(RunRow.__table__)
-    chunks = iter(range(0, count, ROWS_PER_TRANSACTION))
-    loaded = 0
-    # SQLite has one writer: the second worker makes its rows while the first one's are written.
-    # PostgreSQL takes both at once, on two connections.
-    writer_lock = asyncio.Lock() if store.database.is_sqlite else None
+@dataclass(frozen=True)
+class LoadedRuns:
+    """The runs `load_runs` stored: `count` of them, the i-th the i-th oldest, made from `seed` over HISTORY
+    up to `start` + HISTORY. Any of them can be made again, the same, without reading the store."""
 
-    async def worker() -> None:
-        nonlocal loaded
-        for first in chunks:
-            # A generator per chunk: the same rows whichever worker takes it.
-            rng = random.Random(seed * 1_000_003 + first)
-            # Jitter within each run's own slot keeps created_at unique and in the order of the runs.
-            rows = [
-                factory.row(rng, start + spacing * (index + rng.random() * 0.9))
-                for index in range(first, min(count, first + ROWS_PER_TRANSACTION))
-            ]
-            guard: AbstractAsyncContextManager[Any] = writer_lock or nullcontext()
-            async with guard, store.database.engine.begin() as connection:
-                await connection.execute(statement, rows)
-            loaded += len(rows)
-            progress(f"  {loaded:,} of {count:,} runs")
+    count: int
+    seed: int
+    start: datetime
 
-    await asyncio.gather(worker(), worker())
-    if not store.database.is_sqlite:
-        # Autovacuum would analyze the table soon after such a load; the planner needs the statistics now.
-        async with store.database.engine.begin() as connection:
-            await connection.execute(text("ANALYZE runs"))
+    def oldest_first(self, first: int = 0, last: int | None = None) -> Iterator[RunRecord]:
+        """The runs from the `first`-oldest to before the `last`-oldest (None: to the newest)."""
+        factory = RunFactory(self.seed)
+        spacing = HISTORY / max(self.count, 1)
+        last = self.count if last is None else min(last, self.count)
+        for chunk in range(first - first % CHUNK, last, CHUNK):
+            # A generator per chunk: the same runs whichever chunk a walk starts from.
+            rng = random.Random(self.seed * 1_000_003 + chunk)
+            for index in range(chunk, min(last, chunk + CHUNK)):
+                # Jitter within each run's own slot keeps created_at unique and in the order of the runs.
+                run = factory.run(rng, self.start + spacing * (index + rng.random() * 0.9))
+                if index >= first:
+                    yield run
+
+    def newest_first(self, position: int, count: int) -> list[RunRecord]:
+        """`count` runs from `position` on in ListRuns' order, newest first (position 0 is the newest run)."""
+        last = self.count - position
+        return list(self.oldest_first(max(0, last - count), last))[::-1]
+
+
+async def load_runs(store: RunStore, count: int, progress: Callable[[str], None], seed: int = 6) -> LoadedRuns:
+    """Store `count` finished runs, created over HISTORY up to now; the i-th run is the i-th oldest."""
+    loaded = LoadedRuns(count, seed, datetime.now(UTC) - HISTORY)
+    await store.import_runs(loaded.oldest_first(), progress=lambda stored: progress(f"  {stored:,} of {count:,} runs"))
+    return loaded

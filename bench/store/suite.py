@@ -69,10 +69,10 @@ async def bench_database(url: str, sizes: Sizes, progress: Progress) -> Database
         kind = database_kind(store)
         progress(f"{kind}: loading {sizes.runs:,} finished runs")
         watch = Stopwatch()
-        await load_runs(store, sizes.runs, progress)
+        loaded = await load_runs(store, sizes.runs, progress)
         load_seconds = watch.seconds
         progress(f"{kind}: loaded in {load_seconds:.1f} s ({sizes.runs / load_seconds:,.0f} runs/s)")
-        listing = await bench_list_runs(store, sizes.runs, sizes.list_calls, progress)
+        listing = await bench_list_runs(store, loaded, sizes.list_calls, progress)
         appends = await bench_appends(store, sizes.append_runs, sizes.appends, progress)
         get_run = await bench_get_run(store, sizes.run_steps, sizes.get_calls, progress)
     return DatabaseRun(kind, sizes.runs, load_seconds, appends, listing, get_run)

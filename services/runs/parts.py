@@ -1,6 +1,6 @@
 """What every part of the run store shares: the database, its one writer, the signals to watchers, the notices
 to engines, the limits and the page-token key. `RunStore` (store.py) sets them; the parts it is made of (appends,
-leases, approvals, queries, threads) use them.
+leases, approvals, queries, threads, imports) use them.
 """
 
 from services.common.db.database import Database
@@ -21,5 +21,6 @@ class StoreParts:
     #: Signs and reads ListRuns' and ListThreads' page tokens; the settings' key in a service (app.py).
     page_tokens: PageTokens
     #: Every write goes through it: the appends of many runs share a transaction and an INSERT
-    #: (`StepAppends._append_batch`), and every other write runs in a savepoint of its own within the batch.
+    #: (`StepAppends._append_batch`), and every other write runs in a savepoint of its own within the batch
+    #: (except the batches of a bulk import: `RunImports.import_runs` says why).
     _writer: GroupCommit

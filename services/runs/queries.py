@@ -5,8 +5,9 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal, select, tuple_
+from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_
 
 from services.common.checks import parse_uuid
 from services.common.db.database import UtcDateTime, runs_to_completion
@@ -136,6 +137,35 @@ class RunQueries(StoreParts):
         With `thread_id`, only that thread's runs, in turn order (oldest first); NotFound when the thread is
         missing or, with `owner`, someone else's.
         """
+        query = self.list_runs_statement(page_size, page_token, state, owner=owner, thread_id=thread_id)
+        limit = checked_page_size(page_size)
+        if thread_id:
+            thread_id = parse_uuid(thread_id, "thread_id", "thread")
+        async with self.database.read() as session:
+            if thread_id:
+                await load_thread(await session.connection(), thread_id, owner)
+            rows = (await session.execute(query)).mappings().all()
+        page = _fit_page(rows[:limit])
+        if len(rows) == len(page):
+            return page, ""
+        if thread_id:
+            return page, turn_page_token(self.page_tokens, thread_id, state, owner, page[-1].thread_turn)
+        return page, self.page_token_after(page[-1].created_at, page[-1].id, state, owner=owner)
+
+    def list_runs_statement(
+        self,
+        page_size: int = 0,
+        page_token: str = "",
+        state: str | None = None,
+        *,
+        owner: str | None = None,
+        thread_id: str = "",
+    ) -> Select[Any]:
+        """The SELECT `list_runs` executes for the page these same arguments ask for: the page's runs and one
+        more, whose presence says a next page exists. `list_runs` runs exactly this, so an operator (or
+        `make bench-runs`) can have the database EXPLAIN what the service executes. InvalidArgument for
+        arguments `list_runs` refuses.
+        """
         limit = checked_page_size(page_size)
         if state is not None:
             check_run_state(state)
@@ -159,16 +189,7 @@ class RunQueries(StoreParts):
             query = query.where(RUNS.c.state == state)
         if owner is not None:
             query = query.where(RUNS.c.owner == owner)
-        async with self.database.read() as session:
-            if thread_id:
-                await load_thread(await session.connection(), thread_id, owner)
-            rows = (await session.execute(query)).mappings().all()
-        page = _fit_page(rows[:limit])
-        if len(rows) == len(page):
-            return page, ""
-        if thread_id:
-            return page, turn_page_token(self.page_tokens, thread_id, state, owner, page[-1].thread_turn)
-        return page, self.page_token_after(page[-1].created_at, page[-1].id, state, owner=owner)
+        return query
 
     def page_token_after(
         self, created_at: datetime, run_id: str, state: str | None = None, *, owner: str | None = None

@@ -84,6 +84,71 @@ def limits_of(row: Values) -> RunLimits:
     )
 
 
+def limit_values(limits: RunLimits) -> dict[str, Any]:
+    """The runs columns of `limits` (the reverse of `limits_of`)."""
+    return {
+        "max_model_calls": limits.max_model_calls,
+        "max_duration_ms": round(limits.max_duration_seconds * 1000) if limits.max_duration_seconds else None,
+        "max_total_tokens": limits.max_total_tokens,
+        "max_tool_calls": limits.max_tool_calls,
+    }
+
+
+def stored_run_values(run: RunRecord) -> dict[str, Any]:
+    """The runs row of a finished run as a store returned it, for `RunImports.import_runs` (the reverse of
+    `run_record`). The columns an ended run leaves NULL are left out (a million runs bind fewer values): it
+    holds no lease and waits for no approval. Its request id is not in the record, so a retry of the request
+    that created it is not recognised here."""
+    return {
+        "id": run.id,
+        "owner": run.owner,
+        "agent_id": run.agent_id,
+        "agent_revision": run.agent_revision,
+        "thread_id": run.thread_id or None,
+        "thread_turn": run.thread_turn or None,
+        "workflow_id": run.workflow_id,
+        "workflow_revision": run.workflow_revision,
+        "user_query": run.user_query,
+        "state": run.state,
+        "model": run.model,
+        "created_at": run.created_at,
+        "completed_at": run.completed_at,
+        "error_message": run.error_message,
+        "prompt_tokens": run.usage.prompt_tokens,
+        "completion_tokens": run.usage.completion_tokens,
+        "total_tokens": run.usage.total_tokens,
+        "metadata": run.metadata,
+        "step_count": run.step_count,
+        "error_code": run.error_code,
+        "started_at": run.started_at,
+        "request_hash": "",
+        "executor_id": "",
+        "lease_seconds": 0.0,
+        # The record says whether a cancel was asked, not when: it cannot have been later than the end.
+        "cancel_requested_at": run.completed_at if run.cancel_requested else None,
+        "cancel_reason": "",
+        **limit_values(run.limits),
+    }
+
+
+def stored_step_values(run_id: str, step: StepRecord) -> dict[str, Any]:
+    """The run_steps row of a stored step, for `RunImports.import_runs` (the reverse of `step_record`)."""
+    call = step.model_call
+    return {
+        "run_id": run_id,
+        "sequence": step.sequence,
+        "type": step.type,
+        "content": step.content,
+        "node_id": step.node_id,
+        "created_at": step.created_at,
+        "duration_ms": step.duration_ms,
+        "prompt_tokens": call.usage.prompt_tokens if call else None,
+        "completion_tokens": call.usage.completion_tokens if call else None,
+        "time_to_first_token_ms": call.time_to_first_token_ms if call else None,
+        "model_latency_ms": call.latency_ms if call else None,
+    }
+
+
 def run_record(row: Values, steps: Sequence[Values] = (), *, query_cut: bool = False) -> RunRecord:
     live = row["state"] in LIVE_STATES
     return RunRecord(

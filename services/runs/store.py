@@ -13,7 +13,8 @@ run's final state is the fence: an engine that lost its lease finds every later 
 
 The rest of the store is in parts of its own, one per concern, that `RunStore` is made of: appending steps
 (`appends.StepAppends`), leases (`leases.RunLeases`), human approval (`approvals.RunApprovals`), reading runs
-(`queries.RunQueries`) and threads (`threads.ThreadStore`); `parts.StoreParts` is the state they share.
+(`queries.RunQueries`), threads (`threads.ThreadStore`) and the bulk import of ended runs
+(`imports.RunImports`); `parts.StoreParts` is the state they share.
 """
 
 import uuid
@@ -43,6 +44,7 @@ from services.runs.checks import (
     request_fingerprint,
 )
 from services.runs.executors import ExecutorNotices
+from services.runs.imports import RunImports
 from services.runs.leases import RunLeases
 from services.runs.queries import RunQueries
 from services.runs.records import CancelNotice, NewRun, RunRecord
@@ -55,6 +57,7 @@ from services.runs.rows import (
     Values,
     add_error_step,
     end_changes,
+    limit_values,
     load_run,
     request_cancel,
     run_record,
@@ -96,10 +99,7 @@ def _run_values(new: NewRun, fingerprint: str, now: datetime) -> dict[str, Any]:
         "lease_expires_at": now + timedelta(seconds=new.lease_seconds),
         "cancel_requested_at": None,
         "cancel_reason": "",
-        "max_model_calls": limits.max_model_calls,
-        "max_duration_ms": round(limits.max_duration_seconds * 1000) if limits.max_duration_seconds else None,
-        "max_total_tokens": limits.max_total_tokens,
-        "max_tool_calls": limits.max_tool_calls,
+        **limit_values(limits),
     }
     values["total_tokens"] = values["prompt_tokens"] + values["completion_tokens"]
     return values
@@ -138,7 +138,7 @@ async def _wait_for_earlier_turns(
     return []
 
 
-class RunStore(StepAppends, RunLeases, RunApprovals, RunQueries, ThreadStore):
+class RunStore(StepAppends, RunLeases, RunApprovals, RunQueries, ThreadStore, RunImports):
     """Runs and their steps in a database, with change signals for watchers and notices for engines.
 
     Every write goes through one `GroupCommit` writer: the appends of many runs share a transaction and an

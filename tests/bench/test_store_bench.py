@@ -2,6 +2,7 @@
 PostgreSQL and reports what it should. Timings are not asserted: only that they are figures."""
 
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from bench.store.__main__ import main
 from bench.store.databases import fresh_postgres_database, opened_store
 from bench.store.listing import seek_token, walk_to
-from bench.store.loading import load_runs
+from bench.store.loading import CHUNK, HISTORY, LoadedRuns, load_runs
 from bench.store.suite import SMOKE, DatabaseRun, bench_database
 from services.common.pages import DEFAULT_PAGE_SIZE
 
@@ -60,9 +61,19 @@ async def test_every_case_on_postgres(postgres_url: str) -> None:
 
 async def test_the_built_page_token_is_the_one_paging_gives(tmp_path: Path) -> None:
     async with opened_store(f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}") as store:
-        await load_runs(store, 2_500, quiet)
+        loaded = await load_runs(store, 2_500, quiet)
         for position in (1, 999, 1_000, 1_250, 2_499):
-            assert await seek_token(store, position) == await walk_to(store, position)
+            assert seek_token(store, loaded, position) == await walk_to(store, position)
+
+
+def test_a_run_is_made_again_the_same_from_its_chunk() -> None:
+    loaded = LoadedRuns(CHUNK + 100, seed=6, start=datetime.now(UTC) - HISTORY)
+    every = list(loaded.oldest_first())
+    assert len(every) == loaded.count
+    assert [run.created_at for run in every] == sorted({run.created_at for run in every})
+    assert list(loaded.oldest_first(CHUNK - 2, CHUNK + 3)) == every[CHUNK - 2 : CHUNK + 3]
+    assert loaded.newest_first(0, 3) == every[:-4:-1]
+    assert loaded.newest_first(loaded.count - 2, 5) == every[1::-1]
 
 
 def test_the_command_prints_a_row_per_case_and_the_goals(capsys: pytest.CaptureFixture[str]) -> None:
