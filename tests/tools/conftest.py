@@ -21,8 +21,10 @@ from services.tools.settings import BUILTIN_WEB_SEARCH_CORPUS, ToolsSettings
 from services.tools.tool_settings import ToolSettingsStore
 from services.tools.workers.pool import ToolWorkerPool
 from services.tools.workers.protocol import WorkerConfig
+from services.tools.workspaces import beneath
 from tests.support.keys import TOOLS_SECRET_KEY
 from tests.support.stubs import tools_stubs
+from tests.tools.file_io_helpers import OPENAT2, Box, make_box
 
 SettingsFactory = Callable[..., ToolsSettings]
 
@@ -151,3 +153,20 @@ async def service(make_settings: SettingsFactory) -> AsyncIterator[RunningTools]
     finally:
         await channel.close()
         await app.stop()
+
+
+# --- the file_io tests' workspaces (test_file_io*.py) ---------------------------------------------------------------
+
+
+@pytest.fixture(params=["openat2", "walk"])
+def resolver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with openat2, then with the O_NOFOLLOW walk."""
+    if request.param == "openat2" and not OPENAT2:
+        pytest.skip("this kernel has no openat2")
+    monkeypatch.setattr(beneath, "use_openat2", request.param == "openat2")
+    return str(request.param)
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Box:
+    return make_box(tmp_path / "box")
