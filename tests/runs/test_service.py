@@ -16,14 +16,7 @@ from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
 from tests.runs.conftest import StartRuns
 from tests.runs.helpers import EXECUTOR, UNKNOWN_RUN, connect, create_request, thought
-from tests.runs.service_helpers import (
-    Stub,
-    append,
-    calculator_call,
-    create_run,
-    finish,
-    rest_of,
-)
+from tests.runs.service_helpers import Stub, append, calculator_call, create_run, finish, rest_of
 
 
 async def test_create_append_get_round_trips_steps_in_order(stub: Stub) -> None:

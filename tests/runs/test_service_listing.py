@@ -7,11 +7,7 @@ import pytest
 from agentplatform.runs.v1 import runs_pb2
 from services.runs.app import RunsApp
 from tests.runs.helpers import set_columns
-from tests.runs.service_helpers import (
-    Stub,
-    create_run,
-    finish,
-)
+from tests.runs.service_helpers import Stub, create_run, finish
 
 
 async def test_list_runs_newest_first_with_filter_and_pagination(stub: Stub) -> None:

@@ -11,15 +11,7 @@ from agentplatform.runs.v1 import runs_pb2
 from services.runs.app import RunsApp
 from tests.runs.conftest import StartRuns
 from tests.runs.helpers import connect, thought
-from tests.runs.service_helpers import (
-    PROMPTLY,
-    Stub,
-    append,
-    create_run,
-    finish,
-    next_event,
-    rest_of,
-)
+from tests.runs.service_helpers import PROMPTLY, Stub, append, create_run, finish, next_event, rest_of
 
 
 async def test_watch_rejects_a_cursor_out_of_the_sequence_range(stub: Stub) -> None:

@@ -11,10 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.common.errors import (
-    DomainError,
-    Internal,
-)
+from services.common.errors import DomainError, Internal
 from services.tools.base import ToolContext, ToolOutput
 from services.tools.plugins.file_io import FileIOTool, perform
 from services.tools.settings import BUILTIN_WEB_SEARCH_CORPUS

@@ -11,10 +11,7 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from tests.support.seed import SEED_CALCULATOR_SCHEMA
-from tests.tools.calculator_helpers import (
-    calculate,
-    calculator,
-)
+from tests.tools.calculator_helpers import calculate, calculator
 
 # --- the seed's operations ------------------------------------------------------------------------------------------
 

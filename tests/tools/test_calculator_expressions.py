@@ -7,9 +7,7 @@ import pytest
 from services.common.errors import InvalidArgument
 from services.tools.arithmetic.expressions import MAX_DEPTH, MAX_EXPRESSION_LENGTH
 from services.tools.arithmetic.operations import MAX_BITS, MAX_DIGITS
-from tests.tools.calculator_helpers import (
-    calculate,
-)
+from tests.tools.calculator_helpers import calculate
 
 # --- expressions ----------------------------------------------------------------------------------------------------
 

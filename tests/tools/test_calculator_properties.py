@@ -13,10 +13,7 @@ from hypothesis import strategies as st
 from services.common.errors import InvalidArgument
 from services.tools.arithmetic.expressions import MAX_EXPRESSION_LENGTH
 from services.tools.arithmetic.operations import MAX_BITS
-from tests.tools.calculator_helpers import (
-    calculate,
-    calculator,
-)
+from tests.tools.calculator_helpers import calculate, calculator
 
 # --- properties -----------------------------------------------------------------------------------------------------
 

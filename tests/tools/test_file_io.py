@@ -11,11 +11,7 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from services.common.errors import (
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-)
+from services.common.errors import InvalidArgument, NotFound, ResourceExhausted
 from services.common.settings import load_settings
 from services.tools.app import start_tools
 from services.tools.base import ToolContext, ToolOutput
@@ -23,11 +19,7 @@ from services.tools.plugins.file_io import MAX_FILE_BYTES, MAX_LIST_ENTRIES, per
 from services.tools.settings import ToolsSettings
 from tests.support.stubs import tools_stubs
 from tests.tools.conftest import SettingsFactory, execute_request
-from tests.tools.file_io_helpers import (
-    file_io,
-    make_box,
-    refused,
-)
+from tests.tools.file_io_helpers import file_io, make_box, refused
 
 # --- Each operation's happy path -----------------------------------------------------------------------------------
 

@@ -17,18 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from services.common.errors import (
-    DomainError,
-    Internal,
-    InvalidArgument,
-)
+from services.common.errors import DomainError, Internal, InvalidArgument
 from services.tools.plugins.file_io import OPERATIONS, perform
-from tests.tools.file_io_helpers import (
-    SECRET,
-    Box,
-    make_box,
-    refused,
-)
+from tests.tools.file_io_helpers import SECRET, Box, make_box, refused
 
 # --- Escapes -------------------------------------------------------------------------------------------------------
 

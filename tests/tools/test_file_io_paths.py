@@ -14,25 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.errors import (
-    DomainError,
-    FailedPrecondition,
-    Internal,
-    InvalidArgument,
-)
+from services.common.errors import DomainError, FailedPrecondition, Internal, InvalidArgument
 from services.tools.base import ToolContext, ToolOutput
 from services.tools.plugins.file_io import OPERATIONS, perform
 from services.tools.settings import BUILTIN_WEB_SEARCH_CORPUS
 from services.tools.workspaces import beneath
 from tests.tools.conftest import RunningTools, execute_request
-from tests.tools.file_io_helpers import (
-    OPENAT2,
-    SECRET,
-    Box,
-    make_box,
-    outcome_within,
-    refused,
-)
+from tests.tools.file_io_helpers import OPENAT2, SECRET, Box, make_box, outcome_within, refused
 
 # --- Bad paths -----------------------------------------------------------------------------------------------------
 
