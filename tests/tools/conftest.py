@@ -25,6 +25,7 @@ from services.tools.workspaces import beneath
 from tests.support.keys import TOOLS_SECRET_KEY
 from tests.support.stubs import tools_stubs
 from tests.tools.file_io_helpers import OPENAT2, Box, make_box
+from tests.tools.pool_tools_plugin import POOL_TOOLS
 
 SettingsFactory = Callable[..., ToolsSettings]
 
@@ -170,3 +171,13 @@ def resolver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 @pytest.fixture
 def box(tmp_path: Path) -> Box:
     return make_box(tmp_path / "box")
+
+
+# --- the tool workers' tests (test_worker_pool.py, test_worker_pool_health.py) --------------------------------------
+
+
+# Not autouse: the other tools tests must not find these misbehaving tools; the worker tests ask for it with
+# `pytestmark = pytest.mark.usefixtures("pool_tools")`.
+@pytest.fixture
+def pool_tools(plugin_dir: Path) -> None:
+    write_plugin(plugin_dir, "pool_tools.py", POOL_TOOLS)
