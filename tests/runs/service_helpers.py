@@ -1,6 +1,5 @@
 """Helpers of the RunService tests over real gRPC (test_service, test_service_listing, test_service_watch):
-the stub's calls the tests repeat, and reading watch streams.
-"""
+the stub's calls the tests repeat, and reading watch streams."""
 
 import asyncio
 from collections.abc import AsyncIterator

@@ -1,6 +1,5 @@
 """RunStore's appends on a real database (SQLite and PostgreSQL): sequences, idempotent re-appends, conflicts and
-gaps, and the group commit that batches the appends of many runs.
-"""
+gaps, and the group commit that batches the appends of many runs."""
 
 import asyncio
 

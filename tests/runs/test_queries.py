@@ -1,6 +1,5 @@
 """RunStore's listing on a real database (SQLite and PostgreSQL): keyset pages and their tokens, page sizes, long
-queries, the page's byte bound, and the query plans that keep a deep page an index range read.
-"""
+queries, the page's byte bound, and the query plans that keep a deep page an index range read."""
 
 import pytest
 

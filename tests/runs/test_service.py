@@ -1,8 +1,7 @@
 """RunService over real gRPC: a runs server on a free port, a real channel and the generated stub.
 
 Creating runs (leases, request ids, bad input), appending and finishing, usage, deleting, run ids, restarts and
-SQLite's durability. Listing is in test_service_listing.py, WatchRun in test_service_watch.py.
-"""
+SQLite's durability. Listing is in test_service_listing.py, WatchRun in test_service_watch.py."""
 
 import asyncio
 from pathlib import Path

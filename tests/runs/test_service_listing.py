@@ -1,5 +1,4 @@
-"""ListRuns over real gRPC: newest first, filters, page tokens and sizes, and pages of runs with huge queries.
-"""
+"""ListRuns over real gRPC: newest first, filters, page tokens and sizes, and pages of runs with huge queries."""
 
 import grpc
 import pytest

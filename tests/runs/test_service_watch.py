@@ -1,6 +1,5 @@
 """WatchRun over real gRPC: cursors, replays of finished runs, live and resumed watches, heartbeats, and a watched
-run deleted.
-"""
+run deleted."""
 
 import asyncio
 

@@ -2,8 +2,7 @@
 `postgres_url`): creating (request ids, first steps), begin and finish, deleting, signals, cancelled callers,
 agent revisions and workflow runs.
 
-Appending steps is in test_appends.py, listing and query plans in test_queries.py.
-"""
+Appending steps is in test_appends.py, listing and query plans in test_queries.py."""
 
 import asyncio
 

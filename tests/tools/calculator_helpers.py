@@ -1,6 +1,5 @@
 """Helpers of the calculator plugin's tests (test_calculator, test_calculator_expressions,
-test_calculator_properties): one calculator, and an expression's result and text.
-"""
+test_calculator_properties): one calculator, and an expression's result and text."""
 
 from services.tools.plugins.calculator import CalculatorTool
 

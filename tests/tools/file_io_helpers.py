@@ -1,7 +1,6 @@
 """Helpers of the file_io plugin's tests (test_file_io, test_file_io_escapes, test_file_io_paths): a workspace
 next to things it must never reach (Box), snapshots of what is outside it, and refusals awaited with a time
-limit. The `box` and `resolver` fixtures built on them are in conftest.py.
-"""
+limit. The `box` and `resolver` fixtures built on them are in conftest.py."""
 
 import os
 import stat

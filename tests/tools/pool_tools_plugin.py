@@ -1,7 +1,6 @@
 """The plugin of misbehaving tools the tool workers' tests call (test_worker_pool, test_worker_pool_health),
 written into the plugin folder by conftest's `pool_tools` fixture: blocking, crashing, memory- and CPU-hungry
-tools, and tools raising domain errors.
-"""
+tools, and tools raising domain errors."""
 
 POOL_TOOLS = '''
     import asyncio

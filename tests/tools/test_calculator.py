@@ -1,8 +1,7 @@
 """The calculator plugin: the seed's operations and its schema, and exact results.
 
 Expressions, their refusals and the bounds are in test_calculator_expressions.py, properties over any input in
-test_calculator_properties.py.
-"""
+test_calculator_properties.py."""
 
 import math
 from fractions import Fraction

@@ -1,6 +1,5 @@
 """The calculator plugin's expressions: what they compute, every refusal (division by zero, syntax, unknown names,
-undefined results), and the bounds, each refused at once before the work it would take.
-"""
+undefined results), and the bounds, each refused at once before the work it would take."""
 
 import pytest
 

@@ -1,6 +1,5 @@
 """The calculator plugin whatever the input (hypothesis): any text or numbers are answered or refused, decimals
-add and multiply exactly, integer expressions equal Python's, malformed literals warn nothing.
-"""
+add and multiply exactly, integer expressions equal Python's, malformed literals warn nothing."""
 
 import warnings
 from decimal import Decimal

@@ -1,7 +1,6 @@
 """The file_io plugin: every operation inside the workspace, ordinary mistakes, and the workspace's quota.
 
-The ways out of the workspace are in test_file_io_escapes.py, bad and arbitrary paths in test_file_io_paths.py.
-"""
+The ways out of the workspace are in test_file_io_escapes.py, bad and arbitrary paths in test_file_io_paths.py."""
 
 import threading
 from pathlib import Path

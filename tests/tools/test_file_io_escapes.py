@@ -2,8 +2,7 @@
 links, FIFOs, devices and sockets, and a symlink swapped in during the call.
 
 Most cases run twice (the `resolver` fixture): with openat2 (when the kernel has it) and with the per-name
-O_NOFOLLOW walk that older kernels get, since both must hold the line on their own.
-"""
+O_NOFOLLOW walk that older kernels get, since both must hold the line on their own."""
 
 import ctypes
 import os

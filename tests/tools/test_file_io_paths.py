@@ -1,7 +1,6 @@
 """The file_io plugin's paths: over-long, unprintable, NUL and unpaired-surrogate paths refused clearly, a
 workspace that cannot be used, the walk taking over without openat2, and any path whatever (hypothesis) giving a
-result or a domain error without touching the outside.
-"""
+result or a domain error without touching the outside."""
 
 import errno
 import os

@@ -1,8 +1,7 @@
 """Tool workers: blocking, crashing, memory- and CPU-hungry tools cost a worker, never the service; domain errors
 cross the process boundary intact.
 
-Health, start and closing of the pool are in test_worker_pool_health.py.
-"""
+Health, start and closing of the pool are in test_worker_pool_health.py."""
 
 import asyncio
 import os

@@ -1,6 +1,5 @@
 """Tool workers' health and start: health follows whether workers can start, a memory limit too small for Python
-fails the start, and closing the pool kills busy workers at once.
-"""
+fails the start, and closing the pool kills busy workers at once."""
 
 import asyncio
 import errno

@@ -1,6 +1,5 @@
 """Helpers of the tool workers' tests (test_worker_pool, test_worker_pool_health): a tools service with
-health stubs, and waiting on processes. The plugin they call is pool_tools_plugin.py.
-"""
+health stubs, and waiting on processes. The plugin they call is pool_tools_plugin.py."""
 
 import asyncio
 import time
