@@ -27,7 +27,8 @@ from services.tools.executor import validate_arguments
 from services.tools.schemas.checks import argument_problems, check_schema
 from services.tools.schemas.problems import SchemaProblem, ValidationTooCostly
 from tests.tools.conftest import execute_request, make_settings, plugin_dir  # noqa: F401  (fixtures make_tools needs)
-from tests.tools.test_http_tools import Tools, make_tools  # noqa: F401  (a fixture)
+from tests.tools.http_tools.conftest import make_tools  # noqa: F401  (a fixture)
+from tests.tools.http_tools.helpers import Tools
 
 #: The most one check or one validation may take (generous: the machine is shared; the real bound is in steps).
 TIME_BOUND_SECONDS = 10.0

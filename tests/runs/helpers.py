@@ -23,6 +23,8 @@ from tests.support.stubs import runs_stubs
 EXECUTOR = "engine-test-1"
 #: A lease no test outlives: nothing is reaped unless a test expires it on purpose.
 LEASE_SECONDS = 60.0
+#: A well-formed run id no run has.
+UNKNOWN_RUN = "00000000-0000-4000-8000-000000000000"
 
 
 def sqlite_url(path: Path) -> str:

@@ -1,7 +1,9 @@
-"""RunService over real gRPC: a runs server on a free port, a real channel and the generated stub."""
+"""RunService over real gRPC: a runs server on a free port, a real channel and the generated stub.
+
+Creating runs (leases, request ids, bad input), appending and finishing, usage, deleting, run ids, restarts and
+SQLite's durability. Listing is in test_service_listing.py, WatchRun in test_service_watch.py."""
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -10,53 +12,10 @@ import pytest
 from google.protobuf import duration_pb2, json_format, struct_pb2
 
 from agentplatform.runs.internal.v1 import execution_pb2
-from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
-from services.runs.app import RunsApp
+from agentplatform.runs.v1 import runs_pb2
 from tests.runs.conftest import StartRuns
-from tests.runs.helpers import EXECUTOR, connect, create_request, set_columns, thought
-
-Stub = runs_pb2_grpc.RunServiceStub
-UNKNOWN_RUN = "00000000-0000-4000-8000-000000000000"
-#: How long a test waits for an event that should come at once.
-PROMPTLY = 2.0
-
-
-async def create_run(stub: Stub, query: str = "what is 5 + 10?", **fields: Any) -> runs_pb2.Run:
-    return await stub.CreateRun(create_request(query, **fields))
-
-
-async def append(stub: Stub, run_id: str, *steps: runs_pb2.Step) -> list[runs_pb2.Step]:
-    response = await stub.AppendSteps(execution_pb2.AppendStepsRequest(run_id=run_id, steps=steps))
-    return list(response.steps)
-
-
-async def finish(
-    stub: Stub, run_id: str, state: int = runs_pb2.RUN_STATE_COMPLETED, code: str = "", message: str = ""
-) -> runs_pb2.Run:
-    request = execution_pb2.FinishRunRequest(run_id=run_id, state=state, error_code=code, error_message=message)
-    return await stub.FinishRun(request)
-
-
-async def next_event(events: AsyncIterator[runs_pb2.RunEvent]) -> runs_pb2.RunEvent:
-    """The next event of a watch stream that is not a heartbeat."""
-    while True:
-        event = await asyncio.wait_for(anext(events), PROMPTLY)
-        if event.WhichOneof("event") != "heartbeat":
-            return event
-
-
-async def rest_of(call: grpc.aio.UnaryStreamCall) -> list[runs_pb2.RunEvent]:
-    """The remaining events of a watch stream but heartbeats (it must end)."""
-    return [event async for event in call if event.WhichOneof("event") != "heartbeat"]
-
-
-def calculator_call(sequence: int = 0) -> runs_pb2.Step:
-    params = struct_pb2.Struct()
-    params.update({"operation": "add", "x": 5, "y": 10})
-    return runs_pb2.Step(
-        sequence=sequence,
-        tool_call=runs_pb2.ToolCall(tool_name="calculator", tool_call_id="call_1", params=params),
-    )
+from tests.runs.helpers import EXECUTOR, UNKNOWN_RUN, connect, create_request, thought
+from tests.runs.service_helpers import Stub, append, calculator_call, create_run, finish, rest_of
 
 
 async def test_create_append_get_round_trips_steps_in_order(stub: Stub) -> None:
@@ -166,55 +125,6 @@ async def test_run_usage_is_summed_from_the_steps_model_calls(stub: Stub) -> Non
     assert not got.steps[1].HasField("model_call") and got.steps[2].model_call.usage.total_tokens == 25
 
 
-async def test_list_runs_newest_first_with_filter_and_pagination(stub: Stub) -> None:
-    created = [await create_run(stub, f"q{i}") for i in range(6)]
-    for run in created[1::2]:
-        await finish(stub, run.id, runs_pb2.RUN_STATE_FAILED, "boom", "it broke")
-
-    pages: list[list[str]] = []
-    token = ""
-    while True:
-        response = await stub.ListRuns(runs_pb2.ListRunsRequest(page_size=2, page_token=token))
-        pages.append([run.id for run in response.runs])
-        token = response.next_page_token
-        if not token:
-            break
-    assert len(pages) == 3 and all(len(page) == 2 for page in pages)
-    assert [run_id for page in pages for run_id in page] == [run.id for run in reversed(created)]
-    assert not response.runs[0].steps  # listings leave steps out
-
-    failed = await stub.ListRuns(runs_pb2.ListRunsRequest(page_size=2, state=runs_pb2.RUN_STATE_FAILED))
-    rest = await stub.ListRuns(
-        runs_pb2.ListRunsRequest(page_size=2, state=runs_pb2.RUN_STATE_FAILED, page_token=failed.next_page_token)
-    )
-    assert [r.id for r in [*failed.runs, *rest.runs]] == [created[5].id, created[3].id, created[1].id]
-    assert all(r.state == runs_pb2.RUN_STATE_FAILED for r in [*failed.runs, *rest.runs])
-    assert rest.next_page_token == ""
-
-
-BAD_RUNS_TOKEN = (
-    "page_token is not valid for this request: it is not a next_page_token that ListRuns returned, or it was "
-    "altered, or the request's filters differ from those of the request that returned it; send it unchanged with "
-    "the same filters, or send no page_token to start again from the first page"
-)
-
-
-async def test_list_runs_rejects_bad_tokens_and_page_sizes(stub: Stub) -> None:
-    for i in range(2):
-        await create_run(stub, f"q{i}")
-    unfiltered_token = (await stub.ListRuns(runs_pb2.ListRunsRequest(page_size=1))).next_page_token
-    for request, expected in [
-        (runs_pb2.ListRunsRequest(page_token="not-a-token"), BAD_RUNS_TOKEN),
-        # A token is only valid with the filter it was made for.
-        (runs_pb2.ListRunsRequest(page_token=unfiltered_token, state=runs_pb2.RUN_STATE_RUNNING), BAD_RUNS_TOKEN),
-        (runs_pb2.ListRunsRequest(page_size=-1), "page_size must be >= 0, got -1"),
-    ]:
-        with pytest.raises(grpc.aio.AioRpcError) as exc:
-            await stub.ListRuns(request)
-        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert exc.value.details() == expected
-
-
 async def test_delete_then_get_is_not_found(stub: Stub) -> None:
     run = await create_run(stub)
     await append(stub, run.id, thought("a"))
@@ -243,110 +153,6 @@ async def test_run_ids_are_validated(stub: Stub, run_id: str, code: grpc.StatusC
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await rest_of(stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run_id)))
     assert exc.value.code() == code and exc.value.details() == expected
-
-
-async def test_watch_rejects_a_cursor_out_of_the_sequence_range(stub: Stub) -> None:
-    run = await create_run(stub)
-    for after in (-1, 2**31, 2**62):
-        with pytest.raises(grpc.aio.AioRpcError) as exc:
-            await rest_of(stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id, after_sequence=after)))
-        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert exc.value.details() == f"after_sequence must be 0 to 2147483647 (0 replays every step), got {after}"
-
-
-async def test_watch_replays_a_finished_run_after_a_sequence(stub: Stub) -> None:
-    run = await create_run(stub)
-    await append(stub, run.id, thought("a"), thought("b"), thought("c"))
-    await finish(stub, run.id)
-    events = await rest_of(stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id, after_sequence=1)))
-    assert [e.WhichOneof("event") for e in events] == ["run", "step", "step", "run"]
-    assert events[0].run.id == run.id and not events[0].run.steps
-    assert [e.step.sequence for e in events[1:-1]] == [2, 3]
-    assert [e.step.agent_thought.text for e in events[1:-1]] == ["b", "c"]
-    assert events[-1].run.state == runs_pb2.RUN_STATE_COMPLETED
-
-
-async def test_watch_past_the_end_of_a_finished_run_is_out_of_range(stub: Stub) -> None:
-    run = await create_run(stub)
-    await append(stub, run.id, thought("a"))
-    await finish(stub, run.id)
-    with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await rest_of(stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id, after_sequence=2)))
-    assert exc.value.code() == grpc.StatusCode.OUT_OF_RANGE
-    assert "resume from 1 or lower" in exc.value.details()
-
-
-async def test_live_watch_sees_a_new_step_at_once_then_the_final_run(start_app: StartRuns) -> None:
-    # No heartbeat for 30 s: the step can only arrive in time if AppendSteps wakes the watcher.
-    app = await start_app(heartbeat_seconds=30)
-    async with connect(app) as stub:
-        run = await create_run(stub)
-        await append(stub, run.id, thought("first"))
-        call = stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id))
-        events = aiter(call)
-        assert (await next_event(events)).run.state == runs_pb2.RUN_STATE_RUNNING
-        assert (await next_event(events)).step.sequence == 1
-        await append(stub, run.id, thought("live"))
-        live = await next_event(events)  # before FinishRun is called
-        assert (live.step.sequence, live.step.agent_thought.text) == (2, "live")
-        await finish(stub, run.id)
-        final = await next_event(events)
-        assert final.run.id == run.id and final.run.state == runs_pb2.RUN_STATE_COMPLETED
-        assert final.run.step_count == 2 and not final.run.steps
-        with pytest.raises(StopAsyncIteration):
-            await asyncio.wait_for(anext(events), PROMPTLY)
-
-
-async def test_resumed_watch_loses_and_repeats_nothing(stub: Stub, runs_app: RunsApp) -> None:
-    run = await create_run(stub)
-    await append(stub, run.id, *(thought(str(i)) for i in range(1, 5)))
-    call = stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id))
-    events = aiter(call)
-    assert (await next_event(events)).WhichOneof("event") == "run"
-    seen = [(await next_event(events)).step.sequence for _ in range(2)]
-    call.cancel()
-    # The server drops the disconnected watcher's subscription (no leak per watcher).
-    for _ in range(100):
-        if runs_app.store.signals.watcher_count(run.id) == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert runs_app.store.signals.watcher_count(run.id) == 0
-
-    await append(stub, run.id, thought("5"))
-    resumed = stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id, after_sequence=seen[-1]))
-    resumed_events = aiter(resumed)
-    assert (await next_event(resumed_events)).WhichOneof("event") == "run"
-    seen += [(await next_event(resumed_events)).step.sequence for _ in range(3)]
-    await finish(stub, run.id)
-    assert (await next_event(resumed_events)).run.state == runs_pb2.RUN_STATE_COMPLETED
-    assert seen == [1, 2, 3, 4, 5]
-
-
-async def test_quiet_watch_gets_heartbeats_with_the_cursor(stub: Stub) -> None:
-    run = await create_run(stub)
-    await append(stub, run.id, thought("a"), thought("b"))
-    call = stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id))
-    try:
-        events = aiter(call)
-        kinds = [(await asyncio.wait_for(anext(events), PROMPTLY)).WhichOneof("event") for _ in range(3)]
-        assert kinds == ["run", "step", "step"]
-        event = await asyncio.wait_for(anext(events), PROMPTLY)
-        assert event.WhichOneof("event") == "heartbeat" and event.heartbeat.time.seconds > 0
-        assert event.heartbeat.last_sequence == 2
-    finally:
-        call.cancel()
-
-
-async def test_deleting_a_watched_run_ends_the_stream_with_not_found(stub: Stub) -> None:
-    run = await create_run(stub)
-    call = stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id))
-    events = aiter(call)
-    assert (await asyncio.wait_for(anext(events), PROMPTLY)).WhichOneof("event") == "run"
-    assert (await asyncio.wait_for(anext(events), PROMPTLY)).WhichOneof("event") == "heartbeat"  # the watch is live
-    await stub.DeleteRun(runs_pb2.DeleteRunRequest(run_id=run.id))
-    with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await asyncio.wait_for(rest_of(call), PROMPTLY)
-    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_steps_survive_a_restart(start_app: StartRuns, tmp_path: Path) -> None:
@@ -460,23 +266,6 @@ async def test_bad_step_input_is_invalid_argument(stub: Stub) -> None:
             await append(stub, run.id, step)
         assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and exc.value.details().startswith(expected)
     assert (await stub.GetRun(runs_pb2.GetRunRequest(run_id=run.id))).step_count == 0
-
-
-# --- listing huge runs -------------------------------------------------------------------------------------
-
-
-async def test_runs_with_huge_queries_do_not_break_a_list_page(stub: Stub, runs_app: RunsApp) -> None:
-    huge = "x" * 3_000_000  # a row from before CreateRun capped queries at 1 MiB
-    runs = [await create_run(stub, f"q{i}") for i in range(2)]
-    for run in runs:
-        await set_columns(runs_app.db, run.id, user_query=huge)
-    # 6 MB of queries would exceed gRPC's 4 MiB message limit: the client would get RESOURCE_EXHAUSTED.
-    page = await stub.ListRuns(runs_pb2.ListRunsRequest())
-    assert [run.id for run in page.runs] == [runs[1].id, runs[0].id] and page.next_page_token == ""
-    assert page.ByteSize() < 64 * 1024
-    assert all(run.user_query == "x" * 1000 and run.user_query_truncated for run in page.runs)
-    whole = await stub.GetRun(runs_pb2.GetRunRequest(run_id=runs[0].id))
-    assert whole.user_query == huge and not whole.user_query_truncated
 
 
 @pytest.mark.parametrize(("setting", "pragma"), [(None, 1), ("FULL", 2)])

@@ -1,4 +1,8 @@
-"""RunStore on a real database (SQLite, and the session's PostgreSQL server: `postgres_url`)."""
+"""A run's lifecycle in RunStore on a real database (SQLite, and the session's PostgreSQL server:
+`postgres_url`): creating (request ids, first steps), begin and finish, deleting, signals, cancelled callers,
+agent revisions and workflow runs.
+
+Appending steps is in test_appends.py, listing and query plans in test_queries.py."""
 
 import asyncio
 
@@ -6,24 +10,17 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bench.store.listing import explain
 from services.common.db.database import Database
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.limits import RunLimits
-from services.common.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, checked_page_size
 from services.common.usage import Usage
 from services.runs.models import RunRow, RunStepRow
-from services.runs.queries import LIST_QUERY_CHARS
 from services.runs.records import ModelCallStats, NewStep, RunRecord
 from services.runs.store import RunStore
-from tests.runs.helpers import EXECUTOR, new_run, set_columns
+from tests.runs.helpers import EXECUTOR, UNKNOWN_RUN, new_run
+from tests.runs.store_helpers import thought
 
-UNKNOWN_RUN = "00000000-0000-4000-8000-000000000000"
 REQUEST_ID = "6f1c2f7e-4f55-4c1e-9a1e-3f3b8f0d2a11"
-
-
-def thought(text: str, sequence: int = 0, model_call: ModelCallStats | None = None) -> NewStep:
-    return NewStep("agent-thought", {"text": text}, sequence, model_call=model_call)
 
 
 async def count_runs(database: Database) -> int:
@@ -245,151 +242,6 @@ async def test_run_usage_is_the_sum_of_its_steps_model_calls(store: RunStore) ->
         await store.append_steps(other.id, [thought("a", model_call=ModelCallStats(Usage(-1, 0)))])
 
 
-# --- appending ---------------------------------------------------------------------------------------------
-
-
-async def test_append_assigns_sequences_and_get_returns_steps_in_order(store: RunStore) -> None:
-    run = await store.create_run(new_run())
-    first = await store.append_steps(run.id, [NewStep("user-request", {"text": "q"}), thought("a")])
-    second = await store.append_steps(run.id, [NewStep("tool-call", {"tool_name": "calculator"}, 3, 1.5)])
-    assert [s.sequence for s in first + second] == [1, 2, 3]
-    stored = await store.get_run(run.id)
-    assert [(s.sequence, s.type) for s in stored.steps] == [(1, "user-request"), (2, "agent-thought"), (3, "tool-call")]
-    assert stored.steps[2].content == {"tool_name": "calculator"} and stored.steps[2].duration_ms == 1.5
-    assert stored.step_count == 3
-    assert (await store.get_run(run.id, with_steps=False)).steps == []
-
-
-async def test_reappending_a_stored_step_is_an_idempotent_no_op(store: RunStore) -> None:
-    run = await store.create_run(new_run())
-    [original] = await store.append_steps(run.id, [thought("a")])
-    # A retry of step 1 next to a new step: the retry returns the stored step, the new one gets 2.
-    again = await store.append_steps(run.id, [thought("a", 1), thought("b")])
-    assert [(s.sequence, s.created_at) for s in again] == [(1, original.created_at), (2, again[1].created_at)]
-    assert (await store.get_run(run.id)).step_count == 2
-
-
-async def test_reappending_a_sequence_with_other_content_is_a_conflict(store: RunStore) -> None:
-    run = await store.create_run(new_run())
-    await store.append_steps(run.id, [thought("a")])
-    with pytest.raises(AlreadyExists, match=r"step 1 of run .* is already stored with other content"):
-        await store.append_steps(run.id, [thought("changed", 1)])
-    with pytest.raises(AlreadyExists):
-        await store.append_steps(run.id, [NewStep("agent-response", {"text": "a"}, 1)])
-
-
-async def test_a_gap_names_the_expected_sequence_and_stores_nothing_of_the_batch(store: RunStore) -> None:
-    run = await store.create_run(new_run())
-    with pytest.raises(FailedPrecondition, match="the next sequence is 2"):
-        # The first step would be fine alone: the batch is one transaction, so it is not stored either.
-        await store.append_steps(run.id, [thought("a"), thought("b", 5)])
-    stored = await store.get_run(run.id)
-    assert (stored.step_count, stored.steps) == (0, [])
-
-
-async def test_append_rejects_bad_steps_and_unknown_or_finished_runs(store: RunStore) -> None:
-    run = await store.create_run(new_run())
-    with pytest.raises(InvalidArgument, match="step 1 has unknown type 'note'"):
-        await store.append_steps(run.id, [NewStep("note", {})])
-    with pytest.raises(InvalidArgument, match="sequence -1"):
-        await store.append_steps(run.id, [thought("a", -1)])
-    with pytest.raises(InvalidArgument, match="steps is empty"):
-        await store.append_steps(run.id, [])
-    with pytest.raises(NotFound, match=f"run '{UNKNOWN_RUN}' not found"):
-        await store.append_steps(UNKNOWN_RUN, [thought("a")])
-    await store.finish_run(run.id, "completed")
-    with pytest.raises(FailedPrecondition, match="is completed; steps can only be appended to a RUNNING run"):
-        await store.append_steps(run.id, [thought("late")])
-
-
-async def test_concurrent_appenders_get_distinct_consecutive_sequences(store: RunStore) -> None:
-    run = await store.create_run(new_run())
-    results = await asyncio.gather(*(store.append_steps(run.id, [thought(str(i))]) for i in range(10)))
-    assert sorted(step.sequence for [step] in results) == list(range(1, 11))
-    stored = await store.get_run(run.id)
-    assert [s.sequence for s in stored.steps] == list(range(1, 11)) and stored.step_count == 10
-
-
-async def test_run_ids_are_validated(store: RunStore) -> None:
-    with pytest.raises(InvalidArgument, match="run_id is required"):
-        await store.get_run("")
-    with pytest.raises(InvalidArgument, match="run_id 'nope' is not a valid run id"):
-        await store.get_run("nope")
-    with pytest.raises(NotFound, match="not found"):
-        await store.get_run(UNKNOWN_RUN)
-    run = await store.create_run(new_run())
-    assert (await store.get_run(run.id.upper())).id == run.id  # ids are compared in canonical form
-
-
-# --- listing -----------------------------------------------------------------------------------------------
-
-
-async def test_list_runs_pages_newest_first_by_keyset(store: RunStore) -> None:
-    created = [await store.create_run(new_run(f"q{i}")) for i in range(5)]
-    for run in created[::2]:
-        await store.finish_run(run.id, "completed")
-    page1, token = await store.list_runs(page_size=2)
-    # A run created while paging is newer than the whole listing, so it shifts nothing that follows.
-    await store.create_run(new_run("newcomer"))
-    page2, token = await store.list_runs(page_size=2, page_token=token)
-    page3, last_token = await store.list_runs(page_size=2, page_token=token)
-    listed = [run.id for run in page1 + page2 + page3]
-    assert listed == [run.id for run in reversed(created)] and last_token == ""
-    completed, token = await store.list_runs(page_size=10, state="completed")
-    assert [run.id for run in completed] == [created[4].id, created[2].id, created[0].id] and token == ""
-    queued = await store.create_run(new_run("waiting", state="queued"))
-    assert [run.id for run in (await store.list_runs(state="queued"))[0]] == [queued.id]
-
-
-async def test_list_runs_rejects_bad_tokens_sizes_and_states(store: RunStore) -> None:
-    for _ in range(3):
-        await store.create_run(new_run())
-    _, token = await store.list_runs(page_size=1)
-    assert token
-    for bad in ("garbage", "eyJhIjoxfQ==", token[:-4]):
-        with pytest.raises(InvalidArgument, match=r"^page_token is not valid for this request: .* ListRuns returned"):
-            await store.list_runs(page_size=1, page_token=bad)
-    with pytest.raises(InvalidArgument, match="page_token is not valid"):
-        await store.list_runs(page_size=1, page_token=token, state="running")
-    with pytest.raises(InvalidArgument, match="page_size must be >= 0, got -3"):
-        await store.list_runs(page_size=-3)
-    with pytest.raises(InvalidArgument, match="unknown run state 'paused'"):
-        await store.list_runs(state="paused")
-
-
-def test_page_size_defaults_and_caps() -> None:
-    assert checked_page_size(0) == DEFAULT_PAGE_SIZE == 50
-    assert checked_page_size(5000) == MAX_PAGE_SIZE == 1000
-    assert checked_page_size(7) == 7
-
-
-async def test_list_runs_cuts_long_queries_and_get_run_returns_them_whole(store: RunStore, database: Database) -> None:
-    exact = await store.create_run(new_run("a" * LIST_QUERY_CHARS))
-    over = await store.create_run(new_run("b" * (LIST_QUERY_CHARS + 1)))
-    huge = await store.create_run(new_run("placeholder"))
-    # 3 MB of two-byte characters: a row from before CreateRun had a size limit. Cut by characters, not bytes.
-    await set_columns(database, huge.id, user_query="é" * 1_500_000)
-    page, token = await store.list_runs()
-    listed = {run.id: (run.user_query, run.user_query_truncated) for run in page}
-    assert token == "" and len(listed) == 3
-    assert listed[exact.id] == ("a" * 1000, False)
-    assert listed[over.id] == ("b" * 1000, True)
-    assert listed[huge.id] == ("é" * 1000, True)
-    whole = await store.get_run(huge.id)
-    assert whole.user_query == "é" * 1_500_000 and not whole.user_query_truncated
-
-
-async def test_a_list_page_ends_before_it_grows_past_a_mebibyte(store: RunStore, database: Database) -> None:
-    created = [await store.create_run(new_run(f"q{i}")) for i in range(3)]
-    for run in created:
-        # Error messages are capped at 16 KiB now; rows from before the cap can be much longer.
-        await set_columns(database, run.id, state="failed", error_code="x", error_message="e" * 400_000)
-    page1, token = await store.list_runs()
-    assert [run.id for run in page1] == [created[2].id, created[1].id] and token
-    page2, token = await store.list_runs(page_token=token)
-    assert [run.id for run in page2] == [created[0].id] and token == ""
-
-
 # --- deleting, signals, cancellation of callers ------------------------------------------------------------
 
 
@@ -431,97 +283,6 @@ async def test_an_operation_whose_caller_is_cancelled_still_completes(store: Run
     # Writes commit in order: once a later one is stored, the cancelled caller's has been too.
     await store.append_steps(run.id, [thought("b")])
     assert [step.content["text"] for step in (await store.get_run(run.id)).steps] == ["a", "b"]
-
-
-
-# --- group commit ------------------------------------------------------------------------------------------
-
-
-async def test_appends_of_many_runs_at_once_are_all_stored_in_order(store: RunStore, database: Database) -> None:
-    runs = [await store.create_run(new_run(f"q{i}")) for i in range(32)]
-
-    async def five_steps(run_id: str) -> list[int]:
-        stored = []
-        for n in range(5):
-            [step] = await store.append_steps(run_id, [NewStep("agent-thought", {"n": n})])
-            stored.append(step.sequence)
-        return stored
-
-    sequences = await asyncio.gather(*(five_steps(run.id) for run in runs))
-    assert sequences == [[1, 2, 3, 4, 5]] * 32
-    for run in runs:
-        got = await store.get_run(run.id)
-        assert got.step_count == 5 and [step.content["n"] for step in got.steps] == [0, 1, 2, 3, 4]
-
-
-async def test_a_refused_append_in_a_batch_fails_alone(store: RunStore) -> None:
-    live, finished = await store.create_run(new_run("live")), await store.create_run(new_run("finished"))
-    await store.finish_run(finished.id, "completed")
-    # Submitted in one event-loop tick, so one transaction holds them all.
-    outcomes = await asyncio.gather(
-        store.append_steps(live.id, [NewStep("agent-thought", {"text": "a"})]),
-        store.append_steps(finished.id, [NewStep("agent-thought", {"text": "refused"})]),
-        store.append_steps(live.id, [NewStep("agent-thought", {"text": "b"}, sequence=2)]),
-        store.append_steps(live.id, [NewStep("agent-thought", {"text": "gap"}, sequence=9)]),
-        store.append_steps(live.id, [NewStep("agent-thought", {"text": "a"}, sequence=1)]),  # a retry
-        return_exceptions=True,
-    )
-    assert isinstance(outcomes[1], FailedPrecondition) and isinstance(outcomes[3], FailedPrecondition)
-    assert [o[0].sequence for o in outcomes if isinstance(o, list)] == [1, 2, 1]
-    got = await store.get_run(live.id)
-    assert [step.content["text"] for step in got.steps] == ["a", "b"] and got.step_count == 2
-    assert (await store.get_run(finished.id)).step_count == 0
-
-
-async def test_a_failed_write_in_a_batch_rolls_back_alone(store: RunStore) -> None:
-    run = await store.create_run(new_run())
-    outcomes = await asyncio.gather(
-        store.finish_run(run.id, "completed"),
-        store.begin_run(run.id, "another-engine"),  # refused after the finish in the same transaction
-        store.create_run(new_run("next")),
-        return_exceptions=True,
-    )
-    assert isinstance(outcomes[1], FailedPrecondition)
-    assert (await store.get_run(run.id)).state == "completed"
-    assert (await store.get_run(outcomes[2].id)).user_query == "next"  # type: ignore[union-attr]
-
-
-async def test_closing_the_store_commits_the_writes_still_queued(database: Database) -> None:
-    from services.runs.signals import RunSignals
-
-    store = RunStore(database, RunSignals())
-    run = await store.create_run(new_run())
-    appends = [
-        asyncio.ensure_future(store.append_steps(run.id, [NewStep("agent-thought", {"n": n}, sequence=n)]))
-        for n in range(1, 11)
-    ]
-    await asyncio.sleep(0)
-    await store.close()
-    assert [len(stored) for stored in await asyncio.gather(*appends)] == [1] * 10
-    reopened = RunStore(database, RunSignals())
-    assert (await reopened.get_run(run.id)).step_count == 10
-    await reopened.close()
-
-
-# --- query plans ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("state", [None, "failed"])
-async def test_a_list_page_is_read_by_index_range_not_by_a_scan(store: RunStore, state: str | None) -> None:
-    """A deep page (and a page of one state) seeks into an index and reads its own rows: the plan has no scan
-    of the runs table and no sort (a scan from the newest run cost 100-250 ms at 1,000,000 runs)."""
-    for n in range(3):
-        run = await store.create_run(new_run(f"q{n}"))
-        await store.finish_run(run.id, "failed", "boom", "it failed")
-    _, token = await store.list_runs(page_size=1, state=state)
-    plan = await explain(store, store.list_runs_statement(page_size=1, page_token=token, state=state))
-    if store.database.is_sqlite:
-        assert any("SEARCH runs USING" in line and "INDEX ix_runs_" in line for line in plan), plan
-        assert not any(line.startswith("SCAN runs") or "TEMP B-TREE" in line for line in plan), plan
-    else:
-        assert any("Index Scan Backward using ix_runs_" in line for line in plan), plan
-        assert any("Index Cond" in line and "ROW(created_at" in line for line in plan), plan
-        assert not any("Rows Removed by Filter" in line or "Sort" in line for line in plan), plan
 
 
 async def test_a_run_records_the_agent_revision_it_executes(store: RunStore) -> None:

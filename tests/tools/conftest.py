@@ -1,7 +1,10 @@
-"""Fixtures of the tools tests: settings on tmp_path, the domain objects, and a running service with a stub."""
+"""Fixtures of the tools tests: settings on tmp_path, the domain objects, a running service with a stub, the
+file_io tests' workspaces, the tool workers' plugin, and the HTTP and MCP servers the tools reach."""
 
+import asyncio
+import contextlib
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
+import uvicorn
 from google.protobuf import struct_pb2
 
 from agentplatform.tools.internal.v1 import execution_pb2 as tool_execution_pb2
@@ -21,8 +25,14 @@ from services.tools.settings import BUILTIN_WEB_SEARCH_CORPUS, ToolsSettings
 from services.tools.tool_settings import ToolSettingsStore
 from services.tools.workers.pool import ToolWorkerPool
 from services.tools.workers.protocol import WorkerConfig
+from services.tools.workspaces import beneath
+from tests.conftest import free_port
 from tests.support.keys import TOOLS_SECRET_KEY
 from tests.support.stubs import tools_stubs
+from tests.tools.file_io_helpers import OPENAT2, Box, make_box
+from tests.tools.http_endpoint import Endpoint, endpoint_app
+from tests.tools.mcp_servers import HttpServer, ServerFiles, server_files
+from tests.tools.pool_tools_plugin import POOL_TOOLS
 
 SettingsFactory = Callable[..., ToolsSettings]
 
@@ -151,3 +161,70 @@ async def service(make_settings: SettingsFactory) -> AsyncIterator[RunningTools]
     finally:
         await channel.close()
         await app.stop()
+
+
+# --- the file_io tests' workspaces (test_file_io*.py) ---------------------------------------------------------------
+
+
+@pytest.fixture(params=["openat2", "walk"])
+def resolver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with openat2, then with the O_NOFOLLOW walk."""
+    if request.param == "openat2" and not OPENAT2:
+        pytest.skip("this kernel has no openat2")
+    monkeypatch.setattr(beneath, "use_openat2", request.param == "openat2")
+    return str(request.param)
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Box:
+    return make_box(tmp_path / "box")
+
+
+# --- the tool workers' tests (test_worker_pool.py, test_worker_pool_health.py) --------------------------------------
+
+
+# Not autouse: the other tools tests must not find these misbehaving tools; the worker tests ask for it with
+# `pytestmark = pytest.mark.usefixtures("pool_tools")`.
+@pytest.fixture
+def pool_tools(plugin_dir: Path) -> None:
+    write_plugin(plugin_dir, "pool_tools.py", POOL_TOOLS)
+
+
+# --- the servers the HTTP tools and MCP sources reach (http_tools/, mcp_sources/, test_secrets_at_rest.py) --------
+
+
+@pytest_asyncio.fixture
+async def endpoint() -> AsyncIterator[Endpoint]:
+    """The test HTTP server on a free port of 127.0.0.1, stopped afterwards."""
+    endpoint = Endpoint(free_port())
+    config = uvicorn.Config(
+        endpoint_app(endpoint), host="127.0.0.1", port=endpoint.port, log_level="warning", lifespan="off",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises why it could not start
+        await asyncio.sleep(0.02)
+    try:
+        yield endpoint
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[HttpServer]:
+    server = HttpServer(server_files(tmp_path / "http"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def stdio_files(tmp_path: Path) -> ServerFiles:
+    return server_files(tmp_path / "stdio")

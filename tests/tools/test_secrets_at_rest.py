@@ -26,20 +26,12 @@ from services.common.settings import SettingsError
 from services.tools.app import start_tools
 from services.tools.secret_codec import new_key
 from tests.tools.conftest import SettingsFactory, execute_request
-from tests.tools.test_http_tools import LOCAL, SCHEMA, SECRET, Endpoint
-from tests.tools.test_http_tools import Tools as HttpTools
-from tests.tools.test_http_tools import endpoint as endpoint
-from tests.tools.test_mcp_sources import (
-    CONNECTED,
-    ENV_SECRET,
-    FAST,
-    HEADER_SECRET,
-    HttpServer,
-    ServerFiles,
-    server_files,
-)
-from tests.tools.test_mcp_sources import Tools as McpTools
-from tests.tools.test_mcp_sources import http_server as http_server
+from tests.tools.http_endpoint import Endpoint
+from tests.tools.http_tools.helpers import LOCAL, SCHEMA, SECRET
+from tests.tools.http_tools.helpers import Tools as HttpTools
+from tests.tools.mcp_servers import ENV_SECRET, HEADER_SECRET, HttpServer, ServerFiles, server_files
+from tests.tools.mcp_sources.helpers import CONNECTED, FAST
+from tests.tools.mcp_sources.helpers import Tools as McpTools
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRETS = (SECRET, ENV_SECRET, HEADER_SECRET)

@@ -17,7 +17,7 @@ from services.tools.workspaces.tenancy import folder_name
 from tests.support.keys import ALICE, AUTH, SERVICE_TOKEN, as_
 from tests.support.stubs import tools_stubs
 from tests.tools.conftest import SettingsFactory, execute_request, write_plugin
-from tests.tools.test_file_io import snapshot
+from tests.tools.file_io_helpers import snapshot
 
 Call = Callable[..., Any]
 

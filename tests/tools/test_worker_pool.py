@@ -1,204 +1,25 @@
 """Tool workers: blocking, crashing, memory- and CPU-hungry tools cost a worker, never the service; domain errors
-cross the process boundary intact; health follows whether workers can start."""
+cross the process boundary intact.
+
+Health, start and closing of the pool are in test_worker_pool_health.py."""
 
 import asyncio
-import errno
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from agentplatform.tools.v1 import tools_pb2
-from services.common.errors import (
-    DeadlineExceeded,
-    Internal,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    Unavailable,
-)
-from services.tools.app import ToolsApp, start_tools
-from services.tools.base import ToolContext
-from services.tools.execution_servicer import SERVICE_NAME as EXECUTION_SERVICE_NAME
-from services.tools.results import DEFAULT_MAX_RESULT_BYTES
+from services.common.errors import DeadlineExceeded, Internal, InvalidArgument, NotFound, ResourceExhausted
 from services.tools.servicer import SERVICE_NAME
-from services.tools.workers.lifecycle import WorkerStartError
-from services.tools.workers.pool import ToolWorkerPool
-from services.tools.workers.protocol import WorkerConfig
-from tests.support.stubs import tools_stubs
-from tests.tools.conftest import ExecutorEnv, SettingsFactory, execute_request, write_plugin
+from tests.tools.conftest import SettingsFactory, execute_request, write_plugin
+from tests.tools.worker_pool_helpers import ADD, MakeExecutor, eventually, health_of, is_running, running_tools
 
-MakeExecutor = Callable[..., Awaitable[ExecutorEnv]]
-
-POOL_TOOLS = '''
-    import asyncio
-    import os
-    import signal
-    import time
-    from pathlib import Path
-
-    from services.common.errors import NotFound, ResourceExhausted
-    from services.tools.base import BaseTool
-
-    ANY = {"type": "object"}
-
-
-    class Block(BaseTool):
-        name = "block"
-        display_name = "Block"
-        description = "Sleeps for an hour in its thread (a blocking call)"
-        parameters = ANY
-
-        def execute(self):
-            time.sleep(3600)
-
-
-    class ReadFifo(BaseTool):
-        name = "read_fifo"
-        display_name = "Read FIFO"
-        description = "Opens a FIFO nobody writes to: blocks in the kernel"
-        parameters = ANY
-
-        def execute(self, path):
-            with open(path) as fifo:
-                return fifo.read()
-
-
-    class Crash(BaseTool):
-        name = "crash"
-        display_name = "Crash"
-        description = "Ends its own process"
-        parameters = ANY
-
-        def execute(self, how):
-            if how == "exit":
-                os._exit(1)
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-    class Hog(BaseTool):
-        name = "hog"
-        display_name = "Hog"
-        description = "Allocates 2 GiB"
-        parameters = ANY
-
-        def execute(self):
-            return len(bytearray(2 * 1024 * 1024 * 1024))
-
-
-    class Spin(BaseTool):
-        name = "spin"
-        display_name = "Spin"
-        description = "Loops for ever on the CPU"
-        parameters = ANY
-
-        def execute(self):
-            while True:
-                pass
-
-
-    class NoSuchThing(NotFound):
-        """A plugin's own error class: it reaches the service as NotFound."""
-
-
-    class Picky(BaseTool):
-        name = "picky"
-        display_name = "Picky"
-        description = "Raises domain errors"
-        parameters = ANY
-
-        def execute(self, kind):
-            if kind == "not_found":
-                raise NoSuchThing("no thing called 'x'; list the things first")
-            raise ResourceExhausted("too many searches; wait a little", retry_after=7.0)
-
-
-    class Pid(BaseTool):
-        name = "pid"
-        display_name = "Pid"
-        description = "Says which process ran it"
-        parameters = ANY
-
-        def execute(self):
-            return os.getpid()
-
-
-    class Touch(BaseTool):
-        name = "touch"
-        display_name = "Touch"
-        description = "Writes a file: shows whether it ran"
-        parameters = ANY
-
-        def execute(self, path):
-            Path(path).write_text("ran")
-            return "touched"
-
-
-    class Linger(BaseTool):
-        name = "linger"
-        display_name = "Linger"
-        description = "Waits, telling a file whether it started and whether it was cancelled"
-        parameters = ANY
-
-        async def run(self, arguments, context):
-            marker = Path(arguments["marker"])
-            marker.write_text("started")
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                marker.write_text("cancelled")
-                raise
-'''
-
-ADD = {"operation": "add", "x": 2.0, "y": 3.0}
-
-
-def is_running(pid: int) -> bool:
-    """Whether the process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
-
-
-@pytest.fixture(autouse=True)
-def pool_tools(plugin_dir: Path) -> None:
-    write_plugin(plugin_dir, "pool_tools.py", POOL_TOOLS)
-
-
-@asynccontextmanager
-async def running_tools(make_settings: SettingsFactory, **overrides: Any) -> AsyncIterator[tuple[ToolsApp, Any]]:
-    """A tools service with the given settings, and stubs of its services (and health) on one channel."""
-    app = await start_tools(make_settings(**overrides))
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-            stub = tools_stubs(channel)
-            stub.health = health_pb2_grpc.HealthStub(channel)
-            yield app, stub
-    finally:
-        await app.stop()
-
-
-async def health_of(stub: Any, service: str) -> int:
-    return (await stub.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)).status
+pytestmark = pytest.mark.usefixtures("pool_tools")
 
 
 # --- Blocking tools ------------------------------------------------------------------------------------------------
@@ -409,79 +230,3 @@ async def test_arguments_are_checked_in_the_service_before_any_worker_runs(make_
     with pytest.raises(InvalidArgument, match="arguments do not match pid's parameters"):
         await env.executor.execute("pid", {"unexpected": 1})
     assert env.executor.usage.usage("pid").errors == 1
-
-
-# --- Health and start ----------------------------------------------------------------------------------------------
-
-
-class _NoProcesses:
-    """A multiprocessing context whose processes cannot be created, like fork() failing with EAGAIN."""
-
-    class Process:
-        def __init__(self, **_: Any) -> None:
-            self.pid = None
-
-        def start(self) -> None:
-            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
-
-
-async def test_health_is_not_serving_while_no_worker_can_start_and_serving_once_one_can(
-    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with running_tools(make_settings, TOOLS_WORKERS=2) as (app, stub):
-        real_context = app.workers._context
-        monkeypatch.setattr(app.workers, "_context", _NoProcesses())
-        for pid in app.workers.worker_pids():
-            os.kill(pid, signal.SIGKILL)  # the workers this test's service started
-
-        async def all_health() -> set[int]:
-            return {await health_of(stub, name) for name in ("", SERVICE_NAME, EXECUTION_SERVICE_NAME)}
-
-        deadline = time.monotonic() + 10
-        while await all_health() != {health_pb2.HealthCheckResponse.NOT_SERVING}:
-            assert time.monotonic() < deadline, "health never went NOT_SERVING"
-            await asyncio.sleep(0.05)
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.ExecuteTool(execute_request("calculator", **ADD))
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "cannot start tool workers (the process could not be created: [Errno 11]" in (
-            caught.value.details() or ""
-        )
-
-        monkeypatch.setattr(app.workers, "_context", real_context)
-        deadline = time.monotonic() + 15
-        while await all_health() != {health_pb2.HealthCheckResponse.SERVING}:
-            assert time.monotonic() < deadline, "health never came back to SERVING"
-            await asyncio.sleep(0.05)
-        response = await stub.ExecuteTool(execute_request("calculator", **ADD))
-        assert response.text == "2 + 3 = 5"
-
-
-async def test_a_memory_limit_too_small_for_python_itself_fails_the_start(context: ToolContext) -> None:
-    """Workers that cannot even load the tools: the pool refuses to start, so the service exits saying why."""
-    config = WorkerConfig((), context, DEFAULT_MAX_RESULT_BYTES, memory_bytes=16 * 1024 * 1024, cpu_seconds=5)
-    pool = ToolWorkerPool(config, 1)
-    with pytest.raises(WorkerStartError, match=r"no tool worker could start: the worker ended while starting"):
-        await pool.start()
-    assert pool.worker_pids() == []
-
-
-@pytest_asyncio.fixture
-async def started_pool(context: ToolContext, plugin_dir: Path) -> AsyncIterator[ToolWorkerPool]:
-    pool = ToolWorkerPool(WorkerConfig((plugin_dir,), context, DEFAULT_MAX_RESULT_BYTES, None, None), 2)
-    await pool.start()
-    yield pool
-    await pool.close()
-
-
-async def test_closing_the_pool_kills_busy_workers_at_once(started_pool: ToolWorkerPool) -> None:
-    pids = started_pool.worker_pids()
-    calls = [asyncio.create_task(started_pool.run("block", {})) for _ in range(2)]
-    await asyncio.sleep(0.3)  # both workers are in time.sleep(3600) now
-    started = time.monotonic()
-    await started_pool.close()
-    assert time.monotonic() - started < 1.0
-    assert not any(is_running(pid) for pid in pids)
-    for call in calls:
-        with pytest.raises(Unavailable, match="the tools service is stopping"):
-            await call

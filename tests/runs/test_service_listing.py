@@ -1,0 +1,75 @@
+"""ListRuns over real gRPC: newest first, filters, page tokens and sizes, and pages of runs with huge queries."""
+
+import grpc
+import pytest
+
+from agentplatform.runs.v1 import runs_pb2
+from services.runs.app import RunsApp
+from tests.runs.helpers import set_columns
+from tests.runs.service_helpers import Stub, create_run, finish
+
+
+async def test_list_runs_newest_first_with_filter_and_pagination(stub: Stub) -> None:
+    created = [await create_run(stub, f"q{i}") for i in range(6)]
+    for run in created[1::2]:
+        await finish(stub, run.id, runs_pb2.RUN_STATE_FAILED, "boom", "it broke")
+
+    pages: list[list[str]] = []
+    token = ""
+    while True:
+        response = await stub.ListRuns(runs_pb2.ListRunsRequest(page_size=2, page_token=token))
+        pages.append([run.id for run in response.runs])
+        token = response.next_page_token
+        if not token:
+            break
+    assert len(pages) == 3 and all(len(page) == 2 for page in pages)
+    assert [run_id for page in pages for run_id in page] == [run.id for run in reversed(created)]
+    assert not response.runs[0].steps  # listings leave steps out
+
+    failed = await stub.ListRuns(runs_pb2.ListRunsRequest(page_size=2, state=runs_pb2.RUN_STATE_FAILED))
+    rest = await stub.ListRuns(
+        runs_pb2.ListRunsRequest(page_size=2, state=runs_pb2.RUN_STATE_FAILED, page_token=failed.next_page_token)
+    )
+    assert [r.id for r in [*failed.runs, *rest.runs]] == [created[5].id, created[3].id, created[1].id]
+    assert all(r.state == runs_pb2.RUN_STATE_FAILED for r in [*failed.runs, *rest.runs])
+    assert rest.next_page_token == ""
+
+
+BAD_RUNS_TOKEN = (
+    "page_token is not valid for this request: it is not a next_page_token that ListRuns returned, or it was "
+    "altered, or the request's filters differ from those of the request that returned it; send it unchanged with "
+    "the same filters, or send no page_token to start again from the first page"
+)
+
+
+async def test_list_runs_rejects_bad_tokens_and_page_sizes(stub: Stub) -> None:
+    for i in range(2):
+        await create_run(stub, f"q{i}")
+    unfiltered_token = (await stub.ListRuns(runs_pb2.ListRunsRequest(page_size=1))).next_page_token
+    for request, expected in [
+        (runs_pb2.ListRunsRequest(page_token="not-a-token"), BAD_RUNS_TOKEN),
+        # A token is only valid with the filter it was made for.
+        (runs_pb2.ListRunsRequest(page_token=unfiltered_token, state=runs_pb2.RUN_STATE_RUNNING), BAD_RUNS_TOKEN),
+        (runs_pb2.ListRunsRequest(page_size=-1), "page_size must be >= 0, got -1"),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub.ListRuns(request)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert exc.value.details() == expected
+
+
+# --- listing huge runs -------------------------------------------------------------------------------------
+
+
+async def test_runs_with_huge_queries_do_not_break_a_list_page(stub: Stub, runs_app: RunsApp) -> None:
+    huge = "x" * 3_000_000  # a row from before CreateRun capped queries at 1 MiB
+    runs = [await create_run(stub, f"q{i}") for i in range(2)]
+    for run in runs:
+        await set_columns(runs_app.db, run.id, user_query=huge)
+    # 6 MB of queries would exceed gRPC's 4 MiB message limit: the client would get RESOURCE_EXHAUSTED.
+    page = await stub.ListRuns(runs_pb2.ListRunsRequest())
+    assert [run.id for run in page.runs] == [runs[1].id, runs[0].id] and page.next_page_token == ""
+    assert page.ByteSize() < 64 * 1024
+    assert all(run.user_query == "x" * 1000 and run.user_query_truncated for run in page.runs)
+    whole = await stub.GetRun(runs_pb2.GetRunRequest(run_id=runs[0].id))
+    assert whole.user_query == huge and not whole.user_query_truncated
