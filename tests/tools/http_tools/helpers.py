@@ -3,7 +3,7 @@ call HTTP tools (Tools), the settings that let it reach the test's endpoint, and
 The fixtures built on them are in conftest.py beside this module; also used by test_secrets_at_rest.py and
 tests/properties/test_tool_schemas.py."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,9 +12,8 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 
 from agentplatform.tools.v1 import tools_pb2
-from services.tools.app import ToolsApp
-from tests.support.stubs import tools_stubs
 from tests.tools.conftest import execute_request
+from tests.tools.running_tools import RunningTools
 
 #: A header value given at creation: it reaches the endpoint, and never a response.
 SECRET = "Bearer http-secret-5c1d9a"
@@ -36,31 +35,11 @@ SCHEMA: dict[str, Any] = {
 
 
 @dataclass
-class Tools:
-    """A running tools service and its stub; `restart` stops it and starts another on the same database."""
+class Tools(RunningTools):
+    """A running tools service (restartable on one database) with shorthands for these tests."""
 
-    make: Callable[[], Awaitable[ToolsApp]]
-    app: ToolsApp | None = None
-    channel: grpc.aio.Channel | None = None
-    stub: Any = None
     #: Every response message the test saw, to look for the secret in.
     seen: list[Any] = field(default_factory=list)
-
-    async def start(self) -> None:
-        self.app = await self.make()
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.app.port}")
-        self.stub = tools_stubs(self.channel)
-
-    async def stop(self) -> None:
-        if self.channel is not None:
-            await self.channel.close()
-        if self.app is not None:
-            await self.app.stop()
-        self.app = self.channel = self.stub = None
-
-    async def restart(self) -> None:
-        await self.stop()
-        await self.start()
 
     async def create(self, name: str, url: str, method: int = tools_pb2.HTTP_METHOD_POST, **fields: Any) -> Any:
         fields.setdefault("description", f"The {name} tool.")

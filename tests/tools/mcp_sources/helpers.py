@@ -4,7 +4,7 @@ them are in conftest.py beside this module; also used by test_secrets_at_rest.py
 
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,8 @@ import pytest
 from google.protobuf import field_mask_pb2, json_format
 
 from agentplatform.tools.v1 import tools_pb2
-from services.tools.app import ToolsApp
-from tests.support.stubs import tools_stubs
 from tests.tools.mcp_servers import ENV_SECRET, HEADER_SECRET, HttpServer, ServerFiles, eventually
+from tests.tools.running_tools import RunningTools
 
 #: Settings that make the tests quick: a ping every 0.2 s, reconnection pauses of at most 1 s; and let HTTP servers
 #: be on 127.0.0.1 (the destination rules refuse loopback by default).
@@ -31,29 +30,9 @@ UNAVAILABLE = tools_pb2.MCP_SERVER_STATE_UNAVAILABLE
 
 
 @dataclass
-class Tools:
-    """A running tools service and its stub; `restart` stops it and starts another on the same database."""
+class Tools(RunningTools):
+    """A running tools service (restartable on one database) with shorthands for these tests."""
 
-    make: Callable[[], Awaitable[ToolsApp]]
-    app: ToolsApp | None = None
-    channel: grpc.aio.Channel | None = None
-    stub: Any = None
-
-    async def start(self) -> None:
-        self.app = await self.make()
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.app.port}")
-        self.stub = tools_stubs(self.channel)
-
-    async def stop(self) -> None:
-        if self.channel is not None:
-            await self.channel.close()
-        if self.app is not None:
-            await self.app.stop()
-        self.app = self.channel = self.stub = None
-
-    async def restart(self) -> None:
-        await self.stop()
-        await self.start()
 
     # --- shorthands ---
 
