@@ -12,9 +12,9 @@ from agentplatform.engine.v1 import engine_pb2_grpc
 from services.common.auth import Authenticator
 from services.common.rpc.channels import dial
 from services.common.rpc.server import RunningServer, ServiceBinding, start_server
+from services.common.step_delta import StepDelta
 from services.engine.execution.run_executor import RunExecutor
 from services.engine.execution.scheduler import RunScheduler
-from services.engine.journal import StepDelta
 from services.engine.loop.agent_loop import AgentLoop
 from services.engine.loop.model_client import ModelClient
 from services.engine.servicer import AgentServicer

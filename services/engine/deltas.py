@@ -3,7 +3,7 @@ once (on the link to the store, to a StreamChat client) they go as one delta per
 
 from dataclasses import replace
 
-from services.engine.journal import StepDelta, ToolCallDelta
+from services.common.step_delta import StepDelta, ToolCallDelta
 
 
 def _part(delta: StepDelta) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from services.common.limits import RunLimits
 from services.common.run_vocabulary import WAITING, MultitaskStrategy
+from services.common.step_delta import StepDelta
 from services.common.usage import Usage
 
 # --- what a step holds: one of these ---------------------------------------------------------------------------
@@ -222,27 +223,6 @@ class LeaseRenewal:
 
 
 # --- what a run's watchers see besides steps and runs ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ToolCallDelta:
-    """A piece of a tool call the model is forming."""
-
-    tool_call_id: str = ""
-    tool_name: str = ""
-    arguments: str = ""
-
-
-@dataclass(frozen=True)
-class StepDelta:
-    """A piece of the step a run is forming (text, or a tool call), tagged with the sequence it will have."""
-
-    run_id: str
-    sequence: int
-    text: str | None = None
-    tool_call: ToolCallDelta | None = None
-    #: The piece replaces what was sent for the step before instead of following it.
-    replace: bool = False
 
 
 @dataclass(frozen=True)

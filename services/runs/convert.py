@@ -16,15 +16,14 @@ from services.common.rpc.protoconv import (
     seconds_from_duration,
     timestamp_from_datetime,
 )
+from services.common.step_delta import StepDelta, ToolCallDelta
 from services.common.usage import Usage
 from services.runs.records import (
     ModelCallStats,
     NewStep,
     RunRecord,
-    StepDelta,
     StepRecord,
     ThreadRecord,
-    ToolCallPiece,
 )
 from services.runs.watch import WatchEvent
 
@@ -143,7 +142,7 @@ def delta_from_proto(delta: runs_pb2.StepDelta) -> StepDelta:
     piece = None
     if delta.WhichOneof("part") == "tool_call":
         call = delta.tool_call
-        piece = ToolCallPiece(call.tool_call_id, call.tool_name, call.arguments)
+        piece = ToolCallDelta(call.tool_call_id, call.tool_name, call.arguments)
     return StepDelta(delta.run_id, delta.sequence, text=delta.text if piece is None else None, tool_call=piece)
 
 

@@ -155,22 +155,3 @@ class LeaseRenewal:
     cancel: list[CancelNotice]
 
 
-@dataclass(frozen=True)
-class ToolCallPiece:
-    """A piece of a tool call the model is writing."""
-
-    tool_call_id: str = ""
-    tool_name: str = ""
-    arguments: str = ""
-
-
-@dataclass(frozen=True)
-class StepDelta:
-    """A piece of the step with `sequence` while it forms: text, or a piece of a tool call. Live only."""
-
-    run_id: str
-    sequence: int
-    text: str | None = None
-    tool_call: ToolCallPiece | None = None
-    #: True: this holds everything written so far of the step (replace, don't append).
-    replace: bool = False

@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from services.common.run_vocabulary import ACTIVE_STATES
-from services.runs.records import RunRecord, StepDelta, StepRecord, ToolCallPiece
+from services.common.step_delta import StepDelta, ToolCallDelta
+from services.runs.records import RunRecord, StepRecord
 
 #: Deltas one watcher may have waiting; past that it is resynchronised from the coalesced state.
 MAX_QUEUED_DELTAS = 1000
@@ -149,7 +150,7 @@ class _FormingStep:
 
     def coalesced(self, run_id: str, sequence: int) -> StepDelta:
         if self.is_tool_call:
-            piece = ToolCallPiece(self.tool_call_id, self.tool_name, "".join(self.arguments))
+            piece = ToolCallDelta(self.tool_call_id, self.tool_name, "".join(self.arguments))
             return StepDelta(run_id, sequence, tool_call=piece, replace=True)
         return StepDelta(run_id, sequence, text="".join(self.text), replace=True)
 

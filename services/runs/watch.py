@@ -15,8 +15,9 @@ from typing import Protocol
 from services.common.db.database import utcnow
 from services.common.errors import InvalidArgument, OutOfRange
 from services.common.run_vocabulary import ACTIVE_STATES
+from services.common.step_delta import StepDelta
 from services.runs.checks import MAX_SEQUENCE, parse_run_id
-from services.runs.records import RunRecord, StepDelta, StepRecord
+from services.runs.records import RunRecord, StepRecord
 from services.runs.signals import RunSignals
 
 #: How many steps one look reads at most, so replaying a long run does not load it all at once.

@@ -1,8 +1,8 @@
 """Deltas that queue up while the executor link is busy go as one message per forming step, the pieces joined
 in the order they came."""
 
+from services.common.step_delta import StepDelta, ToolCallDelta
 from services.engine.deltas import coalesced
-from services.engine.journal import StepDelta, ToolCallDelta
 
 A, B = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"
 

@@ -11,8 +11,9 @@ import pytest
 from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.v1 import runs_pb2
 from services.common.run_vocabulary import CANCELLED, QUEUED, RUNNING
+from services.common.step_delta import StepDelta
 from services.engine.execution.run_feed import FeedFollower, RunFeed
-from services.engine.journal import AgentThought, Run, Step, StepDelta
+from services.engine.journal import AgentThought, Run, Step
 from services.engine.upstream.run_messages import event_to_proto
 from tests.support.platform import start_platform
 from tests.support.scripted_llm import ScriptedLLM, delayed, text_reply, tool_call_reply

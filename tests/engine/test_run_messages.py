@@ -9,7 +9,8 @@ from google.protobuf import struct_pb2
 
 from agentplatform.runs.v1 import runs_pb2
 from services.common.rpc.protoconv import duration_from_seconds, timestamp_from_datetime
-from services.engine.journal import NodeOutcome, Run, StepDelta, ToolCallDelta
+from services.common.step_delta import StepDelta, ToolCallDelta
+from services.engine.journal import NodeOutcome, Run
 from services.engine.upstream.run_messages import (
     delta_from_proto,
     delta_to_proto,

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.common.errors import InvalidArgument, NotFound, OutOfRange
+from services.common.step_delta import StepDelta, ToolCallDelta
 from services.runs import signals as signals_module
 from services.runs import watch
-from services.runs.records import NewStep, RunRecord, StepDelta, StepRecord, ToolCallPiece
+from services.runs.records import NewStep, RunRecord, StepRecord
 from services.runs.signals import RunSignals
 from services.runs.store import RunStore
 from services.runs.watch import Heartbeat, WatchEvent, watch_run
@@ -211,7 +212,7 @@ async def test_deltas_reach_a_live_watcher_and_stop_once_their_step_is_stored(st
         assert isinstance(step, StepRecord) and step.sequence == 2
         # A straggler of the stored step is not sent; the next step's deltas are.
         store.signals.publish_delta(text_delta(run.id, 2, " again"))
-        piece = ToolCallPiece("call_1", "calculator", '{"x":')
+        piece = ToolCallDelta("call_1", "calculator", '{"x":')
         store.signals.publish_delta(StepDelta(run.id, 3, tool_call=piece))
         assert await next_event(events) == StepDelta(run.id, 3, tool_call=piece)
     finally:
@@ -255,12 +256,12 @@ async def test_a_watcher_that_attaches_mid_step_gets_what_was_written_in_one_del
 
 async def test_a_late_watcher_gets_a_forming_tool_call_coalesced(store: RunStore) -> None:
     run = await store.create_run(new_run())
-    store.signals.publish_delta(StepDelta(run.id, 1, tool_call=ToolCallPiece("call_1", "calc", '{"x": ')))
-    store.signals.publish_delta(StepDelta(run.id, 1, tool_call=ToolCallPiece("", "", "5}")))
+    store.signals.publish_delta(StepDelta(run.id, 1, tool_call=ToolCallDelta("call_1", "calc", '{"x": ')))
+    store.signals.publish_delta(StepDelta(run.id, 1, tool_call=ToolCallDelta("", "", "5}")))
     events = watch_run(store, store.signals, run.id, 0, NO_HEARTBEAT)
     try:
         assert isinstance(await next_event(events), RunRecord)
-        expected = StepDelta(run.id, 1, tool_call=ToolCallPiece("call_1", "calc", '{"x": 5}'), replace=True)
+        expected = StepDelta(run.id, 1, tool_call=ToolCallDelta("call_1", "calc", '{"x": 5}'), replace=True)
         assert await next_event(events) == expected
     finally:
         await events.aclose()

@@ -19,8 +19,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from services.common.run_vocabulary import FINAL_STATES, LIVE_STATES
+from services.common.step_delta import StepDelta
 from services.engine.deltas import joined
-from services.engine.journal import Heartbeat, Run, RunEvent, Step, StepDelta
+from services.engine.journal import Heartbeat, Run, RunEvent, Step
 
 #: Deltas one follower may have waiting; past that, deltas are dropped until it catches up (the steps they
 #: form arrive whole anyway).

@@ -27,13 +27,14 @@ from services.common import errors
 from services.common.identity import Caller
 from services.common.limits import RunLimits
 from services.common.run_vocabulary import CANCELLED, FAILED, LIVE_STATES
+from services.common.step_delta import StepDelta
 from services.engine.agent_profile import DEFAULT_AGENT, AgentProfile, within_agent
 from services.engine.execution.active_run import ActiveRun, Stop
 from services.engine.execution.leases import LeaseRenewer
 from services.engine.execution.rate_limit import RunRateLimiter
 from services.engine.execution.run_executor import RunExecutor
 from services.engine.execution.run_feed import FeedFollower, RunFeed
-from services.engine.journal import NewRun, Run, Step, StepDelta, UserRequest
+from services.engine.journal import NewRun, Run, Step, UserRequest
 from services.engine.loop.run_progress import progress_from_steps
 from services.engine.loop.steps import RunOutcome
 from services.engine.run_request import (

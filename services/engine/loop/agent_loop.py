@@ -23,6 +23,7 @@ from services.common.identity import Caller
 from services.common.json_values import JsonInputError, JsonTooDeep, parse_json
 from services.common.limits import RunLimits
 from services.common.run_vocabulary import COMPLETED, FAILED
+from services.common.step_delta import StepDelta, ToolCallDelta
 from services.common.usage import Usage
 from services.engine.agent_profile import AgentProfile
 from services.engine.failures import RunFailure
@@ -32,11 +33,9 @@ from services.engine.journal import (
     ModelCall,
     Run,
     Step,
-    StepDelta,
     StepError,
     ThreadHistory,
     ToolCall,
-    ToolCallDelta,
     ToolResult,
     UserRequest,
 )

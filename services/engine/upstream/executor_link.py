@@ -20,8 +20,8 @@ import grpc
 
 from agentplatform.runs.internal.v1 import execution_pb2
 from services.common.rpc.status import status_code
+from services.common.step_delta import StepDelta
 from services.engine.deltas import coalesced
-from services.engine.journal import StepDelta
 from services.engine.upstream.calls import MAX_BACKOFF_SECONDS, CallError
 from services.engine.upstream.run_messages import delta_to_proto
 from services.engine.upstream.runs_client import RunsClient

@@ -25,6 +25,7 @@ from services.common.rpc.protoconv import (
     timestamp_from_datetime,
     value_from_python,
 )
+from services.common.step_delta import StepDelta, ToolCallDelta
 from services.common.usage import Usage
 from services.engine.journal import (
     APPROVED,
@@ -41,11 +42,9 @@ from services.engine.journal import (
     RunEvent,
     Step,
     StepContent,
-    StepDelta,
     StepError,
     ThreadHistory,
     ToolCall,
-    ToolCallDelta,
     ToolResult,
     UserRequest,
 )
