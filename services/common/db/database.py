@@ -6,6 +6,7 @@ One URL selects the dialect: `sqlite+aiosqlite:///path.db` (the embedded default
 
 import asyncio
 import functools
+import hashlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, MetaData, event, inspect
+from sqlalchemy import DateTime, MetaData, event, inspect, text
 from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -57,6 +58,13 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def migration_lock_key(version_table: str) -> int:
+    """The PostgreSQL advisory lock a service's migrations take: one per schema (its version table), a signed
+    64-bit number as pg_advisory_xact_lock takes it."""
+    digest = hashlib.sha256(f"agentplatform migrations {version_table}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def utcnow() -> datetime:
@@ -179,6 +187,12 @@ class Database:
 
         def upgrade(connection: Connection) -> None:
             config.attributes["connection"] = connection
+            if not self.is_sqlite:
+                # Replicas started together would each create the version table, or insert its row, at once, and
+                # all but one crash. The first to take this lock migrates; the others wait for its commit (the
+                # lock is the transaction's) and find the schema at head. SQLite serves one replica.
+                lock = {"key": migration_lock_key(version_table)}
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), lock)
             tables = set(inspect(connection).get_table_names())
             if adopt is not None and adopt[0] in tables and version_table not in tables:
                 command.stamp(config, adopt[1])
