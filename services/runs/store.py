@@ -49,6 +49,7 @@ from services.runs.leases import RunLeases
 from services.runs.queries import RunQueries
 from services.runs.records import CancelNotice, NewRun, RunRecord
 from services.runs.rows import (
+    CANCELLED_CODE,
     COLUMN_NAMES,
     RUN_COLUMNS,
     RUNS,
@@ -56,6 +57,7 @@ from services.runs.rows import (
     Cancelled,
     Values,
     add_error_step,
+    cancel_message,
     end_changes,
     limit_values,
     load_run,
@@ -286,26 +288,37 @@ class RunStore(StepAppends, RunLeases, RunApprovals, RunQueries, ThreadStore, Ru
     async def finish_run(self, run_id: str, state: str, error_code: str = "", error_message: str = "") -> RunRecord:
         """End a QUEUED or RUNNING run as `state` (completed, failed or cancelled).
 
-        Finishing it again with the same state and code returns the run (a retry after a lost answer);
-        a run that ended otherwise (reaped, cancelled) is FailedPrecondition.
+        A cancel is final: a run whose cancel was recorded ends CANCELLED (with the cancel's `error` step) even when
+        its engine reports it COMPLETED, as it may when the cancel reached the store through another replica while
+        the engine wrote its answer. Finishing it again with the same state and code returns the run (a retry
+        after a lost answer, the completion turned into a cancel included); a run that ended otherwise (reaped,
+        cancelled) is FailedPrecondition.
         """
         run_id = parse_run_id(run_id)
         check_finish(state, error_code, error_message)
 
         async def finish(connection: AsyncConnection) -> tuple[RunRecord, bool]:
             run = await load_run(connection, run_id, lock=True)
+            overruled = state == COMPLETED and run["cancel_requested_at"] is not None
             if run["state"] not in LIVE_STATES:
-                if run["state"] == state and run["error_code"] == error_code:
+                if (run["state"] == state and run["error_code"] == error_code) or (
+                    overruled and run["state"] == CANCELLED
+                ):
                     return run_record(run), False
                 raise FailedPrecondition(
                     f"run '{run_id}' already ended {run['state']}"
                     + (f" ({run['error_code']})" if run["error_code"] else "")
                     + "; only a QUEUED or RUNNING run can be finished"
                 )
-            if run["state"] == QUEUED and state != COMPLETED:
-                # A run that never began has no steps to end on; the store records the end the engine reports.
-                await add_error_step(connection, run, error_code, error_message)
-            ended = end_changes(state, error_code, error_message)
+            if overruled:
+                ending = (CANCELLED, CANCELLED_CODE, cancel_message(run["cancel_reason"]))
+                await add_error_step(connection, run, *ending[1:])
+            else:
+                ending = (state, error_code, error_message)
+                if run["state"] == QUEUED and state != COMPLETED:
+                    # A run that never began has no steps to end on; the store records the end the engine reports.
+                    await add_error_step(connection, run, error_code, error_message)
+            ended = end_changes(*ending)
             await update_run(connection, run, step_count=run["step_count"], **ended)
             return run_record(run), True
 

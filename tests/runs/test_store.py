@@ -211,6 +211,24 @@ async def test_finish_run_validates_and_happens_once(store: RunStore) -> None:
         await store.finish_run(run.id, "failed", "max_model_calls", "too many calls")
 
 
+async def test_a_cancel_is_final_even_when_the_engine_reports_the_run_completed(store: RunStore) -> None:
+    """The cancel reached the store (through another replica, say) while the engine wrote its answer: the run ends
+    CANCELLED, with the cancel's error step after the answer, never COMPLETED."""
+    run = await store.create_run(new_run())
+    await store.append_steps(run.id, [thought("the answer", 1)])
+    asked = await store.cancel_run(run.id, "changed my mind", by="alice")
+    assert (asked.state, asked.cancel_requested) == ("running", True)
+    finished = await store.finish_run(run.id, "completed")
+    assert (finished.state, finished.error_code) == ("cancelled", "cancelled")
+    assert "changed my mind" in finished.error_message
+    stored = await store.get_run(run.id)
+    assert [step.type for step in stored.steps][-2:] == ["agent-thought", "error"]
+    assert stored.steps[-1].content == {"code": "cancelled", "message": finished.error_message}
+    # The engine retrying its finish (its answer lost) gets the run as it ended, not an error.
+    again = await store.finish_run(run.id, "completed")
+    assert (again.state, again.completed_at, again.step_count) == ("cancelled", finished.completed_at, 2)
+
+
 async def test_a_queued_run_that_fails_gets_an_error_step_from_the_store(store: RunStore) -> None:
     failed = await store.create_run(new_run(state="queued"))
     await store.finish_run(failed.id, "failed", "interrupted", "the engine shut down before it began")

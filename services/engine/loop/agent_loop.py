@@ -42,7 +42,7 @@ from services.engine.journal import (
 from services.engine.loop.approvals import ApprovalGate
 from services.engine.loop.model_client import ModelClient, ModelSampling, ModelTurn, RequestedToolCall, ToolCallChunk
 from services.engine.loop.run_progress import RunProgress
-from services.engine.loop.steps import RunOutcome, RunPaused, StepRecorder
+from services.engine.loop.steps import RunOutcome, RunPaused, StepRecorder, completed
 from services.engine.loop.thread_context import NO_CONTEXT, ThreadContext, estimate_tokens, fit_context
 from services.engine.run_request import ChatInput
 from services.engine.settings import EngineSettings
@@ -156,8 +156,8 @@ class AgentLoop:
             )
             return await self._fail(recorder, too_long)
         final = await self._runs.finish_run(run.id, COMPLETED)
-        log.info("run %s completed", run.id)
-        return RunOutcome(final, answer=answer)
+        log.info("run %s ended %s", run.id, final.state)
+        return completed(final, answer)
 
     async def end_run(self, recorder: StepRecorder, state: str, code: str, message: str) -> Run:
         """Record the `error` step a run ends on and finish it as `state` (FAILED or CANCELLED)."""

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from services.common import errors
+from services.common.run_vocabulary import COMPLETED
 from services.engine.failures import RunFailure, StepTooLarge
 from services.engine.journal import ApprovalRequest, ModelCall, Run, Step, StepContent, StepError
 from services.engine.upstream.runs_client import RunsClient
@@ -23,6 +24,16 @@ class RunOutcome:
     @property
     def waiting(self) -> bool:
         return self.run.waiting
+
+
+def completed(final: Run, answer: str) -> RunOutcome:
+    """How a run the engine finished COMPLETED ended in the store: completed, with its answer; or CANCELLED, when a
+    cancel recorded meanwhile (through another replica, before it reached this engine) overruled the completion,
+    as the store does: a cancel is final."""
+    if final.state == COMPLETED:
+        return RunOutcome(final, answer=answer)
+    failure = RunFailure(final.error_code or "cancelled", errors.FailedPrecondition(final.error_message))
+    return RunOutcome(final, failure=failure)
 
 
 class RunPaused(Exception):

@@ -53,7 +53,7 @@ from services.engine.journal import (
 )
 from services.engine.loop.agent_loop import AgentLoop
 from services.engine.loop.run_progress import RunProgress, progress_from_steps
-from services.engine.loop.steps import RunOutcome, RunPaused, StepRecorder
+from services.engine.loop.steps import RunOutcome, RunPaused, StepRecorder, completed
 from services.engine.step_checks import check_value
 from services.engine.upstream.agents_client import AgentsClient
 from services.engine.upstream.runs_client import RunsClient
@@ -208,8 +208,8 @@ class WorkflowRunner:
             )
             return await self._loop.fail(recorder, too_long)
         final = await self._runs.finish_run(run.id, COMPLETED)
-        log.info("workflow run %s completed", run.id)
-        return RunOutcome(final, answer=answer)
+        log.info("workflow run %s ended %s", run.id, final.state)
+        return completed(final, answer)
 
     async def _walk(
         self,
