@@ -8,6 +8,7 @@ from agentplatform.runs.internal.v1 import execution_pb2, execution_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common.auth import Authenticator
 from services.common.db.database import Database
+from services.common.db.sqlite_claim import SqliteClaim, claim_sqlite_file
 from services.common.pages import PageTokens
 from services.common.rpc.server import RunningServer, ServiceBinding, start_server
 from services.runs.checks import StoreLimits
@@ -33,6 +34,8 @@ class RunsApp:
     store: RunStore
     reaper: LeaseReaper
     execution: ExecutionServicer
+    #: This process's claim of its SQLite file (None on PostgreSQL).
+    claim: SqliteClaim | None = None
 
     @property
     def port(self) -> int:
@@ -45,12 +48,16 @@ class RunsApp:
         await self.server.stop(grace)
         await self.store.close()  # commits the writes still queued
         await self.db.dispose()  # after store operations orphaned by cancelled RPCs have finished
+        if self.claim is not None:
+            self.claim.release()
 
 
 async def start_runs(settings: RunsSettings) -> RunsApp:
     """Open the database, create missing tables, start the lease reaper and serve RunService (public) and
     ExecutionService (internal) on settings.host:settings.port."""
     auth = Authenticator.from_settings(settings)
+    # On SQLite, one runs process per file: watches, cancel notices and the reaper live in its memory.
+    claim = claim_sqlite_file(settings.database_url, "DATABASE_URL")
     db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         # The schema is the migrations' (services/runs/migrations); a database made before they existed is
@@ -81,5 +88,7 @@ async def start_runs(settings: RunsSettings) -> RunsApp:
         server = await start_server(bindings, settings.host, settings.port, auth)
     except BaseException:
         await db.dispose()
+        if claim is not None:
+            claim.release()
         raise
-    return RunsApp(server, db, store, reaper, execution)
+    return RunsApp(server, db, store, reaper, execution, claim)

@@ -240,12 +240,12 @@ async def test_a_token_is_bound_to_the_listing_and_filters_that_made_it(services
 # --- replicas -----------------------------------------------------------------------------------------------
 
 
-def _start_runs_process(tmp_path: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
+def _start_runs_process(tmp_path: Path, port: int, database_url: str, **env: str) -> subprocess.Popen[bytes]:
     environment = {
         **{name: value for name, value in os.environ.items() if not name.startswith(("PLATFORM_", "AUTH_"))},
         "RUNS_HOST": "127.0.0.1",
         "RUNS_PORT": str(port),
-        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}",
+        "DATABASE_URL": database_url,
         **env,
     }
     return subprocess.Popen(
@@ -257,16 +257,19 @@ def _start_runs_process(tmp_path: Path, port: int, **env: str) -> subprocess.Pop
 @pytest.mark.parametrize(
     "shared", [{"PLATFORM_PAGE_TOKEN_KEY": KEY}, {"PLATFORM_SERVICE_TOKEN": "s" * 40}], ids=["key", "service-token"]
 )
-async def test_a_token_from_one_replica_is_accepted_by_another(tmp_path: Path, shared: dict[str, str]) -> None:
+@pytest.mark.postgres
+async def test_a_token_from_one_replica_is_accepted_by_another(
+    tmp_path: Path, shared: dict[str, str], postgres_url: str
+) -> None:
+    """Replicas on one PostgreSQL database (SQLite serves one replica)."""
     other = {"PLATFORM_PAGE_TOKEN_KEY": "o" * 40}
     processes: list[subprocess.Popen[bytes]] = []
     try:
         stubs = []
         async with AsyncExitStack() as stack:
-            # One after the other: the first migrates the database the others share.
             for env in (shared, shared, other):
                 port = free_port()
-                processes.append(_start_runs_process(tmp_path, port, **env))
+                processes.append(_start_runs_process(tmp_path, port, postgres_url, **env))
                 channel = await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{port}"))
                 await asyncio.wait_for(channel.channel_ready(), 30)
                 stubs.append(runs_stubs(channel))
