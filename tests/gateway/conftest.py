@@ -73,6 +73,8 @@ class RecordingUpstream:
         self._thread = threading.Thread(target=self._loop.run_forever, name="recording-upstream", daemon=True)
         self._server: grpc.aio.Server | None = None
         self.port = 0
+        #: What its health checks answer: SERVING, or NOT_SERVING (a replica starting or shutting down).
+        self.serving = True
 
     def __enter__(self) -> "RecordingUpstream":
         self._thread.start()
@@ -91,9 +93,12 @@ class RecordingUpstream:
 
     async def _serve(self) -> int:
         calls = self.calls
+        upstream = self
 
         async def health(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING).SerializeToString()
+            status = health_pb2.HealthCheckResponse.SERVING if upstream.serving else \
+                health_pb2.HealthCheckResponse.NOT_SERVING
+            return health_pb2.HealthCheckResponse(status=status).SerializeToString()
 
         class Handler(grpc.GenericRpcHandler):
             def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
@@ -169,13 +174,16 @@ def envoy_argv(config: Path) -> list[str]:
     return [str(ENVOY), "-c", str(config), "--log-level", "warn", "--base-id", str(random.randint(10_000, 60_000))]
 
 
-def wait_until_routing(gateway: Gateway, deadline: float) -> None:
-    """Envoy is LIVE (admin /ready) and its upstream clusters have passed their first health check."""
+def wait_until_routing(gateway: Gateway, deadline: float, healthy: bool = True) -> None:
+    """Envoy is LIVE (admin /ready) and, with `healthy`, its upstream clusters have passed their first health
+    check."""
     while True:
         if gateway.process.poll() is not None:
             raise RuntimeError(f"Envoy exited ({gateway.process.returncode}):\n{gateway.log()[-4000:]}")
         try:
             if gateway.admin("GET", "/ready").status_code == 200:
+                if not healthy:
+                    return
                 clusters = gateway.admin("GET", "/clusters").text
                 if "health_flags::healthy" in clusters and "failed_active_hc" not in clusters:
                     return
@@ -208,7 +216,10 @@ def start_gateway(tmp_path: Path, upstream: RecordingUpstream) -> Iterator[Calla
     started: list[Gateway] = []
 
     def start(
-        service_token: str | TokenFromEnvironment | None = None, env: dict[str, str] | None = None, **values: Any
+        service_token: str | TokenFromEnvironment | None = None,
+        env: dict[str, str] | None = None,
+        healthy: bool = True,
+        **values: Any,
     ) -> Gateway:
         directory = tmp_path / f"envoy{len(started)}"
         directory.mkdir()
@@ -221,7 +232,8 @@ def start_gateway(tmp_path: Path, upstream: RecordingUpstream) -> Iterator[Calla
             process = subprocess.Popen(envoy_argv(config), stdout=log, stderr=subprocess.STDOUT, env=environment)
         gateway = Gateway(settings, config, admin, log_path, process, env or {})
         started.append(gateway)
-        wait_until_routing(gateway, time.monotonic() + START_TIMEOUT)
+        # healthy=False: only until Envoy is LIVE (its upstreams may be failing their checks).
+        wait_until_routing(gateway, time.monotonic() + START_TIMEOUT, healthy)
         return gateway
 
     yield start

@@ -255,3 +255,23 @@ def test_the_admin_interface_is_not_on_the_public_listener(start_gateway: StartG
     # The admin socket does work (so the test above has teeth): /quitquitquit through it stops Envoy.
     assert gateway.admin("POST", "/quitquitquit").status_code == 200
     gateway.process.wait(10)
+
+
+def test_an_upstream_counts_as_healthy_within_seconds_of_serving(
+    start_gateway: StartGateway, upstream: RecordingUpstream
+) -> None:
+    """Envoy starts with the services, so its first checks fail. Before any traffic, it checked again only every
+    60 s (no_traffic_interval's default) and routed in panic mode meanwhile; now every second."""
+    upstream.serving = False
+    gateway = start_gateway(healthy=False)
+    deadline = time.monotonic() + 10
+    while "failed_active_hc" not in gateway.admin("GET", "/clusters").text:
+        assert time.monotonic() < deadline, "the upstream never failed its health check"
+        time.sleep(0.05)
+    upstream.serving = True
+    serving_since = time.monotonic()
+    while "failed_active_hc" in (clusters := gateway.admin("GET", "/clusters").text):
+        assert time.monotonic() - serving_since < 10, f"still unhealthy 10 s after it began serving:\n{clusters}"
+        time.sleep(0.05)
+    assert "health_flags::healthy" in clusters
+    print(f"healthy {time.monotonic() - serving_since:.2f} s after it began serving")
