@@ -46,7 +46,7 @@ proto: $(VENV)/.installed ## Regenerate the Python stubs in gen/python from prot
 .PHONY: proto-check
 proto-check: $(VENV)/.installed ## Fail if the checked-in stubs differ from what protos/ generates
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && scripts/gen_protos.sh $(PY) $$tmp \
-	  && diff -r $$tmp $(GEN_DIR) >/dev/null \
+	  && diff -r -x __pycache__ $$tmp $(GEN_DIR) >/dev/null \
 	  || { echo "gen/python is stale: run 'make proto' and commit the result"; exit 1; }
 
 .PHONY: proto-lint

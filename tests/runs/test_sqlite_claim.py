@@ -1,6 +1,7 @@
 """SQLite serves one runs replica: a second runs service on the same database file refuses to start, naming the
 setting and what to do, instead of splitting watches, cancel notices and the reaper between two processes."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,8 +37,10 @@ def test_the_claim_is_the_processes_and_ends_with_it(tmp_path: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", hold, url], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        # The test's environment (less the developer's own platform settings), on this database and a free port.
+        environment = {name: value for name, value in os.environ.items() if not name.startswith(("PLATFORM_", "AUTH_"))}
         second = subprocess.run(
-            [sys.executable, "-m", "services.runs"], env={"DATABASE_URL": url, "RUNS_PORT": "0", "PATH": ""},
+            [sys.executable, "-m", "services.runs"], env={**environment, "DATABASE_URL": url, "RUNS_PORT": "0"},
             capture_output=True, text=True, timeout=60, cwd=tmp_path,
         )
         assert second.returncode != 0
