@@ -10,7 +10,7 @@ from google.protobuf import struct_pb2
 from agentplatform.runs.v1 import runs_pb2
 from services.common.rpc.protoconv import duration_from_seconds, timestamp_from_datetime
 from services.common.step_delta import StepDelta, ToolCallDelta
-from services.engine.journal import NodeOutcome, Run
+from services.engine.journal import Heartbeat, NodeOutcome, Run
 from services.engine.upstream.run_messages import (
     delta_from_proto,
     delta_to_proto,
@@ -123,3 +123,6 @@ def test_heartbeats_keep_their_cursor() -> None:
     event = event_from_proto(message)
     assert event is not None and event_to_proto(event) == message
     assert event_from_proto(runs_pb2.RunEvent()) is None  # a kind this engine does not know is skipped
+    untimed = event_from_proto(runs_pb2.RunEvent(heartbeat=runs_pb2.Heartbeat(last_sequence=3)))
+    assert isinstance(untimed, Heartbeat) and untimed.time.tzinfo is not None  # stamped on arrival, sendable
+    assert event_to_proto(untimed).heartbeat.last_sequence == 3

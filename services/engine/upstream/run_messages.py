@@ -6,7 +6,7 @@ both directions, so each direction is the other's inverse for everything the sto
 (tests/engine/test_run_messages.py checks it on generated messages).
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from agentplatform.runs.internal.v1 import execution_pb2
@@ -328,5 +328,7 @@ def event_from_proto(message: runs_pb2.RunEvent) -> RunEvent | None:
     if case == "delta":
         return delta_from_proto(message.delta)
     if case == "heartbeat":
-        return Heartbeat(_time(message.heartbeat, "time") or datetime.min, message.heartbeat.last_sequence)
+        # A heartbeat without its time (none this store sends) is a ping all the same: stamped on arrival.
+        moment = _time(message.heartbeat, "time") or datetime.now(UTC)
+        return Heartbeat(moment, message.heartbeat.last_sequence)
     return None
