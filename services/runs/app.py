@@ -8,12 +8,14 @@ from agentplatform.runs.internal.v1 import execution_pb2, execution_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common.auth import Authenticator
 from services.common.db.database import Database
+from services.common.db.notifications import Notifications, notifications_for
 from services.common.db.sqlite_claim import SqliteClaim, claim_sqlite_file
 from services.common.pages import PageTokens
 from services.common.rpc.server import RunningServer, ServiceBinding, start_server
 from services.runs.checks import StoreLimits
 from services.runs.execution_servicer import ExecutionServicer
 from services.runs.executors import ExecutorNotices
+from services.runs.fanout import RunFanout
 from services.runs.reaper import LeaseReaper
 from services.runs.servicer import RunServicer
 from services.runs.settings import RunsSettings
@@ -34,6 +36,8 @@ class RunsApp:
     store: RunStore
     reaper: LeaseReaper
     execution: ExecutionServicer
+    #: How this replica hears the others (nothing to hear on SQLite).
+    notifications: Notifications
     #: This process's claim of its SQLite file (None on PostgreSQL).
     claim: SqliteClaim | None = None
 
@@ -47,6 +51,7 @@ class RunsApp:
         self.execution.close_links()
         await self.server.stop(grace)
         await self.store.close()  # commits the writes still queued
+        await self.notifications.close()  # after the last writes' messages had their chance to go
         await self.db.dispose()  # after store operations orphaned by cancelled RPCs have finished
         if self.claim is not None:
             self.claim.release()
@@ -59,14 +64,20 @@ async def start_runs(settings: RunsSettings) -> RunsApp:
     # On SQLite, one runs process per file: watches, cancel notices and the reaper live in its memory.
     claim = claim_sqlite_file(settings.database_url, "DATABASE_URL")
     db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    notifications = notifications_for(settings.database_url)
     try:
         # The schema is the migrations' (services/runs/migrations); a database made before they existed is
         # adopted as revision 0001.
         await db.migrate(MIGRATIONS, adopt=("runs", "0001"))
+        signals, notices = RunSignals(), ExecutorNotices()
+        # On PostgreSQL, several runs replicas may share the database: each tells the others what their watchers
+        # and engines must know (services/runs/fanout.py). Listening before serving: nothing is missed.
+        RunFanout(notifications, signals, notices)
+        await notifications.start()
         store = RunStore(
             db,
-            RunSignals(),
-            ExecutorNotices(),
+            signals,
+            notices,
             StoreLimits(max_step_bytes=settings.max_step_bytes),
             PageTokens.from_settings(settings),
         )
@@ -86,9 +97,11 @@ async def start_runs(settings: RunsSettings) -> RunsApp:
             ServiceBinding(EXECUTION_SERVICE_NAME, register_execution),
         ]
         server = await start_server(bindings, settings.host, settings.port, auth)
+        server.serve_while(lambda: notifications.connected, "PostgreSQL (the notifications connection)")
     except BaseException:
+        await notifications.close()
         await db.dispose()
         if claim is not None:
             claim.release()
         raise
-    return RunsApp(server, db, store, reaper, execution, claim)
+    return RunsApp(server, db, store, reaper, execution, notifications, claim)

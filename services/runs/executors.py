@@ -8,12 +8,17 @@ every pending cancel too.
 Runs ready to resume (a WAITING run whose approval was decided) belong to no engine: each is offered to one
 connected engine, taking turns. An offer that is lost (no engine connected, an engine that goes away) is made
 again: the reaper re-offers ready runs on every pass, and a newly connected engine is offered them at once.
+
+With several runs replicas, an engine's stream may be connected to another one: a cancel for an engine not
+connected here, and an offer when no engine is connected here, go to the other replicas through the `relay`
+(`services.runs.fanout`), which hands theirs to `cancel_here` and `offer_here`.
 """
 
 import asyncio
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 from services.runs.records import CancelNotice, ResumeNotice
 
@@ -23,22 +28,52 @@ Notice = CancelNotice | ResumeNotice
 MAX_PENDING_NOTICES = 10_000
 
 
+class NoticeRelay(Protocol):
+    """Where notices go that no engine connected here can take: the other runs replicas."""
+
+    def cancel(self, executor_id: str, notice: CancelNotice) -> None: ...
+
+    def offer_resume(self, run_id: str) -> None: ...
+
+
 class ExecutorNotices:
     """Per engine process, the queues of its open ConnectExecutor streams."""
 
-    def __init__(self) -> None:
+    def __init__(self, relay: NoticeRelay | None = None) -> None:
         self._queues: dict[str, set[asyncio.Queue[Notice]]] = {}
         self._turns = itertools.count()
+        self._relay = relay
+
+    def relay_to(self, relay: NoticeRelay) -> None:
+        """Hand notices no engine here can take to `relay` (set once, when the service starts)."""
+        self._relay = relay
 
     def cancel(self, executor_id: str, notice: CancelNotice) -> None:
-        """Tell `executor_id` to cancel a run, if it is connected."""
-        for queue in self._queues.get(executor_id, ()):
+        """Tell `executor_id` to cancel a run: here if it is connected here, else through the other replicas."""
+        if not self.cancel_here(executor_id, notice) and self._relay is not None:
+            self._relay.cancel(executor_id, notice)
+
+    def cancel_here(self, executor_id: str, notice: CancelNotice) -> bool:
+        """Tell `executor_id` to cancel a run if it is connected to this replica; False if it is not."""
+        queues = self._queues.get(executor_id, ())
+        for queue in queues:
             if queue.full():
                 queue.get_nowait()
             queue.put_nowait(notice)
+        return bool(queues)
 
     def offer_resume(self, run_id: str) -> bool:
-        """Offer a run ready to resume to one connected engine (each in turn); False when none is connected."""
+        """Offer a run ready to resume to one engine connected here (each in turn), else to the other replicas;
+        False when it could be offered to nobody."""
+        if self.offer_here(run_id):
+            return True
+        if self._relay is None:
+            return False
+        self._relay.offer_resume(run_id)
+        return True
+
+    def offer_here(self, run_id: str) -> bool:
+        """Offer a run ready to resume to one engine connected here (each in turn); False when none is."""
         streams = [queue for queues in self._queues.values() for queue in queues]
         if not streams:
             return False

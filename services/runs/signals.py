@@ -8,7 +8,9 @@ the run), so a watcher that is caught up takes them without a query; whenever wh
 follow on from the watcher's cursor without a gap (or carries nothing), the watcher queries the steps after its
 cursor. So a missed or duplicated signal can cost a heartbeat of latency at most, never a lost or repeated step,
 and a PostgreSQL LISTEN/NOTIFY source (which carries nothing) can replace the in-process `RunSignals` without
-touching `watch_run`.
+touching `watch_run`: with several runs replicas on one PostgreSQL, `services.runs.fanout` relays what this
+replica signals to the others and applies theirs here (`changed_elsewhere`, `ended_elsewhere`, `publish_delta`
+with `relay=False`, and `resync` when messages may have been missed).
 
 Deltas are different: they are live only, never stored. The engine sends them as the model writes; they are
 handed to the run's watchers and also kept, coalesced per forming step, until that step is stored, so a
@@ -23,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from services.common.run_vocabulary import ACTIVE_STATES
 from services.common.step_delta import StepDelta, ToolCallDelta
@@ -167,17 +170,42 @@ class _Channel:
         return not self.subscriptions and not self.forming
 
 
+class Relay(Protocol):
+    """Where a replica's signals go besides its own watchers: the other runs replicas (`fanout.RunFanout`)."""
+
+    def changed(self, run_id: str, last_sequence: int) -> None:
+        """The run changed; its steps up to `last_sequence` are stored (0: its state changed, no new step)."""
+
+    def ended(self, run_id: str) -> None:
+        """The run ended or was deleted."""
+
+    def delta(self, delta: StepDelta) -> None:
+        """A piece of a forming step."""
+
+
 class RunSignals:
     """In-process change signals and deltas per run: writers call `steps_stored`, `notify` or `run_ended`
-    after commit, the engine's link publishes deltas, watchers `subscribe`.
+    after commit, the engine's link publishes deltas, watchers `subscribe`; each is also handed to the `relay`
+    (the other replicas), when there is one.
 
     A run holds state only while it has watchers or forming steps, so disconnected watchers and finished
     runs leak nothing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, relay: Relay | None = None) -> None:
         self._channels: dict[str, _Channel] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
+        self._relay = relay
+
+    @property
+    def distributed(self) -> bool:
+        """True when other replicas write runs too: a watcher here may then miss a change whose replica died
+        between its commit and its announcement, so it also looks at every heartbeat."""
+        return self._relay is not None
+
+    def relay_to(self, relay: Relay) -> None:
+        """Hand every signal from now on to `relay` too (set once, when the service starts)."""
+        self._relay = relay
 
     def notify(self, run_id: str, run: RunRecord | None = None) -> None:
         """Wake every watcher of `run_id` to look again (call it after the change is committed), handing them the
@@ -192,18 +220,42 @@ class RunSignals:
 
     def steps_stored(self, run_id: str, steps: Sequence[StepRecord]) -> None:
         """`steps` are committed: watchers get them, and they are no longer forming."""
-        channel = self._channels.get(run_id)
-        if channel is None or not steps:
+        if not steps:
             return
         last_sequence = max(step.sequence for step in steps)
+        if self._relay is not None:
+            self._relay.changed(run_id, last_sequence)
+        self._stored(run_id, last_sequence, steps, known=True)
+
+    def changed_elsewhere(self, run_id: str, last_sequence: int) -> None:
+        """Another replica committed a change of the run (its steps up to `last_sequence` are stored, when not 0):
+        watchers here look again."""
+        if last_sequence:
+            self._stored(run_id, last_sequence, (), known=False)
+        else:
+            self._notify(run_id, (), None, known=False)
+
+    def _stored(self, run_id: str, last_sequence: int, steps: Sequence[StepRecord], *, known: bool) -> None:
+        channel = self._channels.get(run_id)
+        if channel is None:
+            return
         for sequence in [s for s in channel.forming if s <= last_sequence]:
             step = channel.forming.pop(sequence)
             channel.forming_chars -= sum(map(len, step.text)) + sum(map(len, step.arguments))
-        self._notify(run_id, steps, None, known=True)
+        self._notify(run_id, steps, None, known=known)
         self._drop_if_idle(run_id)
 
     def run_ended(self, run_id: str, run: RunRecord | None = None) -> None:
         """The run finished (`run`, as committed) or was deleted (None): nothing of it forms any more."""
+        if self._relay is not None:
+            self._relay.ended(run_id)
+        self._end(run_id, run)
+
+    def ended_elsewhere(self, run_id: str) -> None:
+        """The run ended, or was deleted, through another replica: watchers here look again."""
+        self._end(run_id, None)
+
+    def _end(self, run_id: str, run: RunRecord | None) -> None:
         self._ended[run_id] = None
         if len(self._ended) > MAX_ENDED_RUNS:
             self._ended.popitem(last=False)
@@ -215,12 +267,15 @@ class RunSignals:
         self._notify(run_id, (), run, known=run is not None)
         self._drop_if_idle(run_id)
 
-    def publish_delta(self, delta: StepDelta) -> None:
-        """Hand a delta to the run's watchers and keep it, coalesced, for watchers yet to come. Deltas of a run
-        that has ended (the engine sends them on their own stream, so some arrive after its FinishRun) are
-        dropped: no step will ever be stored to release them."""
+    def publish_delta(self, delta: StepDelta, *, relay: bool = True) -> None:
+        """Hand a delta to the run's watchers and keep it, coalesced, for watchers yet to come; and to the other
+        replicas unless it came from one (`relay=False`). Deltas of a run that has ended (the engine sends them on
+        their own stream, so some arrive after its FinishRun) are dropped: no step will ever be stored to release
+        them."""
         if delta.run_id in self._ended:
             return
+        if relay and self._relay is not None:
+            self._relay.delta(delta)
         channel = self._channels.setdefault(delta.run_id, _Channel())
         size = len(delta.text or "") + (len(delta.tool_call.arguments) if delta.tool_call else 0)
         if channel.forming_chars + size <= MAX_FORMING_CHARS:
@@ -251,6 +306,11 @@ class RunSignals:
         finally:
             channel.subscriptions.discard(subscription)
             self._drop_if_idle(run_id)
+
+    def resync(self) -> None:
+        """Messages from the other replicas may have been lost: every watcher here looks again."""
+        for run_id in list(self._channels):
+            self._notify(run_id, (), None, known=False)
 
     def watcher_count(self, run_id: str) -> int:
         """How many watchers `run_id` has now (for tests and metrics)."""

@@ -105,6 +105,10 @@ async def watch_run(
             steps, deltas = [], []
             if not await subscription.wait(heartbeat_seconds):
                 yield Heartbeat(utcnow(), cursor)
+                if signals.distributed:
+                    # A replica that died between a commit and its message leaves nothing to wake this watcher:
+                    # look at every heartbeat, so such a change costs a heartbeat of latency, never a hang.
+                    run, steps = await store.steps_after(run_id, cursor, limit=STEP_BATCH)
                 continue
             committed, deltas, overflowed = subscription.take()
             if overflowed:

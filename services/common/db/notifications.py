@@ -27,6 +27,7 @@ caller, which must split or send ids only).
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import secrets
 from collections import deque
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: The largest payload `publish` takes, in UTF-8 bytes: PostgreSQL's limit (8,000) less this module's prefix.
 MAX_PAYLOAD_BYTES = 7_900
+#: Random bytes naming a process in its messages (hex: twice as many characters), then a message number.
+ORIGIN_BYTES = 6
 #: Messages waiting to be sent; past that the oldest are dropped and the channel gets a gap marker instead.
 MAX_PENDING = 100_000
 #: Reconnect backoff, doubling from the first to the last.
@@ -114,7 +117,8 @@ class PostgresNotifications:
         self._ping_seconds = ping_seconds
         self._connect_timeout = connect_timeout
         #: Prefixes every payload so that a process can tell its own messages from the others'.
-        self.origin = secrets.token_hex(6)
+        self.origin = secrets.token_hex(ORIGIN_BYTES)
+        self._numbers = itertools.count()
         self._subscribers: dict[str, list[_Subscriber]] = {}
         self._pending: dict[str, deque[str]] = {}
         self._pending_count = 0
@@ -244,11 +248,13 @@ class PostgresNotifications:
                     await connection.fetchval("SELECT 1")
 
     async def _send(self, batch: dict[str, list[str]]) -> None:
-        prefix = self.origin + ":"
+        # Each payload gets the origin and a number of its own: PostgreSQL delivers identical payloads sent on one
+        # channel in one transaction only once, and two equal messages (the same delta twice) are both meant.
         async with asyncio.timeout(max(self._ping_seconds, 5.0)):
             for channel, payloads in batch.items():
+                numbered = [f"{self.origin}{next(self._numbers):x}:{payload}" for payload in payloads]
                 await self._connection.execute(
-                    "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", channel, [prefix + p for p in payloads]
+                    "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", channel, numbered
                 )
 
     def _drop_pending(self) -> None:
@@ -258,11 +264,11 @@ class PostgresNotifications:
                     MAX_PENDING)
 
     def _on_notification(self, _connection: Any, _pid: int, channel: str, payload: str) -> None:
-        origin, separator, message = payload.partition(":")
-        if not separator:
+        prefix, separator, message = payload.partition(":")
+        if not separator or len(prefix) <= 2 * ORIGIN_BYTES:
             log.warning("ignored a notification on %s without an origin: %.80r", channel, payload)
             return
-        if origin == self.origin:
+        if prefix[: 2 * ORIGIN_BYTES] == self.origin:
             return
         for subscriber in self._subscribers.get(channel, ()):
             if message == _GAP:

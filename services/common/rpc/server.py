@@ -1,10 +1,11 @@
 """The gRPC server bootstrap every service uses: interceptor, health, reflection, graceful shutdown."""
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -15,6 +16,7 @@ from services.common.rpc.interceptor import ServiceInterceptor
 from services.common.settings import SettingsError
 
 log = logging.getLogger(__name__)
+_SERVING, _NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,35 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
+    _dependency_watch: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def serve_while(self, up: Callable[[], bool], what: str, interval: float = 0.5) -> None:
+        """Report NOT_SERVING whenever `up()` is False (a dependency the service cannot work without is away, e.g.
+        its database's notifications connection) and SERVING again once it is True, looking every `interval` s:
+        Envoy and Kubernetes then take the replica out of balancing while it is cut off, not only when it dies."""
+
+        async def watch() -> None:
+            serving = True
+            while True:
+                await asyncio.sleep(interval)
+                if up() != serving:
+                    serving = not serving
+                    status = _SERVING if serving else _NOT_SERVING
+                    if serving:
+                        log.info("%s is back: serving again", what)
+                    else:
+                        log.warning("%s is away: reporting NOT_SERVING until it is back", what)
+                    for name in ("", *self.service_names):
+                        await self.health.set(name, status)
+
+        self._dependency_watch = asyncio.create_task(watch(), name="dependency-health")
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING (so load balancers drain us), then let in-flight RPCs finish for `grace` s."""
+        if self._dependency_watch is not None:
+            self._dependency_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dependency_watch
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
 
