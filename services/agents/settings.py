@@ -4,6 +4,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from services.common.limits import RunLimitMaximums
 from services.common.pages import PageTokenSettings
+from services.common.rpc.channels import ServiceAddress
 
 
 class AgentsSettings(PageTokenSettings, RunLimitMaximums):
@@ -18,7 +19,7 @@ class AgentsSettings(PageTokenSettings, RunLimitMaximums):
     #: version table has a name of its own (agents_alembic_version).
     database_url: str = Field("sqlite+aiosqlite:///var/agents.db", alias="AGENTS_DATABASE_URL")
     #: The tools service, asked which tools exist when an agent names some.
-    tools_addr: str = Field("127.0.0.1:50052", alias="TOOLS_ADDR")
+    tools_addr: ServiceAddress = Field("127.0.0.1:50052", alias="TOOLS_ADDR")
     #: How long one call to the tools service may take (less when the incoming call's deadline is nearer).
     tools_timeout_seconds: float = Field(5.0, alias="AGENTS_TOOLS_TIMEOUT_SECONDS", gt=0, le=60)
     #: The OpenAI-compatible endpoint the engine uses; set, an agent's model must be one it lists (GET

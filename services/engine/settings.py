@@ -4,17 +4,19 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from services.common.auth import AuthSettings
 from services.common.limits import RunLimitMaximums
+from services.common.rpc.channels import ServiceAddress
 
 
 class EngineSettings(AuthSettings, RunLimitMaximums):
     host: str = Field("127.0.0.1", alias="ENGINE_HOST")
     port: int = Field(50053, alias="ENGINE_PORT", ge=0, le=65535)
 
-    #: Where the runs and tools services listen (host:port).
-    runs_address: str = Field("127.0.0.1:50051", alias="RUNS_ADDR", min_length=3)
-    tools_address: str = Field("127.0.0.1:50052", alias="TOOLS_ADDR", min_length=3)
+    #: Where the runs and tools services listen: host:port, a comma list of replicas (host:port,host:port) or a
+    #: gRPC name (dns:///runs-headless:50051); calls are balanced over every address (services.common.rpc.channels).
+    runs_address: ServiceAddress = Field("127.0.0.1:50051", alias="RUNS_ADDR")
+    tools_address: ServiceAddress = Field("127.0.0.1:50052", alias="TOOLS_ADDR")
     #: The agents service, asked for a saved agent when a run names one.
-    agents_address: str = Field("127.0.0.1:50054", alias="AGENTS_ADDR", min_length=3)
+    agents_address: ServiceAddress = Field("127.0.0.1:50054", alias="AGENTS_ADDR")
     #: Deadline of each call to the runs service; tool executions get the tools' own limit plus this.
     call_timeout_seconds: float = Field(10.0, alias="ENGINE_CALL_TIMEOUT_SECONDS", gt=0)
     tool_timeout_seconds: float = Field(60.0, alias="ENGINE_TOOL_TIMEOUT_SECONDS", gt=0)

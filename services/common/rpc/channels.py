@@ -1,11 +1,25 @@
-"""The one way a service dials another: a grpc.aio channel with the platform's options.
+"""The one way a service dials another: a balanced grpc.aio channel with the platform's options, and the check of
+the address settings it dials.
 
-Used by the engine (to the runs, tools and agents services) and the agents service (to the tools service). There
-is no keepalive and no client-side balancing config: each dependency is one address, and a channel that finds it
-gone reconnects under the backoff below.
+Used by the engine (to the runs, tools and agents services) and the agents service (to the tools service); their
+settings check every address with `check_target` at start. A dependency may run in several replicas, so every
+channel balances `round_robin` over all the addresses its target names: each call goes to the next READY one, and
+an address that is down is skipped until it reconnects (under the backoff below). A target is
+- `host:port` (resolved by gRPC's DNS resolver, every address of the name);
+- a comma list `host:port,host:port` for replicas on one machine: dialled as gRPC's `ipv4:`/`ipv6:` multi-address
+  target, names resolved once, when the channel is made;
+- a gRPC name such as `dns:///runs-headless:50051` (a Kubernetes headless Service: one address per pod), passed to
+  gRPC as it is.
 """
 
+import ipaddress
+import json
+import re
+import socket
+from typing import Annotated
+
 import grpc
+from pydantic import AfterValidator
 
 #: For a dependency that restarts: gRPC's default reconnect backoff grows to 120 s, which would keep a channel
 #: idle long after the server is back.
@@ -15,15 +29,110 @@ RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_reconnect_backoff_ms", 1000),
 )
 
+#: Spread calls over every address of the target (gRPC's default, pick_first, sends them all to one).
+ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
-def channel_options(max_receive_bytes: int | None = None) -> tuple[tuple[str, int], ...]:
+BALANCING_OPTIONS: tuple[tuple[str, int | str], ...] = (
+    ("grpc.service_config", ROUND_ROBIN),
+    # The policy above is the platform's, not whatever a DNS TXT record says.
+    ("grpc.service_config_disable_resolution", 1),
+    # A DNS target is resolved again when an address goes away, at most this often (gRPC's default is 30 s): a
+    # replaced pod's new address is then used within a second or so of the old one failing.
+    ("grpc.dns_min_time_between_resolutions_ms", 1000),
+)
+
+#: Targets gRPC parses itself (its name-resolver schemes).
+GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:")
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
+
+_EXPECTED = "host:port, a comma-separated list of them, or a gRPC target such as dns:///runs-headless:50051"
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """(host, port) of one `host:port` or `[v6]:port`; ValueError saying what is wrong."""
+    if not text:
+        raise ValueError(f"an empty address in the list (two commas in a row, or one at an end); expected {_EXPECTED}")
+    host, colon, port = text.rpartition(":")
+    if not colon or not host:
+        raise ValueError(f"{text!r} has no port: expected {_EXPECTED}")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{text!r}: {host} is not an IPv6 address") from None
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: an IPv6 address goes in brackets, as in [::1]:50051")
+    elif not _HOSTNAME.match(host):
+        raise ValueError(f"{text!r}: {host!r} is neither a host name nor an IP address")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
+
+
+def check_target(text: str) -> str:
+    """`text` stripped, if it is a target `dial` accepts (see the module docstring); otherwise ValueError saying
+    what is wrong. Names are not resolved here."""
+    target = text.strip()
+    if not target:
+        raise ValueError(f"empty: expected {_EXPECTED}")
+    if target.startswith(GRPC_SCHEMES):
+        return target
+    if "://" in target:
+        raise ValueError(f"{target!r} is a URL: expected {_EXPECTED}")
+    parts = [part.strip() for part in target.split(",")]
+    for part in parts:
+        _host_port(part)
+    return ",".join(parts)
+
+
+#: A setting that names a service to dial (RUNS_ADDR, TOOLS_ADDR ...): checked at start, so a malformed list is
+#: an error naming the variable, not a channel that never connects.
+ServiceAddress = Annotated[str, AfterValidator(check_target)]
+
+
+def _ip_addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The host's addresses: itself for an IP literal, else its IPv4 addresses if it has any, else its IPv6 ones."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValueError(f"{host}:{port} in an address list: the name does not resolve ({exc.strerror})") from None
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in found))
+    return [a for a in addresses if a.version == 4] or addresses
+
+
+def grpc_target(address: str) -> str:
+    """The target gRPC dials for `address` (a setting `check_target` accepts). A comma list becomes one `ipv4:` or
+    `ipv6:` target (names resolved now); ValueError for a list that mixes the two families."""
+    target = check_target(address)
+    if target.startswith(GRPC_SCHEMES) or "," not in target:
+        return target
+    endpoints: dict[str, int] = {}
+    for part in target.split(","):
+        host, port = _host_port(part)
+        for ip in _ip_addresses(host, port):
+            endpoints[f"{ip}:{port}" if ip.version == 4 else f"[{ip}]:{port}"] = ip.version
+    versions = set(endpoints.values())
+    if len(versions) > 1:
+        raise ValueError(f"{address!r} mixes IPv4 and IPv6 addresses; gRPC balances over one family: use one")
+    return f"ipv{versions.pop()}:" + ",".join(endpoints)
+
+
+def channel_options(max_receive_bytes: int | None = None) -> tuple[tuple[str, int | str], ...]:
     """The options of a channel to another service; `max_receive_bytes` raises gRPC's default 4 MiB limit on an
     answer, for a dependency whose answers can be larger."""
+    options = (*RECONNECT_OPTIONS, *BALANCING_OPTIONS)
     if max_receive_bytes is None:
-        return RECONNECT_OPTIONS
-    return (*RECONNECT_OPTIONS, ("grpc.max_receive_message_length", max_receive_bytes))
+        return options
+    return (*options, ("grpc.max_receive_message_length", max_receive_bytes))
 
 
 def dial(address: str, max_receive_bytes: int | None = None) -> grpc.aio.Channel:
-    """A channel to the service at `address` (host:port), with channel_options(max_receive_bytes)."""
-    return grpc.aio.insecure_channel(address, options=channel_options(max_receive_bytes))
+    """A channel balanced over every replica at `address` (see the module docstring), with
+    channel_options(max_receive_bytes)."""
+    return grpc.aio.insecure_channel(grpc_target(address), options=channel_options(max_receive_bytes))

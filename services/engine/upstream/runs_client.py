@@ -33,7 +33,6 @@ from services.engine.upstream.calls import (
     MAX_BACKOFF_SECONDS,
     CallError,
     ResponseT,
-    call_unary,
 )
 from services.engine.upstream.run_messages import (
     event_from_proto,
@@ -49,6 +48,9 @@ log = logging.getLogger(__name__)
 #: Statuses after which a call to the run store is tried again: the store restarting, a deadline that ran out
 #: before an answer came. Every call the engine makes to it is idempotent, so a retry never doubles a write.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+#: How long a lease renewal is retried: a renewal that found its replica gone is retried at once (through
+#: another replica), and one that failed for longer waits for the renewer's next tick.
+RENEWAL_RETRY_SECONDS = 1.0
 
 
 class WriteLink(Protocol):
@@ -106,9 +108,10 @@ class RunsClient:
         request: Any,
         link_kind: str = "",
         metadata: tuple[tuple[str, str], ...] | None = None,
+        outage_seconds: float | None = None,
     ) -> ResponseT:
         loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + self._outage_seconds
+        give_up_at = loop.time() + (self._outage_seconds if outage_seconds is None else outage_seconds)
         backoff = FIRST_BACKOFF_SECONDS
         while True:
             try:
@@ -204,9 +207,13 @@ class RunsClient:
         return run_from_proto(await self._retrying(self._stub.FinishRun, request, "finish_run"))
 
     async def renew_leases(self, executor_id: str, run_ids: list[str]) -> LeaseRenewal:
-        """One attempt: the renewer calls again on its next tick anyway."""
+        """Retried for a second at most, the renewer calls again on its next tick anyway. The retry of a renewal
+        that failed UNAVAILABLE (the replica it went to died under it) goes to another replica of the runs
+        service (the channel balances), well before the leases run out."""
         request = execution_pb2.RenewLeasesRequest(executor_id=executor_id, run_ids=run_ids)
-        response = await call_unary(self.SERVICE, self._stub.RenewLeases, request, self._timeout, self._as_service)
+        response = await self._retrying(
+            self._stub.RenewLeases, request, outage_seconds=RENEWAL_RETRY_SECONDS
+        )
         return LeaseRenewal(
             frozenset(response.lost_run_ids), tuple((notice.run_id, notice.reason) for notice in response.cancel)
         )

@@ -1,0 +1,120 @@
+"""Failover (issue 17): an engine dialing two runs replicas on one PostgreSQL (RUNS_ADDR a comma list) carries on
+through the other when one is SIGKILLed while its runs are going. Every process is real: PostgreSQL, two runs
+replicas, tools, the demo model, the engine; the chats come over the engine's gRPC API.
+
+What would break it: a channel to one address (the runs died with their replica), calls not retried on
+UNAVAILABLE (the run failed), lease renewals that kept trying the dead replica (the other replica's reaper failed
+the runs `interrupted` after ENGINE_LEASE_SECONDS), an append retried as a second step (a duplicate sequence)."""
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+
+from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
+from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from bench.store.databases import fresh_postgres_database
+from tests.conftest import free_port
+from tests.support.keys import TOOLS_SECRET_KEY
+from tests.support.processes import ServiceProcesses
+
+pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
+
+RUNS_SERVICE = "agentplatform.runs.v1.RunService"
+#: Three calculator calls: four model turns, each held back by the demo model's latency, so a run lasts seconds.
+QUESTION = "What is 2 plus 3, times 4, minus 1?"
+ANSWER = "19"
+CHATS_BEFORE_THE_KILL = 12
+CHATS_AFTER_THE_KILL = 6
+#: Short, so a run whose lease stopped being renewed would be reaped within the test.
+LEASE_SECONDS = 6
+
+
+async def test_runs_carry_on_through_the_other_runs_replica_when_one_is_killed(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    async with fresh_postgres_database(postgres_url) as database_url:
+        with ServiceProcesses(tmp_path) as started:
+            runs_ports = [free_port(), free_port()]
+            replicas = [
+                started.start(
+                    f"runs-{name}", "services.runs",
+                    {"RUNS_PORT": str(port), "DATABASE_URL": database_url, "RUNS_REAPER_INTERVAL_SECONDS": "0.5"},
+                    port, RUNS_SERVICE,
+                )
+                for name, port in zip("ab", runs_ports, strict=True)
+            ]
+            tools_port, model_port, engine_port = free_port(), free_port(), free_port()
+            started.start(
+                "tools", "services.tools",
+                {
+                    "TOOLS_PORT": str(tools_port),
+                    "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/tools.db",
+                    "TOOLS_WORKSPACE": str(tmp_path / "workspace"),
+                    "TOOLS_SECRET_KEYS": TOOLS_SECRET_KEY,
+                },
+                tools_port, "agentplatform.tools.v1.ToolService",
+            )
+            started.start(
+                "model", "services.demo_model",
+                {"DEMO_MODEL_PORT": str(model_port), "DEMO_MODEL_LATENCY_SECONDS": "0.4"},
+                model_port, None,
+            )
+            started.start(
+                "engine", "services.engine",
+                {
+                    "ENGINE_PORT": str(engine_port),
+                    "RUNS_ADDR": ",".join(f"127.0.0.1:{port}" for port in runs_ports),
+                    "TOOLS_ADDR": f"127.0.0.1:{tools_port}",
+                    "LLM_BASE_URL": f"http://127.0.0.1:{model_port}/v1",
+                    "LLM_MODEL": "demo",
+                    "ENGINE_LEASE_SECONDS": str(LEASE_SECONDS),
+                    "ENGINE_USER_RUNS_PER_SECOND": "0",
+                },
+                engine_port, "agentplatform.engine.v1.AgentService",
+            )
+
+            async with (
+                grpc.aio.insecure_channel(f"127.0.0.1:{engine_port}") as engine_channel,
+                grpc.aio.insecure_channel(f"127.0.0.1:{runs_ports[1]}") as survivor_channel,
+            ):
+                engine = engine_pb2_grpc.AgentServiceStub(engine_channel)
+                survivor = runs_pb2_grpc.RunServiceStub(survivor_channel)
+
+                async def ask() -> engine_pb2.ChatResponse:
+                    return await engine.Chat(engine_pb2.ChatRequest(message=QUESTION), timeout=120)
+
+                def chat() -> "asyncio.Task[engine_pb2.ChatResponse]":
+                    return asyncio.create_task(ask())
+
+                chats = [chat() for _ in range(CHATS_BEFORE_THE_KILL)]
+                # Kill runs A while the runs are between their first and last steps.
+                running: list[runs_pb2.Run] = []
+                for _ in range(100):
+                    listed = await survivor.ListRuns(runs_pb2.ListRunsRequest(page_size=100))
+                    running = [run for run in listed.runs if run.state == runs_pb2.RUN_STATE_RUNNING]
+                    if len(running) == CHATS_BEFORE_THE_KILL:
+                        break
+                    await asyncio.sleep(0.1)
+                assert len(running) == CHATS_BEFORE_THE_KILL, listed
+                await asyncio.sleep(0.5)
+                replicas[0].kill()
+                chats += [chat() for _ in range(CHATS_AFTER_THE_KILL)]
+                # Longer than a lease: a run whose renewals had stopped would be reaped meanwhile.
+                await asyncio.sleep(LEASE_SECONDS + 2)
+
+                answers = await asyncio.gather(*chats, return_exceptions=True)
+                failures = [answer for answer in answers if isinstance(answer, BaseException)]
+                assert not failures, failures
+                for answer in answers:
+                    assert isinstance(answer, engine_pb2.ChatResponse) and ANSWER in answer.response, answer
+                    run = await survivor.GetRun(runs_pb2.GetRunRequest(run_id=answer.run_id))
+                    assert run.state == runs_pb2.RUN_STATE_COMPLETED, run
+                    sequences = [step.sequence for step in run.steps]
+                    # Every step once, in order, no gap: user request, 3 x (thought, call, result), answer ...
+                    assert sequences == list(range(1, len(sequences) + 1)), sequences
+                    assert sum(step.HasField("tool_result") for step in run.steps) == 3, run
+                listed = await survivor.ListRuns(runs_pb2.ListRunsRequest(page_size=100))
+                assert len(listed.runs) == CHATS_BEFORE_THE_KILL + CHATS_AFTER_THE_KILL
+                assert {run.state for run in listed.runs} == {runs_pb2.RUN_STATE_COMPLETED}
