@@ -2,6 +2,7 @@
 does for the features they use, so `make test` checks what an apply would send without a kustomize binary:
 
 - `resources`: YAML files and folders holding a kustomization (rendered first, recursively);
+- `images` (`kustomize edit set image`: newName, newTag or digest for the containers running an image name);
 - `labels` (pairs only: added to every object's metadata.labels, as kustomize does without includeSelectors);
 - `configMapGenerator` (files): the ConfigMap named with a content-hash suffix, and the references to it in pod
   templates rewritten;
@@ -26,7 +27,7 @@ import yaml
 
 Object = dict[str, Any]
 
-_KNOWN_FIELDS = {"apiVersion", "kind", "labels", "resources", "configMapGenerator", "patches"}
+_KNOWN_FIELDS = {"apiVersion", "kind", "labels", "resources", "configMapGenerator", "patches", "images"}
 #: The merge key of each list field a strategic merge patch may merge into (Kubernetes' patchMergeKey); any other
 #: list is replaced whole, as Kubernetes does for lists without one.
 _MERGE_KEYS = {
@@ -76,6 +77,8 @@ def _render(folder: Path) -> Rendered:
         rendered.objects.append(config_map)
     for patch in kustomization.get("patches", []):
         rendered.objects = _apply_patch(folder, rendered.objects, patch)
+    for image in kustomization.get("images", []):
+        _set_image(folder, rendered.objects, image)
     for entry in kustomization.get("labels", []):
         if set(entry) != {"pairs"}:
             raise KustomizeError(f"{folder}: labels entries other than plain `pairs` are not implemented: {entry}")
@@ -157,6 +160,25 @@ def _rename_config_map_references(obj: Object, renamed: dict[str, str]) -> None:
                 ref = source.get("configMapRef")
                 if ref:
                     ref["name"] = renamed.get(ref["name"], ref["name"])
+
+
+def _set_image(folder: Path, objects: list[Object], image: dict[str, str]) -> None:
+    if not image.keys() <= {"name", "newName", "newTag", "digest"} or "name" not in image:
+        raise KustomizeError(f"{folder}: images entries take name, newName, newTag, digest: {image}")
+    for obj in objects:
+        for pod in _pod_specs(obj):
+            for container in pod.get("containers", []) + pod.get("initContainers", []):
+                name, _, tag = container["image"].partition("@")[0].rpartition(":")
+                if "/" in tag or not name:  # no tag: the colon, if any, was a registry port's
+                    name, tag = container["image"].partition("@")[0], ""
+                if name != image["name"]:
+                    continue
+                reference = image.get("newName", name)
+                if "digest" in image:
+                    reference += "@" + image["digest"]
+                elif image.get("newTag", tag):
+                    reference += ":" + image.get("newTag", tag)
+                container["image"] = reference
 
 
 # --- patches ------------------------------------------------------------------------------------------------------

@@ -93,3 +93,18 @@ def test_an_unimplemented_kustomize_feature_is_refused(tmp_path: Path) -> None:
     kustomization.write_text(kustomization.read_text() + "namePrefix: dev-\n")
     with pytest.raises(KustomizeError, match="namePrefix"):
         render(deploy / "overlays" / "dev")
+
+
+def test_an_images_entry_points_every_platform_container_at_the_registry(tmp_path: Path) -> None:
+    # What `kustomize edit set image agentplatform=...` (docs/operations.md, step 1) writes into an overlay.
+    deploy = _copy_deploy(tmp_path)
+    with (deploy / "overlays" / "prod" / "kustomization.yaml").open("a") as kustomization:
+        kustomization.write("images:\n  - name: agentplatform\n    newName: registry.example/agentplatform\n"
+                            "    newTag: 0.2.0\n")
+    images = {
+        container["image"]
+        for obj in render(deploy / "overlays" / "prod") if obj["kind"] in {"Deployment", "Job"}
+        for container in obj["spec"]["template"]["spec"]["containers"]
+        + obj["spec"]["template"]["spec"].get("initContainers", [])
+    }
+    assert images == {"registry.example/agentplatform:0.2.0", "envoyproxy/envoy:v1.40.0"}
