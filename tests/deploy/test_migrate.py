@@ -15,7 +15,13 @@ import pytest_asyncio
 from sqlalchemy import inspect, make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.migrate.schemas import SCHEMAS
+from services.agents.app import MIGRATIONS as AGENTS_APP_MIGRATIONS
+from services.agents.settings import AgentsSettings
+from services.migrate.schemas import AGENTS_MIGRATIONS, RUNS_MIGRATIONS, SCHEMAS
+from services.migrate.settings import MigrateSettings
+from services.runs.app import MIGRATIONS as RUNS_APP_MIGRATIONS
+from services.runs.settings import RunsSettings
+from services.tools.settings import ToolsSettings
 
 #: Where each schema keeps its Alembic revision (services/*/migrations/env.py).
 VERSION_TABLES = {"runs": "alembic_version", "tools": "tools_alembic_version", "agents": "agents_alembic_version"}
@@ -67,6 +73,23 @@ async def _versions(url: str) -> dict[str, list[str]]:
 
 def test_every_schema_has_its_version_table() -> None:
     assert {schema.name for schema in SCHEMAS} == VERSION_TABLES.keys()
+
+
+def test_it_migrates_what_the_services_migrate_from_the_urls_they_read() -> None:
+    assert (RUNS_MIGRATIONS, AGENTS_MIGRATIONS) == (RUNS_APP_MIGRATIONS, AGENTS_APP_MIGRATIONS)
+    for ours, theirs in (("runs_database_url", RunsSettings), ("tools_database_url", ToolsSettings),
+                         ("agents_database_url", AgentsSettings)):
+        field, service_field = MigrateSettings.model_fields[ours], theirs.model_fields["database_url"]
+        assert (field.alias, field.default) == (service_field.alias, service_field.default), ours
+
+
+def test_it_starts_without_importing_the_services() -> None:
+    # Every runs, tools and agents pod runs it before it starts: the services' imports (gRPC, the openai SDK) would
+    # add seconds to each start on a busy node.
+    probe = "import sys, services.migrate.__main__; print(sorted(m for m in sys.modules if m.split('.')[0] in " \
+            "{'openai', 'grpc'} or m in {'services.runs.app', 'services.agents.app', 'services.tools.app'}))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.postgres
