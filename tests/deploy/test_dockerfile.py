@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.manifests import DEPLOY, DOCKERFILE, REPO_ROOT, SETTINGS_BY_MODULE, dockerfile_instructions
+from services.migrate.schemas import SCHEMAS
+from tests.deploy.manifests import COMMAND_SETTINGS_BY_MODULE, DEPLOY, DOCKERFILE, REPO_ROOT, dockerfile_instructions
 
 INSTRUCTIONS = dockerfile_instructions()
 DOCKERIGNORE = DEPLOY / "Dockerfile.dockerignore"
@@ -125,8 +126,13 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[zipfile.ZipFile]
 
 def test_installed_package_holds_every_service_and_the_generated_stubs(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
-    for module in SETTINGS_BY_MODULE:
+    for module in COMMAND_SETTINGS_BY_MODULE:
         assert f"{module.replace('.', '/')}/__main__.py" in names, f"the image could not run python -m {module}"
+    # What python -m services.migrate runs: each schema's Alembic environment and revisions.
+    for schema in SCHEMAS:
+        folder = schema.migrations.replace(".", "/").replace(":", "/")
+        assert f"{folder}/env.py" in names, f"the image lacks {schema.name}'s migrations"
+        assert any(name.startswith(f"{folder}/versions/0001_") for name in names), schema.name
     for domain in ("runs", "tools", "engine"):
         assert f"agentplatform/{domain}/v1/{domain}_pb2.py" in names
         assert f"agentplatform/{domain}/v1/{domain}_pb2_grpc.py" in names
