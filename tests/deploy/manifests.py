@@ -1,5 +1,6 @@
-"""Loading deploy/ (Kubernetes manifests, the compose file, the Dockerfile) and what the project itself says each
-service is: its settings class (which env names it reads) and the gRPC service name it reports in health."""
+"""Loading deploy/ (the Kubernetes kustomizations rendered by tests/deploy/kustomize.py, the compose file, the
+Dockerfile) and what the project itself says each service is: its settings class (which env names it reads) and
+the gRPC service name it reports in health."""
 
 import re
 import tomllib
@@ -20,15 +21,20 @@ from services.agents.settings import AgentsSettings
 from services.demo_model.settings import DemoModelSettings
 from services.engine.app import SERVICE_NAME as ENGINE_SERVICE
 from services.engine.settings import EngineSettings
+from services.migrate.settings import MigrateSettings
 from services.runs.app import SERVICE_NAME as RUNS_SERVICE
 from services.runs.settings import RunsSettings
 from services.tools.servicer import SERVICE_NAME as TOOLS_SERVICE
 from services.tools.settings import ToolsSettings
+from tests.deploy.kustomize import render
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
 ENVOY_CONFIG = DEPLOY / "gateway" / "envoy.yaml"
-KUSTOMIZATION = DEPLOY / "kustomization.yaml"
+BASE = DEPLOY / "base"
+#: Every kustomization an operator may apply (the base is what the overlays build on; it applies too).
+KUSTOMIZATIONS = {"base": BASE, "dev": DEPLOY / "overlays" / "dev", "prod": DEPLOY / "overlays" / "prod"}
+SECRET_EXAMPLE = BASE / "secret.example.yaml"
 COMPOSE = DEPLOY / "compose.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 
@@ -40,6 +46,11 @@ SETTINGS_BY_MODULE: dict[str, type[BaseSettings]] = {
     "services.agents": AgentsSettings,
     "services.demo_model": DemoModelSettings,
 }
+
+#: The one-shot commands a deployment runs besides the services (a Job, initContainers), and their settings.
+#: python -m services.migrate: every service's schema to head, before the services start.
+MIGRATE_MODULE = "services.migrate"
+COMMAND_SETTINGS_BY_MODULE: dict[str, type[BaseSettings]] = SETTINGS_BY_MODULE | {MIGRATE_MODULE: MigrateSettings}
 
 #: The gRPC service each gRPC module serves, as it registers it with the health service.
 GRPC_SERVICE_BY_MODULE = {
@@ -111,9 +122,13 @@ def host_port(address: str) -> tuple[str, int]:
 # --- Kubernetes ---------------------------------------------------------------------------------------------------
 
 
+#: The kinds whose objects run pods from a template (spec.template.spec).
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
+
+
 @dataclass(frozen=True)
 class KubeObjects:
-    """The objects deploy/kustomization.yaml applies, by kind."""
+    """The objects a kustomization applies, by kind."""
 
     documents: list[dict[str, Any]]
 
@@ -125,36 +140,51 @@ class KubeObjects:
         assert len(matches) == 1, f"expected one {kind} named {name!r}, found {len(matches)}"
         return matches[0]
 
+    def workloads(self) -> list[dict[str, Any]]:
+        """Every object that runs pods: Deployments, StatefulSets, Jobs."""
+        return [doc for doc in self.documents if doc["kind"] in WORKLOAD_KINDS]
+
     def deployment_selected_by(self, service: dict[str, Any]) -> dict[str, Any]:
-        """The one Deployment whose pod labels a Service's selector matches."""
+        """The one Deployment (or StatefulSet) whose pod labels a Service's selector matches."""
         selector = service["spec"]["selector"]
         matches = [
-            deployment
-            for deployment in self.of_kind("Deployment")
-            if selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+            workload
+            for workload in self.workloads()
+            if workload["kind"] != "Job"
+            and selector.items() <= workload["spec"]["template"]["metadata"]["labels"].items()
         ]
         name = service["metadata"]["name"]
         assert len(matches) == 1, f"Service {name!r} selects {len(matches)} Deployments, expected exactly one"
         return matches[0]
 
 
-def kustomization() -> dict[str, Any]:
-    (doc,) = load_documents(KUSTOMIZATION)
-    return doc
+def kube_objects(folder: Path = BASE) -> KubeObjects:
+    """The objects `kubectl apply -k <folder>` would apply."""
+    return KubeObjects(render(folder))
 
 
-def kube_objects() -> KubeObjects:
-    """The objects of every resource file the kustomization lists."""
-    documents = [doc for resource in kustomization()["resources"] for doc in load_documents(DEPLOY / resource)]
-    return KubeObjects(documents)
+def pod_containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    return workload["spec"]["template"]["spec"]["containers"]
 
 
-def pod_containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
-    return deployment["spec"]["template"]["spec"]["containers"]
+def init_containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    return workload["spec"]["template"]["spec"].get("initContainers", [])
+
+
+def command_containers(objects: KubeObjects) -> list[tuple[str, dict[str, Any]]]:
+    """(module, container) of every container, init containers included, of every workload that runs a
+    `python -m <module>` command: the services and the migrations."""
+    found = []
+    for workload in objects.workloads():
+        for container in init_containers(workload) + pod_containers(workload):
+            module = python_module(container.get("command"))
+            if module is not None:
+                found.append((module, container))
+    return found
 
 
 def service_containers(objects: KubeObjects) -> list[tuple[str, dict[str, Any]]]:
-    """(module, container) of every container that runs a platform service with `python -m`."""
+    """(module, container) of every Deployment's main container that runs a platform service with `python -m`."""
     found = []
     for deployment in objects.of_kind("Deployment"):
         for container in pod_containers(deployment):

