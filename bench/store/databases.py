@@ -10,9 +10,9 @@ import asyncpg
 from sqlalchemy.engine import URL, make_url
 
 from services.common.db.database import Database
-from services.runs.app import MIGRATIONS
 from services.runs.checks import StoreLimits
 from services.runs.executors import ExecutorNotices
+from services.runs.models import MIGRATIONS
 from services.runs.signals import RunSignals
 from services.runs.store import RunStore
 

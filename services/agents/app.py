@@ -9,6 +9,7 @@ import grpc
 from agentplatform.agents.v1 import agents_pb2_grpc, workflows_pb2_grpc
 from services.agents.clients import ToolIdsClient
 from services.agents.model_catalog import ModelCatalog
+from services.agents.models import MIGRATIONS, VERSION_TABLE
 from services.agents.registry import AgentRegistry
 from services.agents.servicer import AgentRegistryServicer
 from services.agents.settings import AgentsSettings
@@ -22,7 +23,6 @@ from services.common.pages import PageTokens
 from services.common.rpc.channels import dial
 from services.common.rpc.server import RunningServer, ServiceBinding, start_server
 
-MIGRATIONS = "services.agents:migrations"
 SERVICE_NAME = "agentplatform.agents.v1.AgentRegistryService"
 WORKFLOWS_SERVICE_NAME = "agentplatform.agents.v1.WorkflowRegistryService"
 
@@ -69,7 +69,7 @@ async def start_agents(settings: AgentsSettings) -> AgentsApp:
             settings.models_timeout_seconds,
         )
     try:
-        await database.migrate(MIGRATIONS)
+        await database.migrate(MIGRATIONS, version_table=VERSION_TABLE)
         tools = ToolIdsClient(channel, settings.tools_timeout_seconds, settings.service_token.get_secret_value())
         page_tokens = PageTokens.from_settings(settings)
         registry = AgentRegistry(AgentStore(database, page_tokens), settings, tools, models)

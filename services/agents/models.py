@@ -17,6 +17,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db.database import UtcDateTime, make_metadata
 
+#: The Alembic migrations of this schema (package:folder), for Database.migrate.
+MIGRATIONS = "services.agents:migrations"
+#: Where this schema's Alembic keeps its version: a table of its own, since the agents tables may share the runs
+#: service's PostgreSQL database (whose schema uses Alembic's default), and its name keys the schema's migration lock.
+VERSION_TABLE = "agents_alembic_version"
+
 #: JSON on SQLite, JSONB on PostgreSQL.
 JsonDocument = JSON().with_variant(JSONB(), "postgresql")
 

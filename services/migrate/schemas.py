@@ -8,16 +8,17 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
+from services.agents.models import MIGRATIONS as AGENTS_MIGRATIONS
+from services.agents.models import VERSION_TABLE as AGENTS_VERSION_TABLE
 from services.common.db.database import Database
 from services.migrate.settings import MigrateSettings
+from services.runs.models import MIGRATIONS as RUNS_MIGRATIONS
 from services.tools.tables import MIGRATIONS as TOOLS_MIGRATIONS
 from services.tools.tool_settings import ToolSettingsStore
 
 #: The runs and agents services' migrations, as their apps name them (services/runs/app.py, services/agents/app.py;
 #: tests/deploy/test_migrate.py checks they agree). Not imported from there: the apps pull in gRPC and, for agents,
 #: the openai SDK, seconds of start-up on a busy node for every pod's migration step.
-RUNS_MIGRATIONS = "services.runs:migrations"
-AGENTS_MIGRATIONS = "services.agents:migrations"
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ async def _migrate_tools(database: Database) -> None:
 
 async def _migrate_agents(database: Database) -> None:
     # As services/agents/app.py does at start.
-    await database.migrate(AGENTS_MIGRATIONS)
+    await database.migrate(AGENTS_MIGRATIONS, version_table=AGENTS_VERSION_TABLE)
 
 
 SCHEMAS = (

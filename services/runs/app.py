@@ -16,13 +16,13 @@ from services.runs.checks import StoreLimits
 from services.runs.execution_servicer import ExecutionServicer
 from services.runs.executors import ExecutorNotices
 from services.runs.fanout import RunFanout
+from services.runs.models import MIGRATIONS
 from services.runs.reaper import LeaseReaper
 from services.runs.servicer import RunServicer
 from services.runs.settings import RunsSettings
 from services.runs.signals import RunSignals
 from services.runs.store import RunStore
 
-MIGRATIONS = "services.runs:migrations"
 SERVICE_NAME = runs_pb2.DESCRIPTOR.services_by_name["RunService"].full_name
 EXECUTION_SERVICE_NAME = execution_pb2.DESCRIPTOR.services_by_name["ExecutionService"].full_name
 

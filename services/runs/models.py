@@ -15,6 +15,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from services.common.db.database import UtcDateTime, make_metadata
 from services.common.run_vocabulary import RUN_STATES
 
+#: The Alembic migrations of this schema (package:folder), for Database.migrate; its version is in Alembic's default
+#: table, alembic_version.
+MIGRATIONS = "services.runs:migrations"
+
 #: A step's type, as stored: the seed's step type slugs, and the two of a human approval.
 STEP_TYPES = (
     "user-request", "agent-thought", "tool-call", "tool-result", "agent-response", "error",

@@ -9,7 +9,8 @@ import grpc
 import pytest
 
 from agentplatform.agents.v1 import agents_pb2_grpc, workflows_pb2_grpc
-from services.agents.app import MIGRATIONS, AgentsApp, start_agents
+from services.agents.app import AgentsApp, start_agents
+from services.agents.models import MIGRATIONS
 from services.agents.settings import AgentsSettings
 from services.agents.store import AgentStore
 from services.common.db.database import Database

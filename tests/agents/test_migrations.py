@@ -12,12 +12,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from services.agents.app import MIGRATIONS
-from services.agents.models import Base
+from services.agents.models import MIGRATIONS, Base
 from services.agents.records import AgentSpec
 from services.agents.store import AgentStore
 from services.common.db.database import Database
-from services.runs.app import MIGRATIONS as RUNS_MIGRATIONS
+from services.runs.models import MIGRATIONS as RUNS_MIGRATIONS
 from services.runs.models import Base as RunsBase
 
 

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.postgres
 REPLICA = """
 import asyncio, os, sys, time
 from services.common.db.database import Database
-from services.runs.app import MIGRATIONS as RUNS
-from services.agents.app import MIGRATIONS as AGENTS
+from services.runs.models import MIGRATIONS as RUNS
+from services.agents.models import MIGRATIONS as AGENTS
 from services.tools.tool_settings import ToolSettingsStore
 
 async def main(url: str, go: str) -> None:
@@ -75,3 +75,14 @@ def test_replicas_started_together_on_a_fresh_database_migrate_it_once(
                 failures.append(errors[-2000:])
         assert failures == [], f"round {round_number}: {len(failures)} of {REPLICAS} replicas crashed:\n" + \
             "\n".join(failures)
+
+
+def test_each_schema_takes_a_lock_of_its_own() -> None:
+    """Keyed by the migrations' location: the agents schema once shared the runs schema's lock, because its callers
+    did not pass its version table (harmless, both waited for each other, but not what the lock is for)."""
+    from services.agents.models import MIGRATIONS as AGENTS
+    from services.common.db.database import migration_lock_key
+    from services.runs.models import MIGRATIONS as RUNS
+    from services.tools.tables import MIGRATIONS as TOOLS
+
+    assert len({migration_lock_key(RUNS), migration_lock_key(AGENTS), migration_lock_key(TOOLS)}) == 3

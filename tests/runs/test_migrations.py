@@ -14,8 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from services.common.db.database import Database
-from services.runs.app import MIGRATIONS, start_runs
-from services.runs.models import Base
+from services.runs.app import start_runs
+from services.runs.models import MIGRATIONS, Base
 from services.runs.records import APPROVED, NewStep
 from services.runs.signals import RunSignals
 from services.runs.store import RunStore

@@ -10,9 +10,7 @@ from typing import Any
 
 from alembic import context
 
-from services.agents.models import Base
-
-VERSION_TABLE = "agents_alembic_version"
+from services.agents.models import VERSION_TABLE, Base
 
 
 def _ours(name: str | None, type_: str, parent_names: Any) -> bool:

@@ -60,10 +60,11 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def migration_lock_key(version_table: str) -> int:
-    """The PostgreSQL advisory lock a service's migrations take: one per schema (its version table), a signed
-    64-bit number as pg_advisory_xact_lock takes it."""
-    digest = hashlib.sha256(f"agentplatform migrations {version_table}".encode()).digest()
+def migration_lock_key(migrations: str) -> int:
+    """The PostgreSQL advisory lock a service's migrations take: one per schema, named by its migrations'
+    location (which no caller can forget to pass, as it could the version table), a signed 64-bit number as
+    pg_advisory_xact_lock takes it."""
+    digest = hashlib.sha256(f"agentplatform migrations {migrations}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -191,7 +192,7 @@ class Database:
                 # Replicas started together would each create the version table, or insert its row, at once, and
                 # all but one crash. The first to take this lock migrates; the others wait for its commit (the
                 # lock is the transaction's) and find the schema at head. SQLite serves one replica.
-                lock = {"key": migration_lock_key(version_table)}
+                lock = {"key": migration_lock_key(migrations)}
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), lock)
             tables = set(inspect(connection).get_table_names())
             if adopt is not None and adopt[0] in tables and version_table not in tables:
