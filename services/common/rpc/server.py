@@ -16,6 +16,10 @@ from services.common.rpc.interceptor import ServiceInterceptor
 from services.common.settings import SettingsError
 
 log = logging.getLogger(__name__)
+#: A client balancing over DNS (`dns:///runs:50051`, a headless Service) resolves the name again only when a
+#: connection ends: asking each client to reconnect after 5 minutes (GOAWAY) is how replicas added by a scale-out
+#: get their share. Calls in flight, the long streams included, carry on: the grace after the GOAWAY is unbounded.
+SERVER_OPTIONS = (("grpc.max_connection_age_ms", 5 * 60 * 1000),)
 _SERVING, _NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -88,7 +92,7 @@ async def start_server(
     """Start a grpc.aio server hosting `bindings` on host:port (port 0 picks a free one); `auth` authenticates
     every call."""
     check_exposure(auth, host, f"the {bindings[0].name} server" if bindings else "the server")
-    server = grpc.aio.server(interceptors=[ServiceInterceptor(auth)])
+    server = grpc.aio.server(interceptors=[ServiceInterceptor(auth)], options=SERVER_OPTIONS)
     for binding in bindings:
         binding.register(server)
     health_servicer = health.aio.HealthServicer()
