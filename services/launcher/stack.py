@@ -10,7 +10,7 @@ from pathlib import Path
 from services.agents.settings import AgentsSettings
 from services.common.auth import Authenticator
 from services.common.rpc.server import check_exposure
-from services.common.settings import load_settings
+from services.common.settings import SettingsError, load_settings
 from services.demo_model.settings import DemoModelSettings
 from services.engine.settings import EngineSettings
 from services.launcher.gateway_config import AdminSocket, TokenFromEnvironment, Upstream, render_gateway_config
@@ -81,13 +81,13 @@ def engine_ports(first: int, count: int, taken: set[int]) -> list[int]:
     """`count` ports for the engine processes: `first` (ENGINE_PORT), then the next ones up that no other
     process of the stack listens on."""
     if count > 1 and first == 0:
-        raise ValueError("ENGINE_REPLICAS above 1 needs a fixed ENGINE_PORT (the gateway must know every port)")
+        raise SettingsError("ENGINE_REPLICAS above 1 needs a fixed ENGINE_PORT (the gateway must know every port)")
     ports = [first]
     candidate = first
     while len(ports) < count:
         candidate += 1
         if candidate > 65535:
-            raise ValueError(f"no room for {count} engine ports from ENGINE_PORT={first}")
+            raise SettingsError(f"ENGINE_REPLICAS={count}: no room for that many engine ports from ENGINE_PORT={first}")
         if candidate not in taken:
             ports.append(candidate)
     return ports

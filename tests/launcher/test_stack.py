@@ -69,6 +69,6 @@ def test_a_bad_engine_replicas_names_the_variable(clean_env: Path, monkeypatch: 
 
 
 def test_several_engines_need_a_fixed_port() -> None:
-    with pytest.raises(ValueError, match="needs a fixed ENGINE_PORT"):
+    with pytest.raises(SettingsError, match="needs a fixed ENGINE_PORT"):
         engine_ports(0, 2, set())
     assert engine_ports(0, 1, set()) == [0]
