@@ -13,9 +13,9 @@ from bench.results import LEGEND, CaseResult, goal_lines, progress, results_tabl
 from bench.stack import peak_rss_resettable
 
 #: Runs (baseline: calls) per case: enough to be steady, and the whole bench done in a few minutes here.
-DEFAULT_RUNS = {"baseline": 2000, "sequential": 30, "concurrent": 300, "burst": 1000, "delivery": 100}
+DEFAULT_RUNS = {"baseline": 2000, "sequential": 30, "concurrent": 300, "burst": 1000, "delivery": 100, "burst2": 1000}
 #: --smoke: a handful per case, to show the bench works (the test runs it), not to measure.
-SMOKE_RUNS = {"baseline": 64, "sequential": 3, "concurrent": 12, "burst": 10, "delivery": 5}
+SMOKE_RUNS = {"baseline": 64, "sequential": 3, "concurrent": 12, "burst": 10, "delivery": 5, "burst2": 10}
 DEFAULT_CLIENTS, SMOKE_CLIENTS = 32, 4
 DEFAULT_LATENCY, SMOKE_LATENCY = 1.0, 0.2
 DEFAULT_DEADLINE, SMOKE_DEADLINE = 600.0, 60.0
@@ -67,7 +67,7 @@ def report(config: BenchConfig, outcome: BenchOutcome, seconds: float) -> bool:
         print("\nGoals against this run:")
         print("\n".join(goals))
     notes = list(outcome.notes)
-    if "burst" in config.cases:
+    if "burst" in config.cases or "burst2" in config.cases:
         notes += limit_notes(config)
     if not peak_rss_resettable():
         notes.append("peak RSS could not be reset per case (/proc/<pid>/clear_refs): it is the peak since start")

@@ -35,9 +35,11 @@ from bench.verify import (
 )
 from services.engine.settings import EngineSettings
 
-CASES = ("baseline", "sequential", "concurrent", "burst", "delivery")
+CASES = ("baseline", "sequential", "concurrent", "burst", "delivery", "burst2")
 ZERO_LATENCY_CASES = ("sequential", "concurrent")
 SLOW_MODEL_CASES = ("burst", "delivery")
+#: The burst again on a stack with two engine processes (ENGINE_REPLICAS=2), beside the one-engine burst.
+TWO_ENGINE_CASES = ("burst2",)
 #: The engine's own defaults (the bench measures them; it never sets them).
 ENGINE_MAX_CONCURRENT_RUNS: int = EngineSettings.model_fields["max_concurrent_runs"].default
 ENGINE_MAX_QUEUED_RUNS: int = EngineSettings.model_fields["max_queued_runs"].default
@@ -91,12 +93,15 @@ def run_bench(config: BenchConfig) -> BenchOutcome:
     if "baseline" in config.cases:
         baseline = run_baseline(config)
         outcome.results.append(baseline)
-    for latency, keys in ((0.0, ZERO_LATENCY_CASES), (config.latency, SLOW_MODEL_CASES)):
+    stacks = (
+        (0.0, 1, ZERO_LATENCY_CASES), (config.latency, 1, SLOW_MODEL_CASES), (config.latency, 2, TWO_ENGINE_CASES)
+    )
+    for latency, engines, keys in stacks:
         chosen = [key for key in keys if key in config.cases]
         if not chosen:
             continue
-        progress(f"starting the stack (python -m services.launcher) with a {latency:g} s model")
-        with launched_stack(latency) as stack:
+        progress(f"starting the stack (python -m services.launcher) with a {latency:g} s model, {engines} engine(s)")
+        with launched_stack(latency, engines) as stack:
             progress(f"stack ready: {', '.join(f'{name} {pid}' for name, pid in stack.pids.items())}")
             results, notes = asyncio.run(_stack_cases(stack, config, chosen, latency, baseline))
         outcome.results += results
@@ -143,7 +148,7 @@ async def _stack_cases(
             result = await _stack_case(stack, channels, key, *_case_load(key, channels, config, latency))
             if key == "concurrent" and baseline is not None:
                 result.comparison = _against_baseline(result, baseline)
-            if key == "burst":
+            if key in ("burst", "burst2"):
                 _set_ideal(result, latency, config.cores)
             if key == "delivery":
                 result.comparison = f"{len(result.delivery_ms)} live steps"
@@ -166,6 +171,8 @@ def _case_load(key: str, channels: Channels, config: BenchConfig, latency: float
         return f"c. {model}, {clients} clients", partial(closed_loop, channels, stream_chat, runs, clients, deadline)
     if key == "burst":
         return f"d. {model}, {runs:,} at once", partial(all_at_once, channels, stream_chat, runs, deadline)
+    if key == "burst2":
+        return f"d2. {model}, {runs:,} at once, 2 engines", partial(all_at_once, channels, stream_chat, runs, deadline)
     if key == "delivery":
         return f"e. step delivery, {runs:,} watched, {model}", partial(
             all_at_once, channels, start_and_watch, runs, deadline

@@ -76,8 +76,15 @@ class CaseResult:
     def runs_per_s(self) -> float:
         return self.runs / self.wall_s if self.wall_s > 0 else float("nan")
 
-    def cpu_ms_per_run(self, *names: str) -> float:
-        return sum(self.cpu_s.get(name, 0.0) for name in names) * 1000 / self.runs if self.runs else float("nan")
+    def cpu_ms_per_run(self, *kinds: str) -> float:
+        """CPU per run of these kinds of process (every engine for "engine": `engine`, `engine#2` ...)."""
+        cpu = sum(seconds for name, seconds in self.cpu_s.items() if _kind(name) in kinds)
+        return cpu * 1000 / self.runs if self.runs else float("nan")
+
+    def peak_rss_of(self, kind: str) -> int | None:
+        """The largest peak RSS of a process of this kind (each engine's own, not their sum)."""
+        peaks = [peak for name, peak in self.peak_rss.items() if _kind(name) == kind]
+        return max(peaks) if peaks else None
 
     @property
     def server_cpu_ms(self) -> float:
@@ -92,12 +99,17 @@ class CaseResult:
         baseline = BASELINE_SERVER in self.cpu_s
         per_process = ["-"] * 4 if baseline else [fmt(self.cpu_ms_per_run(name), 2) for name in PLATFORM]
         other = ("client",) if baseline else DRIVERS
-        rss = ["-" if name not in self.peak_rss else fmt(self.peak_rss[name] / MIB, 0) for name in ("engine", "runs")]
+        rss = ["-" if (peak := self.peak_rss_of(kind)) is None else fmt(peak / MIB, 0) for kind in ("engine", "runs")]
         return [
             self.name, fmt(self.runs), fmt(self.errors), fmt(self.wall_s, 2), fmt(self.runs_per_s),
             *_percentiles(self.latency_ms), *_percentiles(self.ttfs_ms), *_percentiles(self.delivery_ms),
             *per_process, fmt(self.server_cpu_ms, 2), fmt(self.cpu_ms_per_run(*other), 2), *rss, self.comparison,
         ]
+
+
+def _kind(name: str) -> str:
+    """A process's kind from its name: `engine#2` is an engine (bench.stack names replicas so)."""
+    return name.split("#", 1)[0]
 
 
 def _percentiles(values: Sequence[float]) -> list[str]:
@@ -112,6 +124,9 @@ def goal_lines(results: Sequence[CaseResult]) -> list[str]:
     """The issue's goals beside the figures of this run (information, not assertions)."""
     by_key = {result.key: result for result in results}
     lines = []
+    if (burst := by_key.get("burst")) and (two := by_key.get("burst2")) and two.wall_s > 0:
+        lines.append(f"  {two.name}: {burst.wall_s / two.wall_s:.2f}x the one-engine burst's speed "
+                     f"(wall {burst.wall_s:.1f} s -> {two.wall_s:.1f} s)")
     if burst := by_key.get("burst"):
         lines.append(_goal(f"{burst.name}: errors {burst.errors}", burst.errors == 0))
         lines.append(_goal(f"{burst.name}: wall {burst.wall_s:.1f} s <= 10 s", burst.wall_s <= 10))

@@ -42,6 +42,8 @@ PROCESS_MODULES = {
     "services.demo_model": "model",
 }
 STACK_PROCESSES = ("engine", "runs", "tools", "agents", "model", "envoy")
+#: How the second and later processes of one kind are named (`engine#2`): results add them up under their kind.
+REPLICA_MARK = "#"
 STARTUP_TIMEOUT_SECONDS = 60.0
 #: The launcher stops its processes one stage after another, each within its stop timeout (at most ~25 s).
 STOP_TIMEOUT_SECONDS = 60.0
@@ -174,13 +176,24 @@ def process_name(argv: list[str]) -> str | None:
     return None
 
 
+def process_kind(name: str) -> str:
+    """`engine` for `engine` and `engine#2`."""
+    return name.split(REPLICA_MARK, 1)[0]
+
+
 def stack_pids(launcher_pid: int) -> dict[str, int]:
-    """The launcher's children by name (see `process_name`)."""
-    pids = {}
-    for pid, argv in children_of(launcher_pid).items():
-        name = process_name(argv)
-        if name is not None:
-            pids[name] = pid
+    """The launcher's children by name (see `process_name`); several of a kind (ENGINE_REPLICAS) are `engine`,
+    `engine#2` ..., in pid order."""
+    pids: dict[str, int] = {}
+    for pid, argv in sorted(children_of(launcher_pid).items()):
+        kind = process_name(argv)
+        if kind is None:
+            continue
+        name, number = kind, 1
+        while name in pids:
+            number += 1
+            name = f"{kind}{REPLICA_MARK}{number}"
+        pids[name] = pid
     return pids
 
 
@@ -197,15 +210,35 @@ class Ports:
     agents: int
 
     @classmethod
-    def free(cls) -> "Ports":
-        return cls(*(free_port() for _ in range(6)))
+    def free(cls, engines: int = 1) -> "Ports":
+        """Free ports; with several `engines`, ENGINE_PORT's next ports (where the launcher puts the others) are
+        free too."""
+        while True:
+            ports = cls(*(free_port() for _ in range(6)))
+            others = {ports.runs, ports.tools, ports.model, ports.gateway, ports.agents}
+            if all(_port_free(ports.engine + n) and ports.engine + n not in others for n in range(1, engines)):
+                return ports
+
+    def engines(self, count: int) -> list[int]:
+        return [self.engine + n for n in range(count)]
 
 
-def stack_environment(workdir: Path, ports: Ports, model_latency: float) -> dict[str, str]:
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def stack_environment(workdir: Path, ports: Ports, model_latency: float, engines: int = 1) -> dict[str, str]:
     """The launcher's environment: the caller's, less any service setting, plus free ports, databases in
-    `workdir`, and the demo model (no LLM_BASE_URL) answering after `model_latency` seconds in one piece."""
+    `workdir`, `engines` engine processes, and the demo model (no LLM_BASE_URL) answering after `model_latency`
+    seconds in one piece."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
     return env | {
+        "ENGINE_REPLICAS": str(engines),
         "RUNS_PORT": str(ports.runs),
         "TOOLS_PORT": str(ports.tools),
         "AGENTS_PORT": str(ports.agents),
@@ -233,6 +266,7 @@ class RunningStack:
     workdir: Path
     ports: Ports
     launcher: subprocess.Popen[bytes]
+    engines: int = 1
     #: Stack process name -> pid, as found once the stack was ready (and by `refresh_pids`).
     pids: dict[str, int] = field(default_factory=dict)
     #: Keep the launcher's log after the stop (it is kept anyway when the stack logged warnings or errors).
@@ -292,7 +326,7 @@ def _wait_ready(stack: RunningStack) -> None:
     checks = [
         (f"127.0.0.1:{stack.ports.runs}", "agentplatform.runs.v1.RunService"),
         (f"127.0.0.1:{stack.ports.tools}", "agentplatform.tools.v1.ToolService"),
-        (f"127.0.0.1:{stack.ports.engine}", "agentplatform.engine.v1.AgentService"),
+        *((f"127.0.0.1:{port}", "agentplatform.engine.v1.AgentService") for port in stack.ports.engines(stack.engines)),
     ]
     for address, service in checks:
         while not is_serving(address, service):
@@ -301,7 +335,8 @@ def _wait_ready(stack: RunningStack) -> None:
     while not _routed(stack.gateway):
         _check_alive(stack, deadline, "the Envoy gateway did not route native gRPC to the services")
         time.sleep(0.2)
-    while set(stack_pids(stack.launcher.pid)) != set(STACK_PROCESSES):
+    expected = set(STACK_PROCESSES) | {f"engine{REPLICA_MARK}{n}" for n in range(2, stack.engines + 1)}
+    while set(stack_pids(stack.launcher.pid)) != expected:
         _check_alive(stack, deadline, f"the launcher's children are not all there: {stack_pids(stack.launcher.pid)}")
         time.sleep(0.1)
     stack.pids = stack_pids(stack.launcher.pid)
@@ -342,19 +377,20 @@ def _stop(stack: RunningStack) -> int | None:
 
 
 @contextmanager
-def launched_stack(model_latency: float) -> Iterator[RunningStack]:
-    """`python -m services.launcher` in a temporary folder, ready to serve; stopped (Ctrl-C) and cleaned up on
-    the way out. The launcher's log stays in the folder until then (see `RunningStack.log_problems`)."""
+def launched_stack(model_latency: float, engines: int = 1) -> Iterator[RunningStack]:
+    """`python -m services.launcher` in a temporary folder with `engines` engine processes, ready to serve;
+    stopped (Ctrl-C) and cleaned up on the way out. The launcher's log stays in the folder until then (see
+    `RunningStack.log_problems`)."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-stack-"))
-    ports = Ports.free()
-    env = stack_environment(workdir, ports, model_latency)
+    ports = Ports.free(engines)
+    env = stack_environment(workdir, ports, model_latency, engines)
     try:
         with open(workdir / "launcher.log", "wb") as log:
             launcher = subprocess.Popen(
                 [sys.executable, "-m", "services.launcher"], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        stack = RunningStack(workdir, ports, launcher)
+        stack = RunningStack(workdir, ports, launcher, engines)
         try:
             _wait_ready(stack)
             yield stack

@@ -24,10 +24,14 @@ def banner(stack: Stack) -> str:
         else stack.model_base_url
     )
     chat = '{"message": "What is 5 + 10, then multiply by 3?"}'
+    engines = f"; {len(stack.engine_addresses)} engines, the gateway balances over them" if len(
+        stack.engine_addresses
+    ) > 1 else ""
     return f"""
 Agent platform
   gateway (grpc-web, for the browser app): {stack.gateway_url}
-  engine {stack.engine_address} | runs {stack.runs_address} | tools {stack.tools_address}   (gRPC, reflection on)
+  engine {" ".join(stack.engine_addresses)} | runs {stack.runs_address} | tools {stack.tools_address}
+    (gRPC, reflection on{engines})
   model: {model}
 
 Try it from another terminal:

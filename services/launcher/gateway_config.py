@@ -2,6 +2,7 @@
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -20,8 +21,21 @@ _SECTION = re.compile(r"^[ \t]*# when (\w+):\n(.*?)^[ \t]*# end \1\n", re.DOTALL
 
 @dataclass(frozen=True)
 class Upstream:
+    """One address of a service's replicas. A host name Envoy resolves (STRICT_DNS) stands for every address it
+    has: a Kubernetes headless Service names every ready pod."""
+
     host: str
     port: int
+
+
+def _endpoints(upstreams: Upstream | Sequence[Upstream]) -> str:
+    """The cluster's lb_endpoints (JSON) for one upstream or several (replicas Envoy balances over)."""
+    listed = [upstreams] if isinstance(upstreams, Upstream) else list(upstreams)
+    if not listed:
+        raise ValueError("a cluster needs at least one upstream")
+    return json.dumps(
+        [{"endpoint": {"address": {"socket_address": {"address": u.host, "port_value": u.port}}}} for u in listed]
+    )
 
 
 @dataclass(frozen=True)
@@ -80,14 +94,15 @@ def render_gateway_config(
     settings: GatewaySettings,
     *,
     admin: AdminSocket | AdminLoopback,
-    engine: Upstream,
-    runs: Upstream,
-    tools: Upstream,
-    agents: Upstream,
+    engine: Upstream | Sequence[Upstream],
+    runs: Upstream | Sequence[Upstream],
+    tools: Upstream | Sequence[Upstream],
+    agents: Upstream | Sequence[Upstream],
     service_token: str | TokenFromEnvironment | None = None,
 ) -> str:
-    """The Envoy YAML for these addresses and settings. Every placeholder must be filled (Template.substitute
-    raises). `service_token` defaults to settings.service_token; a TokenFromEnvironment leaves it to Envoy."""
+    """The Envoy YAML for these addresses and settings: each service one upstream or several (its replicas,
+    balanced over). Every placeholder must be filled (Template.substitute raises). `service_token` defaults to
+    settings.service_token; a TokenFromEnvironment leaves it to Envoy."""
     if service_token is None:
         service_token = settings.service_token.get_secret_value()
     if isinstance(service_token, TokenFromEnvironment):
@@ -125,12 +140,8 @@ def render_gateway_config(
         JWT_JWKS=json.dumps(_jwks(settings.jwt_jwks_file)) if jwt else '""',
         JWT_ROLE_CLAIM=json.dumps(settings.jwt_role_claim),
         MAX_USER_ID=MAX_USER_ID,
-        ENGINE_HOST=engine.host,
-        ENGINE_PORT=engine.port,
-        RUNS_HOST=runs.host,
-        RUNS_PORT=runs.port,
-        TOOLS_HOST=tools.host,
-        TOOLS_PORT=tools.port,
-        AGENTS_HOST=agents.host,
-        AGENTS_PORT=agents.port,
+        ENGINE_ENDPOINTS=_endpoints(engine),
+        RUNS_ENDPOINTS=_endpoints(runs),
+        TOOLS_ENDPOINTS=_endpoints(tools),
+        AGENTS_ENDPOINTS=_endpoints(agents),
     )

@@ -1,5 +1,7 @@
-"""Settings of the local stack that belong to no single service: the gateway's."""
+"""Settings of the local stack that belong to no single service: the gateway's, and how many engines
+`make run` starts."""
 
+import os
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -79,3 +81,27 @@ class GatewaySettings(ServiceSettings):
                 "or neither for API keys only"
             )
         return self
+
+
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    counted = os.process_cpu_count() if hasattr(os, "process_cpu_count") else None  # Python 3.13+
+    if counted is None and hasattr(os, "sched_getaffinity"):
+        counted = len(os.sched_getaffinity(0))
+    return counted or os.cpu_count() or 1
+
+
+class LauncherSettings(ServiceSettings):
+    #: Engine processes `make run` starts, on ports from ENGINE_PORT up (skipping the other services' ports);
+    #: Envoy balances chats over them. `auto`: one per CPU core. One engine process uses one core at most (Python),
+    #: so more than one is how the engine uses a machine's cores.
+    engine_replicas: int = Field(1, alias="ENGINE_REPLICAS", ge=1, le=64)
+
+    @field_validator("engine_replicas", mode="before")
+    @classmethod
+    def _auto_is_one_per_core(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return min(cores(), 64)
+        if isinstance(value, str) and not value.strip().isdigit():
+            raise ValueError("expected a whole number from 1 to 64, or `auto` (one engine per CPU core)")
+        return value

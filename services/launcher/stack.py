@@ -10,12 +10,12 @@ from pathlib import Path
 from services.agents.settings import AgentsSettings
 from services.common.auth import Authenticator
 from services.common.rpc.server import check_exposure
-from services.common.settings import load_settings
+from services.common.settings import SettingsError, load_settings
 from services.demo_model.settings import DemoModelSettings
 from services.engine.settings import EngineSettings
 from services.launcher.gateway_config import AdminSocket, TokenFromEnvironment, Upstream, render_gateway_config
 from services.launcher.private_files import make_private, private_secrets, write_private
-from services.launcher.settings import GatewaySettings
+from services.launcher.settings import GatewaySettings, LauncherSettings
 from services.runs.settings import RunsSettings
 from services.tools.secret_codec import new_key
 from services.tools.settings import ToolsSettings
@@ -61,7 +61,10 @@ class Stack:
 
     processes: list[ProcessSpec]
     gateway_url: str
+    #: The engine on ENGINE_PORT (the first of engine_addresses).
     engine_address: str
+    #: Every engine process (ENGINE_REPLICAS), each on a port of its own; the gateway balances over them.
+    engine_addresses: list[str]
     runs_address: str
     tools_address: str
     agents_address: str
@@ -72,6 +75,22 @@ class Stack:
 def _reachable(host: str) -> str:
     """An address to connect to for a server bound to `host` (a wildcard bind is reached on loopback)."""
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def engine_ports(first: int, count: int, taken: set[int]) -> list[int]:
+    """`count` ports for the engine processes: `first` (ENGINE_PORT), then the next ones up that no other
+    process of the stack listens on."""
+    if count > 1 and first == 0:
+        raise SettingsError("ENGINE_REPLICAS above 1 needs a fixed ENGINE_PORT (the gateway must know every port)")
+    ports = [first]
+    candidate = first
+    while len(ports) < count:
+        candidate += 1
+        if candidate > 65535:
+            raise SettingsError(f"ENGINE_REPLICAS={count}: no room for that many engine ports from ENGINE_PORT={first}")
+        if candidate not in taken:
+            ports.append(candidate)
+    return ports
 
 
 def build_stack(gateway_config_path: Path) -> Stack:
@@ -93,18 +112,22 @@ def build_stack(gateway_config_path: Path) -> Stack:
     runs, tools = load_settings(RunsSettings, **shared_env), load_settings(ToolsSettings, **shared_env, **tools_env)
     agents = load_settings(AgentsSettings, **shared_env)
     gateway = load_settings(GatewaySettings, **shared_env)
+    launcher = load_settings(LauncherSettings)
     # Each service refuses an open address without keys; the gateway is the address people reach.
     check_exposure(Authenticator.from_settings(runs), gateway.host, "the gateway")
     uses_demo_model = not os.environ.get("LLM_BASE_URL", "").strip()
     engine_env: dict[str, str] = {}
+    taken = {runs.port, tools.port, agents.port, gateway.port}
     if uses_demo_model:
         demo = load_settings(DemoModelSettings)
+        taken.add(demo.port)
         engine_env |= {
             "LLM_BASE_URL": f"http://{_reachable(demo.host)}:{demo.port}/v1",
             "LLM_MODEL": DEMO_MODEL_NAME,
             "LLM_API_KEY": "demo",
         }
     engine = load_settings(EngineSettings, **engine_env)
+    ports = engine_ports(engine.port, launcher.engine_replicas, taken)
     python = sys.executable
 
     engine_env |= {
@@ -120,10 +143,11 @@ def build_stack(gateway_config_path: Path) -> Stack:
     # GRPC_GRACE_SECONDS is one setting every service reads; the engine's copy stands for all of them.
     grace = engine.grpc_grace_seconds
 
-    def spec(name: str, argv: list[str], env: dict[str, str] | None = None) -> ProcessSpec:
-        margin = ENGINE_STOP_MARGIN_SECONDS if name == "engine" else STOP_MARGIN_SECONDS
+    def spec(name: str, argv: list[str], env: dict[str, str] | None = None, kind: str = "") -> ProcessSpec:
+        kind = kind or name
+        margin = ENGINE_STOP_MARGIN_SECONDS if kind == "engine" else STOP_MARGIN_SECONDS
         env = shared_env | (env or {})
-        return ProcessSpec(name, argv, env, stop_order=STOP_ORDER[name], stop_timeout=grace + margin)
+        return ProcessSpec(name, argv, env, stop_order=STOP_ORDER[kind], stop_timeout=grace + margin)
 
     processes = [
         spec("runs", [python, "-m", "services.runs"]),
@@ -132,7 +156,12 @@ def build_stack(gateway_config_path: Path) -> Stack:
     ]
     if uses_demo_model:
         processes.append(spec("model", [python, "-m", "services.demo_model"]))
-    processes.append(spec("engine", [python, "-m", "services.engine"], engine_env))
+    for number, port in enumerate(ports, start=1):
+        # One engine keeps the plain name; several are engine-1, engine-2 ... in the logs.
+        name = "engine" if len(ports) == 1 else f"engine-{number}"
+        argv = [python, "-m", "services.engine"]
+        processes.append(spec(name, argv, engine_env | {"ENGINE_PORT": str(port)}, kind="engine"))
+    engine_host = _reachable(engine.host)
 
     write_private(
         gateway_config_path,
@@ -140,7 +169,7 @@ def build_stack(gateway_config_path: Path) -> Stack:
             gateway,
             # Next to the config, in the launcher's var dir: only this user can reach Envoy's admin interface.
             admin=AdminSocket(gateway_config_path.parent.resolve() / ADMIN_SOCKET_NAME),
-            engine=Upstream(_reachable(engine.host), engine.port),
+            engine=[Upstream(engine_host, port) for port in ports],
             runs=Upstream(_reachable(runs.host), runs.port),
             tools=Upstream(_reachable(tools.host), tools.port),
             agents=Upstream(_reachable(agents.host), agents.port),
@@ -160,7 +189,8 @@ def build_stack(gateway_config_path: Path) -> Stack:
     return Stack(
         processes=processes,
         gateway_url=f"http://{_reachable(gateway.host)}:{gateway.port}",
-        engine_address=f"{_reachable(engine.host)}:{engine.port}",
+        engine_address=f"{engine_host}:{ports[0]}",
+        engine_addresses=[f"{engine_host}:{port}" for port in ports],
         runs_address=engine_env["RUNS_ADDR"],
         tools_address=engine_env["TOOLS_ADDR"],
         agents_address=engine_env["AGENTS_ADDR"],

@@ -75,9 +75,19 @@ async def test_runs_carry_on_through_the_other_runs_replica_when_one_is_killed(
                 engine_port, "agentplatform.engine.v1.AgentService",
             )
 
+            # The replica the engine's executor link (its one long-lived stream) went to is the one killed: the
+            # link must come back through the other.
+            for _ in range(100):
+                linked = [replica for replica in replicas if "executor engine-" in replica.log()]
+                if linked:
+                    break
+                await asyncio.sleep(0.1)
+            assert len(linked) == 1, [replica.log()[-2000:] for replica in replicas]
+            killed = linked[0]
+            survivor_port = runs_ports[1 - replicas.index(killed)]
             async with (
                 grpc.aio.insecure_channel(f"127.0.0.1:{engine_port}") as engine_channel,
-                grpc.aio.insecure_channel(f"127.0.0.1:{runs_ports[1]}") as survivor_channel,
+                grpc.aio.insecure_channel(f"127.0.0.1:{survivor_port}") as survivor_channel,
             ):
                 engine = engine_pb2_grpc.AgentServiceStub(engine_channel)
                 survivor = runs_pb2_grpc.RunServiceStub(survivor_channel)
@@ -99,7 +109,7 @@ async def test_runs_carry_on_through_the_other_runs_replica_when_one_is_killed(
                     await asyncio.sleep(0.1)
                 assert len(running) == CHATS_BEFORE_THE_KILL, listed
                 await asyncio.sleep(0.5)
-                replicas[0].kill()
+                killed.kill()
                 chats += [chat() for _ in range(CHATS_AFTER_THE_KILL)]
                 # Longer than a lease: a run whose renewals had stopped would be reaped meanwhile.
                 await asyncio.sleep(LEASE_SECONDS + 2)
@@ -118,3 +128,5 @@ async def test_runs_carry_on_through_the_other_runs_replica_when_one_is_killed(
                 listed = await survivor.ListRuns(runs_pb2.ListRunsRequest(page_size=100))
                 assert len(listed.runs) == CHATS_BEFORE_THE_KILL + CHATS_AFTER_THE_KILL
                 assert {run.state for run in listed.runs} == {runs_pb2.RUN_STATE_COMPLETED}
+                survivor_log = next(replica for replica in replicas if replica is not killed).log()
+                assert "executor engine-" in survivor_log and " connected" in survivor_log, survivor_log[-2000:]
