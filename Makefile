@@ -99,6 +99,10 @@ api-key: $(VENV)/.installed ## Make an API key and its AUTH_API_KEYS entry (USER
 bench: install ## Benchmark the whole stack as `make run` starts it (BENCH_ARGS="--help" for options)
 	$(PY) -m bench $(BENCH_ARGS)
 
+.PHONY: scale-demo
+scale-demo: install ## Every service in replicas on one PostgreSQL, under load and faults; prints what held (SCALE_ARGS="thread")
+	$(PY) -m bench.scale $(SCALE_ARGS)
+
 .PHONY: bench-runs
 bench-runs: install ## Benchmark the run store alone, on SQLite and PostgreSQL (BENCH_ARGS="--help" for options)
 	$(PY) -m bench.store $(BENCH_ARGS)

@@ -11,9 +11,10 @@ from typing import Any
 import aiosqlite
 import asyncpg
 
-from bench.store.databases import POSTGRES, SQLITE, asyncpg_dsn, database_kind, sqlite_path
+from bench.store.databases import POSTGRES, SQLITE, database_kind, sqlite_path
 from bench.store.results import CaseResult, Goal, Stopwatch
 from bench.store.steps import STEP_COLUMNS, new_run, new_step, step_row
+from services.common.db.database import asyncpg_dsn
 from services.common.run_vocabulary import COMPLETED
 from services.runs.store import RunStore
 

@@ -7,9 +7,9 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import asyncpg
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 
-from services.common.db.database import Database
+from services.common.db.database import Database, asyncpg_dsn
 from services.runs.checks import StoreLimits
 from services.runs.executors import ExecutorNotices
 from services.runs.models import MIGRATIONS
@@ -27,10 +27,6 @@ def sqlite_file_url() -> Iterator[str]:
         yield f"sqlite+aiosqlite:///{Path(folder) / 'runs.db'}"
 
 
-def asyncpg_dsn(url: str | URL) -> str:
-    """The plain libpq-style DSN asyncpg takes, from a SQLAlchemy postgresql+asyncpg URL."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
 
 @asynccontextmanager
 async def fresh_postgres_database(server_url: str) -> AsyncIterator[str]:
@@ -39,14 +35,30 @@ async def fresh_postgres_database(server_url: str) -> AsyncIterator[str]:
     A database of its own, so the benchmark neither reads nor drops anything already on that server (a
     developer's database, or the tests' shared one).
     """
+    url = await create_postgres_database(server_url)
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(url)
+
+
+async def create_postgres_database(server_url: str) -> str:
+    """A new, empty database on the server of `server_url`; its URL. (fresh_postgres_database, when the creation
+    and the drop cannot share one event loop.)"""
     name = f"bench_runs_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(asyncpg_dsn(server_url))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_postgres_database(url: str) -> None:
+    """Drop the database of `url`, made by create_postgres_database, whoever is still connected to it."""
+    admin = await asyncpg.connect(asyncpg_dsn(make_url(url).set(database="postgres")))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
     finally:
         await admin.close()
 

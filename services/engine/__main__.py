@@ -8,6 +8,7 @@ if __name__ == "__main__":
     run_service(
         EngineSettings,
         start_engine,
-        lambda settings, app: f"engine listening on {settings.host}:{app.port} (model {settings.llm_model} at "
-        f"{settings.llm_base_url}; runs {settings.runs_address}; tools {settings.tools_address})",
+        lambda settings, app: f"engine {app.scheduler.executor_id} listening on {settings.host}:{app.port} (model "
+        f"{settings.llm_model} at {settings.llm_base_url}; runs {settings.runs_address}; tools "
+        f"{settings.tools_address})",
     )

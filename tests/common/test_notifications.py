@@ -10,12 +10,12 @@ import pytest
 import pytest_asyncio
 
 from services.common.db import notifications as notifications_module
+from services.common.db.database import asyncpg_dsn
 from services.common.db.notifications import (
     APPLICATION_NAME,
     MAX_PAYLOAD_BYTES,
     LocalNotifications,
     PostgresNotifications,
-    asyncpg_dsn,
     notifications_for,
 )
 
@@ -127,4 +127,4 @@ async def test_payloads_are_checked() -> None:
 def test_sqlite_has_nobody_to_tell() -> None:
     assert isinstance(notifications_for("sqlite+aiosqlite:///var/x.db"), LocalNotifications)
     assert isinstance(notifications_for("postgresql+asyncpg://u@h/db"), PostgresNotifications)
-    assert asyncpg_dsn("postgresql+asyncpg://u:p%40ss@h:5/db") == "postgresql://u:p%40ss@h:5/db"
+    assert asyncpg_dsn("postgresql+asyncpg://u:p%40ss@h:5/db") == "postgresql://u:p%40ss@h:5/db"  # the password kept

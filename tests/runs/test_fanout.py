@@ -18,7 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
 from bench.store.databases import fresh_postgres_database
-from services.common.db.notifications import APPLICATION_NAME, asyncpg_dsn
+from services.common.db.database import asyncpg_dsn
+from services.common.db.notifications import APPLICATION_NAME
 from services.common.step_delta import StepDelta, ToolCallDelta
 from services.runs.app import RunsApp, start_runs
 from services.runs.fanout import RunFanout

@@ -16,7 +16,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import DateTime, MetaData, event, inspect, text
-from sqlalchemy.engine import Connection, Dialect, make_url
+from sqlalchemy.engine import URL, Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -66,6 +66,12 @@ def migration_lock_key(migrations: str) -> int:
     pg_advisory_xact_lock takes it."""
     digest = hashlib.sha256(f"agentplatform migrations {migrations}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def asyncpg_dsn(database_url: str | URL) -> str:
+    """The libpq-style DSN asyncpg takes, from the SQLAlchemy URL (`postgresql+asyncpg://...`) the services use:
+    for what talks to PostgreSQL through asyncpg directly (LISTEN/NOTIFY, the benchmark's admin connection)."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def utcnow() -> datetime:

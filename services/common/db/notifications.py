@@ -38,6 +38,8 @@ from typing import Any, Protocol
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from services.common.db.database import asyncpg_dsn
+
 log = logging.getLogger(__name__)
 
 #: The largest payload `publish` takes, in UTF-8 bytes: PostgreSQL's limit (8,000) less this module's prefix.
@@ -283,11 +285,6 @@ def _call(callback: Callable[[], None]) -> None:
         callback()
     except Exception:
         log.exception("a notification subscriber failed")
-
-
-def asyncpg_dsn(database_url: str) -> str:
-    """The libpq-style DSN asyncpg takes, from the SQLAlchemy URL (`postgresql+asyncpg://...`) the services use."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def notifications_for(database_url: str, *, ping_seconds: float = 2.0) -> Notifications:
