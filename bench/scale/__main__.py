@@ -51,6 +51,7 @@ async def run(names: list[str], workdir: Path, database_url: str) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make scale-demo", description=__doc__)
     parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], default=list(SCENARIOS))
+    parser.add_argument("--keep", action="store_true", help="keep the processes' logs (the folder is printed)")
     args = parser.parse_args()
     if find_postgres_bin() is None:
         print("PostgreSQL is not installed (apt-get install postgresql)", file=sys.stderr)
@@ -60,8 +61,11 @@ def main() -> int:
         async with fresh_postgres_database(server_url) as url:
             return await run(args.scenarios, workdir, url)
 
-    with postgres_server() as server_url, tempfile.TemporaryDirectory(prefix="scale-demo-") as workdir:
-        return 1 if asyncio.run(with_database(server_url, Path(workdir))) else 0
+    with postgres_server() as server_url, tempfile.TemporaryDirectory(prefix="scale-demo-") as temporary:
+        workdir = Path(tempfile.mkdtemp(prefix="scale-demo-")) if args.keep else Path(temporary)
+        if args.keep:
+            print(f"logs in {workdir}")
+        return 1 if asyncio.run(with_database(server_url, workdir)) else 0
 
 
 if __name__ == "__main__":

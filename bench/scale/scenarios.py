@@ -291,6 +291,7 @@ async def steady_load(s: Stubs, figures: LoadFigures, stop: asyncio.Event, clien
                         await asyncio.sleep(0.2)
                         continue
                     figures.errors[exc.code().name] = figures.errors.get(exc.code().name, 0) + 1
+                    figures.problems.append(f"a chat failed {exc.code().name}: {exc.details()}")
                     break
                 figures.answered += 1
                 figures.run_ids.append(answer.run_id)

@@ -1,6 +1,7 @@
 """Assembles the engine: clients of the model, runs and tools, the agent loop, the run scheduler with its lease
 renewals and its link to the run store, and the gRPC server."""
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from services.common.rpc.channels import dial
 from services.common.rpc.server import RunningServer, ServiceBinding, start_server
 from services.common.step_delta import StepDelta
 from services.engine.execution.run_executor import RunExecutor
-from services.engine.execution.scheduler import RunScheduler
+from services.engine.execution.scheduler import RECORD_END_SECONDS, RunScheduler
 from services.engine.loop.agent_loop import AgentLoop
 from services.engine.loop.model_client import ModelClient
 from services.engine.servicer import AgentServicer
@@ -44,9 +45,13 @@ class EngineApp:
         """Stop taking runs (health NOT_SERVING), give running ones `grace` seconds to finish and record the
         rest as interrupted, then stop serving and close the clients."""
         await self.server.health.enter_graceful_shutdown()
+        # The server stops taking calls now, not after the runs: a chat sent meanwhile is refused before it starts
+        # (REFUSED_STREAM, a closed port), which Envoy and balanced clients send to another engine, where an
+        # answer "shutting down, retry" from here would reach the client. Calls in flight carry on: the runs'
+        # grace, the time to record the ends of those that outlast it, and a second for followers to flush.
+        stopping = asyncio.ensure_future(self.server.server.stop(grace + RECORD_END_SECONDS + 1.0))
         await self.scheduler.shutdown(grace)
-        # Followers (StreamChat) have had their runs' final events by now; a short grace lets them flush.
-        await self.server.server.stop(min(grace, 1.0))
+        await stopping
         await self.link.stop()
         for channel in self.channels:
             await channel.close()
