@@ -20,7 +20,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2
 from services.common.db.notifications import APPLICATION_NAME, asyncpg_dsn
 from tests.tools.conftest import SettingsFactory
-from tests.tools.mcp_servers import HttpServer
 from tests.tools.mcp_sources.helpers import FAST, Tools
 from tests.tools.running_tools import tools_started_with
 
@@ -129,8 +128,9 @@ async def test_settings_and_http_tools_changed_through_one_replica_reach_the_oth
     assert max(created, updated, deleted) < WITHIN_SECONDS
 
 
+@pytest.mark.parametrize("transport", ["http", "stdio"])
 async def test_an_mcp_server_registered_through_one_replica_is_connected_by_the_other(
-    replicas: Replicas, http_server: HttpServer
+    replicas: Replicas, transport: str, request: pytest.FixtureRequest
 ) -> None:
     a, b = replicas.a, replicas.b
     name = unique("shared")
@@ -147,7 +147,10 @@ async def test_an_mcp_server_registered_through_one_replica_is_connected_by_the_
             assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
         return True
 
-    await a.register_http(name, http_server)
+    if transport == "http":
+        await a.register_http(name, request.getfixturevalue("http_server"))
+    else:  # each replica starts the server's program for its own session
+        await a.register_stdio(name, request.getfixturevalue("stdio_files"))
     try:
         known = await seen_within(b_knows_the_server, "an MCP server registered through A, known to B")
         # B's own session to the server, connecting and listing, after it had the registration.
