@@ -97,21 +97,32 @@ async def test_a_re_read_that_overlapped_a_create_here_reads_again_instead_of_dr
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'tools.db'}")
     use_codec(database, SecretCodec.parse(TOOLS_SECRET_KEY))
     await ToolSettingsStore(database).migrate()
-    reading, release = asyncio.Event(), asyncio.Event()
+    creating, commit = asyncio.Event(), asyncio.Event()
+    read, release = asyncio.Event(), asyncio.Event()
 
     class SlowStore(HttpToolStore):
+        async def create(self, spec: HttpToolSpec) -> HttpToolSpec:
+            creating.set()
+            await commit.wait()
+            return await super().create(spec)
+
         async def all(self) -> list[HttpToolSpec]:
             rows = await super().all()
-            if not release.is_set():  # the first read returns what it read before the create below
-                reading.set()
+            if not release.is_set():
+                read.set()
                 await release.wait()
             return rows
 
     source = HttpToolSource(SlowStore(database), POLICY, timeout_seconds=5, max_result_bytes=65536)
     try:
+        # The create is under way when the re-read starts, and commits after the re-read has read the table.
+        create = asyncio.create_task(source.create(spec("forecast")))
+        await creating.wait()
         sync = asyncio.create_task(source.sync())
-        await reading.wait()
-        await source.create(spec("forecast"))
+        await read.wait()
+        commit.set()
+        await create
+        assert source.find("http__forecast") is not None
         release.set()
         await sync
         assert source.find("http__forecast") is not None, "the re-read dropped a tool created meanwhile"
