@@ -1,19 +1,20 @@
-"""Assembles the tools service: database, MCP servers, HTTP tools, registry, worker pool, catalog, executor and the
-gRPC server."""
+"""Assembles the tools service: database, replica notifications, MCP servers, HTTP tools, registry, worker pool,
+catalog, executor and the gRPC server."""
 
 import asyncio
 import logging
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health_pb2
 
 from agentplatform.tools.internal.v1 import execution_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2_grpc
 from services.common.auth import Authenticator
 from services.common.db.database import Database
+from services.common.db.notifications import Notifications, notifications_for
 from services.common.pages import PageTokens
 from services.common.rpc.server import RunningServer, ServiceBinding, start_server
+from services.common.rpc.serving import Readiness, serve_while
 from services.common.settings import SettingsError
 from services.tools.base import ToolContext
 from services.tools.catalog import ToolCatalog
@@ -25,6 +26,7 @@ from services.tools.http.specs import HttpToolStore
 from services.tools.mcp.servers import McpServerStore
 from services.tools.mcp.sources import McpSources
 from services.tools.registry import ToolRegistry
+from services.tools.replicas import HTTP_TOOL, MCP_SERVER, TOOL_SETTINGS, ReplicaChanges
 from services.tools.secret_codec import SecretsUnreadable, use_codec
 from services.tools.secrets import seal_stored_secrets
 from services.tools.servicer import SERVICE_NAME, ToolServicer
@@ -48,6 +50,10 @@ class ToolsApp:
     workers: ToolWorkerPool
     mcp: McpSources
     http_tools: HttpToolSource
+    #: How this replica hears the others' settings changes (nothing to hear on SQLite).
+    notifications: Notifications
+    #: Follows the notifications connection into the health status.
+    health_watch: asyncio.Task[None]
 
     @property
     def port(self) -> int:
@@ -61,8 +67,12 @@ class ToolsApp:
         try:
             await self.server.stop(grace)
         finally:
+            self.health_watch.cancel()
+            await asyncio.gather(self.health_watch, return_exceptions=True)
             try:
-                await asyncio.gather(self.workers.close(), self.mcp.close(), self.http_tools.close())
+                await asyncio.gather(
+                    self.workers.close(), self.mcp.close(), self.http_tools.close(), self.notifications.close()
+                )
             finally:
                 await self.database.dispose()
 
@@ -76,8 +86,10 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
     codec = settings.secret_codec()
     database = Database(settings.database_url)
     use_codec(database, codec)
+    notifications = notifications_for(settings.database_url)
+    changes = ReplicaChanges(notifications)
     try:
-        store = ToolSettingsStore(database)
+        store = ToolSettingsStore(database, changes.announcer(TOOL_SETTINGS))
         await store.migrate()
         try:
             sealed = await seal_stored_secrets(database, codec)
@@ -87,7 +99,7 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             log.info("encrypted %d secret(s) an earlier version stored in plain text", sealed.encrypted)
         page_tokens = PageTokens.from_settings(settings)
         mcp = McpSources(
-            McpServerStore(database),
+            McpServerStore(database, changes.announcer(MCP_SERVER)),
             destinations=settings.mcp_destinations(),
             ping_seconds=settings.mcp_ping_seconds,
             connect_seconds=settings.mcp_connect_seconds,
@@ -96,12 +108,17 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             page_tokens=page_tokens,
         )
         http_tools = HttpToolSource(
-            HttpToolStore(database),
+            HttpToolStore(database, changes.announcer(HTTP_TOOL)),
             settings.http_destinations(),
             timeout_seconds=settings.timeout_seconds,
             max_result_bytes=settings.max_result_bytes,
             sync_seconds=settings.http_sync_seconds,
         )
+        changes.follow(TOOL_SETTINGS, store.forget)
+        changes.follow(MCP_SERVER, mcp.changed)
+        changes.follow(HTTP_TOOL, http_tools.changed)
+        # Listening before the first reads below: a change committed after them is heard.
+        await notifications.start()
         registry = ToolRegistry(settings.plugin_dirs, sources=[mcp, http_tools])
         registry.refresh()
         context = ToolContext(
@@ -148,10 +165,17 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             await asyncio.gather(workers.close(), mcp.close(), http_tools.close())
             raise
     except BaseException:
+        await notifications.close()
         await database.dispose()
         raise
-    workers.set_health_listener(lambda serving: _report_health(running, serving))
-    return ToolsApp(running, database, registry, catalog, executor, workers, mcp, http_tools)
+    # SERVING while the tool workers can run tools (without them the catalog still answers, but the service cannot do
+    # its job: out of balancing, and restarted by liveness if it lasts) and this replica hears the others' changes.
+    readiness = Readiness(running.health, running.service_names)
+    workers.set_health_listener(lambda serving: readiness.report("tool workers", serving))
+    health_watch = asyncio.create_task(serve_while(notifications, readiness), name="notifications health")
+    return ToolsApp(
+        running, database, registry, catalog, executor, workers, mcp, http_tools, notifications, health_watch
+    )
 
 
 def worker_config(settings: ToolsSettings, context: ToolContext) -> WorkerConfig:
@@ -164,12 +188,3 @@ def worker_config(settings: ToolsSettings, context: ToolContext) -> WorkerConfig
         cpu_seconds=settings.worker_cpu_seconds,
         log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
     )
-
-
-async def _report_health(running: RunningServer, serving: bool) -> None:
-    """The whole server and both its services follow the workers: without them the catalog still answers, but
-    the tools service cannot do its job, so it should leave the load balancer (readiness) and, if it lasts, be
-    restarted (liveness)."""
-    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    for name in ("", *running.service_names):
-        await running.health.set(name, status)

@@ -105,9 +105,11 @@ class ToolsSettings(PageTokenSettings):
     #: The longest pause between attempts to reconnect to an away MCP server (the pause starts at 0.5 s and
     #: doubles up to this).
     mcp_retry_max_seconds: float = Field(30.0, alias="TOOLS_MCP_RETRY_MAX_SECONDS", ge=0.5, le=3600)
-    #: How often the registered MCP servers are re-read from the database, so that a server registered or deleted
-    #: through another replica is connected or closed here too.
-    mcp_sync_seconds: float = Field(10.0, alias="TOOLS_MCP_SYNC_SECONDS", gt=0)
+    #: How often the registered MCP servers are re-read from the database anyway. A server registered or deleted
+    #: through another replica is announced and taken here within a second (services/tools/replicas.py); this
+    #: re-read is for what no message reports (a replica killed between its commit and its message, a row written
+    #: by hand, several processes on one SQLite file), which it bounds.
+    mcp_sync_seconds: float = Field(60.0, alias="TOOLS_MCP_SYNC_SECONDS", gt=0)
     #: Where streamable HTTP MCP servers may be, comma-separated, in the forms of TOOLS_HTTP_ALLOWED_HOSTS and under
     #: the same address rules (services/tools/http/destinations.py), checked at CreateMcpServer and before every
     #: connection. '*' (the default): any host whose addresses are public.
@@ -127,9 +129,9 @@ class ToolsSettings(PageTokenSettings):
     #: a public address unless its network is listed in TOOLS_HTTP_ALLOWED_HOSTS. Link-local addresses (the cloud
     #: metadata endpoint 169.254.169.254) and unspecified ones are refused even then, unless listed.
     http_allow_private_networks: bool = Field(False, alias="TOOLS_HTTP_ALLOW_PRIVATE_NETWORKS")
-    #: How often the HTTP tools are re-read from the database, so that one created or deleted through another
-    #: replica is offered or withdrawn here too.
-    http_sync_seconds: float = Field(10.0, alias="TOOLS_HTTP_SYNC_SECONDS", gt=0)
+    #: How often the HTTP tools are re-read from the database anyway, as TOOLS_MCP_SYNC_SECONDS: one created or
+    #: deleted through another replica is announced and taken here within a second; this bounds what was missed.
+    http_sync_seconds: float = Field(60.0, alias="TOOLS_HTTP_SYNC_SECONDS", gt=0)
     #: Fernet keys, comma-separated, the newest first, that encrypt the stored secrets (MCP servers' env and
     #: headers, HTTP tools' headers): the first encrypts, every one decrypts (services/tools/secret_codec.py).
     #: Required: the service does not start without one. `make run` keeps one in var/tools-secret-keys.

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from services.common.db.database import Database, runs_to_completion, utcnow
+from services.tools.replicas import Announce, announce_nothing
 from services.tools.tables import MIGRATIONS, SCHEMA, VERSION_TABLE, ToolSettingRow
 
 __all__ = [
@@ -45,18 +46,27 @@ def _setting_from_row(row: ToolSettingRow) -> ToolSetting:
 
 
 #: How long the settings read from the database are reused. Every tool call needs them; a change made through
-#: this process is seen at once, one made through another tools replica within this time.
+#: this process is seen at once, one made through another tools replica as soon as its message arrives
+#: (`forget`, services/tools/replicas.py), and within this time if the message was lost. A short time costs
+#: little: the table is read only when asked, at most once per period.
 CACHE_SECONDS = 2.0
 
 
 class ToolSettingsStore:
-    """Reads and writes the `tool_settings` table, with its rows cached for CACHE_SECONDS."""
+    """Reads and writes the `tool_settings` table, with its rows cached for CACHE_SECONDS; `announce` is told the
+    tool id of every committed change."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, announce: Announce = announce_nothing) -> None:
         self.database = database
+        self._announce = announce
         self._cached: dict[str, ToolSetting] = {}
         self._cached_at: float | None = None
         self._updates = 0  # so that a read that overlapped an update is not cached over it
+
+    def forget(self) -> None:
+        """Another replica changed the settings (or may have): read them again on the next look."""
+        self._updates += 1  # a read under way may predate the change: it must not be cached
+        self._cached_at = None
 
     async def migrate(self) -> None:
         """Bring the table to the newest migration (a database made before migrations is adopted at 0001)."""
@@ -92,6 +102,8 @@ class ToolSettingsStore:
             if row is not None:
                 await session.delete(row)
         self._cached.pop(tool_id, None)
+        if row is not None:
+            self._announce(tool_id)
 
     @runs_to_completion
     async def update(
@@ -111,6 +123,7 @@ class ToolSettingsStore:
             # BEGIN IMMEDIATE serialises writers). The row exists now, so the second try updates it.
             setting = await self._update_once(tool_id, enabled, description_override, requires_approval)
         self._cached[tool_id] = setting
+        self._announce(tool_id)
         return setting
 
     async def _update_once(

@@ -16,6 +16,7 @@ from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.tools.http.destinations import DestinationPolicy, url_host
 from services.tools.http.naming import name_problem, tool_id
 from services.tools.named_rows import all_named, delete_named, insert_named, is_header_name
+from services.tools.replicas import Announce, announce_nothing
 from services.tools.schemas.checks import check_schema
 from services.tools.schemas.problems import SchemaProblem
 from services.tools.tables import HttpToolRow
@@ -160,8 +161,10 @@ def _spec_from_row(row: HttpToolRow) -> HttpToolSpec:
 class HttpToolStore:
     """Reads and writes the `http_tools` table."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, announce: Announce = announce_nothing) -> None:
         self.database = database
+        #: Told the name of every tool created or deleted, once committed (services/tools/replicas.py).
+        self._announce = announce
 
     @runs_to_completion
     async def create(self, spec: HttpToolSpec) -> HttpToolSpec:
@@ -174,7 +177,9 @@ class HttpToolStore:
         taken = AlreadyExists(
             f"an HTTP tool named '{spec.name}' ({spec.tool_id}) exists already; delete it first or pick another name"
         )
-        return await insert_named(self.database, row, _spec_from_row, taken)
+        stored = await insert_named(self.database, row, _spec_from_row, taken)
+        self._announce(stored.name)
+        return stored
 
     async def all(self) -> list[HttpToolSpec]:
         """Every HTTP tool, ordered by name."""
@@ -185,3 +190,4 @@ class HttpToolStore:
         """Remove a tool; NotFound when there is none."""
         missing = NotFound(f"tool '{tool_id(name)}' not found; ListTools shows the available tools")
         await delete_named(self.database, HttpToolRow, name, missing)
+        self._announce(name)

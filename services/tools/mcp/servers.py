@@ -15,6 +15,7 @@ from services.common.db.database import Database, runs_to_completion, utcnow
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.tools.mcp.naming import server_name_problem
 from services.tools.named_rows import all_named, delete_named, insert_named, is_header_name
+from services.tools.replicas import Announce, announce_nothing
 from services.tools.tables import McpServerRow
 
 Transport = Literal["stdio", "http"]
@@ -115,8 +116,10 @@ def _spec_from_row(row: McpServerRow) -> McpServerSpec:
 class McpServerStore:
     """Reads and writes the `mcp_servers` table."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, announce: Announce = announce_nothing) -> None:
         self.database = database
+        #: Told the name of every server registered or deleted, once committed (services/tools/replicas.py).
+        self._announce = announce
 
     @runs_to_completion
     async def create(self, spec: McpServerSpec) -> McpServerSpec:
@@ -134,7 +137,9 @@ class McpServerStore:
         taken = AlreadyExists(
             f"an MCP server named '{spec.name}' is registered already; delete it first or pick another name"
         )
-        return await insert_named(self.database, row, _spec_from_row, taken)
+        stored = await insert_named(self.database, row, _spec_from_row, taken)
+        self._announce(stored.name)
+        return stored
 
     async def all(self) -> list[McpServerSpec]:
         """Every registration, ordered by name."""
@@ -145,3 +150,4 @@ class McpServerStore:
         """Remove a registration; NotFound when there is none."""
         missing = NotFound(f"no MCP server named '{name}'; ListMcpServers shows the registered ones")
         await delete_named(self.database, McpServerRow, name, missing)
+        self._announce(name)

@@ -1,9 +1,10 @@
 """The registered MCP servers as sources of tools: a connection per server, started and stopped to match the
 `mcp_servers` table, and the lookups the tool registry makes.
 
-The table is the meeting point of replicas: a server registered or deleted through one replica is picked up by
-the others when they next read it (every `sync_seconds`, and on every Get/ListMcpServers); through this replica, at
-once. Each replica holds its own sessions, so a server's state is as this replica sees it.
+The table is the meeting point of replicas: a server registered or deleted through this replica is connected or
+closed here at once and announced by its store (services/tools/replicas.py); the others re-read the table when told
+(`changed`), on every Get/ListMcpServers, and every `sync_seconds` in case a message was lost. Each replica holds
+its own sessions, so a server's state is as this replica sees it.
 """
 
 import asyncio
@@ -17,6 +18,7 @@ from services.tools.http.destinations import DestinationPolicy
 from services.tools.mcp.connection import RETRY_MAX_SECONDS, ConnectionStatus, McpConnection, McpTool
 from services.tools.mcp.naming import server_of
 from services.tools.mcp.servers import McpServerSpec, McpServerStore
+from services.tools.replicas import Follower
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ class McpSources:
         destinations: DestinationPolicy | None = None,
         ping_seconds: float = 10.0,
         connect_seconds: float = 30.0,
-        sync_seconds: float = 10.0,
+        sync_seconds: float = 60.0,
         retry_max_seconds: float = RETRY_MAX_SECONDS,
         page_tokens: PageTokens | None = None,
     ) -> None:
@@ -61,23 +63,26 @@ class McpSources:
         self._page_tokens = page_tokens or PageTokens.for_this_process()
         self._ping_seconds = ping_seconds
         self._connect_seconds = connect_seconds
-        self._sync_seconds = sync_seconds
         self._retry_max_seconds = retry_max_seconds
+        self._follower = Follower("registered MCP servers", self.sync, sync_seconds)
         self._connections: dict[str, McpConnection] = {}
         self._lock = asyncio.Lock()
-        self._sync_task: asyncio.Task[None] | None = None
+        #: Counts the registrations and deletions made here, each once it is committed (under the lock), so that a
+        #: read of the table that overlapped one (and may predate it) is not applied over it.
+        self._changes = 0
 
     async def start(self) -> None:
         """Connect to the registered servers (in the background) and follow the table's changes."""
         await self.sync()
-        self._sync_task = asyncio.create_task(self._follow_table(), name="mcp servers sync")
+        self._follower.start()
+
+    def changed(self) -> None:
+        """Another replica changed the table (or may have): re-read it soon."""
+        self._follower.poke()
 
     async def close(self) -> None:
         """Close every session (stopping stdio servers' processes)."""
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            await asyncio.gather(self._sync_task, return_exceptions=True)
-            self._sync_task = None
+        await self._follower.close()
         async with self._lock:
             connections, self._connections = list(self._connections.values()), {}
         await asyncio.gather(*(connection.close() for connection in connections), return_exceptions=True)
@@ -112,17 +117,21 @@ class McpSources:
             problem = self.destinations.url_problem(spec.url)
             if problem is not None:
                 raise InvalidArgument(f"mcp_server.http.url: {problem}")
-        stored = await self._store.create(spec)
-        async with self._lock:
-            # The table's follower may have connected it already, in between.
-            connection = self._connections.get(stored.name) or self._connect(stored)
+        with self._follower.catching_up_if_cancelled():
+            stored = await self._store.create(spec)
+            async with self._lock:
+                self._changes += 1
+                # The table's follower may have connected it already, in between.
+                connection = self._connections.get(stored.name) or self._connect(stored)
         return McpServerView(stored, connection.status())
 
     async def delete(self, name: str) -> None:
         """Unregister a server and close its session; NotFound when there is none."""
-        await self._store.delete(name)
-        async with self._lock:
-            connection = self._connections.pop(name, None)
+        with self._follower.catching_up_if_cancelled():
+            await self._store.delete(name)
+            async with self._lock:
+                self._changes += 1
+                connection = self._connections.pop(name, None)
         if connection is not None:
             await connection.close()
 
@@ -151,18 +160,30 @@ class McpSources:
     async def sync(self) -> list[McpServerSpec]:
         """Start connections to registered servers this replica does not know yet, close those of servers no
         longer registered (or registered again, differently) and return the registrations."""
-        specs = await self._store.all()
-        stale: list[McpConnection] = []
-        async with self._lock:
-            wanted = {spec.name: spec for spec in specs}
-            for name, connection in list(self._connections.items()):
-                if wanted.get(name) != connection.spec:
-                    stale.append(self._connections.pop(name))
-            for spec in specs:
-                if spec.name not in self._connections:
-                    self._connect(spec)
+        while True:
+            changes = self._changes
+            specs = await self._store.all()
+            async with self._lock:
+                if changes != self._changes:
+                    continue  # a change committed here meanwhile: the rows read may predate it, so read again
+                stale = self._apply(specs)
+                break
         await asyncio.gather(*(connection.close() for connection in stale), return_exceptions=True)
         return specs
+
+    def _apply(self, specs: list[McpServerSpec]) -> list[McpConnection]:
+        """Connect the servers of `specs` not connected yet and take out the connections of servers no longer (or
+        otherwise) registered, which the caller closes. Under the lock."""
+        wanted = {spec.name: spec for spec in specs}
+        stale = [
+            self._connections.pop(name)
+            for name, connection in list(self._connections.items())
+            if wanted.get(name) != connection.spec
+        ]
+        for spec in specs:
+            if spec.name not in self._connections:
+                self._connect(spec)
+        return stale
 
     def _connect(self, spec: McpServerSpec) -> McpConnection:
         connection = McpConnection(
@@ -175,11 +196,3 @@ class McpSources:
         self._connections[spec.name] = connection
         connection.start()
         return connection
-
-    async def _follow_table(self) -> None:
-        while True:
-            await asyncio.sleep(self._sync_seconds)
-            try:
-                await self.sync()
-            except Exception:  # the database being away must not end the following
-                log.exception("reading the registered MCP servers failed; trying again in %g s", self._sync_seconds)
