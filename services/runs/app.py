@@ -1,5 +1,6 @@
 """Start and stop the runs service: database, store, watch signals and the gRPC server."""
 
+import asyncio
 from dataclasses import dataclass
 
 import grpc
@@ -12,6 +13,7 @@ from services.common.db.notifications import Notifications, notifications_for
 from services.common.db.sqlite_claim import SqliteClaim, claim_sqlite_file
 from services.common.pages import PageTokens
 from services.common.rpc.server import RunningServer, ServiceBinding, start_server
+from services.common.rpc.serving import Readiness, serve_while
 from services.runs.checks import StoreLimits
 from services.runs.execution_servicer import ExecutionServicer
 from services.runs.executors import ExecutorNotices
@@ -38,6 +40,8 @@ class RunsApp:
     execution: ExecutionServicer
     #: How this replica hears the others (nothing to hear on SQLite).
     notifications: Notifications
+    #: Reports NOT_SERVING while the notifications connection is away.
+    health_watch: asyncio.Task[None]
     #: This process's claim of its SQLite file (None on PostgreSQL).
     claim: SqliteClaim | None = None
 
@@ -48,6 +52,8 @@ class RunsApp:
     async def stop(self, grace: float = 0) -> None:
         """Stop serving (in-flight RPCs get `grace` seconds), then close the database."""
         await self.reaper.stop()
+        self.health_watch.cancel()
+        await asyncio.gather(self.health_watch, return_exceptions=True)
         self.execution.close_links()
         await self.server.stop(grace)
         await self.store.close()  # commits the writes still queued
@@ -97,11 +103,14 @@ async def start_runs(settings: RunsSettings) -> RunsApp:
             ServiceBinding(EXECUTION_SERVICE_NAME, register_execution),
         ]
         server = await start_server(bindings, settings.host, settings.port, auth)
-        server.serve_while(lambda: notifications.connected, "PostgreSQL (the notifications connection)")
+        # Cut off from the other replicas (the notifications connection away), a replica's watchers and engines
+        # would miss what is written elsewhere: NOT_SERVING until it is back.
+        readiness = Readiness(server.health, server.service_names)
+        health_watch = asyncio.create_task(serve_while(notifications, readiness), name="notifications health")
     except BaseException:
         await notifications.close()
         await db.dispose()
         if claim is not None:
             claim.release()
         raise
-    return RunsApp(server, db, store, reaper, execution, notifications, claim)
+    return RunsApp(server, db, store, reaper, execution, notifications, health_watch, claim)

@@ -202,23 +202,6 @@ async def test_a_replica_cut_from_postgresql_is_not_serving_then_catches_up(repl
     assert await health_of(replicas.b) == health_pb2.HealthCheckResponse.SERVING
 
 
-async def test_health_follows_the_notifications_connection(replicas: Replicas) -> None:
-    assert await health_of(replicas.b) == health_pb2.HealthCheckResponse.SERVING
-    connected = True
-    replicas.b.server.serve_while(lambda: connected, "a test dependency", interval=0.05)
-    connected = False
-    await eventually(lambda: health_of(replicas.b), timeout=2)  # answers at all
-    await eventually(
-        lambda: _is(health_of(replicas.b), health_pb2.HealthCheckResponse.NOT_SERVING), timeout=2
-    )
-    connected = True
-    await eventually(lambda: _is(health_of(replicas.b), health_pb2.HealthCheckResponse.SERVING), timeout=2)
-
-
-async def _is(status: Any, expected: int) -> bool:
-    return await status == expected
-
-
 async def test_a_change_whose_message_is_lost_is_seen_at_the_next_heartbeat(
     replicas: Replicas, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,11 +1,10 @@
 """The gRPC server bootstrap every service uses: interceptor, health, reflection, graceful shutdown."""
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,7 +19,6 @@ log = logging.getLogger(__name__)
 #: connection ends: asking each client to reconnect after 5 minutes (GOAWAY) is how replicas added by a scale-out
 #: get their share. Calls in flight, the long streams included, carry on: the grace after the GOAWAY is unbounded.
 SERVER_OPTIONS = (("grpc.max_connection_age_ms", 5 * 60 * 1000),)
-_SERVING, _NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass(frozen=True)
@@ -39,35 +37,9 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
-    _dependency_watch: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    def serve_while(self, up: Callable[[], bool], what: str, interval: float = 0.5) -> None:
-        """Report NOT_SERVING whenever `up()` is False (a dependency the service cannot work without is away, e.g.
-        its database's notifications connection) and SERVING again once it is True, looking every `interval` s:
-        Envoy and Kubernetes then take the replica out of balancing while it is cut off, not only when it dies."""
-
-        async def watch() -> None:
-            serving = True
-            while True:
-                await asyncio.sleep(interval)
-                if up() != serving:
-                    serving = not serving
-                    status = _SERVING if serving else _NOT_SERVING
-                    if serving:
-                        log.info("%s is back: serving again", what)
-                    else:
-                        log.warning("%s is away: reporting NOT_SERVING until it is back", what)
-                    for name in ("", *self.service_names):
-                        await self.health.set(name, status)
-
-        self._dependency_watch = asyncio.create_task(watch(), name="dependency-health")
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING (so load balancers drain us), then let in-flight RPCs finish for `grace` s."""
-        if self._dependency_watch is not None:
-            self._dependency_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dependency_watch
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
 
