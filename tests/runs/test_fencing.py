@@ -4,16 +4,23 @@ the previous version) keeps the checks from before epochs."""
 
 import asyncio
 import re
+from typing import Any
 
+import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agentplatform.runs.internal.v1 import execution_pb2
+from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.runs.app import RunsApp
 from services.runs.records import APPROVED, NewStep, RunRecord
 from services.runs.store import RunStore
 from tests.runs.helpers import EXECUTOR, LEASE_SECONDS, new_run
+from tests.runs.helpers import thought as thought_message
 from tests.runs.test_approvals import OTHER_ENGINE, approval_request
+from tests.runs.test_executor_link import PROMPTLY, open_link
 
 
 def thought(text: str, sequence: int = 0) -> NewStep:
@@ -165,3 +172,36 @@ async def test_two_executors_racing_writes_only_the_holders_are_stored(
     }
     assert set(texts) == stored_appends
     await store.delete_run(run.id)
+
+
+# --- over gRPC ---------------------------------------------------------------------------------------------------
+
+
+async def test_the_internal_api_returns_the_epoch_and_refuses_a_stale_one(stub: Any, runs_app: RunsApp) -> None:
+    """Through ExecutionService as the engine calls it: the run comes back with its epoch, and a write with a stale
+    one is FAILED_PRECONDITION "lease lost", unary or over the executor link; RenewLeases reports it fenced."""
+    run = await resumed_elsewhere(runs_app.store)
+    assert (await stub.GetRun(runs_pb2.GetRunRequest(run_id=run.id))).lease_epoch == 2
+    late = execution_pb2.AppendStepsRequest(run_id=run.id, steps=[thought_message("late", 4)], lease_epoch=1)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.AppendSteps(late)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert re.match(lease_lost(run.id, 2, f"held by executor '{OTHER_ENGINE}'", 1), refused.value.details() or "")
+    link = await open_link(stub, runs_app)
+    finish = execution_pb2.FinishRunRequest(run_id=run.id, state=runs_pb2.RUN_STATE_COMPLETED, lease_epoch=1)
+    call = execution_pb2.ExecutorCall(call_id=1, finish_run=finish)
+    await link.write(execution_pb2.ConnectExecutorRequest(call=call))
+    result = (await asyncio.wait_for(link.read(), PROMPTLY)).call_result
+    assert result.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert result.error.message.startswith("lease lost")
+    await link.done_writing()
+    renewal = await stub.RenewLeases(execution_pb2.RenewLeasesRequest(
+        executor_id=EXECUTOR, leases=[execution_pb2.HeldLease(run_id=run.id, lease_epoch=1)]
+    ))
+    assert (list(renewal.lost_run_ids), list(renewal.fenced_run_ids)) == ([run.id], [run.id])
+    held = await stub.RenewLeases(execution_pb2.RenewLeasesRequest(
+        executor_id=OTHER_ENGINE, leases=[execution_pb2.HeldLease(run_id=run.id, lease_epoch=2)]
+    ))
+    assert not held.lost_run_ids and not held.fenced_run_ids
+    stored = await stub.GetRun(runs_pb2.GetRunRequest(run_id=run.id))
+    assert (stored.state, stored.step_count) == (runs_pb2.RUN_STATE_RUNNING, 3)

@@ -37,6 +37,15 @@ class ExecutionServiceStub:
     lease) -> BeginRun (QUEUED -> RUNNING) -> AppendSteps ... -> FinishRun
     (COMPLETED, FAILED or CANCELLED). A run whose lease is not renewed in time
     (its engine died) is ended FAILED "interrupted" by the store itself.
+
+    Leases are fenced. Every lease taken on a run (CreateRun, ResumeRun)
+    increments the run's lease epoch, returned in Run.lease_epoch; the engine
+    sends it with every write on that run (`lease_epoch` of BeginRun,
+    AppendSteps, AwaitApproval, FinishRun; `leases` of RenewLeases). A write
+    whose epoch is not the run's current one is refused with
+    FAILED_PRECONDITION ("lease lost: ...") and not stored: another engine took
+    the run since. Epoch 0 (unset: an engine of an earlier version) is accepted
+    with the checks from before epochs (the run's state and executor id).
     """
 
     def __init__(self, channel):
@@ -103,6 +112,15 @@ class ExecutionServiceServicer:
     lease) -> BeginRun (QUEUED -> RUNNING) -> AppendSteps ... -> FinishRun
     (COMPLETED, FAILED or CANCELLED). A run whose lease is not renewed in time
     (its engine died) is ended FAILED "interrupted" by the store itself.
+
+    Leases are fenced. Every lease taken on a run (CreateRun, ResumeRun)
+    increments the run's lease epoch, returned in Run.lease_epoch; the engine
+    sends it with every write on that run (`lease_epoch` of BeginRun,
+    AppendSteps, AwaitApproval, FinishRun; `leases` of RenewLeases). A write
+    whose epoch is not the run's current one is refused with
+    FAILED_PRECONDITION ("lease lost: ...") and not stored: another engine took
+    the run since. Epoch 0 (unset: an engine of an earlier version) is accepted
+    with the checks from before epochs (the run's state and executor id).
     """
 
     def CreateRun(self, request, context):
@@ -255,6 +273,15 @@ class ExecutionService:
     lease) -> BeginRun (QUEUED -> RUNNING) -> AppendSteps ... -> FinishRun
     (COMPLETED, FAILED or CANCELLED). A run whose lease is not renewed in time
     (its engine died) is ended FAILED "interrupted" by the store itself.
+
+    Leases are fenced. Every lease taken on a run (CreateRun, ResumeRun)
+    increments the run's lease epoch, returned in Run.lease_epoch; the engine
+    sends it with every write on that run (`lease_epoch` of BeginRun,
+    AppendSteps, AwaitApproval, FinishRun; `leases` of RenewLeases). A write
+    whose epoch is not the run's current one is refused with
+    FAILED_PRECONDITION ("lease lost: ...") and not stored: another engine took
+    the run since. Epoch 0 (unset: an engine of an earlier version) is accepted
+    with the checks from before epochs (the run's state and executor id).
     """
 
     @staticmethod
