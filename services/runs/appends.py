@@ -21,7 +21,7 @@ from services.runs.checks import check_lease_epoch, checked_step, parse_run_id
 from services.runs.leases import NO_EPOCH, check_fence
 from services.runs.parts import StoreParts
 from services.runs.records import NewStep, StepRecord
-from services.runs.rows import RUNS, STEPS, step_record, step_values
+from services.runs.rows import RUNS, STEPS, Values, step_record, step_values
 
 
 class Append(Write[list[StepRecord]]):
@@ -42,25 +42,16 @@ APPEND = "append"
 class Progress:
     """What an append batch tracks of one run: its state and lease, last sequence and usage so far."""
 
-    __slots__ = (
-        "changed", "completion_tokens", "lease", "lease_seconds", "prompt_tokens", "state", "step_count",
-    )
+    __slots__ = ("changed", "completion_tokens", "lease", "lease_seconds", "prompt_tokens", "state", "step_count")
 
-    def __init__(
-        self,
-        lease: dict[str, Any],
-        step_count: int,
-        prompt_tokens: int,
-        completion_tokens: int,
-        lease_seconds: float,
-    ) -> None:
-        #: The run's id, state, executor_id and lease_epoch, for `check_fence`.
-        self.lease = lease
-        self.lease_seconds = lease_seconds
-        self.state: str = lease["state"]
-        self.step_count = step_count
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = completion_tokens
+    def __init__(self, row: Values) -> None:
+        #: The run's row as read (its id, state, executor_id and lease_epoch among others), for `check_fence`.
+        self.lease = row
+        self.lease_seconds: float = row["lease_seconds"]
+        self.state: str = row["state"]
+        self.step_count: int = row["step_count"]
+        self.prompt_tokens: int = row["prompt_tokens"]
+        self.completion_tokens: int = row["completion_tokens"]
         self.changed = False
 
     def apply(self, planned: "Planned") -> None:
@@ -242,16 +233,7 @@ async def _lock_progress(connection: AsyncConnection, run_ids: list[str]) -> dic
         .order_by(RUNS.c.id)
         .with_for_update()
     )
-    return {
-        row.id: Progress(
-            {"id": row.id, "state": row.state, "executor_id": row.executor_id, "lease_epoch": row.lease_epoch},
-            row.step_count,
-            row.prompt_tokens,
-            row.completion_tokens,
-            row.lease_seconds,
-        )
-        for row in rows
-    }
+    return {row.id: Progress(row._mapping) for row in rows}
 
 
 async def _store_progress(connection: AsyncConnection, runs: dict[str, Progress], now: datetime) -> None:

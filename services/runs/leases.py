@@ -11,7 +11,6 @@ sends during a rolling upgrade, whose writes keep the checks they had before epo
 
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,6 +26,7 @@ from services.runs.rows import (
     INTERRUPTED,
     RUN_COLUMNS,
     RUNS,
+    Values,
     add_error_step,
     cancel_message,
     end_changes,
@@ -42,7 +42,7 @@ REAP_BATCH = 100
 NO_EPOCH = 0
 
 
-def check_fence(run: Mapping[str, Any], epoch: int, write: str) -> None:
+def check_fence(run: Values, epoch: int, write: str) -> None:
     """Refuse (FailedPrecondition, "lease lost") the `write` ("append", "finish" ...) on `run` (its row) made
     under the lease of `epoch` when the run is at another epoch: its lease was taken again since."""
     if epoch == NO_EPOCH or epoch == run["lease_epoch"]:
