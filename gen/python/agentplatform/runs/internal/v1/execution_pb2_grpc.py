@@ -124,9 +124,9 @@ class ExecutionServiceServicer:
     """
 
     def CreateRun(self, request, context):
-        """Creates a run, QUEUED or RUNNING, held under the caller's lease, owned by
-        `owner`. With a `request_id` (AIP-155) a retried create returns the run the
-        first attempt made instead of making a second one.
+        """Creates a run, QUEUED or RUNNING, held under the caller's lease (at lease
+        epoch 1), owned by `owner`. With a `request_id` (AIP-155) a retried create
+        returns the run the first attempt made instead of making a second one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -198,7 +198,8 @@ class ExecutionServiceServicer:
 
     def ResumeRun(self, request, context):
         """Takes a WAITING run whose approval was decided to resume it under the
-        caller's lease (RUNNING again), with all of its steps. A run not ready
+        caller's lease (RUNNING again, at the next lease epoch, which fences off
+        the engine that held it before), with all of its steps. A run not ready
         to resume (still undecided, resumed by another engine, ended) answers
         FAILED_PRECONDITION; resuming it again under the same lease returns it.
         """
