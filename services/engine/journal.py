@@ -167,6 +167,9 @@ class Run:
     step_count: int = 0
     #: The engine holding the run's lease; "" once it has ended.
     executor_id: str = ""
+    #: The epoch of that lease: the engine's every write on the run carries it, and the store refuses one made
+    #: under an earlier epoch (another engine took the run since). 0: a store or run from before epochs.
+    lease_epoch: int = 0
     cancel_requested: bool = False
     error_code: str = ""
     error_message: str = ""
@@ -215,11 +218,12 @@ class NewRun:
 
 @dataclass(frozen=True)
 class LeaseRenewal:
-    """The store's answer to a lease renewal: runs no longer held (ended or deleted there) and cancels to make,
-    as (run id, reason)."""
+    """The store's answer to a lease renewal: runs no longer held (ended or deleted there), of those the runs
+    fenced (another engine took them, or a later lease epoch), and cancels to make, as (run id, reason)."""
 
     lost_run_ids: frozenset[str] = frozenset()
     cancels: tuple[tuple[str, str], ...] = ()
+    fenced_run_ids: frozenset[str] = frozenset()
 
 
 # --- what a run's watchers see besides steps and runs ------------------------------------------------------------

@@ -17,39 +17,41 @@ from services.common.db.database import UtcDateTime, utcnow
 from services.common.db.group_commit import Write
 from services.common.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument, NotFound
 from services.common.run_vocabulary import RUNNING
-from services.runs.checks import checked_step, parse_run_id
+from services.runs.checks import check_lease_epoch, checked_step, parse_run_id
+from services.runs.leases import NO_EPOCH, check_fence
 from services.runs.parts import StoreParts
 from services.runs.records import NewStep, StepRecord
-from services.runs.rows import RUNS, STEPS, step_record, step_values
+from services.runs.rows import RUNS, STEPS, Values, step_record, step_values
 
 
 class Append(Write[list[StepRecord]]):
     """An AppendSteps waiting for the writer (see `_append_batch`)."""
 
-    __slots__ = ("run_id", "steps")
+    __slots__ = ("epoch", "run_id", "steps")
 
-    def __init__(self, run_id: str, steps: list[NewStep]) -> None:
+    def __init__(self, run_id: str, steps: list[NewStep], epoch: int) -> None:
         super().__init__(APPEND)
         self.run_id = run_id
         self.steps = steps
+        self.epoch = epoch
 
 
 APPEND = "append"
 
 
 class Progress:
-    """What an append batch tracks of one run: its state, last sequence and usage so far."""
+    """What an append batch tracks of one run: its state and lease, last sequence and usage so far."""
 
-    __slots__ = ("changed", "completion_tokens", "lease_seconds", "prompt_tokens", "state", "step_count")
+    __slots__ = ("changed", "completion_tokens", "lease", "lease_seconds", "prompt_tokens", "state", "step_count")
 
-    def __init__(
-        self, state: str, step_count: int, prompt_tokens: int, completion_tokens: int, lease_seconds: float
-    ) -> None:
-        self.lease_seconds = lease_seconds
-        self.state = state
-        self.step_count = step_count
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = completion_tokens
+    def __init__(self, row: Values) -> None:
+        #: The run's row as read (its id, state, executor_id and lease_epoch among others), for `check_fence`.
+        self.lease = row
+        self.lease_seconds: float = row["lease_seconds"]
+        self.state: str = row["state"]
+        self.step_count: int = row["step_count"]
+        self.prompt_tokens: int = row["prompt_tokens"]
+        self.completion_tokens: int = row["completion_tokens"]
         self.changed = False
 
     def apply(self, planned: "Planned") -> None:
@@ -72,10 +74,12 @@ class Planned:
 
 
 def plan_append(
-    run_id: str, run: Progress, steps: Sequence[NewStep], stored: dict[tuple[str, int], dict[str, Any]], now: datetime
+    append: Append, run: Progress, stored: dict[tuple[str, int], dict[str, Any]], now: datetime
 ) -> Planned:
     """Check one append against its run as the batch has left it; raises a DomainError and changes nothing if
     any of its steps is refused."""
+    run_id, steps = append.run_id, append.steps
+    check_fence(run.lease, append.epoch, "append")
     if run.state != RUNNING:
         raise FailedPrecondition(f"run '{run_id}' is {run.state}; steps can only be appended to a RUNNING run")
     planned = Planned([], [], run.step_count)
@@ -141,8 +145,11 @@ APPEND_ATTEMPTS = 3
 class StepAppends(StoreParts):
     """The run store's AppendSteps (see the module docstring)."""
 
-    async def append_steps(self, run_id: str, steps: Sequence[NewStep]) -> list[StepRecord]:
-        """Append `steps` to a RUNNING run, all or none, and return them as stored.
+    async def append_steps(
+        self, run_id: str, steps: Sequence[NewStep], *, epoch: int = NO_EPOCH
+    ) -> list[StepRecord]:
+        """Append `steps` to a RUNNING run, all or none, and return them as stored; under the lease of `epoch`
+        (FailedPrecondition "lease lost" when the run is at another one; NO_EPOCH: not checked).
 
         Per step: sequence 0 takes the next one; the next one is stored; an already stored sequence with
         the same type and content is an idempotent retry (the stored step is returned); with other content
@@ -150,6 +157,7 @@ class StepAppends(StoreParts):
         usage is added to the run's, so the run's usage is current while it goes.
         """
         run_id = parse_run_id(run_id)
+        check_lease_epoch(epoch)
         if not steps:
             raise InvalidArgument("steps is empty; send at least one step")
         if len(steps) > MAX_STEPS_PER_APPEND:
@@ -159,7 +167,7 @@ class StepAppends(StoreParts):
         while True:
             attempt += 1
             try:
-                stored = await self._writer.submit(Append(run_id, checked))
+                stored = await self._writer.submit(Append(run_id, checked, epoch))
                 break
             except IntegrityError:
                 # Another runs replica stored one of our sequences first (the run's row lock should prevent it;
@@ -194,7 +202,7 @@ class StepAppends(StoreParts):
             try:
                 if run is None:
                     raise NotFound(f"run '{append.run_id}' not found")
-                planned = plan_append(append.run_id, run, append.steps, stored, now)
+                planned = plan_append(append, run, stored, now)
             except DomainError as exc:
                 append.fail(exc)
                 continue
@@ -214,6 +222,8 @@ async def _lock_progress(connection: AsyncConnection, run_ids: list[str]) -> dic
         select(
             RUNS.c.id,
             RUNS.c.state,
+            RUNS.c.executor_id,
+            RUNS.c.lease_epoch,
             RUNS.c.step_count,
             RUNS.c.prompt_tokens,
             RUNS.c.completion_tokens,
@@ -223,10 +233,7 @@ async def _lock_progress(connection: AsyncConnection, run_ids: list[str]) -> dic
         .order_by(RUNS.c.id)
         .with_for_update()
     )
-    return {
-        row.id: Progress(row.state, row.step_count, row.prompt_tokens, row.completion_tokens, row.lease_seconds)
-        for row in rows
-    }
+    return {row.id: Progress(row._mapping) for row in rows}
 
 
 async def _store_progress(connection: AsyncConnection, runs: dict[str, Progress], now: datetime) -> None:

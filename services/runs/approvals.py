@@ -11,8 +11,14 @@ from services.common.checks import check_text
 from services.common.db.database import utcnow
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.run_vocabulary import RUNNING, WAITING
-from services.runs.checks import check_executor_id, check_lease_seconds, checked_step, parse_run_id
-from services.runs.leases import REAP_BATCH
+from services.runs.checks import (
+    check_executor_id,
+    check_lease_epoch,
+    check_lease_seconds,
+    checked_step,
+    parse_run_id,
+)
+from services.runs.leases import NO_EPOCH, REAP_BATCH, check_fence
 from services.runs.parts import StoreParts
 from services.runs.records import TIMED_OUT, NewStep, RunRecord, StepRecord
 from services.runs.rows import (
@@ -34,19 +40,21 @@ class RunApprovals(StoreParts):
     """The run store's approval methods (see the module docstring)."""
 
     async def await_approval(
-        self, run_id: str, executor_id: str, step: NewStep, expires_at: datetime | None
+        self, run_id: str, executor_id: str, step: NewStep, expires_at: datetime | None, *, epoch: int = NO_EPOCH
     ) -> RunRecord:
-        """Append the approval-request `step` to a RUNNING run held by `executor_id` and move it to WAITING: the
-        lease ends, so no engine holds it until it is decided and resumed. Retrying with the step already stored
-        returns the run."""
+        """Append the approval-request `step` to a RUNNING run held by `executor_id` at `epoch` and move it to
+        WAITING: the lease ends, so no engine holds it until it is decided and resumed. Retrying with the step
+        already stored returns the run."""
         run_id = parse_run_id(run_id)
         check_executor_id(executor_id)
+        check_lease_epoch(epoch)
         step = checked_step(1, step, self.limits)
         if step.type != "approval-request":
             raise InvalidArgument(f"a run waits on an approval-request step, not {step.type}")
 
         async def pause(connection: AsyncConnection) -> tuple[RunRecord, StepRecord | None]:
             run = await load_run(connection, run_id, lock=True)
+            check_fence(run, epoch, "approval request")
             if run["state"] == WAITING and run["awaiting_sequence"] == (step.sequence or run["awaiting_sequence"]):
                 return run_record(run), None  # a retry: the step is stored and the run waits already
             if run["state"] != RUNNING or run["executor_id"] != executor_id:
@@ -139,8 +147,9 @@ class RunApprovals(StoreParts):
         self.notices.offer_resume(record.id)
 
     async def resume_run(self, run_id: str, executor_id: str, lease_seconds: float) -> RunRecord:
-        """Take a decided WAITING run under `executor_id`'s lease (RUNNING again) and return it with all its steps;
-        again under the same lease, a retry, returns it too. FailedPrecondition when it is not ready to resume."""
+        """Take a decided WAITING run under `executor_id`'s lease (RUNNING again, at the next lease epoch: the
+        engine that held it before is fenced off) and return it with all its steps; again under the same lease, a
+        retry, returns it too. FailedPrecondition when it is not ready to resume."""
         run_id = parse_run_id(run_id)
         check_executor_id(executor_id)
         check_lease_seconds(lease_seconds)
@@ -156,7 +165,7 @@ class RunApprovals(StoreParts):
             if ready:
                 await update_run(
                     connection, run, state=RUNNING, executor_id=executor_id, lease_seconds=lease_seconds,
-                    lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
+                    lease_expires_at=utcnow() + timedelta(seconds=lease_seconds), lease_epoch=run["lease_epoch"] + 1,
                 )
             steps = await connection.execute(select(STEPS).where(STEPS.c.run_id == run_id).order_by(STEPS.c.sequence))
             return run_record(run, steps.mappings().all())

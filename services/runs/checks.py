@@ -70,6 +70,16 @@ def check_limits(limits: RunLimits) -> None:
                                   f"got {value:g}")
 
 
+#: Lease epochs are stored as 64-bit integers.
+MAX_LEASE_EPOCH = 2**63 - 1
+
+
+def check_lease_epoch(epoch: int) -> None:
+    if not 0 <= epoch <= MAX_LEASE_EPOCH:
+        raise InvalidArgument(f"lease_epoch must be 0 (none) or the epoch of the caller's lease (1 to "
+                              f"{MAX_LEASE_EPOCH}), got {epoch}")
+
+
 def check_lease_seconds(seconds: float) -> None:
     if not MIN_LEASE_SECONDS <= seconds <= MAX_LEASE_SECONDS:
         raise InvalidArgument(

@@ -109,7 +109,8 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             else None
         )
         record = await self._store.await_approval(
-            request.run_id, request.executor_id, convert.new_step_from_proto(1, step), expires_at
+            request.run_id, request.executor_id, convert.new_step_from_proto(1, step), expires_at,
+            epoch=request.lease_epoch,
         )
         return convert.run_to_proto(record)
 
@@ -133,7 +134,8 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         return await self._begin_run(request)
 
     async def _begin_run(self, request: execution_pb2.BeginRunRequest) -> runs_pb2.Run:
-        return convert.run_to_proto(await self._store.begin_run(request.run_id, request.executor_id))
+        record = await self._store.begin_run(request.run_id, request.executor_id, epoch=request.lease_epoch)
+        return convert.run_to_proto(record)
 
     async def AppendSteps(
         self, request: execution_pb2.AppendStepsRequest, context: grpc.aio.ServicerContext
@@ -142,7 +144,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
 
     async def _append_steps(self, request: execution_pb2.AppendStepsRequest) -> execution_pb2.AppendStepsResponse:
         steps = [convert.new_step_from_proto(position, step) for position, step in enumerate(request.steps, 1)]
-        stored = await self._store.append_steps(request.run_id, steps)
+        stored = await self._store.append_steps(request.run_id, steps, epoch=request.lease_epoch)
         return execution_pb2.AppendStepsResponse(steps=[convert.step_to_proto(step) for step in stored])
 
     async def FinishRun(
@@ -154,16 +156,22 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         state = run_state_from_proto(request.state)
         if state is None:
             raise InvalidArgument("state is required: RUN_STATE_COMPLETED, RUN_STATE_FAILED or RUN_STATE_CANCELLED")
-        record = await self._store.finish_run(request.run_id, state, request.error_code, request.error_message)
+        record = await self._store.finish_run(
+            request.run_id, state, request.error_code, request.error_message, epoch=request.lease_epoch
+        )
         return convert.run_to_proto(record)
 
     async def RenewLeases(
         self, request: execution_pb2.RenewLeasesRequest, context: grpc.aio.ServicerContext
     ) -> execution_pb2.RenewLeasesResponse:
-        renewal = await self._store.renew_leases(request.executor_id, list(request.run_ids))
+        # Runs named only in `run_ids` (by an engine of an earlier version) carry no epoch: checked as before.
+        leases = {lease.run_id: lease.lease_epoch for lease in request.leases}
+        run_ids = list(dict.fromkeys([*request.run_ids, *leases]))  # an engine names its runs in both
+        renewal = await self._store.renew_leases(request.executor_id, run_ids, leases)
         return execution_pb2.RenewLeasesResponse(
             lost_run_ids=renewal.lost_run_ids,
             cancel=[_cancel_notice(notice) for notice in renewal.cancel],
+            fenced_run_ids=renewal.fenced_run_ids,
         )
 
     async def ConnectExecutor(

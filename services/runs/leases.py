@@ -1,16 +1,24 @@
 """Leases on runs in the run store: an engine renews the leases of the runs it executes, the reaper ends the runs
-whose lease ran out, and the service extends every live lease when it starts (no gRPC here). Part of `RunStore`."""
+whose lease ran out, and the service extends every live lease when it starts (no gRPC here). Part of `RunStore`.
 
-from collections.abc import Sequence
+Leases are fenced. A run's `lease_epoch` counts the leases taken on it: creating it under an engine's lease makes
+it 1, and every later take (resuming it after an approval) adds one. The run comes back to its engine with the
+epoch, and every write that engine makes on it (begin, append, await approval, finish, renew) carries it;
+`check_fence` refuses a write whose epoch is not the run's current one, so an engine that was paused or cut off
+while another took the run cannot write over it. Epoch 0 is "none": what an engine of the previous version
+sends during a rolling upgrade, whose writes keep the checks they had before epochs (state, executor id).
+"""
+
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.db.database import utcnow
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.run_vocabulary import CANCELLED, FAILED, LIVE_STATES, QUEUED
-from services.runs.checks import check_executor_id, parse_run_id
+from services.runs.checks import check_executor_id, check_lease_epoch, parse_run_id
 from services.runs.parts import StoreParts
 from services.runs.records import CancelNotice, LeaseRenewal, RunRecord
 from services.runs.rows import (
@@ -18,6 +26,7 @@ from services.runs.rows import (
     INTERRUPTED,
     RUN_COLUMNS,
     RUNS,
+    Values,
     add_error_step,
     cancel_message,
     end_changes,
@@ -29,20 +38,45 @@ from services.runs.rows import (
 MAX_LEASES_PER_RENEWAL = 10_000
 #: How many expired runs one reaper pass ends (and approvals it times out, and ready runs it offers again).
 REAP_BATCH = 100
+#: The epoch of a write that carries none (an engine of the previous version): checked as before epochs.
+NO_EPOCH = 0
+
+
+def check_fence(run: Values, epoch: int, write: str) -> None:
+    """Refuse (FailedPrecondition, "lease lost") the `write` ("append", "finish" ...) on `run` (its row) made
+    under the lease of `epoch` when the run is at another epoch: its lease was taken again since."""
+    if epoch == NO_EPOCH or epoch == run["lease_epoch"]:
+        return
+    if run["state"] in LIVE_STATES and run["executor_id"]:
+        holder = f"held by executor {run['executor_id']!r}"
+    else:
+        holder = f"{run['state'].upper()} and held by no executor"
+    raise FailedPrecondition(
+        f"lease lost: run '{run['id']}' is at epoch {run['lease_epoch']}, {holder}; this {write} came with epoch "
+        f"{epoch} and was not stored. Stop executing the run here: another engine took it, or the store ended it"
+    )
 
 
 class RunLeases(StoreParts):
     """The run store's lease methods (see the module docstring)."""
 
-    async def renew_leases(self, executor_id: str, run_ids: Sequence[str]) -> LeaseRenewal:
-        """Extend the leases `executor_id` holds on `run_ids`, each by its own lease duration.
+    async def renew_leases(
+        self, executor_id: str, run_ids: Sequence[str], epochs: Mapping[str, int] | None = None
+    ) -> LeaseRenewal:
+        """Extend the leases `executor_id` holds on `run_ids`, each by its own lease duration; `epochs` has the
+        epoch of each run's lease (a run without one: NO_EPOCH, checked as before epochs).
 
-        Runs it does not hold (ended, reaped, deleted, another engine's) come back as lost; runs with a
-        pending cancel come back to be cancelled (a fallback for a notice the engine missed).
+        Runs it does not hold (ended, reaped, deleted, another engine's, at another epoch) come back as lost, and
+        of those, the ones whose lease was taken again (another engine's, or at another epoch) also as fenced;
+        runs with a pending cancel come back to be cancelled (a fallback for a notice the engine missed).
         """
         check_executor_id(executor_id)
         if len(run_ids) > MAX_LEASES_PER_RENEWAL:
             raise InvalidArgument(f"at most {MAX_LEASES_PER_RENEWAL} run ids per renewal, got {len(run_ids)}")
+        epoch_of: dict[str, int] = {}
+        for run_id, epoch in (epochs or {}).items():
+            check_lease_epoch(epoch)
+            epoch_of[parse_run_id(run_id)] = epoch
         ids = list(dict.fromkeys(parse_run_id(run_id) for run_id in run_ids))
         if not ids:
             return LeaseRenewal([], [])
@@ -50,14 +84,23 @@ class RunLeases(StoreParts):
         async def renew(connection: AsyncConnection) -> LeaseRenewal:
             now = utcnow()
             held: set[str] = set()
+            fenced: list[str] = []
             cancel: list[CancelNotice] = []
             rows = await connection.execute(
-                select(RUNS.c.id, RUNS.c.lease_seconds, RUNS.c.cancel_requested_at, RUNS.c.cancel_reason).where(
-                    RUNS.c.id.in_(ids), RUNS.c.executor_id == executor_id, RUNS.c.state.in_(LIVE_STATES)
-                )
+                select(
+                    RUNS.c.id, RUNS.c.state, RUNS.c.executor_id, RUNS.c.lease_epoch, RUNS.c.lease_seconds,
+                    RUNS.c.cancel_requested_at, RUNS.c.cancel_reason,
+                ).where(RUNS.c.id.in_(ids))
             )
             by_duration: dict[float, list[str]] = {}
             for row in rows:
+                epoch = epoch_of.get(row.id, NO_EPOCH)
+                live = row.state in LIVE_STATES
+                if (epoch != NO_EPOCH and epoch != row.lease_epoch) or (live and row.executor_id != executor_id):
+                    fenced.append(row.id)
+                    continue
+                if not live:
+                    continue
                 held.add(row.id)
                 by_duration.setdefault(row.lease_seconds, []).append(row.id)
                 if row.cancel_requested_at is not None:
@@ -66,7 +109,7 @@ class RunLeases(StoreParts):
                 await connection.execute(
                     update(RUNS).where(RUNS.c.id.in_(group)).values(lease_expires_at=now + timedelta(seconds=seconds))
                 )
-            return LeaseRenewal([run_id for run_id in ids if run_id not in held], cancel)
+            return LeaseRenewal([run_id for run_id in ids if run_id not in held], cancel, fenced)
 
         # Urgent: under a deep queue of appends, a renewal that waited its turn could arrive after the lease ran
         # out, and the reaper would end runs whose engine is alive and renewing.

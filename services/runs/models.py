@@ -130,6 +130,10 @@ class RunRow(Base):
     executor_id: Mapped[str] = mapped_column(String(64), default="")
     lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     lease_seconds: Mapped[float] = mapped_column(Float, default=0)
+    #: The fence of the lease: every lease taken on the run (its create, a resume) increments it, and an engine's
+    #: write must carry the epoch its lease was taken at, or it is refused (services/runs/leases.py). 0: a run
+    #: from before epochs.
+    lease_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
     #: Desired state written by CancelRun; the executing engine observes it and ends the run CANCELLED.
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     cancel_reason: Mapped[str] = mapped_column(Text, default="")

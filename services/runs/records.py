@@ -98,6 +98,8 @@ class RunRecord:
     cancel_requested: bool = False
     #: The engine process holding the lease; "" once the run has ended.
     executor_id: str = ""
+    #: How many leases were taken on the run (its create, each resume): the epoch its holder's writes carry.
+    lease_epoch: int = 0
     #: True when `user_query` was cut for a list page.
     user_query_truncated: bool = False
     steps: list[StepRecord] = field(default_factory=list)
@@ -149,9 +151,12 @@ APPROVED, REJECTED, TIMED_OUT = "approved", "rejected", "timed_out"
 
 @dataclass(frozen=True)
 class LeaseRenewal:
-    """What RenewLeases tells an engine: the runs it no longer holds, and the runs it is to cancel."""
+    """What RenewLeases tells an engine: the runs it no longer holds, the runs it is to cancel, and, of the lost
+    ones, those whose lease was taken again since (`fenced_run_ids`: by another engine, or under a later epoch),
+    which it is to stop at once."""
 
     lost_run_ids: list[str]
     cancel: list[CancelNotice]
+    fenced_run_ids: list[str] = field(default_factory=list)
 
 

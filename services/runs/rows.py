@@ -124,6 +124,7 @@ def stored_run_values(run: RunRecord) -> dict[str, Any]:
         "request_hash": "",
         "executor_id": "",
         "lease_seconds": 0.0,
+        "lease_epoch": run.lease_epoch,
         # The record says whether a cancel was asked, not when: it cannot have been later than the end.
         "cancel_requested_at": run.completed_at if run.cancel_requested else None,
         "cancel_reason": "",
@@ -170,6 +171,7 @@ def run_record(row: Values, steps: Sequence[Values] = (), *, query_cut: bool = F
         limits=limits_of(row),
         cancel_requested=row["cancel_requested_at"] is not None,
         executor_id=row["executor_id"] if live else "",
+        lease_epoch=row["lease_epoch"],
         user_query_truncated=query_cut,
         steps=[step_record(step) for step in steps],
         thread_id=row["thread_id"] or "",

@@ -8,8 +8,9 @@ raises `services.common.errors` exceptions with messages a caller can act on, an
 The run lifecycle it enforces: created QUEUED or RUNNING under an engine's lease -> begun (QUEUED -> RUNNING)
 -> steps appended -> finished COMPLETED, FAILED or CANCELLED. A cancel is desired state: it is written here
 and the engine holding the lease observes it. A lease that runs out ends the run FAILED "interrupted" (or
-CANCELLED, when a cancel was pending) through `reap_expired`. Runs are never handed to another engine, so a
-run's final state is the fence: an engine that lost its lease finds every later write refused.
+CANCELLED, when a cancel was pending) through `reap_expired`. Leases are fenced by an epoch (`leases.check_fence`):
+taking a lease (create, resume) increments the run's epoch, and an engine's write that carries an older one is
+refused, so an engine that lost its lease while another took the run finds every later write refused.
 
 The rest of the store is in parts of its own, one per concern, that `RunStore` is made of: appending steps
 (`appends.StepAppends`), leases (`leases.RunLeases`), human approval (`approvals.RunApprovals`), reading runs
@@ -39,13 +40,14 @@ from services.runs.checks import (
     StoreLimits,
     check_executor_id,
     check_finish,
+    check_lease_epoch,
     checked_new_run,
     parse_run_id,
     request_fingerprint,
 )
 from services.runs.executors import ExecutorNotices
 from services.runs.imports import RunImports
-from services.runs.leases import RunLeases
+from services.runs.leases import NO_EPOCH, RunLeases, check_fence
 from services.runs.queries import RunQueries
 from services.runs.records import CancelNotice, NewRun, RunRecord
 from services.runs.rows import (
@@ -99,6 +101,8 @@ def _run_values(new: NewRun, fingerprint: str, now: datetime) -> dict[str, Any]:
         "executor_id": new.executor_id,
         "lease_seconds": new.lease_seconds,
         "lease_expires_at": now + timedelta(seconds=new.lease_seconds),
+        # The first lease taken on the run.
+        "lease_epoch": 1,
         "cancel_requested_at": None,
         "cancel_reason": "",
         **limit_values(limits),
@@ -259,13 +263,15 @@ class RunStore(StepAppends, RunLeases, RunApprovals, RunQueries, ThreadStore, Ru
             steps = result.mappings().all()
         return run_record(row._mapping, steps)
 
-    async def begin_run(self, run_id: str, executor_id: str) -> RunRecord:
-        """Move a QUEUED run to RUNNING for the engine that holds its lease (again: a retry)."""
+    async def begin_run(self, run_id: str, executor_id: str, *, epoch: int = NO_EPOCH) -> RunRecord:
+        """Move a QUEUED run to RUNNING for the engine that holds its lease, at `epoch` (again: a retry)."""
         run_id = parse_run_id(run_id)
         check_executor_id(executor_id)
+        check_lease_epoch(epoch)
 
         async def begin(connection: AsyncConnection) -> RunRecord:
             run = await load_run(connection, run_id, lock=True)
+            check_fence(run, epoch, "begin")
             if run["state"] not in LIVE_STATES or run["executor_id"] != executor_id:
                 raise FailedPrecondition(
                     f"run '{run_id}' is {run['state']} and not held by executor {executor_id!r}; it cannot begin"
@@ -285,8 +291,11 @@ class RunStore(StepAppends, RunLeases, RunApprovals, RunQueries, ThreadStore, Ru
         self.signals.notify(run_id, record)
         return record
 
-    async def finish_run(self, run_id: str, state: str, error_code: str = "", error_message: str = "") -> RunRecord:
-        """End a QUEUED or RUNNING run as `state` (completed, failed or cancelled).
+    async def finish_run(
+        self, run_id: str, state: str, error_code: str = "", error_message: str = "", *, epoch: int = NO_EPOCH
+    ) -> RunRecord:
+        """End a QUEUED or RUNNING run as `state` (completed, failed or cancelled), for the engine holding its lease
+        at `epoch` (FailedPrecondition "lease lost" when the run is at another one; NO_EPOCH: not checked).
 
         A cancel is final: a run whose cancel was recorded ends CANCELLED (with the cancel's `error` step) even when
         its engine reports it COMPLETED, as it may when the cancel reached the store through another replica while
@@ -296,9 +305,11 @@ class RunStore(StepAppends, RunLeases, RunApprovals, RunQueries, ThreadStore, Ru
         """
         run_id = parse_run_id(run_id)
         check_finish(state, error_code, error_message)
+        check_lease_epoch(epoch)
 
         async def finish(connection: AsyncConnection) -> tuple[RunRecord, bool]:
             run = await load_run(connection, run_id, lock=True)
+            check_fence(run, epoch, "finish")
             overruled = state == COMPLETED and run["cancel_requested_at"] is not None
             if run["state"] not in LIVE_STATES:
                 if (run["state"] == state and run["error_code"] == error_code) or (

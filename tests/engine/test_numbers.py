@@ -330,7 +330,7 @@ async def test_the_engine_reads_back_runs_larger_than_a_default_grpc_message(tmp
             run = await client.create_run(new)
             for first in range(1, 7, 2):
                 steps = [Step(AgentThought(str(n) * 900_000), sequence=first + n - 1) for n in (1, 2)]
-                await client.append_steps(run.id, steps)
+                await client.append_steps(run.id, steps, epoch=run.lease_epoch)
             whole = await client.get_run(run.id, Caller(LOCAL_USER))
             assert len(whole.steps) == 6
         async with runs_channel(runs.port, channel_options()) as channel:

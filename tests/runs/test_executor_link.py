@@ -288,13 +288,13 @@ async def test_a_link_answers_at_most_so_many_calls_at_once_and_the_rest_in_turn
     get_run = store.get_run
     append = store.append_steps
 
-    async def slow_append(run_id: str, steps: list) -> list:  # type: ignore[type-arg]
+    async def slow_append(run_id: str, steps: list, *, epoch: int = 0) -> list:  # type: ignore[type-arg]
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
         await asyncio.sleep(0.05)
         try:
-            return await append(run_id, steps)
+            return await append(run_id, steps, epoch=epoch)
         finally:
             in_flight -= 1
 

@@ -114,7 +114,8 @@ async def test_a_renewal_reports_the_runs_the_engine_no_longer_holds(store: RunS
     theirs = await store.create_run(new_run(executor_id="engine-2"))
     await expire_lease(database, theirs.id)
     renewal = await store.renew_leases(EXECUTOR, [held.id, finished.id, deleted.id, theirs.id, UNKNOWN_RUN])
-    assert renewal == LeaseRenewal([finished.id, deleted.id, theirs.id, UNKNOWN_RUN], [])
+    # Another engine's run is fenced too: its lease was taken, not merely ended.
+    assert renewal == LeaseRenewal([finished.id, deleted.id, theirs.id, UNKNOWN_RUN], [], [theirs.id])
     # Another engine's lease is not renewed by a claim on it.
     assert await store.reap_expired() == [theirs.id]
 

@@ -103,3 +103,35 @@ async def test_the_migrated_schema_takes_waiting_runs_and_approval_steps(empty_d
         assert [s.type for s in (await store.get_run(run.id)).steps] == ["approval-request", "approval-decision"]
     finally:
         await store.close()
+
+
+async def test_a_run_from_before_lease_epochs_is_at_epoch_zero_and_its_engine_writes_on(
+    empty_database: Database,
+) -> None:
+    # A run RUNNING under an engine of the previous version when the store is upgraded (0009 adds its epoch).
+    def before_epochs(connection: Connection) -> None:
+        config = Config()
+        config.set_main_option("script_location", MIGRATIONS)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0008")
+        connection.execute(text(
+            "INSERT INTO runs (id, owner, user_query, state, model, created_at, error_message, prompt_tokens, "
+            "completion_tokens, total_tokens, metadata, step_count, executor_id, lease_seconds, "
+            "lease_expires_at) VALUES ('22222222-2222-2222-2222-222222222222', 'local', 'during the upgrade', "
+            "'running', 'demo', '2026-01-01 00:00:00', '', 0, 0, 0, '{}', 0, 'engine-old', 60, "
+            "'2099-01-01 00:00:00')"
+        ))
+
+    async with empty_database.engine.begin() as connection:
+        await connection.run_sync(before_epochs)
+    await empty_database.migrate(MIGRATIONS)
+    store = RunStore(empty_database, RunSignals())
+    try:
+        run_id = "22222222-2222-2222-2222-222222222222"
+        assert (await store.get_run(run_id)).lease_epoch == 0
+        # Its engine sends no epoch: its writes keep the checks from before epochs.
+        assert (await store.renew_leases("engine-old", [run_id])).lost_run_ids == []
+        await store.append_steps(run_id, [NewStep("agent-response", {"text": "a"})])
+        assert (await store.finish_run(run_id, "completed")).state == "completed"
+    finally:
+        await store.close()

@@ -48,6 +48,7 @@ class RunExecutor:
             on_stored=active.feed.steps_stored,
             recorded=active.recorded,
             executor_id=self.executor_id,
+            epoch=active.run.lease_epoch,
         )
         try:
             if active.progress is not None and active.run.workflow_id:
@@ -74,7 +75,9 @@ class RunExecutor:
             run = active.run
             if run.state == QUEUED:
                 # Shielded like appends: a stop that lands meanwhile learns from its outcome whether the run began.
-                active.begin = asyncio.ensure_future(self._runs.begin_run(run.id, self.executor_id))
+                active.begin = asyncio.ensure_future(
+                    self._runs.begin_run(run.id, self.executor_id, epoch=run.lease_epoch)
+                )
                 run = await asyncio.shield(active.begin)
                 active.feed.run_changed(run)
             if active.workflow is not None:
@@ -99,6 +102,12 @@ class RunExecutor:
             log.warning("run %s failed (%s): %s", active.run.id, failure.code, failure)
             active.stop = (FAILED, failure.code, str(failure))
             return await self._record_stop(active, recorder)
+        except errors.FailedPrecondition as exc:
+            # The store refused a write on the run: "lease lost" (another engine took it, under a later epoch), or
+            # the run ended there. It is no longer this engine's to execute or record: stop at once, record nothing.
+            log.warning("run %s stopped here, nothing more recorded: %s", active.run.id, exc)
+            active.lost = True
+            return None
         except errors.DomainError as exc:
             # The store refused or stayed away past ENGINE_STORE_OUTAGE_SECONDS: the run cannot be recorded
             # from here. Dropping it stops its lease renewals, and the store's reaper ends it.
@@ -120,7 +129,7 @@ class RunExecutor:
             else:
                 # Still QUEUED: the store records the end step itself (for a cancel made through the store it
                 # already has, and this is the idempotent repeat).
-                final = await self._runs.finish_run(active.run.id, state, code, message)
+                final = await self._runs.finish_run(active.run.id, state, code, message, epoch=recorder.epoch)
         except errors.DomainError as exc:
             log.warning("could not record the end of run %s: %s", active.run.id, exc)
             return None

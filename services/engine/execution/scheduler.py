@@ -344,13 +344,19 @@ class RunScheduler:
 
     def start_lease_renewals(self) -> None:
         self._renewer = LeaseRenewer(self._runs, self.executor_id, self._settings.lease_seconds / 3)
-        self._renewer.start(lambda: list(self._active), self._lose, self.cancel)
+        self._renewer.start(self._leases, self._lose, self.cancel)
+
+    def _leases(self) -> dict[str, int]:
+        """The runs held here, each with the epoch of its lease."""
+        return {run_id: active.run.lease_epoch for run_id, active in self._active.items()}
 
     def _lose(self, run_id: str) -> None:
-        """The store no longer holds the run for this engine: stop it without recording anything."""
+        """The store no longer holds the run for this engine (ended or deleted there, or taken by another engine):
+        stop it at once without recording anything."""
         active = self._active.get(run_id)
         if active is not None and active.task is not None:
-            log.warning("run %s is no longer held by this engine (ended or deleted in the store)", run_id)
+            log.warning("run %s is no longer held by this engine (ended, deleted or taken by another engine in the "
+                        "store)", run_id)
             active.lost = True
             active.task.cancel()
 

@@ -155,7 +155,7 @@ class AgentLoop:
                                         "(limits.max_duration)"),
             )
             return await self._fail(recorder, too_long)
-        final = await self._runs.finish_run(run.id, COMPLETED)
+        final = await self._runs.finish_run(run.id, COMPLETED, epoch=recorder.epoch)
         log.info("run %s ended %s", run.id, final.state)
         return completed(final, answer)
 
@@ -169,7 +169,7 @@ class AgentLoop:
             await recorder.record(StepError(code, message))
         except errors.InvalidArgument as exc:
             log.error("run %s: the store refused its error step (%s); finishing it without", recorder.run_id, exc)
-        return await self._runs.finish_run(recorder.run_id, state, code, message)
+        return await self._runs.finish_run(recorder.run_id, state, code, message, epoch=recorder.epoch)
 
     async def run_agent_node(
         self,

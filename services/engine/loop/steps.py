@@ -59,12 +59,15 @@ class StepRecorder:
         on_stored: Callable[[list[Step]], None] | None = None,
         recorded: int = 0,
         executor_id: str = "",
+        epoch: int = 0,
     ) -> None:
         """`recorded`: how many steps the store has already (those created with the run, or before a pause);
-        `executor_id`: the engine process holding the run's lease."""
+        `executor_id`: the engine process holding the run's lease, and `epoch` the lease's epoch (every write
+        carries it: the store refuses it once another engine took the run)."""
         self._runs = runs
         self.run_id = run_id
         self.executor_id = executor_id
+        self.epoch = epoch
         #: The workflow node whose steps are being recorded ("" outside workflows): every step carries it.
         self.node_id = ""
         self._on_stored = on_stored
@@ -95,7 +98,7 @@ class StepRecorder:
             for offset, step in enumerate(steps)
         ]
         self._in_flight = asyncio.ensure_future(
-            self._runs.append_steps(self.run_id, numbered, check_size=not ending)
+            self._runs.append_steps(self.run_id, numbered, epoch=self.epoch, check_size=not ending)
         )
         self._in_flight.add_done_callback(self._stored)
         try:
@@ -126,7 +129,7 @@ class StepRecorder:
         """Record the approval-request step as the next one and leave the run WAITING in the store."""
         step = Step(request, run_id=self.run_id, sequence=self.next_sequence, node_id=self.node_id)
         try:
-            run = await self._runs.await_approval(self.run_id, self.executor_id, step)
+            run = await self._runs.await_approval(self.run_id, self.executor_id, step, epoch=self.epoch)
         except StepTooLarge as exc:
             raise self._too_large(exc) from exc
         except (errors.InvalidArgument, errors.ResourceExhausted) as exc:

@@ -11,7 +11,7 @@ the identity of the user it is made for: the caller of StreamChat or Chat for th
 import asyncio
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol, cast
 
 import grpc
@@ -169,9 +169,12 @@ class RunsClient:
         request = execution_pb2.GetThreadHistoryRequest(run_id=run_id, max_turns=max_turns)
         return history_from_proto(await self._retrying(self._stub.GetThreadHistory, request))
 
-    async def await_approval(self, run_id: str, executor_id: str, step: Step) -> Run:
-        """Record the approval-request step and leave the run WAITING (releasing this engine's lease)."""
-        request = execution_pb2.AwaitApprovalRequest(run_id=run_id, executor_id=executor_id, step=self._checked(step))
+    async def await_approval(self, run_id: str, executor_id: str, step: Step, *, epoch: int) -> Run:
+        """Record the approval-request step and leave the run WAITING (releasing this engine's lease, taken at
+        `epoch`)."""
+        request = execution_pb2.AwaitApprovalRequest(
+            run_id=run_id, executor_id=executor_id, step=self._checked(step), lease_epoch=epoch
+        )
         return run_from_proto(await self._retrying(self._stub.AwaitApproval, request))
 
     async def resume_run(self, run_id: str, executor_id: str, lease_seconds: float) -> Run:
@@ -186,36 +189,46 @@ class RunsClient:
         request = runs_pb2.CancelRunRequest(run_id=run_id, reason=reason)
         return run_from_proto(await self._retrying(self._public.CancelRun, request, metadata=self._for(caller)))
 
-    async def begin_run(self, run_id: str, executor_id: str) -> Run:
-        request = execution_pb2.BeginRunRequest(run_id=run_id, executor_id=executor_id)
+    async def begin_run(self, run_id: str, executor_id: str, *, epoch: int) -> Run:
+        request = execution_pb2.BeginRunRequest(run_id=run_id, executor_id=executor_id, lease_epoch=epoch)
         return run_from_proto(await self._retrying(self._stub.BeginRun, request, "begin_run"))
 
-    async def append_steps(self, run_id: str, steps: list[Step], *, check_size: bool = True) -> list[Step]:
-        """Append steps with explicit sequences (so a retry is idempotent); returns them as stored. With
-        `check_size`, StepTooLarge for a step larger than the store takes, before anything is sent."""
+    async def append_steps(
+        self, run_id: str, steps: list[Step], *, epoch: int, check_size: bool = True
+    ) -> list[Step]:
+        """Append steps with explicit sequences (so a retry is idempotent) under the lease of `epoch`; returns them
+        as stored. With `check_size`, StepTooLarge for a step larger than the store takes, before anything is
+        sent."""
         request = execution_pb2.AppendStepsRequest(
-            run_id=run_id, steps=[self._checked(step, check_size) for step in steps]
+            run_id=run_id, steps=[self._checked(step, check_size) for step in steps], lease_epoch=epoch
         )
         response = await self._retrying(self._stub.AppendSteps, request, "append_steps")
         return [step_from_proto(step) for step in response.steps]
 
-    async def finish_run(self, run_id: str, state: str, error_code: str = "", error_message: str = "") -> Run:
-        """End the run in `state` (services.common.run_vocabulary), with the error of a run that did not complete."""
+    async def finish_run(
+        self, run_id: str, state: str, error_code: str = "", error_message: str = "", *, epoch: int
+    ) -> Run:
+        """End the run in `state` (services.common.run_vocabulary), with the error of a run that did not complete,
+        under the lease of `epoch`."""
         request = execution_pb2.FinishRunRequest(
-            run_id=run_id, state=run_state_to_proto(state), error_code=error_code, error_message=error_message
+            run_id=run_id, state=run_state_to_proto(state), error_code=error_code, error_message=error_message,
+            lease_epoch=epoch,
         )
         return run_from_proto(await self._retrying(self._stub.FinishRun, request, "finish_run"))
 
-    async def renew_leases(self, executor_id: str, run_ids: list[str]) -> LeaseRenewal:
-        """Retried for a second at most, the renewer calls again on its next tick anyway. The retry of a renewal
-        that failed UNAVAILABLE (the replica it went to died under it) goes to another replica of the runs
-        service (the channel balances), well before the leases run out."""
-        request = execution_pb2.RenewLeasesRequest(executor_id=executor_id, run_ids=run_ids)
-        response = await self._retrying(
-            self._stub.RenewLeases, request, outage_seconds=RENEWAL_RETRY_SECONDS
-        )
+    async def renew_leases(self, executor_id: str, epochs: Mapping[str, int]) -> LeaseRenewal:
+        """Renew the leases on the runs of `epochs` (run id: the epoch of its lease). Retried for a second at most,
+        the renewer calls again on its next tick anyway. The retry of a renewal that failed UNAVAILABLE (the replica
+        it went to died under it) goes to another replica of the runs service (the channel balances), well before
+        the leases run out."""
+        leases = [execution_pb2.HeldLease(run_id=run_id, lease_epoch=epoch) for run_id, epoch in epochs.items()]
+        # The ids in `run_ids` as well: a runs service of the previous version (a rolling upgrade) reads only those.
+        request = execution_pb2.RenewLeasesRequest(executor_id=executor_id, run_ids=list(epochs), leases=leases)
+        response = await self._retrying(self._stub.RenewLeases, request, outage_seconds=RENEWAL_RETRY_SECONDS)
         return LeaseRenewal(
-            frozenset(response.lost_run_ids), tuple((notice.run_id, notice.reason) for notice in response.cancel)
+            frozenset(response.lost_run_ids),
+            tuple((notice.run_id, notice.reason) for notice in response.cancel),
+            frozenset(response.fenced_run_ids),
         )
 
     async def watch(self, run_id: str, caller: Caller, after_sequence: int = 0) -> AsyncGenerator[RunEvent, None]:

@@ -207,7 +207,7 @@ class WorkflowRunner:
                 errors.DeadlineExceeded(f"the workflow did not finish within its time limit of {duration:g} s"),
             )
             return await self._loop.fail(recorder, too_long)
-        final = await self._runs.finish_run(run.id, COMPLETED)
+        final = await self._runs.finish_run(run.id, COMPLETED, epoch=recorder.epoch)
         log.info("workflow run %s ended %s", run.id, final.state)
         return completed(final, answer)
 

@@ -11,14 +11,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AwaitApprovalRequest(_message.Message):
-    __slots__ = ("run_id", "executor_id", "step")
+    __slots__ = ("run_id", "executor_id", "step", "lease_epoch")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EPOCH_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     executor_id: str
     step: _runs_pb2.Step
-    def __init__(self, run_id: _Optional[str] = ..., executor_id: _Optional[str] = ..., step: _Optional[_Union[_runs_pb2.Step, _Mapping]] = ...) -> None: ...
+    lease_epoch: int
+    def __init__(self, run_id: _Optional[str] = ..., executor_id: _Optional[str] = ..., step: _Optional[_Union[_runs_pb2.Step, _Mapping]] = ..., lease_epoch: _Optional[int] = ...) -> None: ...
 
 class ResumeRunRequest(_message.Message):
     __slots__ = ("run_id", "executor_id", "lease_duration")
@@ -90,12 +92,14 @@ class ThreadHistory(_message.Message):
     def __init__(self, turns: _Optional[_Iterable[_Union[_runs_pb2.Run, _Mapping]]] = ..., omitted_turns: _Optional[int] = ...) -> None: ...
 
 class AppendStepsRequest(_message.Message):
-    __slots__ = ("run_id", "steps")
+    __slots__ = ("run_id", "steps", "lease_epoch")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EPOCH_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     steps: _containers.RepeatedCompositeFieldContainer[_runs_pb2.Step]
-    def __init__(self, run_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[_runs_pb2.Step, _Mapping]]] = ...) -> None: ...
+    lease_epoch: int
+    def __init__(self, run_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[_runs_pb2.Step, _Mapping]]] = ..., lease_epoch: _Optional[int] = ...) -> None: ...
 
 class AppendStepsResponse(_message.Message):
     __slots__ = ("steps",)
@@ -104,40 +108,56 @@ class AppendStepsResponse(_message.Message):
     def __init__(self, steps: _Optional[_Iterable[_Union[_runs_pb2.Step, _Mapping]]] = ...) -> None: ...
 
 class FinishRunRequest(_message.Message):
-    __slots__ = ("run_id", "state", "error_message", "error_code")
+    __slots__ = ("run_id", "state", "error_message", "error_code", "lease_epoch")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EPOCH_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     state: _runs_pb2.RunState
     error_message: str
     error_code: str
-    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[_runs_pb2.RunState, str]] = ..., error_message: _Optional[str] = ..., error_code: _Optional[str] = ...) -> None: ...
+    lease_epoch: int
+    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[_runs_pb2.RunState, str]] = ..., error_message: _Optional[str] = ..., error_code: _Optional[str] = ..., lease_epoch: _Optional[int] = ...) -> None: ...
 
 class BeginRunRequest(_message.Message):
-    __slots__ = ("run_id", "executor_id")
+    __slots__ = ("run_id", "executor_id", "lease_epoch")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EPOCH_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     executor_id: str
-    def __init__(self, run_id: _Optional[str] = ..., executor_id: _Optional[str] = ...) -> None: ...
+    lease_epoch: int
+    def __init__(self, run_id: _Optional[str] = ..., executor_id: _Optional[str] = ..., lease_epoch: _Optional[int] = ...) -> None: ...
 
 class RenewLeasesRequest(_message.Message):
-    __slots__ = ("executor_id", "run_ids")
+    __slots__ = ("executor_id", "run_ids", "leases")
     EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
     executor_id: str
     run_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, executor_id: _Optional[str] = ..., run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    leases: _containers.RepeatedCompositeFieldContainer[HeldLease]
+    def __init__(self, executor_id: _Optional[str] = ..., run_ids: _Optional[_Iterable[str]] = ..., leases: _Optional[_Iterable[_Union[HeldLease, _Mapping]]] = ...) -> None: ...
+
+class HeldLease(_message.Message):
+    __slots__ = ("run_id", "lease_epoch")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    lease_epoch: int
+    def __init__(self, run_id: _Optional[str] = ..., lease_epoch: _Optional[int] = ...) -> None: ...
 
 class RenewLeasesResponse(_message.Message):
-    __slots__ = ("lost_run_ids", "cancel")
+    __slots__ = ("lost_run_ids", "cancel", "fenced_run_ids")
     LOST_RUN_IDS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    FENCED_RUN_IDS_FIELD_NUMBER: _ClassVar[int]
     lost_run_ids: _containers.RepeatedScalarFieldContainer[str]
     cancel: _containers.RepeatedCompositeFieldContainer[CancelNotice]
-    def __init__(self, lost_run_ids: _Optional[_Iterable[str]] = ..., cancel: _Optional[_Iterable[_Union[CancelNotice, _Mapping]]] = ...) -> None: ...
+    fenced_run_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, lost_run_ids: _Optional[_Iterable[str]] = ..., cancel: _Optional[_Iterable[_Union[CancelNotice, _Mapping]]] = ..., fenced_run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CancelNotice(_message.Message):
     __slots__ = ("run_id", "reason")

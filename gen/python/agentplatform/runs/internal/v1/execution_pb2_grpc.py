@@ -37,6 +37,15 @@ class ExecutionServiceStub:
     lease) -> BeginRun (QUEUED -> RUNNING) -> AppendSteps ... -> FinishRun
     (COMPLETED, FAILED or CANCELLED). A run whose lease is not renewed in time
     (its engine died) is ended FAILED "interrupted" by the store itself.
+
+    Leases are fenced. Every lease taken on a run (CreateRun, ResumeRun)
+    increments the run's lease epoch, returned in Run.lease_epoch; the engine
+    sends it with every write on that run (`lease_epoch` of BeginRun,
+    AppendSteps, AwaitApproval, FinishRun; `leases` of RenewLeases). A write
+    whose epoch is not the run's current one is refused with
+    FAILED_PRECONDITION ("lease lost: ...") and not stored: another engine took
+    the run since. Epoch 0 (unset: an engine of an earlier version) is accepted
+    with the checks from before epochs (the run's state and executor id).
     """
 
     def __init__(self, channel):
@@ -103,12 +112,21 @@ class ExecutionServiceServicer:
     lease) -> BeginRun (QUEUED -> RUNNING) -> AppendSteps ... -> FinishRun
     (COMPLETED, FAILED or CANCELLED). A run whose lease is not renewed in time
     (its engine died) is ended FAILED "interrupted" by the store itself.
+
+    Leases are fenced. Every lease taken on a run (CreateRun, ResumeRun)
+    increments the run's lease epoch, returned in Run.lease_epoch; the engine
+    sends it with every write on that run (`lease_epoch` of BeginRun,
+    AppendSteps, AwaitApproval, FinishRun; `leases` of RenewLeases). A write
+    whose epoch is not the run's current one is refused with
+    FAILED_PRECONDITION ("lease lost: ...") and not stored: another engine took
+    the run since. Epoch 0 (unset: an engine of an earlier version) is accepted
+    with the checks from before epochs (the run's state and executor id).
     """
 
     def CreateRun(self, request, context):
-        """Creates a run, QUEUED or RUNNING, held under the caller's lease, owned by
-        `owner`. With a `request_id` (AIP-155) a retried create returns the run the
-        first attempt made instead of making a second one.
+        """Creates a run, QUEUED or RUNNING, held under the caller's lease (at lease
+        epoch 1), owned by `owner`. With a `request_id` (AIP-155) a retried create
+        returns the run the first attempt made instead of making a second one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -180,7 +198,8 @@ class ExecutionServiceServicer:
 
     def ResumeRun(self, request, context):
         """Takes a WAITING run whose approval was decided to resume it under the
-        caller's lease (RUNNING again), with all of its steps. A run not ready
+        caller's lease (RUNNING again, at the next lease epoch, which fences off
+        the engine that held it before), with all of its steps. A run not ready
         to resume (still undecided, resumed by another engine, ended) answers
         FAILED_PRECONDITION; resuming it again under the same lease returns it.
         """
@@ -255,6 +274,15 @@ class ExecutionService:
     lease) -> BeginRun (QUEUED -> RUNNING) -> AppendSteps ... -> FinishRun
     (COMPLETED, FAILED or CANCELLED). A run whose lease is not renewed in time
     (its engine died) is ended FAILED "interrupted" by the store itself.
+
+    Leases are fenced. Every lease taken on a run (CreateRun, ResumeRun)
+    increments the run's lease epoch, returned in Run.lease_epoch; the engine
+    sends it with every write on that run (`lease_epoch` of BeginRun,
+    AppendSteps, AwaitApproval, FinishRun; `leases` of RenewLeases). A write
+    whose epoch is not the run's current one is refused with
+    FAILED_PRECONDITION ("lease lost: ...") and not stored: another engine took
+    the run since. Epoch 0 (unset: an engine of an earlier version) is accepted
+    with the checks from before epochs (the run's state and executor id).
     """
 
     @staticmethod
