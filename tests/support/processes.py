@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -74,22 +75,25 @@ class ServiceProcesses:
         port: int,
         health_service: str | None,
         timeout: float = 60.0,
+        host: str = "127.0.0.1",
+        prefix: Sequence[str] = (),
     ) -> ServiceProcess:
         """`python -m module` with the test's environment (less the platform's settings) plus `env`, its output in
-        `<name>.log`; returns once `health_service` on 127.0.0.1:`port` is SERVING (None: for a server that is not
-        gRPC, once the port takes connections)."""
+        `<name>.log`; returns once `health_service` on `host`:`port` is SERVING (None: for a server that is not
+        gRPC, once the port takes connections). `prefix` goes before the command (`ip netns exec <ns>`: the
+        process runs in a network namespace of the test's, reached at `host`)."""
         environment = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
         environment |= {"PYTHONPATH": str(REPO_ROOT), **env}
         log_path = self._directory / f"{name}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", module], cwd=self._directory, env=environment, stdout=log,
+                [*prefix, sys.executable, "-m", module], cwd=self._directory, env=environment, stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        started = ServiceProcess(name, f"127.0.0.1:{port}", process, log_path)
+        started = ServiceProcess(name, f"{host}:{port}", process, log_path)
         self.started.append(started)
         deadline = time.monotonic() + timeout
-        while not _ready(port, health_service):
+        while not _ready(host, port, health_service):
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited ({process.returncode}):\n{started.log()[-4000:]}")
             if time.monotonic() > deadline:
@@ -98,8 +102,8 @@ class ServiceProcesses:
         return started
 
 
-def _ready(port: int, health_service: str | None) -> bool:
+def _ready(host: str, port: int, health_service: str | None) -> bool:
     if health_service is not None:
-        return is_serving(f"127.0.0.1:{port}", health_service)
+        return is_serving(f"{host}:{port}", health_service)
     with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
