@@ -71,6 +71,7 @@ class StreamedChat:
     executor_id: str = ""
     steps: dict[int, float] = field(default_factory=dict)
     final: runs_pb2.Run | None = None
+    deltas: int = 0
     first_step: asyncio.Event = field(default_factory=asyncio.Event)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     error: grpc.StatusCode | None = None
@@ -89,6 +90,8 @@ async def stream_chat(engine: engine_pb2_grpc.AgentServiceStub, chat: StreamedCh
             elif kind == "step":
                 chat.steps.setdefault(event.step.sequence, time.monotonic())
                 chat.first_step.set()
+            elif kind == "delta":
+                chat.deltas += 1
     except grpc.aio.AioRpcError as exc:
         chat.error = exc.code()
     finally:
@@ -124,6 +127,10 @@ async def watch(runs: runs_pb2_grpc.RunServiceStub, run_id: str, watched: Watche
 class SpreadFigures:
     chats: int
     chats_by_engine: list[int]
+    #: What each run sends through the fan-out besides its ends: steps and deltas (StreamChat coalesces deltas that
+    #: queue up, so these are at least as many as it shows).
+    steps_per_run: float
+    deltas_per_run: float
     #: Per runs replica: how long after the engine's own stream a watcher there got each live step (ms).
     delivery_p50_ms: list[float]
     delivery_p99_ms: list[float]
@@ -162,6 +169,8 @@ async def spread_and_watch(cluster: Cluster, chats: int = 16) -> SpreadFigures:
     by_engine = Counter(chat.executor_id for chat in streamed)
     return SpreadFigures(
         chats, sorted(by_engine.values(), reverse=True),
+        round(statistics.mean(len(chat.steps) for chat in streamed), 1),
+        round(statistics.mean(chat.deltas for chat in streamed), 1),
         [round(percentile(d, 0.5), 1) for d in delays], [round(percentile(d, 0.99), 1) for d in delays], problems,
     )
 

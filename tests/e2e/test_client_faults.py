@@ -214,7 +214,9 @@ class _AnswerOnCue:
         self.asked = asyncio.Event()
         self.answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    async def append_steps(self, run_id: str, steps: list[Step], *, check_size: bool = True) -> list[Step]:
+    async def append_steps(
+        self, run_id: str, steps: list[Step], *, epoch: int = 0, check_size: bool = True
+    ) -> list[Step]:
         self.asked.set()
         await self.answer
         return steps
