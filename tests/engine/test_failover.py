@@ -15,9 +15,13 @@ import pytest
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from bench.store.databases import fresh_postgres_database
+from services.common.identity import LOCAL_USER, Caller
+from services.common.rpc.channels import dial
+from services.engine.journal import AgentResponse, AgentThought, NewRun, Run, RunEvent, Step, UserRequest
+from services.engine.upstream.runs_client import RunsClient
 from tests.conftest import free_port
 from tests.support.keys import TOOLS_SECRET_KEY
-from tests.support.processes import ServiceProcesses
+from tests.support.processes import ServiceProcess, ServiceProcesses
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
@@ -130,3 +134,50 @@ async def test_runs_carry_on_through_the_other_runs_replica_when_one_is_killed(
                 assert {run.state for run in listed.runs} == {runs_pb2.RUN_STATE_COMPLETED}
                 survivor_log = next(replica for replica in replicas if replica is not killed).log()
                 assert "executor engine-" in survivor_log and " connected" in survivor_log, survivor_log[-2000:]
+
+
+async def test_a_watch_through_a_killed_runs_replica_attaches_again_through_the_other(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The engine's watch of a run (what Chat and StreamChat follow for a run another engine executes) breaks
+    when its runs replica dies, and attaches again through the other after the last step it received: every
+    step once, then the final run."""
+    async with fresh_postgres_database(postgres_url) as database_url:
+        with ServiceProcesses(tmp_path) as started:
+            ports = [free_port(), free_port()]
+
+            def start_replica(name: str, port: int) -> ServiceProcess:
+                env = {"RUNS_PORT": str(port), "DATABASE_URL": database_url}
+                return started.start(f"runs-{name}", "services.runs", env, port, RUNS_SERVICE)
+
+            first = start_replica("a", ports[0])
+            # The second replica is not up yet: the watch can only go to the first.
+            async with dial(",".join(f"127.0.0.1:{port}" for port in ports)) as channel:
+                client = RunsClient(channel, timeout=10, outage_seconds=60, service_token="")
+                run = await client.create_run(
+                    NewRun("watched", LOCAL_USER, "engine-test", LEASE_SECONDS * 10, queued=False, model="demo")
+                )
+                await client.append_steps(run.id, [Step(UserRequest("watched"), sequence=1)])
+                received: list[RunEvent] = []
+                one_step = asyncio.Event()
+
+                async def follow() -> None:
+                    async for event in client.watch(run.id, Caller(LOCAL_USER)):
+                        received.append(event)
+                        if isinstance(event, Step):
+                            one_step.set()
+
+                watching = asyncio.create_task(follow())
+                await asyncio.wait_for(one_step.wait(), 30)
+                start_replica("b", ports[1])
+                first.kill()
+                # Through the second replica (the channel skips the first, which is gone).
+                await client.append_steps(run.id, [Step(AgentThought(f"thought {n}"), sequence=n) for n in (2, 3)])
+                await client.append_steps(run.id, [Step(AgentResponse("done"), sequence=4)])
+                await client.finish_run(run.id, "completed")
+                await asyncio.wait_for(watching, 60)
+
+    steps = [event.sequence for event in received if isinstance(event, Step)]
+    assert steps == [1, 2, 3, 4], steps
+    final = received[-1]
+    assert isinstance(final, Run) and final.state == "completed", received[-3:]

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
@@ -20,6 +21,16 @@ pytestmark = pytest.mark.e2e
 STARTUP_TIMEOUT = 90.0
 CHATS = 16
 ENGINE = "agentplatform.engine.v1.AgentService"
+
+
+def envoy_sees_healthy(admin_socket: Path, addresses: list[str]) -> bool:
+    """Whether Envoy's engine cluster has passed a health check on every one of `addresses`."""
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(admin_socket)), timeout=2) as client:
+            clusters = client.get("http://envoy/clusters").text
+    except httpx.HTTPError:
+        return False
+    return all(f"engine::{address}::health_flags::healthy" in clusters for address in addresses)
 
 
 def two_free_ports() -> int:
@@ -45,6 +56,9 @@ def test_two_engines_start_and_chats_through_the_gateway_reach_both(tmp_path: Pa
                 STARTUP_TIMEOUT,
                 "both engines",
             )
+            # Envoy balances over the engines that passed its health check (every second until they do).
+            admin = tmp_path / "var" / "envoy-admin.sock"
+            wait_until(lambda: envoy_sees_healthy(admin, engines), STARTUP_TIMEOUT, "Envoy to see both engines")
             launcher.note_children()
             log = launcher.log_path.read_text()
             assert f"engine {engines[0]} {engines[1]} |" in log, log[:3000]
@@ -57,9 +71,12 @@ def test_two_engines_start_and_chats_through_the_gateway_reach_both(tmp_path: Pa
                     request = engine_pb2.ChatRequest(message=f"What is {number} + 10?")
                     return chat(request, timeout=60, wait_for_ready=True)
 
+                # One after another, then at once: in some tries here a first burst into a gateway that had sent
+                # the engines no call yet all went to one engine (Envoy had no connection to either).
+                answers = [ask(number) for number in range(CHATS)]
                 with ThreadPoolExecutor(CHATS) as pool:
-                    answers = list(pool.map(ask, range(CHATS)))
-            assert all(str(number + 10) in answer.response for number, answer in enumerate(answers)), answers
+                    answers += list(pool.map(ask, range(CHATS)))
+            assert all(str(number % CHATS + 10) in answer.response for number, answer in enumerate(answers)), answers
 
             # Which engine started each run: the supervisor prefixes each engine's lines with its name.
             log = launcher.log_path.read_text()

@@ -232,17 +232,38 @@ class RunsClient:
         )
 
     async def watch(self, run_id: str, caller: Caller, after_sequence: int = 0) -> AsyncGenerator[RunEvent, None]:
-        """The run's events (RunService.WatchRun on behalf of `caller`) until its final run."""
-        request = runs_pb2.WatchRunRequest(run_id=run_id, after_sequence=after_sequence)
-        call = self._public.WatchRun(request, metadata=self._for(caller))
-        try:
-            async for message in call:
-                if (event := event_from_proto(message)) is not None:
+        """The run's events (RunService.WatchRun on behalf of `caller`) until its final run.
+
+        A watch that breaks UNAVAILABLE (the runs replica it was attached to went away) attaches again after the
+        last step it received, through another replica, for up to `outage_seconds`: no step is lost or repeated.
+        The new watch starts with the run as it is then (a Run event), and a step that was forming may have
+        some of its deltas sent again."""
+        loop = asyncio.get_running_loop()
+        last_sequence = after_sequence
+        backoff, give_up_at = FIRST_BACKOFF_SECONDS, None
+        while True:
+            request = runs_pb2.WatchRunRequest(run_id=run_id, after_sequence=last_sequence)
+            call = self._public.WatchRun(request, metadata=self._for(caller))
+            try:
+                async for message in call:
+                    if (event := event_from_proto(message)) is None:
+                        continue
+                    if isinstance(event, Step):
+                        last_sequence = max(last_sequence, event.sequence)
+                    backoff, give_up_at = FIRST_BACKOFF_SECONDS, None
                     yield event
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc, self.SERVICE) from exc
-        finally:
-            call.cancel()
+                return
+            except grpc.aio.AioRpcError as exc:
+                if give_up_at is None:
+                    give_up_at = loop.time() + self._outage_seconds
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or loop.time() + backoff > give_up_at:
+                    raise error_from_rpc(exc, self.SERVICE) from exc
+                log.info("watch of run %s broke (%s); attaching again after step %d", run_id, exc.details(),
+                         last_sequence)
+            finally:
+                call.cancel()
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     def connect_executor(
         self, messages: AsyncIterator[execution_pb2.ConnectExecutorRequest]
