@@ -8,7 +8,7 @@ an address that is down is skipped until it reconnects (under the backoff below)
 - `host:port` (resolved by gRPC's DNS resolver, every address of the name);
 - a comma list `host:port,host:port` for replicas on one machine: dialled as gRPC's `ipv4:`/`ipv6:` multi-address
   target, names resolved once, when the channel is made;
-- a gRPC name such as `dns:///runs-headless:50051` (a Kubernetes headless Service: one address per pod), passed to
+- a gRPC name such as `dns:///runs:50051` (a Kubernetes headless Service: one address per pod), passed to
   gRPC as it is.
 """
 
@@ -46,7 +46,7 @@ GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:")
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
 
-_EXPECTED = "host:port, a comma-separated list of them, or a gRPC target such as dns:///runs-headless:50051"
+_EXPECTED = "host:port, a comma-separated list of them, or a gRPC target such as dns:///runs:50051"
 
 
 def _host_port(text: str) -> tuple[str, int]:
