@@ -25,7 +25,7 @@ from services.runs.app import RunsApp, start_runs
 from services.runs.fanout import RunFanout
 from services.runs.records import NewStep
 from services.runs.settings import RunsSettings
-from tests.runs.helpers import EXECUTOR, connect, create_request, eventually, new_run, thought
+from tests.runs.helpers import EXECUTOR, connect, create_request, eventually, expire_lease, new_run, thought
 
 pytestmark = pytest.mark.postgres
 
@@ -41,7 +41,7 @@ class Replicas:
 
 @pytest_asyncio.fixture
 async def replicas(postgres_url: str, tmp_path: Path) -> AsyncIterator[Replicas]:
-    """Runs replicas A and B on one fresh PostgreSQL database, watch heartbeats every 0.3 s."""
+    """Runs replicas A and B on one fresh PostgreSQL database, watch heartbeats every 0.3 s, no reaper passes."""
     async with fresh_postgres_database(postgres_url) as url:
         apps = [
             await start_runs(
@@ -51,6 +51,8 @@ async def replicas(postgres_url: str, tmp_path: Path) -> AsyncIterator[Replicas]
                     DATABASE_URL=url,
                     RUNS_WATCH_HEARTBEAT_SECONDS=0.3,
                     RUNS_CANCEL_WAIT_SECONDS=0,
+                    # The tests reap when they mean to: a background pass would take runs from under them.
+                    RUNS_REAPER_INTERVAL_SECONDS=60,
                 )
             )
             for _ in range(2)
@@ -231,3 +233,17 @@ async def test_unreadable_messages_make_watchers_look_again(replicas: Replicas) 
             fanout._receive(payload)
             committed, _, _ = subscription.take()
             assert committed is not None and committed.following(0) is None, payload  # look again
+
+
+async def test_two_replicas_reaping_at_once_end_each_expired_run_once(replicas: Replicas) -> None:
+    """Every replica runs the reaper; SKIP LOCKED makes each expired run end in exactly one of them, with one
+    `interrupted` step, whichever gets there first."""
+    runs = [await replicas.a.store.create_run(new_run(f"run {n}")) for n in range(40)]
+    for run in runs:
+        await expire_lease(replicas.a.db, run.id)
+    passes = [store.reap_expired() for _ in range(3) for store in (replicas.a.store, replicas.b.store)]
+    reaped = [run_id for ended in await asyncio.gather(*passes) for run_id in ended]
+    assert sorted(reaped) == sorted(run.id for run in runs)  # each once, by one replica or the other
+    for run in runs:
+        stored = await replicas.b.store.get_run(run.id)
+        assert stored.state == "failed" and [step.type for step in stored.steps].count("error") == 1
