@@ -157,7 +157,7 @@ async def test_a_watch_through_a_killed_runs_replica_attaches_again_through_the_
                 run = await client.create_run(
                     NewRun("watched", LOCAL_USER, "engine-test", LEASE_SECONDS * 10, queued=False, model="demo")
                 )
-                await client.append_steps(run.id, [Step(UserRequest("watched"), sequence=1)])
+                await client.append_steps(run.id, [Step(UserRequest("watched"), sequence=1)], epoch=run.lease_epoch)
                 received: list[RunEvent] = []
                 one_step = asyncio.Event()
 
@@ -172,9 +172,10 @@ async def test_a_watch_through_a_killed_runs_replica_attaches_again_through_the_
                 start_replica("b", ports[1])
                 first.kill()
                 # Through the second replica (the channel skips the first, which is gone).
-                await client.append_steps(run.id, [Step(AgentThought(f"thought {n}"), sequence=n) for n in (2, 3)])
-                await client.append_steps(run.id, [Step(AgentResponse("done"), sequence=4)])
-                await client.finish_run(run.id, "completed")
+                thoughts = [Step(AgentThought(f"thought {n}"), sequence=n) for n in (2, 3)]
+                await client.append_steps(run.id, thoughts, epoch=run.lease_epoch)
+                await client.append_steps(run.id, [Step(AgentResponse("done"), sequence=4)], epoch=run.lease_epoch)
+                await client.finish_run(run.id, "completed", epoch=run.lease_epoch)
                 await asyncio.wait_for(watching, 60)
 
     steps = [event.sequence for event in received if isinstance(event, Step)]
