@@ -8,12 +8,16 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from bench.scale import scenarios
 from bench.scale.cluster import ClusterShape, running_cluster
+from bench.scale.partition import partition
 from bench.store.databases import fresh_postgres_database
+from tests.support.netns import can_make_namespaces
 from tests.support.postgres import find_postgres_bin, postgres_server
 
+PARTITION = "an engine cut off from the runs replicas mid-run (a network namespace), then healed"
 SCENARIOS = {
     "spread": ("chats spread over the engines, watched live through every runs replica", scenarios.spread_and_watch),
     "cancel": ("cancel through either runs replica", scenarios.cancel_through_each_replica),
@@ -21,36 +25,53 @@ SCENARIOS = {
     "thread": ("turns of one thread on two engines: REJECT, ENQUEUE, INTERRUPT", scenarios.one_thread_two_engines),
     "kill-runs": ("SIGKILL of runs-1 under load, started again", scenarios.kill_a_runs_replica),
     "kill-engine": ("SIGKILL of an engine under load", scenarios.kill_an_engine),
-    "rolling": ("rolling restart (SIGTERM) of every runs, tools and engine replica under load",
+    "rolling": ("rolling restart (SIGTERM) of every runs, tools, agents and engine replica under load",
                 scenarios.rolling_restart),
 }
 
 
+def show(name: str, title: str, figures: Any, took: float) -> bool:
+    """Print a scenario's figures and problems; True when it broke a promise."""
+    print(f"\n== {name}: {title}\n   (took {took:.1f} s)")
+    for key, value in asdict(figures).items():
+        if key not in ("problems", "run_ids"):
+            print(f"   {key}: {value}")
+    for problem in figures.problems:
+        print(f"   PROBLEM: {problem}")
+    return bool(figures.problems)
+
+
 async def run(names: list[str], workdir: Path, database_url: str) -> int:
     broken = 0
-    began = time.monotonic()
-    with running_cluster(workdir, database_url, ClusterShape()) as cluster:
-        print(f"cluster up in {time.monotonic() - began:.1f} s: {len(cluster.runs)} runs, {len(cluster.engines)} "
-              f"engines, {len(cluster.tools)} tools, 1 agents, demo model, Envoy at {cluster.gateway_address}; "
-              f"PostgreSQL {database_url}", flush=True)
-        for name in names:
-            title, scenario = SCENARIOS[name]
-            print(f"\n== {name}: {title}", flush=True)
+    on_cluster = [name for name in names if name in SCENARIOS]
+    if on_cluster:
+        began = time.monotonic()
+        (workdir / "cluster").mkdir()
+        with running_cluster(workdir / "cluster", database_url, ClusterShape()) as cluster:
+            print(f"cluster up in {time.monotonic() - began:.1f} s: {len(cluster.runs)} runs, {len(cluster.engines)} "
+                  f"engines, {len(cluster.tools)} tools, {len(cluster.agents)} agents, demo model, Envoy at "
+                  f"{cluster.gateway_address}; PostgreSQL {database_url}", flush=True)
+            for name in on_cluster:
+                title, scenario = SCENARIOS[name]
+                began = time.monotonic()
+                figures = await scenario(cluster)
+                broken += show(name, title, figures, time.monotonic() - began)
+    if "partition" in names:
+        if (reason := can_make_namespaces()) is not None:
+            print(f"\n== partition: skipped ({reason})")
+        else:
             began = time.monotonic()
-            figures = await scenario(cluster)
-            print(f"   (took {time.monotonic() - began:.1f} s)")
-            for key, value in asdict(figures).items():
-                if key not in ("problems", "run_ids"):
-                    print(f"   {key}: {value}")
-            for problem in figures.problems:
-                print(f"   PROBLEM: {problem}")
-            broken += bool(figures.problems)
+            (workdir / "partition").mkdir()
+            figures = await partition(workdir / "partition", database_url)
+            broken += show("partition", PARTITION, figures, time.monotonic() - began)
     return broken
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make scale-demo", description=__doc__)
-    parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], default=list(SCENARIOS))
+    parser.add_argument(
+        "scenarios", nargs="*", choices=[*SCENARIOS, "partition", []], default=[*SCENARIOS, "partition"]
+    )
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs (the folder is printed)")
     args = parser.parse_args()
     if find_postgres_bin() is None:

@@ -1,5 +1,5 @@
-"""A cluster on one machine: one PostgreSQL database, two runs replicas, two engines, two tools replicas, one agents
-service, the demo model and Envoy in front, every one a real process on its own loopback port.
+"""A cluster on one machine: one PostgreSQL database, two replicas each of runs, the engine, tools and agents, the
+demo model and Envoy in front, every one a real process on its own loopback port.
 
 Each engine dials every runs and tools replica (RUNS_ADDR and TOOLS_ADDR are lists, balanced round robin) and Envoy
 balances the public services over their replicas, as a Kubernetes deployment does with headless Services. A
@@ -37,6 +37,7 @@ class ClusterShape:
     runs: int = 2
     engines: int = 2
     tools: int = 2
+    agents: int = 2
     #: Short, so that a run whose engine died is reaped within a scenario.
     lease_seconds: float = 6.0
     #: The demo model's wait before each answer: a chat of three tool calls lasts about four of them.
@@ -54,7 +55,7 @@ class Cluster:
     database_url: str
     runs: list[ServiceProcess]
     tools: list[ServiceProcess]
-    agents: ServiceProcess
+    agents: list[ServiceProcess]
     model: ServiceProcess
     engines: list[ServiceProcess]
     gateway: ServiceProcess
@@ -70,7 +71,7 @@ class Cluster:
         one, which also replaces the old in its role's list."""
         module, env, port, health = self.specs[process.name]
         started = self.processes.start(process.name, module, env, port, health)
-        for group in (self.runs, self.tools, self.engines):
+        for group in (self.runs, self.tools, self.agents, self.engines):
             for index, member in enumerate(group):
                 if member is process:
                     group[index] = started
@@ -101,58 +102,44 @@ def running_cluster(workdir: Path, database_url: str, shape: ClusterShape = Clus
             specs[name] = (module, shared | env, port, health)
             return processes.start(name, module, shared | env, port, health)
 
+        def replicas(
+            role: str, count: int, port_setting: str, env: dict[str, str], health: str
+        ) -> list[ServiceProcess]:
+            """`count` processes of `services.<role>` with `env`, each on a port of its own."""
+            ports = [free_port() for _ in range(count)]
+            return [
+                start(f"{role}-{number}", f"services.{role}", {port_setting: str(port), **env}, port, health)
+                for number, port in enumerate(ports, start=1)
+            ]
+
         model_port = free_port()
         model = start(
             "model", "services.demo_model",
             {"DEMO_MODEL_PORT": str(model_port), "DEMO_MODEL_LATENCY_SECONDS": str(shape.model_latency_seconds)},
             model_port, None,
         )
-        runs = []
-        for index in range(shape.runs):
-            port = free_port()
-            runs.append(start(
-                f"runs-{index + 1}", "services.runs",
-                {"RUNS_PORT": str(port), "DATABASE_URL": database_url, "RUNS_REAPER_INTERVAL_SECONDS": "0.5"},
-                port, RUNS_SERVICE,
-            ))
-        tools = []
-        for index in range(shape.tools):
-            port = free_port()
-            tools.append(start(
-                f"tools-{index + 1}", "services.tools",
-                {
-                    "TOOLS_PORT": str(port),
-                    "TOOLS_DATABASE_URL": database_url,
-                    # One shared workspace folder, as a shared volume would be.
-                    "TOOLS_WORKSPACE": str(workdir / "workspace"),
-                    "TOOLS_SECRET_KEYS": TOOLS_SECRET_KEY,
-                },
-                port, TOOLS_SERVICE,
-            ))
         llm = {"LLM_BASE_URL": f"http://127.0.0.1:{model_port}/v1", "LLM_MODEL": "demo", "LLM_API_KEY": "demo"}
-        agents_port = free_port()
-        agents = start(
-            "agents", "services.agents",
-            {"AGENTS_PORT": str(agents_port), "AGENTS_DATABASE_URL": database_url, "TOOLS_ADDR": _addresses(tools),
-             **llm},
-            agents_port, AGENTS_SERVICE,
+        runs = replicas(
+            "runs", shape.runs, "RUNS_PORT",
+            {"DATABASE_URL": database_url, "RUNS_REAPER_INTERVAL_SECONDS": "0.5"}, RUNS_SERVICE,
         )
-        engines = []
-        for index in range(shape.engines):
-            port = free_port()
-            engines.append(start(
-                f"engine-{index + 1}", "services.engine",
-                {
-                    "ENGINE_PORT": str(port),
-                    "RUNS_ADDR": _addresses(runs),
-                    "TOOLS_ADDR": _addresses(tools),
-                    "AGENTS_ADDR": agents.address,
-                    "ENGINE_LEASE_SECONDS": str(shape.lease_seconds),
-                    "ENGINE_USER_RUNS_PER_SECOND": "0",
-                    **llm,
-                },
-                port, ENGINE_SERVICE,
-            ))
+        # One shared workspace folder, as a shared volume would be.
+        tools = replicas(
+            "tools", shape.tools, "TOOLS_PORT",
+            {"TOOLS_DATABASE_URL": database_url, "TOOLS_WORKSPACE": str(workdir / "workspace"),
+             "TOOLS_SECRET_KEYS": TOOLS_SECRET_KEY},
+            TOOLS_SERVICE,
+        )
+        agents = replicas(
+            "agents", shape.agents, "AGENTS_PORT",
+            {"AGENTS_DATABASE_URL": database_url, "TOOLS_ADDR": _addresses(tools), **llm}, AGENTS_SERVICE,
+        )
+        engines = replicas(
+            "engine", shape.engines, "ENGINE_PORT",
+            {"RUNS_ADDR": _addresses(runs), "TOOLS_ADDR": _addresses(tools), "AGENTS_ADDR": _addresses(agents),
+             "ENGINE_LEASE_SECONDS": str(shape.lease_seconds), "ENGINE_USER_RUNS_PER_SECOND": "0", **llm},
+            ENGINE_SERVICE,
+        )
         gateway, admin = _start_gateway(workdir, processes, runs, tools, agents, engines)
         yield Cluster(shape, processes, database_url, runs, tools, agents, model, engines, gateway, admin, specs)
 
@@ -166,7 +153,7 @@ def _start_gateway(
     processes: ServiceProcesses,
     runs: list[ServiceProcess],
     tools: list[ServiceProcess],
-    agents: ServiceProcess,
+    agents: list[ServiceProcess],
     engines: list[ServiceProcess],
 ) -> tuple[ServiceProcess, Path]:
     """Envoy in front of every replica, once each cluster has a healthy endpoint."""
@@ -175,7 +162,7 @@ def _start_gateway(
     config, admin = workdir / "envoy.yaml", workdir / "envoy-admin.sock"
     config.write_text(render_gateway_config(
         settings, admin=AdminSocket(admin), engine=_upstreams(engines), runs=_upstreams(runs),
-        tools=_upstreams(tools), agents=_upstreams([agents]),
+        tools=_upstreams(tools), agents=_upstreams(agents),
     ))
     log_path = workdir / "gateway.log"
     with log_path.open("wb") as log:

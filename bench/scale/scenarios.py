@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from agentplatform.agents.v1 import agents_pb2, agents_pb2_grpc
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
@@ -44,6 +45,7 @@ class Stubs:
 
     engine: engine_pb2_grpc.AgentServiceStub
     tools: tools_pb2_grpc.ToolServiceStub
+    agents: agents_pb2_grpc.AgentRegistryServiceStub
     runs: list[runs_pb2_grpc.RunServiceStub]
     #: Runs through Envoy, for reads that may go to any replica.
     any_runs: runs_pb2_grpc.RunServiceStub
@@ -58,7 +60,8 @@ async def stubs(cluster: Cluster):  # type: ignore[no-untyped-def]
             for r in cluster.runs
         ]
         yield Stubs(
-            engine_pb2_grpc.AgentServiceStub(gateway), tools_pb2_grpc.ToolServiceStub(gateway), runs,
+            engine_pb2_grpc.AgentServiceStub(gateway), tools_pb2_grpc.ToolServiceStub(gateway),
+            agents_pb2_grpc.AgentRegistryServiceStub(gateway), runs,
             runs_pb2_grpc.RunServiceStub(gateway),
         )
 
@@ -282,15 +285,21 @@ class LoadFigures:
 
 
 async def steady_load(s: Stubs, figures: LoadFigures, stop: asyncio.Event, clients: int = 6) -> None:
-    """`clients` chat loops through Envoy until `stop`; a client retries a retryable error once (with a request id,
-    so a retry of a chat that did start is the same run)."""
+    """`clients` chat loops through Envoy until `stop`, every other chat with a saved agent (which the engine reads
+    from the agents service); a client retries a retryable error twice (with a request id, so a retry of a chat
+    that did start is the same run)."""
+    agent = await s.agents.CreateAgent(agents_pb2.CreateAgentRequest(
+        agent=agents_pb2.Agent(display_name="Calculator", model="demo", tools=["calculator"])
+    ))
 
     async def client(number: int) -> None:
         sent = 0
         while not stop.is_set():
             sent += 1
             figures.chats += 1
-            request = engine_pb2.ChatRequest(message=QUESTION, request_id=str(uuid.uuid4()))
+            request = engine_pb2.ChatRequest(
+                message=QUESTION, request_id=str(uuid.uuid4()), agent_id=agent.id if sent % 2 else ""
+            )
             for attempt in range(3):
                 try:
                     answer = await s.engine.Chat(request, timeout=60)
@@ -404,11 +413,12 @@ async def kill_an_engine(cluster: Cluster, chats: int = 8) -> EngineKillFigures:
 
 
 async def rolling_restart(cluster: Cluster) -> LoadFigures:
-    """SIGTERM every replica of runs, tools and the engine in turn, each started again and serving before the next,
-    under steady load: no run lost, no client error beyond a retried UNAVAILABLE."""
+    """SIGTERM every replica of runs, tools, agents and the engine in turn, each started again and serving before
+    the next, under steady load: no run lost, no client error beyond a retried UNAVAILABLE. (Envoy and the demo
+    model are one process each here: restarting them is an outage, not a rolling restart.)"""
 
     async def fault() -> None:
-        for group in (cluster.runs, cluster.tools, cluster.engines):
+        for group in (cluster.runs, cluster.tools, cluster.agents, cluster.engines):
             for index in range(len(group)):
                 await asyncio.to_thread(group[index].stop)
                 await restart_when_down(cluster, group[index])

@@ -1,30 +1,22 @@
-"""A network partition (issue 17): an engine, with the model beside it, in a network namespace of the test's loses
-its link to the runs replicas and the tools service in the middle of a run. Its lease runs out and a runs replica's
-reaper ends the run (FAILED `interrupted`: resuming it on another engine is the durable-execution issue's). The
-engine goes on meanwhile (its model answers) and has the next step to write; when the link comes back, nothing of
-it is stored: the run stays as it ended, the engine lets it go, and serves new chats again.
+"""A network partition (issue 17), for real (bench/scale/partition.py): an engine and its model in a network namespace
+of the test's lose their link to the runs replicas and the tools service mid-run. The run ends FAILED `interrupted`
+within the lease, nothing reaches the store after its end (though the engine, its model beside it, had its next step
+to write), the engine lets the run go once the link is back, and answers a new chat.
 
 What would break it: a reaper that waited for the engine (the run live for ever), a store that took a late append
 or finish of a run that had ended (the run changing after its end), an engine that never recovered its channels.
-Every process is real and the partition is a real one: packets are lost, nothing is refused. (Which of the
-engine's two ways of learning it lost the run comes first, a renewal's answer or a write refused, depends on TCP's
-retransmission timers; tests/runs/test_fencing.py refuses each late write on its own.)"""
+The partition is a real one: packets are lost, nothing is refused. (Which of the engine's two ways of learning it
+lost the run comes first, a renewal's answer or a refused write, depends on TCP's retransmission timers;
+tests/runs/test_fencing.py refuses each late write on its own.)"""
 
-import asyncio
 import os
-import time
 from pathlib import Path
 
-import grpc
 import pytest
 
-from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
-from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from bench.scale.partition import LEASE_SECONDS, partition
 from bench.store.databases import fresh_postgres_database
-from tests.conftest import free_port
-from tests.support.keys import ALICE, AUTH, TOOLS_SECRET_KEY, as_
-from tests.support.netns import can_make_namespaces, network_namespace
-from tests.support.processes import ServiceProcesses
+from tests.support.netns import can_make_namespaces
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
@@ -37,100 +29,15 @@ def _namespaces_allowed() -> None:
             pytest.fail(f"REQUIRE_NETNS=1 but {reason}")
         pytest.skip(reason)
 
-QUESTION = "What is 2 plus 3, times 4, minus 1?"
-LEASE_SECONDS = 4
-#: Each model answer waits this long: the run is still going when the link is cut.
-MODEL_LATENCY_SECONDS = 0.5
 
-
-async def test_a_partitioned_engine_is_fenced_and_its_late_writes_are_refused(
+async def test_a_partitioned_engine_is_fenced_and_nothing_it_writes_late_is_stored(
     tmp_path: Path, postgres_url: str
 ) -> None:
     async with fresh_postgres_database(postgres_url) as database_url:
-        with network_namespace(subnet=61) as namespace, ServiceProcesses(tmp_path) as started:
-            host = namespace.host_address  # the machine's end of the link: the services the engine needs
-            model_port, tools_port, engine_port = free_port(), free_port(), free_port()
-            runs_ports = [free_port(), free_port()]
-            for name, port in zip("ab", runs_ports, strict=True):
-                started.start(
-                    f"runs-{name}", "services.runs",
-                    {**AUTH, "RUNS_HOST": host, "RUNS_PORT": str(port), "DATABASE_URL": database_url,
-                     "RUNS_REAPER_INTERVAL_SECONDS": "0.5"},
-                    port, "agentplatform.runs.v1.RunService", host=host,
-                )
-            started.start(
-                "tools", "services.tools",
-                {**AUTH, "TOOLS_HOST": host, "TOOLS_PORT": str(tools_port),
-                 "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/tools.db",
-                 "TOOLS_WORKSPACE": str(tmp_path / "workspace"), "TOOLS_SECRET_KEYS": TOOLS_SECRET_KEY},
-                tools_port, "agentplatform.tools.v1.ToolService", host=host,
-            )
-            # The model beside the engine, on its side of the link: the engine goes on with the run while cut off,
-            # and has its next step to write when the link comes back.
-            started.start(
-                "model", "services.demo_model",
-                {"DEMO_MODEL_HOST": namespace.inside_address, "DEMO_MODEL_PORT": str(model_port),
-                 "DEMO_MODEL_LATENCY_SECONDS": str(MODEL_LATENCY_SECONDS)},
-                model_port, None, host=namespace.inside_address, prefix=namespace.exec_prefix,
-            )
-            engine = started.start(
-                "engine", "services.engine",
-                {**AUTH, "ENGINE_HOST": namespace.inside_address, "ENGINE_PORT": str(engine_port),
-                 "RUNS_ADDR": ",".join(f"{host}:{port}" for port in runs_ports), "TOOLS_ADDR": f"{host}:{tools_port}",
-                 "LLM_BASE_URL": f"http://{namespace.inside_address}:{model_port}/v1", "LLM_MODEL": "demo",
-                 "ENGINE_LEASE_SECONDS": str(LEASE_SECONDS), "ENGINE_USER_RUNS_PER_SECOND": "0"},
-                engine_port, "agentplatform.engine.v1.AgentService", host=namespace.inside_address,
-                prefix=namespace.exec_prefix,
-            )
-            async with (
-                grpc.aio.insecure_channel(engine.address) as engine_channel,
-                grpc.aio.insecure_channel(f"{host}:{runs_ports[1]}") as runs_channel,
-            ):
-                agent = engine_pb2_grpc.AgentServiceStub(engine_channel)
-                runs = runs_pb2_grpc.RunServiceStub(runs_channel)
-                chat = agent.StreamChat(
-                    engine_pb2.StreamChatRequest(
-                        message=QUESTION, on_disconnect=engine_pb2.DISCONNECT_POLICY_CONTINUE
-                    ),
-                    metadata=as_(ALICE),
-                )
-                run_id = ""
-                async for event in chat:
-                    if event.WhichOneof("event") == "run":
-                        run_id = event.run.id
-                    if event.WhichOneof("event") == "step":
-                        break  # the first step is stored; the model is thinking now
-                assert run_id
-
-                namespace.cut()
-                cut = time.monotonic()
-                while True:
-                    run = await runs.GetRun(runs_pb2.GetRunRequest(run_id=run_id), metadata=as_(ALICE), timeout=5)
-                    if run.state != runs_pb2.RUN_STATE_RUNNING:
-                        break
-                    assert time.monotonic() - cut < LEASE_SECONDS + 10, "the partitioned engine's run stayed RUNNING"
-                    await asyncio.sleep(0.2)
-                ended_after = time.monotonic() - cut
-                assert (run.state, run.error_code) == (runs_pb2.RUN_STATE_FAILED, "interrupted"), run
-                assert ended_after < LEASE_SECONDS + 3, ended_after
-                at_the_end = [step.SerializeToString(deterministic=True) for step in run.steps]
-
-                namespace.heal()
-                # The engine learns it lost the run (its next renewal, or a write refused) and stops it; whatever it
-                # wrote after the end was refused.
-                deadline = time.monotonic() + 30
-                while not any(
-                    run_id in line and ("no longer held" in line or "nothing more recorded" in line)
-                    for line in engine.log().splitlines()
-                ):
-                    assert time.monotonic() < deadline, f"the engine never let the run go:\n{engine.log()[-3000:]}"
-                    await asyncio.sleep(0.2)
-                chat.cancel()
-                await asyncio.sleep(1.0)  # a late write still on its way has time to arrive (and be refused)
-                after = await runs.GetRun(runs_pb2.GetRunRequest(run_id=run_id), metadata=as_(ALICE), timeout=5)
-                assert (after.state, after.error_code) == (runs_pb2.RUN_STATE_FAILED, "interrupted")
-                assert [step.SerializeToString(deterministic=True) for step in after.steps] == at_the_end
-
-                # Healed, the engine serves again: a new chat through it is answered.
-                answer = await agent.Chat(engine_pb2.ChatRequest(message=QUESTION), metadata=as_(ALICE), timeout=60)
-                assert "19" in answer.response
+        figures = await partition(tmp_path, database_url)
+    assert not figures.problems
+    assert figures.end_state == "RUN_STATE_FAILED interrupted"
+    assert figures.ended_after_seconds < LEASE_SECONDS + 3
+    assert figures.steps_after_the_end == 0
+    assert figures.engine_let_go in ("no longer held", "nothing more recorded")
+    assert figures.recovered

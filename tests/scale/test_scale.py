@@ -83,6 +83,6 @@ async def test_a_rolling_restart_under_load_loses_no_run(cluster: Cluster) -> No
 
 
 def test_the_cluster_is_whole_after_the_faults(cluster: Cluster) -> None:
-    for process in (*cluster.runs, *cluster.engines, *cluster.tools, cluster.agents, cluster.gateway):
+    for process in (*cluster.runs, *cluster.engines, *cluster.tools, *cluster.agents, cluster.gateway):
         assert process.process.poll() is None, f"{process.name} is not running"
     assert Path(cluster.gateway_admin).exists()
