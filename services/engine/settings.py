@@ -12,7 +12,8 @@ class EngineSettings(AuthSettings, RunLimitMaximums):
     port: int = Field(50053, alias="ENGINE_PORT", ge=0, le=65535)
 
     #: Where the runs and tools services listen: host:port, a comma list of replicas (host:port,host:port) or a
-    #: gRPC name (dns:///runs:50051, a headless Service); calls are balanced over every address (services.common.rpc.channels).
+    #: gRPC name (dns:///runs:50051, a headless Service); calls are balanced over every address
+    #: (services.common.rpc.channels).
     runs_address: ServiceAddress = Field("127.0.0.1:50051", alias="RUNS_ADDR")
     tools_address: ServiceAddress = Field("127.0.0.1:50052", alias="TOOLS_ADDR")
     #: The agents service, asked for a saved agent when a run names one.
