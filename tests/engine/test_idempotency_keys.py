@@ -1,17 +1,21 @@
 """Every tool call a run makes carries the idempotency key "<run id>:<sequence of its tool-call step>", made from
 the journal alone, so a repeat of the call (by this engine or another) carries the same key: real engine, runs and
-tools services, a scripted model, and a real HTTP server recording the Idempotency-Key header of each request."""
+tools services (and agents, for a workflow), a scripted model, and a real HTTP server recording the Idempotency-Key
+header of each request."""
 
 import json
 from pathlib import Path
 
 from google.protobuf import struct_pb2
 
+from agentplatform.agents.v1 import workflows_pb2
 from agentplatform.runs.v1 import runs_pb2
 from agentplatform.tools.v1 import tools_pb2
 from services.common.rpc.protoconv import dict_from_struct
+from tests.agents.workflow_helpers import edge, node
 from tests.engine.run_helpers import start_run, wait_final
 from tests.engine.test_approvals import approval_step, require_approval, wait_state
+from tests.engine.test_workflows import run_workflow, save, workflow_platform
 from tests.support.platform import Platform, start_platform
 from tests.support.scripted_llm import ScriptedLLM, text_reply, tool_call_reply, tool_calls_reply
 from tests.tools.http_endpoint import Endpoint, serving_endpoint
@@ -82,3 +86,30 @@ async def test_a_call_run_after_an_approval_carries_the_key_of_the_step_recorded
     [call_step] = [step for step in final.steps if step.HasField("tool_call")]
     assert call_step.sequence < request.sequence
     assert keys_by_amount(endpoint) == {5: f"{run.id}:{call_step.sequence}"}
+
+
+async def test_a_workflows_tool_node_carries_the_key_of_its_tool_call_step(tmp_path: Path) -> None:
+    workflow = workflows_pb2.Workflow(
+        display_name="Pay", description="Pays seven.",
+        nodes=[
+            node("start", start=workflows_pb2.StartNode()),
+            node("pay", tool=workflows_pb2.ToolNode(tool_id="http__pay", arguments={"amount": "7"}, output="paid")),
+            node("done", end=workflows_pb2.EndNode(output="paid")),
+        ],
+        edges=[edge("start", "pay"), edge("pay", "done")],
+    )
+    async with serving_endpoint() as endpoint, ScriptedLLM() as llm, workflow_platform(
+        tmp_path, llm, tools_overrides=LOCAL
+    ) as (platform, workflows):
+        await create_pay_tool(platform, endpoint)
+        saved = await save(workflows, workflow)
+        run = await run_workflow(platform, saved.id)
+        final = await wait_final(platform, run.id)
+
+    assert final.state == runs_pb2.RUN_STATE_COMPLETED, final.error_message
+    assert keys_by_amount(endpoint) == expected_keys(final) == {7: f"{run.id}:{expected_sequence(final)}"}
+
+
+def expected_sequence(run: runs_pb2.Run) -> int:
+    [step] = [step for step in run.steps if step.HasField("tool_call")]
+    return step.sequence
