@@ -11,12 +11,15 @@ from google.protobuf import struct_pb2
 from agentplatform.agents.v1 import workflows_pb2
 from agentplatform.runs.v1 import runs_pb2
 from agentplatform.tools.v1 import tools_pb2
+from services.common.identity import Caller
 from services.common.rpc.protoconv import dict_from_struct
+from services.engine.upstream.tools_client import ToolsClient
+from services.tools.app import start_tools
 from tests.agents.workflow_helpers import edge, node
 from tests.engine.run_helpers import start_run, wait_final
 from tests.engine.test_approvals import approval_step, require_approval, wait_state
 from tests.engine.test_workflows import run_workflow, save, workflow_platform
-from tests.support.platform import Platform, start_platform
+from tests.support.platform import Platform, grpc_channel, start_platform, tools_settings
 from tests.support.scripted_llm import ScriptedLLM, text_reply, tool_call_reply, tool_calls_reply
 from tests.tools.http_endpoint import Endpoint, serving_endpoint
 
@@ -113,3 +116,22 @@ async def test_a_workflows_tool_node_carries_the_key_of_its_tool_call_step(tmp_p
 def expected_sequence(run: runs_pb2.Run) -> int:
     [step] = [step for step in run.steps if step.HasField("tool_call")]
     return step.sequence
+
+
+async def test_the_engine_knows_which_calls_it_may_repeat_from_the_listing_alone(tmp_path: Path) -> None:
+    tools = await start_tools(tools_settings(tmp_path, TOOLS_HOST="127.0.0.1"))
+    try:
+        async with grpc_channel(tools.port) as channel:
+            client = ToolsClient(channel, list_timeout=10, execute_timeout=10, service_token="")
+            offered = {tool.name: tool for tool in await client.enabled_tools(Caller("alice"))}
+    finally:
+        await tools.stop()
+    assert offered["calculator"].repeats_safely({"operation": "add", "x": 1, "y": 2})
+    file_io = offered["file_io"]
+    assert not file_io.repeat_safe
+    # Decided from a call's recorded arguments: reading and writing may be repeated, appending may not.
+    assert file_io.repeats_safely({"operation": "read", "path": "a.txt"})
+    assert file_io.repeats_safely({"operation": "write", "path": "a.txt", "content": "x"})
+    assert not file_io.repeats_safely({"operation": "append", "path": "a.txt", "content": "x"})
+    assert not file_io.repeats_safely({"operation": "delete", "path": "a.txt"})
+    assert not file_io.repeats_safely(None) and not file_io.repeats_safely({"operation": 3})
