@@ -63,6 +63,9 @@ class ToolContext:
     workspace_shared: bool = False
     #: Who the call runs for (the RPC's authenticated caller, set by the worker; None in the service's own copy).
     caller: Caller | None = None
+    #: The call's idempotency key (services.tools.executor): the same on every repeat of one call, so that a tool
+    #: acting on another system can pass it on and act once. Empty when the caller sent none.
+    idempotency_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,23 @@ class ToolHints:
     destructive: bool = True
     idempotent: bool = False
     open_world: bool = True
+
+    @property
+    def repeat_safe(self) -> bool:
+        """Whether a call whose outcome is unknown (its engine died before recording its result) may simply be run
+        again, with the same idempotency key: a tool that changes nothing, or whose repeat has no further effect.
+        Otherwise a person decides. The engine reads it as the Tool message's `repeat_safe`."""
+        return self.read_only or self.idempotent
+
+
+@dataclass(frozen=True)
+class RepeatSafeCalls:
+    """The calls of a tool that is not repeat-safe as a whole which are: those whose `argument` is one of `values`
+    (a tool of several operations, some of which only read). Checked by the engine against a call's recorded
+    arguments, so it must be decidable from them alone."""
+
+    argument: str
+    values: frozenset[str]
 
 
 class InvalidToolError(Exception):
@@ -103,8 +123,12 @@ class BaseTool(ABC):
     description: str
     #: The frontend's icon name.
     icon: ClassVar[str] = "IconTool"
-    #: What it does to the world (ListTools shows them; approval policies may use them).
+    #: What it does to the world (ListTools shows them; approval policies may use them). Also whether a call whose
+    #: outcome is unknown may be repeated (`ToolHints.repeat_safe`: read_only or idempotent): the default declares
+    #: neither, the safe answer, so a plugin tool is repeated only if its class says so.
     hints: ToolHints = ToolHints()
+    #: For a tool not repeat-safe as a whole: which of its calls are (None: none).
+    repeat_safe_calls: RepeatSafeCalls | None = None
     #: Whether calls of the tool wait for a person's approval before they run, unless an admin says otherwise
     #: with UpdateTool ("requires_approval").
     requires_approval: ClassVar[bool] = False
@@ -168,6 +192,9 @@ def check_tool(tool: BaseTool) -> None:
             raise InvalidToolError(f"{attribute} must be a non-empty string, got {value!r}")
     if not isinstance(getattr(cls, "hints", None), ToolHints):
         raise InvalidToolError(f"hints must be a ToolHints, got {getattr(cls, 'hints', None)!r}")
+    calls = getattr(cls, "repeat_safe_calls", None)
+    if calls is not None and not isinstance(calls, RepeatSafeCalls):
+        raise InvalidToolError(f"repeat_safe_calls must be a RepeatSafeCalls or None, got {calls!r}")
     if cls.run is BaseTool.run and cls.execute is BaseTool.execute:
         raise InvalidToolError("it implements neither run() nor execute()")
     try:
@@ -183,5 +210,6 @@ class RemoteTool(BaseTool):
     defined in a plugin file)."""
 
     @abstractmethod
-    async def call(self, arguments: dict[str, Any]) -> ToolOutput:
-        """Run the tool with validated arguments; raise a services.common.errors exception when it fails."""
+    async def call(self, arguments: dict[str, Any], idempotency_key: str = "") -> ToolOutput:
+        """Run the tool with validated arguments, passing `idempotency_key` on to the other side when not empty (the
+        same on every repeat of one call); raise a services.common.errors exception when it fails."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.pages import PageTokens, checked_page_size
-from services.tools.base import BaseTool, ToolContext, ToolHints
+from services.tools.base import BaseTool, RepeatSafeCalls, ToolContext, ToolHints
 from services.tools.http.calls import HttpTool
 from services.tools.http.naming import name_of
 from services.tools.http.sources import HttpToolSource
@@ -49,6 +49,8 @@ class ToolView:
     unavailable_reason: str = ""
     #: The MCP server the tool comes from; empty for built-in and plugin tools.
     mcp_server: str = ""
+    #: For a tool not repeat-safe as a whole (hints.repeat_safe), which of its calls are.
+    repeat_safe_calls: RepeatSafeCalls | None = None
     #: An HTTP tool's definition (its header values are secrets: show its header_names only); None for others.
     http: HttpToolSpec | None = None
 
@@ -82,6 +84,7 @@ def _view(tool: BaseTool, setting: ToolSetting, usage: ToolUsage, context: ToolC
         unavailable_reason=reason or "",
         mcp_server=tool.mcp_server,
         http=tool.spec if isinstance(tool, HttpTool) else None,
+        repeat_safe_calls=None if tool.hints.repeat_safe else tool.repeat_safe_calls,
     )
 
 

@@ -25,7 +25,9 @@ class ToolExecutionServicer(execution_pb2_grpc.ToolExecutionServiceServicer):
         self, request: execution_pb2.ExecuteToolRequest, context: grpc.aio.ServicerContext
     ) -> execution_pb2.ExecuteToolResponse:
         arguments = dict_from_struct(request.arguments, "arguments")  # NaN or Infinity: InvalidArgument
-        execution = await self._executor.execute(require(request.tool_id, "tool_id"), arguments, current_caller())
+        execution = await self._executor.execute(
+            require(request.tool_id, "tool_id"), arguments, current_caller(), request.idempotency_key
+        )
         return execution_pb2.ExecuteToolResponse(
             result=value_from_python(execution.output.result),
             text=execution.output.text,

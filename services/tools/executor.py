@@ -29,7 +29,13 @@ from services.tools.tool_settings import ToolSettingsStore
 from services.tools.usage import UsageLedger
 from services.tools.workers.pool import ToolWorkerPool
 
-__all__ = ["DEFAULT_MAX_RESULT_BYTES", "ToolExecution", "ToolExecutor", "to_tool_output", "validate_arguments"]
+#: Longest idempotency key accepted: it goes out as an HTTP header value.
+MAX_IDEMPOTENCY_KEY_LENGTH = 256
+
+__all__ = [
+    "DEFAULT_MAX_RESULT_BYTES", "MAX_IDEMPOTENCY_KEY_LENGTH", "ToolExecution", "ToolExecutor", "to_tool_output",
+    "validate_arguments",
+]
 
 
 class ToolExecution(NamedTuple):
@@ -64,9 +70,13 @@ class ToolExecutor:
         #: Every execution of a known tool, counted for the Manage Tools page.
         self.usage = UsageLedger()
 
-    async def execute(self, tool_id: str, arguments: Mapping[str, Any], caller: Caller | None = None) -> ToolExecution:
+    async def execute(
+        self, tool_id: str, arguments: Mapping[str, Any], caller: Caller | None = None, idempotency_key: str = ""
+    ) -> ToolExecution:
         """Run `tool_id` with `arguments` for `caller` (the RPC's authenticated identity: a plugin tool's workspace is
-        that user's; None: no user's, so file_io refuses); raises NotFound, FailedPrecondition (disabled),
+        that user's; None: no user's, so file_io refuses), passing `idempotency_key` on to the tool (an HTTP tool's
+        Idempotency-Key header, an MCP tool's request _meta, a plugin tool's context; checked by
+        `checked_idempotency_key`); raises NotFound, FailedPrecondition (disabled),
         Unavailable (the tool cannot run now, or the workers cannot), InvalidArgument, DeadlineExceeded, Internal or
         whatever domain error the tool itself raised."""
         tool = self._registry.get(tool_id)
@@ -78,11 +88,12 @@ class ToolExecutor:
             reason = tool.unavailable_reason(self._context)
             if reason is not None:
                 raise Unavailable(f"tool '{tool_id}' is unavailable: {reason}")
+            idempotency_key = checked_idempotency_key(idempotency_key)
             arguments = dict(arguments)
             await validate_arguments(tool, arguments)
             check_signature(tool, arguments)
             started = time.perf_counter()
-            output = await self._run_with_time_limit(tool, arguments, caller)
+            output = await self._run_with_time_limit(tool, arguments, caller, idempotency_key)
             duration = time.perf_counter() - started
         except DomainError as exc:
             elapsed = time.perf_counter() - started if started is not None else None
@@ -92,7 +103,7 @@ class ToolExecutor:
         return ToolExecution(output, duration)
 
     async def _run_with_time_limit(
-        self, tool: BaseTool, arguments: dict[str, Any], caller: Caller | None
+        self, tool: BaseTool, arguments: dict[str, Any], caller: Caller | None, idempotency_key: str
     ) -> ToolOutput:
         # The limit covers waiting for a free worker too: the caller's wait is what it bounds. Leaving the block
         # cancels the pool's call, which kills the worker running it (a tool's own TimeoutError arrives as
@@ -101,10 +112,21 @@ class ToolExecutor:
             async with asyncio.timeout(self._timeout_seconds):
                 if isinstance(tool, RemoteTool):
                     # I/O to another process or host: no code of it runs here, so no worker is needed.
-                    return to_tool_output(tool.name, await tool.call(arguments), self._max_result_bytes)
-                return await self._workers.run(tool.name, arguments, caller)
+                    output = await tool.call(arguments, idempotency_key)
+                    return to_tool_output(tool.name, output, self._max_result_bytes)
+                return await self._workers.run(tool.name, arguments, caller, idempotency_key)
         except TimeoutError:
             raise DeadlineExceeded(f"tool '{tool.name}' did not finish within {self._timeout_seconds:g} s") from None
+
+
+def checked_idempotency_key(key: str) -> str:
+    """The key as sent on (an HTTP header value, a JSON string), or InvalidArgument: printable ASCII without
+    spaces, at most MAX_IDEMPOTENCY_KEY_LENGTH characters (the engine's "<run id>:<sequence>" is far shorter)."""
+    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not all("!" <= ch <= "~" for ch in key):
+        raise InvalidArgument(
+            f"idempotency_key must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters without spaces"
+        )
+    return key
 
 
 def check_signature(tool: BaseTool, arguments: dict[str, Any]) -> None:

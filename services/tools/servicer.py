@@ -21,7 +21,7 @@ from services.common.rpc.protoconv import (
 )
 from services.tools.catalog import ToolCatalog, ToolView
 from services.tools.http.destinations import DestinationPolicy
-from services.tools.http.specs import HttpToolSpec, http_tool
+from services.tools.http.specs import HttpToolSpec, Repeatability, http_tool
 from services.tools.mcp.servers import McpServerSpec, http_server, stdio_server
 from services.tools.mcp.sources import McpServerView, McpSources
 from services.tools.usage import ToolUsage
@@ -52,6 +52,13 @@ def tool_to_proto(view: ToolView) -> tools_pb2.Tool:
         available=view.available,
         unavailable_reason=view.unavailable_reason,
         mcp_server=view.mcp_server,
+        repeat_safe=view.hints.repeat_safe,
+        repeat_safe_calls=(
+            tools_pb2.RepeatSafeCalls(
+                argument=view.repeat_safe_calls.argument, values=sorted(view.repeat_safe_calls.values)
+            )
+            if view.repeat_safe_calls is not None else None
+        ),
         http=http_tool_to_proto(view.http) if view.http is not None else None,
     )
 
@@ -64,6 +71,12 @@ _METHODS = {
     tools_pb2.HTTP_METHOD_DELETE: "DELETE",
 }
 _METHOD_ENUMS = {name: value for value, name in _METHODS.items()}
+_REPEATABILITIES: dict[tools_pb2.HttpRepeatability, Repeatability] = {
+    tools_pb2.HTTP_REPEATABILITY_READ_ONLY: "read_only",
+    tools_pb2.HTTP_REPEATABILITY_IDEMPOTENT: "idempotent",
+    tools_pb2.HTTP_REPEATABILITY_NOT_IDEMPOTENT: "not_idempotent",
+}
+_REPEATABILITY_ENUMS = {name: value for value, name in _REPEATABILITIES.items()}
 
 
 def http_tool_to_proto(spec: HttpToolSpec) -> tools_pb2.HttpToolSpec:
@@ -76,6 +89,9 @@ def http_tool_to_proto(spec: HttpToolSpec) -> tools_pb2.HttpToolSpec:
         url=spec.url,
         method=_METHOD_ENUMS[spec.method],
         header_names=spec.header_names,
+        repeatability=(
+            _REPEATABILITY_ENUMS[spec.repeatability] if spec.repeatability else tools_pb2.HTTP_REPEATABILITY_UNSPECIFIED
+        ),
     )
 
 
@@ -84,6 +100,14 @@ def http_tool_from_proto(message: tools_pb2.HttpToolSpec, destinations: Destinat
     if message.method not in _METHODS:
         raise InvalidArgument(f"http.method is required: one of {', '.join(_METHODS.values())}")
     parameters = dict_from_struct(message.parameters, "http.parameters") if message.HasField("parameters") else None
+    repeatability = None
+    if message.repeatability != tools_pb2.HTTP_REPEATABILITY_UNSPECIFIED:
+        if message.repeatability not in _REPEATABILITIES:  # a number this version does not know
+            names = ", ".join(tools_pb2.HttpRepeatability.Name(value) for value in _REPEATABILITIES)
+            raise InvalidArgument(
+                f"http.repeatability {message.repeatability} is not one of {names}, or unset (the method decides)"
+            )
+        repeatability = _REPEATABILITIES[message.repeatability]
     return http_tool(
         message.name,
         display_name=message.display_name,
@@ -92,6 +116,7 @@ def http_tool_from_proto(message: tools_pb2.HttpToolSpec, destinations: Destinat
         url=message.url,
         method=_METHODS[message.method],
         headers=dict(message.headers),
+        repeatability=repeatability,
         destinations=destinations,
     )
 

@@ -97,6 +97,7 @@ class HttpToolRow(_Base):
     __tablename__ = "http_tools"
     __table_args__ = (
         CheckConstraint("method IN ('GET', 'POST', 'PUT', 'PATCH', 'DELETE')", name="method"),
+        CheckConstraint("repeatability IN ('read_only', 'idempotent', 'not_idempotent')", name="repeatability"),
     )
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -110,6 +111,8 @@ class HttpToolRow(_Base):
     #: The HTTP headers sent with every call (secrets, encrypted).
     headers: Mapped[dict[str, str]] = mapped_column(SealedSecrets, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    #: read_only, idempotent or not_idempotent as its creator declared; NULL: the method decides.
+    repeatability: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 #: The tools service's schema, for its migrations.

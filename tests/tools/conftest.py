@@ -1,8 +1,6 @@
 """Fixtures of the tools tests: settings on tmp_path, the domain objects, a running service with a stub, the
 file_io tests' workspaces, the tool workers' plugin, and the HTTP and MCP servers the tools reach."""
 
-import asyncio
-import contextlib
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -12,7 +10,6 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-import uvicorn
 from google.protobuf import struct_pb2
 
 from agentplatform.tools.internal.v1 import execution_pb2 as tool_execution_pb2
@@ -26,11 +23,10 @@ from services.tools.tool_settings import ToolSettingsStore
 from services.tools.workers.pool import ToolWorkerPool
 from services.tools.workers.protocol import WorkerConfig
 from services.tools.workspaces import beneath
-from tests.conftest import free_port
 from tests.support.keys import TOOLS_SECRET_KEY
 from tests.support.stubs import tools_stubs
 from tests.tools.file_io_helpers import OPENAT2, Box, make_box
-from tests.tools.http_endpoint import Endpoint, endpoint_app
+from tests.tools.http_endpoint import Endpoint, serving_endpoint
 from tests.tools.mcp_servers import HttpServer, ServerFiles, server_files
 from tests.tools.pool_tools_plugin import POOL_TOOLS
 
@@ -196,23 +192,8 @@ def pool_tools(plugin_dir: Path) -> None:
 @pytest_asyncio.fixture
 async def endpoint() -> AsyncIterator[Endpoint]:
     """The test HTTP server on a free port of 127.0.0.1, stopped afterwards."""
-    endpoint = Endpoint(free_port())
-    config = uvicorn.Config(
-        endpoint_app(endpoint), host="127.0.0.1", port=endpoint.port, log_level="warning", lifespan="off",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()  # raises why it could not start
-        await asyncio.sleep(0.02)
-    try:
+    async with serving_endpoint() as endpoint:
         yield endpoint
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10)
 
 
 @pytest.fixture

@@ -1,16 +1,21 @@
 """The HTTP server the HTTP tools call in the tests (starlette under uvicorn, on a free port of 127.0.0.1, in the
 test's event loop): it records every request it receives, and answers with JSON, errors, text, big and slow
-bodies and redirects. Served by the `endpoint` fixture of conftest.py; used by http_tools/ and
-test_secrets_at_rest.py."""
+bodies and redirects. Served by `serving_endpoint` (the `endpoint` fixture of conftest.py); used by http_tools/,
+test_secrets_at_rest.py and the engine's tests of idempotency keys."""
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from tests.conftest import free_port
 
 #: Length of the body /big answers with.
 BIG_BODY_BYTES = 300_000
@@ -88,3 +93,25 @@ def endpoint_app(endpoint: Endpoint) -> Starlette:
         Route("/slow", slow, methods=methods),
         Route("/redirect", redirect, methods=methods),
     ])
+
+
+@contextlib.asynccontextmanager
+async def serving_endpoint() -> AsyncIterator[Endpoint]:
+    """The test HTTP server on a free port of 127.0.0.1, in the running event loop, stopped on the way out."""
+    endpoint = Endpoint(free_port())
+    config = uvicorn.Config(
+        endpoint_app(endpoint), host="127.0.0.1", port=endpoint.port, log_level="warning", lifespan="off",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises why it could not start
+        await asyncio.sleep(0.02)
+    try:
+        yield endpoint
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)

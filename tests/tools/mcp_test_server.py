@@ -45,6 +45,14 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
+@server.tool(annotations=ToolAnnotations(readOnlyHint=False, idempotentHint=True))
+def stamp(text: str, ctx: Context) -> str:
+    """Records the text with the request's _meta (where the platform puts its idempotency key); idempotent."""
+    meta = ctx.request_context.meta
+    _record({"tool": "stamp", "arguments": {"text": text}, "meta": dict(meta) if meta else None})
+    return text
+
+
 @server.tool()
 def echo(text: str) -> str:
     """Says the text back."""

@@ -48,7 +48,7 @@ from services.engine.run_request import ChatInput
 from services.engine.settings import EngineSettings
 from services.engine.step_checks import check_value
 from services.engine.upstream.runs_client import RunsClient
-from services.engine.upstream.tools_client import ToolOutcome, ToolsClient
+from services.engine.upstream.tools_client import ToolOutcome, ToolsClient, idempotency_key
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,9 @@ class AgentLoop:
         tally = progress  # its counts go on from where the run (or the workflow's earlier nodes) left them
         if progress.pending:
             # Resumed after an approval: the calls the last turn asked for come first.
-            messages.extend(await self._call_tools(None, progress.pending, recorder, owner, agent, gated))
+            messages.extend(await self._call_tools(
+                None, progress.pending, recorder, owner, agent, gated, progress.pending_sequences
+            ))
         while True:
             if tally.model_calls >= (limits.max_model_calls or 0):
                 raise RunFailure(
@@ -297,32 +299,38 @@ class AgentLoop:
         owner: Caller,
         agent: AgentProfile,
         gate: ApprovalGate,
+        recorded: dict[str, int] | None = None,
     ) -> list[dict[str, Any]]:
         """Record the thought and the calls (in one append, before any tool runs; `thought` None: recorded before
-        a pause), ask for the approvals the calls need (RunPaused at the first one undecided), then execute the
-        calls concurrently on behalf of the run's `owner` and record each result in the order of the calls;
-        return the tool messages for the conversation."""
+        a pause, as the steps `recorded` names by tool call id), ask for the approvals the calls need (RunPaused at
+        the first one undecided), then execute the calls concurrently on behalf of the run's `owner`, each with the
+        idempotency key of its tool-call step, and record each result in the order of the calls; return the tool
+        messages for the conversation."""
         parsed = [parse_tool_arguments(call, self._model.base_url) for call in calls]
         if thought is not None:
             steps = [thought]
             for call, (params, _) in zip(calls, parsed, strict=True):
                 # Arguments that parse to {} are recorded as none, as the model sent none.
                 steps.append(Step(ToolCall(call.name, call.id, call.arguments, params or None)))
-            await recorder.record_all(steps)
+            stored = await recorder.record_all(steps)
+            sequences = [step.sequence for step in stored[1:]]
+        else:
+            sequences = [(recorded or {})[call.id] for call in calls]
+        keys = [idempotency_key(recorder.run_id, sequence) for sequence in sequences]
         for call, (params, _) in zip(calls, parsed, strict=True):
             if params is not None and agent.offers(call.name) and gate.undecided(call):
                 raise RunPaused(await recorder.pause(gate.request(call)))
         # Not a TaskGroup: it would wrap a failure of the store (raised by `record`) in an ExceptionGroup.
         executions = [
             asyncio.ensure_future(
-                self._execute_tool(call, None, refusal, owner)
+                self._execute_tool(call, None, refusal, owner, key)
                 if (refusal := gate.refusal(call)) is not None
-                else self._execute_tool(call, params, problem, owner)
+                else self._execute_tool(call, params, problem, owner, key)
                 if agent.offers(call.name)
                 # Recorded as the model asked (the step above), refused as the agent has it.
-                else self._execute_tool(call, None, f"tool '{call.name}' is not one of this agent's tools", owner)
+                else self._execute_tool(call, None, f"tool '{call.name}' is not one of this agent's tools", owner, key)
             )
-            for call, (params, problem) in zip(calls, parsed, strict=True)
+            for call, (params, problem), key in zip(calls, parsed, keys, strict=True)
         ]
         messages = []
         try:
@@ -343,13 +351,13 @@ class AgentLoop:
         return messages
 
     async def _execute_tool(
-        self, call: RequestedToolCall, params: dict[str, Any] | None, problem: str, owner: Caller
+        self, call: RequestedToolCall, params: dict[str, Any] | None, problem: str, owner: Caller, key: str
     ) -> tuple[ToolOutcome, float]:
         started = time.perf_counter()
         if params is None:
             outcome = ToolOutcome(error=problem)
         else:
-            outcome = await self._tools.execute(call.name, params, owner)
+            outcome = await self._tools.execute(call.name, params, owner, key)
         elapsed = outcome.duration_seconds if outcome.duration_seconds is not None else time.perf_counter() - started
         return outcome, elapsed
 

@@ -43,6 +43,8 @@ class RunProgress:
     messages: list[Message] = field(default_factory=list)
     #: The last turn's tool calls that have no result yet: executed first when the run resumes.
     pending: list[RequestedToolCall] = field(default_factory=list)
+    #: The sequence of each pending call's tool-call step, by tool call id (its idempotency key is made of it).
+    pending_sequences: dict[str, int] = field(default_factory=dict)
     #: Decisions on approval requests, by tool call id.
     decisions: dict[str, Decision] = field(default_factory=dict)
     model_calls: int = 0
@@ -60,6 +62,7 @@ def progress_from_steps(steps: Sequence[Step]) -> RunProgress:
     answered: set[str] = set()
     calls: list[RequestedToolCall] = []
     requested: dict[int, str] = {}  # approval-request sequence -> its tool call id
+    sequences: dict[str, int] = {}  # tool call id -> its tool-call step's sequence
     for step in steps:
         if step.model_call is not None:
             progress.model_calls += 1
@@ -70,6 +73,7 @@ def progress_from_steps(steps: Sequence[Step]) -> RunProgress:
             case ToolCall() as call:
                 progress.tool_calls += 1
                 calls.append(RequestedToolCall(call.tool_call_id, call.tool_name, call.raw_arguments))
+                sequences[call.tool_call_id] = step.sequence
             case ToolResult() as result:
                 answered.add(result.tool_call_id)
             case ApprovalRequest(tool_call_id=asked) if asked:
@@ -83,4 +87,5 @@ def progress_from_steps(steps: Sequence[Step]) -> RunProgress:
                         outcome == APPROVED, _SHOWN.get(outcome, outcome), decision.comment, decision.decided_by
                     )
     progress.pending = [call for call in calls if call.id not in answered]
+    progress.pending_sequences = {call.id: sequences[call.id] for call in progress.pending}
     return progress

@@ -24,16 +24,34 @@ from services.engine.upstream.calls import call_unary
 MAX_PAGES = 100
 
 
+def idempotency_key(run_id: str, sequence: int) -> str:
+    """The idempotency key of the tool call recorded as step `sequence` of run `run_id`: computable from the run's
+    journal alone, so every engine, and every repeat of the call, sends the same one."""
+    return f"{run_id}:{sequence}"
+
+
 @dataclass(frozen=True)
 class OfferedTool:
-    """An enabled tool as the model is offered it: its function schema, and whether its calls wait for approval."""
+    """An enabled tool as the model is offered it: its function schema, whether its calls wait for approval, and
+    whether a call whose outcome is unknown (its engine died before recording the result) may be run again:
+    `repeat_safe` for all its calls, else those whose argument `safe_argument` is one of `safe_values`."""
 
     schema: dict[str, Any]
     requires_approval: bool = False
+    repeat_safe: bool = False
+    safe_argument: str = ""
+    safe_values: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
         return str(self.schema["function"]["name"])
+
+    def repeats_safely(self, arguments: dict[str, Any] | None) -> bool:
+        """Whether the call with these (recorded) arguments may be run again without a person's decision."""
+        if self.repeat_safe:
+            return True
+        value = (arguments or {}).get(self.safe_argument) if self.safe_argument else None
+        return isinstance(value, str) and value in self.safe_values
 
 
 @dataclass(frozen=True)
@@ -99,19 +117,22 @@ class ToolsClient:
             response = await call_unary(
                 self.SERVICE, self._stub.ListTools, request, self._list_timeout, metadata, wait_for_ready=True
             )
-            offered.extend(
-                OfferedTool(dict_from_struct(tool.schema), tool.requires_approval) for tool in response.tools
-            )
+            offered.extend(_offered(tool) for tool in response.tools)
             token = response.next_page_token
             if not token:
                 return offered
         raise errors.Unavailable(f"the {self.SERVICE} listed more than {MAX_PAGES} pages of enabled tools")
 
-    async def execute(self, tool_id: str, arguments: dict[str, Any], caller: Caller) -> ToolOutcome:
-        """Run a tool on behalf of `caller`. Errors the model can react to (bad arguments, unknown or disabled
+    async def execute(
+        self, tool_id: str, arguments: dict[str, Any], caller: Caller, idempotency_key: str = ""
+    ) -> ToolOutcome:
+        """Run a tool on behalf of `caller`, with the call's `idempotency_key` (see `idempotency_key`), which the
+        tools service passes on to the tool. Errors the model can react to (bad arguments, unknown or disabled
         tool, a tool failure, even the tools service being down) come back as an outcome with `error`, not as an
         exception."""
-        request = tool_execution_pb2.ExecuteToolRequest(tool_id=tool_id, arguments=struct_from_dict(arguments))
+        request = tool_execution_pb2.ExecuteToolRequest(
+            tool_id=tool_id, arguments=struct_from_dict(arguments), idempotency_key=idempotency_key
+        )
         metadata = on_behalf_of(caller, self._service_token)
         try:
             response = await self._executor.ExecuteTool(request, timeout=self._execute_timeout, metadata=metadata)
@@ -135,3 +156,14 @@ class ToolsClient:
         )
 
 
+
+
+def _offered(tool: tools_pb2.Tool) -> OfferedTool:
+    calls = tool.repeat_safe_calls if tool.HasField("repeat_safe_calls") else None
+    return OfferedTool(
+        dict_from_struct(tool.schema),
+        tool.requires_approval,
+        repeat_safe=tool.repeat_safe,
+        safe_argument=calls.argument if calls is not None else "",
+        safe_values=frozenset(calls.values) if calls is not None else frozenset(),
+    )

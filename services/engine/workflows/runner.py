@@ -57,7 +57,7 @@ from services.engine.loop.steps import RunOutcome, RunPaused, StepRecorder, comp
 from services.engine.step_checks import check_value
 from services.engine.upstream.agents_client import AgentsClient
 from services.engine.upstream.runs_client import RunsClient
-from services.engine.upstream.tools_client import ToolsClient
+from services.engine.upstream.tools_client import ToolsClient, idempotency_key
 from services.engine.workflow_graph import Node, SavedWorkflow
 
 log = logging.getLogger(__name__)
@@ -346,9 +346,11 @@ class WorkflowRunner:
             )
         call_id = f"{node.id}-{recorder.next_sequence}"
         raw = json.dumps(arguments, ensure_ascii=False)
-        await recorder.record(ToolCall(spec.tool_id, call_id, raw, arguments or None))
+        step = await recorder.record(ToolCall(spec.tool_id, call_id, raw, arguments or None))
         started = time.perf_counter()
-        outcome = await self._tools.execute(spec.tool_id, arguments, owner)
+        outcome = await self._tools.execute(
+            spec.tool_id, arguments, owner, idempotency_key(recorder.run_id, step.sequence)
+        )
         elapsed = outcome.duration_seconds if outcome.duration_seconds is not None else time.perf_counter() - started
         value = None if outcome.error else outcome.result
         result = ToolResult(spec.tool_id, call_id, value, outcome.text, outcome.error)

@@ -32,18 +32,25 @@ from services.common.errors import DeadlineExceeded, Internal, Unavailable
 from services.common.json_values import MAX_JSON_DEPTH, JsonInputError, JsonTooDeep, parse_json
 from services.tools.base import RemoteTool, ToolContext, ToolHints, ToolOutput
 from services.tools.http.destinations import DestinationPolicy, url_host
-from services.tools.http.specs import HttpToolSpec
+from services.tools.http.specs import HttpToolSpec, Repeatability
 
 #: How much of an error response's body the failure message quotes.
 ERROR_BODY_CHARS = 500
 #: Read past the result bound by this much, so that the cut's marker says the body was longer.
 READ_MARGIN_BYTES = 1024
 _JSON_BODY_METHODS = ("POST", "PUT", "PATCH")
+#: The header a call's idempotency key is sent in.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
-def hints_of(method: str) -> ToolHints:
-    """What an HTTP tool does to the world, from its method's meaning (RFC 9110): GET only reads; PUT and DELETE
-    are idempotent; anything but GET may change or delete data. All of them reach outside."""
+def hints_of(method: str, repeatability: Repeatability | None = None) -> ToolHints:
+    """What an HTTP tool does to the world: what its creator declared (`repeatability`), else its method's
+    meaning (RFC 9110): GET only reads; PUT and DELETE are idempotent; anything but GET may change or delete data.
+    All of them reach outside."""
+    if repeatability == "read_only":
+        return ToolHints(read_only=True, destructive=False, idempotent=True, open_world=True)
+    if repeatability is not None:
+        return ToolHints(read_only=False, destructive=True, idempotent=repeatability == "idempotent", open_world=True)
     if method == "GET":
         return ToolHints(read_only=True, destructive=False, idempotent=True, open_world=True)
     return ToolHints(read_only=False, destructive=True, idempotent=method in ("PUT", "DELETE"), open_world=True)
@@ -61,7 +68,7 @@ class HttpTool(RemoteTool):
         self.name = spec.tool_id
         self.display_name = spec.display_name
         self.description = spec.description
-        self.hints = hints_of(spec.method)
+        self.hints = hints_of(spec.method, spec.repeatability)
         self._destinations = destinations
         self._timeout_seconds = timeout_seconds
         self._max_result_bytes = max_result_bytes
@@ -75,7 +82,7 @@ class HttpTool(RemoteTool):
         # The allow list may have narrowed since the tool was created (a restart with other settings).
         return self._destinations.host_problem(url_host(httpx.URL(self.spec.url)))
 
-    async def call(self, arguments: dict[str, Any]) -> ToolOutput:
+    async def call(self, arguments: dict[str, Any], idempotency_key: str = "") -> ToolOutput:
         spec = self.spec
         url = httpx.URL(spec.url)
         host = url_host(url)
@@ -83,6 +90,11 @@ class HttpTool(RemoteTool):
         addresses = await self._destinations.resolve(host, port)
         arguments = _integral_numbers(arguments)
         headers = {"Accept-Encoding": "identity", **spec.headers, "Host": url.netloc.decode("ascii")}
+        if idempotency_key:
+            # The header of the IETF draft (draft-ietf-httpapi-idempotency-key-header) that payment and other APIs
+            # honour: one per call, the same on a repeat, so the endpoint can act once. It overrides one in the spec.
+            headers = {k: v for k, v in headers.items() if k.lower() != "idempotency-key"}
+            headers[IDEMPOTENCY_HEADER] = idempotency_key
         extensions = {"sni_hostname": host} if url.scheme == "https" else {}
         request_options: dict[str, Any] = (
             # httpx's params replace the URL's query: the URL's own parameters are kept by passing them along.

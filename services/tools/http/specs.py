@@ -23,6 +23,9 @@ from services.tools.tables import HttpToolRow
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 METHODS: tuple[Method, ...] = get_args(Method)
+#: What a tool's creator may declare its calls do, when the method alone does not say it (see calls.hints_of).
+Repeatability = Literal["read_only", "idempotent", "not_idempotent"]
+REPEATABILITIES: tuple[Repeatability, ...] = get_args(Repeatability)
 
 #: Bounds of a definition, so that one row (and what the model reads of it) stays small.
 MAX_DISPLAY_NAME_LENGTH = 128
@@ -53,6 +56,8 @@ class HttpToolSpec:
     #: Sent with every call (secrets).
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     created_at: datetime | None = None
+    #: What the creator declared its calls do; None: the method says it.
+    repeatability: Repeatability | None = None
 
     @property
     def tool_id(self) -> str:
@@ -67,8 +72,9 @@ class HttpToolSpec:
     def same_definition(self, other: "HttpToolSpec") -> bool:
         """Whether `other` defines the same tool (its creation time aside)."""
         return (self.name, self.display_name, self.description, self.parameters, self.url, self.method,
-                dict(self.headers)) == (other.name, other.display_name, other.description, other.parameters,
-                                        other.url, other.method, dict(other.headers))
+                dict(self.headers), self.repeatability) == (
+                    other.name, other.display_name, other.description, other.parameters, other.url, other.method,
+                    dict(other.headers), other.repeatability)
 
 
 def http_tool(
@@ -80,6 +86,7 @@ def http_tool(
     parameters: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
     display_name: str = "",
+    repeatability: str | None = None,
     destinations: DestinationPolicy,
 ) -> HttpToolSpec:
     """A checked definition; InvalidArgument saying what is wrong (a destination the policy refuses included)."""
@@ -99,11 +106,18 @@ def http_tool(
         )
     if method not in METHODS:
         raise InvalidArgument(f"http.method must be one of {', '.join(METHODS)}")
+    if repeatability is not None and repeatability not in REPEATABILITIES:
+        raise InvalidArgument(
+            f"http.repeatability must be one of {', '.join(REPEATABILITIES)}, or unset (the method decides)"
+        )
     schema = _checked_schema(parameters)
     url = _checked_url(url, destinations)
     headers = dict(headers or {})
     _check_headers(headers)
-    return HttpToolSpec(name, display_name, description, schema, url, method, headers)
+    return HttpToolSpec(
+        name, display_name, description, schema, url, method, headers,
+        repeatability=repeatability,
+    )
 
 
 def _checked_schema(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -155,6 +169,7 @@ def _spec_from_row(row: HttpToolRow) -> HttpToolSpec:
         row.name, row.display_name, row.description, dict(row.parameters), row.url,
         row.method,  # type: ignore[arg-type]  # the check constraint keeps it one of METHODS
         dict(row.headers), row.created_at,
+        row.repeatability,  # type: ignore[arg-type]  # the check constraint keeps it one of REPEATABILITIES
     )
 
 
@@ -172,7 +187,7 @@ class HttpToolStore:
         row = HttpToolRow(
             name=spec.name, display_name=spec.display_name, description=spec.description,
             parameters=dict(spec.parameters), url=spec.url, method=spec.method, headers=dict(spec.headers),
-            created_at=utcnow(),
+            created_at=utcnow(), repeatability=spec.repeatability,
         )
         taken = AlreadyExists(
             f"an HTTP tool named '{spec.name}' ({spec.tool_id}) exists already; delete it first or pick another name"

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, cast
 
 import httpcore2
 import httpx
@@ -44,6 +44,8 @@ from services.tools.schemas.checks import check_schema
 
 log = logging.getLogger(__name__)
 
+#: Where a call's idempotency key goes in the tools/call request's _meta (a server that honours it acts once per key).
+IDEMPOTENCY_META_KEY = "agentplatform/idempotency_key"
 #: The first pause before connecting again, and the default longest (it doubles in between).
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
@@ -94,8 +96,8 @@ class McpTool(RemoteTool):
     def unavailable_reason(self, context: ToolContext | None) -> str | None:
         return self._connection.unavailable_reason()
 
-    async def call(self, arguments: dict[str, Any]) -> ToolOutput:
-        return await self._connection.call_tool(self, arguments)
+    async def call(self, arguments: dict[str, Any], idempotency_key: str = "") -> ToolOutput:
+        return await self._connection.call_tool(self, arguments, idempotency_key)
 
 
 def _hints(annotations: types.ToolAnnotations | None) -> ToolHints:
@@ -298,14 +300,18 @@ class McpConnection:
             return f"the MCP server '{self.name}' is connecting"
         return f"the MCP server '{self.name}' is unavailable: {self._reason}"
 
-    async def call_tool(self, tool: McpTool, arguments: dict[str, Any]) -> ToolOutput:
-        """Call one of the server's tools; Unavailable when it is not connected or goes away during the call."""
+    async def call_tool(self, tool: McpTool, arguments: dict[str, Any], idempotency_key: str = "") -> ToolOutput:
+        """Call one of the server's tools, with `idempotency_key` (when not empty) in the request's _meta as
+        IDEMPOTENCY_META_KEY; Unavailable when it is not connected or goes away during the call."""
         session = self._session
         reason = self.unavailable_reason()
         if session is None or reason is not None:
             raise Unavailable(reason or f"the MCP server '{self.name}' is not connected")
         try:
-            result = await session.call_tool(tool.remote_name, _integral_numbers(arguments))
+            # MCP has no idempotency field of its own: _meta is the request's open map for what client and
+            # server agree on, under a prefix of ours.
+            meta = cast(types.RequestParamsMeta, {IDEMPOTENCY_META_KEY: idempotency_key}) if idempotency_key else None
+            result = await session.call_tool(tool.remote_name, _integral_numbers(arguments), meta=meta)
         except MCPError as exc:
             if exc.code == types.CONNECTION_CLOSED:
                 self._wake.set()  # the supervisor finds out at once, not at its next ping

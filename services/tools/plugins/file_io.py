@@ -38,7 +38,7 @@ from services.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from services.tools.base import BaseTool, ToolContext, ToolHints, ToolOutput
+from services.tools.base import BaseTool, RepeatSafeCalls, ToolContext, ToolHints, ToolOutput
 from services.tools.workspaces.beneath import DIRECTORY_FLAGS, FILE_FLAGS, closing, open_beneath
 from services.tools.workspaces.paths import MAX_PATH_CHARS, WorkspacePath, parse_path, shown
 from services.tools.workspaces.quota import check_quota, writer_lock
@@ -323,6 +323,10 @@ class FileIOTool(BaseTool):
     icon = "IconFile"
     # Writes and deletes files (a write replaces one), inside the workspace only.
     hints = ToolHints(read_only=False, destructive=True, idempotent=False, open_world=False)
+    # A call whose outcome is unknown may be run again when reading or listing (nothing changes), or writing (the
+    # same content to the same path leaves the same file); not when appending (the text would be there twice) or
+    # deleting (the repeat would tell the model the file it deleted was never there).
+    repeat_safe_calls = RepeatSafeCalls("operation", frozenset({"read", "list", "write"}))
     parameters: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {

@@ -96,6 +96,7 @@ class _Call:
     tool_id: str
     arguments: dict[str, Any]
     caller: Caller | None
+    idempotency_key: str
     future: asyncio.Future[ToolOutput] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -172,15 +173,17 @@ class ToolWorkerPool:
 
     # --- Calls -------------------------------------------------------------------------------------------------
 
-    async def run(self, tool_id: str, arguments: dict[str, Any], caller: Caller | None = None) -> ToolOutput:
-        """Run a call for `caller` (whose workspace it uses: services.tools.workspaces.tenancy) in the next free
-        worker and return its output, or raise its domain error. The caller bounds the time (asyncio.timeout):
-        cancelling this stops the worker running the call."""
+    async def run(
+        self, tool_id: str, arguments: dict[str, Any], caller: Caller | None = None, idempotency_key: str = ""
+    ) -> ToolOutput:
+        """Run a call for `caller` (whose workspace it uses: services.tools.workspaces.tenancy), with its
+        `idempotency_key` in its context, in the next free worker and return its output, or raise its domain error.
+        The caller bounds the time (asyncio.timeout): cancelling this stops the worker running the call."""
         if self._closing:
             raise Unavailable(_STOPPING)
         if not self.serving:
             raise Unavailable(f"the tools service cannot start tool workers ({self._last_start_error}); retry later")
-        call = _Call(tool_id, arguments, caller)
+        call = _Call(tool_id, arguments, caller, idempotency_key)
         self._queue.append(call)
         self._queued.set()
         try:
@@ -323,7 +326,7 @@ class ToolWorkerPool:
 
     async def _send_and_receive(self, worker: WorkerProcess, call: _Call) -> object:
         try:
-            await worker.send(ToolCall(call.tool_id, call.arguments, call.caller))
+            await worker.send(ToolCall(call.tool_id, call.arguments, call.caller, call.idempotency_key))
             started = await worker.receive()
         except (EOFError, ConnectionError):
             # The worker was gone before it took the call (it died idle just now): the tool never ran, so the

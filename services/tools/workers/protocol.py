@@ -48,6 +48,8 @@ class ToolCall:
     tool_id: str
     arguments: dict[str, Any]
     caller: Caller | None = None
+    #: The call's idempotency key, for the tool's context (beside the arguments too: the model does not write it).
+    idempotency_key: str = ""
 
 
 @dataclass(frozen=True)

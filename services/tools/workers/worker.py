@@ -145,7 +145,7 @@ def run_call(registry: ToolRegistry, config: WorkerConfig, call: ToolCall) -> To
     try:
         tool = registry.get(call.tool_id)
         _allow_cpu_for_one_call(config.cpu_seconds)
-        value = _invoke(tool, call.arguments, call_context(config.context, call.caller))
+        value = _invoke(tool, call.arguments, call_context(config.context, call.caller, call.idempotency_key))
         return ToolReply(output=to_tool_output(tool.name, value, config.max_result_bytes))
     except DomainError as exc:
         return ToolReply(error=_portable(exc))

@@ -51,9 +51,10 @@ def folder_name(user: str) -> str:
     return name
 
 
-def call_context(context: ToolContext, caller: Caller | None) -> ToolContext:
+def call_context(context: ToolContext, caller: Caller | None, idempotency_key: str = "") -> ToolContext:
     """The context one call runs with: the service's `context` (whose workspace is TOOLS_WORKSPACE itself) with the
-    caller and the workspace that caller may use; PermissionDenied for an identity that is not a user id."""
+    caller, the workspace that caller may use and the call's idempotency key; PermissionDenied for an identity that
+    is not a user id."""
     root = context.workspace
     if root is None:
         workspace = None
@@ -66,4 +67,4 @@ def call_context(context: ToolContext, caller: Caller | None) -> ToolContext:
             workspace = root / USERS_FOLDER / folder_name(caller.user)
         except ValueError as exc:  # not a user id the platform issues (the authenticator bounds them)
             raise PermissionDenied(f"this call's identity names no workspace: {exc}") from None
-    return dataclasses.replace(context, workspace=workspace, caller=caller)
+    return dataclasses.replace(context, workspace=workspace, caller=caller, idempotency_key=idempotency_key)

@@ -103,7 +103,7 @@ async def test_registered_servers_and_their_ids_survive_a_restart(
     await tools.wait_for_state(long_server, CONNECTED)
     await tools.wait_for_state("remote", CONNECTED)
     ids = sorted(tool_id_ for tool_id_ in await tools.tools() if tool_id_.startswith("mcp__"))
-    assert len(ids) == 14
+    assert len(ids) == 16  # 8 tools of each server
     assert all(len(tool_id_) <= 64 and FUNCTION_NAME.match(tool_id_) for tool_id_ in ids)
     long_id = tool_id(long_server, LONG_TOOL_NAME)
     dotted_id = tool_id(long_server, DOTTED_TOOL_NAME)

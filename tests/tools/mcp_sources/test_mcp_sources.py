@@ -50,7 +50,7 @@ async def test_a_stdio_servers_tools_are_listed_called_and_counted(tools: Tools,
     assert list(created.stdio.env_names) == sorted(stdio_files.env())
     assert not created.stdio.env
     server = await tools.wait_for_state("local", CONNECTED)
-    assert server.tool_count == 7 and server.HasField("last_connected_time") and server.HasField("create_time")
+    assert server.tool_count == 8 and server.HasField("last_connected_time") and server.HasField("create_time")
     assert_no_secrets(created, server, await tools.stub.ListMcpServers(tools_pb2.ListMcpServersRequest()))
 
     listed = await tools.tools()

@@ -14,6 +14,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class HttpRepeatability(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HTTP_REPEATABILITY_UNSPECIFIED: _ClassVar[HttpRepeatability]
+    HTTP_REPEATABILITY_READ_ONLY: _ClassVar[HttpRepeatability]
+    HTTP_REPEATABILITY_IDEMPOTENT: _ClassVar[HttpRepeatability]
+    HTTP_REPEATABILITY_NOT_IDEMPOTENT: _ClassVar[HttpRepeatability]
+
 class HttpMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     HTTP_METHOD_UNSPECIFIED: _ClassVar[HttpMethod]
@@ -29,6 +36,10 @@ class McpServerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MCP_SERVER_STATE_CONNECTING: _ClassVar[McpServerState]
     MCP_SERVER_STATE_CONNECTED: _ClassVar[McpServerState]
     MCP_SERVER_STATE_UNAVAILABLE: _ClassVar[McpServerState]
+HTTP_REPEATABILITY_UNSPECIFIED: HttpRepeatability
+HTTP_REPEATABILITY_READ_ONLY: HttpRepeatability
+HTTP_REPEATABILITY_IDEMPOTENT: HttpRepeatability
+HTTP_REPEATABILITY_NOT_IDEMPOTENT: HttpRepeatability
 HTTP_METHOD_UNSPECIFIED: HttpMethod
 HTTP_METHOD_GET: HttpMethod
 HTTP_METHOD_POST: HttpMethod
@@ -41,7 +52,7 @@ MCP_SERVER_STATE_CONNECTED: McpServerState
 MCP_SERVER_STATE_UNAVAILABLE: McpServerState
 
 class Tool(_message.Message):
-    __slots__ = ("id", "display_name", "description", "icon", "enabled", "parameters", "schema", "default_description", "usage", "hints", "requires_approval", "available", "unavailable_reason", "mcp_server", "http")
+    __slots__ = ("id", "display_name", "description", "icon", "enabled", "parameters", "schema", "default_description", "usage", "hints", "requires_approval", "available", "unavailable_reason", "mcp_server", "http", "repeat_safe", "repeat_safe_calls")
     ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +68,8 @@ class Tool(_message.Message):
     UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
     MCP_SERVER_FIELD_NUMBER: _ClassVar[int]
     HTTP_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_SAFE_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_SAFE_CALLS_FIELD_NUMBER: _ClassVar[int]
     id: str
     display_name: str
     description: str
@@ -72,7 +85,17 @@ class Tool(_message.Message):
     unavailable_reason: str
     mcp_server: str
     http: HttpToolSpec
-    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., icon: _Optional[str] = ..., enabled: _Optional[bool] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., default_description: _Optional[str] = ..., usage: _Optional[_Union[ToolUsage, _Mapping]] = ..., hints: _Optional[_Union[ToolHints, _Mapping]] = ..., requires_approval: _Optional[bool] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., mcp_server: _Optional[str] = ..., http: _Optional[_Union[HttpToolSpec, _Mapping]] = ...) -> None: ...
+    repeat_safe: bool
+    repeat_safe_calls: RepeatSafeCalls
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., icon: _Optional[str] = ..., enabled: _Optional[bool] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., default_description: _Optional[str] = ..., usage: _Optional[_Union[ToolUsage, _Mapping]] = ..., hints: _Optional[_Union[ToolHints, _Mapping]] = ..., requires_approval: _Optional[bool] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., mcp_server: _Optional[str] = ..., http: _Optional[_Union[HttpToolSpec, _Mapping]] = ..., repeat_safe: _Optional[bool] = ..., repeat_safe_calls: _Optional[_Union[RepeatSafeCalls, _Mapping]] = ...) -> None: ...
+
+class RepeatSafeCalls(_message.Message):
+    __slots__ = ("argument", "values")
+    ARGUMENT_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    argument: str
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, argument: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ToolHints(_message.Message):
     __slots__ = ("read_only", "destructive", "idempotent", "open_world")
@@ -139,7 +162,7 @@ class DeleteToolRequest(_message.Message):
     def __init__(self, tool_id: _Optional[str] = ...) -> None: ...
 
 class HttpToolSpec(_message.Message):
-    __slots__ = ("name", "display_name", "description", "parameters", "url", "method", "headers", "header_names")
+    __slots__ = ("name", "display_name", "description", "parameters", "url", "method", "headers", "header_names", "repeatability")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +178,7 @@ class HttpToolSpec(_message.Message):
     METHOD_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
     HEADER_NAMES_FIELD_NUMBER: _ClassVar[int]
+    REPEATABILITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     display_name: str
     description: str
@@ -163,7 +187,8 @@ class HttpToolSpec(_message.Message):
     method: HttpMethod
     headers: _containers.ScalarMap[str, str]
     header_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., url: _Optional[str] = ..., method: _Optional[_Union[HttpMethod, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., header_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    repeatability: HttpRepeatability
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., url: _Optional[str] = ..., method: _Optional[_Union[HttpMethod, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., header_names: _Optional[_Iterable[str]] = ..., repeatability: _Optional[_Union[HttpRepeatability, str]] = ...) -> None: ...
 
 class UpdateToolRequest(_message.Message):
     __slots__ = ("tool", "update_mask")

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/agentplatform/tools/internal/v1/execution.proto\x12\x1f\x61gentplatform.tools.internal.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"Q\n\x12\x45xecuteToolRequest\x12\x0f\n\x07tool_id\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"x\n\x13\x45xecuteToolResponse\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0c\n\x04text\x18\x02 \x01(\t\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration2\x90\x01\n\x14ToolExecutionService\x12x\n\x0b\x45xecuteTool\x12\x33.agentplatform.tools.internal.v1.ExecuteToolRequest\x1a\x34.agentplatform.tools.internal.v1.ExecuteToolResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/agentplatform/tools/internal/v1/execution.proto\x12\x1f\x61gentplatform.tools.internal.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"j\n\x12\x45xecuteToolRequest\x12\x0f\n\x07tool_id\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"x\n\x13\x45xecuteToolResponse\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0c\n\x04text\x18\x02 \x01(\t\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration2\x90\x01\n\x14ToolExecutionService\x12x\n\x0b\x45xecuteTool\x12\x33.agentplatform.tools.internal.v1.ExecuteToolRequest\x1a\x34.agentplatform.tools.internal.v1.ExecuteToolResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentplatform.tools.interna
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EXECUTETOOLREQUEST']._serialized_start=146
-  _globals['_EXECUTETOOLREQUEST']._serialized_end=227
-  _globals['_EXECUTETOOLRESPONSE']._serialized_start=229
-  _globals['_EXECUTETOOLRESPONSE']._serialized_end=349
-  _globals['_TOOLEXECUTIONSERVICE']._serialized_start=352
-  _globals['_TOOLEXECUTIONSERVICE']._serialized_end=496
+  _globals['_EXECUTETOOLREQUEST']._serialized_end=252
+  _globals['_EXECUTETOOLRESPONSE']._serialized_start=254
+  _globals['_EXECUTETOOLRESPONSE']._serialized_end=374
+  _globals['_TOOLEXECUTIONSERVICE']._serialized_start=377
+  _globals['_TOOLEXECUTIONSERVICE']._serialized_end=521
 # @@protoc_insertion_point(module_scope)

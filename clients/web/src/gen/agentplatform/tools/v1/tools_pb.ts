@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentplatform/tools/v1/tools.proto.
  */
 export const file_agentplatform_tools_v1_tools: GenFile = /*@__PURE__*/
-  fileDesc("CiJhZ2VudHBsYXRmb3JtL3Rvb2xzL3YxL3Rvb2xzLnByb3RvEhZhZ2VudHBsYXRmb3JtLnRvb2xzLnYxIsUDCgRUb29sEgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIMCgRpY29uGAQgASgJEg8KB2VuYWJsZWQYBSABKAgSKwoKcGFyYW1ldGVycxgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGc2NoZW1hGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIbChNkZWZhdWx0X2Rlc2NyaXB0aW9uGAggASgJEjAKBXVzYWdlGAkgASgLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sVXNhZ2USMAoFaGludHMYCiABKAsyIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2xIaW50cxIZChFyZXF1aXJlc19hcHByb3ZhbBgLIAEoCBIRCglhdmFpbGFibGUYDCABKAgSGgoSdW5hdmFpbGFibGVfcmVhc29uGA0gASgJEhIKCm1jcF9zZXJ2ZXIYDiABKAkSMgoEaHR0cBgPIAEoCzIkLmFnZW50cGxhdGZvcm0udG9vbHMudjEuSHR0cFRvb2xTcGVjIlsKCVRvb2xIaW50cxIRCglyZWFkX29ubHkYASABKAgSEwoLZGVzdHJ1Y3RpdmUYAiABKAgSEgoKaWRlbXBvdGVudBgDIAEoCBISCgpvcGVuX3dvcmxkGAQgASgIItIBCglUb29sVXNhZ2USDQoFY2FsbHMYASABKAMSDgoGZXJyb3JzGAIgASgDEhAKCHRpbWVvdXRzGAMgASgDEi8KDHA1MF9kdXJhdGlvbhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgxwOTVfZHVyYXRpb24YBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMgoObGFzdF91c2VkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIk8KEExpc3RUb29sc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSFAoMZW5hYmxlZF9vbmx5GAMgASgIIlkKEUxpc3RUb29sc1Jlc3BvbnNlEisKBXRvb2xzGAEgAygLMhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIhCg5HZXRUb29sUmVxdWVzdBIPCgd0b29sX2lkGAEgASgJIkcKEUNyZWF0ZVRvb2xSZXF1ZXN0EjIKBGh0dHAYASABKAsyJC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkh0dHBUb29sU3BlYyIkChFEZWxldGVUb29sUmVxdWVzdBIPCgd0b29sX2lkGAEgASgJIr8CCgxIdHRwVG9vbFNwZWMSDAoEbmFtZRgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSKwoKcGFyYW1ldGVycxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSCwoDdXJsGAUgASgJEjIKBm1ldGhvZBgGIAEoDjIiLmFnZW50cGxhdGZvcm0udG9vbHMudjEuSHR0cE1ldGhvZBJCCgdoZWFkZXJzGAcgAygLMjEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5IdHRwVG9vbFNwZWMuSGVhZGVyc0VudHJ5EhQKDGhlYWRlcl9uYW1lcxgIIAMoCRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJwChFVcGRhdGVUb29sUmVxdWVzdBIqCgR0b29sGAEgASgLMhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayLcAgoJTWNwU2VydmVyEgwKBG5hbWUYASABKAkSOAoFc3RkaW8YAiABKAsyKS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcFN0ZGlvVHJhbnNwb3J0EjYKBGh0dHAYAyABKAsyKC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcEh0dHBUcmFuc3BvcnQSNQoFc3RhdGUYBCABKA4yJi5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcFNlcnZlclN0YXRlEhoKEnVuYXZhaWxhYmxlX3JlYXNvbhgFIAEoCRISCgp0b29sX2NvdW50GAYgASgFEjcKE2xhc3RfY29ubmVjdGVkX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKyAQoRTWNwU3RkaW9UcmFuc3BvcnQSDwoHY29tbWFuZBgBIAEoCRIMCgRhcmdzGAIgAygJEj8KA2VudhgDIAMoCzIyLmFnZW50cGxhdGZvcm0udG9vbHMudjEuTWNwU3RkaW9UcmFuc3BvcnQuRW52RW50cnkSEQoJZW52X25hbWVzGAQgAygJGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEirQEKEE1jcEh0dHBUcmFuc3BvcnQSCwoDdXJsGAEgASgJEkYKB2hlYWRlcnMYAiADKAsyNS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcEh0dHBUcmFuc3BvcnQuSGVhZGVyc0VudHJ5EhQKDGhlYWRlcl9uYW1lcxgDIAMoCRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJPChZDcmVhdGVNY3BTZXJ2ZXJSZXF1ZXN0EjUKCm1jcF9zZXJ2ZXIYASABKAsyIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcFNlcnZlciIjChNHZXRNY3BTZXJ2ZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkiPgoVTGlzdE1jcFNlcnZlcnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJImkKFkxpc3RNY3BTZXJ2ZXJzUmVzcG9uc2USNgoLbWNwX3NlcnZlcnMYASADKAsyIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcFNlcnZlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJgoWRGVsZXRlTWNwU2VydmVyUmVxdWVzdBIMCgRuYW1lGAEgASgJKpgBCgpIdHRwTWV0aG9kEhsKF0hUVFBfTUVUSE9EX1VOU1BFQ0lGSUVEEAASEwoPSFRUUF9NRVRIT0RfR0VUEAESFAoQSFRUUF9NRVRIT0RfUE9TVBACEhMKD0hUVFBfTUVUSE9EX1BVVBADEhUKEUhUVFBfTUVUSE9EX1BBVENIEAQSFgoSSFRUUF9NRVRIT0RfREVMRVRFEAUqlQEKDk1jcFNlcnZlclN0YXRlEiAKHE1DUF9TRVJWRVJfU1RBVEVfVU5TUEVDSUZJRUQQABIfChtNQ1BfU0VSVkVSX1NUQVRFX0NPTk5FQ1RJTkcQARIeChpNQ1BfU0VSVkVSX1NUQVRFX0NPTk5FQ1RFRBACEiAKHE1DUF9TRVJWRVJfU1RBVEVfVU5BVkFJTEFCTEUQAzLRBgoLVG9vbFNlcnZpY2USYAoJTGlzdFRvb2xzEiguYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0VG9vbHNSZXF1ZXN0GikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0VG9vbHNSZXNwb25zZRJPCgdHZXRUb29sEiYuYWdlbnRwbGF0Zm9ybS50b29scy52MS5HZXRUb29sUmVxdWVzdBocLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBJVCgpVcGRhdGVUb29sEikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5VcGRhdGVUb29sUmVxdWVzdBocLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBJVCgpDcmVhdGVUb29sEikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5DcmVhdGVUb29sUmVxdWVzdBocLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBJPCgpEZWxldGVUb29sEikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5EZWxldGVUb29sUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJkCg9DcmVhdGVNY3BTZXJ2ZXISLi5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkNyZWF0ZU1jcFNlcnZlclJlcXVlc3QaIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcFNlcnZlchJeCgxHZXRNY3BTZXJ2ZXISKy5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkdldE1jcFNlcnZlclJlcXVlc3QaIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcFNlcnZlchJvCg5MaXN0TWNwU2VydmVycxItLmFnZW50cGxhdGZvcm0udG9vbHMudjEuTGlzdE1jcFNlcnZlcnNSZXF1ZXN0Gi4uYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0TWNwU2VydmVyc1Jlc3BvbnNlElkKD0RlbGV0ZU1jcFNlcnZlchIuLmFnZW50cGxhdGZvcm0udG9vbHMudjEuRGVsZXRlTWNwU2VydmVyUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiJhZ2VudHBsYXRmb3JtL3Rvb2xzL3YxL3Rvb2xzLnByb3RvEhZhZ2VudHBsYXRmb3JtLnRvb2xzLnYxIp4ECgRUb29sEgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIMCgRpY29uGAQgASgJEg8KB2VuYWJsZWQYBSABKAgSKwoKcGFyYW1ldGVycxgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGc2NoZW1hGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIbChNkZWZhdWx0X2Rlc2NyaXB0aW9uGAggASgJEjAKBXVzYWdlGAkgASgLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sVXNhZ2USMAoFaGludHMYCiABKAsyIS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlRvb2xIaW50cxIZChFyZXF1aXJlc19hcHByb3ZhbBgLIAEoCBIRCglhdmFpbGFibGUYDCABKAgSGgoSdW5hdmFpbGFibGVfcmVhc29uGA0gASgJEhIKCm1jcF9zZXJ2ZXIYDiABKAkSMgoEaHR0cBgPIAEoCzIkLmFnZW50cGxhdGZvcm0udG9vbHMudjEuSHR0cFRvb2xTcGVjEhMKC3JlcGVhdF9zYWZlGBAgASgIEkIKEXJlcGVhdF9zYWZlX2NhbGxzGBEgASgLMicuYWdlbnRwbGF0Zm9ybS50b29scy52MS5SZXBlYXRTYWZlQ2FsbHMiMwoPUmVwZWF0U2FmZUNhbGxzEhAKCGFyZ3VtZW50GAEgASgJEg4KBnZhbHVlcxgCIAMoCSJbCglUb29sSGludHMSEQoJcmVhZF9vbmx5GAEgASgIEhMKC2Rlc3RydWN0aXZlGAIgASgIEhIKCmlkZW1wb3RlbnQYAyABKAgSEgoKb3Blbl93b3JsZBgEIAEoCCLSAQoJVG9vbFVzYWdlEg0KBWNhbGxzGAEgASgDEg4KBmVycm9ycxgCIAEoAxIQCgh0aW1lb3V0cxgDIAEoAxIvCgxwNTBfZHVyYXRpb24YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMcDk1X2R1cmF0aW9uGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjIKDmxhc3RfdXNlZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJPChBMaXN0VG9vbHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhQKDGVuYWJsZWRfb25seRgDIAEoCCJZChFMaXN0VG9vbHNSZXNwb25zZRIrCgV0b29scxgBIAMoCzIcLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIQoOR2V0VG9vbFJlcXVlc3QSDwoHdG9vbF9pZBgBIAEoCSJHChFDcmVhdGVUb29sUmVxdWVzdBIyCgRodHRwGAEgASgLMiQuYWdlbnRwbGF0Zm9ybS50b29scy52MS5IdHRwVG9vbFNwZWMiJAoRRGVsZXRlVG9vbFJlcXVlc3QSDwoHdG9vbF9pZBgBIAEoCSKBAwoMSHR0cFRvb2xTcGVjEgwKBG5hbWUYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEisKCnBhcmFtZXRlcnMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EgsKA3VybBgFIAEoCRIyCgZtZXRob2QYBiABKA4yIi5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkh0dHBNZXRob2QSQgoHaGVhZGVycxgHIAMoCzIxLmFnZW50cGxhdGZvcm0udG9vbHMudjEuSHR0cFRvb2xTcGVjLkhlYWRlcnNFbnRyeRIUCgxoZWFkZXJfbmFtZXMYCCADKAkSQAoNcmVwZWF0YWJpbGl0eRgJIAEoDjIpLmFnZW50cGxhdGZvcm0udG9vbHMudjEuSHR0cFJlcGVhdGFiaWxpdHkaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEicAoRVXBkYXRlVG9vbFJlcXVlc3QSKgoEdG9vbBgBIAEoCzIcLmFnZW50cGxhdGZvcm0udG9vbHMudjEuVG9vbBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2si3AIKCU1jcFNlcnZlchIMCgRuYW1lGAEgASgJEjgKBXN0ZGlvGAIgASgLMikuYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BTdGRpb1RyYW5zcG9ydBI2CgRodHRwGAMgASgLMiguYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BIdHRwVHJhbnNwb3J0EjUKBXN0YXRlGAQgASgOMiYuYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BTZXJ2ZXJTdGF0ZRIaChJ1bmF2YWlsYWJsZV9yZWFzb24YBSABKAkSEgoKdG9vbF9jb3VudBgGIAEoBRI3ChNsYXN0X2Nvbm5lY3RlZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAisgEKEU1jcFN0ZGlvVHJhbnNwb3J0Eg8KB2NvbW1hbmQYASABKAkSDAoEYXJncxgCIAMoCRI/CgNlbnYYAyADKAsyMi5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLk1jcFN0ZGlvVHJhbnNwb3J0LkVudkVudHJ5EhEKCWVudl9uYW1lcxgEIAMoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIq0BChBNY3BIdHRwVHJhbnNwb3J0EgsKA3VybBgBIAEoCRJGCgdoZWFkZXJzGAIgAygLMjUuYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BIdHRwVHJhbnNwb3J0LkhlYWRlcnNFbnRyeRIUCgxoZWFkZXJfbmFtZXMYAyADKAkaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTwoWQ3JlYXRlTWNwU2VydmVyUmVxdWVzdBI1CgptY3Bfc2VydmVyGAEgASgLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BTZXJ2ZXIiIwoTR2V0TWNwU2VydmVyUmVxdWVzdBIMCgRuYW1lGAEgASgJIj4KFUxpc3RNY3BTZXJ2ZXJzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJpChZMaXN0TWNwU2VydmVyc1Jlc3BvbnNlEjYKC21jcF9zZXJ2ZXJzGAEgAygLMiEuYWdlbnRwbGF0Zm9ybS50b29scy52MS5NY3BTZXJ2ZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiYKFkRlbGV0ZU1jcFNlcnZlclJlcXVlc3QSDAoEbmFtZRgBIAEoCSqjAQoRSHR0cFJlcGVhdGFiaWxpdHkSIgoeSFRUUF9SRVBFQVRBQklMSVRZX1VOU1BFQ0lGSUVEEAASIAocSFRUUF9SRVBFQVRBQklMSVRZX1JFQURfT05MWRABEiEKHUhUVFBfUkVQRUFUQUJJTElUWV9JREVNUE9URU5UEAISJQohSFRUUF9SRVBFQVRBQklMSVRZX05PVF9JREVNUE9URU5UEAMqmAEKCkh0dHBNZXRob2QSGwoXSFRUUF9NRVRIT0RfVU5TUEVDSUZJRUQQABITCg9IVFRQX01FVEhPRF9HRVQQARIUChBIVFRQX01FVEhPRF9QT1NUEAISEwoPSFRUUF9NRVRIT0RfUFVUEAMSFQoRSFRUUF9NRVRIT0RfUEFUQ0gQBBIWChJIVFRQX01FVEhPRF9ERUxFVEUQBSqVAQoOTWNwU2VydmVyU3RhdGUSIAocTUNQX1NFUlZFUl9TVEFURV9VTlNQRUNJRklFRBAAEh8KG01DUF9TRVJWRVJfU1RBVEVfQ09OTkVDVElORxABEh4KGk1DUF9TRVJWRVJfU1RBVEVfQ09OTkVDVEVEEAISIAocTUNQX1NFUlZFUl9TVEFURV9VTkFWQUlMQUJMRRADMtEGCgtUb29sU2VydmljZRJgCglMaXN0VG9vbHMSKC5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkxpc3RUb29sc1JlcXVlc3QaKS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkxpc3RUb29sc1Jlc3BvbnNlEk8KB0dldFRvb2wSJi5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkdldFRvb2xSZXF1ZXN0GhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sElUKClVwZGF0ZVRvb2wSKS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLlVwZGF0ZVRvb2xSZXF1ZXN0GhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sElUKCkNyZWF0ZVRvb2wSKS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkNyZWF0ZVRvb2xSZXF1ZXN0GhwuYWdlbnRwbGF0Zm9ybS50b29scy52MS5Ub29sEk8KCkRlbGV0ZVRvb2wSKS5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkRlbGV0ZVRvb2xSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EmQKD0NyZWF0ZU1jcFNlcnZlchIuLmFnZW50cGxhdGZvcm0udG9vbHMudjEuQ3JlYXRlTWNwU2VydmVyUmVxdWVzdBohLmFnZW50cGxhdGZvcm0udG9vbHMudjEuTWNwU2VydmVyEl4KDEdldE1jcFNlcnZlchIrLmFnZW50cGxhdGZvcm0udG9vbHMudjEuR2V0TWNwU2VydmVyUmVxdWVzdBohLmFnZW50cGxhdGZvcm0udG9vbHMudjEuTWNwU2VydmVyEm8KDkxpc3RNY3BTZXJ2ZXJzEi0uYWdlbnRwbGF0Zm9ybS50b29scy52MS5MaXN0TWNwU2VydmVyc1JlcXVlc3QaLi5hZ2VudHBsYXRmb3JtLnRvb2xzLnYxLkxpc3RNY3BTZXJ2ZXJzUmVzcG9uc2USWQoPRGVsZXRlTWNwU2VydmVyEi4uYWdlbnRwbGF0Zm9ybS50b29scy52MS5EZWxldGVNY3BTZXJ2ZXJSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5YgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A tool the agent can call.
@@ -138,6 +138,26 @@ export type Tool = Message<"agentplatform.tools.v1.Tool"> & {
    * @generated from field: agentplatform.tools.v1.HttpToolSpec http = 15;
    */
   http?: HttpToolSpec | undefined;
+
+  /**
+   * Output only. Whether a call of the tool may be run again when its outcome
+   * is unknown (the engine running it died before recording its result):
+   * true when the tool declares itself read-only or idempotent (`hints`).
+   * A repeated call carries the same idempotency key as the first. False:
+   * a person decides (the run waits for an approval).
+   *
+   * @generated from field: bool repeat_safe = 16;
+   */
+  repeatSafe: boolean;
+
+  /**
+   * Output only. Set when the tool is not repeat_safe as a whole but some of
+   * its calls are, told apart by one argument (file_io: its "read", "list"
+   * and "write" operations are; "append" and "delete" are not).
+   *
+   * @generated from field: agentplatform.tools.v1.RepeatSafeCalls repeat_safe_calls = 17;
+   */
+  repeatSafeCalls?: RepeatSafeCalls | undefined;
 };
 
 /**
@@ -146,6 +166,35 @@ export type Tool = Message<"agentplatform.tools.v1.Tool"> & {
  */
 export const ToolSchema: GenMessage<Tool> = /*@__PURE__*/
   messageDesc(file_agentplatform_tools_v1_tools, 0);
+
+/**
+ * The calls of a tool that are safe to repeat: those whose argument
+ * `argument` is a string among `values`.
+ *
+ * @generated from message agentplatform.tools.v1.RepeatSafeCalls
+ */
+export type RepeatSafeCalls = Message<"agentplatform.tools.v1.RepeatSafeCalls"> & {
+  /**
+   * The argument's name, e.g. "operation".
+   *
+   * @generated from field: string argument = 1;
+   */
+  argument: string;
+
+  /**
+   * Its values that make a call safe to repeat, e.g. ["list", "read"].
+   *
+   * @generated from field: repeated string values = 2;
+   */
+  values: string[];
+};
+
+/**
+ * Describes the message agentplatform.tools.v1.RepeatSafeCalls.
+ * Use `create(RepeatSafeCallsSchema)` to create a new message.
+ */
+export const RepeatSafeCallsSchema: GenMessage<RepeatSafeCalls> = /*@__PURE__*/
+  messageDesc(file_agentplatform_tools_v1_tools, 1);
 
 /**
  * Hints about a tool's behaviour, with the meaning of MCP's tool annotations
@@ -190,7 +239,7 @@ export type ToolHints = Message<"agentplatform.tools.v1.ToolHints"> & {
  * Use `create(ToolHintsSchema)` to create a new message.
  */
 export const ToolHintsSchema: GenMessage<ToolHints> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 1);
+  messageDesc(file_agentplatform_tools_v1_tools, 2);
 
 /**
  * A tool's use since the tools service started (a restart starts the figures
@@ -250,7 +299,7 @@ export type ToolUsage = Message<"agentplatform.tools.v1.ToolUsage"> & {
  * Use `create(ToolUsageSchema)` to create a new message.
  */
 export const ToolUsageSchema: GenMessage<ToolUsage> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 2);
+  messageDesc(file_agentplatform_tools_v1_tools, 3);
 
 /**
  * Request of ListTools.
@@ -286,7 +335,7 @@ export type ListToolsRequest = Message<"agentplatform.tools.v1.ListToolsRequest"
  * Use `create(ListToolsRequestSchema)` to create a new message.
  */
 export const ListToolsRequestSchema: GenMessage<ListToolsRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 3);
+  messageDesc(file_agentplatform_tools_v1_tools, 4);
 
 /**
  * Response of ListTools.
@@ -314,7 +363,7 @@ export type ListToolsResponse = Message<"agentplatform.tools.v1.ListToolsRespons
  * Use `create(ListToolsResponseSchema)` to create a new message.
  */
 export const ListToolsResponseSchema: GenMessage<ListToolsResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 4);
+  messageDesc(file_agentplatform_tools_v1_tools, 5);
 
 /**
  * Request of GetTool.
@@ -335,7 +384,7 @@ export type GetToolRequest = Message<"agentplatform.tools.v1.GetToolRequest"> & 
  * Use `create(GetToolRequestSchema)` to create a new message.
  */
 export const GetToolRequestSchema: GenMessage<GetToolRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 5);
+  messageDesc(file_agentplatform_tools_v1_tools, 6);
 
 /**
  * Request of CreateTool.
@@ -356,7 +405,7 @@ export type CreateToolRequest = Message<"agentplatform.tools.v1.CreateToolReques
  * Use `create(CreateToolRequestSchema)` to create a new message.
  */
 export const CreateToolRequestSchema: GenMessage<CreateToolRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 6);
+  messageDesc(file_agentplatform_tools_v1_tools, 7);
 
 /**
  * Request of DeleteTool.
@@ -377,7 +426,7 @@ export type DeleteToolRequest = Message<"agentplatform.tools.v1.DeleteToolReques
  * Use `create(DeleteToolRequestSchema)` to create a new message.
  */
 export const DeleteToolRequestSchema: GenMessage<DeleteToolRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 7);
+  messageDesc(file_agentplatform_tools_v1_tools, 8);
 
 /**
  * An HTTP tool: a tool without code, whose calls are HTTP requests to one
@@ -458,6 +507,16 @@ export type HttpToolSpec = Message<"agentplatform.tools.v1.HttpToolSpec"> & {
    * @generated from field: repeated string header_names = 8;
    */
   headerNames: string[];
+
+  /**
+   * What calls of the tool do to the world, when the method alone does not
+   * say it (a POST that only reads, a GET with a side effect). Unspecified:
+   * by the method (GET is read-only; PUT and DELETE are idempotent; POST and
+   * PATCH are neither). Decides `Tool.repeat_safe` and `Tool.hints`.
+   *
+   * @generated from field: agentplatform.tools.v1.HttpRepeatability repeatability = 9;
+   */
+  repeatability: HttpRepeatability;
 };
 
 /**
@@ -465,7 +524,7 @@ export type HttpToolSpec = Message<"agentplatform.tools.v1.HttpToolSpec"> & {
  * Use `create(HttpToolSpecSchema)` to create a new message.
  */
 export const HttpToolSpecSchema: GenMessage<HttpToolSpec> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 8);
+  messageDesc(file_agentplatform_tools_v1_tools, 9);
 
 /**
  * Request of UpdateTool.
@@ -494,7 +553,7 @@ export type UpdateToolRequest = Message<"agentplatform.tools.v1.UpdateToolReques
  * Use `create(UpdateToolRequestSchema)` to create a new message.
  */
 export const UpdateToolRequestSchema: GenMessage<UpdateToolRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 9);
+  messageDesc(file_agentplatform_tools_v1_tools, 10);
 
 /**
  * An MCP server registered as a source of tools. Its tools are listed with
@@ -577,7 +636,7 @@ export type McpServer = Message<"agentplatform.tools.v1.McpServer"> & {
  * Use `create(McpServerSchema)` to create a new message.
  */
 export const McpServerSchema: GenMessage<McpServer> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 10);
+  messageDesc(file_agentplatform_tools_v1_tools, 11);
 
 /**
  * How to start a stdio MCP server.
@@ -622,7 +681,7 @@ export type McpStdioTransport = Message<"agentplatform.tools.v1.McpStdioTranspor
  * Use `create(McpStdioTransportSchema)` to create a new message.
  */
 export const McpStdioTransportSchema: GenMessage<McpStdioTransport> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 11);
+  messageDesc(file_agentplatform_tools_v1_tools, 12);
 
 /**
  * Where a streamable HTTP MCP server answers.
@@ -660,7 +719,7 @@ export type McpHttpTransport = Message<"agentplatform.tools.v1.McpHttpTransport"
  * Use `create(McpHttpTransportSchema)` to create a new message.
  */
 export const McpHttpTransportSchema: GenMessage<McpHttpTransport> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 12);
+  messageDesc(file_agentplatform_tools_v1_tools, 13);
 
 /**
  * Request of CreateMcpServer.
@@ -681,7 +740,7 @@ export type CreateMcpServerRequest = Message<"agentplatform.tools.v1.CreateMcpSe
  * Use `create(CreateMcpServerRequestSchema)` to create a new message.
  */
 export const CreateMcpServerRequestSchema: GenMessage<CreateMcpServerRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 13);
+  messageDesc(file_agentplatform_tools_v1_tools, 14);
 
 /**
  * Request of GetMcpServer.
@@ -702,7 +761,7 @@ export type GetMcpServerRequest = Message<"agentplatform.tools.v1.GetMcpServerRe
  * Use `create(GetMcpServerRequestSchema)` to create a new message.
  */
 export const GetMcpServerRequestSchema: GenMessage<GetMcpServerRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 14);
+  messageDesc(file_agentplatform_tools_v1_tools, 15);
 
 /**
  * Request of ListMcpServers.
@@ -731,7 +790,7 @@ export type ListMcpServersRequest = Message<"agentplatform.tools.v1.ListMcpServe
  * Use `create(ListMcpServersRequestSchema)` to create a new message.
  */
 export const ListMcpServersRequestSchema: GenMessage<ListMcpServersRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 15);
+  messageDesc(file_agentplatform_tools_v1_tools, 16);
 
 /**
  * Response of ListMcpServers.
@@ -759,7 +818,7 @@ export type ListMcpServersResponse = Message<"agentplatform.tools.v1.ListMcpServ
  * Use `create(ListMcpServersResponseSchema)` to create a new message.
  */
 export const ListMcpServersResponseSchema: GenMessage<ListMcpServersResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 16);
+  messageDesc(file_agentplatform_tools_v1_tools, 17);
 
 /**
  * Request of DeleteMcpServer.
@@ -780,7 +839,49 @@ export type DeleteMcpServerRequest = Message<"agentplatform.tools.v1.DeleteMcpSe
  * Use `create(DeleteMcpServerRequestSchema)` to create a new message.
  */
 export const DeleteMcpServerRequestSchema: GenMessage<DeleteMcpServerRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_tools_v1_tools, 17);
+  messageDesc(file_agentplatform_tools_v1_tools, 18);
+
+/**
+ * What an HTTP tool's calls do to the world, as its creator declares it.
+ *
+ * @generated from enum agentplatform.tools.v1.HttpRepeatability
+ */
+export enum HttpRepeatability {
+  /**
+   * Not set: the method decides.
+   *
+   * @generated from enum value: HTTP_REPEATABILITY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The calls change nothing: safe to repeat.
+   *
+   * @generated from enum value: HTTP_REPEATABILITY_READ_ONLY = 1;
+   */
+  READ_ONLY = 1,
+
+  /**
+   * The calls change something, but a repeat with the same arguments has no
+   * further effect: safe to repeat.
+   *
+   * @generated from enum value: HTTP_REPEATABILITY_IDEMPOTENT = 2;
+   */
+  IDEMPOTENT = 2,
+
+  /**
+   * A repeat may act twice: never repeated without a person's decision.
+   *
+   * @generated from enum value: HTTP_REPEATABILITY_NOT_IDEMPOTENT = 3;
+   */
+  NOT_IDEMPOTENT = 3,
+}
+
+/**
+ * Describes the enum agentplatform.tools.v1.HttpRepeatability.
+ */
+export const HttpRepeatabilitySchema: GenEnum<HttpRepeatability> = /*@__PURE__*/
+  enumDesc(file_agentplatform_tools_v1_tools, 0);
 
 /**
  * The HTTP method of an HTTP tool's calls.
@@ -835,7 +936,7 @@ export enum HttpMethod {
  * Describes the enum agentplatform.tools.v1.HttpMethod.
  */
 export const HttpMethodSchema: GenEnum<HttpMethod> = /*@__PURE__*/
-  enumDesc(file_agentplatform_tools_v1_tools, 0);
+  enumDesc(file_agentplatform_tools_v1_tools, 1);
 
 /**
  * The state of the tools service's connection to an MCP server.
@@ -878,7 +979,7 @@ export enum McpServerState {
  * Describes the enum agentplatform.tools.v1.McpServerState.
  */
 export const McpServerStateSchema: GenEnum<McpServerState> = /*@__PURE__*/
-  enumDesc(file_agentplatform_tools_v1_tools, 1);
+  enumDesc(file_agentplatform_tools_v1_tools, 2);
 
 /**
  * ToolService is the registry of the agent's tools, for the "Manage Tools"
