@@ -1,8 +1,9 @@
 """Durable execution (issue 18) against the real stack, as separate processes with real signals: a run whose
 engine is SIGKILLed is resumed by the next engine from its steps, not failed.
 
-- killed while the model streams (or after a tool result, before the next model call): the run ends COMPLETED
-  with the seed timeline plus one `resumed` marker, steps 1..n with no gap and no repeat;
+- killed while the model works on its first reply, and after a tool result while the next model call is in flight
+  (both held in place by stopping the model process with SIGSTOP): each run ends COMPLETED with the seed timeline
+  plus one `resumed` marker right after what the killed engine recorded, steps 1..n with no gap and no repeat;
 - killed while a tool runs (the tools service held with SIGSTOP, so the tool-call step is recorded and its
   result is not): the resumed run waits for a person, its approval request saying the outcome is unknown;
   "run again" (approve) runs the call and finishes the seed answer, "continue without it" (reject) tells the
@@ -88,28 +89,40 @@ def test_runs_of_a_killed_engine_are_resumed_by_the_next_one_and_complete(tmp_pa
     with fault_stack(tmp_path, ENGINE_LEASE_SECONDS=LEASE, RUNS_REAPER_INTERVAL_SECONDS=REAPER_INTERVAL,
                      DEMO_MODEL_LATENCY_SECONDS=MODEL_LATENCY) as stack, \
             clients(stack) as (engine, runs), explained(stack):
-        run_ids = start_runs(engine, 4)
-        # Mid-run: some at their first model call, some past a tool result, waiting on the next model call.
-        wait_for("the runs to be RUNNING with steps recorded", 10, lambda: all(
-            run.state == runs_pb2.RUN_STATE_RUNNING and run.step_count >= 1 for run in get_runs(runs, run_ids)
-        ))
-        before = {run.id: run.step_count for run in get_runs(runs, run_ids)}
-        kill(stack, "engine")
+        # Two kill points at once, held in place by stopping the model (SIGSTOP): one run past its first tool
+        # result, its next model call in flight; one at its first model call, its user request alone recorded.
+        (later,) = start_runs(engine, 1)
+        wait_for("the first run to have a tool result", 15, lambda: "tool_result" in kinds(get_runs(runs, [later])[0]))
+        (first,) = start_runs(engine, 1)
+        wait_for("the second run to begin", 10, lambda: get_runs(runs, [first])[0].step_count >= 1)
+        model = stack.processes["model"]
+        os.kill(model.pid, signal.SIGSTOP)
+        try:
+            time.sleep(0.3)
+            at_kill = {run.id: kinds(run) for run in get_runs(runs, [later, first])}
+            assert at_kill[first] == ["user_request"], at_kill
+            assert at_kill[later][-1] == "tool_result", at_kill
+            kill(stack, "engine")
+        finally:
+            os.kill(model.pid, signal.SIGCONT)
         killed_at = time.monotonic()
+        run_ids = [later, first]
         wait_for("the killed engine's runs to be orphaned", ORPHANED_WITHIN, lambda: all(
             run.attempts == 1 and not run.executor_id for run in get_runs(runs, run_ids)
         ))
         # Not ended: no engine is connected, so they wait, live, for one.
-        assert {run.state for run in get_runs(runs, run_ids)} <= {runs_pb2.RUN_STATE_RUNNING}
+        assert {run.state for run in get_runs(runs, run_ids)} == {runs_pb2.RUN_STATE_RUNNING}
 
         restart_engine(stack)
         final = wait_for("the resumed runs to end", 30, lambda: ended(runs, run_ids))
-        print(f"runs of the killed engine ended {time.monotonic() - killed_at:.2f}s after the kill "
-              f"(steps at the kill: {sorted(before.values())})")
+        print(f"runs of the killed engine ended {time.monotonic() - killed_at:.2f}s after the kill")
         for run in final:
             assert_resumed_seed_run(run)
             # The marker comes right after what the killed engine recorded: nothing of it was lost or redone.
-            assert kinds(run)[before[run.id]] == "resumed", (before[run.id], kinds(run))
+            before = at_kill[run.id]
+            assert kinds(run)[: len(before) + 1] == [*before, "resumed"], kinds(run)
+            marker = run.steps[len(before)].resumed
+            assert "model call again" in marker.summary and not marker.held_tool_call_ids
         assert list_runs(runs, runs_pb2.RUN_STATE_RUNNING) == []
 
 
