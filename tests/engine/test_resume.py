@@ -79,3 +79,20 @@ async def test_limits_count_the_model_calls_of_earlier_attempts(tmp_path: Path) 
         assert (final.state, final.error_code) == (runs_pb2.RUN_STATE_FAILED, "max_model_calls")
         assert llm.requests == []
         assert (await get_run(platform, run_id)).attempts == 1
+
+
+async def test_a_queued_run_of_an_engine_that_died_is_queued_again_and_begins_in_another(tmp_path: Path) -> None:
+    async with ScriptedLLM(text_reply("Hello.")) as llm, start_platform(tmp_path, llm.base_url) as platform:
+        store = platform.runs.store
+        run = await store.create_run(NewRun(
+            user_query="Hi", executor_id="engine-that-died", lease_seconds=60, owner="local", limits=LIMITS,
+            state="queued",
+        ))
+        await expire_lease(platform.runs.db, run.id)
+        assert await store.reap_expired() == [run.id]
+        final = await wait_final(platform, run.id)
+        assert final.state == runs_pb2.RUN_STATE_COMPLETED, final.error_message
+        # It begins as a queued run does (its user request first), then says where it came from.
+        assert kinds(list(final.steps)) == ["user_request", "resumed", "agent_response"]
+        assert final.HasField("start_time") and final.lease_epoch == 2
+        assert len(llm.requests) == 1
