@@ -45,6 +45,7 @@ def ready_to_resume() -> ColumnElement[bool]:
         and_(RUNS.c.state.in_(LIVE_STATES), RUNS.c.executor_id == ""),
     )
 
+
 class RunApprovals(StoreParts):
     """The run store's approval methods (see the module docstring)."""
 
