@@ -112,9 +112,20 @@ class NodeOutcome:
     iteration: int = 0
 
 
+@dataclass(frozen=True)
+class Resumed:
+    """The marker an engine records when it continues a run whose engine stopped: which engine, which resume
+    (1, 2 ...), what it does first, and the tool calls whose outcome is unknown, held for a person's decision."""
+
+    executor_id: str = ""
+    attempt: int = 0
+    summary: str = ""
+    held_tool_call_ids: tuple[str, ...] = ()
+
+
 StepContent = (
     UserRequest | AgentThought | ToolCall | ToolResult | AgentResponse | StepError | ApprovalRequest
-    | ApprovalDecision | NodeOutcome
+    | ApprovalDecision | NodeOutcome | Resumed
 )
 
 
@@ -170,6 +181,8 @@ class Run:
     #: The epoch of that lease: the engine's every write on the run carries it, and the store refuses one made
     #: under an earlier epoch (another engine took the run since). 0: a store or run from before epochs.
     lease_epoch: int = 0
+    #: How many times the run was resumed after its engine stopped.
+    attempts: int = 0
     cancel_requested: bool = False
     error_code: str = ""
     error_message: str = ""

@@ -84,7 +84,7 @@ async def start_runs(settings: RunsSettings) -> RunsApp:
             db,
             signals,
             notices,
-            StoreLimits(max_step_bytes=settings.max_step_bytes),
+            StoreLimits(max_step_bytes=settings.max_step_bytes, max_attempts=settings.max_attempts),
             PageTokens.from_settings(settings),
         )
         reaper = LeaseReaper(store, settings.reaper_interval_seconds)

@@ -4,13 +4,13 @@ and an engine resumes it (no gRPC here). Part of `RunStore`."""
 import dataclasses
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import ColumnElement, and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.checks import check_text
 from services.common.db.database import utcnow
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.run_vocabulary import RUNNING, WAITING
+from services.common.run_vocabulary import LIVE_STATES, RUNNING, WAITING
 from services.runs.checks import (
     check_executor_id,
     check_lease_epoch,
@@ -35,6 +35,16 @@ from services.runs.rows import (
 
 #: Longest comment of an approval decision.
 MAX_DECISION_COMMENT_CHARS = 2000
+
+
+def ready_to_resume() -> ColumnElement[bool]:
+    """Runs no engine holds that one should take and continue: decided WAITING runs, and QUEUED or RUNNING runs
+    whose engine stopped (orphaned by the reaper, leases.py)."""
+    return or_(
+        and_(RUNS.c.state == WAITING, RUNS.c.awaiting_sequence.is_(None)),
+        and_(RUNS.c.state.in_(LIVE_STATES), RUNS.c.executor_id == ""),
+    )
+
 
 class RunApprovals(StoreParts):
     """The run store's approval methods (see the module docstring)."""
@@ -128,14 +138,15 @@ class RunApprovals(StoreParts):
         return [record.id for record, _ in decided]
 
     async def offer_ready_runs(self) -> int:
-        """Offer again every WAITING run that was decided but not resumed yet (an offer lost with an engine that
-        went away, or made while none was connected); returns how many were offered."""
+        """Offer again every run ready to resume but not resumed yet: WAITING runs that were decided, and runs
+        orphaned by their engine (leases.py); an offer lost with an engine that went away, or made while none was
+        connected. Returns how many were offered."""
         if not self.notices.any_connected:
             return 0  # nobody to offer them to; an engine that connects is offered them then
         async with self.database.read() as session:
             rows = await session.execute(
                 select(RUNS.c.id)
-                .where(RUNS.c.state == WAITING, RUNS.c.awaiting_sequence.is_(None))
+                .where(ready_to_resume())
                 .limit(REAP_BATCH)
             )
             ready = list(rows.scalars())
@@ -147,8 +158,9 @@ class RunApprovals(StoreParts):
         self.notices.offer_resume(record.id)
 
     async def resume_run(self, run_id: str, executor_id: str, lease_seconds: float) -> RunRecord:
-        """Take a decided WAITING run under `executor_id`'s lease (RUNNING again, at the next lease epoch: the
-        engine that held it before is fenced off) and return it with all its steps; again under the same lease, a
+        """Take a run ready to resume under `executor_id`'s lease, at the next lease epoch (the engine that held it
+        before is fenced off), and return it with all its steps: a decided WAITING run is RUNNING again; an
+        orphaned run keeps its state (a QUEUED one begins as any queued run does). Again under the same lease, a
         retry, returns it too. FailedPrecondition when it is not ready to resume."""
         run_id = parse_run_id(run_id)
         check_executor_id(executor_id)
@@ -156,15 +168,18 @@ class RunApprovals(StoreParts):
 
         async def resume(connection: AsyncConnection) -> RunRecord:
             run = await load_run(connection, run_id, lock=True)
-            ready = run["state"] == WAITING and run["awaiting_sequence"] is None
-            if not ready and not (run["state"] == RUNNING and run["executor_id"] == executor_id):
+            decided = run["state"] == WAITING and run["awaiting_sequence"] is None
+            orphaned = run["state"] in LIVE_STATES and not run["executor_id"]
+            ready = decided or orphaned
+            if not ready and not (run["state"] in LIVE_STATES and run["executor_id"] == executor_id):
                 raise FailedPrecondition(
                     f"run '{run_id}' is not ready to resume: it is {run['state']}"
                     + (" and waits for a decision" if run["state"] == WAITING else "")
                 )
             if ready:
                 await update_run(
-                    connection, run, state=RUNNING, executor_id=executor_id, lease_seconds=lease_seconds,
+                    connection, run, state=RUNNING if decided else run["state"], executor_id=executor_id,
+                    lease_seconds=lease_seconds,
                     lease_expires_at=utcnow() + timedelta(seconds=lease_seconds), lease_epoch=run["lease_epoch"] + 1,
                 )
             steps = await connection.execute(select(STEPS).where(STEPS.c.run_id == run_id).order_by(STEPS.c.sequence))

@@ -34,9 +34,11 @@ MAX_SEQUENCE = 2**31 - 1
 
 @dataclass(frozen=True)
 class StoreLimits:
-    """Limits that are settings (RUNS_MAX_STEP_BYTES)."""
+    """Limits that are settings (RUNS_MAX_STEP_BYTES, RUNS_MAX_ATTEMPTS)."""
 
     max_step_bytes: int = 1024 * 1024
+    #: How many times a run whose engine stopped is resumed; stopped once more, it ends FAILED "interrupted".
+    max_attempts: int = 3
 
 
 def parse_run_id(run_id: str, field: str = "run_id") -> str:

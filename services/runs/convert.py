@@ -112,6 +112,7 @@ def run_to_proto(record: RunRecord) -> runs_pb2.Run:
         cancel_requested=record.cancel_requested,
         executor_id=record.executor_id,
         lease_epoch=record.lease_epoch,
+        attempts=record.attempts,
         owner=record.owner,
         agent_id=record.agent_id,
         agent_revision=record.agent_revision,

@@ -1,6 +1,13 @@
 """Leases on runs in the run store: an engine renews the leases of the runs it executes, the reaper ends the runs
 whose lease ran out, and the service extends every live lease when it starts (no gRPC here). Part of `RunStore`.
 
+A run whose lease ran out (its engine crashed, was killed or cut off) is not ended but orphaned: it stays QUEUED
+or RUNNING with no executor, its `attempts` goes up, and it is offered to the connected engines as a decided
+approval is (approvals.py `offer_ready_runs`, `resume_run`); the engine that takes it continues it from its steps
+under the next epoch, so the engine that lost it is fenced if it comes back. A run already resumed
+`StoreLimits.max_attempts` times, a workflow run (not resumable yet), or one with a cancel pending ends as before:
+FAILED "interrupted", or CANCELLED.
+
 Leases are fenced. A run's `lease_epoch` counts the leases taken on it: creating it under an engine's lease makes
 it 1, and every later take (resuming it after an approval) adds one. The run comes back to its engine with the
 epoch, and every write that engine makes on it (begin, append, await approval, finish, renew) carries it;
@@ -17,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.db.database import utcnow
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.run_vocabulary import CANCELLED, FAILED, LIVE_STATES, QUEUED
+from services.common.run_vocabulary import CANCELLED, FAILED, LIVE_STATES, QUEUED, RUNNING
 from services.runs.checks import check_executor_id, check_lease_epoch, parse_run_id
 from services.runs.parts import StoreParts
 from services.runs.records import CancelNotice, LeaseRenewal, RunRecord
@@ -44,10 +51,14 @@ NO_EPOCH = 0
 
 def check_fence(run: Values, epoch: int, write: str) -> None:
     """Refuse (FailedPrecondition, "lease lost") the `write` ("append", "finish" ...) on `run` (its row) made
-    under the lease of `epoch` when the run is at another epoch: its lease was taken again since."""
-    if epoch == NO_EPOCH or epoch == run["lease_epoch"]:
+    under the lease of `epoch` when the run is at another epoch (its lease was taken again since), or when it is
+    orphaned (its lease ran out, and it waits for an engine to resume it: the one that wrote it before is gone)."""
+    orphaned = run["state"] in LIVE_STATES and not run["executor_id"]
+    if not orphaned and (epoch == NO_EPOCH or epoch == run["lease_epoch"]):
         return
-    if run["state"] in LIVE_STATES and run["executor_id"]:
+    if orphaned:
+        holder = "held by no executor (its lease ran out: it waits for an engine to resume it)"
+    elif run["state"] in LIVE_STATES:
         holder = f"held by executor {run['executor_id']!r}"
     else:
         holder = f"{run['state'].upper()} and held by no executor"
@@ -116,12 +127,14 @@ class RunLeases(StoreParts):
         return await self._writer.write(renew, urgent=True)
 
     async def reap_expired(self) -> list[str]:
-        """End live runs whose lease ran out: FAILED "interrupted", or CANCELLED when a cancel was pending.
-        Returns the ids of the runs it ended."""
+        """Orphan the live runs whose lease ran out, to be resumed by another engine, or end those that cannot be
+        (see the module docstring): FAILED "interrupted", or CANCELLED when a cancel was pending. Returns the ids
+        of the runs it orphaned or ended."""
 
-        async def reap(connection: AsyncConnection) -> list[RunRecord]:
+        async def reap(connection: AsyncConnection) -> tuple[list[RunRecord], list[RunRecord]]:
             now = utcnow()
             ended: list[RunRecord] = []
+            orphaned: list[RunRecord] = []
             # SKIP LOCKED: several runs replicas may reap at once on PostgreSQL without waiting on each other.
             rows = await connection.execute(
                 select(*RUN_COLUMNS)
@@ -132,6 +145,13 @@ class RunLeases(StoreParts):
             )
             for row in rows.all():
                 run = dict(row._mapping)
+                resumable = run["state"] in (QUEUED, RUNNING) and not run["workflow_id"]
+                if run["cancel_requested_at"] is None and resumable and run["attempts"] < self.limits.max_attempts:
+                    await update_run(
+                        connection, run, executor_id="", lease_expires_at=None, attempts=run["attempts"] + 1
+                    )
+                    orphaned.append(run_record(run))
+                    continue
                 if run["cancel_requested_at"] is not None:
                     state, code, message = CANCELLED, CANCELLED_CODE, cancel_message(run["cancel_reason"])
                 else:
@@ -142,30 +162,39 @@ class RunLeases(StoreParts):
                     )
                     if run["state"] == QUEUED:
                         message += " before the run began"
+                    if resumable:
+                        message += f", after {run['attempts']} resume(s) (RUNS_MAX_ATTEMPTS)"
                 await add_error_step(connection, run, code, message)
                 await update_run(connection, run, step_count=run["step_count"], **end_changes(state, code, message))
                 ended.append(run_record(run))
-            return ended
+            return ended, orphaned
 
-        ended = await self._writer.write(reap)
+        ended, orphaned = await self._writer.write(reap)
         for record in ended:
             self.signals.run_ended(record.id, record)
-        return [record.id for record in ended]
+        for record in orphaned:
+            self.signals.notify(record.id, record)
+            self.notices.offer_resume(record.id)
+        return [record.id for record in ended + orphaned]
 
     async def extend_live_leases(self) -> int:
         """Give every live run one full lease period from now; called when the service starts, so engines that
         kept running while the store was away can renew before the reaper looks. Returns how many."""
 
+        # Only the runs an engine holds: an orphaned run, or a WAITING one, has no lease to extend (one given to
+        # it would run out with nobody to renew it, and the reaper would take it for a run whose engine stopped).
+        held = RUNS.c.executor_id != ""
+
         async def extend(connection: AsyncConnection) -> int:
             now = utcnow()
             extended = 0
             durations = await connection.execute(
-                select(RUNS.c.lease_seconds).where(RUNS.c.state.in_(LIVE_STATES)).distinct()
+                select(RUNS.c.lease_seconds).where(RUNS.c.state.in_(LIVE_STATES), held).distinct()
             )
             for seconds in list(durations.scalars()):
                 result = await connection.execute(
                     update(RUNS)
-                    .where(RUNS.c.state.in_(LIVE_STATES), RUNS.c.lease_seconds == seconds)
+                    .where(RUNS.c.state.in_(LIVE_STATES), held, RUNS.c.lease_seconds == seconds)
                     .values(lease_expires_at=now + timedelta(seconds=seconds))
                 )
                 extended += result.rowcount

@@ -22,7 +22,7 @@ MIGRATIONS = "services.runs:migrations"
 #: A step's type, as stored: the seed's step type slugs, and the two of a human approval.
 STEP_TYPES = (
     "user-request", "agent-thought", "tool-call", "tool-result", "agent-response", "error",
-    "approval-request", "approval-decision", "node-outcome",
+    "approval-request", "approval-decision", "node-outcome", "resumed",
 )
 
 #: JSON on SQLite, JSONB on PostgreSQL (binary, indexable, compared by value).
@@ -134,6 +134,8 @@ class RunRow(Base):
     #: write must carry the epoch its lease was taken at, or it is refused (services/runs/leases.py). 0: a run
     #: from before epochs.
     lease_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: How many times the run was resumed after its engine stopped (services/runs/leases.py reap_expired).
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
     #: Desired state written by CancelRun; the executing engine observes it and ends the run CANCELLED.
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     cancel_reason: Mapped[str] = mapped_column(Text, default="")

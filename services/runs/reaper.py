@@ -1,5 +1,6 @@
-"""The lease reaper: ends the runs whose engine stopped renewing their lease, so no run stays live for ever; and
-times out approvals nobody decided, so a run waiting for one follows its timeout."""
+"""The lease reaper: takes the runs whose engine stopped renewing their lease from it, to be resumed by another
+engine (or ends them, past RUNS_MAX_ATTEMPTS), so no run stays with a dead engine; and times out approvals nobody
+decided, so a run waiting for one follows its timeout."""
 
 import asyncio
 import contextlib
@@ -11,8 +12,9 @@ log = logging.getLogger(__name__)
 
 
 class LeaseReaper:
-    """Every `interval` seconds, ends live runs whose lease ran out (FAILED "interrupted", or CANCELLED when a
-    cancel was pending). On start it first gives every live run one full lease period, so that engines which
+    """Every `interval` seconds, orphans the live runs whose lease ran out, offering them to engines to resume,
+    or ends them (FAILED "interrupted" past their attempts, or CANCELLED when a cancel was pending; see
+    services/runs/leases.py). On start it first gives every live run one full lease period, so that engines which
     kept running while this service was down can renew before anything is reaped."""
 
     def __init__(self, store: RunStore, interval: float) -> None:
@@ -35,11 +37,11 @@ class LeaseReaper:
                 log.exception("reaping expired runs failed; trying again in %.1fs", self._interval)
                 continue
             if reaped:
-                log.warning("ended %d run(s) whose engine stopped renewing the lease: %s", len(reaped),
-                            ", ".join(reaped))
+                log.warning("took %d run(s) from an engine that stopped renewing the lease (offered to resume, "
+                            "or ended): %s", len(reaped), ", ".join(reaped))
             try:
-                # Approvals past their timeout are decided "timed out"; decided runs not yet resumed (the offer went
-                # to an engine that went away, or to none) are offered again.
+                # Approvals past their timeout are decided "timed out"; runs ready to resume (decided or orphaned)
+                # not yet taken (the offer went to an engine that went away, or to none) are offered again.
                 timed_out = await self._store.expire_approvals()
                 await self._store.offer_ready_runs()
             except Exception:

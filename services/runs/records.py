@@ -100,6 +100,8 @@ class RunRecord:
     executor_id: str = ""
     #: How many leases were taken on the run (its create, each resume): the epoch its holder's writes carry.
     lease_epoch: int = 0
+    #: How many times the run was resumed after its engine stopped.
+    attempts: int = 0
     #: True when `user_query` was cut for a list page.
     user_query_truncated: bool = False
     steps: list[StepRecord] = field(default_factory=list)

@@ -125,6 +125,7 @@ def stored_run_values(run: RunRecord) -> dict[str, Any]:
         "executor_id": "",
         "lease_seconds": 0.0,
         "lease_epoch": run.lease_epoch,
+        "attempts": run.attempts,
         # The record says whether a cancel was asked, not when: it cannot have been later than the end.
         "cancel_requested_at": run.completed_at if run.cancel_requested else None,
         "cancel_reason": "",
@@ -172,6 +173,7 @@ def run_record(row: Values, steps: Sequence[Values] = (), *, query_cut: bool = F
         cancel_requested=row["cancel_requested_at"] is not None,
         executor_id=row["executor_id"] if live else "",
         lease_epoch=row["lease_epoch"],
+        attempts=row["attempts"],
         user_query_truncated=query_cut,
         steps=[step_record(step) for step in steps],
         thread_id=row["thread_id"] or "",
@@ -262,12 +264,13 @@ class Cancelled:
 
 
 async def request_cancel(connection: AsyncConnection, run: dict[str, Any], reason: str) -> Cancelled:
-    """Record a cancel of a run not ended (a repeated one keeps the first reason). A QUEUED or WAITING run ends
-    CANCELLED here, with its `error` step; a RUNNING one is ended by its engine, which is told after the commit."""
+    """Record a cancel of a run not ended (a repeated one keeps the first reason). A QUEUED or WAITING run, or one
+    no engine holds (orphaned, waiting to be resumed), ends CANCELLED here, with its `error` step; a RUNNING one
+    is ended by its engine, which is told after the commit."""
     if run["cancel_requested_at"] is None:
         await update_run(connection, run, cancel_requested_at=utcnow(), cancel_reason=reason)
     executor_id = run["executor_id"]
-    if run["state"] in (QUEUED, WAITING):
+    if run["state"] in (QUEUED, WAITING) or not executor_id:
         message = cancel_message(run["cancel_reason"])
         await add_error_step(connection, run, CANCELLED_CODE, message)
         ended = end_changes(CANCELLED, CANCELLED_CODE, message)

@@ -22,6 +22,10 @@ class RunsSettings(PageTokenSettings):
     cancel_wait_seconds: float = Field(2.0, alias="RUNS_CANCEL_WAIT_SECONDS", ge=0, le=30)
     #: Largest step content accepted, in bytes of its JSON form.
     max_step_bytes: int = Field(1024 * 1024, alias="RUNS_MAX_STEP_BYTES", ge=1024, le=3 * 1024 * 1024)
+    #: How many times a run whose engine stopped (its lease ran out) is resumed by another engine from its steps;
+    #: a run already resumed that many times ends FAILED "interrupted" when its engine stops again. 0: never
+    #: resumed (every such run ends FAILED "interrupted", as before issue 18).
+    max_attempts: int = Field(3, alias="RUNS_MAX_ATTEMPTS", ge=0, le=100)
     #: SQLite only. NORMAL (the default, in WAL mode) keeps every committed write through a crash of the process
     #: or of the machine's software, but the last commits before a power loss may be lost; FULL waits for the
     #: disk on every commit (group commit shares that wait between the writes of one transaction).

@@ -103,6 +103,7 @@ def _run_values(new: NewRun, fingerprint: str, now: datetime) -> dict[str, Any]:
         "lease_expires_at": now + timedelta(seconds=new.lease_seconds),
         # The first lease taken on the run.
         "lease_epoch": 1,
+        "attempts": 0,
         "cancel_requested_at": None,
         "cancel_reason": "",
         **limit_values(limits),

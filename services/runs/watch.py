@@ -62,8 +62,8 @@ async def watch_run(
     after_sequence: int,
     heartbeat_seconds: float,
 ) -> AsyncGenerator[WatchEvent, None]:
-    """The run, its steps after `after_sequence`, then live steps, deltas, the run on state changes and
-    heartbeats while quiet; last, the run in its final state.
+    """The run, its steps after `after_sequence`, then live steps, deltas, the run on state changes (and when
+    its engine stopped) and heartbeats while quiet; last, the run in its final state.
 
     Raises NotFound for an unknown run and when the run is deleted while watched, OutOfRange when the cursor
     is beyond the last step of a finished run.
@@ -79,7 +79,8 @@ async def watch_run(
     with signals.subscribe(run_id) as subscription:
         run, steps = await _first_look(store, run_id, cursor)
         yield run
-        shown = (run.state, run.cancel_requested)
+        # An orphaned run (its engine stopped) shows again with its attempt count, though its state stays.
+        shown = (run.state, run.cancel_requested, run.attempts)
         # Deltas published since subscribing (while querying, or while the caller took the run) are both in
         # the coalesced state and queued for this watcher: keep the coalesced copy only, or they come twice.
         deltas = signals.forming(run_id, cursor)
@@ -96,9 +97,9 @@ async def watch_run(
             if run.state not in ACTIVE_STATES:
                 yield run
                 return
-            if (run.state, run.cancel_requested) != shown:
+            if (run.state, run.cancel_requested, run.attempts) != shown:
                 yield run
-                shown = (run.state, run.cancel_requested)
+                shown = (run.state, run.cancel_requested, run.attempts)
             for delta in deltas:
                 if delta.sequence > cursor:
                     yield delta

@@ -1,6 +1,7 @@
 """Faults against the real stack, as separate processes with real signals: the durable-run promises hold.
 
-- an engine killed (SIGKILL) mid-run: the run store's lease reaper ends its runs FAILED "interrupted";
+- an engine killed (SIGKILL) mid-run with resumes off (RUNS_MAX_ATTEMPTS=0): the run store's lease reaper ends its
+  runs FAILED "interrupted" (with resumes on, test_resume.py: the next engine completes them);
 - a run waiting for approval outlives a killed engine and finishes in the next;
 - the runs service restarted (SIGTERM) mid-run: the engine retries through the outage, runs complete with
   every step exactly once;
@@ -55,9 +56,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
 
-def test_runs_of_a_killed_engine_end_failed_interrupted_within_the_lease(tmp_path: Path) -> None:
+def test_with_resumes_off_runs_of_a_killed_engine_end_failed_interrupted_within_the_lease(
+    tmp_path: Path,
+) -> None:
+    # RUNS_MAX_ATTEMPTS=0: an operator's way back to runs that are not resumed. With resumes on (the default),
+    # tests/e2e/test_resume.py has the same kill end in runs COMPLETED by the next engine.
     with fault_stack(tmp_path, ENGINE_LEASE_SECONDS=LEASE, RUNS_REAPER_INTERVAL_SECONDS=REAPER_INTERVAL,
-                     DEMO_MODEL_LATENCY_SECONDS=1.0) as stack, clients(stack) as (engine, runs), explained(stack):
+                     DEMO_MODEL_LATENCY_SECONDS=1.0, RUNS_MAX_ATTEMPTS=0) as stack, \
+            clients(stack) as (engine, runs), explained(stack):
         run_ids = start_runs(engine, 4)
         wait_for("the runs to be RUNNING with steps recorded", 10, lambda: all(
             run.state == runs_pb2.RUN_STATE_RUNNING and run.step_count >= 1 for run in get_runs(runs, run_ids)

@@ -121,10 +121,13 @@ async def test_decided_runs_are_offered_again_to_an_engine_that_connects_later(s
         assert await store.offer_ready_runs() == 0
 
 
-async def test_a_resumed_run_whose_engine_dies_is_reaped_as_usual(store: RunStore, database: Database) -> None:
+async def test_a_resumed_run_whose_engine_dies_is_orphaned_as_any_other(store: RunStore, database: Database) -> None:
     run = await waiting_run(store)
     await store.decide_approval(run.id, 3, APPROVED)
     await store.resume_run(run.id, OTHER_ENGINE, LEASE_SECONDS)
     await expire_lease(database, run.id)
     assert await store.reap_expired() == [run.id]
-    assert (await store.get_run(run.id)).error_code == "interrupted"
+    orphan = await store.get_run(run.id)
+    assert (orphan.state, orphan.executor_id, orphan.attempts, orphan.error_code) == ("running", "", 1, "")
+    taken = await store.resume_run(run.id, EXECUTOR, LEASE_SECONDS)
+    assert (taken.executor_id, taken.lease_epoch) == (EXECUTOR, run.lease_epoch + 2)

@@ -22,6 +22,7 @@ from services.common.db.database import asyncpg_dsn
 from services.common.db.notifications import APPLICATION_NAME
 from services.common.step_delta import StepDelta, ToolCallDelta
 from services.runs.app import RunsApp, start_runs
+from services.runs.checks import StoreLimits
 from services.runs.fanout import RunFanout
 from services.runs.records import NewStep
 from services.runs.settings import RunsSettings
@@ -236,14 +237,26 @@ async def test_unreadable_messages_make_watchers_look_again(replicas: Replicas) 
 
 
 async def test_two_replicas_reaping_at_once_end_each_expired_run_once(replicas: Replicas) -> None:
-    """Every replica runs the reaper; SKIP LOCKED makes each expired run end in exactly one of them, with one
-    `interrupted` step, whichever gets there first."""
+    """Every replica runs the reaper; SKIP LOCKED makes each expired run orphaned (one attempt more, to be resumed)
+    by exactly one of them, whichever gets there first; and, at RUNS_MAX_ATTEMPTS, ended with one `interrupted`
+    step."""
     runs = [await replicas.a.store.create_run(new_run(f"run {n}")) for n in range(40)]
     for run in runs:
         await expire_lease(replicas.a.db, run.id)
     passes = [store.reap_expired() for _ in range(3) for store in (replicas.a.store, replicas.b.store)]
     reaped = [run_id for ended in await asyncio.gather(*passes) for run_id in ended]
     assert sorted(reaped) == sorted(run.id for run in runs)  # each once, by one replica or the other
+    for run in runs:
+        stored = await replicas.b.store.get_run(run.id)
+        assert (stored.state, stored.executor_id, stored.attempts) == ("running", "", 1)
+    for store in (replicas.a.store, replicas.b.store):
+        store.limits = StoreLimits(max_attempts=1)
+    for run in runs:
+        await replicas.a.store.resume_run(run.id, "engine-b", 60.0)
+        await expire_lease(replicas.a.db, run.id)
+    passes = [store.reap_expired() for _ in range(3) for store in (replicas.a.store, replicas.b.store)]
+    reaped = [run_id for ended in await asyncio.gather(*passes) for run_id in ended]
+    assert sorted(reaped) == sorted(run.id for run in runs)
     for run in runs:
         stored = await replicas.b.store.get_run(run.id)
         assert stored.state == "failed" and [step.type for step in stored.steps].count("error") == 1

@@ -143,7 +143,9 @@ async def test_a_lease_that_is_not_renewed_runs_out(store: RunStore) -> None:
 # --- reaping -----------------------------------------------------------------------------------------------
 
 
-async def test_reaping_ends_expired_runs_and_leaves_valid_leases_alone(store: RunStore, database: Database) -> None:
+async def test_reaping_orphans_expired_runs_for_another_engine_and_leaves_valid_leases_alone(
+    store: RunStore, database: Database
+) -> None:
     running = await store.create_run(new_run())
     await store.append_steps(running.id, [thought("working")])
     queued = await store.create_run(new_run(state="queued"))
@@ -153,21 +155,19 @@ async def test_reaping_ends_expired_runs_and_leaves_valid_leases_alone(store: Ru
     for run in (running, queued, cancelling):
         await expire_lease(database, run.id)
 
-    with store.signals.subscribe(running.id) as subscription:
+    with store.notices.connect("engine-b") as offers, store.signals.subscribe(running.id) as subscription:
         reaped = await store.reap_expired()
-        assert await subscription.wait(0.01) is True  # watchers learn of the end
+        assert await subscription.wait(0.01) is True  # watchers learn it lost its engine
+        offered = {offers.get_nowait().run_id for _ in range(offers.qsize())}
     assert sorted(reaped) == sorted([running.id, queued.id, cancelling.id])
+    assert offered == {running.id, queued.id}  # offered to the connected engines, as a decided approval is
 
-    interrupted = await store.get_run(running.id)
-    assert (interrupted.state, interrupted.error_code) == ("failed", "interrupted")
-    assert f"its engine ({EXECUTOR}) stopped renewing its lease" in interrupted.error_message
-    assert [(s.sequence, s.type) for s in interrupted.steps] == [(1, "agent-thought"), (2, "error")]
-    assert interrupted.steps[-1].content == {"code": "interrupted", "message": interrupted.error_message}
-
-    never_began = await store.get_run(queued.id)
-    assert (never_began.state, never_began.error_code) == ("failed", "interrupted")
-    assert [(s.sequence, s.content["code"]) for s in never_began.steps] == [(1, "interrupted")]
-    assert never_began.steps[0].content["message"].endswith("before the run began")
+    # Not ended: live, held by nobody, one attempt more, its steps as they were (no error step).
+    orphan = await store.get_run(running.id)
+    assert (orphan.state, orphan.executor_id, orphan.attempts, orphan.lease_epoch) == ("running", "", 1, 1)
+    assert [(s.sequence, s.type) for s in orphan.steps] == [(1, "agent-thought")]
+    requeued = await store.get_run(queued.id)
+    assert (requeued.state, requeued.executor_id, requeued.attempts, requeued.steps) == ("queued", "", 1, [])
 
     cancelled = await store.get_run(cancelling.id)
     assert (cancelled.state, cancelled.error_code, cancelled.error_message) == ("cancelled", "cancelled",
@@ -175,13 +175,69 @@ async def test_reaping_ends_expired_runs_and_leaves_valid_leases_alone(store: Ru
     assert cancelled.steps[-1].content == {"code": "cancelled", "message": "cancelled: dave"}
 
     assert (await store.get_run(valid.id)).state == "running"
-    assert await store.reap_expired() == []  # each run is ended once
-    # The engine that lost the lease finds every later write refused.
-    with pytest.raises(FailedPrecondition, match="is failed; steps can only be appended to a RUNNING run"):
-        await store.append_steps(running.id, [thought("late")])
-    with pytest.raises(FailedPrecondition, match=r"already ended failed \(interrupted\)"):
-        await store.finish_run(running.id, "completed")
+    assert await store.reap_expired() == []  # an orphan has no lease to run out: it waits to be taken
+    assert await store.extend_live_leases() == 1  # a restarted store gives no lease to runs nobody holds
+    # The engine that lost the lease finds every later write refused, and its renewal tells it so.
+    with pytest.raises(FailedPrecondition, match=r"lease lost: .* held by no executor"):
+        await store.append_steps(running.id, [thought("late")], epoch=1)
     assert (await store.renew_leases(EXECUTOR, [running.id])).lost_run_ids == [running.id]
+
+    # Another engine takes it at the next epoch, with its steps; the dead engine's epoch is fenced from then on.
+    taken = await store.resume_run(running.id, "engine-b", 30.0)
+    assert (taken.state, taken.executor_id, taken.lease_epoch, len(taken.steps)) == ("running", "engine-b", 2, 1)
+    with pytest.raises(FailedPrecondition, match="lease lost"):
+        await store.append_steps(running.id, [thought("late")], epoch=1)
+    stored = await store.append_steps(running.id, [thought("on engine-b")], epoch=2)
+    assert [step.sequence for step in stored] == [2]
+    # A queued orphan is taken still QUEUED, and begins as a queued run does.
+    taken_queued = await store.resume_run(queued.id, "engine-b", 30.0)
+    assert (taken_queued.state, taken_queued.lease_epoch) == ("queued", 2)
+    assert (await store.begin_run(queued.id, "engine-b", epoch=2)).state == "running"
+
+
+async def test_a_run_resumed_max_attempts_times_ends_failed_interrupted_naming_them(
+    store: RunStore, database: Database
+) -> None:
+    run = await store.create_run(new_run())
+    for attempt in range(1, 4):
+        await expire_lease(database, run.id)
+        assert await store.reap_expired() == [run.id]
+        assert (await store.get_run(run.id)).attempts == attempt
+        await store.resume_run(run.id, f"engine-{attempt}", 30.0)
+    await expire_lease(database, run.id)
+    with store.signals.subscribe(run.id) as subscription:
+        assert await store.reap_expired() == [run.id]
+        assert await subscription.wait(0.01) is True
+    failed = await store.get_run(run.id)
+    assert (failed.state, failed.error_code, failed.attempts) == ("failed", "interrupted", 3)
+    assert "its engine (engine-3) stopped renewing its lease" in failed.error_message
+    assert failed.error_message.endswith("after 3 resume(s) (RUNS_MAX_ATTEMPTS)")
+    assert failed.steps[-1].content == {"code": "interrupted", "message": failed.error_message}
+    with pytest.raises(FailedPrecondition, match="not ready to resume"):
+        await store.resume_run(run.id, "engine-4", 30.0)
+
+
+async def test_an_orphaned_run_cancelled_before_an_engine_takes_it_ends_cancelled_at_once(
+    store: RunStore, database: Database
+) -> None:
+    run = await store.create_run(new_run())
+    await expire_lease(database, run.id)
+    await store.reap_expired()
+    cancelled = await store.cancel_run(run.id, "erin")
+    assert (cancelled.state, cancelled.error_message) == ("cancelled", "cancelled: erin")
+    assert (await store.get_run(run.id)).steps[-1].content == {"code": "cancelled", "message": "cancelled: erin"}
+    with pytest.raises(FailedPrecondition, match="not ready to resume"):
+        await store.resume_run(run.id, "engine-b", 30.0)
+
+
+async def test_a_workflow_run_whose_engine_stops_still_ends_failed_interrupted(
+    store: RunStore, database: Database
+) -> None:
+    run = await store.create_run(new_run(workflow_id="11111111-2222-4333-8444-555555555555", workflow_revision=1))
+    await expire_lease(database, run.id)
+    assert await store.reap_expired() == [run.id]
+    failed = await store.get_run(run.id)
+    assert (failed.state, failed.error_code, failed.attempts) == ("failed", "interrupted", 0)
 
 
 async def test_start_up_gives_live_runs_a_fresh_lease(store: RunStore, database: Database) -> None:

@@ -66,13 +66,13 @@ async def test_sigkill_of_a_runs_replica_under_load_loses_no_step_and_no_chat(cl
     assert figures.answered == figures.chats > 0 and not figures.errors, figures
 
 
-async def test_sigkill_of_an_engine_leaves_none_of_its_runs_running(cluster: Cluster) -> None:
+async def test_sigkill_of_an_engine_has_its_runs_completed_by_the_others(cluster: Cluster) -> None:
     figures = await scenarios.kill_an_engine(cluster)
     assert not figures.problems
     assert figures.runs_on_the_killed_engine >= 1
-    # Ended within the lease, the reaper's pass and a margin for this machine's load.
-    assert figures.seconds_until_none_running <= SHAPE.lease_seconds + 4, figures
-    assert set(figures.end_states) <= {"RUN_STATE_FAILED", "RUN_STATE_COMPLETED"}, figures
+    # Resumed after the lease and the reaper's pass, then finished: a margin for the rest of the runs and the load.
+    assert figures.seconds_until_none_running <= SHAPE.lease_seconds + 25, figures
+    assert figures.end_states == {"RUN_STATE_COMPLETED": figures.runs_on_the_killed_engine}, figures
 
 
 async def test_a_rolling_restart_under_load_loses_no_run(cluster: Cluster) -> None:

@@ -260,11 +260,12 @@ class RunScheduler:
             self._executing += 1
             active.slot.set_result(None)
 
-    # --- resuming runs after an approval ------------------------------------------------------------------
+    # --- resuming runs after an approval, or after their engine stopped ------------------------------------
 
     def resume(self, run_id: str) -> None:
-        """The store offers a run whose approval was decided: take it and execute it from where it paused. Another
-        engine may take it first; then this one does nothing."""
+        """The store offers a run whose approval was decided, or whose engine stopped (its lease ran out): take it
+        and execute it from where its steps say it got. Another engine may take it first; then this one does
+        nothing."""
         if self._closing or run_id in self._active or run_id in self._resuming:
             return
         self._resuming.add(run_id)
@@ -294,6 +295,13 @@ class RunScheduler:
             thread_id=run.thread_id,
         )
         progress = progress_from_steps(steps)
+        # The store counts the runs it took from an engine that stopped; a resume that recorded no marker for the
+        # latest of them (this one, or one whose engine stopped too before recording it) records it now.
+        orphaned = run.attempts > progress.resumes
+        if orphaned:
+            marker = progress.take_over(self.executor_id, run.attempts)
+            log.warning("run %s taken over from an engine that stopped (resume %d): %s", run.id, run.attempts,
+                        marker.summary)
         active = ActiveRun(
             run, chat, chat.limits, DEFAULT_AGENT, RunFeed(run), recorded=len(steps), progress=progress, steps=steps
         )
@@ -305,7 +313,8 @@ class RunScheduler:
         else:
             self._waiting.append(active)
         active.task = asyncio.create_task(self._execute(active), name=f"run-{run.id}")
-        log.info("run %s resumed after its approval", run.id)
+        if not orphaned:
+            log.info("run %s resumed after its approval", run.id)
 
     # --- stopping runs -----------------------------------------------------------------------------------
 

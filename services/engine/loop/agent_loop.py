@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from services.common import errors
@@ -116,16 +117,21 @@ class AgentLoop:
     ) -> RunOutcome:
         """Execute a RUNNING run to its end, or to a pause for approval, and record it; returns how it ended (or
         paused). `history`: the earlier turns of the run's thread, all ended (None for a thread's first run);
-        `progress`: what the run did before a pause, for a run resuming (None for a run that starts now).
+        `progress`: what the run did before a pause, or before its engine stopped, for a run resuming (None for
+        a run that starts now).
 
-        A resumed run gets its full `max_duration` again: the limit bounds each stretch of execution, not the
-        time a person took to decide.
+        `max_duration` bounds each stretch of execution, not the time a person took to decide: a run resumed
+        after an approval has it from the decision on, and a run resumed after its engine stopped only what is
+        left of it (its engines' attempts count as one stretch). The other limits count the whole run.
 
         Raises only what kept the end from being recorded (the run store unavailable for too long, the run
         ended elsewhere); the store's lease reaper then ends the run.
         """
         model = run.model or self._settings.llm_model
         duration = limits.max_duration_seconds
+        if progress is not None and progress.stretch_began is not None and duration is not None:
+            spent = (datetime.now(UTC) - progress.stretch_began).total_seconds()
+            duration = max(duration - max(spent, 0.0), 0.0)
         system_prompt = agent.instructions or self._settings.system_prompt
         context = NO_CONTEXT
         if history is not None:
@@ -138,9 +144,15 @@ class AgentLoop:
                     # The user's request is the run's first step: stored with the run when it was created to
                     # execute at once, recorded here when it waited in the queue or continues a thread.
                     await recorder.record(UserRequest(chat.message, context.turns, context.omitted))
-                answer = await self._converse(
-                    chat, agent, model, recorder, limits, system_prompt, context, progress or RunProgress()
-                )
+                if progress is not None and progress.marker is not None:
+                    await recorder.record(progress.marker)  # taken over from an engine that stopped
+                    progress.marker = None
+                if progress is not None and progress.answer is not None and not progress.pending:
+                    answer = progress.answer  # recorded before the engine stopped: the run only has to finish
+                else:
+                    answer = await self._converse(
+                        chat, agent, model, recorder, limits, system_prompt, context, progress or RunProgress()
+                    )
         except RunPaused as paused:
             log.info("run %s waits for approval", run.id)
             return RunOutcome(paused.run)
@@ -151,8 +163,8 @@ class AgentLoop:
                 raise
             too_long = RunFailure(
                 "max_duration",
-                errors.DeadlineExceeded(f"the run did not finish within its time limit of {duration:g} s "
-                                        "(limits.max_duration)"),
+                errors.DeadlineExceeded(f"the run did not finish within its time limit of "
+                                        f"{limits.max_duration_seconds:g} s (limits.max_duration)"),
             )
             return await self._fail(recorder, too_long)
         final = await self._runs.finish_run(run.id, COMPLETED, epoch=recorder.epoch)
@@ -227,6 +239,7 @@ class AgentLoop:
             {tool.name for tool in offered if tool.requires_approval},
             progress.decisions,
             self._settings.tool_approval_timeout_seconds,
+            progress.unknown,
         )
         sampling = ModelSampling(agent.temperature, agent.top_p, agent.max_output_tokens)
         messages: list[dict[str, Any]] = []

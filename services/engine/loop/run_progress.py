@@ -1,21 +1,26 @@
 """How far a run got, read back from its stored steps: what an engine needs to resume a run another engine (or
-this one, before a restart) paused for a person's approval. No gRPC calls here.
+this one, before a restart) paused for a person's approval, or that its engine left behind when it stopped. No
+gRPC calls here.
 
 The steps are the whole record: the conversation so far (rebuilt as services/engine/loop/thread_context.py rebuilds
 earlier turns, keeping the last turn's tool calls that have no result yet), those pending calls, the decisions
-taken on approval requests (by tool call), and the counts the run's limits apply to.
+taken on approval requests (by tool call), the answer when the model gave it, the resume markers and the tool calls
+they hold, and the counts the run's limits apply to (over the whole run, every attempt of it).
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from services.common.usage import Usage
 from services.engine.journal import (
     APPROVED,
     TIMED_OUT,
+    AgentResponse,
     AgentThought,
     ApprovalDecision,
     ApprovalRequest,
+    Resumed,
     Step,
     ToolCall,
     ToolResult,
@@ -47,9 +52,55 @@ class RunProgress:
     pending_sequences: dict[str, int] = field(default_factory=dict)
     #: Decisions on approval requests, by tool call id.
     decisions: dict[str, Decision] = field(default_factory=dict)
+    #: Pending calls whose outcome is unknown (started, or maybe started, by an engine that stopped): each waits
+    #: for a person's decision, whatever its tool, before it runs again.
+    unknown: set[str] = field(default_factory=set)
+    #: The agent's answer, when its agent-response step is recorded (the engine stopped before finishing the run).
+    answer: str | None = None
+    #: How many resume markers the steps hold.
+    resumes: int = 0
+    #: When the run's current stretch of execution began: its first step, or the last approval decision (the time
+    #: a person took to decide is not the run's); None for no steps.
+    stretch_began: datetime | None = None
+    #: The resume marker to record before the run goes on, for a run this engine takes over from one that
+    #: stopped (`take_over`); None otherwise.
+    marker: Resumed | None = None
     model_calls: int = 0
     tool_calls: int = 0
     usage: Usage = field(default_factory=Usage)
+
+    def hold(self, call_ids: Sequence[str]) -> None:
+        """Mark `call_ids` as calls of unknown outcome: a decision taken before (on a tool requiring approval)
+        does not cover running one again, so each waits for a new one."""
+        self.unknown = set(call_ids)
+        for call_id in self.unknown:
+            self.decisions.pop(call_id, None)
+
+    def take_over(self, executor_id: str, attempt: int) -> Resumed:
+        """Prepare the resume of a run whose engine stopped, as its `attempt`th resume by `executor_id`: the
+        pending calls whose tool is not safe to repeat are held for a decision; returns the marker (also kept in
+        `marker`) that says so."""
+        held = [call for call in self.pending if not repeat_safe(call.name)]
+        rerun = [call for call in self.pending if repeat_safe(call.name)]
+        if held:
+            summary = "holds for a decision, their outcome unknown: " + ", ".join(
+                f"{call.name} ({call.id})" for call in held
+            )
+        elif rerun:
+            summary = "runs again, safe to repeat: " + ", ".join(f"{call.name} ({call.id})" for call in rerun)
+        elif self.answer is not None:
+            summary = "finishes the run: its answer was recorded"
+        else:
+            summary = "requests the model call again (an interrupted call is never recorded)"
+        self.marker = Resumed(executor_id, attempt, summary, tuple(call.id for call in held))
+        self.hold(self.marker.held_tool_call_ids)
+        return self.marker
+
+
+def repeat_safe(tool: str) -> bool:
+    """Whether a call of `tool` whose outcome is unknown may simply run again (read-only or idempotent). None is
+    yet: every such call waits for a person. The tools' own declarations (issue 18, helper "keys") go here."""
+    return False
 
 
 #: How a decision reads in what the model is told ("the call was not approved (timed out ...)").
@@ -63,11 +114,18 @@ def progress_from_steps(steps: Sequence[Step]) -> RunProgress:
     calls: list[RequestedToolCall] = []
     requested: dict[int, str] = {}  # approval-request sequence -> its tool call id
     sequences: dict[str, int] = {}  # tool call id -> its tool-call step's sequence
+    if steps:
+        progress.stretch_began = steps[0].created_at
     for step in steps:
         if step.model_call is not None:
             progress.model_calls += 1
             progress.usage += step.model_call.usage
         match step.content:
+            case Resumed() as marker:
+                progress.resumes += 1
+                progress.hold(marker.held_tool_call_ids)
+            case AgentResponse() as response:
+                progress.answer = response.text
             case AgentThought():
                 calls = []
             case ToolCall() as call:
@@ -79,6 +137,7 @@ def progress_from_steps(steps: Sequence[Step]) -> RunProgress:
             case ApprovalRequest(tool_call_id=asked) if asked:
                 requested[step.sequence] = asked
             case ApprovalDecision() as decision:
+                progress.stretch_began = step.created_at or progress.stretch_began
                 call_id = requested.get(decision.request_sequence)
                 if call_id is not None:
                     # An outcome this version does not know counts as a rejection: the call does not run.
@@ -88,4 +147,5 @@ def progress_from_steps(steps: Sequence[Step]) -> RunProgress:
                     )
     progress.pending = [call for call in calls if call.id not in answered]
     progress.pending_sequences = {call.id: sequences[call.id] for call in progress.pending}
+    progress.unknown &= {call.id for call in progress.pending}
     return progress

@@ -38,6 +38,7 @@ from services.engine.journal import (
     Heartbeat,
     ModelCall,
     NodeOutcome,
+    Resumed,
     Run,
     RunEvent,
     Step,
@@ -106,6 +107,9 @@ def _content_from_proto(step: runs_pb2.Step) -> StepContent:
             has_output=node.HasField("output"),
             iteration=node.iteration,
         )
+    if case == "resumed":
+        marker = step.resumed
+        return Resumed(marker.executor_id, marker.attempt, marker.summary, tuple(marker.held_tool_call_ids))
     # A step with no content (or one a newer store knows and this engine does not): an empty error step is the
     # least wrong reading; nothing the engine decides on looks at it.
     return StepError()
@@ -165,6 +169,11 @@ def _set_content(message: runs_pb2.Step, content: StepContent) -> None:
                 node.assigned.CopyFrom(struct_from_dict(content.assigned, "assigned"))
             if content.has_output:
                 node.output.CopyFrom(value_from_python(content.output, "output"))
+        case Resumed():
+            marker = message.resumed
+            marker.SetInParent()
+            marker.executor_id, marker.attempt, marker.summary = content.executor_id, content.attempt, content.summary
+            marker.held_tool_call_ids.extend(content.held_tool_call_ids)
 
 
 # --- steps, runs, history ----------------------------------------------------------------------------------------
@@ -233,6 +242,7 @@ def run_from_proto(message: runs_pb2.Run) -> Run:
         step_count=message.step_count,
         executor_id=message.executor_id,
         lease_epoch=message.lease_epoch,
+        attempts=message.attempts,
         cancel_requested=message.cancel_requested,
         error_code=message.error_code,
         error_message=message.error_message,
@@ -263,6 +273,7 @@ def run_to_proto(run: Run) -> runs_pb2.Run:
         step_count=run.step_count,
         executor_id=run.executor_id,
         lease_epoch=run.lease_epoch,
+        attempts=run.attempts,
         cancel_requested=run.cancel_requested,
         error_code=run.error_code,
         error_message=run.error_message,

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentplatform/runs/v1/runs.proto.
  */
 export const file_agentplatform_runs_v1_runs: GenFile = /*@__PURE__*/
-  fileDesc("CiBhZ2VudHBsYXRmb3JtL3J1bnMvdjEvcnVucy5wcm90bxIVYWdlbnRwbGF0Zm9ybS5ydW5zLnYxIqIGCgNSdW4SCgoCaWQYASABKAkSEgoKdXNlcl9xdWVyeRgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5TdGF0ZRINCgVtb2RlbBgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNY29tcGxldGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZXJyb3JfbWVzc2FnZRgHIAEoCRIrCgV1c2FnZRgIIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI6CghtZXRhZGF0YRgJIAMoCzIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4uTWV0YWRhdGFFbnRyeRISCgpzdGVwX2NvdW50GAogASgDEioKBXN0ZXBzGAsgAygLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXASEgoKZXJyb3JfY29kZRgMIAEoCRIwCgZsaW1pdHMYDSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuTGltaXRzEi4KCnN0YXJ0X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDyABKAgSEwoLZXhlY3V0b3JfaWQYECABKAkSHAoUdXNlcl9xdWVyeV90cnVuY2F0ZWQYESABKAgSDQoFb3duZXIYEiABKAkSEAoIYWdlbnRfaWQYEyABKAkSFgoOYWdlbnRfcmV2aXNpb24YFCABKAMSEQoJdGhyZWFkX2lkGBUgASgJEhMKC3RocmVhZF90dXJuGBYgASgDEhMKC3dvcmtmbG93X2lkGBcgASgJEhkKEXdvcmtmbG93X3JldmlzaW9uGBggASgDEhMKC2xlYXNlX2Vwb2NoGBkgASgDGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKoAQoGVGhyZWFkEgoKAmlkGAEgASgJEg0KBW93bmVyGAIgASgJEg0KBXRpdGxlGAMgASgJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKdHVybl9jb3VudBgGIAEoAyKHAQoJUnVuTGltaXRzEhcKD21heF9tb2RlbF9jYWxscxgBIAEoBRIvCgxtYXhfZHVyYXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQbWF4X3RvdGFsX3Rva2VucxgDIAEoAxIWCg5tYXhfdG9vbF9jYWxscxgEIAEoBSJPCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgDEhQKDHRvdGFsX3Rva2VucxgDIAEoAyL7BQoEU3RlcBIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCGR1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKCm1vZGVsX2NhbGwYBSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTW9kZWxDYWxsEg8KB25vZGVfaWQYBiABKAkSOgoMdXNlcl9yZXF1ZXN0GAogASgLMiIuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlVzZXJSZXF1ZXN0SAASPAoNYWdlbnRfdGhvdWdodBgLIAEoCzIjLmFnZW50cGxhdGZvcm0ucnVucy52MS5BZ2VudFRob3VnaHRIABI0Cgl0b29sX2NhbGwYDCABKAsyHy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVG9vbENhbGxIABI4Cgt0b29sX3Jlc3VsdBgNIAEoCzIhLmFnZW50cGxhdGZvcm0ucnVucy52MS5Ub29sUmVzdWx0SAASPgoOYWdlbnRfcmVzcG9uc2UYDiABKAsyJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQWdlbnRSZXNwb25zZUgAEjEKBWVycm9yGA8gASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXBFcnJvckgAEkIKEGFwcHJvdmFsX3JlcXVlc3QYECABKAsyJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQXBwcm92YWxSZXF1ZXN0SAASRAoRYXBwcm92YWxfZGVjaXNpb24YESABKAsyJy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQXBwcm92YWxEZWNpc2lvbkgAEjoKDG5vZGVfb3V0Y29tZRgSIAEoCzIiLmFnZW50cGxhdGZvcm0ucnVucy52MS5Ob2RlT3V0Y29tZUgAQgkKB2NvbnRlbnQikQEKC05vZGVPdXRjb21lEgwKBGtpbmQYASABKAkSDgoGYnJhbmNoGAIgASgJEikKCGFzc2lnbmVkGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgZvdXRwdXQYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEQoJaXRlcmF0aW9uGAUgASgDIowBCg9BcHByb3ZhbFJlcXVlc3QSDgoGcHJvbXB0GAEgASgJEhQKDHRvb2xfY2FsbF9pZBgCIAEoCRIRCgl0b29sX25hbWUYAyABKAkSDwoHbm9kZV9pZBgEIAEoCRIvCgtleHBpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiigEKEEFwcHJvdmFsRGVjaXNpb24SNwoHb3V0Y29tZRgBIAEoDjImLmFnZW50cGxhdGZvcm0ucnVucy52MS5BcHByb3ZhbE91dGNvbWUSGAoQcmVxdWVzdF9zZXF1ZW5jZRgCIAEoAxIPCgdjb21tZW50GAMgASgJEhIKCmRlY2lkZWRfYnkYBCABKAkinAEKCU1vZGVsQ2FsbBIrCgV1c2FnZRgBIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI2ChN0aW1lX3RvX2ZpcnN0X3Rva2VuGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKB2xhdGVuY3kYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSQoLVXNlclJlcXVlc3QSDAoEdGV4dBgBIAEoCRIVCg1jb250ZXh0X3R1cm5zGAIgASgDEhUKDW9taXR0ZWRfdHVybnMYAyABKAMiMQoMQWdlbnRUaG91Z2h0EgwKBHRleHQYASABKAkSEwoLcGxhY2Vob2xkZXIYAiABKAgicwoIVG9vbENhbGwSEQoJdG9vbF9uYW1lGAEgASgJEhQKDHRvb2xfY2FsbF9pZBgCIAEoCRInCgZwYXJhbXMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhUKDXJhd19hcmd1bWVudHMYBCABKAkiegoKVG9vbFJlc3VsdBIRCgl0b29sX25hbWUYASABKAkSFAoMdG9vbF9jYWxsX2lkGAIgASgJEiYKBnJlc3VsdBgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIMCgR0ZXh0GAQgASgJEg0KBWVycm9yGAUgASgJIh0KDUFnZW50UmVzcG9uc2USDAoEdGV4dBgBIAEoCSIqCglTdGVwRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIo4BCg9MaXN0UnVuc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSLgoFc3RhdGUYAyABKA4yHy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuU3RhdGUSEQoJYWxsX3VzZXJzGAQgASgIEhEKCXRocmVhZF9pZBgFIAEoCSJVChBMaXN0UnVuc1Jlc3BvbnNlEigKBHJ1bnMYASADKAsyGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIiChBEZWxldGVSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSI5Cg9XYXRjaFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDItUBCghSdW5FdmVudBIrCgRzdGVwGAEgASgLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXBIABIpCgNydW4YAiABKAsyGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuSAASNQoJaGVhcnRiZWF0GAMgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkhlYXJ0YmVhdEgAEjEKBWRlbHRhGAQgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXBEZWx0YUgAQgcKBWV2ZW50IkwKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1sYXN0X3NlcXVlbmNlGAIgASgDIpEBCglTdGVwRGVsdGESDgoGcnVuX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEg4KBHRleHQYAyABKAlIABI5Cgl0b29sX2NhbGwYBCABKAsyJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVG9vbENhbGxEZWx0YUgAEg8KB3JlcGxhY2UYBSABKAhCBgoEcGFydCJLCg1Ub29sQ2FsbERlbHRhEhQKDHRvb2xfY2FsbF9pZBgBIAEoCRIRCgl0b29sX25hbWUYAiABKAkSEQoJYXJndW1lbnRzGAMgASgJIjIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIlChBHZXRUaHJlYWRSZXF1ZXN0EhEKCXRocmVhZF9pZBgBIAEoCSJOChJMaXN0VGhyZWFkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEQoJYWxsX3VzZXJzGAMgASgIIl4KE0xpc3RUaHJlYWRzUmVzcG9uc2USLgoHdGhyZWFkcxgBIAMoCzIdLmFnZW50cGxhdGZvcm0ucnVucy52MS5UaHJlYWQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIigKE0RlbGV0ZVRocmVhZFJlcXVlc3QSEQoJdGhyZWFkX2lkGAEgASgJIkcKEkFwcHJvdmVTdGVwUmVxdWVzdBIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSDwoHY29tbWVudBgDIAEoCSJGChFSZWplY3RTdGVwUmVxdWVzdBIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSDwoHY29tbWVudBgDIAEoCSqYAQoRTXVsdGl0YXNrU3RyYXRlZ3kSIgoeTVVMVElUQVNLX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASHQoZTVVMVElUQVNLX1NUUkFURUdZX1JFSkVDVBABEh4KGk1VTFRJVEFTS19TVFJBVEVHWV9FTlFVRVVFEAISIAocTVVMVElUQVNLX1NUUkFURUdZX0lOVEVSUlVQVBADKrEBCghSdW5TdGF0ZRIZChVSVU5fU1RBVEVfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVEVfUlVOTklORxABEhcKE1JVTl9TVEFURV9DT01QTEVURUQQAhIUChBSVU5fU1RBVEVfRkFJTEVEEAMSFwoTUlVOX1NUQVRFX0NBTkNFTExFRBAEEhQKEFJVTl9TVEFURV9RVUVVRUQQBRIVChFSVU5fU1RBVEVfV0FJVElORxAGKpEBCg9BcHByb3ZhbE91dGNvbWUSIAocQVBQUk9WQUxfT1VUQ09NRV9VTlNQRUNJRklFRBAAEh0KGUFQUFJPVkFMX09VVENPTUVfQVBQUk9WRUQQARIdChlBUFBST1ZBTF9PVVRDT01FX1JFSkVDVEVEEAISHgoaQVBQUk9WQUxfT1VUQ09NRV9USU1FRF9PVVQQAzLlBgoKUnVuU2VydmljZRJKCgZHZXRSdW4SJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuR2V0UnVuUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SWwoITGlzdFJ1bnMSJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTGlzdFJ1bnNSZXF1ZXN0GicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RSdW5zUmVzcG9uc2USTAoJRGVsZXRlUnVuEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkRlbGV0ZVJ1blJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSVQoIV2F0Y2hSdW4SJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuV2F0Y2hSdW5SZXF1ZXN0Gh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkV2ZW50MAESUAoJQ2FuY2VsUnVuEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkNhbmNlbFJ1blJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElQKC0FwcHJvdmVTdGVwEikuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFwcHJvdmVTdGVwUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SUgoKUmVqZWN0U3RlcBIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SZWplY3RTdGVwUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SUwoJR2V0VGhyZWFkEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkdldFRocmVhZFJlcXVlc3QaHS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVGhyZWFkEmQKC0xpc3RUaHJlYWRzEikuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RUaHJlYWRzUmVxdWVzdBoqLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0VGhyZWFkc1Jlc3BvbnNlElIKDERlbGV0ZVRocmVhZBIqLmFnZW50cGxhdGZvcm0ucnVucy52MS5EZWxldGVUaHJlYWRSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5YgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiBhZ2VudHBsYXRmb3JtL3J1bnMvdjEvcnVucy5wcm90bxIVYWdlbnRwbGF0Zm9ybS5ydW5zLnYxIrQGCgNSdW4SCgoCaWQYASABKAkSEgoKdXNlcl9xdWVyeRgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5TdGF0ZRINCgVtb2RlbBgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNY29tcGxldGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZXJyb3JfbWVzc2FnZRgHIAEoCRIrCgV1c2FnZRgIIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI6CghtZXRhZGF0YRgJIAMoCzIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4uTWV0YWRhdGFFbnRyeRISCgpzdGVwX2NvdW50GAogASgDEioKBXN0ZXBzGAsgAygLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXASEgoKZXJyb3JfY29kZRgMIAEoCRIwCgZsaW1pdHMYDSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuTGltaXRzEi4KCnN0YXJ0X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDyABKAgSEwoLZXhlY3V0b3JfaWQYECABKAkSHAoUdXNlcl9xdWVyeV90cnVuY2F0ZWQYESABKAgSDQoFb3duZXIYEiABKAkSEAoIYWdlbnRfaWQYEyABKAkSFgoOYWdlbnRfcmV2aXNpb24YFCABKAMSEQoJdGhyZWFkX2lkGBUgASgJEhMKC3RocmVhZF90dXJuGBYgASgDEhMKC3dvcmtmbG93X2lkGBcgASgJEhkKEXdvcmtmbG93X3JldmlzaW9uGBggASgDEhMKC2xlYXNlX2Vwb2NoGBkgASgDEhAKCGF0dGVtcHRzGBogASgDGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKoAQoGVGhyZWFkEgoKAmlkGAEgASgJEg0KBW93bmVyGAIgASgJEg0KBXRpdGxlGAMgASgJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKdHVybl9jb3VudBgGIAEoAyKHAQoJUnVuTGltaXRzEhcKD21heF9tb2RlbF9jYWxscxgBIAEoBRIvCgxtYXhfZHVyYXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQbWF4X3RvdGFsX3Rva2VucxgDIAEoAxIWCg5tYXhfdG9vbF9jYWxscxgEIAEoBSJPCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgDEhQKDHRvdGFsX3Rva2VucxgDIAEoAyKuBgoEU3RlcBIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCGR1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKCm1vZGVsX2NhbGwYBSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTW9kZWxDYWxsEg8KB25vZGVfaWQYBiABKAkSOgoMdXNlcl9yZXF1ZXN0GAogASgLMiIuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlVzZXJSZXF1ZXN0SAASPAoNYWdlbnRfdGhvdWdodBgLIAEoCzIjLmFnZW50cGxhdGZvcm0ucnVucy52MS5BZ2VudFRob3VnaHRIABI0Cgl0b29sX2NhbGwYDCABKAsyHy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVG9vbENhbGxIABI4Cgt0b29sX3Jlc3VsdBgNIAEoCzIhLmFnZW50cGxhdGZvcm0ucnVucy52MS5Ub29sUmVzdWx0SAASPgoOYWdlbnRfcmVzcG9uc2UYDiABKAsyJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQWdlbnRSZXNwb25zZUgAEjEKBWVycm9yGA8gASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXBFcnJvckgAEkIKEGFwcHJvdmFsX3JlcXVlc3QYECABKAsyJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQXBwcm92YWxSZXF1ZXN0SAASRAoRYXBwcm92YWxfZGVjaXNpb24YESABKAsyJy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQXBwcm92YWxEZWNpc2lvbkgAEjoKDG5vZGVfb3V0Y29tZRgSIAEoCzIiLmFnZW50cGxhdGZvcm0ucnVucy52MS5Ob2RlT3V0Y29tZUgAEjEKB3Jlc3VtZWQYEyABKAsyHi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUmVzdW1lZEgAQgkKB2NvbnRlbnQiXAoHUmVzdW1lZBITCgtleGVjdXRvcl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgDEg8KB3N1bW1hcnkYAyABKAkSGgoSaGVsZF90b29sX2NhbGxfaWRzGAQgAygJIpEBCgtOb2RlT3V0Y29tZRIMCgRraW5kGAEgASgJEg4KBmJyYW5jaBgCIAEoCRIpCghhc3NpZ25lZBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJgoGb3V0cHV0GAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhEKCWl0ZXJhdGlvbhgFIAEoAyKMAQoPQXBwcm92YWxSZXF1ZXN0Eg4KBnByb21wdBgBIAEoCRIUCgx0b29sX2NhbGxfaWQYAiABKAkSEQoJdG9vbF9uYW1lGAMgASgJEg8KB25vZGVfaWQYBCABKAkSLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIooBChBBcHByb3ZhbERlY2lzaW9uEjcKB291dGNvbWUYASABKA4yJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQXBwcm92YWxPdXRjb21lEhgKEHJlcXVlc3Rfc2VxdWVuY2UYAiABKAMSDwoHY29tbWVudBgDIAEoCRISCgpkZWNpZGVkX2J5GAQgASgJIpwBCglNb2RlbENhbGwSKwoFdXNhZ2UYASABKAsyHC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVXNhZ2USNgoTdGltZV90b19maXJzdF90b2tlbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgdsYXRlbmN5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkkKC1VzZXJSZXF1ZXN0EgwKBHRleHQYASABKAkSFQoNY29udGV4dF90dXJucxgCIAEoAxIVCg1vbWl0dGVkX3R1cm5zGAMgASgDIjEKDEFnZW50VGhvdWdodBIMCgR0ZXh0GAEgASgJEhMKC3BsYWNlaG9sZGVyGAIgASgIInMKCFRvb2xDYWxsEhEKCXRvb2xfbmFtZRgBIAEoCRIUCgx0b29sX2NhbGxfaWQYAiABKAkSJwoGcGFyYW1zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIVCg1yYXdfYXJndW1lbnRzGAQgASgJInoKClRvb2xSZXN1bHQSEQoJdG9vbF9uYW1lGAEgASgJEhQKDHRvb2xfY2FsbF9pZBgCIAEoCRImCgZyZXN1bHQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSDAoEdGV4dBgEIAEoCRINCgVlcnJvchgFIAEoCSIdCg1BZ2VudFJlc3BvbnNlEgwKBHRleHQYASABKAkiKgoJU3RlcEVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSIfCg1HZXRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSKOAQoPTGlzdFJ1bnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEi4KBXN0YXRlGAMgASgOMh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1blN0YXRlEhEKCWFsbF91c2VycxgEIAEoCBIRCgl0aHJlYWRfaWQYBSABKAkiVQoQTGlzdFJ1bnNSZXNwb25zZRIoCgRydW5zGAEgAygLMhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoQRGVsZXRlUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiOQoPV2F0Y2hSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAyLVAQoIUnVuRXZlbnQSKwoEc3RlcBgBIAEoCzIbLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdGVwSAASKQoDcnVuGAIgASgLMhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkgAEjUKCWhlYXJ0YmVhdBgDIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5IZWFydGJlYXRIABIxCgVkZWx0YRgEIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdGVwRGVsdGFIAEIHCgVldmVudCJMCglIZWFydGJlYXQSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbGFzdF9zZXF1ZW5jZRgCIAEoAyKRAQoJU3RlcERlbHRhEg4KBnJ1bl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIOCgR0ZXh0GAMgASgJSAASOQoJdG9vbF9jYWxsGAQgASgLMiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRvb2xDYWxsRGVsdGFIABIPCgdyZXBsYWNlGAUgASgIQgYKBHBhcnQiSwoNVG9vbENhbGxEZWx0YRIUCgx0b29sX2NhbGxfaWQYASABKAkSEQoJdG9vbF9uYW1lGAIgASgJEhEKCWFyZ3VtZW50cxgDIAEoCSIyChBDYW5jZWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiJQoQR2V0VGhyZWFkUmVxdWVzdBIRCgl0aHJlYWRfaWQYASABKAkiTgoSTGlzdFRocmVhZHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhEKCWFsbF91c2VycxgDIAEoCCJeChNMaXN0VGhyZWFkc1Jlc3BvbnNlEi4KB3RocmVhZHMYASADKAsyHS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVGhyZWFkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIoChNEZWxldGVUaHJlYWRSZXF1ZXN0EhEKCXRocmVhZF9pZBgBIAEoCSJHChJBcHByb3ZlU3RlcFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEg8KB2NvbW1lbnQYAyABKAkiRgoRUmVqZWN0U3RlcFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEg8KB2NvbW1lbnQYAyABKAkqmAEKEU11bHRpdGFza1N0cmF0ZWd5EiIKHk1VTFRJVEFTS19TVFJBVEVHWV9VTlNQRUNJRklFRBAAEh0KGU1VTFRJVEFTS19TVFJBVEVHWV9SRUpFQ1QQARIeChpNVUxUSVRBU0tfU1RSQVRFR1lfRU5RVUVVRRACEiAKHE1VTFRJVEFTS19TVFJBVEVHWV9JTlRFUlJVUFQQAyqxAQoIUnVuU3RhdGUSGQoVUlVOX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRFX1JVTk5JTkcQARIXChNSVU5fU1RBVEVfQ09NUExFVEVEEAISFAoQUlVOX1NUQVRFX0ZBSUxFRBADEhcKE1JVTl9TVEFURV9DQU5DRUxMRUQQBBIUChBSVU5fU1RBVEVfUVVFVUVEEAUSFQoRUlVOX1NUQVRFX1dBSVRJTkcQBiqRAQoPQXBwcm92YWxPdXRjb21lEiAKHEFQUFJPVkFMX09VVENPTUVfVU5TUEVDSUZJRUQQABIdChlBUFBST1ZBTF9PVVRDT01FX0FQUFJPVkVEEAESHQoZQVBQUk9WQUxfT1VUQ09NRV9SRUpFQ1RFRBACEh4KGkFQUFJPVkFMX09VVENPTUVfVElNRURfT1VUEAMy5QYKClJ1blNlcnZpY2USSgoGR2V0UnVuEiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkdldFJ1blJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElsKCExpc3RSdW5zEiYuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RSdW5zUmVxdWVzdBonLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0UnVuc1Jlc3BvbnNlEkwKCURlbGV0ZVJ1bhInLmFnZW50cGxhdGZvcm0ucnVucy52MS5EZWxldGVSdW5SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5ElUKCFdhdGNoUnVuEiYuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLldhdGNoUnVuUmVxdWVzdBofLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5FdmVudDABElAKCUNhbmNlbFJ1bhInLmFnZW50cGxhdGZvcm0ucnVucy52MS5DYW5jZWxSdW5SZXF1ZXN0GhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bhJUCgtBcHByb3ZlU3RlcBIpLmFnZW50cGxhdGZvcm0ucnVucy52MS5BcHByb3ZlU3RlcFJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElIKClJlamVjdFN0ZXASKC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUmVqZWN0U3RlcFJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElMKCUdldFRocmVhZBInLmFnZW50cGxhdGZvcm0ucnVucy52MS5HZXRUaHJlYWRSZXF1ZXN0Gh0uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRocmVhZBJkCgtMaXN0VGhyZWFkcxIpLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0VGhyZWFkc1JlcXVlc3QaKi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTGlzdFRocmVhZHNSZXNwb25zZRJSCgxEZWxldGVUaHJlYWQSKi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuRGVsZXRlVGhyZWFkUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * An agent run: one user request and everything the agent did to answer it.
@@ -212,6 +212,17 @@ export type Run = Message<"agentplatform.runs.v1.Run"> & {
    * @generated from field: int64 lease_epoch = 25;
    */
   leaseEpoch: bigint;
+
+  /**
+   * How many times the run was resumed after its engine stopped (crashed,
+   * killed, cut off) while it ran or waited in its queue: each time another
+   * (or the restarted) engine continued it from its steps, recording a
+   * `resumed` step. A run already resumed RUNS_MAX_ATTEMPTS times ends FAILED
+   * `interrupted` when its engine stops again.
+   *
+   * @generated from field: int64 attempts = 26;
+   */
+  attempts: bigint;
 };
 
 /**
@@ -367,6 +378,7 @@ export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
  *   approval_request -> "approval-request"
  *   approval_decision -> "approval-decision"
  *   node_outcome -> "node-outcome"
+ *   resumed -> "resumed"
  *
  * @generated from message agentplatform.runs.v1.Step
  */
@@ -495,6 +507,15 @@ export type Step = Message<"agentplatform.runs.v1.Step"> & {
      */
     value: NodeOutcome;
     case: "nodeOutcome";
+  } | {
+    /**
+     * "resumed": the run's engine stopped and another (or the restarted)
+     * engine continues the run from its steps from here on.
+     *
+     * @generated from field: agentplatform.runs.v1.Resumed resumed = 19;
+     */
+    value: Resumed;
+    case: "resumed";
   } | { case: undefined; value?: undefined };
 };
 
@@ -504,6 +525,52 @@ export type Step = Message<"agentplatform.runs.v1.Step"> & {
  */
 export const StepSchema: GenMessage<Step> = /*@__PURE__*/
   messageDesc(file_agentplatform_runs_v1_runs, 4);
+
+/**
+ * Content of a "resumed" step: an engine took over a run whose engine stopped
+ * and continues it from its steps.
+ *
+ * @generated from message agentplatform.runs.v1.Resumed
+ */
+export type Resumed = Message<"agentplatform.runs.v1.Resumed"> & {
+  /**
+   * The engine process that continues the run.
+   *
+   * @generated from field: string executor_id = 1;
+   */
+  executorId: string;
+
+  /**
+   * Which resume this is: 1 for the first, as Run.attempts counts them.
+   *
+   * @generated from field: int64 attempt = 2;
+   */
+  attempt: bigint;
+
+  /**
+   * What the engine does first, for a person: the model call it requests
+   * again, or the tool calls it holds for a decision.
+   *
+   * @generated from field: string summary = 3;
+   */
+  summary: string;
+
+  /**
+   * The tool calls that were started and have no result: their outcome is
+   * unknown, so each waits for a person to decide ("run again" or "continue
+   * without it") before the run goes on.
+   *
+   * @generated from field: repeated string held_tool_call_ids = 4;
+   */
+  heldToolCallIds: string[];
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.Resumed.
+ * Use `create(ResumedSchema)` to create a new message.
+ */
+export const ResumedSchema: GenMessage<Resumed> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 5);
 
 /**
  * Content of a "node-outcome" step: what a workflow node did, in the order
@@ -558,7 +625,7 @@ export type NodeOutcome = Message<"agentplatform.runs.v1.NodeOutcome"> & {
  * Use `create(NodeOutcomeSchema)` to create a new message.
  */
 export const NodeOutcomeSchema: GenMessage<NodeOutcome> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 5);
+  messageDesc(file_agentplatform_runs_v1_runs, 6);
 
 /**
  * Content of an "approval-request" step.
@@ -610,7 +677,7 @@ export type ApprovalRequest = Message<"agentplatform.runs.v1.ApprovalRequest"> &
  * Use `create(ApprovalRequestSchema)` to create a new message.
  */
 export const ApprovalRequestSchema: GenMessage<ApprovalRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 6);
+  messageDesc(file_agentplatform_runs_v1_runs, 7);
 
 /**
  * Content of an "approval-decision" step.
@@ -652,7 +719,7 @@ export type ApprovalDecision = Message<"agentplatform.runs.v1.ApprovalDecision">
  * Use `create(ApprovalDecisionSchema)` to create a new message.
  */
 export const ApprovalDecisionSchema: GenMessage<ApprovalDecision> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 7);
+  messageDesc(file_agentplatform_runs_v1_runs, 8);
 
 /**
  * One call to the model, as measured by the engine.
@@ -687,7 +754,7 @@ export type ModelCall = Message<"agentplatform.runs.v1.ModelCall"> & {
  * Use `create(ModelCallSchema)` to create a new message.
  */
 export const ModelCallSchema: GenMessage<ModelCall> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 8);
+  messageDesc(file_agentplatform_runs_v1_runs, 9);
 
 /**
  * Content of a "user-request" step.
@@ -725,7 +792,7 @@ export type UserRequest = Message<"agentplatform.runs.v1.UserRequest"> & {
  * Use `create(UserRequestSchema)` to create a new message.
  */
 export const UserRequestSchema: GenMessage<UserRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 9);
+  messageDesc(file_agentplatform_runs_v1_runs, 10);
 
 /**
  * Content of an "agent-thought" step.
@@ -755,7 +822,7 @@ export type AgentThought = Message<"agentplatform.runs.v1.AgentThought"> & {
  * Use `create(AgentThoughtSchema)` to create a new message.
  */
 export const AgentThoughtSchema: GenMessage<AgentThought> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 10);
+  messageDesc(file_agentplatform_runs_v1_runs, 11);
 
 /**
  * Content of a "tool-call" step.
@@ -799,7 +866,7 @@ export type ToolCall = Message<"agentplatform.runs.v1.ToolCall"> & {
  * Use `create(ToolCallSchema)` to create a new message.
  */
 export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 11);
+  messageDesc(file_agentplatform_runs_v1_runs, 12);
 
 /**
  * Content of a "tool-result" step.
@@ -851,7 +918,7 @@ export type ToolResult = Message<"agentplatform.runs.v1.ToolResult"> & {
  * Use `create(ToolResultSchema)` to create a new message.
  */
 export const ToolResultSchema: GenMessage<ToolResult> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 12);
+  messageDesc(file_agentplatform_runs_v1_runs, 13);
 
 /**
  * Content of an "agent-response" step.
@@ -872,7 +939,7 @@ export type AgentResponse = Message<"agentplatform.runs.v1.AgentResponse"> & {
  * Use `create(AgentResponseSchema)` to create a new message.
  */
 export const AgentResponseSchema: GenMessage<AgentResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 13);
+  messageDesc(file_agentplatform_runs_v1_runs, 14);
 
 /**
  * Content of an "error" step.
@@ -901,7 +968,7 @@ export type StepError = Message<"agentplatform.runs.v1.StepError"> & {
  * Use `create(StepErrorSchema)` to create a new message.
  */
 export const StepErrorSchema: GenMessage<StepError> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 14);
+  messageDesc(file_agentplatform_runs_v1_runs, 15);
 
 /**
  * Request of GetRun.
@@ -922,7 +989,7 @@ export type GetRunRequest = Message<"agentplatform.runs.v1.GetRunRequest"> & {
  * Use `create(GetRunRequestSchema)` to create a new message.
  */
 export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 15);
+  messageDesc(file_agentplatform_runs_v1_runs, 16);
 
 /**
  * Request of ListRuns.
@@ -977,7 +1044,7 @@ export type ListRunsRequest = Message<"agentplatform.runs.v1.ListRunsRequest"> &
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 16);
+  messageDesc(file_agentplatform_runs_v1_runs, 17);
 
 /**
  * Response of ListRuns.
@@ -1006,7 +1073,7 @@ export type ListRunsResponse = Message<"agentplatform.runs.v1.ListRunsResponse">
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 17);
+  messageDesc(file_agentplatform_runs_v1_runs, 18);
 
 /**
  * Request of DeleteRun.
@@ -1027,7 +1094,7 @@ export type DeleteRunRequest = Message<"agentplatform.runs.v1.DeleteRunRequest">
  * Use `create(DeleteRunRequestSchema)` to create a new message.
  */
 export const DeleteRunRequestSchema: GenMessage<DeleteRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 18);
+  messageDesc(file_agentplatform_runs_v1_runs, 19);
 
 /**
  * Request of WatchRun.
@@ -1058,7 +1125,7 @@ export type WatchRunRequest = Message<"agentplatform.runs.v1.WatchRunRequest"> &
  * Use `create(WatchRunRequestSchema)` to create a new message.
  */
 export const WatchRunRequestSchema: GenMessage<WatchRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 19);
+  messageDesc(file_agentplatform_runs_v1_runs, 20);
 
 /**
  * One event of a run, as WatchRun and StreamChat send it. A client handles
@@ -1118,7 +1185,7 @@ export type RunEvent = Message<"agentplatform.runs.v1.RunEvent"> & {
  * Use `create(RunEventSchema)` to create a new message.
  */
 export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 20);
+  messageDesc(file_agentplatform_runs_v1_runs, 21);
 
 /**
  * A keep-alive event of a long stream; also a bookmark.
@@ -1147,7 +1214,7 @@ export type Heartbeat = Message<"agentplatform.runs.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 21);
+  messageDesc(file_agentplatform_runs_v1_runs, 22);
 
 /**
  * A piece of a step that is still forming, while the model streams.
@@ -1207,7 +1274,7 @@ export type StepDelta = Message<"agentplatform.runs.v1.StepDelta"> & {
  * Use `create(StepDeltaSchema)` to create a new message.
  */
 export const StepDeltaSchema: GenMessage<StepDelta> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 22);
+  messageDesc(file_agentplatform_runs_v1_runs, 23);
 
 /**
  * A piece of a tool call while the model writes it.
@@ -1242,7 +1309,7 @@ export type ToolCallDelta = Message<"agentplatform.runs.v1.ToolCallDelta"> & {
  * Use `create(ToolCallDeltaSchema)` to create a new message.
  */
 export const ToolCallDeltaSchema: GenMessage<ToolCallDelta> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 23);
+  messageDesc(file_agentplatform_runs_v1_runs, 24);
 
 /**
  * Request of CancelRun.
@@ -1270,7 +1337,7 @@ export type CancelRunRequest = Message<"agentplatform.runs.v1.CancelRunRequest">
  * Use `create(CancelRunRequestSchema)` to create a new message.
  */
 export const CancelRunRequestSchema: GenMessage<CancelRunRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 24);
+  messageDesc(file_agentplatform_runs_v1_runs, 25);
 
 /**
  * Request of GetThread.
@@ -1291,7 +1358,7 @@ export type GetThreadRequest = Message<"agentplatform.runs.v1.GetThreadRequest">
  * Use `create(GetThreadRequestSchema)` to create a new message.
  */
 export const GetThreadRequestSchema: GenMessage<GetThreadRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 25);
+  messageDesc(file_agentplatform_runs_v1_runs, 26);
 
 /**
  * Request of ListThreads.
@@ -1327,7 +1394,7 @@ export type ListThreadsRequest = Message<"agentplatform.runs.v1.ListThreadsReque
  * Use `create(ListThreadsRequestSchema)` to create a new message.
  */
 export const ListThreadsRequestSchema: GenMessage<ListThreadsRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 26);
+  messageDesc(file_agentplatform_runs_v1_runs, 27);
 
 /**
  * Response of ListThreads.
@@ -1355,7 +1422,7 @@ export type ListThreadsResponse = Message<"agentplatform.runs.v1.ListThreadsResp
  * Use `create(ListThreadsResponseSchema)` to create a new message.
  */
 export const ListThreadsResponseSchema: GenMessage<ListThreadsResponse> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 27);
+  messageDesc(file_agentplatform_runs_v1_runs, 28);
 
 /**
  * Request of DeleteThread.
@@ -1376,7 +1443,7 @@ export type DeleteThreadRequest = Message<"agentplatform.runs.v1.DeleteThreadReq
  * Use `create(DeleteThreadRequestSchema)` to create a new message.
  */
 export const DeleteThreadRequestSchema: GenMessage<DeleteThreadRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 28);
+  messageDesc(file_agentplatform_runs_v1_runs, 29);
 
 /**
  * Request of ApproveStep.
@@ -1411,7 +1478,7 @@ export type ApproveStepRequest = Message<"agentplatform.runs.v1.ApproveStepReque
  * Use `create(ApproveStepRequestSchema)` to create a new message.
  */
 export const ApproveStepRequestSchema: GenMessage<ApproveStepRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 29);
+  messageDesc(file_agentplatform_runs_v1_runs, 30);
 
 /**
  * Request of RejectStep.
@@ -1447,7 +1514,7 @@ export type RejectStepRequest = Message<"agentplatform.runs.v1.RejectStepRequest
  * Use `create(RejectStepRequestSchema)` to create a new message.
  */
 export const RejectStepRequestSchema: GenMessage<RejectStepRequest> = /*@__PURE__*/
-  messageDesc(file_agentplatform_runs_v1_runs, 30);
+  messageDesc(file_agentplatform_runs_v1_runs, 31);
 
 /**
  * What to do when a run is started on a thread that has a run in progress

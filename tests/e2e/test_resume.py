@@ -1,0 +1,208 @@
+"""Durable execution (issue 18) against the real stack, as separate processes with real signals: a run whose
+engine is SIGKILLed is resumed by the next engine from its steps, not failed.
+
+- killed while the model works on its first reply, and after a tool result while the next model call is in flight
+  (both held in place by stopping the model process with SIGSTOP): each run ends COMPLETED with the seed timeline
+  plus one `resumed` marker right after what the killed engine recorded, steps 1..n with no gap and no repeat;
+- killed while a tool runs (the tools service held with SIGSTOP, so the tool-call step is recorded and its
+  result is not): the resumed run waits for a person, its approval request saying the outcome is unknown;
+  "run again" (approve) runs the call and finishes the seed answer, "continue without it" (reject) tells the
+  model the call was not run again, and both runs end COMPLETED;
+- killed again every time it is resumed: after its third resume (RUNS_MAX_ATTEMPTS) it ends FAILED
+  `interrupted`, the message naming the resumes, with a marker for each.
+
+The stack is the fault tests' (tests/e2e/faults.py) with the demo model slowed so that runs are in flight.
+"""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from tests.e2e.conftest import RunningStack, wait_ready
+from tests.e2e.faults import (
+    FINAL,
+    LEASE,
+    REAP_MARGIN,
+    REAPER_INTERVAL,
+    assert_numbered,
+    clients,
+    ended,
+    explained,
+    fault_stack,
+    get_runs,
+    kill,
+    list_runs,
+    start_runs,
+    wait_for,
+)
+from tests.support.seed import SEED_TIMELINE, timeline
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+
+#: Long enough for a kill to land while the model streams; short enough for a run of four turns to finish.
+MODEL_LATENCY = 1.0
+#: The time a killed engine's runs take to be offered again: the lease, a reaper pass, margin.
+ORPHANED_WITHIN = LEASE + REAPER_INTERVAL + REAP_MARGIN
+
+
+def kinds(run: runs_pb2.Run) -> list[str]:
+    return [str(step.WhichOneof("content")) for step in run.steps]
+
+
+def without_markers(run: runs_pb2.Run) -> list[runs_pb2.Step]:
+    return [step for step in run.steps if step.WhichOneof("content") != "resumed"]
+
+
+def waiting(runs: runs_pb2_grpc.RunServiceStub, run_ids: list[str]) -> list[runs_pb2.Run] | None:
+    found = get_runs(runs, run_ids)
+    return found if all(run.state == runs_pb2.RUN_STATE_WAITING for run in found) else None
+
+
+def done(runs: runs_pb2_grpc.RunServiceStub, run_ids: list[str]) -> list[runs_pb2.Run] | None:
+    """The runs once none is live or waiting."""
+    found = get_runs(runs, run_ids)
+    return found if all(run.state in FINAL for run in found) else None
+
+
+def restart_engine(stack: RunningStack) -> None:
+    stack.start(stack.spec("engine"))
+    wait_ready(stack, ["engine"])
+
+
+def assert_resumed_seed_run(run: runs_pb2.Run, attempts: int = 1) -> None:
+    """COMPLETED with the seed's timeline and answer, plus `attempts` resume markers, numbered 1..n."""
+    assert run.state == runs_pb2.RUN_STATE_COMPLETED, (run.id, runs_pb2.RunState.Name(run.state), run.error_message)
+    assert_numbered(run)
+    assert timeline(without_markers(run)) == SEED_TIMELINE, timeline(list(run.steps))
+    assert "45" in run.steps[-1].agent_response.text
+    markers = [step.resumed for step in run.steps if step.WhichOneof("content") == "resumed"]
+    assert [marker.attempt for marker in markers] == list(range(1, attempts + 1))
+    assert run.attempts == attempts
+    assert all(marker.executor_id for marker in markers)
+
+
+def test_runs_of_a_killed_engine_are_resumed_by_the_next_one_and_complete(tmp_path: Path) -> None:
+    with fault_stack(tmp_path, ENGINE_LEASE_SECONDS=LEASE, RUNS_REAPER_INTERVAL_SECONDS=REAPER_INTERVAL,
+                     DEMO_MODEL_LATENCY_SECONDS=MODEL_LATENCY) as stack, \
+            clients(stack) as (engine, runs), explained(stack):
+        # Two kill points at once, held in place by stopping the model (SIGSTOP): one run past its first tool
+        # result, its next model call in flight; one at its first model call, its user request alone recorded.
+        (later,) = start_runs(engine, 1)
+        wait_for("the first run to have a tool result", 15, lambda: "tool_result" in kinds(get_runs(runs, [later])[0]))
+        (first,) = start_runs(engine, 1)
+        wait_for("the second run to begin", 10, lambda: get_runs(runs, [first])[0].step_count >= 1)
+        model = stack.processes["model"]
+        os.kill(model.pid, signal.SIGSTOP)
+        try:
+            time.sleep(0.3)
+            at_kill = {run.id: kinds(run) for run in get_runs(runs, [later, first])}
+            assert at_kill[first] == ["user_request"], at_kill
+            assert at_kill[later][-1] == "tool_result", at_kill
+            kill(stack, "engine")
+        finally:
+            os.kill(model.pid, signal.SIGCONT)
+        killed_at = time.monotonic()
+        run_ids = [later, first]
+        wait_for("the killed engine's runs to be orphaned", ORPHANED_WITHIN, lambda: all(
+            run.attempts == 1 and not run.executor_id for run in get_runs(runs, run_ids)
+        ))
+        # Not ended: no engine is connected, so they wait, live, for one.
+        assert {run.state for run in get_runs(runs, run_ids)} == {runs_pb2.RUN_STATE_RUNNING}
+
+        restart_engine(stack)
+        final = wait_for("the resumed runs to end", 30, lambda: ended(runs, run_ids))
+        print(f"runs of the killed engine ended {time.monotonic() - killed_at:.2f}s after the kill")
+        for run in final:
+            assert_resumed_seed_run(run)
+            # The marker comes right after what the killed engine recorded: nothing of it was lost or redone.
+            before = at_kill[run.id]
+            assert kinds(run)[: len(before) + 1] == [*before, "resumed"], kinds(run)
+            marker = run.steps[len(before)].resumed
+            assert "model call again" in marker.summary and not marker.held_tool_call_ids
+        assert list_runs(runs, runs_pb2.RUN_STATE_RUNNING) == []
+
+
+def test_a_tool_call_cut_off_by_the_kill_waits_for_a_person_and_both_decisions_finish_the_run(
+    tmp_path: Path,
+) -> None:
+    with fault_stack(tmp_path, ENGINE_LEASE_SECONDS=LEASE, RUNS_REAPER_INTERVAL_SECONDS=REAPER_INTERVAL,
+                     DEMO_MODEL_LATENCY_SECONDS=MODEL_LATENCY) as stack, \
+            clients(stack) as (engine, runs), explained(stack):
+        run_ids = start_runs(engine, 2)
+        wait_for("the runs to begin", 10, lambda: all(run.step_count >= 1 for run in get_runs(runs, run_ids)))
+        # The engine has listed the tools (before the first model call); the tools service now stops answering,
+        # so the calculator call is recorded and never returns: the engine dies with the call in flight.
+        tools = stack.processes["tools"]
+        time.sleep(0.3)
+        os.kill(tools.pid, signal.SIGSTOP)
+        try:
+            wait_for("both runs to be inside their first tool call", 10, lambda: all(
+                kinds(run)[-1] == "tool_call" for run in get_runs(runs, run_ids)
+            ))
+            time.sleep(0.3)
+            kill(stack, "engine")
+        finally:
+            os.kill(tools.pid, signal.SIGCONT)
+        wait_for("the runs to be orphaned", ORPHANED_WITHIN, lambda: all(
+            run.attempts == 1 for run in get_runs(runs, run_ids)
+        ))
+        restart_engine(stack)
+
+        held = wait_for("both runs to wait for a decision", 15, lambda: waiting(runs, run_ids))
+        for run in held:
+            call, marker, ask = run.steps[-3], run.steps[-2], run.steps[-1]
+            assert (call.WhichOneof("content"), marker.WhichOneof("content")) == ("tool_call", "resumed"), kinds(run)
+            assert list(marker.resumed.held_tool_call_ids) == [call.tool_call.tool_call_id]
+            assert ask.approval_request.tool_call_id == call.tool_call.tool_call_id
+            assert "outcome" in ask.approval_request.prompt and "unknown" in ask.approval_request.prompt
+        again, without = held
+        runs.ApproveStep(runs_pb2.ApproveStepRequest(run_id=again.id, sequence=again.step_count), timeout=5)
+        runs.RejectStep(runs_pb2.RejectStepRequest(run_id=without.id, sequence=without.step_count,
+                                                   comment="it may have run"), timeout=5)
+        final = wait_for("both runs to end", 30, lambda: done(runs, run_ids))
+        ran_again, went_on = final
+
+        # "Run again": the call runs once now, and the run has the seed's answer.
+        assert ran_again.state == runs_pb2.RUN_STATE_COMPLETED, (kinds(ran_again), ran_again.steps[-1])
+        assert_numbered(ran_again)
+        steps = [step for step in ran_again.steps
+                 if step.WhichOneof("content") not in ("resumed", "approval_request", "approval_decision")]
+        assert timeline(steps) == SEED_TIMELINE
+        # "Continue without it": the call's result is an error saying so; the call never ran again.
+        assert went_on.state == runs_pb2.RUN_STATE_COMPLETED, went_on.error_message
+        assert_numbered(went_on)
+        first_call = went_on.steps[held[1].step_count - 3].tool_call.tool_call_id
+        results = [step.tool_result for step in went_on.steps
+                   if step.WhichOneof("content") == "tool_result" and step.tool_result.tool_call_id == first_call]
+        assert len(results) == 1 and "outcome of this call is unknown" in results[0].error, results
+
+
+def test_a_run_killed_four_times_ends_failed_interrupted_after_its_third_resume(tmp_path: Path) -> None:
+    # A slow model: every engine is killed while the run waits on its model call.
+    with fault_stack(tmp_path, ENGINE_LEASE_SECONDS=LEASE, RUNS_REAPER_INTERVAL_SECONDS=REAPER_INTERVAL,
+                     DEMO_MODEL_LATENCY_SECONDS=30) as stack, \
+            clients(stack) as (engine, runs), explained(stack):
+        (run_id,) = start_runs(engine, 1)
+        for attempt in range(1, 4):
+            # Each engine killed once it holds the run and has recorded its marker (the first: its user request).
+            wait_for(f"engine {attempt} to hold the run", 15, lambda a=attempt: (
+                (run := get_runs(runs, [run_id])[0]).executor_id and kinds(run).count("resumed") == a - 1
+            ))
+            kill(stack, "engine")
+            wait_for(f"resume {attempt} to be offered", ORPHANED_WITHIN, lambda a=attempt: (
+                get_runs(runs, [run_id])[0].attempts == a
+            ))
+            restart_engine(stack)
+        wait_for("the last engine to record its marker", 15, lambda: kinds(get_runs(runs, [run_id])[0]).count(
+            "resumed") == 3)
+        kill(stack, "engine")
+        (run,) = wait_for("the run to end", ORPHANED_WITHIN, lambda: ended(runs, [run_id]))
+        assert (run.state, run.error_code, run.attempts) == (runs_pb2.RUN_STATE_FAILED, "interrupted", 3)
+        assert run.error_message.endswith("after 3 resume(s) (RUNS_MAX_ATTEMPTS)"), run.error_message
+        assert_numbered(run)
+        assert kinds(run) == ["user_request", "resumed", "resumed", "resumed", "error"], kinds(run)
+        assert [step.resumed.attempt for step in run.steps if step.WhichOneof("content") == "resumed"] == [1, 2, 3]
