@@ -5,9 +5,10 @@ engine is SIGKILLed is resumed by the next engine from its steps, not failed.
   (both held in place by stopping the model process with SIGSTOP): each run ends COMPLETED with the seed timeline
   plus one `resumed` marker right after what the killed engine recorded, steps 1..n with no gap and no repeat;
 - killed while a tool runs (the tools service held with SIGSTOP, so the tool-call step is recorded and its
-  result is not): the resumed run waits for a person, its approval request saying the outcome is unknown;
-  "run again" (approve) runs the call and finishes the seed answer, "continue without it" (reject) tells the
-  model the call was not run again, and both runs end COMPLETED;
+  result is not): calculator declares itself read-only, so the resumed run calls it again (same idempotency key)
+  without asking anyone, and ends COMPLETED with one result for the call. A tool not safe to repeat waits for a
+  person instead, and both decisions finish the run: tests/engine/test_resume.py, with an HTTP tool (a POST) on a
+  counting server that sees the call once for "run again" and never for "continue without it";
 - killed again every time it is resumed: after its third resume (RUNS_MAX_ATTEMPTS) it ends FAILED
   `interrupted`, the message naming the resumes, with a marker for each.
 
@@ -55,11 +56,6 @@ def kinds(run: runs_pb2.Run) -> list[str]:
 
 def without_markers(run: runs_pb2.Run) -> list[runs_pb2.Step]:
     return [step for step in run.steps if step.WhichOneof("content") != "resumed"]
-
-
-def waiting(runs: runs_pb2_grpc.RunServiceStub, run_ids: list[str]) -> list[runs_pb2.Run] | None:
-    found = get_runs(runs, run_ids)
-    return found if all(run.state == runs_pb2.RUN_STATE_WAITING for run in found) else None
 
 
 def done(runs: runs_pb2_grpc.RunServiceStub, run_ids: list[str]) -> list[runs_pb2.Run] | None:
@@ -126,9 +122,7 @@ def test_runs_of_a_killed_engine_are_resumed_by_the_next_one_and_complete(tmp_pa
         assert list_runs(runs, runs_pb2.RUN_STATE_RUNNING) == []
 
 
-def test_a_tool_call_cut_off_by_the_kill_waits_for_a_person_and_both_decisions_finish_the_run(
-    tmp_path: Path,
-) -> None:
+def test_a_read_only_tool_call_cut_off_by_the_kill_runs_again_without_asking(tmp_path: Path) -> None:
     with fault_stack(tmp_path, ENGINE_LEASE_SECONDS=LEASE, RUNS_REAPER_INTERVAL_SECONDS=REAPER_INTERVAL,
                      DEMO_MODEL_LATENCY_SECONDS=MODEL_LATENCY) as stack, \
             clients(stack) as (engine, runs), explained(stack):
@@ -152,33 +146,18 @@ def test_a_tool_call_cut_off_by_the_kill_waits_for_a_person_and_both_decisions_f
         ))
         restart_engine(stack)
 
-        held = wait_for("both runs to wait for a decision", 15, lambda: waiting(runs, run_ids))
-        for run in held:
-            call, marker, ask = run.steps[-3], run.steps[-2], run.steps[-1]
-            assert (call.WhichOneof("content"), marker.WhichOneof("content")) == ("tool_call", "resumed"), kinds(run)
-            assert list(marker.resumed.held_tool_call_ids) == [call.tool_call.tool_call_id]
-            assert ask.approval_request.tool_call_id == call.tool_call.tool_call_id
-            assert "outcome" in ask.approval_request.prompt and "unknown" in ask.approval_request.prompt
-        again, without = held
-        runs.ApproveStep(runs_pb2.ApproveStepRequest(run_id=again.id, sequence=again.step_count), timeout=5)
-        runs.RejectStep(runs_pb2.RejectStepRequest(run_id=without.id, sequence=without.step_count,
-                                                   comment="it may have run"), timeout=5)
         final = wait_for("both runs to end", 30, lambda: done(runs, run_ids))
-        ran_again, went_on = final
-
-        # "Run again": the call runs once now, and the run has the seed's answer.
-        assert ran_again.state == runs_pb2.RUN_STATE_COMPLETED, (kinds(ran_again), ran_again.steps[-1])
-        assert_numbered(ran_again)
-        steps = [step for step in ran_again.steps
-                 if step.WhichOneof("content") not in ("resumed", "approval_request", "approval_decision")]
-        assert timeline(steps) == SEED_TIMELINE
-        # "Continue without it": the call's result is an error saying so; the call never ran again.
-        assert went_on.state == runs_pb2.RUN_STATE_COMPLETED, went_on.error_message
-        assert_numbered(went_on)
-        first_call = went_on.steps[held[1].step_count - 3].tool_call.tool_call_id
-        results = [step.tool_result for step in went_on.steps
-                   if step.WhichOneof("content") == "tool_result" and step.tool_result.tool_call_id == first_call]
-        assert len(results) == 1 and "outcome of this call is unknown" in results[0].error, results
+        for run in final:
+            assert run.state == runs_pb2.RUN_STATE_COMPLETED, (kinds(run), run.error_message)
+            assert_numbered(run)
+            marker = next(step for step in run.steps if step.WhichOneof("content") == "resumed")
+            cut_off = run.steps[marker.sequence - 2]
+            assert cut_off.WhichOneof("content") == "tool_call", kinds(run)
+            assert "runs again" in marker.resumed.summary and not marker.resumed.held_tool_call_ids
+            results = [step for step in run.steps if step.WhichOneof("content") == "tool_result"
+                       and step.tool_result.tool_call_id == cut_off.tool_call.tool_call_id]
+            assert len(results) == 1 and results[0].sequence == marker.sequence + 1, kinds(run)
+            assert timeline(without_markers(run)) == SEED_TIMELINE
 
 
 def test_a_run_killed_four_times_ends_failed_interrupted_after_its_third_resume(tmp_path: Path) -> None:

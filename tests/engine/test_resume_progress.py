@@ -19,7 +19,8 @@ from services.engine.journal import (
     UserRequest,
 )
 from services.engine.loop.approvals import ApprovalGate
-from services.engine.loop.run_progress import progress_from_steps, repeat_safe
+from services.engine.loop.model_client import RequestedToolCall
+from services.engine.loop.run_progress import progress_from_steps
 
 START = datetime(2026, 12, 5, 1, 0, tzinfo=UTC)
 
@@ -36,14 +37,32 @@ def numbered(*contents: object, model_calls: tuple[int, ...] = ()) -> list[Step]
     ]
 
 
-def test_a_call_without_a_result_is_held_whatever_its_tool_and_the_marker_says_so() -> None:
+def never(_call: RequestedToolCall) -> bool:
+    return False
+
+
+def test_a_call_safe_to_repeat_runs_again_and_the_others_wait_for_a_person() -> None:
+    """The tools' declarations decide (the loop asks the tools service: engine tests check that end to end)."""
+    steps = numbered(
+        UserRequest("look and write"), AgentThought("both"),
+        ToolCall("web_search", "c1", '{"query": "x"}'), ToolCall("http__post", "c2", "{}"), model_calls=(2,)
+    )
+    progress = progress_from_steps(steps)
+    marker = progress.take_over("engine-b", 1, lambda call: call.name == "web_search")
+    assert marker.held_tool_call_ids == ("c2",)
+    assert progress.unknown == {"c2"} and [call.id for call in progress.pending] == ["c1", "c2"]
+    assert "http__post (c2)" in marker.summary and progress.pending_sequences == {"c1": 3, "c2": 4}
+    gate = ApprovalGate(set(), progress.decisions, 0, progress.unknown)
+    assert not gate.undecided(progress.pending[0]) and gate.undecided(progress.pending[1])
+
+
+def test_a_call_without_a_result_is_held_when_its_tool_is_not_safe_to_repeat() -> None:
     steps = numbered(
         UserRequest("add"), AgentThought("adding"), ToolCall("calculator", "c1", "{}"), model_calls=(2,)
     )
     progress = progress_from_steps(steps)
     assert [call.id for call in progress.pending] == ["c1"] and progress.model_calls == 1
-    assert not repeat_safe("calculator")
-    marker = progress.take_over("engine-b", 1)
+    marker = progress.take_over("engine-b", 1, never)
     assert (marker.executor_id, marker.attempt, marker.held_tool_call_ids) == ("engine-b", 1, ("c1",))
     assert "calculator (c1)" in marker.summary
     gate = ApprovalGate(set(), progress.decisions, 0, progress.unknown)
@@ -79,12 +98,12 @@ def test_a_decision_before_the_stop_does_not_cover_the_call_and_one_after_does()
 def test_a_run_stopped_after_its_answer_only_has_to_finish_and_after_results_asks_the_model() -> None:
     answered = progress_from_steps(numbered(UserRequest("hi"), AgentResponse("hello"), model_calls=(2,)))
     assert answered.answer == "hello" and not answered.pending
-    assert "finishes" in answered.take_over("engine-b", 1).summary
+    assert "finishes" in answered.take_over("engine-b", 1, never).summary
     after_result = progress_from_steps(numbered(
         UserRequest("add"), AgentThought("adding"), ToolCall("calculator", "c1", "{}"),
         ToolResult("calculator", "c1", 3, "3"), model_calls=(2,),
     ))
     assert after_result.pending == [] and after_result.answer is None and after_result.tool_calls == 1
-    marker = after_result.take_over("engine-b", 2)
+    marker = after_result.take_over("engine-b", 2, never)
     assert marker.held_tool_call_ids == () and "model call again" in marker.summary
     assert after_result.messages[-1] == {"role": "tool", "tool_call_id": "c1", "content": "3"}

@@ -299,9 +299,9 @@ class RunScheduler:
         # latest of them (this one, or one whose engine stopped too before recording it) records it now.
         orphaned = run.attempts > progress.resumes
         if orphaned:
-            marker = progress.take_over(self.executor_id, run.attempts)
-            log.warning("run %s taken over from an engine that stopped (resume %d): %s", run.id, run.attempts,
-                        marker.summary)
+            # What runs again and what waits for a person is decided where the run's tools are known (the loop).
+            progress.taking_over = (self.executor_id, run.attempts)
+            log.warning("run %s taken over from an engine that stopped (resume %d)", run.id, run.attempts)
         active = ActiveRun(
             run, chat, chat.limits, DEFAULT_AGENT, RunFeed(run), recorded=len(steps), progress=progress, steps=steps
         )

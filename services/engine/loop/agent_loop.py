@@ -144,9 +144,13 @@ class AgentLoop:
                     # The user's request is the run's first step: stored with the run when it was created to
                     # execute at once, recorded here when it waited in the queue or continues a thread.
                     await recorder.record(UserRequest(chat.message, context.turns, context.omitted))
-                if progress is not None and progress.marker is not None:
-                    await recorder.record(progress.marker)  # taken over from an engine that stopped
-                    progress.marker = None
+                if progress is not None and progress.taking_over is not None:
+                    # Taken over from an engine that stopped: say so, and what runs again or waits for a person.
+                    executor_id, attempt = progress.taking_over
+                    repeat_safe = await self._repeat_safety(chat.owner)
+                    marker = progress.take_over(executor_id, attempt, repeat_safe)
+                    log.info("run %s, resume %d: %s", run.id, attempt, marker.summary)
+                    await recorder.record(marker)
                 if progress is not None and progress.answer is not None and not progress.pending:
                     answer = progress.answer  # recorded before the engine stopped: the run only has to finish
                 else:
@@ -212,6 +216,28 @@ class AgentLoop:
         log.warning("run %s failed (%s): %s", recorder.run_id, failure.code, failure)
         final = await self.end_run(recorder, FAILED, failure.code, str(failure))
         return RunOutcome(final, failure=failure)
+
+    async def _repeat_safety(self, owner: Caller) -> Callable[[RequestedToolCall], bool]:
+        """Whether a call whose outcome is unknown may run again without a person: its tool, as the tools service
+        lists it now, is read-only or idempotent for the call's arguments. A tool not listed (switched off, gone)
+        or tools that cannot be listed: not safe, so a person decides."""
+        try:
+            tools = {tool.name: tool for tool in await self._tools.enabled_tools(owner)}
+        except errors.DomainError as exc:
+            log.warning("could not list the tools to tell which calls may run again (all wait for a person): %s", exc)
+            tools = {}
+
+        def repeat_safe(call: RequestedToolCall) -> bool:
+            tool = tools.get(call.name)
+            if tool is None:
+                return False
+            try:
+                arguments, _ = parse_tool_arguments(call, self._settings.llm_base_url)
+            except RunFailure:
+                return False  # arguments no step could record: the call never ran
+            return tool.repeats_safely(arguments)
+
+        return repeat_safe
 
     async def _converse(
         self,

@@ -8,7 +8,7 @@ taken on approval requests (by tool call), the answer when the model gave it, th
 they hold, and the counts the run's limits apply to (over the whole run, every attempt of it).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -62,9 +62,9 @@ class RunProgress:
     #: When the run's current stretch of execution began: its first step, or the last approval decision (the time
     #: a person took to decide is not the run's); None for no steps.
     stretch_began: datetime | None = None
-    #: The resume marker to record before the run goes on, for a run this engine takes over from one that
-    #: stopped (`take_over`); None otherwise.
-    marker: Resumed | None = None
+    #: For a run this engine takes over from one that stopped: (this engine, the resume's number), until the loop
+    #: knows the tools and `take_over` decides what runs again; None otherwise.
+    taking_over: tuple[str, int] | None = None
     model_calls: int = 0
     tool_calls: int = 0
     usage: Usage = field(default_factory=Usage)
@@ -76,12 +76,15 @@ class RunProgress:
         for call_id in self.unknown:
             self.decisions.pop(call_id, None)
 
-    def take_over(self, executor_id: str, attempt: int) -> Resumed:
+    def take_over(
+        self, executor_id: str, attempt: int, repeat_safe: Callable[[RequestedToolCall], bool]
+    ) -> Resumed:
         """Prepare the resume of a run whose engine stopped, as its `attempt`th resume by `executor_id`: the
-        pending calls whose tool is not safe to repeat are held for a decision; returns the marker (also kept in
-        `marker`) that says so."""
-        held = [call for call in self.pending if not repeat_safe(call.name)]
-        rerun = [call for call in self.pending if repeat_safe(call.name)]
+        pending calls that `repeat_safe` does not allow to run again (their tools are neither read-only nor
+        idempotent for those arguments) are held for a decision; the others run again, with the same idempotency
+        key. Returns the marker to record, which says which is which."""
+        held = [call for call in self.pending if not repeat_safe(call)]
+        rerun = [call for call in self.pending if repeat_safe(call)]
         if held:
             summary = "holds for a decision, their outcome unknown: " + ", ".join(
                 f"{call.name} ({call.id})" for call in held
@@ -92,15 +95,10 @@ class RunProgress:
             summary = "finishes the run: its answer was recorded"
         else:
             summary = "requests the model call again (an interrupted call is never recorded)"
-        self.marker = Resumed(executor_id, attempt, summary, tuple(call.id for call in held))
-        self.hold(self.marker.held_tool_call_ids)
-        return self.marker
-
-
-def repeat_safe(tool: str) -> bool:
-    """Whether a call of `tool` whose outcome is unknown may simply run again (read-only or idempotent). None is
-    yet: every such call waits for a person. The tools' own declarations (issue 18, helper "keys") go here."""
-    return False
+        marker = Resumed(executor_id, attempt, summary, tuple(call.id for call in held))
+        self.hold(marker.held_tool_call_ids)
+        self.taking_over = None
+        return marker
 
 
 #: How a decision reads in what the model is told ("the call was not approved (timed out ...)").
