@@ -35,15 +35,24 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 _PORT_RANGE = (20_000, 32_000)
 
 
+#: Ports handed out by this process: never handed out twice, since nothing holds a port between free_port() and
+#: the bind of the server it is for (a stack's runs service and engine once drew the same one).
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (for processes that cannot report the port they bound)."""
+    """A free TCP port on 127.0.0.1 (for processes that cannot report the port they bound), never one this process
+    handed out before."""
     for _ in range(200):
         port = random.randrange(*_PORT_RANGE)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     raise OSError(f"no free port in {_PORT_RANGE} after 200 tries")
 

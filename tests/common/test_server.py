@@ -166,3 +166,19 @@ async def test_a_call_marked_json_speaks_the_proto3_json_mapping_both_ways(chann
     assert (bad.value.details() or "").startswith(
         "the request body is not a valid agentplatform.runs.v1.GetRunRequest message (JSON)"
     )
+
+
+async def test_a_second_server_on_a_taken_port_refuses_to_start_instead_of_sharing_it() -> None:
+    """No SO_REUSEPORT: with it, two servers bound one port and the kernel split the connections between them (a
+    runs service's calls answered UNIMPLEMENTED by an engine that drew the same test port)."""
+    from services.common.auth import Authenticator
+    from services.common.rpc.server import start_server
+    from services.runs.settings import RunsSettings
+
+    auth = Authenticator.from_settings(RunsSettings(_env_file=None))
+    first = await start_server([], "127.0.0.1", 0, auth)
+    try:
+        with pytest.raises(OSError, match=f"could not bind gRPC server to 127.0.0.1:{first.port}; is the port in use"):
+            await start_server([], "127.0.0.1", first.port, auth)
+    finally:
+        await first.stop(0)

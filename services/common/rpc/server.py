@@ -18,7 +18,10 @@ log = logging.getLogger(__name__)
 #: A client balancing over DNS (`dns:///runs:50051`, a headless Service) resolves the name again only when a
 #: connection ends: asking each client to reconnect after 5 minutes (GOAWAY) is how replicas added by a scale-out
 #: get their share. Calls in flight, the long streams included, carry on: the grace after the GOAWAY is unbounded.
-SERVER_OPTIONS = (("grpc.max_connection_age_ms", 5 * 60 * 1000),)
+#: And no SO_REUSEPORT (gRPC's default on Linux): two servers given one port would both bind it and the kernel
+#: would split the connections between them, calls answered UNIMPLEMENTED by the wrong service; without it the
+#: second fails to start, naming the port.
+SERVER_OPTIONS = (("grpc.max_connection_age_ms", 5 * 60 * 1000), ("grpc.so_reuseport", 0))
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,10 @@ async def start_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = tuple(b.name for b in bindings)
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # grpcio raises where older versions returned 0
+        bound = 0
     if bound == 0:
         raise OSError(f"could not bind gRPC server to {host}:{port}; is the port in use?")
     await server.start()
