@@ -433,10 +433,6 @@ async def rolling_restart(cluster: Cluster) -> LoadFigures:
     return figures
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 # --- one thread, two engines --------------------------------------------------------------------------------
 
 

@@ -39,10 +39,10 @@ class NoticeRelay(Protocol):
 class ExecutorNotices:
     """Per engine process, the queues of its open ConnectExecutor streams."""
 
-    def __init__(self, relay: NoticeRelay | None = None) -> None:
+    def __init__(self) -> None:
         self._queues: dict[str, set[asyncio.Queue[Notice]]] = {}
         self._turns = itertools.count()
-        self._relay = relay
+        self._relay: NoticeRelay | None = None
 
     def relay_to(self, relay: NoticeRelay) -> None:
         """Hand notices no engine here can take to `relay` (set once, when the service starts)."""

@@ -192,10 +192,10 @@ class RunSignals:
     runs leak nothing.
     """
 
-    def __init__(self, relay: Relay | None = None) -> None:
+    def __init__(self) -> None:
         self._channels: dict[str, _Channel] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
-        self._relay = relay
+        self._relay: Relay | None = None
 
     @property
     def distributed(self) -> bool:

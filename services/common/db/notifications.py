@@ -260,10 +260,11 @@ class PostgresNotifications:
                 )
 
     def _drop_pending(self) -> None:
+        dropped = self._pending_count
         self._gaps.update(self._pending)
         self._pending, self._pending_count = {}, 0
         log.warning("dropped %d unsent notifications (PostgreSQL unreachable); the other replicas will catch up",
-                    MAX_PENDING)
+                    dropped)
 
     def _on_notification(self, _connection: Any, _pid: int, channel: str, payload: str) -> None:
         prefix, separator, message = payload.partition(":")
