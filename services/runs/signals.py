@@ -308,9 +308,14 @@ class RunSignals:
             self._drop_if_idle(run_id)
 
     def resync(self) -> None:
-        """Messages from the other replicas may have been lost: every watcher here looks again."""
-        for run_id in list(self._channels):
-            self._notify(run_id, (), None, known=False)
+        """Messages from the other replicas may have been lost: every watcher here looks again, and the forming
+        steps of runs nobody here watches are forgotten (a lost "stored" or "ended" message would otherwise keep
+        them for good; what forms from now on is kept again as it comes)."""
+        for run_id, channel in list(self._channels.items()):
+            if channel.subscriptions:
+                self._notify(run_id, (), None, known=False)
+            else:
+                del self._channels[run_id]
 
     def watcher_count(self, run_id: str) -> int:
         """How many watchers `run_id` has now (for tests and metrics)."""

@@ -26,6 +26,7 @@ from services.runs.checks import StoreLimits
 from services.runs.fanout import RunFanout
 from services.runs.records import NewStep
 from services.runs.settings import RunsSettings
+from services.runs.signals import RunSignals
 from tests.runs.helpers import EXECUTOR, connect, create_request, eventually, expire_lease, new_run, thought
 
 pytestmark = pytest.mark.postgres
@@ -260,3 +261,17 @@ async def test_two_replicas_reaping_at_once_end_each_expired_run_once(replicas: 
     for run in runs:
         stored = await replicas.b.store.get_run(run.id)
         assert stored.state == "failed" and [step.type for step in stored.steps].count("error") == 1
+
+
+def test_a_gap_forgets_what_forms_of_runs_nobody_here_watches() -> None:
+    """Forming steps relayed from another replica are released by its "stored" or "ended" message; after a gap
+    that message may be lost, so a resync drops them (watched runs keep theirs and look again)."""
+    signals = RunSignals()
+    signals.publish_delta(StepDelta("unwatched", 1, text="half a"), relay=False)
+    signals.publish_delta(StepDelta("watched", 1, text="half b"), relay=False)
+    with signals.subscribe("watched") as subscription:
+        signals.resync()
+        assert signals.forming("unwatched", 0) == [] and signals.forming("watched", 0) != []
+        committed, _, _ = subscription.take()
+        assert committed is not None and committed.following(0) is None  # looks again
+    assert signals.tracked_runs() == 1  # the watched run's forming step, until it is stored or ends
