@@ -232,7 +232,9 @@ async def test_a_chain_forking_as_fast_as_it_can_ends_with_the_call(
     """Each process forks the next and exits: a scan of /proc may never catch up, but the runner's process group
     is killed with one signal once the runner has ended (at the time limit, or when it retires because its own
     sweep was outrun)."""
-    env = await make_executor(timeout_seconds=1.5)
+    # A time limit long enough for the test to see the chain running on a loaded machine before the limit ends it
+    # (at 1.5 s the call was sometimes over, its tree rightly gone, before the first look).
+    env = await make_executor(timeout_seconds=4)
     call = asyncio.ensure_future(env.executor.execute("chain", {"folder": str(folder), "then": then}))
     deadline = time.monotonic() + 10
     while not (notes := os.listdir(folder)):
