@@ -15,6 +15,7 @@ import pytest
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from bench.store.databases import fresh_postgres_database
+from services.common import errors
 from services.common.identity import LOCAL_USER, Caller
 from services.common.rpc.channels import dial
 from services.engine.journal import AgentResponse, AgentThought, NewRun, Run, RunEvent, Step, UserRequest
@@ -182,3 +183,32 @@ async def test_a_watch_through_a_killed_runs_replica_attaches_again_through_the_
     assert steps == [1, 2, 3, 4], steps
     final = received[-1]
     assert isinstance(final, Run) and final.state == "completed", received[-3:]
+
+
+async def test_a_runs_service_that_never_answers_is_unavailable_to_the_engine_not_a_deadline() -> None:
+    """A store that accepts calls but answers none (overloaded, or stuck) is retried for the outage window, then
+    reported as the runs service being unavailable: the engine's caller set no deadline, so DEADLINE_EXCEEDED
+    would blame it (it was once what a chat got under load with the runs service down)."""
+
+    async def never(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        await asyncio.sleep(3600)
+        return b""
+
+    class Silent(grpc.GenericRpcHandler):
+        def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(never)
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((Silent(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with dial(f"127.0.0.1:{port}") as channel:
+            client = RunsClient(channel, timeout=0.2, outage_seconds=0.8, service_token="")
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(errors.Unavailable, match="runs service"):
+                await client.create_run(NewRun(user_query="hi", owner=LOCAL_USER, executor_id="e",
+                                               lease_seconds=5, queued=False))
+            assert asyncio.get_running_loop().time() - started < 5
+    finally:
+        await server.stop(None)

@@ -18,6 +18,7 @@ import grpc
 
 from agentplatform.runs.internal.v1 import execution_pb2, execution_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from services.common import errors
 from services.common.identity import Caller, as_service, on_behalf_of
 from services.common.rpc.protoconv import (
     duration_from_seconds,
@@ -111,7 +112,8 @@ class RunsClient:
         outage_seconds: float | None = None,
     ) -> ResponseT:
         loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + (self._outage_seconds if outage_seconds is None else outage_seconds)
+        start = loop.time()
+        give_up_at = start + (self._outage_seconds if outage_seconds is None else outage_seconds)
         backoff = FIRST_BACKOFF_SECONDS
         while True:
             try:
@@ -123,8 +125,13 @@ class RunsClient:
                 code, details, cause = exc.code(), exc.details() or "", exc
             except CallError as exc:
                 code, details, cause = exc.code, exc.details, exc
-            if code not in RETRYABLE or loop.time() + backoff > give_up_at:
+            if code not in RETRYABLE:
                 raise error_from_status(code, details, self.SERVICE) from cause
+            if loop.time() + backoff > give_up_at:
+                # A store that timed out until the end is as unreachable to the engine's caller as one refusing
+                # connections: the caller set no deadline of its own, so DEADLINE_EXCEEDED would blame it.
+                raise errors.Unavailable(f"{self.SERVICE}: {details or code.name} (retried for "
+                                         f"{give_up_at - start:.1f} s)") from cause
             log.info("runs service %s (%s); retrying in %.2fs", code.name, details, backoff)
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
