@@ -28,6 +28,10 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+# Services log JSON by default; the tests read their processes' logs as the readable lines `make run` shows (a test
+# that checks the JSON lines asks for them).
+os.environ.setdefault("LOG_FORMAT", "text")
+
 
 #: Where free_port looks: below Linux's ephemeral range (32768-60999), from which the kernel also hands out the
 #: source ports of outgoing connections. A port picked from that range can be taken by some client's connection

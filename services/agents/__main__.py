@@ -16,4 +16,4 @@ def describe(settings: AgentsSettings, app: AgentsApp) -> str:
 
 
 if __name__ == "__main__":
-    run_service(AgentsSettings, start_agents, describe)
+    run_service("agents", AgentsSettings, start_agents, describe)

@@ -21,16 +21,17 @@ AppT = TypeVar("AppT", bound=StoppableApp)
 
 
 def run_service(
+    service: str,
     settings_cls: type[SettingsT],
     start: Callable[[SettingsT], Awaitable[AppT]],
     describe: Callable[[SettingsT, AppT], str],
 ) -> None:
-    """Run one service process: a bad setting exits with a message naming it; SIGTERM or Ctrl-C stops the
-    service gracefully, giving in-flight calls GRPC_GRACE_SECONDS to finish."""
+    """Run the process of `service` (its name in every log record): a bad setting exits with a message naming
+    it; SIGTERM or Ctrl-C stops the service gracefully, giving in-flight calls GRPC_GRACE_SECONDS to finish."""
 
     async def main() -> None:
         settings = load_settings(settings_cls)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format, service)
         app = await start(settings)
         log.info(describe(settings, app))
         await wait_for_shutdown_signal()

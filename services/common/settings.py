@@ -12,6 +12,8 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
+    #: json: one object per line, for a log collector; text: readable lines (the launcher's default, `make run`).
+    log_format: Literal["json", "text"] = Field("json", alias="LOG_FORMAT")
     #: Seconds in-flight RPCs get to finish on SIGTERM. The launcher's SIGKILL comes later (stack.py's stop timeouts).
     grpc_grace_seconds: float = Field(3.0, alias="GRPC_GRACE_SECONDS", gt=0, le=60)
 

@@ -6,6 +6,7 @@ from services.demo_model.settings import DemoModelSettings
 
 if __name__ == "__main__":
     run_service(
+        "demo-model",
         DemoModelSettings,
         start_demo_model,
         lambda settings, app: "offline demo model (deterministic, no API key needed) serving OpenAI chat "

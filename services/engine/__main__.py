@@ -6,6 +6,7 @@ from services.engine.settings import EngineSettings
 
 if __name__ == "__main__":
     run_service(
+        "engine",
         EngineSettings,
         start_engine,
         lambda settings, app: f"engine {app.scheduler.executor_id} listening on {settings.host}:{app.port} (model "

@@ -106,6 +106,8 @@ def build_stack(gateway_config_path: Path) -> Stack:
     # The secret the platform's processes present to each other (services.common.auth): the one configured, or a
     # new one for this start, so a stack given API keys needs nothing more to run.
     shared_env = {"PLATFORM_SERVICE_TOKEN": os.environ.get("PLATFORM_SERVICE_TOKEN") or secrets.token_urlsafe(32)}
+    # The launcher shows its children's lines to a person, prefixed with their names: readable lines unless asked.
+    shared_env["LOG_FORMAT"] = os.environ.get("LOG_FORMAT") or "text"
     tools_env: dict[str, str] = {}
     if not os.environ.get("TOOLS_SECRET_KEYS", "").strip():
         tools_env["TOOLS_SECRET_KEYS"] = ",".join(private_secrets(var_dir / TOOLS_SECRET_KEYS_FILE, new_key))

@@ -26,7 +26,7 @@ async def migrate_all(settings: MigrateSettings) -> None:
 
 def main() -> int:
     settings = load_settings(MigrateSettings)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, "migrate")
     try:
         asyncio.run(migrate_all(settings))
     except MigrationFailed as exc:

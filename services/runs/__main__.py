@@ -14,4 +14,4 @@ def describe(settings: RunsSettings, app: RunsApp) -> str:
 
 
 if __name__ == "__main__":
-    run_service(RunsSettings, start_runs, describe)
+    run_service("runs", RunsSettings, start_runs, describe)

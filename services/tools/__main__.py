@@ -6,6 +6,7 @@ from services.tools.settings import ToolsSettings
 
 if __name__ == "__main__":
     run_service(
+        "tools",
         ToolsSettings,
         start_tools,
         lambda settings, app: f"tools service listening on {settings.host}:{app.port} "

@@ -187,4 +187,5 @@ def worker_config(settings: ToolsSettings, context: ToolContext) -> WorkerConfig
         memory_bytes=settings.worker_memory_mb * 1024 * 1024,
         cpu_seconds=settings.worker_cpu_seconds,
         log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+        log_format=settings.log_format,
     )

@@ -111,7 +111,7 @@ async def test_each_rpc_logs_under_its_own_request_id(
     for name in ("first", "second", "third"):
         await stub.GetRun(runs_pb2.GetRunRequest(run_id="a"), metadata=((REQUEST_ID_KEY, name),))
     assert server[1].request_ids == ["first", "second", "third"]
-    assert request_id.get() == "-"
+    assert request_id.get() == ""
 
 
 async def test_a_stream_that_fails_midway_ends_with_the_mapped_status(channel: grpc.aio.Channel) -> None:

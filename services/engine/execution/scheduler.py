@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import replace
 from typing import Any
 
-from services.common import errors
+from services.common import errors, logs
 from services.common.identity import Caller
 from services.common.limits import RunLimits
 from services.common.run_vocabulary import CANCELLED, FAILED, LIVE_STATES
@@ -229,6 +229,8 @@ class RunScheduler:
     # --- executing ---------------------------------------------------------------------------------------
 
     async def _execute(self, active: ActiveRun) -> RunOutcome | None:
+        # Every line logged while this task executes the run, and in the tasks it starts, names the run.
+        logs.run_id.set(active.run.id)
         outcome = None
         try:
             try:

@@ -14,6 +14,7 @@ from typing import Any
 
 from services.common.errors import DomainError
 from services.common.identity import Caller
+from services.common.logs import LogFormat
 from services.tools.base import ToolContext, ToolOutput
 
 #: Framing of every message on the socket: its length, then its pickle.
@@ -37,6 +38,8 @@ class WorkerConfig:
     #: CPU seconds one call may use (None: no limit).
     cpu_seconds: int | None
     log_level: str = "WARNING"
+    #: The service's LOG_FORMAT: a worker's lines go to the service's stderr and must read like its own.
+    log_format: LogFormat = "text"
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from typing import Any
 
 from services.common import errors
 from services.common.errors import DomainError, Internal
+from services.common.logs import configure_logging
 from services.tools.base import BaseTool, ToolContext
 from services.tools.registry import ToolRegistry
 from services.tools.results import to_tool_output
@@ -108,7 +109,7 @@ def _prepare_process(config: WorkerConfig) -> None:
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # its parent is the guardian
     prctl(PR_SET_CHILD_SUBREAPER, 1)  # a call's orphans stay its descendants, so end_descendants finds them
     _one_malloc_arena()
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s [tools worker] %(message)s")
+    configure_logging(config.log_level, config.log_format, "tools-worker")
     # "tools available" once per worker adds nothing to the service's own line; a plugin that fails to load here
     # is still reported (it may fail only here, under the worker's limits).
     logging.getLogger("services.tools.registry").setLevel(max(logging.WARNING, logging.getLogger().level))
