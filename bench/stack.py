@@ -24,6 +24,7 @@ from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from bench.results import progress
+from services.common.metrics import METRICS_PORT_SETTINGS
 from services.common.rpc.health_probe import is_serving
 from services.launcher.process_tree import children_of
 
@@ -245,6 +246,8 @@ def stack_environment(workdir: Path, ports: Ports, model_latency: float, engines
         "ENGINE_PORT": str(ports.engine),
         "DEMO_MODEL_PORT": str(ports.model),
         "GATEWAY_PORT": str(ports.gateway),
+        # /metrics on free ports: the defaults may be taken by a `make run` on the same machine.
+        **dict.fromkeys(METRICS_PORT_SETTINGS, "0"),
         # The benchmark measures the platform, not its guards: one user starts every run (development mode's
         # 'local'), far past the per-user limit, and the burst is above the gateway's global rate limit.
         "ENGINE_USER_RUNS_PER_SECOND": "0",

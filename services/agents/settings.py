@@ -15,6 +15,8 @@ class AgentsSettings(PageTokenSettings, RunLimitMaximums):
     host: str = Field("127.0.0.1", alias="AGENTS_HOST")
     #: 0 picks a free port (tests use it).
     port: int = Field(50054, alias="AGENTS_PORT", ge=0, le=65535)
+    #: Where /metrics is served (Prometheus text), on the same host; 0 picks a free port (logged at start).
+    metrics_port: int | None = Field(9184, alias="AGENTS_METRICS_PORT", ge=0, le=65535)
     #: Its own database, or the runs service's PostgreSQL database: the schemas do not overlap, and its Alembic
     #: version table has a name of its own (agents_alembic_version).
     database_url: str = Field("sqlite+aiosqlite:///var/agents.db", alias="AGENTS_DATABASE_URL")

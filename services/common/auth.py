@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 
-from services.common import errors
+from services.common import errors, metrics
 from services.common.identity import (
     AUTHORIZATION_KEY,
     LOCAL_ADMIN,
@@ -156,7 +156,7 @@ class Authenticator:
         token = metadata.get(SERVICE_TOKEN_KEY)
         if token is not None and self._service_token_digest:
             if not hmac.compare_digest(digest(_text(token)), self._service_token_digest):
-                raise errors.Unauthenticated(f"{SERVICE_TOKEN_KEY} is not this platform's service token")
+                raise refused("bad_service_token", f"{SERVICE_TOKEN_KEY} is not this platform's service token")
             if USER_KEY in metadata:
                 return _asserted_identity(metadata)
             if internal:
@@ -165,22 +165,30 @@ class Authenticator:
             return _asserted_identity(metadata) if USER_KEY in metadata else LOCAL_ADMIN
         authorization = metadata.get(AUTHORIZATION_KEY)
         if authorization is None:
-            raise errors.Unauthenticated(
+            raise refused(
+                "missing_credentials",
                 "this call needs credentials: send the header 'authorization: Bearer <API key>' (or a token from "
                 "the platform's identity provider, through the gateway)"
             )
         scheme, _, credential = _text(authorization).partition(" ")
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
-            raise errors.Unauthenticated("the authorization header must be 'Bearer <API key>'")
+            raise refused("malformed_header", "the authorization header must be 'Bearer <API key>'")
         key = self._keys.get(digest(credential))
         if key is None:
             if credential.startswith("eyJ"):
-                raise errors.Unauthenticated(
+                raise refused(
+                    "jwt_not_at_gateway",
                     "a JWT is validated by the gateway: send it there; this service takes only API keys directly"
                 )
-            raise errors.Unauthenticated("the API key is not valid: it is unknown or was revoked")
+            raise refused("unknown_key", "the API key is not valid: it is unknown or was revoked")
         return Caller(key.user, key.role)
+
+
+def refused(reason: str, message: str) -> errors.Unauthenticated:
+    """The error for a call refused for its credentials, counted by `reason` (agentplatform_auth_failures_total)."""
+    metrics.AUTH_FAILURES.labels(reason).inc()
+    return errors.Unauthenticated(message)
 
 
 def _text(value: str | bytes) -> str:
@@ -191,9 +199,9 @@ def _asserted_identity(metadata: Mapping[str, str | bytes]) -> Caller:
     """The identity a platform service vouches for."""
     user = _text(metadata.get(USER_KEY, "")).strip()
     if not user:
-        raise errors.Unauthenticated(f"{USER_KEY} is empty")
+        raise refused("bad_identity_header", f"{USER_KEY} is empty")
     if len(user) > MAX_USER_ID:
-        raise errors.Unauthenticated(f"{USER_KEY} is longer than {MAX_USER_ID} characters")
+        raise refused("bad_identity_header", f"{USER_KEY} is longer than {MAX_USER_ID} characters")
     role = _text(metadata.get(ROLE_KEY, "user")).strip() or "user"
     # A role the identity provider has but the platform does not know is an ordinary user.
     return Caller(user, role if role in ROLES else "user", service=True)

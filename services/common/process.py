@@ -6,8 +6,9 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from services.common.logs import configure_logging
+from services.common.metrics import MetricsEndpoint
 from services.common.rpc.server import wait_for_shutdown_signal
-from services.common.settings import ServiceSettings, load_settings
+from services.common.settings import ServiceSettings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,21 @@ def run_service(
     async def main() -> None:
         settings = load_settings(settings_cls)
         configure_logging(settings.log_level, settings.log_format, service)
+        metrics = None
+        if settings.metrics_port is not None:
+            try:
+                metrics = MetricsEndpoint.start(settings.host, settings.metrics_port)
+            except OSError as exc:
+                raise SettingsError(f"cannot serve /metrics on {settings.host}:{settings.metrics_port} (the "
+                                    f"service's METRICS_PORT setting): {exc}") from None
         app = await start(settings)
         log.info(describe(settings, app))
+        if metrics is not None:
+            log.info("metrics at %s", metrics.url)
         await wait_for_shutdown_signal()
         log.info("shutting down (grace %.1fs)", settings.grpc_grace_seconds)
         await app.stop(settings.grpc_grace_seconds)
+        if metrics is not None:
+            metrics.stop()
 
     asyncio.run(main())

@@ -14,6 +14,11 @@ class ServiceSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
     #: json: one object per line, for a log collector; text: readable lines (the launcher's default, `make run`).
     log_format: Literal["json", "text"] = Field("json", alias="LOG_FORMAT")
+    #: The host the service listens on; each service names its own setting (RUNS_HOST ...).
+    host: str = "127.0.0.1"
+    #: The port of the process's /metrics endpoint (services.common.metrics); each service that has one names its
+    #: own setting (RUNS_METRICS_PORT ...). None: no endpoint.
+    metrics_port: int | None = None
     #: Seconds in-flight RPCs get to finish on SIGTERM. The launcher's SIGKILL comes later (stack.py's stop timeouts).
     grpc_grace_seconds: float = Field(3.0, alias="GRPC_GRACE_SECONDS", gt=0, le=60)
 

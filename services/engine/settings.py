@@ -10,6 +10,8 @@ from services.common.rpc.channels import ServiceAddress
 class EngineSettings(AuthSettings, RunLimitMaximums):
     host: str = Field("127.0.0.1", alias="ENGINE_HOST")
     port: int = Field(50053, alias="ENGINE_PORT", ge=0, le=65535)
+    #: Where /metrics is served (Prometheus text), on the same host; 0 picks a free port (logged at start).
+    metrics_port: int | None = Field(9183, alias="ENGINE_METRICS_PORT", ge=0, le=65535)
 
     #: Where the runs and tools services listen: host:port, a comma list of replicas (host:port,host:port) or a
     #: gRPC name (dns:///runs:50051, a headless Service); calls are balanced over every address

@@ -33,6 +33,7 @@ Agent platform
   engine {" ".join(stack.engine_addresses)} | runs {stack.runs_address} | tools {stack.tools_address}
     (gRPC, reflection on{engines})
   model: {model}
+  metrics (Prometheus): {" | ".join(f"{name} {url}" for name, url in stack.metrics_urls.items()) or "off"}
 
 Try it from another terminal:
   npx buf curl --protocol grpc --http2-prior-knowledge -d '{chat}' \\

@@ -70,6 +70,8 @@ class Stack:
     agents_address: str
     model_base_url: str
     uses_demo_model: bool
+    #: Each process's /metrics URL, by process name (a port of 0 is a free one: the process logs it).
+    metrics_urls: dict[str, str] = field(default_factory=dict)
 
 
 def _reachable(host: str) -> str:
@@ -130,6 +132,13 @@ def build_stack(gateway_config_path: Path) -> Stack:
         }
     engine = load_settings(EngineSettings, **engine_env)
     ports = engine_ports(engine.port, launcher.engine_replicas, taken)
+    # Where each process serves /metrics: its service's setting; several engines take the ports up from theirs.
+    metrics = {name: (service.host, service.metrics_port) for name, service in
+               (("runs", runs), ("tools", tools), ("agents", agents))}
+    engine_metrics_ports: list[int | None] = [engine.metrics_port] * len(ports)
+    if engine.metrics_port:
+        busy = {*taken, *ports, *(port for _, port in metrics.values() if port)}
+        engine_metrics_ports = list(engine_ports(engine.metrics_port, len(ports), busy))
     python = sys.executable
 
     engine_env |= {
@@ -162,7 +171,11 @@ def build_stack(gateway_config_path: Path) -> Stack:
         # One engine keeps the plain name; several are engine-1, engine-2 ... in the logs.
         name = "engine" if len(ports) == 1 else f"engine-{number}"
         argv = [python, "-m", "services.engine"]
-        processes.append(spec(name, argv, engine_env | {"ENGINE_PORT": str(port)}, kind="engine"))
+        replica_env = {"ENGINE_PORT": str(port)}
+        if (metrics_port := engine_metrics_ports[number - 1]) is not None:
+            replica_env["ENGINE_METRICS_PORT"] = str(metrics_port)
+            metrics[name] = (engine.host, metrics_port)
+        processes.append(spec(name, argv, engine_env | replica_env, kind="engine"))
     engine_host = _reachable(engine.host)
 
     write_private(
@@ -198,4 +211,7 @@ def build_stack(gateway_config_path: Path) -> Stack:
         agents_address=engine_env["AGENTS_ADDR"],
         model_base_url=engine.llm_base_url,
         uses_demo_model=uses_demo_model,
+        metrics_urls={
+            name: f"http://{_reachable(host)}:{port}/metrics" for name, (host, port) in metrics.items() if port
+        },
     )

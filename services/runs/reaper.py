@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+from services.runs import metrics
 from services.runs.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class LeaseReaper:
                 log.exception("reaping expired runs failed; trying again in %.1fs", self._interval)
                 continue
             if reaped:
+                metrics.LEASES_EXPIRED.inc(len(reaped))
                 log.warning("took %d run(s) from an engine that stopped renewing the lease (offered to resume, "
                             "or ended): %s", len(reaped), ", ".join(reaped))
             try:
@@ -48,6 +50,7 @@ class LeaseReaper:
                 log.exception("timing out approvals failed; trying again in %.1fs", self._interval)
                 continue
             if timed_out:
+                metrics.APPROVALS_TIMED_OUT.inc(len(timed_out))
                 log.info("%d approval(s) timed out: %s", len(timed_out), ", ".join(timed_out))
 
     async def stop(self) -> None:

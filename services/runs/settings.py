@@ -13,6 +13,8 @@ class RunsSettings(PageTokenSettings):
     host: str = Field("127.0.0.1", alias="RUNS_HOST")
     #: 0 picks a free port (tests use it).
     port: int = Field(50051, alias="RUNS_PORT", ge=0, le=65535)
+    #: Where /metrics is served (Prometheus text), on the same host; 0 picks a free port (logged at start).
+    metrics_port: int | None = Field(9181, alias="RUNS_METRICS_PORT", ge=0, le=65535)
     database_url: str = Field("sqlite+aiosqlite:///var/runs.db", alias="DATABASE_URL")
     #: Kept well under typical proxy idle timeouts (Envoy's stream idle timeout defaults to 5 min).
     watch_heartbeat_seconds: float = Field(15.0, alias="RUNS_WATCH_HEARTBEAT_SECONDS", gt=0)

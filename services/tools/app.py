@@ -16,6 +16,7 @@ from services.common.pages import PageTokens
 from services.common.rpc.server import RunningServer, ServiceBinding, start_server
 from services.common.rpc.serving import Readiness, serve_while
 from services.common.settings import SettingsError
+from services.tools import metrics
 from services.tools.base import ToolContext
 from services.tools.catalog import ToolCatalog
 from services.tools.execution_servicer import SERVICE_NAME as EXECUTION_SERVICE_NAME
@@ -107,6 +108,7 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             retry_max_seconds=settings.mcp_retry_max_seconds,
             page_tokens=page_tokens,
         )
+        metrics.MCP_SERVERS.watch(mcp)
         http_tools = HttpToolSource(
             HttpToolStore(database, changes.announcer(HTTP_TOOL)),
             settings.http_destinations(),

@@ -21,12 +21,13 @@ from services.common.errors import DeadlineExceeded, DomainError, FailedPrecondi
 from services.common.identity import Caller
 from services.common.json_values import JsonInputError
 from services.tools.base import BaseTool, RemoteTool, ToolContext, ToolOutput
+from services.tools.metrics import count_call
 from services.tools.registry import ToolRegistry
 from services.tools.results import DEFAULT_MAX_RESULT_BYTES, to_tool_output
 from services.tools.schemas.checks import argument_problems
 from services.tools.schemas.problems import SchemaProblem, ValidationTooCostly
 from services.tools.tool_settings import ToolSettingsStore
-from services.tools.usage import UsageLedger
+from services.tools.usage import Outcome, UsageLedger
 from services.tools.workers.pool import ToolWorkerPool
 
 #: Longest idempotency key accepted: it goes out as an HTTP header value.
@@ -97,9 +98,12 @@ class ToolExecutor:
             duration = time.perf_counter() - started
         except DomainError as exc:
             elapsed = time.perf_counter() - started if started is not None else None
-            self.usage.record(tool.name, "timeout" if isinstance(exc, DeadlineExceeded) else "error", elapsed)
+            outcome: Outcome = "timeout" if isinstance(exc, DeadlineExceeded) else "error"
+            self.usage.record(tool.name, outcome, elapsed)
+            count_call(tool.name, outcome if started is not None else "refused", elapsed)
             raise
         self.usage.record(tool.name, "ok", duration)
+        count_call(tool.name, "ok", duration)
         return ToolExecution(output, duration)
 
     async def _run_with_time_limit(

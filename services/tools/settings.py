@@ -37,6 +37,8 @@ class ToolsSettings(PageTokenSettings):
     host: str = Field("127.0.0.1", alias="TOOLS_HOST")
     #: 0 picks a free port (tests).
     port: int = Field(50052, alias="TOOLS_PORT", ge=0, le=65535)
+    #: Where /metrics is served (Prometheus text), on the same host; 0 picks a free port (logged at start).
+    metrics_port: int | None = Field(9182, alias="TOOLS_METRICS_PORT", ge=0, le=65535)
     database_url: str = Field("sqlite+aiosqlite:///var/tools.db", alias="TOOLS_DATABASE_URL")
     #: Extra folders of tool plugin files, scanned after the built-in one. NoDecode: the environment gives a
     #: comma-separated string, not the JSON list pydantic-settings would otherwise expect.

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.common import errors
 from services.common.auth import SERVICE, Authenticator, AuthSettings, digest, is_loopback, new_api_key
@@ -36,26 +37,34 @@ def test_an_api_key_is_its_user_and_role() -> None:
 
 
 @pytest.mark.parametrize(
-    ("metadata", "message"),
+    ("metadata", "message", "reason"),
     [
-        ({}, "this call needs credentials: send the header 'authorization: Bearer <API key>'"),
-        (bearer("apk_not-a-key"), "the API key is not valid: it is unknown or was revoked"),
-        ({"authorization": f"Basic {ALICE_KEY}"}, "must be 'Bearer <API key>'"),
-        ({"authorization": "Bearer "}, "must be 'Bearer <API key>'"),
-        (bearer("eyJhbGciOiJSUzI1NiJ9.e30.sig"), "a JWT is validated by the gateway"),
-        ({SERVICE_TOKEN_KEY: "guessed", USER_KEY: "root", ROLE_KEY: "admin"}, "is not this platform's service token"),
+        ({}, "this call needs credentials: send the header 'authorization: Bearer <API key>'", "missing_credentials"),
+        (bearer("apk_not-a-key"), "the API key is not valid: it is unknown or was revoked", "unknown_key"),
+        ({"authorization": f"Basic {ALICE_KEY}"}, "must be 'Bearer <API key>'", "malformed_header"),
+        ({"authorization": "Bearer "}, "must be 'Bearer <API key>'", "malformed_header"),
+        (bearer("eyJhbGciOiJSUzI1NiJ9.e30.sig"), "a JWT is validated by the gateway", "jwt_not_at_gateway"),
+        ({SERVICE_TOKEN_KEY: "guessed", USER_KEY: "root", ROLE_KEY: "admin"}, "is not this platform's service token",
+         "bad_service_token"),
         # The gateway presents the token on every call it forwards: alone, on a public method, it is nobody.
-        ({SERVICE_TOKEN_KEY: TOKEN}, "this call needs credentials"),
+        ({SERVICE_TOKEN_KEY: TOKEN}, "this call needs credentials", "missing_credentials"),
         # Identity headers without the token are the client's own claim, and ignored.
-        ({USER_KEY: "root", ROLE_KEY: "admin"}, "this call needs credentials"),
+        ({USER_KEY: "root", ROLE_KEY: "admin"}, "this call needs credentials", "missing_credentials"),
+        ({SERVICE_TOKEN_KEY: TOKEN, USER_KEY: " "}, "is empty", "bad_identity_header"),
     ],
-    ids=["missing", "unknown-key", "basic", "empty-bearer", "jwt", "wrong-token", "token-alone", "forged"],
+    ids=["missing", "unknown-key", "basic", "empty-bearer", "jwt", "wrong-token", "token-alone", "forged",
+         "empty-user"],
 )
-def test_missing_or_bad_credentials_are_unauthenticated_with_a_reason(
-    metadata: dict[str, str], message: str
+def test_missing_or_bad_credentials_are_unauthenticated_with_a_reason_and_counted(
+    metadata: dict[str, str], message: str, reason: str
 ) -> None:
+    def failures() -> float:
+        return REGISTRY.get_sample_value("agentplatform_auth_failures_total", {"reason": reason}) or 0.0
+
+    before = failures()
     with pytest.raises(errors.Unauthenticated, match=re.escape(message)):
         authenticator().authenticate(metadata)
+    assert failures() == before + 1
 
 
 def test_the_service_token_vouches_for_an_identity_and_is_the_service_itself_only_on_internal_methods() -> None:

@@ -30,6 +30,7 @@ from services.tools.app import start_tools
 from tests.conftest import REPO_ROOT, free_port
 from tests.runs.helpers import create_request
 from tests.support.platform import agents_settings, runs_settings, tools_settings
+from tests.support.processes import METRICS_ON_FREE_PORTS
 from tests.support.stubs import runs_stubs, tools_stubs
 
 KEY = "k" * 40
@@ -246,6 +247,7 @@ def _start_runs_process(tmp_path: Path, port: int, database_url: str, **env: str
         "RUNS_HOST": "127.0.0.1",
         "RUNS_PORT": str(port),
         "DATABASE_URL": database_url,
+        **METRICS_ON_FREE_PORTS,
         **env,
     }
     return subprocess.Popen(

@@ -1,4 +1,4 @@
-"""The shared server bootstrap: error mapping in the interceptor, request ids, health, reflection, shutdown."""
+"""The shared server bootstrap: error mapping in the interceptor, request ids, metrics, health, reflection, shutdown."""
 
 import asyncio
 import json
@@ -8,6 +8,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from prometheus_client import REGISTRY
 
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common import errors
@@ -33,12 +34,16 @@ class FailingRuns(runs_pb2_grpc.RunServiceServicer):
         request_id.set("changed by the handler")  # must not reach the next RPC
         if request.run_id in self.raised:
             raise self.raised[request.run_id]
+        if request.run_id == "aborted":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the servicer said no itself")
         return runs_pb2.Run(id=request.run_id)
 
     async def WatchRun(
         self, request: runs_pb2.WatchRunRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[runs_pb2.RunEvent]:
         yield runs_pb2.RunEvent(run=runs_pb2.Run(id=request.run_id))
+        if request.run_id == "held":
+            await asyncio.Event().wait()
         raise errors.NotFound(f"run {request.run_id!r} was deleted while watched")
 
 
@@ -182,3 +187,53 @@ async def test_a_second_server_on_a_taken_port_refuses_to_start_instead_of_shari
             await start_server([], "127.0.0.1", first.port, auth)
     finally:
         await first.stop(0)
+
+
+def handled(method: str, code: str) -> float:
+    return REGISTRY.get_sample_value(
+        "grpc_server_handled_total", {"grpc_service": SERVICE, "grpc_method": method, "grpc_code": code}
+    ) or 0.0
+
+
+def streams(method: str) -> float:
+    return REGISTRY.get_sample_value(
+        "grpc_server_streams_in_flight", {"grpc_service": SERVICE, "grpc_method": method}
+    ) or 0.0
+
+
+async def test_every_rpc_is_counted_by_method_and_the_status_it_ended_with(
+    server: tuple[RunningServer, FailingRuns], channel: grpc.aio.Channel
+) -> None:
+    server[1].raised["gone"] = errors.NotFound("no such run")
+    server[1].raised["bug"] = KeyError("a bug")
+    before = {code: handled("GetRun", code) for code in ("OK", "NOT_FOUND", "INTERNAL", "FAILED_PRECONDITION")}
+    timed = REGISTRY.get_sample_value(
+        "grpc_server_handling_seconds_count", {"grpc_service": SERVICE, "grpc_method": "GetRun"}
+    ) or 0.0
+    stub = runs_pb2_grpc.RunServiceStub(channel)
+    await stub.GetRun(runs_pb2.GetRunRequest(run_id="a"))
+    await stub.GetRun(runs_pb2.GetRunRequest(run_id="b"))
+    for run_id in ("gone", "bug", "aborted"):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.GetRun(runs_pb2.GetRunRequest(run_id=run_id))
+    assert handled("GetRun", "OK") - before["OK"] == 2
+    assert handled("GetRun", "NOT_FOUND") - before["NOT_FOUND"] == 1
+    assert handled("GetRun", "INTERNAL") - before["INTERNAL"] == 1
+    assert handled("GetRun", "FAILED_PRECONDITION") - before["FAILED_PRECONDITION"] == 1
+    assert REGISTRY.get_sample_value(
+        "grpc_server_handling_seconds_count", {"grpc_service": SERVICE, "grpc_method": "GetRun"}
+    ) == timed + 5
+
+
+async def test_an_open_stream_is_in_flight_until_its_client_goes_away(channel: grpc.aio.Channel) -> None:
+    cancelled = handled("WatchRun", "CANCELLED")
+    call = runs_pb2_grpc.RunServiceStub(channel).WatchRun(runs_pb2.WatchRunRequest(run_id="held"))
+    assert (await call.read()).run.id == "held"
+    assert streams("WatchRun") == 1
+    call.cancel()
+    for _ in range(100):
+        if streams("WatchRun") == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert streams("WatchRun") == 0
+    assert handled("WatchRun", "CANCELLED") == cancelled + 1

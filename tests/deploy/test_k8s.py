@@ -310,10 +310,19 @@ def test_network_policies_let_only_the_gateway_take_outside_traffic(objects: Kub
         )
 
     def sources(name: str) -> set[str] | None:
-        """Pods allowed in (None: anyone) and check the ports are the pod's container ports."""
-        (rule,) = _policy_of(objects, name)["spec"]["ingress"]
+        """Pods allowed in (None: anyone) and check the ports are the pod's container ports: its service port
+        from its peers, and its /metrics port (if it has one) from Prometheus pods only."""
+        rules = _policy_of(objects, name)["spec"]["ingress"]
         (container,) = pod_containers(workloads[name])
-        assert {p["port"] for p in rule["ports"]} == set(container_ports(container)), name
+        ports = container_ports(container)
+        metrics = [port for port, port_name in ports.items() if port_name == "metrics"]
+        assert len(rules) == 1 + len(metrics), name
+        for rule in rules[1:]:
+            assert [p["port"] for p in rule["ports"]] == metrics, name
+            (peer,) = rule["from"]
+            assert peer["namespaceSelector"] == {} and _pod_name(peer["podSelector"]) == "prometheus", name
+        rule = rules[0]
+        assert {p["port"] for p in rule["ports"]} == set(ports) - set(metrics), name
         if "from" not in rule:
             return None
         return {_pod_name(peer["podSelector"]) for peer in rule["from"]}
@@ -332,7 +341,9 @@ def test_network_policies_let_only_the_gateway_take_outside_traffic(objects: Kub
         job_pod_labels = objects.named("Job", "migrate")["spec"]["template"]["metadata"]["labels"]
         assert job_pod_labels["app.kubernetes.io/name"] == "migrate"
     for policy in objects.of_kind("NetworkPolicy"):
-        for rule in policy["spec"]["ingress"]:
+        # The first rule is the service port's; a second one is the /metrics port's, checked above (Prometheus may
+        # run in another namespace).
+        for rule in policy["spec"]["ingress"][:1]:
             for peer in rule.get("from", []):
                 assert set(peer) == {"podSelector"}, "no namespace or IP block peers: only the platform's own pods"
 

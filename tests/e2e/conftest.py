@@ -15,6 +15,7 @@ import pytest
 from services.common.rpc.health_probe import is_serving
 from services.launcher.stack import ProcessSpec, Stack, build_stack
 from tests.conftest import free_port
+from tests.support.processes import METRICS_ON_FREE_PORTS
 
 STARTUP_TIMEOUT = 60.0
 SETTING_PREFIXES = (
@@ -149,6 +150,7 @@ def stack_environment(workdir: Path, **settings: str) -> dict[str, str]:
         "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/tools.db",
         "AGENTS_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/agents.db",
         "TOOLS_WORKSPACE": str(workdir / "workspace"),
+        **METRICS_ON_FREE_PORTS,
         **settings,
     }
 

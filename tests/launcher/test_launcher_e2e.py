@@ -11,6 +11,7 @@ from services.common.rpc.health_probe import is_serving
 from services.launcher.process_tree import alive, children_of
 from tests.conftest import free_port
 from tests.launcher.children import launched, wait_until
+from tests.support.processes import METRICS_ON_FREE_PORTS
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +33,7 @@ def pid_running(parent: int, module: str) -> int | None:
 def test_launcher_restarts_a_killed_service_and_stops_everything_on_sigint(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("RUNS", "TOOLS", "AGENTS", "ENGINE", "DEMO_MODEL", "GATEWAY")}
     env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
-    env |= {f"{name}_PORT": str(port) for name, port in ports.items()}
+    env |= {f"{name}_PORT": str(port) for name, port in ports.items()} | METRICS_ON_FREE_PORTS
     env |= {
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/runs.db",
         "TOOLS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/tools.db",

@@ -20,6 +20,7 @@ from tests.conftest import free_port
 from tests.launcher.children import launched, wait_until
 from tests.launcher.test_launcher_e2e import SETTING_PREFIXES, STARTUP_TIMEOUT
 from tests.support.keys import ADMIN, AUTH, SERVICE_TOKEN, as_
+from tests.support.processes import METRICS_ON_FREE_PORTS
 
 SERVICES = {
     "RUNS": "agentplatform.runs.v1.RunService",
@@ -65,7 +66,7 @@ def test_everything_under_var_is_private_and_no_file_others_can_read_holds_a_sec
     ports = {name: free_port() for name in (*SERVICES, "DEMO_MODEL", "GATEWAY")}
     env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
     # Every path left at its default: var/ holds the databases and the workspace, as with `make run`.
-    env |= {f"{name}_PORT": str(port) for name, port in ports.items()} | AUTH
+    env |= {f"{name}_PORT": str(port) for name, port in ports.items()} | AUTH | METRICS_ON_FREE_PORTS
     # What an earlier version left: a var dir and a workspace file anyone could read.
     var = tmp_path / "var"
     (var / "workspace").mkdir(parents=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from services.common.metrics import METRICS_PORT_SETTINGS
 from services.common.rpc.health_probe import is_serving
 from tests.conftest import REPO_ROOT
 
@@ -26,6 +27,11 @@ SETTING_PREFIXES = (
     "LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "DEMO_MODEL_", "CORS_", "AGENTS_", "AUTH_",
     "PLATFORM_",
 )
+
+
+#: Every service's /metrics on a free port: the default ports (9181 ...) would be taken by a second replica, or by a
+#: stack of an earlier test still stopping. A test that scrapes one sets the port it wants.
+METRICS_ON_FREE_PORTS = dict.fromkeys(METRICS_PORT_SETTINGS, "0")
 
 
 @dataclass
@@ -83,7 +89,7 @@ class ServiceProcesses:
         gRPC, once the port takes connections). `prefix` goes before the command (`ip netns exec <ns>`: the
         process runs in a network namespace of the test's, reached at `host`)."""
         environment = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
-        environment |= {"PYTHONPATH": str(REPO_ROOT), **env}
+        environment |= {"PYTHONPATH": str(REPO_ROOT), **METRICS_ON_FREE_PORTS, **env}
         log_path = self._directory / f"{name}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(

@@ -20,6 +20,7 @@ from services.common.rpc.health_probe import is_serving
 from services.tools.servicer import SERVICE_NAME
 from tests.conftest import REPO_ROOT, free_port
 from tests.support.keys import TOOLS_SECRET_KEY
+from tests.support.processes import METRICS_ON_FREE_PORTS
 from tests.tools.test_process_trees import ROLES, SPAWNER, noted
 
 #: What the test gives the in-flight calls on SIGTERM (GRPC_GRACE_SECONDS).
@@ -130,6 +131,7 @@ def tools_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int
         "TOOLS_TIMEOUT_SECONDS": "120",
         "GRPC_GRACE_SECONDS": str(GRACE_SECONDS),
         "LOG_LEVEL": "INFO",
+        **METRICS_ON_FREE_PORTS,
     }
     log_path = tmp_path / "tools.log"
     with log_path.open("wb") as log:

@@ -16,6 +16,7 @@ and cannot cancel it once submitted (it completes or fails on its own, as `Datab
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
@@ -23,6 +24,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common import metrics
 from services.common.db.database import Database
 
 log = logging.getLogger(__name__)
@@ -155,6 +157,8 @@ class GroupCommit:
 
     async def _commit(self, writes: list[Write[Any]]) -> None:
         failure: BaseException | None = None
+        started = time.perf_counter()
+        metrics.STORE_BATCH_WRITES.observe(len(writes))
         for attempt in (1, 2):
             try:
                 connection = await self._connection()
@@ -178,6 +182,7 @@ class GroupCommit:
                 for write in writes:
                     write._settle(RuntimeError("the database writer was stopped before this write committed"))
                 raise
+        metrics.STORE_COMMIT.labels("ok" if failure is None else "failed").observe(time.perf_counter() - started)
         if failure is not None:
             # Rolled back: nothing of this batch is stored, whatever a handler recorded.
             log.warning("a write transaction of %d write(s) failed: %r", len(writes), failure)

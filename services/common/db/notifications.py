@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from services.common import metrics
 from services.common.db.database import asyncpg_dsn
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,7 @@ class PostgresNotifications:
                 continue
             backoff = FIRST_BACKOFF_SECONDS
             if not first:
+                metrics.NOTIFICATIONS_RECONNECTS.inc()
                 log.info("notifications connection re-established; catching up")
                 # Whatever the others sent while this process was away is lost: every subscriber catches up.
                 self._gaps.update(self._subscribers)
@@ -194,12 +196,14 @@ class PostgresNotifications:
                         _call(subscriber.on_gap)
             first = False
             self._connected.set()
+            metrics.NOTIFICATIONS_CONNECTED.labels("postgresql").set(1)
             try:
                 await self._serve()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("notifications connection lost (%s); reconnecting", exc)
             finally:
                 self._connected.clear()
+                metrics.NOTIFICATIONS_CONNECTED.labels("postgresql").set(0)
                 await self._disconnect()
 
     async def _connect(self) -> None:

@@ -10,6 +10,7 @@
   answered INTERNAL, naming the request id to look for in the logs.
 """
 
+import asyncio
 import logging
 import time
 import uuid
@@ -23,12 +24,13 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.common import errors
+from services.common import errors, metrics
 from services.common.auth import Authenticator
 from services.common.identity import set_caller
 from services.common.logs import request_id
+from services.common.metrics import method_metrics
 from services.common.rpc.codec import decode, deferred, encoder
-from services.common.rpc.status import status_for
+from services.common.rpc.status import status_code, status_for
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class _RpcScope:
 
     def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
         self.method = method
+        self.metrics = method_metrics(method)
         self.context = context
         self.metadata = dict(context.invocation_metadata() or ())
         self.request_id = str(self.metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:16])
@@ -72,11 +75,13 @@ class _RpcScope:
         return ((REQUEST_ID_KEY, self.request_id), *extra)
 
     def done(self, code: grpc.StatusCode) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.metrics.handled(code.name, elapsed)
         # Successful calls at DEBUG: the engine makes a dozen internal calls per run, and a line for each is
         # most of the log and a measurable share of the CPU. Every failure stays at INFO.
         level = logging.DEBUG if code == grpc.StatusCode.OK else logging.INFO
         if log.isEnabledFor(level):
-            log.log(level, "%s %s %.1fms", self.method, code.name, (time.perf_counter() - self.started) * 1000)
+            log.log(level, "%s %s %.1fms", self.method, code.name, elapsed * 1000)
 
 
 def _status_details(code: grpc.StatusCode, exc: errors.DomainError) -> tuple[tuple[str, bytes], ...]:
@@ -93,6 +98,14 @@ def _status_details(code: grpc.StatusCode, exc: errors.DomainError) -> tuple[tup
     return tuple(rpc_status.to_status(status).trailing_metadata)
 
 
+def _code_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The status a servicer set with context.abort or set_code (UNKNOWN when it set none)."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return status_code(code) if isinstance(code, int) else grpc.StatusCode.UNKNOWN
+
+
 def _is_abort(exc: BaseException) -> bool:
     # context.abort() raises AbortError; it carries a status already set by the servicer.
     return isinstance(exc, grpc.aio.AbortError)
@@ -102,6 +115,7 @@ def _authorize(auth: Authenticator, scope: _RpcScope) -> None:
     internal = is_internal(scope.method)
     caller = auth.authenticate(scope.metadata, internal=internal)
     if internal and not (caller.service or auth.open):
+        metrics.AUTH_FAILURES.labels("internal_api").inc()
         raise errors.PermissionDenied(
             f"{scope.method.split('/')[1]} is an internal API: only the platform's own services may call it"
         )
@@ -122,15 +136,27 @@ async def _rpc(
     scope = _RpcScope(method, context)
     context.set_trailing_metadata(((REQUEST_ID_KEY, scope.request_id),))
     if streaming:
-        await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
+        scope.metrics.streams.inc()
     try:
+        if streaming:
+            await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
         _authorize(auth, scope)
         yield decode(request, scope.metadata)
+    except asyncio.CancelledError:
+        # The client went away (or its deadline passed): nobody reads a status, but the count must have it.
+        scope.done(grpc.StatusCode.CANCELLED)
+        raise
     except Exception as exc:
         if _is_abort(exc):
+            # A servicer that aborted on its own set the status: count what it set.
+            scope.done(_code_of(context))
             raise
         await scope.fail(exc)
-    scope.done(grpc.StatusCode.OK)
+    else:
+        scope.done(grpc.StatusCode.OK)
+    finally:
+        if streaming:
+            scope.metrics.streams.dec()
 
 
 def _wrap_unary(

@@ -2,10 +2,12 @@
 feed, its slot, and why it is being stopped."""
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.limits import RunLimits
+from services.engine import metrics
 from services.engine.agent_profile import AgentProfile
 from services.engine.execution.run_feed import RunFeed
 from services.engine.journal import Run, Step
@@ -47,3 +49,13 @@ class ActiveRun:
     workflow: SavedWorkflow | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
+    #: When this engine was asked for the run (time.perf_counter), until its first step after the creation's is
+    #: stored: the run's time to first step. None for a resumed run, and once observed.
+    accepted_at: float | None = None
+
+    def steps_stored(self, steps: list[Step]) -> None:
+        """Steps the run's recorder stored: to its followers, and the first of them to the time-to-first-step."""
+        if self.accepted_at is not None and steps:
+            metrics.TIME_TO_FIRST_STEP.observe(time.perf_counter() - self.accepted_at)
+            self.accepted_at = None
+        self.feed.steps_stored(steps)

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from services.common import errors
+from services.engine import metrics
 
 #: Buckets kept at most; the least recently used goes first (a full bucket forgets nothing by being dropped).
 MAX_TRACKED_USERS = 100_000
@@ -38,6 +39,7 @@ class RunRateLimiter:
         if tokens < 1:
             self._buckets[user] = (tokens, now)
             wait = (1 - tokens) / self._per_second
+            metrics.RATE_LIMITED.labels("user_runs").inc()
             raise errors.ResourceExhausted(
                 f"too many runs started: the limit is {self._burst} at once and {self._per_second:g} per second per "
                 f"user (ENGINE_USER_RUN_BURST, ENGINE_USER_RUNS_PER_SECOND); retry in {wait:.1f} s",

@@ -45,7 +45,7 @@ class RunExecutor:
         recorder = StepRecorder(
             self._runs,
             active.run.id,
-            on_stored=active.feed.steps_stored,
+            on_stored=active.steps_stored,
             recorded=active.recorded,
             executor_id=self.executor_id,
             epoch=active.run.lease_epoch,

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections import deque
 from dataclasses import replace
@@ -28,6 +29,7 @@ from services.common.identity import Caller
 from services.common.limits import RunLimits
 from services.common.run_vocabulary import CANCELLED, FAILED, LIVE_STATES
 from services.common.step_delta import StepDelta
+from services.engine import metrics
 from services.engine.agent_profile import DEFAULT_AGENT, AgentProfile, within_agent
 from services.engine.execution.active_run import ActiveRun, Stop
 from services.engine.execution.leases import LeaseRenewer
@@ -80,6 +82,8 @@ class RunScheduler:
         self._rate_limiter = RunRateLimiter(settings.user_runs_per_second, settings.user_run_burst)
         #: Runs offered to resume that this process is taking (ResumeRun in flight).
         self._resuming: set[str] = set()
+        metrics.RUNS_EXECUTING.set_function(lambda: self._executing)
+        metrics.RUNS_QUEUED.set_function(lambda: len(self._waiting))
 
     # --- starting ----------------------------------------------------------------------------------------
 
@@ -152,10 +156,12 @@ class RunScheduler:
         workflow: SavedWorkflow | None = None,
         inputs: dict[str, Any] | None = None,
     ) -> tuple[Run, FeedFollower | None]:
+        accepted_at = time.perf_counter()
         if self._closing:
             raise errors.Unavailable("this engine is shutting down and takes no new runs; retry")
         queued = self._executing + self._reserved_slots >= self._settings.max_concurrent_runs
         if queued and len(self._waiting) + self._reserved_queue >= self._settings.max_queued_runs:
+            metrics.RATE_LIMITED.labels("engine_busy").inc()
             raise errors.ResourceExhausted(
                 f"the engine is busy: {self._settings.max_concurrent_runs} runs executing and "
                 f"{self._settings.max_queued_runs} queued (ENGINE_MAX_QUEUED_RUNS); retry in a few seconds",
@@ -187,7 +193,7 @@ class RunScheduler:
             return run, None  # a retried request id: the run is the first attempt's, executed there or ended
         active = ActiveRun(
             run, chat, limits, agent, RunFeed(run), recorded=len(created_steps), workflow=workflow,
-            inputs=inputs or {}, steps=created_steps,
+            inputs=inputs or {}, steps=created_steps, accepted_at=accepted_at,
         )
         # Before the run's task exists, so the follower misses nothing of it.
         follower = active.feed.follow() if follow else None
@@ -199,6 +205,7 @@ class RunScheduler:
             self._executing += 1
             active.slot.set_result(None)
         active.task = asyncio.create_task(self._execute(active), name=f"run-{run.id}")
+        metrics.RUNS_STARTED.labels(metrics.agent_label(run.agent_id)).inc()
         log.info("run %s %s (model %s)", run.id, "queued" if queued else "started", run.model)
         return run, follower
 
@@ -241,6 +248,7 @@ class RunScheduler:
         finally:
             if outcome is not None:
                 active.feed.run_changed(outcome.run)
+                _count_end(outcome.run)
             active.feed.end()
 
     def _release(self, active: ActiveRun) -> None:
@@ -300,6 +308,7 @@ class RunScheduler:
         # The store counts the runs it took from an engine that stopped; a resume that recorded no marker for the
         # latest of them (this one, or one whose engine stopped too before recording it) records it now.
         orphaned = run.attempts > progress.resumes
+        metrics.RUNS_RESUMED.labels("orphaned" if orphaned else "approval").inc()
         if orphaned:
             # What runs again and what waits for a person is decided where the run's tools are known (the loop).
             progress.taking_over = (self.executor_id, run.attempts)
@@ -396,3 +405,14 @@ class RunScheduler:
     def held_runs(self) -> int:
         """Runs held here, executing or queued."""
         return len(self._active)
+
+
+def _count_end(run: Run) -> None:
+    """Count a run that ended (or paused for a decision) here in the engine's metrics."""
+    agent = metrics.agent_label(run.agent_id)
+    if run.waiting:
+        metrics.RUNS_PAUSED.labels(agent).inc()
+    elif run.state not in LIVE_STATES:
+        metrics.RUNS_FINISHED.labels(agent, run.state, run.error_code).inc()
+        if run.created_at is not None and run.completed_at is not None:
+            metrics.RUN_DURATION.labels(run.state).observe((run.completed_at - run.created_at).total_seconds())

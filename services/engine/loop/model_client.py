@@ -17,6 +17,7 @@ import openai
 
 from services.common import errors
 from services.common.usage import Usage
+from services.engine import metrics
 from services.engine.failures import RunFailure
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,25 @@ def _error_message(exc: openai.APIStatusError) -> str:
     return exc.message
 
 
+def _cached_tokens(usage: dict[str, Any]) -> int:
+    """The input tokens the endpoint served from its prompt cache (OpenAI's usage.prompt_tokens_details)."""
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) and 0 <= cached <= MAX_TOKEN_COUNT else 0
+
+
+def _observe(model: str, outcome: str, seconds: float, turn: ModelTurn, cached_tokens: int) -> None:
+    """Count one model call in the engine's metrics (services/engine/metrics.py)."""
+    metrics.MODEL_CALLS.labels(model, outcome).inc()
+    metrics.MODEL_CALL_DURATION.labels(model, outcome).observe(seconds)
+    if turn.time_to_first_token is not None:
+        metrics.MODEL_TIME_TO_FIRST_TOKEN.labels(model).observe(turn.time_to_first_token)
+    for kind, count in (("input", turn.usage.prompt_tokens), ("output", turn.usage.completion_tokens),
+                        ("cached_input", cached_tokens)):
+        if count:
+            metrics.MODEL_TOKENS.labels(model, kind).inc(count)
+
+
 class ModelClient:
     """Streams chat completions from one OpenAI-compatible endpoint."""
 
@@ -182,6 +202,8 @@ class ModelClient:
             body["tools"] = tools
         if sampling is not None:
             body |= sampling.body()
+        # What the call's metrics say it came to: "cancelled" unless it ends otherwise (the run stopped meanwhile).
+        outcome, cached_tokens = "cancelled", 0
         try:
             # The SDK's own request path (auth, retries with backoff, errors as openai exceptions), given the body
             # as JSON-ready dicts and reading chunks as dicts: chat.completions.create would walk the whole
@@ -201,6 +223,7 @@ class ModelClient:
                     usage = chunk.get("usage")
                     if usage:
                         turn.usage = Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+                        cached_tokens = _cached_tokens(usage)
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
                         content = delta.get("content")
@@ -221,21 +244,29 @@ class ModelClient:
                             partial.name += name
                             partial.arguments.append(arguments)
                             yield ToolCallChunk(index, call.get("id") or "", name, arguments)
+            turn.latency = time.perf_counter() - started
+            turn.content = "".join(text)
+            turn.tool_calls = [
+                # Some servers omit ids; the conversation needs one to pair each call with its result.
+                RequestedToolCall(p.id or f"call_{index}", p.name, "".join(p.arguments))
+                for index, p in sorted(partial_calls.items())
+            ]
+            if any(not call.name for call in turn.tool_calls):
+                raise RunFailure(
+                    "bad_model_response",
+                    errors.Unavailable(f"the model endpoint {self.base_url} sent a tool call without a tool name"),
+                )
+            outcome = "ok"
         except openai.OpenAIError as exc:
             log.warning("model call failed: %s", exc)
-            raise _model_error(exc, self.base_url, model) from exc
-        turn.latency = time.perf_counter() - started
-        turn.content = "".join(text)
-        turn.tool_calls = [
-            # Some servers omit ids; the conversation needs one to pair each call with its result.
-            RequestedToolCall(p.id or f"call_{index}", p.name, "".join(p.arguments))
-            for index, p in sorted(partial_calls.items())
-        ]
-        if any(not call.name for call in turn.tool_calls):
-            raise RunFailure(
-                "bad_model_response",
-                errors.Unavailable(f"the model endpoint {self.base_url} sent a tool call without a tool name"),
-            )
+            failure = _model_error(exc, self.base_url, model)
+            outcome = failure.code
+            raise failure from exc
+        except RunFailure as failure:
+            outcome = failure.code
+            raise
+        finally:
+            _observe(model, outcome, time.perf_counter() - started, turn, cached_tokens)
         yield turn
 
     async def close(self) -> None:

@@ -9,6 +9,7 @@ its own sessions, so a server's state is as this replica sees it.
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument, NotFound, Unavailable
@@ -86,6 +87,10 @@ class McpSources:
         async with self._lock:
             connections, self._connections = list(self._connections.values()), {}
         await asyncio.gather(*(connection.close() for connection in connections), return_exceptions=True)
+
+    def states(self) -> Counter[str]:
+        """How many registered servers are in each connection state (connecting, connected, unavailable)."""
+        return Counter(connection.status().state for connection in self._connections.values())
 
     # --- the registry's lookups ---------------------------------------------------------------------------------
 

@@ -1,0 +1,14 @@
+"""The runs service's Prometheus metrics: what its lease reaper does (services.common.metrics has the conventions
+and the endpoint; watchers connected are its WatchRun streams in flight, grpc_server_streams_in_flight). Filled by
+services/runs/reaper.py."""
+
+from prometheus_client import Counter
+
+LEASES_EXPIRED = Counter(
+    "agentplatform_leases_expired_total",
+    "Live runs whose engine stopped renewing their lease, taken from it by this replica's reaper (resumed "
+    "elsewhere, or ended when they cannot be).",
+)
+APPROVALS_TIMED_OUT = Counter(
+    "agentplatform_approvals_timed_out_total", "Approval requests nobody decided within their timeout."
+)
