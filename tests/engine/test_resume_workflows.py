@@ -6,13 +6,16 @@ in the store, their lease run out and reaped. (The same with real processes and 
 tests/e2e/test_resume_workflows.py.)"""
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agentplatform.agents.v1 import workflows_pb2
+from agentplatform.agents.v1 import agents_pb2, workflows_pb2
 from agentplatform.runs.v1 import runs_pb2
 from services.common.limits import RunLimits
 from services.common.usage import Usage
+from services.engine.journal import AgentResponse, Step, ToolCall, ToolResult, UserRequest
+from services.engine.loop.run_progress import progress_from_steps
 from services.runs.records import ModelCallStats, NewRun, NewStep
 from tests.agents.workflow_helpers import edge, node
 from tests.engine.run_helpers import kinds, wait_final
@@ -81,6 +84,38 @@ CALC_DONE = [
     at("calc", "tool-result", {"tool_name": "calculator", "tool_call_id": "calc-6", "text": "2 + 3 = 5"}),
     at("calc", "node-outcome", {"kind": "tool", "assigned": {"sum": "2 + 3 = 5"}}),
 ]
+
+
+# --- the position read back from a node's steps (plain domain code) --------------------------------------------
+
+
+def test_a_tool_nodes_call_without_a_result_is_held_or_run_again_and_one_with_its_result_is_kept() -> None:
+    call = Step(ToolCall("http__pay", "pay-2", '{"amount": 5}'), sequence=2, node_id="pay")
+    held = progress_from_steps([call])
+    marker = held.take_over("engine-b", 1, lambda _: False, idle="begins it")
+    assert (marker.held_tool_call_ids, held.unknown, held.pending_sequences) == (("pay-2",), {"pay-2"}, {"pay-2": 2})
+    rerun = progress_from_steps([call])
+    assert "runs again" in rerun.take_over("engine-b", 1, lambda _: True, idle="begins it").summary
+    assert rerun.unknown == set()
+    answered = progress_from_steps([call, Step(ToolResult("http__pay", "pay-2", text="ok"), sequence=3)])
+    marker = answered.take_over("engine-b", 1, lambda _: False, idle="goes on with the tool's recorded result")
+    assert (marker.summary, marker.held_tool_call_ids, answered.pending) == (
+        "goes on with the tool's recorded result", (), []
+    )
+
+
+def test_an_agent_nodes_recorded_answer_is_kept_and_the_time_left_counts_from_the_stretch() -> None:
+    began = datetime.now(UTC) - timedelta(seconds=20)
+    steps = [
+        Step(UserRequest("Write"), sequence=2, node_id="first", created_at=began),
+        Step(AgentResponse("Tides rise."), sequence=3, node_id="first"),
+    ]
+    progress = progress_from_steps(steps)
+    assert (progress.answer, progress.pending) == ("Tides rise.", [])
+    left = progress.time_left(60.0)
+    assert left is not None and 39.0 < left <= 40.0
+    assert progress.time_left(None) is None and progress.time_left(5.0) == 0.0
+    assert progress_from_steps([]).time_left(60.0) == 60.0
 
 
 async def orphan(platform: Platform, workflow_id: str, steps: list[NewStep], start: NewStep = START) -> str:
@@ -212,3 +247,46 @@ async def test_a_tool_node_not_safe_to_repeat_waits_for_a_person_and_each_decisi
     for run in (ran, skipped):
         assert kinds(list(run.steps)).count("resumed") == 1 and run.attempts == 1
         assert [step.sequence for step in run.steps] == list(range(1, len(run.steps) + 1))
+
+
+async def test_an_agent_nodes_cut_off_call_not_safe_to_repeat_waits_and_runs_once_when_approved(
+    tmp_path: Path
+) -> None:
+    """Inside an agent node, as in an agent run: the held call waits with the node's id; "run again" calls the
+    endpoint once with the key of the step recorded before the engine stopped, then the model is asked once."""
+    asked = {"tool_name": "http__pay", "tool_call_id": "call_pay", "raw_arguments": '{"amount": 5}'}
+    payer = workflows_pb2.Workflow(
+        display_name="Payer",
+        nodes=[
+            node("start", start=workflows_pb2.StartNode()),
+            node("payer", agent=workflows_pb2.AgentNode(agent_id="", input='"Pay 5"', output="answer")),
+            node("done", end=workflows_pb2.EndNode(output="answer")),
+        ],
+        edges=[edge("start", "payer"), edge("payer", "done")],
+    )
+    async with serving_endpoint() as endpoint, ScriptedLLM(text_reply("Paid.")) as llm, \
+            workflow_platform(tmp_path, llm, tools_overrides=LOCAL) as (platform, workflows):
+        await create_pay_tool(platform, endpoint)
+        assert platform.agents_stub is not None
+        created = await platform.agents_stub.CreateAgent(agents_pb2.CreateAgentRequest(
+            agent=agents_pb2.Agent(display_name="Payer", instructions="You pay.", model="demo", tools=["http__pay"])
+        ))
+        payer.nodes[1].agent.agent_id = created.id
+        saved = await save(workflows, payer)
+        run_id = await orphan(platform, saved.id, [
+            at("payer", "user-request", {"text": "Pay 5"}),
+            at("payer", "agent-thought", {"text": "Paying."}, model_call=MODEL_CALL),
+            at("payer", "tool-call", asked),
+        ], NewStep("node-outcome", {"kind": "start"}, node_id="start"))
+        held = await wait_state(platform, run_id, runs_pb2.RUN_STATE_WAITING)
+        assert kinds(list(held.steps))[-2:] == ["resumed", "approval_request"]
+        assert list(held.steps[-2].resumed.held_tool_call_ids) == ["call_pay"]
+        assert held.steps[-2].resumed.summary.startswith("node 'payer': holds for a decision")
+        assert held.steps[-1].node_id == "payer" and endpoint.received == []
+        await platform.runs_stub.ApproveStep(runs_pb2.ApproveStepRequest(run_id=run_id, sequence=held.step_count))
+        final = await wait_final(platform, run_id)
+    assert final.state == runs_pb2.RUN_STATE_COMPLETED, final.error_message
+    assert [item.headers["idempotency-key"] for item in endpoint.received] == [f"{run_id}:4"]
+    assert len(llm.requests) == 1 and llm.requests[0]["messages"][-1]["role"] == "tool"
+    assert final.steps[-1].agent_response.text == "Paid."
+    assert [step.sequence for step in final.steps] == list(range(1, len(final.steps) + 1))
