@@ -2,12 +2,19 @@
 recorded as steps tagged with its id (no gRPC servers here; it uses the engine's clients).
 
 A workflow run's steps are its whole record, so the run can stop anywhere (an approval node, a tool approval in an
-agent node, an engine restart after a decision) and be resumed by any engine from its steps alone:
+agent node, an engine restart after a decision, its engine dying mid-node) and be resumed by any engine from its
+steps alone:
 - the start node's `node-outcome` step, created with the run, holds the inputs; every later node-outcome holds the
   variables its node set, so the state is the fold of them all;
 - the last node-outcome and its branch say which node comes next; steps after it that carry the next node's id are
   that node's unfinished work (an agent's conversation so far, an approval request and its decision);
 - a while node's node-outcome carries the iteration it begins, so its bound holds across a pause.
+
+A run taken over from an engine that stopped (issue 18) goes on node by node: finished nodes are never run again,
+and the node in flight goes on from its steps after a `resumed` marker tagged with its id. An agent node does as an
+agent run does (its recorded replies never requested again, its cut-off tool calls run again when their tool is
+safe to repeat, else held for a person: AgentLoop.take_over); a tool node's cut-off call follows the same rule, and
+"continue without it" leaves the node's output null.
 
 Node kinds (agentplatform.agents.v1.Node): an agent node runs a saved agent's tool-calling loop on a message
 computed from the state and keeps its answer; a tool node calls a tool with computed arguments and keeps its result
