@@ -6,7 +6,8 @@ point is held in place by the test:
 - between two nodes: the agents service stopped (SIGSTOP) while the first agent's model call is delayed, so the
   first node and the tool node finish and the second agent node cannot begin (its engine asks the agents service
   for the agent before it records anything);
-- inside an agent node: the first agent's model call delayed, the engine killed while it waits;
+- inside an agent node: the first agent's model call delayed, the engine killed while it waits; and the first
+  agent's calculator call cut off (the tools service stopped), which runs again as in an agent run;
 - inside the tool node: the tools service stopped, so the call's step is recorded and its result is not
   (calculator declares itself read-only: it runs again with the same key).
 
@@ -46,7 +47,7 @@ from tests.e2e.faults import (
     kill,
     wait_for,
 )
-from tests.support.scripted_llm import Delayed, ModelReply, ScriptedLLM, delayed, text_reply
+from tests.support.scripted_llm import Delayed, ModelReply, ScriptedLLM, delayed, text_reply, tool_call_reply
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -101,7 +102,7 @@ def start_workflow_run(stack: RunningStack) -> str:
         agents = agents_pb2_grpc.AgentRegistryServiceStub(channel)
         ids = [
             agents.CreateAgent(agents_pb2.CreateAgentRequest(
-                agent=agents_pb2.Agent(display_name=name, instructions=name, model="demo")
+                agent=agents_pb2.Agent(display_name=name, instructions=name, model="demo", tools=["calculator"])
             ), timeout=10).id
             for name in ("Writer", "Reviewer")
         ]
@@ -223,3 +224,34 @@ def test_killed_while_a_tool_node_runs_its_read_only_call_runs_again_with_its_ke
         assert calc == ["tool_call", "resumed", "tool_result", "node_outcome"]
         assert not run.steps[len(at_kill)].resumed.held_tool_call_ids
         assert [user_turns(request) for request in llm.requests] == [["Write about tides"], ["Review: Tides rise."]]
+
+
+def test_killed_while_an_agent_nodes_tool_runs_the_read_only_call_runs_again_and_no_turn_is_asked_twice(
+    tmp_path: Path
+) -> None:
+    add = tool_call_reply("calculator", {"operation": "add", "x": 2, "y": 3}, id="call_add")
+    replies = (delayed(add, HELD), text_reply("Tides rise."), text_reply("Fine."))
+    with scripted_model(*replies) as llm, \
+            fault_stack(tmp_path, LLM_BASE_URL=llm.base_url, **settings()) as stack, \
+            clients(stack) as (_, runs), explained(stack):
+        run_id = start_workflow_run(stack)
+        # The engine has listed the tools before its first model call: the tools service may stop now.
+        wait_for("the first agent's model call", 15, lambda: len(llm.requests) == 1)
+        with stopped(stack, "tools"):
+            wait_for("the agent's tool call", 15, lambda: ("first", "tool_call") in journal(
+                get_runs(runs, [run_id])[0]
+            ))
+            time.sleep(0.3)
+            at_kill = journal(get_runs(runs, [run_id])[0])
+            assert at_kill[-1] == ("first", "tool_call"), at_kill
+            kill(stack, "engine")
+        summary = "node 'first': runs again, safe to repeat: calculator (call_add)"
+        run = resumed_run(stack, runs, run_id, at_kill, summary)
+        first = [kind for node_id, kind in journal(run) if node_id == "first"]
+        assert first == [
+            "user_request", "agent_thought", "tool_call", "resumed", "tool_result", "agent_response", "node_outcome"
+        ]
+        # Three turns, each asked once: the recorded tool-call turn was not requested again.
+        assert len(llm.requests) == 3
+        assert llm.requests[1]["messages"][-1]["role"] == "tool" and "5" in llm.requests[1]["messages"][-1]["content"]
+        assert user_turns(llm.requests[2]) == ["Review: Tides rise."]
