@@ -13,7 +13,11 @@ point is held in place by the test:
 
 Each run ends COMPLETED, steps 1..n with no gap and no repeat, the node outcomes in order with none twice, one
 resume marker right after what the killed engine recorded, and the model saw each turn once except the interrupted
-call (twice). A tool node not safe to repeat is held for a person: tests/engine/test_resume_workflows.py.
+call (twice).
+
+And a tool node not safe to repeat (a POST to a slow counting server, the engine killed while the server holds the
+call): the resumed run waits for a person, its call's outcome unknown; "continue without it" finishes it without a
+second call (both decisions, the key of "run again": tests/engine/test_resume_workflows.py).
 """
 
 import asyncio
@@ -22,8 +26,9 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -32,9 +37,11 @@ from google.protobuf import struct_pb2
 from agentplatform.agents.v1 import agents_pb2, agents_pb2_grpc, workflows_pb2, workflows_pb2_grpc
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from tests.agents.workflow_helpers import edge, node
 from tests.e2e.conftest import RunningStack, wait_ready
 from tests.e2e.faults import (
+    FINAL,
     LEASE,
     REAP_MARGIN,
     REAPER_INTERVAL,
@@ -48,6 +55,7 @@ from tests.e2e.faults import (
     wait_for,
 )
 from tests.support.scripted_llm import Delayed, ModelReply, ScriptedLLM, delayed, text_reply, tool_call_reply
+from tests.tools.http_endpoint import serving_endpoint
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -55,24 +63,31 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 ORPHANED_WITHIN = LEASE + REAPER_INTERVAL + REAP_MARGIN
 #: How long the first agent's model call is held: long enough to stop a service or kill the engine meanwhile.
 HELD = 1.5
+T = TypeVar("T")
 ANSWER = '{"draft": "Tides rise.", "review": "Fine.", "sum": "5"}'
 
 
 @contextmanager
-def scripted_model(*replies: ModelReply | Delayed) -> Iterator[ScriptedLLM]:
-    """A scripted model server on an event loop of its own (this test's processes call it over HTTP)."""
+def in_background(manager: AbstractAsyncContextManager[T]) -> Iterator[T]:
+    """An async context (a test server) entered on an event loop of its own, so this synchronous test's processes
+    can call it while the test waits."""
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="scripted-model", daemon=True)
+    thread = threading.Thread(target=loop.run_forever, name="test-server", daemon=True)
     thread.start()
-    llm = ScriptedLLM(*replies)
-    asyncio.run_coroutine_threadsafe(llm.__aenter__(), loop).result(10)
     try:
-        yield llm
+        value = asyncio.run_coroutine_threadsafe(manager.__aenter__(), loop).result(10)
+        try:
+            yield value
+        finally:
+            asyncio.run_coroutine_threadsafe(manager.__aexit__(None, None, None), loop).result(15)
     finally:
-        asyncio.run_coroutine_threadsafe(llm.__aexit__(None, None, None), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
+
+def scripted_model(*replies: ModelReply | Delayed) -> AbstractContextManager[ScriptedLLM]:
+    return in_background(ScriptedLLM(*replies))
 
 
 def chain(writer: str, reviewer: str) -> workflows_pb2.Workflow:
@@ -255,3 +270,62 @@ def test_killed_while_an_agent_nodes_tool_runs_the_read_only_call_runs_again_and
         assert len(llm.requests) == 3
         assert llm.requests[1]["messages"][-1]["role"] == "tool" and "5" in llm.requests[1]["messages"][-1]["content"]
         assert user_turns(llm.requests[2]) == ["Review: Tides rise."]
+
+
+def test_killed_while_a_post_tool_node_runs_the_run_waits_for_a_person_and_never_calls_it_again(
+    tmp_path: Path
+) -> None:
+    paying = workflows_pb2.Workflow(
+        display_name="Pay",
+        nodes=[
+            node("start", start=workflows_pb2.StartNode()),
+            node("pay", tool=workflows_pb2.ToolNode(tool_id="http__pay", arguments={"amount": "5"}, output="receipt")),
+            node("done", end=workflows_pb2.EndNode(output='{"receipt": receipt}')),
+        ],
+        edges=[edge("start", "pay"), edge("pay", "done")],
+    )
+    with scripted_model() as llm, in_background(serving_endpoint()) as endpoint, \
+            fault_stack(tmp_path, LLM_BASE_URL=llm.base_url, TOOLS_HTTP_ALLOWED_HOSTS="127.0.0.1",
+                        **settings()) as stack, \
+            clients(stack) as (_, runs), explained(stack):
+        parameters = struct_pb2.Struct()
+        parameters.update({"type": "object", "properties": {"amount": {"type": "number"}}, "required": ["amount"]})
+        # /slow records the request, then answers after 3 s: the engine dies meanwhile.
+        spec = tools_pb2.HttpToolSpec(name="pay", description="Pays.", url=endpoint.url("/slow"),
+                                      method=tools_pb2.HTTP_METHOD_POST, parameters=parameters)
+        with grpc.insecure_channel(stack.stack.tools_address) as channel:
+            created = tools_pb2_grpc.ToolServiceStub(channel).CreateTool(tools_pb2.CreateToolRequest(http=spec),
+                                                                          timeout=10)
+        assert not created.repeat_safe
+        with grpc.insecure_channel(stack.stack.agents_address) as channel:
+            saved = workflows_pb2_grpc.WorkflowRegistryServiceStub(channel).CreateWorkflow(
+                workflows_pb2.CreateWorkflowRequest(workflow=paying), timeout=10
+            )
+        with grpc.insecure_channel(stack.stack.engine_address) as channel:
+            run_id = engine_pb2_grpc.AgentServiceStub(channel).StartWorkflowRun(
+                engine_pb2.StartWorkflowRunRequest(workflow_id=saved.id), timeout=10
+            ).id
+        wait_for("the endpoint to receive the call", 15, lambda: len(endpoint.received) == 1)
+        at_kill = journal(get_runs(runs, [run_id])[0])
+        assert at_kill == [("start", "node_outcome"), ("pay", "tool_call")], at_kill
+        kill(stack, "engine")
+        wait_for("the run to be orphaned", ORPHANED_WITHIN, lambda: get_runs(runs, [run_id])[0].attempts == 1)
+        stack.start(stack.spec("engine"))
+        wait_ready(stack, ["engine"])
+        held = wait_for("the run to wait for a person", 30, lambda: (
+            run if (run := get_runs(runs, [run_id])[0]).state == runs_pb2.RUN_STATE_WAITING else None
+        ))
+        assert journal(held)[2:] == [("pay", "resumed"), ("pay", "approval_request")], journal(held)
+        assert list(held.steps[2].resumed.held_tool_call_ids) == [held.steps[1].tool_call.tool_call_id]
+        assert "unknown" in held.steps[3].approval_request.prompt
+        runs.RejectStep(runs_pb2.RejectStepRequest(run_id=run_id, sequence=4, comment="it went through"), timeout=10)
+        run = wait_for("the run to end", 30, lambda: (
+            run if (run := get_runs(runs, [run_id])[0]).state in FINAL else None
+        ))
+        assert run.state == runs_pb2.RUN_STATE_COMPLETED, (run.error_code, run.error_message, journal(run))
+        assert_numbered(run)
+        assert [kind for _, kind in journal(run)].count("resumed") == 1
+        assert run.steps[-1].agent_response.text == '{"receipt": null}'
+        # The counting server saw the non-idempotent call once: the one the killed engine made.
+        assert len(endpoint.received) == 1
+        assert endpoint.received[0].headers["idempotency-key"] == f"{run_id}:2"
