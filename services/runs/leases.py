@@ -5,8 +5,9 @@ A run whose lease ran out (its engine crashed, was killed or cut off) is not end
 or RUNNING with no executor, its `attempts` goes up, and it is offered to the connected engines as a decided
 approval is (approvals.py `offer_ready_runs`, `resume_run`); the engine that takes it continues it from its steps
 under the next epoch, so the engine that lost it is fenced if it comes back. A run already resumed
-`StoreLimits.max_attempts` times, a workflow run (not resumable yet), or one with a cancel pending ends as before:
-FAILED "interrupted", or CANCELLED.
+`StoreLimits.max_attempts` times, a workflow run that never began (its inputs are recorded in its first step, when
+it begins), or one with a cancel pending ends as before: FAILED "interrupted", or CANCELLED. A workflow run is
+continued node by node (services/engine/workflows/runner.py).
 
 Leases are fenced. A run's `lease_epoch` counts the leases taken on it: creating it under an engine's lease makes
 it 1, and every later take (resuming it after an approval) adds one. The run comes back to its engine with the
@@ -145,7 +146,10 @@ class RunLeases(StoreParts):
             )
             for row in rows.all():
                 run = dict(row._mapping)
-                resumable = run["state"] in (QUEUED, RUNNING) and not run["workflow_id"]
+                # A workflow run is continued from its steps, the first of which holds its inputs: one that has
+                # none yet (created QUEUED, its inputs only in the engine that died) cannot be.
+                recorded = not run["workflow_id"] or run["step_count"] > 0
+                resumable = run["state"] in (QUEUED, RUNNING) and recorded
                 if run["cancel_requested_at"] is None and resumable and run["attempts"] < self.limits.max_attempts:
                     await update_run(
                         connection, run, executor_id="", lease_expires_at=None, attempts=run["attempts"] + 1
@@ -162,6 +166,8 @@ class RunLeases(StoreParts):
                     )
                     if run["state"] == QUEUED:
                         message += " before the run began"
+                    if not recorded:
+                        message += "; a workflow run whose inputs were never recorded cannot be resumed"
                     if resumable:
                         message += f", after {run['attempts']} resume(s) (RUNS_MAX_ATTEMPTS)"
                 await add_error_step(connection, run, code, message)

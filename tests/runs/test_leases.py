@@ -230,14 +230,32 @@ async def test_an_orphaned_run_cancelled_before_an_engine_takes_it_ends_cancelle
         await store.resume_run(run.id, "engine-b", 30.0)
 
 
-async def test_a_workflow_run_whose_engine_stops_still_ends_failed_interrupted(
+WORKFLOW = "11111111-2222-4333-8444-555555555555"
+
+
+async def test_a_workflow_run_whose_engine_stops_is_orphaned_to_be_resumed_node_by_node(
     store: RunStore, database: Database
 ) -> None:
-    run = await store.create_run(new_run(workflow_id="11111111-2222-4333-8444-555555555555", workflow_revision=1))
+    start = NewStep("node-outcome", {"kind": "start", "assigned": {"n": 1}}, node_id="start")
+    run = await store.create_run(new_run(workflow_id=WORKFLOW, workflow_revision=1, steps=(start,)))
+    await expire_lease(database, run.id)
+    assert await store.reap_expired() == [run.id]
+    orphaned = await store.get_run(run.id)
+    assert (orphaned.state, orphaned.executor_id, orphaned.attempts) == ("running", "", 1)
+    taken = await store.resume_run(run.id, "engine-b", 30.0)
+    assert (taken.executor_id, taken.lease_epoch, [step.node_id for step in taken.steps]) == ("engine-b", 2, ["start"])
+
+
+async def test_a_workflow_run_whose_engine_stops_before_it_began_ends_failed_interrupted(
+    store: RunStore, database: Database
+) -> None:
+    """Created QUEUED, it has no steps: its inputs were only in the engine that died."""
+    run = await store.create_run(new_run(workflow_id=WORKFLOW, workflow_revision=1, state="queued"))
     await expire_lease(database, run.id)
     assert await store.reap_expired() == [run.id]
     failed = await store.get_run(run.id)
     assert (failed.state, failed.error_code, failed.attempts) == ("failed", "interrupted", 0)
+    assert failed.error_message.endswith("a workflow run whose inputs were never recorded cannot be resumed")
 
 
 async def test_start_up_gives_live_runs_a_fresh_lease(store: RunStore, database: Database) -> None:

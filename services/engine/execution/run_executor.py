@@ -86,7 +86,7 @@ class RunExecutor:
                     recorder.node_id = start.node_id
                     active.steps = [await recorder.record(start.content)]
                 return await self._workflows.execute(
-                    run, active.workflow, active.chat.owner, active.limits, recorder, active.steps
+                    run, active.workflow, active.chat.owner, active.limits, recorder, active.steps, active.progress
                 )
             return await self._loop.execute(
                 run, active.chat, active.agent, active.limits, recorder, history, active.progress

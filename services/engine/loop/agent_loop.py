@@ -16,7 +16,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from services.common import errors
@@ -32,6 +31,7 @@ from services.engine.journal import (
     AgentResponse,
     AgentThought,
     ModelCall,
+    Resumed,
     Run,
     Step,
     StepError,
@@ -129,9 +129,8 @@ class AgentLoop:
         """
         model = run.model or self._settings.llm_model
         duration = limits.max_duration_seconds
-        if progress is not None and progress.stretch_began is not None and duration is not None:
-            spent = (datetime.now(UTC) - progress.stretch_began).total_seconds()
-            duration = max(duration - max(spent, 0.0), 0.0)
+        if progress is not None:
+            duration = progress.time_left(duration)
         system_prompt = agent.instructions or self._settings.system_prompt
         context = NO_CONTEXT
         if history is not None:
@@ -146,10 +145,8 @@ class AgentLoop:
                     await recorder.record(UserRequest(chat.message, context.turns, context.omitted))
                 if progress is not None and progress.taking_over is not None:
                     # Taken over from an engine that stopped: say so, and what runs again or waits for a person.
-                    executor_id, attempt = progress.taking_over
-                    repeat_safe = await self._repeat_safety(chat.owner)
-                    marker = progress.take_over(executor_id, attempt, repeat_safe)
-                    log.info("run %s, resume %d: %s", run.id, attempt, marker.summary)
+                    marker = await self.take_over(progress, chat.owner)
+                    log.info("run %s, resume %d: %s", run.id, marker.attempt, marker.summary)
                     await recorder.record(marker)
                 if progress is not None and progress.answer is not None and not progress.pending:
                     answer = progress.answer  # recorded before the engine stopped: the run only has to finish
@@ -216,6 +213,19 @@ class AgentLoop:
         log.warning("run %s failed (%s): %s", recorder.run_id, failure.code, failure)
         final = await self.end_run(recorder, FAILED, failure.code, str(failure))
         return RunOutcome(final, failure=failure)
+
+    async def take_over(self, progress: RunProgress, owner: Caller, idle: str | None = None) -> Resumed:
+        """The resume marker of a run (or a workflow node) taken over from an engine that stopped, as
+        `progress.taking_over` names it: its pending calls held for a person or run again by what their tools,
+        listed for `owner` now, declare (RunProgress.take_over; `idle` as there)."""
+        assert progress.taking_over is not None
+        executor_id, attempt = progress.taking_over
+        return progress.take_over(executor_id, attempt, await self._repeat_safety(owner), idle)
+
+    def outcome_gate(self, progress: RunProgress) -> ApprovalGate:
+        """The approvals of calls whose outcome is unknown (`progress.unknown`), decided or not, for a call made
+        outside the agent loop (a workflow's tool node), which no tool's own approval gates."""
+        return ApprovalGate(set(), progress.decisions, self._settings.tool_approval_timeout_seconds, progress.unknown)
 
     async def _repeat_safety(self, owner: Caller) -> Callable[[RequestedToolCall], bool]:
         """Whether a call whose outcome is unknown may run again without a person: its tool, as the tools service

@@ -45,7 +45,7 @@ class ApprovalGate:
         expires = datetime.now(UTC) + timedelta(seconds=self._timeout_seconds) if self._timeout_seconds else None
         if call.id in self._unknown:
             prompt = (
-                f"The outcome of the agent's call of {call.name} with {call.arguments or '{}'} is unknown: the engine "
+                f"The outcome of the call of {call.name} with {call.arguments or '{}'} is unknown: the engine "
                 "running it stopped before its result was recorded, and it may or may not have taken effect. "
                 "Approve to run it again; reject to continue without it."
             )

@@ -10,7 +10,7 @@ they hold, and the counts the run's limits apply to (over the whole run, every a
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from services.common.usage import Usage
 from services.engine.journal import (
@@ -76,13 +76,27 @@ class RunProgress:
         for call_id in self.unknown:
             self.decisions.pop(call_id, None)
 
+    def time_left(self, duration: float | None) -> float | None:
+        """What is left of `duration` (a run's max_duration; None: no bound) for the current stretch of
+        execution, which began at `stretch_began` (all of it for a run without steps)."""
+        if self.stretch_began is None or duration is None:
+            return duration
+        spent = (datetime.now(UTC) - self.stretch_began).total_seconds()
+        return max(duration - max(spent, 0.0), 0.0)
+
     def take_over(
-        self, executor_id: str, attempt: int, repeat_safe: Callable[[RequestedToolCall], bool]
+        self,
+        executor_id: str,
+        attempt: int,
+        repeat_safe: Callable[[RequestedToolCall], bool],
+        idle: str | None = None,
     ) -> Resumed:
         """Prepare the resume of a run whose engine stopped, as its `attempt`th resume by `executor_id`: the
         pending calls that `repeat_safe` does not allow to run again (their tools are neither read-only nor
         idempotent for those arguments) are held for a decision; the others run again, with the same idempotency
-        key. Returns the marker to record, which says which is which."""
+        key. Returns the marker to record, which says which is which; `idle` is what it says when nothing was in
+        flight (for a workflow node: where it stands; for a run, by default, it finishes with its recorded answer or
+        asks the model again)."""
         held = [call for call in self.pending if not repeat_safe(call)]
         rerun = [call for call in self.pending if repeat_safe(call)]
         if held:
@@ -91,6 +105,8 @@ class RunProgress:
             )
         elif rerun:
             summary = "runs again, safe to repeat: " + ", ".join(f"{call.name} ({call.id})" for call in rerun)
+        elif idle is not None:
+            summary = idle
         elif self.answer is not None:
             summary = "finishes the run: its answer was recorded"
         else:

@@ -2,12 +2,19 @@
 recorded as steps tagged with its id (no gRPC servers here; it uses the engine's clients).
 
 A workflow run's steps are its whole record, so the run can stop anywhere (an approval node, a tool approval in an
-agent node, an engine restart after a decision) and be resumed by any engine from its steps alone:
+agent node, an engine restart after a decision, its engine dying mid-node) and be resumed by any engine from its
+steps alone:
 - the start node's `node-outcome` step, created with the run, holds the inputs; every later node-outcome holds the
   variables its node set, so the state is the fold of them all;
 - the last node-outcome and its branch say which node comes next; steps after it that carry the next node's id are
   that node's unfinished work (an agent's conversation so far, an approval request and its decision);
 - a while node's node-outcome carries the iteration it begins, so its bound holds across a pause.
+
+A run taken over from an engine that stopped (issue 18) goes on node by node: finished nodes are never run again,
+and the node in flight goes on from its steps after a `resumed` marker tagged with its id. An agent node does as an
+agent run does (its recorded replies never requested again, its cut-off tool calls run again when their tool is
+safe to repeat, else held for a person: AgentLoop.take_over); a tool node's cut-off call follows the same rule, and
+"continue without it" leaves the node's output null.
 
 Node kinds (agentplatform.agents.v1.Node): an agent node runs a saved agent's tool-calling loop on a message
 computed from the state and keeps its answer; a tool node calls a tool with computed arguments and keeps its result
@@ -29,7 +36,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +59,7 @@ from services.engine.journal import (
     ToolResult,
 )
 from services.engine.loop.agent_loop import AgentLoop
+from services.engine.loop.model_client import RequestedToolCall
 from services.engine.loop.run_progress import RunProgress, progress_from_steps
 from services.engine.loop.steps import RunOutcome, RunPaused, StepRecorder, completed
 from services.engine.step_checks import check_value
@@ -95,9 +103,10 @@ class _Position:
     """Where a run of the workflow is, read back from its steps."""
 
     state: dict[str, Any] = field(default_factory=dict)
-    #: The node whose outcome was recorded last, and the branch it took.
+    #: The node whose outcome was recorded last, the branch it took, and its output (an end node's).
     last_node: str = ""
     last_branch: str = ""
+    last_output: Any = None
     #: While nodes: the iteration each has begun since the run last entered it.
     iterations: dict[str, int] = field(default_factory=dict)
     #: Steps recorded after the last node-outcome (the next node's unfinished work).
@@ -114,6 +123,7 @@ def _read_back(steps: Sequence[Step]) -> _Position:
             continue
         position.state.update(_state_values(outcome.assigned))
         position.last_node, position.last_branch = step.node_id, outcome.branch
+        position.last_output = outcome.output
         if outcome.kind == "while_loop":
             position.iterations[step.node_id] = outcome.iteration if outcome.branch == "body" else 0
         position.pending_steps = []
@@ -186,12 +196,18 @@ class WorkflowRunner:
         limits: RunLimits,
         recorder: StepRecorder,
         steps: Sequence[Step],
+        progress: RunProgress | None = None,
     ) -> RunOutcome:
-        """Execute a RUNNING workflow run from where its `steps` left it, to its end or its next pause."""
+        """Execute a RUNNING workflow run from where its `steps` left it, to its end or its next pause.
+        `progress`: the steps read back, for a run resumed here (its stretch of execution so far, and whether it
+        is taken over from an engine that stopped); None for a run that starts now."""
         duration = limits.max_duration_seconds
+        if progress is not None:
+            duration = progress.time_left(duration)
+        taking_over = progress.taking_over if progress is not None else None
         try:
             async with asyncio.timeout(duration) as deadline:
-                answer = await self._walk(_Graph(workflow), owner, limits, recorder, steps)
+                answer = await self._walk(_Graph(workflow), owner, limits, recorder, steps, taking_over)
         except RunPaused as paused:
             log.info("workflow run %s waits for approval", run.id)
             return RunOutcome(paused.run)
@@ -204,7 +220,9 @@ class WorkflowRunner:
             recorder.node_id = ""
             too_long = RunFailure(
                 "max_duration",
-                errors.DeadlineExceeded(f"the workflow did not finish within its time limit of {duration:g} s"),
+                errors.DeadlineExceeded(
+                    f"the workflow did not finish within its time limit of {limits.max_duration_seconds:g} s"
+                ),
             )
             return await self._loop.fail(recorder, too_long)
         final = await self._runs.finish_run(run.id, COMPLETED, epoch=recorder.epoch)
@@ -218,12 +236,20 @@ class WorkflowRunner:
         limits: RunLimits,
         recorder: StepRecorder,
         steps: Sequence[Step],
+        taking_over: tuple[str, int] | None,
     ) -> str:
         position = _read_back(steps)
         # The counts the run's limits apply to, over every node so far.
         totals = progress_from_steps(steps)
         tally = RunProgress(model_calls=totals.model_calls, tool_calls=totals.tool_calls, usage=totals.usage)
         pending = position.pending_steps
+        ended = graph.nodes.get(position.last_node)
+        if ended is not None and ended.kind == "end":
+            # The engine that recorded the end node stopped before the run finished: only its answer is left.
+            recorder.node_id = ended.id
+            if taking_over is not None:
+                await self._record_marker(ended, owner, recorder, pending, taking_over)
+            return await self._answer(position.last_output, recorder, pending)
         while True:
             if position.visits >= MAX_NODE_VISITS:
                 raise RunFailure(
@@ -233,6 +259,10 @@ class WorkflowRunner:
             node = graph.following(position.last_node, position.last_branch)
             recorder.node_id = node.id
             kind = node.kind
+            if taking_over is not None:
+                # Taken over from an engine that stopped with this node in flight (or about to begin).
+                await self._record_marker(node, owner, recorder, pending, taking_over)
+                taking_over = None
             outcome = await self._visit(graph, node, kind, position, owner, limits, recorder, tally, pending)
             pending = []
             await recorder.record(outcome)
@@ -241,10 +271,38 @@ class WorkflowRunner:
             position.last_node, position.last_branch = node.id, outcome.branch
             position.visits += 1
             if kind == "end":
-                value = whole_numbers(as_stored(outcome.output))
-                text = _text(value)
-                await recorder.record(AgentResponse(text))
-                return text
+                return await self._answer(outcome.output, recorder, [])
+
+    async def _record_marker(
+        self, node: Node, owner: Caller, recorder: StepRecorder, pending: list[Step], taking_over: tuple[str, int]
+    ) -> None:
+        """Record the resume marker of a run taken over from an engine that stopped, tagged with the node it
+        continues at, and add it to that node's `pending` steps (read back as a later resume would). The node's
+        cut-off tool call, if any, runs again or is held for a person as in an agent run (AgentLoop.take_over)."""
+        node_progress = progress_from_steps(pending)
+        node_progress.taking_over = taking_over
+        if node.kind == "end":
+            idle: str | None = "finishes the run: its end node was recorded"
+        elif node.kind == "agent" and node_progress.answer is not None:
+            idle = "goes on with the agent's recorded answer"
+        elif node.kind == "agent" and node_progress.messages:
+            idle = None  # the agent's model is asked again, as in an agent run
+        elif any(isinstance(step.content, ToolResult) for step in pending):
+            idle = "goes on with the tool's recorded result"
+        else:
+            idle = "begins it: nothing of it was recorded"
+        marker = await self._loop.take_over(node_progress, owner, idle)
+        marker = replace(marker, summary=f"node '{node.id}': {marker.summary}")
+        log.info("run %s, resume %d: %s", recorder.run_id, marker.attempt, marker.summary)
+        pending.append(await recorder.record(marker))
+
+    async def _answer(self, output: Any, recorder: StepRecorder, pending: list[Step]) -> str:
+        """The run's answer, the end node's output as text, recorded as its agent-response step unless
+        `pending` (the steps after the end node's outcome) has it already."""
+        text = _text(whole_numbers(as_stored(output)))
+        if not any(isinstance(step.content, AgentResponse) for step in pending):
+            await recorder.record(AgentResponse(text))
+        return text
 
     async def _visit(
         self,
@@ -266,17 +324,20 @@ class WorkflowRunner:
                 agent = await self._agents.profile(spec.agent_id, spec.agent_revision, owner)
             except errors.DomainError as exc:
                 raise RunFailure("agent_unavailable", errors.FailedPrecondition(f"node '{node.id}': {exc}")) from exc
-            if pending:  # resumed mid-node (a tool approval): its conversation so far
-                resumed = progress_from_steps(pending)
-                tally.messages, tally.pending, tally.decisions = resumed.messages, resumed.pending, resumed.decisions
-                message = ""
-            else:
-                message = _text(await graph.evaluate(node.id, "input", spec.input, state))
-                tally.messages, tally.pending, tally.decisions = [], [], {}
+            # Resumed mid-node (after a tool approval, or from an engine that stopped): its conversation so far,
+            # the calls of its last turn without a result, and the decisions on them; all empty when it begins.
+            resumed = progress_from_steps(pending)
+            if resumed.answer is not None and not resumed.pending:
+                return NodeOutcome(kind, assigned={spec.output: resumed.answer})  # never asked again
+            tally.messages, tally.pending, tally.pending_sequences = (
+                resumed.messages, resumed.pending, resumed.pending_sequences
+            )
+            tally.decisions, tally.unknown = resumed.decisions, resumed.unknown
+            message = "" if resumed.messages else _text(await graph.evaluate(node.id, "input", spec.input, state))
             answer = await self._loop.run_agent_node(message, owner, agent, recorder, limits, tally)
             return NodeOutcome(kind, assigned={spec.output: answer})
         if kind == "tool":
-            value = await self._call_tool(graph, node, state, owner, recorder, tally, limits)
+            value = await self._call_tool(graph, node, state, owner, recorder, tally, limits, pending)
             return NodeOutcome(kind, assigned={node.tool.output: value})
         if kind == "if_else":
             holds = await self._condition(graph, node.id, node.if_else.condition, state)
@@ -331,8 +392,12 @@ class WorkflowRunner:
         recorder: StepRecorder,
         tally: RunProgress,
         limits: RunLimits,
+        pending: list[Step],
     ) -> Any:
         spec = node.tool
+        recorded = [step for step in pending if isinstance(step.content, ToolCall)]
+        if recorded:  # the node's call was recorded before the engine stopped, or before a pause on its outcome
+            return await self._call_again(node, recorded[-1], owner, recorder, pending)
         arguments = {
             name: await graph.evaluate(node.id, f"arguments.{name}", expression, state)
             for name, expression in sorted(spec.arguments.items())
@@ -355,9 +420,42 @@ class WorkflowRunner:
         value = None if outcome.error else outcome.result
         result = ToolResult(spec.tool_id, call_id, value, outcome.text, outcome.error)
         await recorder.record(result, duration_seconds=elapsed)
-        if outcome.error:
-            raise RunFailure("tool_failed", errors.FailedPrecondition(f"node '{node.id}': {outcome.error}"))
-        return outcome.result if outcome.result is not None else outcome.text
+        return _node_value(node, result)
+
+    async def _call_again(
+        self, node: Node, call_step: Step, owner: Caller, recorder: StepRecorder, pending: list[Step]
+    ) -> Any:
+        """A tool node resumed with its call recorded: its result when recorded too; else the call runs again
+        with the same idempotency key when it may (its tool is safe to repeat, or a person said "run again"), the
+        run pauses for a person when its outcome is unknown and undecided, or the node goes on without it (output
+        null) when the person said so."""
+        call = call_step.content
+        assert isinstance(call, ToolCall)
+        progress = progress_from_steps(pending)
+        requested = RequestedToolCall(call.tool_call_id, call.tool_name, call.raw_arguments)
+        gate = self._loop.outcome_gate(progress)
+        results = [step.content for step in pending if isinstance(step.content, ToolResult)]
+        if not results:
+            if gate.undecided(requested):
+                raise RunPaused(await recorder.pause(gate.request(requested)))
+            refusal = gate.refusal(requested)
+            if refusal is not None:
+                results = [await _record(recorder, ToolResult(call.tool_name, call.tool_call_id, error=refusal))]
+            else:
+                started = time.perf_counter()
+                key = idempotency_key(recorder.run_id, call_step.sequence)
+                # The arguments as first sent (the step's own copy keeps every number as a double).
+                arguments = json.loads(call.raw_arguments) if call.raw_arguments else {}
+                outcome = await self._tools.execute(call.tool_name, arguments, owner, key)
+                elapsed = outcome.duration_seconds
+                if elapsed is None:
+                    elapsed = time.perf_counter() - started
+                value = None if outcome.error else outcome.result
+                result = ToolResult(call.tool_name, call.tool_call_id, value, outcome.text, outcome.error)
+                results = [await _record(recorder, result, elapsed)]
+        if gate.refusal(requested) is not None:
+            return None  # not run again, by a person's decision: its outcome stays unknown
+        return _node_value(node, results[-1])
 
     async def _approval(
         self,
@@ -377,6 +475,19 @@ class WorkflowRunner:
         if spec.timeout_seconds is not None:
             expires = datetime.fromtimestamp(datetime.now(UTC).timestamp() + spec.timeout_seconds, UTC)
         raise RunPaused(await recorder.pause(ApprovalRequest(prompt=prompt, node_id=node.id, expire_time=expires)))
+
+
+async def _record(recorder: StepRecorder, result: ToolResult, elapsed: float | None = None) -> ToolResult:
+    await recorder.record(result, duration_seconds=elapsed)
+    return result
+
+
+def _node_value(node: Node, result: ToolResult) -> Any:
+    """A tool node's output from its call's result; a tool error fails the run (a workflow has no model to
+    tell)."""
+    if result.error:
+        raise RunFailure("tool_failed", errors.FailedPrecondition(f"node '{node.id}': {result.error}"))
+    return result.result if result.result is not None else result.text
 
 
 def _came_from_body(graph: _Graph, while_id: str, last_node: str) -> bool:
