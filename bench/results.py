@@ -32,9 +32,12 @@ was open; CPU * = CPU ms per run of each process (utime+stime from /proc over th
 tools + envoy (baseline: the bare server), other = demo model + load client + launcher (baseline: the client);
 RSS = peak RSS in MiB during the case; vs baseline = runs/s and CPU sum relative to the bare stream's calls/s
 and server CPU per call; ideal = 3 model calls x latency, floor = CPU s of all processes (model and client
-included) / cores, and wall / max(ideal, floor).
+included) / cores, and wall / max(ideal, floor). Case f: wall = from the first StartRun until no run is live; lat =
+each run's create to complete time in the store; its last column: the runs completed, and from the SIGKILL until
+each run in flight was taken over by the restarted engine (its `resumed` step) and until its next step.
 Goals (issue 6): 1,000 runs @1 s: zero errors, wall <= 10 s and <= 1.2 x max(3 s, CPU s / 2), TTFS p99 < 1 s;
-0 ms model, 32 clients: >= 100 runs/s, <= 15 ms CPU per run summed; step delivery p99 < 20 ms."""
+0 ms model, 32 clients: >= 100 runs/s, <= 15 ms CPU per run summed; step delivery p99 < 20 ms.
+Goal (issue 18): every run in flight when the engine is SIGKILLed completes, resumed once."""
 
 
 def progress(message: str) -> None:
@@ -143,6 +146,9 @@ def goal_lines(results: Sequence[CaseResult]) -> list[str]:
     if delivery := by_key.get("delivery"):
         p99 = percentile(delivery.delivery_ms, 0.99)
         lines.append(_goal(f"{delivery.name}: delivery p99 {p99:.1f} ms < 20 ms", p99 < 20))
+    if resume := by_key.get("resume"):
+        lines.append(_goal(f"{resume.name}: {resume.verified}/{resume.checked} runs completed, each resumed once "
+                           "if it was in flight", resume.verified == resume.checked))
     return lines
 
 
