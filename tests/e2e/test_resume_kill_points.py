@@ -8,8 +8,11 @@ the requests the scripted model served for each of its turns and the calls a cou
    engine dies, then let go): a POST tool, not safe to repeat, is never called by itself; its run waits "outcome
    unknown", and "run again" calls it once with the key of the recorded step, "continue without it" never. A PUT
    tool, idempotent, runs exactly once, with that key, without asking anyone;
+3. while a tool runs (a POST to an endpoint that takes seconds to answer): the counting server saw the call once
+   and is not called again by itself; the run waits "outcome unknown", and "run again" calls it a second time with
+   the same key, "continue without it" never (the same for a read-only tool, run again without asking:
+   tests/e2e/test_resume.py, with the run killed four times);
 4. after a tool result, before the next model call (the model holds its answer): that request is made again.
-(3., a tool cut off while it runs, and the run killed four times: tests/e2e/test_resume.py.)
 
 Every run ends COMPLETED, steps 1..n with one `resumed` marker; every other turn was asked exactly once.
 """
@@ -106,12 +109,15 @@ def test_killed_while_the_model_streams_and_after_a_tool_result_each_cut_off_tur
 # --- kill point 2: the tool-call step recorded, the tool not started ---------------------------------------
 
 
-def create_http_tool(stack: RunningStack, endpoint: Endpoint, name: str, method: "tools_pb2.HttpMethod") -> bool:
-    """An HTTP tool calling the counting server with `method`; whether the tools service deems it repeat-safe."""
+def create_http_tool(
+    stack: RunningStack, endpoint: Endpoint, name: str, method: "tools_pb2.HttpMethod", path: str = "/echo"
+) -> bool:
+    """An HTTP tool calling the counting server's `path` with `method`; whether the tools service deems it
+    repeat-safe."""
     parameters = struct_pb2.Struct()
     parameters.update({"type": "object", "properties": {"amount": {"type": "number"}}, "required": ["amount"]})
     spec = tools_pb2.HttpToolSpec(
-        name=name, description=f"Sends an amount ({tools_pb2.HttpMethod.Name(method)}).", url=endpoint.url("/echo"),
+        name=name, description=f"Sends an amount ({tools_pb2.HttpMethod.Name(method)}).", url=endpoint.url(path),
         method=method, parameters=parameters,
     )
     with grpc.insecure_channel(stack.stack.tools_address) as channel:
@@ -190,3 +196,49 @@ def test_killed_between_recording_a_tool_call_and_starting_it_an_unsafe_call_wai
     ]
     assert "unknown" in next(s for s in went_without.steps if s.HasField("tool_result")).tool_result.error
     assert "runs again" in markers(put)[0].resumed.summary
+
+
+# --- kill point 3: a tool not safe to repeat cut off while it runs -------------------------------------------
+
+
+def test_killed_while_a_post_runs_the_call_is_not_repeated_by_itself_and_each_decision_finishes_the_run(
+    tmp_path: Path,
+) -> None:
+    again, without = "Pay 1 slowly (run again)", "Pay 2 slowly (continue without it)"
+    amounts = {again: 1, without: 2}
+    model = TurnModel(turns_for=lambda question: http_turns("http__pay_slowly", amounts[question]))
+    with background_loop() as loop, loop.entered(serving_endpoint()) as endpoint, \
+            loop.entered(ScriptedLLM(pick=model)) as llm, \
+            resume_stack(tmp_path, LLM_BASE_URL=llm.base_url, **LOCAL_HTTP) as stack, \
+            clients(stack) as (engine, runs), explained(stack):
+        assert not create_http_tool(stack, endpoint, "pay_slowly", tools_pb2.HTTP_METHOD_POST, "/slow")
+        run_ids = start_asking(engine, again, without)
+        # The endpoint records each call as it arrives and answers seconds later: the engine dies meanwhile.
+        wait_for("both calls to reach the endpoint", 15, lambda: len(endpoint.received) == 2)
+        kill(stack, "engine")
+        restart_engine(stack)
+        held = wait_for("both cut-off calls to be held", ORPHANED_WITHIN + 15, lambda: in_state(
+            runs, run_ids, runs_pb2.RUN_STATE_WAITING
+        ))
+        for run in held:
+            assert kinds(run)[-2:] == ["resumed", "approval_request"], kinds(run)
+            assert "unknown" in run.steps[-1].approval_request.prompt
+        assert len(endpoint.received) == 2  # not called again by the engine that took over
+        runs.ApproveStep(runs_pb2.ApproveStepRequest(run_id=held[0].id, sequence=held[0].step_count), timeout=10)
+        runs.RejectStep(runs_pb2.RejectStepRequest(run_id=held[1].id, sequence=held[1].step_count), timeout=10)
+        final = wait_for("both runs to end", 30, lambda: done(runs, run_ids))
+        received = list(endpoint.received)
+
+    ran_again, went_without = final
+    for run in final:
+        assert run.state == runs_pb2.RUN_STATE_COMPLETED, (kinds(run), run.error_message)
+        assert_numbered(run)
+        assert len(markers(run)) == 1 and kinds(run).count("tool_result") == 1, kinds(run)
+    assert [model.counts(question) for question in amounts] == [[1, 1]] * 2
+    # Per run, the key of its one tool-call step: twice for the run a person told to run it again (the same key,
+    # so an endpoint that honours it can deduplicate), once for the other.
+    key = {run.id: f"{run.id}:{next(s for s in run.steps if s.HasField('tool_call')).sequence}" for run in final}
+    assert sorted(item.headers["idempotency-key"] for item in received) == sorted(
+        [key[ran_again.id], key[ran_again.id], key[went_without.id]]
+    )
+    assert "unknown" in next(s for s in went_without.steps if s.HasField("tool_result")).tool_result.error
