@@ -84,6 +84,10 @@ class CaseResult:
         cpu = sum(seconds for name, seconds in self.cpu_s.items() if _kind(name) in kinds)
         return cpu * 1000 / self.runs if self.runs else float("nan")
 
+    def measured(self, kind: str) -> bool:
+        """Whether the CPU of a process of this kind was measured over the case."""
+        return any(_kind(name) == kind for name in self.cpu_s)
+
     def peak_rss_of(self, kind: str) -> int | None:
         """The largest peak RSS of a process of this kind (each engine's own, not their sum)."""
         peaks = [peak for name, peak in self.peak_rss.items() if _kind(name) == kind]
@@ -100,7 +104,10 @@ class CaseResult:
 
     def row(self) -> list[str]:
         baseline = BASELINE_SERVER in self.cpu_s
-        per_process = ["-"] * 4 if baseline else [fmt(self.cpu_ms_per_run(name), 2) for name in PLATFORM]
+        # A process left out of the measure (killed or restarted during the case) shows "-", not 0.
+        per_process = ["-"] * 4 if baseline else [
+            fmt(self.cpu_ms_per_run(name), 2) if self.measured(name) else "-" for name in PLATFORM
+        ]
         other = ("client",) if baseline else DRIVERS
         rss = ["-" if (peak := self.peak_rss_of(kind)) is None else fmt(peak / MIB, 0) for kind in ("engine", "runs")]
         return [

@@ -62,7 +62,7 @@ async def resume_case(stack: RunningStack, runs: int, latency: float, deadline: 
         meter = UsageMeter(stack.all_pids())
         meter.start()
         started = time.perf_counter()
-        run_ids = await _start_runs(channels, runs)
+        run_ids, refused = await _start_runs(channels, runs)
         await asyncio.sleep(IN_FLIGHT_LATENCIES * latency)
         engine_pid = stack.pids["engine"]
         os.kill(engine_pid, signal.SIGKILL)
@@ -76,6 +76,9 @@ async def resume_case(stack: RunningStack, runs: int, latency: float, deadline: 
     found = [run for run in stored.values() if isinstance(run, runs_pb2.Run)]
     measured = _progress(found, killed_at)
     verification = _verify(run_ids, stored, killed_at)
+    verification.checked += len(refused)
+    for n, error in enumerate(refused):
+        verification.add(f"start {n}", [error], failure_kind(error, None))
     completed = sum(run.state == runs_pb2.RUN_STATE_COMPLETED for run in found)
     progress(f"{name}: {completed}/{runs} completed; {measured.summary()}; verified "
              f"{verification.passed}/{verification.checked}")
@@ -89,16 +92,22 @@ async def resume_case(stack: RunningStack, runs: int, latency: float, deadline: 
     )
 
 
-async def _start_runs(channels: Channels, runs: int) -> list[str]:
+async def _start_runs(channels: Channels, runs: int) -> tuple[list[str], list[str]]:
+    """The ids of the runs started, and the errors of the StartRun calls refused ("CODE: details")."""
     limit = asyncio.Semaphore(START_CONCURRENCY)
 
-    async def start(n: int) -> str:
+    async def start(n: int) -> str | grpc.aio.AioRpcError:
         async with limit:
             stub = engine_pb2_grpc.AgentServiceStub(channels.next())
             request = engine_pb2.StartRunRequest(message=SEED_QUESTION, metadata={"bench": f"resume {n}"})
-            return (await stub.StartRun(request, timeout=60)).id
+            try:
+                return (await stub.StartRun(request, timeout=60)).id
+            except grpc.aio.AioRpcError as error:
+                return error
 
-    return list(await asyncio.gather(*(start(n) for n in range(runs))))
+    started = await asyncio.gather(*(start(n) for n in range(runs)))
+    refused = [f"{item.code().name}: {item.details()}" for item in started if not isinstance(item, str)]
+    return [item for item in started if isinstance(item, str)], refused
 
 
 async def _until_none_live(stub: runs_pb2_grpc.RunServiceStub, deadline: float) -> None:
