@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int,
                         help=f"concurrent clients of the baseline and the 0 ms case (default {DEFAULT_CLIENTS})")
     parser.add_argument("--latency", type=float,
-                        help=f"seconds per model call in the burst and delivery cases (default {DEFAULT_LATENCY:g})")
+                        help="seconds per model call in the burst, delivery and resume cases "
+                        f"(default {DEFAULT_LATENCY:g})")
     parser.add_argument("--deadline", type=float,
                         help=f"each call's deadline, s; a run past it is an error (default {DEFAULT_DEADLINE:g})")
     parser.add_argument("--engine-lease", type=float,
