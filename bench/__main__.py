@@ -13,9 +13,16 @@ from bench.results import LEGEND, CaseResult, goal_lines, progress, results_tabl
 from bench.stack import peak_rss_resettable
 
 #: Runs (baseline: calls) per case: enough to be steady, and the whole bench done in a few minutes here.
-DEFAULT_RUNS = {"baseline": 2000, "sequential": 30, "concurrent": 300, "burst": 1000, "delivery": 100, "burst2": 1000}
+DEFAULT_RUNS = {
+    "baseline": 2000, "sequential": 30, "concurrent": 300, "burst": 1000, "delivery": 100, "burst2": 1000,
+    "resume": 200,
+}
 #: --smoke: a handful per case, to show the bench works (the test runs it), not to measure.
-SMOKE_RUNS = {"baseline": 64, "sequential": 3, "concurrent": 12, "burst": 10, "delivery": 5, "burst2": 10}
+SMOKE_RUNS = {
+    "baseline": 64, "sequential": 3, "concurrent": 12, "burst": 10, "delivery": 5, "burst2": 10, "resume": 10,
+}
+#: --smoke: the resume case's engine lease, so that its killed engine's runs are resumed within seconds.
+SMOKE_ENGINE_LEASE = 3.0
 DEFAULT_CLIENTS, SMOKE_CLIENTS = 32, 4
 DEFAULT_LATENCY, SMOKE_LATENCY = 1.0, 0.2
 DEFAULT_DEADLINE, SMOKE_DEADLINE = 600.0, 60.0
@@ -30,19 +37,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int,
                         help=f"concurrent clients of the baseline and the 0 ms case (default {DEFAULT_CLIENTS})")
     parser.add_argument("--latency", type=float,
-                        help=f"seconds per model call in the burst and delivery cases (default {DEFAULT_LATENCY:g})")
+                        help="seconds per model call in the burst, delivery and resume cases "
+                        f"(default {DEFAULT_LATENCY:g})")
     parser.add_argument("--deadline", type=float,
                         help=f"each call's deadline, s; a run past it is an error (default {DEFAULT_DEADLINE:g})")
+    parser.add_argument("--engine-lease", type=float,
+                        help="ENGINE_LEASE_SECONDS in the resume case (default: the engine's own; --smoke: "
+                        f"{SMOKE_ENGINE_LEASE:g})")
     parser.add_argument("--cases", default=",".join(CASES),
                         help=f"comma-separated, from {', '.join(CASES)} (default: all)")
     args = parser.parse_args(argv)
     unknown = set(args.cases.split(",")) - set(CASES)
     if unknown:
         parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(CASES)}")
-    for name in ("runs", "clients", "latency", "deadline"):
+    for name in ("runs", "clients", "latency", "deadline", "engine_lease"):
         value = getattr(args, name)
         if value is not None and (value <= 0 if name != "latency" else value < 0):
-            parser.error(f"--{name} must be positive")
+            parser.error(f"--{name.replace('_', '-')} must be positive")
     return args
 
 
@@ -54,6 +65,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         clients=args.clients or (SMOKE_CLIENTS if args.smoke else DEFAULT_CLIENTS),
         latency=args.latency if args.latency is not None else (SMOKE_LATENCY if args.smoke else DEFAULT_LATENCY),
         deadline=args.deadline or (SMOKE_DEADLINE if args.smoke else DEFAULT_DEADLINE),
+        engine_lease=args.engine_lease or (SMOKE_ENGINE_LEASE if args.smoke else None),
     )
 
 

@@ -4,7 +4,8 @@ a. baseline: a bare grpc.aio server stream of 8 messages, N concurrent clients (
 b. 0 ms model, 1 client, sequential StreamChat runs;
 c. 0 ms model, N concurrent clients;
 d. a slow model (1 s per call) on a fresh stack, every run's client started at once;
-e. step delivery on that stack: runs started with StartRun, each followed by its own WatchRun.
+e. step delivery on that stack: runs started with StartRun, each followed by its own WatchRun;
+f. resume (issue 18): on a fresh stack, runs in flight when the engine is SIGKILLed and restarted (bench/resume.py).
 
 Every stack case goes through the Envoy gateway with native gRPC, and every run is verified from the store after
 the timing (bench/verify.py).
@@ -24,6 +25,7 @@ from agentplatform.runs.v1 import runs_pb2
 from bench.baseline import bare_stream, baseline_server
 from bench.load import Channels, ClientRun, all_at_once, closed_loop, start_and_watch, stream_chat
 from bench.results import BASELINE_SERVER, CaseResult, progress
+from bench.resume import resume_case
 from bench.stack import SELF, RunningStack, Usage, UsageMeter, launched_stack
 from bench.verify import (
     SEED_MODEL_CALLS,
@@ -35,7 +37,7 @@ from bench.verify import (
 )
 from services.engine.settings import EngineSettings
 
-CASES = ("baseline", "sequential", "concurrent", "burst", "delivery", "burst2")
+CASES = ("baseline", "sequential", "concurrent", "burst", "delivery", "burst2", "resume")
 ZERO_LATENCY_CASES = ("sequential", "concurrent")
 SLOW_MODEL_CASES = ("burst", "delivery")
 #: The burst again on a stack with two engine processes (ENGINE_REPLICAS=2), beside the one-engine burst.
@@ -55,6 +57,9 @@ class BenchConfig:
     clients: int
     latency: float
     deadline: float
+    #: ENGINE_LEASE_SECONDS of the resume case's stack; None: the engine's default. A killed engine's runs wait
+    #: for their leases to run out, so this sets how soon they are resumed.
+    engine_lease: float | None = None
 
     @property
     def cores(self) -> int:
@@ -105,6 +110,10 @@ def run_bench(config: BenchConfig) -> BenchOutcome:
             progress(f"stack ready: {', '.join(f'{name} {pid}' for name, pid in stack.pids.items())}")
             results, notes = asyncio.run(_stack_cases(stack, config, chosen, latency, baseline))
         outcome.results += results
+        outcome.notes += notes
+    if "resume" in config.cases:
+        result, notes = run_resume(config)
+        outcome.results.append(result)
         outcome.notes += notes
     return outcome
 
@@ -223,6 +232,23 @@ def _set_ideal(result: CaseResult, latency: float, cores: int) -> None:
     bound = max(result.ideal_s, result.cpu_floor_s)
     result.comparison = (f"ideal {result.ideal_s:.1f} s, floor {result.cpu_floor_s:.1f} s: "
                          f"wall {result.wall_s / bound:.1f}x")
+
+
+# --- f: the engine killed -----------------------------------------------------------------------------------
+
+
+def run_resume(config: BenchConfig) -> tuple[CaseResult, list[str]]:
+    runs, latency = config.runs["resume"], config.latency
+    lease = "its default lease" if config.engine_lease is None else f"a {config.engine_lease:g} s lease"
+    name = f"f. engine SIGKILLed, {runs:,} in flight, {latency:g} s model"
+    settings = {} if config.engine_lease is None else {"ENGINE_LEASE_SECONDS": str(config.engine_lease)}
+    progress(f"starting the stack with a {latency:g} s model, the engine on {lease}, for the resume case")
+    with launched_stack(latency, settings=settings) as stack:
+        result = asyncio.run(resume_case(stack, runs, latency, config.deadline, name))
+        stack.keep_log |= result.errors > 0
+    notes = [f"{name}: the engine's CPU and RSS are left out (it was killed; the launcher restarted it), the "
+             f"engine on {lease}: a killed engine's runs are resumed once their leases run out"]
+    return result, notes
 
 
 # --- verification -----------------------------------------------------------------------------------------

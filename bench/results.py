@@ -32,9 +32,12 @@ was open; CPU * = CPU ms per run of each process (utime+stime from /proc over th
 tools + envoy (baseline: the bare server), other = demo model + load client + launcher (baseline: the client);
 RSS = peak RSS in MiB during the case; vs baseline = runs/s and CPU sum relative to the bare stream's calls/s
 and server CPU per call; ideal = 3 model calls x latency, floor = CPU s of all processes (model and client
-included) / cores, and wall / max(ideal, floor).
+included) / cores, and wall / max(ideal, floor). Case f: wall = from the first StartRun until no run is live; lat =
+each run's create to complete time in the store; its last column: the runs completed, and from the SIGKILL until
+each run in flight was taken over by the restarted engine (its `resumed` step) and until its next step.
 Goals (issue 6): 1,000 runs @1 s: zero errors, wall <= 10 s and <= 1.2 x max(3 s, CPU s / 2), TTFS p99 < 1 s;
-0 ms model, 32 clients: >= 100 runs/s, <= 15 ms CPU per run summed; step delivery p99 < 20 ms."""
+0 ms model, 32 clients: >= 100 runs/s, <= 15 ms CPU per run summed; step delivery p99 < 20 ms.
+Goal (issue 18): every run in flight when the engine is SIGKILLed completes, resumed once."""
 
 
 def progress(message: str) -> None:
@@ -81,6 +84,10 @@ class CaseResult:
         cpu = sum(seconds for name, seconds in self.cpu_s.items() if _kind(name) in kinds)
         return cpu * 1000 / self.runs if self.runs else float("nan")
 
+    def measured(self, kind: str) -> bool:
+        """Whether the CPU of a process of this kind was measured over the case."""
+        return any(_kind(name) == kind for name in self.cpu_s)
+
     def peak_rss_of(self, kind: str) -> int | None:
         """The largest peak RSS of a process of this kind (each engine's own, not their sum)."""
         peaks = [peak for name, peak in self.peak_rss.items() if _kind(name) == kind]
@@ -97,7 +104,10 @@ class CaseResult:
 
     def row(self) -> list[str]:
         baseline = BASELINE_SERVER in self.cpu_s
-        per_process = ["-"] * 4 if baseline else [fmt(self.cpu_ms_per_run(name), 2) for name in PLATFORM]
+        # A process left out of the measure (killed or restarted during the case) shows "-", not 0.
+        per_process = ["-"] * 4 if baseline else [
+            fmt(self.cpu_ms_per_run(name), 2) if self.measured(name) else "-" for name in PLATFORM
+        ]
         other = ("client",) if baseline else DRIVERS
         rss = ["-" if (peak := self.peak_rss_of(kind)) is None else fmt(peak / MIB, 0) for kind in ("engine", "runs")]
         return [
@@ -143,6 +153,9 @@ def goal_lines(results: Sequence[CaseResult]) -> list[str]:
     if delivery := by_key.get("delivery"):
         p99 = percentile(delivery.delivery_ms, 0.99)
         lines.append(_goal(f"{delivery.name}: delivery p99 {p99:.1f} ms < 20 ms", p99 < 20))
+    if resume := by_key.get("resume"):
+        lines.append(_goal(f"{resume.name}: {resume.verified}/{resume.checked} runs completed, each resumed once "
+                           "if it was in flight", resume.verified == resume.checked))
     return lines
 
 

@@ -233,10 +233,12 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def stack_environment(workdir: Path, ports: Ports, model_latency: float, engines: int = 1) -> dict[str, str]:
+def stack_environment(
+    workdir: Path, ports: Ports, model_latency: float, engines: int = 1, settings: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The launcher's environment: the caller's, less any service setting, plus free ports, databases in
     `workdir`, `engines` engine processes, and the demo model (no LLM_BASE_URL) answering after `model_latency`
-    seconds in one piece."""
+    seconds in one piece; then `settings` (a case that measures a setting's effect)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
     return env | {
         "ENGINE_REPLICAS": str(engines),
@@ -259,6 +261,7 @@ def stack_environment(workdir: Path, ports: Ports, model_latency: float, engines
         "TOOLS_WORKSPACE": str(workdir / "workspace"),
         "DEMO_MODEL_LATENCY_SECONDS": str(model_latency),
         "DEMO_MODEL_CHUNK_DELAY_SECONDS": "0",
+        **(settings or {}),
     }
 
 
@@ -380,13 +383,15 @@ def _stop(stack: RunningStack) -> int | None:
 
 
 @contextmanager
-def launched_stack(model_latency: float, engines: int = 1) -> Iterator[RunningStack]:
+def launched_stack(
+    model_latency: float, engines: int = 1, settings: Mapping[str, str] | None = None
+) -> Iterator[RunningStack]:
     """`python -m services.launcher` in a temporary folder with `engines` engine processes, ready to serve;
     stopped (Ctrl-C) and cleaned up on the way out. The launcher's log stays in the folder until then (see
     `RunningStack.log_problems`)."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-stack-"))
     ports = Ports.free(engines)
-    env = stack_environment(workdir, ports, model_latency, engines)
+    env = stack_environment(workdir, ports, model_latency, engines, settings)
     try:
         with open(workdir / "launcher.log", "wb") as log:
             launcher = subprocess.Popen(

@@ -27,23 +27,28 @@ VERIFY_CONCURRENCY = 16
 GET_RUN_TIMEOUT_SECONDS = 30.0
 
 
-def seed_run_problems(run: runs_pb2.Run) -> list[str]:
-    """What is wrong with `run` as an answer to the seed question (nothing: an empty list)."""
+def seed_run_problems(run: runs_pb2.Run, resumes: int = 0) -> list[str]:
+    """What is wrong with `run` as an answer to the seed question (nothing: an empty list). `resumes`: how many
+    `resumed` steps it must carry (a run whose engine died under it), besides the seed's steps."""
     problems = []
     if run.state != runs_pb2.RUN_STATE_COMPLETED:
         detail = f" ({run.error_code}: {run.error_message})" if run.error_code or run.error_message else ""
         problems.append(f"state {runs_pb2.RunState.Name(run.state)}{detail}")
-    types = tuple(step.WhichOneof("content") for step in run.steps)
+    markers = sum(step.HasField("resumed") for step in run.steps)
+    if markers != resumes:
+        problems.append(f"{markers} resume markers, expected {resumes}")
+    steps = [step for step in run.steps if not step.HasField("resumed")]
+    types = tuple(step.WhichOneof("content") for step in steps)
     if types != SEED_STEP_TYPES:
         problems.append(f"step types {list(types)}")
     sequences = [step.sequence for step in run.steps]
-    if sequences != list(range(1, len(SEED_STEP_TYPES) + 1)):
+    if sequences != list(range(1, len(SEED_STEP_TYPES) + markers + 1)):
         problems.append(f"sequences {sequences}")
-    model_calls = sum(step.HasField("model_call") for step in run.steps)
+    model_calls = sum(step.HasField("model_call") for step in steps)
     if model_calls != SEED_MODEL_CALLS:
         problems.append(f"{model_calls} steps carry a model call, expected {SEED_MODEL_CALLS}")
     if not problems:
-        problems += _content_problems(run.steps)
+        problems += _content_problems(steps)
     return problems
 
 

@@ -76,3 +76,26 @@ def test_failures_are_counted_by_kind() -> None:
     assert failure_kind(None, run) == "FAILED interrupted"
     assert failure_kind("UNAVAILABLE: upstream connect error", None) == "UNAVAILABLE"
     assert failure_kind(None, seed_run()) == "wrong timeline"
+
+
+def resumed_after(run: runs_pb2.Run, steps_before: int) -> runs_pb2.Run:
+    """`run` as resumed by another engine after its first `steps_before` steps: a `resumed` step there, the
+    rest renumbered after it."""
+    resumed = runs_pb2.Run(id=run.id, state=run.state)
+    for step in run.steps[:steps_before]:
+        resumed.steps.add().CopyFrom(step)
+    resumed.steps.add(run_id=run.id, sequence=steps_before + 1, resumed=runs_pb2.Resumed(executor_id="e", attempt=1))
+    for step in run.steps[steps_before:]:
+        resumed.steps.add().CopyFrom(step)
+        resumed.steps[-1].sequence = len(resumed.steps)
+    return resumed
+
+
+def test_a_resumed_seed_run_passes_with_the_markers_it_must_carry_and_only_those() -> None:
+    run = resumed_after(seed_run(), 4)
+    assert seed_run_problems(run, resumes=1) == []
+    assert seed_run_problems(run) != []  # a marker where none was expected
+    assert seed_run_problems(seed_run(), resumes=1) != []  # a run in flight at the kill that shows no resume
+    gap = resumed_after(seed_run(), 4)
+    gap.steps[-1].sequence += 1
+    assert seed_run_problems(gap, resumes=1) != []

@@ -22,23 +22,26 @@ from pathlib import Path
 
 import pytest
 
-from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
-from tests.e2e.conftest import RunningStack, wait_ready
+from agentplatform.runs.v1 import runs_pb2
 from tests.e2e.faults import (
-    FINAL,
-    LEASE,
-    REAP_MARGIN,
-    REAPER_INTERVAL,
     assert_numbered,
     clients,
     ended,
     explained,
-    fault_stack,
     get_runs,
     kill,
     list_runs,
     start_runs,
     wait_for,
+)
+from tests.e2e.resumes import (
+    ORPHANED_WITHIN,
+    assert_resumed_seed_run,
+    done,
+    kinds,
+    restart_engine,
+    resume_stack,
+    without_markers,
 )
 from tests.support.seed import SEED_TIMELINE, timeline
 
@@ -46,44 +49,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 #: Long enough for a kill to land while the model streams; short enough for a run of four turns to finish.
 MODEL_LATENCY = 1.0
-#: The time a killed engine's runs take to be offered again: the lease, a reaper pass, margin.
-ORPHANED_WITHIN = LEASE + REAPER_INTERVAL + REAP_MARGIN
-
-
-def kinds(run: runs_pb2.Run) -> list[str]:
-    return [str(step.WhichOneof("content")) for step in run.steps]
-
-
-def without_markers(run: runs_pb2.Run) -> list[runs_pb2.Step]:
-    return [step for step in run.steps if step.WhichOneof("content") != "resumed"]
-
-
-def done(runs: runs_pb2_grpc.RunServiceStub, run_ids: list[str]) -> list[runs_pb2.Run] | None:
-    """The runs once none is live or waiting."""
-    found = get_runs(runs, run_ids)
-    return found if all(run.state in FINAL for run in found) else None
-
-
-def restart_engine(stack: RunningStack) -> None:
-    stack.start(stack.spec("engine"))
-    wait_ready(stack, ["engine"])
-
-
-def assert_resumed_seed_run(run: runs_pb2.Run, attempts: int = 1) -> None:
-    """COMPLETED with the seed's timeline and answer, plus `attempts` resume markers, numbered 1..n."""
-    assert run.state == runs_pb2.RUN_STATE_COMPLETED, (run.id, runs_pb2.RunState.Name(run.state), run.error_message)
-    assert_numbered(run)
-    assert timeline(without_markers(run)) == SEED_TIMELINE, timeline(list(run.steps))
-    assert "45" in run.steps[-1].agent_response.text
-    markers = [step.resumed for step in run.steps if step.WhichOneof("content") == "resumed"]
-    assert [marker.attempt for marker in markers] == list(range(1, attempts + 1))
-    assert run.attempts == attempts
-    assert all(marker.executor_id for marker in markers)
 
 
 def test_runs_of_a_killed_engine_are_resumed_by_the_next_one_and_complete(tmp_path: Path) -> None:
-    with fault_stack(tmp_path, ENGINE_LEASE_SECONDS=LEASE, RUNS_REAPER_INTERVAL_SECONDS=REAPER_INTERVAL,
-                     DEMO_MODEL_LATENCY_SECONDS=MODEL_LATENCY) as stack, \
+    with resume_stack(tmp_path, DEMO_MODEL_LATENCY_SECONDS=MODEL_LATENCY) as stack, \
             clients(stack) as (engine, runs), explained(stack):
         # Two kill points at once, held in place by stopping the model (SIGSTOP): one run past its first tool
         # result, its next model call in flight; one at its first model call, its user request alone recorded.
@@ -123,8 +92,7 @@ def test_runs_of_a_killed_engine_are_resumed_by_the_next_one_and_complete(tmp_pa
 
 
 def test_a_read_only_tool_call_cut_off_by_the_kill_runs_again_without_asking(tmp_path: Path) -> None:
-    with fault_stack(tmp_path, ENGINE_LEASE_SECONDS=LEASE, RUNS_REAPER_INTERVAL_SECONDS=REAPER_INTERVAL,
-                     DEMO_MODEL_LATENCY_SECONDS=MODEL_LATENCY) as stack, \
+    with resume_stack(tmp_path, DEMO_MODEL_LATENCY_SECONDS=MODEL_LATENCY) as stack, \
             clients(stack) as (engine, runs), explained(stack):
         run_ids = start_runs(engine, 2)
         wait_for("the runs to begin", 10, lambda: all(run.step_count >= 1 for run in get_runs(runs, run_ids)))
@@ -162,8 +130,7 @@ def test_a_read_only_tool_call_cut_off_by_the_kill_runs_again_without_asking(tmp
 
 def test_a_run_killed_four_times_ends_failed_interrupted_after_its_third_resume(tmp_path: Path) -> None:
     # A slow model: every engine is killed while the run waits on its model call.
-    with fault_stack(tmp_path, ENGINE_LEASE_SECONDS=LEASE, RUNS_REAPER_INTERVAL_SECONDS=REAPER_INTERVAL,
-                     DEMO_MODEL_LATENCY_SECONDS=30) as stack, \
+    with resume_stack(tmp_path, DEMO_MODEL_LATENCY_SECONDS=30) as stack, \
             clients(stack) as (engine, runs), explained(stack):
         (run_id,) = start_runs(engine, 1)
         for attempt in range(1, 4):

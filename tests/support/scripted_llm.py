@@ -12,6 +12,9 @@ the answer back before its first byte; `http_error(status, message, headers=...)
 headers (Retry-After); `usages` are the token counts the server reported for each request, and `aborted` the
 requests whose connection the client closed before the answer was complete (`await llm.wait_for(...)` waits for
 either to show something).
+
+For runs in parallel, whose requests interleave, `ScriptedLLM(pick=...)` answers each request with what
+`pick(body)` returns instead of the next queued reply (e.g. by the conversation's user message and turn).
 """
 
 import asyncio
@@ -45,6 +48,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Chooses the answer to one request from its body (the messages so far), instead of the queue.
+Pick = Callable[[dict[str, Any]], "ModelReply | HttpError | Delayed"]
 
 #: What the server answers once every queued reply has been used.
 NO_REPLY_LEFT = "scripted LLM: no reply left (the test scripted fewer replies than the model was asked for)"
@@ -118,7 +124,9 @@ class ScriptedLLM:
         *replies: ModelReply | HttpError | Delayed,
         chunk_delay_seconds: float = 0.0,
         first_byte_delay_seconds: float = 0.0,
+        pick: Pick | None = None,
     ) -> None:
+        self._pick = pick
         self._replies: deque[ModelReply | HttpError | Delayed] = deque(replies)
         self._chunk_delay_seconds = chunk_delay_seconds
         self._first_byte_delay_seconds = first_byte_delay_seconds
@@ -170,7 +178,10 @@ class ScriptedLLM:
         exchange = _current_exchange.get(None)
         if exchange is not None:
             exchange.index = len(self.requests) - 1
-        item = self._replies.popleft() if self._replies else HttpError(500, NO_REPLY_LEFT)
+        if self._pick is not None:
+            item = self._pick(body)
+        else:
+            item = self._replies.popleft() if self._replies else HttpError(500, NO_REPLY_LEFT)
         delay = self._first_byte_delay_seconds
         if isinstance(item, Delayed):
             item, delay = item.reply, item.seconds
