@@ -7,6 +7,8 @@ followRun through the gateway while the test SIGKILLs the process its stream goe
   and the program yields every step 1..n exactly once (the seed timeline plus the `resumed` marker) and the final run;
 - followRun, over the Connect protocol: the runs service the watch streams from is killed mid-run and started
   again on its port; the watch re-attaches and yields the rest of the run, each step once;
+- a chat whose engine is killed before StreamChat sent its first event (the runs service held with SIGSTOP, so
+  the run cannot be created yet) is started again with the request id the client gave it: one run, not two;
 - an unknown run is NOT_FOUND at once, thrown as it is, without a re-attach;
 - a follow left after its re-attach (its AbortSignal) cancels the run, as leaving its StreamChat would have.
 
@@ -17,6 +19,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -171,6 +174,16 @@ def stored_run(stack: RunningStack, run_id: str) -> runs_pb2.Run:
         return runs_pb2_grpc.RunServiceStub(channel).GetRun(runs_pb2.GetRunRequest(run_id=run_id), timeout=5)
 
 
+def list_runs(stack: RunningStack) -> list[runs_pb2.Run]:
+    with grpc.insecure_channel(stack.stack.runs_address) as channel:
+        return list(runs_pb2_grpc.RunServiceStub(channel).ListRuns(runs_pb2.ListRunsRequest(), timeout=5).runs)
+
+
+def final_resumes(lines: list[dict[str, Any]]) -> int:
+    """How many times the followed run was resumed, as its final event says."""
+    return int(events_of(lines)[-1].run.attempts)
+
+
 def assert_one_continuous_run(stack: RunningStack, lines: list[dict[str, Any]], resumes: int) -> runs_pb2.Run:
     """The program ended normally after yielding the run's stored steps, each exactly once and in order, and
     the run last, COMPLETED with the seed's answer; `resumes` resume markers among the steps."""
@@ -264,3 +277,28 @@ def test_a_follow_chat_left_after_its_re_attach_cancels_the_run_as_its_stream_ch
         run = wait_for("the run to end", 20, ended)
         assert (run.state, run.error_code) == (runs_pb2.RUN_STATE_CANCELLED, "cancelled"), run.error_message
         assert_numbered(run)
+
+
+def test_a_chat_broken_before_its_first_event_is_started_again_as_the_same_run(program: Path, tmp_path: Path) -> None:
+    # The runs service is stopped (SIGSTOP), so the engine cannot create the run: StreamChat has sent nothing when
+    # its engine is killed. The run id is unknown, so the follow retries the start, with the request id it gave it,
+    # against the restarted engine: whether or not the dead engine's create reached the store, there is one run.
+    with gateway_stack(tmp_path) as stack:
+        runs = stack.processes["runs"]
+        os.kill(runs.pid, signal.SIGSTOP)
+        try:
+            with following(program, stack, protocol="grpc-web", mode="chat", message=SEED_QUESTION) as follower:
+                time.sleep(1.5)
+                kill(stack, "engine")
+                os.kill(runs.pid, signal.SIGCONT)
+                stack.start(stack.spec("engine"))
+                wait_ready(stack, ["engine"])
+                lines = follower.finish(time.monotonic() + FOLLOW_TIMEOUT)
+
+                assert not events_of(lines[:1]), "StreamChat sent an event before the kill: the start was not cut off"
+                found = reattaches(lines)
+                assert found and found[0]["runId"] == "" and found[0]["afterSequence"] == "0", found
+                final = assert_one_continuous_run(stack, lines, resumes=final_resumes(lines))
+                assert [run.id for run in list_runs(stack)] == [final.id]
+        finally:
+            os.kill(runs.pid, signal.SIGCONT)
