@@ -4,7 +4,9 @@ followRun through the gateway while the test SIGKILLs the process its stream goe
 
 - followChat, over grpc-web and Connect: the engine the chat streams from is killed mid-run and started again;
   the client re-attaches with WatchRun from the last step it yielded while the restarted engine resumes the run,
-  and the program yields every step 1..n exactly once (the seed timeline plus the `resumed` marker) and the final run;
+  and the program yields every step 1..n exactly once (the seed timeline plus the `resumed` marker) and the final
+  run; the same with two engines (ENGINE_REPLICAS=2), the one executing the chat killed for good and the other
+  resuming the run;
 - followRun, over the Connect protocol: the runs service the watch streams from is killed mid-run and started
   again on its port; the watch re-attaches and yields the rest of the run, each step once;
 - a chat whose engine is killed before StreamChat sent its first event (the runs service held with SIGSTOP, so
@@ -36,8 +38,9 @@ from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from tests.conftest import REPO_ROOT
 from tests.e2e.browser_page import CLIENT_PACKAGE, ESBUILD, PROTOCOLS, UNKNOWN_RUN_ID
-from tests.e2e.conftest import RunningStack, build_stack_in, wait_ready
+from tests.e2e.conftest import STARTUP_TIMEOUT, RunningStack, build_stack_in, wait_ready, wait_serving
 from tests.e2e.faults import FINAL, LEASE, REAPER_INTERVAL, assert_numbered, kill, logs, stack_env, wait_for
+from tests.launcher.test_engine_replicas import two_free_ports
 from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
@@ -45,6 +48,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 PROGRAM_SOURCE = Path(__file__).resolve().parent / "node" / "follow.ts"
 #: Long enough for a kill to land mid-run; short enough for a run of four model turns to finish soon.
 MODEL_LATENCY = 1.0
+ENGINE_SERVICE = "agentplatform.engine.v1.AgentService"
 #: A bound on the whole follow, kills, lease expiry and resume included.
 FOLLOW_TIMEOUT = 60.0
 
@@ -67,13 +71,14 @@ def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def gateway_stack(workdir: Path) -> Iterator[RunningStack]:
+def gateway_stack(workdir: Path, **settings: str) -> Iterator[RunningStack]:
     """The whole stack, Envoy included, with short leases (a killed engine's run is offered again within about
-    3 s) and a model slow enough for runs to be in flight; every process killed on the way out."""
+    3 s) and a model slow enough for runs to be in flight, plus `settings`; every process killed on the way out."""
     env = stack_env(workdir, {
         "ENGINE_LEASE_SECONDS": str(LEASE),
         "RUNS_REAPER_INTERVAL_SECONDS": str(REAPER_INTERVAL),
         "DEMO_MODEL_LATENCY_SECONDS": str(MODEL_LATENCY),
+        **settings,
     })
     stack = build_stack_in(workdir, env)
     running = RunningStack(stack, workdir, env, page_port=0)
@@ -81,10 +86,25 @@ def gateway_stack(workdir: Path) -> Iterator[RunningStack]:
         for spec in stack.processes:
             running.start(spec)
         wait_ready(running, [spec.name for spec in stack.processes])
+        # wait_ready knows the engine by its one-engine name; with ENGINE_REPLICAS they are engine-1, engine-2 …
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        for name, address in zip(engine_names(running), stack.engine_addresses, strict=True):
+            wait_serving(address, ENGINE_SERVICE, deadline, running.processes[name])
         yield running
     finally:
         for name in list(running.processes):
             kill(running, name)
+
+
+def engine_names(stack: RunningStack) -> list[str]:
+    """The engine processes' names, in the order of `Stack.engine_addresses`."""
+    return [spec.name for spec in stack.stack.processes if spec.name == "engine" or spec.name.startswith("engine-")]
+
+
+def engine_holding(stack: RunningStack, run_id: str) -> str:
+    """The name of the engine process that executes the run now (each engine logs its executor id at start)."""
+    executor_id = wait_for("an engine to hold the run", 10, lambda: stored_run(stack, run_id).executor_id)
+    return next(name for name in engine_names(stack) if f"engine {executor_id} listening" in stack.log(name))
 
 
 def restart(stack: RunningStack, name: str) -> None:
@@ -302,3 +322,24 @@ def test_a_chat_broken_before_its_first_event_is_started_again_as_the_same_run(p
                 assert [run.id for run in list_runs(stack)] == [final.id]
         finally:
             os.kill(runs.pid, signal.SIGCONT)
+
+
+def test_follow_chat_goes_on_when_a_second_engine_resumes_the_run_of_the_killed_one(
+    program: Path, tmp_path: Path
+) -> None:
+    # Two engines behind Envoy; the one executing the chat is killed and stays dead: the other takes the run over
+    # once its lease runs out, and the follow, re-attached to the runs service, sees it go on there.
+    with gateway_stack(tmp_path, ENGINE_REPLICAS="2", ENGINE_PORT=str(two_free_ports())) as stack, \
+            following(program, stack, protocol="grpc-web", mode="chat", message=SEED_QUESTION) as follower:
+        deadline = time.monotonic() + FOLLOW_TIMEOUT
+        follower.until_step(3, deadline)
+        run_id = events_of(follower.seen)[0].run.id
+        killed = engine_holding(stack, run_id)
+        kill(stack, killed)
+        lines = follower.finish(deadline)
+
+        final = assert_one_continuous_run(stack, lines, resumes=1)
+        assert reattaches(lines) and final.attempts == 1
+        (marker,) = [step.resumed for step in steps_of(events_of(lines)) if step.WhichOneof("content") == "resumed"]
+        (survivor,) = [name for name in engine_names(stack) if name != killed]
+        assert f"engine {marker.executor_id} listening" in stack.log(survivor), marker
