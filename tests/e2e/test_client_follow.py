@@ -1,6 +1,7 @@
 """The typed client follows a run across broken streams (issue 18), against the real stack with Envoy: a Node
 program (tests/e2e/node/follow.ts, bundled with the client's TypeScript sources) iterates followChat or
-followRun through the gateway while the test SIGKILLs the process its stream goes through.
+followRun through the gateway while the test SIGKILLs the process its stream goes through. What a stack cannot
+stage on demand runs against a scripted server in tests/e2e/node/follow_cases.ts (node:test, no stack).
 
 - followChat, over grpc-web and Connect: the engine the chat streams from is killed mid-run and started again;
   the client re-attaches with WatchRun from the last step it yielded while the restarted engine resumes the run,
@@ -45,7 +46,7 @@ from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
-PROGRAM_SOURCE = Path(__file__).resolve().parent / "node" / "follow.ts"
+NODE_DIR = Path(__file__).resolve().parent / "node"
 #: Long enough for a kill to land mid-run; short enough for a run of four model turns to finish soon.
 MODEL_LATENCY = 1.0
 ENGINE_SERVICE = "agentplatform.engine.v1.AgentService"
@@ -54,20 +55,35 @@ FOLLOW_TIMEOUT = 60.0
 
 
 @pytest.fixture(scope="module")
-def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """follow.ts bundled for node, with the client's TypeScript sources (the `source` export condition)."""
+def bundled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/e2e/node bundled for node, with the client's TypeScript sources (the `source` export condition)."""
     if shutil.which("node") is None or not ESBUILD.exists() or not CLIENT_PACKAGE.exists():
         reason = "node, esbuild or the client package (npm ci) is missing"
         if os.environ.get("REQUIRE_BROWSER") == "1":
             pytest.fail(f"REQUIRE_BROWSER=1 but {reason}")
         pytest.skip(reason)
-    out = tmp_path_factory.mktemp("follow") / "follow.mjs"
+    out = tmp_path_factory.mktemp("node")
     subprocess.run(
-        [str(ESBUILD), str(PROGRAM_SOURCE), "--bundle", "--platform=node", "--format=esm", "--target=node20",
-         "--conditions=source", "--log-level=warning", f"--outfile={out}"],
+        [str(ESBUILD), str(NODE_DIR / "follow.ts"), str(NODE_DIR / "follow_cases.ts"), "--bundle", "--platform=node",
+         "--format=esm", "--target=node20", "--conditions=source", "--log-level=warning", "--out-extension:.js=.mjs",
+         f"--outdir={out}"],
         cwd=REPO_ROOT, check=True, timeout=60,
     )
     return out
+
+
+@pytest.fixture(scope="module")
+def program(bundled: Path) -> Path:
+    return bundled / "follow.mjs"
+
+
+def test_follow_against_a_scripted_server(bundled: Path) -> None:
+    """The cases a real stack cannot stage on demand (follow_cases.ts: a gap, a clean end before the run's, which
+    statuses are breaks, the attempt bound, the request id kept across a retried start, cancelling on leave)."""
+    result = subprocess.run(["node", str(bundled / "follow_cases.mjs")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    cases = (NODE_DIR / "follow_cases.ts").read_text().count("\ntest(")
+    assert f"# pass {cases}\n" in result.stdout and "# fail 0\n" in result.stdout, result.stdout
 
 
 @contextmanager
