@@ -10,13 +10,14 @@
  * and wait between attempts.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import type { CallOptions } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
 
 import { DisconnectPolicy } from "./gen/agentplatform/engine/v1/engine_pb.js";
 import type { StreamChatRequestSchema } from "./gen/agentplatform/engine/v1/engine_pb.js";
-import { RunState } from "./gen/agentplatform/runs/v1/runs_pb.js";
-import type { RunEvent } from "./gen/agentplatform/runs/v1/runs_pb.js";
+import { RunEventSchema, RunState } from "./gen/agentplatform/runs/v1/runs_pb.js";
+import type { RunEvent, Step } from "./gen/agentplatform/runs/v1/runs_pb.js";
 import type { PlatformClients } from "./index.js";
 import { retryDelayMs } from "./index.js";
 
@@ -152,8 +153,12 @@ async function* follow(
               const sequence = event.event.value.sequence;
               if (sequence <= lastSequence) break; // replayed: yielded already
               if (sequence !== lastSequence + 1n) {
-                // Never skip a step: read the missing ones from the store instead.
-                throw new ConnectError(`step ${sequence} came after step ${lastSequence}`, Code.DataLoss);
+                // Never skip a step. The platform sends every one, but should one go missing, read it from the
+                // store, beside the stream (a chat's stream stays open: closing it would cancel the run).
+                for (const missing of await missingSteps(clients, runId, lastSequence, sequence, callOptions)) {
+                  lastSequence = missing.sequence;
+                  yield create(RunEventSchema, { event: { case: "step", value: missing } });
+                }
               }
               lastSequence = sequence;
               yield event;
@@ -193,13 +198,32 @@ async function* follow(
   }
 }
 
+/** The stored steps strictly between `after` and `before`; DATA_LOSS (a break: the follow re-attaches with
+ * WatchRun from `after`) if the store does not have every one of them yet. */
+async function missingSteps(
+  clients: Pick<PlatformClients, "runs">,
+  runId: string,
+  after: bigint,
+  before: bigint,
+  callOptions: CallOptions,
+): Promise<Step[]> {
+  const run = await clients.runs.getRun({ runId }, callOptions);
+  const missing = run.steps.filter((step) => step.sequence > after && step.sequence < before);
+  const whole = missing.every((step, i) => step.sequence === after + BigInt(i + 1));
+  if (!whole || missing.length !== Number(before - after - 1n)) {
+    throw new ConnectError(`steps ${after + 1n} to ${before - 1n} of run ${runId} are missing`, Code.DataLoss);
+  }
+  return missing;
+}
+
 /**
  * Whether a failed stream is a break worth re-attaching after, rather than an answer to throw:
  * - UNAVAILABLE: the service or its connection is gone (a killed engine, a restarting runs service, no healthy
  *   upstream at the gateway, the network);
  * - UNKNOWN and INTERNAL: what a stream cut off mid-response looks like to fetch ("missing trailer", "terminated",
  *   "network error"); both are also a server's bug, which a bounded number of re-attaches does not make worse;
- * - DATA_LOSS: the follow's own gap check (a step missing between two), answered by reading the store again;
+ * - DATA_LOSS: steps missing between two that the store did not have either (see missingSteps): re-attaching
+ *   reads them again after the last step yielded;
  * - DEADLINE_EXCEEDED: only of one call, when the follow itself has no `timeoutMs`;
  * - RESOURCE_EXHAUSTED: only once the run exists (a busy gateway refusing the re-attach); on the start it is the
  *   engine refusing a new run, which the app decides about.

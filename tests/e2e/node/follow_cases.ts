@@ -47,15 +47,18 @@ const broken = () => new ConnectError("terminated", Code.Unknown);
 type Script = Array<RunEvent | ConnectError>;
 
 /** A scripted platform: each StreamChat and WatchRun call plays the next script of its list (its events, then the
- * error that ends it, if any), and records its request. */
+ * error that ends it, if any), and records its request; GetRun finds the steps `stored`. */
 class Platform {
   chats: StreamChatRequest[] = [];
   watches: WatchRunRequest[] = [];
   cancels: string[] = [];
+  gets = 0;
 
   constructor(
     private chatScripts: Script[],
     private watchScripts: Script[],
+    /** The sequences of the steps GetRun finds stored. */
+    private stored: number[] = [],
   ) {}
 
   clients() {
@@ -71,6 +74,11 @@ class Platform {
           watchRun: (request) => {
             this.watches.push(request);
             return play(this.watchScripts.shift() ?? [new ConnectError("no more watches", Code.Unavailable)]);
+          },
+          getRun: (request) => {
+            this.gets += 1;
+            const steps = this.stored.map((sequence) => create(StepSchema, { runId: request.runId, sequence: BigInt(sequence) }));
+            return create(RunSchema, { id: request.runId, state: RunState.RUNNING, steps });
           },
           cancelRun: (request) => {
             this.cancels.push(request.runId);
@@ -138,17 +146,24 @@ test("a chat cut off mid-run re-attaches with WatchRun from the last step, each 
   assert.deepEqual(platform.cancels, []);
 });
 
-test("a gap in the steps is read again from the store, never skipped", async () => {
-  const platform = new Platform([], [
-    [run(), step(1), step(3), step(4)],
-    [run(), step(2), step(3), step(4), run(RunState.COMPLETED)],
-  ]);
+test("a step missing from the stream is read from the store beside it, never skipped", async () => {
+  const platform = new Platform([[run(), step(1), step(3), step(4), run(RunState.COMPLETED)]], [], [1, 2, 3, 4]);
   const reattaches: Reattach[] = [];
-  const events = await collect(followRun(platform.clients(), RUN_ID, options(reattaches)));
+  const events = await collect(followChat(platform.clients(), { message: "hi" }, options(reattaches)));
 
   assert.deepEqual(sequences(events), [1, 2, 3, 4]);
-  assert.deepEqual(platform.watches.map((w) => w.afterSequence), [0n, 1n]);
-  assert.equal(reattaches[0].error?.code, Code.DataLoss);
+  assert.equal(platform.gets, 1);
+  assert.deepEqual(reattaches, []); // the chat's stream stayed open: closing it would have cancelled the run
+
+  // Not in the store either (yet): re-attached with WatchRun from the last step yielded.
+  const behind = new Platform([], [
+    [run(), step(1), step(3), step(4)],
+    [run(), step(2), step(3), step(4), run(RunState.COMPLETED)],
+  ], [1, 3]);
+  const again: Reattach[] = [];
+  assert.deepEqual(sequences(await collect(followRun(behind.clients(), RUN_ID, options(again)))), [1, 2, 3, 4]);
+  assert.deepEqual(behind.watches.map((w) => w.afterSequence), [0n, 1n]);
+  assert.equal(again[0].error?.code, Code.DataLoss);
 });
 
 test("a stream that ends cleanly before the run's final event is re-attached", async () => {
