@@ -13,7 +13,8 @@ stage on demand runs against a scripted server in tests/e2e/node/follow_cases.ts
 - a chat whose engine is killed before StreamChat sent its first event (the runs service held with SIGSTOP, so
   the run cannot be created yet) is started again with the request id the client gave it: one run, not two;
 - an unknown run is NOT_FOUND at once, thrown as it is, without a re-attach;
-- a follow left after its re-attach (its AbortSignal) cancels the run, as leaving its StreamChat would have.
+- a follow left after its re-attach (its AbortSignal) cancels the run, as leaving its StreamChat would have;
+- followChat in Chromium (the browser page of test_browser.py), its engine killed mid-run: one continuous run.
 
 Skips when node or the npm packages are missing, unless REQUIRE_BROWSER=1 (CI sets it).
 """
@@ -37,9 +38,26 @@ from google.protobuf import json_format
 
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
-from tests.conftest import REPO_ROOT
-from tests.e2e.browser_page import CLIENT_PACKAGE, ESBUILD, PROTOCOLS, UNKNOWN_RUN_ID
-from tests.e2e.conftest import STARTUP_TIMEOUT, RunningStack, build_stack_in, wait_ready, wait_serving
+from tests.conftest import REPO_ROOT, free_port
+from tests.e2e.browser_page import (
+    CLIENT_PACKAGE,
+    ESBUILD,
+    PROTOCOLS,
+    UNKNOWN_RUN_ID,
+    Browser,
+    Pages,
+    bundle_page,
+    missing_browser_tools,
+    serve_page,
+)
+from tests.e2e.conftest import (
+    STARTUP_TIMEOUT,
+    RunningStack,
+    build_stack_in,
+    local_origin,
+    wait_ready,
+    wait_serving,
+)
 from tests.e2e.faults import FINAL, LEASE, REAPER_INTERVAL, assert_numbered, kill, logs, stack_env, wait_for
 from tests.launcher.test_engine_replicas import two_free_ports
 from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
@@ -359,3 +377,48 @@ def test_follow_chat_goes_on_when_a_second_engine_resumes_the_run_of_the_killed_
         (marker,) = [step.resumed for step in steps_of(events_of(lines)) if step.WhichOneof("content") == "resumed"]
         (survivor,) = [name for name in engine_names(stack) if name != killed]
         assert f"engine {marker.executor_id} listening" in stack.log(survivor), marker
+
+
+def test_follow_chat_in_chromium_re_attaches_when_its_engine_is_killed(tmp_path: Path) -> None:
+    # The same as the Node program, in the client's real home: Chromium's fetch, whose cut-off stream is not
+    # undici's. The page (tests/e2e/browser/page.ts) follows the chat in the background and keeps what it saw.
+    reason = missing_browser_tools()
+    if reason is not None:
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(f"REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    page_dir, stack_dir, page_port = tmp_path / "page", tmp_path / "stack", free_port()
+    page_dir.mkdir()
+    stack_dir.mkdir()
+    bundle_page(page_dir)
+    with gateway_stack(stack_dir, CORS_ALLOWED_ORIGINS=local_origin(page_port)) as stack, \
+            serve_page(page_dir, page_port) as url:
+        browser = Browser()
+        try:
+            browser.open("app", url)
+            pages = Pages(browser, url, url, stack.stack.gateway_url)
+            pages.call("beginFollowChat", "grpc-web", message=SEED_QUESTION)
+
+            def follow_state() -> dict[str, Any]:
+                state: dict[str, Any] | None = browser.call("app", "followState")
+                assert state is not None
+                return state
+
+            def has_step_3() -> bool:
+                return any(event["event"].get("step", {}).get("sequence") == "3" for event in follow_state()["events"])
+
+            wait_for("the page to have step 3", FOLLOW_TIMEOUT, has_step_3)
+            restart(stack, "engine")
+
+            def finished() -> dict[str, Any] | None:
+                state = follow_state()
+                return state if state["ended"] or "error" in state else None
+
+            state = wait_for("the follow to end", FOLLOW_TIMEOUT, finished)
+        finally:
+            browser.close()
+
+        assert "error" not in state, state.get("error")
+        assert state["reattaches"] and int(state["reattaches"][0]["afterSequence"]) >= 3, state["reattaches"]
+        lines = [{"event": event["event"]} for event in state["events"]] + [{"end": True}]
+        assert_one_continuous_run(stack, lines, resumes=1)
