@@ -156,25 +156,29 @@ class Follower:
             ["node", str(program), json.dumps({"baseUrl": stack.stack.gateway_url, **args})],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._lines: queue.Queue[tuple[float, dict[str, Any]] | None] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
+        #: When each line of `seen` arrived (time.monotonic()).
+        self.arrived: list[float] = []
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         assert self._process.stdout is not None
         for line in self._process.stdout:
-            self._lines.put(json.loads(line))
+            self._lines.put((time.monotonic(), json.loads(line)))
         self._lines.put(None)
 
     def next(self, deadline: float) -> dict[str, Any] | None:
         """The next line (None once the program has printed everything); TimeoutError after `deadline`."""
         try:
-            line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            item = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             raise TimeoutError(f"the program printed nothing more; so far: {self.seen}") from None
-        if line is not None:
-            self.seen.append(line)
-        return line
+        if item is None:
+            return None
+        self.arrived.append(item[0])
+        self.seen.append(item[1])
+        return item[1]
 
     def until_step(self, sequence: int, deadline: float) -> None:
         """Read until the program has yielded step `sequence`."""
@@ -209,6 +213,14 @@ def following(program: Path, stack: RunningStack, **args: Any) -> Iterator[Follo
         raise AssertionError(f"{exc}\n--- program stderr\n{follower.stop()}\n{logs(stack)}") from exc
     finally:
         follower.stop()
+
+
+def describe_gap(follower: Follower, killed_at: float) -> str:
+    """How long after the kill the program re-attached, and yielded its next step (the run resumed elsewhere)."""
+    after = [(at - killed_at, line) for at, line in zip(follower.arrived, follower.seen, strict=True) if at > killed_at]
+    reattached = next(at for at, line in after if "reattach" in line)
+    next_step = next(at for at, line in after if "step" in line.get("event", {}))
+    return f"re-attached {reattached:.2f}s after the kill, next step {next_step:.2f}s after it"
 
 
 def events_of(lines: list[dict[str, Any]]) -> list[runs_pb2.RunEvent]:
@@ -266,11 +278,13 @@ def test_follow_chat_re_attaches_when_its_engine_is_killed_and_sees_one_continuo
         deadline = time.monotonic() + FOLLOW_TIMEOUT
         # Step 3 is the first tool call: the engine dies with the run mid-way, its chat stream cut off.
         follower.until_step(3, deadline)
+        killed_at = time.monotonic()
         restart(stack, "engine")
         lines = follower.finish(deadline)
 
         final = assert_one_continuous_run(stack, lines, resumes=1)
         assert final.attempts == 1
+        print(f"{protocol}: {describe_gap(follower, killed_at)}")
         found = reattaches(lines)
         assert found, "the stream never broke: the engine was not the one streaming"
         # Re-attached to the run it had, from the last step it had yielded (3, or a later one that was already on
