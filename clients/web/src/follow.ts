@@ -42,6 +42,13 @@ export interface FollowOptions {
   initialDelayMs?: number;
   /** The longest wait between two attempts, in ms (default 5000). */
   maxDelayMs?: number;
+  /**
+   * A stream that delivers no event for this long, in ms, is taken as broken and re-attached (default 45000:
+   * three of the platform's 15 s heartbeats); 0 waits for ever. It catches connections that die without a
+   * word (a laptop's sleep, a NAT that forgot the connection). Time the loop body spends on an event is not
+   * counted.
+   */
+  stallTimeoutMs?: number;
   /** Called before each re-attach: what broke, which attempt comes next, and how long it waits first. */
   onReattach?: (reattach: Reattach) => void;
 }
@@ -63,6 +70,7 @@ export interface Reattach {
 const DEFAULT_MAX_ATTEMPTS = 8;
 const DEFAULT_INITIAL_DELAY_MS = 250;
 const DEFAULT_MAX_DELAY_MS = 5_000;
+const DEFAULT_STALL_TIMEOUT_MS = 45_000;
 /** How long the CancelRun of an abandoned run (on_disconnect CANCEL) may take; it is sent without waiting. */
 const CANCEL_TIMEOUT_MS = 5_000;
 
@@ -120,6 +128,7 @@ async function* follow(
   startStream: StartStream | undefined,
 ): AsyncGenerator<RunEvent, void, undefined> {
   const maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+  const stallMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
   const deadline = options.timeoutMs === undefined ? undefined : Date.now() + options.timeoutMs;
   let runId = knownRunId;
   let lastSequence = afterSequence;
@@ -130,7 +139,9 @@ async function* follow(
   let chatLive = false;
   try {
     for (;;) {
-      const callOptions: CallOptions = { signal: options.signal, headers: options.headers };
+      // Each attempt has its own signal: the caller's, or the watchdog's when the stream goes silent.
+      const watchdog = new Watchdog(stallMs, options.signal);
+      const callOptions: CallOptions = { signal: watchdog.signal, headers: options.headers };
       if (deadline !== undefined) callOptions.timeoutMs = Math.max(1, deadline - Date.now());
       let stream: AsyncIterable<RunEvent>;
       if (runId === "" && startStream !== undefined) {
@@ -141,7 +152,9 @@ async function* follow(
       }
       let failure: ConnectError | undefined;
       try {
+        watchdog.arm();
         for await (const event of stream) {
+          watchdog.disarm();
           attempt = 0; // the platform answered: breaks from here on count afresh
           switch (event.event.case) {
             case "run":
@@ -171,11 +184,15 @@ async function* follow(
               yield event;
           }
           if (ended) return;
+          watchdog.arm();
         }
       } catch (error) {
         chatLive = false;
-        failure = ConnectError.from(error);
+        const silent = `the stream of run ${runId || "(starting)"} sent nothing for ${stallMs} ms`;
+        failure = watchdog.fired ? new ConnectError(silent, Code.Unavailable) : ConnectError.from(error);
         if (!isBreak(failure, options, runId !== "")) throw failure;
+      } finally {
+        watchdog.release();
       }
       // The stream ended (broken, or cleanly) before the run's final event: re-attach.
       chatLive = false;
@@ -195,6 +212,49 @@ async function* follow(
         .cancelRun({ runId }, { headers: options.headers, timeoutMs: CANCEL_TIMEOUT_MS })
         .catch(() => undefined);
     }
+  }
+}
+
+/** Aborts an attempt's call when the caller's signal aborts, or when the stream has been silent too long. */
+class Watchdog {
+  private readonly controller = new AbortController();
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private readonly forward = () => this.controller.abort();
+  /** Whether the stream went silent (not the caller's abort). */
+  fired = false;
+
+  constructor(
+    private readonly stallMs: number,
+    private readonly caller: AbortSignal | undefined,
+  ) {
+    if (caller?.aborted) this.controller.abort();
+    else caller?.addEventListener("abort", this.forward, { once: true });
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  /** Start counting the silence (while the call waits for the next event). */
+  arm(): void {
+    this.disarm();
+    if (this.stallMs <= 0) return;
+    this.timer = setTimeout(() => {
+      this.fired = true;
+      this.controller.abort();
+    }, this.stallMs);
+  }
+
+  /** Stop counting (an event arrived; the caller's loop body runs). */
+  disarm(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** The attempt is over. */
+  release(): void {
+    this.disarm();
+    this.caller?.removeEventListener("abort", this.forward);
   }
 }
 

@@ -44,7 +44,10 @@ function delta(sequence: number, text: string, replace = false) {
 
 const broken = () => new ConnectError("terminated", Code.Unknown);
 
-type Script = Array<RunEvent | ConnectError>;
+/** A stream that stops sending, without an error, until the client gives up on it. */
+const HANG = "hang";
+
+type Script = Array<RunEvent | ConnectError | typeof HANG>;
 
 /** A scripted platform: each StreamChat and WatchRun call plays the next script of its list (its events, then the
  * error that ends it, if any), and records its request; GetRun finds the steps `stored`. */
@@ -65,15 +68,15 @@ class Platform {
     return createPlatformClients(
       createRouterTransport((router: ConnectRouter) => {
         router.service(AgentService, {
-          streamChat: (request) => {
+          streamChat: (request, context) => {
             this.chats.push(request);
-            return play(this.chatScripts.shift() ?? [new ConnectError("no more chats", Code.Unavailable)]);
+            return play(this.chatScripts.shift() ?? [new ConnectError("no more chats", Code.Unavailable)], context.signal);
           },
         });
         router.service(RunService, {
-          watchRun: (request) => {
+          watchRun: (request, context) => {
             this.watches.push(request);
-            return play(this.watchScripts.shift() ?? [new ConnectError("no more watches", Code.Unavailable)]);
+            return play(this.watchScripts.shift() ?? [new ConnectError("no more watches", Code.Unavailable)], context.signal);
           },
           getRun: (request) => {
             this.gets += 1;
@@ -90,8 +93,12 @@ class Platform {
   }
 }
 
-async function* play(script: Script): AsyncGenerator<RunEvent> {
+async function* play(script: Script, signal: AbortSignal): AsyncGenerator<RunEvent> {
   for (const item of script) {
+    if (item === HANG) {
+      await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+      return;
+    }
     if (item instanceof ConnectError) throw item;
     yield item;
   }
@@ -291,4 +298,24 @@ test("followRun starts after the sequence it is given and re-attaches from the l
 
   assert.deepEqual(sequences(events), [6, 7]);
   assert.deepEqual(platform.watches.map((w) => w.afterSequence), [5n, 6n]);
+});
+
+test("a stream silent for stallTimeoutMs is re-attached; time spent on an event does not count", async () => {
+  const platform = new Platform([], [[run(), step(1), HANG], [run(), step(2), run(RunState.COMPLETED)]]);
+  const reattaches: Reattach[] = [];
+  const events = await collect(followRun(platform.clients(), RUN_ID, options(reattaches, { stallTimeoutMs: 50 })));
+
+  assert.deepEqual(sequences(events), [1, 2]);
+  assert.deepEqual(platform.watches.map((w) => w.afterSequence), [0n, 1n]);
+  assert.equal(reattaches[0].error?.code, Code.Unavailable);
+  assert.match(reattaches[0].error?.rawMessage ?? "", /sent nothing for 50 ms/);
+
+  // A slow loop body (120 ms per event) over a stream that is never silent: no re-attach.
+  const busy = new Platform([], [[run(), step(1), step(2), run(RunState.COMPLETED)]]);
+  const none: Reattach[] = [];
+  for await (const event of followRun(busy.clients(), RUN_ID, options(none, { stallTimeoutMs: 50 }))) {
+    if (event.event.case === "step") await new Promise((resolve) => setTimeout(resolve, 120));
+  }
+  assert.deepEqual(none, []);
+  assert.equal(busy.watches.length, 1);
 });
