@@ -78,6 +78,17 @@ class QuietPageHandler(SimpleHTTPRequestHandler):
         """Keep the test output clean: pytest shows failures, not access logs."""
 
 
+def bundle_page(out: Path) -> None:
+    """index.html and page.js (page.ts bundled with the client's TypeScript sources: the `source` export
+    condition of clients/web/package.json) in `out`, so the tests need no `make client` build."""
+    shutil.copy(BROWSER_DIR / "index.html", out / "index.html")
+    subprocess.run(
+        [str(ESBUILD), str(PAGE_SOURCE), "--bundle", "--format=esm", "--target=es2022", "--conditions=source",
+         "--log-level=warning", f"--outfile={out / 'page.js'}"],
+        cwd=REPO_ROOT, check=True, timeout=60,
+    )
+
+
 @contextmanager
 def serve_page(directory: Path, port: int) -> Iterator[str]:
     """Serve `directory` on 127.0.0.1:port; yields the page's URL."""

@@ -15,8 +15,6 @@ fixtures stay here, module-scoped: one stack with API keys (stack_settings) and 
 """
 
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,14 +24,11 @@ import pytest
 from agentplatform.runs.v1 import runs_pb2
 from agentplatform.tools.v1 import tools_pb2
 from services.common.rpc.protoconv import dict_from_struct
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import free_port
 from tests.e2e.browser_page import (
     ADMIN_KEY,
     ALICE_KEY,
     BOB_KEY,
-    BROWSER_DIR,
-    ESBUILD,
-    PAGE_SOURCE,
     PROTOCOLS,
     TOOL_SWITCH_SECONDS,
     UNKNOWN_RUN_ID,
@@ -41,6 +36,7 @@ from tests.e2e.browser_page import (
     Pages,
     answer_text,
     api_key_entries,
+    bundle_page,
     missing_browser_tools,
     parse,
     run_events,
@@ -68,15 +64,8 @@ def browser_tools() -> None:
 
 @pytest.fixture(scope="module")
 def page_dir(browser_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """index.html and page.js (page.ts bundled with the client's TypeScript sources: the `source` export
-    condition of clients/web/package.json), so the test needs no `make client` build."""
     out = tmp_path_factory.mktemp("page")
-    shutil.copy(BROWSER_DIR / "index.html", out / "index.html")
-    subprocess.run(
-        [str(ESBUILD), str(PAGE_SOURCE), "--bundle", "--format=esm", "--target=es2022", "--conditions=source",
-         "--log-level=warning", f"--outfile={out / 'page.js'}"],
-        cwd=REPO_ROOT, check=True, timeout=60,
-    )
+    bundle_page(out)
     return out
 
 

@@ -4,7 +4,8 @@
  * The messages, enums and service descriptors are generated from protos/ (src/gen/, by protoc-gen-es v2); this
  * file adds what every browser app needs around them: a transport to the Envoy gateway (grpc-web or the Connect
  * protocol) with an optional bearer token, one client per public service, and the two things that differ from
- * plain JSON in a browser: int64 fields (bigint) and error details (a retry hint).
+ * plain JSON in a browser: int64 fields (bigint) and error details (a retry hint). src/follow.ts follows a run
+ * across broken streams (followChat, followRun).
  */
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { fromBinary, toJson } from "@bufbuild/protobuf";
@@ -26,6 +27,8 @@ export * from "./gen/agentplatform/agents/v1/workflows_pb.js";
 export * from "./gen/agentplatform/engine/v1/engine_pb.js";
 export * from "./gen/agentplatform/runs/v1/runs_pb.js";
 export * from "./gen/agentplatform/tools/v1/tools_pb.js";
+export { followChat, followRun } from "./follow.js";
+export type { FollowOptions, Reattach } from "./follow.js";
 
 // What an app needs from the runtimes without importing them itself (and so without a second copy of them).
 export { Code, ConnectError, createClient } from "@connectrpc/connect";

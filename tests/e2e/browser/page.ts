@@ -17,10 +17,11 @@ import {
   create,
   createPlatformClients,
   createPlatformTransport,
+  followChat,
   retryDelayMs,
   toJson,
 } from "@agentplatform/client";
-import type { JsonValue, PlatformClients, Protocol, RunEvent } from "@agentplatform/client";
+import type { JsonValue, PlatformClients, Protocol, Reattach, RunEvent } from "@agentplatform/client";
 
 /** How the page reaches the gateway: every scenario gets it from the test. */
 interface Connection {
@@ -62,6 +63,16 @@ interface ReattachState {
   /** Set when the stream ended by itself (the run finished before the reload). */
   ended: boolean;
 }
+
+/** A chat followed with followChat: what it yielded, and each re-attach with the error that caused it. */
+interface FollowState {
+  events: TimedEvent[];
+  reattaches: Array<{ attempt: number; afterSequence: string; error: CallError | null }>;
+  ended: boolean;
+  error?: CallError;
+}
+
+let following: FollowState | null = null;
 
 function clients(connection: Connection): PlatformClients {
   return createPlatformClients(createPlatformTransport(connection));
@@ -177,6 +188,37 @@ const platformTest = {
       }
       return { before: saved, after: events };
     });
+  },
+
+  /**
+   * A chat followed with followChat (it survives its engine), in the background: its events and re-attaches are
+   * kept for followState(). Returns at once, so the test can kill the engine mid-run.
+   */
+  beginFollowChat(args: { connection: Connection; message: string }) {
+    const started = performance.now();
+    const state: FollowState = { events: [], reattaches: [], ended: false };
+    following = state;
+    const onReattach = (reattach: Reattach) =>
+      state.reattaches.push({
+        attempt: reattach.attempt,
+        afterSequence: reattach.afterSequence.toString(),
+        error: reattach.error ? describeError(reattach.error) : null,
+      });
+    void (async () => {
+      const options = { onReattach, initialDelayMs: 100, maxDelayMs: 1_000, maxAttempts: 20 };
+      for await (const event of followChat(clients(args.connection), { message: args.message }, options)) {
+        state.events.push(timed(started, event));
+      }
+      state.ended = true;
+    })().catch((error) => {
+      state.error = describeError(error);
+    });
+    return { result: { started: true } };
+  },
+
+  /** What the followed chat has yielded so far. */
+  followState(): FollowState | null {
+    return following;
   },
 
   /** WatchRun from a cursor until the run's final event (or the error that refused it). */
