@@ -56,8 +56,10 @@ from services.engine.workflows.runner import check_inputs, start_step
 log = logging.getLogger(__name__)
 
 #: How long the runs stopped at shutdown may take to settle (their task cancelled, a BeginRun or an append in
-#: flight answered) and be handed back to the store.
+#: flight answered) before they are handed back to the store.
 RECORD_END_SECONDS = 5.0
+#: How long a hand-back is retried while the store is unavailable; then the runs' leases run out instead.
+HAND_BACK_RETRY_SECONDS = 2.0
 #: How much of a workflow's name and inputs a workflow run shows as its user query.
 WORKFLOW_QUERY_CHARS = 1000
 
@@ -390,14 +392,20 @@ class RunScheduler:
         `grace` seconds, then stop the rest (nothing more recorded here) and hand them back (bounded)."""
         self._closing = True
         queued = list(self._waiting)
+        handing_queued = None
         if queued:
             log.info("handing %d queued run(s) back to the store", len(queued))
-            await self._stop_and_hand_back(queued)
-        tasks = {active.task for active in self._active.values() if active.task is not None}
+            # During the grace, not before it: a store that is away costs the running runs none of their time.
+            handing_queued = asyncio.ensure_future(self._stop_and_hand_back(queued))
+        queued_ids = {active.run.id for active in queued}
+        held = [active for active in self._active.values() if active.run.id not in queued_ids]
+        tasks = {active.task for active in held if active.task is not None}
         if tasks:
             log.info("waiting up to %.1fs for %d run(s) to finish", grace, len(tasks))
             await asyncio.wait(tasks, timeout=grace)
-        running = list(self._active.values())
+        if handing_queued is not None:
+            await handing_queued
+        running = [active for active in self._active.values() if active.run.id not in queued_ids]
         if running:
             log.info("handing %d run(s) that did not finish within %.1fs back to the store", len(running), grace)
             await self._stop_and_hand_back(running)
@@ -432,7 +440,7 @@ class RunScheduler:
 
     async def _hand_back(self, epochs: dict[str, int]) -> None:
         try:
-            handed = await self._runs.hand_back_runs(self.executor_id, epochs, RECORD_END_SECONDS)
+            handed = await self._runs.hand_back_runs(self.executor_id, epochs, HAND_BACK_RETRY_SECONDS)
         except errors.DomainError as exc:
             log.warning("could not hand %d run(s) back to the store (%s): their leases run out in at most %.0fs and "
                         "the store's reaper has them resumed then: %s", len(epochs), type(exc).__name__,
