@@ -205,11 +205,13 @@ class RunLeases(StoreParts):
     async def _take_from_engine(self, connection: AsyncConnection, run: dict[str, Any], *, handed_back: bool) -> bool:
         """Take the live `run` (its row, locked) from the engine that held it, which stopped (its lease ran out)
         or handed it back: orphan it, to be offered to engines to resume, and return True; or end it when it
-        cannot be resumed (a cancel pending, a workflow run, out of attempts) and return False. A hand-back is no
-        attempt: max_attempts stops runs that keep making their engine fail, and a clean stop is no such sign."""
+        cannot be resumed (a cancel pending, a workflow run, out of attempts, resumes off) and return False. A
+        hand-back is no attempt: max_attempts stops runs that keep making their engine fail, and a clean stop is no
+        such sign; but max_attempts 0 (resumes off) means no run moves to another engine, handed back or not."""
         engine = run["executor_id"]
         resumable = run["state"] in (QUEUED, RUNNING) and not run["workflow_id"]
-        attempts_left = handed_back or run["attempts"] < self.limits.max_attempts
+        max_attempts = self.limits.max_attempts
+        attempts_left = max_attempts > 0 if handed_back else run["attempts"] < max_attempts
         if run["cancel_requested_at"] is None and resumable and attempts_left:
             if handed_back:
                 moved: dict[str, Any] = {"handbacks": run["handbacks"] + 1, "handed_back_by": engine}
@@ -222,7 +224,7 @@ class RunLeases(StoreParts):
         else:
             state, code = FAILED, INTERRUPTED
             if handed_back:
-                message = f"the run was interrupted: its engine ({engine}) shut down and it cannot be resumed"
+                message = f"the run was interrupted: its engine ({engine}) shut down"
             else:
                 message = (
                     f"the run was interrupted: its engine ({engine}) stopped renewing its lease "
@@ -230,7 +232,11 @@ class RunLeases(StoreParts):
                 )
             if run["state"] == QUEUED:
                 message += " before the run began"
-            if resumable:
+            if handed_back:
+                message += ", and it cannot be resumed"
+                if resumable:
+                    message += " (RUNS_MAX_ATTEMPTS=0: resumes are off)"
+            elif resumable:
                 message += f", after {run['attempts']} resume(s) (RUNS_MAX_ATTEMPTS)"
         await add_error_step(connection, run, code, message)
         await update_run(connection, run, step_count=run["step_count"], **end_changes(state, code, message))

@@ -7,6 +7,7 @@ import pytest
 from agentplatform.runs.internal.v1 import execution_pb2
 from services.common.db.database import Database
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.runs.checks import StoreLimits
 from services.runs.records import HandBack, NewStep
 from services.runs.store import RunStore
 from tests.runs.helpers import EXECUTOR, UNKNOWN_RUN, expire_lease, new_run
@@ -109,7 +110,19 @@ async def test_a_handed_back_workflow_run_fares_as_its_reaped_twin(store: RunSto
     assert (after.state, after.error_code, after.executor_id) == (twin.state, twin.error_code, twin.executor_id)
     assert after.state in ("failed", "running")
     if after.state == "failed":
-        assert f"its engine ({EXECUTOR}) shut down and it cannot be resumed" in after.error_message
+        assert f"its engine ({EXECUTOR}) shut down, and it cannot be resumed" in after.error_message
+
+
+async def test_with_resumes_off_a_handed_back_run_ends_failed_interrupted(store: RunStore) -> None:
+    store.limits = StoreLimits(max_attempts=0)
+    run = await store.create_run(new_run(state="queued"))
+    assert await store.hand_back(EXECUTOR, {run.id: 1}) == HandBack([], [run.id], [])
+    failed = await store.get_run(run.id)
+    assert (failed.state, failed.error_code, failed.handbacks) == ("failed", "interrupted", 0)
+    assert failed.error_message == (
+        f"the run was interrupted: its engine ({EXECUTOR}) shut down before the run began, and it cannot be resumed "
+        "(RUNS_MAX_ATTEMPTS=0: resumes are off)"
+    )
 
 
 async def test_hand_backs_are_validated(store: RunStore) -> None:
