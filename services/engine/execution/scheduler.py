@@ -82,6 +82,8 @@ class RunScheduler:
         self._reserved_slots = 0
         self._reserved_queue = 0
         self._closing = False
+        #: Set at the end of the shutdown's grace, when every run still held is handed back.
+        self._handing_back_all = False
         self._renewer: LeaseRenewer | None = None
         self._rate_limiter = RunRateLimiter(settings.user_runs_per_second, settings.user_run_burst)
         #: Runs offered to resume that this process is taking (ResumeRun in flight).
@@ -287,8 +289,9 @@ class RunScheduler:
         except errors.DomainError as exc:
             log.warning("could not resume run %s (it will be offered again): %s", run_id, exc)
             return
-        if self._closing:
-            # Taken while this engine began to stop (ResumeRun was in flight): give it back for another engine.
+        if self._handing_back_all:
+            # Taken (ResumeRun was in flight) after this engine handed back what it held at the end of its grace:
+            # give it back too. One taken earlier in the shutdown executes within the grace like the others.
             await self._hand_back({run.id: run.lease_epoch})
             return
         steps = list(run.steps)
@@ -405,6 +408,7 @@ class RunScheduler:
             await asyncio.wait(tasks, timeout=grace)
         if handing_queued is not None:
             await handing_queued
+        self._handing_back_all = True
         running = [active for active in self._active.values() if active.run.id not in queued_ids]
         if running:
             log.info("handing %d run(s) that did not finish within %.1fs back to the store", len(running), grace)
