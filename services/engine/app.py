@@ -42,13 +42,15 @@ class EngineApp:
         return self.server.port
 
     async def stop(self, grace: float = 0) -> None:
-        """Stop taking runs (health NOT_SERVING), give running ones `grace` seconds to finish and record the
-        rest as interrupted, then stop serving and close the clients."""
+        """Stop taking runs (health NOT_SERVING), hand queued ones back to the store, give running ones `grace`
+        seconds to finish and hand the rest back (scheduler.py `shutdown`), then stop serving and close the
+        clients."""
         await self.server.health.enter_graceful_shutdown()
         # The server stops taking calls now, not after the runs: a chat sent meanwhile is refused before it starts
         # (REFUSED_STREAM, a closed port), which Envoy and balanced clients send to another engine, where an
         # answer "shutting down, retry" from here would reach the client. Calls in flight carry on: the runs'
-        # grace, the time to record the ends of those that outlast it, and a second for followers to flush.
+        # grace, the time to hand back those that outlast it, and a second for followers to flush; a StreamChat
+        # whose run was handed back follows it in the store meanwhile, and its client re-attaches after.
         stopping = asyncio.ensure_future(self.server.server.stop(grace + RECORD_END_SECONDS + 1.0))
         await self.scheduler.shutdown(grace)
         await stopping

@@ -115,12 +115,15 @@ class NodeOutcome:
 @dataclass(frozen=True)
 class Resumed:
     """The marker an engine records when it continues a run whose engine stopped: which engine, which resume
-    (1, 2 ...), what it does first, and the tool calls whose outcome is unknown, held for a person's decision."""
+    (1, 2 ...), what it does first, and the tool calls whose outcome is unknown, held for a person's decision;
+    when the engine before handed the run back at its shutdown, which one (the run's attempts are then not one
+    more)."""
 
     executor_id: str = ""
     attempt: int = 0
     summary: str = ""
     held_tool_call_ids: tuple[str, ...] = ()
+    handed_back_by: str = ""
 
 
 StepContent = (
@@ -183,6 +186,9 @@ class Run:
     lease_epoch: int = 0
     #: How many times the run was resumed after its engine stopped.
     attempts: int = 0
+    #: How many times an engine handed the run back at its shutdown (not counted in `attempts`), and which last.
+    handbacks: int = 0
+    handed_back_by: str = ""
     cancel_requested: bool = False
     error_code: str = ""
     error_message: str = ""
@@ -237,6 +243,16 @@ class LeaseRenewal:
     lost_run_ids: frozenset[str] = frozenset()
     cancels: tuple[tuple[str, str], ...] = ()
     fenced_run_ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class HandBack:
+    """The store's answer to runs handed back at shutdown: those offered to the other engines, those it ended
+    instead (a cancel pending, or not resumable), and those refused (no longer this engine's at that epoch)."""
+
+    handed_back_run_ids: frozenset[str] = frozenset()
+    ended_run_ids: frozenset[str] = frozenset()
+    refused_run_ids: frozenset[str] = frozenset()
 
 
 # --- what a run's watchers see besides steps and runs ------------------------------------------------------------

@@ -85,7 +85,8 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
         except (asyncio.CancelledError, GeneratorExit):
             # A caller that goes away while this generator waits for the next event cancels it; one that goes
             # away while a sent event is in flight (the generator suspended at `yield`) has it closed instead.
-            if cancel and not finished:
+            # So does this engine's server when it stops: then the run was handed back, not abandoned.
+            if cancel and not finished and not self._scheduler.closing:
                 self._abandon(run.id)
             raise
 
@@ -99,7 +100,7 @@ class AgentServicer(engine_pb2_grpc.AgentServiceServicer):
                 # recorded here, or a run waiting for approval (it may resume in any engine): answer from the store.
                 final = await self._wait_in_store(run.id)
         except asyncio.CancelledError:
-            if cancel:
+            if cancel and not self._scheduler.closing:  # not when this engine's server stops: see StreamChat
                 self._abandon(run.id)
             raise
         if outcome is None or outcome.waiting:

@@ -38,7 +38,8 @@ STOP_ORDER = {"gateway": 0, "engine": 1, "model": 2, "tools": 2, "agents": 2, "r
 
 #: Seconds a process gets between SIGTERM and SIGKILL, beyond its gRPC grace period (GRPC_GRACE_SECONDS).
 STOP_MARGIN_SECONDS = 2.0
-#: The engine's extra time: after its grace period it waits up to 5 s for interrupted runs to record their end.
+#: The engine's extra time: after its grace period it waits up to 5 s for the runs it stops to settle, then hands
+#: them back to the run store (scheduler.py `shutdown`).
 ENGINE_STOP_MARGIN_SECONDS = 7.0
 
 

@@ -113,6 +113,8 @@ def run_to_proto(record: RunRecord) -> runs_pb2.Run:
         executor_id=record.executor_id,
         lease_epoch=record.lease_epoch,
         attempts=record.attempts,
+        handbacks=record.handbacks,
+        handed_back_by=record.handed_back_by,
         owner=record.owner,
         agent_id=record.agent_id,
         agent_revision=record.agent_revision,

@@ -122,6 +122,21 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         )
         return convert.run_to_proto(record)
 
+    async def HandBackRuns(
+        self, request: execution_pb2.HandBackRunsRequest, context: grpc.aio.ServicerContext
+    ) -> execution_pb2.HandBackRunsResponse:
+        epochs: dict[str, int] = {}
+        for lease in request.leases:
+            if lease.run_id in epochs:
+                raise InvalidArgument(f"run '{lease.run_id}' is named twice in leases")
+            epochs[lease.run_id] = lease.lease_epoch
+        handed = await self._store.hand_back(request.executor_id, epochs)
+        return execution_pb2.HandBackRunsResponse(
+            handed_back_run_ids=handed.handed_back_run_ids,
+            ended_run_ids=handed.ended_run_ids,
+            refused_run_ids=handed.refused_run_ids,
+        )
+
     async def GetThreadHistory(
         self, request: execution_pb2.GetThreadHistoryRequest, context: grpc.aio.ServicerContext
     ) -> execution_pb2.ThreadHistory:

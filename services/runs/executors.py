@@ -62,20 +62,24 @@ class ExecutorNotices:
             queue.put_nowait(notice)
         return bool(queues)
 
-    def offer_resume(self, run_id: str) -> bool:
-        """Offer a run ready to resume to one engine connected here (each in turn), else to the other replicas;
-        False when it could be offered to nobody."""
-        if self.offer_here(run_id):
+    def offer_resume(self, run_id: str, passing_over: str = "") -> bool:
+        """Offer a run ready to resume to one engine connected here (each in turn; never to `passing_over`, the
+        engine that just handed it back at its shutdown), else to the other replicas; False when it could be
+        offered to nobody."""
+        if self.offer_here(run_id, passing_over):
             return True
         if self._relay is None:
             return False
         self._relay.offer_resume(run_id)
         return True
 
-    def offer_here(self, run_id: str) -> bool:
-        """Offer a run ready to resume to one engine connected here (each in turn); False when none is."""
-        streams = [queue for queues in self._queues.values() for queue in queues]
+    def offer_here(self, run_id: str, passing_over: str = "") -> bool:
+        """Offer a run ready to resume to one engine connected here but `passing_over` (each in turn); False when
+        none is."""
+        streams = [queue for executor, queues in self._queues.items() if executor != passing_over for queue in queues]
         if not streams:
+            # A stopping engine takes no offers: the other replicas may have an engine; if none has, the reaper
+            # offers the run again on its next passes, to the engine that connects.
             return False
         queue = streams[next(self._turns) % len(streams)]
         if queue.full():

@@ -9,6 +9,12 @@ under the next epoch, so the engine that lost it is fenced if it comes back. A r
 it begins), or one with a cancel pending ends as before: FAILED "interrupted", or CANCELLED. A workflow run is
 continued node by node (services/engine/workflows/runner.py).
 
+An engine that shuts down (a deploy, a scale-down) does not leave its runs to the reaper: it hands them back
+(`hand_back`), and each is orphaned at once the same way, so another engine (or this one, restarted) continues it
+without waiting for its lease to run out. A hand-back is not an attempt (`handbacks` counts it, and
+`handed_back_by` names the engine, for the `resumed` step of the engine that continues the run): max_attempts
+exists to stop a run that keeps making its engine fail, and a clean stop is no sign of that.
+
 Leases are fenced. A run's `lease_epoch` counts the leases taken on it: creating it under an engine's lease makes
 it 1, and every later take (resuming it after an approval) adds one. The run comes back to its engine with the
 epoch, and every write that engine makes on it (begin, append, await approval, finish, renew) carries it;
@@ -19,6 +25,7 @@ sends during a rolling upgrade, whose writes keep the checks they had before epo
 
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,7 +35,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.run_vocabulary import CANCELLED, FAILED, LIVE_STATES, QUEUED, RUNNING
 from services.runs.checks import check_executor_id, check_lease_epoch, parse_run_id
 from services.runs.parts import StoreParts
-from services.runs.records import CancelNotice, LeaseRenewal, RunRecord
+from services.runs.records import CancelNotice, HandBack, LeaseRenewal, RunRecord
 from services.runs.rows import (
     CANCELLED_CODE,
     INTERRUPTED,
@@ -146,42 +153,113 @@ class RunLeases(StoreParts):
             )
             for row in rows.all():
                 run = dict(row._mapping)
-                # A workflow run is continued from its steps, the first of which holds its inputs: one that has
-                # none yet (created QUEUED, its inputs only in the engine that died) cannot be.
-                recorded = not run["workflow_id"] or run["step_count"] > 0
-                resumable = run["state"] in (QUEUED, RUNNING) and recorded
-                if run["cancel_requested_at"] is None and resumable and run["attempts"] < self.limits.max_attempts:
-                    await update_run(
-                        connection, run, executor_id="", lease_expires_at=None, attempts=run["attempts"] + 1
-                    )
-                    orphaned.append(run_record(run))
-                    continue
-                if run["cancel_requested_at"] is not None:
-                    state, code, message = CANCELLED, CANCELLED_CODE, cancel_message(run["cancel_reason"])
-                else:
-                    state, code = FAILED, INTERRUPTED
-                    message = (
-                        f"the run was interrupted: its engine ({run['executor_id']}) stopped renewing its lease "
-                        "(it was stopped, crashed or lost its connection to the run store)"
-                    )
-                    if run["state"] == QUEUED:
-                        message += " before the run began"
-                    if not recorded:
-                        message += "; a workflow run whose inputs were never recorded cannot be resumed"
-                    if resumable:
-                        message += f", after {run['attempts']} resume(s) (RUNS_MAX_ATTEMPTS)"
-                await add_error_step(connection, run, code, message)
-                await update_run(connection, run, step_count=run["step_count"], **end_changes(state, code, message))
-                ended.append(run_record(run))
+                moved = await self._take_from_engine(connection, run, handed_back=False)
+                (orphaned if moved else ended).append(run_record(run))
             return ended, orphaned
 
         ended, orphaned = await self._writer.write(reap)
+        self._taken_from_engines(ended, orphaned)
+        return [record.id for record in ended + orphaned]
+
+    async def hand_back(self, executor_id: str, epochs: Mapping[str, int]) -> HandBack:
+        """Take back the runs `executor_id` holds, each at its epoch in `epochs` (run id -> epoch), as it shuts
+        down: each is orphaned at once as the reaper orphans a run whose lease ran out, without counting an
+        attempt (`handbacks` counts it), or ended as the reaper would end it (a cancel pending, not resumable).
+        A run it does not hold at that epoch (ended, taken by another engine, unknown) is refused and left as is.
+        """
+        check_executor_id(executor_id)
+        if len(epochs) > MAX_LEASES_PER_RENEWAL:
+            raise InvalidArgument(f"at most {MAX_LEASES_PER_RENEWAL} runs per hand-back, got {len(epochs)}")
+        epoch_of: dict[str, int] = {}
+        for run_id, epoch in epochs.items():
+            check_lease_epoch(epoch)
+            if epoch == NO_EPOCH:
+                raise InvalidArgument(f"run '{run_id}' is handed back without the epoch of the lease on it")
+            epoch_of[parse_run_id(run_id)] = epoch
+        if not epoch_of:
+            return HandBack([], [], [])
+
+        async def take_back(connection: AsyncConnection) -> tuple[list[RunRecord], list[RunRecord], list[str]]:
+            ended: list[RunRecord] = []
+            orphaned: list[RunRecord] = []
+            rows = await connection.execute(
+                select(*RUN_COLUMNS).where(RUNS.c.id.in_(list(epoch_of))).order_by(RUNS.c.id).with_for_update()
+            )
+            held: set[str] = set()
+            for row in rows.all():
+                run = dict(row._mapping)
+                if not (
+                    run["state"] in LIVE_STATES
+                    and run["executor_id"] == executor_id
+                    and run["lease_epoch"] == epoch_of[run["id"]]
+                ):
+                    continue  # fenced: not this engine's run at this epoch any more
+                held.add(run["id"])
+                moved = await self._take_from_engine(connection, run, handed_back=True)
+                (orphaned if moved else ended).append(run_record(run))
+            return ended, orphaned, [run_id for run_id in epoch_of if run_id not in held]
+
+        ended, orphaned, refused = await self._writer.write(take_back, urgent=True)  # the engine is stopping
+        self._taken_from_engines(ended, orphaned, passing_over=executor_id)
+        return HandBack([record.id for record in orphaned], [record.id for record in ended], refused)
+
+    async def _take_from_engine(self, connection: AsyncConnection, run: dict[str, Any], *, handed_back: bool) -> bool:
+        """Take the live `run` (its row, locked) from the engine that held it, which stopped (its lease ran out)
+        or handed it back: orphan it, to be offered to engines to resume, and return True; or end it when it
+        cannot be resumed (a cancel pending, a workflow run whose inputs were never recorded, out of attempts,
+        resumes off) and return False. A
+        hand-back is no attempt: max_attempts stops runs that keep making their engine fail, and a clean stop is no
+        such sign; but max_attempts 0 (resumes off) means no run moves to another engine, handed back or not."""
+        engine = run["executor_id"]
+        # A workflow run is continued from its steps, the first of which holds its inputs: one that has none yet
+        # (created QUEUED, its inputs only in the engine that stopped) cannot be.
+        recorded = not run["workflow_id"] or run["step_count"] > 0
+        resumable = run["state"] in (QUEUED, RUNNING) and recorded
+        max_attempts = self.limits.max_attempts
+        attempts_left = max_attempts > 0 if handed_back else run["attempts"] < max_attempts
+        if run["cancel_requested_at"] is None and resumable and attempts_left:
+            if handed_back:
+                moved: dict[str, Any] = {"handbacks": run["handbacks"] + 1, "handed_back_by": engine}
+            else:
+                moved = {"attempts": run["attempts"] + 1}
+            await update_run(connection, run, executor_id="", lease_expires_at=None, **moved)
+            return True
+        if run["cancel_requested_at"] is not None:
+            state, code, message = CANCELLED, CANCELLED_CODE, cancel_message(run["cancel_reason"])
+        else:
+            state, code = FAILED, INTERRUPTED
+            if handed_back:
+                message = f"the run was interrupted: its engine ({engine}) shut down"
+            else:
+                message = (
+                    f"the run was interrupted: its engine ({engine}) stopped renewing its lease "
+                    "(it was stopped, crashed or lost its connection to the run store)"
+                )
+            if run["state"] == QUEUED:
+                message += " before the run began"
+            why = (
+                "a workflow run whose inputs were never recorded" if not recorded
+                else "RUNS_MAX_ATTEMPTS=0: resumes are off" if handed_back else ""
+            )
+            if handed_back:
+                message += f", and it cannot be resumed ({why})"
+            elif not recorded:
+                message += f"; {why} cannot be resumed"
+            elif resumable:
+                message += f", after {run['attempts']} resume(s) (RUNS_MAX_ATTEMPTS)"
+        await add_error_step(connection, run, code, message)
+        await update_run(connection, run, step_count=run["step_count"], **end_changes(state, code, message))
+        return False
+
+    def _taken_from_engines(
+        self, ended: list[RunRecord], orphaned: list[RunRecord], passing_over: str = ""
+    ) -> None:
+        """After the commit: tell the watchers, and offer the orphaned runs to the engines (but `passing_over`)."""
         for record in ended:
             self.signals.run_ended(record.id, record)
         for record in orphaned:
             self.signals.notify(record.id, record)
-            self.notices.offer_resume(record.id)
-        return [record.id for record in ended + orphaned]
+            self.notices.offer_resume(record.id, passing_over=passing_over)
 
     async def extend_live_leases(self) -> int:
         """Give every live run one full lease period from now; called when the service starts, so engines that

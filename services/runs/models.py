@@ -136,6 +136,10 @@ class RunRow(Base):
     lease_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
     #: How many times the run was resumed after its engine stopped (services/runs/leases.py reap_expired).
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: How many times an engine handed the run back at its shutdown, and which engine last (leases.py
+    #: hand_back); not counted in `attempts`.
+    handbacks: Mapped[int] = mapped_column(Integer, default=0)
+    handed_back_by: Mapped[str] = mapped_column(String(64), default="")
     #: Desired state written by CancelRun; the executing engine observes it and ends the run CANCELLED.
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     cancel_reason: Mapped[str] = mapped_column(Text, default="")

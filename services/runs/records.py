@@ -102,6 +102,10 @@ class RunRecord:
     lease_epoch: int = 0
     #: How many times the run was resumed after its engine stopped.
     attempts: int = 0
+    #: How many times an engine handed the run back at its shutdown (not counted in `attempts`), and which
+    #: engine last ("" if none ever did).
+    handbacks: int = 0
+    handed_back_by: str = ""
     #: True when `user_query` was cut for a list page.
     user_query_truncated: bool = False
     steps: list[StepRecord] = field(default_factory=list)
@@ -160,5 +164,15 @@ class LeaseRenewal:
     lost_run_ids: list[str]
     cancel: list[CancelNotice]
     fenced_run_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class HandBack:
+    """What HandBackRuns tells a stopping engine: the runs it handed back (offered to engines to continue), those
+    ended instead (a cancel pending, or not resumable), and those refused (not its own at the epoch it named)."""
+
+    handed_back_run_ids: list[str]
+    ended_run_ids: list[str]
+    refused_run_ids: list[str]
 
 

@@ -126,6 +126,8 @@ def stored_run_values(run: RunRecord) -> dict[str, Any]:
         "lease_seconds": 0.0,
         "lease_epoch": run.lease_epoch,
         "attempts": run.attempts,
+        "handbacks": run.handbacks,
+        "handed_back_by": run.handed_back_by,
         # The record says whether a cancel was asked, not when: it cannot have been later than the end.
         "cancel_requested_at": run.completed_at if run.cancel_requested else None,
         "cancel_reason": "",
@@ -174,6 +176,8 @@ def run_record(row: Values, steps: Sequence[Values] = (), *, query_cut: bool = F
         executor_id=row["executor_id"] if live else "",
         lease_epoch=row["lease_epoch"],
         attempts=row["attempts"],
+        handbacks=row["handbacks"],
+        handed_back_by=row["handed_back_by"],
         user_query_truncated=query_cut,
         steps=[step_record(step) for step in steps],
         thread_id=row["thread_id"] or "",

@@ -104,6 +104,8 @@ def _run_values(new: NewRun, fingerprint: str, now: datetime) -> dict[str, Any]:
         # The first lease taken on the run.
         "lease_epoch": 1,
         "attempts": 0,
+        "handbacks": 0,
+        "handed_back_by": "",
         "cancel_requested_at": None,
         "cancel_reason": "",
         **limit_values(limits),

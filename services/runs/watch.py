@@ -79,8 +79,9 @@ async def watch_run(
     with signals.subscribe(run_id) as subscription:
         run, steps = await _first_look(store, run_id, cursor)
         yield run
-        # An orphaned run (its engine stopped) shows again with its attempt count, though its state stays.
-        shown = (run.state, run.cancel_requested, run.attempts)
+        # An orphaned or handed-back run (its engine stopped) shows again with its attempt or hand-back count,
+        # though its state stays.
+        shown = (run.state, run.cancel_requested, run.attempts, run.handbacks)
         # Deltas published since subscribing (while querying, or while the caller took the run) are both in
         # the coalesced state and queued for this watcher: keep the coalesced copy only, or they come twice.
         deltas = signals.forming(run_id, cursor)
@@ -97,9 +98,9 @@ async def watch_run(
             if run.state not in ACTIVE_STATES:
                 yield run
                 return
-            if (run.state, run.cancel_requested, run.attempts) != shown:
+            if (run.state, run.cancel_requested, run.attempts, run.handbacks) != shown:
                 yield run
-                shown = (run.state, run.cancel_requested, run.attempts)
+                shown = (run.state, run.cancel_requested, run.attempts, run.handbacks)
             for delta in deltas:
                 if delta.sequence > cursor:
                     yield delta

@@ -107,3 +107,22 @@ def test_a_run_stopped_after_its_answer_only_has_to_finish_and_after_results_ask
     marker = after_result.take_over("engine-b", 2, never)
     assert marker.held_tool_call_ids == () and "model call again" in marker.summary
     assert after_result.messages[-1] == {"role": "tool", "tool_call_id": "c1", "content": "3"}
+
+
+def test_a_run_handed_back_at_a_shutdown_says_by_whom_and_follows_the_same_journal_rules() -> None:
+    cut_off = numbered(
+        UserRequest("pay"), AgentThought("paying"), ToolCall("pay", "c1", "{}"),
+        Resumed("engine-b", 0, "handed back ...", (), "engine-a"), model_calls=(2,),
+    )
+    progress = progress_from_steps(cut_off[:3])
+    assert (progress.resumes, progress.handbacks) == (0, 0)
+    progress.handed_back_by = "engine-a"
+    marker = progress.take_over("engine-b", 0, never)
+    # A hand-back does not make a call that was cut off safe to repeat: it is held as after a crash.
+    assert marker == Resumed(
+        "engine-b", 0, "handed back by engine engine-a at its shutdown; holds for a decision, their outcome "
+        "unknown: pay (c1)", ("c1",), "engine-a",
+    )
+    # Read back, the marker counts as a resume, and as one that followed a hand-back.
+    read_back = progress_from_steps(cut_off)
+    assert (read_back.resumes, read_back.handbacks) == (1, 1)

@@ -11,6 +11,7 @@ import pytest
 
 from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
+from services.engine.app import start_engine
 from tests.engine.run_helpers import (
     get_run,
     is_step,
@@ -23,7 +24,7 @@ from tests.engine.run_helpers import (
     steps_of,
     wait_final,
 )
-from tests.support.platform import grpc_channel, start_platform
+from tests.support.platform import engine_settings, grpc_channel, start_platform
 from tests.support.scripted_llm import (
     ScriptedLLM,
     delayed,
@@ -219,24 +220,43 @@ async def test_model_steps_carry_their_usage_and_run_usage_is_current_while_runn
         assert final.usage.total_tokens == sum(u.total_tokens for u in llm.usages if u is not None)
 
 
-async def test_engine_stop_interrupts_running_and_queued_runs(tmp_path: Path) -> None:
-    async with ScriptedLLM(first_byte_delay_seconds=5.0) as llm:
-        llm.script(text_reply("a"), text_reply("b"))
-        async with start_platform(tmp_path, llm.base_url, ENGINE_MAX_CONCURRENT_RUNS=2) as platform:
-            runs = [await start_run(platform, f"question {i}") for i in range(3)]
-            assert [run.state for run in runs] == [runs_pb2.RUN_STATE_RUNNING] * 2 + [runs_pb2.RUN_STATE_QUEUED]
-            assert await llm.wait_for(lambda: len(llm.requests) == 2)
+async def test_engine_stop_hands_running_and_queued_runs_back_for_the_next_engine(tmp_path: Path) -> None:
+    # The first two model calls outlast the grace; whatever asks after them is answered at once.
+    script = [delayed(text_reply("too late"), 5.0), delayed(text_reply("too late"), 5.0), *[text_reply("done")] * 3]
+    async with ScriptedLLM(*script) as llm, start_platform(
+        tmp_path, llm.base_url, ENGINE_MAX_CONCURRENT_RUNS=2
+    ) as platform:
+        runs = [await start_run(platform, f"question {i}") for i in range(3)]
+        assert [run.state for run in runs] == [runs_pb2.RUN_STATE_RUNNING] * 2 + [runs_pb2.RUN_STATE_QUEUED]
+        assert await llm.wait_for(lambda: len(llm.requests) == 2)
+        stopping = platform.engine.scheduler.executor_id
 
-            started = time.perf_counter()
-            await platform.engine.stop(grace=0.5)
-            assert time.perf_counter() - started < 3.0
+        started = time.perf_counter()
+        await platform.engine.stop(grace=0.5)
+        assert time.perf_counter() - started < 3.0
+        assert await llm.wait_for(lambda: llm.aborted == {0, 1}, timeout=2.0)
 
+        # Handed back, not ended: live, held by nobody, nothing recorded for the cut-off calls, no attempt used.
+        for run, state in zip(runs, [runs_pb2.RUN_STATE_RUNNING] * 2 + [runs_pb2.RUN_STATE_QUEUED], strict=True):
+            stored = await get_run(platform, run.id)
+            assert (stored.state, stored.executor_id, stored.attempts, stored.handbacks, stored.handed_back_by) == (
+                state, "", 0, 1, stopping
+            ), stored
+            assert kinds(list(stored.steps)) == (["user_request"] if state == runs_pb2.RUN_STATE_RUNNING else [])
+
+        successor = await start_engine(engine_settings(platform.runs.port, platform.tools.port, llm.base_url))
+        try:
             for run in runs:
-                stored = await get_run(platform, run.id)
-                assert stored.state == runs_pb2.RUN_STATE_FAILED, runs_pb2.RunState.Name(stored.state)
-                assert stored.error_code == "interrupted"
-                assert stored.steps[-1].error.code == "interrupted"
-                assert not stored.executor_id
-            listed = (await platform.runs_stub.ListRuns(runs_pb2.ListRunsRequest())).runs
-            assert all(run.state == runs_pb2.RUN_STATE_FAILED for run in listed) and len(listed) == 3
-            assert await llm.wait_for(lambda: llm.aborted == {0, 1}, timeout=2.0)
+                final = await wait_final(platform, run.id)
+                assert final.state == runs_pb2.RUN_STATE_COMPLETED, final.error_message
+                assert kinds(list(final.steps)) == ["user_request", "resumed", "agent_response"]
+                assert [step.sequence for step in final.steps] == [1, 2, 3]
+                marker = final.steps[1].resumed
+                assert marker.handed_back_by == stopping and marker.executor_id == successor.scheduler.executor_id
+                assert f"handed back by engine {stopping} at its shutdown" in marker.summary
+                assert (final.attempts, final.handbacks, final.lease_epoch) == (0, 1, 2)
+                assert final.steps[-1].agent_response.text == "done"
+        finally:
+            await successor.stop()
+        # The two cut-off calls asked again, once each, and the queued run's first call: nothing more.
+        assert len(llm.requests) == 5

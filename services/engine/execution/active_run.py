@@ -40,6 +40,8 @@ class ActiveRun:
     stop: Stop | None = None
     #: The store no longer holds the run for us (it ended or was deleted there): stop without recording.
     lost: bool = False
+    #: This engine shuts down and hands the run back to the store: stop without recording.
+    handing_back: bool = False
     #: The BeginRun call of a run created QUEUED, once its slot is free.
     begin: "asyncio.Future[Run] | None" = None
     #: What the run did before it paused for approval, for a run resumed here; None for a run that starts now.

@@ -1,6 +1,6 @@
 """Executing one run the scheduler holds: the agent or workflow it runs (the revision it began with, when
-resumed), after its thread's earlier turns, once its slot is free; and, when it is stopped (a cancel, a failure, a
-shutdown), recording its end."""
+resumed), after its thread's earlier turns, once its slot is free; and, when it is stopped (a cancel, a failure),
+recording its end (at a shutdown, nothing: the run is handed back)."""
 
 import asyncio
 import logging
@@ -94,6 +94,13 @@ class RunExecutor:
         except asyncio.CancelledError:
             if active.lost:
                 return None  # the store ended or deleted the run; there is nothing to record
+            if active.handing_back:
+                # The engine shuts down and hands the run back for another to continue from its steps: record
+                # nothing more; a BeginRun or an append in flight is answered first, so that the hand-back finds
+                # the run as it is (a step being stored is not lost, and its work not redone).
+                await self._began(active)
+                await recorder.settle()
+                return None
             if active.stop is None:
                 raise  # not ours: the event loop is going away
             return await self._record_stop(active, recorder)

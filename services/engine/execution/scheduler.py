@@ -10,8 +10,11 @@
 - `cancel` stops a run wherever it is (waiting for a slot, on the model, in a tool call) and records it
   CANCELLED with the reason. Cancels arrive through the run store (ExecutorLink, lease renewals), whichever
   engine took the CancelRun, and locally when the client that started the run goes away.
-- `shutdown` takes no new runs, ends queued runs FAILED "interrupted", gives running ones the grace period to
-  finish, then interrupts the rest and records them FAILED "interrupted".
+- `shutdown` takes no new runs and hands the runs it holds back to the store, for another engine (or this one,
+  restarted) to continue from their steps at once: queued runs at once, running ones when they have not finished
+  within the grace period. A run stopped at the end of the grace has its task cancelled and nothing more recorded
+  here; what it was doing is redone or held as after a crash (the journal's rules, loop/run_progress.py). When
+  the store cannot be reached, their leases run out and its reaper has them resumed, later.
 """
 
 import asyncio
@@ -27,7 +30,7 @@ from typing import Any
 from services.common import errors, logs
 from services.common.identity import Caller
 from services.common.limits import RunLimits
-from services.common.run_vocabulary import CANCELLED, FAILED, LIVE_STATES
+from services.common.run_vocabulary import CANCELLED, LIVE_STATES
 from services.common.step_delta import StepDelta
 from services.engine import metrics
 from services.engine.agent_profile import DEFAULT_AGENT, AgentProfile, within_agent
@@ -54,8 +57,11 @@ from services.engine.workflows.runner import check_inputs, start_step
 
 log = logging.getLogger(__name__)
 
-#: How long an interrupted run may take to record its end at shutdown.
+#: How long the runs stopped at shutdown may take to settle (their task cancelled, a BeginRun or an append in
+#: flight answered) before they are handed back to the store.
 RECORD_END_SECONDS = 5.0
+#: How long a hand-back is retried while the store is unavailable; then the runs' leases run out instead.
+HAND_BACK_RETRY_SECONDS = 2.0
 #: How much of a workflow's name and inputs a workflow run shows as its user query.
 WORKFLOW_QUERY_CHARS = 1000
 
@@ -78,6 +84,8 @@ class RunScheduler:
         self._reserved_slots = 0
         self._reserved_queue = 0
         self._closing = False
+        #: Set at the end of the shutdown's grace, when every run still held is handed back.
+        self._handing_back_all = False
         self._renewer: LeaseRenewer | None = None
         self._rate_limiter = RunRateLimiter(settings.user_runs_per_second, settings.user_run_burst)
         #: Runs offered to resume that this process is taking (ResumeRun in flight).
@@ -291,6 +299,11 @@ class RunScheduler:
         except errors.DomainError as exc:
             log.warning("could not resume run %s (it will be offered again): %s", run_id, exc)
             return
+        if self._handing_back_all:
+            # Taken (ResumeRun was in flight) after this engine handed back what it held at the end of its grace:
+            # give it back too. One taken earlier in the shutdown executes within the grace like the others.
+            await self._hand_back({run.id: run.lease_epoch})
+            return
         steps = list(run.steps)
         run = replace(run, steps=())
         owner = Caller(run.owner)
@@ -305,14 +318,20 @@ class RunScheduler:
             thread_id=run.thread_id,
         )
         progress = progress_from_steps(steps)
-        # The store counts the runs it took from an engine that stopped; a resume that recorded no marker for the
-        # latest of them (this one, or one whose engine stopped too before recording it) records it now.
-        orphaned = run.attempts > progress.resumes
-        metrics.RUNS_RESUMED.labels("orphaned" if orphaned else "approval").inc()
+        # The store counts the runs it took from an engine that stopped (attempts) and those an engine handed back
+        # at its shutdown (handbacks); a resume that recorded no marker for the latest of them (this one, or one
+        # whose engine stopped too before recording it) records it now.
+        handed_back = run.handbacks > progress.handbacks
+        orphaned = handed_back or run.attempts > progress.resumes - progress.handbacks
+        metrics.RUNS_RESUMED.labels("handed_back" if handed_back else "orphaned" if orphaned else "approval").inc()
         if orphaned:
             # What runs again and what waits for a person is decided where the run's tools are known (the loop).
             progress.taking_over = (self.executor_id, run.attempts)
-            log.warning("run %s taken over from an engine that stopped (resume %d)", run.id, run.attempts)
+            if handed_back:
+                progress.handed_back_by = run.handed_back_by
+                log.info("run %s taken over: engine %s handed it back at its shutdown", run.id, run.handed_back_by)
+            else:
+                log.warning("run %s taken over from an engine that stopped (resume %d)", run.id, run.attempts)
         active = ActiveRun(
             run, chat, chat.limits, DEFAULT_AGENT, RunFeed(run), recorded=len(steps), progress=progress, steps=steps
         )
@@ -383,23 +402,71 @@ class RunScheduler:
     # --- shutdown ----------------------------------------------------------------------------------------
 
     async def shutdown(self, grace: float) -> None:
-        """Take no new runs; let running ones finish within `grace` seconds, then end the rest FAILED
-        "interrupted", recording each end before returning (bounded)."""
+        """Take no new runs; hand the queued ones back to the store at once, let running ones finish within
+        `grace` seconds, then stop the rest (nothing more recorded here) and hand them back (bounded)."""
         self._closing = True
-        interrupted = (FAILED, "interrupted",
-                       "the run was interrupted: its engine shut down before the run finished")
-        for active in list(self._waiting):
-            self._stop(active.run.id, interrupted)
-        tasks = {active.task for active in self._active.values() if active.task is not None}
+        queued = list(self._waiting)
+        handing_queued = None
+        if queued:
+            log.info("handing %d queued run(s) back to the store", len(queued))
+            # During the grace, not before it: a store that is away costs the running runs none of their time.
+            handing_queued = asyncio.ensure_future(self._stop_and_hand_back(queued))
+        queued_ids = {active.run.id for active in queued}
+        held = [active for active in self._active.values() if active.run.id not in queued_ids]
+        tasks = {active.task for active in held if active.task is not None}
         if tasks:
             log.info("waiting up to %.1fs for %d run(s) to finish", grace, len(tasks))
-            _, pending = await asyncio.wait(tasks, timeout=grace)
-            for active in list(self._active.values()):
-                self._stop(active.run.id, interrupted)
-            if pending:
-                await asyncio.wait(pending, timeout=RECORD_END_SECONDS)
+            await asyncio.wait(tasks, timeout=grace)
+        if handing_queued is not None:
+            await handing_queued
+        self._handing_back_all = True
+        running = [active for active in self._active.values() if active.run.id not in queued_ids]
+        if running:
+            log.info("handing %d run(s) that did not finish within %.1fs back to the store", len(running), grace)
+            await self._stop_and_hand_back(running)
         if self._renewer is not None:
             await self._renewer.stop()
+
+    @property
+    def closing(self) -> bool:
+        """True once this engine shuts down: the runs it held are handed back, not ended, when their calls stop."""
+        return self._closing
+
+    async def _stop_and_hand_back(self, runs: list[ActiveRun]) -> None:
+        """Stop `runs` without recording anything more for them, wait (bounded) until their tasks are done and
+        their writes in flight settled, then hand them back to the store under the epochs they were held at."""
+        epochs = {active.run.id: active.run.lease_epoch for active in runs}
+        tasks = set()
+        for active in runs:
+            if active.task is None or active.task.done():
+                continue
+            tasks.add(active.task)
+            if active.stop is None:  # a run being cancelled records its end first; the store then refuses it
+                active.handing_back = True
+                active.task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=RECORD_END_SECONDS)
+            if pending:
+                log.warning("%d run(s) did not stop within %.1fs; handed back anyway (the store fences their late "
+                            "writes)", len(pending), RECORD_END_SECONDS)
+        # A run whose task ended by itself meanwhile (finished, paused for approval, lost) is no longer held: the
+        # store refuses it, which is harmless.
+        await self._hand_back(epochs)
+
+    async def _hand_back(self, epochs: dict[str, int]) -> None:
+        try:
+            handed = await self._runs.hand_back_runs(self.executor_id, epochs, HAND_BACK_RETRY_SECONDS)
+        except errors.DomainError as exc:
+            log.warning("could not hand %d run(s) back to the store (%s): their leases run out in at most %.0fs and "
+                        "the store's reaper has them resumed then: %s", len(epochs), type(exc).__name__,
+                        self._settings.lease_seconds, ", ".join(epochs))
+            return
+        if handed.handed_back_run_ids:
+            log.info("handed %d run(s) back for other engines to continue: %s", len(handed.handed_back_run_ids),
+                     ", ".join(sorted(handed.handed_back_run_ids)))
+        if handed.ended_run_ids:
+            log.info("the store ended %d run(s) handed back (cancel pending, or not resumable): %s",
+                     len(handed.ended_run_ids), ", ".join(sorted(handed.ended_run_ids)))
 
     @property
     def held_runs(self) -> int:

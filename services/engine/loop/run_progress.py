@@ -57,14 +57,17 @@ class RunProgress:
     unknown: set[str] = field(default_factory=set)
     #: The agent's answer, when its agent-response step is recorded (the engine stopped before finishing the run).
     answer: str | None = None
-    #: How many resume markers the steps hold.
+    #: How many resume markers the steps hold, and how many of them follow a hand-back (not an attempt).
     resumes: int = 0
+    handbacks: int = 0
     #: When the run's current stretch of execution began: its first step, or the last approval decision (the time
     #: a person took to decide is not the run's); None for no steps.
     stretch_began: datetime | None = None
     #: For a run this engine takes over from one that stopped: (this engine, the resume's number), until the loop
     #: knows the tools and `take_over` decides what runs again; None otherwise.
     taking_over: tuple[str, int] | None = None
+    #: For such a run: the engine that handed it back at its shutdown; "" when that engine stopped otherwise.
+    handed_back_by: str = ""
     model_calls: int = 0
     tool_calls: int = 0
     usage: Usage = field(default_factory=Usage)
@@ -91,12 +94,12 @@ class RunProgress:
         repeat_safe: Callable[[RequestedToolCall], bool],
         idle: str | None = None,
     ) -> Resumed:
-        """Prepare the resume of a run whose engine stopped, as its `attempt`th resume by `executor_id`: the
-        pending calls that `repeat_safe` does not allow to run again (their tools are neither read-only nor
-        idempotent for those arguments) are held for a decision; the others run again, with the same idempotency
-        key. Returns the marker to record, which says which is which; `idle` is what it says when nothing was in
-        flight (for a workflow node: where it stands; for a run, by default, it finishes with its recorded answer or
-        asks the model again)."""
+        """Prepare the resume of a run whose engine stopped (or handed it back: `handed_back_by`), as its
+        `attempt`th resume by `executor_id`: the pending calls that `repeat_safe` does not allow to run again
+        (their tools are neither read-only nor idempotent for those arguments) are held for a decision; the others
+        run again, with the same idempotency key. Returns the marker to record, which says which is which; `idle` is
+        what it says when nothing was in flight (for a workflow node: where it stands; for a run, by default, it
+        finishes with its recorded answer or asks the model again)."""
         held = [call for call in self.pending if not repeat_safe(call)]
         rerun = [call for call in self.pending if repeat_safe(call)]
         if held:
@@ -111,7 +114,9 @@ class RunProgress:
             summary = "finishes the run: its answer was recorded"
         else:
             summary = "requests the model call again (an interrupted call is never recorded)"
-        marker = Resumed(executor_id, attempt, summary, tuple(call.id for call in held))
+        if self.handed_back_by:
+            summary = f"handed back by engine {self.handed_back_by} at its shutdown; {summary}"
+        marker = Resumed(executor_id, attempt, summary, tuple(call.id for call in held), self.handed_back_by)
         self.hold(marker.held_tool_call_ids)
         self.taking_over = None
         return marker
@@ -137,6 +142,7 @@ def progress_from_steps(steps: Sequence[Step]) -> RunProgress:
         match step.content:
             case Resumed() as marker:
                 progress.resumes += 1
+                progress.handbacks += bool(marker.handed_back_by)
                 progress.hold(marker.held_tool_call_ids)
             case AgentResponse() as response:
                 progress.answer = response.text

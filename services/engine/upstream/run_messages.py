@@ -109,7 +109,10 @@ def _content_from_proto(step: runs_pb2.Step) -> StepContent:
         )
     if case == "resumed":
         marker = step.resumed
-        return Resumed(marker.executor_id, marker.attempt, marker.summary, tuple(marker.held_tool_call_ids))
+        return Resumed(
+            marker.executor_id, marker.attempt, marker.summary, tuple(marker.held_tool_call_ids),
+            marker.handed_back_by,
+        )
     # A step with no content (or one a newer store knows and this engine does not): an empty error step is the
     # least wrong reading; nothing the engine decides on looks at it.
     return StepError()
@@ -174,6 +177,7 @@ def _set_content(message: runs_pb2.Step, content: StepContent) -> None:
             marker.SetInParent()
             marker.executor_id, marker.attempt, marker.summary = content.executor_id, content.attempt, content.summary
             marker.held_tool_call_ids.extend(content.held_tool_call_ids)
+            marker.handed_back_by = content.handed_back_by
 
 
 # --- steps, runs, history ----------------------------------------------------------------------------------------
@@ -243,6 +247,8 @@ def run_from_proto(message: runs_pb2.Run) -> Run:
         executor_id=message.executor_id,
         lease_epoch=message.lease_epoch,
         attempts=message.attempts,
+        handbacks=message.handbacks,
+        handed_back_by=message.handed_back_by,
         cancel_requested=message.cancel_requested,
         error_code=message.error_code,
         error_message=message.error_message,
@@ -274,6 +280,8 @@ def run_to_proto(run: Run) -> runs_pb2.Run:
         executor_id=run.executor_id,
         lease_epoch=run.lease_epoch,
         attempts=run.attempts,
+        handbacks=run.handbacks,
+        handed_back_by=run.handed_back_by,
         cancel_requested=run.cancel_requested,
         error_code=run.error_code,
         error_message=run.error_message,

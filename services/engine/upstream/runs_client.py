@@ -28,7 +28,7 @@ from services.common.rpc.protoconv import (
 )
 from services.common.rpc.status import error_from_rpc, error_from_status
 from services.engine.failures import StepTooLarge
-from services.engine.journal import LeaseRenewal, NewRun, Run, RunEvent, Step, ThreadHistory
+from services.engine.journal import HandBack, LeaseRenewal, NewRun, Run, RunEvent, Step, ThreadHistory
 from services.engine.upstream.calls import (
     FIRST_BACKOFF_SECONDS,
     MAX_BACKOFF_SECONDS,
@@ -236,6 +236,18 @@ class RunsClient:
             frozenset(response.lost_run_ids),
             tuple((notice.run_id, notice.reason) for notice in response.cancel),
             frozenset(response.fenced_run_ids),
+        )
+
+    async def hand_back_runs(self, executor_id: str, epochs: Mapping[str, int], outage_seconds: float) -> HandBack:
+        """Hand the runs of `epochs` (run id: the epoch of its lease) back to the store, for other engines to
+        continue, as this engine shuts down; retried for `outage_seconds` at most (it is stopping)."""
+        leases = [execution_pb2.HeldLease(run_id=run_id, lease_epoch=epoch) for run_id, epoch in epochs.items()]
+        request = execution_pb2.HandBackRunsRequest(executor_id=executor_id, leases=leases)
+        response = await self._retrying(self._stub.HandBackRuns, request, outage_seconds=outage_seconds)
+        return HandBack(
+            frozenset(response.handed_back_run_ids),
+            frozenset(response.ended_run_ids),
+            frozenset(response.refused_run_ids),
         )
 
     async def watch(self, run_id: str, caller: Caller, after_sequence: int = 0) -> AsyncGenerator[RunEvent, None]:

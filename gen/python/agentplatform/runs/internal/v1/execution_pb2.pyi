@@ -10,6 +10,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class HandBackRunsRequest(_message.Message):
+    __slots__ = ("executor_id", "leases")
+    EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    executor_id: str
+    leases: _containers.RepeatedCompositeFieldContainer[HeldLease]
+    def __init__(self, executor_id: _Optional[str] = ..., leases: _Optional[_Iterable[_Union[HeldLease, _Mapping]]] = ...) -> None: ...
+
+class HandBackRunsResponse(_message.Message):
+    __slots__ = ("handed_back_run_ids", "ended_run_ids", "refused_run_ids")
+    HANDED_BACK_RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    ENDED_RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    handed_back_run_ids: _containers.RepeatedScalarFieldContainer[str]
+    ended_run_ids: _containers.RepeatedScalarFieldContainer[str]
+    refused_run_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, handed_back_run_ids: _Optional[_Iterable[str]] = ..., ended_run_ids: _Optional[_Iterable[str]] = ..., refused_run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class AwaitApprovalRequest(_message.Message):
     __slots__ = ("run_id", "executor_id", "step", "lease_epoch")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]

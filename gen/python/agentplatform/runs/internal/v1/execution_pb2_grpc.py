@@ -99,6 +99,11 @@ class ExecutionServiceStub:
                 request_serializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ResumeRunRequest.SerializeToString,
                 response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
                 _registered_method=True)
+        self.HandBackRuns = channel.unary_unary(
+                '/agentplatform.runs.internal.v1.ExecutionService/HandBackRuns',
+                request_serializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.HandBackRunsRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.HandBackRunsResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -207,6 +212,21 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HandBackRuns(self, request, context):
+        """Hands back runs the caller holds, at its shutdown, for another engine (or
+        itself, restarted) to continue from their steps at once, without waiting
+        for their leases to run out: each loses its executor and is offered to
+        the connected engines as an orphaned run is (a QUEUED one waits in the
+        queue again). Not counted in Run.attempts, but in Run.handbacks. A run
+        with a cancel pending ends CANCELLED instead, and one that cannot be
+        resumed FAILED "interrupted". Fenced: a run the caller does not hold at
+        the epoch it names (ended, taken by another engine, unknown) is refused,
+        left as it is, and named in `refused_run_ids`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -254,6 +274,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.ResumeRun,
                     request_deserializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ResumeRunRequest.FromString,
                     response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'HandBackRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandBackRuns,
+                    request_deserializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.HandBackRunsRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.HandBackRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -518,6 +543,33 @@ class ExecutionService:
             '/agentplatform.runs.internal.v1.ExecutionService/ResumeRun',
             agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.ResumeRunRequest.SerializeToString,
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandBackRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.internal.v1.ExecutionService/HandBackRuns',
+            agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.HandBackRunsRequest.SerializeToString,
+            agentplatform_dot_runs_dot_internal_dot_v1_dot_execution__pb2.HandBackRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
