@@ -33,7 +33,7 @@ from tests.e2e.faults import (
     start_runs,
     wait_for,
 )
-from tests.e2e.test_resume import kinds, restart_engine, without_markers
+from tests.e2e.resumes import kinds, restart_engine, without_markers
 from tests.support.seed import SEED_TIMELINE, timeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
