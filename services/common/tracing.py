@@ -15,7 +15,8 @@ services.common.rpc.channels), and the engine (GenAI spans, services.engine.span
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -96,6 +97,42 @@ def shutdown_tracing() -> None:
 def tracer() -> trace.Tracer:
     """The platform's tracer (the SDK's when tracing is on)."""
     return _provider.get_tracer(SCOPE) if _provider is not None else trace.get_tracer(SCOPE)
+
+
+#: google.rpc codes the RPC conventions count as a server span's error (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED,
+#: INTERNAL, UNAVAILABLE, DATA_LOSS); the others are the caller's.
+_SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})
+
+
+def start_rpc_span(method: str, metadata: Mapping[str, str | bytes]) -> trace.Span:
+    """A SERVER span for the call of `method` (/package.Service/Method), named and attributed after the RPC
+    conventions, the child of the trace context in the call's `metadata` (a new trace without one)."""
+    name = method.lstrip("/")
+    service, _, rpc_method = name.partition("/")
+    return tracer().start_span(
+        name,
+        context=extract(metadata),
+        kind=trace.SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc_method},
+    )
+
+
+def rpc_status(span: trace.Span, code: int) -> None:
+    """The status `code` (google.rpc.Code) a call ended with, on its span."""
+    span.set_attribute("rpc.grpc.status_code", code)
+    if code in _SERVER_ERRORS:
+        span.set_status(trace.StatusCode.ERROR)
+
+
+@contextmanager
+def rpc_span(method: str, metadata: Mapping[str, str | bytes]) -> Iterator[trace.Span | None]:
+    """start_rpc_span's span, current while the block runs; None, and no span, with tracing off."""
+    if _provider is None:
+        yield None
+        return
+    span = start_rpc_span(method, metadata)
+    with trace.use_span(span, end_on_exit=True, record_exception=False, set_status_on_exception=False):
+        yield span
 
 
 def extract(metadata: Mapping[str, str | bytes]) -> Context:

@@ -64,14 +64,7 @@ class _RpcScope:
         """The RPC's SERVER span as the current one while the block runs; nothing at all with tracing off."""
         if not tracing.enabled():
             return nullcontext()
-        name = self.method.lstrip("/")
-        service, _, rpc_method = name.partition("/")
-        self.span = tracing.tracer().start_span(
-            name,
-            context=tracing.extract(self.metadata),
-            kind=trace.SpanKind.SERVER,
-            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc_method},
-        )
+        self.span = tracing.start_rpc_span(self.method, self.metadata)
         # The status is set by done(), from the code the call ends with, not from the exception that ended it.
         return trace.use_span(self.span, end_on_exit=True, record_exception=False, set_status_on_exception=False)
 
@@ -97,21 +90,12 @@ class _RpcScope:
         elapsed = time.perf_counter() - self.started
         self.metrics.handled(code.name, elapsed)
         if self.span is not None:
-            self.span.set_attribute("rpc.grpc.status_code", code.value[0])
-            if code in _SERVER_ERRORS:
-                self.span.set_status(trace.StatusCode.ERROR, code.name)
+            tracing.rpc_status(self.span, code.value[0])
         # Successful calls at DEBUG: the engine makes a dozen internal calls per run, and a line for each is
         # most of the log and a measurable share of the CPU. Every failure stays at INFO.
         level = logging.DEBUG if code == grpc.StatusCode.OK else logging.INFO
         if log.isEnabledFor(level):
             log.log(level, "%s %s %.1fms", self.method, code.name, elapsed * 1000)
-
-
-#: The codes the RPC conventions count as a server span's error (the others are the caller's).
-_SERVER_ERRORS = frozenset({
-    grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
-    grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS,
-})
 
 
 def _status_details(code: grpc.StatusCode, exc: errors.DomainError) -> tuple[tuple[str, bytes], ...]:
