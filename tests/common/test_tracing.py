@@ -54,6 +54,25 @@ def test_which_exporters(otel_env: pytest.MonkeyPatch, variables: dict[str, str]
     assert tracing.exporter_names() == expected
 
 
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "jaegerx"}, "jaegerx"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"},
+         "carrier-pigeon"),
+    ],
+)
+def test_a_configuration_the_sdk_refuses_is_an_error_naming_the_value(
+    otel_env: pytest.MonkeyPatch, variables: dict[str, str], named: str
+) -> None:
+    # run_service turns it into a start-up error naming the OTEL_* settings.
+    for name, value in variables.items():
+        otel_env.setenv(name, value)
+    with pytest.raises(RuntimeError, match=named):
+        tracing.configure_tracing("runs")
+    assert not tracing.enabled()
+
+
 @pytest.fixture
 def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     """Tracing on for this test, its spans kept in memory."""
