@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -62,6 +63,19 @@ def exporter_names() -> list[str]:
     if any(os.environ.get(name) for name in _ENDPOINT_VARIABLES):
         return [_get_exporter_entry_point("otlp", "traces")]
     return []
+
+
+def otlp_grpc_collector() -> tuple[str, int] | None:
+    """The (host, port) of the OTLP/gRPC endpoint the environment sends spans to over plain text (Envoy's
+    gateway sends its spans there too); None when tracing is off, goes elsewhere (console, OTLP/HTTP), or the
+    endpoint is TLS (https://), which the gateway's exporter is not set up for."""
+    if "otlp_proto_grpc" not in exporter_names():
+        return None
+    endpoint = next((os.environ[name] for name in _ENDPOINT_VARIABLES if os.environ.get(name)), "")
+    url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint or 'localhost:4317'}")
+    if url.scheme != "http" or not url.hostname:
+        return None
+    return url.hostname, url.port or 4317
 
 
 def configure_tracing(service: str) -> bool:
