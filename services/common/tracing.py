@@ -10,7 +10,8 @@ defaults to the service's name.
 Off, `enabled()` is False and the callers (the RPC interceptors, the engine's spans) skip their tracing
 altogether: no span objects, no context switches, nothing on the hot path. Who uses it: the server interceptor
 (a SERVER span per RPC, services.common.rpc.interceptor), `dial` (trace context into outgoing calls,
-services.common.rpc.channels), and the engine (GenAI spans, services.engine.spans).
+services.common.rpc.channels), the engine (GenAI spans, services.engine.spans) and its executor link with the runs
+service (the context in each call's message), and the launcher (Envoy's spans go to `otlp_grpc_collector()`).
 """
 
 import logging
