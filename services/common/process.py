@@ -1,4 +1,4 @@
-"""The body of every service's `__main__`: settings, logging, start, serve until SIGTERM/SIGINT, stop."""
+"""The body of every service's `__main__`: settings, logging, tracing, start, serve until SIGTERM/SIGINT, stop."""
 
 import asyncio
 import logging
@@ -9,6 +9,7 @@ from services.common.logs import configure_logging
 from services.common.metrics import MetricsEndpoint
 from services.common.rpc.server import wait_for_shutdown_signal
 from services.common.settings import ServiceSettings, SettingsError, load_settings
+from services.common.tracing import configure_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,11 @@ def run_service(
     async def main() -> None:
         settings = load_settings(settings_cls)
         configure_logging(settings.log_level, settings.log_format, service)
+        # Before the app starts: its channels (dial) and server interceptor look at whether tracing is on.
+        try:
+            configure_tracing(service)
+        except (RuntimeError, ValueError) as exc:
+            raise SettingsError(f"the OTEL_* tracing settings: {exc}") from None
         metrics = None
         if settings.metrics_port is not None:
             try:
@@ -47,6 +53,7 @@ def run_service(
         await wait_for_shutdown_signal()
         log.info("shutting down (grace %.1fs)", settings.grpc_grace_seconds)
         await app.stop(settings.grpc_grace_seconds)
+        shutdown_tracing()  # the spans of the last calls, still in the batch
         if metrics is not None:
             metrics.stop()
 

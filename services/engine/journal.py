@@ -196,6 +196,9 @@ class Run:
     started_at: datetime | None = None
     completed_at: datetime | None = None
     steps: tuple[Step, ...] = ()
+    #: The W3C traceparent of the run's first attempt's span (its trace and span); "" without tracing. A resume
+    #: continues that trace.
+    traceparent: str = ""
 
     @property
     def waiting(self) -> bool:
@@ -233,6 +236,8 @@ class NewRun:
     workflow_revision: int = 0
     #: Stored with a RUNNING run as its steps 1, 2 ...
     steps: tuple[Step, ...] = ()
+    #: The W3C traceparent of the run's span here, recorded as the run's trace; "" with tracing off.
+    traceparent: str = ""
 
 
 @dataclass(frozen=True)

@@ -99,10 +99,12 @@ def render_gateway_config(
     tools: Upstream | Sequence[Upstream],
     agents: Upstream | Sequence[Upstream],
     service_token: str | TokenFromEnvironment | None = None,
+    tracing: tuple[str, int] | None = None,
 ) -> str:
     """The Envoy YAML for these addresses and settings: each service one upstream or several (its replicas,
     balanced over). Every placeholder must be filled (Template.substitute raises). `service_token` defaults to
-    settings.service_token; a TokenFromEnvironment leaves it to Envoy."""
+    settings.service_token; a TokenFromEnvironment leaves it to Envoy. `tracing`: the OTLP/gRPC collector (host,
+    port) Envoy sends a span per request to; None: no spans."""
     if service_token is None:
         service_token = settings.service_token.get_secret_value()
     if isinstance(service_token, TokenFromEnvironment):
@@ -116,6 +118,8 @@ def render_gateway_config(
     text = TEMPLATE.read_text()
     text = _section("SERVICE_TOKEN", bool(token_value), text)
     text = _section("JWT", jwt, text)
+    text = _section("TRACING", tracing is not None, text)
+    otlp_host, otlp_port = tracing or ("", 0)
     return Template(text).substitute(
         ADMIN_ADDRESS=json.dumps(admin.address()),
         GATEWAY_HOST=settings.host,
@@ -144,4 +148,7 @@ def render_gateway_config(
         RUNS_ENDPOINTS=_endpoints(runs),
         TOOLS_ENDPOINTS=_endpoints(tools),
         AGENTS_ENDPOINTS=_endpoints(agents),
+        OTLP_HOST=json.dumps(otlp_host),
+        OTLP_PORT=otlp_port,
+        OTLP_SERVICE_NAME="gateway",
     )

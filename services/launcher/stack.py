@@ -11,6 +11,7 @@ from services.agents.settings import AgentsSettings
 from services.common.auth import Authenticator
 from services.common.rpc.server import check_exposure
 from services.common.settings import SettingsError, load_settings
+from services.common.tracing import otlp_grpc_collector
 from services.demo_model.settings import DemoModelSettings
 from services.engine.settings import EngineSettings
 from services.launcher.gateway_config import AdminSocket, TokenFromEnvironment, Upstream, render_gateway_config
@@ -191,6 +192,8 @@ def build_stack(gateway_config_path: Path) -> Stack:
             agents=Upstream(_reachable(agents.host), agents.port),
             # Envoy gets the token in its environment (shared_env), so the file on disk holds no secret.
             service_token=TokenFromEnvironment("PLATFORM_SERVICE_TOKEN"),
+            # With tracing on, Envoy's span per request is the first of the trace (the same OTEL_* variables).
+            tracing=otlp_grpc_collector(),
         ),
     )
     envoy = str(Path(python).parent / "envoy")

@@ -114,6 +114,10 @@ def checked_new_run(run: NewRun, limits: StoreLimits) -> NewRun:
     if workflow_id and (thread_id or run.agent_id):
         raise InvalidArgument("a workflow run has no thread and no agent of its own: leave thread_id and agent_id "
                               "empty")
+    _check_hex("trace_id", run.trace_id, 32)
+    _check_hex("trace_span_id", run.trace_span_id, 16)
+    if bool(run.trace_id) != bool(run.trace_span_id):
+        raise InvalidArgument("trace_id and trace_span_id go together: give both or neither")
     strategies = [strategy.value for strategy in MultitaskStrategy]
     if run.multitask not in strategies:
         raise InvalidArgument(f"unknown multitask strategy {run.multitask!r}; use one of {', '.join(strategies)}")
@@ -137,10 +141,17 @@ def checked_new_run(run: NewRun, limits: StoreLimits) -> NewRun:
 MAX_STEPS_PER_CREATE = 10
 
 
+def _check_hex(field: str, value: str, digits: int) -> None:
+    """A W3C trace or span id: `digits` lowercase hex digits, not all zero (the invalid id); or ""."""
+    if value and (len(value) != digits or value.strip("0123456789abcdef") or not value.strip("0")):
+        raise InvalidArgument(f"{field} must be {digits} lowercase hex digits, not all zero (a W3C trace context id)")
+
+
 def request_fingerprint(run: NewRun) -> str:
     """What makes two creates "the same request" for AIP-155: everything but the executor, its lease and the
     initial state (which depends on how busy the engine was when each attempt arrived). The owner is part of
-    it: one user's request id never finds another user's run."""
+    it: one user's request id never finds another user's run. Nor the trace: each attempt of a create may be in a
+    trace of its own."""
     payload = [
         run.owner, run.agent_id, run.agent_revision, run.user_query, run.model, sorted(run.metadata.items()),
         dataclasses.asdict(run.limits),

@@ -122,6 +122,8 @@ def run_to_proto(record: RunRecord) -> runs_pb2.Run:
         thread_turn=record.thread_turn,
         workflow_id=record.workflow_id,
         workflow_revision=record.workflow_revision,
+        trace_id=record.trace_id,
+        trace_span_id=record.trace_span_id,
         steps=[step_to_proto(step) for step in record.steps],
     )
     if record.completed_at is not None:

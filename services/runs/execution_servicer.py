@@ -16,6 +16,7 @@ import grpc
 
 from agentplatform.runs.internal.v1 import execution_pb2, execution_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2
+from services.common import tracing
 from services.common.errors import DomainError, InvalidArgument
 from services.common.rpc.protoconv import (
     datetime_from_timestamp,
@@ -32,6 +33,9 @@ from services.runs.records import CancelNotice, NewRun, ResumeNotice
 from services.runs.store import RunStore
 
 log = logging.getLogger(__name__)
+
+#: The internal service's full name, for the spans of the calls an engine makes over its link.
+EXECUTION_SERVICE = execution_pb2.DESCRIPTOR.services_by_name["ExecutionService"].full_name
 
 #: ExecutorCalls one engine's link may have being answered at once.
 MAX_CALLS_IN_FLIGHT = 2000
@@ -94,6 +98,8 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             multitask=multitask_from_proto(request.multitask_strategy),
             workflow_id=request.workflow_id,
             workflow_revision=request.workflow_revision,
+            trace_id=request.trace_id,
+            trace_span_id=request.trace_span_id,
         )
         return convert.run_to_proto(await self._store.create_run(new))
 
@@ -253,6 +259,17 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     async def _executor_call(self, call: execution_pb2.ExecutorCall) -> execution_pb2.ExecutorCallResult:
         """Answer an engine's call made over its link as the unary method would, its error included."""
         kind = call.WhichOneof("request")
+        # Traced as the unary method of the same name would be, in the trace of the engine's call.
+        method = f"/{EXECUTION_SERVICE}/{''.join(part.title() for part in (kind or '').split('_'))}"
+        with tracing.rpc_span(method, {"traceparent": call.traceparent}) as span:
+            result = await self._answer_call(call, kind)
+            if span is not None:
+                tracing.rpc_status(span, result.error.code if result.WhichOneof("result") == "error" else 0)
+            return result
+
+    async def _answer_call(
+        self, call: execution_pb2.ExecutorCall, kind: str | None
+    ) -> execution_pb2.ExecutorCallResult:
         try:
             if kind is None:
                 raise InvalidArgument("an ExecutorCall must carry a request: create_run, begin_run, append_steps or "

@@ -104,6 +104,10 @@ class RunRow(Base):
     #: for agents: workflows live in the agents service.
     workflow_id: Mapped[str] = mapped_column(String(36), default="")
     workflow_revision: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: The OpenTelemetry trace the run is recorded in, and the span of its first attempt (W3C hex), so every
+    #: attempt joins that trace and GetRun can name it; "" when the engine had tracing off.
+    trace_id: Mapped[str] = mapped_column(String(32), default="")
+    trace_span_id: Mapped[str] = mapped_column(String(16), default="")
     user_query: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(200))

@@ -46,6 +46,9 @@ class NewRun:
     #: The saved workflow the run executes, and its revision ("" and 0: a run of an agent, on a thread).
     workflow_id: str = ""
     workflow_revision: int = 0
+    #: The run's OpenTelemetry trace and the span of its first attempt (W3C hex); "" without tracing.
+    trace_id: str = ""
+    trace_span_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,9 @@ class RunRecord:
     thread_turn: int = 0
     workflow_id: str = ""
     workflow_revision: int = 0
+    #: The run's trace and its first attempt's span (W3C hex); "" when it was created without tracing.
+    trace_id: str = ""
+    trace_span_id: str = ""
 
 
 @dataclass(frozen=True)

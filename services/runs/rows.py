@@ -108,6 +108,8 @@ def stored_run_values(run: RunRecord) -> dict[str, Any]:
         "thread_turn": run.thread_turn or None,
         "workflow_id": run.workflow_id,
         "workflow_revision": run.workflow_revision,
+        "trace_id": run.trace_id,
+        "trace_span_id": run.trace_span_id,
         "user_query": run.user_query,
         "state": run.state,
         "model": run.model,
@@ -184,6 +186,8 @@ def run_record(row: Values, steps: Sequence[Values] = (), *, query_cut: bool = F
         thread_turn=row["thread_turn"] or 0,
         workflow_id=row["workflow_id"],
         workflow_revision=row["workflow_revision"],
+        trace_id=row["trace_id"],
+        trace_span_id=row["trace_span_id"],
     )
 
 async def load_run(

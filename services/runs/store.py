@@ -82,6 +82,8 @@ def _run_values(new: NewRun, fingerprint: str, now: datetime) -> dict[str, Any]:
         "agent_revision": new.agent_revision,
         "workflow_id": new.workflow_id,
         "workflow_revision": new.workflow_revision,
+        "trace_id": new.trace_id,
+        "trace_span_id": new.trace_span_id,
         "user_query": new.user_query,
         "state": new.state,
         "model": new.model,

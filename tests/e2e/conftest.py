@@ -20,7 +20,7 @@ from tests.support.processes import METRICS_ON_FREE_PORTS
 STARTUP_TIMEOUT = 60.0
 SETTING_PREFIXES = (
     "LLM_", "DATABASE_URL", "TOOLS_", "RUNS_", "ENGINE_", "GATEWAY_", "DEMO_MODEL_", "CORS_", "AUTH_", "PLATFORM_",
-    "AGENTS_", "GRPC_", "LOG_LEVEL",
+    "AGENTS_", "GRPC_", "LOG_LEVEL", "OTEL_",
 )
 
 

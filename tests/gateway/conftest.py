@@ -157,13 +157,15 @@ def render_to(
     settings: GatewaySettings,
     upstream: Upstream,
     service_token: str | TokenFromEnvironment | None = None,
+    tracing: tuple[str, int] | None = None,
 ) -> tuple[Path, Path]:
-    """Write the config (every cluster pointing at `upstream`); returns (config path, admin socket path)."""
+    """Write the config (every cluster pointing at `upstream`, spans to `tracing`); returns (config path, admin
+    socket path)."""
     config, admin = directory / "envoy.yaml", directory / "admin.sock"
     config.write_text(
         render_gateway_config(
             settings, admin=AdminSocket(admin), engine=upstream, runs=upstream, tools=upstream, agents=upstream,
-            service_token=service_token,
+            service_token=service_token, tracing=tracing,
         )
     )
     return config, admin
@@ -212,19 +214,21 @@ def upstream() -> Iterator[RecordingUpstream]:
 
 @pytest.fixture
 def start_gateway(tmp_path: Path, upstream: RecordingUpstream) -> Iterator[Callable[..., Gateway]]:
-    """start_gateway(service_token=..., env=..., **setting fields) -> a running Envoy in front of `upstream`."""
+    """start_gateway(service_token=..., env=..., tracing=(host, port), **setting fields) -> a running Envoy in front
+    of `upstream`."""
     started: list[Gateway] = []
 
     def start(
         service_token: str | TokenFromEnvironment | None = None,
         env: dict[str, str] | None = None,
         healthy: bool = True,
+        tracing: tuple[str, int] | None = None,
         **values: Any,
     ) -> Gateway:
         directory = tmp_path / f"envoy{len(started)}"
         directory.mkdir()
         settings = gateway_settings(**values)
-        config, admin = render_to(directory, settings, upstream.upstream, service_token)
+        config, admin = render_to(directory, settings, upstream.upstream, service_token, tracing)
         log_path = directory / "envoy.log"
         # Envoy's environment is the test's, minus a service token of the developer's own, plus `env`.
         environment = {k: v for k, v in os.environ.items() if k != "PLATFORM_SERVICE_TOKEN"} | (env or {})

@@ -316,6 +316,28 @@ async def test_a_run_records_the_agent_revision_it_executes(store: RunStore) -> 
         await store.create_run(new_run("q", agent_id="nope", agent_revision=1))
 
 
+@pytest.mark.parametrize(
+    ("trace_id", "span_id", "problem"),
+    [
+        ("4BF92F3577B34DA6A3CE929D0E0E4736", "00f067aa0ba902b7", "trace_id must be 32 lowercase hex digits"),
+        ("4bf92f3577b34da6", "00f067aa0ba902b7", "trace_id must be 32 lowercase hex digits"),
+        ("0" * 32, "00f067aa0ba902b7", "not all zero"),
+        ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902-7", "trace_span_id must be 16"),
+        ("4bf92f3577b34da6a3ce929d0e0e4736", "", "go together"),
+    ],
+)
+async def test_a_run_records_its_trace_and_refuses_ids_that_are_not_w3c(
+    store: RunStore, trace_id: str, span_id: str, problem: str
+) -> None:
+    trace = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    run = await store.create_run(new_run("q", trace_id=trace[0], trace_span_id=trace[1]))
+    got = await store.get_run(run.id)
+    assert (got.trace_id, got.trace_span_id) == trace
+    assert (await store.get_run((await store.create_run(new_run("q"))).id)).trace_id == ""
+    with pytest.raises(InvalidArgument, match=problem):
+        await store.create_run(new_run("q", trace_id=trace_id, trace_span_id=span_id))
+
+
 # --- workflow runs ---------------------------------------------------------------------------------------------
 
 WORKFLOW = "7d9f3c1e-2b4a-4c5d-8e6f-0a1b2c3d4e5f"

@@ -10,16 +10,22 @@ an address that is down is skipped until it reconnects (under the backoff below)
   target, names resolved once, when the channel is made;
 - a gRPC name such as `dns:///runs:50051` (a Kubernetes headless Service: one address per pod), passed to
   gRPC as it is.
+
+With tracing on (services.common.tracing), every call on such a channel carries the caller's trace context
+(W3C traceparent) in its metadata, so the server's span joins the caller's trace.
 """
 
 import ipaddress
 import json
 import re
 import socket
-from typing import Annotated
+from collections.abc import AsyncIterable, Callable
+from typing import Annotated, Any
 
 import grpc
 from pydantic import AfterValidator
+
+from services.common import tracing
 
 #: For a dependency that restarts: gRPC's default reconnect backoff grows to 120 s, which would keep a channel
 #: idle long after the server is back.
@@ -132,7 +138,38 @@ def channel_options(max_receive_bytes: int | None = None) -> tuple[tuple[str, in
     return (*options, ("grpc.max_receive_message_length", max_receive_bytes))
 
 
+class TraceContextInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+):
+    """Adds the current trace context (traceparent, tracestate) to the metadata of every call (the kinds the
+    protos use)."""
+
+    @staticmethod
+    def _with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), *tracing.inject())
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return await continuation(self._with_context(details), request)
+
+    async def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return await continuation(self._with_context(details), request)
+
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Any], details: Any, request_iterator: AsyncIterable[Any]
+    ) -> Any:
+        return await continuation(self._with_context(details), request_iterator)
+
+
 def dial(address: str, max_receive_bytes: int | None = None) -> grpc.aio.Channel:
     """A channel balanced over every replica at `address` (see the module docstring), with
-    channel_options(max_receive_bytes)."""
-    return grpc.aio.insecure_channel(grpc_target(address), options=channel_options(max_receive_bytes))
+    channel_options(max_receive_bytes); with tracing on, its calls carry the trace context."""
+    # Without tracing, no interceptor at all: grpc.aio's intercepted calls cost more than plain ones.
+    interceptors = [TraceContextInterceptor()] if tracing.enabled() else None
+    return grpc.aio.insecure_channel(
+        grpc_target(address), options=channel_options(max_receive_bytes), interceptors=interceptors
+    )

@@ -5,6 +5,8 @@
   platform's own services only.
 - Requests are decoded here, in binary protobuf or, for a call the gateway marks as JSON, the proto3 JSON mapping
   (services.common.rpc.codec); a body that is not the method's message answers INVALID_ARGUMENT, naming the message.
+- With tracing on (services.common.tracing), each call is a SERVER span, the child of the trace context the
+  caller sent (W3C traceparent in its metadata), named and attributed after the RPC semantic conventions.
 - Servicers and domain code raise `services.common.errors` exceptions; this interceptor answers them with the
   matching status code and the exception's message. Anything else is a bug: it is logged with its traceback and
   answered INTERNAL, naming the request id to look for in the logs.
@@ -15,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from datetime import timedelta
 from typing import Any
 
@@ -23,8 +25,9 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from opentelemetry import trace
 
-from services.common import errors, metrics
+from services.common import errors, metrics, tracing
 from services.common.auth import Authenticator
 from services.common.identity import set_caller
 from services.common.logs import request_id
@@ -55,6 +58,15 @@ class _RpcScope:
         self.started = time.perf_counter()
         # No reset needed: grpc.aio runs every RPC in its own task, so the value stays with this RPC.
         request_id.set(self.request_id)
+        self.span: trace.Span | None = None
+
+    def traced(self) -> AbstractContextManager[object]:
+        """The RPC's SERVER span as the current one while the block runs; nothing at all with tracing off."""
+        if not tracing.enabled():
+            return nullcontext()
+        self.span = tracing.start_rpc_span(self.method, self.metadata)
+        # The status is set by done(), from the code the call ends with, not from the exception that ended it.
+        return trace.use_span(self.span, end_on_exit=True, record_exception=False, set_status_on_exception=False)
 
     async def fail(self, exc: BaseException) -> None:
         """Abort the RPC with the status that fits `exc` (which context.abort raises as AbortError)."""
@@ -77,6 +89,8 @@ class _RpcScope:
     def done(self, code: grpc.StatusCode) -> None:
         elapsed = time.perf_counter() - self.started
         self.metrics.handled(code.name, elapsed)
+        if self.span is not None:
+            tracing.rpc_status(self.span, code.value[0])
         # Successful calls at DEBUG: the engine makes a dozen internal calls per run, and a line for each is
         # most of the log and a measurable share of the CPU. Every failure stays at INFO.
         level = logging.DEBUG if code == grpc.StatusCode.OK else logging.INFO
@@ -137,26 +151,27 @@ async def _rpc(
     context.set_trailing_metadata(((REQUEST_ID_KEY, scope.request_id),))
     if streaming:
         scope.metrics.streams.inc()
-    try:
-        if streaming:
-            await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
-        _authorize(auth, scope)
-        yield decode(request, scope.metadata)
-    except asyncio.CancelledError:
-        # The client went away (or its deadline passed): nobody reads a status, but the count must have it.
-        scope.done(grpc.StatusCode.CANCELLED)
-        raise
-    except Exception as exc:
-        if _is_abort(exc):
-            # A servicer that aborted on its own set the status: count what it set.
-            scope.done(_code_of(context))
+    with scope.traced():
+        try:
+            if streaming:
+                await context.send_initial_metadata(((REQUEST_ID_KEY, scope.request_id),))
+            _authorize(auth, scope)
+            yield decode(request, scope.metadata)
+        except asyncio.CancelledError:
+            # The client went away (or its deadline passed): nobody reads a status, but the count must have it.
+            scope.done(grpc.StatusCode.CANCELLED)
             raise
-        await scope.fail(exc)
-    else:
-        scope.done(grpc.StatusCode.OK)
-    finally:
-        if streaming:
-            scope.metrics.streams.dec()
+        except Exception as exc:
+            if _is_abort(exc):
+                # A servicer that aborted on its own set the status: count what it set.
+                scope.done(_code_of(context))
+                raise
+            await scope.fail(exc)
+        else:
+            scope.done(grpc.StatusCode.OK)
+        finally:
+            if streaming:
+                scope.metrics.streams.dec()
 
 
 def _wrap_unary(

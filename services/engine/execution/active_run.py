@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
+
 from services.common.limits import RunLimits
 from services.engine import metrics
 from services.engine.agent_profile import AgentProfile
@@ -54,6 +56,8 @@ class ActiveRun:
     #: When this engine was asked for the run (time.perf_counter), until its first step after the creation's is
     #: stored: the run's time to first step. None for a resumed run, and once observed.
     accepted_at: float | None = None
+    #: Its span here (invoke_agent or invoke_workflow), ended with its task; None with tracing off.
+    span: trace.Span | None = None
 
     def steps_stored(self, steps: list[Step]) -> None:
         """Steps the run's recorder stored: to its followers, and the first of them to the time-to-first-step."""

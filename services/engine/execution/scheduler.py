@@ -32,7 +32,7 @@ from services.common.identity import Caller
 from services.common.limits import RunLimits
 from services.common.run_vocabulary import CANCELLED, LIVE_STATES
 from services.common.step_delta import StepDelta
-from services.engine import metrics
+from services.engine import metrics, spans
 from services.engine.agent_profile import DEFAULT_AGENT, AgentProfile, within_agent
 from services.engine.execution.active_run import ActiveRun, Stop
 from services.engine.execution.leases import LeaseRenewer
@@ -179,8 +179,13 @@ class RunScheduler:
             self._reserved_queue += 1
         else:
             self._reserved_slots += 1
+        # The run's span begins before the run exists, so the trace it records is the one its creation is in.
+        span = spans.run_span(
+            agent_id=agent.agent_id, thread_id=chat.thread_id, workflow_id=workflow.id if workflow else "",
+            model=chat.model or agent.model or self._settings.llm_model,
+        )
         try:
-            new = self._new_run(chat, agent, limits, queued)
+            new = self._new_run(chat, agent, limits, queued, spans.traceparent(span))
             if workflow is not None:
                 new = replace(
                     new,
@@ -189,7 +194,11 @@ class RunScheduler:
                     # A RUNNING run has its inputs stored with it, in the start node's step.
                     steps=() if queued else (start_step(inputs or {}, workflow),),
                 )
-            run = await self._runs.create_run(new)
+            with spans.current(span, end=False):
+                run = await self._runs.create_run(new)
+        except BaseException as exc:
+            spans.end(span, type(exc).__name__)
+            raise
         finally:
             if queued:
                 self._reserved_queue -= 1
@@ -198,10 +207,12 @@ class RunScheduler:
         created_steps = list(run.steps)
         run = replace(run, steps=())  # a run is handed out without steps, as WatchRun and GetRun's peers do
         if run.state not in LIVE_STATES or run.executor_id != self.executor_id or run.id in self._active:
+            spans.end(span)
             return run, None  # a retried request id: the run is the first attempt's, executed there or ended
+        spans.name_run(span, run.id)
         active = ActiveRun(
             run, chat, limits, agent, RunFeed(run), recorded=len(created_steps), workflow=workflow,
-            inputs=inputs or {}, steps=created_steps, accepted_at=accepted_at,
+            inputs=inputs or {}, steps=created_steps, accepted_at=accepted_at, span=span,
         )
         # Before the run's task exists, so the follower misses nothing of it.
         follower = active.feed.follow() if follow else None
@@ -217,7 +228,9 @@ class RunScheduler:
         log.info("run %s %s (model %s)", run.id, "queued" if queued else "started", run.model)
         return run, follower
 
-    def _new_run(self, chat: ChatInput, agent: AgentProfile, limits: RunLimits, queued: bool) -> NewRun:
+    def _new_run(
+        self, chat: ChatInput, agent: AgentProfile, limits: RunLimits, queued: bool, traceparent: str
+    ) -> NewRun:
         return NewRun(
             user_query=chat.message,
             owner=chat.owner.user,
@@ -239,6 +252,7 @@ class RunScheduler:
             # it: one write fewer, and the step is there the moment the run is. A queued run records it when it
             # begins, and a run continuing a thread once it knows how much of the thread the model will see.
             steps=() if queued or chat.thread_id else (Step(UserRequest(chat.message), sequence=1),),
+            traceparent=traceparent,
         )
 
     # --- executing ---------------------------------------------------------------------------------------
@@ -249,7 +263,9 @@ class RunScheduler:
         outcome = None
         try:
             try:
-                outcome = await self._executor.run_to_end(active)
+                # The run's span is current in its task, so the spans of its model and tool calls are its children.
+                with spans.current(active.span, end=False):
+                    outcome = await self._executor.run_to_end(active)
             finally:
                 self._release(active)
             return outcome
@@ -258,6 +274,7 @@ class RunScheduler:
                 active.feed.run_changed(outcome.run)
                 _count_end(outcome.run)
             active.feed.end()
+            spans.end(active.span, outcome.failure.code if outcome is not None and outcome.failure else "")
 
     def _release(self, active: ActiveRun) -> None:
         self._active.pop(active.run.id, None)
@@ -332,8 +349,14 @@ class RunScheduler:
                 log.info("run %s taken over: engine %s handed it back at its shutdown", run.id, run.handed_back_by)
             else:
                 log.warning("run %s taken over from an engine that stopped (resume %d)", run.id, run.attempts)
+        span = spans.run_span(
+            agent_id=run.agent_id, thread_id=run.thread_id, workflow_id=run.workflow_id, model=run.model,
+            resumed_from=run.traceparent,
+        )
+        spans.name_run(span, run.id)
         active = ActiveRun(
-            run, chat, chat.limits, DEFAULT_AGENT, RunFeed(run), recorded=len(steps), progress=progress, steps=steps
+            run, chat, chat.limits, DEFAULT_AGENT, RunFeed(run), recorded=len(steps), progress=progress, steps=steps,
+            span=span,
         )
         active.feed.steps_stored(steps)
         self._active[run.id] = active

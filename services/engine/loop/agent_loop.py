@@ -25,6 +25,7 @@ from services.common.limits import RunLimits
 from services.common.run_vocabulary import COMPLETED, FAILED
 from services.common.step_delta import StepDelta, ToolCallDelta
 from services.common.usage import Usage
+from services.engine import spans
 from services.engine.agent_profile import AgentProfile
 from services.engine.failures import RunFailure
 from services.engine.journal import (
@@ -330,14 +331,28 @@ class AgentLoop:
     ) -> ModelTurn:
         # The text becomes the next step (a thought or the response); the tool calls the steps after the thought.
         sequence = recorder.next_sequence
-        async for item in self._model.stream_turn(model=model, messages=messages, tools=tools, sampling=sampling):
-            if isinstance(item, ModelTurn):
-                return item
-            if isinstance(item, ToolCallChunk):
-                piece = ToolCallDelta(tool_call_id=item.id, tool_name=item.name, arguments=item.arguments)
-                self._deltas(StepDelta(run_id=recorder.run_id, sequence=sequence + 1 + item.index, tool_call=piece))
-            else:
-                self._deltas(StepDelta(run_id=recorder.run_id, sequence=sequence, text=item))
+        span = spans.ModelCallSpan(model, self._model.base_url, messages)
+        with span.current():
+            try:
+                stream = self._model.stream_turn(model=model, messages=messages, tools=tools, sampling=sampling)
+                async for item in stream:
+                    if isinstance(item, ModelTurn):
+                        span.answered(item.usage.prompt_tokens, item.usage.completion_tokens, item.finish_reason,
+                                      item.content)
+                        return item
+                    if isinstance(item, ToolCallChunk):
+                        piece = ToolCallDelta(tool_call_id=item.id, tool_name=item.name, arguments=item.arguments)
+                        self._deltas(
+                            StepDelta(run_id=recorder.run_id, sequence=sequence + 1 + item.index, tool_call=piece)
+                        )
+                    else:
+                        self._deltas(StepDelta(run_id=recorder.run_id, sequence=sequence, text=item))
+            except RunFailure as failure:
+                span.failed(failure.code)
+                raise
+            except Exception as exc:
+                span.failed(type(exc).__name__)
+                raise
         raise AssertionError("stream_turn always ends with a ModelTurn")
 
     async def _call_tools(
@@ -406,7 +421,7 @@ class AgentLoop:
         if params is None:
             outcome = ToolOutcome(error=problem)
         else:
-            outcome = await self._tools.execute(call.name, params, owner, key)
+            outcome = await self._tools.execute(call.name, params, owner, key, call_id=call.id)
         elapsed = outcome.duration_seconds if outcome.duration_seconds is not None else time.perf_counter() - started
         return outcome, elapsed
 

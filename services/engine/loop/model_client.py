@@ -65,6 +65,8 @@ class ModelTurn:
     usage: Usage = field(default_factory=Usage)
     time_to_first_token: float | None = None
     latency: float = 0.0
+    #: Why the model stopped ("stop", "tool_calls", "length" ...), as its last chunk said; "" if it did not say.
+    finish_reason: str = ""
 
 
 @dataclass
@@ -226,6 +228,8 @@ class ModelClient:
                         cached_tokens = _cached_tokens(usage)
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
+                        if choice.get("finish_reason"):
+                            turn.finish_reason = str(choice["finish_reason"])
                         content = delta.get("content")
                         calls = delta.get("tool_calls")
                         if turn.time_to_first_token is None and (content or calls):

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from agentplatform.runs.internal.v1 import execution_pb2
+from services.common import tracing
 from services.common.rpc.status import status_code
 from services.common.step_delta import StepDelta
 from services.engine.deltas import coalesced
@@ -78,6 +79,9 @@ class ExecutorLink:
         if not self._connected:
             raise CallError(grpc.StatusCode.UNAVAILABLE, "the executor link is not connected")
         message = execution_pb2.ExecutorCall(**{kind: request})
+        if tracing.enabled():
+            # A call on the link is no gRPC call of its own: its trace context goes in the message.
+            message.traceparent = dict(tracing.inject()).get("traceparent", "")
         size = message.ByteSize()
         if size > self._max_message_bytes:
             raise CallError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"the {kind} call is {size:,} bytes; the link to the "

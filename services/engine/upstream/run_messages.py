@@ -226,6 +226,18 @@ def step_to_proto(step: Step) -> runs_pb2.Step:
     return message
 
 
+def traceparent_of(trace_id: str, span_id: str) -> str:
+    """The W3C traceparent of a recorded trace and span (sampled: a run records only a sampled span); "" for
+    none."""
+    return f"00-{trace_id}-{span_id}-01" if trace_id and span_id else ""
+
+
+def trace_ids_of(traceparent: str) -> tuple[str, str]:
+    """(trace id, span id) of a W3C traceparent; ("", "") for ""."""
+    parts = traceparent.split("-")
+    return (parts[1], parts[2]) if len(parts) == 4 else ("", "")
+
+
 def run_from_proto(message: runs_pb2.Run) -> Run:
     return Run(
         id=message.id,
@@ -256,6 +268,7 @@ def run_from_proto(message: runs_pb2.Run) -> Run:
         started_at=_time(message, "start_time"),
         completed_at=_time(message, "complete_time"),
         steps=tuple(step_from_proto(step) for step in message.steps),
+        traceparent=traceparent_of(message.trace_id, message.trace_span_id),
     )
 
 
@@ -285,6 +298,8 @@ def run_to_proto(run: Run) -> runs_pb2.Run:
         cancel_requested=run.cancel_requested,
         error_code=run.error_code,
         error_message=run.error_message,
+        trace_id=trace_ids_of(run.traceparent)[0],
+        trace_span_id=trace_ids_of(run.traceparent)[1],
         steps=[step_to_proto(step) for step in run.steps],
     )
     for name, moment in (("create_time", run.created_at), ("start_time", run.started_at),

@@ -41,6 +41,7 @@ from services.engine.upstream.run_messages import (
     run_from_proto,
     step_from_proto,
     step_to_proto,
+    trace_ids_of,
 )
 from services.engine.upstream.step_size import DEFAULT_MAX_STEP_BYTES, oversized
 
@@ -144,6 +145,7 @@ class RunsClient:
 
     async def create_run(self, new: NewRun) -> Run:
         """Create the run; it comes back with the steps stored with it."""
+        trace_id, span_id = trace_ids_of(new.traceparent)
         request = execution_pb2.CreateRunRequest(
             user_query=new.user_query,
             owner=new.owner,
@@ -160,6 +162,8 @@ class RunsClient:
             multitask_strategy=multitask_to_proto(new.multitask),
             workflow_id=new.workflow_id,
             workflow_revision=new.workflow_revision,
+            trace_id=trace_id,
+            trace_span_id=span_id,
             # Not size-checked: what a run is created with (the user's request, a workflow's inputs) the store
             # checks against its own limit, and a refusal answers the caller who asked for the run.
             steps=[self._checked(step, check_size=False) for step in new.steps],

@@ -17,6 +17,7 @@ from services.common.identity import Caller, on_behalf_of
 from services.common.pages import MAX_PAGE_SIZE
 from services.common.rpc.protoconv import dict_from_struct, python_from_value, seconds_from_duration, struct_from_dict
 from services.common.rpc.status import error_from_rpc
+from services.engine import spans
 from services.engine.step_checks import check_value
 from services.engine.upstream.calls import call_unary
 
@@ -124,12 +125,20 @@ class ToolsClient:
         raise errors.Unavailable(f"the {self.SERVICE} listed more than {MAX_PAGES} pages of enabled tools")
 
     async def execute(
-        self, tool_id: str, arguments: dict[str, Any], caller: Caller, idempotency_key: str = ""
+        self, tool_id: str, arguments: dict[str, Any], caller: Caller, idempotency_key: str = "", call_id: str = ""
     ) -> ToolOutcome:
         """Run a tool on behalf of `caller`, with the call's `idempotency_key` (see `idempotency_key`), which the
-        tools service passes on to the tool. Errors the model can react to (bad arguments, unknown or disabled
-        tool, a tool failure, even the tools service being down) come back as an outcome with `error`, not as an
-        exception."""
+        tools service passes on to the tool; traced as an `execute_tool` span (the model's `call_id`, if it made
+        the call). Errors the model can react to (bad arguments, unknown or disabled tool, a tool failure, even
+        the tools service being down) come back as an outcome with `error`, not as an exception."""
+        with spans.tool_call(tool_id, call_id, arguments) as span:
+            outcome = await self._execute(tool_id, arguments, caller, idempotency_key)
+            spans.tool_result(span, outcome.error, outcome.text)
+            return outcome
+
+    async def _execute(
+        self, tool_id: str, arguments: dict[str, Any], caller: Caller, idempotency_key: str
+    ) -> ToolOutcome:
         request = tool_execution_pb2.ExecuteToolRequest(
             tool_id=tool_id, arguments=struct_from_dict(arguments), idempotency_key=idempotency_key
         )

@@ -44,6 +44,7 @@ from services.common import cel, errors
 from services.common.identity import Caller
 from services.common.limits import RunLimits
 from services.common.run_vocabulary import COMPLETED
+from services.engine import spans
 from services.engine.failures import RunFailure
 from services.engine.journal import (
     APPROVED,
@@ -263,7 +264,8 @@ class WorkflowRunner:
                 # Taken over from an engine that stopped with this node in flight (or about to begin).
                 await self._record_marker(node, owner, recorder, pending, taking_over)
                 taking_over = None
-            outcome = await self._visit(graph, node, kind, position, owner, limits, recorder, tally, pending)
+            with spans.workflow_node(node.id, kind):
+                outcome = await self._visit(graph, node, kind, position, owner, limits, recorder, tally, pending)
             pending = []
             await recorder.record(outcome)
             # Read back as a resumed run reads it, so both see the same values.

@@ -51,7 +51,7 @@ class ResumeRunRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., executor_id: _Optional[str] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class CreateRunRequest(_message.Message):
-    __slots__ = ("user_query", "model", "metadata", "request_id", "state", "limits", "executor_id", "lease_duration", "steps", "owner", "agent_id", "agent_revision", "thread_id", "multitask_strategy", "workflow_id", "workflow_revision")
+    __slots__ = ("user_query", "model", "metadata", "request_id", "state", "limits", "executor_id", "lease_duration", "steps", "owner", "agent_id", "agent_revision", "thread_id", "multitask_strategy", "workflow_id", "workflow_revision", "trace_id", "trace_span_id")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,8 @@ class CreateRunRequest(_message.Message):
     MULTITASK_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_REVISION_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_SPAN_ID_FIELD_NUMBER: _ClassVar[int]
     user_query: str
     model: str
     metadata: _containers.ScalarMap[str, str]
@@ -91,7 +93,9 @@ class CreateRunRequest(_message.Message):
     multitask_strategy: _runs_pb2.MultitaskStrategy
     workflow_id: str
     workflow_revision: int
-    def __init__(self, user_query: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[_runs_pb2.RunState, str]] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., executor_id: _Optional[str] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[_runs_pb2.Step, _Mapping]]] = ..., owner: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., thread_id: _Optional[str] = ..., multitask_strategy: _Optional[_Union[_runs_pb2.MultitaskStrategy, str]] = ..., workflow_id: _Optional[str] = ..., workflow_revision: _Optional[int] = ...) -> None: ...
+    trace_id: str
+    trace_span_id: str
+    def __init__(self, user_query: _Optional[str] = ..., model: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[_runs_pb2.RunState, str]] = ..., limits: _Optional[_Union[_runs_pb2.RunLimits, _Mapping]] = ..., executor_id: _Optional[str] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[_runs_pb2.Step, _Mapping]]] = ..., owner: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., thread_id: _Optional[str] = ..., multitask_strategy: _Optional[_Union[_runs_pb2.MultitaskStrategy, str]] = ..., workflow_id: _Optional[str] = ..., workflow_revision: _Optional[int] = ..., trace_id: _Optional[str] = ..., trace_span_id: _Optional[str] = ...) -> None: ...
 
 class GetThreadHistoryRequest(_message.Message):
     __slots__ = ("run_id", "max_turns")
@@ -204,18 +208,20 @@ class StepDeltas(_message.Message):
     def __init__(self, deltas: _Optional[_Iterable[_Union[_runs_pb2.StepDelta, _Mapping]]] = ...) -> None: ...
 
 class ExecutorCall(_message.Message):
-    __slots__ = ("call_id", "append_steps", "finish_run", "create_run", "begin_run")
+    __slots__ = ("call_id", "append_steps", "finish_run", "create_run", "begin_run", "traceparent")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     APPEND_STEPS_FIELD_NUMBER: _ClassVar[int]
     FINISH_RUN_FIELD_NUMBER: _ClassVar[int]
     CREATE_RUN_FIELD_NUMBER: _ClassVar[int]
     BEGIN_RUN_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     append_steps: AppendStepsRequest
     finish_run: FinishRunRequest
     create_run: CreateRunRequest
     begin_run: BeginRunRequest
-    def __init__(self, call_id: _Optional[int] = ..., append_steps: _Optional[_Union[AppendStepsRequest, _Mapping]] = ..., finish_run: _Optional[_Union[FinishRunRequest, _Mapping]] = ..., create_run: _Optional[_Union[CreateRunRequest, _Mapping]] = ..., begin_run: _Optional[_Union[BeginRunRequest, _Mapping]] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, call_id: _Optional[int] = ..., append_steps: _Optional[_Union[AppendStepsRequest, _Mapping]] = ..., finish_run: _Optional[_Union[FinishRunRequest, _Mapping]] = ..., create_run: _Optional[_Union[CreateRunRequest, _Mapping]] = ..., begin_run: _Optional[_Union[BeginRunRequest, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class ExecutorCallResult(_message.Message):
     __slots__ = ("call_id", "append_steps", "finish_run", "error", "create_run", "begin_run")
