@@ -40,6 +40,16 @@ TIME_TO_FIRST_STEP = Histogram(
     "From the engine accepting a run to the first step after the user's request being stored.",
     buckets=DURATION_BUCKETS,
 )
+LEASE_RENEWALS = Counter(
+    "agentplatform_lease_renewals_total",
+    "Lease renewals this engine sent (one call renews every run it holds), by outcome: ok, failed (the store away).",
+    ["outcome"],
+)
+RUNS_LOST = Counter(
+    "agentplatform_runs_lost_total",
+    "Runs this engine stopped because the store no longer held them for it: taken by another engine (fenced) or "
+    "ended or deleted there.",
+)
 RUNS_EXECUTING = Gauge("agentplatform_runs_executing", "Runs holding one of this engine's slots now.")
 RUNS_QUEUED = Gauge(
     "agentplatform_runs_queued", "Runs this engine holds that wait for a slot (ENGINE_MAX_CONCURRENT_RUNS)."

@@ -108,7 +108,7 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             retry_max_seconds=settings.mcp_retry_max_seconds,
             page_tokens=page_tokens,
         )
-        metrics.MCP_SERVERS.watch(mcp)
+        metrics.TOOLS_PARTS.watch_mcp(mcp)
         http_tools = HttpToolSource(
             HttpToolStore(database, changes.announcer(HTTP_TOOL)),
             settings.http_destinations(),
@@ -135,6 +135,7 @@ async def start_tools(settings: ToolsSettings) -> ToolsApp:
             web_search_timeout_seconds=settings.web_search_timeout_seconds,
         )
         workers = ToolWorkerPool(worker_config(settings, context), settings.workers, settings.workers_per_tool)
+        metrics.TOOLS_PARTS.watch_pool(workers)
         await workers.start()
         try:
             # Connects in the background: a server that is away does not hold up the start.

@@ -54,6 +54,9 @@ def test_prometheus_scrapes_every_service_and_sees_the_seed_chat_as_it_was_recor
         assert prometheus.value('sum(grpc_server_handled_total{job="runs", grpc_code="OK"})') >= 1
         assert prometheus.value('sum(grpc_server_handled_total{grpc_code=~"INTERNAL|UNKNOWN"})') is None
         assert prometheus.value("sum(agentplatform_runs_executing)") == 0
+        assert prometheus.value('agentplatform_tool_workers{job="tools", state="busy"}') == 0
+        assert prometheus.value('agentplatform_tool_workers{job="tools", state="idle"}') >= 1
+        assert prometheus.value("agentplatform_tool_calls_waiting") == 0
         # Every sample of the platform's own metrics has bounded labels: no run id anywhere.
         for sample in prometheus.query('{__name__=~"agentplatform_.+"}'):
             assert reply.run_id not in str(sample["metric"].values()), sample

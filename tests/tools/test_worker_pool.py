@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
+from prometheus_client import REGISTRY
 
 from agentplatform.tools.v1 import tools_pb2
 from services.common.errors import DeadlineExceeded, Internal, InvalidArgument, NotFound, ResourceExhausted
@@ -118,12 +119,21 @@ async def test_a_crashing_worker_is_internal_naming_the_tool_and_the_next_call_w
 ) -> None:
     env = await make_executor(workers=1)
     [pid] = env.workers.worker_pids()
+    replaced = REGISTRY.get_sample_value("agentplatform_tool_worker_replacements_total") or 0.0
+    errors = REGISTRY.get_sample_value("agentplatform_tool_calls_total", {"tool": "crash", "outcome": "error"}) or 0.0
     with pytest.raises(Internal) as caught:
         await env.executor.execute("crash", {"how": how})
     assert str(caught.value) == f"tool 'crash' crashed its worker process: it ended with {ending}"
     output, _ = await env.executor.execute("pid", {})
     assert output.result != pid
     assert env.executor.usage.usage("crash").errors == 1
+    # The crash is counted by the metrics too: the call as an error, its worker as replaced; the pool's load is
+    # read when scraped (one worker, idle again).
+    assert REGISTRY.get_sample_value("agentplatform_tool_calls_total", {"tool": "crash", "outcome": "error"}) == (
+        errors + 1
+    )
+    assert REGISTRY.get_sample_value("agentplatform_tool_worker_replacements_total") == replaced + 1
+    assert env.workers.load() == (1, 0, 0)
 
 
 async def test_an_idle_worker_killed_from_outside_is_replaced_without_failing_a_call(

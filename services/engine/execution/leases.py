@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from services.common import errors
+from services.engine import metrics
 from services.engine.upstream.runs_client import RunsClient
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,10 @@ class LeaseRenewer:
             try:
                 renewal = await self._runs.renew_leases(self._executor_id, epochs)
             except errors.DomainError as exc:
+                metrics.LEASE_RENEWALS.labels("failed").inc()
                 log.warning("could not renew the leases of %d run(s): %s", len(epochs), exc)
                 continue
+            metrics.LEASE_RENEWALS.labels("ok").inc()
             still_held = held()
             for run_id in renewal.fenced_run_ids:
                 # Still under the lease renewed: not a run held here again, since, under a newer one.

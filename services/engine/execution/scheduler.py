@@ -420,6 +420,7 @@ class RunScheduler:
             log.warning("run %s is no longer held by this engine (ended, deleted or taken by another engine in the "
                         "store)", run_id)
             active.lost = True
+            metrics.RUNS_LOST.inc()
             active.task.cancel()
 
     # --- shutdown ----------------------------------------------------------------------------------------

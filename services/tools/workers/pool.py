@@ -58,6 +58,7 @@ from typing import Any
 
 from services.common.errors import DomainError, Internal, Unavailable
 from services.common.identity import Caller
+from services.tools import metrics
 from services.tools.base import ToolOutput
 from services.tools.workers.lifecycle import (
     GUARDIAN_SECONDS,
@@ -167,6 +168,10 @@ class ToolWorkerPool:
         """False while the pool cannot serve (no live worker and the last start failed)."""
         return bool(self._workers) or self._last_start_error is None
 
+    def load(self) -> tuple[int, int, int]:
+        """(workers ready, workers running a call, calls waiting for a worker), for the service's metrics."""
+        return len(self._workers), sum(self._running.values()), len(self._queue)
+
     def worker_pids(self) -> list[int]:
         """The PIDs of the live workers' runners, the processes that run tools' code (for tests and diagnostics)."""
         return sorted(worker.runner_pid or worker.pid for worker in self._workers.values())
@@ -255,6 +260,7 @@ class ToolWorkerPool:
                     continue
                 self._workers.pop(index, None)
                 self._health_changed.set()
+                metrics.WORKER_REPLACEMENTS.inc()
                 await stop(worker)
                 worker = None
         except asyncio.CancelledError:
