@@ -14,6 +14,7 @@ from services.common.auth import Authenticator
 from services.common.rpc.channels import dial
 from services.common.rpc.server import RunningServer, ServiceBinding, start_server
 from services.common.step_delta import StepDelta
+from services.engine import metrics
 from services.engine.execution.run_executor import RunExecutor
 from services.engine.execution.scheduler import RECORD_END_SECONDS, RunScheduler
 from services.engine.loop.agent_loop import AgentLoop
@@ -84,11 +85,17 @@ def _model_clients(settings: EngineSettings) -> list[openai.AsyncOpenAI]:
             timeout=settings.llm_timeout_seconds,
             max_retries=settings.llm_max_retries,
             http_client=openai.DefaultAsyncHttpxClient(
-                limits=httpx2.Limits(max_connections=size, max_keepalive_connections=size)
+                limits=httpx2.Limits(max_connections=size, max_keepalive_connections=size),
+                # Every attempt's answer, the SDK's retries included: they happen inside one call of the SDK.
+                event_hooks={"response": [_count_model_response]},
             ),
         )
         for _ in range(count)
     ]
+
+
+async def _count_model_response(response: httpx2.Response) -> None:
+    metrics.MODEL_ENDPOINT_RESPONSES.labels(str(response.status_code)).inc()
 
 
 async def start_engine(settings: EngineSettings) -> EngineApp:

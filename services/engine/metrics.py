@@ -60,6 +60,12 @@ MODEL_CALLS = Counter(
     "Model calls, by model and outcome: ok, cancelled, or the run's error code (rate_limited, model_timeout ...).",
     ["model", "outcome"],
 )
+MODEL_ENDPOINT_RESPONSES = Counter(
+    "agentplatform_model_endpoint_responses_total",
+    "HTTP responses of the model endpoint, by status code, each attempt counted: a 429 or 5xx followed by a 200 "
+    "is a retry the SDK made (LLM_MAX_RETRIES); a model call counts once in agentplatform_model_calls_total.",
+    ["code"],
+)
 MODEL_TOKENS = Counter(
     "agentplatform_model_tokens_total",
     "Tokens the model endpoint reported, by model and type: input, output, cached_input (part of input).",
