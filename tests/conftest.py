@@ -61,6 +61,15 @@ def free_port() -> int:
     raise OSError(f"no free port in {_PORT_RANGE} after 200 tries")
 
 
+def two_free_ports() -> int:
+    """A free port whose next one is free too (the second engine's, as the launcher picks it)."""
+    while True:
+        port = free_port()
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port + 1)) != 0:
+                return port
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A SQLAlchemy URL (postgresql+asyncpg://…) of a PostgreSQL database for the whole session."""

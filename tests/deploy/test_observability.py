@@ -3,34 +3,20 @@ Debian's prometheus package), each alert has its runbook entry in docs/operation
 and the Grafana dashboard read is one the services export (a renamed metric would leave a panel empty and an alert
 silent). tests/e2e/test_metrics.py loads both into a real Prometheus scraping a stack."""
 
-import json
 import re
 import subprocess
 
-import yaml
 from prometheus_client import REGISTRY
 
 import services.engine.metrics
 import services.runs.metrics
 import services.tools.metrics  # noqa: F401  (each module declares its metrics in the registry on import)
 from tests.conftest import REPO_ROOT
-from tests.support.prometheus import PROMTOOL, require
+from tests.support.prometheus import ALERTS, PROMTOOL, alert_rules, dashboard_expressions, require
 
-OBSERVABILITY = REPO_ROOT / "deploy" / "observability"
-ALERTS = OBSERVABILITY / "alerts.yaml"
-DASHBOARD = OBSERVABILITY / "dashboard.json"
 OPERATIONS = REPO_ROOT / "docs" / "operations.md"
 #: Series names in an expression: the platform's own and the gRPC server's.
 SERIES = re.compile(r"\b((?:agentplatform|grpc_server)_[a-z_]+)")
-
-
-def alert_rules() -> list[dict[str, str]]:
-    return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
-
-
-def dashboard_expressions() -> list[str]:
-    panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [target["expr"] for panel in panels for target in panel.get("targets", ())]
 
 
 def exported_series() -> set[str]:

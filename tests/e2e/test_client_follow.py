@@ -38,7 +38,7 @@ from google.protobuf import json_format
 
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, free_port, two_free_ports
 from tests.e2e.browser_page import (
     CLIENT_PACKAGE,
     ESBUILD,
@@ -59,7 +59,6 @@ from tests.e2e.conftest import (
     wait_serving,
 )
 from tests.e2e.faults import FINAL, LEASE, REAPER_INTERVAL, assert_numbered, kill, logs, stack_env, wait_for
-from tests.launcher.test_engine_replicas import two_free_ports
 from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]

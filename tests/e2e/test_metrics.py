@@ -8,16 +8,14 @@ import pytest
 
 from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.v1 import runs_pb2
-from tests.conftest import REPO_ROOT, free_port
-from tests.deploy.test_observability import dashboard_expressions
+from tests.conftest import free_port
 from tests.e2e.faults import clients, explained, fault_stack
-from tests.support.prometheus import running_prometheus
+from tests.support.prometheus import ALERTS, dashboard_expressions, running_prometheus
 from tests.support.seed import SEED_QUESTION
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 SERVICES = ("runs", "tools", "engine", "agents")
-ALERTS = REPO_ROOT / "deploy" / "observability" / "alerts.yaml"
 
 
 def test_prometheus_scrapes_every_service_and_sees_the_seed_chat_as_it_was_recorded(tmp_path: Path) -> None:

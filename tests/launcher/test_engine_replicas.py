@@ -2,7 +2,6 @@
 start on ports of their own, the banner names both, and chats sent through Envoy are answered by both."""
 
 import re
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from services.common.rpc.health_probe import is_serving
-from tests.conftest import free_port
+from tests.conftest import two_free_ports
 from tests.e2e.conftest import stack_environment
 from tests.launcher.children import launched, wait_until
 
@@ -31,15 +30,6 @@ def envoy_sees_healthy(admin_socket: Path, addresses: list[str]) -> bool:
     except httpx.HTTPError:
         return False
     return all(f"engine::{address}::health_flags::healthy" in clusters for address in addresses)
-
-
-def two_free_ports() -> int:
-    """A free port whose next one is free too (the second engine's, as the launcher picks it)."""
-    while True:
-        port = free_port()
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
 
 
 def test_two_engines_start_and_chats_through_the_gateway_reach_both(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 scrape config the test gives, queried through its HTTP API. Tests that need it skip where it is not installed,
 unless REQUIRE_PROMETHEUS=1 (the CI sets it, and .ci/run installs the package)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,10 +17,23 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from tests.conftest import REPO_ROOT, free_port
 
 PROMETHEUS = "prometheus"
 PROMTOOL = "promtool"
+#: The platform's alert rules and Grafana dashboard (deploy/observability), which the tests load and check.
+OBSERVABILITY = REPO_ROOT / "deploy" / "observability"
+ALERTS = OBSERVABILITY / "alerts.yaml"
+DASHBOARD = OBSERVABILITY / "dashboard.json"
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
+
+
+def dashboard_expressions() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [target["expr"] for panel in panels for target in panel.get("targets", ())]
 
 
 def require(binary: str) -> str:
