@@ -5,11 +5,12 @@ tool call, and a span per workflow node.
 Used by the scheduler (a run's span), the agent loop (model calls), the tools client (tool calls) and the
 workflow runner (nodes). With tracing off (services.common.tracing) every function here returns a context that
 does nothing and creates no span. Prompts, answers, tool arguments and results go into spans only with
-OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true: they may hold personal data.
+OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true: they may hold personal data. Messages are in the
+conventions' structured form (services.engine.genai_content).
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -17,6 +18,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, TraceFlags
 
 from services.common import tracing
+from services.engine import genai_content
 
 #: The model endpoints the engine calls speak the OpenAI chat-completions API.
 PROVIDER = "openai"
@@ -134,13 +136,25 @@ class ModelCallSpan:
                 "server.address": server,
             }
             if tracing.capture_content():
-                attributes["gen_ai.input.messages"] = json.dumps(messages, ensure_ascii=False)
+                system, chat = genai_content.input_content(messages)
+                attributes["gen_ai.input.messages"] = chat
+                if system:
+                    attributes["gen_ai.system_instructions"] = system
             self.span = _start(f"chat {model}", trace.SpanKind.CLIENT, attributes)
 
     def current(self) -> AbstractContextManager[object]:
         return current(self.span, end=True)
 
-    def answered(self, input_tokens: int, output_tokens: int, finish_reason: str, content: str) -> None:
+    def answered(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        finish_reason: str,
+        content: str,
+        tool_calls: Iterable[tuple[str, str, str]],
+    ) -> None:
+        """The model's answer: its usage and finish reason; with content capture on, its text and the tool calls
+        (id, name, raw arguments) it asked for."""
         if self.span is None:
             return
         self.span.set_attributes({
@@ -149,7 +163,9 @@ class ModelCallSpan:
             "gen_ai.response.finish_reasons": [finish_reason] if finish_reason else [],
         })
         if tracing.capture_content():
-            self.span.set_attribute("gen_ai.output.messages", content)
+            self.span.set_attribute(
+                "gen_ai.output.messages", genai_content.output_content(content, tool_calls, finish_reason)
+            )
 
     def failed(self, error_type: str) -> None:
         failed(self.span, error_type)

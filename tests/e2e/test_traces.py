@@ -119,8 +119,19 @@ def test_the_seed_chat_is_one_trace_across_the_services_in_the_genai_conventions
 def test_message_content_only_with_the_setting(tmp_path: Path) -> None:
     run, spans = _seed_chat(tmp_path, OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true")
     assert run.state == runs_pb2.RUN_STATE_COMPLETED
-    model_calls = [span for span in spans if span.name.startswith("chat ")]
-    assert all(SEED_QUESTION in call.attributes["gen_ai.input.messages"] for call in model_calls)
+    model_calls = sorted((span for span in spans if span.name.startswith("chat ")), key=lambda span: span.start)
+    # In the conventions' structured form: the question a user text part of every call; the first answer asks
+    # for the calculator as tool_call parts, which come back as tool_call_response parts of the next call.
+    inputs = [json.loads(call.attributes["gen_ai.input.messages"]) for call in model_calls]
+    outputs = [json.loads(call.attributes["gen_ai.output.messages"]) for call in model_calls]
+    for messages in inputs:
+        assert {"type": "text", "content": SEED_QUESTION} in messages[0]["parts"] and messages[0]["role"] == "user"
+    asked = [part for part in outputs[0][0]["parts"] if part["type"] == "tool_call"]
+    assert outputs[0][0]["role"] == "assistant" and outputs[0][0]["finish_reason"] == "tool_call"
+    assert {part["name"] for part in asked} == {"calculator"} and asked[0]["arguments"]["operation"]
+    answered = [part for message in inputs[1] for part in message["parts"] if part["type"] == "tool_call_response"]
+    assert {part["id"] for part in answered} == {part["id"] for part in asked}
+    assert outputs[-1][0]["finish_reason"] == "stop" and outputs[-1][0]["parts"][0]["type"] == "text"
     arguments = sorted(
         json.loads(span.attributes["gen_ai.tool.call.arguments"])["operation"]
         for span in spans if span.name == "execute_tool calculator"

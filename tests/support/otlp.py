@@ -34,6 +34,8 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     links: tuple[tuple[str, str], ...]
     status_code: int
+    #: When the span began, ns since the epoch (to order the spans of one process).
+    start: int = 0
 
 
 class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -58,6 +60,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                         parent_id=span.parent_span_id.hex(),
                         kind=span.kind,
                         attributes={a.key: _value(a.value) for a in span.attributes},
+                        start=span.start_time_unix_nano,
                         links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
                         status_code=span.status.code,
                     ))

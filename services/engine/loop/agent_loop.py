@@ -338,7 +338,7 @@ class AgentLoop:
                 async for item in stream:
                     if isinstance(item, ModelTurn):
                         span.answered(item.usage.prompt_tokens, item.usage.completion_tokens, item.finish_reason,
-                                      item.content)
+                                      item.content, ((call.id, call.name, call.arguments) for call in item.tool_calls))
                         return item
                     if isinstance(item, ToolCallChunk):
                         piece = ToolCallDelta(tool_call_id=item.id, tool_name=item.name, arguments=item.arguments)
