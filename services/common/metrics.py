@@ -1,5 +1,6 @@
 """Prometheus metrics: each service process's `/metrics` endpoint, and the metrics of the gRPC server every service
-runs (filled by services.common.rpc.interceptor).
+runs (filled by services.common.rpc.interceptor) and of its calls to the other services (filled by the channels
+services.common.rpc.channels dials).
 
 Each domain declares its own metrics beside its code, in prometheus_client's registry of the process: the engine's
 runs and model calls in services/engine/metrics.py, the store's leases and watchers in services/runs/metrics.py, the
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
+import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,17 @@ GRPC_SERVER_HANDLING = Histogram(
 GRPC_SERVER_STREAMS = Gauge(
     "grpc_server_streams_in_flight", "Server-streaming RPCs open now (watches, streamed chats), by method.",
     ["grpc_service", "grpc_method"],
+)
+
+GRPC_CLIENT_HANDLED = Counter(
+    "grpc_client_handled_total",
+    "RPCs this process made to another service, completed, by method and status code (UNAVAILABLE and "
+    "DEADLINE_EXCEEDED here and not on the server's side: the call never reached it, or its answer never came back).",
+    ["grpc_service", "grpc_method", "grpc_code"],
+)
+GRPC_CLIENT_HANDLING = Histogram(
+    "grpc_client_handling_seconds", "Time from a call's start to its status, as its caller saw it, by method.",
+    ["grpc_service", "grpc_method"], buckets=DURATION_BUCKETS,
 )
 
 STORE_BATCH_WRITES = Histogram(
@@ -117,7 +130,24 @@ class MethodMetrics:
         self._handling.observe(seconds)
 
 
+class ClientMethodMetrics:
+    """The gRPC client metrics of one method another service offers, label values bound once."""
+
+    def __init__(self, method: str) -> None:
+        self._labels = rpc_labels(method)
+        self._handling = GRPC_CLIENT_HANDLING.labels(*self._labels)
+        self._handled: dict[grpc.StatusCode, Counter] = {}
+
+    def handled(self, code: grpc.StatusCode, seconds: float) -> None:
+        counter = self._handled.get(code)
+        if counter is None:
+            counter = self._handled[code] = GRPC_CLIENT_HANDLED.labels(*self._labels, code.name)
+        counter.inc()
+        self._handling.observe(seconds)
+
+
 _METHODS: dict[str, MethodMetrics] = {}
+_CLIENT_METHODS: dict[str, ClientMethodMetrics] = {}
 
 
 def method_metrics(method: str) -> MethodMetrics:
@@ -125,4 +155,13 @@ def method_metrics(method: str) -> MethodMetrics:
     metrics = _METHODS.get(method)
     if metrics is None:
         metrics = _METHODS[method] = MethodMetrics(method)
+    return metrics
+
+
+def client_method_metrics(method: str | bytes) -> ClientMethodMetrics:
+    """The client metrics of `method` (as grpc.aio's call details name it), made on its first call."""
+    name = method.decode() if isinstance(method, bytes) else method
+    metrics = _CLIENT_METHODS.get(name)
+    if metrics is None:
+        metrics = _CLIENT_METHODS[name] = ClientMethodMetrics(name)
     return metrics

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from services.common.rpc.channels import check_target, dial, grpc_target
 from services.common.settings import SettingsError, load_settings
@@ -131,3 +132,53 @@ async def test_calls_spread_over_a_list_and_skip_an_address_that_went_away(
                 assert exc.code() == grpc.StatusCode.UNAVAILABLE
                 failed += 1
         assert failed <= 1 and set(answered) == {b"b"}, (failed, answered)
+
+
+# --- client metrics -----------------------------------------------------------------------------------------
+
+def _client_count(method: str, code: str) -> float:
+    service, name = method.strip("/").split("/")
+    labels = {"grpc_service": service, "grpc_method": name, "grpc_code": code}
+    return REGISTRY.get_sample_value("grpc_client_handled_total", labels) or 0.0
+
+
+async def test_every_call_of_a_dialled_channel_is_counted_by_method_and_status_as_its_caller_saw_it() -> None:
+    async def fail(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+        raise AssertionError("abort raises")
+
+    async def count(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        for number in range(3):
+            yield str(number).encode()
+
+    port = free_port()
+    server = await _server("a", port)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.More", {
+        "Fail": grpc.unary_unary_rpc_method_handler(fail),
+        "Count": grpc.unary_stream_rpc_method_handler(count),
+    })])
+    before = {key: _client_count(*key) for key in [
+        (METHOD, "OK"), ("/test.More/Fail", "NOT_FOUND"), ("/test.More/Count", "OK"), (METHOD, "UNAVAILABLE"),
+    ]}
+    try:
+        async with dial(f"127.0.0.1:{port}") as channel:
+            assert await channel.unary_unary(METHOD)(b"", timeout=5) == b"a"
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await channel.unary_unary("/test.More/Fail")(b"", timeout=5)
+            # The caller gets the server's status and message, as without the counting.
+            assert (failed.value.code(), failed.value.details()) == (grpc.StatusCode.NOT_FOUND, "no such thing")
+            assert [item async for item in channel.unary_stream("/test.More/Count")(b"", timeout=5)] == [
+                b"0", b"1", b"2",
+            ]
+            await asyncio.sleep(0.05)  # a stream is counted by a task once it ended
+    finally:
+        await server.stop(0)
+    # A call that never reached a server is counted on the caller's side only.
+    async with dial(f"127.0.0.1:{free_port()}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await channel.unary_unary(METHOD)(b"", timeout=1)
+    after = {key: _client_count(*key) for key in before}
+    assert {key: after[key] - before[key] for key in before} == dict.fromkeys(before, 1.0)
+    assert REGISTRY.get_sample_value(
+        "grpc_client_handling_seconds_count", {"grpc_service": "test.More", "grpc_method": "Count"}
+    ) == 1.0

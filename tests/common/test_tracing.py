@@ -85,7 +85,8 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
 
 
 class RelayingRuns(runs_pb2_grpc.RunServiceServicer):
-    """GetRun("relay") asks the same server for GetRun("leaf") over a dialled channel; "missing" is NOT_FOUND."""
+    """GetRun("relay") asks the same server for GetRun("leaf") over a dialled channel, GetRun("watch") for
+    WatchRun("leaf") (a stream); "missing" is NOT_FOUND."""
 
     def __init__(self) -> None:
         self.address = ""
@@ -96,7 +97,16 @@ class RelayingRuns(runs_pb2_grpc.RunServiceServicer):
         if request.run_id == "relay":
             async with dial(self.address) as channel:
                 await runs_pb2_grpc.RunServiceStub(channel).GetRun(runs_pb2.GetRunRequest(run_id="leaf"), timeout=5)
+        if request.run_id == "watch":
+            async with dial(self.address) as channel:
+                watch = runs_pb2_grpc.RunServiceStub(channel).WatchRun(runs_pb2.WatchRunRequest(run_id="leaf"))
+                assert len([event async for event in watch]) == 1
         return runs_pb2.Run(id=request.run_id)
+
+    async def WatchRun(
+        self, request: runs_pb2.WatchRunRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[runs_pb2.RunEvent]:
+        yield runs_pb2.RunEvent()
 
 
 @pytest.fixture
@@ -136,6 +146,14 @@ async def test_server_spans_join_the_callers_trace(
     assert relay.parent is not None and f"{relay.parent.span_id:016x}" == CALLER_SPAN
     # The dialled call carried the relay's span: the leaf's span is its child.
     assert leaf.parent is not None and leaf.parent.span_id == relay.context.span_id
+
+
+async def test_a_dialled_stream_carries_the_trace_too(server: RelayingRuns, spans: InMemorySpanExporter) -> None:
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        await runs_pb2_grpc.RunServiceStub(channel).GetRun(runs_pb2.GetRunRequest(run_id="watch"), timeout=5)
+    watch, relay = spans.get_finished_spans()
+    assert (watch.name, relay.name) == (f"{SERVICE}/WatchRun", f"{SERVICE}/GetRun")
+    assert watch.parent is not None and watch.parent.span_id == relay.context.span_id
 
 
 async def test_a_call_without_traceparent_starts_a_trace_and_a_client_error_is_not_the_servers(

@@ -51,6 +51,10 @@ def test_prometheus_scrapes_every_service_and_sees_the_seed_chat_as_it_was_recor
         ) == 1
         assert prometheus.value('sum(grpc_server_handled_total{job="runs", grpc_code="OK"})') >= 1
         assert prometheus.value('sum(grpc_server_handled_total{grpc_code=~"INTERNAL|UNKNOWN"})') is None
+        # The engine's calls as it made them: each tool call one ExecuteTool to the tools service.
+        assert prometheus.value(
+            'grpc_client_handled_total{job="engine", grpc_method="ExecuteTool", grpc_code="OK"}'
+        ) == 2
         assert prometheus.value("sum(agentplatform_runs_executing)") == 0
         assert prometheus.value('agentplatform_tool_workers{job="tools", state="busy"}') == 0
         assert prometheus.value('agentplatform_tool_workers{job="tools", state="idle"}') >= 1

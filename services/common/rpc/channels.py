@@ -11,14 +11,17 @@ an address that is down is skipped until it reconnects (under the backoff below)
 - a gRPC name such as `dns:///runs:50051` (a Kubernetes headless Service: one address per pod), passed to
   gRPC as it is.
 
-With tracing on (services.common.tracing), every call on such a channel carries the caller's trace context
-(W3C traceparent) in its metadata, so the server's span joins the caller's trace.
+Every call on such a channel is counted in the process's client metrics (services.common.metrics), and with
+tracing on (services.common.tracing) carries the caller's trace context (W3C traceparent) in its metadata, so the
+server's span joins the caller's trace.
 """
 
+import asyncio
 import ipaddress
 import json
 import re
 import socket
+import time
 from collections.abc import AsyncIterable, Callable
 from typing import Annotated, Any
 
@@ -26,6 +29,7 @@ import grpc
 from pydantic import AfterValidator
 
 from services.common import tracing
+from services.common.metrics import client_method_metrics
 
 #: For a dependency that restarts: gRPC's default reconnect backoff grows to 120 s, which would keep a channel
 #: idle long after the server is back.
@@ -138,38 +142,79 @@ def channel_options(max_receive_bytes: int | None = None) -> tuple[tuple[str, in
     return (*options, ("grpc.max_receive_message_length", max_receive_bytes))
 
 
-class TraceContextInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Adds the current trace context (traceparent, tracestate) to the metadata of every call (the kinds the
-    protos use)."""
+class _CallsSeen:
+    """What the interceptors below share: the client metrics of each call's method (services.common.metrics: by
+    status code, and how long it took as the caller saw it) and, with tracing on, the current trace context
+    (traceparent, tracestate) in its metadata."""
 
-    @staticmethod
-    def _with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    def __init__(self) -> None:
+        self._tracing = tracing.enabled()
+        # Stream calls are counted by a task once they end; held here until then (the loop keeps weak references).
+        self._counting: set[asyncio.Task[None]] = set()
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        if not self._tracing:
+            return details
         metadata = grpc.aio.Metadata(*(details.metadata or ()), *tracing.inject())
         return grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+    def _count_when_done(self, call: Any, method: str | bytes) -> Any:
+        metrics, started = client_method_metrics(method), time.perf_counter()
+
+        async def count(done: Any) -> None:
+            metrics.handled(await done.code(), time.perf_counter() - started)
+
+        def done(finished: Any) -> None:
+            task = asyncio.get_running_loop().create_task(count(finished))
+            self._counting.add(task)
+            task.add_done_callback(self._counting.discard)
+
+        call.add_done_callback(done)
+        return call
+
+
+# One class per kind of call: grpc.aio files an interceptor under the FIRST kind it is an instance of, so one
+# class implementing every kind would see only unary calls.
+
+class _UnaryUnaryCalls(_CallsSeen, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        return await continuation(self._with_context(details), request)
+        metrics, started = client_method_metrics(details.method), time.perf_counter()
+        call = await continuation(self._details(details), request)
+        try:
+            await call
+        except grpc.aio.AioRpcError as error:
+            metrics.handled(error.code(), time.perf_counter() - started)
+        except asyncio.CancelledError:
+            metrics.handled(grpc.StatusCode.CANCELLED, time.perf_counter() - started)
+            raise
+        else:
+            metrics.handled(grpc.StatusCode.OK, time.perf_counter() - started)
+        # The call itself, done: its caller awaits it for the response or the error, metadata included.
+        return call
 
+
+class _UnaryStreamCalls(_CallsSeen, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        return await continuation(self._with_context(details), request)
+        return self._count_when_done(await continuation(self._details(details), request), details.method)
 
+
+class _StreamStreamCalls(_CallsSeen, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(
         self, continuation: Callable[..., Any], details: Any, request_iterator: AsyncIterable[Any]
     ) -> Any:
-        return await continuation(self._with_context(details), request_iterator)
+        return self._count_when_done(await continuation(self._details(details), request_iterator), details.method)
+
+
+def call_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """The interceptors of a dialled channel, one per kind of call the protos use."""
+    return [_UnaryUnaryCalls(), _UnaryStreamCalls(), _StreamStreamCalls()]
 
 
 def dial(address: str, max_receive_bytes: int | None = None) -> grpc.aio.Channel:
     """A channel balanced over every replica at `address` (see the module docstring), with
-    channel_options(max_receive_bytes); with tracing on, its calls carry the trace context."""
-    # Without tracing, no interceptor at all: grpc.aio's intercepted calls cost more than plain ones.
-    interceptors = [TraceContextInterceptor()] if tracing.enabled() else None
+    channel_options(max_receive_bytes); its calls are counted and, with tracing on, carry the trace context."""
     return grpc.aio.insecure_channel(
-        grpc_target(address), options=channel_options(max_receive_bytes), interceptors=interceptors
+        grpc_target(address), options=channel_options(max_receive_bytes), interceptors=call_interceptors()
     )
