@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--engine-lease", type=float,
                         help="ENGINE_LEASE_SECONDS in the resume case (default: the engine's own; --smoke: "
                         f"{SMOKE_ENGINE_LEASE:g})")
+    parser.add_argument("--metrics", choices=("on", "off"), default="on",
+                        help="off: the stack's processes with no-op Prometheus metrics, to price them "
+                        "(bench/metrics_off; the platform's metrics are always on)")
     parser.add_argument("--cases", default=",".join(CASES),
                         help=f"comma-separated, from {', '.join(CASES)} (default: all)")
     args = parser.parse_args(argv)
@@ -66,6 +69,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         latency=args.latency if args.latency is not None else (SMOKE_LATENCY if args.smoke else DEFAULT_LATENCY),
         deadline=args.deadline or (SMOKE_DEADLINE if args.smoke else DEFAULT_DEADLINE),
         engine_lease=args.engine_lease or (SMOKE_ENGINE_LEASE if args.smoke else None),
+        metrics=args.metrics == "on",
     )
 
 

@@ -24,6 +24,7 @@ import grpc
 from agentplatform.runs.v1 import runs_pb2
 from bench.baseline import bare_stream, baseline_server
 from bench.load import Channels, ClientRun, all_at_once, closed_loop, start_and_watch, stream_chat
+from bench.metrics_off import SHADOW_PATH
 from bench.results import BASELINE_SERVER, CaseResult, progress
 from bench.resume import resume_case
 from bench.stack import SELF, RunningStack, Usage, UsageMeter, launched_stack
@@ -60,6 +61,15 @@ class BenchConfig:
     #: ENGINE_LEASE_SECONDS of the resume case's stack; None: the engine's default. A killed engine's runs wait
     #: for their leases to run out, so this sets how soon they are resumed.
     engine_lease: float | None = None
+    #: False: the stack's processes run with no-op Prometheus metrics (bench/metrics_off), to price them.
+    metrics: bool = True
+
+    def stack_settings(self, **settings: str) -> dict[str, str]:
+        """`settings` for the stacks of this bench, with the metrics shadowed when they are off."""
+        if not self.metrics:
+            path = os.environ.get("PYTHONPATH", "")
+            settings["PYTHONPATH"] = f"{SHADOW_PATH}{os.pathsep}{path}" if path else str(SHADOW_PATH)
+        return settings
 
     @property
     def cores(self) -> int:
@@ -106,7 +116,7 @@ def run_bench(config: BenchConfig) -> BenchOutcome:
         if not chosen:
             continue
         progress(f"starting the stack (python -m services.launcher) with a {latency:g} s model, {engines} engine(s)")
-        with launched_stack(latency, engines) as stack:
+        with launched_stack(latency, engines, config.stack_settings()) as stack:
             progress(f"stack ready: {', '.join(f'{name} {pid}' for name, pid in stack.pids.items())}")
             results, notes = asyncio.run(_stack_cases(stack, config, chosen, latency, baseline))
         outcome.results += results
@@ -241,7 +251,8 @@ def run_resume(config: BenchConfig) -> tuple[CaseResult, list[str]]:
     runs, latency = config.runs["resume"], config.latency
     lease = "its default lease" if config.engine_lease is None else f"a {config.engine_lease:g} s lease"
     name = f"f. engine SIGKILLed, {runs:,} in flight, {latency:g} s model"
-    settings = {} if config.engine_lease is None else {"ENGINE_LEASE_SECONDS": str(config.engine_lease)}
+    lease = {} if config.engine_lease is None else {"ENGINE_LEASE_SECONDS": str(config.engine_lease)}
+    settings = config.stack_settings(**lease)
     progress(f"starting the stack with a {latency:g} s model, the engine on {lease}, for the resume case")
     with launched_stack(latency, settings=settings) as stack:
         result = asyncio.run(resume_case(stack, runs, latency, config.deadline, name))
