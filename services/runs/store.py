@@ -14,8 +14,8 @@ refused, so an engine that lost its lease while another took the run finds every
 
 The rest of the store is in parts of its own, one per concern, that `RunStore` is made of: appending steps
 (`appends.StepAppends`), leases (`leases.RunLeases`), human approval (`approvals.RunApprovals`), reading runs
-(`queries.RunQueries`), threads (`threads.ThreadStore`) and the bulk import of ended runs
-(`imports.RunImports`); `parts.StoreParts` is the state they share.
+(`queries.RunQueries`), threads (`threads.ThreadStore`), the bulk import of ended runs
+(`imports.RunImports`) and feedback scores (`scores.RunScores`); `parts.StoreParts` is the state they share.
 """
 
 import uuid
@@ -68,6 +68,7 @@ from services.runs.rows import (
     step_values,
     update_run,
 )
+from services.runs.scores import RunScores
 from services.runs.signals import RunSignals
 from services.runs.threads import ThreadStore, earlier_live_turn, place_run
 
@@ -149,7 +150,7 @@ async def _wait_for_earlier_turns(
     return []
 
 
-class RunStore(StepAppends, RunLeases, RunApprovals, RunQueries, ThreadStore, RunImports):
+class RunStore(StepAppends, RunLeases, RunApprovals, RunQueries, ThreadStore, RunImports, RunScores):
     """Runs and their steps in a database, with change signals for watchers and notices for engines.
 
     Every write goes through one `GroupCommit` writer: the appends of many runs share a transaction and an
