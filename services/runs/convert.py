@@ -127,6 +127,7 @@ def run_to_proto(record: RunRecord) -> runs_pb2.Run:
         workflow_revision=record.workflow_revision,
         trace_id=record.trace_id,
         trace_span_id=record.trace_span_id,
+        retention_hold=record.retention_hold,
         steps=[step_to_proto(step) for step in record.steps],
         scores=[score_to_proto(score) for score in record.scores],
     )

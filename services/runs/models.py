@@ -7,7 +7,19 @@ timezone-aware UTC on both, and constraints are plain SQL.
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, Float, ForeignKey, Index, Integer, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -108,6 +120,8 @@ class RunRow(Base):
     #: attempt joins that trace and GetRun can name it; "" when the engine had tracing off.
     trace_id: Mapped[str] = mapped_column(String(32), default="")
     trace_span_id: Mapped[str] = mapped_column(String(16), default="")
+    #: On retention hold: the retention policy keeps it whatever its age (services/runs/retention.py).
+    retention_hold: Mapped[bool] = mapped_column(Boolean, default=False)
     user_query: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(200))

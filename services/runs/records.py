@@ -122,6 +122,8 @@ class RunRecord:
     #: The run's trace and its first attempt's span (W3C hex); "" when it was created without tracing.
     trace_id: str = ""
     trace_span_id: str = ""
+    #: Kept by the retention policy whatever its age.
+    retention_hold: bool = False
 
 
 @dataclass(frozen=True)

@@ -170,3 +170,11 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         return runs_pb2.SummarizeScoresResponse(
             summaries=[convert.score_summary_to_proto(summary) for summary in summaries]
         )
+
+    async def SetRetentionHold(
+        self, request: runs_pb2.SetRetentionHoldRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.Run:
+        if not current_caller().is_admin:
+            raise PermissionDenied("retention holds are set by admins only")
+        await self._store.set_retention_hold(request.run_id, request.hold)
+        return convert.run_to_proto(await self._store.get_run(request.run_id, with_steps=False))

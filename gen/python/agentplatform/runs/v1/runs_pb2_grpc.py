@@ -124,6 +124,11 @@ class RunServiceStub:
                 request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeScoresRequest.SerializeToString,
                 response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeScoresResponse.FromString,
                 _registered_method=True)
+        self.SetRetentionHold = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/SetRetentionHold',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SetRetentionHoldRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -276,6 +281,15 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRetentionHold(self, request, context):
+        """Admins only: puts a run on retention hold, or takes it off. A held run is
+        never deleted by the retention policy (RUNS_RETENTION_*), whatever its
+        age; DeleteRun still deletes it. Returns the run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -348,6 +362,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.SummarizeScores,
                     request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeScoresRequest.FromString,
                     response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeScoresResponse.SerializeToString,
+            ),
+            'SetRetentionHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRetentionHold,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SetRetentionHoldRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -747,6 +766,33 @@ class RunService:
             '/agentplatform.runs.v1.RunService/SummarizeScores',
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeScoresRequest.SerializeToString,
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeScoresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRetentionHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/SetRetentionHold',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.SetRetentionHoldRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
             options,
             channel_credentials,
             insecure,
