@@ -20,6 +20,8 @@ from services.runs.executors import ExecutorNotices
 from services.runs.fanout import RunFanout
 from services.runs.models import MIGRATIONS
 from services.runs.reaper import LeaseReaper
+from services.runs.retention import RetentionPolicy
+from services.runs.retention_sweep import RetentionSweep
 from services.runs.servicer import RunServicer
 from services.runs.settings import RunsSettings
 from services.runs.signals import RunSignals
@@ -42,6 +44,8 @@ class RunsApp:
     notifications: Notifications
     #: Reports NOT_SERVING while the notifications connection is away.
     health_watch: asyncio.Task[None]
+    #: Deletes finished runs past the retention policy's age (does nothing without a policy).
+    retention: RetentionSweep | None = None
     #: This process's claim of its SQLite file (None on PostgreSQL).
     claim: SqliteClaim | None = None
 
@@ -52,6 +56,8 @@ class RunsApp:
     async def stop(self, grace: float = 0) -> None:
         """Stop serving (in-flight RPCs get `grace` seconds), then close the database."""
         await self.reaper.stop()
+        if self.retention is not None:
+            await self.retention.stop()
         self.health_watch.cancel()
         await asyncio.gather(self.health_watch, return_exceptions=True)
         self.execution.close_links()
@@ -89,6 +95,9 @@ async def start_runs(settings: RunsSettings) -> RunsApp:
         )
         reaper = LeaseReaper(store, settings.reaper_interval_seconds)
         await reaper.start()
+        policy = RetentionPolicy(settings.retention_max_age_days, settings.retention_agent_max_age_days)
+        retention = RetentionSweep(store, policy, settings.retention_interval_seconds, settings.retention_batch)
+        retention.start()
         public = RunServicer(store, settings.watch_heartbeat_seconds, settings.cancel_wait_seconds)
         execution = ExecutionServicer(store)
 
@@ -113,4 +122,4 @@ async def start_runs(settings: RunsSettings) -> RunsApp:
         if claim is not None:
             claim.release()
         raise
-    return RunsApp(server, db, store, reaper, execution, notifications, health_watch, claim)
+    return RunsApp(server, db, store, reaper, execution, notifications, health_watch, retention, claim)

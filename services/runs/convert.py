@@ -20,8 +20,11 @@ from services.common.step_delta import StepDelta, ToolCallDelta
 from services.common.usage import Usage
 from services.runs.records import (
     ModelCallStats,
+    NewScore,
     NewStep,
     RunRecord,
+    ScoreRecord,
+    ScoreSummary,
     StepRecord,
     ThreadRecord,
 )
@@ -124,13 +127,64 @@ def run_to_proto(record: RunRecord) -> runs_pb2.Run:
         workflow_revision=record.workflow_revision,
         trace_id=record.trace_id,
         trace_span_id=record.trace_span_id,
+        retention_hold=record.retention_hold,
         steps=[step_to_proto(step) for step in record.steps],
+        scores=[score_to_proto(score) for score in record.scores],
     )
     if record.completed_at is not None:
         message.complete_time.CopyFrom(timestamp_from_datetime(record.completed_at))
     if record.started_at is not None:
         message.start_time.CopyFrom(timestamp_from_datetime(record.started_at))
     return message
+
+
+#: A score's source, both ways (UNSPECIFIED is read as an API client's).
+SCORE_SOURCE_TO_PROTO = {
+    "person": runs_pb2.SCORE_SOURCE_PERSON,
+    "api": runs_pb2.SCORE_SOURCE_API,
+    "evaluator": runs_pb2.SCORE_SOURCE_EVALUATOR,
+}
+SCORE_SOURCE_FROM_PROTO = {value: key for key, value in SCORE_SOURCE_TO_PROTO.items()} | {
+    runs_pb2.SCORE_SOURCE_UNSPECIFIED: "api",
+}
+
+
+def new_score_from_proto(run_id: str, score: runs_pb2.Score) -> NewScore:
+    """What CreateScore asks to record; a score without a value, or with an unknown source, is InvalidArgument."""
+    kind = score.WhichOneof("value")
+    if kind is None:
+        raise InvalidArgument("score needs a value: number_value, boolean_value or category_value")
+    source = SCORE_SOURCE_FROM_PROTO.get(score.source)
+    if source is None:
+        raise InvalidArgument(f"score.source {score.source} is not a ScoreSource")
+    return NewScore(
+        run_id=run_id, name=score.name, value=getattr(score, kind), step_sequence=score.step_sequence,
+        comment=score.comment, source=source,
+    )
+
+
+def score_to_proto(record: ScoreRecord) -> runs_pb2.Score:
+    message = runs_pb2.Score(
+        id=record.id, run_id=record.run_id, step_sequence=record.step_sequence, name=record.name,
+        comment=record.comment, source=SCORE_SOURCE_TO_PROTO[record.source], author=record.author,
+        create_time=timestamp_from_datetime(record.created_at),
+    )
+    value = record.value
+    if isinstance(value, bool):
+        message.boolean_value = value
+    elif isinstance(value, str):
+        message.category_value = value
+    else:
+        message.number_value = value
+    return message
+
+
+def score_summary_to_proto(summary: ScoreSummary) -> runs_pb2.ScoreSummary:
+    return runs_pb2.ScoreSummary(
+        agent_revision=summary.agent_revision, name=summary.name, kind=summary.kind, count=summary.count,
+        mean=summary.mean, min=summary.least, max=summary.greatest,
+        categories=[runs_pb2.CategoryCount(category=name, count=count) for name, count in summary.categories],
+    )
 
 
 def thread_to_proto(record: ThreadRecord) -> runs_pb2.Thread:

@@ -12,3 +12,7 @@ LEASES_EXPIRED = Counter(
 APPROVALS_TIMED_OUT = Counter(
     "agentplatform_approvals_timed_out_total", "Approval requests nobody decided within their timeout."
 )
+RUNS_DELETED_BY_RETENTION = Counter(
+    "agentplatform_runs_deleted_by_retention_total",
+    "Finished runs deleted by this replica's retention sweep for being past their maximum age.",
+)

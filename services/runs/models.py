@@ -7,7 +7,19 @@ timezone-aware UTC on both, and constraints are plain SQL.
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, Float, ForeignKey, Index, Integer, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -108,6 +120,8 @@ class RunRow(Base):
     #: attempt joins that trace and GetRun can name it; "" when the engine had tracing off.
     trace_id: Mapped[str] = mapped_column(String(32), default="")
     trace_span_id: Mapped[str] = mapped_column(String(16), default="")
+    #: On retention hold: the retention policy keeps it whatever its age (services/runs/retention.py).
+    retention_hold: Mapped[bool] = mapped_column(Boolean, default=False)
     user_query: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(200))
@@ -190,3 +204,35 @@ class RunStepRow(Base):
     model_latency_ms: Mapped[float | None] = mapped_column(Float)
 
     run: Mapped[RunRow] = relationship(back_populates="steps", lazy="raise")
+
+
+#: A score's kind of value, as stored.
+SCORE_KINDS = ("number", "boolean", "category")
+#: Who or what gave a score, as stored.
+SCORE_SOURCES = ("person", "api", "evaluator")
+
+
+class ScoreRow(Base):
+    """A feedback score on a run (step_sequence 0) or on one of its steps; goes with its run (ON DELETE
+    CASCADE)."""
+
+    __tablename__ = "run_scores"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", SCORE_KINDS), name="kind"),
+        CheckConstraint(_one_of("source", SCORE_SOURCES), name="source"),
+        # A run's scores, oldest first (GetRun, ListScores, and the count CreateScore bounds).
+        Index("ix_run_scores_run_id_created_at", "run_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step_sequence: Mapped[int] = mapped_column(Integer, default=0)
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    #: A number's value, or a boolean's (1 for true, 0 for false): what summaries average. NULL for a category.
+    number_value: Mapped[float | None] = mapped_column(Float)
+    category_value: Mapped[str | None] = mapped_column(String(100))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(16))
+    author: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -16,6 +16,7 @@ from services.runs.checks import check_run_state, parse_run_id
 from services.runs.parts import StoreParts
 from services.runs.records import RunRecord, StepRecord
 from services.runs.rows import RUN_COLUMNS, RUNS, STEPS, Values, load_run, run_record, step_record
+from services.runs.scores import load_scores
 from services.runs.threads import LIST_RUNS, load_thread, turn_page_token, turns_after
 
 #: A ListRuns page ends early rather than grow past this (gRPC's default message limit is 4 MiB).
@@ -85,9 +86,11 @@ class RunQueries(StoreParts):
     """The run store's reads of runs (see the module docstring)."""
 
     @runs_to_completion
-    async def get_run(self, run_id: str, with_steps: bool = True, *, owner: str | None = None) -> RunRecord:
-        """One run, with its steps in sequence order unless `with_steps` is False; `owner` (None: any) limits it
-        to that user's runs."""
+    async def get_run(
+        self, run_id: str, with_steps: bool = True, *, owner: str | None = None, with_scores: bool = False
+    ) -> RunRecord:
+        """One run, with its steps in sequence order unless `with_steps` is False, and its scores with
+        `with_scores`; `owner` (None: any) limits it to that user's runs."""
         run_id = parse_run_id(run_id)
         async with self.database.read() as session:
             connection = await session.connection()
@@ -98,7 +101,10 @@ class RunQueries(StoreParts):
                     select(STEPS).where(STEPS.c.run_id == run_id).order_by(STEPS.c.sequence)
                 )
                 steps = result.mappings().all()
-            return run_record(run, steps)
+            record = run_record(run, steps)
+            if with_scores:
+                record = dataclasses.replace(record, scores=await load_scores(connection, run_id))
+            return record
 
     @runs_to_completion
     async def steps_after(self, run_id: str, after_sequence: int, limit: int) -> tuple[RunRecord, list[StepRecord]]:

@@ -112,6 +112,8 @@ class RunRecord:
     #: True when `user_query` was cut for a list page.
     user_query_truncated: bool = False
     steps: list[StepRecord] = field(default_factory=list)
+    #: Its feedback scores, oldest first; filled only by `RunStore.get_run(with_scores=True)`.
+    scores: list["ScoreRecord"] = field(default_factory=list)
     #: The thread the run is a turn of, and which turn; "" and 0 for a run outside any thread.
     thread_id: str = ""
     thread_turn: int = 0
@@ -120,6 +122,8 @@ class RunRecord:
     #: The run's trace and its first attempt's span (W3C hex); "" when it was created without tracing.
     trace_id: str = ""
     trace_span_id: str = ""
+    #: Kept by the retention policy whatever its age.
+    retention_hold: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,3 +186,51 @@ class HandBack:
     refused_run_ids: list[str]
 
 
+
+
+#: A score's value: a number, a boolean or a category (the type tells the kind).
+ScoreValue = float | bool | str
+
+
+@dataclass(frozen=True)
+class NewScore:
+    """A feedback score to record on a run (`step_sequence` 0) or one of its steps."""
+
+    run_id: str
+    name: str
+    value: ScoreValue
+    step_sequence: int = 0
+    comment: str = ""
+    #: "person", "api" or "evaluator".
+    source: str = "api"
+
+
+@dataclass(frozen=True)
+class ScoreRecord:
+    """A stored score; `author` is the user who recorded it."""
+
+    id: str
+    run_id: str
+    step_sequence: int
+    name: str
+    value: ScoreValue
+    comment: str
+    source: str
+    author: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    """The scores of one name (and kind of value) given to the runs of one agent revision. `mean`, `least` and
+    `greatest` are of the numbers (booleans as 1 and 0) and 0 for categories; `categories` counts each category,
+    most frequent first."""
+
+    agent_revision: int
+    name: str
+    kind: str
+    count: int
+    mean: float = 0.0
+    least: float = 0.0
+    greatest: float = 0.0
+    categories: tuple[tuple[str, int], ...] = ()

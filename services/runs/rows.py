@@ -110,6 +110,7 @@ def stored_run_values(run: RunRecord) -> dict[str, Any]:
         "workflow_revision": run.workflow_revision,
         "trace_id": run.trace_id,
         "trace_span_id": run.trace_span_id,
+        "retention_hold": run.retention_hold,
         "user_query": run.user_query,
         "state": run.state,
         "model": run.model,
@@ -188,6 +189,7 @@ def run_record(row: Values, steps: Sequence[Values] = (), *, query_cut: bool = F
         workflow_revision=row["workflow_revision"],
         trace_id=row["trace_id"],
         trace_span_id=row["trace_span_id"],
+        retention_hold=row["retention_hold"],
     )
 
 async def load_run(

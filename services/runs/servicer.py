@@ -15,7 +15,7 @@ from google.protobuf import empty_pb2
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common.errors import PermissionDenied
 from services.common.identity import current_caller
-from services.common.rpc.protoconv import run_state_from_proto
+from services.common.rpc.protoconv import datetime_from_timestamp, run_state_from_proto
 from services.common.run_vocabulary import ACTIVE_STATES
 from services.runs import convert
 from services.runs.records import APPROVED, REJECTED
@@ -40,7 +40,9 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         self._cancel_wait_seconds = cancel_wait_seconds
 
     async def GetRun(self, request: runs_pb2.GetRunRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Run:
-        return convert.run_to_proto(await self._store.get_run(request.run_id, owner=_owner_filter()))
+        return convert.run_to_proto(
+            await self._store.get_run(request.run_id, owner=_owner_filter(), with_scores=True)
+        )
 
     async def ListRuns(
         self, request: runs_pb2.ListRunsRequest, context: grpc.aio.ServicerContext
@@ -131,3 +133,48 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         except asyncio.CancelledError:
             log.info("watcher of run %s disconnected", request.run_id)
             raise  # cancellation must reach grpc, which is ending the RPC
+
+    async def CreateScore(
+        self, request: runs_pb2.CreateScoreRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.Score:
+        score = convert.new_score_from_proto(request.run_id, request.score)
+        return convert.score_to_proto(
+            await self._store.create_score(score, author=current_caller().user, owner=_owner_filter())
+        )
+
+    async def ListScores(
+        self, request: runs_pb2.ListScoresRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.ListScoresResponse:
+        scores = await self._store.list_scores(request.run_id, owner=_owner_filter())
+        return runs_pb2.ListScoresResponse(scores=[convert.score_to_proto(score) for score in scores])
+
+    async def DeleteScore(
+        self, request: runs_pb2.DeleteScoreRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        caller = current_caller()
+        await self._store.delete_score(request.score_id, caller=caller.user, admin=caller.is_admin)
+        return empty_pb2.Empty()
+
+    async def SummarizeScores(
+        self, request: runs_pb2.SummarizeScoresRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.SummarizeScoresResponse:
+        caller = current_caller()
+        if request.all_users and not caller.is_admin:
+            raise PermissionDenied("all_users sums up every user's scores: only an admin may ask for it")
+        summaries = await self._store.summarize_scores(
+            request.agent_id,
+            owner=None if request.all_users else caller.user,
+            start=datetime_from_timestamp(request.start_time, "start_time") if request.HasField("start_time") else None,
+            end=datetime_from_timestamp(request.end_time, "end_time") if request.HasField("end_time") else None,
+        )
+        return runs_pb2.SummarizeScoresResponse(
+            summaries=[convert.score_summary_to_proto(summary) for summary in summaries]
+        )
+
+    async def SetRetentionHold(
+        self, request: runs_pb2.SetRetentionHoldRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.Run:
+        if not current_caller().is_admin:
+            raise PermissionDenied("retention holds are set by admins only")
+        await self._store.set_retention_hold(request.run_id, request.hold)
+        return convert.run_to_proto(await self._store.get_run(request.run_id, with_steps=False))

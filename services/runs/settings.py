@@ -1,6 +1,6 @@
 """Settings of the runs service, read from the environment (see .env.example)."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -32,3 +32,14 @@ class RunsSettings(PageTokenSettings):
     #: or of the machine's software, but the last commits before a power loss may be lost; FULL waits for the
     #: disk on every commit (group commit shares that wait between the writes of one transaction).
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field("NORMAL", alias="RUNS_SQLITE_SYNCHRONOUS")
+    #: Retention (services/runs/retention.py): finished runs are deleted this many days after their creation
+    #: (0: kept forever, the default), with their steps and scores; runs on retention hold are kept.
+    retention_max_age_days: int = Field(0, alias="RUNS_RETENTION_MAX_AGE_DAYS", ge=0, le=36_500)
+    #: Per saved agent, by id, a maximum age replacing the one above for its runs (0: forever), as JSON:
+    #: {"7f0e6a62-...": 30}.
+    retention_agent_max_age_days: dict[str, Annotated[int, Field(ge=0, le=36_500)]] = Field(
+        default_factory=dict, alias="RUNS_RETENTION_AGENT_MAX_AGE_DAYS"
+    )
+    #: How often the retention sweep runs, and how many runs one of its transactions deletes at most.
+    retention_interval_seconds: float = Field(3600.0, alias="RUNS_RETENTION_INTERVAL_SECONDS", gt=0, le=86_400)
+    retention_batch: int = Field(500, alias="RUNS_RETENTION_BATCH", ge=1, le=10_000)

@@ -14,8 +14,9 @@ refused, so an engine that lost its lease while another took the run finds every
 
 The rest of the store is in parts of its own, one per concern, that `RunStore` is made of: appending steps
 (`appends.StepAppends`), leases (`leases.RunLeases`), human approval (`approvals.RunApprovals`), reading runs
-(`queries.RunQueries`), threads (`threads.ThreadStore`) and the bulk import of ended runs
-(`imports.RunImports`); `parts.StoreParts` is the state they share.
+(`queries.RunQueries`), threads (`threads.ThreadStore`), the bulk import of ended runs
+(`imports.RunImports`), feedback scores (`scores.RunScores`) and retention (`retention.RunRetention`);
+`parts.StoreParts` is the state they share.
 """
 
 import uuid
@@ -50,6 +51,7 @@ from services.runs.imports import RunImports
 from services.runs.leases import NO_EPOCH, RunLeases, check_fence
 from services.runs.queries import RunQueries
 from services.runs.records import CancelNotice, NewRun, RunRecord
+from services.runs.retention import RunRetention
 from services.runs.rows import (
     CANCELLED_CODE,
     COLUMN_NAMES,
@@ -68,6 +70,7 @@ from services.runs.rows import (
     step_values,
     update_run,
 )
+from services.runs.scores import RunScores
 from services.runs.signals import RunSignals
 from services.runs.threads import ThreadStore, earlier_live_turn, place_run
 
@@ -84,6 +87,7 @@ def _run_values(new: NewRun, fingerprint: str, now: datetime) -> dict[str, Any]:
         "workflow_revision": new.workflow_revision,
         "trace_id": new.trace_id,
         "trace_span_id": new.trace_span_id,
+        "retention_hold": False,
         "user_query": new.user_query,
         "state": new.state,
         "model": new.model,
@@ -149,7 +153,7 @@ async def _wait_for_earlier_turns(
     return []
 
 
-class RunStore(StepAppends, RunLeases, RunApprovals, RunQueries, ThreadStore, RunImports):
+class RunStore(StepAppends, RunLeases, RunApprovals, RunQueries, ThreadStore, RunImports, RunScores, RunRetention):
     """Runs and their steps in a database, with change signals for watchers and notices for engines.
 
     Every write goes through one `GroupCommit` writer: the appends of many runs share a transaction and an

@@ -14,6 +14,7 @@ from services.runs.settings import RunsSettings
 from services.runs.signals import RunSignals
 from services.runs.store import RunStore
 from tests.runs.helpers import connect, sqlite_url
+from tests.runs.service_helpers import API_KEYS, TOKEN
 
 #: The store tests run on SQLite and on the session's PostgreSQL server (`postgres_url`, tests/conftest.py);
 #: its tables are dropped per test.
@@ -93,3 +94,16 @@ async def stub(runs_app: RunsApp) -> AsyncIterator[Any]:
     """RunService and ExecutionService stubs over a real channel to `runs_app`."""
     async with connect(runs_app) as runs:
         yield runs
+
+
+@pytest.fixture
+async def secured(start_app: StartRuns) -> RunsApp:
+    """A runs server with API keys (service_helpers.API_KEYS) and the service token (service_helpers.TOKEN)."""
+    return await start_app(AUTH_API_KEYS=API_KEYS, PLATFORM_SERVICE_TOKEN=TOKEN)
+
+
+@pytest.fixture
+async def keyed_stub(secured: RunsApp) -> AsyncIterator[Any]:
+    """A stub of `secured`; each call says who makes it (service_helpers.as_, SERVICE)."""
+    async with connect(secured) as stub:
+        yield stub

@@ -2,7 +2,6 @@
 an admin any run by id and everyone's in a list only when asking, and the internal API is for the platform's
 own services. The store's own filters are checked on SQLite and PostgreSQL alike."""
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -10,130 +9,98 @@ import pytest
 
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
-from services.common.auth import digest, new_api_key
 from services.common.errors import NotFound
 from services.common.identity import SERVICE_TOKEN_KEY
 from services.runs.app import RunsApp
 from services.runs.store import RunStore
-from tests.runs.conftest import StartRuns
-from tests.runs.helpers import connect, create_request, new_run
-
-ALICE, BOB, ADMIN, TOKEN = new_api_key(), new_api_key(), new_api_key(), "service-secret"
+from tests.runs.helpers import create_request, new_run
+from tests.runs.service_helpers import ADMIN, ALICE, BOB, SERVICE, as_, create_for, status_of
 
 
-def as_(key: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {key}"),)
+async def test_another_users_run_is_not_found_everywhere_and_absent_from_lists(keyed_stub: Any) -> None:
+    alices = await create_for(keyed_stub, "alice")
+    bobs = await create_for(keyed_stub, "bob")
 
-
-SERVICE = ((SERVICE_TOKEN_KEY, TOKEN),)
-
-
-@pytest.fixture
-async def secured(start_app: StartRuns) -> RunsApp:
-    keys = f"alice:user:{digest(ALICE)},bob:user:{digest(BOB)},root:admin:{digest(ADMIN)}"
-    return await start_app(AUTH_API_KEYS=keys, PLATFORM_SERVICE_TOKEN=TOKEN)
-
-
-@pytest.fixture
-async def stub(secured: RunsApp) -> AsyncIterator[Any]:
-    async with connect(secured) as stub:
-        yield stub
-
-
-async def create_for(stub: Any, owner: str) -> runs_pb2.Run:
-    """A run created as the engine creates it: over the internal API, with the service token."""
-    return await stub.CreateRun(create_request(owner=owner), metadata=SERVICE)
-
-
-async def status_of(call: Any) -> grpc.StatusCode:
-    with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await call
-    return exc.value.code()
-
-
-async def test_another_users_run_is_not_found_everywhere_and_absent_from_lists(stub: Any) -> None:
-    alices = await create_for(stub, "alice")
-    bobs = await create_for(stub, "bob")
-
-    got = await stub.GetRun(runs_pb2.GetRunRequest(run_id=alices.id), metadata=as_(ALICE))
+    got = await keyed_stub.GetRun(runs_pb2.GetRunRequest(run_id=alices.id), metadata=as_(ALICE))
     assert got.owner == "alice"
     for call in (
-        stub.GetRun(runs_pb2.GetRunRequest(run_id=alices.id), metadata=as_(BOB)),
-        stub.CancelRun(runs_pb2.CancelRunRequest(run_id=alices.id), metadata=as_(BOB)),
-        stub.DeleteRun(runs_pb2.DeleteRunRequest(run_id=alices.id), metadata=as_(BOB)),
+        keyed_stub.GetRun(runs_pb2.GetRunRequest(run_id=alices.id), metadata=as_(BOB)),
+        keyed_stub.CancelRun(runs_pb2.CancelRunRequest(run_id=alices.id), metadata=as_(BOB)),
+        keyed_stub.DeleteRun(runs_pb2.DeleteRunRequest(run_id=alices.id), metadata=as_(BOB)),
     ):
         assert await status_of(call) == grpc.StatusCode.NOT_FOUND
-    watch = stub.WatchRun(runs_pb2.WatchRunRequest(run_id=alices.id), metadata=as_(BOB))
+    watch = keyed_stub.WatchRun(runs_pb2.WatchRunRequest(run_id=alices.id), metadata=as_(BOB))
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await anext(aiter(watch))
     assert exc.value.code() == grpc.StatusCode.NOT_FOUND
     assert exc.value.details() == f"run '{alices.id}' not found"  # the same words as for no run at all
 
-    listed = await stub.ListRuns(runs_pb2.ListRunsRequest(), metadata=as_(BOB))
+    listed = await keyed_stub.ListRuns(runs_pb2.ListRunsRequest(), metadata=as_(BOB))
     assert [run.id for run in listed.runs] == [bobs.id]
     # Bob's attempts changed nothing of Alice's run.
-    still = await stub.GetRun(runs_pb2.GetRunRequest(run_id=alices.id), metadata=as_(ALICE))
+    still = await keyed_stub.GetRun(runs_pb2.GetRunRequest(run_id=alices.id), metadata=as_(ALICE))
     assert still.state == runs_pb2.RUN_STATE_RUNNING and not still.cancel_requested
 
 
-async def test_an_admin_sees_everyones_runs_only_when_asking(stub: Any) -> None:
-    alices = await create_for(stub, "alice")
-    bobs = await create_for(stub, "bob")
+async def test_an_admin_sees_everyones_runs_only_when_asking(keyed_stub: Any) -> None:
+    alices = await create_for(keyed_stub, "alice")
+    bobs = await create_for(keyed_stub, "bob")
 
-    own = await stub.ListRuns(runs_pb2.ListRunsRequest(), metadata=as_(ADMIN))
+    own = await keyed_stub.ListRuns(runs_pb2.ListRunsRequest(), metadata=as_(ADMIN))
     assert list(own.runs) == []
-    everyone = await stub.ListRuns(runs_pb2.ListRunsRequest(all_users=True), metadata=as_(ADMIN))
+    everyone = await keyed_stub.ListRuns(runs_pb2.ListRunsRequest(all_users=True), metadata=as_(ADMIN))
     assert {(run.id, run.owner) for run in everyone.runs} == {(alices.id, "alice"), (bobs.id, "bob")}
-    assert (await stub.GetRun(runs_pb2.GetRunRequest(run_id=alices.id), metadata=as_(ADMIN))).owner == "alice"
+    got = await keyed_stub.GetRun(runs_pb2.GetRunRequest(run_id=alices.id), metadata=as_(ADMIN))
+    assert got.owner == "alice"
 
     with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await stub.ListRuns(runs_pb2.ListRunsRequest(all_users=True), metadata=as_(BOB))
+        await keyed_stub.ListRuns(runs_pb2.ListRunsRequest(all_users=True), metadata=as_(BOB))
     assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "only an admin" in (exc.value.details() or "")
 
 
-async def test_cancel_says_who_asked(stub: Any) -> None:
-    run = await create_for(stub, "alice")
-    await stub.CancelRun(runs_pb2.CancelRunRequest(run_id=run.id, reason="too slow"), metadata=as_(ADMIN))
-    renewal = await stub.RenewLeases(
+async def test_cancel_says_who_asked(keyed_stub: Any) -> None:
+    run = await create_for(keyed_stub, "alice")
+    await keyed_stub.CancelRun(runs_pb2.CancelRunRequest(run_id=run.id, reason="too slow"), metadata=as_(ADMIN))
+    renewal = await keyed_stub.RenewLeases(
         execution_pb2.RenewLeasesRequest(executor_id=run.executor_id, run_ids=[run.id]), metadata=SERVICE
     )
     assert [notice.reason for notice in renewal.cancel] == ["by root: too slow"]
 
 
-async def test_without_a_valid_key_every_call_is_unauthenticated_and_nothing_is_written(stub: Any) -> None:
+async def test_without_a_valid_key_every_call_is_unauthenticated_and_nothing_is_written(keyed_stub: Any) -> None:
     for metadata in ((), as_("apk_wrong"), ((SERVICE_TOKEN_KEY, "guessed"),)):
-        assert await status_of(stub.ListRuns(runs_pb2.ListRunsRequest(), metadata=metadata)) == (
+        assert await status_of(keyed_stub.ListRuns(runs_pb2.ListRunsRequest(), metadata=metadata)) == (
             grpc.StatusCode.UNAUTHENTICATED
         )
-        assert await status_of(stub.CreateRun(create_request(owner="alice"), metadata=metadata)) == (
+        assert await status_of(keyed_stub.CreateRun(create_request(owner="alice"), metadata=metadata)) == (
             grpc.StatusCode.UNAUTHENTICATED
         )
-    everyone = await stub.ListRuns(runs_pb2.ListRunsRequest(all_users=True), metadata=as_(ADMIN))
+    everyone = await keyed_stub.ListRuns(runs_pb2.ListRunsRequest(all_users=True), metadata=as_(ADMIN))
     assert list(everyone.runs) == []
 
 
-async def test_the_internal_api_is_for_the_platforms_services_only(stub: Any) -> None:
+async def test_the_internal_api_is_for_the_platforms_services_only(keyed_stub: Any) -> None:
     """A user, even an admin, cannot write a run's record: only the engine (holding the service token) can."""
-    run = await create_for(stub, "alice")
+    run = await create_for(keyed_stub, "alice")
     forged = execution_pb2.AppendStepsRequest(
         run_id=run.id, steps=[runs_pb2.Step(agent_response=runs_pb2.AgentResponse(text="forged"))]
     )
     for key in (ALICE, ADMIN):
         with pytest.raises(grpc.aio.AioRpcError) as exc:
-            await stub.AppendSteps(forged, metadata=as_(key))
+            await keyed_stub.AppendSteps(forged, metadata=as_(key))
         assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "agentplatform.runs.internal.v1.ExecutionService is an internal API" in (exc.value.details() or "")
-        assert await status_of(stub.CreateRun(create_request(owner="alice"), metadata=as_(key))) == (
+        assert await status_of(keyed_stub.CreateRun(create_request(owner="alice"), metadata=as_(key))) == (
             grpc.StatusCode.PERMISSION_DENIED
         )
-    got = await stub.GetRun(runs_pb2.GetRunRequest(run_id=run.id), metadata=as_(ALICE))
+    got = await keyed_stub.GetRun(runs_pb2.GetRunRequest(run_id=run.id), metadata=as_(ALICE))
     assert got.step_count == 0
 
 
-async def test_a_run_needs_an_owner(stub: Any) -> None:
+async def test_a_run_needs_an_owner(keyed_stub: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await stub.CreateRun(create_request(owner=""), metadata=SERVICE)
+        await keyed_stub.CreateRun(create_request(owner=""), metadata=SERVICE)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "owner" in (exc.value.details() or "")
 

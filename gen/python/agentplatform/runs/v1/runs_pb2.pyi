@@ -36,6 +36,13 @@ class ApprovalOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     APPROVAL_OUTCOME_APPROVED: _ClassVar[ApprovalOutcome]
     APPROVAL_OUTCOME_REJECTED: _ClassVar[ApprovalOutcome]
     APPROVAL_OUTCOME_TIMED_OUT: _ClassVar[ApprovalOutcome]
+
+class ScoreSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCORE_SOURCE_UNSPECIFIED: _ClassVar[ScoreSource]
+    SCORE_SOURCE_PERSON: _ClassVar[ScoreSource]
+    SCORE_SOURCE_API: _ClassVar[ScoreSource]
+    SCORE_SOURCE_EVALUATOR: _ClassVar[ScoreSource]
 MULTITASK_STRATEGY_UNSPECIFIED: MultitaskStrategy
 MULTITASK_STRATEGY_REJECT: MultitaskStrategy
 MULTITASK_STRATEGY_ENQUEUE: MultitaskStrategy
@@ -51,9 +58,13 @@ APPROVAL_OUTCOME_UNSPECIFIED: ApprovalOutcome
 APPROVAL_OUTCOME_APPROVED: ApprovalOutcome
 APPROVAL_OUTCOME_REJECTED: ApprovalOutcome
 APPROVAL_OUTCOME_TIMED_OUT: ApprovalOutcome
+SCORE_SOURCE_UNSPECIFIED: ScoreSource
+SCORE_SOURCE_PERSON: ScoreSource
+SCORE_SOURCE_API: ScoreSource
+SCORE_SOURCE_EVALUATOR: ScoreSource
 
 class Run(_message.Message):
-    __slots__ = ("id", "user_query", "state", "model", "create_time", "complete_time", "error_message", "usage", "metadata", "step_count", "steps", "error_code", "limits", "start_time", "cancel_requested", "executor_id", "user_query_truncated", "owner", "agent_id", "agent_revision", "thread_id", "thread_turn", "workflow_id", "workflow_revision", "lease_epoch", "attempts", "handbacks", "handed_back_by", "trace_id", "trace_span_id")
+    __slots__ = ("id", "user_query", "state", "model", "create_time", "complete_time", "error_message", "usage", "metadata", "step_count", "steps", "error_code", "limits", "start_time", "cancel_requested", "executor_id", "user_query_truncated", "owner", "agent_id", "agent_revision", "thread_id", "thread_turn", "workflow_id", "workflow_revision", "lease_epoch", "attempts", "handbacks", "handed_back_by", "trace_id", "trace_span_id", "scores", "retention_hold")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +102,8 @@ class Run(_message.Message):
     HANDED_BACK_BY_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     TRACE_SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_HOLD_FIELD_NUMBER: _ClassVar[int]
     id: str
     user_query: str
     state: RunState
@@ -121,7 +134,9 @@ class Run(_message.Message):
     handed_back_by: str
     trace_id: str
     trace_span_id: str
-    def __init__(self, id: _Optional[str] = ..., user_query: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_message: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., step_count: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., error_code: _Optional[str] = ..., limits: _Optional[_Union[RunLimits, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: _Optional[bool] = ..., executor_id: _Optional[str] = ..., user_query_truncated: _Optional[bool] = ..., owner: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., thread_id: _Optional[str] = ..., thread_turn: _Optional[int] = ..., workflow_id: _Optional[str] = ..., workflow_revision: _Optional[int] = ..., lease_epoch: _Optional[int] = ..., attempts: _Optional[int] = ..., handbacks: _Optional[int] = ..., handed_back_by: _Optional[str] = ..., trace_id: _Optional[str] = ..., trace_span_id: _Optional[str] = ...) -> None: ...
+    scores: _containers.RepeatedCompositeFieldContainer[Score]
+    retention_hold: bool
+    def __init__(self, id: _Optional[str] = ..., user_query: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_message: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., step_count: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., error_code: _Optional[str] = ..., limits: _Optional[_Union[RunLimits, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: _Optional[bool] = ..., executor_id: _Optional[str] = ..., user_query_truncated: _Optional[bool] = ..., owner: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., thread_id: _Optional[str] = ..., thread_turn: _Optional[int] = ..., workflow_id: _Optional[str] = ..., workflow_revision: _Optional[int] = ..., lease_epoch: _Optional[int] = ..., attempts: _Optional[int] = ..., handbacks: _Optional[int] = ..., handed_back_by: _Optional[str] = ..., trace_id: _Optional[str] = ..., trace_span_id: _Optional[str] = ..., scores: _Optional[_Iterable[_Union[Score, _Mapping]]] = ..., retention_hold: _Optional[bool] = ...) -> None: ...
 
 class Thread(_message.Message):
     __slots__ = ("id", "owner", "title", "create_time", "update_time", "turn_count")
@@ -462,3 +477,109 @@ class RejectStepRequest(_message.Message):
     sequence: int
     comment: str
     def __init__(self, run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class Score(_message.Message):
+    __slots__ = ("id", "run_id", "step_sequence", "name", "number_value", "boolean_value", "category_value", "comment", "source", "author", "create_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_VALUE_FIELD_NUMBER: _ClassVar[int]
+    BOOLEAN_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_VALUE_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    run_id: str
+    step_sequence: int
+    name: str
+    number_value: float
+    boolean_value: bool
+    category_value: str
+    comment: str
+    source: ScoreSource
+    author: str
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., run_id: _Optional[str] = ..., step_sequence: _Optional[int] = ..., name: _Optional[str] = ..., number_value: _Optional[float] = ..., boolean_value: _Optional[bool] = ..., category_value: _Optional[str] = ..., comment: _Optional[str] = ..., source: _Optional[_Union[ScoreSource, str]] = ..., author: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateScoreRequest(_message.Message):
+    __slots__ = ("run_id", "score")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    score: Score
+    def __init__(self, run_id: _Optional[str] = ..., score: _Optional[_Union[Score, _Mapping]] = ...) -> None: ...
+
+class ListScoresRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class ListScoresResponse(_message.Message):
+    __slots__ = ("scores",)
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    scores: _containers.RepeatedCompositeFieldContainer[Score]
+    def __init__(self, scores: _Optional[_Iterable[_Union[Score, _Mapping]]] = ...) -> None: ...
+
+class DeleteScoreRequest(_message.Message):
+    __slots__ = ("score_id",)
+    SCORE_ID_FIELD_NUMBER: _ClassVar[int]
+    score_id: str
+    def __init__(self, score_id: _Optional[str] = ...) -> None: ...
+
+class SummarizeScoresRequest(_message.Message):
+    __slots__ = ("agent_id", "start_time", "end_time", "all_users")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ALL_USERS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    all_users: bool
+    def __init__(self, agent_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., all_users: _Optional[bool] = ...) -> None: ...
+
+class SummarizeScoresResponse(_message.Message):
+    __slots__ = ("summaries",)
+    SUMMARIES_FIELD_NUMBER: _ClassVar[int]
+    summaries: _containers.RepeatedCompositeFieldContainer[ScoreSummary]
+    def __init__(self, summaries: _Optional[_Iterable[_Union[ScoreSummary, _Mapping]]] = ...) -> None: ...
+
+class ScoreSummary(_message.Message):
+    __slots__ = ("agent_revision", "name", "kind", "count", "mean", "min", "max", "categories")
+    AGENT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    agent_revision: int
+    name: str
+    kind: str
+    count: int
+    mean: float
+    min: float
+    max: float
+    categories: _containers.RepeatedCompositeFieldContainer[CategoryCount]
+    def __init__(self, agent_revision: _Optional[int] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., count: _Optional[int] = ..., mean: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., categories: _Optional[_Iterable[_Union[CategoryCount, _Mapping]]] = ...) -> None: ...
+
+class CategoryCount(_message.Message):
+    __slots__ = ("category", "count")
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    category: str
+    count: int
+    def __init__(self, category: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class SetRetentionHoldRequest(_message.Message):
+    __slots__ = ("run_id", "hold")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    HOLD_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    hold: bool
+    def __init__(self, run_id: _Optional[str] = ..., hold: _Optional[bool] = ...) -> None: ...

@@ -104,6 +104,31 @@ class RunServiceStub:
                 request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteThreadRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.CreateScore = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/CreateScore',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.CreateScoreRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Score.FromString,
+                _registered_method=True)
+        self.ListScores = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/ListScores',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListScoresRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListScoresResponse.FromString,
+                _registered_method=True)
+        self.DeleteScore = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/DeleteScore',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteScoreRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.SummarizeScores = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/SummarizeScores',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeScoresRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeScoresResponse.FromString,
+                _registered_method=True)
+        self.SetRetentionHold = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/SetRetentionHold',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SetRetentionHoldRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -220,6 +245,51 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateScore(self, request, context):
+        """Records a feedback score on a run or on one of its steps: a person's
+        thumbs-up, an API client's rating, an evaluator's verdict. Scoring a run
+        is open to whoever may read it; the score names its author (the caller).
+        A bad name, value, comment or step answers INVALID_ARGUMENT naming the
+        field, and a run that already has 1,000 scores FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListScores(self, request, context):
+        """Lists a run's scores, oldest first (all of them: a run has at most
+        1,000). GetRun returns them too, in `Run.scores`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteScore(self, request, context):
+        """Deletes one score. Its author, the run's owner or an admin may.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SummarizeScores(self, request, context):
+        """Sums up the scores of an agent's runs per revision and score name: how
+        many, their mean, least and greatest (a boolean counts 1 for true), and
+        the count of each category. The caller's runs only, unless an admin asks
+        for all users'.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRetentionHold(self, request, context):
+        """Admins only: puts a run on retention hold, or takes it off. A held run is
+        never deleted by the retention policy (RUNS_RETENTION_*), whatever its
+        age; DeleteRun still deletes it. Returns the run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -272,6 +342,31 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.DeleteThread,
                     request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteThreadRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateScore': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateScore,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.CreateScoreRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Score.SerializeToString,
+            ),
+            'ListScores': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListScores,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListScoresRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListScoresResponse.SerializeToString,
+            ),
+            'DeleteScore': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteScore,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteScoreRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'SummarizeScores': grpc.unary_unary_rpc_method_handler(
+                    servicer.SummarizeScores,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeScoresRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeScoresResponse.SerializeToString,
+            ),
+            'SetRetentionHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRetentionHold,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SetRetentionHoldRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -563,6 +658,141 @@ class RunService:
             '/agentplatform.runs.v1.RunService/DeleteThread',
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteThreadRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateScore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/CreateScore',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.CreateScoreRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.Score.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListScores(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/ListScores',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListScoresRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListScoresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteScore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/DeleteScore',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteScoreRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SummarizeScores(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/SummarizeScores',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeScoresRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeScoresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRetentionHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/SetRetentionHold',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.SetRetentionHoldRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
             options,
             channel_credentials,
             insecure,

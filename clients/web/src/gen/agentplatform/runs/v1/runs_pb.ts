@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentplatform/runs/v1/runs.proto.
  */
 export const file_agentplatform_runs_v1_runs: GenFile = /*@__PURE__*/
-  fileDesc("CiBhZ2VudHBsYXRmb3JtL3J1bnMvdjEvcnVucy5wcm90bxIVYWdlbnRwbGF0Zm9ybS5ydW5zLnYxIogHCgNSdW4SCgoCaWQYASABKAkSEgoKdXNlcl9xdWVyeRgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5TdGF0ZRINCgVtb2RlbBgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNY29tcGxldGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZXJyb3JfbWVzc2FnZRgHIAEoCRIrCgV1c2FnZRgIIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI6CghtZXRhZGF0YRgJIAMoCzIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4uTWV0YWRhdGFFbnRyeRISCgpzdGVwX2NvdW50GAogASgDEioKBXN0ZXBzGAsgAygLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXASEgoKZXJyb3JfY29kZRgMIAEoCRIwCgZsaW1pdHMYDSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuTGltaXRzEi4KCnN0YXJ0X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDyABKAgSEwoLZXhlY3V0b3JfaWQYECABKAkSHAoUdXNlcl9xdWVyeV90cnVuY2F0ZWQYESABKAgSDQoFb3duZXIYEiABKAkSEAoIYWdlbnRfaWQYEyABKAkSFgoOYWdlbnRfcmV2aXNpb24YFCABKAMSEQoJdGhyZWFkX2lkGBUgASgJEhMKC3RocmVhZF90dXJuGBYgASgDEhMKC3dvcmtmbG93X2lkGBcgASgJEhkKEXdvcmtmbG93X3JldmlzaW9uGBggASgDEhMKC2xlYXNlX2Vwb2NoGBkgASgDEhAKCGF0dGVtcHRzGBogASgDEhEKCWhhbmRiYWNrcxgbIAEoAxIWCg5oYW5kZWRfYmFja19ieRgcIAEoCRIQCgh0cmFjZV9pZBgdIAEoCRIVCg10cmFjZV9zcGFuX2lkGB4gASgJGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKoAQoGVGhyZWFkEgoKAmlkGAEgASgJEg0KBW93bmVyGAIgASgJEg0KBXRpdGxlGAMgASgJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKdHVybl9jb3VudBgGIAEoAyKHAQoJUnVuTGltaXRzEhcKD21heF9tb2RlbF9jYWxscxgBIAEoBRIvCgxtYXhfZHVyYXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQbWF4X3RvdGFsX3Rva2VucxgDIAEoAxIWCg5tYXhfdG9vbF9jYWxscxgEIAEoBSJPCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgDEhQKDHRvdGFsX3Rva2VucxgDIAEoAyKuBgoEU3RlcBIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCGR1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKCm1vZGVsX2NhbGwYBSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTW9kZWxDYWxsEg8KB25vZGVfaWQYBiABKAkSOgoMdXNlcl9yZXF1ZXN0GAogASgLMiIuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlVzZXJSZXF1ZXN0SAASPAoNYWdlbnRfdGhvdWdodBgLIAEoCzIjLmFnZW50cGxhdGZvcm0ucnVucy52MS5BZ2VudFRob3VnaHRIABI0Cgl0b29sX2NhbGwYDCABKAsyHy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVG9vbENhbGxIABI4Cgt0b29sX3Jlc3VsdBgNIAEoCzIhLmFnZW50cGxhdGZvcm0ucnVucy52MS5Ub29sUmVzdWx0SAASPgoOYWdlbnRfcmVzcG9uc2UYDiABKAsyJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQWdlbnRSZXNwb25zZUgAEjEKBWVycm9yGA8gASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXBFcnJvckgAEkIKEGFwcHJvdmFsX3JlcXVlc3QYECABKAsyJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQXBwcm92YWxSZXF1ZXN0SAASRAoRYXBwcm92YWxfZGVjaXNpb24YESABKAsyJy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQXBwcm92YWxEZWNpc2lvbkgAEjoKDG5vZGVfb3V0Y29tZRgSIAEoCzIiLmFnZW50cGxhdGZvcm0ucnVucy52MS5Ob2RlT3V0Y29tZUgAEjEKB3Jlc3VtZWQYEyABKAsyHi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUmVzdW1lZEgAQgkKB2NvbnRlbnQidAoHUmVzdW1lZBITCgtleGVjdXRvcl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgDEg8KB3N1bW1hcnkYAyABKAkSGgoSaGVsZF90b29sX2NhbGxfaWRzGAQgAygJEhYKDmhhbmRlZF9iYWNrX2J5GAUgASgJIpEBCgtOb2RlT3V0Y29tZRIMCgRraW5kGAEgASgJEg4KBmJyYW5jaBgCIAEoCRIpCghhc3NpZ25lZBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJgoGb3V0cHV0GAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhEKCWl0ZXJhdGlvbhgFIAEoAyKMAQoPQXBwcm92YWxSZXF1ZXN0Eg4KBnByb21wdBgBIAEoCRIUCgx0b29sX2NhbGxfaWQYAiABKAkSEQoJdG9vbF9uYW1lGAMgASgJEg8KB25vZGVfaWQYBCABKAkSLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIooBChBBcHByb3ZhbERlY2lzaW9uEjcKB291dGNvbWUYASABKA4yJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQXBwcm92YWxPdXRjb21lEhgKEHJlcXVlc3Rfc2VxdWVuY2UYAiABKAMSDwoHY29tbWVudBgDIAEoCRISCgpkZWNpZGVkX2J5GAQgASgJIpwBCglNb2RlbENhbGwSKwoFdXNhZ2UYASABKAsyHC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVXNhZ2USNgoTdGltZV90b19maXJzdF90b2tlbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgdsYXRlbmN5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkkKC1VzZXJSZXF1ZXN0EgwKBHRleHQYASABKAkSFQoNY29udGV4dF90dXJucxgCIAEoAxIVCg1vbWl0dGVkX3R1cm5zGAMgASgDIjEKDEFnZW50VGhvdWdodBIMCgR0ZXh0GAEgASgJEhMKC3BsYWNlaG9sZGVyGAIgASgIInMKCFRvb2xDYWxsEhEKCXRvb2xfbmFtZRgBIAEoCRIUCgx0b29sX2NhbGxfaWQYAiABKAkSJwoGcGFyYW1zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIVCg1yYXdfYXJndW1lbnRzGAQgASgJInoKClRvb2xSZXN1bHQSEQoJdG9vbF9uYW1lGAEgASgJEhQKDHRvb2xfY2FsbF9pZBgCIAEoCRImCgZyZXN1bHQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSDAoEdGV4dBgEIAEoCRINCgVlcnJvchgFIAEoCSIdCg1BZ2VudFJlc3BvbnNlEgwKBHRleHQYASABKAkiKgoJU3RlcEVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSIfCg1HZXRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSKOAQoPTGlzdFJ1bnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEi4KBXN0YXRlGAMgASgOMh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1blN0YXRlEhEKCWFsbF91c2VycxgEIAEoCBIRCgl0aHJlYWRfaWQYBSABKAkiVQoQTGlzdFJ1bnNSZXNwb25zZRIoCgRydW5zGAEgAygLMhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoQRGVsZXRlUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiOQoPV2F0Y2hSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAyLVAQoIUnVuRXZlbnQSKwoEc3RlcBgBIAEoCzIbLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdGVwSAASKQoDcnVuGAIgASgLMhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkgAEjUKCWhlYXJ0YmVhdBgDIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5IZWFydGJlYXRIABIxCgVkZWx0YRgEIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdGVwRGVsdGFIAEIHCgVldmVudCJMCglIZWFydGJlYXQSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbGFzdF9zZXF1ZW5jZRgCIAEoAyKRAQoJU3RlcERlbHRhEg4KBnJ1bl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIOCgR0ZXh0GAMgASgJSAASOQoJdG9vbF9jYWxsGAQgASgLMiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRvb2xDYWxsRGVsdGFIABIPCgdyZXBsYWNlGAUgASgIQgYKBHBhcnQiSwoNVG9vbENhbGxEZWx0YRIUCgx0b29sX2NhbGxfaWQYASABKAkSEQoJdG9vbF9uYW1lGAIgASgJEhEKCWFyZ3VtZW50cxgDIAEoCSIyChBDYW5jZWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiJQoQR2V0VGhyZWFkUmVxdWVzdBIRCgl0aHJlYWRfaWQYASABKAkiTgoSTGlzdFRocmVhZHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhEKCWFsbF91c2VycxgDIAEoCCJeChNMaXN0VGhyZWFkc1Jlc3BvbnNlEi4KB3RocmVhZHMYASADKAsyHS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVGhyZWFkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIoChNEZWxldGVUaHJlYWRSZXF1ZXN0EhEKCXRocmVhZF9pZBgBIAEoCSJHChJBcHByb3ZlU3RlcFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEg8KB2NvbW1lbnQYAyABKAkiRgoRUmVqZWN0U3RlcFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEg8KB2NvbW1lbnQYAyABKAkqmAEKEU11bHRpdGFza1N0cmF0ZWd5EiIKHk1VTFRJVEFTS19TVFJBVEVHWV9VTlNQRUNJRklFRBAAEh0KGU1VTFRJVEFTS19TVFJBVEVHWV9SRUpFQ1QQARIeChpNVUxUSVRBU0tfU1RSQVRFR1lfRU5RVUVVRRACEiAKHE1VTFRJVEFTS19TVFJBVEVHWV9JTlRFUlJVUFQQAyqxAQoIUnVuU3RhdGUSGQoVUlVOX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRFX1JVTk5JTkcQARIXChNSVU5fU1RBVEVfQ09NUExFVEVEEAISFAoQUlVOX1NUQVRFX0ZBSUxFRBADEhcKE1JVTl9TVEFURV9DQU5DRUxMRUQQBBIUChBSVU5fU1RBVEVfUVVFVUVEEAUSFQoRUlVOX1NUQVRFX1dBSVRJTkcQBiqRAQoPQXBwcm92YWxPdXRjb21lEiAKHEFQUFJPVkFMX09VVENPTUVfVU5TUEVDSUZJRUQQABIdChlBUFBST1ZBTF9PVVRDT01FX0FQUFJPVkVEEAESHQoZQVBQUk9WQUxfT1VUQ09NRV9SRUpFQ1RFRBACEh4KGkFQUFJPVkFMX09VVENPTUVfVElNRURfT1VUEAMy5QYKClJ1blNlcnZpY2USSgoGR2V0UnVuEiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkdldFJ1blJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElsKCExpc3RSdW5zEiYuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RSdW5zUmVxdWVzdBonLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0UnVuc1Jlc3BvbnNlEkwKCURlbGV0ZVJ1bhInLmFnZW50cGxhdGZvcm0ucnVucy52MS5EZWxldGVSdW5SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5ElUKCFdhdGNoUnVuEiYuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLldhdGNoUnVuUmVxdWVzdBofLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5FdmVudDABElAKCUNhbmNlbFJ1bhInLmFnZW50cGxhdGZvcm0ucnVucy52MS5DYW5jZWxSdW5SZXF1ZXN0GhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bhJUCgtBcHByb3ZlU3RlcBIpLmFnZW50cGxhdGZvcm0ucnVucy52MS5BcHByb3ZlU3RlcFJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElIKClJlamVjdFN0ZXASKC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUmVqZWN0U3RlcFJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElMKCUdldFRocmVhZBInLmFnZW50cGxhdGZvcm0ucnVucy52MS5HZXRUaHJlYWRSZXF1ZXN0Gh0uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRocmVhZBJkCgtMaXN0VGhyZWFkcxIpLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0VGhyZWFkc1JlcXVlc3QaKi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTGlzdFRocmVhZHNSZXNwb25zZRJSCgxEZWxldGVUaHJlYWQSKi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuRGVsZXRlVGhyZWFkUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiBhZ2VudHBsYXRmb3JtL3J1bnMvdjEvcnVucy5wcm90bxIVYWdlbnRwbGF0Zm9ybS5ydW5zLnYxIs4HCgNSdW4SCgoCaWQYASABKAkSEgoKdXNlcl9xdWVyeRgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5TdGF0ZRINCgVtb2RlbBgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNY29tcGxldGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZXJyb3JfbWVzc2FnZRgHIAEoCRIrCgV1c2FnZRgIIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI6CghtZXRhZGF0YRgJIAMoCzIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4uTWV0YWRhdGFFbnRyeRISCgpzdGVwX2NvdW50GAogASgDEioKBXN0ZXBzGAsgAygLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXASEgoKZXJyb3JfY29kZRgMIAEoCRIwCgZsaW1pdHMYDSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuTGltaXRzEi4KCnN0YXJ0X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDyABKAgSEwoLZXhlY3V0b3JfaWQYECABKAkSHAoUdXNlcl9xdWVyeV90cnVuY2F0ZWQYESABKAgSDQoFb3duZXIYEiABKAkSEAoIYWdlbnRfaWQYEyABKAkSFgoOYWdlbnRfcmV2aXNpb24YFCABKAMSEQoJdGhyZWFkX2lkGBUgASgJEhMKC3RocmVhZF90dXJuGBYgASgDEhMKC3dvcmtmbG93X2lkGBcgASgJEhkKEXdvcmtmbG93X3JldmlzaW9uGBggASgDEhMKC2xlYXNlX2Vwb2NoGBkgASgDEhAKCGF0dGVtcHRzGBogASgDEhEKCWhhbmRiYWNrcxgbIAEoAxIWCg5oYW5kZWRfYmFja19ieRgcIAEoCRIQCgh0cmFjZV9pZBgdIAEoCRIVCg10cmFjZV9zcGFuX2lkGB4gASgJEiwKBnNjb3JlcxgfIAMoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5TY29yZRIWCg5yZXRlbnRpb25faG9sZBggIAEoCBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiqAEKBlRocmVhZBIKCgJpZBgBIAEoCRINCgVvd25lchgCIAEoCRINCgV0aXRsZRgDIAEoCRIvCgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnR1cm5fY291bnQYBiABKAMihwEKCVJ1bkxpbWl0cxIXCg9tYXhfbW9kZWxfY2FsbHMYASABKAUSLwoMbWF4X2R1cmF0aW9uGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKEG1heF90b3RhbF90b2tlbnMYAyABKAMSFgoObWF4X3Rvb2xfY2FsbHMYBCABKAUiTwoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoAxIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoAxIUCgx0b3RhbF90b2tlbnMYAyABKAMirgYKBFN0ZXASDgoGcnVuX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEi8KC2NyZWF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI0Cgptb2RlbF9jYWxsGAUgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLk1vZGVsQ2FsbBIPCgdub2RlX2lkGAYgASgJEjoKDHVzZXJfcmVxdWVzdBgKIAEoCzIiLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2VyUmVxdWVzdEgAEjwKDWFnZW50X3Rob3VnaHQYCyABKAsyIy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQWdlbnRUaG91Z2h0SAASNAoJdG9vbF9jYWxsGAwgASgLMh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRvb2xDYWxsSAASOAoLdG9vbF9yZXN1bHQYDSABKAsyIS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVG9vbFJlc3VsdEgAEj4KDmFnZW50X3Jlc3BvbnNlGA4gASgLMiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFnZW50UmVzcG9uc2VIABIxCgVlcnJvchgPIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdGVwRXJyb3JIABJCChBhcHByb3ZhbF9yZXF1ZXN0GBAgASgLMiYuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFwcHJvdmFsUmVxdWVzdEgAEkQKEWFwcHJvdmFsX2RlY2lzaW9uGBEgASgLMicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFwcHJvdmFsRGVjaXNpb25IABI6Cgxub2RlX291dGNvbWUYEiABKAsyIi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTm9kZU91dGNvbWVIABIxCgdyZXN1bWVkGBMgASgLMh4uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJlc3VtZWRIAEIJCgdjb250ZW50InQKB1Jlc3VtZWQSEwoLZXhlY3V0b3JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoAxIPCgdzdW1tYXJ5GAMgASgJEhoKEmhlbGRfdG9vbF9jYWxsX2lkcxgEIAMoCRIWCg5oYW5kZWRfYmFja19ieRgFIAEoCSKRAQoLTm9kZU91dGNvbWUSDAoEa2luZBgBIAEoCRIOCgZicmFuY2gYAiABKAkSKQoIYXNzaWduZWQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiYKBm91dHB1dBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIRCglpdGVyYXRpb24YBSABKAMijAEKD0FwcHJvdmFsUmVxdWVzdBIOCgZwcm9tcHQYASABKAkSFAoMdG9vbF9jYWxsX2lkGAIgASgJEhEKCXRvb2xfbmFtZRgDIAEoCRIPCgdub2RlX2lkGAQgASgJEi8KC2V4cGlyZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKKAQoQQXBwcm92YWxEZWNpc2lvbhI3CgdvdXRjb21lGAEgASgOMiYuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFwcHJvdmFsT3V0Y29tZRIYChByZXF1ZXN0X3NlcXVlbmNlGAIgASgDEg8KB2NvbW1lbnQYAyABKAkSEgoKZGVjaWRlZF9ieRgEIAEoCSKcAQoJTW9kZWxDYWxsEisKBXVzYWdlGAEgASgLMhwuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlVzYWdlEjYKE3RpbWVfdG9fZmlyc3RfdG9rZW4YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoHbGF0ZW5jeRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJJCgtVc2VyUmVxdWVzdBIMCgR0ZXh0GAEgASgJEhUKDWNvbnRleHRfdHVybnMYAiABKAMSFQoNb21pdHRlZF90dXJucxgDIAEoAyIxCgxBZ2VudFRob3VnaHQSDAoEdGV4dBgBIAEoCRITCgtwbGFjZWhvbGRlchgCIAEoCCJzCghUb29sQ2FsbBIRCgl0b29sX25hbWUYASABKAkSFAoMdG9vbF9jYWxsX2lkGAIgASgJEicKBnBhcmFtcxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFQoNcmF3X2FyZ3VtZW50cxgEIAEoCSJ6CgpUb29sUmVzdWx0EhEKCXRvb2xfbmFtZRgBIAEoCRIUCgx0b29sX2NhbGxfaWQYAiABKAkSJgoGcmVzdWx0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEgwKBHRleHQYBCABKAkSDQoFZXJyb3IYBSABKAkiHQoNQWdlbnRSZXNwb25zZRIMCgR0ZXh0GAEgASgJIioKCVN0ZXBFcnJvchIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkiHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkijgEKD0xpc3RSdW5zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5TdGF0ZRIRCglhbGxfdXNlcnMYBCABKAgSEQoJdGhyZWFkX2lkGAUgASgJIlUKEExpc3RSdW5zUmVzcG9uc2USKAoEcnVucxgBIAMoCzIaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKEERlbGV0ZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjkKD1dhdGNoUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAMi1QEKCFJ1bkV2ZW50EisKBHN0ZXAYASABKAsyGy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuU3RlcEgAEikKA3J1bhgCIAEoCzIaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5IABI1CgloZWFydGJlYXQYAyABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuSGVhcnRiZWF0SAASMQoFZGVsdGEYBCABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuU3RlcERlbHRhSABCBwoFZXZlbnQiTAoJSGVhcnRiZWF0EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWxhc3Rfc2VxdWVuY2UYAiABKAMikQEKCVN0ZXBEZWx0YRIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSDgoEdGV4dBgDIAEoCUgAEjkKCXRvb2xfY2FsbBgEIAEoCzIkLmFnZW50cGxhdGZvcm0ucnVucy52MS5Ub29sQ2FsbERlbHRhSAASDwoHcmVwbGFjZRgFIAEoCEIGCgRwYXJ0IksKDVRvb2xDYWxsRGVsdGESFAoMdG9vbF9jYWxsX2lkGAEgASgJEhEKCXRvb2xfbmFtZRgCIAEoCRIRCglhcmd1bWVudHMYAyABKAkiMgoQQ2FuY2VsUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSDgoGcmVhc29uGAIgASgJIiUKEEdldFRocmVhZFJlcXVlc3QSEQoJdGhyZWFkX2lkGAEgASgJIk4KEkxpc3RUaHJlYWRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIRCglhbGxfdXNlcnMYAyABKAgiXgoTTGlzdFRocmVhZHNSZXNwb25zZRIuCgd0aHJlYWRzGAEgAygLMh0uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRocmVhZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiKAoTRGVsZXRlVGhyZWFkUmVxdWVzdBIRCgl0aHJlYWRfaWQYASABKAkiRwoSQXBwcm92ZVN0ZXBSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIPCgdjb21tZW50GAMgASgJIkYKEVJlamVjdFN0ZXBSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIPCgdjb21tZW50GAMgASgJIqICCgVTY29yZRIKCgJpZBgBIAEoCRIOCgZydW5faWQYAiABKAkSFQoNc3RlcF9zZXF1ZW5jZRgDIAEoAxIMCgRuYW1lGAQgASgJEhYKDG51bWJlcl92YWx1ZRgFIAEoAUgAEhcKDWJvb2xlYW5fdmFsdWUYBiABKAhIABIYCg5jYXRlZ29yeV92YWx1ZRgHIAEoCUgAEg8KB2NvbW1lbnQYCCABKAkSMgoGc291cmNlGAkgASgOMiIuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlNjb3JlU291cmNlEg4KBmF1dGhvchgKIAEoCRIvCgtjcmVhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBwoFdmFsdWUiUQoSQ3JlYXRlU2NvcmVSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIrCgVzY29yZRgCIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5TY29yZSIjChFMaXN0U2NvcmVzUmVxdWVzdBIOCgZydW5faWQYASABKAkiQgoSTGlzdFNjb3Jlc1Jlc3BvbnNlEiwKBnNjb3JlcxgBIAMoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5TY29yZSImChJEZWxldGVTY29yZVJlcXVlc3QSEAoIc2NvcmVfaWQYASABKAkimwEKFlN1bW1hcml6ZVNjb3Jlc1JlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWFsbF91c2VycxgEIAEoCCJRChdTdW1tYXJpemVTY29yZXNSZXNwb25zZRI2CglzdW1tYXJpZXMYASADKAsyIy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuU2NvcmVTdW1tYXJ5IrMBCgxTY29yZVN1bW1hcnkSFgoOYWdlbnRfcmV2aXNpb24YASABKAMSDAoEbmFtZRgCIAEoCRIMCgRraW5kGAMgASgJEg0KBWNvdW50GAQgASgDEgwKBG1lYW4YBSABKAESCwoDbWluGAYgASgBEgsKA21heBgHIAEoARI4CgpjYXRlZ29yaWVzGAggAygLMiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkNhdGVnb3J5Q291bnQiMAoNQ2F0ZWdvcnlDb3VudBIQCghjYXRlZ29yeRgBIAEoCRINCgVjb3VudBgCIAEoAyI3ChdTZXRSZXRlbnRpb25Ib2xkUmVxdWVzdBIOCgZydW5faWQYASABKAkSDAoEaG9sZBgCIAEoCCqYAQoRTXVsdGl0YXNrU3RyYXRlZ3kSIgoeTVVMVElUQVNLX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASHQoZTVVMVElUQVNLX1NUUkFURUdZX1JFSkVDVBABEh4KGk1VTFRJVEFTS19TVFJBVEVHWV9FTlFVRVVFEAISIAocTVVMVElUQVNLX1NUUkFURUdZX0lOVEVSUlVQVBADKrEBCghSdW5TdGF0ZRIZChVSVU5fU1RBVEVfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVEVfUlVOTklORxABEhcKE1JVTl9TVEFURV9DT01QTEVURUQQAhIUChBSVU5fU1RBVEVfRkFJTEVEEAMSFwoTUlVOX1NUQVRFX0NBTkNFTExFRBAEEhQKEFJVTl9TVEFURV9RVUVVRUQQBRIVChFSVU5fU1RBVEVfV0FJVElORxAGKpEBCg9BcHByb3ZhbE91dGNvbWUSIAocQVBQUk9WQUxfT1VUQ09NRV9VTlNQRUNJRklFRBAAEh0KGUFQUFJPVkFMX09VVENPTUVfQVBQUk9WRUQQARIdChlBUFBST1ZBTF9PVVRDT01FX1JFSkVDVEVEEAISHgoaQVBQUk9WQUxfT1VUQ09NRV9USU1FRF9PVVQQAyp2CgtTY29yZVNvdXJjZRIcChhTQ09SRV9TT1VSQ0VfVU5TUEVDSUZJRUQQABIXChNTQ09SRV9TT1VSQ0VfUEVSU09OEAESFAoQU0NPUkVfU09VUkNFX0FQSRACEhoKFlNDT1JFX1NPVVJDRV9FVkFMVUFUT1IQAzLECgoKUnVuU2VydmljZRJKCgZHZXRSdW4SJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuR2V0UnVuUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SWwoITGlzdFJ1bnMSJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTGlzdFJ1bnNSZXF1ZXN0GicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RSdW5zUmVzcG9uc2USTAoJRGVsZXRlUnVuEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkRlbGV0ZVJ1blJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSVQoIV2F0Y2hSdW4SJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuV2F0Y2hSdW5SZXF1ZXN0Gh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkV2ZW50MAESUAoJQ2FuY2VsUnVuEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkNhbmNlbFJ1blJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElQKC0FwcHJvdmVTdGVwEikuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFwcHJvdmVTdGVwUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SUgoKUmVqZWN0U3RlcBIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SZWplY3RTdGVwUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SUwoJR2V0VGhyZWFkEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkdldFRocmVhZFJlcXVlc3QaHS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVGhyZWFkEmQKC0xpc3RUaHJlYWRzEikuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RUaHJlYWRzUmVxdWVzdBoqLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0VGhyZWFkc1Jlc3BvbnNlElIKDERlbGV0ZVRocmVhZBIqLmFnZW50cGxhdGZvcm0ucnVucy52MS5EZWxldGVUaHJlYWRSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5ElYKC0NyZWF0ZVNjb3JlEikuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkNyZWF0ZVNjb3JlUmVxdWVzdBocLmFnZW50cGxhdGZvcm0ucnVucy52MS5TY29yZRJhCgpMaXN0U2NvcmVzEiguYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RTY29yZXNSZXF1ZXN0GikuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RTY29yZXNSZXNwb25zZRJQCgtEZWxldGVTY29yZRIpLmFnZW50cGxhdGZvcm0ucnVucy52MS5EZWxldGVTY29yZVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkScAoPU3VtbWFyaXplU2NvcmVzEi0uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN1bW1hcml6ZVNjb3Jlc1JlcXVlc3QaLi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuU3VtbWFyaXplU2NvcmVzUmVzcG9uc2USXgoQU2V0UmV0ZW50aW9uSG9sZBIuLmFnZW50cGxhdGZvcm0ucnVucy52MS5TZXRSZXRlbnRpb25Ib2xkUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5iBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * An agent run: one user request and everything the agent did to answer it.
@@ -260,6 +260,22 @@ export type Run = Message<"agentplatform.runs.v1.Run"> & {
    * @generated from field: string trace_span_id = 30;
    */
   traceSpanId: string;
+
+  /**
+   * The run's feedback scores, oldest first. Filled by GetRun; empty in
+   * ListRuns and other responses.
+   *
+   * @generated from field: repeated agentplatform.runs.v1.Score scores = 31;
+   */
+  scores: Score[];
+
+  /**
+   * True while the run is on retention hold: the retention policy keeps it
+   * whatever its age (SetRetentionHold).
+   *
+   * @generated from field: bool retention_hold = 32;
+   */
+  retentionHold: boolean;
 };
 
 /**
@@ -1564,6 +1580,395 @@ export const RejectStepRequestSchema: GenMessage<RejectStepRequest> = /*@__PURE_
   messageDesc(file_agentplatform_runs_v1_runs, 31);
 
 /**
+ * A feedback score on a run, or on one step of it.
+ *
+ * @generated from message agentplatform.runs.v1.Score
+ */
+export type Score = Message<"agentplatform.runs.v1.Score"> & {
+  /**
+   * Server-assigned unique id (a UUID).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The run scored.
+   *
+   * @generated from field: string run_id = 2;
+   */
+  runId: string;
+
+  /**
+   * The step scored, by sequence; 0 scores the run as a whole.
+   *
+   * @generated from field: int64 step_sequence = 3;
+   */
+  stepSequence: bigint;
+
+  /**
+   * What is scored, e.g. "helpfulness", "thumbs", "correct": 1 to 64
+   * letters, digits, '_', '-', '.' or ':'.
+   *
+   * @generated from field: string name = 4;
+   */
+  name: string;
+
+  /**
+   * The score: exactly one of these.
+   *
+   * @generated from oneof agentplatform.runs.v1.Score.value
+   */
+  value: {
+    /**
+     * A number, finite, from -1e9 to 1e9 (e.g. 0.8, or 4 of 5).
+     *
+     * @generated from field: double number_value = 5;
+     */
+    value: number;
+    case: "numberValue";
+  } | {
+    /**
+     * Yes or no (e.g. thumbs up).
+     *
+     * @generated from field: bool boolean_value = 6;
+     */
+    value: boolean;
+    case: "booleanValue";
+  } | {
+    /**
+     * A category, 1 to 100 characters (e.g. "off-topic").
+     *
+     * @generated from field: string category_value = 7;
+     */
+    value: string;
+    case: "categoryValue";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Why, for a person; at most 4,000 characters.
+   *
+   * @generated from field: string comment = 8;
+   */
+  comment: string;
+
+  /**
+   * Who or what gave it.
+   *
+   * @generated from field: agentplatform.runs.v1.ScoreSource source = 9;
+   */
+  source: ScoreSource;
+
+  /**
+   * The user id of the caller that recorded it.
+   *
+   * @generated from field: string author = 10;
+   */
+  author: string;
+
+  /**
+   * When it was recorded.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 11;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.Score.
+ * Use `create(ScoreSchema)` to create a new message.
+ */
+export const ScoreSchema: GenMessage<Score> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 32);
+
+/**
+ * Request of CreateScore.
+ *
+ * @generated from message agentplatform.runs.v1.CreateScoreRequest
+ */
+export type CreateScoreRequest = Message<"agentplatform.runs.v1.CreateScoreRequest"> & {
+  /**
+   * The run to score.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * The score: `step_sequence`, `name`, the value, `comment` and `source`
+   * are read; the other fields are set by the server.
+   *
+   * @generated from field: agentplatform.runs.v1.Score score = 2;
+   */
+  score?: Score | undefined;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.CreateScoreRequest.
+ * Use `create(CreateScoreRequestSchema)` to create a new message.
+ */
+export const CreateScoreRequestSchema: GenMessage<CreateScoreRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 33);
+
+/**
+ * Request of ListScores.
+ *
+ * @generated from message agentplatform.runs.v1.ListScoresRequest
+ */
+export type ListScoresRequest = Message<"agentplatform.runs.v1.ListScoresRequest"> & {
+  /**
+   * The run whose scores to list.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.ListScoresRequest.
+ * Use `create(ListScoresRequestSchema)` to create a new message.
+ */
+export const ListScoresRequestSchema: GenMessage<ListScoresRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 34);
+
+/**
+ * Response of ListScores.
+ *
+ * @generated from message agentplatform.runs.v1.ListScoresResponse
+ */
+export type ListScoresResponse = Message<"agentplatform.runs.v1.ListScoresResponse"> & {
+  /**
+   * The run's scores, oldest first.
+   *
+   * @generated from field: repeated agentplatform.runs.v1.Score scores = 1;
+   */
+  scores: Score[];
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.ListScoresResponse.
+ * Use `create(ListScoresResponseSchema)` to create a new message.
+ */
+export const ListScoresResponseSchema: GenMessage<ListScoresResponse> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 35);
+
+/**
+ * Request of DeleteScore.
+ *
+ * @generated from message agentplatform.runs.v1.DeleteScoreRequest
+ */
+export type DeleteScoreRequest = Message<"agentplatform.runs.v1.DeleteScoreRequest"> & {
+  /**
+   * The score's id.
+   *
+   * @generated from field: string score_id = 1;
+   */
+  scoreId: string;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.DeleteScoreRequest.
+ * Use `create(DeleteScoreRequestSchema)` to create a new message.
+ */
+export const DeleteScoreRequestSchema: GenMessage<DeleteScoreRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 36);
+
+/**
+ * Request of SummarizeScores.
+ *
+ * @generated from message agentplatform.runs.v1.SummarizeScoresRequest
+ */
+export type SummarizeScoresRequest = Message<"agentplatform.runs.v1.SummarizeScoresRequest"> & {
+  /**
+   * The saved agent whose runs' scores to sum up; empty for the built-in
+   * default agent.
+   *
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * Only runs created at or after this time; unset: from the first.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Only runs created before this time; unset: until now. Must be after
+   * `start_time`.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Admins only: every user's runs instead of the caller's own. A caller who
+   * is not an admin gets PERMISSION_DENIED.
+   *
+   * @generated from field: bool all_users = 4;
+   */
+  allUsers: boolean;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.SummarizeScoresRequest.
+ * Use `create(SummarizeScoresRequestSchema)` to create a new message.
+ */
+export const SummarizeScoresRequestSchema: GenMessage<SummarizeScoresRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 37);
+
+/**
+ * Response of SummarizeScores.
+ *
+ * @generated from message agentplatform.runs.v1.SummarizeScoresResponse
+ */
+export type SummarizeScoresResponse = Message<"agentplatform.runs.v1.SummarizeScoresResponse"> & {
+  /**
+   * One summary per agent revision and score name (and kind of value), by
+   * revision then name.
+   *
+   * @generated from field: repeated agentplatform.runs.v1.ScoreSummary summaries = 1;
+   */
+  summaries: ScoreSummary[];
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.SummarizeScoresResponse.
+ * Use `create(SummarizeScoresResponseSchema)` to create a new message.
+ */
+export const SummarizeScoresResponseSchema: GenMessage<SummarizeScoresResponse> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 38);
+
+/**
+ * The scores of one name given to the runs of one agent revision.
+ *
+ * @generated from message agentplatform.runs.v1.ScoreSummary
+ */
+export type ScoreSummary = Message<"agentplatform.runs.v1.ScoreSummary"> & {
+  /**
+   * The agent revision the runs executed with; 0 for the default agent.
+   *
+   * @generated from field: int64 agent_revision = 1;
+   */
+  agentRevision: bigint;
+
+  /**
+   * The score's name.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Which kind of value these scores have: "number", "boolean" or
+   * "category" (scores of one name with different kinds are summed up apart).
+   *
+   * @generated from field: string kind = 3;
+   */
+  kind: string;
+
+  /**
+   * How many scores.
+   *
+   * @generated from field: int64 count = 4;
+   */
+  count: bigint;
+
+  /**
+   * Numbers and booleans: their mean (for booleans, the share of true), least
+   * and greatest. Zero for categories.
+   *
+   * @generated from field: double mean = 5;
+   */
+  mean: number;
+
+  /**
+   * The least value.
+   *
+   * @generated from field: double min = 6;
+   */
+  min: number;
+
+  /**
+   * The greatest value.
+   *
+   * @generated from field: double max = 7;
+   */
+  max: number;
+
+  /**
+   * Categories: how many scores gave each, most frequent first.
+   *
+   * @generated from field: repeated agentplatform.runs.v1.CategoryCount categories = 8;
+   */
+  categories: CategoryCount[];
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.ScoreSummary.
+ * Use `create(ScoreSummarySchema)` to create a new message.
+ */
+export const ScoreSummarySchema: GenMessage<ScoreSummary> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 39);
+
+/**
+ * How many scores gave one category.
+ *
+ * @generated from message agentplatform.runs.v1.CategoryCount
+ */
+export type CategoryCount = Message<"agentplatform.runs.v1.CategoryCount"> & {
+  /**
+   * The category.
+   *
+   * @generated from field: string category = 1;
+   */
+  category: string;
+
+  /**
+   * How many scores gave it.
+   *
+   * @generated from field: int64 count = 2;
+   */
+  count: bigint;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.CategoryCount.
+ * Use `create(CategoryCountSchema)` to create a new message.
+ */
+export const CategoryCountSchema: GenMessage<CategoryCount> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 40);
+
+/**
+ * Request of SetRetentionHold.
+ *
+ * @generated from message agentplatform.runs.v1.SetRetentionHoldRequest
+ */
+export type SetRetentionHoldRequest = Message<"agentplatform.runs.v1.SetRetentionHoldRequest"> & {
+  /**
+   * The run.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * True to keep the run from the retention policy, false to let it go again.
+   *
+   * @generated from field: bool hold = 2;
+   */
+  hold: boolean;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.SetRetentionHoldRequest.
+ * Use `create(SetRetentionHoldRequestSchema)` to create a new message.
+ */
+export const SetRetentionHoldRequestSchema: GenMessage<SetRetentionHoldRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 41);
+
+/**
  * What to do when a run is started on a thread that has a run in progress
  * (QUEUED or RUNNING), after LangGraph's multitask strategies.
  *
@@ -1718,6 +2123,47 @@ export const ApprovalOutcomeSchema: GenEnum<ApprovalOutcome> = /*@__PURE__*/
   enumDesc(file_agentplatform_runs_v1_runs, 2);
 
 /**
+ * Who or what gave a score.
+ *
+ * @generated from enum agentplatform.runs.v1.ScoreSource
+ */
+export enum ScoreSource {
+  /**
+   * Not said: recorded as SCORE_SOURCE_API.
+   *
+   * @generated from enum value: SCORE_SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A person, e.g. a thumbs-up in Inspect Runs or the Playground.
+   *
+   * @generated from enum value: SCORE_SOURCE_PERSON = 1;
+   */
+  PERSON = 1,
+
+  /**
+   * A program calling the API on its own account.
+   *
+   * @generated from enum value: SCORE_SOURCE_API = 2;
+   */
+  API = 2,
+
+  /**
+   * An automatic evaluator (an LLM judge, a test suite).
+   *
+   * @generated from enum value: SCORE_SOURCE_EVALUATOR = 3;
+   */
+  EVALUATOR = 3,
+}
+
+/**
+ * Describes the enum agentplatform.runs.v1.ScoreSource.
+ */
+export const ScoreSourceSchema: GenEnum<ScoreSource> = /*@__PURE__*/
+  enumDesc(file_agentplatform_runs_v1_runs, 3);
+
+/**
  * RunService is the public face of the run store: the "Inspect Runs" page,
  * the clients that follow or cancel runs, and anything else reading runs. It
  * fans new steps and live deltas out to watchers.
@@ -1862,6 +2308,66 @@ export const RunService: GenService<{
     methodKind: "unary";
     input: typeof DeleteThreadRequestSchema;
     output: typeof EmptySchema;
+  },
+  /**
+   * Records a feedback score on a run or on one of its steps: a person's
+   * thumbs-up, an API client's rating, an evaluator's verdict. Scoring a run
+   * is open to whoever may read it; the score names its author (the caller).
+   * A bad name, value, comment or step answers INVALID_ARGUMENT naming the
+   * field, and a run that already has 1,000 scores FAILED_PRECONDITION.
+   *
+   * @generated from rpc agentplatform.runs.v1.RunService.CreateScore
+   */
+  createScore: {
+    methodKind: "unary";
+    input: typeof CreateScoreRequestSchema;
+    output: typeof ScoreSchema;
+  },
+  /**
+   * Lists a run's scores, oldest first (all of them: a run has at most
+   * 1,000). GetRun returns them too, in `Run.scores`.
+   *
+   * @generated from rpc agentplatform.runs.v1.RunService.ListScores
+   */
+  listScores: {
+    methodKind: "unary";
+    input: typeof ListScoresRequestSchema;
+    output: typeof ListScoresResponseSchema;
+  },
+  /**
+   * Deletes one score. Its author, the run's owner or an admin may.
+   *
+   * @generated from rpc agentplatform.runs.v1.RunService.DeleteScore
+   */
+  deleteScore: {
+    methodKind: "unary";
+    input: typeof DeleteScoreRequestSchema;
+    output: typeof EmptySchema;
+  },
+  /**
+   * Sums up the scores of an agent's runs per revision and score name: how
+   * many, their mean, least and greatest (a boolean counts 1 for true), and
+   * the count of each category. The caller's runs only, unless an admin asks
+   * for all users'.
+   *
+   * @generated from rpc agentplatform.runs.v1.RunService.SummarizeScores
+   */
+  summarizeScores: {
+    methodKind: "unary";
+    input: typeof SummarizeScoresRequestSchema;
+    output: typeof SummarizeScoresResponseSchema;
+  },
+  /**
+   * Admins only: puts a run on retention hold, or takes it off. A held run is
+   * never deleted by the retention policy (RUNS_RETENTION_*), whatever its
+   * age; DeleteRun still deletes it. Returns the run.
+   *
+   * @generated from rpc agentplatform.runs.v1.RunService.SetRetentionHold
+   */
+  setRetentionHold: {
+    methodKind: "unary";
+    input: typeof SetRetentionHoldRequestSchema;
+    output: typeof RunSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_agentplatform_runs_v1_runs, 0);
