@@ -136,12 +136,26 @@ StepContent = (
 
 
 @dataclass(frozen=True)
+class Cost:
+    """What model calls cost as the store priced them: US dollars of the priced ones, and how many had no price
+    (then the true cost is unknown)."""
+
+    usd: float = 0.0
+    unpriced_model_calls: int = 0
+
+
+@dataclass(frozen=True)
 class ModelCall:
     """The model call that produced a step."""
 
     usage: Usage = field(default_factory=Usage)
     time_to_first_token_seconds: float | None = None
     latency_seconds: float | None = None
+    #: The model that answered, and the prompt tokens it served from its cache: what the store prices it by.
+    model: str = ""
+    cached_prompt_tokens: int = 0
+    #: As the store priced it when it stored the step; None before (what the engine sends).
+    cost: Cost | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +213,9 @@ class Run:
     #: The W3C traceparent of the run's first attempt's span (its trace and span); "" without tracing. A resume
     #: continues that trace.
     traceparent: str = ""
+    #: What its model calls cost so far, and whether it is on retention hold (as the store says).
+    cost: Cost = field(default_factory=Cost)
+    retention_hold: bool = False
 
     @property
     def waiting(self) -> bool:

@@ -4,7 +4,7 @@ transaction of the store's writer checks and writes the appends of many runs tog
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from services.common.run_vocabulary import RUNNING
 from services.runs.checks import check_lease_epoch, checked_step, parse_run_id
 from services.runs.leases import NO_EPOCH, check_fence
 from services.runs.parts import StoreParts
+from services.runs.prices import ModelPrice
 from services.runs.records import NewStep, StepRecord
 from services.runs.rows import RUNS, STEPS, Values, step_record, step_values
 
@@ -42,7 +43,10 @@ APPEND = "append"
 class Progress:
     """What an append batch tracks of one run: its state and lease, last sequence and usage so far."""
 
-    __slots__ = ("changed", "completion_tokens", "lease", "lease_seconds", "prompt_tokens", "state", "step_count")
+    __slots__ = (
+        "changed", "completion_tokens", "cost_nanos", "lease", "lease_seconds", "model", "prompt_tokens", "state",
+        "step_count", "unpriced_calls",
+    )
 
     def __init__(self, row: Values) -> None:
         #: The run's row as read (its id, state, executor_id and lease_epoch among others), for `check_fence`.
@@ -52,6 +56,9 @@ class Progress:
         self.step_count: int = row["step_count"]
         self.prompt_tokens: int = row["prompt_tokens"]
         self.completion_tokens: int = row["completion_tokens"]
+        self.model: str = row["model"]
+        self.cost_nanos: int = row["cost_nanos"]
+        self.unpriced_calls: int = row["unpriced_calls"]
         self.changed = False
 
     def apply(self, planned: "Planned") -> None:
@@ -59,6 +66,8 @@ class Progress:
             self.step_count = planned.step_count
             self.prompt_tokens += planned.prompt_tokens
             self.completion_tokens += planned.completion_tokens
+            self.cost_nanos += planned.cost_nanos
+            self.unpriced_calls += planned.unpriced_calls
             self.changed = True
 
 
@@ -71,13 +80,19 @@ class Planned:
     step_count: int
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_nanos: int = 0
+    unpriced_calls: int = 0
 
 
 def plan_append(
-    append: Append, run: Progress, stored: dict[tuple[str, int], dict[str, Any]], now: datetime
+    append: Append,
+    run: Progress,
+    stored: dict[tuple[str, int], dict[str, Any]],
+    now: datetime,
+    prices: Mapping[str, ModelPrice],
 ) -> Planned:
     """Check one append against its run as the batch has left it; raises a DomainError and changes nothing if
-    any of its steps is refused."""
+    any of its steps is refused. Its model calls are priced by `prices` (services/runs/prices.py)."""
     run_id, steps = append.run_id, append.steps
     check_fence(run.lease, append.epoch, "append")
     if run.state != RUNNING:
@@ -104,9 +119,19 @@ def plan_append(
             planned.rows.append(previous)
             continue
         row = step_values(run_id, sequence, step, now)
-        if step.model_call is not None:
-            planned.prompt_tokens += step.model_call.usage.prompt_tokens
-            planned.completion_tokens += step.model_call.usage.completion_tokens
+        if (call := step.model_call) is not None:
+            planned.prompt_tokens += call.usage.prompt_tokens
+            planned.completion_tokens += call.usage.completion_tokens
+            row["call_model"] = model = call.model or run.model
+            price = prices.get(model)
+            if price is None:
+                row["cost_nanos"] = None
+                planned.unpriced_calls += 1
+            else:
+                row["cost_nanos"] = price.cost_nanos(
+                    call.usage.prompt_tokens, call.cached_prompt_tokens, call.usage.completion_tokens
+                )
+                planned.cost_nanos += row["cost_nanos"]
         planned.rows.append(row)
         planned.new_rows.append(row)
         planned.step_count = sequence
@@ -196,13 +221,14 @@ class StepAppends(StoreParts):
         if retried:
             stored = await stored_steps(connection, retried)
         now = utcnow()
+        prices = await self.price_book.current(connection)
         new_rows: list[dict[str, Any]] = []
         for append in batch:
             run = runs.get(append.run_id)
             try:
                 if run is None:
                     raise NotFound(f"run '{append.run_id}' not found")
-                planned = plan_append(append, run, stored, now)
+                planned = plan_append(append, run, stored, now, prices)
             except DomainError as exc:
                 append.fail(exc)
                 continue
@@ -228,6 +254,9 @@ async def _lock_progress(connection: AsyncConnection, run_ids: list[str]) -> dic
             RUNS.c.prompt_tokens,
             RUNS.c.completion_tokens,
             RUNS.c.lease_seconds,
+            RUNS.c.model,
+            RUNS.c.cost_nanos,
+            RUNS.c.unpriced_calls,
         )
         .where(RUNS.c.id.in_(run_ids))
         .order_by(RUNS.c.id)
@@ -246,6 +275,8 @@ async def _store_progress(connection: AsyncConnection, runs: dict[str, Progress]
             "steps": run.step_count,
             "prompt": run.prompt_tokens,
             "completion": run.completion_tokens,
+            "cost": run.cost_nanos,
+            "unpriced": run.unpriced_calls,
             "lease": now + timedelta(seconds=run.lease_seconds),
         }
         for id_, run in runs.items()
@@ -259,6 +290,8 @@ async def _store_progress(connection: AsyncConnection, runs: dict[str, Progress]
             prompt_tokens=bindparam("prompt"),
             completion_tokens=bindparam("completion"),
             total_tokens=bindparam("prompt") + bindparam("completion"),
+            cost_nanos=bindparam("cost"),
+            unpriced_calls=bindparam("unpriced"),
             lease_expires_at=bindparam("lease", type_=UtcDateTime()),
         ),
         changed,

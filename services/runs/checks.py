@@ -187,6 +187,12 @@ def checked_step(position: int, step: NewStep, limits: StoreLimits) -> NewStep:
         usage = step.model_call.usage
         if min(usage.prompt_tokens, usage.completion_tokens) < 0:
             raise InvalidArgument(f"step {position} has negative token counts")
+        if not 0 <= step.model_call.cached_prompt_tokens <= usage.prompt_tokens:
+            raise InvalidArgument(
+                f"step {position}: model_call.cached_prompt_tokens must be 0 to its prompt tokens "
+                f"({usage.prompt_tokens}), got {step.model_call.cached_prompt_tokens}"
+            )
+        check_text(f"step {position} model_call.model", step.model_call.model, MAX_MODEL_CHARS)
     try:
         # ensure_ascii: a NUL anywhere in the content shows as the escape \u0000, so one search finds it.
         encoded = json.dumps(step.content, allow_nan=False, ensure_ascii=True)

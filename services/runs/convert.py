@@ -18,6 +18,7 @@ from services.common.rpc.protoconv import (
 )
 from services.common.step_delta import StepDelta, ToolCallDelta
 from services.common.usage import Usage
+from services.runs.prices import CURRENCY, SNAPSHOT, ModelPrice, usd_per_million
 from services.runs.records import (
     ModelCallStats,
     NewScore,
@@ -28,6 +29,7 @@ from services.runs.records import (
     StepRecord,
     ThreadRecord,
 )
+from services.runs.usage_summary import Grouping, Interval, UsageBucket
 from services.runs.watch import WatchEvent
 
 _CONTENT = runs_pb2.Step.DESCRIPTOR.oneofs_by_name["content"]
@@ -45,6 +47,25 @@ def usage_to_proto(usage: Usage) -> runs_pb2.Usage:
     )
 
 
+def cost_to_proto(nanos: int, unpriced_calls: int) -> runs_pb2.Cost:
+    return runs_pb2.Cost(usd=nanos / 1e9, unpriced_model_calls=unpriced_calls)
+
+
+def price_to_proto(price: ModelPrice) -> runs_pb2.ModelPrice:
+    message = runs_pb2.ModelPrice(
+        model=price.model,
+        currency=CURRENCY,
+        input_per_million=usd_per_million(price.input_picos),
+        cached_input_per_million=usd_per_million(price.cached_input_picos),
+        output_per_million=usd_per_million(price.output_picos),
+        builtin=price.builtin,
+        source=SNAPSHOT if price.builtin else f"set by {price.updated_by}",
+    )
+    if price.updated_at is not None:
+        message.update_time.CopyFrom(timestamp_from_datetime(price.updated_at))
+    return message
+
+
 def new_step_from_proto(position: int, step: runs_pb2.Step) -> NewStep:
     """The step at 1-based `position` of an AppendSteps request; its content case is its type."""
     at = f"steps[{position - 1}]"  # how a field of it is named in messages
@@ -60,6 +81,8 @@ def new_step_from_proto(position: int, step: runs_pb2.Step) -> NewStep:
             if call.HasField("time_to_first_token")
             else None,
             _ms(call.latency, f"{at}.model_call.latency") if call.HasField("latency") else None,
+            model=call.model,
+            cached_prompt_tokens=call.cached_prompt_tokens,
         )
     return NewStep(
         type=STEP_TYPE_BY_FIELD[case],
@@ -89,6 +112,9 @@ def step_to_proto(record: StepRecord) -> runs_pb2.Step:
             message.model_call.time_to_first_token.CopyFrom(duration_from_seconds(call.time_to_first_token_ms / 1000))
         if call.latency_ms is not None:
             message.model_call.latency.CopyFrom(duration_from_seconds(call.latency_ms / 1000))
+        message.model_call.model = call.model
+        message.model_call.cached_prompt_tokens = call.cached_prompt_tokens
+        message.model_call.cost.CopyFrom(cost_to_proto(call.cost_nanos or 0, int(call.cost_nanos is None)))
     content = getattr(message, FIELD_BY_STEP_TYPE[record.type])
     # SetInParent selects the oneof case even when the content is empty ({} for an empty thought).
     content.SetInParent()
@@ -130,6 +156,7 @@ def run_to_proto(record: RunRecord) -> runs_pb2.Run:
         retention_hold=record.retention_hold,
         steps=[step_to_proto(step) for step in record.steps],
         scores=[score_to_proto(score) for score in record.scores],
+        cost=cost_to_proto(record.cost_nanos, record.unpriced_calls),
     )
     if record.completed_at is not None:
         message.complete_time.CopyFrom(timestamp_from_datetime(record.completed_at))
@@ -229,4 +256,31 @@ def run_event(event: WatchEvent) -> runs_pb2.RunEvent:
         return runs_pb2.RunEvent(delta=delta_to_proto(event))
     return runs_pb2.RunEvent(
         heartbeat=runs_pb2.Heartbeat(time=timestamp_from_datetime(event.time), last_sequence=event.last_sequence)
+    )
+
+
+USAGE_GROUPINGS: dict[int, Grouping] = {
+    runs_pb2.USAGE_GROUPING_USER: "user",
+    runs_pb2.USAGE_GROUPING_AGENT: "agent",
+    runs_pb2.USAGE_GROUPING_MODEL: "model",
+}
+USAGE_INTERVALS: dict[int, Interval] = {runs_pb2.USAGE_INTERVAL_HOUR: "hour", runs_pb2.USAGE_INTERVAL_DAY: "day"}
+
+
+def usage_grouping_from_proto(value: int) -> Grouping:
+    if value not in USAGE_GROUPINGS:
+        raise InvalidArgument(f"group_by must be USAGE_GROUPING_USER, _AGENT or _MODEL, got {value}")
+    return USAGE_GROUPINGS[value]
+
+
+def usage_interval_from_proto(value: int) -> Interval:
+    if value not in USAGE_INTERVALS:
+        raise InvalidArgument(f"interval must be USAGE_INTERVAL_HOUR or _DAY, got {value}")
+    return USAGE_INTERVALS[value]
+
+
+def usage_bucket_to_proto(bucket: UsageBucket) -> runs_pb2.UsageBucket:
+    return runs_pb2.UsageBucket(
+        start_time=timestamp_from_datetime(bucket.start), key=bucket.key, runs=bucket.runs,
+        usage=usage_to_proto(bucket.usage), cost=cost_to_proto(bucket.cost_nanos, bucket.unpriced_calls),
     )

@@ -122,6 +122,9 @@ class RunRow(Base):
     trace_span_id: Mapped[str] = mapped_column(String(16), default="")
     #: On retention hold: the retention policy keeps it whatever its age (services/runs/retention.py).
     retention_hold: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: What its model calls cost so far, in nano-USD (1e-9), and how many had no price (their cost unknown).
+    cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    unpriced_calls: Mapped[int] = mapped_column(Integer, default=0)
     user_query: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(200))
@@ -202,6 +205,11 @@ class RunStepRow(Base):
     completion_tokens: Mapped[int | None] = mapped_column(BigInteger)
     time_to_first_token_ms: Mapped[float | None] = mapped_column(Float)
     model_latency_ms: Mapped[float | None] = mapped_column(Float)
+    #: The model call's model ("" for other steps, and calls recorded before prices: the run's model), its
+    #: prompt tokens served from cache, and its cost in nano-USD (NULL: no price, or not a model call).
+    call_model: Mapped[str] = mapped_column(String(200), default="")
+    cached_prompt_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cost_nanos: Mapped[int | None] = mapped_column(BigInteger)
 
     run: Mapped[RunRow] = relationship(back_populates="steps", lazy="raise")
 
@@ -236,3 +244,17 @@ class ScoreRow(Base):
     source: Mapped[str] = mapped_column(String(16))
     author: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ModelPriceRow(Base):
+    """A model's price an admin set, in pico-USD (1e-12) per token: integers, so costs add up exactly. The
+    built-in snapshot (services/runs/prices.py) applies to a model without a row."""
+
+    __tablename__ = "model_prices"
+
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    input_picos: Mapped[int] = mapped_column(BigInteger)
+    cached_input_picos: Mapped[int] = mapped_column(BigInteger)
+    output_picos: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_by: Mapped[str] = mapped_column(String(200))

@@ -11,11 +11,16 @@ from services.common.usage import Usage
 
 @dataclass(frozen=True)
 class ModelCallStats:
-    """The model call that produced a step."""
+    """The model call that produced a step: its model ("" from engines before prices: the run's), tokens (of
+    the prompt, `cached_prompt_tokens` served from cache), timings, and its cost in nano-USD as the store priced
+    it (None: no price for its model, or not priced yet)."""
 
     usage: Usage
     time_to_first_token_ms: float | None = None
     latency_ms: float | None = None
+    model: str = ""
+    cached_prompt_tokens: int = 0
+    cost_nanos: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,9 @@ class RunRecord:
     trace_span_id: str = ""
     #: Kept by the retention policy whatever its age.
     retention_hold: bool = False
+    #: What its model calls cost so far (nano-USD), and how many had no price (then the cost is unknown).
+    cost_nanos: int = 0
+    unpriced_calls: int = 0
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,9 @@ def step_record(row: Values) -> StepRecord:
             Usage(row["prompt_tokens"], row["completion_tokens"] or 0),
             row["time_to_first_token_ms"],
             row["model_latency_ms"],
+            row["call_model"],
+            row["cached_prompt_tokens"] or 0,
+            row["cost_nanos"],
         )
     return StepRecord(
         run_id=row["run_id"],
@@ -72,6 +75,9 @@ def step_values(run_id: str, sequence: int, step: NewStep, now: datetime) -> dic
         "time_to_first_token_ms": call.time_to_first_token_ms if call else None,
         "model_latency_ms": call.latency_ms if call else None,
         "node_id": step.node_id,
+        "call_model": call.model if call else "",
+        "cached_prompt_tokens": call.cached_prompt_tokens if call else None,
+        "cost_nanos": call.cost_nanos if call else None,
     }
 
 
@@ -111,6 +117,8 @@ def stored_run_values(run: RunRecord) -> dict[str, Any]:
         "trace_id": run.trace_id,
         "trace_span_id": run.trace_span_id,
         "retention_hold": run.retention_hold,
+        "cost_nanos": run.cost_nanos,
+        "unpriced_calls": run.unpriced_calls,
         "user_query": run.user_query,
         "state": run.state,
         "model": run.model,
@@ -153,6 +161,9 @@ def stored_step_values(run_id: str, step: StepRecord) -> dict[str, Any]:
         "completion_tokens": call.usage.completion_tokens if call else None,
         "time_to_first_token_ms": call.time_to_first_token_ms if call else None,
         "model_latency_ms": call.latency_ms if call else None,
+        "call_model": call.model if call else "",
+        "cached_prompt_tokens": call.cached_prompt_tokens if call else None,
+        "cost_nanos": call.cost_nanos if call else None,
     }
 
 
@@ -190,6 +201,8 @@ def run_record(row: Values, steps: Sequence[Values] = (), *, query_cut: bool = F
         trace_id=row["trace_id"],
         trace_span_id=row["trace_span_id"],
         retention_hold=row["retention_hold"],
+        cost_nanos=row["cost_nanos"],
+        unpriced_calls=row["unpriced_calls"],
     )
 
 async def load_run(

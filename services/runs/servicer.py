@@ -13,16 +13,25 @@ import grpc
 from google.protobuf import empty_pb2
 
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
-from services.common.errors import PermissionDenied
-from services.common.identity import current_caller
+from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.identity import Caller, current_caller
 from services.common.rpc.protoconv import datetime_from_timestamp, run_state_from_proto
 from services.common.run_vocabulary import ACTIVE_STATES
 from services.runs import convert
+from services.runs.prices import checked_price
 from services.runs.records import APPROVED, REJECTED
 from services.runs.store import RunStore
 from services.runs.watch import watch_run
 
 log = logging.getLogger(__name__)
+
+
+def _admin(refusal: str) -> Caller:
+    """The caller, who must be an admin (PermissionDenied with `refusal` otherwise)."""
+    caller = current_caller()
+    if not caller.is_admin:
+        raise PermissionDenied(refusal)
+    return caller
 
 
 def _owner_filter() -> str | None:
@@ -174,7 +183,48 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
     async def SetRetentionHold(
         self, request: runs_pb2.SetRetentionHoldRequest, context: grpc.aio.ServicerContext
     ) -> runs_pb2.Run:
-        if not current_caller().is_admin:
-            raise PermissionDenied("retention holds are set by admins only")
+        _admin("retention holds are set by admins only")
         await self._store.set_retention_hold(request.run_id, request.hold)
         return convert.run_to_proto(await self._store.get_run(request.run_id, with_steps=False))
+
+    async def ListModelPrices(
+        self, request: runs_pb2.ListModelPricesRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.ListModelPricesResponse:
+        prices = await self._store.list_model_prices()
+        return runs_pb2.ListModelPricesResponse(prices=[convert.price_to_proto(price) for price in prices])
+
+    async def SetModelPrice(
+        self, request: runs_pb2.SetModelPriceRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.ModelPrice:
+        caller = _admin("model prices are set by admins only")
+        price = request.price
+        checked = checked_price(
+            price.model, price.currency, price.input_per_million, price.cached_input_per_million,
+            price.output_per_million, caller.user,
+        )
+        return convert.price_to_proto(await self._store.set_model_price(checked))
+
+    async def DeleteModelPrice(
+        self, request: runs_pb2.DeleteModelPriceRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        _admin("model prices are set by admins only")
+        await self._store.delete_model_price(request.model)
+        return empty_pb2.Empty()
+
+    async def SummarizeUsage(
+        self, request: runs_pb2.SummarizeUsageRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.SummarizeUsageResponse:
+        caller = current_caller()
+        if request.all_users and not caller.is_admin:
+            raise PermissionDenied("all_users sums up every user's usage: only an admin may ask for it")
+        for field in ("start_time", "end_time"):
+            if not request.HasField(field):
+                raise InvalidArgument(f"{field} is required")
+        buckets = await self._store.summarize_usage(
+            datetime_from_timestamp(request.start_time, "start_time"),
+            datetime_from_timestamp(request.end_time, "end_time"),
+            convert.usage_grouping_from_proto(request.group_by),
+            convert.usage_interval_from_proto(request.interval),
+            owner=None if request.all_users else caller.user,
+        )
+        return runs_pb2.SummarizeUsageResponse(buckets=[convert.usage_bucket_to_proto(bucket) for bucket in buckets])

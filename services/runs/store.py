@@ -15,7 +15,8 @@ refused, so an engine that lost its lease while another took the run finds every
 The rest of the store is in parts of its own, one per concern, that `RunStore` is made of: appending steps
 (`appends.StepAppends`), leases (`leases.RunLeases`), human approval (`approvals.RunApprovals`), reading runs
 (`queries.RunQueries`), threads (`threads.ThreadStore`), the bulk import of ended runs
-(`imports.RunImports`), feedback scores (`scores.RunScores`) and retention (`retention.RunRetention`);
+(`imports.RunImports`), feedback scores (`scores.RunScores`), retention (`retention.RunRetention`), model prices
+(`prices.RunPrices`) and usage summaries (`usage_summary.RunUsage`);
 `parts.StoreParts` is the state they share.
 """
 
@@ -49,6 +50,7 @@ from services.runs.checks import (
 from services.runs.executors import ExecutorNotices
 from services.runs.imports import RunImports
 from services.runs.leases import NO_EPOCH, RunLeases, check_fence
+from services.runs.prices import PriceBook, RunPrices
 from services.runs.queries import RunQueries
 from services.runs.records import CancelNotice, NewRun, RunRecord
 from services.runs.retention import RunRetention
@@ -73,6 +75,7 @@ from services.runs.rows import (
 from services.runs.scores import RunScores
 from services.runs.signals import RunSignals
 from services.runs.threads import ThreadStore, earlier_live_turn, place_run
+from services.runs.usage_summary import RunUsage
 
 
 def _run_values(new: NewRun, fingerprint: str, now: datetime) -> dict[str, Any]:
@@ -88,6 +91,8 @@ def _run_values(new: NewRun, fingerprint: str, now: datetime) -> dict[str, Any]:
         "trace_id": new.trace_id,
         "trace_span_id": new.trace_span_id,
         "retention_hold": False,
+        "cost_nanos": 0,
+        "unpriced_calls": 0,
         "user_query": new.user_query,
         "state": new.state,
         "model": new.model,
@@ -153,7 +158,10 @@ async def _wait_for_earlier_turns(
     return []
 
 
-class RunStore(StepAppends, RunLeases, RunApprovals, RunQueries, ThreadStore, RunImports, RunScores, RunRetention):
+class RunStore(
+    StepAppends, RunLeases, RunApprovals, RunQueries, ThreadStore, RunImports, RunScores, RunRetention, RunPrices,
+    RunUsage,
+):
     """Runs and their steps in a database, with change signals for watchers and notices for engines.
 
     Every write goes through one `GroupCommit` writer: the appends of many runs share a transaction and an
@@ -176,6 +184,7 @@ class RunStore(StepAppends, RunLeases, RunApprovals, RunQueries, ThreadStore, Ru
         self.limits = limits or StoreLimits()
         #: Signs and reads ListRuns' and ListThreads' page tokens; the settings' key in a service (app.py).
         self.page_tokens = page_tokens or PageTokens.for_this_process()
+        self.price_book = PriceBook()
         self._writer = GroupCommit(db, {APPEND: self._append_batch})
 
     async def close(self) -> None:

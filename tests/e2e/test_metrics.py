@@ -28,6 +28,10 @@ def test_prometheus_scrapes_every_service_and_sees_the_seed_chat_as_it_was_recor
             reply = engine.Chat(engine_pb2.ChatRequest(message=SEED_QUESTION), timeout=60)
             run = runs.GetRun(runs_pb2.GetRunRequest(run_id=reply.run_id))
         assert run.state == runs_pb2.RUN_STATE_COMPLETED
+        # Every model call priced (the demo model's built-in price is zero), each by the model that answered.
+        assert (run.cost.usd, run.cost.unpriced_model_calls) == (0, 0)
+        calls = [step.model_call for step in run.steps if step.HasField("model_call")]
+        assert len(calls) == 3 and {call.model for call in calls} == {run.model}
         for name in SERVICES:
             prometheus.eventually(f'up{{job="{name}"}}', 1)
         prometheus.eventually('sum(agentplatform_runs_finished_total{state="completed", agent="default"})', 1)

@@ -95,7 +95,17 @@ def test_a_stored_run_with_every_field_makes_the_round_trip_unchanged() -> None:
         ),
         cancel_requested=True, executor_id="engine-1", user_query_truncated=True, owner="alice", agent_id="a1",
         agent_revision=2, thread_id="t1", thread_turn=3, workflow_id="w1", workflow_revision=4,
-        steps=[runs_pb2.Step(run_id="r1", sequence=1, create_time=AT, user_request=CONTENTS["user_request"])],
+        steps=[
+            runs_pb2.Step(run_id="r1", sequence=1, create_time=AT, user_request=CONTENTS["user_request"]),
+            runs_pb2.Step(
+                run_id="r1", sequence=2, create_time=AT, agent_thought=runs_pb2.AgentThought(text="t"),
+                model_call=runs_pb2.ModelCall(
+                    usage=runs_pb2.Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7), model="gpt-4o",
+                    cached_prompt_tokens=2, cost=runs_pb2.Cost(usd=0.25),
+                ),
+            ),
+        ],
+        cost=runs_pb2.Cost(usd=0.25, unpriced_model_calls=1), retention_hold=True,
     )
     run = run_from_proto(stored)
     assert (run.state, run.limits.max_duration_seconds, run.usage.total_tokens) == ("failed", 30.0, 7)

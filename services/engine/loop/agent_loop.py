@@ -303,7 +303,7 @@ class AgentLoop:
             tally.model_calls += 1
             turn = await self._model_turn(model, messages, tools, sampling, recorder)
             tally.usage += turn.usage
-            model_call = _model_call(turn)
+            model_call = _model_call(model, turn)
             if not turn.tool_calls:
                 await recorder.record(AgentResponse(turn.content), model_call=model_call)
                 return turn.content
@@ -447,8 +447,11 @@ def _limit_reached(usage: Usage, tool_calls: int, limits: RunLimits) -> RunFailu
     return None
 
 
-def _model_call(turn: ModelTurn) -> ModelCall:
-    return ModelCall(turn.usage, time_to_first_token_seconds=turn.time_to_first_token, latency_seconds=turn.latency)
+def _model_call(model: str, turn: ModelTurn) -> ModelCall:
+    return ModelCall(
+        turn.usage, time_to_first_token_seconds=turn.time_to_first_token, latency_seconds=turn.latency, model=model,
+        cached_prompt_tokens=turn.cached_prompt_tokens,
+    )
 
 
 def _assistant_message(turn: ModelTurn) -> dict[str, Any]:

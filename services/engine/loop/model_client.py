@@ -67,6 +67,8 @@ class ModelTurn:
     latency: float = 0.0
     #: Why the model stopped ("stop", "tool_calls", "length" ...), as its last chunk said; "" if it did not say.
     finish_reason: str = ""
+    #: Of the prompt tokens, how many the endpoint served from its prompt cache (priced lower).
+    cached_prompt_tokens: int = 0
 
 
 @dataclass
@@ -225,7 +227,7 @@ class ModelClient:
                     usage = chunk.get("usage")
                     if usage:
                         turn.usage = Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
-                        cached_tokens = _cached_tokens(usage)
+                        cached_tokens = turn.cached_prompt_tokens = min(_cached_tokens(usage), turn.usage.prompt_tokens)
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
                         if choice.get("finish_reason"):

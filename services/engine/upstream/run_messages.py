@@ -35,6 +35,7 @@ from services.engine.journal import (
     AgentThought,
     ApprovalDecision,
     ApprovalRequest,
+    Cost,
     Heartbeat,
     ModelCall,
     NodeOutcome,
@@ -191,6 +192,9 @@ def step_from_proto(message: runs_pb2.Step) -> Step:
             Usage(call.usage.prompt_tokens, call.usage.completion_tokens),
             _seconds(call, "time_to_first_token"),
             _seconds(call, "latency"),
+            model=call.model,
+            cached_prompt_tokens=call.cached_prompt_tokens,
+            cost=_cost_from_proto(call.cost) if call.HasField("cost") else None,
         )
     return Step(
         content=_content_from_proto(message),
@@ -201,6 +205,14 @@ def step_from_proto(message: runs_pb2.Step) -> Step:
         model_call=model_call,
         created_at=_time(message, "create_time"),
     )
+
+
+def _cost_from_proto(message: runs_pb2.Cost) -> Cost:
+    return Cost(message.usd, message.unpriced_model_calls)
+
+
+def _cost_to_proto(cost: Cost) -> runs_pb2.Cost:
+    return runs_pb2.Cost(usd=cost.usd, unpriced_model_calls=cost.unpriced_model_calls)
 
 
 def _usage_to_proto(usage: Usage) -> runs_pb2.Usage:
@@ -222,6 +234,10 @@ def step_to_proto(step: Step) -> runs_pb2.Step:
             message.model_call.time_to_first_token.CopyFrom(duration_from_seconds(call.time_to_first_token_seconds))
         if call.latency_seconds is not None:
             message.model_call.latency.CopyFrom(duration_from_seconds(call.latency_seconds))
+        message.model_call.model = call.model
+        message.model_call.cached_prompt_tokens = call.cached_prompt_tokens
+        if call.cost is not None:
+            message.model_call.cost.CopyFrom(_cost_to_proto(call.cost))
     _set_content(message, step.content)
     return message
 
@@ -269,6 +285,8 @@ def run_from_proto(message: runs_pb2.Run) -> Run:
         completed_at=_time(message, "complete_time"),
         steps=tuple(step_from_proto(step) for step in message.steps),
         traceparent=traceparent_of(message.trace_id, message.trace_span_id),
+        cost=_cost_from_proto(message.cost),
+        retention_hold=message.retention_hold,
     )
 
 
@@ -301,6 +319,8 @@ def run_to_proto(run: Run) -> runs_pb2.Run:
         trace_id=trace_ids_of(run.traceparent)[0],
         trace_span_id=trace_ids_of(run.traceparent)[1],
         steps=[step_to_proto(step) for step in run.steps],
+        cost=_cost_to_proto(run.cost),
+        retention_hold=run.retention_hold,
     )
     for name, moment in (("create_time", run.created_at), ("start_time", run.started_at),
                          ("complete_time", run.completed_at)):

@@ -43,6 +43,19 @@ class ScoreSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCORE_SOURCE_PERSON: _ClassVar[ScoreSource]
     SCORE_SOURCE_API: _ClassVar[ScoreSource]
     SCORE_SOURCE_EVALUATOR: _ClassVar[ScoreSource]
+
+class UsageGrouping(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    USAGE_GROUPING_UNSPECIFIED: _ClassVar[UsageGrouping]
+    USAGE_GROUPING_USER: _ClassVar[UsageGrouping]
+    USAGE_GROUPING_AGENT: _ClassVar[UsageGrouping]
+    USAGE_GROUPING_MODEL: _ClassVar[UsageGrouping]
+
+class UsageInterval(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    USAGE_INTERVAL_UNSPECIFIED: _ClassVar[UsageInterval]
+    USAGE_INTERVAL_HOUR: _ClassVar[UsageInterval]
+    USAGE_INTERVAL_DAY: _ClassVar[UsageInterval]
 MULTITASK_STRATEGY_UNSPECIFIED: MultitaskStrategy
 MULTITASK_STRATEGY_REJECT: MultitaskStrategy
 MULTITASK_STRATEGY_ENQUEUE: MultitaskStrategy
@@ -62,9 +75,16 @@ SCORE_SOURCE_UNSPECIFIED: ScoreSource
 SCORE_SOURCE_PERSON: ScoreSource
 SCORE_SOURCE_API: ScoreSource
 SCORE_SOURCE_EVALUATOR: ScoreSource
+USAGE_GROUPING_UNSPECIFIED: UsageGrouping
+USAGE_GROUPING_USER: UsageGrouping
+USAGE_GROUPING_AGENT: UsageGrouping
+USAGE_GROUPING_MODEL: UsageGrouping
+USAGE_INTERVAL_UNSPECIFIED: UsageInterval
+USAGE_INTERVAL_HOUR: UsageInterval
+USAGE_INTERVAL_DAY: UsageInterval
 
 class Run(_message.Message):
-    __slots__ = ("id", "user_query", "state", "model", "create_time", "complete_time", "error_message", "usage", "metadata", "step_count", "steps", "error_code", "limits", "start_time", "cancel_requested", "executor_id", "user_query_truncated", "owner", "agent_id", "agent_revision", "thread_id", "thread_turn", "workflow_id", "workflow_revision", "lease_epoch", "attempts", "handbacks", "handed_back_by", "trace_id", "trace_span_id", "scores", "retention_hold")
+    __slots__ = ("id", "user_query", "state", "model", "create_time", "complete_time", "error_message", "usage", "metadata", "step_count", "steps", "error_code", "limits", "start_time", "cancel_requested", "executor_id", "user_query_truncated", "owner", "agent_id", "agent_revision", "thread_id", "thread_turn", "workflow_id", "workflow_revision", "lease_epoch", "attempts", "handbacks", "handed_back_by", "trace_id", "trace_span_id", "scores", "retention_hold", "cost")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +124,7 @@ class Run(_message.Message):
     TRACE_SPAN_ID_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     RETENTION_HOLD_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     id: str
     user_query: str
     state: RunState
@@ -136,7 +157,8 @@ class Run(_message.Message):
     trace_span_id: str
     scores: _containers.RepeatedCompositeFieldContainer[Score]
     retention_hold: bool
-    def __init__(self, id: _Optional[str] = ..., user_query: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_message: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., step_count: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., error_code: _Optional[str] = ..., limits: _Optional[_Union[RunLimits, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: _Optional[bool] = ..., executor_id: _Optional[str] = ..., user_query_truncated: _Optional[bool] = ..., owner: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., thread_id: _Optional[str] = ..., thread_turn: _Optional[int] = ..., workflow_id: _Optional[str] = ..., workflow_revision: _Optional[int] = ..., lease_epoch: _Optional[int] = ..., attempts: _Optional[int] = ..., handbacks: _Optional[int] = ..., handed_back_by: _Optional[str] = ..., trace_id: _Optional[str] = ..., trace_span_id: _Optional[str] = ..., scores: _Optional[_Iterable[_Union[Score, _Mapping]]] = ..., retention_hold: _Optional[bool] = ...) -> None: ...
+    cost: Cost
+    def __init__(self, id: _Optional[str] = ..., user_query: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_message: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., step_count: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., error_code: _Optional[str] = ..., limits: _Optional[_Union[RunLimits, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: _Optional[bool] = ..., executor_id: _Optional[str] = ..., user_query_truncated: _Optional[bool] = ..., owner: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., thread_id: _Optional[str] = ..., thread_turn: _Optional[int] = ..., workflow_id: _Optional[str] = ..., workflow_revision: _Optional[int] = ..., lease_epoch: _Optional[int] = ..., attempts: _Optional[int] = ..., handbacks: _Optional[int] = ..., handed_back_by: _Optional[str] = ..., trace_id: _Optional[str] = ..., trace_span_id: _Optional[str] = ..., scores: _Optional[_Iterable[_Union[Score, _Mapping]]] = ..., retention_hold: _Optional[bool] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ...) -> None: ...
 
 class Thread(_message.Message):
     __slots__ = ("id", "owner", "title", "create_time", "update_time", "turn_count")
@@ -267,14 +289,20 @@ class ApprovalDecision(_message.Message):
     def __init__(self, outcome: _Optional[_Union[ApprovalOutcome, str]] = ..., request_sequence: _Optional[int] = ..., comment: _Optional[str] = ..., decided_by: _Optional[str] = ...) -> None: ...
 
 class ModelCall(_message.Message):
-    __slots__ = ("usage", "time_to_first_token", "latency")
+    __slots__ = ("usage", "model", "cached_prompt_tokens", "cost", "time_to_first_token", "latency")
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     TIME_TO_FIRST_TOKEN_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     usage: Usage
+    model: str
+    cached_prompt_tokens: int
+    cost: Cost
     time_to_first_token: _duration_pb2.Duration
     latency: _duration_pb2.Duration
-    def __init__(self, usage: _Optional[_Union[Usage, _Mapping]] = ..., time_to_first_token: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    def __init__(self, usage: _Optional[_Union[Usage, _Mapping]] = ..., model: _Optional[str] = ..., cached_prompt_tokens: _Optional[int] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ..., time_to_first_token: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class UserRequest(_message.Message):
     __slots__ = ("text", "context_turns", "omitted_turns")
@@ -583,3 +611,87 @@ class SetRetentionHoldRequest(_message.Message):
     run_id: str
     hold: bool
     def __init__(self, run_id: _Optional[str] = ..., hold: _Optional[bool] = ...) -> None: ...
+
+class Cost(_message.Message):
+    __slots__ = ("usd", "unpriced_model_calls")
+    USD_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_MODEL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    usd: float
+    unpriced_model_calls: int
+    def __init__(self, usd: _Optional[float] = ..., unpriced_model_calls: _Optional[int] = ...) -> None: ...
+
+class ModelPrice(_message.Message):
+    __slots__ = ("model", "currency", "input_per_million", "cached_input_per_million", "output_per_million", "builtin", "source", "update_time")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    INPUT_PER_MILLION_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_PER_MILLION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_PER_MILLION_FIELD_NUMBER: _ClassVar[int]
+    BUILTIN_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    currency: str
+    input_per_million: float
+    cached_input_per_million: float
+    output_per_million: float
+    builtin: bool
+    source: str
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, model: _Optional[str] = ..., currency: _Optional[str] = ..., input_per_million: _Optional[float] = ..., cached_input_per_million: _Optional[float] = ..., output_per_million: _Optional[float] = ..., builtin: _Optional[bool] = ..., source: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListModelPricesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelPricesResponse(_message.Message):
+    __slots__ = ("prices",)
+    PRICES_FIELD_NUMBER: _ClassVar[int]
+    prices: _containers.RepeatedCompositeFieldContainer[ModelPrice]
+    def __init__(self, prices: _Optional[_Iterable[_Union[ModelPrice, _Mapping]]] = ...) -> None: ...
+
+class SetModelPriceRequest(_message.Message):
+    __slots__ = ("price",)
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    price: ModelPrice
+    def __init__(self, price: _Optional[_Union[ModelPrice, _Mapping]] = ...) -> None: ...
+
+class DeleteModelPriceRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class SummarizeUsageRequest(_message.Message):
+    __slots__ = ("start_time", "end_time", "group_by", "interval", "all_users")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    ALL_USERS_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    group_by: UsageGrouping
+    interval: UsageInterval
+    all_users: bool
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group_by: _Optional[_Union[UsageGrouping, str]] = ..., interval: _Optional[_Union[UsageInterval, str]] = ..., all_users: _Optional[bool] = ...) -> None: ...
+
+class SummarizeUsageResponse(_message.Message):
+    __slots__ = ("buckets",)
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    buckets: _containers.RepeatedCompositeFieldContainer[UsageBucket]
+    def __init__(self, buckets: _Optional[_Iterable[_Union[UsageBucket, _Mapping]]] = ...) -> None: ...
+
+class UsageBucket(_message.Message):
+    __slots__ = ("start_time", "key", "runs", "usage", "cost")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    key: str
+    runs: int
+    usage: Usage
+    cost: Cost
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key: _Optional[str] = ..., runs: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ...) -> None: ...

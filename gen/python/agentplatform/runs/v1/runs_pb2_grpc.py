@@ -129,6 +129,26 @@ class RunServiceStub:
                 request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SetRetentionHoldRequest.SerializeToString,
                 response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
                 _registered_method=True)
+        self.ListModelPrices = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/ListModelPrices',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListModelPricesRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListModelPricesResponse.FromString,
+                _registered_method=True)
+        self.SetModelPrice = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/SetModelPrice',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SetModelPriceRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ModelPrice.FromString,
+                _registered_method=True)
+        self.DeleteModelPrice = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/DeleteModelPrice',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteModelPriceRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.SummarizeUsage = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/SummarizeUsage',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeUsageRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeUsageResponse.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -290,6 +310,42 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModelPrices(self, request, context):
+        """Lists the price of every model the store prices: the built-in snapshot
+        (see ModelPrice.builtin) and what admins set. A model call of a model
+        not listed has no price: its cost is unknown, not zero.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetModelPrice(self, request, context):
+        """Admins only: sets a model's price, for the model calls recorded from now
+        on (recorded costs stay as they were). A price that is negative, not
+        finite, above 10,000 USD per million tokens, or in another currency than
+        USD answers INVALID_ARGUMENT naming the field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModelPrice(self, request, context):
+        """Admins only: removes the price an admin set for a model; the built-in
+        one, if any, applies again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SummarizeUsage(self, request, context):
+        """Sums up runs' usage over a time range by hour or day and by user, agent
+        or model: runs, tokens and cost, for a chart. The caller's runs only,
+        unless an admin asks for all users'.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -367,6 +423,26 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.SetRetentionHold,
                     request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SetRetentionHoldRequest.FromString,
                     response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'ListModelPrices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModelPrices,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListModelPricesRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListModelPricesResponse.SerializeToString,
+            ),
+            'SetModelPrice': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetModelPrice,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SetModelPriceRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ModelPrice.SerializeToString,
+            ),
+            'DeleteModelPrice': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModelPrice,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteModelPriceRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'SummarizeUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SummarizeUsage,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeUsageRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -793,6 +869,114 @@ class RunService:
             '/agentplatform.runs.v1.RunService/SetRetentionHold',
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.SetRetentionHoldRequest.SerializeToString,
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModelPrices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/ListModelPrices',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListModelPricesRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListModelPricesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetModelPrice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/SetModelPrice',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.SetModelPriceRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ModelPrice.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModelPrice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/DeleteModelPrice',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteModelPriceRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SummarizeUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/SummarizeUsage',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeUsageRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentplatform/runs/v1/runs.proto.
  */
 export const file_agentplatform_runs_v1_runs: GenFile = /*@__PURE__*/
-  fileDesc("CiBhZ2VudHBsYXRmb3JtL3J1bnMvdjEvcnVucy5wcm90bxIVYWdlbnRwbGF0Zm9ybS5ydW5zLnYxIs4HCgNSdW4SCgoCaWQYASABKAkSEgoKdXNlcl9xdWVyeRgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5TdGF0ZRINCgVtb2RlbBgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNY29tcGxldGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZXJyb3JfbWVzc2FnZRgHIAEoCRIrCgV1c2FnZRgIIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI6CghtZXRhZGF0YRgJIAMoCzIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4uTWV0YWRhdGFFbnRyeRISCgpzdGVwX2NvdW50GAogASgDEioKBXN0ZXBzGAsgAygLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXASEgoKZXJyb3JfY29kZRgMIAEoCRIwCgZsaW1pdHMYDSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuTGltaXRzEi4KCnN0YXJ0X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDyABKAgSEwoLZXhlY3V0b3JfaWQYECABKAkSHAoUdXNlcl9xdWVyeV90cnVuY2F0ZWQYESABKAgSDQoFb3duZXIYEiABKAkSEAoIYWdlbnRfaWQYEyABKAkSFgoOYWdlbnRfcmV2aXNpb24YFCABKAMSEQoJdGhyZWFkX2lkGBUgASgJEhMKC3RocmVhZF90dXJuGBYgASgDEhMKC3dvcmtmbG93X2lkGBcgASgJEhkKEXdvcmtmbG93X3JldmlzaW9uGBggASgDEhMKC2xlYXNlX2Vwb2NoGBkgASgDEhAKCGF0dGVtcHRzGBogASgDEhEKCWhhbmRiYWNrcxgbIAEoAxIWCg5oYW5kZWRfYmFja19ieRgcIAEoCRIQCgh0cmFjZV9pZBgdIAEoCRIVCg10cmFjZV9zcGFuX2lkGB4gASgJEiwKBnNjb3JlcxgfIAMoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5TY29yZRIWCg5yZXRlbnRpb25faG9sZBggIAEoCBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiqAEKBlRocmVhZBIKCgJpZBgBIAEoCRINCgVvd25lchgCIAEoCRINCgV0aXRsZRgDIAEoCRIvCgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnR1cm5fY291bnQYBiABKAMihwEKCVJ1bkxpbWl0cxIXCg9tYXhfbW9kZWxfY2FsbHMYASABKAUSLwoMbWF4X2R1cmF0aW9uGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKEG1heF90b3RhbF90b2tlbnMYAyABKAMSFgoObWF4X3Rvb2xfY2FsbHMYBCABKAUiTwoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoAxIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoAxIUCgx0b3RhbF90b2tlbnMYAyABKAMirgYKBFN0ZXASDgoGcnVuX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEi8KC2NyZWF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI0Cgptb2RlbF9jYWxsGAUgASgLMiAuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLk1vZGVsQ2FsbBIPCgdub2RlX2lkGAYgASgJEjoKDHVzZXJfcmVxdWVzdBgKIAEoCzIiLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2VyUmVxdWVzdEgAEjwKDWFnZW50X3Rob3VnaHQYCyABKAsyIy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQWdlbnRUaG91Z2h0SAASNAoJdG9vbF9jYWxsGAwgASgLMh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRvb2xDYWxsSAASOAoLdG9vbF9yZXN1bHQYDSABKAsyIS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVG9vbFJlc3VsdEgAEj4KDmFnZW50X3Jlc3BvbnNlGA4gASgLMiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFnZW50UmVzcG9uc2VIABIxCgVlcnJvchgPIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdGVwRXJyb3JIABJCChBhcHByb3ZhbF9yZXF1ZXN0GBAgASgLMiYuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFwcHJvdmFsUmVxdWVzdEgAEkQKEWFwcHJvdmFsX2RlY2lzaW9uGBEgASgLMicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFwcHJvdmFsRGVjaXNpb25IABI6Cgxub2RlX291dGNvbWUYEiABKAsyIi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTm9kZU91dGNvbWVIABIxCgdyZXN1bWVkGBMgASgLMh4uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJlc3VtZWRIAEIJCgdjb250ZW50InQKB1Jlc3VtZWQSEwoLZXhlY3V0b3JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoAxIPCgdzdW1tYXJ5GAMgASgJEhoKEmhlbGRfdG9vbF9jYWxsX2lkcxgEIAMoCRIWCg5oYW5kZWRfYmFja19ieRgFIAEoCSKRAQoLTm9kZU91dGNvbWUSDAoEa2luZBgBIAEoCRIOCgZicmFuY2gYAiABKAkSKQoIYXNzaWduZWQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiYKBm91dHB1dBgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIRCglpdGVyYXRpb24YBSABKAMijAEKD0FwcHJvdmFsUmVxdWVzdBIOCgZwcm9tcHQYASABKAkSFAoMdG9vbF9jYWxsX2lkGAIgASgJEhEKCXRvb2xfbmFtZRgDIAEoCRIPCgdub2RlX2lkGAQgASgJEi8KC2V4cGlyZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKKAQoQQXBwcm92YWxEZWNpc2lvbhI3CgdvdXRjb21lGAEgASgOMiYuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFwcHJvdmFsT3V0Y29tZRIYChByZXF1ZXN0X3NlcXVlbmNlGAIgASgDEg8KB2NvbW1lbnQYAyABKAkSEgoKZGVjaWRlZF9ieRgEIAEoCSKcAQoJTW9kZWxDYWxsEisKBXVzYWdlGAEgASgLMhwuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlVzYWdlEjYKE3RpbWVfdG9fZmlyc3RfdG9rZW4YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoHbGF0ZW5jeRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJJCgtVc2VyUmVxdWVzdBIMCgR0ZXh0GAEgASgJEhUKDWNvbnRleHRfdHVybnMYAiABKAMSFQoNb21pdHRlZF90dXJucxgDIAEoAyIxCgxBZ2VudFRob3VnaHQSDAoEdGV4dBgBIAEoCRITCgtwbGFjZWhvbGRlchgCIAEoCCJzCghUb29sQ2FsbBIRCgl0b29sX25hbWUYASABKAkSFAoMdG9vbF9jYWxsX2lkGAIgASgJEicKBnBhcmFtcxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFQoNcmF3X2FyZ3VtZW50cxgEIAEoCSJ6CgpUb29sUmVzdWx0EhEKCXRvb2xfbmFtZRgBIAEoCRIUCgx0b29sX2NhbGxfaWQYAiABKAkSJgoGcmVzdWx0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEgwKBHRleHQYBCABKAkSDQoFZXJyb3IYBSABKAkiHQoNQWdlbnRSZXNwb25zZRIMCgR0ZXh0GAEgASgJIioKCVN0ZXBFcnJvchIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkiHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkijgEKD0xpc3RSdW5zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5TdGF0ZRIRCglhbGxfdXNlcnMYBCABKAgSEQoJdGhyZWFkX2lkGAUgASgJIlUKEExpc3RSdW5zUmVzcG9uc2USKAoEcnVucxgBIAMoCzIaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKEERlbGV0ZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjkKD1dhdGNoUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAMi1QEKCFJ1bkV2ZW50EisKBHN0ZXAYASABKAsyGy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuU3RlcEgAEikKA3J1bhgCIAEoCzIaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5IABI1CgloZWFydGJlYXQYAyABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuSGVhcnRiZWF0SAASMQoFZGVsdGEYBCABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuU3RlcERlbHRhSABCBwoFZXZlbnQiTAoJSGVhcnRiZWF0EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWxhc3Rfc2VxdWVuY2UYAiABKAMikQEKCVN0ZXBEZWx0YRIOCgZydW5faWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSDgoEdGV4dBgDIAEoCUgAEjkKCXRvb2xfY2FsbBgEIAEoCzIkLmFnZW50cGxhdGZvcm0ucnVucy52MS5Ub29sQ2FsbERlbHRhSAASDwoHcmVwbGFjZRgFIAEoCEIGCgRwYXJ0IksKDVRvb2xDYWxsRGVsdGESFAoMdG9vbF9jYWxsX2lkGAEgASgJEhEKCXRvb2xfbmFtZRgCIAEoCRIRCglhcmd1bWVudHMYAyABKAkiMgoQQ2FuY2VsUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSDgoGcmVhc29uGAIgASgJIiUKEEdldFRocmVhZFJlcXVlc3QSEQoJdGhyZWFkX2lkGAEgASgJIk4KEkxpc3RUaHJlYWRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIRCglhbGxfdXNlcnMYAyABKAgiXgoTTGlzdFRocmVhZHNSZXNwb25zZRIuCgd0aHJlYWRzGAEgAygLMh0uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRocmVhZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiKAoTRGVsZXRlVGhyZWFkUmVxdWVzdBIRCgl0aHJlYWRfaWQYASABKAkiRwoSQXBwcm92ZVN0ZXBSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIPCgdjb21tZW50GAMgASgJIkYKEVJlamVjdFN0ZXBSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIPCgdjb21tZW50GAMgASgJIqICCgVTY29yZRIKCgJpZBgBIAEoCRIOCgZydW5faWQYAiABKAkSFQoNc3RlcF9zZXF1ZW5jZRgDIAEoAxIMCgRuYW1lGAQgASgJEhYKDG51bWJlcl92YWx1ZRgFIAEoAUgAEhcKDWJvb2xlYW5fdmFsdWUYBiABKAhIABIYCg5jYXRlZ29yeV92YWx1ZRgHIAEoCUgAEg8KB2NvbW1lbnQYCCABKAkSMgoGc291cmNlGAkgASgOMiIuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlNjb3JlU291cmNlEg4KBmF1dGhvchgKIAEoCRIvCgtjcmVhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBwoFdmFsdWUiUQoSQ3JlYXRlU2NvcmVSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIrCgVzY29yZRgCIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5TY29yZSIjChFMaXN0U2NvcmVzUmVxdWVzdBIOCgZydW5faWQYASABKAkiQgoSTGlzdFNjb3Jlc1Jlc3BvbnNlEiwKBnNjb3JlcxgBIAMoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5TY29yZSImChJEZWxldGVTY29yZVJlcXVlc3QSEAoIc2NvcmVfaWQYASABKAkimwEKFlN1bW1hcml6ZVNjb3Jlc1JlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWFsbF91c2VycxgEIAEoCCJRChdTdW1tYXJpemVTY29yZXNSZXNwb25zZRI2CglzdW1tYXJpZXMYASADKAsyIy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuU2NvcmVTdW1tYXJ5IrMBCgxTY29yZVN1bW1hcnkSFgoOYWdlbnRfcmV2aXNpb24YASABKAMSDAoEbmFtZRgCIAEoCRIMCgRraW5kGAMgASgJEg0KBWNvdW50GAQgASgDEgwKBG1lYW4YBSABKAESCwoDbWluGAYgASgBEgsKA21heBgHIAEoARI4CgpjYXRlZ29yaWVzGAggAygLMiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkNhdGVnb3J5Q291bnQiMAoNQ2F0ZWdvcnlDb3VudBIQCghjYXRlZ29yeRgBIAEoCRINCgVjb3VudBgCIAEoAyI3ChdTZXRSZXRlbnRpb25Ib2xkUmVxdWVzdBIOCgZydW5faWQYASABKAkSDAoEaG9sZBgCIAEoCCqYAQoRTXVsdGl0YXNrU3RyYXRlZ3kSIgoeTVVMVElUQVNLX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASHQoZTVVMVElUQVNLX1NUUkFURUdZX1JFSkVDVBABEh4KGk1VTFRJVEFTS19TVFJBVEVHWV9FTlFVRVVFEAISIAocTVVMVElUQVNLX1NUUkFURUdZX0lOVEVSUlVQVBADKrEBCghSdW5TdGF0ZRIZChVSVU5fU1RBVEVfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVEVfUlVOTklORxABEhcKE1JVTl9TVEFURV9DT01QTEVURUQQAhIUChBSVU5fU1RBVEVfRkFJTEVEEAMSFwoTUlVOX1NUQVRFX0NBTkNFTExFRBAEEhQKEFJVTl9TVEFURV9RVUVVRUQQBRIVChFSVU5fU1RBVEVfV0FJVElORxAGKpEBCg9BcHByb3ZhbE91dGNvbWUSIAocQVBQUk9WQUxfT1VUQ09NRV9VTlNQRUNJRklFRBAAEh0KGUFQUFJPVkFMX09VVENPTUVfQVBQUk9WRUQQARIdChlBUFBST1ZBTF9PVVRDT01FX1JFSkVDVEVEEAISHgoaQVBQUk9WQUxfT1VUQ09NRV9USU1FRF9PVVQQAyp2CgtTY29yZVNvdXJjZRIcChhTQ09SRV9TT1VSQ0VfVU5TUEVDSUZJRUQQABIXChNTQ09SRV9TT1VSQ0VfUEVSU09OEAESFAoQU0NPUkVfU09VUkNFX0FQSRACEhoKFlNDT1JFX1NPVVJDRV9FVkFMVUFUT1IQAzLECgoKUnVuU2VydmljZRJKCgZHZXRSdW4SJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuR2V0UnVuUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SWwoITGlzdFJ1bnMSJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTGlzdFJ1bnNSZXF1ZXN0GicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RSdW5zUmVzcG9uc2USTAoJRGVsZXRlUnVuEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkRlbGV0ZVJ1blJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSVQoIV2F0Y2hSdW4SJi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuV2F0Y2hSdW5SZXF1ZXN0Gh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkV2ZW50MAESUAoJQ2FuY2VsUnVuEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkNhbmNlbFJ1blJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElQKC0FwcHJvdmVTdGVwEikuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFwcHJvdmVTdGVwUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SUgoKUmVqZWN0U3RlcBIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SZWplY3RTdGVwUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4SUwoJR2V0VGhyZWFkEicuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkdldFRocmVhZFJlcXVlc3QaHS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVGhyZWFkEmQKC0xpc3RUaHJlYWRzEikuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RUaHJlYWRzUmVxdWVzdBoqLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0VGhyZWFkc1Jlc3BvbnNlElIKDERlbGV0ZVRocmVhZBIqLmFnZW50cGxhdGZvcm0ucnVucy52MS5EZWxldGVUaHJlYWRSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5ElYKC0NyZWF0ZVNjb3JlEikuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkNyZWF0ZVNjb3JlUmVxdWVzdBocLmFnZW50cGxhdGZvcm0ucnVucy52MS5TY29yZRJhCgpMaXN0U2NvcmVzEiguYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RTY29yZXNSZXF1ZXN0GikuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RTY29yZXNSZXNwb25zZRJQCgtEZWxldGVTY29yZRIpLmFnZW50cGxhdGZvcm0ucnVucy52MS5EZWxldGVTY29yZVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkScAoPU3VtbWFyaXplU2NvcmVzEi0uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN1bW1hcml6ZVNjb3Jlc1JlcXVlc3QaLi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuU3VtbWFyaXplU2NvcmVzUmVzcG9uc2USXgoQU2V0UmV0ZW50aW9uSG9sZBIuLmFnZW50cGxhdGZvcm0ucnVucy52MS5TZXRSZXRlbnRpb25Ib2xkUmVxdWVzdBoaLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5iBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiBhZ2VudHBsYXRmb3JtL3J1bnMvdjEvcnVucy5wcm90bxIVYWdlbnRwbGF0Zm9ybS5ydW5zLnYxIvkHCgNSdW4SCgoCaWQYASABKAkSEgoKdXNlcl9xdWVyeRgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5TdGF0ZRINCgVtb2RlbBgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNY29tcGxldGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZXJyb3JfbWVzc2FnZRgHIAEoCRIrCgV1c2FnZRgIIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRI6CghtZXRhZGF0YRgJIAMoCzIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW4uTWV0YWRhdGFFbnRyeRISCgpzdGVwX2NvdW50GAogASgDEioKBXN0ZXBzGAsgAygLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN0ZXASEgoKZXJyb3JfY29kZRgMIAEoCRIwCgZsaW1pdHMYDSABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuTGltaXRzEi4KCnN0YXJ0X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDyABKAgSEwoLZXhlY3V0b3JfaWQYECABKAkSHAoUdXNlcl9xdWVyeV90cnVuY2F0ZWQYESABKAgSDQoFb3duZXIYEiABKAkSEAoIYWdlbnRfaWQYEyABKAkSFgoOYWdlbnRfcmV2aXNpb24YFCABKAMSEQoJdGhyZWFkX2lkGBUgASgJEhMKC3RocmVhZF90dXJuGBYgASgDEhMKC3dvcmtmbG93X2lkGBcgASgJEhkKEXdvcmtmbG93X3JldmlzaW9uGBggASgDEhMKC2xlYXNlX2Vwb2NoGBkgASgDEhAKCGF0dGVtcHRzGBogASgDEhEKCWhhbmRiYWNrcxgbIAEoAxIWCg5oYW5kZWRfYmFja19ieRgcIAEoCRIQCgh0cmFjZV9pZBgdIAEoCRIVCg10cmFjZV9zcGFuX2lkGB4gASgJEiwKBnNjb3JlcxgfIAMoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5TY29yZRIWCg5yZXRlbnRpb25faG9sZBggIAEoCBIpCgRjb3N0GCEgASgLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkNvc3QaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqgBCgZUaHJlYWQSCgoCaWQYASABKAkSDQoFb3duZXIYAiABKAkSDQoFdGl0bGUYAyABKAkSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgp0dXJuX2NvdW50GAYgASgDIocBCglSdW5MaW1pdHMSFwoPbWF4X21vZGVsX2NhbGxzGAEgASgFEi8KDG1heF9kdXJhdGlvbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIYChBtYXhfdG90YWxfdG9rZW5zGAMgASgDEhYKDm1heF90b29sX2NhbGxzGAQgASgFIk8KBVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKAMSGQoRY29tcGxldGlvbl90b2tlbnMYAiABKAMSFAoMdG90YWxfdG9rZW5zGAMgASgDIq4GCgRTdGVwEg4KBnJ1bl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoIZHVyYXRpb24YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNAoKbW9kZWxfY2FsbBgFIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5Nb2RlbENhbGwSDwoHbm9kZV9pZBgGIAEoCRI6Cgx1c2VyX3JlcXVlc3QYCiABKAsyIi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVXNlclJlcXVlc3RIABI8Cg1hZ2VudF90aG91Z2h0GAsgASgLMiMuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkFnZW50VGhvdWdodEgAEjQKCXRvb2xfY2FsbBgMIAEoCzIfLmFnZW50cGxhdGZvcm0ucnVucy52MS5Ub29sQ2FsbEgAEjgKC3Rvb2xfcmVzdWx0GA0gASgLMiEuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRvb2xSZXN1bHRIABI+Cg5hZ2VudF9yZXNwb25zZRgOIAEoCzIkLmFnZW50cGxhdGZvcm0ucnVucy52MS5BZ2VudFJlc3BvbnNlSAASMQoFZXJyb3IYDyABKAsyIC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuU3RlcEVycm9ySAASQgoQYXBwcm92YWxfcmVxdWVzdBgQIAEoCzImLmFnZW50cGxhdGZvcm0ucnVucy52MS5BcHByb3ZhbFJlcXVlc3RIABJEChFhcHByb3ZhbF9kZWNpc2lvbhgRIAEoCzInLmFnZW50cGxhdGZvcm0ucnVucy52MS5BcHByb3ZhbERlY2lzaW9uSAASOgoMbm9kZV9vdXRjb21lGBIgASgLMiIuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLk5vZGVPdXRjb21lSAASMQoHcmVzdW1lZBgTIAEoCzIeLmFnZW50cGxhdGZvcm0ucnVucy52MS5SZXN1bWVkSABCCQoHY29udGVudCJ0CgdSZXN1bWVkEhMKC2V4ZWN1dG9yX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKAMSDwoHc3VtbWFyeRgDIAEoCRIaChJoZWxkX3Rvb2xfY2FsbF9pZHMYBCADKAkSFgoOaGFuZGVkX2JhY2tfYnkYBSABKAkikQEKC05vZGVPdXRjb21lEgwKBGtpbmQYASABKAkSDgoGYnJhbmNoGAIgASgJEikKCGFzc2lnbmVkGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgZvdXRwdXQYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEQoJaXRlcmF0aW9uGAUgASgDIowBCg9BcHByb3ZhbFJlcXVlc3QSDgoGcHJvbXB0GAEgASgJEhQKDHRvb2xfY2FsbF9pZBgCIAEoCRIRCgl0b29sX25hbWUYAyABKAkSDwoHbm9kZV9pZBgEIAEoCRIvCgtleHBpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiigEKEEFwcHJvdmFsRGVjaXNpb24SNwoHb3V0Y29tZRgBIAEoDjImLmFnZW50cGxhdGZvcm0ucnVucy52MS5BcHByb3ZhbE91dGNvbWUSGAoQcmVxdWVzdF9zZXF1ZW5jZRgCIAEoAxIPCgdjb21tZW50GAMgASgJEhIKCmRlY2lkZWRfYnkYBCABKAki9AEKCU1vZGVsQ2FsbBIrCgV1c2FnZRgBIAEoCzIcLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZRINCgVtb2RlbBgEIAEoCRIcChRjYWNoZWRfcHJvbXB0X3Rva2VucxgFIAEoAxIpCgRjb3N0GAYgASgLMhsuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkNvc3QSNgoTdGltZV90b19maXJzdF90b2tlbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgdsYXRlbmN5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkkKC1VzZXJSZXF1ZXN0EgwKBHRleHQYASABKAkSFQoNY29udGV4dF90dXJucxgCIAEoAxIVCg1vbWl0dGVkX3R1cm5zGAMgASgDIjEKDEFnZW50VGhvdWdodBIMCgR0ZXh0GAEgASgJEhMKC3BsYWNlaG9sZGVyGAIgASgIInMKCFRvb2xDYWxsEhEKCXRvb2xfbmFtZRgBIAEoCRIUCgx0b29sX2NhbGxfaWQYAiABKAkSJwoGcGFyYW1zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIVCg1yYXdfYXJndW1lbnRzGAQgASgJInoKClRvb2xSZXN1bHQSEQoJdG9vbF9uYW1lGAEgASgJEhQKDHRvb2xfY2FsbF9pZBgCIAEoCRImCgZyZXN1bHQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSDAoEdGV4dBgEIAEoCRINCgVlcnJvchgFIAEoCSIdCg1BZ2VudFJlc3BvbnNlEgwKBHRleHQYASABKAkiKgoJU3RlcEVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSIfCg1HZXRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSKOAQoPTGlzdFJ1bnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEi4KBXN0YXRlGAMgASgOMh8uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1blN0YXRlEhEKCWFsbF91c2VycxgEIAEoCBIRCgl0aHJlYWRfaWQYBSABKAkiVQoQTGlzdFJ1bnNSZXNwb25zZRIoCgRydW5zGAEgAygLMhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoQRGVsZXRlUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiOQoPV2F0Y2hSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAyLVAQoIUnVuRXZlbnQSKwoEc3RlcBgBIAEoCzIbLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdGVwSAASKQoDcnVuGAIgASgLMhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bkgAEjUKCWhlYXJ0YmVhdBgDIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5IZWFydGJlYXRIABIxCgVkZWx0YRgEIAEoCzIgLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdGVwRGVsdGFIAEIHCgVldmVudCJMCglIZWFydGJlYXQSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbGFzdF9zZXF1ZW5jZRgCIAEoAyKRAQoJU3RlcERlbHRhEg4KBnJ1bl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIOCgR0ZXh0GAMgASgJSAASOQoJdG9vbF9jYWxsGAQgASgLMiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRvb2xDYWxsRGVsdGFIABIPCgdyZXBsYWNlGAUgASgIQgYKBHBhcnQiSwoNVG9vbENhbGxEZWx0YRIUCgx0b29sX2NhbGxfaWQYASABKAkSEQoJdG9vbF9uYW1lGAIgASgJEhEKCWFyZ3VtZW50cxgDIAEoCSIyChBDYW5jZWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiJQoQR2V0VGhyZWFkUmVxdWVzdBIRCgl0aHJlYWRfaWQYASABKAkiTgoSTGlzdFRocmVhZHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhEKCWFsbF91c2VycxgDIAEoCCJeChNMaXN0VGhyZWFkc1Jlc3BvbnNlEi4KB3RocmVhZHMYASADKAsyHS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVGhyZWFkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIoChNEZWxldGVUaHJlYWRSZXF1ZXN0EhEKCXRocmVhZF9pZBgBIAEoCSJHChJBcHByb3ZlU3RlcFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEg8KB2NvbW1lbnQYAyABKAkiRgoRUmVqZWN0U3RlcFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEg8KB2NvbW1lbnQYAyABKAkiogIKBVNjb3JlEgoKAmlkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIVCg1zdGVwX3NlcXVlbmNlGAMgASgDEgwKBG5hbWUYBCABKAkSFgoMbnVtYmVyX3ZhbHVlGAUgASgBSAASFwoNYm9vbGVhbl92YWx1ZRgGIAEoCEgAEhgKDmNhdGVnb3J5X3ZhbHVlGAcgASgJSAASDwoHY29tbWVudBgIIAEoCRIyCgZzb3VyY2UYCSABKA4yIi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuU2NvcmVTb3VyY2USDgoGYXV0aG9yGAogASgJEi8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIHCgV2YWx1ZSJRChJDcmVhdGVTY29yZVJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEisKBXNjb3JlGAIgASgLMhwuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlNjb3JlIiMKEUxpc3RTY29yZXNSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSJCChJMaXN0U2NvcmVzUmVzcG9uc2USLAoGc2NvcmVzGAEgAygLMhwuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlNjb3JlIiYKEkRlbGV0ZVNjb3JlUmVxdWVzdBIQCghzY29yZV9pZBgBIAEoCSKbAQoWU3VtbWFyaXplU2NvcmVzUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJYWxsX3VzZXJzGAQgASgIIlEKF1N1bW1hcml6ZVNjb3Jlc1Jlc3BvbnNlEjYKCXN1bW1hcmllcxgBIAMoCzIjLmFnZW50cGxhdGZvcm0ucnVucy52MS5TY29yZVN1bW1hcnkiswEKDFNjb3JlU3VtbWFyeRIWCg5hZ2VudF9yZXZpc2lvbhgBIAEoAxIMCgRuYW1lGAIgASgJEgwKBGtpbmQYAyABKAkSDQoFY291bnQYBCABKAMSDAoEbWVhbhgFIAEoARILCgNtaW4YBiABKAESCwoDbWF4GAcgASgBEjgKCmNhdGVnb3JpZXMYCCADKAsyJC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuQ2F0ZWdvcnlDb3VudCIwCg1DYXRlZ29yeUNvdW50EhAKCGNhdGVnb3J5GAEgASgJEg0KBWNvdW50GAIgASgDIjcKF1NldFJldGVudGlvbkhvbGRSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIMCgRob2xkGAIgASgIIjEKBENvc3QSCwoDdXNkGAEgASgBEhwKFHVucHJpY2VkX21vZGVsX2NhbGxzGAIgASgDItgBCgpNb2RlbFByaWNlEg0KBW1vZGVsGAEgASgJEhAKCGN1cnJlbmN5GAIgASgJEhkKEWlucHV0X3Blcl9taWxsaW9uGAMgASgBEiAKGGNhY2hlZF9pbnB1dF9wZXJfbWlsbGlvbhgEIAEoARIaChJvdXRwdXRfcGVyX21pbGxpb24YBSABKAESDwoHYnVpbHRpbhgGIAEoCBIOCgZzb3VyY2UYByABKAkSLwoLdXBkYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhgKFkxpc3RNb2RlbFByaWNlc1JlcXVlc3QiTAoXTGlzdE1vZGVsUHJpY2VzUmVzcG9uc2USMQoGcHJpY2VzGAEgAygLMiEuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLk1vZGVsUHJpY2UiSAoUU2V0TW9kZWxQcmljZVJlcXVlc3QSMAoFcHJpY2UYASABKAsyIS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTW9kZWxQcmljZSIoChdEZWxldGVNb2RlbFByaWNlUmVxdWVzdBINCgVtb2RlbBgBIAEoCSL4AQoVU3VtbWFyaXplVXNhZ2VSZXF1ZXN0Ei4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI2Cghncm91cF9ieRgDIAEoDjIkLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZUdyb3VwaW5nEjYKCGludGVydmFsGAQgASgOMiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlVzYWdlSW50ZXJ2YWwSEQoJYWxsX3VzZXJzGAUgASgIIk0KFlN1bW1hcml6ZVVzYWdlUmVzcG9uc2USMwoHYnVja2V0cxgBIAMoCzIiLmFnZW50cGxhdGZvcm0ucnVucy52MS5Vc2FnZUJ1Y2tldCKwAQoLVXNhZ2VCdWNrZXQSLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASCwoDa2V5GAIgASgJEgwKBHJ1bnMYAyABKAMSKwoFdXNhZ2UYBCABKAsyHC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuVXNhZ2USKQoEY29zdBgFIAEoCzIbLmFnZW50cGxhdGZvcm0ucnVucy52MS5Db3N0KpgBChFNdWx0aXRhc2tTdHJhdGVneRIiCh5NVUxUSVRBU0tfU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIdChlNVUxUSVRBU0tfU1RSQVRFR1lfUkVKRUNUEAESHgoaTVVMVElUQVNLX1NUUkFURUdZX0VOUVVFVUUQAhIgChxNVUxUSVRBU0tfU1RSQVRFR1lfSU5URVJSVVBUEAMqsQEKCFJ1blN0YXRlEhkKFVJVTl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEVJVTl9TVEFURV9SVU5OSU5HEAESFwoTUlVOX1NUQVRFX0NPTVBMRVRFRBACEhQKEFJVTl9TVEFURV9GQUlMRUQQAxIXChNSVU5fU1RBVEVfQ0FOQ0VMTEVEEAQSFAoQUlVOX1NUQVRFX1FVRVVFRBAFEhUKEVJVTl9TVEFURV9XQUlUSU5HEAYqkQEKD0FwcHJvdmFsT3V0Y29tZRIgChxBUFBST1ZBTF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASHQoZQVBQUk9WQUxfT1VUQ09NRV9BUFBST1ZFRBABEh0KGUFQUFJPVkFMX09VVENPTUVfUkVKRUNURUQQAhIeChpBUFBST1ZBTF9PVVRDT01FX1RJTUVEX09VVBADKnYKC1Njb3JlU291cmNlEhwKGFNDT1JFX1NPVVJDRV9VTlNQRUNJRklFRBAAEhcKE1NDT1JFX1NPVVJDRV9QRVJTT04QARIUChBTQ09SRV9TT1VSQ0VfQVBJEAISGgoWU0NPUkVfU09VUkNFX0VWQUxVQVRPUhADKnwKDVVzYWdlR3JvdXBpbmcSHgoaVVNBR0VfR1JPVVBJTkdfVU5TUEVDSUZJRUQQABIXChNVU0FHRV9HUk9VUElOR19VU0VSEAESGAoUVVNBR0VfR1JPVVBJTkdfQUdFTlQQAhIYChRVU0FHRV9HUk9VUElOR19NT0RFTBADKmAKDVVzYWdlSW50ZXJ2YWwSHgoaVVNBR0VfSU5URVJWQUxfVU5TUEVDSUZJRUQQABIXChNVU0FHRV9JTlRFUlZBTF9IT1VSEAESFgoSVVNBR0VfSU5URVJWQUxfREFZEAIy4g0KClJ1blNlcnZpY2USSgoGR2V0UnVuEiQuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkdldFJ1blJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElsKCExpc3RSdW5zEiYuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RSdW5zUmVxdWVzdBonLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0UnVuc1Jlc3BvbnNlEkwKCURlbGV0ZVJ1bhInLmFnZW50cGxhdGZvcm0ucnVucy52MS5EZWxldGVSdW5SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5ElUKCFdhdGNoUnVuEiYuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLldhdGNoUnVuUmVxdWVzdBofLmFnZW50cGxhdGZvcm0ucnVucy52MS5SdW5FdmVudDABElAKCUNhbmNlbFJ1bhInLmFnZW50cGxhdGZvcm0ucnVucy52MS5DYW5jZWxSdW5SZXF1ZXN0GhouYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlJ1bhJUCgtBcHByb3ZlU3RlcBIpLmFnZW50cGxhdGZvcm0ucnVucy52MS5BcHByb3ZlU3RlcFJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElIKClJlamVjdFN0ZXASKC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUmVqZWN0U3RlcFJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuElMKCUdldFRocmVhZBInLmFnZW50cGxhdGZvcm0ucnVucy52MS5HZXRUaHJlYWRSZXF1ZXN0Gh0uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlRocmVhZBJkCgtMaXN0VGhyZWFkcxIpLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0VGhyZWFkc1JlcXVlc3QaKi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTGlzdFRocmVhZHNSZXNwb25zZRJSCgxEZWxldGVUaHJlYWQSKi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuRGVsZXRlVGhyZWFkUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJWCgtDcmVhdGVTY29yZRIpLmFnZW50cGxhdGZvcm0ucnVucy52MS5DcmVhdGVTY29yZVJlcXVlc3QaHC5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuU2NvcmUSYQoKTGlzdFNjb3JlcxIoLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0U2NvcmVzUmVxdWVzdBopLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0U2NvcmVzUmVzcG9uc2USUAoLRGVsZXRlU2NvcmUSKS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuRGVsZXRlU2NvcmVSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EnAKD1N1bW1hcml6ZVNjb3JlcxItLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdW1tYXJpemVTY29yZXNSZXF1ZXN0Gi4uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN1bW1hcml6ZVNjb3Jlc1Jlc3BvbnNlEl4KEFNldFJldGVudGlvbkhvbGQSLi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuU2V0UmV0ZW50aW9uSG9sZFJlcXVlc3QaGi5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuUnVuEnAKD0xpc3RNb2RlbFByaWNlcxItLmFnZW50cGxhdGZvcm0ucnVucy52MS5MaXN0TW9kZWxQcmljZXNSZXF1ZXN0Gi4uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkxpc3RNb2RlbFByaWNlc1Jlc3BvbnNlEl8KDVNldE1vZGVsUHJpY2USKy5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuU2V0TW9kZWxQcmljZVJlcXVlc3QaIS5hZ2VudHBsYXRmb3JtLnJ1bnMudjEuTW9kZWxQcmljZRJaChBEZWxldGVNb2RlbFByaWNlEi4uYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLkRlbGV0ZU1vZGVsUHJpY2VSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5Em0KDlN1bW1hcml6ZVVzYWdlEiwuYWdlbnRwbGF0Zm9ybS5ydW5zLnYxLlN1bW1hcml6ZVVzYWdlUmVxdWVzdBotLmFnZW50cGxhdGZvcm0ucnVucy52MS5TdW1tYXJpemVVc2FnZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * An agent run: one user request and everything the agent did to answer it.
@@ -276,6 +276,14 @@ export type Run = Message<"agentplatform.runs.v1.Run"> & {
    * @generated from field: bool retention_hold = 32;
    */
   retentionHold: boolean;
+
+  /**
+   * What the run's model calls cost so far, by the prices when each was
+   * recorded.
+   *
+   * @generated from field: agentplatform.runs.v1.Cost cost = 33;
+   */
+  cost?: Cost | undefined;
 };
 
 /**
@@ -796,6 +804,30 @@ export type ModelCall = Message<"agentplatform.runs.v1.ModelCall"> & {
    * @generated from field: agentplatform.runs.v1.Usage usage = 1;
    */
   usage?: Usage | undefined;
+
+  /**
+   * The model that answered; empty from engines before prices (the run's
+   * model is then assumed).
+   *
+   * @generated from field: string model = 4;
+   */
+  model: string;
+
+  /**
+   * Of `usage.prompt_tokens`, how many the endpoint served from its prompt
+   * cache (priced lower).
+   *
+   * @generated from field: int64 cached_prompt_tokens = 5;
+   */
+  cachedPromptTokens: bigint;
+
+  /**
+   * What the call cost, set by the store from the model's price when it
+   * recorded the step (ListModelPrices); ignored when an engine appends it.
+   *
+   * @generated from field: agentplatform.runs.v1.Cost cost = 6;
+   */
+  cost?: Cost | undefined;
 
   /**
    * From sending the request to the first streamed token.
@@ -1969,6 +2001,305 @@ export const SetRetentionHoldRequestSchema: GenMessage<SetRetentionHoldRequest> 
   messageDesc(file_agentplatform_runs_v1_runs, 41);
 
 /**
+ * What model calls cost, in US dollars.
+ *
+ * @generated from message agentplatform.runs.v1.Cost
+ */
+export type Cost = Message<"agentplatform.runs.v1.Cost"> & {
+  /**
+   * The cost of the priced calls.
+   *
+   * @generated from field: double usd = 1;
+   */
+  usd: number;
+
+  /**
+   * Model calls of a model with no price: while above 0 the true cost is
+   * unknown (`usd` counts only the others).
+   *
+   * @generated from field: int64 unpriced_model_calls = 2;
+   */
+  unpricedModelCalls: bigint;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.Cost.
+ * Use `create(CostSchema)` to create a new message.
+ */
+export const CostSchema: GenMessage<Cost> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 42);
+
+/**
+ * The price of a model's tokens.
+ *
+ * @generated from message agentplatform.runs.v1.ModelPrice
+ */
+export type ModelPrice = Message<"agentplatform.runs.v1.ModelPrice"> & {
+  /**
+   * The model, as runs name it (Run.model), e.g. "gpt-4o-mini".
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * "USD", the only currency.
+   *
+   * @generated from field: string currency = 2;
+   */
+  currency: string;
+
+  /**
+   * US dollars per million prompt tokens.
+   *
+   * @generated from field: double input_per_million = 3;
+   */
+  inputPerMillion: number;
+
+  /**
+   * US dollars per million prompt tokens served from the endpoint's cache.
+   *
+   * @generated from field: double cached_input_per_million = 4;
+   */
+  cachedInputPerMillion: number;
+
+  /**
+   * US dollars per million generated tokens.
+   *
+   * @generated from field: double output_per_million = 5;
+   */
+  outputPerMillion: number;
+
+  /**
+   * True for a price of the built-in snapshot of published prices (dated in
+   * `source`), false for one an admin set.
+   *
+   * @generated from field: bool builtin = 6;
+   */
+  builtin: boolean;
+
+  /**
+   * Where the price comes from: the snapshot's date, or who set it.
+   *
+   * @generated from field: string source = 7;
+   */
+  source: string;
+
+  /**
+   * When an admin set it; unset for a built-in price.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 8;
+   */
+  updateTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.ModelPrice.
+ * Use `create(ModelPriceSchema)` to create a new message.
+ */
+export const ModelPriceSchema: GenMessage<ModelPrice> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 43);
+
+/**
+ * Request of ListModelPrices.
+ *
+ * @generated from message agentplatform.runs.v1.ListModelPricesRequest
+ */
+export type ListModelPricesRequest = Message<"agentplatform.runs.v1.ListModelPricesRequest"> & {
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.ListModelPricesRequest.
+ * Use `create(ListModelPricesRequestSchema)` to create a new message.
+ */
+export const ListModelPricesRequestSchema: GenMessage<ListModelPricesRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 44);
+
+/**
+ * Response of ListModelPrices.
+ *
+ * @generated from message agentplatform.runs.v1.ListModelPricesResponse
+ */
+export type ListModelPricesResponse = Message<"agentplatform.runs.v1.ListModelPricesResponse"> & {
+  /**
+   * Every priced model, by name.
+   *
+   * @generated from field: repeated agentplatform.runs.v1.ModelPrice prices = 1;
+   */
+  prices: ModelPrice[];
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.ListModelPricesResponse.
+ * Use `create(ListModelPricesResponseSchema)` to create a new message.
+ */
+export const ListModelPricesResponseSchema: GenMessage<ListModelPricesResponse> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 45);
+
+/**
+ * Request of SetModelPrice.
+ *
+ * @generated from message agentplatform.runs.v1.SetModelPriceRequest
+ */
+export type SetModelPriceRequest = Message<"agentplatform.runs.v1.SetModelPriceRequest"> & {
+  /**
+   * The price: `model`, `currency` (empty means USD) and the three prices are
+   * read; the rest is set by the server.
+   *
+   * @generated from field: agentplatform.runs.v1.ModelPrice price = 1;
+   */
+  price?: ModelPrice | undefined;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.SetModelPriceRequest.
+ * Use `create(SetModelPriceRequestSchema)` to create a new message.
+ */
+export const SetModelPriceRequestSchema: GenMessage<SetModelPriceRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 46);
+
+/**
+ * Request of DeleteModelPrice.
+ *
+ * @generated from message agentplatform.runs.v1.DeleteModelPriceRequest
+ */
+export type DeleteModelPriceRequest = Message<"agentplatform.runs.v1.DeleteModelPriceRequest"> & {
+  /**
+   * The model whose admin-set price to remove.
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.DeleteModelPriceRequest.
+ * Use `create(DeleteModelPriceRequestSchema)` to create a new message.
+ */
+export const DeleteModelPriceRequestSchema: GenMessage<DeleteModelPriceRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 47);
+
+/**
+ * Request of SummarizeUsage.
+ *
+ * @generated from message agentplatform.runs.v1.SummarizeUsageRequest
+ */
+export type SummarizeUsageRequest = Message<"agentplatform.runs.v1.SummarizeUsageRequest"> & {
+  /**
+   * Runs created at or after this time; required.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 1;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Runs created before this time; required, after `start_time`, and at most
+   * 31 days after it by hour, 400 days by day.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 2;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * What to group by.
+   *
+   * @generated from field: agentplatform.runs.v1.UsageGrouping group_by = 3;
+   */
+  groupBy: UsageGrouping;
+
+  /**
+   * The buckets' size.
+   *
+   * @generated from field: agentplatform.runs.v1.UsageInterval interval = 4;
+   */
+  interval: UsageInterval;
+
+  /**
+   * Admins only: every user's runs instead of the caller's own.
+   *
+   * @generated from field: bool all_users = 5;
+   */
+  allUsers: boolean;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.SummarizeUsageRequest.
+ * Use `create(SummarizeUsageRequestSchema)` to create a new message.
+ */
+export const SummarizeUsageRequestSchema: GenMessage<SummarizeUsageRequest> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 48);
+
+/**
+ * Response of SummarizeUsage.
+ *
+ * @generated from message agentplatform.runs.v1.SummarizeUsageResponse
+ */
+export type SummarizeUsageResponse = Message<"agentplatform.runs.v1.SummarizeUsageResponse"> & {
+  /**
+   * One bucket per interval and group that had runs, by time then key.
+   *
+   * @generated from field: repeated agentplatform.runs.v1.UsageBucket buckets = 1;
+   */
+  buckets: UsageBucket[];
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.SummarizeUsageResponse.
+ * Use `create(SummarizeUsageResponseSchema)` to create a new message.
+ */
+export const SummarizeUsageResponseSchema: GenMessage<SummarizeUsageResponse> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 49);
+
+/**
+ * The usage of one group in one time bucket.
+ *
+ * @generated from message agentplatform.runs.v1.UsageBucket
+ */
+export type UsageBucket = Message<"agentplatform.runs.v1.UsageBucket"> & {
+  /**
+   * The bucket's start.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 1;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * The group: a user id, an agent id ("" the built-in agent) or a model.
+   *
+   * @generated from field: string key = 2;
+   */
+  key: string;
+
+  /**
+   * Runs created in the bucket.
+   *
+   * @generated from field: int64 runs = 3;
+   */
+  runs: bigint;
+
+  /**
+   * Their tokens.
+   *
+   * @generated from field: agentplatform.runs.v1.Usage usage = 4;
+   */
+  usage?: Usage | undefined;
+
+  /**
+   * Their cost.
+   *
+   * @generated from field: agentplatform.runs.v1.Cost cost = 5;
+   */
+  cost?: Cost | undefined;
+};
+
+/**
+ * Describes the message agentplatform.runs.v1.UsageBucket.
+ * Use `create(UsageBucketSchema)` to create a new message.
+ */
+export const UsageBucketSchema: GenMessage<UsageBucket> = /*@__PURE__*/
+  messageDesc(file_agentplatform_runs_v1_runs, 50);
+
+/**
  * What to do when a run is started on a thread that has a run in progress
  * (QUEUED or RUNNING), after LangGraph's multitask strategies.
  *
@@ -2162,6 +2493,81 @@ export enum ScoreSource {
  */
 export const ScoreSourceSchema: GenEnum<ScoreSource> = /*@__PURE__*/
   enumDesc(file_agentplatform_runs_v1_runs, 3);
+
+/**
+ * How SummarizeUsage groups runs.
+ *
+ * @generated from enum agentplatform.runs.v1.UsageGrouping
+ */
+export enum UsageGrouping {
+  /**
+   * Not valid.
+   *
+   * @generated from enum value: USAGE_GROUPING_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * By the user who started the run.
+   *
+   * @generated from enum value: USAGE_GROUPING_USER = 1;
+   */
+  USER = 1,
+
+  /**
+   * By saved agent ("" for the built-in agent).
+   *
+   * @generated from enum value: USAGE_GROUPING_AGENT = 2;
+   */
+  AGENT = 2,
+
+  /**
+   * By the run's model.
+   *
+   * @generated from enum value: USAGE_GROUPING_MODEL = 3;
+   */
+  MODEL = 3,
+}
+
+/**
+ * Describes the enum agentplatform.runs.v1.UsageGrouping.
+ */
+export const UsageGroupingSchema: GenEnum<UsageGrouping> = /*@__PURE__*/
+  enumDesc(file_agentplatform_runs_v1_runs, 4);
+
+/**
+ * The time buckets of SummarizeUsage.
+ *
+ * @generated from enum agentplatform.runs.v1.UsageInterval
+ */
+export enum UsageInterval {
+  /**
+   * Not valid.
+   *
+   * @generated from enum value: USAGE_INTERVAL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * One bucket per hour (UTC).
+   *
+   * @generated from enum value: USAGE_INTERVAL_HOUR = 1;
+   */
+  HOUR = 1,
+
+  /**
+   * One bucket per day (UTC).
+   *
+   * @generated from enum value: USAGE_INTERVAL_DAY = 2;
+   */
+  DAY = 2,
+}
+
+/**
+ * Describes the enum agentplatform.runs.v1.UsageInterval.
+ */
+export const UsageIntervalSchema: GenEnum<UsageInterval> = /*@__PURE__*/
+  enumDesc(file_agentplatform_runs_v1_runs, 5);
 
 /**
  * RunService is the public face of the run store: the "Inspect Runs" page,
@@ -2368,6 +2774,54 @@ export const RunService: GenService<{
     methodKind: "unary";
     input: typeof SetRetentionHoldRequestSchema;
     output: typeof RunSchema;
+  },
+  /**
+   * Lists the price of every model the store prices: the built-in snapshot
+   * (see ModelPrice.builtin) and what admins set. A model call of a model
+   * not listed has no price: its cost is unknown, not zero.
+   *
+   * @generated from rpc agentplatform.runs.v1.RunService.ListModelPrices
+   */
+  listModelPrices: {
+    methodKind: "unary";
+    input: typeof ListModelPricesRequestSchema;
+    output: typeof ListModelPricesResponseSchema;
+  },
+  /**
+   * Admins only: sets a model's price, for the model calls recorded from now
+   * on (recorded costs stay as they were). A price that is negative, not
+   * finite, above 10,000 USD per million tokens, or in another currency than
+   * USD answers INVALID_ARGUMENT naming the field.
+   *
+   * @generated from rpc agentplatform.runs.v1.RunService.SetModelPrice
+   */
+  setModelPrice: {
+    methodKind: "unary";
+    input: typeof SetModelPriceRequestSchema;
+    output: typeof ModelPriceSchema;
+  },
+  /**
+   * Admins only: removes the price an admin set for a model; the built-in
+   * one, if any, applies again.
+   *
+   * @generated from rpc agentplatform.runs.v1.RunService.DeleteModelPrice
+   */
+  deleteModelPrice: {
+    methodKind: "unary";
+    input: typeof DeleteModelPriceRequestSchema;
+    output: typeof EmptySchema;
+  },
+  /**
+   * Sums up runs' usage over a time range by hour or day and by user, agent
+   * or model: runs, tokens and cost, for a chart. The caller's runs only,
+   * unless an admin asks for all users'.
+   *
+   * @generated from rpc agentplatform.runs.v1.RunService.SummarizeUsage
+   */
+  summarizeUsage: {
+    methodKind: "unary";
+    input: typeof SummarizeUsageRequestSchema;
+    output: typeof SummarizeUsageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_agentplatform_runs_v1_runs, 0);
