@@ -82,6 +82,12 @@ client-check: node_modules/.installed ## Fail if the checked-in TypeScript clien
 	@$(TSC) -p $(CLIENT_DIR)/tsconfig.json --noEmit \
 	  || { echo "$(CLIENT_DIR)/src/index.ts no longer compiles against the generated code"; exit 1; }
 
+# The package as it would be published: `npm pack` runs its prepack (tsc into dist/, the LICENSE copied in).
+# tests/e2e/test_client_package.py packs it the same way and installs the tarball into a scratch project.
+.PHONY: client-pack
+client-pack: node_modules/.installed ## Build and pack the TypeScript client: build/agentplatform-client-<version>.tgz
+	mkdir -p build && cd $(CLIENT_DIR) && npm pack --pack-destination ../../build
+
 # --- running ------------------------------------------------------------------
 
 .PHONY: run

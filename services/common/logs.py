@@ -74,3 +74,6 @@ def configure_logging(level: str, log_format: LogFormat = "text", service: str =
     # per model call says nothing the run's steps don't, and at a thousand runs it costs real CPU.
     for name in ("httpx", "httpx2"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    # Alembic logs each migration it applies at INFO, about 20 lines on a new database, and every service start
+    # prints its set-up: Database.migrate says the outcome in one line instead; Alembic's own lines show at DEBUG.
+    logging.getLogger("alembic").setLevel(logging.WARNING if root.level > logging.DEBUG else root.level)

@@ -30,7 +30,7 @@ from services.demo_model.openai_wire import (
     sse_event,
     stream_chunks,
 )
-from services.demo_model.planner import plan_reply
+from services.demo_model.planner import asks_for_slow_pace, plan_reply
 from services.demo_model.settings import DemoModelSettings
 
 log = logging.getLogger(__name__)
@@ -91,11 +91,17 @@ async def _answer(responder: Responder, body: dict[str, Any]) -> ModelReply:
     return outcome
 
 
-def create_app(responder: Responder, *, chunk_delay_seconds: float = 0.0, latency_seconds: float = 0.0) -> Starlette:
+def create_app(
+    responder: Responder,
+    *,
+    chunk_delay_seconds: float = 0.0,
+    latency_seconds: float | Callable[[dict[str, Any]], float] = 0.0,
+) -> Starlette:
     """The chat-completions app: POST /v1/chat/completions, GET /v1/models, GET /health.
 
     `chunk_delay_seconds` is slept between streamed chunks so a stream arrives over time like a real model's;
-    `latency_seconds` once before each reply (streamed or not) starts.
+    `latency_seconds` once before each reply (streamed or not) starts: a number, or a function of the request's
+    body (the demo model's slow pace on request).
     """
 
     async def chat_completions(request: Request) -> Response:
@@ -104,8 +110,9 @@ def create_app(responder: Responder, *, chunk_delay_seconds: float = 0.0, latenc
             reply = await _answer(responder, body)
         except HttpError as error:
             return _error_response(error)
-        if latency_seconds:
-            await asyncio.sleep(latency_seconds)
+        latency = latency_seconds(body) if callable(latency_seconds) else latency_seconds
+        if latency:
+            await asyncio.sleep(latency)
         completion = Completion(model=body["model"])
         usage = count_usage(body["messages"], reply)
         if not body.get("stream", False):
@@ -218,8 +225,9 @@ class DemoModelApp:
 
 async def start_demo_model(settings: DemoModelSettings) -> DemoModelApp:
     """Start the offline demo model (the deterministic planner behind the chat-completions API)."""
-    app = create_app(
-        plan_reply, chunk_delay_seconds=settings.chunk_delay_seconds, latency_seconds=settings.latency_seconds
-    )
+    def latency(body: dict[str, Any]) -> float:
+        return settings.slow_seconds if asks_for_slow_pace(body) else settings.latency_seconds
+
+    app = create_app(plan_reply, chunk_delay_seconds=settings.chunk_delay_seconds, latency_seconds=latency)
     server = await start_model_server(app, settings.host, settings.port, access_log=True)
     return DemoModelApp(server=server)

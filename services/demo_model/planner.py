@@ -4,6 +4,10 @@ It understands arithmetic (via the `calculator` tool, one operation per turn), f
 `file_io`) and web searches (via `web_search`); anything else gets a plain answer saying what it can do. It keeps
 no state: how far a task has got is read from the tool messages after the last user message.
 
+A message with the word "slowly" in it ("Slowly: what is 5 + 10, then multiply by 3?") asks for a slow pace: the
+server pauses DEMO_MODEL_SLOW_SECONDS before each reply of that run (`asks_for_slow_pace`), so a run lasts long
+enough to watch and cancel by hand, as docs/runs.md shows.
+
 Two things show that a run's context reaches it:
 - multi-turn: in "multiply that by 3", "that" is the number of its previous answer in the conversation;
 - the system prompt: instructions that name it ("You are Ada, ...") make it introduce itself by that name.
@@ -35,6 +39,9 @@ WEB_SEARCH = "web_search"
 _ECHO_CHARS = 80
 #: How many lines of a search result the summary quotes.
 _SEARCH_SUMMARY_LINES = 3
+
+#: The word that asks for a slow pace, anywhere in the user's last message.
+_SLOWLY = re.compile(r"\bslowly\b", re.I)
 
 #: Instructions that name the model: "You are Ada", "you are Captain-Calc." (a capitalised name).
 _PERSONA = re.compile(r"\b[Yy]ou are (?P<name>[A-Z][\w'-]*)")
@@ -111,6 +118,11 @@ def read_conversation(body: dict[str, Any]) -> Conversation:
     system = next((message_text(m) for m in messages if m.get("role") == "system"), "")
     persona = match["name"] if (match := _PERSONA.search(system)) else ""
     return Conversation(user_text, tool_results, offered, len(messages), earlier, persona)
+
+
+def asks_for_slow_pace(body: dict[str, Any]) -> bool:
+    """Whether the user's last message asks for a slow pace (the word "slowly")."""
+    return bool(_SLOWLY.search(read_conversation(body).user_text))
 
 
 def plan_reply(body: dict[str, Any]) -> ModelReply:

@@ -15,3 +15,6 @@ class DemoModelSettings(ServiceSettings):
     chunk_delay_seconds: float = Field(0.02, alias="DEMO_MODEL_CHUNK_DELAY_SECONDS", ge=0, le=5)
     #: Pause before each reply starts (a model "thinking"), so runs stay in flight a while; 0 answers at once.
     latency_seconds: float = Field(0.0, alias="DEMO_MODEL_LATENCY_SECONDS", ge=0, le=60)
+    #: Pause before each reply to a message that says "slowly" (instead of the latency above): the seed question
+    #: asked slowly takes three replies, about 30 s, long enough to watch the run and cancel it by hand.
+    slow_seconds: float = Field(10.0, alias="DEMO_MODEL_SLOW_SECONDS", ge=0, le=600)

@@ -133,19 +133,19 @@ class Supervisor:
                     self._signal(child.process, signal.SIGKILL)
         failed = [name for name, child in self._children.items() if child.stop_code != 0]
         if failed:
-            self._log(f"stopped; not cleanly: {', '.join(failed)}")
+            self.say(f"stopped; not cleanly: {', '.join(failed)}")
             return 1
-        self._log("stopped; every process exited with code 0")
+        self.say("stopped; every process exited with code 0")
         return 0
 
     def request_stop(self, sig: signal.Signals | None = None) -> None:
         """The first call starts the ordered stop; the second kills every process still running."""
         received = f"{sig.name}: " if sig is not None else ""
         if not self._stop_requested.is_set():
-            self._log(f"{received}stopping in order: {self._order_text()} (again to kill them at once)")
+            self.say(f"{received}stopping in order: {self._order_text()} (again to kill them at once)")
             self._stop_requested.set()
         elif not self._kill_requested.is_set():
-            self._log(f"{received}killing every process still running (SIGKILL)")
+            self.say(f"{received}killing every process still running (SIGKILL)")
             self._kill_requested.set()
             for child in self._children.values():
                 if child.process is not None:
@@ -179,16 +179,16 @@ class Supervisor:
             crashes = len(child.crashes)
             if crashes > self.crash_limit:
                 child.down = reason
-                self._log(
+                self.say(
                     f"{name} is DOWN: it crashed {crashes} times within {self.crash_window:g}s (last: {reason}); "
                     "not restarting it again, the other processes keep running"
                 )
                 if all(other.down is not None for other in self._children.values()):
-                    self._log("every process is down")
+                    self.say("every process is down")
                     self._stop_requested.set()
                 return
             delay = min(self.backoff_initial * 2 ** (crashes - 1), self.backoff_max)
-            self._log(
+            self.say(
                 f"{name} exited unexpectedly ({reason}); restarting it in {delay:g}s "
                 f"(crash {crashes} within {self.crash_window:g}s; it is given up after {self.crash_limit + 1})"
             )
@@ -212,10 +212,10 @@ class Supervisor:
                 start_new_session=True,
             )
         except OSError as exc:
-            self._log(f"{spec.name} could not be started: {exc}")
+            self.say(f"{spec.name} could not be started: {exc}")
             return None
         child.starts += 1
-        self._log(f"{spec.name} started (pid {process.pid})" + (f", start {child.starts}" if child.starts > 1 else ""))
+        self.say(f"{spec.name} started (pid {process.pid})" + (f", start {child.starts}" if child.starts > 1 else ""))
         return process
 
     # --- stopping -----------------------------------------------------------------------------------------
@@ -237,18 +237,18 @@ class Supervisor:
         async with child.starting:  # a start under way completes first, so its process is stopped too
             process = child.process
         if process is None:
-            self._log(f"{name} was not running" + (f" (down: {child.down})" if child.down else ""))
+            self.say(f"{name} was not running" + (f" (down: {child.down})" if child.down else ""))
             return
         if process.returncode is None:
             self._signal(process, signal.SIGTERM)
             if not await self._wait(process, timeout) and process.returncode is None:
                 if not self._kill_requested.is_set():
-                    self._log(f"{name} still running {timeout:g}s after SIGTERM: SIGKILL")
+                    self.say(f"{name} still running {timeout:g}s after SIGTERM: SIGKILL")
                 self._signal(process, signal.SIGKILL)
                 await process.wait()
-            self._log(f"{name} stopped ({describe_exit(process.returncode)})")
+            self.say(f"{name} stopped ({describe_exit(process.returncode)})")
         else:
-            self._log(f"{name} was not running (last: {describe_exit(process.returncode)})")
+            self.say(f"{name} was not running (last: {describe_exit(process.returncode)})")
         child.stop_code = process.returncode
 
     async def _wait(self, process: asyncio.subprocess.Process, timeout: float) -> bool:
@@ -293,7 +293,8 @@ class Supervisor:
         except TimeoutError:
             pass
 
-    def _log(self, message: str) -> None:
+    def say(self, message: str) -> None:
+        """A line of the launcher's own among the processes' lines (`HH:MM:SS launcher | message`)."""
         self._write(SELF_NAME, message)
 
     def _write(self, name: str, line: str) -> None:

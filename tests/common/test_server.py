@@ -156,11 +156,14 @@ async def test_a_call_marked_json_speaks_the_proto3_json_mapping_both_ways(chann
     """What the gateway does for grpc-web +json and Connect JSON clients: the same method, in JSON."""
     json_call = ((CODEC_KEY, "json"),)
     get_run = channel.unary_unary("/agentplatform.runs.v1.RunService/GetRun")
-    answer = await get_run(b'{"runId": "r-1"}', metadata=json_call)
-    assert json.loads(answer) == {"id": "r-1"}
+    answer = json.loads(await get_run(b'{"runId": "r-1"}', metadata=json_call))
+    # Fields at their default are written too (false, 0, the enum's zero, empty lists), unset messages are not.
+    assert answer["id"] == "r-1" and answer["cancelRequested"] is False and answer["stepCount"] == "0"
+    assert answer["state"] == "RUN_STATE_UNSPECIFIED" and answer["steps"] == [] and "createTime" not in answer
     watch = channel.unary_stream("/agentplatform.runs.v1.RunService/WatchRun")
     stream = watch(b'{"runId": "r-2", "afterSequence": "3"}', metadata=json_call)
-    assert json.loads(await anext(aiter(stream))) == {"run": {"id": "r-2"}}
+    event = json.loads(await anext(aiter(stream)))
+    assert event.keys() == {"run"} and event["run"]["id"] == "r-2"
     # The next call on the same channel, in binary, is not affected.
     binary = await runs_pb2_grpc.RunServiceStub(channel).GetRun(runs_pb2.GetRunRequest(run_id="r-3"))
     assert binary.id == "r-3"

@@ -11,6 +11,7 @@ import pytest
 
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from services.common.rpc.health_probe import is_serving
+from services.launcher.__main__ import READY
 from tests.conftest import two_free_ports
 from tests.e2e.conftest import stack_environment
 from tests.launcher.children import launched, wait_until
@@ -50,8 +51,10 @@ def test_two_engines_start_and_chats_through_the_gateway_reach_both(tmp_path: Pa
             admin = tmp_path / "var" / "envoy-admin.sock"
             wait_until(lambda: envoy_sees_healthy(admin, engines), STARTUP_TIMEOUT, "Envoy to see both engines")
             launcher.note_children()
+            wait_until(lambda: f"launcher | {READY}" in launcher.log_path.read_text(), STARTUP_TIMEOUT, "ready")
             log = launcher.log_path.read_text()
-            assert f"engine {engines[0]} {engines[1]} |" in log, log[:3000]
+            for number, address in enumerate(engines, start=1):
+                assert re.search(rf"\n  engine-{number} +{address} ", log), log[-3000:]
 
             with grpc.insecure_channel(gateway) as channel:
                 chat = engine_pb2_grpc.AgentServiceStub(channel).Chat

@@ -1,5 +1,5 @@
 /**
- * @agentplatform/client: the agent platform's typed browser client.
+ * @agentplatform/client: the agent platform's typed client, for browsers and Node (20+, its built-in fetch).
  *
  * The messages, enums and service descriptors are generated from protos/ (src/gen/, by protoc-gen-es v2); this
  * file adds what every browser app needs around them: a transport to the Envoy gateway (grpc-web or the Connect

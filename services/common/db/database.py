@@ -7,6 +7,7 @@ One URL selects the dialect: `sqlite+aiosqlite:///path.db` (the embedded default
 import asyncio
 import functools
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import DateTime, MetaData, event, inspect, text
 from sqlalchemy.engine import URL, Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import (
@@ -26,6 +28,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.types import TypeDecorator
+
+log = logging.getLogger(__name__)
 
 #: Constraint names Alembic can address on every dialect.
 NAMING_CONVENTION = {
@@ -192,7 +196,7 @@ class Database:
         config.set_main_option("script_location", migrations)
         engine = create_async_engine(self.engine.url, poolclass=NullPool)
 
-        def upgrade(connection: Connection) -> None:
+        def upgrade(connection: Connection) -> tuple[str | None, str | None]:
             config.attributes["connection"] = connection
             if not self.is_sqlite:
                 # Replicas started together would each create the version table, or insert its row, at once, and
@@ -203,13 +207,25 @@ class Database:
             tables = set(inspect(connection).get_table_names())
             if adopt is not None and adopt[0] in tables and version_table not in tables:
                 command.stamp(config, adopt[1])
+            before = revision(connection)
             command.upgrade(config, "head")
+            return before, revision(connection)
+
+        def revision(connection: Connection) -> str | None:
+            context = MigrationContext.configure(connection, opts={"version_table": version_table})
+            return context.get_current_revision()
 
         try:
             async with engine.begin() as connection:
-                await connection.run_sync(upgrade)
+                before, after = await connection.run_sync(upgrade)
         finally:
             await engine.dispose()
+        # One line per schema, whatever the number of migrations applied (Alembic's own line per migration is
+        # at DEBUG: services/common/logs.py).
+        if before == after:
+            log.info("schema %s is at revision %s, the newest", migrations, after)
+        else:
+            log.info("schema %s migrated from revision %s to %s, the newest", migrations, before or "(none)", after)
 
     async def dispose(self) -> None:
         """Close every connection, once operations orphaned by cancelled callers have finished."""

@@ -70,7 +70,15 @@ def encoder(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] 
 
     def encode(message: Any) -> bytes:
         if _speaks_json.get() and isinstance(message, Message):
-            return json_format.MessageToJson(message, indent=None).encode()
+            return to_json(message).encode()
         return serialize(message)
 
     return encode
+
+
+def to_json(message: Message) -> str:
+    """A response in the proto3 JSON mapping, as a person reads it: fields without presence are written even at
+    their default (`"enabled": false`, `"stepCount": "0"`, `"state": "RUN_STATE_UNSPECIFIED"`, `[]`), where the
+    mapping's default leaves them out and a disabled tool looked like one with no `enabled` at all. Unset message
+    fields, oneofs and `optional` fields stay out: their absence means something."""
+    return json_format.MessageToJson(message, indent=None, always_print_fields_with_no_presence=True)
