@@ -1,5 +1,6 @@
 """Renders gateway/envoy.template.yaml into a concrete Envoy config for a given set of addresses and settings."""
 
+import base64
 import json
 import re
 from collections.abc import Sequence
@@ -11,6 +12,9 @@ from services.common.identity import MAX_USER_ID
 from services.launcher.settings import GatewaySettings
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "gateway" / "envoy.template.yaml"
+#: The public API's descriptor set (`make descriptor`), which the grpc_json_transcoder reads for the REST paths.
+#: Embedded in the config (base64), so a container needs no second file beside it.
+API_DESCRIPTOR = TEMPLATE.parent / "api-descriptor.binpb"
 
 #: The longest path a Unix socket may have (sun_path is 108 bytes on Linux, with its terminating NUL).
 MAX_SOCKET_PATH = 107
@@ -151,4 +155,5 @@ def render_gateway_config(
         OTLP_HOST=json.dumps(otlp_host),
         OTLP_PORT=otlp_port,
         OTLP_SERVICE_NAME="gateway",
+        API_DESCRIPTOR=json.dumps(base64.b64encode(API_DESCRIPTOR.read_bytes()).decode()),
     )
