@@ -10,8 +10,11 @@ from typing import Any
 import httpx
 import pytest
 from google.protobuf import json_format
+from openapi_spec_validator import validate
 
 from agentplatform.runs.v1 import runs_pb2
+from services.launcher.gateway_config import OPENAPI_DOCUMENT
+from tests.agents.workflow_helpers import plain
 from tests.e2e.conftest import RunningStack
 from tests.support.keys import ADMIN, ALICE, AUTH, BOB
 from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
@@ -21,7 +24,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def stack_settings() -> dict[str, str]:
-    return dict(AUTH)
+    # The host of the HTTP tool the OpenAPI test creates (it is never called).
+    return {**AUTH, "TOOLS_HTTP_ALLOWED_HOSTS": "weather.example"}
 
 
 def as_(key: str) -> dict[str, str]:
@@ -169,3 +173,112 @@ def test_a_plain_json_post_to_a_grpc_path_is_told_which_protocols_and_paths_to_u
         headers={**as_(ALICE), "connect-protocol-version": "1"},
     )
     assert connect.status_code == 200 and connect.headers["content-type"] == "application/json"
+
+
+# --- The OpenAPI document ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def openapi(client: httpx.Client) -> dict[str, Any]:
+    response = client.get("/api/openapi.json")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def test_the_served_openapi_document_is_valid_and_the_checked_in_one(openapi: dict[str, Any]) -> None:
+    validate(openapi)
+    assert openapi == json.loads(OPENAPI_DOCUMENT.read_text())
+
+
+class Caller:
+    """Calls REST paths by their OpenAPI template and checks each answer's status is the expected one and one
+    the document lists for that operation; remembers which operations it called."""
+
+    def __init__(self, client: httpx.Client, openapi: dict[str, Any]) -> None:
+        self.client, self.openapi = client, openapi
+        self.called: set[tuple[str, str]] = set()
+
+    def __call__(
+        self, verb: str, template: str, expected: int, key: str = ALICE, *, body: Any = None,
+        params: dict[str, Any] | None = None, **path: str,
+    ) -> Any:
+        operation = self.openapi["paths"][template][verb]
+        assert str(expected) in operation["responses"], f"{verb} {template} does not document {expected}"
+        url = template
+        for name, value in path.items():
+            url = url.replace("{" + name.replace("__", ".") + "}", value)
+        with self.client.stream(verb, url, json=body, params=params, headers=as_(key)) as response:
+            text = response.read().decode()
+        assert response.status_code == expected, f"{verb.upper()} {url}: {response.status_code} {text[:300]}"
+        self.called.add((verb, template))
+        if response.headers["content-type"].startswith("text/event-stream"):
+            return [json.loads(line[len("data:"):]) for line in text.splitlines() if line.startswith("data:")]
+        return json.loads(text)
+
+
+def test_every_documented_rest_path_answers_as_documented(client: httpx.Client, openapi: dict[str, Any]) -> None:
+    call = Caller(client, openapi)
+    missing = "00000000-0000-4000-8000-000000000000"
+
+    # Runs and threads, from a chat that waits for its answer and a run started in the background.
+    chat = call("post", "/api/chat:complete", 200, body={"message": SEED_QUESTION})
+    assert "45" in chat["response"]
+    run = call("post", "/api/runs", 200, body={"message": SEED_QUESTION})
+    events = call("get", "/api/runs/{run_id}:watch", 200, run_id=run["id"])
+    assert events[-1]["run"]["state"] == "RUN_STATE_COMPLETED"
+    streamed = call("post", "/api/chat", 200, body={"message": SEED_QUESTION, "threadId": chat["threadId"]})
+    assert streamed[-1]["run"]["threadId"] == chat["threadId"]
+    steps = [event["step"] for event in events if "step" in event]
+    assert call("get", "/api/runs/{run_id}", 200, run_id=run["id"])["steps"] == steps
+    assert run["id"] in [item["id"] for item in call("get", "/api/runs", 200, params={"pageSize": 50})["runs"]]
+    call("post", "/api/runs/{run_id}:cancel", 400, body={"reason": "too late"}, run_id=run["id"])
+    call("post", "/api/runs/{run_id}:approve", 400, body={"sequence": 1}, run_id=run["id"])
+    call("post", "/api/runs/{run_id}:reject", 400, body={"sequence": 1}, run_id=run["id"])
+    call("delete", "/api/runs/{run_id}", 200, run_id=run["id"])
+    assert call("get", "/api/threads/{thread_id}", 200, thread_id=chat["threadId"])["id"] == chat["threadId"]
+    assert chat["threadId"] in [item["id"] for item in call("get", "/api/threads", 200)["threads"]]
+    call("delete", "/api/threads/{thread_id}", 200, thread_id=chat["threadId"])
+    call("get", "/api/threads/{thread_id}", 404, thread_id=chat["threadId"])
+
+    # Agents.
+    agent = call("post", "/api/agents", 200, body={"displayName": "Tutor", "instructions": "Be brief."})
+    call("patch", "/api/agents/{agent.id}", 200, body={"displayName": "Tutor 2"}, params={"updateMask": "displayName"},
+         agent__id=agent["id"])
+    assert call("get", "/api/agents/{agent_id}", 200, agent_id=agent["id"])["revision"] == "2"
+    assert len(call("get", "/api/agents/{agent_id}/revisions", 200, agent_id=agent["id"])["revisions"]) == 2
+    assert [item["id"] for item in call("get", "/api/agents", 200, params={"nameContains": "Tutor"})["agents"]] == [
+        agent["id"]
+    ]
+    call("delete", "/api/agents/{agent_id}", 200, agent_id=agent["id"])
+
+    # Workflows, and a run of one.
+    workflow = call("post", "/api/workflows", 200, body=json_format.MessageToDict(plain()))
+    call("patch", "/api/workflows/{workflow.id}", 200, body={"displayName": "Plain 2"},
+         params={"updateMask": "displayName"}, workflow__id=workflow["id"])
+    assert call("get", "/api/workflows/{workflow_id}", 200, workflow_id=workflow["id"])["displayName"] == "Plain 2"
+    assert len(call("get", "/api/workflows/{workflow_id}/revisions", 200, workflow_id=workflow["id"])["revisions"]) == 2
+    assert workflow["id"] in [item["id"] for item in call("get", "/api/workflows", 200)["workflows"]]
+    started = call("post", "/api/workflows/{workflow_id}:run", 200, body={}, workflow_id=workflow["id"])
+    assert started["workflowId"] == workflow["id"]
+    call("delete", "/api/workflows/{workflow_id}", 200, workflow_id=workflow["id"])
+
+    # Tools and MCP servers (their changes are an admin's).
+    assert "calculator" in [tool["id"] for tool in call("get", "/api/tools", 200, params={"pageSize": 50})["tools"]]
+    assert call("get", "/api/tools/{tool_id}", 200, tool_id="calculator")["enabled"] is True
+    call("patch", "/api/tools/{tool.id}", 200, ADMIN, body={"description": ""}, params={"updateMask": "description"},
+         tool__id="calculator")
+    tool = call("post", "/api/tools", 200, ADMIN, body={
+        "name": "weather", "description": "The weather in a city", "url": "https://weather.example/today",
+        "method": "HTTP_METHOD_GET", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    })
+    call("delete", "/api/tools/{tool_id}", 200, ADMIN, tool_id=tool["id"])
+    call("post", "/api/mcp-servers", 403, body={"name": "files", "stdio": {"command": "true"}})
+    call("get", "/api/mcp-servers", 403)
+    assert call("get", "/api/mcp-servers", 200, ADMIN)["mcpServers"] == []
+    call("get", "/api/mcp-servers/{name}", 404, ADMIN, name="files")
+    call("delete", "/api/mcp-servers/{name}", 404, ADMIN, name="files")
+    call("get", "/api/runs/{run_id}", 404, run_id=missing)
+
+    documented = {(verb, path) for path, operations in openapi["paths"].items() for verb in operations}
+    assert call.called == documented
