@@ -29,7 +29,7 @@ FieldProto = descriptor_pb2.FieldDescriptorProto
 API_VERSION = "v1"
 
 #: The services whose REST paths are public (the ones the gateway transcodes).
-PUBLIC_PACKAGE = re.compile(r"^agentplatform\.\w+\.v1$")
+PUBLIC_PACKAGE = re.compile(r"^agentplatform\.\w+\.v\d+$")
 
 #: Scalar field types as JSON schemas, in the proto3 JSON mapping: 64-bit integers are strings (a JavaScript
 #: number cannot hold them), bytes base64.
