@@ -2,6 +2,7 @@
 gRPC call, and what the gateway refuses by itself (limits, CORS, unknown paths) is refused in REST terms, JSON with
 the HTTP status of its code. tests/e2e/test_rest.py drives the same paths against the real services."""
 
+import time
 from collections.abc import Callable
 
 import httpx
@@ -87,3 +88,9 @@ def test_a_plain_json_post_to_a_grpc_path_is_refused_before_any_service(
         assert response.status_code == 415
         assert "connect-protocol-version: 1" in response.text and "/api/" in response.text
     assert upstream.calls == []
+    # Nor silent on the gateway's side: a line of its output says what it refused.
+    refused = "gateway refused POST /agentplatform.runs.v1.RunService/ListRuns with HTTP 415 (direct_response)"
+    deadline = time.monotonic() + 10
+    while refused not in gateway.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)  # Envoy flushes its access log about once a second
+    assert refused in gateway.log_path.read_text()
