@@ -29,6 +29,7 @@ def test_a_rest_call_reaches_its_method_as_grpc_with_its_fields(
     )
     # The upstream answers an empty message: every field printed at its default.
     assert response.status_code == 200 and response.json() == {"runs": [], "nextPageToken": ""}
+    assert not [name for name in response.headers if name.startswith("grpc-")], "the gRPC call's headers stay inside"
     [call] = upstream.calls
     assert call.method == "/agentplatform.runs.v1.RunService/ListRuns"
     assert runs_pb2.ListRunsRequest.FromString(call.request) == runs_pb2.ListRunsRequest(
