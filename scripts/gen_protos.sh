@@ -4,7 +4,8 @@
 set -euo pipefail
 python=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 mkdir -p "$2"; out=$(cd "$2" && pwd)
-mapfile -t protos < <(cd protos && find . -name '*.proto' -printf '%P\n' | sort)
+# Not protos/google/: the vendored google.api HTTP annotations, whose Python modules googleapis-common-protos ships.
+mapfile -t protos < <(cd protos && find agentplatform -name '*.proto' | sort)
 (cd protos && "$python" -m grpc_tools.protoc -I . \
   --python_out="$out" --grpc_python_out="$out" --pyi_out="$out" \
   "${protos[@]}")

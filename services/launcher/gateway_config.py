@@ -1,5 +1,6 @@
 """Renders gateway/envoy.template.yaml into a concrete Envoy config for a given set of addresses and settings."""
 
+import base64
 import json
 import re
 from collections.abc import Sequence
@@ -11,6 +12,11 @@ from services.common.identity import MAX_USER_ID
 from services.launcher.settings import GatewaySettings
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "gateway" / "envoy.template.yaml"
+#: The public API's descriptor set (`make descriptor`), which the grpc_json_transcoder reads for the REST paths.
+#: Embedded in the config (base64), so a container needs no second file beside it.
+API_DESCRIPTOR = TEMPLATE.parent / "api-descriptor.binpb"
+#: The OpenAPI document of the REST paths (`make openapi`), which the gateway serves at GET /api/openapi.json.
+OPENAPI_DOCUMENT = TEMPLATE.parent / "openapi.json"
 
 #: The longest path a Unix socket may have (sun_path is 108 bytes on Linux, with its terminating NUL).
 MAX_SOCKET_PATH = 107
@@ -116,6 +122,8 @@ def render_gateway_config(
     jwt = bool(settings.jwt_issuer)
 
     text = TEMPLATE.read_text()
+    # Served compact: the checked-in file is indented for reading and diffs.
+    openapi = json.dumps(json.loads(OPENAPI_DOCUMENT.read_text()), separators=(",", ":"), ensure_ascii=False)
     text = _section("SERVICE_TOKEN", bool(token_value), text)
     text = _section("JWT", jwt, text)
     text = _section("TRACING", tracing is not None, text)
@@ -151,4 +159,8 @@ def render_gateway_config(
         OTLP_HOST=json.dumps(otlp_host),
         OTLP_PORT=otlp_port,
         OTLP_SERVICE_NAME="gateway",
+        API_DESCRIPTOR=json.dumps(base64.b64encode(API_DESCRIPTOR.read_bytes()).decode()),
+        OPENAPI_DOCUMENT=json.dumps(openapi),
+        # Room for the document as it grows, within one order of magnitude.
+        OPENAPI_MAX_BYTES=max(4096, 2 * len(openapi.encode())),
     )

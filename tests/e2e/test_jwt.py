@@ -41,12 +41,18 @@ def gateway(platform_stack: RunningStack) -> grpc.Channel:
         yield channel
 
 
-def test_a_jwt_users_run_is_theirs_from_start_to_store(gateway: grpc.Channel) -> None:
+def test_a_jwt_users_run_is_theirs_from_start_to_store(gateway: grpc.Channel, platform_stack: RunningStack) -> None:
     agents, runs = engine_pb2_grpc.AgentServiceStub(gateway), runs_pb2_grpc.RunServiceStub(gateway)
     chat = agents.Chat(engine_pb2.ChatRequest(message="What is 5 + 10?"), metadata=bearer(sub="carol"), timeout=60)
     run = runs.GetRun(runs_pb2.GetRunRequest(run_id=chat.run_id), metadata=bearer(sub="carol"), timeout=10)
     assert run.owner == jwt_user_id(ISSUER, "carol") and run.state == runs_pb2.RUN_STATE_COMPLETED
     assert "15" in chat.response
+    # The same identity over REST: carol's run is hers, and hidden from dave.
+    rest = platform_stack.stack.gateway_url + f"/api/runs/{chat.run_id}"
+    mine = httpx.get(rest, headers={"authorization": bearer(sub="carol")[0][1]}, timeout=10)
+    assert mine.status_code == 200 and mine.json()["owner"] == jwt_user_id(ISSUER, "carol")
+    theirs = httpx.get(rest, headers={"authorization": bearer(sub="dave")[0][1]}, timeout=10)
+    assert (theirs.status_code, theirs.json()["code"]) == (404, 5)
 
     with pytest.raises(grpc.RpcError) as hidden:
         runs.GetRun(runs_pb2.GetRunRequest(run_id=chat.run_id), metadata=bearer(sub="dave"), timeout=10)
@@ -90,6 +96,12 @@ def test_a_bad_token_is_unauthenticated_and_starts_nothing(
         timeout=10,
     )
     assert response.headers.get("grpc-status") == "16"
+    # And over REST: 401 with the status as JSON.
+    rest = httpx.get(
+        f"{platform_stack.stack.gateway_url}/api/runs",
+        headers={"authorization": bearer(sub="mallory", **claims)[0][1]}, timeout=10,
+    )
+    assert (rest.status_code, rest.json()["code"]) == (401, 16)
     mallorys = runs_pb2_grpc.RunServiceStub(gateway).ListRuns(
         runs_pb2.ListRunsRequest(all_users=True), metadata=bearer(sub="erin", role="admin"), timeout=10
     )

@@ -22,13 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from agentplatform.runs.v1 import runs_pb2 as agentplatform_dot_runs_dot_v1_dot_runs__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$agentplatform/agents/v1/agents.proto\x12\x17\x61gentplatform.agents.v1\x1a agentplatform/runs/v1/runs.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe5\x03\n\x05\x41gent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x14\n\x0cinstructions\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x42\n\x10model_parameters\x18\x07 \x01(\x0b\x32(.agentplatform.agents.v1.ModelParameters\x12\r\n\x05tools\x18\x08 \x03(\t\x12\x30\n\x06limits\x18\t \x01(\x0b\x32 .agentplatform.runs.v1.RunLimits\x12>\n\x08metadata\x18\n \x03(\x0b\x32,.agentplatform.agents.v1.Agent.MetadataEntry\x12\r\n\x05owner\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14revision_create_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8f\x01\n\x0fModelParameters\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1e\n\x11max_output_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x14\n\x12_max_output_tokens\"C\n\x12\x43reateAgentRequest\x12-\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1e.agentplatform.agents.v1.Agent\"5\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\"Q\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x15\n\rname_contains\x18\x03 \x01(\t\"]\n\x12ListAgentsResponse\x12.\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x1e.agentplatform.agents.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x12UpdateAgentRequest\x12-\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1e.agentplatform.agents.v1.Agent\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"&\n\x12\x44\x65leteAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"T\n\x19ListAgentRevisionsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"h\n\x1aListAgentRevisionsResponse\x12\x31\n\trevisions\x18\x01 \x03(\x0b\x32\x1e.agentplatform.agents.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xde\x04\n\x14\x41gentRegistryService\x12Z\n\x0b\x43reateAgent\x12+.agentplatform.agents.v1.CreateAgentRequest\x1a\x1e.agentplatform.agents.v1.Agent\x12T\n\x08GetAgent\x12(.agentplatform.agents.v1.GetAgentRequest\x1a\x1e.agentplatform.agents.v1.Agent\x12\x65\n\nListAgents\x12*.agentplatform.agents.v1.ListAgentsRequest\x1a+.agentplatform.agents.v1.ListAgentsResponse\x12Z\n\x0bUpdateAgent\x12+.agentplatform.agents.v1.UpdateAgentRequest\x1a\x1e.agentplatform.agents.v1.Agent\x12R\n\x0b\x44\x65leteAgent\x12+.agentplatform.agents.v1.DeleteAgentRequest\x1a\x16.google.protobuf.Empty\x12}\n\x12ListAgentRevisions\x12\x32.agentplatform.agents.v1.ListAgentRevisionsRequest\x1a\x33.agentplatform.agents.v1.ListAgentRevisionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$agentplatform/agents/v1/agents.proto\x12\x17\x61gentplatform.agents.v1\x1a\x1cgoogle/api/annotations.proto\x1a agentplatform/runs/v1/runs.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe5\x03\n\x05\x41gent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x14\n\x0cinstructions\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x42\n\x10model_parameters\x18\x07 \x01(\x0b\x32(.agentplatform.agents.v1.ModelParameters\x12\r\n\x05tools\x18\x08 \x03(\t\x12\x30\n\x06limits\x18\t \x01(\x0b\x32 .agentplatform.runs.v1.RunLimits\x12>\n\x08metadata\x18\n \x03(\x0b\x32,.agentplatform.agents.v1.Agent.MetadataEntry\x12\r\n\x05owner\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14revision_create_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8f\x01\n\x0fModelParameters\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1e\n\x11max_output_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x14\n\x12_max_output_tokens\"C\n\x12\x43reateAgentRequest\x12-\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1e.agentplatform.agents.v1.Agent\"5\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\"Q\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x15\n\rname_contains\x18\x03 \x01(\t\"]\n\x12ListAgentsResponse\x12.\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x1e.agentplatform.agents.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x12UpdateAgentRequest\x12-\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1e.agentplatform.agents.v1.Agent\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"&\n\x12\x44\x65leteAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"T\n\x19ListAgentRevisionsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"h\n\x1aListAgentRevisionsResponse\x12\x31\n\trevisions\x18\x01 \x03(\x0b\x32\x1e.agentplatform.agents.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xa2\x06\n\x14\x41gentRegistryService\x12v\n\x0b\x43reateAgent\x12+.agentplatform.agents.v1.CreateAgentRequest\x1a\x1e.agentplatform.agents.v1.Agent\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0b/api/agents:\x05\x61gent\x12t\n\x08GetAgent\x12(.agentplatform.agents.v1.GetAgentRequest\x1a\x1e.agentplatform.agents.v1.Agent\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/api/agents/{agent_id}\x12z\n\nListAgents\x12*.agentplatform.agents.v1.ListAgentsRequest\x1a+.agentplatform.agents.v1.ListAgentsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/api/agents\x12\x81\x01\n\x0bUpdateAgent\x12+.agentplatform.agents.v1.UpdateAgentRequest\x1a\x1e.agentplatform.agents.v1.Agent\"%\x82\xd3\xe4\x93\x02\x1f\x32\x16/api/agents/{agent.id}:\x05\x61gent\x12r\n\x0b\x44\x65leteAgent\x12+.agentplatform.agents.v1.DeleteAgentRequest\x1a\x16.google.protobuf.Empty\"\x1e\x82\xd3\xe4\x93\x02\x18*\x16/api/agents/{agent_id}\x12\xa7\x01\n\x12ListAgentRevisions\x12\x32.agentplatform.agents.v1.ListAgentRevisionsRequest\x1a\x33.agentplatform.agents.v1.ListAgentRevisionsResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /api/agents/{agent_id}/revisionsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,28 +38,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AGENT_METADATAENTRY']._loaded_options = None
   _globals['_AGENT_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_AGENT']._serialized_start=196
-  _globals['_AGENT']._serialized_end=681
-  _globals['_AGENT_METADATAENTRY']._serialized_start=634
-  _globals['_AGENT_METADATAENTRY']._serialized_end=681
-  _globals['_MODELPARAMETERS']._serialized_start=684
-  _globals['_MODELPARAMETERS']._serialized_end=827
-  _globals['_CREATEAGENTREQUEST']._serialized_start=829
-  _globals['_CREATEAGENTREQUEST']._serialized_end=896
-  _globals['_GETAGENTREQUEST']._serialized_start=898
-  _globals['_GETAGENTREQUEST']._serialized_end=951
-  _globals['_LISTAGENTSREQUEST']._serialized_start=953
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1034
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=1036
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=1129
-  _globals['_UPDATEAGENTREQUEST']._serialized_start=1131
-  _globals['_UPDATEAGENTREQUEST']._serialized_end=1247
-  _globals['_DELETEAGENTREQUEST']._serialized_start=1249
-  _globals['_DELETEAGENTREQUEST']._serialized_end=1287
-  _globals['_LISTAGENTREVISIONSREQUEST']._serialized_start=1289
-  _globals['_LISTAGENTREVISIONSREQUEST']._serialized_end=1373
-  _globals['_LISTAGENTREVISIONSRESPONSE']._serialized_start=1375
-  _globals['_LISTAGENTREVISIONSRESPONSE']._serialized_end=1479
-  _globals['_AGENTREGISTRYSERVICE']._serialized_start=1482
-  _globals['_AGENTREGISTRYSERVICE']._serialized_end=2088
+  _globals['_AGENTREGISTRYSERVICE'].methods_by_name['CreateAgent']._loaded_options = None
+  _globals['_AGENTREGISTRYSERVICE'].methods_by_name['CreateAgent']._serialized_options = b'\202\323\344\223\002\024\"\013/api/agents:\005agent'
+  _globals['_AGENTREGISTRYSERVICE'].methods_by_name['GetAgent']._loaded_options = None
+  _globals['_AGENTREGISTRYSERVICE'].methods_by_name['GetAgent']._serialized_options = b'\202\323\344\223\002\030\022\026/api/agents/{agent_id}'
+  _globals['_AGENTREGISTRYSERVICE'].methods_by_name['ListAgents']._loaded_options = None
+  _globals['_AGENTREGISTRYSERVICE'].methods_by_name['ListAgents']._serialized_options = b'\202\323\344\223\002\r\022\013/api/agents'
+  _globals['_AGENTREGISTRYSERVICE'].methods_by_name['UpdateAgent']._loaded_options = None
+  _globals['_AGENTREGISTRYSERVICE'].methods_by_name['UpdateAgent']._serialized_options = b'\202\323\344\223\002\0372\026/api/agents/{agent.id}:\005agent'
+  _globals['_AGENTREGISTRYSERVICE'].methods_by_name['DeleteAgent']._loaded_options = None
+  _globals['_AGENTREGISTRYSERVICE'].methods_by_name['DeleteAgent']._serialized_options = b'\202\323\344\223\002\030*\026/api/agents/{agent_id}'
+  _globals['_AGENTREGISTRYSERVICE'].methods_by_name['ListAgentRevisions']._loaded_options = None
+  _globals['_AGENTREGISTRYSERVICE'].methods_by_name['ListAgentRevisions']._serialized_options = b'\202\323\344\223\002\"\022 /api/agents/{agent_id}/revisions'
+  _globals['_AGENT']._serialized_start=226
+  _globals['_AGENT']._serialized_end=711
+  _globals['_AGENT_METADATAENTRY']._serialized_start=664
+  _globals['_AGENT_METADATAENTRY']._serialized_end=711
+  _globals['_MODELPARAMETERS']._serialized_start=714
+  _globals['_MODELPARAMETERS']._serialized_end=857
+  _globals['_CREATEAGENTREQUEST']._serialized_start=859
+  _globals['_CREATEAGENTREQUEST']._serialized_end=926
+  _globals['_GETAGENTREQUEST']._serialized_start=928
+  _globals['_GETAGENTREQUEST']._serialized_end=981
+  _globals['_LISTAGENTSREQUEST']._serialized_start=983
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1064
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=1066
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=1159
+  _globals['_UPDATEAGENTREQUEST']._serialized_start=1161
+  _globals['_UPDATEAGENTREQUEST']._serialized_end=1277
+  _globals['_DELETEAGENTREQUEST']._serialized_start=1279
+  _globals['_DELETEAGENTREQUEST']._serialized_end=1317
+  _globals['_LISTAGENTREVISIONSREQUEST']._serialized_start=1319
+  _globals['_LISTAGENTREVISIONSREQUEST']._serialized_end=1403
+  _globals['_LISTAGENTREVISIONSRESPONSE']._serialized_start=1405
+  _globals['_LISTAGENTREVISIONSRESPONSE']._serialized_end=1509
+  _globals['_AGENTREGISTRYSERVICE']._serialized_start=1512
+  _globals['_AGENTREGISTRYSERVICE']._serialized_end=2314
 # @@protoc_insertion_point(module_scope)

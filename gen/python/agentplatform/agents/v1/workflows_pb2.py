@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from agentplatform.runs.v1 import runs_pb2 as agentplatform_dot_runs_dot_v1_dot_runs__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
@@ -29,7 +30,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'agentplatform/agents/v1/workflows.proto\x12\x17\x61gentplatform.agents.v1\x1a agentplatform/runs/v1/runs.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x04\n\x08Workflow\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x36\n\x06inputs\x18\x05 \x03(\x0b\x32&.agentplatform.agents.v1.WorkflowInput\x12,\n\x05nodes\x18\x06 \x03(\x0b\x32\x1d.agentplatform.agents.v1.Node\x12,\n\x05\x65\x64ges\x18\x07 \x03(\x0b\x32\x1d.agentplatform.agents.v1.Edge\x12\x30\n\x06limits\x18\x08 \x01(\x0b\x32 .agentplatform.runs.v1.RunLimits\x12\x41\n\x08metadata\x18\t \x03(\x0b\x32/.agentplatform.agents.v1.Workflow.MetadataEntry\x12\r\n\x05owner\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14revision_create_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\rWorkflowInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x10\n\x08required\x18\x03 \x01(\x08\"\xe3\x03\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x33\n\x05start\x18\n \x01(\x0b\x32\".agentplatform.agents.v1.StartNodeH\x00\x12\x33\n\x05\x61gent\x18\x0b \x01(\x0b\x32\".agentplatform.agents.v1.AgentNodeH\x00\x12\x31\n\x04tool\x18\x0c \x01(\x0b\x32!.agentplatform.agents.v1.ToolNodeH\x00\x12\x32\n\x07if_else\x18\r \x01(\x0b\x32\x1f.agentplatform.agents.v1.IfNodeH\x00\x12\x38\n\nwhile_loop\x18\x0e \x01(\x0b\x32\".agentplatform.agents.v1.WhileNodeH\x00\x12:\n\tset_state\x18\x0f \x01(\x0b\x32%.agentplatform.agents.v1.SetStateNodeH\x00\x12\x39\n\x08\x61pproval\x18\x10 \x01(\x0b\x32%.agentplatform.agents.v1.ApprovalNodeH\x00\x12/\n\x03\x65nd\x18\x11 \x01(\x0b\x32 .agentplatform.agents.v1.EndNodeH\x00\x42\x06\n\x04kind\"\x0b\n\tStartNode\"T\n\tAgentNode\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61gent_revision\x18\x02 \x01(\x03\x12\r\n\x05input\x18\x03 \x01(\t\x12\x0e\n\x06output\x18\x04 \x01(\t\"\xa2\x01\n\x08ToolNode\x12\x0f\n\x07tool_id\x18\x01 \x01(\t\x12\x43\n\targuments\x18\x02 \x03(\x0b\x32\x30.agentplatform.agents.v1.ToolNode.ArgumentsEntry\x12\x0e\n\x06output\x18\x03 \x01(\t\x1a\x30\n\x0e\x41rgumentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1b\n\x06IfNode\x12\x11\n\tcondition\x18\x01 \x01(\t\"6\n\tWhileNode\x12\x11\n\tcondition\x18\x01 \x01(\t\x12\x16\n\x0emax_iterations\x18\x02 \x01(\x05\"\x8f\x01\n\x0cSetStateNode\x12K\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x36.agentplatform.agents.v1.SetStateNode.AssignmentsEntry\x1a\x32\n\x10\x41ssignmentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"J\n\x0c\x41pprovalNode\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x19\n\x07\x45ndNode\x12\x0e\n\x06output\x18\x01 \x01(\t\":\n\x04\x45\x64ge\x12\x11\n\tfrom_node\x18\x01 \x01(\t\x12\x0f\n\x07to_node\x18\x02 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x03 \x01(\t\"L\n\x15\x43reateWorkflowRequest\x12\x33\n\x08workflow\x18\x01 \x01(\x0b\x32!.agentplatform.agents.v1.Workflow\";\n\x12GetWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\"T\n\x14ListWorkflowsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x15\n\rname_contains\x18\x03 \x01(\t\"f\n\x15ListWorkflowsResponse\x12\x34\n\tworkflows\x18\x01 \x03(\x0b\x32!.agentplatform.agents.v1.Workflow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"}\n\x15UpdateWorkflowRequest\x12\x33\n\x08workflow\x18\x01 \x01(\x0b\x32!.agentplatform.agents.v1.Workflow\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\",\n\x15\x44\x65leteWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\"Z\n\x1cListWorkflowRevisionsRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"n\n\x1dListWorkflowRevisionsResponse\x12\x34\n\trevisions\x18\x01 \x03(\x0b\x32!.agentplatform.agents.v1.Workflow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x95\x05\n\x17WorkflowRegistryService\x12\x63\n\x0e\x43reateWorkflow\x12..agentplatform.agents.v1.CreateWorkflowRequest\x1a!.agentplatform.agents.v1.Workflow\x12]\n\x0bGetWorkflow\x12+.agentplatform.agents.v1.GetWorkflowRequest\x1a!.agentplatform.agents.v1.Workflow\x12n\n\rListWorkflows\x12-.agentplatform.agents.v1.ListWorkflowsRequest\x1a..agentplatform.agents.v1.ListWorkflowsResponse\x12\x63\n\x0eUpdateWorkflow\x12..agentplatform.agents.v1.UpdateWorkflowRequest\x1a!.agentplatform.agents.v1.Workflow\x12X\n\x0e\x44\x65leteWorkflow\x12..agentplatform.agents.v1.DeleteWorkflowRequest\x1a\x16.google.protobuf.Empty\x12\x86\x01\n\x15ListWorkflowRevisions\x12\x35.agentplatform.agents.v1.ListWorkflowRevisionsRequest\x1a\x36.agentplatform.agents.v1.ListWorkflowRevisionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'agentplatform/agents/v1/workflows.proto\x12\x17\x61gentplatform.agents.v1\x1a\x1cgoogle/api/annotations.proto\x1a agentplatform/runs/v1/runs.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x04\n\x08Workflow\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x36\n\x06inputs\x18\x05 \x03(\x0b\x32&.agentplatform.agents.v1.WorkflowInput\x12,\n\x05nodes\x18\x06 \x03(\x0b\x32\x1d.agentplatform.agents.v1.Node\x12,\n\x05\x65\x64ges\x18\x07 \x03(\x0b\x32\x1d.agentplatform.agents.v1.Edge\x12\x30\n\x06limits\x18\x08 \x01(\x0b\x32 .agentplatform.runs.v1.RunLimits\x12\x41\n\x08metadata\x18\t \x03(\x0b\x32/.agentplatform.agents.v1.Workflow.MetadataEntry\x12\r\n\x05owner\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14revision_create_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\rWorkflowInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x10\n\x08required\x18\x03 \x01(\x08\"\xe3\x03\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x33\n\x05start\x18\n \x01(\x0b\x32\".agentplatform.agents.v1.StartNodeH\x00\x12\x33\n\x05\x61gent\x18\x0b \x01(\x0b\x32\".agentplatform.agents.v1.AgentNodeH\x00\x12\x31\n\x04tool\x18\x0c \x01(\x0b\x32!.agentplatform.agents.v1.ToolNodeH\x00\x12\x32\n\x07if_else\x18\r \x01(\x0b\x32\x1f.agentplatform.agents.v1.IfNodeH\x00\x12\x38\n\nwhile_loop\x18\x0e \x01(\x0b\x32\".agentplatform.agents.v1.WhileNodeH\x00\x12:\n\tset_state\x18\x0f \x01(\x0b\x32%.agentplatform.agents.v1.SetStateNodeH\x00\x12\x39\n\x08\x61pproval\x18\x10 \x01(\x0b\x32%.agentplatform.agents.v1.ApprovalNodeH\x00\x12/\n\x03\x65nd\x18\x11 \x01(\x0b\x32 .agentplatform.agents.v1.EndNodeH\x00\x42\x06\n\x04kind\"\x0b\n\tStartNode\"T\n\tAgentNode\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61gent_revision\x18\x02 \x01(\x03\x12\r\n\x05input\x18\x03 \x01(\t\x12\x0e\n\x06output\x18\x04 \x01(\t\"\xa2\x01\n\x08ToolNode\x12\x0f\n\x07tool_id\x18\x01 \x01(\t\x12\x43\n\targuments\x18\x02 \x03(\x0b\x32\x30.agentplatform.agents.v1.ToolNode.ArgumentsEntry\x12\x0e\n\x06output\x18\x03 \x01(\t\x1a\x30\n\x0e\x41rgumentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1b\n\x06IfNode\x12\x11\n\tcondition\x18\x01 \x01(\t\"6\n\tWhileNode\x12\x11\n\tcondition\x18\x01 \x01(\t\x12\x16\n\x0emax_iterations\x18\x02 \x01(\x05\"\x8f\x01\n\x0cSetStateNode\x12K\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x36.agentplatform.agents.v1.SetStateNode.AssignmentsEntry\x1a\x32\n\x10\x41ssignmentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"J\n\x0c\x41pprovalNode\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x19\n\x07\x45ndNode\x12\x0e\n\x06output\x18\x01 \x01(\t\":\n\x04\x45\x64ge\x12\x11\n\tfrom_node\x18\x01 \x01(\t\x12\x0f\n\x07to_node\x18\x02 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x03 \x01(\t\"L\n\x15\x43reateWorkflowRequest\x12\x33\n\x08workflow\x18\x01 \x01(\x0b\x32!.agentplatform.agents.v1.Workflow\";\n\x12GetWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\"T\n\x14ListWorkflowsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x15\n\rname_contains\x18\x03 \x01(\t\"f\n\x15ListWorkflowsResponse\x12\x34\n\tworkflows\x18\x01 \x03(\x0b\x32!.agentplatform.agents.v1.Workflow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"}\n\x15UpdateWorkflowRequest\x12\x33\n\x08workflow\x18\x01 \x01(\x0b\x32!.agentplatform.agents.v1.Workflow\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\",\n\x15\x44\x65leteWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\"Z\n\x1cListWorkflowRevisionsRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"n\n\x1dListWorkflowRevisionsResponse\x12\x34\n\trevisions\x18\x01 \x03(\x0b\x32!.agentplatform.agents.v1.Workflow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xff\x06\n\x17WorkflowRegistryService\x12\x85\x01\n\x0e\x43reateWorkflow\x12..agentplatform.agents.v1.CreateWorkflowRequest\x1a!.agentplatform.agents.v1.Workflow\" \x82\xd3\xe4\x93\x02\x1a\"\x0e/api/workflows:\x08workflow\x12\x83\x01\n\x0bGetWorkflow\x12+.agentplatform.agents.v1.GetWorkflowRequest\x1a!.agentplatform.agents.v1.Workflow\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/api/workflows/{workflow_id}\x12\x86\x01\n\rListWorkflows\x12-.agentplatform.agents.v1.ListWorkflowsRequest\x1a..agentplatform.agents.v1.ListWorkflowsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/workflows\x12\x93\x01\n\x0eUpdateWorkflow\x12..agentplatform.agents.v1.UpdateWorkflowRequest\x1a!.agentplatform.agents.v1.Workflow\".\x82\xd3\xe4\x93\x02(2\x1c/api/workflows/{workflow.id}:\x08workflow\x12~\n\x0e\x44\x65leteWorkflow\x12..agentplatform.agents.v1.DeleteWorkflowRequest\x1a\x16.google.protobuf.Empty\"$\x82\xd3\xe4\x93\x02\x1e*\x1c/api/workflows/{workflow_id}\x12\xb6\x01\n\x15ListWorkflowRevisions\x12\x35.agentplatform.agents.v1.ListWorkflowRevisionsRequest\x1a\x36.agentplatform.agents.v1.ListWorkflowRevisionsResponse\".\x82\xd3\xe4\x93\x02(\x12&/api/workflows/{workflow_id}/revisionsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,52 +43,64 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOOLNODE_ARGUMENTSENTRY']._serialized_options = b'8\001'
   _globals['_SETSTATENODE_ASSIGNMENTSENTRY']._loaded_options = None
   _globals['_SETSTATENODE_ASSIGNMENTSENTRY']._serialized_options = b'8\001'
-  _globals['_WORKFLOW']._serialized_start=231
-  _globals['_WORKFLOW']._serialized_end=750
-  _globals['_WORKFLOW_METADATAENTRY']._serialized_start=703
-  _globals['_WORKFLOW_METADATAENTRY']._serialized_end=750
-  _globals['_WORKFLOWINPUT']._serialized_start=752
-  _globals['_WORKFLOWINPUT']._serialized_end=820
-  _globals['_NODE']._serialized_start=823
-  _globals['_NODE']._serialized_end=1306
-  _globals['_STARTNODE']._serialized_start=1308
-  _globals['_STARTNODE']._serialized_end=1319
-  _globals['_AGENTNODE']._serialized_start=1321
-  _globals['_AGENTNODE']._serialized_end=1405
-  _globals['_TOOLNODE']._serialized_start=1408
-  _globals['_TOOLNODE']._serialized_end=1570
-  _globals['_TOOLNODE_ARGUMENTSENTRY']._serialized_start=1522
-  _globals['_TOOLNODE_ARGUMENTSENTRY']._serialized_end=1570
-  _globals['_IFNODE']._serialized_start=1572
-  _globals['_IFNODE']._serialized_end=1599
-  _globals['_WHILENODE']._serialized_start=1601
-  _globals['_WHILENODE']._serialized_end=1655
-  _globals['_SETSTATENODE']._serialized_start=1658
-  _globals['_SETSTATENODE']._serialized_end=1801
-  _globals['_SETSTATENODE_ASSIGNMENTSENTRY']._serialized_start=1751
-  _globals['_SETSTATENODE_ASSIGNMENTSENTRY']._serialized_end=1801
-  _globals['_APPROVALNODE']._serialized_start=1803
-  _globals['_APPROVALNODE']._serialized_end=1877
-  _globals['_ENDNODE']._serialized_start=1879
-  _globals['_ENDNODE']._serialized_end=1904
-  _globals['_EDGE']._serialized_start=1906
-  _globals['_EDGE']._serialized_end=1964
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=1966
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=2042
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=2044
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=2103
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=2105
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=2189
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=2191
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=2293
-  _globals['_UPDATEWORKFLOWREQUEST']._serialized_start=2295
-  _globals['_UPDATEWORKFLOWREQUEST']._serialized_end=2420
-  _globals['_DELETEWORKFLOWREQUEST']._serialized_start=2422
-  _globals['_DELETEWORKFLOWREQUEST']._serialized_end=2466
-  _globals['_LISTWORKFLOWREVISIONSREQUEST']._serialized_start=2468
-  _globals['_LISTWORKFLOWREVISIONSREQUEST']._serialized_end=2558
-  _globals['_LISTWORKFLOWREVISIONSRESPONSE']._serialized_start=2560
-  _globals['_LISTWORKFLOWREVISIONSRESPONSE']._serialized_end=2670
-  _globals['_WORKFLOWREGISTRYSERVICE']._serialized_start=2673
-  _globals['_WORKFLOWREGISTRYSERVICE']._serialized_end=3334
+  _globals['_WORKFLOWREGISTRYSERVICE'].methods_by_name['CreateWorkflow']._loaded_options = None
+  _globals['_WORKFLOWREGISTRYSERVICE'].methods_by_name['CreateWorkflow']._serialized_options = b'\202\323\344\223\002\032\"\016/api/workflows:\010workflow'
+  _globals['_WORKFLOWREGISTRYSERVICE'].methods_by_name['GetWorkflow']._loaded_options = None
+  _globals['_WORKFLOWREGISTRYSERVICE'].methods_by_name['GetWorkflow']._serialized_options = b'\202\323\344\223\002\036\022\034/api/workflows/{workflow_id}'
+  _globals['_WORKFLOWREGISTRYSERVICE'].methods_by_name['ListWorkflows']._loaded_options = None
+  _globals['_WORKFLOWREGISTRYSERVICE'].methods_by_name['ListWorkflows']._serialized_options = b'\202\323\344\223\002\020\022\016/api/workflows'
+  _globals['_WORKFLOWREGISTRYSERVICE'].methods_by_name['UpdateWorkflow']._loaded_options = None
+  _globals['_WORKFLOWREGISTRYSERVICE'].methods_by_name['UpdateWorkflow']._serialized_options = b'\202\323\344\223\002(2\034/api/workflows/{workflow.id}:\010workflow'
+  _globals['_WORKFLOWREGISTRYSERVICE'].methods_by_name['DeleteWorkflow']._loaded_options = None
+  _globals['_WORKFLOWREGISTRYSERVICE'].methods_by_name['DeleteWorkflow']._serialized_options = b'\202\323\344\223\002\036*\034/api/workflows/{workflow_id}'
+  _globals['_WORKFLOWREGISTRYSERVICE'].methods_by_name['ListWorkflowRevisions']._loaded_options = None
+  _globals['_WORKFLOWREGISTRYSERVICE'].methods_by_name['ListWorkflowRevisions']._serialized_options = b'\202\323\344\223\002(\022&/api/workflows/{workflow_id}/revisions'
+  _globals['_WORKFLOW']._serialized_start=261
+  _globals['_WORKFLOW']._serialized_end=780
+  _globals['_WORKFLOW_METADATAENTRY']._serialized_start=733
+  _globals['_WORKFLOW_METADATAENTRY']._serialized_end=780
+  _globals['_WORKFLOWINPUT']._serialized_start=782
+  _globals['_WORKFLOWINPUT']._serialized_end=850
+  _globals['_NODE']._serialized_start=853
+  _globals['_NODE']._serialized_end=1336
+  _globals['_STARTNODE']._serialized_start=1338
+  _globals['_STARTNODE']._serialized_end=1349
+  _globals['_AGENTNODE']._serialized_start=1351
+  _globals['_AGENTNODE']._serialized_end=1435
+  _globals['_TOOLNODE']._serialized_start=1438
+  _globals['_TOOLNODE']._serialized_end=1600
+  _globals['_TOOLNODE_ARGUMENTSENTRY']._serialized_start=1552
+  _globals['_TOOLNODE_ARGUMENTSENTRY']._serialized_end=1600
+  _globals['_IFNODE']._serialized_start=1602
+  _globals['_IFNODE']._serialized_end=1629
+  _globals['_WHILENODE']._serialized_start=1631
+  _globals['_WHILENODE']._serialized_end=1685
+  _globals['_SETSTATENODE']._serialized_start=1688
+  _globals['_SETSTATENODE']._serialized_end=1831
+  _globals['_SETSTATENODE_ASSIGNMENTSENTRY']._serialized_start=1781
+  _globals['_SETSTATENODE_ASSIGNMENTSENTRY']._serialized_end=1831
+  _globals['_APPROVALNODE']._serialized_start=1833
+  _globals['_APPROVALNODE']._serialized_end=1907
+  _globals['_ENDNODE']._serialized_start=1909
+  _globals['_ENDNODE']._serialized_end=1934
+  _globals['_EDGE']._serialized_start=1936
+  _globals['_EDGE']._serialized_end=1994
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=1996
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=2072
+  _globals['_GETWORKFLOWREQUEST']._serialized_start=2074
+  _globals['_GETWORKFLOWREQUEST']._serialized_end=2133
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=2135
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=2219
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=2221
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=2323
+  _globals['_UPDATEWORKFLOWREQUEST']._serialized_start=2325
+  _globals['_UPDATEWORKFLOWREQUEST']._serialized_end=2450
+  _globals['_DELETEWORKFLOWREQUEST']._serialized_start=2452
+  _globals['_DELETEWORKFLOWREQUEST']._serialized_end=2496
+  _globals['_LISTWORKFLOWREVISIONSREQUEST']._serialized_start=2498
+  _globals['_LISTWORKFLOWREVISIONSREQUEST']._serialized_end=2588
+  _globals['_LISTWORKFLOWREVISIONSRESPONSE']._serialized_start=2590
+  _globals['_LISTWORKFLOWREVISIONSRESPONSE']._serialized_end=2700
+  _globals['_WORKFLOWREGISTRYSERVICE']._serialized_start=2703
+  _globals['_WORKFLOWREGISTRYSERVICE']._serialized_end=3598
 # @@protoc_insertion_point(module_scope)

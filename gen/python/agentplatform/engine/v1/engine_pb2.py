@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from agentplatform.runs.v1 import runs_pb2 as agentplatform_dot_runs_dot_v1_dot_runs__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$agentplatform/engine/v1/engine.proto\x12\x17\x61gentplatform.engine.v1\x1a agentplatform/runs/v1/runs.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x89\x02\n\x17StartWorkflowRunRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x19\n\x11workflow_revision\x18\x02 \x01(\x03\x12\'\n\x06inputs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12P\n\x08metadata\x18\x04 \x03(\x0b\x32>.agentplatform.engine.v1.StartWorkflowRunRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf5\x02\n\x0fStartRunRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12H\n\x08metadata\x18\x03 \x03(\x0b\x32\x36.agentplatform.engine.v1.StartRunRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x30\n\x06limits\x18\x05 \x01(\x0b\x32 .agentplatform.runs.v1.RunLimits\x12\x10\n\x08\x61gent_id\x18\x07 \x01(\t\x12\x16\n\x0e\x61gent_revision\x18\x08 \x01(\x03\x12\x11\n\tthread_id\x18\t \x01(\t\x12\x44\n\x12multitask_strategy\x18\n \x01(\x0e\x32(.agentplatform.runs.v1.MultitaskStrategy\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbb\x03\n\x11StreamChatRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12J\n\x08metadata\x18\x03 \x03(\x0b\x32\x38.agentplatform.engine.v1.StreamChatRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x30\n\x06limits\x18\x05 \x01(\x0b\x32 .agentplatform.runs.v1.RunLimits\x12@\n\ron_disconnect\x18\x06 \x01(\x0e\x32).agentplatform.engine.v1.DisconnectPolicy\x12\x10\n\x08\x61gent_id\x18\x07 \x01(\t\x12\x16\n\x0e\x61gent_revision\x18\x08 \x01(\x03\x12\x11\n\tthread_id\x18\t \x01(\t\x12\x44\n\x12multitask_strategy\x18\n \x01(\x0e\x32(.agentplatform.runs.v1.MultitaskStrategy\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xaf\x03\n\x0b\x43hatRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x44\n\x08metadata\x18\x03 \x03(\x0b\x32\x32.agentplatform.engine.v1.ChatRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x30\n\x06limits\x18\x05 \x01(\x0b\x32 .agentplatform.runs.v1.RunLimits\x12@\n\ron_disconnect\x18\x06 \x01(\x0e\x32).agentplatform.engine.v1.DisconnectPolicy\x12\x10\n\x08\x61gent_id\x18\x07 \x01(\t\x12\x16\n\x0e\x61gent_revision\x18\x08 \x01(\x03\x12\x11\n\tthread_id\x18\t \x01(\t\x12\x44\n\x12multitask_strategy\x18\n \x01(\x0e\x32(.agentplatform.runs.v1.MultitaskStrategy\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x0c\x43hatResponse\x12\x10\n\x08response\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x11\n\tthread_id\x18\x03 \x01(\t*s\n\x10\x44isconnectPolicy\x12!\n\x1d\x44ISCONNECT_POLICY_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44ISCONNECT_POLICY_CANCEL\x10\x01\x12\x1e\n\x1a\x44ISCONNECT_POLICY_CONTINUE\x10\x02\x32\xf4\x02\n\x0c\x41gentService\x12P\n\x08StartRun\x12(.agentplatform.engine.v1.StartRunRequest\x1a\x1a.agentplatform.runs.v1.Run\x12[\n\nStreamChat\x12*.agentplatform.engine.v1.StreamChatRequest\x1a\x1f.agentplatform.runs.v1.RunEvent0\x01\x12S\n\x04\x43hat\x12$.agentplatform.engine.v1.ChatRequest\x1a%.agentplatform.engine.v1.ChatResponse\x12`\n\x10StartWorkflowRun\x12\x30.agentplatform.engine.v1.StartWorkflowRunRequest\x1a\x1a.agentplatform.runs.v1.Runb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$agentplatform/engine/v1/engine.proto\x12\x17\x61gentplatform.engine.v1\x1a\x1cgoogle/api/annotations.proto\x1a agentplatform/runs/v1/runs.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x89\x02\n\x17StartWorkflowRunRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x19\n\x11workflow_revision\x18\x02 \x01(\x03\x12\'\n\x06inputs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12P\n\x08metadata\x18\x04 \x03(\x0b\x32>.agentplatform.engine.v1.StartWorkflowRunRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf5\x02\n\x0fStartRunRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12H\n\x08metadata\x18\x03 \x03(\x0b\x32\x36.agentplatform.engine.v1.StartRunRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x30\n\x06limits\x18\x05 \x01(\x0b\x32 .agentplatform.runs.v1.RunLimits\x12\x10\n\x08\x61gent_id\x18\x07 \x01(\t\x12\x16\n\x0e\x61gent_revision\x18\x08 \x01(\x03\x12\x11\n\tthread_id\x18\t \x01(\t\x12\x44\n\x12multitask_strategy\x18\n \x01(\x0e\x32(.agentplatform.runs.v1.MultitaskStrategy\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbb\x03\n\x11StreamChatRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12J\n\x08metadata\x18\x03 \x03(\x0b\x32\x38.agentplatform.engine.v1.StreamChatRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x30\n\x06limits\x18\x05 \x01(\x0b\x32 .agentplatform.runs.v1.RunLimits\x12@\n\ron_disconnect\x18\x06 \x01(\x0e\x32).agentplatform.engine.v1.DisconnectPolicy\x12\x10\n\x08\x61gent_id\x18\x07 \x01(\t\x12\x16\n\x0e\x61gent_revision\x18\x08 \x01(\x03\x12\x11\n\tthread_id\x18\t \x01(\t\x12\x44\n\x12multitask_strategy\x18\n \x01(\x0e\x32(.agentplatform.runs.v1.MultitaskStrategy\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xaf\x03\n\x0b\x43hatRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x44\n\x08metadata\x18\x03 \x03(\x0b\x32\x32.agentplatform.engine.v1.ChatRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x30\n\x06limits\x18\x05 \x01(\x0b\x32 .agentplatform.runs.v1.RunLimits\x12@\n\ron_disconnect\x18\x06 \x01(\x0e\x32).agentplatform.engine.v1.DisconnectPolicy\x12\x10\n\x08\x61gent_id\x18\x07 \x01(\t\x12\x16\n\x0e\x61gent_revision\x18\x08 \x01(\x03\x12\x11\n\tthread_id\x18\t \x01(\t\x12\x44\n\x12multitask_strategy\x18\n \x01(\x0e\x32(.agentplatform.runs.v1.MultitaskStrategy\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x0c\x43hatResponse\x12\x10\n\x08response\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x11\n\tthread_id\x18\x03 \x01(\t*s\n\x10\x44isconnectPolicy\x12!\n\x1d\x44ISCONNECT_POLICY_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44ISCONNECT_POLICY_CANCEL\x10\x01\x12\x1e\n\x1a\x44ISCONNECT_POLICY_CONTINUE\x10\x02\x32\xed\x03\n\x0c\x41gentService\x12\x66\n\x08StartRun\x12(.agentplatform.engine.v1.StartRunRequest\x1a\x1a.agentplatform.runs.v1.Run\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/api/runs:\x01*\x12q\n\nStreamChat\x12*.agentplatform.engine.v1.StreamChatRequest\x1a\x1f.agentplatform.runs.v1.RunEvent\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/api/chat:\x01*0\x01\x12r\n\x04\x43hat\x12$.agentplatform.engine.v1.ChatRequest\x1a%.agentplatform.engine.v1.ChatResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/api/chat:complete:\x01*\x12\x8d\x01\n\x10StartWorkflowRun\x12\x30.agentplatform.engine.v1.StartWorkflowRunRequest\x1a\x1a.agentplatform.runs.v1.Run\"+\x82\xd3\xe4\x93\x02%\" /api/workflows/{workflow_id}:run:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,26 +42,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMCHATREQUEST_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_CHATREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_CHATREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_DISCONNECTPOLICY']._serialized_start=1722
-  _globals['_DISCONNECTPOLICY']._serialized_end=1837
-  _globals['_STARTWORKFLOWRUNREQUEST']._serialized_start=130
-  _globals['_STARTWORKFLOWRUNREQUEST']._serialized_end=395
-  _globals['_STARTWORKFLOWRUNREQUEST_METADATAENTRY']._serialized_start=348
-  _globals['_STARTWORKFLOWRUNREQUEST_METADATAENTRY']._serialized_end=395
-  _globals['_STARTRUNREQUEST']._serialized_start=398
-  _globals['_STARTRUNREQUEST']._serialized_end=771
-  _globals['_STARTRUNREQUEST_METADATAENTRY']._serialized_start=348
-  _globals['_STARTRUNREQUEST_METADATAENTRY']._serialized_end=395
-  _globals['_STREAMCHATREQUEST']._serialized_start=774
-  _globals['_STREAMCHATREQUEST']._serialized_end=1217
-  _globals['_STREAMCHATREQUEST_METADATAENTRY']._serialized_start=348
-  _globals['_STREAMCHATREQUEST_METADATAENTRY']._serialized_end=395
-  _globals['_CHATREQUEST']._serialized_start=1220
-  _globals['_CHATREQUEST']._serialized_end=1651
-  _globals['_CHATREQUEST_METADATAENTRY']._serialized_start=348
-  _globals['_CHATREQUEST_METADATAENTRY']._serialized_end=395
-  _globals['_CHATRESPONSE']._serialized_start=1653
-  _globals['_CHATRESPONSE']._serialized_end=1720
-  _globals['_AGENTSERVICE']._serialized_start=1840
-  _globals['_AGENTSERVICE']._serialized_end=2212
+  _globals['_AGENTSERVICE'].methods_by_name['StartRun']._loaded_options = None
+  _globals['_AGENTSERVICE'].methods_by_name['StartRun']._serialized_options = b'\202\323\344\223\002\016\"\t/api/runs:\001*'
+  _globals['_AGENTSERVICE'].methods_by_name['StreamChat']._loaded_options = None
+  _globals['_AGENTSERVICE'].methods_by_name['StreamChat']._serialized_options = b'\202\323\344\223\002\016\"\t/api/chat:\001*'
+  _globals['_AGENTSERVICE'].methods_by_name['Chat']._loaded_options = None
+  _globals['_AGENTSERVICE'].methods_by_name['Chat']._serialized_options = b'\202\323\344\223\002\027\"\022/api/chat:complete:\001*'
+  _globals['_AGENTSERVICE'].methods_by_name['StartWorkflowRun']._loaded_options = None
+  _globals['_AGENTSERVICE'].methods_by_name['StartWorkflowRun']._serialized_options = b'\202\323\344\223\002%\" /api/workflows/{workflow_id}:run:\001*'
+  _globals['_DISCONNECTPOLICY']._serialized_start=1752
+  _globals['_DISCONNECTPOLICY']._serialized_end=1867
+  _globals['_STARTWORKFLOWRUNREQUEST']._serialized_start=160
+  _globals['_STARTWORKFLOWRUNREQUEST']._serialized_end=425
+  _globals['_STARTWORKFLOWRUNREQUEST_METADATAENTRY']._serialized_start=378
+  _globals['_STARTWORKFLOWRUNREQUEST_METADATAENTRY']._serialized_end=425
+  _globals['_STARTRUNREQUEST']._serialized_start=428
+  _globals['_STARTRUNREQUEST']._serialized_end=801
+  _globals['_STARTRUNREQUEST_METADATAENTRY']._serialized_start=378
+  _globals['_STARTRUNREQUEST_METADATAENTRY']._serialized_end=425
+  _globals['_STREAMCHATREQUEST']._serialized_start=804
+  _globals['_STREAMCHATREQUEST']._serialized_end=1247
+  _globals['_STREAMCHATREQUEST_METADATAENTRY']._serialized_start=378
+  _globals['_STREAMCHATREQUEST_METADATAENTRY']._serialized_end=425
+  _globals['_CHATREQUEST']._serialized_start=1250
+  _globals['_CHATREQUEST']._serialized_end=1681
+  _globals['_CHATREQUEST_METADATAENTRY']._serialized_start=378
+  _globals['_CHATREQUEST_METADATAENTRY']._serialized_end=425
+  _globals['_CHATRESPONSE']._serialized_start=1683
+  _globals['_CHATRESPONSE']._serialized_end=1750
+  _globals['_AGENTSERVICE']._serialized_start=1870
+  _globals['_AGENTSERVICE']._serialized_end=2363
 # @@protoc_insertion_point(module_scope)

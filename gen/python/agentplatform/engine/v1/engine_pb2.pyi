@@ -1,3 +1,4 @@
+from google.api import annotations_pb2 as _annotations_pb2
 from agentplatform.runs.v1 import runs_pb2 as _runs_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers

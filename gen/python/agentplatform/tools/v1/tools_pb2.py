@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
@@ -29,7 +30,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"agentplatform/tools/v1/tools.proto\x12\x16\x61gentplatform.tools.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x04\n\x04Tool\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04icon\x18\x04 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12+\n\nparameters\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06schema\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1b\n\x13\x64\x65\x66\x61ult_description\x18\x08 \x01(\t\x12\x30\n\x05usage\x18\t \x01(\x0b\x32!.agentplatform.tools.v1.ToolUsage\x12\x30\n\x05hints\x18\n \x01(\x0b\x32!.agentplatform.tools.v1.ToolHints\x12\x19\n\x11requires_approval\x18\x0b \x01(\x08\x12\x11\n\tavailable\x18\x0c \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\r \x01(\t\x12\x12\n\nmcp_server\x18\x0e \x01(\t\x12\x32\n\x04http\x18\x0f \x01(\x0b\x32$.agentplatform.tools.v1.HttpToolSpec\x12\x13\n\x0brepeat_safe\x18\x10 \x01(\x08\x12\x42\n\x11repeat_safe_calls\x18\x11 \x01(\x0b\x32\'.agentplatform.tools.v1.RepeatSafeCalls\"3\n\x0fRepeatSafeCalls\x12\x10\n\x08\x61rgument\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"[\n\tToolHints\x12\x11\n\tread_only\x18\x01 \x01(\x08\x12\x13\n\x0b\x64\x65structive\x18\x02 \x01(\x08\x12\x12\n\nidempotent\x18\x03 \x01(\x08\x12\x12\n\nopen_world\x18\x04 \x01(\x08\"\xd2\x01\n\tToolUsage\x12\r\n\x05\x63\x61lls\x18\x01 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x02 \x01(\x03\x12\x10\n\x08timeouts\x18\x03 \x01(\x03\x12/\n\x0cp50_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cp95_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0elast_used_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x10ListToolsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0c\x65nabled_only\x18\x03 \x01(\x08\"Y\n\x11ListToolsResponse\x12+\n\x05tools\x18\x01 \x03(\x0b\x32\x1c.agentplatform.tools.v1.Tool\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x0eGetToolRequest\x12\x0f\n\x07tool_id\x18\x01 \x01(\t\"G\n\x11\x43reateToolRequest\x12\x32\n\x04http\x18\x01 \x01(\x0b\x32$.agentplatform.tools.v1.HttpToolSpec\"$\n\x11\x44\x65leteToolRequest\x12\x0f\n\x07tool_id\x18\x01 \x01(\t\"\x81\x03\n\x0cHttpToolSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12+\n\nparameters\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0b\n\x03url\x18\x05 \x01(\t\x12\x32\n\x06method\x18\x06 \x01(\x0e\x32\".agentplatform.tools.v1.HttpMethod\x12\x42\n\x07headers\x18\x07 \x03(\x0b\x32\x31.agentplatform.tools.v1.HttpToolSpec.HeadersEntry\x12\x14\n\x0cheader_names\x18\x08 \x03(\t\x12@\n\rrepeatability\x18\t \x01(\x0e\x32).agentplatform.tools.v1.HttpRepeatability\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"p\n\x11UpdateToolRequest\x12*\n\x04tool\x18\x01 \x01(\x0b\x32\x1c.agentplatform.tools.v1.Tool\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xdc\x02\n\tMcpServer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x38\n\x05stdio\x18\x02 \x01(\x0b\x32).agentplatform.tools.v1.McpStdioTransport\x12\x36\n\x04http\x18\x03 \x01(\x0b\x32(.agentplatform.tools.v1.McpHttpTransport\x12\x35\n\x05state\x18\x04 \x01(\x0e\x32&.agentplatform.tools.v1.McpServerState\x12\x1a\n\x12unavailable_reason\x18\x05 \x01(\t\x12\x12\n\ntool_count\x18\x06 \x01(\x05\x12\x37\n\x13last_connected_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb2\x01\n\x11McpStdioTransport\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12?\n\x03\x65nv\x18\x03 \x03(\x0b\x32\x32.agentplatform.tools.v1.McpStdioTransport.EnvEntry\x12\x11\n\tenv_names\x18\x04 \x03(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x01\n\x10McpHttpTransport\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x46\n\x07headers\x18\x02 \x03(\x0b\x32\x35.agentplatform.tools.v1.McpHttpTransport.HeadersEntry\x12\x14\n\x0cheader_names\x18\x03 \x03(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x16\x43reateMcpServerRequest\x12\x35\n\nmcp_server\x18\x01 \x01(\x0b\x32!.agentplatform.tools.v1.McpServer\"#\n\x13GetMcpServerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x15ListMcpServersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"i\n\x16ListMcpServersResponse\x12\x36\n\x0bmcp_servers\x18\x01 \x03(\x0b\x32!.agentplatform.tools.v1.McpServer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x16\x44\x65leteMcpServerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t*\xa3\x01\n\x11HttpRepeatability\x12\"\n\x1eHTTP_REPEATABILITY_UNSPECIFIED\x10\x00\x12 \n\x1cHTTP_REPEATABILITY_READ_ONLY\x10\x01\x12!\n\x1dHTTP_REPEATABILITY_IDEMPOTENT\x10\x02\x12%\n!HTTP_REPEATABILITY_NOT_IDEMPOTENT\x10\x03*\x98\x01\n\nHttpMethod\x12\x1b\n\x17HTTP_METHOD_UNSPECIFIED\x10\x00\x12\x13\n\x0fHTTP_METHOD_GET\x10\x01\x12\x14\n\x10HTTP_METHOD_POST\x10\x02\x12\x13\n\x0fHTTP_METHOD_PUT\x10\x03\x12\x15\n\x11HTTP_METHOD_PATCH\x10\x04\x12\x16\n\x12HTTP_METHOD_DELETE\x10\x05*\x95\x01\n\x0eMcpServerState\x12 \n\x1cMCP_SERVER_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bMCP_SERVER_STATE_CONNECTING\x10\x01\x12\x1e\n\x1aMCP_SERVER_STATE_CONNECTED\x10\x02\x12 \n\x1cMCP_SERVER_STATE_UNAVAILABLE\x10\x03\x32\xd1\x06\n\x0bToolService\x12`\n\tListTools\x12(.agentplatform.tools.v1.ListToolsRequest\x1a).agentplatform.tools.v1.ListToolsResponse\x12O\n\x07GetTool\x12&.agentplatform.tools.v1.GetToolRequest\x1a\x1c.agentplatform.tools.v1.Tool\x12U\n\nUpdateTool\x12).agentplatform.tools.v1.UpdateToolRequest\x1a\x1c.agentplatform.tools.v1.Tool\x12U\n\nCreateTool\x12).agentplatform.tools.v1.CreateToolRequest\x1a\x1c.agentplatform.tools.v1.Tool\x12O\n\nDeleteTool\x12).agentplatform.tools.v1.DeleteToolRequest\x1a\x16.google.protobuf.Empty\x12\x64\n\x0f\x43reateMcpServer\x12..agentplatform.tools.v1.CreateMcpServerRequest\x1a!.agentplatform.tools.v1.McpServer\x12^\n\x0cGetMcpServer\x12+.agentplatform.tools.v1.GetMcpServerRequest\x1a!.agentplatform.tools.v1.McpServer\x12o\n\x0eListMcpServers\x12-.agentplatform.tools.v1.ListMcpServersRequest\x1a..agentplatform.tools.v1.ListMcpServersResponse\x12Y\n\x0f\x44\x65leteMcpServer\x12..agentplatform.tools.v1.DeleteMcpServerRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"agentplatform/tools/v1/tools.proto\x12\x16\x61gentplatform.tools.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x04\n\x04Tool\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0c\n\x04icon\x18\x04 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12+\n\nparameters\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06schema\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1b\n\x13\x64\x65\x66\x61ult_description\x18\x08 \x01(\t\x12\x30\n\x05usage\x18\t \x01(\x0b\x32!.agentplatform.tools.v1.ToolUsage\x12\x30\n\x05hints\x18\n \x01(\x0b\x32!.agentplatform.tools.v1.ToolHints\x12\x19\n\x11requires_approval\x18\x0b \x01(\x08\x12\x11\n\tavailable\x18\x0c \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\r \x01(\t\x12\x12\n\nmcp_server\x18\x0e \x01(\t\x12\x32\n\x04http\x18\x0f \x01(\x0b\x32$.agentplatform.tools.v1.HttpToolSpec\x12\x13\n\x0brepeat_safe\x18\x10 \x01(\x08\x12\x42\n\x11repeat_safe_calls\x18\x11 \x01(\x0b\x32\'.agentplatform.tools.v1.RepeatSafeCalls\"3\n\x0fRepeatSafeCalls\x12\x10\n\x08\x61rgument\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"[\n\tToolHints\x12\x11\n\tread_only\x18\x01 \x01(\x08\x12\x13\n\x0b\x64\x65structive\x18\x02 \x01(\x08\x12\x12\n\nidempotent\x18\x03 \x01(\x08\x12\x12\n\nopen_world\x18\x04 \x01(\x08\"\xd2\x01\n\tToolUsage\x12\r\n\x05\x63\x61lls\x18\x01 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x02 \x01(\x03\x12\x10\n\x08timeouts\x18\x03 \x01(\x03\x12/\n\x0cp50_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cp95_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0elast_used_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x10ListToolsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0c\x65nabled_only\x18\x03 \x01(\x08\"Y\n\x11ListToolsResponse\x12+\n\x05tools\x18\x01 \x03(\x0b\x32\x1c.agentplatform.tools.v1.Tool\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x0eGetToolRequest\x12\x0f\n\x07tool_id\x18\x01 \x01(\t\"G\n\x11\x43reateToolRequest\x12\x32\n\x04http\x18\x01 \x01(\x0b\x32$.agentplatform.tools.v1.HttpToolSpec\"$\n\x11\x44\x65leteToolRequest\x12\x0f\n\x07tool_id\x18\x01 \x01(\t\"\x81\x03\n\x0cHttpToolSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12+\n\nparameters\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0b\n\x03url\x18\x05 \x01(\t\x12\x32\n\x06method\x18\x06 \x01(\x0e\x32\".agentplatform.tools.v1.HttpMethod\x12\x42\n\x07headers\x18\x07 \x03(\x0b\x32\x31.agentplatform.tools.v1.HttpToolSpec.HeadersEntry\x12\x14\n\x0cheader_names\x18\x08 \x03(\t\x12@\n\rrepeatability\x18\t \x01(\x0e\x32).agentplatform.tools.v1.HttpRepeatability\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"p\n\x11UpdateToolRequest\x12*\n\x04tool\x18\x01 \x01(\x0b\x32\x1c.agentplatform.tools.v1.Tool\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xdc\x02\n\tMcpServer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x38\n\x05stdio\x18\x02 \x01(\x0b\x32).agentplatform.tools.v1.McpStdioTransport\x12\x36\n\x04http\x18\x03 \x01(\x0b\x32(.agentplatform.tools.v1.McpHttpTransport\x12\x35\n\x05state\x18\x04 \x01(\x0e\x32&.agentplatform.tools.v1.McpServerState\x12\x1a\n\x12unavailable_reason\x18\x05 \x01(\t\x12\x12\n\ntool_count\x18\x06 \x01(\x05\x12\x37\n\x13last_connected_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb2\x01\n\x11McpStdioTransport\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12?\n\x03\x65nv\x18\x03 \x03(\x0b\x32\x32.agentplatform.tools.v1.McpStdioTransport.EnvEntry\x12\x11\n\tenv_names\x18\x04 \x03(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x01\n\x10McpHttpTransport\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x46\n\x07headers\x18\x02 \x03(\x0b\x32\x35.agentplatform.tools.v1.McpHttpTransport.HeadersEntry\x12\x14\n\x0cheader_names\x18\x03 \x03(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x16\x43reateMcpServerRequest\x12\x35\n\nmcp_server\x18\x01 \x01(\x0b\x32!.agentplatform.tools.v1.McpServer\"#\n\x13GetMcpServerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x15ListMcpServersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"i\n\x16ListMcpServersResponse\x12\x36\n\x0bmcp_servers\x18\x01 \x03(\x0b\x32!.agentplatform.tools.v1.McpServer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x16\x44\x65leteMcpServerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t*\xa3\x01\n\x11HttpRepeatability\x12\"\n\x1eHTTP_REPEATABILITY_UNSPECIFIED\x10\x00\x12 \n\x1cHTTP_REPEATABILITY_READ_ONLY\x10\x01\x12!\n\x1dHTTP_REPEATABILITY_IDEMPOTENT\x10\x02\x12%\n!HTTP_REPEATABILITY_NOT_IDEMPOTENT\x10\x03*\x98\x01\n\nHttpMethod\x12\x1b\n\x17HTTP_METHOD_UNSPECIFIED\x10\x00\x12\x13\n\x0fHTTP_METHOD_GET\x10\x01\x12\x14\n\x10HTTP_METHOD_POST\x10\x02\x12\x13\n\x0fHTTP_METHOD_PUT\x10\x03\x12\x15\n\x11HTTP_METHOD_PATCH\x10\x04\x12\x16\n\x12HTTP_METHOD_DELETE\x10\x05*\x95\x01\n\x0eMcpServerState\x12 \n\x1cMCP_SERVER_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bMCP_SERVER_STATE_CONNECTING\x10\x01\x12\x1e\n\x1aMCP_SERVER_STATE_CONNECTED\x10\x02\x12 \n\x1cMCP_SERVER_STATE_UNAVAILABLE\x10\x03\x32\xe3\x08\n\x0bToolService\x12t\n\tListTools\x12(.agentplatform.tools.v1.ListToolsRequest\x1a).agentplatform.tools.v1.ListToolsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/api/tools\x12m\n\x07GetTool\x12&.agentplatform.tools.v1.GetToolRequest\x1a\x1c.agentplatform.tools.v1.Tool\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/tools/{tool_id}\x12y\n\nUpdateTool\x12).agentplatform.tools.v1.UpdateToolRequest\x1a\x1c.agentplatform.tools.v1.Tool\"\"\x82\xd3\xe4\x93\x02\x1c\x32\x14/api/tools/{tool.id}:\x04tool\x12o\n\nCreateTool\x12).agentplatform.tools.v1.CreateToolRequest\x1a\x1c.agentplatform.tools.v1.Tool\"\x18\x82\xd3\xe4\x93\x02\x12\"\n/api/tools:\x04http\x12m\n\nDeleteTool\x12).agentplatform.tools.v1.DeleteToolRequest\x1a\x16.google.protobuf.Empty\"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/api/tools/{tool_id}\x12\x8a\x01\n\x0f\x43reateMcpServer\x12..agentplatform.tools.v1.CreateMcpServerRequest\x1a!.agentplatform.tools.v1.McpServer\"$\x82\xd3\xe4\x93\x02\x1e\"\x10/api/mcp-servers:\nmcp_server\x12\x7f\n\x0cGetMcpServer\x12+.agentplatform.tools.v1.GetMcpServerRequest\x1a!.agentplatform.tools.v1.McpServer\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/api/mcp-servers/{name}\x12\x89\x01\n\x0eListMcpServers\x12-.agentplatform.tools.v1.ListMcpServersRequest\x1a..agentplatform.tools.v1.ListMcpServersResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/mcp-servers\x12z\n\x0f\x44\x65leteMcpServer\x12..agentplatform.tools.v1.DeleteMcpServerRequest\x1a\x16.google.protobuf.Empty\"\x1f\x82\xd3\xe4\x93\x02\x19*\x17/api/mcp-servers/{name}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,56 +43,74 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MCPSTDIOTRANSPORT_ENVENTRY']._serialized_options = b'8\001'
   _globals['_MCPHTTPTRANSPORT_HEADERSENTRY']._loaded_options = None
   _globals['_MCPHTTPTRANSPORT_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_HTTPREPEATABILITY']._serialized_start=2982
-  _globals['_HTTPREPEATABILITY']._serialized_end=3145
-  _globals['_HTTPMETHOD']._serialized_start=3148
-  _globals['_HTTPMETHOD']._serialized_end=3300
-  _globals['_MCPSERVERSTATE']._serialized_start=3303
-  _globals['_MCPSERVERSTATE']._serialized_end=3452
-  _globals['_TOOL']._serialized_start=221
-  _globals['_TOOL']._serialized_end=763
-  _globals['_REPEATSAFECALLS']._serialized_start=765
-  _globals['_REPEATSAFECALLS']._serialized_end=816
-  _globals['_TOOLHINTS']._serialized_start=818
-  _globals['_TOOLHINTS']._serialized_end=909
-  _globals['_TOOLUSAGE']._serialized_start=912
-  _globals['_TOOLUSAGE']._serialized_end=1122
-  _globals['_LISTTOOLSREQUEST']._serialized_start=1124
-  _globals['_LISTTOOLSREQUEST']._serialized_end=1203
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=1205
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=1294
-  _globals['_GETTOOLREQUEST']._serialized_start=1296
-  _globals['_GETTOOLREQUEST']._serialized_end=1329
-  _globals['_CREATETOOLREQUEST']._serialized_start=1331
-  _globals['_CREATETOOLREQUEST']._serialized_end=1402
-  _globals['_DELETETOOLREQUEST']._serialized_start=1404
-  _globals['_DELETETOOLREQUEST']._serialized_end=1440
-  _globals['_HTTPTOOLSPEC']._serialized_start=1443
-  _globals['_HTTPTOOLSPEC']._serialized_end=1828
-  _globals['_HTTPTOOLSPEC_HEADERSENTRY']._serialized_start=1782
-  _globals['_HTTPTOOLSPEC_HEADERSENTRY']._serialized_end=1828
-  _globals['_UPDATETOOLREQUEST']._serialized_start=1830
-  _globals['_UPDATETOOLREQUEST']._serialized_end=1942
-  _globals['_MCPSERVER']._serialized_start=1945
-  _globals['_MCPSERVER']._serialized_end=2293
-  _globals['_MCPSTDIOTRANSPORT']._serialized_start=2296
-  _globals['_MCPSTDIOTRANSPORT']._serialized_end=2474
-  _globals['_MCPSTDIOTRANSPORT_ENVENTRY']._serialized_start=2432
-  _globals['_MCPSTDIOTRANSPORT_ENVENTRY']._serialized_end=2474
-  _globals['_MCPHTTPTRANSPORT']._serialized_start=2477
-  _globals['_MCPHTTPTRANSPORT']._serialized_end=2650
-  _globals['_MCPHTTPTRANSPORT_HEADERSENTRY']._serialized_start=1782
-  _globals['_MCPHTTPTRANSPORT_HEADERSENTRY']._serialized_end=1828
-  _globals['_CREATEMCPSERVERREQUEST']._serialized_start=2652
-  _globals['_CREATEMCPSERVERREQUEST']._serialized_end=2731
-  _globals['_GETMCPSERVERREQUEST']._serialized_start=2733
-  _globals['_GETMCPSERVERREQUEST']._serialized_end=2768
-  _globals['_LISTMCPSERVERSREQUEST']._serialized_start=2770
-  _globals['_LISTMCPSERVERSREQUEST']._serialized_end=2832
-  _globals['_LISTMCPSERVERSRESPONSE']._serialized_start=2834
-  _globals['_LISTMCPSERVERSRESPONSE']._serialized_end=2939
-  _globals['_DELETEMCPSERVERREQUEST']._serialized_start=2941
-  _globals['_DELETEMCPSERVERREQUEST']._serialized_end=2979
-  _globals['_TOOLSERVICE']._serialized_start=3455
-  _globals['_TOOLSERVICE']._serialized_end=4304
+  _globals['_TOOLSERVICE'].methods_by_name['ListTools']._loaded_options = None
+  _globals['_TOOLSERVICE'].methods_by_name['ListTools']._serialized_options = b'\202\323\344\223\002\014\022\n/api/tools'
+  _globals['_TOOLSERVICE'].methods_by_name['GetTool']._loaded_options = None
+  _globals['_TOOLSERVICE'].methods_by_name['GetTool']._serialized_options = b'\202\323\344\223\002\026\022\024/api/tools/{tool_id}'
+  _globals['_TOOLSERVICE'].methods_by_name['UpdateTool']._loaded_options = None
+  _globals['_TOOLSERVICE'].methods_by_name['UpdateTool']._serialized_options = b'\202\323\344\223\002\0342\024/api/tools/{tool.id}:\004tool'
+  _globals['_TOOLSERVICE'].methods_by_name['CreateTool']._loaded_options = None
+  _globals['_TOOLSERVICE'].methods_by_name['CreateTool']._serialized_options = b'\202\323\344\223\002\022\"\n/api/tools:\004http'
+  _globals['_TOOLSERVICE'].methods_by_name['DeleteTool']._loaded_options = None
+  _globals['_TOOLSERVICE'].methods_by_name['DeleteTool']._serialized_options = b'\202\323\344\223\002\026*\024/api/tools/{tool_id}'
+  _globals['_TOOLSERVICE'].methods_by_name['CreateMcpServer']._loaded_options = None
+  _globals['_TOOLSERVICE'].methods_by_name['CreateMcpServer']._serialized_options = b'\202\323\344\223\002\036\"\020/api/mcp-servers:\nmcp_server'
+  _globals['_TOOLSERVICE'].methods_by_name['GetMcpServer']._loaded_options = None
+  _globals['_TOOLSERVICE'].methods_by_name['GetMcpServer']._serialized_options = b'\202\323\344\223\002\031\022\027/api/mcp-servers/{name}'
+  _globals['_TOOLSERVICE'].methods_by_name['ListMcpServers']._loaded_options = None
+  _globals['_TOOLSERVICE'].methods_by_name['ListMcpServers']._serialized_options = b'\202\323\344\223\002\022\022\020/api/mcp-servers'
+  _globals['_TOOLSERVICE'].methods_by_name['DeleteMcpServer']._loaded_options = None
+  _globals['_TOOLSERVICE'].methods_by_name['DeleteMcpServer']._serialized_options = b'\202\323\344\223\002\031*\027/api/mcp-servers/{name}'
+  _globals['_HTTPREPEATABILITY']._serialized_start=3012
+  _globals['_HTTPREPEATABILITY']._serialized_end=3175
+  _globals['_HTTPMETHOD']._serialized_start=3178
+  _globals['_HTTPMETHOD']._serialized_end=3330
+  _globals['_MCPSERVERSTATE']._serialized_start=3333
+  _globals['_MCPSERVERSTATE']._serialized_end=3482
+  _globals['_TOOL']._serialized_start=251
+  _globals['_TOOL']._serialized_end=793
+  _globals['_REPEATSAFECALLS']._serialized_start=795
+  _globals['_REPEATSAFECALLS']._serialized_end=846
+  _globals['_TOOLHINTS']._serialized_start=848
+  _globals['_TOOLHINTS']._serialized_end=939
+  _globals['_TOOLUSAGE']._serialized_start=942
+  _globals['_TOOLUSAGE']._serialized_end=1152
+  _globals['_LISTTOOLSREQUEST']._serialized_start=1154
+  _globals['_LISTTOOLSREQUEST']._serialized_end=1233
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=1235
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=1324
+  _globals['_GETTOOLREQUEST']._serialized_start=1326
+  _globals['_GETTOOLREQUEST']._serialized_end=1359
+  _globals['_CREATETOOLREQUEST']._serialized_start=1361
+  _globals['_CREATETOOLREQUEST']._serialized_end=1432
+  _globals['_DELETETOOLREQUEST']._serialized_start=1434
+  _globals['_DELETETOOLREQUEST']._serialized_end=1470
+  _globals['_HTTPTOOLSPEC']._serialized_start=1473
+  _globals['_HTTPTOOLSPEC']._serialized_end=1858
+  _globals['_HTTPTOOLSPEC_HEADERSENTRY']._serialized_start=1812
+  _globals['_HTTPTOOLSPEC_HEADERSENTRY']._serialized_end=1858
+  _globals['_UPDATETOOLREQUEST']._serialized_start=1860
+  _globals['_UPDATETOOLREQUEST']._serialized_end=1972
+  _globals['_MCPSERVER']._serialized_start=1975
+  _globals['_MCPSERVER']._serialized_end=2323
+  _globals['_MCPSTDIOTRANSPORT']._serialized_start=2326
+  _globals['_MCPSTDIOTRANSPORT']._serialized_end=2504
+  _globals['_MCPSTDIOTRANSPORT_ENVENTRY']._serialized_start=2462
+  _globals['_MCPSTDIOTRANSPORT_ENVENTRY']._serialized_end=2504
+  _globals['_MCPHTTPTRANSPORT']._serialized_start=2507
+  _globals['_MCPHTTPTRANSPORT']._serialized_end=2680
+  _globals['_MCPHTTPTRANSPORT_HEADERSENTRY']._serialized_start=1812
+  _globals['_MCPHTTPTRANSPORT_HEADERSENTRY']._serialized_end=1858
+  _globals['_CREATEMCPSERVERREQUEST']._serialized_start=2682
+  _globals['_CREATEMCPSERVERREQUEST']._serialized_end=2761
+  _globals['_GETMCPSERVERREQUEST']._serialized_start=2763
+  _globals['_GETMCPSERVERREQUEST']._serialized_end=2798
+  _globals['_LISTMCPSERVERSREQUEST']._serialized_start=2800
+  _globals['_LISTMCPSERVERSREQUEST']._serialized_end=2862
+  _globals['_LISTMCPSERVERSRESPONSE']._serialized_start=2864
+  _globals['_LISTMCPSERVERSRESPONSE']._serialized_end=2969
+  _globals['_DELETEMCPSERVERREQUEST']._serialized_start=2971
+  _globals['_DELETEMCPSERVERREQUEST']._serialized_end=3009
+  _globals['_TOOLSERVICE']._serialized_start=3485
+  _globals['_TOOLSERVICE']._serialized_end=4608
 # @@protoc_insertion_point(module_scope)
