@@ -12,7 +12,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, TypeVar, Unpack
+from typing import Any, Generic, TypeVar, Unpack
 
 from agentplatform_client._proto.agentplatform.agents.v1 import agents_pb2, workflows_pb2
 from agentplatform_client._proto.agentplatform.runs.v1 import runs_pb2
@@ -22,6 +22,8 @@ from agentplatform_client.aio import AsyncClient, ChatResult, PendingApproval, R
 from agentplatform_client.follow import DEFAULT_FOLLOW, FollowPolicy, Reattach
 
 T = TypeVar("T")
+#: How long an interrupted call may take to unwind (a CancelRun of the chat being left included).
+UNWIND_SECONDS = 6.0
 
 
 class Client:
@@ -63,7 +65,18 @@ class Client:
         self._loop.close()
 
     def _wait(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        """The coroutine's result, run on our loop. Interrupted (Ctrl-C in the calling thread), the coroutine is
+        cancelled and given a moment to unwind before the interrupt goes on: a chat left this way cancels its
+        run, as leaving it in AsyncClient does."""
+        call = _Cancellable(coroutine)
+        try:
+            # Inside the try: an interrupt can land while the call is being handed to the loop.
+            return asyncio.run_coroutine_threadsafe(call.run(), self._loop).result()
+        except BaseException:
+            # future.cancel() cannot stop a coroutine that already runs: cancel its task, on the loop.
+            self._loop.call_soon_threadsafe(call.cancel)
+            call.unwound.wait(UNWIND_SECONDS)
+            raise
 
     def _iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
         """An async iterator of our loop as a plain one; leaving it early closes the async one (so a chat left
@@ -71,12 +84,14 @@ class Client:
         try:
             while True:
                 try:
-                    yield self._wait(anext(iterator))  # type: ignore[arg-type]
+                    yield self._wait(_next(iterator))
                 except StopAsyncIteration:
                     return
         finally:
             close: Callable[[], Coroutine[Any, Any, None]] | None = getattr(iterator, "aclose", None)
-            if close is not None and not self._loop.is_closed():
+            # Still running: an interrupted step did not unwind in time; it ends with the loop instead.
+            running = getattr(iterator, "ag_running", False)
+            if close is not None and not running and not self._loop.is_closed():
                 self._wait(close())
 
     # --- chat and runs ----------------------------------------------------------------------------------
@@ -251,3 +266,41 @@ class Client:
 
     def delete_workflow(self, workflow_id: str, *, timeout: float | None = None) -> None:
         self._wait(self.aio.delete_workflow(workflow_id, timeout=timeout))
+
+
+async def _next(iterator: AsyncIterator[T]) -> T:
+    return await anext(iterator)
+
+
+class _Cancellable(Generic[T]):
+    """A coroutine run as a task of the client's loop that another thread can cancel (through call_soon_threadsafe:
+    `run` and `cancel` both run on the loop, so a cancel that comes before the task started is not lost)."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, T]) -> None:
+        self.coroutine = coroutine
+        self.unwound = threading.Event()
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelled = False
+
+    async def run(self) -> T:
+        try:
+            if self._cancelled:
+                self.coroutine.close()
+                raise asyncio.CancelledError()
+            self._task = asyncio.current_task()
+            return await self.coroutine
+        finally:
+            self.unwound.set()
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self._task is not None:
+            self._task.cancel()
+        else:
+            # Not started: either its first step is queued before the next callback (and run() sees the flag),
+            # or it was never handed to the loop (interrupted before), and nothing will set `unwound`.
+            asyncio.get_running_loop().call_soon(self._settle)
+
+    def _settle(self) -> None:
+        if self._task is None:
+            self.unwound.set()
