@@ -1,8 +1,10 @@
 """The Python SDK (clients/python, agentplatform_client) against the whole stack behind Envoy, as its users
 reach it: a streamed chat equals the stored run; list iterators page; tools are disabled and enabled; a bad API
-key is the typed exception; and `watch` of a run whose runs service is SIGKILLed and restarted mid-watch yields
-each step once, 1..n, identical to the stored run."""
+key is the typed exception; `watch` of a run whose runs service is SIGKILLed and restarted mid-watch yields
+each step once, 1..n, identical to the stored run; and so does `stream_chat` whose engine is SIGKILLed mid-run
+(the restarted engine resumes the run: one `resumed` step)."""
 
+import asyncio
 import time
 from collections.abc import Iterator
 
@@ -128,3 +130,25 @@ def test_watch_goes_on_across_a_restart_of_the_runs_service(stack: RunningStack,
     # An unknown run is not a break: NOT_FOUND at once, no re-attach.
     with pytest.raises(errors.NotFound):
         list(alice.watch("00000000-0000-0000-0000-000000000000", on_reattach=reattaches.append))
+
+
+async def test_stream_chat_goes_on_when_its_engine_is_killed_and_restarted(stack: RunningStack) -> None:
+    # The chat's stream runs through the engine: SIGKILLed mid-run, the stream breaks; the SDK re-attaches with
+    # WatchRun, and the restarted engine resumes the run once its lease has run out.
+    reattaches: list[Reattach] = []
+    events: list[RunEvent] = []
+    async with AsyncClient(gateway_address(stack), api_key=ALICE) as client:
+        async for event in client.stream_chat(SEED_QUESTION, timeout=60, on_reattach=reattaches.append):
+            events.append(event)
+            if event.HasField("step") and event.step.sequence == 3 and not reattaches:
+                await asyncio.to_thread(restart, stack, "engine")
+        stored = await client.get_run(events[-1].run.id)
+
+    assert events[-1].run.state == RunState.Value("RUN_STATE_COMPLETED"), events[-1]
+    streamed = [event.step for event in events if event.HasField("step")]
+    assert [step.sequence for step in streamed] == list(range(1, len(stored.steps) + 1))
+    assert streamed == list(stored.steps)
+    kinds = [step.WhichOneof("content") for step in streamed]
+    assert kinds.count("resumed") == 1, kinds
+    assert timeline([step for step in streamed if not step.HasField("resumed")]) == SEED_TIMELINE
+    assert reattaches and reattaches[0].run_id == stored.id, reattaches
