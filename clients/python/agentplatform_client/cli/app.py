@@ -187,7 +187,7 @@ def runs_ls(
     if json_:
         print_json(runs)
         return
-    table = Table("id", "state", "created", "steps", "question", box=None)
+    table = _table("id", "state", "created", "steps", "question")
     for run in runs:
         table.add_row(run.id, state_name(run.state), run.create_time.ToJsonString()[:19], str(run.step_count),
                       run.user_query[:60])
@@ -259,7 +259,7 @@ def threads_ls(ctx: typer.Context, limit: Limit = 20, json_: Json = False) -> No
     if json_:
         print_json(threads)
         return
-    table = Table("id", "turns", "updated", "title", box=None)
+    table = _table("id", "turns", "updated", "title")
     for thread in threads:
         table.add_row(thread.id, str(thread.turn_count), thread.update_time.ToJsonString()[:19], thread.title[:60])
     console().print(table)
@@ -294,7 +294,7 @@ def tools_ls(
     if json_:
         print_json(tools)
         return
-    table = Table("id", "enabled", "available", "description", box=None)
+    table = _table("id", "enabled", "available", "description")
     for tool in tools:
         table.add_row(tool.id, "yes" if tool.enabled else "no", "yes" if tool.available else "no",
                       tool.description[:70])
@@ -338,7 +338,7 @@ def agents_ls(
     if json_:
         print_json(agents)
         return
-    table = Table("id", "revision", "name", "model", "tools", box=None)
+    table = _table("id", "revision", "name", "model", "tools")
     for agent in agents:
         table.add_row(agent.id, str(agent.revision), agent.display_name, agent.model, ", ".join(agent.tools))
     console().print(table)
@@ -361,7 +361,7 @@ def workflows_ls(
     if json_:
         print_json(workflows)
         return
-    table = Table("id", "revision", "name", box=None)
+    table = _table("id", "revision", "name")
     for workflow in workflows:
         table.add_row(workflow.id, str(workflow.revision), workflow.display_name)
     console().print(table)
@@ -390,7 +390,7 @@ def approvals_ls(
             {"runId": item.run_id, "sequence": str(item.sequence), "request": as_dict(item.request)} for item in pending
         ]})
         return
-    table = Table("run", "step", "tool", "prompt", box=None)
+    table = _table("run", "step", "tool", "prompt")
     for item in pending:
         table.add_row(item.run_id, str(item.sequence), item.request.tool_name, item.request.prompt[:70])
     console().print(table)
@@ -408,6 +408,14 @@ def approvals_reject(ctx: typer.Context, run_id: str, sequence: int, comment: st
     """Reject the request at step SEQUENCE of a run."""
     run = _client(ctx).reject_step(run_id, sequence, comment=comment)
     print_json(run) if json_ else console().print(run_line(run))
+
+
+def _table(*columns: str) -> Table:
+    """A plain table whose first column (an id, to copy) never wraps."""
+    table = Table(box=None)
+    for index, column in enumerate(columns):
+        table.add_column(column, no_wrap=index == 0)
+    return table
 
 
 def main() -> None:
