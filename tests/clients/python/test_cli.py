@@ -1,7 +1,7 @@
 """The `agentplatform` command (agentplatform_client.cli) against the whole stack behind Envoy: a chat's live
 timeline and its JSON events, `runs ls --json`, tools disabled and enabled, the exit codes of errors, the
 installed entry point reading its address and key from the environment, and Ctrl-C on a chat cancelling the run
-(or, with --on-interrupt detach, leaving it running)."""
+(or, with --on-interrupt detach, leaving it running), and approvals listed, approved and rejected."""
 
 import json
 import os
@@ -32,8 +32,10 @@ AGENTPLATFORM = Path(sys.executable).with_name("agentplatform")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    # A model slow enough (0.5 s a turn) for a chat to be interrupted mid-run.
-    with gateway_stack(tmp_path_factory.mktemp("cli"), DEMO_MODEL_LATENCY_SECONDS="0.5") as running:
+    # A model slow enough (0.5 s a turn) for a chat to be interrupted mid-run; the engine reads a tool's
+    # requires_approval afresh for every run.
+    with gateway_stack(tmp_path_factory.mktemp("cli"), DEMO_MODEL_LATENCY_SECONDS="0.5",
+                       ENGINE_TOOLS_CACHE_SECONDS="0") as running:
         yield running
 
 
@@ -120,3 +122,28 @@ def test_ctrl_c_on_a_chat_cancels_its_run_or_detaches(stack: RunningStack, on_in
     with Client(gateway_address(stack), api_key=ALICE) as client:
         final = wait_for("the run to end", 30, lambda: (run := client.get_run(run_id)).state in FINAL and run)
     assert (RunState.Name(final.state), final.step_count > 2) == (ends, True), final
+
+
+def test_approvals_are_listed_approved_and_rejected(stack: RunningStack) -> None:
+    with Client(gateway_address(stack), api_key=ADMIN) as admin, \
+            Client(gateway_address(stack), api_key=ALICE) as alice:
+        admin.update_tool("calculator", requires_approval=True)
+        try:
+            run_id = alice.start_run(SEED_QUESTION).id
+            decided = []
+            for decide in ("approve", "reject"):
+                def pending() -> list[dict[str, Any]] | None:
+                    listed = json.loads(cli(stack, "approvals", "ls", "--json").output)["approvals"]
+                    return [item for item in listed if item["runId"] == run_id] or None
+
+                (item,) = wait_for(f"an approval request to {decide}", 30, pending)
+                assert item["request"]["toolName"] == "calculator", item
+                result = cli(stack, "approvals", decide, run_id, item["sequence"], "--comment", decide, "--json")
+                assert result.exit_code == 0, result.output
+                decided.append(int(item["sequence"]))
+            final = wait_for("the run to end", 30, lambda: (run := alice.get_run(run_id)).state in FINAL and run)
+        finally:
+            admin.update_tool("calculator", requires_approval=False)
+    decisions = [step for step in final.steps if step.HasField("approval_decision")]
+    assert [step.approval_decision.comment for step in decisions] == ["approve", "reject"], final
+    assert [step.approval_decision.request_sequence for step in decisions] == decided
