@@ -1,13 +1,17 @@
 """The SDK installs alone: its wheel, built from clients/python, ships only agentplatform_client (no file of the
 server's `agentplatform` package, which gen/python ships), needs only grpcio and protobuf, and works in a fresh
-virtualenv that holds nothing else (no network: the two dependencies are linked from this .venv)."""
+virtualenv that holds nothing else (no network: its dependencies, as clients/python/pyproject.toml lists them,
+and theirs are linked from this .venv)."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -15,9 +19,39 @@ import pytest
 from tests.conftest import REPO_ROOT, free_port
 
 SDK_DIR = REPO_ROOT / "clients" / "python"
-#: What the SDK may need at run time, as (import names, distribution names), and grpcio's own dependency.
-DEPENDENCIES = (("grpc", "grpcio"), ("google/protobuf", "protobuf"), ("google/_upb", None),
-                ("typing_extensions.py", "typing_extensions"))
+#: The SDK's run-time dependencies as its pyproject.toml declares them (no extras).
+DEPENDENCIES: list[str] = tomllib.loads((SDK_DIR / "pyproject.toml").read_text())["project"]["dependencies"]
+
+#: All an installed SDK may pull in: gRPC and protobuf (grpcio needs typing-extensions). googleapis-common-protos,
+#: protobuf modules only, is allowed for stubs of protos that import google/api annotations (REST paths).
+LIGHT = {"grpcio", "protobuf", "typing-extensions", "googleapis-common-protos"}
+
+
+def distribution_name(requirement: str) -> str:
+    return re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0]
+
+
+def with_their_dependencies(names: list[str]) -> list[metadata.Distribution]:
+    """The installed distributions of `names` and of everything they need (markers and extras left out)."""
+    found: dict[str, metadata.Distribution] = {}
+    pending = list(names)
+    while pending:
+        name = canonical(pending.pop())
+        if name in found:
+            continue
+        found[name] = metadata.distribution(name)
+        pending += [distribution_name(r) for r in found[name].requires or () if ";" not in r]
+    return list(found.values())
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def names_of(requirements: list[str]) -> list[str]:
+    """The distributions requirements name, canonical and sorted (versions left out)."""
+    return sorted(canonical(distribution_name(requirement)) for requirement in requirements)
+
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -42,7 +76,7 @@ def test_the_sdk_wheel_installs_and_works_in_a_fresh_venv_with_grpcio_and_protob
     assert not [name for name in names if "/internal/" in name], "the internal APIs are not the SDK's"
     required = sorted(line.split(":", 1)[1].strip() for line in metadata.splitlines()
                       if line.startswith("Requires-Dist:") and "extra ==" not in line)
-    assert required == ["grpcio>=1.85.1", "protobuf<8,>=7.36.2"], required
+    assert names_of(required) == names_of(DEPENDENCIES), required
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
@@ -52,16 +86,18 @@ def test_the_sdk_wheel_installs_and_works_in_a_fresh_venv_with_grpcio_and_protob
          str(wheel)],
         check=True, timeout=120,
     )
-    # grpcio and protobuf (and grpcio's typing_extensions) from this .venv, linked into a folder of their own on
+    # grpcio and protobuf (and what they need) from this .venv, linked file by file into a folder of their own on
     # the fresh venv's path: nothing else of this .venv (the server, its other dependencies) is importable there.
     linked = tmp_path / "deps"
     ours = Path(sysconfig.get_paths()["purelib"])
-    for path, distribution in DEPENDENCIES:
-        (linked / path).parent.mkdir(parents=True, exist_ok=True)
-        (linked / path).symlink_to(ours / path)
-        if distribution is not None:
-            (info,) = [found for found in ours.glob(f"{distribution}-*.dist-info")]
-            (linked / info.name).symlink_to(info)
+    needed = with_their_dependencies([distribution_name(r) for r in DEPENDENCIES])
+    assert {canonical(found.metadata["Name"]) for found in needed} <= LIGHT, "the SDK must stay a light install"
+    for distribution in needed:
+        for file in distribution.files or ():
+            if file.parts[0] == ".." or "__pycache__" in file.parts:
+                continue  # scripts outside site-packages; bytecode
+            (linked / file).parent.mkdir(parents=True, exist_ok=True)
+            (linked / file).symlink_to(ours / file)
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
     (site / "deps.pth").write_text(f"{linked}\n")
