@@ -17,7 +17,7 @@ help: ## List the targets
 
 # --- set-up -----------------------------------------------------------------
 
-$(VENV)/.installed: requirements.lock pyproject.toml clients/python/pyproject.toml
+$(VENV)/.installed: requirements.lock pyproject.toml $(SDK_DIR)/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .

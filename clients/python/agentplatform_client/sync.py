@@ -46,7 +46,11 @@ class Client:
             # grpc.aio binds a channel to the loop it is made on: make it on ours.
             return AsyncClient(address, api_key=api_key, timeout=timeout, retry=retry, follow_policy=follow_policy)
 
-        self.aio = self._wait(make())
+        try:
+            self.aio = self._wait(make())
+        except BaseException:  # a bad address or policy: stop the loop we started
+            self._stop_loop()
+            raise
 
     def __enter__(self) -> Client:
         return self
@@ -59,7 +63,12 @@ class Client:
     def close(self) -> None:
         if self._loop.is_closed():
             return
-        self._wait(self.aio.close())
+        try:
+            self._wait(self.aio.close())
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
