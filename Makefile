@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 GEN_DIR := gen/python
+SDK_DIR := clients/python
+SDK_GEN_DIR := $(SDK_DIR)/agentplatform_client/_proto
 
 .PHONY: help
 help: ## List the targets
@@ -15,10 +17,11 @@ help: ## List the targets
 
 # --- set-up -----------------------------------------------------------------
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+$(VENV)/.installed: requirements.lock pyproject.toml $(SDK_DIR)/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e $(SDK_DIR)
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -124,6 +127,18 @@ client-check: node_modules/.installed ## Fail if the checked-in TypeScript clien
 client-pack: node_modules/.installed ## Build and pack the TypeScript client: build/agentplatform-client-<version>.tgz
 	mkdir -p build && cd $(CLIENT_DIR) && npm pack --pack-destination ../../build
 
+# The Python SDK (clients/python, agentplatform-client) carries its own stubs of the public protos, generated into
+# its package as agentplatform_client._proto (scripts/gen_client_protos.sh says why), checked in like gen/python.
+.PHONY: sdk
+sdk: $(VENV)/.installed ## Regenerate the Python SDK's stubs (clients/python) from the public protos
+	rm -rf $(SDK_GEN_DIR) && scripts/gen_client_protos.sh $(PY) $(SDK_GEN_DIR)
+
+.PHONY: sdk-check
+sdk-check: $(VENV)/.installed ## Fail if the Python SDK's checked-in stubs differ from what protos/ generates
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && scripts/gen_client_protos.sh $(PY) $$tmp \
+	  && diff -r -x __pycache__ $$tmp $(SDK_GEN_DIR) >/dev/null \
+	  || { echo "$(SDK_GEN_DIR) is stale: run 'make sdk' and commit the result"; exit 1; }
+
 # --- running ------------------------------------------------------------------
 
 .PHONY: run
@@ -152,13 +167,13 @@ bench-runs: install ## Benchmark the run store alone, on SQLite and PostgreSQL (
 # --- quality ------------------------------------------------------------------
 
 .PHONY: test
-test: install proto-check descriptor-check openapi-check client-check proto-lint proto-breaking lint typecheck ## Run every test (unit, integration, PostgreSQL, end to end) after the checks
+test: install proto-check descriptor-check openapi-check sdk-check client-check proto-lint proto-breaking lint typecheck ## Run every test (unit, integration, PostgreSQL, end to end) after the checks
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 
 .PHONY: lint
 lint: install ## Lint the Python code with ruff
-	$(VENV)/bin/ruff check services tests bench
+	$(VENV)/bin/ruff check services tests bench $(SDK_DIR)
 
 # pyproject.toml's [tool.mypy] says what is checked and how strictly; the cache in .mypy_cache makes a re-run
 # after a small change take seconds.
