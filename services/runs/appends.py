@@ -20,7 +20,7 @@ from services.common.run_vocabulary import RUNNING
 from services.runs.checks import check_lease_epoch, checked_step, parse_run_id
 from services.runs.leases import NO_EPOCH, check_fence
 from services.runs.parts import StoreParts
-from services.runs.prices import ModelPrice
+from services.runs.price_book import ModelPrice
 from services.runs.records import NewStep, StepRecord
 from services.runs.rows import RUNS, STEPS, Values, step_record, step_values
 

@@ -18,7 +18,7 @@ from services.common.rpc.protoconv import (
 )
 from services.common.step_delta import StepDelta, ToolCallDelta
 from services.common.usage import Usage
-from services.runs.prices import CURRENCY, SNAPSHOT, ModelPrice, usd_per_million
+from services.runs.price_book import CURRENCY, SNAPSHOT, ModelPrice, usd_per_million
 from services.runs.records import (
     ModelCallStats,
     NewScore,

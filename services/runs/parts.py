@@ -3,17 +3,13 @@ to engines, the limits and the page-token key. `RunStore` (store.py) sets them; 
 leases, approvals, queries, threads, imports) use them.
 """
 
-from typing import TYPE_CHECKING
-
 from services.common.db.database import Database
 from services.common.db.group_commit import GroupCommit
 from services.common.pages import PageTokens
 from services.runs.checks import StoreLimits
 from services.runs.executors import ExecutorNotices
+from services.runs.price_book import PriceBook
 from services.runs.signals import RunSignals
-
-if TYPE_CHECKING:  # prices.py holds a part of the store too, so it imports this module
-    from services.runs.prices import PriceBook
 
 
 class StoreParts:
@@ -25,8 +21,8 @@ class StoreParts:
     limits: StoreLimits
     #: Signs and reads ListRuns' and ListThreads' page tokens; the settings' key in a service (app.py).
     page_tokens: PageTokens
-    #: The model prices appends apply (services/runs/prices.py).
-    price_book: "PriceBook"
+    #: The model prices appends apply (services/runs/price_book.py).
+    price_book: PriceBook
     #: Every write goes through it: the appends of many runs share a transaction and an INSERT
     #: (`StepAppends._append_batch`), and every other write runs in a savepoint of its own within the batch
     #: (except the batches of a bulk import: `RunImports.import_runs` says why).

@@ -18,7 +18,7 @@ from services.common.identity import Caller, current_caller
 from services.common.rpc.protoconv import datetime_from_timestamp, run_state_from_proto
 from services.common.run_vocabulary import ACTIVE_STATES
 from services.runs import convert
-from services.runs.prices import checked_price
+from services.runs.price_book import checked_price
 from services.runs.records import APPROVED, REJECTED
 from services.runs.store import RunStore
 from services.runs.watch import watch_run

@@ -50,7 +50,8 @@ from services.runs.checks import (
 from services.runs.executors import ExecutorNotices
 from services.runs.imports import RunImports
 from services.runs.leases import NO_EPOCH, RunLeases, check_fence
-from services.runs.prices import PriceBook, RunPrices
+from services.runs.price_book import PriceBook
+from services.runs.prices import RunPrices
 from services.runs.queries import RunQueries
 from services.runs.records import CancelNotice, NewRun, RunRecord
 from services.runs.retention import RunRetention

@@ -280,5 +280,30 @@ def test_every_documented_rest_path_answers_as_documented(client: httpx.Client, 
     call("delete", "/api/mcp-servers/{name}", 404, ADMIN, name="files")
     call("get", "/api/runs/{run_id}", 404, run_id=missing)
 
+    # Scores, retention holds, prices and usage (issue 21).
+    scored = call("post", "/api/runs", 200, body={"message": SEED_QUESTION})
+    call("get", "/api/runs/{run_id}:watch", 200, run_id=scored["id"])
+    score = call("post", "/api/runs/{run_id}/scores", 200, body={"name": "thumbs", "booleanValue": True},
+                 run_id=scored["id"])
+    assert score["booleanValue"] is True and score["author"] == "alice"
+    assert call("get", "/api/runs/{run_id}/scores", 200, run_id=scored["id"])["scores"] == [score]
+    summaries = call("get", "/api/scores:summarize", 200)["summaries"]
+    assert [(item["name"], item["count"]) for item in summaries] == [("thumbs", "1")]
+    call("delete", "/api/scores/{score_id}", 200, score_id=score["id"])
+    call("post", "/api/runs/{run_id}:setRetentionHold", 403, body={"hold": True}, run_id=scored["id"])
+    held = call("post", "/api/runs/{run_id}:setRetentionHold", 200, ADMIN, body={"hold": True}, run_id=scored["id"])
+    assert held["retentionHold"] is True
+    assert "demo" in [price["model"] for price in call("get", "/api/model-prices", 200)["prices"]]
+    call("put", "/api/model-prices/{price.model}", 403, body={"inputPerMillion": 1}, price__model="my-model")
+    prices = {"inputPerMillion": 1, "outputPerMillion": 2}
+    price = call("put", "/api/model-prices/{price.model}", 200, ADMIN, body=prices, price__model="my-model")
+    assert (price["outputPerMillion"], price["builtin"]) == (2, False)
+    call("delete", "/api/model-prices/{model}", 200, ADMIN, model="my-model")
+    usage = call("get", "/api/usage:summarize", 200, params={
+        "startTime": "2020-01-01T00:00:00Z", "endTime": "2021-01-01T00:00:00Z",
+        "groupBy": "USAGE_GROUPING_MODEL", "interval": "USAGE_INTERVAL_DAY",
+    })
+    assert usage["buckets"] == []
+
     documented = {(verb, path) for path, operations in openapi["paths"].items() for verb in operations}
     assert call.called == documented

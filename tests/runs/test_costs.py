@@ -15,8 +15,8 @@ from agentplatform.runs.v1 import runs_pb2
 from services.common.db.database import Database, utcnow
 from services.common.errors import InvalidArgument, NotFound
 from services.common.usage import Usage
-from services.runs import prices
-from services.runs.prices import BUILTIN_PRICES, checked_price
+from services.runs import price_book
+from services.runs.price_book import BUILTIN_PRICES, checked_price
 from services.runs.records import ModelCallStats, NewStep
 from services.runs.store import RunStore
 from tests.runs.helpers import new_run, set_columns
@@ -60,7 +60,7 @@ async def test_a_model_without_a_price_leaves_its_calls_unpriced_until_an_admin_
 
 async def test_an_admins_price_overrides_the_snapshot_until_deleted(store: RunStore, monkeypatch: Any) -> None:
     # A price set through another replica shows here within the refresh; this store's own at once.
-    monkeypatch.setattr(prices, "PRICE_REFRESH_SECONDS", 0.0)
+    monkeypatch.setattr(price_book, "PRICE_REFRESH_SECONDS", 0.0)
     await store.set_model_price(checked_price("gpt-4o", "", 1.0, 1.0, 1.0, "root"))
     listed = {price.model: price for price in await store.list_model_prices()}
     assert not listed["gpt-4o"].builtin and listed["gpt-4o"].updated_by == "root"
