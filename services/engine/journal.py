@@ -173,6 +173,15 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Appended:
+    """Steps as the store stored them; `over_budget` says why the run must stop after them when they spent a
+    budget of its user or agent ("" when they did not)."""
+
+    steps: list[Step]
+    over_budget: str = ""
+
+
+@dataclass(frozen=True)
 class Run:
     """A run as the store returned it; `steps` only where the store sends them (created, resumed, read whole)."""
 

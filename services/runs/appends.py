@@ -17,6 +17,7 @@ from services.common.db.database import UtcDateTime, utcnow
 from services.common.db.group_commit import Write
 from services.common.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument, NotFound
 from services.common.run_vocabulary import RUNNING
+from services.runs import metrics
 from services.runs.checks import check_lease_epoch, checked_step, parse_run_id
 from services.runs.leases import NO_EPOCH, check_fence
 from services.runs.parts import StoreParts
@@ -127,11 +128,13 @@ def plan_append(
             if price is None:
                 row["cost_nanos"] = None
                 planned.unpriced_calls += 1
+                metrics.MODEL_CALLS_UNPRICED.labels(model).inc()
             else:
                 row["cost_nanos"] = price.cost_nanos(
                     call.usage.prompt_tokens, call.cached_prompt_tokens, call.usage.completion_tokens
                 )
                 planned.cost_nanos += row["cost_nanos"]
+                metrics.MODEL_COST.labels(model).inc(row["cost_nanos"] / 1e9)
         planned.rows.append(row)
         planned.new_rows.append(row)
         planned.step_count = sequence

@@ -4,6 +4,8 @@ A step's content is stored as the JSON form of its content message (field names 
 database holds plain JSON documents that any tool can read, and new content fields need no migration.
 """
 
+from typing import Any
+
 from google.protobuf import duration_pb2, json_format
 
 from agentplatform.runs.v1 import runs_pb2
@@ -18,6 +20,15 @@ from services.common.rpc.protoconv import (
 )
 from services.common.step_delta import StepDelta, ToolCallDelta
 from services.common.usage import Usage
+from services.runs.budget_book import (
+    NANOS_PER_USD,
+    Budget,
+    BudgetStatus,
+    Metric,
+    Period,
+    Scope,
+    checked_budget,
+)
 from services.runs.price_book import CURRENCY, SNAPSHOT, ModelPrice, usd_per_million
 from services.runs.records import (
     ModelCallStats,
@@ -284,3 +295,52 @@ def usage_bucket_to_proto(bucket: UsageBucket) -> runs_pb2.UsageBucket:
         start_time=timestamp_from_datetime(bucket.start), key=bucket.key, runs=bucket.runs,
         usage=usage_to_proto(bucket.usage), cost=cost_to_proto(bucket.cost_nanos, bucket.unpriced_calls),
     )
+
+
+BUDGET_SCOPES: dict["runs_pb2.BudgetScope", Scope] = {
+    runs_pb2.BUDGET_SCOPE_USER: "user", runs_pb2.BUDGET_SCOPE_AGENT: "agent",
+}
+BUDGET_METRICS: dict["runs_pb2.BudgetMetric", Metric] = {
+    runs_pb2.BUDGET_METRIC_TOKENS: "tokens", runs_pb2.BUDGET_METRIC_USD: "usd",
+}
+BUDGET_PERIODS: dict["runs_pb2.BudgetPeriod", Period] = {
+    runs_pb2.BUDGET_PERIOD_DAY: "day", runs_pb2.BUDGET_PERIOD_MONTH: "month",
+}
+
+
+def _one_of(values: dict[Any, Any], value: int, field: str, names: str) -> Any:
+    if value not in values:
+        raise InvalidArgument(f"budget.{field} must be {names}, got {value}")
+    return values[value]
+
+
+def budget_from_proto(budget: runs_pb2.Budget, by: str) -> Budget:
+    """The budget SetBudget asks for, each bad field an InvalidArgument naming it."""
+    return checked_budget(
+        _one_of(BUDGET_SCOPES, budget.scope, "scope", "BUDGET_SCOPE_USER or BUDGET_SCOPE_AGENT"),
+        budget.subject,
+        _one_of(BUDGET_METRICS, budget.metric, "metric", "BUDGET_METRIC_TOKENS or BUDGET_METRIC_USD"),
+        _one_of(BUDGET_PERIODS, budget.period, "period", "BUDGET_PERIOD_DAY or BUDGET_PERIOD_MONTH"),
+        budget.limit,
+        by,
+    )
+
+
+def _amount(budget: Budget, value: int) -> float:
+    return float(value) if budget.metric == "tokens" else value / NANOS_PER_USD
+
+
+def budget_to_proto(budget: Budget, status: BudgetStatus | None = None) -> runs_pb2.Budget:
+    message = runs_pb2.Budget(
+        id=budget.id,
+        scope=next(key for key, value in BUDGET_SCOPES.items() if value == budget.scope),
+        subject=budget.subject,
+        metric=next(key for key, value in BUDGET_METRICS.items() if value == budget.metric),
+        period=next(key for key, value in BUDGET_PERIODS.items() if value == budget.period),
+        limit=_amount(budget, budget.limit),
+        updated_by=budget.updated_by,
+    )
+    if status is not None:
+        message.spent = _amount(budget, status.spent)
+        message.reset_time.CopyFrom(timestamp_from_datetime(status.resets_at))
+    return message

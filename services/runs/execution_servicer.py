@@ -166,7 +166,12 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     async def _append_steps(self, request: execution_pb2.AppendStepsRequest) -> execution_pb2.AppendStepsResponse:
         steps = [convert.new_step_from_proto(position, step) for position, step in enumerate(request.steps, 1)]
         stored = await self._store.append_steps(request.run_id, steps, epoch=request.lease_epoch)
-        return execution_pb2.AppendStepsResponse(steps=[convert.step_to_proto(step) for step in stored])
+        # An append that ends its run (an error step) needs no stop: the budget is not looked at again.
+        ending = any(step.type == "error" for step in steps)
+        return execution_pb2.AppendStepsResponse(
+            steps=[convert.step_to_proto(step) for step in stored],
+            budget_exceeded="" if ending else await self._store.crossed_budget(request.run_id),
+        )
 
     async def FinishRun(
         self, request: execution_pb2.FinishRunRequest, context: grpc.aio.ServicerContext

@@ -16,3 +16,19 @@ RUNS_DELETED_BY_RETENTION = Counter(
     "agentplatform_runs_deleted_by_retention_total",
     "Finished runs deleted by this replica's retention sweep for being past their maximum age.",
 )
+MODEL_COST = Counter(
+    "agentplatform_model_cost_dollars_total",
+    "What the model calls this replica stored cost, in US dollars, by model (priced calls only; see "
+    "agentplatform_model_calls_unpriced_total).",
+    ["model"],
+)
+MODEL_CALLS_UNPRICED = Counter(
+    "agentplatform_model_calls_unpriced_total", "Model calls stored without a price for their model, by model.",
+    ["model"],
+)
+BUDGET_REFUSALS = Counter(
+    "agentplatform_budget_refusals_total",
+    "Runs stopped by a spent budget: refused at their start (when=start) or stopped after the step that spent it "
+    "(when=running), by the budget's scope (user, agent).",
+    ["scope", "when"],
+)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncAttrs
@@ -98,6 +99,8 @@ class RunRow(Base):
         Index("ix_runs_lease_expires_at", "lease_expires_at"),
         # ... and for approvals that timed out (NULL unless a WAITING run's request has a timeout).
         Index("ix_runs_approval_expires_at", "approval_expires_at"),
+        # An agent's budget sums its runs of the period (services/runs/budgets.py).
+        Index("ix_runs_agent_id_created_at", "agent_id", "created_at"),
         CheckConstraint(_one_of("state", RUN_STATES), name="state"),
     )
 
@@ -258,3 +261,25 @@ class ModelPriceRow(Base):
     output_picos: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_by: Mapped[str] = mapped_column(String(200))
+
+
+class BudgetRow(Base):
+    """A budget: at most `limit_amount` tokens, or nano-USD, per day or month, for a user or an agent
+    (services/runs/budgets.py). One per scope, subject, metric and period."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (
+        UniqueConstraint("scope", "subject", "metric", "period"),
+        CheckConstraint("scope IN ('user', 'agent')", name="scope"),
+        CheckConstraint("metric IN ('tokens', 'usd')", name="metric"),
+        CheckConstraint("period IN ('day', 'month')", name="period"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(8))
+    subject: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(8))
+    period: Mapped[str] = mapped_column(String(8))
+    limit_amount: Mapped[int] = mapped_column(BigInteger)
+    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -6,6 +6,7 @@ leases, approvals, queries, threads, imports) use them.
 from services.common.db.database import Database
 from services.common.db.group_commit import GroupCommit
 from services.common.pages import PageTokens
+from services.runs.budget_book import BudgetBook
 from services.runs.checks import StoreLimits
 from services.runs.executors import ExecutorNotices
 from services.runs.price_book import PriceBook
@@ -23,6 +24,8 @@ class StoreParts:
     page_tokens: PageTokens
     #: The model prices appends apply (services/runs/price_book.py).
     price_book: PriceBook
+    #: The budgets create and append enforce (services/runs/budgets.py).
+    budget_book: BudgetBook
     #: Every write goes through it: the appends of many runs share a transaction and an INSERT
     #: (`StepAppends._append_batch`), and every other write runs in a savepoint of its own within the batch
     #: (except the batches of a bulk import: `RunImports.import_runs` says why).

@@ -228,3 +228,24 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
             owner=None if request.all_users else caller.user,
         )
         return runs_pb2.SummarizeUsageResponse(buckets=[convert.usage_bucket_to_proto(bucket) for bucket in buckets])
+
+    async def SetBudget(self, request: runs_pb2.SetBudgetRequest, context: grpc.aio.ServicerContext) -> runs_pb2.Budget:
+        caller = _admin("budgets are set by admins only")
+        budget = convert.budget_from_proto(request.budget, caller.user)
+        return convert.budget_to_proto(await self._store.set_budget(budget))
+
+    async def ListBudgets(
+        self, request: runs_pb2.ListBudgetsRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.ListBudgetsResponse:
+        caller = current_caller()
+        statuses = await self._store.list_budgets(user=None if caller.is_admin else caller.user)
+        return runs_pb2.ListBudgetsResponse(
+            budgets=[convert.budget_to_proto(status.budget, status) for status in statuses]
+        )
+
+    async def DeleteBudget(
+        self, request: runs_pb2.DeleteBudgetRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        _admin("budgets are set by admins only")
+        await self._store.delete_budget(request.budget_id)
+        return empty_pb2.Empty()

@@ -16,7 +16,7 @@ The rest of the store is in parts of its own, one per concern, that `RunStore` i
 (`appends.StepAppends`), leases (`leases.RunLeases`), human approval (`approvals.RunApprovals`), reading runs
 (`queries.RunQueries`), threads (`threads.ThreadStore`), the bulk import of ended runs
 (`imports.RunImports`), feedback scores (`scores.RunScores`), retention (`retention.RunRetention`), model prices
-(`prices.RunPrices`) and usage summaries (`usage_summary.RunUsage`);
+(`prices.RunPrices`), usage summaries (`usage_summary.RunUsage`) and budgets (`budgets.RunBudgets`);
 `parts.StoreParts` is the state they share.
 """
 
@@ -37,6 +37,8 @@ from services.common.pages import PageTokens
 from services.common.run_vocabulary import ACTIVE_STATES, CANCELLED, COMPLETED, LIVE_STATES, QUEUED, RUNNING
 from services.runs.appends import APPEND, StepAppends
 from services.runs.approvals import RunApprovals
+from services.runs.budget_book import BudgetBook
+from services.runs.budgets import RunBudgets
 from services.runs.checks import (
     MAX_CANCEL_REASON_CHARS,
     StoreLimits,
@@ -161,7 +163,7 @@ async def _wait_for_earlier_turns(
 
 class RunStore(
     StepAppends, RunLeases, RunApprovals, RunQueries, ThreadStore, RunImports, RunScores, RunRetention, RunPrices,
-    RunUsage,
+    RunUsage, RunBudgets,
 ):
     """Runs and their steps in a database, with change signals for watchers and notices for engines.
 
@@ -186,6 +188,7 @@ class RunStore(
         #: Signs and reads ListRuns' and ListThreads' page tokens; the settings' key in a service (app.py).
         self.page_tokens = page_tokens or PageTokens.for_this_process()
         self.price_book = PriceBook()
+        self.budget_book = BudgetBook()
         self._writer = GroupCommit(db, {APPEND: self._append_batch})
 
     async def close(self) -> None:
@@ -248,6 +251,7 @@ class RunStore(
             existing = await self._by_request_id(connection, new.request_id, fingerprint, len(steps))
             if existing is not None:
                 return existing, []
+        await self.refuse_if_spent(connection, new.owner, new.agent_id)
         cancelled = []
         live = await _place_on_thread(connection, new, row, now)
         if live:

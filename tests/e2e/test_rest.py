@@ -304,6 +304,12 @@ def test_every_documented_rest_path_answers_as_documented(client: httpx.Client, 
         "groupBy": "USAGE_GROUPING_MODEL", "interval": "USAGE_INTERVAL_DAY",
     })
     assert usage["buckets"] == []
+    budget = {"scope": "BUDGET_SCOPE_USER", "subject": "bob", "metric": "BUDGET_METRIC_TOKENS",
+              "period": "BUDGET_PERIOD_DAY", "limit": 1000}
+    call("post", "/api/budgets", 403, body=budget)
+    created = call("post", "/api/budgets", 200, ADMIN, body=budget)
+    assert [item["id"] for item in call("get", "/api/budgets", 200, ADMIN)["budgets"]] == [created["id"]]
+    call("delete", "/api/budgets/{budget_id}", 200, ADMIN, budget_id=created["id"])
 
     documented = {(verb, path) for path, operations in openapi["paths"].items() for verb in operations}
     assert call.called == documented

@@ -10,8 +10,10 @@ import pytest
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from prometheus_client import REGISTRY
 
 from agentplatform.runs.v1 import runs_pb2
+from services.common.identity import LOCAL_USER
 from tests.engine.run_helpers import get_run, kinds, start_run, wait_final
 from tests.support.platform import Platform, start_platform
 from tests.support.scripted_llm import ScriptedLLM, delayed, text_reply, tool_call_reply, tool_calls_reply
@@ -188,3 +190,35 @@ async def test_a_limit_above_the_engines_maximum_is_invalid_argument(
         assert f"limits.{field}" in failure.value.details()
         assert not (await platform.runs_stub.ListRuns(runs_pb2.ListRunsRequest())).runs
         assert llm.requests == []
+
+
+async def test_a_run_that_spends_its_users_budget_stops_after_that_step_and_the_next_is_refused(
+    tmp_path: Path,
+) -> None:
+    script = [tool_call_reply("calculator", {"operation": "add", "x": 1, "y": 1}), text_reply("never")]
+    async with ScriptedLLM(*script) as llm, start_platform(tmp_path, llm.base_url) as platform:
+        budget = runs_pb2.Budget(
+            scope=runs_pb2.BUDGET_SCOPE_USER, subject=LOCAL_USER, metric=runs_pb2.BUDGET_METRIC_TOKENS,
+            period=runs_pb2.BUDGET_PERIOD_DAY, limit=10,
+        )
+        await platform.runs_stub.SetBudget(runs_pb2.SetBudgetRequest(budget=budget))
+        refusals = {when: REGISTRY.get_sample_value(
+            "agentplatform_budget_refusals_total", {"scope": "user", "when": when}
+        ) or 0 for when in ("start", "running")}
+        run = await start_run(platform, "add")
+        final = await wait_final(platform, run.id)
+
+        assert final.state == runs_pb2.RUN_STATE_FAILED
+        assert final.error_code == final.steps[-1].error.code == "budget_exceeded"
+        assert f"10 tokens per day for user '{LOCAL_USER}' is spent" in final.error_message
+        # Stopped after the step that spent it: the model's tool call is recorded, the tool never ran.
+        assert kinds(final.steps)[-2:] == ["tool_call", "error"] and len(llm.requests) == 1
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await start_run(platform, "add again")
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "cannot start: the budget of 10 tokens per day" in (refused.value.details() or "")
+        # Counted once each (the runs service runs in this process here).
+        assert {when: (REGISTRY.get_sample_value(
+            "agentplatform_budget_refusals_total", {"scope": "user", "when": when}
+        ) or 0) - before for when, before in refusals.items()} == {"start": 1, "running": 1}

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from services.common import errors
 from services.common.run_vocabulary import COMPLETED
 from services.engine.failures import RunFailure, StepTooLarge
-from services.engine.journal import ApprovalRequest, ModelCall, Run, Step, StepContent, StepError
+from services.engine.journal import Appended, ApprovalRequest, ModelCall, Run, Step, StepContent, StepError
 from services.engine.upstream.runs_client import RunsClient
 
 
@@ -72,7 +72,7 @@ class StepRecorder:
         self.node_id = ""
         self._on_stored = on_stored
         self._last_sequence = recorded
-        self._in_flight: asyncio.Future[list[Step]] | None = None
+        self._in_flight: asyncio.Future[Appended] | None = None
 
     @property
     def next_sequence(self) -> int:
@@ -102,13 +102,17 @@ class StepRecorder:
         )
         self._in_flight.add_done_callback(self._stored)
         try:
-            return await asyncio.shield(self._in_flight)
+            appended = await asyncio.shield(self._in_flight)
         except StepTooLarge as exc:
             raise self._too_large(exc) from exc
         except (errors.InvalidArgument, errors.ResourceExhausted) as exc:
             if ending:
                 raise
             raise self._refused(exc) from exc
+        # The steps are stored (and counted by _stored, which ran first); the run stops after them.
+        if appended.over_budget and not ending:
+            raise RunFailure("budget_exceeded", errors.ResourceExhausted(f"the run stopped: {appended.over_budget}"))
+        return appended.steps
 
     def _too_large(self, exc: StepTooLarge) -> RunFailure:
         where = f"node '{self.node_id}': " if self.node_id else ""
@@ -119,11 +123,12 @@ class StepRecorder:
         code = "step_too_large" if isinstance(exc, errors.ResourceExhausted) else "step_refused"
         return RunFailure(code, type(exc)(f"{where}the run store refused the step: {exc}"))
 
-    def _stored(self, append: "asyncio.Future[list[Step]]") -> None:
+    def _stored(self, append: "asyncio.Future[Appended]") -> None:
         if not append.cancelled() and append.exception() is None:
-            self._last_sequence = max(self._last_sequence, append.result()[-1].sequence)
+            steps = append.result().steps
+            self._last_sequence = max(self._last_sequence, steps[-1].sequence)
             if self._on_stored is not None:
-                self._on_stored(append.result())
+                self._on_stored(steps)
 
     async def pause(self, request: ApprovalRequest) -> Run:
         """Record the approval-request step as the next one and leave the run WAITING in the store."""

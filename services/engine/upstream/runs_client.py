@@ -28,7 +28,7 @@ from services.common.rpc.protoconv import (
 )
 from services.common.rpc.status import error_from_rpc, error_from_status
 from services.engine.failures import StepTooLarge
-from services.engine.journal import HandBack, LeaseRenewal, NewRun, Run, RunEvent, Step, ThreadHistory
+from services.engine.journal import Appended, HandBack, LeaseRenewal, NewRun, Run, RunEvent, Step, ThreadHistory
 from services.engine.upstream.calls import (
     FIRST_BACKOFF_SECONDS,
     MAX_BACKOFF_SECONDS,
@@ -206,15 +206,15 @@ class RunsClient:
 
     async def append_steps(
         self, run_id: str, steps: list[Step], *, epoch: int, check_size: bool = True
-    ) -> list[Step]:
+    ) -> Appended:
         """Append steps with explicit sequences (so a retry is idempotent) under the lease of `epoch`; returns them
-        as stored. With `check_size`, StepTooLarge for a step larger than the store takes, before anything is
-        sent."""
+        as stored, and whether they spent a budget. With `check_size`, StepTooLarge for a step larger than the
+        store takes, before anything is sent."""
         request = execution_pb2.AppendStepsRequest(
             run_id=run_id, steps=[self._checked(step, check_size) for step in steps], lease_epoch=epoch
         )
         response = await self._retrying(self._stub.AppendSteps, request, "append_steps")
-        return [step_from_proto(step) for step in response.steps]
+        return Appended([step_from_proto(step) for step in response.steps], response.budget_exceeded)
 
     async def finish_run(
         self, run_id: str, state: str, error_code: str = "", error_message: str = "", *, epoch: int

@@ -57,6 +57,24 @@ class UsageInterval(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     USAGE_INTERVAL_UNSPECIFIED: _ClassVar[UsageInterval]
     USAGE_INTERVAL_HOUR: _ClassVar[UsageInterval]
     USAGE_INTERVAL_DAY: _ClassVar[UsageInterval]
+
+class BudgetScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BUDGET_SCOPE_UNSPECIFIED: _ClassVar[BudgetScope]
+    BUDGET_SCOPE_USER: _ClassVar[BudgetScope]
+    BUDGET_SCOPE_AGENT: _ClassVar[BudgetScope]
+
+class BudgetMetric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BUDGET_METRIC_UNSPECIFIED: _ClassVar[BudgetMetric]
+    BUDGET_METRIC_TOKENS: _ClassVar[BudgetMetric]
+    BUDGET_METRIC_USD: _ClassVar[BudgetMetric]
+
+class BudgetPeriod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BUDGET_PERIOD_UNSPECIFIED: _ClassVar[BudgetPeriod]
+    BUDGET_PERIOD_DAY: _ClassVar[BudgetPeriod]
+    BUDGET_PERIOD_MONTH: _ClassVar[BudgetPeriod]
 MULTITASK_STRATEGY_UNSPECIFIED: MultitaskStrategy
 MULTITASK_STRATEGY_REJECT: MultitaskStrategy
 MULTITASK_STRATEGY_ENQUEUE: MultitaskStrategy
@@ -83,6 +101,15 @@ USAGE_GROUPING_MODEL: UsageGrouping
 USAGE_INTERVAL_UNSPECIFIED: UsageInterval
 USAGE_INTERVAL_HOUR: UsageInterval
 USAGE_INTERVAL_DAY: UsageInterval
+BUDGET_SCOPE_UNSPECIFIED: BudgetScope
+BUDGET_SCOPE_USER: BudgetScope
+BUDGET_SCOPE_AGENT: BudgetScope
+BUDGET_METRIC_UNSPECIFIED: BudgetMetric
+BUDGET_METRIC_TOKENS: BudgetMetric
+BUDGET_METRIC_USD: BudgetMetric
+BUDGET_PERIOD_UNSPECIFIED: BudgetPeriod
+BUDGET_PERIOD_DAY: BudgetPeriod
+BUDGET_PERIOD_MONTH: BudgetPeriod
 
 class Run(_message.Message):
     __slots__ = ("id", "user_query", "state", "model", "create_time", "complete_time", "error_message", "usage", "metadata", "step_count", "steps", "error_code", "limits", "start_time", "cancel_requested", "executor_id", "user_query_truncated", "owner", "agent_id", "agent_revision", "thread_id", "thread_turn", "workflow_id", "workflow_revision", "lease_epoch", "attempts", "handbacks", "handed_back_by", "trace_id", "trace_span_id", "scores", "retention_hold", "cost")
@@ -696,3 +723,47 @@ class UsageBucket(_message.Message):
     usage: Usage
     cost: Cost
     def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key: _Optional[str] = ..., runs: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ...) -> None: ...
+
+class Budget(_message.Message):
+    __slots__ = ("id", "scope", "subject", "metric", "period", "limit", "spent", "reset_time", "updated_by")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SPENT_FIELD_NUMBER: _ClassVar[int]
+    RESET_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    scope: BudgetScope
+    subject: str
+    metric: BudgetMetric
+    period: BudgetPeriod
+    limit: float
+    spent: float
+    reset_time: _timestamp_pb2.Timestamp
+    updated_by: str
+    def __init__(self, id: _Optional[str] = ..., scope: _Optional[_Union[BudgetScope, str]] = ..., subject: _Optional[str] = ..., metric: _Optional[_Union[BudgetMetric, str]] = ..., period: _Optional[_Union[BudgetPeriod, str]] = ..., limit: _Optional[float] = ..., spent: _Optional[float] = ..., reset_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ...) -> None: ...
+
+class SetBudgetRequest(_message.Message):
+    __slots__ = ("budget",)
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    budget: Budget
+    def __init__(self, budget: _Optional[_Union[Budget, _Mapping]] = ...) -> None: ...
+
+class ListBudgetsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListBudgetsResponse(_message.Message):
+    __slots__ = ("budgets",)
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    budgets: _containers.RepeatedCompositeFieldContainer[Budget]
+    def __init__(self, budgets: _Optional[_Iterable[_Union[Budget, _Mapping]]] = ...) -> None: ...
+
+class DeleteBudgetRequest(_message.Message):
+    __slots__ = ("budget_id",)
+    BUDGET_ID_FIELD_NUMBER: _ClassVar[int]
+    budget_id: str
+    def __init__(self, budget_id: _Optional[str] = ...) -> None: ...

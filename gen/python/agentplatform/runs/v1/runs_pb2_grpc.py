@@ -149,6 +149,21 @@ class RunServiceStub:
                 request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeUsageRequest.SerializeToString,
                 response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeUsageResponse.FromString,
                 _registered_method=True)
+        self.SetBudget = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/SetBudget',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SetBudgetRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Budget.FromString,
+                _registered_method=True)
+        self.ListBudgets = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/ListBudgets',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListBudgetsRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListBudgetsResponse.FromString,
+                _registered_method=True)
+        self.DeleteBudget = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/DeleteBudget',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteBudgetRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -346,6 +361,33 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetBudget(self, request, context):
+        """Admins only: sets a budget of a user or an agent: at most so many tokens,
+        or US dollars of priced model calls, per UTC day or calendar month,
+        replacing one of the same scope, subject, metric and period. A run that
+        would start over a spent budget is refused RESOURCE_EXHAUSTED naming the
+        budget and when it resets; a run that spends one while it goes stops
+        after that step, FAILED "budget_exceeded".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBudgets(self, request, context):
+        """Lists budgets with what their period has spent: every budget for an
+        admin, a user's own otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBudget(self, request, context):
+        """Admins only: deletes a budget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -443,6 +485,21 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.SummarizeUsage,
                     request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeUsageRequest.FromString,
                     response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeUsageResponse.SerializeToString,
+            ),
+            'SetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBudget,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.SetBudgetRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.Budget.SerializeToString,
+            ),
+            'ListBudgets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBudgets,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListBudgetsRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListBudgetsResponse.SerializeToString,
+            ),
+            'DeleteBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBudget,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteBudgetRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -977,6 +1034,87 @@ class RunService:
             '/agentplatform.runs.v1.RunService/SummarizeUsage',
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeUsageRequest.SerializeToString,
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.SummarizeUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/SetBudget',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.SetBudgetRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.Budget.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBudgets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/ListBudgets',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListBudgetsRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ListBudgetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/DeleteBudget',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteBudgetRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -124,10 +124,12 @@ class AppendStepsRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[_runs_pb2.Step, _Mapping]]] = ..., lease_epoch: _Optional[int] = ...) -> None: ...
 
 class AppendStepsResponse(_message.Message):
-    __slots__ = ("steps",)
+    __slots__ = ("steps", "budget_exceeded")
     STEPS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_EXCEEDED_FIELD_NUMBER: _ClassVar[int]
     steps: _containers.RepeatedCompositeFieldContainer[_runs_pb2.Step]
-    def __init__(self, steps: _Optional[_Iterable[_Union[_runs_pb2.Step, _Mapping]]] = ...) -> None: ...
+    budget_exceeded: str
+    def __init__(self, steps: _Optional[_Iterable[_Union[_runs_pb2.Step, _Mapping]]] = ..., budget_exceeded: _Optional[str] = ...) -> None: ...
 
 class FinishRunRequest(_message.Message):
     __slots__ = ("run_id", "state", "error_message", "error_code", "lease_epoch")
