@@ -27,7 +27,11 @@ READY = "ready:"
 def banner(stack: Stack) -> str:
     """Every address the platform answers on, and a first call to try: printed once all of them answer."""
     chat = '{"message": "What is 5 + 10, then multiply by 3?"}'
-    rows = [("gateway", stack.gateway_url, "grpc-web and Connect: the browser app, the TypeScript client")]
+    rows = [
+        ("gateway", stack.gateway_url, "grpc-web and Connect: the browser app, the TypeScript client"),
+        ("rest", f"{stack.gateway_url}/api", "REST/JSON and Server-Sent Events (docs/gateway.md)"),
+        ("openapi", f"{stack.gateway_url}/api/openapi.json", "the REST paths' OpenAPI document"),
+    ]
     for name, address in service_addresses(stack):
         metrics = stack.metrics_urls.get(name)
         rows.append((name, address, "gRPC, reflection on" + (f"; metrics {metrics}" if metrics else "")))
@@ -47,6 +51,8 @@ Agent platform: every service answers its health check
 {table}
 
 Try it from another terminal:
+  curl -N -H 'content-type: application/json' -d '{chat}' {stack.gateway_url}/api/chat
+  .venv/bin/agentplatform chat "What is 5 + 10, then multiply by 3?"
   npx buf curl --protocol grpc --http2-prior-knowledge -d '{chat}' \\
     http://{stack.engine_address}/agentplatform.engine.v1.AgentService/StreamChat
   npx buf curl --protocol grpcweb --schema protos -d '{chat}' \\

@@ -35,7 +35,7 @@ def pid_running(parent: int, module: str) -> int | None:
 
 
 #: The process names the banner lists, each with its address.
-BANNER_ROWS = ("gateway", "engine", "runs", "tools", "agents", "model")
+BANNER_ROWS = ("gateway", "rest", "openapi", "engine", "runs", "tools", "agents", "model")
 #: Each service's line once it serves: the banner must come after all of them.
 SERVING_LINES = (
     r"runs +\| .* runs service listening on", r"tools +\| .* tools service listening on",
@@ -53,7 +53,9 @@ def check_start_up(log: str, ports: dict[str, int]) -> None:
     banner = log[banner_at:].split("\n\n")[0].splitlines()[1:]
     rows = {row.split()[0]: row.split()[1] for row in banner}
     assert rows.keys() == set(BANNER_ROWS), banner
-    assert rows["agents"] == f"127.0.0.1:{ports['AGENTS']}" and rows["gateway"] == f"http://127.0.0.1:{ports['GATEWAY']}"
+    gateway = f"http://127.0.0.1:{ports['GATEWAY']}"
+    assert rows["agents"] == f"127.0.0.1:{ports['AGENTS']}" and rows["gateway"] == gateway
+    assert (rows["rest"], rows["openapi"]) == (f"{gateway}/api", f"{gateway}/api/openapi.json")
     # The ready line follows the banner's last line (its Ctrl-C hint), and nothing of the start-up comes after.
     after_banner = log[log.index("Ctrl-C stops everything", banner_at):].splitlines()[1:]
     ready = next(line for line in after_banner if line.strip())
