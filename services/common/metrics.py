@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
-import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
@@ -136,12 +135,13 @@ class ClientMethodMetrics:
     def __init__(self, method: str) -> None:
         self._labels = rpc_labels(method)
         self._handling = GRPC_CLIENT_HANDLING.labels(*self._labels)
-        self._handled: dict[grpc.StatusCode, Counter] = {}
+        self._handled: dict[str, Counter] = {}
 
-    def handled(self, code: grpc.StatusCode, seconds: float) -> None:
-        counter = self._handled.get(code)
+    def handled(self, code_name: str, seconds: float) -> None:
+        """A call of this method ended with `code_name` (OK, UNAVAILABLE ...) after `seconds`."""
+        counter = self._handled.get(code_name)
         if counter is None:
-            counter = self._handled[code] = GRPC_CLIENT_HANDLED.labels(*self._labels, code.name)
+            counter = self._handled[code_name] = GRPC_CLIENT_HANDLED.labels(*self._labels, code_name)
         counter.inc()
         self._handling.observe(seconds)
 

@@ -164,7 +164,7 @@ class _CallsSeen:
         metrics, started = client_method_metrics(method), time.perf_counter()
 
         async def count(done: Any) -> None:
-            metrics.handled(await done.code(), time.perf_counter() - started)
+            metrics.handled((await done.code()).name, time.perf_counter() - started)
 
         def done(finished: Any) -> None:
             task = asyncio.get_running_loop().create_task(count(finished))
@@ -185,12 +185,12 @@ class _UnaryUnaryCalls(_CallsSeen, grpc.aio.UnaryUnaryClientInterceptor):
         try:
             await call
         except grpc.aio.AioRpcError as error:
-            metrics.handled(error.code(), time.perf_counter() - started)
+            metrics.handled(error.code().name, time.perf_counter() - started)
         except asyncio.CancelledError:
-            metrics.handled(grpc.StatusCode.CANCELLED, time.perf_counter() - started)
+            metrics.handled(grpc.StatusCode.CANCELLED.name, time.perf_counter() - started)
             raise
         else:
-            metrics.handled(grpc.StatusCode.OK, time.perf_counter() - started)
+            metrics.handled(grpc.StatusCode.OK.name, time.perf_counter() - started)
         # The call itself, done: its caller awaits it for the response or the error, metadata included.
         return call
 
