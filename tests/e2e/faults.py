@@ -1,8 +1,11 @@
-"""What the fault tests share (tests/e2e/test_faults.py, test_client_faults.py): the stack as separate
-processes killed with real signals, and ways to look at its runs."""
+"""What the fault tests share (tests/e2e/test_faults.py, test_client_faults.py, test_resume*.py,
+test_client_follow.py): the stack as separate processes killed with real signals, made whole again for the next
+test of a module that shares one stack, and ways to look at its runs."""
 
+import os
+import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -48,6 +51,34 @@ def fault_stack(workdir: Path, *extra: ProcessSpec, **settings: str | float) -> 
     finally:
         for name in list(running.processes):
             kill(running, name)
+
+
+def fault_stack_processes(stack: RunningStack) -> list[str]:
+    """The names of the processes `fault_stack` starts (all but Envoy)."""
+    return [spec.name for spec in stack.stack.processes if spec.name != "gateway"]
+
+
+def made_whole(stack: RunningStack, names: Iterable[str], timeout: float = 15) -> None:
+    """The stack as the next test of a module sharing it expects to find it, whatever the test before did or
+    where it failed: the processes `names` running (a killed one started again, one held with SIGSTOP let go) and
+    no run left live or waiting (each cancelled, and ended, so that no engine works on it later)."""
+    for process in stack.processes.values():
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)
+    for name in [name for name, process in stack.processes.items() if process.poll() is not None]:
+        stack.processes.pop(name)
+    missing = [name for name in names if name not in stack.processes]
+    for name in missing:
+        stack.start(stack.spec(name))
+    wait_ready(stack, missing)
+    with grpc.insecure_channel(stack.stack.runs_address) as channel:
+        runs = runs_pb2_grpc.RunServiceStub(channel)
+        left = [run.id for run in list_runs(runs) if run.state not in FINAL]
+        for run_id in left:
+            runs.CancelRun(runs_pb2.CancelRunRequest(run_id=run_id), timeout=5)
+        wait_for("the runs a test left to end", timeout, lambda: all(
+            run.state in FINAL for run in get_runs(runs, left)
+        ))
 
 
 def kill(stack: RunningStack, name: str) -> None:

@@ -9,16 +9,28 @@ engine's runs are offered again within seconds.
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from threading import Lock
 from typing import Any
+
+import httpx
 
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.launcher.stack import ProcessSpec
 from tests.e2e.conftest import RunningStack, wait_ready
-from tests.e2e.faults import FINAL, LEASE, REAP_MARGIN, REAPER_INTERVAL, assert_numbered, fault_stack, get_runs
+from tests.e2e.faults import (
+    FINAL,
+    LEASE,
+    REAP_MARGIN,
+    REAPER_INTERVAL,
+    assert_numbered,
+    fault_stack,
+    get_runs,
+    kill,
+    wait_for,
+)
 from tests.support.scripted_llm import Delayed, ModelReply, text_reply, tool_call_reply
 from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
 
@@ -65,6 +77,33 @@ def in_state(
 def restart_engine(stack: RunningStack) -> None:
     stack.start(stack.spec("engine"))
     wait_ready(stack, ["engine"])
+
+
+def model_answers(stack: RunningStack) -> bool:
+    try:
+        return httpx.get(f"{stack.stack.model_base_url}/models", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_model(stack: RunningStack, spec: ProcessSpec) -> None:
+    """The stack's demo model (SIGKILLed if it runs) started as `spec` says; returns once it answers."""
+    if "model" in stack.processes:
+        kill(stack, "model")
+    stack.start(spec)
+    wait_for("the demo model to answer", 15, lambda: model_answers(stack))
+
+
+@contextmanager
+def model_latency(stack: RunningStack, seconds: float) -> Iterator[None]:
+    """The stack's demo model holding each reply back `seconds` inside the block (started again so), and as it was
+    after it: a test of a module that shares the stack needs a model slower than the others'."""
+    spec = stack.spec("model")
+    start_model(stack, replace(spec, env=spec.env | {"DEMO_MODEL_LATENCY_SECONDS": str(seconds)}))
+    try:
+        yield
+    finally:
+        start_model(stack, spec)
 
 
 def assert_resumed_seed_run(run: runs_pb2.Run, attempts: int = 1) -> None:

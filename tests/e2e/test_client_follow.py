@@ -16,6 +16,9 @@ stage on demand runs against a scripted server in tests/e2e/node/follow_cases.ts
 - a follow left after its re-attach (its AbortSignal) cancels the run, as leaving its StreamChat would have;
 - followChat in Chromium (the browser page of test_browser.py), its engine killed mid-run: one continuous run.
 
+The tests with one engine share one stack (started once for the module: a start costs more than most tests),
+made whole again before each (every process running, no run left live); the one with two engines starts its own.
+
 Skips when node or the npm packages are missing, unless REQUIRE_BROWSER=1 (CI sets it).
 """
 
@@ -58,7 +61,17 @@ from tests.e2e.conftest import (
     wait_ready,
     wait_serving,
 )
-from tests.e2e.faults import FINAL, LEASE, REAPER_INTERVAL, assert_numbered, kill, logs, stack_env, wait_for
+from tests.e2e.faults import (
+    FINAL,
+    LEASE,
+    REAPER_INTERVAL,
+    assert_numbered,
+    kill,
+    logs,
+    made_whole,
+    stack_env,
+    wait_for,
+)
 from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
@@ -104,17 +117,20 @@ def test_follow_against_a_scripted_server(bundled: Path) -> None:
 
 
 @contextmanager
-def gateway_stack(workdir: Path, **settings: str) -> Iterator[RunningStack]:
+def gateway_stack(workdir: Path, page_port: int = 0, **settings: str) -> Iterator[RunningStack]:
     """The whole stack, Envoy included, with short leases (a killed engine's run is offered again within about
-    3 s) and a model slow enough for runs to be in flight, plus `settings`; every process killed on the way out."""
+    3 s) and a model slow enough for runs to be in flight, plus `settings`; every process killed on the way out.
+    With a `page_port`, the gateway's CORS policy allows the page the browser test serves there."""
+    cors = {"CORS_ALLOWED_ORIGINS": local_origin(page_port)} if page_port else {}
     env = stack_env(workdir, {
         "ENGINE_LEASE_SECONDS": str(LEASE),
         "RUNS_REAPER_INTERVAL_SECONDS": str(REAPER_INTERVAL),
         "DEMO_MODEL_LATENCY_SECONDS": str(MODEL_LATENCY),
+        **cors,
         **settings,
     })
     stack = build_stack_in(workdir, env)
-    running = RunningStack(stack, workdir, env, page_port=0)
+    running = RunningStack(stack, workdir, env, page_port=page_port)
     try:
         for spec in stack.processes:
             running.start(spec)
@@ -127,6 +143,20 @@ def gateway_stack(workdir: Path, **settings: str) -> Iterator[RunningStack]:
     finally:
         for name in list(running.processes):
             kill(running, name)
+
+
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """One stack for the tests that need a single engine: starting one takes longer than most of them."""
+    with gateway_stack(tmp_path_factory.mktemp("stack"), page_port=free_port()) as stack:
+        yield stack
+
+
+@pytest.fixture
+def stack(shared_stack: RunningStack) -> RunningStack:
+    """The shared stack, whole again after the test before (its engine or runs service killed, or stopped)."""
+    made_whole(shared_stack, [spec.name for spec in shared_stack.stack.processes])
+    return shared_stack
 
 
 def engine_names(stack: RunningStack) -> list[str]:
@@ -270,10 +300,9 @@ def assert_one_continuous_run(stack: RunningStack, lines: list[dict[str, Any]], 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_follow_chat_re_attaches_when_its_engine_is_killed_and_sees_one_continuous_run(
-    program: Path, tmp_path: Path, protocol: str
+    program: Path, stack: RunningStack, protocol: str
 ) -> None:
-    with gateway_stack(tmp_path) as stack, following(program, stack, protocol=protocol, mode="chat",
-                                                     message=SEED_QUESTION) as follower:
+    with following(program, stack, protocol=protocol, mode="chat", message=SEED_QUESTION) as follower:
         deadline = time.monotonic() + FOLLOW_TIMEOUT
         # Step 3 is the first tool call: the engine dies with the run mid-way, its chat stream cut off.
         follower.until_step(3, deadline)
@@ -298,36 +327,35 @@ def test_follow_chat_re_attaches_when_its_engine_is_killed_and_sees_one_continuo
                 assert event.delta.sequence > cursor, (event.delta.sequence, cursor)
 
 
-def test_follow_run_re_attaches_when_the_runs_service_restarts_mid_watch(program: Path, tmp_path: Path) -> None:
-    with gateway_stack(tmp_path) as stack:
-        with grpc.insecure_channel(stack.stack.engine_address) as channel:
-            run = engine_pb2_grpc.AgentServiceStub(channel).StartRun(
-                engine_pb2.StartRunRequest(message=SEED_QUESTION), timeout=10
-            )
-        with following(program, stack, protocol="connect", mode="run", runId=run.id, afterSequence="0") as follower:
-            deadline = time.monotonic() + FOLLOW_TIMEOUT
-            follower.until_step(3, deadline)
-            restart(stack, "runs")
-            lines = follower.finish(deadline)
+def test_follow_run_re_attaches_when_the_runs_service_restarts_mid_watch(program: Path, stack: RunningStack) -> None:
+    with grpc.insecure_channel(stack.stack.engine_address) as channel:
+        run = engine_pb2_grpc.AgentServiceStub(channel).StartRun(
+            engine_pb2.StartRunRequest(message=SEED_QUESTION), timeout=10
+        )
+    with following(program, stack, protocol="connect", mode="run", runId=run.id, afterSequence="0") as follower:
+        deadline = time.monotonic() + FOLLOW_TIMEOUT
+        follower.until_step(3, deadline)
+        restart(stack, "runs")
+        lines = follower.finish(deadline)
 
-            assert_one_continuous_run(stack, lines, resumes=0)
-            found = reattaches(lines)
-            assert found and all(reattach["runId"] == run.id for reattach in found), found
-            assert int(found[0]["afterSequence"]) >= 3, found
+        assert_one_continuous_run(stack, lines, resumes=0)
+        found = reattaches(lines)
+        assert found and all(reattach["runId"] == run.id for reattach in found), found
+        assert int(found[0]["afterSequence"]) >= 3, found
 
-        # Not a break: an unknown run is thrown as it is, at once.
-        with following(program, stack, protocol="connect", mode="run", runId=UNKNOWN_RUN_ID) as follower:
-            lines = follower.finish(time.monotonic() + 15)
-            assert lines == [{"error": {"code": "NotFound", "message": lines[0]["error"]["message"]}}], lines
+    # Not a break: an unknown run is thrown as it is, at once.
+    with following(program, stack, protocol="connect", mode="run", runId=UNKNOWN_RUN_ID) as follower:
+        lines = follower.finish(time.monotonic() + 15)
+        assert lines == [{"error": {"code": "NotFound", "message": lines[0]["error"]["message"]}}], lines
 
 
 def test_a_follow_chat_left_after_its_re_attach_cancels_the_run_as_its_stream_chat_would(
-    program: Path, tmp_path: Path
+    program: Path, stack: RunningStack
 ) -> None:
     # on_disconnect CANCEL (the default): leaving a StreamChat cancels its run. Once the follow has re-attached
     # through WatchRun, which cancels nothing by itself, the follow sends CancelRun.
-    with gateway_stack(tmp_path) as stack, following(program, stack, protocol="grpc-web", mode="chat",
-                                                     message=SEED_QUESTION, abortAfterReattach=True) as follower:
+    with following(program, stack, protocol="grpc-web", mode="chat", message=SEED_QUESTION,
+                   abortAfterReattach=True) as follower:
         deadline = time.monotonic() + FOLLOW_TIMEOUT
         follower.until_step(3, deadline)
         restart(stack, "engine")
@@ -346,29 +374,31 @@ def test_a_follow_chat_left_after_its_re_attach_cancels_the_run_as_its_stream_ch
         assert_numbered(run)
 
 
-def test_a_chat_broken_before_its_first_event_is_started_again_as_the_same_run(program: Path, tmp_path: Path) -> None:
+def test_a_chat_broken_before_its_first_event_is_started_again_as_the_same_run(
+    program: Path, stack: RunningStack
+) -> None:
     # The runs service is stopped (SIGSTOP), so the engine cannot create the run: StreamChat has sent nothing when
     # its engine is killed. The run id is unknown, so the follow retries the start, with the request id it gave it,
     # against the restarted engine: whether or not the dead engine's create reached the store, there is one run.
-    with gateway_stack(tmp_path) as stack:
-        runs = stack.processes["runs"]
-        os.kill(runs.pid, signal.SIGSTOP)
-        try:
-            with following(program, stack, protocol="grpc-web", mode="chat", message=SEED_QUESTION) as follower:
-                time.sleep(1.5)
-                kill(stack, "engine")
-                os.kill(runs.pid, signal.SIGCONT)
-                stack.start(stack.spec("engine"))
-                wait_ready(stack, ["engine"])
-                lines = follower.finish(time.monotonic() + FOLLOW_TIMEOUT)
-
-                assert not events_of(lines[:1]), "StreamChat sent an event before the kill: the start was not cut off"
-                found = reattaches(lines)
-                assert found and found[0]["runId"] == "" and found[0]["afterSequence"] == "0", found
-                final = assert_one_continuous_run(stack, lines, resumes=final_resumes(lines))
-                assert [run.id for run in list_runs(stack)] == [final.id]
-        finally:
+    before = {run.id for run in list_runs(stack)}  # the runs of the tests before on this stack
+    runs = stack.processes["runs"]
+    os.kill(runs.pid, signal.SIGSTOP)
+    try:
+        with following(program, stack, protocol="grpc-web", mode="chat", message=SEED_QUESTION) as follower:
+            time.sleep(1.5)
+            kill(stack, "engine")
             os.kill(runs.pid, signal.SIGCONT)
+            stack.start(stack.spec("engine"))
+            wait_ready(stack, ["engine"])
+            lines = follower.finish(time.monotonic() + FOLLOW_TIMEOUT)
+
+            assert not events_of(lines[:1]), "StreamChat sent an event before the kill: the start was not cut off"
+            found = reattaches(lines)
+            assert found and found[0]["runId"] == "" and found[0]["afterSequence"] == "0", found
+            final = assert_one_continuous_run(stack, lines, resumes=final_resumes(lines))
+            assert [run.id for run in list_runs(stack) if run.id not in before] == [final.id]
+    finally:
+        os.kill(runs.pid, signal.SIGCONT)
 
 
 def test_follow_chat_goes_on_when_a_second_engine_resumes_the_run_of_the_killed_one(
@@ -392,7 +422,7 @@ def test_follow_chat_goes_on_when_a_second_engine_resumes_the_run_of_the_killed_
         assert f"engine {marker.executor_id} listening" in stack.log(survivor), marker
 
 
-def test_follow_chat_in_chromium_re_attaches_when_its_engine_is_killed(tmp_path: Path) -> None:
+def test_follow_chat_in_chromium_re_attaches_when_its_engine_is_killed(tmp_path: Path, stack: RunningStack) -> None:
     # The same as the Node program, in the client's real home: Chromium's fetch, whose cut-off stream is not
     # undici's. The page (tests/e2e/browser/page.ts) follows the chat in the background and keeps what it saw.
     reason = missing_browser_tools()
@@ -400,12 +430,10 @@ def test_follow_chat_in_chromium_re_attaches_when_its_engine_is_killed(tmp_path:
         if os.environ.get("REQUIRE_BROWSER") == "1":
             pytest.fail(f"REQUIRE_BROWSER=1 but {reason}")
         pytest.skip(reason)
-    page_dir, stack_dir, page_port = tmp_path / "page", tmp_path / "stack", free_port()
+    page_dir = tmp_path / "page"
     page_dir.mkdir()
-    stack_dir.mkdir()
     bundle_page(page_dir)
-    with gateway_stack(stack_dir, CORS_ALLOWED_ORIGINS=local_origin(page_port)) as stack, \
-            serve_page(page_dir, page_port) as url:
+    with serve_page(page_dir, stack.page_port) as url:
         browser = Browser()
         try:
             browser.open("app", url)

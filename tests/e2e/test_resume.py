@@ -12,25 +12,29 @@ engine is SIGKILLed is resumed by the next engine from its steps, not failed.
 - killed again every time it is resumed: after its third resume (RUNS_MAX_ATTEMPTS) it ends FAILED
   `interrupted`, the message naming the resumes, with a marker for each.
 
-The stack is the fault tests' (tests/e2e/faults.py) with the demo model slowed so that runs are in flight.
+The stack is the fault tests' (tests/e2e/faults.py) with the demo model slowed so that runs are in flight; the
+tests share one (a start costs more than most tests), made whole again before each.
 """
 
 import os
 import signal
 import time
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
 from agentplatform.runs.v1 import runs_pb2
+from tests.e2e.conftest import RunningStack
 from tests.e2e.faults import (
     assert_numbered,
     clients,
     ended,
     explained,
+    fault_stack_processes,
     get_runs,
     kill,
     list_runs,
+    made_whole,
     start_runs,
     wait_for,
 )
@@ -39,6 +43,7 @@ from tests.e2e.resumes import (
     assert_resumed_seed_run,
     done,
     kinds,
+    model_latency,
     restart_engine,
     resume_stack,
     without_markers,
@@ -51,9 +56,21 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 MODEL_LATENCY = 1.0
 
 
-def test_runs_of_a_killed_engine_are_resumed_by_the_next_one_and_complete(tmp_path: Path) -> None:
-    with resume_stack(tmp_path, DEMO_MODEL_LATENCY_SECONDS=MODEL_LATENCY) as stack, \
-            clients(stack) as (engine, runs), explained(stack):
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    with resume_stack(tmp_path_factory.mktemp("stack"), DEMO_MODEL_LATENCY_SECONDS=MODEL_LATENCY) as stack:
+        yield stack
+
+
+@pytest.fixture
+def stack(shared_stack: RunningStack) -> RunningStack:
+    """The shared stack, whole again after the test before (its engine killed, a process stopped)."""
+    made_whole(shared_stack, fault_stack_processes(shared_stack))
+    return shared_stack
+
+
+def test_runs_of_a_killed_engine_are_resumed_by_the_next_one_and_complete(stack: RunningStack) -> None:
+    with clients(stack) as (engine, runs), explained(stack):
         # Two kill points at once, held in place by stopping the model (SIGSTOP): one run past its first tool
         # result, its next model call in flight; one at its first model call, its user request alone recorded.
         (later,) = start_runs(engine, 1)
@@ -91,9 +108,8 @@ def test_runs_of_a_killed_engine_are_resumed_by_the_next_one_and_complete(tmp_pa
         assert list_runs(runs, runs_pb2.RUN_STATE_RUNNING) == []
 
 
-def test_a_read_only_tool_call_cut_off_by_the_kill_runs_again_without_asking(tmp_path: Path) -> None:
-    with resume_stack(tmp_path, DEMO_MODEL_LATENCY_SECONDS=MODEL_LATENCY) as stack, \
-            clients(stack) as (engine, runs), explained(stack):
+def test_a_read_only_tool_call_cut_off_by_the_kill_runs_again_without_asking(stack: RunningStack) -> None:
+    with clients(stack) as (engine, runs), explained(stack):
         run_ids = start_runs(engine, 2)
         wait_for("the runs to begin", 10, lambda: all(run.step_count >= 1 for run in get_runs(runs, run_ids)))
         # The engine has listed the tools (before the first model call); the tools service now stops answering,
@@ -128,10 +144,9 @@ def test_a_read_only_tool_call_cut_off_by_the_kill_runs_again_without_asking(tmp
             assert timeline(without_markers(run)) == SEED_TIMELINE
 
 
-def test_a_run_killed_four_times_ends_failed_interrupted_after_its_third_resume(tmp_path: Path) -> None:
+def test_a_run_killed_four_times_ends_failed_interrupted_after_its_third_resume(stack: RunningStack) -> None:
     # A slow model: every engine is killed while the run waits on its model call.
-    with resume_stack(tmp_path, DEMO_MODEL_LATENCY_SECONDS=30) as stack, \
-            clients(stack) as (engine, runs), explained(stack):
+    with model_latency(stack, 30), clients(stack) as (engine, runs), explained(stack):
         (run_id,) = start_runs(engine, 1)
         for attempt in range(1, 4):
             # Each engine killed once it holds the run and has recorded its marker (the first: its user request).

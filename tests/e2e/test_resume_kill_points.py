@@ -15,14 +15,17 @@ the requests the scripted model served for each of its turns and the calls a cou
 4. after a tool result, before the next model call (the model holds its answer): that request is made again.
 
 Every run ends COMPLETED, steps 1..n with one `resumed` marker; every other turn was asked exactly once.
+
+The tests share one stack (a start costs more than most tests) and one scripted model, streaming every reply at
+CHUNK_SECONDS a piece; before each test the stack is made whole again and the model given the test's TurnModel.
 """
 
 import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import grpc
 import pytest
@@ -31,7 +34,16 @@ from google.protobuf import struct_pb2
 from agentplatform.runs.v1 import runs_pb2
 from agentplatform.tools.v1 import tools_pb2, tools_pb2_grpc
 from tests.e2e.conftest import RunningStack
-from tests.e2e.faults import assert_numbered, clients, explained, get_runs, kill, wait_for
+from tests.e2e.faults import (
+    assert_numbered,
+    clients,
+    explained,
+    fault_stack_processes,
+    get_runs,
+    kill,
+    made_whole,
+    wait_for,
+)
 from tests.e2e.resumes import (
     ORPHANED_WITHIN,
     TurnModel,
@@ -47,7 +59,7 @@ from tests.e2e.resumes import (
     start_asking,
     turn_of,
 )
-from tests.support.background_loop import background_loop
+from tests.support.background_loop import BackgroundLoop, background_loop
 from tests.support.scripted_llm import ModelReply, ScriptedLLM, delayed, text_reply, tool_call_reply
 from tests.tools.http_endpoint import Endpoint, serving_endpoint
 
@@ -62,8 +74,40 @@ HELD_SECONDS = 60.0
 LOCAL_HTTP = {"TOOLS_HTTP_ALLOWED_HOSTS": "127.0.0.1"}
 
 
+@pytest.fixture(scope="module")
+def loop() -> Iterator[BackgroundLoop]:
+    with background_loop() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def shared_llm(loop: BackgroundLoop) -> Iterator[ScriptedLLM]:
+    with loop.entered(ScriptedLLM(chunk_delay_seconds=CHUNK_SECONDS)) as llm:
+        yield llm
+
+
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory, shared_llm: ScriptedLLM) -> Iterator[RunningStack]:
+    with resume_stack(tmp_path_factory.mktemp("stack"), LLM_BASE_URL=shared_llm.base_url, **LOCAL_HTTP) as stack:
+        yield stack
+
+
+@pytest.fixture
+def stack(shared_stack: RunningStack) -> RunningStack:
+    """The shared stack, whole again after the test before (its engine killed, the tools service stopped)."""
+    made_whole(shared_stack, fault_stack_processes(shared_stack))
+    return shared_stack
+
+
+@pytest.fixture
+def llm(shared_llm: ScriptedLLM, stack: RunningStack) -> ScriptedLLM:
+    """The shared model with nothing seen: the test gives it its TurnModel (`reset(pick=...)`)."""
+    shared_llm.reset()
+    return shared_llm
+
+
 def test_killed_while_the_model_streams_and_after_a_tool_result_each_cut_off_turn_is_asked_once_more(
-    tmp_path: Path,
+    stack: RunningStack, llm: ScriptedLLM
 ) -> None:
     streaming, after_result = seed_question(1), seed_question(2)
     model = TurnModel(first_time={
@@ -72,9 +116,8 @@ def test_killed_while_the_model_streams_and_after_a_tool_result_each_cut_off_tur
         # Kill point 4: the model holds its second answer back the first time it is asked.
         (after_result, 1): lambda reply: delayed(reply, HELD_SECONDS),
     })
-    with background_loop() as loop, loop.entered(ScriptedLLM(pick=model, chunk_delay_seconds=CHUNK_SECONDS)) as llm, \
-            resume_stack(tmp_path, LLM_BASE_URL=llm.base_url) as stack, clients(stack) as (engine, runs), \
-            explained(stack):
+    llm.reset(pick=model)
+    with clients(stack) as (engine, runs), explained(stack):
         (later,) = start_asking(engine, after_result)
         wait_for("the first run's next model call after its tool result", 30, lambda: (
             model.counts(after_result)[1] == 1 and kinds(get_runs(runs, [later])[0])[-1] == "tool_result"
@@ -130,7 +173,7 @@ def http_turns(tool: str, amount: int) -> tuple[ModelReply, ...]:
 
 
 def test_killed_between_recording_a_tool_call_and_starting_it_an_unsafe_call_waits_and_a_safe_one_runs_once(
-    tmp_path: Path,
+    loop: BackgroundLoop, stack: RunningStack, llm: ScriptedLLM
 ) -> None:
     # Three runs: two call a POST tool (not safe to repeat), one a PUT tool (idempotent), each its own amount.
     again, without, safe = "Pay 1 (run again)", "Pay 2 (continue without it)", "Put 3"
@@ -139,10 +182,8 @@ def test_killed_between_recording_a_tool_call_and_starting_it_an_unsafe_call_wai
         turns_for=lambda question: http_turns("http__put" if question == safe else "http__pay", amounts[question]),
         latency=1.0,  # time to stop the tools service between listing the tools and calling one
     )
-    with background_loop() as loop, loop.entered(serving_endpoint()) as endpoint, \
-            loop.entered(ScriptedLLM(pick=model)) as llm, \
-            resume_stack(tmp_path, LLM_BASE_URL=llm.base_url, **LOCAL_HTTP) as stack, \
-            clients(stack) as (engine, runs), explained(stack):
+    llm.reset(pick=model)
+    with loop.entered(serving_endpoint()) as endpoint, clients(stack) as (engine, runs), explained(stack):
         assert not create_http_tool(stack, endpoint, "pay", tools_pb2.HTTP_METHOD_POST)
         assert create_http_tool(stack, endpoint, "put", tools_pb2.HTTP_METHOD_PUT)
         run_ids = start_asking(engine, again, without, safe)
@@ -202,15 +243,13 @@ def test_killed_between_recording_a_tool_call_and_starting_it_an_unsafe_call_wai
 
 
 def test_killed_while_a_post_runs_the_call_is_not_repeated_by_itself_and_each_decision_finishes_the_run(
-    tmp_path: Path,
+    loop: BackgroundLoop, stack: RunningStack, llm: ScriptedLLM
 ) -> None:
     again, without = "Pay 1 slowly (run again)", "Pay 2 slowly (continue without it)"
     amounts = {again: 1, without: 2}
     model = TurnModel(turns_for=lambda question: http_turns("http__pay_slowly", amounts[question]))
-    with background_loop() as loop, loop.entered(serving_endpoint()) as endpoint, \
-            loop.entered(ScriptedLLM(pick=model)) as llm, \
-            resume_stack(tmp_path, LLM_BASE_URL=llm.base_url, **LOCAL_HTTP) as stack, \
-            clients(stack) as (engine, runs), explained(stack):
+    llm.reset(pick=model)
+    with loop.entered(serving_endpoint()) as endpoint, clients(stack) as (engine, runs), explained(stack):
         assert not create_http_tool(stack, endpoint, "pay_slowly", tools_pb2.HTTP_METHOD_POST, "/slow")
         run_ids = start_asking(engine, again, without)
         # The endpoint records each call as it arrives and answers seconds later: the engine dies meanwhile.

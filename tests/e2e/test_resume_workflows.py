@@ -18,6 +18,9 @@ call (twice).
 And a tool node not safe to repeat (a POST to a slow counting server, the engine killed while the server holds the
 call): the resumed run waits for a person, its call's outcome unknown; "continue without it" finishes it without a
 second call (both decisions, the key of "run again": tests/engine/test_resume_workflows.py).
+
+The tests share one stack and one scripted model (a stack's start costs more than most tests), made whole again
+and the model's script and counts cleared before each.
 """
 
 import asyncio
@@ -26,8 +29,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
-from pathlib import Path
+from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import TypeVar
 
 import grpc
@@ -50,11 +52,13 @@ from tests.e2e.faults import (
     ended,
     explained,
     fault_stack,
+    fault_stack_processes,
     get_runs,
     kill,
+    made_whole,
     wait_for,
 )
-from tests.support.scripted_llm import Delayed, ModelReply, ScriptedLLM, delayed, text_reply, tool_call_reply
+from tests.support.scripted_llm import ScriptedLLM, delayed, text_reply, tool_call_reply
 from tests.tools.http_endpoint import serving_endpoint
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
@@ -84,10 +88,6 @@ def in_background(manager: AbstractAsyncContextManager[T]) -> Iterator[T]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
-
-
-def scripted_model(*replies: ModelReply | Delayed) -> AbstractContextManager[ScriptedLLM]:
-    return in_background(ScriptedLLM(*replies))
 
 
 def chain(writer: str, reviewer: str) -> workflows_pb2.Workflow:
@@ -178,14 +178,39 @@ def resumed_run(stack: RunningStack, runs: runs_pb2_grpc.RunServiceStub, run_id:
     return run
 
 
-def settings() -> dict[str, str | float]:
-    return {"ENGINE_LEASE_SECONDS": LEASE, "RUNS_REAPER_INTERVAL_SECONDS": REAPER_INTERVAL}
+@pytest.fixture(scope="module")
+def shared_llm() -> Iterator[ScriptedLLM]:
+    with in_background(ScriptedLLM()) as llm:
+        yield llm
 
 
-def test_killed_between_two_nodes_the_run_goes_on_at_the_next_node(tmp_path: Path) -> None:
-    with scripted_model(delayed(text_reply("Tides rise."), HELD), text_reply("Fine.")) as llm, \
-            fault_stack(tmp_path, LLM_BASE_URL=llm.base_url, **settings()) as stack, \
-            clients(stack) as (_, runs), explained(stack):
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory, shared_llm: ScriptedLLM) -> Iterator[RunningStack]:
+    """One stack for the module (a start costs more than most tests), its engines on the shared scripted model,
+    HTTP tools allowed to call the counting server on 127.0.0.1."""
+    with fault_stack(tmp_path_factory.mktemp("stack"), LLM_BASE_URL=shared_llm.base_url,
+                     TOOLS_HTTP_ALLOWED_HOSTS="127.0.0.1", ENGINE_LEASE_SECONDS=LEASE,
+                     RUNS_REAPER_INTERVAL_SECONDS=REAPER_INTERVAL) as stack:
+        yield stack
+
+
+@pytest.fixture
+def stack(shared_stack: RunningStack) -> RunningStack:
+    """The shared stack, whole again after the test before (its engine killed, a service stopped)."""
+    made_whole(shared_stack, fault_stack_processes(shared_stack))
+    return shared_stack
+
+
+@pytest.fixture
+def llm(shared_llm: ScriptedLLM, stack: RunningStack) -> ScriptedLLM:
+    """The shared model with nothing seen and nothing scripted: the test scripts its replies."""
+    shared_llm.reset()
+    return shared_llm
+
+
+def test_killed_between_two_nodes_the_run_goes_on_at_the_next_node(stack: RunningStack, llm: ScriptedLLM) -> None:
+    llm.script(delayed(text_reply("Tides rise."), HELD), text_reply("Fine."))
+    with clients(stack) as (_, runs), explained(stack):
         run_id = start_workflow_run(stack)
         wait_for("the first agent's model call", 15, lambda: len(llm.requests) == 1)
         with stopped(stack, "agents"):
@@ -203,11 +228,11 @@ def test_killed_between_two_nodes_the_run_goes_on_at_the_next_node(tmp_path: Pat
         assert [user_turns(request) for request in llm.requests] == [["Write about tides"], ["Review: Tides rise."]]
 
 
-def test_killed_inside_an_agent_node_while_its_model_works_the_call_is_made_again_once(tmp_path: Path) -> None:
-    replies = (delayed(text_reply("never sent"), 60), text_reply("Tides rise."), text_reply("Fine."))
-    with scripted_model(*replies) as llm, \
-            fault_stack(tmp_path, LLM_BASE_URL=llm.base_url, **settings()) as stack, \
-            clients(stack) as (_, runs), explained(stack):
+def test_killed_inside_an_agent_node_while_its_model_works_the_call_is_made_again_once(
+    stack: RunningStack, llm: ScriptedLLM
+) -> None:
+    llm.script(delayed(text_reply("never sent"), 60), text_reply("Tides rise."), text_reply("Fine."))
+    with clients(stack) as (_, runs), explained(stack):
         run_id = start_workflow_run(stack)
         wait_for("the first agent's model call", 15, lambda: len(llm.requests) == 1)
         time.sleep(0.2)
@@ -222,10 +247,11 @@ def test_killed_inside_an_agent_node_while_its_model_works_the_call_is_made_agai
         assert user_turns(llm.requests[2]) == ["Review: Tides rise."]
 
 
-def test_killed_while_a_tool_node_runs_its_read_only_call_runs_again_with_its_key(tmp_path: Path) -> None:
-    with scripted_model(delayed(text_reply("Tides rise."), HELD), text_reply("Fine.")) as llm, \
-            fault_stack(tmp_path, LLM_BASE_URL=llm.base_url, **settings()) as stack, \
-            clients(stack) as (_, runs), explained(stack):
+def test_killed_while_a_tool_node_runs_its_read_only_call_runs_again_with_its_key(
+    stack: RunningStack, llm: ScriptedLLM
+) -> None:
+    llm.script(delayed(text_reply("Tides rise."), HELD), text_reply("Fine."))
+    with clients(stack) as (_, runs), explained(stack):
         run_id = start_workflow_run(stack)
         wait_for("the first agent's model call", 15, lambda: len(llm.requests) == 1)
         with stopped(stack, "tools"):
@@ -242,13 +268,11 @@ def test_killed_while_a_tool_node_runs_its_read_only_call_runs_again_with_its_ke
 
 
 def test_killed_while_an_agent_nodes_tool_runs_the_read_only_call_runs_again_and_no_turn_is_asked_twice(
-    tmp_path: Path
+    stack: RunningStack, llm: ScriptedLLM
 ) -> None:
     add = tool_call_reply("calculator", {"operation": "add", "x": 2, "y": 3}, id="call_add")
-    replies = (delayed(add, HELD), text_reply("Tides rise."), text_reply("Fine."))
-    with scripted_model(*replies) as llm, \
-            fault_stack(tmp_path, LLM_BASE_URL=llm.base_url, **settings()) as stack, \
-            clients(stack) as (_, runs), explained(stack):
+    llm.script(delayed(add, HELD), text_reply("Tides rise."), text_reply("Fine."))
+    with clients(stack) as (_, runs), explained(stack):
         run_id = start_workflow_run(stack)
         # The engine has listed the tools before its first model call: the tools service may stop now.
         wait_for("the first agent's model call", 15, lambda: len(llm.requests) == 1)
@@ -273,7 +297,7 @@ def test_killed_while_an_agent_nodes_tool_runs_the_read_only_call_runs_again_and
 
 
 def test_killed_while_a_post_tool_node_runs_the_run_waits_for_a_person_and_never_calls_it_again(
-    tmp_path: Path
+    stack: RunningStack
 ) -> None:
     paying = workflows_pb2.Workflow(
         display_name="Pay",
@@ -284,10 +308,7 @@ def test_killed_while_a_post_tool_node_runs_the_run_waits_for_a_person_and_never
         ],
         edges=[edge("start", "pay"), edge("pay", "done")],
     )
-    with scripted_model() as llm, in_background(serving_endpoint()) as endpoint, \
-            fault_stack(tmp_path, LLM_BASE_URL=llm.base_url, TOOLS_HTTP_ALLOWED_HOSTS="127.0.0.1",
-                        **settings()) as stack, \
-            clients(stack) as (_, runs), explained(stack):
+    with in_background(serving_endpoint()) as endpoint, clients(stack) as (_, runs), explained(stack):
         parameters = struct_pb2.Struct()
         parameters.update({"type": "object", "properties": {"amount": {"type": "number"}}, "required": ["amount"]})
         # /slow records the request, then answers after 3 s: the engine dies meanwhile.

@@ -143,6 +143,16 @@ class ScriptedLLM:
         """Queue replies; each request takes the next one (an HttpError is answered as that HTTP error)."""
         self._replies.extend(replies)
 
+    def reset(self, pick: Pick | None = None) -> None:
+        """Forget every request seen and every reply left, and answer by `pick` from now on (by the queue without
+        one): the server as new, for the next test of a module that shares it (with the stack pointed at it).
+        Call it while no request is in flight."""
+        self._pick = pick
+        self._replies.clear()
+        self.requests.clear()
+        self.usages.clear()
+        self.aborted.clear()
+
     @property
     def remaining(self) -> int:
         """How many queued replies have not been used yet."""
