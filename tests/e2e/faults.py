@@ -15,7 +15,15 @@ import grpc
 from agentplatform.engine.v1 import engine_pb2, engine_pb2_grpc
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.launcher.stack import ProcessSpec
-from tests.e2e.conftest import RunningStack, build_stack_in, stack_environment, wait_ready
+from tests.e2e.conftest import (
+    STARTUP_TIMEOUT,
+    RunningStack,
+    build_stack_in,
+    local_origin,
+    stack_environment,
+    wait_ready,
+    wait_serving,
+)
 from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
 
 LIVE = (runs_pb2.RUN_STATE_QUEUED, runs_pb2.RUN_STATE_RUNNING)
@@ -25,6 +33,8 @@ SEED_STEPS = 8
 #: How often the tests look at the runs while they wait.
 POLL_SECONDS = 0.05
 T = TypeVar("T")
+
+ENGINE_SERVICE = "agentplatform.engine.v1.AgentService"
 
 
 # --- the stack ---------------------------------------------------------------------------------------------
@@ -51,6 +61,40 @@ def fault_stack(workdir: Path, *extra: ProcessSpec, **settings: str | float) -> 
     finally:
         for name in list(running.processes):
             kill(running, name)
+
+
+@contextmanager
+def gateway_stack(workdir: Path, page_port: int = 0, **settings: str) -> Iterator[RunningStack]:
+    """The whole stack as `make run` starts it, Envoy included, with short leases (a killed engine's run is
+    offered again within about 3 s) and `settings`; ready once every process, every engine of ENGINE_REPLICAS
+    included, serves; every process killed on the way out. With a `page_port`, the gateway's CORS policy allows
+    the page a browser test serves there."""
+    cors = {"CORS_ALLOWED_ORIGINS": local_origin(page_port)} if page_port else {}
+    env = stack_env(workdir, {
+        "ENGINE_LEASE_SECONDS": str(LEASE),
+        "RUNS_REAPER_INTERVAL_SECONDS": str(REAPER_INTERVAL),
+        **cors,
+        **settings,
+    })
+    stack = build_stack_in(workdir, env)
+    running = RunningStack(stack, workdir, env, page_port=page_port)
+    try:
+        for spec in stack.processes:
+            running.start(spec)
+        wait_ready(running, [spec.name for spec in stack.processes])
+        # wait_ready knows the engine by its one-engine name; with ENGINE_REPLICAS they are engine-1, engine-2 …
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        for name, address in zip(engine_names(running), stack.engine_addresses, strict=True):
+            wait_serving(address, ENGINE_SERVICE, deadline, running.processes[name])
+        yield running
+    finally:
+        for name in list(running.processes):
+            kill(running, name)
+
+
+def engine_names(stack: RunningStack) -> list[str]:
+    """The engine processes' names, in the order of `Stack.engine_addresses`."""
+    return [spec.name for spec in stack.stack.processes if spec.name == "engine" or spec.name.startswith("engine-")]
 
 
 def fault_stack_processes(stack: RunningStack) -> list[str]:

@@ -54,22 +54,17 @@ from tests.e2e.browser_page import (
     serve_page,
 )
 from tests.e2e.conftest import (
-    STARTUP_TIMEOUT,
     RunningStack,
-    build_stack_in,
-    local_origin,
     wait_ready,
-    wait_serving,
 )
 from tests.e2e.faults import (
     FINAL,
-    LEASE,
-    REAPER_INTERVAL,
     assert_numbered,
+    engine_names,
+    gateway_stack,
     kill,
     logs,
     made_whole,
-    stack_env,
     wait_for,
 )
 from tests.support.seed import SEED_QUESTION, SEED_TIMELINE, timeline
@@ -79,7 +74,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 NODE_DIR = Path(__file__).resolve().parent / "node"
 #: Long enough for a kill to land mid-run; short enough for a run of four model turns to finish soon.
 MODEL_LATENCY = 1.0
-ENGINE_SERVICE = "agentplatform.engine.v1.AgentService"
 #: A bound on the whole follow, kills, lease expiry and resume included.
 FOLLOW_TIMEOUT = 60.0
 
@@ -116,39 +110,12 @@ def test_follow_against_a_scripted_server(bundled: Path) -> None:
     assert f"# pass {cases}\n" in result.stdout and "# fail 0\n" in result.stdout, result.stdout
 
 
-@contextmanager
-def gateway_stack(workdir: Path, page_port: int = 0, **settings: str) -> Iterator[RunningStack]:
-    """The whole stack, Envoy included, with short leases (a killed engine's run is offered again within about
-    3 s) and a model slow enough for runs to be in flight, plus `settings`; every process killed on the way out.
-    With a `page_port`, the gateway's CORS policy allows the page the browser test serves there."""
-    cors = {"CORS_ALLOWED_ORIGINS": local_origin(page_port)} if page_port else {}
-    env = stack_env(workdir, {
-        "ENGINE_LEASE_SECONDS": str(LEASE),
-        "RUNS_REAPER_INTERVAL_SECONDS": str(REAPER_INTERVAL),
-        "DEMO_MODEL_LATENCY_SECONDS": str(MODEL_LATENCY),
-        **cors,
-        **settings,
-    })
-    stack = build_stack_in(workdir, env)
-    running = RunningStack(stack, workdir, env, page_port=page_port)
-    try:
-        for spec in stack.processes:
-            running.start(spec)
-        wait_ready(running, [spec.name for spec in stack.processes])
-        # wait_ready knows the engine by its one-engine name; with ENGINE_REPLICAS they are engine-1, engine-2 …
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        for name, address in zip(engine_names(running), stack.engine_addresses, strict=True):
-            wait_serving(address, ENGINE_SERVICE, deadline, running.processes[name])
-        yield running
-    finally:
-        for name in list(running.processes):
-            kill(running, name)
-
-
 @pytest.fixture(scope="module")
 def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     """One stack for the tests that need a single engine: starting one takes longer than most of them."""
-    with gateway_stack(tmp_path_factory.mktemp("stack"), page_port=free_port()) as stack:
+    with gateway_stack(
+        tmp_path_factory.mktemp("stack"), page_port=free_port(), DEMO_MODEL_LATENCY_SECONDS=str(MODEL_LATENCY)
+    ) as stack:
         yield stack
 
 
@@ -157,11 +124,6 @@ def stack(shared_stack: RunningStack) -> RunningStack:
     """The shared stack, whole again after the test before (its engine or runs service killed, or stopped)."""
     made_whole(shared_stack, [spec.name for spec in shared_stack.stack.processes])
     return shared_stack
-
-
-def engine_names(stack: RunningStack) -> list[str]:
-    """The engine processes' names, in the order of `Stack.engine_addresses`."""
-    return [spec.name for spec in stack.stack.processes if spec.name == "engine" or spec.name.startswith("engine-")]
 
 
 def engine_holding(stack: RunningStack, run_id: str) -> str:
@@ -406,7 +368,9 @@ def test_follow_chat_goes_on_when_a_second_engine_resumes_the_run_of_the_killed_
 ) -> None:
     # Two engines behind Envoy; the one executing the chat is killed and stays dead: the other takes the run over
     # once its lease runs out, and the follow, re-attached to the runs service, sees it go on there.
-    with gateway_stack(tmp_path, ENGINE_REPLICAS="2", ENGINE_PORT=str(two_free_ports())) as stack, \
+    with gateway_stack(
+        tmp_path, ENGINE_REPLICAS="2", ENGINE_PORT=str(two_free_ports()), DEMO_MODEL_LATENCY_SECONDS=str(MODEL_LATENCY)
+    ) as stack, \
             following(program, stack, protocol="grpc-web", mode="chat", message=SEED_QUESTION) as follower:
         deadline = time.monotonic() + FOLLOW_TIMEOUT
         follower.until_step(3, deadline)

@@ -7,31 +7,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.e2e.conftest import RunningStack, build_stack_in, wait_ready
-from tests.e2e.faults import LEASE, REAPER_INTERVAL, kill, stack_env
+from tests.e2e.conftest import RunningStack, wait_ready
+from tests.e2e.faults import gateway_stack, kill
 from tests.support.keys import AUTH
 
 
 @contextmanager
-def gateway_stack(workdir: Path, **settings: str) -> Iterator[RunningStack]:
-    """The whole stack with API keys for alice, bob and root (tests/support/keys.py), short leases, and
-    `settings`; every process killed on the way out."""
-    env = stack_env(workdir, {
-        **AUTH,
-        "ENGINE_LEASE_SECONDS": str(LEASE),
-        "RUNS_REAPER_INTERVAL_SECONDS": str(REAPER_INTERVAL),
-        **settings,
-    })
-    stack = build_stack_in(workdir, env)
-    running = RunningStack(stack, workdir, env, page_port=0)
-    try:
-        for spec in stack.processes:
-            running.start(spec)
-        wait_ready(running, [spec.name for spec in stack.processes])
+def keyed_gateway_stack(workdir: Path, **settings: str) -> Iterator[RunningStack]:
+    """The whole stack (tests/e2e/faults.gateway_stack) with API keys for alice, bob and root
+    (tests/support/keys.py) and `settings`."""
+    with gateway_stack(workdir, **{**AUTH, **settings}) as running:
         yield running
-    finally:
-        for name in list(running.processes):
-            kill(running, name)
 
 
 def restart(stack: RunningStack, name: str) -> float:

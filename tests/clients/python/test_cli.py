@@ -19,7 +19,7 @@ from agentplatform_client import Client
 from agentplatform_client.cli.app import app
 from agentplatform_client.cli.output import EXIT_INTERRUPTED
 from agentplatform_client.types import RunState
-from tests.clients.python.stack import gateway_address, gateway_stack
+from tests.clients.python.stack import gateway_address, keyed_gateway_stack
 from tests.e2e.conftest import RunningStack
 from tests.e2e.faults import FINAL, wait_for
 from tests.support.keys import ADMIN, ALICE
@@ -34,7 +34,7 @@ AGENTPLATFORM = Path(sys.executable).with_name("agentplatform")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     # A model slow enough (0.5 s a turn) for a chat to be interrupted mid-run; the engine reads a tool's
     # requires_approval afresh for every run.
-    with gateway_stack(tmp_path_factory.mktemp("cli"), DEMO_MODEL_LATENCY_SECONDS="0.5",
+    with keyed_gateway_stack(tmp_path_factory.mktemp("cli"), DEMO_MODEL_LATENCY_SECONDS="0.5",
                        ENGINE_TOOLS_CACHE_SECONDS="0") as running:
         yield running
 

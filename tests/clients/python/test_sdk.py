@@ -13,7 +13,7 @@ import pytest
 
 from agentplatform_client import AsyncClient, Client, Reattach, errors
 from agentplatform_client.types import Run, RunEvent, RunState
-from tests.clients.python.stack import gateway_address, gateway_stack, restart
+from tests.clients.python.stack import gateway_address, keyed_gateway_stack, restart
 from tests.e2e.conftest import RunningStack
 from tests.e2e.faults import assert_numbered
 from tests.support.keys import ADMIN, ALICE, BOB
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     # A model slow enough (0.5 s a turn) for a run to be in flight while its runs service restarts.
-    with gateway_stack(tmp_path_factory.mktemp("sdk"), DEMO_MODEL_LATENCY_SECONDS="0.5") as running:
+    with keyed_gateway_stack(tmp_path_factory.mktemp("sdk"), DEMO_MODEL_LATENCY_SECONDS="0.5") as running:
         yield running
 
 
