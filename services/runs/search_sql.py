@@ -64,7 +64,10 @@ def filter_clauses(search: RunFilter, sqlite: bool) -> list[ColumnElement[bool]]
         clauses.append(exists().where(RUN_TOOLS.c.run_id == runs.id, RUN_TOOLS.c.tool == search.tool))
     if search.metadata:
         if sqlite:
-            clauses.extend(runs.metadata[key].as_string() == value for key, value in search.metadata)
+            # json_each, not a JSON path: a path cannot name every key (one with a quote or a backslash).
+            for key, value in search.metadata:
+                pairs = func.json_each(runs.metadata).table_valued("key", "value")
+                clauses.append(exists().where(pairs.c.key == key, pairs.c.value == value))
         else:
             # Containment, which the GIN index over metadata serves.
             clauses.append(runs.metadata.op("@>")(literal(dict(search.metadata), JSONB())))

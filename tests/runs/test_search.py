@@ -261,3 +261,10 @@ async def test_filters_apply_within_a_thread(store: RunStore) -> None:
     page, _ = await store.list_runs(search=RunFilter(text="invoice"), thread_id=first.thread_id)
     assert [run.id for run in page] == [second.id]
 
+
+
+async def test_metadata_keys_may_hold_any_character(store: RunStore) -> None:
+    # A JSON path could not name these keys on SQLite; the filter compares keys as values.
+    for key in ('say "hi"', "back\\slash", "a.b[0]", "$"):
+        run = await store.create_run(new_run("q", metadata={key: "v"}))
+        assert await found(store, RunFilter(metadata=((key, "v"),))) == [run.id], key
