@@ -21,10 +21,10 @@ PG_TEXT_VECTOR = (
     f"left(runs.final_answer, {FULL_TEXT_CHARS}))"
 )
 _PG_INDEX_VECTOR = PG_TEXT_VECTOR.replace("runs.", "")
-PG_FULL_TEXT_INDEX = f"CREATE INDEX ix_runs_full_text ON runs USING gin ({_PG_INDEX_VECTOR})"
+PG_FULL_TEXT_INDEX = f"CREATE INDEX IF NOT EXISTS ix_runs_full_text ON runs USING gin ({_PG_INDEX_VECTOR})"
 
 #: PostgreSQL: metadata key=value filters as JSONB containment (@>), which this index serves.
-PG_METADATA_INDEX = "CREATE INDEX ix_runs_metadata ON runs USING gin (metadata jsonb_path_ops)"
+PG_METADATA_INDEX = "CREATE INDEX IF NOT EXISTS ix_runs_metadata ON runs USING gin (metadata jsonb_path_ops)"
 #: What these DDL statements make that the models do not describe (Alembic's comparison skips them).
 UNMODELLED = frozenset({
     "ix_runs_full_text", "ix_runs_metadata",
@@ -35,14 +35,14 @@ UNMODELLED = frozenset({
 #: SQLite: an FTS5 table over runs' two text columns, keyed by runs' rowid, kept by triggers (an update of
 #: either column deletes the old terms and adds the new).
 SQLITE_FULL_TEXT = (
-    "CREATE VIRTUAL TABLE runs_fts USING fts5(user_query, final_answer, content='runs', content_rowid='rowid', "
-    "tokenize='unicode61 remove_diacritics 0')",
-    "CREATE TRIGGER runs_fts_insert AFTER INSERT ON runs BEGIN "
+    "CREATE VIRTUAL TABLE IF NOT EXISTS runs_fts USING fts5(user_query, final_answer, content='runs', "
+    "content_rowid='rowid', tokenize='unicode61 remove_diacritics 0')",
+    "CREATE TRIGGER IF NOT EXISTS runs_fts_insert AFTER INSERT ON runs BEGIN "
     "INSERT INTO runs_fts(rowid, user_query, final_answer) VALUES (new.rowid, new.user_query, new.final_answer); END",
-    "CREATE TRIGGER runs_fts_delete AFTER DELETE ON runs BEGIN "
+    "CREATE TRIGGER IF NOT EXISTS runs_fts_delete AFTER DELETE ON runs BEGIN "
     "INSERT INTO runs_fts(runs_fts, rowid, user_query, final_answer) "
     "VALUES ('delete', old.rowid, old.user_query, old.final_answer); END",
-    "CREATE TRIGGER runs_fts_update AFTER UPDATE OF user_query, final_answer ON runs BEGIN "
+    "CREATE TRIGGER IF NOT EXISTS runs_fts_update AFTER UPDATE OF user_query, final_answer ON runs BEGIN "
     "INSERT INTO runs_fts(runs_fts, rowid, user_query, final_answer) "
     "VALUES ('delete', old.rowid, old.user_query, old.final_answer); "
     "INSERT INTO runs_fts(rowid, user_query, final_answer) VALUES (new.rowid, new.user_query, new.final_answer); "

@@ -90,7 +90,8 @@ class RunRow(Base):
         # Search (services/runs/search_sql.py): each filter that narrows runs most, newest first, or an order.
         # The full-text and metadata indexes are services/runs/full_text.py's.
         Index("ix_runs_completed_at_id", "completed_at", "id"),
-        Index("ix_runs_agent_created_at_id", "agent_id", "agent_revision", "created_at", "id"),
+        # One agent's runs newest first; a revision is checked on the way (few per agent), so no index of its own.
+        Index("ix_runs_agent_created_at_id", "agent_id", "created_at", "id"),
         Index("ix_runs_workflow_created_at_id", "workflow_id", "created_at", "id"),
         Index("ix_runs_model_created_at_id", "model", "created_at", "id"),
         Index("ix_runs_error_code_created_at_id", "error_code", "created_at", "id"),

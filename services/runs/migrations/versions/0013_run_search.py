@@ -19,7 +19,7 @@ depends_on = None
 #: (name, columns) of the indexes on runs the filters and orders use.
 _INDEXES = (
     ("ix_runs_completed_at_id", ["completed_at", "id"]),
-    ("ix_runs_agent_created_at_id", ["agent_id", "agent_revision", "created_at", "id"]),
+    ("ix_runs_agent_created_at_id", ["agent_id", "created_at", "id"]),
     ("ix_runs_workflow_created_at_id", ["workflow_id", "created_at", "id"]),
     ("ix_runs_model_created_at_id", ["model", "created_at", "id"]),
     ("ix_runs_error_code_created_at_id", ["error_code", "created_at", "id"]),
