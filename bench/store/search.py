@@ -9,6 +9,7 @@ from bench.store.listing import SERIES_SECONDS, WARMUP_CALLS, Progress, explain
 from bench.store.loading import AGENTS, WORKFLOWS, LoadedRuns
 from bench.store.results import CaseResult, Goal, Stopwatch
 from services.runs.search import NumberRange, RunFilter, RunOrder, TimeRange, text_words
+from services.runs.search_sql import common_text
 from services.runs.store import RunStore
 
 #: The issue's goal for a search's first page.
@@ -67,10 +68,10 @@ async def bench_search(store: RunStore, loaded: LoadedRuns, calls: int, progress
             latencies_ms.append(watch.ms)
         seconds = total.seconds
         page, _ = await store.list_runs(search=search, owner=owner)
-        facts = {
-            "found": len(page),
-            "plan": await explain(store, store.list_runs_statement(search=search, owner=owner)),
-        }
+        async with store.database.engine.connect() as connection:
+            common = await common_text(connection, search)
+        statement = store.list_runs_statement(search=search, owner=owner, common_words=common)
+        facts = {"found": len(page), "plan": await explain(store, statement)}
         results.append(CaseResult(f"search: {name}", kind, len(latencies_ms), seconds, latencies_ms,
                                   goal=SEARCH_GOAL, facts=facts))
     return results

@@ -29,7 +29,7 @@ PG_METADATA_INDEX = "CREATE INDEX IF NOT EXISTS ix_runs_metadata ON runs USING g
 UNMODELLED = frozenset({
     "ix_runs_full_text", "ix_runs_metadata",
     # FTS5's own tables.
-    "runs_fts", "runs_fts_data", "runs_fts_idx", "runs_fts_docsize", "runs_fts_config",
+    "runs_fts", "runs_fts_vocab", "runs_fts_data", "runs_fts_idx", "runs_fts_docsize", "runs_fts_config",
 })
 
 #: SQLite: an FTS5 table over runs' two text columns, keyed by runs' rowid, kept by triggers (an update of
@@ -47,6 +47,8 @@ SQLITE_FULL_TEXT = (
     "VALUES ('delete', old.rowid, old.user_query, old.final_answer); "
     "INSERT INTO runs_fts(rowid, user_query, final_answer) VALUES (new.rowid, new.user_query, new.final_answer); "
     "END",
+    # How many runs have each term, read from the FTS index itself: search picks its plan by it.
+    "CREATE VIRTUAL TABLE IF NOT EXISTS runs_fts_vocab USING fts5vocab(runs_fts, 'row')",
 )
 
 
@@ -65,6 +67,7 @@ def recreate_sqlite_full_text(connection: Connection) -> None:
     """After a rebuild of the runs table on SQLite: the FTS table, its triggers and its terms made again."""
     for name in ("runs_fts_insert", "runs_fts_delete", "runs_fts_update"):
         connection.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+    connection.execute(text("DROP TABLE IF EXISTS runs_fts_vocab"))
     connection.execute(text("DROP TABLE IF EXISTS runs_fts"))
     install_full_text(connection)
 

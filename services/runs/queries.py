@@ -16,7 +16,7 @@ from services.runs.parts import StoreParts
 from services.runs.records import RunRecord, StepRecord
 from services.runs.rows import RUN_COLUMNS, RUNS, STEPS, Values, load_run, run_record, step_record
 from services.runs.search import NO_FILTER, RunFilter, checked_filter
-from services.runs.search_sql import after, check_thread_order, filter_clauses, ordered, position_of
+from services.runs.search_sql import after, check_thread_order, common_text, filter_clauses, ordered, position_of
 from services.runs.threads import LIST_RUNS, load_thread, turn_page_token, turns_after
 
 #: A ListRuns page ends early rather than grow past this (gRPC's default message limit is 4 MiB).
@@ -117,13 +117,18 @@ class RunQueries(StoreParts):
         default); NotFound when the thread is missing or, with `owner`, someone else's.
         """
         search = checked_filter(search)
-        query = self.list_runs_statement(page_size, page_token, search, owner=owner, thread_id=thread_id)
+        self.list_runs_statement(page_size, page_token, search, owner=owner, thread_id=thread_id)  # checks first
         limit = checked_page_size(page_size)
         if thread_id:
             thread_id = parse_uuid(thread_id, "thread_id", "thread")
         async with self.database.read() as session:
+            connection = await session.connection()
             if thread_id:
-                await load_thread(await session.connection(), thread_id, owner)
+                await load_thread(connection, thread_id, owner)
+            common = await common_text(connection, search)
+            query = self.list_runs_statement(
+                page_size, page_token, search, owner=owner, thread_id=thread_id, common_words=common
+            )
             rows = (await session.execute(query)).mappings().all()
         page = _fit_page(rows[:limit])
         if len(rows) == len(page):
@@ -142,15 +147,18 @@ class RunQueries(StoreParts):
         *,
         owner: str | None = None,
         thread_id: str = "",
+        common_words: bool = False,
     ) -> Select[Any]:
         """The SELECT `list_runs` executes for the page these same arguments ask for: the page's runs and one
         more, whose presence says a next page exists. `list_runs` runs exactly this, so an operator (or
         `make bench-runs`) can have the database EXPLAIN what the service executes. InvalidArgument for
-        arguments `list_runs` refuses.
+        arguments `list_runs` refuses. `common_words`: what `search_sql.common_text` says of the search's text
+        now (`list_runs` asks it), which picks the plan of a text search on SQLite.
         """
         limit = checked_page_size(page_size)
         search = checked_filter(search)
-        query = select(*_LIST_COLUMNS).where(*filter_clauses(search, self.database.is_sqlite)).limit(limit + 1)
+        clauses = filter_clauses(search, self.database.is_sqlite, common_words)
+        query = select(*_LIST_COLUMNS).where(*clauses).limit(limit + 1)
         if thread_id:
             thread_id = parse_uuid(thread_id, "thread_id", "thread")
             check_thread_order(search.order)

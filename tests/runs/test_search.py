@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from bench.store.listing import explain
 from services.common.db.database import Database
 from services.common.errors import InvalidArgument
 from services.common.usage import Usage
+from services.runs import search_sql
 from services.runs.records import ModelCallStats, NewStep
 from services.runs.search import NumberRange, RunFilter, RunOrder, TimeRange
 from services.runs.store import RunStore
@@ -146,6 +148,25 @@ async def test_each_filter_alone_and_combined(store: RunStore, corpus: dict[str,
     names = {run_id: name for name, run_id in corpus.items()}
     for search, expected in CASES:
         assert [names[run_id] for run_id in await found(store, search)] == expected, search
+
+
+async def test_a_common_text_has_a_plan_of_its_own_and_the_same_answers(
+    store: RunStore, corpus: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = {run_id: name for name, run_id in corpus.items()}
+    monkeypatch.setattr(search_sql, "COMMON_TEXT_RUNS", 0)  # every word that any run has is common now
+    for search, expected in CASES:
+        if search.text:
+            assert [names[run_id] for run_id in await found(store, search)] == expected, search
+    if store.database.is_sqlite:
+        search = RunFilter(text="invoice")
+        async with store.database.engine.connect() as connection:
+            assert await search_sql.common_text(connection, search)
+            assert not await search_sql.common_text(connection, RunFilter(text="invoice zebra"))
+        plan = await explain(store, store.list_runs_statement(search=search, common_words=True))
+        # The runs walked newest first by the index, none sorted.
+        assert any("ix_runs_created_at_id" in line for line in plan) and not any("TEMP B-TREE" in line
+                                                                                  for line in plan), plan
 
 
 async def test_another_users_runs_never_appear(store: RunStore, corpus: dict[str, str]) -> None:

@@ -69,6 +69,7 @@ def downgrade() -> None:
     if bind.dialect.name == "sqlite":
         for trigger in ("runs_fts_insert", "runs_fts_delete", "runs_fts_update"):
             op.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+        op.execute("DROP TABLE IF EXISTS runs_fts_vocab")
         op.execute("DROP TABLE IF EXISTS runs_fts")
     else:
         op.execute("DROP INDEX IF EXISTS ix_runs_full_text")
