@@ -1241,8 +1241,8 @@ export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
  */
 export type ListRunsResponse = Message<"agentplatform.runs.v1.ListRunsResponse"> & {
   /**
-   * The runs without steps, newest first (in turn order with `thread_id`);
-   * long user queries are cut.
+   * The runs without steps, in the request's `order` (newest first by
+   * default; in turn order with `thread_id`); long user queries are cut.
    *
    * @generated from field: repeated agentplatform.runs.v1.Run runs = 1;
    */
