@@ -16,9 +16,12 @@ from sqlalchemy.engine import Connection
 FULL_TEXT_CHARS = 100_000
 #: The tsvector the GIN index holds; a query must name the same expression, with constants, not bound values,
 #: for the planner to use the index.
+#: ASCII punctuation becomes spaces first: PostgreSQL's parser would keep a path, a host, an e-mail address or a
+#: number such as 3.14 as one token ("notes/python.md"), which no query of words (letters and digits) can match,
+#: where FTS5 splits them into words; so both index the same words.
 PG_TEXT_VECTOR = (
-    f"to_tsvector('simple'::regconfig, left(runs.user_query, {FULL_TEXT_CHARS}) || ' ' || "
-    f"left(runs.final_answer, {FULL_TEXT_CHARS}))"
+    f"to_tsvector('simple'::regconfig, regexp_replace(left(runs.user_query, {FULL_TEXT_CHARS}) || ' ' || "
+    f"left(runs.final_answer, {FULL_TEXT_CHARS}), '[[:punct:]]+', ' ', 'g'))"
 )
 _PG_INDEX_VECTOR = PG_TEXT_VECTOR.replace("runs.", "")
 PG_FULL_TEXT_INDEX = f"CREATE INDEX IF NOT EXISTS ix_runs_full_text ON runs USING gin ({_PG_INDEX_VECTOR})"

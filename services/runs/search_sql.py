@@ -3,13 +3,11 @@
 
 Full text: the user query and the final answer of each run are indexed by the database's own full-text engine,
 SQLite FTS5 (`runs_fts`, an external-content table over `runs` kept by triggers) and PostgreSQL tsvector (a GIN
-index over an expression of the two columns, with the "simple" configuration: lower case, no stemming, no stop
-words, as FTS5's unicode61 tokeniser). A query is reduced to its words (`search.text_words`) and matches the runs
-whose text has every word as a whole token, on both. Where the tokenisers differ (docs/runs.md): PostgreSQL keeps
-e-mail addresses, URLs, file paths and numbers such as "3.14" as one token each besides, where SQLite splits
-them at every punctuation mark; a word of the query ("com", "3") may then match on SQLite and not on PostgreSQL.
-PostgreSQL indexes the first FULL_TEXT_CHARS characters of each column (a tsvector holds at most 1 MB).
-
+index over an expression of the two columns, their ASCII punctuation turned into spaces, with the "simple"
+configuration: lower case, no stemming, no stop words, as FTS5's unicode61 tokeniser). A query is reduced to its
+words (`search.text_words`) and matches the runs whose text has every word as a whole token, on both (docs/runs.md
+says where the tokenisers may still differ). PostgreSQL indexes the first 100,000 characters of each
+column (a tsvector holds at most 1 MB).
 """
 
 from datetime import datetime

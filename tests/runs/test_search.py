@@ -289,3 +289,11 @@ async def test_metadata_keys_may_hold_any_character(store: RunStore) -> None:
     for key in ('say "hi"', "back\\slash", "a.b[0]", "$"):
         run = await store.create_run(new_run("q", metadata={key: "v"}))
         assert await found(store, RunFilter(metadata=((key, "v"),))) == [run.id], key
+
+
+async def test_words_inside_paths_addresses_and_numbers_are_found_on_both(store: RunStore) -> None:
+    # PostgreSQL's parser alone would keep "notes/python.md", the address and "3.14" as one token each.
+    run = await store.create_run(new_run("read notes/python.md, mail bob@example.com the 3.14 figure; what's new?"))
+    for text in ("notes", "python md", "notes/python.md", "example com", "bob", "3 14", "3.14", "what s new"):
+        assert await found(store, RunFilter(text=text)) == [run.id], text
+    assert await found(store, RunFilter(text="python.mdx")) == []
