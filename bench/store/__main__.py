@@ -14,6 +14,7 @@ from bench.store.appends import APPENDS_GOAL, BASELINE_TRIES
 from bench.store.databases import fresh_postgres_database, sqlite_file_url
 from bench.store.listing import LIST_GOAL, plan_summary
 from bench.store.results import Stopwatch, results_table
+from bench.store.search import SEARCH_GOAL
 from bench.store.suite import SMOKE, DatabaseRun, Progress, Sizes, bench_database, progress_to_stderr
 
 
@@ -83,6 +84,9 @@ def legend(runs: Sequence[DatabaseRun], args: argparse.Namespace) -> str:
         "- list_runs: newest first, default page size, over the stored finished runs; the middle page's token is "
         "the one paging there gives (built from the run before it; the tests check it against paging). "
         f"Goal {LIST_GOAL.describe()} for every ListRuns row.",
+        "- search: the first page (default size, newest first unless the case orders otherwise) of each filter "
+        "alone over every user's runs (an admin's search; \"user\" is one user's own listing), then three "
+        f"combinations (bench/store/search.py). Goal {SEARCH_GOAL.describe()} (issue 21).",
         "- get_run: one finished run read with all its steps. n = calls measured (after a few untimed ones).",
         "- sqlite: a temporary file with the service's settings (WAL, synchronous=NORMAL, BEGIN IMMEDIATE). "
         + (
@@ -104,6 +108,11 @@ def legend(runs: Sequence[DatabaseRun], args: argparse.Namespace) -> str:
         lines.append("  Plans (PostgreSQL's Execution Time is the database's share of a call):")
         for result in (database_run.listing.first, database_run.listing.failed, database_run.listing.deep):
             lines.append(f"  - {result.case}: {plan_summary(result.facts['plan'])}")
+        slowest = sorted(database_run.search, key=lambda result: result.p99_ms)[-3:]
+        lines.append("  The slowest searches' plans:")
+        for result in reversed(slowest):
+            lines.append(f"  - {result.case} (p99 {result.p99_ms:.1f} ms, {result.facts['found']} found): "
+                         f"{plan_summary(result.facts['plan'])}")
     return "\n".join(lines)
 
 
@@ -113,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     watch = Stopwatch()
     runs = asyncio.run(run(args, progress))
     print(results_table([result for database_run in runs for result in database_run.results]))
+    print()
+    print(results_table([result for database_run in runs for result in database_run.search]))
     print()
     print(legend(runs, args))
     progress(f"done in {watch.seconds:.0f} s")

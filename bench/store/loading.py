@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from services.common.limits import RunLimits
 from services.common.run_vocabulary import CANCELLED, COMPLETED, FAILED
 from services.common.usage import Usage
-from services.runs.records import RunRecord
+from services.runs.records import RunRecord, StepRecord
 from services.runs.store import RunStore
 
 #: Runs made from one random generator: any run is made again from the first of its chunk, not from the first run.
@@ -36,6 +36,18 @@ CHANNELS = ("web", "cli", "api")
 MODELS = ("demo", "gpt-4o-mini", "llama3.1")
 FAILURE = ("model_unavailable", "the model endpoint did not answer after 3 retries")
 CANCEL = ("cancelled", "cancelled: changed my mind")
+#: Saved agents (each with a few revisions) and workflows the runs execute, and the tools they call: search's
+#: filters need runs that differ in these (bench/store/search.py).
+AGENTS = tuple(str(uuid.UUID(int=index + 1, version=4)) for index in range(20))
+WORKFLOWS = tuple(str(uuid.UUID(int=1000 + index, version=4)) for index in range(5))
+TOOLS = ("calculator", "web_search", "read_file", "write_file", "list_files", "weather", "clock", "translate")
+ANSWERS = (
+    "The answer is {a}.",
+    "Here is a short summary of {topic}: it works as documented.",
+    "I wrote the haiku about {topic} to the file.",
+    "There are {a} days between those dates.",
+    "I could not find anything recent about {topic}.",
+)
 #: Every run's limits, as recorded when it was created.
 LIMITS = RunLimits(max_model_calls=10, max_duration_seconds=600.0, max_total_tokens=200_000, max_tool_calls=50)
 
@@ -53,6 +65,9 @@ class RunFactory:
             rng.choice(QUERIES).format(a=rng.randint(1, 999), b=rng.randint(1, 999), topic=rng.choice(TOPICS))
             for _ in range(size)
         ]
+        self.answers = [
+            rng.choice(ANSWERS).format(a=rng.randint(1, 999), topic=rng.choice(TOPICS)) for _ in range(size)
+        ]
         self.labels: list[dict[str, str]] = []
         for _ in range(size):
             labels = {"user": f"user-{rng.randint(1, 5000)}"}
@@ -67,22 +82,39 @@ class RunFactory:
             (COMPLETED, ("", "")) if draw < 0.90 else (FAILED, FAILURE) if draw < 0.97 else (CANCELLED, CANCEL)
         )
         prompt, completion = 300 + rng.getrandbits(12), 20 + rng.getrandbits(9)
+        run_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        completed_at = created_at + timedelta(milliseconds=500 + rng.getrandbits(15))
+        # What search finds in a run's steps: a tool call in 3 runs of 5, and a completed run's answer.
+        steps = []
+        if rng.random() < 0.6:
+            steps.append(("tool-call", {"tool_name": TOOLS[rng.getrandbits(3)], "tool_call_id": "call_1"}))
+        if state == COMPLETED:
+            steps.append(("agent-response", {"text": self.answers[rng.getrandbits(POOL_BITS)]}))
+        agent = rng.random()
+        workflow = WORKFLOWS[rng.getrandbits(8) % len(WORKFLOWS)] if agent < 0.05 else ""
         return RunRecord(
-            id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            id=run_id,
             owner=f"user-{rng.randint(1, 5000)}",
             user_query=self.queries[rng.getrandbits(POOL_BITS)],
             state=state,
             model=MODELS[int(draw * 100) % len(MODELS)],
+            agent_id="" if workflow else AGENTS[rng.getrandbits(8) % len(AGENTS)],
+            agent_revision=0 if workflow else 1 + rng.getrandbits(2),
+            workflow_id=workflow,
+            workflow_revision=1 if workflow else 0,
             created_at=created_at,
             started_at=created_at,
-            completed_at=created_at + timedelta(milliseconds=500 + rng.getrandbits(15)),
+            completed_at=completed_at,
             error_code=error_code,
             error_message=error_message,
             usage=Usage(prompt, completion),
             metadata=self.labels[rng.getrandbits(POOL_BITS)],
-            # The steps themselves are not loaded: ListRuns never reads them. The run keeps its step count, as
-            # the import stores a record without steps.
-            step_count=2 + rng.getrandbits(3),
+            # Only the steps search reads (ListRuns reads none): a tool call and the answer.
+            step_count=len(steps),
+            steps=[
+                StepRecord(run_id, sequence, kind, content, completed_at, None)
+                for sequence, (kind, content) in enumerate(steps, 1)
+            ],
             limits=LIMITS,
         )
 

@@ -11,6 +11,7 @@ from bench.store.get_run import bench_get_run
 from bench.store.listing import ListingResults, bench_list_runs
 from bench.store.loading import load_runs
 from bench.store.results import CaseResult, Stopwatch
+from bench.store.search import bench_search
 
 Progress = Callable[[str], None]
 
@@ -43,6 +44,8 @@ class DatabaseRun:
     appends: CaseResult
     listing: ListingResults
     get_run: CaseResult
+    #: The search cases (bench/store/search.py), after the rest in the table.
+    search: list[CaseResult]
 
     @property
     def results(self) -> list[CaseResult]:
@@ -73,6 +76,7 @@ async def bench_database(url: str, sizes: Sizes, progress: Progress) -> Database
         load_seconds = watch.seconds
         progress(f"{kind}: loaded in {load_seconds:.1f} s ({sizes.runs / load_seconds:,.0f} runs/s)")
         listing = await bench_list_runs(store, loaded, sizes.list_calls, progress)
+        search = await bench_search(store, loaded, sizes.list_calls, progress)
         appends = await bench_appends(store, sizes.append_runs, sizes.appends, progress)
         get_run = await bench_get_run(store, sizes.run_steps, sizes.get_calls, progress)
-    return DatabaseRun(kind, sizes.runs, load_seconds, appends, listing, get_run)
+    return DatabaseRun(kind, sizes.runs, load_seconds, appends, listing, get_run, search)

@@ -11,9 +11,11 @@ from google.protobuf import duration_pb2, json_format
 from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import InvalidArgument
 from services.common.rpc.protoconv import (
+    datetime_from_timestamp,
     dict_from_message,
     duration_from_seconds,
     limits_to_proto,
+    run_state_from_proto,
     run_state_to_proto,
     seconds_from_duration,
     timestamp_from_datetime,
@@ -40,6 +42,7 @@ from services.runs.records import (
     StepRecord,
     ThreadRecord,
 )
+from services.runs.search import NumberRange, RunFilter, RunOrder, TimeRange, parse_metadata_pairs
 from services.runs.usage_summary import Grouping, Interval, UsageBucket
 from services.runs.watch import WatchEvent
 
@@ -47,6 +50,62 @@ _CONTENT = runs_pb2.Step.DESCRIPTOR.oneofs_by_name["content"]
 #: Step content field -> step type slug, derived from the proto ("tool_call" -> "tool-call").
 STEP_TYPE_BY_FIELD: dict[str, str] = {field.name: field.name.replace("_", "-") for field in _CONTENT.fields}
 FIELD_BY_STEP_TYPE: dict[str, str] = {slug: name for name, slug in STEP_TYPE_BY_FIELD.items()}
+
+#: ListRunsRequest.order -> the store's order (unspecified: newest first).
+_ORDERS = {
+    runs_pb2.RUN_ORDER_UNSPECIFIED: RunOrder.NEWEST,
+    runs_pb2.RUN_ORDER_NEWEST_FIRST: RunOrder.NEWEST,
+    runs_pb2.RUN_ORDER_OLDEST_FIRST: RunOrder.OLDEST,
+    runs_pb2.RUN_ORDER_LONGEST_FIRST: RunOrder.LONGEST,
+    runs_pb2.RUN_ORDER_MOST_TOKENS_FIRST: RunOrder.MOST_TOKENS,
+}
+
+
+def _time_range(request: runs_pb2.ListRunsRequest, name: str) -> TimeRange:
+    after, before = f"{name}_after", f"{name}_before"
+    return TimeRange(
+        datetime_from_timestamp(getattr(request, after), after) if request.HasField(after) else None,
+        datetime_from_timestamp(getattr(request, before), before) if request.HasField(before) else None,
+    )
+
+
+def _number_range(request: runs_pb2.ListRunsRequest, low: str, high: str) -> NumberRange:
+    return NumberRange(
+        getattr(request, low) if request.HasField(low) else None,
+        getattr(request, high) if request.HasField(high) else None,
+    )
+
+
+def run_filter_from_proto(request: runs_pb2.ListRunsRequest) -> RunFilter:
+    """The search a ListRunsRequest asks for (the store checks it); InvalidArgument naming the field for values
+    that cannot even be converted (an unknown enum number, a Timestamp out of range, metadata not key=value)."""
+    states = []
+    for position, value in enumerate([request.state, *request.states] if request.state else request.states):
+        state = run_state_from_proto(value)
+        if state is None:
+            raise InvalidArgument(f"states[{position}] is RUN_STATE_UNSPECIFIED; name a state, or leave states empty")
+        states.append(state)
+    if request.order not in _ORDERS:
+        raise InvalidArgument(
+            f"order {request.order} is unknown; use one of {', '.join(runs_pb2.RunOrder.keys())}"
+        )
+    return RunFilter(
+        states=tuple(states),
+        created=_time_range(request, "created"),
+        finished=_time_range(request, "finished"),
+        agent_id=request.agent_id,
+        agent_revision=request.agent_revision,
+        workflow_id=request.workflow_id,
+        model=request.model,
+        tool=request.tool,
+        error_code=request.error_code,
+        metadata=parse_metadata_pairs(list(request.metadata)),
+        text=request.text,
+        duration_ms=_number_range(request, "min_duration_ms", "max_duration_ms"),
+        total_tokens=_number_range(request, "min_total_tokens", "max_total_tokens"),
+        order=_ORDERS[request.order],
+    )
+
 
 def _ms(duration: duration_pb2.Duration, field: str) -> float:
     return seconds_from_duration(duration, field) * 1000

@@ -20,7 +20,7 @@ from services.common.run_vocabulary import FINAL_STATES
 from services.runs.checks import parse_run_id
 from services.runs.parts import StoreParts
 from services.runs.records import RunRecord
-from services.runs.rows import RUNS, STEPS, stored_run_values, stored_step_values
+from services.runs.rows import RUN_TOOLS, RUNS, STEPS, search_facts, stored_run_values, stored_step_values
 
 #: Runs per transaction: big enough that commits cost nothing, small enough to keep memory flat.
 IMPORT_BATCH = 25_000
@@ -31,8 +31,9 @@ Rows = list[dict[str, Any]]
 _CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def _rows_of(run: RunRecord) -> tuple[dict[str, Any], Rows]:
-    """The row of `run` and of its steps; InvalidArgument for a run that cannot be imported as it is."""
+def _rows_of(run: RunRecord) -> tuple[dict[str, Any], Rows, Rows]:
+    """The row of `run`, of its steps and of the tools it called (run_tools); InvalidArgument for a run that cannot
+    be imported as it is."""
     run_id = run.id if _CANONICAL_ID.fullmatch(run.id) else parse_run_id(run.id, "id")
     if run.state not in FINAL_STATES:
         raise InvalidArgument(
@@ -44,20 +45,25 @@ def _rows_of(run: RunRecord) -> tuple[dict[str, Any], Rows]:
         raise InvalidArgument(f"run '{run_id}' has {run.step_count} steps, but not steps 1 to {run.step_count}")
     row = stored_run_values(run)
     row["id"] = run_id
-    return row, [stored_step_values(run_id, step) for step in run.steps]
+    columns, tools = search_facts(run)
+    row.update(columns)
+    tool_rows = [{"run_id": run_id, "tool": tool} for tool in tools]
+    return row, [stored_step_values(run_id, step) for step in run.steps], tool_rows
 
 
-def _batches(runs: Iterable[RunRecord], size: int) -> Iterator[tuple[Rows, Rows]]:
-    """The rows of `runs` and of their steps, `size` runs at a time."""
+def _batches(runs: Iterable[RunRecord], size: int) -> Iterator[tuple[Rows, Rows, Rows]]:
+    """The rows of `runs`, of their steps and of their tools, `size` runs at a time."""
     records = iter(runs)
     while batch := list(islice(records, size)):
         run_rows: Rows = []
         step_rows: Rows = []
+        tool_rows: Rows = []
         for run in batch:
-            row, steps = _rows_of(run)
+            row, steps, tools = _rows_of(run)
             run_rows.append(row)
             step_rows.extend(steps)
-        yield run_rows, step_rows
+            tool_rows.extend(tools)
+        yield run_rows, step_rows, tool_rows
 
 
 class RunImports(StoreParts):
@@ -99,10 +105,10 @@ class RunImports(StoreParts):
                     progress(stored)
 
         try:
-            for run_rows, step_rows in _batches(runs, batch_size):
+            for rows in _batches(runs, batch_size):
                 while len(writing) >= at_once:
                     await collect()
-                writing.add(asyncio.create_task(self._insert(run_rows, step_rows)))
+                writing.add(asyncio.create_task(self._insert(*rows)))
             while writing:
                 await collect()
         finally:
@@ -115,16 +121,18 @@ class RunImports(StoreParts):
         if stored and not self.database.is_sqlite:
             # Autovacuum would analyze the tables soon after such a load; the planner needs the statistics now.
             async with self.database.engine.begin() as connection:
-                await connection.execute(text(f"ANALYZE {RUNS.name}, {STEPS.name}"))
+                await connection.execute(text(f"ANALYZE {RUNS.name}, {STEPS.name}, {RUN_TOOLS.name}"))
         return stored
 
-    async def _insert(self, run_rows: Rows, step_rows: Rows) -> int:
+    async def _insert(self, run_rows: Rows, step_rows: Rows, tool_rows: Rows) -> int:
         try:
             async with self.database.write() as session:
                 connection = await session.connection()
                 await connection.execute(insert(RUNS), run_rows)
                 if step_rows:
                     await connection.execute(insert(STEPS), step_rows)
+                if tool_rows:
+                    await connection.execute(insert(RUN_TOOLS), tool_rows)
         except IntegrityError as error:
             first, last = run_rows[0]["id"], run_rows[-1]["id"]
             raise FailedPrecondition(

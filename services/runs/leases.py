@@ -44,7 +44,7 @@ from services.runs.rows import (
     Values,
     add_error_step,
     cancel_message,
-    end_changes,
+    end_run,
     run_record,
     update_run,
 )
@@ -248,7 +248,7 @@ class RunLeases(StoreParts):
             elif resumable:
                 message += f", after {run['attempts']} resume(s) (RUNS_MAX_ATTEMPTS)"
         await add_error_step(connection, run, code, message)
-        await update_run(connection, run, step_count=run["step_count"], **end_changes(state, code, message))
+        await end_run(connection, run, state, code, message)
         return False
 
     def _taken_from_engines(

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncAttrs
@@ -27,6 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from services.common.db.database import UtcDateTime, make_metadata
 from services.common.run_vocabulary import RUN_STATES
+from services.runs import full_text
 
 #: The Alembic migrations of this schema (package:folder), for Database.migrate; its version is in Alembic's default
 #: table, alembic_version.
@@ -99,8 +101,16 @@ class RunRow(Base):
         Index("ix_runs_lease_expires_at", "lease_expires_at"),
         # ... and for approvals that timed out (NULL unless a WAITING run's request has a timeout).
         Index("ix_runs_approval_expires_at", "approval_expires_at"),
-        # An agent's budget sums its runs of the period (services/runs/budgets.py).
-        Index("ix_runs_agent_id_created_at", "agent_id", "created_at"),
+        # Search (services/runs/search_sql.py): each filter that narrows runs most, newest first, or an order.
+        # The full-text and metadata indexes are services/runs/full_text.py's.
+        Index("ix_runs_completed_at_id", "completed_at", "id"),
+        # One agent's runs newest first; a revision is checked on the way (few per agent), so no index of its own.
+        Index("ix_runs_agent_created_at_id", "agent_id", "created_at", "id"),
+        Index("ix_runs_workflow_created_at_id", "workflow_id", "created_at", "id"),
+        Index("ix_runs_model_created_at_id", "model", "created_at", "id"),
+        Index("ix_runs_error_code_created_at_id", "error_code", "created_at", "id"),
+        Index("ix_runs_duration_ms_id", "duration_ms", "id"),
+        Index("ix_runs_total_tokens_id", "total_tokens", "id"),
         CheckConstraint(_one_of("state", RUN_STATES), name="state"),
     )
 
@@ -176,6 +186,11 @@ class RunRow(Base):
     max_duration_ms: Mapped[int | None] = mapped_column(BigInteger)
     max_total_tokens: Mapped[int | None] = mapped_column(BigInteger)
     max_tool_calls: Mapped[int | None] = mapped_column(Integer)
+    #: What search needs of an ended run, set when it ends (services/runs/rows.py end_run), so that appending a
+    #: step stays one write: the text of its last agent-response step ("" without one), and the milliseconds from
+    #: its creation to its end (NULL until it ends). The tools it called are in run_tools.
+    final_answer: Mapped[str] = mapped_column(Text, default="")
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
 
     # lazy="raise": async code must say what it loads (selectinload), an implicit load would fail anyway.
     # passive_deletes: the database's ON DELETE CASCADE removes the steps, the ORM need not load them.
@@ -186,6 +201,16 @@ class RunRow(Base):
         cascade="all, delete-orphan",
         passive_deletes=True,
     )
+
+
+class RunToolRow(Base):
+    """A tool an ended run called (one row per tool, however many calls): search's "tool used" filter."""
+
+    __tablename__ = "run_tools"
+    __table_args__ = (Index("ix_run_tools_tool_run_id", "tool", "run_id"),)
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    tool: Mapped[str] = mapped_column(String(200), primary_key=True)
 
 
 class RunStepRow(Base):
@@ -283,3 +308,7 @@ class BudgetRow(Base):
     limit_amount: Mapped[int] = mapped_column(BigInteger)
     updated_by: Mapped[str] = mapped_column(String(200))
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# The full-text and metadata indexes, which a model cannot declare on both databases, built with the table.
+event.listen(RunRow.__table__, "after_create", full_text.after_create)

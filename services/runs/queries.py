@@ -3,20 +3,21 @@
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_
+from sqlalchemy import Select, func, select
 
 from services.common.checks import parse_uuid
-from services.common.db.database import UtcDateTime, runs_to_completion
-from services.common.pages import PageTokens, checked_page_size
-from services.runs.checks import check_run_state, parse_run_id
+from services.common.db.database import runs_to_completion
+from services.common.pages import checked_page_size
+from services.runs.checks import parse_run_id
 from services.runs.parts import StoreParts
 from services.runs.records import RunRecord, StepRecord
 from services.runs.rows import RUN_COLUMNS, RUNS, STEPS, Values, load_run, run_record, step_record
 from services.runs.scores import load_scores
+from services.runs.search import NO_FILTER, RunFilter, checked_filter
+from services.runs.search_sql import after, check_thread_order, common_text, filter_clauses, ordered, position_of
 from services.runs.threads import LIST_RUNS, load_thread, turn_page_token, turns_after
 
 #: A ListRuns page ends early rather than grow past this (gRPC's default message limit is 4 MiB).
@@ -31,32 +32,9 @@ _LIST_COLUMNS = [
     func.substr(RUNS.c.user_query, 1, LIST_QUERY_CHARS + 1).label("user_query"),
 ]
 
-@dataclass(frozen=True)
-class _PagePosition:
-    """Where a ListRuns page ended: the last run's (created_at, id)."""
-
-    created_at: datetime
-    run_id: str
-
-
-def _listing(state: str | None, owner: str | None) -> dict[str, object]:
+def _listing(search: RunFilter, owner: str | None) -> dict[str, object]:
     # The filters are part of the token: a position in one filtered listing is meaningless in another.
-    return {"state": state, "owner": owner}
-
-
-def _read_page_token(tokens: PageTokens, token: str, state: str | None, owner: str | None) -> _PagePosition:
-    """The position a page token names; InvalidArgument when it is not one this listing issued."""
-    position = tokens.read(token, LIST_RUNS, _listing(state, owner))
-    return _PagePosition(position.time("created_at"), position.uuid("id"))
-
-
-def _older_than(position: _PagePosition) -> ColumnElement[bool]:
-    """Runs after `position` in newest-first order. A row-value comparison, which SQLite and PostgreSQL both
-    serve as a range of the (created_at, id) indexes: the equivalent OR of two conditions made both databases
-    scan from the newest run to the page (a page in the middle of 1,000,000 runs took 100-250 ms)."""
-    return tuple_(RUNS.c.created_at, RUNS.c.id) < tuple_(
-        literal(position.created_at, UtcDateTime()), literal(position.run_id, RUNS.c.id.type)
-    )
+    return {"search": search.token_key(), "owner": owner}
 
 
 def _approximate_bytes(record: RunRecord) -> int:
@@ -129,77 +107,84 @@ class RunQueries(StoreParts):
         self,
         page_size: int = 0,
         page_token: str = "",
-        state: str | None = None,
+        search: RunFilter = NO_FILTER,
         *,
         owner: str | None = None,
         thread_id: str = "",
     ) -> tuple[list[RunRecord], str]:
-        """One page of runs (without steps), newest first, and the token of the next page ("" on the last).
+        """One page of the runs `search` finds (without steps), in its order (newest first by default), and the
+        token of the next page ("" on the last).
 
-        `state` None lists every state; `owner` None every user's runs. Pagination is by keyset, so runs created
-        while paging neither shift nor repeat the pages that follow. User queries are cut to LIST_QUERY_CHARS, and
-        a page ends early rather than grow past MAX_PAGE_BYTES, so no page can exceed gRPC's message limit.
+        `owner` None finds every user's runs. Pagination is by keyset, so runs created while paging neither shift
+        nor repeat the pages that follow. User queries are cut to LIST_QUERY_CHARS, and a page ends early rather
+        than grow past MAX_PAGE_BYTES, so no page can exceed gRPC's message limit.
 
-        With `thread_id`, only that thread's runs, in turn order (oldest first); NotFound when the thread is
-        missing or, with `owner`, someone else's.
+        With `thread_id`, only that thread's runs, in turn order (oldest first; `search.order` must be the
+        default); NotFound when the thread is missing or, with `owner`, someone else's.
         """
-        query = self.list_runs_statement(page_size, page_token, state, owner=owner, thread_id=thread_id)
+        search = checked_filter(search)
+        self.list_runs_statement(page_size, page_token, search, owner=owner, thread_id=thread_id)  # checks first
         limit = checked_page_size(page_size)
         if thread_id:
             thread_id = parse_uuid(thread_id, "thread_id", "thread")
         async with self.database.read() as session:
+            connection = await session.connection()
             if thread_id:
-                await load_thread(await session.connection(), thread_id, owner)
+                await load_thread(connection, thread_id, owner)
+            common = await common_text(connection, search)
+            query = self.list_runs_statement(
+                page_size, page_token, search, owner=owner, thread_id=thread_id, common_words=common
+            )
             rows = (await session.execute(query)).mappings().all()
         page = _fit_page(rows[:limit])
         if len(rows) == len(page):
             return page, ""
         if thread_id:
-            return page, turn_page_token(self.page_tokens, thread_id, state, owner, page[-1].thread_turn)
-        return page, self.page_token_after(page[-1].created_at, page[-1].id, state, owner=owner)
+            key = search.token_key()
+            return page, turn_page_token(self.page_tokens, thread_id, key, owner, page[-1].thread_turn)
+        last = rows[len(page) - 1]
+        return page, self.page_tokens.issue(LIST_RUNS, _listing(search, owner), position_of(last, search.order))
 
     def list_runs_statement(
         self,
         page_size: int = 0,
         page_token: str = "",
-        state: str | None = None,
+        search: RunFilter = NO_FILTER,
         *,
         owner: str | None = None,
         thread_id: str = "",
+        common_words: bool = False,
     ) -> Select[Any]:
         """The SELECT `list_runs` executes for the page these same arguments ask for: the page's runs and one
         more, whose presence says a next page exists. `list_runs` runs exactly this, so an operator (or
         `make bench-runs`) can have the database EXPLAIN what the service executes. InvalidArgument for
-        arguments `list_runs` refuses.
+        arguments `list_runs` refuses. `common_words`: what `search_sql.common_text` says of the search's text
+        now (`list_runs` asks it), which picks the plan of a text search on SQLite.
         """
         limit = checked_page_size(page_size)
-        if state is not None:
-            check_run_state(state)
+        search = checked_filter(search)
+        clauses = filter_clauses(search, self.database.is_sqlite, common_words)
+        query = select(*_LIST_COLUMNS).where(*clauses).limit(limit + 1)
         if thread_id:
             thread_id = parse_uuid(thread_id, "thread_id", "thread")
-            query = (
-                select(*_LIST_COLUMNS)
-                .where(RUNS.c.thread_id == thread_id)
-                .order_by(RUNS.c.thread_turn)
-                .limit(limit + 1)
-            )
+            check_thread_order(search.order)
+            query = query.where(RUNS.c.thread_id == thread_id).order_by(RUNS.c.thread_turn)
             if page_token:
-                query = query.where(
-                    RUNS.c.thread_turn > turns_after(self.page_tokens, page_token, thread_id, state, owner)
-                )
+                turn = turns_after(self.page_tokens, page_token, thread_id, search.token_key(), owner)
+                query = query.where(RUNS.c.thread_turn > turn)
         else:
-            query = select(*_LIST_COLUMNS).order_by(RUNS.c.created_at.desc(), RUNS.c.id.desc()).limit(limit + 1)
+            query = ordered(query, search.order)
             if page_token:
-                query = query.where(_older_than(_read_page_token(self.page_tokens, page_token, state, owner)))
-        if state is not None:
-            query = query.where(RUNS.c.state == state)
+                query = query.where(after(self.page_tokens.read(page_token, LIST_RUNS, _listing(search, owner)),
+                                          search.order))
         if owner is not None:
             query = query.where(RUNS.c.owner == owner)
         return query
 
     def page_token_after(
-        self, created_at: datetime, run_id: str, state: str | None = None, *, owner: str | None = None
+        self, created_at: datetime, run_id: str, search: RunFilter = NO_FILTER, *, owner: str | None = None
     ) -> str:
-        """The ListRuns page token (of all threads) whose page starts after the run (created_at, run_id)."""
+        """The ListRuns page token (of all threads, newest first) whose page starts after the run
+        (created_at, run_id)."""
         position = {"created_at": created_at.isoformat(), "id": run_id}
-        return self.page_tokens.issue(LIST_RUNS, _listing(state, owner), position)
+        return self.page_tokens.issue(LIST_RUNS, _listing(search, owner), position)

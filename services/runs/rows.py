@@ -17,7 +17,7 @@ from services.common.errors import NotFound
 from services.common.limits import RunLimits
 from services.common.run_vocabulary import CANCELLED, LIVE_STATES, QUEUED, WAITING
 from services.common.usage import Usage
-from services.runs.models import RunRow, RunStepRow
+from services.runs.models import RunRow, RunStepRow, RunToolRow
 from services.runs.records import ModelCallStats, NewStep, RunRecord, StepRecord
 
 INTERRUPTED = "interrupted"
@@ -26,8 +26,14 @@ CANCELLED_CODE = "cancelled"
 
 RUNS = RunRow.__table__
 STEPS = RunStepRow.__table__
-#: A run's columns as the store reads them; the `metadata` column is read as `labels` (its ORM name).
-RUN_COLUMNS = [column.label("labels") if column.key == "metadata" else column for column in RUNS.columns]
+RUN_TOOLS = RunToolRow.__table__
+#: A run's columns as the store reads them; the `metadata` column is read as `labels` (its ORM name). Not the final
+#: answer, which only search reads (in the database), and which may be long.
+RUN_COLUMNS = [
+    column.label("labels") if column.key == "metadata" else column
+    for column in RUNS.columns
+    if column.key != "final_answer"
+]
 
 class Values(Protocol):
     """A row read by column name: a SQLAlchemy RowMapping as a query returns it, or a dict copied from one to
@@ -234,17 +240,63 @@ async def update_run(connection: AsyncConnection, run: dict[str, Any], **changes
 COLUMN_NAMES = {"labels": "metadata"}
 
 
-def end_changes(state: str, error_code: str, error_message: str) -> dict[str, Any]:
-    """The changes that end a run as `state`; its lease, and any approval it waited for, end with it."""
-    return {
-        "state": state,
-        "error_code": error_code,
-        "error_message": error_message,
-        "completed_at": utcnow(),
-        "lease_expires_at": None,
-        "awaiting_sequence": None,
-        "approval_expires_at": None,
+async def end_run(connection: AsyncConnection, run: dict[str, Any], state: str, error_code: str,
+                  error_message: str) -> None:
+    """End a run as `state`; its lease, and any approval it waited for, end with it. What search needs of an ended
+    run is recorded now, once (services/runs/search.py): its final answer, the tools it called, its duration."""
+    now = utcnow()
+    last_answer = (
+        select(STEPS.c.content["text"].as_string())
+        .where(STEPS.c.run_id == run["id"], STEPS.c.type == "agent-response")
+        .order_by(STEPS.c.sequence.desc())
+        .limit(1)
+    )
+    final_answer = (await connection.execute(last_answer)).scalar() or ""
+    tools = await connection.execute(
+        select(STEPS.c.content["tool_name"].as_string())
+        .where(STEPS.c.run_id == run["id"], STEPS.c.type == "tool-call")
+        .distinct()
+    )
+    tool_rows = [{"run_id": run["id"], "tool": tool[:MAX_TOOL_NAME_CHARS]} for (tool,) in tools if tool]
+    if tool_rows:
+        await connection.execute(insert(RUN_TOOLS), tool_rows)
+    await update_run(
+        connection,
+        run,
+        step_count=run["step_count"],
+        state=state,
+        error_code=error_code,
+        error_message=error_message,
+        completed_at=now,
+        lease_expires_at=None,
+        awaiting_sequence=None,
+        approval_expires_at=None,
+        final_answer=final_answer,
+        duration_ms=duration_ms(run["created_at"], now),
+    )
+
+
+#: The width of run_tools.tool; a longer name (no tool has one) is recorded cut.
+MAX_TOOL_NAME_CHARS = 200
+
+
+def duration_ms(created_at: datetime, completed_at: datetime | None) -> int | None:
+    """A run's duration as search stores it: whole milliseconds from creation to end (None: not ended)."""
+    if completed_at is None:
+        return None
+    return max(0, round((completed_at - created_at).total_seconds() * 1000))
+
+
+def search_facts(run: RunRecord) -> tuple[dict[str, Any], list[str]]:
+    """An ended run's search columns, and the tools it called, from its record and steps (as `end_run` records
+    them from the database), for a bulk import."""
+    answers = [step.content.get("text", "") for step in run.steps if step.type == "agent-response"]
+    tools = {step.content.get("tool_name", "") for step in run.steps if step.type == "tool-call"}
+    columns = {
+        "final_answer": answers[-1] if answers and isinstance(answers[-1], str) else "",
+        "duration_ms": duration_ms(run.created_at, run.completed_at),
     }
+    return columns, sorted(tool[:MAX_TOOL_NAME_CHARS] for tool in tools if tool and isinstance(tool, str))
 
 
 async def add_error_step(connection: AsyncConnection, run: dict[str, Any], code: str, message: str) -> None:
@@ -296,6 +348,5 @@ async def request_cancel(connection: AsyncConnection, run: dict[str, Any], reaso
     if run["state"] in (QUEUED, WAITING) or not executor_id:
         message = cancel_message(run["cancel_reason"])
         await add_error_step(connection, run, CANCELLED_CODE, message)
-        ended = end_changes(CANCELLED, CANCELLED_CODE, message)
-        await update_run(connection, run, step_count=run["step_count"], **ended)
+        await end_run(connection, run, CANCELLED, CANCELLED_CODE, message)
     return Cancelled(run_record(run), executor_id, run["cancel_reason"])

@@ -15,7 +15,7 @@ from google.protobuf import empty_pb2
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common.errors import InvalidArgument, PermissionDenied
 from services.common.identity import Caller, current_caller
-from services.common.rpc.protoconv import datetime_from_timestamp, run_state_from_proto
+from services.common.rpc.protoconv import datetime_from_timestamp
 from services.common.run_vocabulary import ACTIVE_STATES
 from services.runs import convert
 from services.runs.price_book import checked_price
@@ -59,11 +59,17 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         caller = current_caller()
         if request.all_users and not caller.is_admin:
             raise PermissionDenied("all_users lists every user's runs: only an admin may ask for it")
+        if request.user and request.user != caller.user and not caller.is_admin:
+            raise PermissionDenied("user names another user's runs: only an admin may search them")
+        if request.user:
+            owner: str | None = request.user
+        else:
+            owner = None if request.all_users or (caller.is_admin and request.thread_id) else caller.user
         runs, next_token = await self._store.list_runs(
             request.page_size,
             request.page_token,
-            run_state_from_proto(request.state),
-            owner=None if request.all_users or (caller.is_admin and request.thread_id) else caller.user,
+            convert.run_filter_from_proto(request),
+            owner=owner,
             thread_id=request.thread_id,
         )
         return runs_pb2.ListRunsResponse(runs=[convert.run_to_proto(run) for run in runs], next_page_token=next_token)

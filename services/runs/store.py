@@ -67,7 +67,7 @@ from services.runs.rows import (
     Values,
     add_error_step,
     cancel_message,
-    end_changes,
+    end_run,
     limit_values,
     load_run,
     request_cancel,
@@ -352,8 +352,7 @@ class RunStore(
                 if run["state"] == QUEUED and state != COMPLETED:
                     # A run that never began has no steps to end on; the store records the end the engine reports.
                     await add_error_step(connection, run, error_code, error_message)
-            ended = end_changes(*ending)
-            await update_run(connection, run, step_count=run["step_count"], **ended)
+            await end_run(connection, run, *ending)
             return run_record(run), True
 
         record, ended = await self._writer.write(finish)

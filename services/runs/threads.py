@@ -130,14 +130,15 @@ def thread_page_token(tokens: PageTokens, last: ThreadRecord, owner: str | None)
     return tokens.issue(LIST_THREADS, {"owner": owner}, {"updated_at": last.updated_at.isoformat(), "id": last.id})
 
 
-def turns_after(tokens: PageTokens, token: str, thread_id: str, state: str | None, owner: str | None) -> int:
-    """The last turn of the ListRuns page (of one thread) that `token` continues."""
-    request = {"thread_id": thread_id, "state": state, "owner": owner}
+def turns_after(tokens: PageTokens, token: str, thread_id: str, search: object, owner: str | None) -> int:
+    """The last turn of the ListRuns page (of one thread) that `token` continues; `search`: the filter's token
+    form, to which the token is bound."""
+    request = {"thread_id": thread_id, "search": search, "owner": owner}
     return tokens.read(token, LIST_RUNS, request).integer("turn")
 
 
-def turn_page_token(tokens: PageTokens, thread_id: str, state: str | None, owner: str | None, last_turn: int) -> str:
-    return tokens.issue(LIST_RUNS, {"thread_id": thread_id, "state": state, "owner": owner}, {"turn": last_turn})
+def turn_page_token(tokens: PageTokens, thread_id: str, search: object, owner: str | None, last_turn: int) -> str:
+    return tokens.issue(LIST_RUNS, {"thread_id": thread_id, "search": search, "owner": owner}, {"turn": last_turn})
 
 
 #: Turns one GetThreadHistory returns by default and at most, and about how many bytes of them: the engine's

@@ -45,6 +45,12 @@ def check(run: DatabaseRun, database: str) -> None:
     assert deep.facts["ids"] == deep.facts["expected_ids"]
     assert all(result.facts["plan"] for result in (first, failed, deep))
 
+    assert run.search and all(result.count > 0 and result.facts["plan"] for result in run.search)
+    # The loaded runs hold a match of every search but the rare words' (and the run a user made last).
+    assert all(result.facts["found"] for result in run.search if "rare" not in result.case), [
+        result.case for result in run.search if not result.facts["found"]
+    ]
+
     assert run.get_run.count == SMOKE.get_calls
     assert run.get_run.facts == {"steps_returned": [SMOKE.run_steps], "sequences_in_order": True}
 
@@ -80,11 +86,15 @@ def test_the_command_prints_a_row_per_case_and_the_goals(capsys: pytest.CaptureF
     assert main(["--smoke", "--sqlite-only"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "| sqlite " in line]
-    assert [row.split("|")[1].strip() for row in rows] == [
+    names = [row.split("|")[1].strip() for row in rows]
+    assert names[:5] == [
         "append_steps (1 step/call)",
         "list_runs first page",
         "list_runs first page, state=failed",
         f"list_runs page at run {SMOKE.runs // 2}",
         f"get_run ({SMOKE.run_steps} steps)",
     ]
-    assert ">= 5,000/s" in out and "p99 < 10 ms" in out
+    # Then the search's table: every case of bench/store/search.py, and the plans of the slowest.
+    assert len(names) == 5 + 20 and all(name.startswith("search: ") for name in names[5:])
+    assert ">= 5,000/s" in out and "p99 < 10 ms" in out and "p99 < 20 ms" in out
+    assert "The slowest searches' plans:" in out

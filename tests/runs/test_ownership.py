@@ -12,6 +12,7 @@ from agentplatform.runs.v1 import runs_pb2
 from services.common.errors import NotFound
 from services.common.identity import SERVICE_TOKEN_KEY
 from services.runs.app import RunsApp
+from services.runs.search import RunFilter
 from services.runs.store import RunStore
 from tests.runs.helpers import create_request, new_run
 from tests.runs.service_helpers import ADMIN, ALICE, BOB, SERVICE, as_, create_for, status_of
@@ -57,6 +58,21 @@ async def test_an_admin_sees_everyones_runs_only_when_asking(keyed_stub: Any) ->
         await keyed_stub.ListRuns(runs_pb2.ListRunsRequest(all_users=True), metadata=as_(BOB))
     assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "only an admin" in (exc.value.details() or "")
+
+
+async def test_only_an_admin_searches_another_users_runs(keyed_stub: Any) -> None:
+    alices = await create_for(keyed_stub, "alice")
+    await create_for(keyed_stub, "bob")
+    by_user = runs_pb2.ListRunsRequest(user="alice", text="5 10")
+    assert [run.id for run in (await keyed_stub.ListRuns(by_user, metadata=as_(ADMIN))).runs] == [alices.id]
+    assert [run.id for run in (await keyed_stub.ListRuns(by_user, metadata=as_(ALICE))).runs] == [alices.id]
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await keyed_stub.ListRuns(by_user, metadata=as_(BOB))
+    assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert exc.value.details() == "user names another user's runs: only an admin may search them"
+    # Bob's own search of the same words finds only his run.
+    mine = await keyed_stub.ListRuns(runs_pb2.ListRunsRequest(text="5 10"), metadata=as_(BOB))
+    assert [run.owner for run in mine.runs] == ["bob"]
 
 
 async def test_cancel_says_who_asked(keyed_stub: Any) -> None:
@@ -129,7 +145,7 @@ async def test_the_store_filters_by_owner(store: RunStore) -> None:
         await store.delete_run(alices.id, owner="bob")
     runs, _ = await store.list_runs(owner="bob")
     assert [run.id for run in runs] == [bobs.id]
-    runs, _ = await store.list_runs(state="running", owner="alice")
+    runs, _ = await store.list_runs(search=RunFilter(states=("running",)), owner="alice")
     assert [run.id for run in runs] == [alices.id]
     runs, _ = await store.list_runs()
     assert {run.id for run in runs} == {alices.id, bobs.id}

@@ -8,6 +8,7 @@ from services.common.db.database import Database
 from services.common.errors import InvalidArgument
 from services.common.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, checked_page_size
 from services.runs.queries import LIST_QUERY_CHARS
+from services.runs.search import RunFilter
 from services.runs.store import RunStore
 from tests.runs.helpers import new_run, set_columns
 
@@ -25,10 +26,10 @@ async def test_list_runs_pages_newest_first_by_keyset(store: RunStore) -> None:
     page3, last_token = await store.list_runs(page_size=2, page_token=token)
     listed = [run.id for run in page1 + page2 + page3]
     assert listed == [run.id for run in reversed(created)] and last_token == ""
-    completed, token = await store.list_runs(page_size=10, state="completed")
+    completed, token = await store.list_runs(page_size=10, search=RunFilter(states=("completed",)))
     assert [run.id for run in completed] == [created[4].id, created[2].id, created[0].id] and token == ""
     queued = await store.create_run(new_run("waiting", state="queued"))
-    assert [run.id for run in (await store.list_runs(state="queued"))[0]] == [queued.id]
+    assert [run.id for run in (await store.list_runs(search=RunFilter(states=("queued",))))[0]] == [queued.id]
 
 
 async def test_list_runs_rejects_bad_tokens_sizes_and_states(store: RunStore) -> None:
@@ -40,11 +41,11 @@ async def test_list_runs_rejects_bad_tokens_sizes_and_states(store: RunStore) ->
         with pytest.raises(InvalidArgument, match=r"^page_token is not valid for this request: .* ListRuns returned"):
             await store.list_runs(page_size=1, page_token=bad)
     with pytest.raises(InvalidArgument, match="page_token is not valid"):
-        await store.list_runs(page_size=1, page_token=token, state="running")
+        await store.list_runs(page_size=1, page_token=token, search=RunFilter(states=("running",)))
     with pytest.raises(InvalidArgument, match="page_size must be >= 0, got -3"):
         await store.list_runs(page_size=-3)
-    with pytest.raises(InvalidArgument, match="unknown run state 'paused'"):
-        await store.list_runs(state="paused")
+    with pytest.raises(InvalidArgument, match=r"^states\[0\] is an unknown run state 'paused'"):
+        await store.list_runs(search=RunFilter(states=("paused",)))
 
 
 def test_page_size_defaults_and_caps() -> None:
@@ -90,8 +91,9 @@ async def test_a_list_page_is_read_by_index_range_not_by_a_scan(store: RunStore,
     for n in range(3):
         run = await store.create_run(new_run(f"q{n}"))
         await store.finish_run(run.id, "failed", "boom", "it failed")
-    _, token = await store.list_runs(page_size=1, state=state)
-    plan = await explain(store, store.list_runs_statement(page_size=1, page_token=token, state=state))
+    search = RunFilter(states=(state,) if state else ())
+    _, token = await store.list_runs(page_size=1, search=search)
+    plan = await explain(store, store.list_runs_statement(page_size=1, page_token=token, search=search))
     if store.database.is_sqlite:
         assert any("SEARCH runs USING" in line and "INDEX ix_runs_" in line for line in plan), plan
         assert not any(line.startswith("SCAN runs") or "TEMP B-TREE" in line for line in plan), plan

@@ -1,4 +1,8 @@
-"""ListRuns over real gRPC: newest first, filters, page tokens and sizes, and pages of runs with huge queries."""
+"""ListRuns over real gRPC: newest first, filters (search), page tokens and sizes, and pages of runs with huge
+queries."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -6,7 +10,7 @@ import pytest
 from agentplatform.runs.v1 import runs_pb2
 from services.runs.app import RunsApp
 from tests.runs.helpers import set_columns
-from tests.runs.service_helpers import Stub, create_run, finish
+from tests.runs.service_helpers import Stub, append, calculator_call, create_run, finish
 
 
 async def test_list_runs_newest_first_with_filter_and_pagination(stub: Stub) -> None:
@@ -73,3 +77,64 @@ async def test_runs_with_huge_queries_do_not_break_a_list_page(stub: Stub, runs_
     assert all(run.user_query == "x" * 1000 and run.user_query_truncated for run in page.runs)
     whole = await stub.GetRun(runs_pb2.GetRunRequest(run_id=runs[0].id))
     assert whole.user_query == huge and not whole.user_query_truncated
+
+
+async def test_list_runs_searches_with_a_combined_filter(stub: Stub) -> None:
+    wanted = await create_run(stub, "Where is my invoice?", model="gpt-4o-mini", metadata={"channel": "web"})
+    await append(stub, wanted.id, calculator_call(), runs_pb2.Step(
+        agent_response=runs_pb2.AgentResponse(text="It was sent on Monday.")
+    ))
+    await finish(stub, wanted.id)
+    # Each of these differs from `wanted` in one respect only.
+    await create_run(stub, "Where is my invoice?", model="gpt-4o-mini", metadata={"channel": "web"})
+    other_model = await create_run(stub, "Where is my invoice?", model="demo", metadata={"channel": "web"})
+    await append(stub, other_model.id, calculator_call())
+    await finish(stub, other_model.id)
+    other_text = await create_run(stub, "What is the weather?", model="gpt-4o-mini", metadata={"channel": "web"})
+    await append(stub, other_text.id, calculator_call())
+    await finish(stub, other_text.id)
+
+    request = runs_pb2.ListRunsRequest(
+        states=[runs_pb2.RUN_STATE_COMPLETED], model="gpt-4o-mini", tool="calculator", text="invoice monday",
+        metadata=["channel=web"], min_duration_ms=0, order=runs_pb2.RUN_ORDER_OLDEST_FIRST,
+    )
+    request.created_after.FromDatetime(datetime.now(UTC) - timedelta(minutes=5))
+    listed = await stub.ListRuns(request)
+    assert [run.id for run in listed.runs] == [wanted.id] and listed.next_page_token == ""
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "expected"),
+    [
+        ({"order": 99}, "order 99 is unknown; use one of RUN_ORDER_UNSPECIFIED"),
+        ({"states": [runs_pb2.RUN_STATE_COMPLETED, 77]}, "unknown run state 77"),
+        ({"text": "x" * 10_000}, "text is 10000 characters long; the limit is 1000"),
+        ({"metadata": ["channel"]}, "metadata[0] 'channel' is not key=value"),
+        ({"min_total_tokens": 5, "max_total_tokens": 4}, "max_total_tokens (4) must not be below min_total_tokens (5)"),
+        ({"min_duration_ms": -1}, "min_duration_ms must be 0 or more"),
+        ({"agent_revision": 2}, "agent_revision must be a revision (1, 2 ...) of the agent_id given, or 0 for any"),
+    ],
+)
+async def test_list_runs_refuses_bad_filters_naming_the_field(
+    stub: Stub, request_fields: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub.ListRuns(runs_pb2.ListRunsRequest(**request_fields))
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (exc.value.details() or "").startswith(expected)
+
+
+async def test_list_runs_refuses_contradictory_and_impossible_times(stub: Stub) -> None:
+    request = runs_pb2.ListRunsRequest()
+    request.created_after.FromDatetime(datetime(2026, 5, 2, tzinfo=UTC))
+    request.created_before.FromDatetime(datetime(2026, 5, 1, tzinfo=UTC))
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub.ListRuns(request)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (exc.value.details() or "").startswith("created_before (2026-05-01T00:00:00+00:00) must be later than")
+    request = runs_pb2.ListRunsRequest()
+    request.finished_before.seconds = 10**13
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub.ListRuns(request)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (exc.value.details() or "").startswith("finished_before.seconds must be within")

@@ -5,6 +5,7 @@ import pytest
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runs.records import NewStep, RunRecord
+from services.runs.search import RunFilter
 from services.runs.store import RunStore
 from tests.runs.helpers import EXECUTOR, new_run
 
@@ -173,7 +174,7 @@ async def test_runs_of_a_thread_come_in_pages_in_turn_order(store: RunStore) -> 
     # A token of one thread's listing means nothing in another listing.
     _, token = await store.list_runs(page_size=1, thread_id=first.thread_id)
     with pytest.raises(InvalidArgument, match="page_token is not valid"):
-        await store.list_runs(page_token=token, thread_id=first.thread_id, state="failed")
+        await store.list_runs(page_token=token, thread_id=first.thread_id, search=RunFilter(states=("failed",)))
 
 
 async def test_deleting_a_thread_deletes_its_runs_and_their_steps(store: RunStore) -> None:

@@ -30,10 +30,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_budgets")),
         sa.UniqueConstraint("scope", "subject", "metric", "period", name=op.f("uq_budgets_scope")),
     )
-    # A budget of an agent sums that agent's runs of its period.
-    op.create_index("ix_runs_agent_id_created_at", "runs", ["agent_id", "created_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_runs_agent_id_created_at", "runs")
     op.drop_table("budgets")

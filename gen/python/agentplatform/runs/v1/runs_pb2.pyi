@@ -38,6 +38,14 @@ class ApprovalOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     APPROVAL_OUTCOME_REJECTED: _ClassVar[ApprovalOutcome]
     APPROVAL_OUTCOME_TIMED_OUT: _ClassVar[ApprovalOutcome]
 
+class RunOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RUN_ORDER_UNSPECIFIED: _ClassVar[RunOrder]
+    RUN_ORDER_NEWEST_FIRST: _ClassVar[RunOrder]
+    RUN_ORDER_OLDEST_FIRST: _ClassVar[RunOrder]
+    RUN_ORDER_LONGEST_FIRST: _ClassVar[RunOrder]
+    RUN_ORDER_MOST_TOKENS_FIRST: _ClassVar[RunOrder]
+
 class ScoreSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SCORE_SOURCE_UNSPECIFIED: _ClassVar[ScoreSource]
@@ -90,6 +98,11 @@ APPROVAL_OUTCOME_UNSPECIFIED: ApprovalOutcome
 APPROVAL_OUTCOME_APPROVED: ApprovalOutcome
 APPROVAL_OUTCOME_REJECTED: ApprovalOutcome
 APPROVAL_OUTCOME_TIMED_OUT: ApprovalOutcome
+RUN_ORDER_UNSPECIFIED: RunOrder
+RUN_ORDER_NEWEST_FIRST: RunOrder
+RUN_ORDER_OLDEST_FIRST: RunOrder
+RUN_ORDER_LONGEST_FIRST: RunOrder
+RUN_ORDER_MOST_TOKENS_FIRST: RunOrder
 SCORE_SOURCE_UNSPECIFIED: ScoreSource
 SCORE_SOURCE_PERSON: ScoreSource
 SCORE_SOURCE_API: ScoreSource
@@ -397,18 +410,56 @@ class GetRunRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "state", "all_users", "thread_id")
+    __slots__ = ("page_size", "page_token", "state", "all_users", "thread_id", "states", "created_after", "created_before", "finished_after", "finished_before", "user", "agent_id", "agent_revision", "workflow_id", "model", "tool", "error_code", "metadata", "text", "min_duration_ms", "max_duration_ms", "min_total_tokens", "max_total_tokens", "order")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ALL_USERS_FIELD_NUMBER: _ClassVar[int]
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    MIN_DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    MIN_TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     state: RunState
     all_users: bool
     thread_id: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., all_users: _Optional[bool] = ..., thread_id: _Optional[str] = ...) -> None: ...
+    states: _containers.RepeatedScalarFieldContainer[RunState]
+    created_after: _timestamp_pb2.Timestamp
+    created_before: _timestamp_pb2.Timestamp
+    finished_after: _timestamp_pb2.Timestamp
+    finished_before: _timestamp_pb2.Timestamp
+    user: str
+    agent_id: str
+    agent_revision: int
+    workflow_id: str
+    model: str
+    tool: str
+    error_code: str
+    metadata: _containers.RepeatedScalarFieldContainer[str]
+    text: str
+    min_duration_ms: int
+    max_duration_ms: int
+    min_total_tokens: int
+    max_total_tokens: int
+    order: RunOrder
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., all_users: _Optional[bool] = ..., thread_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[RunState, str]]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., user: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., workflow_id: _Optional[str] = ..., model: _Optional[str] = ..., tool: _Optional[str] = ..., error_code: _Optional[str] = ..., metadata: _Optional[_Iterable[str]] = ..., text: _Optional[str] = ..., min_duration_ms: _Optional[int] = ..., max_duration_ms: _Optional[int] = ..., min_total_tokens: _Optional[int] = ..., max_total_tokens: _Optional[int] = ..., order: _Optional[_Union[RunOrder, str]] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
     __slots__ = ("runs", "next_page_token")

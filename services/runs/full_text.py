@@ -1,0 +1,80 @@
+"""The full-text index of runs' user queries and final answers, in each database's own engine (SQLite FTS5,
+PostgreSQL tsvector with GIN), and the other indexes of the search that the models cannot declare. Created by
+migration 0013 and, for `metadata.create_all` (tests, development), by a listener the models register; queried by
+`services.runs.search_sql` (whose docstring says how the two engines differ).
+
+A later migration that rebuilds the `runs` table on SQLite (Alembic's batch mode recreating it) drops the FTS
+triggers with it and changes the rowids the index is keyed by: it must call `recreate_sqlite_full_text`.
+"""
+
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+#: How much of the user query and of the final answer PostgreSQL's full-text index holds.
+FULL_TEXT_CHARS = 100_000
+#: The tsvector the GIN index holds; a query must name the same expression, with constants, not bound values,
+#: for the planner to use the index.
+#: ASCII punctuation becomes spaces first: PostgreSQL's parser would keep a path, a host, an e-mail address or a
+#: number such as 3.14 as one token ("notes/python.md"), which no query of words (letters and digits) can match,
+#: where FTS5 splits them into words; so both index the same words.
+PG_TEXT_VECTOR = (
+    f"to_tsvector('simple'::regconfig, regexp_replace(left(runs.user_query, {FULL_TEXT_CHARS}) || ' ' || "
+    f"left(runs.final_answer, {FULL_TEXT_CHARS}), '[[:punct:]]+', ' ', 'g'))"
+)
+_PG_INDEX_VECTOR = PG_TEXT_VECTOR.replace("runs.", "")
+PG_FULL_TEXT_INDEX = f"CREATE INDEX IF NOT EXISTS ix_runs_full_text ON runs USING gin ({_PG_INDEX_VECTOR})"
+
+#: PostgreSQL: metadata key=value filters as JSONB containment (@>), which this index serves.
+PG_METADATA_INDEX = "CREATE INDEX IF NOT EXISTS ix_runs_metadata ON runs USING gin (metadata jsonb_path_ops)"
+#: What these DDL statements make that the models do not describe (Alembic's comparison skips them).
+UNMODELLED = frozenset({
+    "ix_runs_full_text", "ix_runs_metadata",
+    # FTS5's own tables.
+    "runs_fts", "runs_fts_vocab", "runs_fts_data", "runs_fts_idx", "runs_fts_docsize", "runs_fts_config",
+})
+
+#: SQLite: an FTS5 table over runs' two text columns, keyed by runs' rowid, kept by triggers (an update of
+#: either column deletes the old terms and adds the new).
+SQLITE_FULL_TEXT = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS runs_fts USING fts5(user_query, final_answer, content='runs', "
+    "content_rowid='rowid', tokenize='unicode61 remove_diacritics 0')",
+    "CREATE TRIGGER IF NOT EXISTS runs_fts_insert AFTER INSERT ON runs BEGIN "
+    "INSERT INTO runs_fts(rowid, user_query, final_answer) VALUES (new.rowid, new.user_query, new.final_answer); END",
+    "CREATE TRIGGER IF NOT EXISTS runs_fts_delete AFTER DELETE ON runs BEGIN "
+    "INSERT INTO runs_fts(runs_fts, rowid, user_query, final_answer) "
+    "VALUES ('delete', old.rowid, old.user_query, old.final_answer); END",
+    "CREATE TRIGGER IF NOT EXISTS runs_fts_update AFTER UPDATE OF user_query, final_answer ON runs BEGIN "
+    "INSERT INTO runs_fts(runs_fts, rowid, user_query, final_answer) "
+    "VALUES ('delete', old.rowid, old.user_query, old.final_answer); "
+    "INSERT INTO runs_fts(rowid, user_query, final_answer) VALUES (new.rowid, new.user_query, new.final_answer); "
+    "END",
+    # How many runs have each term, read from the FTS index itself: search picks its plan by it.
+    "CREATE VIRTUAL TABLE IF NOT EXISTS runs_fts_vocab USING fts5vocab(runs_fts, 'row')",
+)
+
+
+def install_full_text(connection: Connection) -> None:
+    """Create the full-text index of the connection's database over an existing runs table, and fill it."""
+    if connection.dialect.name == "sqlite":
+        for statement in SQLITE_FULL_TEXT:
+            connection.execute(text(statement))
+        connection.execute(text("INSERT INTO runs_fts(runs_fts) VALUES ('rebuild')"))
+    else:
+        connection.execute(text(PG_FULL_TEXT_INDEX))
+        connection.execute(text(PG_METADATA_INDEX))
+
+
+def recreate_sqlite_full_text(connection: Connection) -> None:
+    """After a rebuild of the runs table on SQLite: the FTS table, its triggers and its terms made again."""
+    for name in ("runs_fts_insert", "runs_fts_delete", "runs_fts_update"):
+        connection.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+    connection.execute(text("DROP TABLE IF EXISTS runs_fts_vocab"))
+    connection.execute(text("DROP TABLE IF EXISTS runs_fts"))
+    install_full_text(connection)
+
+
+def after_create(target: Any, connection: Connection, **kw: Any) -> None:
+    """An "after_create" listener of the runs table: `metadata.create_all` builds these indexes too."""
+    install_full_text(connection)
