@@ -17,7 +17,7 @@ import pytest
 from agentplatform.engine.v1 import engine_pb2
 from agentplatform.runs.v1 import runs_pb2, runs_pb2_grpc
 from services.common.run_vocabulary import CANCELLED
-from services.engine.journal import Step, UserRequest
+from services.engine.journal import Appended, Step, UserRequest
 from services.engine.loop.steps import StepRecorder
 from services.launcher.stack import ProcessSpec
 from tests.conftest import free_port
@@ -216,10 +216,10 @@ class _AnswerOnCue:
 
     async def append_steps(
         self, run_id: str, steps: list[Step], *, epoch: int = 0, check_size: bool = True
-    ) -> list[Step]:
+    ) -> Appended:
         self.asked.set()
         await self.answer
-        return steps
+        return Appended(steps)
 
 
 async def test_a_stop_arriving_with_the_answer_of_an_append_counts_the_stored_step() -> None:
