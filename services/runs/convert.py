@@ -4,6 +4,8 @@ A step's content is stored as the JSON form of its content message (field names 
 database holds plain JSON documents that any tool can read, and new content fields need no migration.
 """
 
+import dataclasses
+from datetime import datetime
 from typing import Any
 
 from google.protobuf import duration_pb2, json_format
@@ -14,6 +16,7 @@ from services.common.rpc.protoconv import (
     datetime_from_timestamp,
     dict_from_message,
     duration_from_seconds,
+    limits_from_proto,
     limits_to_proto,
     run_state_from_proto,
     run_state_to_proto,
@@ -403,3 +406,59 @@ def budget_to_proto(budget: Budget, status: BudgetStatus | None = None) -> runs_
         message.spent = _amount(budget, status.spent)
         message.reset_time.CopyFrom(timestamp_from_datetime(status.resets_at))
     return message
+
+
+# --- runs as ImportRuns receives them (what ExportRuns sent) ------------------------------------------------
+
+
+def _time(message: Any, name: str, at: str) -> datetime | None:
+    return datetime_from_timestamp(getattr(message, name), f"{at}.{name}") if message.HasField(name) else None
+
+
+def _stored_step_from_proto(run_id: str, at: str, step: runs_pb2.Step) -> StepRecord:
+    new = new_step_from_proto(step.sequence, step)
+    created = _time(step, "create_time", at)
+    if created is None:
+        raise InvalidArgument(f"{at}.create_time is required: an exported step has its time")
+    call = new.model_call
+    if call is not None and step.model_call.HasField("cost"):
+        cost = step.model_call.cost
+        priced = cost.unpriced_model_calls == 0
+        call = dataclasses.replace(call, cost_nanos=round(cost.usd * NANOS_PER_USD) if priced else None)
+    return StepRecord(run_id, step.sequence, new.type, new.content, created, new.duration_ms, call, new.node_id)
+
+
+def _stored_score_from_proto(run_id: str, at: str, score: runs_pb2.Score) -> ScoreRecord:
+    new = new_score_from_proto(run_id, score)
+    created = _time(score, "create_time", at)
+    if created is None:
+        raise InvalidArgument(f"{at}.create_time is required: an exported score has its time")
+    return ScoreRecord(score.id, run_id, new.step_sequence, new.name, new.value, new.comment, new.source,
+                       score.author, created)
+
+
+def stored_run_from_proto(position: int, run: runs_pb2.Run) -> RunRecord:
+    """A run as ImportRuns receives it, with its steps and scores; InvalidArgument naming the field (runs[i]...)
+    for one that cannot be read. The store checks the rest (an ended state, steps 1 to n)."""
+    at = f"runs[{position}]"
+    created = _time(run, "create_time", at)
+    if created is None:
+        raise InvalidArgument(f"{at}.create_time is required: an exported run has its times")
+    state = run_state_from_proto(run.state)
+    if state is None:
+        raise InvalidArgument(f"{at}.state must be a run's state, got {run.state}")
+    return RunRecord(
+        id=run.id, user_query=run.user_query, state=state, model=run.model, created_at=created,
+        completed_at=_time(run, "complete_time", at), error_code=run.error_code, error_message=run.error_message,
+        usage=Usage(run.usage.prompt_tokens, run.usage.completion_tokens), metadata=dict(run.metadata),
+        step_count=run.step_count, owner=run.owner, agent_id=run.agent_id, agent_revision=run.agent_revision,
+        started_at=_time(run, "start_time", at), limits=limits_from_proto(run.limits, f"{at}.limits"),
+        lease_epoch=run.lease_epoch, attempts=run.attempts, handbacks=run.handbacks,
+        handed_back_by=run.handed_back_by, user_query_truncated=run.user_query_truncated,
+        steps=[_stored_step_from_proto(run.id, f"{at}.steps[{i}]", step) for i, step in enumerate(run.steps)],
+        scores=[_stored_score_from_proto(run.id, f"{at}.scores[{i}]", score) for i, score in enumerate(run.scores)],
+        thread_id=run.thread_id, thread_turn=run.thread_turn, workflow_id=run.workflow_id,
+        workflow_revision=run.workflow_revision, trace_id=run.trace_id, trace_span_id=run.trace_span_id,
+        retention_hold=run.retention_hold, cost_nanos=round(run.cost.usd * NANOS_PER_USD),
+        unpriced_calls=run.cost.unpriced_model_calls,
+    )

@@ -2,7 +2,7 @@
 (no gRPC here). Part of `RunStore`."""
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +10,7 @@ from sqlalchemy import Select, func, select
 
 from services.common.checks import parse_uuid
 from services.common.db.database import runs_to_completion
+from services.common.errors import NotFound
 from services.common.pages import checked_page_size
 from services.runs.checks import parse_run_id
 from services.runs.parts import StoreParts
@@ -24,7 +25,8 @@ from services.runs.threads import LIST_RUNS, load_thread, turn_page_token, turns
 MAX_PAGE_BYTES = 1024 * 1024
 #: ListRuns returns at most this much of each user query.
 LIST_QUERY_CHARS = 1000
-#: Steps one AppendSteps call may carry; a bound on the size of one write transaction.
+#: Runs an export reads per query.
+EXPORT_BATCH = 100
 
 #: ListRuns reads these, with the user query cut in the database so a huge one is never loaded.
 _LIST_COLUMNS = [
@@ -144,6 +146,32 @@ class RunQueries(StoreParts):
             return page, turn_page_token(self.page_tokens, thread_id, key, owner, page[-1].thread_turn)
         last = rows[len(page) - 1]
         return page, self.page_tokens.issue(LIST_RUNS, _listing(search, owner), position_of(last, search.order))
+
+    async def export_runs(
+        self, search: RunFilter = NO_FILTER, *, owner: str | None = None, cursor: str = "", batch: int = EXPORT_BATCH
+    ) -> AsyncIterator[tuple[RunRecord, str]]:
+        """Every run `search` finds, in its order, whole (its steps and scores), each with the cursor that resumes
+        the export after it: a ListRuns page token, so runs created meanwhile neither shift nor repeat what
+        follows. `owner` None exports every user's runs. Read `batch` runs at a time, each whole in a read of
+        its own, so no transaction stays open while the caller consumes them."""
+        search = checked_filter(search)
+        token = cursor
+        while True:
+            async with self.database.read() as session:
+                connection = await session.connection()
+                common = await common_text(connection, search)
+                query = self.list_runs_statement(batch, token, search, owner=owner, common_words=common)
+                rows = (await session.execute(query)).mappings().all()
+            page = rows[:batch]
+            for row in page:
+                token = self.page_tokens.issue(LIST_RUNS, _listing(search, owner), position_of(row, search.order))
+                try:
+                    record = await self.get_run(row["id"], owner=owner, with_scores=True)
+                except NotFound:
+                    continue  # deleted since the page was read
+                yield record, token
+            if len(rows) <= batch:
+                return
 
     def list_runs_statement(
         self,

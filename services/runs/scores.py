@@ -85,6 +85,19 @@ def _values(score: NewScore, author: str, now: datetime) -> dict[str, Any]:
     }
 
 
+def stored_score_values(score: ScoreRecord) -> dict[str, Any]:
+    """The run_scores row of a stored score, for `RunImports.import_runs` (the reverse of `score_record`); the
+    score is checked as CreateScore checks one."""
+    check_new_score(NewScore(score.run_id, score.name, score.value, score.step_sequence, score.comment, score.source))
+    kind = _kind(score.value)
+    return {
+        "id": parse_uuid(score.id, "scores.id", "score"), "run_id": score.run_id, "step_sequence": score.step_sequence,
+        "name": score.name, "kind": kind, "number_value": None if kind == "category" else float(score.value),
+        "category_value": score.value if kind == "category" else None, "comment": score.comment,
+        "source": score.source, "author": score.author, "created_at": score.created_at,
+    }
+
+
 def score_record(row: Values) -> ScoreRecord:
     kind = row["kind"]
     value: ScoreValue = (

@@ -34,6 +34,23 @@ def _admin(refusal: str) -> Caller:
     return caller
 
 
+#: Runs one ImportRuns call stores at most (one transaction).
+MAX_IMPORT_RUNS = 100
+
+
+def _search_owner(request: runs_pb2.ListRunsRequest) -> str | None:
+    """Whose runs a search (ListRuns, ExportRuns) reads: the caller's own; any one user's, or every user's (None),
+    for an admin asking for them."""
+    caller = current_caller()
+    if request.all_users and not caller.is_admin:
+        raise PermissionDenied("all_users lists every user's runs: only an admin may ask for it")
+    if request.user and request.user != caller.user and not caller.is_admin:
+        raise PermissionDenied("user names another user's runs: only an admin may search them")
+    if request.user:
+        return request.user
+    return None if request.all_users or (caller.is_admin and request.thread_id) else caller.user
+
+
 def _owner_filter() -> str | None:
     """Whose runs the caller may address by id: its own, or any for an admin."""
     caller = current_caller()
@@ -56,15 +73,7 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
     async def ListRuns(
         self, request: runs_pb2.ListRunsRequest, context: grpc.aio.ServicerContext
     ) -> runs_pb2.ListRunsResponse:
-        caller = current_caller()
-        if request.all_users and not caller.is_admin:
-            raise PermissionDenied("all_users lists every user's runs: only an admin may ask for it")
-        if request.user and request.user != caller.user and not caller.is_admin:
-            raise PermissionDenied("user names another user's runs: only an admin may search them")
-        if request.user:
-            owner: str | None = request.user
-        else:
-            owner = None if request.all_users or (caller.is_admin and request.thread_id) else caller.user
+        owner = _search_owner(request)
         runs, next_token = await self._store.list_runs(
             request.page_size,
             request.page_token,
@@ -255,3 +264,20 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         _admin("budgets are set by admins only")
         await self._store.delete_budget(request.budget_id)
         return empty_pb2.Empty()
+
+    async def ExportRuns(
+        self, request: runs_pb2.ExportRunsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[runs_pb2.ExportRunsResponse]:
+        owner = _search_owner(request.filter)
+        search = convert.run_filter_from_proto(request.filter)
+        async for record, cursor in self._store.export_runs(search, owner=owner, cursor=request.cursor):
+            yield runs_pb2.ExportRunsResponse(run=convert.run_to_proto(record), cursor=cursor)
+
+    async def ImportRuns(
+        self, request: runs_pb2.ImportRunsRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.ImportRunsResponse:
+        _admin("runs are imported by admins only")
+        if len(request.runs) > MAX_IMPORT_RUNS:
+            raise InvalidArgument(f"at most {MAX_IMPORT_RUNS} runs per ImportRuns call, got {len(request.runs)}")
+        runs = [convert.stored_run_from_proto(position, run) for position, run in enumerate(request.runs)]
+        return runs_pb2.ImportRunsResponse(imported=await self._store.import_runs(runs, batch_size=MAX_IMPORT_RUNS))

@@ -310,6 +310,11 @@ def test_every_documented_rest_path_answers_as_documented(client: httpx.Client, 
     created = call("post", "/api/budgets", 200, ADMIN, body=budget)
     assert [item["id"] for item in call("get", "/api/budgets", 200, ADMIN)["budgets"]] == [created["id"]]
     call("delete", "/api/budgets/{budget_id}", 200, ADMIN, budget_id=created["id"])
+    exported = call("post", "/api/runs:export", 200, body={"filter": {"states": ["RUN_STATE_COMPLETED"]}})
+    assert exported and all(item["run"]["state"] == "RUN_STATE_COMPLETED" and item["cursor"] for item in exported)
+    assert exported[0]["run"]["steps"]  # whole runs
+    call("post", "/api/runs:import", 403, body={"runs": [exported[0]["run"]]})
+    call("post", "/api/runs:import", 400, ADMIN, body={"runs": [exported[0]["run"]]})  # stored already
 
     documented = {(verb, path) for path, operations in openapi["paths"].items() for verb in operations}
     assert call.called == documented

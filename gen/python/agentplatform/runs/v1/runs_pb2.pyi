@@ -818,3 +818,31 @@ class DeleteBudgetRequest(_message.Message):
     BUDGET_ID_FIELD_NUMBER: _ClassVar[int]
     budget_id: str
     def __init__(self, budget_id: _Optional[str] = ...) -> None: ...
+
+class ExportRunsRequest(_message.Message):
+    __slots__ = ("filter", "cursor")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    filter: ListRunsRequest
+    cursor: str
+    def __init__(self, filter: _Optional[_Union[ListRunsRequest, _Mapping]] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class ExportRunsResponse(_message.Message):
+    __slots__ = ("run", "cursor")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    run: Run
+    cursor: str
+    def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class ImportRunsRequest(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[Run]
+    def __init__(self, runs: _Optional[_Iterable[_Union[Run, _Mapping]]] = ...) -> None: ...
+
+class ImportRunsResponse(_message.Message):
+    __slots__ = ("imported",)
+    IMPORTED_FIELD_NUMBER: _ClassVar[int]
+    imported: int
+    def __init__(self, imported: _Optional[int] = ...) -> None: ...

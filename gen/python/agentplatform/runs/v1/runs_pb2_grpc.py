@@ -164,6 +164,16 @@ class RunServiceStub:
                 request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteBudgetRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.ExportRuns = channel.unary_stream(
+                '/agentplatform.runs.v1.RunService/ExportRuns',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ExportRunsRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ExportRunsResponse.FromString,
+                _registered_method=True)
+        self.ImportRuns = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/ImportRuns',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ImportRunsRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ImportRunsResponse.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -388,6 +398,30 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportRuns(self, request, context):
+        """Streams every run a search finds, whole (its steps and scores), in the
+        search's order: for a copy, a backup or an analysis elsewhere. Each run
+        comes with the cursor that resumes the export after it (pass it as
+        `cursor`); runs created meanwhile neither shift nor repeat what follows.
+        The caller's runs only, unless an admin asks for all users' (the
+        filter's `all_users` or `user`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportRuns(self, request, context):
+        """Admins only: stores exported runs (ended ones, whole, with their ids,
+        times, steps and scores) in this store, and their threads with them: the
+        other half of a copy or a restore. At most 100 runs per call. A run
+        stored already answers FAILED_PRECONDITION, a run that cannot be stored
+        as it is INVALID_ARGUMENT naming it; the runs of the call are stored all
+        or none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -500,6 +534,16 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.DeleteBudget,
                     request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteBudgetRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ExportRuns': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportRuns,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ExportRunsRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ExportRunsResponse.SerializeToString,
+            ),
+            'ImportRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportRuns,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ImportRunsRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ImportRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1115,6 +1159,60 @@ class RunService:
             '/agentplatform.runs.v1.RunService/DeleteBudget',
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteBudgetRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/ExportRuns',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ExportRunsRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ExportRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/ImportRuns',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ImportRunsRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.ImportRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
