@@ -151,7 +151,7 @@ class TurnModel:
     first time that run asks for that turn. `served` counts the requests per (user question, turn): a resumed
     run must not ask for a recorded turn again."""
 
-    turns_for: Callable[[str], Sequence[ModelReply]] = lambda question: SEED_TURNS
+    turns_for: Callable[[str], Sequence[ModelReply | Delayed]] = lambda question: SEED_TURNS
     latency: float = 0.0
     first_time: dict[tuple[str, int], FirstTime] = field(default_factory=dict)
     served: Counter[tuple[str, int]] = field(default_factory=Counter)

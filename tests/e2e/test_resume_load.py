@@ -22,7 +22,7 @@ from tests.e2e.resumes import (
     without_markers,
 )
 from tests.support.background_loop import background_loop
-from tests.support.scripted_llm import ScriptedLLM, text_reply, tool_call_reply
+from tests.support.scripted_llm import ScriptedLLM, delayed, text_reply, tool_call_reply
 from tests.support.seed import timeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -35,7 +35,13 @@ MODEL_LATENCY = 0.5
 LEASE_SECONDS = 4.0
 #: How long the runs of the killed engine take to be offered again and finish.
 RESUMED_WITHIN = LEASE_SECONDS + 30
-TURNS = (tool_call_reply("calculator", {"operation": "add", "x": 5, "y": 10}), text_reply("It is 15."))
+#: The answer takes this long: a run that asked for it is still waiting when the engine is killed, however long a
+#: loaded machine takes from the third run asking to the kill (at 0.5 s, more than half had their answer by then).
+ANSWER_LATENCY = 3.0
+TURNS = (
+    tool_call_reply("calculator", {"operation": "add", "x": 5, "y": 10}),
+    delayed(text_reply("It is 15."), ANSWER_LATENCY),
+)
 TIMELINE = [("user_request",), ("tool_call", "calculator", "add", 5, 10), ("tool_result", "calculator", 15),
             ("agent_response",)]
 
