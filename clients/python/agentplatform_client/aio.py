@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypedDict, Unpack
 
+import grpc
 from google.protobuf import field_mask_pb2, struct_pb2
 
 from agentplatform_client import errors
@@ -38,6 +39,9 @@ from agentplatform_client._rpc import (
     stub_call,
 )
 from agentplatform_client.follow import DEFAULT_FOLLOW, FollowPolicy, Reattach, follow
+
+#: Runs per ImportRuns call: the most the server takes in one.
+IMPORT_BATCH = 100
 
 
 class RunFields(TypedDict, total=False):
@@ -242,6 +246,40 @@ class AsyncClient:
         `page_size` at a time (0: the server's default), up to `limit`."""
         request = runs_pb2.ListRunsRequest(page_size=page_size, state=state, all_users=all_users, thread_id=thread_id)
         return self._pages(self._runs, "ListRuns", request, "runs", limit)
+
+    async def export_runs(
+        self, search: runs_pb2.ListRunsRequest | None = None, *, cursor: str = "", max_breaks: int = 5
+    ) -> AsyncIterator[runs_pb2.ExportRunsResponse]:
+        """Every run `search` finds (a ListRunsRequest's filter fields; None: all of yours), whole, each with the
+        cursor that resumes after it; a stream broken by UNAVAILABLE (a replica restarting) is resumed from the
+        last cursor, `max_breaks` times at most, so no run is missed or repeated."""
+        breaks = 0
+        while True:
+            request = runs_pb2.ExportRunsRequest(filter=search or runs_pb2.ListRunsRequest(), cursor=cursor)
+            try:
+                async for item in self._runs.ExportRuns(request, metadata=self._metadata):
+                    cursor = item.cursor
+                    breaks = 0
+                    yield item
+                return
+            except grpc.aio.AioRpcError as error:
+                breaks += 1
+                if error.code() != grpc.StatusCode.UNAVAILABLE or breaks > max_breaks:
+                    raise errors.from_rpc_error(error) from None
+
+    async def import_runs(self, runs: Iterable[runs_pb2.Run], *, timeout: float | None = None) -> int:
+        """Store exported runs in this platform's store (admins), 100 per call; how many were stored."""
+        batch: list[runs_pb2.Run] = []
+        stored = 0
+        for run in [*runs, None]:
+            if run is not None:
+                batch.append(run)
+            if batch and (run is None or len(batch) == IMPORT_BATCH):
+                request = runs_pb2.ImportRunsRequest(runs=batch)
+                response = await self._unary(self._runs, "ImportRuns", request, idempotent=False, timeout=timeout)
+                stored += response.imported
+                batch = []
+        return stored
 
     def watch(
         self,

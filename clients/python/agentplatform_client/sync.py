@@ -167,6 +167,14 @@ class Client:
             run_id, after_sequence=after_sequence, timeout=timeout, on_reattach=on_reattach
         ))
 
+    def export_runs(
+        self, search: runs_pb2.ListRunsRequest | None = None, *, cursor: str = "", max_breaks: int = 5
+    ) -> Iterator[runs_pb2.ExportRunsResponse]:
+        return self._iterate(self.aio.export_runs(search, cursor=cursor, max_breaks=max_breaks))
+
+    def import_runs(self, runs: Iterable[runs_pb2.Run], *, timeout: float | None = None) -> int:
+        return self._wait(self.aio.import_runs(runs, timeout=timeout))
+
     def cancel_run(self, run_id: str, *, reason: str = "", timeout: float | None = None) -> runs_pb2.Run:
         return self._wait(self.aio.cancel_run(run_id, reason=reason, timeout=timeout))
 

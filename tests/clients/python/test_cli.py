@@ -69,6 +69,28 @@ def test_chat_shows_the_timeline_and_its_json_events_are_the_stored_run(stack: R
     assert exported.exit_code == 0 and len(json.loads(exported.output)["steps"]) == len(steps)
 
 
+def test_every_run_exported_as_json_lines_imports_back_the_same(stack: RunningStack, tmp_path: Path) -> None:
+    with Client(gateway_address(stack), api_key=ALICE) as client:
+        asked = client.chat("What is 2 + 3?").run
+    dump = tmp_path / "runs.jsonl"
+    exported = cli(stack, "runs", "export", "--state", "completed", "--output", str(dump))
+    assert exported.exit_code == 0, exported.output
+    lines = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert asked.id in [line["run"]["id"] for line in lines] and all(line["cursor"] for line in lines)
+    assert f"exported {len(lines)} run(s)" in exported.output
+    with Client(gateway_address(stack), api_key=ALICE) as client:
+        before = {line["run"]["id"]: client.get_run(line["run"]["id"]) for line in lines}
+        for run_id in before:
+            client.delete_run(run_id)
+    assert cli(stack, "runs", "import", str(dump)).exit_code == 17  # PERMISSION_DENIED: admins import
+    imported = cli(stack, "runs", "import", str(dump), key=ADMIN)
+    assert imported.exit_code == 0 and f"imported {len(lines)} run(s)" in imported.output, imported.output
+    with Client(gateway_address(stack), api_key=ALICE) as client:
+        assert {run_id: client.get_run(run_id) for run_id in before} == before
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    assert cli(stack, "runs", "import", str(tmp_path / "bad.jsonl"), key=ADMIN).exit_code == 2
+
+
 def test_tools_disable_and_enable_and_the_exit_codes_of_errors(stack: RunningStack) -> None:
     disabled = cli(stack, "tools", "disable", "calculator", "--json", key=ADMIN)
     assert disabled.exit_code == 0, disabled.output

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from google.protobuf import json_format
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
@@ -48,7 +49,7 @@ class _Root(TyperGroup):
 
 
 app = typer.Typer(cls=_Root, no_args_is_help=True, help="The AI agent platform from the terminal.")
-runs_app = typer.Typer(no_args_is_help=True, help="Runs: list, show, watch, cancel, export.")
+runs_app = typer.Typer(no_args_is_help=True, help="Runs: list, show, watch, cancel, export, import.")
 threads_app = typer.Typer(no_args_is_help=True, help="Conversations (threads) and their turns.")
 tools_app = typer.Typer(no_args_is_help=True, help="Tools: list, show, enable, disable (admins).")
 agents_app = typer.Typer(no_args_is_help=True, help="Saved agents.")
@@ -238,15 +239,60 @@ def runs_cancel(ctx: typer.Context, run_id: str, reason: str = "", json_: Json =
 @runs_app.command("export")
 def runs_export(
     ctx: typer.Context,
-    run_id: str,
+    run_id: Annotated[str | None, typer.Argument(help="One run as JSON; none: all found, as JSON Lines.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (default stdout).")] = None,
+    state: Annotated[State | None, typer.Option(help="Only runs in this state.")] = None,
+    text: Annotated[str, typer.Option(help="Only runs whose question or answer has these words.")] = "",
+    all_users: Annotated[bool, typer.Option("--all-users", help="Everyone's runs (admins).")] = False,
+    cursor: Annotated[str, typer.Option(help="Resume after the run whose cursor this is (the last line's).")] = "",
 ) -> None:
-    """A run with all its steps as JSON (always JSON: it is for keeping and for other tools)."""
-    document = json.dumps(as_dict(_client(ctx).get_run(run_id)), indent=2) + "\n"
-    if output is None:
-        typer.echo(document, nl=False)
-    else:
-        output.write_text(document)
+    """A run with all its steps as JSON; without a run id, every run found, whole, one JSON object per line
+    ({"run": ..., "cursor": ...}), with a progress count on stderr. Always JSON: it is for keeping and for other
+    tools (`runs import` reads it back)."""
+    client = _client(ctx)
+    if run_id is not None:
+        document = json.dumps(as_dict(client.get_run(run_id)), indent=2) + "\n"
+        if output is None:
+            typer.echo(document, nl=False)
+        else:
+            output.write_text(document)
+        return
+    search = runs_pb2.ListRunsRequest(
+        states=[RUN_STATE[state]] if state else [], text=text, all_users=all_users
+    )
+    sink = output.open("a" if cursor else "w") if output is not None else None
+    exported = 0
+    try:
+        with error_console().status("exporting runs …") as progress:
+            for item in client.export_runs(search, cursor=cursor):
+                line = json.dumps({"run": as_dict(item.run), "cursor": item.cursor})
+                if sink is None:
+                    typer.echo(line)
+                else:
+                    sink.write(line + "\n")
+                exported += 1
+                progress.update(f"exported {exported} run(s) …")
+    finally:
+        if sink is not None:
+            sink.close()
+    error_console().print(f"exported {exported} run(s)")
+
+
+@runs_app.command("import")
+def runs_import(
+    ctx: typer.Context,
+    source: Annotated[Path, typer.Argument(help="A file `runs export` wrote (JSON Lines).")],
+) -> None:
+    """Store exported runs in this platform (admins): ended runs, whole, with their threads."""
+    runs = []
+    for number, line in enumerate(source.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                runs.append(json_format.ParseDict(json.loads(line)["run"], runs_pb2.Run()))
+            except (ValueError, KeyError, json_format.ParseError) as error:
+                raise typer.BadParameter(f"line {number} is not an exported run: {error}") from None
+    stored = _client(ctx).import_runs(runs)
+    console().print(f"imported {stored} run(s)")
 
 
 # --- threads ----------------------------------------------------------------------------------------------
