@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, exists, false, or_, select
+from sqlalchemy import ColumnElement, and_, delete, exists, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.db.database import utcnow
@@ -26,6 +26,8 @@ from services.common.run_vocabulary import FINAL_STATES
 from services.runs.checks import parse_run_id
 from services.runs.parts import StoreParts
 from services.runs.rows import RUNS, load_run
+from services.runs.search import RunFilter, checked_filter
+from services.runs.search_sql import filter_clauses
 from services.runs.threads import THREADS
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,8 @@ class RetentionPolicy:
 
 
 class RunRetention(StoreParts):
-    """The run store's retention methods: the hold flag and the sweep."""
+    """The run store's retention methods: the hold flag, the sweep, and an admin's deletion of what a search
+    finds."""
 
     async def set_retention_hold(self, run_id: str, hold: bool) -> None:
         """Put a run on retention hold, or take it off; NotFound for no such run."""
@@ -91,11 +94,27 @@ class RunRetention(StoreParts):
         if not policy.enabled:
             return 0
         moment = now or utcnow()
-        expired = policy.expired(moment)
+        return await self._delete_where(policy.expired(moment), batch, moment)
+
+    async def delete_runs_found(
+        self, search: RunFilter, *, owner: str | None, dry_run: bool, batch: int = 500
+    ) -> int:
+        """Delete the finished runs `search` finds (`owner` None: every user's), in batches as retention does,
+        then the threads left without runs; or, with `dry_run`, only count them. How many runs."""
+        search = checked_filter(search)
+        found = and_(RUNS.c.state.in_(FINAL_STATES), *filter_clauses(search, self.database.is_sqlite))
+        if owner is not None:
+            found = and_(found, RUNS.c.owner == owner)
+        if dry_run:
+            async with self.database.read() as session:
+                return int(await session.scalar(select(func.count()).select_from(RUNS).where(found)) or 0)
+        return await self._delete_where(found, batch, utcnow())
+
+    async def _delete_where(self, condition: ColumnElement[bool], batch: int, moment: datetime) -> int:
         deleted = 0
         while True:
             async def delete_batch(connection: AsyncConnection) -> int:
-                return await self._delete_batch(connection, expired, batch)
+                return await self._delete_batch(connection, condition, batch)
 
             count = await self._writer.write(delete_batch)
             deleted += count

@@ -281,3 +281,13 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
             raise InvalidArgument(f"at most {MAX_IMPORT_RUNS} runs per ImportRuns call, got {len(request.runs)}")
         runs = [convert.stored_run_from_proto(position, run) for position, run in enumerate(request.runs)]
         return runs_pb2.ImportRunsResponse(imported=await self._store.import_runs(runs, batch_size=MAX_IMPORT_RUNS))
+
+    async def DeleteRuns(
+        self, request: runs_pb2.DeleteRunsRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.DeleteRunsResponse:
+        _admin("runs are deleted by search by admins only")
+        count = await self._store.delete_runs_found(
+            convert.run_filter_from_proto(request.filter), owner=_search_owner(request.filter),
+            dry_run=request.dry_run,
+        )
+        return runs_pb2.DeleteRunsResponse(runs=count)

@@ -315,6 +315,9 @@ def test_every_documented_rest_path_answers_as_documented(client: httpx.Client, 
     assert exported[0]["run"]["steps"]  # whole runs
     call("post", "/api/runs:import", 403, body={"runs": [exported[0]["run"]]})
     call("post", "/api/runs:import", 400, ADMIN, body={"runs": [exported[0]["run"]]})  # stored already
+    call("post", "/api/runs:batchDelete", 403, body={"dryRun": True})
+    counted = call("post", "/api/runs:batchDelete", 200, ADMIN, body={"filter": {"allUsers": True}, "dryRun": True})
+    assert int(counted["runs"]) >= len(exported)
 
     documented = {(verb, path) for path, operations in openapi["paths"].items() for verb in operations}
     assert call.called == documented

@@ -14,6 +14,7 @@ from services.common.db.database import Database, utcnow
 from services.common.errors import InvalidArgument, NotFound
 from services.runs.records import NewScore, NewStep
 from services.runs.retention import RetentionPolicy
+from services.runs.search import RunFilter
 from services.runs.signals import RunSignals
 from services.runs.store import RunStore
 from services.runs.threads import THREADS
@@ -133,3 +134,27 @@ async def test_only_an_admin_sets_a_hold(keyed_stub: Any) -> None:
     assert got.retention_hold
     missing = runs_pb2.SetRetentionHoldRequest(run_id="00000000-0000-4000-8000-000000000000", hold=True)
     assert await status_of(keyed_stub.SetRetentionHold(missing, metadata=as_(ADMIN))) == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_admin_deletes_what_a_search_finds_after_a_dry_run_count(store: RunStore, database: Database) -> None:
+    old_mini = [await _run(store, database, 3, model="gpt-4o-mini") for _ in range(3)]
+    other_model = await _run(store, database, 3, model="gpt-4o")
+    live_mini = await _run(store, database, 3, finish=False, model="gpt-4o-mini")
+    bobs_mini = await _run(store, database, 3, owner="bob", model="gpt-4o-mini")
+    search = RunFilter(model="gpt-4o-mini")
+    assert await store.delete_runs_found(search, owner=None, dry_run=True) == 4  # live runs are not counted
+    assert all([await _exists(store, run_id) for run_id in old_mini])  # a dry run deletes nothing
+    assert await store.delete_runs_found(search, owner="bob", dry_run=False, batch=2) == 1
+    assert not await _exists(store, bobs_mini)
+    assert await store.delete_runs_found(search, owner=None, dry_run=False, batch=2) == 3
+    assert [await _exists(store, run_id) for run_id in (*old_mini, other_model, live_mini)] == [
+        False, False, False, True, True,
+    ]
+
+
+async def test_only_an_admin_deletes_by_search(keyed_stub: Any) -> None:
+    request = runs_pb2.DeleteRunsRequest(filter=runs_pb2.ListRunsRequest(all_users=True), dry_run=True)
+    assert await status_of(keyed_stub.DeleteRuns(request, metadata=as_(ALICE))) == grpc.StatusCode.PERMISSION_DENIED
+    await create_for(keyed_stub, "alice")  # live: never deleted by a search
+    counted = await keyed_stub.DeleteRuns(request, metadata=as_(ADMIN))
+    assert counted.runs == 0

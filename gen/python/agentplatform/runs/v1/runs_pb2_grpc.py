@@ -174,6 +174,11 @@ class RunServiceStub:
                 request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ImportRunsRequest.SerializeToString,
                 response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ImportRunsResponse.FromString,
                 _registered_method=True)
+        self.DeleteRuns = channel.unary_unary(
+                '/agentplatform.runs.v1.RunService/DeleteRuns',
+                request_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteRunsRequest.SerializeToString,
+                response_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteRunsResponse.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -422,6 +427,16 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteRuns(self, request, context):
+        """Admins only: deletes every finished run a search finds (`filter` as
+        ListRuns takes it), with its steps and scores, and the threads left
+        without runs; with `dry_run`, only counts them. Live runs are not
+        touched (DeleteRun stops one). Returns how many runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -544,6 +559,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.ImportRuns,
                     request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ImportRunsRequest.FromString,
                     response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.ImportRunsResponse.SerializeToString,
+            ),
+            'DeleteRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRuns,
+                    request_deserializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteRunsRequest.FromString,
+                    response_serializer=agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1213,6 +1233,33 @@ class RunService:
             '/agentplatform.runs.v1.RunService/ImportRuns',
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.ImportRunsRequest.SerializeToString,
             agentplatform_dot_runs_dot_v1_dot_runs__pb2.ImportRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentplatform.runs.v1.RunService/DeleteRuns',
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteRunsRequest.SerializeToString,
+            agentplatform_dot_runs_dot_v1_dot_runs__pb2.DeleteRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -846,3 +846,17 @@ class ImportRunsResponse(_message.Message):
     IMPORTED_FIELD_NUMBER: _ClassVar[int]
     imported: int
     def __init__(self, imported: _Optional[int] = ...) -> None: ...
+
+class DeleteRunsRequest(_message.Message):
+    __slots__ = ("filter", "dry_run")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    filter: ListRunsRequest
+    dry_run: bool
+    def __init__(self, filter: _Optional[_Union[ListRunsRequest, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class DeleteRunsResponse(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: int
+    def __init__(self, runs: _Optional[int] = ...) -> None: ...
