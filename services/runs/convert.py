@@ -5,6 +5,7 @@ database holds plain JSON documents that any tool can read, and new content fiel
 """
 
 import dataclasses
+import math
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from services.common.rpc.protoconv import (
 from services.common.step_delta import StepDelta, ToolCallDelta
 from services.common.usage import Usage
 from services.runs.budget_book import (
+    MAX_USD,
     NANOS_PER_USD,
     Budget,
     BudgetStatus,
@@ -45,7 +47,7 @@ from services.runs.records import (
     StepRecord,
     ThreadRecord,
 )
-from services.runs.search import NumberRange, RunFilter, RunOrder, TimeRange, parse_metadata_pairs
+from services.runs.search import NumberRange, RunFilter, RunOrder, ScoreRange, TimeRange, parse_metadata_pairs
 from services.runs.usage_summary import Grouping, Interval, UsageBucket
 from services.runs.watch import WatchEvent
 
@@ -61,6 +63,7 @@ _ORDERS = {
     runs_pb2.RUN_ORDER_OLDEST_FIRST: RunOrder.OLDEST,
     runs_pb2.RUN_ORDER_LONGEST_FIRST: RunOrder.LONGEST,
     runs_pb2.RUN_ORDER_MOST_TOKENS_FIRST: RunOrder.MOST_TOKENS,
+    runs_pb2.RUN_ORDER_MOST_COSTLY_FIRST: RunOrder.MOST_COSTLY,
 }
 
 
@@ -77,6 +80,14 @@ def _number_range(request: runs_pb2.ListRunsRequest, low: str, high: str) -> Num
         getattr(request, low) if request.HasField(low) else None,
         getattr(request, high) if request.HasField(high) else None,
     )
+
+
+def _nanos(request: runs_pb2.ListRunsRequest, field: str) -> int:
+    """A request's US dollars as nano-USD; InvalidArgument naming the field for one that is no amount."""
+    usd = float(getattr(request, field))
+    if not (math.isfinite(usd) and 0 <= usd <= MAX_USD):
+        raise InvalidArgument(f"{field} must be a number of US dollars from 0 to {MAX_USD:,.0f}, got {usd}")
+    return round(usd * NANOS_PER_USD)
 
 
 def run_filter_from_proto(request: runs_pb2.ListRunsRequest) -> RunFilter:
@@ -106,6 +117,14 @@ def run_filter_from_proto(request: runs_pb2.ListRunsRequest) -> RunFilter:
         text=request.text,
         duration_ms=_number_range(request, "min_duration_ms", "max_duration_ms"),
         total_tokens=_number_range(request, "min_total_tokens", "max_total_tokens"),
+        cost_nanos=NumberRange(*(
+            _nanos(request, field) if request.HasField(field) else None for field in ("min_cost_usd", "max_cost_usd")
+        )),
+        score_name=request.score_name,
+        score_range=ScoreRange(
+            request.min_score if request.HasField("min_score") else None,
+            request.max_score if request.HasField("max_score") else None,
+        ),
         order=_ORDERS[request.order],
     )
 

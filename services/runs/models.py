@@ -111,6 +111,7 @@ class RunRow(Base):
         Index("ix_runs_error_code_created_at_id", "error_code", "created_at", "id"),
         Index("ix_runs_duration_ms_id", "duration_ms", "id"),
         Index("ix_runs_total_tokens_id", "total_tokens", "id"),
+        Index("ix_runs_cost_nanos_id", "cost_nanos", "id"),
         CheckConstraint(_one_of("state", RUN_STATES), name="state"),
     )
 

@@ -11,6 +11,7 @@ duration) match ended runs only.
 """
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +34,8 @@ MAX_TEXT_CHARS = 1000
 MAX_TEXT_WORDS = 32
 #: The longest tool name a filter may name (the column's width).
 MAX_TOOL_CHARS = 200
+#: The longest score name (as CreateScore takes them).
+MAX_SCORE_NAME_CHARS = 64
 #: A number range's bound is stored in a 64-bit column.
 MAX_BOUND = 2**63 - 1
 
@@ -51,6 +54,8 @@ class RunOrder(StrEnum):
     LONGEST = "longest"
     #: Most tokens (the run's total usage) first.
     MOST_TOKENS = "most_tokens"
+    #: Most costly (its priced model calls) first.
+    MOST_COSTLY = "most_costly"
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,14 @@ class NumberRange:
 
     low: int | None = None
     high: int | None = None
+
+
+@dataclass(frozen=True)
+class ScoreRange:
+    """[low, high] of a score's value: either end may be open (None)."""
+
+    low: float | None = None
+    high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,11 @@ class RunFilter:
     duration_ms: NumberRange = NumberRange()
     #: The run's total tokens (prompt + completion).
     total_tokens: NumberRange = NumberRange()
+    #: What the run's priced model calls cost, in nano-USD.
+    cost_nanos: NumberRange = NumberRange()
+    #: A feedback score the run has, by name, its value in `score_range` when that is bounded.
+    score_name: str = ""
+    score_range: ScoreRange = ScoreRange()
     order: RunOrder = RunOrder.NEWEST
 
     def token_key(self) -> dict[str, object]:
@@ -153,9 +171,22 @@ def checked_filter(search: RunFilter) -> RunFilter:
         raise InvalidArgument(f"text has {len(text_words(search.text))} words; at most {MAX_TEXT_WORDS}")
     _check_number_range("min_duration_ms", "max_duration_ms", search.duration_ms)
     _check_number_range("min_total_tokens", "max_total_tokens", search.total_tokens)
+    _check_number_range("min_cost_usd", "max_cost_usd", search.cost_nanos)
+    _check_score(search.score_name, search.score_range)
     if not isinstance(search.order, RunOrder):
         raise InvalidArgument(f"order {search.order!r} is unknown; use one of {', '.join(RunOrder)}")
     return dataclasses.replace(search, agent_id=agent_id, workflow_id=workflow_id)
+
+
+def _check_score(name: str, values: ScoreRange) -> None:
+    if (values.low is not None or values.high is not None) and not name:
+        raise InvalidArgument("min_score and max_score need the score_name they bound")
+    check_text("score_name", name, MAX_SCORE_NAME_CHARS)
+    for field, value in (("min_score", values.low), ("max_score", values.high)):
+        if value is not None and not math.isfinite(value):
+            raise InvalidArgument(f"{field} must be a finite number, got {value}")
+    if values.low is not None and values.high is not None and values.high < values.low:
+        raise InvalidArgument(f"max_score ({values.high}) must not be below min_score ({values.low})")
 
 
 def _check_metadata(pairs: tuple[tuple[str, str], ...]) -> None:

@@ -34,8 +34,11 @@ from services.common.db.database import UtcDateTime
 from services.common.errors import InvalidArgument
 from services.common.pages import PagePosition
 from services.runs.full_text import PG_TEXT_VECTOR
+from services.runs.models import ScoreRow
 from services.runs.rows import RUN_TOOLS, RUNS
 from services.runs.search import RunFilter, RunOrder, text_words
+
+RUN_SCORES = ScoreRow.__table__
 
 # --- filters ---------------------------------------------------------------------------------------------------
 
@@ -110,7 +113,15 @@ def filter_clauses(search: RunFilter, sqlite: bool, common: bool = False) -> lis
             clauses.append(runs.metadata.op("@>")(literal(dict(search.metadata), JSONB())))
     if search.text:
         clauses.append(_text_match(text_words(search.text), sqlite, common))
-    for column, numbers in ((runs.duration_ms, search.duration_ms), (runs.total_tokens, search.total_tokens)):
+    if search.score_name:
+        scored = [RUN_SCORES.c.run_id == runs.id, RUN_SCORES.c.name == search.score_name]
+        if search.score_range.low is not None:
+            scored.append(RUN_SCORES.c.number_value >= search.score_range.low)
+        if search.score_range.high is not None:
+            scored.append(RUN_SCORES.c.number_value <= search.score_range.high)
+        clauses.append(exists().where(*scored))
+    for column, numbers in ((runs.duration_ms, search.duration_ms), (runs.total_tokens, search.total_tokens),
+                            (runs.cost_nanos, search.cost_nanos)):
         if numbers.low is not None:
             clauses.append(column >= numbers.low)
         if numbers.high is not None:
@@ -127,6 +138,8 @@ def _order_key(order: RunOrder) -> tuple[Any, str]:
         return RUNS.c.duration_ms, "duration_ms"
     if order is RunOrder.MOST_TOKENS:
         return RUNS.c.total_tokens, "total_tokens"
+    if order is RunOrder.MOST_COSTLY:
+        return RUNS.c.cost_nanos, "cost_nanos"
     return RUNS.c.created_at, "created_at"
 
 

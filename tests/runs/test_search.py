@@ -12,8 +12,8 @@ from services.common.db.database import Database
 from services.common.errors import InvalidArgument
 from services.common.usage import Usage
 from services.runs import search_sql
-from services.runs.records import ModelCallStats, NewStep
-from services.runs.search import NumberRange, RunFilter, RunOrder, TimeRange
+from services.runs.records import ModelCallStats, NewScore, NewStep
+from services.runs.search import NumberRange, RunFilter, RunOrder, ScoreRange, TimeRange
 from services.runs.store import RunStore
 from tests.runs.helpers import new_run, set_columns
 
@@ -297,3 +297,29 @@ async def test_words_inside_paths_addresses_and_numbers_are_found_on_both(store:
     for text in ("notes", "python md", "notes/python.md", "example com", "bob", "3 14", "3.14", "what s new"):
         assert await found(store, RunFilter(text=text)) == [run.id], text
     assert await found(store, RunFilter(text="python.mdx")) == []
+
+
+async def test_cost_and_score_filters_and_the_most_costly_order(store: RunStore, corpus: dict[str, str]) -> None:
+    # gpt-4o-mini: 0.15 USD per million prompt tokens, 0.60 generated: invoice 27,000 nano-USD, bob's 7,500;
+    # the demo model (poem) costs nothing; the others made no model call.
+    names = {run_id: name for name, run_id in corpus.items()}
+
+    async def names_found(search: RunFilter) -> list[str]:
+        return [names[run_id] for run_id in await found(store, search)]
+
+    assert await names_found(RunFilter(cost_nanos=NumberRange(low=1))) == ["bobs", "invoice"]
+    assert await names_found(RunFilter(cost_nanos=NumberRange(7_500, 7_500))) == ["bobs"]
+    assert (await names_found(RunFilter(order=RunOrder.MOST_COSTLY)))[:2] == ["invoice", "bobs"]
+    await store.create_score(NewScore(corpus["invoice"], "thumbs", True), author="local")
+    await store.create_score(NewScore(corpus["poem"], "thumbs", False), author="local")
+    await store.create_score(NewScore(corpus["bobs"], "rating", 4.0), author="bob")
+    assert await names_found(RunFilter(score_name="thumbs")) == ["poem", "invoice"]
+    assert await names_found(RunFilter(score_name="thumbs", score_range=ScoreRange(low=1))) == ["invoice"]
+    assert await names_found(RunFilter(score_name="rating", score_range=ScoreRange(high=3))) == []
+    for search, field in [
+        (RunFilter(score_range=ScoreRange(low=1)), "score_name"),
+        (RunFilter(score_name="x", score_range=ScoreRange(2, 1)), "max_score"),
+        (RunFilter(cost_nanos=NumberRange(5, 4)), "max_cost_usd"),
+    ]:
+        with pytest.raises(InvalidArgument, match=field):
+            await store.list_runs(search=search)

@@ -113,6 +113,10 @@ async def test_list_runs_searches_with_a_combined_filter(stub: Stub) -> None:
         ({"min_total_tokens": 5, "max_total_tokens": 4}, "max_total_tokens (4) must not be below min_total_tokens (5)"),
         ({"min_duration_ms": -1}, "min_duration_ms must be 0 or more"),
         ({"agent_revision": 2}, "agent_revision must be a revision (1, 2 ...) of the agent_id given, or 0 for any"),
+        ({"min_cost_usd": float("nan")}, "min_cost_usd must be a number of US dollars from 0 to"),
+        ({"max_cost_usd": -1.0}, "max_cost_usd must be a number of US dollars from 0 to"),
+        ({"min_score": 1.0}, "min_score and max_score need the score_name they bound"),
+        ({"score_name": "x", "max_score": float("inf")}, "max_score must be a finite number"),
     ],
 )
 async def test_list_runs_refuses_bad_filters_naming_the_field(

@@ -45,6 +45,7 @@ class RunOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_ORDER_OLDEST_FIRST: _ClassVar[RunOrder]
     RUN_ORDER_LONGEST_FIRST: _ClassVar[RunOrder]
     RUN_ORDER_MOST_TOKENS_FIRST: _ClassVar[RunOrder]
+    RUN_ORDER_MOST_COSTLY_FIRST: _ClassVar[RunOrder]
 
 class ScoreSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -103,6 +104,7 @@ RUN_ORDER_NEWEST_FIRST: RunOrder
 RUN_ORDER_OLDEST_FIRST: RunOrder
 RUN_ORDER_LONGEST_FIRST: RunOrder
 RUN_ORDER_MOST_TOKENS_FIRST: RunOrder
+RUN_ORDER_MOST_COSTLY_FIRST: RunOrder
 SCORE_SOURCE_UNSPECIFIED: ScoreSource
 SCORE_SOURCE_PERSON: ScoreSource
 SCORE_SOURCE_API: ScoreSource
@@ -410,7 +412,7 @@ class GetRunRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "state", "all_users", "thread_id", "states", "created_after", "created_before", "finished_after", "finished_before", "user", "agent_id", "agent_revision", "workflow_id", "model", "tool", "error_code", "metadata", "text", "min_duration_ms", "max_duration_ms", "min_total_tokens", "max_total_tokens", "order")
+    __slots__ = ("page_size", "page_token", "state", "all_users", "thread_id", "states", "created_after", "created_before", "finished_after", "finished_before", "user", "agent_id", "agent_revision", "workflow_id", "model", "tool", "error_code", "metadata", "text", "min_duration_ms", "max_duration_ms", "min_total_tokens", "max_total_tokens", "order", "min_cost_usd", "max_cost_usd", "score_name", "min_score", "max_score")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -435,6 +437,11 @@ class ListRunsRequest(_message.Message):
     MIN_TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
+    MIN_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    SCORE_NAME_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SCORE_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     state: RunState
@@ -459,7 +466,12 @@ class ListRunsRequest(_message.Message):
     min_total_tokens: int
     max_total_tokens: int
     order: RunOrder
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., all_users: _Optional[bool] = ..., thread_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[RunState, str]]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., user: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., workflow_id: _Optional[str] = ..., model: _Optional[str] = ..., tool: _Optional[str] = ..., error_code: _Optional[str] = ..., metadata: _Optional[_Iterable[str]] = ..., text: _Optional[str] = ..., min_duration_ms: _Optional[int] = ..., max_duration_ms: _Optional[int] = ..., min_total_tokens: _Optional[int] = ..., max_total_tokens: _Optional[int] = ..., order: _Optional[_Union[RunOrder, str]] = ...) -> None: ...
+    min_cost_usd: float
+    max_cost_usd: float
+    score_name: str
+    min_score: float
+    max_score: float
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., all_users: _Optional[bool] = ..., thread_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[RunState, str]]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., user: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., workflow_id: _Optional[str] = ..., model: _Optional[str] = ..., tool: _Optional[str] = ..., error_code: _Optional[str] = ..., metadata: _Optional[_Iterable[str]] = ..., text: _Optional[str] = ..., min_duration_ms: _Optional[int] = ..., max_duration_ms: _Optional[int] = ..., min_total_tokens: _Optional[int] = ..., max_total_tokens: _Optional[int] = ..., order: _Optional[_Union[RunOrder, str]] = ..., min_cost_usd: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., score_name: _Optional[str] = ..., min_score: _Optional[float] = ..., max_score: _Optional[float] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
     __slots__ = ("runs", "next_page_token")
