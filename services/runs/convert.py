@@ -314,6 +314,8 @@ def thread_to_proto(record: ThreadRecord) -> runs_pb2.Thread:
         create_time=timestamp_from_datetime(record.created_at),
         update_time=timestamp_from_datetime(record.updated_at),
         turn_count=record.turn_count,
+        usage=usage_to_proto(record.usage),
+        cost=cost_to_proto(record.cost_nanos, record.unpriced_calls),
     )
 
 

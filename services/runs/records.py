@@ -144,6 +144,11 @@ class ThreadRecord:
     created_at: datetime
     updated_at: datetime
     turn_count: int
+    #: Its runs' usage and cost (nano-USD; `unpriced_calls` model calls of theirs had no price), summed: filled
+    #: by `RunStore.get_thread` and `list_threads`.
+    usage: Usage = field(default_factory=Usage)
+    cost_nanos: int = 0
+    unpriced_calls: int = 0
 
 
 @dataclass(frozen=True)

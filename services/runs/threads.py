@@ -8,6 +8,7 @@ lock on PostgreSQL, the one writer on SQLite): the check for a run in progress a
 out cannot race.
 """
 
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from services.common.db.database import UtcDateTime, runs_to_completion
 from services.common.errors import InvalidArgument, NotFound
 from services.common.pages import PageTokens, checked_page_size
 from services.common.run_vocabulary import ACTIVE_STATES
+from services.common.usage import Usage
 from services.runs.checks import parse_run_id
 from services.runs.models import THREAD_TITLE_CHARS, RunRow, ThreadRow
 from services.runs.parts import StoreParts
@@ -110,6 +112,26 @@ async def load_thread(connection: AsyncConnection, thread_id: str, owner: str | 
     return thread_record(row)
 
 
+async def with_totals(connection: AsyncConnection, threads: list[ThreadRecord]) -> list[ThreadRecord]:
+    """`threads` with their runs' usage and cost summed (one query for all of them)."""
+    if not threads:
+        return threads
+    rows = await connection.execute(
+        select(RUNS.c.thread_id, func.sum(RUNS.c.prompt_tokens), func.sum(RUNS.c.completion_tokens),
+               func.sum(RUNS.c.cost_nanos), func.sum(RUNS.c.unpriced_calls))
+        .where(RUNS.c.thread_id.in_([thread.id for thread in threads])).group_by(RUNS.c.thread_id)
+    )
+    totals = {row[0]: row[1:] for row in rows}
+    summed = []
+    for thread in threads:
+        prompt, completion, cost, unpriced = totals.get(thread.id, (0, 0, 0, 0))
+        summed.append(dataclasses.replace(
+            thread, usage=Usage(int(prompt or 0), int(completion or 0)), cost_nanos=int(cost or 0),
+            unpriced_calls=int(unpriced or 0),
+        ))
+    return summed
+
+
 # --- pages --------------------------------------------------------------------------------------------------
 
 #: The listings' names in page tokens (and in the refusal of a token made for another).
@@ -156,7 +178,9 @@ class ThreadStore(StoreParts):
         """One thread; NotFound when missing or, with `owner`, someone else's."""
         thread_id = parse_uuid(thread_id, "thread_id", "thread")
         async with self.database.read() as session:
-            return await load_thread(await session.connection(), thread_id, owner)
+            connection = await session.connection()
+            [thread] = await with_totals(connection, [await load_thread(connection, thread_id, owner)])
+            return thread
 
     @runs_to_completion
     async def list_threads(
@@ -171,7 +195,7 @@ class ThreadStore(StoreParts):
             query = query.where(threads_after(self.page_tokens, page_token, owner))
         async with self.database.read() as session:
             rows = (await session.execute(query)).mappings().all()
-        page = [thread_record(row) for row in rows[:limit]]
+            page = await with_totals(await session.connection(), [thread_record(row) for row in rows[:limit]])
         return page, thread_page_token(self.page_tokens, page[-1], owner) if len(rows) > limit else ""
 
     async def delete_thread(self, thread_id: str, *, owner: str | None = None) -> None:

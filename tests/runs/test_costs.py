@@ -154,3 +154,15 @@ async def test_prices_and_costs_as_callers_see_them(keyed_stub: Any) -> None:
     assert [(b.key, b.runs, b.usage.prompt_tokens) for b in summary.buckets] == [("demo", 1, 1000)]
     request.group_by = runs_pb2.USAGE_GROUPING_UNSPECIFIED
     assert await status_of(stub.SummarizeUsage(request, metadata=as_(ALICE))) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_thread_sums_its_runs_usage_and_cost(store: RunStore) -> None:
+    first = await store.create_run(new_run("q", model="gpt-4o-mini"))
+    await store.append_steps(first.id, [thought(call(1000, 100))])
+    await store.finish_run(first.id, "completed")
+    second = await store.create_run(new_run("q2", model="my-model", thread_id=first.thread_id))
+    await store.append_steps(second.id, [thought(call(10, 10))])
+    thread = await store.get_thread(first.thread_id)
+    assert (thread.usage, thread.cost_nanos, thread.unpriced_calls) == (Usage(1010, 110), 150_000 + 60_000, 1)
+    listed = {item.id: item for item in (await store.list_threads())[0]}
+    assert listed[first.thread_id] == thread

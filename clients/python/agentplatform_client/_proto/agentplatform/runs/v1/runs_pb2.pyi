@@ -204,20 +204,24 @@ class Run(_message.Message):
     def __init__(self, id: _Optional[str] = ..., user_query: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., model: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_message: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., step_count: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., error_code: _Optional[str] = ..., limits: _Optional[_Union[RunLimits, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: _Optional[bool] = ..., executor_id: _Optional[str] = ..., user_query_truncated: _Optional[bool] = ..., owner: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., thread_id: _Optional[str] = ..., thread_turn: _Optional[int] = ..., workflow_id: _Optional[str] = ..., workflow_revision: _Optional[int] = ..., lease_epoch: _Optional[int] = ..., attempts: _Optional[int] = ..., handbacks: _Optional[int] = ..., handed_back_by: _Optional[str] = ..., trace_id: _Optional[str] = ..., trace_span_id: _Optional[str] = ..., scores: _Optional[_Iterable[_Union[Score, _Mapping]]] = ..., retention_hold: _Optional[bool] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ...) -> None: ...
 
 class Thread(_message.Message):
-    __slots__ = ("id", "owner", "title", "create_time", "update_time", "turn_count")
+    __slots__ = ("id", "owner", "title", "create_time", "update_time", "turn_count", "usage", "cost")
     ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     TURN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     id: str
     owner: str
     title: str
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     turn_count: int
-    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., title: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., turn_count: _Optional[int] = ...) -> None: ...
+    usage: Usage
+    cost: Cost
+    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., title: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., turn_count: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ...) -> None: ...
 
 class RunLimits(_message.Message):
     __slots__ = ("max_model_calls", "max_duration", "max_total_tokens", "max_tool_calls")
