@@ -92,6 +92,11 @@ def filter_clauses(search: RunFilter, sqlite: bool, common: bool = False) -> lis
             clauses.append(column >= literal(times.start, UtcDateTime()))
         if times.end is not None:
             clauses.append(column < literal(times.end, UtcDateTime()))
+    if search.finished.end is not None:
+        # Implied (a run ends after it is created), and what lets the (created_at, id) index serve a finished
+        # range: without it PostgreSQL walked that index from the newest run, filtering out every run since
+        # (half a million at 1,000,000 runs for yesterday's).
+        clauses.append(runs.created_at < literal(search.finished.end, UtcDateTime()))
     if search.agent_id:
         clauses.append(runs.agent_id == search.agent_id)
         if search.agent_revision:
