@@ -126,5 +126,9 @@ class BudgetBook:
             self._budgets, self._read_at = budgets, time.monotonic()
         return self._budgets
 
+    def surely_empty(self) -> bool:
+        """True when the book, read recently, holds no budget: then nothing needs checking, not even a read."""
+        return not self._budgets and time.monotonic() - self._read_at < BUDGET_REFRESH_SECONDS
+
     def forget(self) -> None:
         self._read_at = -math.inf

@@ -63,6 +63,9 @@ class RunBudgets(StoreParts):
     @runs_to_completion
     async def crossed_budget(self, run_id: str) -> str:
         """After an append: why the run must stop when it spent a budget of its user or agent ("" when none)."""
+        # Every append asks: without budgets it costs no database session (a refresh happens every 10 s at most).
+        if self.budget_book.surely_empty():
+            return ""
         async with self.database.read() as session:
             connection = await session.connection()
             if not await self.budget_book.current(connection):

@@ -436,6 +436,14 @@ def _time(message: Any, name: str, at: str) -> datetime | None:
     return datetime_from_timestamp(getattr(message, name), f"{at}.{name}") if message.HasField(name) else None
 
 
+def _imported_nanos(usd: float, field: str) -> int:
+    """An imported cost in nano-USD; InvalidArgument naming the field for NaN, an infinity, a negative or an
+    absurd amount (which round() would answer with an error, and so INTERNAL)."""
+    if not (math.isfinite(usd) and 0 <= usd <= MAX_USD):
+        raise InvalidArgument(f"{field} must be a number of US dollars from 0 to {MAX_USD:,.0f}, got {usd}")
+    return round(usd * NANOS_PER_USD)
+
+
 def _stored_step_from_proto(run_id: str, at: str, step: runs_pb2.Step) -> StepRecord:
     new = new_step_from_proto(step.sequence, step)
     created = _time(step, "create_time", at)
@@ -445,7 +453,8 @@ def _stored_step_from_proto(run_id: str, at: str, step: runs_pb2.Step) -> StepRe
     if call is not None and step.model_call.HasField("cost"):
         cost = step.model_call.cost
         priced = cost.unpriced_model_calls == 0
-        call = dataclasses.replace(call, cost_nanos=round(cost.usd * NANOS_PER_USD) if priced else None)
+        nanos = _imported_nanos(cost.usd, f"{at}.model_call.cost.usd")
+        call = dataclasses.replace(call, cost_nanos=nanos if priced else None)
     return StepRecord(run_id, step.sequence, new.type, new.content, created, new.duration_ms, call, new.node_id)
 
 
@@ -480,6 +489,6 @@ def stored_run_from_proto(position: int, run: runs_pb2.Run) -> RunRecord:
         scores=[_stored_score_from_proto(run.id, f"{at}.scores[{i}]", score) for i, score in enumerate(run.scores)],
         thread_id=run.thread_id, thread_turn=run.thread_turn, workflow_id=run.workflow_id,
         workflow_revision=run.workflow_revision, trace_id=run.trace_id, trace_span_id=run.trace_span_id,
-        retention_hold=run.retention_hold, cost_nanos=round(run.cost.usd * NANOS_PER_USD),
+        retention_hold=run.retention_hold, cost_nanos=_imported_nanos(run.cost.usd, f"{at}.cost.usd"),
         unpriced_calls=run.cost.unpriced_model_calls,
     )

@@ -86,5 +86,11 @@ async def test_export_and_import_over_grpc(keyed_stub: Any) -> None:
     assert await status_of(stub.ImportRuns(runs, metadata=as_(ALICE))) == grpc.StatusCode.PERMISSION_DENIED
     # Live runs are not imported (they belong to the engine holding them), and the store says which.
     assert await status_of(stub.ImportRuns(runs, metadata=as_(ADMIN))) == grpc.StatusCode.INVALID_ARGUMENT
+    # A cost that is no amount is named, not an INTERNAL error of the rounding.
+    for usd in (float("nan"), float("inf"), -1.0):
+        ended = runs_pb2.Run(id=mine.id, state=runs_pb2.RUN_STATE_COMPLETED, create_time=exported[0].run.create_time)
+        ended.cost.usd = usd
+        bad = stub.ImportRuns(runs_pb2.ImportRunsRequest(runs=[ended]), metadata=as_(ADMIN))
+        assert await status_of(bad) == grpc.StatusCode.INVALID_ARGUMENT, usd
     too_many = runs_pb2.ImportRunsRequest(runs=[runs_pb2.Run()] * 101)
     assert await status_of(stub.ImportRuns(too_many, metadata=as_(ADMIN))) == grpc.StatusCode.INVALID_ARGUMENT
