@@ -98,7 +98,11 @@ CHAIN = """
         def execute(self, folder, then):
             Path(folder, f"runner-{os.getpid()}").touch()
             if os.fork() == 0:
+                links = 0
                 while True:
+                    links += 1  # each link inherits the count and goes on with it
+                    if links % 20 == 0:  # how far the chain got, for the test to see it running
+                        Path(folder, "links").write_text(str(links))
                     if os.fork():
                         os._exit(0)
             time.sleep(0.3)  # the chain is well under way
@@ -120,6 +124,14 @@ def group_members(pgid: int) -> list[int]:
             if fields[0] != "Z" and int(fields[2]) == pgid:
                 members.append(int(entry.name))
     return members
+
+
+def links_counted(folder: Path) -> int:
+    """How far the chain tool's chain got (0 before its first note; a note being rewritten reads as empty)."""
+    try:
+        return int(Path(folder, "links").read_text() or 0)
+    except FileNotFoundError:
+        return 0
 
 
 def is_running(pid: int) -> bool:
@@ -237,18 +249,18 @@ async def test_a_chain_forking_as_fast_as_it_can_ends_with_the_call(
     env = await make_executor(timeout_seconds=4)
     call = asyncio.ensure_future(env.executor.execute("chain", {"folder": str(folder), "then": then}))
     deadline = time.monotonic() + 10
-    while not (notes := os.listdir(folder)):
+    while not (notes := [name for name in os.listdir(folder) if name.startswith("runner-")]):
         assert time.monotonic() < deadline, "the chain tool never ran"
         await asyncio.sleep(0.02)
     [runner] = [int(name.split("-")[1]) for name in notes]
     try:
         if then == "hang":
-            # The runner and the chain's current link (a scan may miss a link that is being replaced: look again,
-            # for up to 3 s: 50 scans back to back all fell between links once on a loaded machine).
-            seen = time.monotonic() + 3
-            while len(group_members(runner)) < 2:
-                assert time.monotonic() < seen, "the chain was never seen running beside its runner"
-                await asyncio.sleep(0.005)
+            # The chain's links count how far they got: a count that grows is the chain running beside its runner
+            # (a scan of /proc for the current link raced the forks, and lost for 3 s once on a loaded machine).
+            first = links_counted(folder)
+            while links_counted(folder) <= first:
+                assert time.monotonic() < deadline, "the chain was never seen running beside its runner"
+                await asyncio.sleep(0.02)
             with pytest.raises(DeadlineExceeded):
                 await call
         else:
@@ -258,6 +270,10 @@ async def test_a_chain_forking_as_fast_as_it_can_ends_with_the_call(
         while chain := [pid for pid in group_members(runner) if pid != runner]:  # (a runner that served stays)
             assert time.monotonic() < deadline, f"still running in the group: {chain}"
             await asyncio.sleep(0.05)
+        # And no link is left anywhere (a scan may miss one between forks; the count would not):
+        ended = links_counted(folder)
+        await asyncio.sleep(0.5)
+        assert links_counted(folder) == ended, "the chain still forks after the call ended"
     finally:
         for pid in group_members(runner):  # only the group this test's tool made
             if pid != runner:
