@@ -34,6 +34,15 @@ def _admin(refusal: str) -> Caller:
     return caller
 
 
+def _reader_of(all_users: bool, what: str) -> str | None:
+    """Whose records a listing or a summary reads: the caller's own, or every user's (None) for an admin asking
+    for `all_users` (PermissionDenied naming `what` for anyone else)."""
+    caller = current_caller()
+    if all_users and not caller.is_admin:
+        raise PermissionDenied(f"all_users {what}: only an admin may ask for it")
+    return None if all_users else caller.user
+
+
 #: Runs one ImportRuns call stores at most (one transaction).
 MAX_IMPORT_RUNS = 100
 
@@ -42,8 +51,7 @@ def _search_owner(request: runs_pb2.ListRunsRequest) -> str | None:
     """Whose runs a search (ListRuns, ExportRuns) reads: the caller's own; any one user's, or every user's (None),
     for an admin asking for them."""
     caller = current_caller()
-    if request.all_users and not caller.is_admin:
-        raise PermissionDenied("all_users lists every user's runs: only an admin may ask for it")
+    _reader_of(request.all_users, "lists every user's runs")
     if request.user and request.user != caller.user and not caller.is_admin:
         raise PermissionDenied("user names another user's runs: only an admin may search them")
     if request.user:
@@ -89,11 +97,9 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
     async def ListThreads(
         self, request: runs_pb2.ListThreadsRequest, context: grpc.aio.ServicerContext
     ) -> runs_pb2.ListThreadsResponse:
-        caller = current_caller()
-        if request.all_users and not caller.is_admin:
-            raise PermissionDenied("all_users lists every user's threads: only an admin may ask for it")
+        reader = _reader_of(request.all_users, "lists every user's threads")
         threads, next_token = await self._store.list_threads(
-            request.page_size, request.page_token, owner=None if request.all_users else caller.user
+            request.page_size, request.page_token, owner=reader
         )
         return runs_pb2.ListThreadsResponse(
             threads=[convert.thread_to_proto(thread) for thread in threads], next_page_token=next_token
@@ -182,12 +188,10 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
     async def SummarizeScores(
         self, request: runs_pb2.SummarizeScoresRequest, context: grpc.aio.ServicerContext
     ) -> runs_pb2.SummarizeScoresResponse:
-        caller = current_caller()
-        if request.all_users and not caller.is_admin:
-            raise PermissionDenied("all_users sums up every user's scores: only an admin may ask for it")
+        reader = _reader_of(request.all_users, "sums up every user's scores")
         summaries = await self._store.summarize_scores(
             request.agent_id,
-            owner=None if request.all_users else caller.user,
+            owner=reader,
             start=datetime_from_timestamp(request.start_time, "start_time") if request.HasField("start_time") else None,
             end=datetime_from_timestamp(request.end_time, "end_time") if request.HasField("end_time") else None,
         )
@@ -229,9 +233,7 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
     async def SummarizeUsage(
         self, request: runs_pb2.SummarizeUsageRequest, context: grpc.aio.ServicerContext
     ) -> runs_pb2.SummarizeUsageResponse:
-        caller = current_caller()
-        if request.all_users and not caller.is_admin:
-            raise PermissionDenied("all_users sums up every user's usage: only an admin may ask for it")
+        reader = _reader_of(request.all_users, "sums up every user's usage")
         for field in ("start_time", "end_time"):
             if not request.HasField(field):
                 raise InvalidArgument(f"{field} is required")
@@ -240,7 +242,7 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
             datetime_from_timestamp(request.end_time, "end_time"),
             convert.usage_grouping_from_proto(request.group_by),
             convert.usage_interval_from_proto(request.interval),
-            owner=None if request.all_users else caller.user,
+            owner=reader,
         )
         return runs_pb2.SummarizeUsageResponse(buckets=[convert.usage_bucket_to_proto(bucket) for bucket in buckets])
 

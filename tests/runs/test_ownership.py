@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentplatform.runs.internal.v1 import execution_pb2
 from agentplatform.runs.v1 import runs_pb2
@@ -58,6 +59,25 @@ async def test_an_admin_sees_everyones_runs_only_when_asking(keyed_stub: Any) ->
         await keyed_stub.ListRuns(runs_pb2.ListRunsRequest(all_users=True), metadata=as_(BOB))
     assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "only an admin" in (exc.value.details() or "")
+
+
+async def test_every_all_users_read_is_for_admins_only(keyed_stub: Any) -> None:
+    """Each listing or summary with all_users: PERMISSION_DENIED naming it for a user, answered for an admin."""
+    day = {"start_time": Timestamp(seconds=0), "end_time": Timestamp(seconds=86_400)}
+    reads = [
+        (keyed_stub.ListRuns, runs_pb2.ListRunsRequest(all_users=True)),
+        (keyed_stub.ListThreads, runs_pb2.ListThreadsRequest(all_users=True)),
+        (keyed_stub.SummarizeScores, runs_pb2.SummarizeScoresRequest(all_users=True)),
+        (keyed_stub.SummarizeUsage, runs_pb2.SummarizeUsageRequest(
+            all_users=True, group_by=runs_pb2.USAGE_GROUPING_USER, interval=runs_pb2.USAGE_INTERVAL_DAY, **day
+        )),
+    ]
+    for method, request in reads:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await method(request, metadata=as_(BOB))
+        assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED, method
+        assert (exc.value.details() or "").startswith("all_users "), exc.value.details()
+        await method(request, metadata=as_(ADMIN))
 
 
 async def test_only_an_admin_searches_another_users_runs(keyed_stub: Any) -> None:
