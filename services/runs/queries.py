@@ -18,7 +18,15 @@ from services.runs.records import RunRecord, StepRecord
 from services.runs.rows import RUN_COLUMNS, RUNS, STEPS, Values, load_run, run_record, step_record
 from services.runs.scores import load_scores
 from services.runs.search import NO_FILTER, RunFilter, checked_filter
-from services.runs.search_sql import after, check_thread_order, common_text, filter_clauses, ordered, position_of
+from services.runs.search_sql import (
+    CommonText,
+    after,
+    check_thread_order,
+    common_text,
+    filter_clauses,
+    ordered,
+    position_of,
+)
 from services.runs.threads import LIST_RUNS, load_thread, turn_page_token, turns_after
 
 #: A ListRuns page ends early rather than grow past this (gRPC's default message limit is 4 MiB).
@@ -133,7 +141,7 @@ class RunQueries(StoreParts):
             connection = await session.connection()
             if thread_id:
                 await load_thread(connection, thread_id, owner)
-            common = await common_text(connection, search)
+            common = await common_text(connection, search, checked_page_size(page_size))
             query = self.list_runs_statement(
                 page_size, page_token, search, owner=owner, thread_id=thread_id, common_words=common
             )
@@ -159,7 +167,7 @@ class RunQueries(StoreParts):
         while True:
             async with self.database.read() as session:
                 connection = await session.connection()
-                common = await common_text(connection, search)
+                common = await common_text(connection, search, batch)
                 query = self.list_runs_statement(batch, token, search, owner=owner, common_words=common)
                 rows = (await session.execute(query)).mappings().all()
             page = rows[:batch]
@@ -181,7 +189,7 @@ class RunQueries(StoreParts):
         *,
         owner: str | None = None,
         thread_id: str = "",
-        common_words: bool = False,
+        common_words: CommonText | None = None,
     ) -> Select[Any]:
         """The SELECT `list_runs` executes for the page these same arguments ask for: the page's runs and one
         more, whose presence says a next page exists. `list_runs` runs exactly this, so an operator (or

@@ -10,6 +10,7 @@ says where the tokenisers may still differ). PostgreSQL indexes the first 100,00
 column (a tsvector holds at most 1 MB).
 """
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,11 +19,13 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
+    and_,
     bindparam,
     exists,
     func,
     literal,
     literal_column,
+    or_,
     select,
     text,
     tuple_,
@@ -46,30 +49,76 @@ RUN_SCORES = ScoreRow.__table__
 #: SQLite: a text whose rarest word more runs have than this is searched by walking the runs in the page's order
 #: and keeping those in the match; a rarer one by reading its matches and sorting them (`common_text`).
 COMMON_TEXT_RUNS = 1000
+#: The rowid tiers of a common text's walk (`CommonText`): each this many times wider than the one before.
+TIER_GROWTH = 8
+#: The first tier spans at least this many rowids, and the runs that this many pages pass by the text's frequency.
+MIN_TIER_ROWIDS = 256
+TIER_PAGES = 4
 
 
-def _text_match(words: list[str], sqlite: bool, common: bool) -> ColumnElement[bool]:
+@dataclass(frozen=True)
+class CommonText:
+    """SQLite: a search text that even its rarest word more than COMMON_TEXT_RUNS runs have, and how its walk
+    checks runs against the matches.
+
+    Such a page walks the order's index and keeps the runs the text matches, checking each against a list of the
+    matches (SQLite builds the list once, when the walk first needs it). Built whole, that list is the cost of the
+    page: a word that 1 run in 4 has is 250,000 matches to read and keep at 1,000,000 runs (74 ms), for a page
+    that needs 200. So the matches are cut into tiers by rowid, newest first (a rowid grows as runs are created,
+    so the newest runs have the highest): the first tier spans about four pages' worth of runs by the word's
+    frequency, each next one TIER_GROWTH times wider, the last all the rest. A run is checked against its own
+    tier's list only, and a list is built only when the walk reaches a run of its tier: the first page of a
+    common word reads a few hundred matches. Every rowid is in exactly one tier, so the answers are those of one
+    list whatever the tiers are; a run whose rowid is out of step with its time (one imported later) only costs
+    its tier's list.
+
+    `bounds`: the tiers' lower rowids, highest first (the first tier is `>= bounds[0]`, the last `< bounds[-1]`).
+    Empty for an order other than newest first, whose walk the rowids say nothing of: one list."""
+
+    bounds: tuple[int, ...]
+
+
+def _text_match(words: list[str], sqlite: bool, common: CommonText | None) -> ColumnElement[bool]:
     if sqlite:
         # Each word a quoted FTS5 string (no operators, whatever it holds): all of them must match.
         query = " ".join(f'"{word}"' for word in words)
-        matching: Select[Any] = select(literal_column("rowid")).select_from(text("runs_fts")).where(
-            text("runs_fts MATCH :fts_query").bindparams(fts_query=query)
-        )
-        # SQLite's planner reads the matches and sorts them, whatever their number (0.5 s for a word in one run of
-        # seven at 300,000 runs). For a common text, the unary + keeps it from using the rowid for the match, so
-        # it walks the order's index and stops at the page's end, the matches a list it checks each run against.
-        rowid: ColumnElement[int] = literal_column("+runs.rowid" if common else "runs.rowid", Integer)
-        return rowid.in_(matching)
+        if common is None:
+            # A rare text: its few matches read and sorted. (SQLite's plan whenever the rowid can drive.)
+            return RUNS_ROWID.in_(_fts_matches(query))
+        # The unary + keeps the planner from driving by the rowid (reading every match, then sorting them all:
+        # half a second for a word in one run of seven at 300,000 runs): it walks the order's index.
+        rowid = literal_column("+runs.rowid", Integer)
+        ranges = zip((None, *common.bounds), (*common.bounds, None), strict=True)
+        return or_(*(and_(*_in_range(rowid, low, high), rowid.in_(_fts_matches(query, low, high)))
+                     for high, low in ranges))
     # Words are letters and digits only, so no tsquery operator can be in them.
     terms = func.to_tsquery(literal_column("'simple'::regconfig"), " & ".join(words))
     return literal_column(PG_TEXT_VECTOR).op("@@", return_type=Boolean)(terms)
 
 
-async def common_text(connection: AsyncConnection, search: RunFilter) -> bool:
-    """Whether `search`'s text is common on SQLite: even its rarest word more than COMMON_TEXT_RUNS runs have
-    (FTS5's own count, from fts5vocab). False without a text, and on PostgreSQL (whose planner weighs it)."""
+RUNS_ROWID = literal_column("runs.rowid", Integer)
+
+
+def _in_range(rowid: ColumnElement[int], low: int | None, high: int | None) -> list[ColumnElement[bool]]:
+    """`low <= rowid < high`, either bound open when None."""
+    return [*([] if low is None else [rowid >= low]), *([] if high is None else [rowid < high])]
+
+
+def _fts_matches(query: str, low: int | None = None, high: int | None = None) -> Select[Any]:
+    """The rowids of the runs whose text matches the FTS5 `query`, within `low <= rowid < high` (FTS5 seeks to a
+    rowid range in its lists rather than reading them whole)."""
+    fts_rowid = literal_column("rowid", Integer)
+    return select(fts_rowid).select_from(text("runs_fts")).where(
+        text("runs_fts MATCH :fts_query").bindparams(fts_query=query), *_in_range(fts_rowid, low, high)
+    )
+
+
+async def common_text(connection: AsyncConnection, search: RunFilter, page_size: int) -> CommonText | None:
+    """The plan of `search`'s text on SQLite when it is common: even its rarest word more than COMMON_TEXT_RUNS
+    runs have (FTS5's own count, from fts5vocab). None without a text, for a rare one, and on PostgreSQL (whose
+    planner weighs it)."""
     if not search.text or connection.dialect.name != "sqlite":
-        return False
+        return None
     words = text_words(search.text)
     counts = await connection.execute(
         text("SELECT term, doc FROM runs_fts_vocab WHERE term IN :words").bindparams(
@@ -77,12 +126,27 @@ async def common_text(connection: AsyncConnection, search: RunFilter) -> bool:
         )
     )
     runs_with: dict[str, int] = {term: doc for term, doc in counts.all()}
-    return min(runs_with.get(word, 0) for word in words) > COMMON_TEXT_RUNS
+    rarest = min(runs_with.get(word, 0) for word in words)
+    if rarest <= COMMON_TEXT_RUNS:
+        return None
+    if search.order is not RunOrder.NEWEST:
+        return CommonText(bounds=())
+    newest = (await connection.execute(text("SELECT max(rowid) FROM runs"))).scalar() or 0
+    # The runs a walk passes for a page (the words may match fewer runs together than alone: a few pages' worth).
+    span = max(MIN_TIER_ROWIDS, TIER_PAGES * (page_size + 1) * newest // rarest)
+    bounds: list[int] = []
+    low = newest + 1
+    while (low := low - span) > 0 and len(bounds) < 4:
+        bounds.append(low)
+        span *= TIER_GROWTH
+    return CommonText(bounds=tuple(bounds))
 
 
-def filter_clauses(search: RunFilter, sqlite: bool, common: bool = False) -> list[ColumnElement[bool]]:
-    """The WHERE conditions of a checked `search` (the order's are added by `ordered`); `common`: its text is
-    (`common_text`), which picks another plan on SQLite."""
+def filter_clauses(
+    search: RunFilter, sqlite: bool, common: CommonText | None = None
+) -> list[ColumnElement[bool]]:
+    """The WHERE conditions of a checked `search` (the order's are added by `ordered`); `common`: what
+    `common_text` says of its text, which picks another plan on SQLite."""
     runs = RUNS.c
     clauses: list[ColumnElement[bool]] = []
     if search.states:

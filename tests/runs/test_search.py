@@ -2,6 +2,7 @@
 combinations, the orders and their keyset pages while runs arrive, another user's runs, what a run records for
 search when it ends, and every malformed or contradictory filter's message."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -150,20 +151,29 @@ async def test_each_filter_alone_and_combined(store: RunStore, corpus: dict[str,
         assert [names[run_id] for run_id in await found(store, search)] == expected, search
 
 
+@pytest.mark.parametrize("tiers", [(256, 4, 8), (1, 0, 1)], ids=["one tier", "a tier per run"])
 async def test_a_common_text_has_a_plan_of_its_own_and_the_same_answers(
-    store: RunStore, corpus: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    store: RunStore, corpus: dict[str, str], monkeypatch: pytest.MonkeyPatch, tiers: tuple[int, int, int]
 ) -> None:
+    """A common text walks the runs in the page's order, checking each against its rowid tier's matches: the
+    answers are the same whatever the tiers, in every order, page after page."""
     names = {run_id: name for name, run_id in corpus.items()}
     monkeypatch.setattr(search_sql, "COMMON_TEXT_RUNS", 0)  # every word that any run has is common now
+    for name, value in zip(("MIN_TIER_ROWIDS", "TIER_PAGES", "TIER_GROWTH"), tiers, strict=True):
+        monkeypatch.setattr(search_sql, name, value)
     for search, expected in CASES:
         if search.text:
-            assert [names[run_id] for run_id in await found(store, search)] == expected, search
+            for page_size in (1, 50):
+                assert [names[run_id] for run_id in await found(store, search, page_size=page_size)] == expected
+            oldest = dataclasses.replace(search, order=RunOrder.OLDEST)
+            assert [names[run_id] for run_id in await found(store, oldest)] == expected[::-1], search
     if store.database.is_sqlite:
         search = RunFilter(text="invoice")
         async with store.database.engine.connect() as connection:
-            assert await search_sql.common_text(connection, search)
-            assert not await search_sql.common_text(connection, RunFilter(text="invoice zebra"))
-        plan = await explain(store, store.list_runs_statement(search=search, common_words=True))
+            common = await search_sql.common_text(connection, search, 1)
+            assert common is not None and len(common.bounds) == (0 if tiers[0] > 1 else 4)
+            assert await search_sql.common_text(connection, RunFilter(text="invoice zebra"), 1) is None
+        plan = await explain(store, store.list_runs_statement(search=search, common_words=common))
         # The runs walked newest first by the index, none sorted.
         assert any("ix_runs_created_at_id" in line for line in plan) and not any("TEMP B-TREE" in line
                                                                                   for line in plan), plan
