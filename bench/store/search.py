@@ -10,7 +10,7 @@ from bench.store.loading import AGENTS, WORKFLOWS, LoadedRuns
 from bench.store.results import CaseResult, Goal, Stopwatch
 from services.common.pages import checked_page_size
 from services.runs.search import NumberRange, RunFilter, RunOrder, TimeRange, text_words
-from services.runs.search_sql import common_text
+from services.runs.search_sql import prepare_search
 from services.runs.store import RunStore
 
 #: The issue's goal for a search's first page.
@@ -70,7 +70,7 @@ async def bench_search(store: RunStore, loaded: LoadedRuns, calls: int, progress
         seconds = total.seconds
         page, _ = await store.list_runs(search=search, owner=owner)
         async with store.database.engine.connect() as connection:
-            common = await common_text(connection, search, checked_page_size(0))
+            common = await prepare_search(connection, search, checked_page_size(0))
         statement = store.list_runs_statement(search=search, owner=owner, common_words=common)
         facts = {"found": len(page), "plan": await explain(store, statement)}
         results.append(CaseResult(f"search: {name}", kind, len(latencies_ms), seconds, latencies_ms,

@@ -22,10 +22,10 @@ from services.runs.search_sql import (
     CommonText,
     after,
     check_thread_order,
-    common_text,
     filter_clauses,
     ordered,
     position_of,
+    prepare_search,
 )
 from services.runs.threads import LIST_RUNS, load_thread, turn_page_token, turns_after
 
@@ -141,7 +141,7 @@ class RunQueries(StoreParts):
             connection = await session.connection()
             if thread_id:
                 await load_thread(connection, thread_id, owner)
-            common = await common_text(connection, search, checked_page_size(page_size))
+            common = await prepare_search(connection, search, checked_page_size(page_size))
             query = self.list_runs_statement(
                 page_size, page_token, search, owner=owner, thread_id=thread_id, common_words=common
             )
@@ -167,7 +167,7 @@ class RunQueries(StoreParts):
         while True:
             async with self.database.read() as session:
                 connection = await session.connection()
-                common = await common_text(connection, search, batch)
+                common = await prepare_search(connection, search, batch)
                 query = self.list_runs_statement(batch, token, search, owner=owner, common_words=common)
                 rows = (await session.execute(query)).mappings().all()
             page = rows[:batch]

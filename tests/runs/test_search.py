@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 from bench.store.listing import explain
 from services.common.db.database import Database
@@ -333,3 +334,19 @@ async def test_cost_and_score_filters_and_the_most_costly_order(store: RunStore,
     ]:
         with pytest.raises(InvalidArgument, match=field):
             await store.list_runs(search=search)
+
+
+async def test_a_search_on_postgresql_is_planned_for_its_own_values(store: RunStore) -> None:
+    """The driver prepares each statement, and PostgreSQL may keep a generic plan after five runs of one: a search
+    plans for its values in its own transaction, and only there."""
+    if store.database.is_sqlite:
+        pytest.skip("SQLite plans every statement as it comes")
+    async with store.database.engine.connect() as connection:
+        async with connection.begin():
+            await search_sql.prepare_search(connection, RunFilter(agent_id=AGENT), 50)
+            assert (await connection.execute(sqlalchemy.text("SHOW plan_cache_mode"))).scalar() == "force_custom_plan"
+        assert (await connection.execute(sqlalchemy.text("SHOW plan_cache_mode"))).scalar() == "auto"
+        await connection.rollback()
+        async with connection.begin():
+            await search_sql.prepare_search(connection, RunFilter(order=RunOrder.OLDEST), 50)  # no filter: no skew
+            assert (await connection.execute(sqlalchemy.text("SHOW plan_cache_mode"))).scalar() == "auto"
