@@ -95,6 +95,15 @@ openapi: $(VENV)/.installed node_modules/.installed ## Regenerate the OpenAPI do
 	  && (cd protos && ../$(BUF) build --as-file-descriptor-set $(PUBLIC_PROTOS) -o $$tmp/api.binpb) \
 	  && $(PY) -m services.launcher.openapi $$tmp/api.binpb > $$tmp/openapi.json && mv $$tmp/openapi.json $(OPENAPI)
 
+# The containers' Envoy config, rendered by the command its own header holds (tests/deploy checks it for drift).
+DEPLOY_ENVOY := deploy/gateway/envoy.yaml
+
+.PHONY: deploy-gateway
+deploy-gateway: $(VENV)/.installed ## Re-render deploy/gateway/envoy.yaml after a change to gateway/ (the command in its header)
+	@tmp=$$(mktemp) && trap 'rm -f $$tmp' EXIT \
+	  && command=$$(grep -m1 '^# .venv/bin/python -c' $(DEPLOY_ENVOY) | sed 's/^# //') \
+	  && { sed '/^# ---- rendered/q' $(DEPLOY_ENVOY); eval "$$command"; } > $$tmp && cp $$tmp $(DEPLOY_ENVOY)
+
 .PHONY: openapi-check
 openapi-check: $(VENV)/.installed node_modules/.installed ## Fail if the checked-in OpenAPI document differs from what protos/ generates
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT \

@@ -72,7 +72,7 @@ def test_committed_config_is_exactly_what_the_documented_command_renders() -> No
     result = subprocess.run(
         [sys.executable, *argv[1:]], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True
     )
-    assert result.stdout == body, "deploy/gateway/envoy.yaml drifted from the template: re-render it (see its header)"
+    assert result.stdout == body, "deploy/gateway/envoy.yaml drifted from the template: run `make deploy-gateway`"
 
 
 def test_committed_config_renders_the_documented_values() -> None:
