@@ -39,6 +39,8 @@ def search_cases(loaded: LoadedRuns) -> list[tuple[str, RunFilter, str | None]]:
         ("metadata channel=cli", RunFilter(metadata=(("channel", "cli"),)), None),
         ("text (common word)", RunFilter(text="haiku"), None),
         ("text (rare words)", RunFilter(text="keyset pagination 777"), None),
+        ("contains (common substring)", RunFilter(contains="aiku"), None),
+        ("contains (rare substring)", RunFilter(contains="pagination 777"), None),
         ("duration >= 30 s", RunFilter(duration_ms=NumberRange(low=30_000)), None),
         ("tokens >= 4,500", RunFilter(total_tokens=NumberRange(low=4_500)), None),
         ("order longest", RunFilter(order=RunOrder.LONGEST), None),

@@ -115,6 +115,7 @@ def run_filter_from_proto(request: runs_pb2.ListRunsRequest) -> RunFilter:
         error_code=request.error_code,
         metadata=parse_metadata_pairs(list(request.metadata)),
         text=request.text,
+        contains=request.text_contains,
         duration_ms=_number_range(request, "min_duration_ms", "max_duration_ms"),
         total_tokens=_number_range(request, "min_total_tokens", "max_total_tokens"),
         cost_nanos=NumberRange(*(

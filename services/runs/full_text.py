@@ -1,10 +1,11 @@
 """The full-text index of runs' user queries and final answers, in each database's own engine (SQLite FTS5,
-PostgreSQL tsvector with GIN), and the other indexes of the search that the models cannot declare. Created by
-migration 0013 and, for `metadata.create_all` (tests, development), by a listener the models register; queried by
+PostgreSQL tsvector with GIN), their substring index (SQLite FTS5's trigram tokeniser, PostgreSQL pg_trgm), and
+the other indexes of the search that the models cannot declare. Created by migrations 0017 and 0019 and, for
+`metadata.create_all` (tests, development), by a listener the models register; queried by
 `services.runs.search_sql` (whose docstring says how the two engines differ).
 
 A later migration that rebuilds the `runs` table on SQLite (Alembic's batch mode recreating it) drops the FTS
-triggers with it and changes the rowids the index is keyed by: it must call `recreate_sqlite_full_text`.
+triggers with it and changes the rowids the indexes are keyed by: it must call `recreate_sqlite_full_text`.
 """
 
 from typing import Any
@@ -28,11 +29,19 @@ PG_FULL_TEXT_INDEX = f"CREATE INDEX IF NOT EXISTS ix_runs_full_text ON runs USIN
 
 #: PostgreSQL: metadata key=value filters as JSONB containment (@>), which this index serves.
 PG_METADATA_INDEX = "CREATE INDEX IF NOT EXISTS ix_runs_metadata ON runs USING gin (metadata jsonb_path_ops)"
+#: PostgreSQL: substrings of either column (ILIKE '%...%'), served by trigrams (the pg_trgm extension, which a
+#: database owner may create: it is a trusted extension).
+PG_SUBSTRING_INDEX = (
+    "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+    "CREATE INDEX IF NOT EXISTS ix_runs_substrings ON runs USING gin (user_query gin_trgm_ops, "
+    "final_answer gin_trgm_ops)",
+)
 #: What these DDL statements make that the models do not describe (Alembic's comparison skips them).
 UNMODELLED = frozenset({
-    "ix_runs_full_text", "ix_runs_metadata",
+    "ix_runs_full_text", "ix_runs_metadata", "ix_runs_substrings",
     # FTS5's own tables.
-    "runs_fts", "runs_fts_vocab", "runs_fts_data", "runs_fts_idx", "runs_fts_docsize", "runs_fts_config",
+    *(f"{table}{part}" for table in ("runs_fts", "runs_substrings")
+      for part in ("", "_vocab", "_data", "_idx", "_docsize", "_config")),
 })
 
 #: SQLite: an FTS5 table over runs' two text columns, keyed by runs' rowid, kept by triggers (an update of
@@ -55,6 +64,48 @@ SQLITE_FULL_TEXT = (
 )
 
 
+#: SQLite: the same two columns in an FTS5 table of trigrams (case-insensitive), which answers a phrase query
+#: with the runs whose column contains it; kept by triggers as runs_fts is.
+SQLITE_SUBSTRINGS = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS runs_substrings USING fts5(user_query, final_answer, content='runs', "
+    "content_rowid='rowid', tokenize='trigram')",
+    "CREATE TRIGGER IF NOT EXISTS runs_substrings_insert AFTER INSERT ON runs BEGIN "
+    "INSERT INTO runs_substrings(rowid, user_query, final_answer) "
+    "VALUES (new.rowid, new.user_query, new.final_answer); END",
+    "CREATE TRIGGER IF NOT EXISTS runs_substrings_delete AFTER DELETE ON runs BEGIN "
+    "INSERT INTO runs_substrings(runs_substrings, rowid, user_query, final_answer) "
+    "VALUES ('delete', old.rowid, old.user_query, old.final_answer); END",
+    "CREATE TRIGGER IF NOT EXISTS runs_substrings_update AFTER UPDATE OF user_query, final_answer ON runs BEGIN "
+    "INSERT INTO runs_substrings(runs_substrings, rowid, user_query, final_answer) "
+    "VALUES ('delete', old.rowid, old.user_query, old.final_answer); "
+    "INSERT INTO runs_substrings(rowid, user_query, final_answer) "
+    "VALUES (new.rowid, new.user_query, new.final_answer); END",
+    # How many runs have each trigram: a substring's rarest trigram bounds its matches (search picks its plan).
+    "CREATE VIRTUAL TABLE IF NOT EXISTS runs_substrings_vocab USING fts5vocab(runs_substrings, 'row')",
+)
+
+
+def install_substrings(connection: Connection) -> None:
+    """Create the substring index of the connection's database over an existing runs table, and fill it."""
+    if connection.dialect.name == "sqlite":
+        for statement in SQLITE_SUBSTRINGS:
+            connection.execute(text(statement))
+        connection.execute(text("INSERT INTO runs_substrings(runs_substrings) VALUES ('rebuild')"))
+    else:
+        for statement in PG_SUBSTRING_INDEX:
+            connection.execute(text(statement))
+
+
+def drop_substrings(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        for name in ("runs_substrings_insert", "runs_substrings_delete", "runs_substrings_update"):
+            connection.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+        connection.execute(text("DROP TABLE IF EXISTS runs_substrings_vocab"))
+        connection.execute(text("DROP TABLE IF EXISTS runs_substrings"))
+    else:
+        connection.execute(text("DROP INDEX IF EXISTS ix_runs_substrings"))
+
+
 def install_full_text(connection: Connection) -> None:
     """Create the full-text index of the connection's database over an existing runs table, and fill it."""
     if connection.dialect.name == "sqlite":
@@ -67,14 +118,17 @@ def install_full_text(connection: Connection) -> None:
 
 
 def recreate_sqlite_full_text(connection: Connection) -> None:
-    """After a rebuild of the runs table on SQLite: the FTS table, its triggers and its terms made again."""
+    """After a rebuild of the runs table on SQLite: the FTS tables, their triggers and their terms made again."""
     for name in ("runs_fts_insert", "runs_fts_delete", "runs_fts_update"):
         connection.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
     connection.execute(text("DROP TABLE IF EXISTS runs_fts_vocab"))
     connection.execute(text("DROP TABLE IF EXISTS runs_fts"))
     install_full_text(connection)
+    drop_substrings(connection)
+    install_substrings(connection)
 
 
 def after_create(target: Any, connection: Connection, **kw: Any) -> None:
     """An "after_create" listener of the runs table: `metadata.create_all` builds these indexes too."""
     install_full_text(connection)
+    install_substrings(connection)

@@ -32,6 +32,10 @@ from services.runs.checks import MAX_ERROR_CODE_CHARS, MAX_MODEL_CHARS
 MAX_TEXT_CHARS = 1000
 #: Words of a text query; each is one more condition of the full-text match.
 MAX_TEXT_WORDS = 32
+#: A substring to look for: from three characters (the indexes are of trigrams; a shorter one would match by a
+#: scan of every run) to a phrase's worth.
+MIN_CONTAINS_CHARS = 3
+MAX_CONTAINS_CHARS = 200
 #: The longest tool name a filter may name (the column's width).
 MAX_TOOL_CHARS = 200
 #: The longest score name (as CreateScore takes them).
@@ -106,6 +110,9 @@ class RunFilter:
     metadata: tuple[tuple[str, str], ...] = ()
     #: Words the user query or the final answer contains, all of them (full-text search, whole words).
     text: str = ""
+    #: A string the user query or the final answer contains, case-insensitively (any characters, inside words
+    #: too: "voic" finds "Invoice").
+    contains: str = ""
     #: The run's duration in milliseconds, from its creation to its end; ended runs only.
     duration_ms: NumberRange = NumberRange()
     #: The run's total tokens (prompt + completion).
@@ -122,6 +129,8 @@ class RunFilter:
         key = dataclasses.asdict(self)
         key["states"] = sorted(set(self.states))
         key["metadata"] = sorted(self.metadata)
+        if not self.contains:
+            del key["contains"]  # so tokens issued before there was a `contains` stay good
         return key
 
 
@@ -169,6 +178,10 @@ def checked_filter(search: RunFilter) -> RunFilter:
         raise InvalidArgument("text has no word to search for (letters or digits); leave it empty to match any text")
     if len(text_words(search.text)) > MAX_TEXT_WORDS:
         raise InvalidArgument(f"text has {len(text_words(search.text))} words; at most {MAX_TEXT_WORDS}")
+    check_text("text_contains", search.contains, MAX_CONTAINS_CHARS)
+    if search.contains and len(search.contains) < MIN_CONTAINS_CHARS:
+        raise InvalidArgument(f"text_contains must be at least {MIN_CONTAINS_CHARS} characters, got "
+                              f"{len(search.contains)}; leave it empty to match any text")
     _check_number_range("min_duration_ms", "max_duration_ms", search.duration_ms)
     _check_number_range("min_total_tokens", "max_total_tokens", search.total_tokens)
     _check_number_range("min_cost_usd", "max_cost_usd", search.cost_nanos)

@@ -10,6 +10,7 @@ says where the tokenisers may still differ). PostgreSQL indexes the first 100,00
 column (a tsvector holds at most 1 MB).
 """
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,8 +47,9 @@ RUN_SCORES = ScoreRow.__table__
 # --- filters ---------------------------------------------------------------------------------------------------
 
 
-#: SQLite: a text whose rarest word more runs have than this is searched by walking the runs in the page's order
-#: and keeping those in the match; a rarer one by reading its matches and sorting them (`common_text`).
+#: SQLite: a text (or substring) that more runs have than this, by its rarest word (or trigram), is searched by
+#: walking the runs in the page's order and keeping those in the match; a rarer one by reading its matches and
+#: sorting them (`common_text`).
 COMMON_TEXT_RUNS = 1000
 #: The rowid tiers of a common text's walk (`CommonText`): each this many times wider than the one before.
 TIER_GROWTH = 8
@@ -58,8 +60,8 @@ TIER_PAGES = 4
 
 @dataclass(frozen=True)
 class CommonText:
-    """SQLite: a search text that even its rarest word more than COMMON_TEXT_RUNS runs have, and how its walk
-    checks runs against the matches.
+    """SQLite: a search text or substring that more than COMMON_TEXT_RUNS runs have (by its rarest word or
+    trigram), and how its walk checks runs against the matches.
 
     Such a page walks the order's index and keeps the runs the text matches, checking each against a list of the
     matches (SQLite builds the list once, when the walk first needs it). Built whole, that list is the cost of the
@@ -78,25 +80,23 @@ class CommonText:
     bounds: tuple[int, ...]
 
 
-def _text_match(words: list[str], sqlite: bool, common: CommonText | None) -> ColumnElement[bool]:
-    if sqlite:
-        # Each word a quoted FTS5 string (no operators, whatever it holds): all of them must match.
-        query = " ".join(f'"{word}"' for word in words)
-        if common is None:
-            # A rare text: its few matches read and sorted. (SQLite's plan whenever the rowid can drive.)
-            return RUNS_ROWID.in_(_fts_matches(query))
-        # The unary + keeps the planner from driving by the rowid (reading every match, then sorting them all:
-        # half a second for a word in one run of seven at 300,000 runs): it walks the order's index.
-        rowid = literal_column("+runs.rowid", Integer)
-        ranges = zip((None, *common.bounds), (*common.bounds, None), strict=True)
-        return or_(*(and_(*_in_range(rowid, low, high), rowid.in_(_fts_matches(query, low, high)))
-                     for high, low in ranges))
-    # Words are letters and digits only, so no tsquery operator can be in them.
-    terms = func.to_tsquery(literal_column("'simple'::regconfig"), " & ".join(words))
-    return literal_column(PG_TEXT_VECTOR).op("@@", return_type=Boolean)(terms)
+#: SQLite's two FTS5 tables over runs' user query and final answer (services/runs/full_text.py): whole words,
+#: and trigrams for substrings.
+WORDS_TABLE = "runs_fts"
+SUBSTRINGS_TABLE = "runs_substrings"
 
 
-RUNS_ROWID = literal_column("runs.rowid", Integer)
+def _fts_match(table: str, query: str, common: CommonText | None) -> ColumnElement[bool]:
+    """SQLite: runs whose row of the FTS5 `table` matches `query`, as a rare or a common text is best checked."""
+    if common is None:
+        # A rare text: its few matches read and sorted. (SQLite's plan whenever the rowid can drive.)
+        return literal_column("runs.rowid", Integer).in_(_fts_matches(table, query))
+    # The unary + keeps the planner from driving by the rowid (reading every match, then sorting them all: half a
+    # second for a word in one run of seven at 300,000 runs): it walks the order's index.
+    rowid = literal_column("+runs.rowid", Integer)
+    ranges = zip((None, *common.bounds), (*common.bounds, None), strict=True)
+    return or_(*(and_(*_in_range(rowid, low, high), rowid.in_(_fts_matches(table, query, low, high)))
+                 for high, low in ranges))
 
 
 def _in_range(rowid: ColumnElement[int], low: int | None, high: int | None) -> list[ColumnElement[bool]]:
@@ -104,13 +104,37 @@ def _in_range(rowid: ColumnElement[int], low: int | None, high: int | None) -> l
     return [*([] if low is None else [rowid >= low]), *([] if high is None else [rowid < high])]
 
 
-def _fts_matches(query: str, low: int | None = None, high: int | None = None) -> Select[Any]:
-    """The rowids of the runs whose text matches the FTS5 `query`, within `low <= rowid < high` (FTS5 seeks to a
-    rowid range in its lists rather than reading them whole)."""
+def _fts_matches(table: str, query: str, low: int | None = None, high: int | None = None) -> Select[Any]:
+    """The rowids of the runs whose row of `table` matches the FTS5 `query`, within `low <= rowid < high` (FTS5
+    seeks to a rowid range in its lists rather than reading them whole)."""
     fts_rowid = literal_column("rowid", Integer)
-    return select(fts_rowid).select_from(text("runs_fts")).where(
-        text("runs_fts MATCH :fts_query").bindparams(fts_query=query), *_in_range(fts_rowid, low, high)
+    return select(fts_rowid).select_from(text(table)).where(
+        text(f"{table} MATCH :{table}_query").bindparams(**{f"{table}_query": query}),
+        *_in_range(fts_rowid, low, high),
     )
+
+
+def _text_match(words: list[str], sqlite: bool, common: CommonText | None) -> ColumnElement[bool]:
+    if sqlite:
+        # Each word a quoted FTS5 string (no operators, whatever it holds): all of them must match.
+        return _fts_match(WORDS_TABLE, " ".join(f'"{word}"' for word in words), common)
+    # Words are letters and digits only, so no tsquery operator can be in them.
+    terms = func.to_tsquery(literal_column("'simple'::regconfig"), " & ".join(words))
+    return literal_column(PG_TEXT_VECTOR).op("@@", return_type=Boolean)(terms)
+
+
+def _contains_match(substring: str, sqlite: bool, common: CommonText | None) -> ColumnElement[bool]:
+    if sqlite:
+        # One FTS5 string (its quotes doubled): the trigram tokeniser matches it as a substring of a column.
+        return _fts_match(SUBSTRINGS_TABLE, '"' + substring.replace('"', '""') + '"', common)
+    pattern = "%" + re.sub(r"([\\%_])", r"\\\1", substring) + "%"
+    return or_(RUNS.c.user_query.ilike(pattern, escape="\\"), RUNS.c.final_answer.ilike(pattern, escape="\\"))
+
+
+def trigrams(substring: str) -> list[str]:
+    """The trigrams of a substring as FTS5's trigram tokeniser keeps them (lower case), each once."""
+    folded = substring.lower()
+    return list(dict.fromkeys(folded[i:i + 3] for i in range(len(folded) - 2)))
 
 
 async def prepare_search(connection: AsyncConnection, search: RunFilter, page_size: int) -> CommonText | None:
@@ -129,20 +153,29 @@ async def prepare_search(connection: AsyncConnection, search: RunFilter, page_si
     return await common_text(connection, search, page_size)
 
 
-async def common_text(connection: AsyncConnection, search: RunFilter, page_size: int) -> CommonText | None:
-    """The plan of `search`'s text on SQLite when it is common: even its rarest word more than COMMON_TEXT_RUNS
-    runs have (FTS5's own count, from fts5vocab). None without a text, for a rare one, and on PostgreSQL (whose
-    planner weighs it)."""
-    if not search.text or connection.dialect.name != "sqlite":
-        return None
-    words = text_words(search.text)
+async def _runs_with(connection: AsyncConnection, vocabulary: str, terms: list[str]) -> int:
+    """How many runs have the rarest of `terms`, by an fts5vocab table's counts (0 when one is in none)."""
     counts = await connection.execute(
-        text("SELECT term, doc FROM runs_fts_vocab WHERE term IN :words").bindparams(
-            bindparam("words", words, expanding=True)
+        text(f"SELECT term, doc FROM {vocabulary} WHERE term IN :terms").bindparams(
+            bindparam("terms", terms, expanding=True)
         )
     )
     runs_with: dict[str, int] = {term: doc for term, doc in counts.all()}
-    rarest = min(runs_with.get(word, 0) for word in words)
+    return min(runs_with.get(term, 0) for term in terms)
+
+
+async def common_text(connection: AsyncConnection, search: RunFilter, page_size: int) -> CommonText | None:
+    """The plan of `search`'s text and substring on SQLite when they are common: more than COMMON_TEXT_RUNS runs
+    have even the rarest of their words and trigrams (FTS5's own counts, from fts5vocab). None without either,
+    for a rare one, and on PostgreSQL (whose planner weighs it)."""
+    if not (search.text or search.contains) or connection.dialect.name != "sqlite":
+        return None
+    counts = []
+    if search.text:
+        counts.append(await _runs_with(connection, f"{WORDS_TABLE}_vocab", text_words(search.text)))
+    if search.contains:
+        counts.append(await _runs_with(connection, f"{SUBSTRINGS_TABLE}_vocab", trigrams(search.contains)))
+    rarest = min(counts)
     if rarest <= COMMON_TEXT_RUNS:
         return None
     if search.order is not RunOrder.NEWEST:
@@ -198,6 +231,8 @@ def filter_clauses(
             clauses.append(runs.metadata.op("@>")(literal(dict(search.metadata), JSONB())))
     if search.text:
         clauses.append(_text_match(text_words(search.text), sqlite, common))
+    if search.contains:
+        clauses.append(_contains_match(search.contains, sqlite, common))
     if search.score_name:
         scored = [RUN_SCORES.c.run_id == runs.id, RUN_SCORES.c.name == search.score_name]
         if search.score_range.low is not None:

@@ -133,6 +133,17 @@ CASES: list[tuple[RunFilter, list[str]]] = [
     (RunFilter(text="roses"), ["poem"]),
     (RunFilter(text="invoic"), []),
     (RunFilter(text="weather, Paris!"), ["weather"]),
+    # A substring, any case, anywhere in the query or the final answer (inside words, across spaces and
+    # punctuation); %, _ and " are plain characters.
+    (RunFilter(contains="voic"), ["bobs", "poem", "invoice"]),
+    (RunFilter(contains="VOICE WAS"), ["invoice"]),
+    (RunFilter(contains="'s in"), ["bobs"]),
+    (RunFilter(contains="red, the"), ["poem"]),
+    (RunFilter(contains="a m"), ["cancelled"]),
+    (RunFilter(contains="a_m"), []),
+    (RunFilter(contains="%in"), []),
+    (RunFilter(contains='"in'), []),
+    (RunFilter(contains="invoice is paid!"), []),
     (RunFilter(duration_ms=NumberRange(1000, 10_000)), ["weather", "invoice"]),
     (RunFilter(duration_ms=NumberRange(low=10_000)), ["poem"]),
     (RunFilter(total_tokens=NumberRange(low=100)), ["poem", "invoice"]),
@@ -142,6 +153,7 @@ CASES: list[tuple[RunFilter, list[str]]] = [
     (RunFilter(agent_id=AGENT, created=TimeRange(end=at(2)), tool="calculator", metadata=(("channel", "web"),)),
      ["invoice"]),
     (RunFilter(text="invoice", tool="calculator", duration_ms=NumberRange(high=2000)), ["invoice"]),
+    (RunFilter(text="roses", contains="nvoi"), ["poem"]),
     (RunFilter(states=("failed",), model="gpt-4o-mini"), []),
 ]
 
@@ -163,7 +175,7 @@ async def test_a_common_text_has_a_plan_of_its_own_and_the_same_answers(
     for name, value in zip(("MIN_TIER_ROWIDS", "TIER_PAGES", "TIER_GROWTH"), tiers, strict=True):
         monkeypatch.setattr(search_sql, name, value)
     for search, expected in CASES:
-        if search.text:
+        if search.text or search.contains:
             for page_size in (1, 50):
                 assert [names[run_id] for run_id in await found(store, search, page_size=page_size)] == expected
             oldest = dataclasses.replace(search, order=RunOrder.OLDEST)
@@ -245,6 +257,7 @@ async def test_a_run_records_its_answer_tools_and_duration_when_it_ends(store: R
 async def test_deleting_a_run_removes_it_from_the_text_index(store: RunStore, corpus: dict[str, str]) -> None:
     await store.delete_run(corpus["poem"])
     assert await found(store, RunFilter(text="roses")) == []
+    assert await found(store, RunFilter(contains="roses")) == []
     assert await found(store, RunFilter(tool="files")) == []
 
 
@@ -268,6 +281,8 @@ BAD: list[tuple[RunFilter, str]] = [
     (RunFilter(text="x" * 10_000), r"^text is 10000 characters long"),
     (RunFilter(text="?!  ..."), r"^text has no word to search for"),
     (RunFilter(text=" ".join(f"w{i}" for i in range(33))), r"^text has 33 words; at most 32"),
+    (RunFilter(contains="ab"), r"^text_contains must be at least 3 characters, got 2"),
+    (RunFilter(contains="x" * 201), r"^text_contains is 201 characters long; the limit is 200"),
     (RunFilter(duration_ms=NumberRange(low=-1)), r"^min_duration_ms must be 0 or more .*got -1"),
     (RunFilter(duration_ms=NumberRange(5, 4)), r"^max_duration_ms \(4\) must not be below min_duration_ms \(5\)"),
     (RunFilter(total_tokens=NumberRange(high=-5)), r"^max_total_tokens must be 0 or more"),
@@ -350,3 +365,10 @@ async def test_a_search_on_postgresql_is_planned_for_its_own_values(store: RunSt
         async with connection.begin():
             await search_sql.prepare_search(connection, RunFilter(order=RunOrder.OLDEST), 50)  # no filter: no skew
             assert (await connection.execute(sqlalchemy.text("SHOW plan_cache_mode"))).scalar() == "auto"
+
+
+async def test_a_substring_is_found_in_any_case_of_any_letter_on_both(store: RunStore) -> None:
+    run = await store.create_run(new_run("Über die Brücke, ÉTÉ 2026"))
+    for substring in ("über", "ÜBER", "brücke", "BRÜCKE", "été 20", "e, é"):
+        assert await found(store, RunFilter(contains=substring)) == [run.id], substring
+    assert await found(store, RunFilter(contains="uber")) == []  # no letter loses its accent

@@ -101,6 +101,10 @@ async def test_list_runs_searches_with_a_combined_filter(stub: Stub) -> None:
     request.created_after.FromDatetime(datetime.now(UTC) - timedelta(minutes=5))
     listed = await stub.ListRuns(request)
     assert [run.id for run in listed.runs] == [wanted.id] and listed.next_page_token == ""
+    # The substring of a word, where the words of `text` would need whole ones.
+    request.text, request.text_contains = "", "nt on mon"
+    listed = await stub.ListRuns(request)
+    assert [run.id for run in listed.runs] == [wanted.id]
 
 
 @pytest.mark.parametrize(
@@ -110,6 +114,7 @@ async def test_list_runs_searches_with_a_combined_filter(stub: Stub) -> None:
         ({"states": [runs_pb2.RUN_STATE_COMPLETED, 77]}, "unknown run state 77"),
         ({"text": "x" * 10_000}, "text is 10000 characters long; the limit is 1000"),
         ({"metadata": ["channel"]}, "metadata[0] 'channel' is not key=value"),
+        ({"text_contains": "ab"}, "text_contains must be at least 3 characters, got 2"),
         ({"min_total_tokens": 5, "max_total_tokens": 4}, "max_total_tokens (4) must not be below min_total_tokens (5)"),
         ({"min_duration_ms": -1}, "min_duration_ms must be 0 or more"),
         ({"agent_revision": 2}, "agent_revision must be a revision (1, 2 ...) of the agent_id given, or 0 for any"),

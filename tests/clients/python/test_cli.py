@@ -67,6 +67,12 @@ def test_chat_shows_the_timeline_and_its_json_events_are_the_stored_run(stack: R
 
     exported = cli(stack, "runs", "export", stored.id)
     assert exported.exit_code == 0 and len(json.loads(exported.output)["steps"]) == len(steps)
+    # A substring of the seed's question ("... then multiply by 3?") finds it; one it does not have, nothing.
+    for contains, found in (("ULTIPLY BY", True), ("multiply by 4", False)):
+        searched = cli(stack, "runs", "export", "--contains", contains)
+        assert searched.exit_code == 0, searched.output
+        ids = [json.loads(line)["run"]["id"] for line in searched.output.splitlines() if line.startswith("{")]
+        assert (stored.id in ids) is found, (contains, ids)
 
 
 def test_every_run_exported_as_json_lines_imports_back_the_same(stack: RunningStack, tmp_path: Path) -> None:

@@ -243,6 +243,7 @@ def runs_export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (default stdout).")] = None,
     state: Annotated[State | None, typer.Option(help="Only runs in this state.")] = None,
     text: Annotated[str, typer.Option(help="Only runs whose question or answer has these words.")] = "",
+    contains: Annotated[str, typer.Option(help="Only runs whose question or answer contains this string.")] = "",
     all_users: Annotated[bool, typer.Option("--all-users", help="Everyone's runs (admins).")] = False,
     cursor: Annotated[str, typer.Option(help="Resume after the run whose cursor this is (the last line's).")] = "",
 ) -> None:
@@ -258,7 +259,7 @@ def runs_export(
             output.write_text(document)
         return
     search = runs_pb2.ListRunsRequest(
-        states=[RUN_STATE[state]] if state else [], text=text, all_users=all_users
+        states=[RUN_STATE[state]] if state else [], text=text, text_contains=contains, all_users=all_users
     )
     sink = output.open("a" if cursor else "w") if output is not None else None
     exported = 0

@@ -416,7 +416,7 @@ class GetRunRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "state", "all_users", "thread_id", "states", "created_after", "created_before", "finished_after", "finished_before", "user", "agent_id", "agent_revision", "workflow_id", "model", "tool", "error_code", "metadata", "text", "min_duration_ms", "max_duration_ms", "min_total_tokens", "max_total_tokens", "order", "min_cost_usd", "max_cost_usd", "score_name", "min_score", "max_score")
+    __slots__ = ("page_size", "page_token", "state", "all_users", "thread_id", "states", "created_after", "created_before", "finished_after", "finished_before", "user", "agent_id", "agent_revision", "workflow_id", "model", "tool", "error_code", "metadata", "text", "min_duration_ms", "max_duration_ms", "min_total_tokens", "max_total_tokens", "order", "min_cost_usd", "max_cost_usd", "score_name", "min_score", "max_score", "text_contains")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -446,6 +446,7 @@ class ListRunsRequest(_message.Message):
     SCORE_NAME_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     MAX_SCORE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_CONTAINS_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     state: RunState
@@ -475,7 +476,8 @@ class ListRunsRequest(_message.Message):
     score_name: str
     min_score: float
     max_score: float
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., all_users: _Optional[bool] = ..., thread_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[RunState, str]]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., user: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., workflow_id: _Optional[str] = ..., model: _Optional[str] = ..., tool: _Optional[str] = ..., error_code: _Optional[str] = ..., metadata: _Optional[_Iterable[str]] = ..., text: _Optional[str] = ..., min_duration_ms: _Optional[int] = ..., max_duration_ms: _Optional[int] = ..., min_total_tokens: _Optional[int] = ..., max_total_tokens: _Optional[int] = ..., order: _Optional[_Union[RunOrder, str]] = ..., min_cost_usd: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., score_name: _Optional[str] = ..., min_score: _Optional[float] = ..., max_score: _Optional[float] = ...) -> None: ...
+    text_contains: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., all_users: _Optional[bool] = ..., thread_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[RunState, str]]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., user: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_revision: _Optional[int] = ..., workflow_id: _Optional[str] = ..., model: _Optional[str] = ..., tool: _Optional[str] = ..., error_code: _Optional[str] = ..., metadata: _Optional[_Iterable[str]] = ..., text: _Optional[str] = ..., min_duration_ms: _Optional[int] = ..., max_duration_ms: _Optional[int] = ..., min_total_tokens: _Optional[int] = ..., max_total_tokens: _Optional[int] = ..., order: _Optional[_Union[RunOrder, str]] = ..., min_cost_usd: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., score_name: _Optional[str] = ..., min_score: _Optional[float] = ..., max_score: _Optional[float] = ..., text_contains: _Optional[str] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
     __slots__ = ("runs", "next_page_token")
