@@ -41,7 +41,7 @@ UNMODELLED = frozenset({
     "ix_runs_full_text", "ix_runs_metadata", "ix_runs_substrings",
     # FTS5's own tables.
     *(f"{table}{part}" for table in ("runs_fts", "runs_substrings")
-      for part in ("", "_vocab", "_data", "_idx", "_docsize", "_config")),
+      for part in ("", "_data", "_idx", "_docsize", "_config")),
 })
 
 #: SQLite: an FTS5 table over runs' two text columns, keyed by runs' rowid, kept by triggers (an update of
@@ -59,8 +59,6 @@ SQLITE_FULL_TEXT = (
     "VALUES ('delete', old.rowid, old.user_query, old.final_answer); "
     "INSERT INTO runs_fts(rowid, user_query, final_answer) VALUES (new.rowid, new.user_query, new.final_answer); "
     "END",
-    # How many runs have each term, read from the FTS index itself: search picks its plan by it.
-    "CREATE VIRTUAL TABLE IF NOT EXISTS runs_fts_vocab USING fts5vocab(runs_fts, 'row')",
 )
 
 
@@ -80,8 +78,6 @@ SQLITE_SUBSTRINGS = (
     "VALUES ('delete', old.rowid, old.user_query, old.final_answer); "
     "INSERT INTO runs_substrings(rowid, user_query, final_answer) "
     "VALUES (new.rowid, new.user_query, new.final_answer); END",
-    # How many runs have each trigram: a substring's rarest trigram bounds its matches (search picks its plan).
-    "CREATE VIRTUAL TABLE IF NOT EXISTS runs_substrings_vocab USING fts5vocab(runs_substrings, 'row')",
 )
 
 
@@ -100,7 +96,6 @@ def drop_substrings(connection: Connection) -> None:
     if connection.dialect.name == "sqlite":
         for name in ("runs_substrings_insert", "runs_substrings_delete", "runs_substrings_update"):
             connection.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
-        connection.execute(text("DROP TABLE IF EXISTS runs_substrings_vocab"))
         connection.execute(text("DROP TABLE IF EXISTS runs_substrings"))
     else:
         connection.execute(text("DROP INDEX IF EXISTS ix_runs_substrings"))

@@ -21,7 +21,6 @@ from sqlalchemy import (
     Integer,
     Select,
     and_,
-    bindparam,
     exists,
     func,
     literal,
@@ -47,9 +46,9 @@ RUN_SCORES = ScoreRow.__table__
 # --- filters ---------------------------------------------------------------------------------------------------
 
 
-#: SQLite: a text (or substring) that more runs have than this, by its rarest word (or trigram), is searched by
-#: walking the runs in the page's order and keeping those in the match; a rarer one by reading its matches and
-#: sorting them (`common_text`).
+#: SQLite: a text (or substring) that more runs have than this (estimated) is searched by walking the runs in the
+#: page's order and keeping those in the match; a rarer one by reading its matches and sorting them
+#: (`common_text`).
 COMMON_TEXT_RUNS = 1000
 #: The rowid tiers of a common text's walk (`CommonText`): each this many times wider than the one before.
 TIER_GROWTH = 8
@@ -60,14 +59,14 @@ TIER_PAGES = 4
 
 @dataclass(frozen=True)
 class CommonText:
-    """SQLite: a search text or substring that more than COMMON_TEXT_RUNS runs have (by its rarest word or
-    trigram), and how its walk checks runs against the matches.
+    """SQLite: a search text or substring that more than COMMON_TEXT_RUNS runs have (by `common_text`'s
+    estimate), and how its walk checks runs against the matches.
 
     Such a page walks the order's index and keeps the runs the text matches, checking each against a list of the
     matches (SQLite builds the list once, when the walk first needs it). Built whole, that list is the cost of the
     page: a word that 1 run in 4 has is 250,000 matches to read and keep at 1,000,000 runs (74 ms), for a page
     that needs 200. So the matches are cut into tiers by rowid, newest first (a rowid grows as runs are created,
-    so the newest runs have the highest): the first tier spans about four pages' worth of runs by the word's
+    so the newest runs have the highest): the first tier spans about four pages' worth of runs by the text's
     frequency, each next one TIER_GROWTH times wider, the last all the rest. A run is checked against its own
     tier's list only, and a list is built only when the walk reaches a run of its tier: the first page of a
     common word reads a few hundred matches. Every rowid is in exactly one tier, so the answers are those of one
@@ -114,27 +113,29 @@ def _fts_matches(table: str, query: str, low: int | None = None, high: int | Non
     )
 
 
+def _all_words(words: list[str]) -> str:
+    """Each word a quoted FTS5 string (no operators, whatever it holds): all of them must match."""
+    return " ".join(f'"{word}"' for word in words)
+
+
 def _text_match(words: list[str], sqlite: bool, common: CommonText | None) -> ColumnElement[bool]:
     if sqlite:
-        # Each word a quoted FTS5 string (no operators, whatever it holds): all of them must match.
-        return _fts_match(WORDS_TABLE, " ".join(f'"{word}"' for word in words), common)
+        return _fts_match(WORDS_TABLE, _all_words(words), common)
     # Words are letters and digits only, so no tsquery operator can be in them.
     terms = func.to_tsquery(literal_column("'simple'::regconfig"), " & ".join(words))
     return literal_column(PG_TEXT_VECTOR).op("@@", return_type=Boolean)(terms)
 
 
+def _phrase(substring: str) -> str:
+    """One FTS5 string (its quotes doubled), which the trigram tokeniser matches as a substring of a column."""
+    return '"' + substring.replace('"', '""') + '"'
+
+
 def _contains_match(substring: str, sqlite: bool, common: CommonText | None) -> ColumnElement[bool]:
     if sqlite:
-        # One FTS5 string (its quotes doubled): the trigram tokeniser matches it as a substring of a column.
-        return _fts_match(SUBSTRINGS_TABLE, '"' + substring.replace('"', '""') + '"', common)
+        return _fts_match(SUBSTRINGS_TABLE, _phrase(substring), common)
     pattern = "%" + re.sub(r"([\\%_])", r"\\\1", substring) + "%"
     return or_(RUNS.c.user_query.ilike(pattern, escape="\\"), RUNS.c.final_answer.ilike(pattern, escape="\\"))
-
-
-def trigrams(substring: str) -> list[str]:
-    """The trigrams of a substring as FTS5's trigram tokeniser keeps them (lower case), each once."""
-    folded = substring.lower()
-    return list(dict.fromkeys(folded[i:i + 3] for i in range(len(folded) - 2)))
 
 
 async def prepare_search(connection: AsyncConnection, search: RunFilter, page_size: int) -> CommonText | None:
@@ -153,36 +154,45 @@ async def prepare_search(connection: AsyncConnection, search: RunFilter, page_si
     return await common_text(connection, search, page_size)
 
 
-async def _runs_with(connection: AsyncConnection, vocabulary: str, terms: list[str]) -> int:
-    """How many runs have the rarest of `terms`, by an fts5vocab table's counts (0 when one is in none)."""
-    counts = await connection.execute(
-        text(f"SELECT term, doc FROM {vocabulary} WHERE term IN :terms").bindparams(
-            bindparam("terms", terms, expanding=True)
-        )
+#: SQLite: how many of the newest rowids a text's frequency is estimated over (`common_text`).
+SAMPLE_ROWIDS = 10_000
+
+
+async def _matches_among(connection: AsyncConnection, table: str, query: str, low: int) -> int:
+    """How many runs with a rowid from `low` on the FTS5 `query` matches in `table` (a seek to `low` in each of
+    its lists and a read of their tails: about a millisecond)."""
+    counted = await connection.execute(
+        text(f"SELECT count(*) FROM {table} WHERE {table} MATCH :query AND rowid >= :low"),
+        {"query": query, "low": low},
     )
-    runs_with: dict[str, int] = {term: doc for term, doc in counts.all()}
-    return min(runs_with.get(term, 0) for term in terms)
+    return int(counted.scalar() or 0)
 
 
 async def common_text(connection: AsyncConnection, search: RunFilter, page_size: int) -> CommonText | None:
-    """The plan of `search`'s text and substring on SQLite when they are common: more than COMMON_TEXT_RUNS runs
-    have even the rarest of their words and trigrams (FTS5's own counts, from fts5vocab). None without either,
-    for a rare one, and on PostgreSQL (whose planner weighs it)."""
+    """The plan of `search`'s text and substring on SQLite when they are common: their matches among the newest
+    SAMPLE_ROWIDS runs, scaled to every run, are more than COMMON_TEXT_RUNS. None without either, for a rarer one,
+    and on PostgreSQL (whose planner weighs it).
+
+    Why a sample and not FTS5's own counts (an fts5vocab table): those are counted by reading each term's whole
+    list, 30-200 ms for a common word or trigram at 1,000,000 runs, on every search. The newest runs are also the
+    ones a newest-first walk reads."""
     if not (search.text or search.contains) or connection.dialect.name != "sqlite":
         return None
-    counts = []
+    newest = (await connection.execute(text("SELECT max(rowid) FROM runs"))).scalar() or 0
+    low = max(1, newest - SAMPLE_ROWIDS + 1)
+    sampled = newest - low + 1
+    matches = []
     if search.text:
-        counts.append(await _runs_with(connection, f"{WORDS_TABLE}_vocab", text_words(search.text)))
+        matches.append(await _matches_among(connection, WORDS_TABLE, _all_words(text_words(search.text)), low))
     if search.contains:
-        counts.append(await _runs_with(connection, f"{SUBSTRINGS_TABLE}_vocab", trigrams(search.contains)))
-    rarest = min(counts)
-    if rarest <= COMMON_TEXT_RUNS:
+        matches.append(await _matches_among(connection, SUBSTRINGS_TABLE, _phrase(search.contains), low))
+    found = min(matches)  # both must match: at most the rarer's
+    if found * newest // sampled <= COMMON_TEXT_RUNS:
         return None
     if search.order is not RunOrder.NEWEST:
         return CommonText(bounds=())
-    newest = (await connection.execute(text("SELECT max(rowid) FROM runs"))).scalar() or 0
-    # The runs a walk passes for a page (the words may match fewer runs together than alone: a few pages' worth).
-    span = max(MIN_TIER_ROWIDS, TIER_PAGES * (page_size + 1) * newest // rarest)
+    # The rowids a walk passes for a page, a few pages' worth.
+    span = max(MIN_TIER_ROWIDS, TIER_PAGES * (page_size + 1) * sampled // found)
     bounds: list[int] = []
     low = newest + 1
     while (low := low - span) > 0 and len(bounds) < 4:
