@@ -72,7 +72,7 @@ async def bench_search(store: RunStore, loaded: LoadedRuns, calls: int, progress
         seconds = total.seconds
         page, _ = await store.list_runs(search=search, owner=owner)
         async with store.database.engine.connect() as connection:
-            common = await prepare_search(connection, search, checked_page_size(0))
+            common = await prepare_search(connection, search, checked_page_size(0), owner)
         statement = store.list_runs_statement(search=search, owner=owner, common_words=common)
         facts = {"found": len(page), "plan": await explain(store, statement)}
         results.append(CaseResult(f"search: {name}", kind, len(latencies_ms), seconds, latencies_ms,

@@ -141,7 +141,7 @@ class RunQueries(StoreParts):
             connection = await session.connection()
             if thread_id:
                 await load_thread(connection, thread_id, owner)
-            common = await prepare_search(connection, search, checked_page_size(page_size))
+            common = await prepare_search(connection, search, checked_page_size(page_size), owner)
             query = self.list_runs_statement(
                 page_size, page_token, search, owner=owner, thread_id=thread_id, common_words=common
             )
@@ -167,7 +167,7 @@ class RunQueries(StoreParts):
         while True:
             async with self.database.read() as session:
                 connection = await session.connection()
-                common = await prepare_search(connection, search, batch)
+                common = await prepare_search(connection, search, batch, owner)
                 query = self.list_runs_statement(batch, token, search, owner=owner, common_words=common)
                 rows = (await session.execute(query)).mappings().all()
             page = rows[:batch]
@@ -199,7 +199,7 @@ class RunQueries(StoreParts):
         """
         limit = checked_page_size(page_size)
         search = checked_filter(search)
-        clauses = filter_clauses(search, self.database.is_sqlite, common_words)
+        clauses = filter_clauses(search, self.database.is_sqlite, common_words, owner)
         query = select(*_LIST_COLUMNS).where(*clauses).limit(limit + 1)
         if thread_id:
             thread_id = parse_uuid(thread_id, "thread_id", "thread")

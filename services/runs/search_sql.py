@@ -85,6 +85,15 @@ WORDS_TABLE = "runs_fts"
 SUBSTRINGS_TABLE = "runs_substrings"
 
 
+def _fts_query(table: str, terms: str, owner: str | None) -> str:
+    """SQLite: an FTS5 query of `terms` in the two texts of `table`'s rows, and of the owner when one is given
+    (services/runs/full_text.py says why the owner is there). An owner FTS5 cannot look up (no word in it, or
+    fewer than three characters for trigrams) is left to the query's runs.owner condition alone."""
+    query = f"{{user_query final_answer}} : ({terms})"
+    searchable = len(owner or "") >= 3 if table == SUBSTRINGS_TABLE else bool(text_words(owner or ""))
+    return f"owner : {_phrase(owner)} AND {query}" if owner and searchable else query
+
+
 def _fts_match(table: str, query: str, common: CommonText | None) -> ColumnElement[bool]:
     """SQLite: runs whose row of the FTS5 `table` matches `query`, as a rare or a common text is best checked."""
     if common is None:
@@ -118,9 +127,9 @@ def _all_words(words: list[str]) -> str:
     return " ".join(f'"{word}"' for word in words)
 
 
-def _text_match(words: list[str], sqlite: bool, common: CommonText | None) -> ColumnElement[bool]:
+def _text_match(words: list[str], sqlite: bool, common: CommonText | None, owner: str | None) -> ColumnElement[bool]:
     if sqlite:
-        return _fts_match(WORDS_TABLE, _all_words(words), common)
+        return _fts_match(WORDS_TABLE, _fts_query(WORDS_TABLE, _all_words(words), owner), common)
     # Words are letters and digits only, so no tsquery operator can be in them.
     terms = func.to_tsquery(literal_column("'simple'::regconfig"), " & ".join(words))
     return literal_column(PG_TEXT_VECTOR).op("@@", return_type=Boolean)(terms)
@@ -131,14 +140,18 @@ def _phrase(substring: str) -> str:
     return '"' + substring.replace('"', '""') + '"'
 
 
-def _contains_match(substring: str, sqlite: bool, common: CommonText | None) -> ColumnElement[bool]:
+def _contains_match(
+    substring: str, sqlite: bool, common: CommonText | None, owner: str | None
+) -> ColumnElement[bool]:
     if sqlite:
-        return _fts_match(SUBSTRINGS_TABLE, _phrase(substring), common)
+        return _fts_match(SUBSTRINGS_TABLE, _fts_query(SUBSTRINGS_TABLE, _phrase(substring), owner), common)
     pattern = "%" + re.sub(r"([\\%_])", r"\\\1", substring) + "%"
     return or_(RUNS.c.user_query.ilike(pattern, escape="\\"), RUNS.c.final_answer.ilike(pattern, escape="\\"))
 
 
-async def prepare_search(connection: AsyncConnection, search: RunFilter, page_size: int) -> CommonText | None:
+async def prepare_search(
+    connection: AsyncConnection, search: RunFilter, page_size: int, owner: str | None = None
+) -> CommonText | None:
     """Settle what a search's SELECT needs on `connection`, in the read's transaction, before it runs; what
     `filter_clauses` needs to know of its text on SQLite (`common_text`).
 
@@ -151,7 +164,7 @@ async def prepare_search(connection: AsyncConnection, search: RunFilter, page_si
         if search != RunFilter(order=search.order):
             await connection.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         return None
-    return await common_text(connection, search, page_size)
+    return await common_text(connection, search, page_size, owner)
 
 
 #: SQLite: how many of the newest rowids a text's frequency is estimated over (`common_text`).
@@ -168,7 +181,9 @@ async def _matches_among(connection: AsyncConnection, table: str, query: str, lo
     return int(counted.scalar() or 0)
 
 
-async def common_text(connection: AsyncConnection, search: RunFilter, page_size: int) -> CommonText | None:
+async def common_text(
+    connection: AsyncConnection, search: RunFilter, page_size: int, owner: str | None = None
+) -> CommonText | None:
     """The plan of `search`'s text and substring on SQLite when they are common: their matches among the newest
     SAMPLE_ROWIDS runs, scaled to every run, are more than COMMON_TEXT_RUNS. None without either, for a rarer one,
     and on PostgreSQL (whose planner weighs it).
@@ -183,9 +198,11 @@ async def common_text(connection: AsyncConnection, search: RunFilter, page_size:
     sampled = newest - low + 1
     matches = []
     if search.text:
-        matches.append(await _matches_among(connection, WORDS_TABLE, _all_words(text_words(search.text)), low))
+        words = _fts_query(WORDS_TABLE, _all_words(text_words(search.text)), owner)
+        matches.append(await _matches_among(connection, WORDS_TABLE, words, low))
     if search.contains:
-        matches.append(await _matches_among(connection, SUBSTRINGS_TABLE, _phrase(search.contains), low))
+        substring = _fts_query(SUBSTRINGS_TABLE, _phrase(search.contains), owner)
+        matches.append(await _matches_among(connection, SUBSTRINGS_TABLE, substring, low))
     found = min(matches)  # both must match: at most the rarer's
     if found * newest // sampled <= COMMON_TEXT_RUNS:
         return None
@@ -202,10 +219,11 @@ async def common_text(connection: AsyncConnection, search: RunFilter, page_size:
 
 
 def filter_clauses(
-    search: RunFilter, sqlite: bool, common: CommonText | None = None
+    search: RunFilter, sqlite: bool, common: CommonText | None = None, owner: str | None = None
 ) -> list[ColumnElement[bool]]:
-    """The WHERE conditions of a checked `search` (the order's are added by `ordered`); `common`: what
-    `common_text` says of its text, which picks another plan on SQLite."""
+    """The WHERE conditions of a checked `search` (the order's are added by `ordered`, the owner's by the
+    caller); `common`: what `common_text` says of its text, which picks another plan on SQLite; `owner`: whose
+    runs are searched, which SQLite's full-text tables can narrow their matches to."""
     runs = RUNS.c
     clauses: list[ColumnElement[bool]] = []
     if search.states:
@@ -240,9 +258,9 @@ def filter_clauses(
             # Containment, which the GIN index over metadata serves.
             clauses.append(runs.metadata.op("@>")(literal(dict(search.metadata), JSONB())))
     if search.text:
-        clauses.append(_text_match(text_words(search.text), sqlite, common))
+        clauses.append(_text_match(text_words(search.text), sqlite, common, owner))
     if search.contains:
-        clauses.append(_contains_match(search.contains, sqlite, common))
+        clauses.append(_contains_match(search.contains, sqlite, common, owner))
     if search.score_name:
         scored = [RUN_SCORES.c.run_id == runs.id, RUN_SCORES.c.name == search.score_name]
         if search.score_range.low is not None:

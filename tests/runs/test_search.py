@@ -372,3 +372,24 @@ async def test_a_substring_is_found_in_any_case_of_any_letter_on_both(store: Run
     for substring in ("über", "ÜBER", "brücke", "BRÜCKE", "été 20", "e, é"):
         assert await found(store, RunFilter(contains=substring)) == [run.id], substring
     assert await found(store, RunFilter(contains="uber")) == []  # no letter loses its accent
+
+
+@pytest.mark.parametrize("common", [False, True], ids=["rare", "common"])
+async def test_a_users_search_finds_its_own_runs_whatever_its_name(
+    store: RunStore, monkeypatch: pytest.MonkeyPatch, common: bool
+) -> None:
+    """SQLite's full-text tables narrow a user's search by the owner's words or trigrams: names inside others'
+    ("bob" in "bobby"), too short for trigrams ("al") or with no word at all ("--") still find exactly their own."""
+    if common:
+        monkeypatch.setattr(search_sql, "COMMON_TEXT_RUNS", 0)
+    owners = ("bob", "bobby", "al", "--", "bob bobby")
+    runs = {owner: await store.create_run(new_run("the invoice of " + owner, owner=owner)) for owner in owners}
+    for owner in owners:
+        for search in (RunFilter(text="invoice"), RunFilter(contains="voice of"), RunFilter(text="invoice bob")):
+            # ("invoice bob" asks for the whole word "bob", which "the invoice of bobby" has not)
+            expected = [runs[owner].id] if search.text != "invoice bob" or "bob" in owner.split() else []
+            assert await found(store, search, owner=owner) == expected, (owner, search)
+    # The owner is searched as the owner, never as text: carol's name is in no run's text.
+    await store.create_run(new_run("an invoice", owner="carol"))
+    for search in (RunFilter(text="carol"), RunFilter(contains="carol")):
+        assert await found(store, search, owner="carol") == [] and await found(store, search) == []
