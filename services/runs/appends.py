@@ -241,31 +241,49 @@ class StepAppends(StoreParts):
             new_rows.extend(planned.new_rows)
             append.succeed([step_record(row) for row in planned.rows])
         if new_rows:
-            connection.execute(insert(STEPS), new_rows)
+            connection.execute(_INSERT_STEPS, new_rows)
             _store_progress(connection, runs, now)
+
+
+#: Built once: a statement made per batch cost its construction and its cache key (a walk of the statement) on
+#: every batch, a tenth of the writer's time in py-spy.
+_READ_PROGRESS = (
+    select(
+        RUNS.c.id,
+        RUNS.c.state,
+        RUNS.c.executor_id,
+        RUNS.c.lease_epoch,
+        RUNS.c.step_count,
+        RUNS.c.prompt_tokens,
+        RUNS.c.completion_tokens,
+        RUNS.c.lease_seconds,
+        RUNS.c.model,
+        RUNS.c.cost_nanos,
+        RUNS.c.unpriced_calls,
+    )
+    .where(RUNS.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(RUNS.c.id)
+    .with_for_update()
+)
+_INSERT_STEPS = insert(STEPS)
+_WRITE_PROGRESS = (
+    update(RUNS)
+    .where(RUNS.c.id == bindparam("run"))
+    .values(
+        step_count=bindparam("steps"),
+        prompt_tokens=bindparam("prompt"),
+        completion_tokens=bindparam("completion"),
+        total_tokens=bindparam("prompt") + bindparam("completion"),
+        cost_nanos=bindparam("cost"),
+        unpriced_calls=bindparam("unpriced"),
+        lease_expires_at=bindparam("lease", type_=UtcDateTime()),
+    )
+)
 
 
 def _lock_progress(connection: Connection, run_ids: list[str]) -> dict[str, Progress]:
     """The progress of the runs `run_ids` (sorted: PostgreSQL row locks in one order), their rows locked."""
-    rows = connection.execute(
-        select(
-            RUNS.c.id,
-            RUNS.c.state,
-            RUNS.c.executor_id,
-            RUNS.c.lease_epoch,
-            RUNS.c.step_count,
-            RUNS.c.prompt_tokens,
-            RUNS.c.completion_tokens,
-            RUNS.c.lease_seconds,
-            RUNS.c.model,
-            RUNS.c.cost_nanos,
-            RUNS.c.unpriced_calls,
-        )
-        .where(RUNS.c.id.in_(run_ids))
-        .order_by(RUNS.c.id)
-        .with_for_update()
-    )
-    return {row.id: Progress(row._mapping) for row in rows}
+    return {row.id: Progress(row._mapping) for row in connection.execute(_READ_PROGRESS, {"ids": run_ids})}
 
 
 def _store_progress(connection: Connection, runs: dict[str, Progress], now: datetime) -> None:
@@ -285,17 +303,4 @@ def _store_progress(connection: Connection, runs: dict[str, Progress], now: date
         for id_, run in runs.items()
         if run.changed
     ]
-    connection.execute(
-        update(RUNS)
-        .where(RUNS.c.id == bindparam("run"))
-        .values(
-            step_count=bindparam("steps"),
-            prompt_tokens=bindparam("prompt"),
-            completion_tokens=bindparam("completion"),
-            total_tokens=bindparam("prompt") + bindparam("completion"),
-            cost_nanos=bindparam("cost"),
-            unpriced_calls=bindparam("unpriced"),
-            lease_expires_at=bindparam("lease", type_=UtcDateTime()),
-        ),
-        changed,
-    )
+    connection.execute(_WRITE_PROGRESS, changed)
