@@ -104,7 +104,7 @@ class GroupCommit:
         self._closed = False
         engine = database.sqlite_write_engine
         self._connection: _WriterConnection = (
-            _ThreadConnection(engine) if engine is not None else _AsyncConnection(database)
+            _ThreadConnection(engine) if engine is not None else _RunSyncConnection(database)
         )
 
     async def write(self, work: Callable[[Connection], T], *, urgent: bool = False) -> T:
@@ -206,7 +206,7 @@ class _WriterConnection(Protocol):
         """Drop the held connection and release what holds it, for good."""
 
 
-class _AsyncConnection:
+class _RunSyncConnection:
     """PostgreSQL: the writer's asyncpg connection; a batch runs in one `run_sync` (its statements still await
     the server, through SQLAlchemy's greenlet)."""
 
