@@ -5,7 +5,7 @@ import dataclasses
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, insert, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from services.common.checks import check_text
 from services.common.db.database import utcnow
@@ -62,8 +62,8 @@ class RunApprovals(StoreParts):
         if step.type != "approval-request":
             raise InvalidArgument(f"a run waits on an approval-request step, not {step.type}")
 
-        async def pause(connection: AsyncConnection) -> tuple[RunRecord, StepRecord | None]:
-            run = await load_run(connection, run_id, lock=True)
+        def pause(connection: Connection) -> tuple[RunRecord, StepRecord | None]:
+            run = load_run(connection, run_id, lock=True)
             check_fence(run, epoch, "approval request")
             if run["state"] == WAITING and run["awaiting_sequence"] == (step.sequence or run["awaiting_sequence"]):
                 return run_record(run), None  # a retry: the step is stored and the run waits already
@@ -76,8 +76,8 @@ class RunApprovals(StoreParts):
             if step.sequence not in (0, sequence):
                 raise FailedPrecondition(f"the approval request of run '{run_id}' must be step {sequence} (or 0)")
             values = step_values(run_id, sequence, step, utcnow())
-            await connection.execute(insert(STEPS).values(values))
-            await update_run(
+            connection.execute(insert(STEPS).values(values))
+            update_run(
                 connection, run, state=WAITING, step_count=sequence, executor_id="", lease_expires_at=None,
                 awaiting_sequence=sequence, approval_expires_at=expires_at,
             )
@@ -98,15 +98,15 @@ class RunApprovals(StoreParts):
         run_id = parse_run_id(run_id)
         check_text("comment", comment, MAX_DECISION_COMMENT_CHARS)
 
-        async def decide(connection: AsyncConnection) -> tuple[RunRecord, StepRecord]:
-            run = await load_run(connection, run_id, lock=True, owner=owner)
+        def decide(connection: Connection) -> tuple[RunRecord, StepRecord]:
+            run = load_run(connection, run_id, lock=True, owner=owner)
             if run["state"] != WAITING or run["awaiting_sequence"] != sequence:
                 waiting = (
                     f"it waits on step {run['awaiting_sequence']}" if run["awaiting_sequence"]
                     else f"it is {run['state']}" + (" and decided already" if run["state"] == WAITING else "")
                 )
                 raise FailedPrecondition(f"step {sequence} of run '{run_id}' is not waiting for approval: {waiting}")
-            return await record_decision(connection, run, outcome, comment, by)
+            return record_decision(connection, run, outcome, comment, by)
 
         record, stored = await self._writer.write(decide, urgent=True)  # a person waits
         self._resumable(record, stored)
@@ -122,15 +122,15 @@ class RunApprovals(StoreParts):
         if due is None:
             return []
 
-        async def expire(connection: AsyncConnection) -> list[tuple[RunRecord, StepRecord]]:
-            rows = await connection.execute(
+        def expire(connection: Connection) -> list[tuple[RunRecord, StepRecord]]:
+            rows = connection.execute(
                 select(*RUN_COLUMNS)
                 .where(RUNS.c.state == WAITING, RUNS.c.approval_expires_at < utcnow())
                 .order_by(RUNS.c.approval_expires_at)
                 .limit(REAP_BATCH)
                 .with_for_update(skip_locked=True)
             )
-            return [await record_decision(connection, dict(row._mapping), TIMED_OUT, "", "") for row in rows.all()]
+            return [record_decision(connection, dict(row._mapping), TIMED_OUT, "", "") for row in rows.all()]
 
         decided = await self._writer.write(expire)
         for record, stored in decided:
@@ -166,8 +166,8 @@ class RunApprovals(StoreParts):
         check_executor_id(executor_id)
         check_lease_seconds(lease_seconds)
 
-        async def resume(connection: AsyncConnection) -> RunRecord:
-            run = await load_run(connection, run_id, lock=True)
+        def resume(connection: Connection) -> RunRecord:
+            run = load_run(connection, run_id, lock=True)
             decided = run["state"] == WAITING and run["awaiting_sequence"] is None
             orphaned = run["state"] in LIVE_STATES and not run["executor_id"]
             ready = decided or orphaned
@@ -177,12 +177,12 @@ class RunApprovals(StoreParts):
                     + (" and waits for a decision" if run["state"] == WAITING else "")
                 )
             if ready:
-                await update_run(
+                update_run(
                     connection, run, state=RUNNING if decided else run["state"], executor_id=executor_id,
                     lease_seconds=lease_seconds,
                     lease_expires_at=utcnow() + timedelta(seconds=lease_seconds), lease_epoch=run["lease_epoch"] + 1,
                 )
-            steps = await connection.execute(select(STEPS).where(STEPS.c.run_id == run_id).order_by(STEPS.c.sequence))
+            steps = connection.execute(select(STEPS).where(STEPS.c.run_id == run_id).order_by(STEPS.c.sequence))
             return run_record(run, steps.mappings().all())
 
         record = await self._writer.write(resume, urgent=True)

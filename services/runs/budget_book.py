@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from services.common.db.database import utcnow
 from services.common.errors import InvalidArgument
@@ -117,10 +117,10 @@ class BudgetBook:
         self._budgets: Mapping[tuple[str, str], list[Budget]] = {}
         self._read_at = -math.inf
 
-    async def current(self, connection: AsyncConnection) -> Mapping[tuple[str, str], list[Budget]]:
+    def current(self, connection: Connection) -> Mapping[tuple[str, str], list[Budget]]:
         if time.monotonic() - self._read_at >= BUDGET_REFRESH_SECONDS:
             budgets: dict[tuple[str, str], list[Budget]] = {}
-            for row in (await connection.execute(select(BUDGETS))).mappings():
+            for row in connection.execute(select(BUDGETS)).mappings():
                 budget = budget_of_row(row)
                 budgets.setdefault((budget.scope, budget.subject), []).append(budget)
             self._budgets, self._read_at = budgets, time.monotonic()

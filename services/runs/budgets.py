@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from services.common.checks import parse_uuid
 from services.common.db.database import runs_to_completion, utcnow
@@ -27,11 +27,11 @@ from services.runs.parts import StoreParts
 from services.runs.rows import RUNS
 
 
-async def _status(connection: AsyncConnection, budget: Budget, now: datetime) -> BudgetStatus:
+def _status(connection: Connection, budget: Budget, now: datetime) -> BudgetStatus:
     start, end = period_bounds(budget.period, now)
     amount = RUNS.c.total_tokens if budget.metric == "tokens" else RUNS.c.cost_nanos
     whose = RUNS.c.owner if budget.scope == "user" else RUNS.c.agent_id
-    spent = await connection.scalar(
+    spent = connection.scalar(
         select(func.coalesce(func.sum(amount), 0)).where(whose == budget.subject, RUNS.c.created_at >= start)
     )
     return BudgetStatus(budget, int(spent or 0), end)
@@ -47,15 +47,15 @@ def _spent_message(status: BudgetStatus) -> str:
 class RunBudgets(StoreParts):
     """The run store's budget methods: set, list, delete, and the two checks."""
 
-    async def _applying(self, connection: AsyncConnection, owner: str, agent_id: str) -> list[Budget]:
-        budgets = await self.budget_book.current(connection)
+    def _applying(self, connection: Connection, owner: str, agent_id: str) -> list[Budget]:
+        budgets = self.budget_book.current(connection)
         return [*budgets.get(("user", owner), ()), *budgets.get(("agent", agent_id), ())]
 
-    async def refuse_if_spent(self, connection: AsyncConnection, owner: str, agent_id: str) -> None:
+    def refuse_if_spent(self, connection: Connection, owner: str, agent_id: str) -> None:
         """ResourceExhausted when a budget of `owner` or `agent_id` is spent: a run of theirs may not start."""
         now = utcnow()
-        for budget in await self._applying(connection, owner, agent_id):
-            status = await _status(connection, budget, now)
+        for budget in self._applying(connection, owner, agent_id):
+            status = _status(connection, budget, now)
             if status.exhausted:
                 metrics.BUDGET_REFUSALS.labels(budget.scope, "start").inc()
                 raise ResourceExhausted(f"the run cannot start: {_spent_message(status)}")
@@ -68,7 +68,7 @@ class RunBudgets(StoreParts):
             return ""
         async with self.database.read() as session:
             connection = await session.connection()
-            if not await self.budget_book.current(connection):
+            if not await connection.run_sync(self.budget_book.current):
                 return ""
             row = (await connection.execute(
                 select(RUNS.c.owner, RUNS.c.agent_id).where(RUNS.c.id == parse_run_id(run_id))
@@ -76,8 +76,8 @@ class RunBudgets(StoreParts):
             if row is None:
                 return ""
             now = utcnow()
-            for budget in await self._applying(connection, row.owner, row.agent_id):
-                status = await _status(connection, budget, now)
+            for budget in await connection.run_sync(self._applying, row.owner, row.agent_id):
+                status = await connection.run_sync(_status, budget, now)
                 if status.exhausted:
                     metrics.BUDGET_REFUSALS.labels(budget.scope, "running").inc()
                     return _spent_message(status)
@@ -92,13 +92,13 @@ class RunBudgets(StoreParts):
             "updated_at": budget.updated_at,
         }
 
-        async def upsert(connection: AsyncConnection) -> str:
+        def upsert(connection: Connection) -> str:
             insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(BUDGETS)
-            await connection.execute(insert.values(values).on_conflict_do_update(
+            connection.execute(insert.values(values).on_conflict_do_update(
                 index_elements=[BUDGETS.c.scope, BUDGETS.c.subject, BUDGETS.c.metric, BUDGETS.c.period],
                 set_={"limit_amount": budget.limit, "updated_by": budget.updated_by, "updated_at": budget.updated_at},
             ))
-            return str(await connection.scalar(select(BUDGETS.c.id).where(
+            return str(connection.scalar(select(BUDGETS.c.id).where(
                 BUDGETS.c.scope == budget.scope, BUDGETS.c.subject == budget.subject,
                 BUDGETS.c.metric == budget.metric, BUDGETS.c.period == budget.period,
             )))
@@ -118,13 +118,13 @@ class RunBudgets(StoreParts):
         async with self.database.read() as session:
             connection = await session.connection()
             rows = (await connection.execute(query)).mappings().all()
-            return [await _status(connection, budget_of_row(row), now) for row in rows]
+            return [await connection.run_sync(_status, budget_of_row(row), now) for row in rows]
 
     async def delete_budget(self, budget_id: str) -> None:
         budget_id = parse_uuid(budget_id, "budget_id", "budget")
 
-        async def delete_(connection: AsyncConnection) -> None:
-            if (await connection.execute(delete(BUDGETS).where(BUDGETS.c.id == budget_id))).rowcount == 0:
+        def delete_(connection: Connection) -> None:
+            if connection.execute(delete(BUDGETS).where(BUDGETS.c.id == budget_id)).rowcount == 0:
                 raise NotFound(f"budget '{budget_id}' not found")
 
         await self._writer.write(delete_)

@@ -28,7 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from services.common.db.database import utcnow
 from services.common.errors import FailedPrecondition, InvalidArgument
@@ -100,12 +100,12 @@ class RunLeases(StoreParts):
         if not ids:
             return LeaseRenewal([], [])
 
-        async def renew(connection: AsyncConnection) -> LeaseRenewal:
+        def renew(connection: Connection) -> LeaseRenewal:
             now = utcnow()
             held: set[str] = set()
             fenced: list[str] = []
             cancel: list[CancelNotice] = []
-            rows = await connection.execute(
+            rows = connection.execute(
                 select(
                     RUNS.c.id, RUNS.c.state, RUNS.c.executor_id, RUNS.c.lease_epoch, RUNS.c.lease_seconds,
                     RUNS.c.cancel_requested_at, RUNS.c.cancel_reason,
@@ -125,7 +125,7 @@ class RunLeases(StoreParts):
                 if row.cancel_requested_at is not None:
                     cancel.append(CancelNotice(row.id, row.cancel_reason))
             for seconds, group in by_duration.items():
-                await connection.execute(
+                connection.execute(
                     update(RUNS).where(RUNS.c.id.in_(group)).values(lease_expires_at=now + timedelta(seconds=seconds))
                 )
             return LeaseRenewal([run_id for run_id in ids if run_id not in held], cancel, fenced)
@@ -139,12 +139,12 @@ class RunLeases(StoreParts):
         (see the module docstring): FAILED "interrupted", or CANCELLED when a cancel was pending. Returns the ids
         of the runs it orphaned or ended."""
 
-        async def reap(connection: AsyncConnection) -> tuple[list[RunRecord], list[RunRecord]]:
+        def reap(connection: Connection) -> tuple[list[RunRecord], list[RunRecord]]:
             now = utcnow()
             ended: list[RunRecord] = []
             orphaned: list[RunRecord] = []
             # SKIP LOCKED: several runs replicas may reap at once on PostgreSQL without waiting on each other.
-            rows = await connection.execute(
+            rows = connection.execute(
                 select(*RUN_COLUMNS)
                 .where(RUNS.c.state.in_(LIVE_STATES), RUNS.c.lease_expires_at < now)
                 .order_by(RUNS.c.lease_expires_at)
@@ -153,7 +153,7 @@ class RunLeases(StoreParts):
             )
             for row in rows.all():
                 run = dict(row._mapping)
-                moved = await self._take_from_engine(connection, run, handed_back=False)
+                moved = self._take_from_engine(connection, run, handed_back=False)
                 (orphaned if moved else ended).append(run_record(run))
             return ended, orphaned
 
@@ -179,10 +179,10 @@ class RunLeases(StoreParts):
         if not epoch_of:
             return HandBack([], [], [])
 
-        async def take_back(connection: AsyncConnection) -> tuple[list[RunRecord], list[RunRecord], list[str]]:
+        def take_back(connection: Connection) -> tuple[list[RunRecord], list[RunRecord], list[str]]:
             ended: list[RunRecord] = []
             orphaned: list[RunRecord] = []
-            rows = await connection.execute(
+            rows = connection.execute(
                 select(*RUN_COLUMNS).where(RUNS.c.id.in_(list(epoch_of))).order_by(RUNS.c.id).with_for_update()
             )
             held: set[str] = set()
@@ -195,7 +195,7 @@ class RunLeases(StoreParts):
                 ):
                     continue  # fenced: not this engine's run at this epoch any more
                 held.add(run["id"])
-                moved = await self._take_from_engine(connection, run, handed_back=True)
+                moved = self._take_from_engine(connection, run, handed_back=True)
                 (orphaned if moved else ended).append(run_record(run))
             return ended, orphaned, [run_id for run_id in epoch_of if run_id not in held]
 
@@ -203,7 +203,7 @@ class RunLeases(StoreParts):
         self._taken_from_engines(ended, orphaned, passing_over=executor_id)
         return HandBack([record.id for record in orphaned], [record.id for record in ended], refused)
 
-    async def _take_from_engine(self, connection: AsyncConnection, run: dict[str, Any], *, handed_back: bool) -> bool:
+    def _take_from_engine(self, connection: Connection, run: dict[str, Any], *, handed_back: bool) -> bool:
         """Take the live `run` (its row, locked) from the engine that held it, which stopped (its lease ran out)
         or handed it back: orphan it, to be offered to engines to resume, and return True; or end it when it
         cannot be resumed (a cancel pending, a workflow run whose inputs were never recorded, out of attempts,
@@ -222,7 +222,7 @@ class RunLeases(StoreParts):
                 moved: dict[str, Any] = {"handbacks": run["handbacks"] + 1, "handed_back_by": engine}
             else:
                 moved = {"attempts": run["attempts"] + 1}
-            await update_run(connection, run, executor_id="", lease_expires_at=None, **moved)
+            update_run(connection, run, executor_id="", lease_expires_at=None, **moved)
             return True
         if run["cancel_requested_at"] is not None:
             state, code, message = CANCELLED, CANCELLED_CODE, cancel_message(run["cancel_reason"])
@@ -247,8 +247,8 @@ class RunLeases(StoreParts):
                 message += f"; {why} cannot be resumed"
             elif resumable:
                 message += f", after {run['attempts']} resume(s) (RUNS_MAX_ATTEMPTS)"
-        await add_error_step(connection, run, code, message)
-        await end_run(connection, run, state, code, message)
+        add_error_step(connection, run, code, message)
+        end_run(connection, run, state, code, message)
         return False
 
     def _taken_from_engines(
@@ -269,14 +269,14 @@ class RunLeases(StoreParts):
         # it would run out with nobody to renew it, and the reaper would take it for a run whose engine stopped).
         held = RUNS.c.executor_id != ""
 
-        async def extend(connection: AsyncConnection) -> int:
+        def extend(connection: Connection) -> int:
             now = utcnow()
             extended = 0
-            durations = await connection.execute(
+            durations = connection.execute(
                 select(RUNS.c.lease_seconds).where(RUNS.c.state.in_(LIVE_STATES), held).distinct()
             )
             for seconds in list(durations.scalars()):
-                result = await connection.execute(
+                result = connection.execute(
                     update(RUNS)
                     .where(RUNS.c.state.in_(LIVE_STATES), held, RUNS.c.lease_seconds == seconds)
                     .values(lease_expires_at=now + timedelta(seconds=seconds))

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from services.common.db.database import utcnow
 from services.common.errors import InvalidArgument
@@ -120,9 +120,9 @@ class PriceBook:
         self._prices: Mapping[str, ModelPrice] = BUILTIN_PRICES
         self._read_at = -math.inf
 
-    async def current(self, connection: AsyncConnection) -> Mapping[str, ModelPrice]:
+    def current(self, connection: Connection) -> Mapping[str, ModelPrice]:
         if time.monotonic() - self._read_at >= PRICE_REFRESH_SECONDS:
-            rows = (await connection.execute(select(PRICES))).mappings()
+            rows = connection.execute(select(PRICES)).mappings()
             set_by_admins = {row["model"]: price_of_row(row) for row in rows}
             self._prices = {**BUILTIN_PRICES, **set_by_admins}
             self._read_at = time.monotonic()

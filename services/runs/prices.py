@@ -3,7 +3,7 @@ built-in snapshot and how a call is priced are in services/runs/price_book.py.""
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from services.common.db.database import runs_to_completion
 from services.common.errors import NotFound
@@ -29,9 +29,9 @@ class RunPrices(StoreParts):
             "output_picos": price.output_picos, "updated_at": price.updated_at, "updated_by": price.updated_by,
         }
 
-        async def upsert(connection: AsyncConnection) -> None:
+        def upsert(connection: Connection) -> None:
             insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(PRICES)
-            await connection.execute(insert.values(values).on_conflict_do_update(
+            connection.execute(insert.values(values).on_conflict_do_update(
                 index_elements=[PRICES.c.model], set_={k: v for k, v in values.items() if k != "model"}
             ))
 
@@ -42,8 +42,8 @@ class RunPrices(StoreParts):
     async def delete_model_price(self, model: str) -> None:
         """Remove the price an admin set for `model` (the built-in one applies again); NotFound if none."""
 
-        async def delete_(connection: AsyncConnection) -> None:
-            if (await connection.execute(delete(PRICES).where(PRICES.c.model == model))).rowcount == 0:
+        def delete_(connection: Connection) -> None:
+            if connection.execute(delete(PRICES).where(PRICES.c.model == model)).rowcount == 0:
                 raise NotFound(f"no price was set for model {model[:200]!r}")
 
         await self._writer.write(delete_)

@@ -82,7 +82,7 @@ class RunQueries(StoreParts):
         run_id = parse_run_id(run_id)
         async with self.database.read() as session:
             connection = await session.connection()
-            run = await load_run(connection, run_id, owner=owner)
+            run = await connection.run_sync(load_run, run_id, owner=owner)
             steps: Sequence[Values] = ()
             if with_steps:
                 result = await connection.execute(
@@ -91,7 +91,7 @@ class RunQueries(StoreParts):
                 steps = result.mappings().all()
             record = run_record(run, steps)
             if with_scores:
-                record = dataclasses.replace(record, scores=await load_scores(connection, run_id))
+                record = dataclasses.replace(record, scores=await connection.run_sync(load_scores, run_id))
             return record
 
     @runs_to_completion
@@ -103,7 +103,7 @@ class RunQueries(StoreParts):
         run_id = parse_run_id(run_id)
         async with self.database.read() as session:
             connection = await session.connection()
-            run = await load_run(connection, run_id)
+            run = await connection.run_sync(load_run, run_id)
             rows = await connection.execute(
                 select(STEPS)
                 .where(STEPS.c.run_id == run_id, STEPS.c.sequence > after_sequence)
@@ -140,7 +140,7 @@ class RunQueries(StoreParts):
         async with self.database.read() as session:
             connection = await session.connection()
             if thread_id:
-                await load_thread(connection, thread_id, owner)
+                await connection.run_sync(load_thread, thread_id, owner)
             common = await prepare_search(connection, search, checked_page_size(page_size), owner)
             query = self.list_runs_statement(
                 page_size, page_token, search, owner=owner, thread_id=thread_id, common_words=common

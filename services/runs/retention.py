@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, delete, exists, false, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from services.common.db.database import utcnow
 from services.common.errors import InvalidArgument
@@ -80,9 +80,9 @@ class RunRetention(StoreParts):
         """Put a run on retention hold, or take it off; NotFound for no such run."""
         run_id = parse_run_id(run_id)
 
-        async def update(connection: AsyncConnection) -> None:
-            await load_run(connection, run_id)
-            await connection.execute(RUNS.update().where(RUNS.c.id == run_id).values(retention_hold=hold))
+        def update(connection: Connection) -> None:
+            load_run(connection, run_id)
+            connection.execute(RUNS.update().where(RUNS.c.id == run_id).values(retention_hold=hold))
 
         await self._writer.write(update)
 
@@ -113,8 +113,8 @@ class RunRetention(StoreParts):
     async def _delete_where(self, condition: ColumnElement[bool], batch: int, moment: datetime) -> int:
         deleted = 0
         while True:
-            async def delete_batch(connection: AsyncConnection) -> int:
-                return await self._delete_batch(connection, condition, batch)
+            def delete_batch(connection: Connection) -> int:
+                return self._delete_batch(connection, condition, batch)
 
             count = await self._writer.write(delete_batch)
             deleted += count
@@ -122,21 +122,21 @@ class RunRetention(StoreParts):
                 break
         quiet = moment - THREAD_QUIET
 
-        async def delete_threads(connection: AsyncConnection) -> None:
-            await connection.execute(delete(THREADS).where(
+        def delete_threads(connection: Connection) -> None:
+            connection.execute(delete(THREADS).where(
                 THREADS.c.updated_at < quiet, ~exists().where(RUNS.c.thread_id == THREADS.c.id)
             ))
 
         await self._writer.write(delete_threads)
         return deleted
 
-    async def _delete_batch(self, connection: AsyncConnection, expired: ColumnElement[bool], batch: int) -> int:
+    def _delete_batch(self, connection: Connection, expired: ColumnElement[bool], batch: int) -> int:
         # Oldest first, on the (created_at, id) index; SKIP LOCKED (PostgreSQL) leaves rows another replica's
         # sweep holds to it. SQLite has one writer and ignores the clause.
-        ids = list((await connection.execute(
+        ids = list(connection.execute(
             select(RUNS.c.id).where(expired).order_by(RUNS.c.created_at, RUNS.c.id).limit(batch)
             .with_for_update(skip_locked=True)
-        )).scalars())
+        ).scalars())
         if ids:
-            await connection.execute(delete(RUNS).where(RUNS.c.id.in_(ids)))
+            connection.execute(delete(RUNS).where(RUNS.c.id.in_(ids)))
         return len(ids)

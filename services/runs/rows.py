@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from services.common.db.database import utcnow
 from services.common.errors import NotFound
@@ -211,8 +211,8 @@ def run_record(row: Values, steps: Sequence[Values] = (), *, query_cut: bool = F
         unpriced_calls=row["unpriced_calls"],
     )
 
-async def load_run(
-    connection: AsyncConnection, run_id: str, *, lock: bool = False, owner: str | None = None
+def load_run(
+    connection: Connection, run_id: str, *, lock: bool = False, owner: str | None = None
 ) -> dict[str, Any]:
     """The run's columns; NotFound if missing, or if `owner` is given and the run is someone else's (with the
     same message: another user's run is indistinguishable from none). `lock` holds its row lock for the
@@ -222,15 +222,15 @@ async def load_run(
         query = query.where(RUNS.c.owner == owner)
     if lock:
         query = query.with_for_update()
-    row = (await connection.execute(query)).first()
+    row = connection.execute(query).first()
     if row is None:
         raise NotFound(f"run '{run_id}' not found")
     return dict(row._mapping)
 
 
-async def update_run(connection: AsyncConnection, run: dict[str, Any], **changes: Any) -> None:
+def update_run(connection: Connection, run: dict[str, Any], **changes: Any) -> None:
     """Write `changes` to the run's row and to `run`, the caller's copy of it."""
-    await connection.execute(
+    connection.execute(
         update(RUNS).where(RUNS.c.id == run["id"]).values({COLUMN_NAMES.get(k, k): v for k, v in changes.items()})
     )
     run.update(changes)
@@ -240,7 +240,7 @@ async def update_run(connection: AsyncConnection, run: dict[str, Any], **changes
 COLUMN_NAMES = {"labels": "metadata"}
 
 
-async def end_run(connection: AsyncConnection, run: dict[str, Any], state: str, error_code: str,
+def end_run(connection: Connection, run: dict[str, Any], state: str, error_code: str,
                   error_message: str) -> None:
     """End a run as `state`; its lease, and any approval it waited for, end with it. What search needs of an ended
     run is recorded now, once (services/runs/search.py): its final answer, the tools it called, its duration."""
@@ -251,16 +251,16 @@ async def end_run(connection: AsyncConnection, run: dict[str, Any], state: str, 
         .order_by(STEPS.c.sequence.desc())
         .limit(1)
     )
-    final_answer = (await connection.execute(last_answer)).scalar() or ""
-    tools = await connection.execute(
+    final_answer = connection.execute(last_answer).scalar() or ""
+    tools = connection.execute(
         select(STEPS.c.content["tool_name"].as_string())
         .where(STEPS.c.run_id == run["id"], STEPS.c.type == "tool-call")
         .distinct()
     )
     tool_rows = [{"run_id": run["id"], "tool": tool[:MAX_TOOL_NAME_CHARS]} for (tool,) in tools if tool]
     if tool_rows:
-        await connection.execute(insert(RUN_TOOLS), tool_rows)
-    await update_run(
+        connection.execute(insert(RUN_TOOLS), tool_rows)
+    update_run(
         connection,
         run,
         step_count=run["step_count"],
@@ -299,16 +299,16 @@ def search_facts(run: RunRecord) -> tuple[dict[str, Any], list[str]]:
     return columns, sorted(tool[:MAX_TOOL_NAME_CHARS] for tool in tools if tool and isinstance(tool, str))
 
 
-async def add_error_step(connection: AsyncConnection, run: dict[str, Any], code: str, message: str) -> None:
+def add_error_step(connection: Connection, run: dict[str, Any], code: str, message: str) -> None:
     """Record the `error` step a run ends on, when the store itself ends it (a reaped or queued run)."""
     sequence = run["step_count"] + 1
     step = NewStep(type="error", content={"code": code, "message": message})
-    await connection.execute(insert(STEPS).values(step_values(run["id"], sequence, step, utcnow())))
+    connection.execute(insert(STEPS).values(step_values(run["id"], sequence, step, utcnow())))
     run["step_count"] = sequence
 
 
-async def record_decision(
-    connection: AsyncConnection, run: dict[str, Any], outcome: str, comment: str, by: str
+def record_decision(
+    connection: Connection, run: dict[str, Any], outcome: str, comment: str, by: str
 ) -> tuple[RunRecord, StepRecord]:
     """Append the approval-decision step of a WAITING run's pending request; the run stays WAITING, ready to
     resume. Its content is the JSON form of runs.v1.ApprovalDecision, as every step's is."""
@@ -320,8 +320,8 @@ async def record_decision(
         "decided_by": by,
     }
     values = step_values(run["id"], sequence, NewStep(type="approval-decision", content=content), utcnow())
-    await connection.execute(insert(STEPS).values(values))
-    await update_run(connection, run, step_count=sequence, awaiting_sequence=None, approval_expires_at=None)
+    connection.execute(insert(STEPS).values(values))
+    update_run(connection, run, step_count=sequence, awaiting_sequence=None, approval_expires_at=None)
     return run_record(run), step_record(values)
 
 
@@ -338,15 +338,15 @@ class Cancelled:
     reason: str
 
 
-async def request_cancel(connection: AsyncConnection, run: dict[str, Any], reason: str) -> Cancelled:
+def request_cancel(connection: Connection, run: dict[str, Any], reason: str) -> Cancelled:
     """Record a cancel of a run not ended (a repeated one keeps the first reason). A QUEUED or WAITING run, or one
     no engine holds (orphaned, waiting to be resumed), ends CANCELLED here, with its `error` step; a RUNNING one
     is ended by its engine, which is told after the commit."""
     if run["cancel_requested_at"] is None:
-        await update_run(connection, run, cancel_requested_at=utcnow(), cancel_reason=reason)
+        update_run(connection, run, cancel_requested_at=utcnow(), cancel_reason=reason)
     executor_id = run["executor_id"]
     if run["state"] in (QUEUED, WAITING) or not executor_id:
         message = cancel_message(run["cancel_reason"])
-        await add_error_step(connection, run, CANCELLED_CODE, message)
-        await end_run(connection, run, CANCELLED, CANCELLED_CODE, message)
+        add_error_step(connection, run, CANCELLED_CODE, message)
+        end_run(connection, run, CANCELLED, CANCELLED_CODE, message)
     return Cancelled(run_record(run), executor_id, run["cancel_reason"])

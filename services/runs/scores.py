@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from services.common.checks import check_text, parse_uuid
 from services.common.db.database import runs_to_completion, utcnow
@@ -110,9 +110,9 @@ def score_record(row: Values) -> ScoreRecord:
     )
 
 
-async def load_scores(connection: AsyncConnection, run_id: str) -> list[ScoreRecord]:
+def load_scores(connection: Connection, run_id: str) -> list[ScoreRecord]:
     """A run's scores, oldest first."""
-    rows = await connection.execute(
+    rows = connection.execute(
         select(SCORES).where(SCORES.c.run_id == run_id).order_by(SCORES.c.created_at, SCORES.c.id)
     )
     return [score_record(row) for row in rows.mappings()]
@@ -127,8 +127,8 @@ class RunScores(StoreParts):
         check_new_score(score)
         values = _values(score, author, utcnow())
 
-        async def create(connection: AsyncConnection) -> None:
-            run = await load_run(connection, score.run_id, owner=owner)
+        def create(connection: Connection) -> None:
+            run = load_run(connection, score.run_id, owner=owner)
             # Steps are numbered 1..step_count without gaps.
             if score.step_sequence > run["step_count"]:
                 raise InvalidArgument(
@@ -137,7 +137,7 @@ class RunScores(StoreParts):
                 )
             # One writer per process serialises this count and the insert; replicas on PostgreSQL may each add
             # one past the bound at the same moment, which the bound (a size, not a quota) tolerates.
-            count = await connection.scalar(
+            count = connection.scalar(
                 select(func.count()).select_from(SCORES).where(SCORES.c.run_id == score.run_id)
             )
             if (count or 0) >= MAX_SCORES_PER_RUN:
@@ -145,7 +145,7 @@ class RunScores(StoreParts):
                     f"run '{score.run_id}' has {MAX_SCORES_PER_RUN} scores, the most a run may have; delete some "
                     "before adding more"
                 )
-            await connection.execute(SCORES.insert().values(values))
+            connection.execute(SCORES.insert().values(values))
 
         await self._writer.write(create)
         return score_record(values)
@@ -156,22 +156,22 @@ class RunScores(StoreParts):
         run_id = parse_run_id(run_id)
         async with self.database.read() as session:
             connection = await session.connection()
-            await load_run(connection, run_id, owner=owner)
-            return await load_scores(connection, run_id)
+            await connection.run_sync(load_run, run_id, owner=owner)
+            return await connection.run_sync(load_scores, run_id)
 
     async def delete_score(self, score_id: str, *, caller: str, admin: bool) -> None:
         """Delete a score: by its author, the owner of its run, or an admin; NotFound for anyone else (as for a
         score that does not exist, so ids tell nothing)."""
         score_id = parse_uuid(score_id, "score_id", "score")
 
-        async def delete_(connection: AsyncConnection) -> None:
-            row = (await connection.execute(
+        def delete_(connection: Connection) -> None:
+            row = connection.execute(
                 select(SCORES.c.author, RUNS.c.owner).join(RUNS, RUNS.c.id == SCORES.c.run_id)
                 .where(SCORES.c.id == score_id)
-            )).first()
+            ).first()
             if row is None or not (admin or caller in (row.author, row.owner)):
                 raise NotFound(f"score '{score_id}' not found")
-            await connection.execute(delete(SCORES).where(SCORES.c.id == score_id))
+            connection.execute(delete(SCORES).where(SCORES.c.id == score_id))
 
         await self._writer.write(delete_)
 

@@ -26,8 +26,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.checks import check_text
 from services.common.db.database import Database, utcnow
@@ -128,8 +128,8 @@ def _run_values(new: NewRun, fingerprint: str, now: datetime) -> dict[str, Any]:
     return values
 
 
-async def _place_on_thread(
-    connection: AsyncConnection, new: NewRun, row: dict[str, Any], now: datetime
+def _place_on_thread(
+    connection: Connection, new: NewRun, row: dict[str, Any], now: datetime
 ) -> list[dict[str, Any]]:
     """Give the run `row` its thread and turn (none for a workflow run); returns the runs in progress on that
     thread, which the new run has to wait for (or reject, or interrupt)."""
@@ -137,13 +137,13 @@ async def _place_on_thread(
         # A workflow run is not a turn of a conversation.
         row["thread_id"], row["thread_turn"] = None, None
         return []
-    place = await place_run(connection, new.thread_id, new.owner, new.user_query, now, RUN_COLUMNS)
+    place = place_run(connection, new.thread_id, new.owner, new.user_query, now, RUN_COLUMNS)
     row["thread_id"], row["thread_turn"] = place.thread_id, place.turn
     return list(place.live)
 
 
-async def _wait_for_earlier_turns(
-    connection: AsyncConnection, new: NewRun, row: dict[str, Any], live: list[dict[str, Any]]
+def _wait_for_earlier_turns(
+    connection: Connection, new: NewRun, row: dict[str, Any], live: list[dict[str, Any]]
 ) -> list[Cancelled]:
     """Apply `new.multitask` to a run whose thread has the `live` runs in progress: refuse it ("reject"), or make
     it QUEUED without steps, and for "interrupt" cancel the live runs too; returns the runs cancelled."""
@@ -157,7 +157,7 @@ async def _wait_for_earlier_turns(
     row.update(state=QUEUED, started_at=None, step_count=0, prompt_tokens=0, completion_tokens=0, total_tokens=0)
     if new.multitask == "interrupt":
         reason = f"interrupted by run {row['id']} on its thread (multitask_strategy INTERRUPT)"
-        return [await request_cancel(connection, run, reason) for run in live]
+        return [request_cancel(connection, run, reason) for run in live]
     return []
 
 
@@ -213,8 +213,8 @@ class RunStore(
         values = _run_values(new, fingerprint, now)
         steps = [step_values(values["id"], step.sequence, step, now) for step in new.steps]
 
-        async def create(connection: AsyncConnection) -> tuple[RunRecord, list[Cancelled]]:
-            return await self._insert_run(connection, new, fingerprint, now, values, steps)
+        def create(connection: Connection) -> tuple[RunRecord, list[Cancelled]]:
+            return self._insert_run(connection, new, fingerprint, now, values, steps)
 
         try:
             record, cancelled = await self._writer.write(create)
@@ -222,7 +222,7 @@ class RunStore(
             # Another runs replica created a run with the same request id first: answer as its retry would.
             async with self.database.read() as session:
                 connection = await session.connection()
-                existing = await self._by_request_id(connection, new.request_id, fingerprint, len(steps))
+                existing = await connection.run_sync(self._by_request_id, new.request_id, fingerprint, len(steps))
             if existing is None:
                 raise
             return existing
@@ -232,9 +232,9 @@ class RunStore(
             self.signals.steps_stored(record.id, record.steps)
         return record
 
-    async def _insert_run(
+    def _insert_run(
         self,
-        connection: AsyncConnection,
+        connection: Connection,
         new: NewRun,
         fingerprint: str,
         now: datetime,
@@ -248,26 +248,26 @@ class RunStore(
         # that waited in a deep write queue must not start with its lease half gone.
         row["lease_expires_at"] = utcnow() + timedelta(seconds=new.lease_seconds)
         if new.request_id:
-            existing = await self._by_request_id(connection, new.request_id, fingerprint, len(steps))
+            existing = self._by_request_id(connection, new.request_id, fingerprint, len(steps))
             if existing is not None:
                 return existing, []
-        await self.refuse_if_spent(connection, new.owner, new.agent_id)
+        self.refuse_if_spent(connection, new.owner, new.agent_id)
         cancelled = []
-        live = await _place_on_thread(connection, new, row, now)
+        live = _place_on_thread(connection, new, row, now)
         if live:
-            cancelled = await _wait_for_earlier_turns(connection, new, row, live)
+            cancelled = _wait_for_earlier_turns(connection, new, row, live)
             row_steps = []
-        await connection.execute(insert(RUNS).values({COLUMN_NAMES.get(k, k): v for k, v in row.items()}))
+        connection.execute(insert(RUNS).values({COLUMN_NAMES.get(k, k): v for k, v in row.items()}))
         if row_steps:
-            await connection.execute(insert(STEPS), row_steps)
+            connection.execute(insert(STEPS), row_steps)
         return run_record(row, row_steps), cancelled
 
     @staticmethod
-    async def _by_request_id(
-        connection: AsyncConnection, request_id: str, fingerprint: str, with_steps: int = 0
+    def _by_request_id(
+        connection: Connection, request_id: str, fingerprint: str, with_steps: int = 0
     ) -> RunRecord | None:
         """The run a create with this request id made, with its first `with_steps` steps."""
-        row = (await connection.execute(select(*RUN_COLUMNS).where(RUNS.c.request_id == request_id))).first()
+        row = connection.execute(select(*RUN_COLUMNS).where(RUNS.c.request_id == request_id)).first()
         if row is None:
             return None
         if row.request_hash != fingerprint:
@@ -278,7 +278,7 @@ class RunStore(
             )
         steps: Sequence[Values] = ()
         if with_steps:
-            result = await connection.execute(
+            result = connection.execute(
                 select(STEPS)
                 .where(STEPS.c.run_id == row.id, STEPS.c.sequence <= with_steps)
                 .order_by(STEPS.c.sequence)
@@ -292,22 +292,22 @@ class RunStore(
         check_executor_id(executor_id)
         check_lease_epoch(epoch)
 
-        async def begin(connection: AsyncConnection) -> RunRecord:
-            run = await load_run(connection, run_id, lock=True)
+        def begin(connection: Connection) -> RunRecord:
+            run = load_run(connection, run_id, lock=True)
             check_fence(run, epoch, "begin")
             if run["state"] not in LIVE_STATES or run["executor_id"] != executor_id:
                 raise FailedPrecondition(
                     f"run '{run_id}' is {run['state']} and not held by executor {executor_id!r}; it cannot begin"
                 )
             if run["state"] == QUEUED and run["thread_id"]:
-                waiting_for = await earlier_live_turn(connection, run["thread_id"], run["thread_turn"])
+                waiting_for = earlier_live_turn(connection, run["thread_id"], run["thread_turn"])
                 if waiting_for is not None:
                     raise FailedPrecondition(
                         f"run '{run_id}' cannot begin before run '{waiting_for}', an earlier turn of its thread, "
                         "has ended"
                     )
             if run["state"] == QUEUED:
-                await update_run(connection, run, state=RUNNING, started_at=utcnow())
+                update_run(connection, run, state=RUNNING, started_at=utcnow())
             return run_record(run)
 
         record = await self._writer.write(begin)
@@ -330,8 +330,8 @@ class RunStore(
         check_finish(state, error_code, error_message)
         check_lease_epoch(epoch)
 
-        async def finish(connection: AsyncConnection) -> tuple[RunRecord, bool]:
-            run = await load_run(connection, run_id, lock=True)
+        def finish(connection: Connection) -> tuple[RunRecord, bool]:
+            run = load_run(connection, run_id, lock=True)
             check_fence(run, epoch, "finish")
             overruled = state == COMPLETED and run["cancel_requested_at"] is not None
             if run["state"] not in LIVE_STATES:
@@ -346,13 +346,13 @@ class RunStore(
                 )
             if overruled:
                 ending = (CANCELLED, CANCELLED_CODE, cancel_message(run["cancel_reason"]))
-                await add_error_step(connection, run, *ending[1:])
+                add_error_step(connection, run, *ending[1:])
             else:
                 ending = (state, error_code, error_message)
                 if run["state"] == QUEUED and state != COMPLETED:
                     # A run that never began has no steps to end on; the store records the end the engine reports.
-                    await add_error_step(connection, run, error_code, error_message)
-            await end_run(connection, run, *ending)
+                    add_error_step(connection, run, error_code, error_message)
+            end_run(connection, run, *ending)
             return run_record(run), True
 
         record, ended = await self._writer.write(finish)
@@ -372,12 +372,12 @@ class RunStore(
         if by:
             reason = f"by {by}: {reason}" if reason else f"by {by}"
 
-        async def cancel(connection: AsyncConnection) -> Cancelled:
-            run = await load_run(connection, run_id, lock=True, owner=owner)
+        def cancel(connection: Connection) -> Cancelled:
+            run = load_run(connection, run_id, lock=True, owner=owner)
             if run["state"] not in ACTIVE_STATES:
                 raise FailedPrecondition(f"run '{run_id}' already ended {run['state']}; only a QUEUED, RUNNING or "
                                          "WAITING run can be cancelled")
-            return await request_cancel(connection, run, reason)
+            return request_cancel(connection, run, reason)
 
         cancelled = await self._writer.write(cancel, urgent=True)  # a person waits
         self._announce(cancelled)
@@ -400,8 +400,8 @@ class RunStore(
         if owner is not None:
             query = query.where(RUNS.c.owner == owner)
 
-        async def delete_(connection: AsyncConnection) -> None:
-            result = await connection.execute(query)
+        def delete_(connection: Connection) -> None:
+            result = connection.execute(query)
             if result.rowcount == 0:
                 raise NotFound(f"run '{run_id}' not found")
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, insert, literal, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from services.common.checks import parse_uuid
 from services.common.db.database import UtcDateTime, runs_to_completion
@@ -53,14 +53,14 @@ def thread_record(row: Values) -> ThreadRecord:
     )
 
 
-async def place_run(
-    connection: AsyncConnection, thread_id: str, owner: str, user_query: str, now: datetime, run_columns: list[Any]
+def place_run(
+    connection: Connection, thread_id: str, owner: str, user_query: str, now: datetime, run_columns: list[Any]
 ) -> Placement:
     """Start a thread for a new run ("" thread_id), or take the next turn of `owner`'s thread `thread_id`
     (NotFound for a missing thread or another user's: the same words for both)."""
     if not thread_id:
         thread_id = str(uuid.uuid4())
-        await connection.execute(
+        connection.execute(
             insert(THREADS).values(
                 id=thread_id,
                 owner=owner,
@@ -72,7 +72,7 @@ async def place_run(
         )
         return Placement(thread_id, 1, [])
     turn = (
-        await connection.execute(
+        connection.execute(
             update(THREADS)
             .where(THREADS.c.id == thread_id, THREADS.c.owner == owner)
             .values(turn_count=THREADS.c.turn_count + 1, updated_at=now)
@@ -81,7 +81,7 @@ async def place_run(
     ).scalar_one_or_none()
     if turn is None:
         raise NotFound(f"thread '{thread_id}' not found")
-    live = await connection.execute(
+    live = connection.execute(
         select(*run_columns)
         .where(RUNS.c.thread_id == thread_id, RUNS.c.state.in_(ACTIVE_STATES))
         .order_by(RUNS.c.thread_turn)
@@ -90,10 +90,10 @@ async def place_run(
     return Placement(thread_id, turn, [dict(row._mapping) for row in live])
 
 
-async def earlier_live_turn(connection: AsyncConnection, thread_id: str, turn: int) -> str | None:
+def earlier_live_turn(connection: Connection, thread_id: str, turn: int) -> str | None:
     """The id of a run before `turn` on the thread that has not ended (QUEUED, RUNNING or WAITING), if any."""
     return (
-        await connection.execute(
+        connection.execute(
             select(RUNS.c.id)
             .where(RUNS.c.thread_id == thread_id, RUNS.c.thread_turn < turn, RUNS.c.state.in_(ACTIVE_STATES))
             .limit(1)
@@ -101,22 +101,22 @@ async def earlier_live_turn(connection: AsyncConnection, thread_id: str, turn: i
     ).scalar_one_or_none()
 
 
-async def load_thread(connection: AsyncConnection, thread_id: str, owner: str | None) -> ThreadRecord:
+def load_thread(connection: Connection, thread_id: str, owner: str | None) -> ThreadRecord:
     """A thread; NotFound if missing or, with `owner`, someone else's."""
     query = select(THREADS).where(THREADS.c.id == thread_id)
     if owner is not None:
         query = query.where(THREADS.c.owner == owner)
-    row = (await connection.execute(query)).mappings().first()
+    row = connection.execute(query).mappings().first()
     if row is None:
         raise NotFound(f"thread '{thread_id}' not found")
     return thread_record(row)
 
 
-async def with_totals(connection: AsyncConnection, threads: list[ThreadRecord]) -> list[ThreadRecord]:
+def with_totals(connection: Connection, threads: list[ThreadRecord]) -> list[ThreadRecord]:
     """`threads` with their runs' usage and cost summed (one query for all of them)."""
     if not threads:
         return threads
-    rows = await connection.execute(
+    rows = connection.execute(
         select(RUNS.c.thread_id, func.sum(RUNS.c.prompt_tokens), func.sum(RUNS.c.completion_tokens),
                func.sum(RUNS.c.cost_nanos), func.sum(RUNS.c.unpriced_calls))
         .where(RUNS.c.thread_id.in_([thread.id for thread in threads])).group_by(RUNS.c.thread_id)
@@ -179,7 +179,8 @@ class ThreadStore(StoreParts):
         thread_id = parse_uuid(thread_id, "thread_id", "thread")
         async with self.database.read() as session:
             connection = await session.connection()
-            [thread] = await with_totals(connection, [await load_thread(connection, thread_id, owner)])
+            thread = await connection.run_sync(load_thread, thread_id, owner)
+            [thread] = await connection.run_sync(with_totals, [thread])
             return thread
 
     @runs_to_completion
@@ -194,18 +195,19 @@ class ThreadStore(StoreParts):
         if page_token:
             query = query.where(threads_after(self.page_tokens, page_token, owner))
         async with self.database.read() as session:
-            rows = (await session.execute(query)).mappings().all()
-            page = await with_totals(await session.connection(), [thread_record(row) for row in rows[:limit]])
+            connection = await session.connection()
+            rows = (await connection.execute(query)).mappings().all()
+            page = await connection.run_sync(with_totals, [thread_record(row) for row in rows[:limit]])
         return page, thread_page_token(self.page_tokens, page[-1], owner) if len(rows) > limit else ""
 
     async def delete_thread(self, thread_id: str, *, owner: str | None = None) -> None:
         """Delete a thread with its runs and their steps (ON DELETE CASCADE); as delete_run for each run."""
         thread_id = parse_uuid(thread_id, "thread_id", "thread")
 
-        async def delete_(connection: AsyncConnection) -> list[str]:
-            await load_thread(connection, thread_id, owner)
-            run_ids = list((await connection.execute(select(RUNS.c.id).where(RUNS.c.thread_id == thread_id))).scalars())
-            await connection.execute(delete(THREADS).where(THREADS.c.id == thread_id))
+        def delete_(connection: Connection) -> list[str]:
+            load_thread(connection, thread_id, owner)
+            run_ids = list(connection.execute(select(RUNS.c.id).where(RUNS.c.thread_id == thread_id)).scalars())
+            connection.execute(delete(THREADS).where(THREADS.c.id == thread_id))
             return run_ids
 
         for run_id in await self._writer.write(delete_):
@@ -221,7 +223,7 @@ class ThreadStore(StoreParts):
                                   f"{MAX_HISTORY_TURNS}, got {max_turns}")
         async with self.database.read() as session:
             connection = await session.connection()
-            run = await load_run(connection, run_id)
+            run = await connection.run_sync(load_run, run_id)
             if not run["thread_id"]:
                 return ThreadHistory([], 0)
             earlier = (RUNS.c.thread_id == run["thread_id"]) & (RUNS.c.thread_turn < run["thread_turn"])

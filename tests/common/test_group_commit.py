@@ -1,12 +1,13 @@
 """GroupCommit on a real SQLite database: writes share transactions, one that fails rolls back alone, callers
-see results only once committed, and urgent writes go ahead of the queue."""
+see results only once committed, urgent writes go ahead of the queue, and the writer's thread ends with it."""
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from services.common.db.database import Database
 from services.common.db.group_commit import GroupCommit
@@ -22,9 +23,9 @@ async def database(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def insert(n: int, order: list[int]):  # type: ignore[no-untyped-def]
-    async def work(connection: AsyncConnection) -> int:
+    def work(connection: Connection) -> int:
         order.append(n)
-        await connection.execute(text("INSERT INTO notes (n) VALUES (:n)"), {"n": n})
+        connection.execute(text("INSERT INTO notes (n) VALUES (:n)"), {"n": n})
         return n
 
     return work
@@ -102,3 +103,33 @@ async def test_a_write_after_the_writer_was_stopped_fails_at_once_instead_of_wai
     with pytest.raises(RuntimeError, match="stopped"):
         await asyncio.wait_for(writer.write(insert(2, [])), 1)
     await writer.close()  # still closes its connection
+
+
+def writer_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("sqlite-writer")]
+
+
+async def test_a_batch_runs_in_the_writers_own_thread_which_ends_when_it_closes(database: Database) -> None:
+    writer, ran_in = GroupCommit(database), []
+
+    def where(connection: Connection) -> None:
+        ran_in.append(threading.current_thread())
+        connection.execute(text("INSERT INTO notes (n) VALUES (7)"))
+
+    before = writer_threads()
+    outcomes = await asyncio.gather(writer.write(where), writer.write(where), return_exceptions=True)
+    assert outcomes[0] is None and isinstance(outcomes[1], Exception)
+    assert len(set(ran_in)) == 1 and ran_in[0] is not threading.main_thread()
+    assert ran_in[0] in writer_threads()
+    assert await stored(database) == [7]  # the second write's duplicate rolled back alone
+    await writer.close()
+    assert not ran_in[0].is_alive() and writer_threads() == before
+
+
+async def test_closing_commits_what_is_queued_first(database: Database) -> None:
+    writer = GroupCommit(database)
+    pending = [asyncio.ensure_future(writer.write(insert(n, []))) for n in range(1, 101)]
+    await asyncio.sleep(0)  # queued, not yet committed
+    await writer.close()
+    assert [write.result() for write in pending] == list(range(1, 101))
+    assert await stored(database) == list(range(1, 101))

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from services.common.db.database import Database
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -109,14 +109,14 @@ async def test_two_creates_that_both_miss_the_lookup_still_make_one_run(
     lookup = store._by_request_id
     misses = 2
 
-    async def miss_twice(
-        connection: AsyncConnection, request_id: str, fingerprint: str, with_steps: int = 0
+    def miss_twice(
+        connection: Connection, request_id: str, fingerprint: str, with_steps: int = 0
     ) -> RunRecord | None:
         nonlocal misses
         if misses:
             misses -= 1
             return None
-        return await lookup(connection, request_id, fingerprint, with_steps)
+        return lookup(connection, request_id, fingerprint, with_steps)
 
     monkeypatch.setattr(store, "_by_request_id", miss_twice)
     first, second = await asyncio.gather(

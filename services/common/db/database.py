@@ -1,7 +1,9 @@
 """SQLAlchemy async set-up shared by the services that keep state (runs, tools' settings).
 
 One URL selects the dialect: `sqlite+aiosqlite:///path.db` (the embedded default) or
-`postgresql+asyncpg://user:pass@host/db` (production). Nothing here or in the callers is SQLite-only.
+`postgresql+asyncpg://user:pass@host/db` (production). Nothing here or in the callers is SQLite-only. On SQLite
+the one writer of a process (group_commit.py) also gets a synchronous engine over `sqlite3` on the same file, with
+the same pragmas (`Database.sqlite_write_engine`), so that it runs a whole batch per hop to its thread.
 """
 
 import asyncio
@@ -17,11 +19,10 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import DateTime, MetaData, event, inspect, text
-from sqlalchemy.engine import URL, Connection, Dialect, make_url
+from sqlalchemy import DateTime, MetaData, create_engine, event, inspect, text
+from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
-    AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
@@ -89,11 +90,11 @@ SQLITE_SYNCHRONOUS = ("NORMAL", "FULL")
 T = TypeVar("T")
 
 
-def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, synchronous: str) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int, synchronous: str) -> None:
     # pysqlite's own transaction handling is turned off so that we emit BEGIN ourselves: BEGIN IMMEDIATE
     # for writes takes the write lock up front, so two writers queue on busy_timeout instead of one
     # failing with "database is locked" when it upgrades a read lock (SQLAlchemy's documented recipe).
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -103,7 +104,7 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, synchronous: st
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
         immediate = connection.get_execution_options().get(_IMMEDIATE, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
@@ -127,8 +128,16 @@ class Database:
         else:
             options["pool_pre_ping"] = True
         self.engine = create_async_engine(url, **options)
+        #: SQLite only: the synchronous engine the store's writer runs its batches on (see `sqlite_write_engine`).
+        self.sqlite_write_engine: Engine | None = None
         if self.is_sqlite:
-            _configure_sqlite(self.engine, sqlite_busy_timeout_ms, sqlite_synchronous)
+            _configure_sqlite(self.engine.sync_engine, sqlite_busy_timeout_ms, sqlite_synchronous)
+            # aiosqlite hops to its own thread and back through the event loop for every statement; the writer
+            # instead takes a whole batch to a thread of its own and runs it there on plain sqlite3. NullPool:
+            # its one connection is opened, used and closed in that thread (sqlite3 connections stay in theirs).
+            sync_engine = create_engine(parsed.set(drivername="sqlite"), echo=echo, poolclass=NullPool)
+            _configure_sqlite(sync_engine, sqlite_busy_timeout_ms, sqlite_synchronous)
+            self.sqlite_write_engine = sync_engine.execution_options(**{_IMMEDIATE: True})
         self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_engine = self.engine.execution_options(**{_IMMEDIATE: True})
         self._writer = async_sessionmaker(self._write_engine, expire_on_commit=False)
@@ -173,7 +182,8 @@ class Database:
             yield session
 
     def connect_for_writing(self) -> AsyncConnection:
-        """A connection whose transactions take the write lock at BEGIN on SQLite (for `GroupCommit`)."""
+        """A connection whose transactions take the write lock at BEGIN on SQLite (for `GroupCommit` on
+        PostgreSQL; on SQLite it writes through `sqlite_write_engine`)."""
         return self._write_engine.connect()
 
     async def create_schema(self, metadata: MetaData) -> None:
@@ -231,6 +241,8 @@ class Database:
         """Close every connection, once operations orphaned by cancelled callers have finished."""
         await self.drain()
         await self.engine.dispose()
+        if self.sqlite_write_engine is not None:
+            self.sqlite_write_engine.dispose()
 
 
 P = ParamSpec("P")
