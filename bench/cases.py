@@ -223,9 +223,9 @@ async def _stack_case(stack: RunningStack, channels: Channels, key: str, name: s
         latency_ms=[run.latency_ms for run in runs if run.error is None],
         ttfs_ms=[ms for run in runs if (ms := run.time_to_first_step_ms) is not None],
         delivery_ms=[ms for run in runs for ms in run.delivery_ms],
-        cpu_s=measured.usage.cpu, peak_rss=measured.usage.peak_rss, outside_cpu_s=measured.usage.outside_cpu,
-        verified=verification.passed, checked=verification.checked, problems=verification.first(),
-        failure_kinds=dict(verification.kinds.most_common()),
+        cpu_s=measured.usage.cpu, peak_rss=measured.usage.peak_rss, start_rss=measured.usage.start_rss,
+        outside_cpu_s=measured.usage.outside_cpu, verified=verification.passed, checked=verification.checked,
+        problems=verification.first(), failure_kinds=dict(verification.kinds.most_common()),
     )
 
 

@@ -60,6 +60,8 @@ class CaseResult:
     #: CPU seconds over the case, by process name (stack cases: PLATFORM + DRIVERS; baseline: server, client).
     cpu_s: dict[str, float] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)
+    #: Each process's RSS when the case began, at rest.
+    start_rss: dict[str, int] = field(default_factory=dict)
     #: CPU seconds other processes on the machine used during the case (not ours: a shared machine's noise).
     outside_cpu_s: float = 0.0
     #: Runs checked from the store and how many passed (the baseline's calls are not runs: 0 and 0).
@@ -92,6 +94,17 @@ class CaseResult:
         """The largest peak RSS of a process of this kind (each engine's own, not their sum)."""
         peaks = [peak for name, peak in self.peak_rss.items() if _kind(name) == kind]
         return max(peaks) if peaks else None
+
+    def engine_rss_per_thousand(self) -> tuple[float, float] | None:
+        """Engine memory per 1,000 live runs, in MiB, for a case whose runs are all live at once (a burst): every
+        engine's peak RSS summed, and the growth of that sum over the RSS the engines had at rest, each times
+        1,000 / runs. None when an engine was not measured."""
+        peaks = {name: peak for name, peak in self.peak_rss.items() if _kind(name) == "engine"}
+        if not peaks or not self.runs or any(name not in self.start_rss for name in peaks):
+            return None
+        per_thousand = 1000 / self.runs / MIB
+        grown = sum(peak - self.start_rss[name] for name, peak in peaks.items())
+        return sum(peaks.values()) * per_thousand, grown * per_thousand
 
     @property
     def server_cpu_ms(self) -> float:
@@ -145,6 +158,12 @@ def goal_lines(results: Sequence[CaseResult]) -> list[str]:
                            burst.wall_s <= bound))
         ttfs = percentile(burst.ttfs_ms, 0.99)
         lines.append(_goal(f"{burst.name}: TTFS p99 {ttfs:.0f} ms < 1000 ms", ttfs < 1000))
+    for key in ("burst", "burst2"):
+        if (case := by_key.get(key)) and (memory := case.engine_rss_per_thousand()) is not None:
+            total, grown = memory
+            lines.append(_goal(f"{case.name}: engine RSS per 1,000 live runs {total:.0f} MiB < 150 MiB (every "
+                               f"engine's peak, summed; {grown:.0f} MiB of it grown over the engines at rest)",
+                               total < 150))
     if concurrent := by_key.get("concurrent"):
         lines.append(_goal(f"{concurrent.name}: {concurrent.runs_per_s:.1f} runs/s >= 100",
                            concurrent.runs_per_s >= 100))

@@ -90,12 +90,21 @@ def tree_cpu_seconds(pid: int) -> float | None:
 def peak_rss_bytes(pid: int) -> int | None:
     """The peak resident set size of `pid` (VmHWM) since it started or since `reset_peak_rss`; None when it is
     gone."""
+    return _status_bytes(pid, "VmHWM:")
+
+
+def rss_bytes(pid: int) -> int | None:
+    """The resident set size of `pid` now (VmRSS); None when it is gone."""
+    return _status_bytes(pid, "VmRSS:")
+
+
+def _status_bytes(pid: int, field: str) -> int | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
     for line in status.splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field):
             return int(line.split()[1]) * 1024
     return None
 
@@ -120,6 +129,8 @@ class Usage:
 
     cpu: dict[str, float]
     peak_rss: dict[str, int]
+    #: Each process's RSS when the stretch began (at rest, before the case's load).
+    start_rss: dict[str, int]
     #: CPU seconds the whole machine used meanwhile (every process, ours included).
     machine_cpu: float
 
@@ -145,11 +156,13 @@ class UsageMeter:
         self._pids = dict(pids)
         self._own_only = frozenset(own_only)
         self._before: dict[str, float] = {}
+        self._start_rss: dict[str, int] = {}
         self._machine_before = 0.0
 
     def start(self) -> None:
         for pid in self._pids.values():
             reset_peak_rss(pid)
+        self._start_rss = {name: rss for name, pid in self._pids.items() if (rss := rss_bytes(pid)) is not None}
         self._before = {name: cpu for name, pid in self._pids.items() if (cpu := self._cpu(name, pid)) is not None}
         self._machine_before = machine_cpu_seconds()
 
@@ -159,7 +172,9 @@ class UsageMeter:
             pid = self._pids[name]
             if (now := self._cpu(name, pid)) is not None and (peak := peak_rss_bytes(pid)) is not None:
                 cpu[name], peak_rss[name] = now - before, peak
-        return Usage(cpu=cpu, peak_rss=peak_rss, machine_cpu=machine_cpu_seconds() - self._machine_before)
+        start_rss = {name: rss for name, rss in self._start_rss.items() if name in peak_rss}
+        return Usage(cpu=cpu, peak_rss=peak_rss, start_rss=start_rss,
+                     machine_cpu=machine_cpu_seconds() - self._machine_before)
 
     def _cpu(self, name: str, pid: int) -> float | None:
         return cpu_seconds(pid) if name in self._own_only else tree_cpu_seconds(pid)
