@@ -106,8 +106,8 @@ class AgentLoop:
         deltas: DeltaSink,
         wait_turn: Callable[[], Awaitable[None]],
     ) -> None:
-        """`wait_turn` is awaited before every model call: it returns once no new chat is being admitted
-        (execution/admission.py), or after a bound."""
+        """`wait_turn` is awaited before every model call: it returns once the chats that arrived before it are
+        admitted (execution/admission.py), at most after a bound."""
         self._runs = runs
         self._tools = tools
         self._model = model
@@ -338,8 +338,8 @@ class AgentLoop:
         sampling: ModelSampling,
         recorder: StepRecorder,
     ) -> ModelTurn:
-        # A model call and its stream are most of what a run costs this process: new chats being admitted go
-        # first, so a burst of them is acknowledged before the runs executing take the loop.
+        # A model call and its stream are most of what a run costs this process: chats that arrived before it are
+        # admitted first, so a burst of them is acknowledged before the runs executing take the loop.
         await self._wait_turn()
         # The text becomes the next step (a thought or the response); the tool calls the steps after the thought.
         sequence = recorder.next_sequence
