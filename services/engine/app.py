@@ -15,7 +15,6 @@ from services.common.rpc.channels import dial
 from services.common.rpc.server import RunningServer, ServiceBinding, start_server
 from services.common.step_delta import StepDelta
 from services.engine import metrics
-from services.engine.execution.admission import Admissions
 from services.engine.execution.run_executor import RunExecutor
 from services.engine.execution.scheduler import RECORD_END_SECONDS, RunScheduler
 from services.engine.loop.agent_loop import AgentLoop
@@ -121,12 +120,10 @@ async def start_engine(settings: EngineSettings) -> EngineApp:
         link.send_delta(delta)  # for the run's watchers in the store
         scheduler.publish_delta(delta)  # for the StreamChat following it here
 
-    admissions = Admissions(settings.admission_hold_seconds)
-    loop = AgentLoop(runs, tools, model, settings, send_delta, admissions.wait_turn)
+    loop = AgentLoop(runs, tools, model, settings, send_delta)
     agents = AgentsClient(agents_channel, settings.call_timeout_seconds, token)
     workflows = WorkflowRunner(loop, runs, tools, agents)
-    executor = RunExecutor(runs, agents, loop, workflows, settings, executor_id)
-    scheduler = RunScheduler(runs, agents, executor, settings, admissions)
+    scheduler = RunScheduler(runs, agents, RunExecutor(runs, agents, loop, workflows, settings, executor_id), settings)
     link.start(on_cancel=scheduler.cancel, on_resume=scheduler.resume)
     scheduler.start_lease_renewals()
 

@@ -54,14 +54,6 @@ RUNS_EXECUTING = Gauge("agentplatform_runs_executing", "Runs holding one of this
 RUNS_QUEUED = Gauge(
     "agentplatform_runs_queued", "Runs this engine holds that wait for a slot (ENGINE_MAX_CONCURRENT_RUNS)."
 )
-ADMISSIONS_IN_FLIGHT = Gauge(
-    "agentplatform_admissions_in_flight", "Starts (chats, runs) this engine is admitting now: run not created yet."
-)
-ADMISSION_HOLD = Histogram(
-    "agentplatform_admission_hold_seconds",
-    "How long a run's model call waited for new chats to be admitted (at most ENGINE_ADMISSION_HOLD_SECONDS).",
-    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
-)
 
 MODEL_CALLS = Counter(
     "agentplatform_model_calls_total",

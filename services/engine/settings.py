@@ -49,12 +49,6 @@ class EngineSettings(AuthSettings, RunLimitMaximums):
     #: Runs that may wait QUEUED; beyond that StartRun answers RESOURCE_EXHAUSTED with a retry hint.
     max_queued_runs: int = Field(10_000, alias="ENGINE_MAX_QUEUED_RUNS", ge=0, le=1_000_000)
 
-    #: How long a running run's next model call may wait while new chats are being admitted (their runs created
-    #: with the user's request); 0 never waits. One engine's event loop is shared by every run, so a burst of new
-    #: chats otherwise waits seconds behind the model streams of the runs already executing
-    #: (services/engine/execution/admission.py).
-    admission_hold_seconds: float = Field(2.0, alias="ENGINE_ADMISSION_HOLD_SECONDS", ge=0, le=60)
-
     #: Runs one user may start: a token bucket of ENGINE_USER_RUN_BURST runs, refilled at this rate. 0 turns the
     #: limit off (the benchmark does, to measure the engine itself). Per engine process.
     user_runs_per_second: float = Field(10.0, alias="ENGINE_USER_RUNS_PER_SECOND", ge=0)

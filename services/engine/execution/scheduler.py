@@ -35,7 +35,6 @@ from services.common.step_delta import StepDelta
 from services.engine import metrics, spans
 from services.engine.agent_profile import DEFAULT_AGENT, AgentProfile, within_agent
 from services.engine.execution.active_run import ActiveRun, Stop
-from services.engine.execution.admission import Admissions
 from services.engine.execution.leases import LeaseRenewer
 from services.engine.execution.rate_limit import RunRateLimiter
 from services.engine.execution.run_executor import RunExecutor
@@ -71,22 +70,13 @@ WORKFLOW_QUERY_CHARS = 1000
 class RunScheduler:
     """The runs this engine process holds, and the slots they execute in."""
 
-    def __init__(
-        self,
-        runs: RunsClient,
-        agents: AgentsClient,
-        executor: RunExecutor,
-        settings: EngineSettings,
-        admissions: Admissions,
-    ) -> None:
-        """`executor` runs each held run (under the lease of its `executor_id`, this engine process's); every
-        start is counted in `admissions` until its run is created, for the running runs to let it go first."""
+    def __init__(self, runs: RunsClient, agents: AgentsClient, executor: RunExecutor, settings: EngineSettings) -> None:
+        """`executor` runs each held run (under the lease of its `executor_id`, this engine process's)."""
         self.executor_id = executor.executor_id
         self._runs = runs
         self._agents = agents
         self._settings = settings
         self._executor = executor
-        self._admissions = admissions
         self._active: dict[str, ActiveRun] = {}
         self._waiting: deque[ActiveRun] = deque()
         self._executing = 0
@@ -125,10 +115,6 @@ class RunScheduler:
     async def start_workflow(self, start: WorkflowStart) -> Run:
         """Create a run of a saved workflow and have it executed in the background, as `start` does for an agent;
         returns it QUEUED or RUNNING. The workflow's own limits are the run's."""
-        with self._admissions.admitting():
-            return await self._start_workflow(start)
-
-    async def _start_workflow(self, start: WorkflowStart) -> Run:
         validate_workflow_start(start)
         workflow = await self._agents.workflow(start.workflow_id, start.workflow_revision, start.owner)
         check_inputs(workflow, start.inputs)
@@ -149,10 +135,6 @@ class RunScheduler:
     async def _start_shielded(
         self, chat: ChatInput, cancel_if_abandoned: bool, follow: bool
     ) -> tuple[Run, FeedFollower | None]:
-        with self._admissions.admitting():
-            return await self._admit(chat, cancel_if_abandoned, follow)
-
-    async def _admit(self, chat: ChatInput, cancel_if_abandoned: bool, follow: bool) -> tuple[Run, FeedFollower | None]:
         validate_chat(chat, self._settings)
         agent = DEFAULT_AGENT
         if chat.agent_id:

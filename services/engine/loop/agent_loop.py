@@ -15,7 +15,7 @@ runs `execute` and records the end with `end_run`.
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from services.common import errors
@@ -98,22 +98,13 @@ class AgentLoop:
     """Executes runs. Holds the clients of the model endpoint and the runs and tools services."""
 
     def __init__(
-        self,
-        runs: RunsClient,
-        tools: ToolsClient,
-        model: ModelClient,
-        settings: EngineSettings,
-        deltas: DeltaSink,
-        wait_turn: Callable[[], Awaitable[None]],
+        self, runs: RunsClient, tools: ToolsClient, model: ModelClient, settings: EngineSettings, deltas: DeltaSink
     ) -> None:
-        """`wait_turn` is awaited before every model call: it returns once the chats that arrived before it are
-        admitted (execution/admission.py), at most after a bound."""
         self._runs = runs
         self._tools = tools
         self._model = model
         self._settings = settings
         self._deltas = deltas
-        self._wait_turn = wait_turn
 
     async def execute(
         self,
@@ -338,9 +329,6 @@ class AgentLoop:
         sampling: ModelSampling,
         recorder: StepRecorder,
     ) -> ModelTurn:
-        # A model call and its stream are most of what a run costs this process: chats that arrived before it are
-        # admitted first, so a burst of them is acknowledged before the runs executing take the loop.
-        await self._wait_turn()
         # The text becomes the next step (a thought or the response); the tool calls the steps after the thought.
         sequence = recorder.next_sequence
         span = spans.ModelCallSpan(model, self._model.base_url, messages)

@@ -47,11 +47,6 @@ def _deltas_message(deltas: list[StepDelta]) -> execution_pb2.ConnectExecutorReq
     return execution_pb2.ConnectExecutorRequest(deltas=execution_pb2.StepDeltas(deltas=joined))
 
 
-def _after_creates(item: StepDelta | execution_pb2.ExecutorCall) -> bool:
-    """The sort key that puts the creates of new runs first."""
-    return isinstance(item, StepDelta) or item.WhichOneof("request") != "create_run"
-
-
 class ExecutorLink:
     """One ConnectExecutor stream, kept open."""
 
@@ -138,9 +133,6 @@ class ExecutorLink:
             waiting = [await self._outbox.get()]
             while not self._outbox.empty():
                 waiting.append(self._outbox.get_nowait())
-            # New runs first (admission ahead of execution): a create has no deltas or steps before it to keep
-            # order with, and its chat waits for it; the rest keep their order (the sort is stable).
-            waiting.sort(key=_after_creates)
             deltas: list[StepDelta] = []
             for item in waiting:
                 if isinstance(item, StepDelta):
