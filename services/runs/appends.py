@@ -17,7 +17,7 @@ from services.common.db.database import UtcDateTime, utcnow
 from services.common.db.group_commit import Write
 from services.common.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument, NotFound
 from services.common.run_vocabulary import RUNNING
-from services.runs import metrics
+from services.runs import metrics, pg_appends
 from services.runs.checks import check_lease_epoch, checked_step, parse_run_id
 from services.runs.leases import NO_EPOCH, check_fence
 from services.runs.parts import StoreParts
@@ -242,12 +242,17 @@ class StepAppends(StoreParts):
             new_rows.extend(planned.new_rows)
             append.succeed([step_record(row) for row in planned.rows])
         if new_rows:
-            await connection.execute(insert(STEPS), new_rows)
+            if connection.dialect.name == "postgresql":
+                await pg_appends.insert_steps(connection, new_rows)
+            else:
+                await connection.execute(insert(STEPS), new_rows)
             await _store_progress(connection, runs, now)
 
 
 async def _lock_progress(connection: AsyncConnection, run_ids: list[str]) -> dict[str, Progress]:
     """The progress of the runs `run_ids` (sorted: PostgreSQL row locks in one order), their rows locked."""
+    if connection.dialect.name == "postgresql":
+        return {row["id"]: Progress(row) for row in await pg_appends.lock_progress(connection, run_ids)}
     rows = await connection.execute(
         select(
             RUNS.c.id,
@@ -305,6 +310,9 @@ async def _store_progress(connection: AsyncConnection, runs: dict[str, Progress]
         for id_, run in runs.items()
         if run.changed
     ]
+    if connection.dialect.name == "postgresql":
+        await pg_appends.store_progress(connection, changed)
+        return
     await connection.execute(
         update(RUNS)
         .where(RUNS.c.id == bindparam("run"))
