@@ -26,6 +26,9 @@ def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != "sqlite":
         install_full_text(bind)
+        # Without statistics of the new table the planner reads every match of a common word and sorts them,
+        # where it should walk the runs newest first and look each one up (search_sql's text predicate).
+        op.execute("ANALYZE run_texts")
 
 
 def downgrade() -> None:
