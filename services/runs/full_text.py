@@ -36,6 +36,7 @@ def _pg_text_vector(row: str) -> str:
 #: of the row, so each append whose usage moved the token and cost columns recomputed the tsvector and wrote the
 #: GIN index (issue 22).
 PG_TEXTS = "run_texts"
+PG_TEXTS_INDEX = "ix_run_texts_words"
 PG_FULL_TEXT = (
     f"CREATE TABLE IF NOT EXISTS {PG_TEXTS} (run_id varchar(36) PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE, "
     "words tsvector NOT NULL)",
@@ -51,7 +52,7 @@ PG_FULL_TEXT = (
     # Filled from the runs there are (a migrated database), then indexed once.
     f"INSERT INTO {PG_TEXTS} (run_id, words) SELECT id, {_pg_text_vector('runs')} FROM runs "
     "ON CONFLICT (run_id) DO NOTHING",
-    f"CREATE INDEX IF NOT EXISTS ix_run_texts_words ON {PG_TEXTS} USING gin (words)",
+    f"CREATE INDEX IF NOT EXISTS {PG_TEXTS_INDEX} ON {PG_TEXTS} USING gin (words)",
     "DROP INDEX IF EXISTS ix_runs_full_text",
 )
 
@@ -59,7 +60,7 @@ PG_FULL_TEXT = (
 PG_METADATA_INDEX = "CREATE INDEX IF NOT EXISTS ix_runs_metadata ON runs USING gin (metadata jsonb_path_ops)"
 #: What these DDL statements make that the models do not describe (Alembic's comparison skips them).
 UNMODELLED = frozenset({
-    PG_TEXTS, "ix_run_texts_words", "ix_runs_metadata",
+    PG_TEXTS, PG_TEXTS_INDEX, "ix_runs_metadata",
     # FTS5's own tables.
     "runs_fts", "runs_fts_vocab", "runs_fts_data", "runs_fts_idx", "runs_fts_docsize", "runs_fts_config",
 })
