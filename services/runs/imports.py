@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.run_vocabulary import FINAL_STATES
 from services.runs.checks import parse_run_id
+from services.runs.full_text import PG_TEXTS, PG_TEXTS_INDEX
 from services.runs.models import THREAD_TITLE_CHARS
 from services.runs.parts import StoreParts
 from services.runs.records import RunRecord
@@ -143,7 +144,12 @@ class RunImports(StoreParts):
         if stored and not self.database.is_sqlite:
             # Autovacuum would analyze the tables soon after such a load; the planner needs the statistics now.
             async with self.database.engine.begin() as connection:
-                await connection.execute(text(f"ANALYZE {RUNS.name}, {STEPS.name}, {RUN_TOOLS.name}"))
+                await connection.execute(
+                    text(f"ANALYZE {RUNS.name}, {STEPS.name}, {RUN_TOOLS.name}, {PG_TEXTS}")
+                )
+                # The words GIN index keeps a load's new entries in its pending list, which every text search
+                # reads through until autovacuum merges it (6.4 ms for rare words after 100,000 runs, 0.3 after).
+                await connection.execute(text(f"SELECT gin_clean_pending_list('{PG_TEXTS_INDEX}')"))
         return stored
 
     async def _insert(self, run_rows: Rows, step_rows: Rows, tool_rows: Rows, score_rows: Rows) -> int:

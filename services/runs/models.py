@@ -313,3 +313,4 @@ class BudgetRow(Base):
 
 # The full-text and metadata indexes, which a model cannot declare on both databases, built with the table.
 event.listen(RunRow.__table__, "after_create", full_text.after_create)
+event.listen(RunRow.__table__, "before_drop", full_text.before_drop)

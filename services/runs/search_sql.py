@@ -2,12 +2,12 @@
 `services.runs.queries` (ListRuns). The full-text indexes it queries are in `services.runs.full_text`.
 
 Full text: the user query and the final answer of each run are indexed by the database's own full-text engine,
-SQLite FTS5 (`runs_fts`, an external-content table over `runs` kept by triggers) and PostgreSQL tsvector (a GIN
-index over an expression of the two columns, their ASCII punctuation turned into spaces, with the "simple"
-configuration: lower case, no stemming, no stop words, as FTS5's unicode61 tokeniser). A query is reduced to its
-words (`search.text_words`) and matches the runs whose text has every word as a whole token, on both (docs/runs.md
-says where the tokenisers may still differ). PostgreSQL indexes the first 100,000 characters of each
-column (a tsvector holds at most 1 MB).
+SQLite FTS5 (`runs_fts`, an external-content table over `runs` kept by triggers) and PostgreSQL tsvector (each
+run's words in a table of their own, `run_texts`, kept by triggers, with a GIN index; the two columns' ASCII
+punctuation turned into spaces, with the "simple" configuration: lower case, no stemming, no stop words, as FTS5's
+unicode61 tokeniser). A query is reduced to its words (`search.text_words`) and matches the runs whose text has
+every word as a whole token, on both (docs/runs.md says where the tokenisers may still differ). PostgreSQL indexes
+the first 100,000 characters of each column (a tsvector holds at most 1 MB).
 """
 
 import re
@@ -20,6 +20,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
+    Text,
     and_,
     exists,
     func,
@@ -27,21 +28,28 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    table,
     text,
     tuple_,
 )
+from sqlalchemy import column as table_column
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.db.database import UtcDateTime
 from services.common.errors import InvalidArgument
 from services.common.pages import PagePosition
-from services.runs.full_text import PG_TEXT_VECTOR
+from services.runs.full_text import PG_TEXTS
 from services.runs.models import ScoreRow
 from services.runs.rows import RUN_TOOLS, RUNS
 from services.runs.search import RunFilter, RunOrder, text_words
 
 RUN_SCORES = ScoreRow.__table__
+#: PostgreSQL's words of each run (services/runs/full_text.py), a table the models do not describe.
+RUN_TEXTS = table(
+    PG_TEXTS, table_column("run_id"), table_column("words"), table_column("user_query", Text),
+    table_column("final_answer", Text),
+)
 
 # --- filters ---------------------------------------------------------------------------------------------------
 
@@ -132,7 +140,7 @@ def _text_match(words: list[str], sqlite: bool, common: CommonText | None, owner
         return _fts_match(WORDS_TABLE, _fts_query(WORDS_TABLE, _all_words(words), owner), common)
     # Words are letters and digits only, so no tsquery operator can be in them.
     terms = func.to_tsquery(literal_column("'simple'::regconfig"), " & ".join(words))
-    return literal_column(PG_TEXT_VECTOR).op("@@", return_type=Boolean)(terms)
+    return RUNS.c.id.in_(select(RUN_TEXTS.c.run_id).where(RUN_TEXTS.c.words.op("@@", return_type=Boolean)(terms)))
 
 
 def _phrase(substring: str) -> str:
@@ -146,7 +154,10 @@ def _contains_match(
     if sqlite:
         return _fts_match(SUBSTRINGS_TABLE, _fts_query(SUBSTRINGS_TABLE, _phrase(substring), owner), common)
     pattern = "%" + re.sub(r"([\\%_])", r"\\\1", substring) + "%"
-    return or_(RUNS.c.user_query.ilike(pattern, escape="\\"), RUNS.c.final_answer.ilike(pattern, escape="\\"))
+    texts = RUN_TEXTS.c
+    return RUNS.c.id.in_(select(texts.run_id).where(
+        or_(texts.user_query.ilike(pattern, escape="\\"), texts.final_answer.ilike(pattern, escape="\\"))
+    ))
 
 
 async def prepare_search(

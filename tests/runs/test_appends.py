@@ -4,9 +4,11 @@ gaps, and the group commit that batches the appends of many runs."""
 import asyncio
 
 import pytest
+from sqlalchemy import insert
 
-from services.common.db.database import Database
+from services.common.db.database import Database, utcnow
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.runs.models import RunStepRow
 from services.runs.records import NewStep
 from services.runs.store import RunStore
 from tests.runs.helpers import UNKNOWN_RUN, new_run
@@ -75,6 +77,23 @@ async def test_concurrent_appenders_get_distinct_consecutive_sequences(store: Ru
     assert sorted(step.sequence for [step] in results) == list(range(1, 11))
     stored = await store.get_run(run.id)
     assert [s.sequence for s in stored.steps] == list(range(1, 11)) and stored.step_count == 10
+
+
+async def test_a_sequence_another_writer_stored_unseen_is_refused_by_the_unique_key(
+    store: RunStore, database: Database
+) -> None:
+    # As a runs replica racing past the row lock would leave it: step 1 stored, the run's count not moved. The
+    # append's INSERT then violates (run_id, sequence), which must surface as IntegrityError (retried, then
+    # refused), not as some other error, and store nothing.
+    run = await store.create_run(new_run())
+    async with database.write() as session:
+        await session.execute(insert(RunStepRow).values(
+            run_id=run.id, sequence=1, type="agent-thought", content={"text": "elsewhere"}, created_at=utcnow()
+        ))
+    with pytest.raises(AlreadyExists, match="kept taking the same sequences"):
+        await store.append_steps(run.id, [thought("here")])
+    stored = await store.get_run(run.id)
+    assert [s.content for s in stored.steps] == [{"text": "elsewhere"}] and stored.step_count == 0
 
 
 async def test_run_ids_are_validated(store: RunStore) -> None:

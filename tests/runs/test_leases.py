@@ -11,7 +11,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.runs.models import RunRow
 from services.runs.records import CancelNotice, LeaseRenewal, NewStep
 from services.runs.store import RunStore
-from tests.runs.helpers import EXECUTOR, expire_lease, new_run
+from tests.runs.helpers import EXECUTOR, expire_lease, new_run, set_columns
 
 UNKNOWN_RUN = "00000000-0000-4000-8000-000000000000"
 
@@ -278,3 +278,19 @@ async def test_an_append_renews_the_runs_lease_so_a_late_renewal_does_not_get_it
     renewed = await lease_expiry(database, run.id)
     assert renewed is not None and renewed >= before + timedelta(seconds=29)
     assert await store.reap_expired() == []
+
+
+async def test_an_append_keeps_a_lease_renewed_within_a_tenth_of_it_and_renews_an_older_one(
+    store: RunStore, database: Database
+) -> None:
+    run = await store.create_run(new_run(lease_seconds=30))
+    created = await lease_expiry(database, run.id)
+    await store.append_steps(run.id, [thought("at once")])
+    # Not rewritten (an unchanged lease lets PostgreSQL update the row in place), and still nearly a full lease.
+    assert await lease_expiry(database, run.id) == created
+    assert created is not None and created >= utcnow() + timedelta(seconds=27)
+    await set_columns(database, run.id, lease_expires_at=utcnow() + timedelta(seconds=26))
+    before = utcnow()
+    await store.append_steps(run.id, [thought("later")])
+    renewed = await lease_expiry(database, run.id)
+    assert renewed is not None and renewed >= before + timedelta(seconds=30)

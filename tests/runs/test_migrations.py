@@ -185,3 +185,38 @@ async def test_runs_ended_before_search_are_backfilled_and_found(empty_database:
         assert found == [new.id, run_id]
     finally:
         await store.close()
+
+
+async def test_runs_searchable_before_the_words_table_are_found_after_it_and_new_ones_too(
+    empty_database: Database,
+) -> None:
+    # 0019 moved PostgreSQL's words off the runs row: a database at 0018 (the GIN index over runs, as 0019's
+    # downgrade leaves it) has its runs' words copied to run_texts, which the triggers keep from then on.
+    def to_revision(connection: Connection, revision: str, down: bool = False) -> None:
+        config = Config()
+        config.set_main_option("script_location", MIGRATIONS)
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+    await empty_database.migrate(MIGRATIONS)
+    async with empty_database.engine.begin() as connection:
+        await connection.run_sync(to_revision, "0018", True)
+    store = RunStore(empty_database, RunSignals())
+    try:
+        old = await store.create_run(new_run("an invoice from before"))
+        await store.append_steps(old.id, [NewStep("agent-response", {"text": "It is 42 euros."})])
+        await store.finish_run(old.id, "completed")
+    finally:
+        await store.close()
+    await empty_database.migrate(MIGRATIONS)
+    store = RunStore(empty_database, RunSignals())
+    try:
+        assert [run.id for run in (await store.list_runs(search=RunFilter(text="euros invoice")))[0]] == [old.id]
+        new = await store.create_run(new_run("a brand new invoice"))
+        found = [run.id for run in (await store.list_runs(search=RunFilter(text="invoice")))[0]]
+        assert found == [new.id, old.id]
+        await store.append_steps(new.id, [NewStep("agent-response", {"text": "Paid in yen."})])
+        await store.finish_run(new.id, "completed")  # the final answer is written: its words too
+        assert [run.id for run in (await store.list_runs(search=RunFilter(text="yen invoice")))[0]] == [new.id]
+    finally:
+        await store.close()

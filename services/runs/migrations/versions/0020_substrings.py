@@ -4,16 +4,16 @@ with the run's owner as a third column (a user's search of its own runs is answe
 the fts5vocab table 0017 made goes: search no longer reads FTS5's term counts (each counted by reading the term's
 whole list) but a sample.
 
-Revision ID: 0019
-Revises: 0018
+Revision ID: 0020
+Revises: 0019
 """
 
 from alembic import op
 
 from services.runs.full_text import drop_sqlite_fts, drop_substrings, install_full_text, install_substrings
 
-revision = "0019"
-down_revision = "0018"
+revision = "0020"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
