@@ -54,7 +54,8 @@ class EngineSettings(AuthSettings, RunLimitMaximums):
     user_runs_per_second: float = Field(10.0, alias="ENGINE_USER_RUNS_PER_SECOND", ge=0)
     user_run_burst: int = Field(100, alias="ENGINE_USER_RUN_BURST", ge=1)
 
-    #: The lease this process holds on each of its runs: renewed every third of it, and by every append.
+    #: The lease this process holds on each of its runs: renewed every third of it, and by an append once a
+    #: tenth of it has passed since the last renewal (services/runs/appends.py `renewed_lease`).
     #: If the process dies, the run store ends its runs FAILED "interrupted" once the lease runs out (plus one
     #: reaper interval). 30 s rides out the delays of an overloaded machine (at 10 s, a burst of 1,000 runs on 2
     #: cores had renewals arrive late and live runs reaped) while a dead engine's runs still end within a minute.
