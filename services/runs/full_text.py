@@ -111,15 +111,18 @@ SQLITE_FULL_TEXT = _sqlite_fts("runs_fts", "unicode61 remove_diacritics 0")
 SQLITE_SUBSTRINGS = _sqlite_fts("runs_substrings", "trigram")
 
 
+def _install(connection: Connection, sqlite: tuple[str, ...], fts_table: str, postgres: tuple[str, ...]) -> None:
+    """Run the connection's database's statements; on SQLite, then fill `fts_table` from the runs there are."""
+    is_sqlite = connection.dialect.name == "sqlite"
+    for statement in sqlite if is_sqlite else postgres:
+        connection.execute(text(statement))
+    if is_sqlite:
+        connection.execute(text(f"INSERT INTO {fts_table}({fts_table}) VALUES ('rebuild')"))
+
+
 def install_substrings(connection: Connection) -> None:
     """Create the substring index of the connection's database over an existing runs table, and fill it."""
-    if connection.dialect.name == "sqlite":
-        for statement in SQLITE_SUBSTRINGS:
-            connection.execute(text(statement))
-        connection.execute(text("INSERT INTO runs_substrings(runs_substrings) VALUES ('rebuild')"))
-    else:
-        for statement in PG_SUBSTRINGS:
-            connection.execute(text(statement))
+    _install(connection, SQLITE_SUBSTRINGS, "runs_substrings", PG_SUBSTRINGS)
 
 
 def drop_sqlite_fts(connection: Connection, table: str) -> None:
@@ -138,14 +141,7 @@ def drop_substrings(connection: Connection) -> None:
 
 def install_full_text(connection: Connection) -> None:
     """Create the full-text index of the connection's database over an existing runs table, and fill it."""
-    if connection.dialect.name == "sqlite":
-        for statement in SQLITE_FULL_TEXT:
-            connection.execute(text(statement))
-        connection.execute(text("INSERT INTO runs_fts(runs_fts) VALUES ('rebuild')"))
-    else:
-        for statement in PG_FULL_TEXT:
-            connection.execute(text(statement))
-        connection.execute(text(PG_METADATA_INDEX))
+    _install(connection, SQLITE_FULL_TEXT, "runs_fts", (*PG_FULL_TEXT, PG_METADATA_INDEX))
 
 
 def recreate_sqlite_full_text(connection: Connection) -> None:
