@@ -53,6 +53,11 @@ def thread_record(row: Values) -> ThreadRecord:
     )
 
 
+#: Built once, as the store's run INSERT is (services/runs/store.py `_INSERT_RUN`): every chat's first turn makes a
+#: thread.
+_INSERT_THREAD = insert(THREADS)
+
+
 def place_run(
     connection: Connection, thread_id: str, owner: str, user_query: str, now: datetime, run_columns: list[Any]
 ) -> Placement:
@@ -60,16 +65,10 @@ def place_run(
     (NotFound for a missing thread or another user's: the same words for both)."""
     if not thread_id:
         thread_id = str(uuid.uuid4())
-        connection.execute(
-            insert(THREADS).values(
-                id=thread_id,
-                owner=owner,
-                title=user_query[:THREAD_TITLE_CHARS],
-                created_at=now,
-                updated_at=now,
-                turn_count=1,
-            )
-        )
+        connection.execute(_INSERT_THREAD, {
+            "id": thread_id, "owner": owner, "title": user_query[:THREAD_TITLE_CHARS], "created_at": now,
+            "updated_at": now, "turn_count": 1,
+        })
         return Placement(thread_id, 1, [])
     turn = (
         connection.execute(
