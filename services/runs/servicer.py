@@ -50,13 +50,13 @@ MAX_IMPORT_RUNS = 100
 def _search_owner(request: runs_pb2.ListRunsRequest) -> str | None:
     """Whose runs a search (ListRuns, ExportRuns) reads: the caller's own; any one user's, or every user's (None),
     for an admin asking for them."""
+    reader = _reader_of(request.all_users, "lists every user's runs")
     caller = current_caller()
-    _reader_of(request.all_users, "lists every user's runs")
     if request.user and request.user != caller.user and not caller.is_admin:
         raise PermissionDenied("user names another user's runs: only an admin may search them")
     if request.user:
         return request.user
-    return None if request.all_users or (caller.is_admin and request.thread_id) else caller.user
+    return None if caller.is_admin and request.thread_id else reader
 
 
 def _owner_filter() -> str | None:
