@@ -128,7 +128,10 @@ async def orphan(platform: Platform, workflow_id: str, steps: list[NewStep], sta
     ))
     await store.append_steps(run.id, steps, epoch=run.lease_epoch)
     await expire_lease(platform.runs.db, run.id)
-    assert await store.reap_expired() == [run.id]
+    # The runs service's own reaper (every second) may take it first on a loaded machine, and the live engine
+    # resume it at once: either way, the dead engine no longer holds it.
+    assert await store.reap_expired() in ([run.id], [])
+    assert (await store.get_run(run.id)).executor_id != "engine-that-died", "the dead engine still holds the run"
     return run.id
 
 
