@@ -1,6 +1,7 @@
 """The processes of the local platform and how each is started: the one definition `make run` and the
 end-to-end tests share."""
 
+import math
 import os
 import secrets
 import sys
@@ -97,6 +98,21 @@ def engine_ports(first: int, count: int, taken: set[int]) -> list[int]:
     return ports
 
 
+def shared_start_rate(engine: EngineSettings, replicas: int) -> dict[str, str]:
+    """Each of `replicas` engine processes' share of the per-user start rate, as its environment.
+
+    An engine counts the runs a user starts in its own process (services.engine.execution.rate_limit), so N
+    engines given the configured rate would let a user start N times as many. Shared out, a user's starts through
+    the gateway, which balances them over the engines, stay within about the configured rate and burst (a burst
+    split unevenly may be refused a few runs early)."""
+    if replicas == 1:
+        return {}
+    return {
+        "ENGINE_USER_RUNS_PER_SECOND": str(engine.user_runs_per_second / replicas),
+        "ENGINE_USER_RUN_BURST": str(math.ceil(engine.user_run_burst / replicas)),
+    }
+
+
 def build_stack(gateway_config_path: Path) -> Stack:
     """Read every service's settings from the environment, write the Envoy config, and describe the processes
     to start. The demo model is included when LLM_BASE_URL is unset. Each service's own settings class is the
@@ -173,7 +189,7 @@ def build_stack(gateway_config_path: Path) -> Stack:
         # One engine keeps the plain name; several are engine-1, engine-2 ... in the logs.
         name = "engine" if len(ports) == 1 else f"engine-{number}"
         argv = [python, "-m", "services.engine"]
-        replica_env = {"ENGINE_PORT": str(port)}
+        replica_env = {"ENGINE_PORT": str(port)} | shared_start_rate(engine, len(ports))
         if (metrics_port := engine_metrics_ports[number - 1]) is not None:
             replica_env["ENGINE_METRICS_PORT"] = str(metrics_port)
             metrics[name] = (engine.host, metrics_port)

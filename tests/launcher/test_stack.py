@@ -53,6 +53,21 @@ def test_engine_replicas_start_that_many_engines_on_ports_of_their_own(
         assert f'"port_value": {port}' in config
 
 
+def test_several_engines_share_the_per_user_start_rate_out(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENGINE_PORT", "50053")
+    monkeypatch.setenv("ENGINE_USER_RUNS_PER_SECOND", "9")
+    monkeypatch.setenv("ENGINE_USER_RUN_BURST", "10")
+    monkeypatch.setenv("ENGINE_REPLICAS", "3")
+    engines = [spec for spec in build_stack(clean_env / "envoy.yaml").processes if spec.name.startswith("engine")]
+    # Each counts a user's starts in its own process: three at the whole rate would allow three times as many.
+    assert {spec.env["ENGINE_USER_RUNS_PER_SECOND"] for spec in engines} == {"3.0"}
+    assert {spec.env["ENGINE_USER_RUN_BURST"] for spec in engines} == {"4"}
+    # One engine takes the setting as it is (from the environment it inherits).
+    monkeypatch.setenv("ENGINE_REPLICAS", "1")
+    (engine,) = [spec for spec in build_stack(clean_env / "envoy.yaml").processes if spec.name == "engine"]
+    assert "ENGINE_USER_RUNS_PER_SECOND" not in engine.env and "ENGINE_USER_RUN_BURST" not in engine.env
+
+
 def test_auto_is_one_engine_per_core(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENGINE_REPLICAS", "auto")
     assert load_settings(LauncherSettings).engine_replicas == cores()

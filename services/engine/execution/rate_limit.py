@@ -3,7 +3,8 @@
 Each user's bucket holds up to `burst` runs and refills at `per_second`; starting a run takes one. An empty
 bucket answers ResourceExhausted with the time until the next token, which the interceptor sends as a standard
 RetryInfo. The buckets live in this engine process: with several engine replicas each allows the rate, so a
-deployment divides the rate it wants by its replicas (the gateway's global limit caps the sum).
+deployment divides the rate it wants by its replicas (the launcher does, services.launcher.stack.shared_start_rate;
+the gateway's global limit caps the sum).
 """
 
 import time
