@@ -51,6 +51,10 @@ class RunBudgets(StoreParts):
         budgets = self.budget_book.current(connection)
         return [*budgets.get(("user", owner), ()), *budgets.get(("agent", agent_id), ())]
 
+    def budgets_apply(self, connection: Connection, owner: str, agent_id: str) -> bool:
+        """Whether `owner` or `agent_id` has a budget (from the book in memory: no query unless it is refreshed)."""
+        return bool(self._applying(connection, owner, agent_id))
+
     def refuse_if_spent(self, connection: Connection, owner: str, agent_id: str) -> None:
         """ResourceExhausted when a budget of `owner` or `agent_id` is spent: a run of theirs may not start."""
         now = utcnow()

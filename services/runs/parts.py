@@ -27,6 +27,7 @@ class StoreParts:
     #: The budgets create and append enforce (services/runs/budgets.py).
     budget_book: BudgetBook
     #: Every write goes through it: the appends of many runs share a transaction and an INSERT
-    #: (`StepAppends._append_batch`), and every other write runs in a savepoint of its own within the batch
+    #: (`StepAppends._append_batch`), so do most creates (`RunStore._create_batch`), and every other write runs
+    #: in a savepoint of its own within the batch
     #: (except the batches of a bulk import: `RunImports.import_runs` says why).
     _writer: GroupCommit

@@ -21,17 +21,17 @@ The rest of the store is in parts of its own, one per concern, that `RunStore` i
 """
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from services.common.checks import check_text
 from services.common.db.database import Database, utcnow
-from services.common.db.group_commit import GroupCommit
+from services.common.db.group_commit import GroupCommit, Write, each_in_savepoint
 from services.common.errors import AlreadyExists, FailedPrecondition, NotFound
 from services.common.pages import PageTokens
 from services.common.run_vocabulary import ACTIVE_STATES, CANCELLED, COMPLETED, LIVE_STATES, QUEUED, RUNNING
@@ -77,7 +77,7 @@ from services.runs.rows import (
 )
 from services.runs.scores import RunScores
 from services.runs.signals import RunSignals
-from services.runs.threads import ThreadStore, earlier_live_turn, place_run
+from services.runs.threads import ThreadStore, earlier_live_turn, insert_new_threads, new_thread, place_run
 from services.runs.usage_summary import RunUsage
 
 
@@ -161,11 +161,34 @@ def _wait_for_earlier_turns(
     return []
 
 
+class Create(Write[tuple[RunRecord, list[Cancelled]]]):
+    """A create_run waiting for the writer, with its run's row and first steps (see `RunStore._create_batch`); its
+    `work` is the create alone, in a savepoint of its own, for what the batch does not take together."""
+
+    __slots__ = ("new", "steps", "values")
+
+    def __init__(
+        self,
+        new: NewRun,
+        values: dict[str, Any],
+        steps: list[dict[str, Any]],
+        work: Callable[[Connection], tuple[RunRecord, list[Cancelled]]],
+    ) -> None:
+        super().__init__(CREATE, work)
+        self.new = new
+        self.values = values
+        self.steps = steps
+
+
+CREATE = "create"
+
+
 #: Built once: `insert(RUNS).values(row)` made a statement of the row's values on every create (a bind parameter
 #: and a cache key per column), a quarter of the writer thread's time in py-spy with 6,000 creates at once; the row
 #: as parameters compiles once per set of columns.
 _INSERT_RUN = insert(RUNS)
 _INSERT_STEPS = insert(STEPS)
+_STORED_REQUEST_IDS = select(RUNS.c.request_id).where(RUNS.c.request_id.in_(bindparam("ids", expanding=True)))
 
 
 class RunStore(
@@ -175,7 +198,8 @@ class RunStore(
     """Runs and their steps in a database, with change signals for watchers and notices for engines.
 
     Every write goes through one `GroupCommit` writer: the appends of many runs share a transaction and an
-    INSERT (`StepAppends._append_batch`), and every other write runs in a savepoint of its own within the batch.
+    INSERT (`StepAppends._append_batch`), so do the creates of new chats (`_create_batch`), and every other write
+    runs in a savepoint of its own within the batch.
     """
 
     # --- the lifecycle -------------------------------------------------------------------------------------
@@ -196,7 +220,7 @@ class RunStore(
         self.page_tokens = page_tokens or PageTokens.for_this_process()
         self.price_book = PriceBook()
         self.budget_book = BudgetBook()
-        self._writer = GroupCommit(db, {APPEND: self._append_batch})
+        self._writer = GroupCommit(db, {APPEND: self._append_batch, CREATE: self._create_batch})
 
     async def close(self) -> None:
         """Commit the writes still queued and stop the writer."""
@@ -224,7 +248,7 @@ class RunStore(
             return self._insert_run(connection, new, fingerprint, now, values, steps)
 
         try:
-            record, cancelled = await self._writer.write(create)
+            record, cancelled = await self._writer.submit(Create(new, values, steps, create))
         except IntegrityError:
             # Another runs replica created a run with the same request id first: answer as its retry would.
             async with self.database.read() as session:
@@ -268,6 +292,85 @@ class RunStore(
         if row_steps:
             connection.execute(_INSERT_STEPS, row_steps)
         return run_record(row, row_steps), cancelled
+
+    def _create_batch(self, connection: Connection, writes: Sequence[Write[Any]]) -> None:
+        """The creates of a batch: those that start a thread of their own (or are workflow runs), whose request id
+        is new and whose user and agent have no budget, checked and inserted together in a few statements (one
+        lookup of their request ids, one executemany each for their threads, runs and first steps); the others each
+        through `_insert_run` in a savepoint of its own, as each create went before.
+
+        Why: a create alone was a savepoint and several statements, so the store created about 200 runs/s in a burst of
+        new chats (docs/performance.md, "Issue 22: admission ahead of execution").
+
+        The answers are a create's alone: creates taken together cannot see one another (new threads, request ids
+        unique in the batch and not yet stored), and what they would see of the others goes the one-by-one way: a
+        request id used twice in the batch (all its creates, in order: the first creates, the next are its
+        retries), a budget (a run created with model calls in its first steps spends it for the next create). If
+        the statements taken together fail (a concurrent replica stored one of the request ids first: the unique
+        key), they roll back and each create of them runs alone too, which answers as it always did.
+        """
+        creates = [write for write in writes if isinstance(write, Create)]
+        try:
+            with connection.begin_nested():
+                together, alone = self._sort_creates(connection, creates)
+                results = self._insert_together(connection, together) if together else []
+        except Exception as exc:
+            if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                raise  # not the creates' fault: the whole batch is retried on a new connection
+            # Anything unusual: each create alone answers as it always did.
+            together, alone, results = [], creates, []
+        for create, result in zip(together, results, strict=True):
+            create.succeed(result)
+        each_in_savepoint(connection, alone)
+
+    def _sort_creates(self, connection: Connection, creates: list[Create]) -> tuple[list[Create], list[Create]]:
+        """`creates` split into those the batch takes together and those that go alone (`_create_batch`)."""
+        together = [
+            create for create in creates
+            if not create.new.thread_id and not self.budgets_apply(connection, create.new.owner, create.new.agent_id)
+        ]
+        request_ids = [create.new.request_id for create in together if create.new.request_id]
+        if request_ids:
+            times_used: dict[str, int] = {}
+            for create in creates:
+                if create.new.request_id:
+                    times_used[create.new.request_id] = times_used.get(create.new.request_id, 0) + 1
+            stored = set(connection.execute(_STORED_REQUEST_IDS, {"ids": request_ids}).scalars())
+            together = [
+                create for create in together
+                if not create.new.request_id
+                or (times_used[create.new.request_id] == 1 and create.new.request_id not in stored)
+            ]
+        taken = {id(create) for create in together}
+        return together, [create for create in creates if id(create) not in taken]
+
+    @staticmethod
+    def _insert_together(connection: Connection, creates: list[Create]) -> list[tuple[RunRecord, list[Cancelled]]]:
+        """Insert the runs of `creates` (new threads, new request ids, no budget) with their threads and first
+        steps, as `_insert_run` would one by one; their records."""
+        expires = utcnow()  # each lease from when the store records its run, as in _insert_run
+        threads: list[dict[str, Any]] = []
+        runs: list[dict[str, Any]] = []
+        steps: list[dict[str, Any]] = []
+        results: list[tuple[RunRecord, list[Cancelled]]] = []
+        for create in creates:
+            new, row = create.new, dict(create.values)
+            row["lease_expires_at"] = expires + timedelta(seconds=new.lease_seconds)
+            if new.workflow_id:
+                row["thread_id"], row["thread_turn"] = None, None  # not a turn of a conversation
+            else:
+                thread = new_thread(new.owner, new.user_query, row["created_at"])
+                threads.append(thread)
+                row["thread_id"], row["thread_turn"] = thread["id"], 1
+            runs.append({COLUMN_NAMES.get(k, k): v for k, v in row.items()})
+            steps.extend(create.steps)
+            results.append((run_record(row, create.steps), []))
+        if threads:
+            insert_new_threads(connection, threads)
+        connection.execute(_INSERT_RUN, runs)
+        if steps:
+            connection.execute(_INSERT_STEPS, steps)
+        return results
 
     @staticmethod
     def _by_request_id(

@@ -58,18 +58,29 @@ def thread_record(row: Values) -> ThreadRecord:
 _INSERT_THREAD = insert(THREADS)
 
 
+def new_thread(owner: str, user_query: str, now: datetime) -> dict[str, Any]:
+    """The row of a new thread whose first turn asks `user_query` (for `place_run`, and for the creates of a batch,
+    which insert theirs together: `insert_new_threads`)."""
+    return {
+        "id": str(uuid.uuid4()), "owner": owner, "title": user_query[:THREAD_TITLE_CHARS], "created_at": now,
+        "updated_at": now, "turn_count": 1,
+    }
+
+
+def insert_new_threads(connection: Connection, threads: list[dict[str, Any]]) -> None:
+    """Insert rows of `new_thread` in one executemany."""
+    connection.execute(_INSERT_THREAD, threads)
+
+
 def place_run(
     connection: Connection, thread_id: str, owner: str, user_query: str, now: datetime, run_columns: list[Any]
 ) -> Placement:
     """Start a thread for a new run ("" thread_id), or take the next turn of `owner`'s thread `thread_id`
     (NotFound for a missing thread or another user's: the same words for both)."""
     if not thread_id:
-        thread_id = str(uuid.uuid4())
-        connection.execute(_INSERT_THREAD, {
-            "id": thread_id, "owner": owner, "title": user_query[:THREAD_TITLE_CHARS], "created_at": now,
-            "updated_at": now, "turn_count": 1,
-        })
-        return Placement(thread_id, 1, [])
+        thread = new_thread(owner, user_query, now)
+        connection.execute(_INSERT_THREAD, thread)
+        return Placement(thread["id"], 1, [])
     turn = (
         connection.execute(
             update(THREADS)
