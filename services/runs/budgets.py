@@ -10,7 +10,10 @@ unpriced calls count nothing, so a money budget holds only for priced models). U
 cost the hot paths nothing: the book in memory says so.
 """
 
+import dataclasses
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, func, select
@@ -37,6 +40,23 @@ def _status(connection: Connection, budget: Budget, now: datetime) -> BudgetStat
     return BudgetStatus(budget, int(spent or 0), end)
 
 
+@dataclass(frozen=True)
+class Start:
+    """A run about to start, as its budgets see it (`RunBudgets.spent_in_turn`): the budgets of its user and
+    agent, the tokens its first steps bring (a money budget counts none: a run is created at no cost), and when it
+    was created."""
+
+    budgets: list[Budget]
+    tokens: int
+    created_at: datetime
+
+
+def start_refused(status: BudgetStatus) -> ResourceExhausted:
+    """The refusal of a run that would start while `status`'s budget is spent (counted in the metrics)."""
+    metrics.BUDGET_REFUSALS.labels(status.budget.scope, "start").inc()
+    return ResourceExhausted(f"the run cannot start: {_spent_message(status)}")
+
+
 def _spent_message(status: BudgetStatus) -> str:
     budget = status.budget
     used = f"{status.spent:,} tokens" if budget.metric == "tokens" else usd(status.spent)
@@ -51,9 +71,9 @@ class RunBudgets(StoreParts):
         budgets = self.budget_book.current(connection)
         return [*budgets.get(("user", owner), ()), *budgets.get(("agent", agent_id), ())]
 
-    def budgets_apply(self, connection: Connection, owner: str, agent_id: str) -> bool:
-        """Whether `owner` or `agent_id` has a budget (from the book in memory: no query unless it is refreshed)."""
-        return bool(self._applying(connection, owner, agent_id))
+    def applying_budgets(self, connection: Connection, owner: str, agent_id: str) -> list[Budget]:
+        """The budgets of `owner` and `agent_id` (from the book in memory: no query unless it is refreshed)."""
+        return self._applying(connection, owner, agent_id)
 
     def refuse_if_spent(self, connection: Connection, owner: str, agent_id: str) -> None:
         """ResourceExhausted when a budget of `owner` or `agent_id` is spent: a run of theirs may not start."""
@@ -61,8 +81,32 @@ class RunBudgets(StoreParts):
         for budget in self._applying(connection, owner, agent_id):
             status = _status(connection, budget, now)
             if status.exhausted:
-                metrics.BUDGET_REFUSALS.labels(budget.scope, "start").inc()
-                raise ResourceExhausted(f"the run cannot start: {_spent_message(status)}")
+                raise start_refused(status)
+
+    def spent_in_turn(self, connection: Connection, starts: Sequence[Start]) -> list[BudgetStatus | None]:
+        """`refuse_if_spent` for runs about to start one after another (a batch's creates, in order), each seeing
+        the tokens of those before it that start: per run, the spent budget that refuses it (None: it starts).
+        Each budget's spend is read once."""
+        now = utcnow()
+        tally: dict[str, BudgetStatus] = {}
+        refusals: list[BudgetStatus | None] = []
+        for start in starts:
+            refusal = None
+            for budget in start.budgets:
+                status = tally.get(budget.id)
+                if status is None:
+                    status = tally[budget.id] = _status(connection, budget, now)
+                if status.exhausted:
+                    refusal = status
+                    break
+            refusals.append(refusal)
+            if refusal is None and start.tokens:
+                for budget in start.budgets:
+                    status = tally[budget.id]
+                    # What `_status` would count once the run is stored: its tokens, if created in the period.
+                    if budget.metric == "tokens" and start.created_at >= period_bounds(budget.period, now)[0]:
+                        tally[budget.id] = dataclasses.replace(status, spent=status.spent + start.tokens)
+        return refusals
 
     @runs_to_completion
     async def crossed_budget(self, run_id: str) -> str:

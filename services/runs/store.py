@@ -21,6 +21,7 @@ The rest of the store is in parts of its own, one per concern, that `RunStore` i
 """
 
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,8 +38,8 @@ from services.common.pages import PageTokens
 from services.common.run_vocabulary import ACTIVE_STATES, CANCELLED, COMPLETED, LIVE_STATES, QUEUED, RUNNING
 from services.runs.appends import APPEND, StepAppends
 from services.runs.approvals import RunApprovals
-from services.runs.budget_book import BudgetBook
-from services.runs.budgets import RunBudgets
+from services.runs.budget_book import Budget, BudgetBook
+from services.runs.budgets import RunBudgets, Start, start_refused
 from services.runs.checks import (
     MAX_CANCEL_REASON_CHARS,
     StoreLimits,
@@ -294,60 +295,74 @@ class RunStore(
         return run_record(row, row_steps), cancelled
 
     def _create_batch(self, connection: Connection, writes: Sequence[Write[Any]]) -> None:
-        """The creates of a batch: those that start a thread of their own (or are workflow runs), whose request id
-        is new and whose user and agent have no budget, checked and inserted together in a few statements (one
-        lookup of their request ids, one executemany each for their threads, runs and first steps); the others each
+        """The creates of a batch: those that start a thread of their own (or are workflow runs) with a new
+        request id, checked and inserted together in a few statements (one lookup of their request ids, one read
+        of each budget's spend, one executemany each for their threads, runs and first steps); the others each
         through `_insert_run` in a savepoint of its own, as each create went before.
 
-        Why: a create alone was a savepoint and several statements, so the store created about 200 runs/s in a burst of
-        new chats (docs/performance.md, "Issue 22: admission ahead of execution").
+        Why: a create alone was a savepoint and several statements, so the store created about 200 runs/s in a
+        burst of new chats (docs/performance.md, "Issue 22: admission ahead of execution").
 
-        The answers are a create's alone: creates taken together cannot see one another (new threads, request ids
-        unique in the batch and not yet stored), and what they would see of the others goes the one-by-one way: a
-        request id used twice in the batch (all its creates, in order: the first creates, the next are its
-        retries), a budget (a run created with model calls in its first steps spends it for the next create). If
-        the statements taken together fail (a concurrent replica stored one of the request ids first: the unique
-        key), they roll back and each create of them runs alone too, which answers as it always did.
+        The answers are those of the creates one by one, in arrival order: the creates taken together cannot see
+        one another but through their budgets, whose spend is carried from one to the next (a run created with
+        model calls in its first steps spends them for the next create); what they would see of the others goes
+        the one-by-one way: a request id already stored or used twice in the batch (all its creates, in order: the
+        first creates, the next are its retries), and a create whose budget a create going alone before it shares.
+        If the statements taken together fail (a concurrent replica stored one of the request ids first: the
+        unique key), they roll back and each create of them runs alone too, which answers as it always did.
         """
         creates = [write for write in writes if isinstance(write, Create)]
         try:
             with connection.begin_nested():
                 together, alone = self._sort_creates(connection, creates)
-                results = self._insert_together(connection, together) if together else []
+                refusals = self.spent_in_turn(connection, [
+                    Start(budgets, create.values["total_tokens"], create.values["created_at"])
+                    for create, budgets in together
+                ])
+                starting = [create for (create, _), refusal in zip(together, refusals, strict=True) if refusal is None]
+                results = iter(self._insert_together(connection, starting) if starting else [])
         except Exception as exc:
             if isinstance(exc, DBAPIError) and exc.connection_invalidated:
                 raise  # not the creates' fault: the whole batch is retried on a new connection
             # Anything unusual: each create alone answers as it always did.
-            together, alone, results = [], creates, []
-        for create, result in zip(together, results, strict=True):
-            create.succeed(result)
+            together, alone, refusals = [], creates, []
+        for (create, _), refusal in zip(together, refusals, strict=True):
+            if refusal is None:
+                create.succeed(next(results))
+            else:
+                create.fail(start_refused(refusal))
         each_in_savepoint(connection, alone)
 
-    def _sort_creates(self, connection: Connection, creates: list[Create]) -> tuple[list[Create], list[Create]]:
-        """`creates` split into those the batch takes together and those that go alone (`_create_batch`)."""
-        together = [
-            create for create in creates
-            if not create.new.thread_id and not self.budgets_apply(connection, create.new.owner, create.new.agent_id)
-        ]
-        request_ids = [create.new.request_id for create in together if create.new.request_id]
-        if request_ids:
-            times_used: dict[str, int] = {}
-            for create in creates:
-                if create.new.request_id:
-                    times_used[create.new.request_id] = times_used.get(create.new.request_id, 0) + 1
-            stored = set(connection.execute(_STORED_REQUEST_IDS, {"ids": request_ids}).scalars())
-            together = [
-                create for create in together
-                if not create.new.request_id
-                or (times_used[create.new.request_id] == 1 and create.new.request_id not in stored)
-            ]
-        taken = {id(create) for create in together}
-        return together, [create for create in creates if id(create) not in taken]
+    def _sort_creates(
+        self, connection: Connection, creates: list[Create]
+    ) -> tuple[list[tuple[Create, list[Budget]]], list[Create]]:
+        """`creates` split into those the batch takes together, with their budgets, and those that go alone
+        (`_create_batch`)."""
+        request_ids = [create.new.request_id for create in creates if create.new.request_id]
+        times_used = Counter(request_ids)
+        stored = set(connection.execute(_STORED_REQUEST_IDS, {"ids": request_ids}).scalars()) if request_ids else set()
+        together: list[tuple[Create, list[Budget]]] = []
+        alone: list[Create] = []
+        shared: set[str] = set()  # the budgets of the creates that go alone so far
+        for create in creates:
+            new = create.new
+            budgets = self.applying_budgets(connection, new.owner, new.agent_id)
+            ids = {budget.id for budget in budgets}
+            if (
+                new.thread_id
+                or (new.request_id and (times_used[new.request_id] > 1 or new.request_id in stored))
+                or ids & shared
+            ):
+                alone.append(create)
+                shared |= ids
+            else:
+                together.append((create, budgets))
+        return together, alone
 
     @staticmethod
     def _insert_together(connection: Connection, creates: list[Create]) -> list[tuple[RunRecord, list[Cancelled]]]:
-        """Insert the runs of `creates` (new threads, new request ids, no budget) with their threads and first
-        steps, as `_insert_run` would one by one; their records."""
+        """Insert the runs of `creates` (new threads, new request ids, within their budgets) with their threads and
+        first steps, as `_insert_run` would one by one; their records."""
         expires = utcnow()  # each lease from when the store records its run, as in _insert_run
         threads: list[dict[str, Any]] = []
         runs: list[dict[str, Any]] = []

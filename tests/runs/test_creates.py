@@ -92,9 +92,10 @@ async def test_a_create_refused_for_a_spent_budget_fails_alone(
     spent = await store.create_run(new_run("q", owner="alice"))
     await store.append_steps(spent.id, [NewStep("agent-thought", {}, model_call=ModelCallStats(Usage(100, 0)))])
     before = await counts(database)
+    grouped.clear()
     results = await gather(store, *(new_run(f"bob {i}", owner="bob") for i in range(3)),
                            new_run("alice", owner="alice"), new_run("bob 3", owner="bob"))
-    assert grouped == [4]  # bob's; alice's went alone, to her budget
+    assert grouped == [4]  # alice's was refused in the group: the others inserted together
     assert isinstance(results[3], ResourceExhausted) and "cannot start: the budget of 100 tokens" in str(results[3])
     assert [run.user_query for run in results if isinstance(run, RunRecord)] == [f"bob {i}" for i in range(4)]
     assert await counts(database) == (before[0] + 4, before[1] + 4, before[2])
@@ -108,7 +109,25 @@ async def test_a_run_created_with_model_calls_spends_the_budget_for_the_next_cre
     first, second = await gather(store, new_run("q", owner="alice", steps=(costly,)), new_run("q", owner="alice"))
     assert isinstance(first, RunRecord) and first.usage.prompt_tokens == 100
     assert isinstance(second, ResourceExhausted)
-    assert grouped == []
+    assert grouped == [1]  # both checked together; the first's tokens refused the second
+
+
+async def test_a_create_whose_budget_a_create_going_alone_before_it_spends_goes_alone_after_it(
+    store: RunStore, grouped: list[int]
+) -> None:
+    await store.set_budget(checked_budget("user", "alice", "tokens", "day", 100, "root"))
+    ended = await store.create_run(new_run("q", owner="alice"))
+    await store.finish_run(ended.id, "completed")
+    grouped.clear()
+    costly = NewStep("agent-thought", {}, model_call=ModelCallStats(Usage(100, 0)))
+    turn, new, bobs = await gather(
+        store, new_run("next", owner="alice", thread_id=ended.thread_id, steps=(costly,)), new_run("q", owner="alice"),
+        new_run("q", owner="bob"),
+    )
+    assert isinstance(turn, RunRecord) and turn.thread_turn == 2
+    assert isinstance(new, ResourceExhausted)  # it saw the turn's tokens, as one create after another would
+    assert isinstance(bobs, RunRecord)
+    assert grouped == [1]  # bob's
 
 
 async def test_a_request_id_reused_for_another_request_fails_alone_and_a_retry_gets_the_first_run(
