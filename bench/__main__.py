@@ -1,6 +1,8 @@
 """`make bench` (`python -m bench`): the whole stack as `make run` starts it, under the seed example's load,
-beside a bare gRPC stream measured in the same run. Progress goes to stderr; the table, its legend, the issue's
-goals beside the figures and the verification count go to stdout. Exits 1 when any run failed verification."""
+beside a bare gRPC stream measured in the same run, on SQLite files (as `make run`) or, with --database postgres,
+on a throwaway PostgreSQL server (a database per service; its processes' CPU is the stack's too). Progress goes
+to stderr; the table, its legend, the issue's goals beside the figures and the verification count go to stdout.
+Exits 1 when any run failed verification."""
 
 import argparse
 import signal
@@ -8,7 +10,7 @@ import sys
 import time
 from types import FrameType
 
-from bench.cases import CASES, BenchConfig, BenchOutcome, limit_notes, run_bench
+from bench.cases import CASES, DATABASES, BenchConfig, BenchOutcome, limit_notes, run_bench
 from bench.results import LEGEND, CaseResult, goal_lines, progress, results_table
 from bench.stack import peak_rss_resettable
 
@@ -47,6 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--metrics", choices=("on", "off"), default="on",
                         help="off: the stack's processes with no-op Prometheus metrics, to price them "
                         "(bench/metrics_off; the platform's metrics are always on)")
+    parser.add_argument("--database", choices=tuple(DATABASES), default="sqlite",
+                        help="what the stack runs on: sqlite, files in the stack's folder as `make run` makes them; "
+                        "postgres, a database per service (runs, tools, agents) on a throwaway server started as the "
+                        "tests start theirs (PostgreSQL installed), its CPU in the 'CPU pg' column (default sqlite)")
     parser.add_argument("--cases", default=",".join(CASES),
                         help=f"comma-separated, from {', '.join(CASES)} (default: all)")
     args = parser.parse_args(argv)
@@ -70,6 +76,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         deadline=args.deadline or (SMOKE_DEADLINE if args.smoke else DEFAULT_DEADLINE),
         engine_lease=args.engine_lease or (SMOKE_ENGINE_LEASE if args.smoke else None),
         metrics=args.metrics == "on",
+        database=args.database,
     )
 
 

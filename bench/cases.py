@@ -8,14 +8,16 @@ e. step delivery on that stack: runs started with StartRun, each followed by its
 f. resume (issue 18): on a fresh stack, runs in flight when the engine is SIGKILLed and restarted (bench/resume.py).
 
 Every stack case goes through the Envoy gateway with native gRPC, and every run is verified from the store after
-the timing (bench/verify.py).
+the timing (bench/verify.py). Each stack runs on new databases: SQLite files in its folder, or (`database`
+"postgres") a database per service on one throwaway PostgreSQL server (bench/postgres.py).
 """
 
 import asyncio
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -25,7 +27,8 @@ from agentplatform.runs.v1 import runs_pb2
 from bench.baseline import bare_stream, baseline_server
 from bench.load import Channels, ClientRun, all_at_once, closed_loop, start_and_watch, stream_chat
 from bench.metrics_off import SHADOW_PATH
-from bench.results import BASELINE_SERVER, CaseResult, progress
+from bench.postgres import PostgresServer, throwaway_server
+from bench.results import BASELINE_SERVER, DATABASE_SERVER, CaseResult, progress
 from bench.resume import resume_case
 from bench.stack import SELF, RunningStack, Usage, UsageMeter, launched_stack
 from bench.verify import (
@@ -39,6 +42,8 @@ from bench.verify import (
 from services.engine.settings import EngineSettings
 
 CASES = ("baseline", "sequential", "concurrent", "burst", "delivery", "burst2", "resume")
+#: `--database`: the stack's databases, and how the table names them.
+DATABASES = {"sqlite": "sqlite", "postgres": "postgresql"}
 ZERO_LATENCY_CASES = ("sequential", "concurrent")
 SLOW_MODEL_CASES = ("burst", "delivery")
 #: The burst again on a stack with two engine processes (ENGINE_REPLICAS=2), beside the one-engine burst.
@@ -63,6 +68,13 @@ class BenchConfig:
     engine_lease: float | None = None
     #: False: the stack's processes run with no-op Prometheus metrics (bench/metrics_off), to price them.
     metrics: bool = True
+    #: A key of DATABASES: what every stack runs on.
+    database: str = "sqlite"
+
+    @property
+    def database_label(self) -> str:
+        """The database as the table's stack rows name it."""
+        return DATABASES[self.database]
 
     def stack_settings(self, **settings: str) -> dict[str, str]:
         """`settings` for the stacks of this bench, with the metrics shadowed when they are off."""
@@ -111,21 +123,45 @@ def run_bench(config: BenchConfig) -> BenchOutcome:
     stacks = (
         (0.0, 1, ZERO_LATENCY_CASES), (config.latency, 1, SLOW_MODEL_CASES), (config.latency, 2, TWO_ENGINE_CASES)
     )
-    for latency, engines, keys in stacks:
-        chosen = [key for key in keys if key in config.cases]
-        if not chosen:
-            continue
-        progress(f"starting the stack (python -m services.launcher) with a {latency:g} s model, {engines} engine(s)")
-        with launched_stack(latency, engines, config.stack_settings()) as stack:
-            progress(f"stack ready: {', '.join(f'{name} {pid}' for name, pid in stack.pids.items())}")
-            results, notes = asyncio.run(_stack_cases(stack, config, chosen, latency, baseline))
-        outcome.results += results
-        outcome.notes += notes
-    if "resume" in config.cases:
-        result, notes = run_resume(config)
-        outcome.results.append(result)
-        outcome.notes += notes
+    with ExitStack() as resources:
+        server = None
+        if config.database == "postgres" and set(config.cases) - {"baseline"}:
+            server = resources.enter_context(throwaway_server())
+            outcome.notes.append("databases: a database per service on a throwaway PostgreSQL server (fsync=off, as "
+                                 "the tests start it), new for each stack; CPU pg = all its processes")
+        for latency, engines, keys in stacks:
+            chosen = [key for key in keys if key in config.cases]
+            if not chosen:
+                continue
+            progress(f"starting the stack (python -m services.launcher) with a {latency:g} s model, {engines} "
+                     f"engine(s), on {config.database_label}")
+            with _stack_on(server, config, latency, engines) as stack:
+                progress(f"stack ready: {', '.join(f'{name} {pid}' for name, pid in stack.pids.items())}")
+                results, notes = asyncio.run(_stack_cases(stack, config, chosen, latency, baseline))
+            outcome.results += results
+            outcome.notes += notes
+        if "resume" in config.cases:
+            result, notes = run_resume(config, server)
+            outcome.results.append(result)
+            outcome.notes += notes
     return outcome
+
+
+@contextmanager
+def _stack_on(
+    server: PostgresServer | None, config: BenchConfig, latency: float, engines: int = 1, **settings: str
+) -> Iterator[RunningStack]:
+    """A stack with this bench's settings and `settings`, on SQLite files (no `server`) or on a new database per
+    service on `server`, whose processes are then measured with the stack's; the databases are dropped once the
+    stack has stopped."""
+    if server is None:
+        with launched_stack(latency, engines, config.stack_settings(**settings)) as stack:
+            yield stack
+        return
+    with server.service_databases() as databases, launched_stack(
+        latency, engines, config.stack_settings(**settings, **databases), {DATABASE_SERVER: server.pid}
+    ) as stack:
+        yield stack
 
 
 # --- a: the bare stream -----------------------------------------------------------------------------------
@@ -164,7 +200,8 @@ async def _stack_cases(
         notes += await _warm_up(channels, config.deadline)
         for key in keys:
             stack.refresh_pids()  # a process restarted in an earlier case is measured under its new pid
-            result = await _stack_case(stack, channels, key, *_case_load(key, channels, config, latency))
+            name, load = _case_load(key, channels, config, latency)
+            result = await _stack_case(stack, channels, key, f"{name}, {config.database_label}", load)
             if key == "concurrent" and baseline is not None:
                 result.comparison = _against_baseline(result, baseline)
             if key in ("burst", "burst2"):
@@ -247,14 +284,13 @@ def _set_ideal(result: CaseResult, latency: float, cores: int) -> None:
 # --- f: the engine killed -----------------------------------------------------------------------------------
 
 
-def run_resume(config: BenchConfig) -> tuple[CaseResult, list[str]]:
+def run_resume(config: BenchConfig, server: PostgresServer | None) -> tuple[CaseResult, list[str]]:
     runs, latency = config.runs["resume"], config.latency
     lease = "its default lease" if config.engine_lease is None else f"a {config.engine_lease:g} s lease"
-    name = f"f. engine SIGKILLed, {runs:,} in flight, {latency:g} s model"
-    lease = {} if config.engine_lease is None else {"ENGINE_LEASE_SECONDS": str(config.engine_lease)}
-    settings = config.stack_settings(**lease)
+    name = f"f. engine SIGKILLed, {runs:,} in flight, {latency:g} s model, {config.database_label}"
+    lease_setting = {} if config.engine_lease is None else {"ENGINE_LEASE_SECONDS": str(config.engine_lease)}
     progress(f"starting the stack with a {latency:g} s model, the engine on {lease}, for the resume case")
-    with launched_stack(latency, settings=settings) as stack:
+    with _stack_on(server, config, latency, **lease_setting) as stack:
         result = asyncio.run(resume_case(stack, runs, latency, config.deadline, name))
         stack.keep_log |= result.errors > 0
     notes = [f"{name}: the engine's CPU and RSS are left out (it was killed; the launcher restarted it), the "

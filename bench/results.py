@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from bench.report import fmt, percentile, table
 
 MIB = 1024 * 1024
+#: The PostgreSQL server a stack runs on (`--database postgres`), its every process: on SQLite that work is done
+#: inside the services' own processes, so on PostgreSQL it counts as the platform's too.
+DATABASE_SERVER = "postgres"
 #: Processes whose CPU makes up the "sum" column of a stack case: the platform itself, behind the gateway.
-PLATFORM = ("engine", "runs", "tools", "envoy")
+PLATFORM = ("engine", "runs", "tools", "envoy", DATABASE_SERVER)
 #: What drives the platform: the demo model, the load client, and the launcher relaying the logs.
 DRIVERS = ("model", "client", "launcher")
 #: The baseline's processes: its server stands where the platform does.
@@ -18,8 +21,8 @@ BASELINE_SERVER = "server"
 
 HEADERS = (
     "case", "runs", "errors", "wall s", "runs/s", "lat p50 ms", "lat p99 ms", "TTFS p50 ms", "TTFS p99 ms",
-    "deliv p50 ms", "deliv p99 ms", "CPU engine", "CPU runs", "CPU tools", "CPU envoy", "CPU sum", "CPU other",
-    "RSS engine", "RSS runs", "vs baseline / ideal",
+    "deliv p50 ms", "deliv p99 ms", "CPU engine", "CPU runs", "CPU tools", "CPU envoy", "CPU pg", "CPU sum",
+    "CPU other", "RSS engine", "RSS runs", "vs baseline / ideal",
 )
 
 LEGEND = """\
@@ -28,8 +31,9 @@ verification; wall s = from the first call to the end of the last; runs/s = runs
 duration (StreamChat to its end; StartRun to the end of the watch); TTFS = time to first step, from the call's
 start to the first RunEvent carrying a step; deliv = step delivery, a WatchRun client's receive wall-clock time
 minus the step's create_time (set by the run store when it records the step), for steps recorded while the watch
-was open; CPU * = CPU ms per run of each process (utime+stime from /proc over the case), sum = engine + runs +
-tools + envoy (baseline: the bare server), other = demo model + load client + launcher (baseline: the client);
+was open; CPU * = CPU ms per run of each process (utime+stime from /proc over the case; pg = the PostgreSQL
+server's processes under --database postgres, its backends included), sum = engine + runs + tools + envoy + pg
+(baseline: the bare server), other = demo model + load client + launcher (baseline: the client);
 RSS = peak RSS in MiB during the case; vs baseline = runs/s and CPU sum relative to the bare stream's calls/s
 and server CPU per call; ideal = 3 model calls x latency, floor = CPU s of all processes (model and client
 included) / cores, and wall / max(ideal, floor). Case f: wall = from the first StartRun until no run is live; lat =
@@ -119,7 +123,7 @@ class CaseResult:
     def row(self) -> list[str]:
         baseline = BASELINE_SERVER in self.cpu_s
         # A process left out of the measure (killed or restarted during the case) shows "-", not 0.
-        per_process = ["-"] * 4 if baseline else [
+        per_process = ["-"] * len(PLATFORM) if baseline else [
             fmt(self.cpu_ms_per_run(name), 2) if self.measured(name) else "-" for name in PLATFORM
         ]
         other = ("client",) if baseline else DRIVERS

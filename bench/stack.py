@@ -253,7 +253,8 @@ def stack_environment(
 ) -> dict[str, str]:
     """The launcher's environment: the caller's, less any service setting, plus free ports, databases in
     `workdir`, `engines` engine processes, and the demo model (no LLM_BASE_URL) answering after `model_latency`
-    seconds in one piece; then `settings` (a case that measures a setting's effect)."""
+    seconds in one piece; then `settings` (a case that measures a setting's effect; the databases on PostgreSQL,
+    bench/postgres.py)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(SETTING_PREFIXES)}
     return env | {
         "ENGINE_REPLICAS": str(engines),
@@ -292,6 +293,8 @@ class RunningStack:
     pids: dict[str, int] = field(default_factory=dict)
     #: Keep the launcher's log after the stop (it is kept anyway when the stack logged warnings or errors).
     keep_log: bool = False
+    #: Processes outside the launcher whose CPU is the stack's too, by name (the PostgreSQL server it runs on).
+    outside_pids: dict[str, int] = field(default_factory=dict)
 
     @property
     def gateway(self) -> str:
@@ -302,8 +305,9 @@ class RunningStack:
         return f"127.0.0.1:{self.ports.runs}"
 
     def all_pids(self) -> dict[str, int]:
-        """Every process whose CPU counts: the stack's, the launcher (it relays their logs) and this client."""
-        return self.pids | {LAUNCHER: self.launcher.pid, SELF: os.getpid()}
+        """Every process whose CPU counts: the stack's, its database server's, the launcher (it relays their logs)
+        and this client."""
+        return self.pids | self.outside_pids | {LAUNCHER: self.launcher.pid, SELF: os.getpid()}
 
     def refresh_pids(self) -> list[str]:
         """Take in the launcher's children as they are now; the names of those that changed pid or are gone
@@ -399,11 +403,13 @@ def _stop(stack: RunningStack) -> int | None:
 
 @contextmanager
 def launched_stack(
-    model_latency: float, engines: int = 1, settings: Mapping[str, str] | None = None
+    model_latency: float, engines: int = 1, settings: Mapping[str, str] | None = None,
+    outside_pids: Mapping[str, int] | None = None,
 ) -> Iterator[RunningStack]:
     """`python -m services.launcher` in a temporary folder with `engines` engine processes, ready to serve;
     stopped (Ctrl-C) and cleaned up on the way out. The launcher's log stays in the folder until then (see
-    `RunningStack.log_problems`)."""
+    `RunningStack.log_problems`). `outside_pids`: processes the launcher did not start whose CPU is measured
+    with the stack's (`RunningStack.outside_pids`)."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-stack-"))
     ports = Ports.free(engines)
     env = stack_environment(workdir, ports, model_latency, engines, settings)
@@ -413,7 +419,7 @@ def launched_stack(
                 [sys.executable, "-m", "services.launcher"], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        stack = RunningStack(workdir, ports, launcher, engines)
+        stack = RunningStack(workdir, ports, launcher, engines, outside_pids=dict(outside_pids or {}))
         try:
             _wait_ready(stack)
             yield stack

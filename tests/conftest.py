@@ -73,15 +73,11 @@ def two_free_ports() -> int:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A SQLAlchemy URL (postgresql+asyncpg://…) of a PostgreSQL database for the whole session."""
-    from tests.support.postgres import find_postgres_bin, postgres_server
+    from tests.support.postgres import postgres_server, skip_without_postgres
 
     if url := os.environ.get("TEST_POSTGRES_URL"):
         yield url
         return
-    if find_postgres_bin() is None:
-        reason = "PostgreSQL is not installed (apt-get install postgresql)"
-        if os.environ.get("REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"REQUIRE_POSTGRES=1 but {reason}")
-        pytest.skip(reason)
+    skip_without_postgres()
     with postgres_server() as url:
         yield url

@@ -42,10 +42,10 @@ async def fresh_postgres_database(server_url: str) -> AsyncIterator[str]:
         await drop_postgres_database(url)
 
 
-async def create_postgres_database(server_url: str) -> str:
-    """A new, empty database on the server of `server_url`; its URL. (fresh_postgres_database, when the creation
-    and the drop cannot share one event loop.)"""
-    name = f"bench_runs_{secrets.token_hex(4)}"
+async def create_postgres_database(server_url: str, prefix: str = "bench_runs") -> str:
+    """A new, empty database on the server of `server_url`, named `prefix` and a random tail; its URL.
+    (fresh_postgres_database, when the creation and the drop cannot share one event loop.)"""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(asyncpg_dsn(server_url))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import free_port
 
 DATABASE = "agentplatform_test"
@@ -26,6 +28,15 @@ def find_postgres_bin() -> Path | None:
     """The folder of Debian's PostgreSQL server binaries (newest version), if installed."""
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
     return Path(candidates[-1]).parent if candidates else None
+
+
+def skip_without_postgres() -> None:
+    """Skip the calling test when PostgreSQL is not installed; under REQUIRE_POSTGRES=1 (CI), fail it instead."""
+    if find_postgres_bin() is None:
+        reason = "PostgreSQL is not installed (apt-get install postgresql)"
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"REQUIRE_POSTGRES=1 but {reason}")
+        pytest.skip(reason)
 
 
 def _as_server_user(argv: list[str]) -> list[str]:
