@@ -43,7 +43,7 @@ def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether process `pid` still runs (a zombie, killed but not yet waited for, does not)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -56,7 +56,7 @@ def reap_orphaned_servers(bin_dir: Path) -> None:
     """Stop and delete the servers of test sessions that were killed before they could clean up."""
     for owner_file in Path(tempfile.gettempdir()).glob(f"{PREFIX}*/owner.pid"):
         root = owner_file.parent
-        if _pid_alive(int(owner_file.read_text() or 0)):
+        if pid_alive(int(owner_file.read_text() or 0)):
             continue
         subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate",
                                         "-w", "stop"]), capture_output=True)
