@@ -38,9 +38,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from services.common import cel, errors
+from services.common import errors
 from services.common.identity import Caller
 from services.common.limits import RunLimits
 from services.common.run_vocabulary import COMPLETED
@@ -68,6 +68,9 @@ from services.engine.upstream.agents_client import AgentsClient
 from services.engine.upstream.runs_client import RunsClient
 from services.engine.upstream.tools_client import ToolsClient, idempotency_key
 from services.engine.workflow_graph import Node, SavedWorkflow
+
+if TYPE_CHECKING:
+    from services.common import cel
 
 log = logging.getLogger(__name__)
 
@@ -163,17 +166,30 @@ class _Graph:
         """The value of a node's expression on the state; a failure fails the run, naming the node and field."""
         key = (node_id, field_name)
         try:
-            if key not in self._programs:
-                self._programs[key] = cel.compile(expression, self._known)
+            program = self._programs.get(key)
+            if program is None:
+                # Off the event loop: the engine's first expression also imports CEL (see _compile).
+                program = self._programs[key] = await asyncio.to_thread(_compile, expression, self._known)
             # CPU-bound and metered: off the event loop, so other runs go on meanwhile.
-            return await asyncio.to_thread(_evaluate, self._programs[key], state)
+            return await asyncio.to_thread(_evaluate, program, state)
         except errors.InvalidArgument as exc:
             raise RunFailure(
                 "expression_failed", errors.InvalidArgument(f"node '{node_id}' {field_name}: {exc}")
             ) from exc
 
 
-def _evaluate(program: cel.Program, state: dict[str, Any]) -> Any:
+def _compile(expression: str, known: frozenset[str]) -> "cel.Program":
+    # Imported here, not at the top: CEL (celpy, its lark parser built at import, pendulum) adds about 10 MiB to
+    # every engine's RSS at rest, and only workflow runs need it (issue 22). The first import takes about a second
+    # of CPU, which is why this runs in a thread.
+    from services.common import cel
+
+    return cel.compile(expression, known)
+
+
+def _evaluate(program: "cel.Program", state: dict[str, Any]) -> Any:
+    from services.common import cel  # imported by _compile already: a lookup in sys.modules
+
     value = cel.evaluate(program, state)
     # State and outputs go into steps: a value the store cannot take fails here, naming the node.
     check_value(value, "value")

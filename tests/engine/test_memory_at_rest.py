@@ -1,0 +1,19 @@
+"""What an engine process holds before it runs anything (issue 22: engine RSS per 1,000 live runs): modules only a
+rare path needs are not imported at start-up."""
+
+import subprocess
+import sys
+
+
+def _modules_after(statement: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after `statement` (a fresh one: this test process has imported
+    everything already)."""
+    script = f"{statement}\nimport sys\nprint('\\n'.join(sys.modules))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    return set(done.stdout.split())
+
+
+def test_the_engine_does_not_import_cel_until_a_workflow_evaluates_an_expression() -> None:
+    loaded = _modules_after("import services.engine.__main__")
+    assert "services.engine.workflows.runner" in loaded  # the import reached the workflow runner
+    assert not {"services.common.cel", "celpy", "lark"} & loaded
