@@ -22,8 +22,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Self
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import Field, SecretStr, field_validator
 
 from services.common.auth import AuthSettings
@@ -130,6 +128,11 @@ class PageTokens:
                 "restart and other replicas refuse it; set PLATFORM_PAGE_TOKEN_KEY (or PLATFORM_SERVICE_TOKEN)"
             )
             return cls.for_this_process()
+        # Imported here, once per process at start-up: the engine imports this module for MAX_PAGE_SIZE alone and
+        # never issues page tokens, and cryptography's native library is about 7 MiB of its RSS (issue 22).
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
         # HKDF, so that the key is independent of the service token it may come from: a token's MAC tells nothing
         # about the secret that authenticates the platform's services.
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(secret.encode())

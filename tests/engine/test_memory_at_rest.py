@@ -17,3 +17,14 @@ def test_the_engine_does_not_import_cel_until_a_workflow_evaluates_an_expression
     loaded = _modules_after("import services.engine.__main__")
     assert "services.engine.workflows.runner" in loaded  # the import reached the workflow runner
     assert not {"services.common.cel", "celpy", "lark"} & loaded
+
+
+def test_the_engine_does_not_import_cryptography_which_only_page_tokens_need() -> None:
+    # The engine takes MAX_PAGE_SIZE from services.common.pages and never issues a page token.
+    loaded = _modules_after("import services.engine.__main__")
+    assert "services.common.pages" in loaded
+    assert "cryptography" not in loaded
+    assert "cryptography" in _modules_after(
+        "from services.common.pages import PageTokens, PageTokenSettings\n"
+        "PageTokens.from_settings(PageTokenSettings(PLATFORM_SERVICE_TOKEN='a-service-token'))"
+    )
