@@ -18,14 +18,16 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.sdk._configuration import _get_exporter_entry_point, _get_exporter_names, _import_exporters
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+# The SDK (about 4 MiB of every process's RSS) is imported only where tracing is configured: it is off by default,
+# and the API above is all the callers need then (issue 22: the engine's memory).
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ CAPTURE_CONTENT_VARIABLE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
-_provider: TracerProvider | None = None
+_provider: "TracerProvider | None" = None
 _capture_content = False
 
 
@@ -60,8 +62,12 @@ def exporter_names() -> list[str]:
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return []
     if "OTEL_TRACES_EXPORTER" in os.environ:
+        from opentelemetry.sdk._configuration import _get_exporter_names
+
         return _get_exporter_names("traces")
     if any(os.environ.get(name) for name in _ENDPOINT_VARIABLES):
+        from opentelemetry.sdk._configuration import _get_exporter_entry_point
+
         return [_get_exporter_entry_point("otlp", "traces")]
     return []
 
@@ -87,6 +93,11 @@ def configure_tracing(service: str) -> bool:
     names = exporter_names()
     if not names:
         return False
+    from opentelemetry.sdk._configuration import _import_exporters
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     exporters, _, _ = _import_exporters(names, [], [])
     resource = Resource.create()
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
