@@ -1,7 +1,8 @@
 """Fixtures of the agents tests: a store on a fresh database (SQLite, and PostgreSQL when it is installed), and
 agents servers over real gRPC with API keys, in front of a real tools service."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ from services.agents.settings import AgentsSettings
 from services.agents.store import AgentStore
 from services.common.db.database import Database
 from services.tools.app import ToolsApp, start_tools
+from services.tools.settings import ToolsSettings
 from tests.agents.helpers import AUTH, drop_agents_schema, sqlite_url
+from tests.support.background_loop import background_loop
 from tests.support.platform import tools_settings
 
 #: The store and service tests run on SQLite and on the session's PostgreSQL server (`postgres_url`,
@@ -52,12 +55,24 @@ def store(database: Database) -> AgentStore:
     return AgentStore(database)
 
 
-@pytest.fixture
-async def tools_app(tmp_path: Path) -> AsyncIterator[ToolsApp]:
-    """A tools service with the same API keys and service token as the agents service."""
-    app = await start_tools(tools_settings(tmp_path, **AUTH))
-    yield app
-    await app.stop()
+@asynccontextmanager
+async def running_tools(settings: ToolsSettings) -> AsyncIterator[ToolsApp]:
+    app = await start_tools(settings)
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+@pytest.fixture(scope="session")
+def tools_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToolsApp]:
+    """A tools service with the same API keys and service token as the agents service, shared by every agents test:
+    the agents service only asks it which tools exist, and starting one (its worker processes) took longer than most
+    of these tests. It runs in an event loop of its own thread, so that each test's own loop reaches it; a test that
+    changes its tool settings puts them back."""
+    settings = tools_settings(tmp_path_factory.mktemp("agents-tools"), **AUTH)
+    with background_loop() as loop, loop.entered(running_tools(settings)) as app:
+        yield app
 
 
 StartAgents = Callable[..., Awaitable[AgentsApp]]

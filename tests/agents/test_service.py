@@ -146,15 +146,23 @@ async def test_an_unknown_tool_is_refused_and_a_disabled_one_accepted(stub: Any,
     assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, "agent.tools[1]: unknown tool 'nope'")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{tools_app.port}") as channel:
         tools = tools_pb2_grpc.ToolServiceStub(channel)
-        await tools.UpdateTool(
-            tools_pb2.UpdateToolRequest(
-                tool=tools_pb2.Tool(id="web_search", enabled=False), update_mask=mask("enabled")
-            ),
-            metadata=as_(ADMIN),
-        )
-    # An agent names the tools it may use; whether a tool is on today is the tools service's to say at run time.
-    created = await create(stub, agent(tools=["web_search", "calculator"]))
-    assert list(created.tools) == ["web_search", "calculator"]
+
+        async def set_web_search(enabled: bool) -> None:
+            await tools.UpdateTool(
+                tools_pb2.UpdateToolRequest(
+                    tool=tools_pb2.Tool(id="web_search", enabled=enabled), update_mask=mask("enabled")
+                ),
+                metadata=as_(ADMIN),
+            )
+
+        await set_web_search(False)
+        try:
+            # An agent names the tools it may use; whether a tool is on today is the tools service's to say at run
+            # time.
+            created = await create(stub, agent(tools=["web_search", "calculator"]))
+            assert list(created.tools) == ["web_search", "calculator"]
+        finally:
+            await set_web_search(True)  # the tools service is shared by the agents tests (conftest.py)
 
 
 async def test_a_tools_service_out_of_reach_is_unavailable(start_app: StartAgents, tools_app: ToolsApp) -> None:
