@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Connection, inspect, text
 
 from services.common.db.database import Database
 from services.runs.app import RunsApp, start_runs
@@ -17,7 +18,7 @@ from tests.runs.helpers import connect, sqlite_url
 from tests.runs.service_helpers import API_KEYS, TOKEN
 
 #: The store tests run on SQLite and on the session's PostgreSQL server (`postgres_url`, tests/conftest.py);
-#: its tables are dropped per test.
+#: its runs tables are emptied per test (`_fresh_runs_tables`).
 _BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
@@ -32,15 +33,33 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
+def _fresh_runs_tables(connection: Connection) -> None:
+    """Empty runs tables on the shared PostgreSQL server, as `Base.metadata.create_all` makes them.
+
+    When the tables an earlier test of this fixture made are there (no Alembic version table: no migration made
+    them since), TRUNCATE empties them and restarts their identities: a fifth of what dropping and creating them
+    again costs (0.06 s against 0.3 s, times some 200 tests). Otherwise they are dropped, with the version table a
+    migration left, and created again."""
+    tables = set(inspect(connection).get_table_names())
+    if set(Base.metadata.tables) <= tables and "alembic_version" not in tables:
+        # CASCADE: also the tables the runs table's DDL hooks add beside them (PostgreSQL's run_texts).
+        connection.execute(text(f"TRUNCATE {', '.join(Base.metadata.tables)} RESTART IDENTITY CASCADE"))
+        return
+    Base.metadata.drop_all(connection)
+    connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    Base.metadata.create_all(connection)
+
+
 @pytest.fixture
 async def database(database_url: str) -> AsyncIterator[Database]:
     """The database of `database_url` with fresh runs tables."""
     db = Database(database_url)
-    if not db.is_sqlite:
+    if db.is_sqlite:
+        await db.create_schema(Base.metadata)
+    else:
         # The PostgreSQL server is shared between tests: start each one from empty tables.
         async with db.engine.begin() as connection:
-            await connection.run_sync(Base.metadata.drop_all)
-    await db.create_schema(Base.metadata)
+            await connection.run_sync(_fresh_runs_tables)
     yield db
     await db.dispose()
 
