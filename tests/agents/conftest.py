@@ -17,6 +17,7 @@ from services.agents.store import AgentStore
 from services.common.db.database import Database
 from services.tools.app import ToolsApp, start_tools
 from services.tools.settings import ToolsSettings
+from services.tools.workers.lifecycle import start_forkserver
 from tests.agents.helpers import AUTH, drop_agents_schema, sqlite_url
 from tests.support.background_loop import background_loop
 from tests.support.platform import tools_settings
@@ -64,13 +65,16 @@ async def running_tools(settings: ToolsSettings) -> AsyncIterator[ToolsApp]:
         await app.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tools_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToolsApp]:
     """A tools service with the same API keys and service token as the agents service, shared by every agents test:
     the agents service only asks it which tools exist, and starting one (its worker processes) took longer than most
     of these tests. It runs in an event loop of its own thread, so that each test's own loop reaches it; a test that
     changes its tool settings puts them back."""
     settings = tools_settings(tmp_path_factory.mktemp("agents-tools"), **AUTH)
+    # The forkserver is started from the main thread, as a service's is (the loop's thread could not ignore SIGTERM
+    # for it); the later tests' tools services fork their workers from it too.
+    start_forkserver()
     with background_loop() as loop, loop.entered(running_tools(settings)) as app:
         yield app
 
