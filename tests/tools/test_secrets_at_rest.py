@@ -42,11 +42,7 @@ class Service(HttpTools, McpTools):
     """One tools service with the shorthands of both test modules (HTTP tools and MCP servers)."""
 
 
-@pytest_asyncio.fixture
-async def raw(database_url: str) -> AsyncIterator[Database]:
-    """The tools database read and written as it is, past the service (no codec): emptied of tools first, since
-    the PostgreSQL one is shared by the session."""
-    database = Database(database_url)
+async def _empty_of_tools(database: Database) -> None:
     async with database.write() as session:
         tables = set((await session.execute(text(
             "SELECT name FROM sqlite_master WHERE type='table'" if database.is_sqlite
@@ -55,7 +51,18 @@ async def raw(database_url: str) -> AsyncIterator[Database]:
         for name in ("mcp_servers", "http_tools", "tool_settings"):
             if name in tables:
                 await session.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest_asyncio.fixture
+async def raw(database_url: str) -> AsyncIterator[Database]:
+    """The tools database read and written as it is, past the service (no codec): emptied of tools before and
+    after, since the PostgreSQL one is shared by the session. After, too: these tests store secrets under keys of
+    their own, which every later tools service on that database (the default TOOLS_SECRET_KEYS) could not decrypt
+    and would refuse to start on (tests/tools/test_replicas.py did, in another file order)."""
+    database = Database(database_url)
+    await _empty_of_tools(database)
     yield database
+    await _empty_of_tools(database)
     await database.dispose()
 
 
