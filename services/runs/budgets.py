@@ -67,18 +67,15 @@ def _spent_message(status: BudgetStatus) -> str:
 class RunBudgets(StoreParts):
     """The run store's budget methods: set, list, delete, and the two checks."""
 
-    def _applying(self, connection: Connection, owner: str, agent_id: str) -> list[Budget]:
-        budgets = self.budget_book.current(connection)
-        return [*budgets.get(("user", owner), ()), *budgets.get(("agent", agent_id), ())]
-
     def applying_budgets(self, connection: Connection, owner: str, agent_id: str) -> list[Budget]:
         """The budgets of `owner` and `agent_id` (from the book in memory: no query unless it is refreshed)."""
-        return self._applying(connection, owner, agent_id)
+        budgets = self.budget_book.current(connection)
+        return [*budgets.get(("user", owner), ()), *budgets.get(("agent", agent_id), ())]
 
     def refuse_if_spent(self, connection: Connection, owner: str, agent_id: str) -> None:
         """ResourceExhausted when a budget of `owner` or `agent_id` is spent: a run of theirs may not start."""
         now = utcnow()
-        for budget in self._applying(connection, owner, agent_id):
+        for budget in self.applying_budgets(connection, owner, agent_id):
             status = _status(connection, budget, now)
             if status.exhausted:
                 raise start_refused(status)
@@ -124,7 +121,7 @@ class RunBudgets(StoreParts):
             if row is None:
                 return ""
             now = utcnow()
-            for budget in await connection.run_sync(self._applying, row.owner, row.agent_id):
+            for budget in await connection.run_sync(self.applying_budgets, row.owner, row.agent_id):
                 status = await connection.run_sync(_status, budget, now)
                 if status.exhausted:
                     metrics.BUDGET_REFUSALS.labels(budget.scope, "running").inc()
